@@ -1,0 +1,1 @@
+"""Streamlit workbench for browsing builds (pages arrive with the app issue)."""

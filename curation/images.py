@@ -1,0 +1,130 @@
+"""Content-addressed images: decode once to check them, keep the original bytes once per sha256.
+
+Images arrive as bytes (parquet `{bytes, path}` structs, Hub rows), as paths relative to an images root
+(a folder or a zip archive), or as a folder of video frames. Anything that cannot be found or decoded,
+or that is larger than the pixel limit (decompression bombs), raises `RowError` so the row becomes a reject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from PIL import Image
+
+from curation.errors import InputError, RowError
+
+# Pillow's own bomb threshold (89.5 MP) is far above anything a VLM is trained on; 50 MP is still generous.
+DEFAULT_MAX_PIXELS = 50_000_000
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    sha256: str
+    bytes: bytes
+    width: int
+    height: int
+    format: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "bytes": self.bytes, "width": self.width, "height": self.height, "format": self.format}
+
+
+def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageRow:
+    """Check that `data` is a complete, decodable image within `max_pixels`; return its table row."""
+    if not data:
+        raise RowError("image undecodable", f"{origin}: empty image bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise RowError("image too large", f"{origin}: {width}x{height} exceeds {max_pixels} pixels")
+                image.load()  # full decode: catches truncated and corrupt files that open() accepts
+                fmt = (image.format or "unknown").lower()
+    except RowError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RowError("image too large", f"{origin}: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise RowError("image undecodable", f"{origin}: {type(exc).__name__}: {exc}") from exc
+    return ImageRow(hashlib.sha256(data).hexdigest(), data, width, height, fmt)
+
+
+class ImagesRoot:
+    """Files referenced by relative path, under a folder or inside a zip archive."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_names: set[str] = set()
+        self._basenames: dict[str, str] | None = None
+        if root is None:
+            return
+        if not root.exists():
+            raise InputError(f"{root}: images root does not exist")
+        if root.is_file():
+            if not zipfile.is_zipfile(root):
+                raise InputError(f"{root}: images root must be a folder or a zip archive")
+            self._zip = zipfile.ZipFile(root)
+            self._zip_names = {n for n in self._zip.namelist() if not n.endswith("/")}
+
+    @staticmethod
+    def _clean(rel: str) -> str:
+        return PurePosixPath(rel.replace("\\", "/").lstrip("/")).as_posix().removeprefix("./")
+
+    def read(self, rel: str, by_basename: bool = False) -> bytes:
+        """Bytes of the file at `rel`; with `by_basename`, fall back to a unique file of the same name."""
+        if self.root is None:
+            raise RowError("image not found", f"{rel} (no --images-root given)")
+        name = self._clean(rel)
+        if self._zip is not None:
+            if name in self._zip_names:
+                return self._zip.read(name)
+        else:
+            path = (self.root / name).resolve()
+            if path.is_relative_to(self.root.resolve()) and path.is_file():
+                return path.read_bytes()
+        if by_basename:
+            found = self._by_basename().get(PurePosixPath(name).name)
+            if found is not None:
+                return self.read(found)
+        raise RowError("image not found", rel)
+
+    def frames(self, rel_dir: str) -> list[str]:
+        """Relative paths of the frame images in a folder, in name order (video as frames)."""
+        prefix = self._clean(rel_dir).rstrip("/") + "/"
+        if self.root is None:
+            raise RowError("image not found", f"{rel_dir} (no --images-root given)")
+        if self._zip is not None:
+            names = [n for n in self._zip_names if n.startswith(prefix) and "/" not in n[len(prefix):]]
+        else:
+            folder = (self.root / prefix).resolve()
+            if not folder.is_relative_to(self.root.resolve()) or not folder.is_dir():
+                raise RowError("image not found", rel_dir)
+            names = [prefix + p.name for p in folder.iterdir() if p.is_file()]
+        names = sorted(n for n in names if n.lower().endswith(FRAME_SUFFIXES))
+        if not names:
+            raise RowError("image not found", f"{rel_dir} (no frames)")
+        return names
+
+    def _by_basename(self) -> dict[str, str]:
+        if self._basenames is None:
+            assert self.root is not None
+            if self._zip is not None:
+                names = sorted(self._zip_names)
+            else:
+                names = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+            counts: dict[str, int] = {}
+            for n in names:
+                counts[PurePosixPath(n).name] = counts.get(PurePosixPath(n).name, 0) + 1
+            # Ambiguous basenames are left out: resolving them would pick an arbitrary file.
+            self._basenames = {PurePosixPath(n).name: n for n in names if counts[PurePosixPath(n).name] == 1}
+        return self._basenames

@@ -1,0 +1,151 @@
+"""Ingest one source: native rows -> canonical pairs, content-addressed images and rejects.
+
+Every native row is accounted for: it yields one or more pairs or exactly one reject
+(`rows_read == rows_paired + rows_rejected`, checked before any file is published).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.errors import RowError
+from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
+from curation.io import ParquetBatchWriter
+from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
+from curation.sources.base import Adapter, RowContext
+
+STAGE = "ingest"
+
+
+@dataclass
+class RowOutcome:
+    ref: str
+    pairs: list[dict[str, Any]]
+    reject: dict[str, Any] | None
+    images: list[ImageRow]
+
+
+@dataclass
+class IngestSummary:
+    source: str
+    rows_read: int = 0
+    rows_paired: int = 0
+    rows_rejected: int = 0
+    pairs: int = 0
+    ties: int = 0
+    images: int = 0
+    rejects_by_reason: Counter[str] = field(default_factory=Counter)
+    pairs_per_row: Counter[int] = field(default_factory=Counter)
+
+    def add(self, outcome: RowOutcome) -> None:
+        self.rows_read += 1
+        if outcome.reject is not None:
+            self.rows_rejected += 1
+            self.rejects_by_reason[outcome.reject["reason"]] += 1
+        else:
+            self.rows_paired += 1
+            self.pairs += len(outcome.pairs)
+            self.ties += sum(1 for p in outcome.pairs if p["tie"])
+            self.pairs_per_row[len(outcome.pairs)] += 1
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_read == self.rows_paired + self.rows_rejected
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "rows_paired": self.rows_paired,
+            "rows_rejected": self.rows_rejected,
+            "pairs": self.pairs,
+            "ties": self.ties,
+            "images": self.images,
+            "rejects_by_reason": dict(sorted(self.rejects_by_reason.items())),
+            "pairs_per_row": {str(k): v for k, v in sorted(self.pairs_per_row.items())},
+        }
+
+
+def reject_row(source: str, ref: str, reason: str, detail: str, stage: str = STAGE) -> dict[str, Any]:
+    return {"source": source, "source_row": ref, "stage": stage, "reason": reason, "detail": detail}
+
+
+def convert_rows(
+    adapter: Adapter,
+    location: str,
+    images_root: ImagesRoot | None = None,
+    *,
+    limit: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[RowOutcome]:
+    """One outcome per native row of `location`, in input order."""
+    root = images_root or ImagesRoot(None)
+    key = adapter.info.key
+    for index, record in enumerate(adapter.records(location, root)):
+        if limit is not None and index >= limit:
+            break
+        if record.error is not None:
+            yield RowOutcome(record.ref, [], reject_row(key, record.ref, record.error.reason, record.error.detail), [])
+            continue
+        assert record.data is not None
+        ctx = RowContext(record.ref, root, max_pixels)
+        try:
+            pairs = adapter.convert(record.data, ctx)
+            if not pairs:
+                raise RowError("no pairs", "the row yields no preference pair")
+            meta = adapter.meta(record.data)
+            rows = [p.to_row(key, record.ref, meta, adapter.info.license) for p in pairs]
+        except RowError as exc:
+            yield RowOutcome(record.ref, [], reject_row(key, record.ref, exc.reason, f"{record.ref}: {exc.detail}"), [])
+            continue
+        except Exception as exc:  # an adapter bug on odd data must not end the whole ingest silently or loudly
+            detail = f"{record.ref}: {type(exc).__name__}: {exc}"
+            yield RowOutcome(record.ref, [], reject_row(key, record.ref, "adapter error", detail), [])
+            continue
+        yield RowOutcome(record.ref, rows, None, list(ctx.new_images.values()))
+
+
+def ingest(
+    adapter: Adapter,
+    location: str,
+    out_dir: Path,
+    images_root: ImagesRoot | None = None,
+    *,
+    limit: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_row: Callable[[IngestSummary], None] | None = None,
+) -> IngestSummary:
+    """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = IngestSummary(adapter.info.key)
+    writers = {
+        "pairs": ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA),
+        "images": ParquetBatchWriter(out_dir / "images.parquet", IMAGE_SCHEMA, rows_per_group=100),
+        "rejects": ParquetBatchWriter(out_dir / "rejects.parquet", REJECT_SCHEMA),
+    }
+    seen_images: set[str] = set()
+    try:
+        for outcome in convert_rows(adapter, location, images_root, limit=limit, max_pixels=max_pixels):
+            summary.add(outcome)
+            writers["pairs"].write(outcome.pairs)
+            if outcome.reject is not None:
+                writers["rejects"].write([outcome.reject])
+            new = [img for img in outcome.images if img.sha256 not in seen_images]
+            seen_images.update(img.sha256 for img in new)
+            writers["images"].write(img.as_dict() for img in new)
+            if on_row is not None:
+                on_row(summary)
+        summary.images = len(seen_images)
+        if not summary.balanced:
+            raise AssertionError(f"row accounting broken for {adapter.info.key}: {summary.as_dict()}")
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.close()
+    return summary

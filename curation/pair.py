@@ -1,0 +1,79 @@
+"""`Pair`: what an adapter returns for one preference pair, before ids and modality are derived."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from curation.schema import IMAGE_TOKEN, compute_pair_id, compute_prompt_id
+
+
+@dataclass
+class Pair:
+    prompt: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    images: list[str] = field(default_factory=list)  # sha256 of each image, in placeholder order
+    video: bool = False  # images are the ordered frames of one video
+    subset: str | None = None
+    category: str | None = None
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    margin: float | None = None
+    tie: bool = False
+    chosen_model: str | None = None
+    rejected_model: str | None = None
+    language: str | None = None
+    license: str | None = None
+    binarization: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # derived facts worth keeping in `meta`
+
+    @property
+    def modality(self) -> str:
+        if self.video:
+            return "video"
+        return {0: "text", 1: "image"}.get(len(self.images), "multi_image")
+
+    def to_row(self, source: str, source_row: str, meta: dict[str, Any], default_license: str) -> dict[str, Any]:
+        margin = self.margin
+        if margin is None and self.chosen_score is not None and self.rejected_score is not None:
+            margin = self.chosen_score - self.rejected_score
+        return {
+            "pair_id": compute_pair_id(self.prompt, self.images, self.chosen, self.rejected),
+            "prompt_id": compute_prompt_id(self.prompt, self.images),
+            "source": source,
+            "source_row": source_row,
+            "subset": self.subset,
+            "modality": self.modality,
+            "prompt": [{"role": m["role"], "content": m["content"]} for m in self.prompt],
+            "chosen": self.chosen,
+            "rejected": self.rejected,
+            "images": list(self.images),
+            "chosen_score": self.chosen_score,
+            "rejected_score": self.rejected_score,
+            "margin": margin,
+            "tie": self.tie,
+            "chosen_model": self.chosen_model,
+            "rejected_model": self.rejected_model,
+            "category": self.category,
+            "language": self.language,
+            "license": self.license or default_license,
+            "binarization": self.binarization,
+            "meta": dump_meta({**meta, **({"_derived": self.extra} if self.extra else {})}),
+        }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"  # image bytes live in the image table, not in meta
+    return str(value)
+
+
+def dump_meta(meta: dict[str, Any]) -> str:
+    """Deterministic JSON of the unmapped native fields."""
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default)
+
+
+def count_image_tokens(prompt: list[dict[str, str]]) -> int:
+    return sum(m["content"].count(IMAGE_TOKEN) for m in prompt)

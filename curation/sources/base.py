@@ -1,0 +1,173 @@
+"""The adapter contract: native rows in, canonical `Pair`s out, or a `RowError` that becomes a reject.
+
+An adapter module defines one `Adapter` subclass with a `SourceInfo`, an optional `Options` dataclass
+(adapter options from the CLI's `-o key=value` or a recipe), the native fields it maps into canonical
+columns (everything else is kept in `meta`), and `convert`. Reading is shared (`curation.readers`);
+an adapter overrides `records` only when its native layout is more than a table of rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from curation.errors import InputError, RowError
+from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot, decode_image
+from curation.pair import Pair
+from curation.readers import Record, iter_location
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    key: str
+    name: str
+    kind: Literal["train", "benchmark"]
+    modality: str  # what the source holds: text, image, video, or a mix such as "image+text"
+    hub_id: str | None
+    license: str
+    description: str
+    default_split: str = "train"  # the Hub split read when none is given
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Where a Hub dataset is read from; local files ignore these."""
+
+    config: str | None = None
+    split: str | None = None  # None: the adapter's default split
+    revision: str | None = None
+
+
+class RowContext:
+    """What `convert` may use for one row: its reference and image resolution (committed only on success)."""
+
+    def __init__(self, ref: str, images_root: ImagesRoot, max_pixels: int) -> None:
+        self.ref = ref
+        self.images_root = images_root
+        self.max_pixels = max_pixels
+        self.new_images: dict[str, ImageRow] = {}
+
+    def _add(self, data: bytes, origin: str) -> str:
+        row = decode_image(data, f"{self.ref}: {origin}", self.max_pixels)
+        self.new_images.setdefault(row.sha256, row)
+        return row.sha256
+
+    def image_bytes(self, data: bytes, origin: str = "image") -> str:
+        return self._add(data, origin)
+
+    def image_path(self, rel: str, by_basename: bool = False) -> str:
+        return self._add(self.images_root.read(rel, by_basename=by_basename), rel)
+
+    def image(self, value: Any, field: str = "image", by_basename: bool = False) -> str:
+        """An image given as bytes, a `{bytes, path}` struct (parquet / `datasets`), or a relative path."""
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                return self._add(value["bytes"], f"field '{field}'")
+            if value.get("path"):
+                return self.image_path(value["path"], by_basename)
+            raise RowError("image not found", f"field '{field}': neither bytes nor path")
+        if isinstance(value, (bytes, bytearray)):
+            return self._add(bytes(value), f"field '{field}'")
+        if isinstance(value, str) and value:
+            return self.image_path(value, by_basename)
+        raise RowError("missing field" if value is None else "wrong type", f"field '{field}': no image ({type(value).__name__})")
+
+    def video_frames(self, rel_dir: str) -> list[str]:
+        return [self.image_path(rel) for rel in self.images_root.frames(rel_dir)]
+
+
+class Adapter:
+    info: ClassVar[SourceInfo]
+    Options: ClassVar[type] = NoOptions
+    # Native fields fully represented by canonical columns; all other fields go to `meta` (minus bytes).
+    mapped_fields: ClassVar[frozenset[str]] = frozenset()
+    # Columns to read from parquet/arrow files (None = all); heavy sources select what they need.
+    columns: ClassVar[Sequence[str] | None] = None
+
+    def __init__(self, options: Mapping[str, Any] | None = None, read: ReadOptions | None = None) -> None:
+        self.options = parse_options(self.Options, options or {}, self.info.key)
+        self.read = read or ReadOptions()
+
+    def records(self, location: str, images_root: ImagesRoot) -> Iterator[Record]:
+        """Native rows of `location` (a local file/folder or a Hub id)."""
+        yield from iter_location(
+            location,
+            config=self.read.config,
+            split=self.read.split or self.info.default_split,
+            revision=self.read.revision, columns=self.columns
+        )
+
+    def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
+        raise NotImplementedError
+
+    def meta(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k not in self.mapped_fields}
+
+
+def parse_options(cls: type, values: Mapping[str, Any], source: str) -> Any:
+    """Build an options dataclass from strings or typed values; unknown keys and bad types are errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise InputError(f"{source}: unknown option(s) {', '.join(unknown)} (known: {known})")
+    parsed = {}
+    for name, raw in values.items():
+        try:
+            parsed[name] = _coerce(raw, hints[name])
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{source}: option {name}={raw!r}: {exc}") from exc
+    return cls(**parsed)
+
+
+def _coerce(raw: Any, hint: Any) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if raw not in typing.get_args(hint):
+            raise ValueError(f"expected one of {', '.join(map(str, typing.get_args(hint)))}")
+        return raw
+    if args and origin is not Literal and len(args) == 1:  # Optional[X]
+        return None if raw in (None, "", "none", "None") else _coerce(raw, args[0])
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("true", "1", "yes"):
+            return True
+        if str(raw).lower() in ("false", "0", "no"):
+            return False
+        raise ValueError("expected true or false")
+    if hint in (int, float):
+        return hint(raw)
+    if hint is str:
+        if not isinstance(raw, str):
+            raise TypeError(f"expected a string, got {type(raw).__name__}")
+        return raw
+    return raw
+
+
+def default_images_root(path: str | Path | None) -> ImagesRoot:
+    return ImagesRoot(Path(path) if path else None)
+
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "Adapter",
+    "NoOptions",
+    "Pair",
+    "ReadOptions",
+    "Record",
+    "RowContext",
+    "RowError",
+    "SourceInfo",
+]

@@ -1,0 +1,173 @@
+"""Conversions that many adapters share: typed field access, chat messages, LLaVA turns, binarization."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from curation.errors import RowError
+from curation.schema import IMAGE_TOKEN
+
+_MISSING = object()
+Policy = Literal["max_gap", "best_vs_random", "all_pairs"]
+LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def field(row: dict[str, Any], name: str, kind: type | tuple[type, ...] = str, *, optional: bool = False) -> Any:
+    """`row[name]` checked against `kind`; missing or mistyped fields raise `RowError` naming the field."""
+    value = row.get(name, _MISSING)
+    if value is _MISSING or value is None:
+        if optional:
+            return None
+        raise RowError("missing field", f"'{name}'")
+    if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise RowError("wrong type", f"'{name}': expected {expected}, got {type(value).__name__}")
+    return value
+
+
+def text_field(row: dict[str, Any], name: str) -> str:
+    return field(row, name, str)
+
+
+def parse_score(value: Any, name: str) -> float:
+    """A rating that may be stored as a string ("4", " 3.5 "); `RowError` when it is not a finite number."""
+    if isinstance(value, bool):
+        raise RowError("unparsable score", f"'{name}': {value!r}")
+    try:
+        score = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise RowError("unparsable score", f"'{name}': {value!r}") from None
+    if not math.isfinite(score):
+        raise RowError("unparsable score", f"'{name}': {value!r}")
+    return score
+
+
+def maybe_score(value: Any, name: str) -> float | None:
+    """Like `parse_score`, but unparsable values ("N/A", "") give None for callers that tolerate them."""
+    try:
+        return parse_score(value, name)
+    except RowError:
+        return None
+
+
+def load_json_field(row: dict[str, Any], name: str) -> Any:
+    """A JSON document serialized inside a string column (RLHF-V `text`, R1-Reward `message`)."""
+    raw = row.get(name)
+    if isinstance(raw, (dict, list)):
+        return raw
+    raw = field(row, name, str)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RowError("malformed json field", f"'{name}': {exc.msg} at column {exc.colno}") from None
+
+
+def content_text(content: Any, name: str) -> str:
+    """Message content as text: a string, or OpenAI-style parts with images replaced by the placeholder."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict):
+                raise RowError("wrong type", f"'{name}': content part is {type(part).__name__}")
+            if part.get("type") == "text":
+                parts.append(str(part.get("text") or ""))
+            elif part.get("type") in ("image", "image_url"):
+                parts.append(IMAGE_TOKEN)
+            else:
+                raise RowError("wrong type", f"'{name}': unknown content part type {part.get('type')!r}")
+        return "\n".join(parts)
+    raise RowError("wrong type", f"'{name}': message content is {type(content).__name__}")
+
+
+def messages(value: Any, name: str) -> list[dict[str, str]]:
+    """A chat message list `[{role, content}]` (also LLaVA `{from, value}`), roles normalized."""
+    if not isinstance(value, list):
+        raise RowError("missing field" if value is None else "wrong type", f"'{name}': expected a message list")
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise RowError("wrong type", f"'{name}[{i}]': expected an object")
+        role = message.get("role", message.get("from"))
+        content = message.get("content", message.get("value"))
+        if role not in LLAVA_ROLES:
+            raise RowError("unknown role", f"'{name}[{i}]': {role!r}")
+        out.append({"role": LLAVA_ROLES[role], "content": content_text(content, f"{name}[{i}]")})
+    return out
+
+
+def final_answer(conversation: list[dict[str, str]], name: str) -> tuple[list[dict[str, str]], str]:
+    """Split a conversation into (turns before the final answer, final assistant answer)."""
+    if not conversation or conversation[-1]["role"] != "assistant":
+        raise RowError("no final answer", f"'{name}': the conversation does not end with an assistant turn")
+    return conversation[:-1], conversation[-1]["content"]
+
+
+def split_shared_prompt(
+    chosen: list[dict[str, str]], rejected: list[dict[str, str]]
+) -> tuple[list[dict[str, str]], str, str]:
+    """Two message lists that repeat the prompt: (shared prompt, chosen answer, rejected answer)."""
+    prompt_c, answer_c = final_answer(chosen, "chosen")
+    prompt_r, answer_r = final_answer(rejected, "rejected")
+    if prompt_c != prompt_r:
+        raise RowError("prompt differs between sides", "chosen and rejected do not share the turns before the answer")
+    return prompt_c, answer_c, answer_r
+
+
+def user_prompt(text: str, system: str | None = None) -> list[dict[str, str]]:
+    prompt = [{"role": "system", "content": system}] if system else []
+    return [*prompt, {"role": "user", "content": text}]
+
+
+def with_image_tokens(prompt: list[dict[str, str]], n_images: int) -> list[dict[str, str]]:
+    """Make the prompt hold exactly one placeholder per image: add them to the first user turn when absent."""
+    present = sum(m["content"].count(IMAGE_TOKEN) for m in prompt)
+    if present == n_images:
+        return prompt
+    if present == 0:
+        for i, message in enumerate(prompt):
+            if message["role"] == "user":
+                tokens = "\n".join([IMAGE_TOKEN] * n_images)
+                return [*prompt[:i], {**message, "content": f"{tokens}\n{message['content']}"}, *prompt[i + 1 :]]
+        raise RowError("no user turn", "the prompt has no user turn to hold the image")
+    raise RowError("image placeholders mismatch", f"{present} placeholders for {n_images} images")
+
+
+def binarize(
+    scores: Sequence[float | None], policy: Policy, *, min_margin: float = 0.0, seed_text: str = ""
+) -> list[tuple[int, int, bool]]:
+    """Pairs (chosen index, rejected index, tie) from scored responses under a declared policy.
+
+    Responses whose score is None (unparsable) take no part. Ties are returned with `tie=True` (a later
+    stage decides); with `min_margin > 0`, non-tied pairs whose gap is below it are not formed.
+    `best_vs_random` draws the rejected response from a hash of `seed_text`, never from process state.
+    """
+    scored = [(i, s) for i, s in enumerate(scores) if s is not None]
+    if len(scored) < 2:
+        return []
+    if policy == "all_pairs":
+        candidates = []
+        for (i, si), (j, sj) in itertools.combinations(scored, 2):
+            candidates.append((i, j, True) if si == sj else ((i, j, False) if si > sj else (j, i, False)))
+    elif policy == "max_gap":
+        best = max(scored, key=lambda x: (x[1], -x[0]))
+        worst = min(scored, key=lambda x: (x[1], -x[0]))
+        if best[0] == worst[0]:
+            worst = next(x for x in scored if x[0] != best[0])
+        candidates = [(best[0], worst[0], best[1] == worst[1])]
+    elif policy == "best_vs_random":
+        best = max(scored, key=lambda x: (x[1], -x[0]))
+        others = [x for x in scored if x[0] != best[0]]
+        pick = int(hashlib.blake2b(seed_text.encode("utf-8"), digest_size=8).hexdigest(), 16) % len(others)
+        other = others[pick]
+        candidates = [(best[0], other[0], best[1] == other[1])]
+    else:
+        raise ValueError(f"unknown binarization policy {policy!r}")
+    score = dict(scored)
+    return [(c, r, tie) for c, r, tie in candidates if tie or score[c] - score[r] >= min_margin]

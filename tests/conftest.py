@@ -1,0 +1,94 @@
+"""Shared fixtures: the real rows in ../shared/data, generated images, and a one-call adapter runner."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curation.images import ImagesRoot
+from curation.ingest import IngestSummary, ingest
+from curation.sources import get_adapter
+from curation.sources.base import ReadOptions
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; skipped with a reason where absent, a failure under CI."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{SHARED_DATA} is missing: CI must provide ../shared/data")
+        pytest.skip(f"real data rows not available: {SHARED_DATA} does not exist")
+    return SHARED_DATA
+
+
+def image_bytes(seed: int = 0, size: tuple[int, int] = (32, 24), fmt: str = "PNG") -> bytes:
+    """A small, distinct, decodable image (the seed changes its pixels, so its sha256)."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (32, 24)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
+    path.write_bytes(image_bytes(seed, size, fmt))
+    return path
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+class IngestResult:
+    def __init__(self, out: Path, summary: IngestSummary) -> None:
+        self.out = out
+        self.summary = summary
+        self.pairs = pq.read_table(out / "pairs.parquet").to_pylist()
+        self.rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+        self.images = pq.read_table(out / "images.parquet").to_pylist()
+
+    def meta(self, i: int) -> dict[str, Any]:
+        return json.loads(self.pairs[i]["meta"])
+
+
+RunIngest = Callable[..., IngestResult]
+
+
+@pytest.fixture
+def run_ingest(tmp_path: Path) -> RunIngest:
+    """run_ingest("key", path, images_root=None, options={}, split=None) -> IngestResult (accounting checked)."""
+    counter = iter(range(10_000))
+
+    def run(
+        key: str,
+        path: str | Path,
+        images_root: Path | None = None,
+        options: dict[str, Any] | None = None,
+        split: str | None = None,
+        limit: int | None = None,
+    ) -> IngestResult:
+        adapter = get_adapter(key)(options or {}, ReadOptions(split=split))
+        out = tmp_path / f"ingest-{key}-{next(counter)}"
+        summary = ingest(adapter, str(path), out, ImagesRoot(images_root), limit=limit)
+        assert summary.balanced
+        result = IngestResult(out, summary)
+        assert len(result.pairs) == summary.pairs
+        assert len(result.rejects) == summary.rows_rejected
+        return result
+
+    return run
