@@ -68,7 +68,10 @@ def print_summary(summary: IngestSummary, out: Path | None = None) -> None:
         table.add_row(f"  rejected: {reason}", str(count))
     console.print(table)
     status = "OK" if summary.balanced else "BROKEN"
-    console.print(f"accounting {status}: {summary.rows_read} read = {summary.rows_paired} paired + {summary.rows_rejected} rejected")
+    console.print(
+        f"accounting {status}: {summary.rows_read} read = "
+        f"{summary.rows_paired} paired + {summary.rows_rejected} rejected"
+    )
 
 
 @app.command("ingest")
@@ -76,13 +79,19 @@ def ingest_cmd(
     source: Annotated[str, typer.Option("--source", help="adapter key (see `curate sources`)")],
     path: Annotated[str, typer.Option("--path", help="local file or folder, or a Hugging Face dataset id")],
     out: Annotated[Path, typer.Option("--out", help="output folder for pairs/images/rejects parquet")],
-    images_root: Annotated[Path | None, typer.Option("--images-root", help="folder or zip that relative image paths resolve under")] = None,
+    images_root: Annotated[
+        Path | None, typer.Option("--images-root", help="folder or zip that relative image paths resolve under")
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="read at most N native rows")] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="adapter option KEY=VALUE (repeatable)")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="adapter option KEY=VALUE (repeatable)")
+    ] = None,
     config: Annotated[str | None, typer.Option("--config", help="Hub dataset config")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Hub split (default: the adapter's)")] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Hub revision to pin")] = None,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", help="reject images larger than this")] = DEFAULT_MAX_PIXELS,
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", help="reject images larger than this")
+    ] = DEFAULT_MAX_PIXELS,
     json_summary: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
 ) -> None:
     """Read one source in its native format and write canonical pairs, images and rejects."""
@@ -90,12 +99,23 @@ def ingest_cmd(
         adapter = get_adapter(source)(_parse_pairs(option or []), ReadOptions(config, split, revision))
         root = ImagesRoot(images_root)
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} rows"),
-            TimeElapsedColumn(), console=err_console, transient=True, disable=json_summary,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} rows"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=json_summary,
         ) as progress:
             task = progress.add_task(f"ingest {source}", total=limit)
             summary = ingest(
-                adapter, path, out, root, limit=limit, max_pixels=max_pixels,
+                adapter,
+                path,
+                out,
+                root,
+                limit=limit,
+                max_pixels=max_pixels,
                 on_row=lambda s: progress.update(task, completed=s.rows_read),
             )
     except InputError as exc:

@@ -33,7 +33,13 @@ class ImageRow:
     format: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "bytes": self.bytes, "width": self.width, "height": self.height, "format": self.format}
+        return {
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+        }
 
 
 def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageRow:
@@ -104,7 +110,7 @@ class ImagesRoot:
         if self.root is None:
             raise RowError("image not found", f"{rel_dir} (no --images-root given)")
         if self._zip is not None:
-            names = [n for n in self._zip_names if n.startswith(prefix) and "/" not in n[len(prefix):]]
+            names = [n for n in self._zip_names if n.startswith(prefix) and "/" not in n[len(prefix) :]]
         else:
             folder = (self.root / prefix).resolve()
             if not folder.is_relative_to(self.root.resolve()) or not folder.is_dir():

@@ -6,6 +6,7 @@ Every native row is accounted for: it yields one or more pairs or exactly one re
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -85,9 +86,7 @@ def convert_rows(
     """One outcome per native row of `location`, in input order."""
     root = images_root or ImagesRoot(None)
     key = adapter.info.key
-    for index, record in enumerate(adapter.records(location, root)):
-        if limit is not None and index >= limit:
-            break
+    for record in itertools.islice(adapter.records(location, root), limit):
         if record.error is not None:
             yield RowOutcome(record.ref, [], reject_row(key, record.ref, record.error.reason, record.error.detail), [])
             continue

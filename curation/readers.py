@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import InputError, RowError
 
-SUPPORTED_SUFFIXES = (".jsonl.gz", ".jsonl", ".json", ".parquet", ".arrow")
+SUPPORTED_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".arrow")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _BATCH_ROWS = 1000
 
@@ -77,7 +77,11 @@ def iter_local(root: Path, columns: Sequence[str] | None = None) -> Iterator[Rec
 
 
 def iter_hub(
-    hub_id: str, config: str | None = None, split: str = "train", revision: str | None = None
+    hub_id: str,
+    config: str | None = None,
+    split: str = "train",
+    revision: str | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[Record]:
     """Stream a Hub dataset without decoding images (bytes stay bytes); no remote code is run."""
     import datasets  # imported lazily: only Hub reads need it
@@ -86,6 +90,8 @@ def iter_hub(
         ds = datasets.load_dataset(hub_id, name=config, split=split, revision=revision, streaming=True)
     except Exception as exc:  # the Hub client raises many types; the message is what the user needs
         raise InputError(f"{hub_id}: cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc})") from exc
+    if columns is not None:
+        ds = ds.select_columns([c for c in columns if c in (ds.column_names or columns)])
     for index, row in enumerate(ds.decode(False)):
         yield Record(f"{split}:{index}", dict(row))
 
@@ -100,7 +106,7 @@ def iter_location(
 ) -> Iterator[Record]:
     """Rows of a local file or folder, or of a Hub dataset id when no such local path exists."""
     if is_hub_id(location):
-        yield from iter_hub(location, config=config, split=split, revision=revision)
+        yield from iter_hub(location, config=config, split=split, revision=revision, columns=columns)
     else:
         yield from iter_local(Path(location), columns)
 

@@ -38,4 +38,6 @@ def get_adapter(key: str) -> type[Adapter]:
     try:
         return REGISTRY[key]
     except KeyError:
-        raise InputError(f"unknown source {key!r}; `curate sources` lists them: {', '.join(sorted(REGISTRY))}") from None
+        raise InputError(
+            f"unknown source {key!r}; `curate sources` lists them: {', '.join(sorted(REGISTRY))}"
+        ) from None

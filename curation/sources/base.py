@@ -9,6 +9,7 @@ an adapter overrides `records` only when its native layout is more than a table 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,7 +80,8 @@ class RowContext:
             return self._add(bytes(value), f"field '{field}'")
         if isinstance(value, str) and value:
             return self.image_path(value, by_basename)
-        raise RowError("missing field" if value is None else "wrong type", f"field '{field}': no image ({type(value).__name__})")
+        reason = "missing field" if value is None or value == "" else "wrong type"
+        raise RowError(reason, f"field '{field}': no image ({type(value).__name__})")
 
     def video_frames(self, rel_dir: str) -> list[str]:
         return [self.image_path(rel) for rel in self.images_root.frames(rel_dir)]
@@ -103,7 +105,8 @@ class Adapter:
             location,
             config=self.read.config,
             split=self.read.split or self.info.default_split,
-            revision=self.read.revision, columns=self.columns
+            revision=self.read.revision,
+            columns=self.columns,
         )
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
@@ -137,7 +140,7 @@ def _coerce(raw: Any, hint: Any) -> Any:
         if raw not in typing.get_args(hint):
             raise ValueError(f"expected one of {', '.join(map(str, typing.get_args(hint)))}")
         return raw
-    if args and origin is not Literal and len(args) == 1:  # Optional[X]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:  # Optional[X]
         return None if raw in (None, "", "none", "None") else _coerce(raw, args[0])
     if hint is bool:
         if isinstance(raw, bool):

@@ -156,8 +156,8 @@ def binarize(
         for (i, si), (j, sj) in itertools.combinations(scored, 2):
             candidates.append((i, j, True) if si == sj else ((i, j, False) if si > sj else (j, i, False)))
     elif policy == "max_gap":
-        best = max(scored, key=lambda x: (x[1], -x[0]))
-        worst = min(scored, key=lambda x: (x[1], -x[0]))
+        best = max(scored, key=lambda x: (x[1], -x[0]))  # first-listed among equals
+        worst = min(scored, key=lambda x: (x[1], x[0]))  # first-listed among equals
         if best[0] == worst[0]:
             worst = next(x for x in scored if x[0] != best[0])
         candidates = [(best[0], worst[0], best[1] == worst[1])]

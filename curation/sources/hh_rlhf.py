@@ -22,12 +22,13 @@ _ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 def parse_transcript(text: str) -> list[dict[str, str]]:
-    """"\\n\\nHuman: a\\n\\nAssistant: b" -> [{user: a}, {assistant: b}]."""
+    """ "\\n\\nHuman: a\\n\\nAssistant: b" -> [{user: a}, {assistant: b}]."""
     pieces = _TURN.split(text)
     if pieces[0].strip():
         raise RowError("malformed transcript", "text before the first Human:/Assistant: marker")
     return [
-        {"role": _ROLES[role], "content": content.strip()} for role, content in zip(pieces[1::2], pieces[2::2])
+        {"role": _ROLES[role], "content": content.strip()}
+        for role, content in zip(pieces[1::2], pieces[2::2], strict=True)
     ]
 
 
@@ -45,7 +46,7 @@ class HhRlhf(Adapter):
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         chosen_text, rejected_text = text_field(row, "chosen"), text_field(row, "rejected")
-        shared = os.path.commonprefix([chosen_text, rejected_text])
+        shared = os.path.commonprefix([chosen_text, rejected_text])  # noqa: RUF071 (strings, not paths)
         cut = shared.rfind(ASSISTANT)
         if cut < 0:
             raise RowError("no shared prompt", "the transcripts share no prefix ending in an Assistant: turn")

@@ -1,0 +1,90 @@
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+
+from curation.errors import InputError
+from curation.readers import is_hub_id, iter_local, iter_location
+
+
+def _lines(rows: list[dict]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+def test_jsonl_bad_lines_become_record_errors(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(_lines([{"a": 1}]) + b"{not json\n" + b'{"a": "\xff\xfe"}\n' + b"[1, 2]\n\n" + _lines([{"a": 2}]))
+    records = list(iter_local(path))
+    assert [r.ref for r in records] == ["rows.jsonl:0", "rows.jsonl:1", "rows.jsonl:2", "rows.jsonl:3", "rows.jsonl:5"]
+    assert [r.error.reason if r.error else None for r in records] == [
+        None,
+        "malformed json",
+        "invalid utf-8",
+        "not a json object",
+        None,
+    ]
+    assert "rows.jsonl:2" in records[2].error.detail
+    assert records[4].data == {"a": 2}
+
+
+def test_truncated_gzip_keeps_rows_and_rejects_the_tail(tmp_path: Path) -> None:
+    data = gzip.compress(_lines([{"i": i, "pad": "x" * 200} for i in range(200)]))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    records = list(iter_local(path))
+    good = [r for r in records if r.error is None]
+    assert 0 < len(good) < 200
+    assert [r.data["i"] for r in good] == list(range(len(good)))
+    assert records[-1].error is not None and records[-1].error.reason == "truncated file"
+    assert str(path) in records[-1].error.detail
+
+
+def test_empty_file_is_an_input_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match="empty.jsonl: file is empty"):
+        list(iter_local(path))
+
+
+def test_json_array_parquet_and_arrow(tmp_path: Path) -> None:
+    rows = [{"q": "a", "n": 1}, {"q": "b", "n": 2}]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.json").write_text(json.dumps(rows))
+    table = pa.Table.from_pylist(rows)
+    pq.write_table(table, tmp_path / "d" / "b.parquet")
+    with ipc.new_stream(tmp_path / "d" / "c.arrow", table.schema) as writer:  # the `datasets` layout
+        writer.write_table(table)
+    with ipc.new_file(tmp_path / "d" / "e.arrow", table.schema) as writer:
+        writer.write_table(table)
+    records = list(iter_local(tmp_path / "d"))
+    assert [r.ref for r in records] == [
+        f"{f}:{i}" for f in ("a.json", "b.parquet", "c.arrow", "e.arrow") for i in (0, 1)
+    ]
+    assert all(r.data == rows[i % 2] for i, r in enumerate(records))
+
+
+def test_parquet_column_selection_and_missing_path(tmp_path: Path) -> None:
+    pq.write_table(pa.Table.from_pylist([{"a": 1, "heavy": "x" * 100}]), tmp_path / "t.parquet")
+    assert [r.data for r in iter_local(tmp_path / "t.parquet", columns=["a", "absent"])] == [{"a": 1}]
+    with pytest.raises(InputError, match="no such file or folder"):
+        list(iter_location(str(tmp_path / "missing.jsonl")))
+
+
+def test_corrupt_parquet_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match="bad.parquet"):
+        list(iter_local(path))
+
+
+def test_hub_ids_are_recognised_only_when_no_local_path_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert is_hub_id("openbmb/RLAIF-V-Dataset")
+    assert not is_hub_id("no-slash")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "openbmb").mkdir()
+    (tmp_path / "openbmb" / "RLAIF-V-Dataset").mkdir()
+    assert not is_hub_id("openbmb/RLAIF-V-Dataset")
