@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from curation.errors import InputError
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
@@ -23,7 +24,8 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # Messages quote file names and data: print them as plain text, never as Rich markup.
+    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     raise typer.Exit(code=1)
 
 

@@ -1,0 +1,20 @@
+from curation.cards import CARDS_DIR, source_cards
+from curation.sources import REGISTRY
+
+
+def test_every_adapter_has_a_card_and_every_card_an_adapter() -> None:
+    cards = source_cards()
+    assert sorted(cards) == sorted(REGISTRY), f"cards in {CARDS_DIR} and adapters differ"
+
+
+def test_cards_agree_with_their_adapters() -> None:
+    for key, card in source_cards().items():
+        info = REGISTRY[key].info
+        assert card.path.name == f"{key}.md"
+        assert (card.front["hub_id"], card.front["license"], card.front["kind"]) == (
+            info.hub_id,
+            info.license,
+            info.kind,
+        ), key
+        assert isinstance(card.front["pitfalls"], list) and card.front["pitfalls"], key
+        assert card.body, f"{key}: the card needs a human summary"

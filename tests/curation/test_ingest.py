@@ -1,0 +1,114 @@
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from curation.images import ImagesRoot
+from curation.ingest import ingest
+from curation.pair import Pair
+from curation.sources import get_adapter
+from curation.sources.base import Adapter, RowContext, SourceInfo
+from curation.sources.common import field, text_field, user_prompt
+from tests.conftest import RunIngest, image_bytes, write_jsonl
+
+HH = [
+    {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."},
+    {"chosen": 42, "rejected": "\n\nHuman: x\n\nAssistant: y"},
+    {"rejected": "\n\nHuman: x\n\nAssistant: y"},
+    {"chosen": "no markers", "rejected": "none here"},
+]
+
+
+def test_every_row_is_a_pair_or_a_reject_with_its_reason(tmp_path: Path, run_ingest: RunIngest) -> None:
+    path = write_jsonl(tmp_path / "hh.jsonl", HH)
+    with open(path, "ab") as handle:
+        handle.write(b"{broken\n")
+    result = run_ingest("hh_rlhf", path)
+    s = result.summary
+    assert (s.rows_read, s.rows_paired, s.rows_rejected, s.pairs) == (5, 1, 4, 1)
+    assert [(r["source_row"], r["stage"], r["reason"]) for r in result.rejects] == [
+        ("hh.jsonl:1", "ingest", "wrong type"),
+        ("hh.jsonl:2", "ingest", "missing field"),
+        ("hh.jsonl:3", "ingest", "no shared prompt"),
+        ("hh.jsonl:4", "ingest", "malformed json"),
+    ]
+    assert result.rejects[0]["detail"] == "hh.jsonl:1: 'chosen': expected str, got int"
+    assert result.pairs[0]["chosen"] == "Hello!" and result.pairs[0]["rejected"] == "Go away."
+
+
+class _Images(Adapter):
+    """A test adapter: one image per row, given inline as bytes or by path."""
+
+    info = SourceInfo("test_images", "test", "train", "image", None, "CC0", "test adapter")
+    mapped_fields: ClassVar[frozenset[str]] = frozenset({"q"})
+
+    def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
+        value = field(row, "img", (str, dict))
+        if isinstance(value, dict):
+            value = {"bytes": bytes.fromhex(value["hex"])}
+        sha = ctx.image(value, "img")
+        if row.get("boom"):
+            raise ZeroDivisionError("adapter bug")
+        return [Pair(user_prompt("<image>\n" + text_field(row, "q")), "a", "b", images=[sha])]
+
+
+def test_images_stored_once_and_only_for_rows_that_pair(tmp_path: Path) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "one.png").write_bytes(image_bytes(1))
+    rows = [
+        {"q": "a", "img": "one.png"},
+        {"q": "b", "img": {"hex": image_bytes(1).hex()}},  # same image, embedded
+        {"q": "c", "img": {"hex": image_bytes(2).hex()}, "boom": True},  # fails after reading its image
+        {"q": "d", "img": "missing.png"},
+        {"q": "e", "img": {"hex": b"garbage".hex()}},
+    ]
+    out = tmp_path / "out"
+    summary = ingest(_Images(), str(write_jsonl(tmp_path / "rows.jsonl", rows)), out, ImagesRoot(tmp_path / "imgs"))
+    assert summary.images == 1 and summary.pairs == 2 and summary.rows_rejected == 3
+    assert dict(summary.rejects_by_reason) == {"adapter error": 1, "image not found": 1, "image undecodable": 1}
+    import pyarrow.parquet as pq
+
+    images = pq.read_table(out / "images.parquet").to_pylist()
+    assert [i["sha256"] for i in images] == [hashlib.sha256(image_bytes(1)).hexdigest()]
+    pairs = pq.read_table(out / "pairs.parquet").to_pylist()
+    assert pairs[0]["pair_id"] != pairs[1]["pair_id"] and pairs[0]["images"] == pairs[1]["images"]
+    assert json.loads(pairs[0]["meta"]) == {"img": "one.png"}
+    assert json.loads(pairs[1]["meta"]) == {"img": {"hex": image_bytes(1).hex()}}
+    assert pairs[0]["modality"] == "image"
+
+
+def test_ingest_is_byte_identical_across_runs(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "hh.jsonl", HH * 3)
+    digests = []
+    for run in ("a", "b"):
+        ingest(get_adapter("hh_rlhf")(), str(path), tmp_path / run)
+        digests.append({f: hashlib.sha256((tmp_path / run / f).read_bytes()).hexdigest() for f in _OUTPUTS})
+    assert digests[0] == digests[1]
+
+
+_OUTPUTS = ("pairs.parquet", "images.parquet", "rejects.parquet")
+
+
+def test_a_failed_ingest_leaves_no_files(tmp_path: Path) -> None:
+    class Exploding(Adapter):
+        info = SourceInfo("exploding", "x", "train", "text", None, "CC0", "x")
+
+        def records(self, location: str, images_root: ImagesRoot):  # type: ignore[no-untyped-def]
+            from curation.readers import Record
+
+            yield Record("r:0", {"a": 1})
+            raise KeyboardInterrupt
+
+        def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
+            return [Pair(user_prompt("q"), "a", "b")]
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest(Exploding(), "unused", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_limit_reads_only_n_rows(tmp_path: Path, run_ingest: RunIngest) -> None:
+    result = run_ingest("hh_rlhf", write_jsonl(tmp_path / "hh.jsonl", HH * 5), limit=3)
+    assert result.summary.rows_read == 3
