@@ -134,12 +134,16 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="folder for the demo collection")] = Path("demo_data"),
 ) -> None:
     """Write the small offline DEMO collection (several native formats, real sample photos) and ingest it."""
-    from curation.demo import run_demo
+    from curation.demo import DEMO_NOTE, run_demo
 
+    console.print(Text(DEMO_NOTE, style="bold yellow"))
     try:
-        run_demo(out, console)
+        results = run_demo(out)
     except InputError as exc:
         _fail(str(exc))
+        return
+    for target, summary in results:
+        print_summary(summary, target)
 
 
 def main() -> None:

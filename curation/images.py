@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from curation.errors import InputError, RowError
 
@@ -59,6 +59,9 @@ def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise RowError("image too large", f"{origin}: {exc}") from exc
+    except UnidentifiedImageError:
+        # Pillow's own message names a memory address, which would make rejects differ between runs.
+        raise RowError("image undecodable", f"{origin}: not a recognised image format") from None
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise RowError("image undecodable", f"{origin}: {type(exc).__name__}: {exc}") from exc
     return ImageRow(hashlib.sha256(data).hexdigest(), data, width, height, fmt)
