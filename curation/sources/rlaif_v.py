@@ -1,0 +1,118 @@
+"""RLAIF-V: one image, one question, a chosen and a rejected answer per row (three layouts).
+
+- Hub parquet (`openbmb/RLAIF-V-Dataset`): `question`, `chosen`, `rejected`, `image` as `{bytes, path}`;
+  `origin_dataset` becomes `subset`. `origin_split` is metadata serialized as a string: `meta` keeps it parsed
+  when it is JSON and as the raw string otherwise. When it parses to an object with a `model` key, that model
+  is taken as the generator of both answers (SOURCES.md: both come from one generator; key name unverified).
+- Pair-construction pipeline output (jsonl with `image_id`, `org_infos`): `image_path` is an absolute path from
+  the authors' machine, so the image is found by basename under `--images-root`. Scores are strings of floats
+  under `org_infos.scores.{chosen,rejected}.score`; the pipeline pairs every two answers whose score gap reaches
+  a threshold (policy `all_pairs`). An unparsable score leaves the pair without scores (it is kept in `meta`).
+- `trl-lib/rlaif-v`: `prompt`/`chosen`/`rejected` message lists with OpenAI-style image parts, `images` list.
+
+No ties in the released set; a pipeline row with equal scores is kept as a tie.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from curation.errors import RowError
+from curation.pair import Pair
+from curation.sources.base import Adapter, RowContext, SourceInfo
+from curation.sources.common import (
+    field,
+    final_answer,
+    maybe_score,
+    messages,
+    text_field,
+    user_prompt,
+    with_image_tokens,
+)
+
+
+def parsed_json_or_text(value: Any) -> Any:
+    """A JSON document serialized in a string column, parsed when it parses; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _pipeline_score(row: dict[str, Any], side: str) -> float | None:
+    """`org_infos.scores.<side>.score` (a string of a float); None when absent or unparsable."""
+    node: Any = row
+    for key in ("org_infos", "scores", side, "score"):
+        node = node.get(key) if isinstance(node, dict) else None
+    return maybe_score(node, f"org_infos.scores.{side}.score")
+
+
+class RlaifV(Adapter):
+    info = SourceInfo(
+        key="rlaif_v",
+        name="RLAIF-V",
+        kind="train",
+        modality="image",
+        hub_id="openbmb/RLAIF-V-Dataset",
+        license="CC-BY-NC-4.0",
+        description="Open-source-MLLM AI feedback on de-confounded answers: one image, chosen vs rejected answer.",
+    )
+    mapped_fields = frozenset({"question", "chosen", "rejected", "image", "origin_dataset", "prompt", "images"})
+
+    def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
+        if isinstance(row.get("chosen"), list):
+            return [self._conversational(row, ctx)]
+        if "org_infos" in row or "image_id" in row:
+            return [self._pipeline(row, ctx)]
+        return [self._released(row, ctx)]
+
+    def meta(self, row: dict[str, Any]) -> dict[str, Any]:
+        meta = super().meta(row)
+        if "origin_split" in meta:
+            meta["origin_split"] = parsed_json_or_text(meta["origin_split"])
+        return meta
+
+    def _released(self, row: dict[str, Any], ctx: RowContext) -> Pair:
+        question, chosen, rejected = text_field(row, "question"), text_field(row, "chosen"), text_field(row, "rejected")
+        # Without embedded bytes, the struct's `path` or `image_path` names a file from the authors' machine.
+        name = "image" if row.get("image") is not None else "image_path"
+        image = ctx.image(row.get(name), name, by_basename=True)
+        origin = parsed_json_or_text(row.get("origin_split"))
+        model = origin.get("model") if isinstance(origin, dict) and isinstance(origin.get("model"), str) else None
+        return Pair(
+            prompt=with_image_tokens(user_prompt(question), 1),
+            chosen=chosen,
+            rejected=rejected,
+            images=[image],
+            subset=field(row, "origin_dataset", optional=True),
+            chosen_model=model,
+            rejected_model=model,
+        )
+
+    def _pipeline(self, row: dict[str, Any], ctx: RowContext) -> Pair:
+        question, chosen, rejected = text_field(row, "question"), text_field(row, "chosen"), text_field(row, "rejected")
+        name = "image_path" if row.get("image_path") else "image_id"
+        image = ctx.image(row.get(name), name, by_basename=True)
+        score_c, score_r = _pipeline_score(row, "chosen"), _pipeline_score(row, "rejected")
+        return Pair(
+            prompt=with_image_tokens(user_prompt(question), 1),
+            chosen=chosen,
+            rejected=rejected,
+            images=[image],
+            chosen_score=score_c,
+            rejected_score=score_r,
+            tie=score_c is not None and score_c == score_r,
+            binarization="all_pairs",
+        )
+
+    def _conversational(self, row: dict[str, Any], ctx: RowContext) -> Pair:
+        prompt = messages(row.get("prompt"), "prompt")
+        if not prompt or prompt[-1]["role"] != "user":
+            raise RowError("no user turn", "'prompt' does not end with a user turn")
+        images = [ctx.image(value, f"images[{i}]") for i, value in enumerate(field(row, "images", list))]
+        _, chosen = final_answer(messages(row["chosen"], "chosen"), "chosen")
+        _, rejected = final_answer(messages(field(row, "rejected", list), "rejected"), "rejected")
+        return Pair(prompt=with_image_tokens(prompt, len(images)), chosen=chosen, rejected=rejected, images=images)

@@ -1,0 +1,55 @@
+"""Stanford Human Preferences (SHP): two Reddit comments on one post, the more upvoted one preferred.
+
+The post (`history`) is the user turn; `labels == 1` means comment A (`human_ref_A`) is preferred, 0 means B.
+The comments' upvotes (`score_A`/`score_B`) become the oriented scores and `margin = log(score_ratio)`
+(`score_ratio` = preferred score / dispreferred score, so a ratio of 2 gives margin 0.69): the log puts
+SHP's multiplicative gaps on an additive scale. `domain` (the subreddit) becomes `subset`.
+Pitfalls: many pairs per post (split by prompt_id); low-ratio pairs are noisy (filter on margin);
+that `score_ratio` is always >= 1 is unverified (a ratio below 1 would give a negative margin).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from curation.errors import RowError
+from curation.pair import Pair
+from curation.sources.base import Adapter, RowContext, SourceInfo
+from curation.sources.common import field, parse_score, text_field, user_prompt
+
+
+class Shp(Adapter):
+    info = SourceInfo(
+        key="shp",
+        name="Stanford Human Preferences (SHP)",
+        kind="train",
+        modality="text",
+        hub_id="stanfordnlp/SHP",
+        license="Reddit API terms (no standard license)",
+        description="Reddit comment pairs on one post over 18 domains; the more upvoted (written later) one wins.",
+    )
+    mapped_fields = frozenset(
+        {"history", "human_ref_A", "human_ref_B", "labels", "score_A", "score_B", "score_ratio", "domain"}
+    )
+
+    def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
+        label = field(row, "labels", int)
+        if label not in (0, 1):
+            raise RowError("undetermined preference", f"'labels': {label!r} (expected 1 for A or 0 for B)")
+        chosen, rejected = ("A", "B") if label == 1 else ("B", "A")
+        ratio = parse_score(field(row, "score_ratio", (int, float, str)), "score_ratio")
+        if ratio <= 0:
+            raise RowError("unparsable score", f"'score_ratio': {ratio!r} is not positive")
+        return [
+            Pair(
+                prompt=user_prompt(text_field(row, "history")),
+                chosen=text_field(row, f"human_ref_{chosen}"),
+                rejected=text_field(row, f"human_ref_{rejected}"),
+                subset=field(row, "domain", optional=True),
+                chosen_score=parse_score(field(row, f"score_{chosen}", (int, float, str)), f"score_{chosen}"),
+                rejected_score=parse_score(field(row, f"score_{rejected}", (int, float, str)), f"score_{rejected}"),
+                margin=math.log(ratio),
+                extra={"chosen_side": chosen},
+            )
+        ]

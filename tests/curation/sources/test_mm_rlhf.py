@@ -1,0 +1,80 @@
+import json
+from collections import Counter
+from pathlib import Path
+
+from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
+
+BENCH = "mm-rlhf-rewardbench/mm_reward_bench.jsonl"
+
+
+def test_image_and_video_rows(tmp_path: Path, run_ingest: RunIngest) -> None:
+    root = tmp_path / "media"
+    write_image(root / "mcq" / "073712.png", seed=1)
+    for i, name in enumerate(("0002.jpg", "0001.jpg", "0010.jpg")):
+        write_image(root / "video" / "abc" / name, seed=10 + i)
+    (root / "video" / "abc" / "notes.txt").write_text("not a frame")
+    rows = [
+        {
+            "id": "073712_1",
+            "image": "mcq/073712.png",
+            "prompt": "Which choice?",
+            "chosen": "Answer: C",
+            "rejected": "Answer: A",
+            "chosen_reason": "correct",
+            "rejected_reason": "wrong",
+        },
+        {"id": "abc_2", "video": "video/abc", "prompt": "What?", "chosen": "A dog runs.", "rejected": "Nothing."},
+    ]
+    result = run_ingest("mm_rlhf", write_jsonl(tmp_path / "dpo_pairs.jsonl", rows), images_root=root)
+    assert not result.rejects
+    image, video = result.pairs
+    assert (image["chosen"], image["rejected"]) == ("Answer: C", "Answer: A")
+    assert image["prompt"] == [{"role": "user", "content": "<image>\nWhich choice?"}]
+    assert (image["modality"], image["category"], len(image["images"])) == ("image", "mcq", 1)
+    assert result.meta(0) == {"id": "073712_1", "chosen_reason": "correct", "rejected_reason": "wrong"}
+
+    frames = [image_bytes(seed, fmt="JPEG") for seed in (11, 10, 12)]  # 0001, 0002, 0010
+    by_sha = {img["sha256"]: img["bytes"] for img in result.images}
+    assert [by_sha[sha] for sha in video["images"]] == frames
+    assert video["prompt"] == [{"role": "user", "content": "<image>\n<image>\n<image>\nWhat?"}]
+    assert (video["modality"], video["category"], video["chosen"]) == ("video", "video", "A dog runs.")
+
+
+def test_rejects(tmp_path: Path, run_ingest: RunIngest) -> None:
+    write_image(tmp_path / "media" / "long" / "1.png")
+    base = {"id": "x", "prompt": "Q?", "chosen": "a", "rejected": "b"}
+    rows = [
+        {**base, "image": "long/missing.png"},
+        {**base, "video": "video/missing"},
+        {**base},
+        {"id": "x", "image": "long/1.png", "responses": ["a", "b"], "ranks": [1, 2]},  # data.jsonl-like
+        {**base, "image": "long/1.png", "rejected": None},
+    ]
+    result = run_ingest("mm_rlhf", write_jsonl(tmp_path / "dpo_pairs.jsonl", rows), images_root=tmp_path / "media")
+    assert [r["reason"] for r in result.rejects] == [
+        "image not found",
+        "image not found",
+        "missing field",
+        "unsupported layout",
+        "missing field",
+    ]
+    assert result.rejects[2]["detail"] == "dpo_pairs.jsonl:2: 'image'"
+
+
+def test_real_rewardbench_rows_share_the_format(shared_data: Path, tmp_path: Path, run_ingest: RunIngest) -> None:
+    # The benchmark file has dpo_pairs.jsonl's row format; images are made up, one per referenced path.
+    path = shared_data / BENCH
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    root = tmp_path / "media"
+    for i, rel in enumerate(sorted({r["image"] for r in rows if "image" in r})):
+        write_image(root / rel, seed=i)
+    for i, rel in enumerate(sorted({r["video"] for r in rows if "video" in r})):
+        write_image(root / rel / "0001.jpg", seed=1000 + i)
+        write_image(root / rel / "0002.jpg", seed=2000 + i)
+    result = run_ingest("mm_rlhf", path, images_root=root)
+    assert result.summary.pairs == 170 and not result.rejects
+    categories = Counter(p["category"] for p in result.pairs)
+    assert categories == {"mcq": 42, "long": 37, "short": 34, "safety": 32, "video": 25}
+    assert Counter(p["modality"] for p in result.pairs) == {"image": 145, "video": 25}
+    assert all(p["prompt"][-1]["content"].count("<image>") == len(p["images"]) for p in result.pairs)
+    assert len({json.loads(p["meta"])["id"] for p in result.pairs}) == 46

@@ -1,0 +1,117 @@
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
+
+MM = "mm-rlhf-rewardbench/mm_reward_bench.jsonl"
+FRAMES = ("frame_1.jpg", "frame_10.jpg", "frame_2.jpg")  # name order, not numeric order
+
+
+def _rows(shared_data: Path) -> list[dict]:
+    return [json.loads(line) for line in (shared_data / MM).read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def mm_images(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Every referenced image file, and three frames in every referenced video folder."""
+    root = tmp_path_factory.mktemp("mm_images")
+    paths = sorted({r.get("image") or r["video"] for r in _rows(shared_data)})
+    for seed, rel in enumerate(paths):
+        if rel.startswith("video/"):
+            for i, name in enumerate(FRAMES):
+                write_image(root / rel / name, seed=1000 + 10 * seed + i, size=(8, 8))
+        else:
+            write_image(root / rel, seed=seed, size=(8, 8))
+    return root
+
+
+def test_real_file_all_rows(shared_data: Path, mm_images: Path, run_ingest: RunIngest) -> None:
+    result = run_ingest("mm_rlhf_rewardbench", shared_data / MM, images_root=mm_images)
+    assert result.summary.pairs == 170 and result.summary.rows_rejected == 0
+    assert Counter(p["category"] for p in result.pairs) == {
+        "mcq": 42,
+        "long": 37,
+        "short": 34,
+        "safety": 32,
+        "video": 25,
+    }
+    assert all(p["subset"] == p["category"] for p in result.pairs)
+    assert Counter(p["modality"] for p in result.pairs) == {"image": 145, "video": 25}
+    assert len({result.meta(i)["id"] for i in range(170)}) == 46
+    for pair in result.pairs:
+        n = len(pair["images"])
+        assert n == (3 if pair["modality"] == "video" else 1)
+        assert pair["prompt"][-1]["role"] == "user" and pair["prompt"][-1]["content"].count("<image>") == n
+
+    first = _rows(shared_data)[0]
+    assert (result.pairs[0]["chosen"], result.pairs[0]["rejected"]) == (first["chosen"], first["rejected"])
+    assert result.pairs[0]["prompt"] == [{"role": "user", "content": "<image>\n" + first["prompt"]}]
+    assert result.meta(0) == {
+        "id": "073712_6205145",
+        "image": "mcq/073712.png",
+        "chosen_reason": first["chosen_reason"],
+        "rejected_reason": first["rejected_reason"],
+    }
+
+    video_index = next(i for i, p in enumerate(result.pairs) if p["modality"] == "video")
+    folder = mm_images / result.meta(video_index)["video"]
+    expected = [hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FRAMES]
+    assert result.pairs[video_index]["images"] == expected
+    assert result.pairs[video_index]["category"] == "video"
+
+
+def test_fixture_rows_and_rejects(tmp_path: Path, run_ingest: RunIngest) -> None:
+    root = tmp_path / "images"
+    write_image(root / "short/001.png", seed=1)
+    write_image(root / "video/abc/0001.png", seed=2)
+    base = {"id": "q1", "prompt": "What is shown?", "chosen": "A cat.", "rejected": "A dog.", "chosen_reason": "r"}
+    rows = [
+        {**base, "image": "short/001.png"},
+        {**base, "video": "video/abc"},
+        {**base, "image": "other/001.png"},
+        {**base, "video": "video/missing"},
+        {**base, "image": "short/001.png", "video": "video/abc"},
+        {**base},
+        {**base, "image": "short/001.png", "chosen": None},
+    ]
+    write_image(root / "other/001.png", seed=3)
+    result = run_ingest("mm_rlhf_rewardbench", write_jsonl(tmp_path / "bench.jsonl", rows), images_root=root)
+    image, video, other = result.pairs
+    assert (image["chosen"], image["rejected"], image["category"], image["modality"]) == (
+        "A cat.",
+        "A dog.",
+        "short",
+        "image",
+    )
+    assert (video["category"], video["modality"], len(video["images"])) == ("video", "video", 1)
+    assert video["prompt"] == [{"role": "user", "content": "<image>\nWhat is shown?"}]
+    assert (other["subset"], other["category"]) == (None, None)
+    assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+        ("image not found", "video/missing"),
+        ("ambiguous media", "both 'image' (short/001.png) and 'video' ('video/abc')"),
+        ("missing field", "'image' or 'video'"),
+        ("missing field", "'chosen'"),
+    ]
+
+
+def test_image_struct_from_parquet(tmp_path: Path, run_ingest: RunIngest) -> None:
+    row = {
+        "id": "s1",
+        "image": {"bytes": image_bytes(5), "path": "safety/009.png"},
+        "prompt": "Is this safe?",
+        "chosen": "No.",
+        "rejected": "Yes.",
+    }
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist([row]), path)
+    result = run_ingest("mm_rlhf_rewardbench", path)
+    pair = result.pairs[0]
+    assert (pair["category"], pair["modality"]) == ("safety", "image")
+    assert pair["images"] == [hashlib.sha256(image_bytes(5)).hexdigest()]
+    assert result.meta(0)["image"] == {"bytes": f"<{len(image_bytes(5))} bytes>", "path": "safety/009.png"}

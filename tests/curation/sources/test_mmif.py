@@ -1,0 +1,103 @@
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import image_bytes, write_image, write_jsonl
+
+QUESTION = "<image>\nDescribe the image in exactly three sentences, in French."
+
+
+def sha(seed: int) -> str:
+    return hashlib.sha256(image_bytes(seed)).hexdigest()
+
+
+def test_llama_factory_variants(tmp_path: Path, run_ingest) -> None:
+    images = tmp_path / "images"
+    write_image(images / "mmif" / "1.png", seed=1)
+    write_image(images / "mmif" / "2.png", seed=2)
+    rows = [
+        {
+            "id": "mmif-0",
+            "conversations": [{"from": "human", "value": QUESTION}],
+            "chosen": {"from": "gpt", "value": "Trois phrases. Deux. Une."},
+            "rejected": {"from": "gpt", "value": "Two sentences in English."},
+            "images": ["mmif/1.png"],
+        },
+        {
+            "system": "Follow every constraint.",
+            "messages": [
+                {"role": "user", "content": "<image>\nWhat is it?"},
+                {"role": "assistant", "content": "A chart."},
+                {"role": "user", "content": "<image>\nAnd this one? Answer in one word."},
+            ],
+            "chosen": "Map.",
+            "rejected": "It is a map of Europe.",
+            "images": ["mmif/1.png", "mmif/2.png"],
+        },
+        {
+            "messages": [{"role": "user", "content": "List three colors."}],
+            "chosen": "Red, green, blue.",
+            "rejected": "Red.",
+        },
+        {
+            "conversations": [{"from": "human", "value": QUESTION}],
+            "chosen": ["a"],
+            "rejected": "b",
+            "images": ["mmif/1.png"],
+        },
+        {
+            "conversations": [{"from": "human", "value": QUESTION}, {"from": "gpt", "value": "a"}],
+            "chosen": "a",
+            "rejected": "b",
+            "images": ["mmif/1.png"],
+        },
+        {
+            "conversations": [{"from": "human", "value": QUESTION}],
+            "chosen": "a",
+            "rejected": "b",
+            "images": ["mmif/9.png"],
+        },
+        {
+            "conversations": [{"from": "human", "value": QUESTION}],
+            "chosen": "a",
+            "rejected": {"from": "human", "value": "b"},
+        },
+    ]
+    res = run_ingest("mmif", write_jsonl(tmp_path / "MM-IFDPO-23k.jsonl", rows), images_root=images)
+    single, multi, text = res.pairs
+    assert single["prompt"] == [{"role": "user", "content": QUESTION}]
+    assert (single["chosen"], single["rejected"]) == ("Trois phrases. Deux. Une.", "Two sentences in English.")
+    assert (single["images"], single["modality"], single["tie"]) == ([sha(1)], "image", False)
+    assert res.meta(0) == {"id": "mmif-0"}
+    assert multi["prompt"] == [
+        {"role": "system", "content": "Follow every constraint."},
+        {"role": "user", "content": "<image>\nWhat is it?"},
+        {"role": "assistant", "content": "A chart."},
+        {"role": "user", "content": "<image>\nAnd this one? Answer in one word."},
+    ]
+    assert (multi["chosen"], multi["images"], multi["modality"]) == ("Map.", [sha(1), sha(2)], "multi_image")
+    assert (text["images"], text["modality"], text["meta"]) == ([], "text", "{}")
+    assert [(r["source_row"], r["reason"]) for r in res.rejects] == [
+        ("MM-IFDPO-23k.jsonl:3", "wrong type"),
+        ("MM-IFDPO-23k.jsonl:4", "no user turn"),
+        ("MM-IFDPO-23k.jsonl:5", "image not found"),
+        ("MM-IFDPO-23k.jsonl:6", "unknown role"),
+    ]
+
+
+def test_embedded_image_bytes(tmp_path: Path, run_ingest) -> None:
+    rows = [
+        {
+            "conversations": [{"from": "human", "value": "Caption this in five words."}],
+            "chosen": {"from": "gpt", "value": "A dog runs on grass."},
+            "rejected": {"from": "gpt", "value": "Dog."},
+            "images": [{"bytes": image_bytes(3), "path": None}],
+        }
+    ]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    res = run_ingest("mmif", path)
+    assert res.pairs[0]["prompt"] == [{"role": "user", "content": "<image>\nCaption this in five words."}]
+    assert res.pairs[0]["images"] == [sha(3)]

@@ -1,0 +1,65 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import image_bytes, write_image
+
+
+def row(text: object, image: object = None, **overrides: object) -> dict:
+    base = {
+        "ds_name": "RLHF-V",
+        "image": image if image is not None else {"bytes": image_bytes(1), "path": None},
+        "text": text if isinstance(text, str) else json.dumps(text),
+        "origin_dataset": "LLaVA-Instruct",
+        "origin_split": json.dumps({"type": "detailed_description"}),
+        "idx": 7,
+        "image_path": "llava/000000001.jpg",
+    }
+    base.update(overrides)
+    return base
+
+
+def test_text_json_pairs_and_rejects(tmp_path: Path, run_ingest) -> None:
+    write_image(tmp_path / "images" / "coco" / "000000002.png", seed=2)
+    pair = {"question": "Describe the image.", "chosen": "A dog on grass.", "rejected": "A dog on a red sofa."}
+    rows = [
+        row({**pair, "annotator": "human-3"}),
+        row(pair, image={"bytes": None, "path": "000000002.png"}, origin_split="plain-text split"),
+        row('{"question": "Q", "chosen": "A"'),
+        row({"question": "Q", "chosen": "A"}),
+        row(["Q", "A", "B"]),
+        row(pair, image={"bytes": None, "path": "absent.png"}),
+    ]
+    path = tmp_path / "RLHF-V-Dataset.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    res = run_ingest("rlhf_v", path, images_root=tmp_path / "images", options={})
+    first, second = res.pairs
+    # `chosen` is the corrected answer: swapping the sides would put the sofa hallucination first.
+    assert (first["chosen"], first["rejected"]) == ("A dog on grass.", "A dog on a red sofa.")
+    assert first["prompt"] == [{"role": "user", "content": "<image>\nDescribe the image."}]
+    assert first["images"] == [hashlib.sha256(image_bytes(1)).hexdigest()]
+    assert (first["modality"], first["subset"], first["margin"], first["tie"]) == (
+        "image",
+        "LLaVA-Instruct",
+        None,
+        False,
+    )
+    assert res.meta(0) == {
+        "ds_name": "RLHF-V",
+        "idx": 7,
+        "image_path": "llava/000000001.jpg",
+        "origin_split": {"type": "detailed_description"},
+        "text_extra": {"annotator": "human-3"},
+    }
+    assert second["images"] == [hashlib.sha256(image_bytes(2)).hexdigest()]
+    assert res.meta(1)["origin_split"] == "plain-text split" and "text_extra" not in res.meta(1)
+    assert [(r["source_row"], r["reason"]) for r in res.rejects] == [
+        ("RLHF-V-Dataset.parquet:2", "malformed json field"),
+        ("RLHF-V-Dataset.parquet:3", "missing field"),
+        ("RLHF-V-Dataset.parquet:4", "wrong type"),
+        ("RLHF-V-Dataset.parquet:5", "image not found"),
+    ]
+    assert res.rejects[1]["detail"] == "RLHF-V-Dataset.parquet:3: 'text' JSON: 'rejected'"

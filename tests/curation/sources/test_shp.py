@@ -1,0 +1,70 @@
+import math
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import RunIngest, write_jsonl
+
+
+def shp_row(labels: Any, score_a: int, score_b: int, ratio: Any) -> dict[str, Any]:
+    return {
+        "post_id": "abc123",
+        "domain": "askscience_train",
+        "upvote_ratio": 0.97,
+        "history": "Why is the sky blue?",
+        "c_root_id_A": "cA",
+        "c_root_id_B": "cB",
+        "created_at_utc_A": 1600000000,
+        "created_at_utc_B": 1600000500,
+        "score_A": score_a,
+        "score_B": score_b,
+        "human_ref_A": "Rayleigh scattering.",
+        "human_ref_B": "Because the ocean is blue.",
+        "labels": labels,
+        "seconds_difference": 500.0,
+        "score_ratio": ratio,
+    }
+
+
+def test_labels_orient_the_pair(tmp_path: Path, run_ingest: RunIngest) -> None:
+    rows = [shp_row(1, 40, 10, 4.0), shp_row(0, 3, 12, 4.0)]
+    result = run_ingest("shp", write_jsonl(tmp_path / "shp.jsonl", rows))
+    a_wins, b_wins = result.pairs
+    assert a_wins["prompt"] == [{"role": "user", "content": "Why is the sky blue?"}]
+    assert (a_wins["chosen"], a_wins["rejected"]) == ("Rayleigh scattering.", "Because the ocean is blue.")
+    assert (a_wins["chosen_score"], a_wins["rejected_score"]) == (40.0, 10.0)
+    assert (b_wins["chosen"], b_wins["rejected"]) == ("Because the ocean is blue.", "Rayleigh scattering.")
+    assert (b_wins["chosen_score"], b_wins["rejected_score"]) == (12.0, 3.0)
+    # margin = log(score_ratio), not the upvote difference.
+    assert a_wins["margin"] == b_wins["margin"] == math.log(4.0)
+    assert (a_wins["subset"], a_wins["modality"], a_wins["tie"]) == ("askscience_train", "text", False)
+    assert a_wins["license"] == "Reddit API terms (no standard license)"
+    assert result.meta(1) == {
+        "post_id": "abc123",
+        "upvote_ratio": 0.97,
+        "c_root_id_A": "cA",
+        "c_root_id_B": "cB",
+        "created_at_utc_A": 1600000000,
+        "created_at_utc_B": 1600000500,
+        "seconds_difference": 500.0,
+        "_derived": {"chosen_side": "B"},
+    }
+
+
+def test_bad_labels_and_ratios_are_rejected(tmp_path: Path, run_ingest: RunIngest) -> None:
+    rows = [
+        shp_row(2, 5, 1, 5.0),
+        shp_row(True, 5, 1, 5.0),
+        shp_row(1, 5, 1, "inf"),
+        shp_row(1, 5, 1, 0),
+        {**shp_row(1, 5, 1, 5.0), "human_ref_B": None},
+        shp_row(1, 5, 1, "5.0"),
+    ]
+    result = run_ingest("shp", write_jsonl(tmp_path / "shp.jsonl", rows))
+    assert [(r["reason"], r["detail"]) for r in result.rejects] == [
+        ("undetermined preference", "shp.jsonl:0: 'labels': 2 (expected 1 for A or 0 for B)"),
+        ("wrong type", "shp.jsonl:1: 'labels': expected int, got bool"),
+        ("unparsable score", "shp.jsonl:2: 'score_ratio': 'inf'"),
+        ("unparsable score", "shp.jsonl:3: 'score_ratio': 0.0 is not positive"),
+        ("missing field", "shp.jsonl:4: 'human_ref_B'"),
+    ]
+    assert [p["margin"] for p in result.pairs] == [math.log(5.0)]
