@@ -96,6 +96,8 @@ def convert_rows(
             pairs = adapter.convert(record.data, ctx)
             if not pairs:
                 raise RowError("no pairs", "the row yields no preference pair")
+            for pair in pairs:
+                pair.check()
             meta = adapter.meta(record.data)
             rows = [p.to_row(key, record.ref, meta, adapter.info.license) for p in pairs]
         except RowError as exc:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from curation.errors import RowError
 from curation.schema import IMAGE_TOKEN, compute_pair_id, compute_prompt_id
 
 
@@ -28,6 +29,14 @@ class Pair:
     license: str | None = None
     binarization: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # derived facts worth keeping in `meta`
+
+    def check(self) -> None:
+        """The invariants every adapter's output must hold; a violation makes the row a reject."""
+        if not self.prompt or self.prompt[-1]["role"] != "user":
+            raise RowError("no user turn", "the prompt does not end with a user turn before the answers")
+        placeholders = count_image_tokens(self.prompt)
+        if placeholders != len(self.images):
+            raise RowError("image placeholders mismatch", f"{placeholders} placeholders for {len(self.images)} images")
 
     @property
     def modality(self) -> str:

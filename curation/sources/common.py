@@ -67,6 +67,16 @@ def load_json_field(row: dict[str, Any], name: str) -> Any:
         raise RowError("malformed json field", f"'{name}': {exc.msg} at column {exc.colno}") from None
 
 
+def parsed_json_or_text(value: Any) -> Any:
+    """A JSON document serialized in a string column, parsed when it parses; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
 def content_text(content: Any, name: str) -> str:
     """Message content as text: a string, or OpenAI-style parts with images replaced by the placeholder."""
     if isinstance(content, str):
@@ -118,6 +128,19 @@ def split_shared_prompt(
     if prompt_c != prompt_r:
         raise RowError("prompt differs between sides", "chosen and rejected do not share the turns before the answer")
     return prompt_c, answer_c, answer_r
+
+
+def answer_text(row: dict[str, Any], name: str) -> str:
+    """An answer given as one assistant turn (`{from: gpt, value}` or `{role, content}`) or as a plain string."""
+    value = row.get(name)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        turn = messages([value], name)[0]
+        if turn["role"] != "assistant":
+            raise RowError("unknown role", f"'{name}': expected an assistant turn, got {turn['role']!r}")
+        return turn["content"]
+    raise RowError("missing field" if value is None else "wrong type", f"'{name}': expected a string or one turn")
 
 
 def user_prompt(text: str, system: str | None = None) -> list[dict[str, str]]:

@@ -39,8 +39,6 @@ class Helpsteer3(Adapter):
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         prompt = messages(row.get("context"), "context")
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("no user turn", "'context': the conversation does not end with a user turn")
         strength = parse_score(field(row, "overall_preference", (int, float, str)), "overall_preference")
         if not -3 <= strength <= 3:
             raise RowError("score out of range", f"'overall_preference': {strength} outside -3..3")

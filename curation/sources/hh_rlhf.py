@@ -51,8 +51,6 @@ class HhRlhf(Adapter):
         if cut < 0:
             raise RowError("no shared prompt", "the transcripts share no prefix ending in an Assistant: turn")
         prompt = parse_transcript(chosen_text[:cut])
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("malformed transcript", "the shared prompt does not end with a Human: turn")
         start = cut + len(ASSISTANT)
         subset = ctx.ref.split("/")[0] if "/" in ctx.ref else None
         return [

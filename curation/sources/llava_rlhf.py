@@ -16,7 +16,7 @@ from typing import Any
 from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import messages, with_image_tokens
+from curation.sources.common import answer_text, messages, with_image_tokens
 
 OUTPUTS = {1: "output_1", 2: "output_2"}
 
@@ -29,18 +29,6 @@ def _preference(value: Any) -> int:
         return value
     raise RowError("undetermined preference", f"'preference': {value!r} (expected 1 or 2)")
 
-
-def answer_text(row: dict[str, Any], name: str) -> str:
-    """An answer given as one assistant turn (`{from: gpt, value}` or `{role, content}`) or as a plain string."""
-    value = row.get(name)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        turn = messages([value], name)[0]
-        if turn["role"] != "assistant":
-            raise RowError("unknown role", f"'{name}': expected an assistant turn, got {turn['role']!r}")
-        return turn["content"]
-    raise RowError("missing field" if value is None else "wrong type", f"'{name}': expected a string or one turn")
 
 
 class LlavaRlhf(Adapter):
@@ -66,8 +54,6 @@ class LlavaRlhf(Adapter):
         prompt = messages(conversation, "conversations")
         if prompt and prompt[-1]["role"] == "assistant":
             prompt = prompt[:-1]  # the placeholder answer
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("no user turn", "'conversations' does not end with a human turn before the answer")
         preferred = _preference(row.get("preference"))
         chosen = answer_text(row, OUTPUTS[preferred])
         rejected = answer_text(row, OUTPUTS[3 - preferred])

@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import field, messages, with_image_tokens
-from curation.sources.llava_rlhf import answer_text
+from curation.sources.common import answer_text, field, messages, with_image_tokens
 
 PROMPT_FIELDS = ("messages", "conversations")
 
@@ -44,8 +42,6 @@ class Mmif(Adapter):
         system = field(row, "system", optional=True)
         if system:
             prompt = [{"role": "system", "content": system}, *prompt]
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("no user turn", f"'{name}' does not end with a user turn")
         chosen, rejected = answer_text(row, "chosen"), answer_text(row, "rejected")
         images = [
             ctx.image(value, label, by_basename=self.options.by_basename) for label, value in self._image_values(row)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import messages, split_shared_prompt, text_field, with_image_tokens
@@ -39,7 +38,5 @@ class Povid(Adapter):
             messages(row.get("conversations"), "conversations"),
             messages(row.get("rejected_conversations"), "rejected_conversations"),
         )
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("no user turn", "the shared turns before the answers do not end with a human turn")
         image = ctx.image(text_field(row, "image"), "image", by_basename=self.options.by_basename)
         return [Pair(prompt=with_image_tokens(prompt, 1), chosen=chosen, rejected=rejected, images=[image])]

@@ -15,10 +15,8 @@ No ties in the released set; a pipeline row with equal scores is kept as a tie.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import (
@@ -26,20 +24,11 @@ from curation.sources.common import (
     final_answer,
     maybe_score,
     messages,
+    parsed_json_or_text,
     text_field,
     user_prompt,
     with_image_tokens,
 )
-
-
-def parsed_json_or_text(value: Any) -> Any:
-    """A JSON document serialized in a string column, parsed when it parses; anything else unchanged."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
 
 
 def _pipeline_score(row: dict[str, Any], side: str) -> float | None:
@@ -110,8 +99,6 @@ class RlaifV(Adapter):
 
     def _conversational(self, row: dict[str, Any], ctx: RowContext) -> Pair:
         prompt = messages(row.get("prompt"), "prompt")
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("no user turn", "'prompt' does not end with a user turn")
         images = [ctx.image(value, f"images[{i}]") for i, value in enumerate(field(row, "images", list))]
         _, chosen = final_answer(messages(row["chosen"], "chosen"), "chosen")
         _, rejected = final_answer(messages(field(row, "rejected", list), "rejected"), "rejected")

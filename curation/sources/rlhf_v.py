@@ -14,8 +14,14 @@ from typing import Any
 from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import field, load_json_field, text_field, user_prompt, with_image_tokens
-from curation.sources.rlaif_v import parsed_json_or_text
+from curation.sources.common import (
+    field,
+    load_json_field,
+    parsed_json_or_text,
+    text_field,
+    user_prompt,
+    with_image_tokens,
+)
 
 PAIR_KEYS = ("question", "chosen", "rejected")
 

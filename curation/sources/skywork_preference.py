@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, messages, split_shared_prompt
@@ -32,6 +31,4 @@ class SkyworkPreference(Adapter):
         prompt, chosen, rejected = split_shared_prompt(
             messages(row.get("chosen"), "chosen"), messages(row.get("rejected"), "rejected")
         )
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("no user turn", "'chosen': the turns before the answer do not end with a user turn")
         return [Pair(prompt=prompt, chosen=chosen, rejected=rejected, subset=field(row, "source", optional=True))]

@@ -78,8 +78,6 @@ class SweArena(Adapter):
         prompt_b, answer_b = final_answer(conversation(states, "model_B"), "states.model_B.messages")
         if prompt_a != prompt_b:
             raise RowError("prompt differs between sides", "model_A and model_B differ before their final answers")
-        if not prompt_a or prompt_a[-1]["role"] != "user":
-            raise RowError("no user turn", "'states.model_A.messages': no user turn before the answer")
         models = row.get("models") if isinstance(row.get("models"), dict) else {}
         names = [field(models, s, optional=True) or field(states[s], "model_name", optional=True) for s in SIDES]
         b_first = outcome == "B"

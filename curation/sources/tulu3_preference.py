@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, messages, parse_score, split_shared_prompt
@@ -44,8 +43,6 @@ class Tulu3Preference(Adapter):
         prompt, chosen, rejected = split_shared_prompt(
             messages(row.get("chosen"), "chosen"), messages(row.get("rejected"), "rejected")
         )
-        if not prompt or prompt[-1]["role"] != "user":
-            raise RowError("no user turn", "'chosen': the turns before the answer do not end with a user turn")
         score_c, score_r = optional_score(row, "chosen_rating"), optional_score(row, "rejected_rating")
         rated = score_c is not None and score_r is not None
         return [

@@ -40,8 +40,6 @@ class UnifiedFeedback(Adapter):
         prompt_b, answer_b = final_answer(messages(row.get("conv_B"), "conv_B"), "conv_B")
         if prompt_a != prompt_b:
             raise RowError("prompt differs between sides", "conv_A and conv_B do not share the turns before the answer")
-        if not prompt_a or prompt_a[-1]["role"] != "user":
-            raise RowError("no user turn", "'conv_A': the turns before the answer do not end with a user turn")
         rating_a = parse_score(field(row, "conv_A_rating", (int, float, str)), "conv_A_rating")
         rating_b = parse_score(field(row, "conv_B_rating", (int, float, str)), "conv_B_rating")
         a_first = rating_a >= rating_b
