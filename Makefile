@@ -13,6 +13,8 @@ install: $(BIN)/curate
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/curate demo --out demo_data
+	rm -rf builds/demo
+	HF_HUB_OFFLINE=1 $(BIN)/curate build --mix mixes/demo.yaml --out builds/demo
 
 test: install
 	$(BIN)/ruff check .

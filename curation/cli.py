@@ -146,6 +146,94 @@ def demo(
         print_summary(summary, target)
 
 
+@app.command("build")
+def build_cmd(
+    mix: Annotated[Path, typer.Option("--mix", help="recipe YAML (see mixes/)")],
+    out: Annotated[Path, typer.Option("--out", help="build folder to create")],
+) -> None:
+    """Build a mixture: ingest, validate, normalize, dedupe, filter, mix and write Arrow shards."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+
+    try:
+        recipe = load_recipe(mix)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+            task = bar.add_task("build")
+            manifest = build(recipe, out, on_stage=lambda name: bar.update(task, description=f"stage: {name}"))
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    print_funnel(manifest)
+    console.print(f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s) -> {out}")
+
+
+def print_funnel(manifest: dict) -> None:
+    from curation.build_card import funnel_rows
+
+    table = Table(title=f"build {manifest['recipe']['name']}: every row accounted for")
+    for column in ("source", "step", "count"):
+        table.add_column(column)
+    for source, step, count in funnel_rows(manifest):
+        table.add_row(source, step, str(count))
+    console.print(table)
+    for name, entry in manifest["sources"].items():
+        status = "OK" if entry["balanced"] else "BROKEN"
+        removed = sum(sum(r.values()) for r in entry["removed"].values())
+        console.print(
+            f"{name}: accounting {status}: {entry['pairs_ingested']} pairs = {entry['kept']} kept + {removed} removed;"
+            f" {entry['mix']['upsampled_copies']} upsampled copies"
+        )
+
+
+@app.command()
+def stats(build_dir: Annotated[Path, typer.Argument(help="a build folder")]) -> None:
+    """Print a build's funnel from its manifest."""
+    manifest_path = build_dir / "manifest.json"
+    if not manifest_path.is_file():
+        _fail(f"{build_dir}: not a finished build (no manifest.json)")
+    print_funnel(json.loads(manifest_path.read_text(encoding="utf-8")))
+
+
+@app.command()
+def show(
+    build_dir: Annotated[Path, typer.Argument(help="a build folder")],
+    pair_id: Annotated[str, typer.Argument(help="the pair's id")],
+) -> None:
+    """Print one pair with its signals and its fate (in the shards or removed, and why)."""
+    import duckdb
+
+    if not (build_dir / "manifest.json").is_file():
+        _fail(f"{build_dir}: not a finished build (no manifest.json)")
+    db = duckdb.connect()
+    shards = sorted(str(p) for p in (build_dir / "shards").glob("*.arrow"))
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    rows = []
+    for shard in shards:
+        table = ipc.open_stream(pa.memory_map(shard)).read_all()
+        rows += table.filter(pa.compute.equal(table["pair_id"], pair_id)).to_pylist()
+    removed = db.execute(
+        f"SELECT * FROM read_parquet('{build_dir / 'rejects' / 'rejects.parquet'}') WHERE pair_id = ?", [pair_id]
+    ).fetchall()
+    if not rows and not removed:
+        _fail(f"no pair {pair_id} in {build_dir}")
+    if rows:
+        pair = rows[0]
+        console.print(Text(f"in shards ({len(rows)} cop{'y' if len(rows) == 1 else 'ies'})", style="bold green"))
+        for message in pair["prompt"]:
+            console.print(Text(f"[{message['role']}] ", style="bold") + Text(message["content"]))
+        console.print(Text("chosen: ", style="bold green") + Text(pair["chosen"]))
+        console.print(Text("rejected: ", style="bold red") + Text(pair["rejected"]))
+        console.print(Text(f"source {pair['source']} {pair['source_row']}, images {pair['images']}"))
+    for source, source_row, _, stage, reason, detail in removed:
+        console.print(Text(f"removed from {source} {source_row} at {stage}: {reason} ({detail})", style="yellow"))
+    for signal_file in sorted((build_dir / "signals").glob("*.parquet")):
+        signal = db.execute(f"SELECT * FROM read_parquet('{signal_file}') WHERE pair_id = ?", [pair_id]).fetchdf()
+        if len(signal):
+            console.print(Text(f"signals/{signal_file.stem}: ", style="bold") + Text(str(signal.iloc[0].to_dict())))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,74 @@
+"""The generated data card of a build: recipe, sources and licenses, the funnel and length statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+
+def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(source, step, count) rows: ingested, each removal reason by stage, kept, in shards."""
+    rows = []
+    for name, s in manifest["sources"].items():
+        rows.append((name, "rows read", s["rows_read"]))
+        for reason, n in s["rejects_at_ingest"].items():
+            rows.append((name, f"ingest: {reason} (rows)", n))
+        rows.append((name, "pairs ingested", s["pairs_ingested"]))
+        for stage, reasons in s["removed"].items():
+            for reason, n in reasons.items():
+                rows.append((name, f"{stage}: {reason}", n))
+        rows.append((name, "kept", s["kept"]))
+        rows.append((name, "upsampled copies", s["mix"]["upsampled_copies"]))
+        rows.append((name, "in shards", s["in_shards"]))
+    return rows
+
+
+def write_card(build_dir: Path, manifest: dict[str, Any], db: duckdb.DuckDBPyConnection) -> None:
+    shards = [str(build_dir / s["file"]) for s in manifest["shards"]]
+    stats = []
+    if _register_shards(db, shards):
+        stats = db.execute(
+            """SELECT source, string_agg(DISTINCT license, ', ' ORDER BY license), count(*),
+                      round(avg(length(chosen))), round(avg(length(rejected))),
+                      round(100 * avg((length(chosen) > length(rejected))::INT), 1)
+               FROM shard_rows GROUP BY source ORDER BY source"""
+        ).fetchall()
+    lines = [
+        f"# Build `{manifest['recipe']['name']}`",
+        "",
+        f"Recipe sha256 `{manifest['recipe']['sha256']}`, seed {manifest['seed']}, "
+        f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s), {manifest['images']} images.",
+        "",
+        "## Sources, licenses and length statistics (in shards)",
+        "",
+        "| source | licenses | pairs | mean chosen chars | mean rejected chars | chosen longer (%) |",
+        "|---|---|---|---|---|---|",
+        *(f"| {' | '.join(str(v) for v in row)} |" for row in stats),
+        "",
+        "## Funnel",
+        "",
+        "| source | step | count |",
+        "|---|---|---|",
+        *(f"| {s} | {step} | {n} |" for s, step, n in funnel_rows(manifest)),
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        manifest["recipe"]["text"].rstrip(),
+        "```",
+        "",
+    ]
+    (build_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _register_shards(db: duckdb.DuckDBPyConnection, shards: list[str]) -> bool:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    tables = [ipc.open_stream(pa.memory_map(p)).read_all() for p in shards]
+    if not tables:
+        return False
+    db.register("shard_rows", pa.concat_tables(tables))
+    return True

@@ -1,0 +1,243 @@
+"""The build recipe: one YAML file naming the sources, the ops with their thresholds, the mix and the shards.
+
+Mistakes are caught before anything runs: unknown keys, unknown ops or adapters, bad types and missing local
+paths are reported with the recipe's file and line and a hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation.errors import InputError
+from curation.readers import is_hub_id
+from curation.sources import REGISTRY
+
+
+class RecipeError(InputError):
+    """A recipe mistake, reported as FILE:LINE: message (hint)."""
+
+
+@dataclass(frozen=True)
+class ValidateOp:
+    max_pixels: int = 50_000_000  # images over this are removed (ingest already refuses bombs)
+    min_answer_chars: int = 1  # after normalization
+
+
+@dataclass(frozen=True)
+class ExactDedupeOp:
+    max_pairs_per_prompt: int | None = None  # cap per prompt_id after exact dedupe; None = no cap
+
+
+@dataclass(frozen=True)
+class FiltersOp:
+    drop_identical: bool = True  # chosen == rejected after normalization
+    drop_ties: bool = True  # a plain Bradley-Terry loss has no term for ties
+    min_margin: float | None = None  # pairs with a known margin below this are removed
+    max_chars: int | None = None  # longest of prompt, chosen, rejected, in characters
+    min_length_ratio: float | None = None  # len(chosen) / len(rejected) bounds
+    max_length_ratio: float | None = None
+    regex: tuple[str, ...] = ()  # remove pairs whose chosen or rejected matches (model identity, special tokens)
+
+
+OPS: dict[str, type] = {"validate": ValidateOp, "exact_dedupe": ExactDedupeOp, "filters": FiltersOp}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    adapter: str
+    path: str  # local path (resolved against the recipe's folder) or Hub id
+    images_root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    config: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    weight: float | None = None  # multiplier of the kept pairs: <1 subsamples, >1 upsamples
+    count: int | None = None  # or an exact number of pairs
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    rows_per_shard: int = 50_000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    seed: int
+    sources: tuple[SourceSpec, ...]
+    benchmarks: tuple[SourceSpec, ...]
+    ops: dict[str, Any]
+    shards: ShardSpec
+    path: Path
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def op(self, name: str) -> Any:
+        """The op's parameters, or None when the recipe does not run it."""
+        return self.ops.get(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+_TOP = {"name", "seed", "sources", "benchmarks", "ops", "shards"}
+_SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceSpec)} - {"name"}
+
+
+class _Located:
+    """Line numbers of the YAML nodes, so errors can point at the recipe line."""
+
+    def __init__(self, node: yaml.Node, path: Path) -> None:
+        self.node, self.path = node, path
+
+    def line(self, *keys: str) -> int:
+        node = self.node
+        for key in keys:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                match = next((k for k, v in node.value if k.value == key), None)
+                return (match.start_mark.line if match else node.start_mark.line) + 1
+            node = match
+        return node.start_mark.line + 1
+
+    def error(self, keys: tuple[str, ...], message: str, hint: str = "") -> RecipeError:
+        return RecipeError(f"{self.path}:{self.line(*keys)}: {message}" + (f" ({hint})" if hint else ""))
+
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(sorted(choices))}"
+
+
+def _check_keys(loc: _Located, keys: tuple[str, ...], value: dict, allowed: set[str]) -> None:
+    for key in value:
+        if key not in allowed:
+            raise loc.error((*keys, key), f"unknown key {key!r}", _suggest(str(key), allowed))
+
+
+def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise loc.error(keys, f"expected a mapping of {cls.__name__} settings, got {type(value).__name__}")
+    hints = typing.get_type_hints(cls)
+    _check_keys(loc, keys, value, set(hints))
+    out = {}
+    for key, raw in value.items():
+        hint = hints[key]
+        allowed = tuple(a for a in typing.get_args(hint) if a is not type(None)) or (hint,)
+        if typing.get_origin(hint) is tuple:
+            if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+                raise loc.error((*keys, key), f"{key} must be a list of strings")
+            out[key] = tuple(raw)
+            continue
+        ok = raw is None and type(None) in typing.get_args(hint)
+        ok = ok or any(isinstance(raw, t) and not (t is not bool and isinstance(raw, bool)) for t in allowed)
+        ok = ok or (float in allowed and isinstance(raw, int) and not isinstance(raw, bool))
+        if not ok:
+            names = " or ".join(t.__name__ for t in allowed)
+            raise loc.error((*keys, key), f"{key} must be {names}, got {raw!r}")
+        out[key] = float(raw) if float in allowed and isinstance(raw, int) else raw
+    return cls(**out)
+
+
+def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> SourceSpec:
+    keys = (section, name)
+    if not isinstance(value, dict):
+        raise loc.error(keys, f"source {name!r} must be a mapping with at least `path`")
+    _check_keys(loc, keys, value, _SOURCE_KEYS)
+    adapter = value.get("adapter", name)
+    if adapter not in REGISTRY:
+        raise loc.error(keys, f"unknown adapter {adapter!r}", _suggest(adapter, REGISTRY))
+    if "path" not in value:
+        raise loc.error(keys, f"source {name!r} has no `path`", "a local file or folder, or a Hub dataset id")
+    raw_path = str(value["path"])
+    local = (base / raw_path).resolve()
+    if local.exists():
+        path = str(local)
+    elif is_hub_id(raw_path) and not raw_path.startswith((".", "/")):
+        path = raw_path
+    else:
+        raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder", f"resolved against {base}")
+    images_root = value.get("images_root")
+    if images_root is not None:
+        root = (base / str(images_root)).resolve()
+        if not root.exists():
+            raise loc.error((*keys, "images_root"), f"{images_root}: no such folder or zip", f"resolved against {base}")
+        images_root = str(root)
+    if value.get("weight") is not None and value.get("count") is not None:
+        raise loc.error(keys, "give either weight or count, not both")
+    weight, count = value.get("weight"), value.get("count")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+        raise loc.error((*keys, "weight"), f"weight must be a number >= 0, got {weight!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise loc.error((*keys, "count"), f"count must be an integer >= 0, got {count!r}")
+    options = value.get("options") or {}
+    if not isinstance(options, dict):
+        raise loc.error((*keys, "options"), "options must be a mapping")
+    try:
+        REGISTRY[adapter](options)  # adapter options are checked now, not halfway through a build
+    except InputError as exc:
+        raise loc.error((*keys, "options"), str(exc)) from None
+    return SourceSpec(
+        name=name, adapter=adapter, path=path, images_root=images_root, options=dict(options),
+        config=value.get("config"), split=value.get("split"), revision=value.get("revision"),
+        weight=None if weight is None else float(weight), count=count,
+    )  # fmt: skip
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Parse and check a recipe; paths in it are relative to the recipe's folder."""
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or node is None:
+        raise RecipeError(f"{path}:1: a recipe is a mapping with name, seed, sources, ops")
+    loc = _Located(node, path)
+    _check_keys(loc, (), data, _TOP)
+    base = path.resolve().parent
+    sources = data.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise loc.error(("sources",), "the recipe needs a non-empty `sources` mapping")
+    benchmarks = data.get("benchmarks") or {}
+    if not isinstance(benchmarks, dict):
+        raise loc.error(("benchmarks",), "`benchmarks` must be a mapping")
+    ops_raw = data.get("ops") or {}
+    if not isinstance(ops_raw, dict):
+        raise loc.error(("ops",), "`ops` must be a mapping of op name to parameters")
+    for name in ops_raw:
+        if name not in OPS:
+            raise loc.error(("ops", name), f"unknown op {name!r}", _suggest(str(name), OPS))
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise loc.error(("seed",), f"seed must be an integer, got {seed!r}")
+    return Recipe(
+        name=str(data.get("name") or path.stem),
+        seed=seed,
+        sources=tuple(_source(loc, "sources", str(k), v, base) for k, v in sources.items()),
+        benchmarks=tuple(_source(loc, "benchmarks", str(k), v, base) for k, v in benchmarks.items()),
+        ops={name: _typed(loc, ("ops", name), OPS[name], params) for name, params in ops_raw.items()},
+        shards=_typed(loc, ("shards",), ShardSpec, data.get("shards")),
+        path=path.resolve(),
+        text=text,
+    )

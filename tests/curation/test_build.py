@@ -1,0 +1,117 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import Dataset
+
+from curation.build import build
+from curation.demo import write_demo
+from curation.recipe import RecipeError, load_recipe
+from tests.conftest import write_jsonl
+
+MIXES = Path(__file__).resolve().parents[2] / "mixes"
+
+
+@pytest.fixture(scope="module")
+def demo_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    write_demo(root / "demo_data")
+    (root / "mixes").mkdir()
+    recipe = root / "mixes" / "demo.yaml"
+    recipe.write_text((MIXES / "demo.yaml").read_text())
+    return recipe
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Path, tmp_path: Path) -> None:
+    recipe = load_recipe(demo_recipe)
+    first = build(recipe, tmp_path / "a")
+    second = build(recipe, tmp_path / "b")
+    for name, entry in first["sources"].items():
+        assert entry["balanced"], name
+        removed = sum(sum(r.values()) for r in entry["removed"].values())
+        assert entry["pairs_ingested"] == entry["kept"] + removed
+    assert first["sources"]["rlaif_v"]["removed"] == {"exact_dedupe": {"exact duplicate": 1}}
+    assert first["sources"]["ultrafeedback"]["removed"]["filters"] == {"tie": 1}
+    assert first["sources"]["mm_rlhf"]["mix"] == {
+        "available": 7, "target": 14, "selected": 7, "upsampled_copies": 7, "factor": 2.0
+    }  # fmt: skip
+    assert first["rows_in_shards"] == sum(e["in_shards"] for e in first["sources"].values()) == 47
+    # Byte-identical shards and manifest (timings aside).
+    assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in second["shards"]]
+    first.pop("timings"), second.pop("timings")
+    assert first == second
+    assert _digest(tmp_path / "a" / "rejects" / "rejects.parquet") == _digest(
+        tmp_path / "b" / "rejects" / "rejects.parquet"
+    )
+    # Every removal and ingest reject is in rejects/, with a reason.
+    rejects = pq.read_table(tmp_path / "a" / "rejects" / "rejects.parquet").to_pylist()
+    assert len(rejects) == 3 + 1 + 1 + 2  # 3 ingest rejects, a duplicate, a tie, 2 not mixed
+    dups = pq.read_table(tmp_path / "a" / "dups" / "exact.parquet").to_pylist()
+    assert len(dups) == 1 and dups[0]["survivor_source"] == "rlaif_v"
+    # Shards open in `datasets` as they are; images referenced by the shards are in the image table.
+    shard = Dataset.from_file(str(tmp_path / "a" / first["shards"][0]["file"]))
+    assert {"pair_id", "prompt", "chosen", "rejected", "images"} <= set(shard.column_names)
+    images = {r["sha256"] for r in pq.read_table(tmp_path / "a" / "images" / "images.parquet").to_pylist()}
+    assert all(sha in images for s in first["shards"] for sha in _shard_images(tmp_path / "a" / s["file"]))
+    assert "| rlaif_v | exact_dedupe: exact duplicate | 1 |" in (tmp_path / "a" / "README.md").read_text()
+    assert not (tmp_path / "a.partial").exists()
+
+
+def _shard_images(path: Path) -> list[str]:
+    return [sha for row in Dataset.from_file(str(path))["images"] for sha in row]
+
+
+def test_ties_removed_only_when_the_recipe_says_so(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}", "score_chosen": 5, "score_rejected": s}
+        for i, s in enumerate([5, 3])
+    ]
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    for drop, expected in ((True, 1), (False, 2)):
+        recipe = tmp_path / f"r{drop}.yaml"
+        recipe.write_text(
+            "name: t\nsources:\n  ultrafeedback_binarized: {path: uf.jsonl}\n"
+            f"ops:\n  filters: {{drop_ties: {str(drop).lower()}}}\n"
+        )
+        manifest = build(load_recipe(recipe), tmp_path / f"out{drop}")
+        assert manifest["rows_in_shards"] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "name: x\nsources:\n  hh_rlhf: {path: d.jsonl}\nopz: {}\n",
+            r"r.yaml:4: unknown key 'opz' \(did you mean 'ops'\?\)",
+        ),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filterz: {}\n", r"r.yaml:4: unknown op 'filterz'"),
+        (
+            "sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filters:\n    max_chars: lots\n",
+            r"r.yaml:5: max_chars must be int",
+        ),
+        ("sources:\n  hh_rlhf:\n    path: nope.jsonl\n", r"r.yaml:3: nope.jsonl: no such file or folder"),
+        (
+            "sources:\n  hh_rlhf_typo: {path: d.jsonl}\n",
+            r"r.yaml:2: unknown adapter 'hh_rlhf_typo' \(did you mean 'hh_rlhf'\?\)",
+        ),
+        ("sources:\n  hh_rlhf: {path: d.jsonl, options: {policy: x}}\n", r"unknown option\(s\) policy"),
+    ],
+)
+def test_recipe_mistakes_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(tmp_path / "r.yaml")
+
+
+def test_shipped_recipes_parse(demo_recipe: Path) -> None:
+    assert [s.name for s in load_recipe(demo_recipe).sources] == ["rlaif_v", "mm_rlhf", "ultrafeedback", "hh_rlhf"]
+    basereward = load_recipe(MIXES / "basereward.yaml")
+    assert len(basereward.sources) == 7 and all("/" in s.path for s in basereward.sources)
+    assert json.dumps(basereward.as_dict())
