@@ -207,12 +207,13 @@ def show(
     db = duckdb.connect()
     shards = sorted(str(p) for p in (build_dir / "shards").glob("*.arrow"))
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.ipc as ipc
 
     rows = []
     for shard in shards:
         table = ipc.open_stream(pa.memory_map(shard)).read_all()
-        rows += table.filter(pa.compute.equal(table["pair_id"], pair_id)).to_pylist()
+        rows += table.filter(pc.equal(table["pair_id"], pair_id)).to_pylist()
     removed = db.execute(
         f"SELECT * FROM read_parquet('{build_dir / 'rejects' / 'rejects.parquet'}') WHERE pair_id = ?", [pair_id]
     ).fetchall()
@@ -229,9 +230,10 @@ def show(
     for source, source_row, _, stage, reason, detail in removed:
         console.print(Text(f"removed from {source} {source_row} at {stage}: {reason} ({detail})", style="yellow"))
     for signal_file in sorted((build_dir / "signals").glob("*.parquet")):
-        signal = db.execute(f"SELECT * FROM read_parquet('{signal_file}') WHERE pair_id = ?", [pair_id]).fetchdf()
-        if len(signal):
-            console.print(Text(f"signals/{signal_file.stem}: ", style="bold") + Text(str(signal.iloc[0].to_dict())))
+        cursor = db.execute(f"SELECT * FROM read_parquet('{signal_file}') WHERE pair_id = ?", [pair_id])
+        for values in cursor.fetchall():
+            signal = dict(zip([c[0] for c in cursor.description], values, strict=True))
+            console.print(Text(f"signals/{signal_file.stem}: ", style="bold") + Text(str(signal)))
 
 
 def main() -> None:

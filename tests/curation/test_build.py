@@ -115,3 +115,22 @@ def test_shipped_recipes_parse(demo_recipe: Path) -> None:
     basereward = load_recipe(MIXES / "basereward.yaml")
     assert len(basereward.sources) == 7 and all("/" in s.path for s in basereward.sources)
     assert json.dumps(basereward.as_dict())
+
+
+def test_stats_and_show_commands(demo_recipe: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    manifest = build(load_recipe(demo_recipe), tmp_path / "b")
+    runner = CliRunner()
+    result = runner.invoke(app, ["stats", str(tmp_path / "b")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "rlaif_v: accounting OK: 21 pairs = 20 kept + 1 removed" in result.output
+    pair_id = Dataset.from_file(str(tmp_path / "b" / manifest["shards"][0]["file"]))["pair_id"][0]
+    result = runner.invoke(app, ["show", str(tmp_path / "b"), pair_id], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "in shards" in result.output and "signals/filters" in result.output
+    tie = next(
+        r for r in pq.read_table(tmp_path / "b" / "rejects" / "rejects.parquet").to_pylist() if r["reason"] == "tie"
+    )
+    result = runner.invoke(app, ["show", str(tmp_path / "b"), tie["pair_id"]], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "at filters: tie" in result.output
