@@ -150,8 +150,13 @@ def demo(
 def build_cmd(
     mix: Annotated[Path, typer.Option("--mix", help="recipe YAML (see mixes/)")],
     out: Annotated[Path, typer.Option("--out", help="build folder to create")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="reuse what an interrupted build of this recipe finished")
+    ] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="DuckDB threads (default: all cores)")] = None,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it, spill")] = "2GB",
 ) -> None:
-    """Build a mixture: ingest, validate, normalize, dedupe, filter, mix and write Arrow shards."""
+    """Build a mixture: ingest, validate, normalize, dedupe, decontaminate, filter, mix and write Arrow shards."""
     from curation.build import build
     from curation.recipe import load_recipe
 
@@ -159,7 +164,10 @@ def build_cmd(
         recipe = load_recipe(mix)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
             task = bar.add_task("build")
-            manifest = build(recipe, out, on_stage=lambda name: bar.update(task, description=f"stage: {name}"))
+            manifest = build(
+                recipe, out, resume=resume, workers=workers, memory_limit=memory_limit,
+                on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
+            )  # fmt: skip
     except InputError as exc:
         _fail(str(exc))
         return

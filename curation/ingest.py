@@ -53,6 +53,15 @@ class IngestSummary:
             self.ties += sum(1 for p in outcome.pairs if p["tie"])
             self.pairs_per_row[len(outcome.pairs)] += 1
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IngestSummary:
+        summary = cls(data["source"])
+        for key in ("rows_read", "rows_paired", "rows_rejected", "pairs", "ties", "images"):
+            setattr(summary, key, data[key])
+        summary.rejects_by_reason = Counter(data["rejects_by_reason"])
+        summary.pairs_per_row = Counter({int(k): v for k, v in data["pairs_per_row"].items()})
+        return summary
+
     @property
     def balanced(self) -> bool:
         return self.rows_read == self.rows_paired + self.rows_rejected

@@ -18,37 +18,13 @@ from typing import Any
 import yaml
 
 from curation.errors import InputError
+from curation.ops import OPS
 from curation.readers import is_hub_id
 from curation.sources import REGISTRY
 
 
 class RecipeError(InputError):
     """A recipe mistake, reported as FILE:LINE: message (hint)."""
-
-
-@dataclass(frozen=True)
-class ValidateOp:
-    max_pixels: int = 50_000_000  # images over this are removed (ingest already refuses bombs)
-    min_answer_chars: int = 1  # after normalization
-
-
-@dataclass(frozen=True)
-class ExactDedupeOp:
-    max_pairs_per_prompt: int | None = None  # cap per prompt_id after exact dedupe; None = no cap
-
-
-@dataclass(frozen=True)
-class FiltersOp:
-    drop_identical: bool = True  # chosen == rejected after normalization
-    drop_ties: bool = True  # a plain Bradley-Terry loss has no term for ties
-    min_margin: float | None = None  # pairs with a known margin below this are removed
-    max_chars: int | None = None  # longest of prompt, chosen, rejected, in characters
-    min_length_ratio: float | None = None  # len(chosen) / len(rejected) bounds
-    max_length_ratio: float | None = None
-    regex: tuple[str, ...] = ()  # remove pairs whose chosen or rejected matches (model identity, special tokens)
-
-
-OPS: dict[str, type] = {"validate": ValidateOp, "exact_dedupe": ExactDedupeOp, "filters": FiltersOp}
 
 
 @dataclass(frozen=True)
@@ -86,8 +62,10 @@ class Recipe:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     def op(self, name: str) -> Any:
-        """The op's parameters, or None when the recipe does not run it."""
-        return self.ops.get(name)
+        """The op's parameters: the recipe's, the defaults of an op that runs by default, or None (off)."""
+        if name in self.ops:
+            return self.ops[name]
+        return OPS[name].Params() if OPS[name].default_on else None
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -236,7 +214,7 @@ def load_recipe(path: Path) -> Recipe:
         seed=seed,
         sources=tuple(_source(loc, "sources", str(k), v, base) for k, v in sources.items()),
         benchmarks=tuple(_source(loc, "benchmarks", str(k), v, base) for k, v in benchmarks.items()),
-        ops={name: _typed(loc, ("ops", name), OPS[name], params) for name, params in ops_raw.items()},
+        ops={name: _typed(loc, ("ops", name), OPS[name].Params, params) for name, params in ops_raw.items()},
         shards=_typed(loc, ("shards",), ShardSpec, data.get("shards")),
         path=path.resolve(),
         text=text,

@@ -30,7 +30,6 @@ def _preference(value: Any) -> int:
     raise RowError("undetermined preference", f"'preference': {value!r} (expected 1 or 2)")
 
 
-
 class LlavaRlhf(Adapter):
     info = SourceInfo(
         key="llava_rlhf",

@@ -52,7 +52,7 @@ def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Pat
     # Every removal and ingest reject is in rejects/, with a reason.
     rejects = pq.read_table(tmp_path / "a" / "rejects" / "rejects.parquet").to_pylist()
     assert len(rejects) == 3 + 1 + 1 + 2  # 3 ingest rejects, a duplicate, a tie, 2 not mixed
-    dups = pq.read_table(tmp_path / "a" / "dups" / "exact.parquet").to_pylist()
+    dups = pq.read_table(tmp_path / "a" / "dups" / "exact_dedupe.parquet").to_pylist()
     assert len(dups) == 1 and dups[0]["survivor_source"] == "rlaif_v"
     # Shards open in `datasets` as they are; images referenced by the shards are in the image table.
     shard = Dataset.from_file(str(tmp_path / "a" / first["shards"][0]["file"]))

@@ -1,0 +1,12 @@
+"""The op registry, in stage order. One module per op; the recipe's `ops:` names them."""
+
+from __future__ import annotations
+
+from curation.ops.base import BuildContext, Op
+from curation.ops.exact_dedupe import ExactDedupe
+from curation.ops.filters import Filters
+from curation.ops.validate import Validate
+
+OPS: dict[str, Op] = {op.name: op for op in (Validate(), ExactDedupe(), Filters())}
+
+__all__ = ["OPS", "BuildContext", "Op"]

@@ -1,0 +1,64 @@
+"""What an op is: score (write signals keyed by pair or prompt), then decide (select rows to remove).
+
+Signals are stored under `signals/<op>-v<version>-<hash>.parquet`, where the hash covers only the parameters
+that change the signals (`Op.scoring`), never the thresholds. Decisions are SQL over the signals and the live
+pairs, so a threshold change re-decides without recomputing a signal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import duckdb
+
+if TYPE_CHECKING:
+    from curation.recipe import Recipe
+
+
+@dataclass
+class BuildContext:
+    db: duckdb.DuckDBPyConnection
+    recipe: Recipe
+    root: Path  # the build folder being written
+    benchmarks: dict[str, Path] = field(default_factory=dict)  # name -> folder with pairs/images parquet
+
+    def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.db.execute(query, params or []).fetchall()
+
+    def copy(self, query: str, path: Path) -> None:
+        """Write a query's result to parquet under a temporary name, then rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        self.db.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+        tmp.replace(path)
+
+    def hash_order(self, *parts: str) -> str:
+        """A stable, process-independent order: md5 over content and the seed (never DuckDB's hash())."""
+        return "md5(" + " || ':' || ".join([*parts, f"'{self.recipe.seed}'"]) + ")"
+
+
+class Op:
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    Params: ClassVar[type]
+    default_on: ClassVar[bool] = False  # runs with default parameters when the recipe does not name it
+    thresholds: ClassVar[frozenset[str]] = frozenset()  # parameters that only decide
+
+    def scoring(self, params: Any) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(params).items() if k not in self.thresholds}
+
+    def signal_path(self, ctx: BuildContext, params: Any) -> Path:
+        digest = hashlib.sha256(json.dumps(self.scoring(params), sort_keys=True).encode()).hexdigest()[:12]
+        return ctx.root / "signals" / f"{self.name}-v{self.version}-{digest}.parquet"
+
+    def score(self, ctx: BuildContext, params: Any, signals: Path) -> None:
+        raise NotImplementedError
+
+    def decide(self, ctx: BuildContext, params: Any, signals: Path) -> list[str]:
+        """SQL queries selecting `row_key, reason, detail` among `live_pairs`."""
+        raise NotImplementedError

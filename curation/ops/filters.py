@@ -1,0 +1,79 @@
+"""filters: per-pair checks that RM builders re-implement by hand, as signals plus thresholds.
+
+Signals: identical answers, tie, margin, lengths in characters, chosen/rejected length ratio, the first
+regex that matches an answer. Each threshold left unset (None) keeps the check off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.ops.base import BuildContext, Op
+
+
+@dataclass(frozen=True)
+class FiltersParams:
+    drop_identical: bool = True  # chosen == rejected after normalization
+    drop_ties: bool = True  # a plain Bradley-Terry loss has no term for ties
+    min_margin: float | None = None  # pairs with a known margin below this are removed
+    max_chars: int | None = None  # longest of prompt, chosen, rejected
+    min_length_ratio: float | None = None  # len(chosen) / len(rejected)
+    max_length_ratio: float | None = None
+    regex: tuple[str, ...] = ()  # remove pairs whose chosen or rejected matches (RE2 syntax)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Filters(Op):
+    name = "filters"
+    Params = FiltersParams
+    default_on = True
+    thresholds = frozenset(
+        {"drop_identical", "drop_ties", "min_margin", "max_chars", "min_length_ratio", "max_length_ratio"}
+    )
+
+    def score(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> None:
+        regex_hit = "NULL::VARCHAR"
+        for pattern in reversed(params.regex):
+            quoted = _quote(pattern)
+            matches = f"regexp_matches(chosen, {quoted}) OR regexp_matches(rejected, {quoted})"
+            regex_hit = f"CASE WHEN {matches} THEN {quoted} ELSE {regex_hit} END"
+        ctx.copy(
+            f"""SELECT pair_id, any_value(chosen = rejected) AS identical, any_value(tie) AS tie,
+                       any_value(margin) AS margin,
+                       any_value(length(chosen)) AS chosen_chars, any_value(length(rejected)) AS rejected_chars,
+                       any_value(list_sum(list_transform(prompt, lambda m: length(m.content)))) AS prompt_chars,
+                       any_value(length(chosen) / greatest(length(rejected), 1)) AS length_ratio,
+                       any_value({regex_hit}) AS regex_hit
+                FROM pairs GROUP BY pair_id ORDER BY pair_id""",
+            signals,
+        )
+
+    def decide(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> list[str]:
+        longest = "greatest(s.chosen_chars, s.rejected_chars, s.prompt_chars)"
+        rules = [
+            (params.drop_identical, "s.identical", "chosen == rejected", "'identical answers'"),
+            (params.drop_ties, "s.tie", "tie", "'tie'"),
+            (params.min_margin is not None, f"s.margin < {params.min_margin}", "margin below minimum",
+             "'margin ' || s.margin"),
+            (params.max_chars is not None, f"{longest} > {params.max_chars}", "too long",
+             f"'longest part ' || {longest} || ' chars'"),
+            (params.min_length_ratio is not None, f"s.length_ratio < {params.min_length_ratio}", "length ratio",
+             "'ratio ' || round(s.length_ratio, 3)"),
+            (params.max_length_ratio is not None, f"s.length_ratio > {params.max_length_ratio}", "length ratio",
+             "'ratio ' || round(s.length_ratio, 3)"),
+            (bool(params.regex), "s.regex_hit IS NOT NULL", "regex match", "'pattern ' || s.regex_hit"),
+        ]  # fmt: skip
+        active = [(cond, reason, detail) for on, cond, reason, detail in rules if on]
+        if not active:
+            return []
+        reason = "CASE " + " ".join(f"WHEN {c} THEN {_quote(r)}" for c, r, _ in active) + " END"
+        detail = "CASE " + " ".join(f"WHEN {c} THEN {d}" for c, _, d in active) + " END"
+        where = " OR ".join(f"coalesce({c}, false)" for c, _, _ in active)
+        return [
+            f"""SELECT p.row_key, {reason} AS reason, {detail} AS detail
+                FROM live_pairs p JOIN read_parquet('{signals}') s USING (pair_id) WHERE {where}"""
+        ]

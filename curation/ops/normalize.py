@@ -1,0 +1,24 @@
+"""normalize: Unicode NFC and whitespace, applied to the prompt and both answers in place.
+
+Runs of spaces and tabs become one space, spaces around newlines go, at most one blank line is kept, and the
+ends are trimmed (newlines inside answers carry structure: lists, code). `pair_id` and `prompt_id` were
+computed at ingest over an even stricter normalization, so identity does not change here.
+"""
+
+from __future__ import annotations
+
+from curation.ops.base import BuildContext
+
+
+def normalized(column: str) -> str:
+    """SQL for the normalized form of a text column or expression."""
+    spaces = f"regexp_replace(nfc_normalize({column}), '[ \\t\\r\\f\\v]+', ' ', 'g')"
+    lines = f"regexp_replace({spaces}, ' ?\\n ?', chr(10), 'g')"
+    return f"trim(regexp_replace({lines}, '\\n{{3,}}', chr(10) || chr(10), 'g'))"
+
+
+def normalize_pairs(ctx: BuildContext) -> None:
+    ctx.db.execute(
+        f"""UPDATE pairs SET chosen = {normalized("chosen")}, rejected = {normalized("rejected")},
+            prompt = list_transform(prompt, lambda m: {{'role': m.role, 'content': {normalized("m.content")}}})"""
+    )

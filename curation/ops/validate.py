@@ -1,0 +1,51 @@
+"""validate: both answers non-empty after normalization, images within the pixel limit.
+
+The ingest already guarantees the rest of validation for every pair: images decode fully, the prompt ends
+with a user turn, one placeholder per image, and one prompt and image list shared by both answers (the
+schema has a single `prompt` and `images`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.ops.base import BuildContext, Op
+from curation.ops.normalize import normalized
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    max_pixels: int = 50_000_000
+    min_answer_chars: int = 1  # after normalization
+
+
+class Validate(Op):
+    name = "validate"
+    Params = ValidateParams
+    default_on = True
+    thresholds = frozenset({"max_pixels", "min_answer_chars"})
+
+    def score(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> None:
+        ctx.copy(
+            f"""SELECT p.pair_id, any_value(length({normalized("p.chosen")})) AS chosen_chars,
+                       any_value(length({normalized("p.rejected")})) AS rejected_chars,
+                       max(i.width::BIGINT * i.height) AS max_image_pixels
+                FROM pairs p LEFT JOIN (SELECT row_key, unnest(images) AS sha256 FROM pairs) u USING (row_key)
+                LEFT JOIN images i USING (sha256) GROUP BY p.pair_id ORDER BY p.pair_id""",
+            signals,
+        )
+
+    def decide(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> list[str]:
+        short = params.min_answer_chars
+        return [
+            f"""SELECT p.row_key,
+                  CASE WHEN s.chosen_chars < {short} THEN 'empty chosen'
+                       WHEN s.rejected_chars < {short} THEN 'empty rejected'
+                       ELSE 'image too large' END AS reason,
+                  'chosen ' || s.chosen_chars || ' chars, rejected ' || s.rejected_chars || ' chars, largest image '
+                    || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
+               FROM live_pairs p JOIN read_parquet('{signals}') s USING (pair_id)
+               WHERE s.chosen_chars < {short} OR s.rejected_chars < {short}
+                  OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
+        ]
