@@ -5,8 +5,9 @@ from __future__ import annotations
 from curation.ops.base import BuildContext, Op
 from curation.ops.exact_dedupe import ExactDedupe
 from curation.ops.filters import Filters
+from curation.ops.near_dedupe import NearDedupe
 from curation.ops.validate import Validate
 
-OPS: dict[str, Op] = {op.name: op for op in (Validate(), ExactDedupe(), Filters())}
+OPS: dict[str, Op] = {op.name: op for op in (Validate(), ExactDedupe(), NearDedupe(), Filters())}
 
 __all__ = ["OPS", "BuildContext", "Op"]

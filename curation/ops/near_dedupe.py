@@ -1,0 +1,172 @@
+"""near_dedupe: near-duplicate prompts by MinHash-LSH, verified by exact Jaccard, clustered around survivors.
+
+Score: for every distinct live prompt (text + images), word n-gram shingles and a MinHash signature; LSH
+bands tuned to `candidate_threshold` propose candidate pairs, which are kept with their exact Jaccard when it
+reaches `candidate_threshold`. Prompts with different images are never candidates (the same question about
+another picture is another prompt). Decide: star clustering with `threshold`: in survivor order (first-listed
+source, earliest row) each unassigned prompt becomes a survivor and takes its unassigned neighbours, at most
+`max_cluster` members; a member is removed only if it is directly similar to its survivor, so no chain of
+small edits grows a runaway cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curation.ops.base import BuildContext, Op
+from curation.shingles import band_keys, jaccard, lsh_params, minhash, shingle
+
+MAX_BUCKET_PAIRS = 32  # a bucket pairs each member with at most this many earlier members
+
+
+@dataclass(frozen=True)
+class NearDedupeParams:
+    threshold: float = 0.8  # exact Jaccard at or above which a prompt is a near duplicate
+    ngram: int = 3
+    num_perm: int = 128
+    candidate_threshold: float = 0.6  # LSH tuning and the lowest Jaccard stored as a signal
+    max_cluster: int = 1000
+
+
+def prompt_units(ctx: BuildContext) -> pl.DataFrame:
+    """Distinct live prompts: prompt_id, text (all turns), images key, priority (first row_key)."""
+    table = ctx.db.sql(
+        """SELECT prompt_id, any_value(array_to_string(list_transform(prompt, lambda m: m.content), chr(10))) AS text,
+                  any_value(array_to_string(images, ',')) AS images, min(row_key) AS priority
+           FROM live_pairs GROUP BY prompt_id ORDER BY priority"""
+    ).to_arrow_table()
+    return pl.from_arrow(table)  # type: ignore[return-value]
+
+
+def _salt(keys: list[str]) -> np.ndarray:
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") for k in keys],
+        dtype=np.uint64,
+    )
+
+
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """(i, j) unit index pairs, i < j, that share a bucket in some band."""
+    frame = pl.DataFrame({"unit": np.tile(np.arange(len(keys)), keys.shape[1]), "key": keys.T.reshape(-1)})
+    frame = frame.with_columns(band=pl.Series(np.repeat(np.arange(keys.shape[1]), len(keys))))
+    groups = frame.group_by(["band", "key"]).agg(pl.col("unit").sort()).filter(pl.col("unit").list.len() > 1)
+    pairs = []
+    for members in groups["unit"].to_list():
+        for j in range(1, len(members)):
+            for i in members[max(0, j - MAX_BUCKET_PAIRS) : j]:
+                pairs.append((i, members[j]))
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.array(pairs, dtype=np.int64), axis=0)
+
+
+class NearDedupe(Op):
+    name = "near_dedupe"
+    Params = NearDedupeParams
+    thresholds = frozenset({"threshold", "max_cluster"})
+
+    def score(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> None:
+        units = prompt_units(ctx)
+        texts, images = units["text"].to_list(), units["images"].to_list()
+        shingles = shingle(texts, params.ngram)
+        signatures = minhash(shingles, params.num_perm)
+        bands, rows = lsh_params(params.candidate_threshold, params.num_perm)
+        pairs = candidate_pairs(band_keys(signatures, bands, rows, _salt(images)))
+        edges = []
+        for i, j in pairs:
+            if images[i] != images[j]:
+                continue
+            similarity = jaccard(shingles.of(i), shingles.of(j))
+            if similarity >= params.candidate_threshold:
+                edges.append((units["prompt_id"][int(i)], units["prompt_id"][int(j)], similarity))
+        table = pa.table(
+            {
+                "prompt_id": pa.array([e[0] for e in edges], pa.string()),
+                "other_prompt_id": pa.array([e[1] for e in edges], pa.string()),
+                "jaccard": pa.array([e[2] for e in edges], pa.float64()),
+            }
+        )
+        ctx.db.register("near_edges", table)
+        ctx.copy("SELECT * FROM near_edges ORDER BY prompt_id, other_prompt_id", signals)
+        ctx.db.unregister("near_edges")
+
+    def decide(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> list[str]:
+        edges = ctx.rows(f"SELECT * FROM read_parquet('{signals}') WHERE jaccard >= {params.threshold}")
+        clusters = star_clusters(ctx, edges, params.max_cluster)
+        write_clusters(ctx, clusters, "near_dedupe", "minhash-jaccard")
+        return [
+            """SELECT p.row_key, 'near-duplicate prompt' AS reason,
+                      'prompt like ' || c.survivor_source || ' ' || c.survivor_row
+                        || ' (jaccard ' || round(c.similarity, 3) || ')' AS detail
+               FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id"""
+        ]
+
+
+def star_clusters(
+    ctx: BuildContext, edges: list[tuple[str, str, float]], max_cluster: int
+) -> list[tuple[str, str, float]]:
+    """(member prompt_id, survivor prompt_id, similarity) for every removed member."""
+    if not edges:
+        return []
+    neighbours: dict[str, list[tuple[str, float]]] = {}
+    for a, b, similarity in edges:
+        neighbours.setdefault(a, []).append((b, similarity))
+        neighbours.setdefault(b, []).append((a, similarity))
+    ctx.db.register("edge_prompts", pa.table({"prompt_id": list(neighbours)}))
+    order = [
+        r[0]
+        for r in ctx.rows(
+            """SELECT e.prompt_id FROM edge_prompts e JOIN live_pairs p USING (prompt_id)
+               GROUP BY e.prompt_id ORDER BY min(p.row_key)"""
+        )
+    ]
+    ctx.db.unregister("edge_prompts")
+    rank = {prompt: i for i, prompt in enumerate(order)}
+    assigned: set[str] = set()
+    members = []
+    for center in order:
+        if center in assigned:
+            continue
+        assigned.add(center)
+        size = 1
+        for other, similarity in sorted(neighbours[center], key=lambda x: rank[x[0]]):
+            if other in assigned or size >= max_cluster:
+                continue
+            assigned.add(other)
+            members.append((other, center, similarity))
+            size += 1
+    return members
+
+
+def write_clusters(ctx: BuildContext, members: list[tuple[str, str, float]], name: str, method: str) -> None:
+    """Register `cluster_members` (prompt_id, survivor row, similarity) and write the `dups/` evidence table."""
+    ctx.db.register(
+        "member_list",
+        pa.table(
+            {
+                "prompt_id": pa.array([m[0] for m in members], pa.string()),
+                "survivor_prompt_id": pa.array([m[1] for m in members], pa.string()),
+                "similarity": pa.array([m[2] for m in members], pa.float64()),
+            }
+        ),
+    )
+    ctx.db.execute(
+        """CREATE OR REPLACE TEMP TABLE cluster_members AS
+           SELECT m.*, s.pair_id AS survivor_pair_id, s.source AS survivor_source, s.source_row AS survivor_row
+           FROM member_list m JOIN (SELECT DISTINCT ON (prompt_id) * FROM live_pairs ORDER BY prompt_id, row_key) s
+             ON s.prompt_id = m.survivor_prompt_id"""
+    )
+    ctx.db.unregister("member_list")
+    ctx.copy(
+        f"""SELECT p.pair_id, p.source, p.source_row, c.survivor_pair_id, c.survivor_source, c.survivor_row,
+                   '{method}' AS method, c.similarity
+            FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id
+            ORDER BY p.pair_id, p.source, p.source_row""",
+        ctx.root / "dups" / f"{name}.parquet",
+    )

@@ -1,0 +1,65 @@
+import numpy as np
+
+from curation.shingles import jaccard, lsh_params, minhash, shingle
+from tests.curation.ops.conftest import BuildRows, uf
+
+WORDS = [f"word{i}" for i in range(500)]
+
+
+def _prompt(seed: int, n: int = 40) -> str:
+    return " ".join(np.random.default_rng(seed).choice(WORDS, n))
+
+
+def _edit(text: str, positions: list[int]) -> str:
+    tokens = text.split()
+    for p in positions:
+        tokens[p] = "edited"
+    return " ".join(tokens)
+
+
+def test_minhash_estimates_jaccard_and_lsh_is_tuned_below_the_threshold() -> None:
+    a, b = _prompt(1), _edit(_prompt(1), [10])
+    s = shingle([a, b, _prompt(2)], 3)
+    exact = jaccard(s.of(0), s.of(1))
+    assert 0.8 < exact < 0.9
+    sig = minhash(s, 256)
+    assert abs(np.mean(sig[0] == sig[1]) - exact) < 0.08
+    assert np.mean(sig[0] == sig[2]) < 0.05
+    bands, rows = lsh_params(0.6, 128)
+    assert bands * rows <= 128 and (1 - (1 - 0.8**rows) ** bands) > 0.99  # near-certain recall at 0.8
+
+
+def test_near_duplicates_removed_with_one_survivor(build_rows: BuildRows) -> None:
+    base = _prompt(1)
+    rows = [uf(base, "a1"), uf(_prompt(2), "b"), uf(_edit(base, [5]), "a2"), uf(_edit(base, [30]), "a3")]
+    rows.append(uf(_edit(base, list(range(0, 40, 2))), "far"))  # half the words changed: not a near duplicate
+    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {"threshold": 0.8}})
+    removed = built.removed("near_dedupe")
+    assert sorted(r["source_row"] for r in removed) == ["uf.jsonl:2", "uf.jsonl:3"]
+    assert all("prompt like uf uf.jsonl:0 (jaccard 0.8" in r["detail"] for r in removed)
+    dups = built.table("dups/near_dedupe.parquet")
+    assert {d["survivor_row"] for d in dups} == {"uf.jsonl:0"} and len(dups) == 2
+    assert built.manifest["sources"]["uf"]["kept"] == 3 and built.manifest["sources"]["uf"]["balanced"]
+
+
+def test_threshold_change_redecides_from_the_same_signals(build_rows: BuildRows) -> None:
+    base = _prompt(1)
+    rows = [uf(base, "a1"), uf(_edit(base, [5, 20]), "a2")]  # jaccard about 0.71
+    strict = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {"threshold": 0.8}})
+    loose = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {"threshold": 0.65}})
+    assert not strict.removed("near_dedupe") and len(loose.removed("near_dedupe")) == 1
+    strict_signal = sorted((strict.root / "signals").glob("near_dedupe-*.parquet"))
+    loose_signal = sorted((loose.root / "signals").glob("near_dedupe-*.parquet"))
+    assert [p.name for p in strict_signal] == [p.name for p in loose_signal]
+    assert strict_signal[0].read_bytes() == loose_signal[0].read_bytes()
+
+
+def test_chains_do_not_grow_runaway_clusters(build_rows: BuildRows) -> None:
+    # p0 ~ p1 ~ p2 ... each one edit from the previous, but p0 and p3 are far apart.
+    chain = [_prompt(1)]
+    for k in range(1, 5):
+        chain.append(_edit(chain[-1], [k * 7]))
+    rows = [uf(p, f"answer {i}") for i, p in enumerate(chain)]
+    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {"threshold": 0.8}})
+    for dup in built.table("dups/near_dedupe.parquet"):
+        assert dup["similarity"] >= 0.8  # every member is directly similar to its own survivor
