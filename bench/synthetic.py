@@ -36,6 +36,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -505,6 +506,8 @@ def _write_images(
         array[copies] = array[source[copies]]
     keep = np.zeros(total, dtype=bool)
     keep[source[copies]] = True
+    uses = np.bincount(picture_of, minlength=pool)
+    cache: dict[int, bytes] = {}
 
     rng = np.random.default_rng([seed, _IMAGE_CONTENT])
     stash: dict[int, tuple[list[np.ndarray], int]] = {}
@@ -531,7 +534,11 @@ def _write_images(
                     if keep[p]:
                         stash[p] = ([segment(c, row).copy() for c in range(3)], src)
                     if k == _BASE:
-                        images.append(_encode(_picture(seed, _PIXELS, src)))
+                        data = cache.pop(src, None) or _encode(_picture(seed, _PIXELS, src))
+                        uses[src] -= 1
+                        if uses[src]:
+                            cache[src] = data  # encoded once, kept until its last use
+                        images.append(data)
                         names.append(f"synthetic/picture_{src:07d}.png")
                     elif k == _NEAR_IMAGE:
                         answers, picture = stash.pop(src)
@@ -617,11 +624,14 @@ def generate(
     n_images = round(image_share * n)
     vocab = Vocabulary.build(seed)
     bench = _write_benchmarks(out, vocab, seed, n_benchmark, n_vl)
-    text_truth, text_counts = _write_text(out, vocab, seed, n - n_images, shares, bench, rows_per_file)
     image_truth: list[dict[str, Any]] = []
     image_counts = {"image_pairs": 0, "image_files": 0, "pictures": 0, "near_dup_image": 0, "contaminated_image": 0}
-    if n_images:
-        image_truth, image_counts = _write_images(out, vocab, seed, n_images, shares, bench, rows_per_file)
+    # Images (PIL encoding) run beside text (numpy and Arrow): both release the GIL for most of their work.
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        images = executor.submit(_write_images, out, vocab, seed, n_images, shares, bench, rows_per_file)
+        text_truth, text_counts = _write_text(out, vocab, seed, n - n_images, shares, bench, rows_per_file)
+        if n_images:
+            image_truth, image_counts = images.result()
     truth = sorted(text_truth, key=lambda r: (r["file"], r["row"])) + sorted(
         image_truth, key=lambda r: (r["file"], r["row"])
     )
