@@ -484,6 +484,7 @@ def _write_images(
     pool = max(1, math.ceil(0.7 * n_base)) if n_base else 0
     picture_of = rng.permutation(np.concatenate([np.arange(pool), rng.integers(0, max(pool, 1), n_base - pool)]))
     near_of = np.sort(rng.permutation(n_base)[:n_near])
+    n_near = near_of.size
     item, position = _place(rng, n_base, near_of, n_contam)
     total = item.size
     kind = np.full(total, _BASE, dtype=np.int8)
@@ -624,14 +625,11 @@ def generate(
     n_images = round(image_share * n)
     vocab = Vocabulary.build(seed)
     bench = _write_benchmarks(out, vocab, seed, n_benchmark, n_vl)
-    image_truth: list[dict[str, Any]] = []
-    image_counts = {"image_pairs": 0, "image_files": 0, "pictures": 0, "near_dup_image": 0, "contaminated_image": 0}
     # Images (PIL encoding) run beside text (numpy and Arrow): both release the GIL for most of their work.
     with ThreadPoolExecutor(max_workers=1) as executor:
         images = executor.submit(_write_images, out, vocab, seed, n_images, shares, bench, rows_per_file)
         text_truth, text_counts = _write_text(out, vocab, seed, n - n_images, shares, bench, rows_per_file)
-        if n_images:
-            image_truth, image_counts = images.result()
+        image_truth, image_counts = images.result()
     truth = sorted(text_truth, key=lambda r: (r["file"], r["row"])) + sorted(
         image_truth, key=lambda r: (r["file"], r["row"])
     )

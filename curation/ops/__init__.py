@@ -5,9 +5,10 @@ from __future__ import annotations
 from curation.ops.base import BuildContext, Op
 from curation.ops.exact_dedupe import ExactDedupe
 from curation.ops.filters import Filters
+from curation.ops.image_dedupe import ImageDedupe
 from curation.ops.near_dedupe import NearDedupe
 from curation.ops.validate import Validate
 
-OPS: dict[str, Op] = {op.name: op for op in (Validate(), ExactDedupe(), NearDedupe(), Filters())}
+OPS: dict[str, Op] = {op.name: op for op in (Validate(), ExactDedupe(), NearDedupe(), ImageDedupe(), Filters())}
 
 __all__ = ["OPS", "BuildContext", "Op"]

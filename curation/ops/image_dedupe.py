@@ -1,0 +1,91 @@
+"""image_dedupe: the same prompt over a near-duplicate image (re-encoded, resized) is a duplicate.
+
+Score: a perceptual hash per image of the live pairs (`signals/`). Decide: images within `max_distance`
+bits are clustered around the first-seen image; prompts whose text is equal and whose images fall in the
+same clusters are one prompt, and only the survivor's (first-listed source, earliest row) pairs are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from curation.ops.base import BuildContext, Op
+from curation.ops.near_dedupe import prompt_units, write_clusters
+from curation.perceptual import as_signed, as_unsigned, close_pairs, phash
+from curation.shingles import words
+
+
+@dataclass(frozen=True)
+class ImageDedupeParams:
+    max_distance: int = 4  # Hamming distance between 64-bit perceptual hashes
+    hash_size: int = 8
+
+
+def live_image_hashes(ctx: BuildContext, signals: Path, hash_size: int) -> None:
+    """Write (sha256, phash) for every image of the live pairs."""
+    reader = ctx.db.sql(
+        "SELECT i.sha256, i.bytes FROM images i SEMI JOIN (SELECT unnest(images) AS sha256 FROM live_pairs) u "
+        "USING (sha256) ORDER BY i.sha256"
+    ).to_arrow_reader(batch_size=256)
+    shas, hashes = [], []
+    for batch in reader:
+        for sha, data in zip(batch.column("sha256").to_pylist(), batch.column("bytes").to_pylist(), strict=True):
+            shas.append(sha)
+            hashes.append(as_signed(phash(data, hash_size)))
+    ctx.db.register(
+        "phash_rows", pa.table({"sha256": pa.array(shas, pa.string()), "phash": pa.array(hashes, pa.int64())})
+    )
+    ctx.copy("SELECT * FROM phash_rows ORDER BY sha256", signals)
+    ctx.db.unregister("phash_rows")
+
+
+class ImageDedupe(Op):
+    name = "image_dedupe"
+    Params = ImageDedupeParams
+    thresholds = frozenset({"max_distance"})
+
+    def score(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> None:
+        live_image_hashes(ctx, signals, params.hash_size)
+
+    def decide(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> list[str]:
+        hashes = {sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT * FROM read_parquet('{signals}')")}
+        bits = params.hash_size**2
+        # Images in order of first use, so every cluster's representative is the first-seen image.
+        first_use = ctx.rows(
+            "SELECT sha256, min(row_key) FROM (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) "
+            "GROUP BY sha256 ORDER BY 2, 1"
+        )
+        rank = {sha: i for i, (sha, _) in enumerate(first_use)}
+        neighbours: dict[str, list[tuple[str, int]]] = {}
+        for a, b, distance in close_pairs(hashes, None, params.max_distance, bits):
+            neighbours.setdefault(a, []).append((b, distance))
+            neighbours.setdefault(b, []).append((a, distance))
+        representative: dict[str, tuple[str, int]] = {}
+        for sha, _ in first_use:
+            if sha in representative:
+                continue
+            representative[sha] = (sha, 0)
+            for other, distance in sorted(neighbours.get(sha, []), key=lambda x: rank[x[0]]):
+                representative.setdefault(other, (sha, distance))
+        units = prompt_units(ctx).filter(pl.col("images") != "")
+        survivors: dict[tuple[str, tuple[str, ...]], str] = {}
+        members = []
+        for prompt_id, text, images in units.select("prompt_id", "text", "images").iter_rows():
+            reps = [representative[sha] for sha in images.split(",")]
+            key = (" ".join(words(text)), tuple(rep for rep, _ in reps))
+            if key not in survivors:
+                survivors[key] = prompt_id
+            elif survivors[key] != prompt_id:
+                worst = max(distance for _, distance in reps)
+                members.append((prompt_id, survivors[key], 1 - worst / bits))
+        write_clusters(ctx, members, self.name, "phash-hamming")
+        return [
+            """SELECT p.row_key, 'near-duplicate image' AS reason,
+                      'same prompt and image as ' || c.survivor_source || ' ' || c.survivor_row
+                        || ' (phash similarity ' || round(c.similarity, 3) || ')' AS detail
+               FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id"""
+        ]

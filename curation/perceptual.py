@@ -1,0 +1,72 @@
+"""Perceptual hashes of images and the pairs of hashes within a Hamming distance.
+
+Near-duplicate images (re-encoded, resized, lightly cropped) have perceptual hashes a few bits apart, while
+their sha256 differ. Pairs within distance t are found by multi-index hashing: split the 64 bits into t + 1
+chunks; two hashes within t bits agree exactly on at least one chunk (pigeonhole), so only hashes that share
+a chunk are compared.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+import imagehash
+import polars as pl
+from PIL import Image
+
+
+def phash(data: bytes, hash_size: int = 8) -> int:
+    """The DCT perceptual hash (hash_size**2 bits) of an image's bytes, as an unsigned integer."""
+    with Image.open(io.BytesIO(data)) as image:
+        bits = imagehash.phash(image.convert("RGB"), hash_size=hash_size).hash.flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def phashes(items: Iterable[tuple[str, bytes]], hash_size: int = 8) -> dict[str, int]:
+    return {sha: phash(data, hash_size) for sha, data in items}
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def close_pairs(
+    left: dict[str, int], right: dict[str, int] | None, max_distance: int, bits: int = 64
+) -> list[tuple[str, str, int]]:
+    """(left key, right key, distance) within `max_distance`; with `right=None`, pairs within `left` (a < b)."""
+    same = right is None
+    right = left if right is None else right
+    if not left or not right:
+        return []
+    chunks = max_distance + 1
+    widths = [bits // chunks + (1 if i < bits % chunks else 0) for i in range(chunks)]
+
+    def chunk_frame(hashes: dict[str, int]) -> pl.DataFrame:
+        keys, values = list(hashes), list(hashes.values())
+        rows = []
+        for index, width in enumerate(widths):
+            shift = sum(widths[index + 1 :])
+            mask = (1 << width) - 1
+            rows.append(pl.DataFrame({"key": keys, "chunk": index, "part": [(v >> shift) & mask for v in values]}))
+        return pl.concat(rows)
+
+    joined = chunk_frame(left).join(chunk_frame(right), on=["chunk", "part"], suffix="_r")
+    candidates = joined.select("key", "key_r").unique()
+    if same:
+        candidates = candidates.filter(pl.col("key") < pl.col("key_r"))
+    out = []
+    for a, b in candidates.iter_rows():
+        distance = hamming(left[a], right[b])
+        if distance <= max_distance:
+            out.append((a, b, distance))
+    return sorted(out)
+
+
+def as_signed(value: int) -> int:
+    """A 64-bit hash as a signed int64, for parquet storage (and back with `as_unsigned`)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def as_unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
