@@ -256,10 +256,13 @@ def _cycle(rng: np.random.Generator, items: int, count: int) -> np.ndarray:
 
 
 def _picture(seed: int, stream: int, index: int) -> np.ndarray:
-    """A smooth random picture (random colour grid, bicubic upsampled, mild noise): distinct per index."""
+    """A random picture (a 16x12 colour grid, bicubic upsampled, mild noise): distinct per index.
+
+    The grid is fine enough that perceptual hashes of different pictures behave as random 64-bit strings.
+    """
     rng = np.random.default_rng([seed, stream, index])
     width, height = IMAGE_SIZE
-    grid = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    grid = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
     smooth = np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
     noise = rng.integers(-4, 5, size=smooth.shape, dtype=np.int16)
     return np.clip(smooth + noise, 0, 255).astype(np.uint8)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from curation.ops.base import BuildContext, Op
+from curation.ops.decontaminate import Decontaminate
 from curation.ops.exact_dedupe import ExactDedupe
 from curation.ops.filters import Filters
 from curation.ops.image_dedupe import ImageDedupe
 from curation.ops.near_dedupe import NearDedupe
 from curation.ops.validate import Validate
 
-OPS: dict[str, Op] = {op.name: op for op in (Validate(), ExactDedupe(), NearDedupe(), ImageDedupe(), Filters())}
+OPS: dict[str, Op] = {
+    op.name: op for op in (Validate(), ExactDedupe(), NearDedupe(), ImageDedupe(), Decontaminate(), Filters())
+}
 
 __all__ = ["OPS", "BuildContext", "Op"]

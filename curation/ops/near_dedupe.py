@@ -22,6 +22,8 @@ import pyarrow as pa
 from curation.ops.base import BuildContext, Op
 from curation.shingles import band_keys, jaccard, lsh_params, minhash, shingle
 
+# A prompt's text for matching: all turns, without the image placeholders (images are compared on their own).
+PROMPT_TEXT = "array_to_string(list_transform(prompt, lambda m: replace(m.content, '<image>', '')), chr(10))"
 MAX_BUCKET_PAIRS = 32  # a bucket pairs each member with at most this many earlier members
 
 
@@ -37,7 +39,7 @@ class NearDedupeParams:
 def prompt_units(ctx: BuildContext) -> pl.DataFrame:
     """Distinct live prompts: prompt_id, text (all turns), images key, priority (first row_key)."""
     table = ctx.db.sql(
-        """SELECT prompt_id, any_value(array_to_string(list_transform(prompt, lambda m: m.content), chr(10))) AS text,
+        f"""SELECT prompt_id, any_value({PROMPT_TEXT}) AS text,
                   any_value(array_to_string(images, ',')) AS images, min(row_key) AS priority
            FROM live_pairs GROUP BY prompt_id ORDER BY priority"""
     ).to_arrow_table()

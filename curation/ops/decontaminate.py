@@ -1,0 +1,183 @@
+"""decontaminate: remove training pairs whose prompt is a benchmark prompt, verbatim or lightly edited.
+
+Preference benchmarks are matched on the prompt (and image), never on the answers, which differ by
+construction. Score, per training prompt and benchmark item that share anything: exact equality of the
+word-normalized prompt, the share of the benchmark prompt's word n-grams found in the training prompt
+(`overlap`; a prompt shorter than n words is one n-gram) and the smallest perceptual-hash distance between
+their images. Decide: a text match (exact, or overlap >= `min_overlap`) counts when the benchmark item has no
+image or the images match (distance <= `image_distance`); with `image_alone`, an image match alone counts.
+The guard stops the build when a source would lose more than `max_removal_rate` of its live pairs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curation.errors import InputError
+from curation.ops.base import BuildContext, Op
+from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units
+from curation.perceptual import close_pairs, phash
+from curation.shingles import shingle, words
+
+CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
+CANDIDATE_DISTANCE = 12
+
+
+class ContaminationGuard(InputError):
+    """A source lost more to decontamination than the recipe allows."""
+
+
+@dataclass(frozen=True)
+class DecontaminateParams:
+    ngram: int = 8
+    min_overlap: float = 0.5
+    image_distance: int = 4
+    image_alone: bool = False
+    max_removal_rate: float = 0.1
+
+
+def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
+    frames = []
+    for name, folder in ctx.benchmarks.items():
+        rows = ctx.rows(
+            f"""SELECT prompt_id, any_value({PROMPT_TEXT}),
+                       any_value(array_to_string(images, ',')), min(source_row)
+                FROM read_parquet('{folder / "pairs.parquet"}') GROUP BY prompt_id ORDER BY 4"""
+        )
+        frames.append(
+            pl.DataFrame(rows, schema=["prompt_id", "text", "images", "row"], orient="row").with_columns(
+                benchmark=pl.lit(name)
+            )
+        )
+    if not frames:
+        return pl.DataFrame(schema={"prompt_id": pl.String, "text": pl.String, "images": pl.String, "row": pl.String})
+    return pl.concat(frames)
+
+
+def _image_hashes(ctx: BuildContext, sources: list[str]) -> dict[str, int]:
+    hashes = {}
+    for query in sources:
+        for batch in ctx.db.sql(query).to_arrow_reader(batch_size=256):
+            for sha, data in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+                hashes[sha] = phash(data)
+    return hashes
+
+
+class Decontaminate(Op):
+    name = "decontaminate"
+    Params = DecontaminateParams
+    thresholds = frozenset({"min_overlap", "image_distance", "image_alone", "max_removal_rate"})
+
+    def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
+        train, bench = prompt_units(ctx), _benchmark_units(ctx)
+        train_texts, bench_texts = train["text"].to_list(), bench["text"].to_list()
+        train_sh, bench_sh = shingle(train_texts, params.ngram), shingle(bench_texts, params.ngram)
+        postings: dict[int, list[int]] = defaultdict(list)
+        for j in range(len(bench_texts)):
+            for h in bench_sh.of(j).tolist():
+                postings[h].append(j)
+        bench_sizes = np.diff(bench_sh.offsets)
+        exact_index: dict[str, list[int]] = defaultdict(list)
+        for j, text in enumerate(bench_texts):
+            exact_index[" ".join(words(text))].append(j)
+
+        matches: dict[tuple[int, int], list] = {}  # (train unit, bench unit) -> [exact, overlap, distance]
+        hit = np.isin(train_sh.hashes, np.fromiter(postings, dtype=np.uint64, count=len(postings)))
+        owners = np.unique(np.searchsorted(train_sh.offsets, np.flatnonzero(hit), side="right") - 1)
+        for i in owners.tolist():
+            counts = Counter(j for h in train_sh.of(i).tolist() for j in postings.get(h, ()))
+            for j, shared in counts.items():
+                overlap = shared / max(int(bench_sizes[j]), 1)
+                if overlap >= CANDIDATE_OVERLAP:
+                    matches[(i, j)] = [False, overlap, None]
+        for i, text in enumerate(train_texts):
+            for j in exact_index.get(" ".join(words(text)), ()):
+                matches.setdefault((i, j), [False, 1.0, None])[0] = True
+
+        # Images: perceptual hashes of the live training images and the benchmark images.
+        train_hashes = _image_hashes(
+            ctx, ["SELECT sha256, bytes FROM images SEMI JOIN (SELECT unnest(images) AS sha256 FROM live_pairs) "
+                  "USING (sha256)"]
+        )  # fmt: skip
+        bench_hashes = _image_hashes(
+            ctx, [f"SELECT sha256, bytes FROM read_parquet('{f / 'images.parquet'}')" for f in ctx.benchmarks.values()]
+        )
+        train_by_image: dict[str, list[int]] = defaultdict(list)
+        for i, images in enumerate(train["images"].to_list()):
+            for sha in filter(None, images.split(",")):
+                train_by_image[sha].append(i)
+        bench_by_image: dict[str, list[int]] = defaultdict(list)
+        for j, images in enumerate(bench["images"].to_list()):
+            for sha in filter(None, images.split(",")):
+                bench_by_image[sha].append(j)
+        for a, b, distance in close_pairs(train_hashes, bench_hashes, CANDIDATE_DISTANCE):
+            for i in train_by_image[a]:
+                for j in bench_by_image[b]:
+                    entry = matches.setdefault((i, j), [False, None, None])
+                    entry[2] = distance if entry[2] is None else min(entry[2], distance)
+        for (i, j), entry in matches.items():
+            if entry[1] is None:  # an image match: measure the text overlap of this pair too
+                shared = len(np.intersect1d(train_sh.of(i), bench_sh.of(j), assume_unique=True))
+                entry[1] = shared / max(int(bench_sizes[j]), 1)
+
+        keys = sorted(matches)
+        table = pa.table(
+            {
+                "prompt_id": pa.array([train["prompt_id"][i] for i, _ in keys], pa.string()),
+                "benchmark": pa.array([bench["benchmark"][j] for _, j in keys], pa.string()),
+                "benchmark_row": pa.array([bench["row"][j] for _, j in keys], pa.string()),
+                "benchmark_has_images": pa.array([bench["images"][j] != "" for _, j in keys], pa.bool_()),
+                "exact": pa.array([matches[k][0] for k in keys], pa.bool_()),
+                "overlap": pa.array([matches[k][1] for k in keys], pa.float64()),
+                "image_distance": pa.array([matches[k][2] for k in keys], pa.int32()),
+            }
+        )
+        ctx.db.register("contamination_signals", table)
+        ctx.copy("SELECT * FROM contamination_signals ORDER BY prompt_id, benchmark, benchmark_row", signals)
+        ctx.db.unregister("contamination_signals")
+
+    def decide(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> list[str]:
+        image_hit = f"coalesce(s.image_distance <= {params.image_distance}, false)"
+        text_hit = f"(s.exact OR s.overlap >= {params.min_overlap})"
+        rule = f"({text_hit} AND (NOT s.benchmark_has_images OR {image_hit}))"
+        if params.image_alone:
+            rule = f"({rule} OR {image_hit})"
+        method = (
+            f"CASE WHEN s.exact THEN 'exact prompt' WHEN s.overlap >= {params.min_overlap} THEN 'ngram' "
+            "ELSE 'image' END"
+        )
+        ctx.db.execute(
+            f"""CREATE OR REPLACE TEMP TABLE contamination AS
+                SELECT DISTINCT ON (p.row_key) p.row_key, p.pair_id, p.source, p.source_row, s.benchmark,
+                       s.benchmark_row, {method} AS method, s.overlap, s.image_distance
+                FROM live_pairs p JOIN read_parquet('{signals}') s USING (prompt_id)
+                WHERE {rule} ORDER BY p.row_key, s.exact DESC, s.overlap DESC, s.benchmark, s.benchmark_row"""
+        )
+        ctx.copy(
+            "SELECT * EXCLUDE (row_key) FROM contamination ORDER BY source, source_row",
+            ctx.root / "contamination" / "contamination.parquet",
+        )
+        rates = ctx.rows(
+            """SELECT l.source, count(c.row_key), count(*) FROM live_pairs l LEFT JOIN contamination c USING (row_key)
+               GROUP BY l.source ORDER BY l.source"""
+        )
+        over = [(s, r, n) for s, r, n in rates if n and r / n > params.max_removal_rate]
+        if over:
+            worst = "; ".join(f"{s} would lose {r} of {n} pairs ({100 * r / n:.1f}%)" for s, r, n in over)
+            raise ContaminationGuard(
+                f"decontaminate stopped the build: {worst}, above max_removal_rate {params.max_removal_rate}; "
+                f"the matches are in {ctx.root / 'contamination' / 'contamination.parquet'}"
+            )
+        return [
+            """SELECT row_key, 'contaminated: ' || benchmark AS reason,
+                      method || ' match with ' || benchmark || ' ' || benchmark_row || ' (overlap '
+                        || round(overlap, 3) || ', image distance ' || coalesce(image_distance::VARCHAR, '-') || ')'
+                        AS detail
+               FROM contamination"""
+        ]
