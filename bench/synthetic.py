@@ -415,7 +415,8 @@ def _write_text(
     stash: dict[int, list[np.ndarray]] = {}
     truth: list[dict[str, Any]] = []
     folder = out / "text"
-    folder.mkdir(parents=True, exist_ok=True)
+    if total:
+        folder.mkdir(parents=True, exist_ok=True)
     for file_start in range(0, total, rows_per_file):
         file_end = min(file_start + rows_per_file, total)
         path = folder / f"pairs-{file_start // rows_per_file:05d}.parquet"
@@ -517,7 +518,8 @@ def _write_images(
     stash: dict[int, tuple[list[np.ndarray], int]] = {}
     truth: list[dict[str, Any]] = []
     folder = out / "images"
-    folder.mkdir(parents=True, exist_ok=True)
+    if total:
+        folder.mkdir(parents=True, exist_ok=True)
     for file_start in range(0, total, rows_per_file):
         file_end = min(file_start + rows_per_file, total)
         path = folder / f"pairs-{file_start // rows_per_file:05d}.parquet"

@@ -237,8 +237,15 @@ def show(
         console.print(Text(f"source {pair['source']} {pair['source_row']}, images {pair['images']}"))
     for source, source_row, _, stage, reason, detail in removed:
         console.print(Text(f"removed from {source} {source_row} at {stage}: {reason} ({detail})", style="yellow"))
+    prompt_ids = [pair["prompt_id"] for pair in rows[:1]]
+    keys = {"pair_id": pair_id, "prompt_id": prompt_ids[0] if prompt_ids else None}
     for signal_file in sorted((build_dir / "signals").glob("*.parquet")):
-        cursor = db.execute(f"SELECT * FROM read_parquet('{signal_file}') WHERE pair_id = ?", [pair_id])
+        # Signals are keyed by pair or by prompt, depending on what the op scores.
+        columns = [c[0] for c in db.execute(f"DESCRIBE SELECT * FROM read_parquet('{signal_file}')").fetchall()]
+        key = next((k for k in ("pair_id", "prompt_id") if k in columns and keys[k]), None)
+        if key is None:
+            continue
+        cursor = db.execute(f"SELECT * FROM read_parquet('{signal_file}') WHERE {key} = ?", [keys[key]])
         for values in cursor.fetchall():
             signal = dict(zip([c[0] for c in cursor.description], values, strict=True))
             console.print(Text(f"signals/{signal_file.stem}: ", style="bold") + Text(str(signal)))

@@ -2,9 +2,9 @@
 
 Everything here is demo data made by this project: the photos are scikit-image's bundled samples, the
 questions and answers are written from templates below (chosen = a faithful description, rejected = a
-hallucinated one). A few problems are planted on purpose (a duplicate row, a corrupt image, a missing
-image, an unparsable rating, a malformed line, a benchmark item copied into training data) so that every
-later stage has something to find.
+hallucinated one). A few problems are planted on purpose (a duplicate row, a near-duplicate prompt and
+image, a corrupt and a missing image, an unparsable rating, a malformed line, benchmark items copied into
+training data) so that every later stage has something to find.
 """
 
 from __future__ import annotations
@@ -113,6 +113,12 @@ def write_rlaif_v(root: Path, photos: dict[str, bytes]) -> Path:
             })  # fmt: skip
     rows.append(dict(rows[0], idx="dup-0"))  # planted exact duplicate
     rows.append(dict(rows[1], idx="bad-image", image={"bytes": b"\x89PNG not really", "path": "broken.png"}))
+    # Planted near-duplicate image: the cat photo re-encoded as JPEG, same question, other answers.
+    with Image.open(io.BytesIO(photos["chelsea"])) as image:
+        jpeg = io.BytesIO()
+        image.convert("RGB").save(jpeg, format="JPEG", quality=85)
+    rows.append(dict(rows[2], idx="near-dup-image", image={"bytes": jpeg.getvalue(), "path": "chelsea.jpg"},
+                     chosen="An orange cat with white whiskers looks to the side."))  # fmt: skip
     path = root / "rlaif_v" / "demo-00000.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -148,6 +154,10 @@ def write_mm_rlhf(root: Path, photos: dict[str, bytes]) -> tuple[Path, Path]:
     return _write_jsonl(root / "mm_rlhf" / "dpo_pairs.jsonl", rows), images
 
 
+LONG_INSTRUCTION = (
+    "Explain step by step, with one worked example, how to add two numbers with several digits by hand, "
+    "carrying the tens into the next column, so that a {age} year old child could follow it at home alone."
+)
 ARITHMETIC = [(17, 25), (48, 19), (123, 77), (9, 13), (64, 36), (250, 125), (31, 58), (7, 86)]
 
 
@@ -178,6 +188,9 @@ def write_ultrafeedback(root: Path) -> Path:
             ],
         })  # fmt: skip
     rows[3]["completions"][1]["annotations"]["helpfulness"]["Rating"] = "N/A"  # planted unparsable rating
+    # Planted near-duplicate prompt: a long instruction and a copy with one word changed.
+    for i, age in enumerate(("nine", "ten")):
+        rows.append(dict(rows[i], instruction=LONG_INSTRUCTION.format(age=age)))
     for c in rows[5]["completions"]:  # planted all-tied row
         c["overall_score"] = 5.0
     return _write_jsonl(root / "ultrafeedback" / "demo.jsonl", rows)
@@ -201,7 +214,7 @@ def write_hh_rlhf(root: Path) -> Path:
 
 
 def write_vl_rewardbench(root: Path, photos: dict[str, bytes]) -> tuple[Path, Path]:
-    """A VL-RewardBench-style benchmark slice (converted layout); item 0 repeats an RLAIF-V demo pair."""
+    """A VL-RewardBench-style benchmark slice (converted layout) whose items repeat RLAIF-V demo prompts and photos."""
     images = root / "vl_rewardbench" / "images"
     rows = []
     for n, photo in enumerate(PHOTOS[::3]):

@@ -36,12 +36,18 @@ def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Pat
         assert entry["balanced"], name
         removed = sum(sum(r.values()) for r in entry["removed"].values())
         assert entry["pairs_ingested"] == entry["kept"] + removed
-    assert first["sources"]["rlaif_v"]["removed"] == {"exact_dedupe": {"exact duplicate": 1}}
+    # Every planted problem is found by its stage.
+    assert first["sources"]["rlaif_v"]["removed"] == {
+        "exact_dedupe": {"exact duplicate": 1},
+        "image_dedupe": {"near-duplicate image": 1},
+        "decontaminate": {"contaminated: vl_rewardbench": 4},
+    }
+    assert first["sources"]["ultrafeedback"]["removed"]["near_dedupe"] == {"near-duplicate prompt": 1}
     assert first["sources"]["ultrafeedback"]["removed"]["filters"] == {"tie": 1}
     assert first["sources"]["mm_rlhf"]["mix"] == {
         "available": 7, "target": 14, "selected": 7, "upsampled_copies": 7, "factor": 2.0
     }  # fmt: skip
-    assert first["rows_in_shards"] == sum(e["in_shards"] for e in first["sources"].values()) == 47
+    assert first["rows_in_shards"] == sum(e["in_shards"] for e in first["sources"].values()) == 43
     # Byte-identical shards and manifest (timings aside).
     assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in second["shards"]]
     first.pop("timings"), second.pop("timings")
@@ -51,7 +57,10 @@ def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Pat
     )
     # Every removal and ingest reject is in rejects/, with a reason.
     rejects = pq.read_table(tmp_path / "a" / "rejects" / "rejects.parquet").to_pylist()
-    assert len(rejects) == 3 + 1 + 1 + 2  # 3 ingest rejects, a duplicate, a tie, 2 not mixed
+    # 3 ingest rejects; removed: an exact, an image and a prompt duplicate, 4 contaminated, a tie, 3 not mixed
+    assert len(rejects) == 3 + 3 + 4 + 1 + 3
+    contamination = pq.read_table(tmp_path / "a" / "contamination" / "contamination.parquet").to_pylist()
+    assert sorted(c["benchmark_row"] for c in contamination) == [f"data.jsonl:{i}" for i in range(4)]
     dups = pq.read_table(tmp_path / "a" / "dups" / "exact_dedupe.parquet").to_pylist()
     assert len(dups) == 1 and dups[0]["survivor_source"] == "rlaif_v"
     # Shards open in `datasets` as they are; images referenced by the shards are in the image table.
@@ -125,7 +134,7 @@ def test_stats_and_show_commands(demo_recipe: Path, tmp_path: Path) -> None:
     manifest = build(load_recipe(demo_recipe), tmp_path / "b")
     runner = CliRunner()
     result = runner.invoke(app, ["stats", str(tmp_path / "b")], env={"COLUMNS": "200"})
-    assert result.exit_code == 0 and "rlaif_v: accounting OK: 21 pairs = 20 kept + 1 removed" in result.output
+    assert result.exit_code == 0 and "rlaif_v: accounting OK: 22 pairs = 16 kept + 6 removed" in result.output
     pair_id = Dataset.from_file(str(tmp_path / "b" / manifest["shards"][0]["file"]))["pair_id"][0]
     result = runner.invoke(app, ["show", str(tmp_path / "b"), pair_id], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "in shards" in result.output and "signals/filters" in result.output
