@@ -1,4 +1,4 @@
-"""`curate build`: ingest -> validate -> normalize -> dedupe -> decontaminate -> filters -> mix -> shards.
+"""`curate build`: ingest -> normalize -> validate -> dedupe -> decontaminate -> filters -> mix -> shards.
 
 Every ingested pair ends either in the shards or in `rejects/` with its stage and reason. The build is
 written under `DIR.partial` and renamed when complete. With `resume`, finished ingests (marked `done.json`)
@@ -33,8 +33,6 @@ from curation.recipe import Recipe, SourceSpec
 from curation.schema import PAIR_SCHEMA
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
-
-STAGES = ("ingest", "validate", "normalize", *[n for n in OPS if n != "validate"], "mix", "write")
 
 
 class BuildStopped(InputError):
@@ -134,11 +132,9 @@ class Builder:
         started = time.perf_counter()
         self._prepare()
         self._stage("ingest", self._ingest)
-        self._run_op("validate")
         self._stage("normalize", lambda: normalize_pairs(self.ctx))
         for name in OPS:
-            if name != "validate":
-                self._run_op(name)
+            self._run_op(name)
         self._stage("mix", self._mix)
         self._stage("write", self._write)
         manifest = self._manifest(round(time.perf_counter() - started, 3))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.errors import RowError
-from curation.schema import IMAGE_TOKEN, compute_pair_id, compute_prompt_id
+from curation.schema import IMAGE_TOKEN, compute_ids
 
 
 @dataclass
@@ -48,9 +48,10 @@ class Pair:
         margin = self.margin
         if margin is None and self.chosen_score is not None and self.rejected_score is not None:
             margin = self.chosen_score - self.rejected_score
+        pair_id, prompt_id = compute_ids(self.prompt, self.images, self.chosen, self.rejected)
         return {
-            "pair_id": compute_pair_id(self.prompt, self.images, self.chosen, self.rejected),
-            "prompt_id": compute_prompt_id(self.prompt, self.images),
+            "pair_id": pair_id,
+            "prompt_id": prompt_id,
             "source": source,
             "source_row": source_row,
             "subset": self.subset,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -72,12 +71,11 @@ REJECT_SCHEMA = pa.schema(
     metadata={"schema": "reject", "schema_version": str(SCHEMA_VERSION)},
 )
 
-_WHITESPACE = re.compile(r"\s+")
-
-
 def normalize_text(text: str) -> str:
     """Unicode NFC, whitespace runs collapsed to one space, ends stripped (used for identity)."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    return " ".join(text.split())  # str.split() splits on exactly the characters that `\s` matches
 
 
 def _digest(payload: object) -> str:
@@ -96,4 +94,10 @@ def compute_prompt_id(prompt: Sequence[dict], images: Sequence[str]) -> str:
 
 def compute_pair_id(prompt: Sequence[dict], images: Sequence[str], chosen: str, rejected: str) -> str:
     """Hash of the normalized prompt, image hashes, chosen and rejected: independent of the source."""
-    return _digest([*_prompt_payload(prompt, images), normalize_text(chosen), normalize_text(rejected)])
+    return compute_ids(prompt, images, chosen, rejected)[0]
+
+
+def compute_ids(prompt: Sequence[dict], images: Sequence[str], chosen: str, rejected: str) -> tuple[str, str]:
+    """(pair_id, prompt_id), normalizing the prompt once."""
+    payload = _prompt_payload(prompt, images)
+    return _digest([*payload, normalize_text(chosen), normalize_text(rejected)]), _digest(payload)

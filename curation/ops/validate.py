@@ -1,4 +1,4 @@
-"""validate: both answers non-empty after normalization, images within the pixel limit.
+"""validate: both answers non-empty after normalization (it runs right after normalize), images within limits.
 
 The ingest already guarantees the rest of validation for every pair: images decode fully, the prompt ends
 with a user turn, one placeholder per image, and one prompt and image list shared by both answers (the
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.ops.base import BuildContext, Op
-from curation.ops.normalize import normalized
 
 
 @dataclass(frozen=True)
@@ -28,8 +27,8 @@ class Validate(Op):
 
     def score(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> None:
         ctx.copy(
-            f"""SELECT p.pair_id, any_value(length({normalized("p.chosen")})) AS chosen_chars,
-                       any_value(length({normalized("p.rejected")})) AS rejected_chars,
+            """SELECT p.pair_id, any_value(length(p.chosen)) AS chosen_chars,
+                       any_value(length(p.rejected)) AS rejected_chars,
                        max(i.width::BIGINT * i.height) AS max_image_pixels
                 FROM pairs p LEFT JOIN (SELECT row_key, unnest(images) AS sha256 FROM pairs) u USING (row_key)
                 LEFT JOIN images i USING (sha256) GROUP BY p.pair_id ORDER BY p.pair_id""",
