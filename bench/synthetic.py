@@ -68,8 +68,39 @@ _PIXELS, _BENCH_PIXELS = 100, 101
 # Row kinds in the layout arrays.
 _BASE, _EXACT, _NEAR, _CONTAM, _NEAR_IMAGE, _CONTAM_IMAGE = range(6)
 
-_ONSETS = ("", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
-           "br", "ch", "cl", "dr", "fl", "gr", "pl", "pr", "sh", "st", "th", "tr")
+_ONSETS = (
+    "",
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "z",
+    "br",
+    "ch",
+    "cl",
+    "dr",
+    "fl",
+    "gr",
+    "pl",
+    "pr",
+    "sh",
+    "st",
+    "th",
+    "tr",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ou", "io")
 _CODAS = ("", "", "", "n", "r", "s", "l", "m", "t", "nd", "st")
 _MODELS = ("synth-7b-chat", "synth-13b-instruct", "synth-70b-chat", "synth-moe-8x7b", "synth-mini-v2")
@@ -193,9 +224,7 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def _edit(
-    rng: np.random.Generator, vocab: Vocabulary, tokens: np.ndarray, n_edits: int
-) -> tuple[np.ndarray, float]:
+def _edit(rng: np.random.Generator, vocab: Vocabulary, tokens: np.ndarray, n_edits: int) -> tuple[np.ndarray, float]:
     """`tokens` with `n_edits` words substituted by other words, and the exact 3-gram Jaccard to the original."""
     original = tokens.tolist()
     best: tuple[np.ndarray, float] | None = None
@@ -235,11 +264,26 @@ def _ref(position: int, rows_per_file: int) -> tuple[str, int, str]:
     return name, row, f"{name}:{row}"
 
 
-def _truth_row(kind: str, dataset: str, position: int, rows_per_file: int, original: str,
-               variant: str | None = None, score: float | None = None) -> dict[str, Any]:
+def _truth_row(
+    kind: str,
+    dataset: str,
+    position: int,
+    rows_per_file: int,
+    original: str,
+    variant: str | None = None,
+    score: float | None = None,
+) -> dict[str, Any]:
     name, row, ref = _ref(position, rows_per_file)
-    return {"kind": kind, "dataset": dataset, "file": name, "row": row, "ref": ref, "original": original,
-            "variant": variant, "jaccard": score}
+    return {
+        "kind": kind,
+        "dataset": dataset,
+        "file": name,
+        "row": row,
+        "ref": ref,
+        "original": original,
+        "variant": variant,
+        "jaccard": score,
+    }
 
 
 def _cycle(rng: np.random.Generator, items: int, count: int) -> np.ndarray:
@@ -307,7 +351,7 @@ def _write_benchmarks(out: Path, vocab: Vocabulary, seed: int, n_text: int, n_vl
         tokens = vocab.draw(rng, int(offsets[-1]))
         columns[name] = vocab.strings(tokens, offsets).to_pylist()
         if name == "prompt":
-            prompts = [tokens[offsets[i]:offsets[i + 1]].copy() for i in range(n_text)]
+            prompts = [tokens[offsets[i] : offsets[i + 1]].copy() for i in range(n_text)]
     models = rng.integers(0, len(_MODELS), size=(n_text, 2))
     subset = rng.integers(0, len(subsets), size=n_text)
     (out / "benchmarks").mkdir(parents=True, exist_ok=True)
@@ -361,7 +405,12 @@ def _write_benchmarks(out: Path, vocab: Vocabulary, seed: int, n_text: int, n_vl
 
 
 def _write_text(
-    out: Path, vocab: Vocabulary, seed: int, n_text: int, shares: dict[str, float], bench: _Benchmarks,
+    out: Path,
+    vocab: Vocabulary,
+    seed: int,
+    n_text: int,
+    shares: dict[str, float],
+    bench: _Benchmarks,
     rows_per_file: int,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     rng = np.random.default_rng([seed, _TEXT_LAYOUT])
@@ -382,11 +431,11 @@ def _write_text(
 
     kind = np.full(total, _BASE, dtype=np.int8)
     source = np.full(total, -1, dtype=np.int64)  # position of the original, or benchmark index
-    copies = position[n_base:n_base + copy_of.size]
+    copies = position[n_base : n_base + copy_of.size]
     kind[copies[:n_exact]] = _EXACT
     kind[copies[n_exact:]] = _NEAR
     source[copies] = position[copy_of]
-    contam_pos = position[n_base + copy_of.size:]
+    contam_pos = position[n_base + copy_of.size :]
     bench_index = _cycle(rng, len(bench.text_prompts), n_contam)
     bench_len = np.array([p.size for p in bench.text_prompts], dtype=np.int64)
     first_use = np.arange(n_contam) < len(bench.text_prompts)
@@ -426,9 +475,10 @@ def _write_text(
                 offsets = [_offsets(lengths[start:end]) for lengths in (plen, clen, rlen)]
                 tokens = [vocab.draw(rng, int(o[-1])) for o in offsets]
 
-                def segment(column: int, row: int, tokens: list[np.ndarray] = tokens,
-                            offsets: list[np.ndarray] = offsets) -> np.ndarray:
-                    return tokens[column][offsets[column][row]:offsets[column][row + 1]]
+                def segment(
+                    column: int, row: int, tokens: list[np.ndarray] = tokens, offsets: list[np.ndarray] = offsets
+                ) -> np.ndarray:
+                    return tokens[column][offsets[column][row] : offsets[column][row + 1]]
 
                 for p in (np.flatnonzero(keep_prompt[start:end]) + start).tolist():
                     columns = 3 if keep_answers[p] else 1
@@ -443,16 +493,26 @@ def _write_text(
                         original = stash.pop(src)[0]
                         prompt, score = _edit(rng, vocab, original, max(1, original.size // 20))
                         segment(0, row)[:] = prompt
-                        truth.append(_truth_row("near_dup", "text", p, rows_per_file, _ref(src, rows_per_file)[2],
-                                                score=score))
+                        truth.append(
+                            _truth_row("near_dup", "text", p, rows_per_file, _ref(src, rows_per_file)[2], score=score)
+                        )
                     else:
                         prompt = bench.text_prompts[src]
                         score = 1.0
                         if contam_edited[p]:
                             prompt, score = _edit(rng, vocab, prompt, 1)
                         segment(0, row)[:] = prompt
-                        truth.append(_truth_row("contaminated_text", "text", p, rows_per_file, str(src),
-                                                "edited" if contam_edited[p] else "exact", score))
+                        truth.append(
+                            _truth_row(
+                                "contaminated_text",
+                                "text",
+                                p,
+                                rows_per_file,
+                                str(src),
+                                "edited" if contam_edited[p] else "exact",
+                                score,
+                            )
+                        )
                 scores = pa.StructArray.from_arrays(
                     [pa.array(score_c[start:end]), pa.array(score_r[start:end])], fields=list(SCORE_TYPE)
                 )
@@ -478,7 +538,12 @@ def _write_text(
 
 
 def _write_images(
-    out: Path, vocab: Vocabulary, seed: int, n_images: int, shares: dict[str, float], bench: _Benchmarks,
+    out: Path,
+    vocab: Vocabulary,
+    seed: int,
+    n_images: int,
+    shares: dict[str, float],
+    bench: _Benchmarks,
     rows_per_file: int,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     rng = np.random.default_rng([seed, _IMAGE_LAYOUT])
@@ -493,8 +558,8 @@ def _write_images(
     total = item.size
     kind = np.full(total, _BASE, dtype=np.int8)
     source = np.full(total, -1, dtype=np.int64)  # picture (base), original position (near dup), benchmark index
-    copies = position[n_base:n_base + n_near]
-    contam_pos = position[n_base + n_near:]
+    copies = position[n_base : n_base + n_near]
+    contam_pos = position[n_base + n_near :]
     kind[copies], kind[contam_pos] = _NEAR_IMAGE, _CONTAM_IMAGE
     source[position[:n_base]] = picture_of
     source[copies] = position[near_of]
@@ -529,9 +594,10 @@ def _write_images(
                 offsets = [_offsets(lengths[start:end]) for lengths in (qlen, clen, rlen)]
                 tokens = [vocab.draw(rng, int(o[-1])) for o in offsets]
 
-                def segment(column: int, row: int, tokens: list[np.ndarray] = tokens,
-                            offsets: list[np.ndarray] = offsets) -> np.ndarray:
-                    return tokens[column][offsets[column][row]:offsets[column][row + 1]]
+                def segment(
+                    column: int, row: int, tokens: list[np.ndarray] = tokens, offsets: list[np.ndarray] = offsets
+                ) -> np.ndarray:
+                    return tokens[column][offsets[column][row] : offsets[column][row + 1]]
 
                 questions = vocab.strings(tokens[0], offsets[0]).to_pylist()
                 images, names = [], []
@@ -555,8 +621,11 @@ def _write_images(
                         images.append(data)
                         suffix = "jpg" if variant == "jpeg" else "png"
                         names.append(f"synthetic/picture_{picture:07d}_{variant}.{suffix}")
-                        truth.append(_truth_row("near_dup_image", "images", p, rows_per_file,
-                                                _ref(src, rows_per_file)[2], variant))
+                        truth.append(
+                            _truth_row(
+                                "near_dup_image", "images", p, rows_per_file, _ref(src, rows_per_file)[2], variant
+                            )
+                        )
                     else:
                         questions[row] = bench.vl_questions[src]
                         images.append(bench.vl_images[src])
