@@ -1,0 +1,85 @@
+"""A build over the real rows in ../shared/data: hh-rlhf and UltraFeedback as training sources, VL-RewardBench
+and MM-RLHF-RewardBench (with generated images at their referenced paths) as decontamination targets."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from curation.build import build
+from curation.recipe import load_recipe
+from tests.conftest import write_image
+
+
+def _images_root(shared: Path, root: Path) -> None:
+    for n, line in enumerate((shared / "vl-rewardbench" / "data.jsonl").read_text().splitlines()):
+        write_image(root / json.loads(line)["image"], seed=n, size=(8, 8))
+    for n, line in enumerate((shared / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").read_text().splitlines()):
+        row = json.loads(line)
+        if "video" in row:
+            for k in range(2):
+                write_image(root / row["video"] / f"{k:03d}.png", seed=10_000 + 10 * n + k, size=(8, 8))
+        else:
+            write_image(root / row["image"], seed=5_000 + n, size=(8, 8))
+
+
+def test_real_rows_build_funnel(shared_data: Path, tmp_path: Path) -> None:
+    _images_root(shared_data, tmp_path / "images")
+    recipe = {
+        "name": "real-rows",
+        "seed": 0,
+        "sources": {
+            "hh": {"adapter": "hh_rlhf", "path": str(shared_data / "hh-rlhf" / "harmless-base" / "test.jsonl.gz")},
+            "uf": {"adapter": "ultrafeedback_binarized", "path": str(shared_data / "ultrafeedback-binarized")},
+        },
+        "benchmarks": {
+            "vlrb": {
+                "adapter": "vl_rewardbench",
+                "path": str(shared_data / "vl-rewardbench" / "data.jsonl"),
+                "images_root": str(tmp_path / "images"),
+            },
+            "mmrb": {
+                "adapter": "mm_rlhf_rewardbench",
+                "images_root": str(tmp_path / "images"),
+                "path": str(shared_data / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl"),
+            },
+        },
+        "ops": {"near_dedupe": {}, "decontaminate": {}, "filters": {"drop_ties": True, "drop_identical": True}},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    manifest = build(load_recipe(tmp_path / "recipe.yaml"), tmp_path / "build")
+    hh, uf = manifest["sources"]["hh"], manifest["sources"]["uf"]
+    assert hh["balanced"] and uf["balanced"]
+    assert (hh["rows_read"], uf["rows_read"]) == (2312, 1200)
+    removed = pq.read_table(tmp_path / "build" / "rejects" / "rejects.parquet").to_pylist()
+    by_stage = {}
+    for r in removed:
+        by_stage.setdefault((r["source"], r["stage"]), []).append(r)
+    # validate: exactly the hh rows with an empty answer and the two UltraFeedback rows with an empty side.
+    assert sorted(r["source_row"] for r in by_stage[("hh", "validate")]) == [
+        f"test.jsonl.gz:{i}" for i in (1103, 516, 86, 925)
+    ]
+    assert sorted((r["source_row"], r["reason"]) for r in by_stage[("uf", "validate")]) == [
+        ("label_flip_20.jsonl:478", "empty rejected"),
+        ("label_flip_20.jsonl:833", "empty chosen"),
+    ]
+    # filters: every remaining tie or identical pair, counted independently from the raw rows.
+    expected = 0
+    for name in ("eval_clean.jsonl", "label_flip_20.jsonl"):
+        for i, line in enumerate((shared_data / "ultrafeedback-binarized" / name).read_text().splitlines()):
+            row = json.loads(line)
+            if name == "label_flip_20.jsonl" and i in (478, 833):
+                continue
+            meta = row["metadata"]
+            same = " ".join(row["chosen"].split()) == " ".join(row["rejected"].split())
+            expected += same or meta["score_chosen"] == meta["score_rejected"]
+    assert len(by_stage[("uf", "filters")]) == expected
+    # Text-only training pairs never match an image benchmark item on text alone.
+    assert ("hh", "decontaminate") not in by_stage and ("uf", "decontaminate") not in by_stage
+    signals = list((tmp_path / "build" / "signals").glob("decontaminate-*.parquet"))
+    assert len(signals) == 1
+    with gzip.open(shared_data / "hh-rlhf" / "harmless-base" / "test.jsonl.gz") as handle:
+        assert sum(1 for _ in handle) == hh["rows_read"]
+    assert manifest["rows_in_shards"] == hh["kept"] + uf["kept"]
