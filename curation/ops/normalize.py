@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from curation.ops.base import BuildContext
 
-
 # Anything the rewrite below would change; most texts match nothing, and a match test is ~10x cheaper.
 NEEDS_REWRITE = "'[\\t\\r\\f\\v]|  | \\n|\\n |\\n\\n\\n|^ | $'"
 
