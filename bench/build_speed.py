@@ -214,7 +214,9 @@ def main() -> None:
                 "--out",
                 str(out),
             ]
-            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            done = subprocess.run(command, check=False, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"{LABELS[kind]} failed for N={n}:\n{done.stderr[-4000:]}")
             results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         floor = results["c"]["seconds"]
         print(f"\n### N = {n:,}\n")

@@ -98,8 +98,10 @@ class Builder:
         state.write_text(json.dumps({"recipe_sha256": self.recipe.sha256}))
         db_dir = self.tmp / "work" / "duckdb"
         shutil.rmtree(db_dir, ignore_errors=True)
-        self.db = duckdb.connect()
-        self.db.execute(f"SET temp_directory = '{db_dir}'")
+        db_dir.mkdir(parents=True)
+        # An on-disk working database: tables page out under the memory limit instead of failing.
+        self.db = duckdb.connect(str(db_dir / "build.duckdb"))
+        self.db.execute(f"SET temp_directory = '{db_dir / 'spill'}'")
         self.db.execute(f"SET memory_limit = '{self.memory_limit}'")
         self.db.execute("SET preserve_insertion_order = true")
         if self.workers:
@@ -171,7 +173,7 @@ class Builder:
             target = self.tmp / "work" / "benchmarks" / spec.name
             self._ingest_one(spec, target)
             self.ctx.benchmarks[spec.name] = target
-        self.db.execute(f"CREATE TABLE pairs AS {' UNION ALL '.join(selects)} ORDER BY row_key")
+        self.db.execute(f"CREATE TABLE pairs AS {' UNION ALL '.join(selects)}")  # in row_key order
         self.db.execute("CREATE TABLE live AS SELECT row_key FROM pairs")
         self.db.execute("CREATE VIEW live_pairs AS SELECT p.* FROM pairs p SEMI JOIN live USING (row_key)")
         self.db.execute(

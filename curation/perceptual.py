@@ -1,9 +1,9 @@
 """Perceptual hashes of images and the pairs of hashes within a Hamming distance.
 
 Near-duplicate images (re-encoded, resized, lightly cropped) have perceptual hashes a few bits apart, while
-their sha256 differ. Pairs within distance t are found by multi-index hashing: split the 64 bits into t + 1
-chunks; two hashes within t bits agree exactly on at least one chunk (pigeonhole), so only hashes that share
-a chunk are compared.
+their sha256 differ. Pairs within distance t are found by a vectorized all-pairs XOR + popcount while that is
+cheap, and beyond that by multi-index hashing: split the bits into t + 1 chunks; two hashes within t bits agree
+exactly on at least one chunk (pigeonhole), so only hashes that share a chunk are compared.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import io
 from collections.abc import Iterable
 
 import imagehash
+import numpy as np
 import polars as pl
 from PIL import Image
 
@@ -39,6 +40,37 @@ def close_pairs(
     right = left if right is None else right
     if not left or not right:
         return []
+    if len(left) * len(right) <= BRUTE_FORCE_LIMIT:
+        found = _brute_force(left, right, max_distance, bits)
+    else:
+        found = _multi_index(left, right, max_distance, bits)
+    return sorted((a, b, d) for a, b, d in found if not same or a < b)
+
+
+BRUTE_FORCE_LIMIT = 4_000_000_000  # comparisons; numpy does about a billion XOR + popcounts a second
+
+
+def _split(hashes: dict[str, int], bits: int) -> tuple[list[str], np.ndarray]:
+    # Up to 64 bits as uint64 (larger hashes keep their low 64 bits for the vectorized comparison).
+    return list(hashes), np.array([v & ((1 << 64) - 1) for v in hashes.values()], dtype=np.uint64)
+
+
+def _brute_force(left: dict[str, int], right: dict[str, int], max_distance: int, bits: int) -> list:
+    if bits > 64:
+        return _multi_index(left, right, max_distance, bits)
+    left_keys, left_values = _split(left, bits)
+    right_keys, right_values = _split(right, bits)
+    found = []
+    step = max(1, 2_000_000 // len(right_values))
+    for start in range(0, len(left_values), step):
+        block = np.bitwise_count(left_values[start : start + step, None] ^ right_values[None, :])
+        for i, j in zip(*np.nonzero(block <= max_distance), strict=True):
+            found.append((left_keys[start + int(i)], right_keys[int(j)], int(block[i, j])))
+    return found
+
+
+def _multi_index(left: dict[str, int], right: dict[str, int], max_distance: int, bits: int) -> list:
+    # Pigeonhole: hashes within t bits agree exactly on at least one of t + 1 chunks.
     chunks = max_distance + 1
     widths = [bits // chunks + (1 if i < bits % chunks else 0) for i in range(chunks)]
 
@@ -52,15 +84,12 @@ def close_pairs(
         return pl.concat(rows)
 
     joined = chunk_frame(left).join(chunk_frame(right), on=["chunk", "part"], suffix="_r")
-    candidates = joined.select("key", "key_r").unique()
-    if same:
-        candidates = candidates.filter(pl.col("key") < pl.col("key_r"))
-    out = []
-    for a, b in candidates.iter_rows():
+    found = []
+    for a, b in joined.select("key", "key_r").unique().iter_rows():
         distance = hamming(left[a], right[b])
         if distance <= max_distance:
-            out.append((a, b, distance))
-    return sorted(out)
+            found.append((a, b, distance))
+    return found
 
 
 def as_signed(value: int) -> int:

@@ -1,18 +1,18 @@
 """Word n-gram shingles, MinHash signatures and LSH banding, vectorized with numpy.
 
 Preference prompts are short, so shingles are word n-grams of a lower-cased `\\w+` tokenization (a prompt
-shorter than n words is one shingle). Hashes derive from blake2b of each word, never from Python's salted
-`hash()`, so signatures are the same in every process.
+shorter than n words is one shingle). Word hashes come from Polars' seeded hash, never from Python's salted
+`hash()`, so signatures are the same in every process (for one Polars version; signals are per build).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 _WORD = re.compile(r"\w+")
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
@@ -35,24 +35,30 @@ class Shingles:
         return self.hashes[self.offsets[i] : self.offsets[i + 1]]
 
 
-def shingle(texts: Sequence[str], n: int) -> Shingles:
-    """Unique word n-gram hashes per text."""
-    vocab: dict[str, int] = {}
-    ids: list[int] = []
-    lengths = np.empty(len(texts), dtype=np.int64)
-    for i, text in enumerate(texts):
-        tokens = words(text)
-        for token in tokens:
-            code = vocab.get(token)
-            if code is None:
-                code = vocab[token] = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
-            ids.append(code)
-        ids.extend([0] * (n - 1))  # padding, so no n-gram spans two texts
-        lengths[i] = len(tokens)
+def shingle(texts: Sequence[str], n: int, chunk: int = 100_000) -> Shingles:
+    """Unique word n-gram hashes per text (computed `chunk` texts at a time, so memory stays bounded)."""
     if n > len(_MIX):
         raise ValueError(f"n-grams up to {len(_MIX)} words are supported")
-    padded = np.array(ids, dtype=np.uint64)
-    starts = np.concatenate([[0], np.cumsum(lengths + n - 1)[:-1]])
+    parts, sizes = [], []
+    for start in range(0, len(texts), chunk):
+        hashes, counts = _shingle_chunk(texts[start : start + chunk], n)
+        parts.append(hashes)
+        sizes.append(counts)
+    counts = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    hashes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    return Shingles(hashes, offsets)
+
+
+def _shingle_chunk(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    # Tokenize and hash words in Polars (vectorized), then combine n consecutive word hashes in numpy.
+    tokens = pl.Series(list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
+    lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
+    word_hashes = tokens.explode().drop_nulls().hash(seed=0x5EED).to_numpy().astype(np.uint64)
+    owner_of_word = np.repeat(np.arange(len(texts)), lengths)
+    padded = np.zeros(len(word_hashes) + (n - 1) * len(texts), dtype=np.uint64)  # n-1 zeros after each text
+    padded[np.arange(len(word_hashes)) + owner_of_word * (n - 1)] = word_hashes
+    starts = np.concatenate([[0], np.cumsum(lengths + n - 1)[:-1]]).astype(np.int64)
     grams = np.zeros(max(len(padded) - n + 1, 0), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for k in range(n):
@@ -67,10 +73,7 @@ def shingle(texts: Sequence[str], n: int) -> Shingles:
     selected, owner = selected[order], owner[order]
     keep = np.ones(len(selected), dtype=bool)
     keep[1:] = (selected[1:] != selected[:-1]) | (owner[1:] != owner[:-1])
-    selected, owner = selected[keep], owner[keep]
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.add.at(offsets, owner + 1, 1)
-    return Shingles(selected, np.cumsum(offsets))
+    return selected[keep], np.bincount(owner[keep], minlength=len(texts)).astype(np.int64)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -53,3 +53,16 @@ def test_reencoded_and_resized_images_are_near_duplicates(tmp_path: Path, build_
     signal = [p.name for p in (built.root / "signals").glob("image_dedupe-*")]
     assert len(signal) == 1
     assert (built.root / "signals" / signal[0]).read_bytes() == (loose.root / "signals" / signal[0]).read_bytes()
+
+
+def test_brute_force_and_multi_index_agree() -> None:
+    import random
+
+    from curation import perceptual
+
+    rng = random.Random(3)
+    base = [rng.getrandbits(64) for _ in range(40)]
+    hashes = {f"h{i}": b ^ (1 << rng.randrange(64)) * (i % 3 == 0) for i, b in enumerate(base + base[:20])}
+    brute = perceptual.close_pairs(hashes, None, 5)  # small enough for the vectorized all-pairs path
+    multi = sorted((a, b, d) for a, b, d in perceptual._multi_index(hashes, hashes, 5, 64) if a < b)
+    assert brute == multi and len(brute) >= 20

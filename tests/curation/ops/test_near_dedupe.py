@@ -63,3 +63,10 @@ def test_chains_do_not_grow_runaway_clusters(build_rows: BuildRows) -> None:
     built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {"threshold": 0.8}})
     for dup in built.table("dups/near_dedupe.parquet"):
         assert dup["similarity"] >= 0.8  # every member is directly similar to its own survivor
+
+
+def test_shingles_do_not_depend_on_chunking() -> None:
+    texts = [_prompt(i, n=5 + i % 30) for i in range(50)] + ["", "one", "two words"]
+    whole, chunked = shingle(texts, 3), shingle(texts, 3, chunk=7)
+    assert np.array_equal(whole.offsets, chunked.offsets) and np.array_equal(whole.hashes, chunked.hashes)
+    assert [len(whole.of(i)) for i in (50, 51, 52)] == [0, 1, 1]

