@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 $(BIN)/curate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The torch you already have is kept; where there is none, 2.13.0 (the CPU wheel on this project's CI image).
+	# A venv without torch gets 2.13.0: PyPI's CUDA build on a GPU machine, the CPU wheel cached on CI's image.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,semantic]'
 	touch $(BIN)/curate

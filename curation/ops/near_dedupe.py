@@ -54,18 +54,33 @@ def _salt(keys: list[str]) -> np.ndarray:
 
 
 def candidate_pairs(keys: np.ndarray) -> np.ndarray:
-    """(i, j) unit index pairs, i < j, that share a bucket in some band."""
-    frame = pl.DataFrame({"unit": np.tile(np.arange(len(keys)), keys.shape[1]), "key": keys.T.reshape(-1)})
-    frame = frame.with_columns(band=pl.Series(np.repeat(np.arange(keys.shape[1]), len(keys))))
-    groups = frame.group_by(["band", "key"]).agg(pl.col("unit").sort()).filter(pl.col("unit").list.len() > 1)
-    pairs = []
-    for members in groups["unit"].to_list():
-        for j in range(1, len(members)):
-            for i in members[max(0, j - MAX_BUCKET_PAIRS) : j]:
-                pairs.append((i, members[j]))
-    if not pairs:
+    """(i, j) unit index pairs, i < j, that share a bucket in some band (band by band, so memory stays small)."""
+    found = []
+    for band in range(keys.shape[1]):
+        column = keys[:, band]
+        order = np.argsort(column, kind="stable")  # within a bucket, members stay in unit order
+        ordered = column[order]
+        same = ordered[1:] == ordered[:-1]
+        if not same.any():
+            continue
+        # Only rows in buckets of two or more matter: keep them with their bucket number.
+        in_bucket = np.zeros(len(ordered), dtype=bool)
+        in_bucket[1:] |= same
+        in_bucket[:-1] |= same
+        rows = np.flatnonzero(in_bucket)
+        bucket = np.cumsum(np.concatenate([[True], ordered[1:] != ordered[:-1]]))[rows]
+        members = order[rows]
+        # A member pairs with at most MAX_BUCKET_PAIRS earlier members of its bucket.
+        for offset in range(1, MAX_BUCKET_PAIRS + 1):
+            if offset >= len(members):
+                break
+            hit = bucket[offset:] == bucket[:-offset]
+            if not hit.any():
+                break
+            found.append(np.stack([members[:-offset][hit], members[offset:][hit]], axis=1))
+    if not found:
         return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.array(pairs, dtype=np.int64), axis=0)
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
 class NearDedupe(Op):
