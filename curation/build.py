@@ -70,7 +70,7 @@ class Builder:
         *,
         resume: bool = False,
         workers: int | None = None,
-        memory_limit: str = "2GB",
+        memory_limit: str = "1500MB",
         on_stage: Callable[[str], None] | None = None,
     ) -> None:
         self.recipe = recipe

@@ -154,7 +154,9 @@ def build_cmd(
         bool, typer.Option("--resume", help="reuse what an interrupted build of this recipe finished")
     ] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="DuckDB threads (default: all cores)")] = None,
-    memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it, spill")] = "2GB",
+    memory_limit: Annotated[
+        str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it, spill")
+    ] = "1500MB",
 ) -> None:
     """Build a mixture: ingest, validate, normalize, dedupe, decontaminate, filter, mix and write Arrow shards."""
     from curation.build import build

@@ -25,7 +25,7 @@ from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units
 from curation.perceptual import close_pairs, phash
-from curation.shingles import shingle, words
+from curation.shingles import shingle
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
 CANDIDATE_DISTANCE = 12
@@ -62,6 +62,17 @@ def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema={"prompt_id": pl.String, "text": pl.String, "images": pl.String, "row": pl.String})
     return pl.concat(frames)
+
+
+def _word_key(texts: list[str]) -> pl.Series:
+    """Texts as their lower-cased words joined by spaces (punctuation and spacing do not matter)."""
+    return pl.Series(texts, dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+").list.join(" ")
+
+
+def _exact_matches(train: list[str], bench: list[str]) -> list[tuple[int, int]]:
+    left = pl.DataFrame({"key": _word_key(train), "i": np.arange(len(train))})
+    right = pl.DataFrame({"key": _word_key(bench), "j": np.arange(len(bench))})
+    return list(left.join(right, on="key").sort("i", "j").select("i", "j").iter_rows())
 
 
 def _image_hashes(ctx: BuildContext, sources: list[str]) -> dict[str, int]:
@@ -106,9 +117,6 @@ class Decontaminate(Op):
             for h in bench_sh.of(j).tolist():
                 postings[h].append(j)
         bench_sizes = np.diff(bench_sh.offsets)
-        exact_index: dict[str, list[int]] = defaultdict(list)
-        for j, text in enumerate(bench_texts):
-            exact_index[" ".join(words(text))].append(j)
 
         # (train unit, bench unit) -> [exact, overlap, image distance, cosine]
         matches: dict[tuple[int, int], list] = {}
@@ -120,9 +128,8 @@ class Decontaminate(Op):
                 overlap = shared / max(int(bench_sizes[j]), 1)
                 if overlap >= CANDIDATE_OVERLAP:
                     matches[(i, j)] = [False, overlap, None, None]
-        for i, text in enumerate(train_texts):
-            for j in exact_index.get(" ".join(words(text)), ()):
-                matches.setdefault((i, j), [False, 1.0, None, None])[0] = True
+        for i, j in _exact_matches(train_texts, bench_texts):
+            matches.setdefault((i, j), [False, 1.0, None, None])[0] = True
 
         # Images: perceptual hashes of the live training images and the benchmark images.
         train_hashes = _image_hashes(
