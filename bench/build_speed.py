@@ -82,6 +82,7 @@ def run_baseline(data: Path, out: Path) -> int:
     from PIL import Image
 
     datasets.disable_progress_bars()
+    datasets.disable_caching()  # a fair baseline recomputes, as a first run would
     space = re.compile(r"[ \t\r\f\v]+")
 
     def norm(text: str) -> str:
@@ -92,7 +93,7 @@ def run_baseline(data: Path, out: Path) -> int:
     kept = 0
     for name, prompt_key in (("text", "prompt"), ("images", "question")):
         files = sorted(str(p) for p in (data / name).glob("*.parquet"))
-        ds = datasets.load_dataset("parquet", data_files=files, split="train")
+        ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(out / "hf-cache"))
 
         def prepare(row: dict[str, Any], prompt_key: str = prompt_key) -> dict[str, Any]:
             prompt, chosen, rejected = norm(row[prompt_key]), norm(row["chosen"]), norm(row["rejected"])

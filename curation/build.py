@@ -99,9 +99,8 @@ class Builder:
         db_dir = self.tmp / "work" / "duckdb"
         shutil.rmtree(db_dir, ignore_errors=True)
         db_dir.mkdir(parents=True)
-        # An on-disk working database: tables page out under the memory limit instead of failing.
-        self.db = duckdb.connect(str(db_dir / "build.duckdb"))
-        self.db.execute(f"SET temp_directory = '{db_dir / 'spill'}'")
+        self.db = duckdb.connect()
+        self.db.execute(f"SET temp_directory = '{db_dir}'")  # beyond the memory limit, DuckDB spills here
         self.db.execute(f"SET memory_limit = '{self.memory_limit}'")
         self.db.execute("SET preserve_insertion_order = true")
         if self.workers:

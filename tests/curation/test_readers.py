@@ -88,3 +88,24 @@ def test_hub_ids_are_recognised_only_when_no_local_path_exists(tmp_path: Path, m
     (tmp_path / "openbmb").mkdir()
     (tmp_path / "openbmb" / "RLAIF-V-Dataset").mkdir()
     assert not is_hub_id("openbmb/RLAIF-V-Dataset")
+
+
+def test_hub_reader_streams_without_decoding_images(tmp_path: Path) -> None:
+    """The Hub code path (`datasets` streaming, images left as bytes) run on a local dataset folder."""
+    import datasets
+
+    from curation.readers import iter_hub
+    from tests.conftest import image_bytes
+
+    folder = tmp_path / "hub_copy" / "data"
+    folder.mkdir(parents=True)
+    features = datasets.Features({"question": datasets.Value("string"), "image": datasets.Image()})
+    rows = {
+        "question": ["a", "b"],
+        "image": [{"bytes": image_bytes(1), "path": None}, {"bytes": image_bytes(2), "path": None}],
+    }
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train-00000.parquet"))
+    records = list(iter_hub(str(tmp_path / "hub_copy"), split="train", columns=["image", "question"]))
+    assert [r.ref for r in records] == ["train:0", "train:1"]
+    assert records[1].data["question"] == "b"
+    assert records[1].data["image"]["bytes"] == image_bytes(2)  # bytes, not a decoded PIL image
