@@ -34,9 +34,8 @@ from curation.schema import PAIR_SCHEMA
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 
-
-class BuildStopped(InputError):
-    """A guard stopped the build (for example a source losing too much to decontamination)."""
+# Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
+IMAGE_ROW_GROUP = 64
 
 
 @dataclass
@@ -247,6 +246,7 @@ class Builder:
                WHERE sha256 IN (SELECT unnest(p.images) FROM selected s JOIN pairs p USING (row_key))
                ORDER BY sha256""",
             self.tmp / "images" / "images.parquet",
+            row_group_size=IMAGE_ROW_GROUP,
         )
         ingest_rejects = [
             f"SELECT '{s.name}' AS source, source_row, NULL AS pair_id, stage, reason, detail "

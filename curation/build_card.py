@@ -47,6 +47,10 @@ def write_card(build_dir: Path, manifest: dict[str, Any], db: duckdb.DuckDBPyCon
         "|---|---|---|---|---|---|",
         *(f"| {' | '.join(str(v) for v in row)} |" for row in stats),
         "",
+        "## Decontamination",
+        "",
+        *_contamination_lines(build_dir, db),
+        "",
         "## Funnel",
         "",
         "| source | step | count |",
@@ -61,6 +65,23 @@ def write_card(build_dir: Path, manifest: dict[str, Any], db: duckdb.DuckDBPyCon
         "",
     ]
     (build_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection) -> list[str]:
+    path = build_dir / "contamination" / "contamination.parquet"
+    if not path.is_file():
+        return ["The recipe does not decontaminate against any benchmark."]
+    rows = db.execute(
+        f"""SELECT benchmark, source, method, count(*), count(DISTINCT benchmark_row)
+            FROM read_parquet('{path}') GROUP BY ALL ORDER BY ALL"""
+    ).fetchall()
+    if not rows:
+        return ["No training pair matched a benchmark prompt."]
+    return [
+        "| benchmark | source | method | pairs removed | benchmark items matched |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(str(v) for v in row)} |" for row in rows),
+    ]
 
 
 def _register_shards(db: duckdb.DuckDBPyConnection, shards: list[str]) -> bool:

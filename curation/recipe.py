@@ -131,7 +131,13 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
             names = " or ".join(t.__name__ for t in allowed)
             raise loc.error((*keys, key), f"{key} must be {names}, got {raw!r}")
         out[key] = float(raw) if float in allowed and isinstance(raw, int) else raw
-    return cls(**out)
+    params = cls(**out)
+    if hasattr(params, "check"):
+        try:
+            params.check()
+        except ValueError as exc:
+            raise loc.error(keys, str(exc)) from None
+    return params
 
 
 def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> SourceSpec:

@@ -30,11 +30,12 @@ class BuildContext:
     def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.db.execute(query, params or []).fetchall()
 
-    def copy(self, query: str, path: Path) -> None:
+    def copy(self, query: str, path: Path, row_group_size: int | None = None) -> None:
         """Write a query's result to parquet under a temporary name, then rename."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
-        self.db.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+        groups = f", ROW_GROUP_SIZE {row_group_size}" if row_group_size else ""
+        self.db.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd{groups})")
         tmp.replace(path)
 
     def hash_order(self, *parts: str) -> str:

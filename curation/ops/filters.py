@@ -1,13 +1,16 @@
 """filters: per-pair checks that RM builders re-implement by hand, as signals plus thresholds.
 
-Signals: identical answers, tie, margin, lengths in characters, chosen/rejected length ratio, the first
-regex that matches an answer. Each threshold left unset (None) keeps the check off.
+Signals: identical answers, tie, margin, lengths in characters (and in tokens of `tokenizer`, when one is
+named), chosen/rejected length ratio, the first regex that matches an answer. Each threshold left unset
+(None) keeps the check off.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyarrow as pa
 
 from curation.ops.base import BuildContext, Op
 
@@ -21,10 +24,40 @@ class FiltersParams:
     min_length_ratio: float | None = None  # len(chosen) / len(rejected)
     max_length_ratio: float | None = None
     regex: tuple[str, ...] = ()  # remove pairs whose chosen or rejected matches (RE2 syntax)
+    tokenizer: str | None = None  # a Hugging Face tokenizer name or path (the backbone's) to count tokens
+    max_tokens: int | None = None  # longest of prompt, chosen, rejected, in tokens of `tokenizer`
+
+    def check(self) -> None:
+        if self.max_tokens is not None and self.tokenizer is None:
+            raise ValueError("max_tokens needs a tokenizer (the name or path of the backbone's tokenizer)")
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def count_tokens(ctx: BuildContext, tokenizer_name: str) -> None:
+    """Register `token_counts` (pair_id, longest_tokens): the longest of prompt, chosen, rejected in tokens."""
+    from transformers import AutoTokenizer
+
+    from curation.ops.semantic_dedupe import BUNDLED_MODEL, bundled_model_path
+
+    path = bundled_model_path() if tokenizer_name == BUNDLED_MODEL else tokenizer_name
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    reader = ctx.db.sql(
+        "SELECT DISTINCT ON (pair_id) pair_id, "
+        "array_to_string(list_transform(prompt, lambda m: m.content), chr(10)) AS prompt, chosen, rejected "
+        "FROM pairs ORDER BY pair_id"
+    ).to_arrow_reader(batch_size=2048)
+    ids, longest = [], []
+    for batch in reader:
+        counts = [
+            [len(x) for x in tokenizer(batch.column(name).to_pylist(), add_special_tokens=False)["input_ids"]]
+            for name in ("prompt", "chosen", "rejected")
+        ]
+        ids += batch.column("pair_id").to_pylist()
+        longest += [max(c) for c in zip(*counts, strict=True)]
+    ctx.db.register("token_counts", pa.table({"pair_id": ids, "longest_tokens": pa.array(longest, pa.int64())}))
 
 
 class Filters(Op):
@@ -32,10 +65,12 @@ class Filters(Op):
     Params = FiltersParams
     default_on = True
     thresholds = frozenset(
-        {"drop_identical", "drop_ties", "min_margin", "max_chars", "min_length_ratio", "max_length_ratio"}
+        {"drop_identical", "drop_ties", "min_margin", "max_chars", "min_length_ratio", "max_length_ratio", "max_tokens"}
     )
 
     def score(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> None:
+        if params.tokenizer:
+            count_tokens(ctx, params.tokenizer)
         regex_hit = "NULL::VARCHAR"
         for pattern in reversed(params.regex):
             quoted = _quote(pattern)
@@ -47,8 +82,10 @@ class Filters(Op):
                        any_value(length(chosen)) AS chosen_chars, any_value(length(rejected)) AS rejected_chars,
                        any_value(list_sum(list_transform(prompt, lambda m: length(m.content)))) AS prompt_chars,
                        any_value(length(chosen) / greatest(length(rejected), 1)) AS length_ratio,
-                       any_value({regex_hit}) AS regex_hit
-                FROM pairs GROUP BY pair_id ORDER BY pair_id""",
+                       any_value({regex_hit}) AS regex_hit, {"any_value(t.longest_tokens)" if params.tokenizer else "NULL"}
+                         AS longest_tokens
+                FROM pairs {"LEFT JOIN token_counts t USING (pair_id)" if params.tokenizer else ""}
+                GROUP BY pair_id ORDER BY pair_id""",
             signals,
         )
 
@@ -66,6 +103,8 @@ class Filters(Op):
             (params.max_length_ratio is not None, f"s.length_ratio > {params.max_length_ratio}", "length ratio",
              "'ratio ' || round(s.length_ratio, 3)"),
             (bool(params.regex), "s.regex_hit IS NOT NULL", "regex match", "'pattern ' || s.regex_hit"),
+            (params.max_tokens is not None, f"s.longest_tokens > {params.max_tokens}", "too many tokens",
+             "'longest part ' || s.longest_tokens || ' tokens'"),
         ]  # fmt: skip
         active = [(cond, reason, detail) for on, cond, reason, detail in rules if on]
         if not active:

