@@ -71,6 +71,8 @@ class Filters(Op):
     def score(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> None:
         if params.tokenizer:
             count_tokens(ctx, params.tokenizer)
+        tokens = "any_value(t.longest_tokens)" if params.tokenizer else "NULL"
+        token_join = "LEFT JOIN token_counts t USING (pair_id)" if params.tokenizer else ""
         regex_hit = "NULL::VARCHAR"
         for pattern in reversed(params.regex):
             quoted = _quote(pattern)
@@ -82,9 +84,8 @@ class Filters(Op):
                        any_value(length(chosen)) AS chosen_chars, any_value(length(rejected)) AS rejected_chars,
                        any_value(list_sum(list_transform(prompt, lambda m: length(m.content)))) AS prompt_chars,
                        any_value(length(chosen) / greatest(length(rejected), 1)) AS length_ratio,
-                       any_value({regex_hit}) AS regex_hit, {"any_value(t.longest_tokens)" if params.tokenizer else "NULL"}
-                         AS longest_tokens
-                FROM pairs {"LEFT JOIN token_counts t USING (pair_id)" if params.tokenizer else ""}
+                       any_value({regex_hit}) AS regex_hit, {tokens} AS longest_tokens
+                FROM pairs {token_join}
                 GROUP BY pair_id ORDER BY pair_id""",
             signals,
         )
