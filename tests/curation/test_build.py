@@ -7,21 +7,9 @@ import pytest
 from datasets import Dataset
 
 from curation.build import build
-from curation.demo import write_demo
 from curation.recipe import RecipeError, load_recipe
 from tests.conftest import write_jsonl
-
-MIXES = Path(__file__).resolve().parents[2] / "mixes"
-
-
-@pytest.fixture(scope="module")
-def demo_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    write_demo(root / "demo_data")
-    (root / "mixes").mkdir()
-    recipe = root / "mixes" / "demo.yaml"
-    recipe.write_text((MIXES / "demo.yaml").read_text())
-    return recipe
+from tests.curation.conftest import MIXES
 
 
 def _digest(path: Path) -> str:

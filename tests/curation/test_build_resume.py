@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from curation.build import build
-from curation.demo import write_demo
 from curation.recipe import load_recipe
 
-MIXES = Path(__file__).resolve().parents[2] / "mixes"
 KILLER = """
 import os, signal, sys
 from pathlib import Path
@@ -27,16 +25,6 @@ build(load_recipe(Path(sys.argv[1])), Path(sys.argv[2]), resume=True, on_stage=o
 """
 
 
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("resume")
-    write_demo(root / "demo_data")
-    (root / "mixes").mkdir()
-    path = root / "mixes" / "demo.yaml"
-    path.write_text((MIXES / "demo.yaml").read_text())
-    return path
-
-
 def _outputs(build_dir: Path) -> dict[str, str]:
     digests = {}
     for path in sorted(build_dir.rglob("*")):
@@ -49,29 +37,29 @@ def _outputs(build_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("kill_at", ["ingest mm_rlhf", "near_dedupe", "decontaminate", "write"])
-def test_killed_build_resumes_to_identical_output(recipe: Path, tmp_path: Path, kill_at: str) -> None:
+def test_killed_build_resumes_to_identical_output(demo_recipe: Path, tmp_path: Path, kill_at: str) -> None:
     reference = tmp_path / "reference"
-    build(load_recipe(recipe), reference)
+    build(load_recipe(demo_recipe), reference)
     out = tmp_path / "killed"
-    result = subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(out), kill_at], check=False)
+    result = subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), kill_at], check=False)
     assert result.returncode == -9  # killed, not finished
     assert not out.exists()  # nothing is visible under the final name
     assert (tmp_path / "killed.partial").is_dir()
-    build(load_recipe(recipe), out, resume=True)
+    build(load_recipe(demo_recipe), out, resume=True)
     assert _outputs(out) == _outputs(reference)
     assert not (tmp_path / "killed.partial").exists()
 
 
-def test_resume_reuses_finished_ingests(recipe: Path, tmp_path: Path) -> None:
+def test_resume_reuses_finished_ingests(demo_recipe: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(out), "normalize"], check=False)
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "normalize"], check=False)
     assert (tmp_path / "b.partial" / "work" / "ingest" / "hh_rlhf" / "done.json").is_file()
     seen: list[str] = []
-    build(load_recipe(recipe), out, resume=True, on_stage=seen.append)
+    build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
     assert not any(s.startswith("ingest ") for s in seen)  # no source was read again
 
 
-def test_existing_output_is_never_overwritten(recipe: Path, tmp_path: Path) -> None:
-    build(load_recipe(recipe), tmp_path / "b")
+def test_existing_output_is_never_overwritten(demo_recipe: Path, tmp_path: Path) -> None:
+    build(load_recipe(demo_recipe), tmp_path / "b")
     with pytest.raises(Exception, match="already exists"):
-        build(load_recipe(recipe), tmp_path / "b")
+        build(load_recipe(demo_recipe), tmp_path / "b")
