@@ -34,6 +34,7 @@ from curation.schema import PAIR_SCHEMA
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 
+PARALLEL_INGEST_BYTES = 64 * 2**20
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
 IMAGE_ROW_GROUP = 64
 
@@ -154,9 +155,17 @@ class Builder:
         self.on_stage(f"ingest {spec.name}")
         adapter = get_adapter(spec.adapter)(spec.options, ReadOptions(spec.config, spec.split, spec.revision))
         root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
-        summary = ingest(adapter, spec.path, target, root)
+        summary = ingest(adapter, spec.path, target, root, workers=self._ingest_workers(spec))
         done.write_text(json.dumps(summary.as_dict()))
         return summary
+
+    def _ingest_workers(self, spec: SourceSpec) -> int:
+        """Processes for converting rows: all cores for large local inputs (start-up costs about a second)."""
+        path = Path(spec.path)
+        if not path.exists():
+            return 1
+        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return (self.workers or os.cpu_count() or 1) if size >= PARALLEL_INGEST_BYTES else 1
 
     def _ingest(self) -> None:
         selects = []

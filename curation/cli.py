@@ -153,7 +153,9 @@ def build_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="reuse what an interrupted build of this recipe finished")
     ] = False,
-    workers: Annotated[int | None, typer.Option("--workers", help="DuckDB threads (default: all cores)")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="DuckDB threads and ingest processes (default: all cores)")
+    ] = None,
     memory_limit: Annotated[
         str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it, spill")
     ] = "1500MB",

@@ -11,6 +11,9 @@ class RowError(Exception):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.reason, self.detail))  # rows travel to worker processes
+
 
 class InputError(Exception):
     """A whole input (file, folder, Hub id, option) cannot be used; the message names it."""

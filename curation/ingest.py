@@ -7,8 +7,10 @@ Every native row is accounted for: it yields one or more pairs or exactly one re
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+import multiprocessing
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from curation.errors import RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
 from curation.io import ParquetBatchWriter
+from curation.readers import Record
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
 from curation.sources.base import Adapter, RowContext
 
@@ -84,6 +87,29 @@ def reject_row(source: str, ref: str, reason: str, detail: str, stage: str = STA
     return {"source": source, "source_row": ref, "stage": stage, "reason": reason, "detail": detail}
 
 
+def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, max_pixels: int) -> RowOutcome:
+    """One native row to its pairs (checked) or to one reject."""
+    key = adapter.info.key
+    if record.error is not None:
+        return RowOutcome(record.ref, [], reject_row(key, record.ref, record.error.reason, record.error.detail), [])
+    assert record.data is not None
+    ctx = RowContext(record.ref, root, max_pixels)
+    try:
+        pairs = adapter.convert(record.data, ctx)
+        if not pairs:
+            raise RowError("no pairs", "the row yields no preference pair")
+        for pair in pairs:
+            pair.check()
+        meta = adapter.meta(record.data)
+        rows = [p.to_row(key, record.ref, meta, adapter.info.license) for p in pairs]
+    except RowError as exc:
+        return RowOutcome(record.ref, [], reject_row(key, record.ref, exc.reason, f"{record.ref}: {exc.detail}"), [])
+    except Exception as exc:  # an adapter bug on odd data must not end the whole ingest silently or loudly
+        detail = f"{record.ref}: {type(exc).__name__}: {exc}"
+        return RowOutcome(record.ref, [], reject_row(key, record.ref, "adapter error", detail), [])
+    return RowOutcome(record.ref, rows, None, list(ctx.new_images.values()))
+
+
 def convert_rows(
     adapter: Adapter,
     location: str,
@@ -91,32 +117,41 @@ def convert_rows(
     *,
     limit: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = 1,
 ) -> Iterator[RowOutcome]:
-    """One outcome per native row of `location`, in input order."""
+    """One outcome per native row of `location`, in input order (with `workers` > 1, converted in processes)."""
     root = images_root or ImagesRoot(None)
-    key = adapter.info.key
-    for record in itertools.islice(adapter.records(location, root), limit):
-        if record.error is not None:
-            yield RowOutcome(record.ref, [], reject_row(key, record.ref, record.error.reason, record.error.detail), [])
-            continue
-        assert record.data is not None
-        ctx = RowContext(record.ref, root, max_pixels)
-        try:
-            pairs = adapter.convert(record.data, ctx)
-            if not pairs:
-                raise RowError("no pairs", "the row yields no preference pair")
-            for pair in pairs:
-                pair.check()
-            meta = adapter.meta(record.data)
-            rows = [p.to_row(key, record.ref, meta, adapter.info.license) for p in pairs]
-        except RowError as exc:
-            yield RowOutcome(record.ref, [], reject_row(key, record.ref, exc.reason, f"{record.ref}: {exc.detail}"), [])
-            continue
-        except Exception as exc:  # an adapter bug on odd data must not end the whole ingest silently or loudly
-            detail = f"{record.ref}: {type(exc).__name__}: {exc}"
-            yield RowOutcome(record.ref, [], reject_row(key, record.ref, "adapter error", detail), [])
-            continue
-        yield RowOutcome(record.ref, rows, None, list(ctx.new_images.values()))
+    records = itertools.islice(adapter.records(location, root), limit)
+    if workers <= 1:
+        for record in records:
+            yield convert_record(adapter, record, root, max_pixels)
+        return
+    context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(adapter, root.root, max_pixels)
+    ) as pool:
+        pending: deque[Future[list[RowOutcome]]] = deque()
+        while batch := list(itertools.islice(records, WORKER_BATCH)):
+            pending.append(pool.submit(_convert_batch, batch))
+            if len(pending) >= 2 * workers:  # a bounded window: memory stays flat, order is kept
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+
+
+WORKER_BATCH = 500
+_worker: tuple[Adapter, ImagesRoot, int] | None = None
+
+
+def _start_worker(adapter: Adapter, root: Path | None, max_pixels: int) -> None:
+    global _worker
+    _worker = (adapter, ImagesRoot(root), max_pixels)  # each process opens the images root itself
+
+
+def _convert_batch(records: list[Record]) -> list[RowOutcome]:
+    assert _worker is not None
+    adapter, root, max_pixels = _worker
+    return [convert_record(adapter, record, root, max_pixels) for record in records]
 
 
 def ingest(
@@ -128,6 +163,7 @@ def ingest(
     limit: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_row: Callable[[IngestSummary], None] | None = None,
+    workers: int = 1,
 ) -> IngestSummary:
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +175,8 @@ def ingest(
     }
     seen_images: set[str] = set()
     try:
-        for outcome in convert_rows(adapter, location, images_root, limit=limit, max_pixels=max_pixels):
+        outcomes = convert_rows(adapter, location, images_root, limit=limit, max_pixels=max_pixels, workers=workers)
+        for outcome in outcomes:
             summary.add(outcome)
             writers["pairs"].write(outcome.pairs)
             if outcome.reject is not None:

@@ -32,6 +32,8 @@ from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
 META_FILE = "meta.json"
+# The subset a row came from travels with the row (records may be converted in other processes).
+SUBSET_KEY = "_mmpr_subset"
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Subset:
     name: str
     root: str
     repeat_time: float
-    images: ImagesRoot | None  # where `root/image` is read when no --images-root is given
+    folder: str | None  # meta.json's folder: where `root/image` is read when no --images-root is given
 
 
 def keep_fraction(row: dict[str, Any], fraction: float) -> bool:
@@ -90,11 +92,11 @@ class Mmpr(Adapter):
         license="MIT",
         description="InternVL's mixed preference data: correctness-based and DropoutNTP pairs over many subsets.",
     )
-    mapped_fields = frozenset({"image", "question", "chosen", "rejected"})
+    mapped_fields = frozenset({"image", "question", "chosen", "rejected", SUBSET_KEY})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._subsets: dict[str, Subset] = {}  # by the file part of a record ref
+        self._folders: dict[str, ImagesRoot] = {}  # opened lazily, in whichever process converts
 
     def records(self, location: str, images_root: ImagesRoot) -> Iterator[Record]:
         meta_file = meta_path(location)
@@ -102,22 +104,23 @@ class Mmpr(Adapter):
             yield from super().records(location, images_root)
             return
         folder = meta_file.parent
-        fallback = None if images_root.root is not None else ImagesRoot(folder)
+        fallback = None if images_root.root is not None else str(folder)
         for name, spec in sorted(load_meta(meta_file).items()):
             annotation = folder / spec["annotation"]
             repeat_time = float(spec.get("repeat_time", 1))
-            file_ref = f"{name}/{annotation.name}"
-            self._subsets[file_ref] = Subset(name, str(spec.get("root") or ""), repeat_time, fallback)
-            for record in iter_file(annotation, file_ref):
+            subset = Subset(name, str(spec.get("root") or ""), repeat_time, fallback)
+            for record in iter_file(annotation, f"{name}/{annotation.name}"):
                 if record.data is not None and repeat_time < 1 and not keep_fraction(record.data, repeat_time):
                     reason = RowError("subsampled by repeat_time", f"{record.ref}: repeat_time {repeat_time:g}")
                     yield Record(record.ref, None, reason)
+                elif record.data is not None:
+                    yield Record(record.ref, {**record.data, SUBSET_KEY: subset})
                 else:
                     yield record
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         file_ref = ctx.ref.rpartition(":")[0]
-        subset = self._subsets.get(file_ref)
+        subset: Subset | None = row.get(SUBSET_KEY)
         value = field(row, "image", (str, list), optional=True)
         paths = ([value] if value else []) if isinstance(value, str) else list(value or [])  # "" or []: text-only
         images = []
@@ -139,11 +142,12 @@ class Mmpr(Adapter):
             )
         ]
 
-    @staticmethod
-    def _image(ctx: RowContext, subset: Subset | None, rel: str) -> str:
+    def _image(self, ctx: RowContext, subset: Subset | None, rel: str) -> str:
         if subset is None:
             return ctx.image_path(rel)
         path = posixpath.join(subset.root, rel)
-        if subset.images is None:
+        if subset.folder is None:
             return ctx.image_path(path)
-        return ctx.image_bytes(subset.images.read(path), path)
+        if subset.folder not in self._folders:
+            self._folders[subset.folder] = ImagesRoot(Path(subset.folder))
+        return ctx.image_bytes(self._folders[subset.folder].read(path), path)

@@ -112,3 +112,17 @@ def test_a_failed_ingest_leaves_no_files(tmp_path: Path) -> None:
 def test_limit_reads_only_n_rows(tmp_path: Path, run_ingest: RunIngest) -> None:
     result = run_ingest("hh_rlhf", write_jsonl(tmp_path / "hh.jsonl", HH * 5), limit=3)
     assert result.summary.rows_read == 3
+
+
+def test_parallel_conversion_gives_the_same_bytes(tmp_path: Path) -> None:
+    rows = [dict(HH[0], chosen=HH[0]["chosen"] + f" {i}") for i in range(1200)] + HH[1:]
+    path = write_jsonl(tmp_path / "hh.jsonl", rows)
+    with open(path, "ab") as handle:
+        handle.write(b"{broken\n")  # a record error travels through a worker too
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        summary = ingest(get_adapter("hh_rlhf")(), str(path), out, workers=workers)
+        assert summary.pairs == 1200 and summary.rows_rejected == 4
+        digests.append({f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in _OUTPUTS})
+    assert digests[0] == digests[1]
