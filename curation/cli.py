@@ -95,6 +95,7 @@ def ingest_cmd(
         int, typer.Option("--max-pixels", help="reject images larger than this")
     ] = DEFAULT_MAX_PIXELS,
     json_summary: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="processes that convert rows (same output)")] = 1,
 ) -> None:
     """Read one source in its native format and write canonical pairs, images and rejects."""
     try:
@@ -119,6 +120,7 @@ def ingest_cmd(
                 limit=limit,
                 max_pixels=max_pixels,
                 on_row=lambda s: progress.update(task, completed=s.rows_read),
+                workers=workers,
             )
     except InputError as exc:
         _fail(str(exc))

@@ -9,7 +9,6 @@ exactly on at least one chunk (pigeonhole), so only hashes that share a chunk ar
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 
 import imagehash
 import numpy as np
@@ -22,10 +21,6 @@ def phash(data: bytes, hash_size: int = 8) -> int:
     with Image.open(io.BytesIO(data)) as image:
         bits = imagehash.phash(image.convert("RGB"), hash_size=hash_size).hash.flatten()
     return int("".join("1" if b else "0" for b in bits), 2)
-
-
-def phashes(items: Iterable[tuple[str, bytes]], hash_size: int = 8) -> dict[str, int]:
-    return {sha: phash(data, hash_size) for sha, data in items}
 
 
 def hamming(a: int, b: int) -> int:

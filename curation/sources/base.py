@@ -13,7 +13,6 @@ import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from curation.errors import InputError, RowError
@@ -157,10 +156,6 @@ def _coerce(raw: Any, hint: Any) -> Any:
             raise TypeError(f"expected a string, got {type(raw).__name__}")
         return raw
     return raw
-
-
-def default_images_root(path: str | Path | None) -> ImagesRoot:
-    return ImagesRoot(Path(path) if path else None)
 
 
 __all__ = [
