@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (install + offline demo) and `make test` (install + tests).
+# Two commands on a fresh machine: `make demo` (install, offline demo build, then the workbench on it) and
+# `make test` (install + tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,6 +18,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/curate demo --out demo_data
 	rm -rf builds/demo
 	HF_HUB_OFFLINE=1 $(BIN)/curate build --mix mixes/demo.yaml --out builds/demo
+	$(BIN)/streamlit run app/Home.py --server.headless true --browser.gatherUsageStats false -- --data builds
 
 test: install
 	$(BIN)/ruff check .

@@ -14,12 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from curation.demo import write_demo
 from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MIXES = Path(__file__).resolve().parents[1] / "mixes"
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +94,14 @@ def run_ingest(tmp_path: Path) -> RunIngest:
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demo_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped `mixes/demo.yaml`, beside a freshly written demo collection (as `make demo` lays them out)."""
+    root = tmp_path_factory.mktemp("demo")
+    write_demo(root / "demo_data")
+    (root / "mixes").mkdir()
+    recipe = root / "mixes" / "demo.yaml"
+    recipe.write_text((MIXES / "demo.yaml").read_text())
+    return recipe

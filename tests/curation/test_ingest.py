@@ -1,5 +1,7 @@
 import hashlib
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -114,7 +116,10 @@ def test_limit_reads_only_n_rows(tmp_path: Path, run_ingest: RunIngest) -> None:
     assert result.summary.rows_read == 3
 
 
-def test_parallel_conversion_gives_the_same_bytes(tmp_path: Path) -> None:
+def test_parallel_conversion_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spawned workers re-run the parent's __main__ file; streamlit's AppTest (tests/app) leaves a page script
+    # there, so give the workers a neutral __main__ (a console script or `python -m` run needs no such care).
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     rows = [dict(HH[0], chosen=HH[0]["chosen"] + f" {i}") for i in range(1200)] + HH[1:]
     path = write_jsonl(tmp_path / "hh.jsonl", rows)
     with open(path, "ab") as handle:

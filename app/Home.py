@@ -1,0 +1,25 @@
+"""Workbench home: `streamlit run app/Home.py -- --data DIR`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.data import list_builds, list_runs
+from app.ui import root_or_stop
+
+st.set_page_config(page_title="RM data workbench", layout="wide")
+st.title("Reward-model data workbench")
+root = root_or_stop()
+st.caption(f"data root: {root}")
+builds = list_builds(root)
+if not builds:
+    st.info("No builds here yet. `curate build --mix mixes/demo.yaml --out DIR/demo` makes one.")
+else:
+    st.subheader("Builds")
+    st.dataframe([{"build": b.name, "status": b.status} for b in builds], hide_index=True)
+st.subheader("Training runs")
+st.write(f"{len(list_runs(root))} run(s) found.")
+st.markdown(
+    "Pages: **Builds** (recipe, funnel, diff), **Pairs** (browse and inspect), **Removed** (what went and why), "
+    "**Bias** (length and margin statistics), **Mixture** (target vs actual), **Runs** (training results)."
+)

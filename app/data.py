@@ -1,0 +1,238 @@
+"""The queries behind the workbench pages, callable without Streamlit (the tests call them directly).
+
+Everything is read-only and confined to the data root: paths that resolve outside it are refused. Shards are
+memory-mapped Arrow and queried with DuckDB, so a page reads only the rows it shows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from PIL import Image
+
+DATA_ENV = "WORKBENCH_DATA"
+SORTS = {
+    "input order": "source, source_row",
+    "longest chosen": "length(chosen) DESC",
+    "highest margin": "margin DESC NULLS LAST",
+    "largest length ratio": "length(chosen) / greatest(length(rejected), 1) DESC",
+}
+
+
+class AppError(Exception):
+    """Something the page shows as a message instead of a traceback."""
+
+
+def data_root(argv: list[str] | None = None) -> Path:
+    """`--data DIR` from the command line (after `streamlit run app/Home.py --`), else $WORKBENCH_DATA."""
+    args = sys.argv[1:] if argv is None else argv
+    value = args[args.index("--data") + 1] if "--data" in args[:-1] else os.environ.get(DATA_ENV)
+    if not value:
+        raise AppError("no data root: start with `streamlit run app/Home.py -- --data DIR`")
+    root = Path(value).resolve()
+    if not root.is_dir():
+        raise AppError(f"data root {root} is not a folder")
+    return root
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refused when it resolves outside the data root."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise AppError(f"{relative!r} is outside the data root")
+    return path
+
+
+@dataclass(frozen=True)
+class BuildEntry:
+    name: str
+    path: Path
+    status: str  # ready | in progress | broken
+
+
+def list_builds(root: Path) -> list[BuildEntry]:
+    builds = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        if path.name.endswith(".partial"):
+            builds.append(BuildEntry(path.name, path, "in progress"))
+        elif (path / "manifest.json").is_file():
+            builds.append(BuildEntry(path.name, path, "ready"))
+        elif (path / "shards").is_dir():
+            builds.append(BuildEntry(path.name, path, "broken"))
+    return builds
+
+
+class Build:
+    """One finished build, opened read-only."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.path = inside(root, name)
+        manifest = self.path / "manifest.json"
+        if not manifest.is_file():
+            raise AppError(f"{name} is not a finished build (no manifest.json)")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise AppError(f"{name}: manifest.json is not valid JSON ({exc})") from None
+        self.db = duckdb.connect()
+        tables = [
+            ipc.open_stream(pa.memory_map(str(self.path / s["file"]))).read_all() for s in self.manifest["shards"]
+        ]
+        self.db.register("pairs", pa.concat_tables(tables) if tables else pa.table({}))
+        for name_, relative in (("rejects", "rejects/rejects.parquet"), ("images", "images/images.parquet")):
+            if (self.path / relative).is_file():
+                self.db.execute(f"CREATE VIEW {name_} AS SELECT * FROM read_parquet('{self.path / relative}')")
+
+    def rows(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self.db.execute(query, params or [])
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
+    # -- pairs ---------------------------------------------------------------------------------------------
+    def pairs(
+        self,
+        *,
+        sources: list[str] | None = None,
+        modalities: list[str] | None = None,
+        search: str = "",
+        min_margin: float | None = None,
+        max_chosen_chars: int | None = None,
+        sort: str = "input order",
+        page: int = 0,
+        page_size: int = 25,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, params = ["true"], []
+        if sources:
+            where.append(f"source IN ({', '.join('?' * len(sources))})")
+            params += sources
+        if modalities:
+            where.append(f"modality IN ({', '.join('?' * len(modalities))})")
+            params += modalities
+        if search:
+            in_prompt = "list_contains(list_transform(prompt, lambda m: m.content ILIKE ?), true)"
+            where.append(f"(chosen ILIKE ? OR rejected ILIKE ? OR {in_prompt})")
+            params += [f"%{search}%"] * 3
+        if min_margin is not None:
+            where.append("margin >= ?")
+            params.append(min_margin)
+        if max_chosen_chars is not None:
+            where.append("length(chosen) <= ?")
+            params.append(max_chosen_chars)
+        clause = " AND ".join(where)
+        total = self.rows(f"SELECT count(*) AS n FROM pairs WHERE {clause}", params)[0]["n"]
+        rows = self.rows(
+            f"""SELECT pair_id, source, source_row, modality, category, length(chosen) AS chosen_chars,
+                       length(rejected) AS rejected_chars, margin, tie
+                FROM pairs WHERE {clause} ORDER BY {SORTS[sort]}, pair_id LIMIT ? OFFSET ?""",
+            [*params, page_size, page * page_size],
+        )
+        return rows, total
+
+    def pair(self, pair_id: str) -> dict[str, Any] | None:
+        found = self.rows("SELECT * FROM pairs WHERE pair_id = ? LIMIT 1", [pair_id])
+        return found[0] if found else None
+
+    def image(self, sha256: str, max_side: int = 512) -> Image.Image | None:
+        """One image, decoded and downscaled only when it is shown."""
+        found = self.rows("SELECT bytes FROM images WHERE sha256 = ?", [sha256])
+        if not found:
+            return None
+        image = Image.open(io.BytesIO(found[0]["bytes"]))
+        image.thumbnail((max_side, max_side))
+        return image
+
+    def signals(self, pair_id: str, prompt_id: str) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        for path in sorted((self.path / "signals").glob("*.parquet")):
+            columns = [c[0] for c in self.db.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
+            key, value = ("pair_id", pair_id) if "pair_id" in columns else ("prompt_id", prompt_id)
+            if key in columns:
+                found = self.rows(f"SELECT * FROM read_parquet('{path}') WHERE {key} = ?", [value])
+                if found:
+                    out[path.stem] = found
+        return out
+
+    def cluster(self, pair_id: str) -> list[dict[str, Any]]:
+        """Duplicates removed in favour of this pair, or the survivor this pair lost to."""
+        out = []
+        for path in sorted((self.path / "dups").glob("*.parquet")):
+            out += self.rows(
+                f"SELECT *, '{path.stem}' AS op FROM read_parquet('{path}') WHERE pair_id = ? OR survivor_pair_id = ?",
+                [pair_id, pair_id],
+            )
+        return out
+
+    # -- removed, bias, mixture -----------------------------------------------------------------------------
+    def removed_summary(self) -> list[dict[str, Any]]:
+        return self.rows("SELECT stage, reason, source, count(*) AS pairs FROM rejects GROUP BY ALL ORDER BY ALL")
+
+    def removed_examples(self, stage: str, reason: str, limit: int = 20) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT source, source_row, pair_id, detail FROM rejects WHERE stage = ? AND reason = ? "
+            "ORDER BY source, source_row LIMIT ?",
+            [stage, reason, limit],
+        )
+
+    def contamination(self, limit: int = 50) -> list[dict[str, Any]]:
+        path = self.path / "contamination" / "contamination.parquet"
+        if not path.is_file():
+            return []
+        return self.rows(f"SELECT * FROM read_parquet('{path}') ORDER BY source, source_row LIMIT ?", [limit])
+
+    def length_bias(self) -> list[dict[str, Any]]:
+        return self.rows(
+            """SELECT source, count(*) AS pairs, round(avg(length(chosen))) AS mean_chosen_chars,
+                      round(avg(length(rejected))) AS mean_rejected_chars,
+                      round(100 * avg((length(chosen) > length(rejected))::INT), 1) AS chosen_longer_pct,
+                      round(median(length(chosen) / greatest(length(rejected), 1)), 3) AS median_length_ratio
+               FROM pairs GROUP BY source ORDER BY source"""
+        )
+
+    def lengths(self, limit: int = 50_000) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT source, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars, margin FROM pairs "
+            f"USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (0)"
+        )
+
+    def mixture(self) -> list[dict[str, Any]]:
+        total = sum(s["in_shards"] for s in self.manifest["sources"].values()) or 1
+        rows = []
+        for name, entry in self.manifest["sources"].items():
+            mix = entry["mix"]
+            rows.append({"source": name, "available": mix["available"], "target": mix["target"],
+                         "in_shards": entry["in_shards"], "share_pct": round(100 * entry["in_shards"] / total, 2),
+                         "upsampling_factor": mix["factor"]})  # fmt: skip
+        return rows
+
+
+def funnel(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    from curation.build_card import funnel_rows
+
+    return [{"source": s, "step": step, "count": n} for s, step, n in funnel_rows(manifest)]
+
+
+def diff_builds(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per source and step, the counts of two builds and their difference."""
+    left = {(r["source"], r["step"]): r["count"] for r in funnel(a)}
+    right = {(r["source"], r["step"]): r["count"] for r in funnel(b)}
+    keys = sorted(set(left) | set(right))
+    rows = []
+    for s, step in keys:
+        before, after = left.get((s, step), 0), right.get((s, step), 0)
+        if before != after:
+            rows.append({"source": s, "step": step, "a": before, "b": after, "change": after - before})
+    return rows
+
+
+def list_runs(root: Path) -> list[Path]:
+    """Training runs under the data root: folders with a metrics.jsonl."""
+    return sorted(p.parent for p in root.glob("**/metrics.jsonl") if p.parent.is_relative_to(root))

@@ -1,0 +1,108 @@
+"""Every page under streamlit's AppTest, on a small build made here; confinement and text rendering."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.data import DATA_ENV, AppError, Build, diff_builds, inside, list_builds
+from curation.build import build
+from curation.recipe import load_recipe
+from tests.conftest import write_jsonl
+
+APP = Path(__file__).resolve().parents[2] / "app"
+HOSTILE = "<script>alert('x')</script> **bold** [link](http://example.com)"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory, demo_recipe: Path) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    build(load_recipe(demo_recipe), root / "demo")
+    rows = [{"prompt": "Say something.", "chosen": HOSTILE, "rejected": "no", "metadata": {}}]
+    source = write_jsonl(root.parent / "hostile.jsonl", rows)
+    recipe = root.parent / "hostile.yaml"
+    recipe.write_text(f"name: hostile\nsources:\n  uf: {{adapter: ultrafeedback_binarized, path: {source}}}\n")
+    build(load_recipe(recipe), root / "hostile")
+    (root / "half.partial").mkdir()  # a build still being written
+    return root
+
+
+def _run(page: str, root: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> AppTest:
+    monkeypatch.setenv(DATA_ENV, str(root))
+    app = AppTest.from_file(str(APP / page), default_timeout=60)
+    for key, value in params.items():
+        app.query_params[key] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_home_lists_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _run("Home.py", data_root, monkeypatch)
+    table = app.dataframe[0].value
+    assert list(table["build"]) == ["demo", "half.partial", "hostile"]
+    assert list(table["status"]) == ["ready", "in progress", "ready"]
+
+
+def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _run("pages/1_Builds.py", data_root, monkeypatch)
+    manifest = Build(data_root, "demo").manifest
+    assert [m.value for m in app.metric] == [str(manifest["rows_in_shards"]), "3", str(manifest["images"])]
+    funnel = app.dataframe[0].value
+    assert "decontaminate: contaminated: vl_rewardbench" in set(funnel["step"])
+    assert "name: demo" in app.code[0].value
+    assert any("half.partial: in progress" in t.value for t in app.text)
+
+
+def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _run("pages/2_Pairs.py", data_root, monkeypatch)
+    assert any("43 pairs match" in c.value for c in app.caption)
+    app.multiselect[1].set_value(["video"]).run()
+    assert any("2 pairs match" in c.value for c in app.caption)  # the video pair, upsampled twice
+    assert len(app.get("image")) == 3  # its three frames, decoded only now
+    assert any("zooms in" in t.value for t in app.text)
+
+
+def test_dataset_text_is_rendered_as_text(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _run("pages/2_Pairs.py", data_root, monkeypatch, build="hostile")
+    assert HOSTILE in [t.value for t in app.text]  # shown verbatim in a text element
+    assert all(HOSTILE not in m.value for m in app.markdown)
+
+
+def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    removed = _run("pages/3_Removed.py", data_root, monkeypatch)
+    reasons = set(removed.dataframe[0].value["reason"])
+    assert {"exact duplicate", "near-duplicate image", "contaminated: vl_rewardbench", "tie"} <= reasons
+    assert len(removed.dataframe[-1].value) == 4  # the four contaminated pairs with their benchmark items
+    bias = _run("pages/4_Bias.py", data_root, monkeypatch)
+    assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
+    mixture = _run("pages/5_Mixture.py", data_root, monkeypatch)
+    shares = mixture.dataframe[0].value
+    assert float(shares.loc[shares["source"] == "mm_rlhf", "upsampling_factor"].iloc[0]) == 2.0
+    runs = _run("pages/6_Runs.py", data_root, monkeypatch)
+    assert "No training runs" in runs.info[0].value
+
+
+def test_missing_data_root_is_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _run("pages/2_Pairs.py", tmp_path / "absent", monkeypatch)
+    assert app.error[0].value == "Cannot open the data root."
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "No finished build" in _run("pages/3_Removed.py", empty, monkeypatch).info[0].value
+
+
+def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(AppError, match="outside the data root"):
+        inside(data_root, "../../etc/passwd")
+    with pytest.raises(AppError, match="not a finished build"):
+        Build(data_root, "half.partial")
+    copy = tmp_path / "root"
+    shutil.copytree(data_root / "demo", copy / "broken")
+    (copy / "broken" / "manifest.json").unlink()
+    assert [(b.name, b.status) for b in list_builds(copy)] == [("broken", "broken")]
+    demo, hostile = Build(data_root, "demo"), Build(data_root, "hostile")
+    changes = diff_builds(demo.manifest, hostile.manifest)
+    assert {"source": "uf", "step": "in shards", "a": 0, "b": 1, "change": 1} in changes
