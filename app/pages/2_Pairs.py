@@ -15,8 +15,13 @@ build = build_or_stop(root)
 sources = [r["source"] for r in build.rows("SELECT DISTINCT source FROM pairs ORDER BY 1")]
 modalities = [r["modality"] for r in build.rows("SELECT DISTINCT modality FROM pairs ORDER BY 1")]
 a, b, c = st.columns(3)
-chosen_sources = a.multiselect("sources", sources)
-chosen_modalities = b.multiselect("modalities", modalities)
+# Filters can come from the URL (?source=...&modality=...), so a view can be linked.
+chosen_sources = a.multiselect(
+    "sources", sources, default=[v for v in st.query_params.get_all("source") if v in sources]
+)
+chosen_modalities = b.multiselect(
+    "modalities", modalities, default=[v for v in st.query_params.get_all("modality") if v in modalities]
+)
 sort = c.selectbox("sort by", list(SORTS))
 search = st.text_input("search prompt and answers")
 page = st.number_input("page", min_value=0, value=0, step=1)

@@ -1,0 +1,27 @@
+"""A data root with the demo build, a build holding hostile text, and a half-written build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curation.build import build
+from curation.recipe import load_recipe
+from tests.conftest import write_jsonl
+
+APP = Path(__file__).resolve().parents[2] / "app"
+HOSTILE = "<script>alert('x')</script> **bold** [link](http://example.com)"
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory, demo_recipe: Path) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    build(load_recipe(demo_recipe), root / "demo")
+    rows = [{"prompt": "Say something.", "chosen": HOSTILE, "rejected": "no", "metadata": {}}]
+    source = write_jsonl(root.parent / "hostile.jsonl", rows)
+    recipe = root.parent / "hostile.yaml"
+    recipe.write_text(f"name: hostile\nsources:\n  uf: {{adapter: ultrafeedback_binarized, path: {source}}}\n")
+    build(load_recipe(recipe), root / "hostile")
+    (root / "half.partial").mkdir()  # a build still being written
+    return root
