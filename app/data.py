@@ -25,6 +25,7 @@ SORTS = {
     "longest chosen": "length(chosen) DESC",
     "highest margin": "margin DESC NULLS LAST",
     "largest length ratio": "length(chosen) / greatest(length(rejected), 1) DESC",
+    "biggest duplicate cluster": "cluster_size DESC",
 }
 
 
@@ -103,8 +104,11 @@ class Build:
         *,
         sources: list[str] | None = None,
         modalities: list[str] | None = None,
+        categories: list[str] | None = None,
         search: str = "",
         min_margin: float | None = None,
+        max_margin: float | None = None,
+        min_chosen_chars: int | None = None,
         max_chosen_chars: int | None = None,
         sort: str = "input order",
         page: int = 0,
@@ -121,21 +125,38 @@ class Build:
             in_prompt = "list_contains(list_transform(prompt, lambda m: m.content ILIKE ?), true)"
             where.append(f"(chosen ILIKE ? OR rejected ILIKE ? OR {in_prompt})")
             params += [f"%{search}%"] * 3
-        if min_margin is not None:
-            where.append("margin >= ?")
-            params.append(min_margin)
-        if max_chosen_chars is not None:
-            where.append("length(chosen) <= ?")
-            params.append(max_chosen_chars)
+        if categories:
+            where.append(f"category IN ({', '.join('?' * len(categories))})")
+            params += categories
+        for bound, expression, operator in (
+            (min_margin, "margin", ">="),
+            (max_margin, "margin", "<="),
+            (min_chosen_chars, "length(chosen)", ">="),
+            (max_chosen_chars, "length(chosen)", "<="),
+        ):
+            if bound is not None:
+                where.append(f"{expression} {operator} ?")
+                params.append(bound)
         clause = " AND ".join(where)
         total = self.rows(f"SELECT count(*) AS n FROM pairs WHERE {clause}", params)[0]["n"]
         rows = self.rows(
             f"""SELECT pair_id, source, source_row, modality, category, length(chosen) AS chosen_chars,
-                       length(rejected) AS rejected_chars, margin, tie
-                FROM pairs WHERE {clause} ORDER BY {SORTS[sort]}, pair_id LIMIT ? OFFSET ?""",
+                       length(rejected) AS rejected_chars, margin, tie, coalesce(c.removed, 0) AS cluster_size
+                FROM pairs LEFT JOIN ({self._cluster_sizes()}) c USING (pair_id)
+                WHERE {clause} ORDER BY {SORTS[sort]}, pair_id LIMIT ? OFFSET ?""",
             [*params, page_size, page * page_size],
         )
         return rows, total
+
+    def _cluster_sizes(self) -> str:
+        """SQL: per surviving pair, how many duplicates (any dedupe op) were removed in its favour."""
+        files = [f"'{p}'" for p in sorted((self.path / "dups").glob("*.parquet"))]
+        if not files:
+            return "SELECT NULL::VARCHAR AS pair_id, 0 AS removed WHERE false"
+        return (
+            f"SELECT survivor_pair_id AS pair_id, count(*) AS removed FROM read_parquet([{', '.join(files)}]) "
+            "GROUP BY 1"
+        )
 
     def pair(self, pair_id: str) -> dict[str, Any] | None:
         found = self.rows("SELECT * FROM pairs WHERE pair_id = ? LIMIT 1", [pair_id])

@@ -23,10 +23,28 @@ chosen_modalities = b.multiselect(
     "modalities", modalities, default=[v for v in st.query_params.get_all("modality") if v in modalities]
 )
 sort = c.selectbox("sort by", list(SORTS))
+categories = [r["category"] for r in build.rows("SELECT DISTINCT category FROM pairs WHERE category IS NOT NULL")]
+chosen_categories = st.multiselect("categories", sorted(categories)) if categories else []
 search = st.text_input("search prompt and answers")
+d, e = st.columns(2)
+longest = max(1, build.rows("SELECT max(length(chosen)) AS n FROM pairs")[0]["n"] or 1)
+low, high = d.slider("chosen length (characters)", 0, longest, (0, longest))
+margins = build.rows("SELECT min(margin) AS lo, max(margin) AS hi FROM pairs")[0]
+margin_range = None
+if margins["lo"] is not None and margins["lo"] < margins["hi"]:
+    margin_range = e.slider("margin", float(margins["lo"]), float(margins["hi"]), (margins["lo"], margins["hi"]))
 page = st.number_input("page", min_value=0, value=0, step=1)
 rows, total = build.pairs(
-    sources=chosen_sources, modalities=chosen_modalities, search=search, sort=sort, page=int(page)
+    sources=chosen_sources,
+    modalities=chosen_modalities,
+    categories=chosen_categories,
+    search=search,
+    min_chosen_chars=low if low > 0 else None,
+    max_chosen_chars=high if high < longest else None,
+    min_margin=margin_range[0] if margin_range and margin_range[0] > margins["lo"] else None,
+    max_margin=margin_range[1] if margin_range and margin_range[1] < margins["hi"] else None,
+    sort=sort,
+    page=int(page),
 )
 st.caption(f"{total} pairs match")
 st.dataframe(rows, hide_index=True)

@@ -88,3 +88,16 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     demo, hostile = Build(data_root, "demo"), Build(data_root, "hostile")
     changes = diff_builds(demo.manifest, hostile.manifest)
     assert {"source": "uf", "step": "in shards", "a": 0, "b": 1, "change": 1} in changes
+
+
+def test_pair_queries_filter_and_sort(data_root: Path) -> None:
+    demo = Build(data_root, "demo")
+    rows, total = demo.pairs(sort="biggest duplicate cluster", page_size=3)
+    assert total == demo.manifest["rows_in_shards"]
+    assert rows[0]["cluster_size"] >= 1  # a survivor that duplicates were removed in favour of
+    _, images = demo.pairs(modalities=["image"], categories=["short"])
+    assert images == 6  # mm_rlhf's three "short" image pairs, each upsampled twice
+    longest = demo.pairs(sort="longest chosen", page_size=1)[0][0]["chosen_chars"]
+    assert demo.pairs(min_chosen_chars=longest)[1] >= 1 and demo.pairs(max_chosen_chars=longest - 1)[1] < total
+    _, margin_total = demo.pairs(min_margin=4.0, max_margin=100.0)
+    assert margin_total == demo.rows("SELECT count(*) AS n FROM pairs WHERE margin >= 4")[0]["n"] > 0
