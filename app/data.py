@@ -89,7 +89,12 @@ class Build:
             ipc.open_stream(pa.memory_map(str(self.path / s["file"]))).read_all() for s in self.manifest["shards"]
         ]
         self.db.register("pairs", pa.concat_tables(tables) if tables else pa.table({}))
-        for name_, relative in (("rejects", "rejects/rejects.parquet"), ("images", "images/images.parquet")):
+        views = (
+            ("rejects", "rejects/rejects.parquet"),
+            ("removed_pairs", "rejects/removed_pairs.parquet"),
+            ("images", "images/images.parquet"),
+        )
+        for name_, relative in views:
             if (self.path / relative).is_file():
                 self.db.execute(f"CREATE VIEW {name_} AS SELECT * FROM read_parquet('{self.path / relative}')")
 
@@ -201,6 +206,28 @@ class Build:
             "SELECT source, source_row, pair_id, detail FROM rejects WHERE stage = ? AND reason = ? "
             "ORDER BY source, source_row LIMIT ?",
             [stage, reason, limit],
+        )
+
+    def duplicates(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Removed duplicates beside their kept survivors (prompt and chosen of both), with the similarity."""
+        files = [f"'{p}'" for p in sorted((self.path / "dups").glob("*.parquet"))]
+        if not files:
+            return []
+        text = "array_to_string(list_transform({0}.prompt, lambda m: m.content), chr(10))"
+        return self.rows(
+            f"""SELECT d.method, round(d.similarity, 3) AS similarity, d.source, d.source_row,
+                       {text.format("r")} AS removed_prompt, r.chosen AS removed_chosen,
+                       d.survivor_source, d.survivor_row,
+                       coalesce({text.format("k")}, {text.format("g")}) AS survivor_prompt,
+                       coalesce(k.chosen, g.chosen) AS survivor_chosen
+                FROM read_parquet([{", ".join(files)}]) d
+                LEFT JOIN removed_pairs r ON r.pair_id = d.pair_id AND r.source = d.source
+                     AND r.source_row = d.source_row
+                LEFT JOIN (SELECT DISTINCT ON (source, source_row) * FROM pairs) k
+                     ON k.source = d.survivor_source AND k.source_row = d.survivor_row
+                LEFT JOIN removed_pairs g ON g.source = d.survivor_source AND g.source_row = d.survivor_row
+                ORDER BY d.method, d.source, d.source_row LIMIT ?""",
+            [limit],
         )
 
     def contamination(self, limit: int = 50) -> list[dict[str, Any]]:

@@ -267,6 +267,11 @@ class Builder:
             "ORDER BY source, stage, reason, source_row, pair_id",
             self.tmp / "rejects" / "rejects.parquet",
         )
+        # The removed pairs themselves, so "what did this match?" can show both sides.
+        self.ctx.copy(
+            f"SELECT {columns} FROM pairs p ANTI JOIN selected USING (row_key) ORDER BY p.row_key",
+            self.tmp / "rejects" / "removed_pairs.parquet",
+        )
 
     def _manifest(self, seconds: float) -> dict[str, Any]:
         per_source = {}

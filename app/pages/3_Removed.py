@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import build_or_stop, root_or_stop
+from app.ui import build_or_stop, root_or_stop, show_text
 
 st.title("Removed")
 root = root_or_stop()
@@ -18,10 +18,25 @@ groups = sorted({(r["stage"], r["reason"]) for r in summary})
 stage, reason = st.selectbox("examples of", groups, format_func=lambda g: f"{g[0]}: {g[1]}")
 st.dataframe(build.removed_examples(stage, reason), hide_index=True)
 st.subheader("Duplicates and their survivors")
-dups = build.rows(
-    "SELECT r.source, r.source_row, r.detail FROM rejects r WHERE r.stage LIKE '%dedupe' ORDER BY 1, 2 LIMIT 200"
-)
-st.dataframe(dups, hide_index=True)
+dups = build.duplicates()
+if dups:
+    st.dataframe(
+        [{k: d[k] for k in ("method", "similarity", "source", "source_row", "survivor_source", "survivor_row")}
+         for d in dups],
+        hide_index=True,
+    )  # fmt: skip
+    pick = st.selectbox(
+        "compare", range(len(dups)), format_func=lambda i: f"{dups[i]['source_row']} vs {dups[i]['survivor_row']}"
+    )
+    left, right = st.columns(2)
+    with left:
+        show_text("removed: prompt", dups[pick]["removed_prompt"] or "")
+        show_text("removed: chosen", dups[pick]["removed_chosen"] or "")
+    with right:
+        show_text("kept survivor: prompt", dups[pick]["survivor_prompt"] or "")
+        show_text("kept survivor: chosen", dups[pick]["survivor_chosen"] or "")
+else:
+    st.write("No duplicates were removed.")
 st.subheader("Contamination: the benchmark item each removed pair matched")
 contamination = build.contamination()
 if contamination:

@@ -166,6 +166,7 @@ class Decontaminate(Op):
                 "prompt_id": pa.array([train["prompt_id"][i] for i, _ in keys], pa.string()),
                 "benchmark": pa.array([bench["benchmark"][j] for _, j in keys], pa.string()),
                 "benchmark_row": pa.array([bench["row"][j] for _, j in keys], pa.string()),
+                "benchmark_prompt": pa.array([bench["text"][j] for _, j in keys], pa.string()),
                 "benchmark_has_images": pa.array([bench["images"][j] != "" for _, j in keys], pa.bool_()),
                 "exact": pa.array([matches[k][0] for k in keys], pa.bool_()),
                 "overlap": pa.array([matches[k][1] for k in keys], pa.float64()),
@@ -190,7 +191,7 @@ class Decontaminate(Op):
         ctx.db.execute(
             f"""CREATE OR REPLACE TEMP TABLE contamination AS
                 SELECT DISTINCT ON (p.row_key) p.row_key, p.pair_id, p.source, p.source_row, s.benchmark,
-                       s.benchmark_row, {method} AS method, s.overlap, s.image_distance
+                       s.benchmark_row, s.benchmark_prompt, {method} AS method, s.overlap, s.image_distance
                 FROM live_pairs p JOIN read_parquet('{signals}') s USING (prompt_id)
                 WHERE {rule} ORDER BY p.row_key, s.exact DESC, s.overlap DESC, s.benchmark, s.benchmark_row"""
         )

@@ -58,7 +58,12 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     removed = _run("pages/3_Removed.py", data_root, monkeypatch)
     reasons = set(removed.dataframe[0].value["reason"])
     assert {"exact duplicate", "near-duplicate image", "contaminated: vl_rewardbench", "tie"} <= reasons
-    assert len(removed.dataframe[-1].value) == 4  # the four contaminated pairs with their benchmark items
+    contamination = removed.dataframe[-1].value
+    assert len(contamination) == 4  # the four contaminated pairs, each with the benchmark prompt it matched
+    assert set(contamination["benchmark_prompt"]) == {"\nDescribe this image in detail."}
+    # The exact duplicate beside its survivor (which decontamination removed later: still shown).
+    astronaut = "A portrait of an astronaut in a white spacesuit in front of an American flag."
+    assert [t.value for t in removed.text].count(astronaut) == 2
     bias = _run("pages/4_Bias.py", data_root, monkeypatch)
     assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
     mixture = _run("pages/5_Mixture.py", data_root, monkeypatch)
