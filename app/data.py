@@ -245,11 +245,41 @@ class Build:
                FROM pairs GROUP BY source ORDER BY source"""
         )
 
-    def lengths(self, limit: int = 50_000) -> list[dict[str, Any]]:
+    def length_histogram(self, source: str, bins: int = 30) -> list[dict[str, Any]]:
+        """Counts of chosen and rejected answers per length bin (equal-width bins up to the 99th percentile)."""
+        top = self.rows(
+            "SELECT quantile_cont(greatest(length(chosen), length(rejected)), 0.99) AS q FROM pairs WHERE source = ?",
+            [source],
+        )[0]["q"]
+        width = max(1, int((top or 1) / bins) + 1)
         return self.rows(
-            "SELECT source, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars, margin FROM pairs "
-            f"USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (0)"
+            f"""SELECT bin * {width} AS length_bin, sum(side = 'c')::INT AS chosen, sum(side = 'r')::INT AS rejected
+                FROM (SELECT least(length(chosen) // {width}, {bins}) AS bin, 'c' AS side FROM pairs WHERE source = ?
+                      UNION ALL
+                      SELECT least(length(rejected) // {width}, {bins}), 'r' FROM pairs WHERE source = ?)
+                GROUP BY bin ORDER BY bin""",
+            [source, source],
         )
+
+    def histogram(self, column: str, source: str, bins: int = 20) -> list[dict[str, Any]]:
+        """Counts per equal-width bin of a numeric pair column (margin, scores) for one source; [] when unknown."""
+        if column not in ("margin", "chosen_score", "rejected_score"):
+            raise AppError(f"no histogram for {column!r}")
+        bounds = self.rows(f"SELECT min({column}) AS lo, max({column}) AS hi FROM pairs WHERE source = ?", [source])
+        low, high = bounds[0]["lo"], bounds[0]["hi"]
+        if low is None:
+            return []
+        width = (high - low) / bins or 1.0
+        return self.rows(
+            f"""SELECT round({low} + least(floor(({column} - {low}) / {width}), {bins - 1}) * {width}, 3) AS bin,
+                       count(*) AS pairs
+                FROM pairs WHERE source = ? AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1""",
+            [source],
+        )
+
+    def signal_file(self, op: str) -> Path | None:
+        found = sorted((self.path / "signals").glob(f"{op}-*.parquet"))
+        return found[0] if found else None
 
     def mixture(self) -> list[dict[str, Any]]:
         total = sum(s["in_shards"] for s in self.manifest["sources"].values()) or 1

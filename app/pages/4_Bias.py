@@ -1,4 +1,4 @@
-"""Length bias and score statistics, with a live length-ratio threshold."""
+"""Length bias, margin and score distributions, category mix, and thresholds re-applied live to the signals."""
 
 from __future__ import annotations
 
@@ -11,13 +11,28 @@ root = root_or_stop()
 build = build_or_stop(root)
 st.subheader("Chosen vs rejected length per source")
 st.dataframe(build.length_bias(), hide_index=True)
-sample = build.lengths()
-if sample:
-    st.scatter_chart(sample, x="rejected_chars", y="chosen_chars", color="source")
-    ratio = st.slider("what a max length ratio (chosen / rejected) would remove", 1.0, 20.0, 5.0, 0.5)
-    over = sum(1 for r in sample if r["chosen_chars"] / max(r["rejected_chars"], 1) > ratio)
-    st.write(f"{over} of {len(sample)} sampled pairs have a length ratio above {ratio}.")
-margins = [r for r in sample if r["margin"] is not None]
+sources = [r["source"] for r in build.rows("SELECT DISTINCT source FROM pairs ORDER BY 1")]
+source = st.selectbox("source", sources)
+st.caption("length distribution (characters): chosen vs rejected")
+st.bar_chart(build.length_histogram(source), x="length_bin", y=["chosen", "rejected"])
+margins = build.histogram("margin", source)
 if margins:
-    st.subheader("Margins")
-    st.bar_chart(margins, x="source", y="margin")
+    st.caption("margin distribution")
+    st.bar_chart(margins, x="bin", y="pairs")
+scores = build.histogram("chosen_score", source)
+if scores:
+    st.caption("chosen score distribution")
+    st.bar_chart(scores, x="bin", y="pairs")
+st.subheader("Category mix")
+st.dataframe(build.rows("SELECT source, category, count(*) AS pairs FROM pairs GROUP BY ALL ORDER BY ALL"))
+st.subheader("Thresholds, re-applied live to the stored signals")
+ratio_signal = build.signal_file("filters")
+if ratio_signal is not None:
+    ratio = st.slider("max length ratio (chosen / rejected)", 1.0, 20.0, 5.0, 0.5)
+    over = build.rows(f"SELECT count(*) AS n FROM read_parquet('{ratio_signal}') WHERE length_ratio > ?", [ratio])
+    st.write(f"{over[0]['n']} pairs that reached the filters have a length ratio above {ratio}.")
+near = build.signal_file("near_dedupe")
+if near is not None:
+    jaccard = st.slider("near-duplicate threshold (Jaccard)", 0.5, 1.0, 0.8, 0.01)
+    edges = build.rows(f"SELECT count(*) AS n FROM read_parquet('{near}') WHERE jaccard >= ?", [jaccard])
+    st.write(f"{edges[0]['n']} near-duplicate prompt pairs at Jaccard >= {jaccard}.")

@@ -1,4 +1,8 @@
-"""Training runs under the data root (written by `trainer fit`)."""
+"""Training runs under the data root: loss, accuracy and margin curves; evaluations beside published results.
+
+A run is a folder with `metrics.jsonl` (one JSON object per logged step: `step`, `loss`, `accuracy`, `margin`,
+...) and, once evaluated, `eval.json` (`{"benchmarks": {NAME: {METRIC: percent}}}`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import streamlit as st
 
 from app.data import list_runs
 from app.ui import root_or_stop
+from trainer.published import reference_rows
 
 st.title("Runs")
 root = root_or_stop()
@@ -16,9 +21,23 @@ if not runs:
     st.info("No training runs under the data root yet: `trainer fit` writes RUN/metrics.jsonl.")
     st.stop()
 run = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)))
-metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-st.dataframe(metrics)
+try:
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+except json.JSONDecodeError as exc:
+    st.error("metrics.jsonl is not valid JSON lines.")
+    st.text(str(exc))
+    st.stop()
 for name in ("loss", "accuracy", "margin"):
-    points = [m for m in metrics if name in m and "step" in m]
+    points = [{"step": m["step"], name: m[name]} for m in metrics if name in m and "step" in m]
     if points:
+        st.caption(name)
         st.line_chart(points, x="step", y=name)
+evaluation = run / "eval.json"
+if evaluation.is_file():
+    st.subheader("Evaluation beside published results")
+    results = json.loads(evaluation.read_text()).get("benchmarks", {})
+    for benchmark, values in sorted(results.items()):
+        st.caption(benchmark)
+        st.dataframe(reference_rows(benchmark, values, f"this run ({run.name})"), hide_index=True)
+else:
+    st.write("Not evaluated yet (`trainer eval` writes eval.json).")

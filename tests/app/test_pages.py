@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert [t.value for t in removed.text].count(astronaut) == 2
     bias = _run("pages/4_Bias.py", data_root, monkeypatch)
     assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
+    assert any("near-duplicate prompt pairs at Jaccard >= 0.8" in m.value for m in bias.markdown)
+    bias.slider[-1].set_value(0.99).run()  # a stricter threshold, re-decided from the stored signal
+    assert any("0 near-duplicate prompt pairs at Jaccard >= 0.99" in m.value for m in bias.markdown)
     mixture = _run("pages/5_Mixture.py", data_root, monkeypatch)
     shares = mixture.dataframe[0].value
     assert float(shares.loc[shares["source"] == "mm_rlhf", "upsampling_factor"].iloc[0]) == 2.0
@@ -95,6 +99,16 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     assert {"source": "uf", "step": "in shards", "a": 0, "b": 1, "change": 1} in changes
 
 
+def test_histograms(data_root: Path) -> None:
+    demo = Build(data_root, "demo")
+    lengths = demo.length_histogram("ultrafeedback")
+    assert sum(r["chosen"] for r in lengths) == sum(r["rejected"] for r in lengths) == 5
+    margins = demo.histogram("margin", "ultrafeedback")
+    assert sum(r["pairs"] for r in margins) == 5 and demo.histogram("margin", "hh_rlhf") == []
+    with pytest.raises(AppError):
+        demo.histogram("chosen; DROP TABLE pairs", "hh_rlhf")
+
+
 def test_pair_queries_filter_and_sort(data_root: Path) -> None:
     demo = Build(data_root, "demo")
     rows, total = demo.pairs(sort="biggest duplicate cluster", page_size=3)
@@ -106,3 +120,16 @@ def test_pair_queries_filter_and_sort(data_root: Path) -> None:
     assert demo.pairs(min_chosen_chars=longest)[1] >= 1 and demo.pairs(max_chosen_chars=longest - 1)[1] < total
     _, margin_total = demo.pairs(min_margin=4.0, max_margin=100.0)
     assert margin_total == demo.rows("SELECT count(*) AS n FROM pairs WHERE margin >= 4")[0]["n"] > 0
+
+
+def test_runs_page_plots_metrics_and_compares_with_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    lines = [{"step": s, "loss": 0.7 - 0.1 * s, "accuracy": 0.5 + 0.1 * s, "margin": 0.2 * s} for s in range(4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (run / "eval.json").write_text(json.dumps({"benchmarks": {"vl_rewardbench": {"overall": 55.0, "macro": 50.0}}}))
+    app = _run("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert len(app.get("arrow_line_chart")) == 3 or len(app.get("vega_lite_chart")) == 3
+    table = app.dataframe[0].value
+    assert list(table["model"])[:2] == ["this run (tiny)", "GPT-4o (08-06)"]
+    assert float(table.loc[table["model"] == "BaseReward (Qwen2.5-VL-7B)", "overall"].iloc[0]) == 82.16
