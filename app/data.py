@@ -283,12 +283,21 @@ class Build:
 
     def mixture(self) -> list[dict[str, Any]]:
         total = sum(s["in_shards"] for s in self.manifest["sources"].values()) or 1
+        target_total = sum(s["mix"]["target"] for s in self.manifest["sources"].values()) or 1
         rows = []
         for name, entry in self.manifest["sources"].items():
             mix = entry["mix"]
-            rows.append({"source": name, "available": mix["available"], "target": mix["target"],
-                         "in_shards": entry["in_shards"], "share_pct": round(100 * entry["in_shards"] / total, 2),
-                         "upsampling_factor": mix["factor"]})  # fmt: skip
+            rows.append(
+                {
+                    "source": name,
+                    "available": mix["available"],
+                    "target": mix["target"],
+                    "in_shards": entry["in_shards"],
+                    "target_share_pct": round(100 * mix["target"] / target_total, 2),
+                    "share_pct": round(100 * entry["in_shards"] / total, 2),
+                    "upsampling_factor": mix["factor"],
+                }
+            )
         return rows
 
 

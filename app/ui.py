@@ -36,6 +36,8 @@ def build_or_stop(root: Path, key: str = "build", label: str = "Build") -> Build
         st.info("No finished build under the data root. Run `curate build --mix RECIPE --out DATA_ROOT/NAME`.")
         st.stop()
     wanted = st.query_params.get(key)
+    if wanted is not None and wanted not in ready:
+        st.warning("The build named in the URL is not a finished build under the data root; showing another.")
     index = ready.index(wanted) if wanted in ready else 0
     name = st.selectbox(label, ready, index=index, key=f"select-{key}")
     try:

@@ -77,6 +77,12 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert "No training runs" in runs.info[0].value
 
 
+def test_a_build_path_from_the_url_cannot_escape(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _run("pages/1_Builds.py", data_root, monkeypatch, build="../../etc")
+    assert "not a finished build under the data root" in app.warning[-1].value
+    assert app.selectbox[0].value == "demo"
+
+
 def test_missing_data_root_is_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = _run("pages/2_Pairs.py", tmp_path / "absent", monkeypatch)
     assert app.error[0].value == "Cannot open the data root."
