@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from PIL import Image
 
+from curation.sql import sql_literal
+
 DATA_ENV = "WORKBENCH_DATA"
 SORTS = {
     "input order": "source, source_row",
@@ -96,7 +98,9 @@ class Build:
         )
         for name_, relative in views:
             if (self.path / relative).is_file():
-                self.db.execute(f"CREATE VIEW {name_} AS SELECT * FROM read_parquet('{self.path / relative}')")
+                self.db.execute(
+                    f"CREATE VIEW {name_} AS SELECT * FROM read_parquet({sql_literal(self.path / relative)})"
+                )
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         cursor = self.db.execute(query, params or [])
@@ -155,7 +159,7 @@ class Build:
 
     def _cluster_sizes(self) -> str:
         """SQL: per surviving pair, how many duplicates (any dedupe op) were removed in its favour."""
-        files = [f"'{p}'" for p in sorted((self.path / "dups").glob("*.parquet"))]
+        files = [f"{sql_literal(p)}" for p in sorted((self.path / "dups").glob("*.parquet"))]
         if not files:
             return "SELECT NULL::VARCHAR AS pair_id, 0 AS removed WHERE false"
         return (
@@ -179,10 +183,12 @@ class Build:
     def signals(self, pair_id: str, prompt_id: str) -> dict[str, list[dict[str, Any]]]:
         out = {}
         for path in sorted((self.path / "signals").glob("*.parquet")):
-            columns = [c[0] for c in self.db.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
+            columns = [
+                c[0] for c in self.db.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_literal(path)})").fetchall()
+            ]
             key, value = ("pair_id", pair_id) if "pair_id" in columns else ("prompt_id", prompt_id)
             if key in columns:
-                found = self.rows(f"SELECT * FROM read_parquet('{path}') WHERE {key} = ?", [value])
+                found = self.rows(f"SELECT * FROM read_parquet({sql_literal(path)}) WHERE {key} = ?", [value])
                 if found:
                     out[path.stem] = found
         return out
@@ -192,7 +198,8 @@ class Build:
         out = []
         for path in sorted((self.path / "dups").glob("*.parquet")):
             out += self.rows(
-                f"SELECT *, '{path.stem}' AS op FROM read_parquet('{path}') WHERE pair_id = ? OR survivor_pair_id = ?",
+                f"SELECT *, {sql_literal(path.stem)} AS op FROM read_parquet({sql_literal(path)}) "
+                "WHERE pair_id = ? OR survivor_pair_id = ?",
                 [pair_id, pair_id],
             )
         return out
@@ -210,7 +217,7 @@ class Build:
 
     def duplicates(self, limit: int = 200) -> list[dict[str, Any]]:
         """Removed duplicates beside their kept survivors (prompt and chosen of both), with the similarity."""
-        files = [f"'{p}'" for p in sorted((self.path / "dups").glob("*.parquet"))]
+        files = [f"{sql_literal(p)}" for p in sorted((self.path / "dups").glob("*.parquet"))]
         if not files:
             return []
         text = "array_to_string(list_transform({0}.prompt, lambda m: m.content), chr(10))"
@@ -234,7 +241,9 @@ class Build:
         path = self.path / "contamination" / "contamination.parquet"
         if not path.is_file():
             return []
-        return self.rows(f"SELECT * FROM read_parquet('{path}') ORDER BY source, source_row LIMIT ?", [limit])
+        return self.rows(
+            f"SELECT * FROM read_parquet({sql_literal(path)}) ORDER BY source, source_row LIMIT ?", [limit]
+        )
 
     def length_bias(self) -> list[dict[str, Any]]:
         return self.rows(

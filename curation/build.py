@@ -33,6 +33,7 @@ from curation.recipe import Recipe, SourceSpec
 from curation.schema import PAIR_SCHEMA
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
+from curation.sql import sql_literal
 
 PARALLEL_INGEST_BYTES = 64 * 2**20
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
@@ -100,8 +101,8 @@ class Builder:
         shutil.rmtree(db_dir, ignore_errors=True)
         db_dir.mkdir(parents=True)
         self.db = duckdb.connect()
-        self.db.execute(f"SET temp_directory = '{db_dir}'")  # beyond the memory limit, DuckDB spills here
-        self.db.execute(f"SET memory_limit = '{self.memory_limit}'")
+        self.db.execute(f"SET temp_directory = {sql_literal(db_dir)}")  # beyond the memory limit, DuckDB spills here
+        self.db.execute(f"SET memory_limit = {sql_literal(self.memory_limit)}")
         self.db.execute("SET preserve_insertion_order = true")
         if self.workers:
             self.db.execute(f"SET threads = {int(self.workers)}")
@@ -117,7 +118,7 @@ class Builder:
         """Move the live rows selected by `query` (row_key, reason, detail) to `removed`."""
         self.db.execute(f"CREATE OR REPLACE TEMP TABLE step AS SELECT DISTINCT ON (row_key) * FROM ({query})")
         self.db.execute(
-            f"""INSERT INTO removed SELECT p.source, p.source_row, p.pair_id, '{stage}', s.reason, s.detail
+            f"""INSERT INTO removed SELECT p.source, p.source_row, p.pair_id, {sql_literal(stage)}, s.reason, s.detail
                 FROM step s JOIN pairs p USING (row_key) ORDER BY p.row_key"""
         )
         self.db.execute("DELETE FROM live WHERE row_key IN (SELECT row_key FROM step)")
@@ -173,8 +174,9 @@ class Builder:
             target = self.tmp / "work" / "ingest" / spec.name
             self.ingested[spec.name] = self._ingest_one(spec, target)
             selects.append(
-                f"""SELECT ({index}::BIGINT << 40) + file_row_number AS row_key, * REPLACE ('{spec.name}' AS source)
-                    FROM read_parquet('{target / "pairs.parquet"}', file_row_number = true)"""
+                f"""SELECT ({index}::BIGINT << 40) + file_row_number AS row_key,
+                           * REPLACE ({sql_literal(spec.name)} AS source)
+                    FROM read_parquet({sql_literal(target / "pairs.parquet")}, file_row_number = true)"""
             )
         for spec in self.recipe.benchmarks:
             target = self.tmp / "work" / "benchmarks" / spec.name
@@ -187,7 +189,9 @@ class Builder:
             "CREATE TABLE removed (source VARCHAR, source_row VARCHAR, pair_id VARCHAR, stage VARCHAR, "
             "reason VARCHAR, detail VARCHAR)"
         )
-        images = [f"'{self.tmp / 'work' / 'ingest' / s.name / 'images.parquet'}'" for s in self.recipe.sources]
+        images = [
+            f"{sql_literal(self.tmp / 'work' / 'ingest' / s.name / 'images.parquet')}" for s in self.recipe.sources
+        ]
         self.db.execute(
             f"CREATE TABLE images AS SELECT DISTINCT ON (sha256) * FROM read_parquet([{', '.join(images)}]) "
             "ORDER BY sha256"
@@ -258,8 +262,8 @@ class Builder:
             row_group_size=IMAGE_ROW_GROUP,
         )
         ingest_rejects = [
-            f"SELECT '{s.name}' AS source, source_row, NULL AS pair_id, stage, reason, detail "
-            f"FROM read_parquet('{self.tmp / 'work' / 'ingest' / s.name / 'rejects.parquet'}')"
+            f"SELECT {sql_literal(s.name)} AS source, source_row, NULL AS pair_id, stage, reason, detail "
+            f"FROM read_parquet({sql_literal(self.tmp / 'work' / 'ingest' / s.name / 'rejects.parquet')})"
             for s in self.recipe.sources
         ]
         self.ctx.copy(
@@ -294,7 +298,9 @@ class Builder:
             # The invariant: rows read = paired + rejected; pairs ingested = kept + removed by reason.
             entry["balanced"] = summary.balanced and entry["kept"] == mix["selected"]
             per_source[spec.name] = entry
-        images = self.ctx.rows(f"SELECT count(*) FROM read_parquet('{self.tmp / 'images' / 'images.parquet'}')")
+        images = self.ctx.rows(
+            f"SELECT count(*) FROM read_parquet({sql_literal(self.tmp / 'images' / 'images.parquet')})"
+        )
         return {
             "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256, "text": self.recipe.text},
             "seed": self.recipe.seed,

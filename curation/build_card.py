@@ -7,6 +7,8 @@ from typing import Any
 
 import duckdb
 
+from curation.sql import sql_literal
+
 
 def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(source, step, count) rows: ingested, each removal reason by stage, kept, in shards."""
@@ -73,7 +75,7 @@ def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection) -> list
         return ["The recipe does not decontaminate against any benchmark."]
     rows = db.execute(
         f"""SELECT benchmark, source, method, count(*), count(DISTINCT benchmark_row)
-            FROM read_parquet('{path}') GROUP BY ALL ORDER BY ALL"""
+            FROM read_parquet({sql_literal(path)}) GROUP BY ALL ORDER BY ALL"""
     ).fetchall()
     if not rows:
         return ["No training pair matched a benchmark prompt."]

@@ -17,6 +17,7 @@ from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
+from curation.sql import sql_literal
 
 app = typer.Typer(help="Curate multimodal preference data for reward models.", no_args_is_help=True)
 console = Console()
@@ -229,7 +230,8 @@ def show(
         table = ipc.open_stream(pa.memory_map(shard)).read_all()
         rows += table.filter(pc.equal(table["pair_id"], pair_id)).to_pylist()
     removed = db.execute(
-        f"SELECT * FROM read_parquet('{build_dir / 'rejects' / 'rejects.parquet'}') WHERE pair_id = ?", [pair_id]
+        f"SELECT * FROM read_parquet({sql_literal(build_dir / 'rejects' / 'rejects.parquet')}) WHERE pair_id = ?",
+        [pair_id],
     ).fetchall()
     if not rows and not removed:
         _fail(f"no pair {pair_id} in {build_dir}")
@@ -247,11 +249,13 @@ def show(
     keys = {"pair_id": pair_id, "prompt_id": prompt_ids[0] if prompt_ids else None}
     for signal_file in sorted((build_dir / "signals").glob("*.parquet")):
         # Signals are keyed by pair or by prompt, depending on what the op scores.
-        columns = [c[0] for c in db.execute(f"DESCRIBE SELECT * FROM read_parquet('{signal_file}')").fetchall()]
+        columns = [
+            c[0] for c in db.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_literal(signal_file)})").fetchall()
+        ]
         key = next((k for k in ("pair_id", "prompt_id") if k in columns and keys[k]), None)
         if key is None:
             continue
-        cursor = db.execute(f"SELECT * FROM read_parquet('{signal_file}') WHERE {key} = ?", [keys[key]])
+        cursor = db.execute(f"SELECT * FROM read_parquet({sql_literal(signal_file)}) WHERE {key} = ?", [keys[key]])
         for values in cursor.fetchall():
             signal = dict(zip([c[0] for c in cursor.description], values, strict=True))
             console.print(Text(f"signals/{signal_file.stem}: ", style="bold") + Text(str(signal)))

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import duckdb
 
+from curation.sql import sql_literal
+
 if TYPE_CHECKING:
     from curation.recipe import Recipe
 
@@ -35,12 +37,12 @@ class BuildContext:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
         groups = f", ROW_GROUP_SIZE {row_group_size}" if row_group_size else ""
-        self.db.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd{groups})")
+        self.db.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd{groups})")
         tmp.replace(path)
 
     def hash_order(self, *parts: str) -> str:
         """A stable, process-independent order: md5 over content and the seed (never DuckDB's hash())."""
-        return "md5(" + " || ':' || ".join([*parts, f"'{self.recipe.seed}'"]) + ")"
+        return "md5(" + " || ':' || ".join([*parts, f"{sql_literal(self.recipe.seed)}"]) + ")"
 
 
 class Op:

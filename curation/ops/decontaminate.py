@@ -26,6 +26,7 @@ from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units
 from curation.perceptual import close_pairs, phash
 from curation.shingles import shingle
+from curation.sql import sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
 CANDIDATE_DISTANCE = 12
@@ -52,7 +53,7 @@ def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
         rows = ctx.rows(
             f"""SELECT prompt_id, any_value({PROMPT_TEXT}),
                        any_value(array_to_string(images, ',')), min(source_row)
-                FROM read_parquet('{folder / "pairs.parquet"}') GROUP BY prompt_id ORDER BY 4"""
+                FROM read_parquet({sql_literal(folder / "pairs.parquet")}) GROUP BY prompt_id ORDER BY 4"""
         )
         frames.append(
             pl.DataFrame(rows, schema=["prompt_id", "text", "images", "row"], orient="row").with_columns(
@@ -137,7 +138,11 @@ class Decontaminate(Op):
                   "USING (sha256)"]
         )  # fmt: skip
         bench_hashes = _image_hashes(
-            ctx, [f"SELECT sha256, bytes FROM read_parquet('{f / 'images.parquet'}')" for f in ctx.benchmarks.values()]
+            ctx,
+            [
+                f"SELECT sha256, bytes FROM read_parquet({sql_literal(f / 'images.parquet')})"
+                for f in ctx.benchmarks.values()
+            ],
         )
         train_by_image: dict[str, list[int]] = defaultdict(list)
         for i, images in enumerate(train["images"].to_list()):
@@ -192,7 +197,7 @@ class Decontaminate(Op):
             f"""CREATE OR REPLACE TEMP TABLE contamination AS
                 SELECT DISTINCT ON (p.row_key) p.row_key, p.pair_id, p.source, p.source_row, s.benchmark,
                        s.benchmark_row, s.benchmark_prompt, {method} AS method, s.overlap, s.image_distance
-                FROM live_pairs p JOIN read_parquet('{signals}') s USING (prompt_id)
+                FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (prompt_id)
                 WHERE {rule} ORDER BY p.row_key, s.exact DESC, s.overlap DESC, s.benchmark, s.benchmark_row"""
         )
         ctx.copy(

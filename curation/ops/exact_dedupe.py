@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.ops.base import BuildContext, Op
+from curation.sql import sql_literal
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ExactDedupe(Op):
         ctx.copy(
             f"""SELECT pair_id, source, source_row, pair_id AS survivor_pair_id, survivor_source, survivor_row,
                        'exact' AS method, 1.0 AS similarity
-                FROM read_parquet('{signals}') WHERE copy > 1 ORDER BY pair_id, source, source_row""",
+                FROM read_parquet({sql_literal(signals)}) WHERE copy > 1 ORDER BY pair_id, source, source_row""",
             ctx.root / "dups" / "exact_dedupe.parquet",
         )
 
@@ -42,7 +43,7 @@ class ExactDedupe(Op):
         queries = [
             f"""SELECT row_key, 'exact duplicate' AS reason,
                        'same pair as ' || survivor_source || ' ' || survivor_row AS detail
-                FROM read_parquet('{signals}') WHERE copy > 1"""
+                FROM read_parquet({sql_literal(signals)}) WHERE copy > 1"""
         ]
         if params.max_pairs_per_prompt is not None:
             # Runs after the duplicates are gone (the runner applies queries in order).

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from curation.ops.base import BuildContext, Op
+from curation.sql import sql_literal
 
 
 @dataclass(frozen=True)
@@ -115,5 +116,5 @@ class Filters(Op):
         where = " OR ".join(f"coalesce({c}, false)" for c, _, _ in active)
         return [
             f"""SELECT p.row_key, {reason} AS reason, {detail} AS detail
-                FROM live_pairs p JOIN read_parquet('{signals}') s USING (pair_id) WHERE {where}"""
+                FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (pair_id) WHERE {where}"""
         ]

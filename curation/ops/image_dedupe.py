@@ -17,6 +17,7 @@ from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import prompt_units, write_clusters
 from curation.perceptual import as_signed, as_unsigned, close_pairs, phash
 from curation.shingles import words
+from curation.sql import sql_literal
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ImageDedupe(Op):
         live_image_hashes(ctx, signals, params.hash_size)
 
     def decide(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> list[str]:
-        hashes = {sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT * FROM read_parquet('{signals}')")}
+        hashes = {sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)})")}
         bits = params.hash_size**2
         # Images in order of first use, so every cluster's representative is the first-seen image.
         first_use = ctx.rows(

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from curation.ops.base import BuildContext, Op
 from curation.shingles import band_keys, jaccard, lsh_params, minhash, shingle
+from curation.sql import sql_literal
 
 # A prompt's text for matching: all turns, without the image placeholders (images are compared on their own).
 PROMPT_TEXT = "array_to_string(list_transform(prompt, lambda m: replace(m.content, '<image>', '')), chr(10))"
@@ -114,7 +115,7 @@ class NearDedupe(Op):
         ctx.db.unregister("near_edges")
 
     def decide(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> list[str]:
-        edges = ctx.rows(f"SELECT * FROM read_parquet('{signals}') WHERE jaccard >= {params.threshold}")
+        edges = ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)}) WHERE jaccard >= {params.threshold}")
         clusters = star_clusters(ctx, edges, params.max_cluster)
         write_clusters(ctx, clusters, "near_dedupe", "minhash-jaccard")
         return [
@@ -182,7 +183,7 @@ def write_clusters(ctx: BuildContext, members: list[tuple[str, str, float]], nam
     ctx.db.unregister("member_list")
     ctx.copy(
         f"""SELECT p.pair_id, p.source, p.source_row, c.survivor_pair_id, c.survivor_source, c.survivor_row,
-                   '{method}' AS method, c.similarity
+                   {sql_literal(method)} AS method, c.similarity
             FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id
             ORDER BY p.pair_id, p.source, p.source_row""",
         ctx.root / "dups" / f"{name}.parquet",

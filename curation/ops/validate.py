@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.ops.base import BuildContext, Op
+from curation.sql import sql_literal
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Validate(Op):
                        ELSE 'image too large' END AS reason,
                   'chosen ' || s.chosen_chars || ' chars, rejected ' || s.rejected_chars || ' chars, largest image '
                     || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
-               FROM live_pairs p JOIN read_parquet('{signals}') s USING (pair_id)
+               FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (pair_id)
                WHERE s.chosen_chars < {short} OR s.rejected_chars < {short}
                   OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
         ]
