@@ -156,7 +156,8 @@ class Builder:
         self.on_stage(f"ingest {spec.name}")
         adapter = get_adapter(spec.adapter)(spec.options, ReadOptions(spec.config, spec.split, spec.revision))
         root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
-        summary = ingest(adapter, spec.path, target, root, workers=self._ingest_workers(spec))
+        max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
+        summary = ingest(adapter, spec.path, target, root, max_pixels=max_pixels, workers=self._ingest_workers(spec))
         done.write_text(json.dumps(summary.as_dict()))
         return summary
 

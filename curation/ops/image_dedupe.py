@@ -25,6 +25,12 @@ class ImageDedupeParams:
     max_distance: int = 4  # Hamming distance between 64-bit perceptual hashes
     hash_size: int = 8
 
+    def check(self) -> None:
+        if not 2 <= self.hash_size <= 8:
+            raise ValueError("hash_size must be 2..8 (hashes of up to 64 bits are stored)")
+        if not 0 <= self.max_distance < self.hash_size**2:
+            raise ValueError(f"max_distance must be 0..{self.hash_size**2 - 1}")
+
 
 def live_image_hashes(ctx: BuildContext, signals: Path, hash_size: int) -> None:
     """Write (sha256, phash) for every image of the live pairs."""

@@ -36,12 +36,18 @@ class NearDedupeParams:
     candidate_threshold: float = 0.6  # LSH tuning and the lowest Jaccard stored as a signal
     max_cluster: int = 1000
 
+    def check(self) -> None:
+        if not 0 < self.candidate_threshold <= self.threshold <= 1:
+            raise ValueError("need 0 < candidate_threshold <= threshold <= 1 (signals hold only pairs above the first)")
+        if self.ngram < 1 or self.num_perm < 2 or self.max_cluster < 2:
+            raise ValueError("ngram >= 1, num_perm >= 2 and max_cluster >= 2")
+
 
 def prompt_units(ctx: BuildContext) -> pl.DataFrame:
     """Distinct live prompts: prompt_id, text (all turns), images key, priority (first row_key)."""
     table = ctx.db.sql(
-        f"""SELECT prompt_id, any_value({PROMPT_TEXT}) AS text,
-                  any_value(array_to_string(images, ',')) AS images, min(row_key) AS priority
+        f"""SELECT prompt_id, min({PROMPT_TEXT}) AS text,
+                  min(array_to_string(images, ',')) AS images, min(row_key) AS priority
            FROM live_pairs GROUP BY prompt_id ORDER BY priority"""
     ).to_arrow_table()
     return pl.from_arrow(table)  # type: ignore[return-value]

@@ -10,14 +10,15 @@ from __future__ import annotations
 from curation.ops.base import BuildContext
 
 # Anything the rewrite below would change; most texts match nothing, and a match test is ~10x cheaper.
-NEEDS_REWRITE = "'[\\t\\r\\f\\v]|  | \\n|\\n |\\n\\n\\n|^ | $'"
+NEEDS_REWRITE = "'[\\t\\r\\f\\v]|  | \\n|\\n |\\n\\n\\n|^\\s|\\s$'"
 
 
 def normalized(column: str) -> str:
     """SQL for the normalized form of a text column or expression."""
     spaces = f"regexp_replace(nfc_normalize({column}), '[ \\t\\r\\f\\v]+', ' ', 'g')"
     lines = f"regexp_replace({spaces}, ' ?\\n ?', chr(10), 'g')"
-    rewrite = f"trim(regexp_replace({lines}, '\\n{{3,}}', chr(10) || chr(10), 'g'))"
+    blank_lines = f"regexp_replace({lines}, '\\n{{3,}}', chr(10) || chr(10), 'g')"
+    rewrite = f"regexp_replace({blank_lines}, '^\\s+|\\s+$', '', 'g')"  # trim() would strip spaces only
     return f"CASE WHEN regexp_matches({column}, {NEEDS_REWRITE}) THEN {rewrite} ELSE nfc_normalize({column}) END"
 
 

@@ -31,6 +31,10 @@ class SemanticDedupeParams:
     candidate_similarity: float = 0.85
     max_cluster: int = 1000
 
+    def check(self) -> None:
+        if not 0 < self.candidate_similarity <= self.threshold <= 1:
+            raise ValueError("need 0 < candidate_similarity <= threshold <= 1")
+
 
 def load_encoder(model: str):  # type: ignore[no-untyped-def]
     """A SentenceTransformer; remote code is never trusted."""

@@ -27,12 +27,13 @@ class Validate(Op):
     thresholds = frozenset({"max_pixels", "min_answer_chars"})
 
     def score(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> None:
+        # Per row: copies of one pair_id may differ in whitespace, so their lengths may too.
         ctx.copy(
-            """SELECT p.pair_id, any_value(length(p.chosen)) AS chosen_chars,
-                       any_value(length(p.rejected)) AS rejected_chars,
-                       max(i.width::BIGINT * i.height) AS max_image_pixels
-                FROM pairs p LEFT JOIN (SELECT row_key, unnest(images) AS sha256 FROM pairs) u USING (row_key)
-                LEFT JOIN images i USING (sha256) GROUP BY p.pair_id ORDER BY p.pair_id""",
+            """SELECT p.row_key, any_value(p.pair_id) AS pair_id, any_value(length(p.chosen)) AS chosen_chars,
+                      any_value(length(p.rejected)) AS rejected_chars,
+                      max(i.width::BIGINT * i.height) AS max_image_pixels
+               FROM live_pairs p LEFT JOIN (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) u USING (row_key)
+               LEFT JOIN images i USING (sha256) GROUP BY p.row_key ORDER BY p.row_key""",
             signals,
         )
 
@@ -45,7 +46,7 @@ class Validate(Op):
                        ELSE 'image too large' END AS reason,
                   'chosen ' || s.chosen_chars || ' chars, rejected ' || s.rejected_chars || ' chars, largest image '
                     || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
-               FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (pair_id)
+               FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (row_key)
                WHERE s.chosen_chars < {short} OR s.rejected_chars < {short}
                   OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
         ]

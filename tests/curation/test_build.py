@@ -98,6 +98,12 @@ def test_ties_removed_only_when_the_recipe_says_so(tmp_path: Path) -> None:
             r"r.yaml:2: unknown adapter 'hh_rlhf_typo' \(did you mean 'hh_rlhf'\?\)",
         ),
         ("sources:\n  hh_rlhf: {path: d.jsonl, options: {policy: x}}\n", r"unknown option\(s\) policy"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filters: {regex: ['(?=x)']}\n", r"not a valid RE2 pattern"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nshards: {rows_per_shard: 0}\n", r"r.yaml:3: rows_per_shard must be"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  image_dedupe: {hash_size: 16}\n", r"hash_size must be"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  near_dedupe: {threshold: 0.5}\n", r"candidate_threshold <="),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  decontaminate: {min_cosine: 0.5}\n", r"min_cosine must be"),
+        ('sources:\n  "bob\'s": {adapter: hh_rlhf, path: d.jsonl}\n', r"r.yaml:2: source name \"bob's\" may hold only"),
     ],
 )
 def test_recipe_mistakes_name_the_line(tmp_path: Path, text: str, message: str) -> None:

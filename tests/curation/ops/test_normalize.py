@@ -14,6 +14,9 @@ from curation.ops.normalize import normalized
         ("x \n y", "x\ny"),
         ("Cafe\u0301", "Caf\u00e9"),  # NFC even when no whitespace needs rewriting
         ("Cafe\u0301  au lait", "Caf\u00e9 au lait"),
+        ("\n", ""),  # an answer of newlines only is empty (and then fails validation)
+        ("Hello\n", "Hello"),
+        ("\n\tIndented start", "Indented start"),
     ],
 )
 def test_normalized_sql(text: str, expected: str) -> None:
