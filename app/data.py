@@ -19,11 +19,13 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from PIL import Image
 
+from curation.lookup import pair_signals
 from curation.sql import sql_literal
 
 DATA_ENV = "WORKBENCH_DATA"
 SORTS = {
-    "input order": "source, source_row",
+    "input order": "source, regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
+    "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)",
     "longest chosen": "length(chosen) DESC",
     "highest margin": "margin DESC NULLS LAST",
     "largest length ratio": "length(chosen) / greatest(length(rejected), 1) DESC",
@@ -131,9 +133,10 @@ class Build:
             where.append(f"modality IN ({', '.join('?' * len(modalities))})")
             params += modalities
         if search:
-            in_prompt = "list_contains(list_transform(prompt, lambda m: m.content ILIKE ?), true)"
-            where.append(f"(chosen ILIKE ? OR rejected ILIKE ? OR {in_prompt})")
-            params += [f"%{search}%"] * 3
+            # A plain substring, case-insensitive (no LIKE wildcards: "snake_case" means what it says).
+            in_prompt = "list_contains(list_transform(prompt, lambda m: contains(lower(m.content), ?)), true)"
+            where.append(f"(contains(lower(chosen), ?) OR contains(lower(rejected), ?) OR {in_prompt})")
+            params += [search.lower()] * 3
         if categories:
             where.append(f"category IN ({', '.join('?' * len(categories))})")
             params += categories
@@ -181,17 +184,7 @@ class Build:
         return image
 
     def signals(self, pair_id: str, prompt_id: str) -> dict[str, list[dict[str, Any]]]:
-        out = {}
-        for path in sorted((self.path / "signals").glob("*.parquet")):
-            columns = [
-                c[0] for c in self.db.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_literal(path)})").fetchall()
-            ]
-            key, value = ("pair_id", pair_id) if "pair_id" in columns else ("prompt_id", prompt_id)
-            if key in columns:
-                found = self.rows(f"SELECT * FROM read_parquet({sql_literal(path)}) WHERE {key} = ?", [value])
-                if found:
-                    out[path.stem] = found
-        return out
+        return pair_signals(self.db, self.path, pair_id, prompt_id)
 
     def cluster(self, pair_id: str) -> list[dict[str, Any]]:
         """Duplicates removed in favour of this pair, or the survivor this pair lost to."""
@@ -228,11 +221,15 @@ class Build:
                        coalesce({text.format("k")}, {text.format("g")}) AS survivor_prompt,
                        coalesce(k.chosen, g.chosen) AS survivor_chosen
                 FROM read_parquet([{", ".join(files)}]) d
-                LEFT JOIN removed_pairs r ON r.pair_id = d.pair_id AND r.source = d.source
-                     AND r.source_row = d.source_row
-                LEFT JOIN (SELECT DISTINCT ON (source, source_row) * FROM pairs) k
-                     ON k.source = d.survivor_source AND k.source_row = d.survivor_row
-                LEFT JOIN removed_pairs g ON g.source = d.survivor_source AND g.source_row = d.survivor_row
+                LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
+                           ORDER BY pair_id, source, source_row) r
+                     ON r.pair_id = d.pair_id AND r.source = d.source AND r.source_row = d.source_row
+                LEFT JOIN (SELECT DISTINCT ON (pair_id) * FROM pairs ORDER BY pair_id, source, source_row) k
+                     ON k.pair_id = d.survivor_pair_id
+                LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
+                           ORDER BY pair_id, source, source_row) g
+                     ON g.pair_id = d.survivor_pair_id AND g.source = d.survivor_source
+                     AND g.source_row = d.survivor_row
                 ORDER BY d.method, d.source, d.source_row LIMIT ?""",
             [limit],
         )
@@ -331,4 +328,4 @@ def diff_builds(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 
 def list_runs(root: Path) -> list[Path]:
     """Training runs under the data root: folders with a metrics.jsonl."""
-    return sorted(p.parent for p in root.glob("**/metrics.jsonl") if p.parent.is_relative_to(root))
+    return sorted(p.parent for p in root.glob("**/metrics.jsonl") if p.resolve().parent.is_relative_to(root))

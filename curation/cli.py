@@ -15,6 +15,7 @@ from rich.text import Text
 from curation.errors import InputError
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
+from curation.lookup import pair_signals
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
 from curation.sql import sql_literal
@@ -245,20 +246,16 @@ def show(
         console.print(Text(f"source {pair['source']} {pair['source_row']}, images {pair['images']}"))
     for source, source_row, _, stage, reason, detail in removed:
         console.print(Text(f"removed from {source} {source_row} at {stage}: {reason} ({detail})", style="yellow"))
-    prompt_ids = [pair["prompt_id"] for pair in rows[:1]]
-    keys = {"pair_id": pair_id, "prompt_id": prompt_ids[0] if prompt_ids else None}
-    for signal_file in sorted((build_dir / "signals").glob("*.parquet")):
-        # Signals are keyed by pair or by prompt, depending on what the op scores.
-        columns = [
-            c[0] for c in db.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_literal(signal_file)})").fetchall()
-        ]
-        key = next((k for k in ("pair_id", "prompt_id") if k in columns and keys[k]), None)
-        if key is None:
-            continue
-        cursor = db.execute(f"SELECT * FROM read_parquet({sql_literal(signal_file)}) WHERE {key} = ?", [keys[key]])
-        for values in cursor.fetchall():
-            signal = dict(zip([c[0] for c in cursor.description], values, strict=True))
-            console.print(Text(f"signals/{signal_file.stem}: ", style="bold") + Text(str(signal)))
+    prompt_id = rows[0]["prompt_id"] if rows else None
+    removed_pairs = build_dir / "rejects" / "removed_pairs.parquet"
+    if prompt_id is None and removed_pairs.is_file():
+        found = db.execute(
+            f"SELECT prompt_id FROM read_parquet({sql_literal(removed_pairs)}) WHERE pair_id = ? LIMIT 1", [pair_id]
+        ).fetchall()
+        prompt_id = found[0][0] if found else None
+    for name, signal_rows in pair_signals(db, build_dir, pair_id, prompt_id).items():
+        for signal in signal_rows:
+            console.print(Text(f"signals/{name}: ", style="bold") + Text(str(signal)))
 
 
 def main() -> None:

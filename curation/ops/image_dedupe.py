@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import prompt_units, write_clusters
-from curation.perceptual import as_signed, as_unsigned, close_pairs, phash
+from curation.perceptual import as_signed, as_unsigned, close_pairs, hamming, phash
 from curation.shingles import words
 from curation.sql import sql_literal
 
@@ -79,16 +79,20 @@ class ImageDedupe(Op):
             for other, distance in sorted(neighbours.get(sha, []), key=lambda x: rank[x[0]]):
                 representative.setdefault(other, (sha, distance))
         units = prompt_units(ctx).filter(pl.col("images") != "")
-        survivors: dict[tuple[str, tuple[str, ...]], str] = {}
+        # Prompts with equal text whose images share clusters are candidates; a prompt is a duplicate only of a
+        # survivor whose images are each within max_distance of its own (two members of one cluster may not be).
+        survivors: dict[tuple[str, tuple[str, ...]], list[tuple[str, list[str]]]] = {}
         members = []
         for prompt_id, text, images in units.select("prompt_id", "text", "images").iter_rows():
-            reps = [representative[sha] for sha in images.split(",")]
-            key = (" ".join(words(text)), tuple(rep for rep, _ in reps))
-            if key not in survivors:
-                survivors[key] = prompt_id
-            elif survivors[key] != prompt_id:
-                worst = max(distance for _, distance in reps)
-                members.append((prompt_id, survivors[key], 1 - worst / bits))
+            shas = images.split(",")
+            key = (" ".join(words(text)), tuple(representative[sha][0] for sha in shas))
+            for survivor, survivor_shas in survivors.get(key, []):
+                distances = [hamming(hashes[a], hashes[b]) for a, b in zip(shas, survivor_shas, strict=True)]
+                if max(distances) <= params.max_distance:
+                    members.append((prompt_id, survivor, 1 - max(distances) / bits))
+                    break
+            else:
+                survivors.setdefault(key, []).append((prompt_id, shas))
         write_clusters(ctx, members, self.name, "phash-hamming")
         return [
             """SELECT p.row_key, 'near-duplicate image' AS reason,

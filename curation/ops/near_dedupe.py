@@ -77,7 +77,11 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(in_bucket)
         bucket = np.cumsum(np.concatenate([[True], ordered[1:] != ordered[:-1]]))[rows]
         members = order[rows]
-        # A member pairs with at most MAX_BUCKET_PAIRS earlier members of its bucket.
+        # Every member pairs with its bucket's first (earliest) member, so a big bucket still forms one star...
+        first = np.concatenate([[True], bucket[1:] != bucket[:-1]])
+        head = members[np.maximum.accumulate(np.where(first, np.arange(len(members)), 0))]
+        found.append(np.stack([head[~first], members[~first]], axis=1))
+        # ...and with at most MAX_BUCKET_PAIRS earlier members.
         for offset in range(1, MAX_BUCKET_PAIRS + 1):
             if offset >= len(members):
                 break

@@ -137,3 +137,7 @@ def test_stats_and_show_commands(demo_recipe: Path, tmp_path: Path) -> None:
     )
     result = runner.invoke(app, ["show", str(tmp_path / "b"), tie["pair_id"]], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "at filters: tie" in result.output
+    near = next(r for r in pq.read_table(tmp_path / "b" / "rejects" / "rejects.parquet").to_pylist()
+                if r["stage"] == "near_dedupe")  # fmt: skip
+    result = runner.invoke(app, ["show", str(tmp_path / "b"), near["pair_id"]], env={"COLUMNS": "300"})
+    assert "signals/near_dedupe" in result.output  # found through the removed pair's prompt

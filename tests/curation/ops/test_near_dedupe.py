@@ -55,14 +55,27 @@ def test_threshold_change_redecides_from_the_same_signals(build_rows: BuildRows)
 
 
 def test_chains_do_not_grow_runaway_clusters(build_rows: BuildRows) -> None:
-    # p0 ~ p1 ~ p2 ... each one edit from the previous, but p0 and p3 are far apart.
+    # p0 ~ p1 ~ p2 ~ p3 ~ p4, each two edits from the previous: p2 is no longer similar to p0.
     chain = [_prompt(1)]
     for k in range(1, 5):
-        chain.append(_edit(chain[-1], [k * 7]))
+        chain.append(_edit(chain[-1], [k * 7, k * 7 + 3]))
+    s = shingle(chain, 3)
+    assert jaccard(s.of(0), s.of(1)) >= 0.7 > jaccard(s.of(0), s.of(2))
     rows = [uf(p, f"answer {i}") for i, p in enumerate(chain)]
-    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {"threshold": 0.8}})
-    for dup in built.table("dups/near_dedupe.parquet"):
-        assert dup["similarity"] >= 0.8  # every member is directly similar to its own survivor
+    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {"threshold": 0.7}})
+    # Star clusters: p0 takes p1; p2 (not similar to p0) survives and takes p3; p4 is similar to p3 only.
+    dups = {d["source_row"]: d["survivor_row"] for d in built.table("dups/near_dedupe.parquet")}
+    assert dups == {"uf.jsonl:1": "uf.jsonl:0", "uf.jsonl:3": "uf.jsonl:2"}
+    assert built.manifest["sources"]["uf"]["kept"] == 3
+
+
+def test_one_big_bucket_forms_one_cluster() -> None:
+    from curation.ops.near_dedupe import candidate_pairs
+
+    keys = np.array([[7]] * 100 + [[8]], dtype=np.uint64)  # 100 prompts share one bucket
+    pairs = {tuple(p) for p in candidate_pairs(keys).tolist()}
+    assert all((0, j) in pairs for j in range(1, 100))  # each is compared with the first
+    assert not any(100 in p for p in pairs)
 
 
 def test_shingles_do_not_depend_on_chunking() -> None:
