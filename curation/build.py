@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from curation.build_card import write_card
 from curation.errors import InputError
 from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
@@ -133,18 +134,18 @@ class Builder:
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
         self._prepare()
-        self._stage("ingest", self._ingest)
-        self._stage("normalize", lambda: normalize_pairs(self.ctx))
-        for name in OPS:
-            self._run_op(name)
-        self._stage("mix", self._mix)
-        self._stage("write", self._write)
-        manifest = self._manifest(round(time.perf_counter() - started, 3))
-        (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
-        from curation.build_card import write_card
-
-        write_card(self.tmp, manifest, self.db)
-        self.db.close()
+        try:
+            self._stage("ingest", self._ingest)
+            self._stage("normalize", lambda: normalize_pairs(self.ctx))
+            for name in OPS:
+                self._run_op(name)
+            self._stage("mix", self._mix)
+            self._stage("write", self._write)
+            manifest = self._manifest(round(time.perf_counter() - started, 3))
+            (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
+            write_card(self.tmp, manifest, self.db)
+        finally:
+            self.db.close()  # also when a guard stops the build: its evidence stays in DIR.partial
         shutil.rmtree(self.tmp / "work")
         os.replace(self.tmp, self.out)
         return manifest

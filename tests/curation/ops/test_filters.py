@@ -53,3 +53,15 @@ def test_max_tokens_without_a_tokenizer_is_a_recipe_error(tmp_path) -> None:  # 
     (tmp_path / "r.yaml").write_text("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filters:\n    max_tokens: 10\n")
     with pytest.raises(RecipeError, match=r"r.yaml:5: max_tokens needs a tokenizer"):
         load_recipe(tmp_path / "r.yaml")
+
+
+def test_filters_judge_the_surviving_copy(build_rows: BuildRows) -> None:
+    # The same pair from two sources: not a tie in the first-listed (the survivor), a tie in the second.
+    first = [_scored(f"prompt {i}", f"good {i}", f"bad {i}", 8, 2) for i in range(300)]
+    second = [_scored(f"prompt {i}", f"good {i}", f"bad {i}", 5, 5) for i in range(300)]
+    sources = {"a": ("ultrafeedback_binarized", first), "b": ("ultrafeedback_binarized", second)}
+    built = build_rows(sources)
+    assert built.manifest["sources"]["a"]["kept"] == 300  # judged on its own scores, never on b's
+    assert built.manifest["sources"]["b"]["removed"] == {"exact_dedupe": {"exact duplicate": 300}}
+    again = build_rows(sources)
+    assert [s["sha256"] for s in built.manifest["shards"]] == [s["sha256"] for s in again.manifest["shards"]]
