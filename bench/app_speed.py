@@ -1,8 +1,9 @@
 """Time to first render of the workbench's Pairs page and of a filtered query on a large build.
 
-    python -m bench.app_speed --build /tmp/rm-bench/out-1000000-a
+    python -m bench.app_speed --n 1000000 --work /tmp/rm-bench      # generate and build 1M synthetic pairs first
+    python -m bench.app_speed --build /tmp/rm-bench/out-1000000-a    # or measure an existing build
 
-(the build of `bench.build_speed` at 1M pairs, or any build). In one process it measures: opening the build
+In one process it measures: opening the build
 (memory-mapping its shards), the first Pairs page query, a filtered query (source + substring search +
 margin), and the whole Pairs page rendered by Streamlit's AppTest (first run, then a re-run with a filter);
 beside them, a baseline that loads the shards into pandas and filters there.
@@ -28,11 +29,28 @@ def timed(label: str, results: list[tuple[str, float]], fn):  # type: ignore[no-
     return value
 
 
+def make_build(n: int, work: Path) -> Path:
+    """The synthetic collection of `bench.synthetic`, built with every stage (reused when it exists)."""
+    from bench.build_speed import run_build
+    from bench.synthetic import generate
+
+    data, out = work / f"data-{n}", work / f"app-build-{n}"
+    if not (data / "truth.parquet").exists():
+        generate(data, n, n_benchmark=max(1000, n // 40))
+    if not (out / "manifest.json").exists():
+        run_build(data, out, full=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--build", type=Path, required=True)
+    parser.add_argument("--build", type=Path, help="an existing build folder")
+    parser.add_argument(
+        "--n", type=int, default=1_000_000, help="pairs to generate and build when --build is not given"
+    )
+    parser.add_argument("--work", type=Path, default=Path("/tmp/rm-bench"))
     args = parser.parse_args()
-    build_dir = args.build.resolve()
+    build_dir = (args.build or make_build(args.n, args.work)).resolve()
     root, name = build_dir.parent, build_dir.name
     os.environ["WORKBENCH_DATA"] = str(root)
     from streamlit.testing.v1 import AppTest
