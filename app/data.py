@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.ipc as ipc
 from PIL import Image
 
+from curation.io import read_shards
 from curation.lookup import pair_signals
 from curation.sql import sql_literal
 
@@ -89,10 +88,9 @@ class Build:
         except json.JSONDecodeError as exc:
             raise AppError(f"{name}: manifest.json is not valid JSON ({exc})") from None
         self.db = duckdb.connect()
-        tables = [
-            ipc.open_stream(pa.memory_map(str(self.path / s["file"]))).read_all() for s in self.manifest["shards"]
-        ]
-        self.db.register("pairs", pa.concat_tables(tables) if tables else pa.table({}))
+        # Shard paths come from the manifest: each is confined to the data root like any other path.
+        shards = [inside(root, f"{name}/{s['file']}") for s in self.manifest["shards"]]
+        self.db.register("pairs", read_shards(shards))
         views = (
             ("rejects", "rejects/rejects.parquet"),
             ("removed_pairs", "rejects/removed_pairs.parquet"),

@@ -87,11 +87,10 @@ def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection) -> list
 
 
 def _register_shards(db: duckdb.DuckDBPyConnection, shards: list[str]) -> bool:
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
+    from curation.io import read_shards
 
-    tables = [ipc.open_stream(pa.memory_map(p)).read_all() for p in shards]
-    if not tables:
+    table = read_shards(shards)
+    if not table.num_rows:
         return False
-    db.register("shard_rows", pa.concat_tables(tables))
+    db.register("shard_rows", table)
     return True

@@ -222,14 +222,12 @@ def show(
         _fail(f"{build_dir}: not a finished build (no manifest.json)")
     db = duckdb.connect()
     shards = sorted(str(p) for p in (build_dir / "shards").glob("*.arrow"))
-    import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.ipc as ipc
 
-    rows = []
-    for shard in shards:
-        table = ipc.open_stream(pa.memory_map(shard)).read_all()
-        rows += table.filter(pc.equal(table["pair_id"], pair_id)).to_pylist()
+    from curation.io import read_shards
+
+    table = read_shards(shards)
+    rows = table.filter(pc.equal(table["pair_id"], pair_id)).to_pylist()
     removed = db.execute(
         f"SELECT * FROM read_parquet({sql_literal(build_dir / 'rejects' / 'rejects.parquet')}) WHERE pair_id = ?",
         [pair_id],

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}
@@ -52,3 +53,13 @@ class ParquetBatchWriter:
     def abort(self) -> None:
         self._writer.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def read_shards(paths: Iterable[Path | str]) -> pa.Table:
+    """The rows of a build's Arrow shards, memory-mapped (nothing is copied until a query touches it)."""
+    tables = [ipc.open_stream(pa.memory_map(str(path))).read_all() for path in paths]
+    if not tables:
+        from curation.schema import PAIR_SCHEMA
+
+        return PAIR_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
