@@ -9,11 +9,18 @@ exactly on at least one chunk (pigeonhole), so only hashes that share a chunk ar
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import imagehash
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from PIL import Image
+
+from curation.sql import sql_literal
+
+if TYPE_CHECKING:
+    from curation.ops.base import BuildContext
 
 
 def phash(data: bytes, hash_size: int = 8) -> int:
@@ -85,6 +92,38 @@ def _multi_index(left: dict[str, int], right: dict[str, int], max_distance: int,
         if distance <= max_distance:
             found.append((a, b, distance))
     return found
+
+
+def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> dict[str, int]:
+    """Perceptual hashes of images of the build's `images` table, computed once per build and kept in
+    `signals/phash-<hash_size>.parquet` (image_dedupe and decontaminate share it)."""
+    cache = ctx.root / "signals" / f"phash-{hash_size}.parquet"
+    known: dict[str, int] = {}
+    if cache.exists():
+        known = {
+            sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT sha256, phash FROM read_parquet({sql_literal(cache)})")
+        }
+    missing = sorted(set(shas) - set(known))
+    if missing:
+        ctx.db.register("wanted_images", pa.table({"sha256": pa.array(missing, pa.string())}))
+        reader = ctx.db.sql(
+            "SELECT sha256, bytes FROM images SEMI JOIN wanted_images USING (sha256) ORDER BY sha256"
+        ).to_arrow_reader(batch_size=256)
+        for batch in reader:
+            for sha, data in zip(batch.column("sha256").to_pylist(), batch.column("bytes").to_pylist(), strict=True):
+                known[sha] = phash(data, hash_size)
+        ctx.db.unregister("wanted_images")
+        ordered = sorted(known)
+        table = pa.table(
+            {
+                "sha256": pa.array(ordered, pa.string()),
+                "phash": pa.array([as_signed(known[s]) for s in ordered], pa.int64()),
+            }
+        )
+        ctx.db.register("phash_cache", table)
+        ctx.copy("SELECT * FROM phash_cache ORDER BY sha256", cache)
+        ctx.db.unregister("phash_cache")
+    return {sha: known[sha] for sha in shas if sha in known}
 
 
 def as_signed(value: int) -> int:

@@ -24,7 +24,7 @@ import pyarrow as pa
 from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units
-from curation.perceptual import close_pairs, phash
+from curation.perceptual import cached_phashes, close_pairs, phash
 from curation.shingles import shingle
 from curation.sql import sql_literal
 
@@ -87,9 +87,10 @@ def _exact_matches(train: list[str], bench: list[str]) -> list[tuple[int, int]]:
     return list(left.join(right, on="key").sort("i", "j").select("i", "j").iter_rows())
 
 
-def _image_hashes(ctx: BuildContext, sources: list[str]) -> dict[str, int]:
+def _benchmark_image_hashes(ctx: BuildContext) -> dict[str, int]:
     hashes = {}
-    for query in sources:
+    for folder in ctx.benchmarks.values():
+        query = f"SELECT sha256, bytes FROM read_parquet({sql_literal(folder / 'images.parquet')})"
         for batch in ctx.db.sql(query).to_arrow_reader(batch_size=256):
             for sha, data in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
                 hashes[sha] = phash(data)
@@ -144,17 +145,9 @@ class Decontaminate(Op):
             matches.setdefault((i, j), [False, 1.0, None, None])[0] = True
 
         # Images: perceptual hashes of the live training images and the benchmark images.
-        train_hashes = _image_hashes(
-            ctx, ["SELECT sha256, bytes FROM images SEMI JOIN (SELECT unnest(images) AS sha256 FROM live_pairs) "
-                  "USING (sha256)"]
-        )  # fmt: skip
-        bench_hashes = _image_hashes(
-            ctx,
-            [
-                f"SELECT sha256, bytes FROM read_parquet({sql_literal(f / 'images.parquet')})"
-                for f in ctx.benchmarks.values()
-            ],
-        )
+        live_shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM live_pairs ORDER BY 1")]
+        train_hashes = cached_phashes(ctx, live_shas)  # shared with image_dedupe: each image hashed once
+        bench_hashes = _benchmark_image_hashes(ctx)
         train_by_image: dict[str, list[int]] = defaultdict(list)
         for i, images in enumerate(train["images"].to_list()):
             for sha in filter(None, images.split(",")):

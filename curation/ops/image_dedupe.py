@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import prompt_units, write_clusters
-from curation.perceptual import as_signed, as_unsigned, close_pairs, hamming, phash
+from curation.perceptual import as_signed, as_unsigned, cached_phashes, close_pairs, hamming
 from curation.shingles import words
 from curation.sql import sql_literal
 
@@ -34,18 +34,12 @@ class ImageDedupeParams:
 
 def live_image_hashes(ctx: BuildContext, signals: Path, hash_size: int) -> None:
     """Write (sha256, phash) for every image of the live pairs."""
-    reader = ctx.db.sql(
-        "SELECT i.sha256, i.bytes FROM images i SEMI JOIN (SELECT unnest(images) AS sha256 FROM live_pairs) u "
-        "USING (sha256) ORDER BY i.sha256"
-    ).to_arrow_reader(batch_size=256)
-    shas, hashes = [], []
-    for batch in reader:
-        for sha, data in zip(batch.column("sha256").to_pylist(), batch.column("bytes").to_pylist(), strict=True):
-            shas.append(sha)
-            hashes.append(as_signed(phash(data, hash_size)))
-    ctx.db.register(
-        "phash_rows", pa.table({"sha256": pa.array(shas, pa.string()), "phash": pa.array(hashes, pa.int64())})
+    shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM live_pairs ORDER BY 1")]
+    hashes = cached_phashes(ctx, shas, hash_size)
+    table = pa.table(
+        {"sha256": pa.array(shas, pa.string()), "phash": pa.array([as_signed(hashes[s]) for s in shas], pa.int64())}
     )
+    ctx.db.register("phash_rows", table)
     ctx.copy("SELECT * FROM phash_rows ORDER BY sha256", signals)
     ctx.db.unregister("phash_rows")
 
