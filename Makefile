@@ -9,7 +9,7 @@ $(BIN)/curate: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# A venv without torch gets 2.13.0: PyPI's CUDA build on a GPU machine, the CPU wheel cached on CI's image.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,semantic]'
+	$(BIN)/pip install --quiet -e '.[dev,semantic,train]'
 	touch $(BIN)/curate
 
 install: $(BIN)/curate
@@ -18,6 +18,10 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/curate demo --out demo_data
 	rm -rf builds/demo
 	HF_HUB_OFFLINE=1 $(BIN)/curate build --mix mixes/demo.yaml --out builds/demo
+	# A few steps of the tiny offline model, so the workbench's Runs page has a run to show.
+	rm -rf builds/runs/demo-tiny
+	HF_HUB_OFFLINE=1 $(BIN)/trainer fit --shards builds/demo --model tiny --out builds/runs/demo-tiny \
+		--global-batch 8 --micro-batch 4 --epochs 3 --lr 2e-3 --set eval_fraction=0.2
 	$(BIN)/streamlit run app/Home.py --server.headless true --browser.gatherUsageStats false -- --data builds
 
 test: install

@@ -1,11 +1,19 @@
-"""`trainer`: the reward-model trainer's command line (`fit`, `eval`, `score` arrive with the trainer)."""
+"""`trainer`: the reward-model trainer's command line: `fit`, `predict`, `env`.
+
+Under `torchrun`, every process runs `python -m trainer fit ...`; rank 0 writes the run folder.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+
+from curation.errors import InputError
 
 app = typer.Typer(help="Train and evaluate BaseReward reward models.", no_args_is_help=True)
 
@@ -31,6 +39,66 @@ def env() -> None:
     typer.echo(f"cuda available: {torch.cuda.is_available()}")
     for i in range(torch.cuda.device_count()):
         typer.echo(f"  cuda:{i} {torch.cuda.get_device_name(i)}")
+
+
+@app.command()
+def fit(
+    shards: Annotated[list[str], typer.Option(help="A `curate build` folder, optionally DIR=WEIGHT; repeatable.")],
+    out: Annotated[Path, typer.Option(help="The run folder (metrics, checkpoints, final model).")],
+    model: Annotated[str | None, typer.Option(help="`tiny`, a local folder or a Hub id.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML file of FitConfig settings.")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    global_batch: Annotated[int | None, typer.Option()] = None,
+    micro_batch: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other setting as KEY=VALUE; repeatable.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
+) -> None:
+    """Train a BaseReward model on built shards (Bradley-Terry loss)."""
+    from trainer.config import load_config
+    from trainer.fit import TrainingError
+    from trainer.fit import fit as run_fit
+
+    overrides: dict[str, Any] = {"shards": list(shards), "model": model, "lr": lr, "epochs": epochs,
+                                 "max_steps": max_steps, "global_batch": global_batch, "micro_batch": micro_batch,
+                                 "seed": seed}  # fmt: skip
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value
+    try:
+        settings = load_config(config, overrides)
+        last = run_fit(settings, out, resume=resume)
+    except (InputError, TrainingError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    shown = {k: round(v, 4) for k, v in last.items() if k in ("step", "loss", "accuracy", "eval/loss", "eval/accuracy")}
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+        typer.echo(f"done: {out} {shown}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="A run folder or a saved model folder.")],
+    prompt: Annotated[str, typer.Option(help="The user prompt.")],
+    answer: Annotated[list[str], typer.Option(help="An answer to score; repeatable.")],
+    image: Annotated[list[Path] | None, typer.Option(help="An image file for the prompt; repeatable.")] = None,
+) -> None:
+    """Print the reward of each answer to the prompt."""
+    from trainer.predict import load_reward_model, read_images, rewards
+
+    try:
+        reward_model = load_reward_model(model)
+        scores = rewards(reward_model, prompt, list(answer), read_images(list(image or [])))
+    except (OSError, ValueError) as exc:  # missing files, unreadable images, images on a text backbone
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for text, score in zip(answer, scores, strict=True):
+        preview = text if len(text) <= 60 else text[:57] + "..."
+        typer.echo(f"{score:+.4f}\t{preview}")
 
 
 def main() -> None:

@@ -1,0 +1,17 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_trainer_speed_script_runs_both_modes_on_the_tiny_model() -> None:
+    command = [sys.executable, "-m", "bench.trainer_speed", "--size", "tiny", "--pairs", "2", "--steps", "1",
+               "--image", "56", "--answer", "32"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert lines[0]["size"] == "tiny" and lines[0]["patches_per_step"] == 2 * 16
+    assert [line["mode"] for line in lines[1:]] == ["shared", "naive"]
+    assert all(line["pairs/s"] > 0 for line in lines[1:])

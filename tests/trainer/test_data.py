@@ -1,0 +1,122 @@
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tests.trainer.conftest import pair_images, pair_row
+from trainer.backbone import load_backbone
+from trainer.data import SKIP_TOO_LONG, SKIP_VIDEO, Entry, ImageTable, PairData, collate, featurize, weighted
+from trainer.loss import bradley_terry_loss
+from trainer.model import HeadConfig, RewardModel
+
+
+def tiny_model() -> RewardModel:
+    torch.manual_seed(1)
+    return RewardModel(load_backbone("tiny"), HeadConfig(), source="tiny")
+
+
+def test_one_forward_per_pair_equals_separate_forwards() -> None:
+    """Chosen and rejected in one 2-row batch with the image encoded once = two forwards each encoding it."""
+    model = tiny_model()
+    feature = featurize(
+        model.backbone, pair_row("What is shown?", "A red square.", "A cat", images=1), pair_images(1), 512
+    )
+    assert not isinstance(feature, str)
+    batch = collate([feature], model.backbone.pad_token_id)
+    rewards = model(**batch.model_inputs())
+    bradley_terry_loss(rewards[:1], rewards[1:]).backward()
+    joint = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    def alone(ids: list[int]) -> torch.Tensor:
+        n_images = len(feature.image_grid_thw)
+        return model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), feature.pixel_values,
+                     feature.image_grid_thw, list(range(n_images)))  # fmt: skip
+
+    chosen, rejected = alone(feature.chosen), alone(feature.rejected)
+    bradley_terry_loss(chosen, rejected).backward()
+    separate = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert torch.allclose(rewards, torch.cat([chosen, rejected]), atol=1e-6)
+    assert joint.keys() == separate.keys()
+    assert any("visual" in n for n in joint)  # the vision tower is trained through the shared features
+    for name in joint:
+        assert torch.allclose(joint[name], separate[name], atol=1e-6), name
+
+
+def test_mixed_image_and_text_batch_equals_each_pair_alone() -> None:
+    model = tiny_model()
+    model.eval()
+    rows = [pair_row("Hello?", "Hi, how can I help?", "What.", images=0),
+            pair_row("Compare these.", "The first is brighter.", "Same.", images=2),
+            pair_row("And this?", "A pattern of noise.", "A dog.", images=1)]  # fmt: skip
+    features = [
+        featurize(model.backbone, r, pair_images(len(r["images"]), seed=10 * i), 512) for i, r in enumerate(rows)
+    ]
+    with torch.no_grad():
+        together = model(**collate(features, model.backbone.pad_token_id).model_inputs())
+        for i, feature in enumerate(features):
+            alone = model(**collate([feature], model.backbone.pad_token_id).model_inputs())
+            assert torch.allclose(together[[i, 3 + i]], alone, atol=1e-5)
+
+
+def test_text_only_batch_still_runs_the_vision_tower_when_distributed() -> None:
+    """A rank without images must run the ViT and produce (zero) ViT gradients too, or distributed training hangs."""
+    model = tiny_model()
+    model.train()
+    model.backbone.vision_always = True  # what the trainer sets when distributed
+    feature = featurize(model.backbone, pair_row("Hi", "Hello!", "No."), [], 512)
+    batch = collate([feature], model.backbone.pad_token_id)
+    rewards = model(**batch.model_inputs())
+    bradley_terry_loss(rewards[:1], rewards[1:]).backward()
+    visual = [p.grad for p in model.backbone.model.visual.parameters()]
+    assert all(g is not None and not g.any() for g in visual)  # present, and exactly zero
+
+
+def test_too_long_pairs_are_skipped_with_a_reason_and_long_prompts_lose_their_start() -> None:
+    backbone = load_backbone("tiny")
+    long_answer = featurize(backbone, pair_row("Q", "x" * 600, "short"), [], 256)
+    assert long_answer == SKIP_TOO_LONG
+    row = pair_row("p" * 400, "the answer", "another answer")
+    feature = featurize(backbone, row, [], 256)
+    assert not isinstance(feature, str)
+    assert len(feature.chosen) == 256
+    assert backbone.tokenizer.decode(feature.chosen).endswith("the answer<|im_end|>\n")
+    images = featurize(backbone, pair_row("p" * 400, "a", "b", images=1), pair_images(1), 64)
+    assert images == SKIP_TOO_LONG  # image tokens are never cut
+
+
+def test_image_pairs_on_a_text_backbone_and_video_are_counted_not_trained() -> None:
+    backbone = load_backbone("tiny")
+    assert featurize(backbone, {**pair_row("Q", "a", "b"), "modality": "video"}, [], 64) == SKIP_VIDEO
+
+
+def test_weighted_draws_whole_passes_then_a_hash_ordered_remainder() -> None:
+    entries = [Entry(0, i, f"p{i}") for i in range(10)]
+    assert sorted(d.row for d in weighted(entries, 1.0, seed=0)) == list(range(10))
+    drawn = weighted(entries, 2.5, seed=0)
+    assert len(drawn) == 25
+    copies = [sum(1 for d in drawn if d.row == i) for i in range(10)]
+    assert sorted(copies) == [2] * 5 + [3] * 5
+    assert weighted(entries, 0.3, seed=0) == weighted(entries, 0.3, seed=0)
+    assert len(weighted(entries, 0.3, seed=0)) == 3
+
+
+def test_split_and_order_are_deterministic_and_disjoint(demo_build: Path) -> None:
+    a = PairData.open([str(demo_build)], seed=3, eval_fraction=0.3)
+    b = PairData.open([str(demo_build)], seed=3, eval_fraction=0.3)
+    assert a.train == b.train and a.eval == b.eval
+    assert not {e.pair_id for e in a.train} & {e.pair_id for e in a.eval}
+    assert len(a.train) + len(a.eval) == a.builds[0].table.num_rows
+    assert a.epoch_order(0) == b.epoch_order(0) != a.epoch_order(1)
+    two = PairData.open([str(demo_build), f"{demo_build}=0.5"], seed=3, eval_fraction=0.3)
+    assert len(two.train) == len(a.train) + round(0.5 * len(a.train))
+
+
+def test_image_table_finds_every_image_by_hash(demo_build: Path) -> None:
+    path = demo_build / "images" / "images.parquet"
+    table = ImageTable(path)
+    rows = pq.read_table(path).to_pylist()
+    assert rows and all(table.read(r["sha256"]) == r["bytes"] for r in rows)
+    with pytest.raises(KeyError, match="not found"):
+        table.read("0" * 64)

@@ -1,0 +1,153 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import trainer.fit as fit_module
+from tests.conftest import write_image
+from trainer.cli import app
+from trainer.config import FitConfig, load_config
+from trainer.data import SKIP_TOO_LONG, SKIP_VIDEO
+from trainer.fit import Trainer, TrainingError, fit
+from trainer.model import RewardModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config(build: Path, **changes: object) -> FitConfig:
+    settings = {"model": "tiny", "shards": [str(build)], "lr": 2e-3, "global_batch": 8, "micro_batch": 4,
+                "eval_fraction": 0.2, "max_length": 512, "warmup_ratio": 0.0}  # fmt: skip
+    return FitConfig(**{**settings, **changes})  # type: ignore[arg-type]
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_model_loss_falls_on_a_small_build(demo_build: Path, tmp_path: Path) -> None:
+    last = fit(config(demo_build, epochs=12), tmp_path / "run")
+    curve = losses(tmp_path / "run")
+    per_epoch = len(curve) // 12
+    assert sum(curve[-per_epoch:]) / per_epoch < sum(curve[:per_epoch]) / per_epoch - 0.1
+    assert last["accuracy"] > 0.7
+    assert {
+        "eval/loss",
+        "eval/accuracy",
+        "rewards/chosen",
+        "rewards/rejected",
+        "margin",
+        "lr",
+        "pairs/s",
+        "tokens/s",
+    } <= set(last)
+    report = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert set(report["skipped_train_draws"]) | set(report["skipped_eval"]) == {SKIP_VIDEO}  # the demo's 2 videos
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = config(demo_build, epochs=2, save_every=2, eval_every=3)
+    fit(settings, tmp_path / "whole")
+
+    real_step = Trainer._train_step
+
+    def crash_at_step_4(self: Trainer, step: int) -> dict[str, float]:
+        if step == 4:
+            raise KeyboardInterrupt  # killed after the checkpoint of step 4 was written
+        return real_step(self, step)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        fit(settings, tmp_path / "resumed")
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    assert (tmp_path / "resumed" / "checkpoints" / "step-000004").is_dir()
+    fit(settings, tmp_path / "resumed", resume=True)
+
+    whole = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    resumed = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    drop = ("pairs/s", "tokens/s")
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k not in drop} for x in lines]  # noqa: E731
+    assert strip(whole) == strip(resumed)
+    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint_intact(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_loss = fit_module.bradley_terry_loss
+    calls = iter(range(1000))
+
+    def poisoned(*args: object, **kwargs: object) -> torch.Tensor:
+        loss = real_loss(*args, **kwargs)  # type: ignore[arg-type]
+        return loss * float("nan") if next(calls) >= 4 else loss  # steps 1-2 fine (2 micro-batches each)
+
+    monkeypatch.setattr(fit_module, "bradley_terry_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 3.*step-000002"):
+        fit(config(demo_build, epochs=2, save_every=1), tmp_path / "run")
+    good = RewardModel.load(tmp_path / "run" / "checkpoints" / "step-000002")
+    assert all(torch.isfinite(p).all() for p in good.parameters())
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_config_errors_name_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "fit.yaml"
+    path.write_text("lr: 1e-5\nlearning_rate: 3\n")
+    with pytest.raises(Exception, match="learning_rate"):
+        load_config(path, {})
+    path.write_text("lr: fast\n")
+    with pytest.raises(Exception, match="lr"):
+        load_config(path, {})
+    assert load_config(None, {"lr": "1e-5", "shards": "b"}).shards == ["b"]
+    with pytest.raises(Exception, match="multiple"):
+        FitConfig(global_batch=10, micro_batch=4).accumulation(world=1)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_gloo_run_matches_one_process(demo_build: Path, tmp_path: Path, strategy: str) -> None:
+    """max_length 150 skips about half the demo pairs, so some micro-batches of a rank are empty while the other
+    rank's are not (and ranks mix image and text pairs): the ranks must still run the same collectives."""
+    fit(config(demo_build, epochs=1, micro_batch=2, max_length=150), tmp_path / "single")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    port = str(29517 + (strategy == "fsdp"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+               "-m", "trainer", "fit", "--shards", str(demo_build), "--out", str(tmp_path / "ddp"), "--model", "tiny",
+               "--lr", "2e-3", "--global-batch", "8", "--micro-batch", "2", "--epochs", "1",
+               "--set", "eval_fraction=0.2", "--set", "max_length=150", "--set", "warmup_ratio=0",
+               "--set", f"strategy={strategy}"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, ddp = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    assert len(single) == len(ddp)
+    assert ddp[0] == pytest.approx(single[0], rel=1e-5)  # the same 8 pairs before any update
+    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+    skipped = [
+        json.loads((tmp_path / run / "data.json").read_text())["skipped_train_draws"] for run in ("single", "ddp")
+    ]
+    assert skipped[0] == skipped[1] and skipped[0][SKIP_TOO_LONG] > 0  # counted over both ranks
+
+
+def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["fit", "--shards", str(demo_build), "--out", str(run), "--model", "tiny",
+            "--global-batch", "8", "--micro-batch", "4", "--set", "eval_fraction=0.2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    png = write_image(tmp_path / "x.png", seed=3, size=(64, 48))
+    result = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "What is this?", "--image", str(png),
+                                 "--answer", "Noise.", "--answer", "A cat on a mat."])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = [float(line.split("\t")[0]) for line in result.output.strip().splitlines()]
+    assert len(scores) == 2 and scores[0] != scores[1]
+    bad = runner.invoke(app, ["fit", "--shards", str(tmp_path), "--out", str(tmp_path / "x"), "--model", "tiny"])
+    assert bad.exit_code == 1 and "no shards" in bad.output

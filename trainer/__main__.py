@@ -1,0 +1,5 @@
+"""`python -m trainer` (what `torchrun` launches)."""
+
+from trainer.cli import main
+
+main()

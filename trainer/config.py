@@ -1,0 +1,89 @@
+"""`FitConfig`: every setting of a training run in one dataclass, from YAML with command-line overrides.
+
+Defaults follow the paper where it says something (lr 3e-6, global batch 128, 2-layer SiLU head, plain
+Bradley-Terry) and common practice where it does not (one epoch, 3% warmup then cosine, bf16 on GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from curation.errors import InputError
+from curation.sources.base import parse_options
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    model: str = "tiny"  # `tiny`, a local folder or a Hub id
+    shards: list[str] = field(default_factory=list)  # build folders, optionally `DIR=WEIGHT`
+    seed: int = 0
+    # optimisation
+    lr: float = 3e-6
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    epochs: int = 1
+    max_steps: int | None = None  # stop earlier than `epochs` would
+    global_batch: int = 128  # pairs per optimizer step = micro_batch x accumulation x world size
+    micro_batch: int = 4
+    max_grad_norm: float = 1.0
+    # model
+    head_layers: int = 2
+    head_width: int | None = None
+    head_activation: str = "silu"
+    freeze_vision: bool = False
+    gradient_checkpointing: bool = False
+    bf16: bool = True  # on GPU only; CPU runs stay fp32
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: DDP when distributed
+    # loss
+    use_margin: bool = False
+    center_coef: float = 0.0
+    # data
+    max_length: int = 2048
+    min_pixels: int | None = None  # None: the image processor's own bounds
+    max_pixels: int | None = None
+    padding_side: Literal["right", "left"] = "right"
+    eval_fraction: float = 0.02
+    eval_max_pairs: int = 1000
+    # bookkeeping
+    eval_every: int = 0  # steps; 0 = at the end only
+    save_every: int = 0  # steps; 0 = at the end only
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.global_batch < 1 or self.micro_batch < 1:
+            raise InputError("global_batch and micro_batch must be >= 1")
+        if not 0 <= self.eval_fraction < 1:
+            raise InputError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+    def accumulation(self, world: int) -> int:
+        per_step = self.micro_batch * world
+        if self.global_batch % per_step:
+            raise InputError(
+                f"global_batch {self.global_batch} is not a multiple of micro_batch x world size = {per_step}"
+            )
+        return self.global_batch // per_step
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> FitConfig:
+    """YAML file (optional) then overrides; unknown keys and bad types are errors naming the key."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise InputError(f"{path}: expected a mapping of settings")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("shards"), str):
+        values["shards"] = [values["shards"]]
+    return parse_options(FitConfig, values, str(path) if path else "trainer config")

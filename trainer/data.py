@@ -1,0 +1,264 @@
+"""Training data from `curate build` outputs: the shards, the image table, a held-out split and a seeded order.
+
+- Shards are memory-mapped Arrow (nothing is loaded up front); images are fetched by sha256 from the build's
+  image table (sorted by hash in small row groups, so one lookup reads one row group).
+- Each build has a weight: `round(weight x its train pairs)` draws, whole passes first, then the remainder in
+  hash order (the same rule as the recipe's mix). The held-out split and every epoch's order derive from
+  hashes of `pair_id` and the seed, never from process state, so a resumed run sees the same order.
+- A pair becomes two sequences (chosen, rejected) sharing one set of image features. A pair that cannot be
+  trained on as it is (answer longer than `max_length`, images on a text backbone, video) is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import torch
+
+from trainer.backbone import Backbone, SequenceTooLong
+
+COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
+SKIP_VIDEO = "video pair (video input not supported by the trainer yet)"
+SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
+SKIP_TOO_LONG = "longer than max_length"
+SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG)
+
+
+def unit_hash(*parts: object) -> float:
+    """A deterministic number in [0, 1) from the parts."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class ImageTable:
+    """Random access by sha256 to a build's `images/images.parquet` through its row-group statistics."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = pq.ParquetFile(path) if path.is_file() else None
+        self.first_hashes: list[str] = []
+        if self.file is not None:
+            column = self.file.schema_arrow.get_field_index("sha256")
+            for group in range(self.file.num_row_groups):
+                stats = self.file.metadata.row_group(group).column(column).statistics
+                self.first_hashes.append(stats.min)
+
+    def read(self, sha256: str) -> bytes:
+        if self.file is None or not self.first_hashes:
+            raise KeyError(f"{self.path}: no image table, image {sha256} not found")
+        group = bisect.bisect_right(self.first_hashes, sha256) - 1
+        table = self.file.read_row_group(max(group, 0), columns=["sha256", "bytes"])
+        hashes = table.column("sha256").to_pylist()
+        if sha256 not in hashes:
+            raise KeyError(f"{self.path}: image {sha256} not found")
+        return table.column("bytes")[hashes.index(sha256)].as_py()
+
+
+@dataclass
+class Build:
+    path: Path
+    weight: float
+    table: pa.Table
+    images: ImageTable
+
+    @classmethod
+    def open(cls, spec: str) -> Build:
+        """`DIR` or `DIR=WEIGHT`."""
+        path_text, _, weight = spec.partition("=")
+        path = Path(path_text)
+        shards = sorted((path / "shards").glob("*.arrow"))
+        if not shards:
+            raise FileNotFoundError(f"{path}: no shards/*.arrow (is this a `curate build` output?)")
+        tables = [ipc.open_stream(pa.memory_map(str(s))).read_all().select(COLUMNS) for s in shards]
+        return cls(
+            path,
+            float(weight) if weight else 1.0,
+            pa.concat_tables(tables),
+            ImageTable(path / "images" / "images.parquet"),
+        )
+
+    def row(self, index: int) -> dict[str, Any]:
+        return self.table.slice(index, 1).to_pylist()[0]
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: int
+    row: int
+    pair_id: str
+    copy: int = 0
+
+
+@dataclass
+class PairData:
+    """The train and held-out entries of one or several builds."""
+
+    builds: list[Build]
+    train: list[Entry]
+    eval: list[Entry]
+    seed: int
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, specs: list[str], seed: int, eval_fraction: float) -> PairData:
+        builds = [Build.open(spec) for spec in specs]
+        train: list[Entry] = []
+        held_out: list[Entry] = []
+        counts: dict[str, Any] = {}
+        for b, build in enumerate(builds):
+            ids = build.table.column("pair_id").to_pylist()
+            mine = [Entry(b, i, pid) for i, pid in enumerate(ids)]
+            evals = [e for e in mine if unit_hash("eval", seed, e.pair_id) < eval_fraction]
+            trains = [e for e in mine if unit_hash("eval", seed, e.pair_id) >= eval_fraction]
+            drawn = weighted(trains, build.weight, seed)
+            train += drawn
+            held_out += evals
+            counts[str(build.path)] = {"pairs": len(ids), "weight": build.weight, "train_draws": len(drawn),
+                                       "eval": len(evals)}  # fmt: skip
+        return cls(builds, train, held_out, seed, counts)
+
+    def epoch_order(self, epoch: int) -> list[Entry]:
+        return sorted(
+            self.train, key=lambda e: (unit_hash("order", self.seed, epoch, e.pair_id, e.copy), e.build, e.row)
+        )
+
+    def row(self, entry: Entry) -> dict[str, Any]:
+        return self.builds[entry.build].row(entry.row)
+
+    def image(self, entry: Entry, sha256: str) -> bytes:
+        return self.builds[entry.build].images.read(sha256)
+
+
+def weighted(entries: list[Entry], weight: float, seed: int) -> list[Entry]:
+    """`round(weight x n)` draws: copy c of the entry ranked r is draw c x n + r."""
+    n = len(entries)
+    target = round(weight * n)
+    ranked = sorted(entries, key=lambda e: (unit_hash("weight", seed, e.pair_id), e.row))
+    return [
+        Entry(e.build, e.row, e.pair_id, copy)
+        for copy in range(-(-target // n) if n else 0)
+        for r, e in enumerate(ranked)
+        if copy * n + r < target
+    ]
+
+
+@dataclass
+class PairFeatures:
+    pair_id: str
+    chosen: list[int]
+    rejected: list[int]
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    margin: float | None
+
+
+def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes], max_length: int) -> PairFeatures | str:
+    """The two token sequences of a pair and its images once, or the reason it is skipped."""
+    from PIL import Image
+
+    if row["modality"] == "video":
+        return SKIP_VIDEO
+    pixel_values = grid = None
+    image_tokens: list[int] = []
+    if row["images"]:
+        if backbone.kind != "vision_language":
+            return SKIP_IMAGES_ON_TEXT
+        images = []
+        for data in image_bytes:
+            with Image.open(io.BytesIO(data)) as image:
+                images.append(image.convert("RGB"))
+        pixel_values, grid = backbone.image_inputs(images)
+        image_tokens = backbone.tokens_per_image(grid)
+    try:
+        chosen = backbone.sequence(row["prompt"], row["chosen"], max_length, image_tokens)
+        rejected = backbone.sequence(row["prompt"], row["rejected"], max_length, image_tokens)
+    except SequenceTooLong:
+        return SKIP_TOO_LONG
+    return PairFeatures(row["pair_id"], chosen.input_ids, rejected.input_ids, pixel_values, grid, row["margin"])
+
+
+@dataclass
+class Batch:
+    """2B rows: chosen 0..B-1, then rejected B..2B-1; images of pair i encoded once, used by rows i and B+i."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    image_index: list[int]
+    margin: torch.Tensor
+    pairs: int
+
+    def to(self, device: torch.device) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.pixel_values),
+                     move(self.image_grid_thw), self.image_index, move(self.margin), self.pairs)  # fmt: skip
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "pixel_values": self.pixel_values,
+                "image_grid_thw": self.image_grid_thw, "image_index": self.image_index}  # fmt: skip
+
+    @property
+    def tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "right") -> Batch:
+    rows = [f.chosen for f in features] + [f.rejected for f in features]
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(length - len(row), length) if padding_side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    pixels = [f.pixel_values for f in features if f.pixel_values is not None]
+    grids = [f.image_grid_thw for f in features if f.image_grid_thw is not None]
+    first: list[int] = []  # index of each pair's first image among the encoded ones
+    n = 0
+    for f in features:
+        first.append(n)
+        n += 0 if f.image_grid_thw is None else len(f.image_grid_thw)
+    per_pair = [list(range(first[i], first[i] + (0 if f.image_grid_thw is None else len(f.image_grid_thw))))
+                for i, f in enumerate(features)]  # fmt: skip
+    image_index = [i for images in per_pair for i in images] * 2  # chosen rows, then rejected rows
+    margin = torch.tensor([f.margin if f.margin is not None else 0.0 for f in features], dtype=torch.float32)
+    return Batch(
+        ids,
+        mask,
+        torch.cat(pixels) if pixels else None,
+        torch.cat(grids) if grids else None,
+        image_index,
+        margin,
+        len(features),
+    )
+
+
+class Featurizer:
+    """Entries to features, counting the skipped pairs by reason."""
+
+    def __init__(self, data: PairData, backbone: Backbone, max_length: int) -> None:
+        self.data = data
+        self.backbone = backbone
+        self.max_length = max_length
+        self.skipped: Counter[str] = Counter()
+
+    def __call__(self, entries: list[Entry]) -> list[PairFeatures]:
+        out = []
+        for entry in entries:
+            row = self.data.row(entry)
+            result = featurize(self.backbone, row, [self.data.image(entry, h) for h in row["images"]], self.max_length)
+            if isinstance(result, str):
+                self.skipped[result] += 1
+            else:
+                out.append(result)
+        return out

@@ -1,0 +1,417 @@
+"""`trainer fit`: Bradley-Terry training of a reward model on built shards, single process or under `torchrun`.
+
+Run layout (`--out RUN`):
+- `config.yaml` (the resolved `FitConfig`), `data.json` (pairs per build, train/eval split, skipped pairs);
+- `metrics.jsonl` (TRL-style names: loss, accuracy, margin, rewards/chosen, rewards/rejected, lr, pairs/s,
+  tokens/s; eval/* for the held-out split) and `tb/` for TensorBoard;
+- `checkpoints/step-NNNNNN/`: a loadable model plus `optimizer.safetensors` and `trainer_state.json`;
+- `model/`: the final model (`trainer predict --model RUN`).
+
+Exact resume: the data order is a function of (seed, epoch), the random state is reseeded from (seed, step)
+at each step, and the optimizer state is restored, so a resumed run repeats the losses of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from trainer.backbone import load_backbone
+from trainer.config import FitConfig
+from trainer.data import SKIP_REASONS, Batch, Entry, Featurizer, PairData, PairFeatures, collate
+from trainer.loss import bradley_terry_loss, pair_metrics, pair_sums
+from trainer.model import HeadConfig, RewardModel
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def max(self, value: float, device: torch.device) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.item()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_model(config: FitConfig) -> RewardModel:
+    backbone = load_backbone(config.model, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    head = HeadConfig(config.head_layers, config.head_width, config.head_activation)
+    torch.manual_seed(config.seed)  # the head's initialisation
+    return RewardModel(backbone, head, source=config.model)
+
+
+def _wrap(model: RewardModel, config: FitConfig, world: Dist, device: torch.device) -> nn.Module:
+    if world.world == 1:
+        return model
+    if config.strategy == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if _bf16(config) else None
+        kwargs = {"mp_policy": policy} if policy else {}
+        for layer in _decoder_layers(model):
+            fully_shard(layer, **kwargs)
+        fully_shard(model, **kwargs)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _decoder_layers(model: RewardModel) -> list[nn.Module]:
+    inner = model.backbone.model
+    language = getattr(inner, "language_model", inner)
+    layers = list(getattr(language, "layers", []))
+    visual = getattr(inner, "visual", None)
+    return layers + (list(visual.blocks) if visual is not None else [])
+
+
+def _bf16(config: FitConfig) -> bool:
+    return config.bf16 and torch.cuda.is_available()
+
+
+class Trainer:
+    def __init__(self, config: FitConfig, out: Path, resume: bool = False) -> None:
+        self.config = config
+        self.out = out
+        self.dist = init_distributed()
+        cuda = torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        if not config.shards:
+            raise TrainingError("no shards: pass --shards BUILD_DIR (a `curate build` output)")
+        self.data = PairData.open(config.shards, config.seed, config.eval_fraction)
+        self.accumulation = config.accumulation(self.dist.world)
+        self.steps_per_epoch = len(self.data.train) // config.global_batch
+        if self.steps_per_epoch == 0:
+            raise TrainingError(
+                f"{len(self.data.train)} training pairs are fewer than one global batch ({config.global_batch}); "
+                "lower global_batch"
+            )
+        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        self.model = build_model(config)
+        if config.freeze_vision and self.model.backbone.kind == "vision_language":
+            self.model.backbone.model.visual.requires_grad_(False)
+        if config.gradient_checkpointing:
+            self.model.backbone.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.model.to(self.device)
+        self.model.backbone.vision_always = self.dist.world > 1
+        self.featurize = Featurizer(self.data, self.model.backbone, config.max_length)  # counts every draw
+        self.featurize_eval = Featurizer(self.data, self.model.backbone, config.max_length)  # reset per evaluation
+        self.start_step = 0
+        self.last_checkpoint: Path | None = None
+        if resume:
+            self._restore_weights()
+        self.wrapped = _wrap(self.model, config, self.dist, self.device)
+        params = [p for p in self.wrapped.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if resume and self.last_checkpoint is not None:
+            self._restore_optimizer()
+        self.warmup = max(1, round(config.warmup_ratio * self.total_steps)) if config.warmup_ratio else 0
+        self.orders: dict[int, list[Entry]] = {}
+        self.tb: Any = None
+
+    # -- data ----------------------------------------------------------------------------------------------
+    def _global_batch(self, step: int) -> list[Entry]:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        if epoch not in self.orders:
+            self.orders = {epoch: self.data.epoch_order(epoch)}  # keep one epoch's order in memory
+        size = self.config.global_batch
+        return self.orders[epoch][within * size : (within + 1) * size]
+
+    def _micro_batches(self, step: int) -> list[list[Entry]]:
+        """This rank's micro-batches of the step: micro-batch a of rank r is slot a x world + r."""
+        entries, micro, world = self._global_batch(step), self.config.micro_batch, self.dist.world
+        return [
+            entries[(a * world + self.dist.rank) * micro : (a * world + self.dist.rank + 1) * micro]
+            for a in range(self.accumulation)
+        ]
+
+    # -- steps ---------------------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(self.config) else nullcontext()
+
+    def _rewards(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            rewards = self.wrapped(**batch.model_inputs())
+        return rewards[: batch.pairs], rewards[batch.pairs :]
+
+    def _dummy_batch(self) -> Batch:
+        """A two-token stand-in for a micro-batch whose pairs were all skipped: every rank runs the same passes."""
+        token = self.model.backbone.pad_token_id
+        return collate([PairFeatures("", [token, token], [token, token], None, None, None)], token)
+
+    def _batches(self, groups: list[list[Entry]], featurize: Featurizer) -> list[Batch | None]:
+        pad, side = self.model.backbone.pad_token_id, self.config.padding_side
+        return [collate(f, pad, side) if f else None for f in map(featurize, groups)]
+
+    def _train_step(self, step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        torch.manual_seed(self.config.seed * 1_000_003 + step)  # dropout and the like repeat on resume
+        self.wrapped.train()
+        batches = self._batches(self._micro_batches(step), self.featurize)
+        pairs_here = sum(b.pairs for b in batches if b is not None)
+        sums: Counter[str] = Counter()
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = self.wrapped.no_sync() if hasattr(self.wrapped, "no_sync") and not last else nullcontext()
+            with sync:  # DDP all-reduces gradients once, after the last micro-batch
+                if batch is None:
+                    rewards = self.wrapped(**self._dummy_batch().to(self.device).model_inputs())
+                    (rewards.sum() * 0.0).backward()
+                    continue
+                batch = batch.to(self.device)
+                chosen, rejected = self._rewards(batch)
+                margin = batch.margin if self.config.use_margin else None
+                loss = bradley_terry_loss(chosen, rejected, margin, self.config.center_coef)
+                (loss * batch.pairs / pairs_here).backward()
+            sums.update(pair_sums(chosen, rejected))
+            sums["loss"] += loss.item() * batch.pairs
+            sums["tokens"] += batch.tokens
+        totals = self._all_sum(sums)
+        if not math.isfinite(totals["loss"]):
+            where = self.last_checkpoint or "none yet"
+            raise TrainingError(f"non-finite loss at step {step + 1}; stopped, last good checkpoint: {where}")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.config.max_grad_norm)
+        lr = self.config.lr * lr_factor(step, self.total_steps, self.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        return {
+            "loss": totals["loss"] / max(totals["pairs"], 1.0),
+            **pair_metrics(totals),
+            "lr": lr,
+            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+            "pairs": totals["pairs"],
+            "pairs/s": totals["pairs"] / seconds,
+            "tokens/s": totals["tokens"] / seconds,
+        }
+
+    def _all_sum(self, sums: Counter[str]) -> dict[str, float]:
+        keys = ["pairs", "correct", "margin", "chosen", "rejected", "loss", "tokens"]
+        return dict(zip(keys, self.dist.sum([float(sums[k]) for k in keys], self.device), strict=True))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.wrapped.eval()
+        entries = self.data.eval[: self.config.eval_max_pairs][self.dist.rank :: self.dist.world]
+        micro = self.config.micro_batch
+        groups = [entries[i : i + micro] for i in range(0, len(entries), micro)]
+        rounds = int(self.dist.max(len(groups), self.device))  # ranks run the same number of passes
+        sums: Counter[str] = Counter()
+        self.featurize_eval.skipped.clear()
+        for batch in self._batches(groups, self.featurize_eval) + [None] * (rounds - len(groups)):
+            if batch is None:
+                self.wrapped(**self._dummy_batch().to(self.device).model_inputs())
+                continue
+            chosen, rejected = self._rewards(batch.to(self.device))
+            sums.update(pair_sums(chosen, rejected))
+            sums["loss"] += bradley_terry_loss(chosen, rejected).item() * batch.pairs
+        totals = self._all_sum(sums)
+        if not totals["pairs"]:
+            return {}
+        return {"eval/loss": totals["loss"] / totals["pairs"], **pair_metrics(totals, "eval/"),
+                "eval/pairs": totals["pairs"]}  # fmt: skip
+
+    # -- the run -------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.as_dict(), sort_keys=True))
+            self._trim_metrics(self.start_step)
+        last: dict[str, float] = {}
+        for step in range(self.start_step, self.total_steps):
+            record = self._train_step(step)
+            done = step + 1
+            if self.config.eval_every and done % self.config.eval_every == 0 and done < self.total_steps:
+                record |= self.evaluate()
+            if done == self.total_steps:
+                record |= self.evaluate()
+            record |= {"step": done, "epoch": round(done / self.steps_per_epoch, 4)}
+            if self.dist.main and (
+                done % self.config.log_every == 0 or done == self.total_steps or "eval/loss" in record
+            ):
+                self._log(record)
+            if self.config.save_every and done % self.config.save_every == 0 and done < self.total_steps:
+                self.save_checkpoint(done)
+            last = record
+        self.save_checkpoint(self.total_steps)
+        if self.dist.main:
+            assert self.last_checkpoint is not None
+            final = self.out / "model"
+            tmp = final.with_name("model.partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self.last_checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.*", "trainer_state.*"))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        self._write_data_report()  # a collective: every rank adds its counts
+        self.dist.barrier()
+        if self.tb:
+            self.tb.close()
+        return last
+
+    def _log(self, record: dict[str, float]) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional: metrics.jsonl holds everything
+                self.tb = False
+            else:
+                self.tb = SummaryWriter(str(self.out / "tb"))
+        if self.tb:
+            for key, value in record.items():
+                if key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"train/{key}" if "/" not in key or key.startswith("rewards") else key,
+                                       value, record["step"])  # fmt: skip
+
+    def _trim_metrics(self, step: int) -> None:
+        """On resume, drop records past the checkpoint so the log reads as one uninterrupted run."""
+        path = self.out / "metrics.jsonl"
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def _write_data_report(self) -> None:
+        """Pairs per build and split, and the skipped pairs of all ranks (train: per draw; eval: last pass)."""
+        train = self.dist.sum([float(self.featurize.skipped[r]) for r in SKIP_REASONS], self.device)
+        held_out = self.dist.sum([float(self.featurize_eval.skipped[r]) for r in SKIP_REASONS], self.device)
+        if not self.dist.main:
+            return
+        report = {
+            "builds": self.data.counts,
+            "train_pairs": len(self.data.train),
+            "eval_pairs": len(self.data.eval),
+            "skipped_train_draws": {r: int(n) for r, n in zip(SKIP_REASONS, train, strict=True) if n},
+            "skipped_eval": {r: int(n) for r, n in zip(SKIP_REASONS, held_out, strict=True) if n},
+            "steps": self.total_steps,
+        }
+        (self.out / "data.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def _full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (get_model_state_dict(self.model, options=options),
+                get_optimizer_state_dict(self.model, self.optimizer, options=options))  # fmt: skip
+
+    def save_checkpoint(self, step: int) -> None:
+        from safetensors.torch import save_file
+
+        model_state, optim_state = self._full_state()  # a collective under FSDP: every rank takes part
+        if self.dist.main:
+            folder = self.out / "checkpoints" / f"step-{step:06d}"
+            tmp = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model.save(tmp, {"fit_config": self.config.as_dict(), "steps": step}, model_state)
+            tensors = {f"{fqn}/{key}": value.contiguous() for fqn, state in optim_state["state"].items()
+                       for key, value in state.items() if isinstance(value, torch.Tensor)}  # fmt: skip
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            groups = [{k: v for k, v in g.items()} for g in optim_state["param_groups"]]
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "param_groups": groups}, indent=2) + "\n")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+            self.last_checkpoint = folder
+        self.dist.barrier()
+
+    def _latest_checkpoint(self) -> Path | None:
+        folders = sorted(p for p in (self.out / "checkpoints").glob("step-*") if not p.name.endswith(".partial"))
+        return folders[-1] if folders else None
+
+    def _restore_weights(self) -> None:
+        from safetensors.torch import load_model
+
+        folder = self._latest_checkpoint()
+        if folder is None:
+            return  # nothing saved yet: start from the beginning
+        load_model(self.model, str(folder / "model.safetensors"))
+        self.start_step = json.loads((folder / "trainer_state.json").read_text())["step"]
+        self.last_checkpoint = folder
+
+    def _restore_optimizer(self) -> None:
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        assert self.last_checkpoint is not None
+        tensors = load_file(str(self.last_checkpoint / "optimizer.safetensors"))
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            fqn, _, key = name.rpartition("/")
+            state.setdefault(fqn, {})[key] = value
+        groups = json.loads((self.last_checkpoint / "trainer_state.json").read_text())["param_groups"]
+        set_optimizer_state_dict(
+            self.model,
+            self.optimizer,
+            {"state": state, "param_groups": groups},
+            options=StateDictOptions(full_state_dict=True),
+        )
+
+
+def fit(config: FitConfig, out: Path, resume: bool = False) -> dict[str, Any]:
+    return Trainer(config, out, resume).run()

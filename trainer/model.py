@@ -1,0 +1,141 @@
+"""BaseReward: a backbone without its LM head plus an MLP reward head on one token's final hidden state.
+
+The paper's head is `Linear(h, h) -> SiLU -> Linear(h, 1)` on the last non-padding token; depth, width and
+activation are options (its Table 2 ablation). The head runs in fp32 whatever the backbone's precision.
+
+A saved model is a folder: `model.safetensors` (backbone and head), `reward_model.json` (what to rebuild),
+`backbone/config.json`, and the tokenizer and image processor files. Loading never runs remote code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.backbone import Backbone, backbone_kind
+
+ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    layers: int = 2  # linear layers; 1 = a single Linear(h, 1)
+    width: int | None = None  # hidden width; None = the backbone's hidden size
+    activation: str = "silu"  # silu | tanh | relu | gelu | none
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise ValueError(f"head layers must be >= 1, got {self.layers}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"head activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+
+
+class RewardHead(nn.Module):
+    def __init__(self, hidden_size: int, config: HeadConfig) -> None:
+        super().__init__()
+        width = config.width or hidden_size
+        layers: list[nn.Module] = []
+        size = hidden_size
+        for _ in range(config.layers - 1):
+            layers += [nn.Linear(size, width), ACTIVATIONS[config.activation]()]
+            size = width
+        layers.append(nn.Linear(size, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.mlp(pooled.float()).squeeze(-1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """The mean over real tokens, or the hidden state of the first or last real token (left or right padding)."""
+    length = attention_mask.shape[1]
+    if how == "mean":
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    if how == "first":
+        index = attention_mask.long().argmax(dim=1)
+    else:
+        index = length - 1 - attention_mask.long().flip(dims=[1]).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone: Backbone, head: HeadConfig, source: str = "") -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head_config = head
+        self.source = source  # what the backbone was loaded from (recorded, never re-fetched on load)
+        self.head = RewardHead(backbone.hidden_size, head)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        image_index: list[int] | None = None,
+    ) -> torch.Tensor:
+        """One reward per row (fp32)."""
+        hidden = self.backbone.hidden_states(input_ids, attention_mask, pixel_values, image_grid_thw, image_index)
+        return self.head(pool(hidden, attention_mask, self.backbone.pooling))
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    def save(
+        self, folder: Path, extra: dict[str, Any] | None = None, state: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        """`state`: a full state dict gathered from a wrapped (DDP/FSDP) copy of this model."""
+        from safetensors.torch import save_file, save_model
+
+        folder.mkdir(parents=True, exist_ok=True)
+        if state is None:
+            save_model(self, str(folder / "model.safetensors"))
+        else:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+        self.backbone.model.config.save_pretrained(folder / "backbone")
+        self.backbone.tokenizer.save_pretrained(folder)
+        if self.backbone.image_processor is not None:
+            self.backbone.image_processor.save_pretrained(folder)
+        spec = {
+            "format_version": FORMAT_VERSION,
+            "backbone_source": self.source,
+            "backbone_kind": self.backbone.kind,
+            "head": asdict(self.head_config),
+            **(extra or {}),
+        }
+        (folder / "reward_model.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, dtype: torch.dtype = torch.float32) -> RewardModel:
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        spec_path = folder / "reward_model.json"
+        if not spec_path.is_file():
+            raise FileNotFoundError(f"{folder}: not a saved reward model (no reward_model.json)")
+        spec = json.loads(spec_path.read_text())
+        config = AutoConfig.from_pretrained(folder / "backbone", trust_remote_code=False)
+        backbone_model = AutoModel.from_config(config, trust_remote_code=False, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        processor = None
+        if backbone_kind(config) == "vision_language":
+            processor = _load_image_processor(folder)
+        model = cls(Backbone(backbone_model, tokenizer, processor), HeadConfig(**spec["head"]), spec["backbone_source"])
+        load_model(model, str(folder / "model.safetensors"))
+        return model
+
+
+def _load_image_processor(folder: Path) -> Any:
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
+    except (ImportError, ValueError):  # the fast processor needs torchvision; the PIL one reads the same files
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen2VLImageProcessorPil.from_pretrained(folder)
