@@ -79,6 +79,10 @@ class Backbone(nn.Module):
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else self.tokenizer.eos_token_id
 
+    def padding_side(self, wanted: str) -> str:
+        """Encoders pad on the right: their absolute position embeddings would shift behind left padding."""
+        return "right" if self.kind == "encoder" else wanted
+
     @property
     def max_positions(self) -> int | None:
         text_config = getattr(self.model.config, "text_config", self.model.config)

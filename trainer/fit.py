@@ -154,8 +154,10 @@ class Trainer:
             )
         self.model.to(self.device)
         self.model.backbone.vision_always = self.dist.world > 1
-        self.featurize = Featurizer(self.data, self.model.backbone, config.max_length)  # counts every draw
-        self.featurize_eval = Featurizer(self.data, self.model.backbone, config.max_length)  # reset per evaluation
+        positions = self.model.backbone.max_positions  # e.g. 512 for BERT-style encoders
+        self.max_length = min(config.max_length, positions) if positions else config.max_length
+        self.featurize = Featurizer(self.data, self.model.backbone, self.max_length)  # counts every draw
+        self.featurize_eval = Featurizer(self.data, self.model.backbone, self.max_length)  # reset per evaluation
         self.start_step = 0
         self.last_checkpoint: Path | None = None
         if resume:
@@ -200,7 +202,7 @@ class Trainer:
         return collate([PairFeatures("", [token, token], [token, token], None, None, None)], token)
 
     def _batches(self, groups: list[list[Entry]], featurize: Featurizer) -> list[Batch | None]:
-        pad, side = self.model.backbone.pad_token_id, self.config.padding_side
+        pad, side = self.model.backbone.pad_token_id, self.model.backbone.padding_side(self.config.padding_side)
         return [collate(f, pad, side) if f else None for f in map(featurize, groups)]
 
     def _train_step(self, step: int) -> dict[str, float]:
