@@ -56,6 +56,19 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
+def write_benchmark_images(shared: Path, root: Path) -> None:
+    """Generated images at the paths the real VL-RewardBench and MM-RLHF-RewardBench rows reference."""
+    for n, line in enumerate((shared / "vl-rewardbench" / "data.jsonl").read_text().splitlines()):
+        write_image(root / json.loads(line)["image"], seed=n, size=(8, 8))
+    for n, line in enumerate((shared / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").read_text().splitlines()):
+        row = json.loads(line)
+        if "video" in row:
+            for k in range(2):
+                write_image(root / row["video"] / f"{k:03d}.png", seed=10_000 + 10 * n + k, size=(8, 8))
+        else:
+            write_image(root / row["image"], seed=5_000 + n, size=(8, 8))
+
+
 class IngestResult:
     def __init__(self, out: Path, summary: IngestSummary) -> None:
         self.out = out

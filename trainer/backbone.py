@@ -169,7 +169,7 @@ class Backbone(nn.Module):
         mm_types = (input_ids == self.image_token_id).to(torch.int32)
         grid = None
         if pixel_values is not None and image_grid_thw is not None and image_index:
-            features = self.model.get_image_features(pixel_values, image_grid_thw).pooler_output
+            features = self._image_features(pixel_values, image_grid_thw)
             placed = torch.cat([features[i] for i in image_index]).to(embeds.dtype)
             mask = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
             embeds = embeds.masked_scatter(mask, placed)
@@ -188,12 +188,20 @@ class Backbone(nn.Module):
         )
         return out.last_hidden_state
 
+    def _image_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[torch.Tensor]:
+        """One feature block per image. Older transformers return one concatenated tensor instead of a split."""
+        out = self.model.get_image_features(pixel_values, grid_thw)
+        features = getattr(out, "pooler_output", out)
+        if isinstance(features, torch.Tensor):
+            features = torch.split(features, self.tokens_per_image(grid_thw))
+        return list(features)
+
     def _dummy_image_features(self) -> torch.Tensor:
         from PIL import Image
 
         pixel_values, grid = self.image_inputs([Image.new("RGB", (56, 56), "white")])
         device = next(self.model.parameters()).device
-        return self.model.get_image_features(pixel_values.to(device), grid.to(device)).pooler_output[0]
+        return self._image_features(pixel_values.to(device), grid.to(device))[0]
 
 
 def load_backbone(

@@ -6,6 +6,7 @@ Under `torchrun`, every process runs `python -m trainer fit ...`; rank 0 writes 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 from pathlib import Path
@@ -99,6 +100,83 @@ def predict(
     for text, score in zip(answer, scores, strict=True):
         preview = text if len(text) <= 60 else text[:57] + "..."
         typer.echo(f"{score:+.4f}\t{preview}")
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[list[Path], typer.Option(help="A run or model folder; repeat it to average an ensemble.")],
+    bench: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME or NAME=PATH (vl_rewardbench, mm_rlhf_rewardbench, "
+            "multimodal_rewardbench, rewardbench); repeatable."
+        ),
+    ],
+    images_root: Annotated[list[str] | None, typer.Option(help="NAME=DIR where a benchmark's images are.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report JSON (default: RUN/eval.json for one run).")] = None,
+    vl_grouping: Annotated[str, typer.Option(help="VL-RewardBench groups: official or r1_reward.")] = "official",
+    xstest_weights: Annotated[str, typer.Option(help="RewardBench xstest weights: official or true_sizes.")] = (
+        "official"
+    ),
+    max_length: Annotated[int, typer.Option()] = 4096,
+    micro_batch: Annotated[int, typer.Option()] = 4,
+) -> None:
+    """Score benchmarks with a model (or the average of several), beside a length-only judge and published rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from trainer.evaluate import BenchSpec, evaluate
+    from trainer.predict import load_reward_model, resolve_model
+    from trainer.published import comparison_rows
+
+    if out is None:
+        if len(model) != 1 or not (model[0] / "metrics.jsonl").is_file():
+            raise typer.BadParameter("--out is required unless --model is one run folder", param_hint="--out")
+        out = model[0] / "eval.json"
+    try:
+        roots = dict(_key_value(item, "--images-root") for item in images_root or [])
+        specs = [BenchSpec.parse(b, roots) for b in bench]
+        specs = [BenchSpec(s.name, s.location, s.images_root, {"grouping": vl_grouping}) if s.name == "vl_rewardbench"
+                 else s for s in specs]  # fmt: skip
+        models = [load_reward_model(m) for m in model]
+        report = evaluate(models, specs, max_length=max_length, micro_batch=micro_batch,
+                          xstest=xstest_weights)  # type: ignore[arg-type]  # fmt: skip
+    except (InputError, OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    report["models"] = [str(resolve_model(m)) for m in model]
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    tmp.replace(out)
+    console = Console()
+    label = "this model" if len(model) == 1 else f"ensemble of {len(model)}"
+    for name in report["benchmarks"]:
+        rows = comparison_rows(report, name, label)
+        table = Table(title=name)
+        columns = [c for c in rows[0] if not c.endswith("_plus") or c == "acc_plus"]  # the JSON has every metric
+        for column in columns:
+            table.add_column(column, no_wrap=column == "model")
+        for row in rows:
+            table.add_row(*[_cell(row.get(c)) for c in columns])
+        console.print(table)
+        skipped = report["skipped"][name]
+        if skipped or report["rejected_at_ingest"][name]:
+            console.print(f"  skipped (counted wrong): {skipped or 0}; rows rejected at ingest: "
+                          f"{report['rejected_at_ingest'][name]}")  # fmt: skip
+    typer.echo(f"report: {out}")
+
+
+def _key_value(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise InputError(f"{option} {text!r}: expected NAME=VALUE")
+    return key, value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:

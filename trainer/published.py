@@ -7,6 +7,8 @@ the official one (see BENCHMARKS.md): compare `overall` across rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "mm_rlhf_rewardbench": {
         "GPT-4o (2024-08-06)": {"acc": 58.23, "acc_plus": 26.01},
@@ -44,4 +46,13 @@ def reference_rows(benchmark: str, results: dict[str, float], run_label: str) ->
     rows: list[dict[str, object]] = [{"model": run_label, **results}]
     for model, metrics in PUBLISHED.get(benchmark, {}).items():
         rows.append({"model": model, **{k: metrics.get(k) for k in results}})
+    return rows
+
+
+def comparison_rows(report: dict[str, Any], benchmark: str, label: str) -> list[dict[str, object]]:
+    """An `eval.json` report's rows for one benchmark: the run, the length-only judge on the same items (when the
+    report has it), then the published models."""
+    rows = reference_rows(benchmark, report["benchmarks"][benchmark], label)
+    if benchmark in report.get("length_judge", {}):
+        rows.insert(1, {"model": "length-only judge (longer wins)", **report["length_judge"][benchmark]})
     return rows

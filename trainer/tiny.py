@@ -43,9 +43,12 @@ def tiny_tokenizer() -> Any:
 
 
 def tiny_image_processor(min_pixels: int = TINY_MIN_PIXELS, max_pixels: int = TINY_MAX_PIXELS) -> Any:
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    try:  # transformers >= 5.2x: the PIL processor needs no torchvision
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as Processor
+    except ImportError:  # older releases: the slow processor is the PIL one
+        from transformers import Qwen2VLImageProcessor as Processor
 
-    return Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+    return Processor(min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def tiny_config(tokenizer: Any) -> Any:

@@ -1,7 +1,7 @@
 """Training runs under the data root: loss, accuracy and margin curves; evaluations beside published results.
 
 A run is a folder with `metrics.jsonl` (one JSON object per logged step: `step`, `loss`, `accuracy`, `margin`,
-...) and, once evaluated, `eval.json` (`{"benchmarks": {NAME: {METRIC: percent}}}`).
+...) and, once evaluated, `eval.json` (`{"benchmarks": {NAME: {METRIC: percent}}, "length_judge": {...}}`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import streamlit as st
 
 from app.data import list_runs
 from app.ui import root_or_stop
-from trainer.published import reference_rows
+from trainer.published import comparison_rows
 
 st.title("Runs")
 root = root_or_stop()
@@ -27,7 +27,7 @@ except json.JSONDecodeError as exc:
     st.error("metrics.jsonl is not valid JSON lines.")
     st.text(str(exc))
     st.stop()
-for name in ("loss", "accuracy", "margin"):
+for name in ("loss", "accuracy", "margin", "eval/loss", "eval/accuracy"):
     points = [{"step": m["step"], name: m[name]} for m in metrics if name in m and "step" in m]
     if points:
         st.caption(name)
@@ -35,9 +35,9 @@ for name in ("loss", "accuracy", "margin"):
 evaluation = run / "eval.json"
 if evaluation.is_file():
     st.subheader("Evaluation beside published results")
-    results = json.loads(evaluation.read_text()).get("benchmarks", {})
-    for benchmark, values in sorted(results.items()):
+    report = json.loads(evaluation.read_text())
+    for benchmark in sorted(report.get("benchmarks", {})):
         st.caption(benchmark)
-        st.dataframe(reference_rows(benchmark, values, f"this run ({run.name})"), hide_index=True)
+        st.dataframe(comparison_rows(report, benchmark, f"this run ({run.name})"), hide_index=True)
 else:
     st.write("Not evaluated yet (`trainer eval` writes eval.json).")

@@ -10,23 +10,11 @@ import yaml
 
 from curation.build import build
 from curation.recipe import load_recipe
-from tests.conftest import write_image
-
-
-def _images_root(shared: Path, root: Path) -> None:
-    for n, line in enumerate((shared / "vl-rewardbench" / "data.jsonl").read_text().splitlines()):
-        write_image(root / json.loads(line)["image"], seed=n, size=(8, 8))
-    for n, line in enumerate((shared / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").read_text().splitlines()):
-        row = json.loads(line)
-        if "video" in row:
-            for k in range(2):
-                write_image(root / row["video"] / f"{k:03d}.png", seed=10_000 + 10 * n + k, size=(8, 8))
-        else:
-            write_image(root / row["image"], seed=5_000 + n, size=(8, 8))
+from tests.conftest import write_benchmark_images
 
 
 def test_real_rows_build_funnel(shared_data: Path, tmp_path: Path) -> None:
-    _images_root(shared_data, tmp_path / "images")
+    write_benchmark_images(shared_data, tmp_path / "images")
     recipe = {
         "name": "real-rows",
         "seed": 0,
