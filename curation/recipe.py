@@ -124,6 +124,12 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
     for key, raw in value.items():
         hint = hints[key]
         allowed = tuple(a for a in typing.get_args(hint) if a is not type(None)) or (hint,)
+        if typing.get_origin(hint) is typing.Literal:
+            if raw not in typing.get_args(hint):
+                choices = ", ".join(map(str, typing.get_args(hint)))
+                raise loc.error((*keys, key), f"{key} must be one of {choices}, got {raw!r}")
+            out[key] = raw
+            continue
         if typing.get_origin(hint) is tuple:
             if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
                 raise loc.error((*keys, key), f"{key} must be a list of strings")

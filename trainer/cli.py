@@ -166,6 +166,37 @@ def eval_(
     typer.echo(f"report: {out}")
 
 
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option(help="A run or model folder.")],
+    build: Annotated[Path, typer.Option(help="A `curate build` output folder.")],
+    part_pairs: Annotated[int, typer.Option(help="Pairs per resumable part.")] = 2048,
+    micro_batch: Annotated[int, typer.Option()] = 8,
+    max_length: Annotated[int, typer.Option()] = 4096,
+) -> None:
+    """Write BUILD/signals/rm_scores-<model>.parquet (rewards and margin per pair) for the rm_margin op."""
+    from rich.progress import Progress
+
+    from trainer.predict import load_reward_model, resolve_model
+    from trainer.score import score_build
+
+    try:
+        folder = resolve_model(model)
+        reward_model = load_reward_model(model)
+        with Progress() as progress:
+            task = progress.add_task("scoring", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            out = score_build(reward_model, folder, build, part_pairs=part_pairs, micro_batch=micro_batch,
+                              max_length=max_length, on_part=advance)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"scores: {out}\nuse them in a recipe: ops: {{rm_margin: {{scores: {out}}}}}")
+
+
 def _key_value(text: str, option: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:

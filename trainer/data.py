@@ -52,15 +52,19 @@ class ImageTable:
                 stats = self.file.metadata.row_group(group).column(column).statistics
                 self.first_hashes.append(stats.min)
 
-    def read(self, sha256: str) -> bytes:
+    def get(self, sha256: str) -> bytes | None:
         if self.file is None or not self.first_hashes:
-            raise KeyError(f"{self.path}: no image table, image {sha256} not found")
+            return None
         group = bisect.bisect_right(self.first_hashes, sha256) - 1
         table = self.file.read_row_group(max(group, 0), columns=["sha256", "bytes"])
         hashes = table.column("sha256").to_pylist()
-        if sha256 not in hashes:
+        return table.column("bytes")[hashes.index(sha256)].as_py() if sha256 in hashes else None
+
+    def read(self, sha256: str) -> bytes:
+        data = self.get(sha256)
+        if data is None:
             raise KeyError(f"{self.path}: image {sha256} not found")
-        return table.column("bytes")[hashes.index(sha256)].as_py()
+        return data
 
 
 @dataclass

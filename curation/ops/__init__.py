@@ -8,12 +8,22 @@ from curation.ops.exact_dedupe import ExactDedupe
 from curation.ops.filters import Filters
 from curation.ops.image_dedupe import ImageDedupe
 from curation.ops.near_dedupe import NearDedupe
+from curation.ops.rm_margin import RmMargin
 from curation.ops.semantic_dedupe import SemanticDedupe
 from curation.ops.validate import Validate
 
 OPS: dict[str, Op] = {
     op.name: op
-    for op in (Validate(), ExactDedupe(), NearDedupe(), SemanticDedupe(), ImageDedupe(), Decontaminate(), Filters())
+    for op in (
+        Validate(),
+        ExactDedupe(),
+        NearDedupe(),
+        SemanticDedupe(),
+        ImageDedupe(),
+        Decontaminate(),
+        Filters(),
+        RmMargin(),
+    )
 }
 
 __all__ = ["OPS", "BuildContext", "Op"]

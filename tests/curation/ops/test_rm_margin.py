@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.io import read_shards
+from curation.recipe import RecipeError, load_recipe
+from tests.curation.ops.conftest import BuildRows, uf
+
+ROWS = [uf(f"prompt {k}", f"good answer {k}", f"bad answer {k}") for k in range(6)]
+
+
+def scores_for(built_root: Path, margins: list[float | None], path: Path) -> Path:
+    """A `trainer score`-shaped table: the k-th pair (by source row) gets margins[k]."""
+    pairs = sorted(
+        read_shards(sorted((built_root / "shards").glob("*.arrow"))).to_pylist(), key=lambda p: p["source_row"]
+    )
+    rows = [{"pair_id": p["pair_id"], "reward_chosen": m, "reward_rejected": None if m is None else 0.0, "margin": m}
+            for p, m in zip(pairs, margins, strict=True)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_reversed_pairs_are_dropped_and_a_threshold_change_only_re_decides(
+    build_rows: BuildRows, tmp_path: Path
+) -> None:
+    plain = build_rows({"uf": ("ultrafeedback_binarized", ROWS)})
+    scores = scores_for(plain.root, [2.0, -0.5, -1.5, -3.0, 0.1, None], tmp_path / "scores.parquet")
+    built = build_rows({"uf": ("ultrafeedback_binarized", ROWS)}, ops={"rm_margin": {"scores": str(scores)}})
+    removed = {r["source_row"]: r for r in built.removed("rm_margin")}
+    assert set(removed) == {"uf.jsonl:2", "uf.jsonl:3"}  # margins -1.5 and -3.0 < -1.0; no score: kept
+    assert removed["uf.jsonl:3"]["reason"] == "reward model reverses" and "-3.0" in removed["uf.jsonl:3"]["detail"]
+    assert built.manifest["rows_in_shards"] == 4
+    signals = list((built.root / "signals").glob("rm_margin-*.parquet"))
+    assert len(signals) == 1
+    stricter = build_rows({"uf": ("ultrafeedback_binarized", ROWS)},
+                          ops={"rm_margin": {"scores": str(scores), "min_margin": 0.0}})  # fmt: skip
+    assert {r["source_row"] for r in stricter.removed("rm_margin")} == {"uf.jsonl:1", "uf.jsonl:2", "uf.jsonl:3"}
+    assert [p.name for p in (stricter.root / "signals").glob("rm_margin-*.parquet")] == [signals[0].name]
+
+
+def test_flag_keeps_pairs_and_lists_them(build_rows: BuildRows, tmp_path: Path) -> None:
+    plain = build_rows({"uf": ("ultrafeedback_binarized", ROWS)})
+    scores = scores_for(plain.root, [2.0, -0.5, -1.5, -3.0, 0.1, None], tmp_path / "scores.parquet")
+    built = build_rows({"uf": ("ultrafeedback_binarized", ROWS)},
+                       ops={"rm_margin": {"scores": str(scores), "action": "flag"}})  # fmt: skip
+    assert built.removed("rm_margin") == [] and built.manifest["rows_in_shards"] == 6
+    assert sorted(r["source_row"] for r in built.table("flags/rm_margin.parquet")) == ["uf.jsonl:2", "uf.jsonl:3"]
+
+
+def test_recipe_needs_an_existing_scores_file(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nsources:\n  a: {{adapter: hh_rlhf, path: {tmp_path}}}\n"
+                      f"ops:\n  rm_margin: {{scores: {tmp_path / 'missing.parquet'}}}\n")  # fmt: skip
+    with pytest.raises(RecipeError, match="trainer score"):
+        load_recipe(recipe)

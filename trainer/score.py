@@ -1,0 +1,110 @@
+"""`trainer score`: a reward model's rewards for every pair of a build, as a signal table the `rm_margin` op reads.
+
+Output: `BUILD/signals/rm_scores-<model digest>.parquet` with `pair_id, reward_chosen, reward_rejected, margin`
+(one row per distinct pair: the shards and the removed pairs, so a rebuild finds scores for pairs that an
+earlier stage or the mix left out). Work is done in parts of `part_pairs` pairs, each written under a temporary
+name and renamed, so an interrupted run resumes where it stopped; the parts are joined (in pair_id order) and
+the partial folder removed at the end. Pairs the model cannot score (video, too long) get null rewards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from trainer.data import ImageTable
+from trainer.evaluate import BenchPairs, model_rewards
+from trainer.model import RewardModel
+
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("reward_chosen", pa.float64()),
+        pa.field("reward_rejected", pa.float64()),
+        pa.field("margin", pa.float64()),
+    ]
+)
+COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
+
+
+def model_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    with open(folder / "model.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def build_pairs(build: Path) -> pa.Table:
+    """Distinct pairs of the shards and of `rejects/removed_pairs.parquet`, in pair_id order."""
+    shards = sorted((build / "shards").glob("*.arrow"))
+    if not shards:
+        raise FileNotFoundError(f"{build}: no shards/*.arrow (is this a `curate build` output?)")
+    tables = [ipc.open_stream(pa.memory_map(str(s))).read_all().select(COLUMNS) for s in shards]
+    removed = build / "rejects" / "removed_pairs.parquet"
+    if removed.is_file():
+        tables.append(pq.read_table(removed, columns=COLUMNS).cast(tables[0].schema))
+    table = pa.concat_tables(tables).sort_by("pair_id")
+    ids = table.column("pair_id").to_pylist()
+    first = [k for k, pid in enumerate(ids) if k == 0 or pid != ids[k - 1]]
+    return table.take(first)
+
+
+def score_build(
+    model: RewardModel,
+    model_folder: Path,
+    build: Path,
+    *,
+    part_pairs: int = 2048,
+    max_length: int = 4096,
+    micro_batch: int = 8,
+    on_part: Callable[[int, int], None] | None = None,
+) -> Path:
+    out = build / "signals" / f"rm_scores-{model_digest(model_folder)}.parquet"
+    parts_dir = out.with_name(out.name + ".partial")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    pairs = build_pairs(build)
+    images = ImageTable(build / "images" / "images.parquet")
+    total = -(-pairs.num_rows // part_pairs)
+    for part in range(total):
+        path = parts_dir / f"part-{part:05d}.parquet"
+        if not path.is_file():  # done parts are kept across interruptions
+            rows = pairs.slice(part * part_pairs, part_pairs).to_pylist()
+            _write_part(model, rows, images, path, max_length, micro_batch)
+        if on_part is not None:
+            on_part(part + 1, total)
+    joined = pa.concat_tables([pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)])
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(joined.cast(SCORES_SCHEMA), tmp)
+    tmp.replace(out)
+    shutil.rmtree(parts_dir)
+    return out
+
+
+def _write_part(
+    model: RewardModel, rows: list[dict], images: ImageTable, path: Path, max_length: int, micro_batch: int
+) -> None:
+    # Only kept images are in the build's image table: a removed pair whose image went with it gets no score.
+    found = {h: data for h in {h for r in rows for h in r["images"]} if (data := images.get(h)) is not None}
+    scoreable = [k for k, r in enumerate(rows) if all(h in found for h in r["images"])]
+    rewards, _ = model_rewards(model, BenchPairs([rows[k] for k in scoreable], found, 0), max_length, micro_batch)
+    by_row: dict[int, tuple[float, float] | None] = dict(zip(scoreable, rewards, strict=True))
+    scored = [by_row.get(k) for k in range(len(rows))]
+    table = pa.table(
+        {
+            "pair_id": [r["pair_id"] for r in rows],
+            "reward_chosen": [None if s is None else s[0] for s in scored],
+            "reward_rejected": [None if s is None else s[1] for s in scored],
+            "margin": [None if s is None else s[0] - s[1] for s in scored],
+        },
+        schema=SCORES_SCHEMA,
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
