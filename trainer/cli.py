@@ -197,6 +197,64 @@ def score(
     typer.echo(f"scores: {out}\nuse them in a recipe: ops: {{rm_margin: {{scores: {out}}}}}")
 
 
+@app.command()
+def ablate(
+    out: Annotated[Path, typer.Option(help="Folder for variants, builds, runs and the ablation table.")],
+    recipe: Annotated[Path | None, typer.Option(help="The recipe whose sources --per-source ablates.")] = None,
+    per_source: Annotated[bool, typer.Option(help="The full recipe plus one variant per source.")] = False,
+    mixtures: Annotated[
+        list[Path] | None, typer.Option(help="Recipes to compare: --mixtures A.yaml B.yaml ...")
+    ] = None,
+    more: Annotated[
+        list[Path] | None, typer.Argument(help="More recipes after --mixtures.", show_default=False)
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="`tiny`, a local folder or a Hub id.")] = None,
+    config: Annotated[Path | None, typer.Option(help="FitConfig YAML shared by every variant.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any FitConfig setting as KEY=VALUE.")] = None,
+    bench: Annotated[
+        list[str] | None, typer.Option(help="Benchmarks to evaluate every variant on (as for eval).")
+    ] = None,
+    images_root: Annotated[list[str] | None, typer.Option(help="NAME=DIR where a benchmark's images are.")] = None,
+) -> None:
+    """Train one model per mixture variant with the same config and tabulate their benchmark scores."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from trainer.ablate import ablate as run_ablation
+    from trainer.ablate import mixture_variants, per_source_variants
+    from trainer.config import load_config
+    from trainer.evaluate import BenchSpec
+
+    if per_source and recipe is None:
+        raise typer.BadParameter("--per-source needs --recipe", param_hint="--recipe")
+    extra = [*(mixtures or []), *(more or [])]
+    if not per_source and not extra:
+        raise typer.BadParameter("give --recipe FILE --per-source and/or --mixtures A.yaml B.yaml ...")
+    console = Console()
+    try:
+        variants = per_source_variants(recipe) if per_source and recipe is not None else {}
+        variants |= mixture_variants(extra)
+        overrides: dict[str, Any] = {"model": model}
+        for item in set_ or []:
+            key, value = _key_value(item, "--set")
+            overrides[key.strip()] = value
+        settings = load_config(config, overrides)
+        roots = dict(_key_value(item, "--images-root") for item in images_root or [])
+        specs = [BenchSpec.parse(b, roots) for b in bench or []]
+        rows = run_ablation(variants, settings, specs, out, on_step=lambda text: console.print(f"[dim]{text}[/dim]"))
+    except (InputError, OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    table = Table(title=f"ablation ({len(rows)} variants)")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:  # the JSON and markdown tables keep the whole error text
+        table.add_column(column, no_wrap=True, max_width=48 if column == "error" else None)
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    console.print(table)
+    typer.echo(f"table: {out / 'ablation.md'}")
+
+
 def _key_value(text: str, option: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:

@@ -1,0 +1,50 @@
+"""A two-variant mixture ablation on the demo data with the tiny model, end to end through the CLI."""
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from curation.recipe import load_recipe
+from trainer.ablate import per_source_variants
+from trainer.cli import app
+
+
+def test_per_source_variants_keep_ops_and_benchmarks_and_resolve_paths(demo_recipe: Path, tmp_path: Path) -> None:
+    variants = per_source_variants(demo_recipe)
+    assert list(variants) == ["demo", "demo-only-rlaif_v", "demo-only-mm_rlhf", "demo-only-ultrafeedback",
+                              "demo-only-hh_rlhf"]  # fmt: skip
+    original = load_recipe(demo_recipe)
+    for name, text in variants.items():
+        path = tmp_path / f"{name}.yaml"  # elsewhere than the recipe: paths must not be relative any more
+        path.write_text(text)
+        variant = load_recipe(path)
+        assert variant.ops == original.ops and variant.seed == original.seed
+        assert [b.path for b in variant.benchmarks] == [b.path for b in original.benchmarks]
+    assert [s.name for s in load_recipe(tmp_path / "demo-only-hh_rlhf.yaml").sources] == ["hh_rlhf"]
+
+
+def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(demo_recipe.read_text())
+    text_only = {**data, "name": "demo-text", "sources": {k: v for k, v in data["sources"].items()
+                                                          if k in ("ultrafeedback", "hh_rlhf")}}  # fmt: skip
+    second = demo_recipe.parent / "demo_text.yaml"
+    second.write_text(yaml.safe_dump(text_only))
+    bench = demo_recipe.parent.parent / "demo_data" / "native" / "vl_rewardbench"
+    out = tmp_path / "ablation"
+    args = ["ablate", "--mixtures", str(demo_recipe), str(second), "--out", str(out), "--model", "tiny",
+            "--set", "global_batch=4", "--set", "micro_batch=2", "--set", "lr=2e-3", "--set", "eval_fraction=0.2",
+            "--bench", f"vl_rewardbench={bench / 'data.jsonl'}",
+            "--images-root", f"vl_rewardbench={bench / 'images'}"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in rows] == ["demo", "demo-text"]
+    for row in rows:
+        assert "error" not in row, row
+        assert {"pairs", "vl_rewardbench/overall", "vl_rewardbench/macro"} <= set(row)
+        report = json.loads((out / "runs" / row["variant"] / "eval.json").read_text())
+        assert report["benchmarks"]["vl_rewardbench"]["overall"] == row["vl_rewardbench/overall"]
+    assert rows[0]["pairs"] > rows[1]["pairs"]
+    assert "| variant |" in (out / "ablation.md").read_text()

@@ -1,0 +1,130 @@
+"""`trainer ablate`: build each mixture variant, train one model per variant with one config, evaluate all alike.
+
+Variants come from `--mixtures A.yaml B.yaml ...` and/or `--per-source RECIPE` (the full recipe plus one
+variant per source, keeping the recipe's ops, benchmarks and seed: the paper's per-dataset table). Layout:
+`OUT/variants/<name>.yaml`, `OUT/builds/<name>/`, `OUT/runs/<name>/` (metrics, model, eval.json), and
+`OUT/ablation.json` + `OUT/ablation.md`: rows = variants, columns = the headline benchmark scores. A variant that
+cannot train (e.g. fewer pairs than one global batch) gets its error in the table; the others still run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation.build import build
+from curation.errors import InputError
+from curation.recipe import Recipe, load_recipe
+from trainer.config import FitConfig
+from trainer.evaluate import BenchSpec, evaluate
+from trainer.fit import TrainingError, fit
+from trainer.model import RewardModel
+
+HEADLINE = {
+    "vl_rewardbench": ("overall", "macro"),
+    "mm_rlhf_rewardbench": ("acc", "acc_plus"),
+    "multimodal_rewardbench": ("overall",),
+    "rewardbench": ("overall",),
+}
+
+
+def _absolute(recipe: Recipe, section: str) -> dict[str, Any]:
+    """A recipe section with every local path resolved, so the variant file can live anywhere."""
+    data = yaml.safe_load(recipe.text).get(section) or {}
+    specs = {s.name: s for s in (recipe.sources if section == "sources" else recipe.benchmarks)}
+    for name, entry in data.items():
+        entry["path"] = specs[name].path
+        if specs[name].images_root:
+            entry["images_root"] = specs[name].images_root
+    return data
+
+
+def per_source_variants(path: Path) -> dict[str, str]:
+    """The full recipe and one single-source variant per source, as YAML texts by variant name."""
+    recipe = load_recipe(path)
+    base = yaml.safe_load(recipe.text)
+    base["sources"] = _absolute(recipe, "sources")
+    if recipe.benchmarks:
+        base["benchmarks"] = _absolute(recipe, "benchmarks")
+    variants = {recipe.name: yaml.safe_dump(base, sort_keys=False)}
+    for name, entry in base["sources"].items():
+        only = {**base, "name": f"{recipe.name}-only-{name}", "sources": {name: entry}}
+        variants[only["name"]] = yaml.safe_dump(only, sort_keys=False)
+    return variants
+
+
+def mixture_variants(paths: list[Path]) -> dict[str, str]:
+    out = {}
+    for path in paths:
+        recipe = load_recipe(path)
+        data = yaml.safe_load(recipe.text)
+        data["sources"] = _absolute(recipe, "sources")
+        if recipe.benchmarks:
+            data["benchmarks"] = _absolute(recipe, "benchmarks")
+        if recipe.name in out:
+            raise InputError(f"{path}: two mixtures are named {recipe.name!r}; names label the table's rows")
+        out[recipe.name] = yaml.safe_dump(data, sort_keys=False)
+    return out
+
+
+def ablate(
+    variants: dict[str, str],
+    config: FitConfig,
+    benches: list[BenchSpec],
+    out: Path,
+    on_step: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    say = on_step or (lambda _: None)
+    rows = []
+    for name, text in variants.items():
+        recipe_path = out / "variants" / f"{name}.yaml"
+        recipe_path.parent.mkdir(parents=True, exist_ok=True)
+        recipe_path.write_text(text)
+        build_dir, run = out / "builds" / name, out / "runs" / name
+        row: dict[str, Any] = {"variant": name}
+        try:
+            say(f"{name}: build")
+            manifest = _load_or_build(recipe_path, build_dir)
+            row["pairs"] = manifest["rows_in_shards"]
+            say(f"{name}: fit")
+            last = fit(dataclasses.replace(config, shards=[str(build_dir)]), run)
+            row["eval/accuracy"] = last.get("eval/accuracy")
+            if benches:
+                say(f"{name}: eval")
+                report = evaluate([RewardModel.load(run / "model")], benches)
+                (run / "eval.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+                for bench, metrics in report["benchmarks"].items():
+                    row |= {f"{bench}/{k}": metrics[k] for k in HEADLINE[bench] if k in metrics}
+        except (InputError, TrainingError) as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    (out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "ablation.md").write_text(markdown_table(rows))
+    return rows
+
+
+def _load_or_build(recipe_path: Path, build_dir: Path) -> dict[str, Any]:
+    """A finished build of the same recipe text is reused (a rerun of the ablation does not rebuild)."""
+    manifest_path = build_dir / "manifest.json"
+    recipe = load_recipe(recipe_path)
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["recipe"]["sha256"] == recipe.sha256:
+            return manifest
+        raise InputError(f"{build_dir}: holds a build of another recipe; choose another --out")
+    return build(recipe, build_dir)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [row.get(c) for c in columns]
+        lines.append("| " + " | ".join("-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+                                       for v in cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
