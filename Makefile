@@ -22,6 +22,9 @@ demo: install
 	rm -rf builds/runs/demo-tiny
 	HF_HUB_OFFLINE=1 $(BIN)/trainer fit --shards builds/demo --model tiny --out builds/runs/demo-tiny \
 		--global-batch 8 --micro-batch 4 --epochs 3 --lr 2e-3 --set eval_fraction=0.2
+	HF_HUB_OFFLINE=1 $(BIN)/trainer eval --model builds/runs/demo-tiny \
+		--bench vl_rewardbench=demo_data/native/vl_rewardbench/data.jsonl \
+		--images-root vl_rewardbench=demo_data/native/vl_rewardbench/images
 	$(BIN)/streamlit run app/Home.py --server.headless true --browser.gatherUsageStats false -- --data builds
 
 test: install

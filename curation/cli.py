@@ -256,6 +256,29 @@ def show(
             console.print(Text(f"signals/{name}: ", style="bold") + Text(str(signal)))
 
 
+@app.command("export")
+def export_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="a build folder")],
+    repo: Annotated[str, typer.Option(help="the Hub dataset repo, USER/NAME")],
+    private: Annotated[bool, typer.Option(help="create the repo private")] = False,
+    local_dir: Annotated[Path | None, typer.Option(help="where the Hub layout is written (default: DIR-hub)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="write locally and list what would be sent; send nothing")] = False,
+    license: Annotated[str | None, typer.Option(help="the license to declare on the card")] = None,
+    force_license: Annotated[bool, typer.Option(help="declare --license even over restrictive sources")] = False,
+) -> None:
+    """Write a build in the Hub's dataset layout (parquet configs, card, recipe), then upload it in one commit."""
+    from curation.export import export_build, upload
+
+    local = local_dir or build_dir.with_name(build_dir.name + "-hub")
+    try:
+        plan = export_build(build_dir, local, license=license, force_license=force_license)
+        typer.echo(f"wrote {len(plan.files)} files to {local} (configs: {', '.join(plan.configs)})")
+        for line in upload(local, repo, private=private, dry_run=dry_run):
+            typer.echo(line)
+    except InputError as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     app()
 

@@ -100,8 +100,10 @@ class Backbone(nn.Module):
     def sequence(
         self, prompt: list[dict[str, str]], answer: str, max_length: int, image_tokens: list[int] | None = None
     ) -> Sequence:
-        """Token ids of prompt + answer; the prompt loses its oldest tokens if needed, the answer never."""
+        """Token ids of prompt + answer; the prompt loses its oldest tokens if needed, the answer never.
+        `max_length` is capped by the model's position limit (512 for BERT-style encoders)."""
         image_tokens = image_tokens or []
+        max_length = min(max_length, self.max_positions or max_length)
         if self.kind == "encoder":  # [CLS] prompt [SEP] answer [SEP], the prompt cut from its start if needed
             text = prompt_text(prompt)
             head = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

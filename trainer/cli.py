@@ -255,6 +255,30 @@ def ablate(
     typer.echo(f"table: {out / 'ablation.md'}")
 
 
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder (from `trainer fit`).")],
+    repo: Annotated[str, typer.Option(help="The Hub model repo, USER/NAME.")],
+    local_dir: Annotated[Path | None, typer.Option(help="Where the repo is written (default: RUN-hub).")] = None,
+    dataset_repo: Annotated[str | None, typer.Option(help="The exported training data's Hub repo, to link.")] = None,
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Write locally and list what would be sent; send nothing.")] = False,
+) -> None:
+    """Write a run's model with its card in the Hub layout, then upload it in one commit."""
+    from curation.export import upload
+    from trainer.export import export_run
+
+    local = local_dir or run.with_name(run.name + "-hub")
+    try:
+        files = export_run(run, repo, local, dataset_repo)
+        typer.echo(f"wrote {len(files)} files to {local}")
+        for line in upload(local, repo, repo_type="model", private=private, dry_run=dry_run):
+            typer.echo(line)
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 def _key_value(text: str, option: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:

@@ -120,9 +120,9 @@ class PairData:
         counts: dict[str, Any] = {}
         for b, build in enumerate(builds):
             ids = build.table.column("pair_id").to_pylist()
-            mine = [Entry(b, i, pid) for i, pid in enumerate(ids)]
-            evals = [e for e in mine if unit_hash("eval", seed, e.pair_id) < eval_fraction]
-            trains = [e for e in mine if unit_hash("eval", seed, e.pair_id) >= eval_fraction]
+            held = [unit_hash("eval", seed, pid) < eval_fraction for pid in ids]  # by content: stable across builds
+            evals = [Entry(b, i, pid) for i, pid in enumerate(ids) if held[i]]
+            trains = [Entry(b, i, pid) for i, pid in enumerate(ids) if not held[i]]
             drawn = weighted(trains, build.weight, seed)
             train += drawn
             held_out += evals

@@ -154,10 +154,8 @@ class Trainer:
             )
         self.model.to(self.device)
         self.model.backbone.vision_always = self.dist.world > 1
-        positions = self.model.backbone.max_positions  # e.g. 512 for BERT-style encoders
-        self.max_length = min(config.max_length, positions) if positions else config.max_length
-        self.featurize = Featurizer(self.data, self.model.backbone, self.max_length)  # counts every draw
-        self.featurize_eval = Featurizer(self.data, self.model.backbone, self.max_length)  # reset per evaluation
+        self.featurize = Featurizer(self.data, self.model.backbone, config.max_length)  # counts every draw
+        self.featurize_eval = Featurizer(self.data, self.model.backbone, config.max_length)  # reset per evaluation
         self.start_step = 0
         self.last_checkpoint: Path | None = None
         if resume:

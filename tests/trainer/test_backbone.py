@@ -90,6 +90,8 @@ def test_bert_style_encoder_backbone_from_a_folder(tmp_path: Path) -> None:
     sequence = backbone.sequence([{"role": "user", "content": "word " * 200}], "the answer", 64)
     assert len(sequence.input_ids) == 64 and sequence.prompt_truncated
     assert tokenizer.decode(sequence.input_ids).endswith("[SEP] the answer [SEP]")
+    capped = backbone.sequence([{"role": "user", "content": "word " * 300}], "the answer", 4096)
+    assert len(capped.input_ids) == 128  # the model's position limit caps any max_length
     assert backbone.padding_side("left") == "right"  # absolute positions: never pad an encoder on the left
     model = RewardModel(backbone, HeadConfig()).eval()
     rows = [pair_row("Hi", "Hello there, friend.", "No."), pair_row("Q", "A", "B")]

@@ -1,7 +1,7 @@
 """Training-step speed of BaseReward on a random Qwen2.5-VL: pairs/s, tokens/s, MFU and peak memory.
 
-    python -m bench.trainer_speed --size 3b --pairs 8 --steps 5          # on a GPU (bf16)
-    python -m bench.trainer_speed --size tiny --pairs 4 --steps 3        # anywhere (CPU, fp32): checks the script
+    python -m bench.train_speed --size 3b --pairs 8 --steps 5          # on a GPU (bf16)
+    python -m bench.train_speed --size tiny --pairs 4 --steps 3        # anywhere (CPU, fp32): checks the script
 
 Two ways of running one optimizer step on the same pairs, side by side:
 - `shared`: the trainer's step: chosen and rejected as one 2B-row batch, each image encoded once;

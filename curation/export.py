@@ -1,0 +1,279 @@
+"""`curate export`: a build in the Hugging Face Hub's dataset layout, written locally, then uploaded in one commit.
+
+Layout of the local folder:
+- `data/<config>/train-NNNNN-of-NNNNN.parquet`: config `default` is the whole mixture, one config per source.
+  Columns in the conversational preference form TRL's reward and DPO trainers read (`prompt`: messages;
+  `chosen`, `rejected`: one assistant message each; `images`: the `datasets` Image feature, bytes embedded),
+  then the canonical columns (`pair_id`, `source`, ..., `image_sha256` for the image hashes). Row groups of
+  100 rows when images are embedded (the Hub viewer reads row groups), files well under 5 GB.
+- `README.md`: a dataset card with YAML metadata (configs, license, task categories, size category) and the
+  build's card (recipe, sources and licenses, funnel, decontamination); `recipe.yaml` and `manifest.json`.
+
+The Hub token comes from the environment (`HF_TOKEN`) or the Hub's login store through `huggingface_hub`; it is
+never printed, logged or written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.errors import InputError
+from curation.io import read_shards
+
+ROWS_PER_GROUP_WITH_IMAGES = 100
+ROWS_PER_GROUP_TEXT = 10_000
+MAX_FILE_BYTES = 1 << 30  # far below the Hub's 5 GB limit per file
+# License strings that restrict use; a card must say so and an export must not claim a permissive license.
+RESTRICTIVE = ("nc", "non-commercial", "noncommercial", "research", "unknown", "not stated", "other")
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    folder: Path
+    files: list[tuple[str, int]]  # (path relative to the folder, bytes)
+    configs: list[str]
+    licenses: dict[str, list[str]]  # source -> licenses of its pairs
+
+
+def restrictive(license_text: str | None) -> bool:
+    text = (license_text or "unknown").lower()
+    return any(token in text.replace("-", " ").split() or token in text for token in RESTRICTIVE)
+
+
+def _hf_features() -> Any:
+    """The `datasets` features of the export, so `load_dataset` decodes `images` as images."""
+    from datasets import Features, Image, Sequence, Value
+
+    message = {"role": Value("string"), "content": Value("string")}
+    features = {
+        "prompt": [message],
+        "chosen": [message],
+        "rejected": [message],
+        "images": Sequence(Image()),
+    }
+    canonical = {
+        "pair_id": Value("string"), "prompt_id": Value("string"), "source": Value("string"),
+        "source_row": Value("string"), "subset": Value("string"), "modality": Value("string"),
+        "image_sha256": Sequence(Value("string")), "chosen_score": Value("float64"),
+        "rejected_score": Value("float64"), "score_margin": Value("float64"), "tie": Value("bool"),
+        "chosen_model": Value("string"), "rejected_model": Value("string"), "category": Value("string"),
+        "language": Value("string"), "license": Value("string"), "binarization": Value("string"),
+        "meta": Value("string"),
+    }  # fmt: skip
+    return Features({**features, **canonical})
+
+
+def to_hub_table(pairs: pa.Table, image_bytes: dict[str, bytes]) -> pa.Table:
+    """Canonical pairs -> the export's columns (TRL's conversational form first, canonical columns after)."""
+    rows = pairs.to_pylist()
+    assistant = [[{"role": "assistant", "content": r["chosen"]}] for r in rows]
+    rejected = [[{"role": "assistant", "content": r["rejected"]}] for r in rows]
+    images = [[{"bytes": image_bytes[h], "path": None} for h in r["images"]] for r in rows]
+    columns: dict[str, pa.Array] = {
+        "prompt": pa.array([r["prompt"] for r in rows], MESSAGES),
+        "chosen": pa.array(assistant, MESSAGES),
+        "rejected": pa.array(rejected, MESSAGES),
+        "images": pa.array(images, pa.list_(IMAGE)),
+    }
+    for name in pairs.column_names:
+        if name not in ("prompt", "chosen", "rejected", "images"):
+            columns[name] = pairs.column(name)
+    columns["image_sha256"] = pairs.column("images")
+    # TRL's reward trainer reads a `margin` column as a loss margin: the source's score gap must not be one.
+    columns["score_margin"] = columns.pop("margin")
+    table = pa.table(columns)
+    order = ["prompt", "chosen", "rejected", "images", "pair_id", "prompt_id", "source", "source_row", "subset",
+             "modality", "image_sha256", "chosen_score", "rejected_score", "score_margin", "tie", "chosen_model",
+             "rejected_model", "category", "language", "license", "binarization", "meta"]  # fmt: skip
+    features = _hf_features()  # Image declared even for text-only exports: their image lists are empty
+    metadata = {b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
+    return table.select(order).replace_schema_metadata(metadata)
+
+
+def _images_of(build: Path, hashes: set[str]) -> dict[str, bytes]:
+    path = build / "images" / "images.parquet"
+    if not hashes:
+        return {}
+    table = pq.read_table(path, columns=["sha256", "bytes"], filters=[("sha256", "in", sorted(hashes))])
+    found = dict(zip(table.column("sha256").to_pylist(), table.column("bytes").to_pylist(), strict=True))
+    missing = hashes - set(found)
+    if missing:
+        raise InputError(f"{path}: {len(missing)} image(s) referenced by the shards are missing, e.g. {min(missing)}")
+    return found
+
+
+def _write_config(build: Path, pairs: pa.Table, folder: Path, config: str) -> list[Path]:
+    """Parquet files of one config, images embedded, a new file whenever one passes MAX_FILE_BYTES."""
+    has_images = any(len(h) for h in pairs.column("images").to_pylist())
+    group = ROWS_PER_GROUP_WITH_IMAGES if has_images else ROWS_PER_GROUP_TEXT
+    target = folder / "data" / config
+    target.mkdir(parents=True, exist_ok=True)
+    parts: list[Path] = []
+    writer: pq.ParquetWriter | None = None
+    size = 0
+    for start in range(0, max(pairs.num_rows, 1), group):
+        chunk = pairs.slice(start, group)
+        hashes = {h for row in chunk.column("images").to_pylist() for h in row}
+        table = to_hub_table(chunk, _images_of(build, hashes))
+        if writer is None or size > MAX_FILE_BYTES:
+            if writer is not None:
+                writer.close()
+            parts.append(target / f"part-{len(parts):05d}.tmp")
+            writer = pq.ParquetWriter(parts[-1], table.schema, compression="zstd")
+            size = 0
+        writer.write_table(table, row_group_size=group)
+        size += table.nbytes
+    if writer is not None:
+        writer.close()
+    final = []
+    for index, part in enumerate(parts):  # the count is known only now
+        path = target / f"train-{index:05d}-of-{len(parts):05d}.parquet"
+        part.replace(path)
+        final.append(path)
+    return final
+
+
+def _size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                         (10_000_000, "1M<n<10M")):  # fmt: skip
+        if n < limit:
+            return label
+    return "10M<n<100M"
+
+
+def _hub_license(text: str) -> str:
+    return text.strip().lower().replace(" ", "-")
+
+
+def decide_license(licenses: dict[str, list[str]], requested: str | None, force: bool) -> tuple[str, bool]:
+    """(the card's license id, whether any source restricts use); refuses a permissive claim over restrictive data."""
+    distinct = sorted({lic for values in licenses.values() for lic in values})
+    restricted = any(restrictive(lic) for lic in distinct) or not distinct
+    if requested is not None:
+        if restricted and not restrictive(requested) and not force:
+            raise InputError(
+                f"--license {requested} contradicts the sources' licenses ({', '.join(distinct) or 'unknown'}): "
+                "some are non-commercial, research-only or unknown. Pass --force-license to override."
+            )
+        return _hub_license(requested), restricted
+    return (_hub_license(distinct[0]) if len(distinct) == 1 else "other"), restricted
+
+
+def card_text(build: Path, manifest: dict[str, Any], plan: ExportPlan, license_id: str, restricted: bool) -> str:
+    rows = manifest["rows_in_shards"]
+    has_images = manifest["images"] > 0
+    meta: dict[str, Any] = {
+        "pretty_name": manifest["recipe"]["name"],
+        "license": license_id,
+        "task_categories": ["image-text-to-text", "text-generation"] if has_images else ["text-generation"],
+        "tags": ["reward-modeling", "preference", "rlhf", "dpo", "rm-workbench"],
+        "size_categories": [_size_category(rows)],
+        "configs": [
+            {
+                "config_name": c,
+                "data_files": [{"split": "train", "path": f"data/{c}/train-*"}],
+                **({"default": True} if c == "default" else {}),
+            }
+            for c in plan.configs
+        ],
+    }
+    if license_id == "other":
+        meta["license_name"] = "mixed"
+        meta["license_link"] = "LICENSE_NOTES.md"
+    import yaml
+
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
+             f"# {manifest['recipe']['name']}", "",
+             f"{rows} preference pairs curated with rm-workbench (`curate build`), {manifest['images']} images. "
+             "Configs: `default` (the whole mixture) and one per source.", ""]  # fmt: skip
+    if restricted:
+        lines += ["**Licensing: some sources are non-commercial, research-only or of unknown license. "
+                  "Check every source's terms below before use.**", ""]  # fmt: skip
+    lines += ["## Sources and licenses", "", "| source | licenses |", "|---|---|"]
+    lines += [f"| {s} | {', '.join(v) or 'unknown'} |" for s, v in plan.licenses.items()]
+    lines += ["", "## Columns", "",
+              "`prompt` (messages, one `<image>` placeholder per image), `chosen` and `rejected` (one assistant "
+              "message each) and `images` follow TRL's conversational preference format; `pair_id`, `prompt_id` "
+              "(content hashes), `source`, `source_row`, scores, `score_margin` (the source's score gap, named so "
+              "that TRL does not take it for a loss margin), `tie`, models, `license`, `image_sha256` and `meta` "
+              "(unmapped native fields) are the canonical schema.", ""]  # fmt: skip
+    card = (build / "README.md").read_text() if (build / "README.md").is_file() else ""
+    lines += ["## Build report", "", card.replace("\n# ", "\n### ").replace("\n## ", "\n### "), ""]
+    lines += ["## Recipe", "", "```yaml", manifest["recipe"]["text"].rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def export_build(
+    build: Path, local_dir: Path, *, license: str | None = None, force_license: bool = False
+) -> ExportPlan:
+    manifest_path = build / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{build}: not a finished build (no manifest.json)")
+    if local_dir.exists() and any(local_dir.iterdir()):
+        raise InputError(f"{local_dir}: exists and is not empty; choose another --local-dir or remove it")
+    manifest = json.loads(manifest_path.read_text())
+    pairs = read_shards(sorted((build / "shards").glob("*.arrow")))
+    sources = sorted(set(pairs.column("source").to_pylist()))
+    if "default" in sources:
+        raise InputError(f"{build}: a source named 'default' would clash with the whole-mixture config")
+    licenses = {s: sorted({r["license"] or "unknown" for r in pairs.filter(pc.equal(pairs["source"], s))
+                          .select(["license"]).to_pylist()}) for s in sources}  # fmt: skip
+    license_id, restricted = decide_license(licenses, license, force_license)
+    tmp = local_dir.with_name(local_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    configs = ["default", *sources]
+    _write_config(build, pairs, tmp, "default")
+    for source in sources:
+        _write_config(build, pairs.filter(pc.equal(pairs["source"], source)), tmp, source)
+    plan = ExportPlan(local_dir, [], configs, licenses)
+    (tmp / "README.md").write_text(card_text(build, manifest, plan, license_id, restricted))
+    if license_id == "other":
+        notes = ["# License notes", "", "This mixture combines sources under different licenses:", ""]
+        notes += [f"- {s}: {', '.join(v)}" for s, v in licenses.items()]
+        (tmp / "LICENSE_NOTES.md").write_text("\n".join(notes) + "\n")
+    (tmp / "recipe.yaml").write_text(manifest["recipe"]["text"])
+    shutil.copy(manifest_path, tmp / "manifest.json")
+    if local_dir.exists():
+        local_dir.rmdir()
+    tmp.replace(local_dir)
+    files = [
+        (p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in sorted(local_dir.rglob("*")) if p.is_file()
+    ]
+    return ExportPlan(local_dir, files, configs, licenses)
+
+
+def upload(
+    folder: Path, repo: str, *, repo_type: str = "dataset", private: bool = False, dry_run: bool = False
+) -> list[str]:
+    """One commit with every file of `folder`; with `dry_run`, only the lines saying what would be sent."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    lines = [f"create {repo_type} repo {repo} (private={private}) if it does not exist",
+             f"upload {len(files)} files in one commit:", *(f"  {f}" for f in files)]  # fmt: skip
+    if dry_run:
+        return ["[dry run] would " + lines[0], "[dry run] would " + lines[1], *lines[2:]]
+    from huggingface_hub import HfApi, get_token
+
+    token = get_token()  # HF_TOKEN or the login store; only checked for presence, never shown
+    if not token:
+        raise InputError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+    api = HfApi()
+    try:
+        api.create_repo(repo, repo_type=repo_type, private=private, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type=repo_type,
+                                   commit_message="Upload from rm-workbench")  # fmt: skip
+    except Exception as exc:  # network and Hub errors: report the kind, never echo a request that holds the token
+        message = str(exc).replace(token, "***")
+        raise InputError(f"upload to {repo} failed: {type(exc).__name__}: {message[:300]}") from None
+    return [*lines, f"done: {commit}"]

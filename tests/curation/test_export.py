@@ -1,0 +1,141 @@
+"""`curate export`: the Hub layout round-trips through `datasets`, TRL consumes it, licenses and tokens are safe."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from curation.build import build
+from curation.cli import app
+from curation.io import read_shards
+from curation.recipe import load_recipe
+from tests.conftest import write_jsonl
+
+TOKEN = "hf_PLANTEDfakeTOKENvalue0123456789"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_recipe: Path) -> Path:
+    out = tmp_path_factory.mktemp("export") / "demo"
+    build(load_recipe(demo_recipe), out)
+    return out
+
+
+def export(build_dir: Path, local: Path, *extra: str) -> CliRunner:
+    result = CliRunner().invoke(
+        app, ["export", str(build_dir), "--repo", "me/prefs", "--local-dir", str(local), *extra]
+    )
+    return result
+
+
+def load(local: Path, config: str, tmp_path: Path) -> datasets.Dataset:
+    return datasets.load_dataset(str(local), config, split="train", cache_dir=str(tmp_path / "hf-cache"))
+
+
+def test_round_trip_every_config_with_rows_images_and_columns(demo: Path, tmp_path: Path) -> None:
+    result = export(demo, tmp_path / "hub", "--dry-run")
+    assert result.exit_code == 0, result.output
+    shards = read_shards(sorted((demo / "shards").glob("*.arrow"))).to_pylist()
+    card = (tmp_path / "hub" / "README.md").read_text()
+    configs = [c["config_name"] for c in yaml.safe_load(card.split("---")[1])["configs"]]
+    assert configs == ["default", "hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"]
+    for config in configs:
+        ds = load(tmp_path / "hub", config, tmp_path)
+        expected = [r for r in shards if config == "default" or r["source"] == config]
+        assert ds["pair_id"] == [r["pair_id"] for r in expected]
+        assert ds["image_sha256"] == [r["images"] for r in expected]
+        raw = ds.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))
+        for row in raw:
+            assert [hashlib.sha256(i["bytes"]).hexdigest() for i in row["images"]] == row["image_sha256"]
+        assert {"prompt", "chosen", "rejected", "images", "source", "meta", "score_margin"} <= set(ds.column_names)
+        assert all(c[0]["role"] == "assistant" for c in ds["chosen"])
+    assert any(len(r["images"]) for r in load(tmp_path / "hub", "rlaif_v", tmp_path))
+    for name in ("recipe.yaml", "manifest.json"):
+        assert (tmp_path / "hub" / name).is_file()
+    assert "## Build report" in card and "Decontamination" in card
+
+
+def test_text_only_export_is_consumed_by_trl_reward_trainer(tmp_path: Path) -> None:
+    trl = pytest.importorskip("trl")
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    from trainer.tiny import tiny_tokenizer
+
+    rows = [{"prompt": f"Question {k}?", "chosen": f"A helpful answer {k}.", "rejected": "No.",
+             "metadata": {"score_chosen": 8.0, "score_rejected": 2.0}} for k in range(8)]  # fmt: skip
+    source = write_jsonl(tmp_path / "uf.jsonl", rows)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: text\nsources:\n  uf: {{adapter: ultrafeedback_binarized, path: {source}}}\n")
+    build(load_recipe(recipe), tmp_path / "build")
+    assert export(tmp_path / "build", tmp_path / "hub", "--dry-run").exit_code == 0
+    ds = load(tmp_path / "hub", "default", tmp_path)
+    tokenizer = tiny_tokenizer()
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+                         num_labels=1)  # fmt: skip
+    args = trl.RewardConfig(output_dir=str(tmp_path / "trl"), report_to=[], max_steps=1, per_device_train_batch_size=2,
+                            use_cpu=True, max_length=256)  # fmt: skip
+    trainer = trl.RewardTrainer(model=Qwen2ForSequenceClassification(config), args=args, train_dataset=ds,
+                                processing_class=tokenizer)  # fmt: skip
+    assert {"chosen_ids", "rejected_ids"} <= set(trainer.train_dataset.column_names)
+    assert trainer.train().training_loss > 0
+
+
+def test_restrictive_licenses_refuse_a_permissive_claim() -> None:
+    from curation.export import decide_license
+
+    assert decide_license({"a": ["MIT"]}, None, False) == ("mit", False)
+    assert decide_license({"a": ["MIT"], "b": ["CC-BY-NC-4.0"]}, None, False) == ("other", True)
+    with pytest.raises(Exception, match="contradicts"):
+        decide_license({"a": ["MIT"], "b": ["CC-BY-NC-4.0"]}, "mit", False)
+    assert decide_license({"a": ["MIT"], "b": ["CC-BY-NC-4.0"]}, "mit", True) == ("mit", True)
+    assert decide_license({"a": ["unknown"]}, "cc-by-nc-4.0", False) == ("cc-by-nc-4.0", True)
+
+
+def test_cli_refuses_a_license_that_contradicts_the_demo_sources(demo: Path, tmp_path: Path) -> None:
+    refused = export(demo, tmp_path / "a", "--dry-run", "--license", "mit")  # the demo holds CC-BY-NC-4.0 rows
+    assert refused.exit_code == 1 and "--force-license" in refused.output
+    forced = export(demo, tmp_path / "b", "--dry-run", "--license", "mit", "--force-license")
+    assert forced.exit_code == 0
+    assert "some sources are non-commercial" in (tmp_path / "b" / "README.md").read_text()
+
+
+def test_dry_run_sends_nothing(demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a dry run must not call the Hub")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", refuse)
+    result = export(demo, tmp_path / "hub", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "[dry run] would upload 9 files in one commit" in result.output
+
+
+def test_missing_token_is_a_clear_error(demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))  # no login store either
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    result = export(demo, tmp_path / "hub")
+    assert result.exit_code == 1
+    assert "no Hugging Face token" in result.output
+
+
+def test_the_token_never_appears_in_output_or_files(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the upload fails without touching the network
+    result = export(demo, tmp_path / "hub")
+    assert result.exit_code == 1 and "upload to me/prefs failed" in result.output
+    assert TOKEN not in result.output
+    for path in (tmp_path / "hub").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in os.environ.get("HF_TOKEN_PATH", "")

@@ -1,0 +1,36 @@
+"""`trainer export`: the model repo loads back with identical rewards; its card carries mixture and evaluation."""
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from tests.trainer.conftest import pair_images, pair_row
+from trainer.cli import app
+from trainer.config import FitConfig
+from trainer.data import collate, featurize
+from trainer.fit import fit
+from trainer.model import RewardModel
+
+
+def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    fit(FitConfig(model="tiny", shards=[str(demo_build)], lr=2e-3, global_batch=8, micro_batch=4, max_steps=2), run)
+    report = {"benchmarks": {"vl_rewardbench": {"overall": 51.0, "macro": 50.5}},
+              "length_judge": {"vl_rewardbench": {"overall": 42.64, "macro": 42.91}}}  # fmt: skip
+    (run / "eval.json").write_text(json.dumps(report))
+    result = CliRunner().invoke(app, ["export", str(run), "--repo", "me/tiny-rm", "--local-dir", str(tmp_path / "hub"),
+                                      "--dataset-repo", "me/prefs", "--dry-run"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "[dry run] would create model repo me/tiny-rm" in result.output
+    original, exported = RewardModel.load(run / "model").eval(), RewardModel.load(tmp_path / "hub").eval()
+    feature = featurize(original.backbone, pair_row("What is it?", "Noise.", "A cat.", images=1), pair_images(1), 512)
+    batch = collate([feature], original.backbone.pad_token_id)
+    with torch.no_grad():
+        assert torch.equal(original(**batch.model_inputs()), exported(**batch.model_inputs()))
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "datasets:\n- me/prefs" in card and "| demo | 1 | demo" in card
+    assert "length-only judge" in card and "51.00" in card and "load_reward_model" in card
+    assert {"model.safetensors", "fit_config.yaml", "eval.json", "reward_model.json"} <= {
+        p.name for p in (tmp_path / "hub").iterdir()}  # fmt: skip

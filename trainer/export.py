@@ -1,0 +1,103 @@
+"""`trainer export`: a trained run as a Hub model repo (weights, config, tokenizer, processor, model card).
+
+The folder is the run's final model (`model.safetensors`, `reward_model.json`, `backbone/config.json`,
+tokenizer and image processor files) plus `fit_config.yaml`, `eval.json` when the run was evaluated, and a
+`README.md` card: backbone and head, the training mixture (each build's recipe and sources), the settings, the
+evaluation table beside the length-only judge, and a snippet that loads the model and scores a pair.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation.errors import InputError
+from trainer.published import comparison_rows
+
+
+def _mixture_lines(config: dict[str, Any]) -> list[str]:
+    lines = ["| build | weight | recipe | sources (pairs in shards) |", "|---|---|---|---|"]
+    for spec in config.get("shards", []):
+        path_text, _, weight = spec.partition("=")
+        manifest_path = Path(path_text) / "manifest.json"
+        if not manifest_path.is_file():
+            lines.append(f"| {Path(path_text).name} | {weight or 1} | (manifest not found) | |")
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        sources = ", ".join(f"{name} ({s['in_shards']})" for name, s in manifest["sources"].items())
+        recipe = manifest["recipe"]
+        lines.append(
+            f"| {Path(path_text).name} | {weight or 1} | {recipe['name']} (`{recipe['sha256'][:12]}`) | {sources} |"
+        )
+    return lines
+
+
+def _eval_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for bench in sorted(report.get("benchmarks", {})):
+        rows = comparison_rows(report, bench, "this model")
+        columns = [c for c in rows[0] if not c.endswith("_plus") or c == "acc_plus"]
+        lines += [f"### {bench}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in rows:
+            cells = ["-" if row.get(c) is None else f"{row[c]:.2f}" if isinstance(row.get(c), float) else str(row[c])
+                     for c in columns]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any], dataset_repo: str | None) -> str:
+    source = spec.get("backbone_source", "")
+    meta: dict[str, Any] = {"license": "other", "tags": ["reward-model", "bradley-terry", "basereward", "rm-workbench"]}
+    if "/" in source and not Path(source).exists():
+        meta["base_model"] = source
+    if dataset_repo:
+        meta["datasets"] = [dataset_repo]
+    head = spec["head"]
+    report = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else {}
+    lines = [
+        "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
+        f"# {repo.split('/')[-1]}", "",
+        f"A BaseReward-style reward model trained with rm-workbench: backbone `{source}` ({spec['backbone_kind']}) "
+        f"without its LM head, reward head of {head['layers']} linear layer(s) ({head['activation']}), "
+        "Bradley-Terry loss. The license is that of the backbone and of the training data (see the mixture).", "",
+        "## Training mixture", "", *_mixture_lines(config), "",
+        *([f"Dataset on the Hub: [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})", ""]
+          if dataset_repo else []),
+        "## Settings", "", "```yaml", yaml.safe_dump(config, sort_keys=True).rstrip(), "```", "",
+        "## Evaluation", "", *(_eval_lines(report) or ["Not evaluated (`trainer eval --model RUN`).", ""]),
+        "## Usage", "", "```python",
+        "from pathlib import Path",
+        "from huggingface_hub import snapshot_download",
+        "from trainer.predict import load_reward_model, rewards  # pip install rm-workbench[train]", "",
+        f'model = load_reward_model(Path(snapshot_download("{repo}")))',
+        'image = Path("photo.jpg").read_bytes()',
+        'print(rewards(model, "What is in the image?", ["A cat on a sofa.", "A dog."], images=[image]))',
+        "```", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def export_run(run: Path, repo: str, local_dir: Path, dataset_repo: str | None = None) -> list[str]:
+    model = run / "model"
+    if not (model / "reward_model.json").is_file():
+        raise InputError(f"{run}: no trained model (expected {model}/reward_model.json from `trainer fit`)")
+    if local_dir.exists() and any(local_dir.iterdir()):
+        raise InputError(f"{local_dir}: exists and is not empty; choose another --local-dir or remove it")
+    tmp = local_dir.with_name(local_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model, tmp)
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    (tmp / "fit_config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    if (run / "eval.json").is_file():
+        shutil.copy(run / "eval.json", tmp / "eval.json")
+    spec = json.loads((model / "reward_model.json").read_text())
+    (tmp / "README.md").write_text(card_text(run, repo, spec, config, dataset_repo))
+    if local_dir.exists():
+        local_dir.rmdir()
+    tmp.replace(local_dir)
+    return sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())
