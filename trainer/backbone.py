@@ -24,6 +24,8 @@ from curation.schema import IMAGE_TOKEN
 
 Kind = Literal["vision_language", "decoder", "encoder"]
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
+SECONDS_PER_GRID = 1.0  # frame timing is unknown in the canonical schema: 2 frames per temporal patch at 2 fps
 
 
 class SequenceTooLong(ValueError):
@@ -33,7 +35,6 @@ class SequenceTooLong(ValueError):
 @dataclass
 class Sequence:
     input_ids: list[int]
-    image_token_counts: list[int]  # image tokens per image of the prompt, in order
     prompt_truncated: bool
 
 
@@ -72,6 +73,7 @@ class Backbone(nn.Module):
         self.vision_always = False
         if self.kind == "vision_language":
             self.image_token_id = model.config.image_token_id
+            self.video_token_id = model.config.video_token_id
             self.merge = model.config.vision_config.spatial_merge_size
 
     @property
@@ -97,11 +99,48 @@ class Backbone(nn.Module):
     def tokens_per_image(self, grid_thw: torch.Tensor) -> list[int]:
         return [int(n) for n in (grid_thw.prod(-1) // self.merge**2).tolist()]
 
+    def video_inputs(self, frames: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel_values_videos, video_grid_thw) for one video given as PIL frames, in Qwen2-VL's patch layout:
+        frames resized alike within the processor's pixel bounds, normalized, padded to whole temporal patches."""
+        import numpy as np
+
+        try:  # the PIL processor's module needs no torchvision (transformers >= 5.2x)
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+        except ImportError:
+            from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        proc = self.image_processor
+        patch, merge, temporal = proc.patch_size, proc.merge_size, proc.temporal_patch_size
+        width, height = frames[0].size
+        size = proc.size
+        rh, rw = smart_resize(height, width, patch * merge, min_pixels=size["shortest_edge"],
+                              max_pixels=size["longest_edge"])  # fmt: skip
+        mean = np.array(proc.image_mean, dtype=np.float32)[:, None, None]
+        std = np.array(proc.image_std, dtype=np.float32)[:, None, None]
+        video = np.stack([
+            (np.asarray(f.convert("RGB").resize((rw, rh), resample=3), dtype=np.float32).transpose(2, 0, 1) / 255.0
+             - mean) / std
+            for f in frames
+        ])  # fmt: skip
+        if len(video) % temporal:
+            video = np.concatenate([video, np.repeat(video[-1:], temporal - len(video) % temporal, axis=0)])
+        grid_t, grid_h, grid_w = len(video) // temporal, rh // patch, rw // patch
+        patches = video.reshape(grid_t, temporal, 3, grid_h // merge, merge, patch, grid_w // merge, merge, patch)
+        patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, h/m, w/m, m, m, C, temporal, p, p)
+        flat = patches.reshape(grid_t * grid_h * grid_w, 3 * temporal * patch * patch)
+        return torch.from_numpy(np.ascontiguousarray(flat)), torch.tensor([[grid_t, grid_h, grid_w]])
+
     def sequence(
-        self, prompt: list[dict[str, str]], answer: str, max_length: int, image_tokens: list[int] | None = None
+        self,
+        prompt: list[dict[str, str]],
+        answer: str,
+        max_length: int,
+        image_tokens: list[int] | None = None,
+        video_tokens: int | None = None,
     ) -> Sequence:
         """Token ids of prompt + answer; the prompt loses its oldest tokens if needed, the answer never.
-        `max_length` is capped by the model's position limit (512 for BERT-style encoders)."""
+        `max_length` is capped by the model's position limit (512 for BERT-style encoders). With `video_tokens`,
+        the prompt's frame placeholders become one video of that many tokens."""
         image_tokens = image_tokens or []
         max_length = min(max_length, self.max_positions or max_length)
         if self.kind == "encoder":  # [CLS] prompt [SEP] answer [SEP], the prompt cut from its start if needed
@@ -112,28 +151,28 @@ class Backbone(nn.Module):
             if room < 1:
                 raise SequenceTooLong(f"answer of {tail} tokens does not fit in max_length {max_length}")
             ids = self.tokenizer(text, answer, truncation="only_first", max_length=max_length)["input_ids"]
-            return Sequence(ids, [], head > room)
-        head_text, tail_text = self._chat_parts(prompt, answer)
+            return Sequence(ids, head > room)
+        head_text, tail_text = self._chat_parts(prompt, answer, video=video_tokens is not None)
         head = self.tokenizer(head_text, add_special_tokens=False)["input_ids"]
         tail = self.tokenizer(tail_text, add_special_tokens=False)["input_ids"]
         if image_tokens:
-            head = self._expand_images(head, image_tokens)
+            head = self._expand(head, self.image_token_id, image_tokens)
+        if video_tokens is not None:
+            head = self._expand(head, self.video_token_id, [video_tokens])
         room = max_length - len(tail)
         if room < 1:
             raise SequenceTooLong(f"answer of {len(tail)} tokens does not fit in max_length {max_length}")
         truncated = len(head) > room
         if truncated:
             cut = head[: len(head) - room]
-            if image_tokens and self.image_token_id in cut:
+            if self.kind == "vision_language" and {self.image_token_id, self.video_token_id} & set(cut):
                 raise SequenceTooLong(f"prompt with images needs {len(head) + len(tail)} tokens > {max_length}")
             head = head[len(head) - room :]
-        return Sequence(head + tail, image_tokens, truncated)
+        return Sequence(head + tail, truncated)
 
-    def _chat_parts(self, prompt: list[dict[str, str]], answer: str) -> tuple[str, str]:
+    def _chat_parts(self, prompt: list[dict[str, str]], answer: str, video: bool = False) -> tuple[str, str]:
         if self.kind == "vision_language":
-            prompt = [
-                {"role": m["role"], "content": m["content"].replace(IMAGE_TOKEN, VISION_PLACEHOLDER)} for m in prompt
-            ]
+            prompt = [{"role": m["role"], "content": self._placeholders(m["content"], video)} for m in prompt]
         if not getattr(self.tokenizer, "chat_template", None):
             return prompt_text(prompt) + "\n", answer
         head = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
@@ -144,14 +183,26 @@ class Backbone(nn.Module):
             head = os.path.commonprefix([head, full])  # noqa: RUF071 (character prefix is meant)
         return head, full[len(head) :]
 
-    def _expand_images(self, ids: list[int], image_tokens: list[int]) -> list[int]:
-        """Each single `<|image_pad|>` becomes as many tokens as its image has merged patches."""
+    @staticmethod
+    def _placeholders(content: str, video: bool) -> str:
+        """`<image>` -> the model's image placeholder; for a video, its frames' placeholders -> one video."""
+        if not video:
+            return content.replace(IMAGE_TOKEN, VISION_PLACEHOLDER)
+        first = content.find(IMAGE_TOKEN)
+        if first < 0:
+            return content
+        rest = content[first + len(IMAGE_TOKEN) :].replace(IMAGE_TOKEN, "")
+        return content[:first] + VIDEO_PLACEHOLDER + rest
+
+    @staticmethod
+    def _expand(ids: list[int], token_id: int, counts: list[int]) -> list[int]:
+        """Each single pad token becomes as many tokens as its image (or video) has merged patches."""
         out: list[int] = []
-        counts = iter(image_tokens)
+        remaining = iter(counts)
         for token in ids:
-            out.extend([token] * next(counts) if token == self.image_token_id else [token])
-        if next(counts, None) is not None or out.count(self.image_token_id) != sum(image_tokens):
-            raise ValueError("image placeholders and images disagree")
+            out.extend([token] * next(remaining) if token == token_id else [token])
+        if next(remaining, None) is not None or out.count(token_id) != sum(counts):
+            raise ValueError("placeholders and images disagree")
         return out
 
     # -- forward -------------------------------------------------------------------------------------------
@@ -162,25 +213,33 @@ class Backbone(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
         image_index: list[int] | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        video_index: list[int] | None = None,
     ) -> torch.Tensor:
-        """Final hidden states (N, L, H). `image_index`: for each image occurrence in row-major token order,
-        which of the encoded images it is, so an image shared by two sequences is encoded once."""
+        """Final hidden states (N, L, H). `image_index` (`video_index`): for each image (video) occurrence in
+        row-major token order, which encoded image (video) it is, so one shared by two sequences is encoded once."""
         if self.kind != "vision_language":
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         embeds = self.model.get_input_embeddings()(input_ids)
-        mm_types = (input_ids == self.image_token_id).to(torch.int32)
-        grid = None
+        mm_types = (input_ids == self.image_token_id).to(torch.int32) + 2 * (input_ids == self.video_token_id).to(
+            torch.int32
+        )
+        grids: dict[str, torch.Tensor] = {}
         if pixel_values is not None and image_grid_thw is not None and image_index:
             features = self._image_features(pixel_values, image_grid_thw)
-            placed = torch.cat([features[i] for i in image_index]).to(embeds.dtype)
-            mask = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
-            embeds = embeds.masked_scatter(mask, placed)
-            grid = image_grid_thw[image_index]
-        elif self.vision_always:  # distributed: every rank runs the ViT in every pass, or collectives mismatch
+            embeds = self._place(embeds, input_ids, self.image_token_id, [features[i] for i in image_index])
+            grids["image_grid_thw"] = image_grid_thw[image_index]
+        if pixel_values_videos is not None and video_grid_thw is not None and video_index:
+            features = self._video_features(pixel_values_videos, video_grid_thw)
+            embeds = self._place(embeds, input_ids, self.video_token_id, [features[i] for i in video_index])
+            grids["video_grid_thw"] = video_grid_thw[video_index]
+            grids["second_per_grid_ts"] = torch.full((len(video_index),), SECONDS_PER_GRID, device=embeds.device)
+        if not grids and self.vision_always:  # distributed: every rank runs the ViT in every pass
             embeds = embeds + 0.0 * self._dummy_image_features().sum()
-        if grid is not None:
+        if grids:
             position_ids, _ = self.model.get_rope_index(
-                input_ids, mm_token_type_ids=mm_types, image_grid_thw=grid, attention_mask=attention_mask
+                input_ids, mm_token_type_ids=mm_types, attention_mask=attention_mask, **grids
             )
         else:
             text = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -190,9 +249,21 @@ class Backbone(nn.Module):
         )
         return out.last_hidden_state
 
+    @staticmethod
+    def _place(
+        embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, blocks: list[torch.Tensor]
+    ) -> torch.Tensor:
+        mask = (input_ids == token_id).unsqueeze(-1).expand_as(embeds)
+        return embeds.masked_scatter(mask, torch.cat(blocks).to(embeds.dtype))
+
     def _image_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[torch.Tensor]:
         """One feature block per image. Older transformers return one concatenated tensor instead of a split."""
-        out = self.model.get_image_features(pixel_values, grid_thw)
+        return self._split(self.model.get_image_features(pixel_values, grid_thw), grid_thw)
+
+    def _video_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[torch.Tensor]:
+        return self._split(self.model.get_video_features(pixel_values, grid_thw), grid_thw)
+
+    def _split(self, out: Any, grid_thw: torch.Tensor) -> list[torch.Tensor]:
         features = getattr(out, "pooler_output", out)
         if isinstance(features, torch.Tensor):
             features = torch.split(features, self.tokens_per_image(grid_thw))

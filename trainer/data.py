@@ -27,7 +27,7 @@ import torch
 from trainer.backbone import Backbone, SequenceTooLong
 
 COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
-SKIP_VIDEO = "video pair (video input not supported by the trainer yet)"
+SKIP_VIDEO = "video pair on a backbone without video input"
 SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
 SKIP_TOO_LONG = "longer than max_length"
 SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG)
@@ -163,31 +163,41 @@ class PairFeatures:
     pixel_values: torch.Tensor | None
     image_grid_thw: torch.Tensor | None
     margin: float | None
+    pixel_values_videos: torch.Tensor | None = None
+    video_grid_thw: torch.Tensor | None = None
+
+
+MAX_FRAMES = 16  # frames sampled evenly from a longer video
+
+
+def _decode(data: bytes) -> Any:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
 
 
 def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes], max_length: int) -> PairFeatures | str:
-    """The two token sequences of a pair and its images once, or the reason it is skipped."""
-    from PIL import Image
-
-    if row["modality"] == "video":
-        return SKIP_VIDEO
-    pixel_values = grid = None
+    """The two token sequences of a pair and its images (or video) once, or the reason it is skipped."""
+    pixel_values = grid = videos = video_grid = None
     image_tokens: list[int] = []
-    if row["images"]:
-        if backbone.kind != "vision_language":
-            return SKIP_IMAGES_ON_TEXT
-        images = []
-        for data in image_bytes:
-            with Image.open(io.BytesIO(data)) as image:
-                images.append(image.convert("RGB"))
-        pixel_values, grid = backbone.image_inputs(images)
+    video_tokens: int | None = None
+    if row["images"] and backbone.kind != "vision_language":
+        return SKIP_VIDEO if row["modality"] == "video" else SKIP_IMAGES_ON_TEXT
+    if row["modality"] == "video":
+        step = max(1, -(-len(image_bytes) // MAX_FRAMES))
+        videos, video_grid = backbone.video_inputs([_decode(b) for b in image_bytes[::step]])
+        video_tokens = backbone.tokens_per_image(video_grid)[0]
+    elif row["images"]:
+        pixel_values, grid = backbone.image_inputs([_decode(b) for b in image_bytes])
         image_tokens = backbone.tokens_per_image(grid)
     try:
-        chosen = backbone.sequence(row["prompt"], row["chosen"], max_length, image_tokens)
-        rejected = backbone.sequence(row["prompt"], row["rejected"], max_length, image_tokens)
+        chosen = backbone.sequence(row["prompt"], row["chosen"], max_length, image_tokens, video_tokens)
+        rejected = backbone.sequence(row["prompt"], row["rejected"], max_length, image_tokens, video_tokens)
     except SequenceTooLong:
         return SKIP_TOO_LONG
-    return PairFeatures(row["pair_id"], chosen.input_ids, rejected.input_ids, pixel_values, grid, row["margin"])
+    return PairFeatures(row["pair_id"], chosen.input_ids, rejected.input_ids, pixel_values, grid, row["margin"],
+                        videos, video_grid)  # fmt: skip
 
 
 @dataclass
@@ -201,19 +211,38 @@ class Batch:
     image_index: list[int]
     margin: torch.Tensor
     pairs: int
+    pixel_values_videos: torch.Tensor | None = None
+    video_grid_thw: torch.Tensor | None = None
+    video_index: list[int] = field(default_factory=list)
 
     def to(self, device: torch.device) -> Batch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.pixel_values),
-                     move(self.image_grid_thw), self.image_index, move(self.margin), self.pairs)  # fmt: skip
+                     move(self.image_grid_thw), self.image_index, move(self.margin), self.pairs,
+                     move(self.pixel_values_videos), move(self.video_grid_thw), self.video_index)  # fmt: skip
 
     def model_inputs(self) -> dict[str, Any]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "pixel_values": self.pixel_values,
-                "image_grid_thw": self.image_grid_thw, "image_index": self.image_index}  # fmt: skip
+                "image_grid_thw": self.image_grid_thw, "image_index": self.image_index,
+                "pixel_values_videos": self.pixel_values_videos, "video_grid_thw": self.video_grid_thw,
+                "video_index": self.video_index}  # fmt: skip
 
     @property
     def tokens(self) -> int:
         return int(self.attention_mask.sum())
+
+
+def _visual(grids: list[torch.Tensor | None], pixels: list[torch.Tensor | None]) -> tuple[Any, Any, list[int]]:
+    """Concatenated pixels and grids of the pairs, and each occurrence's index: chosen rows, then rejected rows."""
+    per_pair, n = [], 0
+    for grid in grids:
+        count = 0 if grid is None else len(grid)
+        per_pair.append(list(range(n, n + count)))
+        n += count
+    present = [p for p in pixels if p is not None]
+    grid_list = [g for g in grids if g is not None]
+    return (torch.cat(present) if present else None, torch.cat(grid_list) if grid_list else None,
+            [i for indices in per_pair for i in indices] * 2)  # fmt: skip
 
 
 def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "right") -> Batch:
@@ -225,26 +254,11 @@ def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "righ
         span = slice(length - len(row), length) if padding_side == "left" else slice(0, len(row))
         ids[i, span] = torch.tensor(row, dtype=torch.long)
         mask[i, span] = 1
-    pixels = [f.pixel_values for f in features if f.pixel_values is not None]
-    grids = [f.image_grid_thw for f in features if f.image_grid_thw is not None]
-    first: list[int] = []  # index of each pair's first image among the encoded ones
-    n = 0
-    for f in features:
-        first.append(n)
-        n += 0 if f.image_grid_thw is None else len(f.image_grid_thw)
-    per_pair = [list(range(first[i], first[i] + (0 if f.image_grid_thw is None else len(f.image_grid_thw))))
-                for i, f in enumerate(features)]  # fmt: skip
-    image_index = [i for images in per_pair for i in images] * 2  # chosen rows, then rejected rows
+    pixels, grids, image_index = _visual([f.image_grid_thw for f in features], [f.pixel_values for f in features])
+    videos, video_grids, video_index = _visual([f.video_grid_thw for f in features],
+                                               [f.pixel_values_videos for f in features])  # fmt: skip
     margin = torch.tensor([f.margin if f.margin is not None else 0.0 for f in features], dtype=torch.float32)
-    return Batch(
-        ids,
-        mask,
-        torch.cat(pixels) if pixels else None,
-        torch.cat(grids) if grids else None,
-        image_index,
-        margin,
-        len(features),
-    )
+    return Batch(ids, mask, pixels, grids, image_index, margin, len(features), videos, video_grids, video_index)
 
 
 class Featurizer:

@@ -80,9 +80,13 @@ class RewardModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
         image_index: list[int] | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        video_index: list[int] | None = None,
     ) -> torch.Tensor:
         """One reward per row (fp32)."""
-        hidden = self.backbone.hidden_states(input_ids, attention_mask, pixel_values, image_grid_thw, image_index)
+        hidden = self.backbone.hidden_states(input_ids, attention_mask, pixel_values, image_grid_thw, image_index,
+                                             pixel_values_videos, video_grid_thw, video_index)  # fmt: skip
         return self.head(pool(hidden, attention_mask, self.backbone.pooling))
 
     # -- persistence ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import image_bytes
 from tests.trainer.conftest import pair_row
 from trainer.backbone import backbone_kind, load_backbone
-from trainer.data import collate, featurize
+from trainer.data import SKIP_IMAGES_ON_TEXT, SKIP_VIDEO, collate, featurize
 from trainer.model import HeadConfig, RewardModel
 from trainer.tiny import tiny_config, tiny_image_processor, tiny_tokenizer
 
@@ -32,9 +32,9 @@ def test_text_decoder_backbone_from_a_folder(tmp_path: Path) -> None:
     model = RewardModel(backbone, HeadConfig()).eval()
     rows = [pair_row("Hi", "Hello, how are you?", "Bye."), pair_row("2+2?", "4", "It is 5, clearly.")]
     assert torch.allclose(rewards(model, rows, [[], []]), rewards(model, rows, [[], []], "left"), atol=1e-5)
-    assert featurize(backbone, pair_row("Look", "a", "b", images=1), [image_bytes()], 256) == (
-        "image pair on a text-only backbone"
-    )
+    assert featurize(backbone, pair_row("Look", "a", "b", images=1), [image_bytes()], 256) == SKIP_IMAGES_ON_TEXT
+    video = {**pair_row("Watch", "a", "b", images=2), "modality": "video"}
+    assert featurize(backbone, video, [image_bytes(), image_bytes(1)], 256) == SKIP_VIDEO
 
 
 def test_qwen2_vl_backbone_from_a_folder(tmp_path: Path) -> None:

@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -6,7 +7,7 @@ import torch
 
 from tests.trainer.conftest import pair_images, pair_row
 from trainer.backbone import load_backbone
-from trainer.data import SKIP_TOO_LONG, SKIP_VIDEO, Entry, ImageTable, PairData, collate, featurize, weighted
+from trainer.data import SKIP_TOO_LONG, Entry, ImageTable, PairData, collate, featurize, weighted
 from trainer.loss import bradley_terry_loss
 from trainer.model import HeadConfig, RewardModel
 
@@ -86,9 +87,36 @@ def test_too_long_pairs_are_skipped_with_a_reason_and_long_prompts_lose_their_st
     assert images == SKIP_TOO_LONG  # image tokens are never cut
 
 
-def test_image_pairs_on_a_text_backbone_and_video_are_counted_not_trained() -> None:
-    backbone = load_backbone("tiny")
-    assert featurize(backbone, {**pair_row("Q", "a", "b"), "modality": "video"}, [], 64) == SKIP_VIDEO
+def test_video_patches_follow_the_image_layout_and_one_video_is_encoded_once() -> None:
+    """Two identical frames give exactly the image processor's patches (the layout check); a video pair in one
+    2-row pass equals two passes that each encode the video."""
+    model = tiny_model()
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(pair_images(1)[0])).convert("RGB")
+    video, video_grid = model.backbone.video_inputs([image, image])
+    pixels, grid = model.backbone.image_inputs([image])
+    assert torch.equal(video_grid, grid) and torch.allclose(video, pixels, atol=1e-5)
+    row = {**pair_row("What happens?", "A ball rolls by.", "Nothing.", images=3), "modality": "video"}
+    feature = featurize(model.backbone, row, pair_images(3), 512)
+    assert not isinstance(feature, str) and feature.pixel_values is None
+    assert feature.video_grid_thw.tolist() == [[2, 6, 4]]  # 3 frames padded to 2 temporal patches
+    batch = collate([feature], model.backbone.pad_token_id)
+    rewards = model(**batch.model_inputs())
+    bradley_terry_loss(rewards[:1], rewards[1:]).backward()
+    joint = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    def alone(ids: list[int]) -> torch.Tensor:
+        return model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
+                     pixel_values_videos=feature.pixel_values_videos, video_grid_thw=feature.video_grid_thw,
+                     video_index=[0])  # fmt: skip
+
+    chosen, rejected = alone(feature.chosen), alone(feature.rejected)
+    bradley_terry_loss(chosen, rejected).backward()
+    assert torch.allclose(rewards, torch.cat([chosen, rejected]), atol=1e-6)
+    for name, grad in joint.items():
+        assert torch.allclose(grad, dict(model.named_parameters())[name].grad, atol=1e-6), name
 
 
 def test_weighted_draws_whole_passes_then_a_hash_ordered_remainder() -> None:

@@ -42,17 +42,16 @@ def run_eval(shared_data: Path, tmp_path: Path, models: list[Path], out: Path | 
     return json.loads((out or models[0] / "eval.json").read_text())
 
 
-def test_eval_scores_every_item_and_keeps_skipped_video_in_the_denominator(
-    shared_data: Path, tmp_path: Path, two_runs: tuple[Path, Path]
-) -> None:
+def test_eval_scores_every_item_videos_included(shared_data: Path, tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
     report = run_eval(shared_data, tmp_path, [two_runs[0]], None)  # one run: RUN/eval.json
     items = report["items"]["mm_rlhf_rewardbench"]
     assert len(items) == 170
     video = [i for i in items if i["group"] == "video"]
-    assert len(video) == 25 and all(i["reward_chosen"] is None and not i["correct"] for i in video)
-    assert report["skipped"]["mm_rlhf_rewardbench"]["video pair (video input not supported by the trainer yet)"] == 25
+    assert len(video) == 25 and all(i["reward_chosen"] is not None for i in video)  # through the video input
+    skipped = sum(report["skipped"]["mm_rlhf_rewardbench"].values())
+    assert sum(i["reward_chosen"] is None for i in items) == skipped  # unscored items stay, counted wrong
     scores = report["benchmarks"]["mm_rlhf_rewardbench"]
-    assert scores["video"] == 0.0
+    assert scores["video"] == round(100 * sum(i["correct"] for i in video) / 25, 2)
     assert scores["acc"] == round(100 * sum(i["correct"] for i in items) / 170, 2)
     assert report["length_judge"]["mm_rlhf_rewardbench"]["acc"] == 71.76  # the same items, judged by length
     rows = comparison_rows(report, "mm_rlhf_rewardbench", "run")
@@ -64,7 +63,7 @@ def test_ensemble_averages_the_models_rewards(shared_data: Path, tmp_path: Path,
     b = run_eval(shared_data, tmp_path, [two_runs[1]], tmp_path / "b.json")["items"]["mm_rlhf_rewardbench"]
     both = run_eval(shared_data, tmp_path, list(two_runs), tmp_path / "ab.json")["items"]["mm_rlhf_rewardbench"]
     scored = [k for k, item in enumerate(both) if item["reward_chosen"] is not None]
-    assert len(scored) >= 140
+    assert len(scored) >= 160
     for k in scored:
         assert both[k]["reward_chosen"] == pytest.approx((a[k]["reward_chosen"] + b[k]["reward_chosen"]) / 2, abs=1e-6)
     assert a != b

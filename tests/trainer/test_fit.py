@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import trainer.fit as fit_module
 from tests.conftest import write_image
 from trainer.cli import app
 from trainer.config import FitConfig, load_config
-from trainer.data import SKIP_TOO_LONG, SKIP_VIDEO
+from trainer.data import SKIP_TOO_LONG
 from trainer.fit import Trainer, TrainingError, fit
 from trainer.model import RewardModel
 
@@ -47,7 +48,7 @@ def test_tiny_model_loss_falls_on_a_small_build(demo_build: Path, tmp_path: Path
         "tokens/s",
     } <= set(last)
     report = json.loads((tmp_path / "run" / "data.json").read_text())
-    assert set(report["skipped_train_draws"]) | set(report["skipped_eval"]) == {SKIP_VIDEO}  # the demo's 2 videos
+    assert report["skipped_train_draws"] == {} and report["skipped_eval"] == {}  # videos included
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
@@ -118,7 +119,9 @@ def test_two_process_gloo_run_matches_one_process(demo_build: Path, tmp_path: Pa
     rank's are not (and ranks mix image and text pairs): the ranks must still run the same collectives."""
     fit(config(demo_build, epochs=1, micro_batch=2, max_length=150), tmp_path / "single")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    port = str(29517 + (strategy == "fsdp"))
+    with socket.socket() as probe:  # a free port: parallel test runs must not collide
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                "-m", "trainer", "fit", "--shards", str(demo_build), "--out", str(tmp_path / "ddp"), "--model", "tiny",
                "--lr", "2e-3", "--global-batch", "8", "--micro-batch", "2", "--epochs", "1",
