@@ -4,8 +4,10 @@
     python -m bench.train_speed --size tiny --pairs 4 --steps 3        # anywhere (CPU, fp32): checks the script
 
 Two ways of running one optimizer step on the same pairs, side by side:
-- `shared`: the trainer's step: chosen and rejected as one 2B-row batch, each image encoded once;
-- `naive` (baseline): chosen and rejected as two forward passes, each encoding the image again.
+- `shared`: the trainer's step: chosen and rejected as one 2B-row batch, each image encoded once (with
+  `--checkpointing`, only the decoder layers are recomputed);
+- `naive` (baseline): chosen and rejected as two forward passes, each encoding the image again (with
+  `--checkpointing`, every layer, vision blocks included, is recomputed).
 Pairs are synthetic: one image per pair (`--image` px square), a `--prompt`-token question and `--answer`-token
 answers (the tiny byte-level tokenizer makes one token per ASCII character). MFU counts 6 x parameters x tokens
 for the language model and the vision tower, against `--peak-tflops` (H100/H200 dense bf16: 989).
@@ -153,8 +155,6 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.float32  # fp32 master weights; bf16 autocast on GPU, as the trainer does
     model = make_model(args.size, args.image, device, dtype)
-    if args.checkpointing:
-        model.backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.freeze_vision:
         model.backbone.model.visual.requires_grad_(False)
     model.train()
@@ -170,6 +170,8 @@ def main() -> None:
     print(json.dumps({"machine": machine, "size": args.size, "language_params": language, "vision_params": vision,
                       "pairs_per_step": args.pairs, "image_px": args.image, "patches_per_step": patches}))  # fmt: skip
     for mode in args.modes:
+        if args.checkpointing:  # the naive step recomputes everything; the trainer's step leaves the ViT alone
+            model.backbone.enable_checkpointing(vision=mode == "naive")
         step(model, optimizer, features, mode, device, autocast)  # warm-up
         if cuda:
             torch.cuda.synchronize()

@@ -76,6 +76,20 @@ class Backbone(nn.Module):
             self.video_token_id = model.config.video_token_id
             self.merge = model.config.vision_config.spatial_merge_size
 
+    def enable_checkpointing(self, vision: bool) -> None:
+        """Recompute activations in the backward pass: the decoder layers, and the vision blocks only if asked
+        (recomputing the ViT nearly tripled a Qwen2.5-VL-3B step in our measurement; see RECIPE.md)."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        visual = getattr(self.model, "visual", None)
+        if visual is not None and not vision:
+            for module in visual.modules():
+                if hasattr(module, "gradient_checkpointing"):
+                    module.gradient_checkpointing = False
+
     @property
     def pad_token_id(self) -> int:
         pad = self.tokenizer.pad_token_id

@@ -36,7 +36,8 @@ class FitConfig:
     head_width: int | None = None
     head_activation: str = "silu"
     freeze_vision: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # decoder layers
+    checkpoint_vision: bool = False  # the vision blocks too (costly: the ViT is recomputed)
     bf16: bool = True  # on GPU only; CPU runs stay fp32
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: DDP when distributed
     # loss

@@ -149,9 +149,7 @@ class Trainer:
         if config.freeze_vision and self.model.backbone.kind == "vision_language":
             self.model.backbone.model.visual.requires_grad_(False)
         if config.gradient_checkpointing:
-            self.model.backbone.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            self.model.backbone.enable_checkpointing(vision=config.checkpoint_vision)
         self.model.to(self.device)
         self.model.backbone.vision_always = self.dist.world > 1
         self.featurize = Featurizer(self.data, self.model.backbone, config.max_length)  # counts every draw

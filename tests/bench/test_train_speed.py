@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_train_speed_script_runs_both_modes_on_the_tiny_model() -> None:
     command = [sys.executable, "-m", "bench.train_speed", "--size", "tiny", "--pairs", "2", "--steps", "1",
-               "--image", "56", "--answer", "32"]  # fmt: skip
+               "--image", "56", "--answer", "32", "--checkpointing"]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]

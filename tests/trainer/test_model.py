@@ -64,3 +64,27 @@ def test_save_and_load_give_identical_rewards(tmp_path: Path) -> None:
 def test_load_refuses_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="reward_model.json"):
         RewardModel.load(tmp_path)
+
+
+def test_checkpointing_the_decoder_only_changes_nothing_computed() -> None:
+    rows = [pair_row("Describe it.", "A square of noise.", "A cat.", images=1), pair_row("Hi", "Hello!", "No.")]
+
+    def rewards_and_grads(checkpoint: str | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model = tiny_model()
+        model.train()
+        if checkpoint is not None:
+            model.backbone.enable_checkpointing(vision=checkpoint == "all")
+        features = [featurize(model.backbone, r, pair_images(len(r["images"])), 512) for r in rows]
+        rewards = model(**collate(features, model.backbone.pad_token_id).model_inputs())
+        rewards.sum().backward()
+        return rewards.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = rewards_and_grads(None)
+    for mode in ("decoder", "all"):
+        rewards, grads = rewards_and_grads(mode)
+        assert torch.allclose(plain, rewards, atol=1e-6)
+        assert all(torch.allclose(plain_grads[n], g, atol=1e-6) for n, g in grads.items())
+    model = tiny_model()
+    model.backbone.enable_checkpointing(vision=False)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in model.backbone.model.visual.modules())
+    assert all(layer.gradient_checkpointing for layer in model.backbone.model.language_model.layers)
