@@ -152,8 +152,17 @@ def _size_category(n: int) -> str:
     return "10M<n<100M"
 
 
+# License ids the Hub accepts in card metadata (the common ones of preference data); anything else is `other`.
+HUB_LICENSES = frozenset({
+    "mit", "apache-2.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nd-4.0",
+    "cc-by-nc-nd-4.0", "cc0-1.0", "odc-by", "odbl", "pddl", "bsd-3-clause", "bsd-2-clause", "gpl-3.0", "lgpl-3.0",
+    "openrail", "llama2", "llama3", "llama3.1", "llama3.2", "gemma", "unknown",
+})  # fmt: skip
+
+
 def _hub_license(text: str) -> str:
-    return text.strip().lower().replace(" ", "-")
+    candidate = text.strip().lower().replace(" ", "-")
+    return candidate if candidate in HUB_LICENSES else "other"
 
 
 def decide_license(licenses: dict[str, list[str]], requested: str | None, force: bool) -> tuple[str, bool]:
@@ -189,7 +198,7 @@ def card_text(build: Path, manifest: dict[str, Any], plan: ExportPlan, license_i
         ],
     }
     if license_id == "other":
-        meta["license_name"] = "mixed"
+        meta["license_name"] = "see-license-notes"
         meta["license_link"] = "LICENSE_NOTES.md"
     import yaml
 
@@ -240,7 +249,7 @@ def export_build(
     plan = ExportPlan(local_dir, [], configs, licenses)
     (tmp / "README.md").write_text(card_text(build, manifest, plan, license_id, restricted))
     if license_id == "other":
-        notes = ["# License notes", "", "This mixture combines sources under different licenses:", ""]
+        notes = ["# License notes", "", "The sources of this dataset and their licenses:", ""]
         notes += [f"- {s}: {', '.join(v)}" for s, v in licenses.items()]
         (tmp / "LICENSE_NOTES.md").write_text("\n".join(notes) + "\n")
     (tmp / "recipe.yaml").write_text(manifest["recipe"]["text"])

@@ -100,8 +100,8 @@ def ablate(
                 (run / "eval.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
                 for bench, metrics in report["benchmarks"].items():
                     row |= {f"{bench}/{k}": metrics[k] for k in HEADLINE[bench] if k in metrics}
-        except (InputError, TrainingError) as exc:
-            row["error"] = str(exc)
+        except (InputError, TrainingError, OSError, ValueError) as exc:  # one variant's failure, the others go on
+            row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
     (out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "ablation.md").write_text(markdown_table(rows))

@@ -32,6 +32,10 @@ class SequenceTooLong(ValueError):
     """The answer alone (or the prompt's images) does not fit in `max_length`: the pair is skipped, and counted."""
 
 
+class PlaceholderMismatch(ValueError):
+    """The text itself holds the model's image/video pad tokens: the pair is skipped, and counted."""
+
+
 @dataclass
 class Sequence:
     input_ids: list[int]
@@ -69,7 +73,10 @@ class Backbone(nn.Module):
         self.pooling = "mean" if self.kind == "encoder" else "last"
         if self.kind == "encoder":
             tokenizer.truncation_side = "left"  # a long prompt keeps its end, next to the answer
-        # Set by the trainer when distributed: text-only passes run a dummy image through the vision tower too.
+            pooler = getattr(model, "pooler", None)
+            if pooler is not None:  # unused by the reward (mean pooling): frozen, so DDP does not wait for its grads
+                pooler.requires_grad_(False)
+        # Set by the trainer: text-only passes run a dummy image through the vision tower too.
         self.vision_always = False
         if self.kind == "vision_language":
             self.image_token_id = model.config.image_token_id
@@ -113,9 +120,10 @@ class Backbone(nn.Module):
     def tokens_per_image(self, grid_thw: torch.Tensor) -> list[int]:
         return [int(n) for n in (grid_thw.prod(-1) // self.merge**2).tolist()]
 
-    def video_inputs(self, frames: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def video_inputs(self, frames: list[Any], max_tokens: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
         """(pixel_values_videos, video_grid_thw) for one video given as PIL frames, in Qwen2-VL's patch layout:
-        frames resized alike within the processor's pixel bounds, normalized, padded to whole temporal patches."""
+        frames resized alike within the processor's pixel bounds and a budget of about `max_tokens` tokens for the
+        whole video, normalized, padded to whole temporal patches."""
         import numpy as np
 
         try:  # the PIL processor's module needs no torchvision (transformers >= 5.2x)
@@ -127,8 +135,10 @@ class Backbone(nn.Module):
         patch, merge, temporal = proc.patch_size, proc.merge_size, proc.temporal_patch_size
         width, height = frames[0].size
         size = proc.size
+        steps = -(-len(frames) // temporal)  # temporal patches; each frame pair shares one grid of tokens
+        budget = max(size["shortest_edge"], max_tokens // steps * (patch * merge) ** 2)
         rh, rw = smart_resize(height, width, patch * merge, min_pixels=size["shortest_edge"],
-                              max_pixels=size["longest_edge"])  # fmt: skip
+                              max_pixels=min(size["longest_edge"], budget))  # fmt: skip
         mean = np.array(proc.image_mean, dtype=np.float32)[:, None, None]
         std = np.array(proc.image_std, dtype=np.float32)[:, None, None]
         video = np.stack([
@@ -169,10 +179,11 @@ class Backbone(nn.Module):
         head_text, tail_text = self._chat_parts(prompt, answer, video=video_tokens is not None)
         head = self.tokenizer(head_text, add_special_tokens=False)["input_ids"]
         tail = self.tokenizer(tail_text, add_special_tokens=False)["input_ids"]
-        if image_tokens:
+        if self.kind == "vision_language":
+            if {self.image_token_id, self.video_token_id} & set(tail):
+                raise PlaceholderMismatch("the answer holds image/video pad tokens")
             head = self._expand(head, self.image_token_id, image_tokens)
-        if video_tokens is not None:
-            head = self._expand(head, self.video_token_id, [video_tokens])
+            head = self._expand(head, self.video_token_id, [] if video_tokens is None else [video_tokens])
         room = max_length - len(tail)
         if room < 1:
             raise SequenceTooLong(f"answer of {len(tail)} tokens does not fit in max_length {max_length}")
@@ -211,12 +222,12 @@ class Backbone(nn.Module):
     @staticmethod
     def _expand(ids: list[int], token_id: int, counts: list[int]) -> list[int]:
         """Each single pad token becomes as many tokens as its image (or video) has merged patches."""
+        if ids.count(token_id) != len(counts):  # e.g. a literal `<|image_pad|>` typed in the prompt text
+            raise PlaceholderMismatch(f"{ids.count(token_id)} image/video pad tokens for {len(counts)} inputs")
         out: list[int] = []
         remaining = iter(counts)
         for token in ids:
             out.extend([token] * next(remaining) if token == token_id else [token])
-        if next(remaining, None) is not None or out.count(token_id) != sum(counts):
-            raise ValueError("placeholders and images disagree")
         return out
 
     # -- forward -------------------------------------------------------------------------------------------
@@ -239,17 +250,25 @@ class Backbone(nn.Module):
         mm_types = (input_ids == self.image_token_id).to(torch.int32) + 2 * (input_ids == self.video_token_id).to(
             torch.int32
         )
+        images = pixel_values is not None and image_grid_thw is not None and bool(image_index)
+        videos = pixel_values_videos is not None and video_grid_thw is not None and bool(video_index)
         grids: dict[str, torch.Tensor] = {}
-        if pixel_values is not None and image_grid_thw is not None and image_index:
-            features = self._image_features(pixel_values, image_grid_thw)
-            embeds = self._place(embeds, input_ids, self.image_token_id, [features[i] for i in image_index])
-            grids["image_grid_thw"] = image_grid_thw[image_index]
-        if pixel_values_videos is not None and video_grid_thw is not None and video_index:
-            features = self._video_features(pixel_values_videos, video_grid_thw)
-            embeds = self._place(embeds, input_ids, self.video_token_id, [features[i] for i in video_index])
-            grids["video_grid_thw"] = video_grid_thw[video_index]
-            grids["second_per_grid_ts"] = torch.full((len(video_index),), SECONDS_PER_GRID, device=embeds.device)
-        if not grids and self.vision_always:  # distributed: every rank runs the ViT in every pass
+        if images or videos:
+            # One vision-tower call for the images and videos of the pass: every rank then makes the same number
+            # of calls (FSDP gathers the ViT's shards once per call); the tower encodes each grid separately.
+            pixels = [t for t, used in ((pixel_values, images), (pixel_values_videos, videos)) if used]
+            all_grids = [t for t, used in ((image_grid_thw, images), (video_grid_thw, videos)) if used]
+            features = self._image_features(torch.cat(pixels), torch.cat(all_grids))
+            n_images = len(image_grid_thw) if images else 0
+            if images:
+                embeds = self._place(embeds, input_ids, self.image_token_id, [features[i] for i in image_index])
+                grids["image_grid_thw"] = image_grid_thw[image_index]
+            if videos:
+                blocks = [features[n_images + i] for i in video_index]
+                embeds = self._place(embeds, input_ids, self.video_token_id, blocks)
+                grids["video_grid_thw"] = video_grid_thw[video_index]
+                grids["second_per_grid_ts"] = torch.full((len(video_index),), SECONDS_PER_GRID, device=embeds.device)
+        elif self.vision_always:  # every pass runs the ViT (distributed ranks must make the same calls)
             embeds = embeds + 0.0 * self._dummy_image_features().sum()
         if grids:
             position_ids, _ = self.model.get_rope_index(
@@ -271,13 +290,9 @@ class Backbone(nn.Module):
         return embeds.masked_scatter(mask, torch.cat(blocks).to(embeds.dtype))
 
     def _image_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[torch.Tensor]:
-        """One feature block per image. Older transformers return one concatenated tensor instead of a split."""
-        return self._split(self.model.get_image_features(pixel_values, grid_thw), grid_thw)
-
-    def _video_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[torch.Tensor]:
-        return self._split(self.model.get_video_features(pixel_values, grid_thw), grid_thw)
-
-    def _split(self, out: Any, grid_thw: torch.Tensor) -> list[torch.Tensor]:
+        """One feature block per image (or video: the same tower, patches in the video layout). Older transformers
+        return one concatenated tensor instead of a split."""
+        out = self.model.get_image_features(pixel_values, grid_thw)
         features = getattr(out, "pooler_output", out)
         if isinstance(features, torch.Tensor):
             features = torch.split(features, self.tokens_per_image(grid_thw))

@@ -48,6 +48,7 @@ class FitConfig:
     min_pixels: int | None = None  # None: the image processor's own bounds
     max_pixels: int | None = None
     padding_side: Literal["right", "left"] = "right"
+    num_workers: int = 0  # processes that tokenize and decode images ahead of the model (0: in the trainer)
     eval_fraction: float = 0.02
     eval_max_pairs: int = 1000
     # bookkeeping
@@ -56,8 +57,10 @@ class FitConfig:
     log_every: int = 1
 
     def __post_init__(self) -> None:
-        if self.global_batch < 1 or self.micro_batch < 1:
-            raise InputError("global_batch and micro_batch must be >= 1")
+        if min(self.global_batch, self.micro_batch, self.log_every, self.epochs) < 1:
+            raise InputError("global_batch, micro_batch, log_every and epochs must be >= 1")
+        if self.num_workers < 0 or self.eval_every < 0 or self.save_every < 0:
+            raise InputError("num_workers, eval_every and save_every must be >= 0")
         if not 0 <= self.eval_fraction < 1:
             raise InputError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
 

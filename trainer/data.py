@@ -5,8 +5,9 @@
 - Each build has a weight: `round(weight x its train pairs)` draws, whole passes first, then the remainder in
   hash order (the same rule as the recipe's mix). The held-out split and every epoch's order derive from
   hashes of `pair_id` and the seed, never from process state, so a resumed run sees the same order.
-- A pair becomes two sequences (chosen, rejected) sharing one set of image features. A pair that cannot be
-  trained on as it is (answer longer than `max_length`, images on a text backbone, video) is skipped and counted.
+- A pair becomes two sequences (chosen, rejected) sharing one set of image (or video) features. A pair that cannot
+  be trained on as it is (answer longer than `max_length`, images or video on a text backbone, text holding the
+  model's image pad tokens) is skipped and counted.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import torch
 
-from trainer.backbone import Backbone, SequenceTooLong
+from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 
 COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 SKIP_VIDEO = "video pair on a backbone without video input"
 SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
 SKIP_TOO_LONG = "longer than max_length"
-SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG)
+SKIP_PAD_TOKENS = "text holds the model's image/video pad tokens"
+SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG, SKIP_PAD_TOKENS)
 
 
 def unit_hash(*parts: object) -> float:
@@ -196,6 +198,8 @@ def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes],
         rejected = backbone.sequence(row["prompt"], row["rejected"], max_length, image_tokens, video_tokens)
     except SequenceTooLong:
         return SKIP_TOO_LONG
+    except PlaceholderMismatch:
+        return SKIP_PAD_TOKENS
     return PairFeatures(row["pair_id"], chosen.input_ids, rejected.input_ids, pixel_values, grid, row["margin"],
                         videos, video_grid)  # fmt: skip
 
@@ -280,3 +284,51 @@ class Featurizer:
             else:
                 out.append(result)
         return out
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item i: one rank's collated micro-batches of training step `start + i` (None where every pair of a
+    micro-batch was skipped) and that step's skip counts. A `DataLoader` over it prepares steps in worker
+    processes, ahead of the model, in step order; the content depends only on (seed, step, rank)."""
+
+    def __init__(
+        self,
+        data: PairData,
+        backbone: Backbone,
+        *,
+        max_length: int,
+        padding_side: str,
+        global_batch: int,
+        micro_batch: int,
+        accumulation: int,
+        rank: int,
+        world: int,
+        start: int,
+        total: int,
+    ) -> None:
+        self.data, self.backbone = data, backbone
+        self.max_length, self.padding_side = max_length, backbone.padding_side(padding_side)
+        self.global_batch, self.micro_batch, self.accumulation = global_batch, micro_batch, accumulation
+        self.rank, self.world, self.start, self.total = rank, world, start, total
+        self.steps_per_epoch = len(data.train) // global_batch
+        self.order: tuple[int, list[Entry]] | None = None  # one epoch's order, per process
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def micro_batches(self, step: int) -> list[list[Entry]]:
+        """Micro-batch a of rank r is slot a x world + r of the step's global batch."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        if self.order is None or self.order[0] != epoch:
+            self.order = (epoch, self.data.epoch_order(epoch))
+        size, micro = self.global_batch, self.micro_batch
+        entries = self.order[1][within * size : (within + 1) * size]
+        slots = [a * self.world + self.rank for a in range(self.accumulation)]
+        return [entries[s * micro : (s + 1) * micro] for s in slots]
+
+    def __getitem__(self, index: int) -> tuple[list[Batch | None], dict[str, int]]:
+        featurize = Featurizer(self.data, self.backbone, self.max_length)
+        pad = self.backbone.pad_token_id
+        batches = [collate(f, pad, self.padding_side) if f else None
+                   for f in map(featurize, self.micro_batches(self.start + index))]  # fmt: skip
+        return batches, dict(featurize.skipped)

@@ -13,6 +13,7 @@ at each step, and the optimizer state is restored, so a resumed run repeats the 
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from torch import nn
 
 from trainer.backbone import load_backbone
 from trainer.config import FitConfig
-from trainer.data import SKIP_REASONS, Batch, Entry, Featurizer, PairData, PairFeatures, collate
+from trainer.data import SKIP_REASONS, Batch, Entry, Featurizer, PairData, PairFeatures, StepBatches, collate
 from trainer.loss import bradley_terry_loss, pair_metrics, pair_sums
 from trainer.model import HeadConfig, RewardModel
 
@@ -103,6 +104,7 @@ def _wrap(model: RewardModel, config: FitConfig, world: Dist, device: torch.devi
         kwargs = {"mp_policy": policy} if policy else {}
         for layer in _decoder_layers(model):
             fully_shard(layer, **kwargs)
+        fully_shard(model.head, mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32))  # the head stays fp32
         fully_shard(model, **kwargs)
         return model
     from torch.nn.parallel import DistributedDataParallel
@@ -151,8 +153,10 @@ class Trainer:
         if config.gradient_checkpointing:
             self.model.backbone.enable_checkpointing(vision=config.checkpoint_vision)
         self.model.to(self.device)
-        self.model.backbone.vision_always = self.dist.world > 1
-        self.featurize = Featurizer(self.data, self.model.backbone, config.max_length)  # counts every draw
+        # Text-only passes run a dummy image through the vision tower: distributed ranks must (same collectives),
+        # and a single process does too, so a run trains the same model whatever the world size.
+        self.model.backbone.vision_always = True
+        self.skipped_train: Counter[str] = Counter()  # every draw, across epochs
         self.featurize_eval = Featurizer(self.data, self.model.backbone, config.max_length)  # reset per evaluation
         self.start_step = 0
         self.last_checkpoint: Path | None = None
@@ -164,24 +168,19 @@ class Trainer:
         if resume and self.last_checkpoint is not None:
             self._restore_optimizer()
         self.warmup = max(1, round(config.warmup_ratio * self.total_steps)) if config.warmup_ratio else 0
-        self.orders: dict[int, list[Entry]] = {}
         self.tb: Any = None
 
     # -- data ----------------------------------------------------------------------------------------------
-    def _global_batch(self, step: int) -> list[Entry]:
-        epoch, within = divmod(step, self.steps_per_epoch)
-        if epoch not in self.orders:
-            self.orders = {epoch: self.data.epoch_order(epoch)}  # keep one epoch's order in memory
-        size = self.config.global_batch
-        return self.orders[epoch][within * size : (within + 1) * size]
-
-    def _micro_batches(self, step: int) -> list[list[Entry]]:
-        """This rank's micro-batches of the step: micro-batch a of rank r is slot a x world + r."""
-        entries, micro, world = self._global_batch(step), self.config.micro_batch, self.dist.world
-        return [
-            entries[(a * world + self.dist.rank) * micro : (a * world + self.dist.rank + 1) * micro]
-            for a in range(self.accumulation)
-        ]
+    def _steps(self) -> Any:
+        """This rank's prepared steps, in order, from `num_workers` processes (0: in this process)."""
+        steps = StepBatches(self.data, self.model.backbone, max_length=self.config.max_length,
+                            padding_side=self.config.padding_side, global_batch=self.config.global_batch,
+                            micro_batch=self.config.micro_batch, accumulation=self.accumulation,
+                            rank=self.dist.rank, world=self.dist.world, start=self.start_step,
+                            total=self.total_steps)  # fmt: skip
+        workers = self.config.num_workers
+        return torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
+                                           prefetch_factor=2 if workers else None)  # fmt: skip
 
     # -- steps ---------------------------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -201,26 +200,28 @@ class Trainer:
         pad, side = self.model.backbone.pad_token_id, self.model.backbone.padding_side(self.config.padding_side)
         return [collate(f, pad, side) if f else None for f in map(featurize, groups)]
 
-    def _train_step(self, step: int) -> dict[str, float]:
+    def _train_step(self, step: int, batches: list[Batch | None]) -> dict[str, float]:
         started = time.perf_counter()
         torch.manual_seed(self.config.seed * 1_000_003 + step)  # dropout and the like repeat on resume
         self.wrapped.train()
-        batches = self._batches(self._micro_batches(step), self.featurize)
         pairs_here = sum(b.pairs for b in batches if b is not None)
+        # Every pair weighs the same across ranks: DDP/FSDP average gradients over ranks, so scale by world / all.
+        pairs_all = self.dist.sum([float(pairs_here)], self.device)[0]
         sums: Counter[str] = Counter()
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
             sync = self.wrapped.no_sync() if hasattr(self.wrapped, "no_sync") and not last else nullcontext()
             with sync:  # DDP all-reduces gradients once, after the last micro-batch
                 if batch is None:
-                    rewards = self.wrapped(**self._dummy_batch().to(self.device).model_inputs())
+                    with self._autocast():
+                        rewards = self.wrapped(**self._dummy_batch().to(self.device).model_inputs())
                     (rewards.sum() * 0.0).backward()
                     continue
                 batch = batch.to(self.device)
                 chosen, rejected = self._rewards(batch)
                 margin = batch.margin if self.config.use_margin else None
                 loss = bradley_terry_loss(chosen, rejected, margin, self.config.center_coef)
-                (loss * batch.pairs / pairs_here).backward()
+                (loss * batch.pairs * self.dist.world / pairs_all).backward()
             sums.update(pair_sums(chosen, rejected))
             sums["loss"] += loss.item() * batch.pairs
             sums["tokens"] += batch.tokens
@@ -260,7 +261,8 @@ class Trainer:
         self.featurize_eval.skipped.clear()
         for batch in self._batches(groups, self.featurize_eval) + [None] * (rounds - len(groups)):
             if batch is None:
-                self.wrapped(**self._dummy_batch().to(self.device).model_inputs())
+                with self._autocast():
+                    self.wrapped(**self._dummy_batch().to(self.device).model_inputs())
                 continue
             chosen, rejected = self._rewards(batch.to(self.device))
             sums.update(pair_sums(chosen, rejected))
@@ -278,8 +280,9 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.as_dict(), sort_keys=True))
             self._trim_metrics(self.start_step)
         last: dict[str, float] = {}
-        for step in range(self.start_step, self.total_steps):
-            record = self._train_step(step)
+        for step, (batches, skipped) in enumerate(self._steps(), start=self.start_step):
+            self.skipped_train.update(skipped)
+            record = self._train_step(step, batches)
             done = step + 1
             if self.config.eval_every and done % self.config.eval_every == 0 and done < self.total_steps:
                 record |= self.evaluate()
@@ -308,6 +311,15 @@ class Trainer:
             self.tb.close()
         return last
 
+    def close(self) -> None:
+        """Release the wrapped model, then the process group: left to interpreter teardown, gloo or the DDP
+        reducer can abort the process after a successful run."""
+        self.wrapped = self.model
+        gc.collect()
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def _log(self, record: dict[str, float]) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
@@ -328,12 +340,20 @@ class Trainer:
         """On resume, drop records past the checkpoint so the log reads as one uninterrupted run."""
         path = self.out / "metrics.jsonl"
         if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut off when the run was killed
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
 
     def _write_data_report(self) -> None:
         """Pairs per build and split, and the skipped pairs of all ranks (train: per draw; eval: last pass)."""
-        train = self.dist.sum([float(self.featurize.skipped[r]) for r in SKIP_REASONS], self.device)
+        train = self.dist.sum([float(self.skipped_train[r]) for r in SKIP_REASONS], self.device)
         held_out = self.dist.sum([float(self.featurize_eval.skipped[r]) for r in SKIP_REASONS], self.device)
         if not self.dist.main:
             return
@@ -379,8 +399,8 @@ class Trainer:
         self.dist.barrier()
 
     def _latest_checkpoint(self) -> Path | None:
-        folders = sorted(p for p in (self.out / "checkpoints").glob("step-*") if not p.name.endswith(".partial"))
-        return folders[-1] if folders else None
+        folders = [p for p in (self.out / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+        return max(folders, key=lambda p: int(p.name[5:]), default=None)
 
     def _restore_weights(self) -> None:
         from safetensors.torch import load_model
@@ -388,6 +408,11 @@ class Trainer:
         folder = self._latest_checkpoint()
         if folder is None:
             return  # nothing saved yet: start from the beginning
+        saved = json.loads((folder / "reward_model.json").read_text()).get("fit_config", {})
+        order = ("seed", "shards", "global_batch", "micro_batch", "eval_fraction", "epochs", "max_steps", "model")
+        changed = [k for k in order if k in saved and saved[k] != self.config.as_dict()[k]]
+        if changed:  # the data order or the schedule would differ: not a continuation
+            raise TrainingError(f"{folder}: cannot resume with changed settings: {', '.join(changed)}")
         load_model(self.model, str(folder / "model.safetensors"))
         self.start_step = json.loads((folder / "trainer_state.json").read_text())["step"]
         self.last_checkpoint = folder
@@ -412,4 +437,8 @@ class Trainer:
 
 
 def fit(config: FitConfig, out: Path, resume: bool = False) -> dict[str, Any]:
-    return Trainer(config, out, resume).run()
+    trainer = Trainer(config, out, resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

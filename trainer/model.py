@@ -49,7 +49,8 @@ class RewardHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.mlp(pooled.float()).squeeze(-1)
+        with torch.autocast(pooled.device.type, enabled=False):  # fp32 even inside the backbone's bf16 autocast
+            return self.mlp(pooled.float()).squeeze(-1)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ the partial folder removed at the end. Pairs the model cannot score (video, too 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -68,8 +69,15 @@ def score_build(
 ) -> Path:
     out = build / "signals" / f"rm_scores-{model_digest(model_folder)}.parquet"
     parts_dir = out.with_name(out.name + ".partial")
-    parts_dir.mkdir(parents=True, exist_ok=True)
     pairs = build_pairs(build)
+    # Parts are reused only for the same pairs cut the same way (a rebuilt build or another --part-pairs restarts).
+    ids = "\n".join(pairs.column("pair_id").to_pylist()).encode()
+    plan = {"part_pairs": part_pairs, "max_length": max_length, "pairs_sha256": hashlib.sha256(ids).hexdigest()}
+    plan_path = parts_dir / "plan.json"
+    if parts_dir.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps(plan))
     images = ImageTable(build / "images" / "images.parquet")
     total = -(-pairs.num_rows // part_pairs)
     for part in range(total):
@@ -79,7 +87,8 @@ def score_build(
             _write_part(model, rows, images, path, max_length, micro_batch)
         if on_part is not None:
             on_part(part + 1, total)
-    joined = pa.concat_tables([pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)])
+    parts = [pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)]
+    joined = pa.concat_tables(parts) if parts else SCORES_SCHEMA.empty_table()
     tmp = out.with_name(out.name + ".tmp")
     pq.write_table(joined.cast(SCORES_SCHEMA), tmp)
     tmp.replace(out)

@@ -65,7 +65,7 @@ def test_text_only_batch_still_runs_the_vision_tower_when_distributed() -> None:
     """A rank without images must run the ViT and produce (zero) ViT gradients too, or distributed training hangs."""
     model = tiny_model()
     model.train()
-    model.backbone.vision_always = True  # what the trainer sets when distributed
+    model.backbone.vision_always = True  # what the trainer sets
     feature = featurize(model.backbone, pair_row("Hi", "Hello!", "No."), [], 512)
     batch = collate([feature], model.backbone.pad_token_id)
     rewards = model(**batch.model_inputs())

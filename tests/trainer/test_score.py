@@ -36,7 +36,13 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
     with pytest.raises(KeyboardInterrupt):
         score_build(model, tiny_run / "model", copy, part_pairs=8, on_part=stop_after_first)
     parts = next((copy / "signals").glob("rm_scores-*.partial"))
-    assert [p.name for p in parts.iterdir()] == ["part-00000.parquet"]
+    assert sorted(p.name for p in parts.iterdir()) == ["part-00000.parquet", "plan.json"]
+    first_part = (parts / "part-00000.parquet").stat().st_mtime_ns
+    with pytest.raises(KeyboardInterrupt):  # another cut: the old parts no longer fit and are dropped
+        score_build(model, tiny_run / "model", copy, part_pairs=5, on_part=stop_after_first)
+    assert (parts / "part-00000.parquet").stat().st_mtime_ns != first_part
+    with pytest.raises(KeyboardInterrupt):
+        score_build(model, tiny_run / "model", copy, part_pairs=8, on_part=stop_after_first)
     resumed = pq.read_table(score_build(model, tiny_run / "model", copy, part_pairs=8)).to_pylist()
     assert not parts.exists()
     fresh_copy = tmp_path / "fresh"
