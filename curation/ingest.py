@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import shutil
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -15,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from curation.errors import RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
 from curation.io import ParquetBatchWriter
-from curation.readers import Record
+from curation.readers import Record, iter_file, list_files
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
 from curation.sources.base import Adapter, RowContext
 
@@ -64,6 +68,13 @@ class IngestSummary:
         summary.rejects_by_reason = Counter(data["rejects_by_reason"])
         summary.pairs_per_row = Counter({int(k): v for k, v in data["pairs_per_row"].items()})
         return summary
+
+    def merge(self, other: IngestSummary) -> None:
+        """Add another part's counts (images are counted by the caller, across parts)."""
+        for key in ("rows_read", "rows_paired", "rows_rejected", "pairs", "ties"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        self.rejects_by_reason.update(other.rejects_by_reason)
+        self.pairs_per_row.update(other.pairs_per_row)
 
     @property
     def balanced(self) -> bool:
@@ -165,17 +176,40 @@ def ingest(
     on_row: Callable[[IngestSummary], None] | None = None,
     workers: int = 1,
 ) -> IngestSummary:
-    """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts."""
+    """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts.
+
+    With `workers` > 1, a local folder of several files is ingested file by file in worker processes, each
+    reading, converting and writing its own part (the main process only concatenates the parts, in file order);
+    other inputs stream their rows through a pool of converting processes. Either way the bytes are the same.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = IngestSummary(adapter.info.key)
-    writers = {
-        "pairs": ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA),
-        "images": ParquetBatchWriter(out_dir / "images.parquet", IMAGE_SCHEMA, rows_per_group=100),
-        "rejects": ParquetBatchWriter(out_dir / "rejects.parquet", REJECT_SCHEMA),
+    root = images_root or ImagesRoot(None)
+    files = _partitions(adapter, location) if workers > 1 and limit is None else None
+    if files:
+        return _ingest_files(adapter, files, out_dir, root, max_pixels, workers, on_row)
+    outcomes = convert_rows(adapter, location, root, limit=limit, max_pixels=max_pixels, workers=workers)
+    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row)
+
+
+def _writers(out_dir: Path, compression: str = "zstd") -> dict[str, ParquetBatchWriter]:
+    return {
+        "pairs": ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA, compression=compression),
+        "images": ParquetBatchWriter(out_dir / "images.parquet", IMAGE_SCHEMA, 100, compression),
+        "rejects": ParquetBatchWriter(out_dir / "rejects.parquet", REJECT_SCHEMA, compression=compression),
     }
+
+
+def write_outcomes(
+    source: str,
+    outcomes: Iterator[RowOutcome],
+    out_dir: Path,
+    on_row: Callable[[IngestSummary], None] | None = None,
+    compression: str = "zstd",
+) -> IngestSummary:
+    summary = IngestSummary(source)
+    writers = _writers(out_dir, compression)
     seen_images: set[str] = set()
     try:
-        outcomes = convert_rows(adapter, location, images_root, limit=limit, max_pixels=max_pixels, workers=workers)
         for outcome in outcomes:
             summary.add(outcome)
             writers["pairs"].write(outcome.pairs)
@@ -188,11 +222,74 @@ def ingest(
                 on_row(summary)
         summary.images = len(seen_images)
         if not summary.balanced:
+            raise AssertionError(f"row accounting broken for {source}: {summary.as_dict()}")
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.close()
+    return summary
+
+
+def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | None:
+    """The files of a local folder, when there are several and the adapter reads them row by row as they are."""
+    folder = Path(location)
+    if type(adapter).records is not Adapter.records or not folder.is_dir():
+        return None
+    files = list_files(folder)
+    return [(f, f.relative_to(folder).as_posix()) for f in files] if len(files) > 1 else None
+
+
+def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, max_pixels: int, out: Path) -> dict:
+    images_root = ImagesRoot(root)  # each process opens the images root itself
+    outcomes = (convert_record(adapter, r, images_root, max_pixels) for r in iter_file(path, name, adapter.columns))
+    # Parts are read back once, right away: compressing them would only cost the workers time.
+    return write_outcomes(adapter.info.key, outcomes, out, compression="none").as_dict()
+
+
+def _ingest_files(
+    adapter: Adapter,
+    files: list[tuple[Path, str]],
+    out_dir: Path,
+    root: ImagesRoot,
+    max_pixels: int,
+    workers: int,
+    on_row: Callable[[IngestSummary], None] | None,
+) -> IngestSummary:
+    parts = out_dir / "parts.partial"
+    shutil.rmtree(parts, ignore_errors=True)
+    context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
+    summary = IngestSummary(adapter.info.key)
+    writers = _writers(out_dir)
+    seen_images: set[str] = set()
+    try:
+        with ProcessPoolExecutor(min(workers, len(files)), mp_context=context) as pool:
+            futures = [pool.submit(_ingest_file, adapter, path, name, root.root, max_pixels, parts / f"{k:05d}")
+                       for k, (path, name) in enumerate(files)]  # fmt: skip
+            for k, future in enumerate(futures):  # in file order: the same rows, in the same order, as one process
+                summary.merge(IngestSummary.from_dict(future.result()))
+                part = parts / f"{k:05d}"
+                for name in ("pairs", "rejects"):
+                    for batch in pq.ParquetFile(part / f"{name}.parquet").iter_batches():
+                        writers[name].write_table(pa.Table.from_batches([batch]))
+                for batch in pq.ParquetFile(part / "images.parquet").iter_batches():
+                    table = pa.Table.from_batches([batch])
+                    hashes = table.column("sha256").to_pylist()
+                    fresh = [i for i, h in enumerate(hashes) if h not in seen_images]
+                    seen_images.update(hashes)
+                    writers["images"].write_table(table.take(pa.array(fresh, pa.int64())))
+                if on_row is not None:
+                    on_row(summary)
+        summary.images = len(seen_images)
+        if not summary.balanced:
             raise AssertionError(f"row accounting broken for {adapter.info.key}: {summary.as_dict()}")
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
     for writer in writers.values():
         writer.close()
     return summary

@@ -23,15 +23,17 @@ def fsync_rename(tmp: Path, final: Path) -> None:
 class ParquetBatchWriter:
     """Buffer rows and write them in fixed-size row groups; the file appears under its name only on `close`."""
 
-    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = 5000) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = 5000, compression: str = "zstd") -> None:
         self.path = path
         self.tmp = path.with_name(path.name + ".partial")
         self.schema = schema
         self.rows_per_group = rows_per_group
         self.rows = 0
         self._buffer: list[dict[str, Any]] = []
+        self._tables: list[pa.Table] = []
+        self._table_rows = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.tmp, schema, **PARQUET_OPTIONS)
+        self._writer = pq.ParquetWriter(self.tmp, schema, **{**PARQUET_OPTIONS, "compression": compression})
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
@@ -39,10 +41,30 @@ class ParquetBatchWriter:
             if len(self._buffer) >= self.rows_per_group:
                 self._flush()
 
+    def write_table(self, table: pa.Table) -> None:
+        """Rows already in Arrow form (e.g. a part file's): grouped exactly as `write` would group them (a writer
+        is fed either dict rows or tables)."""
+        self._tables.append(table.cast(self.schema))
+        self._table_rows += table.num_rows
+        while self._table_rows >= self.rows_per_group:
+            combined = pa.concat_tables(self._tables)
+            self._write_group(combined.slice(0, self.rows_per_group))
+            rest = combined.slice(self.rows_per_group)
+            self._tables, self._table_rows = [rest], rest.num_rows
+
+    def _write_group(self, table: pa.Table) -> None:
+        self._writer.write_table(table.combine_chunks())
+        self.rows += table.num_rows
+
+    def _flush_tables(self) -> None:
+        if self._table_rows:
+            self._write_group(pa.concat_tables(self._tables))
+        self._tables, self._table_rows = [], 0
+
     def _flush(self) -> None:
+        self._flush_tables()
         if self._buffer:
-            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
-            self.rows += len(self._buffer)
+            self._write_group(pa.Table.from_pylist(self._buffer, schema=self.schema))
             self._buffer = []
 
     def close(self) -> None:

@@ -131,3 +131,26 @@ def test_parallel_conversion_gives_the_same_bytes(tmp_path: Path, monkeypatch: p
         assert summary.pairs == 1200 and summary.rows_rejected == 4
         digests.append({f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in _OUTPUTS})
     assert digests[0] == digests[1]
+
+
+def test_files_ingested_in_parallel_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of several files goes file by file to worker processes; parts are joined in file order, an image
+    repeated across files is stored once, and a broken line is still a reject."""
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "rlaif"
+    folder.mkdir()
+    for k in range(3):
+        rows = [{"question": f"What is shown? {k}-{i}", "chosen": f"A picture {i}.", "rejected": "Nothing.",
+                 "image": {"bytes": image_bytes(i % 4), "path": None}} for i in range(2600)]  # fmt: skip
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"part-{k}.parquet")
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        summary = ingest(get_adapter("rlaif_v")(), str(folder), out, workers=workers)
+        assert summary.pairs == 7800 and summary.images == 4
+        digests.append({f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in _OUTPUTS})
+        assert not (out / "parts.partial").exists()
+    assert digests[0] == digests[1]
