@@ -123,6 +123,7 @@ def eval_(
 ) -> None:
     """Score benchmarks with a model (or the average of several), beside a length-only judge and published rows."""
     from rich.console import Console
+    from rich.progress import Progress
     from rich.table import Table
 
     from trainer.evaluate import BenchSpec, evaluate
@@ -139,8 +140,16 @@ def eval_(
         specs = [BenchSpec(s.name, s.location, s.images_root, {"grouping": vl_grouping}) if s.name == "vl_rewardbench"
                  else s for s in specs]  # fmt: skip
         models = [load_reward_model(m) for m in model]
-        report = evaluate(models, specs, max_length=max_length, micro_batch=micro_batch,
-                          xstest=xstest_weights)  # type: ignore[arg-type]  # fmt: skip
+        with Progress(transient=True) as progress:
+            tasks: dict[str, Any] = {}
+
+            def show(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = progress.add_task(name, total=total)
+                progress.update(tasks[name], completed=done)
+
+            report = evaluate(models, specs, max_length=max_length, micro_batch=micro_batch,
+                              xstest=xstest_weights, on_progress=show)  # type: ignore[arg-type]  # fmt: skip
     except (InputError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -60,7 +61,11 @@ def read_benchmark(spec: BenchSpec, work: Path) -> BenchPairs:
 
 @torch.no_grad()
 def model_rewards(
-    model: RewardModel, pairs: BenchPairs, max_length: int, micro_batch: int
+    model: RewardModel,
+    pairs: BenchPairs,
+    max_length: int,
+    micro_batch: int,
+    on_pair: Callable[[], None] | None = None,
 ) -> tuple[list[tuple[float, float] | None], Counter[str]]:
     """(chosen, rejected) rewards per pair, None where the model cannot score it (with the reason counted)."""
     model.eval()
@@ -79,6 +84,8 @@ def model_rewards(
         pending.clear()
 
     for index, row in enumerate(pairs.rows):
+        if on_pair is not None:
+            on_pair()
         feature = featurize(model.backbone, row, [pairs.images[h] for h in row["images"]], max_length)
         if isinstance(feature, str):
             skipped[feature] += 1
@@ -104,7 +111,9 @@ def evaluate(
     micro_batch: int = 4,
     xstest: XstestWeights = "official",
     work: Path | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """`on_progress(benchmark, pairs done, pairs to score)` is called as pairs are scored (for a progress bar)."""
     report: dict[str, Any] = {"benchmarks": {}, "length_judge": {}, "skipped": {}, "rejected_at_ingest": {},
                               "items": {}, "models": [m.source for m in models]}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,8 +121,15 @@ def evaluate(
             pairs = read_benchmark(spec, work or Path(tmp))
             per_model = []
             skipped: Counter[str] = Counter()
+            total, done = len(pairs.rows) * len(models), [0]
+
+            def tick(name: str = spec.name, total: int = total, done: list[int] = done) -> None:
+                done[0] += 1
+                if on_progress is not None:
+                    on_progress(name, done[0], total)
+
             for model in models:
-                rewards, why = model_rewards(model, pairs, max_length, micro_batch)
+                rewards, why = model_rewards(model, pairs, max_length, micro_batch, tick)
                 per_model.append(rewards)
                 skipped.update(why)
             items = []

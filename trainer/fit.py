@@ -383,6 +383,7 @@ class Trainer:
         from safetensors.torch import save_file
 
         model_state, optim_state = self._full_state()  # a collective under FSDP: every rank takes part
+        skipped = self.dist.sum([float(self.skipped_train[r]) for r in SKIP_REASONS], self.device)
         if self.dist.main:
             folder = self.out / "checkpoints" / f"step-{step:06d}"
             tmp = folder.with_name(folder.name + ".partial")
@@ -392,7 +393,9 @@ class Trainer:
                        for key, value in state.items() if isinstance(value, torch.Tensor)}  # fmt: skip
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             groups = [{k: v for k, v in g.items()} for g in optim_state["param_groups"]]
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "param_groups": groups}, indent=2) + "\n")
+            state = {"step": step, "param_groups": groups,
+                     "skipped_train": {r: int(n) for r, n in zip(SKIP_REASONS, skipped, strict=True) if n}}  # fmt: skip
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
             self.last_checkpoint = folder
@@ -414,7 +417,10 @@ class Trainer:
         if changed:  # the data order or the schedule would differ: not a continuation
             raise TrainingError(f"{folder}: cannot resume with changed settings: {', '.join(changed)}")
         load_model(self.model, str(folder / "model.safetensors"))
-        self.start_step = json.loads((folder / "trainer_state.json").read_text())["step"]
+        state = json.loads((folder / "trainer_state.json").read_text())
+        self.start_step = state["step"]
+        if self.dist.main:  # all ranks' counts so far; the report sums over ranks, so they come back on one
+            self.skipped_train.update(state.get("skipped_train", {}))
         self.last_checkpoint = folder
 
     def _restore_optimizer(self) -> None:

@@ -55,7 +55,7 @@ def test_tiny_model_loss_falls_on_a_small_build(demo_build: Path, tmp_path: Path
 def test_resume_repeats_the_uninterrupted_run_exactly(
     demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = config(demo_build, epochs=2, save_every=2, eval_every=3)
+    settings = config(demo_build, epochs=2, save_every=2, eval_every=3, max_length=150)  # some pairs skipped
     fit(settings, tmp_path / "whole")
 
     real_step = Trainer._train_step
@@ -80,6 +80,8 @@ def test_resume_repeats_the_uninterrupted_run_exactly(
     a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    reports = [json.loads((tmp_path / run / "data.json").read_text()) for run in ("whole", "resumed")]
+    assert reports[0] == reports[1] and reports[0]["skipped_train_draws"][SKIP_TOO_LONG] > 0
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint_intact(
