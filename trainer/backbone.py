@@ -329,8 +329,16 @@ def load_backbone(
     return Backbone(model, tokenizer, processor)
 
 
+# Released Qwen-VL checkpoints allow up to 12.8M pixels (16,384 tokens) per image, the usual cause of OOM in
+# reward training; without an explicit bound, images are capped at 1280 tokens (transformers' own class default).
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+
+
 def _image_processor(source: str | Path, min_pixels: int | None, max_pixels: int | None) -> Any:
     from transformers import AutoImageProcessor
 
-    bounds = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+    if max_pixels is None:
+        max_pixels = min(processor.size["longest_edge"], DEFAULT_MAX_PIXELS)
+    bounds = {"max_pixels": max_pixels, **({"min_pixels": min_pixels} if min_pixels is not None else {})}
     return AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **bounds)

@@ -45,8 +45,8 @@ class FitConfig:
     center_coef: float = 0.0
     # data
     max_length: int = 2048
-    min_pixels: int | None = None  # None: the image processor's own bounds
-    max_pixels: int | None = None
+    min_pixels: int | None = None  # None: the image processor's own lower bound
+    max_pixels: int | None = None  # None: the processor's bound, at most 1280 x 28 x 28 (1280 tokens per image)
     padding_side: Literal["right", "left"] = "right"
     num_workers: int = 0  # processes that tokenize and decode images ahead of the model (0: in the trainer)
     eval_fraction: float = 0.02

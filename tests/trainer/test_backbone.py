@@ -73,6 +73,9 @@ def test_qwen2_vl_backbone_from_a_folder(tmp_path: Path) -> None:
     assert torch.allclose(together, rewards(model, rows, images, "left"), atol=1e-5)
     feature = featurize(backbone, rows[0], images[0], 256)
     assert int(feature.image_grid_thw.prod()) // 4 <= 8  # max_pixels bounds the image tokens
+    tiny_image_processor(max_pixels=12_845_056).save_pretrained(folder)  # a released checkpoint's bound
+    assert load_backbone(str(folder)).image_processor.size["longest_edge"] == 1280 * 28 * 28  # capped by default
+    assert load_backbone(str(folder), max_pixels=64 * 28 * 28).image_processor.size["longest_edge"] == 64 * 28 * 28
 
 
 def test_bert_style_encoder_backbone_from_a_folder(tmp_path: Path) -> None:
