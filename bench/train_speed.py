@@ -30,47 +30,18 @@ from trainer.loss import bradley_terry_loss
 from trainer.model import HeadConfig, RewardModel
 from trainer.tiny import tiny_config, tiny_image_processor, tiny_tokenizer
 
+# Qwen2.5-VL-3B / 7B shapes (config.json of the released checkpoints); both share the vision tower.
+VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+          "fullatt_block_indexes": [7, 15, 23, 31]}  # fmt: skip
+MROPE = {"type": "mrope", "mrope_section": [16, 24, 24]}
 SIZES: dict[str, dict[str, Any]] = {
-    # Qwen2.5-VL-3B / 7B shapes (config.json of the released checkpoints).
-    "3b": {
-        "text": {
-            "vocab_size": 151936,
-            "hidden_size": 2048,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 36,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 2,
-            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-        },
-        "vision": {
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 2048,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-        },
-    },
-    "7b": {
-        "text": {
-            "vocab_size": 152064,
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-        },
-        "vision": {
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 3584,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-        },
-    },
-}
+    "3b": {"text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                    "num_attention_heads": 16, "num_key_value_heads": 2, "rope_scaling": MROPE},
+           "vision": {**VISION, "out_hidden_size": 2048}},
+    "7b": {"text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "rope_scaling": MROPE},
+           "vision": {**VISION, "out_hidden_size": 3584}},
+}  # fmt: skip
 
 
 def make_model(size: str, image_px: int, device: torch.device, dtype: torch.dtype) -> RewardModel:

@@ -12,6 +12,7 @@ import shutil
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,12 +192,29 @@ def ingest(
     return write_outcomes(adapter.info.key, outcomes, out_dir, on_row)
 
 
-def _writers(out_dir: Path, compression: str = "zstd") -> dict[str, ParquetBatchWriter]:
-    return {
+@contextmanager
+def _outputs(out_dir: Path, compression: str = "zstd") -> Iterator[dict[str, ParquetBatchWriter]]:
+    """The three output files: published together on success, none of them on any failure."""
+    writers = {
         "pairs": ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA, compression=compression),
         "images": ParquetBatchWriter(out_dir / "images.parquet", IMAGE_SCHEMA, 100, compression),
         "rejects": ParquetBatchWriter(out_dir / "rejects.parquet", REJECT_SCHEMA, compression=compression),
     }
+    try:
+        yield writers
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.close()
+
+
+def _check(summary: IngestSummary, images: int) -> IngestSummary:
+    summary.images = images
+    if not summary.balanced:
+        raise AssertionError(f"row accounting broken for {summary.source}: {summary.as_dict()}")
+    return summary
 
 
 def write_outcomes(
@@ -207,9 +225,8 @@ def write_outcomes(
     compression: str = "zstd",
 ) -> IngestSummary:
     summary = IngestSummary(source)
-    writers = _writers(out_dir, compression)
     seen_images: set[str] = set()
-    try:
+    with _outputs(out_dir, compression) as writers:
         for outcome in outcomes:
             summary.add(outcome)
             writers["pairs"].write(outcome.pairs)
@@ -220,16 +237,7 @@ def write_outcomes(
             writers["images"].write(img.as_dict() for img in new)
             if on_row is not None:
                 on_row(summary)
-        summary.images = len(seen_images)
-        if not summary.balanced:
-            raise AssertionError(f"row accounting broken for {source}: {summary.as_dict()}")
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    for writer in writers.values():
-        writer.close()
-    return summary
+        return _check(summary, len(seen_images))
 
 
 def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | None:
@@ -261,10 +269,9 @@ def _ingest_files(
     shutil.rmtree(parts, ignore_errors=True)
     context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
     summary = IngestSummary(adapter.info.key)
-    writers = _writers(out_dir)
     seen_images: set[str] = set()
     try:
-        with ProcessPoolExecutor(min(workers, len(files)), mp_context=context) as pool:
+        with _outputs(out_dir) as writers, ProcessPoolExecutor(min(workers, len(files)), mp_context=context) as pool:
             futures = [pool.submit(_ingest_file, adapter, path, name, root.root, max_pixels, parts / f"{k:05d}")
                        for k, (path, name) in enumerate(files)]  # fmt: skip
             for k, future in enumerate(futures):  # in file order: the same rows, in the same order, as one process
@@ -281,15 +288,6 @@ def _ingest_files(
                     writers["images"].write_table(table.take(pa.array(fresh, pa.int64())))
                 if on_row is not None:
                     on_row(summary)
-        summary.images = len(seen_images)
-        if not summary.balanced:
-            raise AssertionError(f"row accounting broken for {adapter.info.key}: {summary.as_dict()}")
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+            return _check(summary, len(seen_images))
     finally:
         shutil.rmtree(parts, ignore_errors=True)
-    for writer in writers.values():
-        writer.close()
-    return summary

@@ -74,20 +74,9 @@ class RewardModel(nn.Module):
         self.source = source  # what the backbone was loaded from (recorded, never re-fetched on load)
         self.head = RewardHead(backbone.hidden_size, head)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        image_grid_thw: torch.Tensor | None = None,
-        image_index: list[int] | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        video_grid_thw: torch.Tensor | None = None,
-        video_index: list[int] | None = None,
-    ) -> torch.Tensor:
-        """One reward per row (fp32)."""
-        hidden = self.backbone.hidden_states(input_ids, attention_mask, pixel_values, image_grid_thw, image_index,
-                                             pixel_values_videos, video_grid_thw, video_index)  # fmt: skip
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **visual: Any) -> torch.Tensor:
+        """One reward per row (fp32); `visual`: the image/video inputs of `Backbone.hidden_states`."""
+        hidden = self.backbone.hidden_states(input_ids, attention_mask, **visual)
         return self.head(pool(hidden, attention_mask, self.backbone.pooling))
 
     # -- persistence ---------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """`curate export`: the Hub layout round-trips through `datasets`, TRL consumes it, licenses and tokens are safe."""
 
 import hashlib
-import os
 from pathlib import Path
 
 import datasets
@@ -138,4 +137,3 @@ def test_the_token_never_appears_in_output_or_files(
     for path in (tmp_path / "hub").rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
-    assert TOKEN not in os.environ.get("HF_TOKEN_PATH", "")

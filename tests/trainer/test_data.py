@@ -7,7 +7,7 @@ import torch
 
 from tests.trainer.conftest import pair_images, pair_row
 from trainer.backbone import load_backbone
-from trainer.data import SKIP_TOO_LONG, Entry, ImageTable, PairData, collate, featurize, weighted
+from trainer.data import SKIP_TOO_LONG, Entry, ImageTable, PairData, PairFeatures, collate, featurize, weighted
 from trainer.loss import bradley_terry_loss
 from trainer.model import HeadConfig, RewardModel
 
@@ -17,13 +17,8 @@ def tiny_model() -> RewardModel:
     return RewardModel(load_backbone("tiny"), HeadConfig(), source="tiny")
 
 
-def test_one_forward_per_pair_equals_separate_forwards() -> None:
-    """Chosen and rejected in one 2-row batch with the image encoded once = two forwards each encoding it."""
-    model = tiny_model()
-    feature = featurize(
-        model.backbone, pair_row("What is shown?", "A red square.", "A cat", images=1), pair_images(1), 512
-    )
-    assert not isinstance(feature, str)
+def assert_one_pass_equals_two(model: RewardModel, feature: PairFeatures, visual: dict) -> None:
+    """Rewards and every gradient of the 2-row pass (visual input encoded once) = two passes, each encoding it."""
     batch = collate([feature], model.backbone.pad_token_id)
     rewards = model(**batch.model_inputs())
     bradley_terry_loss(rewards[:1], rewards[1:]).backward()
@@ -31,9 +26,7 @@ def test_one_forward_per_pair_equals_separate_forwards() -> None:
     model.zero_grad()
 
     def alone(ids: list[int]) -> torch.Tensor:
-        n_images = len(feature.image_grid_thw)
-        return model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), feature.pixel_values,
-                     feature.image_grid_thw, list(range(n_images)))  # fmt: skip
+        return model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), **visual)
 
     chosen, rejected = alone(feature.chosen), alone(feature.rejected)
     bradley_terry_loss(chosen, rejected).backward()
@@ -43,6 +36,16 @@ def test_one_forward_per_pair_equals_separate_forwards() -> None:
     assert any("visual" in n for n in joint)  # the vision tower is trained through the shared features
     for name in joint:
         assert torch.allclose(joint[name], separate[name], atol=1e-6), name
+
+
+def test_one_forward_per_pair_equals_separate_forwards() -> None:
+    model = tiny_model()
+    feature = featurize(
+        model.backbone, pair_row("What is shown?", "A red square.", "A cat", images=1), pair_images(1), 512
+    )
+    assert not isinstance(feature, str)
+    visual = {"pixel_values": feature.pixel_values, "image_grid_thw": feature.image_grid_thw, "image_index": [0]}
+    assert_one_pass_equals_two(model, feature, visual)
 
 
 def test_mixed_image_and_text_batch_equals_each_pair_alone() -> None:
@@ -101,22 +104,9 @@ def test_video_patches_follow_the_image_layout_and_one_video_is_encoded_once() -
     feature = featurize(model.backbone, row, pair_images(3), 512)
     assert not isinstance(feature, str) and feature.pixel_values is None
     assert feature.video_grid_thw.tolist() == [[2, 6, 4]]  # 3 frames padded to 2 temporal patches
-    batch = collate([feature], model.backbone.pad_token_id)
-    rewards = model(**batch.model_inputs())
-    bradley_terry_loss(rewards[:1], rewards[1:]).backward()
-    joint = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
-
-    def alone(ids: list[int]) -> torch.Tensor:
-        return model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
-                     pixel_values_videos=feature.pixel_values_videos, video_grid_thw=feature.video_grid_thw,
-                     video_index=[0])  # fmt: skip
-
-    chosen, rejected = alone(feature.chosen), alone(feature.rejected)
-    bradley_terry_loss(chosen, rejected).backward()
-    assert torch.allclose(rewards, torch.cat([chosen, rejected]), atol=1e-6)
-    for name, grad in joint.items():
-        assert torch.allclose(grad, dict(model.named_parameters())[name].grad, atol=1e-6), name
+    visual = {"pixel_values_videos": feature.pixel_values_videos, "video_grid_thw": feature.video_grid_thw,
+              "video_index": [0]}  # fmt: skip
+    assert_one_pass_equals_two(model, feature, visual)
 
 
 def test_weighted_draws_whole_passes_then_a_hash_ordered_remainder() -> None:
