@@ -1,16 +1,27 @@
-"""Training-step speed of BaseReward on a random Qwen2.5-VL: pairs/s, tokens/s, MFU and peak memory.
+"""Training-step speed of BaseReward on a random Qwen2.5-VL: the naive pairwise step against the trainer's.
 
-    python -m bench.train_speed --size 3b --pairs 8 --steps 5          # on a GPU (bf16)
-    python -m bench.train_speed --size tiny --pairs 4 --steps 3        # anywhere (CPU, fp32): checks the script
+    python -m bench.train_speed --size 3b --pairs 8             # on a GPU: bf16 autocast, fp32 master weights
+    python -m bench.train_speed --size 7b --pairs 4 --weights bf16   # 7B on one H200: bf16 weights and AdamW state
+    python -m bench.train_speed --size tiny --pairs 4 --steps 1      # anywhere (CPU, fp32): checks the script
 
-Two ways of running one optimizer step on the same pairs, side by side:
-- `shared`: the trainer's step: chosen and rejected as one 2B-row batch, each image encoded once (with
-  `--checkpointing`, only the decoder layers are recomputed);
-- `naive` (baseline): chosen and rejected as two forward passes, each encoding the image again (with
-  `--checkpointing`, every layer, vision blocks included, is recomputed).
+Every mode runs one AdamW step over the same pairs, in the same process, with gradient checkpointing:
+- `naive` (the baseline): chosen and rejected as two padded forward passes, each encoding the image again,
+  transformers' own vision attention (one sdpa call per window), every layer recomputed (vision blocks too),
+  torch's default AdamW;
+- `padded`: one 2B-row pass, each image encoded once, batched vision attention (`trainer.vision_attention`), the
+  decoder layers recomputed, the trainer's AdamW (fused on CUDA);
+- `fast`: one `[prompt | chosen | rejected]` row per pair (`trainer.layout`), otherwise as `padded` but with every
+  layer recomputed (the least memory); `fast-vit-kept` keeps the vision tower's activations;
+  `fast-no-checkpointing` recomputes nothing;
+- `fast-compiled`, `fast-vit-kept-compiled` (the trainer's defaults), `fast-compiled-keep12` (12 decoder layers
+  not recomputed): decoder layers and vision MLPs through `torch.compile`.
+Before timing, the fast step is compared with the naive one on the same weights (rewards, loss, gradients), beside
+the naive step with its pairs in reverse order (the rounding noise); on CUDA in bf16 autocast and in fp32.
+
 Pairs are synthetic: one image per pair (`--image` px square), a `--prompt`-token question and `--answer`-token
-answers (the tiny byte-level tokenizer makes one token per ASCII character). MFU counts 6 x parameters x tokens
-for the language model and the vision tower, against `--peak-tflops` (H100/H200 dense bf16: 989).
+answers (the tiny byte-level tokenizer makes one token per ASCII character). `tokens/s` counts the tokens of both
+sequences of every pair (the same work for every mode); MFU counts 6 x parameters x tokens actually run through
+the language model and the vision tower, against `--peak-tflops` (H100/H200 dense bf16: 989).
 """
 
 from __future__ import annotations
@@ -19,16 +30,19 @@ import argparse
 import io
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
 from trainer.backbone import Backbone
-from trainer.data import collate, featurize
+from trainer.data import PairFeatures, collate, featurize
+from trainer.fit import make_optimizer
 from trainer.loss import bradley_terry_loss
 from trainer.model import HeadConfig, RewardModel
 from trainer.tiny import tiny_config, tiny_image_processor, tiny_tokenizer
+from trainer.vision_attention import use_batched_vision_attention
 
 # Qwen2.5-VL-3B / 7B shapes (config.json of the released checkpoints); both share the vision tower.
 VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
@@ -44,25 +58,66 @@ SIZES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Mode:
+    layout: str  # "separate" (two passes), "padded" or "shared_prefix"
+    batched_vision: bool
+    checkpoint_vision: bool
+    trainer_optimizer: bool  # the trainer's AdamW (fused on CUDA) rather than torch's default form
+    checkpoint: bool = True  # decoder layers recomputed in the backward pass
+    compiled: bool = False  # decoder layers and vision MLPs through torch.compile
+    keep_layers: int = 0  # decoder layers (from the first) not recomputed
+
+
+MODES = {
+    "naive": Mode("separate", batched_vision=False, checkpoint_vision=True, trainer_optimizer=False),
+    "padded": Mode("padded", batched_vision=True, checkpoint_vision=False, trainer_optimizer=True),
+    "fast": Mode("shared_prefix", batched_vision=True, checkpoint_vision=True, trainer_optimizer=True),
+    "fast-vit-kept": Mode("shared_prefix", batched_vision=True, checkpoint_vision=False, trainer_optimizer=True),
+    "fast-no-checkpointing": Mode(
+        "shared_prefix", batched_vision=True, checkpoint_vision=False, trainer_optimizer=True, checkpoint=False
+    ),
+    "fast-compiled": Mode(
+        "shared_prefix", batched_vision=True, checkpoint_vision=True, trainer_optimizer=True, compiled=True
+    ),
+    "fast-vit-kept-compiled": Mode(
+        "shared_prefix", batched_vision=True, checkpoint_vision=False, trainer_optimizer=True, compiled=True
+    ),
+    "fast-compiled-keep12": Mode(
+        "shared_prefix",
+        batched_vision=True,
+        checkpoint_vision=True,
+        trainer_optimizer=True,
+        compiled=True,
+        keep_layers=12,
+    ),
+}
+
+
 def make_model(size: str, image_px: int, device: torch.device, dtype: torch.dtype) -> RewardModel:
-    from transformers import Qwen2_5_VLModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
     tokenizer = tiny_tokenizer()
     config = tiny_config(tokenizer)
-    if size != "tiny":
-        config.text_config.update(SIZES[size]["text"])
-        config.vision_config.update(SIZES[size]["vision"])
+    if size != "tiny":  # rebuilt, not updated: the config derives rope parameters and layer types on construction
+        derived = ("rope_parameters", "rope_scaling", "layer_types")
+        text = {k: v for k, v in config.text_config.to_dict().items() if k not in derived}
+        config = Qwen2_5_VLConfig.from_dict({
+            **config.to_dict(),
+            "text_config": text | SIZES[size]["text"],
+            "vision_config": config.vision_config.to_dict() | SIZES[size]["vision"],
+        })  # fmt: skip
     config.text_config.max_position_embeddings = 32768
     processor = tiny_image_processor(min_pixels=image_px * image_px, max_pixels=image_px * image_px)
+    torch.manual_seed(0)
     with torch.device(device):
         backbone_model = Qwen2_5_VLModel(config).to(dtype)
-    backbone_model.config._attn_implementation = "sdpa"
     model = RewardModel(Backbone(backbone_model, tokenizer, processor), HeadConfig()).to(device)
     model.head.float()
     return model
 
 
-def synthetic_features(model: RewardModel, pairs: int, prompt: int, answer: int, image_px: int) -> list[Any]:
+def synthetic_features(model: RewardModel, pairs: int, prompt: int, answer: int, image_px: int) -> list[PairFeatures]:
     rows = []
     for i in range(pairs):
         buffer = io.BytesIO()
@@ -70,7 +125,9 @@ def synthetic_features(model: RewardModel, pairs: int, prompt: int, answer: int,
         row = {"pair_id": str(i), "modality": "image", "images": ["x"], "margin": None,
                "prompt": [{"role": "user", "content": "<image>" + "q" * prompt}],
                "chosen": "c" * answer, "rejected": "r" * answer}  # fmt: skip
-        rows.append(featurize(model.backbone, row, [buffer.getvalue()], 1 << 15))
+        feature = featurize(model.backbone, row, [buffer.getvalue()], 1 << 15)
+        assert isinstance(feature, PairFeatures)
+        rows.append(feature)
     return rows
 
 
@@ -78,93 +135,202 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def step(model: RewardModel, optimizer: torch.optim.Optimizer, features: list[Any], mode: str, device: torch.device,
-         autocast: Any) -> int:  # fmt: skip
-    """One optimizer step; returns the language-model tokens processed."""
+def configure(model: RewardModel, mode: Mode) -> None:
+    use_batched_vision_attention(model.backbone.model.visual, mode.batched_vision)
+    model.backbone.compile_layers(mode.compiled)
+    if mode.checkpoint:
+        model.backbone.enable_checkpointing(mode.checkpoint_vision, mode.keep_layers)
+    else:
+        model.backbone.disable_checkpointing()
+
+
+def rewards(model: RewardModel, features: list[PairFeatures], mode: Mode, device: torch.device) -> tuple[Any, int]:
+    """(chosen, rejected) rewards and the language-model tokens run."""
     pad = model.backbone.pad_token_id
+    if mode.layout != "separate":
+        batch = collate(features, pad, layout=mode.layout).to(device)
+        out = model(**batch.model_inputs())
+        return (out[: batch.pairs], out[batch.pairs :]), batch.tokens
+    sides, tokens = [], 0
+    for side in ("chosen", "rejected"):  # each side its own padded batch, its images encoded in its own pass
+        halves = [PairFeatures(f.pair_id, getattr(f, side), getattr(f, side), f.pixel_values, f.image_grid_thw, None)
+                  for f in features]  # fmt: skip
+        batch = collate(halves, pad).to(device)
+        n = batch.pairs  # rows 0..n-1 only
+        inputs = batch.model_inputs() | {
+            "input_ids": batch.input_ids[:n],
+            "attention_mask": batch.attention_mask[:n],
+            "image_index": batch.image_index[: len(batch.image_index) // 2],
+        }
+        sides.append(model(**inputs))
+        tokens += int(batch.attention_mask[:n].sum())
+    return (sides[0], sides[1]), tokens
+
+
+def step(model: RewardModel, optimizer: Any, features: list[PairFeatures], mode: Mode, device: torch.device,
+         autocast: Any) -> int:  # fmt: skip
+    """One optimizer step; returns the language-model tokens run."""
     with autocast():
-        if mode == "shared":
-            batch = collate(features, pad).to(device)
-            rewards = model(**batch.model_inputs())
-            chosen, rejected, tokens = rewards[: batch.pairs], rewards[batch.pairs :], batch.tokens
-        else:
-            side_rewards, tokens = [], 0
-            for side in ("chosen", "rejected"):
-                halves = [type(f)(f.pair_id, getattr(f, side), getattr(f, side), f.pixel_values, f.image_grid_thw, None)
-                          for f in features]  # fmt: skip
-                batch = collate(halves, pad).to(device)
-                n = batch.pairs  # rows 0..n-1 only: a one-sided batch, its images encoded in this pass
-                inputs = batch.model_inputs() | {
-                    "input_ids": batch.input_ids[:n],
-                    "attention_mask": batch.attention_mask[:n],
-                    "image_index": batch.image_index[: len(batch.image_index) // 2],
-                }
-                side_rewards.append(model(**inputs))
-                tokens += int(batch.attention_mask[:n].sum())
-            chosen, rejected = side_rewards
+        (chosen, rejected), tokens = rewards(model, features, mode, device)
     bradley_terry_loss(chosen, rejected).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return tokens
 
 
+def compare(
+    model: RewardModel, features: list[PairFeatures], device: torch.device, autocast: Any, compute: str
+) -> dict[str, Any]:
+    """The fast step against the naive one on the same weights (rewards, loss, gradients), beside the naive step
+    against itself with the pairs in reverse order: the same arithmetic batched differently, so its difference is
+    the rounding noise of the dtype and kernels (zero in exact arithmetic)."""
+    out: dict[str, Any] = {"check": "same weights; fast and reordered naive against naive", "compute": compute}
+    params = [p for p in model.parameters() if p.requires_grad]
+    kept: list[torch.Tensor | None] = []
+    runs = [("naive", features, False), ("fast", features, False), ("naive_reordered", features[::-1], True)]
+    for label, pairs, reverse in runs:
+        mode = MODES[label.removesuffix("_reordered")]
+        configure(model, mode)
+        with autocast():
+            (chosen, rejected), _ = rewards(model, pairs, mode, device)
+        if reverse:
+            chosen, rejected = chosen.flip(0), rejected.flip(0)
+        loss = bradley_terry_loss(chosen, rejected)
+        loss.backward()
+        out[f"loss_{label}"] = round(float(loss.detach()), 6)
+        both = torch.cat([chosen, rejected]).detach().float()
+        if label == "naive":
+            reference = both
+            out["reward_scale"] = float(reference.abs().max())
+            kept = [p.grad for p in params]  # the naive gradients, kept aside (one extra copy)
+        else:
+            out[f"{label}_reward_max_abs_diff"] = float((both - reference).abs().max())
+            sums = torch.zeros(3, dtype=torch.float64, device=device)  # |g0|^2, |g1|^2, g0.g1
+            for g0, p in zip(kept, params, strict=True):
+                if g0 is not None and p.grad is not None:
+                    a, b = g0.double(), p.grad.double()
+                    sums += torch.stack([a.square().sum(), b.square().sum(), (a * b).sum()])
+            n0, n1, dot = sums.tolist()
+            out[f"{label}_grad_rel_diff"] = max(n0 + n1 - 2 * dot, 0.0) ** 0.5 / max(n0**0.5, 1e-30)
+        model.zero_grad(set_to_none=True)
+    return out
+
+
+def profile(run: Any, name: str, cuda: bool) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profiler(activities=activities) as prof:
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(f"profile of one {name} step", flush=True)
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", *SIZES], default="tiny")
-    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--image", type=int, default=448)
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--answer", type=int, default=256)
-    parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument(
+        "--weights",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="fp32 master weights (the trainer's way) or bf16 weights and optimizer state",
+    )
     parser.add_argument("--freeze-vision", action="store_true")
-    parser.add_argument("--modes", nargs="+", default=["shared", "naive"])
+    parser.add_argument("--modes", nargs="+", choices=list(MODES),
+                        default=[m for m in MODES if m != "fast-no-checkpointing"])  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        default=[],
+        choices=list(MODES),
+        help="print the top operators of one more step of these modes (torch.profiler)",
+    )
     args = parser.parse_args()
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    dtype = torch.float32  # fp32 master weights; bf16 autocast on GPU, as the trainer does
+    dtype = torch.bfloat16 if args.weights == "bf16" else torch.float32
     model = make_model(args.size, args.image, device, dtype)
     if args.freeze_vision:
         model.backbone.model.visual.requires_grad_(False)
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     features = synthetic_features(model, args.pairs, args.prompt, args.answer, args.image)
     patches = sum(int(f.image_grid_thw.prod()) for f in features)
+    sequence_tokens = sum(len(f.chosen) + len(f.rejected) for f in features)
     language, vision = count(model.backbone.model.language_model), count(model.backbone.model.visual)
 
     def autocast() -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 
     machine = torch.cuda.get_device_name(0) if cuda else "cpu"
-    print(json.dumps({"machine": machine, "size": args.size, "language_params": language, "vision_params": vision,
-                      "pairs_per_step": args.pairs, "image_px": args.image, "patches_per_step": patches}))  # fmt: skip
-    for mode in args.modes:
-        if args.checkpointing:  # the naive step recomputes everything; the trainer's step leaves the ViT alone
-            model.backbone.enable_checkpointing(vision=mode == "naive")
-        step(model, optimizer, features, mode, device, autocast)  # warm-up
+    print(json.dumps({"machine": machine, "torch": torch.__version__, "size": args.size, "weights": args.weights,
+                      "language_params": language, "vision_params": vision, "pairs_per_step": args.pairs,
+                      "image_px": args.image, "patches_per_step": patches, "sequence_tokens_per_step": sequence_tokens,
+                      "freeze_vision": args.freeze_vision}), flush=True)  # fmt: skip
+    print(json.dumps(compare(model, features, device, autocast, "bf16 autocast" if cuda else "fp32")), flush=True)
+    if cuda and args.weights == "fp32":  # the same check in fp32 (no TF32): what remains is summation order
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        fp32 = compare(model, features, device, lambda: torch.autocast("cuda", enabled=False), "fp32, no TF32")
+        print(json.dumps(fp32), flush=True)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    params = [p for p in model.parameters() if p.requires_grad]
+    naive_seconds = None
+    for name in args.modes:
+        mode = MODES[name]
+        configure(model, mode)
+        # a fresh optimizer per mode (its state allocated in the warm-up step), so peaks compare like for like
+        if mode.trainer_optimizer:
+            optimizer = make_optimizer(params, 1e-6, 0.0, device, sharded=False)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.0)
+        run = lambda o=optimizer, m=mode: step(model, o, features, m, device, autocast)  # noqa: E731
+        try:
+            seconds, tokens = timed(run, args.steps, cuda)
+        except torch.OutOfMemoryError:  # e.g. no checkpointing on an 80 GB card: report it, go on
+            print(json.dumps({"mode": name, "error": "out of memory"}), flush=True)
+            seconds = None
+        if seconds is not None:
+            naive_seconds = seconds if name == "naive" else naive_seconds
+            vit_patches = patches * (2 if mode.layout == "separate" else 1)
+            flops = 6 * (language * tokens + vision * vit_patches)
+            print(json.dumps({
+                "mode": name, "seconds_per_step": round(seconds, 4), "pairs/s": round(args.pairs / seconds, 3),
+                "tokens/s": round(sequence_tokens / seconds, 1), "llm_tokens_run": tokens,
+                "mfu": round(flops / seconds / (args.peak_tflops * 1e12), 4) if cuda else None,
+                "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                "speedup_vs_naive": round(naive_seconds / seconds, 2) if naive_seconds else None,
+            }), flush=True)  # fmt: skip
+            if name in args.profile:
+                profile(run, name, cuda)
+        del optimizer, run
+        model.zero_grad(set_to_none=True)
         if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        tokens = 0
-        for _ in range(args.steps):
-            tokens += step(model, optimizer, features, mode, device, autocast)
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / args.steps
-        tokens //= args.steps
-        vit_patches = patches * (1 if mode == "shared" else 2)
-        flops = 6 * (language * tokens + vision * vit_patches)
-        mfu = flops / seconds / (args.peak_tflops * 1e12) if cuda else None
-        memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-        print(json.dumps({
-            "mode": mode, "seconds_per_step": round(seconds, 4), "pairs/s": round(args.pairs / seconds, 3),
-            "tokens/s": round(tokens / seconds, 1), "mfu": mfu and round(mfu, 4),
-            "peak_memory_gib": memory and round(memory, 2),
-            "checkpointing": args.checkpointing, "freeze_vision": args.freeze_vision,
-        }))  # fmt: skip
+            torch.cuda.empty_cache()
+
+
+def timed(run: Any, steps: int, cuda: bool) -> tuple[float, int]:
+    """Mean seconds per step over `steps` after one warm-up step (which also allocates the optimizer state), and
+    the language-model tokens of a step; the peak-memory counter covers the timed steps."""
+    run()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    tokens = sum(run() for _ in range(steps))
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps, tokens // steps
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from curation.schema import IMAGE_TOKEN
+from trainer import layout
+from trainer.vision_attention import use_batched_vision_attention
 
 Kind = Literal["vision_language", "decoder", "encoder"]
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -40,6 +42,7 @@ class PlaceholderMismatch(ValueError):
 class Sequence:
     input_ids: list[int]
     prompt_truncated: bool
+    prompt_tokens: int  # the first tokens that come from the prompt (its images included)
 
 
 def backbone_kind(config: Any) -> Kind:
@@ -82,25 +85,64 @@ class Backbone(nn.Module):
             self.image_token_id = model.config.image_token_id
             self.video_token_id = model.config.video_token_id
             self.merge = model.config.vision_config.spatial_merge_size
+            use_batched_vision_attention(model.visual)  # exact; one kernel per layer instead of one per window
 
-    def enable_checkpointing(self, vision: bool) -> None:
-        """Recompute activations in the backward pass: the decoder layers, and the vision blocks only if asked
-        (recomputing the ViT nearly tripled a Qwen2.5-VL-3B step in our measurement; see RECIPE.md)."""
+    def decoder_layers(self) -> list[nn.Module]:
+        language = getattr(self.model, "language_model", self.model)
+        return list(getattr(language, "layers", []))
+
+    def enable_checkpointing(self, vision: bool, keep_layers: int = 0) -> None:
+        """Recompute activations in the backward pass: the decoder layers but the first `keep_layers` (which keep
+        theirs, trading memory for time), and the vision blocks only if asked."""
         kwargs = {"use_reentrant": False}
         if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5.2x
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         visual = getattr(self.model, "visual", None)
+        kept = self.decoder_layers()[:keep_layers]
         if visual is not None and not vision:
-            for module in visual.modules():
-                if hasattr(module, "gradient_checkpointing"):
-                    module.gradient_checkpointing = False
+            kept += [m for m in visual.modules() if hasattr(m, "gradient_checkpointing")]
+        for module in kept:
+            module.gradient_checkpointing = False
+
+    def compile_layers(self, enabled: bool = True) -> None:
+        """`torch.compile` each decoder layer and each vision block's MLP (regional: the layers share one graph).
+        Fuses the elementwise work (norms, rotary, SwiGLU, casts) that otherwise costs a kernel launch and a
+        memory pass per operation. The vision attention stays eager (its segment lengths are read on the host).
+        `enabled=False` restores the eager layers."""
+        modules = self.decoder_layers()
+        visual = getattr(self.model, "visual", None)
+        if visual is not None:
+            modules += [block.mlp for block in visual.blocks]
+        for module in modules:
+            if enabled:
+                module.compile()
+            else:
+                module._compiled_call_impl = None
+
+    def disable_checkpointing(self) -> None:
+        if hasattr(self.model, "activation_checkpointing_disable"):  # transformers >= 5.2x
+            self.model.activation_checkpointing_disable()
+        else:
+            self.model.gradient_checkpointing_disable()
 
     @property
     def pad_token_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else self.tokenizer.eos_token_id
+
+    def layout(self, wanted: str) -> str:
+        """`shared_prefix` needs a causal model whose attention takes an explicit 4-D mask on every layer
+        (sdpa or eager, no sliding windows); otherwise pairs are laid out `padded`."""
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
+        supported = (
+            self.kind != "encoder"
+            and getattr(text_config, "_attn_implementation", None) in ("sdpa", "eager")
+            and layer_types == {"full_attention"}
+        )
+        return wanted if wanted == "padded" or supported else "padded"
 
     def padding_side(self, wanted: str) -> str:
         """Encoders pad on the right: their absolute position embeddings would shift behind left padding."""
@@ -175,7 +217,7 @@ class Backbone(nn.Module):
             if room < 1:
                 raise SequenceTooLong(f"answer of {tail} tokens does not fit in max_length {max_length}")
             ids = self.tokenizer(text, answer, truncation="only_first", max_length=max_length)["input_ids"]
-            return Sequence(ids, head > room)
+            return Sequence(ids, head > room, len(ids))
         head_text, tail_text = self._chat_parts(prompt, answer, video=video_tokens is not None)
         head = self.tokenizer(head_text, add_special_tokens=False)["input_ids"]
         tail = self.tokenizer(tail_text, add_special_tokens=False)["input_ids"]
@@ -193,7 +235,7 @@ class Backbone(nn.Module):
             if self.kind == "vision_language" and {self.image_token_id, self.video_token_id} & set(cut):
                 raise SequenceTooLong(f"prompt with images needs {len(head) + len(tail)} tokens > {max_length}")
             head = head[len(head) - room :]
-        return Sequence(head + tail, truncated)
+        return Sequence(head + tail, truncated, len(head))
 
     def _chat_parts(self, prompt: list[dict[str, str]], answer: str, video: bool = False) -> tuple[str, str]:
         if self.kind == "vision_language":
@@ -235,24 +277,36 @@ class Backbone(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
+        segments: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
         image_index: list[int] | None = None,
+        sequence_image_index: list[int] | None = None,
         pixel_values_videos: torch.Tensor | None = None,
         video_grid_thw: torch.Tensor | None = None,
         video_index: list[int] | None = None,
+        sequence_video_index: list[int] | None = None,
     ) -> torch.Tensor:
         """Final hidden states (N, L, H). `image_index` (`video_index`): for each image (video) occurrence in
-        row-major token order, which encoded image (video) it is, so one shared by two sequences is encoded once."""
-        if self.kind != "vision_language":
+        row-major token order, which encoded image (video) it is, so one shared by two sequences is encoded once.
+        With `segments`, rows are in the shared-prefix layout (`trainer.layout`); `sequence_image_index` then
+        gives the occurrences in the chosen-then-rejected sequences the rows hold, for their M-RoPE positions."""
+        if self.kind != "vision_language" and segments is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        embeds = self.model.get_input_embeddings()(input_ids)
-        mm_types = (input_ids == self.image_token_id).to(torch.int32) + 2 * (input_ids == self.video_token_id).to(
-            torch.int32
-        )
         images = pixel_values is not None and image_grid_thw is not None and bool(image_index)
         videos = pixel_values_videos is not None and video_grid_thw is not None and bool(video_index)
-        grids: dict[str, torch.Tensor] = {}
+        shared = segments is not None
+        grids: dict[str, torch.Tensor] = {}  # per occurrence in the sequences, for M-RoPE
+        if images:
+            grids["image_grid_thw"] = image_grid_thw[sequence_image_index if shared else image_index]
+        if videos:
+            grids["video_grid_thw"] = video_grid_thw[sequence_video_index if shared else video_index]
+            grids["second_per_grid_ts"] = torch.full((len(grids["video_grid_thw"]),), SECONDS_PER_GRID)
+        position_ids, mask = self._positions_and_mask(input_ids, attention_mask, segments, grids)
+        if self.kind != "vision_language":
+            return self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state  # fmt: skip
+        embeds = self.model.get_input_embeddings()(input_ids)
         if images or videos:
             # One vision-tower call for the images and videos of the pass: every rank then makes the same number
             # of calls (FSDP gathers the ViT's shards once per call); the tower encodes each grid separately.
@@ -262,25 +316,64 @@ class Backbone(nn.Module):
             n_images = len(image_grid_thw) if images else 0
             if images:
                 embeds = self._place(embeds, input_ids, self.image_token_id, [features[i] for i in image_index])
-                grids["image_grid_thw"] = image_grid_thw[image_index]
             if videos:
                 blocks = [features[n_images + i] for i in video_index]
                 embeds = self._place(embeds, input_ids, self.video_token_id, blocks)
-                grids["video_grid_thw"] = video_grid_thw[video_index]
-                grids["second_per_grid_ts"] = torch.full((len(video_index),), SECONDS_PER_GRID, device=embeds.device)
         elif self.vision_always:  # every pass runs the ViT (distributed ranks must make the same calls)
             embeds = embeds + 0.0 * self._dummy_image_features().sum()
-        if grids:
-            position_ids, _ = self.model.get_rope_index(
-                input_ids, mm_token_type_ids=mm_types, attention_mask=attention_mask, **grids
-            )
-        else:
-            text = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            position_ids = text.unsqueeze(0).expand(3, -1, -1)
-        out = self.model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        )
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
+
+    def _positions_and_mask(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        segments: torch.Tensor | None,
+        grids: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, Any]:
+        """Position ids and the attention mask, computed on the host before the vision tower is queued:
+        `get_rope_index` loops over rows and images, and each read of a device tensor there would wait."""
+        device = input_ids.device
+        ids, real = input_ids.cpu(), attention_mask.cpu()
+        grids = {k: v.cpu() for k, v in grids.items()}
+        if segments is None:
+            return self._positions(ids, real, grids).to(device), attention_mask
+        segments = segments.cpu()
+        sequence_ids, sequence_mask = layout.sequences(ids, segments, self.pad_token_id)
+        if self.kind == "vision_language":
+            sequence_positions = self._positions(sequence_ids, sequence_mask, grids)
+        else:
+            sequence_positions = self._text_positions(sequence_mask)
+        positions = layout.row_positions(sequence_positions, segments, ids.shape[1])
+        return positions.to(device), self._shared_mask(segments, ids.shape[1], device)
+
+    def _positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, grids: dict[str, Any]) -> torch.Tensor:
+        """(3, N, L) M-RoPE positions of right- or left-padded rows."""
+        if not grids:
+            return self._text_positions(attention_mask).unsqueeze(0).expand(3, -1, -1)
+        mm_types = (input_ids == self.image_token_id).to(torch.int32) + 2 * (input_ids == self.video_token_id).to(
+            torch.int32
+        )
+        positions, _ = self.model.get_rope_index(
+            input_ids, mm_token_type_ids=mm_types, attention_mask=attention_mask, **grids
+        )
+        return positions
+
+    @staticmethod
+    def _text_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    def _shared_mask(self, segments: torch.Tensor, length: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """The shared-prefix mask, given as a ready mask for every layer (transformers then builds none): bool
+        for sdpa, additive for eager attention."""
+        allowed = layout.attention_mask(segments, length).to(device)
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        if text_config._attn_implementation == "eager":
+            dtype = self.model.get_input_embeddings().weight.dtype
+            allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+                ~allowed, torch.finfo(dtype).min
+            )
+        return {"full_attention": allowed}
 
     @staticmethod
     def _place(

@@ -38,7 +38,9 @@ class FitConfig:
     freeze_vision: bool = False
     gradient_checkpointing: bool = False  # decoder layers
     checkpoint_vision: bool = False  # the vision blocks too (costly: the ViT is recomputed)
+    checkpoint_keep_layers: int = 0  # the first N decoder layers keep their activations (faster, more memory)
     bf16: bool = True  # on GPU only; CPU runs stay fp32
+    compile: bool = True  # torch.compile the decoder layers, on GPU only (measured in bench/train_speed.py)
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: DDP when distributed
     # loss
     use_margin: bool = False
@@ -48,6 +50,9 @@ class FitConfig:
     min_pixels: int | None = None  # None: the image processor's own lower bound
     max_pixels: int | None = None  # None: the processor's bound, at most 1280 x 28 x 28 (1280 tokens per image)
     padding_side: Literal["right", "left"] = "right"
+    # `shared_prefix`: one row [prompt | chosen | rejected] per pair (exact; falls back to `padded` where the
+    # backbone cannot take it: encoders, flash attention, sliding windows)
+    layout: Literal["shared_prefix", "padded"] = "shared_prefix"
     num_workers: int = 0  # processes that tokenize and decode images ahead of the model (0: in the trainer)
     eval_fraction: float = 0.02
     eval_max_pairs: int = 1000

@@ -16,7 +16,7 @@ import bisect
 import hashlib
 import io
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
+from trainer.layout import shared_prefix_length, shared_row
 
 COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 SKIP_VIDEO = "video pair on a backbone without video input"
@@ -167,6 +168,7 @@ class PairFeatures:
     margin: float | None
     pixel_values_videos: torch.Tensor | None = None
     video_grid_thw: torch.Tensor | None = None
+    prefix: int = 0  # leading tokens the two sequences share (`trainer.layout`)
 
 
 MAX_FRAMES = 16  # frames sampled evenly from a longer video
@@ -200,13 +202,17 @@ def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes],
         return SKIP_TOO_LONG
     except PlaceholderMismatch:
         return SKIP_PAD_TOKENS
+    prefix = 0
+    if chosen.input_ids[: chosen.prompt_tokens] == rejected.input_ids[: rejected.prompt_tokens]:
+        prefix = shared_prefix_length(chosen.input_ids, rejected.input_ids, chosen.prompt_tokens)
     return PairFeatures(row["pair_id"], chosen.input_ids, rejected.input_ids, pixel_values, grid, row["margin"],
-                        videos, video_grid)  # fmt: skip
+                        videos, video_grid, prefix)  # fmt: skip
 
 
 @dataclass
 class Batch:
-    """2B rows: chosen 0..B-1, then rejected B..2B-1; images of pair i encoded once, used by rows i and B+i."""
+    """Padded layout: 2B rows, chosen 0..B-1, then rejected B..2B-1; images of pair i encoded once, used by rows
+    i and B+i. Shared-prefix layout (`segments` set): B rows `[prefix | chosen | rejected]` (`trainer.layout`)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -218,39 +224,60 @@ class Batch:
     pixel_values_videos: torch.Tensor | None = None
     video_grid_thw: torch.Tensor | None = None
     video_index: list[int] = field(default_factory=list)
+    segments: torch.Tensor | None = None
+    sequence_image_index: list[int] = field(default_factory=list)
+    sequence_video_index: list[int] = field(default_factory=list)
 
     def to(self, device: torch.device) -> Batch:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.attention_mask), move(self.pixel_values),
-                     move(self.image_grid_thw), self.image_index, move(self.margin), self.pairs,
-                     move(self.pixel_values_videos), move(self.video_grid_thw), self.video_index)  # fmt: skip
+        tensors = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return replace(self, **tensors)
 
     def model_inputs(self) -> dict[str, Any]:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "pixel_values": self.pixel_values,
-                "image_grid_thw": self.image_grid_thw, "image_index": self.image_index,
-                "pixel_values_videos": self.pixel_values_videos, "video_grid_thw": self.video_grid_thw,
-                "video_index": self.video_index}  # fmt: skip
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                  "pixel_values": self.pixel_values, "image_grid_thw": self.image_grid_thw,
+                  "image_index": self.image_index, "pixel_values_videos": self.pixel_values_videos,
+                  "video_grid_thw": self.video_grid_thw, "video_index": self.video_index}  # fmt: skip
+        if self.segments is not None:
+            inputs |= {"segments": self.segments, "sequence_image_index": self.sequence_image_index,
+                       "sequence_video_index": self.sequence_video_index}  # fmt: skip
+        return inputs
 
     @property
     def tokens(self) -> int:
         return int(self.attention_mask.sum())
 
 
-def _visual(grids: list[torch.Tensor | None], pixels: list[torch.Tensor | None]) -> tuple[Any, Any, list[int]]:
-    """Concatenated pixels and grids of the pairs, and each occurrence's index: chosen rows, then rejected rows."""
+def _visual(
+    features: list[PairFeatures], kind: str, shared: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None, list[int], list[int]]:
+    """Concatenated pixels and grids of the pairs' images (`kind` "image") or videos ("video"), each encoded once,
+    and two occurrence lists: in the chosen-then-rejected sequences, and in the model's rows (the same, padded;
+    once per pair where the prefix holds its images, shared)."""
+    pixels = [getattr(f, "pixel_values" if kind == "image" else "pixel_values_videos") for f in features]
+    grids = [getattr(f, "image_grid_thw" if kind == "image" else "video_grid_thw") for f in features]
     per_pair, n = [], 0
     for grid in grids:
         count = 0 if grid is None else len(grid)
         per_pair.append(list(range(n, n + count)))
         n += count
+    sequence_order = [i for indices in per_pair for i in indices] * 2
+    row_order = sequence_order
+    if shared:
+        row_order = [i for f, indices in zip(features, per_pair, strict=True) for i in indices * (1 if f.prefix else 2)]
     present = [p for p in pixels if p is not None]
     grid_list = [g for g in grids if g is not None]
-    return (torch.cat(present) if present else None, torch.cat(grid_list) if grid_list else None,
-            [i for indices in per_pair for i in indices] * 2)  # fmt: skip
+    return (torch.cat(present) if present else None, torch.cat(grid_list) if grid_list else None, row_order,
+            sequence_order)  # fmt: skip
 
 
-def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "right") -> Batch:
-    rows = [f.chosen for f in features] + [f.rejected for f in features]
+def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "right", layout: str = "padded") -> Batch:
+    """`layout`: `padded` (2B rows) or `shared_prefix` (B right-padded rows, see `trainer.layout`)."""
+    shared = layout == "shared_prefix"
+    if shared:
+        rows = [shared_row(f.chosen, f.rejected, f.prefix) for f in features]
+        padding_side = "right"
+    else:
+        rows = [f.chosen for f in features] + [f.rejected for f in features]
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -258,11 +285,15 @@ def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "righ
         span = slice(length - len(row), length) if padding_side == "left" else slice(0, len(row))
         ids[i, span] = torch.tensor(row, dtype=torch.long)
         mask[i, span] = 1
-    pixels, grids, image_index = _visual([f.image_grid_thw for f in features], [f.pixel_values for f in features])
-    videos, video_grids, video_index = _visual([f.video_grid_thw for f in features],
-                                               [f.pixel_values_videos for f in features])  # fmt: skip
+    pixels, grids, image_index, sequence_images = _visual(features, "image", shared)
+    videos, video_grids, video_index, sequence_videos = _visual(features, "video", shared)
     margin = torch.tensor([f.margin if f.margin is not None else 0.0 for f in features], dtype=torch.float32)
-    return Batch(ids, mask, pixels, grids, image_index, margin, len(features), videos, video_grids, video_index)
+    batch = Batch(ids, mask, pixels, grids, image_index, margin, len(features), videos, video_grids, video_index)
+    if shared:
+        segments = [[f.prefix, len(f.chosen) - f.prefix, len(f.rejected) - f.prefix] for f in features]
+        batch = replace(batch, segments=torch.tensor(segments, dtype=torch.long), sequence_image_index=sequence_images,
+                        sequence_video_index=sequence_videos)  # fmt: skip
+    return batch
 
 
 class Featurizer:
@@ -298,6 +329,7 @@ class StepBatches(torch.utils.data.Dataset):
         *,
         max_length: int,
         padding_side: str,
+        layout: str,
         global_batch: int,
         micro_batch: int,
         accumulation: int,
@@ -308,6 +340,7 @@ class StepBatches(torch.utils.data.Dataset):
     ) -> None:
         self.data, self.backbone = data, backbone
         self.max_length, self.padding_side = max_length, backbone.padding_side(padding_side)
+        self.layout = backbone.layout(layout)
         self.global_batch, self.micro_batch, self.accumulation = global_batch, micro_batch, accumulation
         self.rank, self.world, self.start, self.total = rank, world, start, total
         self.steps_per_epoch = len(data.train) // global_batch
@@ -327,8 +360,20 @@ class StepBatches(torch.utils.data.Dataset):
         return [entries[s * micro : (s + 1) * micro] for s in slots]
 
     def __getitem__(self, index: int) -> tuple[list[Batch | None], dict[str, int]]:
+        """The rank's pairs of the step, sorted by length before they are cut into micro-batches: pairs of like
+        length share a micro-batch and little is padded. Exact: the step's gradient is a sum over its pairs, and
+        every rank still runs `accumulation` passes (None where nothing is left)."""
         featurize = Featurizer(self.data, self.backbone, self.max_length)
+        groups = [featurize(entries) for entries in self.micro_batches(self.start + index)]
+        features = sorted((f for group in groups for f in group), key=lambda f: row_length(f, self.layout))
+        chunks = [features[i : i + self.micro_batch] for i in range(0, len(features), self.micro_batch)]
         pad = self.backbone.pad_token_id
-        batches = [collate(f, pad, self.padding_side) if f else None
-                   for f in map(featurize, self.micro_batches(self.start + index))]  # fmt: skip
-        return batches, dict(featurize.skipped)
+        batches = [collate(c, pad, self.padding_side, self.layout) for c in chunks]
+        return batches + [None] * (len(groups) - len(batches)), dict(featurize.skipped)
+
+
+def row_length(feature: PairFeatures, layout: str) -> int:
+    """Tokens a pair's row takes: `[prefix | chosen | rejected]`, or the longer sequence when padded."""
+    if layout == "shared_prefix":
+        return len(feature.chosen) + len(feature.rejected) - feature.prefix
+    return max(len(feature.chosen), len(feature.rejected))

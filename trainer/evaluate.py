@@ -77,7 +77,9 @@ def model_rewards(
     def flush() -> None:
         if not pending:
             return
-        batch = collate([f for _, f in pending], model.backbone.pad_token_id).to(device)
+        backbone = model.backbone
+        batch = collate([f for _, f in pending], backbone.pad_token_id, layout=backbone.layout("shared_prefix"))
+        batch = batch.to(device)
         rewards = model(**batch.model_inputs()).float().tolist()
         for k, (index, _) in enumerate(pending):
             out[index] = (rewards[k], rewards[batch.pairs + k])

@@ -113,12 +113,18 @@ def _wrap(model: RewardModel, config: FitConfig, world: Dist, device: torch.devi
     return DistributedDataParallel(model, device_ids=ids)
 
 
+def make_optimizer(
+    params: list[nn.Parameter], lr: float, weight_decay: float, device: torch.device, sharded: bool
+) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel on CUDA: the default multi-tensor form makes several passes over every weight
+    and state with full-size temporaries (measured in bench/train_speed.py). FSDP-sharded weights keep it."""
+    fused = device.type == "cuda" and not sharded
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
+
+
 def _decoder_layers(model: RewardModel) -> list[nn.Module]:
-    inner = model.backbone.model
-    language = getattr(inner, "language_model", inner)
-    layers = list(getattr(language, "layers", []))
-    visual = getattr(inner, "visual", None)
-    return layers + (list(visual.blocks) if visual is not None else [])
+    visual = getattr(model.backbone.model, "visual", None)
+    return model.backbone.decoder_layers() + (list(visual.blocks) if visual is not None else [])
 
 
 def _bf16(config: FitConfig) -> bool:
@@ -151,8 +157,10 @@ class Trainer:
         if config.freeze_vision and self.model.backbone.kind == "vision_language":
             self.model.backbone.model.visual.requires_grad_(False)
         if config.gradient_checkpointing:
-            self.model.backbone.enable_checkpointing(vision=config.checkpoint_vision)
+            self.model.backbone.enable_checkpointing(config.checkpoint_vision, config.checkpoint_keep_layers)
         self.model.to(self.device)
+        if config.compile and self.device.type == "cuda":
+            self.model.backbone.compile_layers()
         # Text-only passes run a dummy image through the vision tower: distributed ranks must (same collectives),
         # and a single process does too, so a run trains the same model whatever the world size.
         self.model.backbone.vision_always = True
@@ -164,7 +172,8 @@ class Trainer:
             self._restore_weights()
         self.wrapped = _wrap(self.model, config, self.dist, self.device)
         params = [p for p in self.wrapped.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        sharded = config.strategy == "fsdp" and self.dist.world > 1
+        self.optimizer = make_optimizer(params, config.lr, config.weight_decay, self.device, sharded)
         if resume and self.last_checkpoint is not None:
             self._restore_optimizer()
         self.warmup = max(1, round(config.warmup_ratio * self.total_steps)) if config.warmup_ratio else 0
@@ -174,7 +183,8 @@ class Trainer:
     def _steps(self) -> Any:
         """This rank's prepared steps, in order, from `num_workers` processes (0: in this process)."""
         steps = StepBatches(self.data, self.model.backbone, max_length=self.config.max_length,
-                            padding_side=self.config.padding_side, global_batch=self.config.global_batch,
+                            padding_side=self.config.padding_side, layout=self.config.layout,
+                            global_batch=self.config.global_batch,
                             micro_batch=self.config.micro_batch, accumulation=self.accumulation,
                             rank=self.dist.rank, world=self.dist.world, start=self.start_step,
                             total=self.total_steps)  # fmt: skip
@@ -197,8 +207,10 @@ class Trainer:
         return collate([PairFeatures("", [token, token], [token, token], None, None, None)], token)
 
     def _batches(self, groups: list[list[Entry]], featurize: Featurizer) -> list[Batch | None]:
-        pad, side = self.model.backbone.pad_token_id, self.model.backbone.padding_side(self.config.padding_side)
-        return [collate(f, pad, side) if f else None for f in map(featurize, groups)]
+        backbone = self.model.backbone
+        pad, side = backbone.pad_token_id, backbone.padding_side(self.config.padding_side)
+        layout = backbone.layout(self.config.layout)
+        return [collate(f, pad, side, layout) if f else None for f in map(featurize, groups)]
 
     def _train_step(self, step: int, batches: list[Batch | None]) -> dict[str, float]:
         started = time.perf_counter()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from trainer.backbone import Backbone, backbone_kind
+from trainer.layout import readout
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
 FORMAT_VERSION = 1
@@ -74,9 +75,14 @@ class RewardModel(nn.Module):
         self.source = source  # what the backbone was loaded from (recorded, never re-fetched on load)
         self.head = RewardHead(backbone.hidden_size, head)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **visual: Any) -> torch.Tensor:
-        """One reward per row (fp32); `visual`: the image/video inputs of `Backbone.hidden_states`."""
-        hidden = self.backbone.hidden_states(input_ids, attention_mask, **visual)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segments: torch.Tensor | None = None, **visual: Any
+    ) -> torch.Tensor:
+        """One reward per sequence (fp32), chosen ones first for a shared-prefix batch (`segments`); `visual`: the
+        image/video inputs of `Backbone.hidden_states`."""
+        hidden = self.backbone.hidden_states(input_ids, attention_mask, segments, **visual)
+        if segments is not None:
+            return self.head(readout(hidden, segments))
         return self.head(pool(hidden, attention_mask, self.backbone.pooling))
 
     # -- persistence ---------------------------------------------------------------------------------------

@@ -73,14 +73,14 @@ def test_checkpointing_the_decoder_only_changes_nothing_computed() -> None:
         model = tiny_model()
         model.train()
         if checkpoint is not None:
-            model.backbone.enable_checkpointing(vision=checkpoint == "all")
+            model.backbone.enable_checkpointing(vision=checkpoint == "all", keep_layers=int(checkpoint == "keep1"))
         features = [featurize(model.backbone, r, pair_images(len(r["images"])), 512) for r in rows]
         rewards = model(**collate(features, model.backbone.pad_token_id).model_inputs())
         rewards.sum().backward()
         return rewards.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
     plain, plain_grads = rewards_and_grads(None)
-    for mode in ("decoder", "all"):
+    for mode in ("decoder", "all", "keep1"):
         rewards, grads = rewards_and_grads(mode)
         assert torch.allclose(plain, rewards, atol=1e-6)
         assert all(torch.allclose(plain_grads[n], g, atol=1e-6) for n, g in grads.items())
@@ -88,3 +88,5 @@ def test_checkpointing_the_decoder_only_changes_nothing_computed() -> None:
     model.backbone.enable_checkpointing(vision=False)
     assert not any(getattr(m, "gradient_checkpointing", False) for m in model.backbone.model.visual.modules())
     assert all(layer.gradient_checkpointing for layer in model.backbone.model.language_model.layers)
+    model.backbone.enable_checkpointing(vision=False, keep_layers=1)
+    assert [layer.gradient_checkpointing for layer in model.backbone.model.language_model.layers] == [False, True]

@@ -1,0 +1,220 @@
+"""The fast paths compute what the naive step computes: each sequence alone, each image encoded for each sequence,
+transformers' own per-window vision attention. Rewards and every gradient are compared (fp32, CPU)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.conftest import image_bytes
+from tests.trainer.conftest import pair_row
+from trainer import layout
+from trainer.backbone import load_backbone
+from trainer.data import PairData, PairFeatures, StepBatches, collate, featurize
+from trainer.loss import bradley_terry_loss
+from trainer.model import HeadConfig, RewardModel
+from trainer.vision_attention import segment_attention, use_batched_vision_attention, vision_attention_modules
+
+
+def tiny_model(**bounds: int) -> RewardModel:
+    """The tiny model with its attention sharpened: at random init its attention is nearly uniform, so a wrong
+    mask or window would change little; scaled query/key weights make every attention pattern count."""
+    torch.manual_seed(1)
+    model = RewardModel(load_backbone("tiny", **bounds), HeadConfig(), source="tiny").train()
+    with torch.no_grad():
+        for module in vision_attention_modules(model.backbone.model.visual):
+            module.qkv.weight[: 2 * module.qkv.out_features // 3] *= 30
+        for name, param in model.backbone.model.language_model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param *= 30
+    return model
+
+
+def mixed_features(model: RewardModel) -> list[PairFeatures]:
+    """Text, one image, two images of other sizes, a video, answers sharing their first words, and a pair whose
+    prompt is truncated differently for its two answers (nothing shared)."""
+    sized = lambda seed, size: image_bytes(seed, size=size)  # noqa: E731
+    cases = [
+        (pair_row("Hello?", "Hi, how can I help?", "What."), []),
+        (pair_row("What is shown?", "A red square.", "A cat", images=1), [sized(1, (60, 90))]),
+        (pair_row("Compare.", "The first is brighter.", "The first is darker.", images=2),
+         [sized(2, (200, 180)), sized(3, (120, 50))]),
+        ({**pair_row("What happens?", "A ball rolls.", "Nothing.", images=3), "modality": "video"},
+         [sized(4, (90, 60))] * 3),
+        (pair_row("p" * 300, "a short answer", "a much, much longer answer than the other one"), []),
+    ]  # fmt: skip
+    features = [featurize(model.backbone, row, images, 320) for row, images in cases]
+    assert all(isinstance(f, PairFeatures) for f in features)
+    return features  # type: ignore[return-value]
+
+
+def visual_inputs(feature: PairFeatures) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if feature.pixel_values is not None:
+        out |= {"pixel_values": feature.pixel_values, "image_grid_thw": feature.image_grid_thw,
+                "image_index": list(range(len(feature.image_grid_thw)))}  # fmt: skip
+    if feature.pixel_values_videos is not None:
+        out |= {"pixel_values_videos": feature.pixel_values_videos, "video_grid_thw": feature.video_grid_thw,
+                "video_index": [0]}  # fmt: skip
+    return out
+
+
+def naive(model: RewardModel, features: list[PairFeatures]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Each sequence alone, its images encoded again, transformers' per-window vision attention."""
+    if model.backbone.kind == "vision_language":
+        use_batched_vision_attention(model.backbone.model.visual, enabled=False)
+    model.zero_grad()
+    sides = []
+    for side in ("chosen", "rejected"):
+        rewards = []
+        for f in features:
+            ids = getattr(f, side)
+            rewards.append(model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), **visual_inputs(f)))
+        sides.append(torch.cat(rewards))
+    bradley_terry_loss(*sides).backward()
+    if model.backbone.kind == "vision_language":
+        use_batched_vision_attention(model.backbone.model.visual)
+    return torch.cat(sides).detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def fast(model: RewardModel, features: list[PairFeatures], how: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    batch = collate(features, model.backbone.pad_token_id, layout=model.backbone.layout(how))
+    rewards = model(**batch.model_inputs())
+    bradley_terry_loss(rewards[: batch.pairs], rewards[batch.pairs :]).backward()
+    return rewards.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same(a: tuple[torch.Tensor, dict], b: tuple[torch.Tensor, dict], atol: float = 1e-5) -> None:
+    torch.testing.assert_close(a[0], b[0], atol=atol, rtol=1e-4)
+    assert a[1].keys() == b[1].keys()
+    for name in a[1]:
+        torch.testing.assert_close(a[1][name], b[1][name], atol=atol, rtol=1e-3, msg=name)
+
+
+@pytest.mark.parametrize("how", ["padded", "shared_prefix"])
+def test_fast_step_equals_the_naive_step_on_a_mixed_batch(how: str) -> None:
+    model = tiny_model(max_pixels=64 * 28 * 28)  # images of several windows, some partial
+    features = mixed_features(model)
+    assert [f.prefix > 0 for f in features] == [True, True, True, True, False]
+    reference = naive(model, features)
+    assert any("visual" in n for n in reference[1])  # the vision tower's gradients are compared too
+    assert_same(fast(model, features, how), reference)
+
+
+@pytest.mark.skipif(
+    not any(map(shutil.which, ("cc", "gcc", "clang"))), reason="torch.compile on CPU needs a C compiler"
+)
+def test_compiled_layers_compute_what_eager_layers_compute() -> None:
+    """The trainer compiles the decoder layers and vision MLPs on GPU; the same code path on CPU, with the
+    decoder recomputed in the backward pass as in training."""
+    model = tiny_model(max_pixels=64 * 28 * 28)
+    model.backbone.enable_checkpointing(vision=False)
+    features = mixed_features(model)
+    eager = fast(model, features, "shared_prefix")
+    model.backbone.compile_layers()
+    try:
+        assert_same(fast(model, features, "shared_prefix"), eager)
+    finally:
+        model.backbone.compile_layers(enabled=False)
+
+
+def test_a_frozen_vision_tower_changes_only_what_is_trained() -> None:
+    """`freeze_vision`: the tower runs without recording gradients; rewards and every other gradient stay."""
+    model = tiny_model()
+    features = mixed_features(model)
+    rewards, grads = fast(model, features, "shared_prefix")
+    model.backbone.model.visual.requires_grad_(False)
+    frozen_rewards, frozen_grads = fast(model, features, "shared_prefix")
+    assert not any("visual" in name for name in frozen_grads)
+    torch.testing.assert_close(frozen_rewards, rewards)
+    for name, grad in frozen_grads.items():
+        torch.testing.assert_close(grad, grads[name], msg=name)
+
+
+def test_micro_batches_group_pairs_of_like_length(demo_build: Path) -> None:
+    data = PairData.open([str(demo_build)], seed=0, eval_fraction=0.0)
+    backbone = load_backbone("tiny")
+    steps = StepBatches(data, backbone, max_length=512, padding_side="right", layout="shared_prefix",
+                        global_batch=8, micro_batch=2, accumulation=4, rank=0, world=1, start=0, total=1)  # fmt: skip
+    batches, skipped = steps[0]
+    assert len(batches) == 4
+    drawn = [e.pair_id for group in steps.micro_batches(0) for e in group]
+    lengths = [int(b.attention_mask.sum(1).max()) for b in batches if b is not None]
+    assert lengths == sorted(lengths)
+    assert sum(b.pairs for b in batches if b is not None) + sum(skipped.values()) == len(drawn) == 8
+
+
+def test_shared_prefix_saves_the_prompt_and_its_image_tokens() -> None:
+    model = tiny_model()
+    features = mixed_features(model)
+    padded = collate(features, model.backbone.pad_token_id)
+    shared = collate(features, model.backbone.pad_token_id, layout="shared_prefix")
+    assert shared.tokens == padded.tokens - sum(f.prefix for f in features)
+    assert shared.input_ids.shape[0] == len(features) == padded.input_ids.shape[0] // 2
+    # a pair's image occurs once in its row, twice where nothing is shared
+    assert shared.image_index == [0, 1, 2] and padded.image_index == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prefix_on_a_text_decoder(attention: str) -> None:
+    from transformers import Qwen2Config, Qwen2Model
+
+    from trainer.backbone import Backbone
+    from trainer.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+                         attn_implementation=attention)  # fmt: skip
+    torch.manual_seed(0)
+    model = RewardModel(Backbone(Qwen2Model(config), tokenizer), HeadConfig()).train()
+    assert model.backbone.layout("shared_prefix") == "shared_prefix"
+    rows = [pair_row("Hi", "Hello, how are you?", "Hello there."), pair_row("2+2?", "4", "It is 5, clearly.")]
+    features = [featurize(model.backbone, r, [], 256) for r in rows]
+    assert_same(fast(model, features, "shared_prefix"), naive(model, features))
+
+
+def test_encoders_keep_the_padded_layout() -> None:
+    from transformers import BertConfig, BertModel
+
+    from trainer.backbone import Backbone
+    from trainer.tiny import tiny_tokenizer
+
+    config = BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)  # fmt: skip
+    backbone = Backbone(BertModel(config), tiny_tokenizer())
+    assert backbone.layout("shared_prefix") == "padded"
+
+
+def test_layout_helpers_on_a_hand_made_pair() -> None:
+    segments = torch.tensor([[2, 2, 1], [0, 1, 1]])  # rows: P P C C R / C R (pad pad pad)
+    ids = torch.tensor([[10, 11, 12, 13, 14], [20, 21, 0, 0, 0]])
+    allowed = layout.attention_mask(segments, 5)[:, 0].int()
+    assert allowed[0].tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]]
+    assert allowed[1, 1].tolist() == [0, 1, 0, 0, 0]  # the rejected token sees neither chosen nor padding
+    sequences, mask = layout.sequences(ids, segments, pad_id=0)
+    assert sequences.tolist() == [[10, 11, 12, 13], [20, 0, 0, 0], [10, 11, 14, 0], [21, 0, 0, 0]]
+    assert mask.sum(1).tolist() == [4, 1, 3, 1]
+    positions = layout.row_positions(torch.arange(4).expand(4, 4), segments, 5)
+    assert positions.tolist() == [[0, 1, 2, 3, 2], [0, 0, 0, 0, 0]]
+    assert layout.shared_prefix_length([1, 2, 3, 4], [1, 2, 3, 5], prompt_tokens=2) == 3
+    assert layout.shared_prefix_length([1, 2, 3], [1, 2, 3, 4], prompt_tokens=2) == 2  # one answer token kept
+    assert layout.shared_prefix_length([1, 9, 3], [1, 2, 3], prompt_tokens=2) == 0  # prompts differ
+
+
+@pytest.mark.parametrize("lengths", [[16, 16, 16], [16, 4, 9, 16, 1]])
+def test_segment_attention_equals_one_call_per_segment(lengths: list[int]) -> None:
+    torch.manual_seed(0)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    q, k, v = (torch.randn(sum(lengths), 3, 8, dtype=torch.float64) for _ in range(3))
+    expected = torch.cat([
+        torch.nn.functional.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v)), scale=0.5)
+        .transpose(0, 1)
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)
+    ])  # fmt: skip
+    torch.testing.assert_close(segment_attention(q, k, v, cu, 0.5), expected)
