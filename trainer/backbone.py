@@ -30,6 +30,11 @@ VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 SECONDS_PER_GRID = 1.0  # frame timing is unknown in the canonical schema: 2 frames per temporal patch at 2 fps
 
 
+# Models whose decoder takes `attention_mask={"full_attention": 4-D mask}` as given (Llama and Mistral, for
+# example, build their own mask from it and fail).
+SHARED_PREFIX_MODELS = frozenset({"qwen2_5_vl", "qwen2_vl", "qwen2", "qwen3"})
+
+
 class SequenceTooLong(ValueError):
     """The answer alone (or the prompt's images) does not fit in `max_length`: the pair is skipped, and counted."""
 
@@ -133,14 +138,15 @@ class Backbone(nn.Module):
         return pad if pad is not None else self.tokenizer.eos_token_id
 
     def layout(self, wanted: str) -> str:
-        """`shared_prefix` needs a causal model whose attention takes an explicit 4-D mask on every layer
-        (sdpa or eager, no sliding windows); otherwise pairs are laid out `padded`."""
+        """`shared_prefix` needs a model known to take a ready per-layer mask (`SHARED_PREFIX_MODELS`), sdpa or
+        eager attention and no sliding windows; otherwise pairs are laid out `padded`."""
         text_config = getattr(self.model.config, "text_config", self.model.config)
         layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
         supported = (
-            self.kind != "encoder"
+            self.model.config.model_type in SHARED_PREFIX_MODELS
             and getattr(text_config, "_attn_implementation", None) in ("sdpa", "eager")
             and layer_types == {"full_attention"}
+            and not getattr(text_config, "use_sliding_window", False)
         )
         return wanted if wanted == "padded" or supported else "padded"
 
@@ -345,7 +351,7 @@ class Backbone(nn.Module):
         else:
             sequence_positions = self._text_positions(sequence_mask)
         positions = layout.row_positions(sequence_positions, segments, ids.shape[1])
-        return positions.to(device), self._shared_mask(segments, ids.shape[1], device)
+        return positions.to(device), self._shared_mask(segments.to(device), ids.shape[1])
 
     def _positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, grids: dict[str, Any]) -> torch.Tensor:
         """(3, N, L) M-RoPE positions of right- or left-padded rows."""
@@ -363,14 +369,15 @@ class Backbone(nn.Module):
     def _text_positions(attention_mask: torch.Tensor) -> torch.Tensor:
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-    def _shared_mask(self, segments: torch.Tensor, length: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """The shared-prefix mask, given as a ready mask for every layer (transformers then builds none): bool
-        for sdpa, additive for eager attention."""
-        allowed = layout.attention_mask(segments, length).to(device)
+    def _shared_mask(self, segments: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
+        """The shared-prefix mask, built on the device from the segment lengths and given as a ready mask for
+        every layer (transformers then builds none): bool for sdpa, additive for eager attention. It is dense,
+        (rows, 1, length, length): fine at a few thousand tokens, costly far beyond (see `layout: padded`)."""
+        allowed = layout.attention_mask(segments, length)
         text_config = getattr(self.model.config, "text_config", self.model.config)
         if text_config._attn_implementation == "eager":
             dtype = self.model.get_input_embeddings().weight.dtype
-            allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+            allowed = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
                 ~allowed, torch.finfo(dtype).min
             )
         return {"full_attention": allowed}

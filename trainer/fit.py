@@ -159,8 +159,6 @@ class Trainer:
         if config.gradient_checkpointing:
             self.model.backbone.enable_checkpointing(config.checkpoint_vision, config.checkpoint_keep_layers)
         self.model.to(self.device)
-        if config.compile and self.device.type == "cuda":
-            self.model.backbone.compile_layers()
         # Text-only passes run a dummy image through the vision tower: distributed ranks must (same collectives),
         # and a single process does too, so a run trains the same model whatever the world size.
         self.model.backbone.vision_always = True
@@ -171,6 +169,8 @@ class Trainer:
         if resume:
             self._restore_weights()
         self.wrapped = _wrap(self.model, config, self.dist, self.device)
+        if config.compile and self.device.type == "cuda":  # after wrapping, as FSDP2 asks
+            self.model.backbone.compile_layers()
         params = [p for p in self.wrapped.parameters() if p.requires_grad]
         sharded = config.strategy == "fsdp" and self.dist.world > 1
         self.optimizer = make_optimizer(params, config.lr, config.weight_decay, self.device, sharded)

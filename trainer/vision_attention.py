@@ -63,13 +63,14 @@ def segment_attention(
 
 def _segments(cu_seqlens: torch.Tensor) -> tuple[list[int], list[int]]:
     """Segment starts and lengths, read once per tensor: the tower passes the same `cu_seqlens` object to each of
-    its layers (and to their recomputation), so only the first layer waits for the device."""
+    its layers (and to their recomputation), so only the first layer waits for the device. The cache is tied to
+    the tensor's version counter, so a tensor changed in place is read again."""
     cached = getattr(cu_seqlens, "_segments", None)
-    if cached is None:
+    if cached is None or cached[0] != cu_seqlens._version:
         bounds = cu_seqlens.tolist()
-        cached = (bounds[:-1], [b - a for a, b in itertools.pairwise(bounds)])
+        cached = (cu_seqlens._version, bounds[:-1], [b - a for a, b in itertools.pairwise(bounds)])
         cu_seqlens._segments = cached  # type: ignore[attr-defined]
-    return cached
+    return cached[1], cached[2]
 
 
 def _batched_forward(

@@ -31,3 +31,26 @@ def test_prompt_id_shared_by_pairs_of_one_prompt() -> None:
 def test_schema_is_versioned() -> None:
     assert PAIR_SCHEMA.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
     assert {"pair_id", "prompt_id", "images", "meta", "tie", "margin"} <= set(PAIR_SCHEMA.names)
+
+
+def test_ids_are_blake2b_of_the_documented_json() -> None:
+    """The ids are pinned to their definition: blake2b-128 of `json.dumps(payload, ensure_ascii=False,
+    separators=(",", ":"))` with the normalized prompt turns, the image hashes, then chosen and rejected."""
+    import hashlib
+    import json
+
+    tricky = ['quote " backslash \\ slash /', "tab\tnew\nline \u2028 \u0000 \x7f", "é 中文 😀 \U0001f600",
+              "  spaced   out  "]  # fmt: skip
+    for i, text in enumerate(tricky):
+        prompt = [{"role": "system", "content": text}, {"role": "user", "content": tricky[-1 - i]}]
+        images = ["ab" * 32, "cd" * 32][: i % 3]
+        turns = [[m["role"], normalize_text(m["content"])] for m in prompt]
+        payload = [turns, images]
+
+        def digest(value: object) -> str:
+            data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+        assert compute_prompt_id(prompt, images) == digest(payload)
+        answers = [normalize_text(text), normalize_text(tricky[i - 1])]
+        assert compute_pair_id(prompt, images, text, tricky[i - 1]) == digest([*payload, *answers])

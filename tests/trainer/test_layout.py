@@ -179,16 +179,39 @@ def test_shared_prefix_on_a_text_decoder(attention: str) -> None:
     assert_same(fast(model, features, "shared_prefix"), naive(model, features))
 
 
-def test_encoders_keep_the_padded_layout() -> None:
-    from transformers import BertConfig, BertModel
+def test_other_backbones_keep_the_padded_layout() -> None:
+    """Encoders cannot share a prefix; Llama-style decoders build their own mask from the one they are given."""
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 
     from trainer.backbone import Backbone
     from trainer.tiny import tiny_tokenizer
 
-    config = BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)  # fmt: skip
-    backbone = Backbone(BertModel(config), tiny_tokenizer())
-    assert backbone.layout("shared_prefix") == "padded"
+    tokenizer = tiny_tokenizer()
+    bert = BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32)  # fmt: skip
+    assert Backbone(BertModel(bert), tokenizer).layout("shared_prefix") == "padded"
+    llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = RewardModel(Backbone(LlamaModel(llama), tokenizer), HeadConfig()).train()
+    assert model.backbone.layout("shared_prefix") == "padded"
+    features = [featurize(model.backbone, pair_row("Hi", "Hello, how are you?", "Hello there."), [], 256)]
+    assert_same(fast(model, features, "shared_prefix"), naive(model, features))
+
+
+def test_segment_lengths_are_read_again_after_an_in_place_change() -> None:
+    q = k = v = torch.randn(8, 2, 4)
+    cu = torch.tensor([0, 4, 8])
+    first = segment_attention(q, k, v, cu, 0.5)
+    cu[1] = 2  # the same tensor object, new boundaries
+    expected = torch.cat([
+        torch.nn.functional.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v)), scale=0.5)
+        .transpose(0, 1)
+        for a, b in ((0, 2), (2, 8))
+    ])  # fmt: skip
+    again = segment_attention(q, k, v, cu, 0.5)
+    torch.testing.assert_close(again, expected)
+    assert not torch.allclose(again, first)
 
 
 def test_layout_helpers_on_a_hand_made_pair() -> None:
