@@ -435,10 +435,21 @@ DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 
 
 def _image_processor(source: str | Path, min_pixels: int | None, max_pixels: int | None) -> Any:
-    from transformers import AutoImageProcessor
-
-    processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+    processor = load_image_processor(source)
     if max_pixels is None:
         max_pixels = min(processor.size["longest_edge"], DEFAULT_MAX_PIXELS)
     bounds = {"max_pixels": max_pixels, **({"min_pixels": min_pixels} if min_pixels is not None else {})}
-    return AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **bounds)
+    return load_image_processor(source, **bounds)
+
+
+def load_image_processor(source: str | Path, **bounds: int) -> Any:
+    """The checkpoint's image processor; where its fast (torchvision) class cannot load, the PIL class, which
+    reads the same files and computes the same patches."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **bounds)
+    except (ImportError, ValueError):
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen2VLImageProcessorPil.from_pretrained(source, **bounds)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.backbone import Backbone, backbone_kind
+from trainer.backbone import Backbone, backbone_kind, load_image_processor
 from trainer.layout import readout
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
@@ -124,18 +124,7 @@ class RewardModel(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         processor = None
         if backbone_kind(config) == "vision_language":
-            processor = _load_image_processor(folder)
+            processor = load_image_processor(folder)
         model = cls(Backbone(backbone_model, tokenizer, processor), HeadConfig(**spec["head"]), spec["backbone_source"])
         load_model(model, str(folder / "model.safetensors"))
         return model
-
-
-def _load_image_processor(folder: Path) -> Any:
-    from transformers import AutoImageProcessor
-
-    try:
-        return AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
-    except (ImportError, ValueError):  # the fast processor needs torchvision; the PIL one reads the same files
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-        return Qwen2VLImageProcessorPil.from_pretrained(folder)

@@ -149,6 +149,31 @@ def test_micro_batches_group_pairs_of_like_length(demo_build: Path) -> None:
     assert sum(b.pairs for b in batches if b is not None) + sum(skipped.values()) == len(drawn) == 8
 
 
+def test_rewards_match_transformers_own_forward() -> None:
+    """An outside reference: each sequence through `Qwen2_5_VLModel.forward` itself (its own embedding merge and
+    M-RoPE positions, per-window vision attention), the head on its last hidden state."""
+    model = tiny_model(max_pixels=64 * 28 * 28).eval()
+    features = mixed_features(model)
+    expected = []
+    with torch.no_grad():
+        use_batched_vision_attention(model.backbone.model.visual, enabled=False)
+        for side in ("chosen", "rejected"):
+            for f in features:
+                ids = torch.tensor([getattr(f, side)])
+                visual = {k: v for k, v in {"pixel_values": f.pixel_values, "image_grid_thw": f.image_grid_thw,
+                          "pixel_values_videos": f.pixel_values_videos, "video_grid_thw": f.video_grid_thw}.items()
+                          if v is not None}  # fmt: skip
+                # as the processor gives them: without these, transformers falls back to text positions
+                types = (ids == model.backbone.image_token_id).int() + 2 * (ids == model.backbone.video_token_id).int()
+                hidden = model.backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                              mm_token_type_ids=types, **visual)  # fmt: skip
+                expected.append(model.head(hidden.last_hidden_state[:, -1]))
+        use_batched_vision_attention(model.backbone.model.visual)
+        batch = collate(features, model.backbone.pad_token_id, layout="shared_prefix")
+        rewards = model(**batch.model_inputs())
+    torch.testing.assert_close(rewards, torch.cat(expected), atol=1e-5, rtol=1e-4)
+
+
 def test_shared_prefix_saves_the_prompt_and_its_image_tokens() -> None:
     model = tiny_model()
     features = mixed_features(model)

@@ -22,3 +22,30 @@ from curation.ops.normalize import normalized
 def test_normalized_sql(text: str, expected: str) -> None:
     result = duckdb.connect().execute(f"SELECT {normalized('x')} FROM (SELECT ? AS x)", [text]).fetchone()
     assert result == (expected,)
+
+
+def test_normalize_pairs_rewrites_the_rows_that_change_and_keeps_the_rest() -> None:
+    from types import SimpleNamespace
+
+    from curation.ops.normalize import normalize_pairs
+
+    db = duckdb.connect()
+    db.execute(
+        "CREATE TABLE pairs (row_key BIGINT, prompt STRUCT(role VARCHAR, content VARCHAR)[], chosen VARCHAR, "
+        "rejected VARCHAR)"
+    )
+    rows = [
+        (0, [("system", "Be  brief."), ("user", "Fine as is")], "ok", "also ok"),  # one message changes
+        (1, [("user", "Cafe\u0301?")], "Caf\u00e9", "a  b\n\n\n\nc "),  # NFC-only prompt; rejected changes
+        (2, [("user", "Untouched")], "x \n y", "same"),
+    ]
+    for key, prompt, chosen, rejected in rows:
+        messages = [{"role": r, "content": c} for r, c in prompt]
+        db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?)", [key, messages, chosen, rejected])
+    normalize_pairs(SimpleNamespace(db=db))  # type: ignore[arg-type]
+    out = db.execute("SELECT row_key, prompt, chosen, rejected FROM pairs ORDER BY row_key").fetchall()
+    assert out == [
+        (0, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Fine as is"}], "ok", "also ok"),
+        (1, [{"role": "user", "content": "Caf\u00e9?"}], "Caf\u00e9", "a b\n\nc"),
+        (2, [{"role": "user", "content": "Untouched"}], "x\ny", "same"),
+    ]
