@@ -179,7 +179,14 @@ def decide_license(licenses: dict[str, list[str]], requested: str | None, force:
     return (_hub_license(distinct[0]) if len(distinct) == 1 else "other"), restricted
 
 
-def card_text(build: Path, manifest: dict[str, Any], plan: ExportPlan, license_id: str, restricted: bool) -> str:
+def card_text(
+    build: Path,
+    manifest: dict[str, Any],
+    configs: list[str],
+    licenses: dict[str, list[str]],
+    license_id: str,
+    restricted: bool,
+) -> str:
     rows = manifest["rows_in_shards"]
     has_images = manifest["images"] > 0
     meta: dict[str, Any] = {
@@ -194,7 +201,7 @@ def card_text(build: Path, manifest: dict[str, Any], plan: ExportPlan, license_i
                 "data_files": [{"split": "train", "path": f"data/{c}/train-*"}],
                 **({"default": True} if c == "default" else {}),
             }
-            for c in plan.configs
+            for c in configs
         ],
     }
     if license_id == "other":
@@ -210,7 +217,7 @@ def card_text(build: Path, manifest: dict[str, Any], plan: ExportPlan, license_i
         lines += ["**Licensing: some sources are non-commercial, research-only or of unknown license. "
                   "Check every source's terms below before use.**", ""]  # fmt: skip
     lines += ["## Sources and licenses", "", "| source | licenses |", "|---|---|"]
-    lines += [f"| {s} | {', '.join(v) or 'unknown'} |" for s, v in plan.licenses.items()]
+    lines += [f"| {s} | {', '.join(v) or 'unknown'} |" for s, v in licenses.items()]
     lines += ["", "## Columns", "",
               "`prompt` (messages, one `<image>` placeholder per image), `chosen` and `rejected` (one assistant "
               "message each) and `images` follow TRL's conversational preference format; `pair_id`, `prompt_id` "
@@ -246,8 +253,7 @@ def export_build(
     _write_config(build, pairs, tmp, "default")
     for source in sources:
         _write_config(build, pairs.filter(pc.equal(pairs["source"], source)), tmp, source)
-    plan = ExportPlan(local_dir, [], configs, licenses)
-    (tmp / "README.md").write_text(card_text(build, manifest, plan, license_id, restricted))
+    (tmp / "README.md").write_text(card_text(build, manifest, configs, licenses, license_id, restricted))
     if license_id == "other":
         notes = ["# License notes", "", "The sources of this dataset and their licenses:", ""]
         notes += [f"- {s}: {', '.join(v)}" for s, v in licenses.items()]

@@ -292,27 +292,26 @@ class Backbone(nn.Module):
         video_grid_thw: torch.Tensor | None = None,
         video_index: list[int] | None = None,
         sequence_video_index: list[int] | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (N, L, H). `image_index` (`video_index`): for each image (video) occurrence in
         row-major token order, which encoded image (video) it is, so one shared by two sequences is encoded once.
         With `segments`, rows are in the shared-prefix layout (`trainer.layout`); `sequence_image_index` then
-        gives the occurrences in the chosen-then-rejected sequences the rows hold, for their M-RoPE positions."""
+        gives the occurrences in the chosen-then-rejected sequences the rows hold, for their M-RoPE positions.
+        `position_ids`: as `positions` computes them (the trainer's data workers do), else computed here."""
         if self.kind != "vision_language" and segments is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        images = pixel_values is not None and image_grid_thw is not None and bool(image_index)
-        videos = pixel_values_videos is not None and video_grid_thw is not None and bool(video_index)
-        shared = segments is not None
-        grids: dict[str, torch.Tensor] = {}  # per occurrence in the sequences, for M-RoPE
-        if images:
-            grids["image_grid_thw"] = image_grid_thw[sequence_image_index if shared else image_index]
-        if videos:
-            grids["video_grid_thw"] = video_grid_thw[sequence_video_index if shared else video_index]
-            grids["second_per_grid_ts"] = torch.full((len(grids["video_grid_thw"]),), SECONDS_PER_GRID)
-        position_ids, mask = self._positions_and_mask(input_ids, attention_mask, segments, grids)
+        if position_ids is None:
+            position_ids = self.positions(input_ids, attention_mask, segments, image_grid_thw, image_index,
+                                          sequence_image_index, video_grid_thw, video_index,
+                                          sequence_video_index).to(input_ids.device)  # fmt: skip
+        mask: Any = attention_mask if segments is None else self._shared_mask(segments, input_ids.shape[1])
         if self.kind != "vision_language":
             return self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                               use_cache=False).last_hidden_state  # fmt: skip
         embeds = self.model.get_input_embeddings()(input_ids)
+        images = pixel_values is not None and image_grid_thw is not None and bool(image_index)
+        videos = pixel_values_videos is not None and video_grid_thw is not None and bool(video_index)
         if images or videos:
             # One vision-tower call for the images and videos of the pass: every rank then makes the same number
             # of calls (FSDP gathers the ViT's shards once per call); the tower encodes each grid separately.
@@ -330,28 +329,38 @@ class Backbone(nn.Module):
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
 
-    def _positions_and_mask(
+    def positions(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        segments: torch.Tensor | None,
-        grids: dict[str, torch.Tensor],
-    ) -> tuple[torch.Tensor, Any]:
-        """Position ids and the attention mask, computed on the host before the vision tower is queued:
-        `get_rope_index` loops over rows and images, and each read of a device tensor there would wait."""
-        device = input_ids.device
+        segments: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        image_index: list[int] | None = None,
+        sequence_image_index: list[int] | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        video_index: list[int] | None = None,
+        sequence_video_index: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Position ids of the rows, computed on the host (returned there): (3, N, L) M-RoPE positions for
+        vision-language models, (N, L) for text decoders. `get_rope_index` loops over rows and images, so on
+        device tensors each read would wait for the device; the trainer computes them in its data workers."""
+        shared = segments is not None
+        grids: dict[str, torch.Tensor] = {}  # per occurrence in the sequences
+        if image_grid_thw is not None and image_index:
+            grids["image_grid_thw"] = image_grid_thw.cpu()[sequence_image_index if shared else image_index]
+        if video_grid_thw is not None and video_index:
+            grids["video_grid_thw"] = video_grid_thw.cpu()[sequence_video_index if shared else video_index]
+            grids["second_per_grid_ts"] = torch.full((len(grids["video_grid_thw"]),), SECONDS_PER_GRID)
         ids, real = input_ids.cpu(), attention_mask.cpu()
-        grids = {k: v.cpu() for k, v in grids.items()}
         if segments is None:
-            return self._positions(ids, real, grids).to(device), attention_mask
+            return self._positions(ids, real, grids)
         segments = segments.cpu()
         sequence_ids, sequence_mask = layout.sequences(ids, segments, self.pad_token_id)
         if self.kind == "vision_language":
             sequence_positions = self._positions(sequence_ids, sequence_mask, grids)
         else:
             sequence_positions = self._text_positions(sequence_mask)
-        positions = layout.row_positions(sequence_positions, segments, ids.shape[1])
-        return positions.to(device), self._shared_mask(segments.to(device), ids.shape[1])
+        return layout.row_positions(sequence_positions, segments, ids.shape[1])
 
     def _positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, grids: dict[str, Any]) -> torch.Tensor:
         """(3, N, L) M-RoPE positions of right- or left-padded rows."""

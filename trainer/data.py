@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
-from trainer.layout import shared_prefix_length, shared_row
+from trainer.layout import shared_prefix_length
 
 COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 SKIP_VIDEO = "video pair on a backbone without video input"
@@ -227,6 +227,7 @@ class Batch:
     segments: torch.Tensor | None = None
     sequence_image_index: list[int] = field(default_factory=list)
     sequence_video_index: list[int] = field(default_factory=list)
+    position_ids: torch.Tensor | None = None  # set by `with_positions`; else the model's pass computes them
 
     def to(self, device: torch.device) -> Batch:
         tensors = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
@@ -240,6 +241,8 @@ class Batch:
         if self.segments is not None:
             inputs |= {"segments": self.segments, "sequence_image_index": self.sequence_image_index,
                        "sequence_video_index": self.sequence_video_index}  # fmt: skip
+        if self.position_ids is not None:
+            inputs["position_ids"] = self.position_ids
         return inputs
 
     @property
@@ -274,7 +277,7 @@ def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "righ
     """`layout`: `padded` (2B rows) or `shared_prefix` (B right-padded rows, see `trainer.layout`)."""
     shared = layout == "shared_prefix"
     if shared:
-        rows = [shared_row(f.chosen, f.rejected, f.prefix) for f in features]
+        rows = [f.chosen + f.rejected[f.prefix :] for f in features]
         padding_side = "right"
     else:
         rows = [f.chosen for f in features] + [f.rejected for f in features]
@@ -294,6 +297,17 @@ def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "righ
         batch = replace(batch, segments=torch.tensor(segments, dtype=torch.long), sequence_image_index=sequence_images,
                         sequence_video_index=sequence_videos)  # fmt: skip
     return batch
+
+
+def with_positions(batch: Batch, backbone: Backbone) -> Batch:
+    """The batch with its position ids computed now, on the host: in the trainer's data workers rather than at
+    the start of each pass, where reading the batch back from the device would wait for the previous pass."""
+    if backbone.kind != "vision_language" and batch.segments is None:
+        return batch  # the backbone derives them from the attention mask itself
+    positions = backbone.positions(batch.input_ids, batch.attention_mask, batch.segments, batch.image_grid_thw,
+                                   batch.image_index, batch.sequence_image_index, batch.video_grid_thw,
+                                   batch.video_index, batch.sequence_video_index)  # fmt: skip
+    return replace(batch, position_ids=positions)
 
 
 class Featurizer:
@@ -368,7 +382,7 @@ class StepBatches(torch.utils.data.Dataset):
         features = sorted((f for group in groups for f in group), key=lambda f: row_length(f, self.layout))
         chunks = [features[i : i + self.micro_batch] for i in range(0, len(features), self.micro_batch)]
         pad = self.backbone.pad_token_id
-        batches = [collate(c, pad, self.padding_side, self.layout) for c in chunks]
+        batches = [with_positions(collate(c, pad, self.padding_side, self.layout), self.backbone) for c in chunks]
         return batches + [None] * (len(groups) - len(batches)), dict(featurize.skipped)
 
 

@@ -32,7 +32,17 @@ from torch import nn
 
 from trainer.backbone import load_backbone
 from trainer.config import FitConfig
-from trainer.data import SKIP_REASONS, Batch, Entry, Featurizer, PairData, PairFeatures, StepBatches, collate
+from trainer.data import (
+    SKIP_REASONS,
+    Batch,
+    Entry,
+    Featurizer,
+    PairData,
+    PairFeatures,
+    StepBatches,
+    collate,
+    with_positions,
+)
 from trainer.loss import bradley_terry_loss, pair_metrics, pair_sums
 from trainer.model import HeadConfig, RewardModel
 
@@ -94,15 +104,19 @@ def build_model(config: FitConfig) -> RewardModel:
     return RewardModel(backbone, head, source=config.model)
 
 
+def _sharded(config: FitConfig, world: Dist) -> bool:
+    return config.strategy == "fsdp" and world.world > 1
+
+
 def _wrap(model: RewardModel, config: FitConfig, world: Dist, device: torch.device) -> nn.Module:
     if world.world == 1:
         return model
-    if config.strategy == "fsdp":
+    if _sharded(config, world):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if _bf16(config) else None
         kwargs = {"mp_policy": policy} if policy else {}
-        for layer in _decoder_layers(model):
+        for layer in _shard_units(model):
             fully_shard(layer, **kwargs)
         fully_shard(model.head, mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32))  # the head stays fp32
         fully_shard(model, **kwargs)
@@ -122,7 +136,8 @@ def make_optimizer(
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
 
 
-def _decoder_layers(model: RewardModel) -> list[nn.Module]:
+def _shard_units(model: RewardModel) -> list[nn.Module]:
+    """FSDP's units: the decoder layers and the vision blocks."""
     visual = getattr(model.backbone.model, "visual", None)
     return model.backbone.decoder_layers() + (list(visual.blocks) if visual is not None else [])
 
@@ -172,8 +187,9 @@ class Trainer:
         if config.compile and self.device.type == "cuda":  # after wrapping, as FSDP2 asks
             self.model.backbone.compile_layers()
         params = [p for p in self.wrapped.parameters() if p.requires_grad]
-        sharded = config.strategy == "fsdp" and self.dist.world > 1
-        self.optimizer = make_optimizer(params, config.lr, config.weight_decay, self.device, sharded)
+        self.optimizer = make_optimizer(
+            params, config.lr, config.weight_decay, self.device, _sharded(config, self.dist)
+        )
         if resume and self.last_checkpoint is not None:
             self._restore_optimizer()
         self.warmup = max(1, round(config.warmup_ratio * self.total_steps)) if config.warmup_ratio else 0
@@ -210,7 +226,7 @@ class Trainer:
         backbone = self.model.backbone
         pad, side = backbone.pad_token_id, backbone.padding_side(self.config.padding_side)
         layout = backbone.layout(self.config.layout)
-        return [collate(f, pad, side, layout) if f else None for f in map(featurize, groups)]
+        return [with_positions(collate(f, pad, side, layout), backbone) if f else None for f in map(featurize, groups)]
 
     def _train_step(self, step: int, batches: list[Batch | None]) -> dict[str, float]:
         started = time.perf_counter()
@@ -229,14 +245,15 @@ class Trainer:
                         rewards = self.wrapped(**self._dummy_batch().to(self.device).model_inputs())
                     (rewards.sum() * 0.0).backward()
                     continue
+                sums["tokens"] += batch.tokens  # counted on the host copy
                 batch = batch.to(self.device)
                 chosen, rejected = self._rewards(batch)
                 margin = batch.margin if self.config.use_margin else None
                 loss = bradley_terry_loss(chosen, rejected, margin, self.config.center_coef)
                 (loss * batch.pairs * self.dist.world / pairs_all).backward()
+            # device tensors: no micro-batch waits for the one before it to finish
             sums.update(pair_sums(chosen, rejected))
-            sums["loss"] += loss.item() * batch.pairs
-            sums["tokens"] += batch.tokens
+            sums["loss"] += loss.detach() * batch.pairs
         totals = self._all_sum(sums)
         if not math.isfinite(totals["loss"]):
             where = self.last_checkpoint or "none yet"
@@ -259,6 +276,7 @@ class Trainer:
         }
 
     def _all_sum(self, sums: Counter[str]) -> dict[str, float]:
+        """The step's sums (device tensors or numbers) added over ranks; the one place the step waits."""
         keys = ["pairs", "correct", "margin", "chosen", "rejected", "loss", "tokens"]
         return dict(zip(keys, self.dist.sum([float(sums[k]) for k in keys], self.device), strict=True))
 
@@ -278,7 +296,7 @@ class Trainer:
                 continue
             chosen, rejected = self._rewards(batch.to(self.device))
             sums.update(pair_sums(chosen, rejected))
-            sums["loss"] += bradley_terry_loss(chosen, rejected).item() * batch.pairs
+            sums["loss"] += bradley_terry_loss(chosen, rejected) * batch.pairs
         totals = self._all_sum(sums)
         if not totals["pairs"]:
             return {}

@@ -83,7 +83,3 @@ def readout(hidden: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
     last_chosen = prefix + chosen - 1
     last_rejected = prefix + chosen + rejected - 1
     return torch.cat([hidden[rows, last_chosen], hidden[rows, last_rejected]])
-
-
-def shared_row(chosen: list[int], rejected: list[int], prefix: int) -> list[int]:
-    return chosen + rejected[prefix:]

@@ -6,6 +6,8 @@ margin term nor zero-centering (`center_coef * mean((r_chosen + r_rejected)^2)`)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -26,24 +28,25 @@ def bradley_terry_loss(
     return loss
 
 
-def pair_sums(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
-    """Sums over pairs, so micro-batches and ranks add up before dividing; a tie counts as wrong (benchmark rule)."""
+def pair_sums(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, Any]:
+    """Sums over pairs, so micro-batches and ranks add up before dividing; a tie counts as wrong (benchmark rule).
+    The sums stay on the rewards' device: adding them up waits for nothing until the step reads them."""
     chosen, rejected = chosen.detach().float(), rejected.detach().float()
     return {
         "pairs": float(chosen.numel()),
-        "correct": (chosen > rejected).sum().item(),
-        "margin": (chosen - rejected).sum().item(),
-        "chosen": chosen.sum().item(),
-        "rejected": rejected.sum().item(),
+        "correct": (chosen > rejected).sum(),
+        "margin": (chosen - rejected).sum(),
+        "chosen": chosen.sum(),
+        "rejected": rejected.sum(),
     }
 
 
-def pair_metrics(sums: dict[str, float], prefix: str = "") -> dict[str, float]:
+def pair_metrics(sums: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """TRL's names: accuracy, margin, rewards/chosen, rewards/rejected (means over the summed pairs)."""
-    n = max(sums.get("pairs", 0.0), 1.0)
+    n = max(float(sums.get("pairs", 0.0)), 1.0)
     return {
-        f"{prefix}accuracy": sums.get("correct", 0.0) / n,
-        f"{prefix}margin": sums.get("margin", 0.0) / n,
-        f"{prefix}rewards/chosen": sums.get("chosen", 0.0) / n,
-        f"{prefix}rewards/rejected": sums.get("rejected", 0.0) / n,
+        f"{prefix}accuracy": float(sums.get("correct", 0.0)) / n,
+        f"{prefix}margin": float(sums.get("margin", 0.0)) / n,
+        f"{prefix}rewards/chosen": float(sums.get("chosen", 0.0)) / n,
+        f"{prefix}rewards/rejected": float(sums.get("rejected", 0.0)) / n,
     }

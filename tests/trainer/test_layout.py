@@ -4,6 +4,7 @@ transformers' own per-window vision attention. Rewards and every gradient are co
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from tests.conftest import image_bytes
 from tests.trainer.conftest import pair_row
 from trainer import layout
 from trainer.backbone import load_backbone
-from trainer.data import PairData, PairFeatures, StepBatches, collate, featurize
+from trainer.data import PairData, PairFeatures, StepBatches, collate, featurize, with_positions
 from trainer.loss import bradley_terry_loss
 from trainer.model import HeadConfig, RewardModel
 from trainer.vision_attention import segment_attention, use_batched_vision_attention, vision_attention_modules
@@ -172,6 +173,18 @@ def test_rewards_match_transformers_own_forward() -> None:
         batch = collate(features, model.backbone.pad_token_id, layout="shared_prefix")
         rewards = model(**batch.model_inputs())
     torch.testing.assert_close(rewards, torch.cat(expected), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("how", ["padded", "shared_prefix"])
+def test_positions_computed_with_the_data_equal_those_of_the_pass(how: str) -> None:
+    model = tiny_model(max_pixels=64 * 28 * 28).eval()
+    batch = collate(mixed_features(model), model.backbone.pad_token_id, layout=how)
+    prepared = with_positions(batch, model.backbone)
+    assert prepared.position_ids is not None and prepared.position_ids.shape[1:] == batch.input_ids.shape
+    with torch.no_grad():
+        torch.testing.assert_close(model(**prepared.model_inputs()), model(**batch.model_inputs()), atol=0, rtol=0)
+        scrambled = replace(prepared, position_ids=prepared.position_ids.flip(-1))  # the pass does use them
+        assert not torch.allclose(model(**scrambled.model_inputs()), model(**batch.model_inputs()))
 
 
 def test_shared_prefix_saves_the_prompt_and_its_image_tokens() -> None:
