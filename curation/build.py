@@ -8,30 +8,31 @@ Stages run in DuckDB over parquet on disk, so memory does not grow with the size
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 
 from curation.build_card import write_card
 from curation.errors import InputError
 from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
-from curation.io import fsync_rename
+from curation.io import ParquetBatchWriter, sha256_file
 from curation.ops import OPS, BuildContext
 from curation.ops.normalize import normalize_pairs
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import PAIR_SCHEMA
+from curation.shards import Placement, write_shards
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 from curation.sql import sql_literal
@@ -39,20 +40,13 @@ from curation.sql import sql_literal
 PARALLEL_INGEST_BYTES = 64 * 2**20
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
 IMAGE_ROW_GROUP = 64
+ROUTE_BATCH = 20_000
 
 
 @dataclass
 class StageLog:
     removed: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
     seconds: float = 0.0
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fingerprint(spec: SourceSpec) -> dict[str, Any]:
@@ -78,6 +72,7 @@ class Builder:
         self.recipe = recipe
         self.out = out
         self.tmp = out.with_name(out.name + ".partial")
+        self.pairs_path = self.tmp / "work" / "pairs.parquet"
         self.resume = resume
         self.workers = workers
         self.memory_limit = memory_limit
@@ -136,7 +131,7 @@ class Builder:
         self._prepare()
         try:
             self._stage("ingest", self._ingest)
-            self._stage("normalize", lambda: normalize_pairs(self.ctx))
+            self._stage("normalize", self._normalize)
             for name in OPS:
                 self._run_op(name)
             self._stage("mix", self._mix)
@@ -184,19 +179,24 @@ class Builder:
             target = self.tmp / "work" / "benchmarks" / spec.name
             self._ingest_one(spec, target)
             self.ctx.benchmarks[spec.name] = target
-        self.db.execute(f"CREATE TABLE pairs AS {' UNION ALL '.join(selects)}")  # in row_key order
-        self.db.execute("CREATE TABLE live AS SELECT row_key FROM pairs")
-        self.db.execute("CREATE VIEW live_pairs AS SELECT p.* FROM pairs p SEMI JOIN live USING (row_key)")
-        self.db.execute(
-            "CREATE TABLE removed (source VARCHAR, source_row VARCHAR, pair_id VARCHAR, stage VARCHAR, "
-            "reason VARCHAR, detail VARCHAR)"
-        )
+        self.db.execute(f"CREATE VIEW ingested AS {' UNION ALL '.join(selects)}")  # in row_key order
         images = [
             f"{sql_literal(self.tmp / 'work' / 'ingest' / s.name / 'images.parquet')}" for s in self.recipe.sources
         ]
         self.db.execute(
             f"CREATE TABLE images AS SELECT DISTINCT ON (sha256) * FROM read_parquet([{', '.join(images)}]) "
             "ORDER BY sha256"
+        )
+
+    def _normalize(self) -> None:
+        """The normalized pairs, in row_key order, are what every later stage reads (`pairs`)."""
+        normalize_pairs(self.ctx, "ingested", self.pairs_path)
+        self.db.execute(f"CREATE VIEW pairs AS SELECT * FROM read_parquet({sql_literal(self.pairs_path)})")
+        self.db.execute("CREATE TABLE live AS SELECT row_key FROM pairs")
+        self.db.execute("CREATE VIEW live_pairs AS SELECT p.* FROM pairs p SEMI JOIN live USING (row_key)")
+        self.db.execute(
+            "CREATE TABLE removed (source VARCHAR, source_row VARCHAR, pair_id VARCHAR, stage VARCHAR, "
+            "reason VARCHAR, detail VARCHAR)"
         )
 
     def _run_op(self, name: str) -> None:
@@ -249,13 +249,29 @@ class Builder:
         )
 
     def _write(self) -> None:
+        # Each selected copy's position in hash order, decided on narrow columns; the rows are then routed.
         order = self.ctx.hash_order("p.pair_id", "s.copy::VARCHAR")
-        columns = ", ".join(f"p.{name}" for name in PAIR_SCHEMA.names)
-        total = self.ctx.rows("SELECT count(*) FROM selected")[0][0]
-        reader = self.db.sql(
-            f"SELECT {columns} FROM selected s JOIN pairs p USING (row_key) ORDER BY {order}, p.row_key, s.copy"
-        ).to_arrow_reader(batch_size=10_000)
-        self.shards = write_shards(reader, total, self.tmp / "shards", self.recipe.shards.rows_per_shard)
+        placed = self.db.sql(
+            f"""SELECT row_key, position FROM (
+                    SELECT s.row_key, s.copy, row_number() OVER (ORDER BY {order}, p.row_key, s.copy) - 1 AS position
+                    FROM selected s JOIN pairs p USING (row_key))
+                ORDER BY row_key, copy"""
+        ).fetchnumpy()
+        placement = Placement(np.asarray(placed["row_key"], np.int64), np.asarray(placed["position"], np.int64))
+
+        def rows() -> Iterator[pa.RecordBatch]:  # in row_key order: the order normalize wrote them in
+            # pre_buffer would read the whole file's column chunks ahead (1.7 GB at 1M pairs).
+            file = pq.ParquetFile(self.pairs_path, pre_buffer=False)
+            return file.iter_batches(ROUTE_BATCH, columns=["row_key", *PAIR_SCHEMA.names])
+
+        # The removed pairs themselves, so "what did this match?" can show both sides.
+        removed = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)
+        try:
+            self.shards = write_shards(rows, placement, self.tmp / "shards", self.recipe.shards.rows_per_shard, removed)
+        except BaseException:
+            removed.abort()
+            raise
+        removed.close()
         self.ctx.copy(
             """SELECT * FROM images
                WHERE sha256 IN (SELECT unnest(p.images) FROM selected s JOIN pairs p USING (row_key))
@@ -272,11 +288,6 @@ class Builder:
             f"SELECT * FROM ({' UNION ALL '.join([*ingest_rejects, 'SELECT * FROM removed'])}) "
             "ORDER BY source, stage, reason, source_row, pair_id",
             self.tmp / "rejects" / "rejects.parquet",
-        )
-        # The removed pairs themselves, so "what did this match?" can show both sides.
-        self.ctx.copy(
-            f"SELECT {columns} FROM pairs p ANTI JOIN selected USING (row_key) ORDER BY p.row_key",
-            self.tmp / "rejects" / "removed_pairs.parquet",
         )
 
     def _manifest(self, seconds: float) -> dict[str, Any]:
@@ -315,47 +326,6 @@ class Builder:
             "rows_in_shards": sum(s["rows"] for s in self.shards),
             "timings": {"total_seconds": seconds, **{k: v.seconds for k, v in self.stages.items()}},
         }
-
-
-def write_shards(reader: pa.RecordBatchReader, total: int, folder: Path, rows_per_shard: int) -> list[dict[str, Any]]:
-    """Arrow IPC stream files in the layout `datasets` writes (`Dataset.from_file` opens them as they are)."""
-    from datasets import Features
-
-    folder.mkdir(parents=True, exist_ok=True)
-    features = Features.from_arrow_schema(PAIR_SCHEMA)
-    metadata = {**PAIR_SCHEMA.metadata, b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
-    schema = PAIR_SCHEMA.with_metadata(metadata)
-    count = max(1, -(-total // rows_per_shard))
-    batches = _rebatch(reader, rows_per_shard)
-    shards = []
-    for index in range(count):
-        path = folder / f"train-{index:05d}-of-{count:05d}.arrow"
-        tmp = path.with_name(path.name + ".partial")
-        rows = 0
-        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, schema) as writer:
-            for batch in next(batches, []):
-                writer.write_batch(batch.cast(schema))
-                rows += batch.num_rows
-        fsync_rename(tmp, path)
-        shards.append({"file": f"shards/{path.name}", "rows": rows, "sha256": sha256_file(path)})
-    return shards
-
-
-def _rebatch(reader: pa.RecordBatchReader, rows_per_shard: int):  # type: ignore[no-untyped-def]
-    """Group a stream of record batches into lists of at most `rows_per_shard` rows, in order."""
-    current: list[pa.RecordBatch] = []
-    filled = 0
-    for batch in reader:
-        while batch.num_rows:
-            take = min(rows_per_shard - filled, batch.num_rows)
-            current.append(batch.slice(0, take))
-            filled += take
-            batch = batch.slice(take)
-            if filled == rows_per_shard:
-                yield current
-                current, filled = [], 0
-    if current:
-        yield current
 
 
 def build(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation import columnar
 from curation.errors import RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
 from curation.io import ParquetBatchWriter
@@ -49,6 +51,14 @@ class IngestSummary:
     images: int = 0
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     pairs_per_row: Counter[int] = field(default_factory=Counter)
+
+    def add_single_pairs(self, rows: int, ties: int) -> None:
+        """Rows that each gave one pair (the columnar ingest's clean rows)."""
+        self.rows_read += rows
+        self.rows_paired += rows
+        self.pairs += rows
+        self.ties += ties
+        self.pairs_per_row[1] += rows
 
     def add(self, outcome: RowOutcome) -> None:
         self.rows_read += 1
@@ -176,15 +186,21 @@ def ingest(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_row: Callable[[IngestSummary], None] | None = None,
     workers: int = 1,
+    columnar_path: bool = True,
 ) -> IngestSummary:
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts.
 
-    With `workers` > 1, a local folder of several files is ingested file by file in worker processes, each
-    reading, converting and writing its own part (the main process only concatenates the parts, in file order);
-    other inputs stream their rows through a pool of converting processes. Either way the bytes are the same.
+    A local parquet layout the adapter can convert in DuckDB (`Adapter.sql_layout`) takes the columnar path
+    (`curation.columnar`; `workers` are DuckDB's threads) unless `columnar_path` is false. Otherwise, with
+    `workers` > 1, a local folder of several files is ingested file by file in worker processes, each reading,
+    converting and writing its own part (the main process only concatenates the parts, in file order); other
+    inputs stream their rows through a pool of converting processes. Every way gives the same bytes.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     root = images_root or ImagesRoot(None)
+    columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None else None
+    if columnar_plan is not None:
+        return _ingest_columnar(columnar_plan, out_dir, root, max_pixels, workers, on_row)
     files = _partitions(adapter, location) if workers > 1 and limit is None else None
     if files:
         return _ingest_files(adapter, files, out_dir, root, max_pixels, workers, on_row)
@@ -291,3 +307,59 @@ def _ingest_files(
             return _check(summary, len(seen_images))
     finally:
         shutil.rmtree(parts, ignore_errors=True)
+
+
+def _ingest_columnar(
+    plan: columnar.ColumnarPlan,
+    out_dir: Path,
+    root: ImagesRoot,
+    max_pixels: int,
+    workers: int,
+    on_row: Callable[[IngestSummary], None] | None,
+) -> IngestSummary:
+    """Clean rows converted by DuckDB, the others by the adapter, merged in input order into the same files
+    (the same bytes) as the row-by-row path writes."""
+    adapter = plan.adapter
+    summary = IngestSummary(adapter.info.key)
+    seen_images: set[str] = set()
+    db = columnar.connect(workers)
+    keys = columnar.fallback_keys(db, plan)
+    others = ((k, convert_record(adapter, r, root, max_pixels)) for k, r in columnar.fallback_records(plan, keys))
+    with _outputs(out_dir) as writers:
+
+        def write_other(outcome: RowOutcome) -> None:
+            summary.add(outcome)
+            if outcome.pairs:
+                writers["pairs"].write_table(pa.Table.from_pylist(outcome.pairs, schema=PAIR_SCHEMA))
+            if outcome.reject is not None:
+                writers["rejects"].write([outcome.reject])
+            new = [img for img in outcome.images if img.sha256 not in seen_images]
+            seen_images.update(img.sha256 for img in new)
+            writers["images"].write(img.as_dict() for img in new)
+
+        def write_clean(batch: pa.RecordBatch) -> None:
+            if batch.num_rows:
+                table = pa.Table.from_batches([batch.drop_columns(["__row_key"])])
+                writers["pairs"].write_table(table)
+                summary.add_single_pairs(batch.num_rows, int(np.count_nonzero(batch.column("tie").to_numpy(False))))
+
+        pending = next(others, None)
+        for batch in db.sql(columnar.pairs_query(plan)).to_arrow_reader(batch_size=CLEAN_BATCH):
+            row_keys = batch.column("__row_key").to_numpy()
+            while pending is not None and len(row_keys) and pending[0] < row_keys[-1]:
+                cut = int(np.searchsorted(row_keys, pending[0]))
+                write_clean(batch.slice(0, cut))
+                write_other(pending[1])
+                batch, row_keys, pending = batch.slice(cut), row_keys[cut:], next(others, None)
+            write_clean(batch)
+            if on_row is not None:
+                on_row(summary)
+        while pending is not None:
+            write_other(pending[1])
+            pending = next(others, None)
+        if summary.rows_read != (expected := columnar.row_count(plan)):
+            raise AssertionError(f"columnar ingest of {summary.source}: {summary.rows_read} rows of {expected}")
+        return _check(summary, len(seen_images))
+
+
+CLEAN_BATCH = 20_000

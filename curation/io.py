@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,10 +15,31 @@ import pyarrow.parquet as pq
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}
 
 
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fsync_rename(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, final)
+
+
+def write_parquet_stream(reader: pa.RecordBatchReader, path: Path, compression: str = "lz4") -> None:
+    """A stream of record batches to one parquet file (a row group per batch), published when complete. For
+    scratch files: no dictionaries or statistics, which cost more than they give for long unique texts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with pq.ParquetWriter(
+        tmp, reader.schema, compression=compression, use_dictionary=False, write_statistics=False
+    ) as w:
+        for batch in reader:
+            w.write_batch(batch)
+    tmp.replace(path)
 
 
 class ParquetBatchWriter:

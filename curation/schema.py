@@ -1,19 +1,22 @@
 """The canonical preference-pair schema, the image table and the rejects table.
 
 One row of `PAIR_SCHEMA` is one preference pair. Identity is content-derived: `pair_id` hashes the
-normalized prompt, the image hashes and both answers, so the same pair from two sources collides.
+normalized prompt, the image hashes and both answers, so the same pair from two sources collides. The ids have
+two spellings, Python (`compute_ids`) and DuckDB (`IDENTITY_MACROS`), which tests keep equal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from collections.abc import Sequence
-from json.encoder import encode_basestring as _quote  # json.dumps' escaping, ensure_ascii=False
+from json.encoder import encode_basestring as _json_quote  # json.dumps' escaping, ensure_ascii=False
+from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ids are MD5 of DuckDB's JSON spelling (computable in SQL); 1 used blake2b
 
 # One placeholder per image, at the image's position in the prompt conversation.
 IMAGE_TOKEN = "<image>"
@@ -72,20 +75,41 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
+# The characters `str.split()` splits on (`str.isspace()`): identity collapses runs of them to one space.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+# Control characters that JSON writes as `\\u00XX` (the others have short escapes or are printable).
+_HEX_ESCAPED = re.compile("[\x00-\x07\x0b\x0e-\x1f]")
+# DuckDB's `to_json` spelling of a string: json.dumps' escaping with upper-case hex digits.
+_DUCKDB_ESCAPES = str.maketrans(
+    {**{chr(c): f"\\u{c:04X}" for c in range(0x20)}, "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+     "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+)  # fmt: skip
+
+
 def normalize_text(text: str) -> str:
     """Unicode NFC, whitespace runs collapsed to one space, ends stripped (used for identity)."""
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
-    return " ".join(text.split())  # str.split() splits on exactly the characters that `\s` matches
+    return " ".join(text.split())  # str.split() splits on exactly the characters in WHITESPACE
+
+
+def _quote(text: str) -> str:
+    """A JSON string literal as DuckDB's `to_json` writes it (UTF-8 kept, control characters escaped)."""
+    if _HEX_ESCAPED.search(text):
+        return '"' + text.translate(_DUCKDB_ESCAPES) + '"'
+    return _json_quote(text)
 
 
 def _digest(payload_json: str) -> str:
-    return hashlib.blake2b(payload_json.encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.md5(payload_json.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def _prompt_json(prompt: Sequence[dict], images: Sequence[str]) -> str:
-    """`json.dumps([[[role, normalized content], ...], [image hashes]], ensure_ascii=False, separators=(",", ":"))`,
-    spelled out with the encoder's own string escaping: the same bytes, without building a JSON encoder per call."""
+    """`[[[role, normalized content], ...], [image hashes]]` as compact JSON."""
     turns = ",".join(f"[{_quote(m['role'])},{_quote(normalize_text(m['content']))}]" for m in prompt)
     return f"[[{turns}],[{','.join(map(_quote, images))}]]"
 
@@ -106,3 +130,34 @@ def compute_ids(prompt: Sequence[dict], images: Sequence[str], chosen: str, reje
     prompt_json = _prompt_json(prompt, images)
     pair_json = f"{prompt_json[:-1]},{_quote(normalize_text(chosen))},{_quote(normalize_text(rejected))}]"
     return _digest(pair_json), _digest(prompt_json)
+
+
+def _sql_class(chars: str) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
+
+
+# The same identity in DuckDB (`install_identity_macros`), so a columnar ingest computes the same ids; tests
+# check both spellings agree. A whitespace run that is not one plain space is rewritten; most texts have none.
+# The test runs on the text before NFC: NFC maps whitespace to whitespace only (U+2000 -> U+2002, ...).
+_WS = _sql_class(WHITESPACE)
+_WS_NOT_SPACE = _sql_class(WHITESPACE.replace(" ", ""))
+IDENTITY_MACROS = f"""
+CREATE OR REPLACE MACRO identity_text(s) AS
+    CASE WHEN regexp_matches(s, '{_WS_NOT_SPACE}|  |^ | $')
+         THEN trim(regexp_replace(nfc_normalize(s), '{_WS}*{_WS_NOT_SPACE}{_WS}*|  +', ' ', 'g'))
+         ELSE nfc_normalize(s) END;
+CREATE OR REPLACE MACRO identity_quote(s) AS to_json(s::VARCHAR)::VARCHAR;
+CREATE OR REPLACE MACRO identity_digest(payload) AS md5(payload);
+CREATE OR REPLACE MACRO prompt_json(prompt, images) AS
+    '[[' || array_to_string(list_transform(prompt, lambda m:
+        '[' || identity_quote(m.role) || ',' || identity_quote(identity_text(m.content)) || ']'), ',')
+    || '],[' || array_to_string(list_transform(images, lambda h: identity_quote(h)), ',') || ']]';
+CREATE OR REPLACE MACRO pair_json(prompt_json, chosen, rejected) AS
+    left(prompt_json, -1) || ',' || identity_quote(identity_text(chosen)) || ','
+    || identity_quote(identity_text(rejected)) || ']';
+"""
+
+
+def install_identity_macros(con: Any) -> None:
+    """Define `identity_text`, `prompt_json`, `pair_json` and `identity_digest` on a DuckDB connection."""
+    con.execute(IDENTITY_MACROS)

@@ -7,3 +7,7 @@ from pathlib import Path
 
 def sql_literal(value: str | Path | int | float) -> str:
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

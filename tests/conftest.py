@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -48,6 +49,12 @@ def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (32, 24)) -> 
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
     path.write_bytes(image_bytes(seed, size, fmt))
     return path
+
+
+def output_digests(out: Path) -> dict[str, str]:
+    """sha256 of each file an ingest writes."""
+    names = ("pairs.parquet", "images.parquet", "rejects.parquet")
+    return {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in names}
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

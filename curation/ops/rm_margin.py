@@ -37,7 +37,7 @@ class RmMargin(Op):
     thresholds = frozenset({"min_margin", "action"})
 
     def scoring(self, params: Any) -> dict[str, Any]:
-        from curation.build import sha256_file
+        from curation.io import sha256_file
 
         return {"scores_sha256": sha256_file(Path(params.scores))}
 

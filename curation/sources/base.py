@@ -12,8 +12,10 @@ import dataclasses
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
 
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot, decode_image
@@ -31,6 +33,23 @@ class SourceInfo:
     license: str
     description: str
     default_split: str = "train"  # the Hub split read when none is given
+
+
+@dataclass(frozen=True)
+class SqlLayout:
+    """A flat native layout's conversion as DuckDB expressions over the native columns, one pair per row
+    (run by `curation.columnar`).
+
+    `clean` holds for the rows that `convert` turns into exactly this pair without a reject; the others are
+    converted by `convert`. `columns` gives other canonical columns (`chosen_score`, `tie`, `binarization`,
+    ...): unnamed ones are NULL, `tie` false, `margin` the score difference as in `Pair.to_row`.
+    """
+
+    clean: str
+    prompt: str  # a LIST of STRUCT(role VARCHAR, content VARCHAR)
+    chosen: str
+    rejected: str
+    columns: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,11 @@ class Adapter:
     def meta(self, row: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in row.items() if k not in self.mapped_fields}
 
+    def sql_layout(self, schema: pa.Schema) -> SqlLayout | None:
+        """The conversion of a flat parquet layout as DuckDB expressions (`curation.columnar`), for adapters
+        whose common layout allows it; None (the default) converts every row with `convert`."""
+        return None
+
 
 def parse_options(cls: type, values: Mapping[str, Any], source: str) -> Any:
     """Build an options dataclass from strings or typed values; unknown keys and bad types are errors."""
@@ -168,4 +192,5 @@ __all__ = [
     "RowContext",
     "RowError",
     "SourceInfo",
+    "SqlLayout",
 ]

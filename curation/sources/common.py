@@ -9,6 +9,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import pyarrow as pa
+
 from curation.errors import RowError
 from curation.schema import IMAGE_TOKEN
 
@@ -53,6 +55,16 @@ def maybe_score(value: Any, name: str) -> float | None:
         return parse_score(value, name)
     except RowError:
         return None
+
+
+def score_sql(expr: str, dtype: Any) -> str | None:
+    """`maybe_score` in DuckDB for a column of Arrow type `dtype` (None: the column is absent): a finite number
+    or NULL. None for types whose parsing stays in Python (strings, booleans)."""
+    if dtype is None or pa.types.is_null(dtype):
+        return "NULL::DOUBLE"
+    if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
+        return None
+    return f"CASE WHEN isfinite(CAST({expr} AS DOUBLE)) THEN CAST({expr} AS DOUBLE) END"
 
 
 def load_json_field(row: dict[str, Any], name: str) -> Any:

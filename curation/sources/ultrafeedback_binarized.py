@@ -2,17 +2,20 @@
 
 Three layouts are read: H4's message lists with `score_chosen`/`score_rejected`, trl-lib's message lists,
 and flattened rows with string answers and scores under `metadata`. Scores give `margin`; equal scores
-mark a tie (kept; a later stage decides).
+mark a tie (kept; a later stage decides). Flattened parquet is converted in DuckDB (`sql_layout`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from curation.errors import RowError
 from curation.pair import Pair
-from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import maybe_score, messages, split_shared_prompt, user_prompt
+from curation.schema import IMAGE_TOKEN
+from curation.sources.base import Adapter, RowContext, SourceInfo, SqlLayout
+from curation.sources.common import maybe_score, messages, score_sql, split_shared_prompt, user_prompt
 
 
 class UltrafeedbackBinarized(Adapter):
@@ -55,3 +58,39 @@ class UltrafeedbackBinarized(Adapter):
                 binarization="best_vs_random",
             )
         ]
+
+    def sql_layout(self, schema: pa.Schema) -> SqlLayout | None:
+        """The flattened layout: string `prompt`, `chosen`, `rejected`; numeric scores under a `metadata` struct,
+        or beside the answers in rows without `metadata`, as `convert` reads them."""
+        texts = ("prompt", "chosen", "rejected")
+        if not all(n in schema.names and pa.types.is_string(schema.field(n).type) for n in texts):
+            return None
+        metadata = schema.field("metadata").type if "metadata" in schema.names else None
+        if metadata is not None and not pa.types.is_struct(metadata):
+            return None
+        scores = {}
+        for name in ("score_chosen", "score_rejected"):
+            top = score_sql(name, schema.field(name).type if name in schema.names else None)
+            nested = score_sql(f'"metadata".{name}', _child_type(metadata, name)) if metadata is not None else top
+            if top is None or nested is None:
+                return None
+            scores[name] = top if metadata is None else f'CASE WHEN "metadata" IS NOT NULL THEN {nested} ELSE {top} END'
+        chosen_score, rejected_score = scores["score_chosen"], scores["score_rejected"]
+        return SqlLayout(
+            clean=f"prompt IS NOT NULL AND chosen IS NOT NULL AND rejected IS NOT NULL "
+            f"AND NOT contains(prompt, '{IMAGE_TOKEN}')",  # `Pair.check`: no placeholder without an image
+            prompt="[{'role': 'user', 'content': prompt}]",
+            chosen="chosen",
+            rejected="rejected",
+            columns={
+                "chosen_score": chosen_score,
+                "rejected_score": rejected_score,
+                "tie": f"coalesce(({chosen_score}) = ({rejected_score}), false)",
+                "binarization": "'best_vs_random'",
+            },
+        )
+
+
+def _child_type(struct: pa.DataType | None, name: str) -> pa.DataType | None:
+    index = struct.get_field_index(name) if struct is not None else -1
+    return struct.field(index).type if index >= 0 else None

@@ -13,7 +13,7 @@ from curation.pair import Pair
 from curation.sources import get_adapter
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt
-from tests.conftest import RunIngest, image_bytes, write_jsonl
+from tests.conftest import RunIngest, image_bytes, output_digests, write_jsonl
 
 HH = [
     {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."},
@@ -86,15 +86,8 @@ def test_ingest_is_byte_identical_across_runs(tmp_path: Path) -> None:
     digests = []
     for run in ("a", "b"):
         ingest(get_adapter("hh_rlhf")(), str(path), tmp_path / run)
-        digests.append(_output_digests(tmp_path / run))
+        digests.append(output_digests(tmp_path / run))
     assert digests[0] == digests[1]
-
-
-_OUTPUTS = ("pairs.parquet", "images.parquet", "rejects.parquet")
-
-
-def _output_digests(out: Path) -> dict[str, str]:
-    return {f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in _OUTPUTS}
 
 
 def test_a_failed_ingest_leaves_no_files(tmp_path: Path) -> None:
@@ -133,7 +126,7 @@ def test_parallel_conversion_gives_the_same_bytes(tmp_path: Path, monkeypatch: p
         out = tmp_path / f"w{workers}"
         summary = ingest(get_adapter("hh_rlhf")(), str(path), out, workers=workers)
         assert summary.pairs == 1200 and summary.rows_rejected == 4
-        digests.append(_output_digests(out))
+        digests.append(output_digests(out))
     assert digests[0] == digests[1]
 
 
@@ -155,6 +148,6 @@ def test_files_ingested_in_parallel_give_the_same_bytes(tmp_path: Path, monkeypa
         out = tmp_path / f"w{workers}"
         summary = ingest(get_adapter("rlaif_v")(), str(folder), out, workers=workers)
         assert summary.pairs == 7800 and summary.images == 4
-        digests.append(_output_digests(out))
+        digests.append(output_digests(out))
         assert not (out / "parts.partial").exists()
     assert digests[0] == digests[1]

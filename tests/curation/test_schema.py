@@ -33,24 +33,57 @@ def test_schema_is_versioned() -> None:
     assert {"pair_id", "prompt_id", "images", "meta", "tie", "margin"} <= set(PAIR_SCHEMA.names)
 
 
-def test_ids_are_blake2b_of_the_documented_json() -> None:
-    """The ids are pinned to their definition: blake2b-128 of `json.dumps(payload, ensure_ascii=False,
-    separators=(",", ":"))` with the normalized prompt turns, the image hashes, then chosen and rejected."""
+TRICKY = ['quote " backslash \\ slash /', "tab\tnew\nline \u2028 \x1b \x0e \x7f", "é 中文 😀 \U0001f600",
+          "  spaced   out  ", "Cafe\u0301 \u2000 \x1c end"]  # fmt: skip
+
+
+def test_ids_are_md5_of_the_documented_json() -> None:
+    """The ids are pinned to their definition: MD5 of compact JSON (UTF-8 kept; control characters as DuckDB's
+    `to_json` writes them, upper-case hex) of the normalized prompt turns, the image hashes, then chosen and
+    rejected."""
     import hashlib
     import json
+    import re
 
-    tricky = ['quote " backslash \\ slash /', "tab\tnew\nline \u2028 \u0000 \x7f", "é 中文 😀 \U0001f600",
-              "  spaced   out  "]  # fmt: skip
-    for i, text in enumerate(tricky):
-        prompt = [{"role": "system", "content": text}, {"role": "user", "content": tricky[-1 - i]}]
+    def spelled(value: object) -> bytes:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return re.sub(r"\\u00([0-9a-f]{2})", lambda m: "\\u00" + m.group(1).upper(), text).encode("utf-8")
+
+    for i, text in enumerate(TRICKY):
+        prompt = [{"role": "system", "content": text}, {"role": "user", "content": TRICKY[-1 - i]}]
         images = ["ab" * 32, "cd" * 32][: i % 3]
-        turns = [[m["role"], normalize_text(m["content"])] for m in prompt]
-        payload = [turns, images]
+        payload = [[[m["role"], normalize_text(m["content"])] for m in prompt], images]
+        assert compute_prompt_id(prompt, images) == hashlib.md5(spelled(payload)).hexdigest()
+        answers = [normalize_text(text), normalize_text(TRICKY[i - 1])]
+        pair_id = compute_pair_id(prompt, images, text, TRICKY[i - 1])
+        assert pair_id == hashlib.md5(spelled([*payload, *answers])).hexdigest()
 
-        def digest(value: object) -> str:
-            data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            return hashlib.blake2b(data, digest_size=16).hexdigest()
 
-        assert compute_prompt_id(prompt, images) == digest(payload)
-        answers = [normalize_text(text), normalize_text(tricky[i - 1])]
-        assert compute_pair_id(prompt, images, text, tricky[i - 1]) == digest([*payload, *answers])
+def test_duckdb_spelling_of_the_ids_equals_python() -> None:
+    """`IDENTITY_MACROS` compute the same normalization and ids as Python, on random strings of every kind of
+    whitespace, control characters (not NUL, which the columnar ingest leaves to Python), quotes, combining
+    marks and astral characters."""
+    import random
+
+    import duckdb
+
+    from curation.schema import WHITESPACE, compute_ids, install_identity_macros
+
+    assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == WHITESPACE
+    alphabet = [*WHITESPACE, *'ab "\\/', *map(chr, range(1, 0x20)), "\u0301", "e", "\u00e9", "\u2126", "\x7f",
+                "中", "😀", "<image>", "A\u030a", "\u1100\u1161", "\u0344", "\U0001d15e"]  # fmt: skip
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(8000)]
+    db = duckdb.connect()
+    install_identity_macros(db)
+    got = [r[0] for r in db.execute("SELECT identity_text(s) FROM unnest(?) t(s)", [texts]).fetchall()]
+    assert got == [normalize_text(t) for t in texts]
+    rows = [texts[i : i + 4] for i in range(0, len(texts), 4)]
+    db.execute("CREATE TABLE t (role VARCHAR, content VARCHAR, chosen VARCHAR, rejected VARCHAR)")
+    db.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+    ids = db.execute(
+        """SELECT identity_digest(pair_json(p, chosen, rejected)), identity_digest(p) FROM (
+               SELECT prompt_json([{'role': role, 'content': content}], ['ab', 'cd']) AS p, * FROM t)"""
+    ).fetchall()
+    expected = [compute_ids([{"role": r[0], "content": r[1]}], ["ab", "cd"], r[2], r[3]) for r in rows]
+    assert ids == expected

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import duckdb
 import pytest
 
@@ -24,8 +26,10 @@ def test_normalized_sql(text: str, expected: str) -> None:
     assert result == (expected,)
 
 
-def test_normalize_pairs_rewrites_the_rows_that_change_and_keeps_the_rest() -> None:
+def test_normalize_pairs_writes_every_row_with_normalized_text(tmp_path: Path) -> None:
     from types import SimpleNamespace
+
+    import pyarrow.parquet as pq
 
     from curation.ops.normalize import normalize_pairs
 
@@ -42,10 +46,15 @@ def test_normalize_pairs_rewrites_the_rows_that_change_and_keeps_the_rest() -> N
     for key, prompt, chosen, rejected in rows:
         messages = [{"role": r, "content": c} for r, c in prompt]
         db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?)", [key, messages, chosen, rejected])
-    normalize_pairs(SimpleNamespace(db=db))  # type: ignore[arg-type]
-    out = db.execute("SELECT row_key, prompt, chosen, rejected FROM pairs ORDER BY row_key").fetchall()
-    assert out == [
-        (0, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Fine as is"}], "ok", "also ok"),
-        (1, [{"role": "user", "content": "Caf\u00e9?"}], "Caf\u00e9", "a b\n\nc"),
-        (2, [{"role": "user", "content": "Untouched"}], "x\ny", "same"),
-    ]
+    normalize_pairs(SimpleNamespace(db=db), "pairs", tmp_path / "out.parquet")  # type: ignore[arg-type]
+    out = pq.read_table(tmp_path / "out.parquet").to_pylist()
+
+    def user(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    assert out == [  # in the source's order, every column kept
+        {"row_key": 0, "prompt": [{"role": "system", "content": "Be brief."}, *user("Fine as is")],
+         "chosen": "ok", "rejected": "also ok"},
+        {"row_key": 1, "prompt": user("Caf\u00e9?"), "chosen": "Caf\u00e9", "rejected": "a b\n\nc"},
+        {"row_key": 2, "prompt": user("Untouched"), "chosen": "x\ny", "rejected": "same"},
+    ]  # fmt: skip

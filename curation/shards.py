@@ -1,0 +1,121 @@
+"""Writing a build's shards: the selected pairs in hash order, in the Arrow layout `datasets` writes.
+
+Sorting the full rows (gigabytes of text) in DuckDB made writing slow, so the order is decided on narrow
+columns (each selected copy's `position` in hash order) and the rows are routed by sequential reads: a read
+collects the rows of as many shards as fit a memory budget, each of those shards is put in order in memory and
+written, and the next read collects the next shards. The first read also writes the pairs no copy of which was
+selected to `removed_pairs`. Nothing is written twice (scratch files cost more than a re-read here).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from curation.io import ParquetBatchWriter, fsync_rename, sha256_file
+from curation.schema import PAIR_SCHEMA
+
+# Record batches of this many rows inside a shard file.
+BATCH_ROWS = 10_000
+# Rows held in memory per read, in Arrow bytes (at least one shard's worth).
+MEMORY_BUDGET = 768 * 2**20
+
+
+def shard_schema() -> pa.Schema:
+    """The pair schema with the `huggingface` metadata that lets `Dataset.from_file` open a shard as it is."""
+    from datasets import Features
+
+    features = Features.from_arrow_schema(PAIR_SCHEMA)
+    metadata = {**PAIR_SCHEMA.metadata, b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
+    return PAIR_SCHEMA.with_metadata(metadata)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each selected copy goes: `row_keys` ascending (a key repeats once per upsampled copy) and each
+    copy's `positions` in the shards' order (0 .. total-1)."""
+
+    row_keys: np.ndarray
+    positions: np.ndarray
+
+    @property
+    def total(self) -> int:
+        return len(self.positions)
+
+
+def write_shards(
+    read_rows: Callable[[], Iterator[pa.RecordBatch]],
+    placement: Placement,
+    folder: Path,
+    rows_per_shard: int,
+    removed: ParquetBatchWriter,
+    memory_budget: int = MEMORY_BUDGET,
+) -> list[dict[str, Any]]:
+    """Route the rows of `read_rows()` (all pairs with a leading `row_key`, ascending; called once per read) to
+    the shards by `placement`; the rows not placed go to `removed`. Returns each shard's file, rows and sha256."""
+    count = max(1, -(-placement.total // rows_per_shard))
+    folder.mkdir(parents=True, exist_ok=True)
+    shards: list[dict[str, Any]] = []
+    while len(shards) < count:
+        first, last = len(shards), None  # this read collects shards first..last-1 (decided at its first batch)
+        parts: dict[int, list[pa.RecordBatch]] = {}
+        positions: dict[int, list[np.ndarray]] = {}
+        for batch, placed, rows_in_batch, not_placed in _routed(read_rows(), placement):
+            if first == 0 and not_placed.any():
+                removed.write_table(pa.Table.from_batches([batch.filter(pa.array(not_placed))]))
+            if last is None:
+                shard_bytes = batch.nbytes / batch.num_rows * rows_per_shard
+                last = min(count, first + max(1, int(memory_budget // shard_bytes)))
+            shard_of = placed // rows_per_shard
+            for k in np.unique(shard_of[(shard_of >= first) & (shard_of < last)]).tolist():
+                mine = shard_of == k
+                parts.setdefault(k, []).append(batch.take(pa.array(rows_in_batch[mine])))
+                positions.setdefault(k, []).append(placed[mine])
+        for k in range(first, count if last is None else last):
+            shards.append(_write_shard(folder, k, count, parts.pop(k, []), positions.pop(k, [])))
+    return shards
+
+
+def _routed(
+    batches: Iterator[pa.RecordBatch], placement: Placement
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per batch: the pair rows, the positions placed from it, the row of each, and the rows placed nowhere."""
+    last_key = -1
+    for batch in batches:
+        keys = batch.column(0).to_numpy()
+        if len(keys) == 0:
+            continue
+        if keys[0] <= last_key or np.any(np.diff(keys) <= 0):
+            raise AssertionError("pairs are not read in row_key order")
+        last_key = int(keys[-1])
+        lo = np.searchsorted(placement.row_keys, keys[0], side="left")
+        hi = np.searchsorted(placement.row_keys, keys[-1], side="right")
+        rows_in_batch = np.searchsorted(keys, placement.row_keys[lo:hi])
+        not_placed = np.ones(len(keys), bool)
+        not_placed[rows_in_batch] = False
+        pairs = pa.RecordBatch.from_arrays(batch.columns[1:], schema=PAIR_SCHEMA)  # checks names and types
+        yield pairs, placement.positions[lo:hi], rows_in_batch, not_placed
+
+
+def _write_shard(
+    folder: Path, index: int, count: int, parts: list[pa.RecordBatch], positions: list[np.ndarray]
+) -> dict[str, Any]:
+    schema = shard_schema()
+    table = pa.Table.from_batches(parts, schema=PAIR_SCHEMA) if parts else PAIR_SCHEMA.empty_table()
+    if parts:
+        table = table.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
+    table = table.combine_chunks().cast(schema)
+    path = folder / f"train-{index:05d}-of-{count:05d}.arrow"
+    tmp = path.with_name(path.name + ".partial")
+    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, schema) as writer:
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            writer.write_batch(batch)
+    fsync_rename(tmp, path)
+    return {"file": f"shards/{path.name}", "rows": table.num_rows, "sha256": sha256_file(path)}

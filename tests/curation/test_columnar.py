@@ -1,0 +1,130 @@
+"""The columnar ingest gives the same files as the row-by-row ingest, and really converts the clean rows in SQL."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+import pytest
+
+from curation import columnar
+from curation.ingest import ingest
+from curation.sources import get_adapter
+from tests.conftest import output_digests
+
+UF = "ultrafeedback_binarized"
+METADATA = pa.struct([("score_chosen", pa.float64()), ("score_rejected", pa.float64()), ("note", pa.string())])
+SCHEMA = pa.schema(
+    [("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), ("source_index", pa.int64()),
+     ("metadata", METADATA), ("tags", pa.list_(pa.string())), ("flag", pa.bool_())]
+)  # fmt: skip
+
+
+def _row(i: int, **changes: Any) -> dict[str, Any]:
+    row = {"prompt": f"Question {i}?", "chosen": f"Good answer {i}.", "rejected": f"Bad answer {i}.",
+           "source_index": i, "metadata": {"score_chosen": 8.5, "score_rejected": 3.0, "note": "ok"},
+           "tags": ["a", "b"], "flag": i % 2 == 0}  # fmt: skip
+    return {**row, **changes}
+
+
+# Clean rows (SQL) with texts that test the identity and meta spellings, and rows SQL leaves to the adapter.
+CLEAN = [
+    _row(0),
+    _row(1, prompt="Cafe\u0301  au\u00a0lait?\u2028 ", chosen=" tab\tnew\nline\r\n", rejected='quote " and \\ slash /'),
+    _row(2, metadata={"score_chosen": 5.0, "score_rejected": 5.0, "note": "tie"}, tags=[], flag=None),
+    _row(3, metadata=None, chosen="é 中文 😀 \x7f", rejected="\u2003\u3000wide\u3000spaces\u2003"),
+    _row(4, metadata={"score_chosen": 1e-4, "score_rejected": -0.0, "note": None}, tags=None),
+    _row(5, chosen="", rejected="<image> in an answer is fine"),
+    _row(6, prompt="bell \x07 and backspace \x08 in a prompt"),
+]
+ODD = [
+    _row(10, chosen=None),  # reject: missing field
+    _row(11, prompt="<image>\nWhat is this?"),  # reject: placeholder without an image
+    _row(12, chosen="nul \x00 inside"),  # DuckDB's string functions stop at NUL
+    _row(13, metadata={"score_chosen": 1e20, "score_rejected": 2.5e-7, "note": "x"}),  # exponent notation
+    _row(14, metadata={"score_chosen": math.nan, "score_rejected": math.inf, "note": "x"}),
+    _row(15, metadata={"score_chosen": 7.0, "score_rejected": 1.0, "note": "escape \x1b[0m"}),  # \u001B vs \u001b
+    _row(16, tags=["vertical \x0b tab"]),
+]
+
+
+def _write(folder: Path, rows: list[dict[str, Any]], files: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    size = -(-len(rows) // files)
+    for k in range(files):
+        chunk = rows[k * size : (k + 1) * size]
+        pq.write_table(pa.Table.from_pylist(chunk, schema=SCHEMA), folder / f"part-{k}.parquet", row_group_size=3)
+    return folder
+
+
+def _both_ways(tmp_path: Path, location: Path, adapter: str = UF) -> dict[str, Any]:
+    out = {}
+    # Two DuckDB threads for the columnar path; the row-by-row path serially (its workers are tested elsewhere).
+    for name, fast, workers in (("columnar", True, 2), ("rows", False, 1)):
+        summary = ingest(get_adapter(adapter)(), str(location), tmp_path / name, workers=workers, columnar_path=fast)
+        out[name] = (summary.as_dict(), output_digests(tmp_path / name))
+    return out
+
+
+def test_columnar_ingest_writes_the_same_bytes_as_the_row_by_row_ingest(tmp_path: Path) -> None:
+    rows = [r for pair in zip(CLEAN, ODD, strict=False) for r in pair] + CLEAN[len(ODD) :]  # interleaved
+    folder = _write(tmp_path / "uf", rows)
+    plan = columnar.plan(get_adapter(UF)(), str(folder))
+    assert plan is not None
+    fallback = columnar.fallback_keys(columnar.connect(1), plan)
+    all_refs = {f"part-{k}.parquet:{i}" for k in range(2) for i in range(7)}
+    assert {f"part-{key >> 40}.parquet:{key & (2**40 - 1)}" for key in fallback} == all_refs - _refs_of(folder, CLEAN)
+    assert len(fallback) == len(ODD)
+    result = _both_ways(tmp_path, folder)
+    assert result["columnar"] == result["rows"]
+    summary = result["columnar"][0]
+    assert summary["rows_read"] == len(rows) and summary["rejects_by_reason"] == {
+        "image placeholders mismatch": 1,
+        "missing field": 1,
+    }
+    pairs = pq.read_table(tmp_path / "columnar" / "pairs.parquet").to_pylist()
+    tie = next(p for p in pairs if p["source_row"] == "part-0.parquet:4")  # CLEAN[2]
+    assert tie["tie"] and tie["margin"] == 0.0 and tie["binarization"] == "best_vs_random"
+
+
+def _refs_of(folder: Path, wanted: list[dict[str, Any]]) -> set[str]:
+    refs = set()
+    for path in sorted(folder.glob("*.parquet")):
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            if row["source_index"] in {r["source_index"] for r in wanted}:
+                refs.add(f"{path.name}:{i}")
+    return refs
+
+
+@pytest.mark.parametrize("name", ["eval_clean.jsonl", "label_flip_20.jsonl"])
+def test_columnar_ingest_of_real_rows(tmp_path: Path, shared_data: Path, name: str) -> None:
+    """Real UltraFeedback rows (label_flip_20 has a nested `metadata.noise` with booleans, strings, ints and
+    floats, empty answers, ties), as parquet: same bytes both ways, and every row converted in SQL."""
+    table = pa_json.read_json(shared_data / "ultrafeedback-binarized" / name)
+    pq.write_table(table, tmp_path / "uf.parquet")
+    plan = columnar.plan(get_adapter(UF)(), str(tmp_path / "uf.parquet"))
+    assert plan is not None and len(columnar.fallback_keys(columnar.connect(1), plan)) == 0
+    result = _both_ways(tmp_path, tmp_path / "uf.parquet")
+    assert result["columnar"] == result["rows"]
+    assert result["columnar"][0]["pairs"] == table.num_rows
+
+
+def test_layouts_sql_cannot_spell_stay_row_by_row(tmp_path: Path) -> None:
+    adapter = get_adapter(UF)()
+    text_scores = pa.table({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"], "score_chosen": ["8"]})
+    pq.write_table(text_scores, tmp_path / "strings.parquet")  # "8" is parsed by Python's float()
+    with_bytes = pa.table({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"], "blob": [b"\x00"]})
+    pq.write_table(with_bytes, tmp_path / "bytes.parquet")  # meta writes bytes as "<N bytes>"
+    (tmp_path / "uf.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
+    for name in ("strings.parquet", "bytes.parquet", "uf.jsonl"):
+        assert columnar.plan(adapter, str(tmp_path / name)) is None
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(text_scores.drop_columns(["score_chosen"]), mixed / "a.parquet")
+    pq.write_table(text_scores.drop_columns(["score_chosen"]).append_column("n", pa.array([1])), mixed / "b.parquet")
+    assert columnar.plan(adapter, str(mixed)) is None  # files with different schemas
+    assert columnar.plan(get_adapter("rlaif_v")(), str(tmp_path / "strings.parquet")) is None  # no SQL layout
