@@ -102,7 +102,7 @@ class Builder:
         self.db.execute("SET preserve_insertion_order = true")
         if self.workers:
             self.db.execute(f"SET threads = {int(self.workers)}")
-        self.ctx = BuildContext(self.db, self.recipe, self.tmp)
+        self.ctx = BuildContext(self.db, self.recipe, self.tmp, workers=self.workers or os.cpu_count() or 1)
 
     def _stage(self, name: str, run: Callable[[], None]) -> None:
         self.on_stage(name)

@@ -9,6 +9,9 @@ exactly on at least one chunk (pigeonhole), so only hashes that share a chunk ar
 from __future__ import annotations
 
 import io
+import multiprocessing
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 import imagehash
@@ -108,10 +111,22 @@ def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> di
         ctx.db.register("wanted_images", pa.table({"sha256": pa.array(missing, pa.string())}))
         reader = ctx.db.sql(
             "SELECT sha256, bytes FROM images SEMI JOIN wanted_images USING (sha256) ORDER BY sha256"
-        ).to_arrow_reader(batch_size=256)
-        for batch in reader:
-            for sha, data in zip(batch.column("sha256").to_pylist(), batch.column("bytes").to_pylist(), strict=True):
-                known[sha] = phash(data, hash_size)
+        ).to_arrow_reader(batch_size=PHASH_BATCH)
+        batches = ((b.column("sha256").to_pylist(), b.column("bytes").to_pylist(), hash_size) for b in reader)
+        if ctx.workers > 1 and len(missing) >= PARALLEL_IMAGES:
+            # Decoding is most of the work and Python-bound: one process per core (spawned: DuckDB runs threads).
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(ctx.workers, mp_context=context) as pool:
+                pending: deque[Future[dict[str, int]]] = deque()
+                for batch in batches:  # a bounded window of batches in flight, so memory stays flat
+                    pending.append(pool.submit(_phash_batch, batch))
+                    if len(pending) >= 4 * ctx.workers:
+                        known.update(pending.popleft().result())
+                for future in pending:
+                    known.update(future.result())
+        else:
+            for batch in batches:
+                known.update(_phash_batch(batch))
         ctx.db.unregister("wanted_images")
         ordered = sorted(known)
         table = pa.table(
@@ -124,6 +139,15 @@ def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> di
         ctx.copy("SELECT * FROM phash_cache ORDER BY sha256", cache)
         ctx.db.unregister("phash_cache")
     return {sha: known[sha] for sha in shas if sha in known}
+
+
+PHASH_BATCH = 256
+PARALLEL_IMAGES = 4096  # fewer images are hashed in the build's own process (a worker starts in about a second)
+
+
+def _phash_batch(batch: tuple[list[str], list[bytes], int]) -> dict[str, int]:
+    shas, data, hash_size = batch
+    return {sha: phash(image, hash_size) for sha, image in zip(shas, data, strict=True)}
 
 
 def as_signed(value: int) -> int:

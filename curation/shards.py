@@ -9,17 +9,19 @@ selected to `removed_pairs`. Nothing is written twice (scratch files cost more t
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from curation.io import ParquetBatchWriter, fsync_rename, sha256_file
+from curation.io import ParquetBatchWriter, fsync_rename
 from curation.schema import PAIR_SCHEMA
 
 # Record batches of this many rows inside a shard file.
@@ -114,8 +116,23 @@ def _write_shard(
     table = table.combine_chunks().cast(schema)
     path = folder / f"train-{index:05d}-of-{count:05d}.arrow"
     tmp = path.with_name(path.name + ".partial")
-    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, schema) as writer:
-        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-            writer.write_batch(batch)
+    with open(tmp, "wb") as handle:
+        sink = _HashingWriter(handle)  # hashed as written: the file is not read back
+        with ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:
+            for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+                writer.write_batch(batch)
     fsync_rename(tmp, path)
-    return {"file": f"shards/{path.name}", "rows": table.num_rows, "sha256": sha256_file(path)}
+    return {"file": f"shards/{path.name}", "rows": table.num_rows, "sha256": sink.digest.hexdigest()}
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)

@@ -28,6 +28,7 @@ class BuildContext:
     recipe: Recipe
     root: Path  # the build folder being written
     benchmarks: dict[str, Path] = field(default_factory=dict)  # name -> folder with pairs/images parquet
+    workers: int = 1  # processes an op may use for Python-bound work (image hashing)
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.db.execute(query, params or []).fetchall()

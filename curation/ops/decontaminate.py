@@ -25,7 +25,7 @@ from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units
 from curation.perceptual import cached_phashes, close_pairs, phash
-from curation.shingles import shingle
+from curation.shingles import Shingles, shingle
 from curation.sql import sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
@@ -81,10 +81,26 @@ def _word_key(texts: list[str]) -> pl.Series:
     return pl.Series(texts, dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+").list.join(" ")
 
 
-def _exact_matches(train: list[str], bench: list[str]) -> list[tuple[int, int]]:
-    left = pl.DataFrame({"key": _word_key(train), "i": np.arange(len(train))})
+def _exact_matches(train: list[str], bench: list[str], chunk: int = 100_000) -> list[tuple[int, int]]:
     right = pl.DataFrame({"key": _word_key(bench), "j": np.arange(len(bench))})
-    return list(left.join(right, on="key").sort("i", "j").select("i", "j").iter_rows())
+    found = []
+    for start in range(0, len(train), chunk):  # chunks of the training prompts, so memory stays bounded
+        part = train[start : start + chunk]
+        left = pl.DataFrame({"key": _word_key(part), "i": np.arange(start, start + len(part))})
+        found.extend(left.join(right, on="key").select("i", "j").iter_rows())
+    return sorted(found)
+
+
+def _owners_of(train: Shingles, bench_hashes: np.ndarray, chunk: int = 4_000_000) -> np.ndarray:
+    """The training texts that share at least one shingle with the benchmarks (in chunks: bounded memory)."""
+    known = np.sort(bench_hashes)
+    owners = []
+    for start in range(0, len(train.hashes), chunk):
+        part = train.hashes[start : start + chunk]
+        found = np.searchsorted(known, part).clip(max=max(len(known) - 1, 0))
+        hit = np.flatnonzero(known[found] == part) + start if len(known) else np.zeros(0, np.int64)
+        owners.append(np.searchsorted(train.offsets, hit, side="right") - 1)
+    return np.unique(np.concatenate(owners)) if owners else np.zeros(0, np.int64)
 
 
 def _benchmark_image_hashes(ctx: BuildContext) -> dict[str, int]:
@@ -133,8 +149,7 @@ class Decontaminate(Op):
 
         # (train unit, bench unit) -> [exact, overlap, image distance, cosine]
         matches: dict[tuple[int, int], list] = {}
-        hit = np.isin(train_sh.hashes, np.fromiter(postings, dtype=np.uint64, count=len(postings)))
-        owners = np.unique(np.searchsorted(train_sh.offsets, np.flatnonzero(hit), side="right") - 1)
+        owners = _owners_of(train_sh, np.fromiter(postings, dtype=np.uint64, count=len(postings)))
         for i in owners.tolist():
             counts = Counter(j for h in train_sh.of(i).tolist() for j in postings.get(h, ()))
             for j, shared in counts.items():

@@ -11,7 +11,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
-from curation.io import ParquetBatchWriter
+from curation.io import ParquetBatchWriter, sha256_file
 from curation.schema import PAIR_SCHEMA
 from curation.shards import Placement, write_shards
 
@@ -50,6 +50,7 @@ def test_rows_go_to_their_positions_and_the_rest_to_removed(tmp_path: Path) -> N
     per_shard, removed_again = _run(tmp_path, "many", table, placement, budget=1)  # a read per shard
     assert [s["rows"] for s in one_read] == [10, 10, 9]
     assert [s["sha256"] for s in one_read] == [s["sha256"] for s in per_shard]
+    assert all(s["sha256"] == sha256_file(tmp_path / "one" / s["file"]) for s in one_read)
 
     written = pa.concat_tables(
         ipc.open_stream(pa.memory_map(str(tmp_path / "one" / s["file"]))).read_all() for s in one_read
