@@ -228,6 +228,10 @@ def main() -> None:
             print(f"| {LABELS[kind]} | {r['seconds']:.1f} | {n / r['seconds']:,.0f} | {r['peak_rss_mib']:,.0f} | "
                   f"{r['seconds'] / floor:.2f} |")  # fmt: skip
         print(f"\n(b)/(a') = {results['b']['seconds'] / results['a_prime']['seconds']:.2f}\n")
+        for kind in ("a", "a_prime"):  # where the time goes: each stage's seconds from the build's manifest
+            timings = json.loads((args.work / f"out-{n}-{kind}" / "manifest.json").read_text())["timings"]
+            print(f"{LABELS[kind]} stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+        print()
         print("| stage (of (a)) | planted | removed | precision | recall |")
         print("|---|---|---|---|---|")
         for stage, q in quality(data, args.work / f"out-{n}-a").items():

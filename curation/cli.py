@@ -97,7 +97,9 @@ def ingest_cmd(
         int, typer.Option("--max-pixels", help="reject images larger than this")
     ] = DEFAULT_MAX_PIXELS,
     json_summary: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="processes that convert rows (same output)")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", help="row-converting processes, or DuckDB threads for SQL layouts (same output)")
+    ] = 1,
 ) -> None:
     """Read one source in its native format and write canonical pairs, images and rejects."""
     try:
