@@ -31,7 +31,7 @@ from curation.io import ParquetBatchWriter, sha256_file
 from curation.ops import OPS, BuildContext
 from curation.ops.normalize import normalize_pairs
 from curation.recipe import Recipe, SourceSpec
-from curation.schema import PAIR_SCHEMA
+from curation.schema import PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import Placement, write_shards
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
@@ -88,11 +88,11 @@ class Builder:
             raise InputError(f"{self.out}: already exists; choose another --out or remove it")
         state = self.tmp / "work" / "state.json"
         if self.tmp.exists():
-            same = state.is_file() and json.loads(state.read_text())["recipe_sha256"] == self.recipe.sha256
+            same = state.is_file() and json.loads(state.read_text()) == self._state()
             if not (self.resume and same):
                 shutil.rmtree(self.tmp)  # not resumable (not asked, or another recipe): start over
         state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps({"recipe_sha256": self.recipe.sha256}))
+        state.write_text(json.dumps(self._state()))
         db_dir = self.tmp / "work" / "duckdb"
         shutil.rmtree(db_dir, ignore_errors=True)
         db_dir.mkdir(parents=True)
@@ -103,6 +103,10 @@ class Builder:
         if self.workers:
             self.db.execute(f"SET threads = {int(self.workers)}")
         self.ctx = BuildContext(self.db, self.recipe, self.tmp, workers=self.workers or os.cpu_count() or 1)
+
+    def _state(self) -> dict[str, Any]:
+        """What a resumed build must share with the interrupted one: the recipe and the schema (ids)."""
+        return {"recipe_sha256": self.recipe.sha256, "schema_version": SCHEMA_VERSION}
 
     def _stage(self, name: str, run: Callable[[], None]) -> None:
         self.on_stage(name)
@@ -261,8 +265,8 @@ class Builder:
 
         def rows() -> Iterator[pa.RecordBatch]:  # in row_key order: the order normalize wrote them in
             # pre_buffer would read the whole file's column chunks ahead (1.7 GB at 1M pairs).
-            file = pq.ParquetFile(self.pairs_path, pre_buffer=False)
-            return file.iter_batches(ROUTE_BATCH, columns=["row_key", *PAIR_SCHEMA.names])
+            with pq.ParquetFile(self.pairs_path, pre_buffer=False) as file:
+                yield from file.iter_batches(ROUTE_BATCH, columns=["row_key", *PAIR_SCHEMA.names])
 
         # The removed pairs themselves, so "what did this match?" can show both sides.
         removed = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)

@@ -10,8 +10,10 @@ ingest: the output files are byte-identical to it (tests compare), only faster.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.readers import _BATCH_ROWS, Record, is_hub_id, list_files
-from curation.schema import install_identity_macros
+from curation.schema import WHITESPACE, install_identity_macros
 from curation.sources.base import Adapter, SqlLayout
 from curation.sql import quote_identifier, sql_literal
 
@@ -57,11 +59,11 @@ def json_sql(expr: str, dtype: pa.DataType) -> tuple[str, str] | None:
         spelled = "'{' || " + " || ', ' || ".join(parts) + " || '}'" if parts else "'{}'"
         exact = " AND ".join(conditions) or "true"
     elif pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        inner = json_sql("e", dtype.value_type)
+        inner = json_sql("__e", dtype.value_type)
         if inner is None:
             return None
-        spelled = f"'[' || array_to_string(list_transform({expr}, lambda e: {inner[0]}), ', ') || ']'"
-        exact = f"coalesce(list_bool_and(list_transform({expr}, lambda e: {inner[1]})), true)"
+        spelled = f"'[' || array_to_string(list_transform({expr}, lambda __e: {inner[0]}), ', ') || ']'"
+        exact = f"coalesce(list_bool_and(list_transform({expr}, lambda __e: {inner[1]})), true)"
     else:
         return None
     return f"CASE WHEN {expr} IS NULL THEN 'null' ELSE {spelled} END", f"({expr} IS NULL OR ({exact}))"
@@ -89,27 +91,68 @@ class ColumnarPlan:
 
 
 def plan(adapter: Adapter, location: str) -> ColumnarPlan | None:
-    """The columnar plan for a local parquet file or folder whose files share one schema the adapter converts."""
-    if is_hub_id(location) or type(adapter).convert is Adapter.convert or type(adapter).records is not Adapter.records:
+    """The columnar plan for a local parquet file or folder whose files share one schema the adapter converts
+    (None: convert row by row)."""
+    if is_hub_id(location) or not Path(location).exists() or not _adapter_allows(adapter):
         return None
     root = Path(location)
-    if not root.exists():
-        return None
     paths = list_files(root)
     if not all(p.name.endswith(".parquet") for p in paths):
         return None
-    schemas = {pq.read_schema(p).remove_metadata() for p in paths}
-    if len(schemas) != 1:
+    try:
+        schemas = {pq.read_schema(p).remove_metadata() for p in paths}
+    except (pa.ArrowException, OSError):
+        return None  # the row-by-row reader reports the broken file
+    if len(schemas) != 1 or not identity_portable():
         return None
     schema = schemas.pop()
     if adapter.columns is not None:
         schema = pa.schema([schema.field(n) for n in schema.names if n in adapter.columns])
+    if not _names_bind(schema):
+        return None
     layout = adapter.sql_layout(schema)
     meta = meta_sql(schema, adapter.mapped_fields) if layout is not None else None
     if layout is None or meta is None:
         return None
     files = [(p, p.name if root.is_file() else p.relative_to(root).as_posix()) for p in paths]
     return ColumnarPlan(adapter, files, layout, meta)
+
+
+def _adapter_allows(adapter: Adapter) -> bool:
+    """The columnar path replaces `convert` and the default `records` and `meta` only."""
+    kind = type(adapter)
+    return kind.convert is not Adapter.convert and kind.records is Adapter.records and kind.meta is Adapter.meta
+
+
+def _names_bind(schema: pa.Schema | pa.DataType) -> bool:
+    """Names that DuckDB binds as Python reads them: DuckDB matches names case-insensitively, and the query's
+    own names (`file_row_number`, `__...`) must not be shadowed; struct fields (also in lists) likewise."""
+    fields = list(schema) if isinstance(schema, pa.Schema) else list(schema) if pa.types.is_struct(schema) else []
+    if isinstance(schema, pa.DataType) and (pa.types.is_list(schema) or pa.types.is_large_list(schema)):
+        return _names_bind(schema.value_type)
+    names = [f.name for f in fields]
+    if len({n.lower() for n in names}) != len(names):
+        return False
+    if any(not n or n.startswith("__") or n.lower() == "file_row_number" for n in names):
+        return False
+    return all(_names_bind(f.type) for f in fields)
+
+
+@functools.cache
+def identity_portable() -> bool:
+    """Whether DuckDB's NFC and this Python's agree (both follow their own Unicode version: a composition new
+    in one is not in the other), and this Python's whitespace is the one the SQL spelling collapses."""
+    if "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) != WHITESPACE:
+        return False
+    # Characters newer than this Python's Unicode are not probed: text holding them may get other ids here.
+    canonical = (chr(c) for c in range(0x110000) if unicodedata.decomposition(chr(c))[:1] not in ("", "<"))
+    decomposed = [unicodedata.normalize("NFD", c) for c in canonical]
+    db = duckdb.connect()
+    try:
+        got = [r[0] for r in db.execute("SELECT nfc_normalize(s) FROM unnest(?) t(s)", [decomposed]).fetchall()]
+    finally:
+        db.close()
+    return got == [unicodedata.normalize("NFC", d) for d in decomposed]
 
 
 def _select(plan: ColumnarPlan) -> str:
@@ -127,7 +170,8 @@ def _clean(plan: ColumnarPlan) -> str:
     layout = plan.layout
     texts = [layout.chosen, layout.rejected]
     no_nul = " AND ".join(f"NOT contains({t}, chr(0))" for t in texts)
-    prompt_ok = f"NOT list_bool_or(list_transform({layout.prompt}, lambda m: contains(m.role || m.content, chr(0))))"
+    nul = "contains(__m.role || __m.content, chr(0))"
+    prompt_ok = f"NOT list_bool_or(list_transform({layout.prompt}, lambda __m: {nul}))"
     return f"coalesce(({layout.clean}) AND {no_nul} AND {prompt_ok} AND ({plan.meta[1]}), false)"
 
 
@@ -188,9 +232,12 @@ def fallback_records(plan: ColumnarPlan, keys: np.ndarray) -> Iterator[tuple[int
             start = end
 
 
-def connect(workers: int | None) -> duckdb.DuckDBPyConnection:
+def connect(workers: int | None, temp_directory: Path | None = None) -> duckdb.DuckDBPyConnection:
     db = duckdb.connect()
     db.execute(f"SET threads = {int(workers or os.cpu_count() or 1)}")
+    db.execute("SET memory_limit = '1GB'")  # the query streams; only the unclean rows' keys are sorted
+    if temp_directory is not None:
+        db.execute(f"SET temp_directory = {sql_literal(temp_directory)}")
     db.execute("SET preserve_insertion_order = true")
     install_identity_macros(db)
     return db

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,6 +163,7 @@ def convert_rows(
 
 
 WORKER_BATCH = 500
+CLEAN_BATCH = 20_000  # rows per batch of the columnar query
 _worker: tuple[Adapter, ImagesRoot, int] | None = None
 
 
@@ -319,10 +321,25 @@ def _ingest_columnar(
 ) -> IngestSummary:
     """Clean rows converted by DuckDB, the others by the adapter, merged in input order into the same files
     (the same bytes) as the row-by-row path writes."""
+    db = columnar.connect(workers, out_dir / "duckdb.tmp")
+    try:
+        return _merge_columnar(plan, db, out_dir, root, max_pixels, on_row)
+    finally:
+        db.close()
+        shutil.rmtree(out_dir / "duckdb.tmp", ignore_errors=True)
+
+
+def _merge_columnar(
+    plan: columnar.ColumnarPlan,
+    db: duckdb.DuckDBPyConnection,
+    out_dir: Path,
+    root: ImagesRoot,
+    max_pixels: int,
+    on_row: Callable[[IngestSummary], None] | None,
+) -> IngestSummary:
     adapter = plan.adapter
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
-    db = columnar.connect(workers)
     keys = columnar.fallback_keys(db, plan)
     others = ((k, convert_record(adapter, r, root, max_pixels)) for k, r in columnar.fallback_records(plan, keys))
     with _outputs(out_dir) as writers:
@@ -360,6 +377,3 @@ def _ingest_columnar(
         if summary.rows_read != (expected := columnar.row_count(plan)):
             raise AssertionError(f"columnar ingest of {summary.source}: {summary.rows_read} rows of {expected}")
         return _check(summary, len(seen_images))
-
-
-CLEAN_BATCH = 20_000

@@ -81,7 +81,7 @@ WHITESPACE = (
     + "".join(map(chr, range(0x2000, 0x200B)))
     + "\u2028\u2029\u202f\u205f\u3000"
 )
-# Control characters that JSON writes as `\\u00XX` (the others have short escapes or are printable).
+# Control characters JSON writes as `\\u00XX` (others have short escapes): where DuckDB's spelling may differ.
 _HEX_ESCAPED = re.compile("[\x00-\x07\x0b\x0e-\x1f]")
 # DuckDB's `to_json` spelling of a string: json.dumps' escaping with upper-case hex digits.
 _DUCKDB_ESCAPES = str.maketrans(

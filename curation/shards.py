@@ -63,6 +63,7 @@ def write_shards(
     """Route the rows of `read_rows()` (all pairs with a leading `row_key`, ascending; called once per read) to
     the shards by `placement`; the rows not placed go to `removed`. Returns each shard's file, rows and sha256."""
     count = max(1, -(-placement.total // rows_per_shard))
+    schema = shard_schema()
     folder.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, Any]] = []
     while len(shards) < count:
@@ -72,7 +73,7 @@ def write_shards(
         for batch, placed, rows_in_batch, not_placed in _routed(read_rows(), placement):
             if first == 0 and not_placed.any():
                 removed.write_table(pa.Table.from_batches([batch.filter(pa.array(not_placed))]))
-            if last is None:
+            if last is None:  # the first batch sizes the read: rows are in input order, shards hash-random
                 shard_bytes = batch.nbytes / batch.num_rows * rows_per_shard
                 last = min(count, first + max(1, int(memory_budget // shard_bytes)))
             shard_of = placed // rows_per_shard
@@ -81,7 +82,7 @@ def write_shards(
                 parts.setdefault(k, []).append(batch.take(pa.array(rows_in_batch[mine])))
                 positions.setdefault(k, []).append(placed[mine])
         for k in range(first, count if last is None else last):
-            shards.append(_write_shard(folder, k, count, parts.pop(k, []), positions.pop(k, [])))
+            shards.append(_write_shard(folder, schema, k, count, parts.pop(k, []), positions.pop(k, [])))
     return shards
 
 
@@ -100,6 +101,8 @@ def _routed(
         lo = np.searchsorted(placement.row_keys, keys[0], side="left")
         hi = np.searchsorted(placement.row_keys, keys[-1], side="right")
         rows_in_batch = np.searchsorted(keys, placement.row_keys[lo:hi])
+        if not np.array_equal(keys[rows_in_batch], placement.row_keys[lo:hi]):
+            raise AssertionError("a placed row_key is not among the pairs")
         not_placed = np.ones(len(keys), bool)
         not_placed[rows_in_batch] = False
         pairs = pa.RecordBatch.from_arrays(batch.columns[1:], schema=PAIR_SCHEMA)  # checks names and types
@@ -107,9 +110,8 @@ def _routed(
 
 
 def _write_shard(
-    folder: Path, index: int, count: int, parts: list[pa.RecordBatch], positions: list[np.ndarray]
+    folder: Path, schema: pa.Schema, index: int, count: int, parts: list[pa.RecordBatch], positions: list[np.ndarray]
 ) -> dict[str, Any]:
-    schema = shard_schema()
     table = pa.Table.from_batches(parts, schema=PAIR_SCHEMA) if parts else PAIR_SCHEMA.empty_table()
     if parts:
         table = table.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))

@@ -58,8 +58,9 @@ def maybe_score(value: Any, name: str) -> float | None:
 
 
 def score_sql(expr: str, dtype: Any) -> str | None:
-    """`maybe_score` in DuckDB for a column of Arrow type `dtype` (None: the column is absent): a finite number
-    or NULL. None for types whose parsing stays in Python (strings, booleans)."""
+    """`maybe_score` in DuckDB: SQL giving a finite number or NULL for the column `expr` of Arrow type `dtype`
+    (`dtype` None when the row has no such column). Returns None for types parsed in Python only (strings,
+    booleans)."""
     if dtype is None or pa.types.is_null(dtype):
         return "NULL::DOUBLE"
     if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):

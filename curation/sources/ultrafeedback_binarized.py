@@ -71,11 +71,16 @@ class UltrafeedbackBinarized(Adapter):
         scores = {}
         for name in ("score_chosen", "score_rejected"):
             top = score_sql(name, schema.field(name).type if name in schema.names else None)
-            nested = score_sql(f'"metadata".{name}', _child_type(metadata, name)) if metadata is not None else top
+            if metadata is None:
+                scores[name] = top
+                continue
+            nested = score_sql(f'"metadata".{name}', _child_type(metadata, name))
             if top is None or nested is None:
                 return None
-            scores[name] = top if metadata is None else f'CASE WHEN "metadata" IS NOT NULL THEN {nested} ELSE {top} END'
+            scores[name] = f'CASE WHEN "metadata" IS NOT NULL THEN {nested} ELSE {top} END'
         chosen_score, rejected_score = scores["score_chosen"], scores["score_rejected"]
+        if chosen_score is None or rejected_score is None:
+            return None
         return SqlLayout(
             clean=f"prompt IS NOT NULL AND chosen IS NOT NULL AND rejected IS NOT NULL "
             f"AND NOT contains(prompt, '{IMAGE_TOKEN}')",  # `Pair.check`: no placeholder without an image

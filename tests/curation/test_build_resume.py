@@ -63,3 +63,14 @@ def test_existing_output_is_never_overwritten(demo_recipe: Path, tmp_path: Path)
     build(load_recipe(demo_recipe), tmp_path / "b")
     with pytest.raises(Exception, match="already exists"):
         build(load_recipe(demo_recipe), tmp_path / "b")
+
+
+def test_a_partial_build_of_another_schema_version_starts_over(demo_recipe: Path, tmp_path: Path) -> None:
+    """Ingests of an older schema (other ids) are not reused: the ids of one build come from one definition."""
+    out = tmp_path / "b"
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "normalize"], check=False)
+    state = tmp_path / "b.partial" / "work" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "schema_version": 1}))
+    seen: list[str] = []
+    build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
+    assert "ingest hh_rlhf" in seen  # read again

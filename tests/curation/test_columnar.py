@@ -128,3 +128,32 @@ def test_layouts_sql_cannot_spell_stay_row_by_row(tmp_path: Path) -> None:
     pq.write_table(text_scores.drop_columns(["score_chosen"]).append_column("n", pa.array([1])), mixed / "b.parquet")
     assert columnar.plan(adapter, str(mixed)) is None  # files with different schemas
     assert columnar.plan(get_adapter("rlaif_v")(), str(tmp_path / "strings.parquet")) is None  # no SQL layout
+
+
+@pytest.mark.parametrize(
+    ("columns", "columnar_path"),
+    [
+        ({"Chosen": ["other"]}, False),  # DuckDB binds names case-insensitively: `chosen` could mean this one
+        ({"x": [1], "X": [2]}, False),
+        ({"__row_key": [1]}, False),  # the query's own names
+        ({"file_row_number": [1]}, False),
+        ({"": ["empty name"]}, False),
+        ({"s": [{"A": 1, "a": 2}]}, False),  # struct fields likewise
+        ({"e": [{"content": 5}], "l": [[{"content": "c"}]]}, True),  # lambda variables do not see columns
+    ],
+)
+def test_column_names_bind_as_python_reads_them(tmp_path: Path, columns: dict[str, list], columnar_path: bool) -> None:
+    table = pa.table({**columns, "prompt": ["q"], "chosen": ["a"], "rejected": ["b"]})
+    pq.write_table(table, tmp_path / "uf.parquet")
+    assert (columnar.plan(get_adapter(UF)(), str(tmp_path / "uf.parquet")) is not None) == columnar_path
+    result = _both_ways(tmp_path, tmp_path / "uf.parquet")
+    assert result["columnar"] == result["rows"]
+
+
+def test_a_broken_parquet_file_is_reported_by_the_row_reader(tmp_path: Path) -> None:
+    from curation.errors import InputError
+
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    assert columnar.plan(get_adapter(UF)(), str(tmp_path / "empty.parquet")) is None
+    with pytest.raises(InputError, match="file is empty"):
+        ingest(get_adapter(UF)(), str(tmp_path / "empty.parquet"), tmp_path / "out")
