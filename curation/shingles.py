@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 _WORD = re.compile(r"\w+")
+CHUNK = 100_000  # texts tokenized at a time
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                  0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
                 dtype=np.uint64)  # fmt: skip
@@ -35,25 +36,30 @@ class Shingles:
     def of(self, i: int) -> np.ndarray:
         return self.hashes[self.offsets[i] : self.offsets[i + 1]]
 
+    @classmethod
+    def concat(cls, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Shingles:
+        """From (hashes, per-text counts) parts, in text order."""
+        counts = np.concatenate([c for _, c in parts]) if parts else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        hashes = np.concatenate([h for h, _ in parts]) if parts else np.zeros(0, dtype=np.uint64)
+        return cls(hashes, offsets)
 
-def shingle(texts: Sequence[str], n: int, chunk: int = 100_000) -> Shingles:
+
+def tokenize(texts: Sequence[str]) -> pl.Series:
+    """Each text's lower-cased `\\w+` words (a list per text)."""
+    return pl.Series(list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
+
+
+def shingle(texts: Sequence[str], n: int, chunk: int = CHUNK) -> Shingles:
     """Unique word n-gram hashes per text (computed `chunk` texts at a time, so memory stays bounded)."""
+    return Shingles.concat([shingle_tokens(tokenize(texts[s : s + chunk]), n) for s in range(0, len(texts), chunk)])
+
+
+def shingle_tokens(tokens: pl.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unique n-gram hashes, count per text) of tokenized texts: word hashes from Polars, combined in a
+    compiled loop."""
     if n > len(_MIX):
         raise ValueError(f"n-grams up to {len(_MIX)} words are supported")
-    parts, sizes = [], []
-    for start in range(0, len(texts), chunk):
-        hashes, counts = _shingle_chunk(texts[start : start + chunk], n)
-        parts.append(hashes)
-        sizes.append(counts)
-    counts = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    hashes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-    return Shingles(hashes, offsets)
-
-
-def _shingle_chunk(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    # Tokenize and hash words in Polars (vectorized), then combine n consecutive word hashes (compiled loop).
-    tokens = pl.Series(list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
     lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
     word_hashes = tokens.explode().drop_nulls().hash(seed=0x5EED).to_numpy().astype(np.uint64)
     word_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -25,7 +25,7 @@ from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units
 from curation.perceptual import cached_phashes, close_pairs, phash
-from curation.shingles import Shingles, shingle
+from curation.shingles import CHUNK, Shingles, shingle, shingle_tokens, tokenize
 from curation.sql import sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
@@ -76,19 +76,22 @@ def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def _word_key(texts: list[str]) -> pl.Series:
+def _word_keys(tokens: pl.Series) -> pl.Series:
     """Texts as their lower-cased words joined by spaces (punctuation and spacing do not matter)."""
-    return pl.Series(texts, dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+").list.join(" ")
+    return tokens.list.join(" ")
 
 
-def _exact_matches(train: list[str], bench: list[str], chunk: int = 100_000) -> list[tuple[int, int]]:
-    right = pl.DataFrame({"key": _word_key(bench), "j": np.arange(len(bench))})
-    found = []
-    for start in range(0, len(train), chunk):  # chunks of the training prompts, so memory stays bounded
-        part = train[start : start + chunk]
-        left = pl.DataFrame({"key": _word_key(part), "i": np.arange(start, start + len(part))})
-        found.extend(left.join(right, on="key").select("i", "j").iter_rows())
-    return sorted(found)
+def _train_matches(train: list[str], bench: list[str], n: int) -> tuple[Shingles, list[tuple[int, int]]]:
+    """The training prompts' n-gram shingles and their exact (word-normalized) matches with benchmark prompts:
+    one tokenization, in chunks of prompts so memory stays bounded."""
+    right = pl.DataFrame({"key": _word_keys(tokenize(bench)), "j": np.arange(len(bench))})
+    parts, exact = [], []
+    for start in range(0, len(train), CHUNK):
+        tokens = tokenize(train[start : start + CHUNK])
+        parts.append(shingle_tokens(tokens, n))
+        left = pl.DataFrame({"key": _word_keys(tokens), "i": np.arange(start, start + len(tokens))})
+        exact.extend(left.join(right, on="key").select("i", "j").iter_rows())
+    return Shingles.concat(parts), sorted(exact)
 
 
 def _owners_of(train: Shingles, bench_hashes: np.ndarray, chunk: int = 4_000_000) -> np.ndarray:
@@ -140,7 +143,10 @@ class Decontaminate(Op):
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
         train, bench = prompt_units(ctx), _benchmark_units(ctx)
         train_texts, bench_texts = train["text"].to_list(), bench["text"].to_list()
-        train_sh, bench_sh = shingle(train_texts, params.ngram), shingle(bench_texts, params.ngram)
+        (train_sh, exact), bench_sh = (
+            _train_matches(train_texts, bench_texts, params.ngram),
+            shingle(bench_texts, params.ngram),
+        )
         postings: dict[int, list[int]] = defaultdict(list)
         for j in range(len(bench_texts)):
             for h in bench_sh.of(j).tolist():
@@ -156,7 +162,7 @@ class Decontaminate(Op):
                 overlap = shared / max(int(bench_sizes[j]), 1)
                 if overlap >= CANDIDATE_OVERLAP:
                     matches[(i, j)] = [False, overlap, None, None]
-        for i, j in _exact_matches(train_texts, bench_texts):
+        for i, j in exact:
             matches.setdefault((i, j), [False, 1.0, None, None])[0] = True
 
         # Images: perceptual hashes of the live training images and the benchmark images.

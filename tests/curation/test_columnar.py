@@ -61,11 +61,12 @@ def _write(folder: Path, rows: list[dict[str, Any]], files: int = 2) -> Path:
     return folder
 
 
-def _both_ways(tmp_path: Path, location: Path, adapter: str = UF) -> dict[str, Any]:
+def _both_ways(tmp_path: Path, location: Path, threads: int = 2) -> dict[str, Any]:
     out = {}
-    # Two DuckDB threads for the columnar path; the row-by-row path serially (its workers are tested elsewhere).
-    for name, fast, workers in (("columnar", True, 2), ("rows", False, 1)):
-        summary = ingest(get_adapter(adapter)(), str(location), tmp_path / name, workers=workers, columnar_path=fast)
+    # DuckDB threads for the columnar path; the row-by-row path serially (its workers are tested elsewhere, and
+    # where the plan declines, `threads` > 1 would start worker processes).
+    for name, fast, workers in (("columnar", True, threads), ("rows", False, 1)):
+        summary = ingest(get_adapter(UF)(), str(location), tmp_path / name, workers=workers, columnar_path=fast)
         out[name] = (summary.as_dict(), output_digests(tmp_path / name))
     return out
 
@@ -146,7 +147,7 @@ def test_column_names_bind_as_python_reads_them(tmp_path: Path, columns: dict[st
     table = pa.table({**columns, "prompt": ["q"], "chosen": ["a"], "rejected": ["b"]})
     pq.write_table(table, tmp_path / "uf.parquet")
     assert (columnar.plan(get_adapter(UF)(), str(tmp_path / "uf.parquet")) is not None) == columnar_path
-    result = _both_ways(tmp_path, tmp_path / "uf.parquet")
+    result = _both_ways(tmp_path, tmp_path / "uf.parquet", threads=1)
     assert result["columnar"] == result["rows"]
 
 
