@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -102,6 +103,8 @@ class Builder:
         self.db.execute("SET preserve_insertion_order = true")
         if self.workers:
             self.db.execute(f"SET threads = {int(self.workers)}")
+        # The compiled shingle loops' threads (set every build: the setting outlives it in this process).
+        numba.set_num_threads(min(int(self.workers or os.cpu_count() or 1), numba.config.NUMBA_NUM_THREADS))
         self.ctx = BuildContext(self.db, self.recipe, self.tmp, workers=self.workers or os.cpu_count() or 1)
 
     def _state(self) -> dict[str, Any]:
