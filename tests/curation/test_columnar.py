@@ -158,3 +158,12 @@ def test_a_broken_parquet_file_is_reported_by_the_row_reader(tmp_path: Path) -> 
     assert columnar.plan(get_adapter(UF)(), str(tmp_path / "empty.parquet")) is None
     with pytest.raises(InputError, match="file is empty"):
         ingest(get_adapter(UF)(), str(tmp_path / "empty.parquet"), tmp_path / "out")
+
+
+def test_no_plan_where_python_and_duckdb_unicode_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Python whose Unicode tables disagree with DuckDB's (NFC compositions, whitespace), ids computed in SQL
+    could differ from the row-by-row ones: the plan declines and the ingest runs in Python."""
+    folder = _write(tmp_path / "uf", CLEAN)
+    assert columnar.plan(get_adapter(UF)(), str(folder)) is not None
+    monkeypatch.setattr(columnar, "identity_portable", lambda: False)
+    assert columnar.plan(get_adapter(UF)(), str(folder)) is None
