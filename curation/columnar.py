@@ -167,6 +167,7 @@ def _select(plan: ColumnarPlan) -> str:
 
 
 def _clean(plan: ColumnarPlan) -> str:
+    """SQL: the row converts exactly in SQL (the layout's conditions, no NUL, meta spelled as Python does)."""
     layout = plan.layout
     texts = [layout.chosen, layout.rejected]
     no_nul = " AND ".join(f"NOT contains({t}, chr(0))" for t in texts)
@@ -176,6 +177,7 @@ def _clean(plan: ColumnarPlan) -> str:
 
 
 def pairs_query(plan: ColumnarPlan) -> str:
+    """SQL: the clean rows' pairs in the canonical columns, in input order, after a leading `__row_key`."""
     layout, info = plan.layout, plan.adapter.info
     values = {
         "subset": "NULL",
