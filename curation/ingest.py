@@ -246,16 +246,23 @@ def write_outcomes(
     seen_images: set[str] = set()
     with _outputs(out_dir, compression) as writers:
         for outcome in outcomes:
-            summary.add(outcome)
-            writers["pairs"].write(outcome.pairs)
-            if outcome.reject is not None:
-                writers["rejects"].write([outcome.reject])
-            new = [img for img in outcome.images if img.sha256 not in seen_images]
-            seen_images.update(img.sha256 for img in new)
-            writers["images"].write(img.as_dict() for img in new)
+            _write_outcome(writers, summary, seen_images, outcome)
             if on_row is not None:
                 on_row(summary)
         return _check(summary, len(seen_images))
+
+
+def _write_outcome(
+    writers: dict[str, ParquetBatchWriter], summary: IngestSummary, seen_images: set[str], outcome: RowOutcome
+) -> None:
+    """One converted row: its pairs or its reject, and its images not stored yet."""
+    summary.add(outcome)
+    writers["pairs"].write(outcome.pairs)
+    if outcome.reject is not None:
+        writers["rejects"].write([outcome.reject])
+    new = [img for img in outcome.images if img.sha256 not in seen_images]
+    seen_images.update(img.sha256 for img in new)
+    writers["images"].write(img.as_dict() for img in new)
 
 
 def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | None:
@@ -344,16 +351,6 @@ def _merge_columnar(
     others = ((k, convert_record(adapter, r, root, max_pixels)) for k, r in columnar.fallback_records(plan, keys))
     with _outputs(out_dir) as writers:
 
-        def write_other(outcome: RowOutcome) -> None:
-            summary.add(outcome)
-            if outcome.pairs:
-                writers["pairs"].write_table(pa.Table.from_pylist(outcome.pairs, schema=PAIR_SCHEMA))
-            if outcome.reject is not None:
-                writers["rejects"].write([outcome.reject])
-            new = [img for img in outcome.images if img.sha256 not in seen_images]
-            seen_images.update(img.sha256 for img in new)
-            writers["images"].write(img.as_dict() for img in new)
-
         def write_clean(batch: pa.RecordBatch) -> None:
             if batch.num_rows:
                 table = pa.Table.from_batches([batch.drop_columns(["__row_key"])])
@@ -366,13 +363,13 @@ def _merge_columnar(
             while pending is not None and len(row_keys) and pending[0] < row_keys[-1]:
                 cut = int(np.searchsorted(row_keys, pending[0]))
                 write_clean(batch.slice(0, cut))
-                write_other(pending[1])
+                _write_outcome(writers, summary, seen_images, pending[1])
                 batch, row_keys, pending = batch.slice(cut), row_keys[cut:], next(others, None)
             write_clean(batch)
             if on_row is not None:
                 on_row(summary)
         while pending is not None:
-            write_other(pending[1])
+            _write_outcome(writers, summary, seen_images, pending[1])
             pending = next(others, None)
         if summary.rows_read != (expected := columnar.row_count(plan)):
             raise AssertionError(f"columnar ingest of {summary.source}: {summary.rows_read} rows of {expected}")

@@ -60,14 +60,25 @@ class ParquetBatchWriter:
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
             self._buffer.append(row)
-            if len(self._buffer) >= self.rows_per_group:
-                self._flush()
+            if self._table_rows + len(self._buffer) >= self.rows_per_group:
+                self._write_full_groups()
 
     def write_table(self, table: pa.Table) -> None:
-        """Rows already in Arrow form (e.g. a part file's): grouped exactly as `write` would group them (a writer
-        is fed either dict rows or tables)."""
+        """Rows already in Arrow form, after any dict rows written before them: grouped exactly as `write` would
+        group the same rows, so the bytes do not depend on how rows were fed."""
+        self._rows_to_table()
         self._tables.append(table.cast(self.schema))
         self._table_rows += table.num_rows
+        self._write_full_groups()
+
+    def _rows_to_table(self) -> None:
+        if self._buffer:
+            self._tables.append(pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self._table_rows += len(self._buffer)
+            self._buffer = []
+
+    def _write_full_groups(self) -> None:
+        self._rows_to_table()
         while self._table_rows >= self.rows_per_group:
             combined = pa.concat_tables(self._tables)
             self._write_group(combined.slice(0, self.rows_per_group))
@@ -78,19 +89,10 @@ class ParquetBatchWriter:
         self._writer.write_table(table.combine_chunks())
         self.rows += table.num_rows
 
-    def _flush_tables(self) -> None:
+    def close(self) -> None:
+        self._rows_to_table()
         if self._table_rows:
             self._write_group(pa.concat_tables(self._tables))
-        self._tables, self._table_rows = [], 0
-
-    def _flush(self) -> None:
-        self._flush_tables()
-        if self._buffer:
-            self._write_group(pa.Table.from_pylist(self._buffer, schema=self.schema))
-            self._buffer = []
-
-    def close(self) -> None:
-        self._flush()
         self._writer.close()
         fsync_rename(self.tmp, self.path)
 
