@@ -1,9 +1,10 @@
-"""`curate build`: ingest -> normalize -> validate -> dedupe -> decontaminate -> filters -> mix -> shards.
+"""`curate build`: ingest (and normalize) -> validate -> dedupe -> decontaminate -> filters -> mix -> shards.
 
 Every ingested pair ends either in the shards or in `rejects/` with its stage and reason. The build is
 written under `DIR.partial` and renamed when complete. With `resume`, finished ingests (marked `done.json`)
 and stored signals are reused; the global stages (dedupe, mix, writing) rerun, which gives the same bytes.
-Stages run in DuckDB over parquet on disk, so memory does not grow with the size of a source.
+Stages run in DuckDB over parquet on disk, so memory does not grow with the size of a source. The ingested
+files, whose texts are already in canonical form (`canonical_text`), are what every later stage reads (`pairs`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
 from curation.io import ParquetBatchWriter, sha256_file
 from curation.ops import OPS, BuildContext
-from curation.ops.normalize import normalize_pairs
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import Placement, write_shards
@@ -42,6 +42,9 @@ PARALLEL_INGEST_BYTES = 64 * 2**20
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
 IMAGE_ROW_GROUP = 64
 ROUTE_BATCH = 20_000
+# A pair's `row_key`: the source's index in the recipe in the high bits, its row in the ingested file below.
+ROW_KEY_BITS = 40
+SOURCE_COLUMN = PAIR_SCHEMA.get_field_index("source")
 
 
 @dataclass
@@ -73,7 +76,6 @@ class Builder:
         self.recipe = recipe
         self.out = out
         self.tmp = out.with_name(out.name + ".partial")
-        self.pairs_path = self.tmp / "work" / "pairs.parquet"
         self.resume = resume
         self.workers = workers
         self.memory_limit = memory_limit
@@ -138,7 +140,6 @@ class Builder:
         self._prepare()
         try:
             self._stage("ingest", self._ingest)
-            self._stage("normalize", self._normalize)
             for name in OPS:
                 self._run_op(name)
             self._stage("mix", self._mix)
@@ -160,7 +161,9 @@ class Builder:
         adapter = get_adapter(spec.adapter)(spec.options, ReadOptions(spec.config, spec.split, spec.revision))
         root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
-        summary = ingest(adapter, spec.path, target, root, max_pixels=max_pixels, workers=self._ingest_workers(spec))
+        # Work files, read back right away: encoding them cost more (zstd: 3x the write time) than it saved.
+        workers = self._ingest_workers(spec)
+        summary = ingest(adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, compression="none")
         done.write_text(json.dumps(summary.as_dict()))
         return summary
 
@@ -172,38 +175,33 @@ class Builder:
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         return (self.workers or os.cpu_count() or 1) if size >= PARALLEL_INGEST_BYTES else 1
 
+    def _ingested(self, spec: SourceSpec) -> Path:
+        return self.tmp / "work" / "ingest" / spec.name
+
     def _ingest(self) -> None:
         selects = []
         for index, spec in enumerate(self.recipe.sources):
-            target = self.tmp / "work" / "ingest" / spec.name
-            self.ingested[spec.name] = self._ingest_one(spec, target)
+            self.ingested[spec.name] = self._ingest_one(spec, self._ingested(spec))
             selects.append(
-                f"""SELECT ({index}::BIGINT << 40) + file_row_number AS row_key,
+                f"""SELECT ({index}::BIGINT << {ROW_KEY_BITS}) + file_row_number AS row_key,
                            * REPLACE ({sql_literal(spec.name)} AS source)
-                    FROM read_parquet({sql_literal(target / "pairs.parquet")}, file_row_number = true)"""
+                    FROM read_parquet({sql_literal(self._ingested(spec) / "pairs.parquet")}, file_row_number = true)"""
             )
         for spec in self.recipe.benchmarks:
             target = self.tmp / "work" / "benchmarks" / spec.name
             self._ingest_one(spec, target)
             self.ctx.benchmarks[spec.name] = target
-        self.db.execute(f"CREATE VIEW ingested AS {' UNION ALL '.join(selects)}")  # in row_key order
-        images = [
-            f"{sql_literal(self.tmp / 'work' / 'ingest' / s.name / 'images.parquet')}" for s in self.recipe.sources
-        ]
-        self.db.execute(
-            f"CREATE TABLE images AS SELECT DISTINCT ON (sha256) * FROM read_parquet([{', '.join(images)}]) "
-            "ORDER BY sha256"
-        )
-
-    def _normalize(self) -> None:
-        """The normalized pairs, in row_key order, are what every later stage reads (`pairs`)."""
-        normalize_pairs(self.ctx, "ingested", self.pairs_path)
-        self.db.execute(f"CREATE VIEW pairs AS SELECT * FROM read_parquet({sql_literal(self.pairs_path)})")
+        self.db.execute(f"CREATE VIEW pairs AS {' UNION ALL '.join(selects)}")  # in row_key order
         self.db.execute("CREATE TABLE live AS SELECT row_key FROM pairs")
         self.db.execute("CREATE VIEW live_pairs AS SELECT p.* FROM pairs p SEMI JOIN live USING (row_key)")
         self.db.execute(
             "CREATE TABLE removed (source VARCHAR, source_row VARCHAR, pair_id VARCHAR, stage VARCHAR, "
             "reason VARCHAR, detail VARCHAR)"
+        )
+        images = [f"{sql_literal(self._ingested(s) / 'images.parquet')}" for s in self.recipe.sources]
+        self.db.execute(
+            f"CREATE TABLE images AS SELECT DISTINCT ON (sha256) * FROM read_parquet([{', '.join(images)}]) "
+            "ORDER BY sha256"
         )
 
     def _run_op(self, name: str) -> None:
@@ -266,15 +264,22 @@ class Builder:
         ).fetchnumpy()
         placement = Placement(np.asarray(placed["row_key"], np.int64), np.asarray(placed["position"], np.int64))
 
-        def rows() -> Iterator[pa.RecordBatch]:  # in row_key order: the order normalize wrote them in
-            # pre_buffer would read the whole file's column chunks ahead (1.7 GB at 1M pairs).
-            with pq.ParquetFile(self.pairs_path, pre_buffer=False) as file:
-                yield from file.iter_batches(ROUTE_BATCH, columns=["row_key", *PAIR_SCHEMA.names])
+        def rows() -> Iterator[pa.RecordBatch]:  # `pairs` in row_key order, read with pyarrow
+            for index, spec in enumerate(self.recipe.sources):
+                start = index << ROW_KEY_BITS
+                # pre_buffer would read the whole file's column chunks ahead (1.7 GB at 1M pairs).
+                with pq.ParquetFile(self._ingested(spec) / "pairs.parquet", pre_buffer=False) as file:
+                    for batch in file.iter_batches(ROUTE_BATCH, columns=PAIR_SCHEMA.names):
+                        n = batch.num_rows
+                        batch = batch.set_column(SOURCE_COLUMN, "source", pa.array([spec.name] * n, pa.string()))
+                        yield batch.add_column(0, "row_key", pa.array(np.arange(start, start + n, dtype=np.int64)))
+                        start += n
 
         # The removed pairs themselves, so "what did this match?" can show both sides.
         removed = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)
         try:
-            self.shards = write_shards(rows, placement, self.tmp / "shards", self.recipe.shards.rows_per_shard, removed)
+            folder, rows_per_shard = self.tmp / "shards", self.recipe.shards.rows_per_shard
+            self.shards = write_shards(rows, placement, folder, rows_per_shard, removed, threads=self.ctx.workers)
         except BaseException:
             removed.abort()
             raise
@@ -288,7 +293,7 @@ class Builder:
         )
         ingest_rejects = [
             f"SELECT {sql_literal(s.name)} AS source, source_row, NULL AS pair_id, stage, reason, detail "
-            f"FROM read_parquet({sql_literal(self.tmp / 'work' / 'ingest' / s.name / 'rejects.parquet')})"
+            f"FROM read_parquet({sql_literal(self._ingested(s) / 'rejects.parquet')})"
             for s in self.recipe.sources
         ]
         self.ctx.copy(

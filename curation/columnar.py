@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.readers import _BATCH_ROWS, Record, is_hub_id, list_files
-from curation.schema import WHITESPACE, install_identity_macros
+from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
 from curation.sql import quote_identifier, sql_literal
 
@@ -195,11 +195,14 @@ def pairs_query(plan: ColumnarPlan) -> str:
     }
     if values["margin"] is None:  # as `Pair.to_row`: the score difference when both scores are known
         values["margin"] = "chosen_score - rejected_score"
+    # Stored in canonical form, as `Pair.to_row` stores them; the ids over it equal the ids over the native text.
+    turn = "{'role': __m.role, 'content': canonical_text(__m.content)}"
+    prompt = f"list_transform({layout.prompt}, lambda __m: {turn})"
     return f"""
         WITH native AS ({_select(plan)}),
         converted AS (
-            SELECT __row_key, __source_row, {layout.prompt} AS prompt, {layout.chosen} AS chosen,
-                   {layout.rejected} AS rejected, {plan.meta[0]} AS meta,
+            SELECT __row_key, __source_row, {prompt} AS prompt, canonical_text({layout.chosen}) AS chosen,
+                   canonical_text({layout.rejected}) AS rejected, {plan.meta[0]} AS meta,
                    {", ".join(f"{expr} AS {name}" for name, expr in values.items() if name != "margin")}
             FROM native WHERE {_clean(plan)}),
         identified AS (
@@ -241,7 +244,7 @@ def connect(workers: int | None, temp_directory: Path | None = None) -> duckdb.D
     if temp_directory is not None:
         db.execute(f"SET temp_directory = {sql_literal(temp_directory)}")
     db.execute("SET preserve_insertion_order = true")
-    install_identity_macros(db)
+    install_text_macros(db)
     return db
 
 

@@ -33,6 +33,15 @@ from curation.sources.base import Adapter, RowContext
 STAGE = "ingest"
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """How native rows become pairs: the image pixel limit, and whether texts are stored in canonical form
+    (`canonical_text`; False keeps them as published, for scoring a benchmark as its authors do)."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    canonical: bool = True
+
+
 @dataclass
 class RowOutcome:
     ref: str
@@ -110,13 +119,13 @@ def reject_row(source: str, ref: str, reason: str, detail: str, stage: str = STA
     return {"source": source, "source_row": ref, "stage": stage, "reason": reason, "detail": detail}
 
 
-def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, max_pixels: int) -> RowOutcome:
+def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, conversion: Conversion) -> RowOutcome:
     """One native row to its pairs (checked) or to one reject."""
     key = adapter.info.key
     if record.error is not None:
         return RowOutcome(record.ref, [], reject_row(key, record.ref, record.error.reason, record.error.detail), [])
     assert record.data is not None
-    ctx = RowContext(record.ref, root, max_pixels)
+    ctx = RowContext(record.ref, root, conversion.max_pixels)
     try:
         pairs = adapter.convert(record.data, ctx)
         if not pairs:
@@ -124,7 +133,7 @@ def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, max_pixel
         for pair in pairs:
             pair.check()
         meta = adapter.meta(record.data)
-        rows = [p.to_row(key, record.ref, meta, adapter.info.license) for p in pairs]
+        rows = [p.to_row(key, record.ref, meta, adapter.info.license, conversion.canonical) for p in pairs]
     except RowError as exc:
         return RowOutcome(record.ref, [], reject_row(key, record.ref, exc.reason, f"{record.ref}: {exc.detail}"), [])
     except Exception as exc:  # an adapter bug on odd data must not end the whole ingest silently or loudly
@@ -139,7 +148,7 @@ def convert_rows(
     images_root: ImagesRoot | None = None,
     *,
     limit: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    conversion: Conversion = Conversion(),
     workers: int = 1,
 ) -> Iterator[RowOutcome]:
     """One outcome per native row of `location`, in input order (with `workers` > 1, converted in processes)."""
@@ -147,11 +156,11 @@ def convert_rows(
     records = itertools.islice(adapter.records(location, root), limit)
     if workers <= 1:
         for record in records:
-            yield convert_record(adapter, record, root, max_pixels)
+            yield convert_record(adapter, record, root, conversion)
         return
     context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(adapter, root.root, max_pixels)
+        workers, mp_context=context, initializer=_start_worker, initargs=(adapter, root.root, conversion)
     ) as pool:
         pending: deque[Future[list[RowOutcome]]] = deque()
         while batch := list(itertools.islice(records, WORKER_BATCH)):
@@ -164,18 +173,18 @@ def convert_rows(
 
 WORKER_BATCH = 500
 CLEAN_BATCH = 20_000  # rows per batch of the columnar query
-_worker: tuple[Adapter, ImagesRoot, int] | None = None
+_worker: tuple[Adapter, ImagesRoot, Conversion] | None = None
 
 
-def _start_worker(adapter: Adapter, root: Path | None, max_pixels: int) -> None:
+def _start_worker(adapter: Adapter, root: Path | None, conversion: Conversion) -> None:
     global _worker
-    _worker = (adapter, ImagesRoot(root), max_pixels)  # each process opens the images root itself
+    _worker = (adapter, ImagesRoot(root), conversion)  # each process opens the images root itself
 
 
 def _convert_batch(records: list[Record]) -> list[RowOutcome]:
     assert _worker is not None
-    adapter, root, max_pixels = _worker
-    return [convert_record(adapter, record, root, max_pixels) for record in records]
+    adapter, root, conversion = _worker
+    return [convert_record(adapter, record, root, conversion) for record in records]
 
 
 def ingest(
@@ -186,9 +195,11 @@ def ingest(
     *,
     limit: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    canonical: bool = True,
     on_row: Callable[[IngestSummary], None] | None = None,
     workers: int = 1,
     columnar_path: bool = True,
+    compression: str = "zstd",
 ) -> IngestSummary:
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts.
 
@@ -197,21 +208,23 @@ def ingest(
     `workers` > 1, a local folder of several files is ingested file by file in worker processes, each reading,
     converting and writing its own part (the main process only concatenates the parts, in file order); other
     inputs stream their rows through a pool of converting processes. Every way gives the same bytes.
+    `compression` is the parquet codec of the output files; `canonical` false keeps texts as published.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     root = images_root or ImagesRoot(None)
-    columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None else None
+    conversion = Conversion(max_pixels, canonical)
+    columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None and canonical else None
     if columnar_plan is not None:
-        return _ingest_columnar(columnar_plan, out_dir, root, max_pixels, workers, on_row)
+        return _ingest_columnar(columnar_plan, out_dir, root, conversion, workers, on_row, compression)
     files = _partitions(adapter, location) if workers > 1 and limit is None else None
     if files:
-        return _ingest_files(adapter, files, out_dir, root, max_pixels, workers, on_row)
-    outcomes = convert_rows(adapter, location, root, limit=limit, max_pixels=max_pixels, workers=workers)
-    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row)
+        return _ingest_files(adapter, files, out_dir, root, conversion, workers, on_row, compression)
+    outcomes = convert_rows(adapter, location, root, limit=limit, conversion=conversion, workers=workers)
+    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row, compression)
 
 
 @contextmanager
-def _outputs(out_dir: Path, compression: str = "zstd") -> Iterator[dict[str, ParquetBatchWriter]]:
+def _outputs(out_dir: Path, compression: str) -> Iterator[dict[str, ParquetBatchWriter]]:
     """The three output files: published together on success, none of them on any failure."""
     writers = {
         "pairs": ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA, compression=compression),
@@ -274,9 +287,9 @@ def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | Non
     return [(f, f.relative_to(folder).as_posix()) for f in files] if len(files) > 1 else None
 
 
-def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, max_pixels: int, out: Path) -> dict:
+def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, conversion: Conversion, out: Path) -> dict:
     images_root = ImagesRoot(root)  # each process opens the images root itself
-    outcomes = (convert_record(adapter, r, images_root, max_pixels) for r in iter_file(path, name, adapter.columns))
+    outcomes = (convert_record(adapter, r, images_root, conversion) for r in iter_file(path, name, adapter.columns))
     # Parts are read back once, right away: compressing them would only cost the workers time.
     return write_outcomes(adapter.info.key, outcomes, out, compression="none").as_dict()
 
@@ -286,26 +299,30 @@ def _ingest_files(
     files: list[tuple[Path, str]],
     out_dir: Path,
     root: ImagesRoot,
-    max_pixels: int,
+    conversion: Conversion,
     workers: int,
     on_row: Callable[[IngestSummary], None] | None,
+    compression: str,
 ) -> IngestSummary:
-    parts = out_dir / "parts.partial"
-    shutil.rmtree(parts, ignore_errors=True)
+    scratch = out_dir / "parts.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
     context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
     try:
-        with _outputs(out_dir) as writers, ProcessPoolExecutor(min(workers, len(files)), mp_context=context) as pool:
-            futures = [pool.submit(_ingest_file, adapter, path, name, root.root, max_pixels, parts / f"{k:05d}")
+        with (
+            _outputs(out_dir, compression) as writers,
+            ProcessPoolExecutor(min(workers, len(files)), mp_context=context) as pool,
+        ):
+            futures = [pool.submit(_ingest_file, adapter, path, name, root.root, conversion, scratch / f"{k:05d}")
                        for k, (path, name) in enumerate(files)]  # fmt: skip
             for k, future in enumerate(futures):  # in file order: the same rows, in the same order, as one process
                 summary.merge(IngestSummary.from_dict(future.result()))
-                part = parts / f"{k:05d}"
+                written = scratch / f"{k:05d}"
                 for name in ("pairs", "rejects"):
-                    for batch in pq.ParquetFile(part / f"{name}.parquet").iter_batches():
+                    for batch in pq.ParquetFile(written / f"{name}.parquet").iter_batches():
                         writers[name].write_table(pa.Table.from_batches([batch]))
-                for batch in pq.ParquetFile(part / "images.parquet").iter_batches():
+                for batch in pq.ParquetFile(written / "images.parquet").iter_batches():
                     table = pa.Table.from_batches([batch])
                     hashes = table.column("sha256").to_pylist()
                     fresh = [i for i, h in enumerate(hashes) if h not in seen_images]
@@ -315,22 +332,23 @@ def _ingest_files(
                     on_row(summary)
             return _check(summary, len(seen_images))
     finally:
-        shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _ingest_columnar(
     plan: columnar.ColumnarPlan,
     out_dir: Path,
     root: ImagesRoot,
-    max_pixels: int,
+    conversion: Conversion,
     workers: int,
     on_row: Callable[[IngestSummary], None] | None,
+    compression: str,
 ) -> IngestSummary:
     """Clean rows converted by DuckDB, the others by the adapter, merged in input order into the same files
     (the same bytes) as the row-by-row path writes."""
     db = columnar.connect(workers, out_dir / "duckdb.tmp")
     try:
-        return _merge_columnar(plan, db, out_dir, root, max_pixels, on_row)
+        return _merge_columnar(plan, db, out_dir, root, conversion, on_row, compression)
     finally:
         db.close()
         shutil.rmtree(out_dir / "duckdb.tmp", ignore_errors=True)
@@ -341,15 +359,16 @@ def _merge_columnar(
     db: duckdb.DuckDBPyConnection,
     out_dir: Path,
     root: ImagesRoot,
-    max_pixels: int,
+    conversion: Conversion,
     on_row: Callable[[IngestSummary], None] | None,
+    compression: str,
 ) -> IngestSummary:
     adapter = plan.adapter
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
     keys = columnar.fallback_keys(db, plan)
-    others = ((k, convert_record(adapter, r, root, max_pixels)) for k, r in columnar.fallback_records(plan, keys))
-    with _outputs(out_dir) as writers:
+    others = ((k, convert_record(adapter, r, root, conversion)) for k, r in columnar.fallback_records(plan, keys))
+    with _outputs(out_dir, compression) as writers:
 
         def write_clean(batch: pa.RecordBatch) -> None:
             if batch.num_rows:

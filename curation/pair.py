@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.errors import RowError
-from curation.schema import IMAGE_TOKEN, compute_ids
+from curation.schema import IMAGE_TOKEN, canonical_text, compute_ids
 
 
 @dataclass
@@ -44,7 +44,11 @@ class Pair:
             return "video"
         return {0: "text", 1: "image"}.get(len(self.images), "multi_image")
 
-    def to_row(self, source: str, source_row: str, meta: dict[str, Any], default_license: str) -> dict[str, Any]:
+    def to_row(
+        self, source: str, source_row: str, meta: dict[str, Any], default_license: str, canonical: bool = True
+    ) -> dict[str, Any]:
+        """The canonical row; texts in canonical form (`canonical_text`) unless `canonical` is false."""
+        text = canonical_text if canonical else str
         margin = self.margin
         if margin is None and self.chosen_score is not None and self.rejected_score is not None:
             margin = self.chosen_score - self.rejected_score
@@ -56,9 +60,9 @@ class Pair:
             "source_row": source_row,
             "subset": self.subset,
             "modality": self.modality,
-            "prompt": [{"role": m["role"], "content": m["content"]} for m in self.prompt],
-            "chosen": self.chosen,
-            "rejected": self.rejected,
+            "prompt": [{"role": m["role"], "content": text(m["content"])} for m in self.prompt],
+            "chosen": text(self.chosen),
+            "rejected": text(self.rejected),
             "images": list(self.images),
             "chosen_score": self.chosen_score,
             "rejected_score": self.rejected_score,

@@ -2,7 +2,8 @@
 
 One row of `PAIR_SCHEMA` is one preference pair. Identity is content-derived: `pair_id` hashes the
 normalized prompt, the image hashes and both answers, so the same pair from two sources collides. The ids have
-two spellings, Python (`compute_ids`) and DuckDB (`IDENTITY_MACROS`), which tests keep equal.
+two spellings, Python (`compute_ids`) and DuckDB (`TEXT_MACROS`), which tests keep equal; so has the canonical
+form texts are stored in (`canonical_text`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: ids are MD5 of DuckDB's JSON spelling (computable in SQL); 1 used blake2b
+# 3: texts are stored in canonical form from ingest on; 2: ids are MD5 of DuckDB's JSON spelling (computable in
+# SQL); 1 used blake2b.
+SCHEMA_VERSION = 3
 
 # One placeholder per image, at the image's position in the prompt conversation.
 IMAGE_TOKEN = "<image>"
@@ -90,6 +93,25 @@ _DUCKDB_ESCAPES = str.maketrans(
 )  # fmt: skip
 
 
+# What `canonical_text` rewrites beyond NFC; most texts match nothing, and a search is cheaper than the rewrite.
+_NEEDS_REWRITE = re.compile("[\t\r\f\v]|  | \n|\n |\n\n\n|^[\t\n\f\r ]|[\t\n\f\r ]\\Z")
+_SPACE_RUNS = re.compile("[ \t\r\f\v]+")
+_LINE_EDGES = re.compile(" ?\n ?")
+_BLANK_LINES = re.compile("\n{3,}")
+
+
+def canonical_text(text: str) -> str:
+    """The stored form of a prompt turn or answer: Unicode NFC; runs of spaces and tabs become one space, spaces
+    around newlines go, at most one blank line is kept, the ends are trimmed. Newlines stay: in answers they
+    carry structure (lists, code). Identity (`normalize_text`) is stricter, so it does not change ids."""
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    if not _NEEDS_REWRITE.search(text):
+        return text
+    text = _BLANK_LINES.sub("\n\n", _LINE_EDGES.sub("\n", _SPACE_RUNS.sub(" ", text)))
+    return text.strip(" \n")  # no other whitespace of the trim's class is left
+
+
 def normalize_text(text: str) -> str:
     """Unicode NFC, whitespace runs collapsed to one space, ends stripped (used for identity)."""
     if not unicodedata.is_normalized("NFC", text):
@@ -136,12 +158,19 @@ def _sql_class(chars: str) -> str:
     return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
 
 
-# The same identity in DuckDB (`install_identity_macros`), so a columnar ingest computes the same ids; tests
-# check both spellings agree. A whitespace run that is not one plain space is rewritten; most texts have none.
-# The test runs on the text before NFC: NFC maps whitespace to whitespace only (U+2000 -> U+2002, ...).
+# The same canonical text and identity in DuckDB (`install_text_macros`), so a columnar ingest writes the same
+# rows; tests check both spellings agree. Each rewrites only texts its test matches; most texts match nothing.
+# The tests run on the text before NFC: NFC maps whitespace to whitespace only (U+2000 -> U+2002, ...). RE2's
+# `\s` is [\t\n\f\r ] (the trim's class); trim() would strip spaces only.
 _WS = _sql_class(WHITESPACE)
 _WS_NOT_SPACE = _sql_class(WHITESPACE.replace(" ", ""))
-IDENTITY_MACROS = f"""
+TEXT_MACROS = f"""
+CREATE OR REPLACE MACRO canonical_text(s) AS
+    CASE WHEN regexp_matches(s, '[\\t\\r\\f\\v]|  | \\n|\\n |\\n\\n\\n|^\\s|\\s$')
+         THEN regexp_replace(regexp_replace(regexp_replace(regexp_replace(nfc_normalize(s),
+              '[ \\t\\r\\f\\v]+', ' ', 'g'), ' ?\\n ?', chr(10), 'g'), '\\n{{3,}}', chr(10) || chr(10), 'g'),
+              '^\\s+|\\s+$', '', 'g')
+         ELSE nfc_normalize(s) END;
 CREATE OR REPLACE MACRO identity_text(s) AS
     CASE WHEN regexp_matches(s, '{_WS_NOT_SPACE}|  |^ | $')
          THEN trim(regexp_replace(nfc_normalize(s), '{_WS}*{_WS_NOT_SPACE}{_WS}*|  +', ' ', 'g'))
@@ -158,6 +187,7 @@ CREATE OR REPLACE MACRO pair_json(prompt_json, chosen, rejected) AS
 """
 
 
-def install_identity_macros(con: Any) -> None:
-    """Define `identity_text`, `prompt_json`, `pair_json` and `identity_digest` on a DuckDB connection."""
-    con.execute(IDENTITY_MACROS)
+def install_text_macros(con: Any) -> None:
+    """Define `canonical_text`, `identity_text`, `prompt_json`, `pair_json` and `identity_digest` on a DuckDB
+    connection."""
+    con.execute(TEXT_MACROS)

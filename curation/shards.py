@@ -3,8 +3,9 @@
 Sorting the full rows (gigabytes of text) in DuckDB made writing slow, so the order is decided on narrow
 columns (each selected copy's `position` in hash order) and the rows are routed by sequential reads: a read
 collects the rows of as many shards as fit a memory budget, each of those shards is put in order in memory and
-written, and the next read collects the next shards. The first read also writes the pairs no copy of which was
-selected to `removed_pairs`. Nothing is written twice (scratch files cost more than a re-read here).
+written (by `threads` at once: ordering, encoding and hashing release the GIL), and the next read collects the
+next shards. The first read also writes the pairs no copy of which was selected to `removed_pairs`. Nothing is
+written twice (scratch files cost more than a re-read here).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -59,9 +61,23 @@ def write_shards(
     rows_per_shard: int,
     removed: ParquetBatchWriter,
     memory_budget: int = MEMORY_BUDGET,
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
     """Route the rows of `read_rows()` (all pairs with a leading `row_key`, ascending; called once per read) to
     the shards by `placement`; the rows not placed go to `removed`. Returns each shard's file, rows and sha256."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return _write_shards(read_rows, placement, folder, rows_per_shard, removed, memory_budget, pool)
+
+
+def _write_shards(
+    read_rows: Callable[[], Iterator[pa.RecordBatch]],
+    placement: Placement,
+    folder: Path,
+    rows_per_shard: int,
+    removed: ParquetBatchWriter,
+    memory_budget: int,
+    pool: ThreadPoolExecutor,
+) -> list[dict[str, Any]]:
     count = max(1, -(-placement.total // rows_per_shard))
     schema = shard_schema()
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,8 +97,11 @@ def write_shards(
                 mine = shard_of == k
                 parts.setdefault(k, []).append(batch.take(pa.array(rows_in_batch[mine])))
                 positions.setdefault(k, []).append(placed[mine])
-        for k in range(first, count if last is None else last):
-            shards.append(_write_shard(folder, schema, k, count, parts.pop(k, []), positions.pop(k, [])))
+        written = [
+            pool.submit(_write_shard, folder, schema, k, count, parts.pop(k, []), positions.pop(k, []))
+            for k in range(first, count if last is None else last)
+        ]
+        shards.extend(future.result() for future in written)  # all written before the next read: memory stays flat
     return shards
 
 

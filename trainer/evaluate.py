@@ -54,7 +54,8 @@ class BenchPairs:
 def read_benchmark(spec: BenchSpec, work: Path) -> BenchPairs:
     adapter = get_adapter(spec.name)(spec.options)
     out = work / spec.name
-    summary = ingest(adapter, spec.location, out, ImagesRoot(Path(spec.images_root) if spec.images_root else None))
+    root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
+    summary = ingest(adapter, spec.location, out, root, canonical=False)  # scored on the texts as published
     images = {r["sha256"]: r["bytes"] for r in pq.read_table(out / "images.parquet").to_pylist()}
     return BenchPairs(pq.read_table(out / "pairs.parquet").to_pylist(), images, summary.rows_rejected)
 

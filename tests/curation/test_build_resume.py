@@ -52,7 +52,7 @@ def test_killed_build_resumes_to_identical_output(demo_recipe: Path, tmp_path: P
 
 def test_resume_reuses_finished_ingests(demo_recipe: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "normalize"], check=False)
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "validate"], check=False)
     assert (tmp_path / "b.partial" / "work" / "ingest" / "hh_rlhf" / "done.json").is_file()
     seen: list[str] = []
     build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
@@ -66,9 +66,9 @@ def test_existing_output_is_never_overwritten(demo_recipe: Path, tmp_path: Path)
 
 
 def test_a_partial_build_of_another_schema_version_starts_over(demo_recipe: Path, tmp_path: Path) -> None:
-    """Ingests of an older schema (other ids) are not reused: the ids of one build come from one definition."""
+    """Ingests of an older schema (other ids or texts) are not reused: a build's rows come from one definition."""
     out = tmp_path / "b"
-    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "normalize"], check=False)
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "validate"], check=False)
     state = tmp_path / "b.partial" / "work" / "state.json"
     state.write_text(json.dumps({**json.loads(state.read_text()), "schema_version": 1}))
     seen: list[str] = []

@@ -40,6 +40,26 @@ def test_every_row_is_a_pair_or_a_reject_with_its_reason(tmp_path: Path, run_ing
     assert result.pairs[0]["chosen"] == "Hello!" and result.pairs[0]["rejected"] == "Go away."
 
 
+def test_texts_are_stored_in_canonical_form_unless_kept_as_published(tmp_path: Path) -> None:
+    """Canonical form (NFC, tidied whitespace) for building; as published for scoring a benchmark. The ids
+    are the same either way: identity normalizes further."""
+    import pyarrow.parquet as pq
+
+    row = {
+        "chosen": "\n\nHuman: Cafe\u0301  ?\n\nAssistant: A\t b\n\n\n\nc ",
+        "rejected": "\n\nHuman: Cafe\u0301  ?\n\nAssistant: No.",
+    }
+    path = write_jsonl(tmp_path / "hh.jsonl", [row])
+    adapter = get_adapter("hh_rlhf")({})
+    ingest(adapter, str(path), tmp_path / "canonical")
+    ingest(adapter, str(path), tmp_path / "published", canonical=False)
+    canonical = pq.read_table(tmp_path / "canonical" / "pairs.parquet").to_pylist()[0]
+    published = pq.read_table(tmp_path / "published" / "pairs.parquet").to_pylist()[0]
+    assert (canonical["prompt"][0]["content"], canonical["chosen"]) == ("Caf\u00e9 ?", "A b\n\nc")
+    assert (published["prompt"][0]["content"], published["chosen"]) == ("Cafe\u0301  ?", "A\t b\n\n\n\nc")
+    assert (canonical["pair_id"], canonical["prompt_id"]) == (published["pair_id"], published["prompt_id"])
+
+
 class _Images(Adapter):
     """A test adapter: one image per row, given inline as bytes or by path."""
 

@@ -1,10 +1,44 @@
-from curation.schema import PAIR_SCHEMA, SCHEMA_VERSION, compute_pair_id, compute_prompt_id, normalize_text
+import duckdb
+import pytest
+
+from curation.schema import (
+    PAIR_SCHEMA,
+    SCHEMA_VERSION,
+    canonical_text,
+    compute_pair_id,
+    compute_prompt_id,
+    install_text_macros,
+    normalize_text,
+)
 
 PROMPT = [{"role": "user", "content": "What is in the image?\n<image>"}]
 
 
 def test_normalize_text_nfc_and_whitespace() -> None:
     assert normalize_text("  Cafe\u0301 \n\t au  lait ") == "Caf\u00e9 au lait"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a  b", "a b"),
+        ("a\tb\n\n\n\nc ", "a b\n\nc"),
+        ("keeps\nlines\n\nand one blank line", "keeps\nlines\n\nand one blank line"),
+        (" lead", "lead"),
+        ("x \n y", "x\ny"),
+        ("Cafe\u0301", "Caf\u00e9"),  # NFC even when no whitespace needs rewriting
+        ("Cafe\u0301  au lait", "Caf\u00e9 au lait"),
+        ("\n", ""),  # an answer of newlines only is empty (and then fails validation)
+        ("Hello\n", "Hello"),
+        ("\n\tIndented start", "Indented start"),
+        ("v\x0bw\x1cx\u2028y \u00a0", "v w\x1cx\u2028y \u00a0"),  # other whitespace is not the canonical form's
+    ],
+)
+def test_canonical_text_in_python_and_sql(text: str, expected: str) -> None:
+    db = duckdb.connect()
+    install_text_macros(db)
+    assert canonical_text(text) == expected
+    assert db.execute("SELECT canonical_text(?)", [text]).fetchone() == (expected,)
 
 
 def test_pair_id_ignores_whitespace_and_unicode_form() -> None:
@@ -60,14 +94,13 @@ def test_ids_are_md5_of_the_documented_json() -> None:
 
 
 def test_duckdb_spelling_of_the_ids_equals_python() -> None:
-    """`IDENTITY_MACROS` compute the same normalization and ids as Python, on random strings of every kind of
-    whitespace, control characters (not NUL, which the columnar ingest leaves to Python), quotes, combining
-    marks and astral characters."""
+    """`TEXT_MACROS` compute the same canonical text, normalization and ids as Python, on random strings of every
+    kind of whitespace, control characters (not NUL, which the columnar ingest leaves to Python), quotes,
+    combining marks and astral characters; and identity over the canonical text is identity over the text (the
+    columnar ingest hashes the canonical text, `Pair.to_row` the native one)."""
     import random
 
-    import duckdb
-
-    from curation.schema import WHITESPACE, compute_ids, install_identity_macros
+    from curation.schema import WHITESPACE, compute_ids
 
     assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == WHITESPACE
     alphabet = [*WHITESPACE, *'ab "\\/', *map(chr, range(1, 0x20)), "\u0301", "e", "\u00e9", "\u2126", "\x7f",
@@ -75,9 +108,12 @@ def test_duckdb_spelling_of_the_ids_equals_python() -> None:
     rng = random.Random(0)
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(8000)]
     db = duckdb.connect()
-    install_identity_macros(db)
+    install_text_macros(db)
     got = [r[0] for r in db.execute("SELECT identity_text(s) FROM unnest(?) t(s)", [texts]).fetchall()]
     assert got == [normalize_text(t) for t in texts]
+    canonical = [r[0] for r in db.execute("SELECT canonical_text(s) FROM unnest(?) t(s)", [texts]).fetchall()]
+    assert canonical == [canonical_text(t) for t in texts]
+    assert [normalize_text(c) for c in canonical] == got
     rows = [texts[i : i + 4] for i in range(0, len(texts), 4)]
     db.execute("CREATE TABLE t (role VARCHAR, content VARCHAR, chosen VARCHAR, rejected VARCHAR)")
     db.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)

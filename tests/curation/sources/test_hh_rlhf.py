@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from curation.errors import RowError
+from curation.schema import canonical_text
 from curation.sources.hh_rlhf import parse_transcript
 from tests.conftest import RunIngest, write_jsonl
 
@@ -46,7 +47,8 @@ def test_all_real_rows(shared_data: Path, run_ingest: RunIngest) -> None:
     for row, pair in zip(native, pairs, strict=True):
         assert pair["prompt"][-1]["role"] == "user"
         # The answers are exactly the transcripts' remainders after the shared prompt.
-        assert row["chosen"].endswith(pair["chosen"]) and row["rejected"].endswith(pair["rejected"])
+        assert canonical_text(row["chosen"]).endswith(pair["chosen"])
+        assert canonical_text(row["rejected"]).endswith(pair["rejected"])
     # Rows where an answer itself contains "\n\nAssistant:": both sides still share one prompt.
     for i in (1254, 1688, 1950, 1952, 2036):
         assert "Assistant:" in pairs[i]["chosen"] + pairs[i]["rejected"]

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.schema import canonical_text
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
 
 MM = "mm-rlhf-rewardbench/mm_reward_bench.jsonl"
@@ -50,8 +51,9 @@ def test_real_file_all_rows(shared_data: Path, mm_images: Path, run_ingest: RunI
         assert pair["prompt"][-1]["role"] == "user" and pair["prompt"][-1]["content"].count("<image>") == n
 
     first = _rows(shared_data)[0]
-    assert (result.pairs[0]["chosen"], result.pairs[0]["rejected"]) == (first["chosen"], first["rejected"])
-    assert result.pairs[0]["prompt"] == [{"role": "user", "content": "<image>\n" + first["prompt"]}]
+    assert result.pairs[0]["chosen"] == canonical_text(first["chosen"])
+    assert result.pairs[0]["rejected"] == canonical_text(first["rejected"])
+    assert result.pairs[0]["prompt"] == [{"role": "user", "content": canonical_text("<image>\n" + first["prompt"])}]
     assert result.meta(0) == {
         "id": "073712_6205145",
         "image": "mcq/073712.png",

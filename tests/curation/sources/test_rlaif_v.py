@@ -5,6 +5,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.schema import canonical_text
 from tests.conftest import image_bytes, write_image, write_jsonl
 
 PIPELINE = (
@@ -41,12 +42,12 @@ def test_real_pipeline_file_with_images_by_basename(shared_data: Path, tmp_path:
     assert (res.summary.rows_read, len(res.pairs), res.rejects) == (34, 34, [])
     for row, pair in zip(rows, res.pairs, strict=True):
         scores = row["org_infos"]["scores"]
-        assert pair["chosen"] == row["chosen"] and pair["rejected"] == row["rejected"]
+        assert (pair["chosen"], pair["rejected"]) == (canonical_text(row["chosen"]), canonical_text(row["rejected"]))
         assert pair["chosen_score"] == float(scores["chosen"]["score"])
         assert pair["rejected_score"] == float(scores["rejected"]["score"])
         assert pair["chosen_score"] > pair["rejected_score"]
         assert 0.010 <= pair["margin"] <= 0.168
-        assert pair["prompt"] == [{"role": "user", "content": "<image>\n" + row["question"]}]
+        assert pair["prompt"] == [{"role": "user", "content": canonical_text("<image>\n" + row["question"])}]
         assert (pair["modality"], pair["binarization"], pair["tie"]) == ("image", "all_pairs", False)
     assert res.pairs[0]["images"] == [hashlib.sha256(image_bytes(0, fmt="JPEG")).hexdigest()]
     meta = res.meta(0)

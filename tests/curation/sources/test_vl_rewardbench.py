@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.schema import canonical_text
 from curation.sources.vl_rewardbench import vl_rewardbench_group
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
 
@@ -47,7 +48,8 @@ def test_real_file_all_rows_and_groupings(shared_data: Path, vl_images: Path, ru
     assert {p["modality"] for p in official.pairs} == {"image"}
     assert official.summary.images == 1250 and official.summary.ties == 0
     first = json.loads((shared_data / VL).read_text(encoding="utf-8").splitlines()[0])
-    assert (official.pairs[0]["chosen"], official.pairs[0]["rejected"]) == (first["chosen"], first["rejected"])
+    assert official.pairs[0]["chosen"] == canonical_text(first["chosen"])
+    assert official.pairs[0]["rejected"] == canonical_text(first["rejected"])
     assert official.meta(0) == {
         "id": "hallucination_pair-1003",
         "image": "vl_reward/img/image_0.jpg",

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from curation.schema import canonical_text
 from tests.conftest import RunIngest, write_image, write_jsonl
 
 WV = "wildvision-bench"
@@ -49,7 +50,10 @@ def test_real_battles(shared_data: Path, wv_images: Path, run_ingest: RunIngest)
     for battle, pair in zip(kept, result.pairs, strict=True):
         a, b = answers[(battle["model_a"], battle["question_id"])], answers[(battle["model_b"], battle["question_id"])]
         chosen, rejected = (b, a) if battle["winner"] == "model_b" else (a, b)
-        assert (pair["chosen"], pair["rejected"]) == (chosen["output"], rejected["output"])
+        assert (pair["chosen"], pair["rejected"]) == (
+            canonical_text(chosen["output"]),
+            canonical_text(rejected["output"]),
+        )
         assert (pair["chosen_model"], pair["tie"]) == (chosen["model"], battle["winner"] == "tie")
     first = result.pairs[0]
     a0 = answers[(REFERENCE, battles[0]["question_id"])]
