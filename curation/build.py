@@ -142,6 +142,7 @@ class Builder:
             self._stage("ingest", self._ingest)
             for name in OPS:
                 self._run_op(name)
+            self.ctx.memo.clear()  # the ops' shared intermediates, not needed to mix and write
             self._stage("mix", self._mix)
             self._stage("write", self._write)
             manifest = self._manifest(round(time.perf_counter() - started, 3))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numba
 import numpy as np
@@ -27,22 +28,45 @@ def words(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Shingles:
-    """Shingle hashes of many texts, concatenated: text i owns hashes[offsets[i]:offsets[i + 1]] (unique)."""
+class HashLists:
+    """64-bit hashes of many texts, concatenated: text i owns hashes[offsets[i]:offsets[i + 1]]."""
 
     hashes: np.ndarray  # uint64
     offsets: np.ndarray  # int64, len = texts + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
 
     def of(self, i: int) -> np.ndarray:
         return self.hashes[self.offsets[i] : self.offsets[i + 1]]
 
     @classmethod
-    def concat(cls, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Shingles:
+    def concat(cls, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Self:
         """From (hashes, per-text counts) parts, in text order."""
         counts = np.concatenate([c for _, c in parts]) if parts else np.zeros(0, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         hashes = np.concatenate([h for h, _ in parts]) if parts else np.zeros(0, dtype=np.uint64)
         return cls(hashes, offsets)
+
+    def slice(self, start: int, stop: int) -> Self:
+        """Texts start..stop-1."""
+        offsets = self.offsets[start : stop + 1]
+        return type(self)(self.hashes[offsets[0] : offsets[-1]], offsets - offsets[0])
+
+    def take(self, texts: np.ndarray) -> Self:
+        """The given texts, in the given order."""
+        lengths = np.diff(self.offsets)[texts]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        source = np.repeat(self.offsets[texts] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return type(self)(self.hashes[source], offsets)
+
+
+class Words(HashLists):
+    """Each text's lower-cased `\\w+` words, as seeded hashes, in order."""
+
+
+class Shingles(HashLists):
+    """Each text's unique word n-gram hashes, sorted."""
 
 
 def tokenize(texts: Sequence[str]) -> pl.Series:
@@ -50,26 +74,56 @@ def tokenize(texts: Sequence[str]) -> pl.Series:
     return pl.Series(list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
 
 
+def word_hashes(texts: Sequence[str], chunk: int = CHUNK) -> Words:
+    """The words of each text as hashes (tokenized `chunk` texts at a time, so memory stays bounded)."""
+    parts = []
+    for start in range(0, len(texts), chunk):
+        tokens = tokenize(texts[start : start + chunk])
+        lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
+        parts.append((tokens.explode().drop_nulls().hash(seed=0x5EED).to_numpy().astype(np.uint64), lengths))
+    return Words.concat(parts)
+
+
 def shingle(texts: Sequence[str], n: int, chunk: int = CHUNK) -> Shingles:
-    """Unique word n-gram hashes per text (computed `chunk` texts at a time, so memory stays bounded)."""
-    return Shingles.concat([shingle_tokens(tokenize(texts[s : s + chunk]), n) for s in range(0, len(texts), chunk)])
+    """Unique word n-gram hashes per text."""
+    return shingle_words(word_hashes(texts, chunk), n, chunk)
 
 
-def shingle_tokens(tokens: pl.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(unique n-gram hashes, count per text) of tokenized texts: word hashes from Polars, combined in a
-    compiled loop."""
+def shingle_words(words: Words, n: int, chunk: int = CHUNK) -> Shingles:
+    """Unique word n-gram hashes per text, from its word hashes in a compiled loop (`chunk` texts at a time)."""
+    return Shingles.concat([_shingle_part(words.slice(s, min(s + chunk, len(words))), n)
+                            for s in range(0, len(words), chunk)])  # fmt: skip
+
+
+def _shingle_part(words: Words, n: int) -> tuple[np.ndarray, np.ndarray]:
     if n > len(_MIX):
         raise ValueError(f"n-grams up to {len(_MIX)} words are supported")
-    lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
-    word_hashes = tokens.explode().drop_nulls().hash(seed=0x5EED).to_numpy().astype(np.uint64)
-    word_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    lengths = np.diff(words.offsets)
     counts = np.maximum(lengths - n + 1, np.minimum(lengths, 1))  # a short text is one shingle; empty is none
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     grams = np.empty(offsets[-1], dtype=np.uint64)
-    unique = _ngrams(word_hashes, word_offsets, offsets, _MIX[:n].copy(), grams)
+    unique = _ngrams(words.hashes, words.offsets, offsets, _MIX[:n].copy(), grams)
     # Keep each text's unique hashes (the start of its slice).
     index = np.repeat(offsets[:-1], unique) + (np.arange(unique.sum()) - np.repeat(np.cumsum(unique) - unique, unique))
     return grams[index], unique
+
+
+def sequence_keys(words: Words) -> np.ndarray:
+    """One uint64 per text for its whole word sequence: texts with the same words in the same order share it
+    (different sequences collide with probability about 2^-64)."""
+    out = np.empty(len(words), dtype=np.uint64)
+    _sequence_keys(words.hashes, words.offsets, out)
+    return out
+
+
+@numba.njit(cache=True)
+def _sequence_keys(hashes: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    for t in range(len(offsets) - 1):
+        key = np.uint64(offsets[t + 1] - offsets[t]) * _MIX[0]
+        for i in range(offsets[t], offsets[t + 1]):
+            key ^= hashes[i]
+            key = ((key << np.uint64(29)) | (key >> np.uint64(35))) * _MIX[1]
+        out[t] = key
 
 
 @numba.njit(parallel=True, cache=True)

@@ -29,6 +29,8 @@ class BuildContext:
     root: Path  # the build folder being written
     benchmarks: dict[str, Path] = field(default_factory=dict)  # name -> folder with pairs/images parquet
     workers: int = 1  # processes an op may use for Python-bound work (image hashing)
+    # What one stage computed that a later stage of the same build may reuse; a cache, never needed for results.
+    memo: dict[str, Any] = field(default_factory=dict)
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.db.execute(query, params or []).fetchall()

@@ -23,14 +23,15 @@ import pyarrow as pa
 
 from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
-from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units
+from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units, unit_words
 from curation.perceptual import cached_phashes, close_pairs, phash
-from curation.shingles import CHUNK, Shingles, shingle, shingle_tokens, tokenize
+from curation.shingles import Shingles, Words, sequence_keys, shingle_words, word_hashes
 from curation.sql import sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
 CANDIDATE_DISTANCE = 12
 CANDIDATE_COSINE = 0.8
+PREFILTER_BITS = 24  # a 16 MiB table: at 500k benchmark shingles about 3% of training shingles pass it
 
 
 class ContaminationGuard(InputError):
@@ -76,32 +77,29 @@ def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def _word_keys(tokens: pl.Series) -> pl.Series:
-    """Texts as their lower-cased words joined by spaces (punctuation and spacing do not matter)."""
-    return tokens.list.join(" ")
-
-
-def _train_matches(train: list[str], bench: list[str], n: int) -> tuple[Shingles, list[tuple[int, int]]]:
-    """The training prompts' n-gram shingles and their exact (word-normalized) matches with benchmark prompts:
-    one tokenization, in chunks of prompts so memory stays bounded."""
-    right = pl.DataFrame({"key": _word_keys(tokenize(bench)), "j": np.arange(len(bench))})
-    parts, exact = [], []
-    for start in range(0, len(train), CHUNK):
-        tokens = tokenize(train[start : start + CHUNK])
-        parts.append(shingle_tokens(tokens, n))
-        left = pl.DataFrame({"key": _word_keys(tokens), "i": np.arange(start, start + len(tokens))})
-        exact.extend(left.join(right, on="key").select("i", "j").iter_rows())
-    return Shingles.concat(parts), sorted(exact)
+def _exact_matches(train: Words, bench: Words) -> list[tuple[int, int]]:
+    """(train, bench) text pairs with the same words in the same order (punctuation, case and spacing aside)."""
+    left = pl.DataFrame({"key": sequence_keys(train), "i": np.arange(len(train))})
+    right = pl.DataFrame({"key": sequence_keys(bench), "j": np.arange(len(bench))})
+    return sorted(left.join(right, on="key").select("i", "j").iter_rows())
 
 
 def _owners_of(train: Shingles, bench_hashes: np.ndarray, chunk: int = 4_000_000) -> np.ndarray:
-    """The training texts that share at least one shingle with the benchmarks (in chunks: bounded memory)."""
+    """The training texts that share at least one shingle with the benchmarks. A bitmap of the benchmark
+    hashes' top bits rules most shingles out at the cost of one lookup each; the rest are searched exactly (in
+    chunks: bounded memory)."""
     known = np.sort(bench_hashes)
+    if not len(known):
+        return np.zeros(0, np.int64)
+    shift = np.uint64(64 - PREFILTER_BITS)
+    bitmap = np.zeros(1 << PREFILTER_BITS, dtype=bool)
+    bitmap[known >> shift] = True
     owners = []
     for start in range(0, len(train.hashes), chunk):
         part = train.hashes[start : start + chunk]
-        found = np.searchsorted(known, part).clip(max=max(len(known) - 1, 0))
-        hit = np.flatnonzero(known[found] == part) + start if len(known) else np.zeros(0, np.int64)
+        maybe = np.flatnonzero(bitmap[part >> shift])
+        found = np.searchsorted(known, part[maybe]).clip(max=len(known) - 1)
+        hit = maybe[known[found] == part[maybe]] + start
         owners.append(np.searchsorted(train.offsets, hit, side="right") - 1)
     return np.unique(np.concatenate(owners)) if owners else np.zeros(0, np.int64)
 
@@ -143,10 +141,9 @@ class Decontaminate(Op):
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
         train, bench = prompt_units(ctx), _benchmark_units(ctx)
         train_texts, bench_texts = train["text"].to_list(), bench["text"].to_list()
-        (train_sh, exact), bench_sh = (
-            _train_matches(train_texts, bench_texts, params.ngram),
-            shingle(bench_texts, params.ngram),
-        )
+        train_words, bench_words = unit_words(ctx, train), word_hashes(bench_texts)
+        exact = _exact_matches(train_words, bench_words)
+        train_sh, bench_sh = shingle_words(train_words, params.ngram), shingle_words(bench_words, params.ngram)
         postings: dict[int, list[int]] = defaultdict(list)
         for j in range(len(bench_texts)):
             for h in bench_sh.of(j).tolist():

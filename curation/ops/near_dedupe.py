@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from curation.ops.base import BuildContext, Op
-from curation.shingles import band_keys, jaccard, lsh_params, minhash, shingle
+from curation.shingles import Words, band_keys, jaccard, lsh_params, minhash, shingle_words, word_hashes
 from curation.sql import sql_literal
 
 # A prompt's text for matching: all turns, without the image placeholders (images are compared on their own).
@@ -51,6 +51,21 @@ def prompt_units(ctx: BuildContext) -> pl.DataFrame:
            FROM live_pairs GROUP BY prompt_id ORDER BY priority"""
     ).to_arrow_table()
     return pl.from_arrow(table)  # type: ignore[return-value]
+
+
+def unit_words(ctx: BuildContext, units: pl.DataFrame) -> Words:
+    """The words of each unit's text. Tokenizing is much of near_dedupe's and decontaminate's work, and a
+    prompt's words follow from its prompt_id (identity normalizes more than tokenizing does), so a later stage
+    takes an earlier stage's words (`ctx.memo`) when it has them all."""
+    cached = ctx.memo.get("unit_words")
+    if cached is not None:
+        known = pl.DataFrame({"prompt_id": cached[0], "index": np.arange(len(cached[0]))})
+        index = units.select("prompt_id").join(known, on="prompt_id", how="left", maintain_order="left")["index"]
+        if index.null_count() == 0:
+            return cached[1].take(index.to_numpy())
+    words = word_hashes(units["text"].to_list())
+    ctx.memo["unit_words"] = (units["prompt_id"], words)
+    return words
 
 
 def _salt(keys: list[str]) -> np.ndarray:
@@ -101,8 +116,8 @@ class NearDedupe(Op):
 
     def score(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> None:
         units = prompt_units(ctx)
-        texts, images = units["text"].to_list(), units["images"].to_list()
-        shingles = shingle(texts, params.ngram)
+        images = units["images"].to_list()
+        shingles = shingle_words(unit_words(ctx, units), params.ngram)
         signatures = minhash(shingles, params.num_perm)
         bands, rows = lsh_params(params.candidate_threshold, params.num_perm)
         pairs = candidate_pairs(band_keys(signatures, bands, rows, _salt(images)))

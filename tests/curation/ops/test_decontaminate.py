@@ -79,3 +79,25 @@ def test_paraphrased_benchmark_prompts_match_by_embedding(build_rows: BuildRows)
     removed = built.removed("decontaminate")
     assert [r["source_row"] for r in removed] == ["uf.jsonl:0"]
     assert removed[0]["detail"].startswith("embedding match with rb rb.jsonl:0")
+
+
+def test_shingle_owners_found_through_the_prefilter_are_exactly_the_sharing_texts() -> None:
+    """The bitmap only narrows the search: the owners equal a plain membership test, also for hashes that share
+    the benchmark hashes' top bits without being equal."""
+    import numpy as np
+
+    from curation.ops.decontaminate import PREFILTER_BITS, _owners_of
+    from curation.shingles import Shingles
+
+    rng = np.random.default_rng(0)
+    bench = rng.integers(0, 2**64 - 1, 2000, dtype=np.uint64, endpoint=True)
+    near_misses = bench[:300] ^ np.uint64(1)  # same top bits, other hashes
+    pool = np.concatenate([rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64), near_misses, bench[:50]])
+    counts = rng.integers(0, 40, 2000)
+    hashes = rng.choice(pool, int(counts.sum()))
+    train = Shingles(hashes, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    expected = [i for i in range(len(counts)) if np.isin(train.of(i), bench).any()]
+    assert 0 < len(expected) < len(counts)
+    assert _owners_of(train, bench, chunk=5000).tolist() == expected
+    assert _owners_of(train, bench[:0]).tolist() == []
+    assert (near_misses >> np.uint64(64 - PREFILTER_BITS) == bench[:300] >> np.uint64(64 - PREFILTER_BITS)).all()

@@ -83,3 +83,20 @@ def test_shingles_do_not_depend_on_chunking() -> None:
     whole, chunked = shingle(texts, 3), shingle(texts, 3, chunk=7)
     assert np.array_equal(whole.offsets, chunked.offsets) and np.array_equal(whole.hashes, chunked.hashes)
     assert [len(whole.of(i)) for i in (50, 51, 52)] == [0, 1, 1]
+
+
+def test_word_hashes_taken_in_another_order_and_sequence_keys() -> None:
+    from curation.shingles import sequence_keys, shingle_words, word_hashes
+
+    texts = [_prompt(i, n=i % 7) for i in range(30)] + [
+        "Same words, other: PUNCTUATION",
+        "same words other punctuation",
+    ]
+    words = word_hashes(texts, chunk=4)
+    order = np.array([31, 3, 0, 3, 12, 30])
+    taken = words.take(order)
+    assert all(np.array_equal(taken.of(k), words.of(int(i))) for k, i in enumerate(order))
+    assert np.array_equal(shingle_words(taken, 3).hashes, shingle_words(words, 3).take(order).hashes)
+    keys = sequence_keys(words)
+    assert keys[30] == keys[31] and len(set(keys[:30].tolist())) == len({tuple(words.of(i)) for i in range(30)})
+    assert keys[1] != sequence_keys(word_hashes(["word word"]))[0]
