@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Self
 
@@ -74,14 +75,18 @@ def tokenize(texts: Sequence[str]) -> pl.Series:
     return pl.Series(list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
 
 
-def word_hashes(texts: Sequence[str], chunk: int = CHUNK) -> Words:
-    """The words of each text as hashes (tokenized `chunk` texts at a time, so memory stays bounded)."""
-    parts = []
-    for start in range(0, len(texts), chunk):
-        tokens = tokenize(texts[start : start + chunk])
-        lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
-        parts.append((tokens.explode().drop_nulls().hash(seed=0x5EED).to_numpy().astype(np.uint64), lengths))
-    return Words.concat(parts)
+def word_hashes(texts: Sequence[str], chunk: int = CHUNK, threads: int = 1) -> Words:
+    """The words of each text as hashes, tokenized `chunk` texts at a time (so memory stays bounded), by
+    `threads` chunks at once (Polars releases the GIL)."""
+    chunks = [texts[start : start + chunk] for start in range(0, len(texts), chunk)]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return Words.concat(list(pool.map(_word_hashes, chunks)))
+
+
+def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    tokens = tokenize(texts)
+    lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
+    return tokens.explode().drop_nulls().hash(seed=0x5EED).to_numpy().astype(np.uint64), lengths
 
 
 def shingle(texts: Sequence[str], n: int, chunk: int = CHUNK) -> Shingles:

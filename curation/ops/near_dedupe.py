@@ -63,7 +63,7 @@ def unit_words(ctx: BuildContext, units: pl.DataFrame) -> Words:
         index = units.select("prompt_id").join(known, on="prompt_id", how="left", maintain_order="left")["index"]
         if index.null_count() == 0:
             return cached[1].take(index.to_numpy())
-    words = word_hashes(units["text"].to_list())
+    words = word_hashes(units["text"].to_list(), threads=ctx.workers)
     ctx.memo["unit_words"] = (units["prompt_id"], words)
     return words
 

@@ -93,6 +93,8 @@ def test_word_hashes_taken_in_another_order_and_sequence_keys() -> None:
         "same words other punctuation",
     ]
     words = word_hashes(texts, chunk=4)
+    threaded = word_hashes(texts, chunk=4, threads=3)
+    assert np.array_equal(threaded.hashes, words.hashes) and np.array_equal(threaded.offsets, words.offsets)
     order = np.array([31, 3, 0, 3, 12, 30])
     taken = words.take(order)
     assert all(np.array_equal(taken.of(k), words.of(int(i))) for k, i in enumerate(order))
