@@ -150,6 +150,29 @@ def test_parallel_conversion_gives_the_same_bytes(tmp_path: Path, monkeypatch: p
     assert digests[0] == digests[1]
 
 
+def test_images_converted_in_a_pool_are_stored_once_across_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file through the converting pool: batches come back as tables, an image repeated in later batches is
+    stored once, and a bad image is a reject: the same bytes as one process."""
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": f"What is shown? {i}", "chosen": f"A picture {i}.", "rejected": "Nothing.",
+             "image": {"bytes": image_bytes(i % 4) if i != 777 else b"broken", "path": None}}
+            for i in range(1300)]  # fmt: skip
+    path = tmp_path / "rlaif.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        summary = ingest(get_adapter("rlaif_v")(), str(path), out, workers=workers)
+        assert (summary.pairs, summary.rows_rejected, summary.images) == (1299, 1, 4)
+        digests.append(output_digests(out))
+    assert digests[0] == digests[1]
+
+
 def test_files_ingested_in_parallel_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder of several files goes file by file to worker processes; parts are joined in file order, an image
     repeated across files is stored once, and a broken line is still a reject."""

@@ -102,3 +102,28 @@ def test_word_hashes_taken_in_another_order_and_sequence_keys() -> None:
     keys = sequence_keys(words)
     assert keys[30] == keys[31] and len(set(keys[:30].tolist())) == len({tuple(words.of(i)) for i in range(30)})
     assert keys[1] != sequence_keys(word_hashes(["word word"]))[0]
+
+
+def test_a_later_stage_takes_the_words_an_earlier_one_computed() -> None:
+    """`unit_words` reuses the memo for any subset of the units in any order, and tokenizes anew otherwise."""
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from curation.ops.near_dedupe import unit_words
+    from curation.shingles import word_hashes
+
+    texts = [_prompt(i, n=3 + i % 9) for i in range(40)]
+    units = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(40)], "text": texts})
+    ctx = SimpleNamespace(memo={}, workers=1)
+    unit_words(ctx, units)  # type: ignore[arg-type]
+    first = ctx.memo["unit_words"][1]
+    later = units[[7, 3, 39, 0]]
+    taken = unit_words(ctx, later)  # type: ignore[arg-type]
+    fresh = word_hashes(later["text"].to_list())
+    assert np.array_equal(taken.hashes, fresh.hashes) and np.array_equal(taken.offsets, fresh.offsets)
+    assert ctx.memo["unit_words"][1] is first  # served from the memo
+    unknown = pl.DataFrame({"prompt_id": ["p1", "new"], "text": [texts[1], "a new prompt"]})
+    words = unit_words(ctx, unknown)  # type: ignore[arg-type]
+    assert np.array_equal(words.hashes, word_hashes(unknown["text"].to_list()).hashes)
+    assert ctx.memo["unit_words"][1] is words
