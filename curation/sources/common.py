@@ -7,12 +7,14 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
 
 from curation.errors import RowError
 from curation.schema import IMAGE_TOKEN
+from curation.sql import quote_identifier
 
 _MISSING = object()
 Policy = Literal["max_gap", "best_vs_random", "all_pairs"]
@@ -141,6 +143,53 @@ def split_shared_prompt(
     if prompt_c != prompt_r:
         raise RowError("prompt differs between sides", "chosen and rejected do not share the turns before the answer")
     return prompt_c, answer_c, answer_r
+
+
+@dataclass(frozen=True)
+class MessagePairSql:
+    """`split_shared_prompt(messages(chosen), messages(rejected))` as DuckDB expressions (see `message_pair_sql`)."""
+
+    clean: str  # the rows Python would split without a reject, with a prompt `Pair.check` accepts for text
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def message_pair_sql(schema: pa.Schema, chosen: str = "chosen", rejected: str = "rejected") -> MessagePairSql | None:
+    """The shared-prompt split of two message-list columns in DuckDB, for lists of `{role, content}` strings;
+    None for other layouts (LLaVA `{from, value}` turns, content parts), which stay row by row. The clean rows:
+    both lists present with every turn present, a known role and string content, each ending with an assistant
+    turn after the same earlier turns (roles mapped as `messages` maps them), which end with a user turn and
+    hold no image placeholder (a text pair has no image)."""
+    for name in (chosen, rejected):
+        kind = schema.field(name).type if name in schema.names else None
+        if kind is None or not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+            return None
+        turn = kind.value_type
+        if not pa.types.is_struct(turn) or sorted(f.name for f in turn) != ["content", "role"]:
+            return None
+        if not all(pa.types.is_string(f.type) for f in turn):
+            return None
+    roles = ", ".join(f"'{r}'" for r in LLAVA_ROLES)
+    mapped = "CASE __t.role " + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in LLAVA_ROLES.items()) + " END"
+
+    def turns_ok(column: str) -> str:
+        return (f"list_bool_and(list_transform({column}, lambda __t: __t IS NOT NULL AND __t.role IN ({roles}) "
+                f"AND __t.content IS NOT NULL))")  # fmt: skip
+
+    def prompt_of(column: str) -> str:
+        return (
+            f"list_transform({column}[1:len({column}) - 1], lambda __t: {{'role': {mapped}, 'content': __t.content}})"
+        )
+
+    c, r = quote_identifier(chosen), quote_identifier(rejected)
+    final = "IN ('gpt', 'assistant')"
+    clean = (
+        f"len({c}) > 1 AND len({r}) > 1 AND {turns_ok(c)} AND {turns_ok(r)} AND {c}[-1].role {final} "
+        f"AND {r}[-1].role {final} AND {prompt_of(c)} = {prompt_of(r)} AND {c}[-2].role IN ('human', 'user') "
+        f"AND NOT list_bool_or(list_transform({c}[1:len({c}) - 1], lambda __t: contains(__t.content, '{IMAGE_TOKEN}')))"
+    )
+    return MessagePairSql(clean, prompt_of(c), f"{c}[-1].content", f"{r}[-1].content")
 
 
 def answer_text(row: dict[str, Any], name: str) -> str:

@@ -7,16 +7,20 @@ equal = tie) and the pair is marked `best_vs_random`, the Tulu-3 synthetic pipel
 rating vs a random other response); a rating that is present but does not parse rejects the row.
 Pitfalls: whether the IF-augmented and wildchat-UltraFeedback sets carry the rating and model columns is
 unverified, so they are optional; the full mixture already contains UltraFeedback and WildChat subsets
-(dedupe by prompt_id against UltraFeedback and OLMo-2 mixes).
+(dedupe by prompt_id against UltraFeedback and OLMo-2 mixes). Local parquet with `{role, content}` turns and
+numeric ratings is converted in DuckDB (`sql_layout`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from curation.pair import Pair
-from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import field, messages, parse_score, split_shared_prompt
+from curation.sources.base import Adapter, RowContext, SourceInfo, SqlLayout
+from curation.sources.common import field, message_pair_sql, messages, parse_score, split_shared_prompt
+from curation.sql import quote_identifier
 
 
 def optional_score(row: dict[str, Any], name: str) -> float | None:
@@ -59,3 +63,40 @@ class Tulu3Preference(Adapter):
                 binarization="best_vs_random" if rated else None,
             )
         ]
+
+    def sql_layout(self, schema: pa.Schema) -> SqlLayout | None:
+        """`{role, content}` message lists, numeric ratings and string `source` and model names (each may be
+        absent); a rating that is not finite is a reject, left to `convert`."""
+        split = message_pair_sql(schema)
+        if split is None:
+            return None
+        values, clean = {}, [split.clean]
+        for name in ("chosen_rating", "rejected_rating", "source", "chosen_model", "rejected_model"):
+            kind = schema.field(name).type if name in schema.names else pa.null()
+            column = quote_identifier(name)
+            if pa.types.is_null(kind):
+                values[name] = "NULL"
+            elif name.endswith("_rating") and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                values[name] = f"CAST({column} AS DOUBLE)"
+                clean.append(f"({column} IS NULL OR isfinite(CAST({column} AS DOUBLE)))")
+            elif not name.endswith("_rating") and pa.types.is_string(kind):
+                values[name] = column
+            else:
+                return None  # ratings as strings are parsed by Python's float()
+        chosen_score, rejected_score = values["chosen_rating"], values["rejected_rating"]
+        rated = f"({chosen_score}) IS NOT NULL AND ({rejected_score}) IS NOT NULL"
+        return SqlLayout(
+            clean=" AND ".join(clean),
+            prompt=split.prompt,
+            chosen=split.chosen,
+            rejected=split.rejected,
+            columns={
+                "subset": values["source"],
+                "chosen_score": chosen_score,
+                "rejected_score": rejected_score,
+                "tie": f"coalesce({rated} AND ({chosen_score}) = ({rejected_score}), false)",
+                "chosen_model": values["chosen_model"],
+                "rejected_model": values["rejected_model"],
+                "binarization": f"CASE WHEN {rated} THEN 'best_vs_random' END",
+            },
+        )

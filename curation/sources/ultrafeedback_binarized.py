@@ -2,7 +2,8 @@
 
 Three layouts are read: H4's message lists with `score_chosen`/`score_rejected`, trl-lib's message lists,
 and flattened rows with string answers and scores under `metadata`. Scores give `margin`; equal scores
-mark a tie (kept; a later stage decides). Flattened parquet is converted in DuckDB (`sql_layout`).
+mark a tie (kept; a later stage decides). Local parquet of any of the three is converted in DuckDB
+(`sql_layout`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from curation.errors import RowError
 from curation.pair import Pair
 from curation.schema import IMAGE_TOKEN
 from curation.sources.base import Adapter, RowContext, SourceInfo, SqlLayout
-from curation.sources.common import maybe_score, messages, score_sql, split_shared_prompt, user_prompt
+from curation.sources.common import (
+    maybe_score,
+    message_pair_sql,
+    messages,
+    score_sql,
+    split_shared_prompt,
+    user_prompt,
+)
 
 
 class UltrafeedbackBinarized(Adapter):
@@ -60,40 +68,53 @@ class UltrafeedbackBinarized(Adapter):
         ]
 
     def sql_layout(self, schema: pa.Schema) -> SqlLayout | None:
-        """The flattened layout: string `prompt`, `chosen`, `rejected`; numeric scores under a `metadata` struct,
-        or beside the answers in rows without `metadata`, as `convert` reads them."""
-        texts = ("prompt", "chosen", "rejected")
-        if not all(n in schema.names and pa.types.is_string(schema.field(n).type) for n in texts):
+        """The flattened layout (string `prompt`, `chosen`, `rejected`) and the message lists of H4 and trl-lib;
+        numeric scores under a `metadata` struct, or beside the answers in rows without `metadata`, as `convert`
+        reads them."""
+        scores = _scores_sql(schema)
+        if scores is None:
             return None
-        metadata = schema.field("metadata").type if "metadata" in schema.names else None
-        if metadata is not None and not pa.types.is_struct(metadata):
+        chosen_score, rejected_score = scores
+        columns = {
+            "chosen_score": chosen_score,
+            "rejected_score": rejected_score,
+            "tie": f"coalesce(({chosen_score}) = ({rejected_score}), false)",
+            "binarization": "'best_vs_random'",
+        }
+        if all(
+            n in schema.names and pa.types.is_string(schema.field(n).type) for n in ("prompt", "chosen", "rejected")
+        ):
+            return SqlLayout(
+                clean=f"prompt IS NOT NULL AND chosen IS NOT NULL AND rejected IS NOT NULL "
+                f"AND NOT contains(prompt, '{IMAGE_TOKEN}')",  # `Pair.check`: no placeholder without an image
+                prompt="[{'role': 'user', 'content': prompt}]",
+                chosen="chosen",
+                rejected="rejected",
+                columns=columns,
+            )
+        split = message_pair_sql(schema)
+        if split is None:
             return None
-        scores = {}
-        for name in ("score_chosen", "score_rejected"):
-            top = score_sql(name, schema.field(name).type if name in schema.names else None)
-            if metadata is None:
-                scores[name] = top
-                continue
-            nested = score_sql(f'"metadata".{name}', _child_type(metadata, name))
-            if top is None or nested is None:
-                return None
-            scores[name] = f'CASE WHEN "metadata" IS NOT NULL THEN {nested} ELSE {top} END'
-        chosen_score, rejected_score = scores["score_chosen"], scores["score_rejected"]
-        if chosen_score is None or rejected_score is None:
+        return SqlLayout(split.clean, split.prompt, split.chosen, split.rejected, columns)
+
+
+def _scores_sql(schema: pa.Schema) -> tuple[str, str] | None:
+    metadata = schema.field("metadata").type if "metadata" in schema.names else None
+    if metadata is not None and not pa.types.is_struct(metadata):
+        return None
+    scores = []
+    for name in ("score_chosen", "score_rejected"):
+        top = score_sql(name, schema.field(name).type if name in schema.names else None)
+        if metadata is None:
+            scores.append(top)
+            continue
+        nested = score_sql(f'"metadata".{name}', _child_type(metadata, name))
+        if top is None or nested is None:
             return None
-        return SqlLayout(
-            clean=f"prompt IS NOT NULL AND chosen IS NOT NULL AND rejected IS NOT NULL "
-            f"AND NOT contains(prompt, '{IMAGE_TOKEN}')",  # `Pair.check`: no placeholder without an image
-            prompt="[{'role': 'user', 'content': prompt}]",
-            chosen="chosen",
-            rejected="rejected",
-            columns={
-                "chosen_score": chosen_score,
-                "rejected_score": rejected_score,
-                "tie": f"coalesce(({chosen_score}) = ({rejected_score}), false)",
-                "binarization": "'best_vs_random'",
-            },
-        )
+        scores.append(f'CASE WHEN "metadata" IS NOT NULL THEN {nested} ELSE {top} END')
+    if scores[0] is None or scores[1] is None:
+        return None
+    return scores[0], scores[1]
 
 
 def _child_type(struct: pa.DataType | None, name: str) -> pa.DataType | None:

@@ -61,12 +61,12 @@ def _write(folder: Path, rows: list[dict[str, Any]], files: int = 2) -> Path:
     return folder
 
 
-def _both_ways(tmp_path: Path, location: Path, threads: int = 2) -> dict[str, Any]:
+def _both_ways(tmp_path: Path, location: Path, threads: int = 2, adapter: str = UF) -> dict[str, Any]:
     out = {}
     # DuckDB threads for the columnar path; the row-by-row path serially (its workers are tested elsewhere, and
     # where the plan declines, `threads` > 1 would start worker processes).
     for name, fast, workers in (("columnar", True, threads), ("rows", False, 1)):
-        summary = ingest(get_adapter(UF)(), str(location), tmp_path / name, workers=workers, columnar_path=fast)
+        summary = ingest(get_adapter(adapter)(), str(location), tmp_path / name, workers=workers, columnar_path=fast)
         out[name] = (summary.as_dict(), output_digests(tmp_path / name))
     return out
 
@@ -167,3 +167,85 @@ def test_no_plan_where_python_and_duckdb_unicode_differ(tmp_path: Path, monkeypa
     assert columnar.plan(get_adapter(UF)(), str(folder)) is not None
     monkeypatch.setattr(columnar, "identity_portable", lambda: False)
     assert columnar.plan(get_adapter(UF)(), str(folder)) is None
+
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+TULU_SCHEMA = pa.schema(
+    [("chosen", MESSAGES), ("rejected", MESSAGES), ("chosen_rating", pa.float64()), ("rejected_rating", pa.int64()),
+     ("source", pa.string()), ("chosen_model", pa.string()), ("rejected_model", pa.string()), ("id", pa.string())]
+)  # fmt: skip
+H4_SCHEMA = pa.schema(
+    [("prompt", pa.string()), ("prompt_id", pa.string()), ("chosen", MESSAGES), ("rejected", MESSAGES),
+     ("messages", MESSAGES), ("score_chosen", pa.float64()), ("score_rejected", pa.float64())]
+)  # fmt: skip
+
+
+def _turns(*pairs: tuple[str, str | None]) -> list[dict[str, str | None]]:
+    return [{"role": role, "content": content} for role, content in pairs]
+
+
+def _messages_row(i: int, prompt: list | None = None, chosen: Any = "", rejected: Any = "", **changes: Any) -> dict:
+    prompt = _turns(("system", "Be brief."), ("user", f"Question {i}?")) if prompt is None else prompt
+    row = {"chosen": [*prompt, *_turns(("assistant", chosen or f"Good answer {i}."))],
+           "rejected": [*prompt, *_turns(("assistant", rejected or f"Bad answer {i}."))],
+           "chosen_rating": 8.5, "rejected_rating": 3, "score_chosen": 8.5, "score_rejected": 3.0, "source": "sft",
+           "chosen_model": "m-1", "rejected_model": "m-2", "id": f"row-{i}", "prompt": f"Question {i}?",
+           "prompt_id": f"p{i}", "messages": None}  # fmt: skip
+    return {**row, **changes}
+
+
+MESSAGE_CLEAN = [
+    _messages_row(0),
+    _messages_row(1, prompt=_turns(("human", "Hi  there\n\n\n\nfriend "), ("gpt", "Hello."), ("user", "Cafe\u0301?"))),
+    _messages_row(2, chosen_rating=4.0, rejected_rating=4, score_chosen=4.0, score_rejected=4.0),  # a tie
+    _messages_row(3, chosen_rating=None, source=None, chosen_model=None, score_chosen=math.nan),  # unrated
+    _messages_row(4, prompt=_turns(("user", "Only a question")), chosen="An <image> in an answer is fine"),
+    _messages_row(5, chosen=" tab\tnew\nline\r\n", rejected='quote " and \\ slash /'),
+]
+MESSAGE_ODD = [
+    {**_messages_row(10), "chosen": None},  # missing field
+    {**_messages_row(11), "rejected": []},  # no final answer
+    {**_messages_row(12), "rejected": _turns(("user", "Another question?"), ("assistant", "No."))},  # prompts differ
+    {
+        **_messages_row(13),
+        "chosen": _turns(("user", "q"), ("user", "a")),
+        "rejected": _turns(("user", "q"), ("user", "b")),
+    },  # no answer
+    _messages_row(14, prompt=_turns(("bot", "Unknown role"), ("user", "q"))),
+    _messages_row(15, prompt=_turns(("system", None), ("user", "q"))),  # content missing
+    _messages_row(16, prompt=_turns(("user", "nul \x00 inside"))),
+    _messages_row(17, prompt=_turns(("user", "q"), ("assistant", "a"))),  # the prompt ends with an assistant turn
+    _messages_row(18, prompt=_turns(("user", "<image>\nWhat is this?"))),  # a placeholder without an image
+    {**_messages_row(19), "chosen": _turns(("assistant", "x")), "rejected": _turns(("assistant", "y"))},  # no prompt
+    {**_messages_row(20), "chosen": [None, *_turns(("assistant", "x"))]},  # a missing turn
+]
+# Rows only the Tulu-3 ratings make odd (UltraFeedback ignores scores it cannot use).
+TULU_ODD = [_messages_row(30, chosen_rating=math.inf)]
+
+
+@pytest.mark.parametrize(
+    ("adapter", "schema", "odd"),
+    [("tulu3_preference", TULU_SCHEMA, MESSAGE_ODD + TULU_ODD), ("olmo2_preference", TULU_SCHEMA, MESSAGE_ODD),
+     (UF, H4_SCHEMA, MESSAGE_ODD)],
+)  # fmt: skip
+def test_message_lists_convert_in_sql_with_the_same_bytes(
+    tmp_path: Path, adapter: str, schema: pa.Schema, odd: list[dict[str, Any]]
+) -> None:
+    """Chat message lists (Tulu-3, OLMo-2, UltraFeedback as H4 publishes it): the shared-prompt split in SQL for
+    clean rows, every odd row left to `convert`, and the same files either way."""
+    rows = [r for pair in zip(MESSAGE_CLEAN, odd, strict=False) for r in pair] + MESSAGE_CLEAN[len(odd) :]
+    rows += odd[len(MESSAGE_CLEAN) :]
+    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
+    pq.write_table(table, tmp_path / "train.parquet", row_group_size=4)
+    plan = columnar.plan(get_adapter(adapter)(), str(tmp_path / "train.parquet"))
+    assert plan is not None
+    fallback = columnar.fallback_keys(columnar.connect(1), plan).tolist()
+    assert fallback == [i for i, r in enumerate(rows) if any(r is o for o in odd)]
+    result = _both_ways(tmp_path, tmp_path / "train.parquet", adapter=adapter)
+    assert result["columnar"] == result["rows"]
+    summary = result["columnar"][0]
+    assert summary["rows_rejected"] == len(odd) - 1  # the row with a NUL converts in Python
+    pairs = pq.read_table(tmp_path / "columnar" / "pairs.parquet").to_pylist()
+    hi, hello, cafe = "Hi there\n\nfriend", "Hello.", "Caf\u00e9?"
+    assert pairs[1]["prompt"] == [{"role": "user", "content": hi}, {"role": "assistant", "content": hello},
+                                  {"role": "user", "content": cafe}]  # fmt: skip
