@@ -6,7 +6,7 @@ For each N it generates the synthetic collection (`bench.synthetic`: text and im
 near-duplicate and contaminated rows) and runs, each in its own process so peak RSS is its own:
 
 - (a)  `curate build` with every stage (near-duplicate prompts and images, decontamination included);
-- (a') the same build with only the per-pair stages (validate, normalize, exact dedupe, filters, mix, shards);
+- (a') the same build with only the per-pair stages (ingest, validate, exact dedupe, filters, mix, shards);
 - (b)  a straightforward baseline doing what (a') does with `datasets.map`/`filter`, Python hashing and a set;
 - (c)  the I/O floor: DuckDB reading the same input and writing the same rows to parquet, no processing.
 

@@ -166,7 +166,7 @@ def build_cmd(
         str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it, spill")
     ] = "1500MB",
 ) -> None:
-    """Build a mixture: ingest, validate, normalize, dedupe, decontaminate, filter, mix and write Arrow shards."""
+    """Build a mixture: ingest (and normalize), validate, dedupe, decontaminate, filter, mix, write Arrow shards."""
     from curation.build import build
     from curation.recipe import load_recipe
 

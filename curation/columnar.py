@@ -1,4 +1,4 @@
-"""The columnar ingest: a flat native layout converted by one DuckDB query instead of row by row in Python.
+"""The columnar ingest: a native layout converted by one DuckDB query instead of row by row in Python.
 
 An adapter offers it for layouts it recognizes (`Adapter.sql_layout`, given the files' Arrow schema). The
 query converts the rows that need no Python: "clean" rows, by the layout's own conditions (present, typed

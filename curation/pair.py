@@ -53,6 +53,9 @@ class Pair:
         if margin is None and self.chosen_score is not None and self.rejected_score is not None:
             margin = self.chosen_score - self.rejected_score
         pair_id, prompt_id = compute_ids(self.prompt, self.images, self.chosen, self.rejected)
+        prompt = [{"role": m["role"], "content": text(m["content"])} for m in self.prompt]
+        if (placeholders := count_image_tokens(prompt)) != len(self.images):  # NFC joins ">" + U+0338 into one
+            raise RowError("image placeholders mismatch", f"{placeholders} placeholders in canonical form")
         return {
             "pair_id": pair_id,
             "prompt_id": prompt_id,
@@ -60,7 +63,7 @@ class Pair:
             "source_row": source_row,
             "subset": self.subset,
             "modality": self.modality,
-            "prompt": [{"role": m["role"], "content": text(m["content"])} for m in self.prompt],
+            "prompt": prompt,
             "chosen": text(self.chosen),
             "rejected": text(self.rejected),
             "images": list(self.images),

@@ -101,7 +101,8 @@ def _write_shards(
             pool.submit(_write_shard, folder, schema, k, count, parts.pop(k, []), positions.pop(k, []))
             for k in range(first, count if last is None else last)
         ]
-        shards.extend(future.result() for future in written)  # all written before the next read: memory stays flat
+        # All written before the next read: memory stays within the budget plus a sorted copy per thread.
+        shards.extend(future.result() for future in written)
     return shards
 
 

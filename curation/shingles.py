@@ -89,11 +89,6 @@ def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return tokens.explode().drop_nulls().hash(seed=0x5EED).to_numpy().astype(np.uint64), lengths
 
 
-def shingle(texts: Sequence[str], n: int, chunk: int = CHUNK) -> Shingles:
-    """Unique word n-gram hashes per text."""
-    return shingle_words(word_hashes(texts, chunk), n, chunk)
-
-
 def shingle_words(words: Words, n: int, chunk: int = CHUNK) -> Shingles:
     """Unique word n-gram hashes per text, from its word hashes in a compiled loop (`chunk` texts at a time)."""
     return Shingles.concat([_shingle_part(words.slice(s, min(s + chunk, len(words))), n)

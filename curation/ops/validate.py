@@ -1,4 +1,4 @@
-"""validate: both answers non-empty after normalization (it runs right after normalize), images within limits.
+"""validate: both answers non-empty (texts are normalized at ingest), images within limits.
 
 The ingest already guarantees the rest of validation for every pair: images decode fully, the prompt ends
 with a user turn, one placeholder per image, and one prompt and image list shared by both answers (the

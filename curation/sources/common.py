@@ -174,8 +174,9 @@ def message_pair_sql(schema: pa.Schema, chosen: str = "chosen", rejected: str = 
     mapped = "CASE __t.role " + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in LLAVA_ROLES.items()) + " END"
 
     def turns_ok(column: str) -> str:
-        return (f"list_bool_and(list_transform({column}, lambda __t: __t IS NOT NULL AND __t.role IN ({roles}) "
-                f"AND __t.content IS NOT NULL))")  # fmt: skip
+        # coalesce: a NULL role makes `IN` NULL, which list_bool_and would skip
+        present = f"__t IS NOT NULL AND __t.role IN ({roles}) AND __t.content IS NOT NULL"
+        return f"list_bool_and(list_transform({column}, lambda __t: coalesce({present}, false)))"
 
     def prompt_of(column: str) -> str:
         return (

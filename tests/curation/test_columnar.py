@@ -180,7 +180,7 @@ H4_SCHEMA = pa.schema(
 )  # fmt: skip
 
 
-def _turns(*pairs: tuple[str, str | None]) -> list[dict[str, str | None]]:
+def _turns(*pairs: tuple[str | None, str | None]) -> list[dict[str, str | None]]:
     return [{"role": role, "content": content} for role, content in pairs]
 
 
@@ -218,9 +218,10 @@ MESSAGE_ODD = [
     _messages_row(18, prompt=_turns(("user", "<image>\nWhat is this?"))),  # a placeholder without an image
     {**_messages_row(19), "chosen": _turns(("assistant", "x")), "rejected": _turns(("assistant", "y"))},  # no prompt
     {**_messages_row(20), "chosen": [None, *_turns(("assistant", "x"))]},  # a missing turn
+    _messages_row(21, prompt=_turns((None, "A turn without a role"), ("user", "q"))),
 ]
 # Rows only the Tulu-3 ratings make odd (UltraFeedback ignores scores it cannot use).
-TULU_ODD = [_messages_row(30, chosen_rating=math.inf)]
+TULU_ODD = [_messages_row(30, chosen_rating=math.inf), _messages_row(31, chosen_rating=math.nan)]
 
 
 @pytest.mark.parametrize(

@@ -150,10 +150,24 @@ def test_parallel_conversion_gives_the_same_bytes(tmp_path: Path, monkeypatch: p
     assert digests[0] == digests[1]
 
 
+def test_a_placeholder_lost_to_canonical_form_is_a_reject(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """NFC joins the placeholder's ">" with a following U+0338 into one character: the stored prompt would hold no
+    placeholder for its image, so the row is a reject (kept as published, it is a pair)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = {"question": "<image>\u0338 what?", "chosen": "a", "rejected": "b", "image": {"bytes": image_bytes(0)}}
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "rlaif.parquet")
+    result = run_ingest("rlaif_v", tmp_path / "rlaif.parquet")
+    assert [r["reason"] for r in result.rejects] == ["image placeholders mismatch"]
+    ingest(get_adapter("rlaif_v")(), str(tmp_path / "rlaif.parquet"), tmp_path / "published", canonical=False)
+    assert pq.read_table(tmp_path / "published" / "pairs.parquet").num_rows == 1
+
+
 def test_images_converted_in_a_pool_are_stored_once_across_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One file through the converting pool: batches come back as tables, an image repeated in later batches is
+    """One file through the converting pool: an image repeated in later batches of rows is
     stored once, and a bad image is a reject: the same bytes as one process."""
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     import pyarrow as pa

@@ -1,9 +1,13 @@
 import numpy as np
 
-from curation.shingles import jaccard, lsh_params, minhash, shingle
+from curation.shingles import Shingles, jaccard, lsh_params, minhash, shingle_words, word_hashes
 from tests.curation.ops.conftest import BuildRows, uf
 
 WORDS = [f"word{i}" for i in range(500)]
+
+
+def shingle(texts: list[str], n: int, chunk: int = 100_000) -> Shingles:
+    return shingle_words(word_hashes(texts, chunk), n, chunk)
 
 
 def _prompt(seed: int, n: int = 40) -> str:
