@@ -263,7 +263,8 @@ class Builder:
                     FROM selected s JOIN pairs p USING (row_key))
                 ORDER BY row_key, copy"""
         ).fetchnumpy()
-        placement = Placement(np.asarray(placed["row_key"], np.int64), np.asarray(placed["position"], np.int64))
+        keys = np.asarray(placed["row_key"], np.int64)
+        placement = Placement(keys, np.asarray(placed["position"], np.int64), self._estimated_sizes(keys))
 
         def rows() -> Iterator[pa.RecordBatch]:  # `pairs` in row_key order, read with pyarrow
             for index, spec in enumerate(self.recipe.sources):
@@ -302,6 +303,21 @@ class Builder:
             "ORDER BY source, stage, reason, source_row, pair_id",
             self.tmp / "rejects" / "rejects.parquet",
         )
+
+    def _estimated_sizes(self, row_keys: np.ndarray) -> np.ndarray:
+        """Each pair's bytes in memory, estimated as its parquet row group's uncompressed bytes per row (close to
+        its Arrow size: the work files are written without compression, strings and lists alike)."""
+        sizes = np.zeros(len(row_keys))
+        for index, spec in enumerate(self.recipe.sources):
+            mine = (row_keys >> ROW_KEY_BITS) == index
+            if not mine.any():
+                continue
+            metadata = pq.ParquetFile(self._ingested(spec) / "pairs.parquet").metadata
+            groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
+            ends = np.cumsum([g.num_rows for g in groups])
+            per_row = np.array([g.total_byte_size / max(g.num_rows, 1) for g in groups])
+            sizes[mine] = per_row[np.searchsorted(ends, row_keys[mine] & ((1 << ROW_KEY_BITS) - 1), side="right")]
+        return sizes
 
     def _manifest(self, seconds: float) -> dict[str, Any]:
         per_source = {}

@@ -2,10 +2,10 @@
 
 Sorting the full rows (gigabytes of text) in DuckDB made writing slow, so the order is decided on narrow
 columns (each selected copy's `position` in hash order) and the rows are routed by sequential reads: a read
-collects the rows of as many shards as fit a memory budget, each of those shards is put in order in memory and
-written (by `threads` at once: ordering, encoding and hashing release the GIL), and the next read collects the
-next shards. The first read also writes the pairs no copy of which was selected to `removed_pairs`. Nothing is
-written twice (scratch files cost more than a re-read here).
+collects the rows of as many shards as fit a memory budget (by each pair's estimated size), each of those
+shards is put in order in memory and written (by `threads` at once: ordering, encoding and hashing release the
+GIL), and the next read collects the next shards. The first read also writes the pairs no copy of which was
+selected to `removed_pairs`. Nothing is written twice (scratch files cost more than a re-read here).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from curation.schema import PAIR_SCHEMA
 
 # Record batches of this many rows inside a shard file.
 BATCH_ROWS = 10_000
-# Rows held in memory per read, in Arrow bytes (at least one shard's worth).
-MEMORY_BUDGET = 768 * 2**20
+# Rows held in memory per read, in estimated bytes (at least one shard's worth; at 1M pairs, 5 of 9 shards).
+MEMORY_BUDGET = 2**30
 
 
 def shard_schema() -> pa.Schema:
@@ -43,11 +43,13 @@ def shard_schema() -> pa.Schema:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where each selected copy goes: `row_keys` ascending (a key repeats once per upsampled copy) and each
-    copy's `positions` in the shards' order (0 .. total-1)."""
+    """Where each selected copy goes: `row_keys` ascending (a key repeats once per upsampled copy), each copy's
+    `positions` in the shards' order (0 .. total-1) and its estimated `sizes` in memory (bytes), which decide
+    how many shards one read collects."""
 
     row_keys: np.ndarray
     positions: np.ndarray
+    sizes: np.ndarray
 
     @property
     def total(self) -> int:
@@ -81,17 +83,14 @@ def _write_shards(
     count = max(1, -(-placement.total // rows_per_shard))
     schema = shard_schema()
     folder.mkdir(parents=True, exist_ok=True)
+    shard_bytes = np.bincount(placement.positions // rows_per_shard, placement.sizes, minlength=count)
     shards: list[dict[str, Any]] = []
-    while len(shards) < count:
-        first, last = len(shards), None  # this read collects shards first..last-1 (decided at its first batch)
+    for first, last in _reads(shard_bytes, memory_budget):  # each read collects shards first..last-1
         parts: dict[int, list[pa.RecordBatch]] = {}
         positions: dict[int, list[np.ndarray]] = {}
         for batch, placed, rows_in_batch, not_placed in _routed(read_rows(), placement):
             if first == 0 and not_placed.any():
                 removed.write_table(pa.Table.from_batches([batch.filter(pa.array(not_placed))]))
-            if last is None:  # the first batch sizes the read: rows are in input order, shards hash-random
-                shard_bytes = batch.nbytes / batch.num_rows * rows_per_shard
-                last = min(count, first + max(1, int(memory_budget // shard_bytes)))
             shard_of = placed // rows_per_shard
             for k in np.unique(shard_of[(shard_of >= first) & (shard_of < last)]).tolist():
                 mine = shard_of == k
@@ -99,11 +98,22 @@ def _write_shards(
                 positions.setdefault(k, []).append(placed[mine])
         written = [
             pool.submit(_write_shard, folder, schema, k, count, parts.pop(k, []), positions.pop(k, []))
-            for k in range(first, count if last is None else last)
+            for k in range(first, last)
         ]
         # All written before the next read: memory stays within the budget plus a sorted copy per thread.
         shards.extend(future.result() for future in written)
     return shards
+
+
+def _reads(shard_bytes: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive runs of shards whose estimated bytes fit the budget (a shard larger than it reads alone)."""
+    reads, first, held = [], 0, 0.0
+    for k, size in enumerate(shard_bytes.tolist()):
+        if k > first and held + size > budget:
+            reads.append((first, k))
+            first, held = k, 0.0
+        held += size
+    return [*reads, (first, len(shard_bytes))]
 
 
 def _routed(

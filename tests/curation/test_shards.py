@@ -44,7 +44,7 @@ def test_rows_go_to_their_positions_and_the_rest_to_removed(tmp_path: Path) -> N
     rng = np.random.default_rng(0)
     chosen = sorted(rng.choice(keys, 25, replace=False).tolist())
     placed_keys = np.array(sorted(chosen + chosen[:4]), np.int64)  # four pairs upsampled: two copies each
-    placement = Placement(placed_keys, rng.permutation(len(placed_keys)).astype(np.int64))
+    placement = Placement(placed_keys, rng.permutation(len(placed_keys)).astype(np.int64), np.ones(len(placed_keys)))
 
     one_read, removed = _run(tmp_path, "one", table, placement, budget=2**30)
     per_shard, removed_again = _run(tmp_path, "many", table, placement, budget=1)  # a read per shard
@@ -64,13 +64,21 @@ def test_rows_go_to_their_positions_and_the_rest_to_removed(tmp_path: Path) -> N
 
 
 def test_an_empty_selection_still_writes_one_empty_shard(tmp_path: Path) -> None:
-    placement = Placement(np.array([], np.int64), np.array([], np.int64))
+    placement = Placement(np.array([], np.int64), np.array([], np.int64), np.array([]))
     shards, removed = _run(tmp_path, "empty", _pairs([0, 1, 2]), placement, budget=2**30)
     assert [s["rows"] for s in shards] == [0] and removed.num_rows == 3
 
 
 def test_rows_out_of_key_order_are_refused(tmp_path: Path) -> None:
     table = _pairs([5, 1, 9])
-    placement = Placement(np.array([1, 5, 9], np.int64), np.array([0, 1, 2], np.int64))
+    placement = Placement(np.array([1, 5, 9], np.int64), np.array([0, 1, 2], np.int64), np.ones(3))
     with pytest.raises(AssertionError, match="row_key order"):
         _run(tmp_path, "bad", table, placement, budget=2**30)
+
+
+def test_reads_collect_consecutive_shards_within_the_budget() -> None:
+    from curation.shards import _reads
+
+    assert _reads(np.array([10.0, 10, 10, 30, 5]), 25) == [(0, 2), (2, 3), (3, 4), (4, 5)]  # 30 reads alone
+    assert _reads(np.array([10.0, 10, 10]), 1000) == [(0, 3)]
+    assert _reads(np.array([0.0]), 1) == [(0, 1)]
