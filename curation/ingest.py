@@ -187,6 +187,18 @@ def _convert_batch(records: list[Record]) -> list[RowOutcome]:
     return [convert_record(adapter, record, root, conversion) for record in records]
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every way of ingesting one source shares: where and how to write, how to convert."""
+
+    out_dir: Path
+    root: ImagesRoot
+    conversion: Conversion
+    workers: int
+    compression: str
+    on_row: Callable[[IngestSummary], None] | None
+
+
 def ingest(
     adapter: Adapter,
     location: str,
@@ -211,15 +223,16 @@ def ingest(
     `compression` is the parquet codec of the output files; `canonical` false keeps texts as published.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    root = images_root or ImagesRoot(None)
-    conversion = Conversion(max_pixels, canonical)
+    job = _Job(
+        out_dir, images_root or ImagesRoot(None), Conversion(max_pixels, canonical), workers, compression, on_row
+    )
     columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None and canonical else None
     if columnar_plan is not None:
-        return _ingest_columnar(columnar_plan, out_dir, root, conversion, workers, on_row, compression)
+        return _ingest_columnar(columnar_plan, job)
     files = _partitions(adapter, location) if workers > 1 and limit is None else None
     if files:
-        return _ingest_files(adapter, files, out_dir, root, conversion, workers, on_row, compression)
-    outcomes = convert_rows(adapter, location, root, limit=limit, conversion=conversion, workers=workers)
+        return _ingest_files(adapter, files, job)
+    outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=workers)
     return write_outcomes(adapter.info.key, outcomes, out_dir, on_row, compression)
 
 
@@ -294,28 +307,19 @@ def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, con
     return write_outcomes(adapter.info.key, outcomes, out, compression="none").as_dict()
 
 
-def _ingest_files(
-    adapter: Adapter,
-    files: list[tuple[Path, str]],
-    out_dir: Path,
-    root: ImagesRoot,
-    conversion: Conversion,
-    workers: int,
-    on_row: Callable[[IngestSummary], None] | None,
-    compression: str,
-) -> IngestSummary:
-    scratch = out_dir / "parts.partial"
+def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) -> IngestSummary:
+    scratch = job.out_dir / "parts.partial"
     shutil.rmtree(scratch, ignore_errors=True)
     context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
     try:
         with (
-            _outputs(out_dir, compression) as writers,
-            ProcessPoolExecutor(min(workers, len(files)), mp_context=context) as pool,
+            _outputs(job.out_dir, job.compression) as writers,
+            ProcessPoolExecutor(min(job.workers, len(files)), mp_context=context) as pool,
         ):
-            futures = [pool.submit(_ingest_file, adapter, path, name, root.root, conversion, scratch / f"{k:05d}")
-                       for k, (path, name) in enumerate(files)]  # fmt: skip
+            futures = [pool.submit(_ingest_file, adapter, path, name, job.root.root, job.conversion,
+                                   scratch / f"{k:05d}") for k, (path, name) in enumerate(files)]  # fmt: skip
             for k, future in enumerate(futures):  # in file order: the same rows, in the same order, as one process
                 summary.merge(IngestSummary.from_dict(future.result()))
                 written = scratch / f"{k:05d}"
@@ -328,47 +332,32 @@ def _ingest_files(
                     fresh = [i for i, h in enumerate(hashes) if h not in seen_images]
                     seen_images.update(hashes)
                     writers["images"].write_table(table.take(pa.array(fresh, pa.int64())))
-                if on_row is not None:
-                    on_row(summary)
+                if job.on_row is not None:
+                    job.on_row(summary)
             return _check(summary, len(seen_images))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _ingest_columnar(
-    plan: columnar.ColumnarPlan,
-    out_dir: Path,
-    root: ImagesRoot,
-    conversion: Conversion,
-    workers: int,
-    on_row: Callable[[IngestSummary], None] | None,
-    compression: str,
-) -> IngestSummary:
+def _ingest_columnar(plan: columnar.ColumnarPlan, job: _Job) -> IngestSummary:
     """Clean rows converted by DuckDB, the others by the adapter, merged in input order into the same files
     (the same bytes) as the row-by-row path writes."""
-    db = columnar.connect(workers, out_dir / "duckdb.tmp")
+    db = columnar.connect(job.workers, job.out_dir / "duckdb.tmp")
     try:
-        return _merge_columnar(plan, db, out_dir, root, conversion, on_row, compression)
+        return _merge_columnar(plan, db, job)
     finally:
         db.close()
-        shutil.rmtree(out_dir / "duckdb.tmp", ignore_errors=True)
+        shutil.rmtree(job.out_dir / "duckdb.tmp", ignore_errors=True)
 
 
-def _merge_columnar(
-    plan: columnar.ColumnarPlan,
-    db: duckdb.DuckDBPyConnection,
-    out_dir: Path,
-    root: ImagesRoot,
-    conversion: Conversion,
-    on_row: Callable[[IngestSummary], None] | None,
-    compression: str,
-) -> IngestSummary:
+def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, job: _Job) -> IngestSummary:
     adapter = plan.adapter
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
     keys = columnar.fallback_keys(db, plan)
-    others = ((k, convert_record(adapter, r, root, conversion)) for k, r in columnar.fallback_records(plan, keys))
-    with _outputs(out_dir, compression) as writers:
+    records = columnar.fallback_records(plan, keys)
+    others = ((k, convert_record(adapter, r, job.root, job.conversion)) for k, r in records)
+    with _outputs(job.out_dir, job.compression) as writers:
 
         def write_clean(batch: pa.RecordBatch) -> None:
             if batch.num_rows:
@@ -385,8 +374,8 @@ def _merge_columnar(
                 _write_outcome(writers, summary, seen_images, pending[1])
                 batch, row_keys, pending = batch.slice(cut), row_keys[cut:], next(others, None)
             write_clean(batch)
-            if on_row is not None:
-                on_row(summary)
+            if job.on_row is not None:
+                job.on_row(summary)
         while pending is not None:
             _write_outcome(writers, summary, seen_images, pending[1])
             pending = next(others, None)
