@@ -107,6 +107,19 @@ def test_duckdb_spelling_of_the_ids_equals_python() -> None:
                 "中", "😀", "<image>", "A\u030a", "\u1100\u1161", "\u0344", "\U0001d15e"]  # fmt: skip
     rng = random.Random(0)
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(8000)]
+    plain = [
+        "a",
+        "b",
+        " ",
+        " ",
+        "\n",
+        "\n",
+        "\t",
+        "\r",
+        "\x1c",
+        "\u00e9",
+    ]  # mostly ASCII: `canonical_identity`'s fast path
+    texts += ["".join(rng.choice(plain) for _ in range(rng.randint(0, 12))) for _ in range(4000)]
     db = duckdb.connect()
     install_text_macros(db)
     got = [r[0] for r in db.execute("SELECT identity_text(s) FROM unnest(?) t(s)", [texts]).fetchall()]
@@ -114,12 +127,15 @@ def test_duckdb_spelling_of_the_ids_equals_python() -> None:
     canonical = [r[0] for r in db.execute("SELECT canonical_text(s) FROM unnest(?) t(s)", [texts]).fetchall()]
     assert canonical == [canonical_text(t) for t in texts]
     assert [normalize_text(c) for c in canonical] == got
+    fast = db.execute("SELECT canonical_identity(canonical_text(s)) FROM unnest(?) t(s)", [texts]).fetchall()
+    assert [r[0] for r in fast] == got
     rows = [texts[i : i + 4] for i in range(0, len(texts), 4)]
     db.execute("CREATE TABLE t (role VARCHAR, content VARCHAR, chosen VARCHAR, rejected VARCHAR)")
     db.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
     ids = db.execute(
         """SELECT identity_digest(pair_json(p, chosen, rejected)), identity_digest(p) FROM (
-               SELECT prompt_json([{'role': role, 'content': content}], ['ab', 'cd']) AS p, * FROM t)"""
+               SELECT prompt_json([{'role': role, 'content': canonical_text(content)}], ['ab', 'cd']) AS p,
+                      canonical_text(chosen) AS chosen, canonical_text(rejected) AS rejected FROM t)"""
     ).fetchall()
     expected = [compute_ids([{"role": r[0], "content": r[1]}], ["ab", "cd"], r[2], r[3]) for r in rows]
     assert ids == expected
