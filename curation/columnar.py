@@ -5,24 +5,33 @@ query converts the rows that need no Python: "clean" rows, by the layout's own c
 fields that make a valid pair), with no NUL characters, and with `meta` values that DuckDB spells as
 `json.dumps` does. Every other row goes through the adapter's `convert`, so rejects and odd rows have one
 implementation. Both streams are merged in input order and written by the same writer as the row-by-row
-ingest: the output files are byte-identical to it (tests compare), only faster.
+ingest: the pairs and rejects are byte-identical to it (tests compare), only faster. A layout with one
+embedded image per row (`SqlLayout.image`) has its images hashed and decoded in Python threads first, each
+distinct image once; the images file then holds the same rows as the row-by-row ingest's, in the order the
+image check meets them.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import RowError
+from curation.images import ImageRow, decode_image
 from curation.readers import _BATCH_ROWS, Record, is_hub_id, list_files
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
@@ -30,6 +39,9 @@ from curation.sql import quote_identifier, sql_literal
 
 # Row keys order the merged streams: file index in the high bits, row number in the file below.
 _ROW_BITS = 40
+# The checked images' rows, registered on the connection by the ingest (`checked_images`).
+IMAGE_ROWS = "__image_rows"
+IMAGE_BATCH = 256  # rows of image bytes held at once
 
 
 def json_sql(expr: str, dtype: pa.DataType) -> tuple[str, str] | None:
@@ -69,11 +81,14 @@ def json_sql(expr: str, dtype: pa.DataType) -> tuple[str, str] | None:
     return f"CASE WHEN {expr} IS NULL THEN 'null' ELSE {spelled} END", f"({expr} IS NULL OR ({exact}))"
 
 
-def meta_sql(schema: pa.Schema, mapped: frozenset[str]) -> tuple[str, str] | None:
-    """`meta` (the unmapped native fields as `dump_meta` writes them) and its exactness condition."""
+def meta_sql(
+    schema: pa.Schema, mapped: frozenset[str], fields: Mapping[str, tuple[str, str]] | None = None
+) -> tuple[str, str] | None:
+    """`meta` (the unmapped native fields as `dump_meta` writes them) and its exactness condition; `fields`
+    spell the fields an adapter's `meta` rewrites."""
     parts, conditions = [], []
     for name in sorted(n for n in schema.names if n not in mapped):
-        spelled = json_sql(quote_identifier(name), schema.field(name).type)
+        spelled = (fields or {}).get(name) or json_sql(quote_identifier(name), schema.field(name).type)
         if spelled is None:
             return None
         parts.append(f"{sql_literal(json.dumps(name, ensure_ascii=False) + ': ')} || {spelled[0]}")
@@ -111,17 +126,19 @@ def plan(adapter: Adapter, location: str) -> ColumnarPlan | None:
     if not _names_bind(schema):
         return None
     layout = adapter.sql_layout(schema)
-    meta = meta_sql(schema, adapter.mapped_fields) if layout is not None else None
-    if layout is None or meta is None:
+    if layout is None or (type(adapter).meta is not Adapter.meta and not layout.meta_fields):
+        return None  # an adapter's own `meta` is reproduced only where its layout spells it
+    meta = meta_sql(schema, adapter.mapped_fields, layout.meta_fields)
+    if meta is None:
         return None
     files = [(p, p.name if root.is_file() else p.relative_to(root).as_posix()) for p in paths]
     return ColumnarPlan(adapter, files, layout, meta)
 
 
 def _adapter_allows(adapter: Adapter) -> bool:
-    """The columnar path replaces `convert` and the default `records` and `meta` only."""
+    """The columnar path replaces `convert` and the default `records` only."""
     kind = type(adapter)
-    return kind.convert is not Adapter.convert and kind.records is Adapter.records and kind.meta is Adapter.meta
+    return kind.convert is not Adapter.convert and kind.records is Adapter.records
 
 
 def _names_bind(schema: pa.Schema | pa.DataType) -> bool:
@@ -166,14 +183,72 @@ def _select(plan: ColumnarPlan) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _clean(plan: ColumnarPlan) -> str:
-    """SQL: the row converts exactly in SQL (the layout's conditions, no NUL, meta spelled as Python does)."""
+def _clean(plan: ColumnarPlan, image_checked: bool = True) -> str:
+    """SQL: the row converts exactly in SQL (the layout's conditions, no NUL, meta spelled as Python does, and
+    its image, if any, among the checked ones unless `image_checked` is false)."""
     layout = plan.layout
     texts = [layout.chosen, layout.rejected]
     no_nul = " AND ".join(f"NOT contains({t}, chr(0))" for t in texts)
     nul = "contains(__m.role || __m.content, chr(0))"
     prompt_ok = f"NOT list_bool_or(list_transform({layout.prompt}, lambda __m: {nul}))"
-    return f"coalesce(({layout.clean}) AND {no_nul} AND {prompt_ok} AND ({plan.meta[1]}), false)"
+    image_ok = f" AND __row_key IN (SELECT __row_key FROM {IMAGE_ROWS})" if layout.image and image_checked else ""
+    return f"coalesce(({layout.clean}) AND {no_nul} AND {prompt_ok} AND ({plan.meta[1]}){image_ok}, false)"
+
+
+def images_query(plan: ColumnarPlan) -> str:
+    """SQL: the image bytes of the rows clean but for their image (to be checked in Python), in input order."""
+    image = plan.layout.image
+    return f"""SELECT __row_key, {image} AS __image FROM ({_select(plan)})
+               WHERE {_clean(plan, image_checked=False)} AND {image} IS NOT NULL AND octet_length({image}) > 0"""
+
+
+def checked_images(
+    db: duckdb.DuckDBPyConnection,
+    plan: ColumnarPlan,
+    max_pixels: int,
+    threads: int,
+    store: Callable[[list[ImageRow]], None],
+) -> pa.Table:
+    """Hash each row's image (`images_query`) and decode each distinct one once, in `threads` (hashlib and
+    Pillow release the GIL). Returns the rows whose image decodes within `max_pixels`, as (`__row_key`,
+    `__image` sha256), and passes each of their images to `store` once, in the order rows first use them. A
+    row whose image fails is left to `convert`, which rejects it with its reason."""
+    decodes: dict[str, bool] = {}  # sha256 -> decodes within the limit
+    keys: list[np.ndarray] = []
+    hashes: list[str] = []
+    with ThreadPoolExecutor(threads) as pool:
+        for batch in db.sql(images_query(plan)).to_arrow_reader(batch_size=IMAGE_BATCH):
+            blobs = batch.column("__image").to_pylist()
+            digests = [d for part in pool.map(_sha256s, _split(blobs, threads)) for d in part]
+            fresh = list({d: b for d, b in zip(digests, blobs, strict=True) if d not in decodes}.items())
+            parts = pool.map(_decode_all, _split(fresh, threads), repeat(max_pixels))
+            checked = [row for part in parts for row in part]
+            decodes.update((digest, row is not None) for (digest, _), row in zip(fresh, checked, strict=True))
+            store([row for row in checked if row is not None])
+            ok = np.array([decodes[d] for d in digests], bool)
+            keys.append(batch.column("__row_key").to_numpy()[ok])
+            hashes.extend(d for d, good in zip(digests, ok.tolist(), strict=True) if good)
+    row_keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    return pa.table({"__row_key": pa.array(row_keys, pa.int64()), "__image": pa.array(hashes, pa.string())})
+
+
+def _split(items: list[Any], parts: int) -> list[list[Any]]:
+    size = -(-len(items) // max(parts, 1)) or 1
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _sha256s(blobs: list[bytes]) -> list[str]:
+    return [hashlib.sha256(b).hexdigest() for b in blobs]
+
+
+def _decode_all(items: list[tuple[str, bytes]], max_pixels: int) -> list[ImageRow | None]:
+    rows: list[ImageRow | None] = []
+    for _, data in items:
+        try:
+            rows.append(decode_image(data, "image", max_pixels))
+        except RowError:
+            rows.append(None)
+    return rows
 
 
 def pairs_query(plan: ColumnarPlan) -> str:
@@ -198,23 +273,32 @@ def pairs_query(plan: ColumnarPlan) -> str:
     # Stored in canonical form, as `Pair.to_row` stores them; the ids over it equal the ids over the native text.
     turn = "{'role': __m.role, 'content': canonical_text(__m.content)}"
     prompt = f"list_transform({layout.prompt}, lambda __m: {turn})"
+    if layout.image:  # the checked image's hash, joined on the row key (a join does not keep the input order)
+        rows, images, modality, order = (
+            f"native JOIN {IMAGE_ROWS} USING (__row_key)",
+            "[__image]",
+            "image",
+            "ORDER BY __row_key",
+        )
+    else:
+        rows, images, modality, order = "native", "[]::VARCHAR[]", "text", ""
     return f"""
         WITH native AS ({_select(plan)}),
         converted AS (
             SELECT __row_key, __source_row, {prompt} AS prompt, canonical_text({layout.chosen}) AS chosen,
-                   canonical_text({layout.rejected}) AS rejected, {plan.meta[0]} AS meta,
+                   canonical_text({layout.rejected}) AS rejected, {images} AS images, {plan.meta[0]} AS meta,
                    {", ".join(f"{expr} AS {name}" for name, expr in values.items() if name != "margin")}
-            FROM native WHERE {_clean(plan)}),
+            FROM {rows} WHERE {_clean(plan, image_checked=False)}),
         identified AS (
-            SELECT *, prompt_json(prompt, []::VARCHAR[]) AS payload FROM converted)
+            SELECT *, prompt_json(prompt, images) AS payload FROM converted)
         SELECT __row_key,  -- first: the ingest merges on it, then drops it
                identity_digest(pair_json(payload, chosen, rejected)) AS pair_id,
                identity_digest(payload) AS prompt_id,
-               {sql_literal(info.key)} AS source, __source_row AS source_row, subset, 'text' AS modality,
-               prompt, chosen, rejected, []::VARCHAR[] AS images, chosen_score, rejected_score,
+               {sql_literal(info.key)} AS source, __source_row AS source_row, subset,
+               {sql_literal(modality)} AS modality, prompt, chosen, rejected, images, chosen_score, rejected_score,
                {values["margin"]} AS margin, tie, chosen_model, rejected_model, category, language,
                coalesce(license, {sql_literal(info.license)}) AS license, binarization, meta
-        FROM identified"""
+        FROM identified {order}"""
 
 
 def fallback_records(plan: ColumnarPlan, keys: np.ndarray) -> Iterator[tuple[int, Record]]:

@@ -340,8 +340,8 @@ def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) ->
 
 
 def _ingest_columnar(plan: columnar.ColumnarPlan, job: _Job) -> IngestSummary:
-    """Clean rows converted by DuckDB, the others by the adapter, merged in input order into the same files
-    (the same bytes) as the row-by-row path writes."""
+    """Clean rows converted by DuckDB, the others by the adapter, merged in input order into the same pairs
+    and rejects (the same bytes) as the row-by-row path writes, and the same images."""
     db = columnar.connect(job.workers, job.out_dir / "duckdb.tmp")
     try:
         return _merge_columnar(plan, db, job)
@@ -354,10 +354,19 @@ def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, 
     adapter = plan.adapter
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
-    keys = columnar.fallback_keys(db, plan)
-    records = columnar.fallback_records(plan, keys)
-    others = ((k, convert_record(adapter, r, job.root, job.conversion)) for k, r in records)
     with _outputs(job.out_dir, job.compression) as writers:
+        if plan.layout.image:
+
+            def store(images: list[ImageRow]) -> None:
+                seen_images.update(image.sha256 for image in images)
+                columns = {name: [getattr(image, name) for image in images] for name in IMAGE_SCHEMA.names}
+                writers["images"].write_table(pa.Table.from_pydict(columns, schema=IMAGE_SCHEMA))
+
+            checked = columnar.checked_images(db, plan, job.conversion.max_pixels, job.workers, store)
+            db.register(columnar.IMAGE_ROWS, checked)
+        keys = columnar.fallback_keys(db, plan)
+        records = columnar.fallback_records(plan, keys)
+        others = ((k, convert_record(adapter, r, job.root, job.conversion)) for k, r in records)
 
         def write_clean(batch: pa.RecordBatch) -> None:
             if batch.num_rows:

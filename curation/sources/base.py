@@ -43,6 +43,10 @@ class SqlLayout:
     `clean` holds for the rows that `convert` turns into exactly this pair without a reject; the others are
     converted by `convert`. `columns` gives other canonical columns (`chosen_score`, `tie`, `binarization`,
     ...): unnamed ones are NULL, `tie` false, `margin` the score difference as in `Pair.to_row`.
+    `image` is the bytes of a layout's one embedded image (its pair then has that image; a row is clean only
+    where they decode, checked in Python). `meta_fields` spell the `meta` value of fields an adapter's `meta`
+    rewrites, as (JSON spelling, condition under which it is exact); an adapter that overrides `meta` offers a
+    layout only with them.
     """
 
     clean: str
@@ -50,6 +54,8 @@ class SqlLayout:
     chosen: str
     rejected: str
     columns: Mapping[str, str] = field(default_factory=dict)
+    image: str | None = None
+    meta_fields: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

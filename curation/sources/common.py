@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from curation.errors import RowError
 from curation.schema import IMAGE_TOKEN
-from curation.sql import quote_identifier
+from curation.sql import quote_identifier, sql_literal
 
 _MISSING = object()
 Policy = Literal["max_gap", "best_vs_random", "all_pairs"]
@@ -90,6 +90,35 @@ def parsed_json_or_text(value: Any) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
+
+
+@dataclass(frozen=True)
+class JsonObjectSql:
+    """SQL over a string column holding a flat JSON object of strings (RLAIF-V's `origin_split`): `exact` holds
+    where `spelled` is `json.dumps(parsed_json_or_text(value), ensure_ascii=False, sort_keys=True)` and `key(k)`
+    is the parsed object's string at key `k` (NULL where absent); NULL values are exact (spelled `null`)."""
+
+    exact: str
+    spelled: str
+    column: str
+
+    def key(self, name: str) -> str:
+        return f"json_extract_string(TRY_CAST({self.column} AS JSON), {sql_literal('$.' + name)})"
+
+
+def json_object_sql(column: str) -> JsonObjectSql:
+    # No backslash: no escapes, so each key and value is spelled as written. DuckDB's JSON reader accepts
+    # trailing commas, which Python's rejects; a map cast fails (NULL) on duplicate keys, which Python allows.
+    parsed = f"TRY_CAST(TRY_CAST({column} AS JSON) AS MAP(VARCHAR, JSON))"
+    is_string = "lambda v: coalesce(json_type(v) = 'VARCHAR', false)"
+    strings = f"coalesce(list_bool_and(list_transform(map_values({parsed}), {is_string})), true)"
+    exact = (
+        f"({column} IS NULL OR (NOT contains({column}, '\\') AND NOT regexp_matches({column}, ',\\s*[\\]}}]') "
+        f"AND json_type(TRY_CAST({column} AS JSON)) = 'OBJECT' AND {parsed} IS NOT NULL AND {strings}))"
+    )
+    entries = f"list_transform(list_sort(map_entries({parsed})), lambda e: '\"' || e.key || '\": ' || e.value::VARCHAR)"
+    spelled = f"CASE WHEN {column} IS NULL THEN 'null' ELSE '{{' || array_to_string({entries}, ', ') || '}}' END"
+    return JsonObjectSql(exact, spelled, column)
 
 
 def content_text(content: Any, name: str) -> str:

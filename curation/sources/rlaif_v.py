@@ -10,18 +10,23 @@
   a threshold (policy `all_pairs`). An unparsable score leaves the pair without scores (it is kept in `meta`).
 - `trl-lib/rlaif-v`: `prompt`/`chosen`/`rejected` message lists with OpenAI-style image parts, `images` list.
 
-No ties in the released set; a pipeline row with equal scores is kept as a tie.
+No ties in the released set; a pipeline row with equal scores is kept as a tie. Local parquet of the released
+layout with embedded image bytes is converted in DuckDB (`sql_layout`), its images checked in Python.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from curation.pair import Pair
-from curation.sources.base import Adapter, RowContext, SourceInfo
+from curation.schema import IMAGE_TOKEN
+from curation.sources.base import Adapter, RowContext, SourceInfo, SqlLayout
 from curation.sources.common import (
     field,
     final_answer,
+    json_object_sql,
     maybe_score,
     messages,
     parsed_json_or_text,
@@ -63,6 +68,45 @@ class RlaifV(Adapter):
         if "origin_split" in meta:
             meta["origin_split"] = parsed_json_or_text(meta["origin_split"])
         return meta
+
+    def sql_layout(self, schema: pa.Schema) -> SqlLayout | None:
+        """The released layout: string `question`, `chosen`, `rejected`, the image as `{bytes, path}`, and
+        `origin_split` (when present) a flat JSON object of strings, as `_released` and `meta` read them."""
+        strings = ("question", "chosen", "rejected", "origin_dataset", "origin_split")
+        if any(n in schema.names and not pa.types.is_string(schema.field(n).type) for n in strings):
+            return None
+        image = schema.field("image").type if "image" in schema.names else None
+        if (
+            any(n not in schema.names for n in ("question", "chosen", "rejected"))
+            or any(n in schema.names for n in ("org_infos", "image_id"))  # `convert` reads those as the pipeline's
+            or image is None
+            or not pa.types.is_struct(image)
+            or image.get_field_index("bytes") < 0
+            or not pa.types.is_binary(image.field(image.get_field_index("bytes")).type)
+        ):
+            return None
+        model, meta_fields, origin_exact = "NULL", {}, "true"
+        if "origin_split" in schema.names:
+            origin = json_object_sql("origin_split")
+            model, meta_fields, origin_exact = (
+                origin.key("model"),
+                {"origin_split": (origin.spelled, origin.exact)},
+                origin.exact,
+            )
+        return SqlLayout(
+            clean=f"question IS NOT NULL AND chosen IS NOT NULL AND rejected IS NOT NULL "
+            f"AND NOT contains(question, '{IMAGE_TOKEN}') AND {origin_exact}",  # else `with_image_tokens` decides
+            prompt=f"[{{'role': 'user', 'content': '{IMAGE_TOKEN}' || chr(10) || question}}]",
+            chosen="chosen",
+            rejected="rejected",
+            columns={
+                "subset": "origin_dataset" if "origin_dataset" in schema.names else "NULL",
+                "chosen_model": model,
+                "rejected_model": model,
+            },
+            image='"image".bytes',
+            meta_fields=meta_fields,
+        )
 
     def _released(self, row: dict[str, Any], ctx: RowContext) -> Pair:
         question, chosen, rejected = text_field(row, "question"), text_field(row, "chosen"), text_field(row, "rejected")

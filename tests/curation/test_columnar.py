@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from curation import columnar
 from curation.ingest import ingest
 from curation.sources import get_adapter
-from tests.conftest import output_digests
+from tests.conftest import image_bytes, output_digests
 
 UF = "ultrafeedback_binarized"
 METADATA = pa.struct([("score_chosen", pa.float64()), ("score_rejected", pa.float64()), ("note", pa.string())])
@@ -250,3 +251,105 @@ def test_message_lists_convert_in_sql_with_the_same_bytes(
     hi, hello, cafe = "Hi there\n\nfriend", "Hello.", "Caf\u00e9?"
     assert pairs[1]["prompt"] == [{"role": "user", "content": hi}, {"role": "assistant", "content": hello},
                                   {"role": "user", "content": cafe}]  # fmt: skip
+
+
+def _released(i: int, **changes: Any) -> dict[str, Any]:
+    """An RLAIF-V row as the Hub's parquet holds it (image bytes embedded, `origin_split` a JSON string)."""
+    origin = json.dumps({"model": f"model-{i % 2}", "feedback_model": "fm", "type": "qa"})
+    row = {"ds_name": "RLAIF-V", "image": {"bytes": image_bytes(i % 3), "path": f"img{i % 3}.png"},
+           "question": f"What is in picture {i}?", "chosen": f"Right {i}.", "rejected": f"Wrong {i}.",
+           "origin_dataset": "OK-VQA", "origin_split": origin, "idx": str(i), "image_path": f"x{i}.png"}  # fmt: skip
+    return {**row, **changes}
+
+
+RELEASED_CLEAN = [
+    _released(0),
+    _released(1, question="  Cafe\u0301 \t and\u00a0more?\n\n\n", chosen="line\nbreaks\n\nkept", rejected=" é 中文 "),
+    _released(2, origin_split='{"type":"x","model":"m é","a.b":"c/d"}'),  # keys sorted, spelled as Python does
+    _released(3, origin_split=' {"type": "no model"} '),
+    _released(4, origin_split=None, origin_dataset=None),
+    _released(5, origin_split="{}"),
+    _released(6),  # the image of rows 0 and 3 again: decoded once, stored once
+]
+RELEASED_ODD = [
+    _released(10, origin_split="{not json"),  # kept as the string
+    _released(11, origin_split='{"model": 3, "type": "qa"}'),
+    _released(12, origin_split='{"model": "a", "model": "b"}'),  # Python keeps the last
+    _released(13, origin_split='{"model": "a",}'),  # DuckDB's JSON reader accepts it, Python's does not
+    _released(14, origin_split='{"model": "caf\\u00e9"}'),  # escapes
+    _released(15, image={"bytes": b"not an image", "path": "bad.png"}),  # reject: undecodable
+    _released(16, image={"bytes": image_bytes(7, size=(64, 48)), "path": "big.png"}),  # reject: too large
+    _released(17, image=None),  # the file named by `image_path`: no images root, a reject
+    _released(18, image={"bytes": b"", "path": "empty.png"}),
+    _released(19, question="<image>\nPlaceholder already there"),
+    _released(20, question=None),
+    _released(21, chosen="nul \x00 inside"),
+]
+
+
+def test_rlaif_v_images_and_origin_split_convert_in_sql_with_the_same_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [r for pair in zip(RELEASED_ODD, RELEASED_CLEAN, strict=False) for r in pair] + RELEASED_ODD[7:]
+    path = tmp_path / "rlaif.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=4)
+    adapter = get_adapter("rlaif_v")()
+    plan = columnar.plan(adapter, str(path))
+    assert plan is not None and plan.layout.image
+    decoded: list[int] = []
+    real_decode = columnar.decode_image
+    monkeypatch.setattr(columnar, "decode_image", lambda data, *a: decoded.append(len(data)) or real_decode(data, *a))
+    limit = 40 * 30  # image_bytes(7, (64, 48)) is larger
+    out = {}
+    for name, fast, workers in (("columnar", True, 2), ("rows", False, 1)):
+        summary = ingest(adapter, str(path), tmp_path / name, workers=workers, columnar_path=fast, max_pixels=limit)
+        out[name] = summary.as_dict(), output_digests(tmp_path / name)
+    assert len(decoded) == 3 + 2  # the clean rows' three distinct images, the two failing ones; each once
+    (summary, digests), (row_summary, row_digests) = out["columnar"], out["rows"]
+    assert summary == row_summary
+    assert digests["pairs.parquet"] == row_digests["pairs.parquet"]
+    assert digests["rejects.parquet"] == row_digests["rejects.parquet"]
+    images = [pq.read_table(tmp_path / name / "images.parquet").sort_by("sha256") for name in out]
+    assert images[0].equals(images[1]) and images[0].num_rows == summary["images"]
+    assert summary["rejects_by_reason"] == {
+        "image not found": 2,
+        "image too large": 1,
+        "image undecodable": 1,
+        "missing field": 1,
+    }
+    db = columnar.connect(1)
+    db.register(columnar.IMAGE_ROWS, columnar.checked_images(db, plan, limit, 1, lambda images: None))
+    assert len(columnar.fallback_keys(db, plan)) == len(RELEASED_ODD)  # every clean row converted in SQL
+    pairs = {p["source_row"]: p for p in pq.read_table(tmp_path / "columnar" / "pairs.parquet").to_pylist()}
+    assert pairs["rlaif.parquet:5"]["chosen_model"] == "m é" and pairs["rlaif.parquet:5"]["modality"] == "image"
+
+
+def test_json_object_spelling_equals_python() -> None:
+    """`json_object_sql` is exact where it says so: on random JSON-like strings, the spelled `meta` value and the
+    `model` key equal what Python's `json.loads` + `json.dumps` give."""
+    import random
+
+    import duckdb
+
+    from curation.sources.common import json_object_sql, parsed_json_or_text
+
+    tokens = ["{", "}", '"model"', '"type"', '"a"', '"é 😀"', '"x,}"', '""', ":", ",", " ", "\n", "1", "null",
+              '"q\\"uote"', "[", "]", "{}", '"\u2028"', "NaN", '"\x01"']  # fmt: skip
+    rng = random.Random(1)
+    texts = ["".join(rng.choice(tokens) for _ in range(rng.randint(0, 9))) for _ in range(6000)]
+    for _ in range(3000):  # well-formed objects, some with duplicate keys, numbers or trailing commas
+        keys = [rng.choice(['"model"', '"type"', '"a"', '"é"', '""']) for _ in range(rng.randint(0, 3))]
+        values = [rng.choice(['"v"', '"m 1"', "2", "null", '"é/😀"', '"tab\\t"']) for _ in keys]
+        texts.append("{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, values, strict=True)) + rng.choice(["}", ",}"]))
+    spelling = json_object_sql("s")
+    db = duckdb.connect()
+    query = f"SELECT s, {spelling.exact}, {spelling.spelled}, {spelling.key('model')} FROM unnest(?::VARCHAR[]) t(s)"
+    exact = 0
+    for text, is_exact, spelled, model in db.execute(query, [texts]).fetchall():
+        if not is_exact:
+            continue
+        exact += 1
+        parsed = parsed_json_or_text(text)
+        assert spelled == json.dumps(parsed, ensure_ascii=False, sort_keys=True), text
+        assert model == (parsed.get("model") if isinstance(parsed, dict) else None), text
+    assert exact > 500
