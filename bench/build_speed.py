@@ -149,7 +149,8 @@ def child(kind: str, data: Path, out: Path) -> None:
         out.mkdir(parents=True)
         rows = run_baseline(data, out) if kind == "b" else run_floor(data, out)
     seconds = time.perf_counter() - start
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The largest process's peak: this one's, or a worker process's where an ingest started any.
+    rss_mib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(json.dumps({"seconds": seconds, "rows_out": rows, "peak_rss_mib": rss_mib}))
 
 

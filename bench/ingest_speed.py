@@ -2,11 +2,13 @@
 
     python -m bench.ingest_speed --path /tmp/rm-bench/data-1000000/text --adapter ultrafeedback_binarized
     python -m bench.ingest_speed --path /tmp/rm-bench/data-1000000/text --as-messages 200000
+    python -m bench.ingest_speed --path /tmp/rm-bench/data-1000000/images --adapter rlaif_v
 
 (`bench.build_speed` generates such a folder; `--as-messages N` first rewrites N of its rows as Tulu-3 chat
 message lists and reads them with `tulu3_preference`.) Each way runs in this process one after the other, on
-the same input; the script prints seconds, rows/s and whether the outputs are byte-identical. `ingest` takes
-the columnar path for layouts DuckDB converts, file partitions for folders of several files, else the pool.
+the same input; the script prints seconds, rows/s and a digest of the outputs (equal: the same pairs and rejects,
+byte for byte, and the same images). `ingest` takes the columnar path for layouts DuckDB converts, file
+partitions for folders of several files, else the pool.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ OUTPUTS = ("pairs.parquet", "images.parquet", "rejects.parquet")
 
 
 def digest(folder: Path) -> str:
-    return hashlib.sha256(b"".join((folder / name).read_bytes() for name in OUTPUTS)).hexdigest()[:16]
+    """The pairs' and rejects' bytes and the images' rows (the columnar ingest may store them in another order)."""
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256(b"".join((folder / name).read_bytes() for name in OUTPUTS if name != "images.parquet"))
+    for row in pq.read_table(folder / "images.parquet").sort_by("sha256").to_pylist():
+        digest.update(repr(sorted(row.items())).encode())
+    return digest.hexdigest()[:16]
 
 
 def as_messages(path: Path, rows: int, work: Path) -> Path:

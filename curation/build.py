@@ -9,6 +9,7 @@ files, whose texts are already in canonical form (`canonical_text`), are what ev
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -283,6 +284,9 @@ class Builder:
                         yield batch.add_column(0, "row_key", pa.array(np.arange(start, start + n, dtype=np.int64)))
                         start += n
 
+        # DuckDB writes the image table and the rejects beside the routing, which keeps one core busy.
+        side = ThreadPoolExecutor(1)
+        tables = side.submit(self._write_tables, dataclasses.replace(self.ctx, db=self.db.cursor()))
         # The removed pairs themselves, so "what did this match?" can show both sides.
         removed = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)
         try:
@@ -291,24 +295,34 @@ class Builder:
         except BaseException:
             removed.abort()
             raise
+        finally:
+            side.shutdown()  # the tables are complete (or failed) before anything else happens
         removed.close()
-        self.ctx.copy(
-            """SELECT * FROM images
-               WHERE sha256 IN (SELECT unnest(p.images) FROM selected s JOIN pairs p USING (row_key))
-               ORDER BY sha256""",
-            self.tmp / "images" / "images.parquet",
-            row_group_size=IMAGE_ROW_GROUP,
-        )
+        tables.result()
+
+    def _write_tables(self, ctx: BuildContext) -> None:
+        """The selected pairs' images and every reject, through `ctx.db` (a cursor of the build's connection,
+        closed when done)."""
         ingest_rejects = [
             f"SELECT {sql_literal(s.name)} AS source, source_row, NULL AS pair_id, stage, reason, detail "
             f"FROM read_parquet({sql_literal(self._ingested(s) / 'rejects.parquet')})"
             for s in self.recipe.sources
         ]
-        self.ctx.copy(
-            f"SELECT * FROM ({' UNION ALL '.join([*ingest_rejects, 'SELECT * FROM removed'])}) "
-            "ORDER BY source, stage, reason, source_row, pair_id",
-            self.tmp / "rejects" / "rejects.parquet",
-        )
+        try:
+            ctx.copy(
+                """SELECT * FROM images
+                   WHERE sha256 IN (SELECT unnest(p.images) FROM selected s JOIN pairs p USING (row_key))
+                   ORDER BY sha256""",
+                self.tmp / "images" / "images.parquet",
+                row_group_size=IMAGE_ROW_GROUP,
+            )
+            ctx.copy(
+                f"SELECT * FROM ({' UNION ALL '.join([*ingest_rejects, 'SELECT * FROM removed'])}) "
+                "ORDER BY source, stage, reason, source_row, pair_id",
+                self.tmp / "rejects" / "rejects.parquet",
+            )
+        finally:
+            ctx.db.close()
 
     def _estimated_sizes(self, row_keys: np.ndarray) -> np.ndarray:
         """Each pair's bytes in memory, estimated as its parquet row group's uncompressed bytes per row (close to

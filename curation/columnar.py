@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import RowError
 from curation.images import ImageRow, decode_image
-from curation.readers import _BATCH_ROWS, Record, is_hub_id, list_files
+from curation.readers import Record, is_hub_id, list_files
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
 from curation.sql import quote_identifier, sql_literal
@@ -183,23 +183,22 @@ def _select(plan: ColumnarPlan) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _clean(plan: ColumnarPlan, image_checked: bool = True) -> str:
-    """SQL: the row converts exactly in SQL (the layout's conditions, no NUL, meta spelled as Python does, and
-    its image, if any, among the checked ones unless `image_checked` is false)."""
+def _clean(plan: ColumnarPlan) -> str:
+    """SQL: the row converts exactly in SQL (the layout's conditions, no NUL, meta spelled as Python does); a
+    layout with an image also needs it among the checked ones (`pairs_query`)."""
     layout = plan.layout
     texts = [layout.chosen, layout.rejected]
     no_nul = " AND ".join(f"NOT contains({t}, chr(0))" for t in texts)
     nul = "contains(__m.role || __m.content, chr(0))"
     prompt_ok = f"NOT list_bool_or(list_transform({layout.prompt}, lambda __m: {nul}))"
-    image_ok = f" AND __row_key IN (SELECT __row_key FROM {IMAGE_ROWS})" if layout.image and image_checked else ""
-    return f"coalesce(({layout.clean}) AND {no_nul} AND {prompt_ok} AND ({plan.meta[1]}){image_ok}, false)"
+    return f"coalesce(({layout.clean}) AND {no_nul} AND {prompt_ok} AND ({plan.meta[1]}), false)"
 
 
 def images_query(plan: ColumnarPlan) -> str:
     """SQL: the image bytes of the rows clean but for their image (to be checked in Python), in input order."""
     image = plan.layout.image
     return f"""SELECT __row_key, {image} AS __image FROM ({_select(plan)})
-               WHERE {_clean(plan, image_checked=False)} AND {image} IS NOT NULL AND octet_length({image}) > 0"""
+               WHERE {_clean(plan)} AND {image} IS NOT NULL AND octet_length({image}) > 0"""
 
 
 def checked_images(
@@ -215,7 +214,7 @@ def checked_images(
     row whose image fails is left to `convert`, which rejects it with its reason."""
     decodes: dict[str, bool] = {}  # sha256 -> decodes within the limit
     keys: list[np.ndarray] = []
-    hashes: list[str] = []
+    hashes: list[pa.Array] = []
     with ThreadPoolExecutor(threads) as pool:
         for batch in db.sql(images_query(plan)).to_arrow_reader(batch_size=IMAGE_BATCH):
             blobs = batch.column("__image").to_pylist()
@@ -227,9 +226,9 @@ def checked_images(
             store([row for row in checked if row is not None])
             ok = np.array([decodes[d] for d in digests], bool)
             keys.append(batch.column("__row_key").to_numpy()[ok])
-            hashes.extend(d for d, good in zip(digests, ok.tolist(), strict=True) if good)
+            hashes.append(pa.array(digests, pa.string()).filter(ok))
     row_keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    return pa.table({"__row_key": pa.array(row_keys, pa.int64()), "__image": pa.array(hashes, pa.string())})
+    return pa.table({"__row_key": pa.array(row_keys, pa.int64()), "__image": pa.chunked_array(hashes, pa.string())})
 
 
 def _split(items: list[Any], parts: int) -> list[list[Any]]:
@@ -273,25 +272,28 @@ def pairs_query(plan: ColumnarPlan) -> str:
     # Stored in canonical form, as `Pair.to_row` stores them; the ids over it equal the ids over the native text.
     turn = "{'role': __m.role, 'content': canonical_text(__m.content)}"
     prompt = f"list_transform({layout.prompt}, lambda __m: {turn})"
+    clean = _clean(plan)
     if layout.image:  # the checked image's hash, joined on the row key (a join does not keep the input order)
         rows, images, modality, order = (
-            f"native JOIN {IMAGE_ROWS} USING (__row_key)",
+            f"native LEFT JOIN {IMAGE_ROWS} USING (__row_key)",
             "[__image]",
             "image",
             "ORDER BY __row_key",
         )
+        clean = f"({clean} AND __image IS NOT NULL)"
     else:
         rows, images, modality, order = "native", "[]::VARCHAR[]", "text", ""
     return f"""
         WITH native AS ({_select(plan)}),
         converted AS (
-            SELECT __row_key, __source_row, {prompt} AS prompt, canonical_text({layout.chosen}) AS chosen,
-                   canonical_text({layout.rejected}) AS rejected, {images} AS images, {plan.meta[0]} AS meta,
+            SELECT __row_key, {clean} AS __clean, __source_row, {prompt} AS prompt,
+                   canonical_text({layout.chosen}) AS chosen, canonical_text({layout.rejected}) AS rejected,
+                   {images} AS images, {plan.meta[0]} AS meta,
                    {", ".join(f"{expr} AS {name}" for name, expr in values.items() if name != "margin")}
-            FROM {rows} WHERE {_clean(plan, image_checked=False)}),
+            FROM {rows}),
         identified AS (
             SELECT *, prompt_json(prompt, images) AS payload FROM converted)
-        SELECT __row_key,  -- first: the ingest merges on it, then drops it
+        SELECT __row_key, __clean,  -- first: the ingest merges on them, then drops them
                identity_digest(pair_json(payload, chosen, rejected)) AS pair_id,
                identity_digest(payload) AS prompt_id,
                {sql_literal(info.key)} AS source, __source_row AS source_row, subset,
@@ -301,41 +303,44 @@ def pairs_query(plan: ColumnarPlan) -> str:
         FROM identified {order}"""
 
 
-def fallback_records(plan: ColumnarPlan, keys: np.ndarray) -> Iterator[tuple[int, Record]]:
-    """The native rows at `keys` (sorted row keys), read as the row-by-row ingest reads them."""
-    for index, (path, name) in enumerate(plan.files):
-        rows = keys[(keys >> _ROW_BITS) == index] - (index << _ROW_BITS)
-        if not len(rows):
-            continue
-        parquet = pq.ParquetFile(path)
-        columns = plan.adapter.columns
-        if columns is not None:
-            columns = [c for c in columns if c in parquet.schema_arrow.names]
-        start = 0
-        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
-            end = start + batch.num_rows
-            local = rows[(rows >= start) & (rows < end)] - start
-            if len(local):
-                for offset, data in zip(local.tolist(), batch.take(pa.array(local)).to_pylist(), strict=True):
-                    yield (index << _ROW_BITS) + start + offset, Record(f"{name}:{start + offset}", data)
-            start = end
+class NativeRows:
+    """Native rows by row key, read as the row-by-row ingest reads them: a row group at a time, kept while the
+    keys asked for (in increasing order) stay in it."""
+
+    def __init__(self, plan: ColumnarPlan) -> None:
+        self.plan = plan
+        self._files: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}  # file index -> file, row groups' ends
+        self._group: tuple[int, int, pa.Table] | None = None  # file index, row group, its rows
+
+    def record(self, key: int) -> Record:
+        index, row = key >> _ROW_BITS, key & ((1 << _ROW_BITS) - 1)
+        file, ends = self._open(index)
+        group = int(np.searchsorted(ends, row, side="right"))
+        if self._group is None or self._group[:2] != (index, group):
+            columns = self.plan.adapter.columns
+            if columns is not None:
+                columns = [c for c in columns if c in file.schema_arrow.names]
+            self._group = (index, group, file.read_row_group(group, columns=columns))
+        first = int(ends[group - 1]) if group else 0
+        return Record(f"{self.plan.files[index][1]}:{row}", self._group[2].slice(row - first, 1).to_pylist()[0])
+
+    def _open(self, index: int) -> tuple[pq.ParquetFile, np.ndarray]:
+        if index not in self._files:
+            file = pq.ParquetFile(self.plan.files[index][0])
+            sizes = [file.metadata.row_group(g).num_rows for g in range(file.metadata.num_row_groups)]
+            self._files[index] = file, np.cumsum(sizes)
+        return self._files[index]
 
 
 def connect(workers: int | None, temp_directory: Path | None = None) -> duckdb.DuckDBPyConnection:
     db = duckdb.connect()
     db.execute(f"SET threads = {int(workers or os.cpu_count() or 1)}")
-    db.execute("SET memory_limit = '1GB'")  # the query streams; only the unclean rows' keys are sorted
+    db.execute("SET memory_limit = '1GB'")  # the query streams (an image layout's pairs are sorted: few rows)
     if temp_directory is not None:
         db.execute(f"SET temp_directory = {sql_literal(temp_directory)}")
     db.execute("SET preserve_insertion_order = true")
     install_text_macros(db)
     return db
-
-
-def fallback_keys(db: duckdb.DuckDBPyConnection, plan: ColumnarPlan) -> np.ndarray:
-    """The row keys of the rows that are not clean, in order."""
-    query = f"SELECT __row_key FROM ({_select(plan)}) WHERE NOT {_clean(plan)} ORDER BY __row_key"
-    return np.asarray(db.sql(query).fetchnumpy()["__row_key"], np.int64)
 
 
 def row_count(plan: ColumnarPlan) -> int:

@@ -350,6 +350,13 @@ def _ingest_columnar(plan: columnar.ColumnarPlan, job: _Job) -> IngestSummary:
         shutil.rmtree(job.out_dir / "duckdb.tmp", ignore_errors=True)
 
 
+def _write_clean(writers: dict[str, ParquetBatchWriter], summary: IngestSummary, batch: pa.RecordBatch) -> None:
+    """Clean rows of the columnar query: one pair each."""
+    if batch.num_rows:
+        writers["pairs"].write_table(pa.Table.from_batches([batch.drop_columns(["__row_key", "__clean"])]))
+        summary.add_single_pairs(batch.num_rows, int(np.count_nonzero(batch.column("tie").to_numpy(False))))
+
+
 def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, job: _Job) -> IngestSummary:
     adapter = plan.adapter
     summary = IngestSummary(adapter.info.key)
@@ -364,30 +371,19 @@ def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, 
 
             checked = columnar.checked_images(db, plan, job.conversion.max_pixels, job.workers, store)
             db.register(columnar.IMAGE_ROWS, checked)
-        keys = columnar.fallback_keys(db, plan)
-        records = columnar.fallback_records(plan, keys)
-        others = ((k, convert_record(adapter, r, job.root, job.conversion)) for k, r in records)
-
-        def write_clean(batch: pa.RecordBatch) -> None:
-            if batch.num_rows:
-                table = pa.Table.from_batches([batch.drop_columns(["__row_key"])])
-                writers["pairs"].write_table(table)
-                summary.add_single_pairs(batch.num_rows, int(np.count_nonzero(batch.column("tie").to_numpy(False))))
-
-        pending = next(others, None)
+        native = columnar.NativeRows(plan)
         for batch in db.sql(columnar.pairs_query(plan)).to_arrow_reader(batch_size=CLEAN_BATCH):
-            row_keys = batch.column("__row_key").to_numpy()
-            while pending is not None and len(row_keys) and pending[0] < row_keys[-1]:
-                cut = int(np.searchsorted(row_keys, pending[0]))
-                write_clean(batch.slice(0, cut))
-                _write_outcome(writers, summary, seen_images, pending[1])
-                batch, row_keys, pending = batch.slice(cut), row_keys[cut:], next(others, None)
-            write_clean(batch)
+            unclean = np.flatnonzero(~batch.column("__clean").to_numpy(zero_copy_only=False))
+            keys = batch.column("__row_key").to_numpy()
+            start = 0
+            for row in unclean.tolist():  # converted by the adapter, in input order among the clean rows
+                _write_clean(writers, summary, batch.slice(start, row - start))
+                record = native.record(int(keys[row]))
+                _write_outcome(writers, summary, seen_images, convert_record(adapter, record, job.root, job.conversion))
+                start = row + 1
+            _write_clean(writers, summary, batch.slice(start))
             if job.on_row is not None:
                 job.on_row(summary)
-        while pending is not None:
-            _write_outcome(writers, summary, seen_images, pending[1])
-            pending = next(others, None)
         if summary.rows_read != (expected := columnar.row_count(plan)):
             raise AssertionError(f"columnar ingest of {summary.source}: {summary.rows_read} rows of {expected}")
         return _check(summary, len(seen_images))

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import columnar
+from curation import ingest as ingest_module
 from curation.ingest import ingest
 from curation.sources import get_adapter
 from tests.conftest import image_bytes, output_digests
@@ -72,15 +73,25 @@ def _both_ways(tmp_path: Path, location: Path, threads: int = 2, adapter: str = 
     return out
 
 
-def test_columnar_ingest_writes_the_same_bytes_as_the_row_by_row_ingest(tmp_path: Path) -> None:
+def _python_refs(monkeypatch: pytest.MonkeyPatch, adapter: str, location: Path, **kwargs: Any) -> list[str]:
+    """The rows a columnar ingest of `location` leaves to the adapter's `convert`."""
+    refs: list[str] = []
+    convert = ingest_module.convert_record
+    with monkeypatch.context() as patch:
+        patch.setattr(ingest_module, "convert_record", lambda a, r, *rest: refs.append(r.ref) or convert(a, r, *rest))
+        ingest(get_adapter(adapter)(), str(location), location.parent / "spied", workers=1, **kwargs)
+    return refs
+
+
+def test_columnar_ingest_writes_the_same_bytes_as_the_row_by_row_ingest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rows = [r for pair in zip(CLEAN, ODD, strict=False) for r in pair] + CLEAN[len(ODD) :]  # interleaved
     folder = _write(tmp_path / "uf", rows)
-    plan = columnar.plan(get_adapter(UF)(), str(folder))
-    assert plan is not None
-    fallback = columnar.fallback_keys(columnar.connect(1), plan)
+    assert columnar.plan(get_adapter(UF)(), str(folder)) is not None
+    in_python = _python_refs(monkeypatch, UF, folder)
     all_refs = {f"part-{k}.parquet:{i}" for k in range(2) for i in range(7)}
-    assert {f"part-{key >> 40}.parquet:{key & (2**40 - 1)}" for key in fallback} == all_refs - _refs_of(folder, CLEAN)
-    assert len(fallback) == len(ODD)
+    assert set(in_python) == all_refs - _refs_of(folder, CLEAN) and len(in_python) == len(ODD)
     result = _both_ways(tmp_path, folder)
     assert result["columnar"] == result["rows"]
     summary = result["columnar"][0]
@@ -103,13 +114,15 @@ def _refs_of(folder: Path, wanted: list[dict[str, Any]]) -> set[str]:
 
 
 @pytest.mark.parametrize("name", ["eval_clean.jsonl", "label_flip_20.jsonl"])
-def test_columnar_ingest_of_real_rows(tmp_path: Path, shared_data: Path, name: str) -> None:
+def test_columnar_ingest_of_real_rows(
+    tmp_path: Path, shared_data: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Real UltraFeedback rows (label_flip_20 has a nested `metadata.noise` with booleans, strings, ints and
     floats, empty answers, ties), as parquet: same bytes both ways, and every row converted in SQL."""
     table = pa_json.read_json(shared_data / "ultrafeedback-binarized" / name)
     pq.write_table(table, tmp_path / "uf.parquet")
-    plan = columnar.plan(get_adapter(UF)(), str(tmp_path / "uf.parquet"))
-    assert plan is not None and len(columnar.fallback_keys(columnar.connect(1), plan)) == 0
+    assert columnar.plan(get_adapter(UF)(), str(tmp_path / "uf.parquet")) is not None
+    assert _python_refs(monkeypatch, UF, tmp_path / "uf.parquet") == []
     result = _both_ways(tmp_path, tmp_path / "uf.parquet")
     assert result["columnar"] == result["rows"]
     assert result["columnar"][0]["pairs"] == table.num_rows
@@ -231,7 +244,7 @@ TULU_ODD = [_messages_row(30, chosen_rating=math.inf), _messages_row(31, chosen_
      (UF, H4_SCHEMA, MESSAGE_ODD)],
 )  # fmt: skip
 def test_message_lists_convert_in_sql_with_the_same_bytes(
-    tmp_path: Path, adapter: str, schema: pa.Schema, odd: list[dict[str, Any]]
+    tmp_path: Path, adapter: str, schema: pa.Schema, odd: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chat message lists (Tulu-3, OLMo-2, UltraFeedback as H4 publishes it): the shared-prompt split in SQL for
     clean rows, every odd row left to `convert`, and the same files either way."""
@@ -239,10 +252,9 @@ def test_message_lists_convert_in_sql_with_the_same_bytes(
     rows += odd[len(MESSAGE_CLEAN) :]
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
     pq.write_table(table, tmp_path / "train.parquet", row_group_size=4)
-    plan = columnar.plan(get_adapter(adapter)(), str(tmp_path / "train.parquet"))
-    assert plan is not None
-    fallback = columnar.fallback_keys(columnar.connect(1), plan).tolist()
-    assert fallback == [i for i, r in enumerate(rows) if any(r is o for o in odd)]
+    assert columnar.plan(get_adapter(adapter)(), str(tmp_path / "train.parquet")) is not None
+    in_python = _python_refs(monkeypatch, adapter, tmp_path / "train.parquet")
+    assert in_python == [f"train.parquet:{i}" for i, r in enumerate(rows) if any(r is o for o in odd)]
     result = _both_ways(tmp_path, tmp_path / "train.parquet", adapter=adapter)
     assert result["columnar"] == result["rows"]
     summary = result["columnar"][0]
@@ -317,9 +329,8 @@ def test_rlaif_v_images_and_origin_split_convert_in_sql_with_the_same_pairs(
         "image undecodable": 1,
         "missing field": 1,
     }
-    db = columnar.connect(1)
-    db.register(columnar.IMAGE_ROWS, columnar.checked_images(db, plan, limit, 1, lambda images: None))
-    assert len(columnar.fallback_keys(db, plan)) == len(RELEASED_ODD)  # every clean row converted in SQL
+    in_python = _python_refs(monkeypatch, "rlaif_v", path, max_pixels=limit)
+    assert len(in_python) == len(RELEASED_ODD)  # every clean row converted in SQL
     pairs = {p["source_row"]: p for p in pq.read_table(tmp_path / "columnar" / "pairs.parquet").to_pylist()}
     assert pairs["rlaif.parquet:5"]["chosen_model"] == "m é" and pairs["rlaif.parquet:5"]["modality"] == "image"
 
