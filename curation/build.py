@@ -25,6 +25,7 @@ import duckdb
 import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.build_card import write_card
@@ -34,7 +35,7 @@ from curation.ingest import IngestSummary, ingest
 from curation.io import ParquetBatchWriter, sha256_file
 from curation.ops import OPS, BuildContext
 from curation.recipe import Recipe, SourceSpec
-from curation.schema import PAIR_SCHEMA, SCHEMA_VERSION
+from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import Placement, write_shards
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
@@ -309,13 +310,18 @@ class Builder:
             for s in self.recipe.sources
         ]
         try:
-            ctx.copy(
-                """SELECT * FROM images
-                   WHERE sha256 IN (SELECT unnest(p.images) FROM selected s JOIN pairs p USING (row_key))
-                   ORDER BY sha256""",
-                self.tmp / "images" / "images.parquet",
-                row_group_size=IMAGE_ROW_GROUP,
-            )
+            # `images` is in sha256 order, which a plain scan keeps (a join or a sort would hold all the bytes).
+            used = ctx.db.sql("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
+            wanted = used.to_arrow_table().column(0)
+            out = ParquetBatchWriter(self.tmp / "images" / "images.parquet", IMAGE_SCHEMA, IMAGE_ROW_GROUP)
+            try:
+                for batch in ctx.db.sql("SELECT * FROM images").to_arrow_reader(batch_size=IMAGE_ROW_GROUP * 16):
+                    chosen = batch.filter(pc.is_in(batch.column("sha256"), value_set=wanted))
+                    out.write_table(pa.Table.from_batches([chosen]))
+            except BaseException:
+                out.abort()
+                raise
+            out.close()
             ctx.copy(
                 f"SELECT * FROM ({' UNION ALL '.join([*ingest_rejects, 'SELECT * FROM removed'])}) "
                 "ORDER BY source, stage, reason, source_row, pair_id",

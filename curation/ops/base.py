@@ -43,6 +43,20 @@ class BuildContext:
         self.db.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd{groups})")
         tmp.replace(path)
 
+    def text_stats(self) -> str:
+        """The name of a table of every pair's text lengths (characters) and whether its answers are identical:
+        validate and filters both need them, and reading the texts is most of their work, so it is done once."""
+        if "text_stats" not in self.memo:
+            self.db.execute(
+                """CREATE OR REPLACE TEMP TABLE text_stats AS
+                   SELECT row_key, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars,
+                          list_sum(list_transform(prompt, lambda m: length(m.content))) AS prompt_chars,
+                          chosen = rejected AS identical
+                   FROM pairs"""
+            )
+            self.memo["text_stats"] = "text_stats"
+        return self.memo["text_stats"]
+
     def hash_order(self, *parts: str) -> str:
         """A stable, process-independent order: md5 over content and the seed (never DuckDB's hash())."""
         return "md5(" + " || ':' || ".join([*parts, f"{sql_literal(self.recipe.seed)}"]) + ")"

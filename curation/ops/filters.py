@@ -79,21 +79,21 @@ class Filters(Op):
     def score(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> None:
         if params.tokenizer:
             count_tokens(ctx, params.tokenizer)
-        tokens = "any_value(t.longest_tokens)" if params.tokenizer else "NULL"
-        token_join = "LEFT JOIN token_counts t USING (pair_id)" if params.tokenizer else ""
+        tokens = "any_value(k.longest_tokens)" if params.tokenizer else "NULL"
+        token_join = "LEFT JOIN token_counts k USING (pair_id)" if params.tokenizer else ""
         regex_hit = "NULL::VARCHAR"
         for pattern in reversed(params.regex):
             quoted = _quote(pattern)
-            matches = f"regexp_matches(chosen, {quoted}) OR regexp_matches(rejected, {quoted})"
+            matches = f"regexp_matches(p.chosen, {quoted}) OR regexp_matches(p.rejected, {quoted})"
             regex_hit = f"CASE WHEN {matches} THEN {quoted} ELSE {regex_hit} END"
         ctx.copy(
-            f"""SELECT pair_id, any_value(chosen = rejected) AS identical, any_value(tie) AS tie,
-                       any_value(margin) AS margin,
-                       any_value(length(chosen)) AS chosen_chars, any_value(length(rejected)) AS rejected_chars,
-                       any_value(list_sum(list_transform(prompt, lambda m: length(m.content)))) AS prompt_chars,
-                       any_value(length(chosen) / greatest(length(rejected), 1)) AS length_ratio,
+            f"""SELECT pair_id, any_value(t.identical) AS identical, any_value(p.tie) AS tie,
+                       any_value(p.margin) AS margin,
+                       any_value(t.chosen_chars) AS chosen_chars, any_value(t.rejected_chars) AS rejected_chars,
+                       any_value(t.prompt_chars) AS prompt_chars,
+                       any_value(t.chosen_chars / greatest(t.rejected_chars, 1)) AS length_ratio,
                        any_value({regex_hit}) AS regex_hit, {tokens} AS longest_tokens
-                FROM live_pairs {token_join}
+                FROM live_pairs p JOIN {ctx.text_stats()} t USING (row_key) {token_join}
                 GROUP BY pair_id ORDER BY pair_id""",
             signals,
         )

@@ -29,11 +29,12 @@ class Validate(Op):
     def score(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> None:
         # Per row: copies of one pair_id may differ in whitespace, so their lengths may too.
         ctx.copy(
-            """SELECT p.row_key, any_value(p.pair_id) AS pair_id, any_value(length(p.chosen)) AS chosen_chars,
-                      any_value(length(p.rejected)) AS rejected_chars,
-                      max(i.width::BIGINT * i.height) AS max_image_pixels
-               FROM live_pairs p LEFT JOIN (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) u USING (row_key)
-               LEFT JOIN images i USING (sha256) GROUP BY p.row_key ORDER BY p.row_key""",
+            f"""SELECT p.row_key, p.pair_id, t.chosen_chars, t.rejected_chars, m.max_image_pixels
+               FROM live_pairs p JOIN {ctx.text_stats()} t USING (row_key)
+               LEFT JOIN (SELECT u.row_key, max(i.width::BIGINT * i.height) AS max_image_pixels
+                          FROM (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) u JOIN images i USING (sha256)
+                          GROUP BY u.row_key) m USING (row_key)
+               ORDER BY p.row_key""",
             signals,
         )
 
