@@ -32,10 +32,11 @@ def digest(folder: Path) -> str:
     """The pairs' and rejects' bytes and the images' rows (the columnar ingest may store them in another order)."""
     import pyarrow.parquet as pq
 
-    digest = hashlib.sha256(b"".join((folder / name).read_bytes() for name in OUTPUTS if name != "images.parquet"))
-    for row in pq.read_table(folder / "images.parquet").sort_by("sha256").to_pylist():
-        digest.update(repr(sorted(row.items())).encode())
-    return digest.hexdigest()[:16]
+    files = hashlib.sha256(b"".join((folder / name).read_bytes() for name in OUTPUTS if name != "images.parquet"))
+    for batch in pq.read_table(folder / "images.parquet").sort_by("sha256").to_batches(max_chunksize=1000):
+        for row in batch.to_pylist():
+            files.update(repr(sorted(row.items())).encode())
+    return files.hexdigest()[:16]
 
 
 def as_messages(path: Path, rows: int, work: Path) -> Path:

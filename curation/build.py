@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,6 @@ import duckdb
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.build_card import write_card
@@ -56,13 +56,13 @@ class StageLog:
     seconds: float = 0.0
 
 
-def _fingerprint(spec: SourceSpec) -> dict[str, Any]:
+def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[str, Any]:
     path = Path(spec.path)
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision}
     base = path if path.is_dir() else path.parent
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {"files": {p.relative_to(base).as_posix(): sha256_file(p) for p in files}}
+    return {"files": {p.relative_to(base).as_posix(): sha256_file(p, stop) for p in files}}
 
 
 class Builder:
@@ -142,20 +142,21 @@ class Builder:
         started = time.perf_counter()
         self._prepare()
         # The inputs' sha256 (about 0.6 s a GB) in a thread beside the stages: hashing releases the GIL.
-        hashing = ThreadPoolExecutor(1)
+        hashing, stop = ThreadPoolExecutor(1), threading.Event()
         specs = (*self.recipe.sources, *self.recipe.benchmarks)
-        fingerprints = hashing.submit(lambda: {s.name: _fingerprint(s) for s in specs})
+        fingerprints = hashing.submit(lambda: {s.name: _fingerprint(s, stop) for s in specs})
         try:
             self._stage("ingest", self._ingest)
             for name in OPS:
                 self._run_op(name)
-            self.ctx.memo.clear()  # the ops' shared intermediates, not needed to mix and write
+            self.ctx.clear_memo()  # the ops' shared intermediates, not needed to mix and write
             self._stage("mix", self._mix)
             self._stage("write", self._write)
             manifest = self._manifest(fingerprints.result(), round(time.perf_counter() - started, 3))
             (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
             write_card(self.tmp, manifest, self.db)
         finally:
+            stop.set()  # after a failure, the hashing stops at its next block
             hashing.shutdown(cancel_futures=True)
             self.db.close()  # also when a guard stops the build: its evidence stays in DIR.partial
         shutil.rmtree(self.tmp / "work")
@@ -286,8 +287,8 @@ class Builder:
                         start += n
 
         # DuckDB writes the image table and the rejects beside the routing, which keeps one core busy.
-        side = ThreadPoolExecutor(1)
-        tables = side.submit(self._write_tables, dataclasses.replace(self.ctx, db=self.db.cursor()))
+        side, cursor = ThreadPoolExecutor(1), self.db.cursor()
+        tables = side.submit(self._write_tables, dataclasses.replace(self.ctx, db=cursor))
         # The removed pairs themselves, so "what did this match?" can show both sides.
         removed = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)
         try:
@@ -295,6 +296,7 @@ class Builder:
             self.shards = write_shards(rows, placement, folder, rows_per_shard, removed, threads=self.ctx.workers)
         except BaseException:
             removed.abort()
+            cursor.interrupt()  # a failed write stops the side work too
             raise
         finally:
             side.shutdown()  # the tables are complete (or failed) before anything else happens
@@ -310,14 +312,18 @@ class Builder:
             for s in self.recipe.sources
         ]
         try:
-            # `images` is in sha256 order, which a plain scan keeps (a join or a sort would hold all the bytes).
-            used = ctx.db.sql("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
-            wanted = used.to_arrow_table().column(0)
+            # `images` is in sha256 order, which a plain scan keeps (a join or a sort would hold all the bytes);
+            # the selected hashes are looked up in a sorted array (64 bytes each).
+            used = ctx.rows("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
+            wanted = np.sort(np.array([h for (h,) in used], dtype="S64"))
             out = ParquetBatchWriter(self.tmp / "images" / "images.parquet", IMAGE_SCHEMA, IMAGE_ROW_GROUP)
             try:
                 for batch in ctx.db.sql("SELECT * FROM images").to_arrow_reader(batch_size=IMAGE_ROW_GROUP * 16):
-                    chosen = batch.filter(pc.is_in(batch.column("sha256"), value_set=wanted))
-                    out.write_table(pa.Table.from_batches([chosen]))
+                    hashes = np.array(batch.column("sha256").to_pylist(), dtype="S64")
+                    found = np.searchsorted(wanted, hashes)
+                    keep = found < len(wanted)
+                    keep[keep] = wanted[found[keep]] == hashes[keep]
+                    out.write_table(pa.Table.from_batches([batch.filter(pa.array(keep))]))
             except BaseException:
                 out.abort()
                 raise

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import RowError
 from curation.images import ImageRow, decode_image
-from curation.readers import Record, is_hub_id, list_files
+from curation.readers import _BATCH_ROWS, Record, is_hub_id, list_files
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
 from curation.sql import quote_identifier, sql_literal
@@ -126,7 +126,7 @@ def plan(adapter: Adapter, location: str) -> ColumnarPlan | None:
     if not _names_bind(schema):
         return None
     layout = adapter.sql_layout(schema)
-    if layout is None or (type(adapter).meta is not Adapter.meta and not layout.meta_fields):
+    if layout is None or (type(adapter).meta is not Adapter.meta and not layout.spells_meta):
         return None  # an adapter's own `meta` is reproduced only where its layout spells it
     meta = meta_sql(schema, adapter.mapped_fields, layout.meta_fields)
     if meta is None:
@@ -211,7 +211,8 @@ def checked_images(
     """Hash each row's image (`images_query`) and decode each distinct one once, in `threads` (hashlib and
     Pillow release the GIL). Returns the rows whose image decodes within `max_pixels`, as (`__row_key`,
     `__image` sha256), and passes each of their images to `store` once, in the order rows first use them. A
-    row whose image fails is left to `convert`, which rejects it with its reason."""
+    row whose image fails is left to `convert`, which rejects it with its reason. Memory grows with the rows
+    (a key and a hash each) and the distinct images (a flag each), not with the images' bytes."""
     decodes: dict[str, bool] = {}  # sha256 -> decodes within the limit
     keys: list[np.ndarray] = []
     hashes: list[pa.Array] = []
@@ -223,7 +224,8 @@ def checked_images(
             parts = pool.map(_decode_all, _split(fresh, threads), repeat(max_pixels))
             checked = [row for part in parts for row in part]
             decodes.update((digest, row is not None) for (digest, _), row in zip(fresh, checked, strict=True))
-            store([row for row in checked if row is not None])
+            if any(row is not None for row in checked):
+                store([row for row in checked if row is not None])
             ok = np.array([decodes[d] for d in digests], bool)
             keys.append(batch.column("__row_key").to_numpy()[ok])
             hashes.append(pa.array(digests, pa.string()).filter(ok))
@@ -242,9 +244,9 @@ def _sha256s(blobs: list[bytes]) -> list[str]:
 
 def _decode_all(items: list[tuple[str, bytes]], max_pixels: int) -> list[ImageRow | None]:
     rows: list[ImageRow | None] = []
-    for _, data in items:
+    for digest, data in items:
         try:
-            rows.append(decode_image(data, "image", max_pixels))
+            rows.append(decode_image(data, "image", max_pixels, sha256=digest))
         except RowError:
             rows.append(None)
     return rows
@@ -304,32 +306,42 @@ def pairs_query(plan: ColumnarPlan) -> str:
 
 
 class NativeRows:
-    """Native rows by row key, read as the row-by-row ingest reads them: a row group at a time, kept while the
-    keys asked for (in increasing order) stay in it."""
+    """Native rows by row key (asked for in increasing order), read as the row-by-row ingest reads them: in
+    batches of the row group that holds the key, one file open at a time."""
 
     def __init__(self, plan: ColumnarPlan) -> None:
         self.plan = plan
-        self._files: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}  # file index -> file, row groups' ends
-        self._group: tuple[int, int, pa.Table] | None = None  # file index, row group, its rows
+        self._file: tuple[int, pq.ParquetFile, np.ndarray] | None = None  # file index, file, row groups' ends
+        self._group: int | None = None
+        self._batches: Iterator[pa.RecordBatch] = iter(())
+        self._batch: tuple[int, pa.RecordBatch] | None = None  # its first row in the file, its rows
 
     def record(self, key: int) -> Record:
         index, row = key >> _ROW_BITS, key & ((1 << _ROW_BITS) - 1)
-        file, ends = self._open(index)
+        if self._file is None or self._file[0] != index:
+            self.close()
+            file = pq.ParquetFile(self.plan.files[index][0])
+            sizes = [file.metadata.row_group(g).num_rows for g in range(file.metadata.num_row_groups)]
+            self._file, self._group = (index, file, np.cumsum(sizes)), None
+        _, file, ends = self._file
         group = int(np.searchsorted(ends, row, side="right"))
-        if self._group is None or self._group[:2] != (index, group):
+        if group != self._group:  # a later row group: the ones between are not read
             columns = self.plan.adapter.columns
             if columns is not None:
                 columns = [c for c in columns if c in file.schema_arrow.names]
-            self._group = (index, group, file.read_row_group(group, columns=columns))
-        first = int(ends[group - 1]) if group else 0
-        return Record(f"{self.plan.files[index][1]}:{row}", self._group[2].slice(row - first, 1).to_pylist()[0])
+            self._group = group
+            self._batches = file.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], columns=columns)
+            self._batch = (int(ends[group - 1]) if group else 0), next(self._batches)
+        assert self._batch is not None
+        while row >= self._batch[0] + self._batch[1].num_rows:
+            self._batch = self._batch[0] + self._batch[1].num_rows, next(self._batches)
+        first, batch = self._batch
+        return Record(f"{self.plan.files[index][1]}:{row}", batch.slice(row - first, 1).to_pylist()[0])
 
-    def _open(self, index: int) -> tuple[pq.ParquetFile, np.ndarray]:
-        if index not in self._files:
-            file = pq.ParquetFile(self.plan.files[index][0])
-            sizes = [file.metadata.row_group(g).num_rows for g in range(file.metadata.num_row_groups)]
-            self._files[index] = file, np.cumsum(sizes)
-        return self._files[index]
+    def close(self) -> None:
+        if self._file is not None:
+            self._file[1].close()
+            self._file = None
 
 
 def connect(workers: int | None, temp_directory: Path | None = None) -> duckdb.DuckDBPyConnection:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -42,19 +43,26 @@ class ImageRow:
         }
 
 
-def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageRow:
-    """Check that `data` is a complete, decodable image within `max_pixels`; return its table row."""
+# `warnings.catch_warnings` changes process-wide state: opening an image (where Pillow warns of a decompression
+# bomb) holds this lock, so threads checking images at once never see each other's filter. Decoding runs outside it.
+_OPENING = threading.Lock()
+
+
+def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS, sha256: str | None = None) -> ImageRow:
+    """Check that `data` is a complete, decodable image within `max_pixels`; return its table row (`sha256`:
+    the bytes' digest when the caller has it already)."""
     if not data:
         raise RowError("image undecodable", f"{origin}: empty image bytes")
     try:
-        with warnings.catch_warnings():
+        with _OPENING, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise RowError("image too large", f"{origin}: {width}x{height} exceeds {max_pixels} pixels")
-                image.load()  # full decode: catches truncated and corrupt files that open() accepts
-                fmt = (image.format or "unknown").lower()
+            opened = Image.open(io.BytesIO(data))
+        with opened as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise RowError("image too large", f"{origin}: {width}x{height} exceeds {max_pixels} pixels")
+            image.load()  # full decode: catches truncated and corrupt files that open() accepts
+            fmt = (image.format or "unknown").lower()
     except RowError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -64,7 +72,7 @@ def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise RowError("image undecodable", f"{origin}: not a recognised image format") from None
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise RowError("image undecodable", f"{origin}: {type(exc).__name__}: {exc}") from exc
-    return ImageRow(hashlib.sha256(data).hexdigest(), data, width, height, fmt)
+    return ImageRow(sha256 or hashlib.sha256(data).hexdigest(), data, width, height, fmt)
 
 
 class ImagesRoot:

@@ -216,10 +216,12 @@ def ingest(
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts.
 
     A local parquet layout the adapter can convert in DuckDB (`Adapter.sql_layout`) takes the columnar path
-    (`curation.columnar`; `workers` are DuckDB's threads) unless `columnar_path` is false. Otherwise, with
-    `workers` > 1, a local folder of several files is ingested file by file in worker processes, each reading,
-    converting and writing its own part (the main process only concatenates the parts, in file order); other
-    inputs stream their rows through a pool of converting processes. Every way gives the same bytes.
+    (`curation.columnar`; `workers` are DuckDB's threads and the image-checking threads) unless `columnar_path`
+    is false. Otherwise, with `workers` > 1, a local folder of several files is ingested file by file in worker
+    processes, each reading, converting and writing its own part (the main process only concatenates the parts,
+    in file order); other inputs stream their rows through a pool of converting processes. Every way gives the
+    same pairs and rejects, byte for byte, and the same images (the columnar path may store them in another
+    order).
     `compression` is the parquet codec of the output files; `canonical` false keeps texts as published.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -372,18 +374,21 @@ def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, 
             checked = columnar.checked_images(db, plan, job.conversion.max_pixels, job.workers, store)
             db.register(columnar.IMAGE_ROWS, checked)
         native = columnar.NativeRows(plan)
-        for batch in db.sql(columnar.pairs_query(plan)).to_arrow_reader(batch_size=CLEAN_BATCH):
-            unclean = np.flatnonzero(~batch.column("__clean").to_numpy(zero_copy_only=False))
-            keys = batch.column("__row_key").to_numpy()
-            start = 0
-            for row in unclean.tolist():  # converted by the adapter, in input order among the clean rows
-                _write_clean(writers, summary, batch.slice(start, row - start))
-                record = native.record(int(keys[row]))
-                _write_outcome(writers, summary, seen_images, convert_record(adapter, record, job.root, job.conversion))
-                start = row + 1
-            _write_clean(writers, summary, batch.slice(start))
-            if job.on_row is not None:
-                job.on_row(summary)
+        try:
+            for batch in db.sql(columnar.pairs_query(plan)).to_arrow_reader(batch_size=CLEAN_BATCH):
+                unclean = np.flatnonzero(~batch.column("__clean").to_numpy(zero_copy_only=False))
+                keys = batch.column("__row_key").to_numpy()
+                start = 0
+                for row in unclean.tolist():  # converted by the adapter, in input order among the clean rows
+                    _write_clean(writers, summary, batch.slice(start, row - start))
+                    outcome = convert_record(adapter, native.record(int(keys[row])), job.root, job.conversion)
+                    _write_outcome(writers, summary, seen_images, outcome)
+                    start = row + 1
+                _write_clean(writers, summary, batch.slice(start))
+                if job.on_row is not None:
+                    job.on_row(summary)
+        finally:
+            native.close()
         if summary.rows_read != (expected := columnar.row_count(plan)):
             raise AssertionError(f"columnar ingest of {summary.source}: {summary.rows_read} rows of {expected}")
         return _check(summary, len(seen_images))

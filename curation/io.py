@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,13 @@ import pyarrow.parquet as pq
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+    """The file's sha256; `stop` set ends the reading early (`CancelledError`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
+            if stop is not None and stop.is_set():
+                raise CancelledError(f"hashing {path}")
             digest.update(block)
     return digest.hexdigest()
 

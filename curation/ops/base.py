@@ -57,6 +57,12 @@ class BuildContext:
             self.memo["text_stats"] = "text_stats"
         return self.memo["text_stats"]
 
+    def clear_memo(self) -> None:
+        """Drop what the ops shared (`memo`, `text_stats`), once no later stage needs it."""
+        if self.memo.pop("text_stats", None):
+            self.db.execute("DROP TABLE IF EXISTS text_stats")
+        self.memo.clear()
+
     def hash_order(self, *parts: str) -> str:
         """A stable, process-independent order: md5 over content and the seed (never DuckDB's hash())."""
         return "md5(" + " || ':' || ".join([*parts, f"{sql_literal(self.recipe.seed)}"]) + ")"

@@ -45,8 +45,9 @@ class SqlLayout:
     ...): unnamed ones are NULL, `tie` false, `margin` the score difference as in `Pair.to_row`.
     `image` is the bytes of a layout's one embedded image (its pair then has that image; a row is clean only
     where they decode, checked in Python). `meta_fields` spell the `meta` value of fields an adapter's `meta`
-    rewrites, as (JSON spelling, condition under which it is exact); an adapter that overrides `meta` offers a
-    layout only with them.
+    rewrites, as (JSON spelling, condition under which it is exact). An adapter that overrides `meta` sets
+    `spells_meta` where the generic spelling with `meta_fields` is what its `meta` writes; otherwise its rows
+    stay row by row.
     """
 
     clean: str
@@ -56,6 +57,7 @@ class SqlLayout:
     columns: Mapping[str, str] = field(default_factory=dict)
     image: str | None = None
     meta_fields: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    spells_meta: bool = False
 
 
 @dataclass(frozen=True)

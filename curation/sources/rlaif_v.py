@@ -106,6 +106,7 @@ class RlaifV(Adapter):
             },
             image='"image".bytes',
             meta_fields=meta_fields,
+            spells_meta=True,  # `meta` rewrites only `origin_split`
         )
 
     def _released(self, row: dict[str, Any], ctx: RowContext) -> Pair:

@@ -310,7 +310,9 @@ def test_rlaif_v_images_and_origin_split_convert_in_sql_with_the_same_pairs(
     assert plan is not None and plan.layout.image
     decoded: list[int] = []
     real_decode = columnar.decode_image
-    monkeypatch.setattr(columnar, "decode_image", lambda data, *a: decoded.append(len(data)) or real_decode(data, *a))
+    monkeypatch.setattr(
+        columnar, "decode_image", lambda data, *a, **k: decoded.append(len(data)) or real_decode(data, *a, **k)
+    )
     limit = 40 * 30  # image_bytes(7, (64, 48)) is larger
     out = {}
     for name, fast, workers in (("columnar", True, 2), ("rows", False, 1)):
@@ -330,7 +332,8 @@ def test_rlaif_v_images_and_origin_split_convert_in_sql_with_the_same_pairs(
         "missing field": 1,
     }
     in_python = _python_refs(monkeypatch, "rlaif_v", path, max_pixels=limit)
-    assert len(in_python) == len(RELEASED_ODD)  # every clean row converted in SQL
+    odd = [i for i, r in enumerate(rows) if any(r is o for o in RELEASED_ODD)]
+    assert in_python == [f"rlaif.parquet:{i}" for i in odd]  # every clean row converted in SQL
     pairs = {p["source_row"]: p for p in pq.read_table(tmp_path / "columnar" / "pairs.parquet").to_pylist()}
     assert pairs["rlaif.parquet:5"]["chosen_model"] == "m é" and pairs["rlaif.parquet:5"]["modality"] == "image"
 
@@ -364,3 +367,12 @@ def test_json_object_spelling_equals_python() -> None:
         assert spelled == json.dumps(parsed, ensure_ascii=False, sort_keys=True), text
         assert model == (parsed.get("model") if isinstance(parsed, dict) else None), text
     assert exact > 500
+
+
+def test_rlaif_v_without_origin_split_converts_in_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{k: v for k, v in _released(i).items() if k != "origin_split"} for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rlaif.parquet")
+    assert _python_refs(monkeypatch, "rlaif_v", tmp_path / "rlaif.parquet") == []
+    result = _both_ways(tmp_path, tmp_path / "rlaif.parquet", adapter="rlaif_v")
+    assert result["columnar"][0] == result["rows"][0]
+    assert result["columnar"][1]["pairs.parquet"] == result["rows"][1]["pairs.parquet"]
