@@ -253,7 +253,8 @@ def _decode_all(items: list[tuple[str, bytes]], max_pixels: int) -> list[ImageRo
 
 
 def pairs_query(plan: ColumnarPlan) -> str:
-    """SQL: the clean rows' pairs in the canonical columns, in input order, after a leading `__row_key`."""
+    """SQL: every native row in input order, as `__row_key`, `__clean` (converted here) and the canonical
+    columns, which hold the pair where `__clean` is true and mean nothing elsewhere (`convert` takes over)."""
     layout, info = plan.layout, plan.adapter.info
     values = {
         "subset": "NULL",
