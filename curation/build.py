@@ -32,7 +32,7 @@ from curation.build_card import write_card
 from curation.errors import InputError
 from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
-from curation.io import ParquetBatchWriter, sha256_file
+from curation.io import ParquetBatchWriter, row_group_ends, sha256_file
 from curation.ops import OPS, BuildContext
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
@@ -346,9 +346,9 @@ class Builder:
                 continue
             metadata = pq.ParquetFile(self._ingested(spec) / "pairs.parquet").metadata
             groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
-            ends = np.cumsum([g.num_rows for g in groups])
             per_row = np.array([g.total_byte_size / max(g.num_rows, 1) for g in groups])
-            sizes[mine] = per_row[np.searchsorted(ends, row_keys[mine] & ((1 << ROW_KEY_BITS) - 1), side="right")]
+            rows = row_keys[mine] & ((1 << ROW_KEY_BITS) - 1)
+            sizes[mine] = per_row[np.searchsorted(row_group_ends(metadata), rows, side="right")]
         return sizes
 
     def _manifest(self, inputs: dict[str, Any], seconds: float) -> dict[str, Any]:

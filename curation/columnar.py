@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import RowError
 from curation.images import ImageRow, decode_image
+from curation.io import row_group_ends
 from curation.readers import _BATCH_ROWS, Record, is_hub_id, list_files
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
@@ -322,8 +323,7 @@ class NativeRows:
         if self._file is None or self._file[0] != index:
             self.close()
             file = pq.ParquetFile(self.plan.files[index][0])
-            sizes = [file.metadata.row_group(g).num_rows for g in range(file.metadata.num_row_groups)]
-            self._file, self._group = (index, file, np.cumsum(sizes)), None
+            self._file, self._group = (index, file, row_group_ends(file.metadata)), None
         _, file, ends = self._file
         group = int(np.searchsorted(ends, row, side="right"))
         if group != self._group:  # a later row group: the ones between are not read

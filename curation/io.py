@@ -10,6 +10,7 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
@@ -26,6 +27,11 @@ def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
                 raise CancelledError(f"hashing {path}")
             digest.update(block)
     return digest.hexdigest()
+
+
+def row_group_ends(metadata: pq.FileMetaData) -> np.ndarray:
+    """Each row group's end row in the file: row r is in group `searchsorted(ends, r, side="right")`."""
+    return np.cumsum([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)], dtype=np.int64)
 
 
 def fsync_rename(tmp: Path, final: Path) -> None:

@@ -28,6 +28,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """Where each text's run starts (and, last, the total) from the runs' lengths."""
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class HashLists:
     """64-bit hashes of many texts, concatenated: text i owns hashes[offsets[i]:offsets[i + 1]]."""
@@ -45,7 +50,7 @@ class HashLists:
     def concat(cls, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Self:
         """From (hashes, per-text counts) parts, in text order."""
         counts = np.concatenate([c for _, c in parts]) if parts else np.zeros(0, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        offsets = _offsets(counts)
         hashes = np.concatenate([h for h, _ in parts]) if parts else np.zeros(0, dtype=np.uint64)
         return cls(hashes, offsets)
 
@@ -57,7 +62,7 @@ class HashLists:
     def take(self, texts: np.ndarray) -> Self:
         """The given texts, in the given order."""
         lengths = np.diff(self.offsets)[texts]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        offsets = _offsets(lengths)
         source = np.repeat(self.offsets[texts] - offsets[:-1], lengths) + np.arange(offsets[-1])
         return type(self)(self.hashes[source], offsets)
 
@@ -100,7 +105,7 @@ def _shingle_part(words: Words, n: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"n-grams up to {len(_MIX)} words are supported")
     lengths = np.diff(words.offsets)
     counts = np.maximum(lengths - n + 1, np.minimum(lengths, 1))  # a short text is one shingle; empty is none
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    offsets = _offsets(counts)
     grams = np.empty(offsets[-1], dtype=np.uint64)
     unique = _ngrams(words.hashes, words.offsets, offsets, _MIX[:n].copy(), grams)
     # Keep each text's unique hashes (the start of its slice).

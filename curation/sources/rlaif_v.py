@@ -85,17 +85,14 @@ class RlaifV(Adapter):
             or not pa.types.is_binary(image.field(image.get_field_index("bytes")).type)
         ):
             return None
-        model, meta_fields, origin_exact = "NULL", {}, "true"
+        # The model is read from `origin_split` where its `meta` spelling is exact, which every clean row needs.
+        model, meta_fields = "NULL", {}
         if "origin_split" in schema.names:
             origin = json_object_sql("origin_split")
-            model, meta_fields, origin_exact = (
-                origin.key("model"),
-                {"origin_split": (origin.spelled, origin.exact)},
-                origin.exact,
-            )
+            model, meta_fields = origin.key("model"), {"origin_split": (origin.spelled, origin.exact)}
         return SqlLayout(
             clean=f"question IS NOT NULL AND chosen IS NOT NULL AND rejected IS NOT NULL "
-            f"AND NOT contains(question, '{IMAGE_TOKEN}') AND {origin_exact}",  # else `with_image_tokens` decides
+            f"AND NOT contains(question, '{IMAGE_TOKEN}')",  # else `with_image_tokens` decides
             prompt=f"[{{'role': 'user', 'content': '{IMAGE_TOKEN}' || chr(10) || question}}]",
             chosen="chosen",
             rejected="rejected",

@@ -90,7 +90,7 @@ def test_shingles_do_not_depend_on_chunking() -> None:
 
 
 def test_word_hashes_taken_in_another_order_and_sequence_keys() -> None:
-    from curation.shingles import sequence_keys, shingle_words, word_hashes
+    from curation.shingles import sequence_keys
 
     texts = [_prompt(i, n=i % 7) for i in range(30)] + [
         "Same words, other: PUNCTUATION",
@@ -115,7 +115,6 @@ def test_a_later_stage_takes_the_words_an_earlier_one_computed() -> None:
     import polars as pl
 
     from curation.ops.near_dedupe import unit_words
-    from curation.shingles import word_hashes
 
     texts = [_prompt(i, n=3 + i % 9) for i in range(40)]
     units = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(40)], "text": texts})
