@@ -38,8 +38,9 @@ from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
 from curation.sql import quote_identifier, sql_literal
 
-# Row keys order the merged streams: file index in the high bits, row number in the file below.
-_ROW_BITS = 40
+# A native row's key (`__row_key`): its input file's index in the high bits, its row in that file below (the
+# build's `ROW_KEY_BITS` key a pair by source and ingested row instead).
+_FILE_ROW_BITS = 40
 # The checked images' rows, registered on the connection by the ingest (`checked_images`).
 IMAGE_ROWS = "__image_rows"
 IMAGE_BATCH = 256  # rows of image bytes held at once
@@ -176,7 +177,7 @@ def identity_portable() -> bool:
 def _select(plan: ColumnarPlan) -> str:
     """The native rows of every file, in file order, with `row_key` and `source_row`."""
     parts = [
-        f"""SELECT ({index}::BIGINT << {_ROW_BITS}) + file_row_number AS __row_key,
+        f"""SELECT ({index}::BIGINT << {_FILE_ROW_BITS}) + file_row_number AS __row_key,
                    {sql_literal(name + ":")} || file_row_number AS __source_row, * EXCLUDE (file_row_number)
             FROM read_parquet({sql_literal(path)}, file_row_number = true)"""
         for index, (path, name) in enumerate(plan.files)
@@ -319,7 +320,7 @@ class NativeRows:
         self._batch: tuple[int, pa.RecordBatch] | None = None  # its first row in the file, its rows
 
     def record(self, key: int) -> Record:
-        index, row = key >> _ROW_BITS, key & ((1 << _ROW_BITS) - 1)
+        index, row = key >> _FILE_ROW_BITS, key & ((1 << _FILE_ROW_BITS) - 1)
         if self._file is None or self._file[0] != index:
             self.close()
             file = pq.ParquetFile(self.plan.files[index][0])

@@ -3,9 +3,9 @@
 Sorting the full rows (gigabytes of text) in DuckDB made writing slow, so the order is decided on narrow
 columns (each selected copy's `position` in hash order) and the rows are routed by sequential reads: a read
 collects the rows of as many shards as fit a memory budget (by each pair's estimated size), each of those
-shards is put in order in memory and written (by `threads` at once: ordering, encoding and hashing release the
-GIL), and the next read collects the next shards. The first read also writes the pairs no copy of which was
-selected to `removed_pairs`. Nothing is written twice (scratch files cost more than a re-read here).
+shards is put in order a record batch at a time and written (by `threads` at once: ordering, encoding and
+hashing release the GIL), and the next read collects the next shards. The first read also writes the pairs no
+copy of which was selected to `removed_pairs`. Nothing is written twice (scratch files cost more than a re-read).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _write_shards(
             pool.submit(_write_shard, folder, schema, k, count, parts.pop(k, []), positions.pop(k, []))
             for k in range(first, last)
         ]
-        # All written before the next read: memory stays within the budget plus a sorted copy per thread.
+        # All written before the next read: memory stays within the budget plus a record batch per thread.
         shards.extend(future.result() for future in written)
     return shards
 
@@ -143,16 +143,17 @@ def _write_shard(
     folder: Path, schema: pa.Schema, index: int, count: int, parts: list[pa.RecordBatch], positions: list[np.ndarray]
 ) -> dict[str, Any]:
     table = pa.Table.from_batches(parts, schema=PAIR_SCHEMA) if parts else PAIR_SCHEMA.empty_table()
-    if parts:
-        table = table.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
-    table = table.combine_chunks().cast(schema)
+    order = np.argsort(np.concatenate(positions), kind="stable") if parts else np.zeros(0, np.int64)
     path = folder / f"train-{index:05d}-of-{count:05d}.arrow"
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as handle:
         sink = _HashingWriter(handle)  # hashed as written: the file is not read back
         with ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:
-            for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-                writer.write_batch(batch)
+            # Put in order a record batch at a time: a whole ordered copy of the shard would hold another shard's
+            # worth of memory per thread, freshly allocated (on this machine that costs more than the copying).
+            for start in range(0, len(order), BATCH_ROWS):
+                batch = table.take(pa.array(order[start : start + BATCH_ROWS])).combine_chunks()
+                writer.write_batch(batch.cast(schema).to_batches()[0])
     fsync_rename(tmp, path)
     return {"file": f"shards/{path.name}", "rows": table.num_rows, "sha256": sink.digest.hexdigest()}
 

@@ -63,6 +63,20 @@ def test_rows_go_to_their_positions_and_the_rest_to_removed(tmp_path: Path) -> N
     assert removed.equals(removed_again)
 
 
+def test_a_shard_is_put_in_order_across_its_record_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("curation.shards.BATCH_ROWS", 3)  # each shard of 10 rows in batches of 3, 3, 3 and 1
+    keys = list(range(30))
+    placement = Placement(np.array(keys, np.int64), np.random.default_rng(1).permutation(30), np.ones(30))
+    shards, _ = _run(tmp_path, "small", _pairs(keys), placement, budget=2**30)
+    for k, shard in enumerate(shards):
+        reader = ipc.open_stream(pa.memory_map(str(tmp_path / "small" / shard["file"])))
+        batches = list(reader)
+        assert [b.num_rows for b in batches] == [3, 3, 3, 1]
+        ids = pa.Table.from_batches(batches).column("pair_id").to_pylist()
+        in_shard = np.flatnonzero(placement.positions // 10 == k)
+        assert ids == [f"p{key}" for key in in_shard[np.argsort(placement.positions[in_shard])]]
+
+
 def test_an_empty_selection_still_writes_one_empty_shard(tmp_path: Path) -> None:
     placement = Placement(np.array([], np.int64), np.array([], np.int64), np.array([]))
     shards, removed = _run(tmp_path, "empty", _pairs([0, 1, 2]), placement, budget=2**30)
