@@ -3,8 +3,9 @@
 Every ingested pair ends either in the shards or in `rejects/` with its stage and reason. The build is
 written under `DIR.partial` and renamed when complete. With `resume`, finished ingests (marked `done.json`)
 and stored signals are reused; the global stages (dedupe, mix, writing) rerun, which gives the same bytes.
-Stages run in DuckDB over parquet on disk, so memory does not grow with the size of a source. The ingested
-files, whose texts are already in canonical form (`canonical_text`), are what every later stage reads (`pairs`).
+Stages run in DuckDB over files on disk, so memory does not grow with the size of a source. The ingested pairs,
+whose texts are already in canonical form (`canonical_text`), are Arrow files that every later stage reads
+memory-mapped (`pairs`, `curation.work`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,28 +27,25 @@ import duckdb
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.build_card import write_card
 from curation.errors import InputError
 from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
-from curation.io import ParquetBatchWriter, row_group_ends, sha256_file
+from curation.io import ParquetBatchWriter, sha256_file
 from curation.ops import OPS, BuildContext
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
-from curation.shards import Placement, write_shards
+from curation.shards import write_shards
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 from curation.sql import sql_literal
+from curation.work import WorkPairs
 
 PARALLEL_INGEST_BYTES = 64 * 2**20
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
 IMAGE_ROW_GROUP = 64
-ROUTE_BATCH = 20_000
-# A pair's `row_key`: the source's index in the recipe in the high bits, its row in the ingested file below.
-ROW_KEY_BITS = 40
-SOURCE_COLUMN = PAIR_SCHEMA.get_field_index("source")
+REMOVED_BATCH = 5_000  # rows of removed pairs gathered at once
 
 
 @dataclass
@@ -87,6 +85,7 @@ class Builder:
         self.ingested: dict[str, IngestSummary] = {}
         self.mix: dict[str, dict[str, Any]] = {}
         self.shards: list[dict[str, Any]] = []
+        self.work: WorkPairs | None = None  # the ingested pairs, once ingested
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -114,12 +113,14 @@ class Builder:
 
     def _state(self) -> dict[str, Any]:
         """What a resumed build must share with the interrupted one: the recipe and the schema (ids)."""
-        return {"recipe_sha256": self.recipe.sha256, "schema_version": SCHEMA_VERSION}
+        return {"recipe_sha256": self.recipe.sha256, "schema_version": SCHEMA_VERSION, "work_files": "arrow"}
 
     def _stage(self, name: str, run: Callable[[], None]) -> None:
         self.on_stage(name)
         start = time.perf_counter()
         run()
+        if self.work is not None:
+            self.work.release()  # the work files' pages this stage touched (they stay in the page cache)
         self.stages.setdefault(name, StageLog()).seconds = round(time.perf_counter() - start, 3)
 
     def _remove(self, stage: str, query: str) -> None:
@@ -159,11 +160,13 @@ class Builder:
             stop.set()  # after a failure, the hashing stops at its next block
             hashing.shutdown(cancel_futures=True)
             self.db.close()  # also when a guard stops the build: its evidence stays in DIR.partial
+            if self.work is not None:
+                self.work.close()
         shutil.rmtree(self.tmp / "work")
         os.replace(self.tmp, self.out)
         return manifest
 
-    def _ingest_one(self, spec: SourceSpec, target: Path) -> IngestSummary:
+    def _ingest_one(self, spec: SourceSpec, target: Path, pairs_format: str = "parquet") -> IngestSummary:
         done = target / "done.json"
         if self.resume and done.is_file():
             return IngestSummary.from_dict(json.loads(done.read_text()))
@@ -173,7 +176,10 @@ class Builder:
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         # Work files, read back right away: encoding them cost more (zstd: 3x the write time) than it saved.
         workers = self._ingest_workers(spec)
-        summary = ingest(adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, compression="none")
+        summary = ingest(
+            adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, compression="none",
+            pairs_format=pairs_format,
+        )  # fmt: skip
         done.write_text(json.dumps(summary.as_dict()))
         return summary
 
@@ -189,21 +195,21 @@ class Builder:
         return self.tmp / "work" / "ingest" / spec.name
 
     def _ingest(self) -> None:
+        for spec in self.recipe.sources:
+            self.ingested[spec.name] = self._ingest_one(spec, self._ingested(spec), pairs_format="arrow")
+        sources = self.recipe.sources
+        self.work = WorkPairs([self._ingested(s) / "pairs.arrow" for s in sources], [s.name for s in sources])
         selects = []
-        for index, spec in enumerate(self.recipe.sources):
-            self.ingested[spec.name] = self._ingest_one(spec, self._ingested(spec))
-            selects.append(
-                f"""SELECT ({index}::BIGINT << {ROW_KEY_BITS}) + file_row_number AS row_key,
-                           * REPLACE ({sql_literal(spec.name)} AS source)
-                    FROM read_parquet({sql_literal(self._ingested(spec) / "pairs.parquet")}, file_row_number = true)"""
-            )
+        for index, (spec, table) in enumerate(zip(self.recipe.sources, self.work.tables(), strict=True)):
+            self.db.register(f"__pairs_{index}", table)  # memory-mapped: DuckDB reads the columns it needs
+            selects.append(f"SELECT * REPLACE ({sql_literal(spec.name)} AS source) FROM __pairs_{index}")
         for spec in self.recipe.benchmarks:
             target = self.tmp / "work" / "benchmarks" / spec.name
             self._ingest_one(spec, target)
             self.ctx.benchmarks[spec.name] = target
-        self.db.execute(f"CREATE VIEW pairs AS {' UNION ALL '.join(selects)}")  # in row_key order
+        self.db.execute(f"CREATE TEMP VIEW pairs AS {' UNION ALL '.join(selects)}")  # in row_key order
         self.db.execute("CREATE TABLE live AS SELECT row_key FROM pairs")
-        self.db.execute("CREATE VIEW live_pairs AS SELECT p.* FROM pairs p SEMI JOIN live USING (row_key)")
+        self.db.execute("CREATE TEMP VIEW live_pairs AS SELECT p.* FROM pairs p SEMI JOIN live USING (row_key)")
         self.db.execute(
             "CREATE TABLE removed (source VARCHAR, source_row VARCHAR, pair_id VARCHAR, stage VARCHAR, "
             "reason VARCHAR, detail VARCHAR)"
@@ -264,48 +270,48 @@ class Builder:
         )
 
     def _write(self) -> None:
-        # Each selected copy's position in hash order, decided on narrow columns; the rows are then routed.
+        # Each selected copy's place in hash order, decided on narrow columns; the rows are then gathered.
         order = self.ctx.hash_order("p.pair_id", "s.copy::VARCHAR")
         placed = self.db.sql(
-            f"""SELECT row_key, position FROM (
-                    SELECT s.row_key, s.copy, row_number() OVER (ORDER BY {order}, p.row_key, s.copy) - 1 AS position
-                    FROM selected s JOIN pairs p USING (row_key))
-                ORDER BY row_key, copy"""
+            f"""SELECT s.row_key FROM selected s JOIN pairs p USING (row_key)
+                ORDER BY {order}, p.row_key, s.copy"""
         ).fetchnumpy()
         keys = np.asarray(placed["row_key"], np.int64)
-        placement = Placement(keys, np.asarray(placed["position"], np.int64), self._estimated_sizes(keys))
-
-        def rows() -> Iterator[pa.RecordBatch]:  # `pairs` in row_key order, read with pyarrow
-            for index, spec in enumerate(self.recipe.sources):
-                start = index << ROW_KEY_BITS
-                # pre_buffer would read the whole file's column chunks ahead (1.7 GB at 1M pairs).
-                with pq.ParquetFile(self._ingested(spec) / "pairs.parquet", pre_buffer=False) as file:
-                    for batch in file.iter_batches(ROUTE_BATCH, columns=PAIR_SCHEMA.names):
-                        n = batch.num_rows
-                        batch = batch.set_column(SOURCE_COLUMN, "source", pa.array([spec.name] * n, pa.string()))
-                        yield batch.add_column(0, "row_key", pa.array(np.arange(start, start + n, dtype=np.int64)))
-                        start += n
-
-        # DuckDB writes the image table and the rejects beside the routing, which keeps one core busy.
+        not_selected = self.db.sql(
+            "SELECT row_key FROM pairs ANTI JOIN selected USING (row_key) ORDER BY row_key"
+        ).fetchnumpy()
+        used_images = self.ctx.rows("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
+        assert self.work is not None
+        # Beside the shards, one thread has DuckDB write the image table and the rejects, then gathers the removed
+        # pairs themselves (so "what did this match?" can show both sides).
         side, cursor = ThreadPoolExecutor(1), self.db.cursor()
-        tables = side.submit(self._write_tables, dataclasses.replace(self.ctx, db=cursor))
-        # The removed pairs themselves, so "what did this match?" can show both sides.
-        removed = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)
+        tables = side.submit(self._write_tables, dataclasses.replace(self.ctx, db=cursor), [h for (h,) in used_images])
+        removed = side.submit(self._write_removed, self.work, np.asarray(not_selected["row_key"], np.int64))
         try:
             folder, rows_per_shard = self.tmp / "shards", self.recipe.shards.rows_per_shard
-            self.shards = write_shards(rows, placement, folder, rows_per_shard, removed, threads=self.ctx.workers)
+            self.shards = write_shards(self.work.take, keys, folder, rows_per_shard, threads=self.ctx.workers)
         except BaseException:
-            removed.abort()
             cursor.interrupt()  # a failed write stops the side work too
+            side.shutdown(cancel_futures=True)
             raise
         finally:
-            side.shutdown()  # the tables are complete (or failed) before anything else happens
-        removed.close()
+            side.shutdown()  # the side work is complete (or failed) before anything else happens
         tables.result()
+        removed.result()
 
-    def _write_tables(self, ctx: BuildContext) -> None:
-        """The selected pairs' images and every reject, through `ctx.db` (a cursor of the build's connection,
-        closed when done)."""
+    def _write_removed(self, work: WorkPairs, keys: np.ndarray) -> None:
+        writer = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)
+        try:
+            for batch in work.take(keys, REMOVED_BATCH):
+                writer.write_table(pa.Table.from_batches([batch]))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+
+    def _write_tables(self, ctx: BuildContext, used_images: list[str]) -> None:
+        """The selected pairs' images (`used_images`: their hashes) and every reject, through `ctx.db` (a cursor
+        of the build's connection, which does not see its registered work files; closed when done)."""
         ingest_rejects = [
             f"SELECT {sql_literal(s.name)} AS source, source_row, NULL AS pair_id, stage, reason, detail "
             f"FROM read_parquet({sql_literal(self._ingested(s) / 'rejects.parquet')})"
@@ -314,8 +320,7 @@ class Builder:
         try:
             # `images` is in sha256 order, which a plain scan keeps (a join or a sort would hold all the bytes);
             # the selected hashes are looked up in a sorted array (64 bytes each).
-            used = ctx.rows("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
-            wanted = np.sort(np.array([h for (h,) in used], dtype="S64"))
+            wanted = np.sort(np.array(used_images, dtype="S64"))
             out = ParquetBatchWriter(self.tmp / "images" / "images.parquet", IMAGE_SCHEMA, IMAGE_ROW_GROUP)
             try:
                 for batch in ctx.db.sql("SELECT * FROM images").to_arrow_reader(batch_size=IMAGE_ROW_GROUP * 16):
@@ -335,21 +340,6 @@ class Builder:
             )
         finally:
             ctx.db.close()
-
-    def _estimated_sizes(self, row_keys: np.ndarray) -> np.ndarray:
-        """Each pair's bytes in memory, estimated as its parquet row group's uncompressed bytes per row (close to
-        its Arrow size: the work files are written without compression, strings and lists alike)."""
-        sizes = np.zeros(len(row_keys))
-        for index, spec in enumerate(self.recipe.sources):
-            mine = (row_keys >> ROW_KEY_BITS) == index
-            if not mine.any():
-                continue
-            metadata = pq.ParquetFile(self._ingested(spec) / "pairs.parquet").metadata
-            groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
-            per_row = np.array([g.total_byte_size / max(g.num_rows, 1) for g in groups])
-            rows = row_keys[mine] & ((1 << ROW_KEY_BITS) - 1)
-            sizes[mine] = per_row[np.searchsorted(row_group_ends(metadata), rows, side="right")]
-        return sizes
 
     def _manifest(self, inputs: dict[str, Any], seconds: float) -> dict[str, Any]:
         per_source = {}

@@ -39,7 +39,7 @@ from curation.sources.base import Adapter, SqlLayout
 from curation.sql import quote_identifier, sql_literal
 
 # A native row's key (`__row_key`): its input file's index in the high bits, its row in that file below (the
-# build's `ROW_KEY_BITS` key a pair by source and ingested row instead).
+# build's row keys, `curation.work.ROW_KEY_BITS`, key a pair by source and ingested row instead).
 _FILE_ROW_BITS = 40
 # The checked images' rows, registered on the connection by the ingest (`checked_images`).
 IMAGE_ROWS = "__image_rows"

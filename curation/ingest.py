@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from curation import columnar
 from curation.errors import RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
-from curation.io import ParquetBatchWriter
+from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter
 from curation.readers import Record, iter_file, list_files
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
 from curation.sources.base import Adapter, RowContext
@@ -196,6 +196,7 @@ class _Job:
     conversion: Conversion
     workers: int
     compression: str
+    pairs_format: str
     on_row: Callable[[IngestSummary], None] | None
 
 
@@ -212,6 +213,7 @@ def ingest(
     workers: int = 1,
     columnar_path: bool = True,
     compression: str = "zstd",
+    pairs_format: str = "parquet",
 ) -> IngestSummary:
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts.
 
@@ -222,11 +224,18 @@ def ingest(
     in file order); other inputs stream their rows through a pool of converting processes. Every way gives the
     same pairs and rejects, byte for byte, and the same images (the columnar path may store them in another
     order).
-    `compression` is the parquet codec of the output files; `canonical` false keeps texts as published.
+    `compression` is the parquet codec of the output files; `canonical` false keeps texts as published;
+    `pairs_format` "arrow" writes the pairs as an Arrow IPC file, `pairs.arrow` (a build's work file).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     job = _Job(
-        out_dir, images_root or ImagesRoot(None), Conversion(max_pixels, canonical), workers, compression, on_row
+        out_dir,
+        images_root or ImagesRoot(None),
+        Conversion(max_pixels, canonical),
+        workers,
+        compression,
+        pairs_format,
+        on_row,
     )
     columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None and canonical else None
     if columnar_plan is not None:
@@ -235,14 +244,19 @@ def ingest(
     if files:
         return _ingest_files(adapter, files, job)
     outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=workers)
-    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row, compression)
+    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row, compression, pairs_format)
 
 
 @contextmanager
-def _outputs(out_dir: Path, compression: str) -> Iterator[dict[str, ParquetBatchWriter]]:
+def _outputs(out_dir: Path, compression: str, pairs_format: str = "parquet") -> Iterator[dict[str, BatchWriter]]:
     """The three output files: published together on success, none of them on any failure."""
+    pairs: BatchWriter = (
+        ArrowBatchWriter(out_dir / "pairs.arrow", PAIR_SCHEMA)
+        if pairs_format == "arrow"
+        else ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA, compression=compression)
+    )
     writers = {
-        "pairs": ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA, compression=compression),
+        "pairs": pairs,
         "images": ParquetBatchWriter(out_dir / "images.parquet", IMAGE_SCHEMA, 100, compression),
         "rejects": ParquetBatchWriter(out_dir / "rejects.parquet", REJECT_SCHEMA, compression=compression),
     }
@@ -269,10 +283,11 @@ def write_outcomes(
     out_dir: Path,
     on_row: Callable[[IngestSummary], None] | None = None,
     compression: str = "zstd",
+    pairs_format: str = "parquet",
 ) -> IngestSummary:
     summary = IngestSummary(source)
     seen_images: set[str] = set()
-    with _outputs(out_dir, compression) as writers:
+    with _outputs(out_dir, compression, pairs_format) as writers:
         for outcome in outcomes:
             _write_outcome(writers, summary, seen_images, outcome)
             if on_row is not None:
@@ -281,7 +296,7 @@ def write_outcomes(
 
 
 def _write_outcome(
-    writers: dict[str, ParquetBatchWriter], summary: IngestSummary, seen_images: set[str], outcome: RowOutcome
+    writers: dict[str, BatchWriter], summary: IngestSummary, seen_images: set[str], outcome: RowOutcome
 ) -> None:
     """One converted row: its pairs or its reject, and its images not stored yet."""
     summary.add(outcome)
@@ -317,7 +332,7 @@ def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) ->
     seen_images: set[str] = set()
     try:
         with (
-            _outputs(job.out_dir, job.compression) as writers,
+            _outputs(job.out_dir, job.compression, job.pairs_format) as writers,
             ProcessPoolExecutor(min(job.workers, len(files)), mp_context=context) as pool,
         ):
             futures = [pool.submit(_ingest_file, adapter, path, name, job.root.root, job.conversion,
@@ -352,7 +367,7 @@ def _ingest_columnar(plan: columnar.ColumnarPlan, job: _Job) -> IngestSummary:
         shutil.rmtree(job.out_dir / "duckdb.tmp", ignore_errors=True)
 
 
-def _write_clean(writers: dict[str, ParquetBatchWriter], summary: IngestSummary, batch: pa.RecordBatch) -> None:
+def _write_clean(writers: dict[str, BatchWriter], summary: IngestSummary, batch: pa.RecordBatch) -> None:
     """Clean rows of the columnar query: one pair each."""
     if batch.num_rows:
         writers["pairs"].write_table(pa.Table.from_batches([batch.drop_columns(["__row_key", "__clean"])]))
@@ -363,7 +378,7 @@ def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, 
     adapter = plan.adapter
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
-    with _outputs(job.out_dir, job.compression) as writers:
+    with _outputs(job.out_dir, job.compression, job.pairs_format) as writers:
         if plan.layout.image:
 
             def store(images: list[ImageRow]) -> None:

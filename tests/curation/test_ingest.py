@@ -110,6 +110,21 @@ def test_ingest_is_byte_identical_across_runs(tmp_path: Path) -> None:
     assert digests[0] == digests[1]
 
 
+def test_pairs_written_as_an_arrow_work_file_are_the_parquet_ones(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    path = write_jsonl(tmp_path / "hh.jsonl", HH * 3)
+    ingest(get_adapter("hh_rlhf")(), str(path), tmp_path / "parquet")
+    ingest(get_adapter("hh_rlhf")(), str(path), tmp_path / "arrow", pairs_format="arrow")
+    assert not (tmp_path / "arrow" / "pairs.parquet").exists()
+    arrow = ipc.open_file(pa.memory_map(str(tmp_path / "arrow" / "pairs.arrow"))).read_all()
+    assert arrow.num_rows > 0 and arrow.equals(pq.read_table(tmp_path / "parquet" / "pairs.parquet"))
+    for name in ("images.parquet", "rejects.parquet"):  # only the pairs change format
+        assert (tmp_path / "arrow" / name).read_bytes() == (tmp_path / "parquet" / name).read_bytes()
+
+
 def test_a_failed_ingest_leaves_no_files(tmp_path: Path) -> None:
     class Exploding(Adapter):
         info = SourceInfo("exploding", "x", "train", "text", None, "CC0", "x")
