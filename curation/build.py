@@ -300,14 +300,9 @@ class Builder:
         removed.result()
 
     def _write_removed(self, work: WorkPairs, keys: np.ndarray) -> None:
-        writer = ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA)
-        try:
+        with ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA) as writer:
             for batch in work.take(keys, REMOVED_BATCH):
                 writer.write_table(pa.Table.from_batches([batch]))
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
 
     def _write_tables(self, ctx: BuildContext, used_images: list[str]) -> None:
         """The selected pairs' images (`used_images`: their hashes) and every reject, through `ctx.db` (a cursor
@@ -321,18 +316,13 @@ class Builder:
             # `images` is in sha256 order, which a plain scan keeps (a join or a sort would hold all the bytes);
             # the selected hashes are looked up in a sorted array (64 bytes each).
             wanted = np.sort(np.array(used_images, dtype="S64"))
-            out = ParquetBatchWriter(self.tmp / "images" / "images.parquet", IMAGE_SCHEMA, IMAGE_ROW_GROUP)
-            try:
+            with ParquetBatchWriter(self.tmp / "images" / "images.parquet", IMAGE_SCHEMA, IMAGE_ROW_GROUP) as out:
                 for batch in ctx.db.sql("SELECT * FROM images").to_arrow_reader(batch_size=IMAGE_ROW_GROUP * 16):
                     hashes = np.array(batch.column("sha256").to_pylist(), dtype="S64")
                     found = np.searchsorted(wanted, hashes)
                     keep = found < len(wanted)
                     keep[keep] = wanted[found[keep]] == hashes[keep]
                     out.write_table(pa.Table.from_batches([batch.filter(pa.array(keep))]))
-            except BaseException:
-                out.abort()
-                raise
-            out.close()
             ctx.copy(
                 f"SELECT * FROM ({' UNION ALL '.join([*ingest_rejects, 'SELECT * FROM removed'])}) "
                 "ORDER BY source, stage, reason, source_row, pair_id",

@@ -40,21 +40,9 @@ def fsync_rename(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def write_parquet_stream(reader: pa.RecordBatchReader, path: Path, compression: str = "lz4") -> None:
-    """A stream of record batches to one parquet file (a row group per batch), published when complete. For
-    scratch files: no dictionaries or statistics, which cost more than they give for long unique texts."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with pq.ParquetWriter(
-        tmp, reader.schema, compression=compression, use_dictionary=False, write_statistics=False
-    ) as w:
-        for batch in reader:
-            w.write_batch(batch)
-    tmp.replace(path)
-
-
 class BatchWriter:
-    """Buffer rows and write them in fixed-size groups; the file appears under its name only on `close`."""
+    """Buffer rows and write them in fixed-size groups; the file appears under its name only on `close`. As a
+    context manager: closed when the block ends, aborted (no file) when it raises."""
 
     def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = 5000) -> None:
         self.path = path
@@ -116,6 +104,15 @@ class BatchWriter:
 
     def _close_writer(self) -> None:
         self._writer.close()
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        if error_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class ParquetBatchWriter(BatchWriter):

@@ -48,6 +48,16 @@ def test_an_arrow_work_file_holds_the_rows_and_groups_a_parquet_one_would(tmp_pa
     assert not (tmp_path / "pairs.arrow.partial").exists()
 
 
+def test_a_writer_block_publishes_its_file_or_none_when_it_raises(tmp_path: Path) -> None:
+    with ArrowBatchWriter(tmp_path / "done.arrow", PAIR_SCHEMA) as writer:
+        writer.write(_rows("a", 3))
+    assert ipc.open_file(pa.memory_map(str(tmp_path / "done.arrow"))).read_all().num_rows == 3
+    with pytest.raises(RuntimeError), ParquetBatchWriter(tmp_path / "failed.parquet", PAIR_SCHEMA) as failing:
+        failing.write(_rows("a", 3))
+        raise RuntimeError("the producer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.arrow"]
+
+
 def test_take_returns_the_asked_rows_in_order_with_the_recipes_source_names(tmp_path: Path) -> None:
     work = _work(tmp_path, {"zeta": 9, "alpha": 6})
     keys = np.array([(1 << ROW_KEY_BITS) + 5, 3, 3, 8, (1 << ROW_KEY_BITS), 0, (1 << ROW_KEY_BITS) + 2], np.int64)
