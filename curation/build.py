@@ -11,6 +11,7 @@ memory-mapped (`pairs`, `curation.work`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import os
@@ -31,12 +32,12 @@ import pyarrow as pa
 from curation.build_card import write_card
 from curation.errors import InputError
 from curation.images import ImagesRoot
-from curation.ingest import IngestSummary, ingest
+from curation.ingest import WORK_FILES, IngestSummary, Outputs, ingest
 from curation.io import ParquetBatchWriter, sha256_file
 from curation.ops import OPS, BuildContext
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
-from curation.shards import write_shards
+from curation.shards import shard_jobs
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 from curation.sql import sql_literal
@@ -46,12 +47,20 @@ PARALLEL_INGEST_BYTES = 64 * 2**20
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
 IMAGE_ROW_GROUP = 64
 REMOVED_BATCH = 5_000  # rows of removed pairs gathered at once
+# Work files are read back at once: encoding them cost more (zstd: 3x the write time) than it saved. The
+# benchmarks' pairs are read through DuckDB's parquet reader.
+BENCHMARK_WORK_FILES = Outputs("none", durable=False)
 
 
 @dataclass
 class StageLog:
     removed: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
     seconds: float = 0.0
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    """The sizes of an ingest's output files (not of `done.json`, written after them)."""
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != "done.json"}
 
 
 def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[str, Any]:
@@ -150,12 +159,12 @@ class Builder:
             self._stage("ingest", self._ingest)
             for name in OPS:
                 self._run_op(name)
-            self.ctx.clear_memo()  # the ops' shared intermediates, not needed to mix and write
+            self.ctx.clear_memo()  # the ops' shared intermediates, not needed to mix and write (`text_stats` is)
             self._stage("mix", self._mix)
             self._stage("write", self._write)
             manifest = self._manifest(fingerprints.result(), round(time.perf_counter() - started, 3))
             (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
-            write_card(self.tmp, manifest, self.db)
+            write_card(self.tmp, manifest, self.db, self._length_stats())
         finally:
             stop.set()  # after a failure, the hashing stops at its next block
             hashing.shutdown(cancel_futures=True)
@@ -166,21 +175,20 @@ class Builder:
         os.replace(self.tmp, self.out)
         return manifest
 
-    def _ingest_one(self, spec: SourceSpec, target: Path, pairs_format: str = "parquet") -> IngestSummary:
+    def _ingest_one(self, spec: SourceSpec, target: Path, outputs: Outputs) -> IngestSummary:
         done = target / "done.json"
         if self.resume and done.is_file():
-            return IngestSummary.from_dict(json.loads(done.read_text()))
+            finished = json.loads(done.read_text())
+            # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
+            if finished.get("file_sizes") == _file_sizes(target):
+                return IngestSummary.from_dict(finished["summary"])
         self.on_stage(f"ingest {spec.name}")
         adapter = get_adapter(spec.adapter)(spec.options, ReadOptions(spec.config, spec.split, spec.revision))
         root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
-        # Work files, read back right away: encoding them cost more (zstd: 3x the write time) than it saved.
         workers = self._ingest_workers(spec)
-        summary = ingest(
-            adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, compression="none",
-            pairs_format=pairs_format,
-        )  # fmt: skip
-        done.write_text(json.dumps(summary.as_dict()))
+        summary = ingest(adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, outputs=outputs)
+        done.write_text(json.dumps({"summary": summary.as_dict(), "file_sizes": _file_sizes(target)}))
         return summary
 
     def _ingest_workers(self, spec: SourceSpec) -> int:
@@ -196,7 +204,7 @@ class Builder:
 
     def _ingest(self) -> None:
         for spec in self.recipe.sources:
-            self.ingested[spec.name] = self._ingest_one(spec, self._ingested(spec), pairs_format="arrow")
+            self.ingested[spec.name] = self._ingest_one(spec, self._ingested(spec), WORK_FILES)
         sources = self.recipe.sources
         self.work = WorkPairs([self._ingested(s) / "pairs.arrow" for s in sources], [s.name for s in sources])
         selects = []
@@ -205,7 +213,7 @@ class Builder:
             selects.append(f"SELECT * REPLACE ({sql_literal(spec.name)} AS source) FROM __pairs_{index}")
         for spec in self.recipe.benchmarks:
             target = self.tmp / "work" / "benchmarks" / spec.name
-            self._ingest_one(spec, target)
+            self._ingest_one(spec, target, BENCHMARK_WORK_FILES)
             self.ctx.benchmarks[spec.name] = target
         self.db.execute(f"CREATE TEMP VIEW pairs AS {' UNION ALL '.join(selects)}")  # in row_key order
         self.db.execute("CREATE TABLE live AS SELECT row_key FROM pairs")
@@ -280,24 +288,28 @@ class Builder:
         not_selected = self.db.sql(
             "SELECT row_key FROM pairs ANTI JOIN selected USING (row_key) ORDER BY row_key"
         ).fetchnumpy()
-        used_images = self.ctx.rows("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
+        used = self.ctx.rows("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
         assert self.work is not None
-        # Beside the shards, one thread has DuckDB write the image table and the rejects, then gathers the removed
-        # pairs themselves (so "what did this match?" can show both sides).
-        side, cursor = ThreadPoolExecutor(1), self.db.cursor()
-        tables = side.submit(self._write_tables, dataclasses.replace(self.ctx, db=cursor), [h for (h,) in used_images])
-        removed = side.submit(self._write_removed, self.work, np.asarray(not_selected["row_key"], np.int64))
-        try:
-            folder, rows_per_shard = self.tmp / "shards", self.recipe.shards.rows_per_shard
-            self.shards = write_shards(self.work.take, keys, folder, rows_per_shard, threads=self.ctx.workers)
-        except BaseException:
-            cursor.interrupt()  # a failed write stops the side work too
-            side.shutdown(cancel_futures=True)
-            raise
-        finally:
-            side.shutdown()  # the side work is complete (or failed) before anything else happens
-        tables.result()
-        removed.result()
+        shards = shard_jobs(self.work.take, keys, self.tmp / "shards", self.recipe.shards.rows_per_shard)
+        # Beside the shards, DuckDB writes the image table and the rejects (through a cursor, which can be
+        # interrupted) and the removed pairs themselves are gathered (so "what did this match?" shows both sides).
+        # One pool runs everything, the longest jobs first, so that no thread idles while another finishes; one
+        # thread more than the cores, as the shards' direct writes wait for the disk.
+        cursor = self.db.cursor()
+        side = [
+            functools.partial(self._write_removed, self.work, np.asarray(not_selected["row_key"], np.int64)),
+            functools.partial(self._write_tables, dataclasses.replace(self.ctx, db=cursor), [h for (h,) in used]),
+        ]
+        with ThreadPoolExecutor(self.ctx.workers + 1) as pool:
+            futures = [pool.submit(job) for job in [*side, *shards]]
+            try:
+                done = [future.result() for future in futures]
+            except BaseException:
+                cursor.interrupt()  # a failed job stops the others (the pool waits for them to end)
+                for future in futures:
+                    future.cancel()
+                raise
+        self.shards = done[len(side) :]
 
     def _write_removed(self, work: WorkPairs, keys: np.ndarray) -> None:
         with ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA) as writer:
@@ -330,6 +342,17 @@ class Builder:
             )
         finally:
             ctx.db.close()
+
+    def _length_stats(self) -> list[tuple[Any, ...]]:
+        """The data card's length statistics of the pairs in the shards (each upsampled copy counts), from the
+        lengths the ops measured (`text_stats`) rather than by reading the shards back."""
+        return self.ctx.rows(
+            f"""SELECT p.source, string_agg(DISTINCT p.license, ', ' ORDER BY p.license), count(*),
+                       round(avg(t.chosen_chars)), round(avg(t.rejected_chars)),
+                       round(100 * avg((t.chosen_chars > t.rejected_chars)::INT), 1)
+                FROM selected s JOIN pairs p USING (row_key) JOIN {self.ctx.text_stats()} t USING (row_key)
+                GROUP BY p.source ORDER BY p.source"""
+        )
 
     def _manifest(self, inputs: dict[str, Any], seconds: float) -> dict[str, Any]:
         per_source = {}

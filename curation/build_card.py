@@ -27,16 +27,11 @@ def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     return rows
 
 
-def write_card(build_dir: Path, manifest: dict[str, Any], db: duckdb.DuckDBPyConnection) -> None:
-    shards = [str(build_dir / s["file"]) for s in manifest["shards"]]
-    stats = []
-    if _register_shards(db, shards):
-        stats = db.execute(
-            """SELECT source, string_agg(DISTINCT license, ', ' ORDER BY license), count(*),
-                      round(avg(length(chosen))), round(avg(length(rejected))),
-                      round(100 * avg((length(chosen) > length(rejected))::INT), 1)
-               FROM shard_rows GROUP BY source ORDER BY source"""
-        ).fetchall()
+def write_card(
+    build_dir: Path, manifest: dict[str, Any], db: duckdb.DuckDBPyConnection, length_stats: list[tuple[Any, ...]]
+) -> None:
+    """`README.md` of a build; `length_stats`: per source, the licenses, pairs, mean chosen and rejected
+    characters and the share of pairs whose chosen answer is longer, over the rows in the shards."""
     lines = [
         f"# Build `{manifest['recipe']['name']}`",
         "",
@@ -47,7 +42,7 @@ def write_card(build_dir: Path, manifest: dict[str, Any], db: duckdb.DuckDBPyCon
         "",
         "| source | licenses | pairs | mean chosen chars | mean rejected chars | chosen longer (%) |",
         "|---|---|---|---|---|---|",
-        *(f"| {' | '.join(str(v) for v in row)} |" for row in stats),
+        *(f"| {' | '.join(str(v) for v in row)} |" for row in length_stats),
         "",
         "## Decontamination",
         "",
@@ -84,13 +79,3 @@ def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection) -> list
         "|---|---|---|---|---|",
         *(f"| {' | '.join(str(v) for v in row)} |" for row in rows),
     ]
-
-
-def _register_shards(db: duckdb.DuckDBPyConnection, shards: list[str]) -> bool:
-    from curation.io import read_shards
-
-    table = read_shards(shards)
-    if not table.num_rows:
-        return False
-    db.register("shard_rows", table)
-    return True

@@ -42,6 +42,21 @@ class Conversion:
     canonical: bool = True
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """How the ingest's files are written: the parquet codec, the pairs' format ("parquet", or "arrow": an Arrow
+    IPC file, `pairs.arrow`, which a build maps), and whether each file is fsynced before it is renamed into
+    place (`durable`). A build's work files are read back at once and deleted with the build, so they skip
+    both compression and fsync; the build checks their sizes before resuming from them (`file_sizes`)."""
+
+    compression: str = "zstd"
+    pairs_format: str = "parquet"
+    durable: bool = True
+
+
+WORK_FILES = Outputs("none", "arrow", durable=False)
+
+
 @dataclass
 class RowOutcome:
     ref: str
@@ -195,8 +210,7 @@ class _Job:
     root: ImagesRoot
     conversion: Conversion
     workers: int
-    compression: str
-    pairs_format: str
+    outputs: Outputs
     on_row: Callable[[IngestSummary], None] | None
 
 
@@ -212,8 +226,7 @@ def ingest(
     on_row: Callable[[IngestSummary], None] | None = None,
     workers: int = 1,
     columnar_path: bool = True,
-    compression: str = "zstd",
-    pairs_format: str = "parquet",
+    outputs: Outputs = Outputs(),
 ) -> IngestSummary:
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts.
 
@@ -224,8 +237,7 @@ def ingest(
     in file order); other inputs stream their rows through a pool of converting processes. Every way gives the
     same pairs and rejects, byte for byte, and the same images (the columnar path may store them in another
     order).
-    `compression` is the parquet codec of the output files; `canonical` false keeps texts as published;
-    `pairs_format` "arrow" writes the pairs as an Arrow IPC file, `pairs.arrow` (a build's work file).
+    `canonical` false keeps texts as published; `outputs` says how the files are written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     job = _Job(
@@ -233,8 +245,7 @@ def ingest(
         images_root or ImagesRoot(None),
         Conversion(max_pixels, canonical),
         workers,
-        compression,
-        pairs_format,
+        outputs,
         on_row,
     )
     columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None and canonical else None
@@ -244,21 +255,22 @@ def ingest(
     if files:
         return _ingest_files(adapter, files, job)
     outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=workers)
-    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row, compression, pairs_format)
+    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row, outputs)
 
 
 @contextmanager
-def _outputs(out_dir: Path, compression: str, pairs_format: str = "parquet") -> Iterator[dict[str, BatchWriter]]:
+def _open_outputs(out_dir: Path, outputs: Outputs) -> Iterator[dict[str, BatchWriter]]:
     """The three output files: published together on success, none of them on any failure."""
+    codec, durable = outputs.compression, outputs.durable
     pairs: BatchWriter = (
-        ArrowBatchWriter(out_dir / "pairs.arrow", PAIR_SCHEMA)
-        if pairs_format == "arrow"
-        else ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA, compression=compression)
+        ArrowBatchWriter(out_dir / "pairs.arrow", PAIR_SCHEMA, durable=durable)
+        if outputs.pairs_format == "arrow"
+        else ParquetBatchWriter(out_dir / "pairs.parquet", PAIR_SCHEMA, compression=codec, durable=durable)
     )
     writers = {
         "pairs": pairs,
-        "images": ParquetBatchWriter(out_dir / "images.parquet", IMAGE_SCHEMA, 100, compression),
-        "rejects": ParquetBatchWriter(out_dir / "rejects.parquet", REJECT_SCHEMA, compression=compression),
+        "images": ParquetBatchWriter(out_dir / "images.parquet", IMAGE_SCHEMA, 100, codec, durable),
+        "rejects": ParquetBatchWriter(out_dir / "rejects.parquet", REJECT_SCHEMA, compression=codec, durable=durable),
     }
     try:
         yield writers
@@ -282,12 +294,11 @@ def write_outcomes(
     outcomes: Iterator[RowOutcome],
     out_dir: Path,
     on_row: Callable[[IngestSummary], None] | None = None,
-    compression: str = "zstd",
-    pairs_format: str = "parquet",
+    outputs: Outputs = Outputs(),
 ) -> IngestSummary:
     summary = IngestSummary(source)
     seen_images: set[str] = set()
-    with _outputs(out_dir, compression, pairs_format) as writers:
+    with _open_outputs(out_dir, outputs) as writers:
         for outcome in outcomes:
             _write_outcome(writers, summary, seen_images, outcome)
             if on_row is not None:
@@ -321,7 +332,7 @@ def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, con
     images_root = ImagesRoot(root)  # each process opens the images root itself
     outcomes = (convert_record(adapter, r, images_root, conversion) for r in iter_file(path, name, adapter.columns))
     # Parts are read back once, right away: compressing them would only cost the workers time.
-    return write_outcomes(adapter.info.key, outcomes, out, compression="none").as_dict()
+    return write_outcomes(adapter.info.key, outcomes, out, outputs=Outputs("none", durable=False)).as_dict()
 
 
 def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) -> IngestSummary:
@@ -332,7 +343,7 @@ def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) ->
     seen_images: set[str] = set()
     try:
         with (
-            _outputs(job.out_dir, job.compression, job.pairs_format) as writers,
+            _open_outputs(job.out_dir, job.outputs) as writers,
             ProcessPoolExecutor(min(job.workers, len(files)), mp_context=context) as pool,
         ):
             futures = [pool.submit(_ingest_file, adapter, path, name, job.root.root, job.conversion,
@@ -378,7 +389,7 @@ def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, 
     adapter = plan.adapter
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
-    with _outputs(job.out_dir, job.compression, job.pairs_format) as writers:
+    with _open_outputs(job.out_dir, job.outputs) as writers:
         if plan.layout.image:
 
             def store(images: list[ImageRow]) -> None:

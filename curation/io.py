@@ -34,18 +34,22 @@ def row_group_ends(metadata: pq.FileMetaData) -> np.ndarray:
     return np.cumsum([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)], dtype=np.int64)
 
 
-def fsync_rename(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+def fsync_rename(tmp: Path, final: Path, durable: bool = True) -> None:
+    """Rename `tmp` to `final`, after its bytes reached the disk (`durable`: a crash of the machine, not only of
+    the process, leaves either no file or the whole file)."""
+    if durable:
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
     os.replace(tmp, final)
 
 
 class BatchWriter:
-    """Buffer rows and write them in fixed-size groups; the file appears under its name only on `close`. As a
-    context manager: closed when the block ends, aborted (no file) when it raises."""
+    """Buffer rows and write them in fixed-size groups; the file appears under its name only on `close` (fsynced
+    first when `durable`). As a context manager: closed when the block ends, aborted (no file) when it raises."""
 
-    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = 5000) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = 5000, durable: bool = True) -> None:
         self.path = path
+        self.durable = durable
         self.tmp = path.with_name(path.name + ".partial")
         self.schema = schema
         self.rows_per_group = rows_per_group
@@ -96,7 +100,7 @@ class BatchWriter:
         if self._table_rows:
             self._write_group(pa.concat_tables(self._tables))
         self._close_writer()
-        fsync_rename(self.tmp, self.path)
+        fsync_rename(self.tmp, self.path, self.durable)
 
     def abort(self) -> None:
         self._close_writer()
@@ -118,9 +122,16 @@ class BatchWriter:
 class ParquetBatchWriter(BatchWriter):
     """A parquet file of `rows_per_group`-row groups."""
 
-    def __init__(self, path: Path, schema: pa.Schema, rows_per_group: int = 5000, compression: str = "zstd") -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        rows_per_group: int = 5000,
+        compression: str = "zstd",
+        durable: bool = True,
+    ) -> None:
         self.compression = compression
-        super().__init__(path, schema, rows_per_group)
+        super().__init__(path, schema, rows_per_group, durable)
 
     def _open(self) -> pq.ParquetWriter:
         return pq.ParquetWriter(self.tmp, self.schema, **{**PARQUET_OPTIONS, "compression": self.compression})

@@ -8,13 +8,16 @@ release the GIL). Memory stays at a record batch per thread plus the work-file p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import mmap
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,23 +42,23 @@ def shard_schema() -> pa.Schema:
     return PAIR_SCHEMA.with_metadata(metadata)
 
 
-def write_shards(
-    take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int, threads: int = 1
-) -> list[dict[str, Any]]:
-    """Write the pairs at `keys` (row_keys in shard order; a key repeats once per upsampled copy) as shards of
-    `rows_per_shard` rows (at least one file, empty when nothing was selected). Returns each shard's file, rows
-    and sha256."""
+def shard_jobs(take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int) -> list[Callable[[], dict[str, Any]]]:
+    """One job per shard of `rows_per_shard` rows of the pairs at `keys` (row_keys in shard order; a key repeats
+    once per upsampled copy), at least one (empty when nothing was selected). Each job writes its file and
+    returns its file, rows and sha256; the jobs are independent, to be run in any order, in any pool."""
     count = max(1, -(-len(keys) // rows_per_shard))
     schema = shard_schema()
     folder.mkdir(parents=True, exist_ok=True)
+    cut = [keys[k * rows_per_shard : (k + 1) * rows_per_shard] for k in range(count)]
+    return [functools.partial(_write_shard, take, cut[k], folder, schema, k, count) for k in range(count)]
+
+
+def write_shards(
+    take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int, threads: int = 1
+) -> list[dict[str, Any]]:
+    """Run the `shard_jobs`, `threads` at once, and return what each wrote."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        written = [
-            pool.submit(
-                _write_shard, take, keys[k * rows_per_shard : (k + 1) * rows_per_shard], folder, schema, k, count
-            )
-            for k in range(count)
-        ]
-        return [future.result() for future in written]
+        return list(pool.map(lambda job: job(), shard_jobs(take, keys, folder, rows_per_shard)))
 
 
 def _write_shard(
@@ -64,8 +67,7 @@ def _write_shard(
     path = folder / f"train-{index:05d}-of-{count:05d}.arrow"
     tmp = path.with_name(path.name + ".partial")
     rows = 0
-    with open(tmp, "wb") as handle:
-        sink = _HashingWriter(handle)  # hashed as written: the file is not read back
+    with _ShardFile(tmp) as sink:
         with ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:
             for batch in take(keys, BATCH_ROWS):
                 writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))  # checks the types
@@ -74,14 +76,64 @@ def _write_shard(
     return {"file": f"shards/{path.name}", "rows": rows, "sha256": sink.digest.hexdigest()}
 
 
-class _HashingWriter(io.RawIOBase):
-    def __init__(self, handle: BinaryIO) -> None:
-        self.handle = handle
+class _ShardFile(io.RawIOBase):
+    """A shard's bytes on their way to `path`: hashed as written (the file is not read back) and, where the
+    system allows, written around the page cache (`O_DIRECT`) from one reused, page-aligned buffer. Buffered
+    writes first fill fresh page-cache pages, which on a virtual machine cost more than the copying (`dd` here:
+    0.48 GB/s buffered against 2.9 GB/s direct); the build reads no shard back, and `fsync` follows anyway."""
+
+    def __init__(self, path: Path) -> None:
         self.digest = hashlib.sha256()
+        self.size = 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            self.fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o644)
+            self.direct = hasattr(os, "O_DIRECT")
+        except OSError:  # a file system without direct I/O (tmpfs): buffered
+            self.fd, self.direct = os.open(path, flags, 0o644), False
+        self._stage = mmap.mmap(-1, STAGE_BYTES) if self.direct else None
+        self._filled = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        self.digest.update(data)
-        return self.handle.write(data)
+        view = memoryview(data).cast("B")
+        written = len(view)
+        self.digest.update(view)
+        self.size += written
+        if self._stage is None:
+            _write_all(self.fd, view)
+            return written
+        while len(view):
+            n = min(len(view), STAGE_BYTES - self._filled)
+            self._stage[self._filled : self._filled + n] = view[:n]
+            self._filled += n
+            view = view[n:]
+            if self._filled == STAGE_BYTES:
+                self._flush(STAGE_BYTES)
+        return written
+
+    def _flush(self, length: int) -> None:
+        with memoryview(self._stage) as staged:  # type: ignore[arg-type]
+            _write_all(self.fd, staged[:length])
+        self._filled = 0
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._stage is not None:
+                if self._filled:  # direct writes come in whole blocks: the last one is padded, then cut off
+                    self._flush(-(-self._filled // DIRECT_BLOCK) * DIRECT_BLOCK)
+                    os.ftruncate(self.fd, self.size)
+                self._stage.close()
+            os.close(self.fd)
+        super().close()
+
+
+STAGE_BYTES = 8 * 2**20  # a multiple of any direct-I/O block size
+DIRECT_BLOCK = 4096
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while len(view):
+        view = view[os.write(fd, view) :]

@@ -45,22 +45,19 @@ class BuildContext:
 
     def text_stats(self) -> str:
         """The name of a table of every pair's text lengths (characters) and whether its answers are identical:
-        validate and filters both need them, and reading the texts is most of their work, so it is done once."""
-        if "text_stats" not in self.memo:
-            self.db.execute(
-                """CREATE OR REPLACE TEMP TABLE text_stats AS
-                   SELECT row_key, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars,
-                          list_sum(list_transform(prompt, lambda m: length(m.content))) AS prompt_chars,
-                          chosen = rejected AS identical
-                   FROM pairs"""
-            )
-            self.memo["text_stats"] = "text_stats"
-        return self.memo["text_stats"]
+        validate, filters and the data card need them, and reading the texts is most of the work, so it is done
+        once per build (a few bytes a pair, kept until the build ends)."""
+        self.db.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS text_stats AS
+               SELECT row_key, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars,
+                      list_sum(list_transform(prompt, lambda m: length(m.content))) AS prompt_chars,
+                      chosen = rejected AS identical
+               FROM pairs"""
+        )
+        return "text_stats"
 
     def clear_memo(self) -> None:
-        """Drop what the ops shared (`memo`, `text_stats`), once no later stage needs it."""
-        if self.memo.pop("text_stats", None):
-            self.db.execute("DROP TABLE IF EXISTS text_stats")
+        """Drop what the ops shared in `memo`, once no later stage needs it."""
         self.memo.clear()
 
     def hash_order(self, *parts: str) -> str:

@@ -56,8 +56,29 @@ def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Pat
     assert {"pair_id", "prompt", "chosen", "rejected", "images"} <= set(shard.column_names)
     images = {r["sha256"] for r in pq.read_table(tmp_path / "a" / "images" / "images.parquet").to_pylist()}
     assert all(sha in images for s in first["shards"] for sha in _shard_images(tmp_path / "a" / s["file"]))
-    assert "| rlaif_v | exact_dedupe: exact duplicate | 1 |" in (tmp_path / "a" / "README.md").read_text()
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "| rlaif_v | exact_dedupe: exact duplicate | 1 |" in card
+    assert _card_length_rows(card) == _shard_length_rows([tmp_path / "a" / s["file"] for s in first["shards"]])
     assert not (tmp_path / "a.partial").exists()
+
+
+def _card_length_rows(card: str) -> list[list[str]]:
+    table = card.split("## Sources, licenses and length statistics (in shards)")[1].split("##")[0]
+    return [line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+
+
+def _shard_length_rows(paths: list[Path]) -> list[list[str]]:
+    """The card's table computed from the shards themselves (upsampled copies are rows there too)."""
+    rows = [r for p in paths for r in Dataset.from_file(str(p)).to_list()]
+    table = []
+    for source in sorted({r["source"] for r in rows}):
+        mine = [r for r in rows if r["source"] == source]
+        chosen, rejected = [len(r["chosen"]) for r in mine], [len(r["rejected"]) for r in mine]
+        longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(mine)
+        licenses = ", ".join(sorted({r["license"] for r in mine if r["license"] is not None}))
+        means = [float(round(sum(x) / len(mine))) for x in (chosen, rejected)]
+        table.append([source, licenses, str(len(mine)), *map(str, means), str(round(100 * longer, 1))])
+    return table
 
 
 def _shard_images(path: Path) -> list[str]:

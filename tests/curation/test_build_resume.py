@@ -59,6 +59,21 @@ def test_resume_reuses_finished_ingests(demo_recipe: Path, tmp_path: Path) -> No
     assert not any(s.startswith("ingest ") for s in seen)  # no source was read again
 
 
+def test_a_work_file_cut_short_is_ingested_again(demo_recipe: Path, tmp_path: Path) -> None:
+    """Work files are not fsynced: after a crash of the machine one may be shorter than its `done.json` says,
+    and the resumed build reads that source again (and equals an uninterrupted build)."""
+    reference = tmp_path / "reference"
+    build(load_recipe(demo_recipe), reference)
+    out = tmp_path / "b"
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "validate"], check=False)
+    pairs = tmp_path / "b.partial" / "work" / "ingest" / "hh_rlhf" / "pairs.arrow"
+    pairs.write_bytes(pairs.read_bytes()[:-100])
+    seen: list[str] = []
+    build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
+    assert "ingest hh_rlhf" in seen and "ingest mm_rlhf" not in seen  # only the damaged source is read again
+    assert _outputs(out) == _outputs(reference)
+
+
 def test_existing_output_is_never_overwritten(demo_recipe: Path, tmp_path: Path) -> None:
     build(load_recipe(demo_recipe), tmp_path / "b")
     with pytest.raises(Exception, match="already exists"):

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from curation.images import ImagesRoot
-from curation.ingest import ingest
+from curation.ingest import Outputs, ingest
 from curation.pair import Pair
 from curation.sources import get_adapter
 from curation.sources.base import Adapter, RowContext, SourceInfo
@@ -117,7 +117,7 @@ def test_pairs_written_as_an_arrow_work_file_are_the_parquet_ones(tmp_path: Path
 
     path = write_jsonl(tmp_path / "hh.jsonl", HH * 3)
     ingest(get_adapter("hh_rlhf")(), str(path), tmp_path / "parquet")
-    ingest(get_adapter("hh_rlhf")(), str(path), tmp_path / "arrow", pairs_format="arrow")
+    ingest(get_adapter("hh_rlhf")(), str(path), tmp_path / "arrow", outputs=Outputs(pairs_format="arrow"))
     assert not (tmp_path / "arrow" / "pairs.parquet").exists()
     arrow = ipc.open_file(pa.memory_map(str(tmp_path / "arrow" / "pairs.arrow"))).read_all()
     assert arrow.num_rows > 0 and arrow.equals(pq.read_table(tmp_path / "parquet" / "pairs.parquet"))
