@@ -3,7 +3,8 @@
     python -m bench.build_speed --n 100000 1000000 --work /tmp/rm-bench
 
 For each N it generates the synthetic collection (`bench.synthetic`: text and image pairs with planted exact,
-near-duplicate and contaminated rows) and runs, each in its own process so peak RSS is its own:
+near-duplicate and contaminated rows) and runs, each in its own process so peak RSS is its own, and each after
+a pause of `SETTLE_SECONDS` so that none starts with memory the one before just freed (warm on a VM):
 
 - (a)  `curate build` with every stage (near-duplicate prompts and images, decontamination included);
 - (a') the same build with only the per-pair stages (ingest, validate, exact dedupe, filters, mix, shards);
@@ -31,6 +32,7 @@ from typing import Any
 import yaml
 
 RUNS = ("a", "a_prime", "b", "c")
+SETTLE_SECONDS = 5
 LABELS = {"a": "(a) curate build, all stages", "a_prime": "(a') curate build, per-pair stages",
           "b": "(b) datasets map/filter baseline", "c": "(c) DuckDB read + write floor"}  # fmt: skip
 
@@ -204,6 +206,9 @@ def main() -> None:
             print(f"generated {n} pairs: {json.dumps(counts)}")
         results = {}
         for kind in RUNS:
+            # Every run starts from the same state: on a VM that returns freed memory to its host (this one does
+            # after about 2 s), a run started at once would reuse the previous run's pages warm, and time less.
+            time.sleep(SETTLE_SECONDS)
             out = args.work / f"out-{n}-{kind}"
             command = [
                 sys.executable,

@@ -2,12 +2,14 @@
 
 Sorting the full rows (gigabytes of text) in DuckDB made writing slow, so the order is decided on narrow
 columns (each selected copy's row_key, in hash order) and each shard gathers its rows a record batch at a time
-from the memory-mapped work files (`curation.work`), `threads` shards at once (gathering, encoding and hashing
-release the GIL). Memory stays at a record batch per thread plus the work-file pages a shard touches.
+from the memory-mapped work files (`curation.work`). Each shard is a job (`shard_jobs`) that a pool of threads
+runs beside others (gathering, encoding, hashing and writing release the GIL). Memory stays at a record batch
+per thread plus the work-file pages a shard touches.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import io
@@ -15,7 +17,6 @@ import json
 import mmap
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ BATCH_ROWS = 10_000
 Take = Callable[[np.ndarray, int], Iterator[pa.RecordBatch]]
 
 
+@functools.cache
 def shard_schema() -> pa.Schema:
     """The pair schema with the `huggingface` metadata that lets `Dataset.from_file` open a shard as it is."""
     from datasets import Features
@@ -51,14 +53,6 @@ def shard_jobs(take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int) 
     folder.mkdir(parents=True, exist_ok=True)
     cut = [keys[k * rows_per_shard : (k + 1) * rows_per_shard] for k in range(count)]
     return [functools.partial(_write_shard, take, cut[k], folder, schema, k, count) for k in range(count)]
-
-
-def write_shards(
-    take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int, threads: int = 1
-) -> list[dict[str, Any]]:
-    """Run the `shard_jobs`, `threads` at once, and return what each wrote."""
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        return list(pool.map(lambda job: job(), shard_jobs(take, keys, folder, rows_per_shard)))
 
 
 def _write_shard(
@@ -116,7 +110,17 @@ class _ShardFile(io.RawIOBase):
 
     def _flush(self, length: int) -> None:
         with memoryview(self._stage) as staged:  # type: ignore[arg-type]
-            _write_all(self.fd, staged[:length])
+            try:
+                _write_all(self.fd, staged[:length])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                import fcntl  # where there is O_DIRECT, there is fcntl
+
+                # The file system opened the file for direct I/O but refuses direct writes: go on buffered.
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                self.direct = False
+                _write_all(self.fd, staged[:length])
         self._filled = 0
 
     def close(self) -> None:

@@ -162,3 +162,23 @@ def test_stats_and_show_commands(demo_recipe: Path, tmp_path: Path) -> None:
                 if r["stage"] == "near_dedupe")  # fmt: skip
     result = runner.invoke(app, ["show", str(tmp_path / "b"), near["pair_id"]], env={"COLUMNS": "300"})
     assert "signals/near_dedupe" in result.output  # found through the removed pair's prompt
+
+
+def test_a_failed_job_stops_the_others_and_its_error_is_the_one_raised() -> None:
+    import duckdb
+
+    from curation.build import _run_jobs
+
+    stopped = []
+
+    def fail() -> None:
+        raise ValueError("job failed")
+
+    def stop() -> None:
+        stopped.append(True)
+        raise duckdb.ConnectionException("Connection already closed!")  # its job closed it already
+
+    assert _run_jobs([lambda: 1, lambda: 2, lambda: 3], threads=2) == [1, 2, 3]  # results in job order
+    with pytest.raises(ValueError, match="job failed"):
+        _run_jobs([lambda: 1, fail], threads=2, on_failure=stop)
+    assert stopped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from curation.io import ArrowBatchWriter, sha256_file
 from curation.schema import PAIR_SCHEMA
-from curation.shards import write_shards
+from curation.shards import shard_jobs
 from curation.work import ROW_KEY_BITS, WorkPairs
 
 
@@ -32,6 +33,11 @@ def _work(tmp_path: Path) -> tuple[WorkPairs, list[int]]:
     return WorkPairs(paths, ["s0", "s1"]), keys
 
 
+def write_shards(work: WorkPairs, keys: np.ndarray, folder: Path, rows_per_shard: int, threads: int = 1) -> list[dict]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda job: job(), shard_jobs(work.take, keys, folder, rows_per_shard)))
+
+
 def _read(tmp_path: Path, shards: list[dict]) -> list[pa.RecordBatch]:
     return [b for s in shards for b in ipc.open_stream(pa.memory_map(str(tmp_path / s["file"])))]
 
@@ -41,7 +47,7 @@ def test_shards_hold_the_pairs_in_the_order_given(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     chosen = rng.choice(keys, 25, replace=False)
     order = rng.permutation(np.concatenate([chosen, chosen[:4]]))  # four pairs upsampled: two copies each
-    shards = write_shards(work.take, order, tmp_path / "shards", 10, threads=2)
+    shards = write_shards(work, order, tmp_path / "shards", 10, threads=2)
     assert [s["rows"] for s in shards] == [10, 10, 9]
     assert [s["file"] for s in shards] == [f"shards/train-0000{k}-of-00003.arrow" for k in range(3)]
     assert all(s["sha256"] == sha256_file(tmp_path / s["file"]) for s in shards)
@@ -51,14 +57,14 @@ def test_shards_hold_the_pairs_in_the_order_given(tmp_path: Path) -> None:
     assert written.column("source").to_pylist() == [f"s{k >> ROW_KEY_BITS}" for k in order.tolist()]
     assert written.schema.metadata[b"huggingface"]  # `datasets` opens the files as they are
 
-    again = write_shards(work.take, order, tmp_path / "again", 10, threads=1)
+    again = write_shards(work, order, tmp_path / "again", 10, threads=1)
     assert [s["sha256"] for s in again] == [s["sha256"] for s in shards]  # threads do not change the bytes
 
 
 def test_a_shard_is_written_in_record_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("curation.shards.BATCH_ROWS", 3)  # each shard of 10 rows in batches of 3, 3, 3 and 1
     work, keys = _work(tmp_path)
-    shards = write_shards(work.take, np.array(keys[:20], np.int64)[::-1], tmp_path / "shards", 10)
+    shards = write_shards(work, np.array(keys[:20], np.int64)[::-1], tmp_path / "shards", 10)
     batches = _read(tmp_path, shards)
     assert [b.num_rows for b in batches] == [3, 3, 3, 1] * 2
     assert pa.Table.from_batches(batches).column("pair_id").to_pylist() == [f"p0-{k}" for k in range(19, -1, -1)]
@@ -66,7 +72,7 @@ def test_a_shard_is_written_in_record_batches(tmp_path: Path, monkeypatch: pytes
 
 def test_an_empty_selection_still_writes_one_empty_shard(tmp_path: Path) -> None:
     work, _ = _work(tmp_path)
-    shards = write_shards(work.take, np.array([], np.int64), tmp_path / "shards", 10)
+    shards = write_shards(work, np.array([], np.int64), tmp_path / "shards", 10)
     assert [s["rows"] for s in shards] == [0]
     assert ipc.open_stream(pa.memory_map(str(tmp_path / shards[0]["file"]))).read_all().num_rows == 0
 
@@ -91,3 +97,30 @@ def test_shard_file_writes_and_hashes_every_byte(tmp_path: Path, monkeypatch: py
             assert sink.write(data[start:end]) == end - start
     assert path.read_bytes() == data
     assert sink.digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_shard_file_goes_on_buffered_when_direct_writes_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems open a file for direct I/O and then refuse the writes (EINVAL): no byte is lost."""
+    import errno
+    import os
+
+    from curation import shards
+
+    real_write, refused = os.write, []
+
+    def write(fd: int, data: memoryview) -> int:
+        if not refused:
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(shards, "STAGE_BYTES", 2 * shards.DIRECT_BLOCK)
+    monkeypatch.setattr(os, "write", write)
+    data = np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    path = tmp_path / "f.bin"
+    with shards._ShardFile(path) as sink:
+        sink.write(data)
+    assert refused and not sink.direct
+    assert path.read_bytes() == data
