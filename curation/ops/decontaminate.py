@@ -140,7 +140,7 @@ class Decontaminate(Op):
 
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
         train, bench = prompt_units(ctx), _benchmark_units(ctx)
-        train_texts, bench_texts = train["text"].to_list(), bench["text"].to_list()
+        bench_texts = bench["text"].to_list()
         train_words, bench_words = unit_words(ctx, train), word_hashes(bench_texts)
         exact = _exact_matches(train_words, bench_words)
         train_sh, bench_sh = shingle_words(train_words, params.ngram), shingle_words(bench_words, params.ngram)
@@ -180,7 +180,8 @@ class Decontaminate(Op):
                     entry = matches.setdefault((i, j), [False, None, None, None])
                     entry[2] = distance if entry[2] is None else min(entry[2], distance)
         if params.embedding_model:
-            for i, j, cosine in _paraphrases(params.embedding_model, train_texts, bench_texts):
+            # The training prompts as Python strings only here: at 1M pairs they take about 250 MB.
+            for i, j, cosine in _paraphrases(params.embedding_model, train["text"].to_list(), bench_texts):
                 matches.setdefault((i, j), [False, None, None, None])[3] = cosine
         for (i, j), entry in matches.items():
             if entry[1] is None:  # an image match: measure the text overlap of this pair too
