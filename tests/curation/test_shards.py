@@ -103,6 +103,7 @@ def test_shard_file_writes_and_hashes_every_byte(tmp_path: Path, monkeypatch: py
         for start, end in [(0, 5), (5, 9000), (9000, 9001), (9001, 30_001)]:
             assert sink.write(data[start:end]) == end - start
     assert path.read_bytes() == data
+    assert sink.direct is direct  # the padded tail went out direct too
     assert sink.digest.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
