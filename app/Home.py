@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.data import list_builds, list_runs
-from app.ui import root_or_stop
+from app.ui import root_or_stop, show_refused
 
 st.set_page_config(page_title="RM data workbench", layout="wide")
 st.title("Reward-model data workbench")
@@ -18,7 +18,9 @@ else:
     st.subheader("Builds")
     st.dataframe([{"build": b.name, "status": b.status} for b in builds], hide_index=True)
 st.subheader("Training runs")
-st.write(f"{len(list_runs(root))} run(s) found.")
+runs, refused = list_runs(root)
+st.write(f"{len(runs)} run(s) found.")
+show_refused(refused)
 st.markdown(
     "Pages: **Builds** (recipe, funnel, diff), **Pairs** (browse and inspect), **Removed** (what went and why), "
     "**Bias** (length and margin statistics), **Mixture** (target vs actual), **Runs** (training results)."

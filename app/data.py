@@ -1,7 +1,8 @@
 """The queries behind the workbench pages, callable without Streamlit (the tests call them directly).
 
-Everything is read-only and confined to the data root: paths that resolve outside it are refused. Shards are
-memory-mapped Arrow and queried with DuckDB, so a page reads only the rows it shows.
+Everything is read-only and confined to the data root: every file is opened by its real path (symlinks followed),
+and one whose real path leaves the root is refused, never read. Shards are memory-mapped Arrow and queried with
+DuckDB, so a page reads only the rows it shows.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import duckdb
@@ -48,11 +49,16 @@ def data_root(argv: list[str] | None = None) -> Path:
     return root
 
 
-def inside(root: Path, relative: str) -> Path:
-    """`root / relative`, refused when it resolves outside the data root."""
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise AppError(f"{relative!r} is outside the data root")
+def inside(root: Path, relative: str | PurePath) -> Path:
+    """The real path of `root / relative` (symlinks followed); refused when it leaves the data root."""
+    name = PurePath(relative).as_posix()
+    base = root.resolve()
+    try:
+        path = (base / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise AppError(f"{name}: refused, its real path cannot be resolved ({exc})") from None
+    if not path.is_relative_to(base):
+        raise AppError(f"{name}: refused, its real path is outside the data root (a symlink or '..')")
     return path
 
 
@@ -66,6 +72,12 @@ class BuildEntry:
 def list_builds(root: Path) -> list[BuildEntry]:
     builds = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            inside(root, path.name)
+            inside(root, f"{path.name}/manifest.json")
+        except AppError:
+            builds.append(BuildEntry(path.name, path, "refused: outside the data root"))
+            continue
         if path.name.endswith(".partial"):
             builds.append(BuildEntry(path.name, path, "in progress"))
         elif (path / "manifest.json").is_file():
@@ -75,12 +87,26 @@ def list_builds(root: Path) -> list[BuildEntry]:
     return builds
 
 
+# Stand-ins for a build's optional tables when their file is absent or refused: empty, so each page still works.
+EMPTY_VIEWS = {
+    "rejects": "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS source_row, NULL::VARCHAR AS pair_id, "
+    "NULL::VARCHAR AS stage, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail WHERE false",
+    "removed_pairs": "SELECT * FROM pairs WHERE false",
+    "images": "SELECT NULL::VARCHAR AS sha256, NULL::BLOB AS bytes WHERE false",
+}
+
+
 class Build:
-    """One finished build, opened read-only."""
+    """One finished build, opened read-only.
+
+    Every file it reads is resolved once, here, through `inside()`. A refused optional file is left out and kept
+    in `refused` (its path in the build -> the message naming it and why) for the pages to show."""
 
     def __init__(self, root: Path, name: str) -> None:
+        self.root, self.name = root, name
         self.path = inside(root, name)
-        manifest = self.path / "manifest.json"
+        self.refused: dict[str, str] = {}
+        manifest = inside(root, f"{name}/manifest.json")
         if not manifest.is_file():
             raise AppError(f"{name} is not a finished build (no manifest.json)")
         try:
@@ -96,11 +122,28 @@ class Build:
             ("removed_pairs", "rejects/removed_pairs.parquet"),
             ("images", "images/images.parquet"),
         )
-        for name_, relative in views:
-            if (self.path / relative).is_file():
-                self.db.execute(
-                    f"CREATE VIEW {name_} AS SELECT * FROM read_parquet({sql_literal(self.path / relative)})"
-                )
+        for view, relative in views:
+            path = self._file(relative)
+            source = EMPTY_VIEWS[view] if path is None else f"SELECT * FROM read_parquet({sql_literal(path)})"
+            self.db.execute(f"CREATE VIEW {view} AS {source}")
+        # Tables found by listing a folder, by name (the file's stem) -> real path.
+        self.dups = self._folder("dups")
+        self.signal_files = self._folder("signals")
+        self.contamination_file = self._file("contamination/contamination.parquet")
+
+    def _file(self, relative: str) -> Path | None:
+        """The real path of a file of this build; None when it is absent or refused (then kept in `refused`)."""
+        try:
+            path = inside(self.root, f"{self.name}/{relative}")
+        except AppError as exc:
+            self.refused[relative] = str(exc)
+            return None
+        return path if path.is_file() else None
+
+    def _folder(self, folder: str) -> dict[str, Path]:
+        listed = sorted((self.path / folder).glob("*.parquet"))
+        found = {p.stem: self._file(p.relative_to(self.path).as_posix()) for p in listed}
+        return {stem: path for stem, path in found.items() if path is not None}
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         cursor = self.db.execute(query, params or [])
@@ -160,7 +203,7 @@ class Build:
 
     def _cluster_sizes(self) -> str:
         """SQL: per surviving pair, how many duplicates (any dedupe op) were removed in its favour."""
-        files = [f"{sql_literal(p)}" for p in sorted((self.path / "dups").glob("*.parquet"))]
+        files = [sql_literal(p) for p in self.dups.values()]
         if not files:
             return "SELECT NULL::VARCHAR AS pair_id, 0 AS removed WHERE false"
         return (
@@ -182,14 +225,14 @@ class Build:
         return image
 
     def signals(self, pair_id: str, prompt_id: str) -> dict[str, list[dict[str, Any]]]:
-        return pair_signals(self.db, self.path, pair_id, prompt_id)
+        return pair_signals(self.db, self.path, pair_id, prompt_id, files=self.signal_files)
 
     def cluster(self, pair_id: str) -> list[dict[str, Any]]:
         """Duplicates removed in favour of this pair, or the survivor this pair lost to."""
         out = []
-        for path in sorted((self.path / "dups").glob("*.parquet")):
+        for op, path in self.dups.items():
             out += self.rows(
-                f"SELECT *, {sql_literal(path.stem)} AS op FROM read_parquet({sql_literal(path)}) "
+                f"SELECT *, {sql_literal(op)} AS op FROM read_parquet({sql_literal(path)}) "
                 "WHERE pair_id = ? OR survivor_pair_id = ?",
                 [pair_id, pair_id],
             )
@@ -208,7 +251,7 @@ class Build:
 
     def duplicates(self, limit: int = 200) -> list[dict[str, Any]]:
         """Removed duplicates beside their kept survivors (prompt and chosen of both), with the similarity."""
-        files = [f"{sql_literal(p)}" for p in sorted((self.path / "dups").glob("*.parquet"))]
+        files = [sql_literal(p) for p in self.dups.values()]
         if not files:
             return []
         text = "array_to_string(list_transform({0}.prompt, lambda m: m.content), chr(10))"
@@ -232,13 +275,14 @@ class Build:
             [limit],
         )
 
-    def contamination(self, limit: int = 50) -> list[dict[str, Any]]:
-        path = self.path / "contamination" / "contamination.parquet"
-        if not path.is_file():
-            return []
-        return self.rows(
-            f"SELECT * FROM read_parquet({sql_literal(path)}) ORDER BY source, source_row LIMIT ?", [limit]
-        )
+    def contamination(self, limit: int = 50) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Benchmark matches, the removed ones first (the others were only recorded), and the count per action."""
+        if self.contamination_file is None:
+            return [], {}
+        table = f"read_parquet({sql_literal(self.contamination_file)})"
+        counts = {r["action"]: r["n"] for r in self.rows(f"SELECT action, count(*) AS n FROM {table} GROUP BY 1")}
+        rows = self.rows(f"SELECT * FROM {table} ORDER BY action = 'removed' DESC, source, source_row LIMIT ?", [limit])
+        return rows, counts
 
     def length_bias(self) -> list[dict[str, Any]]:
         return self.rows(
@@ -282,8 +326,8 @@ class Build:
         )
 
     def signal_file(self, op: str) -> Path | None:
-        found = sorted((self.path / "signals").glob(f"{op}-*.parquet"))
-        return found[0] if found else None
+        found = sorted(stem for stem in self.signal_files if stem.startswith(f"{op}-"))
+        return self.signal_files[found[0]] if found else None
 
     def mixture(self) -> list[dict[str, Any]]:
         total = sum(s["in_shards"] for s in self.manifest["sources"].values()) or 1
@@ -324,6 +368,37 @@ def diff_builds(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def list_runs(root: Path) -> list[Path]:
-    """Training runs under the data root: folders with a metrics.jsonl."""
-    return sorted(p.parent for p in root.glob("**/metrics.jsonl") if p.resolve().parent.is_relative_to(root))
+def list_runs(root: Path) -> tuple[list[Path], list[str]]:
+    """Training runs under the data root (folders with a metrics.jsonl), and the refusals of those whose folder or
+    metrics.jsonl has its real path outside it."""
+    runs, refused = [], []
+    for metrics in sorted(root.glob("**/metrics.jsonl")):
+        relative = metrics.relative_to(root)
+        try:
+            inside(root, relative.parent)
+            inside(root, relative)
+        except AppError as exc:
+            refused.append(str(exc))
+            continue
+        runs.append(metrics.parent)
+    return runs, refused
+
+
+def read_metrics(root: Path, run: Path) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl, one object per logged step; AppError when it is refused or not JSON lines."""
+    path = inside(root, run.relative_to(root) / "metrics.jsonl")
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise AppError(f"{run.name}/metrics.jsonl is not valid JSON lines ({exc})") from None
+
+
+def read_evaluation(root: Path, run: Path) -> dict[str, Any] | None:
+    """A run's eval.json, None when it has not been evaluated; AppError when it is refused or not JSON."""
+    path = inside(root, run.relative_to(root) / "eval.json")
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AppError(f"{run.name}/eval.json is not valid JSON ({exc})") from None

@@ -29,7 +29,7 @@ def build_or_stop(root: Path, key: str = "build", label: str = "Build") -> Build
     entries = list_builds(root)
     unfinished = [f"{e.name}: {e.status}" for e in entries if e.status != "ready"]
     if unfinished:
-        st.warning("Some builds are not finished and are not shown:")
+        st.warning("Some builds are not finished or are refused, and are not shown:")
         st.text("\n".join(unfinished))
     ready = [e.name for e in entries if e.status == "ready"]
     if not ready:
@@ -41,12 +41,21 @@ def build_or_stop(root: Path, key: str = "build", label: str = "Build") -> Build
     index = ready.index(wanted) if wanted in ready else 0
     name = st.selectbox(label, ready, index=index, key=f"select-{key}")
     try:
-        return open_build(str(root), name)
+        build = open_build(str(root), name)
     except AppError as exc:
         st.error("Cannot open this build.")
         st.text(str(exc))
         st.stop()
         raise
+    show_refused(list(build.refused.values()))
+    return build
+
+
+def show_refused(messages: list[str]) -> None:
+    """Files left unread because their real path leaves the data root; the names are shown as text."""
+    if messages:
+        st.warning("Some files were refused and are not shown:")
+        st.text("\n".join(messages))
 
 
 def show_text(label: str, text: str) -> None:

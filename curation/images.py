@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import posixpath
 import threading
 import warnings
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,6 +25,8 @@ from curation.errors import InputError, RowError
 
 # Pillow's own bomb threshold (89.5 MP) is far above anything a VLM is trained on; 50 MP is still generous.
 DEFAULT_MAX_PIXELS = 50_000_000
+# No image a VLM trains on needs more bytes than this (50 MP as uncompressed RGB is 150 MB).
+MAX_IMAGE_BYTES = 256 * 2**20
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
@@ -81,7 +86,7 @@ class ImagesRoot:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self._zip: zipfile.ZipFile | None = None
-        self._zip_names: set[str] = set()
+        self._zip_names: dict[str, str] = {}  # normalized name -> the archive's own member name
         self._basenames: dict[str, str] | None = None
         if root is None:
             return
@@ -91,7 +96,9 @@ class ImagesRoot:
             if not zipfile.is_zipfile(root):
                 raise InputError(f"{root}: images root must be a folder or a zip archive")
             self._zip = zipfile.ZipFile(root)
-            self._zip_names = {n for n in self._zip.namelist() if not n.endswith("/")}
+            # Members whose own name escapes the archive (`../x`, `a/../../x`, `/x`) are never served.
+            normal = {n: _contained(n) for n in self._zip.namelist() if not n.endswith("/")}
+            self._zip_names = {name: member for member, name in normal.items() if name is not None}
 
     @staticmethod
     def _clean(rel: str) -> str:
@@ -101,25 +108,30 @@ class ImagesRoot:
         """Bytes of the file at `rel`; with `by_basename`, fall back to a unique file of the same name."""
         if self.root is None:
             raise RowError("image not found", f"{rel} (no --images-root given)")
-        name = self._clean(rel)
-        if self._zip is not None:
-            if name in self._zip_names:
-                return self._zip.read(name)
-        else:
+        clean = self._clean(rel)
+        # A name that escapes the root is never looked up; only the basename fallback (inside the root) applies.
+        name = _contained(clean)
+        if name is not None and self._zip is not None and name in self._zip_names:
+            member = self._zip.getinfo(self._zip_names[name])
+            return _read_checked(rel, member.file_size, lambda: self._zip.read(member))  # type: ignore[union-attr]
+        if name is not None and self._zip is None:
             path = (self.root / name).resolve()
             if path.is_relative_to(self.root.resolve()) and path.is_file():
-                return path.read_bytes()
+                return _read_checked(rel, path.stat().st_size, path.read_bytes)
         if by_basename:
-            found = self._by_basename().get(PurePosixPath(name).name)
+            found = self._by_basename().get(PurePosixPath(name or clean).name)
             if found is not None:
                 return self.read(found)
-        raise RowError("image not found", rel)
+        raise RowError("image not found", rel if name is not None else f"{rel} (outside the images root)")
 
     def frames(self, rel_dir: str) -> list[str]:
         """Relative paths of the frame images in a folder, in name order (video as frames)."""
-        prefix = self._clean(rel_dir).rstrip("/") + "/"
         if self.root is None:
             raise RowError("image not found", f"{rel_dir} (no --images-root given)")
+        folder_name = _contained(self._clean(rel_dir))
+        if folder_name is None:
+            raise RowError("image not found", f"{rel_dir} (outside the images root)")
+        prefix = "" if folder_name == "." else folder_name + "/"
         if self._zip is not None:
             names = [n for n in self._zip_names if n.startswith(prefix) and "/" not in n[len(prefix) :]]
         else:
@@ -145,3 +157,22 @@ class ImagesRoot:
             # Ambiguous basenames are left out: resolving them would pick an arbitrary file.
             self._basenames = {PurePosixPath(n).name: n for n in names if counts[PurePosixPath(n).name] == 1}
         return self._basenames
+
+
+def _read_checked(rel: str, size: int, read: Callable[[], bytes]) -> bytes:
+    """An image file's bytes, refused beyond `MAX_IMAGE_BYTES` before reading (a zip member can expand to far
+    more than the archive holds); a file that cannot be read makes its row a reject."""
+    if size > MAX_IMAGE_BYTES:
+        raise RowError("image too large", f"{rel}: {size} bytes, above {MAX_IMAGE_BYTES} bytes for one image file")
+    try:
+        return read()
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise RowError("image unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
+
+
+def _contained(name: str) -> str | None:
+    """`name` normalized (`a/./b`, `a/../b`); None when it escapes the root (absolute, or `..` left after)."""
+    normal = posixpath.normpath(name.replace("\\", "/"))
+    if normal.startswith("/") or normal == ".." or normal.startswith("../"):
+        return None
+    return normal

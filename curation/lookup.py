@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,20 @@ from curation.sql import sql_literal
 
 
 def pair_signals(
-    db: duckdb.DuckDBPyConnection, build_dir: Path, pair_id: str, prompt_id: str | None
+    db: duckdb.DuckDBPyConnection,
+    build_dir: Path,
+    pair_id: str,
+    prompt_id: str | None,
+    files: Mapping[str, Path] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Rows of every signal table that mention the pair: by `pair_id`, else by its prompt (either side of an edge)."""
+    """Rows of every signal table that mention the pair: by `pair_id`, else by its prompt (either side of an edge).
+
+    `files` are the tables to read, by name (the workbench passes only those it confined to its data root);
+    by default every `signals/*.parquet` of the build."""
+    if files is None:
+        files = {p.stem: p for p in sorted((build_dir / "signals").glob("*.parquet"))}
     out = {}
-    for path in sorted((build_dir / "signals").glob("*.parquet")):
+    for name, path in files.items():
         source = f"read_parquet({sql_literal(path)})"
         columns = [c[0] for c in db.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
         if "pair_id" in columns:
@@ -30,5 +40,5 @@ def pair_signals(
         names = [c[0] for c in cursor.description]
         found = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
         if found:
-            out[path.stem] = found
+            out[name] = found
     return out

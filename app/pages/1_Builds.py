@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.data import diff_builds, funnel, list_builds
+from app.data import AppError, diff_builds, funnel, list_builds
 from app.ui import build_or_stop, open_build, root_or_stop
 
 st.title("Builds")
@@ -27,7 +27,12 @@ others = [b.name for b in list_builds(root) if b.status == "ready" and b.path !=
 if others:
     st.subheader("Compare with another build")
     other = st.selectbox("other build", others)
-    changes = diff_builds(manifest, open_build(str(root), other).manifest)
+    try:
+        changes = diff_builds(manifest, open_build(str(root), other).manifest)
+    except AppError as exc:
+        st.warning("Cannot open the other build.")
+        st.text(str(exc))
+        st.stop()
     if changes:
         st.dataframe(changes, hide_index=True)
     else:

@@ -10,13 +10,13 @@ st.title("Removed")
 root = root_or_stop()
 build = build_or_stop(root)
 summary = build.removed_summary()
-if not summary:
+if summary:
+    st.dataframe(summary, hide_index=True)
+    groups = sorted({(r["stage"], r["reason"]) for r in summary})
+    stage, reason = st.selectbox("examples of", groups, format_func=lambda g: f"{g[0]}: {g[1]}")
+    st.dataframe(build.removed_examples(stage, reason), hide_index=True)
+elif "rejects/rejects.parquet" not in build.refused:  # a refused file is named above, not called empty
     st.info("Nothing was removed from this build.")
-    st.stop()
-st.dataframe(summary, hide_index=True)
-groups = sorted({(r["stage"], r["reason"]) for r in summary})
-stage, reason = st.selectbox("examples of", groups, format_func=lambda g: f"{g[0]}: {g[1]}")
-st.dataframe(build.removed_examples(stage, reason), hide_index=True)
 st.subheader("Duplicates and their survivors")
 dups = build.duplicates()
 if dups:
@@ -37,9 +37,14 @@ if dups:
         show_text("kept survivor: chosen", dups[pick]["survivor_chosen"] or "")
 else:
     st.write("No duplicates were removed.")
-st.subheader("Contamination: the benchmark item each removed pair matched")
-contamination = build.contamination()
+st.subheader("Contamination: the benchmark item each matching pair matched")
+contamination, actions = build.contamination()
 if contamination:
+    st.write(
+        f"{actions.get('removed', 0)} pairs removed, {actions.get('kept', 0)} matches only recorded (kept: a text-only "
+        f"match that is not distinctive, or an image that differs); showing {len(contamination)} of "
+        f"{sum(actions.values())}, removed first."
+    )
     st.dataframe(contamination, hide_index=True)
 else:
-    st.write("No contamination found.")
+    st.write("No training pair matched a benchmark.")

@@ -6,25 +6,24 @@ A run is a folder with `metrics.jsonl` (one JSON object per logged step: `step`,
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
-from app.data import list_runs
-from app.ui import root_or_stop
+from app.data import AppError, list_runs, read_evaluation, read_metrics
+from app.ui import root_or_stop, show_refused
 from trainer.published import comparison_rows
 
 st.title("Runs")
 root = root_or_stop()
-runs = list_runs(root)
+runs, refused = list_runs(root)
+show_refused(refused)
 if not runs:
     st.info("No training runs under the data root yet: `trainer fit` writes RUN/metrics.jsonl.")
     st.stop()
 run = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)))
 try:
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-except json.JSONDecodeError as exc:
-    st.error("metrics.jsonl is not valid JSON lines.")
+    metrics = read_metrics(root, run)
+except AppError as exc:
+    st.error("Cannot read this run's metrics.")
     st.text(str(exc))
     st.stop()
 for name in ("loss", "accuracy", "margin", "eval/loss", "eval/accuracy"):
@@ -32,10 +31,14 @@ for name in ("loss", "accuracy", "margin", "eval/loss", "eval/accuracy"):
     if points:
         st.caption(name)
         st.line_chart(points, x="step", y=name)
-evaluation = run / "eval.json"
-if evaluation.is_file():
+try:
+    report = read_evaluation(root, run)
+except AppError as exc:
+    st.warning("Cannot read this run's evaluation.")
+    st.text(str(exc))
+    st.stop()
+if report is not None:
     st.subheader("Evaluation beside published results")
-    report = json.loads(evaluation.read_text())
     for benchmark in sorted(report.get("benchmarks", {})):
         st.caption(benchmark)
         st.dataframe(comparison_rows(report, benchmark, f"this run ({run.name})"), hide_index=True)

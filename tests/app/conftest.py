@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,15 @@ from tests.conftest import write_jsonl
 
 APP = Path(__file__).resolve().parents[2] / "app"
 HOSTILE = "<script>alert('x')</script> **bold** [link](http://example.com)"
+
+
+@pytest.fixture(autouse=True)
+def keep_main_module() -> Iterator[None]:
+    """AppTest runs a page as `__main__` and leaves it there; processes spawned later (the ingest's workers)
+    would run that page on start-up."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 import struct
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,41 @@ def test_images_root_must_exist(tmp_path: Path) -> None:
         ImagesRoot(tmp_path / "file.txt")
     with pytest.raises(RowError, match="no --images-root"):
         ImagesRoot(None).read("a.png")
+
+
+def test_names_that_escape_the_root_are_refused_alike_in_a_folder_and_a_zip(tmp_path: Path) -> None:
+    ok = image_bytes(1)
+    write_image(tmp_path / "root" / "ok" / "a.png", seed=1)
+    assert (tmp_path / "root" / "ok" / "a.png").read_bytes() == ok
+    write_image(tmp_path / "evil.png", seed=2)  # beside the folder root: what `../evil.png` would reach
+    write_image(tmp_path / "evil2.png", seed=3)
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/a.png", ok)
+        # zipfile writes these names as given: an archive's own member names can escape.
+        zf.writestr("../evil.png", image_bytes(2))
+        zf.writestr("a/../../evil2.png", image_bytes(3))
+        zf.writestr("/abs.png", image_bytes(4))
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["../evil.png", "/abs.png", "a/../../evil2.png", "ok/a.png"]
+    zipped = ImagesRoot(archive)
+    for images in (ImagesRoot(tmp_path / "root"), zipped):
+        assert images.read("ok/a.png") == images.read("ok/../ok/a.png") == ok  # normalizes to a name inside
+        by_basename = partial(images.read, by_basename=True)
+        refused = [
+            partial(images.read, "../evil.png"),
+            partial(images.read, "a/../../evil2.png"),
+            partial(by_basename, "/elsewhere/evil.png"),
+            partial(by_basename, "/elsewhere/evil2.png"),
+            partial(images.read, "/abs.png"),
+            partial(by_basename, "/elsewhere/abs.png"),
+            partial(images.frames, ".."),
+        ]
+        details = []
+        for read in refused:
+            with pytest.raises(RowError, match="image not found") as info:
+                read()
+            details.append(info.value.detail)
+        assert details[:2] == ["../evil.png (outside the images root)", "a/../../evil2.png (outside the images root)"]
+        assert details[-1] == ".. (outside the images root)"
+        assert images.frames("ok/..//ok") == ["ok/a.png"]

@@ -1,0 +1,198 @@
+"""Every file the workbench opens is read by its real path: a symlink that leaves the data root is refused (never
+read, reported by name), one that stays inside is followed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.data import DATA_ENV, AppError, Build, list_builds, list_runs, read_evaluation, read_metrics
+from curation.sql import sql_literal
+from tests.app.conftest import APP
+from tests.conftest import image_bytes
+
+MARK = "ROW FROM THE MARKED COPY"
+OUTSIDE = "{}: refused, its real path is outside the data root (a symlink or '..')"
+
+
+def _marked(src: Path, dst: Path, column: str, value: Any) -> Path:
+    """A copy of parquet `src` with every value of `column` replaced, so its rows are recognizable wherever shown."""
+    table = pq.read_table(src)
+    index = table.schema.get_field_index(column)
+    values = pa.array([value] * table.num_rows, table.schema.field(index).type)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.set_column(index, column, values), dst)
+    return dst
+
+
+def _signals_of_first_pair(build: Build) -> list[Any]:
+    pair = build.rows("SELECT pair_id, prompt_id FROM pairs ORDER BY pair_id LIMIT 1")[0]
+    found = build.signals(pair["pair_id"], pair["prompt_id"])
+    return [row.get("benchmark_prompt") for rows in found.values() for row in rows]
+
+
+def _length_ratios(build: Build) -> list[Any]:
+    path = build.signal_file("filters")
+    if path is None:
+        return []
+    return [r["length_ratio"] for r in build.rows(f"SELECT length_ratio FROM read_parquet({sql_literal(path)})")]
+
+
+def _image_sizes(build: Build) -> list[Any]:
+    shas = [r["sha256"] for r in build.rows("SELECT DISTINCT unnest(images) AS sha256 FROM pairs")]
+    return [image.size for image in map(build.image, shas) if image is not None]
+
+
+# (file in the build, column marked, its new value, what a page reads, what shows when the marked rows were read)
+KINDS: list[tuple[str, str, Any, Callable[[Build], list[Any]], Any]] = [
+    ("rejects/rejects.parquet", "reason", MARK, lambda b: [r["reason"] for r in b.removed_summary()], MARK),
+    ("rejects/removed_pairs.parquet", "chosen", MARK, lambda b: [d["removed_chosen"] for d in b.duplicates()], MARK),
+    ("images/images.parquet", "bytes", image_bytes(9, (7, 5)), _image_sizes, (7, 5)),
+    ("dups/exact_dedupe.parquet", "method", MARK, lambda b: [d["method"] for d in b.duplicates()], MARK),
+    ("signals/decontaminate-*.parquet", "benchmark_prompt", MARK, _signals_of_first_pair, MARK),
+    ("signals/filters-*.parquet", "length_ratio", 999.0, _length_ratios, 999.0),
+    ("contamination/contamination.parquet", "benchmark_prompt", MARK,
+     lambda b: [r["benchmark_prompt"] for r in b.contamination()[0]], MARK),
+]  # fmt: skip
+
+
+@pytest.fixture
+def root(data_root: Path, tmp_path: Path) -> Path:
+    """A data root holding one copy of the demo build, `b`, beside a folder outside it."""
+    shutil.copytree(data_root / "demo", tmp_path / "root" / "b")
+    (tmp_path / "outside").mkdir()
+    return tmp_path / "root"
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k[0] for k in KINDS])
+def test_each_build_file_is_refused_when_its_real_path_leaves_the_root(root: Path, kind: tuple[Any, ...]) -> None:
+    pattern, column, value, read, shown = kind
+    [target] = (root / "b").glob(pattern)
+    relative = target.relative_to(root / "b").as_posix()
+    outside = _marked(target, root.parent / "outside" / target.name, column, value)
+    within = _marked(target, root / "elsewhere" / target.name, column, value)
+    target.unlink()
+    target.symlink_to(outside)
+    build = Build(root, "b")
+    assert build.refused == {relative: OUTSIDE.format(f"b/{relative}")}
+    assert shown not in read(build)
+    target.unlink()
+    target.symlink_to(within)  # a symlink that stays inside the data root is followed
+    build = Build(root, "b")
+    assert build.refused == {}
+    assert shown in read(build)
+
+
+def test_a_symlinked_folder_and_a_symlink_loop_are_refused(root: Path) -> None:
+    dups = root / "b" / "dups"
+    shutil.move(dups, root.parent / "outside" / "dups")
+    dups.symlink_to(root.parent / "outside" / "dups")
+    (root / "b" / "signals" / "loop.parquet").symlink_to("loop.parquet")
+    build = Build(root, "b")
+    assert build.dups == {} and build.duplicates() == [] and "loop" not in build.signal_files
+    assert build.refused["dups/exact_dedupe.parquet"] == OUTSIDE.format("b/dups/exact_dedupe.parquet")
+    assert build.refused["signals/loop.parquet"].startswith("b/signals/loop.parquet: refused, its real path cannot")
+
+
+def test_the_manifest_and_shards_are_refused_outside_and_followed_inside(root: Path) -> None:
+    manifest = root / "b" / "manifest.json"
+    marked = json.loads(manifest.read_text())
+    marked["recipe"]["text"] = MARK
+    for where in (root.parent / "outside", root / "elsewhere"):
+        where.mkdir(exist_ok=True)
+        (where / "manifest.json").write_text(json.dumps(marked))
+    manifest.unlink()
+    manifest.symlink_to(root.parent / "outside" / "manifest.json")
+    with pytest.raises(AppError, match=r"b/manifest.json: refused, its real path is outside the data root"):
+        Build(root, "b")
+    assert {e.name: e.status for e in list_builds(root)}["b"] == "refused: outside the data root"
+    manifest.unlink()
+    manifest.symlink_to(root / "elsewhere" / "manifest.json")
+    assert Build(root, "b").manifest["recipe"]["text"] == MARK
+
+    shard = root / "b" / marked["shards"][0]["file"]
+    shutil.move(shard, root.parent / "outside" / shard.name)
+    shard.symlink_to(root.parent / "outside" / shard.name)
+    with pytest.raises(AppError, match=f"b/{marked['shards'][0]['file']}: refused"):
+        Build(root, "b")
+    shutil.move(root.parent / "outside" / shard.name, root / "elsewhere" / shard.name)
+    shard.unlink()
+    shard.symlink_to(root / "elsewhere" / shard.name)
+    assert Build(root, "b").rows("SELECT count(*) AS n FROM pairs")[0]["n"] == marked["rows_in_shards"]
+
+
+def test_run_files_are_refused_outside_and_followed_inside(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for folder, loss in ((outside, 99.0), (root / "elsewhere", 7.0), (root / "runs" / "a", 0.5)):
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": loss}) + "\n")
+        (folder / "eval.json").write_text(json.dumps({"benchmarks": {"b": {"overall": loss}}}))
+    (root / "runs" / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "runs" / "b").mkdir()
+    (root / "runs" / "b" / "metrics.jsonl").symlink_to(outside / "metrics.jsonl")
+    (root / "runs" / "c").mkdir()
+    (root / "runs" / "c" / "metrics.jsonl").symlink_to(root / "elsewhere" / "metrics.jsonl")
+    runs, refused = list_runs(root)
+    assert [r.relative_to(root).as_posix() for r in runs] == ["elsewhere", "runs/a", "runs/c"]
+    assert refused == [OUTSIDE.format("runs/b/metrics.jsonl")]
+    assert read_metrics(root, root / "runs" / "c") == [{"step": 1, "loss": 7.0}]
+    (root / "runs" / "a" / "eval.json").unlink()
+    (root / "runs" / "a" / "eval.json").symlink_to(outside / "eval.json")
+    with pytest.raises(AppError, match="runs/a/eval.json: refused, its real path is outside the data root"):
+        read_evaluation(root, root / "runs" / "a")
+    (root / "runs" / "a" / "eval.json").unlink()
+    (root / "runs" / "a" / "eval.json").symlink_to(root / "elsewhere" / "eval.json")
+    assert read_evaluation(root, root / "runs" / "a") == {"benchmarks": {"b": {"overall": 7.0}}}
+    with pytest.raises(AppError, match="runs/b/metrics.jsonl: refused"):
+        read_metrics(root, root / "runs" / "b")  # named directly, still refused
+
+
+def test_removed_page_names_the_refused_file_and_shows_the_rest(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rejects = root / "b" / "rejects" / "rejects.parquet"
+    outside = _marked(rejects, root.parent / "outside" / "rejects.parquet", "reason", MARK)
+    rejects.unlink()
+    rejects.symlink_to(outside)
+    monkeypatch.setenv(DATA_ENV, str(root))
+    app = AppTest.from_file(str(APP / "pages" / "3_Removed.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    assert [w.value for w in app.warning] == ["Some files were refused and are not shown:"]
+    assert OUTSIDE.format("b/rejects/rejects.parquet") in [t.value for t in app.text]
+    assert not app.info  # not "Nothing was removed": the rejects were refused, not empty
+    assert all(MARK not in frame.value.to_string() for frame in app.dataframe)
+    assert len(app.dataframe) == 2  # the duplicates and the contamination evidence are still shown
+    assert len(app.dataframe[-1].value) == len(Build(root, "b").contamination()[0]) > 0
+
+
+def test_runs_page_names_a_refused_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "root" / "run"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
+    (tmp_path / "eval.json").write_text(json.dumps({"benchmarks": {"vl_rewardbench": {"overall": 99.0}}}))
+    (run / "eval.json").symlink_to(tmp_path / "eval.json")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "root"))
+    app = AppTest.from_file(str(APP / "pages" / "6_Runs.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    assert [w.value for w in app.warning] == ["Cannot read this run's evaluation."]
+    assert OUTSIDE.format("run/eval.json") in [t.value for t in app.text]
+    assert not app.dataframe and len(app.get("vega_lite_chart")) == 1  # the loss curve is still drawn
+
+
+def test_builds_page_names_another_build_it_cannot_open(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / "bad").mkdir()
+    (root / "bad" / "manifest.json").write_text("{")
+    monkeypatch.setenv(DATA_ENV, str(root))
+    app = AppTest.from_file(str(APP / "pages" / "1_Builds.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    assert [w.value for w in app.warning] == ["Cannot open the other build."]
+    assert app.text[-1].value.startswith("bad: manifest.json is not valid JSON")
