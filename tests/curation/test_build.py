@@ -48,7 +48,11 @@ def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Pat
     # 3 ingest rejects; removed: an exact, an image and a prompt duplicate, 4 contaminated, a tie, 3 not mixed
     assert len(rejects) == 3 + 3 + 4 + 1 + 3
     contamination = pq.read_table(tmp_path / "a" / "contamination" / "contamination.parquet").to_pylist()
-    assert sorted(c["benchmark_row"] for c in contamination) == [f"data.jsonl:{i}" for i in range(4)]
+    removed = [c for c in contamination if c["action"] == "removed"]
+    assert sorted(c["benchmark_row"] for c in removed) == [f"data.jsonl:{i}" for i in range(4)]
+    # The other "Describe this image in detail." pairs (other photos) are recorded only: text-only matches.
+    recorded = [(c["source"], c["rule"], c["action"]) for c in contamination if c["action"] != "removed"]
+    assert recorded == [("rlaif_v", "text only", "kept")] * 6
     dups = pq.read_table(tmp_path / "a" / "dups" / "exact_dedupe.parquet").to_pylist()
     assert len(dups) == 1 and dups[0]["survivor_source"] == "rlaif_v"
     # Shards open in `datasets` as they are; images referenced by the shards are in the image table.
@@ -124,6 +128,7 @@ def test_ties_removed_only_when_the_recipe_says_so(tmp_path: Path) -> None:
         ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  image_dedupe: {hash_size: 16}\n", r"hash_size must be"),
         ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  near_dedupe: {threshold: 0.5}\n", r"candidate_threshold <="),
         ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  decontaminate: {min_cosine: 0.5}\n", r"min_cosine must be"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  decontaminate: {text_only: drop}\n", r"one of keep, remove"),
         ('sources:\n  "bob\'s": {adapter: hh_rlhf, path: d.jsonl}\n', r"r.yaml:2: source name \"bob's\" may hold only"),
     ],
 )

@@ -1,9 +1,15 @@
+import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from curation.demo import photo_png
 from curation.ops.decontaminate import ContaminationGuard
+from curation.shingles import words
+from tests.conftest import write_benchmark_images, write_image
 from tests.curation.ops.conftest import BuildRows, uf
 
 LONG = (
@@ -100,3 +106,139 @@ def test_shingle_owners_found_through_the_prefilter_are_exactly_the_sharing_text
     assert 0 < len(expected) < len(counts)
     assert _owners_of(train, bench, chunk=5000).tolist() == expected
     assert _owners_of(train, bench[:0]).tolist() == []
+
+
+def _rb_image(prompt: str, i: int, image: str = "cat.png") -> dict:
+    return {"id": f"RLAIF-{i}", "prompt": prompt, "chosen": "c", "rejected": "r", "image": image,
+            "chosen_reason": "", "rejected_reason": ""}  # fmt: skip
+
+
+def test_the_guard_counts_text_only_removals(tmp_path: Path, build_rows: BuildRows) -> None:
+    (tmp_path / "cat.png").write_bytes(photo_png("chelsea"))
+    train = [uf(LONG), *(uf(f"Tell me about the history of tea in province number {i}.") for i in range(4))]
+    benchmarks = {"vl": ("vl_rewardbench", [_rb_image(LONG, 0)])}
+    ops = {"decontaminate": {}}  # the defaults: text_only remove, max_removal_rate 0.1
+    with pytest.raises(ContaminationGuard, match=r"uf would lose 1 of 5 pairs \(20.0%\)"):
+        build_rows({"uf": ("ultrafeedback_binarized", train)}, ops=ops, benchmarks=benchmarks, images_root=tmp_path)
+    ops = {"decontaminate": {"text_only_min_words": 50}}  # under the minimum: recorded, kept, no guard
+    built = build_rows({"uf": ("ultrafeedback_binarized", train)}, ops=ops, benchmarks=benchmarks, images_root=tmp_path)
+    assert not built.removed("decontaminate")
+    [evidence] = built.table("contamination/contamination.parquet")
+    assert (evidence["rule"], evidence["action"], evidence["method"]) == ("text only", "kept", "exact prompt")
+
+
+def _image_benchmark_prompts(shared: Path) -> dict[str, list[str]]:
+    """Each real image benchmark's prompts, one per item (prompt and image, as the build identifies them)."""
+    vl = [json.loads(line) for line in (shared / "vl-rewardbench" / "data.jsonl").read_text().splitlines()]
+    mm = [
+        json.loads(line) for line in (shared / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").read_text().splitlines()
+    ]
+    items = {(r["prompt"], r.get("image") or r.get("video")): None for r in mm}
+    return {"vlrb": [r["prompt"] for r in vl], "mmrb": [prompt for prompt, _ in items]}
+
+
+def _distinctive(prompts: list[str], min_words: int = 12) -> list[str]:
+    """Prompts of at least `min_words` words that no other item of the benchmark has (words as the shingler's)."""
+    counts = Counter(tuple(words(p)) for p in prompts)
+    return [p for p in prompts if len(words(p)) >= min_words and counts[tuple(words(p))] == 1]
+
+
+def _light_edit(prompt: str, k: int) -> str:
+    """The last, the first or both of its words changed, and a sentence added before or after."""
+    spans = [m.span() for m in re.finditer(r"\w+", prompt)]
+    for start, end in sorted((spans[c] for c in [[-1], [0], [0, -1]][k % 3]), reverse=True):
+        prompt = prompt[:start] + "zebra" + prompt[end:]
+    return prompt + "\nThanks in advance!" if k % 3 == 1 else "I need help with my homework. " + prompt
+
+
+def test_text_only_copies_of_distinctive_image_benchmark_prompts(
+    shared_data: Path, tmp_path: Path, build_rows: BuildRows
+) -> None:
+    """The hostile case on the real benchmarks: 80 distinctive VL-RewardBench and MM-RLHF-RewardBench prompts,
+    lightly edited, as text-only pairs among 200 clean UltraFeedback rows; generic, short and template-only
+    copies beside them; and image pairs with the benchmark's picture re-encoded."""
+    images = tmp_path / "images"
+    write_benchmark_images(shared_data, images)
+    prompts = _image_benchmark_prompts(shared_data)
+    vl_rows = (shared_data / "vl-rewardbench" / "data.jsonl").read_text().splitlines()
+    vl_distinctive = _distinctive(prompts["vlrb"])
+    mm_distinctive = _distinctive(prompts["mmrb"])
+    assert (len(vl_distinctive), len(mm_distinctive)) == (323, 26)
+    originals = [("mmrb", p) for p in mm_distinctive] + [("vlrb", p) for p in vl_distinctive[::6][:54]]
+    clean = [json.loads(line) for line in (shared_data / "ultrafeedback-binarized" / "eval_clean.jsonl").open()]
+    leaks = [uf(_light_edit(prompt, k), "a new answer", "another answer") for k, (_, prompt) in enumerate(originals)]
+    describe = "Describe this image in detail."
+    assert prompts["vlrb"].count(describe) == 410
+    repeated = "Tell me what catches your eye in the image, and describe those elements in depth."  # 15 words
+    short = "How many people are visible in the image?"  # unique, but 8 words
+    template = (
+        "Please first conduct reasoning, and then answer the question and provide the final value, e.g., 1, 2.5, "
+        "300, at the end.\nQuestion: How many apples are left if I eat two of five?"
+    )  # a mathverse instruction with another question: it shares only the template
+    assert prompts["vlrb"].count(repeated) == 9 and prompts["vlrb"].count(short) == 1
+    generic = [uf(describe), uf(repeated), uf(short), uf(template)]
+    # Image pairs: a benchmark item's picture (replaced by a photo, re-encoded as JPEG) with its prompt.
+    distinctive_row = next(i for i, line in enumerate(vl_rows) if json.loads(line)["prompt"] == vl_distinctive[1])
+    describe_row = prompts["vlrb"].index(describe)
+    jpegs = {}
+    for row, photo in ((distinctive_row, "chelsea"), (describe_row, "coffee")):
+        path = images / json.loads(vl_rows[row])["image"]
+        path.write_bytes(photo_png(photo))
+        with Image.open(path) as image:
+            image.convert("RGB").save(images / f"{photo}.jpg", quality=80)
+        jpegs[row] = f"{photo}.jpg"
+    write_image(images / "other.png", seed=1)
+    image_pairs = [
+        {"question": vl_distinctive[1], "chosen": "c", "rejected": "r", "image_path": jpegs[distinctive_row]},
+        {"question": describe, "chosen": "A pot of coffee.", "rejected": "A cat.", "image_path": jpegs[describe_row]},
+        {"question": vl_distinctive[1], "chosen": "c", "rejected": "r", "image_path": "other.png"},  # another picture
+    ]
+    sources = {"uf": ("ultrafeedback_binarized", clean + leaks + generic), "rv": ("rlaif_v", image_pairs)}
+    benchmarks = {
+        "vlrb": ("vl_rewardbench", [json.loads(line) for line in vl_rows]),
+        "mmrb": (
+            "mm_rlhf_rewardbench",
+            [json.loads(line) for line in (shared_data / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").open()],
+        ),
+    }
+    leak_rows = {f"uf.jsonl:{200 + k}": original for k, original in enumerate(originals)}
+    generic_rows = [f"uf.jsonl:{280 + k}" for k in range(4)]
+
+    built = build_rows(
+        sources, ops={"decontaminate": {"max_removal_rate": 1.0}}, benchmarks=benchmarks, images_root=images
+    )
+    evidence = {(r["source"], r["source_row"]): r for r in built.table("contamination/contamination.parquet")}
+    removed = {(r["source"], r["source_row"]): r for r in built.removed("decontaminate")}
+    # Every edited copy is recorded against its own item and removed as a text-only match.
+    for row, (benchmark, original) in leak_rows.items():
+        found = evidence[("uf", row)]
+        assert (found["benchmark"], words(found["benchmark_prompt"])) == (benchmark, words(original)), row
+        assert (found["rule"], found["action"]) == ("text only", "removed"), row
+        assert ", text only: an image item's distinctive prompt" in removed[("uf", row)]["detail"], row
+    # Generic, repeated, short and template-only copies: recorded, never removed (the template-only row matches
+    # a mathverse item on more than min_overlap of its n-grams, but on little of its distinct text).
+    assert evidence[("uf", generic_rows[3])]["overlap"] >= 0.5 > evidence[("uf", generic_rows[3])]["distinct_overlap"]
+    assert [(evidence[("uf", r)]["rule"], evidence[("uf", r)]["action"]) for r in generic_rows] == [
+        ("text only", "kept")
+    ] * 4
+    # The image pairs: removed as before where the picture matches; another picture is recorded, kept.
+    assert evidence[("rv", "rv.jsonl:0")]["rule"] == evidence[("rv", "rv.jsonl:1")]["rule"] == "text and image"
+    detail = f"exact prompt match with vlrb vlrb.jsonl:{describe_row} (overlap 1.0, image distance "
+    assert removed[("rv", "rv.jsonl:1")]["detail"].startswith(detail)
+    assert (evidence[("rv", "rv.jsonl:2")]["rule"], evidence[("rv", "rv.jsonl:2")]["action"]) == ("text only", "kept")
+    assert sorted(removed) == sorted([("uf", r) for r in leak_rows] + [("rv", "rv.jsonl:0"), ("rv", "rv.jsonl:1")])
+    # No clean row is touched, nor even recorded.
+    assert not [key for key in evidence if key[0] == "uf" and int(key[1].split(":")[1]) < 200]
+    card = (built.root / "README.md").read_text()
+    assert "Text-only rule (`text_only: remove`, default `remove`; `text_only_min_words: 12`, default 12)" in card
+
+    ops = {"decontaminate": {"max_removal_rate": 1.0, "text_only": "keep"}}
+    kept = build_rows(sources, ops=ops, benchmarks=benchmarks, images_root=images)
+    kept_evidence = {(r["source"], r["source_row"]): r for r in kept.table("contamination/contamination.parquet")}
+    assert kept_evidence.keys() == evidence.keys()
+    assert {(r["rule"], r["action"]) for k, r in kept_evidence.items() if k[1] in leak_rows} == {("text only", "kept")}
+    assert sorted((r["source"], r["source_row"]) for r in kept.removed("decontaminate")) == [
+        ("rv", "rv.jsonl:0"),
+        ("rv", "rv.jsonl:1"),
+    ]
+    assert "Text-only rule (`text_only: keep`, default `remove`" in (kept.root / "README.md").read_text()
