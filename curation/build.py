@@ -34,7 +34,7 @@ from curation.build_card import write_card
 from curation.errors import InputError
 from curation.images import ImagesRoot
 from curation.ingest import WORK_FILES, IngestSummary, Outputs, ingest
-from curation.io import ParquetBatchWriter, sha256_file
+from curation.io import ParquetBatchWriter, read_json_state, readable_parquet, sha256_file, write_json
 from curation.ops import OPS, BuildContext
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
@@ -111,27 +111,33 @@ class Builder:
         self.on_stage = on_stage or (lambda _: None)
         self.stages: dict[str, StageLog] = {}
         self.ingested: dict[str, IngestSummary] = {}
+        self.benchmarks: dict[str, IngestSummary] = {}
+        self.estimate: dict[str, int] = {}
         self.mix: dict[str, dict[str, Any]] = {}
         self.shards: list[dict[str, Any]] = []
         self.work: WorkPairs | None = None  # the ingested pairs, once ingested
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        if self.out.exists():
+        if self.out.exists() or self.out.is_symlink():
             raise InputError(f"{self.out}: already exists; choose another --out or remove it")
+        if self.tmp.is_symlink() or (self.tmp.exists() and not self.tmp.is_dir()):
+            raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
         state = self.tmp / "work" / "state.json"
-        if self.tmp.exists():
-            same = state.is_file() and json.loads(state.read_text()) == self._state()
-            if not (self.resume and same):
-                shutil.rmtree(self.tmp)  # not resumable (not asked, or another recipe): start over
+        if self.tmp.exists() and not (self.resume and read_json_state(state) == self._state()):
+            shutil.rmtree(self.tmp)  # not resumable (not asked, another recipe, or a damaged state): start over
         state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps(self._state()))
+        write_json(state, self._state())
         db_dir = self.tmp / "work" / "duckdb"
         shutil.rmtree(db_dir, ignore_errors=True)
         db_dir.mkdir(parents=True)
         self.db = duckdb.connect()
         self.db.execute(f"SET temp_directory = {sql_literal(db_dir)}")  # beyond the memory limit, DuckDB spills here
-        self.db.execute(f"SET memory_limit = {sql_literal(self.memory_limit)}")
+        try:
+            self.db.execute(f"SET memory_limit = {sql_literal(self.memory_limit)}")
+        except duckdb.Error as exc:
+            self.db.close()
+            raise InputError(f"--memory-limit {self.memory_limit!r}: {exc} (e.g. 1500MB or 4GB)") from None
         self.db.execute("SET preserve_insertion_order = true")
         if self.workers:
             self.db.execute(f"SET threads = {int(self.workers)}")
@@ -197,18 +203,20 @@ class Builder:
 
     def _ingest_one(self, spec: SourceSpec, target: Path, outputs: Outputs) -> IngestSummary:
         done = target / "done.json"
-        if self.resume and done.is_file():
-            finished = json.loads(done.read_text())
-            # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
-            if finished.get("file_sizes") == _file_sizes(target):
+        finished = read_json_state(done) if self.resume and target.is_dir() else None
+        # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
+        if isinstance(finished, dict) and finished.get("file_sizes") == _file_sizes(target):
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged summary: ingest again
                 return IngestSummary.from_dict(finished["summary"])
         self.on_stage(f"ingest {spec.name}")
         adapter = get_adapter(spec.adapter)(spec.options, ReadOptions(spec.config, spec.split, spec.revision))
         root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         workers = self._ingest_workers(spec)
-        summary = ingest(adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, outputs=outputs)
-        done.write_text(json.dumps({"summary": summary.as_dict(), "file_sizes": _file_sizes(target)}))
+        summary = ingest(
+            adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, outputs=outputs, replace=True
+        )
+        write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target)}, durable=False)
         return summary
 
     def _ingest_workers(self, spec: SourceSpec) -> int:
@@ -230,6 +238,15 @@ class Builder:
         # fills (1M text and 50k image pairs: ingest 12.4 -> 11.8 s); more would only add memory.
         summaries = _run_jobs([functools.partial(self._ingest_one, *job) for job in jobs], CONCURRENT_INGESTS)
         self.ingested = {spec.name: summary for spec, summary in zip(sources, summaries[: len(sources)], strict=True)}
+        self.benchmarks = dict(zip((s.name for s in benchmarks), summaries[len(sources) :], strict=True))
+        for spec in benchmarks:
+            summary = self.benchmarks[spec.name]
+            if not summary.pairs:  # decontamination against it would silently do nothing
+                reasons = ", ".join(f"{r}: {n}" for r, n in sorted(summary.rejects_by_reason.items())) or "none"
+                raise InputError(
+                    f"benchmark {spec.name!r} ({spec.path}) gave no items: {summary.rows_read} rows read, "
+                    f"{summary.rows_rejected} rejected ({reasons}); check its path, adapter and images_root"
+                )
         self.ctx.benchmarks = {spec.name: target for spec, target, _ in jobs[len(sources) :]}
         self.work = WorkPairs([self._ingested(s) / "pairs.arrow" for s in sources], [s.name for s in sources])
         selects = []
@@ -256,7 +273,7 @@ class Builder:
 
         def run() -> None:
             signals = op.signal_path(self.ctx, params)
-            if not signals.exists():
+            if not readable_parquet(signals):  # absent, or damaged by a crash of the machine: scored again
                 op.score(self.ctx, params, signals)
             for query in op.decide(self.ctx, params, signals):
                 self._remove(name, query)
@@ -278,6 +295,13 @@ class Builder:
             n = int(available.get(spec.name, 0))
             target = spec.count if spec.count is not None else round((1.0 if spec.weight is None else spec.weight) * n)
             target = target if n else 0
+            if target > spec.max_upsample * n:
+                asked = f"count {spec.count}" if spec.count is not None else f"weight {spec.weight}"
+                raise InputError(
+                    f"source {spec.name!r}: {asked} asks for {target} pairs, {target / n:.1f}x its {n} kept pairs, "
+                    f"above its max_upsample of {spec.max_upsample:g}x; lower it, or raise max_upsample for this "
+                    "source in the recipe"
+                )
             copies = -(-target // n) if n else 0
             # Copy c of rank r is pair number c * n + r: whole passes first, then a remainder in hash order.
             self.db.execute(
@@ -310,6 +334,7 @@ class Builder:
             "SELECT row_key FROM pairs ANTI JOIN selected USING (row_key) ORDER BY row_key"
         ).fetchnumpy()
         used = self.ctx.rows("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
+        self.estimate = self._estimate_output([h for (h,) in used], len(not_selected["row_key"]))
         assert self.work is not None
         shards = shard_jobs(self.work.take, keys, self.tmp / "shards", self.recipe.shards.rows_per_shard)
         # Beside the shards, DuckDB writes the image table and the rejects (through a cursor, which can be
@@ -323,6 +348,30 @@ class Builder:
         ]
         done = _run_jobs([*side, *shards], self.ctx.workers + 1, on_failure=cursor.interrupt)
         self.shards = done[len(side) :]
+
+    def _estimate_output(self, used_images: list[str], removed: int) -> dict[str, int]:
+        """Bytes the write stage is about to write (shards, images, removed pairs: uncompressed, so an upper bound
+        for the compressed ones), checked against the free space before anything is written."""
+        shards = removed_pairs = 0
+        for spec in self.recipe.sources:
+            pairs = self.ingested[spec.name].pairs
+            per_pair = (self._ingested(spec) / "pairs.arrow").stat().st_size / pairs if pairs else 0
+            shards += round(per_pair * self.mix[spec.name]["target"])
+            removed_pairs += round(per_pair * (pairs - self.mix[spec.name]["selected"]))
+        self.db.register("__used_images", pa.table({"sha256": pa.array(used_images, pa.string())}))
+        (images,) = self.ctx.rows("SELECT coalesce(sum(octet_length(bytes)), 0) FROM images SEMI JOIN __used_images "
+                                  "USING (sha256)")[0]  # fmt: skip
+        self.db.unregister("__used_images")
+        estimate = {"shards": shards, "images": int(images), "removed_pairs": removed_pairs}
+        free = shutil.disk_usage(self.tmp).free
+        if sum(estimate.values()) > free:
+            raise InputError(
+                f"{self.tmp}: the build would write about {_size(sum(estimate.values()))} (shards "
+                f"{_size(shards)}, images {_size(int(images))}, removed pairs {_size(removed_pairs)}) but only "
+                f"{_size(free)} is free; free some space or build elsewhere"
+            )
+        self.on_stage(f"write: about {_size(sum(estimate.values()))}")
+        return estimate
 
     def _write_removed(self, work: WorkPairs, keys: np.ndarray) -> None:
         with ParquetBatchWriter(self.tmp / "rejects" / "removed_pairs.parquet", PAIR_SCHEMA) as writer:
@@ -391,8 +440,21 @@ class Builder:
         images = self.ctx.rows(
             f"SELECT count(*) FROM read_parquet({sql_literal(self.tmp / 'images' / 'images.parquet')})"
         )
+        benchmarks = {
+            spec.name: {
+                "adapter": spec.adapter,
+                "rows_read": (summary := self.benchmarks[spec.name]).rows_read,
+                "rows_rejected_at_ingest": summary.rows_rejected,
+                "rejects_at_ingest": dict(sorted(summary.rejects_by_reason.items())),
+                "items": summary.pairs,
+                "balanced": summary.balanced,
+            }
+            for spec in self.recipe.benchmarks
+        }
         return {
             "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256, "text": self.recipe.text},
+            "benchmarks": benchmarks,
+            "output_estimate_bytes": self.estimate,
             "seed": self.recipe.seed,
             "schema_version": int(PAIR_SCHEMA.metadata[b"schema_version"]),
             "inputs": inputs,
@@ -403,6 +465,10 @@ class Builder:
             "rows_in_shards": sum(s["rows"] for s in self.shards),
             "timings": {"total_seconds": seconds, **{k: v.seconds for k, v in self.stages.items()}},
         }
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def build(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:

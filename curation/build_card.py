@@ -46,7 +46,8 @@ def write_card(
         "",
         "## Decontamination",
         "",
-        *_contamination_lines(build_dir, db),
+        *_benchmark_lines(manifest),
+        *_contamination_lines(build_dir, db, manifest),
         "",
         "## Funnel",
         "",
@@ -64,18 +65,72 @@ def write_card(
     (build_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection) -> list[str]:
+def _benchmark_lines(manifest: dict[str, Any]) -> list[str]:
+    """What each benchmark gave: a benchmark's rejected rows are items this build was not checked against."""
+    benchmarks = manifest.get("benchmarks") or {}
+    if not benchmarks:
+        return []
+    rows = [
+        f"| {name} | {b['rows_read']} | {b['items']} | {b['rows_rejected_at_ingest']} | "
+        f"{', '.join(f'{reason}: {n}' for reason, n in b['rejects_at_ingest'].items()) or '-'} |"
+        for name, b in benchmarks.items()
+    ]
+    return [
+        "| benchmark | rows read | items checked against | rows rejected at ingest | reasons |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection, manifest: dict[str, Any]) -> list[str]:
     path = build_dir / "contamination" / "contamination.parquet"
     if not path.is_file():
         return ["The recipe does not decontaminate against any benchmark."]
     rows = db.execute(
-        f"""SELECT benchmark, source, method, count(*), count(DISTINCT benchmark_row)
+        f"""SELECT benchmark, source, rule, method, action, count(*), count(DISTINCT benchmark_row)
             FROM read_parquet({sql_literal(path)}) GROUP BY ALL ORDER BY ALL"""
     ).fetchall()
+    lines = [*_decontamination_rule(manifest), ""]
     if not rows:
-        return ["No training pair matched a benchmark prompt."]
+        return [*lines, "No training pair matched a benchmark prompt."]
     return [
-        "| benchmark | source | method | pairs removed | benchmark items matched |",
-        "|---|---|---|---|---|",
+        *lines,
+        "| benchmark | source | rule | method | action | pairs | benchmark items matched |",
+        "|---|---|---|---|---|---|---|",
         *(f"| {' | '.join(str(v) for v in row)} |" for row in rows),
+    ]
+
+
+def _decontamination_rule(manifest: dict[str, Any]) -> list[str]:
+    """The decision rule with this build's parameters (the recipe's, else the defaults)."""
+    import yaml
+
+    from curation.ops.decontaminate import DecontaminateParams
+
+    ops = (yaml.safe_load(manifest["recipe"]["text"]) or {}).get("ops") or {}
+    p, default = DecontaminateParams(**(ops.get("decontaminate") or {})), DecontaminateParams()
+    embedding = f", or at cosine >= {p.min_cosine} (`{p.embedding_model}`)" if p.embedding_model else ""
+    alone = "; an image match alone also removes (`image_alone`)" if p.image_alone else ""
+    if p.text_only == "remove":
+        text_only = (
+            "it is removed where the pair has no image and the benchmark prompt is distinctive: at least "
+            f"{p.text_only_min_words} words, unique in its benchmark, and matched on >= {p.min_overlap} of its "
+            "n-grams weighted by rarity (`distinct_overlap`: each n-gram counts 1 / the number of the benchmark's "
+            "items that have it, so a shared instruction template counts little; an exact copy is 1); otherwise "
+            "it is kept"
+        )
+    else:
+        text_only = "this build keeps them all"
+    return [
+        "Prompts (and images) are matched, never answers. A pair is removed when its prompt matches a benchmark "
+        f"item exactly or on >= {p.min_overlap} of the item's word {p.ngram}-grams{embedding}, and the item has no "
+        f"image or its image matches (perceptual-hash distance <= {p.image_distance}){alone}.",
+        "",
+        f"Text-only rule (`text_only: {p.text_only}`, default `{default.text_only}`; `text_only_min_words: "
+        f"{p.text_only_min_words}`, default {default.text_only_min_words}): a training pair whose text matches an "
+        "image item but whose image does not (or that has none) is always recorded below as `text only`; "
+        f"{text_only}. The build stops when a source would lose more than {p.max_removal_rate} of its pairs "
+        "(`max_removal_rate`, all rules together). In the table, `removed` pairs left the build and `kept` ones "
+        "are recorded only.",
     ]

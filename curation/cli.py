@@ -13,8 +13,10 @@ from rich.table import Table
 from rich.text import Text
 
 from curation.errors import InputError
+from curation.failure import describe, print_error, run_cli
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
+from curation.io import read_json_state
 from curation.lookup import pair_signals
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
@@ -26,9 +28,13 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    # Messages quote file names and data: print them as plain text, never as Rich markup.
-    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code=1)
+
+
+def _at_least(value: int | None, minimum: int, flag: str) -> None:
+    if value is not None and value < minimum:
+        _fail(f"{flag} must be at least {minimum}, got {value}")
 
 
 def _parse_pairs(values: list[str]) -> dict[str, str]:
@@ -100,8 +106,14 @@ def ingest_cmd(
     workers: Annotated[
         int, typer.Option("--workers", help="row-converting processes, or DuckDB threads for SQL layouts (same output)")
     ] = 1,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="replace an existing --out folder (once the new ingest is complete)")
+    ] = False,
 ) -> None:
     """Read one source in its native format and write canonical pairs, images and rejects."""
+    _at_least(limit, 1, "--limit")
+    _at_least(max_pixels, 1, "--max-pixels")
+    _at_least(workers, 1, "--workers")
     try:
         adapter = get_adapter(source)(_parse_pairs(option or []), ReadOptions(config, split, revision))
         root = ImagesRoot(images_root)
@@ -125,6 +137,7 @@ def ingest_cmd(
                 max_pixels=max_pixels,
                 on_row=lambda s: progress.update(task, completed=s.rows_read),
                 workers=workers,
+                replace=replace,
             )
     except InputError as exc:
         _fail(str(exc))
@@ -170,6 +183,7 @@ def build_cmd(
     from curation.build import build
     from curation.recipe import load_recipe
 
+    _at_least(workers, 1, "--workers")
     try:
         recipe = load_recipe(mix)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
@@ -180,6 +194,15 @@ def build_cmd(
             )  # fmt: skip
     except InputError as exc:
         _fail(str(exc))
+        return
+    except Exception as exc:
+        message = describe(exc)
+        if message is None:
+            raise  # a bug: `main` prints its traceback
+        partial = out.with_name(out.name + ".partial")
+        if partial.is_dir():  # the environment failed (a full disk): the finished stages are worth keeping
+            message += f"; what finished is kept in {partial}: rerun with --resume to continue, or remove it"
+        _fail(message)
         return
     print_funnel(manifest)
     console.print(f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s) -> {out}")
@@ -201,15 +224,25 @@ def print_funnel(manifest: dict) -> None:
             f"{name}: accounting {status}: {entry['pairs_ingested']} pairs = {entry['kept']} kept + {removed} removed;"
             f" {entry['mix']['upsampled_copies']} upsampled copies"
         )
+    for name, entry in manifest.get("benchmarks", {}).items():
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in entry["rejects_at_ingest"].items())
+        console.print(
+            f"benchmark {name}: {entry['items']} items decontaminated against, from {entry['rows_read']} rows read;"
+            f" {entry['rows_rejected_at_ingest']} rejected" + (f" ({reasons})" if reasons else "")
+        )
 
 
 @app.command()
 def stats(build_dir: Annotated[Path, typer.Argument(help="a build folder")]) -> None:
     """Print a build's funnel from its manifest."""
-    manifest_path = build_dir / "manifest.json"
-    if not manifest_path.is_file():
-        _fail(f"{build_dir}: not a finished build (no manifest.json)")
-    print_funnel(json.loads(manifest_path.read_text(encoding="utf-8")))
+    print_funnel(_manifest(build_dir))
+
+
+def _manifest(build_dir: Path) -> dict:
+    manifest = read_json_state(build_dir / "manifest.json")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sources"), dict):
+        _fail(f"{build_dir}: not a finished build (no readable manifest.json)")
+    return manifest  # type: ignore[return-value]
 
 
 @app.command()
@@ -220,8 +253,7 @@ def show(
     """Print one pair with its signals and its fate (in the shards or removed, and why)."""
     import duckdb
 
-    if not (build_dir / "manifest.json").is_file():
-        _fail(f"{build_dir}: not a finished build (no manifest.json)")
+    _manifest(build_dir)
     db = duckdb.connect()
     shards = sorted(str(p) for p in (build_dir / "shards").glob("*.arrow"))
     import pyarrow.compute as pc
@@ -282,7 +314,7 @@ def export_cmd(
 
 
 def main() -> None:
-    app()
+    run_cli(app)
 
 
 if __name__ == "__main__":

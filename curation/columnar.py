@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from curation.errors import RowError
 from curation.images import ImageRow, decode_image
 from curation.io import row_group_ends
-from curation.readers import _BATCH_ROWS, Record, is_hub_id, list_files
+from curation.readers import _BATCH_ROWS, DAMAGED, Record, is_hub_id, list_files, table_record
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
 from curation.sql import quote_identifier, sql_literal
@@ -44,6 +44,28 @@ _FILE_ROW_BITS = 40
 # The checked images' rows, registered on the connection by the ingest (`checked_images`).
 IMAGE_ROWS = "__image_rows"
 IMAGE_BATCH = 256  # rows of image bytes held at once
+
+
+class UnreadableInput(Exception):
+    """DuckDB could not read the native files (a damaged page, a string that is not UTF-8): the ingest goes row
+    by row instead, which rejects only what is damaged."""
+
+
+def batches(db: duckdb.DuckDBPyConnection, query: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The query's result a batch at a time; DuckDB's read errors (which the Arrow stream raises as `OSError`,
+    like a failed write) become `UnreadableInput`."""
+    try:
+        reader = db.sql(query).to_arrow_reader(batch_size=batch_size)
+    except duckdb.Error as exc:
+        raise UnreadableInput(str(exc)) from exc
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+            raise UnreadableInput(str(exc)) from exc
+        yield batch
 
 
 def json_sql(expr: str, dtype: pa.DataType) -> tuple[str, str] | None:
@@ -118,7 +140,7 @@ def plan(adapter: Adapter, location: str) -> ColumnarPlan | None:
         return None
     try:
         schemas = {pq.read_schema(p).remove_metadata() for p in paths}
-    except (pa.ArrowException, OSError):
+    except DAMAGED:
         return None  # the row-by-row reader reports the broken file
     if len(schemas) != 1 or not identity_portable():
         return None
@@ -219,7 +241,7 @@ def checked_images(
     keys: list[np.ndarray] = []
     hashes: list[pa.Array] = []
     with ThreadPoolExecutor(threads) as pool:
-        for batch in db.sql(images_query(plan)).to_arrow_reader(batch_size=IMAGE_BATCH):
+        for batch in batches(db, images_query(plan), IMAGE_BATCH):
             blobs = batch.column("__image").to_pylist()
             digests = [d for part in pool.map(_sha256s, _split(blobs, threads)) for d in part]
             fresh = list({d: b for d, b in zip(digests, blobs, strict=True) if d not in decodes}.items())
@@ -298,7 +320,9 @@ def pairs_query(plan: ColumnarPlan) -> str:
             FROM {rows}),
         identified AS (
             SELECT *, prompt_json(prompt, images) AS payload FROM converted)
-        SELECT __row_key, __clean,  -- first: the ingest merges on them, then drops them
+        SELECT __row_key, __clean AND coalesce(isfinite({values["margin"]}), true) AS __clean,
+               -- first: the ingest merges on them, then drops them; a margin that is not finite is stored as
+               -- NULL with its reason, as `Pair.to_row` does
                identity_digest(pair_json(payload, chosen, rejected)) AS pair_id,
                identity_digest(payload) AS prompt_id,
                {sql_literal(info.key)} AS source, __source_row AS source_row, subset,
@@ -320,6 +344,12 @@ class NativeRows:
         self._batch: tuple[int, pa.RecordBatch] | None = None  # its first row in the file, its rows
 
     def record(self, key: int) -> Record:
+        try:
+            return self._record(key)
+        except DAMAGED as exc:  # a page DuckDB did not need to decode
+            raise UnreadableInput(str(exc)) from exc
+
+    def _record(self, key: int) -> Record:
         index, row = key >> _FILE_ROW_BITS, key & ((1 << _FILE_ROW_BITS) - 1)
         if self._file is None or self._file[0] != index:
             self.close()
@@ -338,7 +368,7 @@ class NativeRows:
         while row >= self._batch[0] + self._batch[1].num_rows:
             self._batch = self._batch[0] + self._batch[1].num_rows, next(self._batches)
         first, batch = self._batch
-        return Record(f"{self.plan.files[index][1]}:{row}", batch.slice(row - first, 1).to_pylist()[0])
+        return table_record(batch, row - first, f"{self.plan.files[index][1]}:{row}")
 
     def close(self) -> None:
         if self._file is not None:

@@ -260,5 +260,6 @@ def run_demo(out: Path) -> list[tuple[Path, IngestSummary]]:
     for source in write_demo(out):
         adapter = get_adapter(source.key)(source.options or {})
         target = out / "ingest" / source.key
-        results.append((target, ingest(adapter, str(source.path), target, ImagesRoot(source.images_root))))
+        root = ImagesRoot(source.images_root)
+        results.append((target, ingest(adapter, str(source.path), target, root, replace=True)))  # a rerun rewrites it
     return results

@@ -1,13 +1,16 @@
 """Ingest one source: native rows -> canonical pairs, content-addressed images and rejects.
 
 Every native row is accounted for: it yields one or more pairs or exactly one reject
-(`rows_read == rows_paired + rows_rejected`, checked before any file is published).
+(`rows_read == rows_paired + rows_rejected`, checked before anything is published). The three files are written
+into `DIR.partial/`, which is renamed to `DIR` once all three are complete; any failure removes it, so `DIR` holds
+either a whole ingest or nothing.
 """
 
 from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import shutil
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -23,10 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation import columnar
-from curation.errors import RowError
+from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
-from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter
-from curation.readers import Record, iter_file, list_files
+from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter, fsync_folder
+from curation.readers import Record, iter_file_isolated, list_files, printable
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
 from curation.sources.base import Adapter, RowContext
 
@@ -131,7 +134,14 @@ class IngestSummary:
 
 
 def reject_row(source: str, ref: str, reason: str, detail: str, stage: str = STAGE) -> dict[str, Any]:
-    return {"source": source, "source_row": ref, "stage": stage, "reason": reason, "detail": detail}
+    # Details quote native values; a lone surrogate among them could not be written as UTF-8.
+    return {
+        "source": source,
+        "source_row": printable(ref),
+        "stage": stage,
+        "reason": reason,
+        "detail": printable(detail),
+    }
 
 
 def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, conversion: Conversion) -> RowOutcome:
@@ -227,35 +237,84 @@ def ingest(
     workers: int = 1,
     columnar_path: bool = True,
     outputs: Outputs = Outputs(),
+    replace: bool = False,
 ) -> IngestSummary:
-    """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` under `out_dir` and return the counts.
+    """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` into the new folder `out_dir` and return the
+    counts. The files are written into `out_dir.partial` and published by renaming the folder; an existing
+    `out_dir` is refused (`InputError`) unless `replace`, and is then replaced only once the new one is complete.
 
     A local parquet layout the adapter can convert in DuckDB (`Adapter.sql_layout`) takes the columnar path
     (`curation.columnar`; `workers` are DuckDB's threads and the image-checking threads) unless `columnar_path`
-    is false. Otherwise, with `workers` > 1, a local folder of several files is ingested file by file in worker
-    processes, each reading, converting and writing its own part (the main process only concatenates the parts,
-    in file order); other inputs stream their rows through a pool of converting processes. Every way gives the
-    same pairs and rejects, byte for byte, and the same images (the columnar path may store them in another
+    is false; input DuckDB cannot read (a corrupt page, invalid UTF-8) goes row by row instead, which isolates
+    what is damaged. Otherwise, with `workers` > 1, a local folder of several files is ingested file by file in
+    worker processes, each reading, converting and writing its own part (the main process only concatenates the
+    parts, in file order); other inputs stream their rows through a pool of converting processes. Every way gives
+    the same pairs and rejects, byte for byte, and the same images (the columnar path may store them in another
     order).
     `canonical` false keeps texts as published; `outputs` says how the files are written.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = _output_folder(out_dir, replace)
     job = _Job(
-        out_dir,
+        partial,
         images_root or ImagesRoot(None),
         Conversion(max_pixels, canonical),
         workers,
         outputs,
         on_row,
     )
-    columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None and canonical else None
+    try:
+        summary = _ingest_into(adapter, location, job, limit, columnar_path and canonical)
+        publish_folder(partial, out_dir, outputs.durable)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return summary
+
+
+def _ingest_into(adapter: Adapter, location: str, job: _Job, limit: int | None, columnar_path: bool) -> IngestSummary:
+    columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None else None
     if columnar_plan is not None:
-        return _ingest_columnar(columnar_plan, job)
-    files = _partitions(adapter, location) if workers > 1 and limit is None else None
+        try:
+            return _ingest_columnar(columnar_plan, job)
+        except (duckdb.Error, columnar.UnreadableInput):  # DuckDB stops at the first damaged page or value;
+            # row by row, only the rows they hold are rejected
+            _clear(job.out_dir)
+    files = _partitions(adapter, location) if job.workers > 1 and limit is None else None
     if files:
         return _ingest_files(adapter, files, job)
-    outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=workers)
-    return write_outcomes(adapter.info.key, outcomes, out_dir, on_row, outputs)
+    outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=job.workers)
+    return write_outcomes(adapter.info.key, outcomes, job.out_dir, job.on_row, job.outputs)
+
+
+def _output_folder(out_dir: Path, replace: bool) -> Path:
+    """The empty `out_dir.partial` to write into, after checking that `out_dir` may be (re)placed."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
+    if out_dir.exists() and not replace:
+        raise InputError(f"{out_dir}: already exists; choose another --out, remove it, or pass --replace")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+        raise InputError(f"{partial}: exists and is not a folder of an unfinished ingest; remove it")
+    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left: an ingest is not resumable
+    partial.mkdir(parents=True)
+    return partial
+
+
+def _clear(folder: Path) -> None:
+    for path in folder.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def publish_folder(partial: Path, final: Path, durable: bool = True) -> None:
+    """Rename the complete folder `partial` to `final` (replacing an older `final` only now)."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(partial, final)
+    if durable:
+        fsync_folder(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -330,7 +389,9 @@ def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | Non
 
 def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, conversion: Conversion, out: Path) -> dict:
     images_root = ImagesRoot(root)  # each process opens the images root itself
-    outcomes = (convert_record(adapter, r, images_root, conversion) for r in iter_file(path, name, adapter.columns))
+    outcomes = (
+        convert_record(adapter, r, images_root, conversion) for r in iter_file_isolated(path, name, adapter.columns)
+    )
     # Parts are read back once, right away: compressing them would only cost the workers time.
     return write_outcomes(adapter.info.key, outcomes, out, outputs=Outputs("none", durable=False)).as_dict()
 
@@ -401,7 +462,7 @@ def _merge_columnar(plan: columnar.ColumnarPlan, db: duckdb.DuckDBPyConnection, 
             db.register(columnar.IMAGE_ROWS, checked)
         native = columnar.NativeRows(plan)
         try:
-            for batch in db.sql(columnar.pairs_query(plan)).to_arrow_reader(batch_size=CLEAN_BATCH):
+            for batch in columnar.batches(db, columnar.pairs_query(plan), CLEAN_BATCH):
                 unclean = np.flatnonzero(~batch.column("__clean").to_numpy(zero_copy_only=False))
                 keys = batch.column("__row_key").to_numpy()
                 start = 0

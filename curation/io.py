@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterable
@@ -41,6 +42,39 @@ def fsync_rename(tmp: Path, final: Path, durable: bool = True) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
     os.replace(tmp, final)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames inside `folder` durable (a crash of the machine keeps them)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def write_json(path: Path, value: Any, durable: bool = True) -> None:
+    """A JSON state file, whole or not at all: written under a temporary name, then renamed."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    fsync_rename(tmp, path, durable)
+
+
+def read_json_state(path: Path) -> Any:
+    """A JSON state file's value, or None where it is missing or damaged (then its work is redone)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def readable_parquet(path: Path) -> bool:
+    """Whether `path` is a whole parquet file (absent, or cut short by a crash of the machine: False)."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException, ValueError):
+        return False
+    return True
 
 
 class BatchWriter:

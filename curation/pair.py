@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +50,15 @@ class Pair:
     ) -> dict[str, Any]:
         """The canonical row; texts in canonical form (`canonical_text`) unless `canonical` is false."""
         text = canonical_text if canonical else str
-        margin = self.margin
+        margin, extra = self.margin, self.extra
         if margin is None and self.chosen_score is not None and self.rejected_score is not None:
             margin = self.chosen_score - self.rejected_score
+        if margin is not None and not math.isfinite(margin):  # 1e308 - (-1e308): no usable margin
+            extra = {
+                **extra,
+                "margin": f"not finite ({margin}): chosen {self.chosen_score}, rejected {self.rejected_score}",
+            }
+            margin = None
         pair_id, prompt_id = compute_ids(self.prompt, self.images, self.chosen, self.rejected)
         prompt = [{"role": m["role"], "content": text(m["content"])} for m in self.prompt]
         if (placeholders := count_image_tokens(prompt)) != len(self.images):  # NFC joins ">" + U+0338 into one
@@ -77,7 +84,7 @@ class Pair:
             "language": self.language,
             "license": self.license or default_license,
             "binarization": self.binarization,
-            "meta": dump_meta({**meta, **({"_derived": self.extra} if self.extra else {})}),
+            "meta": dump_meta({**meta, **({"_derived": extra} if extra else {})}),
         }
 
 

@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 from PIL import Image
 
+from curation.io import readable_parquet
 from curation.sql import sql_literal
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> di
     `signals/phash-<hash_size>.parquet` (image_dedupe and decontaminate share it)."""
     cache = ctx.root / "signals" / f"phash-{hash_size}.parquet"
     known: dict[str, int] = {}
-    if cache.exists():
+    if readable_parquet(cache):  # a file cut short by a crash of the machine is computed again
         known = {
             sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT sha256, phash FROM read_parquet({sql_literal(cache)})")
         }

@@ -1,17 +1,25 @@
 """Stream native rows from local files (jsonl, jsonl.gz, json, parquet, arrow) or a Hugging Face dataset.
 
 Every row comes out as a `Record` with a reference that locates it (`file:line` or `split:index`); a row
-that cannot be read (bad UTF-8, malformed JSON, a truncated gzip tail) comes out as a `Record` carrying a
-`RowError`, so the caller records it as a reject instead of losing it.
+that cannot be read comes out as a `Record` carrying a `RowError`, so the caller records it as a reject instead
+of losing it: bad UTF-8, malformed or pathological JSON (nested too deep, numbers too long), text with lone
+surrogates, a string value that is not valid UTF-8 in a parquet file, a parquet row group that cannot be
+decoded (each of its rows), a truncated gzip or JSON array (the unreadable tail, `file:line+`). Text files are
+read as text editors read them: a UTF-8 (or UTF-16) byte-order mark is not part of the first row, and lines end
+at LF, CRLF or a lone CR. In a folder of several files, a file that cannot be read at all is one reject
+(`file:0+`) and the others are read; a single file that cannot be read stops the command (`InputError`).
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import json
 import re
+import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,17 @@ from curation.errors import InputError, RowError
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".arrow")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _BATCH_ROWS = 1000
+# Deeper JSON is no preference row; the bound keeps every later step (meta, writers) far from Python's stack limit.
+MAX_DEPTH = 100
+# A JSON text can hold a lone surrogate only through an escape (`\ud800`) or undecodable bytes kept as
+# surrogates: rows without either need no search.
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# What pyarrow raises for a damaged file: its own errors, I/O errors, and bytes that should be UTF-8 and are not
+# (a column name in a footer, a value).
+DAMAGED = (pa.ArrowException, OSError, ValueError)
+_UTF8_BOM = codecs.BOM_UTF8
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,15 @@ class Record:
     ref: str
     data: dict[str, Any] | None
     error: RowError | None = None
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: lone surrogates (from undecodable file names, or JSON escapes) spelled `\\udc80`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def is_hub_id(location: str) -> bool:
@@ -43,37 +71,57 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
     if root.is_file():
         return [root]
     if not root.exists():
-        raise InputError(f"{root}: no such file or folder")
+        raise InputError(f"{printable(str(root))}: no such file or folder")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(tuple(suffixes)))
     if not files:
-        raise InputError(f"{root}: no {', '.join(suffixes)} files found")
+        raise InputError(f"{printable(str(root))}: no {', '.join(suffixes)} files found")
     return files
 
 
 def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None = None) -> Iterator[Record]:
-    """Rows of one local file; `name` is how refs spell the file (defaults to its file name)."""
-    name = name or path.name
+    """Rows of one local file; `name` is how refs spell the file (defaults to its file name). A file that cannot
+    be read at all raises `InputError`."""
+    name = printable(name or path.name)
+    shown = printable(str(path))
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty")
-    if path.name.endswith((".jsonl.gz", ".jsonl", ".json.gz")):
-        yield from _iter_jsonl(path, name)
-    elif path.name.endswith(".json"):
-        yield from _iter_json(path, name)
-    elif path.name.endswith(".parquet"):
-        yield from _iter_parquet(path, name, columns)
-    elif path.name.endswith(".arrow"):
-        yield from _iter_arrow(path, name, columns)
-    else:
-        raise InputError(f"{path}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
+        raise InputError(f"{shown}: no such file")
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{shown}: file is empty")
+        if path.name.endswith((".jsonl.gz", ".jsonl", ".json.gz")):
+            yield from _iter_jsonl(path, name)
+        elif path.name.endswith(".json"):
+            yield from _iter_json(path, name)
+        elif path.name.endswith(".parquet"):
+            yield from _iter_parquet(path, name, columns)
+        elif path.name.endswith(".arrow"):
+            yield from _iter_arrow(path, name, columns)
+        else:
+            raise InputError(f"{shown}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
+    except OSError as exc:  # unreadable (permissions, I/O errors): the file, not a row
+        raise InputError(f"{shown}: cannot read ({exc.strerror or exc})") from exc
+
+
+def iter_file_isolated(path: Path, name: str, columns: Sequence[str] | None = None) -> Iterator[Record]:
+    """`iter_file` for one file of several: a file that cannot be read at all becomes one reject (`name:0+`),
+    after any rows it gave, so the other files are still read."""
+    read = 0
+    try:
+        for record in iter_file(path, name, columns):
+            read += 1
+            yield record
+    except InputError as exc:
+        ref = f"{printable(name)}:{read}+"  # rows before a failure part way were read (`read` of them)
+        yield Record(ref, None, RowError("unreadable file", f"{ref}: {exc}"))
 
 
 def iter_local(root: Path, columns: Sequence[str] | None = None) -> Iterator[Record]:
     files = list_files(root)
+    if root.is_file():
+        yield from iter_file(root, root.name, columns)
+        return
     for path in files:
-        name = path.name if root.is_file() else path.relative_to(root).as_posix()
-        yield from iter_file(path, name, columns)
+        yield from iter_file_isolated(path, path.relative_to(root).as_posix(), columns)
 
 
 def iter_hub(
@@ -83,7 +131,8 @@ def iter_hub(
     revision: str | None = None,
     columns: Sequence[str] | None = None,
 ) -> Iterator[Record]:
-    """Stream a Hub dataset without decoding images (bytes stay bytes); no remote code is run."""
+    """Stream a Hub dataset without decoding images (bytes stay bytes); no remote code is run. A stream that
+    breaks part way keeps the rows read and becomes one reject for the rest (`split:N+`)."""
     import datasets  # imported lazily: only Hub reads need it
 
     try:
@@ -92,8 +141,14 @@ def iter_hub(
         raise InputError(f"{hub_id}: cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc})") from exc
     if columns is not None:
         ds = ds.select_columns([c for c in columns if c in (ds.column_names or columns)])
-    for index, row in enumerate(ds.decode(False)):
-        yield Record(f"{split}:{index}", dict(row))
+    index = 0
+    try:
+        for row in ds.decode(False):
+            yield Record(f"{split}:{index}", dict(row))
+            index += 1
+    except Exception as exc:  # a broken shard or page: what was read is kept
+        tail = f"{split}:{index}+"
+        yield Record(tail, None, RowError("unreadable rows", f"{tail}: {type(exc).__name__}: {printable(str(exc))}"))
 
 
 def iter_location(
@@ -111,6 +166,55 @@ def iter_location(
         yield from iter_local(Path(location), columns)
 
 
+# -- JSON --------------------------------------------------------------------------------------------------------
+def _field_path(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _unreadable_field(value: Any) -> tuple[str, str] | None:
+    """(reason, field path) of the first string holding a lone surrogate, or of nesting beyond `MAX_DEPTH`."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return "malformed json", f"{path or 'row'}: nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return "invalid unicode", f"field '{printable(path)}': text with a lone surrogate"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _SURROGATE.search(key):
+                    return "invalid unicode", f"key '{printable(_field_path(path, key))}': a lone surrogate"
+                stack.append((child, _field_path(path, key), depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{k}]", depth + 1) for k, child in enumerate(item))
+    return None
+
+
+def _json_row(value: Any, text: str, ref: str) -> Record:
+    """A parsed JSON value as a row, checked for what later steps cannot write (surrogates, depth)."""
+    if not isinstance(value, dict):
+        return Record(ref, None, RowError("not a json object", f"{ref}: got {type(value).__name__}"))
+    # Depth needs as many brackets as levels; most rows have far fewer, and no surrogate hint.
+    if _SURROGATE_HINT.search(text) or text.count("[") + text.count("{") > MAX_DEPTH:
+        found = _unreadable_field(value)
+        if found is not None:
+            return Record(ref, None, RowError(found[0], f"{ref}: {found[1]}"))
+    return Record(ref, value)
+
+
+def _json_error(exc: Exception, ref: str) -> Record:
+    if isinstance(exc, json.JSONDecodeError):
+        detail = f"column {exc.colno}: {exc.msg}"
+    elif isinstance(exc, RecursionError):
+        detail = "nested too deeply to parse"
+    elif "integer string conversion" in str(exc):  # beyond Python's digit limit for int()
+        detail = f"a number of more than {sys.get_int_max_str_digits()} digits"
+    else:
+        detail = printable(str(exc))
+    return Record(ref, None, RowError("malformed json", f"{ref}: {detail}"))
+
+
 def _parse_json_line(raw: bytes, ref: str) -> Record:
     try:
         text = raw.decode("utf-8")
@@ -118,70 +222,158 @@ def _parse_json_line(raw: bytes, ref: str) -> Record:
         return Record(ref, None, RowError("invalid utf-8", f"{ref}: byte {exc.start}: {exc.reason}"))
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Record(ref, None, RowError("malformed json", f"{ref}: column {exc.colno}: {exc.msg}"))
-    if not isinstance(value, dict):
-        return Record(ref, None, RowError("not a json object", f"{ref}: got {type(value).__name__}"))
-    return Record(ref, value)
+    except (ValueError, RecursionError) as exc:
+        return _json_error(exc, ref)
+    return _json_row(value, text, ref)
+
+
+def _lines(handle: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines as a text editor splits them (LF, CRLF, or a lone CR), without their ends. JSON never holds a raw
+    CR inside a value, so a CR within a line always ends one."""
+    for raw in handle:
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        line = line[:-1] if line.endswith(b"\r") else line
+        if b"\r" in line:
+            yield from line.split(b"\r")
+        else:
+            yield line
+
+
+def _open_text(path: Path) -> Any:
+    """A binary line source: UTF-8 as stored (its BOM dropped by the caller), UTF-16 re-encoded as UTF-8."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    handle = opener(path, "rb")
+    if handle.peek(2)[:2] in _UTF16_BOMS:  # type: ignore[union-attr]
+        text = io.TextIOWrapper(handle, encoding="utf-16", errors="surrogateescape", newline="")
+        return (line.encode("utf-8", "surrogateescape") for line in text)
+    return handle
 
 
 def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
-    opener = gzip.open if path.name.endswith(".gz") else open
     line_no = 0
     yielded = 0
     try:
-        with opener(path, "rb") as handle:
-            for line_no, raw in enumerate(handle):
-                if not raw.strip():
+        source = _open_text(path)
+        try:
+            for line_no, line in enumerate(_lines(source)):
+                if line_no == 0:
+                    line = line.removeprefix(_UTF8_BOM)
+                if not line.strip():
                     continue  # blank lines (a trailing newline) are not rows
                 yielded += 1
-                yield _parse_json_line(raw.rstrip(b"\r\n"), f"{name}:{line_no}")
-    except (EOFError, OSError, zlib.error) as exc:
+                yield _parse_json_line(line, f"{name}:{line_no}")
+        finally:
+            if hasattr(source, "close"):
+                source.close()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # A truncated or corrupt gzip stream: what was read is kept; the unreadable tail is one reject.
         tail = f"{name}:{line_no + 1 if yielded else 0}+"
-        yield Record(tail, None, RowError("truncated file", f"{path}: unreadable from line {tail}: {exc}"))
+        detail = f"{printable(str(path))}: unreadable from line {tail}: {exc}"
+        yield Record(tail, None, RowError("truncated file", detail))
         return
     if not yielded:
-        raise InputError(f"{path}: file has no rows")
+        raise InputError(f"{printable(str(path))}: file has no rows")
 
 
 def _iter_json(path: Path, name: str) -> Iterator[Record]:
     # A .json file is a JSON array of objects (POVID, LLaVA-RLHF) or, as often on the Hub, json lines.
     with open(path, "rb") as handle:
-        head = handle.read(1024).lstrip()
-    if not head.startswith(b"["):
+        head = handle.read(1024)
+    encoding = "utf-16" if head[:2] in _UTF16_BOMS else "utf-8-sig"
+    if not head.decode(encoding, errors="ignore").lstrip().startswith("["):
         yield from _iter_jsonl(path, name)
         return
-    try:
-        rows = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
-    if not rows:
-        raise InputError(f"{path}: file has no rows")
-    for index, value in enumerate(rows):
-        ref = f"{name}:{index}"
-        if isinstance(value, dict):
-            yield Record(ref, value)
-        else:
-            yield Record(ref, None, RowError("not a json object", f"{ref}: got {type(value).__name__}"))
+    # Undecodable bytes are kept as surrogates, so that only the rows holding them are rejected.
+    yield from _iter_json_array(path.read_bytes().decode(encoding, errors="surrogateescape"), path, name)
 
 
-def _iter_table_batches(batches: Iterator[pa.RecordBatch], name: str) -> Iterator[Record]:
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _iter_json_array(text: str, path: Path, name: str) -> Iterator[Record]:
+    """The elements of a JSON array one at a time: a malformed element ends the array there (one reject for the
+    rest, `file:index+`), and the elements before it are kept."""
+    decoder = json.JSONDecoder()
+    pos = _SPACE.match(text, 0).end() + 1  # type: ignore[union-attr]  # past '['
     index = 0
-    for batch in batches:
-        for row in batch.to_pylist():
-            yield Record(f"{name}:{index}", row)
-            index += 1
+    while True:
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if text.startswith("]", pos) and index == 0:
+            raise InputError(f"{printable(str(path))}: file has no rows")
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except (ValueError, RecursionError) as exc:
+            tail = f"{name}:{index}+"
+            error = _json_error(exc, tail).error
+            assert error is not None
+            yield Record(tail, None, RowError("truncated file", f"{error.detail}; elements from here on unread"))
+            return
+        ref = f"{name}:{index}"
+        yield _json_row(value, text[pos:end], ref)
+        index += 1
+        pos = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+        if text.startswith(",", pos):
+            pos += 1
+        elif text.startswith("]", pos):
+            return
+        else:
+            tail = f"{name}:{index}+"
+            yield Record(tail, None, RowError("truncated file", f"{tail}: expected ',' or ']' at character {pos}"))
+            return
+
+
+# -- Arrow tables ------------------------------------------------------------------------------------------------
+def table_record(batch: pa.RecordBatch, index: int, ref: str) -> Record:
+    """Row `index` of `batch`; a value Python cannot hold (a string that is not valid UTF-8) makes it a reject
+    naming the field."""
+    try:
+        return Record(ref, batch.slice(index, 1).to_pylist()[0])
+    except (UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
+        for field_name, column in zip(batch.schema.names, batch.columns, strict=True):
+            try:
+                column[index].as_py()
+            except (UnicodeDecodeError, ValueError, pa.ArrowException) as inner:
+                reason = "invalid utf-8" if isinstance(inner, UnicodeDecodeError) else "unreadable value"
+                return Record(ref, None, RowError(reason, f"{ref}: field '{field_name}': {inner}"))
+        return Record(ref, None, RowError("unreadable value", f"{ref}: {exc}"))
+
+
+def _batch_records(batch: pa.RecordBatch, name: str, first: int) -> Iterator[Record]:
+    try:
+        rows = batch.to_pylist()
+    except (UnicodeDecodeError, ValueError, pa.ArrowException):  # one bad value: find it row by row
+        for k in range(batch.num_rows):
+            yield table_record(batch, k, f"{name}:{first + k}")
+        return
+    for k, row in enumerate(rows):
+        yield Record(f"{name}:{first + k}", row)
 
 
 def _iter_parquet(path: Path, name: str, columns: Sequence[str] | None) -> Iterator[Record]:
+    """Row group by row group: a group that cannot be decoded (a corrupt page) makes each of its unread rows a
+    reject naming the group, and the next groups are read."""
     try:
         parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a readable parquet file ({exc})") from exc
-    if columns is not None:
-        columns = [c for c in columns if c in parquet.schema_arrow.names]
-    yield from _iter_table_batches(parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns), name)
+    except DAMAGED as exc:
+        raise InputError(f"{printable(str(path))}: not a readable parquet file ({printable(str(exc))})") from exc
+    with parquet:
+        if columns is not None:
+            columns = [c for c in columns if c in parquet.schema_arrow.names]
+        first = 0
+        for group in range(parquet.metadata.num_row_groups):
+            size = parquet.metadata.row_group(group).num_rows
+            done = 0
+            try:
+                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], columns=columns):
+                    yield from _batch_records(batch, name, first + done)
+                    done += batch.num_rows
+            except DAMAGED as exc:
+                span = f"row group {group} (rows {first}-{first + size - 1}, {size} rows)"
+                cause = printable(" ".join(str(exc).split()))
+                for row in range(first + done, first + size):
+                    ref = f"{name}:{row}"
+                    yield Record(ref, None, RowError("unreadable row group", f"{ref}: {span}: {cause}"))
+            first += size
 
 
 def _iter_arrow(path: Path, name: str, columns: Sequence[str] | None) -> Iterator[Record]:
@@ -189,14 +381,19 @@ def _iter_arrow(path: Path, name: str, columns: Sequence[str] | None) -> Iterato
     source = pa.memory_map(str(path))
     try:
         reader: Any = ipc.open_file(source)
-        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-    except pa.ArrowInvalid:
+        batches: Iterator[pa.RecordBatch] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except DAMAGED:
         try:
             reader = ipc.open_stream(pa.memory_map(str(path)))
-        except pa.ArrowInvalid as exc:
-            raise InputError(f"{path}: not a readable Arrow file ({exc})") from exc
+        except DAMAGED as exc:
+            raise InputError(f"{printable(str(path))}: not a readable Arrow file ({printable(str(exc))})") from exc
         batches = iter(reader)
-    if columns is not None:
-        keep = [c for c in columns if c in reader.schema.names]
-        batches = (b.select(keep) for b in batches)
-    yield from _iter_table_batches(batches, name)
+    keep = None if columns is None else [c for c in columns if c in reader.schema.names]
+    first = 0
+    try:
+        for batch in batches:
+            yield from _batch_records(batch if keep is None else batch.select(keep), name, first)
+            first += batch.num_rows
+    except DAMAGED as exc:  # a damaged batch: what was read is kept
+        tail = f"{name}:{first}+"
+        yield Record(tail, None, RowError("truncated file", f"{tail}: unreadable from here on: {exc}"))

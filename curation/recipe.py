@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class SourceSpec:
     revision: str | None = None
     weight: float | None = None  # multiplier of the kept pairs: <1 subsamples, >1 upsamples
     count: int | None = None  # or an exact number of pairs
+    max_upsample: float = 10.0  # the most `weight` or `count` may ask for, as a multiple of the kept pairs
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,24 @@ class _Located:
         return RecipeError(f"{self.path}:{self.line(*keys)}: {message}" + (f" ({hint})" if hint else ""))
 
 
+def _check_unique_keys(node: yaml.Node, path: Path) -> None:
+    """YAML keeps the last of two equal keys silently (a source written twice would vanish): refuse them."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in item.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else yaml.serialize(key)
+                line = key.start_mark.line + 1
+                if name in seen:
+                    raise RecipeError(f"{path}:{line}: duplicate key {name!r} (first at line {seen[name]})")
+                seen[name] = line
+                stack.append(value)
+        elif isinstance(item, yaml.SequenceNode):
+            stack.extend(item.value)
+
+
 def _suggest(word: str, choices: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(sorted(choices))}"
@@ -141,6 +161,8 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
         if not ok:
             names = " or ".join(t.__name__ for t in allowed)
             raise loc.error((*keys, key), f"{key} must be {names}, got {raw!r}")
+        if isinstance(raw, float) and not math.isfinite(raw):  # YAML's .nan and .inf compare false to any bound
+            raise loc.error((*keys, key), f"{key} must be a finite number, got {raw!r}")
         out[key] = float(raw) if float in allowed and isinstance(raw, int) else raw
     params = cls(**out)
     if hasattr(params, "check"):
@@ -183,10 +205,21 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     if value.get("weight") is not None and value.get("count") is not None:
         raise loc.error(keys, "give either weight or count, not both")
     weight, count = value.get("weight"), value.get("count")
-    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
-        raise loc.error((*keys, "weight"), f"weight must be a number >= 0, got {weight!r}")
+    if weight is not None and (
+        isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf
+    ):
+        raise loc.error((*keys, "weight"), f"weight must be a finite number >= 0, got {weight!r}")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
         raise loc.error((*keys, "count"), f"count must be an integer >= 0, got {count!r}")
+    max_upsample = value.get("max_upsample", SourceSpec.max_upsample)
+    if isinstance(max_upsample, bool) or not isinstance(max_upsample, (int, float)) or not 1 <= max_upsample < math.inf:
+        raise loc.error((*keys, "max_upsample"), f"max_upsample must be a finite number >= 1, got {max_upsample!r}")
+    if weight is not None and weight > max_upsample:
+        raise loc.error(
+            (*keys, "weight"),
+            f"weight {weight} upsamples more than max_upsample {max_upsample:g}",
+            "raise max_upsample for this source to allow it",
+        )
     options = value.get("options") or {}
     if not isinstance(options, dict):
         raise loc.error((*keys, "options"), "options must be a mapping")
@@ -197,7 +230,7 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     return SourceSpec(
         name=name, adapter=adapter, path=path, images_root=images_root, options=dict(options),
         config=value.get("config"), split=value.get("split"), revision=value.get("revision"),
-        weight=None if weight is None else float(weight), count=count,
+        weight=None if weight is None else float(weight), count=count, max_upsample=float(max_upsample),
     )  # fmt: skip
 
 
@@ -213,6 +246,7 @@ def load_recipe(path: Path) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or node is None:
         raise RecipeError(f"{path}:1: a recipe is a mapping with name, seed, sources, ops")
+    _check_unique_keys(node, path)
     loc = _Located(node, path)
     _check_keys(loc, (), data, _TOP)
     base = path.resolve().parent

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from curation.errors import InputError
+from curation.failure import run_cli
 
 app = typer.Typer(help="Train and evaluate BaseReward reward models.", no_args_is_help=True)
 
@@ -302,4 +303,4 @@ def _cell(value: Any) -> str:
 
 
 def main() -> None:
-    app()
+    run_cli(app)

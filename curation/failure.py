@@ -1,0 +1,80 @@
+"""How the command lines end on failure: one `error:` line for what can be anticipated, a traceback for a bug.
+
+Anticipated: an input that cannot be used (`InputError`), and the environment refusing (a full disk, a read-only
+file system, a missing permission, DuckDB out of memory). Anything else is a bug: its traceback is printed,
+followed by a line asking to report it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+import duckdb
+from rich.console import Console
+from rich.text import Text
+
+from curation.errors import InputError
+
+_HINTS = {
+    errno.ENOSPC: "no space left on device: free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.EROFS: "read-only file system: write elsewhere",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENAMETOOLONG: "file name too long",
+}
+REPORT = "this is a bug in rm-workbench: please report it with the traceback above"
+
+
+def describe(exc: BaseException) -> str | None:
+    """The one line that explains an anticipated failure, or None for a bug."""
+    if isinstance(exc, InputError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        code = exc.errno if exc.errno in _HINTS else _errno_in(str(exc))
+        what = _HINTS.get(code) if code is not None else None
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{what or exc.strerror or exc}"
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return f"DuckDB ran out of memory ({_first_line(exc)}): raise --memory-limit, or free memory or disk"
+    if isinstance(exc, duckdb.IOException):
+        code = _errno_in(str(exc))
+        return _first_line(exc) + (f" ({_HINTS[code]})" if code is not None else "")
+    return None
+
+
+def _errno_in(message: str) -> int | None:
+    """The error code a message spells (pyarrow and DuckDB put the OS's message in their own text)."""
+    lowered = message.lower()
+    for code in _HINTS:
+        if os.strerror(code).lower() in lowered:
+            return code
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def print_error(message: str) -> None:
+    # Messages quote file names and data: printed as plain text, never as Rich markup.
+    Console(stderr=True).print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+
+
+def run_cli(app: Callable[[], object]) -> None:
+    """Run a Typer app: anticipated failures end with one `error:` line (exit 1), bugs with their traceback and
+    a request to report them."""
+    try:
+        app()
+    except Exception as exc:
+        message = describe(exc)
+        if message is None:
+            traceback.print_exc()
+            print_error(REPORT)
+        else:
+            print_error(message)
+        sys.exit(1)

@@ -1,0 +1,298 @@
+"""Clean failure: anticipated faults end with one `error:` line, leave nothing under a final name, and a resume
+never trusts a damaged state file. Recipe guards: duplicate keys, upsampling, benchmarks without items."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation import cli
+from curation.build import build
+from curation.errors import InputError
+from curation.failure import REPORT
+from curation.io import BatchWriter
+from curation.recipe import RecipeError, load_recipe
+from tests.conftest import write_jsonl
+
+UF_ROWS = [{"prompt": f"Question number {i} about {w}?", "chosen": f"Answer {i}.", "rejected": f"No {i}."}
+           for i, w in enumerate(["cats", "dogs", "birds", "fish", "trees", "rivers"])]  # fmt: skip
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`curate ARGS` as the installed command runs it (through `main`): (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["curate", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def _ingest_args(tmp_path: Path, out: Path, *extra: str) -> list[str]:
+    path = write_jsonl(tmp_path / "uf.jsonl", UF_ROWS)
+    return ["ingest", "--source", "ultrafeedback_binarized", "--path", str(path), "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--limit", "-1"], "--limit must be at least 1, got -1"),
+        (["--limit", "0"], "--limit must be at least 1, got 0"),
+        (["--max-pixels", "-5"], "--max-pixels must be at least 1, got -5"),
+        (["--workers", "-3"], "--workers must be at least 1, got -3"),
+    ],
+)
+def test_bad_flag_values_are_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    code, err = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "out", *flags))
+    assert code == 1 and message in _one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_disk_full_during_ingest_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def full(self: BatchWriter, table: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(BatchWriter, "_write_group", full)
+    code, err = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "out"))
+    assert code == 1 and "no space left on device" in _one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["uf.jsonl"]  # no out, no out.partial
+
+
+def test_pyarrow_spelling_of_a_full_disk_is_recognised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def full(self: BatchWriter, table: Any) -> None:  # how pyarrow reports it: no errno attribute
+        raise OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(BatchWriter, "_write_group", full)
+    code, err = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "out"))
+    assert code == 1 and "no space left on device: free some space" in _one_error_line(err)
+
+
+def test_read_only_output_and_an_output_that_is_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("x")
+    code, err = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "file"))
+    assert code == 1 and "exists and is not a folder" in _one_error_line(err)
+    real_mkdir = Path.mkdir
+
+    def read_only(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self.name.startswith("out"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    code, err = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "out"))
+    assert code == 1 and "read-only file system" in _one_error_line(err)
+
+
+def test_an_existing_out_is_refused_unless_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rejects.parquet").write_text("an earlier run's file")
+    code, err = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, out))
+    assert code == 1 and "already exists" in _one_error_line(err)
+    code, _ = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, out, "--replace"))
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["images.parquet", "pairs.parquet", "rejects.parquet"]
+    assert pq.read_table(out / "rejects.parquet").num_rows == 0  # the earlier file is gone, not left beside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "uf.jsonl"]
+
+
+def test_a_bug_prints_its_traceback_and_asks_for_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("an unexpected state")
+
+    monkeypatch.setattr("curation.ingest.write_outcomes", broken)
+    code, err = run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "out"))
+    assert code == 1 and "Traceback" in err and "RuntimeError: an unexpected state" in err
+    assert err.strip().splitlines()[-1] == f"error: {REPORT}"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+# -- recipes and builds ------------------------------------------------------------------------------------------
+def _recipe(tmp_path: Path, text: str) -> Path:
+    write_jsonl(tmp_path / "uf.jsonl", UF_ROWS)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+SIMPLE = """name: small
+sources:
+  uf:
+    adapter: ultrafeedback_binarized
+    path: uf.jsonl
+{extra}"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "first"),
+    [
+        (SIMPLE.format(extra="  uf:\n    adapter: hh_rlhf\n    path: uf.jsonl\n"), 6, 3),
+        (SIMPLE.format(extra="ops:\n  validate: {min_answer_chars: 1, min_answer_chars: 2}\n"), 7, 7),
+        (SIMPLE.format(extra="name: again\n"), 6, 1),
+    ],
+)
+def test_duplicate_recipe_keys_name_both_lines(tmp_path: Path, text: str, line: int, first: int) -> None:
+    with pytest.raises(RecipeError, match=rf"recipe.yaml:{line}: duplicate key .* \(first at line {first}\)"):
+        load_recipe(_recipe(tmp_path, text))
+
+
+def test_upsampling_is_guarded(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="weight 20 upsamples more than max_upsample 10"):
+        load_recipe(_recipe(tmp_path, SIMPLE.format(extra="    weight: 20\n")))
+    recipe = load_recipe(_recipe(tmp_path, SIMPLE.format(extra="    count: 1000000000\n")))
+    with pytest.raises(InputError, match=r"count 1000000000 asks for 1000000000 pairs, .* above its max_upsample"):
+        build(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    allowed = load_recipe(_recipe(tmp_path, SIMPLE.format(extra="    count: 60\n    max_upsample: 10\n")))
+    manifest = build(allowed, tmp_path / "allowed")
+    assert manifest["rows_in_shards"] == 60 and manifest["output_estimate_bytes"]["shards"] > 0
+
+
+def test_a_benchmark_without_items_stops_the_build_and_rejects_are_counted(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text('{"prompt": 1}\nnot json\n')
+    text = SIMPLE.format(extra="benchmarks:\n  rb:\n    adapter: rewardbench\n    path: bench.jsonl\n")
+    with pytest.raises(InputError, match=r"benchmark 'rb' .* gave no items: 2 rows read, 2 rejected"):
+        build(load_recipe(_recipe(tmp_path, text)), tmp_path / "out")
+    write_jsonl(bench, [{"prompt": "Name a colour.", "chosen": "Red.", "rejected": "Seven."}, {"prompt": 1}])
+    manifest = build(load_recipe(_recipe(tmp_path, text)), tmp_path / "out2")
+    assert manifest["benchmarks"]["rb"] == {
+        "adapter": "rewardbench", "rows_read": 2, "rows_rejected_at_ingest": 1,
+        "rejects_at_ingest": {"wrong type": 1}, "items": 1, "balanced": True,
+    }  # fmt: skip
+
+
+def test_a_build_that_would_not_fit_stops_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = load_recipe(_recipe(tmp_path, SIMPLE.format(extra="")))
+    monkeypatch.setattr("curation.build.shutil.disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 100))
+    with pytest.raises(InputError, match=r"the build would write about .* but only 0.0 MiB is free"):
+        build(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "out.partial").glob("shards/*.arrow"))
+
+
+def test_bad_build_outputs_and_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = _recipe(tmp_path, SIMPLE.format(extra=""))
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "b.partial").write_text("x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "c.partial").symlink_to(tmp_path / "elsewhere")
+    for out, message in [
+        ("file", "file: already exists"),
+        ("b", "b.partial: exists and is not the folder of an unfinished build"),
+        ("c", "c.partial: exists and is not the folder of an unfinished build"),
+    ]:
+        code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / out))
+        assert code == 1 and message in _one_error_line(err)
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "d"),
+                         "--memory-limit", "lots")  # fmt: skip
+    assert code == 1 and "--memory-limit 'lots'" in _one_error_line(err)
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "e"),
+                         "--workers", "0")  # fmt: skip
+    assert code == 1 and "--workers must be at least 1" in _one_error_line(err)
+
+
+def _stop_at(stage: str):  # type: ignore[no-untyped-def]
+    def on_stage(name: str) -> None:
+        if name == stage:
+            raise KeyboardInterrupt
+
+    return on_stage
+
+
+def _damage(path: Path, how: str) -> None:
+    path.write_bytes(b"" if how == "empty" else path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated"])
+def test_a_damaged_state_file_means_not_done(demo_recipe: Path, tmp_path: Path, how: str) -> None:
+    recipe = load_recipe(demo_recipe)
+    reference = build(recipe, tmp_path / "reference")
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build(recipe, out, on_stage=_stop_at("mix"))
+    work = tmp_path / "out.partial" / "work"
+    _damage(work / "ingest" / "mm_rlhf" / "done.json", how)
+    signals = sorted((tmp_path / "out.partial" / "signals").glob("near_dedupe-*.parquet"))
+    _damage(signals[0], how)
+    resumed = build(recipe, out, resume=True)
+    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in reference["shards"]]
+    assert pq.read_metadata(out / "signals" / signals[0].name).num_rows > 0  # scored again
+    with pytest.raises(KeyboardInterrupt):
+        build(recipe, tmp_path / "again", on_stage=_stop_at("mix"))
+    _damage(tmp_path / "again.partial" / "work" / "state.json", how)
+    resumed = build(recipe, tmp_path / "again", resume=True)  # starts over
+    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in reference["shards"]]
+    assert (
+        json.loads((tmp_path / "again" / "manifest.json").read_text())["rows_in_shards"] == reference["rows_in_shards"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("    weight: .nan\n", "weight must be a finite number >= 0"),
+        ("    weight: .inf\n", "weight must be a finite number >= 0"),
+        ("    max_upsample: .inf\n", "max_upsample must be a finite number >= 1"),
+        ("    max_upsample: 0.5\n", "max_upsample must be a finite number >= 1"),
+        ("ops:\n  near_dedupe: {threshold: .nan}\n", "threshold must be a finite number"),
+    ],
+)
+def test_numbers_a_recipe_cannot_mean(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_recipe(tmp_path, SIMPLE.format(extra=extra)))
+
+
+def test_the_card_and_the_summary_count_benchmark_rejects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(tmp_path / "bench.jsonl", [{"prompt": "Name a colour.", "chosen": "Red.", "rejected": "7."}, {"x": 1}])
+    text = SIMPLE.format(extra="benchmarks:\n  rb:\n    adapter: rewardbench\n    path: bench.jsonl\n")
+    code, _ = run_main(
+        monkeypatch, capsys, "build", "--mix", str(_recipe(tmp_path, text)), "--out", str(tmp_path / "o")
+    )
+    assert code == 0
+    monkeypatch.setattr(sys, "argv", ["curate", "stats", str(tmp_path / "o")])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "benchmark rb: 1 items decontaminated against, from 2 rows read; 1 rejected (missing field: 1)" in (
+        " ".join(capsys.readouterr().out.split())
+    )
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "| rb | 2 | 1 | 1 | missing field: 1 |" in card
+
+
+def test_a_damaged_manifest_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text('{"sources": {"uf": {"rows_re')
+    for command in (["stats", str(tmp_path / "b")], ["show", str(tmp_path / "b"), "0" * 32]):
+        code, err = run_main(monkeypatch, capsys, *command)
+        assert code == 1 and "not a finished build (no readable manifest.json)" in _one_error_line(err)
