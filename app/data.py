@@ -20,7 +20,7 @@ from PIL import Image
 
 from curation.io import read_shards
 from curation.lookup import pair_signals
-from curation.sql import sql_literal
+from curation.sql import parquet_relation, sql_literal
 
 DATA_ENV = "WORKBENCH_DATA"
 SORTS = {
@@ -124,7 +124,7 @@ class Build:
         )
         for view, relative in views:
             path = self._file(relative)
-            source = EMPTY_VIEWS[view] if path is None else f"SELECT * FROM read_parquet({sql_literal(path)})"
+            source = EMPTY_VIEWS[view] if path is None else f"SELECT * FROM {self.table(path)}"
             self.db.execute(f"CREATE VIEW {view} AS {source}")
         # Tables found by listing a folder, by name (the file's stem) -> real path.
         self.dups = self._folder("dups")
@@ -144,6 +144,15 @@ class Build:
         listed = sorted((self.path / folder).glob("*.parquet"))
         found = {p.stem: self._file(p.relative_to(self.path).as_posix()) for p in listed}
         return {stem: path for stem, path in found.items() if path is not None}
+
+    def table(self, path: Path) -> str:
+        """The SQL name of a confined parquet file of this build (read exactly: no glob patterns)."""
+        return parquet_relation(self.db, path)
+
+    def _dups_union(self) -> str | None:
+        if not self.dups:
+            return None
+        return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {self.table(p)}" for p in self.dups.values()) + ")"
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         cursor = self.db.execute(query, params or [])
@@ -203,13 +212,10 @@ class Build:
 
     def _cluster_sizes(self) -> str:
         """SQL: per surviving pair, how many duplicates (any dedupe op) were removed in its favour."""
-        files = [sql_literal(p) for p in self.dups.values()]
-        if not files:
+        dups = self._dups_union()
+        if dups is None:
             return "SELECT NULL::VARCHAR AS pair_id, 0 AS removed WHERE false"
-        return (
-            f"SELECT survivor_pair_id AS pair_id, count(*) AS removed FROM read_parquet([{', '.join(files)}]) "
-            "GROUP BY 1"
-        )
+        return f"SELECT survivor_pair_id AS pair_id, count(*) AS removed FROM {dups} GROUP BY 1"
 
     def pair(self, pair_id: str) -> dict[str, Any] | None:
         found = self.rows("SELECT * FROM pairs WHERE pair_id = ? LIMIT 1", [pair_id])
@@ -232,8 +238,7 @@ class Build:
         out = []
         for op, path in self.dups.items():
             out += self.rows(
-                f"SELECT *, {sql_literal(op)} AS op FROM read_parquet({sql_literal(path)}) "
-                "WHERE pair_id = ? OR survivor_pair_id = ?",
+                f"SELECT *, {sql_literal(op)} AS op FROM {self.table(path)} WHERE pair_id = ? OR survivor_pair_id = ?",
                 [pair_id, pair_id],
             )
         return out
@@ -251,8 +256,8 @@ class Build:
 
     def duplicates(self, limit: int = 200) -> list[dict[str, Any]]:
         """Removed duplicates beside their kept survivors (prompt and chosen of both), with the similarity."""
-        files = [sql_literal(p) for p in self.dups.values()]
-        if not files:
+        dups = self._dups_union()
+        if dups is None:
             return []
         text = "array_to_string(list_transform({0}.prompt, lambda m: m.content), chr(10))"
         return self.rows(
@@ -261,7 +266,7 @@ class Build:
                        d.survivor_source, d.survivor_row,
                        coalesce({text.format("k")}, {text.format("g")}) AS survivor_prompt,
                        coalesce(k.chosen, g.chosen) AS survivor_chosen
-                FROM read_parquet([{", ".join(files)}]) d
+                FROM {dups} d
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) r
                      ON r.pair_id = d.pair_id AND r.source = d.source AND r.source_row = d.source_row
@@ -279,7 +284,7 @@ class Build:
         """Benchmark matches, the removed ones first (the others were only recorded), and the count per action."""
         if self.contamination_file is None:
             return [], {}
-        table = f"read_parquet({sql_literal(self.contamination_file)})"
+        table = self.table(self.contamination_file)
         counts = {r["action"]: r["n"] for r in self.rows(f"SELECT action, count(*) AS n FROM {table} GROUP BY 1")}
         rows = self.rows(f"SELECT * FROM {table} ORDER BY action = 'removed' DESC, source, source_row LIMIT ?", [limit])
         return rows, counts

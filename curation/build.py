@@ -41,7 +41,7 @@ from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import shard_jobs, shard_schema
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
-from curation.sql import sql_literal
+from curation.sql import GLOB_CHARACTERS, sql_literal
 from curation.work import WorkPairs
 
 PARALLEL_INGEST_BYTES = 64 * 2**20
@@ -123,21 +123,26 @@ class Builder:
             raise InputError(f"{self.out}: already exists; choose another --out or remove it")
         if self.tmp.is_symlink() or (self.tmp.exists() and not self.tmp.is_dir()):
             raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
+        if any(c in GLOB_CHARACTERS for c in str(self.tmp.absolute())):
+            raise InputError(f"{self.out}: DuckDB reads file names as patterns; choose an --out without *, ? or [")
+        self.db = duckdb.connect()
+        try:  # checked before anything is written
+            self.db.execute(f"SET memory_limit = {sql_literal(self.memory_limit)}")
+        except duckdb.Error as exc:
+            self.db.close()
+            raise InputError(f"--memory-limit {self.memory_limit!r}: {exc} (e.g. 1500MB or 4GB)") from None
         state = self.tmp / "work" / "state.json"
         if self.tmp.exists() and not (self.resume and read_json_state(state) == self._state()):
+            if any(self.tmp.iterdir()) and not (self.tmp / "work").is_dir():
+                self.db.close()
+                raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
             shutil.rmtree(self.tmp)  # not resumable (not asked, another recipe, or a damaged state): start over
         state.parent.mkdir(parents=True, exist_ok=True)
         write_json(state, self._state())
         db_dir = self.tmp / "work" / "duckdb"
         shutil.rmtree(db_dir, ignore_errors=True)
         db_dir.mkdir(parents=True)
-        self.db = duckdb.connect()
         self.db.execute(f"SET temp_directory = {sql_literal(db_dir)}")  # beyond the memory limit, DuckDB spills here
-        try:
-            self.db.execute(f"SET memory_limit = {sql_literal(self.memory_limit)}")
-        except duckdb.Error as exc:
-            self.db.close()
-            raise InputError(f"--memory-limit {self.memory_limit!r}: {exc} (e.g. 1500MB or 4GB)") from None
         self.db.execute("SET preserve_insertion_order = true")
         if self.workers:
             self.db.execute(f"SET threads = {int(self.workers)}")
@@ -472,4 +477,9 @@ def _size(n: int) -> str:
 
 
 def build(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:
-    return Builder(recipe, out, **kwargs).run()
+    try:
+        return Builder(recipe, out, **kwargs).run()
+    except OSError as exc:
+        if not exc.filename:  # pyarrow's write errors name no file
+            exc.filename = str(out.with_name(out.name + ".partial"))
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -32,9 +33,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
-def _at_least(value: int | None, minimum: int, flag: str) -> None:
-    if value is not None and value < minimum:
-        _fail(f"{flag} must be at least {minimum}, got {value}")
+def _in_range(value: int | None, minimum: int, maximum: int, flag: str) -> None:
+    if value is not None and not minimum <= value <= maximum:
+        _fail(f"{flag} must be {minimum} to {maximum}, got {value}")
+
+
+MAX_WORKERS = 1024  # beyond any machine's cores: a larger value is a typing mistake, and DuckDB would abort on it
 
 
 def _parse_pairs(values: list[str]) -> dict[str, str]:
@@ -111,9 +115,9 @@ def ingest_cmd(
     ] = False,
 ) -> None:
     """Read one source in its native format and write canonical pairs, images and rejects."""
-    _at_least(limit, 1, "--limit")
-    _at_least(max_pixels, 1, "--max-pixels")
-    _at_least(workers, 1, "--workers")
+    _in_range(limit, 1, sys.maxsize, "--limit")
+    _in_range(max_pixels, 1, sys.maxsize, "--max-pixels")
+    _in_range(workers, 1, MAX_WORKERS, "--workers")
     try:
         adapter = get_adapter(source)(_parse_pairs(option or []), ReadOptions(config, split, revision))
         root = ImagesRoot(images_root)
@@ -183,7 +187,7 @@ def build_cmd(
     from curation.build import build
     from curation.recipe import load_recipe
 
-    _at_least(workers, 1, "--workers")
+    _in_range(workers, 1, MAX_WORKERS, "--workers")
     try:
         recipe = load_recipe(mix)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
@@ -192,17 +196,17 @@ def build_cmd(
                 recipe, out, resume=resume, workers=workers, memory_limit=memory_limit,
                 on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
             )  # fmt: skip
-    except InputError as exc:
-        _fail(str(exc))
-        return
     except Exception as exc:
         message = describe(exc)
         if message is None:
             raise  # a bug: `main` prints its traceback
         partial = out.with_name(out.name + ".partial")
-        if partial.is_dir():  # the environment failed (a full disk): the finished stages are worth keeping
-            message += f"; what finished is kept in {partial}: rerun with --resume to continue, or remove it"
-        _fail(message)
+        if isinstance(exc, InputError) and not (partial / "work").is_dir():
+            _fail(message)  # stopped before any work
+        _fail(
+            f"{message} [the work so far is kept in {partial}: --resume continues it while the recipe is unchanged"
+            f"{'; if it fails again, remove the folder' if resume else ''}; a build without --resume replaces it]"
+        )
         return
     print_funnel(manifest)
     console.print(f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s) -> {out}")
@@ -240,7 +244,7 @@ def stats(build_dir: Annotated[Path, typer.Argument(help="a build folder")]) -> 
 
 def _manifest(build_dir: Path) -> dict:
     manifest = read_json_state(build_dir / "manifest.json")
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("sources"), dict):
+    if not isinstance(manifest, dict) or not {"recipe", "sources", "shards"} <= set(manifest):
         _fail(f"{build_dir}: not a finished build (no readable manifest.json)")
     return manifest  # type: ignore[return-value]
 

@@ -36,7 +36,7 @@ from curation.io import row_group_ends
 from curation.readers import _BATCH_ROWS, DAMAGED, Record, is_hub_id, list_files, table_record
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
-from curation.sql import quote_identifier, sql_literal
+from curation.sql import GLOB_CHARACTERS, quote_identifier, sql_literal
 
 # A native row's key (`__row_key`): its input file's index in the high bits, its row in that file below (the
 # build's row keys, `curation.work.ROW_KEY_BITS`, key a pair by source and ingested row instead).
@@ -51,21 +51,32 @@ class UnreadableInput(Exception):
     by row instead, which rejects only what is damaged."""
 
 
+# How DuckDB reports a file it cannot decode: invalid input (a string that is not UTF-8) and its plain `Error` (a
+# corrupt page); the Arrow stream passes them on as `OSError`s whose message starts so. Its other errors (memory,
+# disk, interrupts, a mistake in the query) are not the input's, and are raised as they are.
+_DAMAGED_PREFIXES = ("Invalid Input Error", "Invalid Error")
+
+
+def _damaged_input(exc: Exception) -> bool:
+    if isinstance(exc, duckdb.Error):
+        return type(exc) is duckdb.Error or isinstance(exc, duckdb.InvalidInputException)
+    return str(exc).startswith(_DAMAGED_PREFIXES)
+
+
 def batches(db: duckdb.DuckDBPyConnection, query: str, batch_size: int) -> Iterator[pa.RecordBatch]:
-    """The query's result a batch at a time; DuckDB's read errors (which the Arrow stream raises as `OSError`,
-    like a failed write) become `UnreadableInput`."""
+    """The query's result a batch at a time; errors reading a damaged input become `UnreadableInput`."""
     try:
         reader = db.sql(query).to_arrow_reader(batch_size=batch_size)
-    except duckdb.Error as exc:
-        raise UnreadableInput(str(exc)) from exc
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            yield batch
+    except (duckdb.Error, pa.ArrowException, OSError) as exc:
+        if _damaged_input(exc):
             raise UnreadableInput(str(exc)) from exc
-        yield batch
+        raise
 
 
 def json_sql(expr: str, dtype: pa.DataType) -> tuple[str, str] | None:
@@ -138,6 +149,8 @@ def plan(adapter: Adapter, location: str) -> ColumnarPlan | None:
     paths = list_files(root)
     if not all(p.name.endswith(".parquet") for p in paths):
         return None
+    if any(c in GLOB_CHARACTERS for p in paths for c in str(p)):
+        return None  # DuckDB would read `x[1].parquet` as the pattern, that is `x1.parquet`
     try:
         schemas = {pq.read_schema(p).remove_metadata() for p in paths}
     except DAMAGED:

@@ -35,10 +35,11 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, InputError):
         return str(exc)
     if isinstance(exc, OSError):
-        code = exc.errno if exc.errno in _HINTS else _errno_in(str(exc))
-        what = _HINTS.get(code) if code is not None else None
+        # pyarrow's errors carry their message alone (no errno); a caller may have added the path it was writing.
+        text = exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+        code = exc.errno if exc.errno in _HINTS else _errno_in(text)
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{what or exc.strerror or exc}"
+        return f"{where}{_HINTS.get(code, text) if code is not None else text}"
     if isinstance(exc, duckdb.OutOfMemoryException):
         return f"DuckDB ran out of memory ({_first_line(exc)}): raise --memory-limit, or free memory or disk"
     if isinstance(exc, duckdb.IOException):

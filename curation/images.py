@@ -95,7 +95,10 @@ class ImagesRoot:
         if root.is_file():
             if not zipfile.is_zipfile(root):
                 raise InputError(f"{root}: images root must be a folder or a zip archive")
-            self._zip = zipfile.ZipFile(root)
+            try:
+                self._zip = zipfile.ZipFile(root)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError) as exc:
+                raise InputError(f"{root}: images root is a damaged zip archive ({exc})") from None
             # Members whose own name escapes the archive (`../x`, `a/../../x`, `/x`) are never served.
             normal = {n: _contained(n) for n in self._zip.namelist() if not n.endswith("/")}
             self._zip_names = {name: member for member, name in normal.items() if name is not None}
@@ -166,7 +169,7 @@ def _read_checked(rel: str, size: int, read: Callable[[], bytes]) -> bytes:
         raise RowError("image too large", f"{rel}: {size} bytes, above {MAX_IMAGE_BYTES} bytes for one image file")
     try:
         return read()
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise RowError("image unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
 
 

@@ -9,12 +9,12 @@ either a whole ingest or nothing.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import shutil
+import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from curation import columnar
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
 from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter, fsync_folder
+from curation.processes import worker_pool
 from curation.readers import Record, iter_file_isolated, list_files, printable
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
 from curation.sources.base import Adapter, RowContext
@@ -183,10 +184,7 @@ def convert_rows(
         for record in records:
             yield convert_record(adapter, record, root, conversion)
         return
-    context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(adapter, root.root, conversion)
-    ) as pool:
+    with worker_pool(workers, _start_worker, (adapter, root.root, conversion)) as pool:
         pending: deque[Future[list[RowOutcome]]] = deque()
         while batch := list(itertools.islice(records, WORKER_BATCH)):
             pending.append(pool.submit(_convert_batch, batch))
@@ -253,6 +251,7 @@ def ingest(
     order).
     `canonical` false keeps texts as published; `outputs` says how the files are written.
     """
+    out_dir = Path(os.path.abspath(out_dir)) if out_dir.name in ("", ".", "..") else out_dir  # `--out .`
     partial = _output_folder(out_dir, replace)
     job = _Job(
         partial,
@@ -265,8 +264,10 @@ def ingest(
     try:
         summary = _ingest_into(adapter, location, job, limit, columnar_path and canonical)
         publish_folder(partial, out_dir, outputs.durable)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError) and not exc.filename:  # pyarrow's write errors name no file
+            exc.filename = str(out_dir)
         raise
     return summary
 
@@ -276,8 +277,8 @@ def _ingest_into(adapter: Adapter, location: str, job: _Job, limit: int | None, 
     if columnar_plan is not None:
         try:
             return _ingest_columnar(columnar_plan, job)
-        except (duckdb.Error, columnar.UnreadableInput):  # DuckDB stops at the first damaged page or value;
-            # row by row, only the rows they hold are rejected
+        except columnar.UnreadableInput:
+            # DuckDB stops at the first damaged page or value; row by row, only the rows they hold are rejected
             _clear(job.out_dir)
     files = _partitions(adapter, location) if job.workers > 1 and limit is None else None
     if files:
@@ -286,17 +287,31 @@ def _ingest_into(adapter: Adapter, location: str, job: _Job, limit: int | None, 
     return write_outcomes(adapter.info.key, outcomes, job.out_dir, job.on_row, job.outputs)
 
 
+# Marks a folder as this ingest's unfinished output, which a later run may remove.
+PARTIAL_MARK = ".unfinished-ingest"
+OUTPUT_NAMES = frozenset({"pairs.parquet", "pairs.arrow", "images.parquet", "rejects.parquet", "done.json"})
+
+
 def _output_folder(out_dir: Path, replace: bool) -> Path:
-    """The empty `out_dir.partial` to write into, after checking that `out_dir` may be (re)placed."""
+    """The empty `out_dir.partial` to write into, after checking that `out_dir` may be (re)placed: `replace`
+    replaces only a folder an ingest wrote, and only a partial folder an ingest marked is removed."""
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
-    if out_dir.exists() and not replace:
-        raise InputError(f"{out_dir}: already exists; choose another --out, remove it, or pass --replace")
+    if out_dir.exists():
+        if not replace:
+            raise InputError(f"{out_dir}: already exists; choose another --out, remove it, or pass --replace")
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_NAMES)
+        if foreign:
+            raise InputError(f"{out_dir}: not an ingest's output (it holds {', '.join(foreign[:3])}); not replaced")
     partial = out_dir.with_name(out_dir.name + ".partial")
     if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
-        raise InputError(f"{partial}: exists and is not a folder of an unfinished ingest; remove it")
-    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left: an ingest is not resumable
+        raise InputError(f"{partial}: exists and is not the folder of an unfinished ingest; remove it")
+    if partial.exists():
+        if any(partial.iterdir()) and not (partial / PARTIAL_MARK).exists():
+            raise InputError(f"{partial}: exists and is not the folder of an unfinished ingest; remove it")
+        shutil.rmtree(partial)  # what an interrupted run left: an ingest is not resumable
     partial.mkdir(parents=True)
+    (partial / PARTIAL_MARK).touch()
     return partial
 
 
@@ -306,15 +321,17 @@ def _clear(folder: Path) -> None:
 
 
 def publish_folder(partial: Path, final: Path, durable: bool = True) -> None:
-    """Rename the complete folder `partial` to `final` (replacing an older `final` only now)."""
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    """Rename the complete folder `partial` to `final`, replacing an older `final` only now (it is moved aside
+    under a fresh name first, so a crash in between loses neither)."""
+    (partial / PARTIAL_MARK).unlink(missing_ok=True)
+    old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.replaced-")) if final.exists() else None
+    if old is not None:
         os.replace(final, old)
     os.replace(partial, final)
     if durable:
         fsync_folder(final.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 @contextmanager
@@ -399,13 +416,12 @@ def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, con
 def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) -> IngestSummary:
     scratch = job.out_dir / "parts.partial"
     shutil.rmtree(scratch, ignore_errors=True)
-    context = multiprocessing.get_context("spawn")  # never fork a process that runs DuckDB threads
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
     try:
         with (
             _open_outputs(job.out_dir, job.outputs) as writers,
-            ProcessPoolExecutor(min(job.workers, len(files)), mp_context=context) as pool,
+            worker_pool(min(job.workers, len(files))) as pool,
         ):
             futures = [pool.submit(_ingest_file, adapter, path, name, job.root.root, job.conversion,
                                    scratch / f"{k:05d}") for k, (path, name) in enumerate(files)]  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 
 import duckdb
 
-from curation.sql import sql_literal
+from curation.sql import parquet_relation
 
 
 def pair_signals(
@@ -26,7 +26,7 @@ def pair_signals(
         files = {p.stem: p for p in sorted((build_dir / "signals").glob("*.parquet"))}
     out = {}
     for name, path in files.items():
-        source = f"read_parquet({sql_literal(path)})"
+        source = parquet_relation(db, path)
         columns = [c[0] for c in db.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
         if "pair_id" in columns:
             keys = [("pair_id", pair_id)]

@@ -95,8 +95,22 @@ def _json_default(value: Any) -> Any:
 
 
 def dump_meta(meta: dict[str, Any]) -> str:
-    """Deterministic JSON of the unmapped native fields."""
-    return json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default)
+    """Deterministic JSON of the unmapped native fields; numbers JSON cannot spell (NaN, infinities, which Python
+    parses from JSON text) are kept as the strings "NaN", "Infinity" and "-Infinity"."""
+    try:
+        return json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_json_default, allow_nan=False)
+    except ValueError:
+        return json.dumps(_spell_non_finite(meta), ensure_ascii=False, sort_keys=True, default=_json_default)
+
+
+def _spell_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return {k: _spell_non_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_spell_non_finite(v) for v in value]
+    return value
 
 
 def count_image_tokens(prompt: list[dict[str, str]]) -> int:

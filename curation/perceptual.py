@@ -9,9 +9,8 @@ exactly on at least one chunk (pigeonhole), so only hashes that share a chunk ar
 from __future__ import annotations
 
 import io
-import multiprocessing
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 import imagehash
@@ -22,6 +21,7 @@ import pyarrow as pa
 from PIL import Image
 
 from curation.io import readable_parquet
+from curation.processes import worker_pool
 from curation.sql import sql_literal
 
 if TYPE_CHECKING:
@@ -146,9 +146,8 @@ def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> di
         ).to_arrow_reader(batch_size=PHASH_BATCH)
         batches = ((b.column("sha256").to_pylist(), b.column("bytes").to_pylist(), hash_size) for b in reader)
         if ctx.workers > 1 and len(missing) >= PARALLEL_IMAGES:
-            # Decoding is most of the work and Python-bound: one process per core (spawned: DuckDB runs threads).
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(ctx.workers, mp_context=context) as pool:
+            # Decoding is most of the work and Python-bound: one process per core.
+            with worker_pool(ctx.workers) as pool:
                 pending: deque[Future[dict[str, int]]] = deque()
                 for batch in batches:  # a bounded window of batches in flight, so memory stays flat
                     pending.append(pool.submit(_phash_batch, batch))

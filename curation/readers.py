@@ -35,10 +35,9 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _BATCH_ROWS = 1000
 # Deeper JSON is no preference row; the bound keeps every later step (meta, writers) far from Python's stack limit.
 MAX_DEPTH = 100
-# A JSON text can hold a lone surrogate only through an escape (`\ud800`) or undecodable bytes kept as
-# surrogates: rows without either need no search.
-_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# In text decoded as UTF-8, a lone surrogate comes only from an escape; the literal prefix keeps the search fast.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # What pyarrow raises for a damaged file: its own errors, I/O errors, and bytes that should be UTF-8 and are not
 # (a column name in a footer, a value).
 DAMAGED = (pa.ArrowException, OSError, ValueError)
@@ -72,7 +71,8 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
         return [root]
     if not root.exists():
         raise InputError(f"{printable(str(root))}: no such file or folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(tuple(suffixes)))
+    # A dangling symlink is listed too: reading it fails, and the failure is reported, not skipped.
+    files = sorted(p for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and p.name.endswith(tuple(suffixes)))
     if not files:
         raise InputError(f"{printable(str(root))}: no {', '.join(suffixes)} files found")
     return files
@@ -146,9 +146,11 @@ def iter_hub(
         for row in ds.decode(False):
             yield Record(f"{split}:{index}", dict(row))
             index += 1
-    except Exception as exc:  # a broken shard or page: what was read is kept
+    except (pa.ArrowException, ValueError, TypeError, KeyError) as exc:  # damaged data: what was read is kept
         tail = f"{split}:{index}+"
-        yield Record(tail, None, RowError("unreadable rows", f"{tail}: {type(exc).__name__}: {printable(str(exc))}"))
+        yield Record(tail, None, RowError("unreadable rows", f"{tail}: {type(exc).__name__}: {exc}"))
+    except Exception as exc:  # the connection, not the data: a partial source is not published as complete
+        raise InputError(f"{hub_id}: reading stopped at row {index} ({type(exc).__name__}: {exc}); run again") from exc
 
 
 def iter_location(
@@ -191,12 +193,15 @@ def _unreadable_field(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def _json_row(value: Any, text: str, ref: str) -> Record:
-    """A parsed JSON value as a row, checked for what later steps cannot write (surrogates, depth)."""
+def _json_row(value: Any, ref: str, text: str, start: int = 0, end: int | None = None, raw: bool = False) -> Record:
+    """A parsed JSON value as a row, checked for what later steps cannot write (surrogates, depth). `text[start:
+    end]` is its JSON text; `raw` says the text may hold surrogates itself (undecodable bytes kept as such)."""
     if not isinstance(value, dict):
         return Record(ref, None, RowError("not a json object", f"{ref}: got {type(value).__name__}"))
-    # Depth needs as many brackets as levels; most rows have far fewer, and no surrogate hint.
-    if _SURROGATE_HINT.search(text) or text.count("[") + text.count("{") > MAX_DEPTH:
+    # Depth needs as many brackets as levels; most rows have far fewer, and no surrogate escape.
+    end = len(text) if end is None else end
+    escape = _SURROGATE_ESCAPE.search(text, start, end) is not None
+    if raw or escape or text.count("[", start, end) + text.count("{", start, end) > MAX_DEPTH:
         found = _unreadable_field(value)
         if found is not None:
             return Record(ref, None, RowError(found[0], f"{ref}: {found[1]}"))
@@ -224,7 +229,7 @@ def _parse_json_line(raw: bytes, ref: str) -> Record:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         return _json_error(exc, ref)
-    return _json_row(value, text, ref)
+    return _json_row(value, ref, text)
 
 
 def _lines(handle: Iterable[bytes]) -> Iterator[bytes]:
@@ -239,32 +244,25 @@ def _lines(handle: Iterable[bytes]) -> Iterator[bytes]:
             yield line
 
 
-def _open_text(path: Path) -> Any:
-    """A binary line source: UTF-8 as stored (its BOM dropped by the caller), UTF-16 re-encoded as UTF-8."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    handle = opener(path, "rb")
-    if handle.peek(2)[:2] in _UTF16_BOMS:  # type: ignore[union-attr]
-        text = io.TextIOWrapper(handle, encoding="utf-16", errors="surrogateescape", newline="")
-        return (line.encode("utf-8", "surrogateescape") for line in text)
-    return handle
+def _utf16_as_utf8(handle: Any) -> Iterator[bytes]:
+    for line in io.TextIOWrapper(handle, encoding="utf-16", errors="surrogateescape", newline=""):
+        yield line.encode("utf-8", "surrogateescape")
 
 
 def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
     line_no = 0
     yielded = 0
+    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        source = _open_text(path)
-        try:
-            for line_no, line in enumerate(_lines(source)):
+        with opener(path, "rb") as handle:
+            utf16 = handle.peek(2)[:2] in _UTF16_BOMS  # type: ignore[attr-defined]
+            for line_no, line in enumerate(_lines(_utf16_as_utf8(handle) if utf16 else handle)):
                 if line_no == 0:
                     line = line.removeprefix(_UTF8_BOM)
                 if not line.strip():
                     continue  # blank lines (a trailing newline) are not rows
                 yielded += 1
                 yield _parse_json_line(line, f"{name}:{line_no}")
-        finally:
-            if hasattr(source, "close"):
-                source.close()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # A truncated or corrupt gzip stream: what was read is kept; the unreadable tail is one reject.
         tail = f"{name}:{line_no + 1 if yielded else 0}+"
@@ -280,13 +278,14 @@ def _iter_json(path: Path, name: str) -> Iterator[Record]:
     with open(path, "rb") as handle:
         head = handle.read(1024)
     encoding = "utf-16" if head[:2] in _UTF16_BOMS else "utf-8-sig"
-    if not head.decode(encoding, errors="ignore").lstrip().startswith("["):
+    if not head.decode(encoding, errors="ignore").lstrip(_JSON_SPACE).startswith("["):
         yield from _iter_jsonl(path, name)
         return
     # Undecodable bytes are kept as surrogates, so that only the rows holding them are rejected.
     yield from _iter_json_array(path.read_bytes().decode(encoding, errors="surrogateescape"), path, name)
 
 
+_JSON_SPACE = " \t\n\r"
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
@@ -294,6 +293,7 @@ def _iter_json_array(text: str, path: Path, name: str) -> Iterator[Record]:
     """The elements of a JSON array one at a time: a malformed element ends the array there (one reject for the
     rest, `file:index+`), and the elements before it are kept."""
     decoder = json.JSONDecoder()
+    raw = bool(_SURROGATE.search(text))  # undecodable bytes somewhere: each element is searched
     pos = _SPACE.match(text, 0).end() + 1  # type: ignore[union-attr]  # past '['
     index = 0
     while True:
@@ -309,12 +309,17 @@ def _iter_json_array(text: str, path: Path, name: str) -> Iterator[Record]:
             yield Record(tail, None, RowError("truncated file", f"{error.detail}; elements from here on unread"))
             return
         ref = f"{name}:{index}"
-        yield _json_row(value, text[pos:end], ref)
+        yield _json_row(value, ref, text, pos, end, raw)
         index += 1
         pos = _SPACE.match(text, end).end()  # type: ignore[union-attr]
         if text.startswith(",", pos):
             pos += 1
         elif text.startswith("]", pos):
+            rest = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+            if rest < len(text):  # a second array, or garbage: not silently dropped
+                tail = f"{name}:{index}+"
+                detail = f"{tail}: data after the array's end, at character {rest}; not read"
+                yield Record(tail, None, RowError("truncated file", detail))
             return
         else:
             tail = f"{name}:{index}+"
@@ -363,13 +368,16 @@ def _iter_parquet(path: Path, name: str, columns: Sequence[str] | None) -> Itera
         for group in range(parquet.metadata.num_row_groups):
             size = parquet.metadata.row_group(group).num_rows
             done = 0
+            cause = None
             try:
                 for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group], columns=columns):
                     yield from _batch_records(batch, name, first + done)
                     done += batch.num_rows
             except DAMAGED as exc:
+                cause = " ".join(str(exc).split())
+            if done < size:  # a damaged page can also end a group early without an error
                 span = f"row group {group} (rows {first}-{first + size - 1}, {size} rows)"
-                cause = printable(" ".join(str(exc).split()))
+                cause = cause or f"it gave {done} of its {size} rows"
                 for row in range(first + done, first + size):
                     ref = f"{name}:{row}"
                     yield Record(ref, None, RowError("unreadable row group", f"{ref}: {span}: {cause}"))
@@ -392,6 +400,7 @@ def _iter_arrow(path: Path, name: str, columns: Sequence[str] | None) -> Iterato
     first = 0
     try:
         for batch in batches:
+            batch.validate(full=True)  # converting a damaged batch can crash the process, not only raise
             yield from _batch_records(batch if keep is None else batch.select(keep), name, first)
             first += batch.num_rows
     except DAMAGED as exc:  # a damaged batch: what was read is kept

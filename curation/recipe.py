@@ -104,22 +104,34 @@ class _Located:
         return RecipeError(f"{self.path}:{self.line(*keys)}: {message}" + (f" ({hint})" if hint else ""))
 
 
-def _check_unique_keys(node: yaml.Node, path: Path) -> None:
-    """YAML keeps the last of two equal keys silently (a source written twice would vanish): refuse them."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key, value in item.value:
-                name = key.value if isinstance(key, yaml.ScalarNode) else yaml.serialize(key)
-                line = key.start_mark.line + 1
-                if name in seen:
-                    raise RecipeError(f"{path}:{line}: duplicate key {name!r} (first at line {seen[name]})")
-                seen[name] = line
-                stack.append(value)
-        elif isinstance(item, yaml.SequenceNode):
-            stack.extend(item.value)
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (YAML keeps the last one silently, so a
+    source written twice would vanish). Keys are compared as YAML resolves them (`1` and `0x1`, `yes` and `on`
+    are equal); keys a merge (`<<`) brings in may be overridden, as YAML intends."""
+
+    path: Path
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise RecipeError(f"{self.path}:{line}: duplicate key {key!r} (first at line {seen[key]})")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    loader = _RecipeLoader(text)
+    loader.path = path
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _suggest(word: str, choices: typing.Iterable[str]) -> str:
@@ -189,7 +201,10 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     if "path" not in value:
         raise loc.error(keys, f"source {name!r} has no `path`", "a local file or folder, or a Hub dataset id")
     raw_path = str(value["path"])
-    local = (base / raw_path).resolve()
+    try:
+        local = (base / raw_path).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise loc.error((*keys, "path"), f"{raw_path}: cannot be resolved ({exc})") from None
     if local.exists():
         path = str(local)
     elif is_hub_id(raw_path) and not raw_path.startswith((".", "/")):
@@ -198,7 +213,10 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder", f"resolved against {base}")
     images_root = value.get("images_root")
     if images_root is not None:
-        root = (base / str(images_root)).resolve()
+        try:
+            root = (base / str(images_root)).resolve()
+        except (OSError, RuntimeError) as exc:
+            raise loc.error((*keys, "images_root"), f"{images_root}: cannot be resolved ({exc})") from None
         if not root.exists():
             raise loc.error((*keys, "images_root"), f"{images_root}: no such folder or zip", f"resolved against {base}")
         images_root = str(root)
@@ -240,13 +258,12 @@ def load_recipe(path: Path) -> Recipe:
         raise RecipeError(f"{path}: no such recipe file")
     text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = _load_yaml(text, path)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or node is None:
         raise RecipeError(f"{path}:1: a recipe is a mapping with name, seed, sources, ops")
-    _check_unique_keys(node, path)
     loc = _Located(node, path)
     _check_keys(loc, (), data, _TOP)
     base = path.resolve().parent

@@ -22,6 +22,7 @@ CHUNK = 100_000  # texts tokenized at a time
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                  0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
                 dtype=np.uint64)  # fmt: skip
+MAX_NGRAM = len(_MIX)  # one mixing constant per word position
 
 
 def words(text: str) -> list[str]:
@@ -101,8 +102,8 @@ def shingle_words(words: Words, n: int, chunk: int = CHUNK) -> Shingles:
 
 
 def _shingle_part(words: Words, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if n > len(_MIX):
-        raise ValueError(f"n-grams up to {len(_MIX)} words are supported")
+    if not 1 <= n <= MAX_NGRAM:
+        raise ValueError(f"n-grams of 1 to {MAX_NGRAM} words are supported")
     lengths = np.diff(words.offsets)
     counts = np.maximum(lengths - n + 1, np.minimum(lengths, 1))  # a short text is one shingle; empty is none
     offsets = _offsets(counts)

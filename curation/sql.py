@@ -1,8 +1,15 @@
-"""Values spliced into SQL text (paths, names): always as properly quoted string literals."""
+"""Values and files spliced into SQL text: quoted literals, and parquet files read exactly as named."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+
+# What DuckDB's file readers take as a pattern in a file name.
+GLOB_CHARACTERS = frozenset("*?[")
 
 
 def sql_literal(value: str | Path | int | float) -> str:
@@ -11,3 +18,12 @@ def sql_literal(value: str | Path | int | float) -> str:
 
 def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def parquet_relation(db: Any, path: Path) -> str:
+    """A name under which `db` reads the parquet file `path` exactly: DuckDB's `read_parquet` reads a file name as
+    a glob pattern (`x[1].parquet` is `x1.parquet`), so readers of paths they did not choose register the file
+    through pyarrow instead (filters and columns are still pushed down)."""
+    name = "parquet_" + hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    db.register(name, ds.dataset(str(path), format="parquet"))
+    return quote_identifier(name)

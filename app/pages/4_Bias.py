@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import build_or_stop, root_or_stop
-from curation.sql import sql_literal
 
 st.title("Bias and statistics")
 root = root_or_stop()
@@ -30,12 +29,10 @@ st.subheader("Thresholds, re-applied live to the stored signals")
 ratio_signal = build.signal_file("filters")
 if ratio_signal is not None:
     ratio = st.slider("max length ratio (chosen / rejected)", 1.0, 20.0, 5.0, 0.5)
-    over = build.rows(
-        f"SELECT count(*) AS n FROM read_parquet({sql_literal(ratio_signal)}) WHERE length_ratio > ?", [ratio]
-    )
+    over = build.rows(f"SELECT count(*) AS n FROM {build.table(ratio_signal)} WHERE length_ratio > ?", [ratio])
     st.write(f"{over[0]['n']} pairs that reached the filters have a length ratio above {ratio}.")
 near = build.signal_file("near_dedupe")
 if near is not None:
     jaccard = st.slider("near-duplicate threshold (Jaccard)", 0.5, 1.0, 0.8, 0.01)
-    edges = build.rows(f"SELECT count(*) AS n FROM read_parquet({sql_literal(near)}) WHERE jaccard >= ?", [jaccard])
+    edges = build.rows(f"SELECT count(*) AS n FROM {build.table(near)} WHERE jaccard >= ?", [jaccard])
     st.write(f"{edges[0]['n']} near-duplicate prompt pairs at Jaccard >= {jaccard}.")

@@ -43,7 +43,7 @@ from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
 from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units, unit_words
 from curation.perceptual import cached_phashes, close_pairs, phash
-from curation.shingles import Shingles, Words, sequence_keys, shingle_words, word_hashes
+from curation.shingles import MAX_NGRAM, Shingles, Words, sequence_keys, shingle_words, word_hashes
 from curation.sql import sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this, plain and distinct (and without an image match), are not stored
@@ -79,6 +79,8 @@ class DecontaminateParams:
             raise ValueError("max_removal_rate is a share: 0..1")
         if self.text_only_min_words < 1:
             raise ValueError("text_only_min_words must be at least 1")
+        if not 1 <= self.ngram <= MAX_NGRAM:
+            raise ValueError(f"ngram must be 1..{MAX_NGRAM}")
 
 
 def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from curation.ops.base import BuildContext, Op
-from curation.shingles import Words, band_keys, jaccard, lsh_params, minhash, shingle_words, word_hashes
+from curation.shingles import MAX_NGRAM, Words, band_keys, jaccard, lsh_params, minhash, shingle_words, word_hashes
 from curation.sql import sql_literal
 
 # A prompt's text for matching: all turns, without the image placeholders (images are compared on their own).
@@ -39,8 +39,8 @@ class NearDedupeParams:
     def check(self) -> None:
         if not 0 < self.candidate_threshold <= self.threshold <= 1:
             raise ValueError("need 0 < candidate_threshold <= threshold <= 1 (signals hold only pairs above the first)")
-        if self.ngram < 1 or self.num_perm < 2 or self.max_cluster < 2:
-            raise ValueError("ngram >= 1, num_perm >= 2 and max_cluster >= 2")
+        if not 1 <= self.ngram <= MAX_NGRAM or self.num_perm < 2 or self.max_cluster < 2:
+            raise ValueError(f"need 1 <= ngram <= {MAX_NGRAM}, num_perm >= 2 and max_cluster >= 2")
 
 
 def prompt_units(ctx: BuildContext) -> pl.DataFrame:

@@ -44,7 +44,7 @@ def parse_score(value: Any, name: str) -> float:
         raise RowError("unparsable score", f"'{name}': {value!r}")
     try:
         score = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
         raise RowError("unparsable score", f"'{name}': {value!r}") from None
     if not math.isfinite(score):
         raise RowError("unparsable score", f"'{name}': {value!r}")

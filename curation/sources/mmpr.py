@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any
 from curation.errors import InputError, RowError
 from curation.images import ImagesRoot
 from curation.pair import Pair
-from curation.readers import SUPPORTED_SUFFIXES, Record, iter_file
+from curation.readers import SUPPORTED_SUFFIXES, Record, iter_file_isolated
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
@@ -76,9 +77,11 @@ def load_meta(path: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(spec.get("annotation"), str):
             raise InputError(f"{path}: subset {name!r} has no 'annotation' path")
         try:
-            float(spec.get("repeat_time", 1))
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: subset {name!r}: repeat_time {spec['repeat_time']!r} is not a number") from None
+            repeat = float(spec.get("repeat_time", 1))
+        except (TypeError, ValueError, OverflowError):
+            repeat = math.nan
+        if not 0 < repeat < math.inf:
+            raise InputError(f"{path}: subset {name!r}: repeat_time {spec['repeat_time']!r} is not a number > 0")
     return meta
 
 
@@ -109,7 +112,8 @@ class Mmpr(Adapter):
             annotation = folder / spec["annotation"]
             repeat_time = float(spec.get("repeat_time", 1))
             subset = Subset(name, str(spec.get("root") or ""), repeat_time, fallback)
-            for record in iter_file(annotation, f"{name}/{annotation.name}"):
+            # One subset's missing or empty annotation file is one reject; the other subsets are read.
+            for record in iter_file_isolated(annotation, f"{name}/{annotation.name}"):
                 if record.data is not None and repeat_time < 1 and not keep_fraction(record.data, repeat_time):
                     reason = RowError("subsampled by repeat_time", f"{record.ref}: repeat_time {repeat_time:g}")
                     yield Record(record.ref, None, reason)

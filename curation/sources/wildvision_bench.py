@@ -25,7 +25,7 @@ from typing import Any, Literal
 from curation.errors import InputError, RowError
 from curation.images import ImagesRoot
 from curation.pair import Pair
-from curation.readers import Record, iter_file
+from curation.readers import Record, iter_file, iter_file_isolated
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
@@ -91,7 +91,7 @@ class WildvisionBench(Adapter):
                     "model_a": match["reference"],
                     "model_b": path.relative_to(folder).as_posix()[: -len(".jsonl")],
                 }
-                for record in iter_file(path, path.relative_to(root).as_posix()):
+                for record in iter_file_isolated(path, path.relative_to(root).as_posix()):  # one of many files
                     yield record, names
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
@@ -142,8 +142,8 @@ def _load_answers(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
     answers: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(folder.rglob("*.jsonl")):
         default = path.relative_to(folder).as_posix()[: -len(".jsonl")]
-        for record in iter_file(path):
-            # An unreadable answer line leaves its battles without an answer: they are rejected by name.
+        for record in iter_file_isolated(path, path.name):
+            # An unreadable answer line or file leaves its battles without an answer: they are rejected by name.
             if record.data is not None and isinstance(record.data.get("question_id"), str):
                 model = record.data.get("model")
                 answers[(model if isinstance(model, str) else default, record.data["question_id"])] = record.data

@@ -15,7 +15,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.data import DATA_ENV, AppError, Build, list_builds, list_runs, read_evaluation, read_metrics
-from curation.sql import sql_literal
 from tests.app.conftest import APP
 from tests.conftest import image_bytes
 
@@ -43,7 +42,7 @@ def _length_ratios(build: Build) -> list[Any]:
     path = build.signal_file("filters")
     if path is None:
         return []
-    return [r["length_ratio"] for r in build.rows(f"SELECT length_ratio FROM read_parquet({sql_literal(path)})")]
+    return [r["length_ratio"] for r in build.rows(f"SELECT length_ratio FROM {build.table(path)}")]
 
 
 def _image_sizes(build: Build) -> list[Any]:
@@ -196,3 +195,23 @@ def test_builds_page_names_another_build_it_cannot_open(root: Path, monkeypatch:
     assert not app.exception, app.exception
     assert [w.value for w in app.warning] == ["Cannot open the other build."]
     assert app.text[-1].value.startswith("bad: manifest.json is not valid JSON")
+
+
+def test_file_names_are_not_read_as_glob_patterns(root: Path) -> None:
+    # DuckDB's read_parquet reads `[o]/...` as the pattern `o/...`: next to a refused symlink `o`, the outside
+    # build's files would be read for the build `[o]`.
+    outside = root.parent / "outside" / "b"
+    shutil.copytree(root / "b", outside)
+    _marked(outside / "rejects" / "rejects.parquet", outside / "rejects" / "rejects.parquet", "reason", MARK)
+    (root / "b").rename(root / "[o]")
+    (root / "o").symlink_to(outside)
+    build = Build(root, "[o]")
+    assert build.refused == {} and MARK not in [r["reason"] for r in build.removed_summary()]
+    dups = root / "[o]" / "dups"
+    _marked(dups / "exact_dedupe.parquet", outside / "dups" / "e.parquet", "method", MARK)
+    (dups / "e.parquet").symlink_to(outside / "dups" / "e.parquet")  # refused
+    shutil.copy(dups / "exact_dedupe.parquet", dups / "[e].parquet")  # inside: read as itself
+    build = Build(root, "[o]")
+    assert list(build.refused) == ["dups/e.parquet"]
+    methods = [d["method"] for d in build.duplicates()]
+    assert MARK not in methods and methods.count("exact") == 2  # exact_dedupe.parquet and its copy [e]

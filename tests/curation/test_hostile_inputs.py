@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -226,3 +228,100 @@ def test_an_image_file_that_cannot_be_read_or_is_too_large_is_a_reject(
         ("b.jsonl:2", "image unreadable"),
     ]
     assert "above 4000 bytes" in result.rejects[0]["detail"] and len(result.pairs) == 1
+
+
+def test_a_row_group_that_ends_early_without_an_error_rejects_its_missing_rows(tmp_path: Path) -> None:
+    n = 60
+    table = pa.table({"prompt": [f"question {i}" for i in range(n)], "chosen": [f"good {i}" for i in range(n)],
+                      "rejected": [f"bad {i}" for i in range(n)]})  # fmt: skip
+    path = tmp_path / "uf.parquet"
+    pq.write_table(table, path, row_group_size=20, compression="none", use_dictionary=False)
+    offset = pq.ParquetFile(path).metadata.row_group(0).column(1).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 1] = 36  # a page header that still parses: pyarrow then yields no rows for the group, silently
+    path.write_bytes(bytes(data))
+    assert sum(b.num_rows for b in pq.ParquetFile(path).iter_batches(row_groups=[0])) < 20  # the premise
+    for columnar in (True, False):
+        summary = ingest(get_adapter(UF)(), str(path), tmp_path / f"out-{columnar}", columnar_path=columnar)
+        assert (summary.rows_read, summary.pairs) == (60, 40)
+        rejects = pq.read_table(tmp_path / f"out-{columnar}" / "rejects.parquet").to_pylist()
+        assert [r["source_row"] for r in rejects] == [f"uf.parquet:{i}" for i in range(20)]
+        assert "row group 0 (rows 0-19, 20 rows)" in rejects[0]["detail"]
+
+
+def test_a_parquet_name_holding_glob_characters_is_read_as_named(tmp_path: Path) -> None:
+    def write(name: str, word: str) -> None:
+        pq.write_table(pa.table({"prompt": [f"{word} {i}" for i in range(5)], "chosen": ["a"] * 5,
+                                 "rejected": ["b"] * 5}), tmp_path / name)  # fmt: skip
+
+    write("x[1].parquet", "REAL")
+    write("x1.parquet", "DECOY")  # what DuckDB would read for the pattern `x[1].parquet`
+    ingest(get_adapter(UF)(), str(tmp_path / "x[1].parquet"), tmp_path / "out")
+    prompts = [p["prompt"][0]["content"] for p in pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()]
+    assert prompts == [f"REAL {i}" for i in range(5)]
+
+
+ARROW_TRIALS = """
+import random, shutil, sys
+from pathlib import Path
+import pyarrow as pa, pyarrow.ipc as ipc
+from curation.ingest import ingest
+from curation.sources import get_adapter
+from curation.failure import describe
+rows = [{"chosen": f"\\n\\nHuman: hi {i}\\n\\nAssistant: yes {i}",
+         "rejected": f"\\n\\nHuman: hi {i}\\n\\nAssistant: no {i}"} for i in range(100)]
+table = pa.Table.from_pylist(rows)
+sink = pa.BufferOutputStream()
+with ipc.new_stream(sink, table.schema) as writer:  # the IPC stream `datasets` writes
+    for batch in table.to_batches(max_chunksize=10):
+        writer.write_batch(batch)
+base, rng, work = sink.getvalue().to_pybytes(), random.Random(1), Path(sys.argv[1])
+for trial in range(60):
+    data = bytearray(base)
+    for _ in range(rng.randint(1, 6)):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    (work / "s.arrow").write_bytes(bytes(data))
+    shutil.rmtree(work / "out", ignore_errors=True)
+    try:
+        summary = ingest(get_adapter("hh_rlhf")(), str(work / "s.arrow"), work / "out")
+    except Exception as exc:
+        assert describe(exc) is not None, repr(exc)
+        continue
+    assert summary.balanced
+print("ok")
+"""
+
+
+def test_damaged_arrow_streams_are_rejects_not_crashes(tmp_path: Path) -> None:
+    # In a child process: converting a damaged batch without validating it crashed the interpreter (SIGSEGV).
+    result = subprocess.run([sys.executable, "-c", ARROW_TRIALS, str(tmp_path)], capture_output=True, text=True,
+                            check=False, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_data_after_a_json_array_is_not_silently_dropped(tmp_path: Path) -> None:
+    (tmp_path / "two.json").write_text(json.dumps([GOOD, GOOD]) + "\n" + json.dumps([GOOD]))
+    records = list(iter_local(tmp_path / "two.json"))
+    assert [r.error is None for r in records] == [True, True, False]
+    assert records[-1].ref == "two.json:2+" and "data after the array's end" in records[-1].error.detail  # type: ignore[union-attr]
+
+
+def test_non_finite_numbers_in_meta_are_spelled_as_strings(tmp_path: Path, run_ingest: RunIngest) -> None:
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b", "x": [NaN, -Infinity]}\n')
+    result = run_ingest(UF, tmp_path / "rows.jsonl")
+    assert json.loads(result.pairs[0]["meta"]) == {"x": ["NaN", "-Infinity"]}  # valid JSON, nothing lost
+
+
+def test_an_empty_file_among_wildvision_judgements_is_one_reject(tmp_path: Path, run_ingest: RunIngest) -> None:
+    folder = tmp_path / "judge_gpt-4o_reference_claude-3-sonnet-20240229"
+    line = {"question_id": "q1", "model": "m", "judge": "gpt-4o",
+            "games": [{"user_prompt": None, "judgment": "[[A>B]]", "score": "A>B"}]}  # fmt: skip
+    write_jsonl(tmp_path / "data" / "model_judgements" / folder.name / "m.jsonl", [line])
+    (tmp_path / "data" / "model_judgements" / folder.name / "empty.jsonl").write_bytes(b"")
+    answer = {"question_id": "q1", "instruction": "Hi?", "output": "hello"}
+    for model in ("claude-3-sonnet-20240229", "m"):
+        write_jsonl(tmp_path / "data" / "model_answers" / f"{model}.jsonl", [{**answer, "model": model}])
+    result = run_ingest("wildvision_bench", tmp_path / "data", options={"verdicts": "judgements"})
+    refs = [(r["source_row"], r["reason"]) for r in result.rejects]
+    assert (f"model_judgements/{folder.name}/empty.jsonl:0+", "unreadable file") in refs
+    assert result.summary.rows_read == 2  # the other file's row was read (and judged on its own merits)
