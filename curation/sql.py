@@ -6,8 +6,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
-
 # What DuckDB's file readers take as a pattern in a file name.
 GLOB_CHARACTERS = frozenset("*?[")
 
@@ -24,6 +22,8 @@ def parquet_relation(db: Any, path: Path) -> str:
     """A name under which `db` reads the parquet file `path` exactly: DuckDB's `read_parquet` reads a file name as
     a glob pattern (`x[1].parquet` is `x1.parquet`), so readers of paths they did not choose register the file
     through pyarrow instead (filters and columns are still pushed down)."""
+    import pyarrow.dataset as ds  # imported here: builds do not need it, and it costs tens of MB
+
     name = "parquet_" + hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     db.register(name, ds.dataset(str(path), format="parquet"))
     return quote_identifier(name)
