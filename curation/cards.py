@@ -33,6 +33,20 @@ def read_card(path: Path) -> Card:
     return Card(path, front, body.strip())
 
 
+def declared_features(card: Card, config: str | None = None) -> Any:
+    """The `datasets.Features` a card declares for `config` (its only config when None): `features.configs`
+    holds each config's `dataset_info.features` as dataset cards spell them in YAML (`dtype`, `sequence`,
+    `list`, `struct`), which `datasets` reads itself."""
+    import datasets  # imported lazily: only tests and checks need it
+
+    configs = card.front["features"]["configs"]
+    if config is None:
+        if len(configs) != 1:
+            raise ValueError(f"{card.path}: {len(configs)} configs declared; name one of {', '.join(configs)}")
+        config = next(iter(configs))
+    return datasets.Features._from_yaml_list(configs[config])
+
+
 def source_cards(cards_dir: Path = CARDS_DIR) -> dict[str, Card]:
     """Cards by source key (generated build cards live elsewhere)."""
     if not cards_dir.is_dir():

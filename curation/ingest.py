@@ -153,12 +153,13 @@ def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, conversio
     assert record.data is not None
     ctx = RowContext(record.ref, root, conversion.max_pixels)
     try:
-        pairs = adapter.convert(record.data, ctx)
+        row = adapter.normalize(record.data)
+        pairs = adapter.convert(row, ctx)
         if not pairs:
             raise RowError("no pairs", "the row yields no preference pair")
         for pair in pairs:
             pair.check()
-        meta = adapter.meta(record.data)
+        meta = adapter.meta(row)
         rows = [p.to_row(key, record.ref, meta, adapter.info.license, conversion.canonical) for p in pairs]
     except RowError as exc:
         return RowOutcome(record.ref, [], reject_row(key, record.ref, exc.reason, f"{record.ref}: {exc.detail}"), [])

@@ -125,3 +125,69 @@ def demo_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     recipe = root / "mixes" / "demo.yaml"
     recipe.write_text((MIXES / "demo.yaml").read_text())
     return recipe
+
+
+# -- rows as the Hugging Face Hub serves them ---------------------------------------------------------------------
+HUB_WAYS = ("parquet, row by row", "parquet, columnar", "streaming", "arrow")
+
+
+@pytest.fixture
+def hub_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, IngestResult]]:
+    """hub_ingest("key", rows, features, images_root=None, options={}) -> {way: IngestResult}.
+
+    The rows are encoded with the declared `datasets.Features` (a `Sequence` of structs becomes a record of
+    lists, images the `Image` feature's {bytes, path}, exactly as `datasets` stores them) and read every way the
+    Hub serves them (`HUB_WAYS`): the parquet file `datasets` writes, ingested row by row and through the
+    columnar path (the same path where the adapter has no SQL layout); the same folder through
+    `datasets.load_dataset(..., streaming=True)`, which is the code path of a Hub id; and the Arrow file
+    `save_to_disk` writes. Every way must give the same pairs (source rows aside) and rejects' reasons."""
+    import datasets
+
+    import curation.columnar
+    import curation.readers
+
+    counter = iter(range(10_000))
+
+    def run(
+        key: str,
+        rows: list[dict[str, Any]],
+        features: datasets.Features,
+        images_root: Path | None = None,
+        options: dict[str, Any] | None = None,
+        config: str | None = None,
+    ) -> dict[str, IngestResult]:
+        root = tmp_path / f"hub-{key}-{next(counter)}"
+        dataset = datasets.Dataset.from_list(rows, features=features)
+        (root / "repo" / "data").mkdir(parents=True)
+        dataset.to_parquet(str(root / "repo" / "data" / "train-00000-of-00001.parquet"))
+        dataset.save_to_disk(str(root / "disk"))
+        [arrow] = sorted((root / "disk").glob("*.arrow"))
+        results = {}
+        for way, location, columnar in (
+            ("parquet, row by row", root / "repo" / "data", False),
+            ("parquet, columnar", root / "repo" / "data", True),
+            ("streaming", root / "repo", False),
+            ("arrow", arrow, False),
+        ):
+            adapter = get_adapter(key)(options or {}, ReadOptions(config=config, split="train"))
+            with monkeypatch.context() as patch:
+                if way == "streaming":  # the folder stands for a Hub id: read through `datasets`
+                    patch.setattr(curation.readers, "is_hub_id", lambda location: True)
+                    patch.setattr(curation.columnar, "is_hub_id", lambda location: True)
+                out = root / way.replace(", ", "-").replace(" ", "-")
+                summary = ingest(adapter, str(location), out, ImagesRoot(images_root), columnar_path=columnar)
+            assert summary.balanced
+            results[way] = IngestResult(out, summary)
+        reference = results["parquet, row by row"]
+        for way, result in results.items():
+            assert _without_refs(result.pairs) == _without_refs(reference.pairs), way
+            assert [r["reason"] for r in result.rejects] == [r["reason"] for r in reference.rejects], way
+            assert sorted(i["sha256"] for i in result.images) == sorted(i["sha256"] for i in reference.images), way
+        return results
+
+    return run
+
+
+def _without_refs(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pairs without what names the file they came from (each way names it differently)."""
+    return [{k: v for k, v in p.items() if k != "source_row"} for p in pairs]

@@ -120,6 +120,10 @@ class Adapter:
     mapped_fields: ClassVar[frozenset[str]] = frozenset()
     # Columns to read from parquet/arrow files (None = all); heavy sources select what they need.
     columns: ClassVar[Sequence[str] | None] = None
+    # Native fields that hold a list of records (a `sequence` of structs, as dataset cards declare it). `datasets`
+    # serves such a field as one record of lists ({"model": [...], "response": [...]}), a JSON file as a list
+    # of records: `normalize` gives `convert` the list of records whichever way the row was stored.
+    record_lists: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: Mapping[str, Any] | None = None, read: ReadOptions | None = None) -> None:
         self.options = parse_options(self.Options, options or {}, self.info.key)
@@ -135,6 +139,12 @@ class Adapter:
             columns=self.columns,
         )
 
+    def normalize(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with each of `record_lists` as a list of records (a record of equal-length lists is turned
+        around; anything else is left for `convert` to judge)."""
+        fields = [name for name in self.record_lists if isinstance(row.get(name), dict)]
+        return {**row, **{name: records_of(row[name], name) for name in fields}} if fields else row
+
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         raise NotImplementedError
 
@@ -145,6 +155,18 @@ class Adapter:
         """The conversion of a flat parquet layout as DuckDB expressions (`curation.columnar`), for adapters
         whose common layout allows it; None (the default) converts every row with `convert`."""
         return None
+
+
+def records_of(columns: dict[str, Any], name: str) -> Any:
+    """{"a": [1, 2], "b": [3, 4]} -> [{"a": 1, "b": 3}, {"a": 2, "b": 4}]; a record whose values are not all
+    lists is returned as it is, lists of different lengths are a `RowError`."""
+    if not columns or not all(isinstance(v, list) for v in columns.values()):
+        return columns
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise RowError("wrong type", f"'{name}': a record of lists of different lengths {lengths}")
+    keys = list(columns)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def parse_options(cls: type, values: Mapping[str, Any], source: str) -> Any:

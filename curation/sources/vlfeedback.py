@@ -54,6 +54,7 @@ class Vlfeedback(Adapter):
     )
     Options = Options
     mapped_fields = frozenset({"prompt", "image", "img_path"})
+    record_lists = frozenset({"completions"})
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         completions = field(row, "completions", list)

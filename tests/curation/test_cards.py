@@ -1,4 +1,4 @@
-from curation.cards import CARDS_DIR, source_cards
+from curation.cards import CARDS_DIR, declared_features, source_cards
 from curation.sources import REGISTRY
 
 
@@ -18,3 +18,16 @@ def test_cards_agree_with_their_adapters() -> None:
         ), key
         assert isinstance(card.front["pitfalls"], list) and card.front["pitfalls"], key
         assert card.body, f"{key}: the card needs a human summary"
+
+
+def test_every_card_with_a_hub_id_declares_its_features() -> None:
+    for key, card in source_cards().items():
+        if card.front["hub_id"] is None:
+            continue
+        features = card.front.get("features")
+        assert isinstance(features, dict), f"{key}: no declared features"
+        assert isinstance(features.get("from"), str) and features["from"], f"{key}: features without provenance"
+        assert isinstance(features.get("verified"), bool), f"{key}: say whether the features were verified"
+        assert isinstance(features.get("configs"), dict) and features["configs"], f"{key}: no config declared"
+        for config in features["configs"]:
+            assert declared_features(card, config), f"{key}: config {config} declares no feature"

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 from typing import Any
 
@@ -5,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
 
 
@@ -108,3 +110,23 @@ def test_best_vs_random_is_deterministic(tmp_path: Path, run_ingest: RunIngest) 
     pair = runs[0].pairs[0]
     assert pair["chosen"] == "A red apple." and pair["rejected"] in ("A cat.", "Fruit.")
     assert pair["binarization"] == "best_vs_random"
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
+    """The card's declared features: `completions` is a `sequence` of structs, which `datasets` serves as one
+    record of lists; `img_path` is a path under the images root (the loader's `merged_images.zip`)."""
+    features = declared_features(source_cards()["vlfeedback"])
+    completions = ROW["completions"]
+    row = {
+        "id": "svit-1", "prompt": "What is on the table?", "models": ROW["models"], "img_path": "merged/svit-1.jpg",
+        "completions": {name: [c[name] for c in completions] for name in ("annotations", "model", "response")},
+    }  # fmt: skip
+    write_image(tmp_path / "media" / "merged" / "svit-1.jpg", seed=1)
+    for way, result in hub_ingest("vlfeedback", [row], features, images_root=tmp_path / "media").items():
+        [pair] = result.pairs
+        assert (pair["chosen"], pair["rejected"]) == ("A red apple.", "A cat."), way
+        assert (pair["chosen_model"], pair["rejected_model"]) == ("m-best", "m-low"), way
+        assert pair["chosen_score"] == pytest.approx(14 / 3) and pair["margin"] == pytest.approx(14 / 3 - 2.5), way
+        assert len(pair["images"]) == 1 and len(result.images) == 1, way
+        # Both shapes leave the same `meta`: the rationales as a list of records.
+        assert json.loads(pair["meta"])["completions"][0]["model"] == "m-low", way
