@@ -85,7 +85,8 @@ def _file_sizes(folder: Path) -> dict[str, int]:
 def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[str, Any]:
     path = Path(spec.path)
     if not path.exists():
-        return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision}
+        return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
+                "data_dir": spec.data_dir}  # fmt: skip
     base = path if path.is_dir() else path.parent
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return {"files": {p.relative_to(base).as_posix(): sha256_file(p, stop) for p in files}}
@@ -214,7 +215,9 @@ class Builder:
             with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged summary: ingest again
                 return IngestSummary.from_dict(finished["summary"])
         self.on_stage(f"ingest {spec.name}")
-        adapter = get_adapter(spec.adapter)(spec.options, ReadOptions(spec.config, spec.split, spec.revision))
+        adapter = get_adapter(spec.adapter)(
+            spec.options, ReadOptions(spec.config, spec.split, spec.revision, spec.data_dir)
+        )
         root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         workers = self._ingest_workers(spec)

@@ -24,7 +24,8 @@ from curation.sources.base import ReadOptions
 from curation.sql import sql_literal
 
 app = typer.Typer(help="Curate multimodal preference data for reward models.", no_args_is_help=True)
-console = Console()
+# Piped or redirected, a table is printed at its natural width: cut to 80 columns, a script could not read it.
+console = Console(width=None if sys.stdout.isatty() else 100_000)
 err_console = Console(stderr=True)
 
 
@@ -52,19 +53,33 @@ def _parse_pairs(values: list[str]) -> dict[str, str]:
 
 
 @app.command()
-def sources() -> None:
+def sources(
+    json_out: Annotated[bool, typer.Option("--json", help="print the adapters as JSON, for scripts")] = False,
+) -> None:
     """List every source adapter: key, kind, modality, default Hub id, license."""
     from curation.cards import source_cards
 
     cards = source_cards()
-    table = Table(title=f"{len(REGISTRY)} source adapters")
-    for column in ("key", "kind", "modality", "hub id", "license", "size (card)"):
-        table.add_column(column)
+    rows = []
     for key, adapter in sorted(REGISTRY.items(), key=lambda kv: (kv[1].info.kind, kv[0])):
-        info = adapter.info
-        card = cards.get(key)
-        size = str(card.front.get("size")) if card else "[red]no card[/]"
-        table.add_row(key, info.kind, info.modality, info.hub_id or "-", info.license, size)
+        info, card = adapter.info, cards.get(key)
+        rows.append(
+            {
+                "key": key, "kind": info.kind, "modality": info.modality, "hub_id": info.hub_id,
+                "license": info.license, "size": str(card.front.get("size")) if card else None,
+                "features_verified": card.front.get("features", {}).get("verified") if card else None,
+            }
+        )  # fmt: skip
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"{len(rows)} source adapters")
+    table.add_column("key", no_wrap=True)  # never cut: it is what every command takes
+    for column in ("kind", "modality", "hub id", "license", "size (card)"):
+        table.add_column(column)
+    for row in rows:
+        size = Text(row["size"]) if row["size"] is not None else Text("no card", style="red")
+        table.add_row(row["key"], row["kind"], row["modality"], row["hub_id"] or "-", row["license"], size)
     console.print(table)
 
 
@@ -103,6 +118,9 @@ def ingest_cmd(
     config: Annotated[str | None, typer.Option("--config", help="Hub dataset config")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Hub split (default: the adapter's)")] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Hub revision to pin")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="a folder of the Hub repository (hh-rlhf's subsets, ...)")
+    ] = None,
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", help="reject images larger than this")
     ] = DEFAULT_MAX_PIXELS,
@@ -119,7 +137,7 @@ def ingest_cmd(
     _in_range(max_pixels, 1, sys.maxsize, "--max-pixels")
     _in_range(workers, 1, MAX_WORKERS, "--workers")
     try:
-        adapter = get_adapter(source)(_parse_pairs(option or []), ReadOptions(config, split, revision))
+        adapter = get_adapter(source)(_parse_pairs(option or []), ReadOptions(config, split, revision, data_dir))
         root = ImagesRoot(images_root)
         with Progress(
             SpinnerColumn(),
@@ -237,9 +255,26 @@ def print_funnel(manifest: dict) -> None:
 
 
 @app.command()
-def stats(build_dir: Annotated[Path, typer.Argument(help="a build folder")]) -> None:
+def stats(
+    build_dir: Annotated[Path, typer.Argument(help="a build folder")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the funnel as JSON, for scripts")] = False,
+) -> None:
     """Print a build's funnel from its manifest."""
-    print_funnel(_manifest(build_dir))
+    from curation.build_card import funnel_rows
+
+    manifest = _manifest(build_dir)
+    if json_out:
+        funnel = [{"source": s, "step": step, "count": n} for s, step, n in funnel_rows(manifest)]
+        summary = {
+            "build": manifest["recipe"]["name"],
+            "rows_in_shards": manifest["rows_in_shards"],
+            "funnel": funnel,
+            "sources": manifest["sources"],
+            "benchmarks": manifest.get("benchmarks", {}),
+        }
+        console.print_json(json.dumps(summary))
+        return
+    print_funnel(manifest)
 
 
 def _manifest(build_dir: Path) -> dict:

@@ -130,13 +130,16 @@ def iter_hub(
     split: str = "train",
     revision: str | None = None,
     columns: Sequence[str] | None = None,
+    data_dir: str | None = None,
 ) -> Iterator[Record]:
     """Stream a Hub dataset without decoding images (bytes stay bytes); no remote code is run. A stream that
     breaks part way keeps the rows read and becomes one reject for the rest (`split:N+`)."""
     import datasets  # imported lazily: only Hub reads need it
 
     try:
-        ds = datasets.load_dataset(hub_id, name=config, split=split, revision=revision, streaming=True)
+        ds = datasets.load_dataset(
+            hub_id, name=config, split=split, revision=revision, data_dir=data_dir, streaming=True
+        )
     except Exception as exc:  # the Hub client raises many types; the message is what the user needs
         raise InputError(f"{hub_id}: cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc})") from exc
     if columns is not None:
@@ -160,10 +163,11 @@ def iter_location(
     split: str = "train",
     revision: str | None = None,
     columns: Sequence[str] | None = None,
+    data_dir: str | None = None,
 ) -> Iterator[Record]:
     """Rows of a local file or folder, or of a Hub dataset id when no such local path exists."""
     if is_hub_id(location):
-        yield from iter_hub(location, config=config, split=split, revision=revision, columns=columns)
+        yield from iter_hub(location, config=config, split=split, revision=revision, columns=columns, data_dir=data_dir)
     else:
         yield from iter_local(Path(location), columns)
 

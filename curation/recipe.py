@@ -39,6 +39,7 @@ class SourceSpec:
     config: str | None = None
     split: str | None = None
     revision: str | None = None
+    data_dir: str | None = None  # a folder of the Hub repository
     weight: float | None = None  # multiplier of the kept pairs: <1 subsamples, >1 upsamples
     count: int | None = None  # or an exact number of pairs
     max_upsample: float = 10.0  # the most `weight` or `count` may ask for, as a multiple of the kept pairs
@@ -248,6 +249,7 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     return SourceSpec(
         name=name, adapter=adapter, path=path, images_root=images_root, options=dict(options),
         config=value.get("config"), split=value.get("split"), revision=value.get("revision"),
+        data_dir=value.get("data_dir"),
         weight=None if weight is None else float(weight), count=count, max_upsample=float(max_upsample),
     )  # fmt: skip
 

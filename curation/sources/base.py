@@ -72,6 +72,7 @@ class ReadOptions:
     config: str | None = None
     split: str | None = None  # None: the adapter's default split
     revision: str | None = None
+    data_dir: str | None = None  # a folder of the repository (hh-rlhf's subsets, HelpSteer2's preference data)
 
 
 class RowContext:
@@ -137,6 +138,7 @@ class Adapter:
             split=self.read.split or self.info.default_split,
             revision=self.read.revision,
             columns=self.columns,
+            data_dir=self.read.data_dir,
         )
 
     def normalize(self, row: dict[str, Any]) -> dict[str, Any]:

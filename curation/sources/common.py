@@ -150,7 +150,7 @@ def messages(value: Any, name: str) -> list[dict[str, str]]:
             raise RowError("wrong type", f"'{name}[{i}]': expected an object")
         role = message.get("role", message.get("from"))
         content = message.get("content", message.get("value"))
-        if role not in LLAVA_ROLES:
+        if not isinstance(role, str) or role not in LLAVA_ROLES:  # a list or dict role is not hashable
             raise RowError("unknown role", f"'{name}[{i}]': {role!r}")
         out.append({"role": LLAVA_ROLES[role], "content": content_text(content, f"{name}[{i}]")})
     return out

@@ -1,13 +1,14 @@
 """NVIDIA HelpSteer2: pointwise-rated responses (main files) and A/B preferences (preference file).
 
-Main files (`train`/`validation`): one row per response with five 0-4 attributes; consecutive rows share a
-prompt. `records` groups them into one record `{prompt, responses: [...]}` (ref `file:line+n` = n rows from
-that line) and the responses are paired by `attribute` (default helpfulness): all pairs, equal = tie,
-scores kept. Preference file: `response_1`/`response_2` with `preference_strength` in -3..3; its sign gives
-the side (`negative_means`, default response_1: the sign is unverified, an inverted sign silently trains the
-opposite preference), 0 = tie, margin = |strength|. The layout is detected per row; `subset` names it.
-Multi-turn prompts are one string with turns after the first introduced by "<extra_id_1>User" /
-"<extra_id_1>Assistant" lines (from the HelpSteer2 card, unverified here); they are split into turns.
+Main files (`train`/`validation`): one row per response with five 0-4 attributes; the card pairs responses by
+position: rows 1 and 2 of a file, 3 and 4, ... share a prompt. `records` turns each such pair of rows into one
+record `{prompt, responses: [...]}` (ref `file:line+2`) and the two responses are compared by `attribute`
+(default helpfulness): equal = tie, scores kept. A pair that is not whole (an odd last row, a partner that is
+unreadable or not a rated row, or partners whose prompts differ) rejects each of its rows as "incomplete pair".
+Preference file: `response_1`/`response_2` with `preference_strength` in -3..3; per the card a negative
+strength means response 1 is better (`negative_means`, default response_1), 0 = tie, margin = |strength|. The
+layout is detected per row; `subset` names it. Multi-turn prompts are one string with turns after the first
+introduced by "<extra_id_1>User" / "<extra_id_1>Assistant" lines (as the card shows); they are split into turns.
 """
 
 from __future__ import annotations
@@ -45,10 +46,35 @@ def parse_prompt(text: str) -> list[dict[str, str]]:
     return turns
 
 
-def _group(rows: list[tuple[str, dict[str, Any]]]) -> Record:
-    """One record for the consecutive main-file rows of one prompt."""
-    responses = [{k: v for k, v in data.items() if k != "prompt"} for _, data in rows]
-    return Record(f"{rows[0][0]}+{len(rows)}", {"prompt": rows[0][1].get("prompt"), "responses": responses})
+def _pair(first: Record, second: Record) -> Record:
+    """One record for the two main-file rows of one prompt."""
+    assert first.data is not None and second.data is not None
+    responses = [{k: v for k, v in row.items() if k != "prompt"} for row in (first.data, second.data)]
+    return Record(f"{first.ref}+2", {"prompt": first.data.get("prompt"), "responses": responses})
+
+
+def _unpaired(ref: str, why: str) -> Record:
+    return Record(ref, None, RowError("incomplete pair", f"{ref}: {why}"))
+
+
+def _source(ref: str) -> str:
+    """The file (or Hub split) part of a ref `file:line`."""
+    return ref.rpartition(":")[0]
+
+
+def _rated(record: Record) -> bool:
+    return record.data is not None and "response" in record.data
+
+
+def _prompt(record: Record) -> Any:
+    return None if record.data is None else record.data.get("prompt")
+
+
+def _fault(partner: Record) -> str:
+    """Why `partner` does not complete a pair with a rated row."""
+    if partner.data is None:
+        return "is unreadable"
+    return "has another prompt" if "response" in partner.data else "is not a rated row"
 
 
 class Helpsteer2(Adapter):
@@ -70,22 +96,35 @@ class Helpsteer2(Adapter):
             raise InputError(f"helpsteer2: option attribute={self.options.attribute!r}: expected one of {ATTRIBUTES}")
 
     def records(self, location: str, images_root: ImagesRoot) -> Iterator[Record]:
-        """Main-file rows (with `response`) grouped by consecutive equal prompt; other records pass through."""
-        group: list[tuple[str, dict[str, Any]]] = []
+        """Main-file rows (with `response`) paired by their position in the file (0 with 1, 2 with 3, ...), not by
+        equal prompt text, since adjacent pairs may share a prompt. Other records pass through."""
+        first: Record | None = None  # a rated row at an even position, waiting for its partner
+        previous = Record("", None)  # the row at the last even position
+        source: str | None = None
+        position = 0
         for record in super().records(location, images_root):
-            data = record.data
-            if data is not None and "response" in data:
-                if group and data.get("prompt") != group[0][1].get("prompt"):
-                    yield _group(group)
-                    group = []
-                group.append((record.ref, data))
+            if _source(record.ref) != source:  # positions restart with each file
+                if first is not None:
+                    yield _unpaired(first.ref, "the last row of its file has no partner")
+                source, position, first = _source(record.ref), 0, None
+            odd, position = position % 2 == 1, position + 1
+            if not odd:
+                previous, first = record, (record if _rated(record) else None)
+                if first is None:
+                    yield record
                 continue
-            if group:
-                yield _group(group)
-                group = []
-            yield record
-        if group:
-            yield _group(group)
+            pending, first = first, None
+            if pending is not None and _rated(record) and _prompt(record) == _prompt(pending):
+                yield _pair(pending, record)
+                continue
+            if pending is not None:
+                yield _unpaired(pending.ref, f"its partner {record.ref} {_fault(record)}")
+            if _rated(record):
+                yield _unpaired(record.ref, f"its partner {previous.ref} {_fault(previous)}")
+            else:
+                yield record
+        if first is not None:
+            yield _unpaired(first.ref, "the last row of its file has no partner")
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         prompt = parse_prompt(text_field(row, "prompt"))

@@ -1,11 +1,10 @@
 """NVIDIA HelpSteer3 (preference config): a multi-turn `context` and two responses with a signed preference.
 
 `context` (a `{role, content}` list ending with a user turn) is the prompt; `overall_preference` in -3..3
-gives the side by its sign (`negative_means`, default response1: the sign is unverified, an inverted sign
-silently trains the opposite preference), 0 = tie, margin = |overall_preference|. `domain` becomes `subset`.
-`language` becomes `language`, except in the code domain where (per the HelpSteer3 card, unverified here) it
-names the programming language: there it becomes `category` and `language` stays null.
-`individual_preference` (per-annotator scores and reasoning) stays in meta.
+gives the side by its sign (per the card a negative value means response1 is better; `negative_means` can
+flip it), 0 = tie, margin = |overall_preference|. `domain` becomes `subset`. `language` becomes `language`,
+except in the code domain where (per the card) it names the programming language: there it becomes `category`
+and `language` stays null. `individual_preference` (per-annotator scores and reasoning) stays in meta.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from curation.sources.common import field, messages, parse_score, text_field
 
 @dataclass(frozen=True)
 class HelpSteer3Options:
-    negative_means: Literal["response1", "response2"] = "response1"  # the side a negative preference favours
+    negative_means: Literal["response1", "response2"] = "response1"  # side a negative value favours (card: response1)
 
 
 class Helpsteer3(Adapter):

@@ -52,7 +52,8 @@ class HhRlhf(Adapter):
             raise RowError("no shared prompt", "the transcripts share no prefix ending in an Assistant: turn")
         prompt = parse_transcript(chosen_text[:cut])
         start = cut + len(ASSISTANT)
-        subset = ctx.ref.split("/")[0] if "/" in ctx.ref else None
+        # The subset is the repository folder: a local path's first part, or the Hub read's `data_dir`.
+        subset = ctx.ref.split("/")[0] if "/" in ctx.ref else self.read.data_dir
         return [
             Pair(
                 prompt=prompt,

@@ -1,15 +1,23 @@
 """LLaVA-Critic-113k (pairwise): a judge instruction holding two responses, and GPT-4o's critique.
 
 The human turn holds the question and both responses inside the judging instruction; the gpt turn is a
-critique that ends with the preference. Two response layouts are recognized (exact wording unverified):
-the LLaVA-Critic template `Question: [..]\\nThe first response: [..]\\nThe second response: [..]` and the
-MT-Bench style `[The Start of Assistant A's Answer] .. [The End of Assistant A's Answer]` (also
-"Response 1"/"Answer 1" in place of "Assistant A"). The verdict is the last verdict phrase in the critique
-("Response 2 is better", "the first answer is more accurate", "Overall Judgment: Answer 1", "[[B]]",
-"tie", "equally good", ...). Nothing is guessed: an unrecognized layout, an empty response, two identical
-responses, or no verdict phrase rejects the row. Extraction can still truncate a response that itself
-contains the closing delimiter. `pointwise` rows (one response and a score) are rejected as
-"pointwise row (no pair)". `source` (the origin dataset) is the `subset`.
+critique that ends with the preference. Two response layouts are recognized: the LLaVA-Critic template
+`Question: [..]\\nThe first response: [..]\\nThe second response: [..]` (also "Response 1"/"Response A" in place
+of "The first response", as loaders of the parquet read it) and the MT-Bench style
+`[The Start of Assistant A's Answer] .. [The End of Assistant A's Answer]` (also "Response 1"/"Answer 1" in place
+of "Assistant A").
+
+The verdict: the critic's own verdict forms come first - "The better response: [first]" ([second], [1], [2]),
+a bracketed `[first]`/`[second]`, "Overall Judgment: Answer 1", "[[B]]", and the tie sentences "Two responses are
+equally good" and "The two responses are identical" - the last of them in the critique wins. Only a critique
+with none of them is read from free-text phrases ("Response 2 is better", "the first answer is more accurate",
+"tie", "equally good", ...), the last one winning. A tie is kept with `tie=True` and the first response as
+`chosen`; two identical responses are a tie only when the critique says so (a critique preferring one of two
+identical responses is rejected as "identical responses"). Nothing is guessed: an unrecognized layout, an empty
+response or no verdict rejects the row. Extraction can still truncate a response that itself contains the
+closing delimiter. `pointwise` rows (one response and a score) are rejected as "pointwise row (no pair)".
+`source` (the origin dataset) is the `subset`. `conversations` is read as a list of turns or as the record of
+lists `datasets` serves for a `sequence` of structs.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ from curation.sources.common import field, messages, user_prompt, with_image_tok
 
 # Response 2 ends at the first "]" after which only "ASSISTANT: ..." or bracket-free text follows.
 _CRITIC_TEMPLATE = re.compile(
-    r"Question:\s*\[(?P<q>.*?)\]\s*The first response:\s*\[(?P<r1>.*?)\]\s*The second response:\s*\["
-    r"(?P<r2>.*?)\]\s*(?:ASSISTANT:.*|[^\[\]]*)$",
+    r"Question:\s*\[(?P<q>.*?)\]\s*(?:The first response|Response 1|Response A):\s*\[(?P<r1>.*?)\]\s*"
+    r"(?:The second response|Response 2|Response B):\s*\[(?P<r2>.*?)\]\s*(?:ASSISTANT:.*|[^\[\]]*)$",
     re.S,
 )
 
@@ -45,7 +53,23 @@ _START_END = re.compile(
 _QUESTION_SECTION = re.compile(r"\[(?:User\s+)?Question\]\s*(?P<q>.*?)\s*\[The Start of", re.S | re.I)
 _POINTWISE = re.compile(r"The LMM response:|Score the response|\[The Start of (?:the )?(?:Assistant's )?Answer\]", re.I)
 
-# Verdict phrases, the last one wins; a side group names the winner (1/2/A/B/first/second), a tie has none.
+# The critic's own verdict forms; the last one in the critique wins over any free-text phrase. A side group names
+# the winner (1/2/A/B/first/second); the tie sentences have none.
+_EXPLICIT = re.compile(
+    "|".join(
+        [
+            r"\b(?:the\s+)?better\s+(?:response|answer)\s*(?:is\s*)?:?\s*\**\s*"
+            r"\[\s*(?P<e1>first|second|[12]|(?-i:[AB]))\s*\]",
+            r"\[\s*(?P<e2>first|second)\s*\]",
+            r"\b(?:judgment|judgement|verdict|conclusion|choice)\s*:\s*\**\s*(?:response|answer|assistant)?\s*"
+            r"(?P<e3>(?-i:[12AB]))\b",
+            r"\[\[(?P<e4>(?-i:[12AB]))\]\]",
+            r"\b(?:the\s+)?two\s+responses\s+are\s+(?:identical|equally\s+(?:good|bad))\b",
+        ]
+    ),
+    re.I,
+)
+# Free-text verdict phrases, read only when the critique has no explicit verdict; the last one wins.
 _BETTER = (
     r"\b(?:is|was|seems|appears)\s+(?:(?:clearly|slightly|much|significantly|far|overall|definitely|somewhat)\s+)?"
     r"(?:better|superior|preferred|preferable|more\s+(?:accurate|helpful|relevant|correct|precise|appropriate|"
@@ -53,14 +77,11 @@ _BETTER = (
 )
 # Up to 40 characters within the sentence that name no other response ("Unlike Response 2, Response 1 is ...").
 _FILLER = r"(?:(?!response|answer|assistant|first|second)[^.\n]){0,40}?"
-_VERDICTS = re.compile(
+_PHRASES = re.compile(
     "|".join(
         [
             rf"\b(?:response|answer|assistant)\s*(?P<s1>(?-i:[12AB]))\b{_FILLER}{_BETTER}",
             rf"\bthe\s+(?P<s2>first|second)\s+(?:response|answer)\b{_FILLER}{_BETTER}",
-            r"\b(?:judgment|judgement|verdict|conclusion|choice)\s*:\s*\**\s*(?:response|answer|assistant)?\s*"
-            r"(?P<s3>(?-i:[12AB]))\b",
-            r"\[\[(?P<s4>(?-i:[12AB]))\]\]",
             r"\bprefer(?:red)?\s+(?:the\s+)?(?:response|answer|assistant)\s*(?P<s5>(?-i:[12AB]))\b",
             r"\b(?:ties?|tied|equally\s+\w+|neither\s+(?:response|answer)\s+is\s+better)\b",
         ]
@@ -88,18 +109,17 @@ def parse_pair_prompt(text: str) -> tuple[str, str, str]:
         raise RowError("unparsable judge prompt", "'conversations[0]': no question found")
     if not first or not second:
         raise RowError("unparsable judge prompt", f"'conversations[0]': response {1 if not first else 2} is empty")
-    if first == second:
-        raise RowError("identical responses", "'conversations[0]': the two extracted responses are equal")
     return question, first, second
 
 
 def parse_verdict(critique: str) -> tuple[int | None, str]:
-    """(1, 2, or None for a tie; the phrase) from the last verdict phrase of the critique."""
-    matches = list(_VERDICTS.finditer(critique))
+    """(1, 2, or None for a tie; the phrase): the last explicit verdict of the critique, else its last free-text
+    verdict phrase."""
+    matches = list(_EXPLICIT.finditer(critique)) or list(_PHRASES.finditer(critique))
     if not matches:
         raise RowError("undetermined preference", f"'conversations[-1]': no verdict in {critique[-160:]!r}")
     last = matches[-1]
-    side = next((last.group(g) for g in ("s1", "s2", "s3", "s4", "s5") if last.group(g)), None)
+    side = next((value for value in last.groupdict().values() if value), None)
     return (_SIDES[side.lower()] if side else None), last.group(0)
 
 
@@ -114,6 +134,7 @@ class LlavaCritic(Adapter):
         description="GPT-4o pairwise critiques of two LMM responses; pairs parsed from the instruction and verdict.",
     )
     mapped_fields = frozenset({"conversations", "image", "source"})
+    record_lists = frozenset({"conversations"})
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         if self.read.config == "pointwise":
@@ -122,7 +143,16 @@ class LlavaCritic(Adapter):
         if len(turns) < 2 or turns[0]["role"] != "user" or turns[-1]["role"] != "assistant":
             raise RowError("unparsable judge prompt", "'conversations': expected a human turn then a gpt critique")
         question, first, second = parse_pair_prompt(turns[0]["content"])
-        winner, phrase = parse_verdict(turns[-1]["content"])
+        # Two identical responses make a pair only as the tie the critique states; a side or no verdict does not.
+        identical = RowError("identical responses", "'conversations[0]': the two extracted responses are equal")
+        try:
+            winner, phrase = parse_verdict(turns[-1]["content"])
+        except RowError:
+            if first == second:
+                raise identical from None
+            raise
+        if first == second and winner is not None:
+            raise identical
         sha = ctx.image(row.get("image"), "image")
         chosen, rejected = (second, first) if winner == 2 else (first, second)
         return [

@@ -5,7 +5,10 @@ each output), so prompts can be multi-turn. `preference` is 1-based: 1 means `ou
 `output_2` (the reference code maps it to a 0/1 index, easy to invert). `conversations` wrapped in one extra
 list is unwrapped, as the reference code does. `image` is a COCO file name resolved under `--images-root`
 (anywhere by file name with `by_basename`, on by default); a row without an `image` key is text-only, as in
-the reference loader. Outputs are `{from, value}` turns (plain strings also accepted). No ties, no margin.
+the reference loader, and so is a null `image`: `datasets` (the reference loader opens the file with
+`load_dataset("json")`) serves an absent key as null. A prompt that holds `<image>` without an image is still
+rejected (`image placeholders mismatch`). Outputs are `{from, value}` turns (plain strings also accepted). No
+ties, no margin.
 """
 
 from __future__ import annotations
@@ -56,5 +59,6 @@ class LlavaRlhf(Adapter):
         preferred = _preference(row.get("preference"))
         chosen = answer_text(row, OUTPUTS[preferred])
         rejected = answer_text(row, OUTPUTS[3 - preferred])
-        images = [ctx.image(row["image"], "image", by_basename=self.options.by_basename)] if "image" in row else []
+        image = row.get("image")
+        images = [] if image is None else [ctx.image(image, "image", by_basename=self.options.by_basename)]
         return [Pair(prompt=with_image_tokens(prompt, len(images)), chosen=chosen, rejected=rejected, images=images)]

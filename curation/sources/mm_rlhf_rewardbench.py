@@ -5,8 +5,9 @@ Each row names either an `image` (relative path, e.g. `mcq/073712.png`) or a `vi
 `category` are the first of mcq, long, short, safety, video found in that path (the r1_reward `get_acc.py`
 rule); a path with none of them gives category None. Pitfalls: 170 pairs share 46 ids (2-6 pairs each, ranked
 lists where an answer is chosen in one pair and rejected in another), so Acc+ groups by `id`, kept in `meta`.
-The Hub copy also has a parquet under `data/` whose layout is (unverified): an image given as a
-`{bytes, path}` struct is accepted and its `path` gives the category.
+The Hub copy also has a parquet under `data/` whose declared features could not be read; the card reconstructs
+them as the jsonl's string columns (`image`/`video` null where unused). An image given as a `{bytes, path}`
+struct is accepted too and its `path` gives the category.
 """
 
 from __future__ import annotations

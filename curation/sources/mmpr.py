@@ -2,16 +2,26 @@
 
 `meta.json` maps a subset name to `{root, annotation, data_augment, repeat_time, length}`. Given the
 folder that holds `meta.json` (or the file itself), subsets are read in sorted name order; `annotation`
-is resolved relative to `meta.json`'s folder (absolute paths are kept). A row's `image` (one relative
-path, a list for multi-image, absent for text-only) lives at `root/image`, read under `--images-root` when
-one is given, else under `meta.json`'s folder. `subset` is the subset name.
+is resolved relative to `meta.json`'s folder (absolute paths are kept). A row's media live under the subset's
+`root`, read under `--images-root` when one is given, else under `meta.json`'s folder. `subset` is the subset
+name.
+
+Media, as InternVL's MPO/DPO loader (`LazySupervisedDataset.__getitem__`) chooses them: a non-empty `image` (one
+relative path, a list for multi-image) wins; else a `video` that is neither null nor "" is a video, either a
+folder of frames (read in name order: `Pair(video=True)`, modality video) or a list of frame paths; else the row
+is text-only. A `<video>` placeholder in the question becomes one `<image>` placeholder per frame (InternVL
+writes "FrameN: <image>" lines there); without one the placeholders lead the question. InternVL samples 8-32
+frames from a video; all frames are kept here. A video file (`.mp4`, ...) cannot be read as frames and a `clip`
+range cannot be applied to a frame folder: both are rejects ("video file not supported", "video clip not
+supported"), never a text pair.
 
 `repeat_time` < 1 subsamples: a row is kept iff a hash of its content falls below `repeat_time`
 (deterministic, about that fraction; InternVL itself draws a random sample), and skipped rows are
 rejected as "subsampled by repeat_time". `repeat_time` > 1 is not duplicated here (mixing is the build's
-job); it is recorded in `meta`. A plain annotation jsonl (no `meta.json`) is read as is, with images
-relative to `--images-root` and the file name as `subset`. No ties or scores: labels are correctness-based
-on the reasoning subsets, and rejected answers of open-ended subsets were generated without the image.
+job); it is recorded in `meta`. A plain annotation jsonl (no `meta.json`) is read as is, with media
+relative to `--images-root` and the file name as `subset`; a table (parquet, Arrow, a Hub dataset) has no
+subset name but its config. No ties or scores: labels are correctness-based on the reasoning subsets, and
+rejected answers of open-ended subsets were generated without the image.
 """
 
 from __future__ import annotations
@@ -29,10 +39,16 @@ from curation.errors import InputError, RowError
 from curation.images import ImagesRoot
 from curation.pair import Pair
 from curation.readers import SUPPORTED_SUFFIXES, Record, iter_file_isolated
+from curation.schema import IMAGE_TOKEN
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
 META_FILE = "meta.json"
+VIDEO_TOKEN = "<video>"
+# Files InternVL's loader decodes as videos; here only frame folders and frame lists are read.
+VIDEO_FILE_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".wmv", ".m4v", ".mpg", ".mpeg", ".gif")
+# Files whose rows name their subset by the file name (annotation files); tables are named by their config.
+ANNOTATION_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 # The subset a row came from travels with the row (records may be converted in other processes).
 SUBSET_KEY = "_mmpr_subset"
 
@@ -123,35 +139,74 @@ class Mmpr(Adapter):
                     yield record
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
-        file_ref = ctx.ref.rpartition(":")[0]
         subset: Subset | None = row.get(SUBSET_KEY)
+        question = text_field(row, "question")
         value = field(row, "image", (str, list), optional=True)
         paths = ([value] if value else []) if isinstance(value, str) else list(value or [])  # "" or []: text-only
-        images = []
-        for i, rel in enumerate(paths):
-            if not isinstance(rel, str) or not rel:
-                raise RowError("wrong type", f"'image[{i}]': expected a relative path, got {rel!r}")
-            images.append(self._image(ctx, subset, rel))
+        is_video = not paths and row.get("video") not in (None, "")  # as InternVL: a non-empty image wins
+        if is_video:
+            images = self._video(ctx, subset, row)
+            question = question.replace(VIDEO_TOKEN, "\n".join([IMAGE_TOKEN] * len(images)))
+        else:
+            images = [self._image(ctx, subset, rel) for rel in _relative_paths(paths, "image")]
         extra = {}
         if subset is not None and subset.repeat_time != 1:
             extra["repeat_time"] = subset.repeat_time
         return [
             Pair(
-                prompt=with_image_tokens(user_prompt(text_field(row, "question")), len(images)),
+                prompt=with_image_tokens(user_prompt(question), len(images)),
                 chosen=text_field(row, "chosen"),
                 rejected=text_field(row, "rejected"),
                 images=images,
-                subset=subset.name if subset is not None else file_stem(file_ref),
+                video=is_video,
+                subset=subset.name if subset is not None else self._table_subset(ctx.ref),
                 extra=extra,
             )
         ]
 
+    def _table_subset(self, ref: str) -> str | None:
+        """A plain annotation file's subset is its name; a table's (parquet shard, Hub split) is its config."""
+        file_ref = ref.rpartition(":")[0]
+        return file_stem(file_ref) if file_ref.endswith(ANNOTATION_SUFFIXES) else self.read.config
+
+    def _video(self, ctx: RowContext, subset: Subset | None, row: dict[str, Any]) -> list[str]:
+        """The frames of `video`: a folder of frame images or a list of frame paths (never a video file)."""
+        video = row["video"]
+        if row.get("clip") is not None:
+            raise RowError("video clip not supported", f"'clip': {row['clip']!r} cannot be applied to frames")
+        if isinstance(video, list):
+            frames = [self._image(ctx, subset, rel) for rel in _relative_paths(video, "video")]
+            if not frames:
+                raise RowError("image not found", "'video': an empty list of frames")
+            return frames
+        if not isinstance(video, str):
+            raise RowError(
+                "wrong type", f"'video': expected a frame folder or a list of frames, got {type(video).__name__}"
+            )
+        if video.lower().endswith(VIDEO_FILE_SUFFIXES):
+            raise RowError("video file not supported", f"'video': {video} is a video file; frame folders are read")
+        root, folder = self._root(ctx, subset), self._path(subset, video)
+        return [ctx.image_bytes(root.read(name), name) for name in root.frames(folder)]
+
     def _image(self, ctx: RowContext, subset: Subset | None, rel: str) -> str:
-        if subset is None:
-            return ctx.image_path(rel)
-        path = posixpath.join(subset.root, rel)
-        if subset.folder is None:
-            return ctx.image_path(path)
+        path = self._path(subset, rel)
+        return ctx.image_bytes(self._root(ctx, subset).read(path), path)
+
+    @staticmethod
+    def _path(subset: Subset | None, rel: str) -> str:
+        return rel if subset is None else posixpath.join(subset.root, rel)
+
+    def _root(self, ctx: RowContext, subset: Subset | None) -> ImagesRoot:
+        """Where a row's media are read: --images-root, else (meta.json without one) meta.json's folder."""
+        if subset is None or subset.folder is None:
+            return ctx.images_root
         if subset.folder not in self._folders:
             self._folders[subset.folder] = ImagesRoot(Path(subset.folder))
-        return ctx.image_bytes(self._folders[subset.folder].read(path), path)
+        return self._folders[subset.folder]
+
+
+def _relative_paths(values: list[Any], name: str) -> list[str]:
+    for i, rel in enumerate(values):
+        if not isinstance(rel, str) or not rel:
+            raise RowError("wrong type", f"'{name}[{i}]': expected a relative path, got {rel!r}")
+    return values

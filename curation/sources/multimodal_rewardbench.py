@@ -1,13 +1,16 @@
 """Multimodal RewardBench (facebookresearch, benchmark): `Output1`/`Output2` with a `Better` label.
 
-Read `data/all_data.json` (a JSON array) after the repository's `scripts/0_download_data.py`, with
---images-root at that `data/` folder (`Image` = `images/<subset>/<n>.jpg`). chosen = the output named by
-`Better`; any other label is an undetermined preference. `subset` and `category` follow
-`scripts/2_get_accuracy.py`: `Meta.Category` (or a top-level `Category`, as the r1_reward scorer reads it), with
-`safety` split into `safety/bias` (ID starts with "pairs") and `safety/toxicity`, and `reasoning` into
-`reasoning/math` (ID starts with "math") and `reasoning/coding`; the ID test is on the lower-cased ID as there.
-Pitfalls: the release file (`all_data_release.json`) lacks `Text` for several subsets until the download
-script fills it, so an empty prompt is rejected; Hateful Memes is not redistributed, so its images are missing.
+Read `data/all_data.json` (a JSON array of objects) that the repository's `scripts/0_download_data.py` writes
+from the shipped `data/all_data_release.json`, with --images-root at that `data/` folder. A row is `ID`
+(`nocaps_13062`), `Image` (`images/<subset>/<n>.jpg`), `Text` (the prompt), `Output1`, `Output2`, `Better`
+(`"Output1"` or `"Output2"`) and `Category` (top level, e.g. `open_generation/correctness_task`): the fields the
+repository's judge and accuracy scripts read (its prediction files wrap the row as `Meta`, hence their
+`Meta.Category`). chosen = the output named by `Better`; any other label is an undetermined preference.
+`subset` and `category` follow `scripts/2_get_accuracy.py`: `Category`, with `safety` split into `safety/bias`
+(ID starts with "pairs") and `safety/toxicity`, and `reasoning` into `reasoning/math` (ID starts with "math")
+and `reasoning/coding`, tested on the lower-cased ID as there. Pitfalls: the release file lacks `Text` for the
+subsets the download script fills, so an empty or absent prompt is rejected; Hateful Memes is not
+redistributed, so its images are missing.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import text_field, user_prompt, with_image_tokens
+from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
 # Categories that the accuracy script splits by ID prefix: category -> (prefix, if prefix, otherwise).
 SPLITS = {
@@ -56,11 +59,7 @@ class MultimodalRewardbench(Adapter):
         if not isinstance(better, str) or better not in outputs:
             raise RowError("undetermined preference", f"'Better': {better!r}")
         worse = "Output2" if better == "Output1" else "Output1"
-        nested = row["Meta"].get("Category") if isinstance(row.get("Meta"), dict) else None
-        raw = nested if nested is not None else row.get("Category")
-        if raw is not None and not isinstance(raw, str):
-            raise RowError("wrong type", f"'Meta.Category': expected str, got {type(raw).__name__}")
-        category = mmrb_category(item_id, raw)
+        category = mmrb_category(item_id, field(row, "Category", str, optional=True))
         return [
             Pair(
                 prompt=with_image_tokens(user_prompt(text), 1),

@@ -2,9 +2,11 @@
 
 chosen = the curated OmniAlign-V SFT answer, rejected = a rejection-sampled answer of LLaVANext-OA-InternLM-7B.
 The task file (knowledge, ins_follow, creation, chart, diagram, poster) is the row's `subset` and `category`,
-taken from the record ref (`knowledge.jsonl:3`); Hub rows (`train:3`) have none. `image` is a path relative to
-the task root inside `images.tar` (a string, or a list for several images: layout unverified), resolved under
-`--images-root`; option `by_basename` finds files whose folder layout differs. No ties or scores.
+taken from the record ref (`knowledge.jsonl:3`); rows from any other file have none: the Hub serves the six
+files as one `train` split (`train:3`), and a parquet or Arrow copy names its shards, not the task. `image` is a
+path relative to the task root inside `images.tar` (a string; a list for several images, as the authors' DPO
+loader accepts), resolved under `--images-root`; option `by_basename` finds files whose folder layout differs.
+No ties or scores.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from curation.readers import SUPPORTED_SUFFIXES
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
+TASKS = ("knowledge", "ins_follow", "creation", "chart", "diagram", "poster")
+
 
 def task_of(ref: str) -> str | None:
-    """The task file stem of a `file:line` ref ("chart/chart.jsonl:3" -> "chart"); None for Hub refs."""
+    """The task of a `file:line` ref naming one of the six task files ("chart/chart.jsonl:3" -> "chart"); None for
+    Hub refs (`train:3`) and for other files (a parquet shard's stem is no task)."""
     name = PurePosixPath(ref.rpartition(":")[0]).name
-    for suffix in SUPPORTED_SUFFIXES:
-        if name.endswith(suffix):
-            return name.removesuffix(suffix)
-    return None
+    stem = next((name.removesuffix(s) for s in SUPPORTED_SUFFIXES if name.endswith(s)), None)
+    return stem if stem in TASKS else None
 
 
 class OmnialignVDpo(Adapter):

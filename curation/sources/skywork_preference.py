@@ -2,8 +2,8 @@
 
 The prompt is the turns both lists share before their final assistant answer (`split_shared_prompt`);
 `source` (HelpSteer2, OffsetBias, WildGuardMix, Magpie...) becomes `subset`. No scores: no ties, margin null.
-Pitfalls: the field list is unverified beyond `chosen`/`rejected`/`source`; v0.1 contains 4,957 magpie-ultra
-pairs whose prompts overlap RewardBench, so the default is v0.2 and v0.1 must never meet RewardBench.
+Pitfalls: v0.1 contains 4,957 magpie-ultra pairs whose prompts overlap RewardBench, so the default is v0.2 and
+v0.1 must never meet RewardBench.
 """
 
 from __future__ import annotations

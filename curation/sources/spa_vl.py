@@ -1,22 +1,29 @@
 """SPA-VL (safety): flat rows of an embedded image, `question`, `chosen`, `rejected` and a 3-level harm class.
 
 `category` is "class1/class2/class3" (harm domain / category / subcategory; empty levels left out) where the
-row has them: SOURCES.md lists them in the `default` config, the current Hub card only in `validation` and
-`test` (its `default` has `image_name`, kept in `meta`). The eval configs (`evalharm`, `evalhelp`, `test`) look
-alike but carry no responses: they are rejected as `no responses`, not as a generic missing field. Images are
-parquet `{bytes, path}` structs, or paths under `--images-root` for the `train.zip` copy. No ties or scores.
+row has them: SOURCES.md lists them in the `default` config, the Hub card (revision 935596c) only in `validation`
+and `test` (its `default` has `image_name`, kept in `meta`). The eval configs (`test` with splits harm/help;
+`evalharm`, `evalhelp` in SOURCES.md) look alike but carry no responses: they are rejected as `no responses`,
+not as a generic missing field. Images are the Hub's Image feature (`{bytes, path}` structs in parquet), or
+paths under `--images-root` for the `train.zip` copy. The `validation` config has only a `validation` split,
+which is read when no split is named. No ties or scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from curation.errors import RowError
+from curation.images import ImagesRoot
 from curation.pair import Pair
+from curation.readers import Record, iter_location
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
 CLASS_FIELDS = ("class1", "class2", "class3")
+# Configs without a `train` split (the card's `configs`): the split read when none is named.
+CONFIG_SPLITS = {"validation": "validation"}
 
 
 class SpaVl(Adapter):
@@ -30,6 +37,17 @@ class SpaVl(Adapter):
         description="Safety preference pairs (harmlessness + helpfulness) over images, with a 3-level harm class.",
     )
     mapped_fields = frozenset({"image", "question", "chosen", "rejected", *CLASS_FIELDS})
+
+    def records(self, location: str, images_root: ImagesRoot) -> Iterator[Record]:
+        default = CONFIG_SPLITS.get(self.read.config or "", self.info.default_split)
+        yield from iter_location(
+            location,
+            config=self.read.config,
+            split=self.read.split or default,
+            revision=self.read.revision,
+            columns=self.columns,
+            data_dir=self.read.data_dir,
+        )
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         if row.get("chosen") is None and row.get("rejected") is None:

@@ -60,6 +60,9 @@ class Ultrafeedback(Adapter):
     )
     Options = UltrafeedbackOptions
     mapped_fields = frozenset({"instruction", "source", "models"})
+    # The card declares `completions` as a list of records; a copy that declares it as a `sequence` of structs is
+    # served as one record of lists, which `normalize` turns back.
+    record_lists = frozenset({"completions"})
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         opts: UltrafeedbackOptions = self.options

@@ -3,8 +3,8 @@
 Each conversation is a message list ending with its assistant answer; the turns before it must be the same
 on both sides and end with a user turn. The higher of `conv_A_rating`/`conv_B_rating` is chosen, equal
 ratings are a tie (A listed as chosen), margin = the rating gap. `source` (the re-packaged dataset) becomes
-`subset`. The Hub config defaults to "all". Pitfalls: the field list is unverified; it re-packages hh-rlhf,
-UltraFeedback, Nectar and others, so never mix it with those sources without prompt-level dedup.
+`subset`. The Hub config defaults to "all". Pitfalls: it re-packages hh-rlhf, UltraFeedback, Nectar and
+others, so never mix it with those sources without prompt-level dedup.
 """
 
 from __future__ import annotations

@@ -31,3 +31,17 @@ def test_every_card_with_a_hub_id_declares_its_features() -> None:
         assert isinstance(features.get("configs"), dict) and features["configs"], f"{key}: no config declared"
         for config in features["configs"]:
             assert declared_features(card, config), f"{key}: config {config} declares no feature"
+
+
+def test_the_readme_says_how_each_source_was_checked() -> None:
+    """README's source table agrees with the cards: verified features are the published `dataset_info`."""
+    readme = (CARDS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in readme.splitlines()
+            if line.startswith("| `")}  # fmt: skip
+    for key, card in source_cards().items():
+        features = card.front.get("features") or {}
+        expected = (
+            "no Hub id" if card.front["hub_id"] is None
+            else "published `dataset_info`" if features.get("verified") else "reconstructed (unverified)"
+        )  # fmt: skip
+        assert rows.get(key) == expected, key

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -49,3 +52,26 @@ def test_clear_errors_for_bad_invocations(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", "--source", "hh_rlhf", "--path", str(empty), "--out", out])
     assert result.exit_code == 1 and "file is empty" in result.output
     assert not (tmp_path / "out" / "pairs.parquet").exists()
+
+
+def test_sources_piped_or_as_json_never_cut_a_key() -> None:
+    # As a script runs it: stdout is a pipe, not a terminal, so nothing may be cut to 80 columns.
+    piped = subprocess.run([sys.executable, "-m", "curation.cli", "sources"], capture_output=True, text=True,
+                           check=True, env={**os.environ, "COLUMNS": "80"})  # fmt: skip
+    keys_seen = {line.split("│")[1].strip() for line in piped.stdout.splitlines() if line.startswith("│")}
+    assert keys_seen == set(REGISTRY)
+    listed = json.loads(runner.invoke(app, ["sources", "--json"]).output)
+    assert sorted(row["key"] for row in listed) == sorted(REGISTRY)
+    assert {row["hub_id"] for row in listed if row["key"] == "vlfeedback"} == {"MMInstruction/VLFeedback"}
+
+
+def test_stats_as_json_adds_up(demo_recipe: Path, tmp_path: Path) -> None:
+    from curation.build import build
+    from curation.recipe import load_recipe
+
+    manifest = build(load_recipe(demo_recipe), tmp_path / "b")
+    result = runner.invoke(app, ["stats", str(tmp_path / "b"), "--json"])
+    stats = json.loads(result.output)
+    assert stats["rows_in_shards"] == manifest["rows_in_shards"]
+    in_shards = sum(r["count"] for r in stats["funnel"] if r["step"] == "in shards")
+    assert in_shards == manifest["rows_in_shards"] and set(stats["benchmarks"]) == {"vl_rewardbench"}

@@ -223,3 +223,20 @@ def test_files_ingested_in_parallel_give_the_same_bytes(tmp_path: Path, monkeypa
         digests.append(output_digests(out))
         assert not (out / "parts.partial").exists()
     assert digests[0] == digests[1]
+
+
+def test_a_record_of_lists_becomes_a_list_of_records() -> None:
+    from curation.errors import RowError
+    from curation.sources.base import records_of
+
+    assert records_of({"model": ["a", "b"], "score": [1, 2]}, "c") == [
+        {"model": "a", "score": 1},
+        {"model": "b", "score": 2},
+    ]
+    assert records_of({"model": "a", "score": [1]}, "c") == {"model": "a", "score": [1]}  # not a sequence: as is
+    with pytest.raises(RowError, match="'c': a record of lists of different lengths"):
+        records_of({"model": ["a", "b"], "score": [1]}, "c")
+    adapter = get_adapter("vlfeedback")()
+    row = {"prompt": "q", "completions": {"model": ["a"], "response": ["r"]}}
+    assert adapter.normalize(row)["completions"] == [{"model": "a", "response": "r"}]
+    assert adapter.normalize({"prompt": "q"}) == {"prompt": "q"}

@@ -4,6 +4,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, write_jsonl
 
 CONTEXT = [
@@ -70,3 +71,43 @@ def test_code_language_is_a_category_and_bad_rows_reject(tmp_path: Path, run_ing
         ("no user turn", "hs3.jsonl:3: the prompt does not end with a user turn before the answers"),
         ("missing field", "hs3.jsonl:4: 'response2'"),
     ]
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The preference config as declared: `context` and `individual_preference` are lists of records; a negative
+    overall preference favours response1 (the card's convention), zero ties."""
+    features = declared_features(source_cards()["helpsteer3"], "preference")
+    annotators = [{"score": -1, "reasoning": "@Response 1 is slightly better."}, {"score": -3, "reasoning": "Much."}]
+    rows = [
+        {**hs3(-2), "individual_preference": annotators},
+        {**hs3(3, domain="code", language="python"), "individual_preference": []},
+        {**hs3(0, domain="general", language="english"), "individual_preference": []},
+        {**hs3(1), "context": CONTEXT[:2], "individual_preference": []},
+    ]
+    for way, result in hub_ingest("helpsteer3", rows, features, config="preference").items():
+        pairs = result.pairs
+        assert [(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in pairs] == [
+            ("Katze", "Hund", 2.0, False),
+            ("Hund", "Katze", 3.0, False),
+            ("Katze", "Hund", 0.0, True),
+        ], way
+        assert pairs[0]["prompt"] == CONTEXT, way
+        assert [(p["subset"], p["language"], p["category"]) for p in pairs] == [
+            ("multilingual", "german", None),
+            ("code", None, "python"),
+            ("general", "english", None),
+        ], way
+        assert result.meta(0) == {"individual_preference": annotators, "_derived": {"chosen_side": "response1"}}, way
+        assert [r["reason"] for r in result.rejects] == ["no user turn"], way
+
+
+def test_feedback_rows_are_not_pairs(hub_ingest: Any) -> None:
+    """A feedback-config row (per-response feedback, no overall preference) is rejected, not guessed."""
+    features = declared_features(source_cards()["helpsteer3"], "feedback")
+    row = {k: v for k, v in hs3(1).items() if k not in ("overall_preference", "individual_preference")}
+    row |= {"feedback1": ["The response is mostly helpful."], "feedback2": ["The response is not helpful."]}
+    for way, result in hub_ingest("helpsteer3", [row], features, config="feedback").items():
+        assert not result.pairs, way
+        assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+            ("missing field", "'overall_preference'")
+        ], way

@@ -1,9 +1,12 @@
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
+from curation.cards import declared_features, source_cards
 from curation.errors import RowError
 from curation.schema import canonical_text
 from curation.sources.hh_rlhf import parse_transcript
@@ -59,3 +62,44 @@ def test_all_real_rows(shared_data: Path, run_ingest: RunIngest) -> None:
     assert (min(turns), max(turns)) == (1, 18)
     assert len({p["prompt_id"] for p in pairs}) == 2310  # two prompts occur twice
     assert len({p["pair_id"] for p in pairs}) == 2312
+
+
+def test_rows_as_the_hub_serves_them(shared_data: Path, hub_ingest: Any) -> None:
+    """Real rows (the first, one whose answer holds the marker, one with an empty answer) with the declared
+    features, and a row whose transcripts share no prompt (rejected)."""
+    features = declared_features(source_cards()["hh_rlhf"])
+    with gzip.open(shared_data / HH_TEST, "rt", encoding="utf-8") as handle:
+        native = [json.loads(line) for line in handle]
+    rows = [native[0], native[1254], native[86], {"chosen": "\n\nHuman: Hi", "rejected": "Hello there"}]
+    for way, result in hub_ingest("hh_rlhf", rows, features).items():
+        first, marker, empty = result.pairs
+        for row, pair in zip(rows, result.pairs, strict=False):
+            assert canonical_text(row["chosen"]).endswith(pair["chosen"]), way
+            assert canonical_text(row["rejected"]).endswith(pair["rejected"]), way
+            assert pair["prompt"][-1]["role"] == "user" and pair["chosen"] != pair["rejected"], way
+        assert marker["prompt"][-1]["content"] == "Isn't that drag kings?", way
+        assert "" in (empty["chosen"], empty["rejected"]), way
+        # A file of the Hub layout names no subset folder.
+        assert (first["subset"], first["tie"], first["margin"], first["chosen_score"]) == (None, False, None, None), way
+        assert [r["reason"] for r in result.rejects] == ["no shared prompt"], way
+
+
+def test_a_subset_read_from_the_hub_by_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hh-rlhf's subsets are folders of one repository: `--data-dir harmless-base` reads one, and names it."""
+    import curation.readers
+    from curation.images import ImagesRoot
+    from curation.ingest import ingest
+    from curation.sources import get_adapter
+    from curation.sources.base import ReadOptions
+
+    row = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."}
+    for folder in ("harmless-base", "helpful-base"):
+        (tmp_path / "repo" / folder).mkdir(parents=True)
+        with gzip.open(tmp_path / "repo" / folder / "train.jsonl.gz", "wt") as handle:
+            handle.write(json.dumps({**row, "chosen": row["chosen"] + f" ({folder})"}) + "\n")
+    monkeypatch.setattr(curation.readers, "is_hub_id", lambda location: True)  # the folder stands for the Hub id
+    adapter = get_adapter("hh_rlhf")({}, ReadOptions(split="train", data_dir="harmless-base"))
+    summary = ingest(adapter, str(tmp_path / "repo"), tmp_path / "out", ImagesRoot(None))
+    [pair] = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
+    assert summary.rows_read == 1 and pair["subset"] == "harmless-base"
+    assert pair["chosen"] == "Hello. (harmless-base)" and pair["source_row"] == "train:0"

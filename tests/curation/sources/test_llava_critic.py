@@ -1,10 +1,14 @@
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.cards import declared_features, source_cards
 from curation.errors import RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.sources import get_adapter
@@ -104,3 +108,103 @@ def test_pointwise_config_rows_are_rejected() -> None:
 )
 def test_parse_verdict(critique: str, winner: int | None) -> None:
     assert parse_verdict(critique)[0] == winner
+
+
+@pytest.mark.parametrize(
+    ("critique", "winner"),
+    [
+        ("Response 1 misses the dog.\nThe better response: [second]", 2),
+        ("The better response: [first]. Because it names the dog.", 1),
+        # The critic's verdict wins over a later free-text phrase of its justification.
+        ("The better response: [2]. Because Response 1 is more detailed but wrong.", 2),
+        ("Both describe the scene; the second adds the colour. [second]", 2),
+        ("[First] is accurate.", 1),
+        ("The two responses are identical.", None),
+        ("Two responses are equally good.", None),
+        ("Response 2 is better overall. Final verdict: [[A]]", 1),
+    ],
+)
+def test_parse_explicit_verdicts(critique: str, winner: int | None) -> None:
+    assert parse_verdict(critique)[0] == winner
+
+
+def test_bracketed_and_identical_verdicts(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """`[first]`, `[second]` and "The two responses are identical" are verdicts (the last a tie, first response
+    chosen); identical responses make a tie row only when the critique says they are identical."""
+    responses = "Question: [Colour?]\nResponse 1: [Red.]\nResponse 2: [It is red.]\nASSISTANT:\n"
+    rows = [
+        row(critic_prompt("What is shown?", "A dog.", "A brown dog on grass."), "The better response: [second]", 1),
+        row(critic_prompt("How many?", "Two.", "Three."), "Two cats are visible. The better response: [first]", 2),
+        row(critic_prompt("Colour?", "Red.", "It is red."), "The two responses are identical.", 3),
+        row(critic_prompt("Colour?", "Red.", "Red."), "The two responses are identical.", 4),
+        row(critic_prompt("Colour?", "Red.", "Red."), "The better response: [first]", 5),
+        row(f"{INSTRUCTION}{responses}", "[second]", 6),
+    ]
+    result = run_ingest("llava_critic", write_parquet(tmp_path / "pairwise.parquet", rows))
+    second, first, tie, same, layout = result.pairs
+    assert (second["chosen"], second["rejected"], second["tie"]) == ("A brown dog on grass.", "A dog.", False)
+    assert result.meta(0)["_derived"] == {"verdict": "The better response: [second]", "chosen_position": 2}
+    assert (first["chosen"], first["rejected"], first["tie"]) == ("Two.", "Three.", False)
+    assert (tie["chosen"], tie["rejected"], tie["tie"]) == ("Red.", "It is red.", True)
+    assert result.meta(2)["_derived"] == {"verdict": "The two responses are identical", "chosen_position": None}
+    assert (same["chosen"], same["rejected"], same["tie"]) == ("Red.", "Red.", True)
+    assert (layout["chosen"], layout["rejected"], layout["prompt"][0]["content"]) == (
+        "It is red.",
+        "Red.",
+        "<image>\nColour?",
+    )
+    assert [(r["source_row"], r["reason"]) for r in result.rejects] == [("pairwise.parquet:4", "identical responses")]
+
+
+def hub_rows() -> list[dict[str, Any]]:
+    pointwise = f"{INSTRUCTION}Question: [Q?]\nThe LMM response: [yes]\nASSISTANT:\n"
+    return [
+        row(critic_prompt("What is shown?", "A dog.", "A brown dog on grass."), "The better response: [second]", 1),
+        row(critic_prompt("Colour?", "Red.", "It is red."), "The two responses are identical.", 2),
+        row(critic_prompt("Q?", "yes", "no"), "Both have merits.", 3),
+        row(pointwise, "The score is 80.", 4),
+    ]
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The card's declared features (pairwise): `conversations` a `list` of {from, value}, `image` the Image
+    feature. A pointwise-layout row is recognised by its instruction."""
+    features = declared_features(source_cards()["llava_critic"], "pairwise")
+    for way, result in hub_ingest("llava_critic", hub_rows(), features).items():
+        better, tie = result.pairs
+        assert (better["chosen"], better["rejected"], better["tie"]) == ("A brown dog on grass.", "A dog.", False), way
+        assert better["prompt"] == [{"role": "user", "content": "<image>\nWhat is shown?"}], way
+        assert (better["subset"], better["images"]) == ("VLFeedback", [hashlib.sha256(image_bytes(1)).hexdigest()]), way
+        assert json.loads(better["meta"]) == {
+            "id": "row-1",
+            "_derived": {"verdict": "The better response: [second]", "chosen_position": 2},
+        }, way
+        assert (tie["chosen"], tie["rejected"], tie["tie"]) == ("Red.", "It is red.", True), way
+        assert [r["reason"] for r in result.rejects] == ["undetermined preference", "pointwise row (no pair)"], way
+
+
+def test_conversations_as_a_sequence_of_structs(hub_ingest: Any) -> None:
+    """Whether the card says `list` or `sequence` is unverified: a `sequence` of structs reaches the adapter as
+    one record of lists ({from: [...], value: [...]}), which gives the same pairs."""
+    card = source_cards()["llava_critic"]
+    declared = card.front["features"]["configs"]["pairwise"]
+    as_sequence = [
+        {"name": f["name"], "sequence": f["list"]} if "list" in f else f for f in declared
+    ]  # fmt: skip
+    features = datasets.Features._from_yaml_list(as_sequence)
+    assert features["conversations"] == {
+        "from": datasets.List(datasets.Value("string")),
+        "value": datasets.List(datasets.Value("string")),
+    }
+    rows = [
+        {**r, "conversations": {k: [t[k] for t in r["conversations"]] for k in ("from", "value")}} for r in hub_rows()
+    ]
+    for way, result in hub_ingest("llava_critic", rows, features).items():
+        assert [(p["chosen"], p["tie"]) for p in result.pairs] == [("A brown dog on grass.", False), ("Red.", True)], (
+            way
+        )
+        assert json.loads(result.pairs[0]["meta"]) == {
+            "id": "row-1",
+            "_derived": {"verdict": "The better response: [second]", "chosen_position": 2},
+        }, way
+        assert [r["reason"] for r in result.rejects] == ["undetermined preference", "pointwise row (no pair)"], way

@@ -1,7 +1,9 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import image_bytes, write_image
 
 PLACEHOLDER = {"from": "gpt", "value": ""}
@@ -78,3 +80,37 @@ def test_by_basename_off(tmp_path: Path, run_ingest) -> None:
     path.write_text(json.dumps([row("a", 1)]), encoding="utf-8")
     res = run_ingest("llava_rlhf", path, images_root=tmp_path / "coco", options={"by_basename": False})
     assert (res.pairs, [r["reason"] for r in res.rejects]) == ([], ["image not found"])
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
+    """The card's declared features, as `load_dataset("json")` serves the file: a row without an image has a null
+    `image`, which is text-only (as the absent key is); a prompt that names an image it lacks is still rejected."""
+    features = declared_features(source_cards()["llava_rlhf"])
+    write_image(tmp_path / "coco" / "train2014" / "COCO_train2014_000000000042.jpg", seed=42)
+    multi_turn = [
+        {"from": "human", "value": "<image>\nWhat is in the picture?"},
+        {"from": "gpt", "value": "A man on a beach."},
+        {"from": "human", "value": "What is he holding?"},
+        PLACEHOLDER,
+    ]
+    rows = [
+        row("a", 2),
+        row("b", 1, turns=multi_turn),
+        row("c", 1, turns=[{"from": "human", "value": "No image here."}, PLACEHOLDER], image=None),
+        row("d", 1, image=None),  # the human turn holds `<image>`: a lost image, not a text-only row
+        row("e", 3),
+    ]
+    for way, result in hub_ingest("llava_rlhf", rows, features, images_root=tmp_path / "coco").items():
+        a, b, c = result.pairs
+        # preference 2 => output_2 is chosen; preference 1 => output_1.
+        assert (a["chosen"], a["rejected"]) == ("He holds a surfboard.", "He holds an umbrella."), way
+        assert a["prompt"] == [{"role": "user", "content": "<image>\nWhat is the man holding?"}], way
+        assert a["images"] == [hashlib.sha256(image_bytes(42, fmt="JPEG")).hexdigest()], way
+        assert (a["tie"], a["margin"]) == (False, None), way
+        assert json.loads(a["meta"]) == {"id": "a", "hallucination": False}, way
+        assert (b["chosen"], [m["role"] for m in b["prompt"]]) == (
+            "He holds an umbrella.",
+            ["user", "assistant", "user"],
+        ), way
+        assert (c["images"], c["modality"], c["prompt"][0]["content"]) == ([], "text", "No image here."), way
+        assert [r["reason"] for r in result.rejects] == ["image placeholders mismatch", "undetermined preference"], way

@@ -1,7 +1,10 @@
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
 
 BENCH = "mm-rlhf-rewardbench/mm_reward_bench.jsonl"
@@ -78,3 +81,37 @@ def test_real_rewardbench_rows_share_the_format(shared_data: Path, tmp_path: Pat
     assert Counter(p["modality"] for p in result.pairs) == {"image": 145, "video": 25}
     assert all(p["prompt"][-1]["content"].count("<image>") == len(p["images"]) for p in result.pairs)
     assert len({json.loads(p["meta"])["id"] for p in result.pairs}) == 46
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
+    """The card's (reconstructed) dpo_pairs.jsonl features: all strings, `image` or `video` null where the row uses
+    the other. `datasets` reads the file with these columns whichever way it is served."""
+    features = declared_features(source_cards()["mm_rlhf"], "dpo_pairs")
+    root = tmp_path / "media"
+    write_image(root / "long" / "5.png", seed=1)
+    for i, name in enumerate(("0002.jpg", "0001.jpg")):
+        write_image(root / "video" / "yt1" / name, seed=10 + i)
+    base = {"chosen_reason": "accurate", "rejected_reason": "hallucinates", "image": None, "video": None}
+
+    def pair_row(item_id: str, prompt: str, chosen: str | None, rejected: str, **media: str) -> dict[str, Any]:
+        return {**base, "id": item_id, "prompt": prompt, "chosen": chosen, "rejected": rejected, **media}
+
+    rows = [
+        pair_row("5_1", "Describe.", "A harbour.", "A road.", image="long/5.png"),
+        pair_row("5_2", "Describe.", "A road.", "Nothing.", image="long/5.png"),
+        pair_row("yt1_1", "What happens?", "A dog runs.", "?", video="video/yt1"),
+        pair_row("5_3", "Describe.", None, "Nothing.", image="long/5.png"),
+    ]
+    for way, result in hub_ingest("mm_rlhf", rows, features, images_root=root).items():
+        first, second, video = result.pairs
+        assert (first["chosen"], first["rejected"], second["chosen"]) == ("A harbour.", "A road.", "A road."), way
+        assert first["prompt"] == [{"role": "user", "content": "<image>\nDescribe."}], way
+        assert (first["category"], first["modality"]) == ("long", "image"), way
+        assert first["images"] == second["images"] == [hashlib.sha256(image_bytes(1)).hexdigest()], way
+        frames = [hashlib.sha256(image_bytes(seed, fmt="JPEG")).hexdigest() for seed in (11, 10)]  # 0001, 0002
+        assert (video["images"], video["category"], video["modality"]) == (frames, "video", "video"), way
+        assert video["prompt"] == [{"role": "user", "content": "<image>\n<image>\nWhat happens?"}], way
+        assert result.meta(0) == {"id": "5_1", "chosen_reason": "accurate", "rejected_reason": "hallucinates"}, way
+        assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+            ("missing field", "'chosen'")
+        ], way

@@ -2,11 +2,13 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.cards import declared_features, source_cards
 from curation.schema import canonical_text
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
 
@@ -117,3 +119,37 @@ def test_image_struct_from_parquet(tmp_path: Path, run_ingest: RunIngest) -> Non
     assert (pair["category"], pair["modality"]) == ("safety", "image")
     assert pair["images"] == [hashlib.sha256(image_bytes(5)).hexdigest()]
     assert result.meta(0)["image"] == {"bytes": f"<{len(image_bytes(5))} bytes>", "path": "safety/009.png"}
+
+
+def test_rows_as_the_hub_serves_them(shared_data: Path, mm_images: Path, hub_ingest: Any) -> None:
+    """The card's (reconstructed) features: every column a string, `image` or `video` null in the rows that use the
+    other. The rows are the real file's first id (an mcq ranking of 4 pairs) and first video row."""
+    features = declared_features(source_cards()["mm_rlhf_rewardbench"])
+    real = _rows(shared_data)
+    picked = [r for r in real if r["id"] == real[0]["id"]] + [next(r for r in real if "video" in r)]
+    rows = [{name: row.get(name) for name in features} for row in picked]
+    rows.append({**rows[0], "image": None})
+    for way, result in hub_ingest("mm_rlhf_rewardbench", rows, features, images_root=mm_images).items():
+        *mcq, video = result.pairs
+        assert len(mcq) == 4, way
+        for pair, row in zip(mcq, picked[:4], strict=True):
+            assert (pair["chosen"], pair["rejected"]) == (
+                canonical_text(row["chosen"]),
+                canonical_text(row["rejected"]),
+            )
+            assert (pair["subset"], pair["category"], pair["modality"]) == ("mcq", "mcq", "image"), way
+            assert pair["prompt"] == [{"role": "user", "content": canonical_text("<image>\n" + row["prompt"])}], way
+        assert {p["images"][0] for p in mcq} == {
+            hashlib.sha256((mm_images / "mcq/073712.png").read_bytes()).hexdigest()
+        }
+        folder = mm_images / picked[-1]["video"]
+        assert video["images"] == [hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FRAMES], way
+        assert (video["category"], video["modality"], video["chosen"]) == (
+            "video", "video", canonical_text(picked[-1]["chosen"])
+        ), way  # fmt: skip
+        assert (
+            result.meta(0)["id"] == "073712_6205145" and result.meta(0)["chosen_reason"] == picked[0]["chosen_reason"]
+        )
+        assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+            ("missing field", "'image' or 'video'")
+        ], way

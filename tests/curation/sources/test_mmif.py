@@ -4,6 +4,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import image_bytes, write_image, write_jsonl
 
 QUESTION = "<image>\nDescribe the image in exactly three sentences, in French."
@@ -101,3 +102,36 @@ def test_embedded_image_bytes(tmp_path: Path, run_ingest) -> None:
     res = run_ingest("mmif", path)
     assert res.pairs[0]["prompt"] == [{"role": "user", "content": "<image>\nCaption this in five words."}]
     assert res.pairs[0]["images"] == [sha(3)]
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest) -> None:
+    """The card's (reconstructed) LLaMA-Factory ranking features: `conversations` a list of {from, value} records,
+    `chosen`/`rejected` single {from, value} structs, `images` a list of paths under the images root."""
+    features = declared_features(source_cards()["mmif"])
+    write_image(tmp_path / "images" / "mmif" / "1.png", seed=1)
+    write_image(tmp_path / "images" / "mmif" / "2.png", seed=2)
+
+    def ranked(turns: list[str], chosen: str, rejected: str, images: list[str]) -> dict:
+        roles = ("human", "gpt")
+        return {
+            "conversations": [{"from": roles[i % 2], "value": v} for i, v in enumerate(turns)],
+            "chosen": {"from": "gpt", "value": chosen},
+            "rejected": {"from": "gpt", "value": rejected},
+            "images": images,
+        }
+
+    rows = [
+        ranked([QUESTION], "Trois phrases. Deux. Une.", "Two sentences in English.", ["mmif/1.png"]),
+        ranked(["<image>\nWhat?", "A chart.", "<image>\nAnd this?"], "Map.", "A map.", ["mmif/1.png", "mmif/2.png"]),
+        ranked(["List three colors."], "Red, green, blue.", "Red.", []),
+        ranked([QUESTION, "a"], "b", "c", ["mmif/1.png"]),
+    ]
+    for way, result in hub_ingest("mmif", rows, features, images_root=tmp_path / "images").items():
+        single, multi, text = result.pairs
+        assert single["prompt"] == [{"role": "user", "content": QUESTION}], way
+        assert (single["chosen"], single["rejected"]) == ("Trois phrases. Deux. Une.", "Two sentences in English."), way
+        assert (single["images"], single["modality"]) == ([sha(1)], "image"), way
+        assert [m["role"] for m in multi["prompt"]] == ["user", "assistant", "user"], way
+        assert (multi["chosen"], multi["images"], multi["modality"]) == ("Map.", [sha(1), sha(2)], "multi_image"), way
+        assert (text["images"], text["modality"], text["chosen"]) == ([], "text", "Red, green, blue."), way
+        assert [r["reason"] for r in result.rejects] == ["no user turn"], way

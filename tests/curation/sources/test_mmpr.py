@@ -1,7 +1,11 @@
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
 
 META = {
@@ -90,3 +94,111 @@ def test_plain_annotation_file(tmp_path: Path, run_ingest: RunIngest) -> None:
     assert [(r["reason"], r["detail"]) for r in rejected.rejects] == [
         ("wrong type", "bad.jsonl:0: 'image[1]': expected a relative path, got 3")
     ]
+
+
+def write_frames(folder: Path, seeds: list[int]) -> None:
+    for k, seed in enumerate(seeds):
+        write_image(folder / f"{k:03d}.png", seed=seed)
+
+
+def test_video_rows_are_frames_never_text_pairs(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """A `video` (a frame folder or a list of frames, under the subset's root) is read as a video, as InternVL's
+    loader reads it when the row has no image; what cannot be read as frames is a reject, not a text pair."""
+    folder = tmp_path / "MMPR"
+    folder.mkdir()
+    meta = {"vid": {"root": "videos", "annotation": "annotations/vid.jsonl", "repeat_time": 1}}
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    write_frames(folder / "videos" / "v1", [11, 12, 13])
+    write_image(folder / "videos" / "still.png", seed=14)
+    rows = [
+        {"video": "v1", "question": "<video>\nWhat happens?", "chosen": "It rolls.", "rejected": "It flies."},
+        {"video": ["v1/000.png", "v1/002.png"], "question": "What changes?", "chosen": "Less.", "rejected": "More."},
+        {"image": "still.png", "video": "v1", "question": "Q1", "chosen": "image", "rejected": "wins"},
+        {"video": "", "question": "2+2?", "chosen": "4", "rejected": "5"},
+        {"video": "v9.mp4", "question": "Q", "chosen": "c", "rejected": "r"},
+        {"video": "v1", "clip": [0, 2], "question": "Q", "chosen": "c", "rejected": "r"},
+        {"video": "absent", "question": "Q", "chosen": "c", "rejected": "r"},
+        {"video": [], "question": "Q", "chosen": "c", "rejected": "r"},
+    ]
+    write_jsonl(folder / "annotations" / "vid.jsonl", rows)
+    result = run_ingest("mmpr", folder)
+    by_sha = {img["sha256"]: img["bytes"] for img in result.images}
+    folder_video, frame_list, image, text = result.pairs
+    assert (folder_video["modality"], folder_video["subset"]) == ("video", "vid")
+    assert folder_video["prompt"] == [{"role": "user", "content": "<image>\n<image>\n<image>\nWhat happens?"}]
+    assert [by_sha[s] for s in folder_video["images"]] == [image_bytes(11), image_bytes(12), image_bytes(13)]
+    assert (folder_video["chosen"], folder_video["rejected"]) == ("It rolls.", "It flies.")
+    assert frame_list["modality"] == "video" and frame_list["prompt"][0]["content"] == "<image>\n<image>\nWhat changes?"
+    assert [by_sha[s] for s in frame_list["images"]] == [image_bytes(11), image_bytes(13)]
+    # A non-empty image wins over a video, as in InternVL; the video path stays in meta.
+    assert (image["modality"], [by_sha[s] for s in image["images"]]) == ("image", [image_bytes(14)])
+    assert json.loads(image["meta"]) == {"video": "v1"}
+    assert (text["modality"], text["images"], text["chosen"]) == ("text", [], "4")
+    assert [(r["source_row"], r["reason"]) for r in result.rejects] == [
+        ("vid/vid.jsonl:4", "video file not supported"),
+        ("vid/vid.jsonl:5", "video clip not supported"),
+        ("vid/vid.jsonl:6", "image not found"),
+        ("vid/vid.jsonl:7", "image not found"),
+    ]
+
+
+# Each row layout of the annotation files, with exactly the card's declared features for it.
+LAYOUT_ROWS: dict[str, list[dict[str, Any]]] = {
+    "single_image": [
+        {"image": "alpha/a.png", "question": "What colour?", "chosen": "Red.", "rejected": "Blue."},
+        {"image": "alpha/gone.png", "question": "Q", "chosen": "c", "rejected": "r"},
+    ],
+    "multi_image": [
+        {
+            "image": ["alpha/a.png", "alpha/sub/b.png"],
+            "question": "Image-1: <image>\nImage-2: <image>\nWhich is larger?",
+            "chosen": "The second.",
+            "rejected": "The first.",
+        },
+    ],
+    "text_only": [{"question": "2+2?", "chosen": "4", "rejected": "5"}],
+    "video_frames": [
+        {"video": "clips/v1", "question": "<video>\nWhat happens?", "chosen": "It rolls.", "rejected": "It flies."},
+        {"video": "clips/v2.mp4", "question": "Q", "chosen": "c", "rejected": "r"},
+    ],
+    "video_frame_list": [
+        {"video": ["clips/v1/000.png", "clips/v1/002.png"], "question": "Q?", "chosen": "Less.", "rejected": "More."}
+    ],
+}
+# (modality, prompt, chosen, rejected, image seeds) of the pair each layout's first row gives, and its rejects.
+LAYOUT_PAIRS: dict[str, tuple[tuple[str, str, str, str, list[int]], list[str]]] = {
+    "single_image": (("image", "<image>\nWhat colour?", "Red.", "Blue.", [1]), ["image not found"]),
+    "multi_image": (
+        ("multi_image", "Image-1: <image>\nImage-2: <image>\nWhich is larger?", "The second.", "The first.", [1, 2]),
+        [],
+    ),
+    "text_only": (("text", "2+2?", "4", "5", []), []),
+    "video_frames": (
+        ("video", "<image>\n<image>\n<image>\nWhat happens?", "It rolls.", "It flies.", [11, 12, 13]),
+        ["video file not supported"],
+    ),
+    "video_frame_list": (("video", "<image>\n<image>\nQ?", "Less.", "More.", [11, 13]), []),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_ROWS))
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any, layout: str) -> None:
+    """A table of annotation rows (a parquet conversion, a Hub dataset) read every way `datasets` serves it: media
+    under --images-root, no subset name (a table's subset is its config), the same pairs each way."""
+    features = declared_features(source_cards()["mmpr"], layout)
+    media = tmp_path / "media"
+    write_image(media / "alpha" / "a.png", seed=1)
+    write_image(media / "alpha" / "sub" / "b.png", seed=2)
+    write_frames(media / "clips" / "v1", [11, 12, 13])
+    (modality, prompt, chosen, rejected, seeds), rejects = LAYOUT_PAIRS[layout]
+    for way, result in hub_ingest("mmpr", LAYOUT_ROWS[layout], features, images_root=media).items():
+        [pair] = result.pairs
+        assert (pair["modality"], pair["prompt"], pair["subset"]) == (
+            modality,
+            [{"role": "user", "content": prompt}],
+            None,
+        ), way
+        assert (pair["chosen"], pair["rejected"], pair["tie"], pair["margin"]) == (chosen, rejected, False, None), way
+        by_sha = {img["sha256"]: img["bytes"] for img in result.images}
+        assert [by_sha[s] for s in pair["images"]] == [image_bytes(seed) for seed in seeds], way
+        assert [r["reason"] for r in result.rejects] == rejects, way

@@ -8,6 +8,14 @@ from tests.conftest import RunIngest, write_image, write_jsonl
 EXAMPLE = "multimodal-rewardbench/example.jsonl"
 
 
+# The row format of data/all_data.json, checked against facebookresearch/multimodal_rewardbench @ b4b92cd (the data
+# file itself is over the mirror's size limit, so it was read through the code that reads it): README.md lists
+# Text, Image, Output1, Output2, Better; scripts/1_run_model_as_judge_gpt4o.py reads ID, Text, Image, Output1,
+# Output2 and Better ("Output2" -> label B) and stores the whole row as the prediction's `Meta`, which is why
+# scripts/2_get_accuracy.py (and outputs/example.jsonl) find `Meta.Category`: in the data the category is the
+# row's top-level `Category`, as yfzhang114/r1_reward's inference/Multimodal-Reward/1_get_accuracy.py reads it.
+# Image paths are `images/<subset>/<n>.<ext>` under data/ (scripts/0_download_data.py). Texts, and IDs other than
+# the two of outputs/example.jsonl, are made up after the ID prefixes the download and accuracy scripts test.
 def _row(item_id: str, image: str, category: str | None, better: str = "Output1", **over: object) -> dict:
     row = {
         "ID": item_id,
@@ -16,7 +24,7 @@ def _row(item_id: str, image: str, category: str | None, better: str = "Output1"
         "Output1": f"first answer {item_id}",
         "Output2": f"second answer {item_id}",
         "Better": better,
-        "Meta": {"Category": category, "Source": "x"},
+        "Category": category,
     }
     return {**row, **over}
 
@@ -32,24 +40,27 @@ def test_category_rule() -> None:
 
 
 def test_all_data_rows(tmp_path: Path, shared_data: Path, run_ingest: RunIngest) -> None:
-    # IDs, image paths and categories of the two real prediction rows (whose label is B = Output2).
+    # IDs, image paths and categories of the two real prediction rows, whose label B means Better = "Output2".
     example = [json.loads(line) for line in (shared_data / EXAMPLE).read_text(encoding="utf-8").splitlines()]
+    assert [e["Label"] for e in example] == ["B", "B"]
     root = tmp_path / "data"
     rows = [_row(e["ID"], e["Image"], e["Meta"]["Category"], better="Output2") for e in example]
     rows += [
         _row("pairs_occupation_1", "images/pairs/1.jpg", "safety"),
-        _row("vlguard_5", "images/vlguard/5.jpg", "safety"),
+        _row("hateful_memes_2", "images/hateful_memes/2.png", "safety"),  # an image its user obtained
         _row("mathvista_7", "images/mathvista/7.jpg", "reasoning"),
         _row("EMMA-Coding_3", "images/EMMA-Coding/3_0.png", "reasoning"),
-        {**_row("RealworldQA_4", "images/RealworldQA/4.jpg", None), "Meta": None, "Category": "vqa"},
-        {**_row("MMBench_2", "images/MMBench/2.jpg", None), "Meta": {}},
+        _row("RealworldQA_4", "images/RealworldQA/4.jpg", "vqa"),
+        _row("MMBench_2", "images/MMBench/2.jpg", None),
         _row("nocaps_5", "images/nocaps/5.jpg", "knowledge", better="Tie"),
-        _row("visitbench_9", "images/visitbench/9.jpg", "knowledge", Text=""),
+        _row("visitbench_9", "images/visitbench/9.jpg", "knowledge", Text=""),  # the release file, before the script
         _row("hateful_memes_1", "images/hateful_memes/1.png", "safety"),
         _row("nocaps_6", "images/nocaps/6.jpg", "knowledge", Output2=None),
+        _row("nocaps_7", "images/nocaps/7.jpg", ["knowledge"]),
     ]
-    for seed, row in enumerate(rows[:-2]):
-        write_image(root / row["Image"], seed=seed)
+    for seed, row in enumerate(rows):
+        if row["ID"] != "hateful_memes_1":  # not redistributed: the download script never fetches it
+            write_image(root / row["Image"], seed=seed)
     (root / "all_data.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     result = run_ingest("multimodal_rewardbench", root / "all_data.json", images_root=root)
 
@@ -58,10 +69,7 @@ def test_all_data_rows(tmp_path: Path, shared_data: Path, run_ingest: RunIngest)
     assert first["prompt"] == [{"role": "user", "content": "<image>\nQuestion about nocaps_13062?"}]
     assert first["modality"] == "image"
     assert first["images"] == [hashlib.sha256((root / "images/nocaps/13062.jpg").read_bytes()).hexdigest()]
-    assert result.meta(0) == {
-        "ID": "nocaps_13062",
-        "Meta": {"Category": "open_generation/correctness_task", "Source": "x"},
-    }
+    assert result.meta(0) == {"ID": "nocaps_13062"}
     assert result.pairs[2]["chosen"] == "first answer pairs_occupation_1"
     assert [p["category"] for p in result.pairs] == [
         "open_generation/correctness_task",
@@ -79,7 +87,15 @@ def test_all_data_rows(tmp_path: Path, shared_data: Path, run_ingest: RunIngest)
         ("all_data.json:9", "missing field", "'Text' is empty (filled by scripts/0_download_data.py)"),
         ("all_data.json:10", "image not found", "images/hateful_memes/1.png"),
         ("all_data.json:11", "missing field", "'Output2'"),
+        ("all_data.json:12", "wrong type", "'Category': expected str, got list"),
     ]
+
+
+def test_prediction_rows_are_not_benchmark_rows(shared_data: Path, run_ingest: RunIngest) -> None:
+    # outputs/example.jsonl holds judge predictions (Label, output, Meta), not Output1/Output2: nothing to pair.
+    result = run_ingest("multimodal_rewardbench", shared_data / EXAMPLE)
+    assert not result.pairs
+    assert [r["reason"] for r in result.rejects] == ["missing field", "missing field"]
 
 
 def test_jsonl_copy_and_missing_root(tmp_path: Path, run_ingest: RunIngest) -> None:

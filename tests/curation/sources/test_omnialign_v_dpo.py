@@ -1,6 +1,8 @@
 import hashlib
 from pathlib import Path
 
+from curation.cards import declared_features, source_cards
+from curation.sources.omnialign_v_dpo import task_of
 from tests.conftest import image_bytes, write_image, write_jsonl
 
 
@@ -55,3 +57,35 @@ def test_by_basename_option(tmp_path: Path, run_ingest) -> None:
     assert [r["reason"] for r in strict.rejects] == ["image not found"]
     loose = run_ingest("omnialign_v_dpo", path, images_root=tmp_path / "images", options={"by_basename": "true"})
     assert (loose.pairs[0]["images"], loose.pairs[0]["category"]) == ([sha(4)], "poster")
+
+
+def test_task_of_names_only_the_six_task_files() -> None:
+    assert [task_of(ref) for ref in ("chart/chart.jsonl:3", "ins_follow.jsonl:0", "knowledge.json.gz:2")] == [
+        "chart", "ins_follow", "knowledge"
+    ]  # fmt: skip
+    assert [task_of(ref) for ref in ("train:3", "train-00000-of-00001.parquet:0", "data-00000-of-00001.arrow:1")] == [
+        None, None, None
+    ]  # fmt: skip
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest) -> None:
+    """The card's (reconstructed) features: four strings, `image` a path under the images root. Whichever way the
+    Hub serves them, the rows name no task file, so subset and category stay empty in every way."""
+    features = declared_features(source_cards()["omnialign_v_dpo"])
+    write_image(tmp_path / "images" / "chart" / "c1.png", seed=2)
+    rows = [
+        row("chart/c1.png", prompt="<image>\nSummarize the chart."),
+        row("chart/c1.png"),
+        row("chart/missing.png"),
+        row("chart/c1.png", chosen=None),
+    ]
+    for way, result in hub_ingest("omnialign_v_dpo", rows, features, images_root=tmp_path / "images").items():
+        placed, added = result.pairs
+        assert placed["prompt"] == [{"role": "user", "content": "<image>\nSummarize the chart."}], way
+        assert added["prompt"] == [
+            {"role": "user", "content": "<image>\nExplain the historical context of this painting."}
+        ], way
+        assert (placed["chosen"], placed["rejected"]) == ("A long curated answer.", "A short guess."), way
+        assert placed["images"] == added["images"] == [sha(2)], way
+        assert {(p["subset"], p["category"]) for p in result.pairs} == {(None, None)}, way
+        assert [r["reason"] for r in result.rejects] == ["image not found", "missing field"], way

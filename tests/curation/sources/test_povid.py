@@ -1,7 +1,9 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import image_bytes, write_image
 
 
@@ -63,3 +65,23 @@ def test_by_basename_off_needs_the_exact_relative_path(tmp_path: Path, run_inges
     assert [p["source_row"] for p in res.pairs] == ["POVID_preference_data_for_VLLMs.json:0"]
     assert res.rejects[0]["reason"] == "image not found"
     assert res.rejects[0]["source_row"] == "POVID_preference_data_for_VLLMs.json:1"
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
+    """The card's declared features: two `list`s of {from, value} turns, `image` a COCO path string."""
+    features = declared_features(source_cards()["povid"])
+    write_image(tmp_path / "images" / "train2014" / "COCO_train2014_000000000009.jpg", seed=9)
+    rows = [
+        row(
+            "9", "./data/coco/COCO_train2014_000000000009.jpg", "A giraffe eating leaves.", "A giraffe eating a banana."
+        ),
+        row("10", "./data/coco/COCO_train2014_000000000404.jpg", "x", "y"),
+    ]
+    for way, result in hub_ingest("povid", rows, features, images_root=tmp_path / "images").items():
+        [pair] = result.pairs
+        assert pair["prompt"] == [{"role": "user", "content": "<image>\nDescribe the image."}], way
+        # chosen from `conversations`, rejected from `rejected_conversations`.
+        assert (pair["chosen"], pair["rejected"]) == ("A giraffe eating leaves.", "A giraffe eating a banana."), way
+        assert (pair["images"], pair["tie"], pair["margin"]) == ([jpeg_sha(9)], False, None), way
+        assert json.loads(pair["meta"]) == {"id": "9"}, way
+        assert [r["reason"] for r in result.rejects] == ["image not found"], way

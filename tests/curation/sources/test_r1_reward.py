@@ -1,10 +1,12 @@
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from curation.cards import declared_features, source_cards
 from curation.errors import RowError
 from curation.sources.r1_reward import parse_judge_prompt
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
@@ -91,3 +93,27 @@ def test_parse_judge_prompt_needs_both_responses() -> None:
     assert parse_judge_prompt(judge_text("Q?", " a ", "b")) == ("Q?", "a", "b")
     with pytest.raises(RowError, match=r"\[Response 1\] is empty"):
         parse_judge_prompt(judge_text("Q?", "", "b"))
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
+    """The card's declared features: `message` is a JSON string, `answer` a `sequence` of strings, `image` a
+    string (base64 bytes here; empty in the second row, whose image is found by the judge prompt's file name)."""
+    features = declared_features(source_cards()["r1_reward"])
+    write_image(tmp_path / "imgs" / "RLAIF-V-image" / "cake.jpg", seed=5)
+    text = judge_text("Describe the artwork.", "A cake shop.", "A bakery window at night.")
+    labels = [
+        (["<answer>2</answer>"], base64.b64encode(image_bytes(6)).decode()),
+        (["<answer>1</answer>"], ""),
+        (["<answer>3</answer>"], ""),
+    ]
+    # `source` is not a declared feature
+    rows = [{k: v for k, v in row(text, answer, image).items() if k != "source"} for answer, image in labels]
+    for way, result in hub_ingest("r1_reward", rows, features, images_root=tmp_path / "imgs").items():
+        prefers_second, prefers_first = result.pairs
+        assert (prefers_second["chosen"], prefers_second["rejected"]) == ("A bakery window at night.", "A cake shop.")
+        assert (prefers_first["chosen"], prefers_first["rejected"]) == ("A cake shop.", "A bakery window at night.")
+        assert {p["prompt"][0]["content"] for p in result.pairs} == {"<image>\nDescribe the artwork."}, way
+        assert prefers_second["images"] == [hashlib.sha256(image_bytes(6)).hexdigest()], way
+        assert prefers_first["images"] == [hashlib.sha256(image_bytes(5, fmt="JPEG")).hexdigest()], way
+        assert [result.meta(i)["_derived"]["chosen_position"] for i in range(2)] == [2, 1], way
+        assert [r["reason"] for r in result.rejects] == ["undetermined preference"], way

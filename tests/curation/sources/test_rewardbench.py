@@ -1,10 +1,12 @@
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from curation.sources.rewardbench import SECTIONS
 from tests.conftest import RunIngest, write_jsonl
 
@@ -77,3 +79,31 @@ def test_jsonl_without_subset_and_wrong_type(tmp_path: Path, run_ingest: RunInge
         None,
         "llama-2-7b",
     )
+
+
+def test_rows_as_the_hub_serves_them(shared_data: Path, hub_ingest: Any) -> None:
+    """The card's declared features (one flat config): a row per subset scored in a real results file, one subset
+    outside the leaderboard table (kept, no category) and a row without `rejected` (rejected)."""
+    features = declared_features(source_cards()["rewardbench"])
+    results = json.loads((shared_data / "rewardbench/GPM-Gemma-2B.json").read_text(encoding="utf-8"))
+    scored = sorted(k for k, v in results.items() if isinstance(v, float))
+    rows = [_row(i, subset) for i, subset in enumerate([*scored, "anthropic_helpful"])]
+    rows.append(_row(99, "math-prm", rejected=None))
+    expected = {"alpacaeval-easy": "Chat", "mt-bench-hard": "Chat Hard", "donotanswer": "Safety", "hep-go": "Reasoning"}
+    for way, result in hub_ingest("rewardbench", rows, features).items():
+        pairs = result.pairs
+        assert [p["subset"] for p in pairs] == [*scored, "anthropic_helpful"], way
+        assert [(p["chosen"], p["rejected"]) for p in pairs[:2]] == [("good 0", "bad 0"), ("good 1", "bad 1")], way
+        assert pairs[0]["prompt"] == [{"role": "user", "content": "Question 0?"}], way
+        assert (pairs[0]["chosen_model"], pairs[0]["rejected_model"], pairs[0]["margin"]) == (
+            "gpt-4",
+            "llama-2-7b",
+            None,
+        ), way
+        category = {p["subset"]: p["category"] for p in pairs}
+        assert {s: category[s] for s in expected} == expected, way
+        assert all(category[s] for s in scored) and category["anthropic_helpful"] is None, way
+        assert result.meta(len(scored)) == {"id": len(scored)}, way  # `id` keeps its int64 type
+        assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+            ("missing field", "'rejected'")
+        ], way

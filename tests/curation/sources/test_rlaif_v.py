@@ -1,10 +1,12 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from curation.schema import canonical_text
 from tests.conftest import image_bytes, write_image, write_jsonl
 
@@ -157,3 +159,27 @@ def test_trl_conversational_variant(tmp_path: Path, run_ingest) -> None:
     assert (second["images"], second["modality"]) == ([sha(5), sha(6)], "multi_image")
     assert first["meta"] == "{}"
     assert [r["reason"] for r in res.rejects] == ["no user turn"]
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
+    """The card's declared features: `image` is the Image feature ({bytes, path}), `origin_split` a JSON string."""
+    features = declared_features(source_cards()["rlaif_v"])
+    write_image(tmp_path / "media" / "coco" / "img3.png", seed=3)
+    rows = [
+        released_row(),
+        # No embedded bytes: `image_path` names the file, found by basename under the images root.
+        released_row(image=None, image_path="author/dir/img3.png", chosen="A bus.", rejected="A tram.", idx="18"),
+        released_row(rejected=None, idx="19"),
+    ]
+    for way, result in hub_ingest("rlaif_v", rows, features, images_root=tmp_path / "media").items():
+        first, second = result.pairs
+        assert first["prompt"] == [{"role": "user", "content": "<image>\nWhat is on the table?"}], way
+        assert (first["chosen"], first["rejected"]) == ("Two laptops and scissors.", "A cat sleeping on a keyboard."), (
+            way
+        )
+        assert (first["images"], first["subset"], first["chosen_model"]) == ([sha(1)], "OK-VQA", "OmniLMM-12B"), way
+        assert (first["tie"], first["margin"]) == (False, None), way
+        assert json.loads(first["meta"])["origin_split"]["type"] == "qa", way
+        assert (second["chosen"], second["rejected"], second["images"]) == ("A bus.", "A tram.", [sha(3)]), way
+        assert [r["reason"] for r in result.rejects] == ["missing field"], way
+        assert "'rejected'" in result.rejects[0]["detail"], way

@@ -1,10 +1,12 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import image_bytes, write_image
 
 
@@ -63,3 +65,28 @@ def test_text_json_pairs_and_rejects(tmp_path: Path, run_ingest) -> None:
         ("RLHF-V-Dataset.parquet:5", "image not found"),
     ]
     assert res.rejects[1]["detail"] == "RLHF-V-Dataset.parquet:3: 'text' JSON: 'rejected'"
+
+
+def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
+    """The card's declared features: `text` is a JSON string, `image` the Image feature, `idx` an int64."""
+    features = declared_features(source_cards()["rlhf_v"])
+    write_image(tmp_path / "media" / "llava" / "000000002.png", seed=2)
+    pair = {"question": "Describe the image.", "chosen": "A dog on grass.", "rejected": "A dog on a red sofa."}
+    rows = [
+        row(pair),
+        # No embedded image: `image_path` names the file, found by basename under the images root.
+        {**row({**pair, "chosen": "Two dogs."}, idx=8), "image": None, "image_path": "author/dir/000000002.png"},
+        row('{"question": "Q", "chosen": "A"', idx=9),
+    ]
+    for way, result in hub_ingest("rlhf_v", rows, features, images_root=tmp_path / "media").items():
+        first, second = result.pairs
+        # `chosen` is the human correction, `rejected` the original hallucinated answer.
+        assert (first["chosen"], first["rejected"]) == ("A dog on grass.", "A dog on a red sofa."), way
+        assert first["prompt"] == [{"role": "user", "content": "<image>\nDescribe the image."}], way
+        assert first["images"] == [hashlib.sha256(image_bytes(1)).hexdigest()], way
+        assert (first["subset"], first["tie"], first["margin"]) == ("LLaVA-Instruct", False, None), way
+        assert json.loads(first["meta"])["idx"] == 7 and json.loads(first["meta"])["origin_split"] == {
+            "type": "detailed_description"
+        }, way
+        assert (second["chosen"], second["images"]) == ("Two dogs.", [hashlib.sha256(image_bytes(2)).hexdigest()]), way
+        assert [r["reason"] for r in result.rejects] == ["malformed json field"], way

@@ -1,5 +1,7 @@
 from pathlib import Path
+from typing import Any
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, write_jsonl
 
 
@@ -41,3 +43,20 @@ def test_broken_rows_are_rejected(tmp_path: Path, run_ingest: RunIngest) -> None
     assert result.rejects[0]["detail"] == "sky.jsonl:0: 'rejected': expected a message list"
     # LLaVA-style {from, value} turns are read as well.
     assert [(p["chosen"], p["rejected"], p["subset"]) for p in result.pairs] == [("a", "b", None)]
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The published features (v0.2): message lists of {content, role}; the shared turns are the prompt."""
+    features = declared_features(source_cards()["skywork_preference"])
+    system, ask = turn("system", "Answer briefly."), turn("user", "2+2?")
+    rows: list[dict[str, Any]] = [
+        {"chosen": [system, ask, turn("assistant", "4")], "rejected": [system, ask, turn("assistant", "5")]},
+        {"chosen": [ask, turn("assistant", "4")], "rejected": [turn("user", "3+3?"), turn("assistant", "6")]},
+    ]
+    rows[0]["source"], rows[1]["source"] = "helpsteer2", "offsetbias"
+    for way, result in hub_ingest("skywork_preference", rows, features).items():
+        [pair] = result.pairs
+        assert pair["prompt"] == [system, ask], way
+        assert (pair["chosen"], pair["rejected"], pair["subset"], pair["margin"]) == ("4", "5", "helpsteer2", None), way
+        assert result.meta(0) == {}, way
+        assert [r["reason"] for r in result.rejects] == ["prompt differs between sides"], way

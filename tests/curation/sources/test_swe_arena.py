@@ -5,6 +5,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, write_jsonl
 
 ASK = "Write a Python function that reverses a string."
@@ -104,3 +105,43 @@ def test_json_columns_plain_roles_and_rejects(tmp_path: Path, run_ingest: RunIng
             "arena.jsonl:6: 'states': Expecting property name enclosed in double quotes at column 2",
         ),
     ]
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The declared features: nested structs, each side's messages a list of [role, text] lists with FastChat
+    role names; BigCodeArena's vote spellings orient the pair."""
+    features = declared_features(source_cards()["swe_arena"])
+
+    def hub_row(vote: str) -> dict[str, Any]:
+        row = arena(vote)
+        del row["timestamp"]  # not a declared column
+        for side in row["states"].values():
+            del side["sandbox_logs_by_round"]  # not declared (see the card)
+            side |= {"chat_session_id": "s1", "chat_start_time": "2025-04-03 18:24:58"}
+        row["feedback"] |= {"explainability": "A", "maintainability": "B", "ui_ux_design": "tie"}
+        return row
+
+    rows = [hub_row("vote_model_B"), hub_row("vote_left"), hub_row("vote_both_bad"), hub_row("vote_skip")]
+    for way, result in hub_ingest("swe_arena", rows, features).items():
+        right, left, both_bad = result.pairs
+        assert right["prompt"] == [{"role": "user", "content": ASK}], way
+        assert (right["chosen"], right["rejected"]) == ("use a loop", "def r(s): return s[::-1]"), way
+        assert (right["chosen_model"], right["rejected_model"], right["tie"]) == ("claude-3.5", "gpt-4o", False), way
+        assert (left["chosen"], left["chosen_model"], left["tie"]) == ("def r(s): return s[::-1]", "gpt-4o", False), way
+        assert (both_bad["tie"], result.meta(2)["_derived"]) == (True, {"chosen_side": "model_A", "both_bad": True}), (
+            way
+        )
+        meta = result.meta(0)
+        assert meta["states"]["model_A"] == {
+            "chat_mode": "battle_anony",
+            "chat_session_id": "s1",
+            "chat_start_time": "2025-04-03 18:24:58",
+            "conv_id": "conv-gpt-4o",
+            "model_name": "gpt-4o",
+            "offset": 0,
+            "roles": ["USER", "ASSISTANT"],
+        }, way
+        assert meta["feedback"]["vote_type"] == "vote_model_B" and meta["type"] == "chat", way
+        assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+            ("undetermined preference", "'feedback.vote_type': 'vote_skip'")
+        ], way

@@ -4,6 +4,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, write_jsonl
 
 
@@ -60,3 +61,32 @@ def test_equal_ratings_tie_and_garbled_ratings_reject(tmp_path: Path, run_ingest
             "mix.jsonl:2: chosen and rejected do not share the turns before the answer",
         ),
     ]
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The declared features (no rating or model columns): the pair has no scores; the columnar path and the
+    row path agree, rejects included."""
+    features = declared_features(source_cards()["tulu3_preference"])
+    system = {"role": "system", "content": "Follow the format."}
+    multi = [system, *chat("Write 2 words.", "ok"), {"role": "user", "content": "Now 3."}]
+    rows = [
+        row(1),
+        row(2, chosen=[*multi, {"role": "assistant", "content": "one two three"}],
+            rejected=[*multi, {"role": "assistant", "content": "one two"}]),
+        row(3, rejected=chat("Other prompt", "bad")),
+        row(4, chosen=[{"role": "user", "content": "Write 4 words."}], rejected=[{"role": "user", "content": "x"}]),
+    ]  # fmt: skip
+    for way, result in hub_ingest("tulu3_preference", rows, features).items():
+        first, second = result.pairs
+        assert first["prompt"] == [{"role": "user", "content": "Write 1 words."}], way
+        assert (first["chosen"], first["rejected"], first["subset"]) == ("good", "bad", "tulu-3-IF-augmented"), way
+        assert second["prompt"] == multi, way
+        assert (second["chosen"], second["rejected"]) == ("one two three", "one two"), way
+        assert (first["chosen_score"], first["margin"], first["tie"], first["binarization"]) == (
+            None,
+            None,
+            False,
+            None,
+        ), way
+        assert result.meta(1) == {"id": "if-2"}, way
+        assert [r["reason"] for r in result.rejects] == ["prompt differs between sides", "no final answer"], way

@@ -1,6 +1,8 @@
+import copy
 from pathlib import Path
 from typing import Any
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, write_jsonl
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
@@ -123,3 +125,66 @@ def test_unparsable_scores_and_ties(tmp_path: Path, run_ingest: RunIngest) -> No
     [tie] = result.pairs
     assert (tie["chosen"], tie["rejected"], tie["tie"], tie["margin"]) == ("answer 0", "answer 1", True, 0.0)
     assert tie["subset"] == "truthful_qa"
+
+
+def hub_rows() -> list[dict[str, Any]]:
+    """Rows with the declared types: float overall scores, string ratings ("N/A" among them)."""
+    ranked = uf_row("Write a haiku.", [completion(0, 7.0), completion(1, 9.0), completion(2, 3.0), completion(3, 5.5)])
+    mixed = uf_row(
+        "Explain DNS.",
+        [
+            completion(0, 2.0, ("5", "5", "5", "5")),
+            completion(1, None, ("N/A", "N/A", "N/A", "N/A")),
+            completion(2, 4.0, ("2", "N/A", "3", " 4 ")),
+            completion(3, 9.0, ("1", "1", "1", "1")),
+        ],
+        source="truthful_qa",
+    )
+    unscored = uf_row("q", [completion(0, 1.0), completion(1, None), completion(2, None), completion(3, None)])
+    return [ranked, mixed, unscored]
+
+
+def as_sequence(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`completions` as the record of lists `datasets` serves for a `sequence` of structs."""
+    return [{**r, "completions": {k: [c[k] for c in r["completions"]] for k in r["completions"][0]}} for r in rows]
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The card's features (`completions` a list of records) and the same data declared as a `sequence` of
+    structs (one record of lists): both give the same pairs, by overall_score and by mean aspect rating."""
+    card = source_cards()["ultrafeedback"]
+    as_seq = copy.deepcopy(card.front["features"]["configs"]["default"])
+    [completions] = [f for f in as_seq if f["name"] == "completions"]
+    completions["sequence"] = completions.pop("list")
+    features = declared_features(card)
+    shapes = {
+        "list": (features, hub_rows()),
+        "sequence": (type(features)._from_yaml_list(as_seq), as_sequence(hub_rows())),
+    }
+    outputs = {}
+    for shape, (declared, rows) in shapes.items():
+        by_overall = hub_ingest("ultrafeedback", rows, declared)
+        by_mean = hub_ingest("ultrafeedback", rows, declared, options={"score": "mean_rating"})
+        for way, result in by_overall.items():
+            ranked, mixed = result.pairs
+            assert answers(result.pairs) == [("answer 1", "answer 2"), ("answer 3", "answer 0")], (shape, way)
+            assert (ranked["margin"], ranked["chosen_model"], ranked["rejected_model"]) == (6.0, "model-1", "model-2")
+            assert (mixed["subset"], mixed["binarization"], mixed["tie"]) == ("truthful_qa", "max_gap", False)
+            honesty = result.meta(0)["completions"][2]["annotations"]["honesty"]
+            assert honesty == {"Rating": "3", "Rationale": "..."}, (shape, way)
+            assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+                ("unparsable score", "'completions': 1 of 4 have a parsable overall_score")
+            ], (shape, way)
+        for way, result in by_mean.items():
+            # All aspects rated 3: a tie; answer 1 (all "N/A") takes no part in the second row's mean ranking.
+            tie, mixed, rated = result.pairs
+            assert (tie["tie"], tie["margin"], rated["tie"]) == (True, 0.0, True), (shape, way)
+            assert (mixed["chosen"], mixed["rejected"], mixed["chosen_score"], mixed["rejected_score"]) == (
+                "answer 0",
+                "answer 3",
+                5.0,
+                1.0,
+            ), (shape, way)
+            assert not result.rejects, (shape, way)
+        outputs[shape] = [{k: v for k, v in p.items() if k != "source_row"} for p in by_overall["streaming"].pairs]
+    assert outputs["list"] == outputs["sequence"]

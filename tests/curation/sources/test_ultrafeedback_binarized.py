@@ -1,6 +1,9 @@
 import json
 from pathlib import Path
+from typing import Any
 
+from curation.cards import declared_features, source_cards
+from curation.schema import canonical_text
 from tests.conftest import RunIngest, write_jsonl
 
 UF = "ultrafeedback-binarized"
@@ -40,3 +43,48 @@ def test_real_rows_clean_and_label_flip(shared_data: Path, run_ingest: RunIngest
     negative = [p["margin"] < 0 for p in noisy.pairs]
     assert sum(flipped) == 200
     assert sum(n and f for n, f in zip(negative, flipped, strict=True)) == 177 and sum(negative) == 177
+
+
+def h4_row(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened local row in H4's layout: the prompt repeated in both message lists, scores beside them."""
+    ask = {"role": "user", "content": flat["prompt"]}
+    chosen = [ask, {"role": "assistant", "content": flat["chosen"]}]
+    return {
+        "prompt": flat["prompt"],
+        "prompt_id": f"uf-{flat['source_index']}",
+        "chosen": chosen,
+        "rejected": [ask, {"role": "assistant", "content": flat["rejected"]}],
+        "messages": chosen,
+        "score_chosen": flat["metadata"]["score_chosen"],
+        "score_rejected": flat["metadata"]["score_rejected"],
+    }
+
+
+def test_rows_as_the_hub_serves_them(shared_data: Path, hub_ingest: Any) -> None:
+    """Four real pairs (the fourth a tie) in H4's declared layout, and one whose sides differ before the answer;
+    the columnar path (message lists) and the row path agree."""
+    features = declared_features(source_cards()["ultrafeedback_binarized"])
+    lines = (shared_data / UF / "eval_clean.jsonl").read_text(encoding="utf-8").splitlines()
+    native = [json.loads(line) for line in lines[:4]]
+    broken = h4_row(native[0]) | {
+        "rejected": [{"role": "user", "content": "Other"}, {"role": "assistant", "content": "x"}]
+    }
+    for way, result in hub_ingest("ultrafeedback_binarized", [*map(h4_row, native), broken], features).items():
+        assert len(result.pairs) == 4, way
+        for flat, pair in zip(native, result.pairs, strict=True):
+            assert pair["prompt"] == [{"role": "user", "content": canonical_text(flat["prompt"])}], way
+            assert (pair["chosen"], pair["rejected"]) == (
+                canonical_text(flat["chosen"]),
+                canonical_text(flat["rejected"]),
+            ), way
+            scores = flat["metadata"]
+            assert (pair["chosen_score"], pair["rejected_score"]) == (
+                scores["score_chosen"],
+                scores["score_rejected"],
+            ), way
+            assert pair["margin"] == scores["score_chosen"] - scores["score_rejected"], way
+            assert pair["tie"] == (scores["score_chosen"] == scores["score_rejected"]), way
+        assert [p["tie"] for p in result.pairs] == [False, False, False, True], way
+        assert {p["binarization"] for p in result.pairs} == {"best_vs_random"}, way
+        assert result.meta(0) == {"prompt_id": f"uf-{native[0]['source_index']}"}, way
+        assert [r["reason"] for r in result.rejects] == ["prompt differs between sides"], way

@@ -1,6 +1,7 @@
 from pathlib import Path
 from typing import Any
 
+from curation.cards import declared_features, source_cards
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 from tests.conftest import RunIngest, write_jsonl
@@ -55,3 +56,19 @@ def test_hub_config_defaults_to_all() -> None:
     adapter = get_adapter("unified_feedback")
     assert adapter().read.config == "all"
     assert adapter(read=ReadOptions(config="Nectar", split="val")).read == ReadOptions(config="Nectar", split="val")
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The published features of the Nectar config (float32 ratings, int32 turns), read as that config."""
+    features = declared_features(source_cards()["unified_feedback"], "Nectar")
+    other = [{"role": "user", "content": "Something else"}, {"role": "assistant", "content": "x"}]
+    rows = [uf(1.5, 0.25, source="nectar"), uf(2.0, 7.25), uf(3.0, 3.0), uf(1.0, 0.0, conv_B=other)]
+    for way, result in hub_ingest("unified_feedback", rows, features, config="Nectar").items():
+        a_wins, b_wins, tie = result.pairs
+        assert a_wins["prompt"] == PROMPT, way
+        assert (a_wins["chosen"], a_wins["rejected"], a_wins["margin"]) == ("A cat sat.", "Dog.", 1.25), way
+        assert (b_wins["chosen"], b_wins["chosen_score"], b_wins["rejected_score"]) == ("Dog.", 7.25, 2.0), way
+        assert (tie["tie"], tie["margin"], tie["chosen"]) == (True, 0.0, "A cat sat."), way
+        assert [p["subset"] for p in result.pairs] == ["nectar", "summarize_from_feedback", "summarize_from_feedback"]
+        assert result.meta(1) == {"id": "uf-1", "_derived": {"chosen_side": "conv_B"}}, way
+        assert [r["reason"] for r in result.rejects] == ["prompt differs between sides"], way

@@ -1,11 +1,14 @@
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.cards import declared_features, source_cards
 from curation.schema import canonical_text
 from curation.sources.vl_rewardbench import vl_rewardbench_group
 from tests.conftest import RunIngest, image_bytes, write_image, write_jsonl
@@ -132,3 +135,49 @@ def test_native_parquet_layout(tmp_path: Path, run_ingest: RunIngest) -> None:
         ("missing field", "field 'image': no image (NoneType)"),
     ]
     assert len(result.images) == 1  # one image shared by all pairs, stored once
+
+
+def test_rows_as_the_hub_serves_them(shared_data: Path, hub_ingest: Any) -> None:
+    """The card's declared features (main revision): `response`/`human_ranking`/`models` are sequences, `image`
+    the `Image` feature. The text comes from one real converted row per id prefix, laid out as the Hub stores it:
+    the chosen answer first in even rows, second (ranking [1, 0]) in odd ones."""
+    features = declared_features(source_cards()["vl_rewardbench"])
+    lines = (shared_data / VL).read_text(encoding="utf-8").splitlines()
+    prefixes = ("hallucination_pair", "RLAIF", "RLHF", "wildvision", "mathverse", "mmmu")
+    real = [next(r for r in map(json.loads, lines) if r["id"].startswith(prefix)) for prefix in prefixes]
+
+    def hub_row(k: int, row: dict[str, Any], **over: Any) -> dict[str, Any]:
+        first = k % 2 == 0
+        answers = [row["chosen"], row["rejected"]]
+        return {
+            "id": row["id"], "query": row["prompt"], "response": answers if first else answers[::-1],
+            "image": {"bytes": image_bytes(k), "path": f"{row['id']}.jpg"},
+            "human_ranking": [0, 1] if first else [1, 0], "models": [f"first-{k}", f"second-{k}"],
+            "judge": "human", "rationale": "", "query_source": "x", "ground_truth": "", **over,
+        }  # fmt: skip
+
+    rows = [hub_row(k, row) for k, row in enumerate(real)]
+    rows += [
+        hub_row(6, real[0], human_ranking=[0, 0]),  # equal ranks: a tie, first response as chosen
+        hub_row(7, real[1], human_ranking=[0]),
+        hub_row(8, real[2], response=[real[2]["chosen"]]),
+    ]
+    for way, result in hub_ingest("vl_rewardbench", rows, features).items():
+        pairs = result.pairs
+        assert len(pairs) == 7, way
+        for k, (pair, row) in enumerate(zip(pairs, real, strict=False)):
+            expected = (canonical_text(row["chosen"]), canonical_text(row["rejected"]))
+            assert (pair["chosen"], pair["rejected"]) == expected, way
+            expected_models = (f"first-{k}", f"second-{k}") if k % 2 == 0 else (f"second-{k}", f"first-{k}")
+            assert (pair["chosen_model"], pair["rejected_model"]) == expected_models, way
+            group = vl_rewardbench_group(row["id"])
+            assert (pair["subset"], pair["category"], pair["tie"]) == (group, group, False), way
+            assert pair["prompt"] == [{"role": "user", "content": canonical_text("<image>\n" + row["prompt"])}], way
+            assert pair["images"] == [hashlib.sha256(image_bytes(k)).hexdigest()], way
+        tie = pairs[6]
+        assert (tie["tie"], tie["chosen"], tie["chosen_model"]) == (True, canonical_text(real[0]["chosen"]), "first-6")
+        assert [p["category"] for p in pairs[:6]] == [
+            "hallucination", "hallucination", "hallucination", "general", "reasoning", "reasoning"
+        ], way  # fmt: skip
+        assert [r["reason"] for r in result.rejects] == ["undetermined preference", "wrong type"], way
+        assert len(result.images) == 7, way

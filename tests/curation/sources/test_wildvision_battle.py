@@ -1,9 +1,11 @@
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.cards import declared_features, source_cards
 from tests.conftest import RunIngest, image_bytes
 
 
@@ -94,3 +96,33 @@ def test_rejects(tmp_path: Path, run_ingest: RunIngest) -> None:
         "image not found",
     ]
     assert result.rejects[1]["detail"] == "battle.parquet:1: 'winner': 'leftvote?'"
+
+
+def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
+    """The card's (reconstructed) features: conversations are a `list` of {role, content} structs, served as lists
+    of records; the image is the `Image` feature's {bytes, path}; no `domain` column, so no category."""
+    features = declared_features(source_cards()["wildvision_battle"])
+    rows = [
+        battle("model_b", ["Read the sign.", "It says STOP?"], ["Read the sign.", "It says EXIT."], seed=1),
+        battle("tie (bothbad)", ["What is it?", "A cat."], ["What is it?", "A dog."], seed=2),
+        battle("model_a", ["Count.", "3"], ["Count.", "4"], seed=3, language="German"),
+        battle("tie", ["Colour?", "Red."], ["Colour?", "Crimson."], seed=4),
+        battle(
+            "model_a", ["Describe.", "A street.", "More?", "Cars."], ["Describe.", "A road.", "More?", "Trees."], seed=5
+        ),
+        battle("leftvote?", ["Q", "a"], ["Q", "b"], seed=6),
+    ]
+    for row in rows:
+        del row["domain"]  # not a declared feature
+    for way, result in hub_ingest("wildvision_battle", rows, features).items():
+        b_wins, bothbad, a_wins, tie = result.pairs
+        assert (b_wins["chosen"], b_wins["rejected"]) == ("It says EXIT.", "It says STOP?"), way
+        assert (b_wins["chosen_model"], b_wins["rejected_model"], b_wins["tie"]) == ("llava-13b", "gpt-4v", False), way
+        assert b_wins["prompt"] == [{"role": "user", "content": "<image>\nRead the sign."}], way
+        assert (b_wins["language"], b_wins["category"], b_wins["modality"]) == ("English", None, "image"), way
+        assert b_wins["images"] == [hashlib.sha256(image_bytes(1)).hexdigest()], way
+        assert (bothbad["chosen"], bothbad["tie"], bothbad["chosen_model"]) == ("A cat.", True, "gpt-4v"), way
+        assert result.meta(1)["winner"] == "tie (bothbad)", way
+        assert (a_wins["chosen"], a_wins["rejected"], a_wins["language"]) == ("3", "4", "German"), way
+        assert (tie["chosen"], tie["rejected"], tie["tie"]) == ("Red.", "Crimson.", True), way
+        assert [r["reason"] for r in result.rejects] == ["multi-turn battle", "undetermined preference"], way
