@@ -37,14 +37,20 @@ def declared_features(card: Card, config: str | None = None) -> Any:
     """The `datasets.Features` a card declares for `config` (its only config when None): `features.configs`
     holds each config's `dataset_info.features` as dataset cards spell them in YAML (`dtype`, `sequence`,
     `list`, `struct`), which `datasets` reads itself."""
-    import datasets  # imported lazily: only tests and checks need it
-
     configs = card.front["features"]["configs"]
     if config is None:
         if len(configs) != 1:
             raise ValueError(f"{card.path}: {len(configs)} configs declared; name one of {', '.join(configs)}")
         config = next(iter(configs))
-    return datasets.Features._from_yaml_list(configs[config])
+    return features_from_yaml(configs[config])
+
+
+def features_from_yaml(spec: list[dict[str, Any]]) -> Any:
+    """`datasets.Features` from a `dataset_info.features` list as dataset cards spell it in YAML (the reader
+    `datasets` uses for cards itself; not public API, so it is called here only)."""
+    import datasets
+
+    return datasets.Features._from_yaml_list(spec)
 
 
 def source_cards(cards_dir: Path = CARDS_DIR) -> dict[str, Card]:

@@ -155,7 +155,9 @@ def hub_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
         images_root: Path | None = None,
         options: dict[str, Any] | None = None,
         config: str | None = None,
+        rows_read: int | None = None,
     ) -> dict[str, IngestResult]:
+        """`rows_read`: the rows the ingest counts, where a source joins several served rows into one."""
         root = tmp_path / f"hub-{key}-{next(counter)}"
         dataset = datasets.Dataset.from_list(rows, features=features)
         (root / "repo" / "data").mkdir(parents=True)
@@ -180,7 +182,9 @@ def hub_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
                 out = root / way.replace(", ", "-").replace(" ", "-")
                 summary = ingest(adapter, str(location), out, ImagesRoot(images_root), columnar_path=columnar)
             assert summary.balanced
-            results[way] = IngestResult(out, summary)
+            result = results[way] = IngestResult(out, summary)
+            assert len(result.pairs) == summary.pairs and len(result.rejects) == summary.rows_rejected, way
+            assert summary.rows_read == (len(rows) if rows_read is None else rows_read), way  # all were read
         reference = results["parquet, row by row"]
         for way, result in results.items():
             assert _without_refs(result.pairs) == _without_refs(reference.pairs), way

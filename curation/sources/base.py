@@ -135,11 +135,15 @@ class Adapter:
         yield from iter_location(
             location,
             config=self.read.config,
-            split=self.read.split or self.info.default_split,
+            split=self.read.split or self.default_split(),
             revision=self.read.revision,
             columns=self.columns,
             data_dir=self.read.data_dir,
         )
+
+    def default_split(self) -> str:
+        """The Hub split read when none is given (an adapter whose configs have other splits says so here)."""
+        return self.info.default_split
 
     def normalize(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row with each of `record_lists` as a list of records (a record of equal-length lists is turned

@@ -8,11 +8,13 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import pyarrow as pa
 
 from curation.errors import RowError
+from curation.readers import SUPPORTED_SUFFIXES
 from curation.schema import IMAGE_TOKEN
 from curation.sql import quote_identifier, sql_literal
 
@@ -286,3 +288,14 @@ def binarize(
         raise ValueError(f"unknown binarization policy {policy!r}")
     score = dict(scored)
     return [(c, r, tie) for c, r, tie in candidates if tie or score[c] - score[r] >= min_margin]
+
+
+def ref_file(ref: str) -> str:
+    """The file (or Hub split) a row's ref `file:line` names."""
+    return ref.rpartition(":")[0]
+
+
+def file_stem(file_ref: str) -> str:
+    """A file's name without the reader's suffix ("chart/chart.jsonl" -> "chart")."""
+    name = PurePosixPath(file_ref).name
+    return next((name[: -len(s)] for s in SUPPORTED_SUFFIXES if name.endswith(s)), name)

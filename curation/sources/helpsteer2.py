@@ -23,7 +23,7 @@ from curation.images import ImagesRoot
 from curation.pair import Pair
 from curation.readers import Record
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import binarize, field, maybe_score, parse_score, text_field
+from curation.sources.common import binarize, field, maybe_score, parse_score, ref_file, text_field
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 _TURN = re.compile(r"\n?<extra_id_1>(User|Assistant)\n?")
@@ -57,12 +57,7 @@ def _unpaired(ref: str, why: str) -> Record:
     return Record(ref, None, RowError("incomplete pair", f"{ref}: {why}"))
 
 
-def _source(ref: str) -> str:
-    """The file (or Hub split) part of a ref `file:line`."""
-    return ref.rpartition(":")[0]
-
-
-def _rated(record: Record) -> bool:
+def _is_response_row(record: Record) -> bool:
     return record.data is not None and "response" in record.data
 
 
@@ -103,23 +98,23 @@ class Helpsteer2(Adapter):
         source: str | None = None
         position = 0
         for record in super().records(location, images_root):
-            if _source(record.ref) != source:  # positions restart with each file
+            if ref_file(record.ref) != source:  # positions restart with each file
                 if first is not None:
                     yield _unpaired(first.ref, "the last row of its file has no partner")
-                source, position, first = _source(record.ref), 0, None
+                source, position, first = ref_file(record.ref), 0, None
             odd, position = position % 2 == 1, position + 1
             if not odd:
-                previous, first = record, (record if _rated(record) else None)
+                previous, first = record, (record if _is_response_row(record) else None)
                 if first is None:
                     yield record
                 continue
             pending, first = first, None
-            if pending is not None and _rated(record) and _prompt(record) == _prompt(pending):
+            if pending is not None and _is_response_row(record) and _prompt(record) == _prompt(pending):
                 yield _pair(pending, record)
                 continue
             if pending is not None:
                 yield _unpaired(pending.ref, f"its partner {record.ref} {_fault(record)}")
-            if _rated(record):
+            if _is_response_row(record):
                 yield _unpaired(record.ref, f"its partner {previous.ref} {_fault(previous)}")
             else:
                 yield record
@@ -129,10 +124,10 @@ class Helpsteer2(Adapter):
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         prompt = parse_prompt(text_field(row, "prompt"))
         if "responses" in row:
-            return self._rated(row, prompt)
+            return self._rated_pairs(row, prompt)
         return [self._preference(row, prompt)]
 
-    def _rated(self, row: dict[str, Any], prompt: list[dict[str, str]]) -> list[Pair]:
+    def _rated_pairs(self, row: dict[str, Any], prompt: list[dict[str, str]]) -> list[Pair]:
         attribute = self.options.attribute
         responses = field(row, "responses", list)
         if len(responses) < 2:

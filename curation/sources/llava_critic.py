@@ -54,20 +54,23 @@ _QUESTION_SECTION = re.compile(r"\[(?:User\s+)?Question\]\s*(?P<q>.*?)\s*\[The S
 _POINTWISE = re.compile(r"The LMM response:|Score the response|\[The Start of (?:the )?(?:Assistant's )?Answer\]", re.I)
 
 # The critic's own verdict forms; the last one in the critique wins over any free-text phrase. A side group names
-# the winner (1/2/A/B/first/second); the tie sentences have none.
+# the winner (1/2/A/B/first/second); the tie sentences have none. Forms that ordinary prose could also contain
+# ("Conclusion: A careful comparison...", "[first]" quoted mid-sentence, "The two responses are identical in
+# structure, but...") count only when they end their line: a verdict is the critique's last word on it.
+_LINE_END = r"(?=\**\s*[.!]?\**\s*$)"
 _EXPLICIT = re.compile(
     "|".join(
         [
             r"\b(?:the\s+)?better\s+(?:response|answer)\s*(?:is\s*)?:?\s*\**\s*"
             r"\[\s*(?P<e1>first|second|[12]|(?-i:[AB]))\s*\]",
-            r"\[\s*(?P<e2>first|second)\s*\]",
+            rf"^\s*\[\s*(?P<e2>first|second)\s*\]|\[\s*(?P<e5>first|second)\s*\]{_LINE_END}",
             r"\b(?:judgment|judgement|verdict|conclusion|choice)\s*:\s*\**\s*(?:response|answer|assistant)?\s*"
-            r"(?P<e3>(?-i:[12AB]))\b",
+            rf"(?P<e3>(?-i:[12AB])){_LINE_END}",
             r"\[\[(?P<e4>(?-i:[12AB]))\]\]",
-            r"\b(?:the\s+)?two\s+responses\s+are\s+(?:identical|equally\s+(?:good|bad))\b",
+            rf"\b(?:the\s+)?two\s+responses\s+are\s+(?:identical|equally\s+(?:good|bad)){_LINE_END}",
         ]
     ),
-    re.I,
+    re.I | re.M,
 )
 # Free-text verdict phrases, read only when the critique has no explicit verdict; the last one wins.
 _BETTER = (
@@ -83,7 +86,9 @@ _PHRASES = re.compile(
             rf"\b(?:response|answer|assistant)\s*(?P<s1>(?-i:[12AB]))\b{_FILLER}{_BETTER}",
             rf"\bthe\s+(?P<s2>first|second)\s+(?:response|answer)\b{_FILLER}{_BETTER}",
             r"\bprefer(?:red)?\s+(?:the\s+)?(?:response|answer|assistant)\s*(?P<s5>(?-i:[12AB]))\b",
-            r"\b(?:ties?|tied|equally\s+\w+|neither\s+(?:response|answer)\s+is\s+better)\b",
+            # A tie, not any "equally verbose" or "tied to": the judgement words only.
+            r"\b(?:(?:a|is|it's)\s+tie|(?:are|is)\s+tied(?=\s*(?:[.!,;]|$))|equally\s+(?:good|bad|helpful|accurate|correct|valid|"
+            r"strong|weak|poor|effective|appropriate|informative)|neither\s+(?:response|answer)\s+is\s+better)\b",
         ]
     ),
     re.I,

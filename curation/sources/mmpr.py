@@ -32,16 +32,16 @@ import math
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from curation.errors import InputError, RowError
 from curation.images import ImagesRoot
 from curation.pair import Pair
-from curation.readers import SUPPORTED_SUFFIXES, Record, iter_file_isolated
+from curation.readers import Record, iter_file_isolated
 from curation.schema import IMAGE_TOKEN
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import field, text_field, user_prompt, with_image_tokens
+from curation.sources.common import field, file_stem, ref_file, text_field, user_prompt, with_image_tokens
 
 META_FILE = "meta.json"
 VIDEO_TOKEN = "<video>"
@@ -65,12 +65,6 @@ def keep_fraction(row: dict[str, Any], fraction: float) -> bool:
     """Deterministic subsampling: the row's content hash, as a number in [0, 1), below `fraction`."""
     digest = hashlib.blake2b(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8"), digest_size=8)
     return int.from_bytes(digest.digest(), "big") / 2**64 < fraction
-
-
-def file_stem(file_ref: str) -> str:
-    """The subset of a plain annotation file: its name without the reader suffix."""
-    name = PurePosixPath(file_ref).name
-    return next((name[: -len(s)] for s in SUPPORTED_SUFFIXES if name.endswith(s)), name)
 
 
 def meta_path(location: str) -> Path | None:
@@ -166,7 +160,7 @@ class Mmpr(Adapter):
 
     def _table_subset(self, ref: str) -> str | None:
         """A plain annotation file's subset is its name; a table's (parquet shard, Hub split) is its config."""
-        file_ref = ref.rpartition(":")[0]
+        file_ref = ref_file(ref)
         return file_stem(file_ref) if file_ref.endswith(ANNOTATION_SUFFIXES) else self.read.config
 
     def _video(self, ctx: RowContext, subset: Subset | None, row: dict[str, Any]) -> list[str]:

@@ -59,7 +59,7 @@ class MultimodalRewardbench(Adapter):
         if not isinstance(better, str) or better not in outputs:
             raise RowError("undetermined preference", f"'Better': {better!r}")
         worse = "Output2" if better == "Output1" else "Output1"
-        category = mmrb_category(item_id, field(row, "Category", str, optional=True))
+        category = mmrb_category(item_id, field(row, "Category", str))  # its scoring group: no guess
         return [
             Pair(
                 prompt=with_image_tokens(user_prompt(text), 1),

@@ -12,14 +12,12 @@ No ties or scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from curation.errors import RowError
 from curation.pair import Pair
-from curation.readers import SUPPORTED_SUFFIXES
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import field, text_field, user_prompt, with_image_tokens
+from curation.sources.common import field, file_stem, ref_file, text_field, user_prompt, with_image_tokens
 
 TASKS = ("knowledge", "ins_follow", "creation", "chart", "diagram", "poster")
 
@@ -27,8 +25,7 @@ TASKS = ("knowledge", "ins_follow", "creation", "chart", "diagram", "poster")
 def task_of(ref: str) -> str | None:
     """The task of a `file:line` ref naming one of the six task files ("chart/chart.jsonl:3" -> "chart"); None for
     Hub refs (`train:3`) and for other files (a parquet shard's stem is no task)."""
-    name = PurePosixPath(ref.rpartition(":")[0]).name
-    stem = next((name.removesuffix(s) for s in SUPPORTED_SUFFIXES if name.endswith(s)), None)
+    stem = file_stem(ref_file(ref))
     return stem if stem in TASKS else None
 
 

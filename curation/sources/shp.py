@@ -47,8 +47,8 @@ class Shp(Adapter):
             raise RowError("undetermined preference", f"'labels': {label!r} (expected 1 for A or 0 for B)")
         chosen, rejected = ("A", "B") if label == 1 else ("B", "A")
         ratio = parse_score(field(row, "score_ratio", (int, float, str)), "score_ratio")
-        if ratio <= 0:
-            raise RowError("unparsable score", f"'score_ratio': {ratio!r} is not positive")
+        if ratio < 1:  # the preferred comment's score over the other's: below 1, label and scores disagree
+            raise RowError("undetermined preference", f"'score_ratio': {ratio!r} is below 1 for the preferred comment")
         return [
             Pair(
                 prompt=user_prompt(text_field(row, "history")),

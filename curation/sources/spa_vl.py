@@ -11,13 +11,10 @@ which is read when no split is named. No ties or scores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from curation.errors import RowError
-from curation.images import ImagesRoot
 from curation.pair import Pair
-from curation.readers import Record, iter_location
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, text_field, user_prompt, with_image_tokens
 
@@ -38,16 +35,8 @@ class SpaVl(Adapter):
     )
     mapped_fields = frozenset({"image", "question", "chosen", "rejected", *CLASS_FIELDS})
 
-    def records(self, location: str, images_root: ImagesRoot) -> Iterator[Record]:
-        default = CONFIG_SPLITS.get(self.read.config or "", self.info.default_split)
-        yield from iter_location(
-            location,
-            config=self.read.config,
-            split=self.read.split or default,
-            revision=self.read.revision,
-            columns=self.columns,
-            data_dir=self.read.data_dir,
-        )
+    def default_split(self) -> str:
+        return CONFIG_SPLITS.get(self.read.config or "", self.info.default_split)
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         if row.get("chosen") is None and row.get("rejected") is None:

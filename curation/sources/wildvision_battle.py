@@ -1,10 +1,10 @@
 """WildVision battles: two anonymous VLMs answer one image prompt; a user votes in `winner`.
 
-`winner` is `model_a`, `model_b`, `tie` or `tie (bothbad)`: WildVision-Arena's battle export
-(`arena/serve/monitor/clean_battle_data.py`) so names the votes `leftvote`, `rightvote`, `tievote`,
-`bothbad_vote`, which are read too. chosen = the winning side's answer, `chosen_model`/`rejected_model` the
-models; a tie keeps side A as `chosen` with `tie=True` (the raw `winner`, e.g. "tie (bothbad)", stays in
-`meta`). Any other `winner` is "undetermined preference".
+`winner` is `model_a`, `model_b`, `tie` or `tie (bothbad)`, the names WildVision-Arena's battle export
+(`arena/serve/monitor/clean_battle_data.py`) gives the votes; the raw vote names it starts from (`leftvote`,
+`rightvote`, `tievote`, `bothbad_vote`) are read too. chosen = the winning side's answer,
+`chosen_model`/`rejected_model` the models; a tie keeps side A as `chosen` with `tie=True` (the raw `winner`,
+e.g. "tie (bothbad)", stays in `meta`). Any other `winner` is "undetermined preference".
 The two conversations share only the first user turn: a single-turn battle pairs the two answers; a
 multi-turn one (`turn` > 1 or several user turns) is rejected by default (`multi_turn=reject`), because
 the vote judged whole conversations, or pairs the first-turn answers with `multi_turn=first_turn` (the

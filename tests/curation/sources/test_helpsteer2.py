@@ -200,7 +200,8 @@ def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
         rated("Second?", "f", 1),
         rated("Alone?", "g", 3),
     ]
-    for way, result in hub_ingest("helpsteer2", rows, features).items():
+    # Rows read: each whole pair of lines is one row (3), each line of an incomplete pair one (3).
+    for way, result in hub_ingest("helpsteer2", rows, features, rows_read=6).items():
         pairs = result.pairs
         assert [(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in pairs] == [
             ("b", "a", 2.0, False),
@@ -219,8 +220,9 @@ def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
 
 
 def test_preference_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
-    """The preference file as declared (config `preference`, read with data_dir="preference"): a negative
-    strength prefers response 1, the two lists of annotator preferences stay in meta as lists of records."""
+    """The preference file as declared (the `preference` entry of the card: the repository folder the Hub reads
+    with `--data-dir preference`): a negative strength prefers response 1, the two lists of annotator
+    preferences stay in meta as lists of records."""
     features = declared_features(source_cards()["helpsteer2"], "preference")
     similar = [{"statement": "@Response 1 is better.", "elaboration": "Clearer.", "strength": -2}]
     unprocessed = [{"strength": -2, "justification": "Clearer."}, {"strength": -100, "justification": "Neither."}]

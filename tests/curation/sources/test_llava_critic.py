@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.cards import declared_features, source_cards
+from curation.cards import declared_features, features_from_yaml, source_cards
 from curation.errors import RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.sources import get_adapter
@@ -122,6 +122,18 @@ def test_parse_verdict(critique: str, winner: int | None) -> None:
         ("The two responses are identical.", None),
         ("Two responses are equally good.", None),
         ("Response 2 is better overall. Final verdict: [[A]]", 1),
+        # Prose that merely contains a verdict form is read as prose: the form must end its line.
+        ("Conclusion: Response 1 contains errors, so Response 2 is better.", 2),
+        ("Conclusion: A careful comparison shows that Response 2 is more accurate.", 2),
+        ("Verdict: A more detailed answer is not always better; here Response 2 is better.", 2),
+        ("The two responses are identical in structure, but Response 2 is more accurate.", 2),
+        ("The two responses are equally good. However, the first response is more accurate.", 1),
+        ('The instruction asks for "[first]" or "[second]". Response 1 is better.', 1),
+        ("In the first response [first] the model mentions a dog. Response 2 is better.", 2),
+        ("Conclusion: Response 2.", 2),
+        ("Response 2 is better overall, while Response 1 is equally verbose.", 2),
+        ("Overall, the second response is better. Both mention that it is tied to a rope.", 2),
+        ("Both are fine; it is a tie.", None),
     ],
 )
 def test_parse_explicit_verdicts(critique: str, winner: int | None) -> None:
@@ -191,7 +203,7 @@ def test_conversations_as_a_sequence_of_structs(hub_ingest: Any) -> None:
     as_sequence = [
         {"name": f["name"], "sequence": f["list"]} if "list" in f else f for f in declared
     ]  # fmt: skip
-    features = datasets.Features._from_yaml_list(as_sequence)
+    features = features_from_yaml(as_sequence)
     assert features["conversations"] == {
         "from": datasets.List(datasets.Value("string")),
         "value": datasets.List(datasets.Value("string")),

@@ -8,14 +8,8 @@ from tests.conftest import RunIngest, write_image, write_jsonl
 EXAMPLE = "multimodal-rewardbench/example.jsonl"
 
 
-# The row format of data/all_data.json, checked against facebookresearch/multimodal_rewardbench @ b4b92cd (the data
-# file itself is over the mirror's size limit, so it was read through the code that reads it): README.md lists
-# Text, Image, Output1, Output2, Better; scripts/1_run_model_as_judge_gpt4o.py reads ID, Text, Image, Output1,
-# Output2 and Better ("Output2" -> label B) and stores the whole row as the prediction's `Meta`, which is why
-# scripts/2_get_accuracy.py (and outputs/example.jsonl) find `Meta.Category`: in the data the category is the
-# row's top-level `Category`, as yfzhang114/r1_reward's inference/Multimodal-Reward/1_get_accuracy.py reads it.
-# Image paths are `images/<subset>/<n>.<ext>` under data/ (scripts/0_download_data.py). Texts, and IDs other than
-# the two of outputs/example.jsonl, are made up after the ID prefixes the download and accuracy scripts test.
+# Rows in the format of the benchmark's data file (checked against the authors' code: see the card). Texts, and
+# IDs other than the two of outputs/example.jsonl, are made up after the ID prefixes its scripts test.
 def _row(item_id: str, image: str, category: str | None, better: str = "Output1", **over: object) -> dict:
     row = {
         "ID": item_id,
@@ -79,10 +73,10 @@ def test_all_data_rows(tmp_path: Path, shared_data: Path, run_ingest: RunIngest)
         "reasoning/math",
         "reasoning/coding",
         "vqa",
-        None,
     ]
     assert all(p["subset"] == p["category"] for p in result.pairs)
     assert [(r["source_row"], r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
+        ("all_data.json:7", "missing field", "'Category'"),  # an item with no scoring group is not guessed
         ("all_data.json:8", "undetermined preference", "'Better': 'Tie'"),
         ("all_data.json:9", "missing field", "'Text' is empty (filled by scripts/0_download_data.py)"),
         ("all_data.json:10", "image not found", "images/hateful_memes/1.png"),
@@ -95,7 +89,7 @@ def test_prediction_rows_are_not_benchmark_rows(shared_data: Path, run_ingest: R
     # outputs/example.jsonl holds judge predictions (Label, output, Meta), not Output1/Output2: nothing to pair.
     result = run_ingest("multimodal_rewardbench", shared_data / EXAMPLE)
     assert not result.pairs
-    assert [r["reason"] for r in result.rejects] == ["missing field", "missing field"]
+    assert [r["detail"].split(": ", 1)[1] for r in result.rejects] == ["'Text'", "'Text'"]
 
 
 def test_jsonl_copy_and_missing_root(tmp_path: Path, run_ingest: RunIngest) -> None:

@@ -60,6 +60,7 @@ def test_bad_labels_and_ratios_are_rejected(tmp_path: Path, run_ingest: RunInges
         shp_row(True, 5, 1, 5.0),
         shp_row(1, 5, 1, "inf"),
         shp_row(1, 5, 1, 0),
+        shp_row(1, 3, 12, 0.25),  # the preferred comment has fewer upvotes: label and scores disagree
         {**shp_row(1, 5, 1, 5.0), "human_ref_B": None},
         shp_row(1, 5, 1, "5.0"),
     ]
@@ -68,8 +69,9 @@ def test_bad_labels_and_ratios_are_rejected(tmp_path: Path, run_ingest: RunInges
         ("undetermined preference", "shp.jsonl:0: 'labels': 2 (expected 1 for A or 0 for B)"),
         ("wrong type", "shp.jsonl:1: 'labels': expected int, got bool"),
         ("unparsable score", "shp.jsonl:2: 'score_ratio': 'inf'"),
-        ("unparsable score", "shp.jsonl:3: 'score_ratio': 0.0 is not positive"),
-        ("missing field", "shp.jsonl:4: 'human_ref_B'"),
+        ("undetermined preference", "shp.jsonl:3: 'score_ratio': 0.0 is below 1 for the preferred comment"),
+        ("undetermined preference", "shp.jsonl:4: 'score_ratio': 0.25 is below 1 for the preferred comment"),
+        ("missing field", "shp.jsonl:5: 'human_ref_B'"),
     ]
     assert [p["margin"] for p in result.pairs] == [math.log(5.0)]
 

@@ -129,7 +129,7 @@ def test_each_config_reads_its_own_split(
     monkeypatch: pytest.MonkeyPatch, config: str | None, split: str | None, expected: str
 ) -> None:
     """The `validation` config has only a `validation` split: without `--split` it is the one read."""
-    import curation.sources.spa_vl as module
+    import curation.sources.base as module
 
     seen: list[str] = []
 
@@ -137,7 +137,7 @@ def test_each_config_reads_its_own_split(
         seen.append(kwargs["split"])
         return iter(())
 
-    monkeypatch.setattr(module, "iter_location", fake_iter_location)
+    monkeypatch.setattr(module, "iter_location", fake_iter_location)  # what `Adapter.records` reads through
     adapter = get_adapter("spa_vl")({}, ReadOptions(config=config, split=split))
     assert list(adapter.records("sqrti/SPA-VL", ImagesRoot(None))) == []
     assert seen == [expected]

@@ -2,7 +2,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from curation.cards import declared_features, source_cards
+from curation.cards import declared_features, features_from_yaml, source_cards
 from tests.conftest import RunIngest, write_jsonl
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
@@ -159,7 +159,7 @@ def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
     features = declared_features(card)
     shapes = {
         "list": (features, hub_rows()),
-        "sequence": (type(features)._from_yaml_list(as_seq), as_sequence(hub_rows())),
+        "sequence": (features_from_yaml(as_seq), as_sequence(hub_rows())),
     }
     outputs = {}
     for shape, (declared, rows) in shapes.items():
