@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 from PIL import Image
 
+from curation.build_dir import CONTAMINATION, IMAGES, REJECTS, REMOVED_PAIRS, BuildDir, BuildError
 from curation.io import read_shards
 from curation.lookup import pair_signals
 from curation.sql import parquet_relation, sql_literal
@@ -97,53 +98,30 @@ EMPTY_VIEWS = {
 
 
 class Build:
-    """One finished build, opened read-only.
-
-    Every file it reads is resolved once, here, through `inside()`. A refused optional file is left out and kept
-    in `refused` (its path in the build -> the message naming it and why) for the pages to show."""
+    """One finished build, opened read-only through `BuildDir`: the folder is confined to the data root, and every
+    file in it to the build folder. A refused optional file is left out and kept in `refused` (its path in the
+    build -> the message naming it and why) for the pages to show."""
 
     def __init__(self, root: Path, name: str) -> None:
         self.root, self.name = root, name
         self.path = inside(root, name)
-        self.refused: dict[str, str] = {}
-        manifest = inside(root, f"{name}/manifest.json")
-        if not manifest.is_file():
-            raise AppError(f"{name} is not a finished build (no manifest.json)")
         try:
-            self.manifest: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise AppError(f"{name}: manifest.json is not valid JSON ({exc})") from None
+            self.dir = BuildDir.open(self.path)
+            shards = self.dir.shard_paths
+        except BuildError as exc:
+            raise AppError(str(exc).replace(str(self.path), name)) from None
+        self.manifest = self.dir.manifest
+        self.refused = self.dir.refused
         self.db = duckdb.connect()
-        # Shard paths come from the manifest: each is confined to the data root like any other path.
-        shards = [inside(root, f"{name}/{s['file']}") for s in self.manifest["shards"]]
         self.db.register("pairs", read_shards(shards))
-        views = (
-            ("rejects", "rejects/rejects.parquet"),
-            ("removed_pairs", "rejects/removed_pairs.parquet"),
-            ("images", "images/images.parquet"),
-        )
-        for view, relative in views:
-            path = self._file(relative)
+        for view, relative in (("rejects", REJECTS), ("removed_pairs", REMOVED_PAIRS), ("images", IMAGES)):
+            path = self.dir.optional(relative)
             source = EMPTY_VIEWS[view] if path is None else f"SELECT * FROM {self.table(path)}"
             self.db.execute(f"CREATE VIEW {view} AS {source}")
         # Tables found by listing a folder, by name (the file's stem) -> real path.
-        self.dups = self._folder("dups")
-        self.signal_files = self._folder("signals")
-        self.contamination_file = self._file("contamination/contamination.parquet")
-
-    def _file(self, relative: str) -> Path | None:
-        """The real path of a file of this build; None when it is absent or refused (then kept in `refused`)."""
-        try:
-            path = inside(self.root, f"{self.name}/{relative}")
-        except AppError as exc:
-            self.refused[relative] = str(exc)
-            return None
-        return path if path.is_file() else None
-
-    def _folder(self, folder: str) -> dict[str, Path]:
-        listed = sorted((self.path / folder).glob("*.parquet"))
-        found = {p.stem: self._file(p.relative_to(self.path).as_posix()) for p in listed}
-        return {stem: path for stem, path in found.items() if path is not None}
+        self.dups = self.dir.dups()
+        self.signal_files = self.dir.signals()
+        self.contamination_file = self.dir.optional(CONTAMINATION)
 
     def table(self, path: Path) -> str:
         """The SQL name of a confined parquet file of this build (read exactly: no glob patterns)."""
@@ -231,7 +209,7 @@ class Build:
         return image
 
     def signals(self, pair_id: str, prompt_id: str) -> dict[str, list[dict[str, Any]]]:
-        return pair_signals(self.db, self.path, pair_id, prompt_id, files=self.signal_files)
+        return pair_signals(self.db, self.signal_files, pair_id, prompt_id)
 
     def cluster(self, pair_id: str) -> list[dict[str, Any]]:
         """Duplicates removed in favour of this pair, or the survivor this pair lost to."""

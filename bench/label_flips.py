@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from curation.build import build
-from curation.io import read_shards
+from curation.build_dir import BuildDir
 from curation.recipe import load_recipe
 from trainer.config import FitConfig
 from trainer.data import PairData, unit_hash
@@ -76,7 +76,7 @@ def main() -> None:
     scores_path = score_build(load_reward_model(run), resolve_model(run), flip_build)
     margins = {r["pair_id"]: r["margin"] for r in pq.read_table(scores_path).to_pylist()}
     truth = {}
-    for pair in read_shards(sorted((flip_build / "shards").glob("*.arrow"))).to_pylist():
+    for pair in BuildDir.open(flip_build).pairs().to_pylist():
         noise = json.loads(pair["meta"])["metadata"]["noise"]
         truth[pair["pair_id"]] = bool(noise["selected"]) and noise.get("original_score_gap", 1) != 0
     report("UltraFeedback label_flip_20 (real flips)", margins, truth, run)

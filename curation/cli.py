@@ -13,15 +13,15 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
+from curation.build_dir import REJECTS, BuildDir
 from curation.errors import InputError
 from curation.failure import describe, print_error, run_cli
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
-from curation.io import read_json_state
 from curation.lookup import pair_signals
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
-from curation.sql import sql_literal
+from curation.sql import parquet_relation
 
 app = typer.Typer(help="Curate multimodal preference data for reward models.", no_args_is_help=True)
 # Piped or redirected, a table is printed at its natural width: cut to 80 columns, a script could not read it.
@@ -262,7 +262,7 @@ def stats(
     """Print a build's funnel from its manifest."""
     from curation.build_card import funnel_rows
 
-    manifest = _manifest(build_dir)
+    manifest = BuildDir.open(build_dir).manifest
     if json_out:
         funnel = [{"source": s, "step": step, "count": n} for s, step, n in funnel_rows(manifest)]
         summary = {
@@ -277,13 +277,6 @@ def stats(
     print_funnel(manifest)
 
 
-def _manifest(build_dir: Path) -> dict:
-    manifest = read_json_state(build_dir / "manifest.json")
-    if not isinstance(manifest, dict) or not {"recipe", "sources", "shards"} <= set(manifest):
-        _fail(f"{build_dir}: not a finished build (no readable manifest.json)")
-    return manifest  # type: ignore[return-value]
-
-
 @app.command()
 def show(
     build_dir: Annotated[Path, typer.Argument(help="a build folder")],
@@ -291,20 +284,16 @@ def show(
 ) -> None:
     """Print one pair with its signals and its fate (in the shards or removed, and why)."""
     import duckdb
-
-    _manifest(build_dir)
-    db = duckdb.connect()
-    shards = sorted(str(p) for p in (build_dir / "shards").glob("*.arrow"))
     import pyarrow.compute as pc
 
-    from curation.io import read_shards
-
-    table = read_shards(shards)
+    build = BuildDir.open(build_dir)
+    db = duckdb.connect()
+    table = build.pairs()
     rows = table.filter(pc.equal(table["pair_id"], pair_id)).to_pylist()
-    removed = db.execute(
-        f"SELECT * FROM read_parquet({sql_literal(build_dir / 'rejects' / 'rejects.parquet')}) WHERE pair_id = ?",
-        [pair_id],
-    ).fetchall()
+    rejects = build.optional(REJECTS)
+    removed = [] if rejects is None else db.execute(
+        f"SELECT * FROM {parquet_relation(db, rejects)} WHERE pair_id = ?", [pair_id]
+    ).fetchall()  # fmt: skip
     if not rows and not removed:
         _fail(f"no pair {pair_id} in {build_dir}")
     if rows:
@@ -318,15 +307,15 @@ def show(
     for source, source_row, _, stage, reason, detail in removed:
         console.print(Text(f"removed from {source} {source_row} at {stage}: {reason} ({detail})", style="yellow"))
     prompt_id = rows[0]["prompt_id"] if rows else None
-    removed_pairs = build_dir / "rejects" / "removed_pairs.parquet"
-    if prompt_id is None and removed_pairs.is_file():
-        found = db.execute(
-            f"SELECT prompt_id FROM read_parquet({sql_literal(removed_pairs)}) WHERE pair_id = ? LIMIT 1", [pair_id]
-        ).fetchall()
-        prompt_id = found[0][0] if found else None
-    for name, signal_rows in pair_signals(db, build_dir, pair_id, prompt_id).items():
+    removed_pairs = build.removed_pairs(["pair_id", "prompt_id"])
+    if prompt_id is None and removed_pairs is not None:
+        found = removed_pairs.filter(pc.equal(removed_pairs["pair_id"], pair_id)).column("prompt_id").to_pylist()
+        prompt_id = found[0] if found else None
+    for name, signal_rows in pair_signals(db, build.signals(), pair_id, prompt_id).items():
         for signal in signal_rows:
             console.print(Text(f"signals/{name}: ", style="bold") + Text(str(signal)))
+    for why in build.refused.values():
+        err_console.print(Text(f"not read: {why}", style="yellow"))
 
 
 @app.command("export")

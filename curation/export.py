@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.build_dir import IMAGES, MANIFEST, BuildDir
 from curation.errors import InputError
-from curation.io import read_shards
 
 ROWS_PER_GROUP_WITH_IMAGES = 100
 ROWS_PER_GROUP_TEXT = 10_000
@@ -101,10 +101,10 @@ def to_hub_table(pairs: pa.Table, image_bytes: dict[str, bytes]) -> pa.Table:
     return table.select(order).replace_schema_metadata(metadata)
 
 
-def _images_of(build: Path, hashes: set[str]) -> dict[str, bytes]:
-    path = build / "images" / "images.parquet"
+def _images_of(build: BuildDir, hashes: set[str]) -> dict[str, bytes]:
     if not hashes:
         return {}
+    path = build.file(IMAGES)
     table = pq.read_table(path, columns=["sha256", "bytes"], filters=[("sha256", "in", sorted(hashes))])
     found = dict(zip(table.column("sha256").to_pylist(), table.column("bytes").to_pylist(), strict=True))
     missing = hashes - set(found)
@@ -113,7 +113,7 @@ def _images_of(build: Path, hashes: set[str]) -> dict[str, bytes]:
     return found
 
 
-def _write_config(build: Path, pairs: pa.Table, folder: Path, config: str) -> list[Path]:
+def _write_config(build: BuildDir, pairs: pa.Table, folder: Path, config: str) -> list[Path]:
     """Parquet files of one config, images embedded, a new file whenever one passes MAX_FILE_BYTES."""
     has_images = any(len(h) for h in pairs.column("images").to_pylist())
     group = ROWS_PER_GROUP_WITH_IMAGES if has_images else ROWS_PER_GROUP_TEXT
@@ -180,7 +180,7 @@ def decide_license(licenses: dict[str, list[str]], requested: str | None, force:
 
 
 def card_text(
-    build: Path,
+    build: BuildDir,
     manifest: dict[str, Any],
     configs: list[str],
     licenses: dict[str, list[str]],
@@ -224,25 +224,23 @@ def card_text(
               "(content hashes), `source`, `source_row`, scores, `score_margin` (the source's score gap, named so "
               "that TRL does not take it for a loss margin), `tie`, models, `license`, `image_sha256` and `meta` "
               "(unmapped native fields) are the canonical schema.", ""]  # fmt: skip
-    card = (build / "README.md").read_text() if (build / "README.md").is_file() else ""
+    card = build.card()
     lines += ["## Build report", "", card.replace("\n# ", "\n### ").replace("\n## ", "\n### "), ""]
     lines += ["## Recipe", "", "```yaml", manifest["recipe"]["text"].rstrip(), "```", ""]
     return "\n".join(lines)
 
 
 def export_build(
-    build: Path, local_dir: Path, *, license: str | None = None, force_license: bool = False
+    location: Path, local_dir: Path, *, license: str | None = None, force_license: bool = False
 ) -> ExportPlan:
-    manifest_path = build / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError(f"{build}: not a finished build (no manifest.json)")
+    build = BuildDir.open(location)
     if local_dir.exists() and any(local_dir.iterdir()):
         raise InputError(f"{local_dir}: exists and is not empty; choose another --local-dir or remove it")
-    manifest = json.loads(manifest_path.read_text())
-    pairs = read_shards(sorted((build / "shards").glob("*.arrow")))
+    manifest = build.manifest
+    pairs = build.pairs()
     sources = sorted(set(pairs.column("source").to_pylist()))
     if "default" in sources:
-        raise InputError(f"{build}: a source named 'default' would clash with the whole-mixture config")
+        raise InputError(f"{location}: a source named 'default' would clash with the whole-mixture config")
     licenses = {s: sorted({r["license"] or "unknown" for r in pairs.filter(pc.equal(pairs["source"], s))
                           .select(["license"]).to_pylist()}) for s in sources}  # fmt: skip
     license_id, restricted = decide_license(licenses, license, force_license)
@@ -259,7 +257,7 @@ def export_build(
         notes += [f"- {s}: {', '.join(v)}" for s, v in licenses.items()]
         (tmp / "LICENSE_NOTES.md").write_text("\n".join(notes) + "\n")
     (tmp / "recipe.yaml").write_text(manifest["recipe"]["text"])
-    shutil.copy(manifest_path, tmp / "manifest.json")
+    shutil.copy(build.file(MANIFEST), tmp / "manifest.json")
     if local_dir.exists():
         local_dir.rmdir()
     tmp.replace(local_dir)

@@ -12,18 +12,10 @@ from curation.sql import parquet_relation
 
 
 def pair_signals(
-    db: duckdb.DuckDBPyConnection,
-    build_dir: Path,
-    pair_id: str,
-    prompt_id: str | None,
-    files: Mapping[str, Path] | None = None,
+    db: duckdb.DuckDBPyConnection, files: Mapping[str, Path], pair_id: str, prompt_id: str | None
 ) -> dict[str, list[dict[str, Any]]]:
-    """Rows of every signal table that mention the pair: by `pair_id`, else by its prompt (either side of an edge).
-
-    `files` are the tables to read, by name (the workbench passes only those it confined to its data root);
-    by default every `signals/*.parquet` of the build."""
-    if files is None:
-        files = {p.stem: p for p in sorted((build_dir / "signals").glob("*.parquet"))}
+    """Rows of every signal table (`files`: name -> path, as `BuildDir.signals` lists them) that mention the pair:
+    by `pair_id`, else by its prompt (either side of an edge)."""
     out = {}
     for name, path in files.items():
         source = parquet_relation(db, path)

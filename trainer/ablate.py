@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from curation.build import build
+from curation.build_dir import BuildDir
 from curation.errors import InputError
 from curation.recipe import Recipe, load_recipe
 from trainer.config import FitConfig
@@ -110,10 +111,9 @@ def ablate(
 
 def _load_or_build(recipe_path: Path, build_dir: Path) -> dict[str, Any]:
     """A finished build of the same recipe text is reused (a rerun of the ablation does not rebuild)."""
-    manifest_path = build_dir / "manifest.json"
     recipe = load_recipe(recipe_path)
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
+    if build_dir.exists():
+        manifest = BuildDir.open(build_dir).manifest
         if manifest["recipe"]["sha256"] == recipe.sha256:
             return manifest
         raise InputError(f"{build_dir}: holds a build of another recipe; choose another --out")

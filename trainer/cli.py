@@ -45,7 +45,9 @@ def env() -> None:
 
 @app.command()
 def fit(
-    shards: Annotated[list[str], typer.Option(help="A `curate build` folder, optionally DIR=WEIGHT; repeatable.")],
+    shards: Annotated[
+        list[str], typer.Option(help="A `curate build` folder (or its shards/), optionally DIR=WEIGHT; repeatable.")
+    ],
     out: Annotated[Path, typer.Option(help="The run folder (metrics, checkpoints, final model).")],
     model: Annotated[str | None, typer.Option(help="`tiny`, a local folder or a Hub id.")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML file of FitConfig settings.")] = None,

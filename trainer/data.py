@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import io
 from collections import Counter
@@ -21,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 import torch
 
+from curation.build_dir import BuildDir, ImageTable
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 from trainer.layout import shared_prefix_length
 
@@ -42,34 +40,6 @@ def unit_hash(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-class ImageTable:
-    """Random access by sha256 to a build's `images/images.parquet` through its row-group statistics."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file = pq.ParquetFile(path) if path.is_file() else None
-        self.first_hashes: list[str] = []
-        if self.file is not None:
-            column = self.file.schema_arrow.get_field_index("sha256")
-            for group in range(self.file.num_row_groups):
-                stats = self.file.metadata.row_group(group).column(column).statistics
-                self.first_hashes.append(stats.min)
-
-    def get(self, sha256: str) -> bytes | None:
-        if self.file is None or not self.first_hashes:
-            return None
-        group = bisect.bisect_right(self.first_hashes, sha256) - 1
-        table = self.file.read_row_group(max(group, 0), columns=["sha256", "bytes"])
-        hashes = table.column("sha256").to_pylist()
-        return table.column("bytes")[hashes.index(sha256)].as_py() if sha256 in hashes else None
-
-    def read(self, sha256: str) -> bytes:
-        data = self.get(sha256)
-        if data is None:
-            raise KeyError(f"{self.path}: image {sha256} not found")
-        return data
-
-
 @dataclass
 class Build:
     path: Path
@@ -79,19 +49,10 @@ class Build:
 
     @classmethod
     def open(cls, spec: str) -> Build:
-        """`DIR` or `DIR=WEIGHT`."""
+        """`DIR` or `DIR=WEIGHT`; DIR is a build folder or its `shards/`."""
         path_text, _, weight = spec.partition("=")
-        path = Path(path_text)
-        shards = sorted((path / "shards").glob("*.arrow"))
-        if not shards:
-            raise FileNotFoundError(f"{path}: no shards/*.arrow (is this a `curate build` output?)")
-        tables = [ipc.open_stream(pa.memory_map(str(s))).read_all().select(COLUMNS) for s in shards]
-        return cls(
-            path,
-            float(weight) if weight else 1.0,
-            pa.concat_tables(tables),
-            ImageTable(path / "images" / "images.parquet"),
-        )
+        build = BuildDir.open(path_text)
+        return cls(build.path, float(weight) if weight else 1.0, build.pairs(COLUMNS), build.images())
 
     def row(self, index: int) -> dict[str, Any]:
         return self.table.slice(index, 1).to_pylist()[0]

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
 from trainer.published import comparison_rows
 
@@ -23,11 +24,12 @@ def _mixture_lines(config: dict[str, Any]) -> list[str]:
     lines = ["| build | weight | recipe | sources (pairs in shards) |", "|---|---|---|---|"]
     for spec in config.get("shards", []):
         path_text, _, weight = spec.partition("=")
-        manifest_path = Path(path_text) / "manifest.json"
-        if not manifest_path.is_file():
-            lines.append(f"| {Path(path_text).name} | {weight or 1} | (manifest not found) | |")
+        try:
+            build = BuildDir.open(path_text)
+        except BuildError:  # the model card still names the build it was trained on
+            lines.append(f"| {Path(path_text).name} | {weight or 1} | (not a readable build here) | |")
             continue
-        manifest = json.loads(manifest_path.read_text())
+        manifest = build.manifest
         sources = ", ".join(f"{name} ({s['in_shards']})" for name, s in manifest["sources"].items())
         recipe = manifest["recipe"]
         lines.append(

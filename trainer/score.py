@@ -16,10 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from trainer.data import ImageTable
+from curation.build_dir import BuildDir, ImageTable
 from trainer.evaluate import BenchPairs, model_rewards
 from trainer.model import RewardModel
 
@@ -42,15 +41,12 @@ def model_digest(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def build_pairs(build: Path) -> pa.Table:
-    """Distinct pairs of the shards and of `rejects/removed_pairs.parquet`, in pair_id order."""
-    shards = sorted((build / "shards").glob("*.arrow"))
-    if not shards:
-        raise FileNotFoundError(f"{build}: no shards/*.arrow (is this a `curate build` output?)")
-    tables = [ipc.open_stream(pa.memory_map(str(s))).read_all().select(COLUMNS) for s in shards]
-    removed = build / "rejects" / "removed_pairs.parquet"
-    if removed.is_file():
-        tables.append(pq.read_table(removed, columns=COLUMNS).cast(tables[0].schema))
+def build_pairs(build: BuildDir) -> pa.Table:
+    """Distinct pairs of the shards and of the removed pairs, in pair_id order."""
+    tables = [build.pairs(COLUMNS)]
+    removed = build.removed_pairs(COLUMNS)
+    if removed is not None:
+        tables.append(removed.cast(tables[0].schema))
     table = pa.concat_tables(tables).sort_by("pair_id")
     ids = table.column("pair_id").to_pylist()
     first = [k for k, pid in enumerate(ids) if k == 0 or pid != ids[k - 1]]
@@ -67,9 +63,10 @@ def score_build(
     micro_batch: int = 8,
     on_part: Callable[[int, int], None] | None = None,
 ) -> Path:
-    out = build / "signals" / f"rm_scores-{model_digest(model_folder)}.parquet"
+    opened = BuildDir.open(build)
+    out = opened.path / "signals" / f"rm_scores-{model_digest(model_folder)}.parquet"
     parts_dir = out.with_name(out.name + ".partial")
-    pairs = build_pairs(build)
+    pairs = build_pairs(opened)
     # Parts are reused only for the same pairs cut the same way (a rebuilt build or another --part-pairs restarts).
     ids = "\n".join(pairs.column("pair_id").to_pylist()).encode()
     plan = {"part_pairs": part_pairs, "max_length": max_length, "pairs_sha256": hashlib.sha256(ids).hexdigest()}
@@ -78,7 +75,7 @@ def score_build(
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan))
-    images = ImageTable(build / "images" / "images.parquet")
+    images = opened.images()
     total = -(-pairs.num_rows // part_pairs)
     for part in range(total):
         path = parts_dir / f"part-{part:05d}.parquet"

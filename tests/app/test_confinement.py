@@ -1,4 +1,5 @@
-"""Every file the workbench opens is read by its real path: a symlink that leaves the data root is refused (never
+"""Every file the workbench opens is read by its real path: a build file whose real path leaves its build folder, or
+a run file leaving the data root, is refused (never
 read, reported by name), one that stays inside is followed."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.conftest import image_bytes
 
 MARK = "ROW FROM THE MARKED COPY"
 OUTSIDE = "{}: refused, its real path is outside the data root (a symlink or '..')"
+LEAVES = "{}: refused, its real path leaves the build folder (a symlink or '..')"
 
 
 def _marked(src: Path, dst: Path, column: str, value: Any) -> Path:
@@ -77,14 +79,16 @@ def test_each_build_file_is_refused_when_its_real_path_leaves_the_root(root: Pat
     [target] = (root / "b").glob(pattern)
     relative = target.relative_to(root / "b").as_posix()
     outside = _marked(target, root.parent / "outside" / target.name, column, value)
-    within = _marked(target, root / "elsewhere" / target.name, column, value)
+    beside = _marked(target, root / "elsewhere" / target.name, column, value)  # in the data root, not the build
+    within = _marked(target, root / "b" / "elsewhere" / target.name, column, value)
+    for away in (outside, beside):
+        target.unlink()
+        target.symlink_to(away)
+        build = Build(root, "b")
+        assert build.refused == {relative: LEAVES.format(f"b/{relative}")}
+        assert shown not in read(build)
     target.unlink()
-    target.symlink_to(outside)
-    build = Build(root, "b")
-    assert build.refused == {relative: OUTSIDE.format(f"b/{relative}")}
-    assert shown not in read(build)
-    target.unlink()
-    target.symlink_to(within)  # a symlink that stays inside the data root is followed
+    target.symlink_to(within)  # a symlink that stays inside the build folder is followed
     build = Build(root, "b")
     assert build.refused == {}
     assert shown in read(build)
@@ -97,7 +101,7 @@ def test_a_symlinked_folder_and_a_symlink_loop_are_refused(root: Path) -> None:
     (root / "b" / "signals" / "loop.parquet").symlink_to("loop.parquet")
     build = Build(root, "b")
     assert build.dups == {} and build.duplicates() == [] and "loop" not in build.signal_files
-    assert build.refused["dups/exact_dedupe.parquet"] == OUTSIDE.format("b/dups/exact_dedupe.parquet")
+    assert build.refused["dups/exact_dedupe.parquet"] == LEAVES.format("b/dups/exact_dedupe.parquet")
     assert build.refused["signals/loop.parquet"].startswith("b/signals/loop.parquet: refused, its real path cannot")
 
 
@@ -105,16 +109,16 @@ def test_the_manifest_and_shards_are_refused_outside_and_followed_inside(root: P
     manifest = root / "b" / "manifest.json"
     marked = json.loads(manifest.read_text())
     marked["recipe"]["text"] = MARK
-    for where in (root.parent / "outside", root / "elsewhere"):
+    for where in (root.parent / "outside", root / "b" / "elsewhere"):
         where.mkdir(exist_ok=True)
         (where / "manifest.json").write_text(json.dumps(marked))
     manifest.unlink()
     manifest.symlink_to(root.parent / "outside" / "manifest.json")
-    with pytest.raises(AppError, match=r"b/manifest.json: refused, its real path is outside the data root"):
+    with pytest.raises(AppError, match=r"b/manifest.json: refused, its real path leaves the build folder"):
         Build(root, "b")
     assert {e.name: e.status for e in list_builds(root)}["b"] == "refused: outside the data root"
     manifest.unlink()
-    manifest.symlink_to(root / "elsewhere" / "manifest.json")
+    manifest.symlink_to(root / "b" / "elsewhere" / "manifest.json")
     assert Build(root, "b").manifest["recipe"]["text"] == MARK
 
     shard = root / "b" / marked["shards"][0]["file"]
@@ -122,9 +126,9 @@ def test_the_manifest_and_shards_are_refused_outside_and_followed_inside(root: P
     shard.symlink_to(root.parent / "outside" / shard.name)
     with pytest.raises(AppError, match=f"b/{marked['shards'][0]['file']}: refused"):
         Build(root, "b")
-    shutil.move(root.parent / "outside" / shard.name, root / "elsewhere" / shard.name)
+    shutil.move(root.parent / "outside" / shard.name, root / "b" / "elsewhere" / shard.name)
     shard.unlink()
-    shard.symlink_to(root / "elsewhere" / shard.name)
+    shard.symlink_to(root / "b" / "elsewhere" / shard.name)
     assert Build(root, "b").rows("SELECT count(*) AS n FROM pairs")[0]["n"] == marked["rows_in_shards"]
 
 
@@ -164,7 +168,7 @@ def test_removed_page_names_the_refused_file_and_shows_the_rest(root: Path, monk
     app.run()
     assert not app.exception, app.exception
     assert [w.value for w in app.warning] == ["Some files were refused and are not shown:"]
-    assert OUTSIDE.format("b/rejects/rejects.parquet") in [t.value for t in app.text]
+    assert LEAVES.format("b/rejects/rejects.parquet") in [t.value for t in app.text]
     assert not app.info  # not "Nothing was removed": the rejects were refused, not empty
     assert all(MARK not in frame.value.to_string() for frame in app.dataframe)
     assert len(app.dataframe) == 2  # the duplicates and the contamination evidence are still shown
@@ -194,7 +198,7 @@ def test_builds_page_names_another_build_it_cannot_open(root: Path, monkeypatch:
     app.run()
     assert not app.exception, app.exception
     assert [w.value for w in app.warning] == ["Cannot open the other build."]
-    assert app.text[-1].value.startswith("bad: manifest.json is not valid JSON")
+    assert app.text[-1].value == "bad: not a finished build (no readable manifest.json)"
 
 
 def test_file_names_are_not_read_as_glob_patterns(root: Path) -> None:

@@ -103,9 +103,9 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     assert [(b.name, b.status) for b in list_builds(copy)] == [("broken", "broken")]
     shutil.copytree(data_root / "demo", copy / "escaping")
     manifest = json.loads((copy / "escaping" / "manifest.json").read_text())
-    manifest["shards"][0]["file"] = "../../../outside.arrow"  # a manifest may not point outside the data root
+    manifest["shards"][0]["file"] = "../../../outside.arrow"  # a manifest may not point outside its build
     (copy / "escaping" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(AppError, match="outside the data root"):
+    with pytest.raises(AppError, match="leaves the build folder"):
         Build(copy, "escaping")
     demo, hostile = Build(data_root, "demo"), Build(data_root, "hostile")
     changes = diff_builds(demo.manifest, hostile.manifest)

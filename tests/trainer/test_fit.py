@@ -160,7 +160,7 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     scores = [float(line.split("\t")[0]) for line in result.output.strip().splitlines()]
     assert len(scores) == 2 and scores[0] != scores[1]
     bad = runner.invoke(app, ["fit", "--shards", str(tmp_path), "--out", str(tmp_path / "x"), "--model", "tiny"])
-    assert bad.exit_code == 1 and "no shards" in bad.output
+    assert bad.exit_code == 1 and "not a finished build" in bad.output
 
 
 def test_data_workers_prepare_the_same_steps(demo_build: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from curation.build import build
+from curation.build_dir import BuildDir
 from curation.recipe import load_recipe
 from trainer.cli import app
 from trainer.config import FitConfig
@@ -50,7 +51,7 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
     fresh = pq.read_table(score_build(model, tiny_run / "model", fresh_copy, part_pairs=8)).to_pylist()
     assert resumed == fresh
 
-    pairs = build_pairs(copy).to_pylist()
+    pairs = build_pairs(BuildDir.open(copy)).to_pylist()
     assert [r["pair_id"] for r in resumed] == [p["pair_id"] for p in pairs]  # shards and removed pairs, once each
     by_id = {p["pair_id"]: p for p in pairs}
     scored = [r for r in resumed if r["margin"] is not None]  # a removed pair whose image was not kept: no score

@@ -1,0 +1,183 @@
+"""A finished build folder: every path in it, and how to read it.
+
+Every reader of a build (`curate stats/show/export`, `trainer fit/score/ablate/export`, the workbench) opens it
+here. Paths are resolved with symlinks followed and refused when their real path leaves the build folder (a
+build is one self-contained folder: its files never point elsewhere). Anything wrong with a build is one error
+type, `BuildError`, whose message names the path.
+
+The layout (written by `curation.build`):
+
+    manifest.json                  recipe, inputs, per-source funnel, shards with their sha256, timings
+    README.md                      the data card
+    shards/train-NNNNN.arrow       the pairs (Arrow IPC streams; `datasets.Dataset.from_file` opens them)
+    images/images.parquet         each image of the shards once, sorted by sha256
+    rejects/rejects.parquet       every removed or rejected row: source, source_row, pair_id, stage, reason, detail
+    rejects/removed_pairs.parquet the removed pairs themselves
+    dups/<op>.parquet             duplicates and their survivors, per dedupe op
+    contamination/contamination.parquet  benchmark matches (removed or recorded)
+    signals/<op>-v<version>-<hash>.parquet  what each op measured
+    flags/<op>.parquet            pairs an op flagged without removing them
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.errors import InputError
+from curation.io import read_shards
+
+IMAGES = "images/images.parquet"
+REJECTS = "rejects/rejects.parquet"
+REMOVED_PAIRS = "rejects/removed_pairs.parquet"
+CONTAMINATION = "contamination/contamination.parquet"
+CARD = "README.md"
+MANIFEST = "manifest.json"
+
+
+class BuildError(InputError):
+    """A build folder that cannot be read as asked: not a finished build, or a file that is refused."""
+
+
+@dataclass
+class BuildDir:
+    """A finished build, opened read-only. Optional files that are refused (their real path leaves the folder)
+    are left out and named in `refused` (path in the build -> why), so a reader that can do without them goes on;
+    `file` raises for one it needs."""
+
+    path: Path  # the build folder's real path
+    manifest: dict[str, Any]
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, location: Path | str) -> BuildDir:
+        """The build at `location`: the build folder, its `shards/` folder or its `manifest.json`."""
+        given = Path(location)
+        if given.name in ("shards", MANIFEST) and not (given / MANIFEST).is_file():
+            given = given.parent
+        try:
+            path = given.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # missing, or a symlink loop (RuntimeError before Python 3.13)
+            raise BuildError(f"{location}: no such build folder ({exc})") from None
+        if not path.is_dir():
+            raise BuildError(f"{location}: not a build folder")
+        try:
+            manifest_path = _confined(path, MANIFEST)
+        except BuildError as exc:
+            raise BuildError(f"{location}/{exc}") from None
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            manifest = None
+        if not isinstance(manifest, dict) or not {"recipe", "sources", "shards"} <= set(manifest):
+            raise BuildError(f"{location}: not a finished build (no readable manifest.json)")
+        return cls(path, manifest)
+
+    # -- paths -------------------------------------------------------------------------------------------------
+    def file(self, relative: str) -> Path:
+        """The real path of a file the reader needs; `BuildError` when it is absent or refused."""
+        try:
+            path = _confined(self.path, relative)
+        except BuildError as exc:
+            raise BuildError(f"{self.path}/{exc}") from None
+        if not path.is_file():
+            raise BuildError(f"{self.path}: no {relative} (is this a complete `curate build` output?)")
+        return path
+
+    def optional(self, relative: str) -> Path | None:
+        """The real path of a file a reader can do without: None when absent or refused (then named in
+        `refused`)."""
+        try:
+            path = _confined(self.path, relative)
+        except BuildError as exc:
+            self.refused[relative] = f"{self.name}/{exc}"
+            return None
+        return path if path.is_file() else None
+
+    def folder(self, name: str) -> dict[str, Path]:
+        """The parquet files of a folder of tables (`dups`, `signals`, `flags`), by stem; refused ones left out."""
+        listed = sorted((self.path / name).glob("*.parquet")) if (self.path / name).is_dir() else []
+        found = {p.stem: self.optional(f"{name}/{p.name}") for p in listed}
+        return {stem: p for stem, p in found.items() if p is not None}
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        """The shards the manifest lists, in order."""
+        paths = [self.file(shard["file"]) for shard in self.manifest["shards"]]
+        if not paths:
+            raise BuildError(f"{self.path}: the build has no shards")
+        return paths
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- readers -------------------------------------------------------------------------------------------------
+    def pairs(self, columns: list[str] | None = None) -> pa.Table:
+        """The pairs in the shards, memory-mapped."""
+        table = read_shards(self.shard_paths)
+        return table if columns is None else table.select(columns)
+
+    def removed_pairs(self, columns: list[str] | None = None) -> pa.Table | None:
+        path = self.optional(REMOVED_PAIRS)
+        return None if path is None else pq.read_table(path, columns=columns)
+
+    def images(self) -> ImageTable:
+        return ImageTable(self.file(IMAGES))
+
+    def card(self) -> str:
+        path = self.optional(CARD)
+        return path.read_text(encoding="utf-8") if path is not None else ""
+
+    def signals(self) -> dict[str, Path]:
+        return self.folder("signals")
+
+    def dups(self) -> dict[str, Path]:
+        return self.folder("dups")
+
+
+def _confined(root: Path, relative: str) -> Path:
+    """`root / relative` by its real path, refused when that leaves `root` (the message starts with `relative`:
+    callers put the build in front)."""
+    try:
+        path = (root / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise BuildError(f"{relative}: refused, its real path cannot be resolved ({exc})") from None
+    if not path.is_relative_to(root):
+        raise BuildError(f"{relative}: refused, its real path leaves the build folder (a symlink or '..')")
+    return path
+
+
+class ImageTable:
+    """Random access by sha256 to a build's image table through its row-group statistics (the table is sorted by
+    sha256 in small row groups)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.file = pq.ParquetFile(path) if path is not None and path.is_file() else None
+        self.first_hashes: list[str] = []
+        if self.file is not None:
+            column = self.file.schema_arrow.get_field_index("sha256")
+            for group in range(self.file.num_row_groups):
+                stats = self.file.metadata.row_group(group).column(column).statistics
+                self.first_hashes.append(stats.min)
+
+    def get(self, sha256: str) -> bytes | None:
+        if self.file is None or not self.first_hashes:
+            return None
+        group = bisect.bisect_right(self.first_hashes, sha256) - 1
+        table = self.file.read_row_group(max(group, 0), columns=["sha256", "bytes"])
+        hashes = table.column("sha256").to_pylist()
+        return table.column("bytes")[hashes.index(sha256)].as_py() if sha256 in hashes else None
+
+    def read(self, sha256: str) -> bytes:
+        data = self.get(sha256)
+        if data is None:
+            raise KeyError(f"{self.path}: image {sha256} not found")
+        return data
