@@ -1,1 +1,1 @@
-"""Streamlit workbench for browsing builds (pages arrive with the app issue)."""
+"""Streamlit workbench over builds and training runs: `Home.py`, six pages, and the read-only queries (`data`)."""

@@ -208,8 +208,8 @@ class Build:
         image.thumbnail((max_side, max_side))
         return image
 
-    def signals(self, pair_id: str, prompt_id: str) -> dict[str, list[dict[str, Any]]]:
-        return pair_signals(self.db, self.signal_files, pair_id, prompt_id)
+    def signals(self, pair_id: str, prompt_id: str, images: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+        return pair_signals(self.db, self.signal_files, pair_id, prompt_id, images or [])
 
     def cluster(self, pair_id: str) -> list[dict[str, Any]]:
         """Duplicates removed in favour of this pair, or the survivor this pair lost to."""

@@ -9,7 +9,7 @@ The layout (written by `curation.build`):
 
     manifest.json                  recipe, inputs, per-source funnel, shards with their sha256, timings
     README.md                      the data card
-    shards/train-NNNNN.arrow       the pairs (Arrow IPC streams; `datasets.Dataset.from_file` opens them)
+    shards/train-NNNNN-of-NNNNN.arrow  the pairs (Arrow IPC streams; `datasets.Dataset.from_file` opens them)
     images/images.parquet         each image of the shards once, sorted by sha256
     rejects/rejects.parquet       every removed or rejected row: source, source_row, pair_id, stage, reason, detail
     rejects/removed_pairs.parquet the removed pairs themselves

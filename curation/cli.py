@@ -306,12 +306,12 @@ def show(
         console.print(Text(f"source {pair['source']} {pair['source_row']}, images {pair['images']}"))
     for source, source_row, _, stage, reason, detail in removed:
         console.print(Text(f"removed from {source} {source_row} at {stage}: {reason} ({detail})", style="yellow"))
-    prompt_id = rows[0]["prompt_id"] if rows else None
-    removed_pairs = build.removed_pairs(["pair_id", "prompt_id"])
+    prompt_id, images = (rows[0]["prompt_id"], rows[0]["images"]) if rows else (None, [])
+    removed_pairs = build.removed_pairs(["pair_id", "prompt_id", "images"])
     if prompt_id is None and removed_pairs is not None:
-        found = removed_pairs.filter(pc.equal(removed_pairs["pair_id"], pair_id)).column("prompt_id").to_pylist()
-        prompt_id = found[0] if found else None
-    for name, signal_rows in pair_signals(db, build.signals(), pair_id, prompt_id).items():
+        found = removed_pairs.filter(pc.equal(removed_pairs["pair_id"], pair_id)).slice(0, 1).to_pylist()
+        prompt_id, images = (found[0]["prompt_id"], found[0]["images"]) if found else (None, [])
+    for name, signal_rows in pair_signals(db, build.signals(), pair_id, prompt_id, images).items():
         for signal in signal_rows:
             console.print(Text(f"signals/{name}: ", style="bold") + Text(str(signal)))
     for why in build.refused.values():

@@ -1,4 +1,5 @@
-"""Atomic file output: write under a temporary name, fsync, then rename, so readers never see half a file."""
+"""Atomic file output: write under a temporary name, then rename (after an fsync where the file must survive a
+crash of the machine), so readers never see half a file."""
 
 from __future__ import annotations
 

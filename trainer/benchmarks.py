@@ -1,4 +1,4 @@
-"""Scoring rules of the RM benchmarks, as their own scripts compute them (see ../shared/docs/BENCHMARKS.md).
+"""Scoring rules of the RM benchmarks, as their own evaluation scripts compute them.
 
 An item is one pair: correct iff r(chosen) > r(rejected) strictly (ties count as wrong). An item the model
 could not score (e.g. video on a backbone without video input) stays in every denominator as wrong and is

@@ -1,4 +1,4 @@
-"""`trainer`: the reward-model trainer's command line: `fit`, `predict`, `env`.
+"""`trainer`: the reward-model trainer's command line: `fit`, `predict`, `eval`, `score`, `ablate`, `export`, `env`.
 
 Under `torchrun`, every process runs `python -m trainer fit ...`; rank 0 writes the run folder.
 """
@@ -50,7 +50,9 @@ def fit(
     ],
     out: Annotated[Path, typer.Option(help="The run folder (metrics, checkpoints, final model).")],
     model: Annotated[str | None, typer.Option(help="`tiny`, a local folder or a Hub id.")] = None,
-    config: Annotated[Path | None, typer.Option(help="A YAML file of FitConfig settings.")] = None,
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="A YAML file of training settings (FitConfig).")
+    ] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     max_steps: Annotated[int | None, typer.Option()] = None,
@@ -74,7 +76,7 @@ def fit(
             raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = value
     try:
-        settings = load_config(config, overrides)
+        settings = load_config(settings_file, overrides)
         last = run_fit(settings, out, resume=resume)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -212,16 +214,15 @@ def score(
 @app.command()
 def ablate(
     out: Annotated[Path, typer.Option(help="Folder for variants, builds, runs and the ablation table.")],
-    recipe: Annotated[Path | None, typer.Option(help="The recipe whose sources --per-source ablates.")] = None,
-    per_source: Annotated[bool, typer.Option(help="The full recipe plus one variant per source.")] = False,
-    mixtures: Annotated[
-        list[Path] | None, typer.Option(help="Recipes to compare: --mixtures A.yaml B.yaml ...")
+    mix: Annotated[
+        list[Path] | None,
+        typer.Option("--mix", help="A recipe (as `curate build --mix` takes); repeat to compare several."),
     ] = None,
-    more: Annotated[
-        list[Path] | None, typer.Argument(help="More recipes after --mixtures.", show_default=False)
-    ] = None,
+    per_source: Annotated[bool, typer.Option(help="The one --mix recipe plus one variant per source.")] = False,
     model: Annotated[str | None, typer.Option(help="`tiny`, a local folder or a Hub id.")] = None,
-    config: Annotated[Path | None, typer.Option(help="FitConfig YAML shared by every variant.")] = None,
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="Training settings (FitConfig YAML) shared by every variant.")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any FitConfig setting as KEY=VALUE.")] = None,
     bench: Annotated[
         list[str] | None, typer.Option(help="Benchmarks to evaluate every variant on (as for eval).")
@@ -237,20 +238,19 @@ def ablate(
     from trainer.config import load_config
     from trainer.evaluate import BenchSpec
 
-    if per_source and recipe is None:
-        raise typer.BadParameter("--per-source needs --recipe", param_hint="--recipe")
-    extra = [*(mixtures or []), *(more or [])]
-    if not per_source and not extra:
-        raise typer.BadParameter("give --recipe FILE --per-source and/or --mixtures A.yaml B.yaml ...")
+    recipes = mix or []
+    if per_source and len(recipes) != 1:
+        raise typer.BadParameter("--per-source takes exactly one --mix recipe", param_hint="--mix")
+    if not recipes:
+        raise typer.BadParameter("give --mix RECIPE --per-source, or --mix A.yaml --mix B.yaml ...")
     console = Console()
     try:
-        variants = per_source_variants(recipe) if per_source and recipe is not None else {}
-        variants |= mixture_variants(extra)
+        variants = per_source_variants(recipes[0]) if per_source else mixture_variants(recipes)
         overrides: dict[str, Any] = {"model": model}
         for item in set_ or []:
             key, value = _key_value(item, "--set")
             overrides[key.strip()] = value
-        settings = load_config(config, overrides)
+        settings = load_config(settings_file, overrides)
         roots = dict(_key_value(item, "--images-root") for item in images_root or [])
         specs = [BenchSpec.parse(b, roots) for b in bench or []]
         rows = run_ablation(variants, settings, specs, out, on_step=lambda text: console.print(f"[dim]{text}[/dim]"))

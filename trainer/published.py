@@ -2,7 +2,7 @@
 project's own reference table so every evaluation can be printed beside them. Values in percent.
 
 VL-RewardBench group columns of the R1-Reward, MM-RLHF-Reward and BaseReward rows follow another grouping than
-the official one (see BENCHMARKS.md): compare `overall` across rows.
+the official one (case-sensitive id prefixes, as in R1-Reward's scripts): compare `overall` across rows.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Without flash-attn, transformers runs the tower's attention as a Python loop: one sdpa call per window in the
 windowed layers and per image in the full-attention ones (a 448x448 image has 16 windows, so a step of 16 images
-makes 256 tiny calls per layer). That loop, not the arithmetic, dominated the measured step (RECIPE.md, section 4).
+makes 256 tiny calls per layer). That loop, not the arithmetic, dominated the measured step (docs/training.md).
 `use_batched_vision_attention` swaps each attention module's forward for one that computes the same thing with one
 kernel per layer: torch's varlen flash kernel on CUDA in bf16/fp16, elsewhere one sdpa call per distinct segment
 length (windows mostly share one length, so that is one or a few calls).

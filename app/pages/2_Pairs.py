@@ -71,7 +71,7 @@ st.caption("word diff (- chosen only, + rejected only)")
 diff = difflib.ndiff(pair["chosen"].split(), pair["rejected"].split())
 st.text(" ".join(w for w in diff if w[:1] in "-+"))
 st.subheader("Signals")
-st.json(build.signals(pair["pair_id"], pair["prompt_id"]), expanded=False)
+st.json(build.signals(pair["pair_id"], pair["prompt_id"], list(pair["images"])), expanded=False)
 cluster = build.cluster(pair["pair_id"])
 st.subheader("Duplicate cluster")
 if cluster:

@@ -2,7 +2,8 @@
 
 Signals are stored under `signals/<op>-v<version>-<hash>.parquet`, where the hash covers only the parameters
 that change the signals (`Op.scoring`), never the thresholds. Decisions are SQL over the signals and the live
-pairs, so a threshold change re-decides without recomputing a signal.
+pairs. A build resumed with `--resume` (the same recipe) reuses the signal files it already wrote; a fresh build
+computes every signal again.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class Op:
     Params: ClassVar[type]
     default_on: ClassVar[bool] = False  # runs with default parameters when the recipe does not name it
     thresholds: ClassVar[frozenset[str]] = frozenset()  # parameters that only decide
+    # The columns a signal row is keyed by and what each names ("pair", "prompt" or "image"): readers find a
+    # pair's signals by them (`curation.lookup`).
+    signal_keys: ClassVar[dict[str, str]] = {"pair_id": "pair"}
 
     def scoring(self, params: Any) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(params).items() if k not in self.thresholds}

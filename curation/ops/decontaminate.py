@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -173,6 +173,7 @@ def _distinctiveness(bench: pl.DataFrame, words: Words, shingles: Shingles) -> t
 
 class Decontaminate(Op):
     name = "decontaminate"
+    signal_keys: ClassVar[dict[str, str]] = {"prompt_id": "prompt"}
     version = 2  # v2: distinct_overlap, benchmark_words, benchmark_unique, prompt_has_images
     Params = DecontaminateParams
     thresholds = frozenset(

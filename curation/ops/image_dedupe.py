@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import polars as pl
 import pyarrow as pa
@@ -46,6 +47,7 @@ def live_image_hashes(ctx: BuildContext, signals: Path, hash_size: int) -> None:
 
 class ImageDedupe(Op):
     name = "image_dedupe"
+    signal_keys: ClassVar[dict[str, str]] = {"sha256": "image"}
     Params = ImageDedupeParams
     thresholds = frozenset({"max_distance"})
 

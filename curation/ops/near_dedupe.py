@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -111,6 +112,7 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
 
 class NearDedupe(Op):
     name = "near_dedupe"
+    signal_keys: ClassVar[dict[str, str]] = {"prompt_id": "prompt", "other_prompt_id": "prompt"}
     Params = NearDedupeParams
     thresholds = frozenset({"threshold", "max_cluster"})
 

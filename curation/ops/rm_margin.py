@@ -4,8 +4,8 @@ Score: each live pair's rewards from the scores table (`pair_id, reward_chosen, 
 by `trainer score --model RUN --build DIR` into DIR/signals/); pairs the table lacks get no margin and are kept.
 Decide: `margin < min_margin` is a reversal. The default -1.0 means the model gives the rejected answer at least
 sigmoid(1) = 73% Bradley-Terry probability. `action: drop` removes reversals; `flag` keeps them and lists them in
-`flags/rm_margin.parquet`. The signal is keyed by the scores file's content, so rescoring with another model
-recomputes it while a threshold change only re-decides.
+`flags/rm_margin.parquet`. The signal's name covers the scores file's content, so rescoring with another model
+gives another signal file.
 """
 
 from __future__ import annotations

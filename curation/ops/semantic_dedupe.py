@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +80,7 @@ def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.n
 
 class SemanticDedupe(Op):
     name = "semantic_dedupe"
+    signal_keys: ClassVar[dict[str, str]] = {"prompt_id": "prompt", "other_prompt_id": "prompt"}
     Params = SemanticDedupeParams
     thresholds = frozenset({"threshold", "max_cluster"})
 

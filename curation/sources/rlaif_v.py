@@ -3,7 +3,8 @@
 - Hub parquet (`openbmb/RLAIF-V-Dataset`): `question`, `chosen`, `rejected`, `image` as `{bytes, path}`;
   `origin_dataset` becomes `subset`. `origin_split` is metadata serialized as a string: `meta` keeps it parsed
   when it is JSON and as the raw string otherwise. When it parses to an object with a `model` key, that model
-  is taken as the generator of both answers (SOURCES.md: both come from one generator; key name unverified).
+  is taken as the generator of both answers (RLAIF-V samples both from one generator, as
+  `data_cards/rlaif_v.md` records; that this key names it is unverified).
 - Pair-construction pipeline output (jsonl with `image_id`, `org_infos`): `image_path` is an absolute path from
   the authors' machine, so the image is found by basename under `--images-root`. Scores are strings of floats
   under `org_infos.scores.{chosen,rejected}.score`; the pipeline pairs every two answers whose score gap reaches

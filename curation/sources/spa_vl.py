@@ -1,12 +1,12 @@
 """SPA-VL (safety): flat rows of an embedded image, `question`, `chosen`, `rejected` and a 3-level harm class.
 
 `category` is "class1/class2/class3" (harm domain / category / subcategory; empty levels left out) where the
-row has them: SOURCES.md lists them in the `default` config, the Hub card (revision 935596c) only in `validation`
-and `test` (its `default` has `image_name`, kept in `meta`). The eval configs (`test` with splits harm/help;
-`evalharm`, `evalhelp` in SOURCES.md) look alike but carry no responses: they are rejected as `no responses`,
-not as a generic missing field. Images are the Hub's Image feature (`{bytes, path}` structs in parquet), or
-paths under `--images-root` for the `train.zip` copy. The `validation` config has only a `validation` split,
-which is read when no split is named. No ties or scores.
+row has them: the Hub card (revision 935596c) declares them only in the `validation` and `test` configs (its
+`default` has `image_name`, kept in `meta`), so train pairs have no category. The eval configs (`test` with splits
+harm/help; earlier revisions of the Hub repository held them as `evalharm` and `evalhelp` folders) look alike but
+carry no responses: they are rejected as `no responses`, not as a generic missing field. Images are the Hub's
+Image feature (`{bytes, path}` structs in parquet), or paths under `--images-root` for the `train.zip` copy. The
+`validation` config has only a `validation` split, which is read when no split is named. No ties or scores.
 """
 
 from __future__ import annotations

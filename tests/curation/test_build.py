@@ -167,6 +167,10 @@ def test_stats_and_show_commands(demo_recipe: Path, tmp_path: Path) -> None:
                 if r["stage"] == "near_dedupe")  # fmt: skip
     result = runner.invoke(app, ["show", str(tmp_path / "b"), near["pair_id"]], env={"COLUMNS": "300"})
     assert "signals/near_dedupe" in result.output  # found through the removed pair's prompt
+    image_pair = next(r for r in Dataset.from_file(str(tmp_path / "b" / manifest["shards"][0]["file"])) if r["images"])
+    result = runner.invoke(app, ["show", str(tmp_path / "b"), image_pair["pair_id"]], env={"COLUMNS": "300"})
+    assert "signals/image_dedupe" in result.output and "signals/phash-8" in result.output  # keyed by its image
+    assert image_pair["images"][0] in result.output
 
 
 def test_a_failed_job_stops_the_others_and_its_error_is_the_one_raised() -> None:

@@ -33,7 +33,7 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
     second.write_text(yaml.safe_dump(text_only))
     bench = demo_recipe.parent.parent / "demo_data" / "native" / "vl_rewardbench"
     out = tmp_path / "ablation"
-    args = ["ablate", "--mixtures", str(demo_recipe), str(second), "--out", str(out), "--model", "tiny",
+    args = ["ablate", "--mix", str(demo_recipe), "--mix", str(second), "--out", str(out), "--model", "tiny",
             "--set", "global_batch=4", "--set", "micro_batch=2", "--set", "lr=2e-3", "--set", "eval_fraction=0.2",
             "--bench", f"vl_rewardbench={bench / 'data.jsonl'}",
             "--images-root", f"vl_rewardbench={bench / 'images'}"]  # fmt: skip
