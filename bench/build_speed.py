@@ -70,7 +70,9 @@ def run_build(data: Path, out: Path, full: bool) -> int:
 
     path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(recipe(data, full)))
-    return build(load_recipe(path), out)["rows_in_shards"]
+    cache = out.with_name(out.name + ".cache")  # empty: every signal computed, as a first build computes them
+    shutil.rmtree(cache, ignore_errors=True)
+    return build(load_recipe(path), out, cache=cache)["rows_in_shards"]
 
 
 def run_baseline(data: Path, out: Path) -> int:

@@ -45,6 +45,7 @@ from curation.sql import GLOB_CHARACTERS, sql_literal
 from curation.work import WorkPairs
 
 PARALLEL_INGEST_BYTES = 64 * 2**20
+CACHE_FOLDER = ".curate-cache"
 CONCURRENT_INGESTS = 2
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
 IMAGE_ROW_GROUP = 64
@@ -102,9 +103,14 @@ class Builder:
         workers: int | None = None,
         memory_limit: str = "1500MB",
         on_stage: Callable[[str], None] | None = None,
+        cache: Path | None = None,
     ) -> None:
         self.recipe = recipe
         self.out = out
+        # Signals kept across builds (`Op.cache_path`): by default beside the build folder, shared by the builds
+        # written next to each other.
+        self.cache = cache if cache is not None else out.parent / CACHE_FOLDER
+        self.reused: list[str] = []  # ops whose signals came from the cache
         self.tmp = out.with_name(out.name + ".partial")
         self.resume = resume
         self.workers = workers
@@ -149,7 +155,10 @@ class Builder:
             self.db.execute(f"SET threads = {int(self.workers)}")
         # The compiled shingle loops' threads (set every build: the setting outlives it in this process).
         numba.set_num_threads(min(int(self.workers or os.cpu_count() or 1), numba.config.NUMBA_NUM_THREADS))
-        self.ctx = BuildContext(self.db, self.recipe, self.tmp, workers=self.workers or os.cpu_count() or 1)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.ctx = BuildContext(
+            self.db, self.recipe, self.tmp, workers=self.workers or os.cpu_count() or 1, cache=self.cache
+        )
 
     def _state(self) -> dict[str, Any]:
         """What a resumed build must share with the interrupted one: the recipe and the schema (ids)."""
@@ -282,7 +291,14 @@ class Builder:
         def run() -> None:
             signals = op.signal_path(self.ctx, params)
             if not readable_parquet(signals):  # absent, or damaged by a crash of the machine: scored again
-                op.score(self.ctx, params, signals)
+                kept = op.cache_path(self.ctx, params)
+                if kept is not None and readable_parquet(kept):
+                    _copy_file(kept, signals)
+                    self.reused.append(name)
+                else:
+                    op.score(self.ctx, params, signals)
+                    if kept is not None:
+                        _copy_file(signals, kept)
             for query in op.decide(self.ctx, params, signals):
                 self._remove(name, query)
 
@@ -472,7 +488,16 @@ class Builder:
             "images": images[0][0],
             "rows_in_shards": sum(s["rows"] for s in self.shards),
             "timings": {"total_seconds": seconds, **{k: v.seconds for k, v in self.stages.items()}},
+            "signals_reused": self.reused,
         }
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: a reader never finds half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _size(n: int) -> str:

@@ -200,6 +200,12 @@ def build_cmd(
     memory_limit: Annotated[
         str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it, spill")
     ] = "1500MB",
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache", help="where costly signals are kept across builds (default: .curate-cache beside --out)"
+        ),
+    ] = None,
 ) -> None:
     """Build a mixture: ingest (and normalize), validate, dedupe, decontaminate, filter, mix, write Arrow shards."""
     from curation.build import build
@@ -211,7 +217,7 @@ def build_cmd(
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
             task = bar.add_task("build")
             manifest = build(
-                recipe, out, resume=resume, workers=workers, memory_limit=memory_limit,
+                recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache,
                 on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
             )  # fmt: skip
     except Exception as exc:
@@ -227,6 +233,8 @@ def build_cmd(
         )
         return
     print_funnel(manifest)
+    if manifest["signals_reused"]:
+        console.print(f"signals reused from the cache (not computed again): {', '.join(manifest['signals_reused'])}")
     console.print(f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s) -> {out}")
 
 

@@ -11,12 +11,12 @@ import duckdb
 from curation.ops import OPS
 from curation.sql import parquet_relation
 
-# Signal tables that no op writes: the perceptual-hash cache and `trainer score`'s rewards.
-OTHER_KEYS = {"phash": {"sha256": "image"}, "rm_scores": {"pair_id": "pair"}}
+# Signal tables that no op writes: `trainer score`'s rewards.
+OTHER_KEYS = {"rm_scores": {"pair_id": "pair"}}
 
 
 def signal_keys(name: str) -> dict[str, str]:
-    """The key columns of a signal table by its name (`<op>-v<version>-<hash>`, `phash-8`, `rm_scores-<model>`)."""
+    """The key columns of a signal table by its name (`<op>-v<version>-<hash>`, `rm_scores-<model>`)."""
     prefix = name.split("-v")[0] if name.split("-v")[0] in OPS else name.split("-")[0]
     return OPS[prefix].signal_keys if prefix in OPS else OTHER_KEYS.get(prefix, {})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections import deque
 from concurrent.futures import Future
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import imagehash
@@ -22,7 +23,7 @@ from PIL import Image
 
 from curation.io import readable_parquet
 from curation.processes import worker_pool
-from curation.sql import sql_literal
+from curation.sql import parquet_relation
 
 if TYPE_CHECKING:
     from curation.ops.base import BuildContext
@@ -130,15 +131,15 @@ def _multi_index(left: dict[str, int], right: dict[str, int], max_distance: int,
 
 
 def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> dict[str, int]:
-    """Perceptual hashes of images of the build's `images` table, computed once per build and kept in
-    `signals/phash-<hash_size>.parquet` (image_dedupe and decontaminate share it)."""
-    cache = ctx.root / "signals" / f"phash-{hash_size}.parquet"
-    known: dict[str, int] = {}
-    if readable_parquet(cache):  # a file cut short by a crash of the machine is computed again
-        known = {
-            sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT sha256, phash FROM read_parquet({sql_literal(cache)})")
-        }
-    missing = sorted(set(shas) - set(known))
+    """Perceptual hashes of images of the build's `images` table, computed once and kept in the build's work
+    folder (image_dedupe and decontaminate share them; a resumed build finds them) and, by sha256, in the build
+    cache (a hash is a function of the image's bytes, valid for every build)."""
+    local_store = ctx.root / "work" / f"phash-{hash_size}.parquet"
+    shared_store = ctx.cache / f"phash-{hash_size}.parquet" if ctx.cache is not None else None
+    local, shared = _read_phashes(ctx, local_store), _read_phashes(ctx, shared_store)
+    wanted = set(shas)
+    known = {**{s: shared[s] for s in wanted & shared.keys()}, **local}
+    missing = sorted(wanted - set(known))
     if missing:
         ctx.db.register("wanted_images", pa.table({"sha256": pa.array(missing, pa.string())}))
         reader = ctx.db.sql(
@@ -159,17 +160,31 @@ def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> di
             for batch in batches:
                 known.update(_phash_batch(batch))
         ctx.db.unregister("wanted_images")
-        ordered = sorted(known)
-        table = pa.table(
-            {
-                "sha256": pa.array(ordered, pa.string()),
-                "phash": pa.array([as_signed(known[s]) for s in ordered], pa.int64()),
-            }
-        )
-        ctx.db.register("phash_cache", table)
-        ctx.copy("SELECT * FROM phash_cache ORDER BY sha256", cache)
-        ctx.db.unregister("phash_cache")
+    if not wanted <= local.keys():
+        _write_phashes(ctx, local_store, {s: known[s] for s in local.keys() | wanted if s in known})
+    if shared_store is not None and not known.keys() <= shared.keys():
+        _write_phashes(ctx, shared_store, {**shared, **known})
     return {sha: known[sha] for sha in shas if sha in known}
+
+
+def _read_phashes(ctx: BuildContext, store: Path | None) -> dict[str, int]:
+    if store is None or not readable_parquet(store):  # a file cut short by a crash of the machine is computed again
+        return {}
+    query = f"SELECT sha256, phash FROM {parquet_relation(ctx.db, store)}"
+    return {sha: as_unsigned(h) for sha, h in ctx.rows(query)}
+
+
+def _write_phashes(ctx: BuildContext, store: Path, hashes: dict[str, int]) -> None:
+    ordered = sorted(hashes)
+    table = pa.table(
+        {
+            "sha256": pa.array(ordered, pa.string()),
+            "phash": pa.array([as_signed(hashes[s]) for s in ordered], pa.int64()),
+        }
+    )
+    ctx.db.register("phash_rows", table)
+    ctx.copy("SELECT * FROM phash_rows ORDER BY sha256", store)
+    ctx.db.unregister("phash_rows")
 
 
 PHASH_BATCH = 256

@@ -1,9 +1,12 @@
-"""What an op is: score (write signals keyed by pair or prompt), then decide (select rows to remove).
+"""What an op is: score (write signals keyed by pair, prompt or image), then decide (select rows to remove).
 
 Signals are stored under `signals/<op>-v<version>-<hash>.parquet`, where the hash covers only the parameters
 that change the signals (`Op.scoring`), never the thresholds. Decisions are SQL over the signals and the live
-pairs. A build resumed with `--resume` (the same recipe) reuses the signal files it already wrote; a fresh build
-computes every signal again.
+pairs. A build resumed with `--resume` reuses the signal files it already wrote. The costly ops (near, semantic
+and image dedupe, decontamination) score all ingested pairs, not only the live ones, so their signals do not
+depend on earlier decisions: they are also kept in a cache folder across builds, by op, version, scoring
+parameters and the fingerprint of their input (`Op.cache_path`), and a build whose change is a threshold, a
+cheaper stage or the mix reuses them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import duckdb
 
+from curation.io import sha256_file
 from curation.sql import sql_literal
 
 if TYPE_CHECKING:
@@ -32,6 +36,9 @@ class BuildContext:
     workers: int = 1  # processes an op may use for Python-bound work (image hashing)
     # What one stage computed that a later stage of the same build may reuse; a cache, never needed for results.
     memo: dict[str, Any] = field(default_factory=dict)
+    # Signals kept across builds, by what they were computed from (`Op.cache_path`); None: none kept.
+    cache: Path | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.db.execute(query, params or []).fetchall()
@@ -56,6 +63,29 @@ class BuildContext:
                FROM pairs"""
         )
         return "text_stats"
+
+    def fingerprint(self, what: str) -> str:
+        """An md5 of the content a signal is computed from, across all ingested pairs: "prompts" (the distinct
+        prompts in first-use order: prompt-keyed signals depend on the order for their candidate search),
+        "images" (the distinct images) or "benchmarks" (the benchmark work files). Ids are content hashes, so
+        equal fingerprints mean equal input."""
+        if what not in self.fingerprints:
+            if what == "benchmarks":
+                files = sorted((name, folder / f) for name, folder in self.benchmarks.items()
+                               for f in ("pairs.parquet", "images.parquet"))  # fmt: skip
+                digest = hashlib.sha256()
+                for name, path in files:
+                    digest.update(f"{name}:{path.name}:".encode() + sha256_file(path).encode())
+                self.fingerprints[what] = digest.hexdigest()
+            else:
+                query = {
+                    "prompts": """SELECT md5(coalesce(string_agg(prompt_id, ',' ORDER BY priority), ''))
+                                  FROM (SELECT prompt_id, min(row_key) AS priority FROM pairs GROUP BY prompt_id)""",
+                    "images": """SELECT md5(coalesce(string_agg(sha256, ',' ORDER BY sha256), ''))
+                                 FROM (SELECT DISTINCT unnest(images) AS sha256 FROM pairs)""",
+                }[what]
+                self.fingerprints[what] = self.rows(query)[0][0]
+        return self.fingerprints[what]
 
     def clear_memo(self) -> None:
         """Drop what the ops shared in `memo`, once no later stage needs it."""
@@ -82,6 +112,20 @@ class Op:
     def signal_path(self, ctx: BuildContext, params: Any) -> Path:
         digest = hashlib.sha256(json.dumps(self.scoring(params), sort_keys=True).encode()).hexdigest()[:12]
         return ctx.root / "signals" / f"{self.name}-v{self.version}-{digest}.parquet"
+
+    def input_fingerprint(self, ctx: BuildContext) -> str | None:
+        """What `score` reads besides its parameters, as `ctx.fingerprint`s: an op whose signals are computed over
+        all ingested pairs (never only the live ones, which earlier decisions change) says so here, and its
+        signals are kept across builds. None (the default): cheap ops, recomputed by every build."""
+        return None
+
+    def cache_path(self, ctx: BuildContext, params: Any) -> Path | None:
+        """Where the signals of these parameters over this input are kept across builds (None: not kept)."""
+        fingerprint = self.input_fingerprint(ctx)
+        if ctx.cache is None or fingerprint is None:
+            return None
+        key = json.dumps([self.scoring(params), fingerprint], sort_keys=True).encode()
+        return ctx.cache / f"{self.name}-v{self.version}-{hashlib.sha256(key).hexdigest()[:16]}.parquet"
 
     def score(self, ctx: BuildContext, params: Any, signals: Path) -> None:
         raise NotImplementedError

@@ -181,8 +181,11 @@ class Decontaminate(Op):
          "text_only_min_words"}
     )  # fmt: skip
 
+    def input_fingerprint(self, ctx: BuildContext) -> str | None:
+        return ":".join(ctx.fingerprint(what) for what in ("prompts", "images", "benchmarks"))
+
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
-        train, bench = prompt_units(ctx), _benchmark_units(ctx)
+        train, bench = prompt_units(ctx, "pairs"), _benchmark_units(ctx)
         bench_texts = bench["text"].to_list()
         train_words, bench_words = unit_words(ctx, train), word_hashes(bench_texts)
         exact = _exact_matches(train_words, bench_words)
@@ -222,9 +225,9 @@ class Decontaminate(Op):
         for i, j in exact:
             matches.setdefault((i, j), [False, 1.0, None, None, None])[0] = True
 
-        # Images: perceptual hashes of the live training images and the benchmark images.
-        live_shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM live_pairs ORDER BY 1")]
-        train_hashes = cached_phashes(ctx, live_shas)  # shared with image_dedupe: each image hashed once
+        # Images: perceptual hashes of the training images and the benchmark images.
+        train_shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM pairs ORDER BY 1")]
+        train_hashes = cached_phashes(ctx, train_shas)  # shared with image_dedupe: each image hashed once
         bench_hashes = _benchmark_image_hashes(ctx)
         train_by_image: dict[str, list[int]] = defaultdict(list)
         train_has_images = []

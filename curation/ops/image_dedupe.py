@@ -33,9 +33,9 @@ class ImageDedupeParams:
             raise ValueError(f"max_distance must be 0..{self.hash_size**2 - 1}")
 
 
-def live_image_hashes(ctx: BuildContext, signals: Path, hash_size: int) -> None:
-    """Write (sha256, phash) for every image of the live pairs."""
-    shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM live_pairs ORDER BY 1")]
+def image_hashes(ctx: BuildContext, signals: Path, hash_size: int) -> None:
+    """Write (sha256, phash) for every image of the ingested pairs."""
+    shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM pairs ORDER BY 1")]
     hashes = cached_phashes(ctx, shas, hash_size)
     table = pa.table(
         {"sha256": pa.array(shas, pa.string()), "phash": pa.array([as_signed(hashes[s]) for s in shas], pa.int64())}
@@ -51,17 +51,25 @@ class ImageDedupe(Op):
     Params = ImageDedupeParams
     thresholds = frozenset({"max_distance"})
 
+    def input_fingerprint(self, ctx: BuildContext) -> str | None:
+        return ctx.fingerprint("images")
+
     def score(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> None:
-        live_image_hashes(ctx, signals, params.hash_size)
+        image_hashes(ctx, signals, params.hash_size)
 
     def decide(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> list[str]:
-        hashes = {sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)})")}
         bits = params.hash_size**2
-        # Images in order of first use, so every cluster's representative is the first-seen image.
+        # Images of the live pairs in order of first use, so every cluster's representative is the first-seen image.
         first_use = ctx.rows(
             "SELECT sha256, min(row_key) FROM (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) "
             "GROUP BY sha256 ORDER BY 2, 1"
         )
+        live = {sha for sha, _ in first_use}
+        hashes = {
+            sha: as_unsigned(h)
+            for sha, h in ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)})")
+            if sha in live
+        }
         rank = {sha: i for i, (sha, _) in enumerate(first_use)}
         neighbours: dict[str, list[tuple[str, int]]] = {}
         for a, b, distance in close_pairs(hashes, None, params.max_distance, bits):

