@@ -84,7 +84,7 @@ class SemanticDedupe(Op):
     thresholds = frozenset({"threshold", "max_cluster"})
 
     def input_fingerprint(self, ctx: BuildContext) -> str | None:
-        return ctx.fingerprint("prompts")
+        return f"{ctx.fingerprint('prompts')}:seed {ctx.recipe.seed}"  # the k-means starts from the recipe's seed
 
     def score(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> None:
         units = prompt_units(ctx, "pairs")
