@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 from PIL import Image
 
-from curation.build_dir import CONTAMINATION, IMAGES, REJECTS, REMOVED_PAIRS, BuildDir, BuildError
+from curation.build_dir import CONTAMINATION, IMAGES, REJECTS, REMOVED_PAIRS, BuildDir, BuildError, confined
 from curation.io import read_shards
 from curation.lookup import pair_signals
 from curation.sql import parquet_relation, sql_literal
@@ -52,15 +52,10 @@ def data_root(argv: list[str] | None = None) -> Path:
 
 def inside(root: Path, relative: str | PurePath) -> Path:
     """The real path of `root / relative` (symlinks followed); refused when it leaves the data root."""
-    name = PurePath(relative).as_posix()
-    base = root.resolve()
     try:
-        path = (base / relative).resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
-        raise AppError(f"{name}: refused, its real path cannot be resolved ({exc})") from None
-    if not path.is_relative_to(base):
-        raise AppError(f"{name}: refused, its real path is outside the data root (a symlink or '..')")
-    return path
+        return confined(root.resolve(), PurePath(relative).as_posix(), "the data root")
+    except BuildError as exc:
+        raise AppError(str(exc)) from None
 
 
 @dataclass(frozen=True)

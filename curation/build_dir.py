@@ -68,7 +68,7 @@ class BuildDir:
         if not path.is_dir():
             raise BuildError(f"{location}: not a build folder")
         try:
-            manifest_path = _confined(path, MANIFEST)
+            manifest_path = confined(path, MANIFEST)
         except BuildError as exc:
             raise BuildError(f"{location}/{exc}") from None
         try:
@@ -83,7 +83,7 @@ class BuildDir:
     def file(self, relative: str) -> Path:
         """The real path of a file the reader needs; `BuildError` when it is absent or refused."""
         try:
-            path = _confined(self.path, relative)
+            path = confined(self.path, relative)
         except BuildError as exc:
             raise BuildError(f"{self.path}/{exc}") from None
         if not path.is_file():
@@ -94,7 +94,7 @@ class BuildDir:
         """The real path of a file a reader can do without: None when absent or refused (then named in
         `refused`)."""
         try:
-            path = _confined(self.path, relative)
+            path = confined(self.path, relative)
         except BuildError as exc:
             self.refused[relative] = f"{self.name}/{exc}"
             return None
@@ -142,15 +142,15 @@ class BuildDir:
         return self.folder("dups")
 
 
-def _confined(root: Path, relative: str) -> Path:
-    """`root / relative` by its real path, refused when that leaves `root` (the message starts with `relative`:
-    callers put the build in front)."""
+def confined(root: Path, relative: str, within: str = "the build folder") -> Path:
+    """`root / relative` by its real path (`root` itself resolved), refused with a `BuildError` when that leaves
+    `root` (`within` names it in the message, which starts with `relative`: callers put their context in front)."""
     try:
         path = (root / relative).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
         raise BuildError(f"{relative}: refused, its real path cannot be resolved ({exc})") from None
     if not path.is_relative_to(root):
-        raise BuildError(f"{relative}: refused, its real path leaves the build folder (a symlink or '..')")
+        raise BuildError(f"{relative}: refused, its real path leaves {within} (a symlink or '..')")
     return path
 
 

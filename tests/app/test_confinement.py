@@ -20,7 +20,7 @@ from tests.app.conftest import APP
 from tests.conftest import image_bytes
 
 MARK = "ROW FROM THE MARKED COPY"
-OUTSIDE = "{}: refused, its real path is outside the data root (a symlink or '..')"
+OUTSIDE = "{}: refused, its real path leaves the data root (a symlink or '..')"
 LEAVES = "{}: refused, its real path leaves the build folder (a symlink or '..')"
 
 
@@ -149,7 +149,7 @@ def test_run_files_are_refused_outside_and_followed_inside(tmp_path: Path) -> No
     assert read_metrics(root, root / "runs" / "c") == [{"step": 1, "loss": 7.0}]
     (root / "runs" / "a" / "eval.json").unlink()
     (root / "runs" / "a" / "eval.json").symlink_to(outside / "eval.json")
-    with pytest.raises(AppError, match="runs/a/eval.json: refused, its real path is outside the data root"):
+    with pytest.raises(AppError, match="runs/a/eval.json: refused, its real path leaves the data root"):
         read_evaluation(root, root / "runs" / "a")
     (root / "runs" / "a" / "eval.json").unlink()
     (root / "runs" / "a" / "eval.json").symlink_to(root / "elsewhere" / "eval.json")

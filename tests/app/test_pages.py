@@ -93,7 +93,7 @@ def test_missing_data_root_is_a_message(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
-    with pytest.raises(AppError, match="outside the data root"):
+    with pytest.raises(AppError, match="leaves the data root"):
         inside(data_root, "../../etc/passwd")
     with pytest.raises(AppError, match="not a finished build"):
         Build(data_root, "half.partial")
