@@ -34,8 +34,10 @@ from curation.build_card import write_card
 from curation.errors import InputError
 from curation.images import ImagesRoot
 from curation.ingest import WORK_FILES, IngestSummary, Outputs, ingest
-from curation.io import ParquetBatchWriter, read_json_state, readable_parquet, sha256_file, write_json
+from curation.io import ParquetBatchWriter, read_json_state, sha256_file, write_json
 from curation.ops import OPS, BuildContext
+from curation.ops.context import create_relations
+from curation.ops.runner import run_op
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import shard_jobs, shard_schema
@@ -157,7 +159,7 @@ class Builder:
         numba.set_num_threads(min(int(self.workers or os.cpu_count() or 1), numba.config.NUMBA_NUM_THREADS))
         self.cache.mkdir(parents=True, exist_ok=True)
         self.ctx = BuildContext(
-            self.db, self.recipe, self.tmp, workers=self.workers or os.cpu_count() or 1, cache=self.cache
+            self.db, self.recipe.seed, self.tmp, workers=self.workers or os.cpu_count() or 1, cache=self.cache
         )
 
     def _state(self) -> dict[str, Any]:
@@ -173,16 +175,9 @@ class Builder:
         self.stages.setdefault(name, StageLog()).seconds = round(time.perf_counter() - start, 3)
 
     def _remove(self, stage: str, query: str) -> None:
-        """Move the live rows selected by `query` (row_key, reason, detail) to `removed`."""
-        self.db.execute(f"CREATE OR REPLACE TEMP TABLE step AS SELECT DISTINCT ON (row_key) * FROM ({query})")
-        self.db.execute(
-            f"""INSERT INTO removed SELECT p.source, p.source_row, p.pair_id, {sql_literal(stage)}, s.reason, s.detail
-                FROM step s JOIN pairs p USING (row_key) ORDER BY p.row_key"""
-        )
-        self.db.execute("DELETE FROM live WHERE row_key IN (SELECT row_key FROM step)")
-        counts = self.ctx.rows(
-            "SELECT p.source, s.reason, count(*) FROM step s JOIN pairs p USING (row_key) GROUP BY ALL ORDER BY ALL"
-        )
+        self._log_removed(stage, self.ctx.remove(stage, query))
+
+    def _log_removed(self, stage: str, counts: list[tuple[str, str, int]]) -> None:
         log = self.stages.setdefault(stage, StageLog())
         for source, reason, n in counts:
             log.removed.setdefault(source, {})[reason] = log.removed.get(source, {}).get(reason, 0) + n
@@ -200,7 +195,7 @@ class Builder:
             self._stage("ingest", self._ingest)
             for name in OPS:
                 self._run_op(name)
-            self.ctx.clear_memo()  # the ops' shared intermediates, not needed to mix and write
+            self.ctx.clear_shared()  # the ops' shared intermediates, not needed to mix and write
             self._stage("mix", self._mix)
             self._stage("write", self._write)
             manifest = self._manifest(fingerprints.result(), round(time.perf_counter() - started, 3))
@@ -270,18 +265,8 @@ class Builder:
         for index, (spec, table) in enumerate(zip(sources, self.work.tables(), strict=True)):
             self.db.register(f"__pairs_{index}", table)  # memory-mapped: DuckDB reads the columns it needs
             selects.append(f"SELECT * REPLACE ({sql_literal(spec.name)} AS source) FROM __pairs_{index}")
-        self.db.execute(f"CREATE TEMP VIEW pairs AS {' UNION ALL '.join(selects)}")  # in row_key order
-        self.db.execute("CREATE TABLE live AS SELECT row_key FROM pairs")
-        self.db.execute("CREATE TEMP VIEW live_pairs AS SELECT p.* FROM pairs p SEMI JOIN live USING (row_key)")
-        self.db.execute(
-            "CREATE TABLE removed (source VARCHAR, source_row VARCHAR, pair_id VARCHAR, stage VARCHAR, "
-            "reason VARCHAR, detail VARCHAR)"
-        )
         images = [f"{sql_literal(self._ingested(s) / 'images.parquet')}" for s in self.recipe.sources]
-        self.db.execute(
-            f"CREATE TABLE images AS SELECT DISTINCT ON (sha256) * FROM read_parquet([{', '.join(images)}]) "
-            "ORDER BY sha256"
-        )
+        create_relations(self.db, " UNION ALL ".join(selects), f"SELECT * FROM read_parquet([{', '.join(images)}])")
 
     def _run_op(self, name: str) -> None:
         op, params = OPS[name], self.recipe.op(name)
@@ -289,18 +274,10 @@ class Builder:
             return
 
         def run() -> None:
-            signals = op.signal_path(self.ctx, params)
-            if not readable_parquet(signals):  # absent, or damaged by a crash of the machine: scored again
-                kept = op.cache_path(self.ctx, params)
-                if kept is not None and readable_parquet(kept):
-                    _copy_file(kept, signals)
-                    self.reused.append(name)
-                else:
-                    op.score(self.ctx, params, signals)
-                    if kept is not None:
-                        _copy_file(signals, kept)
-            for query in op.decide(self.ctx, params, signals):
-                self._remove(name, query)
+            result = run_op(self.ctx, op, params)
+            if result.reused:
+                self.reused.append(name)
+            self._log_removed(name, result.removed)
 
         self._stage(name, run)
 
@@ -490,14 +467,6 @@ class Builder:
             "timings": {"total_seconds": seconds, **{k: v.seconds for k, v in self.stages.items()}},
             "signals_reused": self.reused,
         }
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    """Copy under a temporary name, then rename: a reader never finds half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".partial-{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def _size(n: int) -> str:

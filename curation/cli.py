@@ -83,6 +83,35 @@ def sources(
     console.print(table)
 
 
+@app.command("ops")
+def ops_command(
+    json_out: Annotated[bool, typer.Option("--json", help="print the contracts as JSON, for scripts")] = False,
+) -> None:
+    """List the build's ops in stage order: what each reads, the signal it writes and its key, its evidence files,
+    its parameters (thresholds only decide) and whether its signals are kept across builds."""
+    from curation.ops import OPS
+
+    described = [op.describe() for op in OPS.values()]
+    if json_out:
+        console.print_json(json.dumps(described, default=list))
+        return
+    table = Table(title=f"{len(described)} ops, in stage order")
+    table.add_column("op", no_wrap=True)
+    for column in ("reads", "signal key", "evidence", "thresholds", "scoring parameters", "kept across builds"):
+        table.add_column(column)
+    for op in described:
+        name = op["name"] + (" (default on)" if op["default_on"] else "")
+        reads = "; ".join(f"{relation}: {', '.join(columns)}" for relation, columns in op["reads"].items())
+        reads += "".join(f"; ctx.{shared}" for shared in op["uses"])
+        keys = ", ".join(f"{column} ({kind})" for column, kind in op["signal_keys"].items())
+        params = op["parameters"]
+        thresholds = ", ".join(n for n, p in params.items() if p["threshold"]) or "-"
+        scoring = ", ".join(n for n, p in params.items() if not p["threshold"]) or "-"
+        cached = "yes" if op["cached_across_builds"] else "no"
+        table.add_row(name, reads, keys, ", ".join(op["evidence"]) or "-", thresholds, scoring, cached)
+    console.print(table)
+
+
 def print_summary(summary: IngestSummary, out: Path | None = None) -> None:
     table = Table(title=f"ingest {summary.source}" + (f" -> {out}" if out else ""), show_header=False)
     table.add_row("native rows read", str(summary.rows_read))

@@ -26,7 +26,7 @@ from curation.processes import worker_pool
 from curation.sql import parquet_relation
 
 if TYPE_CHECKING:
-    from curation.ops.base import BuildContext
+    from curation.ops.context import BuildContext
 
 
 def phash(data: bytes, hash_size: int = 8) -> int:
@@ -143,7 +143,7 @@ def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> di
     if missing:
         ctx.db.register("wanted_images", pa.table({"sha256": pa.array(missing, pa.string())}))
         reader = ctx.db.sql(
-            "SELECT sha256, bytes FROM images SEMI JOIN wanted_images USING (sha256) ORDER BY sha256"
+            f"SELECT sha256, bytes FROM {ctx.all_images} SEMI JOIN wanted_images USING (sha256) ORDER BY sha256"
         ).to_arrow_reader(batch_size=PHASH_BATCH)
         batches = ((b.column("sha256").to_pylist(), b.column("bytes").to_pylist(), hash_size) for b in reader)
         if ctx.workers > 1 and len(missing) >= PARALLEL_IMAGES:

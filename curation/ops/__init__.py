@@ -1,8 +1,11 @@
-"""The op registry, in stage order. One module per op; the recipe's `ops:` names them."""
+"""The op registry, in stage order. One module per op; the recipe's `ops:` names them. Besides them: the contract
+(`base`), what the builder gives an op (`context`), how an op is run (`runner`) and the duplicate clusters three
+ops share (`clusters`)."""
 
 from __future__ import annotations
 
-from curation.ops.base import BuildContext, Op
+from curation.ops.base import Decision, Op
+from curation.ops.context import BuildContext
 from curation.ops.decontaminate import Decontaminate
 from curation.ops.exact_dedupe import ExactDedupe
 from curation.ops.filters import Filters
@@ -26,4 +29,4 @@ OPS: dict[str, Op] = {
     )
 }
 
-__all__ = ["OPS", "BuildContext", "Op"]
+__all__ = ["OPS", "BuildContext", "Decision", "Op"]

@@ -1,12 +1,13 @@
-"""What an op is: score (write signals keyed by pair, prompt or image), then decide (select rows to remove).
+"""What an op is: it scores (writes a signal table keyed by pair, prompt or image), then decides (returns a
+`Decision`: the rows to remove, the evidence tables to write, a guard). Deciding has no side effects: the runner
+(`curation.ops.runner`) writes the files, applies the removals and the guard.
 
 Signals are stored under `signals/<op>-v<version>-<hash>.parquet`, where the hash covers only the parameters
-that change the signals (`Op.scoring`), never the thresholds. Decisions are SQL over the signals and the live
-pairs. A build resumed with `--resume` reuses the signal files it already wrote. The costly ops (near, semantic
-and image dedupe, decontamination) score all ingested pairs, not only the live ones, so their signals do not
-depend on earlier decisions: they are also kept in a cache folder across builds, by op, version, scoring
-parameters and the fingerprint of their input (`Op.cache_path`), and a build whose change is a threshold, a
-cheaper stage or the mix reuses them.
+that change the signals (`Op.scoring`), never the thresholds. A build resumed with `--resume` reuses the signal
+files it already wrote. The costly ops (near, semantic and image dedupe, decontamination) score all ingested
+pairs, not only the live ones, so their signals do not depend on earlier decisions: they are also kept in a
+cache folder across builds, by op, version, scoring parameters and the fingerprint of their input
+(`Op.cache_path`), and a build whose change is a threshold, a cheaper stage or the mix reuses them.
 """
 
 from __future__ import annotations
@@ -16,84 +17,31 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-import duckdb
+import pyarrow as pa
 
-from curation.io import sha256_file
-from curation.sql import sql_literal
+from curation.errors import InputError
+from curation.ops.context import BuildContext
 
-if TYPE_CHECKING:
-    from curation.recipe import Recipe
+
+class GuardStop(InputError):
+    """An op's decision would remove more of a source than the recipe allows: the build stops."""
 
 
 @dataclass
-class BuildContext:
-    db: duckdb.DuckDBPyConnection
-    recipe: Recipe
-    root: Path  # the build folder being written
-    benchmarks: dict[str, Path] = field(default_factory=dict)  # name -> folder with pairs/images parquet
-    workers: int = 1  # processes an op may use for Python-bound work (image hashing)
-    # What one stage computed that a later stage of the same build may reuse; a cache, never needed for results.
-    memo: dict[str, Any] = field(default_factory=dict)
-    # Signals kept across builds, by what they were computed from (`Op.cache_path`); None: none kept.
-    cache: Path | None = None
-    fingerprints: dict[str, str] = field(default_factory=dict)
+class Decision:
+    """What `Op.decide` returns; the runner carries it out in this order."""
 
-    def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        return self.db.execute(query, params or []).fetchall()
-
-    def copy(self, query: str, path: Path, row_group_size: int | None = None) -> None:
-        """Write a query's result to parquet under a temporary name, then rename."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        groups = f", ROW_GROUP_SIZE {row_group_size}" if row_group_size else ""
-        self.db.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd{groups})")
-        tmp.replace(path)
-
-    def text_stats(self) -> str:
-        """The name of a table of every pair's text lengths (characters) and whether its answers are identical:
-        validate, filters and the data card need them, and reading the texts is most of the work, so it is done
-        once per build (a few bytes a pair, kept until the build ends)."""
-        self.db.execute(
-            """CREATE TEMP TABLE IF NOT EXISTS text_stats AS
-               SELECT row_key, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars,
-                      list_sum(list_transform(prompt, lambda m: length(m.content))) AS prompt_chars,
-                      chosen = rejected AS identical
-               FROM pairs"""
-        )
-        return "text_stats"
-
-    def fingerprint(self, what: str) -> str:
-        """An md5 of the content a signal is computed from, across all ingested pairs: "prompts" (the distinct
-        prompts in first-use order: prompt-keyed signals depend on the order for their candidate search),
-        "images" (the distinct images) or "benchmarks" (the benchmark work files). Ids are content hashes, so
-        equal fingerprints mean equal input."""
-        if what not in self.fingerprints:
-            if what == "benchmarks":
-                files = sorted((name, folder / f) for name, folder in self.benchmarks.items()
-                               for f in ("pairs.parquet", "images.parquet"))  # fmt: skip
-                digest = hashlib.sha256()
-                for name, path in files:
-                    digest.update(f"{name}:{path.name}:".encode() + sha256_file(path).encode())
-                self.fingerprints[what] = digest.hexdigest()
-            else:
-                query = {
-                    "prompts": """SELECT md5(coalesce(string_agg(prompt_id, ',' ORDER BY priority), ''))
-                                  FROM (SELECT prompt_id, min(row_key) AS priority FROM pairs GROUP BY prompt_id)""",
-                    "images": """SELECT md5(coalesce(string_agg(sha256, ',' ORDER BY sha256), ''))
-                                 FROM (SELECT DISTINCT unnest(images) AS sha256 FROM pairs)""",
-                }[what]
-                self.fingerprints[what] = self.rows(query)[0][0]
-        return self.fingerprints[what]
-
-    def clear_memo(self) -> None:
-        """Drop what the ops shared in `memo`, once no later stage needs it."""
-        self.memo.clear()
-
-    def hash_order(self, *parts: str) -> str:
-        """A stable, process-independent order: md5 over content and the seed (never DuckDB's hash())."""
-        return "md5(" + " || ':' || ".join([*parts, f"{sql_literal(self.recipe.seed)}"]) + ")"
+    # Temporary tables the queries below read, made in order (a query may read an earlier one); dropped after.
+    relations: list[tuple[str, str | pa.Table]] = field(default_factory=list)
+    # Build-folder path (one the op declares in `Op.evidence`) -> a query whose rows are written there.
+    evidence: dict[str, str] = field(default_factory=dict)
+    # Queries selecting `row_key, reason, detail` among `live_pairs`, applied in order: a later one sees the
+    # removals of an earlier one.
+    removals: list[str] = field(default_factory=list)
+    # The guard: the build stops when the removals take more than this share of a source's live pairs.
+    max_removal_rate: float | None = None
 
 
 class Op:
@@ -102,9 +50,16 @@ class Op:
     Params: ClassVar[type]
     default_on: ClassVar[bool] = False  # runs with default parameters when the recipe does not name it
     thresholds: ClassVar[frozenset[str]] = frozenset()  # parameters that only decide
+    # The relations (`pairs`, `live_pairs`, `images`) and their columns that score and decide read; an op's unit
+    # tests give it only these (`context_for_rows`).
+    reads: ClassVar[dict[str, tuple[str, ...]]]
+    # The shared work of the context it uses: "text_stats", "prompt_units", "prompt_words", "phashes"
+    # (`curation.perceptual.cached_phashes`).
+    uses: ClassVar[tuple[str, ...]] = ()
     # The columns a signal row is keyed by and what each names ("pair", "prompt" or "image"): readers find a
     # pair's signals by them (`curation.lookup`).
     signal_keys: ClassVar[dict[str, str]] = {"pair_id": "pair"}
+    evidence: ClassVar[tuple[str, ...]] = ()  # the build-folder files a decision may write
 
     def scoring(self, params: Any) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(params).items() if k not in self.thresholds}
@@ -128,8 +83,27 @@ class Op:
         return ctx.cache / f"{self.name}-v{self.version}-{hashlib.sha256(key).hexdigest()[:16]}.parquet"
 
     def score(self, ctx: BuildContext, params: Any, signals: Path) -> None:
+        """Measure, and write the signal table to `signals` (its only output)."""
         raise NotImplementedError
 
-    def decide(self, ctx: BuildContext, params: Any, signals: Path) -> list[str]:
-        """SQL queries selecting `row_key, reason, detail` among `live_pairs`."""
+    def decide(self, ctx: BuildContext, params: Any, signals: Path) -> Decision:
+        """From the signals and the thresholds, what to remove and what evidence to write; reads only."""
         raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The op's contract, as `curate ops` prints it."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "default_on": self.default_on,
+            "reads": {relation: list(columns) for relation, columns in self.reads.items()},
+            "uses": list(self.uses),
+            "signal": f"signals/{self.name}-v{self.version}-<hash>.parquet",
+            "signal_keys": self.signal_keys,
+            "evidence": list(self.evidence),
+            "parameters": {
+                f.name: {"default": f.default, "threshold": f.name in self.thresholds}
+                for f in dataclasses.fields(self.Params)
+            },
+            "cached_across_builds": type(self).input_fingerprint is not Op.input_fingerprint,
+        }

@@ -39,9 +39,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from curation.errors import InputError
-from curation.ops.base import BuildContext, Op
-from curation.ops.near_dedupe import PROMPT_TEXT, prompt_units, unit_words
+from curation.ops.base import Decision, Op
+from curation.ops.context import PROMPT_TEXT, BuildContext
 from curation.perceptual import cached_phashes, close_pairs, phash
 from curation.shingles import MAX_NGRAM, Shingles, Words, sequence_keys, shingle_words, word_hashes
 from curation.sql import sql_literal
@@ -50,10 +49,6 @@ CANDIDATE_OVERLAP = 0.2  # matches weaker than this, plain and distinct (and wit
 CANDIDATE_DISTANCE = 12
 CANDIDATE_COSINE = 0.8
 PREFILTER_BITS = 24  # a 16 MiB table: at 500k benchmark shingles about 3% of training shingles pass it
-
-
-class ContaminationGuard(InputError):
-    """A source lost more to decontamination than the recipe allows."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +168,13 @@ def _distinctiveness(bench: pl.DataFrame, words: Words, shingles: Shingles) -> t
 
 class Decontaminate(Op):
     name = "decontaminate"
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {
+        "pairs": ("images",),
+        "live_pairs": ("row_key", "pair_id", "prompt_id", "source", "source_row"),
+    }
+    uses = ("prompt_units", "prompt_words", "phashes")
     signal_keys: ClassVar[dict[str, str]] = {"prompt_id": "prompt"}
+    evidence: ClassVar[tuple[str, ...]] = ("contamination/contamination.parquet",)
     version = 2  # v2: distinct_overlap, benchmark_words, benchmark_unique, prompt_has_images
     Params = DecontaminateParams
     thresholds = frozenset(
@@ -185,9 +186,9 @@ class Decontaminate(Op):
         return ":".join(ctx.fingerprint(what) for what in ("prompts", "images", "benchmarks"))
 
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
-        train, bench = prompt_units(ctx, "pairs"), _benchmark_units(ctx)
+        train, bench = ctx.prompt_units(live=False), _benchmark_units(ctx)
         bench_texts = bench["text"].to_list()
-        train_words, bench_words = unit_words(ctx, train), word_hashes(bench_texts)
+        train_words, bench_words = ctx.prompt_words(train), word_hashes(bench_texts)
         exact = _exact_matches(train_words, bench_words)
         train_sh, bench_sh = shingle_words(train_words, params.ngram), shingle_words(bench_words, params.ngram)
         bench_word_counts, bench_unique, gram_weights, weight_totals = _distinctiveness(bench, bench_words, bench_sh)
@@ -275,11 +276,9 @@ class Decontaminate(Op):
                 "distinct_overlap": pa.array([matches[k][4] for k in keys], pa.float64()),
             }
         )
-        ctx.db.register("contamination_signals", table)
-        ctx.copy("SELECT * FROM contamination_signals ORDER BY prompt_id, benchmark, benchmark_row", signals)
-        ctx.db.unregister("contamination_signals")
+        ctx.write_table(table, signals, "prompt_id, benchmark, benchmark_row")
 
-    def decide(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> list[str]:
+    def decide(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> Decision:
         image_hit = f"coalesce(s.image_distance <= {params.image_distance}, false)"
         text_hit = f"(s.exact OR s.overlap >= {params.min_overlap} OR coalesce(s.cosine >= {params.min_cosine}, false))"
         distinct_hit = f"coalesce(s.distinct_overlap >= {params.min_overlap}, false)"
@@ -304,44 +303,34 @@ class Decontaminate(Op):
         )
         # One row per prompt (its pairs share the signals): a match the image rule removes first, then one the
         # text-only rule removes, then the strongest text match.
-        ctx.db.execute(
-            f"""CREATE OR REPLACE TEMP TABLE contamination AS
-                WITH m AS (
-                    SELECT DISTINCT ON (s.prompt_id) s.prompt_id, s.benchmark, s.benchmark_row, s.benchmark_prompt,
-                           {method} AS method, s.overlap, s.image_distance, s.distinct_overlap, s.benchmark_words,
-                           {kind} AS rule, CASE WHEN {removed} THEN 'removed' ELSE 'kept' END AS action
-                    FROM read_parquet({sql_literal(signals)}) s
-                    WHERE {rule} OR {text_only}
-                    ORDER BY s.prompt_id, {rule} DESC, {removed} DESC, s.exact DESC, s.overlap DESC,
-                             s.benchmark, s.benchmark_row
-                )
-                SELECT p.row_key, p.pair_id, p.source, p.source_row, m.* EXCLUDE (prompt_id)
-                FROM live_pairs p JOIN m USING (prompt_id)"""
-        )
-        ctx.copy(
-            "SELECT * EXCLUDE (row_key) FROM contamination ORDER BY source, source_row",
-            ctx.root / "contamination" / "contamination.parquet",
-        )
-        rates = ctx.rows(
-            """SELECT l.source, count(c.row_key), count(*) FROM live_pairs l
-               LEFT JOIN (SELECT row_key FROM contamination WHERE action = 'removed') c USING (row_key)
-               GROUP BY l.source ORDER BY l.source"""
-        )
-        over = [(s, r, n) for s, r, n in rates if n and r / n > params.max_removal_rate]
-        if over:
-            worst = "; ".join(f"{s} would lose {r} of {n} pairs ({100 * r / n:.1f}%)" for s, r, n in over)
-            raise ContaminationGuard(
-                f"decontaminate stopped the build: {worst}, above max_removal_rate {params.max_removal_rate}; "
-                f"the matches are in {ctx.root / 'contamination' / 'contamination.parquet'}"
+        matches = f"""
+            WITH m AS (
+                SELECT DISTINCT ON (s.prompt_id) s.prompt_id, s.benchmark, s.benchmark_row, s.benchmark_prompt,
+                       {method} AS method, s.overlap, s.image_distance, s.distinct_overlap, s.benchmark_words,
+                       {kind} AS rule, CASE WHEN {removed} THEN 'removed' ELSE 'kept' END AS action
+                FROM read_parquet({sql_literal(signals)}) s
+                WHERE {rule} OR {text_only}
+                ORDER BY s.prompt_id, {rule} DESC, {removed} DESC, s.exact DESC, s.overlap DESC,
+                         s.benchmark, s.benchmark_row
             )
-        return [
-            """SELECT row_key, 'contaminated: ' || benchmark AS reason,
-                      method || ' match with ' || benchmark || ' ' || benchmark_row || CASE WHEN rule = 'text only'
-                        THEN ', text only: an image item''s distinctive prompt (' || benchmark_words
-                             || ' words, unique in ' || benchmark || ') in a pair without images (overlap '
-                             || round(overlap, 3) || ', distinct overlap '
-                             || coalesce(round(distinct_overlap, 3)::VARCHAR, '-') || ')'
-                        ELSE ' (overlap ' || round(overlap, 3) || ', image distance '
-                             || coalesce(image_distance::VARCHAR, '-') || ')' END AS detail
-               FROM contamination WHERE action = 'removed'"""
-        ]
+            SELECT p.row_key, p.pair_id, p.source, p.source_row, m.* EXCLUDE (prompt_id)
+            FROM live_pairs p JOIN m USING (prompt_id)"""
+        return Decision(
+            relations=[("contamination", matches)],
+            evidence={
+                "contamination/contamination.parquet": """SELECT * EXCLUDE (row_key) FROM contamination
+                                                          ORDER BY source, source_row"""
+            },
+            removals=[
+                """SELECT row_key, 'contaminated: ' || benchmark AS reason,
+                          method || ' match with ' || benchmark || ' ' || benchmark_row || CASE WHEN rule = 'text only'
+                            THEN ', text only: an image item''s distinctive prompt (' || benchmark_words
+                                 || ' words, unique in ' || benchmark || ') in a pair without images (overlap '
+                                 || round(overlap, 3) || ', distinct overlap '
+                                 || coalesce(round(distinct_overlap, 3)::VARCHAR, '-') || ')'
+                            ELSE ' (overlap ' || round(overlap, 3) || ', image distance '
+                                 || coalesce(image_distance::VARCHAR, '-') || ')' END AS detail
+                   FROM contamination WHERE action = 'removed'"""
+            ],
+            max_removal_rate=params.max_removal_rate,
+        )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from curation.ops.base import BuildContext, Op
+from curation.ops.base import Decision, Op
+from curation.ops.context import BuildContext
 from curation.sql import sql_literal
 
 
@@ -23,6 +25,10 @@ class ExactDedupe(Op):
     Params = ExactDedupeParams
     default_on = True
     thresholds = frozenset({"max_pairs_per_prompt"})
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {
+        "live_pairs": ("row_key", "pair_id", "prompt_id", "source", "source_row")
+    }
+    evidence: ClassVar[tuple[str, ...]] = ("dups/exact_dedupe.parquet",)
 
     def score(self, ctx: BuildContext, params: ExactDedupeParams, signals: Path) -> None:
         # Among the pairs that reached this stage: each copy's rank and its survivor.
@@ -32,14 +38,11 @@ class ExactDedupe(Op):
                FROM live_pairs WINDOW w AS (PARTITION BY pair_id ORDER BY row_key) ORDER BY row_key""",
             signals,
         )
-        ctx.copy(
-            f"""SELECT pair_id, source, source_row, pair_id AS survivor_pair_id, survivor_source, survivor_row,
-                       'exact' AS method, 1.0 AS similarity
-                FROM read_parquet({sql_literal(signals)}) WHERE copy > 1 ORDER BY pair_id, source, source_row""",
-            ctx.root / "dups" / "exact_dedupe.parquet",
-        )
 
-    def decide(self, ctx: BuildContext, params: ExactDedupeParams, signals: Path) -> list[str]:
+    def decide(self, ctx: BuildContext, params: ExactDedupeParams, signals: Path) -> Decision:
+        evidence = f"""SELECT pair_id, source, source_row, pair_id AS survivor_pair_id, survivor_source, survivor_row,
+                              'exact' AS method, 1.0 AS similarity
+                       FROM read_parquet({sql_literal(signals)}) WHERE copy > 1 ORDER BY pair_id, source, source_row"""
         queries = [
             f"""SELECT row_key, 'exact duplicate' AS reason,
                        'same pair as ' || survivor_source || ' ' || survivor_row AS detail
@@ -55,4 +58,4 @@ class ExactDedupe(Op):
                           FROM live_pairs)
                     WHERE rank > {params.max_pairs_per_prompt}"""
             )
-        return queries
+        return Decision(evidence={"dups/exact_dedupe.parquet": evidence}, removals=queries)

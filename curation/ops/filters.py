@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 
-from curation.ops.base import BuildContext, Op
+from curation.ops.base import Decision, Op
+from curation.ops.context import BuildContext
 from curation.sql import sql_literal
 
 
@@ -75,6 +77,10 @@ class Filters(Op):
     thresholds = frozenset(
         {"drop_identical", "drop_ties", "min_margin", "max_chars", "min_length_ratio", "max_length_ratio", "max_tokens"}
     )
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {
+        "live_pairs": ("row_key", "pair_id", "tie", "margin", "prompt", "chosen", "rejected")
+    }
+    uses = ("text_stats",)
 
     def score(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> None:
         if params.tokenizer:
@@ -98,7 +104,7 @@ class Filters(Op):
             signals,
         )
 
-    def decide(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> list[str]:
+    def decide(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> Decision:
         longest = "greatest(s.chosen_chars, s.rejected_chars, s.prompt_chars)"
         rules = [
             (params.drop_identical, "s.identical", "chosen == rejected", "'identical answers'"),
@@ -117,11 +123,13 @@ class Filters(Op):
         ]  # fmt: skip
         active = [(cond, reason, detail) for on, cond, reason, detail in rules if on]
         if not active:
-            return []
+            return Decision()
         reason = "CASE " + " ".join(f"WHEN {c} THEN {_quote(r)}" for c, r, _ in active) + " END"
         detail = "CASE " + " ".join(f"WHEN {c} THEN {d}" for c, _, d in active) + " END"
         where = " OR ".join(f"coalesce({c}, false)" for c, _, _ in active)
-        return [
-            f"""SELECT p.row_key, {reason} AS reason, {detail} AS detail
-                FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (pair_id) WHERE {where}"""
-        ]
+        return Decision(
+            removals=[
+                f"""SELECT p.row_key, {reason} AS reason, {detail} AS detail
+                    FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (pair_id) WHERE {where}"""
+            ]
+        )

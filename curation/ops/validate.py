@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from curation.ops.base import BuildContext, Op
+from curation.ops.base import Decision, Op
+from curation.ops.context import BuildContext
 from curation.sql import sql_literal
 
 
@@ -25,6 +27,11 @@ class Validate(Op):
     Params = ValidateParams
     default_on = True
     thresholds = frozenset({"max_pixels", "min_answer_chars"})
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {
+        "live_pairs": ("row_key", "pair_id", "images"),
+        "images": ("sha256", "width", "height"),
+    }
+    uses = ("text_stats",)
 
     def score(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> None:
         # Per row: copies of one pair_id may differ in whitespace, so their lengths may too.
@@ -38,10 +45,11 @@ class Validate(Op):
             signals,
         )
 
-    def decide(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> list[str]:
+    def decide(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> Decision:
         short = params.min_answer_chars
-        return [
-            f"""SELECT p.row_key,
+        return Decision(
+            removals=[
+                f"""SELECT p.row_key,
                   CASE WHEN s.chosen_chars < {short} THEN 'empty chosen'
                        WHEN s.rejected_chars < {short} THEN 'empty rejected'
                        ELSE 'image too large' END AS reason,
@@ -50,4 +58,5 @@ class Validate(Op):
                FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (row_key)
                WHERE s.chosen_chars < {short} OR s.rejected_chars < {short}
                   OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
-        ]
+            ]
+        )

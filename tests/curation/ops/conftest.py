@@ -1,4 +1,5 @@
-"""`build_rows`: build a tiny recipe from inline native rows, returning the manifest and the build folder."""
+"""`build_rows`: build a tiny recipe from inline native rows, returning the manifest and the build folder;
+`run_op_on_rows`: one op on inline canonical rows, through the context an op's unit tests use."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 import yaml
 
 from curation.build import build
+from curation.ops import OPS, BuildContext, Decision
+from curation.ops.context import context_for_rows
+from curation.ops.runner import apply_decision
 from curation.recipe import load_recipe
 from tests.conftest import write_jsonl
 
@@ -64,3 +68,54 @@ def uf(prompt: str, chosen: str = "yes", rejected: str = "no") -> dict[str, Any]
         "rejected": rejected,
         "metadata": {"score_chosen": 8, "score_rejected": 2},
     }
+
+
+class OpRun:
+    """An op run on inline rows through `context_for_rows`: its signal table, its decision, what it removed and
+    the evidence it wrote."""
+
+    def __init__(self, ctx: BuildContext, signals: Path, decision: Decision) -> None:
+        self.ctx, self.decision = ctx, decision
+        self.signals = pq.read_table(signals).to_pylist()
+
+    def removed(self) -> dict[int, tuple[str, str]]:
+        """row number -> (reason, detail)."""
+        rows = self.ctx.rows("SELECT source_row, reason, detail FROM removed")
+        return {int(row.rsplit(":", 1)[1]): (reason, detail) for row, reason, detail in rows}
+
+    def evidence(self, relative: str) -> list[dict[str, Any]]:
+        return pq.read_table(self.ctx.root / relative).to_pylist()
+
+
+def _state(ctx: BuildContext) -> tuple[Any, ...]:
+    """What deciding must not change: the files under the build folder, the database's tables and the live rows."""
+    files = sorted(str(p.relative_to(ctx.root)) for p in ctx.root.rglob("*"))
+    tables = ctx.rows("SELECT table_name, estimated_size FROM duckdb_tables() ORDER BY 1")
+    views = ctx.rows("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+    return files, tables, views, ctx.rows("SELECT count(*) FROM live")
+
+
+def run_op_on_rows(
+    root: Path,
+    name: str,
+    rows: list[dict[str, Any]],
+    params: dict[str, Any] | None = None,
+    removed_before: tuple[int, ...] = (),
+    **context: Any,
+) -> OpRun:
+    """Score `rows` with op `name`, decide (checking that deciding has no side effects), apply the decision. The
+    op sees only the columns it declares (`Op.reads`); the rows numbered in `removed_before` are removed first, as
+    an earlier stage would."""
+    op = OPS[name]
+    parsed = op.Params(**(params or {}))
+    ctx = context_for_rows(root, rows, reads=op.reads, **context)
+    if removed_before:
+        keys = ", ".join(str(k) for k in removed_before)
+        ctx.remove("earlier", f"SELECT row_key, 'earlier' AS reason, '' AS detail FROM live WHERE row_key IN ({keys})")
+    signals = op.signal_path(ctx, parsed)
+    op.score(ctx, parsed, signals)
+    before = _state(ctx)
+    decision = op.decide(ctx, parsed, signals)
+    assert _state(ctx) == before, f"{name}.decide changed the build"
+    apply_decision(ctx, op, decision)
+    return OpRun(ctx, signals, decision)

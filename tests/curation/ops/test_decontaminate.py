@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from curation.demo import photo_png
-from curation.ops.decontaminate import ContaminationGuard
+from curation.ops.base import GuardStop
 from curation.shingles import words
 from tests.conftest import write_benchmark_images, write_image
-from tests.curation.ops.conftest import BuildRows, uf
+from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
 
 LONG = (
     "Write a short story about a lighthouse keeper who discovers that the light has been guiding ships "
@@ -43,7 +43,7 @@ def test_verbatim_and_edited_benchmark_prompts_are_removed(build_rows: BuildRows
 
 def test_guard_stops_a_build_that_loses_too_much(build_rows: BuildRows) -> None:
     train = [uf(LONG), uf("Tell me about the history of tea in China.")]
-    with pytest.raises(ContaminationGuard, match=r"uf would lose 1 of 2 pairs \(50.0%\), above max_removal_rate 0.1"):
+    with pytest.raises(GuardStop, match=r"uf would lose 1 of 2 pairs \(50.0%\), above max_removal_rate 0.1"):
         build_rows(
             {"uf": ("ultrafeedback_binarized", train)},
             ops={"decontaminate": {"max_removal_rate": 0.1}},
@@ -118,7 +118,7 @@ def test_the_guard_counts_text_only_removals(tmp_path: Path, build_rows: BuildRo
     train = [uf(LONG), *(uf(f"Tell me about the history of tea in province number {i}.") for i in range(4))]
     benchmarks = {"vl": ("vl_rewardbench", [_rb_image(LONG, 0)])}
     ops = {"decontaminate": {}}  # the defaults: text_only remove, max_removal_rate 0.1
-    with pytest.raises(ContaminationGuard, match=r"uf would lose 1 of 5 pairs \(20.0%\)"):
+    with pytest.raises(GuardStop, match=r"uf would lose 1 of 5 pairs \(20.0%\)"):
         build_rows({"uf": ("ultrafeedback_binarized", train)}, ops=ops, benchmarks=benchmarks, images_root=tmp_path)
     ops = {"decontaminate": {"text_only_min_words": 50}}  # under the minimum: recorded, kept, no guard
     built = build_rows({"uf": ("ultrafeedback_binarized", train)}, ops=ops, benchmarks=benchmarks, images_root=tmp_path)
@@ -242,3 +242,40 @@ def test_text_only_copies_of_distinctive_image_benchmark_prompts(
         ("rv", "rv.jsonl:1"),
     ]
     assert "Text-only rule (`text_only: keep`, default `remove`" in (kept.root / "README.md").read_text()
+
+
+def _benchmark(folder: Path, rows: list[dict]) -> Path:
+    """A benchmark's work folder (pairs.parquet, images.parquet) as the build ingests it."""
+    import pyarrow.parquet as pq
+
+    from curation.ops.context import pair_tables
+
+    folder.mkdir(parents=True)
+    pairs, images = pair_tables([{**row, "source": folder.name} for row in rows])
+    pq.write_table(pairs.drop_columns(["row_key"]), folder / "pairs.parquet")
+    pq.write_table(images, folder / "images.parquet")
+    return folder
+
+
+def test_matches_are_recorded_and_removed_through_the_ops_context(tmp_path: Path) -> None:
+    bench = _benchmark(tmp_path / "rb", [{"prompt": LONG, "chosen": "a", "rejected": "b"}])
+    texts = (LONG.replace("hundred", "thousand"), "Tell me about the history of tea in China.")
+    rows = [{"prompt": text, "chosen": "yes", "rejected": "no"} for text in texts]
+    run = run_op_on_rows(tmp_path / "build", "decontaminate", rows, {"max_removal_rate": 0.5}, benchmarks={"rb": bench})
+    assert list(run.removed()) == [0] and run.removed()[0][0] == "contaminated: rb"
+    [match] = run.evidence("contamination/contamination.parquet")
+    assert (match["benchmark_row"], match["method"], match["action"]) == ("rb.jsonl:0", "ngram", "removed")
+    [signal] = run.signals
+    assert signal["benchmark"] == "rb" and 0.5 < signal["overlap"] < 1 and not signal["exact"]
+    assert run.decision.max_removal_rate == 0.5
+
+
+def test_the_guard_stops_after_writing_the_evidence(tmp_path: Path) -> None:
+    bench = _benchmark(tmp_path / "rb", [{"prompt": LONG, "chosen": "a", "rejected": "b"}])
+    rows = [{"prompt": LONG, "chosen": "yes", "rejected": "no"}, {"prompt": "Hi.", "chosen": "Hi!", "rejected": "No."}]
+    with pytest.raises(
+        GuardStop, match=r"s would lose 1 of 2 pairs \(50.0%\), above max_removal_rate 0.1; the evidence"
+    ):
+        run_op_on_rows(tmp_path / "build", "decontaminate", rows, benchmarks={"rb": bench})
+    evidence = tmp_path / "build" / "contamination" / "contamination.parquet"
+    assert evidence.is_file()

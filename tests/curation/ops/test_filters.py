@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from curation.recipe import RecipeError, load_recipe
-from tests.curation.ops.conftest import BuildRows, uf
+from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
 
 
 def _scored(prompt: str, chosen: str, rejected: str, c: float, r: float) -> dict:
@@ -65,3 +67,27 @@ def test_filters_judge_the_surviving_copy(build_rows: BuildRows) -> None:
     assert built.manifest["sources"]["b"]["removed"] == {"exact_dedupe": {"exact duplicate": 300}}
     again = build_rows(sources)
     assert [s["sha256"] for s in built.manifest["shards"]] == [s["sha256"] for s in again.manifest["shards"]]
+
+
+def test_each_filter_through_the_ops_context(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "p0", "chosen": "same", "rejected": "same"},
+        {"prompt": "p1", "chosen": "a", "rejected": "b", "tie": True},
+        {"prompt": "p2", "chosen": "a", "rejected": "b", "chosen_score": 5, "rejected_score": 4.5},
+        {"prompt": "p3", "chosen": "x" * 300, "rejected": "short"},
+        {"prompt": "p4", "chosen": "As an AI language model, I cannot.", "rejected": "Sure."},
+        {"prompt": "p5", "chosen": "A fine answer.", "rejected": "A worse answer.", "margin": 3.0},
+    ]
+    params = {"min_margin": 1.0, "max_chars": 200, "regex": ("(?i)as an ai language model",)}
+    run = run_op_on_rows(tmp_path, "filters", rows, params)
+    assert run.removed() == {
+        0: ("chosen == rejected", "identical answers"),
+        1: ("tie", "tie"),
+        2: ("margin below minimum", "margin 0.5"),
+        3: ("too long", "longest part 300 chars"),
+        4: ("regex match", "pattern (?i)as an ai language model"),
+    }
+    signals = {s["pair_id"]: s for s in run.signals}
+    assert len(signals) == 6 and sorted(s["length_ratio"] for s in signals.values())[-1] == 60
+    off = run_op_on_rows(tmp_path / "off", "filters", rows, {"drop_identical": False, "drop_ties": False})
+    assert off.removed() == {} and off.decision.removals == []

@@ -5,7 +5,7 @@ from PIL import Image
 
 from curation.demo import photo_png
 from curation.perceptual import close_pairs, phash
-from tests.curation.ops.conftest import BuildRows
+from tests.curation.ops.conftest import BuildRows, run_op_on_rows
 
 
 def _variants(root: Path) -> None:
@@ -66,3 +66,21 @@ def test_brute_force_and_multi_index_agree() -> None:
     brute = perceptual.close_pairs(hashes, None, 5)  # small enough for the vectorized all-pairs path
     multi = sorted((a, b, d) for a, b, d in perceptual._multi_index(hashes, hashes, 5, 64) if a < b)
     assert brute == multi and len(brute) >= 20
+
+
+def test_near_duplicate_images_through_the_ops_context(tmp_path: Path) -> None:
+    _variants(tmp_path)
+    image = {name: (tmp_path / name).read_bytes() for name in ("cat.png", "cat_jpeg.jpg", "coffee.png")}
+    ask = "<image>What animal is this?"
+    rows = [
+        {"prompt": ask, "chosen": "A cat.", "rejected": "A dog.", "images": [image["cat.png"]]},
+        {"prompt": ask, "chosen": "It is a cat.", "rejected": "A dog.", "images": [image["cat_jpeg.jpg"]]},
+        {"prompt": ask, "chosen": "Coffee.", "rejected": "Tea.", "images": [image["coffee.png"]]},
+        {"prompt": "<image>What colour is it?", "chosen": "Grey.", "rejected": "Red.", "images": [image["cat.png"]]},
+    ]
+    run = run_op_on_rows(tmp_path / "build", "image_dedupe", rows, cache=tmp_path / "cache")
+    shas = sorted({sha for (images,) in run.ctx.rows("SELECT images FROM all_pairs") for sha in images})
+    assert [s["sha256"] for s in run.signals] == shas  # one perceptual hash per image, keyed by its sha256
+    assert list(run.removed()) == [1]
+    assert run.removed()[1][1].startswith("same prompt and image as s s.jsonl:0 (phash similarity ")
+    assert run.evidence("dups/image_dedupe.parquet")[0]["method"] == "phash-hamming"

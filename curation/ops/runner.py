@@ -1,0 +1,80 @@
+"""Run one op: score (or reuse stored signals), decide, then carry the decision out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.io import readable_parquet
+from curation.ops.base import Decision, GuardStop, Op
+from curation.ops.context import BuildContext
+
+
+@dataclass
+class OpRun:
+    reused: bool = False  # the signals came from the build cache
+    removed: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
+
+
+def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
+    signals = op.signal_path(ctx, params)
+    result = OpRun()
+    if not readable_parquet(signals):  # absent, or damaged by a crash of the machine: scored again
+        kept = op.cache_path(ctx, params)
+        if kept is not None and readable_parquet(kept):
+            copy_file(kept, signals)
+            result.reused = True
+        else:
+            op.score(ctx, params, signals)
+            if kept is not None:
+                copy_file(signals, kept)
+    result.removed = apply_decision(ctx, op, op.decide(ctx, params, signals))
+    return result
+
+
+def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> list[tuple[str, str, int]]:
+    """Make the decision's relations, write its evidence, apply its removals in order, then its guard (the
+    evidence stays in the build folder when the guard stops the build)."""
+    undeclared = sorted(set(decision.evidence) - set(op.evidence))
+    if undeclared:
+        raise AssertionError(f"{op.name} writes evidence it does not declare: {', '.join(undeclared)}")
+    before = ctx.live_counts() if decision.max_removal_rate is not None else {}
+    for name, relation in decision.relations:
+        ctx.create_relation(name, relation)
+    try:
+        for relative, query in decision.evidence.items():
+            ctx.copy(query, ctx.root / relative)
+        removed = [count for query in decision.removals for count in ctx.remove(op.name, query)]
+    finally:
+        for name, _ in decision.relations:
+            ctx.drop_relation(name)
+    if decision.max_removal_rate is not None:
+        _guard(ctx, op, decision, before, removed)
+    return removed
+
+
+def _guard(
+    ctx: BuildContext, op: Op, decision: Decision, before: dict[str, int], removed: list[tuple[str, str, int]]
+) -> None:
+    lost: dict[str, int] = {}
+    for source, _, n in removed:
+        lost[source] = lost.get(source, 0) + n
+    rate = decision.max_removal_rate
+    over = [(s, lost[s], before[s]) for s in sorted(lost) if rate is not None and lost[s] / before[s] > rate]
+    if over:
+        worst = "; ".join(f"{s} would lose {r} of {n} pairs ({100 * r / n:.1f}%)" for s, r, n in over)
+        files = ", ".join(str(ctx.root / relative) for relative in decision.evidence) or "the signals"
+        raise GuardStop(
+            f"{op.name} stopped the build: {worst}, above max_removal_rate {rate}; the evidence is in {files}"
+        )
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: a reader never finds half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)

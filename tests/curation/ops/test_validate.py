@@ -1,0 +1,33 @@
+"""validate on inline rows, through the op's context."""
+
+from pathlib import Path
+
+from curation.demo import photo_png
+from tests.curation.ops.conftest import run_op_on_rows
+
+
+def test_empty_answers_and_large_images_are_removed(tmp_path: Path) -> None:
+    photo = photo_png("chelsea")
+    rows = [
+        {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."},
+        {"prompt": "Say hi.", "chosen": "", "rejected": "No."},
+        {"prompt": "Say hello.", "chosen": "Hello", "rejected": ""},
+        {"prompt": "<image>What is this?", "chosen": "A cat.", "rejected": "A dog.", "images": [photo]},
+    ]
+    run = run_op_on_rows(tmp_path, "validate", rows, {"max_pixels": 1000})
+    removed = run.removed()
+    assert {k: reason for k, (reason, _) in removed.items()} == {
+        1: "empty chosen",
+        2: "empty rejected",
+        3: "image too large",
+    }
+    assert removed[3][1].startswith("chosen 6 chars, rejected 6 chars, largest image ")
+    signals = {s["row_key"]: s for s in run.signals}
+    assert signals[0]["max_image_pixels"] is None and signals[3]["max_image_pixels"] > 1000
+    assert run.decision.evidence == {} and run.decision.max_removal_rate is None
+
+
+def test_only_live_rows_are_scored(tmp_path: Path) -> None:
+    rows = [{"prompt": f"Q{i}", "chosen": "a" if i else "", "rejected": "b"} for i in range(3)]
+    run = run_op_on_rows(tmp_path, "validate", rows, removed_before=(0,))
+    assert [s["row_key"] for s in run.signals] == [1, 2] and run.removed() == {0: ("earlier", "")}
