@@ -40,7 +40,7 @@ from curation.ops.context import create_relations
 from curation.ops.runner import run_op
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
-from curation.shards import shard_jobs, shard_schema
+from curation.shards import shard_jobs, shard_schema, swapping
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 from curation.sql import GLOB_CHARACTERS, sql_literal
@@ -52,6 +52,8 @@ CONCURRENT_INGESTS = 2
 # Sorted by sha256 in small row groups, so a reader fetches one image by hash through the row-group statistics.
 IMAGE_ROW_GROUP = 64
 REMOVED_BATCH = 5_000  # rows of removed pairs gathered at once
+# Stages whose removed pairs keep their images in the build's image table (their evidence shows both sides).
+EVIDENCE_IMAGE_STAGES = ("exact_dedupe", "near_dedupe", "semantic_dedupe", "image_dedupe", "decontaminate")
 # Work files are read back at once: encoding them cost more (zstd: 3x the write time) than it saved. The
 # benchmarks' pairs are read through DuckDB's parquet reader.
 BENCHMARK_WORK_FILES = Outputs("none", durable=False)
@@ -60,6 +62,7 @@ BENCHMARK_WORK_FILES = Outputs("none", durable=False)
 @dataclass
 class StageLog:
     removed: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
+    swapped: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
     seconds: float = 0.0
 
 
@@ -106,6 +109,7 @@ class Builder:
         memory_limit: str = "1500MB",
         on_stage: Callable[[str], None] | None = None,
         cache: Path | None = None,
+        strict: bool = False,
     ) -> None:
         self.recipe = recipe
         self.out = out
@@ -120,6 +124,8 @@ class Builder:
         self.on_stage = on_stage or (lambda _: None)
         self.stages: dict[str, StageLog] = {}
         self.ingested: dict[str, IngestSummary] = {}
+        self.strict = strict  # a source that gives no pair stops the build, rather than a warning in the manifest
+        self.warnings: list[str] = []
         self.benchmarks: dict[str, IngestSummary] = {}
         self.estimate: dict[str, int] = {}
         self.mix: dict[str, dict[str, Any]] = {}
@@ -177,10 +183,11 @@ class Builder:
     def _remove(self, stage: str, query: str) -> None:
         self._log_removed(stage, self.ctx.remove(stage, query))
 
-    def _log_removed(self, stage: str, counts: list[tuple[str, str, int]]) -> None:
+    def _log_removed(self, stage: str, counts: list[tuple[str, str, int]], swapped: bool = False) -> None:
         log = self.stages.setdefault(stage, StageLog())
+        table = log.swapped if swapped else log.removed
         for source, reason, n in counts:
-            log.removed.setdefault(source, {})[reason] = log.removed.get(source, {}).get(reason, 0) + n
+            table.setdefault(source, {})[reason] = table.get(source, {}).get(reason, 0) + n
 
     # -- stages --------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -250,6 +257,9 @@ class Builder:
         # fills (1M text and 50k image pairs: ingest 12.4 -> 11.8 s); more would only add memory.
         summaries = _run_jobs([functools.partial(self._ingest_one, *job) for job in jobs], CONCURRENT_INGESTS)
         self.ingested = {spec.name: summary for spec, summary in zip(sources, summaries[: len(sources)], strict=True)}
+        self.warnings = [empty for spec in sources if (empty := self.ingested[spec.name].no_pairs(spec.name))]
+        if self.strict and self.warnings:
+            raise InputError(f"{'; '.join(self.warnings)} (--strict)")
         self.benchmarks = dict(zip((s.name for s in benchmarks), summaries[len(sources) :], strict=True))
         for spec in benchmarks:
             summary = self.benchmarks[spec.name]
@@ -278,6 +288,7 @@ class Builder:
             if result.reused:
                 self.reused.append(name)
             self._log_removed(name, result.removed)
+            self._log_removed(name, result.swapped, swapped=True)
 
         self._stage(name, run)
 
@@ -334,10 +345,21 @@ class Builder:
         not_selected = self.db.sql(
             "SELECT row_key FROM pairs ANTI JOIN selected USING (row_key) ORDER BY row_key"
         ).fetchnumpy()
-        used = self.ctx.rows("SELECT DISTINCT unnest(p.images) FROM selected s JOIN pairs p USING (row_key)")
+        # The image table holds the shards' images and those of the pairs removed as duplicates or as contaminated,
+        # so the evidence can be looked at side by side.
+        evidence = ", ".join(sql_literal(op) for op in EVIDENCE_IMAGE_STAGES)
+        used = self.ctx.rows(
+            f"""SELECT DISTINCT sha256 FROM (
+                    SELECT unnest(p.images) AS sha256 FROM selected s JOIN pairs p USING (row_key)
+                    UNION ALL
+                    SELECT unnest(p.images) FROM removed r JOIN pairs p USING (source, source_row)
+                    WHERE r.stage IN ({evidence}))"""
+        )
         self.estimate = self._estimate_output([h for (h,) in used], len(not_selected["row_key"]))
         assert self.work is not None
-        shards = shard_jobs(self.work.take, keys, self.tmp / "shards", self.recipe.shards.rows_per_shard)
+        swapped = self.db.sql("SELECT row_key FROM swapped ORDER BY row_key").fetchnumpy()["row_key"]
+        take = swapping(self.work.take, np.asarray(swapped, np.int64)) if len(swapped) else self.work.take
+        shards = shard_jobs(take, keys, self.tmp / "shards", self.recipe.shards.rows_per_shard)
         # Beside the shards, DuckDB writes the image table and the rejects (through a cursor, which can be
         # interrupted) and the removed pairs themselves are gathered (so "what did this match?" shows both sides).
         # One pool runs everything, the longest jobs first, so that no thread idles while another finishes; one
@@ -431,6 +453,12 @@ class Builder:
                 "rejects_at_ingest": dict(sorted(summary.rejects_by_reason.items())),
                 "pairs_ingested": summary.pairs,
                 "removed": {stage: dict(sorted(r.items())) for stage, r in removed.items()},
+                # Kept pairs whose chosen and rejected the shards exchange (a label fix), by stage and reason.
+                "swapped": {
+                    stage: dict(sorted(log.swapped[spec.name].items()))
+                    for stage, log in self.stages.items()
+                    if spec.name in log.swapped
+                },
                 "kept": summary.pairs - removed_total,
                 "mix": mix,
                 "in_shards": mix["selected"] + mix["upsampled_copies"],
@@ -466,6 +494,7 @@ class Builder:
             "rows_in_shards": sum(s["rows"] for s in self.shards),
             "timings": {"total_seconds": seconds, **{k: v.seconds for k, v in self.stages.items()}},
             "signals_reused": self.reused,
+            "warnings": self.warnings,
         }
 
 

@@ -22,6 +22,9 @@ def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
             for reason, n in reasons.items():
                 rows.append((name, f"{stage}: {reason}", n))
         rows.append((name, "kept", s["kept"]))
+        for stage, reasons in s.get("swapped", {}).items():  # kept pairs whose labels a review fixed
+            for reason, n in reasons.items():
+                rows.append((name, f"{stage}: {reason} (kept)", n))
         rows.append((name, "upsampled copies", s["mix"]["upsampled_copies"]))
         rows.append((name, "in shards", s["in_shards"]))
     return rows
@@ -38,6 +41,7 @@ def write_card(
         f"Recipe sha256 `{manifest['recipe']['sha256']}`, seed {manifest['seed']}, "
         f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s), {manifest['images']} images.",
         "",
+        *(line for warning in manifest.get("warnings", []) for line in (f"> **Warning:** {warning}", "")),
         "## Sources, licenses and length statistics (in shards)",
         "",
         "| source | licenses | pairs | mean chosen chars | mean rejected chars | chosen longer (%) |",

@@ -10,11 +10,13 @@ The layout (written by `curation.build`):
     manifest.json                  recipe, inputs, per-source funnel, shards with their sha256, timings
     README.md                      the data card
     shards/train-NNNNN-of-NNNNN.arrow  the pairs (Arrow IPC streams; `datasets.Dataset.from_file` opens them)
-    images/images.parquet         each image of the shards once, sorted by sha256
+    images/images.parquet         each image of the shards once, and of the pairs removed as duplicates or as
+                                  contaminated (their evidence), sorted by sha256
     rejects/rejects.parquet       every removed or rejected row: source, source_row, pair_id, stage, reason, detail
     rejects/removed_pairs.parquet the removed pairs themselves
     dups/<op>.parquet             duplicates and their survivors, per dedupe op
     contamination/contamination.parquet  benchmark matches (removed or recorded)
+    contamination/benchmark_images.parquet  the images of the benchmark items matched
     signals/<op>-v<version>-<hash>.parquet  what each op measured
     flags/<op>.parquet            pairs an op flagged without removing them
 """
@@ -37,6 +39,7 @@ IMAGES = "images/images.parquet"
 REJECTS = "rejects/rejects.parquet"
 REMOVED_PAIRS = "rejects/removed_pairs.parquet"
 CONTAMINATION = "contamination/contamination.parquet"
+BENCHMARK_IMAGES = "contamination/benchmark_images.parquet"
 CARD = "README.md"
 MANIFEST = "manifest.json"
 

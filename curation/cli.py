@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,15 +14,14 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
-from curation.build_dir import REJECTS, BuildDir
+from curation.build_dir import BuildDir
 from curation.errors import InputError
 from curation.failure import describe, print_error, run_cli
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
-from curation.lookup import pair_signals
+from curation.lookup import MIN_PREFIX, Match, PairRecord, find_pairs, pair_record, resolve, visible
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
-from curation.sql import parquet_relation
 
 app = typer.Typer(help="Curate multimodal preference data for reward models.", no_args_is_help=True)
 # Piped or redirected, a table is printed at its natural width: cut to 80 columns, a script could not read it.
@@ -32,6 +32,11 @@ err_console = Console(stderr=True)
 def _fail(message: str) -> None:
     print_error(message)
     raise typer.Exit(code=1)
+
+
+def _warn(message: str) -> None:
+    # On stderr, so that `--json` output stays parseable; the message quotes data: never read as markup.
+    err_console.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
 
 
 def _in_range(value: int | None, minimum: int, maximum: int, flag: str) -> None:
@@ -54,7 +59,9 @@ def _parse_pairs(values: list[str]) -> dict[str, str]:
 
 @app.command()
 def sources(
-    json_out: Annotated[bool, typer.Option("--json", help="print the adapters as JSON, for scripts")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the adapters as JSON, for scripts", show_default="off")
+    ] = False,
 ) -> None:
     """List every source adapter: key, kind, modality, default Hub id, license."""
     from curation.cards import source_cards
@@ -85,7 +92,9 @@ def sources(
 
 @app.command("ops")
 def ops_command(
-    json_out: Annotated[bool, typer.Option("--json", help="print the contracts as JSON, for scripts")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the contracts as JSON, for scripts", show_default="off")
+    ] = False,
 ) -> None:
     """List the build's ops in stage order: what each reads, the signal it writes and its key, its evidence files,
     its parameters (thresholds only decide) and whether its signals are kept across builds."""
@@ -110,6 +119,63 @@ def ops_command(
         cached = "yes" if op["cached_across_builds"] else "no"
         table.add_row(name, reads, keys, ", ".join(op["evidence"]) or "-", thresholds, scoring, cached)
     console.print(table)
+
+
+@app.command("reviews")
+def reviews_command(
+    data_root: Annotated[Path, typer.Argument(help="the workbench's data root (its reviews/ folder)")],
+    build_name: Annotated[
+        str | None, typer.Option("--build", help="only the reviews of this build", show_default="every build")
+    ] = None,
+    all_rows: Annotated[
+        bool,
+        typer.Option("--all", help="every review as written, not only the latest of each pair", show_default="off"),
+    ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export", help="write the reviews to this .parquet, .jsonl or .csv file", show_default="no file"
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the reviews as JSON, for scripts", show_default="off")
+    ] = False,
+) -> None:
+    """List curators' reviews (DATA_ROOT/reviews/<build>.parquet), export them, and say how a build applies them."""
+    import pyarrow as pa
+
+    from curation.reviews import REVIEW_SCHEMA, export_reviews, latest, list_review_files, read_reviews, reviews_path
+
+    files = [reviews_path(data_root, build_name)] if build_name else list_review_files(data_root)
+    files = [f for f in files if f.is_file()]
+    if not files:
+        _fail(f"no reviews under {data_root / 'reviews'}" + (f" for build {build_name!r}" if build_name else ""))
+    rows: list[dict[str, str]] = []
+    summary = []
+    for path in files:
+        table = read_reviews(path)
+        chosen = table.to_pylist() if all_rows else latest(table)
+        rows += chosen
+        actions = {a: sum(r["action"] == a for r in latest(table)) for a in ("keep", "drop", "swap")}
+        summary.append((path, table.num_rows, len(latest(table)), actions))
+    if export is not None:
+        export_reviews(pa.Table.from_pylist(rows, schema=REVIEW_SCHEMA), export)
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    for path, written, pairs, actions in summary:
+        counts = ", ".join(f"{a} {n}" for a, n in actions.items())
+        console.print(Text(f"{path}: {written} reviews written, {pairs} pairs reviewed (latest: {counts})"))
+        console.print(Text(f"  apply in a build: ops: {{human_review: {{reviews: {path}}}}}", style="dim"))
+    table = Table(title=f"{len(rows)} {'reviews' if all_rows else 'latest reviews'}")
+    for column in ("pair", "build", "source", "row", "action", "reviewer", "reviewed at", "queue", "note"):
+        table.add_column(column, no_wrap=column in {"pair", "row"})
+    for r in rows:
+        table.add_row(*(Text(str(r[k])) for k in ("pair_id", "build", "source", "source_row", "action", "reviewer",
+                                                   "reviewed_at", "queue", "note")))  # fmt: skip
+    console.print(table)
+    if export is not None:
+        console.print(Text(f"wrote {len(rows)} reviews to {export}"))
 
 
 def print_summary(summary: IngestSummary, out: Path | None = None) -> None:
@@ -138,27 +204,49 @@ def ingest_cmd(
     path: Annotated[str, typer.Option("--path", help="local file or folder, or a Hugging Face dataset id")],
     out: Annotated[Path, typer.Option("--out", help="output folder for pairs/images/rejects parquet")],
     images_root: Annotated[
-        Path | None, typer.Option("--images-root", help="folder or zip that relative image paths resolve under")
+        Path | None,
+        typer.Option(
+            "--images-root",
+            help="folder or zip that relative image paths resolve under",
+            show_default="none: images at relative paths are rejected",
+        ),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="read at most N native rows")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="read at most N native rows", show_default="every row")
+    ] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="adapter option KEY=VALUE (repeatable)")
+        list[str] | None,
+        typer.Option("--option", "-o", help="adapter option KEY=VALUE (repeatable)", show_default="none"),
     ] = None,
-    config: Annotated[str | None, typer.Option("--config", help="Hub dataset config")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Hub split (default: the adapter's)")] = None,
-    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision to pin")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", help="Hub dataset config", show_default="the adapter's")
+    ] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Hub split", show_default="the adapter's")] = None,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Hub revision to pin", show_default="the default branch")
+    ] = None,
     data_dir: Annotated[
-        str | None, typer.Option("--data-dir", help="a folder of the Hub repository (hh-rlhf's subsets, ...)")
+        str | None,
+        typer.Option(
+            "--data-dir", help="a folder of the Hub repository (hh-rlhf's subsets, ...)", show_default="the adapter's"
+        ),
     ] = None,
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", help="reject images larger than this")
     ] = DEFAULT_MAX_PIXELS,
-    json_summary: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
+    json_summary: Annotated[bool, typer.Option("--json", help="print the counts as JSON", show_default="off")] = False,
     workers: Annotated[
         int, typer.Option("--workers", help="row-converting processes, or DuckDB threads for SQL layouts (same output)")
     ] = 1,
     replace: Annotated[
-        bool, typer.Option("--replace", help="replace an existing --out folder (once the new ingest is complete)")
+        bool,
+        typer.Option(
+            "--replace", help="replace an existing --out folder (once the new ingest is complete)", show_default="off"
+        ),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="fail, writing nothing, when the source gives no pair", show_default="warn"),
     ] = False,
 ) -> None:
     """Read one source in its native format and write canonical pairs, images and rejects."""
@@ -189,6 +277,7 @@ def ingest_cmd(
                 on_row=lambda s: progress.update(task, completed=s.rows_read),
                 workers=workers,
                 replace=replace,
+                strict=strict,
             )
     except InputError as exc:
         _fail(str(exc))
@@ -197,6 +286,9 @@ def ingest_cmd(
         console.print_json(json.dumps(summary.as_dict()))
     else:
         print_summary(summary, out)
+    empty = summary.no_pairs(source)
+    if empty:
+        _warn(empty)
 
 
 @app.command()
@@ -221,10 +313,14 @@ def build_cmd(
     mix: Annotated[Path, typer.Option("--mix", help="recipe YAML (see mixes/)")],
     out: Annotated[Path, typer.Option("--out", help="build folder to create")],
     resume: Annotated[
-        bool, typer.Option("--resume", help="reuse what an interrupted build of this recipe finished")
+        bool,
+        typer.Option(
+            "--resume", help="reuse what an interrupted build of this recipe finished", show_default="start over"
+        ),
     ] = False,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="DuckDB threads and ingest processes (default: all cores)")
+        int | None,
+        typer.Option("--workers", help="DuckDB threads and ingest processes", show_default="all cores"),
     ] = None,
     memory_limit: Annotated[
         str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it, spill")
@@ -232,9 +328,17 @@ def build_cmd(
     cache: Annotated[
         Path | None,
         typer.Option(
-            "--cache", help="where costly signals are kept across builds (default: .curate-cache beside --out)"
+            "--cache", help="where costly signals are kept across builds", show_default=".curate-cache beside --out"
         ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="fail, publishing nothing, when a source gives no pair",
+            show_default="warn, and record it in the manifest",
+        ),
+    ] = False,
 ) -> None:
     """Build a mixture: ingest (and normalize), validate, dedupe, decontaminate, filter, mix, write Arrow shards."""
     from curation.build import build
@@ -246,7 +350,7 @@ def build_cmd(
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
             task = bar.add_task("build")
             manifest = build(
-                recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache,
+                recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache, strict=strict,
                 on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
             )  # fmt: skip
     except Exception as exc:
@@ -265,6 +369,8 @@ def build_cmd(
     if manifest["signals_reused"]:
         console.print(f"signals reused from the cache (not computed again): {', '.join(manifest['signals_reused'])}")
     console.print(f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s) -> {out}")
+    for warning in manifest["warnings"]:
+        _warn(warning)
 
 
 def print_funnel(manifest: dict) -> None:
@@ -294,7 +400,9 @@ def print_funnel(manifest: dict) -> None:
 @app.command()
 def stats(
     build_dir: Annotated[Path, typer.Argument(help="a build folder")],
-    json_out: Annotated[bool, typer.Option("--json", help="print the funnel as JSON, for scripts")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the funnel as JSON, for scripts", show_default="off")
+    ] = False,
 ) -> None:
     """Print a build's funnel from its manifest."""
     from curation.build_card import funnel_rows
@@ -314,45 +422,173 @@ def stats(
     print_funnel(manifest)
 
 
+def _text(value: object) -> Text:
+    """A value from a build, printed as it is: never read as Rich markup, control characters spelled out."""
+    return Text(visible(str(value)))
+
+
+def _value(value: object) -> Text:
+    if value is None:
+        return Text("-", style="dim")
+    if isinstance(value, float):
+        return Text(f"{value:.6g}")
+    return _text(", ".join(map(str, value)) if isinstance(value, list) else value)
+
+
+# The metadata block of `curate show`, in this order (the ids, source and texts are printed above it).
+META_FIELDS = ("modality", "subset", "chosen_score", "rejected_score", "margin", "tie", "chosen_model",
+               "rejected_model", "category", "language", "license", "binarization", "meta")  # fmt: skip
+
+
 @app.command()
 def show(
     build_dir: Annotated[Path, typer.Argument(help="a build folder")],
-    pair_id: Annotated[str, typer.Argument(help="the pair's id")],
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help=f"a pair id, a unique prefix of one (at least {MIN_PREFIX} hex characters), or a source row such as "
+            "uf.jsonl:12",
+        ),
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the same content as JSON, for scripts", show_default="off")
+    ] = False,
 ) -> None:
-    """Print one pair with its signals and its fate (in the shards or removed, and why)."""
+    """Print one pair: the source rows that gave it and their fate (in the shards, or removed at which stage and
+    why), its prompt and answers, its metadata and images, and what each op measured on it."""
     import duckdb
-    import pyarrow.compute as pc
 
-    build = BuildDir.open(build_dir)
-    db = duckdb.connect()
-    table = build.pairs()
-    rows = table.filter(pc.equal(table["pair_id"], pair_id)).to_pylist()
-    rejects = build.optional(REJECTS)
-    removed = [] if rejects is None else db.execute(
-        f"SELECT * FROM {parquet_relation(db, rejects)} WHERE pair_id = ?", [pair_id]
-    ).fetchall()  # fmt: skip
-    if not rows and not removed:
-        _fail(f"no pair {pair_id} in {build_dir}")
-    if rows:
-        pair = rows[0]
-        console.print(Text(f"in shards ({len(rows)} cop{'y' if len(rows) == 1 else 'ies'})", style="bold green"))
-        for message in pair["prompt"]:
-            console.print(Text(f"[{message['role']}] ", style="bold") + Text(message["content"]))
-        console.print(Text("chosen: ", style="bold green") + Text(pair["chosen"]))
-        console.print(Text("rejected: ", style="bold red") + Text(pair["rejected"]))
-        console.print(Text(f"source {pair['source']} {pair['source_row']}, images {pair['images']}"))
-    for source, source_row, _, stage, reason, detail in removed:
-        console.print(Text(f"removed from {source} {source_row} at {stage}: {reason} ({detail})", style="yellow"))
-    prompt_id, images = (rows[0]["prompt_id"], rows[0]["images"]) if rows else (None, [])
-    removed_pairs = build.removed_pairs(["pair_id", "prompt_id", "images"])
-    if prompt_id is None and removed_pairs is not None:
-        found = removed_pairs.filter(pc.equal(removed_pairs["pair_id"], pair_id)).slice(0, 1).to_pylist()
-        prompt_id, images = (found[0]["prompt_id"], found[0]["images"]) if found else (None, [])
-    for name, signal_rows in pair_signals(db, build.signals(), pair_id, prompt_id, images).items():
-        for signal in signal_rows:
-            console.print(Text(f"signals/{name}: ", style="bold") + Text(str(signal)))
+    try:
+        build = BuildDir.open(build_dir)
+        record = pair_record(build, duckdb.connect(), resolve(build, key))
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    if json_out:
+        pair = dict(record.pair, meta=json.loads(record.pair["meta"]))
+        occurrences = [{**dataclasses.asdict(o), "kept": o.kept} for o in record.occurrences]
+        out = {"pair": pair, "occurrences": occurrences, "images": record.images, "signals": record.signals}
+        console.print_json(json.dumps(out, default=str))
+    else:
+        print_pair(record)
+    _print_refused(build)
+
+
+def _print_refused(build: BuildDir) -> None:
     for why in build.refused.values():
         err_console.print(Text(f"not read: {why}", style="yellow"))
+
+
+def _folding(*columns: str, show_header: bool = True) -> Table:
+    """A table whose long values (hashes, source rows) wrap in a narrow terminal rather than being cut."""
+    table = Table(show_header=show_header)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def print_pair(record: PairRecord) -> None:
+    pair = record.pair
+    console.print(Text(f"pair {pair['pair_id']}", style="bold") + Text(f"   prompt {pair['prompt_id']}", style="dim"))
+    for occurrence in record.occurrences:
+        line = _text(f"{occurrence.source} {occurrence.source_row}: ")
+        line.append(occurrence.fate(), style="green" if occurrence.kept else "yellow")
+        console.print(line + (_text(f" ({occurrence.detail})") if occurrence.detail else Text()))
+    turns = pair["prompt"]
+    console.print(Text(f"\nprompt ({len(turns)} turn{'' if len(turns) == 1 else 's'})", style="bold underline"))
+    for turn in turns:
+        console.print(Text(visible(f"[{turn['role']}] "), style="bold") + _text(turn["content"]))
+    for side, style in (("chosen", "green"), ("rejected", "red")):
+        console.print(Text(f"\n{side}", style=f"bold underline {style}"))
+        console.print(_text(pair[side]))
+    console.print(Text("\nmetadata", style="bold underline"))
+    table = _folding("field", "value", show_header=False)
+    for name in META_FIELDS:
+        table.add_row(name, _value(pair[name]))
+    console.print(table)
+    if record.images:
+        console.print(Text(f"\nimages ({len(record.images)})", style="bold underline"))
+        table = _folding("sha256", "size", "format", "bytes")
+        for image in record.images:
+            if image["bytes"] is None:  # a removed pair's image, which the build may not keep
+                table.add_row(image["sha256"], Text("not in this build's images", style="dim"), "-", "-")
+            else:
+                size = f"{image['width']}x{image['height']}"
+                table.add_row(image["sha256"], size, _text(image["format"]), str(image["bytes"]))
+        console.print(table)
+    console.print(Text(f"\nsignals ({len(record.signals) or 'none'})", style="bold underline"))
+    for name, found in record.signals.items():
+        # Without the build's internal row number, not a measurement; the pair's copies measure the same.
+        columns = [c for c in found[0] if c != "row_key"]
+        rows = list({tuple(map(str, (row[c] for c in columns))): row for row in found}.values())
+        console.print(Text(f"signals/{name}", style="bold"))
+        if len(rows) == 1:
+            table = _folding("column", "value")
+            for column in columns:
+                table.add_row(column, _value(rows[0][column]))
+        else:
+            table = _folding(*columns)
+            for row in rows:
+                table.add_row(*(_value(row[c]) for c in columns))
+        console.print(table)
+
+
+SHORT_ID = 12  # characters of a pair id in `curate find`'s table: unique, for `curate show`, among millions
+
+
+@app.command()
+def find(
+    build_dir: Annotated[Path, typer.Argument(help="a build folder")],
+    text: Annotated[
+        str, typer.Argument(metavar="TEXT", help="the text to look for, ignoring case, in prompts and answers")
+    ],
+    source: Annotated[
+        str | None, typer.Option("--source", help="only this source's pairs", show_default="every source")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="show at most N matches")] = 20,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the matches as JSON, for scripts", show_default="off")
+    ] = False,
+) -> None:
+    """Find pairs by text, in the shards and among the removed pairs: each match's id, source row, fate and the
+    text around the match (a pair's upsampled copies count once)."""
+    _in_range(limit, 1, sys.maxsize, "--limit")
+    if not text:
+        _fail("TEXT is empty: give the text to look for")
+    try:
+        build = BuildDir.open(build_dir)
+        names = build.manifest["sources"]
+        if source is not None and source not in names:
+            raise InputError(f"no source {source!r} in {build_dir} (its sources: {', '.join(names)})")
+        total, matches = find_pairs(build, text, source, limit)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    if json_out:
+        rows = [
+            {"pair_id": m.pair_id, **dataclasses.asdict(m.occurrence), "kept": m.occurrence.kept, "field": m.field,
+             "snippet": m.snippet, "match": [m.start, m.end]}
+            for m in matches
+        ]  # fmt: skip
+        console.print_json(json.dumps({"text": text, "matches": total, "shown": len(matches), "rows": rows}))
+    else:
+        print_matches(total, matches)
+    _print_refused(build)
+
+
+def print_matches(total: int, matches: list[Match]) -> None:
+    if matches:
+        table = _folding("pair", "source", "row", "fate", "in", "match")
+        for m in matches:
+            snippet = Text(m.snippet)
+            snippet.stylize("bold reverse", m.start, m.end)
+            fate = Text(m.occurrence.fate(), style="green" if m.occurrence.kept else "yellow")
+            row = m.occurrence.source_row
+            table.add_row(m.pair_id[:SHORT_ID], _text(m.occurrence.source), _text(row), fate, m.field, snippet)
+        console.print(table)
+    more = " (raise --limit to see more)" if total > len(matches) else ""
+    console.print(f"{len(matches)} of {total} matches shown{more}", markup=False, highlight=False)
 
 
 @app.command("export")
@@ -360,9 +596,14 @@ def export_cmd(
     build_dir: Annotated[Path, typer.Argument(help="a build folder")],
     repo: Annotated[str, typer.Option(help="the Hub dataset repo, USER/NAME")],
     private: Annotated[bool, typer.Option(help="create the repo private")] = False,
-    local_dir: Annotated[Path | None, typer.Option(help="where the Hub layout is written (default: DIR-hub)")] = None,
+    local_dir: Annotated[
+        Path | None, typer.Option(help="where the Hub layout is written", show_default="DIR-hub beside the build")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="write locally and list what would be sent; send nothing")] = False,
-    license: Annotated[str | None, typer.Option(help="the license to declare on the card")] = None,
+    license: Annotated[
+        str | None,
+        typer.Option(help="the license to declare on the card", show_default="the sources', or other if they differ"),
+    ] = None,
     force_license: Annotated[bool, typer.Option(help="declare --license even over restrictive sources")] = False,
 ) -> None:
     """Write a build in the Hub's dataset layout (parquet configs, card, recipe), then upload it in one commit."""

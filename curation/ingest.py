@@ -120,6 +120,20 @@ class IngestSummary:
     def balanced(self) -> bool:
         return self.rows_read == self.rows_paired + self.rows_rejected
 
+    def no_pairs(self, name: str) -> str | None:
+        """The warning for a source (`name`) that gave no pair, with its most frequent reject reasons; None when it
+        gave some."""
+        if self.pairs:
+            return None
+        if not self.rows_read:
+            return f"source {name!r} gave 0 pairs: no rows read"
+        reasons = sorted(self.rejects_by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+        top = ", ".join(f"{reason}: {n}" for reason, n in reasons[:3])
+        if len(reasons) > 3:
+            top += f", and {len(reasons) - 3} other reason{'s' if len(reasons) > 4 else ''}"
+        said = f"source {name!r} gave 0 pairs: {self.rows_rejected} of {self.rows_read} rows rejected"
+        return f"{said} ({top})" if top else said
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -237,6 +251,7 @@ def ingest(
     columnar_path: bool = True,
     outputs: Outputs = Outputs(),
     replace: bool = False,
+    strict: bool = False,
 ) -> IngestSummary:
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` into the new folder `out_dir` and return the
     counts. The files are written into `out_dir.partial` and published by renaming the folder; an existing
@@ -250,7 +265,8 @@ def ingest(
     parts, in file order); other inputs stream their rows through a pool of converting processes. Every way gives
     the same pairs and rejects, byte for byte, and the same images (the columnar path may store them in another
     order).
-    `canonical` false keeps texts as published; `outputs` says how the files are written.
+    `canonical` false keeps texts as published; `outputs` says how the files are written. `strict` refuses a source
+    that gives no pair (`InputError`, nothing published).
     """
     out_dir = Path(os.path.abspath(out_dir)) if out_dir.name in ("", ".", "..") else out_dir  # `--out .`
     partial = _output_folder(out_dir, replace)
@@ -264,6 +280,8 @@ def ingest(
     )
     try:
         summary = _ingest_into(adapter, location, job, limit, columnar_path and canonical)
+        if strict and (empty := summary.no_pairs(adapter.info.key)):
+            raise InputError(f"{empty} (--strict)")
         publish_folder(partial, out_dir, outputs.durable)
     except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)

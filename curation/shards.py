@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from curation.io import fsync_rename
-from curation.schema import PAIR_SCHEMA
+from curation.pair import dump_meta
+from curation.schema import PAIR_SCHEMA, compute_pair_id
 
 # Record batches of this many rows inside a shard file.
 BATCH_ROWS = 10_000
@@ -42,6 +44,34 @@ def shard_schema() -> pa.Schema:
     features = Features.from_arrow_schema(PAIR_SCHEMA)
     metadata = {**PAIR_SCHEMA.metadata, b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
     return PAIR_SCHEMA.with_metadata(metadata)
+
+
+def swapping(take: Take, swapped: np.ndarray) -> Take:
+    """`take` with chosen and rejected exchanged in the pairs at the row_keys `swapped` (sorted): their scores and
+    models follow, the margin changes sign, the pair_id becomes the swapped pair's, and `meta` keeps the old id."""
+
+    def swapped_take(keys: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        for start, batch in zip(range(0, len(keys), batch_rows), take(keys, batch_rows), strict=True):
+            mask = np.isin(keys[start : start + batch_rows], swapped, assume_unique=False)
+            yield _swap_labels(batch, mask) if mask.any() else batch
+
+    return swapped_take
+
+
+def _swap_labels(batch: pa.RecordBatch, mask: np.ndarray) -> pa.RecordBatch:
+    columns = {name: batch.column(name) for name in batch.schema.names}
+    where = pa.array(mask)
+    for a, b in (("chosen", "rejected"), ("chosen_score", "rejected_score"), ("chosen_model", "rejected_model")):
+        columns[a], columns[b] = pc.if_else(where, columns[b], columns[a]), pc.if_else(where, columns[a], columns[b])
+    columns["margin"] = pc.if_else(where, pc.negate(columns["margin"]), columns["margin"])
+    ids, metas = columns["pair_id"].to_pylist(), columns["meta"].to_pylist()
+    for i in np.flatnonzero(mask).tolist():
+        prompt, images = columns["prompt"][i].as_py(), columns["images"][i].as_py()
+        meta = {**json.loads(metas[i]), "_review": {"swapped": True, "pair_id_before": ids[i]}}
+        ids[i] = compute_pair_id(prompt, images, columns["chosen"][i].as_py(), columns["rejected"][i].as_py())
+        metas[i] = dump_meta(meta)
+    columns["pair_id"], columns["meta"] = pa.array(ids, pa.string()), pa.array(metas, pa.string())
+    return pa.RecordBatch.from_arrays([columns[n] for n in batch.schema.names], schema=batch.schema)
 
 
 def shard_jobs(take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int) -> list[Callable[[], dict[str, Any]]]:

@@ -9,6 +9,7 @@ from curation.ops.context import BuildContext
 from curation.ops.decontaminate import Decontaminate
 from curation.ops.exact_dedupe import ExactDedupe
 from curation.ops.filters import Filters
+from curation.ops.human_review import HumanReview
 from curation.ops.image_dedupe import ImageDedupe
 from curation.ops.near_dedupe import NearDedupe
 from curation.ops.rm_margin import RmMargin
@@ -26,6 +27,7 @@ OPS: dict[str, Op] = {
         Decontaminate(),
         Filters(),
         RmMargin(),
+        HumanReview(),
     )
 }
 

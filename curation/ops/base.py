@@ -40,6 +40,9 @@ class Decision:
     # Queries selecting `row_key, reason, detail` among `live_pairs`, applied in order: a later one sees the
     # removals of an earlier one.
     removals: list[str] = field(default_factory=list)
+    # Queries selecting `row_key, reason, detail` among `live_pairs`: pairs kept with chosen and rejected exchanged
+    # in the shards (a label fix), after the removals.
+    swaps: list[str] = field(default_factory=list)
     # The guard: the build stops when the removals take more than this share of a source's live pairs.
     max_removal_rate: float | None = None
 

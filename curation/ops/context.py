@@ -5,7 +5,8 @@ Relations (`create_relations`), all on `ctx.db`:
 - `pairs`: every ingested pair in the canonical schema plus `row_key` (its order) and `source` (the recipe's name);
 - `live`: the `row_key`s still in the build; `live_pairs`: `pairs` restricted to `live`;
 - `images`: every ingested image once (`sha256`, `bytes`, `width`, `height`, `format`), in sha256 order;
-- `removed`: the rows removed so far (`source`, `source_row`, `pair_id`, `stage`, `reason`, `detail`).
+- `removed`: the rows removed so far (`source`, `source_row`, `pair_id`, `stage`, `reason`, `detail`);
+- `swapped`: the rows whose chosen and rejected the shards exchange (`row_key`, `stage`, `reason`, `detail`).
 
 `context_for_rows` makes the same relations from a few inline rows: each op's unit tests run through it, with
 `pairs`, `live_pairs` and `images` narrowed to the columns the op declares (`Op.reads`), so an op that reads a
@@ -48,6 +49,7 @@ def create_relations(db: duckdb.DuckDBPyConnection, pairs: str, images: str) -> 
         "reason VARCHAR, detail VARCHAR)"
     )
     db.execute(f"CREATE TABLE images AS SELECT DISTINCT ON (sha256) * FROM ({images}) ORDER BY sha256")
+    db.execute("CREATE TABLE swapped (row_key BIGINT, stage VARCHAR, reason VARCHAR, detail VARCHAR)")
 
 
 @dataclass
@@ -171,6 +173,19 @@ class BuildContext:
                 FROM step s JOIN {self.all_pairs} p USING (row_key) ORDER BY p.row_key"""
         )
         self.db.execute("DELETE FROM live WHERE row_key IN (SELECT row_key FROM step)")
+        return self.rows(
+            f"""SELECT p.source, s.reason, count(*) FROM step s JOIN {self.all_pairs} p USING (row_key)
+                GROUP BY ALL ORDER BY ALL"""
+        )
+
+    def swap(self, stage: str, query: str) -> list[tuple[str, str, int]]:
+        """Record the live rows selected by `query` (row_key, reason, detail) as swapped; return how many per
+        source and reason."""
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE step AS SELECT DISTINCT ON (row_key) * FROM ({query})")
+        self.db.execute(
+            f"""INSERT INTO swapped SELECT s.row_key, {sql_literal(stage)}, s.reason, s.detail
+                FROM step s ANTI JOIN swapped USING (row_key) ORDER BY s.row_key"""
+        )
         return self.rows(
             f"""SELECT p.source, s.reason, count(*) FROM step s JOIN {self.all_pairs} p USING (row_key)
                 GROUP BY ALL ORDER BY ALL"""

@@ -48,6 +48,10 @@ from curation.sql import sql_literal
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this, plain and distinct (and without an image match), are not stored
 CANDIDATE_DISTANCE = 12
 CANDIDATE_COSINE = 0.8
+NO_IMAGES = (
+    "SELECT NULL::VARCHAR AS sha256, NULL::BLOB AS bytes, NULL::INTEGER AS width, NULL::INTEGER AS height, "
+    "NULL::VARCHAR AS format WHERE false"
+)
 PREFILTER_BITS = 24  # a 16 MiB table: at 500k benchmark shingles about 3% of training shingles pass it
 
 
@@ -95,6 +99,18 @@ def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
         columns = ("prompt_id", "text", "images", "row", "benchmark")
         return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
     return pl.concat(frames)
+
+
+def _benchmark_items(ctx: BuildContext) -> str:
+    """SQL: each benchmark item's images (`benchmark`, `benchmark_row`, `benchmark_images`)."""
+    parts = [
+        f"""SELECT DISTINCT ON (source_row) {sql_literal(name)} AS benchmark, source_row AS benchmark_row,
+                   images AS benchmark_images
+            FROM read_parquet({sql_literal(folder / "pairs.parquet")}) ORDER BY source_row"""
+        for name, folder in sorted(ctx.benchmarks.items())
+    ]
+    empty = "SELECT NULL::VARCHAR AS benchmark, NULL::VARCHAR AS benchmark_row, NULL::VARCHAR[] AS benchmark_images"
+    return " UNION ALL ".join(f"({part})" for part in parts) or f"{empty} WHERE false"
 
 
 def _exact_matches(train: Words, bench: Words) -> list[tuple[int, int]]:
@@ -174,7 +190,10 @@ class Decontaminate(Op):
     }
     uses = ("prompt_units", "prompt_words", "phashes")
     signal_keys: ClassVar[dict[str, str]] = {"prompt_id": "prompt"}
-    evidence: ClassVar[tuple[str, ...]] = ("contamination/contamination.parquet",)
+    evidence: ClassVar[tuple[str, ...]] = (
+        "contamination/contamination.parquet",
+        "contamination/benchmark_images.parquet",
+    )
     version = 2  # v2: distinct_overlap, benchmark_words, benchmark_unique, prompt_has_images
     Params = DecontaminateParams
     thresholds = frozenset(
@@ -313,13 +332,22 @@ class Decontaminate(Op):
                 ORDER BY s.prompt_id, {rule} DESC, {removed} DESC, s.exact DESC, s.overlap DESC,
                          s.benchmark, s.benchmark_row
             )
-            SELECT p.row_key, p.pair_id, p.source, p.source_row, m.* EXCLUDE (prompt_id)
-            FROM live_pairs p JOIN m USING (prompt_id)"""
+            SELECT p.row_key, p.pair_id, p.source, p.source_row, m.* EXCLUDE (prompt_id), b.benchmark_images
+            FROM live_pairs p JOIN m USING (prompt_id)
+            LEFT JOIN ({_benchmark_items(ctx)}) b USING (benchmark, benchmark_row)"""
+        images = " UNION ALL ".join(
+            f"SELECT * FROM read_parquet({sql_literal(folder / 'images.parquet')})"
+            for folder in ctx.benchmarks.values()
+        )
+        matched = "(SELECT DISTINCT unnest(benchmark_images) AS sha256 FROM contamination)"
         return Decision(
             relations=[("contamination", matches)],
             evidence={
                 "contamination/contamination.parquet": """SELECT * EXCLUDE (row_key) FROM contamination
-                                                          ORDER BY source, source_row"""
+                                                          ORDER BY source, source_row""",
+                "contamination/benchmark_images.parquet": f"""
+                    SELECT DISTINCT ON (sha256) * FROM ({images or NO_IMAGES})
+                    SEMI JOIN {matched} USING (sha256) ORDER BY sha256""",
             },
             removals=[
                 """SELECT row_key, 'contaminated: ' || benchmark AS reason,

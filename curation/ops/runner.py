@@ -17,6 +17,7 @@ from curation.ops.context import BuildContext
 class OpRun:
     reused: bool = False  # the signals came from the build cache
     removed: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
+    swapped: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
 
 
 def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
@@ -31,13 +32,17 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
             op.score(ctx, params, signals)
             if kept is not None:
                 copy_file(signals, kept)
-    result.removed = apply_decision(ctx, op, op.decide(ctx, params, signals))
+    result.removed, result.swapped = apply_decision(ctx, op, op.decide(ctx, params, signals))
     return result
 
 
-def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> list[tuple[str, str, int]]:
-    """Make the decision's relations, write its evidence, apply its removals in order, then its guard (the
-    evidence stays in the build folder when the guard stops the build)."""
+Counts = list[tuple[str, str, int]]  # (source, reason, rows)
+
+
+def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Counts, Counts]:
+    """Make the decision's relations, write its evidence, apply its removals in order and its swaps, then its
+    guard (the evidence stays in the build folder when the guard stops the build). Returns what was removed and
+    what was swapped."""
     undeclared = sorted(set(decision.evidence) - set(op.evidence))
     if undeclared:
         raise AssertionError(f"{op.name} writes evidence it does not declare: {', '.join(undeclared)}")
@@ -48,17 +53,16 @@ def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> list[tuple[
         for relative, query in decision.evidence.items():
             ctx.copy(query, ctx.root / relative)
         removed = [count for query in decision.removals for count in ctx.remove(op.name, query)]
+        swapped = [count for query in decision.swaps for count in ctx.swap(op.name, query)]
     finally:
         for name, _ in decision.relations:
             ctx.drop_relation(name)
     if decision.max_removal_rate is not None:
         _guard(ctx, op, decision, before, removed)
-    return removed
+    return removed, swapped
 
 
-def _guard(
-    ctx: BuildContext, op: Op, decision: Decision, before: dict[str, int], removed: list[tuple[str, str, int]]
-) -> None:
+def _guard(ctx: BuildContext, op: Op, decision: Decision, before: dict[str, int], removed: Counts) -> None:
     lost: dict[str, int] = {}
     for source, _, n in removed:
         lost[source] = lost.get(source, 0) + n

@@ -7,9 +7,10 @@ converted file of `yfzhang114/r1_reward` has `prompt`, `chosen`, `rejected` and 
 (`vl_reward/img/image_N.jpg`, resolved under --images-root; the images are not shipped with it).
 
 `subset` and `category` are the scoring group from the id (`vl_rewardbench_group`), under the `grouping`
-option: `official` (by id prefix, 183/749/318) or `r1_reward` (that repository's case-sensitive substring test,
-484/448/318; only group and macro numbers differ). Pitfalls: 25 ids occur twice with different pairs, and 410
-prompts are "Describe this image in detail.", so the image path stays in `meta` and identity needs the image.
+option: `official` (by id prefix, 183/749/318; an id of no listed source is general, as `cal.py` counts it) or
+`r1_reward` (that repository's case-sensitive substring test, 484/448/318; only group and macro numbers differ).
+Pitfalls: 25 ids occur twice with different pairs, and 410 prompts are "Describe this image in detail.", so the
+image path stays in `meta` and identity needs the image.
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ from curation.sources.common import field, text_field, user_prompt, with_image_t
 
 Grouping = Literal["official", "r1_reward"]
 
-# Official groups by id prefix (case-sensitive), as the source datasets of `cal.py` map to them.
+# Official groups by id prefix (case-sensitive), as the source datasets of `cal.py` map to them. Every other id
+# (wildvision, and VLFeedback's own sources: jailbreak, LRVInstruction, politics, svit, ...) is general.
 OFFICIAL_PREFIXES: dict[str, tuple[str, ...]] = {
-    "general": ("wildvision", "jailbreak", "LRVInstruction", "politics", "svit"),
     "hallucination": ("hallucination_pair", "RLAIF", "RLHF"),
     "reasoning": ("mmmu", "mathverse"),
 }
 
 
 def vl_rewardbench_group(item_id: str, grouping: Grouping = "official") -> str:
-    """The scoring group of an item id; `ValueError` for an id outside the official prefixes."""
+    """The scoring group of an item id."""
     if grouping == "r1_reward":
         # r1_reward get_acc.py tests lower-case substrings, so "RLAIF-V-*" and "RLHF-V-*" fall into general.
         if "mmmu" in item_id or "mathverse" in item_id:
@@ -44,7 +45,7 @@ def vl_rewardbench_group(item_id: str, grouping: Grouping = "official") -> str:
     for group, prefixes in OFFICIAL_PREFIXES.items():
         if item_id.startswith(prefixes):
             return group
-    raise ValueError(f"id {item_id!r} has no official VL-RewardBench group")
+    return "general"
 
 
 class VlRewardbench(Adapter):
@@ -76,10 +77,7 @@ class VlRewardbench(Adapter):
             chosen, rejected = text_field(row, "chosen"), text_field(row, "rejected")
             tie, chosen_model, rejected_model = False, None, None
         image = ctx.image(row.get("image"), "image")
-        try:
-            group: str | None = vl_rewardbench_group(item_id, self.options.grouping)
-        except ValueError:
-            group = None  # still a pair: it counts in Overall, not in any group
+        group = vl_rewardbench_group(item_id, self.options.grouping)
         return [
             Pair(
                 prompt=with_image_tokens(user_prompt(query), 1),

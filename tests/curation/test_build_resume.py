@@ -36,17 +36,23 @@ def _outputs(build_dir: Path) -> dict[str, str]:
     return digests
 
 
+@pytest.fixture(scope="module")
+def reference(demo_build: Path) -> dict[str, str]:
+    """The outputs of an uninterrupted build of the same recipe: every resumed build must equal it."""
+    return _outputs(demo_build)
+
+
 @pytest.mark.parametrize("kill_at", ["ingest mm_rlhf", "near_dedupe", "decontaminate", "write"])
-def test_killed_build_resumes_to_identical_output(demo_recipe: Path, tmp_path: Path, kill_at: str) -> None:
-    reference = tmp_path / "reference"
-    build(load_recipe(demo_recipe), reference)
+def test_killed_build_resumes_to_identical_output(
+    demo_recipe: Path, tmp_path: Path, kill_at: str, reference: dict[str, str]
+) -> None:
     out = tmp_path / "killed"
     result = subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), kill_at], check=False)
     assert result.returncode == -9  # killed, not finished
     assert not out.exists()  # nothing is visible under the final name
     assert (tmp_path / "killed.partial").is_dir()
     build(load_recipe(demo_recipe), out, resume=True)
-    assert _outputs(out) == _outputs(reference)
+    assert _outputs(out) == reference
     assert not (tmp_path / "killed.partial").exists()
 
 
@@ -59,11 +65,9 @@ def test_resume_reuses_finished_ingests(demo_recipe: Path, tmp_path: Path) -> No
     assert not any(s.startswith("ingest ") for s in seen)  # no source was read again
 
 
-def test_a_work_file_cut_short_is_ingested_again(demo_recipe: Path, tmp_path: Path) -> None:
+def test_a_work_file_cut_short_is_ingested_again(demo_recipe: Path, tmp_path: Path, reference: dict[str, str]) -> None:
     """Work files are not fsynced: after a crash of the machine one may be shorter than its `done.json` says,
     and the resumed build reads that source again (and equals an uninterrupted build)."""
-    reference = tmp_path / "reference"
-    build(load_recipe(demo_recipe), reference)
     out = tmp_path / "b"
     subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "validate"], check=False)
     pairs = tmp_path / "b.partial" / "work" / "ingest" / "hh_rlhf" / "pairs.arrow"
@@ -71,7 +75,7 @@ def test_a_work_file_cut_short_is_ingested_again(demo_recipe: Path, tmp_path: Pa
     seen: list[str] = []
     build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
     assert "ingest hh_rlhf" in seen and "ingest mm_rlhf" not in seen  # only the damaged source is read again
-    assert _outputs(out) == _outputs(reference)
+    assert _outputs(out) == reference
 
 
 def test_existing_output_is_never_overwritten(demo_recipe: Path, tmp_path: Path) -> None:

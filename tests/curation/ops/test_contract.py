@@ -8,7 +8,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from curation.build_dir import CONTAMINATION
+from curation.build_dir import BENCHMARK_IMAGES, CONTAMINATION
 from curation.cli import app
 from curation.ops import OPS, Decision, Op
 from curation.ops.context import BASE_RELATIONS, context_for_rows
@@ -33,7 +33,7 @@ def test_every_op_declares_what_it_reads_and_writes(name: str) -> None:
     assert set(op.uses) <= SHARED
     assert set(op.signal_keys.values()) <= {"pair", "prompt", "image"}
     # Where the build folder's readers (`BuildDir`) look for evidence.
-    assert set(op.evidence) <= {CONTAMINATION, f"dups/{name}.parquet", f"flags/{name}.parquet"}
+    assert set(op.evidence) <= {CONTAMINATION, BENCHMARK_IMAGES, f"dups/{name}.parquet", f"flags/{name}.parquet"}
 
 
 class _ReadsChosen(Op):
@@ -52,7 +52,7 @@ def test_an_op_sees_only_the_columns_it_declares(tmp_path: Path) -> None:
     with pytest.raises(duckdb.BinderException, match="chosen"):
         apply_decision(ctx, op, op.decide(ctx, {}, tmp_path))
     full = context_for_rows(tmp_path, rows)  # without `reads`, the relations are whole
-    assert apply_decision(full, op, op.decide(full, {}, tmp_path)) == [("s", "long", 1)]
+    assert apply_decision(full, op, op.decide(full, {}, tmp_path)) == ([("s", "long", 1)], [])
 
 
 def test_the_runner_writes_only_declared_evidence(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_curate_ops_lists_every_contract() -> None:
     assert result.exit_code == 0, result.output
     described = {op["name"]: op for op in json.loads(result.output)}
     assert list(described) == list(OPS)
-    assert described["decontaminate"]["evidence"] == ["contamination/contamination.parquet"]
+    assert described["decontaminate"]["evidence"] == [CONTAMINATION, BENCHMARK_IMAGES]
     assert described["near_dedupe"]["cached_across_builds"] and not described["filters"]["cached_across_builds"]
     assert described["image_dedupe"]["signal_keys"] == {"sha256": "image"}
     assert described["filters"]["parameters"]["drop_ties"] == {"default": True, "threshold": True}

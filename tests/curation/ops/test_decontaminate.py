@@ -67,6 +67,12 @@ def test_image_benchmarks_match_prompt_and_image(tmp_path: Path, build_rows: Bui
     ops = {"decontaminate": {"max_removal_rate": 1.0}}
     built = build_rows(sources, ops=ops, benchmarks=benchmarks, images_root=tmp_path)
     assert [r["source_row"] for r in built.removed("decontaminate")] == ["rv.jsonl:0"]
+    # Both sides of the match stay in the build: the removed pair's image and the benchmark item's.
+    [match] = [m for m in built.table("contamination/contamination.parquet") if m["action"] == "removed"]
+    [bench_image] = built.table("contamination/benchmark_images.parquet")
+    assert match["benchmark_images"] == [bench_image["sha256"]] and match["image_distance"] == 0
+    [removed_pair] = built.table("rejects/removed_pairs.parquet")
+    assert removed_pair["images"][0] in {i["sha256"] for i in built.table("images/images.parquet")}
     ops = {"decontaminate": {"max_removal_rate": 1.0, "image_alone": True}}
     strict = build_rows(sources, ops=ops, benchmarks=benchmarks, images_root=tmp_path)
     assert sorted(r["source_row"] for r in strict.removed("decontaminate")) == ["rv.jsonl:0", "rv.jsonl:2"]

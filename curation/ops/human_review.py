@@ -1,0 +1,88 @@
+"""human_review: apply curators' reviews (`curation.reviews`) to the pairs they name.
+
+Score: each live pair's latest review, by `pair_id`, from the reviews file (`reviews`: a path; the workbench
+writes `DATA_ROOT/reviews/<build>.parquet`). Decide: `drop` removes the pair (reason "dropped by review", the
+note and reviewer in the detail); `swap` keeps it with chosen and rejected exchanged in the shards (a label fix:
+scores, models and the margin's sign follow, the pair_id is that of the swapped pair, and `meta` records the
+review); `keep` changes nothing. Every review is listed in `flags/human_review.parquet` with its outcome: applied,
+or why not (the pair was removed by an earlier stage, or is not among this build's pairs). The stage runs last,
+so a review never brings back a pair another stage removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from curation.ops.base import Decision, Op
+from curation.ops.context import BuildContext
+from curation.reviews import REVIEW_SCHEMA, latest, read_reviews
+from curation.sql import sql_literal
+
+
+@dataclass(frozen=True)
+class HumanReviewParams:
+    reviews: str = ""  # the reviews parquet the workbench wrote (DATA_ROOT/reviews/<build>.parquet)
+
+    def check(self) -> None:
+        if not self.reviews:
+            raise ValueError("reviews: give the reviews file (DATA_ROOT/reviews/<build>.parquet)")
+        if not Path(self.reviews).is_file():
+            raise ValueError(f"reviews: {self.reviews} does not exist (review pairs in the workbench first)")
+
+
+class HumanReview(Op):
+    name = "human_review"
+    Params = HumanReviewParams
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {
+        "pairs": ("row_key", "pair_id"),
+        "live_pairs": ("row_key", "pair_id", "source", "source_row"),
+    }
+    evidence: ClassVar[tuple[str, ...]] = ("flags/human_review.parquet",)
+
+    def scoring(self, params: Any) -> dict[str, Any]:
+        from curation.io import sha256_file
+
+        return {"reviews_sha256": sha256_file(Path(params.reviews))}
+
+    def score(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> None:
+        rows = pa.Table.from_pylist(latest(read_reviews(Path(params.reviews))), schema=REVIEW_SCHEMA)
+        ctx.db.register("review_rows", rows)
+        try:
+            # Every review, with the pairs it names among all ingested pairs (none: another build's pair).
+            ctx.copy(
+                """SELECT r.pair_id, r.action, r.note, r.reviewer, r.reviewed_at, r.build, r.queue,
+                          r.source AS reviewed_source, r.source_row AS reviewed_row, p.row_key
+                   FROM review_rows r LEFT JOIN pairs p USING (pair_id)
+                   ORDER BY r.pair_id, p.row_key""",
+                signals,
+            )
+        finally:
+            ctx.db.unregister("review_rows")
+
+    def decide(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> Decision:
+        reviews = f"read_parquet({sql_literal(signals)})"
+        live = f"(SELECT s.*, p.source, p.source_row FROM {reviews} s JOIN live_pairs p USING (row_key))"
+        detail = "'by ' || reviewer || ' at ' || reviewed_at || CASE WHEN note = '' THEN '' ELSE ': ' || note END"
+        # One line per review: applied when a copy of its pair is live.
+        outcome = """CASE WHEN count(s.row_key) = 0 THEN 'not applied: not among this build''s pairs'
+                          WHEN count(p.row_key) = 0 THEN 'not applied: removed by an earlier stage'
+                          ELSE 'applied' END"""
+        return Decision(
+            evidence={
+                "flags/human_review.parquet": f"""
+                    SELECT s.pair_id, s.reviewed_source AS source, s.reviewed_row AS source_row, s.action, s.note,
+                           s.reviewer, s.reviewed_at, s.build, s.queue, {outcome} AS outcome
+                    FROM {reviews} s LEFT JOIN live_pairs p USING (row_key)
+                    GROUP BY ALL ORDER BY s.pair_id"""
+            },
+            removals=[
+                f"SELECT row_key, 'dropped by review' AS reason, {detail} AS detail FROM {live} WHERE action = 'drop'"
+            ],
+            swaps=[
+                f"SELECT row_key, 'swapped by review' AS reason, {detail} AS detail FROM {live} WHERE action = 'swap'"
+            ],
+        )

@@ -1,0 +1,131 @@
+"""Curators' reviews of a build's pairs: `DATA_ROOT/reviews/<build>.parquet`, append-only.
+
+A review marks one pair `keep`, `drop` or `swap` (chosen and rejected exchanged) with a note, who and when. The
+workbench appends reviews; builds stay read-only. A file is rewritten whole under a temporary name and renamed,
+under a lock, so a reader never sees half a file and two writers never lose each other's reviews. The latest
+review of a pair is the one that counts (`latest`); the `human_review` op applies them in the next build.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.errors import InputError
+
+ACTIONS = ("keep", "drop", "swap")
+REVIEW_SCHEMA = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_row", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("note", pa.string(), nullable=False),
+        pa.field("reviewer", pa.string(), nullable=False),
+        pa.field("reviewed_at", pa.string(), nullable=False),  # UTC, ISO 8601
+        pa.field("build", pa.string(), nullable=False),  # the build the pair was reviewed in
+        pa.field("queue", pa.string(), nullable=False),  # where the curator found it ("pairs", "rm_margin", ...)
+    ],
+    metadata={"schema": "review", "schema_version": "1"},
+)
+
+
+@dataclass(frozen=True)
+class Review:
+    pair_id: str
+    source: str
+    source_row: str
+    action: str
+    note: str
+    reviewer: str
+    build: str
+    queue: str = "pairs"
+    reviewed_at: str = ""  # set when appended
+
+    def check(self) -> None:
+        if self.action not in ACTIONS:
+            raise InputError(f"review action {self.action!r}: use one of {', '.join(ACTIONS)}")
+        if not self.reviewer.strip():
+            raise InputError("a review needs a reviewer name")
+
+
+def reviews_path(root: Path, build: str) -> Path:
+    """Where the reviews of `build` (a build folder's name under the data root) are kept."""
+    if not build or "/" in build or build in {".", ".."}:
+        raise InputError(f"{build!r} is not a build name")
+    return root / "reviews" / f"{build}.parquet"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_review(path: Path, review: Review) -> Review:
+    """Append one review (stamped with the current UTC time) to the file at `path`; returns it as written."""
+    review.check()
+    stamped = Review(**{**asdict(review), "reviewed_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    with _locked(path):
+        rows = read_reviews(path).to_pylist() if path.exists() else []
+        table = pa.Table.from_pylist([*rows, asdict(stamped)], schema=REVIEW_SCHEMA)
+        tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    return stamped
+
+
+def read_reviews(path: Path) -> pa.Table:
+    """Every review in the file, in the order written."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: not a reviews file ({exc})") from None
+    missing = [name for name in REVIEW_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise InputError(f"{path}: not a reviews file (no column {', '.join(missing)})")
+    return table.select(REVIEW_SCHEMA.names).cast(REVIEW_SCHEMA)
+
+
+def latest(table: pa.Table) -> list[dict[str, str]]:
+    """The latest review of each pair (later rows win), in pair_id order."""
+    by_pair = {row["pair_id"]: row for row in table.to_pylist()}
+    return [by_pair[k] for k in sorted(by_pair)]
+
+
+def list_review_files(root: Path) -> list[Path]:
+    folder = root / "reviews"
+    return sorted(p for p in folder.glob("*.parquet") if p.is_file()) if folder.is_dir() else []
+
+
+def export_reviews(table: pa.Table, path: Path) -> None:
+    """Write reviews as parquet, jsonl or csv (by the file's suffix), under a temporary name, then renamed."""
+    import json
+
+    import pyarrow.csv as pa_csv
+
+    writers = {".parquet", ".jsonl", ".csv"}
+    if path.suffix not in writers:
+        raise InputError(f"{path}: export to a .parquet, .jsonl or .csv file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+    if path.suffix == ".parquet":
+        pq.write_table(table, tmp, compression="zstd")
+    elif path.suffix == ".csv":
+        pa_csv.write_csv(table, tmp)
+    else:
+        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), "utf-8")
+    os.replace(tmp, path)

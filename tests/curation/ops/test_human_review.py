@@ -1,0 +1,97 @@
+"""human_review: curators' reviews applied in the next build (drop, swap as a fix, keep)."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.io import read_shards
+from curation.ops.context import pair_tables
+from curation.reviews import Review, append_review, latest, read_reviews, reviews_path
+from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
+
+ROWS = [{"prompt": f"Question {k}?", "chosen": f"good {k}", "rejected": f"bad {k}", "chosen_score": 9.0,
+         "rejected_score": 2.0, "chosen_model": "m-good", "rejected_model": "m-bad"} for k in range(4)]  # fmt: skip
+
+
+def _review(path: Path, pair_id: str, action: str, note: str = "", row: str = "s.jsonl:0") -> None:
+    append_review(path, Review(pair_id, "s", row, action, note, reviewer="ana", build="b0"))
+
+
+def test_reviews_are_appended_and_the_latest_counts(tmp_path: Path) -> None:
+    path = reviews_path(tmp_path, "b0")
+    _review(path, "p1", "drop", "off-topic")
+    _review(path, "p2", "keep")
+    _review(path, "p1", "swap", "labels reversed")
+    table = read_reviews(path)
+    assert table.num_rows == 3 and all(r for r in table.column("reviewed_at").to_pylist())
+    assert [(r["pair_id"], r["action"]) for r in latest(table)] == [("p1", "swap"), ("p2", "keep")]
+    assert not list(path.parent.glob("*.partial*"))
+    with pytest.raises(Exception, match="review action 'burn'"):
+        _review(path, "p3", "burn")
+    with pytest.raises(Exception, match="not a build name"):
+        reviews_path(tmp_path, "../etc")
+
+
+def test_drop_swap_and_keep_through_the_ops_context(tmp_path: Path) -> None:
+    pairs, _ = pair_tables(ROWS)
+    ids = pairs["pair_id"].to_pylist()
+    path = tmp_path / "reviews.parquet"
+    _review(path, ids[0], "drop", "the answer is off-topic")
+    _review(path, ids[1], "swap", "rejected is better")
+    _review(path, ids[2], "keep")
+    _review(path, ids[3], "drop")  # removed by an earlier stage before this one runs
+    _review(path, "f" * 32, "drop")  # a pair of another build
+    run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": str(path)}, removed_before=(3,))
+    removed = run.removed()
+    assert removed[0][0] == "dropped by review" and removed[0][1].startswith("by ana at ")
+    assert removed[0][1].endswith(": the answer is off-topic") and set(removed) == {0, 3}
+    assert run.ctx.rows("SELECT row_key, stage, reason FROM swapped") == [(1, "human_review", "swapped by review")]
+    outcomes = {r["pair_id"]: r["outcome"] for r in run.evidence("flags/human_review.parquet")}
+    assert outcomes == {ids[0]: "applied", ids[1]: "applied", ids[2]: "applied",
+                        ids[3]: "not applied: removed by an earlier stage",
+                        "f" * 32: "not applied: not among this build's pairs"}  # fmt: skip
+
+
+def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) -> None:
+    rows = [uf(f"prompt {k}", f"good answer {k}", f"bad answer {k}") for k in range(4)]
+    first = build_rows({"uf": ("ultrafeedback_binarized", rows)})
+    shards = {p["source_row"]: p for p in read_shards(sorted((first.root / "shards").glob("*.arrow"))).to_pylist()}
+    path = tmp_path / "reviews" / "first.parquet"
+    append_review(path, Review(shards["uf.jsonl:1"]["pair_id"], "uf", "uf.jsonl:1", "drop", "", "ana", "first"))
+    append_review(path, Review(shards["uf.jsonl:2"]["pair_id"], "uf", "uf.jsonl:2", "swap", "", "ana", "first"))
+    second = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"human_review": {"reviews": str(path)}})
+    out = {p["source_row"]: p for p in read_shards(sorted((second.root / "shards").glob("*.arrow"))).to_pylist()}
+    assert sorted(out) == ["uf.jsonl:0", "uf.jsonl:2", "uf.jsonl:3"]
+    swapped, before = out["uf.jsonl:2"], shards["uf.jsonl:2"]
+    assert (swapped["chosen"], swapped["rejected"]) == (before["rejected"], before["chosen"])
+    assert (swapped["chosen_score"], swapped["rejected_score"]) == (before["rejected_score"], before["chosen_score"])
+    assert swapped["margin"] == -before["margin"] and swapped["pair_id"] != before["pair_id"]
+    assert json.loads(swapped["meta"])["_review"] == {"swapped": True, "pair_id_before": before["pair_id"]}
+    assert out["uf.jsonl:0"] == shards["uf.jsonl:0"]  # untouched pairs are the same rows
+    source = second.manifest["sources"]["uf"]
+    assert source["removed"]["human_review"] == {"dropped by review": 1}
+    assert source["swapped"] == {"human_review": {"swapped by review": 1}} and source["balanced"]
+    assert [r["reason"] for r in second.removed("human_review")] == ["dropped by review"]
+    assert pq.read_table(second.root / "flags" / "human_review.parquet").num_rows == 2
+
+
+def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    path = reviews_path(tmp_path, "demo")
+    _review(path, "a" * 32, "drop", "[bold]not markup[/]")
+    _review(path, "a" * 32, "swap")
+    result = CliRunner().invoke(app, ["reviews", str(tmp_path), "--export", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "2 reviews written, 1 pairs reviewed (latest: keep 0, drop 0, swap 1)" in result.output
+    assert f"ops: {{human_review: {{reviews: {path}}}}}" in result.output
+    exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["action"] for r in exported] == ["swap"]
+    every = CliRunner().invoke(app, ["reviews", str(tmp_path), "--all", "--json"])
+    assert [r["note"] for r in json.loads(every.output)] == ["[bold]not markup[/]", ""]
+    missing = CliRunner().invoke(app, ["reviews", str(tmp_path), "--build", "other"])
+    assert missing.exit_code == 1 and "error: no reviews under" in missing.output

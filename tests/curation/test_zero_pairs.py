@@ -1,0 +1,95 @@
+"""A source that gives no pair is said loudly, with its top reject reasons: a warning (recorded in a build's
+manifest and card), or with `--strict` one `error:` line and nothing written."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+from curation.cli import app
+from curation.ingest import IngestSummary
+from tests.conftest import write_jsonl
+
+runner = CliRunner()
+GOOD = [{"prompt": f"Name a colour, {n}.", "chosen": f"Blue {n}.", "rejected": f"Seven {n}."} for n in range(3)]
+BAD = [{"question": f"q{n}", "answer": f"a{n}"} for n in range(4)]  # fields the adapter does not read
+WARNING = "source 'bad' gave 0 pairs: 4 of 4 rows rejected (missing field: 4)"
+
+
+def _one_line(result: Result, prefix: str) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(prefix), result.output
+    return lines[0]
+
+
+def _ingest(tmp_path: Path, *flags: str) -> Result:
+    path = write_jsonl(tmp_path / "bad.jsonl", BAD)
+    args = ["ingest", "--source", "ultrafeedback_binarized", "--path", str(path), "--out", str(tmp_path / "out")]
+    return runner.invoke(app, [*args, *flags])
+
+
+def test_ingest_warns_with_the_top_reasons(tmp_path: Path) -> None:
+    result = _ingest(tmp_path, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["pairs"] == 0  # the warning is on stderr
+    assert _one_line(result, "warning: ") == (
+        "warning: source 'ultrafeedback_binarized' gave 0 pairs: 4 of 4 rows rejected (missing field: 4)"
+    )
+    assert (tmp_path / "out" / "pairs.parquet").is_file()
+
+
+def test_ingest_strict_fails_and_writes_nothing(tmp_path: Path) -> None:
+    result = _ingest(tmp_path, "--strict")
+    line = _one_line(result, "error: ")
+    assert result.exit_code == 1 and "gave 0 pairs: 4 of 4 rows rejected (missing field: 4) (--strict)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]  # no out, no out.partial
+
+
+def _recipe(tmp_path: Path) -> Path:
+    write_jsonl(tmp_path / "good.jsonl", GOOD)
+    write_jsonl(tmp_path / "bad.jsonl", BAD)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: zero\nsources:\n"
+        "  good: {adapter: ultrafeedback_binarized, path: good.jsonl}\n"
+        "  bad: {adapter: ultrafeedback_binarized, path: bad.jsonl}\n"
+    )
+    return recipe
+
+
+def test_build_records_the_warning_and_prints_it_after(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["build", "--mix", str(_recipe(tmp_path)), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert _one_line(result, "warning: ") == f"warning: {WARNING}"
+    assert "3 pairs in 1 shard(s)" in result.stdout
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["warnings"] == [WARNING]
+    assert f"> **Warning:** {WARNING}" in (tmp_path / "b" / "README.md").read_text()
+
+
+def test_build_strict_fails_before_publishing(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["build", "--mix", str(_recipe(tmp_path)), "--out", str(tmp_path / "b"), "--strict"])
+    assert result.exit_code == 1 and f"error: {WARNING} (--strict)" in _one_line(result, "error: ")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_source_with_pairs_is_not_warned_about(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text(
+        "name: ok\nsources:\n  good: {adapter: ultrafeedback_binarized, path: g.jsonl}\n"
+    )
+    write_jsonl(tmp_path / "g.jsonl", GOOD)
+    args = ["build", "--mix", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "b"), "--strict"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and not result.stderr.strip(), result.output
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["warnings"] == []
+
+
+def test_the_warning_names_the_three_most_frequent_reasons() -> None:
+    summary = IngestSummary("x", rows_read=10, rows_rejected=10)
+    summary.rejects_by_reason = Counter({"wrong type": 1, "missing field": 4, "tie": 2, "empty": 2, "bad image": 1})
+    assert summary.no_pairs("s") == (
+        "source 's' gave 0 pairs: 10 of 10 rows rejected (missing field: 4, empty: 2, tie: 2, and 2 other reasons)"
+    )
+    assert IngestSummary("x").no_pairs("s") == "source 's' gave 0 pairs: no rows read"
+    assert IngestSummary("x", rows_read=1, rows_paired=1, pairs=1).no_pairs("s") is None
