@@ -2,9 +2,10 @@
 
 Variants come from `--mixtures A.yaml B.yaml ...` and/or `--per-source RECIPE` (the full recipe plus one
 variant per source, keeping the recipe's ops, benchmarks and seed: the paper's per-dataset table). Layout:
-`OUT/variants/<name>.yaml`, `OUT/builds/<name>/`, `OUT/runs/<name>/` (metrics, model, eval.json), and
-`OUT/ablation.json` + `OUT/ablation.md`: rows = variants, columns = the headline benchmark scores. A variant that
-cannot train (e.g. fewer pairs than one global batch) gets its error in the table; the others still run.
+`OUT/variants/<name>.yaml`, `OUT/builds/<name>/`, `OUT/runs/<name>/` (metrics, model, evals/<report>.json), and
+`OUT/ablation.json` + `OUT/ablation.md`: rows = variants, columns = the headline benchmark scores over all items
+(the unscored counted as wrong) and `<benchmark>/items`, how many of them were scored. A variant that cannot train
+(e.g. fewer pairs than one global batch) or be evaluated gets its error in the table; the others still run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from trainer.config import FitConfig
 from trainer.evaluate import BenchSpec, evaluate
 from trainer.fit import TrainingError, fit
 from trainer.model import RewardModel
+from trainer.reports import EVALS, write_report
 
 HEADLINE = {
     "vl_rewardbench": ("overall", "macro"),
@@ -98,9 +100,12 @@ def ablate(
             if benches:
                 say(f"{name}: eval")
                 report = evaluate([RewardModel.load(run / "model")], benches)
-                (run / "eval.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-                for bench, metrics in report["benchmarks"].items():
-                    row |= {f"{bench}/{k}": metrics[k] for k in HEADLINE[bench] if k in metrics}
+                report["models"] = [str(run / "model")]
+                write_report(run / EVALS, report)
+                for bench, entry in report["benchmarks"].items():
+                    scores = entry["scores_over_all"]
+                    row |= {f"{bench}/{k}": scores[k] for k in HEADLINE[bench] if k in scores}
+                    row[f"{bench}/items"] = f"{entry['items_scored']} of {entry['items_total']} scored"
         except (InputError, TrainingError, OSError, ValueError) as exc:  # one variant's failure, the others go on
             row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)

@@ -13,6 +13,7 @@ Weights load through transformers with `trust_remote_code=False`; `tiny` builds 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from curation.errors import InputError
 from curation.schema import IMAGE_TOKEN
 from trainer import layout
 from trainer.vision_attention import use_batched_vision_attention
@@ -33,6 +35,10 @@ SECONDS_PER_GRID = 1.0  # frame timing is unknown in the canonical schema: 2 fra
 # Models whose decoder takes `attention_mask={"full_attention": 4-D mask}` as given (Llama and Mistral, for
 # example, build their own mask from it and fail).
 SHARED_PREFIX_MODELS = frozenset({"qwen2_5_vl", "qwen2_vl", "qwen2", "qwen3"})
+# A Hub model id as the Hub spells them: `owner/name`, each of letters, digits, `-`, `_` and `.`, neither starting
+# nor ending with `-` or `.`, without `--` or `..`, at most 96 characters.
+_HUB_PART = r"\w(?:[\w.-]{0,94}\w)?"
+HUB_ID = re.compile(rf"(?!.*(--|\.\.)){_HUB_PART}/{_HUB_PART}")
 
 
 class SequenceTooLong(ValueError):
@@ -415,10 +421,19 @@ class Backbone(nn.Module):
         return self._image_features(pixel_values.to(device), grid.to(device))[0]
 
 
+def check_model_source(source: str) -> None:
+    """`InputError` unless `source` can name a model: `tiny`, an existing folder or a plausible `owner/name` Hub
+    id. Decided here, before any network call: a typo would otherwise wait on the Hub's retries."""
+    if source == "tiny" or Path(source).is_dir() or (HUB_ID.fullmatch(source) and not Path(source).exists()):
+        return
+    raise InputError(f"unknown model {source!r}: use `tiny`, a local folder or a Hub id")
+
+
 def load_backbone(
     source: str, *, min_pixels: int | None = None, max_pixels: int | None = None, dtype: torch.dtype | None = None
 ) -> Backbone:
     """`tiny`, a local folder or a Hub id; the image processor gets the recipe's pixel bounds."""
+    check_model_source(source)
     if source == "tiny":
         from transformers import Qwen2_5_VLModel
 
@@ -431,10 +446,15 @@ def load_backbone(
         return Backbone(model, tokenizer, processor)
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-    model = AutoModel.from_pretrained(source, trust_remote_code=False, dtype=dtype or torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    processor = _image_processor(source, min_pixels, max_pixels) if backbone_kind(config) == "vision_language" else None
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        model = AutoModel.from_pretrained(source, trust_remote_code=False, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        vision = backbone_kind(config) == "vision_language"
+        processor = _image_processor(source, min_pixels, max_pixels) if vision else None
+    except (OSError, ValueError) as exc:  # offline, not cached, gated, not a model folder: explained on many lines
+        lines = str(exc).strip().splitlines()
+        raise InputError(f"model {source!r}: cannot load it ({lines[0] if lines else type(exc).__name__})") from exc
     return Backbone(model, tokenizer, processor)
 
 

@@ -1,8 +1,10 @@
 """Scoring rules of the RM benchmarks, as their own evaluation scripts compute them.
 
 An item is one pair: correct iff r(chosen) > r(rejected) strictly (ties count as wrong). An item the model
-could not score (e.g. video on a backbone without video input) stays in every denominator as wrong and is
-reported as skipped. All results are percentages.
+could not score (e.g. video on a backbone without video input) has no rewards and counts as wrong where it is
+given; `trainer eval` scores the scored items alone and every item. `unread`: rows rejected at ingest, wrong items
+whose group (and prompt id) is unknown, so they count in the whole-benchmark accuracy only. All results are
+percentages.
 """
 
 from __future__ import annotations
@@ -53,16 +55,17 @@ def _by_group(items: list[Item]) -> dict[str, list[Item]]:
     return dict(sorted(groups.items()))
 
 
-def vl_rewardbench(items: list[Item]) -> dict[str, float]:
+def vl_rewardbench(items: list[Item], unread: int = 0) -> dict[str, float]:
     """Overall = micro accuracy; macro = mean of the group accuracies (general, hallucination, reasoning)."""
     fractions = {g: sum(i.correct for i in members) / len(members) for g, members in _by_group(items).items()}
     macro = round(100.0 * sum(fractions.values()) / len(fractions), 2) if fractions else 0.0
     groups = {g: round(100.0 * f, 2) for g, f in fractions.items()}
-    return {"overall": _pct(sum(i.correct for i in items), len(items)), "macro": macro, **groups}
+    return {"overall": _pct(sum(i.correct for i in items), len(items) + unread), "macro": macro, **groups}
 
 
-def mm_rlhf_rewardbench(items: list[Item]) -> dict[str, float]:
-    """Acc over pairs; Acc+ over prompt ids whose pairs are all correct; both per category too."""
+def mm_rlhf_rewardbench(items: list[Item], unread: int = 0) -> dict[str, float]:
+    """Acc over pairs; Acc+ over prompt ids whose pairs are all correct (an unread row's id is unknown, so it
+    counts in Acc alone); both per category too."""
 
     def plus(members: list[Item]) -> float:
         ids: dict[str | None, bool] = {}
@@ -70,17 +73,17 @@ def mm_rlhf_rewardbench(items: list[Item]) -> dict[str, float]:
             ids[item.key] = ids.get(item.key, True) and item.correct
         return _pct(sum(ids.values()), len(ids))
 
-    out = {"acc": _pct(sum(i.correct for i in items), len(items)), "acc_plus": plus(items)}
+    out = {"acc": _pct(sum(i.correct for i in items), len(items) + unread), "acc_plus": plus(items)}
     for group, members in _by_group(items).items():
         out[group] = _pct(sum(i.correct for i in members), len(members))
         out[f"{group}_plus"] = plus(members)
     return out
 
 
-def multimodal_rewardbench(items: list[Item]) -> dict[str, float]:
+def multimodal_rewardbench(items: list[Item], unread: int = 0) -> dict[str, float]:
     """Overall = micro accuracy over every item; one accuracy per category (safety and reasoning split)."""
     groups = {g: _pct(sum(i.correct for i in members), len(members)) for g, members in _by_group(items).items()}
-    return {"overall": _pct(sum(i.correct for i in items), len(items)), **groups}
+    return {"overall": _pct(sum(i.correct for i in items), len(items) + unread), **groups}
 
 
 def rewardbench_sections(accuracy: dict[str, float], xstest: XstestWeights = "official") -> dict[str, float]:
@@ -101,12 +104,22 @@ def rewardbench_sections(accuracy: dict[str, float], xstest: XstestWeights = "of
     return out
 
 
-def rewardbench(items: list[Item], xstest: XstestWeights = "official") -> dict[str, float]:
+def rewardbench(items: list[Item], unread: int = 0, xstest: XstestWeights = "official") -> dict[str, float]:
+    """Section scores from the subset accuracies; an unread row has no subset, so it cannot enter them."""
     accuracy = {g: sum(i.correct for i in members) / len(members) for g, members in _by_group(items).items()}
     return rewardbench_sections(accuracy, xstest)
 
 
-SCORERS: dict[str, Callable[[list[Item]], dict[str, float]]] = {
+def outside_scores(benchmark: str, group: str | None) -> str | None:
+    """Why an item of this group can enter none of the benchmark's scores (a reason counted as not scored), or None.
+    RewardBench scores its sections only: a subset outside them (the `raw` split's, or a file read with the wrong
+    adapter) would otherwise make a section-less score of 0."""
+    if benchmark == "rewardbench" and SECTIONS.get(group or "") is None:
+        return "subset in no RewardBench section"
+    return None
+
+
+SCORERS: dict[str, Callable[[list[Item], int], dict[str, float]]] = {
     "vl_rewardbench": vl_rewardbench,
     "mm_rlhf_rewardbench": mm_rlhf_rewardbench,
     "multimodal_rewardbench": multimodal_rewardbench,

@@ -6,18 +6,30 @@ Under `torchrun`, every process runs `python -m trainer fit ...`; rank 0 writes 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from curation.errors import InputError
 from curation.failure import run_cli
+from trainer.config import FitConfig
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(help="Train and evaluate BaseReward reward models.", no_args_is_help=True)
+MODEL_HELP = "`tiny`, a local folder or a Hub id (owner/name)."
+NO_SETTINGS = "none: FitConfig's defaults"
+
+
+def _fit_default(name: str, otherwise: str | None = None) -> str:
+    """What an unset fit option becomes: the --settings file's value, else FitConfig's default."""
+    value = getattr(FitConfig, name)
+    return f"--settings, else {value if value is not None else f'none: {otherwise} decide'}"
 
 
 @app.callback()
@@ -49,20 +61,39 @@ def fit(
         list[str], typer.Option(help="A `curate build` folder (or its shards/), optionally DIR=WEIGHT; repeatable.")
     ],
     out: Annotated[Path, typer.Option(help="The run folder (metrics, checkpoints, final model).")],
-    model: Annotated[str | None, typer.Option(help="`tiny`, a local folder or a Hub id.")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP, show_default=_fit_default("model"))] = None,
     settings_file: Annotated[
-        Path | None, typer.Option("--settings", help="A YAML file of training settings (FitConfig).")
+        Path | None,
+        typer.Option("--settings", help="A YAML file of training settings (FitConfig).", show_default=NO_SETTINGS),
     ] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    max_steps: Annotated[int | None, typer.Option()] = None,
-    global_batch: Annotated[int | None, typer.Option()] = None,
-    micro_batch: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other setting as KEY=VALUE; repeatable.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default=_fit_default("lr"))] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the training pairs.", show_default=_fit_default("epochs"))
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many optimizer steps.", show_default=_fit_default("max_steps", "epochs")),
+    ] = None,
+    global_batch: Annotated[
+        int | None,
+        typer.Option(help="Pairs per optimizer step (all processes).", show_default=_fit_default("global_batch")),
+    ] = None,
+    micro_batch: Annotated[
+        int | None,
+        typer.Option(help="Pairs per forward pass of one process.", show_default=_fit_default("micro_batch")),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the held-out split, data order and head.", show_default=_fit_default("seed")),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other FitConfig setting as KEY=VALUE; repeatable.", show_default="none"),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's latest checkpoint.")] = False,
 ) -> None:
     """Train a BaseReward model on built shards (Bradley-Terry loss)."""
+    from trainer.backbone import check_model_source
     from trainer.config import load_config
     from trainer.fit import TrainingError
     from trainer.fit import fit as run_fit
@@ -70,17 +101,15 @@ def fit(
     overrides: dict[str, Any] = {"shards": list(shards), "model": model, "lr": lr, "epochs": epochs,
                                  "max_steps": max_steps, "global_batch": global_batch, "micro_batch": micro_batch,
                                  "seed": seed}  # fmt: skip
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = value
     try:
+        for item in set_ or []:
+            key, value = _key_value(item, "--set")
+            overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
+        check_model_source(settings.model)  # before the data is opened: a typo fails at once
         last = run_fit(settings, out, resume=resume)
     except (InputError, TrainingError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(str(exc), exc)
     shown = {k: round(v, 4) for k, v in last.items() if k in ("step", "loss", "accuracy", "eval/loss", "eval/accuracy")}
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
         typer.echo(f"done: {out} {shown}")
@@ -91,7 +120,9 @@ def predict(
     model: Annotated[Path, typer.Option(help="A run folder or a saved model folder.")],
     prompt: Annotated[str, typer.Option(help="The user prompt.")],
     answer: Annotated[list[str], typer.Option(help="An answer to score; repeatable.")],
-    image: Annotated[list[Path] | None, typer.Option(help="An image file for the prompt; repeatable.")] = None,
+    image: Annotated[
+        list[Path] | None, typer.Option(help="An image file for the prompt; repeatable.", show_default="none")
+    ] = None,
 ) -> None:
     """Print the reward of each answer to the prompt."""
     from trainer.predict import load_reward_model, read_images, rewards
@@ -100,8 +131,7 @@ def predict(
         reward_model = load_reward_model(model)
         scores = rewards(reward_model, prompt, list(answer), read_images(list(image or [])))
     except (OSError, ValueError) as exc:  # missing files, unreadable images, images on a text backbone
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(str(exc), exc)
     for text, score in zip(answer, scores, strict=True):
         preview = text if len(text) <= 60 else text[:57] + "..."
         typer.echo(f"{score:+.4f}\t{preview}")
@@ -117,35 +147,51 @@ def eval_(
             "multimodal_rewardbench, rewardbench); repeatable."
         ),
     ],
-    images_root: Annotated[list[str] | None, typer.Option(help="NAME=DIR where a benchmark's images are.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Report JSON (default: RUN/eval.json for one run).")] = None,
+    images_root: Annotated[
+        list[str] | None, typer.Option(help="NAME=DIR where a benchmark's images are.", show_default="none")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The folder the report is written into, as <UTC time>-<benchmarks>.json (never overwritten).",
+            show_default="RUN/evals for one run folder",
+        ),
+    ] = None,
     vl_grouping: Annotated[str, typer.Option(help="VL-RewardBench groups: official or r1_reward.")] = "official",
     xstest_weights: Annotated[str, typer.Option(help="RewardBench xstest weights: official or true_sizes.")] = (
         "official"
     ),
-    max_length: Annotated[int, typer.Option()] = 4096,
-    micro_batch: Annotated[int, typer.Option()] = 4,
+    max_length: Annotated[
+        int, typer.Option(help="Tokens per answer with its prompt; longer items are not scored (and counted).")
+    ] = 4096,
+    micro_batch: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 4,
 ) -> None:
-    """Score benchmarks with a model (or the average of several), beside a length-only judge and published rows."""
-    from rich.console import Console
+    """Score benchmarks with a model (or the average of several), beside a length-only judge and published rows;
+    each evaluation is its own report, RUN/evals/<UTC time>-<benchmarks>.json."""
     from rich.progress import Progress
     from rich.table import Table
+    from rich.text import Text
 
     from trainer.evaluate import BenchSpec, evaluate
     from trainer.predict import load_reward_model, resolve_model
     from trainer.published import comparison_rows
+    from trainer.reports import EVALS, counts_text, not_scored_text, write_report
 
+    console = _console()
     if out is None:
         if len(model) != 1 or not (model[0] / "metrics.jsonl").is_file():
-            raise typer.BadParameter("--out is required unless --model is one run folder", param_hint="--out")
-        out = model[0] / "eval.json"
+            _fail("--out is required unless --model is one run folder (its reports go to RUN/evals)")
+        out = model[0] / EVALS
+    elif out.suffix == ".json" or out.is_file():
+        _fail(f"--out {out}: the folder reports are written into (each named by its time and benchmarks), not a file")
     try:
         roots = dict(_key_value(item, "--images-root") for item in images_root or [])
         specs = [BenchSpec.parse(b, roots) for b in bench]
         specs = [BenchSpec(s.name, s.location, s.images_root, {"grouping": vl_grouping}) if s.name == "vl_rewardbench"
                  else s for s in specs]  # fmt: skip
         models = [load_reward_model(m) for m in model]
-        with Progress(transient=True) as progress:
+        # A progress bar on a terminal only: piped, it would leave lines (a blank one before an error).
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
             tasks: dict[str, Any] = {}
 
             def show(name: str, done: int, total: int) -> None:
@@ -155,29 +201,23 @@ def eval_(
 
             report = evaluate(models, specs, max_length=max_length, micro_batch=micro_batch,
                               xstest=xstest_weights, on_progress=show)  # type: ignore[arg-type]  # fmt: skip
+        report["models"] = [str(resolve_model(m)) for m in model]
+        path = write_report(out, report)
     except (InputError, OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    report["models"] = [str(resolve_model(m)) for m in model]
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    tmp.replace(out)
-    console = Console()
+        _fail(str(exc), exc)
     label = "this model" if len(model) == 1 else f"ensemble of {len(model)}"
-    for name in report["benchmarks"]:
+    for name, entry in report["benchmarks"].items():
         rows = comparison_rows(report, name, label)
-        table = Table(title=name)
+        table = Table(title=Text(f"{name}: {counts_text(entry)}"))
         columns = [c for c in rows[0] if not c.endswith("_plus") or c == "acc_plus"]  # the JSON has every metric
         for column in columns:
-            table.add_column(column, no_wrap=column == "model")
+            table.add_column(column, no_wrap=column in ("model", "result"))
         for row in rows:
             table.add_row(*[_cell(row.get(c)) for c in columns])
         console.print(table)
-        skipped = report["skipped"][name]
-        if skipped or report["rejected_at_ingest"][name]:
-            console.print(f"  skipped (counted wrong): {skipped or 0}; rows rejected at ingest: "
-                          f"{report['rejected_at_ingest'][name]}")  # fmt: skip
-    typer.echo(f"report: {out}")
+        if not_scored_text(entry):
+            console.print(f"  {not_scored_text(entry)}", markup=False, highlight=False)
+    typer.echo(f"report: {path}")
 
 
 @app.command()
@@ -185,8 +225,10 @@ def score(
     model: Annotated[Path, typer.Option(help="A run or model folder.")],
     build: Annotated[Path, typer.Option(help="A `curate build` output folder.")],
     part_pairs: Annotated[int, typer.Option(help="Pairs per resumable part.")] = 2048,
-    micro_batch: Annotated[int, typer.Option()] = 8,
-    max_length: Annotated[int, typer.Option()] = 4096,
+    micro_batch: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 8,
+    max_length: Annotated[
+        int, typer.Option(help="Tokens per answer with its prompt; longer pairs get no score.")
+    ] = 4096,
 ) -> None:
     """Write BUILD/signals/rm_scores-<model>.parquet (rewards and margin per pair) for the rm_margin op."""
     from rich.progress import Progress
@@ -206,8 +248,7 @@ def score(
             out = score_build(reward_model, folder, build, part_pairs=part_pairs, micro_batch=micro_batch,
                               max_length=max_length, on_part=advance)  # fmt: skip
     except (OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(str(exc), exc)
     typer.echo(f"scores: {out}\nuse them in a recipe: ops: {{rm_margin: {{scores: {out}}}}}")
 
 
@@ -216,34 +257,45 @@ def ablate(
     out: Annotated[Path, typer.Option(help="Folder for variants, builds, runs and the ablation table.")],
     mix: Annotated[
         list[Path] | None,
-        typer.Option("--mix", help="A recipe (as `curate build --mix` takes); repeat to compare several."),
+        typer.Option(
+            "--mix", help="A recipe (as `curate build --mix` takes); repeat to compare several.", show_default="none"
+        ),
     ] = None,
     per_source: Annotated[bool, typer.Option(help="The one --mix recipe plus one variant per source.")] = False,
-    model: Annotated[str | None, typer.Option(help="`tiny`, a local folder or a Hub id.")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP, show_default=_fit_default("model"))] = None,
     settings_file: Annotated[
-        Path | None, typer.Option("--settings", help="Training settings (FitConfig YAML) shared by every variant.")
+        Path | None,
+        typer.Option(
+            "--settings", help="Training settings (FitConfig YAML) shared by every variant.", show_default=NO_SETTINGS
+        ),
     ] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any FitConfig setting as KEY=VALUE.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any FitConfig setting as KEY=VALUE; repeatable.", show_default="none"),
+    ] = None,
     bench: Annotated[
-        list[str] | None, typer.Option(help="Benchmarks to evaluate every variant on (as for eval).")
+        list[str] | None,
+        typer.Option(help="Benchmarks to evaluate every variant on (as for eval).", show_default="none: no evaluation"),
     ] = None,
-    images_root: Annotated[list[str] | None, typer.Option(help="NAME=DIR where a benchmark's images are.")] = None,
+    images_root: Annotated[
+        list[str] | None, typer.Option(help="NAME=DIR where a benchmark's images are.", show_default="none")
+    ] = None,
 ) -> None:
     """Train one model per mixture variant with the same config and tabulate their benchmark scores."""
-    from rich.console import Console
     from rich.table import Table
 
     from trainer.ablate import ablate as run_ablation
     from trainer.ablate import mixture_variants, per_source_variants
+    from trainer.backbone import check_model_source
     from trainer.config import load_config
     from trainer.evaluate import BenchSpec
 
     recipes = mix or []
     if per_source and len(recipes) != 1:
-        raise typer.BadParameter("--per-source takes exactly one --mix recipe", param_hint="--mix")
+        _fail("--per-source takes exactly one --mix recipe")
     if not recipes:
-        raise typer.BadParameter("give --mix RECIPE --per-source, or --mix A.yaml --mix B.yaml ...")
-    console = Console()
+        _fail("give --mix RECIPE --per-source, or --mix A.yaml --mix B.yaml ...")
+    console = _console()
     try:
         variants = per_source_variants(recipes[0]) if per_source else mixture_variants(recipes)
         overrides: dict[str, Any] = {"model": model}
@@ -251,12 +303,12 @@ def ablate(
             key, value = _key_value(item, "--set")
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
+        check_model_source(settings.model)
         roots = dict(_key_value(item, "--images-root") for item in images_root or [])
         specs = [BenchSpec.parse(b, roots) for b in bench or []]
         rows = run_ablation(variants, settings, specs, out, on_step=lambda text: console.print(f"[dim]{text}[/dim]"))
     except (InputError, OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(str(exc), exc)
     table = Table(title=f"ablation ({len(rows)} variants)")
     columns = list(dict.fromkeys(k for row in rows for k in row))
     for column in columns:  # the JSON and markdown tables keep the whole error text
@@ -271,8 +323,12 @@ def ablate(
 def export(
     run: Annotated[Path, typer.Argument(help="A run folder (from `trainer fit`).")],
     repo: Annotated[str, typer.Option(help="The Hub model repo, USER/NAME.")],
-    local_dir: Annotated[Path | None, typer.Option(help="Where the repo is written (default: RUN-hub).")] = None,
-    dataset_repo: Annotated[str | None, typer.Option(help="The exported training data's Hub repo, to link.")] = None,
+    local_dir: Annotated[
+        Path | None, typer.Option(help="Where the repo is written.", show_default="RUN-hub beside the run")
+    ] = None,
+    dataset_repo: Annotated[
+        str | None, typer.Option(help="The exported training data's Hub repo, to link.", show_default="none")
+    ] = None,
     private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Write locally and list what would be sent; send nothing.")] = False,
 ) -> None:
@@ -287,8 +343,7 @@ def export(
         for line in upload(local, repo, repo_type="model", private=private, dry_run=dry_run):
             typer.echo(line)
     except InputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(str(exc), exc)
 
 
 def _key_value(text: str, option: str) -> tuple[str, str]:
@@ -296,6 +351,19 @@ def _key_value(text: str, option: str) -> tuple[str, str]:
     if not sep:
         raise InputError(f"{option} {text!r}: expected NAME=VALUE")
     return key, value
+
+
+def _fail(message: str, cause: BaseException | None = None) -> NoReturn:
+    """The one `error:` line of an anticipated failure, then exit 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1) from cause
+
+
+def _console() -> Console:
+    """stdout's console; piped or captured, never narrower than a table (a cut column would lose data)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 100_000)
 
 
 def _cell(value: Any) -> str:

@@ -2,29 +2,39 @@
 
 Each benchmark is read from its native format by its benchmark adapter (`curation/sources/`), into the
 canonical pairs; every pair is scored by every model and the rewards are averaged (the paper's ensemble rule).
-Items a model cannot score stay in the denominators as wrong and are counted as skipped.
+Every item is accounted for: items whose image is not found (read with a stand-in image, so they keep their group
+and prompt id), rows rejected at ingest and items the model cannot score (e.g. too long) are counted by reason, and
+every score is given over the scored items and over all items (the unscored counted as wrong); the report format is
+in `trainer.reports`. A benchmark none of whose items can be scored is an error, never a score of 0.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
+from curation.errors import InputError, RowError
 from curation.images import ImagesRoot
-from curation.ingest import ingest
+from curation.ingest import IngestSummary, ingest
 from curation.sources import get_adapter
-from trainer.benchmarks import SCORERS, Item, XstestWeights, length_judge, rewardbench
+from trainer.benchmarks import SCORERS, Item, XstestWeights, length_judge, outside_scores, rewardbench
 from trainer.data import collate, featurize
 from trainer.model import RewardModel
+from trainer.reports import VERSION
 
 
 @dataclass(frozen=True)
@@ -44,20 +54,77 @@ class BenchSpec:
         return cls(name, location or str(adapter.info.hub_id), images.get(name))
 
 
+IMAGE_NOT_FOUND = "image not found"  # the ingest's reason, kept for the items read with the stand-in
+
+
+def _stand_in_image() -> bytes:
+    """A 1x1 PNG marked as standing in for a benchmark image that was not found."""
+    info = PngInfo()
+    info.add_text("rm-workbench", "stand-in for a benchmark image that was not found")
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+STAND_IN = _stand_in_image()
+STAND_IN_SHA256 = hashlib.sha256(STAND_IN).hexdigest()
+
+
+class StandInImages(ImagesRoot):
+    """An images root that serves `STAND_IN` for a file it cannot find: the row still becomes its pairs, with their
+    group and prompt id, so an item whose image is missing counts in its group, as not scored."""
+
+    def read(self, rel: str, by_basename: bool = False) -> bytes:
+        try:
+            return super().read(rel, by_basename)
+        except RowError as exc:
+            if exc.reason != IMAGE_NOT_FOUND:
+                raise
+            return STAND_IN
+
+    def frames(self, rel_dir: str) -> list[str]:
+        try:
+            return super().frames(rel_dir)
+        except RowError as exc:
+            if exc.reason != IMAGE_NOT_FOUND:
+                raise
+            return [f"{rel_dir}/{IMAGE_NOT_FOUND}"]  # one frame, read as the stand-in
+
+
 @dataclass
 class BenchPairs:
     rows: list[dict[str, Any]]
     images: dict[str, bytes]
-    rejected_at_ingest: int
+    rows_read: int = 0
+    rejected_at_ingest: Counter[str] = field(default_factory=Counter)  # rows by reason
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected_at_ingest.values())
+
+
+def _ingest(spec: BenchSpec, work: Path) -> tuple[Path, IngestSummary]:
+    adapter = get_adapter(spec.name)(spec.options)
+    out = work / spec.name
+    root = StandInImages(Path(spec.images_root) if spec.images_root else None)
+    # In this process (one worker, texts as published: no columnar path), so the stand-in root is the one used.
+    return out, ingest(adapter, spec.location, out, root, canonical=False)
+
+
+def _scorable_rows(out: Path) -> int:
+    """Pairs read with all their images (the ones a model may score)."""
+    images = pq.read_table(out / "pairs.parquet", columns=["images"]).column("images").to_pylist()
+    return sum(STAND_IN_SHA256 not in hashes for hashes in images)
+
+
+def _load(out: Path, summary: IngestSummary) -> BenchPairs:
+    images = {r["sha256"]: r["bytes"] for r in pq.read_table(out / "images.parquet").to_pylist()}
+    rows = pq.read_table(out / "pairs.parquet").to_pylist()
+    return BenchPairs(rows, images, summary.rows_read, Counter(summary.rejects_by_reason))
 
 
 def read_benchmark(spec: BenchSpec, work: Path) -> BenchPairs:
-    adapter = get_adapter(spec.name)(spec.options)
-    out = work / spec.name
-    root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
-    summary = ingest(adapter, spec.location, out, root, canonical=False)  # scored on the texts as published
-    images = {r["sha256"]: r["bytes"] for r in pq.read_table(out / "images.parquet").to_pylist()}
-    return BenchPairs(pq.read_table(out / "pairs.parquet").to_pylist(), images, summary.rows_rejected)
+    return _load(*_ingest(spec, work))
 
 
 @torch.no_grad()
@@ -67,11 +134,11 @@ def model_rewards(
     max_length: int,
     micro_batch: int,
     on_pair: Callable[[], None] | None = None,
-) -> tuple[list[tuple[float, float] | None], Counter[str]]:
-    """(chosen, rejected) rewards per pair, None where the model cannot score it (with the reason counted)."""
+) -> tuple[list[tuple[float, float] | None], list[str | None]]:
+    """(chosen, rejected) rewards per pair, None where the model cannot score it; and per pair that reason."""
     model.eval()
     device = next(model.parameters()).device
-    skipped: Counter[str] = Counter()
+    reasons: list[str | None] = [None] * len(pairs.rows)
     out: list[tuple[float, float] | None] = [None] * len(pairs.rows)
     pending: list[tuple[int, Any]] = []
 
@@ -91,13 +158,13 @@ def model_rewards(
             on_pair()
         feature = featurize(model.backbone, row, [pairs.images[h] for h in row["images"]], max_length)
         if isinstance(feature, str):
-            skipped[feature] += 1
+            reasons[index] = feature
             continue
         pending.append((index, feature))
         if len(pending) == micro_batch:
             flush()
     flush()
-    return out, skipped
+    return out, reasons
 
 
 def item_key(benchmark: str, row: dict[str, Any]) -> str | None:
@@ -116,58 +183,119 @@ def evaluate(
     work: Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """`on_progress(benchmark, pairs done, pairs to score)` is called as pairs are scored (for a progress bar)."""
-    report: dict[str, Any] = {"benchmarks": {}, "length_judge": {}, "skipped": {}, "rejected_at_ingest": {},
-                              "items": {}, "models": [m.source for m in models]}  # fmt: skip
+    """The report (format in `trainer.reports`); `InputError` for a benchmark none of whose items can be scored.
+    `on_progress(benchmark, pairs done, pairs to score)` is called as pairs are scored (for a progress bar)."""
+    names = [s.name for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"--bench: {', '.join(twice)} given twice; evaluate one file per benchmark at a time")
+    report: dict[str, Any] = {
+        "version": VERSION,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "models": [m.source for m in models],
+        "settings": {"max_length": max_length, "micro_batch": micro_batch},
+        "benchmarks": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in specs:
-            pairs = read_benchmark(spec, work or Path(tmp))
-            per_model = []
-            skipped: Counter[str] = Counter()
-            total, done = len(pairs.rows) * len(models), [0]
-
-            def tick(name: str = spec.name, total: int = total, done: list[int] = done) -> None:
-                done[0] += 1
-                if on_progress is not None:
-                    on_progress(name, done[0], total)
-
-            for model in models:
-                rewards, why = model_rewards(model, pairs, max_length, micro_batch, tick)
-                per_model.append(rewards)
-                skipped.update(why)
-            items = []
-            for index, row in enumerate(pairs.rows):
-                scored = [m[index] for m in per_model]
-                # An ensemble scores an item only if every member does: the average must be over the same models.
-                mean = (
-                    None
-                    if any(s is None for s in scored)
-                    else tuple(sum(x) / len(x) for x in zip(*scored, strict=True))
+        # Every benchmark is read before any is scored: one that cannot be read fails before the models run.
+        read = [(spec, *_ingest(spec, work or Path(tmp))) for spec in specs]
+        for spec, out, summary in read:
+            if not _scorable_rows(out):
+                missing = Counter({IMAGE_NOT_FOUND: summary.pairs} if summary.pairs else {})
+                raise InputError(
+                    _nothing_scored(spec.name, summary.rows_read, Counter(summary.rejects_by_reason), missing)
                 )
-                items.append(Item(row["pair_id"], row["subset"], item_key(spec.name, row),
-                                  mean[0] if mean else None, mean[1] if mean else None))  # fmt: skip
-            lengths = length_judge(
-                items, [len(r["chosen"]) for r in pairs.rows], [len(r["rejected"]) for r in pairs.rows]
-            )
+        for spec, out, summary in read:
+            pairs = _load(out, summary)
+            options = {**spec.options, **({"xstest_weights": xstest} if spec.name == "rewardbench" else {})}
             scorer = partial(rewardbench, xstest=xstest) if spec.name == "rewardbench" else SCORERS[spec.name]
-            report["benchmarks"][spec.name] = scorer(items)
-            report["length_judge"][spec.name] = scorer(lengths)
-            report["skipped"][spec.name] = dict(sorted(skipped.items()))
-            report["rejected_at_ingest"][spec.name] = pairs.rejected_at_ingest
-            if spec.name == "rewardbench":
-                report["rewardbench_xstest_weights"] = xstest
-            report["items"][spec.name] = [
-                {
-                    "pair_id": i.pair_id,
-                    "source_row": r["source_row"],
-                    "group": i.group,
-                    "key": i.key,
-                    "reward_chosen": i.chosen,
-                    "reward_rejected": i.rejected,
-                    "correct": i.correct,
-                    "tie": i.tie,
-                    "length_judge_correct": j.correct,
-                }
-                for i, j, r in zip(items, lengths, pairs.rows, strict=True)
-            ]
+            entry = {"location": spec.location, "images_root": spec.images_root, "options": options}
+            report["benchmarks"][spec.name] = entry | score_benchmark(
+                models, spec.name, pairs, scorer, max_length, micro_batch, on_progress
+            )
     return report
+
+
+def score_benchmark(
+    models: list[RewardModel],
+    name: str,
+    pairs: BenchPairs,
+    scorer: Callable[[list[Item], int], dict[str, float]],
+    max_length: int,
+    micro_batch: int,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """One benchmark's counts, scores (over the scored items and over all) and items."""
+    reasons = [IMAGE_NOT_FOUND if STAND_IN_SHA256 in r["images"] else outside_scores(name, r["subset"])
+               for r in pairs.rows]  # fmt: skip
+    found = [index for index, reason in enumerate(reasons) if reason is None]
+    total, done = len(found) * len(models), [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if on_progress is not None:
+            on_progress(name, done[0], total)
+
+    readable = BenchPairs([pairs.rows[index] for index in found], pairs.images)
+    per_model = [model_rewards(model, readable, max_length, micro_batch, tick) for model in models]
+    means: list[list[float] | None] = [None] * len(pairs.rows)
+    for k, index in enumerate(found):
+        # An ensemble scores an item only if every member does: the average must be over the same models.
+        reasons[index] = next((why[k] for _, why in per_model if why[k] is not None), None)
+        if reasons[index] is None:
+            means[index] = [sum(x) / len(x) for x in zip(*(rewards[k] for rewards, _ in per_model), strict=True)]
+    items = [Item(row["pair_id"], row["subset"], item_key(name, row), mean[0] if mean else None,
+                  mean[1] if mean else None) for row, mean in zip(pairs.rows, means, strict=True)]  # fmt: skip
+    unscorable = Counter(r for r in reasons if r is not None)
+    scored = [i for i, r in zip(items, reasons, strict=True) if r is None]
+    if not scored:
+        raise InputError(_nothing_scored(name, pairs.rows_read, pairs.rejected_at_ingest, unscorable))
+    lengths = length_judge(items, [len(r["chosen"]) for r in pairs.rows], [len(r["rejected"]) for r in pairs.rows])
+    groups: dict[str, dict[str, int]] = {}
+    for item, reason in zip(items, reasons, strict=True):
+        counts = groups.setdefault(item.group or "other", {"items_total": 0, "items_scored": 0})
+        counts["items_total"] += 1
+        counts["items_scored"] += reason is None
+    unread = pairs.rows_rejected
+    return {
+        "rows_read": pairs.rows_read,
+        "items_total": len(items) + unread,  # a rejected row is one item: every benchmark row is one pair
+        "items_scored": len(scored),
+        "not_scored": dict(sorted((pairs.rejected_at_ingest + unscorable).items())),
+        "groups": dict(sorted(groups.items())),  # the rows rejected at ingest have no known group
+        "scores_over_scored": scorer(scored, 0),
+        "scores_over_all": scorer(items, unread),
+        # The judge beside the model on the items the model scored; over all, it judges every pair read.
+        "length_judge": {
+            "scores_over_scored": scorer([j for j, r in zip(lengths, reasons, strict=True) if r is None], 0),
+            "scores_over_all": scorer(lengths, unread),
+        },
+        "items": [
+            {
+                "pair_id": i.pair_id,
+                "source_row": row["source_row"],
+                "group": i.group,
+                "key": i.key,
+                "not_scored": reason,
+                "reward_chosen": i.chosen,
+                "reward_rejected": i.rejected,
+                "correct": i.correct,
+                "tie": i.tie,
+                "length_judge_correct": j.correct,
+            }
+            for i, j, row, reason in zip(items, lengths, pairs.rows, reasons, strict=True)
+        ],
+    }
+
+
+def _nothing_scored(name: str, rows_read: int, rejected: Counter[str], unscorable: Counter[str]) -> str:
+    """The one-line error of a benchmark none of whose items can be scored: what was read and the top reasons."""
+    counts = [f"{rows_read} rows read"]
+    if rejected:
+        counts.append(f"{sum(rejected.values())} rejected at ingest")
+    if unscorable:
+        counts.append(f"{sum(unscorable.values())} not scorable")
+    reasons = (rejected + unscorable).most_common(3)
+    why = "; " + ", ".join(f"{reason}: {n}" for reason, n in reasons) if reasons else ""
+    hint = f"; is --images-root {name}=DIR right?" if IMAGE_NOT_FOUND in rejected + unscorable else ""
+    return f"{name}: no item can be scored ({', '.join(counts)}{why}){hint}; no report written"

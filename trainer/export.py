@@ -1,9 +1,10 @@
 """`trainer export`: a trained run as a Hub model repo (weights, config, tokenizer, processor, model card).
 
 The folder is the run's final model (`model.safetensors`, `reward_model.json`, `backbone/config.json`,
-tokenizer and image processor files) plus `fit_config.yaml`, `eval.json` when the run was evaluated, and a
-`README.md` card: backbone and head, the training mixture (each build's recipe and sources), the settings, the
-evaluation table beside the length-only judge, and a snippet that loads the model and scores a pair.
+tokenizer and image processor files) plus `fit_config.yaml`, the run's evaluation reports (`evals/`, and a legacy
+`eval.json`) when it was evaluated, and a `README.md` card: backbone and head, the training mixture (each build's
+recipe and sources), the settings, per benchmark the newest evaluation with its item counts beside the length-only
+judge and published results, and a snippet that loads the model and scores a pair.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
 from trainer.published import comparison_rows
+from trainer.reports import counts_text, latest_by_benchmark, read_reports
 
 
 def _mixture_lines(config: dict[str, Any]) -> list[str]:
@@ -38,12 +40,14 @@ def _mixture_lines(config: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _eval_lines(report: dict[str, Any]) -> list[str]:
+def _eval_lines(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
     lines: list[str] = []
-    for bench in sorted(report.get("benchmarks", {})):
+    for bench, (name, report) in latest_by_benchmark(reports).items():
         rows = comparison_rows(report, bench, "this model")
         columns = [c for c in rows[0] if not c.endswith("_plus") or c == "acc_plus"]
-        lines += [f"### {bench}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        entry = report["benchmarks"][bench]
+        lines += [f"### {bench}", "", f"From `{name}`: {counts_text(entry)}.", ""]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows:
             cells = ["-" if row.get(c) is None else f"{row[c]:.2f}" if isinstance(row.get(c), float) else str(row[c])
                      for c in columns]  # fmt: skip
@@ -60,7 +64,7 @@ def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any]
     if dataset_repo:
         meta["datasets"] = [dataset_repo]
     head = spec["head"]
-    report = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else {}
+    reports = read_reports(run)
     lines = [
         "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
         f"# {repo.split('/')[-1]}", "",
@@ -71,7 +75,7 @@ def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any]
         *([f"Dataset on the Hub: [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})", ""]
           if dataset_repo else []),
         "## Settings", "", "```yaml", yaml.safe_dump(config, sort_keys=True).rstrip(), "```", "",
-        "## Evaluation", "", *(_eval_lines(report) or ["Not evaluated (`trainer eval --model RUN`).", ""]),
+        "## Evaluation", "", *(_eval_lines(reports) or ["Not evaluated (`trainer eval --model RUN`).", ""]),
         "## Usage", "", "```python",
         "from pathlib import Path",
         "from huggingface_hub import snapshot_download",
@@ -95,8 +99,9 @@ def export_run(run: Path, repo: str, local_dir: Path, dataset_repo: str | None =
     shutil.copytree(model, tmp)
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     (tmp / "fit_config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
-    if (run / "eval.json").is_file():
-        shutil.copy(run / "eval.json", tmp / "eval.json")
+    for name, _ in read_reports(run):
+        (tmp / name).parent.mkdir(exist_ok=True)
+        shutil.copy(run / name, tmp / name)
     spec = json.loads((model / "reward_model.json").read_text())
     (tmp / "README.md").write_text(card_text(run, repo, spec, config, dataset_repo))
     if local_dir.exists():

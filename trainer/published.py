@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainer.reports import counted
+
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "mm_rlhf_rewardbench": {
         "GPT-4o (2024-08-06)": {"acc": 58.23, "acc_plus": 26.01},
@@ -41,18 +43,43 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
 }
 
 
-def reference_rows(benchmark: str, results: dict[str, float], run_label: str) -> list[dict[str, object]]:
-    """One row per model (the run first) with the metrics the run reports, for a side-by-side table."""
-    rows: list[dict[str, object]] = [{"model": run_label, **results}]
-    for model, metrics in PUBLISHED.get(benchmark, {}).items():
-        rows.append({"model": model, **{k: metrics.get(k) for k in results}})
+# The items each benchmark's published results are over: the whole benchmark (Multimodal RewardBench's exact size
+# is not stated beside them).
+PUBLISHED_ITEMS: dict[str, int] = {"vl_rewardbench": 1250, "mm_rlhf_rewardbench": 170, "rewardbench": 2985}
+LENGTH_JUDGE = "length-only judge (longer wins)"
+OVER_SCORED = "over the scored items"
+OVER_ALL = "over all items (not scored = wrong)"
+
+
+def _measured_rows(entry: dict[str, Any], label: str) -> list[dict[str, object]]:
+    """The run and the length-only judge, each over the scored items and, where some were not, over all."""
+    scored, total = entry["items_scored"], entry["items_total"]
+    rows: list[dict[str, object]] = []
+    for model, scores in ((label, entry), (LENGTH_JUDGE, entry["length_judge"])):
+        if scored == total:
+            rows.append({"model": model, "result": "all items scored", "items": str(total),
+                         **scores["scores_over_all"]})  # fmt: skip
+        else:
+            rows.append({"model": model, "result": OVER_SCORED, "items": f"{scored} of {total}",
+                         **scores["scores_over_scored"]})  # fmt: skip
+            rows.append({"model": model, "result": OVER_ALL, "items": str(total), **scores["scores_over_all"]})
     return rows
 
 
 def comparison_rows(report: dict[str, Any], benchmark: str, label: str) -> list[dict[str, object]]:
-    """An `eval.json` report's rows for one benchmark: the run, the length-only judge on the same items (when the
-    report has it), then the published models."""
-    rows = reference_rows(benchmark, report["benchmarks"][benchmark], label)
-    if benchmark in report.get("length_judge", {}):
-        rows.insert(1, {"model": "length-only judge (longer wins)", **report["length_judge"][benchmark]})
+    """A report's rows for one benchmark: the run and the length-only judge on the same items, each with the items
+    its scores are over, then the published models, marked as such with their item count where known."""
+    entry = report["benchmarks"][benchmark]
+    if counted(entry):
+        rows = _measured_rows(entry, label)
+    else:  # a legacy eval.json: scores without item counts
+        rows = [{"model": label, "result": "items not counted", "items": None, **entry}]
+        if benchmark in report.get("length_judge", {}):
+            rows.append({"model": LENGTH_JUDGE, "result": "items not counted", "items": None,
+                         **report["length_judge"][benchmark]})  # fmt: skip
+    metrics = [k for k in rows[0] if k not in ("model", "result", "items")]
+    items = PUBLISHED_ITEMS.get(benchmark)
+    for model, published in PUBLISHED.get(benchmark, {}).items():
+        rows.append({"model": model, "result": "published", "items": None if items is None else str(items),
+                     **{k: published.get(k) for k in metrics}})  # fmt: skip
     return rows

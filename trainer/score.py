@@ -99,7 +99,7 @@ def _write_part(
     # Only kept images are in the build's image table: a removed pair whose image went with it gets no score.
     found = {h: data for h in {h for r in rows for h in r["images"]} if (data := images.get(h)) is not None}
     scoreable = [k for k, r in enumerate(rows) if all(h in found for h in r["images"])]
-    rewards, _ = model_rewards(model, BenchPairs([rows[k] for k in scoreable], found, 0), max_length, micro_batch)
+    rewards, _ = model_rewards(model, BenchPairs([rows[k] for k in scoreable], found), max_length, micro_batch)
     by_row: dict[int, tuple[float, float] | None] = dict(zip(scoreable, rewards, strict=True))
     scored = [by_row.get(k) for k in range(len(rows))]
     table = pa.table(

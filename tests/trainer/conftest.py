@@ -1,22 +1,10 @@
-"""A demo build to train on, and small inline pairs with generated images."""
+"""Small inline pairs with generated images (the demo build to train on, `demo_build`, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from curation.build import build
-from curation.recipe import load_recipe
 from tests.conftest import image_bytes
-
-
-@pytest.fixture(scope="session")
-def demo_build(tmp_path_factory: pytest.TempPathFactory, demo_recipe: Path) -> Path:
-    out = tmp_path_factory.mktemp("trainer") / "demo"
-    build(load_recipe(demo_recipe), out)
-    return out
 
 
 def pair_row(prompt: str, chosen: str, rejected: str, images: int = 0, margin: float | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from curation.recipe import load_recipe
 from trainer.ablate import per_source_variants
 from trainer.cli import app
+from trainer.reports import report_names
 
 
 def test_per_source_variants_keep_ops_and_benchmarks_and_resolve_paths(demo_recipe: Path, tmp_path: Path) -> None:
@@ -37,14 +38,19 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
             "--set", "global_batch=4", "--set", "micro_batch=2", "--set", "lr=2e-3", "--set", "eval_fraction=0.2",
             "--bench", f"vl_rewardbench={bench / 'data.jsonl'}",
             "--images-root", f"vl_rewardbench={bench / 'images'}"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("┃ variant"))
+    assert "┃ pairs ┃" in header and "┃ vl_rewardbench/items ┃" in header  # piped, no column is cut at 80
     rows = json.loads((out / "ablation.json").read_text())
     assert [r["variant"] for r in rows] == ["demo", "demo-text"]
     for row in rows:
         assert "error" not in row, row
         assert {"pairs", "vl_rewardbench/overall", "vl_rewardbench/macro"} <= set(row)
-        report = json.loads((out / "runs" / row["variant"] / "eval.json").read_text())
-        assert report["benchmarks"]["vl_rewardbench"]["overall"] == row["vl_rewardbench/overall"]
+        assert row["vl_rewardbench/items"] == "4 of 4 scored"
+        run = out / "runs" / row["variant"]
+        (name,) = report_names(run)
+        report = json.loads((run / name).read_text())
+        assert report["benchmarks"]["vl_rewardbench"]["scores_over_all"]["overall"] == row["vl_rewardbench/overall"]
     assert rows[0]["pairs"] > rows[1]["pairs"]
     assert "| variant |" in (out / "ablation.md").read_text()

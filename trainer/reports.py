@@ -1,0 +1,114 @@
+"""Evaluation reports: one JSON file per `trainer eval`, never overwritten, and what reads them back.
+
+`trainer eval --model RUN` writes `RUN/evals/<UTC time>-<benchmarks>.json`, e.g.
+`evals/20250101T120000Z-vl_rewardbench+rewardbench.json`: written under a temporary name, then linked to its
+final name, which fails where that name exists, so a report is complete or absent and never replaces another (a
+second one in the same second is `...-2.json`). Runs evaluated before per-report files have one `RUN/eval.json`,
+read as their oldest report.
+
+A report (`"version": 2`) holds `created` (UTC, `2025-01-01T12:00:00Z`), `models` (the model folders, several
+for an ensemble), `settings` (`max_length`, `micro_batch`) and `benchmarks`, by name:
+- `location`, `images_root`, `options` (VL-RewardBench `grouping`, RewardBench `xstest_weights`): what was read;
+- `rows_read`; `items_total`: every item of the benchmark (the pairs read plus the rows rejected at ingest);
+  `items_scored`; `not_scored`: {reason: items}, for rows rejected at ingest, items whose image was not found and
+  items the model could not score (`longer than max_length`, ...) alike; `groups`: {group: {items_total,
+  items_scored}} over the items read (a row rejected at ingest has no known group);
+- `scores_over_scored` (the scored items only) and `scores_over_all` (every item, the unscored counted as wrong;
+  a row rejected at ingest enters the whole-benchmark accuracy only): {metric: percent};
+- `length_judge`: the same two for the judge that prefers the longer answer, over the items the model scored and
+  over every item (it judges every pair read);
+- `items`: per pair read, `pair_id`, `source_row`, `group`, `key`, `not_scored` (its reason, or null),
+  `reward_chosen`, `reward_rejected`, `correct`, `tie`, `length_judge_correct`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from curation.errors import InputError
+
+EVALS = "evals"  # RUN/evals/: one report per evaluation
+LEGACY_REPORT = "eval.json"  # the one report of a run evaluated before per-report files
+VERSION = 2
+_NAME = re.compile(r"(?P<stem>.*?)(?:-(?P<copy>\d+))?\.json")
+
+
+def write_report(folder: Path, report: dict[str, Any]) -> Path:
+    """`folder/<UTC time>-<benchmarks>.json` (`-2`, `-3`, ... where that name is taken); the path written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = report["created"].replace("-", "").replace(":", "") + "-" + "+".join(report["benchmarks"])
+    tmp = folder / f".{stem}.{os.getpid()}.partial"  # hidden and not *.json: never listed as a report
+    with tmp.open("x", encoding="utf-8") as file:
+        file.write(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    path, copy = folder / f"{stem}.json", 1
+    try:
+        while True:
+            try:
+                os.link(tmp, path)  # unlike a rename, refuses an existing name
+                return path
+            except FileExistsError:
+                copy += 1
+                path = folder / f"{stem}-{copy}.json"
+    finally:
+        tmp.unlink()
+
+
+def _order(name: str) -> tuple[str, int]:
+    match = _NAME.fullmatch(name)
+    return (match["stem"], int(match["copy"] or 1)) if match else (name, 0)
+
+
+def report_names(run: Path) -> list[str]:
+    """A run's reports as paths relative to it, oldest first: `eval.json`, then `evals/*.json` by time."""
+    names = [LEGACY_REPORT] if (run / LEGACY_REPORT).is_file() else []
+    if (run / EVALS).is_dir():
+        files = sorted((p.name for p in (run / EVALS).glob("*.json")), key=_order)
+        names += [f"{EVALS}/{name}" for name in files]
+    return names
+
+
+def read_reports(run: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(name relative to the run, report) for every report of a run, oldest first."""
+    reports = []
+    for name in report_names(run):
+        try:
+            reports.append((name, json.loads((run / name).read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{run / name}: cannot read this evaluation report ({exc})") from None
+    return reports
+
+
+def latest_by_benchmark(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """For each benchmark, the newest (name, report) that evaluated it."""
+    latest = {}
+    for name, report in reports:
+        for benchmark in report.get("benchmarks", {}):
+            latest[benchmark] = (name, report)
+    return dict(sorted(latest.items()))
+
+
+def counted(entry: dict[str, Any]) -> bool:
+    """A benchmark entry with item counts (version 2); a legacy `eval.json` holds the scores alone."""
+    return "scores_over_scored" in entry
+
+
+def not_scored_text(entry: dict[str, Any]) -> str:
+    """`4 of 44 not scored (image not found: 4)`, or "" where every item was scored."""
+    missing = entry["items_total"] - entry["items_scored"]
+    if not missing:
+        return ""
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(entry["not_scored"].items(), key=lambda r: -r[1]))
+    return f"{missing} of {entry['items_total']} not scored ({reasons})"
+
+
+def counts_text(entry: dict[str, Any]) -> str:
+    """`all 44 items scored` or `40 of 44 items scored; 4 of 44 not scored (image not found: 4)`."""
+    if not counted(entry):
+        return "item counts not recorded (a report from before they were)"
+    if entry["items_scored"] == entry["items_total"]:
+        return f"all {entry['items_total']} items scored"
+    return f"{entry['items_scored']} of {entry['items_total']} items scored; {not_scored_text(entry)}"
