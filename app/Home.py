@@ -23,5 +23,6 @@ st.write(f"{len(runs)} run(s) found.")
 show_refused(refused)
 st.markdown(
     "Pages: **Builds** (recipe, funnel, diff), **Pairs** (browse and inspect), **Removed** (what went and why), "
-    "**Bias** (length and margin statistics), **Mixture** (target vs actual), **Runs** (training results)."
+    "**Bias** (length and margin statistics), **Mixture** (target vs actual), **Runs** (training results), "
+    "**Review** (mark pairs keep, drop or swap; the next build applies the reviews)."
 )

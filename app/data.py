@@ -18,10 +18,20 @@ from typing import Any
 import duckdb
 from PIL import Image
 
-from curation.build_dir import CONTAMINATION, IMAGES, REJECTS, REMOVED_PAIRS, BuildDir, BuildError, confined
+from curation.build_dir import (
+    BENCHMARK_IMAGES,
+    CONTAMINATION,
+    IMAGES,
+    REJECTS,
+    REMOVED_PAIRS,
+    BuildDir,
+    BuildError,
+    confined,
+)
 from curation.io import read_shards
 from curation.lookup import pair_signals
 from curation.sql import parquet_relation, sql_literal
+from trainer.reports import report_names
 
 DATA_ENV = "WORKBENCH_DATA"
 SORTS = {
@@ -65,6 +75,19 @@ class BuildEntry:
     status: str  # ready | in progress | broken
 
 
+def review_file(root: Path, build: str) -> Path:
+    """The reviews file of a build (`DATA_ROOT/reviews/<build>.parquet`), refused when its real path leaves the
+    data root (the workbench writes nowhere else)."""
+    from curation.errors import InputError
+    from curation.reviews import reviews_path
+
+    try:
+        relative = reviews_path(root, build).relative_to(root)
+    except InputError as exc:
+        raise AppError(str(exc)) from None
+    return inside(root, relative)
+
+
 def list_builds(root: Path) -> list[BuildEntry]:
     builds = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -83,12 +106,17 @@ def list_builds(root: Path) -> list[BuildEntry]:
     return builds
 
 
+NO_IMAGES = (
+    "SELECT NULL::VARCHAR AS sha256, NULL::BLOB AS bytes, NULL::INTEGER AS width, NULL::INTEGER AS height, "
+    "NULL::VARCHAR AS format WHERE false"
+)
 # Stand-ins for a build's optional tables when their file is absent or refused: empty, so each page still works.
 EMPTY_VIEWS = {
     "rejects": "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS source_row, NULL::VARCHAR AS pair_id, "
     "NULL::VARCHAR AS stage, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail WHERE false",
     "removed_pairs": "SELECT * FROM pairs WHERE false",
-    "images": "SELECT NULL::VARCHAR AS sha256, NULL::BLOB AS bytes WHERE false",
+    "build_images": NO_IMAGES,
+    "benchmark_images": NO_IMAGES,
 }
 
 
@@ -109,10 +137,14 @@ class Build:
         self.refused = self.dir.refused
         self.db = duckdb.connect()
         self.db.register("pairs", read_shards(shards))
-        for view, relative in (("rejects", REJECTS), ("removed_pairs", REMOVED_PAIRS), ("images", IMAGES)):
+        views = (("rejects", REJECTS), ("removed_pairs", REMOVED_PAIRS), ("build_images", IMAGES),
+                 ("benchmark_images", BENCHMARK_IMAGES))  # fmt: skip
+        for view, relative in views:
             path = self.dir.optional(relative)
             source = EMPTY_VIEWS[view] if path is None else f"SELECT * FROM {self.table(path)}"
             self.db.execute(f"CREATE VIEW {view} AS {source}")
+        # The build's images and the benchmark images its contamination evidence matched, looked up alike.
+        self.db.execute("CREATE VIEW images AS SELECT * FROM build_images UNION ALL SELECT * FROM benchmark_images")
         # Tables found by listing a folder, by name (the file's stem) -> real path.
         self.dups = self.dir.dups()
         self.signal_files = self.dir.signals()
@@ -191,8 +223,54 @@ class Build:
         return f"SELECT survivor_pair_id AS pair_id, count(*) AS removed FROM {dups} GROUP BY 1"
 
     def pair(self, pair_id: str) -> dict[str, Any] | None:
-        found = self.rows("SELECT * FROM pairs WHERE pair_id = ? LIMIT 1", [pair_id])
+        """A pair of the shards or, failing that, a removed pair, with its `fate` in words and `removed_at`
+        (stage, reason, detail) when removed."""
+        found = self.rows("SELECT * FROM pairs WHERE pair_id = ? ORDER BY source, source_row LIMIT 1", [pair_id])
+        if found:
+            return {**found[0], "fate": "in the shards", "removed_at": None}
+        found = self.rows(
+            """SELECT p.*, r.stage, r.reason, r.detail FROM removed_pairs p
+               LEFT JOIN rejects r ON r.pair_id = p.pair_id AND r.source = p.source AND r.source_row = p.source_row
+               WHERE p.pair_id = ? ORDER BY p.source, p.source_row LIMIT 1""",
+            [pair_id],
+        )
+        if not found:
+            return None
+        row = found[0]
+        removed_at = (row.pop("stage"), row.pop("reason"), row.pop("detail"))
+        return {**row, "fate": f"removed at {removed_at[0]}: {removed_at[1]}", "removed_at": removed_at}
+
+    def image_info(self, sha256: str) -> dict[str, Any] | None:
+        found = self.rows(
+            "SELECT width, height, format, round(octet_length(bytes) / 1024, 1) AS kib FROM images WHERE sha256 = ?",
+            [sha256],
+        )
         return found[0] if found else None
+
+    def signal_tables(self, pair: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """Per op that measured this pair (or its prompt or images), its signal rows as a table: what it measured
+        (the signal's columns, keys left out), the recipe's thresholds for that op, and what the op decided."""
+        from curation.ops import OPS
+
+        found = self.signals(pair["pair_id"], pair["prompt_id"], list(pair["images"]))
+        thresholds = recipe_thresholds(self.manifest)
+        removed_at = pair.get("removed_at")
+        tables = {}
+        for stem, rows in sorted(found.items()):
+            op = stem.split("-v")[0]
+            hidden = {"row_key", *(OPS[op].signal_keys if op in OPS else ())}
+            limits = ", ".join(f"{k} {v}" for k, v in thresholds.get(op, {}).items()) or "-"
+            if removed_at is not None and removed_at[0] == op:
+                decision = f"removed: {removed_at[1]} ({removed_at[2]})"
+            elif removed_at is not None:
+                decision = f"kept by this op (removed later, at {removed_at[0]})"
+            else:
+                decision = "kept"
+            tables[f"{op} (signal {stem})"] = [
+                {**{k: v for k, v in row.items() if k not in hidden}, "thresholds": limits, "decision": decision}
+                for row in rows
+            ]
+        return tables
 
     def image(self, sha256: str, max_side: int = 512) -> Image.Image | None:
         """One image, decoded and downscaled only when it is shown."""
@@ -216,7 +294,49 @@ class Build:
             )
         return out
 
-    # -- removed, bias, mixture -----------------------------------------------------------------------------
+    # -- review queues ---------------------------------------------------------------------------------------
+    def review_queues(self) -> list[str]:
+        """The queues this build has, flagged pairs first."""
+        queues = []
+        if self.dir.optional("flags/rm_margin.parquet") is not None:
+            queues.append("rm_margin flags")
+        if self.contamination_file is not None:
+            queues.append("contamination matches")
+        if self.dups:
+            queues.append("duplicate clusters")
+        return [*queues, "random sample"]
+
+    def review_queue(self, queue: str, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The pairs of a review queue (pair_id, source, source_row, why), at most `limit`."""
+        where = "WHERE source = ?" if source else ""
+        params: list[Any] = [source] if source else []
+        if queue == "rm_margin flags":
+            path = self.dir.file("flags/rm_margin.parquet")
+            query = f"""SELECT pair_id, source, source_row, 'margin ' || round(margin, 3) AS why
+                        FROM {self.table(path)} {where} ORDER BY margin, pair_id"""
+        elif queue == "contamination matches":
+            assert self.contamination_file is not None
+            query = f"""SELECT pair_id, source, source_row,
+                               action || ': ' || rule || ' match with ' || benchmark || ' ' || benchmark_row AS why
+                        FROM {self.table(self.contamination_file)} {where}
+                        ORDER BY action = 'removed' DESC, source, source_row"""
+        elif queue == "duplicate clusters":
+            dups = self._dups_union()
+            query = f"""SELECT pair_id, source, source_row,
+                               method || ' ' || round(similarity, 3) || ' to ' || survivor_source || ' '
+                                 || survivor_row AS why
+                        FROM {dups} {where} ORDER BY survivor_pair_id, source, source_row"""
+        elif queue == "random sample":
+            # A stable sample: hash order over the pair id and the build's seed.
+            seed = sql_literal(str(self.manifest.get("seed", 0)))
+            query = f"""SELECT pair_id, source, source_row, 'sample' AS why FROM pairs {where}
+                        ORDER BY md5(pair_id || ':' || {seed}), source_row"""
+        else:
+            raise AppError(f"no review queue {queue!r}")
+        return self.rows(f"SELECT * FROM ({query}) LIMIT ?", [*params, limit])
+
+        # -- removed, bias, mixture -----------------------------------------------------------------------------
+
     def removed_summary(self) -> list[dict[str, Any]]:
         return self.rows("SELECT stage, reason, source, count(*) AS pairs FROM rejects GROUP BY ALL ORDER BY ALL")
 
@@ -235,8 +355,8 @@ class Build:
         text = "array_to_string(list_transform({0}.prompt, lambda m: m.content), chr(10))"
         return self.rows(
             f"""SELECT d.method, round(d.similarity, 3) AS similarity, d.source, d.source_row,
-                       {text.format("r")} AS removed_prompt, r.chosen AS removed_chosen,
-                       d.survivor_source, d.survivor_row,
+                       {text.format("r")} AS removed_prompt, r.chosen AS removed_chosen, r.images AS removed_images,
+                       d.survivor_source, d.survivor_row, coalesce(k.images, g.images) AS survivor_images,
                        coalesce({text.format("k")}, {text.format("g")}) AS survivor_prompt,
                        coalesce(k.chosen, g.chosen) AS survivor_chosen
                 FROM {dups} d
@@ -259,7 +379,15 @@ class Build:
             return [], {}
         table = self.table(self.contamination_file)
         counts = {r["action"]: r["n"] for r in self.rows(f"SELECT action, count(*) AS n FROM {table} GROUP BY 1")}
-        rows = self.rows(f"SELECT * FROM {table} ORDER BY action = 'removed' DESC, source, source_row LIMIT ?", [limit])
+        # With the training pair's images (from the shards or the removed pairs), to set beside the benchmark's.
+        rows = self.rows(
+            f"""SELECT c.*, coalesce(k.images, r.images) AS pair_images FROM {table} c
+                LEFT JOIN (SELECT DISTINCT ON (pair_id) pair_id, images FROM pairs ORDER BY pair_id) k USING (pair_id)
+                LEFT JOIN (SELECT DISTINCT ON (pair_id) pair_id, images FROM removed_pairs ORDER BY pair_id) r
+                     USING (pair_id)
+                ORDER BY c.action = 'removed' DESC, c.source, c.source_row LIMIT ?""",
+            [limit],
+        )
         return rows, counts
 
     def length_bias(self) -> list[dict[str, Any]]:
@@ -321,10 +449,32 @@ class Build:
                     "in_shards": entry["in_shards"],
                     "target_share_pct": round(100 * mix["target"] / target_total, 2),
                     "share_pct": round(100 * entry["in_shards"] / total, 2),
-                    "upsampling_factor": mix["factor"],
+                    # Pairs in the shards per kept pair: below 1 subsampled, above 1 upsampled.
+                    "sampling_factor": mix["factor"],
                 }
             )
         return rows
+
+
+def recipe_thresholds(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per op the recipe ran, its thresholds' values (the recipe's, or the defaults)."""
+    import dataclasses
+
+    import yaml
+
+    from curation.ops import OPS
+
+    try:
+        given = (yaml.safe_load(manifest["recipe"]["text"]) or {}).get("ops") or {}
+    except yaml.YAMLError:
+        given = {}
+    out = {}
+    for name, op in OPS.items():
+        if name not in given and not op.default_on:
+            continue
+        values = {**{f.name: f.default for f in dataclasses.fields(op.Params)}, **(given.get(name) or {})}
+        out[name] = {k: values[k] for k in sorted(op.thresholds) if k in values}
+    return out
 
 
 def funnel(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -333,16 +483,16 @@ def funnel(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"source": s, "step": step, "count": n} for s, step, n in funnel_rows(manifest)]
 
 
-def diff_builds(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per source and step, the counts of two builds and their difference."""
+def diff_builds(a: dict[str, Any], b: dict[str, Any], name_a: str = "a", name_b: str = "b") -> list[dict[str, Any]]:
+    """Per source and step (in pipeline order), the counts of two builds, named by their builds, and the change."""
     left = {(r["source"], r["step"]): r["count"] for r in funnel(a)}
     right = {(r["source"], r["step"]): r["count"] for r in funnel(b)}
-    keys = sorted(set(left) | set(right))
+    keys = list(dict.fromkeys([*left, *right]))
     rows = []
     for s, step in keys:
         before, after = left.get((s, step), 0), right.get((s, step), 0)
         if before != after:
-            rows.append({"source": s, "step": step, "a": before, "b": after, "change": after - before})
+            rows.append({"source": s, "step": step, name_a: before, name_b: after, "change": after - before})
     return rows
 
 
@@ -371,12 +521,22 @@ def read_metrics(root: Path, run: Path) -> list[dict[str, Any]]:
         raise AppError(f"{run.name}/metrics.jsonl is not valid JSON lines ({exc})") from None
 
 
-def read_evaluation(root: Path, run: Path) -> dict[str, Any] | None:
-    """A run's eval.json, None when it has not been evaluated; AppError when it is refused or not JSON."""
-    path = inside(root, run.relative_to(root) / "eval.json")
-    if not path.is_file():
-        return None
+def list_evaluations(run: Path) -> list[str]:
+    """A run's evaluation reports, oldest first, as paths relative to the run (`evals/<time>-<benchmarks>.json`,
+    and the `eval.json` of a run evaluated before per-report files); reading one checks its confinement."""
+    return report_names(run)
+
+
+def read_evaluation(root: Path, run: Path, name: str | None = None) -> dict[str, Any] | None:
+    """One report of a run by its name (`list_evaluations`), else its newest; None when it has not been evaluated;
+    AppError when the report is refused or not JSON."""
+    names = list_evaluations(run)
+    if name is None:
+        if not names:
+            return None
+        name = names[-1]
+    path = inside(root, run.relative_to(root) / name)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AppError(f"{run.name}/eval.json is not valid JSON ({exc})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AppError(f"{run.name}/{name} is not a readable JSON report ({exc})") from None

@@ -9,6 +9,28 @@ import streamlit as st
 from app.data import AppError, Build, data_root, list_builds
 
 
+def page(title: str) -> None:
+    """Every page: the wide layout (a page opened by its URL gets it too) and its title."""
+    st.set_page_config(page_title=f"{title} · RM data workbench", layout="wide")
+    st.title(title)
+
+
+def step_buttons(key: str, count: int) -> int:
+    """Previous/next buttons over `count` items; the position is kept in the session under `key`. The buttons
+    move it in their callbacks, which run before the page does, so what is drawn matches the new position."""
+
+    def move(delta: int) -> None:
+        st.session_state[key] = min(max(int(st.session_state.get(key, 0)) + delta, 0), max(count - 1, 0))
+
+    at = min(int(st.session_state.get(key, 0)), max(count - 1, 0))
+    st.session_state[key] = at
+    back, position, forward = st.columns([1, 3, 1])
+    back.button("< previous", key=f"{key}-back", disabled=at <= 0, on_click=move, args=(-1,))
+    forward.button("next >", key=f"{key}-next", disabled=at >= count - 1, on_click=move, args=(1,))
+    position.caption(f"{at + 1} of {count}")
+    return at
+
+
 def root_or_stop() -> Path:
     try:
         return data_root()
@@ -56,6 +78,18 @@ def show_refused(messages: list[str]) -> None:
     if messages:
         st.warning("Some files were refused and are not shown:")
         st.text("\n".join(messages))
+
+
+def show_images(build: Build, hashes: list[str] | None, label: str) -> None:
+    """A pair's images with their size and hash, or what is missing."""
+    for sha in hashes or []:
+        info, image = build.image_info(sha), build.image(sha, max_side=640)
+        if info is None or image is None:
+            st.text(f"{label}: image {sha} is not in this build")
+            continue
+        st.image(image, caption=f"{label}: {info['width']}x{info['height']} {info['format']}, sha256 {sha[:16]}")
+    if not hashes:
+        st.text(f"{label}: no image")
 
 
 def show_text(label: str, text: str) -> None:

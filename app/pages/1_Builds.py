@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import altair as alt
 import streamlit as st
 
 from app.data import AppError, diff_builds, funnel, list_builds
-from app.ui import build_or_stop, open_build, root_or_stop
+from app.ui import build_or_stop, open_build, page, root_or_stop
 
-st.title("Builds")
+page("Builds")
 root = root_or_stop()
 build = build_or_stop(root)
 manifest = build.manifest
@@ -15,12 +16,26 @@ left, right, third = st.columns(3)
 left.metric("pairs in shards", manifest["rows_in_shards"])
 right.metric("shards", len(manifest["shards"]))
 third.metric("images", manifest["images"])
+for warning in manifest.get("warnings", []):
+    st.warning(warning)
 st.subheader("Funnel")
 rows = funnel(manifest)
-st.dataframe(rows, hide_index=True)
-removed = [r for r in rows if ":" in r["step"] or r["step"] in ("kept",)]
-if removed:
-    st.bar_chart(removed, x="step", y="count", color="source", horizontal=True)
+# Steps in pipeline order (as the build ran them), not alphabetically.
+order = list(dict.fromkeys(r["step"] for r in rows))
+chart = (
+    alt.Chart(alt.Data(values=rows))
+    .mark_bar()
+    .encode(
+        y=alt.Y("step:N", sort=order, title=None, axis=alt.Axis(labelLimit=480)),
+        x=alt.X("sum(count):Q", title="rows or pairs"),
+        color=alt.Color("source:N"),
+        tooltip=["source:N", "step:N", "count:Q"],
+    )
+    .properties(height=22 * len(order) + 40)
+)
+st.altair_chart(chart, width="stretch")
+with st.expander(f"the funnel as a table ({len(rows)} rows)"):
+    st.dataframe(rows, hide_index=True, width="stretch", height=36 * (len(rows) + 1))
 st.subheader("Recipe")
 st.code(manifest["recipe"]["text"], language="yaml")
 others = [b.name for b in list_builds(root) if b.status == "ready" and b.path != build.path]
@@ -28,12 +43,12 @@ if others:
     st.subheader("Compare with another build")
     other = st.selectbox("other build", others)
     try:
-        changes = diff_builds(manifest, open_build(str(root), other).manifest)
+        changes = diff_builds(manifest, open_build(str(root), other).manifest, build.name, other)
     except AppError as exc:
         st.warning("Cannot open the other build.")
         st.text(str(exc))
         st.stop()
     if changes:
-        st.dataframe(changes, hide_index=True)
+        st.dataframe(changes, hide_index=True, width="stretch")
     else:
         st.write("Same funnel.")

@@ -1,15 +1,15 @@
-"""Browse pairs with filters and sorting; inspect one pair with its images, diff, signals and cluster."""
+"""Browse pairs with filters and sorting; click a row (or step with previous/next) to read the pair: its images,
+prompt, both answers with their differences marked, metadata, signals and duplicates, and review it."""
 
 from __future__ import annotations
-
-import difflib
 
 import streamlit as st
 
 from app.data import SORTS
-from app.ui import build_or_stop, root_or_stop, show_text
+from app.pair_view import show_pair
+from app.ui import build_or_stop, page, root_or_stop, step_buttons
 
-st.title("Pairs")
+page("Pairs")
 root = root_or_stop()
 build = build_or_stop(root)
 sources = [r["source"] for r in build.rows("SELECT DISTINCT source FROM pairs ORDER BY 1")]
@@ -33,7 +33,7 @@ margins = build.rows("SELECT min(margin) AS lo, max(margin) AS hi FROM pairs")[0
 margin_range = None
 if margins["lo"] is not None and margins["lo"] < margins["hi"]:
     margin_range = e.slider("margin", float(margins["lo"]), float(margins["hi"]), (margins["lo"], margins["hi"]))
-page = st.number_input("page", min_value=0, value=0, step=1)
+page_number = st.number_input("page", min_value=0, value=0, step=1)
 rows, total = build.pairs(
     sources=chosen_sources,
     modalities=chosen_modalities,
@@ -44,37 +44,26 @@ rows, total = build.pairs(
     min_margin=margin_range[0] if margin_range and margin_range[0] > margins["lo"] else None,
     max_margin=margin_range[1] if margin_range and margin_range[1] < margins["hi"] else None,
     sort=sort,
-    page=int(page),
+    page=int(page_number),
 )
-st.caption(f"{total} pairs match")
-st.dataframe(rows, hide_index=True)
+st.caption(f"{total} pairs match; page {int(page_number)} shows {len(rows)}. Click a row to read the pair.")
+columns = ["source", "source_row", "margin", "chosen_chars", "rejected_chars", "category", "modality", "pair_id"]
+event = st.dataframe(
+    [{k: r.get(k) for k in columns if k in r} | {k: v for k, v in r.items() if k not in columns} for r in rows],
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="single-row",
+    key="pairs-table",
+)
 if not rows:
     st.stop()
-pair_id = st.selectbox("inspect pair", [r["pair_id"] for r in rows])
-pair = build.pair(pair_id)
-if pair is None:
-    st.stop()
-st.subheader("Pair")
-st.text(f"{pair['source']} {pair['source_row']}  ({pair['pair_id']})")
-for sha in pair["images"]:
-    image = build.image(sha)
-    if image is not None:
-        st.image(image, caption=sha[:12])
-for message in pair["prompt"]:
-    show_text(message["role"], message["content"])
-left, right = st.columns(2)
-with left:
-    show_text("chosen", pair["chosen"])
-with right:
-    show_text("rejected", pair["rejected"])
-st.caption("word diff (- chosen only, + rejected only)")
-diff = difflib.ndiff(pair["chosen"].split(), pair["rejected"].split())
-st.text(" ".join(w for w in diff if w[:1] in "-+"))
-st.subheader("Signals")
-st.json(build.signals(pair["pair_id"], pair["prompt_id"], list(pair["images"])), expanded=False)
-cluster = build.cluster(pair["pair_id"])
-st.subheader("Duplicate cluster")
-if cluster:
-    st.dataframe(cluster, hide_index=True)
-else:
-    st.write("No duplicate was removed in favour of this pair.")
+# A click moves the reader to that row; previous/next step from there.
+selected = event.selection.rows if event is not None else []
+if selected and selected != st.session_state.get("pairs-clicked"):
+    st.session_state["pairs-at"] = selected[0]
+st.session_state["pairs-clicked"] = selected
+at = step_buttons("pairs-at", len(rows))
+pair = build.pair(rows[at]["pair_id"])
+if pair is not None:
+    show_pair(build, pair)

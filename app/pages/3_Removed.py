@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import build_or_stop, root_or_stop, show_text
+from app.ui import build_or_stop, page, root_or_stop, show_images, show_text
 
-st.title("Removed")
+page("Removed")
 root = root_or_stop()
 build = build_or_stop(root)
 summary = build.removed_summary()
@@ -28,13 +28,17 @@ if dups:
     pick = st.selectbox(
         "compare", range(len(dups)), format_func=lambda i: f"{dups[i]['source_row']} vs {dups[i]['survivor_row']}"
     )
+    dup = dups[pick]
+    st.caption(f"{dup['method']}, similarity {dup['similarity']}")
     left, right = st.columns(2)
     with left:
-        show_text("removed: prompt", dups[pick]["removed_prompt"] or "")
-        show_text("removed: chosen", dups[pick]["removed_chosen"] or "")
+        show_images(build, dup["removed_images"], "removed")
+        show_text("removed: prompt", dup["removed_prompt"] or "")
+        show_text("removed: chosen", dup["removed_chosen"] or "")
     with right:
-        show_text("kept survivor: prompt", dups[pick]["survivor_prompt"] or "")
-        show_text("kept survivor: chosen", dups[pick]["survivor_chosen"] or "")
+        show_images(build, dup["survivor_images"], "kept survivor")
+        show_text("kept survivor: prompt", dup["survivor_prompt"] or "")
+        show_text("kept survivor: chosen", dup["survivor_chosen"] or "")
 else:
     st.write("No duplicates were removed.")
 st.subheader("Contamination: the benchmark item each matching pair matched")
@@ -46,5 +50,23 @@ if contamination:
         f"{sum(actions.values())}, removed first."
     )
     st.dataframe(contamination, hide_index=True)
+    with_images = [i for i, m in enumerate(contamination) if m.get("benchmark_images") or m.get("pair_images")]
+    if with_images:
+        pick = st.selectbox(
+            "compare images",
+            with_images,
+            format_func=lambda i: (
+                f"{contamination[i]['source_row']} vs {contamination[i]['benchmark']} "
+                f"{contamination[i]['benchmark_row']}"
+            ),
+        )
+        match = contamination[pick]
+        distance = match["image_distance"]
+        st.caption(f"perceptual-hash distance {'-' if distance is None else distance} bits; {match['action']}")
+        left, right = st.columns(2)
+        with left:
+            show_images(build, match["pair_images"], "training pair")
+        with right:
+            show_images(build, match["benchmark_images"], f"benchmark item {match['benchmark_row']}")
 else:
     st.write("No training pair matched a benchmark.")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import build_or_stop, root_or_stop
+from app.ui import build_or_stop, page, root_or_stop
 
-st.title("Bias and statistics")
+page("Bias and statistics")
 root = root_or_stop()
 build = build_or_stop(root)
 st.subheader("Chosen vs rejected length per source")

@@ -1,16 +1,52 @@
-"""Training runs under the data root: loss, accuracy and margin curves; evaluations beside published results.
+"""Training runs under the data root: loss, accuracy and margin curves; every evaluation beside published results.
 
 A run is a folder with `metrics.jsonl` (one JSON object per logged step: `step`, `loss`, `accuracy`, `margin`,
-...) and, once evaluated, `eval.json` (`{"benchmarks": {NAME: {METRIC: percent}}, "length_judge": {...}}`).
+...) and, once evaluated, one report per evaluation, `evals/<UTC time>-<benchmarks>.json` (`trainer.reports`: per
+benchmark its item counts and each score over the scored items and over all items). A run evaluated before
+per-report files has one `eval.json`, its scores without item counts.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import altair as alt
+import pandas as pd
 import streamlit as st
 
-from app.data import AppError, list_runs, read_evaluation, read_metrics
+from app.data import AppError, list_evaluations, list_runs, read_evaluation, read_metrics
 from app.ui import root_or_stop, show_refused
 from trainer.published import comparison_rows
+from trainer.reports import counted, counts_text
+
+LABELLED_POINTS = 12  # a curve of at most this many points shows each value beside its point
+
+
+def curve(name: str, points: list[dict[str, float]]) -> alt.LayerChart | alt.Chart:
+    """A metric by step: points joined by a line (one point has no line, so points are drawn), an integer step
+    axis, and the values written beside few points (evaluations are often one or two)."""
+    steps = sorted({p["step"] for p in points})
+    # One step alone would make a zero-width axis: a step either side keeps the point inside and labelled.
+    domain = [steps[0] - 1, steps[0] + 1] if len(steps) == 1 else alt.Undefined
+    x = alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), scale=alt.Scale(domain=domain, nice=False))
+    y = alt.Y("value:Q", title=name, scale=alt.Scale(zero=False))
+    base = alt.Chart(pd.DataFrame(points))
+    line = base.mark_line(point=True).encode(x=x, y=y, tooltip=["step:Q", alt.Tooltip("value:Q", format=".4f")])
+    if len(points) > LABELLED_POINTS:
+        return line.properties(title=name)
+    values = base.mark_text(dy=-12).encode(x=x, y=y, text=alt.Text("value:Q", format=".4f"))
+    return (line + values).properties(title=name)
+
+
+def report_summary(name: str, report: dict[str, Any]) -> dict[str, str]:
+    benchmarks = report.get("benchmarks", {})
+    items = [
+        f"{b}: {e['items_scored']} of {e['items_total']} scored" if counted(e) else f"{b}: not counted"
+        for b, e in sorted(benchmarks.items())
+    ]
+    return {"written (UTC)": report.get("created", "not recorded"), "report": name,
+            "benchmarks": ", ".join(sorted(benchmarks)), "items": "; ".join(items)}  # fmt: skip
+
 
 st.title("Runs")
 root = root_or_stop()
@@ -27,20 +63,25 @@ except AppError as exc:
     st.text(str(exc))
     st.stop()
 for name in ("loss", "accuracy", "margin", "eval/loss", "eval/accuracy"):
-    points = [{"step": m["step"], name: m[name]} for m in metrics if name in m and "step" in m]
+    points = [{"step": m["step"], "value": m[name]} for m in metrics if name in m and "step" in m]
     if points:
-        st.caption(name)
-        st.line_chart(points, x="step", y=name)
-try:
-    report = read_evaluation(root, run)
-except AppError as exc:
-    st.warning("Cannot read this run's evaluation.")
-    st.text(str(exc))
-    st.stop()
-if report is not None:
-    st.subheader("Evaluation beside published results")
-    for benchmark in sorted(report.get("benchmarks", {})):
-        st.caption(benchmark)
+        st.altair_chart(curve(name, points), width="stretch")
+names = list_evaluations(run)
+if not names:
+    st.write("Not evaluated yet (`trainer eval --model RUN` writes RUN/evals/<UTC time>-<benchmarks>.json).")
+reports = {}
+for name in names:
+    try:
+        reports[name] = read_evaluation(root, run, name)
+    except AppError as exc:
+        st.warning("Cannot read this run's evaluation.")
+        st.text(str(exc))
+if reports:
+    st.subheader(f"Evaluations ({len(reports)})")
+    st.table([report_summary(name, report) for name, report in reports.items()], hide_index=True)
+    chosen = st.selectbox("evaluation", list(reports), index=len(reports) - 1)  # the newest first shown
+    report = reports[chosen]
+    st.subheader("Beside published results")
+    for benchmark, entry in sorted(report.get("benchmarks", {}).items()):
+        st.caption(f"{benchmark}: {counts_text(entry)}")
         st.dataframe(comparison_rows(report, benchmark, f"this run ({run.name})"), hide_index=True)
-else:
-    st.write("Not evaluated yet (`trainer eval` writes eval.json).")

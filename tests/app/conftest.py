@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +27,9 @@ def keep_main_module() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def data_root(tmp_path_factory: pytest.TempPathFactory, demo_recipe: Path) -> Path:
+def data_root(tmp_path_factory: pytest.TempPathFactory, demo_build: Path) -> Path:
     root = tmp_path_factory.mktemp("data")
-    build(load_recipe(demo_recipe), root / "demo")
+    shutil.copytree(demo_build, root / "demo")
     rows = [{"prompt": "Say something.", "chosen": HOSTILE, "rejected": "no", "metadata": {}}]
     source = write_jsonl(root.parent / "hostile.jsonl", rows)
     recipe = root.parent / "hostile.yaml"

@@ -20,7 +20,8 @@ from tests.app.conftest import APP
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = APP.parent / "test-artifacts" / "browser"
 PAGES = {"": "Reward-model data workbench", "Builds": "Funnel", "Pairs": "pairs match", "Removed": "Contamination",
-         "Bias": "Chosen vs rejected length", "Mixture": "Mixture", "Runs": "No training runs"}  # fmt: skip
+         "Bias": "Chosen vs rejected length", "Mixture": "Mixture", "Runs": "No training runs",
+         "Review": "pairs in this queue"}  # fmt: skip
 
 
 def _browser_or_skip() -> None:
@@ -67,6 +68,7 @@ def server(data_root: Path) -> Iterator[str]:
         process.wait(timeout=20)
 
 
+@pytest.mark.slow  # a streamlit server and Chromium, every page rendered: about half a minute
 def test_every_page_in_a_real_browser(server: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -83,15 +85,34 @@ def test_every_page_in_a_real_browser(server: str) -> None:
             page.wait_for_timeout(500)
             assert page.locator('[data-testid="stException"]').count() == 0, f"exception on /{path}"
             page.screenshot(path=str(ARTIFACTS / f"{path or 'Home'}.png"), full_page=True)
-        # Open one image pair: its prompt, both answers and its image are shown.
+        # Open one image pair: its prompt, both answers and its image are shown; a click on a row opens that row.
         page.goto(f"{server}/Pairs?modality=image", timeout=60_000)
-        expect(page.get_by_text("word diff").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("red: only in chosen").first).to_be_visible(timeout=60_000)
         expect(page.locator('[data-testid="stImage"] img').first).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("chosen", exact=True).first).to_be_visible()
+        expect(page.get_by_text("1 of ", exact=False).first).to_be_visible()
+        grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+        assert grid is not None
+        page.mouse.click(grid["x"] + 12, grid["y"] + 35 * 2 + 17)  # the second row's selection cell
+        expect(page.get_by_text("2 of ", exact=False).first).to_be_visible(timeout=30_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(ARTIFACTS / "Pair.png"), full_page=True)
-        # Hostile dataset text stays text: no script element is created from it.
+        # Hostile dataset text stays text, its differences marked: no script element is created from it.
         page.goto(f"{server}/Pairs?build=hostile", timeout=60_000)
         expect(page.get_by_text("<script>alert('x')</script>", exact=False).first).to_be_visible(timeout=60_000)
         assert page.locator("script", has_text="alert('x')").count() == 0
+        assert page.locator(".pair-text del").count() >= 1 and page.locator(".pair-text a").count() == 0
+        # The images of a contaminated pair beside the benchmark item's.
+        page.goto(f"{server}/Removed", timeout=60_000)
+        expect(page.get_by_text("training pair:", exact=False).first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("benchmark item", exact=False).first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "Removed-images.png"), full_page=True)
+        # A review written from the browser.
+        page.goto(f"{server}/Review", timeout=60_000)
+        expect(page.get_by_text("pairs in this queue", exact=False).first).to_be_visible(timeout=60_000)
+        page.get_by_text("drop", exact=True).first.click()
+        page.get_by_label("note").fill("not a real preference")
+        page.get_by_label("reviewer").fill("browser")
+        page.get_by_role("button", name="Save review").click()
+        expect(page.get_by_text("Review saved.").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "Review.png"), full_page=True)
         browser.close()

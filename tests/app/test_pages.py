@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -46,12 +48,24 @@ def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.Mo
     app.multiselect[1].set_value(["video"]).run()
     assert any("2 pairs match" in c.value for c in app.caption)  # the video pair, upsampled twice
     assert len(app.get("image")) == 3  # its three frames, decoded only now
-    assert any("zooms in" in t.value for t in app.text)
+    shown = [html.unescape(re.sub("<[^>]+>", "", e.proto.body)) for e in app.get("html")]  # marks taken out
+    assert any("zooms in" in text for text in shown)
+    assert any(c.value == "1 of 2" for c in app.caption)
+    app.button(key="pairs-at-next").click().run()
+    assert any(c.value == "2 of 2" for c in app.caption) and app.button(key="pairs-at-next").disabled
+    app.multiselect[1].set_value([]).run()
+    shown = [t.value for t in app.text if " · pair " in t.value]
+    app.button(key="pairs-at-back").click().run()  # back to the first of all pairs: another pair
+    assert any(c.value.startswith("1 of ") for c in app.caption)
+    assert [t.value for t in app.text if " · pair " in t.value] != shown
 
 
 def test_dataset_text_is_rendered_as_text(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = _run("pages/2_Pairs.py", data_root, monkeypatch, build="hostile")
-    assert HOSTILE in [t.value for t in app.text]  # shown verbatim in a text element
+    bodies = [e.proto.body for e in app.get("html")]
+    # The answers are escaped before their differences are marked: the markup shows as text, never runs.
+    assert any(html.escape(HOSTILE) in body for body in bodies)
+    assert all("<script>" not in body and "<a " not in body for body in bodies)
     assert all(HOSTILE not in m.value for m in app.markdown)
 
 
@@ -73,7 +87,7 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert any("0 near-duplicate prompt pairs at Jaccard >= 0.99" in m.value for m in bias.markdown)
     mixture = _run("pages/5_Mixture.py", data_root, monkeypatch)
     shares = mixture.dataframe[0].value
-    assert float(shares.loc[shares["source"] == "mm_rlhf", "upsampling_factor"].iloc[0]) == 2.0
+    assert float(shares.loc[shares["source"] == "mm_rlhf", "sampling_factor"].iloc[0]) == 2.0
     runs = _run("pages/6_Runs.py", data_root, monkeypatch)
     assert "No training runs" in runs.info[0].value
 
@@ -108,8 +122,8 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(AppError, match="leaves the build folder"):
         Build(copy, "escaping")
     demo, hostile = Build(data_root, "demo"), Build(data_root, "hostile")
-    changes = diff_builds(demo.manifest, hostile.manifest)
-    assert {"source": "uf", "step": "in shards", "a": 0, "b": 1, "change": 1} in changes
+    changes = diff_builds(demo.manifest, hostile.manifest, "demo", "hostile")
+    assert {"source": "uf", "step": "in shards", "demo": 0, "hostile": 1, "change": 1} in changes
 
 
 def test_histograms(data_root: Path) -> None:
@@ -146,3 +160,21 @@ def test_runs_page_plots_metrics_and_compares_with_published(tmp_path: Path, mon
     table = app.dataframe[0].value
     assert list(table["model"])[:2] == ["this run (tiny)", "GPT-4o (08-06)"]
     assert float(table.loc[table["model"] == "BaseReward (Qwen2.5-VL-7B)", "overall"].iloc[0]) == 82.16
+
+
+def test_removed_page_sets_duplicate_and_contaminated_images_side_by_side(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _run("pages/3_Removed.py", data_root, monkeypatch)
+    compare = next(s for s in app.selectbox if s.label == "compare")
+    dups = Build(data_root, "demo").duplicates()
+    image_dup = next(i for i, d in enumerate(dups) if d["method"] == "phash-hamming")
+    compare.set_value(image_dup).run()
+    captions = [i.proto.imgs[0].caption for i in app.get("image")]
+    assert any(c.startswith("removed: ") for c in captions) and any(c.startswith("kept survivor: ") for c in captions)
+    assert any(c.startswith("perceptual-hash distance") for c in (x.value for x in app.caption))
+    images = next(s for s in app.selectbox if s.label == "compare images")
+    assert images.options  # the contaminated image pairs of the demo build
+    captions = [i.proto.imgs[0].caption for i in app.get("image")]
+    assert any(c.startswith("training pair: ") for c in captions)
+    assert any(c.startswith("benchmark item ") for c in captions)

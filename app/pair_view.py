@@ -1,0 +1,129 @@
+"""One pair, as a curator reads it: images, prompt, both answers side by side with their differences marked, the
+metadata, the signals per op, and the review form. Dataset text is escaped before it is marked up, so hostile
+text stays inert; `st.html` shows it without Markdown."""
+
+from __future__ import annotations
+
+import difflib
+import html
+import os
+import re
+from typing import Any
+
+import streamlit as st
+
+from app.data import AppError, Build, review_file
+from curation.errors import InputError
+from curation.reviews import ACTIONS, Review, append_review, latest, read_reviews
+
+TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+METADATA = ("source", "source_row", "pair_id", "prompt_id", "modality", "subset", "category", "chosen_score",
+            "rejected_score", "margin", "tie", "chosen_model", "rejected_model", "language", "license",
+            "binarization")  # fmt: skip
+STYLE = (
+    "<style>.pair-text{white-space:pre-wrap;font-family:monospace;font-size:0.9em;border:1px solid #ddd;"
+    "padding:0.5em;border-radius:4px} .pair-text del{background:#fdd;text-decoration:none}"
+    " .pair-text ins{background:#dfd;text-decoration:none}</style>"
+)
+
+
+def marked_diff(chosen: str, rejected: str) -> tuple[str, str]:
+    """HTML of both answers, the words only one of them has marked (`<del>` in chosen, `<ins>` in rejected); every
+    piece of text is HTML-escaped."""
+    a, b = TOKEN.findall(chosen), TOKEN.findall(rejected)
+    left, right = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        old, new = html.escape("".join(a[i1:i2])), html.escape("".join(b[j1:j2]))
+        if op == "equal":
+            left.append(old)
+            right.append(new)
+            continue
+        if old:
+            left.append(f"<del>{old}</del>")
+        if new:
+            right.append(f"<ins>{new}</ins>")
+    return "".join(left), "".join(right)
+
+
+def _text_block(label: str, body_html: str) -> None:
+    st.caption(label)
+    st.html(f'{STYLE}<div class="pair-text">{body_html}</div>')
+
+
+def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
+    fate = pair.get("fate", "in the shards")
+    st.subheader("Pair")
+    st.text(f"{pair['source']} {pair['source_row']} · pair {pair['pair_id']} · {fate}")
+    for sha in pair["images"]:
+        info = build.image_info(sha)
+        image = build.image(sha, max_side=1024)
+        if image is None or info is None:
+            st.warning(f"image {sha} is not in this build's image table")
+            continue
+        st.image(image, caption=f"{info['width']}x{info['height']} {info['format']}, {info['kib']} KiB, sha256 {sha}")
+    for message in pair["prompt"]:
+        _text_block(message["role"], html.escape(message["content"]))
+    chosen, rejected = marked_diff(pair["chosen"], pair["rejected"])
+    left, right = st.columns(2)
+    with left:
+        _text_block(f"chosen ({len(pair['chosen'])} chars; red: only in chosen)", chosen)
+    with right:
+        _text_block(f"rejected ({len(pair['rejected'])} chars; green: only in rejected)", rejected)
+    st.markdown("**Metadata**")
+    st.dataframe(
+        [{"field": k, "value": "" if pair.get(k) is None else str(pair[k])} for k in METADATA if k in pair],
+        hide_index=True,
+        width="stretch",
+    )
+    st.markdown("**Signals**")
+    tables = build.signal_tables(pair)
+    if not tables:
+        st.write("No op measured this pair (or its prompt or images).")
+    for op, rows in tables.items():
+        st.caption(op)
+        st.dataframe(rows, hide_index=True, width="stretch")
+    cluster = build.cluster(pair["pair_id"])
+    if cluster:
+        st.markdown("**Duplicates**")
+        st.dataframe(cluster, hide_index=True, width="stretch")
+    review_form(build, pair, queue)
+
+
+def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
+    """Mark the pair keep, drop or swap with a note; written to DATA_ROOT/reviews/<build>.parquet only."""
+    st.markdown("**Review**")
+    try:
+        path = review_file(build.root, build.name)
+        earlier = [r for r in latest(read_reviews(path)) if r["pair_id"] == pair["pair_id"]] if path.is_file() else []
+    except (AppError, InputError) as exc:
+        st.warning("Reviews cannot be kept for this build.")
+        st.text(str(exc))
+        return
+    if earlier:
+        last = earlier[0]
+        st.text(f"reviewed: {last['action']} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
+    with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
+        action = st.radio("decision", ACTIONS, horizontal=True, help="swap: chosen and rejected are exchanged")
+        note = st.text_input("note")
+        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", os.environ.get("USER", "")))
+        if st.form_submit_button("Save review"):
+            st.session_state["reviewer"] = reviewer
+            try:
+                review = Review(
+                    pair["pair_id"],
+                    pair["source"],
+                    pair["source_row"],
+                    action,
+                    note,
+                    reviewer.strip(),
+                    build.name,
+                    queue,
+                )
+                saved = append_review(path, review)
+            except Exception as exc:  # a bad entry or an unwritable data root: said on the page, nothing written
+                st.error("The review was not saved.")
+                st.text(str(exc))
+            else:
+                st.success("Review saved.")
+                where = path.relative_to(build.root)
+                st.text(f"{saved.action}, in {where}; a build applies it with the op human_review")

@@ -1,0 +1,88 @@
+"""Reviewing in the workbench: the queues, the form, and where reviews are written (only under the data root)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.data import DATA_ENV
+from curation.reviews import read_reviews
+from tests.app.conftest import APP
+
+
+@pytest.fixture
+def root(data_root: Path, tmp_path: Path) -> Path:
+    """A data root of its own with the demo build (reviews are written there)."""
+    shutil.copytree(data_root / "demo", tmp_path / "demo")
+    return tmp_path
+
+
+def _review_page(root: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv(DATA_ENV, str(root))
+    app = AppTest.from_file(str(APP / "pages" / "7_Review.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")}
+    app = _review_page(root, monkeypatch)
+    assert app.selectbox[1].options == ["contamination matches", "duplicate clusters", "random sample"]
+    assert any("reviewed" in c.value and "0 of them" in c.value for c in app.caption)
+    pair = next(t.value for t in app.text if " · pair " in t.value)
+    app.radio[0].set_value("swap")
+    app.text_input[0].input("[b]labels reversed[/b]")
+    app.text_input[1].input("ana")
+    app.button[-1].click().run()  # Save review
+    assert not app.exception, app.exception
+    assert any(s.value == "Review saved." for s in app.success)
+    [review] = read_reviews(root / "reviews" / "demo.parquet").to_pylist()
+    assert (review["action"], review["note"], review["reviewer"], review["queue"]) == (
+        "swap",
+        "[b]labels reversed[/b]",
+        "ana",
+        "contamination matches",
+    )
+    assert review["pair_id"] in pair and review["build"] == "demo"
+    assert {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")} == before  # the build stays read-only
+    app.run()
+    assert any("1 of them reviewed" in c.value for c in app.caption)
+    assert any(t.value.startswith("reviewed: swap by ana at ") for t in app.text)
+
+
+def test_reviews_are_not_written_through_a_symlink(root: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (root / "reviews").symlink_to(elsewhere)
+    app = _review_page(root, monkeypatch)
+    assert any("Reviews cannot be kept for this build." in w.value for w in app.warning)
+    assert not list(elsewhere.iterdir())
+
+
+def test_the_next_build_applies_a_review_made_in_the_workbench(
+    root: Path, demo_recipe: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curation.build import build
+    from curation.recipe import load_recipe
+
+    app = _review_page(root, monkeypatch)
+    app.selectbox[1].set_value("random sample").run()
+    pair = next(t.value for t in app.text if " · pair " in t.value)
+    app.radio[0].set_value("drop")
+    app.text_input[1].input("ana")
+    app.button[-1].click().run()
+    assert any(s.value == "Review saved." for s in app.success)
+    shipped = (Path(__file__).resolve().parents[2] / "mixes" / "demo-reviewed.yaml").read_text()
+    recipe = demo_recipe.with_name("demo-reviewed.yaml")
+    recipe.write_text(shipped.replace("builds/reviews/demo.parquet", str(root / "reviews" / "demo.parquet")))
+    manifest = build(load_recipe(recipe), root / "demo-reviewed")
+    dropped = {s: e["removed"].get("human_review", {}) for s, e in manifest["sources"].items()}
+    assert sum(n for reasons in dropped.values() for n in reasons.values()) >= 1
+    rejects = pq.read_table(root / "demo-reviewed" / "rejects" / "rejects.parquet").to_pylist()
+    [dropped_row] = [r for r in rejects if r["stage"] == "human_review"][:1]
+    assert dropped_row["pair_id"] in pair and dropped_row["detail"].startswith("by ana at ")

@@ -1,0 +1,118 @@
+"""The Runs page under streamlit's AppTest: curves with points and values, every evaluation report with its counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.data import DATA_ENV
+from tests.app.conftest import APP
+from trainer.reports import EVALS, VERSION, write_report
+
+
+def _entry(scored: int, total: int, overall_scored: float, overall_all: float) -> dict[str, Any]:
+    """A VL-RewardBench entry of a report, as `trainer eval` writes it (items left out)."""
+    return {
+        "rows_read": total,
+        "items_total": total,
+        "items_scored": scored,
+        "not_scored": {"image not found": total - scored} if scored < total else {},
+        "groups": {"general": {"items_total": total, "items_scored": scored}},
+        "scores_over_scored": {"overall": overall_scored, "macro": overall_scored, "general": overall_scored},
+        "scores_over_all": {"overall": overall_all, "macro": overall_all, "general": overall_all},
+        "length_judge": {
+            "scores_over_scored": {"overall": 50.0, "macro": 50.0, "general": 50.0},
+            "scores_over_all": {"overall": 40.0, "macro": 40.0, "general": 40.0},
+        },
+    }
+
+
+def _report(created: str, entry: dict[str, Any]) -> dict[str, Any]:
+    return {"version": VERSION, "created": created, "models": ["run/model"], "benchmarks": {"vl_rewardbench": entry}}
+
+
+def _run_folder(root: Path) -> Path:
+    run = root / "runs" / "tiny"
+    run.mkdir(parents=True)
+    # Training curves every step, evaluation at the end only: one point each at step 12.
+    lines = [{"step": s, "loss": 0.7 - 0.05 * s, "accuracy": 0.5 + 0.04 * s} for s in range(1, 13)]
+    lines.append({"step": 12, "eval/loss": 0.3895, "eval/accuracy": 1.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return run
+
+
+def _open(root: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv(DATA_ENV, str(root))
+    app = AppTest.from_file(str(APP / "pages" / "6_Runs.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_one_point_curves_show_the_point_its_value_and_whole_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run_folder(tmp_path)
+    app = _open(tmp_path, monkeypatch)
+    specs = {json.loads(c.proto.spec)["title"]: json.loads(c.proto.spec) for c in app.get("vega_lite_chart")}
+    assert list(specs) == ["loss", "accuracy", "eval/loss", "eval/accuracy"]
+    for spec in specs.values():
+        line, values = spec["layer"]
+        assert line["mark"] == {"type": "line", "point": True}  # a lone point is drawn
+        assert line["encoding"]["x"]["axis"] == {"format": "d", "tickMinStep": 1}  # steps are whole numbers
+        assert values["mark"]["type"] == "text" and values["encoding"]["text"]["field"] == "value"
+    assert specs["eval/loss"]["layer"][0]["encoding"]["x"]["scale"]["domain"] == [11, 13]  # step 12 in the middle
+    assert "domain" not in specs["loss"]["layer"][0]["encoding"]["x"]["scale"]
+    assert any("Not evaluated yet" in m.value for m in app.markdown)
+
+
+def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run_folder(tmp_path)
+    (run / "eval.json").write_text(json.dumps({"benchmarks": {"vl_rewardbench": {"overall": 55.0, "macro": 50.0}}}))
+    first = write_report(run / EVALS, _report("2025-01-01T12:00:00Z", _entry(4, 4, 75.0, 75.0)))
+    second = write_report(run / EVALS, _report("2025-01-01T12:00:00Z", _entry(3, 4, 66.67, 50.0)))
+    assert (first.name, second.name) == (
+        "20250101T120000Z-vl_rewardbench.json",
+        "20250101T120000Z-vl_rewardbench-2.json",
+    )
+    app = _open(tmp_path, monkeypatch)
+    listed = app.table[0].value
+    assert list(listed["report"]) == ["eval.json", f"{EVALS}/{first.name}", f"{EVALS}/{second.name}"]  # oldest first
+    assert list(listed["items"]) == ["vl_rewardbench: not counted", "vl_rewardbench: 4 of 4 scored",
+                                     "vl_rewardbench: 3 of 4 scored"]  # fmt: skip
+    assert list(listed["written (UTC)"]) == ["not recorded", "2025-01-01T12:00:00Z", "2025-01-01T12:00:00Z"]
+
+    # The newest report is shown first: each score beside the items it is over.
+    evaluation = next(s for s in app.selectbox if s.label == "evaluation")
+    assert evaluation.value == f"{EVALS}/{second.name}"
+    assert "vl_rewardbench: 3 of 4 items scored; 1 of 4 not scored (image not found: 1)" in [
+        c.value for c in app.caption
+    ]
+    table = app.dataframe[0].value
+    run_rows = table[table["model"] == "this run (tiny)"]
+    assert list(run_rows["result"]) == ["over the scored items", "over all items (not scored = wrong)"]
+    assert list(run_rows["items"]) == ["3 of 4", "4"] and list(run_rows["overall"]) == [66.67, 50.0]
+    published = table[table["result"] == "published"]
+    assert set(published["items"]) == {"1250"} and "BaseReward (Qwen2.5-VL-7B)" in set(published["model"])
+
+    evaluation.set_value("eval.json").run()  # a legacy report: its scores, without counts
+    assert "vl_rewardbench: item counts not recorded (a report from before they were)" in [c.value for c in app.caption]
+    table = app.dataframe[0].value
+    assert list(table["model"])[:2] == ["this run (tiny)", "GPT-4o (08-06)"]
+    assert float(table["overall"].iloc[0]) == 55.0
+
+
+def test_an_unreadable_report_is_named_and_the_others_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _run_folder(tmp_path)
+    write_report(run / EVALS, _report("2025-01-01T12:00:00Z", _entry(4, 4, 75.0, 75.0)))
+    (run / EVALS / "20250102T000000Z-vl_rewardbench.json").write_text("{")  # cut short by hand
+    app = _open(tmp_path, monkeypatch)
+    assert [w.value for w in app.warning] == ["Cannot read this run's evaluation."]
+    assert any("20250102T000000Z-vl_rewardbench.json is not a readable JSON report" in t.value for t in app.text)
+    assert len(app.table[0].value) == 1 and len(app.dataframe) == 1
