@@ -31,4 +31,8 @@ test: install
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
-.PHONY: install demo test
+# The tests marked slow (long learning runs, the real browser), which `make test` leaves out; CI runs both.
+test-slow: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m slow
+
+.PHONY: install demo test test-slow

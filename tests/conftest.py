@@ -15,9 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from curation.build import build
 from curation.demo import write_demo
 from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
+from curation.recipe import load_recipe
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 
@@ -125,6 +127,14 @@ def demo_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     recipe = root / "mixes" / "demo.yaml"
     recipe.write_text((MIXES / "demo.yaml").read_text())
     return recipe
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory: pytest.TempPathFactory, demo_recipe: Path) -> Path:
+    """`demo_recipe` built once for the session, to read: a test that changes a build copies it first."""
+    out = tmp_path_factory.mktemp("demo-build") / "demo"
+    build(load_recipe(demo_recipe), out)
+    return out
 
 
 # -- rows as the Hugging Face Hub serves them ---------------------------------------------------------------------
