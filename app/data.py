@@ -253,8 +253,13 @@ class Build:
         from curation.ops import OPS
 
         found = self.signals(pair["pair_id"], pair["prompt_id"], list(pair["images"]))
+        before = (json.loads(pair.get("meta") or "{}").get("_review") or {}).get("pair_id_before")
+        if before:  # a pair whose labels a review swapped: the per-pair signals know it by its old id
+            for stem, rows in self.signals(before, pair["prompt_id"], []).items():
+                found.setdefault(stem, rows)
         thresholds = recipe_thresholds(self.manifest)
         removed_at = pair.get("removed_at")
+        stages = list(OPS)
         tables = {}
         for stem, rows in sorted(found.items()):
             op = stem.split("-v")[0]
@@ -262,8 +267,11 @@ class Build:
             limits = ", ".join(f"{k} {v}" for k, v in thresholds.get(op, {}).items()) or "-"
             if removed_at is not None and removed_at[0] == op:
                 decision = f"removed: {removed_at[1]} ({removed_at[2]})"
+            elif removed_at is not None and op in stages and removed_at[0] in stages:
+                later = stages.index(op) > stages.index(removed_at[0])
+                decision = f"not decided (removed earlier, at {removed_at[0]})" if later else "kept by this op"
             elif removed_at is not None:
-                decision = f"kept by this op (removed later, at {removed_at[0]})"
+                decision = f"removed at {removed_at[0]}"
             else:
                 decision = "kept"
             tables[f"{op} (signal {stem})"] = [
@@ -329,8 +337,9 @@ class Build:
         elif queue == "random sample":
             # A stable sample: hash order over the pair id and the build's seed.
             seed = sql_literal(str(self.manifest.get("seed", 0)))
-            query = f"""SELECT pair_id, source, source_row, 'sample' AS why FROM pairs {where}
-                        ORDER BY md5(pair_id || ':' || {seed}), source_row"""
+            query = f"""SELECT * FROM (SELECT DISTINCT ON (pair_id) pair_id, source, source_row, 'sample' AS why
+                                       FROM pairs {where} ORDER BY pair_id, source_row)
+                        ORDER BY md5(pair_id || ':' || {seed}), pair_id"""
         else:
             raise AppError(f"no review queue {queue!r}")
         return self.rows(f"SELECT * FROM ({query}) LIMIT ?", [*params, limit])

@@ -102,6 +102,9 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     if earlier:
         last = earlier[0]
         st.text(f"reviewed: {last['action']} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
+    if pair.get("removed_at") is not None:
+        st.caption(f"This pair was removed at {pair['removed_at'][0]}: a review of it is recorded, and the next build "
+                   "still removes it (reviews apply last).")  # fmt: skip
     with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
         action = st.radio("decision", ACTIONS, horizontal=True, help="swap: chosen and rejected are exchanged")
         note = st.text_input("note")

@@ -487,6 +487,12 @@ class Builder:
             "seed": self.recipe.seed,
             "schema_version": int(PAIR_SCHEMA.metadata[b"schema_version"]),
             "inputs": inputs,
+            # Files ops read besides the sources (a reviews file, a reward model's scores), by sha256.
+            "op_inputs": {
+                name: {"path": str(path), "sha256": sha256_file(Path(path))}
+                for name, field_name in (("rm_margin", "scores"), ("human_review", "reviews"))
+                if (params := self.recipe.op(name)) is not None and (path := getattr(params, field_name))
+            },
             "versions": {p: importlib.metadata.version(p) for p in ("rm-workbench", "duckdb", "pyarrow", "pillow")},
             "sources": per_source,
             "shards": self.shards,

@@ -24,7 +24,7 @@ def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
         rows.append((name, "kept", s["kept"]))
         for stage, reasons in s.get("swapped", {}).items():  # kept pairs whose labels a review fixed
             for reason, n in reasons.items():
-                rows.append((name, f"{stage}: {reason} (kept)", n))
+                rows.append((name, f"{stage}: {reason} (of the kept pairs)", n))
         rows.append((name, "upsampled copies", s["mix"]["upsampled_copies"]))
         rows.append((name, "in shards", s["in_shards"]))
     return rows

@@ -144,16 +144,23 @@ def reviews_command(
     """List curators' reviews (DATA_ROOT/reviews/<build>.parquet), export them, and say how a build applies them."""
     import pyarrow as pa
 
+    from curation.lookup import visible
     from curation.reviews import REVIEW_SCHEMA, export_reviews, latest, list_review_files, read_reviews, reviews_path
 
     files = [reviews_path(data_root, build_name)] if build_name else list_review_files(data_root)
     files = [f for f in files if f.is_file()]
     if not files:
         _fail(f"no reviews under {data_root / 'reviews'}" + (f" for build {build_name!r}" if build_name else ""))
+    if export is not None and export.resolve() in {f.resolve() for f in files}:
+        _fail(f"--export {export}: that is a reviews file this command reads; export elsewhere (it is append-only)")
     rows: list[dict[str, str]] = []
     summary = []
     for path in files:
-        table = read_reviews(path)
+        try:
+            table = read_reviews(path)
+        except InputError as exc:  # one damaged file does not hide the others' reviews
+            _warn(str(exc))
+            continue
         chosen = table.to_pylist() if all_rows else latest(table)
         rows += chosen
         actions = {a: sum(r["action"] == a for r in latest(table)) for a in ("keep", "drop", "swap")}
@@ -166,13 +173,16 @@ def reviews_command(
     for path, written, pairs, actions in summary:
         counts = ", ".join(f"{a} {n}" for a, n in actions.items())
         console.print(Text(f"{path}: {written} reviews written, {pairs} pairs reviewed (latest: {counts})"))
-        console.print(Text(f"  apply in a build: ops: {{human_review: {{reviews: {path}}}}}", style="dim"))
+        # The path as a JSON string, which YAML reads as it is whatever characters it holds.
+        console.print(
+            Text(f"  apply in a build: ops: {{human_review: {{reviews: {json.dumps(str(path))}}}}}", style="dim")
+        )
     table = Table(title=f"{len(rows)} {'reviews' if all_rows else 'latest reviews'}")
     for column in ("pair", "build", "source", "row", "action", "reviewer", "reviewed at", "queue", "note"):
         table.add_column(column, no_wrap=column in {"pair", "row"})
     for r in rows:
-        table.add_row(*(Text(str(r[k])) for k in ("pair_id", "build", "source", "source_row", "action", "reviewer",
-                                                   "reviewed_at", "queue", "note")))  # fmt: skip
+        columns = ("pair_id", "build", "source", "source_row", "action", "reviewer", "reviewed_at", "queue", "note")
+        table.add_row(*(Text(visible(str(r[k]))) for k in columns))
     console.print(table)
     if export is not None:
         console.print(Text(f"wrote {len(rows)} reviews to {export}"))

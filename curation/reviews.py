@@ -55,11 +55,13 @@ class Review:
             raise InputError(f"review action {self.action!r}: use one of {', '.join(ACTIONS)}")
         if not self.reviewer.strip():
             raise InputError("a review needs a reviewer name")
+        if not self.pair_id:
+            raise InputError("a review needs the pair id it is about")
 
 
 def reviews_path(root: Path, build: str) -> Path:
     """Where the reviews of `build` (a build folder's name under the data root) are kept."""
-    if not build or "/" in build or build in {".", ".."}:
+    if not build or "/" in build or "\x00" in build or build in {".", ".."} or len(build) > 200:
         raise InputError(f"{build!r} is not a build name")
     return root / "reviews" / f"{build}.parquet"
 
@@ -97,7 +99,23 @@ def read_reviews(path: Path) -> pa.Table:
     missing = [name for name in REVIEW_SCHEMA.names if name not in table.column_names]
     if missing:
         raise InputError(f"{path}: not a reviews file (no column {', '.join(missing)})")
-    return table.select(REVIEW_SCHEMA.names).cast(REVIEW_SCHEMA)
+    table = table.select(REVIEW_SCHEMA.names)
+    wrong = [f.name for f in REVIEW_SCHEMA if table.schema.field(f.name).type != f.type]
+    if wrong:  # a file written by something else: no silent conversion of ids or actions
+        raise InputError(f"{path}: not a reviews file (column {', '.join(wrong)} is not text)")
+    try:
+        table = table.cast(REVIEW_SCHEMA)
+    except (pa.ArrowException, ValueError) as exc:
+        raise InputError(f"{path}: not a reviews file ({exc})") from None
+    for row, (pair_id, action) in enumerate(
+        zip(table["pair_id"].to_pylist(), table["action"].to_pylist(), strict=True)
+    ):
+        if action not in ACTIONS or not pair_id:
+            raise InputError(
+                f"{path}: review {row} has action {action!r} and pair id {pair_id!r}; an action is one of "
+                f"{', '.join(ACTIONS)} and a pair id is not empty"
+            )
+    return table
 
 
 def latest(table: pa.Table) -> list[dict[str, str]]:

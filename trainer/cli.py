@@ -174,7 +174,7 @@ def eval_(
 
     from trainer.evaluate import BenchSpec, evaluate
     from trainer.predict import load_reward_model, resolve_model
-    from trainer.published import comparison_rows
+    from trainer.published import comparison_rows, table_columns
     from trainer.reports import EVALS, counts_text, not_scored_text, write_report
 
     console = _console()
@@ -209,7 +209,7 @@ def eval_(
     for name, entry in report["benchmarks"].items():
         rows = comparison_rows(report, name, label)
         table = Table(title=Text(f"{name}: {counts_text(entry)}"))
-        columns = [c for c in rows[0] if not c.endswith("_plus") or c == "acc_plus"]  # the JSON has every metric
+        columns = table_columns(rows)
         for column in columns:
             table.add_column(column, no_wrap=column in ("model", "result"))
         for row in rows:

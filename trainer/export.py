@@ -18,7 +18,7 @@ import yaml
 
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
-from trainer.published import comparison_rows
+from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 
 
@@ -44,7 +44,7 @@ def _eval_lines(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
     lines: list[str] = []
     for bench, (name, report) in latest_by_benchmark(reports).items():
         rows = comparison_rows(report, bench, "this model")
-        columns = [c for c in rows[0] if not c.endswith("_plus") or c == "acc_plus"]
+        columns = table_columns(rows)
         entry = report["benchmarks"][bench]
         lines += [f"### {bench}", "", f"From `{name}`: {counts_text(entry)}.", ""]
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -77,9 +77,16 @@ def comparison_rows(report: dict[str, Any], benchmark: str, label: str) -> list[
         if benchmark in report.get("length_judge", {}):
             rows.append({"model": LENGTH_JUDGE, "result": "items not counted", "items": None,
                          **report["length_judge"][benchmark]})  # fmt: skip
-    metrics = [k for k in rows[0] if k not in ("model", "result", "items")]
+    # Every measured row's metrics: a group no item of which was scored is only in the "over all" row.
+    metrics = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in ("model", "result", "items")]
     items = PUBLISHED_ITEMS.get(benchmark)
     for model, published in PUBLISHED.get(benchmark, {}).items():
         rows.append({"model": model, "result": "published", "items": None if items is None else str(items),
                      **{k: published.get(k) for k in metrics}})  # fmt: skip
     return rows
+
+
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns of a comparison table: every row's keys in first-seen order, without the per-category Acc+ (the
+    report has every metric)."""
+    return [c for c in dict.fromkeys(k for row in rows for k in row) if not c.endswith("_plus") or c == "acc_plus"]

@@ -20,6 +20,7 @@ import pyarrow as pa
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
 from curation.reviews import REVIEW_SCHEMA, latest, read_reviews
+from curation.schema import compute_pair_id
 from curation.sql import sql_literal
 
 
@@ -38,7 +39,7 @@ class HumanReview(Op):
     name = "human_review"
     Params = HumanReviewParams
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
-        "pairs": ("row_key", "pair_id"),
+        "pairs": ("row_key", "pair_id", "prompt", "images", "chosen", "rejected"),
         "live_pairs": ("row_key", "pair_id", "source", "source_row"),
     }
     evidence: ClassVar[tuple[str, ...]] = ("flags/human_review.parquet",)
@@ -52,16 +53,31 @@ class HumanReview(Op):
         rows = pa.Table.from_pylist(latest(read_reviews(Path(params.reviews))), schema=REVIEW_SCHEMA)
         ctx.db.register("review_rows", rows)
         try:
+            # A swap's pair id once swapped: a pair that already exists the other way round is then a duplicate.
+            to_swap = ctx.rows(
+                """SELECT DISTINCT p.pair_id, p.prompt, p.images, p.chosen, p.rejected FROM pairs p
+                   SEMI JOIN (SELECT pair_id FROM review_rows WHERE action = 'swap') USING (pair_id)"""
+            )
+            swapped = pa.table(
+                {
+                    "pair_id": pa.array([r[0] for r in to_swap], pa.string()),
+                    "swapped_pair_id": pa.array(
+                        [compute_pair_id(r[1], r[2], r[4], r[3]) for r in to_swap], pa.string()
+                    ),
+                }
+            )
+            ctx.db.register("swapped_ids", swapped)
             # Every review, with the pairs it names among all ingested pairs (none: another build's pair).
             ctx.copy(
                 """SELECT r.pair_id, r.action, r.note, r.reviewer, r.reviewed_at, r.build, r.queue,
-                          r.source AS reviewed_source, r.source_row AS reviewed_row, p.row_key
-                   FROM review_rows r LEFT JOIN pairs p USING (pair_id)
+                          r.source AS reviewed_source, r.source_row AS reviewed_row, p.row_key, w.swapped_pair_id
+                   FROM review_rows r LEFT JOIN pairs p USING (pair_id) LEFT JOIN swapped_ids w USING (pair_id)
                    ORDER BY r.pair_id, p.row_key""",
                 signals,
             )
         finally:
             ctx.db.unregister("review_rows")
+            ctx.db.unregister("swapped_ids")
 
     def decide(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> Decision:
         reviews = f"read_parquet({sql_literal(signals)})"
@@ -80,7 +96,13 @@ class HumanReview(Op):
                     GROUP BY ALL ORDER BY s.pair_id"""
             },
             removals=[
-                f"SELECT row_key, 'dropped by review' AS reason, {detail} AS detail FROM {live} WHERE action = 'drop'"
+                f"SELECT row_key, 'dropped by review' AS reason, {detail} AS detail FROM {live} WHERE action = 'drop'",
+                # Swapped, the pair would be another live pair: it goes, as an exact duplicate would.
+                f"""SELECT s.row_key, 'duplicate once swapped' AS reason,
+                           'swapped, it is ' || d.source || ' ' || d.source_row || ', ' || {detail} AS detail
+                    FROM {live} s JOIN (SELECT DISTINCT ON (pair_id) pair_id, source, source_row FROM live_pairs
+                                        ORDER BY pair_id, row_key) d ON d.pair_id = s.swapped_pair_id
+                    WHERE s.action = 'swap'""",
             ],
             swaps=[
                 f"SELECT row_key, 'swapped by review' AS reason, {detail} AS detail FROM {live} WHERE action = 'swap'"

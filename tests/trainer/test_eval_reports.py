@@ -156,3 +156,12 @@ def test_every_flag_has_help_and_shows_its_default(command: str) -> None:
         # `--flag  <type>  help text [default: ...]`, or [required]; --help alone has no default to show
         if "--help" not in line:
             assert re.search(r"> +\S.*\[(default: .+|required)\]", line), f"{command}: {line.strip()}"
+
+
+def test_a_group_scored_only_over_all_items_keeps_its_column() -> None:
+    from trainer.published import table_columns
+
+    rows = [{"model": "m", "result": "over scored", "overall": 100.0, "hallucination": 100.0},
+            {"model": "m", "result": "over all", "overall": 60.0, "hallucination": 75.0, "general": 0.0,
+             "general_plus": 0.0}]  # fmt: skip
+    assert table_columns(rows) == ["model", "result", "overall", "hallucination", "general"]

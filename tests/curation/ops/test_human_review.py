@@ -3,10 +3,11 @@
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.io import read_shards
+from curation.io import read_shards, sha256_file
 from curation.ops.context import pair_tables
 from curation.reviews import Review, append_review, latest, read_reviews, reviews_path
 from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
@@ -75,6 +76,7 @@ def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) ->
     assert source["swapped"] == {"human_review": {"swapped by review": 1}} and source["balanced"]
     assert [r["reason"] for r in second.removed("human_review")] == ["dropped by review"]
     assert pq.read_table(second.root / "flags" / "human_review.parquet").num_rows == 2
+    assert second.manifest["op_inputs"]["human_review"]["sha256"] == sha256_file(path)
 
 
 def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
@@ -88,10 +90,37 @@ def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["reviews", str(tmp_path), "--export", str(tmp_path / "out.jsonl")])
     assert result.exit_code == 0, result.output
     assert "2 reviews written, 1 pairs reviewed (latest: keep 0, drop 0, swap 1)" in result.output
-    assert f"ops: {{human_review: {{reviews: {path}}}}}" in result.output
+    assert f'ops: {{human_review: {{reviews: "{path}"}}}}' in result.output
+    onto_itself = CliRunner().invoke(app, ["reviews", str(tmp_path), "--export", str(path)])
+    assert onto_itself.exit_code == 1 and "append-only" in onto_itself.output
     exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["action"] for r in exported] == ["swap"]
     every = CliRunner().invoke(app, ["reviews", str(tmp_path), "--all", "--json"])
     assert [r["note"] for r in json.loads(every.output)] == ["[bold]not markup[/]", ""]
     missing = CliRunner().invoke(app, ["reviews", str(tmp_path), "--build", "other"])
     assert missing.exit_code == 1 and "error: no reviews under" in missing.output
+
+
+def test_a_swap_that_would_duplicate_a_live_pair_removes_it(tmp_path: Path) -> None:
+    rows = [{"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon."},
+            {"prompt": "Capital of France?", "chosen": "Lyon.", "rejected": "Paris."}]  # fmt: skip
+    pairs, _ = pair_tables(rows)
+    path = tmp_path / "reviews.parquet"
+    _review(path, pairs["pair_id"][1].as_py(), "swap", "reversed", row="s.jsonl:1")
+    run = run_op_on_rows(tmp_path / "b", "human_review", rows, {"reviews": str(path)})
+    assert run.removed()[1][0] == "duplicate once swapped"
+    assert run.removed()[1][1].startswith("swapped, it is s s.jsonl:0, by ana at ")
+    assert run.ctx.rows("SELECT count(*) FROM swapped") == [(0,)]
+
+
+def test_reviews_files_with_unknown_actions_or_other_types_are_refused(tmp_path: Path) -> None:
+    from curation.errors import InputError
+    from curation.reviews import REVIEW_SCHEMA
+
+    row = {name: "x" for name in REVIEW_SCHEMA.names} | {"action": "DROP"}
+    pq.write_table(pa.Table.from_pylist([row], schema=REVIEW_SCHEMA), tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=r"review 0 has action 'DROP'"):
+        read_reviews(tmp_path / "bad.parquet")
+    pq.write_table(pa.table({**{n: ["x"] for n in REVIEW_SCHEMA.names}, "pair_id": [7]}), tmp_path / "int.parquet")
+    with pytest.raises(InputError, match="column pair_id is not text"):
+        read_reviews(tmp_path / "int.parquet")
