@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -13,6 +14,19 @@ def page(title: str) -> None:
     """Every page: the wide layout (a page opened by its URL gets it too) and its title."""
     st.set_page_config(page_title=f"{title} · RM data workbench", layout="wide")
     st.title(title)
+
+
+def pick_row(rows: list[dict[str, Any]], key: str) -> int:
+    """A table whose rows open on a click, with previous/next buttons under it; returns the row to show. A click
+    moves the reader to that row; previous/next step from there."""
+    event = st.dataframe(
+        rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", key=f"{key}-table"
+    )
+    selected = event.selection.rows if event is not None else []
+    if selected and selected != st.session_state.get(f"{key}-clicked"):
+        st.session_state[f"{key}-at"] = selected[0]
+    st.session_state[f"{key}-clicked"] = selected
+    return step_buttons(f"{key}-at", len(rows))
 
 
 def step_buttons(key: str, count: int) -> int:

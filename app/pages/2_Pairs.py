@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.data import SORTS
 from app.pair_view import show_pair
-from app.ui import build_or_stop, page, root_or_stop, step_buttons
+from app.ui import build_or_stop, page, pick_row, root_or_stop
 
 page("Pairs")
 root = root_or_stop()
@@ -47,23 +47,11 @@ rows, total = build.pairs(
     page=int(page_number),
 )
 st.caption(f"{total} pairs match; page {int(page_number)} shows {len(rows)}. Click a row to read the pair.")
-columns = ["source", "source_row", "margin", "chosen_chars", "rejected_chars", "category", "modality", "pair_id"]
-event = st.dataframe(
-    [{k: r.get(k) for k in columns if k in r} | {k: v for k, v in r.items() if k not in columns} for r in rows],
-    hide_index=True,
-    width="stretch",
-    on_select="rerun",
-    selection_mode="single-row",
-    key="pairs-table",
-)
 if not rows:
     st.stop()
-# A click moves the reader to that row; previous/next step from there.
-selected = event.selection.rows if event is not None else []
-if selected and selected != st.session_state.get("pairs-clicked"):
-    st.session_state["pairs-at"] = selected[0]
-st.session_state["pairs-clicked"] = selected
-at = step_buttons("pairs-at", len(rows))
+columns = ["source", "source_row", "margin", "chosen_chars", "rejected_chars", "category", "modality", "pair_id"]
+shown = [{k: r.get(k) for k in columns if k in r} | {k: v for k, v in r.items() if k not in columns} for r in rows]
+at = pick_row(shown, "pairs")
 pair = build.pair(rows[at]["pair_id"])
 if pair is not None:
     show_pair(build, pair)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app.data import AppError, review_file
 from app.pair_view import show_pair
-from app.ui import build_or_stop, page, root_or_stop, step_buttons
+from app.ui import build_or_stop, page, pick_row, root_or_stop
 from curation.errors import InputError
 from curation.reviews import latest, read_reviews
 
@@ -34,14 +34,7 @@ st.caption(f"{len(rows)} pairs in this queue (at most 200 shown); {done} of them
 if not rows:
     st.info("This queue is empty.")
     st.stop()
-event = st.dataframe(
-    table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", key="review-table"
-)
-selected = event.selection.rows if event is not None else []
-if selected and selected != st.session_state.get("review-clicked"):
-    st.session_state["review-at"] = selected[0]
-st.session_state["review-clicked"] = selected
-at = step_buttons("review-at", len(rows))
+at = pick_row(table, "review")
 pair = build.pair(rows[at]["pair_id"])
 if pair is None:
     st.warning("This pair is in neither the shards nor the removed pairs of the build.")

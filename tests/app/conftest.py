@@ -8,12 +8,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
+from app.data import DATA_ENV
 from curation.build import build
 from curation.recipe import load_recipe
 from tests.conftest import write_jsonl
 
 APP = Path(__file__).resolve().parents[2] / "app"
+
+
+def run_page(page: str, root: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> AppTest:
+    """Run one page (`Home.py`, `pages/2_Pairs.py`, ...) on the data root `root` under AppTest, with URL
+    parameters; it must not raise."""
+    monkeypatch.setenv(DATA_ENV, str(root))
+    app = AppTest.from_file(str(APP / page), default_timeout=60)
+    for key, value in params.items():
+        app.query_params[key] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
 HOSTILE = "<script>alert('x')</script> **bold** [link](http://example.com)"
 
 

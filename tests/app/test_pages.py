@@ -9,31 +9,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from app.data import DATA_ENV, AppError, Build, diff_builds, inside, list_builds
-from tests.app.conftest import APP, HOSTILE
-
-
-def _run(page: str, root: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> AppTest:
-    monkeypatch.setenv(DATA_ENV, str(root))
-    app = AppTest.from_file(str(APP / page), default_timeout=60)
-    for key, value in params.items():
-        app.query_params[key] = value
-    app.run()
-    assert not app.exception, app.exception
-    return app
+from app.data import AppError, Build, diff_builds, inside, list_builds
+from tests.app.conftest import HOSTILE, run_page
 
 
 def test_home_lists_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _run("Home.py", data_root, monkeypatch)
+    app = run_page("Home.py", data_root, monkeypatch)
     table = app.dataframe[0].value
     assert list(table["build"]) == ["demo", "half.partial", "hostile"]
     assert list(table["status"]) == ["ready", "in progress", "ready"]
 
 
 def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _run("pages/1_Builds.py", data_root, monkeypatch)
+    app = run_page("pages/1_Builds.py", data_root, monkeypatch)
     manifest = Build(data_root, "demo").manifest
     assert [m.value for m in app.metric] == [str(manifest["rows_in_shards"]), "3", str(manifest["images"])]
     funnel = app.dataframe[0].value
@@ -43,7 +32,7 @@ def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytes
 
 
 def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _run("pages/2_Pairs.py", data_root, monkeypatch)
+    app = run_page("pages/2_Pairs.py", data_root, monkeypatch)
     assert any("43 pairs match" in c.value for c in app.caption)
     app.multiselect[1].set_value(["video"]).run()
     assert any("2 pairs match" in c.value for c in app.caption)  # the video pair, upsampled twice
@@ -61,7 +50,7 @@ def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.Mo
 
 
 def test_dataset_text_is_rendered_as_text(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _run("pages/2_Pairs.py", data_root, monkeypatch, build="hostile")
+    app = run_page("pages/2_Pairs.py", data_root, monkeypatch, build="hostile")
     bodies = [e.proto.body for e in app.get("html")]
     # The answers are escaped before their differences are marked: the markup shows as text, never runs.
     assert any(html.escape(HOSTILE) in body for body in bodies)
@@ -70,7 +59,7 @@ def test_dataset_text_is_rendered_as_text(data_root: Path, monkeypatch: pytest.M
 
 
 def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    removed = _run("pages/3_Removed.py", data_root, monkeypatch)
+    removed = run_page("pages/3_Removed.py", data_root, monkeypatch)
     reasons = set(removed.dataframe[0].value["reason"])
     assert {"exact duplicate", "near-duplicate image", "contaminated: vl_rewardbench", "tie"} <= reasons
     contamination = removed.dataframe[-1].value
@@ -80,30 +69,30 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     # The exact duplicate beside its survivor (which decontamination removed later: still shown).
     astronaut = "A portrait of an astronaut in a white spacesuit in front of an American flag."
     assert [t.value for t in removed.text].count(astronaut) == 2
-    bias = _run("pages/4_Bias.py", data_root, monkeypatch)
+    bias = run_page("pages/4_Bias.py", data_root, monkeypatch)
     assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
     assert any("near-duplicate prompt pairs at Jaccard >= 0.8" in m.value for m in bias.markdown)
     bias.slider[-1].set_value(0.99).run()  # a stricter threshold, re-decided from the stored signal
     assert any("0 near-duplicate prompt pairs at Jaccard >= 0.99" in m.value for m in bias.markdown)
-    mixture = _run("pages/5_Mixture.py", data_root, monkeypatch)
+    mixture = run_page("pages/5_Mixture.py", data_root, monkeypatch)
     shares = mixture.dataframe[0].value
     assert float(shares.loc[shares["source"] == "mm_rlhf", "sampling_factor"].iloc[0]) == 2.0
-    runs = _run("pages/6_Runs.py", data_root, monkeypatch)
+    runs = run_page("pages/6_Runs.py", data_root, monkeypatch)
     assert "No training runs" in runs.info[0].value
 
 
 def test_a_build_path_from_the_url_cannot_escape(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _run("pages/1_Builds.py", data_root, monkeypatch, build="../../etc")
+    app = run_page("pages/1_Builds.py", data_root, monkeypatch, build="../../etc")
     assert "not a finished build under the data root" in app.warning[-1].value
     assert app.selectbox[0].value == "demo"
 
 
 def test_missing_data_root_is_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _run("pages/2_Pairs.py", tmp_path / "absent", monkeypatch)
+    app = run_page("pages/2_Pairs.py", tmp_path / "absent", monkeypatch)
     assert app.error[0].value == "Cannot open the data root."
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "No finished build" in _run("pages/3_Removed.py", empty, monkeypatch).info[0].value
+    assert "No finished build" in run_page("pages/3_Removed.py", empty, monkeypatch).info[0].value
 
 
 def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
@@ -155,7 +144,7 @@ def test_runs_page_plots_metrics_and_compares_with_published(tmp_path: Path, mon
     lines = [{"step": s, "loss": 0.7 - 0.1 * s, "accuracy": 0.5 + 0.1 * s, "margin": 0.2 * s} for s in range(4)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     (run / "eval.json").write_text(json.dumps({"benchmarks": {"vl_rewardbench": {"overall": 55.0, "macro": 50.0}}}))
-    app = _run("pages/6_Runs.py", tmp_path, monkeypatch)
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert len(app.get("vega_lite_chart")) == 3  # loss, accuracy and margin curves
     table = app.dataframe[0].value
     assert list(table["model"])[:2] == ["this run (tiny)", "GPT-4o (08-06)"]
@@ -165,7 +154,7 @@ def test_runs_page_plots_metrics_and_compares_with_published(tmp_path: Path, mon
 def test_removed_page_sets_duplicate_and_contaminated_images_side_by_side(
     data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _run("pages/3_Removed.py", data_root, monkeypatch)
+    app = run_page("pages/3_Removed.py", data_root, monkeypatch)
     compare = next(s for s in app.selectbox if s.label == "compare")
     dups = Build(data_root, "demo").duplicates()
     image_dup = next(i for i, d in enumerate(dups) if d["method"] == "phash-hamming")

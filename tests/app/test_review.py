@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from app.data import DATA_ENV
 from curation.reviews import read_reviews
-from tests.app.conftest import APP
+from tests.app.conftest import run_page
 
 
 @pytest.fixture
@@ -21,17 +19,9 @@ def root(data_root: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _review_page(root: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv(DATA_ENV, str(root))
-    app = AppTest.from_file(str(APP / "pages" / "7_Review.py"), default_timeout=60)
-    app.run()
-    assert not app.exception, app.exception
-    return app
-
-
 def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")}
-    app = _review_page(root, monkeypatch)
+    app = run_page("pages/7_Review.py", root, monkeypatch)
     assert app.selectbox[1].options == ["contamination matches", "duplicate clusters", "random sample"]
     assert any("reviewed" in c.value and "0 of them" in c.value for c in app.caption)
     pair = next(t.value for t in app.text if " · pair " in t.value)
@@ -59,7 +49,7 @@ def test_reviews_are_not_written_through_a_symlink(root: Path, tmp_path_factory:
                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     (root / "reviews").symlink_to(elsewhere)
-    app = _review_page(root, monkeypatch)
+    app = run_page("pages/7_Review.py", root, monkeypatch)
     assert any("Reviews cannot be kept for this build." in w.value for w in app.warning)
     assert not list(elsewhere.iterdir())
 
@@ -70,7 +60,7 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     from curation.build import build
     from curation.recipe import load_recipe
 
-    app = _review_page(root, monkeypatch)
+    app = run_page("pages/7_Review.py", root, monkeypatch)
     app.selectbox[1].set_value("random sample").run()
     pair = next(t.value for t in app.text if " · pair " in t.value)
     app.radio[0].set_value("drop")

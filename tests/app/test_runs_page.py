@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from app.data import DATA_ENV
-from tests.app.conftest import APP
+from tests.app.conftest import run_page
 from trainer.reports import EVALS, VERSION, write_report
 
 
@@ -45,19 +43,11 @@ def _run_folder(root: Path) -> Path:
     return run
 
 
-def _open(root: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv(DATA_ENV, str(root))
-    app = AppTest.from_file(str(APP / "pages" / "6_Runs.py"), default_timeout=60)
-    app.run()
-    assert not app.exception, app.exception
-    return app
-
-
 def test_one_point_curves_show_the_point_its_value_and_whole_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _run_folder(tmp_path)
-    app = _open(tmp_path, monkeypatch)
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     specs = {json.loads(c.proto.spec)["title"]: json.loads(c.proto.spec) for c in app.get("vega_lite_chart")}
     assert list(specs) == ["loss", "accuracy", "eval/loss", "eval/accuracy"]
     for spec in specs.values():
@@ -81,7 +71,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
         "20250101T120000Z-vl_rewardbench.json",
         "20250101T120000Z-vl_rewardbench-2.json",
     )
-    app = _open(tmp_path, monkeypatch)
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     listed = app.table[0].value
     assert list(listed["report"]) == ["eval.json", f"{EVALS}/{first.name}", f"{EVALS}/{second.name}"]  # oldest first
     assert list(listed["items"]) == ["vl_rewardbench: not counted", "vl_rewardbench: 4 of 4 scored",
@@ -112,7 +102,7 @@ def test_an_unreadable_report_is_named_and_the_others_shown(tmp_path: Path, monk
     run = _run_folder(tmp_path)
     write_report(run / EVALS, _report("2025-01-01T12:00:00Z", _entry(4, 4, 75.0, 75.0)))
     (run / EVALS / "20250102T000000Z-vl_rewardbench.json").write_text("{")  # cut short by hand
-    app = _open(tmp_path, monkeypatch)
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert [w.value for w in app.warning] == ["Cannot read this run's evaluation."]
     assert any("20250102T000000Z-vl_rewardbench.json is not a readable JSON report" in t.value for t in app.text)
     assert len(app.table[0].value) == 1 and len(app.dataframe) == 1
