@@ -4,6 +4,7 @@ and signals (found by the keys each signal table declares); pairs by the text of
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +183,10 @@ def pair_record(build: BuildDir, db: duckdb.DuckDBPyConnection, pair_id: str) ->
                 image.update(bytes=len(data), width=opened.width, height=opened.height, format=opened.format)
         images.append(image)
     signals = pair_signals(db, build.signals(), pair_id, pair["prompt_id"], pair["images"])
+    before = (json.loads(pair.get("meta") or "{}").get("_review") or {}).get("pair_id_before")
+    if before:  # a pair whose labels a review swapped: the per-pair signals know it by its old id
+        for stem, rows in pair_signals(db, build.signals(), before, pair["prompt_id"], []).items():
+            signals.setdefault(stem, rows)
     return PairRecord(pair, list(occurrences.values()), images, signals)
 
 

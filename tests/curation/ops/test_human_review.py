@@ -77,6 +77,14 @@ def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) ->
     assert [r["reason"] for r in second.removed("human_review")] == ["dropped by review"]
     assert pq.read_table(second.root / "flags" / "human_review.parquet").num_rows == 2
     assert second.manifest["op_inputs"]["human_review"]["sha256"] == sha256_file(path)
+    # The swapped pair's per-pair signals are found under its old id.
+    import duckdb
+
+    from curation.build_dir import BuildDir
+    from curation.lookup import pair_record
+
+    record = pair_record(BuildDir.open(second.root), duckdb.connect(), swapped["pair_id"])
+    assert {stem.split("-v")[0] for stem in record.signals} >= {"validate", "filters", "human_review"}
 
 
 def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
