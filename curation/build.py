@@ -489,9 +489,9 @@ class Builder:
             "inputs": inputs,
             # Files ops read besides the sources (a reviews file, a reward model's scores), by sha256.
             "op_inputs": {
-                name: {"path": str(path), "sha256": sha256_file(Path(path))}
-                for name, field_name in (("rm_margin", "scores"), ("human_review", "reviews"))
-                if (params := self.recipe.op(name)) is not None and (path := getattr(params, field_name))
+                name: [{"path": path, "sha256": sha256_file(Path(path))} for path in _as_list(getattr(params, field))]
+                for name, field in (("rm_margin", "scores"), ("human_review", "reviews"))
+                if (params := self.recipe.op(name)) is not None
             },
             "versions": {p: importlib.metadata.version(p) for p in ("rm-workbench", "duckdb", "pyarrow", "pillow")},
             "sources": per_source,
@@ -502,6 +502,10 @@ class Builder:
             "signals_reused": self.reused,
             "warnings": self.warnings,
         }
+
+
+def _as_list(value: str | tuple[str, ...]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _size(n: int) -> str:

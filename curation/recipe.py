@@ -164,8 +164,9 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
             out[key] = raw
             continue
         if typing.get_origin(hint) is tuple:
+            raw = [raw] if isinstance(raw, str) else raw  # one string is a list of one
             if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-                raise loc.error((*keys, key), f"{key} must be a list of strings")
+                raise loc.error((*keys, key), f"{key} must be a string or a list of strings")
             out[key] = tuple(raw)
             continue
         ok = raw is None and type(None) in typing.get_args(hint)

@@ -26,13 +26,16 @@ from curation.sql import sql_literal
 
 @dataclass(frozen=True)
 class HumanReviewParams:
-    reviews: str = ""  # the reviews parquet the workbench wrote (DATA_ROOT/reviews/<build>.parquet)
+    # The reviews files the workbench wrote (DATA_ROOT/reviews/<build>.parquet), one or a list: a later file's
+    # review of a pair wins over an earlier one's.
+    reviews: tuple[str, ...] = ()
 
     def check(self) -> None:
         if not self.reviews:
-            raise ValueError("reviews: give the reviews file (DATA_ROOT/reviews/<build>.parquet)")
-        if not Path(self.reviews).is_file():
-            raise ValueError(f"reviews: {self.reviews} does not exist (review pairs in the workbench first)")
+            raise ValueError("reviews: give the reviews file (DATA_ROOT/reviews/<build>.parquet) or a list of them")
+        for path in self.reviews:
+            if not Path(path).is_file():
+                raise ValueError(f"reviews: {path} does not exist (review pairs in the workbench first)")
 
 
 class HumanReview(Op):
@@ -47,10 +50,11 @@ class HumanReview(Op):
     def scoring(self, params: Any) -> dict[str, Any]:
         from curation.io import sha256_file
 
-        return {"reviews_sha256": sha256_file(Path(params.reviews))}
+        return {"reviews_sha256": [sha256_file(Path(path)) for path in params.reviews]}
 
     def score(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> None:
-        rows = pa.Table.from_pylist(latest(read_reviews(Path(params.reviews))), schema=REVIEW_SCHEMA)
+        every = pa.concat_tables([read_reviews(Path(path)) for path in params.reviews])
+        rows = pa.Table.from_pylist(latest(every), schema=REVIEW_SCHEMA)
         ctx.db.register("review_rows", rows)
         try:
             # A swap's pair id once swapped: a pair that already exists the other way round is then a duplicate.

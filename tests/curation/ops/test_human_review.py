@@ -44,7 +44,7 @@ def test_drop_swap_and_keep_through_the_ops_context(tmp_path: Path) -> None:
     _review(path, ids[2], "keep")
     _review(path, ids[3], "drop")  # removed by an earlier stage before this one runs
     _review(path, "f" * 32, "drop")  # a pair of another build
-    run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": str(path)}, removed_before=(3,))
+    run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": (str(path),)}, removed_before=(3,))
     removed = run.removed()
     assert removed[0][0] == "dropped by review" and removed[0][1].startswith("by ana at ")
     assert removed[0][1].endswith(": the answer is off-topic") and set(removed) == {0, 3}
@@ -76,7 +76,7 @@ def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) ->
     assert source["swapped"] == {"human_review": {"swapped by review": 1}} and source["balanced"]
     assert [r["reason"] for r in second.removed("human_review")] == ["dropped by review"]
     assert pq.read_table(second.root / "flags" / "human_review.parquet").num_rows == 2
-    assert second.manifest["op_inputs"]["human_review"]["sha256"] == sha256_file(path)
+    assert second.manifest["op_inputs"]["human_review"] == [{"path": str(path), "sha256": sha256_file(path)}]
     # The swapped pair's per-pair signals are found under its old id.
     import duckdb
 
@@ -115,7 +115,7 @@ def test_a_swap_that_would_duplicate_a_live_pair_removes_it(tmp_path: Path) -> N
     pairs, _ = pair_tables(rows)
     path = tmp_path / "reviews.parquet"
     _review(path, pairs["pair_id"][1].as_py(), "swap", "reversed", row="s.jsonl:1")
-    run = run_op_on_rows(tmp_path / "b", "human_review", rows, {"reviews": str(path)})
+    run = run_op_on_rows(tmp_path / "b", "human_review", rows, {"reviews": (str(path),)})
     assert run.removed()[1][0] == "duplicate once swapped"
     assert run.removed()[1][1].startswith("swapped, it is s s.jsonl:0, by ana at ")
     assert run.ctx.rows("SELECT count(*) FROM swapped") == [(0,)]
@@ -132,3 +132,13 @@ def test_reviews_files_with_unknown_actions_or_other_types_are_refused(tmp_path:
     pq.write_table(pa.table({**{n: ["x"] for n in REVIEW_SCHEMA.names}, "pair_id": [7]}), tmp_path / "int.parquet")
     with pytest.raises(InputError, match="column pair_id is not text"):
         read_reviews(tmp_path / "int.parquet")
+
+
+def test_a_later_reviews_file_wins(tmp_path: Path) -> None:
+    pairs, _ = pair_tables(ROWS)
+    first, second = tmp_path / "round1.parquet", tmp_path / "round2.parquet"
+    _review(first, pairs["pair_id"][0].as_py(), "drop")
+    _review(first, pairs["pair_id"][1].as_py(), "drop")
+    _review(second, pairs["pair_id"][0].as_py(), "keep", "on a second look, fine")
+    run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": (str(first), str(second))})
+    assert list(run.removed()) == [1]
