@@ -30,6 +30,7 @@ from curation.build_dir import (
 )
 from curation.io import read_shards
 from curation.lookup import pair_signals
+from curation.schema import NO_IMAGES_SQL
 from curation.sql import parquet_relation, sql_literal
 from trainer.reports import report_names
 
@@ -106,17 +107,13 @@ def list_builds(root: Path) -> list[BuildEntry]:
     return builds
 
 
-NO_IMAGES = (
-    "SELECT NULL::VARCHAR AS sha256, NULL::BLOB AS bytes, NULL::INTEGER AS width, NULL::INTEGER AS height, "
-    "NULL::VARCHAR AS format WHERE false"
-)
 # Stand-ins for a build's optional tables when their file is absent or refused: empty, so each page still works.
 EMPTY_VIEWS = {
     "rejects": "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS source_row, NULL::VARCHAR AS pair_id, "
     "NULL::VARCHAR AS stage, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail WHERE false",
     "removed_pairs": "SELECT * FROM pairs WHERE false",
-    "build_images": NO_IMAGES,
-    "benchmark_images": NO_IMAGES,
+    "build_images": NO_IMAGES_SQL,
+    "benchmark_images": NO_IMAGES_SQL,
 }
 
 
@@ -240,13 +237,6 @@ class Build:
         removed_at = (row.pop("stage"), row.pop("reason"), row.pop("detail"))
         return {**row, "fate": f"removed at {removed_at[0]}: {removed_at[1]}", "removed_at": removed_at}
 
-    def image_info(self, sha256: str) -> dict[str, Any] | None:
-        found = self.rows(
-            "SELECT width, height, format, round(octet_length(bytes) / 1024, 1) AS kib FROM images WHERE sha256 = ?",
-            [sha256],
-        )
-        return found[0] if found else None
-
     def signal_tables(self, pair: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """Per op that measured this pair (or its prompt or images), its signal rows as a table: what it measured
         (the signal's columns, keys left out), the recipe's thresholds for that op, and what the op decided."""
@@ -280,14 +270,16 @@ class Build:
             ]
         return tables
 
-    def image(self, sha256: str, max_side: int = 512) -> Image.Image | None:
-        """One image, decoded and downscaled only when it is shown."""
-        found = self.rows("SELECT bytes FROM images WHERE sha256 = ?", [sha256])
+    def image(self, sha256: str, max_side: int = 512) -> tuple[Image.Image, dict[str, Any]] | None:
+        """One image, decoded and downscaled only when it is shown, with what the build stored of it (width,
+        height, format, KiB)."""
+        found = self.rows("SELECT bytes, width, height, format FROM images WHERE sha256 = ?", [sha256])
         if not found:
             return None
-        image = Image.open(io.BytesIO(found[0]["bytes"]))
+        data = found[0].pop("bytes")
+        image = Image.open(io.BytesIO(data))
         image.thumbnail((max_side, max_side))
-        return image
+        return image, {**found[0], "kib": round(len(data) / 1024, 1)}
 
     def signals(self, pair_id: str, prompt_id: str, images: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         return pair_signals(self.db, self.signal_files, pair_id, prompt_id, images or [])
@@ -344,7 +336,7 @@ class Build:
             raise AppError(f"no review queue {queue!r}")
         return self.rows(f"SELECT * FROM ({query}) LIMIT ?", [*params, limit])
 
-        # -- removed, bias, mixture -----------------------------------------------------------------------------
+    # -- removed, bias, mixture -----------------------------------------------------------------------------
 
     def removed_summary(self) -> list[dict[str, Any]]:
         return self.rows("SELECT stage, reason, source, count(*) AS pairs FROM rejects GROUP BY ALL ORDER BY ALL")

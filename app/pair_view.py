@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from app.data import AppError, Build, review_file
+from app.ui import show_images
 from curation.errors import InputError
 from curation.reviews import ACTIONS, Review, append_review, latest, read_reviews
 
@@ -54,13 +55,8 @@ def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
     fate = pair.get("fate", "in the shards")
     st.subheader("Pair")
     st.text(f"{pair['source']} {pair['source_row']} · pair {pair['pair_id']} · {fate}")
-    for sha in pair["images"]:
-        info = build.image_info(sha)
-        image = build.image(sha, max_side=1024)
-        if image is None or info is None:
-            st.warning(f"image {sha} is not in this build's image table")
-            continue
-        st.image(image, caption=f"{info['width']}x{info['height']} {info['format']}, {info['kib']} KiB, sha256 {sha}")
+    if pair["images"]:
+        show_images(build, pair["images"], "image", max_side=1024)
     for message in pair["prompt"]:
         _text_block(message["role"], html.escape(message["content"]))
     chosen, rejected = marked_diff(pair["chosen"], pair["rejected"])

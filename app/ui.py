@@ -94,14 +94,16 @@ def show_refused(messages: list[str]) -> None:
         st.text("\n".join(messages))
 
 
-def show_images(build: Build, hashes: list[str] | None, label: str) -> None:
+def show_images(build: Build, hashes: list[str] | None, label: str, max_side: int = 640) -> None:
     """A pair's images with their size and hash, or what is missing."""
     for sha in hashes or []:
-        info, image = build.image_info(sha), build.image(sha, max_side=640)
-        if info is None or image is None:
+        found = build.image(sha, max_side=max_side)
+        if found is None:
             st.text(f"{label}: image {sha} is not in this build")
             continue
-        st.image(image, caption=f"{label}: {info['width']}x{info['height']} {info['format']}, sha256 {sha[:16]}")
+        image, info = found
+        size = f"{info['width']}x{info['height']} {info['format']}, {info['kib']} KiB"
+        st.image(image, caption=f"{label}: {size}, sha256 {sha}")
     if not hashes:
         st.text(f"{label}: no image")
 

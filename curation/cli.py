@@ -161,10 +161,10 @@ def reviews_command(
         except InputError as exc:  # one damaged file does not hide the others' reviews
             _warn(str(exc))
             continue
-        chosen = table.to_pylist() if all_rows else latest(table)
-        rows += chosen
-        actions = {a: sum(r["action"] == a for r in latest(table)) for a in ("keep", "drop", "swap")}
-        summary.append((path, table.num_rows, len(latest(table)), actions))
+        last = latest(table)
+        rows += table.to_pylist() if all_rows else last
+        actions = {a: sum(r["action"] == a for r in last) for a in ("keep", "drop", "swap")}
+        summary.append((path, table.num_rows, len(last), actions))
     if export is not None:
         export_reviews(pa.Table.from_pylist(rows, schema=REVIEW_SCHEMA), export)
     if json_out:

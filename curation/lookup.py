@@ -182,10 +182,11 @@ def pair_record(build: BuildDir, db: duckdb.DuckDBPyConnection, pair_id: str) ->
             with Image.open(io.BytesIO(data)) as opened:
                 image.update(bytes=len(data), width=opened.width, height=opened.height, format=opened.format)
         images.append(image)
-    signals = pair_signals(db, build.signals(), pair_id, pair["prompt_id"], pair["images"])
+    files = build.signals()
+    signals = pair_signals(db, files, pair_id, pair["prompt_id"], pair["images"])
     before = (json.loads(pair.get("meta") or "{}").get("_review") or {}).get("pair_id_before")
     if before:  # a pair whose labels a review swapped: the per-pair signals know it by its old id
-        for stem, rows in pair_signals(db, build.signals(), before, pair["prompt_id"], []).items():
+        for stem, rows in pair_signals(db, files, before, pair["prompt_id"], []).items():
             signals.setdefault(stem, rows)
     return PairRecord(pair, list(occurrences.values()), images, signals)
 

@@ -182,9 +182,7 @@ def _write_phashes(ctx: BuildContext, store: Path, hashes: dict[str, int]) -> No
             "phash": pa.array([as_signed(hashes[s]) for s in ordered], pa.int64()),
         }
     )
-    ctx.db.register("phash_rows", table)
-    ctx.copy("SELECT * FROM phash_rows ORDER BY sha256", store)
-    ctx.db.unregister("phash_rows")
+    ctx.write_table(table, store, "sha256")
 
 
 PHASH_BATCH = 256

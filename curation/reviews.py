@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
+from curation.io import fsync_rename
 
 ACTIONS = ("keep", "drop", "swap")
 REVIEW_SCHEMA = pa.schema(
@@ -86,7 +87,7 @@ def append_review(path: Path, review: Review) -> Review:
         table = pa.Table.from_pylist([*rows, asdict(stamped)], schema=REVIEW_SCHEMA)
         tmp = path.with_name(path.name + f".partial-{os.getpid()}")
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        fsync_rename(tmp, path)
     return stamped
 
 
@@ -146,4 +147,4 @@ def export_reviews(table: pa.Table, path: Path) -> None:
         pa_csv.write_csv(table, tmp)
     else:
         tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), "utf-8")
-    os.replace(tmp, path)
+    fsync_rename(tmp, path)

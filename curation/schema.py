@@ -66,6 +66,12 @@ IMAGE_SCHEMA = pa.schema(
     metadata={"schema": "image", "schema_version": str(SCHEMA_VERSION)},
 )
 
+# SQL for an empty image table (where a build or its benchmarks have no image file).
+NO_IMAGES_SQL = (
+    "SELECT NULL::VARCHAR AS sha256, NULL::BLOB AS bytes, NULL::INTEGER AS width, NULL::INTEGER AS height, "
+    "NULL::VARCHAR AS format WHERE false"
+)
+
 REJECT_SCHEMA = pa.schema(
     [
         pa.field("source", pa.string(), nullable=False),

@@ -48,11 +48,12 @@ def shard_schema() -> pa.Schema:
 
 def swapping(take: Take, swapped: np.ndarray) -> Take:
     """`take` with chosen and rejected exchanged in the pairs at the row_keys `swapped` (sorted): their scores and
-    models follow, the margin changes sign, the pair_id becomes the swapped pair's, and `meta` keeps the old id."""
+    models follow, the margin changes sign, the pair_id becomes the swapped pair's, and `meta` keeps the old id.
+    Only batches holding a swapped pair are touched."""
 
     def swapped_take(keys: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
         for start, batch in zip(range(0, len(keys), batch_rows), take(keys, batch_rows), strict=True):
-            mask = np.isin(keys[start : start + batch_rows], swapped, assume_unique=False)
+            mask = np.isin(keys[start : start + batch_rows], swapped)
             yield _swap_labels(batch, mask) if mask.any() else batch
 
     return swapped_take

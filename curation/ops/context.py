@@ -167,25 +167,29 @@ class BuildContext:
     def remove(self, stage: str, query: str) -> list[tuple[str, str, int]]:
         """Move the live rows selected by `query` (row_key, reason, detail) to `removed`; return how many per
         source and reason."""
-        self.db.execute(f"CREATE OR REPLACE TEMP TABLE step AS SELECT DISTINCT ON (row_key) * FROM ({query})")
+        self._step(query)
         self.db.execute(
             f"""INSERT INTO removed SELECT p.source, p.source_row, p.pair_id, {sql_literal(stage)}, s.reason, s.detail
                 FROM step s JOIN {self.all_pairs} p USING (row_key) ORDER BY p.row_key"""
         )
         self.db.execute("DELETE FROM live WHERE row_key IN (SELECT row_key FROM step)")
-        return self.rows(
-            f"""SELECT p.source, s.reason, count(*) FROM step s JOIN {self.all_pairs} p USING (row_key)
-                GROUP BY ALL ORDER BY ALL"""
-        )
+        return self._step_counts()
 
     def swap(self, stage: str, query: str) -> list[tuple[str, str, int]]:
         """Record the live rows selected by `query` (row_key, reason, detail) as swapped; return how many per
         source and reason."""
-        self.db.execute(f"CREATE OR REPLACE TEMP TABLE step AS SELECT DISTINCT ON (row_key) * FROM ({query})")
+        self._step(query)
         self.db.execute(
             f"""INSERT INTO swapped SELECT s.row_key, {sql_literal(stage)}, s.reason, s.detail
                 FROM step s ANTI JOIN swapped USING (row_key) ORDER BY s.row_key"""
         )
+        return self._step_counts()
+
+    def _step(self, query: str) -> None:
+        """The rows a removal or swap query selects, one per row_key, as the table `step`."""
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE step AS SELECT DISTINCT ON (row_key) * FROM ({query})")
+
+    def _step_counts(self) -> list[tuple[str, str, int]]:
         return self.rows(
             f"""SELECT p.source, s.reason, count(*) FROM step s JOIN {self.all_pairs} p USING (row_key)
                 GROUP BY ALL ORDER BY ALL"""

@@ -42,16 +42,13 @@ import pyarrow as pa
 from curation.ops.base import Decision, Op
 from curation.ops.context import PROMPT_TEXT, BuildContext
 from curation.perceptual import cached_phashes, close_pairs, phash
+from curation.schema import NO_IMAGES_SQL
 from curation.shingles import MAX_NGRAM, Shingles, Words, sequence_keys, shingle_words, word_hashes
 from curation.sql import sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this, plain and distinct (and without an image match), are not stored
 CANDIDATE_DISTANCE = 12
 CANDIDATE_COSINE = 0.8
-NO_IMAGES = (
-    "SELECT NULL::VARCHAR AS sha256, NULL::BLOB AS bytes, NULL::INTEGER AS width, NULL::INTEGER AS height, "
-    "NULL::VARCHAR AS format WHERE false"
-)
 PREFILTER_BITS = 24  # a 16 MiB table: at 500k benchmark shingles about 3% of training shingles pass it
 
 
@@ -346,7 +343,7 @@ class Decontaminate(Op):
                 "contamination/contamination.parquet": """SELECT * EXCLUDE (row_key) FROM contamination
                                                           ORDER BY source, source_row""",
                 "contamination/benchmark_images.parquet": f"""
-                    SELECT DISTINCT ON (sha256) * FROM ({images or NO_IMAGES})
+                    SELECT DISTINCT ON (sha256) * FROM ({images or NO_IMAGES_SQL})
                     SEMI JOIN {matched} USING (sha256) ORDER BY sha256""",
             },
             removals=[

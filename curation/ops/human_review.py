@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from curation.io import sha256_file
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
 from curation.reviews import REVIEW_SCHEMA, latest, read_reviews
@@ -48,8 +49,6 @@ class HumanReview(Op):
     evidence: ClassVar[tuple[str, ...]] = ("flags/human_review.parquet",)
 
     def scoring(self, params: Any) -> dict[str, Any]:
-        from curation.io import sha256_file
-
         return {"reviews_sha256": [sha256_file(Path(path)) for path in params.reviews]}
 
     def score(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.io import readable_parquet
+from curation.io import fsync_rename, readable_parquet
 from curation.ops.base import Decision, GuardStop, Op
 from curation.ops.context import BuildContext
 
@@ -81,4 +81,4 @@ def copy_file(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    fsync_rename(tmp, target)  # the cache outlives the build: a crash of the machine leaves no half file

@@ -49,7 +49,7 @@ def _length_ratios(build: Build) -> list[Any]:
 
 def _image_sizes(build: Build) -> list[Any]:
     shas = [r["sha256"] for r in build.rows("SELECT DISTINCT unnest(images) AS sha256 FROM pairs")]
-    return [image.size for image in map(build.image, shas) if image is not None]
+    return [found[0].size for found in map(build.image, shas) if found is not None]
 
 
 # (file in the build, column marked, its new value, what a page reads, what shows when the marked rows were read)

@@ -68,6 +68,7 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     app.button[-1].click().run()
     assert any(s.value == "Review saved." for s in app.success)
     shipped = (Path(__file__).resolve().parents[2] / "mixes" / "demo-reviewed.yaml").read_text()
+    assert "builds/reviews/demo.parquet" in shipped
     recipe = demo_recipe.with_name("demo-reviewed.yaml")
     recipe.write_text(shipped.replace("builds/reviews/demo.parquet", str(root / "reviews" / "demo.parquet")))
     manifest = build(load_recipe(recipe), root / "demo-reviewed")

@@ -7,6 +7,12 @@ from curation.cards import declared_features, source_cards
 from tests.conftest import image_bytes, write_image
 
 PLACEHOLDER = {"from": "gpt", "value": ""}
+MULTI_TURN = [
+    {"from": "human", "value": "<image>\nWhat is in the picture?"},
+    {"from": "gpt", "value": "A man on a beach."},
+    {"from": "human", "value": "What is he holding?"},
+    PLACEHOLDER,
+]
 
 
 def row(rid: str, preference: object, turns: list | None = None, **overrides: object) -> dict:
@@ -25,16 +31,10 @@ def row(rid: str, preference: object, turns: list | None = None, **overrides: ob
 
 def test_orientation_multi_turn_and_rejects(tmp_path: Path, run_ingest) -> None:
     write_image(tmp_path / "coco" / "train2014" / "COCO_train2014_000000000042.jpg", seed=42)
-    multi_turn = [
-        {"from": "human", "value": "<image>\nWhat is in the picture?"},
-        {"from": "gpt", "value": "A man on a beach."},
-        {"from": "human", "value": "What is he holding?"},
-        PLACEHOLDER,
-    ]
     rows = [
         row("a", 2),
         row("b", 1),
-        row("c", "2", turns=multi_turn),
+        row("c", "2", turns=MULTI_TURN),
         row("d", 1, turns=[[{"from": "human", "value": "<image>\nWrapped?"}, PLACEHOLDER]]),
         {
             key: value
@@ -87,15 +87,9 @@ def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
     `image`, which is text-only (as the absent key is); a prompt that names an image it lacks is still rejected."""
     features = declared_features(source_cards()["llava_rlhf"])
     write_image(tmp_path / "coco" / "train2014" / "COCO_train2014_000000000042.jpg", seed=42)
-    multi_turn = [
-        {"from": "human", "value": "<image>\nWhat is in the picture?"},
-        {"from": "gpt", "value": "A man on a beach."},
-        {"from": "human", "value": "What is he holding?"},
-        PLACEHOLDER,
-    ]
     rows = [
         row("a", 2),
-        row("b", 1, turns=multi_turn),
+        row("b", 1, turns=MULTI_TURN),
         row("c", 1, turns=[{"from": "human", "value": "No image here."}, PLACEHOLDER], image=None),
         row("d", 1, image=None),  # the human turn holds `<image>`: a lost image, not a text-only row
         row("e", 3),
