@@ -9,7 +9,8 @@ $(BIN)/curate: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# A venv without torch gets 2.13.0: PyPI's CUDA build on a GPU machine, the CPU wheel cached on CI's image.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,semantic,train]'
+	# `distributed` (Ray) only for its tests: the default engine never imports it.
+	$(BIN)/pip install --quiet -e '.[dev,semantic,train,distributed]'
 	touch $(BIN)/curate
 
 install: $(BIN)/curate

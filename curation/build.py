@@ -13,16 +13,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import duckdb
@@ -30,20 +32,24 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from curation import storage
 from curation.build_card import write_card
+from curation.engine import Engine, call
 from curation.errors import InputError
 from curation.images import ImagesRoot
-from curation.ingest import WORK_FILES, IngestSummary, Outputs, ingest
+from curation.ingest import WORK_FILES, IngestSummary, Outputs, Pool, ingest, splits_into_files
 from curation.io import ParquetBatchWriter, read_json_state, sha256_file, write_json
 from curation.ops import OPS, BuildContext
 from curation.ops.context import create_relations
 from curation.ops.runner import run_op
+from curation.processes import worker_pool
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
-from curation.shards import shard_jobs, shard_schema, swapping
+from curation.shards import WorkTake, shard_jobs, shard_schema, swapping
 from curation.sources import get_adapter
-from curation.sources.base import ReadOptions
+from curation.sources.base import Adapter, ReadOptions
 from curation.sql import GLOB_CHARACTERS, sql_literal
+from curation.storage import is_uri
 from curation.work import WorkPairs
 
 PARALLEL_INGEST_BYTES = 64 * 2**20
@@ -89,6 +95,8 @@ def _file_sizes(folder: Path) -> dict[str, int]:
 
 
 def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[str, Any]:
+    if is_uri(spec.path):
+        return storage.listing(spec.path)
     path = Path(spec.path)
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
@@ -110,8 +118,10 @@ class Builder:
         on_stage: Callable[[str], None] | None = None,
         cache: Path | None = None,
         strict: bool = False,
+        engine: Engine | None = None,
     ) -> None:
         self.recipe = recipe
+        self.engine = engine or Engine()  # where the tasks run; the stages and their results are the same
         self.out = out
         # Signals kept across builds (`Op.cache_path`): by default beside the build folder, shared by the builds
         # written next to each other.
@@ -164,8 +174,14 @@ class Builder:
         # The compiled shingle loops' threads (set every build: the setting outlives it in this process).
         numba.set_num_threads(min(int(self.workers or os.cpu_count() or 1), numba.config.NUMBA_NUM_THREADS))
         self.cache.mkdir(parents=True, exist_ok=True)
+        self.engine.reset()
         self.ctx = BuildContext(
-            self.db, self.recipe.seed, self.tmp, workers=self.workers or os.cpu_count() or 1, cache=self.cache
+            self.db,
+            self.recipe.seed,
+            self.tmp,
+            workers=self.workers or os.cpu_count() or 1,
+            cache=self.cache,
+            engine=self.engine,
         )
 
     def _state(self) -> dict[str, Any]:
@@ -226,22 +242,24 @@ class Builder:
             with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged summary: ingest again
                 return IngestSummary.from_dict(finished["summary"])
         self.on_stage(f"ingest {spec.name}")
-        adapter = get_adapter(spec.adapter)(
-            spec.options, ReadOptions(spec.config, spec.split, spec.revision, spec.data_dir)
-        )
-        root = ImagesRoot(Path(spec.images_root) if spec.images_root else None)
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
-        workers = self._ingest_workers(spec)
-        summary = ingest(
-            adapter, spec.path, target, root, max_pixels=max_pixels, workers=workers, outputs=outputs, replace=True
-        )
+        if not self.engine.distributed:
+            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(spec))
+        elif not is_uri(spec.path) and splits_into_files(_adapter(spec), spec.path):
+            # One task per input file, merged here in file order; finished files are kept for a rerun.
+            parts = self.tmp / "work" / "parts" / spec.name
+            workers = self.engine.cpus(self.workers)
+            summary = ingest_source(spec, target, outputs, max_pixels, workers, self.engine.pool, parts, per_file=True)
+        else:  # one file, a Hub id or an object store's URI (read by the task's node): one task
+            with self.engine.pool(1) as pool:
+                summary = pool.submit(ingest_source, spec, target, outputs, max_pixels, 1).result()
         write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target)}, durable=False)
         return summary
 
     def _ingest_workers(self, spec: SourceSpec) -> int:
         """Processes for converting rows: all cores for large local inputs (start-up costs about a second)."""
         path = Path(spec.path)
-        if not path.exists():
+        if is_uri(spec.path) or not path.exists():
             return 1
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         return (self.workers or os.cpu_count() or 1) if size >= PARALLEL_INGEST_BYTES else 1
@@ -255,7 +273,9 @@ class Builder:
         jobs += [(spec, self.tmp / "work" / "benchmarks" / spec.name, BENCHMARK_WORK_FILES) for spec in benchmarks]
         # Two inputs at once: each leaves a core idle at times (its Python parts, its writes), which the other
         # fills (1M text and 50k image pairs: ingest 12.4 -> 11.8 s); more would only add memory.
-        summaries = _run_jobs([functools.partial(self._ingest_one, *job) for job in jobs], CONCURRENT_INGESTS)
+        # On a cluster every source is ingested at once: the driver only waits for (or merges) the tasks' outputs.
+        threads = len(jobs) if self.engine.distributed else CONCURRENT_INGESTS
+        summaries = _run_jobs([functools.partial(self._ingest_one, *job) for job in jobs], max(threads, 1))
         self.ingested = {spec.name: summary for spec, summary in zip(sources, summaries[: len(sources)], strict=True)}
         self.warnings = [empty for spec in sources if (empty := self.ingested[spec.name].no_pairs(spec.name))]
         if self.strict and self.warnings:
@@ -358,17 +378,29 @@ class Builder:
         self.estimate = self._estimate_output([h for (h,) in used], len(not_selected["row_key"]))
         assert self.work is not None
         swapped = self.db.sql("SELECT row_key FROM swapped ORDER BY row_key").fetchnumpy()["row_key"]
-        take = swapping(self.work.take, np.asarray(swapped, np.int64)) if len(swapped) else self.work.take
-        shards = shard_jobs(take, keys, self.tmp / "shards", self.recipe.shards.rows_per_shard)
+        swapped = np.asarray(swapped, np.int64)
+        records = self.tmp / "work" / "shards"  # each finished shard, which a resumed build does not write again
         # Beside the shards, DuckDB writes the image table and the rejects (through a cursor, which can be
         # interrupted) and the removed pairs themselves are gathered (so "what did this match?" shows both sides).
-        # One pool runs everything, the longest jobs first, so that no thread idles while another finishes; one
-        # thread more than the cores, as the shards' direct writes wait for the disk.
         cursor = self.db.cursor()
         side = [
             functools.partial(self._write_removed, self.work, np.asarray(not_selected["row_key"], np.int64)),
             functools.partial(self._write_tables, dataclasses.replace(self.ctx, db=cursor), [h for (h,) in used]),
         ]
+        folder, rows_per_shard = self.tmp / "shards", self.recipe.shards.rows_per_shard
+        if self.engine.distributed:
+            # Each shard is a task that opens the work files where it runs; the driver writes the side files.
+            names = [s.name for s in self.recipe.sources]
+            take = WorkTake([self._ingested(s) / "pairs.arrow" for s in self.recipe.sources], names, swapped)
+            with self.engine.pool(self.ctx.workers) as pool:
+                tasks = [pool.submit(call, job) for job in shard_jobs(take, keys, folder, rows_per_shard, records)]
+                _run_jobs(side, 2, on_failure=cursor.interrupt)
+                self.shards = [task.result() for task in tasks]
+            return
+        take = swapping(self.work.take, swapped) if len(swapped) else self.work.take
+        shards = shard_jobs(take, keys, folder, rows_per_shard, records)
+        # One pool runs everything, the longest jobs first, so that no thread idles while another finishes; one
+        # thread more than the cores, as the shards' direct writes wait for the disk.
         done = _run_jobs([*side, *shards], self.ctx.workers + 1, on_failure=cursor.interrupt)
         self.shards = done[len(side) :]
 
@@ -501,7 +533,39 @@ class Builder:
             "timings": {"total_seconds": seconds, **{k: v.seconds for k, v in self.stages.items()}},
             "signals_reused": self.reused,
             "warnings": self.warnings,
+            "engine": self.engine.describe(),
         }
+
+
+def _adapter(spec: SourceSpec) -> Adapter:
+    return get_adapter(spec.adapter)(spec.options, ReadOptions(spec.config, spec.split, spec.revision, spec.data_dir))
+
+
+def ingest_source(
+    spec: SourceSpec,
+    target: Path,
+    outputs: Outputs,
+    max_pixels: int,
+    workers: int,
+    pool: Pool = worker_pool,
+    parts: Path | None = None,
+    per_file: bool = False,
+) -> IngestSummary:
+    """Ingest one source of a recipe into `target` (a task of its own on a cluster: it takes plain arguments).
+    A source or images root at an object store's URI is first copied beside `target` (`TARGET.input/`)."""
+    location, images_root = spec.path, spec.images_root
+    staged = target.with_name(target.name + ".input")
+    if is_uri(location):
+        location = str(storage.download(location, staged / "source"))
+    if is_uri(images_root):
+        images_root = str(storage.download(str(images_root), staged / "images"))
+    root = ImagesRoot(Path(images_root) if images_root else None)
+    summary = ingest(
+        _adapter(spec), location, target, root, max_pixels=max_pixels, workers=workers, outputs=outputs,
+        replace=True, pool=pool, parts=parts, per_file=per_file,
+    )  # fmt: skip
+    shutil.rmtree(staged, ignore_errors=True)
+    return summary
 
 
 def _as_list(value: str | tuple[str, ...]) -> list[str]:
@@ -512,7 +576,38 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def build(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:
+def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Build `recipe` into the new folder `out`, or into an object store's URI: then the build is written in the
+    local folder `stage` (by default one named after the URI in the system's temporary folder, where --resume
+    finds it) and uploaded when complete."""
+    if not is_uri(out):
+        if stage is not None:
+            raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
+        return _build_local(recipe, Path(out), **kwargs)
+    uri = str(out)
+    if storage.build_exists(uri):
+        raise InputError(f"{uri}: already holds a build (manifest.json); choose another --out or remove it")
+    local = staging_folder(uri, stage)
+    finished = read_json_state(local / "manifest.json") if local.is_dir() else None
+    same_recipe = isinstance(finished, dict) and finished.get("recipe", {}).get("sha256") == recipe.sha256
+    if kwargs.get("resume") and same_recipe:
+        manifest = finished  # built before, its upload interrupted: uploaded now
+    else:
+        shutil.rmtree(local, ignore_errors=True)
+        manifest = _build_local(recipe, local, **kwargs)
+    storage.upload(local, uri)
+    shutil.rmtree(local)
+    return manifest
+
+
+def staging_folder(uri: str, stage: Path | None = None) -> Path:
+    """Where a build for the URI `uri` is written before its upload."""
+    name = PurePosixPath(storage.open_uri(uri)[1]).name or "build"
+    digest = hashlib.md5(uri.encode()).hexdigest()[:12]
+    return (stage or Path(tempfile.gettempdir()) / f"curate-stage-{digest}") / name
+
+
+def _build_local(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:
     try:
         return Builder(recipe, out, **kwargs).run()
     except OSError as exc:

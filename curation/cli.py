@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -321,7 +322,9 @@ def demo(
 @app.command("build")
 def build_cmd(
     mix: Annotated[Path, typer.Option("--mix", help="recipe YAML (see mixes/)")],
-    out: Annotated[Path, typer.Option("--out", help="build folder to create")],
+    out: Annotated[
+        str, typer.Option("--out", help="build folder to create, or an object store's URI (s3://..., gs://...)")
+    ],
     resume: Annotated[
         bool,
         typer.Option(
@@ -349,25 +352,55 @@ def build_cmd(
             show_default="warn, and record it in the manifest",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="where tasks run: embedded (this machine) or ray (a Ray cluster; needs the 'distributed' extra); "
+            "the output is the same",
+        ),
+    ] = "embedded",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address", help="the Ray cluster to join (e.g. ray://head:10001 or auto)", show_default="a local Ray"
+        ),
+    ] = None,
+    stage: Annotated[
+        Path | None,
+        typer.Option(
+            "--stage",
+            help="with an object store's --out: the folder the build is written in before its upload (on a cluster, "
+            "one every node mounts)",
+            show_default="the system's temporary folder",
+        ),
+    ] = None,
 ) -> None:
     """Build a mixture: ingest (and normalize), validate, dedupe, decontaminate, filter, mix, write Arrow shards."""
-    from curation.build import build
+    from curation.build import build, staging_folder
+    from curation.engine import make_engine
     from curation.recipe import load_recipe
+    from curation.storage import is_uri
 
     _in_range(workers, 1, MAX_WORKERS, "--workers")
     try:
         recipe = load_recipe(mix)
+        runner = make_engine(engine, address, workers)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
             task = bar.add_task("build")
             manifest = build(
                 recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache, strict=strict,
-                on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
+                engine=runner, stage=stage, on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
             )  # fmt: skip
     except Exception as exc:
         message = describe(exc)
         if message is None:
             raise  # a bug: `main` prints its traceback
-        partial = out.with_name(out.name + ".partial")
+        try:
+            local = staging_folder(out, stage) if is_uri(out) else Path(out)
+        except InputError:
+            local = Path(tempfile.gettempdir()) / "no-such-build"  # a URI that cannot be opened: no work was done
+        partial = local.with_name(local.name + ".partial")
         if isinstance(exc, InputError) and not (partial / "work").is_dir():
             _fail(message)  # stopped before any work
         _fail(

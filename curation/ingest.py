@@ -8,14 +8,15 @@ either a whole ingest or nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from contextlib import contextmanager
+from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from curation import columnar
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
-from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter, fsync_folder
+from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter, fsync_folder, read_json_state, write_json
 from curation.processes import worker_pool
 from curation.readers import Record, iter_file_isolated, list_files, printable
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
@@ -225,6 +226,10 @@ def _convert_batch(records: list[Record]) -> list[RowOutcome]:
     return [convert_record(adapter, record, root, conversion) for record in records]
 
 
+# Runs tasks (picklable functions) `workers` at a time: worker processes, or a Ray cluster's tasks (`curation.engine`).
+Pool = Callable[[int], AbstractContextManager[Executor]]
+
+
 @dataclass(frozen=True)
 class _Job:
     """What every way of ingesting one source shares: where and how to write, how to convert."""
@@ -235,6 +240,9 @@ class _Job:
     workers: int
     outputs: Outputs
     on_row: Callable[[IngestSummary], None] | None
+    pool: Pool = worker_pool
+    parts: Path | None = None  # where finished file parts are kept for a rerun (None: scratch)
+    per_file: bool = False  # one task per file also for a columnar layout (a cluster's way)
 
 
 def ingest(
@@ -252,6 +260,9 @@ def ingest(
     outputs: Outputs = Outputs(),
     replace: bool = False,
     strict: bool = False,
+    pool: Pool = worker_pool,
+    parts: Path | None = None,
+    per_file: bool = False,
 ) -> IngestSummary:
     """Write `pairs.parquet`, `images.parquet` and `rejects.parquet` into the new folder `out_dir` and return the
     counts. The files are written into `out_dir.partial` and published by renaming the folder; an existing
@@ -262,7 +273,11 @@ def ingest(
     is false; input DuckDB cannot read (a corrupt page, invalid UTF-8) goes row by row instead, which isolates
     what is damaged. Otherwise, with `workers` > 1, a local folder of several files is ingested file by file in
     worker processes, each reading, converting and writing its own part (the main process only concatenates the
-    parts, in file order); other inputs stream their rows through a pool of converting processes. Every way gives
+    parts, in file order); other inputs stream their rows through a pool of converting processes. `pool` runs the
+    file tasks (processes here, Ray tasks on a cluster); `parts`, a folder kept across runs, keeps each finished
+    file's part, which a rerun reuses (otherwise they are scratch, removed at the end); `per_file` makes a
+    columnar layout of several files one task per file too (a file DuckDB cannot read goes row by row on its
+    own, where one process falls back for the whole input). Every way gives
     the same pairs and rejects, byte for byte, and the same images (the columnar path may store them in another
     order).
     `canonical` false keeps texts as published; `outputs` says how the files are written. `strict` refuses a source
@@ -277,6 +292,9 @@ def ingest(
         workers,
         outputs,
         on_row,
+        pool,
+        parts,
+        per_file,
     )
     try:
         summary = _ingest_into(adapter, location, job, limit, columnar_path and canonical)
@@ -293,6 +311,11 @@ def ingest(
 
 def _ingest_into(adapter: Adapter, location: str, job: _Job, limit: int | None, columnar_path: bool) -> IngestSummary:
     columnar_plan = columnar.plan(adapter, location) if columnar_path and limit is None else None
+    if columnar_plan is not None and job.per_file and len(columnar_plan.files) > 1:
+        # One task per file, each through the columnar path: the same rows, in file order.
+        parts = [(path, name, dataclasses.replace(columnar_plan, files=[(path, name)]))
+                 for path, name in columnar_plan.files]  # fmt: skip
+        return _ingest_files(adapter, parts, job)
     if columnar_plan is not None:
         try:
             return _ingest_columnar(columnar_plan, job)
@@ -301,7 +324,7 @@ def _ingest_into(adapter: Adapter, location: str, job: _Job, limit: int | None, 
             _clear(job.out_dir)
     files = _partitions(adapter, location) if job.workers > 1 and limit is None else None
     if files:
-        return _ingest_files(adapter, files, job)
+        return _ingest_files(adapter, [(path, name, None) for path, name in files], job)
     outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=job.workers)
     return write_outcomes(adapter.info.key, outcomes, job.out_dir, job.on_row, job.outputs)
 
@@ -414,6 +437,13 @@ def _write_outcome(
     writers["images"].write(img.as_dict() for img in new)
 
 
+def splits_into_files(adapter: Adapter, location: str) -> bool:
+    """Whether an ingest with `per_file` and several workers reads `location` as one task per file: a local
+    folder of several files, read row by row or through a columnar layout."""
+    plan = columnar.plan(adapter, location)
+    return len(plan.files) > 1 if plan is not None else _partitions(adapter, location) is not None
+
+
 def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | None:
     """The files of a local folder, when there are several and the adapter reads them row by row as they are."""
     folder = Path(location)
@@ -423,29 +453,69 @@ def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | Non
     return [(f, f.relative_to(folder).as_posix()) for f in files] if len(files) > 1 else None
 
 
-def _ingest_file(adapter: Adapter, path: Path, name: str, root: Path | None, conversion: Conversion, out: Path) -> dict:
+# A part is read back once, right away: compressing it would only cost the workers time.
+PART_FILES = Outputs("none", durable=False)
+
+
+def _ingest_file(
+    adapter: Adapter,
+    path: Path,
+    name: str,
+    root: Path | None,
+    conversion: Conversion,
+    out: Path,
+    plan: columnar.ColumnarPlan | None = None,
+) -> dict:
+    """One file of several into the part folder `out` (a task): through `plan` (a columnar plan of this file
+    alone) where given and DuckDB can read the file, otherwise row by row."""
     images_root = ImagesRoot(root)  # each process opens the images root itself
-    outcomes = (
-        convert_record(adapter, r, images_root, conversion) for r in iter_file_isolated(path, name, adapter.columns)
-    )
-    # Parts are read back once, right away: compressing them would only cost the workers time.
-    return write_outcomes(adapter.info.key, outcomes, out, outputs=Outputs("none", durable=False)).as_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    summary = None
+    if plan is not None:
+        try:
+            summary = _ingest_columnar(plan, _Job(out, images_root, conversion, 1, PART_FILES, None)).as_dict()
+        except columnar.UnreadableInput:
+            _clear(out)
+    if summary is None:
+        records = iter_file_isolated(path, name, adapter.columns)
+        outcomes = (convert_record(adapter, r, images_root, conversion) for r in records)
+        summary = write_outcomes(adapter.info.key, outcomes, out, outputs=PART_FILES).as_dict()
+    write_json(out / PART_DONE, {"file": name, "summary": summary}, durable=False)  # written last: the part is whole
+    return summary
 
 
-def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) -> IngestSummary:
-    scratch = job.out_dir / "parts.partial"
-    shutil.rmtree(scratch, ignore_errors=True)
+PART_DONE = "part.json"
+
+
+def _finished_part(folder: Path, name: str) -> dict | None:
+    """A part an earlier run finished (its `part.json`, naming the same file), or None."""
+    done = read_json_state(folder / PART_DONE)
+    if isinstance(done, dict) and done.get("file") == name and isinstance(done.get("summary"), dict):
+        return done["summary"]
+    return None
+
+
+def _ingest_files(
+    adapter: Adapter, files: list[tuple[Path, str, columnar.ColumnarPlan | None]], job: _Job
+) -> IngestSummary:
+    scratch = job.parts if job.parts is not None else job.out_dir / "parts.partial"
+    if job.parts is None:
+        shutil.rmtree(scratch, ignore_errors=True)
     summary = IngestSummary(adapter.info.key)
     seen_images: set[str] = set()
     try:
         with (
             _open_outputs(job.out_dir, job.outputs) as writers,
-            worker_pool(min(job.workers, len(files))) as pool,
+            job.pool(min(job.workers, len(files))) as pool,
         ):
-            futures = [pool.submit(_ingest_file, adapter, path, name, job.root.root, job.conversion,
-                                   scratch / f"{k:05d}") for k, (path, name) in enumerate(files)]  # fmt: skip
+            futures: list[Future[dict] | dict] = []
+            for k, (path, name, plan) in enumerate(files):
+                folder = scratch / f"{k:05d}"
+                finished = _finished_part(folder, name) if job.parts is not None else None
+                futures.append(finished if finished is not None else pool.submit(
+                    _ingest_file, adapter, path, name, job.root.root, job.conversion, folder, plan))  # fmt: skip
             for k, future in enumerate(futures):  # in file order: the same rows, in the same order, as one process
-                summary.merge(IngestSummary.from_dict(future.result()))
+                summary.merge(IngestSummary.from_dict(future if isinstance(future, dict) else future.result()))
                 written = scratch / f"{k:05d}"
                 for name in ("pairs", "rejects"):
                     for batch in pq.ParquetFile(written / f"{name}.parquet").iter_batches():
@@ -460,7 +530,8 @@ def _ingest_files(adapter: Adapter, files: list[tuple[Path, str]], job: _Job) ->
                     job.on_row(summary)
             return _check(summary, len(seen_images))
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if job.parts is None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _ingest_columnar(plan: columnar.ColumnarPlan, job: _Job) -> IngestSummary:

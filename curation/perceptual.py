@@ -22,7 +22,6 @@ import pyarrow as pa
 from PIL import Image
 
 from curation.io import readable_parquet
-from curation.processes import worker_pool
 from curation.sql import parquet_relation
 
 if TYPE_CHECKING:
@@ -146,9 +145,9 @@ def cached_phashes(ctx: BuildContext, shas: list[str], hash_size: int = 8) -> di
             f"SELECT sha256, bytes FROM {ctx.all_images} SEMI JOIN wanted_images USING (sha256) ORDER BY sha256"
         ).to_arrow_reader(batch_size=PHASH_BATCH)
         batches = ((b.column("sha256").to_pylist(), b.column("bytes").to_pylist(), hash_size) for b in reader)
-        if ctx.workers > 1 and len(missing) >= PARALLEL_IMAGES:
-            # Decoding is most of the work and Python-bound: one process per core.
-            with worker_pool(ctx.workers) as pool:
+        if ctx.engine.distributed or (ctx.workers > 1 and len(missing) >= PARALLEL_IMAGES):
+            # Decoding is most of the work and Python-bound: one process per core (or the cluster's tasks).
+            with ctx.engine.pool(ctx.workers) as pool:
                 pending: deque[Future[dict[str, int]]] = deque()
                 for batch in batches:  # a bounded window of batches in flight, so memory stays flat
                     pending.append(pool.submit(_phash_batch, batch))

@@ -23,6 +23,7 @@ from curation.errors import InputError
 from curation.ops import OPS
 from curation.readers import is_hub_id
 from curation.sources import REGISTRY
+from curation.storage import is_uri
 
 
 class RecipeError(InputError):
@@ -33,7 +34,7 @@ class RecipeError(InputError):
 class SourceSpec:
     name: str
     adapter: str
-    path: str  # local path (resolved against the recipe's folder) or Hub id
+    path: str  # local path (resolved against the recipe's folder), Hub id, or an object store's URI
     images_root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     config: str | None = None
@@ -204,17 +205,19 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         raise loc.error(keys, f"source {name!r} has no `path`", "a local file or folder, or a Hub dataset id")
     raw_path = str(value["path"])
     try:
-        local = (base / raw_path).resolve()
+        local = None if is_uri(raw_path) else (base / raw_path).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
         raise loc.error((*keys, "path"), f"{raw_path}: cannot be resolved ({exc})") from None
-    if local.exists():
+    if local is None:  # an object store's URI, read when the source is ingested
+        path = raw_path
+    elif local.exists():
         path = str(local)
     elif is_hub_id(raw_path) and not raw_path.startswith((".", "/")):
         path = raw_path
     else:
         raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder", f"resolved against {base}")
     images_root = value.get("images_root")
-    if images_root is not None:
+    if images_root is not None and not is_uri(images_root):
         try:
             root = (base / str(images_root)).resolve()
         except (OSError, RuntimeError) as exc:

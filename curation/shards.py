@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from curation.io import fsync_rename
+from curation.io import fsync_rename, read_json_state, write_json
 from curation.pair import dump_meta
 from curation.schema import PAIR_SCHEMA, compute_pair_id
+from curation.work import WorkPairs
 
 # Record batches of this many rows inside a shard file.
 BATCH_ROWS = 10_000
@@ -75,21 +76,50 @@ def _swap_labels(batch: pa.RecordBatch, mask: np.ndarray) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([columns[n] for n in batch.schema.names], schema=batch.schema)
 
 
-def shard_jobs(take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int) -> list[Callable[[], dict[str, Any]]]:
+class WorkTake:
+    """`take` over a build's work files that can travel to another process (a Ray task): the files are opened
+    where it runs, once per call, and closed after (a mapping kept open would keep deleted work files on disk)."""
+
+    def __init__(self, paths: list[Path], names: list[str], swapped: np.ndarray) -> None:
+        self.paths, self.names, self.swapped = [str(p) for p in paths], list(names), swapped
+
+    def __call__(self, keys: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        work = WorkPairs([Path(p) for p in self.paths], self.names)
+        try:
+            take = swapping(work.take, self.swapped) if len(self.swapped) else work.take
+            yield from take(keys, batch_rows)
+        finally:
+            work.close()
+
+
+def shard_jobs(
+    take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int, records: Path | None = None
+) -> list[Callable[[], dict[str, Any]]]:
     """One job per shard of `rows_per_shard` rows of the pairs at `keys` (row_keys in shard order; a key repeats
     once per upsampled copy), at least one (empty when nothing was selected). Each job writes its file and
-    returns its file, rows and sha256; the jobs are independent, to be run in any order, in any pool."""
+    returns its file, rows and sha256; the jobs are independent, to be run in any order, in any pool. With
+    `records` (a folder kept across runs), a job also records what it wrote, and a rerun's job whose shard is
+    recorded for the same rows returns the record instead of writing it again."""
     count = max(1, -(-len(keys) // rows_per_shard))
     schema = shard_schema()
     folder.mkdir(parents=True, exist_ok=True)
+    if records is not None:
+        records.mkdir(parents=True, exist_ok=True)
     cut = [keys[k * rows_per_shard : (k + 1) * rows_per_shard] for k in range(count)]
-    return [functools.partial(_write_shard, take, cut[k], folder, schema, k, count) for k in range(count)]
+    return [functools.partial(_write_shard, take, cut[k], folder, schema, k, count, records) for k in range(count)]
 
 
 def _write_shard(
-    take: Take, keys: np.ndarray, folder: Path, schema: pa.Schema, index: int, count: int
+    take: Take, keys: np.ndarray, folder: Path, schema: pa.Schema, index: int, count: int, records: Path | None
 ) -> dict[str, Any]:
     path = folder / f"train-{index:05d}-of-{count:05d}.arrow"
+    record = records / f"{path.name}.json" if records is not None else None
+    rows_digest = hashlib.md5(np.ascontiguousarray(keys, np.int64).tobytes()).hexdigest()
+    if record is not None:
+        done = read_json_state(record)
+        if isinstance(done, dict) and done.get("rows_md5") == rows_digest and path.is_file():
+            if path.stat().st_size == done.get("bytes"):
+                return done["shard"]
     tmp = path.with_name(path.name + ".partial")
     rows = 0
     with _ShardFile(tmp) as sink:
@@ -98,7 +128,10 @@ def _write_shard(
                 writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))  # checks the types
                 rows += batch.num_rows
     fsync_rename(tmp, path)
-    return {"file": f"shards/{path.name}", "rows": rows, "sha256": sink.digest.hexdigest()}
+    shard = {"file": f"shards/{path.name}", "rows": rows, "sha256": sink.digest.hexdigest()}
+    if record is not None:
+        write_json(record, {"rows_md5": rows_digest, "bytes": sink.size, "shard": shard}, durable=False)
+    return shard
 
 
 class _ShardFile(io.RawIOBase):

@@ -78,6 +78,54 @@ def write_benchmark_images(shared: Path, root: Path) -> None:
             write_image(root / row["image"], seed=5_000 + n, size=(8, 8))
 
 
+def real_rows_recipe(shared: Path, images: Path) -> dict[str, Any]:
+    """A recipe over the real rows: hh-rlhf (one file) and UltraFeedback (a folder of two files) as training
+    sources, VL-RewardBench and MM-RLHF-RewardBench (their images generated under `images` by
+    `write_benchmark_images`) as decontamination targets."""
+    return {
+        "name": "real-rows",
+        "seed": 0,
+        "sources": {
+            "hh": {"adapter": "hh_rlhf", "path": str(shared / "hh-rlhf" / "harmless-base" / "test.jsonl.gz")},
+            "uf": {"adapter": "ultrafeedback_binarized", "path": str(shared / "ultrafeedback-binarized")},
+        },
+        "benchmarks": {
+            "vlrb": {
+                "adapter": "vl_rewardbench",
+                "path": str(shared / "vl-rewardbench" / "data.jsonl"),
+                "images_root": str(images),
+            },
+            "mmrb": {
+                "adapter": "mm_rlhf_rewardbench",
+                "images_root": str(images),
+                "path": str(shared / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl"),
+            },
+        },
+        "ops": {"near_dedupe": {}, "decontaminate": {}, "filters": {"drop_ties": True, "drop_identical": True}},
+    }
+
+
+def build_digests(build_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a build; the manifest's without what depends on the run (timings, the engine and
+    its tasks, which signals came from the cache)."""
+    digests = {}
+    for path in sorted(build_dir.rglob("*")):
+        if path.is_file() and path.name != "manifest.json":
+            digests[path.relative_to(build_dir).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    for key in ("timings", "signals_reused", "engine"):
+        manifest.pop(key)
+    digests["manifest"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return digests
+
+
+def build_files(build_dir: Path) -> dict[str, bytes]:
+    """Every file of a build but its manifest (which names the inputs) and its card (which shows the recipe)."""
+    skip = {"manifest.json", "README.md"}
+    return {p.relative_to(build_dir).as_posix(): p.read_bytes() for p in sorted(build_dir.rglob("*"))
+            if p.is_file() and p.name not in skip}  # fmt: skip
+
+
 class IngestResult:
     def __init__(self, out: Path, summary: IngestSummary) -> None:
         self.out = out
@@ -208,3 +256,35 @@ def hub_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
 def _without_refs(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pairs without what names the file they came from (each way names it differently)."""
     return [{k: v for k, v in p.items() if k != "source_row"} for p in pairs]
+
+
+# -- an object store -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3() -> Any:
+    """An S3 endpoint on this machine (moto's server), which pyarrow's S3 file system reaches through the standard
+    `AWS_*` environment variables (set for the session: worker processes and a local Ray inherit them). Yields a
+    boto3 client; buckets are created by the tests."""
+    boto3 = pytest.importorskip("boto3", reason="moto[server] is not installed")
+    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    saved = {k: os.environ.get(k) for k in S3_ENVIRONMENT}
+    os.environ.update({**S3_ENVIRONMENT, "AWS_ENDPOINT_URL": f"http://{host}:{port}"})
+    yield boto3.client("s3")
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+S3_ENVIRONMENT = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                  "AWS_ENDPOINT_URL": ""}  # fmt: skip
+
+
+def upload_folder(client: Any, folder: Path, bucket: str, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")

@@ -25,11 +25,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from curation.engine import Engine
 from curation.images import decode_image
 from curation.io import sha256_file
 from curation.pair import Pair
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA
-from curation.shingles import Words, word_hashes
+from curation.shingles import CHUNK, Words, word_hashes
 from curation.sql import sql_literal
 
 # A prompt's text for matching: all turns, without the image placeholders (images are compared on their own).
@@ -59,6 +60,7 @@ class BuildContext:
     root: Path  # the build folder being written
     benchmarks: dict[str, Path] = field(default_factory=dict)  # name -> folder with pairs/images parquet
     workers: int = 1  # processes an op may use for Python-bound work (image hashing)
+    engine: Engine = field(default_factory=Engine)  # where that work runs: this machine, or a Ray cluster
     # Signals kept across builds, by what they were computed from (`Op.cache_path`); None: none kept.
     cache: Path | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
@@ -126,7 +128,15 @@ class BuildContext:
             index = units.select("prompt_id").join(known, on="prompt_id", how="left", maintain_order="left")["index"]
             if index.null_count() == 0:
                 return self.words[1].take(index.to_numpy())
-        words = word_hashes(units["text"].to_list(), threads=self.workers)
+        if self.engine.distributed:  # tokenized in tasks, a chunk each
+            with self.engine.pool(self.workers) as pool:
+                texts = units["text"]
+                chunks = [pool.submit(word_hashes, texts.slice(start, CHUNK).to_list())
+                          for start in range(0, len(texts), CHUNK)]  # fmt: skip
+                parts = [chunk.result() for chunk in chunks]
+            words = Words.concat([(part.hashes, np.diff(part.offsets)) for part in parts])
+        else:
+            words = word_hashes(units["text"].to_list(), threads=self.workers)
         self.words = (units["prompt_id"], words)
         return words
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import polars as pl
 
 from curation.ops.base import Decision, Op
 from curation.ops.clusters import CLUSTER_READS, decide_edges, write_edges
 from curation.ops.context import BuildContext
-from curation.shingles import MAX_NGRAM, band_keys, jaccard, lsh_params, minhash, shingle_words
+from curation.shingles import MAX_NGRAM, Shingles, band_keys, jaccard, lsh_params, minhash, shingle_words, word_hashes
 
 MAX_BUCKET_PAIRS = 32  # a bucket pairs each member with at most this many earlier members
 
@@ -80,6 +81,64 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
+def signature_keys(shingles: Shingles, images: list[str], params: NearDedupeParams) -> np.ndarray:
+    """Each text's LSH bucket keys (texts, bands): MinHash over its shingles, banded, salted by its images."""
+    bands, rows = lsh_params(params.candidate_threshold, params.num_perm)
+    return band_keys(minhash(shingles, params.num_perm), bands, rows, _salt(images))
+
+
+def verify(
+    shingles: Shingles, images: list[str], pairs: np.ndarray, threshold: float
+) -> list[tuple[int, int, float]]:
+    """The candidate pairs (i, j) with the same images whose exact Jaccard reaches `threshold`, with it."""
+    edges = []
+    for i, j in pairs.tolist():
+        if images[i] != images[j]:
+            continue
+        similarity = jaccard(shingles.of(i), shingles.of(j))
+        if similarity >= threshold:
+            edges.append((i, j, similarity))
+    return edges
+
+
+# Texts per task on a cluster, and candidate pairs per verifying task.
+TASK_TEXTS = 100_000
+TASK_PAIRS = 200_000
+
+
+def _keys_task(texts: list[str], images: list[str], params: NearDedupeParams) -> np.ndarray:
+    return signature_keys(shingle_words(word_hashes(texts), params.ngram), images, params)
+
+
+def _verify_task(
+    texts: list[str], images: list[str], pairs: np.ndarray, params: NearDedupeParams
+) -> list[tuple[int, int, float]]:
+    """`verify` over the texts of the pairs' units only (`pairs` index `texts`)."""
+    return verify(shingle_words(word_hashes(texts), params.ngram), images, pairs, params.candidate_threshold)
+
+
+def _score_in_tasks(
+    ctx: BuildContext, texts: pl.Series, images: list[str], params: NearDedupeParams
+) -> list[tuple[int, int, float]]:
+    """The same edges as in one process: signatures in tasks of `TASK_TEXTS` texts, the candidate search (a sort
+    per band of the bucket keys) here, the verification in tasks of `TASK_PAIRS` pairs, each given the texts of
+    its pairs' units only."""
+    with ctx.engine.pool(ctx.workers) as pool:
+        chunks = [pool.submit(_keys_task, texts.slice(start, TASK_TEXTS).to_list(),
+                              images[start : start + TASK_TEXTS], params)
+                  for start in range(0, len(texts), TASK_TEXTS)]  # fmt: skip
+        pairs = candidate_pairs(np.concatenate([c.result() for c in chunks]) if chunks else np.zeros((0, 1)))
+        tasks = []
+        for start in range(0, len(pairs), TASK_PAIRS):
+            part = pairs[start : start + TASK_PAIRS]
+            units, local = np.unique(part, return_inverse=True)
+            unit_texts = texts.gather(units).to_list()
+            tasks.append((units, pool.submit(_verify_task, unit_texts, [images[u] for u in units.tolist()],
+                                             local.reshape(part.shape), params)))  # fmt: skip
+        return [(int(units[i]), int(units[j]), similarity) for units, task in tasks
+                for i, j, similarity in task.result()]  # fmt: skip
+
+
 class NearDedupe(Op):
     name = "near_dedupe"
     Params = NearDedupeParams
@@ -95,18 +154,14 @@ class NearDedupe(Op):
     def score(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> None:
         units = ctx.prompt_units(live=False)
         images = units["images"].to_list()
-        shingles = shingle_words(ctx.prompt_words(units), params.ngram)
-        signatures = minhash(shingles, params.num_perm)
-        bands, rows = lsh_params(params.candidate_threshold, params.num_perm)
-        pairs = candidate_pairs(band_keys(signatures, bands, rows, _salt(images)))
-        edges = []
-        for i, j in pairs:
-            if images[i] != images[j]:
-                continue
-            similarity = jaccard(shingles.of(i), shingles.of(j))
-            if similarity >= params.candidate_threshold:
-                edges.append((units["prompt_id"][int(i)], units["prompt_id"][int(j)], similarity))
-        write_edges(ctx, edges, "jaccard", signals)
+        if ctx.engine.distributed:
+            edges = _score_in_tasks(ctx, units["text"], images, params)
+        else:
+            shingles = shingle_words(ctx.prompt_words(units), params.ngram)
+            pairs = candidate_pairs(signature_keys(shingles, images, params))
+            edges = verify(shingles, images, pairs, params.candidate_threshold)
+        ids = units["prompt_id"]
+        write_edges(ctx, [(ids[i], ids[j], similarity) for i, j, similarity in edges], "jaccard", signals)
 
     def decide(self, ctx: BuildContext, params: NearDedupeParams, signals: Path) -> Decision:
         return decide_edges(

@@ -10,32 +10,12 @@ import yaml
 
 from curation.build import build
 from curation.recipe import load_recipe
-from tests.conftest import write_benchmark_images
+from tests.conftest import real_rows_recipe, write_benchmark_images
 
 
 def test_real_rows_build_funnel(shared_data: Path, tmp_path: Path) -> None:
     write_benchmark_images(shared_data, tmp_path / "images")
-    recipe = {
-        "name": "real-rows",
-        "seed": 0,
-        "sources": {
-            "hh": {"adapter": "hh_rlhf", "path": str(shared_data / "hh-rlhf" / "harmless-base" / "test.jsonl.gz")},
-            "uf": {"adapter": "ultrafeedback_binarized", "path": str(shared_data / "ultrafeedback-binarized")},
-        },
-        "benchmarks": {
-            "vlrb": {
-                "adapter": "vl_rewardbench",
-                "path": str(shared_data / "vl-rewardbench" / "data.jsonl"),
-                "images_root": str(tmp_path / "images"),
-            },
-            "mmrb": {
-                "adapter": "mm_rlhf_rewardbench",
-                "images_root": str(tmp_path / "images"),
-                "path": str(shared_data / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl"),
-            },
-        },
-        "ops": {"near_dedupe": {}, "decontaminate": {}, "filters": {"drop_ties": True, "drop_identical": True}},
-    }
+    recipe = real_rows_recipe(shared_data, tmp_path / "images")
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     manifest = build(load_recipe(tmp_path / "recipe.yaml"), tmp_path / "build")
     hh, uf = manifest["sources"]["hh"], manifest["sources"]["uf"]

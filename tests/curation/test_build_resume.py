@@ -1,6 +1,5 @@
 """Crash safety: a build killed with SIGKILL at several points, then resumed, equals an uninterrupted build."""
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 
 from curation.build import build
 from curation.recipe import load_recipe
+from tests.conftest import build_digests
 
 KILLER = """
 import os, signal, sys
@@ -25,21 +25,10 @@ build(load_recipe(Path(sys.argv[1])), Path(sys.argv[2]), resume=True, on_stage=o
 """
 
 
-def _outputs(build_dir: Path) -> dict[str, str]:
-    digests = {}
-    for path in sorted(build_dir.rglob("*")):
-        if path.is_file() and path.name != "manifest.json":
-            digests[path.relative_to(build_dir).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    manifest = json.loads((build_dir / "manifest.json").read_text())
-    manifest.pop("timings"), manifest.pop("signals_reused")
-    digests["manifest"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    return digests
-
-
 @pytest.fixture(scope="module")
 def reference(demo_build: Path) -> dict[str, str]:
     """The outputs of an uninterrupted build of the same recipe: every resumed build must equal it."""
-    return _outputs(demo_build)
+    return build_digests(demo_build)
 
 
 @pytest.mark.parametrize("kill_at", ["ingest mm_rlhf", "near_dedupe", "decontaminate", "write"])
@@ -52,7 +41,7 @@ def test_killed_build_resumes_to_identical_output(
     assert not out.exists()  # nothing is visible under the final name
     assert (tmp_path / "killed.partial").is_dir()
     build(load_recipe(demo_recipe), out, resume=True)
-    assert _outputs(out) == reference
+    assert build_digests(out) == reference
     assert not (tmp_path / "killed.partial").exists()
 
 
@@ -75,7 +64,7 @@ def test_a_work_file_cut_short_is_ingested_again(demo_recipe: Path, tmp_path: Pa
     seen: list[str] = []
     build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
     assert "ingest hh_rlhf" in seen and "ingest mm_rlhf" not in seen  # only the damaged source is read again
-    assert _outputs(out) == reference
+    assert build_digests(out) == reference
 
 
 def test_existing_output_is_never_overwritten(demo_recipe: Path, tmp_path: Path) -> None:

@@ -225,6 +225,49 @@ def test_files_ingested_in_parallel_give_the_same_bytes(tmp_path: Path, monkeypa
     assert digests[0] == digests[1]
 
 
+def test_finished_file_parts_are_kept_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `parts` (a build's work folder), each finished file's part stays, and a rerun takes it instead of
+    ingesting the file again (a cluster's interrupted ingest resumes); `per_file` splits a columnar layout too."""
+    import contextlib
+    from concurrent.futures import Future
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "uf"
+    folder.mkdir()
+    for k in range(3):
+        rows = [{"prompt": f"Say {k}-{i}", "chosen": [{"role": "user", "content": f"Say {k}-{i}"},
+                 {"role": "assistant", "content": "yes"}], "rejected": [{"role": "user", "content": f"Say {k}-{i}"},
+                 {"role": "assistant", "content": "no"}], "score_chosen": 8.0, "score_rejected": 2.0}
+                for i in range(50)]  # fmt: skip
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"train-{k}.parquet")
+    adapter = get_adapter("ultrafeedback_binarized")()
+    whole = ingest(adapter, str(folder), tmp_path / "whole")  # one columnar query over the folder
+    submitted: list[str] = []
+
+    @contextlib.contextmanager
+    def recording_pool(workers: int) -> Any:
+        class Pool:
+            def submit(self, fn: Any, *args: Any) -> Future:
+                submitted.append(args[2])  # the file's name as refs spell it
+                future: Future = Future()
+                future.set_result(fn(*args))
+                return future
+
+        yield Pool()
+
+    parts = tmp_path / "parts"
+    first = ingest(adapter, str(folder), tmp_path / "a", workers=2, pool=recording_pool, parts=parts, per_file=True)
+    assert submitted == ["train-0.parquet", "train-1.parquet", "train-2.parquet"]
+    assert output_digests(tmp_path / "a") == output_digests(tmp_path / "whole") and first.pairs == whole.pairs == 150
+    (parts / "00001" / "part.json").unlink()  # as if the second file's task had not finished
+    submitted.clear()
+    ingest(adapter, str(folder), tmp_path / "b", workers=2, pool=recording_pool, parts=parts, per_file=True)
+    assert submitted == ["train-1.parquet"]
+    assert output_digests(tmp_path / "b") == output_digests(tmp_path / "whole")
+
+
 def test_a_record_of_lists_becomes_a_list_of_records() -> None:
     from curation.errors import RowError
     from curation.sources.base import records_of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -130,3 +131,25 @@ def test_shard_file_goes_on_buffered_when_direct_writes_are_refused(
         sink.write(data)
     assert refused and not sink.direct
     assert path.read_bytes() == data
+
+
+def test_recorded_shards_are_not_written_again(tmp_path: Path) -> None:
+    """With `records`, a shard written before for the same rows is taken from its record (a resumed build);
+    other rows, or a shard whose file changed size, are written again."""
+    work, keys = _work(tmp_path)
+    order = np.array(keys[:25], np.int64)
+    records = tmp_path / "records"
+    first = [job() for job in shard_jobs(work.take, order, tmp_path / "shards", 10, records)]
+
+    def failing_take(keys: np.ndarray, batch_rows: int) -> Any:
+        raise AssertionError("a recorded shard was written again")
+
+    assert [job() for job in shard_jobs(failing_take, order, tmp_path / "shards", 10, records)] == first
+    changed = order.copy()
+    changed[[0, 1]] = changed[[1, 0]]
+    again = [job() for job in shard_jobs(work.take, changed, tmp_path / "shards", 10, records)]
+    assert again[0]["sha256"] != first[0]["sha256"] and again[1:] == first[1:]
+    with open(tmp_path / first[2]["file"], "ab") as handle:
+        handle.write(b"x")
+    assert shard_jobs(work.take, changed, tmp_path / "shards", 10, records)[2]() == first[2]
+    assert sha256_file(tmp_path / first[2]["file"]) == first[2]["sha256"]

@@ -1,0 +1,47 @@
+"""The engine seam without a cluster: choosing an engine, and one `error:` line for what cannot work."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from curation.build import build
+from curation.cli import app
+from curation.engine import Engine, make_engine
+from curation.errors import InputError
+from curation.recipe import load_recipe
+
+
+def test_the_default_engine_is_this_machine() -> None:
+    engine = make_engine("embedded")
+    assert type(engine) is Engine and not engine.distributed and engine.describe() == {"name": "embedded"}
+    assert engine.cpus(3) == 3
+
+
+def test_ray_engine_without_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is not installed
+    with pytest.raises(InputError, match=r"pip install 'rm-workbench\[distributed\]'"):
+        make_engine("ray")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "spark"], "error: --engine 'spark': unknown; choose one of embedded, ray"),
+        (["--address", "auto"], "error: --address is for --engine ray"),
+        (["--stage", "somewhere"], "error: --stage is for an object store's --out"),
+    ],
+)
+def test_cli_refuses_odd_engine_options(demo_recipe: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["build", "--mix", str(demo_recipe), "--out", str(tmp_path / "b"), *args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_stage_only_with_a_uri(demo_recipe: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--stage"):
+        build(load_recipe(demo_recipe), tmp_path / "b", stage=tmp_path / "stage")

@@ -1,0 +1,58 @@
+"""Sources, images and the build folder in an object store (S3, served on this machine by moto; `file://`): the
+same build as from local files, uploaded manifest last, and one `error:` line for what cannot be read or written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from curation.build import build
+from curation.cli import app
+from curation.errors import InputError
+from curation.recipe import load_recipe
+from curation.storage import download
+from tests.conftest import build_files
+
+
+def test_build_from_and_to_s3(s3: Any, s3_recipe: Path, demo_build: Path, tmp_path: Path) -> None:
+    assert "s3://inputs/demo/native/mm_rlhf/media" in s3_recipe.read_text()
+    s3.create_bucket(Bucket="builds")
+    manifest = build(load_recipe(s3_recipe), "s3://builds/demo", stage=tmp_path / "stage")
+    assert not (tmp_path / "stage" / "demo").exists()  # uploaded, then removed here
+    local = download("s3://builds/demo", tmp_path / "fetched")
+    assert build_files(local) == build_files(demo_build)
+    assert json.loads((local / "manifest.json").read_text()) == manifest
+    inputs = manifest["inputs"]["mm_rlhf"]
+    assert inputs["uri"] == "s3://inputs/demo/native/mm_rlhf/dpo_pairs.jsonl"
+    assert list(inputs["files"]) == ["dpo_pairs.jsonl"] and inputs["files"]["dpo_pairs.jsonl"]["bytes"] > 0
+    # The manifest is the last object written: a reader that finds it finds the rest.
+    objects = s3.list_objects_v2(Bucket="builds", Prefix="demo/")["Contents"]
+    assert max(objects, key=lambda o: o["LastModified"])["Key"] == "demo/manifest.json" or len(
+        {o["LastModified"] for o in objects}
+    ) == 1
+    with pytest.raises(InputError, match="already holds a build"):
+        build(load_recipe(s3_recipe), "s3://builds/demo", stage=tmp_path / "stage")
+
+
+def test_file_uris(demo_recipe: Path, demo_build: Path, tmp_path: Path) -> None:
+    native = (demo_recipe.parent.parent / "demo_data" / "native").as_uri()
+    recipe = tmp_path / "demo-file.yaml"
+    recipe.write_text(demo_recipe.read_text().replace("../demo_data/native", native))
+    out = (tmp_path / "out" / "demo").as_uri()
+    build(load_recipe(recipe), out, stage=tmp_path / "stage")
+    assert build_files(tmp_path / "out" / "demo") == build_files(demo_build)
+
+
+def test_cli_errors_name_the_uri(s3: Any, s3_recipe: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(s3_recipe.read_text().replace("s3://inputs/demo/native/hh_rlhf", "s3://inputs/nowhere"))
+    result = CliRunner().invoke(app, ["build", "--mix", str(missing), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert "error: s3://inputs/nowhere: no such file or folder" in result.output
+    result = CliRunner().invoke(app, ["build", "--mix", str(s3_recipe), "--out", "s3://no-such-bucket/b"])
+    assert result.exit_code == 1 and "error: s3://no-such-bucket/b" in result.output
+    assert not (tmp_path / "b").exists()
