@@ -34,7 +34,7 @@ TASK_STAGES = {
     "ingest": ("ingest_source", "ingest_file"),
     "near_dedupe": ("keys_task", "verify_task"),
     "image_dedupe": ("phash_batch",),
-    "decontaminate": ("word_hashes",),
+    "decontaminate": ("text_matches_task",),
     "write": ("write_shard",),
 }
 

@@ -49,6 +49,10 @@ class Engine:
     def reset(self) -> None:
         """Forget the tasks recorded so far (a build starts)."""
 
+    def share(self, value: Any) -> Any:
+        """`value` as an argument for many tasks: on a cluster it is stored once and each node fetches it once."""
+        return value
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
@@ -86,6 +90,9 @@ class RayEngine(Engine):
     def reset(self) -> None:
         with self._lock:
             self.tasks = {}
+
+    def share(self, value: Any) -> Any:
+        return self.ray.put(value)  # a task given the reference as an argument receives the value
 
     def record(self, kind: str, seconds: float, node: str) -> None:
         with self._lock:
@@ -128,7 +135,7 @@ def call(job: Callable[[], Any]) -> Any:
     return job()
 
 
-def _timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, float, str]:
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float, str]:
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - start, socket.gethostname()
@@ -148,7 +155,7 @@ class _RayExecutor(Executor):
         self.refs: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        ref = _remote(self.engine.ray).remote(fn, args, kwargs)
+        ref = _remote(self.engine.ray).remote(fn, *args, **kwargs)  # shared values (`share`) as arguments
         self.refs.append(ref)
         future: Future[Any] = Future()
         kind = _kind(fn, args)

@@ -30,7 +30,7 @@ from curation.images import decode_image
 from curation.io import sha256_file
 from curation.pair import Pair
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA
-from curation.shingles import CHUNK, Words, word_hashes
+from curation.shingles import Words, word_hashes
 from curation.sql import sql_literal
 
 # A prompt's text for matching: all turns, without the image placeholders (images are compared on their own).
@@ -128,15 +128,7 @@ class BuildContext:
             index = units.select("prompt_id").join(known, on="prompt_id", how="left", maintain_order="left")["index"]
             if index.null_count() == 0:
                 return self.words[1].take(index.to_numpy())
-        if self.engine.distributed:  # tokenized in tasks, a chunk each
-            with self.engine.pool(self.workers) as pool:
-                texts = units["text"]
-                chunks = [pool.submit(word_hashes, texts.slice(start, CHUNK).to_list())
-                          for start in range(0, len(texts), CHUNK)]  # fmt: skip
-                parts = [chunk.result() for chunk in chunks]
-            words = Words.concat([(part.hashes, np.diff(part.offsets)) for part in parts])
-        else:
-            words = word_hashes(units["text"].to_list(), threads=self.workers)
+        words = word_hashes(units["text"].to_list(), threads=self.workers)
         self.words = (units["prompt_id"], words)
         return words
 

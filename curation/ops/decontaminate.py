@@ -110,10 +110,11 @@ def _benchmark_items(ctx: BuildContext) -> str:
     return " UNION ALL ".join(f"({part})" for part in parts) or f"{empty} WHERE false"
 
 
-def _exact_matches(train: Words, bench: Words) -> list[tuple[int, int]]:
-    """(train, bench) text pairs with the same words in the same order (punctuation, case and spacing aside)."""
-    left = pl.DataFrame({"key": sequence_keys(train), "i": np.arange(len(train))})
-    right = pl.DataFrame({"key": sequence_keys(bench), "j": np.arange(len(bench))})
+def _exact_matches(train: np.ndarray, bench: np.ndarray) -> list[tuple[int, int]]:
+    """(train, bench) text pairs with the same words in the same order (punctuation, case and spacing aside), from
+    their word sequences' keys."""
+    left = pl.DataFrame({"key": train, "i": np.arange(len(train))})
+    right = pl.DataFrame({"key": bench, "j": np.arange(len(bench))})
     return sorted(left.join(right, on="key").select("i", "j").iter_rows())
 
 
@@ -179,6 +180,68 @@ def _distinctiveness(bench: pl.DataFrame, words: Words, shingles: Shingles) -> t
     return np.diff(words.offsets), unique, weights, totals
 
 
+@dataclass(frozen=True)
+class BenchmarkIndex:
+    """What each training prompt is matched against: the benchmark items' word sequences (exact matches) and
+    their n-grams, with the weight of each in the distinct overlap (on a cluster, sent once to every node)."""
+
+    keys: np.ndarray  # per item: its word sequence's key
+    sizes: np.ndarray  # per item: its n-gram count
+    postings: dict[int, list[int]]  # n-gram -> the items that have it
+    weighted: dict[int, list[tuple[int, float]]]  # n-gram -> (item, weight) for the items with a distinct overlap
+    weigh: list[bool]  # per item: whether it has a distinct overlap (an image item with a unique text)
+    weight_totals: np.ndarray  # per item: its n-grams' weights summed
+    ngram: int
+
+    @classmethod
+    def build(
+        cls, words: Words, shingles: Shingles, weights: np.ndarray, totals: np.ndarray, weigh: list[bool], ngram: int
+    ) -> BenchmarkIndex:
+        postings: dict[int, list[int]] = defaultdict(list)
+        weighted: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        for j in range(len(shingles)):
+            start, stop = int(shingles.offsets[j]), int(shingles.offsets[j + 1])
+            for h, weight in zip(shingles.hashes[start:stop].tolist(), weights[start:stop].tolist(), strict=True):
+                postings[h].append(j)
+                if weigh[j]:
+                    weighted[h].append((j, weight))
+        sizes = np.diff(shingles.offsets)
+        return cls(sequence_keys(words), sizes, dict(postings), dict(weighted), weigh, totals, ngram)
+
+    def distinct(self, j: int, weight: float) -> float | None:
+        """Item j's distinct overlap given the weight of its n-grams found (None: it has none)."""
+        return round(weight / self.weight_totals[j], 9) if self.weigh[j] and self.weight_totals[j] else None
+
+    def matches(self, words: Words) -> dict[tuple[int, int], list]:
+        """The text matches of training prompts (their words): {(prompt, item): [exact, overlap, None, None,
+        distinct overlap]} for the same word sequence, or an overlap or distinct overlap of CANDIDATE_OVERLAP."""
+        shingles = shingle_words(words, self.ngram)
+        matches: dict[tuple[int, int], list] = {}
+        owners = _owners_of(shingles, np.fromiter(self.postings, dtype=np.uint64, count=len(self.postings)))
+        for i in owners.tolist():
+            grams = shingles.of(i).tolist()
+            counts = Counter(j for h in grams for j in self.postings.get(h, ()))
+            weights: dict[int, float] = defaultdict(float)
+            for h in grams:
+                for j, weight in self.weighted.get(h, ()):
+                    weights[j] += weight
+            for j, shared in counts.items():
+                overlap, share = shared / max(int(self.sizes[j]), 1), self.distinct(j, weights[j])
+                # An image item's distinctive n-grams make a candidate too: its question without its template.
+                if overlap >= CANDIDATE_OVERLAP or (share is not None and share >= CANDIDATE_OVERLAP):
+                    matches[(i, j)] = [False, overlap, None, None, share]
+        for i, j in _exact_matches(sequence_keys(words), self.keys):
+            matches.setdefault((i, j), [False, 1.0, None, None, None])[0] = True
+        return matches
+
+
+TASK_TEXTS = 100_000  # training prompts per task on a cluster
+
+
+def _text_matches_task(texts: list[str], index: BenchmarkIndex) -> dict[tuple[int, int], list]:
+    return index.matches(word_hashes(texts))
+
+
 class Decontaminate(Op):
     name = "decontaminate"
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -204,43 +267,24 @@ class Decontaminate(Op):
     def score(self, ctx: BuildContext, params: DecontaminateParams, signals: Path) -> None:
         train, bench = ctx.prompt_units(live=False), _benchmark_units(ctx)
         bench_texts = bench["text"].to_list()
-        train_words, bench_words = ctx.prompt_words(train), word_hashes(bench_texts)
-        exact = _exact_matches(train_words, bench_words)
-        train_sh, bench_sh = shingle_words(train_words, params.ngram), shingle_words(bench_words, params.ngram)
+        bench_words = word_hashes(bench_texts)
+        bench_sh = shingle_words(bench_words, params.ngram)
         bench_word_counts, bench_unique, gram_weights, weight_totals = _distinctiveness(bench, bench_words, bench_sh)
         bench_has_images = [images != "" for images in bench["images"].to_list()]
         # The distinct overlap only of image items with a unique text (others are never removed on text alone).
         weigh = [has and bool(unique) for has, unique in zip(bench_has_images, bench_unique, strict=True)]
-        postings: dict[int, list[int]] = defaultdict(list)
-        weighted: dict[int, list[tuple[int, float]]] = defaultdict(list)  # their n-grams, with weights
-        for j in range(len(bench_texts)):
-            start, stop = int(bench_sh.offsets[j]), int(bench_sh.offsets[j + 1])
-            for h, weight in zip(bench_sh.hashes[start:stop].tolist(), gram_weights[start:stop].tolist(), strict=True):
-                postings[h].append(j)
-                if weigh[j]:
-                    weighted[h].append((j, weight))
-        bench_sizes = np.diff(bench_sh.offsets)
-
-        def distinct(j: int, weight: float) -> float | None:
-            return round(weight / weight_totals[j], 9) if weigh[j] and weight_totals[j] else None
+        index = BenchmarkIndex.build(bench_words, bench_sh, gram_weights, weight_totals, weigh, params.ngram)
 
         # (train unit, bench unit) -> [exact, overlap, image distance, cosine, distinct overlap]
-        matches: dict[tuple[int, int], list] = {}
-        owners = _owners_of(train_sh, np.fromiter(postings, dtype=np.uint64, count=len(postings)))
-        for i in owners.tolist():
-            grams = train_sh.of(i).tolist()
-            counts = Counter(j for h in grams for j in postings.get(h, ()))
-            weights: dict[int, float] = defaultdict(float)
-            for h in grams:
-                for j, weight in weighted.get(h, ()):
-                    weights[j] += weight
-            for j, shared in counts.items():
-                overlap, share = shared / max(int(bench_sizes[j]), 1), distinct(j, weights[j])
-                # An image item's distinctive n-grams make a candidate too: its question without its template.
-                if overlap >= CANDIDATE_OVERLAP or (share is not None and share >= CANDIDATE_OVERLAP):
-                    matches[(i, j)] = [False, overlap, None, None, share]
-        for i, j in exact:
-            matches.setdefault((i, j), [False, 1.0, None, None, None])[0] = True
+        if ctx.engine.distributed:  # the index sent once to every node, the training prompts in chunks
+            shared = ctx.engine.share(index)
+            with ctx.engine.pool(ctx.workers) as pool:
+                texts = train["text"]
+                tasks = [(start, pool.submit(_text_matches_task, texts.slice(start, TASK_TEXTS).to_list(), shared))
+                         for start in range(0, len(texts), TASK_TEXTS)]  # fmt: skip
+                matches = {(start + i, j): entry for start, task in tasks for (i, j), entry in task.result().items()}
+        else:
+            matches = index.matches(ctx.prompt_words(train))
 
         # Images: perceptual hashes of the training images and the benchmark images.
         train_shas = [r[0] for r in ctx.rows("SELECT DISTINCT unnest(images) FROM pairs ORDER BY 1")]
@@ -265,14 +309,20 @@ class Decontaminate(Op):
             # The training prompts as Python strings only here: at 1M pairs they take about 250 MB.
             for i, j, cosine in _paraphrases(params.embedding_model, train["text"].to_list(), bench_texts):
                 matches.setdefault((i, j), [False, None, None, None, None])[3] = cosine
-        for (i, j), entry in matches.items():
+        # Pairs found by another signal: their text overlaps too, from the shingles of those training prompts only.
+        pending = [(i, j) for (i, j), entry in matches.items() if entry[1] is None or (entry[4] is None and weigh[j])]
+        units = sorted({i for i, _ in pending})
+        train_sh = shingle_words(word_hashes(train["text"].gather(units).to_list()), params.ngram)
+        position = {unit: k for k, unit in enumerate(units)}
+        for i, j in pending:
+            entry, grams = matches[(i, j)], train_sh.of(position[i])
             if entry[1] is None:  # an image match: measure the text overlap of this pair too
-                shared = len(np.intersect1d(train_sh.of(i), bench_sh.of(j), assume_unique=True))
-                entry[1] = shared / max(int(bench_sizes[j]), 1)
-            if entry[4] is None and weigh[j]:  # found by another signal
+                shared = len(np.intersect1d(grams, bench_sh.of(j), assume_unique=True))
+                entry[1] = shared / max(int(index.sizes[j]), 1)
+            if entry[4] is None and weigh[j]:
                 start, stop = int(bench_sh.offsets[j]), int(bench_sh.offsets[j + 1])
-                found = np.isin(bench_sh.hashes[start:stop], train_sh.of(i), assume_unique=True)
-                entry[4] = distinct(j, float(gram_weights[start:stop][found].sum()))
+                found = np.isin(bench_sh.hashes[start:stop], grams, assume_unique=True)
+                entry[4] = index.distinct(j, float(gram_weights[start:stop][found].sum()))
 
         keys = sorted(matches)
         table = pa.table(
