@@ -122,11 +122,14 @@ class Builder:
     ) -> None:
         self.recipe = recipe
         self.engine = engine or Engine()  # where the tasks run; the stages and their results are the same
+        out = out.absolute()  # tasks on a cluster run elsewhere: every path they are given is absolute
+        cache = cache.absolute() if cache is not None else None
         self.out = out
         # Signals kept across builds (`Op.cache_path`): by default beside the build folder, shared by the builds
         # written next to each other.
         self.cache = cache if cache is not None else out.parent / CACHE_FOLDER
         self.reused: list[str] = []  # ops whose signals came from the cache
+        self.signals: set[Path] = set()  # the signal files of this run's ops
         self.tmp = out.with_name(out.name + ".partial")
         self.resume = resume
         self.workers = workers
@@ -146,6 +149,10 @@ class Builder:
     def _prepare(self) -> None:
         if self.out.exists() or self.out.is_symlink():
             raise InputError(f"{self.out}: already exists; choose another --out or remove it")
+        for spec in (*self.recipe.sources, *self.recipe.benchmarks):  # local paths were checked with the recipe
+            for location in (spec.path, spec.images_root):
+                if is_uri(location):
+                    storage.check_exists(str(location))
         if self.tmp.is_symlink() or (self.tmp.exists() and not self.tmp.is_dir()):
             raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
         if any(c in GLOB_CHARACTERS for c in str(self.tmp.absolute())):
@@ -219,6 +226,8 @@ class Builder:
             for name in OPS:
                 self._run_op(name)
             self.ctx.clear_shared()  # the ops' shared intermediates, not needed to mix and write
+            for stale in set((self.tmp / "signals").glob("*")) - self.signals:
+                stale.unlink()  # an interrupted run's signal of inputs that have changed since (a reviews file)
             self._stage("mix", self._mix)
             self._stage("write", self._write)
             manifest = self._manifest(fingerprints.result(), round(time.perf_counter() - started, 3))
@@ -304,6 +313,7 @@ class Builder:
             return
 
         def run() -> None:
+            self.signals.add(op.signal_path(self.ctx, params))
             result = run_op(self.ctx, op, params)
             if result.reused:
                 self.reused.append(name)
@@ -380,6 +390,10 @@ class Builder:
         swapped = self.db.sql("SELECT row_key FROM swapped ORDER BY row_key").fetchnumpy()["row_key"]
         swapped = np.asarray(swapped, np.int64)
         records = self.tmp / "work" / "shards"  # each finished shard, which a resumed build does not write again
+        # What a shard's rows hold besides their keys: the work files (a source ingested again) and the swaps.
+        work_files = [self._ingested(s) / "pairs.arrow" for s in self.recipe.sources]
+        stats = [[p.stat().st_size, p.stat().st_mtime_ns] for p in work_files]
+        identity = hashlib.md5(swapped.tobytes()).hexdigest() + json.dumps(stats)
         # Beside the shards, DuckDB writes the image table and the rejects (through a cursor, which can be
         # interrupted) and the removed pairs themselves are gathered (so "what did this match?" shows both sides).
         cursor = self.db.cursor()
@@ -391,14 +405,15 @@ class Builder:
         if self.engine.distributed:
             # Each shard is a task that opens the work files where it runs; the driver writes the side files.
             names = [s.name for s in self.recipe.sources]
-            take = WorkTake([self._ingested(s) / "pairs.arrow" for s in self.recipe.sources], names, swapped)
+            take = WorkTake(work_files, names, swapped)
             with self.engine.pool(self.ctx.workers) as pool:
-                tasks = [pool.submit(call, job) for job in shard_jobs(take, keys, folder, rows_per_shard, records)]
+                jobs = shard_jobs(take, keys, folder, rows_per_shard, records, identity)
+                tasks = [pool.submit(call, job) for job in jobs]
                 _run_jobs(side, 2, on_failure=cursor.interrupt)
                 self.shards = [task.result() for task in tasks]
             return
         take = swapping(self.work.take, swapped) if len(swapped) else self.work.take
-        shards = shard_jobs(take, keys, folder, rows_per_shard, records)
+        shards = shard_jobs(take, keys, folder, rows_per_shard, records, identity)
         # One pool runs everything, the longest jobs first, so that no thread idles while another finishes; one
         # thread more than the cores, as the shards' direct writes wait for the disk.
         done = _run_jobs([*side, *shards], self.ctx.workers + 1, on_failure=cursor.interrupt)
@@ -585,8 +600,7 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
             raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
         return _build_local(recipe, Path(out), **kwargs)
     uri = str(out)
-    if storage.build_exists(uri):
-        raise InputError(f"{uri}: already holds a build (manifest.json); choose another --out or remove it")
+    storage.check_destination(uri)
     local = staging_folder(uri, stage)
     finished = read_json_state(local / "manifest.json") if local.is_dir() else None
     same_recipe = isinstance(finished, dict) and finished.get("recipe", {}).get("sha256") == recipe.sha256
@@ -604,7 +618,7 @@ def staging_folder(uri: str, stage: Path | None = None) -> Path:
     """Where a build for the URI `uri` is written before its upload."""
     name = PurePosixPath(storage.open_uri(uri)[1]).name or "build"
     digest = hashlib.md5(uri.encode()).hexdigest()[:12]
-    return (stage or Path(tempfile.gettempdir()) / f"curate-stage-{digest}") / name
+    return (stage or Path(tempfile.gettempdir()) / f"curate-stage-{digest}").absolute() / name
 
 
 def _build_local(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:

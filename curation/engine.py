@@ -22,7 +22,7 @@ from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from curation.errors import InputError
+from curation.errors import ClusterError, InputError
 from curation.processes import worker_pool
 
 ENGINES = ("embedded", "ray")
@@ -72,6 +72,8 @@ class RayEngine(Engine):
         self.tasks: dict[str, list[tuple[float, str]]] = {}  # task kind -> (seconds, node) of each run
         self._lock = threading.Lock()
         if not ray.is_initialized():
+            if address:
+                _check_reachable(address)
             try:
                 ray.init(
                     address=address,
@@ -163,7 +165,7 @@ class _RayExecutor(Executor):
         def settle(done: Future[Any]) -> None:
             error = done.exception()
             if error is not None:
-                future.set_exception(getattr(error, "cause", None) or error)
+                future.set_exception(_task_error(self.engine.ray, kind, error))
                 return
             result, seconds, node = done.result()
             self.engine.record(kind, seconds, node)
@@ -176,6 +178,29 @@ class _RayExecutor(Executor):
         for ref in self.refs:
             with contextlib.suppress(Exception):  # a finished task cannot be cancelled, which is fine
                 self.engine.ray.cancel(ref, force=True)
+
+
+def _task_error(ray: Any, kind: str, error: BaseException) -> BaseException:
+    """A task's own exception as itself; the cluster failing to run it (a worker that died more often than
+    retried, a lost node, out of memory) as one `ClusterError` line."""
+    if isinstance(error, ray.exceptions.RayTaskError):
+        return error.cause or error
+    if isinstance(error, ray.exceptions.RayError):
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return ClusterError(f"Ray could not run task {kind} after {MAX_RETRIES} retries: {type(error).__name__}: "
+                            f"{reason}")  # fmt: skip
+    return error
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once on a cluster address nobody answers (`ray.init` would retry for ever)."""
+    if address == "auto" or ("://" in address and not address.startswith("ray://")):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--address {address}: no Ray cluster answers there ({exc})") from None
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""Two kinds of failure: a row that cannot be used (becomes a reject) and an input that cannot be read."""
+"""Kinds of failure: a row that cannot be used (becomes a reject), an input that cannot be read, and a cluster that
+lost a task."""
 
 from __future__ import annotations
 
@@ -17,3 +18,8 @@ class RowError(Exception):
 
 class InputError(Exception):
     """A whole input (file, folder, Hub id, option) cannot be used; the message names it."""
+
+
+class ClusterError(Exception):
+    """A Ray cluster could not run a task: its worker died more often than retried, its node was lost, it ran out
+    of memory. The message names the task and Ray's reason."""

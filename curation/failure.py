@@ -1,8 +1,8 @@
 """How the command lines end on failure: one `error:` line for what can be anticipated, a traceback for a bug.
 
 Anticipated: an input that cannot be used (`InputError`), and the environment refusing (a full disk, a read-only
-file system, a missing permission, DuckDB out of memory). Anything else is a bug: its traceback is printed,
-followed by a line asking to report it.
+file system, a missing permission, DuckDB out of memory, a Ray cluster losing a task). Anything else is a bug:
+its traceback is printed, followed by a line asking to report it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import duckdb
 from rich.console import Console
 from rich.text import Text
 
-from curation.errors import InputError
+from curation.errors import ClusterError, InputError
 
 _HINTS = {
     errno.ENOSPC: "no space left on device: free some space or write elsewhere",
@@ -32,7 +32,7 @@ REPORT = "this is a bug in rm-workbench: please report it with the traceback abo
 
 def describe(exc: BaseException) -> str | None:
     """The one line that explains an anticipated failure, or None for a bug."""
-    if isinstance(exc, InputError):
+    if isinstance(exc, (InputError, ClusterError)):
         return str(exc)
     if isinstance(exc, OSError):
         # pyarrow's errors carry their message alone (no errno); a caller may have added the path it was writing.

@@ -322,7 +322,7 @@ def _ingest_into(adapter: Adapter, location: str, job: _Job, limit: int | None, 
         except columnar.UnreadableInput:
             # DuckDB stops at the first damaged page or value; row by row, only the rows they hold are rejected
             _clear(job.out_dir)
-    files = _partitions(adapter, location) if job.workers > 1 and limit is None else None
+    files = _partitions(adapter, location) if (job.workers > 1 or job.per_file) and limit is None else None
     if files:
         return _ingest_files(adapter, [(path, name, None) for path, name in files], job)
     outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=job.workers)
@@ -480,8 +480,13 @@ def _ingest_file(
         records = iter_file_isolated(path, name, adapter.columns)
         outcomes = (convert_record(adapter, r, images_root, conversion) for r in records)
         summary = write_outcomes(adapter.info.key, outcomes, out, outputs=PART_FILES).as_dict()
-    write_json(out / PART_DONE, {"file": name, "summary": summary}, durable=False)  # written last: the part is whole
+    # Written last, with the files' sizes (parts are not fsynced: a crash of the machine may cut one short).
+    write_json(out / PART_DONE, {"file": name, "summary": summary, "file_sizes": _part_sizes(out)}, durable=False)
     return summary
+
+
+def _part_sizes(folder: Path) -> dict[str, int]:
+    return {n: (folder / n).stat().st_size for n in ("pairs.parquet", "images.parquet", "rejects.parquet")}
 
 
 PART_DONE = "part.json"
@@ -490,9 +495,13 @@ PART_DONE = "part.json"
 def _finished_part(folder: Path, name: str) -> dict | None:
     """A part an earlier run finished (its `part.json`, naming the same file), or None."""
     done = read_json_state(folder / PART_DONE)
-    if isinstance(done, dict) and done.get("file") == name and isinstance(done.get("summary"), dict):
-        return done["summary"]
-    return None
+    if not (isinstance(done, dict) and done.get("file") == name and isinstance(done.get("summary"), dict)):
+        return None
+    try:
+        whole = done.get("file_sizes") == _part_sizes(folder)
+    except OSError:
+        return None
+    return done["summary"] if whole else None
 
 
 def _ingest_files(

@@ -23,7 +23,7 @@ from curation.errors import InputError
 from curation.ops import OPS
 from curation.readers import is_hub_id
 from curation.sources import REGISTRY
-from curation.storage import is_uri
+from curation.storage import check_uri, is_uri
 
 
 class RecipeError(InputError):
@@ -209,6 +209,10 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
         raise loc.error((*keys, "path"), f"{raw_path}: cannot be resolved ({exc})") from None
     if local is None:  # an object store's URI, read when the source is ingested
+        try:
+            check_uri(raw_path)
+        except InputError as exc:
+            raise loc.error((*keys, "path"), str(exc)) from None
         path = raw_path
     elif local.exists():
         path = str(local)
@@ -217,7 +221,12 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     else:
         raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder", f"resolved against {base}")
     images_root = value.get("images_root")
-    if images_root is not None and not is_uri(images_root):
+    if is_uri(images_root):
+        try:
+            check_uri(str(images_root))
+        except InputError as exc:
+            raise loc.error((*keys, "images_root"), str(exc)) from None
+    elif images_root is not None:
         try:
             root = (base / str(images_root)).resolve()
         except (OSError, RuntimeError) as exc:

@@ -93,28 +93,42 @@ class WorkTake:
 
 
 def shard_jobs(
-    take: Take, keys: np.ndarray, folder: Path, rows_per_shard: int, records: Path | None = None
+    take: Take,
+    keys: np.ndarray,
+    folder: Path,
+    rows_per_shard: int,
+    records: Path | None = None,
+    identity: str = "",
 ) -> list[Callable[[], dict[str, Any]]]:
     """One job per shard of `rows_per_shard` rows of the pairs at `keys` (row_keys in shard order; a key repeats
     once per upsampled copy), at least one (empty when nothing was selected). Each job writes its file and
     returns its file, rows and sha256; the jobs are independent, to be run in any order, in any pool. With
     `records` (a folder kept across runs), a job also records what it wrote, and a rerun's job whose shard is
-    recorded for the same rows returns the record instead of writing it again."""
+    recorded for the same rows of the same `identity` (what else decides a row's content: the work files, the
+    swapped pairs) returns the record instead of writing it again."""
     count = max(1, -(-len(keys) // rows_per_shard))
     schema = shard_schema()
     folder.mkdir(parents=True, exist_ok=True)
     if records is not None:
         records.mkdir(parents=True, exist_ok=True)
     cut = [keys[k * rows_per_shard : (k + 1) * rows_per_shard] for k in range(count)]
-    return [functools.partial(_write_shard, take, cut[k], folder, schema, k, count, records) for k in range(count)]
+    return [functools.partial(_write_shard, take, cut[k], folder, schema, k, count, records, identity)
+            for k in range(count)]  # fmt: skip
 
 
 def _write_shard(
-    take: Take, keys: np.ndarray, folder: Path, schema: pa.Schema, index: int, count: int, records: Path | None
+    take: Take,
+    keys: np.ndarray,
+    folder: Path,
+    schema: pa.Schema,
+    index: int,
+    count: int,
+    records: Path | None,
+    identity: str,
 ) -> dict[str, Any]:
     path = folder / f"train-{index:05d}-of-{count:05d}.arrow"
     record = records / f"{path.name}.json" if records is not None else None
-    rows_digest = hashlib.md5(np.ascontiguousarray(keys, np.int64).tobytes()).hexdigest()
+    rows_digest = hashlib.md5(identity.encode() + np.ascontiguousarray(keys, np.int64).tobytes()).hexdigest()
     if record is not None:
         done = read_json_state(record)
         if isinstance(done, dict) and done.get("rows_md5") == rows_digest and path.is_file():

@@ -82,3 +82,40 @@ def test_a_partial_build_of_another_schema_version_starts_over(demo_recipe: Path
     seen: list[str] = []
     build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
     assert "ingest hh_rlhf" in seen  # read again
+
+
+def test_a_resumed_build_rewrites_shards_whose_swaps_changed(
+    demo_recipe: Path, demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards written before an interruption are reused only for the same rows with the same content: a review
+    that swaps a pair between the two runs (the recipe names the same reviews file) changes a shard's rows."""
+    from curation import build as build_module
+    from curation.io import read_shards
+    from curation.reviews import Review, append_review
+
+    target = read_shards(sorted((demo_build / "shards").glob("*.arrow"))).slice(0, 1).to_pylist()[0]
+    reviews = tmp_path / "reviews.parquet"
+    review = Review(target["pair_id"], target["source"], target["source_row"], "keep", "", "me", "demo")
+    append_review(reviews, review)
+    recipe = demo_recipe.with_name(f"reviewed-{tmp_path.name}.yaml")  # beside the demo recipe: its ../ paths
+    recipe.write_text(
+        demo_recipe.read_text().replace(
+            "shards: {rows_per_shard: 20}", f"  human_review: {{reviews: {reviews}}}\nshards: {{rows_per_shard: 20}}"
+        )
+    )
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # after the shards, before the card
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build_module, "write_card", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            build(load_recipe(recipe), tmp_path / "b", cache=tmp_path / "cache")
+    assert list((tmp_path / "b.partial" / "work" / "shards").glob("*.json"))  # the shards were recorded
+    append_review(reviews, Review(**{**review.__dict__, "action": "swap", "note": "reversed"}))
+    build(load_recipe(recipe), tmp_path / "b", resume=True, cache=tmp_path / "cache")
+    build(load_recipe(recipe), tmp_path / "fresh", cache=tmp_path / "cache")
+    assert build_digests(tmp_path / "b") == build_digests(tmp_path / "fresh")
+    swapped = [p for p in read_shards(sorted((tmp_path / "b" / "shards").glob("*.arrow"))).to_pylist()
+               if p["source_row"] == target["source_row"] and p["source"] == target["source"]]  # fmt: skip
+    assert swapped and swapped[0]["chosen"] == target["rejected"]

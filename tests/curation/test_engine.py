@@ -45,3 +45,18 @@ def test_cli_refuses_odd_engine_options(demo_recipe: Path, tmp_path: Path, args:
 def test_stage_only_with_a_uri(demo_recipe: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--stage"):
         build(load_recipe(demo_recipe), tmp_path / "b", stage=tmp_path / "stage")
+
+
+def test_an_unreachable_cluster_fails_at_once() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed")
+    with pytest.raises(InputError, match=r"--address 127.0.0.1:1: no Ray cluster answers there"):
+        make_engine("ray", "127.0.0.1:1")
+
+
+def test_paths_given_to_tasks_are_absolute(demo_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks of a cluster run in other working folders: the builder hands them absolute paths."""
+    from curation.build import Builder
+
+    monkeypatch.chdir(tmp_path)
+    builder = Builder(load_recipe(demo_recipe), Path("relative"), cache=Path("cache"))
+    assert builder.out == tmp_path / "relative" and builder.tmp.is_absolute() and builder.cache == tmp_path / "cache"

@@ -262,9 +262,11 @@ def test_finished_file_parts_are_kept_and_reused(tmp_path: Path, monkeypatch: py
     assert submitted == ["train-0.parquet", "train-1.parquet", "train-2.parquet"]
     assert output_digests(tmp_path / "a") == output_digests(tmp_path / "whole") and first.pairs == whole.pairs == 150
     (parts / "00001" / "part.json").unlink()  # as if the second file's task had not finished
+    pairs = parts / "00002" / "pairs.parquet"  # and a crash of the machine had cut the third's pairs short
+    pairs.write_bytes(pairs.read_bytes()[:-50])
     submitted.clear()
     ingest(adapter, str(folder), tmp_path / "b", workers=2, pool=recording_pool, parts=parts, per_file=True)
-    assert submitted == ["train-1.parquet"]
+    assert submitted == ["train-1.parquet", "train-2.parquet"]
     assert output_digests(tmp_path / "b") == output_digests(tmp_path / "whole")
 
 

@@ -17,7 +17,10 @@ import yaml
 from curation import build as build_module
 from curation.build import build
 from curation.engine import RayEngine
+from curation.errors import ClusterError
+from curation.failure import describe
 from curation.recipe import load_recipe
+from curation.shards import WorkTake
 from curation.sources.ultrafeedback_binarized import UltrafeedbackBinarized
 from tests.conftest import build_digests, build_files, real_rows_recipe, write_benchmark_images
 
@@ -95,37 +98,84 @@ def test_planted_collection_same_bytes(engine: RayEngine, tmp_path: Path) -> Non
     assert {"exact_dedupe", "near_dedupe", "image_dedupe", "decontaminate"} <= removed
 
 
-class KillOnce(UltrafeedbackBinarized):
-    """Kills the process converting its first row of `label_flip_20.jsonl`, once (a marker file remembers):
-    a worker dying mid-task, which Ray runs again."""
+def kill_once(marker: Path) -> None:
+    """Kill this process the first time (a marker file remembers): a worker dying mid-task, which Ray reruns."""
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    marker = ""
+
+class KillOnce(UltrafeedbackBinarized):
+    """Dies at its first row of `label_flip_20.jsonl` (an ingest task of one file)."""
+
+    marker = Path()
 
     def convert(self, row: dict[str, Any], ctx: Any) -> Any:
-        if ctx.ref.startswith("label_flip_20.jsonl") and not os.path.exists(self.marker):
-            Path(self.marker).touch()
-            os.kill(os.getpid(), signal.SIGKILL)
+        if ctx.ref.startswith("label_flip_20.jsonl"):
+            kill_once(self.marker)
         return super().convert(row, ctx)
 
 
-def test_killed_worker_same_bytes(
+class KillingTake(WorkTake):
+    """Dies in the middle of writing the second shard (a shard task)."""
+
+    marker = Path()
+
+    def __call__(self, keys: Any, batch_rows: int) -> Any:
+        for n, batch in enumerate(super().__call__(keys, batch_rows)):
+            if n == 0 and keys[0] == self.second_shard_first_key:
+                kill_once(self.marker)
+            yield batch
+
+
+def test_killed_workers_same_bytes(
     engine: RayEngine,
     real_recipe: Path,
     real_embedded: dict[str, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    KillOnce.marker = str(tmp_path / "killed")
+    KillOnce.marker, KillingTake.marker = tmp_path / "killed-ingest", tmp_path / "killed-shard"
     real = build_module._adapter
 
     def adapter(spec: Any) -> Any:
         made = real(spec)
         return KillOnce(spec.options, made.read) if spec.adapter == "ultrafeedback_binarized" else made
 
-    monkeypatch.setattr("curation.build._adapter", adapter)
+    def take(paths: Any, names: Any, swapped: Any) -> KillingTake:
+        made = KillingTake(paths, names, swapped)
+        made.second_shard_first_key = None  # set once the shard order is known (below)
+        return made
+
+    real_jobs = build_module.shard_jobs
+
+    def jobs(take: Any, keys: Any, folder: Path, rows: int, *args: Any) -> Any:
+        take.second_shard_first_key = keys[rows]
+        return real_jobs(take, keys, folder, rows, *args)
+
+    monkeypatch.setattr(build_module, "_adapter", adapter)
+    monkeypatch.setattr(build_module, "WorkTake", take)
+    monkeypatch.setattr(build_module, "shard_jobs", jobs)
     build(load_recipe(real_recipe), tmp_path / "ray", engine=engine)
-    assert Path(KillOnce.marker).exists()  # a worker did die mid-task
+    assert KillOnce.marker.exists() and KillingTake.marker.exists()  # a worker did die in each kind of task
     assert build_digests(tmp_path / "ray") == real_embedded
+
+
+class KillAlways(UltrafeedbackBinarized):
+    def convert(self, row: dict[str, Any], ctx: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_task_that_always_dies_is_one_error_line(
+    engine: RayEngine, real_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = build_module._adapter
+    dying = lambda spec: KillAlways(spec.options) if spec.adapter == "ultrafeedback_binarized" else real(spec)  # noqa: E731
+    monkeypatch.setattr(build_module, "_adapter", dying)
+    with pytest.raises(ClusterError, match=r"Ray could not run task ingest_file after 3 retries") as failure:
+        build(load_recipe(real_recipe), tmp_path / "ray", engine=engine)
+    assert describe(failure.value) == str(failure.value) and "\n" not in str(failure.value)
+    assert not (tmp_path / "ray").exists()
 
 
 def test_sources_in_s3_read_by_the_tasks(

@@ -38,6 +38,43 @@ def test_build_from_and_to_s3(s3: Any, s3_recipe: Path, demo_build: Path, tmp_pa
         build(load_recipe(s3_recipe), "s3://builds/demo", stage=tmp_path / "stage")
 
 
+def test_a_failed_upload_leaves_nothing_under_the_uri(
+    s3: Any, s3_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.fs as pafs
+
+    s3.create_bucket(Bucket="flaky")
+    copy, calls = pafs.copy_files, []
+
+    def failing_copy(*args: Any, **kwargs: Any) -> None:
+        if args[1].startswith("flaky/"):  # the upload's copies, not the sources'
+            calls.append(args[1])
+        if len(calls) == 4:
+            raise OSError("connection reset")
+        copy(*args, **kwargs)
+
+    monkeypatch.setattr(pafs, "copy_files", failing_copy)
+    with pytest.raises(InputError, match=r"s3://flaky/demo: cannot write .*connection reset.*stays in"):
+        build(load_recipe(s3_recipe), "s3://flaky/demo", stage=tmp_path / "stage")
+    assert "Contents" not in s3.list_objects_v2(Bucket="flaky")  # the three files copied were deleted
+    assert (tmp_path / "stage" / "demo" / "manifest.json").is_file()  # the finished build is kept to upload again
+    s3.put_object(Bucket="flaky", Key="half/shards/train-00000-of-00003.arrow", Body=b"x")
+    with pytest.raises(InputError, match="holds 1 files but no manifest.json"):
+        build(load_recipe(s3_recipe), "s3://flaky/half", stage=tmp_path / "stage2")
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://AKIAFAKE:supersecret@inputs/demo", "s3://inputs/demo?access_key=AKIAFAKE&secret_key=supersecret"]
+)
+def test_credentials_in_a_uri_are_refused_and_never_shown(demo_recipe: Path, tmp_path: Path, uri: str) -> None:
+    recipe = demo_recipe.with_name(f"secret-{tmp_path.name}.yaml")  # beside the demo recipe: its ../ paths
+    recipe.write_text(demo_recipe.read_text().replace("../demo_data/native/hh_rlhf", uri))
+    result = CliRunner().invoke(app, ["build", "--mix", str(recipe), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "holds credentials" in result.output and "supersecret" not in result.output
+    result = CliRunner().invoke(app, ["build", "--mix", str(demo_recipe), "--out", uri])
+    assert result.exit_code == 1 and "holds credentials" in result.output and "supersecret" not in result.output
+
+
 def test_file_uris(demo_recipe: Path, demo_build: Path, tmp_path: Path) -> None:
     native = (demo_recipe.parent.parent / "demo_data" / "native").as_uri()
     recipe = tmp_path / "demo-file.yaml"
