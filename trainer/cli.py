@@ -253,6 +253,61 @@ def score(
 
 
 @app.command()
+def audit(
+    build: Annotated[Path, typer.Option(help="The `curate build` folder whose pairs are judged.")],
+    out: Annotated[Path, typer.Option(help="The audit's run folder (a run per fold, scores, audit.json).")],
+    folds: Annotated[int, typer.Option(help="Folds: each model trains without one and judges it.")] = 5,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP, show_default=_fit_default("model"))] = None,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option("--settings", help="A YAML file of training settings (FitConfig).", show_default=NO_SETTINGS),
+    ] = None,
+    shards: Annotated[
+        list[str] | None,
+        typer.Option(help="Other builds every fold model also trains on (DIR or DIR=WEIGHT); repeatable.",
+                     show_default="none"),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other FitConfig setting as KEY=VALUE; repeatable.", show_default="none"),
+    ] = None,
+) -> None:
+    """Judge every pair of a build with a reward model that did not train on it (cross-fitted over folds)."""
+    from rich.progress import Progress
+
+    from trainer.audit import audit as run_audit
+    from trainer.backbone import check_model_source
+    from trainer.config import load_config
+    from trainer.fit import TrainingError
+
+    overrides: dict[str, Any] = {"shards": list(shards or []), "model": model}
+    try:
+        for item in set_ or []:
+            key, value = _key_value(item, "--set")
+            overrides[key.strip()] = value
+        settings = load_config(settings_file, overrides)
+        check_model_source(settings.model)
+        with Progress(console=_console()) as progress:
+            task = progress.add_task("audit", total=2 * folds)
+
+            def on_fold(fold: int, what: str) -> None:
+                progress.update(task, completed=2 * fold + (what == "judge"), description=f"fold {fold}: {what}")
+
+            report = run_audit(build, settings, folds, out, on_fold=on_fold)
+            progress.update(task, completed=2 * folds, description="audit")
+    except (InputError, TrainingError, FileNotFoundError) as exc:
+        _fail(str(exc), exc)
+    for fold in report["folds"]:
+        accuracy = fold["held_out_accuracy"]
+        shown = "-" if accuracy is None else f"{accuracy:.3f}"
+        judged = f"{fold['scored']} of {fold['pairs']} pairs judged ({fold['truncated']} with answers cut to fit)"
+        typer.echo(f"fold {fold['fold']}: held-out accuracy {shown} on {fold['held_out_pairs']} pairs; {judged}")
+    unscored = ", ".join(f"{reason}: {n}" for reason, n in report["not_scored"].items()) or "none"
+    typer.echo(f"{report['scored']} of {report['pairs']} pairs judged out of fold; not judged: {unscored}")
+    typer.echo(f"scores: {report['signal']}\nuse them in a recipe: ops: {{rm_margin: {{scores: {report['signal']}}}}}")
+
+
+@app.command()
 def ablate(
     out: Annotated[Path, typer.Option(help="Folder for variants, builds, runs and the ablation table.")],
     mix: Annotated[

@@ -57,6 +57,10 @@ class FitConfig:
     num_workers: int = 0  # processes that tokenize and decode images ahead of the model (0: in the trainer)
     eval_fraction: float = 0.02
     eval_max_pairs: int = 1000
+    # cross-fitting (`trainer audit`): the first build's pairs fall in `folds` folds by a hash of pair_id and seed;
+    # the run trains without fold `fold` (which its model then judges). 0: no folds.
+    folds: int = 0
+    fold: int = 0
     # bookkeeping
     eval_every: int = 0  # steps; 0 = at the end only
     save_every: int = 0  # steps; 0 = at the end only
@@ -69,6 +73,8 @@ class FitConfig:
             raise InputError("num_workers, eval_every and save_every must be >= 0")
         if not 0 <= self.eval_fraction < 1:
             raise InputError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
+            raise InputError(f"folds must be 0 or at least 2, and fold in 0..folds-1 (got {self.folds}, {self.fold})")
 
     def accumulation(self, world: int) -> int:
         per_step = self.micro_batch * world

@@ -40,6 +40,11 @@ def unit_hash(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def fold_of(pair_id: str, seed: int, folds: int) -> int:
+    """The cross-fitting fold of a pair: a hash of its id and the seed, so a pair's fold is the same in any build."""
+    return min(int(unit_hash("fold", seed, pair_id) * folds), folds - 1)
+
+
 @dataclass
 class Build:
     path: Path
@@ -77,21 +82,27 @@ class PairData:
     counts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, specs: list[str], seed: int, eval_fraction: float) -> PairData:
+    def open(cls, specs: list[str], seed: int, eval_fraction: float, folds: int = 0, fold: int = 0) -> PairData:
+        """The builds' pairs, split into train and held-out by hash; with `folds`, the first build's pairs of
+        fold `fold` (`fold_of`) are left out altogether (cross-fitting: another model judges them)."""
         builds = [Build.open(spec) for spec in specs]
         train: list[Entry] = []
         held_out: list[Entry] = []
         counts: dict[str, Any] = {}
         for b, build in enumerate(builds):
             ids = build.table.column("pair_id").to_pylist()
-            held = [unit_hash("eval", seed, pid) < eval_fraction for pid in ids]  # by content: stable across builds
-            evals = [Entry(b, i, pid) for i, pid in enumerate(ids) if held[i]]
-            trains = [Entry(b, i, pid) for i, pid in enumerate(ids) if not held[i]]
+            if b == 0 and folds:
+                used = [i for i, pid in enumerate(ids) if fold_of(pid, seed, folds) != fold]
+            else:
+                used = list(range(len(ids)))
+            held = {i for i in used if unit_hash("eval", seed, ids[i]) < eval_fraction}  # stable across builds
+            evals = [Entry(b, i, ids[i]) for i in used if i in held]
+            trains = [Entry(b, i, ids[i]) for i in used if i not in held]
             drawn = weighted(trains, build.weight, seed)
             train += drawn
             held_out += evals
             counts[str(build.path)] = {"pairs": len(ids), "weight": build.weight, "train_draws": len(drawn),
-                                       "eval": len(evals)}  # fmt: skip
+                                       "eval": len(evals), "left_out": len(ids) - len(used)}  # fmt: skip
         return cls(builds, train, held_out, seed, counts)
 
     def epoch_order(self, epoch: int) -> list[Entry]:

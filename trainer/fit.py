@@ -157,7 +157,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if not config.shards:
             raise TrainingError("no shards: pass --shards BUILD_DIR (a `curate build` output)")
-        self.data = PairData.open(config.shards, config.seed, config.eval_fraction)
+        self.data = PairData.open(config.shards, config.seed, config.eval_fraction, config.folds, config.fold)
         self.accumulation = config.accumulation(self.dist.world)
         self.steps_per_epoch = len(self.data.train) // config.global_batch
         if self.steps_per_epoch == 0:

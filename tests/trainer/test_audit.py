@@ -1,0 +1,91 @@
+"""`trainer audit` on the demo build with the tiny model: every pair judged out of fold, by the model that did not
+see it; answers cut to fit where needed; resumable per fold; the scores drive `rm_margin` in a rebuild."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from curation.build_dir import BuildDir
+from trainer.audit import audit, judge
+from trainer.cli import app
+from trainer.config import FitConfig
+from trainer.data import PairData, fold_of
+from trainer.model import RewardModel
+from trainer.score import build_pairs
+
+CONFIG = FitConfig(model="tiny", lr=2e-3, global_batch=8, micro_batch=4, max_steps=2, max_length=96, seed=1)
+
+
+@pytest.fixture(scope="module")
+def audited(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    root = tmp_path_factory.mktemp("audit")
+    build = root / "build"
+    shutil.copytree(demo_build, build)
+    report = audit(build, CONFIG, 2, root / "run")
+    return build, root / "run", report
+
+
+def test_every_pair_is_judged_by_the_model_that_did_not_train_on_it(audited: tuple[Path, Path, dict]) -> None:
+    build, run, report = audited
+    pairs = build_pairs(BuildDir.open(build)).to_pylist()
+    scores = pq.read_table(run / "scores.parquet").to_pylist()
+    assert [s["pair_id"] for s in scores] == [p["pair_id"] for p in pairs]  # one row per distinct pair
+    assert all(s["fold"] == fold_of(s["pair_id"], CONFIG.seed, 2) for s in scores)
+    assert {s["fold"] for s in scores} == {0, 1}
+    for k in (0, 1):
+        # The fold's run trained on no pair of its fold...
+        data = PairData.open([str(build)], CONFIG.seed, CONFIG.eval_fraction, folds=2, fold=k)
+        assert all(fold_of(e.pair_id, CONFIG.seed, 2) != k for e in data.train + data.eval)
+        assert json.loads((run / f"fold-{k}" / "data.json").read_text())["builds"][str(build)]["left_out"] > 0
+        # ...and its model is the one whose rewards the fold's pairs carry.
+        row = next(p for p in pairs if fold_of(p["pair_id"], CONFIG.seed, 2) == k and not p["images"])
+        ((chosen, rejected), _, _), = judge(RewardModel.load(run / f"fold-{k}" / "model"), [row], {}, 96, 4)
+        mine = next(s for s in scores if s["pair_id"] == row["pair_id"])
+        assert (mine["reward_chosen"], mine["reward_rejected"]) == pytest.approx((chosen, rejected), abs=1e-5)
+    # Every pair judged or counted: long answers are cut to fit (max_length 96), the rest say why not.
+    assert report["scored"] + sum(report["not_scored"].values()) == len(pairs)
+    assert report["truncated"] > 0 and any(s["truncated"] and s["margin"] is not None for s in scores)
+    assert all((s["margin"] is None) == (s["not_scored"] is not None) for s in scores)
+    assert all(s["probability"] is None or 0 < s["probability"] < 1 for s in scores)
+    assert [f["fold"] for f in report["folds"]] == [0, 1] and all(f["held_out_pairs"] for f in report["folds"])
+    assert Path(report["signal"]).parent == build / "signals"
+
+
+def test_an_interrupted_audit_resumes_by_fold(demo_build: Path, tmp_path: Path, audited: tuple) -> None:
+    build = tmp_path / "build"
+    shutil.copytree(demo_build, build)
+
+    def stop_at_fold_1(fold: int, what: str) -> None:
+        if fold == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(build, CONFIG, 2, tmp_path / "run", on_fold=stop_at_fold_1)
+    judged = (tmp_path / "run" / "fold-0" / "scores.parquet").stat().st_mtime_ns
+    steps: list[tuple[int, str]] = []
+    audit(build, CONFIG, 2, tmp_path / "run", on_fold=lambda fold, what: steps.append((fold, what)))
+    assert steps == [(1, "train"), (1, "judge")]  # fold 0 was neither trained nor judged again
+    assert (tmp_path / "run" / "fold-0" / "scores.parquet").stat().st_mtime_ns == judged
+    assert pq.read_table(tmp_path / "run" / "scores.parquet") == pq.read_table(audited[1] / "scores.parquet")
+    with pytest.raises(Exception, match="another build, fold count or settings"):
+        audit(build, CONFIG, 3, tmp_path / "run")
+
+
+def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    shutil.copytree(demo_build, build)
+    args = ["audit", "--build", str(build), "--out", str(tmp_path / "run"), "--folds", "2", "--model", "tiny"]
+    for setting in ("max_steps=1", "global_batch=8", "micro_batch=4", "max_length=96"):
+        args += ["--set", setting]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fold 0: held-out accuracy" in result.output and "fold 1: held-out accuracy" in result.output
+    assert "pairs judged out of fold" in result.output and "rm_margin" in result.output
+    result = CliRunner().invoke(app, [*args[:6], "1"])
+    assert result.exit_code == 1 and "error: --folds 1: need at least 2" in result.output

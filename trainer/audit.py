@@ -1,0 +1,205 @@
+"""`trainer audit`: a cross-fitted noise audit of a build. Every pair is judged by a reward model that did not train
+on it but learned from the rest of the build.
+
+The build's distinct pairs (the shards' and the removed ones, as `trainer score` takes them) fall in K folds by a
+hash of pair_id and the seed (`trainer.data.fold_of`). Model k trains on the build without fold k (plus any other
+builds given with `shards`), then judges the pairs of fold k. A pair whose answers do not fit `max_length` is
+judged on answers cut to fit (`truncated`); a pair no model can judge (a video on a text backbone) is counted by
+reason, never dropped silently.
+
+Run folder: `OUT/fold-K/` per fold (the fold's run: metrics, model; `scores.parquet` and `fold.json` once judged:
+a rerun skips a judged fold and resumes an interrupted one from its checkpoints), `OUT/audit.json` (per fold its
+held-out accuracy and counts) and `OUT/scores.parquet`, which is also written into the build as
+`BUILD/signals/rm_scores-audit-<digest>.parquet` in the form `trainer score` writes (so `rm_margin` and the
+workbench read it as they read any scores), with the columns `probability` (sigmoid(margin): how likely the model
+finds chosen better), `fold` and `truncated`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.build_dir import BuildDir
+from curation.errors import InputError
+from trainer.config import FitConfig
+from trainer.data import SKIP_TOO_LONG, featurize, fold_of
+from trainer.evaluate import BenchPairs, model_rewards
+from trainer.fit import fit
+from trainer.model import RewardModel
+from trainer.score import SCORES_SCHEMA, build_pairs
+
+AUDIT_SCHEMA = pa.schema(
+    [
+        *SCORES_SCHEMA,
+        pa.field("probability", pa.float64()),
+        pa.field("fold", pa.int32(), nullable=False),
+        pa.field("truncated", pa.bool_(), nullable=False),
+        pa.field("not_scored", pa.string()),  # why a pair has no margin (None: it has one)
+    ]
+)
+MIN_ANSWER_CHARS = 16  # answers are not cut shorter than this to fit
+
+
+def fit_to_length(model: RewardModel, row: dict[str, Any], images: list[bytes], max_length: int) -> dict | None:
+    """`row` with both answers cut to the longest length (in characters, halving) at which the pair fits
+    `max_length`, or None when even short answers do not fit (the prompt alone is too long)."""
+    longest = max(len(row["chosen"]), len(row["rejected"]))
+    keep = longest // 2
+    while keep >= MIN_ANSWER_CHARS:
+        cut = {**row, "chosen": row["chosen"][:keep], "rejected": row["rejected"][:keep]}
+        if not isinstance(featurize(model.backbone, cut, images, max_length), str):
+            return cut
+        keep //= 2
+    return None
+
+
+def judge(
+    model: RewardModel, rows: list[dict], images: dict[str, bytes], max_length: int, micro_batch: int
+) -> list[tuple[tuple[float, float] | None, bool, str | None]]:
+    """Per row: (chosen, rejected) rewards or None, whether the answers were cut to fit, and why it has none."""
+    found = [all(h in images for h in r["images"]) for r in rows]
+    scorable = [r for r, ok in zip(rows, found, strict=True) if ok]
+    rewards, reasons = model_rewards(model, BenchPairs(scorable, images), max_length, micro_batch)
+    results: list[tuple[tuple[float, float] | None, bool, str | None]] = []
+    index = 0
+    cut_rows, cut_at = [], []
+    for row, ok in zip(rows, found, strict=True):
+        if not ok:
+            results.append((None, False, "image not in the build"))
+            continue
+        reward, reason = rewards[index], reasons[index]
+        index += 1
+        if reason == SKIP_TOO_LONG:
+            cut = fit_to_length(model, row, [images[h] for h in row["images"]], max_length)
+            if cut is not None:
+                cut_rows.append(cut)
+                cut_at.append(len(results))
+        results.append((reward, False, reason))
+    if cut_rows:
+        cut_rewards, cut_reasons = model_rewards(model, BenchPairs(cut_rows, images), max_length, micro_batch)
+        for position, reward, reason in zip(cut_at, cut_rewards, cut_reasons, strict=True):
+            results[position] = (reward, True, reason) if reward is not None else results[position]
+    return results
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
+def _judge_fold(
+    model: RewardModel, rows: list[dict], images: dict[str, bytes], fold: int, config: FitConfig, in_shards: set[str]
+) -> tuple[pa.Table, dict[str, Any]]:
+    results = judge(model, rows, images, config.max_length, config.micro_batch)
+    margins = [None if r is None else r[0] - r[1] for r, _, _ in results]
+    table = pa.table(
+        {
+            "pair_id": [row["pair_id"] for row in rows],
+            "reward_chosen": [None if r is None else r[0] for r, _, _ in results],
+            "reward_rejected": [None if r is None else r[1] for r, _, _ in results],
+            "margin": margins,
+            "probability": [None if m is None else _sigmoid(m) for m in margins],
+            "fold": [fold] * len(rows),
+            "truncated": [cut for _, cut, _ in results],
+            "not_scored": [reason if r is None else None for r, _, reason in results],
+        },
+        schema=AUDIT_SCHEMA,
+    )
+    # Held-out accuracy: over the fold's pairs in the shards (the build's training pairs) that have a margin.
+    agree = [m > 0 for row, m in zip(rows, margins, strict=True) if m is not None and row["pair_id"] in in_shards]
+    report = {
+        "fold": fold,
+        "pairs": len(rows),
+        "scored": sum(m is not None for m in margins),
+        "truncated": sum(cut for _, cut, _ in results),
+        "not_scored": dict(Counter(reason for r, _, reason in results if r is None)),
+        "held_out_pairs": len(agree),
+        "held_out_accuracy": round(sum(agree) / len(agree), 4) if agree else None,
+    }
+    return table, report
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def audit(
+    build: Path,
+    config: FitConfig,
+    folds: int,
+    out: Path,
+    on_fold: Callable[[int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Cross-fit `folds` models on the build (`config.shards` are extra training builds) and judge every pair
+    out of fold; returns the report written to OUT/audit.json."""
+    if folds < 2:
+        raise InputError(f"--folds {folds}: need at least 2 (each model leaves one fold out)")
+    say = on_fold or (lambda _k, _what: None)
+    opened = BuildDir.open(build)
+    pairs = build_pairs(opened)
+    ids = pairs.column("pair_id").to_pylist()
+    in_shards = set(opened.pairs(["pair_id"]).column("pair_id").to_pylist())
+    plan = {
+        "build": str(opened.path),
+        "pairs_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        "folds": folds,
+        "config": {**config.as_dict(), "shards": list(config.shards)},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.json"
+    if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
+        raise InputError(f"{out}: holds an audit of another build, fold count or settings; choose another --out")
+    plan_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    fold_of_pair = [fold_of(pid, config.seed, folds) for pid in ids]
+    images = opened.images()
+    tables, reports = [], []
+    for k in range(folds):
+        folder = out / f"fold-{k}"
+        scores, done = folder / "scores.parquet", folder / "fold.json"
+        if not (scores.is_file() and done.is_file()):  # a judged fold is kept across interruptions
+            if not (folder / "model").is_dir():
+                say(k, "train")
+                fold_config = dataclasses.replace(
+                    config, shards=[str(opened.path), *config.shards], folds=folds, fold=k
+                )
+                fit(fold_config, folder, resume=(folder / "checkpoints").is_dir())
+            say(k, "judge")
+            rows = [row for row, f in zip(pairs.to_pylist(), fold_of_pair, strict=True) if f == k]
+            needed = {h for row in rows for h in row["images"]}
+            found = {h: data for h in needed if (data := images.get(h)) is not None}
+            table, report = _judge_fold(RewardModel.load(folder / "model"), rows, found, k, config, in_shards)
+            _write(table, scores)
+            done.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        tables.append(pq.read_table(scores))
+        reports.append(json.loads(done.read_text()))
+    joined = pa.concat_tables(tables).sort_by("pair_id").cast(AUDIT_SCHEMA)
+    _write(joined, out / "scores.parquet")
+    digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
+    signal = opened.path / "signals" / f"rm_scores-audit-{digest}.parquet"
+    signal.parent.mkdir(exist_ok=True)
+    shutil.copyfile(out / "scores.parquet", signal.with_name(signal.name + ".partial"))
+    signal.with_name(signal.name + ".partial").replace(signal)
+    scored = sum(r["scored"] for r in reports)
+    report = {
+        "build": str(opened.path),
+        "folds": reports,
+        "pairs": len(ids),
+        "scored": scored,
+        "truncated": sum(r["truncated"] for r in reports),
+        "not_scored": dict(sum((Counter(r["not_scored"]) for r in reports), Counter())),
+        "signal": str(signal),
+    }
+    (out / "audit.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
