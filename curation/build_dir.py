@@ -19,6 +19,7 @@ The layout (written by `curation.build`):
     contamination/benchmark_images.parquet  the images of the benchmark items matched
     signals/<op>-v<version>-<hash>.parquet  what each op measured
     flags/<op>.parquet            pairs an op flagged without removing them
+    flags/<op>_estimate.parquet   per source, what an op estimated to choose its pairs (rm_margin's noise rate)
 """
 
 from __future__ import annotations

@@ -1,11 +1,20 @@
-"""rm_margin: pairs a trained reward model confidently reverses (likely label noise), from `trainer score` output.
+"""rm_margin: pairs a reward model confidently reverses (likely label noise), from `trainer score` or
+`trainer audit` output.
 
 Score: each live pair's rewards from the scores table (`pair_id, reward_chosen, reward_rejected, margin`, written
-by `trainer score --model RUN --build DIR` into DIR/signals/); pairs the table lacks get no margin and are kept.
-Decide: `margin < min_margin` is a reversal. The default -1.0 means the model gives the rejected answer at least
-sigmoid(1) = 73% Bradley-Terry probability. `action: drop` removes reversals; `flag` keeps them and lists them in
-`flags/rm_margin.parquet`. The signal's name covers the scores file's content, so rescoring with another model
-gives another signal file.
+into DIR/signals/ by `trainer score --model RUN --build DIR` or, judged out of fold, by `trainer audit`); pairs the
+table lacks get no margin and are kept.
+Decide which pairs are reversals (`select`):
+- `margin`: `margin < min_margin`. The default -1.0 means the model gives the rejected answer at least
+  sigmoid(1) = 73% Bradley-Terry probability.
+- `noise_rate`, in the spirit of confident learning, per source: the model's confidence is the mean probability
+  p = sigmoid(margin) over the pairs it agrees with (p >= 0.5); a pair is confidently reversed when 1 - p reaches
+  that confidence; the share of such pairs is the source's estimated noise rate, and that many of the most reversed
+  pairs (lowest margin first) are selected. The estimate per source is written to
+  `flags/rm_margin_estimate.parquet`.
+Then `action`: `drop` removes them; `flag` keeps them and lists them in `flags/rm_margin.parquet`; `swap` keeps them
+with chosen and rejected exchanged (a label fix; one that would then duplicate another live pair is removed).
+The signal's name covers the scores file's content, so rescoring with another model gives another signal file.
 """
 
 from __future__ import annotations
@@ -14,30 +23,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import pyarrow as pa
+
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
+from curation.schema import compute_pair_id
 from curation.sql import sql_literal
 
 
 @dataclass(frozen=True)
 class RmMarginParams:
-    scores: str = ""  # the parquet `trainer score` wrote
-    min_margin: float = -1.0
-    action: Literal["drop", "flag"] = "drop"
+    scores: str = ""  # the parquet `trainer score` or `trainer audit` wrote
+    select: Literal["margin", "noise_rate"] = "margin"  # a fixed margin, or each source's estimated noise rate
+    min_margin: float = -1.0  # with select: margin
+    action: Literal["drop", "flag", "swap"] = "drop"
 
     def check(self) -> None:
         if not self.scores:
-            raise ValueError("scores: give the file `trainer score --model RUN --build DIR` wrote")
+            raise ValueError("scores: give the file `trainer score` or `trainer audit` wrote")
         if not Path(self.scores).is_file():
-            raise ValueError(f"scores: {self.scores} does not exist (run `trainer score` first)")
+            raise ValueError(f"scores: {self.scores} does not exist (run `trainer score` or `trainer audit` first)")
 
 
 class RmMargin(Op):
     name = "rm_margin"
     Params = RmMarginParams
-    thresholds = frozenset({"min_margin", "action"})
-    reads: ClassVar[dict[str, tuple[str, ...]]] = {"live_pairs": ("row_key", "pair_id", "source", "source_row")}
-    evidence: ClassVar[tuple[str, ...]] = ("flags/rm_margin.parquet",)
+    thresholds = frozenset({"select", "min_margin", "action"})
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {
+        "live_pairs": ("row_key", "pair_id", "source", "source_row"),
+        "pairs": ("row_key", "prompt", "images", "chosen", "rejected"),  # a swapped pair's new id
+    }
+    evidence: ClassVar[tuple[str, ...]] = ("flags/rm_margin.parquet", "flags/rm_margin_estimate.parquet")
 
     def scoring(self, params: Any) -> dict[str, Any]:
         from curation.io import sha256_file
@@ -56,19 +72,76 @@ class RmMargin(Op):
         )
 
     def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
+        evidence = {}
+        if params.select == "noise_rate":
+            selected = _noise_rate_selection(signals)
+            evidence["flags/rm_margin_estimate.parquet"] = _estimates(signals)
+        else:
+            selected = f"""SELECT row_key, margin, 'margin ' || round(margin, 4) || ' < ' || {params.min_margin}
+                                  AS detail
+                           FROM read_parquet({sql_literal(signals)}) SEMI JOIN live_pairs USING (row_key)
+                           WHERE margin < {params.min_margin}"""
         if params.action == "flag":
+            evidence["flags/rm_margin.parquet"] = f"""
+                SELECT p.source, p.source_row, p.pair_id, s.margin, s.detail
+                FROM live_pairs p JOIN ({selected}) s USING (row_key) ORDER BY p.row_key"""
+            return Decision(evidence=evidence)
+        if params.action == "drop":
             return Decision(
-                evidence={
-                    "flags/rm_margin.parquet": f"""
-                        SELECT p.source, p.source_row, p.pair_id, s.margin
-                        FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (row_key)
-                        WHERE s.margin < {params.min_margin} ORDER BY p.row_key"""
-                }
+                evidence=evidence,
+                removals=[f"SELECT row_key, 'reward model reverses' AS reason, detail FROM ({selected})"],
             )
-        return Decision(
-            removals=[
-                f"""SELECT row_key, 'reward model reverses' AS reason,
-                           'margin ' || round(margin, 4) || ' < ' || {params.min_margin} AS detail
-                    FROM read_parquet({sql_literal(signals)}) WHERE margin < {params.min_margin}"""
-            ]
+        # swap: each selected pair's id once swapped, to find the ones that would duplicate a live pair
+        rows = ctx.rows(
+            f"""SELECT s.row_key, p.prompt, p.images, p.chosen, p.rejected
+                FROM ({selected}) s JOIN pairs p USING (row_key) ORDER BY s.row_key"""
         )
+        swapped_ids = pa.table(
+            {
+                "row_key": pa.array([r[0] for r in rows], pa.int64()),
+                "swapped_pair_id": pa.array([compute_pair_id(r[1], r[2], r[4], r[3]) for r in rows], pa.string()),
+            }
+        )
+        chosen = f"(SELECT s.*, w.swapped_pair_id FROM ({selected}) s JOIN rm_margin_swaps w USING (row_key))"
+        return Decision(
+            relations=[("rm_margin_swaps", swapped_ids)],
+            evidence=evidence,
+            removals=[
+                f"""SELECT s.row_key, 'duplicate once swapped' AS reason,
+                           'swapped, it is ' || d.source || ' ' || d.source_row || '; ' || s.detail AS detail
+                    FROM {chosen} s JOIN (SELECT DISTINCT ON (pair_id) pair_id, source, source_row FROM live_pairs
+                                          ORDER BY pair_id, row_key) d ON d.pair_id = s.swapped_pair_id"""
+            ],
+            swaps=[f"SELECT row_key, 'reward model reverses' AS reason, detail FROM {chosen}"],
+        )
+
+
+def _scored(signals: Path) -> str:
+    """SQL: the live pairs with a margin, with their source and the probability sigmoid(margin)."""
+    return f"""SELECT s.row_key, p.source, s.margin, 1 / (1 + exp(-s.margin)) AS probability
+               FROM read_parquet({sql_literal(signals)}) s JOIN live_pairs p USING (row_key)
+               WHERE s.margin IS NOT NULL"""
+
+
+def _estimates(signals: Path) -> str:
+    """SQL: per source, the pairs scored, the model's confidence, the confidently reversed pairs and their share."""
+    return f"""WITH scored AS ({_scored(signals)}),
+               confidence AS (SELECT source, avg(probability) FILTER (WHERE probability >= 0.5) AS confidence
+                              FROM scored GROUP BY source)
+               SELECT source, count(*) AS pairs_scored, any_value(c.confidence) AS confidence,
+                      count(*) FILTER (WHERE probability <= 1 - c.confidence) AS reversed,
+                      round(count(*) FILTER (WHERE probability <= 1 - c.confidence) / count(*), 6)
+                          AS estimated_noise_rate
+               FROM scored JOIN confidence c USING (source) GROUP BY source ORDER BY source"""
+
+
+def _noise_rate_selection(signals: Path) -> str:
+    """SQL: per source, as many of the most reversed pairs (lowest margin first) as its estimate counts."""
+    return f"""WITH scored AS ({_scored(signals)}),
+               ranked AS (SELECT *, row_number() OVER (PARTITION BY source ORDER BY margin, row_key) AS rank
+                          FROM scored)
+               SELECT r.row_key, r.margin,
+                      'probability ' || round(r.probability, 4) || ': among the ' || e.reversed
+                      || ' most reversed of ' || e.pairs_scored || ' (estimated noise rate '
+                      || e.estimated_noise_rate || ')' AS detail
+               FROM ranked r JOIN ({_estimates(signals)}) e USING (source) WHERE r.rank <= e.reversed"""

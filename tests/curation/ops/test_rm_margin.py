@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -74,4 +75,47 @@ def test_drop_and_flag_through_the_ops_context(tmp_path: Path) -> None:
     assert flagged.removed() == {}
     assert [(f["source_row"], f["margin"]) for f in flagged.evidence("flags/rm_margin.parquet")] == [
         ("s.jsonl:1", -1.5)
+    ]
+
+
+def test_noise_rate_selects_as_many_reversals_as_each_source_is_estimated_to_hold(tmp_path: Path) -> None:
+    """The model agrees with 8 pairs at mean probability 0.9: a pair is confidently reversed when its probability
+    is at most 0.1. Two are (margins -3 and -2.5: p 0.047, 0.076); -1 (p 0.27) is reversed but not confidently."""
+    from curation.ops.context import pair_tables
+
+    rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(12)]
+    pairs, _ = pair_tables(rows)
+    p_agree = 0.9
+    agree = float(np.log(p_agree / (1 - p_agree)))
+    margins = [agree] * 8 + [-3.0, -1.0, -2.5, None]
+    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 12,
+                       "margin": pa.array(margins, pa.float64())})  # fmt: skip
+    pq.write_table(scores, tmp_path / "scores.parquet")
+    params = {"scores": str(tmp_path / "scores.parquet"), "select": "noise_rate"}
+    dropped = run_op_on_rows(tmp_path / "drop", "rm_margin", rows, params)
+    assert sorted(dropped.removed()) == [8, 10]
+    assert "among the 2 most reversed of 11 (estimated noise rate 0.181818)" in dropped.removed()[8][1]
+    (estimate,) = dropped.evidence("flags/rm_margin_estimate.parquet")
+    assert estimate["pairs_scored"] == 11 and estimate["reversed"] == 2
+    assert estimate["confidence"] == pytest.approx(p_agree)
+    flagged = run_op_on_rows(tmp_path / "flag", "rm_margin", rows, {**params, "action": "flag"})
+    assert [f["source_row"] for f in flagged.evidence("flags/rm_margin.parquet")] == ["s.jsonl:8", "s.jsonl:10"]
+
+
+def test_swap_fixes_the_label_unless_the_swapped_pair_exists(tmp_path: Path) -> None:
+    from curation.ops.context import pair_tables
+
+    rows = [{"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q", "chosen": "bad", "rejected": "good"},
+            {"prompt": "r", "chosen": "worse", "rejected": "better"}]  # fmt: skip
+    pairs, _ = pair_tables(rows)
+    margins = [3.0, -2.0, -4.0]  # rows 1 and 2 reversed; row 1 swapped is row 0
+    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 3,
+                       "margin": margins})  # fmt: skip
+    pq.write_table(scores, tmp_path / "scores.parquet")
+    result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, {"scores": str(tmp_path / "scores.parquet"),
+                                                                   "action": "swap"})  # fmt: skip
+    assert result.removed() == {1: ("duplicate once swapped", "swapped, it is s s.jsonl:0; margin -2.0 < -1.0")}
+    swapped = result.ctx.rows("SELECT row_key, stage, reason, detail FROM swapped")
+    assert [(stage, reason, detail) for _, stage, reason, detail in swapped] == [
+        ("rm_margin", "reward model reverses", "margin -4.0 < -1.0")
     ]
