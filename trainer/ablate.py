@@ -1,11 +1,13 @@
 """`trainer ablate`: build each mixture variant, train one model per variant with one config, evaluate all alike.
 
 Variants come from `--mixtures A.yaml B.yaml ...` and/or `--per-source RECIPE` (the full recipe plus one
-variant per source, keeping the recipe's ops, benchmarks and seed: the paper's per-dataset table). Layout:
-`OUT/variants/<name>.yaml`, `OUT/builds/<name>/`, `OUT/runs/<name>/` (metrics, model, evals/<report>.json), and
-`OUT/ablation.json` + `OUT/ablation.md`: rows = variants, columns = the headline benchmark scores over all items
-(the unscored counted as wrong) and `<benchmark>/items`, how many of them were scored. A variant that cannot train
-(e.g. fewer pairs than one global batch) or be evaluated gets its error in the table; the others still run.
+variant per source, keeping the recipe's ops, benchmarks and seed: the paper's per-dataset table); with `--audit`,
+each variant is also audited and rebuilt without the pairs the audit flags (`<name>+audit`). Layout:
+`OUT/variants/<name>.yaml`, `OUT/builds/<name>/`, `OUT/runs/<name>/` (metrics, model, evals/<report>.json),
+`OUT/audits/<name>/` (with `--audit`), and `OUT/ablation.json` + `OUT/ablation.md`: rows = variants, columns = the
+headline benchmark scores over all items (the unscored counted as wrong) and `<benchmark>/items`, how many of them
+were scored. A variant that cannot train (e.g. fewer pairs than one global batch) or be evaluated gets its error in
+the table; the others still run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from curation.build import build
 from curation.build_dir import BuildDir
 from curation.errors import InputError
 from curation.recipe import Recipe, load_recipe
+from trainer.audit import audit
 from trainer.config import FitConfig
 from trainer.evaluate import BenchSpec, evaluate
 from trainer.fit import TrainingError, fit
@@ -81,37 +84,62 @@ def ablate(
     benches: list[BenchSpec],
     out: Path,
     on_step: Callable[[str], None] | None = None,
+    audit_folds: int = 0,
 ) -> list[dict[str, Any]]:
+    """One row per variant; with `audit_folds`, also a row `<variant>+audit` per variant: its build audited
+    (`trainer audit`, that many folds) and built again with the pairs the audit flags dropped (`rm_margin`,
+    `select: noise_rate`), trained and evaluated the same way."""
     say = on_step or (lambda _: None)
     rows = []
     for name, text in variants.items():
-        recipe_path = out / "variants" / f"{name}.yaml"
-        recipe_path.parent.mkdir(parents=True, exist_ok=True)
-        recipe_path.write_text(text)
-        build_dir, run = out / "builds" / name, out / "runs" / name
-        row: dict[str, Any] = {"variant": name}
-        try:
-            say(f"{name}: build")
-            manifest = _load_or_build(recipe_path, build_dir)
-            row["pairs"] = manifest["rows_in_shards"]
-            say(f"{name}: fit")
-            last = fit(dataclasses.replace(config, shards=[str(build_dir)]), run)
-            row["eval/accuracy"] = last.get("eval/accuracy")
-            if benches:
-                say(f"{name}: eval")
-                report = evaluate([RewardModel.load(run / "model")], benches)
-                report["models"] = [str(run / "model")]
-                write_report(run / EVALS, report)
-                for bench, entry in report["benchmarks"].items():
-                    scores = entry["scores_over_all"]
-                    row |= {f"{bench}/{k}": scores[k] for k in HEADLINE[bench] if k in scores}
-                    row[f"{bench}/items"] = f"{entry['items_scored']} of {entry['items_total']} scored"
-        except (InputError, TrainingError, OSError, ValueError) as exc:  # one variant's failure, the others go on
-            row["error"] = f"{type(exc).__name__}: {exc}"
+        row = _variant(name, text, config, benches, out, say)
         rows.append(row)
+        if audit_folds and "error" not in row:
+            try:
+                say(f"{name}: audit")
+                report = audit(out / "builds" / name, config, audit_folds, out / "audits" / name)
+                recipe = yaml.safe_load(text)
+                rm_margin = {"scores": report["signal"], "select": "noise_rate", "action": "drop"}
+                recipe["ops"] = {**(recipe.get("ops") or {}), "rm_margin": rm_margin}
+                recipe["name"] = f"{recipe['name']}+audit"
+                audited = _variant(f"{name}+audit", yaml.safe_dump(recipe, sort_keys=False), config, benches, out, say)
+                audited["audit/judged"] = f"{report['scored']} of {report['pairs']}"
+            except (InputError, TrainingError, OSError, ValueError) as exc:
+                audited = {"variant": f"{name}+audit", "error": f"{type(exc).__name__}: {exc}"}
+            rows.append(audited)
     (out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "ablation.md").write_text(markdown_table(rows))
     return rows
+
+
+def _variant(
+    name: str, text: str, config: FitConfig, benches: list[BenchSpec], out: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Build, train and evaluate one variant; its row (with the error, if a step failed)."""
+    recipe_path = out / "variants" / f"{name}.yaml"
+    recipe_path.parent.mkdir(parents=True, exist_ok=True)
+    recipe_path.write_text(text)
+    build_dir, run = out / "builds" / name, out / "runs" / name
+    row: dict[str, Any] = {"variant": name}
+    try:
+        say(f"{name}: build")
+        manifest = _load_or_build(recipe_path, build_dir)
+        row["pairs"] = manifest["rows_in_shards"]
+        say(f"{name}: fit")
+        last = fit(dataclasses.replace(config, shards=[str(build_dir)]), run)
+        row["eval/accuracy"] = last.get("eval/accuracy")
+        if benches:
+            say(f"{name}: eval")
+            report = evaluate([RewardModel.load(run / "model")], benches)
+            report["models"] = [str(run / "model")]
+            write_report(run / EVALS, report)
+            for bench, entry in report["benchmarks"].items():
+                scores = entry["scores_over_all"]
+                row |= {f"{bench}/{k}": scores[k] for k in HEADLINE[bench] if k in scores}
+                row[f"{bench}/items"] = f"{entry['items_scored']} of {entry['items_total']} scored"
+    except (InputError, TrainingError, OSError, ValueError) as exc:  # one variant's failure, the others go on
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    return row
 
 
 def _load_or_build(recipe_path: Path, build_dir: Path) -> dict[str, Any]:

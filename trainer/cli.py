@@ -335,6 +335,16 @@ def ablate(
     images_root: Annotated[
         list[str] | None, typer.Option(help="NAME=DIR where a benchmark's images are.", show_default="none")
     ] = None,
+    audit_: Annotated[
+        bool,
+        typer.Option(
+            "--audit",
+            help="Also each variant without the pairs a cross-fitted audit flags (`trainer audit`; rm_margin "
+            "select: noise_rate), trained and evaluated alike.",
+            show_default="no",
+        ),
+    ] = False,
+    audit_folds: Annotated[int, typer.Option(help="Folds of the --audit.")] = 5,
 ) -> None:
     """Train one model per mixture variant with the same config and tabulate their benchmark scores."""
     from rich.table import Table
@@ -361,7 +371,8 @@ def ablate(
         check_model_source(settings.model)
         roots = dict(_key_value(item, "--images-root") for item in images_root or [])
         specs = [BenchSpec.parse(b, roots) for b in bench or []]
-        rows = run_ablation(variants, settings, specs, out, on_step=lambda text: console.print(f"[dim]{text}[/dim]"))
+        say = lambda text: console.print(f"[dim]{text}[/dim]")  # noqa: E731
+        rows = run_ablation(variants, settings, specs, out, on_step=say, audit_folds=audit_folds if audit_ else 0)
     except (InputError, OSError, ValueError) as exc:
         _fail(str(exc), exc)
     table = Table(title=f"ablation ({len(rows)} variants)")

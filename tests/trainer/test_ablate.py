@@ -54,3 +54,22 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
         assert report["benchmarks"]["vl_rewardbench"]["scores_over_all"]["overall"] == row["vl_rewardbench/overall"]
     assert rows[0]["pairs"] > rows[1]["pairs"]
     assert "| variant |" in (out / "ablation.md").read_text()
+
+
+def test_ablation_with_the_audit_as_a_variant(demo_recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    args = ["ablate", "--mix", str(demo_recipe), "--out", str(out), "--model", "tiny", "--audit", "--audit-folds",
+            "2", "--set", "global_batch=8", "--set", "micro_batch=4", "--set", "max_steps=1", "--set", "lr=2e-3",
+            "--set", "max_length=96"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in rows] == ["demo", "demo+audit"]
+    base, audited = rows
+    assert "error" not in audited, audited
+    report = json.loads((out / "audits" / "demo" / "audit.json").read_text())
+    assert audited["audit/judged"] == f"{report['scored']} of {report['pairs']}"
+    manifest = json.loads((out / "builds" / "demo+audit" / "manifest.json").read_text())
+    assert "select: noise_rate" in manifest["recipe"]["text"] and "rm_scores-audit-" in manifest["recipe"]["text"]
+    assert (out / "builds" / "demo+audit" / "flags" / "rm_margin_estimate.parquet").is_file()
+    assert audited["pairs"] <= base["pairs"]
