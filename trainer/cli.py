@@ -288,13 +288,18 @@ def audit(
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)
         with Progress(console=_console()) as progress:
-            task = progress.add_task("audit", total=2 * folds)
+            bars: dict[int, Any] = {}  # a bar per fold: trained, then judged
 
             def on_fold(fold: int, what: str) -> None:
-                progress.update(task, completed=2 * fold + (what == "judge"), description=f"fold {fold}: {what}")
+                for earlier in bars:
+                    progress.update(bars[earlier], completed=2)
+                if fold not in bars:
+                    bars[fold] = progress.add_task(f"fold {fold}", total=2)
+                progress.update(bars[fold], completed=int(what == "judge"), description=f"fold {fold}: {what}")
 
             report = run_audit(build, settings, folds, out, on_fold=on_fold)
-            progress.update(task, completed=2 * folds, description="audit")
+            for bar in bars.values():
+                progress.update(bar, completed=2)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
     for fold in report["folds"]:
