@@ -163,7 +163,6 @@ def audit(
         raise InputError(f"{out}: holds an audit of another build, fold count or settings; choose another --out")
     plan_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
     fold_of_pair = [fold_of(pid, config.seed, folds) for pid in ids]
-    all_rows = pairs.to_pylist()
     images = opened.images()
     tables, reports = [], []
     for k in range(folds):
@@ -177,7 +176,7 @@ def audit(
                 )
                 fit(fold_config, folder, resume=(folder / "checkpoints").is_dir())
             say(k, "judge")
-            rows = [row for row, f in zip(all_rows, fold_of_pair, strict=True) if f == k]
+            rows = pairs.filter(pa.array([f == k for f in fold_of_pair])).to_pylist()  # one fold in memory
             needed = {h for row in rows for h in row["images"]}
             found = {h: data for h in needed if (data := images.get(h)) is not None}
             table, report = _judge_fold(RewardModel.load(folder / "model"), rows, found, k, config, in_shards)
