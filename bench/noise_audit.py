@@ -90,8 +90,11 @@ def ultrafeedback_rows(chars: int) -> tuple[list[dict], set[int], list[dict]]:
             flipped.add(i)
         noisy.append({"prompt": clip(row["prompt"], chars), "chosen": clip(row["chosen"], chars),
                       "rejected": clip(row["rejected"], chars), "source_index": row["source_index"]})  # fmt: skip
-    clean = [r for r in _read(UF / "eval_clean.jsonl")
-             if r["metadata"]["score_chosen"] != r["metadata"]["score_rejected"] and r["chosen"] != r["rejected"]]
+    clean = [
+        r
+        for r in _read(UF / "eval_clean.jsonl")
+        if r["metadata"]["score_chosen"] != r["metadata"]["score_rejected"] and r["chosen"] != r["rejected"]
+    ]
     held_out = [{"prompt": clip(r["prompt"], chars), "chosen": clip(r["chosen"], chars),
                  "rejected": clip(r["rejected"], chars), "source_index": r["source_index"]} for r in clean]  # fmt: skip
     return noisy, flipped, held_out
@@ -173,8 +176,10 @@ def run_set(
     implied = (fold_accuracy - rate) / (1 - 2 * rate)
     area = auroc([1 - s["probability"] for s, _ in judged], [flip for _, flip in judged])
     print(f"\n### {name}: detection ({len(live)} pairs, {len(truth)} flipped; audit {audit_seconds / 60:.1f} min)\n")
-    print("| pairs judged | flagged | precision | recall | ROC-AUC | estimated noise rate | true noise rate | "
-          "fold accuracy (noisy labels) | implied clean accuracy |")
+    print(
+        "| pairs judged | flagged | precision | recall | ROC-AUC | estimated noise rate | true noise rate | "
+        "fold accuracy (noisy labels) | implied clean accuracy |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {report['scored']} of {report['pairs']} ({report['truncated']} cut to fit) | {len(flagged)} | "
           f"{hits / max(len(flagged), 1):.3f} | {hits / max(len(truth), 1):.3f} | "

@@ -3,6 +3,8 @@
     python -m bench.train_speed --size 3b --pairs 8             # on a GPU: bf16 autocast, fp32 master weights
     python -m bench.train_speed --size 7b --pairs 4 --weights bf16   # 7B on one H200: bf16 weights and AdamW state
     python -m bench.train_speed --size tiny --pairs 4 --steps 1      # anywhere (CPU, fp32): checks the script
+    python -m bench.train_speed --size 3b --pairs 8 --answer 3968 \
+        --modes fast-vit-kept-compiled fast-vit-kept-flex-compiled   # the long-row case: 8 rows of ~8,300 tokens
 
 Every mode runs one AdamW step over the same pairs, in the same process, with gradient checkpointing:
 - `naive` (the baseline): chosen and rejected as two padded forward passes, each encoding the image again,
@@ -14,9 +16,13 @@ Every mode runs one AdamW step over the same pairs, in the same process, with gr
   layer recomputed (the least memory); `fast-vit-kept` keeps the vision tower's activations;
   `fast-no-checkpointing` recomputes nothing;
 - `fast-compiled`, `fast-vit-kept-compiled` (the trainer's defaults), `fast-compiled-keep12` (12 decoder layers
-  not recomputed): decoder layers and vision MLPs through `torch.compile`.
-Before timing, the fast step is compared with the naive one on the same weights (rewards, loss, gradients), beside
-the naive step with its pairs in reverse order (the rounding noise); on CUDA in bf16 autocast and in fp32.
+  not recomputed): decoder layers and vision MLPs through `torch.compile`;
+- `fast-flex`, `fast-vit-kept-flex-compiled`: as `fast` and `fast-vit-kept-compiled`, with the language model's
+  attention through flex_attention and a block mask (`attention: flex`, `trainer.flex_attention`) instead of sdpa
+  with a dense mask.
+Before timing, the fast step (sdpa and flex) is compared with the naive one on the same weights (rewards, loss,
+gradients), beside the naive step with its pairs in reverse order (the rounding noise); on CUDA in bf16 autocast
+and in fp32.
 
 Pairs are synthetic: one image per pair (`--image` px square), a `--prompt`-token question and `--answer`-token
 answers (the tiny byte-level tokenizer makes one token per ASCII character). `tokens/s` counts the tokens of both
@@ -67,6 +73,7 @@ class Mode:
     checkpoint: bool = True  # decoder layers recomputed in the backward pass
     compiled: bool = False  # decoder layers and vision MLPs through torch.compile
     keep_layers: int = 0  # decoder layers (from the first) not recomputed
+    attention: str = "sdpa"  # the language model's: sdpa (a dense shared-prefix mask) or flex (a block mask)
 
 
 MODES = {
@@ -82,6 +89,17 @@ MODES = {
     ),
     "fast-vit-kept-compiled": Mode(
         "shared_prefix", batched_vision=True, checkpoint_vision=False, trainer_optimizer=True, compiled=True
+    ),
+    "fast-flex": Mode(
+        "shared_prefix", batched_vision=True, checkpoint_vision=True, trainer_optimizer=True, attention="flex"
+    ),
+    "fast-vit-kept-flex-compiled": Mode(
+        "shared_prefix",
+        batched_vision=True,
+        checkpoint_vision=False,
+        trainer_optimizer=True,
+        compiled=True,
+        attention="flex",
     ),
     "fast-compiled-keep12": Mode(
         "shared_prefix",
@@ -136,6 +154,7 @@ def count(module: torch.nn.Module) -> int:
 
 
 def configure(model: RewardModel, mode: Mode) -> None:
+    model.backbone.use_attention(mode.attention)
     use_batched_vision_attention(model.backbone.model.visual, mode.batched_vision)
     model.backbone.compile_layers(mode.compiled)
     if mode.checkpoint:
@@ -181,15 +200,17 @@ def step(model: RewardModel, optimizer: Any, features: list[PairFeatures], mode:
 def compare(
     model: RewardModel, features: list[PairFeatures], device: torch.device, autocast: Any, compute: str
 ) -> dict[str, Any]:
-    """The fast step against the naive one on the same weights (rewards, loss, gradients), beside the naive step
-    against itself with the pairs in reverse order: the same arithmetic batched differently, so its difference is
-    the rounding noise of the dtype and kernels (zero in exact arithmetic)."""
-    out: dict[str, Any] = {"check": "same weights; fast and reordered naive against naive", "compute": compute}
+    """The fast steps (sdpa and flex attention) against the naive one on the same weights (rewards, loss,
+    gradients), beside the naive step against itself with the pairs in reverse order: the same arithmetic batched
+    differently, so its difference is the rounding noise of the dtype and kernels (zero in exact arithmetic)."""
+    out: dict[str, Any] = {"check": "same weights; fast, fast-flex and reordered naive against naive",
+                           "compute": compute}  # fmt: skip
     params = [p for p in model.parameters() if p.requires_grad]
     kept: list[torch.Tensor | None] = []
-    runs = [("naive", features, False), ("fast", features, False), ("naive_reordered", features[::-1], True)]
+    runs = [("naive", features, False), ("fast", features, False), ("fast-flex", features, False),
+            ("naive_reordered", features[::-1], True)]  # fmt: skip
     for label, pairs, reverse in runs:
-        mode = MODES[label.removesuffix("_reordered")]
+        mode, key = MODES[label.removesuffix("_reordered")], label.replace("-", "_")
         configure(model, mode)
         with autocast():
             (chosen, rejected), _ = rewards(model, pairs, mode, device)
@@ -197,21 +218,21 @@ def compare(
             chosen, rejected = chosen.flip(0), rejected.flip(0)
         loss = bradley_terry_loss(chosen, rejected)
         loss.backward()
-        out[f"loss_{label}"] = round(float(loss.detach()), 6)
+        out[f"loss_{key}"] = round(float(loss.detach()), 6)
         both = torch.cat([chosen, rejected]).detach().float()
         if label == "naive":
             reference = both
             out["reward_scale"] = float(reference.abs().max())
             kept = [p.grad for p in params]  # the naive gradients, kept aside (one extra copy)
         else:
-            out[f"{label}_reward_max_abs_diff"] = float((both - reference).abs().max())
+            out[f"{key}_reward_max_abs_diff"] = float((both - reference).abs().max())
             sums = torch.zeros(3, dtype=torch.float64, device=device)  # |g0|^2, |g1|^2, g0.g1
             for g0, p in zip(kept, params, strict=True):
                 if g0 is not None and p.grad is not None:
                     a, b = g0.double(), p.grad.double()
                     sums += torch.stack([a.square().sum(), b.square().sum(), (a * b).sum()])
             n0, n1, dot = sums.tolist()
-            out[f"{label}_grad_rel_diff"] = max(n0 + n1 - 2 * dot, 0.0) ** 0.5 / max(n0**0.5, 1e-30)
+            out[f"{key}_grad_rel_diff"] = max(n0 + n1 - 2 * dot, 0.0) ** 0.5 / max(n0**0.5, 1e-30)
         model.zero_grad(set_to_none=True)
     return out
 
@@ -267,6 +288,7 @@ def main() -> None:
     features = synthetic_features(model, args.pairs, args.prompt, args.answer, args.image)
     patches = sum(int(f.image_grid_thw.prod()) for f in features)
     sequence_tokens = sum(len(f.chosen) + len(f.rejected) for f in features)
+    row_tokens = collate(features, model.backbone.pad_token_id, layout="shared_prefix").input_ids.shape[1]
     language, vision = count(model.backbone.model.language_model), count(model.backbone.model.visual)
 
     def autocast() -> Any:
@@ -276,6 +298,7 @@ def main() -> None:
     print(json.dumps({"machine": machine, "torch": torch.__version__, "size": args.size, "weights": args.weights,
                       "language_params": language, "vision_params": vision, "pairs_per_step": args.pairs,
                       "image_px": args.image, "patches_per_step": patches, "sequence_tokens_per_step": sequence_tokens,
+                      "shared_prefix_row_tokens": row_tokens,
                       "freeze_vision": args.freeze_vision}), flush=True)  # fmt: skip
     print(json.dumps(compare(model, features, device, autocast, "bf16 autocast" if cuda else "fp32")), flush=True)
     if cuda and args.weights == "fp32":  # the same check in fp32 (no TF32): what remains is summation order

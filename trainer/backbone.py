@@ -23,7 +23,7 @@ from torch import nn
 
 from curation.errors import InputError
 from curation.schema import IMAGE_TOKEN
-from trainer import layout
+from trainer import flex_attention, layout
 from trainer.vision_attention import use_batched_vision_attention
 
 Kind = Literal["vision_language", "decoder", "encoder"]
@@ -138,19 +138,34 @@ class Backbone(nn.Module):
         else:
             self.model.gradient_checkpointing_disable()
 
+    def use_attention(self, attention: str) -> None:
+        """The language model's attention: `sdpa` or `flex` (`trainer.flex_attention`: a block mask instead of a
+        dense shared-prefix mask), the latter for the models that take a ready mask (`SHARED_PREFIX_MODELS`)."""
+        name = flex_attention.NAME if attention == "flex" else attention
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        if text_config._attn_implementation == name:
+            return
+        if attention == "flex":
+            if self.model.config.model_type not in SHARED_PREFIX_MODELS:
+                raise InputError(f"attention: flex needs one of {sorted(SHARED_PREFIX_MODELS)}, not "
+                                 f"{self.model.config.model_type!r}")  # fmt: skip
+            flex_attention.register()
+        text_only = text_config is self.model.config
+        self.model.set_attn_implementation(name if text_only else {"text_config": name})
+
     @property
     def pad_token_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else self.tokenizer.eos_token_id
 
     def layout(self, wanted: str) -> str:
-        """`shared_prefix` needs a model known to take a ready per-layer mask (`SHARED_PREFIX_MODELS`), sdpa or
-        eager attention and no sliding windows; otherwise pairs are laid out `padded`."""
+        """`shared_prefix` needs a model known to take a ready per-layer mask (`SHARED_PREFIX_MODELS`), sdpa, eager
+        or flex attention and no sliding windows; otherwise pairs are laid out `padded`."""
         text_config = getattr(self.model.config, "text_config", self.model.config)
         layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
         supported = (
             self.model.config.model_type in SHARED_PREFIX_MODELS
-            and getattr(text_config, "_attn_implementation", None) in ("sdpa", "eager")
+            and getattr(text_config, "_attn_implementation", None) in ("sdpa", "eager", flex_attention.NAME)
             and layer_types == {"full_attention"}
             and not getattr(text_config, "use_sliding_window", False)
         )
@@ -386,10 +401,12 @@ class Backbone(nn.Module):
 
     def _shared_mask(self, segments: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
         """The shared-prefix mask, built on the device from the segment lengths and given as a ready mask for
-        every layer (transformers then builds none): bool for sdpa, additive for eager attention. It is dense,
-        (rows, 1, length, length): fine at a few thousand tokens, costly far beyond (see `layout: padded`)."""
-        allowed = layout.attention_mask(segments, length)
+        every layer (transformers then builds none): a block mask for flex attention; bool for sdpa and additive
+        for eager attention, both dense, (rows, 1, length, length): fine at a few thousand tokens, costly beyond."""
         text_config = getattr(self.model.config, "text_config", self.model.config)
+        if text_config._attn_implementation == flex_attention.NAME:
+            return {"full_attention": flex_attention.shared_prefix_block_mask(segments, length)}
+        allowed = layout.attention_mask(segments, length)
         if text_config._attn_implementation == "eager":
             dtype = self.model.get_input_embeddings().weight.dtype
             allowed = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(

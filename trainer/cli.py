@@ -264,8 +264,9 @@ def audit(
     ] = None,
     shards: Annotated[
         list[str] | None,
-        typer.Option(help="Other builds every fold model also trains on (DIR or DIR=WEIGHT); repeatable.",
-                     show_default="none"),
+        typer.Option(
+            help="Other builds every fold model also trains on (DIR or DIR=WEIGHT); repeatable.", show_default="none"
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,

@@ -51,9 +51,12 @@ class FitConfig:
     max_pixels: int | None = None  # None: the processor's bound, at most 1280 x 28 x 28 (1280 tokens per image)
     padding_side: Literal["right", "left"] = "right"
     # `shared_prefix`: one row [prompt | chosen | rejected] per pair (exact; falls back to `padded` where the
-    # backbone cannot take it: encoders, non-Qwen decoders, flash attention, sliding windows). Its mask is dense
-    # (rows x length^2): cheap at a few thousand tokens; for rows of ~8K tokens and more `padded` keeps flash.
+    # backbone cannot take it: encoders, non-Qwen decoders, flash attention, sliding windows). Under sdpa its mask
+    # is dense (rows x length^2): cheap at a few thousand tokens; for rows of ~8K tokens use `attention: flex`.
     layout: Literal["shared_prefix", "padded"] = "shared_prefix"
+    # the language model's attention: `sdpa`, or `flex` (torch's flex_attention with a block mask: the shared prefix
+    # without a dense mask; Qwen decoders only; on CPU, training falls back to the same mask run densely)
+    attention: Literal["sdpa", "flex"] = "sdpa"
     num_workers: int = 0  # processes that tokenize and decode images ahead of the model (0: in the trainer)
     eval_fraction: float = 0.02
     eval_max_pairs: int = 1000

@@ -99,6 +99,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 def build_model(config: FitConfig) -> RewardModel:
     backbone = load_backbone(config.model, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    backbone.use_attention(config.attention)
     head = HeadConfig(config.head_layers, config.head_width, config.head_activation)
     torch.manual_seed(config.seed)  # the head's initialisation
     return RewardModel(backbone, head, source=config.model)

@@ -178,9 +178,7 @@ def test_a_task_that_always_dies_is_one_error_line(
     assert not (tmp_path / "ray").exists()
 
 
-def test_sources_in_s3_read_by_the_tasks(
-    engine: RayEngine, s3_recipe: Path, demo_build: Path, tmp_path: Path
-) -> None:
+def test_sources_in_s3_read_by_the_tasks(engine: RayEngine, s3_recipe: Path, demo_build: Path, tmp_path: Path) -> None:
     """Each source at an s3:// URI is one task, which copies it from the store on its node and ingests it."""
     manifest = build(load_recipe(s3_recipe), tmp_path / "ray", engine=engine)
     assert manifest["engine"]["tasks"]["ingest_source"]["count"] == 5

@@ -45,7 +45,7 @@ def test_every_pair_is_judged_by_the_model_that_did_not_train_on_it(audited: tup
         assert json.loads((run / f"fold-{k}" / "data.json").read_text())["builds"][str(build)]["left_out"] > 0
         # ...and its model is the one whose rewards the fold's pairs carry.
         row = next(p for p in pairs if fold_of(p["pair_id"], CONFIG.seed, 2) == k and not p["images"])
-        ((chosen, rejected), _, _), = judge(RewardModel.load(run / f"fold-{k}" / "model"), [row], {}, 96, 4)
+        (((chosen, rejected), _, _),) = judge(RewardModel.load(run / f"fold-{k}" / "model"), [row], {}, 96, 4)
         mine = next(s for s in scores if s["pair_id"] == row["pair_id"])
         assert (mine["reward_chosen"], mine["reward_rejected"]) == pytest.approx((chosen, rejected), abs=1e-5)
     # Every pair judged or counted: long answers are cut to fit (max_length 96), the rest say why not.

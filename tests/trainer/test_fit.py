@@ -178,3 +178,12 @@ def test_data_workers_prepare_the_same_steps(demo_build: Path, tmp_path: Path) -
     read = lambda run: [{k: v for k, v in json.loads(x).items() if k not in drop}  # noqa: E731
                         for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
     assert read("inline") == read("workers")
+
+
+def test_flex_attention_trains_as_sdpa_does(demo_build: Path, tmp_path: Path) -> None:
+    """`attention: flex` on CPU: the block mask's rule run densely in training, the kernel in evaluation."""
+    sdpa = fit(config(demo_build, epochs=1), tmp_path / "sdpa")
+    flex = fit(config(demo_build, epochs=1, attention="flex"), tmp_path / "flex")
+    assert losses(tmp_path / "flex") == pytest.approx(losses(tmp_path / "sdpa"), rel=1e-4)
+    assert flex["eval/loss"] == pytest.approx(sdpa["eval/loss"], rel=1e-4)
+    assert flex["eval/accuracy"] == sdpa["eval/accuracy"]

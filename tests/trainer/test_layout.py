@@ -107,6 +107,56 @@ def test_fast_step_equals_the_naive_step_on_a_mixed_batch(how: str) -> None:
     assert_same(fast(model, features, how), reference)
 
 
+@pytest.mark.parametrize("how", ["padded", "shared_prefix"])
+def test_flex_attention_step_equals_the_naive_step_on_a_mixed_batch(how: str) -> None:
+    """Training on CPU runs the block mask's rule densely (the kernel has no CPU backward); scoring runs the
+    flex_attention kernel itself. Both against the naive step under sdpa."""
+    model = tiny_model(max_pixels=64 * 28 * 28)
+    features = mixed_features(model)
+    reference = naive(model, features)
+    model.backbone.use_attention("flex")
+    assert model.backbone.layout(how) == how
+    assert_same(fast(model, features, how), reference)
+    with torch.no_grad():
+        batch = collate(features, model.backbone.pad_token_id, layout=how)
+        torch.testing.assert_close(model(**batch.model_inputs()), reference[0], atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prefix_block_mask_is_the_layout_rule_and_skips_blocks() -> None:
+    from torch.nn.attention.flex_attention import create_mask
+
+    from trainer.flex_attention import shared_prefix_block_mask
+
+    segments = torch.tensor([[3, 4, 2], [0, 1, 5], [2, 2, 2]])
+    block = shared_prefix_block_mask(segments, 11)
+    dense = create_mask(block.mask_mod, 3, 1, 11, 11, device="cpu")
+    assert torch.equal(dense, layout.attention_mask(segments, 11))
+    # a long row: its rejected queries skip the chosen keys' blocks, which causal attention would compute
+    long = torch.tensor([[128, 1024, 1024]])
+    causal = (2176 // 128) * (2176 // 128 + 1) // 2
+    computed = int(block_count(shared_prefix_block_mask(long, 2176)))
+    assert computed == causal - (1024 // 128) ** 2
+
+
+def block_count(block: Any) -> int:
+    """Blocks the kernel computes (partly or fully unmasked)."""
+    full = block.full_kv_num_blocks.sum() if block.full_kv_num_blocks is not None else 0
+    return int(block.kv_num_blocks.sum() + full)
+
+
+def test_flex_attention_needs_a_model_that_takes_a_ready_mask() -> None:
+    from transformers import BertConfig, BertModel
+
+    from curation.errors import InputError
+    from trainer.backbone import Backbone
+    from trainer.tiny import tiny_tokenizer
+
+    bert = BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32)  # fmt: skip
+    with pytest.raises(InputError, match="attention: flex needs"):
+        Backbone(BertModel(bert), tiny_tokenizer()).use_attention("flex")
+
+
 @pytest.mark.skipif(
     not any(map(shutil.which, ("cc", "gcc", "clang"))), reason="torch.compile on CPU needs a C compiler"
 )
@@ -198,7 +248,7 @@ def test_shared_prefix_saves_the_prompt_and_its_image_tokens() -> None:
     assert shared.image_index == [0, 1, 2] and padded.image_index == [0, 1, 2, 0, 1, 2]
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "flex"])
 def test_shared_prefix_on_a_text_decoder(attention: str) -> None:
     from transformers import Qwen2Config, Qwen2Model
 
@@ -208,13 +258,15 @@ def test_shared_prefix_on_a_text_decoder(attention: str) -> None:
     tokenizer = tiny_tokenizer()
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                         attn_implementation=attention)  # fmt: skip
+                         attn_implementation="sdpa" if attention == "flex" else attention)  # fmt: skip
     torch.manual_seed(0)
     model = RewardModel(Backbone(Qwen2Model(config), tokenizer), HeadConfig()).train()
-    assert model.backbone.layout("shared_prefix") == "shared_prefix"
     rows = [pair_row("Hi", "Hello, how are you?", "Hello there."), pair_row("2+2?", "4", "It is 5, clearly.")]
     features = [featurize(model.backbone, r, [], 256) for r in rows]
-    assert_same(fast(model, features, "shared_prefix"), naive(model, features))
+    reference = naive(model, features)
+    model.backbone.use_attention(attention if attention == "flex" else "sdpa")
+    assert model.backbone.layout("shared_prefix") == "shared_prefix"
+    assert_same(fast(model, features, "shared_prefix"), reference)
 
 
 def test_other_backbones_keep_the_padded_layout() -> None:

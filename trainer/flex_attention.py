@@ -1,0 +1,82 @@
+"""Block-sparse attention for the language model (`attention: flex`): torch's `flex_attention` with a block mask.
+
+The shared-prefix layout (`trainer.layout`) needs a mask that plain causal kernels cannot express: rejected tokens
+must not see chosen ones. With sdpa that mask is dense, (rows, length, length), and a long row pays for every
+masked block. A block mask skips the blocks nobody attends to, so a row costs about what causal attention costs.
+
+- `NAME` is registered with transformers as an attention implementation (and, for rows without a shared prefix,
+  with transformers' own flex block mask: causal, padding masked); `Backbone.use_attention("flex")` selects it for
+  the language model only (the vision tower keeps its own attention).
+- `shared_prefix_block_mask` states the layout's rule as a `mask_mod`, the same rule as
+  `trainer.layout.attention_mask`.
+- On CUDA the kernel is compiled (`torch.compile(flex_attention)`, or with the compiled layers), as torch asks
+  for speed. On CPU
+  `flex_attention` has no backward: with gradients the same `mask_mod` is evaluated densely and sdpa runs (exact,
+  slow), so CPU runs and tests compute what the kernel computes; without gradients (scoring, evaluation) the kernel
+  runs unfused.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, create_mask, flex_attention
+
+from trainer import layout
+
+NAME = "rm_flex"
+
+
+@functools.cache
+def _compiled_kernel() -> Any:
+    return torch.compile(flex_attention)
+
+
+def attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: BlockMask,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function contract: (batch, heads, length, dim) in, (batch, length, heads, dim) out."""
+    if query.device.type == "cpu" and torch.is_grad_enabled():
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        dense = create_mask(attention_mask.mask_mod, query.shape[0], 1, query.shape[2], key.shape[2], query.device)
+        return sdpa_attention_forward(module, query, key, value, dense, dropout=dropout, scaling=scaling,
+                                      is_causal=False)  # fmt: skip
+    # Inside compiled layers (`compile: true`) the compiler fuses the kernel itself; eager CUDA code calls it compiled.
+    eager_cuda = query.device.type == "cuda" and not torch.compiler.is_compiling()
+    kernel = _compiled_kernel() if eager_cuda else flex_attention
+    out = kernel(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def register() -> None:
+    """Make `NAME` known to transformers (once per process)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["flex_attention"])
+
+
+def shared_prefix_block_mask(segments: torch.Tensor, length: int) -> BlockMask:
+    """The shared-prefix rule as a block mask over (pairs, length): causal, real keys only, rejected tokens not
+    seeing chosen ones, every position seeing itself."""
+    part = layout.parts(segments, length)
+
+    def mask_mod(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        query, key = part[b, q], part[b, k]
+        hidden = (key == layout.PAD) | ((query == layout.REJECTED) & (key == layout.CHOSEN))
+        return ((q >= k) & ~hidden) | (q == k)
+
+    cuda = segments.device.type == "cuda"  # compiled there: the dense (rows, length, length) mask is never built
+    return create_block_mask(mask_mod, len(segments), None, length, length, device=segments.device, _compile=cuda)
