@@ -19,8 +19,9 @@ Every mode runs one AdamW step over the same pairs, in the same process, with gr
   not recomputed): decoder layers and vision MLPs through `torch.compile`;
 - `fast-flex`, `fast-vit-kept-flex-compiled`: as `fast` and `fast-vit-kept-compiled`, with the language model's
   attention through flex_attention and a block mask (`attention: flex`, `trainer.flex_attention`) instead of sdpa
-  with a dense mask.
-Before timing, the fast step (sdpa and flex) is compared with the naive one on the same weights (rewards, loss,
+  with a dense mask; `packed-flex`, `packed-vit-kept-flex-compiled`: those with the rows packed end to end into
+  rows of up to 8,192 tokens (`layout: packed`), no padding.
+Before timing, the fast step (sdpa, flex, packed) is compared with the naive one on the same weights (rewards, loss,
 gradients), beside the naive step with its pairs in reverse order (the rounding noise); on CUDA in bf16 autocast
 and in fp32.
 
@@ -66,7 +67,7 @@ SIZES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Mode:
-    layout: str  # "separate" (two passes), "padded" or "shared_prefix"
+    layout: str  # "separate" (two passes), "padded", "shared_prefix" or "packed"
     batched_vision: bool
     checkpoint_vision: bool
     trainer_optimizer: bool  # the trainer's AdamW (fused on CUDA) rather than torch's default form
@@ -100,6 +101,12 @@ MODES = {
         trainer_optimizer=True,
         compiled=True,
         attention="flex",
+    ),
+    "packed-flex": Mode(
+        "packed", batched_vision=True, checkpoint_vision=True, trainer_optimizer=True, attention="flex"
+    ),
+    "packed-vit-kept-flex-compiled": Mode(
+        "packed", batched_vision=True, checkpoint_vision=False, trainer_optimizer=True, compiled=True, attention="flex"
     ),
     "fast-compiled-keep12": Mode(
         "shared_prefix",
@@ -200,15 +207,15 @@ def step(model: RewardModel, optimizer: Any, features: list[PairFeatures], mode:
 def compare(
     model: RewardModel, features: list[PairFeatures], device: torch.device, autocast: Any, compute: str
 ) -> dict[str, Any]:
-    """The fast steps (sdpa and flex attention) against the naive one on the same weights (rewards, loss,
+    """The fast steps (sdpa, flex attention, packed) against the naive one on the same weights (rewards, loss,
     gradients), beside the naive step against itself with the pairs in reverse order: the same arithmetic batched
     differently, so its difference is the rounding noise of the dtype and kernels (zero in exact arithmetic)."""
-    out: dict[str, Any] = {"check": "same weights; fast, fast-flex and reordered naive against naive",
+    out: dict[str, Any] = {"check": "same weights; fast, fast-flex, packed-flex and reordered naive against naive",
                            "compute": compute}  # fmt: skip
     params = [p for p in model.parameters() if p.requires_grad]
     kept: list[torch.Tensor | None] = []
     runs = [("naive", features, False), ("fast", features, False), ("fast-flex", features, False),
-            ("naive_reordered", features[::-1], True)]  # fmt: skip
+            ("packed-flex", features, False), ("naive_reordered", features[::-1], True)]  # fmt: skip
     for label, pairs, reverse in runs:
         mode, key = MODES[label.removesuffix("_reordered")], label.replace("-", "_")
         configure(model, mode)

@@ -19,9 +19,12 @@ run() {
   echo "$name: exit $? ($(wc -l <"$out/$name.jsonl") records)"
 }
 
-# 3B at 8 pairs/step: the baseline, today's defaults, and flex attention with and without compiled layers
-run 3b --size 3b --pairs 8 --modes naive fast fast-flex fast-vit-kept-compiled fast-vit-kept-flex-compiled
-# the long-row case: 8 rows of about 8,300 tokens, dense mask against block mask
-run 3b-long --size 3b --pairs 8 --answer 3968 --steps 2 --modes fast-vit-kept-compiled fast-vit-kept-flex-compiled
+# 3B at 8 pairs/step: the baseline, today's defaults, flex attention with and without compiled layers, packed rows
+run 3b --size 3b --pairs 8 --modes naive fast fast-flex fast-vit-kept-compiled fast-vit-kept-flex-compiled \
+  packed-vit-kept-flex-compiled
+# the long-row case: 8 rows of about 8,300 tokens, dense mask against block mask (and packed: a row each)
+run 3b-long --size 3b --pairs 8 --answer 3968 --steps 2 \
+  --modes fast-vit-kept-compiled fast-vit-kept-flex-compiled packed-vit-kept-flex-compiled
 # 7B with bf16 weights and AdamW state, to fit one GPU
-run 7b --size 7b --pairs 4 --weights bf16 --steps 4 --modes naive fast-vit-kept-compiled fast-vit-kept-flex-compiled
+run 7b --size 7b --pairs 4 --weights bf16 --steps 4 \
+  --modes naive fast-vit-kept-compiled fast-vit-kept-flex-compiled packed-vit-kept-flex-compiled

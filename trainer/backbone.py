@@ -159,8 +159,8 @@ class Backbone(nn.Module):
         return pad if pad is not None else self.tokenizer.eos_token_id
 
     def layout(self, wanted: str) -> str:
-        """`shared_prefix` needs a model known to take a ready per-layer mask (`SHARED_PREFIX_MODELS`), sdpa, eager
-        or flex attention and no sliding windows; otherwise pairs are laid out `padded`."""
+        """`shared_prefix` and `packed` need a model known to take a ready per-layer mask (`SHARED_PREFIX_MODELS`),
+        sdpa, eager or flex attention and no sliding windows; otherwise pairs are laid out `padded`."""
         text_config = getattr(self.model.config, "text_config", self.model.config)
         layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
         supported = (
@@ -314,23 +314,50 @@ class Backbone(nn.Module):
         video_index: list[int] | None = None,
         sequence_video_index: list[int] | None = None,
         position_ids: torch.Tensor | None = None,
+        packing: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states (N, L, H). `image_index` (`video_index`): for each image (video) occurrence in
         row-major token order, which encoded image (video) it is, so one shared by two sequences is encoded once.
         With `segments`, rows are in the shared-prefix layout (`trainer.layout`); `sequence_image_index` then
         gives the occurrences in the chosen-then-rejected sequences the rows hold, for their M-RoPE positions.
-        `position_ids`: as `positions` computes them (the trainer's data workers do), else computed here."""
+        `position_ids`: as `positions` computes them (the trainer's data workers do), else computed here.
+        `packing` (`trainer.layout.pack`): the shared-prefix rows run through the decoder packed, several to a row
+        without padding; the hidden states come back in the unpacked rows."""
         if self.kind != "vision_language" and segments is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if position_ids is None:
             position_ids = self.positions(input_ids, attention_mask, segments, image_grid_thw, image_index,
                                           sequence_image_index, video_grid_thw, video_index,
                                           sequence_video_index).to(input_ids.device)  # fmt: skip
-        mask: Any = attention_mask if segments is None else self._shared_mask(segments, input_ids.shape[1])
-        if self.kind != "vision_language":
-            return self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                              use_cache=False).last_hidden_state  # fmt: skip
         embeds = self.model.get_input_embeddings()(input_ids)
+        if self.kind == "vision_language":
+            embeds = self._with_visual(embeds, input_ids, pixel_values, image_grid_thw, image_index,
+                                       pixel_values_videos, video_grid_thw, video_index)  # fmt: skip
+        if segments is None:
+            return self._decode(embeds, attention_mask, position_ids)
+        if packing is None:
+            return self._decode(embeds, self._row_mask(layout.parts(segments, input_ids.shape[1])), position_ids)
+        gather, pair, part, inverse = layout.packed_index(segments, packing, input_ids.shape[1])
+        packed = self._decode(embeds.flatten(0, 1)[gather], self._row_mask(part, pair),
+                              position_ids.flatten(-2)[..., gather])  # fmt: skip
+        return packed.flatten(0, 1)[inverse]
+
+    def _decode(self, embeds: torch.Tensor, mask: Any, position_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state
+
+    def _with_visual(
+        self,
+        embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        image_grid_thw: torch.Tensor | None,
+        image_index: list[int] | None,
+        pixel_values_videos: torch.Tensor | None,
+        video_grid_thw: torch.Tensor | None,
+        video_index: list[int] | None,
+    ) -> torch.Tensor:
+        """The token embeddings with the encoded images and videos in place of their placeholder tokens."""
         images = pixel_values is not None and image_grid_thw is not None and bool(image_index)
         videos = pixel_values_videos is not None and video_grid_thw is not None and bool(video_index)
         if images or videos:
@@ -347,8 +374,7 @@ class Backbone(nn.Module):
                 embeds = self._place(embeds, input_ids, self.video_token_id, blocks)
         elif self.vision_always:  # every pass runs the ViT (distributed ranks must make the same calls)
             embeds = embeds + 0.0 * self._dummy_image_features().sum()
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
-        return out.last_hidden_state
+        return embeds
 
     def positions(
         self,
@@ -399,14 +425,15 @@ class Backbone(nn.Module):
     def _text_positions(attention_mask: torch.Tensor) -> torch.Tensor:
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-    def _shared_mask(self, segments: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
-        """The shared-prefix mask, built on the device from the segment lengths and given as a ready mask for
-        every layer (transformers then builds none): a block mask for flex attention; bool for sdpa and additive
-        for eager attention, both dense, (rows, 1, length, length): fine at a few thousand tokens, costly beyond."""
+    def _row_mask(self, part: torch.Tensor, pair: torch.Tensor | None = None) -> dict[str, Any]:
+        """The layout's mask (`trainer.layout.may_attend`) over rows of `part` (and, packed, `pair`), built on the
+        device and given as a ready mask for every layer (transformers then builds none): a block mask for flex
+        attention; bool for sdpa and additive for eager attention, both dense, (rows, 1, length, length): fine at a
+        few thousand tokens, costly beyond."""
         text_config = getattr(self.model.config, "text_config", self.model.config)
         if text_config._attn_implementation == flex_attention.NAME:
-            return {"full_attention": flex_attention.shared_prefix_block_mask(segments, length)}
-        allowed = layout.attention_mask(segments, length)
+            return {"full_attention": flex_attention.block_mask(part, pair)}
+        allowed = layout.attention_mask(part, pair)
         if text_config._attn_implementation == "eager":
             dtype = self.model.get_input_embeddings().weight.dtype
             allowed = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(

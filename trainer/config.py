@@ -53,7 +53,10 @@ class FitConfig:
     # `shared_prefix`: one row [prompt | chosen | rejected] per pair (exact; falls back to `padded` where the
     # backbone cannot take it: encoders, non-Qwen decoders, flash attention, sliding windows). Under sdpa its mask
     # is dense (rows x length^2): cheap at a few thousand tokens; for rows of ~8K tokens use `attention: flex`.
-    layout: Literal["shared_prefix", "padded"] = "shared_prefix"
+    # `packed`: those rows run through the decoder packed end to end, several to a row of `pack_length` tokens,
+    # without padding (a token sees only its own pair); meant for `attention: flex`.
+    layout: Literal["shared_prefix", "padded", "packed"] = "shared_prefix"
+    pack_length: int = 8192
     # the language model's attention: `sdpa`, or `flex` (torch's flex_attention with a block mask: the shared prefix
     # without a dense mask; Qwen decoders only; on CPU, training falls back to the same mask run densely)
     attention: Literal["sdpa", "flex"] = "sdpa"
@@ -70,8 +73,8 @@ class FitConfig:
     log_every: int = 1
 
     def __post_init__(self) -> None:
-        if min(self.global_batch, self.micro_batch, self.log_every, self.epochs) < 1:
-            raise InputError("global_batch, micro_batch, log_every and epochs must be >= 1")
+        if min(self.global_batch, self.micro_batch, self.log_every, self.epochs, self.pack_length) < 1:
+            raise InputError("global_batch, micro_batch, log_every, epochs and pack_length must be >= 1")
         if self.num_workers < 0 or self.eval_every < 0 or self.save_every < 0:
             raise InputError("num_workers, eval_every and save_every must be >= 0")
         if not 0 <= self.eval_fraction < 1:

@@ -24,12 +24,13 @@ import torch
 
 from curation.build_dir import BuildDir, ImageTable
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
-from trainer.layout import shared_prefix_length
+from trainer.layout import pack, shared_prefix_length
 
 COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 SKIP_VIDEO = "video pair on a backbone without video input"
 SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
 SKIP_TOO_LONG = "longer than max_length"
+PACK_LENGTH = 8192  # tokens per packed row (`layout: packed`); a longer pair has a row of its own
 SKIP_PAD_TOKENS = "text holds the model's image/video pad tokens"
 SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG, SKIP_PAD_TOKENS)
 
@@ -184,7 +185,8 @@ def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes],
 @dataclass
 class Batch:
     """Padded layout: 2B rows, chosen 0..B-1, then rejected B..2B-1; images of pair i encoded once, used by rows
-    i and B+i. Shared-prefix layout (`segments` set): B rows `[prefix | chosen | rejected]` (`trainer.layout`)."""
+    i and B+i. Shared-prefix layout (`segments` set): B rows `[prefix | chosen | rejected]` (`trainer.layout`);
+    packed (`packing` set too): the same rows, which the decoder runs packed several to a row."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -200,6 +202,7 @@ class Batch:
     sequence_image_index: list[int] = field(default_factory=list)
     sequence_video_index: list[int] = field(default_factory=list)
     position_ids: torch.Tensor | None = None  # set by `with_positions`; else the model's pass computes them
+    packing: torch.Tensor | None = None  # (pairs, 2): each row's packed row and offset (`trainer.layout.pack`)
 
     def to(self, device: torch.device) -> Batch:
         tensors = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
@@ -215,6 +218,8 @@ class Batch:
                        "sequence_video_index": self.sequence_video_index}  # fmt: skip
         if self.position_ids is not None:
             inputs["position_ids"] = self.position_ids
+        if self.packing is not None:
+            inputs["packing"] = self.packing
         return inputs
 
     @property
@@ -245,9 +250,16 @@ def _visual(
             sequence_order)  # fmt: skip
 
 
-def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "right", layout: str = "padded") -> Batch:
-    """`layout`: `padded` (2B rows) or `shared_prefix` (B right-padded rows, see `trainer.layout`)."""
-    shared = layout == "shared_prefix"
+def collate(
+    features: list[PairFeatures],
+    pad_id: int,
+    padding_side: str = "right",
+    layout: str = "padded",
+    pack_length: int = PACK_LENGTH,
+) -> Batch:
+    """`layout`: `padded` (2B rows), `shared_prefix` (B right-padded rows, see `trainer.layout`) or `packed` (those
+    rows packed into rows of at most `pack_length` tokens for the decoder)."""
+    shared = layout in ("shared_prefix", "packed")
     if shared:
         rows = [f.chosen + f.rejected[f.prefix :] for f in features]
         padding_side = "right"
@@ -268,6 +280,9 @@ def collate(features: list[PairFeatures], pad_id: int, padding_side: str = "righ
         segments = [[f.prefix, len(f.chosen) - f.prefix, len(f.rejected) - f.prefix] for f in features]
         batch = replace(batch, segments=torch.tensor(segments, dtype=torch.long), sequence_image_index=sequence_images,
                         sequence_video_index=sequence_videos)  # fmt: skip
+    if layout == "packed":
+        assert batch.segments is not None
+        batch = replace(batch, packing=pack(batch.segments, pack_length))
     return batch
 
 
@@ -316,6 +331,7 @@ class StepBatches(torch.utils.data.Dataset):
         max_length: int,
         padding_side: str,
         layout: str,
+        pack_length: int = PACK_LENGTH,
         global_batch: int,
         micro_batch: int,
         accumulation: int,
@@ -326,7 +342,7 @@ class StepBatches(torch.utils.data.Dataset):
     ) -> None:
         self.data, self.backbone = data, backbone
         self.max_length, self.padding_side = max_length, backbone.padding_side(padding_side)
-        self.layout = backbone.layout(layout)
+        self.layout, self.pack_length = backbone.layout(layout), pack_length
         self.global_batch, self.micro_batch, self.accumulation = global_batch, micro_batch, accumulation
         self.rank, self.world, self.start, self.total = rank, world, start, total
         self.steps_per_epoch = len(data.train) // global_batch
@@ -354,12 +370,13 @@ class StepBatches(torch.utils.data.Dataset):
         features = sorted((f for group in groups for f in group), key=lambda f: row_length(f, self.layout))
         chunks = [features[i : i + self.micro_batch] for i in range(0, len(features), self.micro_batch)]
         pad = self.backbone.pad_token_id
-        batches = [with_positions(collate(c, pad, self.padding_side, self.layout), self.backbone) for c in chunks]
+        batches = [with_positions(collate(c, pad, self.padding_side, self.layout, self.pack_length), self.backbone)
+                   for c in chunks]  # fmt: skip
         return batches + [None] * (len(groups) - len(batches)), dict(featurize.skipped)
 
 
 def row_length(feature: PairFeatures, layout: str) -> int:
     """Tokens a pair's row takes: `[prefix | chosen | rejected]`, or the longer sequence when padded."""
-    if layout == "shared_prefix":
+    if layout in ("shared_prefix", "packed"):
         return len(feature.chosen) + len(feature.rejected) - feature.prefix
     return max(len(feature.chosen), len(feature.rejected))

@@ -201,6 +201,7 @@ class Trainer:
         """This rank's prepared steps, in order, from `num_workers` processes (0: in this process)."""
         steps = StepBatches(self.data, self.model.backbone, max_length=self.config.max_length,
                             padding_side=self.config.padding_side, layout=self.config.layout,
+                            pack_length=self.config.pack_length,
                             global_batch=self.config.global_batch,
                             micro_batch=self.config.micro_batch, accumulation=self.accumulation,
                             rank=self.dist.rank, world=self.dist.world, start=self.start_step,
@@ -227,7 +228,8 @@ class Trainer:
         backbone = self.model.backbone
         pad, side = backbone.pad_token_id, backbone.padding_side(self.config.padding_side)
         layout = backbone.layout(self.config.layout)
-        return [with_positions(collate(f, pad, side, layout), backbone) if f else None for f in map(featurize, groups)]
+        return [with_positions(collate(f, pad, side, layout, self.config.pack_length), backbone) if f else None
+                for f in map(featurize, groups)]  # fmt: skip
 
     def _train_step(self, step: int, batches: list[Batch | None]) -> dict[str, float]:
         started = time.perf_counter()

@@ -7,8 +7,8 @@ masked block. A block mask skips the blocks nobody attends to, so a row costs ab
 - `NAME` is registered with transformers as an attention implementation (and, for rows without a shared prefix,
   with transformers' own flex block mask: causal, padding masked); `Backbone.use_attention("flex")` selects it for
   the language model only (the vision tower keeps its own attention).
-- `shared_prefix_block_mask` states the layout's rule as a `mask_mod`, the same rule as
-  `trainer.layout.attention_mask`.
+- `block_mask` states the layout's rule (`trainer.layout.may_attend`, which the dense mask uses too) as a
+  `mask_mod`, for shared-prefix rows and packed ones.
 - On CUDA the kernel is compiled (`torch.compile(flex_attention)`, or with the compiled layers), as torch asks
   for speed. On CPU
   `flex_attention` has no backward: with gradients the same `mask_mod` is evaluated densely and sdpa runs (exact,
@@ -68,15 +68,13 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["flex_attention"])
 
 
-def shared_prefix_block_mask(segments: torch.Tensor, length: int) -> BlockMask:
-    """The shared-prefix rule as a block mask over (pairs, length): causal, real keys only, rejected tokens not
-    seeing chosen ones, every position seeing itself."""
-    part = layout.parts(segments, length)
+def block_mask(part: torch.Tensor, pair: torch.Tensor | None = None) -> BlockMask:
+    """The layout's rule as a block mask over rows of `part` (`trainer.layout.parts`) and, packed, `pair`."""
+    pair = torch.zeros_like(part) if pair is None else pair
 
     def mask_mod(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        query, key = part[b, q], part[b, k]
-        hidden = (key == layout.PAD) | ((query == layout.REJECTED) & (key == layout.CHOSEN))
-        return ((q >= k) & ~hidden) | (q == k)
+        return layout.may_attend(q, k, part[b, q], part[b, k], pair[b, q], pair[b, k])
 
-    cuda = segments.device.type == "cuda"  # compiled there: the dense (rows, length, length) mask is never built
-    return create_block_mask(mask_mod, len(segments), None, length, length, device=segments.device, _compile=cuda)
+    rows, length = part.shape
+    cuda = part.device.type == "cuda"  # compiled there: the dense (rows, length, length) mask is never built
+    return create_block_mask(mask_mod, rows, None, length, length, device=part.device, _compile=cuda)

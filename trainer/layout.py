@@ -9,6 +9,11 @@ the decoder once. It stays exact because of three rules, applied here:
 - the chosen reward is read at the last chosen token, the rejected reward at the last rejected one.
 
 `segments` is a (pairs, 3) tensor of (prefix, chosen suffix, rejected suffix) lengths; rows are right-padded.
+
+Packed (`layout: packed`): several pairs' rows laid end to end in one row of the decoder, no padding between them
+(`pack`, `packed_index`); a token then also sees only tokens of its own pair. The unpacked rows stay the batch's
+form (images, positions and read-out work on them); the decoder's input is gathered from them and its output
+gathered back, so packing moves tokens and changes nothing else.
 """
 
 from __future__ import annotations
@@ -39,16 +44,63 @@ def parts(segments: torch.Tensor, length: int) -> torch.Tensor:
     return out
 
 
-def attention_mask(segments: torch.Tensor, length: int) -> torch.Tensor:
-    """(pairs, 1, length, length) bool, True where a query may attend: causal, real keys, rejected not seeing
-    chosen. Every position sees itself, so padding rows never softmax over nothing (NaN)."""
-    part = parts(segments, length)
-    position = torch.arange(length, device=segments.device)
-    causal = position[None, :, None] >= position[None, None, :]
-    query, key = part[:, :, None], part[:, None, :]
-    allowed = causal & (key != PAD) & ~((query == REJECTED) & (key == CHOSEN))
-    allowed |= torch.eye(length, dtype=torch.bool, device=segments.device)
+def may_attend(
+    q: torch.Tensor, k: torch.Tensor, part_q: torch.Tensor, part_k: torch.Tensor, pair_q: torch.Tensor,
+    pair_k: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """The layout's rule, elementwise: causal, real keys of the query's own pair, rejected not seeing chosen. Every
+    position sees itself, so padding never softmaxes over nothing (NaN). Used densely and as flex's `mask_mod`."""
+    hidden = (part_k == PAD) | (pair_q != pair_k) | ((part_q == REJECTED) & (part_k == CHOSEN))
+    return ((q >= k) & ~hidden) | (q == k)
+
+
+def attention_mask(part: torch.Tensor, pair: torch.Tensor | None = None) -> torch.Tensor:
+    """(rows, 1, length, length) bool from each position's part (`parts`) and, for packed rows, its pair."""
+    pair = torch.zeros_like(part) if pair is None else pair
+    position = torch.arange(part.shape[1], device=part.device)
+    allowed = may_attend(position[None, :, None], position[None, None, :], part[:, :, None], part[:, None, :],
+                         pair[:, :, None], pair[:, None, :])  # fmt: skip
     return allowed[:, None]
+
+
+def pack(segments: torch.Tensor, capacity: int) -> torch.Tensor:
+    """(pairs, 2): the packed row and offset of each pair's `[prefix | chosen | rejected]`, filled in order (next
+    fit, so rows keep the pairs' order and their images' order): a row takes pairs while they fit in `capacity`
+    tokens; a longer pair has a row of its own."""
+    out, row, used = [], 0, 0
+    for n in segments.sum(-1).tolist():
+        if used and used + n > capacity:
+            row, used = row + 1, 0
+        out.append((row, used))
+        used += n
+    return torch.tensor(out, dtype=torch.long, device=segments.device)
+
+
+def packed_index(
+    segments: torch.Tensor, packing: torch.Tensor, length: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For the packed rows (rows, width): the flat index (pair x `length` + position) of the unpacked token each
+    position holds (0 on padding), each position's pair (-1 on padding) and part; and, (pairs, length), the flat
+    packed index of each unpacked position (0 on padding)."""
+    device = segments.device
+    sizes = segments.sum(-1)
+    row, offset = packing.unbind(-1)
+    width = int((offset + sizes).max())
+    rows = int(row.max()) + 1
+    pair = torch.repeat_interleave(torch.arange(len(segments), device=device), sizes)
+    within = torch.arange(len(pair), device=device) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+    packed_flat = row[pair] * width + offset[pair] + within
+    unpacked_flat = pair * length + within
+    gather = torch.zeros(rows * width, dtype=torch.long, device=device)
+    gather[packed_flat] = unpacked_flat
+    pair_of = torch.full((rows * width,), -1, dtype=torch.long, device=device)
+    pair_of[packed_flat] = pair
+    part_of = torch.full((rows * width,), PAD, dtype=torch.long, device=device)
+    part_of[packed_flat] = parts(segments, length).flatten()[unpacked_flat]
+    inverse = torch.zeros(len(segments) * length, dtype=torch.long, device=device)
+    inverse[unpacked_flat] = packed_flat
+    shape = (rows, width)
+    return gather.view(shape), pair_of.view(shape), part_of.view(shape), inverse.view(len(segments), length)
 
 
 def sequences(input_ids: torch.Tensor, segments: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

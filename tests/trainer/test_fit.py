@@ -180,10 +180,14 @@ def test_data_workers_prepare_the_same_steps(demo_build: Path, tmp_path: Path) -
     assert read("inline") == read("workers")
 
 
-def test_flex_attention_trains_as_sdpa_does(demo_build: Path, tmp_path: Path) -> None:
-    """`attention: flex` on CPU: the block mask's rule run densely in training, the kernel in evaluation."""
-    sdpa = fit(config(demo_build, epochs=1), tmp_path / "sdpa")
-    flex = fit(config(demo_build, epochs=1, attention="flex"), tmp_path / "flex")
-    assert losses(tmp_path / "flex") == pytest.approx(losses(tmp_path / "sdpa"), rel=1e-4)
-    assert flex["eval/loss"] == pytest.approx(sdpa["eval/loss"], rel=1e-4)
-    assert flex["eval/accuracy"] == sdpa["eval/accuracy"]
+@pytest.mark.parametrize(("attention", "layout"), [("flex", "shared_prefix"), ("flex", "packed"), ("sdpa", "packed")])
+def test_flex_attention_and_packed_rows_train_as_the_default_does(
+    demo_build: Path, tmp_path: Path, attention: str, layout: str
+) -> None:
+    """`attention: flex` on CPU runs the block mask's rule densely in training and the kernel in evaluation;
+    `layout: packed` (rows of at most 300 tokens here) moves tokens. Neither changes what is computed."""
+    default = fit(config(demo_build, epochs=1), tmp_path / "default")
+    other = fit(config(demo_build, epochs=1, attention=attention, layout=layout, pack_length=300), tmp_path / "other")
+    assert losses(tmp_path / "other") == pytest.approx(losses(tmp_path / "default"), rel=1e-4)
+    assert other["eval/loss"] == pytest.approx(default["eval/loss"], rel=1e-4)
+    assert other["eval/accuracy"] == default["eval/accuracy"]

@@ -122,20 +122,27 @@ def test_flex_attention_step_equals_the_naive_step_on_a_mixed_batch(how: str) ->
         torch.testing.assert_close(model(**batch.model_inputs()), reference[0], atol=1e-5, rtol=1e-4)
 
 
-def test_shared_prefix_block_mask_is_the_layout_rule_and_skips_blocks() -> None:
+def test_block_mask_is_the_layout_rule_and_skips_blocks() -> None:
     from torch.nn.attention.flex_attention import create_mask
 
-    from trainer.flex_attention import shared_prefix_block_mask
+    from trainer.flex_attention import block_mask
 
     segments = torch.tensor([[3, 4, 2], [0, 1, 5], [2, 2, 2]])
-    block = shared_prefix_block_mask(segments, 11)
-    dense = create_mask(block.mask_mod, 3, 1, 11, 11, device="cpu")
-    assert torch.equal(dense, layout.attention_mask(segments, 11))
+    part = layout.parts(segments, 11)
+    dense = create_mask(block_mask(part).mask_mod, 3, 1, 11, 11, device="cpu")
+    assert torch.equal(dense, layout.attention_mask(part))
+    _, pair, packed_part, _ = layout.packed_index(segments, layout.pack(segments, 20), 11)
+    dense = create_mask(block_mask(packed_part, pair).mask_mod, 2, 1, 15, 15, device="cpu")
+    assert torch.equal(dense, layout.attention_mask(packed_part, pair))
     # a long row: its rejected queries skip the chosen keys' blocks, which causal attention would compute
     long = torch.tensor([[128, 1024, 1024]])
     causal = (2176 // 128) * (2176 // 128 + 1) // 2
-    computed = int(block_count(shared_prefix_block_mask(long, 2176)))
+    computed = block_count(block_mask(layout.parts(long, 2176)))
     assert computed == causal - (1024 // 128) ** 2
+    # two such pairs packed in one row: neither sees the other's blocks
+    two = torch.tensor([[128, 1024, 1024]] * 2)
+    _, pair, packed_part, _ = layout.packed_index(two, layout.pack(two, 4352), 2176)
+    assert block_count(block_mask(packed_part, pair)) == 2 * computed
 
 
 def block_count(block: Any) -> int:
@@ -304,10 +311,47 @@ def test_segment_lengths_are_read_again_after_an_in_place_change() -> None:
     assert not torch.allclose(again, first)
 
 
+@pytest.mark.parametrize(("attention", "pack_length"), [("sdpa", 1), ("sdpa", 10**6), ("flex", 200)])
+def test_packed_step_equals_the_naive_step_on_a_mixed_batch(attention: str, pack_length: int) -> None:
+    """Packed rows (one pair each, all in one row, and in between) compute what the naive step computes."""
+    model = tiny_model(max_pixels=64 * 28 * 28)
+    features = mixed_features(model)
+    reference = naive(model, features)
+    model.backbone.use_attention(attention)
+    batch = collate(features, model.backbone.pad_token_id, layout="packed", pack_length=pack_length)
+    assert batch.packing is not None
+    rows = int(batch.packing[:, 0].max()) + 1
+    expected = {1: len(features), 10**6: 1}
+    assert rows == expected[pack_length] if pack_length in expected else 1 < rows < len(features)
+    model.zero_grad()
+    rewards = model(**with_positions(batch, model.backbone).model_inputs())
+    bradley_terry_loss(rewards[: batch.pairs], rewards[batch.pairs :]).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert_same((rewards.detach(), grads), reference)
+
+
+def test_packing_moves_tokens_and_nothing_else() -> None:
+    segments = torch.tensor([[2, 2, 1], [0, 1, 1], [1, 1, 1]])  # rows of 5, 2 and 3 tokens
+    packing = layout.pack(segments, capacity=7)
+    assert packing.tolist() == [[0, 0], [0, 5], [1, 0]]  # next fit, in order
+    assert layout.pack(segments, capacity=1).tolist() == [[0, 0], [1, 0], [2, 0]]  # too long: a row each
+    gather, pair, part, inverse = layout.packed_index(segments, packing, 5)
+    assert pair.tolist() == [[0, 0, 0, 0, 0, 1, 1], [2, 2, 2, -1, -1, -1, -1]]
+    assert gather.tolist() == [[0, 1, 2, 3, 4, 5, 6], [10, 11, 12, 0, 0, 0, 0]]
+    P, C, R, X = layout.PREFIX, layout.CHOSEN, layout.REJECTED, layout.PAD
+    assert part.tolist() == [[P, P, C, C, R, C, R], [P, C, R, X, X, X, X]]
+    tokens = torch.arange(15).view(3, 5)
+    real = layout.parts(segments, 5) != X
+    assert torch.equal(tokens.flatten()[gather].flatten()[inverse][real], tokens[real])  # there and back
+    allowed = layout.attention_mask(part, pair)[0, 0].int()
+    assert allowed[5].tolist() == [0, 0, 0, 0, 0, 1, 0]  # the second pair's first token sees only itself
+    assert allowed[6].tolist() == [0, 0, 0, 0, 0, 0, 1]  # its rejected token: not its chosen, not the first pair
+
+
 def test_layout_helpers_on_a_hand_made_pair() -> None:
     segments = torch.tensor([[2, 2, 1], [0, 1, 1]])  # rows: P P C C R / C R (pad pad pad)
     ids = torch.tensor([[10, 11, 12, 13, 14], [20, 21, 0, 0, 0]])
-    allowed = layout.attention_mask(segments, 5)[:, 0].int()
+    allowed = layout.attention_mask(layout.parts(segments, 5))[:, 0].int()
     assert allowed[0].tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]]
     assert allowed[1, 1].tolist() == [0, 1, 0, 0, 0]  # the rejected token sees neither chosen nor padding
     sequences, mask = layout.sequences(ids, segments, pad_id=0)
