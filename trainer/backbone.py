@@ -143,7 +143,9 @@ class Backbone(nn.Module):
         dense shared-prefix mask), the latter for the models that take a ready mask (`SHARED_PREFIX_MODELS`)."""
         name = flex_attention.NAME if attention == "flex" else attention
         text_config = getattr(self.model.config, "text_config", self.model.config)
-        if text_config._attn_implementation == name:
+        if text_config._attn_implementation == name or (
+            attention == "sdpa" and text_config._attn_implementation != flex_attention.NAME
+        ):  # as loaded (sdpa, or eager where the model has no sdpa), unless leaving flex
             return
         if attention == "flex":
             if self.model.config.model_type not in SHARED_PREFIX_MODELS:
@@ -314,15 +316,15 @@ class Backbone(nn.Module):
         video_index: list[int] | None = None,
         sequence_video_index: list[int] | None = None,
         position_ids: torch.Tensor | None = None,
-        packing: torch.Tensor | None = None,
+        packing: layout.Packed | None = None,
     ) -> torch.Tensor:
         """Final hidden states (N, L, H). `image_index` (`video_index`): for each image (video) occurrence in
         row-major token order, which encoded image (video) it is, so one shared by two sequences is encoded once.
         With `segments`, rows are in the shared-prefix layout (`trainer.layout`); `sequence_image_index` then
         gives the occurrences in the chosen-then-rejected sequences the rows hold, for their M-RoPE positions.
         `position_ids`: as `positions` computes them (the trainer's data workers do), else computed here.
-        `packing` (`trainer.layout.pack`): the shared-prefix rows run through the decoder packed, several to a row
-        without padding; the hidden states come back in the unpacked rows."""
+        `packing` (`trainer.layout.packed_index`): the shared-prefix rows run through the decoder packed, several
+        to a row without padding; the hidden states come back in the unpacked rows."""
         if self.kind != "vision_language" and segments is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if position_ids is None:
@@ -337,10 +339,10 @@ class Backbone(nn.Module):
             return self._decode(embeds, attention_mask, position_ids)
         if packing is None:
             return self._decode(embeds, self._row_mask(layout.parts(segments, input_ids.shape[1])), position_ids)
-        gather, pair, part, inverse = layout.packed_index(segments, packing, input_ids.shape[1])
-        packed = self._decode(embeds.flatten(0, 1)[gather], self._row_mask(part, pair),
+        gather = packing.gather
+        packed = self._decode(embeds.flatten(0, 1)[gather], self._row_mask(packing.part, packing.pair),
                               position_ids.flatten(-2)[..., gather])  # fmt: skip
-        return packed.flatten(0, 1)[inverse]
+        return packed.flatten(0, 1)[packing.inverse]
 
     def _decode(self, embeds: torch.Tensor, mask: Any, position_ids: torch.Tensor) -> torch.Tensor:
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)

@@ -24,7 +24,7 @@ import torch
 
 from curation.build_dir import BuildDir, ImageTable
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
-from trainer.layout import pack, shared_prefix_length
+from trainer.layout import Packed, pack, packed_index, shared_prefix_length
 
 COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 SKIP_VIDEO = "video pair on a backbone without video input"
@@ -202,10 +202,10 @@ class Batch:
     sequence_image_index: list[int] = field(default_factory=list)
     sequence_video_index: list[int] = field(default_factory=list)
     position_ids: torch.Tensor | None = None  # set by `with_positions`; else the model's pass computes them
-    packing: torch.Tensor | None = None  # (pairs, 2): each row's packed row and offset (`trainer.layout.pack`)
+    packing: Packed | None = None  # where the decoder's packed rows take their tokens (`trainer.layout.Packed`)
 
     def to(self, device: torch.device) -> Batch:
-        tensors = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        tensors = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, (torch.Tensor, Packed))}
         return replace(self, **tensors)
 
     def model_inputs(self) -> dict[str, Any]:
@@ -282,7 +282,7 @@ def collate(
                         sequence_video_index=sequence_videos)  # fmt: skip
     if layout == "packed":
         assert batch.segments is not None
-        batch = replace(batch, packing=pack(batch.segments, pack_length))
+        batch = replace(batch, packing=packed_index(batch.segments, pack(batch.segments, pack_length), length))
     return batch
 
 

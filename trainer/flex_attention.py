@@ -13,7 +13,8 @@ masked block. A block mask skips the blocks nobody attends to, so a row costs ab
   for speed. On CPU
   `flex_attention` has no backward: with gradients the same `mask_mod` is evaluated densely and sdpa runs (exact,
   slow), so CPU runs and tests compute what the kernel computes; without gradients (scoring, evaluation) the kernel
-  runs unfused.
+  runs unfused. On a GPU, heads smaller than 16 (the tiny test model's), which the compiled kernel refuses, run
+  densely too.
 """
 
 from __future__ import annotations
@@ -29,9 +30,18 @@ from trainer import layout
 NAME = "rm_flex"
 
 
+# The compiled kernel needs a head dimension of at least 16; smaller heads (the tiny test model's) run densely there.
+MIN_HEAD_DIM = 16
+
+
 @functools.cache
 def _compiled_kernel() -> Any:
     return torch.compile(flex_attention)
+
+
+@functools.cache
+def _compiled_block_mask() -> Any:
+    return torch.compile(create_block_mask)
 
 
 def attention_forward(
@@ -45,7 +55,8 @@ def attention_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function contract: (batch, heads, length, dim) in, (batch, length, heads, dim) out."""
-    if query.device.type == "cpu" and torch.is_grad_enabled():
+    cpu = query.device.type == "cpu"
+    if (cpu and torch.is_grad_enabled()) or (not cpu and query.shape[-1] < MIN_HEAD_DIM):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         dense = create_mask(attention_mask.mask_mod, query.shape[0], 1, query.shape[2], key.shape[2], query.device)
@@ -76,5 +87,6 @@ def block_mask(part: torch.Tensor, pair: torch.Tensor | None = None) -> BlockMas
         return layout.may_attend(q, k, part[b, q], part[b, k], pair[b, q], pair[b, k])
 
     rows, length = part.shape
-    cuda = part.device.type == "cuda"  # compiled there: the dense (rows, length, length) mask is never built
-    return create_block_mask(mask_mod, rows, None, length, length, device=part.device, _compile=cuda)
+    # compiled on CUDA: the dense (rows, length, length) mask is never built
+    make = _compiled_block_mask() if part.device.type == "cuda" else create_block_mask
+    return make(mask_mod, rows, None, length, length, device=part.device)

@@ -18,6 +18,8 @@ gathered back, so packing moves tokens and changes nothing else.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 PREFIX, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
@@ -76,12 +78,20 @@ def pack(segments: torch.Tensor, capacity: int) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long, device=segments.device)
 
 
-def packed_index(
-    segments: torch.Tensor, packing: torch.Tensor, length: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For the packed rows (rows, width): the flat index (pair x `length` + position) of the unpacked token each
-    position holds (0 on padding), each position's pair (-1 on padding) and part; and, (pairs, length), the flat
-    packed index of each unpacked position (0 on padding)."""
+class Packed(NamedTuple):
+    """Where packed rows (rows, width) take their tokens from, computed with the data (on the host)."""
+
+    gather: torch.Tensor  # (rows, width): flat index (pair x length + position) of the unpacked token; 0 on padding
+    pair: torch.Tensor  # (rows, width): each position's pair, -1 on padding
+    part: torch.Tensor  # (rows, width): each position's part (PREFIX, CHOSEN, REJECTED, PAD)
+    inverse: torch.Tensor  # (pairs, length): flat packed index of each unpacked position, 0 on padding
+
+    def to(self, device: torch.device) -> Packed:
+        return Packed(*(t.to(device) for t in self))
+
+
+def packed_index(segments: torch.Tensor, packing: torch.Tensor, length: int) -> Packed:
+    """The index of rows packed as `packing` (`pack`) from the unpacked `[prefix | chosen | rejected]` rows."""
     device = segments.device
     sizes = segments.sum(-1)
     row, offset = packing.unbind(-1)
@@ -100,7 +110,7 @@ def packed_index(
     inverse = torch.zeros(len(segments) * length, dtype=torch.long, device=device)
     inverse[unpacked_flat] = packed_flat
     shape = (rows, width)
-    return gather.view(shape), pair_of.view(shape), part_of.view(shape), inverse.view(len(segments), length)
+    return Packed(gather.view(shape), pair_of.view(shape), part_of.view(shape), inverse.view(len(segments), length))
 
 
 def sequences(input_ids: torch.Tensor, segments: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
