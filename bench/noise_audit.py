@@ -185,19 +185,19 @@ def run_set(
           f"{hits / max(len(flagged), 1):.3f} | {hits / max(len(truth), 1):.3f} | "
           f"{'-' if area is None else f'{area:.3f}'} | {estimate['estimated_noise_rate']:.3f} | {rate:.3f} | "
           f"{fold_accuracy:.3f} ({min(folds):.3f}-{max(folds):.3f}) | {implied:.3f} |")  # fmt: skip
-    print(f"\n### {name}: before/after, accuracy on {len(held_rows)} clean held-out pairs over {args.seeds} seeds\n")
-    print("| trained on | pairs | accuracy (mean) | spread (min-max) |")
-    print("|---|---|---|---|")
-    for label, folder in (("noisy build", noisy), ("audited: flagged dropped", dropped),
-                          ("audited: flagged swapped", swapped)):  # fmt: skip
-        results = []
-        for seed in range(args.seeds):
+    builds = {"noisy build": noisy, "audited: flagged dropped": dropped, "audited: flagged swapped": swapped}
+    accuracies: dict[str, list[float]] = {label: [] for label in builds}
+    for seed in range(args.seeds):  # seeds outermost: an interrupted run has every build at the same seeds
+        for label, folder in builds.items():
             run = work / "runs" / f"{folder.parent.name}-seed{seed}"
             if not (run / "model").is_dir():
                 fit(dataclasses.replace(config, shards=[str(folder)], seed=seed), run)
-            results.append(accuracy(RewardModel.load(run / "model"), held_out, config))
-        values = [a for a, _ in results]
-        count = BuildDir.open(folder).manifest["rows_in_shards"]
+            accuracies[label].append(accuracy(RewardModel.load(run / "model"), held_out, config)[0])
+    print(f"\n### {name}: before/after, accuracy on {len(held_rows)} clean held-out pairs over {args.seeds} seeds\n")
+    print("| trained on | pairs | accuracy (mean) | spread (min-max) |")
+    print("|---|---|---|---|")
+    for label, values in accuracies.items():
+        count = BuildDir.open(builds[label]).manifest["rows_in_shards"]
         print(f"| {label} | {count} | {statistics.mean(values):.3f} | {min(values):.3f}-{max(values):.3f} |")
 
 
