@@ -7,10 +7,11 @@ table lacks get no margin and are kept.
 Decide which pairs are reversals (`select`):
 - `margin`: `margin < min_margin`. The default -1.0 means the model gives the rejected answer at least
   sigmoid(1) = 73% Bradley-Terry probability.
-- `noise_rate`, in the spirit of confident learning, per source: the model's confidence is the mean probability
-  p = sigmoid(margin) over the pairs it agrees with (p >= 0.5); a pair is confidently reversed when 1 - p reaches
-  that confidence; the share of such pairs is the source's estimated noise rate, and that many of the most reversed
-  pairs (lowest margin first) are selected. The estimate per source is written to
+- `noise_rate`, confident learning's estimate (Northcutt et al., 2021), per source: the threshold t is the mean
+  probability p = sigmoid(margin) the model gives the labels; a pair is confidently agreed with when p >= t and
+  confidently reversed when 1 - p >= t (p < 0.5); the estimated noise rate is reversed / (reversed + agreed) (the
+  pairs confident either way; the calibrated confident joint of one noisy class), and round(rate x pairs scored) of
+  the most reversed pairs (lowest margin first) are selected. The estimate per source is written to
   `flags/rm_margin_estimate.parquet`.
 Then `action`: `drop` removes them; `flag` keeps them and lists them in `flags/rm_margin.parquet`; `swap` keeps them
 with chosen and rejected exchanged (a label fix; one that would then duplicate another live pair is removed).
@@ -124,15 +125,19 @@ def _scored(signals: Path) -> str:
 
 
 def _estimates(signals: Path) -> str:
-    """SQL: per source, the pairs scored, the model's confidence, the confidently reversed pairs and their share."""
+    """SQL: per source, the pairs scored, the threshold (mean probability), the confidently reversed and agreed
+    pairs, the estimated noise rate and the pairs it selects."""
     return f"""WITH scored AS ({_scored(signals)}),
-               confidence AS (SELECT source, avg(probability) FILTER (WHERE probability >= 0.5) AS confidence
-                              FROM scored GROUP BY source)
-               SELECT source, count(*) AS pairs_scored, any_value(c.confidence) AS confidence,
-                      count(*) FILTER (WHERE probability <= 1 - c.confidence) AS reversed,
-                      round(count(*) FILTER (WHERE probability <= 1 - c.confidence) / count(*), 6)
-                          AS estimated_noise_rate
-               FROM scored JOIN confidence c USING (source) GROUP BY source ORDER BY source"""
+               threshold AS (SELECT source, avg(probability) AS confidence FROM scored GROUP BY source),
+               counted AS (
+                   SELECT source, count(*) AS pairs_scored, any_value(t.confidence) AS confidence,
+                          count(*) FILTER (WHERE probability < 0.5 AND 1 - probability >= t.confidence) AS reversed,
+                          count(*) FILTER (WHERE probability >= 0.5 AND probability >= t.confidence) AS agreed
+                   FROM scored JOIN threshold t USING (source) GROUP BY source)
+               SELECT *, round(coalesce(reversed / nullif(reversed + agreed, 0), 0), 6) AS estimated_noise_rate,
+                      CAST(round(coalesce(reversed / nullif(reversed + agreed, 0), 0) * pairs_scored) AS BIGINT)
+                          AS selected
+               FROM counted ORDER BY source"""
 
 
 def _noise_rate_selection(signals: Path) -> str:
@@ -141,7 +146,7 @@ def _noise_rate_selection(signals: Path) -> str:
                ranked AS (SELECT *, row_number() OVER (PARTITION BY source ORDER BY margin, row_key) AS rank
                           FROM scored)
                SELECT r.row_key, r.margin,
-                      'probability ' || round(r.probability, 4) || ': among the ' || e.reversed
+                      'probability ' || round(r.probability, 4) || ': among the ' || e.selected
                       || ' most reversed of ' || e.pairs_scored || ' (estimated noise rate '
                       || e.estimated_noise_rate || ')' AS detail
-               FROM ranked r JOIN ({_estimates(signals)}) e USING (source) WHERE r.rank <= e.reversed"""
+               FROM ranked r JOIN ({_estimates(signals)}) e USING (source) WHERE r.rank <= e.selected"""

@@ -79,25 +79,27 @@ def test_drop_and_flag_through_the_ops_context(tmp_path: Path) -> None:
 
 
 def test_noise_rate_selects_as_many_reversals_as_each_source_is_estimated_to_hold(tmp_path: Path) -> None:
-    """The model agrees with 8 pairs at mean probability 0.9: a pair is confidently reversed when its probability
-    is at most 0.1. Two are (margins -3 and -2.5: p 0.047, 0.076); -1 (p 0.27) is reversed but not confidently."""
+    """Probabilities: 8 pairs at 0.9, then margins -3, -0.5, -2.5 (p 0.047, 0.378, 0.076): their mean, the
+    threshold, is 0.700. Agreed: the 8 (p >= 0.700); reversed: the two with 1 - p >= 0.700 (-0.5 is reversed, not
+    confidently). Estimated rate 2 / 10 = 0.2 of 11 scored: 2 selected (round(2.2)), the lowest margins."""
     from curation.ops.context import pair_tables
 
     rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(12)]
     pairs, _ = pair_tables(rows)
     p_agree = 0.9
     agree = float(np.log(p_agree / (1 - p_agree)))
-    margins = [agree] * 8 + [-3.0, -1.0, -2.5, None]
+    margins = [agree] * 8 + [-3.0, -0.5, -2.5, None]
     scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 12,
                        "margin": pa.array(margins, pa.float64())})  # fmt: skip
     pq.write_table(scores, tmp_path / "scores.parquet")
     params = {"scores": str(tmp_path / "scores.parquet"), "select": "noise_rate"}
     dropped = run_op_on_rows(tmp_path / "drop", "rm_margin", rows, params)
     assert sorted(dropped.removed()) == [8, 10]
-    assert "among the 2 most reversed of 11 (estimated noise rate 0.181818)" in dropped.removed()[8][1]
+    assert "among the 2 most reversed of 11 (estimated noise rate 0.2)" in dropped.removed()[8][1]
     (estimate,) = dropped.evidence("flags/rm_margin_estimate.parquet")
-    assert estimate["pairs_scored"] == 11 and estimate["reversed"] == 2
-    assert estimate["confidence"] == pytest.approx(p_agree)
+    assert (estimate["pairs_scored"], estimate["reversed"], estimate["agreed"], estimate["selected"]) == (11, 2, 8, 2)
+    probabilities = [p_agree] * 8 + [1 / (1 + np.exp(m)) for m in (3.0, 0.5, 2.5)]
+    assert estimate["confidence"] == pytest.approx(np.mean(probabilities))
     flagged = run_op_on_rows(tmp_path / "flag", "rm_margin", rows, {**params, "action": "flag"})
     assert [f["source_row"] for f in flagged.evidence("flags/rm_margin.parquet")] == ["s.jsonl:8", "s.jsonl:10"]
 
