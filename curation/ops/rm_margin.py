@@ -133,11 +133,11 @@ def _estimates(signals: Path) -> str:
                    SELECT source, count(*) AS pairs_scored, any_value(t.confidence) AS confidence,
                           count(*) FILTER (WHERE probability < 0.5 AND 1 - probability >= t.confidence) AS reversed,
                           count(*) FILTER (WHERE probability >= 0.5 AND probability >= t.confidence) AS agreed
-                   FROM scored JOIN threshold t USING (source) GROUP BY source)
-               SELECT *, round(coalesce(reversed / nullif(reversed + agreed, 0), 0), 6) AS estimated_noise_rate,
-                      CAST(round(coalesce(reversed / nullif(reversed + agreed, 0), 0) * pairs_scored) AS BIGINT)
-                          AS selected
-               FROM counted ORDER BY source"""
+                   FROM scored JOIN threshold t USING (source) GROUP BY source),
+               rated AS (SELECT *, coalesce(reversed / nullif(reversed + agreed, 0), 0) AS rate FROM counted)
+               SELECT * EXCLUDE (rate), round(rate, 6) AS estimated_noise_rate,
+                      CAST(round(rate * pairs_scored) AS BIGINT) AS selected
+               FROM rated ORDER BY source"""
 
 
 def _noise_rate_selection(signals: Path) -> str:
