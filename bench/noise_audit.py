@@ -187,18 +187,21 @@ def run_set(
           f"{fold_accuracy:.3f} ({min(folds):.3f}-{max(folds):.3f}) | {implied:.3f} |")  # fmt: skip
     builds = {"noisy build": noisy, "audited: flagged dropped": dropped, "audited: flagged swapped": swapped}
     accuracies: dict[str, list[float]] = {label: [] for label in builds}
-    for seed in range(args.seeds):  # seeds outermost: an interrupted run has every build at the same seeds
+    seeds = range(args.first_seed, args.seeds)
+    for seed in seeds:  # seeds outermost: an interrupted run has every build at the same seeds
         for label, folder in builds.items():
             run = work / "runs" / f"{folder.parent.name}-seed{seed}"
             if not (run / "model").is_dir():
                 fit(dataclasses.replace(config, shards=[str(folder)], seed=seed), run)
             accuracies[label].append(accuracy(RewardModel.load(run / "model"), held_out, config)[0])
-    print(f"\n### {name}: before/after, accuracy on {len(held_rows)} clean held-out pairs over {args.seeds} seeds\n")
-    print("| trained on | pairs | accuracy (mean) | spread (min-max) |")
-    print("|---|---|---|---|")
+    print(f"\n### {name}: before/after, accuracy on {len(held_rows)} clean held-out pairs, seeds "
+          f"{seeds.start}-{seeds.stop - 1}\n")  # fmt: skip
+    print("| trained on | pairs | accuracy (mean) | spread (min-max) | per seed |")
+    print("|---|---|---|---|---|")
     for label, values in accuracies.items():
         count = BuildDir.open(builds[label]).manifest["rows_in_shards"]
-        print(f"| {label} | {count} | {statistics.mean(values):.3f} | {min(values):.3f}-{max(values):.3f} |")
+        each = ", ".join(f"{v:.3f}" for v in values)
+        print(f"| {label} | {count} | {statistics.mean(values):.3f} | {min(values):.3f}-{max(values):.3f} | {each} |")
 
 
 def main() -> None:
@@ -207,7 +210,13 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=("relevance", "ultrafeedback"),
                         default=["relevance", "ultrafeedback"])  # fmt: skip
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="before/after fits with seeds 0..N-1")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="start the before/after fits at this seed (to add seeds to an earlier run's table)",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--chars", type=int, default=300, help="texts cut to this many characters")
     parser.add_argument("--max-length", type=int, default=192)

@@ -3,6 +3,7 @@ see it; answers cut to fit where needed; resumable per fold; the scores drive `r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -75,6 +76,22 @@ def test_an_interrupted_audit_resumes_by_fold(demo_build: Path, tmp_path: Path, 
     assert pq.read_table(tmp_path / "run" / "scores.parquet") == pq.read_table(audited[1] / "scores.parquet")
     with pytest.raises(Exception, match="another build, fold count or settings"):
         audit(build, CONFIG, 3, tmp_path / "run")
+    with pytest.raises(Exception, match="another build, fold count or settings"):
+        audit(build, dataclasses.replace(CONFIG, lr=1e-3), 2, tmp_path / "run")
+
+
+def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple, tmp_path: Path) -> None:
+    build, run, _ = audited
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    plan = json.loads((resumed / "plan.json").read_text())
+    # As an earlier version wrote it: every setting it knew, without the ones added since (here: `attention`).
+    older = {k: v for k, v in {**CONFIG.as_dict(), **plan["config"]}.items() if k != "attention"}
+    (resumed / "plan.json").write_text(json.dumps({**plan, "config": older}))
+    steps: list[tuple[int, str]] = []
+    audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
+    assert steps == []  # nothing trained or judged again
+    assert pq.read_table(resumed / "scores.parquet") == pq.read_table(run / "scores.parquet")
 
 
 def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
