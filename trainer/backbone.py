@@ -324,7 +324,8 @@ class Backbone(nn.Module):
         gives the occurrences in the chosen-then-rejected sequences the rows hold, for their M-RoPE positions.
         `position_ids`: as `positions` computes them (the trainer's data workers do), else computed here.
         `packing` (`trainer.layout.packed_index`): the shared-prefix rows run through the decoder packed, several
-        to a row without padding; the hidden states come back in the unpacked rows."""
+        to a row without padding; the hidden states come back packed, (packed rows, width, H), for
+        `trainer.layout.readout` to read through `packing.inverse` (only the read-out positions are gathered)."""
         if self.kind != "vision_language" and segments is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if position_ids is None:
@@ -340,9 +341,8 @@ class Backbone(nn.Module):
         if packing is None:
             return self._decode(embeds, self._row_mask(layout.parts(segments, input_ids.shape[1])), position_ids)
         gather = packing.gather
-        packed = self._decode(embeds.flatten(0, 1)[gather], self._row_mask(packing.part, packing.pair),
-                              position_ids.flatten(-2)[..., gather])  # fmt: skip
-        return packed.flatten(0, 1)[packing.inverse]
+        return self._decode(embeds.flatten(0, 1)[gather], self._row_mask(packing.part, packing.pair),
+                            position_ids.flatten(-2)[..., gather])  # fmt: skip
 
     def _decode(self, embeds: torch.Tensor, mask: Any, position_ids: torch.Tensor) -> torch.Tensor:
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)

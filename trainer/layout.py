@@ -138,10 +138,12 @@ def row_positions(sequence_positions: torch.Tensor, segments: torch.Tensor, leng
     return sequence_positions[..., row, column]
 
 
-def readout(hidden: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-    """(2 x pairs, hidden): the last chosen token of each row, then the last rejected token."""
+def readout(hidden: torch.Tensor, segments: torch.Tensor, inverse: torch.Tensor | None = None) -> torch.Tensor:
+    """(2 x pairs, hidden): the last chosen token of each row, then the last rejected token. `inverse`
+    (`Packed.inverse`): `hidden` holds the packed rows, read where those tokens went."""
     prefix, chosen, rejected = segments.unbind(-1)
-    rows = torch.arange(len(segments), device=hidden.device)
-    last_chosen = prefix + chosen - 1
-    last_rejected = prefix + chosen + rejected - 1
-    return torch.cat([hidden[rows, last_chosen], hidden[rows, last_rejected]])
+    rows = torch.arange(len(segments), device=hidden.device).repeat(2)
+    last = torch.cat([prefix + chosen - 1, prefix + chosen + rejected - 1])
+    if inverse is None:
+        return hidden[rows, last]
+    return hidden.flatten(0, 1)[inverse[rows, last]]

@@ -82,7 +82,8 @@ class RewardModel(nn.Module):
         image/video inputs of `Backbone.hidden_states`."""
         hidden = self.backbone.hidden_states(input_ids, attention_mask, segments, **visual)
         if segments is not None:
-            return self.head(readout(hidden, segments))
+            packing = visual.get("packing")
+            return self.head(readout(hidden, segments, None if packing is None else packing.inverse))
         return self.head(pool(hidden, attention_mask, self.backbone.pooling))
 
     # -- persistence ---------------------------------------------------------------------------------------
