@@ -135,15 +135,12 @@ def _write(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def _changed_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that differ from FitConfig's defaults: a setting added later, at its default, leaves the plan
-    (and the signal's name) of an earlier audit unchanged, so that audit still resumes."""
+def _resumed_plan(stored: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] | None:
+    """The plan an earlier run of this audit wrote, if it matches `plan`. A setting added to FitConfig since then
+    is absent from it and compares at its default, so that audit still resumes (under its own plan and name)."""
     defaults = FitConfig().as_dict()
-    return {k: v for k, v in settings.items() if k not in defaults or v != defaults[k]}
-
-
-def _normalised(plan: dict[str, Any]) -> dict[str, Any]:
-    return {**plan, "config": _changed_settings(plan.get("config", {}))}
+    filled = {**stored, "config": {**defaults, **stored.get("config", {})}}
+    return stored if filled == plan else None
 
 
 def audit(
@@ -166,13 +163,17 @@ def audit(
         "build": str(opened.path),
         "pairs_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
         "folds": folds,
-        "config": _changed_settings(config.as_dict()),
+        "config": {**config.as_dict(), "shards": list(config.shards)},
     }
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
-    if plan_path.is_file() and _normalised(json.loads(plan_path.read_text())) != plan:
-        raise InputError(f"{out}: holds an audit of another build, fold count or settings; choose another --out")
-    plan_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    if plan_path.is_file():
+        resumed = _resumed_plan(json.loads(plan_path.read_text()), plan)
+        if resumed is None:
+            raise InputError(f"{out}: holds an audit of another build, fold count or settings; choose another --out")
+        plan = resumed
+    else:
+        plan_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
     fold_of_pair = [fold_of(pid, config.seed, folds) for pid in ids]
     images = opened.images()
     tables, reports = [], []

@@ -265,7 +265,9 @@ def audit(
     shards: Annotated[
         list[str] | None,
         typer.Option(
-            help="Other builds every fold model also trains on (DIR or DIR=WEIGHT); repeatable.", show_default="none"
+            help="Other builds every fold model also trains on (DIR or DIR=WEIGHT); repeatable (default: the "
+            "settings file's `shards`).",
+            show_default="none",
         ),
     ] = None,
     set_: Annotated[
@@ -281,7 +283,7 @@ def audit(
     from trainer.config import load_config
     from trainer.fit import TrainingError
 
-    overrides: dict[str, Any] = {"shards": list(shards or []), "model": model}
+    overrides: dict[str, Any] = {"shards": list(shards) if shards else None, "model": model}
     try:
         for item in set_ or []:
             key, value = _key_value(item, "--set")

@@ -85,17 +85,19 @@ class PairData:
     @classmethod
     def open(cls, specs: list[str], seed: int, eval_fraction: float, folds: int = 0, fold: int = 0) -> PairData:
         """The builds' pairs, split into train and held-out by hash; with `folds`, the first build's pairs of
-        fold `fold` (`fold_of`) are left out altogether (cross-fitting: another model judges them)."""
+        fold `fold` (`fold_of`) are left out altogether, from every build that holds them (cross-fitting: another
+        model judges them)."""
         builds = [Build.open(spec) for spec in specs]
         train: list[Entry] = []
         held_out: list[Entry] = []
         counts: dict[str, Any] = {}
+        judged_elsewhere: set[str] = set()
+        if folds and builds:
+            first = builds[0].table.column("pair_id").to_pylist()
+            judged_elsewhere = {pid for pid in first if fold_of(pid, seed, folds) == fold}
         for b, build in enumerate(builds):
             ids = build.table.column("pair_id").to_pylist()
-            if b == 0 and folds:
-                used = [i for i, pid in enumerate(ids) if fold_of(pid, seed, folds) != fold]
-            else:
-                used = list(range(len(ids)))
+            used = [i for i, pid in enumerate(ids) if pid not in judged_elsewhere]
             held = {i for i in used if unit_hash("eval", seed, ids[i]) < eval_fraction}  # stable across builds
             evals = [Entry(b, i, ids[i]) for i in used if i in held]
             trains = [Entry(b, i, ids[i]) for i in used if i not in held]

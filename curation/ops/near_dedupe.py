@@ -87,9 +87,7 @@ def signature_keys(shingles: Shingles, images: list[str], params: NearDedupePara
     return band_keys(minhash(shingles, params.num_perm), bands, rows, _salt(images))
 
 
-def verify(
-    shingles: Shingles, images: list[str], pairs: np.ndarray, threshold: float
-) -> list[tuple[int, int, float]]:
+def verify(shingles: Shingles, images: list[str], pairs: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
     """The candidate pairs (i, j) with the same images whose exact Jaccard reaches `threshold`, with it."""
     edges = []
     for i, j in pairs.tolist():

@@ -11,8 +11,8 @@ Decide which pairs are reversals (`select`):
   probability p = sigmoid(margin) the model gives the labels; a pair is confidently agreed with when p >= t and
   confidently reversed when 1 - p >= t (p < 0.5); the estimated noise rate is reversed / (reversed + agreed) (the
   pairs confident either way; the calibrated confident joint of one noisy class), and round(rate x pairs scored) of
-  the most reversed pairs (lowest margin first) are selected. The estimate per source is written to
-  `flags/rm_margin_estimate.parquet`.
+  the most reversed pairs (lowest margin first) are selected, never one the model agrees with (p >= 0.5). The
+  estimate per source is written to `flags/rm_margin_estimate.parquet`.
 Then `action`: `drop` removes them; `flag` keeps them and lists them in `flags/rm_margin.parquet`; `swap` keeps them
 with chosen and rejected exchanged (a label fix; one that would then duplicate another live pair is removed).
 The signal's name covers the scores file's content, so rescoring with another model gives another signal file.
@@ -92,7 +92,9 @@ class RmMargin(Op):
                 evidence=evidence,
                 removals=[f"SELECT row_key, 'reward model reverses' AS reason, detail FROM ({selected})"],
             )
-        # swap: each selected pair's id once swapped, to find the ones that would duplicate a live pair
+        # swap: each selected pair's id once swapped, to find the ones that would duplicate a live pair. The
+        # selection is kept as a table, made before the removals: selecting again after them would count the live
+        # pairs anew (another estimate, another threshold).
         rows = ctx.rows(
             f"""SELECT s.row_key, p.prompt, p.images, p.chosen, p.rejected
                 FROM ({selected}) s JOIN pairs p USING (row_key) ORDER BY s.row_key"""
@@ -103,9 +105,9 @@ class RmMargin(Op):
                 "swapped_pair_id": pa.array([compute_pair_id(r[1], r[2], r[4], r[3]) for r in rows], pa.string()),
             }
         )
-        chosen = f"(SELECT s.*, w.swapped_pair_id FROM ({selected}) s JOIN rm_margin_swaps w USING (row_key))"
+        chosen = "(SELECT s.*, w.swapped_pair_id FROM rm_margin_selected s JOIN rm_margin_swaps w USING (row_key))"
         return Decision(
-            relations=[("rm_margin_swaps", swapped_ids)],
+            relations=[("rm_margin_selected", selected), ("rm_margin_swaps", swapped_ids)],
             evidence=evidence,
             removals=[
                 f"""SELECT s.row_key, 'duplicate once swapped' AS reason,
@@ -113,7 +115,10 @@ class RmMargin(Op):
                     FROM {chosen} s JOIN (SELECT DISTINCT ON (pair_id) pair_id, source, source_row FROM live_pairs
                                           ORDER BY pair_id, row_key) d ON d.pair_id = s.swapped_pair_id"""
             ],
-            swaps=[f"SELECT row_key, 'reward model reverses' AS reason, detail FROM {chosen}"],
+            swaps=[
+                f"""SELECT row_key, 'reward model reverses' AS reason, detail
+                    FROM {chosen} s SEMI JOIN live_pairs USING (row_key)"""
+            ],
         )
 
 
@@ -121,7 +126,7 @@ def _scored(signals: Path) -> str:
     """SQL: the live pairs with a margin, with their source and the probability sigmoid(margin)."""
     return f"""SELECT s.row_key, p.source, s.margin, 1 / (1 + exp(-s.margin)) AS probability
                FROM read_parquet({sql_literal(signals)}) s JOIN live_pairs p USING (row_key)
-               WHERE s.margin IS NOT NULL"""
+               WHERE isfinite(s.margin)"""
 
 
 def _estimates(signals: Path) -> str:
@@ -132,11 +137,12 @@ def _estimates(signals: Path) -> str:
                counted AS (
                    SELECT source, count(*) AS pairs_scored, any_value(t.confidence) AS confidence,
                           count(*) FILTER (WHERE probability < 0.5 AND 1 - probability >= t.confidence) AS reversed,
-                          count(*) FILTER (WHERE probability >= 0.5 AND probability >= t.confidence) AS agreed
+                          count(*) FILTER (WHERE probability >= 0.5 AND probability >= t.confidence) AS agreed,
+                          count(*) FILTER (WHERE probability < 0.5) AS below_half
                    FROM scored JOIN threshold t USING (source) GROUP BY source),
                rated AS (SELECT *, coalesce(reversed / nullif(reversed + agreed, 0), 0) AS rate FROM counted)
-               SELECT * EXCLUDE (rate), round(rate, 6) AS estimated_noise_rate,
-                      CAST(round(rate * pairs_scored) AS BIGINT) AS selected
+               SELECT * EXCLUDE (rate, below_half), round(rate, 6) AS estimated_noise_rate,
+                      least(CAST(round(rate * pairs_scored) AS BIGINT), below_half) AS selected
                FROM rated ORDER BY source"""
 
 

@@ -4,6 +4,7 @@ see it; answers cut to fit where needed; resumable per fold; the scores drive `r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -58,6 +59,15 @@ def test_every_pair_is_judged_by_the_model_that_did_not_train_on_it(audited: tup
     assert Path(report["signal"]).parent == build / "signals"
 
 
+def test_a_fold_is_left_out_of_every_extra_build_that_holds_its_pairs(demo_build: Path) -> None:
+    # An extra training build that repeats the audited pairs (here: the build itself) must not teach a fold's model
+    # the pairs it then judges.
+    data = PairData.open([str(demo_build), str(demo_build)], CONFIG.seed, 0.0, folds=2, fold=0)
+    assert data.train and {e.build for e in data.train} == {0, 1}
+    assert all(fold_of(e.pair_id, CONFIG.seed, 2) != 0 for e in data.train + data.eval)
+    assert data.counts[str(demo_build)]["left_out"] > 0
+
+
 def test_an_interrupted_audit_resumes_by_fold(demo_build: Path, tmp_path: Path, audited: tuple) -> None:
     build = tmp_path / "build"
     shutil.copytree(demo_build, build)
@@ -86,12 +96,19 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
     shutil.copytree(run, resumed)
     plan = json.loads((resumed / "plan.json").read_text())
     # As an earlier version wrote it: every setting it knew, without the ones added since (here: `attention`).
-    older = {k: v for k, v in {**CONFIG.as_dict(), **plan["config"]}.items() if k != "attention"}
+    older = {k: v for k, v in plan["config"].items() if k != "attention"}
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": older}))
     steps: list[tuple[int, str]] = []
-    audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
+    report = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
     assert steps == []  # nothing trained or judged again
     assert pq.read_table(resumed / "scores.parquet") == pq.read_table(run / "scores.parquet")
+    assert json.loads((resumed / "plan.json").read_text())["config"] == older  # its own plan, and its own name
+    digest = hashlib.sha256(json.dumps({**plan, "config": older}, sort_keys=True).encode()).hexdigest()[:12]
+    assert Path(report["signal"]).name == f"rm_scores-audit-{digest}.parquet"
+    # A stored setting that differs from this run's is a change, not a match.
+    (resumed / "plan.json").write_text(json.dumps({**plan, "config": {**older, "max_length": 4096}}))
+    with pytest.raises(Exception, match="another build, fold count or settings"):
+        audit(build, CONFIG, 2, resumed)
 
 
 def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
@@ -106,3 +123,9 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     assert "pairs judged out of fold" in result.output and "rm_margin" in result.output
     result = CliRunner().invoke(app, [*args[:6], "1"])
     assert result.exit_code == 1 and "error: --folds 1: need at least 2" in result.output
+    # Without --shards, the settings file's extra builds are the ones trained on.
+    settings = tmp_path / "fit.yaml"
+    settings.write_text(f"shards: [{tmp_path / 'no-such-build'}]\n")
+    other = ["audit", "--build", str(build), "--out", str(tmp_path / "run-2"), "--model", "tiny"]
+    result = CliRunner().invoke(app, [*other, "--settings", str(settings)])
+    assert result.exit_code == 1 and "no-such-build: no such build folder" in result.output, result.output

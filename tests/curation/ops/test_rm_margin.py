@@ -121,3 +121,29 @@ def test_swap_fixes_the_label_unless_the_swapped_pair_exists(tmp_path: Path) -> 
     assert [(stage, reason, detail) for _, stage, reason, detail in swapped] == [
         ("rm_margin", "reward model reverses", "margin -4.0 < -1.0")
     ]
+
+
+def test_noise_rate_swap_decides_once_and_never_selects_an_agreed_pair(tmp_path: Path) -> None:
+    """Probabilities: rows 0, 1, 4, 5 at 0.999; row 2 (row 0 reversed) at 0.001, row 3 at 0.002; rows 6, 7 at 0.6
+    and 0.605. Threshold: their mean, 0.65; 4 agreed, 2 reversed, rate 1/3 of 8 = round(2.67) = 3, but only 2 pairs
+    are below 0.5, so 2 are selected (row 6, at 0.6, the model agrees with). Row 2 swapped is row 0: removed; row 3
+    swapped. The removal must not change what was selected (the estimate stays that of the 8 pairs)."""
+    from curation.ops.context import pair_tables
+
+    rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(8)]
+    rows[2] = {"prompt": "prompt 0", "chosen": "bad 0", "rejected": "good 0"}
+    pairs, _ = pair_tables(rows)
+    margins = [float(np.log(p / (1 - p))) for p in (0.999, 0.999, 0.001, 0.002, 0.999, 0.999, 0.6, 0.605)]
+    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 8,
+                       "margin": pa.array(margins, pa.float64())})  # fmt: skip
+    pq.write_table(scores, tmp_path / "scores.parquet")
+    params = {"scores": str(tmp_path / "scores.parquet"), "select": "noise_rate", "action": "swap"}
+    result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, params)
+    (estimate,) = result.evidence("flags/rm_margin_estimate.parquet")
+    assert (estimate["pairs_scored"], estimate["reversed"], estimate["agreed"], estimate["selected"]) == (8, 2, 4, 2)
+    assert list(result.removed()) == [2] and result.removed()[2][0] == "duplicate once swapped"
+    swapped = result.ctx.rows("SELECT row_key, detail FROM swapped")
+    assert [key for key, _ in swapped] == [3]
+    assert "among the 2 most reversed of 8" in swapped[0][1]
+    flagged = run_op_on_rows(tmp_path / "flag", "rm_margin", rows, {**params, "action": "flag"})
+    assert [f["source_row"] for f in flagged.evidence("flags/rm_margin.parquet")] == ["s.jsonl:2", "s.jsonl:3"]
