@@ -104,6 +104,14 @@ def ablate(
                 recipe["name"] = f"{recipe['name']}+audit"
                 audited = _variant(f"{name}+audit", yaml.safe_dump(recipe, sort_keys=False), config, benches, out, say)
                 audited["audit/judged"] = f"{report['scored']} of {report['pairs']}"
+                pooled = report["held_out"]
+                # whether the audit's models beat chance: one that does not removed pairs at random
+                audited["audit/held_out_accuracy"] = (
+                    f"{pooled['accuracy']:.3f} of {pooled['pairs']}"
+                    + ("" if pooled["beats_chance"] else " (not above chance)")
+                    if pooled["pairs"]
+                    else "-"
+                )
             except (InputError, TrainingError, OSError, ValueError) as exc:
                 audited = {"variant": f"{name}+audit", "error": f"{type(exc).__name__}: {exc}"}
             rows.append(audited)

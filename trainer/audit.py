@@ -9,8 +9,9 @@ reason, never dropped silently.
 
 Run folder: `OUT/fold-K/` per fold (the fold's run: metrics, model; `scores.parquet` and `fold.json` once judged:
 a rerun skips a judged fold and resumes an interrupted one from its checkpoints), `OUT/audit.json` (per fold its
-held-out accuracy and counts) and `OUT/scores.parquet`, which is also written into the build as
-`BUILD/signals/rm_scores-audit-<digest>.parquet` in the form `trainer score` writes (so `rm_margin` and the
+held-out accuracy and counts; pooled, that accuracy with its 95% interval and whether it beats chance: an audit
+whose models do not is no evidence of label noise) and `OUT/scores.parquet`, which is also written into the build
+as `BUILD/signals/rm_scores-audit-<digest>.parquet` in the form `trainer score` writes (so `rm_margin` and the
 workbench read it as they read any scores), with the columns `probability` (sigmoid(margin): how likely the model
 finds chosen better), `fold` and `truncated`.
 """
@@ -124,9 +125,33 @@ def _judge_fold(
         "truncated": sum(cut for _, cut, _ in results),
         "not_scored": dict(Counter(reason for r, _, reason in results if r is None)),
         "held_out_pairs": len(agree),
+        "held_out_agreeing": sum(agree),
         "held_out_accuracy": round(sum(agree) / len(agree), 4) if agree else None,
     }
     return table, report
+
+
+def held_out(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The folds' held-out accuracy pooled, with its 95% Wilson interval. `beats_chance` is false when the interval
+    reaches 0.5: then the models agree with the labels no more than a coin does, and a pair they reverse is no
+    evidence that its label is wrong."""
+    pairs = sum(r["held_out_pairs"] for r in reports)
+    # fold.json files written before `held_out_agreeing` existed: the count from the rounded accuracy
+    agreeing = sum(
+        r.get("held_out_agreeing", round((r["held_out_accuracy"] or 0) * r["held_out_pairs"])) for r in reports
+    )
+    if not pairs:
+        return {"pairs": 0, "agreeing": 0, "accuracy": None, "interval_95": None, "beats_chance": False}
+    from scipy.stats import binomtest
+
+    low, high = binomtest(agreeing, pairs).proportion_ci(0.95, method="wilson")
+    return {
+        "pairs": pairs,
+        "agreeing": agreeing,
+        "accuracy": round(agreeing / pairs, 4),
+        "interval_95": [round(low, 4), round(high, 4)],
+        "beats_chance": bool(low > 0.5),
+    }
 
 
 def _write(table: pa.Table, path: Path) -> None:
@@ -207,6 +232,7 @@ def audit(
     report = {
         "build": str(opened.path),
         "folds": reports,
+        "held_out": held_out(reports),
         "pairs": len(ids),
         "scored": scored,
         "truncated": sum(r["truncated"] for r in reports),

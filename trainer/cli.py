@@ -310,8 +310,22 @@ def audit(
         shown = "-" if accuracy is None else f"{accuracy:.3f}"
         judged = f"{fold['scored']} of {fold['pairs']} pairs judged ({fold['truncated']} with answers cut to fit)"
         typer.echo(f"fold {fold['fold']}: held-out accuracy {shown} on {fold['held_out_pairs']} pairs; {judged}")
+    pooled = report["held_out"]
+    if pooled["pairs"]:
+        low, high = pooled["interval_95"]
+        typer.echo(
+            f"held-out accuracy {pooled['accuracy']:.3f} ({pooled['agreeing']} of {pooled['pairs']} pairs; "
+            f"95% interval {low:.3f}-{high:.3f})"
+        )
     unscored = ", ".join(f"{reason}: {n}" for reason, n in report["not_scored"].items()) or "none"
     typer.echo(f"{report['scored']} of {report['pairs']} pairs judged out of fold; not judged: {unscored}")
+    if not pooled["beats_chance"]:
+        typer.echo(
+            "warning: the fold models do not agree with the labels more often than chance on held-out pairs: the "
+            "pairs they reverse are no evidence of wrong labels; train them longer or on more data before acting "
+            "on this audit",
+            err=True,
+        )
     typer.echo(f"scores: {report['signal']}\nuse them in a recipe: ops: {{rm_margin: {{scores: {report['signal']}}}}}")
 
 

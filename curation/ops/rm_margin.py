@@ -14,7 +14,9 @@ Decide which pairs are reversals (`select`):
   the most reversed pairs (lowest margin first) are selected, never one the model agrees with (p >= 0.5). The
   estimate per source is written to `flags/rm_margin_estimate.parquet`.
 Then `action`: `drop` removes them; `flag` keeps them and lists them in `flags/rm_margin.parquet`; `swap` keeps them
-with chosen and rejected exchanged (a label fix; one that would then duplicate another live pair is removed).
+with chosen and rejected exchanged (a label fix; one that would then duplicate another live pair is removed; a pair
+whose mirror is selected too is left as is and listed in `flags/rm_margin.parquet`, since swapping both changes
+nothing).
 The signal's name covers the scores file's content, so rescoring with another model gives another signal file.
 """
 
@@ -105,9 +107,25 @@ class RmMargin(Op):
                 "swapped_pair_id": pa.array([compute_pair_id(r[1], r[2], r[4], r[3]) for r in rows], pa.string()),
             }
         )
-        chosen = "(SELECT s.*, w.swapped_pair_id FROM rm_margin_selected s JOIN rm_margin_swaps w USING (row_key))"
+        # A selected pair whose mirror (the same answers, the other way round) is selected too: the models reverse
+        # both readings, so swapping both changes nothing; neither is swapped nor removed, and both are listed.
+        mirrored = """SELECT s.row_key, any_value(m.source) || ' ' || any_value(m.source_row) AS mirror
+                      FROM rm_margin_selected s JOIN rm_margin_swaps w USING (row_key)
+                      JOIN live_pairs m ON m.pair_id = w.swapped_pair_id SEMI JOIN rm_margin_selected o
+                      ON o.row_key = m.row_key GROUP BY s.row_key"""
+        chosen = """(SELECT s.*, w.swapped_pair_id FROM rm_margin_selected s JOIN rm_margin_swaps w USING (row_key)
+                     ANTI JOIN rm_margin_mirrored USING (row_key))"""
+        evidence["flags/rm_margin.parquet"] = """
+            SELECT p.source, p.source_row, p.pair_id, s.margin,
+                   'left as is: its mirror ' || m.mirror || ' is reversed too; ' || s.detail AS detail
+            FROM live_pairs p JOIN rm_margin_selected s USING (row_key) JOIN rm_margin_mirrored m USING (row_key)
+            ORDER BY p.row_key"""
         return Decision(
-            relations=[("rm_margin_selected", selected), ("rm_margin_swaps", swapped_ids)],
+            relations=[
+                ("rm_margin_selected", selected),
+                ("rm_margin_swaps", swapped_ids),
+                ("rm_margin_mirrored", mirrored),
+            ],
             evidence=evidence,
             removals=[
                 f"""SELECT s.row_key, 'duplicate once swapped' AS reason,

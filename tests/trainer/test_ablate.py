@@ -69,6 +69,9 @@ def test_ablation_with_the_audit_as_a_variant(demo_recipe: Path, tmp_path: Path)
     assert "error" not in audited, audited
     report = json.loads((out / "audits" / "demo" / "audit.json").read_text())
     assert audited["audit/judged"] == f"{report['scored']} of {report['pairs']}"
+    pooled = report["held_out"]
+    assert audited["audit/held_out_accuracy"].startswith(f"{pooled['accuracy']:.3f} of {pooled['pairs']}")
+    assert audited["audit/held_out_accuracy"].endswith("(not above chance)") != pooled["beats_chance"]
     manifest = json.loads((out / "builds" / "demo+audit" / "manifest.json").read_text())
     assert "select: noise_rate" in manifest["recipe"]["text"] and "rm_scores-audit-" in manifest["recipe"]["text"]
     assert (out / "builds" / "demo+audit" / "flags" / "rm_margin_estimate.parquet").is_file()

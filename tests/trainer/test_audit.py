@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curation.build_dir import BuildDir
-from trainer.audit import audit, judge
+from trainer.audit import audit, held_out, judge
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.data import PairData, fold_of
@@ -111,6 +111,27 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
         audit(build, CONFIG, 2, resumed)
 
 
+def test_held_out_accuracy_is_pooled_with_its_interval() -> None:
+    def fold(pairs: int, agreeing: int) -> dict:
+        return {"held_out_pairs": pairs, "held_out_agreeing": agreeing, "held_out_accuracy": round(agreeing / pairs, 4)}
+
+    near_chance = held_out([fold(500, 262), fold(500, 258)])  # 0.520 of 1,000: within chance
+    assert (near_chance["pairs"], near_chance["agreeing"], near_chance["accuracy"]) == (1000, 520, 0.52)
+    assert near_chance["interval_95"] == pytest.approx([0.489, 0.551], abs=1e-3) and not near_chance["beats_chance"]
+    competent = held_out([fold(500, 378), fold(500, 377)])
+    assert competent["interval_95"][0] > 0.7 and competent["beats_chance"]
+    # A fold.json written before the agreeing count was kept: the count from its accuracy.
+    older = held_out([{"held_out_pairs": 400, "held_out_accuracy": 0.7525}])
+    assert older["agreeing"] == 301 and older["beats_chance"]
+    assert held_out([{"held_out_pairs": 0, "held_out_agreeing": 0, "held_out_accuracy": None}]) == {
+        "pairs": 0,
+        "agreeing": 0,
+        "accuracy": None,
+        "interval_95": None,
+        "beats_chance": False,
+    }
+
+
 def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     build = tmp_path / "build"
     shutil.copytree(demo_build, build)
@@ -121,6 +142,11 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "fold 0: held-out accuracy" in result.output and "fold 1: held-out accuracy" in result.output
     assert "pairs judged out of fold" in result.output and "rm_margin" in result.output
+    # One step of the tiny model does not beat chance on held-out pairs: the user is told not to act on it.
+    pooled = json.loads((tmp_path / "run" / "audit.json").read_text())["held_out"]
+    assert not pooled["beats_chance"] and pooled["interval_95"][0] <= 0.5
+    assert f"({pooled['agreeing']} of {pooled['pairs']} pairs; 95% interval" in result.output
+    assert "warning: the fold models do not agree with the labels more often than chance" in result.output
     result = CliRunner().invoke(app, [*args[:6], "1"])
     assert result.exit_code == 1 and "error: --folds 1: need at least 2" in result.output
     # Without --shards, the settings file's extra builds are the ones trained on.

@@ -147,3 +147,30 @@ def test_noise_rate_swap_decides_once_and_never_selects_an_agreed_pair(tmp_path:
     assert "among the 2 most reversed of 8" in swapped[0][1]
     flagged = run_op_on_rows(tmp_path / "flag", "rm_margin", rows, {**params, "action": "flag"})
     assert [f["source_row"] for f in flagged.evidence("flags/rm_margin.parquet")] == ["s.jsonl:2", "s.jsonl:3"]
+
+
+def test_a_pair_and_its_mirror_both_reversed_are_left_as_they_are(tmp_path: Path) -> None:
+    """Rows 0 and 1 are mirrors (the same answers, the other way round), judged by different fold models that reverse
+    both: swapping both would give the same two pairs, so neither is swapped nor removed; both are listed. Row 2,
+    reversed with its mirror row 3 not reversed, is removed as before; row 4 is swapped."""
+    from curation.ops.context import pair_tables
+
+    rows = [{"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q", "chosen": "bad", "rejected": "good"},
+            {"prompt": "r", "chosen": "worse", "rejected": "better"},
+            {"prompt": "r", "chosen": "better", "rejected": "worse"},
+            {"prompt": "s", "chosen": "wrong", "rejected": "right"}]  # fmt: skip
+    pairs, _ = pair_tables(rows)
+    margins = [-2.0, -3.0, -4.0, 2.0, -5.0]
+    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 5,
+                       "margin": margins})  # fmt: skip
+    pq.write_table(scores, tmp_path / "scores.parquet")
+    result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, {"scores": str(tmp_path / "scores.parquet"),
+                                                                   "action": "swap"})  # fmt: skip
+    assert result.removed() == {2: ("duplicate once swapped", "swapped, it is s s.jsonl:3; margin -4.0 < -1.0")}
+    assert [key for (key,) in result.ctx.rows("SELECT row_key FROM swapped")] == [4]
+    listed = result.evidence("flags/rm_margin.parquet")
+    assert [(f["source_row"], f["detail"]) for f in listed] == [
+        ("s.jsonl:0", "left as is: its mirror s s.jsonl:1 is reversed too; margin -2.0 < -1.0"),
+        ("s.jsonl:1", "left as is: its mirror s s.jsonl:0 is reversed too; margin -3.0 < -1.0"),
+    ]
+    assert result.ctx.rows("SELECT count(*) FROM live_pairs") == [(4,)]
