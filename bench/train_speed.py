@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -142,14 +143,24 @@ def make_model(size: str, image_px: int, device: torch.device, dtype: torch.dtyp
     return model
 
 
-def synthetic_features(model: RewardModel, pairs: int, prompt: int, answer: int, image_px: int) -> list[PairFeatures]:
+def answer_lengths(pairs: int, answer: int, spread: float) -> list[int]:
+    """Each pair's answer length: `answer` for all, or with `spread` s spaced evenly over answer x [1 - s, 1 + s]
+    (the same mean), as a real mixture's answers differ in length."""
+    if pairs == 1 or spread == 0:
+        return [answer] * pairs
+    return [max(1, round(answer * (1 - spread + 2 * spread * i / (pairs - 1)))) for i in range(pairs)]
+
+
+def synthetic_features(
+    model: RewardModel, pairs: int, prompt: int, answer: int, image_px: int, spread: float = 0.0
+) -> list[PairFeatures]:
     rows = []
-    for i in range(pairs):
+    for i, length in enumerate(answer_lengths(pairs, answer, spread)):
         buffer = io.BytesIO()
         Image.effect_noise((image_px, image_px), 64 + i).convert("RGB").save(buffer, format="PNG")
         row = {"pair_id": str(i), "modality": "image", "images": ["x"], "margin": None,
                "prompt": [{"role": "user", "content": "<image>" + "q" * prompt}],
-               "chosen": "c" * answer, "rejected": "r" * answer}  # fmt: skip
+               "chosen": "c" * length, "rejected": "r" * length}  # fmt: skip
         feature = featurize(model.backbone, row, [buffer.getvalue()], 1 << 15)
         assert isinstance(feature, PairFeatures)
         rows.append(feature)
@@ -254,8 +265,9 @@ def profile(run: Any, name: str, cuda: bool) -> None:
         if cuda:
             torch.cuda.synchronize()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    print(f"profile of one {name} step", flush=True)
-    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
+    # to stderr: stdout holds one JSON record per line
+    print(f"profile of one {name} step", file=sys.stderr, flush=True)
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -266,6 +278,12 @@ def main() -> None:
     parser.add_argument("--image", type=int, default=448)
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--answer", type=int, default=256)
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="answer lengths spaced over answer x [1 - s, 1 + s] (same mean); 0: every answer --answer tokens",
+    )
     parser.add_argument(
         "--weights",
         choices=["fp32", "bf16"],
@@ -292,10 +310,11 @@ def main() -> None:
     if args.freeze_vision:
         model.backbone.model.visual.requires_grad_(False)
     model.train()
-    features = synthetic_features(model, args.pairs, args.prompt, args.answer, args.image)
+    features = synthetic_features(model, args.pairs, args.prompt, args.answer, args.image, args.spread)
     patches = sum(int(f.image_grid_thw.prod()) for f in features)
     sequence_tokens = sum(len(f.chosen) + len(f.rejected) for f in features)
-    row_tokens = collate(features, model.backbone.pad_token_id, layout="shared_prefix").input_ids.shape[1]
+    rows = collate(features, model.backbone.pad_token_id, layout="shared_prefix")
+    row_tokens, row_padding = rows.input_ids.shape[1], round(1 - rows.tokens / rows.input_ids.numel(), 4)
     language, vision = count(model.backbone.model.language_model), count(model.backbone.model.visual)
 
     def autocast() -> Any:
@@ -305,7 +324,8 @@ def main() -> None:
     print(json.dumps({"machine": machine, "torch": torch.__version__, "size": args.size, "weights": args.weights,
                       "language_params": language, "vision_params": vision, "pairs_per_step": args.pairs,
                       "image_px": args.image, "patches_per_step": patches, "sequence_tokens_per_step": sequence_tokens,
-                      "shared_prefix_row_tokens": row_tokens,
+                      "shared_prefix_row_tokens": row_tokens, "shared_prefix_padding": row_padding,
+                      "answer_spread": args.spread,
                       "freeze_vision": args.freeze_vision}), flush=True)  # fmt: skip
     print(json.dumps(compare(model, features, device, autocast, "bf16 autocast" if cuda else "fp32")), flush=True)
     if cuda and args.weights == "fp32":  # the same check in fp32 (no TF32): what remains is summation order

@@ -27,3 +27,22 @@ def test_train_speed_script_runs_both_modes_on_the_tiny_model() -> None:
     assert [line["mode"] for line in lines[2:]] == ["naive", "padded", "fast", "fast-vit-kept", "fast-no-checkpointing",
                                                     "fast-flex", "packed-flex"]  # fmt: skip
     assert all(line["pairs/s"] > 0 for line in lines[2:])
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_every_case_on_the_tiny_model(tmp_path: Path) -> None:
+    # A GPU machine runs bench/train_speed_gpu.sh in one call: on the tiny model, every case must run and write
+    # its records (the exactness check included).
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TINY": "1", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "bench/train_speed_gpu.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    cases = {"3b": 4, "3b-spread": 2, "3b-long": 3, "7b": 3}  # modes per case
+    assert done.stdout.splitlines() == [f"{case}: exit 0 ({2 + n} records)" for case, n in cases.items()]
+    for case, n in cases.items():
+        lines = [json.loads(line) for line in (tmp_path / f"{case}.jsonl").read_text().splitlines()]
+        assert len(lines) == 2 + n and all(line["pairs/s"] > 0 for line in lines[2:]), case
+        assert lines[1]["packed_flex_reward_max_abs_diff"] < 1e-4, case
+    spread = json.loads((tmp_path / "3b-spread.jsonl").read_text().splitlines()[0])
+    assert spread["answer_spread"] == 0.75 and spread["shared_prefix_padding"] > 0
+    assert "torch" in (tmp_path / "machine.txt").read_text()
