@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from curation.errors import InputError
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
 from curation.schema import compute_pair_id
@@ -46,6 +49,35 @@ class RmMarginParams:
             raise ValueError("scores: give the file `trainer score` or `trainer audit` wrote")
         if not Path(self.scores).is_file():
             raise ValueError(f"scores: {self.scores} does not exist (run `trainer score` or `trainer audit` first)")
+        check_scores(Path(self.scores))
+
+
+SCORE_COLUMNS = {"pair_id": "text", "reward_chosen": "number", "reward_rejected": "number", "margin": "number"}
+
+
+def check_scores(path: Path) -> None:
+    """A scores file as `trainer score` and `trainer audit` write it, or ValueError: its columns with their types,
+    every pair id given and once, every margin finite or null (no score)."""
+    try:
+        table = pq.read_table(path, columns=list(SCORE_COLUMNS))
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"scores: {path} is not a scores table ({exc})") from None
+    kinds = {"text": (pa.types.is_string, pa.types.is_large_string), "number": (pa.types.is_floating,)}
+    for name, kind in SCORE_COLUMNS.items():
+        if not any(test(table.schema.field(name).type) for test in kinds[kind]):
+            raise ValueError(f"scores: {path}: column {name} is {table.schema.field(name).type}, not {kind}")
+    ids = table.column("pair_id")
+    if ids.null_count:
+        raise ValueError(f"scores: {path}: {ids.null_count} rows have no pair_id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        counts = pc.value_counts(ids)
+        twice = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+        raise ValueError(f"scores: {path}: {len(twice)} pair ids appear more than once (e.g. {twice[0]})")
+    margins = table.column("margin")
+    finite = pc.is_finite(margins)
+    bad = len(margins) - margins.null_count - pc.sum(finite).as_py() if len(margins) else 0
+    if bad:
+        raise ValueError(f"scores: {path}: {bad} margins are NaN or infinite (a margin is a number, or null)")
 
 
 class RmMargin(Op):
@@ -64,15 +96,18 @@ class RmMargin(Op):
         return {"scores_sha256": sha256_file(Path(params.scores))}
 
     def score(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> None:
-        ctx.copy(
-            f"""SELECT p.row_key, p.pair_id, s.reward_chosen, s.reward_rejected, s.margin
-                FROM live_pairs p LEFT JOIN (
-                    SELECT DISTINCT ON (pair_id) pair_id, reward_chosen, reward_rejected, margin
-                    FROM read_parquet({sql_literal(params.scores)}) ORDER BY pair_id
-                ) s USING (pair_id)
-                ORDER BY p.row_key""",
-            signals,
-        )
+        check_scores(Path(params.scores))  # as the recipe was checked; the file may have changed since
+        joined = f"""SELECT p.row_key, p.pair_id, s.reward_chosen, s.reward_rejected, s.margin
+                     FROM live_pairs p LEFT JOIN (
+                         SELECT f.pair_id, f.reward_chosen, f.reward_rejected, f.margin
+                         FROM read_parquet({sql_literal(params.scores)}) f
+                     ) s USING (pair_id)"""
+        ((live, scored),) = ctx.rows(f"SELECT count(*), count(margin) FROM ({joined})")
+        if live and not scored:
+            raise InputError(
+                f"rm_margin: none of the {live} live pairs has a score in {params.scores} (scores of another build?)"
+            )
+        ctx.copy(f"{joined} ORDER BY p.row_key", signals)
 
     def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
         evidence = {}

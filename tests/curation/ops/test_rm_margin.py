@@ -58,6 +58,42 @@ def test_recipe_needs_an_existing_scores_file(tmp_path: Path) -> None:
         load_recipe(recipe)
 
 
+GOOD = {"pair_id": ["a", "b"], "reward_chosen": [1.0, 0.0], "reward_rejected": [0.0, 2.0], "margin": [1.0, -2.0]}
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({k: v for k, v in GOOD.items() if k != "pair_id"}, "not a scores table"),  # DuckDB would bind the outer one
+        ({k: v for k, v in GOOD.items() if k != "margin"}, "not a scores table"),  # and the pair's own margin
+        ({**GOOD, "margin": ["1.0", "-2.0"]}, "column margin is string, not number"),
+        ({**GOOD, "pair_id": [1, 2]}, "column pair_id is int64, not text"),
+        ({**GOOD, "pair_id": ["a", None]}, "1 rows have no pair_id"),
+        ({**GOOD, "pair_id": ["a", "a"]}, "1 pair ids appear more than once"),
+        ({**GOOD, "margin": [float("-inf"), float("nan")]}, "2 margins are NaN or infinite"),
+    ],
+)
+def test_a_scores_file_not_as_the_trainer_writes_it_is_refused(tmp_path: Path, columns: dict, message: str) -> None:
+    pq.write_table(pa.table(columns), tmp_path / "scores.parquet")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nsources:\n  a: {{adapter: hh_rlhf, path: {tmp_path}}}\n"
+                      f"ops:\n  rm_margin: {{scores: {tmp_path / 'scores.parquet'}}}\n")  # fmt: skip
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(recipe)
+    (tmp_path / "scores.parquet").write_bytes(b"PAR1 not parquet")
+    with pytest.raises(RecipeError, match="not a scores table"):
+        load_recipe(recipe)
+
+
+def test_scores_that_match_no_live_pair_stop_the_build(tmp_path: Path) -> None:
+    from curation.errors import InputError
+
+    rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(3)]
+    pq.write_table(pa.table(GOOD), tmp_path / "scores.parquet")  # another build's pair ids
+    with pytest.raises(InputError, match="none of the 3 live pairs has a score in .* another build"):
+        run_op_on_rows(tmp_path / "b", "rm_margin", rows, {"scores": str(tmp_path / "scores.parquet")})
+
+
 def test_drop_and_flag_through_the_ops_context(tmp_path: Path) -> None:
     from curation.ops.context import pair_tables
 
