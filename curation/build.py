@@ -319,6 +319,7 @@ class Builder:
                 self.reused.append(name)
             self._log_removed(name, result.removed)
             self._log_removed(name, result.swapped, swapped=True)
+            self.warnings.extend(result.warnings)
 
         self._stage(name, run)
 

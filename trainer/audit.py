@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
+from curation.ops.rm_margin import AUDIT_METADATA
 from trainer.config import FitConfig
 from trainer.data import SKIP_TOO_LONG, featurize, fold_of
 from trainer.evaluate import BenchPairs, model_rewards
@@ -99,9 +100,15 @@ def _sigmoid(x: float) -> float:
 
 
 def _judge_fold(
-    model: RewardModel, rows: list[dict], images: dict[str, bytes], fold: int, config: FitConfig, in_shards: set[str]
+    model: RewardModel | None,
+    rows: list[dict],
+    images: dict[str, bytes],
+    fold: int,
+    config: FitConfig,
+    in_shards: set[str],
 ) -> tuple[pa.Table, dict[str, Any]]:
-    results = judge(model, rows, images, config.max_length, config.micro_batch)
+    """The fold's scores and report; a fold with no pairs (the hash gave it none) has no model."""
+    results = judge(model, rows, images, config.max_length, config.micro_batch) if model is not None else []
     margins = [None if r is None else r[0] - r[1] for r, _, _ in results]
     table = pa.table(
         {
@@ -160,6 +167,37 @@ def _write(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not an audit plan ({exc}); choose another --out") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise InputError(f"{path}: not an audit plan; choose another --out")
+    return stored
+
+
+def _judged(folder: Path, expected: list[str]) -> tuple[pa.Table, dict[str, Any]] | None:
+    """A fold's stored judgement, if it is whole: its scores cover exactly the fold's pairs and its report counts
+    them. Anything else (a damaged or foreign file) is judged again."""
+    try:
+        table = pq.read_table(folder / "scores.parquet").cast(AUDIT_SCHEMA)
+        report = json.loads((folder / "fold.json").read_text())
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    whole = isinstance(report, dict) and report.get("pairs") == len(expected) == table.num_rows
+    if not whole or sorted(table.column("pair_id").to_pylist()) != sorted(expected):
+        return None
+    scored = table.num_rows - table.column("margin").null_count
+    return (table, report) if report.get("scored") == scored and "held_out_pairs" in report else None
+
+
 def _resumed_plan(stored: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] | None:
     """The plan an earlier run of this audit wrote, if it matches `plan`. A setting added to FitConfig since then
     is absent from it and compares at its default, so that audit still resumes (under its own plan and name)."""
@@ -183,6 +221,15 @@ def audit(
     opened = BuildDir.open(build)
     pairs = build_pairs(opened)
     ids = pairs.column("pair_id").to_pylist()
+    if folds > len(ids):
+        raise InputError(f"--folds {folds}: more folds than the build's {len(ids)} pairs")
+    if out.resolve() == opened.path.resolve() or opened.path.resolve() in out.resolve().parents:
+        raise InputError(f"--out {out}: inside the build {opened.path}; the audit's run folder goes elsewhere")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: a file, not a folder")
+    for spec in config.shards:
+        if Path(spec.partition("=")[0]).resolve() in (opened.path.resolve(), (opened.path / "shards").resolve()):
+            raise InputError(f"--shards {spec}: the audited build itself (every fold model trains on it already)")
     in_shards = set(opened.pairs(["pair_id"]).column("pair_id").to_pylist())
     plan = {
         "build": str(opened.path),
@@ -193,35 +240,39 @@ def audit(
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.is_file():
-        resumed = _resumed_plan(json.loads(plan_path.read_text()), plan)
+        resumed = _resumed_plan(_read_plan(plan_path), plan)
         if resumed is None:
             raise InputError(f"{out}: holds an audit of another build, fold count or settings; choose another --out")
         plan = resumed
+    elif any(out.glob("fold-*")):  # folds of an audit whose plan is lost: nothing says what they judged
+        raise InputError(f"{out}: holds fold folders but no plan.json; choose another --out")
     else:
-        plan_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+        _write_json(plan, plan_path)
     fold_of_pair = [fold_of(pid, config.seed, folds) for pid in ids]
     images = opened.images()
     tables, reports = [], []
     for k in range(folds):
         folder = out / f"fold-{k}"
-        scores, done = folder / "scores.parquet", folder / "fold.json"
-        if not (scores.is_file() and done.is_file()):  # a judged fold is kept across interruptions
-            if not (folder / "model").is_dir():
-                say(k, "train")
-                fold_config = dataclasses.replace(
-                    config, shards=[str(opened.path), *config.shards], folds=folds, fold=k
-                )
-                fit(fold_config, folder, resume=(folder / "checkpoints").is_dir())
-            say(k, "judge")
+        expected = [pid for pid, f in zip(ids, fold_of_pair, strict=True) if f == k]
+        judged = _judged(folder, expected)  # a judged fold is kept across interruptions
+        if judged is None:
             rows = pairs.filter(pa.array([f == k for f in fold_of_pair])).to_pylist()  # one fold in memory
+            model = _fold_model(folder, k, folds, opened.path, config, say) if rows else None
+            say(k, "judge")
             needed = {h for row in rows for h in row["images"]}
             found = {h: data for h in needed if (data := images.get(h)) is not None}
-            table, report = _judge_fold(RewardModel.load(folder / "model"), rows, found, k, config, in_shards)
-            _write(table, scores)
-            done.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        tables.append(pq.read_table(scores))
-        reports.append(json.loads(done.read_text()))
+            judged = _judge_fold(model, rows, found, k, config, in_shards)
+            folder.mkdir(parents=True, exist_ok=True)
+            _write(judged[0], folder / "scores.parquet")
+            _write_json(judged[1], folder / "fold.json")
+        tables.append(judged[0])
+        reports.append(judged[1])
     joined = pa.concat_tables(tables).sort_by("pair_id").cast(AUDIT_SCHEMA)
+    if joined.column("pair_id").to_pylist() != sorted(ids):
+        raise AssertionError("the folds' scores do not cover the build's pairs once each")
+    pooled = held_out(reports)
+    # the verdict travels with the scores: rm_margin warns when a build acts on an audit no better than chance
+    joined = joined.replace_schema_metadata({AUDIT_METADATA: json.dumps({"held_out": pooled}, sort_keys=True)})
     _write(joined, out / "scores.parquet")
     digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
     signal = opened.path / "signals" / f"rm_scores-audit-{digest}.parquet"
@@ -232,12 +283,30 @@ def audit(
     report = {
         "build": str(opened.path),
         "folds": reports,
-        "held_out": held_out(reports),
+        "held_out": pooled,
         "pairs": len(ids),
         "scored": scored,
         "truncated": sum(r["truncated"] for r in reports),
         "not_scored": dict(sum((Counter(r["not_scored"]) for r in reports), Counter())),
         "signal": str(signal),
     }
-    (out / "audit.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _write_json(report, out / "audit.json")
     return report
+
+
+def _fold_model(
+    folder: Path, k: int, folds: int, build: Path, config: FitConfig, say: Callable[[int, str], None]
+) -> RewardModel:
+    """Fold k's model: trained on the build without fold k (resumed from its checkpoints), or the one saved."""
+    from safetensors import SafetensorError
+
+    try:
+        if not (folder / "model").is_dir():
+            say(k, "train")
+            fold_config = dataclasses.replace(config, shards=[str(build), *config.shards], folds=folds, fold=k)
+            fit(fold_config, folder, resume=(folder / "checkpoints").is_dir())
+        return RewardModel.load(folder / "model")
+    except (SafetensorError, json.JSONDecodeError) as exc:  # a file damaged in a crash: the fold starts again
+        raise InputError(
+            f"{folder}: a damaged model or checkpoint ({exc}); remove {folder} to train it again"
+        ) from None

@@ -45,6 +45,8 @@ class Decision:
     swaps: list[str] = field(default_factory=list)
     # The guard: the build stops when the removals take more than this share of a source's live pairs.
     max_removal_rate: float | None = None
+    # What the user should know about this decision (its evidence is weak, say): the manifest's `warnings`.
+    warnings: list[str] = field(default_factory=list)
 
 
 class Op:

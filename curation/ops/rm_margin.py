@@ -22,6 +22,7 @@ The signal's name covers the scores file's content, so rescoring with another mo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -52,6 +53,7 @@ class RmMarginParams:
         check_scores(Path(self.scores))
 
 
+AUDIT_METADATA = "rm_workbench.audit"  # `trainer audit`'s held-out verdict, in its scores file's metadata
 SCORE_COLUMNS = {"pair_id": "text", "reward_chosen": "number", "reward_rejected": "number", "margin": "number"}
 
 
@@ -110,6 +112,11 @@ class RmMargin(Op):
         ctx.copy(f"{joined} ORDER BY p.row_key", signals)
 
     def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
+        decision = self._decide(ctx, params, signals)
+        decision.warnings = _chance_warning(Path(params.scores))
+        return decision
+
+    def _decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
         evidence = {}
         if params.select == "noise_rate":
             selected = _noise_rate_selection(signals)
@@ -173,6 +180,21 @@ class RmMargin(Op):
                     FROM {chosen} s SEMI JOIN live_pairs USING (row_key)"""
             ],
         )
+
+
+def _chance_warning(scores: Path) -> list[str]:
+    """A warning when the scores come from a `trainer audit` whose models do not beat chance on held-out pairs
+    (its verdict is in the file's metadata): the pairs they reverse are then no evidence of wrong labels."""
+    metadata = pq.read_schema(scores).metadata or {}
+    verdict = json.loads(metadata.get(AUDIT_METADATA.encode(), b"{}")).get("held_out")
+    if not verdict or verdict["beats_chance"] or not verdict["pairs"]:
+        return []
+    low, high = verdict["interval_95"]
+    return [
+        f"rm_margin: the audit behind {scores} does not beat chance on held-out pairs (accuracy "
+        f"{verdict['accuracy']:.3f}, {verdict['agreeing']} of {verdict['pairs']}; 95% interval {low:.3f}-{high:.3f}): "
+        "the pairs it selects are no evidence of wrong labels"
+    ]
 
 
 def _scored(signals: Path) -> str:

@@ -18,6 +18,7 @@ class OpRun:
     reused: bool = False  # the signals came from the build cache
     removed: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
     swapped: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
+    warnings: list[str] = field(default_factory=list)  # the decision's, for the manifest
 
 
 def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
@@ -32,7 +33,9 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
             op.score(ctx, params, signals)
             if kept is not None:
                 copy_file(signals, kept)
-    result.removed, result.swapped = apply_decision(ctx, op, op.decide(ctx, params, signals))
+    decision = op.decide(ctx, params, signals)
+    result.removed, result.swapped = apply_decision(ctx, op, decision)
+    result.warnings = decision.warnings
     return result
 
 

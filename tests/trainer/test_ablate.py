@@ -75,4 +75,6 @@ def test_ablation_with_the_audit_as_a_variant(demo_recipe: Path, tmp_path: Path)
     manifest = json.loads((out / "builds" / "demo+audit" / "manifest.json").read_text())
     assert "select: noise_rate" in manifest["recipe"]["text"] and "rm_scores-audit-" in manifest["recipe"]["text"]
     assert (out / "builds" / "demo+audit" / "flags" / "rm_margin_estimate.parquet").is_file()
+    # the audit's verdict reaches the audited build: a build acting on a chance-level audit says so
+    assert any("does not beat chance" in w for w in manifest["warnings"]) != pooled["beats_chance"]
     assert audited["pairs"] <= base["pairs"]

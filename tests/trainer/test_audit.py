@@ -8,13 +8,15 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from curation.build_dir import BuildDir
-from trainer.audit import audit, held_out, judge
+from curation.errors import InputError
+from trainer.audit import AUDIT_SCHEMA, _judge_fold, audit, held_out, judge
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.data import PairData, fold_of
@@ -155,3 +157,65 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     other = ["audit", "--build", str(build), "--out", str(tmp_path / "run-2"), "--model", "tiny"]
     result = CliRunner().invoke(app, [*other, "--settings", str(settings)])
     assert result.exit_code == 1 and "no-such-build: no such build folder" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda run: (run / "fold-1" / "scores.parquet").write_bytes(b"PAR1"),  # cut short by a crash
+        lambda run: shutil.copyfile(run / "fold-0" / "scores.parquet", run / "fold-1" / "scores.parquet"),  # foreign
+        lambda run: (run / "fold-1" / "fold.json").write_text(""),
+        lambda run: (run / "fold-1" / "fold.json").write_text("{}"),
+        lambda run: shutil.copyfile(run / "fold-0" / "fold.json", run / "fold-1" / "fold.json"),
+    ],
+)
+def test_a_damaged_judged_fold_is_judged_again(audited: tuple, tmp_path: Path, damage: Any) -> None:
+    build, run, report = audited
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    damage(resumed)
+    steps: list[tuple[int, str]] = []
+    again = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
+    assert steps == [(1, "judge")]  # its model is kept; fold 0 untouched
+    assert pq.read_table(resumed / "scores.parquet") == pq.read_table(run / "scores.parquet")
+    assert again["folds"] == report["folds"] and again["scored"] == report["scored"]
+
+
+def test_a_damaged_or_foreign_run_folder_is_refused_with_a_reason(audited: tuple, tmp_path: Path) -> None:
+    build, run, _ = audited
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    for text in ("", "{not json", "[]", '{"config": null}'):
+        (resumed / "plan.json").write_text(text)
+        with pytest.raises(InputError, match="plan.json: not an audit plan"):
+            audit(build, CONFIG, 2, resumed)
+    (resumed / "plan.json").unlink()  # folds without the plan that says what they judged
+    with pytest.raises(InputError, match="fold folders but no plan.json"):
+        audit(build, CONFIG, 2, resumed)
+    shutil.rmtree(resumed)
+    shutil.copytree(run, resumed)
+    (resumed / "fold-1" / "scores.parquet").unlink()
+    (resumed / "fold-1" / "model" / "model.safetensors").write_bytes(b"\x00" * 4)
+    with pytest.raises(InputError, match="fold-1: a damaged model or checkpoint"):
+        audit(build, CONFIG, 2, resumed)
+
+
+def test_arguments_that_cannot_make_an_audit_are_refused(audited: tuple, tmp_path: Path) -> None:
+    build, _, report = audited
+    with pytest.raises(InputError, match=f"--folds 1000: more folds than the build's {report['pairs']} pairs"):
+        audit(build, CONFIG, 1000, tmp_path / "run")
+    with pytest.raises(InputError, match="inside the build"):
+        audit(build, CONFIG, 2, build / "audit")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(InputError, match="a file, not a folder"):
+        audit(build, CONFIG, 2, tmp_path / "a-file")
+    for spec in (str(build), f"{build}=2", str(build / "shards")):
+        with pytest.raises(InputError, match="the audited build itself"):
+            audit(build, dataclasses.replace(CONFIG, shards=[spec]), 2, tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (build / "audit").exists()
+
+
+def test_a_fold_the_hash_leaves_empty_has_no_model_and_no_pairs() -> None:
+    table, report = _judge_fold(None, [], {}, 3, CONFIG, set())
+    assert table.num_rows == 0 and table.schema == AUDIT_SCHEMA
+    assert (report["fold"], report["pairs"], report["scored"], report["held_out_pairs"]) == (3, 0, 0, 0)

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,26 @@ def test_a_pair_and_its_mirror_both_reversed_are_left_as_they_are(tmp_path: Path
         ("s.jsonl:1", "left as is: its mirror s s.jsonl:0 is reversed too; margin -3.0 < -1.0"),
     ]
     assert result.ctx.rows("SELECT count(*) FROM live_pairs") == [(4,)]
+
+
+def test_acting_on_an_audit_no_better_than_chance_is_a_warning(tmp_path: Path) -> None:
+    from curation.ops.context import pair_tables
+    from curation.ops.rm_margin import AUDIT_METADATA
+
+    rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(3)]
+    pairs, _ = pair_tables(rows)
+    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": [1.0, -2.0, 0.5],
+                       "reward_rejected": [0.0] * 3, "margin": [1.0, -2.0, 0.5]})  # fmt: skip
+    chance = {"pairs": 43, "agreeing": 14, "accuracy": 0.3256, "interval_95": [0.2036, 0.4774], "beats_chance": False}
+    warnings = {}
+    for name, verdict in (("chance", chance), ("competent", {**chance, "beats_chance": True}), ("score", None)):
+        path = tmp_path / f"{name}.parquet"
+        metadata = {AUDIT_METADATA: json.dumps({"held_out": verdict})} if verdict else None
+        pq.write_table(scores.replace_schema_metadata(metadata), path)
+        result = run_op_on_rows(tmp_path / name, "rm_margin", rows, {"scores": str(path), "action": "flag"})
+        warnings[name] = result.decision.warnings
+    assert warnings["chance"] == [
+        f"rm_margin: the audit behind {tmp_path / 'chance.parquet'} does not beat chance on held-out pairs "
+        "(accuracy 0.326, 14 of 43; 95% interval 0.204-0.477): the pairs it selects are no evidence of wrong labels"
+    ]
+    assert warnings["competent"] == [] and warnings["score"] == []  # a competent audit; `trainer score`'s file
