@@ -186,14 +186,23 @@ def _chance_warning(scores: Path) -> list[str]:
     """A warning when the scores come from a `trainer audit` whose models do not beat chance on held-out pairs
     (its verdict is in the file's metadata): the pairs they reverse are then no evidence of wrong labels."""
     metadata = pq.read_schema(scores).metadata or {}
-    verdict = json.loads(metadata.get(AUDIT_METADATA.encode(), b"{}")).get("held_out")
-    if not verdict or verdict["beats_chance"] or not verdict["pairs"]:
-        return []
-    low, high = verdict["interval_95"]
+    if AUDIT_METADATA.encode() not in metadata:
+        return []  # `trainer score`'s file, or another tool's: no verdict to pass on
+    try:
+        verdict = json.loads(metadata[AUDIT_METADATA.encode()])["held_out"]
+        if verdict["beats_chance"] is True or not verdict["pairs"]:
+            return []
+        low, high = verdict["interval_95"]
+        measured = (
+            f"accuracy {verdict['accuracy']:.3f}, {verdict['agreeing']} of {verdict['pairs']}; "
+            f"95% interval {low:.3f}-{high:.3f}"
+        )
+    except (ValueError, KeyError, TypeError):
+        return [f"rm_margin: the audit verdict in {scores}'s metadata is unreadable: whether its models beat chance "
+                "is unknown"]  # fmt: skip
     return [
-        f"rm_margin: the audit behind {scores} does not beat chance on held-out pairs (accuracy "
-        f"{verdict['accuracy']:.3f}, {verdict['agreeing']} of {verdict['pairs']}; 95% interval {low:.3f}-{high:.3f}): "
-        "the pairs it selects are no evidence of wrong labels"
+        f"rm_margin: the audit behind {scores} does not beat chance on held-out pairs ({measured}): the pairs it "
+        "selects are no evidence of wrong labels"
     ]
 
 

@@ -234,3 +234,11 @@ def test_acting_on_an_audit_no_better_than_chance_is_a_warning(tmp_path: Path) -
         "(accuracy 0.326, 14 of 43; 95% interval 0.204-0.477): the pairs it selects are no evidence of wrong labels"
     ]
     assert warnings["competent"] == [] and warnings["score"] == []  # a competent audit; `trainer score`'s file
+    for name, text in (("not-json", "{"), ("no-verdict", "{}"), ("odd-verdict", '{"held_out": {"pairs": "x"}}')):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(scores.replace_schema_metadata({AUDIT_METADATA: text}), path)
+        result = run_op_on_rows(tmp_path / name, "rm_margin", rows, {"scores": str(path), "action": "flag"})
+        assert result.decision.warnings == [
+            f"rm_margin: the audit verdict in {path}'s metadata is unreadable: "
+            "whether its models beat chance is unknown"
+        ], name
