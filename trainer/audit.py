@@ -183,7 +183,7 @@ def _read_plan(path: Path) -> dict[str, Any]:
     return stored
 
 
-def _judged(folder: Path, expected: list[str]) -> tuple[pa.Table, dict[str, Any]] | None:
+def _judged(folder: Path, fold: int, expected: list[str]) -> tuple[pa.Table, dict[str, Any]] | None:
     """A fold's stored judgement, if it is whole: its scores cover exactly the fold's pairs and its report counts
     them. Anything else (a damaged or foreign file) is judged again."""
     try:
@@ -194,8 +194,15 @@ def _judged(folder: Path, expected: list[str]) -> tuple[pa.Table, dict[str, Any]
     whole = isinstance(report, dict) and report.get("pairs") == len(expected) == table.num_rows
     if not whole or sorted(table.column("pair_id").to_pylist()) != sorted(expected):
         return None
+    if report.get("fold") != fold or set(table.column("fold").to_pylist()) - {fold}:
+        return None
     scored = table.num_rows - table.column("margin").null_count
-    return (table, report) if report.get("scored") == scored and "held_out_pairs" in report else None
+    counts = [report.get(key) for key in ("scored", "truncated", "held_out_pairs")]
+    if report.get("scored") != scored or not all(isinstance(n, int) for n in counts):
+        return None
+    if not isinstance(report.get("not_scored"), dict) or "held_out_accuracy" not in report:
+        return None
+    return table, report
 
 
 def _resumed_plan(stored: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] | None:
@@ -254,7 +261,7 @@ def audit(
     for k in range(folds):
         folder = out / f"fold-{k}"
         expected = [pid for pid, f in zip(ids, fold_of_pair, strict=True) if f == k]
-        judged = _judged(folder, expected)  # a judged fold is kept across interruptions
+        judged = _judged(folder, k, expected)  # a judged fold is kept across interruptions
         if judged is None:
             rows = pairs.filter(pa.array([f == k for f in fold_of_pair])).to_pylist()  # one fold in memory
             model = _fold_model(folder, k, folds, opened.path, config, say) if rows else None

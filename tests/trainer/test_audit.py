@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -159,6 +160,20 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no-such-build: no such build folder" in result.output, result.output
 
 
+def _rewrite_report(path: Path) -> None:
+    """The fold's report with its counts right and a field lost."""
+    report = json.loads(path.read_text())
+    del report["held_out_accuracy"]
+    path.write_text(json.dumps(report))
+
+
+def _relabel_fold(path: Path) -> None:
+    """The fold's scores, the right pairs, labelled with another fold."""
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("fold")
+    pq.write_table(table.set_column(index, "fold", pa.array([0] * table.num_rows, pa.int32())), path)
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -167,6 +182,8 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
         lambda run: (run / "fold-1" / "fold.json").write_text(""),
         lambda run: (run / "fold-1" / "fold.json").write_text("{}"),
         lambda run: shutil.copyfile(run / "fold-0" / "fold.json", run / "fold-1" / "fold.json"),
+        lambda run: _rewrite_report(run / "fold-1" / "fold.json"),
+        lambda run: _relabel_fold(run / "fold-1" / "scores.parquet"),
     ],
 )
 def test_a_damaged_judged_fold_is_judged_again(audited: tuple, tmp_path: Path, damage: Any) -> None:
