@@ -1,4 +1,5 @@
-"""validate: both answers non-empty (texts are normalized at ingest), images within limits.
+"""validate: both answers non-empty (texts are normalized at ingest; an answer of only whitespace, zero-width, format
+or control characters is empty too), images within limits.
 
 The ingest already guarantees the rest of validation for every pair: images decode fully, the prompt ends
 with a user turn, one placeholder per image, and one prompt and image list shared by both answers (the
@@ -22,13 +23,19 @@ class ValidateParams:
     min_answer_chars: int = 1  # after normalization
 
 
+# A character a reader sees: not whitespace, a separator, a control or a format character (zero-width space, joiner,
+# byte-order mark, bidi marks). RE2 stops at the first one, so a normal answer costs next to nothing.
+VISIBLE = r"[^\s\p{Z}\p{Cc}\p{Cf}]"
+
+
 class Validate(Op):
     name = "validate"
+    version = 2  # blank answers (no visible character) are empty
     Params = ValidateParams
     default_on = True
     thresholds = frozenset({"max_pixels", "min_answer_chars"})
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
-        "live_pairs": ("row_key", "pair_id", "images"),
+        "live_pairs": ("row_key", "pair_id", "images", "chosen", "rejected"),
         "images": ("sha256", "width", "height"),
     }
     uses = ("text_stats",)
@@ -36,7 +43,9 @@ class Validate(Op):
     def score(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> None:
         # Per row: copies of one pair_id may differ in whitespace, so their lengths may too.
         ctx.copy(
-            f"""SELECT p.row_key, p.pair_id, t.chosen_chars, t.rejected_chars, m.max_image_pixels
+            f"""SELECT p.row_key, p.pair_id, t.chosen_chars, t.rejected_chars,
+                      NOT regexp_matches(p.chosen, '{VISIBLE}') AS chosen_blank,
+                      NOT regexp_matches(p.rejected, '{VISIBLE}') AS rejected_blank, m.max_image_pixels
                FROM live_pairs p JOIN {ctx.text_stats()} t USING (row_key)
                LEFT JOIN (SELECT u.row_key, max(i.width::BIGINT * i.height) AS max_image_pixels
                           FROM (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) u JOIN images i USING (sha256)
@@ -50,13 +59,15 @@ class Validate(Op):
         return Decision(
             removals=[
                 f"""SELECT p.row_key,
-                  CASE WHEN s.chosen_chars < {short} THEN 'empty chosen'
-                       WHEN s.rejected_chars < {short} THEN 'empty rejected'
+                  CASE WHEN s.chosen_chars < {short} OR s.chosen_blank THEN 'empty chosen'
+                       WHEN s.rejected_chars < {short} OR s.rejected_blank THEN 'empty rejected'
                        ELSE 'image too large' END AS reason,
-                  'chosen ' || s.chosen_chars || ' chars, rejected ' || s.rejected_chars || ' chars, largest image '
+                  'chosen ' || s.chosen_chars || ' chars' || CASE WHEN s.chosen_blank THEN ' (none visible)' ELSE ''
+                    END || ', rejected ' || s.rejected_chars || ' chars' || CASE WHEN s.rejected_blank
+                    THEN ' (none visible)' ELSE '' END || ', largest image '
                     || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
                FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (row_key)
-               WHERE s.chosen_chars < {short} OR s.rejected_chars < {short}
+               WHERE s.chosen_chars < {short} OR s.rejected_chars < {short} OR s.chosen_blank OR s.rejected_blank
                   OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
             ]
         )

@@ -27,6 +27,20 @@ def test_empty_answers_and_large_images_are_removed(tmp_path: Path) -> None:
     assert run.decision.evidence == {} and run.decision.max_removal_rate is None
 
 
+def test_an_answer_with_no_visible_character_is_empty(tmp_path: Path) -> None:
+    blank = ["\u200b\u200b", "\x00\x01", "\ufeff\u2060", "\u200e\u200f", " \u00a0 \u2028 "]
+    rows = [{"prompt": f"Q{i}", "chosen": text, "rejected": "No."} for i, text in enumerate(blank)]
+    rows += [{"prompt": "Qr", "chosen": "Yes.", "rejected": "\u200b"},
+             {"prompt": "Qv", "chosen": "\u200bok\u200d", "rejected": "😀"}]  # fmt: skip
+    run = run_op_on_rows(tmp_path, "validate", rows)
+    removed = run.removed()
+    assert {k: reason for k, (reason, _) in removed.items()} == {
+        **{k: "empty chosen" for k in range(len(blank))},
+        len(blank): "empty rejected",
+    }
+    assert removed[0][1].startswith("chosen 2 chars (none visible), rejected 3 chars")
+
+
 def test_only_live_rows_are_scored(tmp_path: Path) -> None:
     rows = [{"prompt": f"Q{i}", "chosen": "a" if i else "", "rejected": "b"} for i in range(3)]
     run = run_op_on_rows(tmp_path, "validate", rows, removed_before=(0,))
