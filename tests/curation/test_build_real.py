@@ -25,11 +25,13 @@ def test_real_rows_build_funnel(shared_data: Path, tmp_path: Path) -> None:
     by_stage = {}
     for r in removed:
         by_stage.setdefault((r["source"], r["stage"]), []).append(r)
-    # validate: exactly the hh rows with an empty answer and the two UltraFeedback rows with an empty side.
+    # validate: exactly the hh rows with an empty answer and the UltraFeedback rows with an empty side (row 33's
+    # chosen answer is a lone zero-width space).
     assert sorted(r["source_row"] for r in by_stage[("hh", "validate")]) == [
         f"test.jsonl.gz:{i}" for i in (1103, 516, 86, 925)
     ]
     assert sorted((r["source_row"], r["reason"]) for r in by_stage[("uf", "validate")]) == [
+        ("label_flip_20.jsonl:33", "empty chosen"),
         ("label_flip_20.jsonl:478", "empty rejected"),
         ("label_flip_20.jsonl:833", "empty chosen"),
     ]
@@ -38,7 +40,7 @@ def test_real_rows_build_funnel(shared_data: Path, tmp_path: Path) -> None:
     for name in ("eval_clean.jsonl", "label_flip_20.jsonl"):
         for i, line in enumerate((shared_data / "ultrafeedback-binarized" / name).read_text().splitlines()):
             row = json.loads(line)
-            if name == "label_flip_20.jsonl" and i in (478, 833):
+            if name == "label_flip_20.jsonl" and i in (33, 478, 833):
                 continue
             meta = row["metadata"]
             same = " ".join(row["chosen"].split()) == " ".join(row["rejected"].split())
