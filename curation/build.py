@@ -48,7 +48,7 @@ from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import WorkTake, shard_jobs, shard_schema, swapping
 from curation.sources import get_adapter
 from curation.sources.base import Adapter, ReadOptions
-from curation.sql import GLOB_CHARACTERS, sql_literal
+from curation.sql import GLOB_CHARACTERS, read_parquet, sql_literal
 from curation.storage import is_uri
 from curation.work import WorkPairs
 
@@ -304,8 +304,8 @@ class Builder:
         for index, (spec, table) in enumerate(zip(sources, self.work.tables(), strict=True)):
             self.db.register(f"__pairs_{index}", table)  # memory-mapped: DuckDB reads the columns it needs
             selects.append(f"SELECT * REPLACE ({sql_literal(spec.name)} AS source) FROM __pairs_{index}")
-        images = [f"{sql_literal(self._ingested(s) / 'images.parquet')}" for s in self.recipe.sources]
-        create_relations(self.db, " UNION ALL ".join(selects), f"SELECT * FROM read_parquet([{', '.join(images)}])")
+        images = [self._ingested(s) / "images.parquet" for s in self.recipe.sources]
+        create_relations(self.db, " UNION ALL ".join(selects), f"SELECT * FROM {read_parquet(images)}")
 
     def _run_op(self, name: str) -> None:
         op, params = OPS[name], self.recipe.op(name)
@@ -454,7 +454,7 @@ class Builder:
         of the build's connection, which does not see its registered work files; closed when done)."""
         ingest_rejects = [
             f"SELECT {sql_literal(s.name)} AS source, source_row, NULL AS pair_id, stage, reason, detail "
-            f"FROM read_parquet({sql_literal(self._ingested(s) / 'rejects.parquet')})"
+            f"FROM {read_parquet(self._ingested(s) / 'rejects.parquet')}"
             for s in self.recipe.sources
         ]
         try:
@@ -514,9 +514,7 @@ class Builder:
             # The invariant: rows read = paired + rejected; pairs ingested = kept + removed by reason.
             entry["balanced"] = summary.balanced and entry["kept"] == mix["selected"]
             per_source[spec.name] = entry
-        images = self.ctx.rows(
-            f"SELECT count(*) FROM read_parquet({sql_literal(self.tmp / 'images' / 'images.parquet')})"
-        )
+        images = self.ctx.rows(f"SELECT count(*) FROM {read_parquet(self.tmp / 'images' / 'images.parquet')}")
         benchmarks = {
             spec.name: {
                 "adapter": spec.adapter,

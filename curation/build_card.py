@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 
-from curation.sql import sql_literal
+from curation.sql import read_parquet
 
 
 def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -93,7 +93,7 @@ def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection, manifes
         return ["The recipe does not decontaminate against any benchmark."]
     rows = db.execute(
         f"""SELECT benchmark, source, rule, method, action, count(*), count(DISTINCT benchmark_row)
-            FROM read_parquet({sql_literal(path)}) GROUP BY ALL ORDER BY ALL"""
+            FROM {read_parquet(path)} GROUP BY ALL ORDER BY ALL"""
     ).fetchall()
     lines = [*_decontamination_rule(manifest), ""]
     if not rows:

@@ -36,7 +36,7 @@ from curation.io import row_group_ends
 from curation.readers import _BATCH_ROWS, DAMAGED, Record, is_hub_id, list_files, table_record
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
-from curation.sql import GLOB_CHARACTERS, quote_identifier, sql_literal
+from curation.sql import GLOB_CHARACTERS, quote_identifier, read_parquet, sql_literal
 
 # A native row's key (`__row_key`): its input file's index in the high bits, its row in that file below (the
 # build's row keys, `curation.work.ROW_KEY_BITS`, key a pair by source and ingested row instead).
@@ -214,7 +214,7 @@ def _select(plan: ColumnarPlan) -> str:
     parts = [
         f"""SELECT ({index}::BIGINT << {_FILE_ROW_BITS}) + file_row_number AS __row_key,
                    {sql_literal(name + ":")} || file_row_number AS __source_row, * EXCLUDE (file_row_number)
-            FROM read_parquet({sql_literal(path)}, file_row_number = true)"""
+            FROM {read_parquet(path, "file_row_number = true")}"""
         for index, (path, name) in enumerate(plan.files)
     ]
     return " UNION ALL ".join(parts)

@@ -14,6 +14,15 @@ def sql_literal(value: str | Path | int | float) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def read_parquet(path: str | Path | list[str | Path], options: str = "") -> str:
+    """SQL reading the parquet file(s) at `path` (chosen by this program: under a build or work folder) with
+    `hive_partitioning = false`: DuckDB would otherwise read a `key=value` folder in the path as a column `key`,
+    which shadows a column of that name in the file. `options`: more of read_parquet's, e.g. "file_row_number =
+    true". Paths with glob characters are refused where they are chosen (`curate build --out`)."""
+    files = "[" + ", ".join(map(sql_literal, path)) + "]" if isinstance(path, list) else sql_literal(path)
+    return f"read_parquet({files}, hive_partitioning = false{', ' + options if options else ''})"
+
+
 def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

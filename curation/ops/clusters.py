@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from curation.ops.base import Decision
 from curation.ops.context import BuildContext
-from curation.sql import sql_literal
+from curation.sql import read_parquet, sql_literal
 
 # What a cluster decision reads of `live_pairs`.
 CLUSTER_READS = ("row_key", "pair_id", "prompt_id", "source", "source_row")
@@ -46,7 +46,7 @@ def live_edges(signals: Path, condition: str) -> str:
     """SQL: the signal's edges that meet `condition` between two live prompts (the signal covers every ingested
     prompt; earlier stages may have removed some)."""
     live = "(SELECT prompt_id FROM live_pairs)"
-    return f"""SELECT * FROM read_parquet({sql_literal(signals)})
+    return f"""SELECT * FROM {read_parquet(signals)}
                WHERE {condition} AND prompt_id IN {live} AND other_prompt_id IN {live}"""
 
 

@@ -44,7 +44,7 @@ from curation.ops.context import PROMPT_TEXT, BuildContext
 from curation.perceptual import cached_phashes, close_pairs, phash
 from curation.schema import NO_IMAGES_SQL
 from curation.shingles import MAX_NGRAM, Shingles, Words, sequence_keys, shingle_words, word_hashes
-from curation.sql import sql_literal
+from curation.sql import read_parquet, sql_literal
 
 CANDIDATE_OVERLAP = 0.2  # matches weaker than this, plain and distinct (and without an image match), are not stored
 CANDIDATE_DISTANCE = 12
@@ -85,7 +85,7 @@ def _benchmark_units(ctx: BuildContext) -> pl.DataFrame:
         rows = ctx.rows(
             f"""SELECT prompt_id, min({PROMPT_TEXT}),
                        min(array_to_string(images, ',')), min(source_row)
-                FROM read_parquet({sql_literal(folder / "pairs.parquet")}) GROUP BY prompt_id ORDER BY 4"""
+                FROM {read_parquet(folder / "pairs.parquet")} GROUP BY prompt_id ORDER BY 4"""
         )
         frames.append(
             pl.DataFrame(rows, schema=["prompt_id", "text", "images", "row"], orient="row").with_columns(
@@ -103,7 +103,7 @@ def _benchmark_items(ctx: BuildContext) -> str:
     parts = [
         f"""SELECT DISTINCT ON (source_row) {sql_literal(name)} AS benchmark, source_row AS benchmark_row,
                    images AS benchmark_images
-            FROM read_parquet({sql_literal(folder / "pairs.parquet")}) ORDER BY source_row"""
+            FROM {read_parquet(folder / "pairs.parquet")} ORDER BY source_row"""
         for name, folder in sorted(ctx.benchmarks.items())
     ]
     empty = "SELECT NULL::VARCHAR AS benchmark, NULL::VARCHAR AS benchmark_row, NULL::VARCHAR[] AS benchmark_images"
@@ -141,7 +141,7 @@ def _owners_of(train: Shingles, bench_hashes: np.ndarray, chunk: int = 4_000_000
 def _benchmark_image_hashes(ctx: BuildContext) -> dict[str, int]:
     hashes = {}
     for folder in ctx.benchmarks.values():
-        query = f"SELECT sha256, bytes FROM read_parquet({sql_literal(folder / 'images.parquet')})"
+        query = f"SELECT sha256, bytes FROM {read_parquet(folder / 'images.parquet')}"
         for batch in ctx.db.sql(query).to_arrow_reader(batch_size=256):
             for sha, data in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
                 hashes[sha] = phash(data)
@@ -374,7 +374,7 @@ class Decontaminate(Op):
                 SELECT DISTINCT ON (s.prompt_id) s.prompt_id, s.benchmark, s.benchmark_row, s.benchmark_prompt,
                        {method} AS method, s.overlap, s.image_distance, s.distinct_overlap, s.benchmark_words,
                        {kind} AS rule, CASE WHEN {removed} THEN 'removed' ELSE 'kept' END AS action
-                FROM read_parquet({sql_literal(signals)}) s
+                FROM {read_parquet(signals)} s
                 WHERE {rule} OR {text_only}
                 ORDER BY s.prompt_id, {rule} DESC, {removed} DESC, s.exact DESC, s.overlap DESC,
                          s.benchmark, s.benchmark_row
@@ -383,8 +383,7 @@ class Decontaminate(Op):
             FROM live_pairs p JOIN m USING (prompt_id)
             LEFT JOIN ({_benchmark_items(ctx)}) b USING (benchmark, benchmark_row)"""
         images = " UNION ALL ".join(
-            f"SELECT * FROM read_parquet({sql_literal(folder / 'images.parquet')})"
-            for folder in ctx.benchmarks.values()
+            f"SELECT * FROM {read_parquet(folder / 'images.parquet')}" for folder in ctx.benchmarks.values()
         )
         matched = "(SELECT DISTINCT unnest(benchmark_images) AS sha256 FROM contamination)"
         return Decision(

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
-from curation.sql import sql_literal
+from curation.sql import read_parquet
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,11 @@ class ExactDedupe(Op):
     def decide(self, ctx: BuildContext, params: ExactDedupeParams, signals: Path) -> Decision:
         evidence = f"""SELECT pair_id, source, source_row, pair_id AS survivor_pair_id, survivor_source, survivor_row,
                               'exact' AS method, 1.0 AS similarity
-                       FROM read_parquet({sql_literal(signals)}) WHERE copy > 1 ORDER BY pair_id, source, source_row"""
+                       FROM {read_parquet(signals)} WHERE copy > 1 ORDER BY pair_id, source, source_row"""
         queries = [
             f"""SELECT row_key, 'exact duplicate' AS reason,
                        'same pair as ' || survivor_source || ' ' || survivor_row AS detail
-                FROM read_parquet({sql_literal(signals)}) WHERE copy > 1"""
+                FROM {read_parquet(signals)} WHERE copy > 1"""
         ]
         if params.max_pairs_per_prompt is not None:
             # Runs after the duplicates are gone (the runner applies queries in order).

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
-from curation.sql import sql_literal
+from curation.sql import read_parquet
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,6 @@ class Filters(Op):
         return Decision(
             removals=[
                 f"""SELECT p.row_key, {reason} AS reason, {detail} AS detail
-                    FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (pair_id) WHERE {where}"""
+                    FROM live_pairs p JOIN {read_parquet(signals)} s USING (pair_id) WHERE {where}"""
             ]
         )

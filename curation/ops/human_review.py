@@ -22,7 +22,7 @@ from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
 from curation.reviews import REVIEW_SCHEMA, latest, read_reviews
 from curation.schema import compute_pair_id
-from curation.sql import sql_literal
+from curation.sql import read_parquet
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class HumanReview(Op):
             ctx.db.unregister("swapped_ids")
 
     def decide(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> Decision:
-        reviews = f"read_parquet({sql_literal(signals)})"
+        reviews = f"{read_parquet(signals)}"
         live = f"(SELECT s.*, p.source, p.source_row FROM {reviews} s JOIN live_pairs p USING (row_key))"
         detail = "'by ' || reviewer || ' at ' || reviewed_at || CASE WHEN note = '' THEN '' ELSE ': ' || note END"
         # One line per review: applied when a copy of its pair is live.

@@ -19,7 +19,7 @@ from curation.ops.clusters import CLUSTER_READS, cluster_decision
 from curation.ops.context import BuildContext
 from curation.perceptual import as_signed, as_unsigned, cached_phashes, close_pairs, hamming
 from curation.shingles import words
-from curation.sql import sql_literal
+from curation.sql import read_parquet
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,7 @@ class ImageDedupe(Op):
             "GROUP BY sha256 ORDER BY 2, 1"
         )
         live = {sha for sha, _ in first_use}
-        hashes = {
-            sha: as_unsigned(h)
-            for sha, h in ctx.rows(f"SELECT * FROM read_parquet({sql_literal(signals)})")
-            if sha in live
-        }
+        hashes = {sha: as_unsigned(h) for sha, h in ctx.rows(f"SELECT * FROM {read_parquet(signals)}") if sha in live}
         rank = {sha: i for i, (sha, _) in enumerate(first_use)}
         neighbours: dict[str, list[tuple[str, int]]] = {}
         for a, b, distance in close_pairs(hashes, None, params.max_distance, bits):

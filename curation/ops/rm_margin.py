@@ -35,7 +35,7 @@ from curation.errors import InputError
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
 from curation.schema import compute_pair_id
-from curation.sql import sql_literal
+from curation.sql import read_parquet
 
 
 @dataclass(frozen=True)
@@ -48,22 +48,33 @@ class RmMarginParams:
     def check(self) -> None:
         if not self.scores:
             raise ValueError("scores: give the file `trainer score` or `trainer audit` wrote")
-        if not Path(self.scores).is_file():
+        if not Path(self.scores).exists():
             raise ValueError(f"scores: {self.scores} does not exist (run `trainer score` or `trainer audit` first)")
-        check_scores(Path(self.scores))
+        read_scores(Path(self.scores))
 
 
 AUDIT_METADATA = "rm_workbench.audit"  # `trainer audit`'s held-out verdict, in its scores file's metadata
 SCORE_COLUMNS = {"pair_id": "text", "reward_chosen": "number", "reward_rejected": "number", "margin": "number"}
 
 
-def check_scores(path: Path) -> None:
-    """A scores file as `trainer score` and `trainer audit` write it, or ValueError: its columns with their types,
-    every pair id given and once, every margin finite or null (no score)."""
+def read_scores(path: Path) -> pa.Table:
+    """The columns of a scores file as `trainer score` and `trainer audit` write it, or ValueError: each column
+    with its type, every pair id given and once, every margin finite or null (no score). Read by pyarrow, by exact
+    path and column name: nothing in the file name (a glob, `key=value` folders) or another column's case changes
+    what is read."""
+    if not path.is_file():
+        raise ValueError(f"scores: {path} is not a file")
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"scores: {path} is not a parquet file ({exc})") from None
+    missing = [name for name in SCORE_COLUMNS if name not in names]
+    if missing:
+        raise ValueError(f"scores: {path} has no column {', '.join(missing)} (not a `trainer score` table)")
     try:
         table = pq.read_table(path, columns=list(SCORE_COLUMNS))
     except (OSError, pa.ArrowException) as exc:
-        raise ValueError(f"scores: {path} is not a scores table ({exc})") from None
+        raise ValueError(f"scores: {path} is not a parquet file ({exc})") from None
     kinds = {"text": (pa.types.is_string, pa.types.is_large_string), "number": (pa.types.is_floating,)}
     for name, kind in SCORE_COLUMNS.items():
         if not any(test(table.schema.field(name).type) for test in kinds[kind]):
@@ -75,11 +86,11 @@ def check_scores(path: Path) -> None:
         counts = pc.value_counts(ids)
         twice = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
         raise ValueError(f"scores: {path}: {len(twice)} pair ids appear more than once (e.g. {twice[0]})")
-    margins = table.column("margin")
-    finite = pc.is_finite(margins)
-    bad = len(margins) - margins.null_count - pc.sum(finite).as_py() if len(margins) else 0
+    bad = pc.sum(pc.invert(pc.is_finite(table.column("margin")))).as_py() or 0  # nulls are not counted
     if bad:
         raise ValueError(f"scores: {path}: {bad} margins are NaN or infinite (a margin is a number, or null)")
+    return table.cast(pa.schema([(name, pa.string() if kind == "text" else pa.float64())
+                                 for name, kind in SCORE_COLUMNS.items()]))  # fmt: skip
 
 
 class RmMargin(Op):
@@ -98,18 +109,23 @@ class RmMargin(Op):
         return {"scores_sha256": sha256_file(Path(params.scores))}
 
     def score(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> None:
-        check_scores(Path(params.scores))  # as the recipe was checked; the file may have changed since
-        joined = f"""SELECT p.row_key, p.pair_id, s.reward_chosen, s.reward_rejected, s.margin
-                     FROM live_pairs p LEFT JOIN (
-                         SELECT f.pair_id, f.reward_chosen, f.reward_rejected, f.margin
-                         FROM read_parquet({sql_literal(params.scores)}) f
-                     ) s USING (pair_id)"""
-        ((live, scored),) = ctx.rows(f"SELECT count(*), count(margin) FROM ({joined})")
-        if live and not scored:
-            raise InputError(
-                f"rm_margin: none of the {live} live pairs has a score in {params.scores} (scores of another build?)"
-            )
-        ctx.copy(f"{joined} ORDER BY p.row_key", signals)
+        try:  # as the recipe was checked; the file may have changed since
+            scores = read_scores(Path(params.scores))
+        except ValueError as exc:
+            raise InputError(f"rm_margin: {exc}") from None
+        ctx.db.register("rm_margin_scores", scores)
+        try:
+            joined = """SELECT p.row_key, p.pair_id, s.reward_chosen, s.reward_rejected, s.margin
+                        FROM live_pairs p LEFT JOIN rm_margin_scores s USING (pair_id)"""
+            ((live, scored),) = ctx.rows(f"SELECT count(*), count(margin) FROM ({joined})")
+            if live and not scored:
+                raise InputError(
+                    f"rm_margin: none of the {live} live pairs has a score in {params.scores} (scores of another "
+                    "build?)"
+                )
+            ctx.copy(f"{joined} ORDER BY p.row_key", signals)
+        finally:
+            ctx.db.unregister("rm_margin_scores")
 
     def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
         decision = self._decide(ctx, params, signals)
@@ -124,7 +140,7 @@ class RmMargin(Op):
         else:
             selected = f"""SELECT row_key, margin, 'margin ' || round(margin, 4) || ' < ' || {params.min_margin}
                                   AS detail
-                           FROM read_parquet({sql_literal(signals)}) SEMI JOIN live_pairs USING (row_key)
+                           FROM {read_parquet(signals)} SEMI JOIN live_pairs USING (row_key)
                            WHERE margin < {params.min_margin}"""
         if params.action == "flag":
             evidence["flags/rm_margin.parquet"] = f"""
@@ -190,8 +206,11 @@ def _chance_warning(scores: Path) -> list[str]:
         return []  # `trainer score`'s file, or another tool's: no verdict to pass on
     try:
         verdict = json.loads(metadata[AUDIT_METADATA.encode()])["held_out"]
-        if verdict["beats_chance"] is True or not verdict["pairs"]:
+        if verdict["beats_chance"] is True:
             return []
+        if verdict["pairs"] == 0:
+            return [f"rm_margin: the audit behind {scores} had no held-out pairs: whether its models beat chance is "
+                    "unknown"]  # fmt: skip
         low, high = verdict["interval_95"]
         measured = (
             f"accuracy {verdict['accuracy']:.3f}, {verdict['agreeing']} of {verdict['pairs']}; "
@@ -209,7 +228,7 @@ def _chance_warning(scores: Path) -> list[str]:
 def _scored(signals: Path) -> str:
     """SQL: the live pairs with a margin, with their source and the probability sigmoid(margin)."""
     return f"""SELECT s.row_key, p.source, s.margin, 1 / (1 + exp(-s.margin)) AS probability
-               FROM read_parquet({sql_literal(signals)}) s JOIN live_pairs p USING (row_key)
+               FROM {read_parquet(signals)} s JOIN live_pairs p USING (row_key)
                WHERE isfinite(s.margin)"""
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from curation.ops.base import Decision, Op
 from curation.ops.context import BuildContext
-from curation.sql import sql_literal
+from curation.sql import read_parquet
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Validate(Op):
                     END || ', rejected ' || s.rejected_chars || ' chars' || CASE WHEN s.rejected_blank
                     THEN ' (none visible)' ELSE '' END || ', largest image '
                     || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
-               FROM live_pairs p JOIN read_parquet({sql_literal(signals)}) s USING (row_key)
+               FROM live_pairs p JOIN {read_parquet(signals)} s USING (row_key)
                WHERE s.chosen_chars < {short} OR s.rejected_chars < {short} OR s.chosen_blank OR s.rejected_blank
                   OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
             ]

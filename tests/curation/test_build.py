@@ -19,7 +19,8 @@ def _digest(path: Path) -> str:
 def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Path, tmp_path: Path) -> None:
     recipe = load_recipe(demo_recipe)
     first = build(recipe, tmp_path / "a")
-    second = build(recipe, tmp_path / "b", workers=1)  # threads and processes change speed, not bytes
+    # threads and processes change speed, not bytes; `key=value` folders in the path are not columns
+    second = build(recipe, tmp_path / "source=x" / "margin=1" / "b", workers=1, cache=tmp_path / ".curate-cache")
     for name, entry in first["sources"].items():
         assert entry["balanced"], name
         removed = sum(sum(r.values()) for r in entry["removed"].values())
@@ -47,7 +48,7 @@ def test_demo_build_accounts_for_every_row_and_is_deterministic(demo_recipe: Pat
         manifest.pop("timings"), manifest.pop("signals_reused")
     assert first == second
     assert _digest(tmp_path / "a" / "rejects" / "rejects.parquet") == _digest(
-        tmp_path / "b" / "rejects" / "rejects.parquet"
+        tmp_path / "source=x" / "margin=1" / "b" / "rejects" / "rejects.parquet"
     )
     # Every removal and ingest reject is in rejects/, with a reason.
     rejects = pq.read_table(tmp_path / "a" / "rejects" / "rejects.parquet").to_pylist()

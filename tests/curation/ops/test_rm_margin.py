@@ -65,8 +65,8 @@ GOOD = {"pair_id": ["a", "b"], "reward_chosen": [1.0, 0.0], "reward_rejected": [
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
-        ({k: v for k, v in GOOD.items() if k != "pair_id"}, "not a scores table"),  # DuckDB would bind the outer one
-        ({k: v for k, v in GOOD.items() if k != "margin"}, "not a scores table"),  # and the pair's own margin
+        ({k: v for k, v in GOOD.items() if k != "pair_id"}, "has no column pair_id"),
+        ({k: v for k, v in GOOD.items() if k != "margin"}, "has no column margin"),
         ({**GOOD, "margin": ["1.0", "-2.0"]}, "column margin is string, not number"),
         ({**GOOD, "pair_id": [1, 2]}, "column pair_id is int64, not text"),
         ({**GOOD, "pair_id": ["a", None]}, "1 rows have no pair_id"),
@@ -82,8 +82,36 @@ def test_a_scores_file_not_as_the_trainer_writes_it_is_refused(tmp_path: Path, c
     with pytest.raises(RecipeError, match=message):
         load_recipe(recipe)
     (tmp_path / "scores.parquet").write_bytes(b"PAR1 not parquet")
-    with pytest.raises(RecipeError, match="not a scores table"):
+    with pytest.raises(RecipeError, match="not a parquet file"):
         load_recipe(recipe)
+    (tmp_path / "scores.parquet").unlink()
+    (tmp_path / "scores.parquet").mkdir()
+    with pytest.raises(RecipeError, match="scores.parquet is not a file"):
+        load_recipe(recipe)
+
+
+def test_the_scores_are_read_by_exact_path_and_column(tmp_path: Path) -> None:
+    """What DuckDB's read_parquet would read otherwise: a `margin=5` folder as a column, a glob matching other
+    files, a column MARGIN for margin; and a file of null margins scores nothing."""
+    from curation.errors import InputError
+    from curation.ops.context import pair_tables
+
+    rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(3)]
+    pairs, _ = pair_tables(rows)
+    margins = [-2.0, 0.5, -3.0]
+    table = pa.table({"MARGIN": [-100.0] * 3, "pair_id": pairs["pair_id"], "reward_chosen": margins,
+                      "reward_rejected": [0.0] * 3, "margin": margins})  # fmt: skip
+    (tmp_path / "margin=5").mkdir()
+    for path in (tmp_path / "margin=5" / "scores.parquet", tmp_path / "glob*.parquet"):
+        pq.write_table(table, path)
+        pq.write_table(pa.table({"pair_id": ["x"]}), tmp_path / "globZ.parquet")
+        result = run_op_on_rows(tmp_path / path.parent.name, "rm_margin", rows, {"scores": str(path)})
+        assert sorted(result.removed()) == [0, 2], path
+        assert [s["margin"] for s in result.signals] == margins
+    null = tmp_path / "null.parquet"
+    pq.write_table(table.set_column(4, "margin", pa.array([None] * 3, pa.float64())), null)
+    with pytest.raises(InputError, match="none of the 3 live pairs has a score"):
+        run_op_on_rows(tmp_path / "null", "rm_margin", rows, {"scores": str(null)})
 
 
 def test_scores_that_match_no_live_pair_stop_the_build(tmp_path: Path) -> None:
@@ -234,6 +262,13 @@ def test_acting_on_an_audit_no_better_than_chance_is_a_warning(tmp_path: Path) -
         "(accuracy 0.326, 14 of 43; 95% interval 0.204-0.477): the pairs it selects are no evidence of wrong labels"
     ]
     assert warnings["competent"] == [] and warnings["score"] == []  # a competent audit; `trainer score`'s file
+    none_held_out = {"held_out": {**chance, "pairs": 0, "agreeing": 0, "accuracy": None, "interval_95": None}}
+    path = tmp_path / "none-held-out.parquet"
+    pq.write_table(scores.replace_schema_metadata({AUDIT_METADATA: json.dumps(none_held_out)}), path)
+    result = run_op_on_rows(tmp_path / "none", "rm_margin", rows, {"scores": str(path), "action": "flag"})
+    assert result.decision.warnings == [
+        f"rm_margin: the audit behind {path} had no held-out pairs: whether its models beat chance is unknown"
+    ]
     for name, text in (("not-json", "{"), ("no-verdict", "{}"), ("odd-verdict", '{"held_out": {"pairs": "x"}}')):
         path = tmp_path / f"{name}.parquet"
         pq.write_table(scores.replace_schema_metadata({AUDIT_METADATA: text}), path)
