@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
@@ -123,19 +125,24 @@ def _judge_fold(
         },
         schema=AUDIT_SCHEMA,
     )
-    # Held-out accuracy: over the fold's pairs in the shards (the build's training pairs) that have a margin.
-    agree = [m > 0 for row, m in zip(rows, margins, strict=True) if m is not None and row["pair_id"] in in_shards]
-    report = {
+    return table, fold_report(table, fold, in_shards)
+
+
+def fold_report(table: pa.Table, fold: int, in_shards: set[str]) -> dict[str, Any]:
+    """A fold's counts, from its scores alone (so a stored report is never trusted over them). Held-out accuracy:
+    over the fold's pairs in the shards (the build's training pairs) that have a margin."""
+    rows = table.select(["pair_id", "margin", "truncated", "not_scored"]).to_pylist()
+    agree = [r["margin"] > 0 for r in rows if r["margin"] is not None and r["pair_id"] in in_shards]
+    return {
         "fold": fold,
         "pairs": len(rows),
-        "scored": sum(m is not None for m in margins),
-        "truncated": sum(cut for _, cut, _ in results),
-        "not_scored": dict(Counter(reason for r, _, reason in results if r is None)),
+        "scored": sum(r["margin"] is not None for r in rows),
+        "truncated": sum(r["truncated"] for r in rows),
+        "not_scored": dict(Counter(r["not_scored"] for r in rows if r["margin"] is None)),
         "held_out_pairs": len(agree),
         "held_out_agreeing": sum(agree),
         "held_out_accuracy": round(sum(agree) / len(agree), 4) if agree else None,
     }
-    return table, report
 
 
 def held_out(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -143,10 +150,7 @@ def held_out(reports: list[dict[str, Any]]) -> dict[str, Any]:
     reaches 0.5: then the models agree with the labels no more than a coin does, and a pair they reverse is no
     evidence that its label is wrong."""
     pairs = sum(r["held_out_pairs"] for r in reports)
-    # fold.json files written before `held_out_agreeing` existed: the count from the rounded accuracy
-    agreeing = sum(
-        r.get("held_out_agreeing", round((r["held_out_accuracy"] or 0) * r["held_out_pairs"])) for r in reports
-    )
+    agreeing = sum(r["held_out_agreeing"] for r in reports)
     if not pairs:
         return {"pairs": 0, "agreeing": 0, "accuracy": None, "interval_95": None, "beats_chance": False}
     from scipy.stats import binomtest
@@ -161,14 +165,20 @@ def held_out(reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _free(path: Path) -> Path:
+    if path.is_dir():
+        raise InputError(f"{path}: a folder where the audit writes a file; choose another --out")
+    return path.with_name(path.name + ".partial")
+
+
 def _write(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
+    tmp = _free(path)
     pq.write_table(table, tmp)
     tmp.replace(path)
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
+    tmp = _free(path)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
 
@@ -183,26 +193,27 @@ def _read_plan(path: Path) -> dict[str, Any]:
     return stored
 
 
-def _judged(folder: Path, fold: int, expected: list[str]) -> tuple[pa.Table, dict[str, Any]] | None:
-    """A fold's stored judgement, if it is whole: its scores cover exactly the fold's pairs and its report counts
-    them. Anything else (a damaged or foreign file) is judged again."""
+def _judged(folder: Path, fold: int, expected: list[str]) -> pa.Table | None:
+    """A fold's stored scores, if they are whole: judged to the end (`fold.json` written after them), exactly the
+    fold's pairs under its number, every margin finite or null with its reason. Anything else (a damaged or foreign
+    file) is judged again."""
+    if not (folder / "fold.json").is_file():
+        return None
     try:
         table = pq.read_table(folder / "scores.parquet").cast(AUDIT_SCHEMA)
-        report = json.loads((folder / "fold.json").read_text())
     except (OSError, ValueError, pa.ArrowException):
         return None
-    whole = isinstance(report, dict) and report.get("pairs") == len(expected) == table.num_rows
-    if not whole or sorted(table.column("pair_id").to_pylist()) != sorted(expected):
+    if sorted(table.column("pair_id").to_pylist()) != sorted(expected):
         return None
-    if report.get("fold") != fold or set(table.column("fold").to_pylist()) - {fold}:
+    if set(table.column("fold").to_pylist()) - {fold}:
         return None
-    scored = table.num_rows - table.column("margin").null_count
-    counts = [report.get(key) for key in ("scored", "truncated", "held_out_pairs")]
-    if report.get("scored") != scored or not all(isinstance(n, int) for n in counts):
+    margin = table.column("margin")
+    if (
+        pc.sum(pc.invert(pc.is_finite(margin))).as_py()
+        or margin.null_count != len(margin) - table.column("not_scored").null_count
+    ):
         return None
-    if not isinstance(report.get("not_scored"), dict) or "held_out_accuracy" not in report:
-        return None
-    return table, report
+    return table
 
 
 def _resumed_plan(stored: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] | None:
@@ -261,19 +272,22 @@ def audit(
     for k in range(folds):
         folder = out / f"fold-{k}"
         expected = [pid for pid, f in zip(ids, fold_of_pair, strict=True) if f == k]
-        judged = _judged(folder, k, expected)  # a judged fold is kept across interruptions
-        if judged is None:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder}: a file where fold {k}'s folder belongs; choose another --out")
+        table = _judged(folder, k, expected)  # a judged fold is kept across interruptions
+        if table is None:
             rows = pairs.filter(pa.array([f == k for f in fold_of_pair])).to_pylist()  # one fold in memory
             model = _fold_model(folder, k, folds, opened.path, config, say) if rows else None
             say(k, "judge")
             needed = {h for row in rows for h in row["images"]}
             found = {h: data for h in needed if (data := images.get(h)) is not None}
-            judged = _judge_fold(model, rows, found, k, config, in_shards)
+            table, _ = _judge_fold(model, rows, found, k, config, in_shards)
             folder.mkdir(parents=True, exist_ok=True)
-            _write(judged[0], folder / "scores.parquet")
-            _write_json(judged[1], folder / "fold.json")
-        tables.append(judged[0])
-        reports.append(judged[1])
+            _write(table, folder / "scores.parquet")
+        report = fold_report(table, k, in_shards)
+        _write_json(report, folder / "fold.json")
+        tables.append(table)
+        reports.append(report)
     joined = pa.concat_tables(tables).sort_by("pair_id").cast(AUDIT_SCHEMA)
     if joined.column("pair_id").to_pylist() != sorted(ids):
         raise AssertionError("the folds' scores do not cover the build's pairs once each")
@@ -307,13 +321,22 @@ def _fold_model(
     """Fold k's model: trained on the build without fold k (resumed from its checkpoints), or the one saved."""
     from safetensors import SafetensorError
 
+    fold_config = dataclasses.replace(config, shards=[str(build), *config.shards], folds=folds, fold=k)
     try:
-        if not (folder / "model").is_dir():
+        if (folder / "model").is_dir():  # trained by an earlier run: this fold's, with these settings?
+            stored = (
+                yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else None
+            )
+            if not isinstance(stored, dict) or {**FitConfig().as_dict(), **stored} != fold_config.as_dict():
+                raise InputError(
+                    f"{folder}: its model is not fold {k}'s of this audit (another fold, fold count or settings); "
+                    f"remove {folder} to train it again"
+                )
+        else:
             say(k, "train")
-            fold_config = dataclasses.replace(config, shards=[str(build), *config.shards], folds=folds, fold=k)
             fit(fold_config, folder, resume=(folder / "checkpoints").is_dir())
         return RewardModel.load(folder / "model")
-    except (SafetensorError, json.JSONDecodeError) as exc:  # a file damaged in a crash: the fold starts again
+    except (SafetensorError, json.JSONDecodeError, yaml.YAMLError) as exc:  # damaged in a crash
         raise InputError(
             f"{folder}: a damaged model or checkpoint ({exc}); remove {folder} to train it again"
         ) from None

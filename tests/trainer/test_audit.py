@@ -123,9 +123,6 @@ def test_held_out_accuracy_is_pooled_with_its_interval() -> None:
     assert near_chance["interval_95"] == pytest.approx([0.489, 0.551], abs=1e-3) and not near_chance["beats_chance"]
     competent = held_out([fold(500, 378), fold(500, 377)])
     assert competent["interval_95"][0] > 0.7 and competent["beats_chance"]
-    # A fold.json written before the agreeing count was kept: the count from its accuracy.
-    older = held_out([{"held_out_pairs": 400, "held_out_accuracy": 0.7525}])
-    assert older["agreeing"] == 301 and older["beats_chance"]
     assert held_out([{"held_out_pairs": 0, "held_out_agreeing": 0, "held_out_accuracy": None}]) == {
         "pairs": 0,
         "agreeing": 0,
@@ -160,13 +157,6 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no-such-build: no such build folder" in result.output, result.output
 
 
-def _rewrite_report(path: Path) -> None:
-    """The fold's report with its counts right and a field lost."""
-    report = json.loads(path.read_text())
-    del report["held_out_accuracy"]
-    path.write_text(json.dumps(report))
-
-
 def _relabel_fold(path: Path) -> None:
     """The fold's scores, the right pairs, labelled with another fold."""
     table = pq.read_table(path)
@@ -174,16 +164,20 @@ def _relabel_fold(path: Path) -> None:
     pq.write_table(table.set_column(index, "fold", pa.array([0] * table.num_rows, pa.int32())), path)
 
 
+def _nan_margins(path: Path) -> None:
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("margin")
+    pq.write_table(table.set_column(index, "margin", pa.array([float("nan")] * table.num_rows)), path)
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         lambda run: (run / "fold-1" / "scores.parquet").write_bytes(b"PAR1"),  # cut short by a crash
         lambda run: shutil.copyfile(run / "fold-0" / "scores.parquet", run / "fold-1" / "scores.parquet"),  # foreign
-        lambda run: (run / "fold-1" / "fold.json").write_text(""),
-        lambda run: (run / "fold-1" / "fold.json").write_text("{}"),
-        lambda run: shutil.copyfile(run / "fold-0" / "fold.json", run / "fold-1" / "fold.json"),
-        lambda run: _rewrite_report(run / "fold-1" / "fold.json"),
         lambda run: _relabel_fold(run / "fold-1" / "scores.parquet"),
+        lambda run: _nan_margins(run / "fold-1" / "scores.parquet"),
+        lambda run: (run / "fold-1" / "fold.json").unlink(),  # judged, not yet marked done
     ],
 )
 def test_a_damaged_judged_fold_is_judged_again(audited: tuple, tmp_path: Path, damage: Any) -> None:
@@ -196,6 +190,27 @@ def test_a_damaged_judged_fold_is_judged_again(audited: tuple, tmp_path: Path, d
     assert steps == [(1, "judge")]  # its model is kept; fold 0 untouched
     assert pq.read_table(resumed / "scores.parquet") == pq.read_table(run / "scores.parquet")
     assert again["folds"] == report["folds"] and again["scored"] == report["scored"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{}",
+        '{"fold": 1, "pairs": 23, "scored": 23, "truncated": 0, "not_scored": {}, "held_out_pairs": 1000, '
+        '"held_out_agreeing": 900, "held_out_accuracy": 0.9}',  # counts that would claim a competent audit
+    ],
+)
+def test_a_fold_report_is_counted_from_its_scores_never_read_back(audited: tuple, tmp_path: Path, text: str) -> None:
+    build, run, report = audited
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    (resumed / "fold-1" / "fold.json").write_text(text)
+    steps: list[tuple[int, str]] = []
+    again = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
+    assert steps == []  # the scores are whole: nothing judged again
+    assert again["folds"] == report["folds"] and again["held_out"] == report["held_out"]
+    assert json.loads((resumed / "fold-1" / "fold.json").read_text()) == report["folds"][1]
 
 
 def test_a_damaged_or_foreign_run_folder_is_refused_with_a_reason(audited: tuple, tmp_path: Path) -> None:
@@ -214,6 +229,27 @@ def test_a_damaged_or_foreign_run_folder_is_refused_with_a_reason(audited: tuple
     (resumed / "fold-1" / "scores.parquet").unlink()
     (resumed / "fold-1" / "model" / "model.safetensors").write_bytes(b"\x00" * 4)
     with pytest.raises(InputError, match="fold-1: a damaged model or checkpoint"):
+        audit(build, CONFIG, 2, resumed)
+    # Another fold's model judging this fold would judge pairs it trained on.
+    shutil.rmtree(resumed / "fold-1")
+    shutil.copytree(run / "fold-0", resumed / "fold-1")
+    (resumed / "fold-1" / "fold.json").unlink()
+    with pytest.raises(InputError, match="fold-1: its model is not fold 1's of this audit"):
+        audit(build, CONFIG, 2, resumed)
+    shutil.rmtree(resumed / "fold-1")
+    (resumed / "fold-1").symlink_to(resumed / "fold-0")
+    with pytest.raises(InputError, match="fold-1: its model is not fold 1's of this audit"):
+        audit(build, CONFIG, 2, resumed)
+    assert pq.read_table(resumed / "fold-0" / "scores.parquet") == pq.read_table(run / "fold-0" / "scores.parquet")
+    (resumed / "fold-1").unlink()
+    (resumed / "fold-1").write_text("")
+    with pytest.raises(InputError, match="fold-1: a file where fold 1's folder belongs"):
+        audit(build, CONFIG, 2, resumed)
+    shutil.rmtree(resumed)
+    shutil.copytree(run, resumed)
+    (resumed / "audit.json").unlink()
+    (resumed / "audit.json").mkdir()
+    with pytest.raises(InputError, match="audit.json: a folder where the audit writes a file"):
         audit(build, CONFIG, 2, resumed)
 
 
