@@ -27,8 +27,11 @@ and in fp32.
 
 Pairs are synthetic: one image per pair (`--image` px square), a `--prompt`-token question and `--answer`-token
 answers (the tiny byte-level tokenizer makes one token per ASCII character). `tokens/s` counts the tokens of both
-sequences of every pair (the same work for every mode); MFU counts 6 x parameters x tokens actually run through
-the language model and the vision tower, against `--peak-tflops` (H100/H200 dense bf16: 989).
+sequences of every pair (the same work for every mode); `mfu` counts 6 x parameters x tokens actually run through
+the language model and the vision tower, against `--peak-tflops` (H100/H200 dense bf16: 989); `mfu_exact` (and
+`model_tflop_per_step`) leaves out the embedding's parameters (a lookup) and adds the language model's attention,
+12 x layers x query width per (query, key) pair computed (`attended_pairs`); recomputation is not counted in
+either.
 """
 
 from __future__ import annotations
@@ -169,6 +172,24 @@ def synthetic_features(
 
 def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def attended_pairs(features: list[PairFeatures], separate: bool) -> int:
+    """(query, key) pairs the language model's attention computes for one step, causal and per the layout: two
+    sequences per pair (`separate`: the naive and padded steps), or one row whose rejected tokens skip the chosen
+    ones with the shared prefix once (the shared-prefix and packed rows). Padding is not counted."""
+
+    def causal(n: int) -> int:
+        return n * (n + 1) // 2
+
+    total = 0
+    for f in features:
+        if separate:
+            total += causal(len(f.chosen)) + causal(len(f.rejected))
+        else:
+            p, c, r = f.prefix, len(f.chosen) - f.prefix, len(f.rejected) - f.prefix
+            total += causal(p) + c * p + causal(c) + r * p + causal(r)
+    return total
 
 
 def configure(model: RewardModel, mode: Mode) -> None:
@@ -316,6 +337,9 @@ def main() -> None:
     rows = collate(features, model.backbone.pad_token_id, layout="shared_prefix")
     row_tokens, row_padding = rows.input_ids.shape[1], round(1 - rows.tokens / rows.input_ids.numel(), 4)
     language, vision = count(model.backbone.model.language_model), count(model.backbone.model.visual)
+    embedding = model.backbone.model.language_model.embed_tokens.weight.numel()  # a lookup: no FLOPs
+    text = model.backbone.model.config.text_config
+    query_width = text.num_attention_heads * getattr(text, "head_dim", text.hidden_size // text.num_attention_heads)
 
     def autocast() -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
@@ -354,10 +378,17 @@ def main() -> None:
             naive_seconds = seconds if name == "naive" else naive_seconds
             vit_patches = patches * (2 if mode.layout == "separate" else 1)
             flops = 6 * (language * tokens + vision * vit_patches)
+            # exact: the embedding does no matmul; attention scores and values (2 matmuls, fwd + bwd) over the
+            # (query, key) pairs computed, per layer; the vision tower's attention (windows) is left out
+            attended = attended_pairs(features, mode.layout in ("separate", "padded"))
+            exact = 6 * ((language - embedding) * tokens + vision * vit_patches)
+            exact += 12 * text.num_hidden_layers * query_width * attended
             print(json.dumps({
                 "mode": name, "seconds_per_step": round(seconds, 4), "pairs/s": round(args.pairs / seconds, 3),
                 "tokens/s": round(sequence_tokens / seconds, 1), "llm_tokens_run": tokens,
                 "mfu": round(flops / seconds / (args.peak_tflops * 1e12), 4) if cuda else None,
+                "mfu_exact": round(exact / seconds / (args.peak_tflops * 1e12), 4) if cuda else None,
+                "model_tflop_per_step": round(exact / 1e12, 3),
                 "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
                 "speedup_vs_naive": round(naive_seconds / seconds, 2) if naive_seconds else None,
             }), flush=True)  # fmt: skip

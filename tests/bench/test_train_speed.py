@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,3 +47,19 @@ def test_the_gpu_script_runs_every_case_on_the_tiny_model(tmp_path: Path) -> Non
     spread = json.loads((tmp_path / "3b-spread.jsonl").read_text().splitlines()[0])
     assert spread["answer_spread"] == 0.75 and spread["shared_prefix_padding"] > 0
     assert "torch" in (tmp_path / "machine.txt").read_text()
+
+
+def test_attended_pairs_are_what_the_layout_lets_attend() -> None:
+    from bench.train_speed import attended_pairs, make_model, synthetic_features
+    from trainer import layout
+    from trainer.data import collate
+
+    model = make_model("tiny", 56, torch.device("cpu"), torch.float32)
+    features = synthetic_features(model, 3, 8, 24, 56, spread=0.5)
+    batch = collate(features, model.backbone.pad_token_id, layout="shared_prefix")
+    part = layout.parts(batch.segments, batch.input_ids.shape[1])
+    allowed = layout.attention_mask(part)[:, 0] & (part != layout.PAD)[:, :, None]  # real queries only
+    assert attended_pairs(features, separate=False) == int(allowed.sum())
+    # two sequences per pair: each causal over its own tokens, the prefix counted twice
+    both = sum(n * (n + 1) // 2 for f in features for n in (len(f.chosen), len(f.rejected)))
+    assert attended_pairs(features, separate=True) == both > attended_pairs(features, separate=False)
