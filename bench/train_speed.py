@@ -16,7 +16,8 @@ Every mode runs one AdamW step over the same pairs, in the same process, with gr
   layer recomputed (the least memory); `fast-vit-kept` keeps the vision tower's activations;
   `fast-no-checkpointing` recomputes nothing;
 - `fast-compiled`, `fast-vit-kept-compiled` (the trainer's defaults), `fast-compiled-keep12` (12 decoder layers
-  not recomputed): decoder layers and vision MLPs through `torch.compile`;
+  not recomputed), `fast-vit-kept-compiled-no-checkpointing` (nothing recomputed: what recomputation costs):
+  decoder layers and vision MLPs through `torch.compile`;
 - `fast-flex`, `fast-vit-kept-flex-compiled`: as `fast` and `fast-vit-kept-compiled`, with the language model's
   attention through flex_attention and a block mask (`attention: flex`, `trainer.flex_attention`) instead of sdpa
   with a dense mask; `packed-flex`, `packed-vit-kept-flex-compiled`: those with the rows packed end to end into
@@ -94,6 +95,14 @@ MODES = {
     ),
     "fast-vit-kept-compiled": Mode(
         "shared_prefix", batched_vision=True, checkpoint_vision=False, trainer_optimizer=True, compiled=True
+    ),
+    "fast-vit-kept-compiled-no-checkpointing": Mode(
+        "shared_prefix",
+        batched_vision=True,
+        checkpoint_vision=False,
+        trainer_optimizer=True,
+        checkpoint=False,
+        compiled=True,
     ),
     "fast-flex": Mode(
         "shared_prefix", batched_vision=True, checkpoint_vision=True, trainer_optimizer=True, attention="flex"
@@ -313,7 +322,7 @@ def main() -> None:
     )
     parser.add_argument("--freeze-vision", action="store_true")
     parser.add_argument("--modes", nargs="+", choices=list(MODES),
-                        default=[m for m in MODES if m != "fast-no-checkpointing"])  # fmt: skip
+                        default=[m for m in MODES if "no-checkpointing" not in m])  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument(
         "--profile",

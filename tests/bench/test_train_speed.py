@@ -38,7 +38,7 @@ def test_the_gpu_script_runs_every_case_on_the_tiny_model(tmp_path: Path) -> Non
     done = subprocess.run(["bash", "bench/train_speed_gpu.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    cases = {"3b": 4, "3b-spread": 2, "3b-long": 3, "7b": 3}  # modes per case
+    cases = {"3b": 5, "3b-spread": 2, "3b-long": 3, "7b": 3}  # modes per case
     assert done.stdout.splitlines() == [f"{case}: exit 0 ({2 + n} records)" for case, n in cases.items()]
     for case, n in cases.items():
         lines = [json.loads(line) for line in (tmp_path / f"{case}.jsonl").read_text().splitlines()]
