@@ -24,6 +24,17 @@ def scores_for(built_root: Path, margins: list[float | None], path: Path) -> Pat
     return path
 
 
+def scores_of(rows: list[dict], margins: list[float | None], path: Path) -> Path:
+    """A `trainer score`-shaped table for inline rows (`pair_tables`): the k-th row gets margins[k]."""
+    from curation.ops.context import pair_tables
+
+    pairs, _ = pair_tables(rows)
+    columns = {"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * len(rows),
+               "margin": pa.array(margins, pa.float64())}  # fmt: skip
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
 def test_reversed_pairs_are_dropped_and_a_threshold_change_only_re_decides(
     build_rows: BuildRows, tmp_path: Path
 ) -> None:
@@ -124,14 +135,10 @@ def test_scores_that_match_no_live_pair_stop_the_build(tmp_path: Path) -> None:
 
 
 def test_drop_and_flag_through_the_ops_context(tmp_path: Path) -> None:
-    from curation.ops.context import pair_tables
 
     rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(4)]
-    pairs, _ = pair_tables(rows)
     margins = [2.0, -1.5, None, -0.5]
-    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 4,
-                       "margin": pa.array(margins, pa.float64())})  # fmt: skip
-    pq.write_table(scores, tmp_path / "scores.parquet")
+    scores_of(rows, margins, tmp_path / "scores.parquet")
     params = {"scores": str(tmp_path / "scores.parquet")}
     dropped = run_op_on_rows(tmp_path / "drop", "rm_margin", rows, params)
     assert dropped.removed() == {1: ("reward model reverses", "margin -1.5 < -1.0")}
@@ -147,16 +154,12 @@ def test_noise_rate_selects_as_many_reversals_as_each_source_is_estimated_to_hol
     """Probabilities: 8 pairs at 0.9, then margins -3, -0.5, -2.5 (p 0.047, 0.378, 0.076): their mean, the
     threshold, is 0.700. Agreed: the 8 (p >= 0.700); reversed: the two with 1 - p >= 0.700 (-0.5 is reversed, not
     confidently). Estimated rate 2 / 10 = 0.2 of 11 scored: 2 selected (round(2.2)), the lowest margins."""
-    from curation.ops.context import pair_tables
 
     rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(12)]
-    pairs, _ = pair_tables(rows)
     p_agree = 0.9
     agree = float(np.log(p_agree / (1 - p_agree)))
     margins = [agree] * 8 + [-3.0, -0.5, -2.5, None]
-    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 12,
-                       "margin": pa.array(margins, pa.float64())})  # fmt: skip
-    pq.write_table(scores, tmp_path / "scores.parquet")
+    scores_of(rows, margins, tmp_path / "scores.parquet")
     params = {"scores": str(tmp_path / "scores.parquet"), "select": "noise_rate"}
     dropped = run_op_on_rows(tmp_path / "drop", "rm_margin", rows, params)
     assert sorted(dropped.removed()) == [8, 10]
@@ -170,15 +173,10 @@ def test_noise_rate_selects_as_many_reversals_as_each_source_is_estimated_to_hol
 
 
 def test_swap_fixes_the_label_unless_the_swapped_pair_exists(tmp_path: Path) -> None:
-    from curation.ops.context import pair_tables
-
     rows = [{"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q", "chosen": "bad", "rejected": "good"},
             {"prompt": "r", "chosen": "worse", "rejected": "better"}]  # fmt: skip
-    pairs, _ = pair_tables(rows)
     margins = [3.0, -2.0, -4.0]  # rows 1 and 2 reversed; row 1 swapped is row 0
-    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 3,
-                       "margin": margins})  # fmt: skip
-    pq.write_table(scores, tmp_path / "scores.parquet")
+    scores_of(rows, margins, tmp_path / "scores.parquet")
     result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, {"scores": str(tmp_path / "scores.parquet"),
                                                                    "action": "swap"})  # fmt: skip
     assert result.removed() == {1: ("duplicate once swapped", "swapped, it is s s.jsonl:0; margin -2.0 < -1.0")}
@@ -193,15 +191,11 @@ def test_noise_rate_swap_decides_once_and_never_selects_an_agreed_pair(tmp_path:
     and 0.605. Threshold: their mean, 0.65; 4 agreed, 2 reversed, rate 1/3 of 8 = round(2.67) = 3, but only 2 pairs
     are below 0.5, so 2 are selected (row 6, at 0.6, the model agrees with). Row 2 swapped is row 0: removed; row 3
     swapped. The removal must not change what was selected (the estimate stays that of the 8 pairs)."""
-    from curation.ops.context import pair_tables
 
     rows = [{"prompt": f"prompt {k}", "chosen": f"good {k}", "rejected": f"bad {k}"} for k in range(8)]
     rows[2] = {"prompt": "prompt 0", "chosen": "bad 0", "rejected": "good 0"}
-    pairs, _ = pair_tables(rows)
     margins = [float(np.log(p / (1 - p))) for p in (0.999, 0.999, 0.001, 0.002, 0.999, 0.999, 0.6, 0.605)]
-    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 8,
-                       "margin": pa.array(margins, pa.float64())})  # fmt: skip
-    pq.write_table(scores, tmp_path / "scores.parquet")
+    scores_of(rows, margins, tmp_path / "scores.parquet")
     params = {"scores": str(tmp_path / "scores.parquet"), "select": "noise_rate", "action": "swap"}
     result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, params)
     (estimate,) = result.evidence("flags/rm_margin_estimate.parquet")
@@ -218,17 +212,13 @@ def test_a_pair_and_its_mirror_both_reversed_are_left_as_they_are(tmp_path: Path
     """Rows 0 and 1 are mirrors (the same answers, the other way round), judged by different fold models that reverse
     both: swapping both would give the same two pairs, so neither is swapped nor removed; both are listed. Row 2,
     reversed with its mirror row 3 not reversed, is removed as before; row 4 is swapped."""
-    from curation.ops.context import pair_tables
 
     rows = [{"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q", "chosen": "bad", "rejected": "good"},
             {"prompt": "r", "chosen": "worse", "rejected": "better"},
             {"prompt": "r", "chosen": "better", "rejected": "worse"},
             {"prompt": "s", "chosen": "wrong", "rejected": "right"}]  # fmt: skip
-    pairs, _ = pair_tables(rows)
     margins = [-2.0, -3.0, -4.0, 2.0, -5.0]
-    scores = pa.table({"pair_id": pairs["pair_id"], "reward_chosen": margins, "reward_rejected": [0.0] * 5,
-                       "margin": margins})  # fmt: skip
-    pq.write_table(scores, tmp_path / "scores.parquet")
+    scores_of(rows, margins, tmp_path / "scores.parquet")
     result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, {"scores": str(tmp_path / "scores.parquet"),
                                                                    "action": "swap"})  # fmt: skip
     assert result.removed() == {2: ("duplicate once swapped", "swapped, it is s s.jsonl:3; margin -4.0 < -1.0")}
