@@ -16,6 +16,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 from PIL import Image
 
 from curation.build_dir import (
@@ -312,7 +313,11 @@ class Build:
         params: list[Any] = [source] if source else []
         if queue == "rm_margin flags":
             path = self.dir.file("flags/rm_margin.parquet")
-            query = f"""SELECT pair_id, source, source_row, 'margin ' || round(margin, 3) AS why
+            # the decision's own words (the rule, or why a pair was left as it is; builds of older versions have
+            # none), else the margin
+            margin = "'margin ' || round(margin, 3)"
+            why = f"coalesce(detail, {margin})" if "detail" in pq.read_schema(path).names else margin
+            query = f"""SELECT pair_id, source, source_row, {why} AS why
                         FROM {self.table(path)} {where} ORDER BY margin, pair_id"""
         elif queue == "contamination matches":
             assert self.contamination_file is not None

@@ -77,3 +77,24 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     rejects = pq.read_table(root / "demo-reviewed" / "rejects" / "rejects.parquet").to_pylist()
     [dropped_row] = [r for r in rejects if r["stage"] == "human_review"][:1]
     assert dropped_row["pair_id"] in pair and dropped_row["detail"].startswith("by ana at ")
+
+
+def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path) -> None:
+    import pyarrow as pa
+
+    from app.data import Build
+
+    flags = pa.table({"source": ["rlaif_v", "rlaif_v"], "source_row": ["a.jsonl:1", "a.jsonl:2"],
+                      "pair_id": ["p1", "p2"], "margin": [-2.0, -1.5],
+                      "detail": ["left as is: its mirror rlaif_v a.jsonl:2 is reversed too; margin -2.0 < -1.0",
+                                 None]})  # fmt: skip
+    (root / "demo" / "flags").mkdir()
+    pq.write_table(flags, root / "demo" / "flags" / "rm_margin.parquet")
+    build = Build(root, "demo")
+    assert "rm_margin flags" in build.review_queues()
+    assert [(r["pair_id"], r["why"]) for r in build.review_queue("rm_margin flags")] == [
+        ("p1", "left as is: its mirror rlaif_v a.jsonl:2 is reversed too; margin -2.0 < -1.0"),
+        ("p2", "margin -1.5"),
+    ]
+    pq.write_table(flags.drop_columns("detail"), root / "demo" / "flags" / "rm_margin.parquet")  # an older build's
+    assert [r["why"] for r in Build(root, "demo").review_queue("rm_margin flags")] == ["margin -2.0", "margin -1.5"]
