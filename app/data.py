@@ -299,7 +299,8 @@ class Build:
     def review_queues(self) -> list[str]:
         """The queues this build has, flagged pairs first."""
         queues = []
-        if self.dir.optional("flags/rm_margin.parquet") is not None:
+        flags = self.dir.optional("flags/rm_margin.parquet")
+        if flags is not None and pq.read_metadata(flags).num_rows:  # `swap` writes the file even when none is listed
             queues.append("rm_margin flags")
         if self.contamination_file is not None:
             queues.append("contamination matches")

@@ -24,12 +24,12 @@ else
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 tiny=()
-[[ "${TINY:-0}" == 1 ]] && tiny=(--size tiny --pairs 2 --image 56 --answer 32 --steps 1 --profile)
+[[ "${TINY:-0}" == 1 ]] && tiny=(--size tiny --pairs 2 --image 56 --answer 32 --steps 1)
 
 run() {
   local name=$1 limit=$2
   shift 2
-  timeout "$limit" "$python" -m bench.train_speed "$@" "${tiny[@]}" >"$out/$name.jsonl" 2>"$out/$name.err"
+  timeout "$limit" "$python" -m bench.train_speed "$@" ${tiny[@]+"${tiny[@]}"} >"$out/$name.jsonl" 2>"$out/$name.err"
   echo "$name: exit $? ($(wc -l <"$out/$name.jsonl") records)"
 }
 

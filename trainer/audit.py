@@ -101,6 +101,9 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
+FOLD_PLAN = "rm_workbench.audit_plan"  # a fold's scores: the digest of the plan they were judged under
+
+
 def _judge_fold(
     model: RewardModel | None,
     rows: list[dict],
@@ -160,7 +163,7 @@ def held_out(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "pairs": pairs,
         "agreeing": agreeing,
         "accuracy": round(agreeing / pairs, 4),
-        "interval_95": [round(low, 4), round(high, 4)],
+        "interval_95": [round(float(low), 4), round(float(high), 4)],
         "beats_chance": bool(low > 0.5),
     }
 
@@ -193,15 +196,18 @@ def _read_plan(path: Path) -> dict[str, Any]:
     return stored
 
 
-def _judged(folder: Path, fold: int, expected: list[str]) -> pa.Table | None:
-    """A fold's stored scores, if they are whole: judged to the end (`fold.json` written after them), exactly the
-    fold's pairs under its number, every margin finite or null with its reason. Anything else (a damaged or foreign
-    file) is judged again."""
+def _judged(folder: Path, fold: int, expected: list[str], plan: str) -> pa.Table | None:
+    """A fold's stored scores, if they are whole: judged to the end (`fold.json` written after them) under this
+    plan, exactly the fold's pairs under its number, every margin finite or null with its reason. Anything else (a
+    damaged or foreign file) is judged again."""
     if not (folder / "fold.json").is_file():
         return None
     try:
-        table = pq.read_table(folder / "scores.parquet").cast(AUDIT_SCHEMA)
+        stored = pq.read_table(folder / "scores.parquet")
+        table = stored.cast(AUDIT_SCHEMA)
     except (OSError, ValueError, pa.ArrowException):
+        return None
+    if (stored.schema.metadata or {}).get(FOLD_PLAN.encode()) != plan.encode() or table.column("truncated").null_count:
         return None
     if sorted(table.column("pair_id").to_pylist()) != sorted(expected):
         return None
@@ -249,12 +255,19 @@ def audit(
         if Path(spec.partition("=")[0]).resolve() in (opened.path.resolve(), (opened.path / "shards").resolve()):
             raise InputError(f"--shards {spec}: the audited build itself (every fold model trains on it already)")
     in_shards = set(opened.pairs(["pair_id"]).column("pair_id").to_pylist())
+    # What the fold models learn from: the audited build's shards and any extra build's, by their sha256 (a build
+    # rebuilt in place keeps its pair ids but may train the folds on other pairs).
+    trained_on = [opened, *(BuildDir.open(spec.partition("=")[0]) for spec in config.shards)]
+    shards = [[shard["sha256"] for shard in b.manifest["shards"]] for b in trained_on]
     plan = {
         "build": str(opened.path),
         "pairs_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        "shards_sha256": hashlib.sha256(json.dumps(shards).encode()).hexdigest(),
         "folds": folds,
         "config": {**config.as_dict(), "shards": list(config.shards)},
     }
+    # A fold's scores carry this: scores judged under another plan (settings, data) are judged again.
+    fold_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.is_file():
@@ -274,7 +287,7 @@ def audit(
         expected = [pid for pid, f in zip(ids, fold_of_pair, strict=True) if f == k]
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder}: a file where fold {k}'s folder belongs; choose another --out")
-        table = _judged(folder, k, expected)  # a judged fold is kept across interruptions
+        table = _judged(folder, k, expected, fold_digest)  # a judged fold is kept across interruptions
         if table is None:
             rows = pairs.filter(pa.array([f == k for f in fold_of_pair])).to_pylist()  # one fold in memory
             model = _fold_model(folder, k, folds, opened.path, config, say) if rows else None
@@ -282,6 +295,7 @@ def audit(
             needed = {h for row in rows for h in row["images"]}
             found = {h: data for h in needed if (data := images.get(h)) is not None}
             table, _ = _judge_fold(model, rows, found, k, config, in_shards)
+            table = table.replace_schema_metadata({FOLD_PLAN: fold_digest})
             folder.mkdir(parents=True, exist_ok=True)
             _write(table, folder / "scores.parquet")
         report = fold_report(table, k, in_shards)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -127,6 +128,9 @@ def read_benchmark(spec: BenchSpec, work: Path) -> BenchPairs:
     return _load(*_ingest(spec, work))
 
 
+NON_FINITE_REWARD = "non-finite reward"
+
+
 @torch.no_grad()
 def model_rewards(
     model: RewardModel,
@@ -150,7 +154,11 @@ def model_rewards(
         batch = batch.to(device)
         rewards = model(**batch.model_inputs()).float().tolist()
         for k, (index, _) in enumerate(pending):
-            out[index] = (rewards[k], rewards[batch.pairs + k])
+            chosen, rejected = rewards[k], rewards[batch.pairs + k]
+            if math.isfinite(chosen) and math.isfinite(rejected):
+                out[index] = (chosen, rejected)
+            else:  # a diverged model: no score, rather than a NaN compared as if it were one
+                reasons[index] = NON_FINITE_REWARD
         pending.clear()
 
     for index, row in enumerate(pairs.rows):

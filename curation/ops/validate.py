@@ -24,8 +24,9 @@ class ValidateParams:
 
 
 # A character a reader sees: not whitespace, a separator, a control or a format character (zero-width space, joiner,
-# byte-order mark, bidi marks). RE2 stops at the first one, so a normal answer costs next to nothing.
-VISIBLE = r"[^\s\p{Z}\p{Cc}\p{Cf}]"
+# byte-order mark, bidi marks), a combining mark or variation selector on its own, or a blank letter (the Hangul
+# fillers, the blank Braille pattern). RE2 stops at the first one, so a normal answer costs next to nothing.
+VISIBLE = r"[^\s\p{Z}\p{Cc}\p{Cf}\p{M}\x{115F}\x{1160}\x{2800}\x{3164}\x{FFA0}]"
 
 
 class Validate(Op):

@@ -98,3 +98,5 @@ def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path) -> None:
     ]
     pq.write_table(flags.drop_columns("detail"), root / "demo" / "flags" / "rm_margin.parquet")  # an older build's
     assert [r["why"] for r in Build(root, "demo").review_queue("rm_margin flags")] == ["margin -2.0", "margin -1.5"]
+    pq.write_table(flags.slice(0, 0), root / "demo" / "flags" / "rm_margin.parquet")  # `swap` listing nothing
+    assert "rm_margin flags" not in Build(root, "demo").review_queues()

@@ -47,6 +47,7 @@ def test_the_gpu_script_runs_every_case_on_the_tiny_model(tmp_path: Path) -> Non
     spread = json.loads((tmp_path / "3b-spread.jsonl").read_text().splitlines()[0])
     assert spread["answer_spread"] == 0.75 and spread["shared_prefix_padding"] > 0
     assert "torch" in (tmp_path / "machine.txt").read_text()
+    assert (tmp_path / "3b.err").read_text().count("profile of one") == 2  # the default and the packed step
 
 
 def test_attended_pairs_are_what_the_layout_lets_attend() -> None:

@@ -164,6 +164,12 @@ def _relabel_fold(path: Path) -> None:
     pq.write_table(table.set_column(index, "fold", pa.array([0] * table.num_rows, pa.int32())), path)
 
 
+def _judged_under_another_plan(path: Path) -> None:
+    """The right pairs and fold, judged by an audit with other settings (its plan digest differs)."""
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({"rm_workbench.audit_plan": "0" * 64}), path)
+
+
 def _nan_margins(path: Path) -> None:
     table = pq.read_table(path)
     index = table.schema.get_field_index("margin")
@@ -177,6 +183,7 @@ def _nan_margins(path: Path) -> None:
         lambda run: shutil.copyfile(run / "fold-0" / "scores.parquet", run / "fold-1" / "scores.parquet"),  # foreign
         lambda run: _relabel_fold(run / "fold-1" / "scores.parquet"),
         lambda run: _nan_margins(run / "fold-1" / "scores.parquet"),
+        lambda run: _judged_under_another_plan(run / "fold-1" / "scores.parquet"),
         lambda run: (run / "fold-1" / "fold.json").unlink(),  # judged, not yet marked done
     ],
 )
@@ -253,6 +260,19 @@ def test_a_damaged_or_foreign_run_folder_is_refused_with_a_reason(audited: tuple
         audit(build, CONFIG, 2, resumed)
 
 
+def test_a_build_rebuilt_in_place_is_not_resumed(audited: tuple, tmp_path: Path) -> None:
+    # The same pair ids, other training pairs (a recipe that removes fewer): the fold models would be stale.
+    build, _, _ = audited
+    rebuilt = tmp_path / "build"
+    shutil.copytree(build, rebuilt)
+    audit(rebuilt, CONFIG, 2, tmp_path / "run")
+    manifest = json.loads((rebuilt / "manifest.json").read_text())
+    manifest["shards"][0]["sha256"] = "0" * 64
+    (rebuilt / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="another build, fold count or settings"):
+        audit(rebuilt, CONFIG, 2, tmp_path / "run")
+
+
 def test_arguments_that_cannot_make_an_audit_are_refused(audited: tuple, tmp_path: Path) -> None:
     build, _, report = audited
     with pytest.raises(InputError, match=f"--folds 1000: more folds than the build's {report['pairs']} pairs"):
@@ -272,3 +292,23 @@ def test_a_fold_the_hash_leaves_empty_has_no_model_and_no_pairs() -> None:
     table, report = _judge_fold(None, [], {}, 3, CONFIG, set())
     assert table.num_rows == 0 and table.schema == AUDIT_SCHEMA
     assert (report["fold"], report["pairs"], report["scored"], report["held_out_pairs"]) == (3, 0, 0, 0)
+
+
+def test_a_non_finite_reward_is_not_a_score(audited: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A diverged model's NaN would be compared as a margin (and refused by rm_margin); it is a pair not judged.
+    import torch
+
+    build, run, _ = audited
+    rows = [p for p in build_pairs(BuildDir.open(build)).to_pylist() if not p["images"]][:3]
+    model = RewardModel.load(run / "fold-0" / "model")
+    forward = RewardModel.forward
+
+    def first_is_nan(self: RewardModel, **inputs: Any) -> torch.Tensor:
+        out = forward(self, **inputs).clone()
+        out[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(RewardModel, "forward", first_is_nan)
+    table, report = _judge_fold(model, rows, {}, 0, dataclasses.replace(CONFIG, micro_batch=4), set())
+    assert table.column("not_scored").to_pylist() == ["non-finite reward", None, None]
+    assert table.column("margin").null_count == 1 and report["not_scored"] == {"non-finite reward": 1}

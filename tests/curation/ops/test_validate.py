@@ -28,10 +28,12 @@ def test_empty_answers_and_large_images_are_removed(tmp_path: Path) -> None:
 
 
 def test_an_answer_with_no_visible_character_is_empty(tmp_path: Path) -> None:
-    blank = ["\u200b\u200b", "\x00\x01", "\ufeff\u2060", "\u200e\u200f", " \u00a0 \u2028 "]
+    blank = ["\u200b\u200b", "\x00\x01", "\ufeff\u2060", "\u200e\u200f", " \u00a0 \u2028 ", "\u3164", "\u2800",
+             "\u034f\ufe0f", "\u0301"]  # fmt: skip
     rows = [{"prompt": f"Q{i}", "chosen": text, "rejected": "No."} for i, text in enumerate(blank)]
     rows += [{"prompt": "Qr", "chosen": "Yes.", "rejected": "\u200b"},
-             {"prompt": "Qv", "chosen": "\u200bok\u200d", "rejected": "😀"}]  # fmt: skip
+             {"prompt": "Qv", "chosen": "\u200bok\u200d", "rejected": "😀"},
+             {"prompt": "Qe", "chosen": "e\u0301", "rejected": "\u263a\ufe0f"}]  # fmt: skip
     run = run_op_on_rows(tmp_path, "validate", rows)
     removed = run.removed()
     assert {k: reason for k, (reason, _) in removed.items()} == {
