@@ -39,6 +39,12 @@ PROMPT_TEXT = "array_to_string(list_transform(prompt, lambda m: replace(m.conten
 BASE_RELATIONS = ("pairs", "live_pairs", "images")
 
 
+# A character a reader sees: not whitespace, a separator, a control or a format character (zero-width space, joiner,
+# byte-order mark, bidi marks), a combining mark or variation selector on its own, or a blank letter (the Hangul
+# fillers, the blank Braille pattern). RE2 stops at the first one, so a normal answer costs next to nothing.
+VISIBLE = r"[^\s\p{Z}\p{Cc}\p{Cf}\p{M}\x{115F}\x{1160}\x{2800}\x{3164}\x{FFA0}]"
+
+
 def create_relations(db: duckdb.DuckDBPyConnection, pairs: str, images: str) -> None:
     """Create the relations ops read: `pairs` as the query `pairs` (in row_key order), `images` from the query
     `images` (one row per sha256), every pair live, nothing removed."""
@@ -95,14 +101,17 @@ class BuildContext:
 
     # -- shared work -------------------------------------------------------------------------------------
     def text_stats(self) -> str:
-        """The name of a table of every pair's text lengths (`chosen_chars`, `rejected_chars`, `prompt_chars`) and
-        whether its answers are `identical`, by `row_key`: validate, filters and the data card need them, and
-        reading the texts is most of the work, so it is done once per build (a few bytes a pair)."""
+        """The name of a table of every pair's text lengths (`chosen_chars`, `rejected_chars`, `prompt_chars`),
+        whether its answers are `identical` and whether each is blank (`chosen_blank`, `rejected_blank`: no
+        `VISIBLE` character), by `row_key`: validate, filters and the data card need them, and reading the texts is
+        most of the work, so it is done once per build (a few bytes a pair)."""
         self.db.execute(
             f"""CREATE TEMP TABLE IF NOT EXISTS text_stats AS
                 SELECT row_key, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars,
                        list_sum(list_transform(prompt, lambda m: length(m.content)))::BIGINT AS prompt_chars,
-                       chosen = rejected AS identical
+                       chosen = rejected AS identical,
+                       NOT regexp_matches(chosen, '{VISIBLE}') AS chosen_blank,
+                       NOT regexp_matches(rejected, '{VISIBLE}') AS rejected_blank
                 FROM {self.all_pairs}"""
         )
         return "text_stats"

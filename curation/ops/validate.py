@@ -23,12 +23,6 @@ class ValidateParams:
     min_answer_chars: int = 1  # after normalization
 
 
-# A character a reader sees: not whitespace, a separator, a control or a format character (zero-width space, joiner,
-# byte-order mark, bidi marks), a combining mark or variation selector on its own, or a blank letter (the Hangul
-# fillers, the blank Braille pattern). RE2 stops at the first one, so a normal answer costs next to nothing.
-VISIBLE = r"[^\s\p{Z}\p{Cc}\p{Cf}\p{M}\x{115F}\x{1160}\x{2800}\x{3164}\x{FFA0}]"
-
-
 class Validate(Op):
     name = "validate"
     version = 2  # blank answers (no visible character) are empty
@@ -36,7 +30,7 @@ class Validate(Op):
     default_on = True
     thresholds = frozenset({"max_pixels", "min_answer_chars"})
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
-        "live_pairs": ("row_key", "pair_id", "images", "chosen", "rejected"),
+        "live_pairs": ("row_key", "pair_id", "images"),
         "images": ("sha256", "width", "height"),
     }
     uses = ("text_stats",)
@@ -44,9 +38,8 @@ class Validate(Op):
     def score(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> None:
         # Per row: copies of one pair_id may differ in whitespace, so their lengths may too.
         ctx.copy(
-            f"""SELECT p.row_key, p.pair_id, t.chosen_chars, t.rejected_chars,
-                      NOT regexp_matches(p.chosen, '{VISIBLE}') AS chosen_blank,
-                      NOT regexp_matches(p.rejected, '{VISIBLE}') AS rejected_blank, m.max_image_pixels
+            f"""SELECT p.row_key, p.pair_id, t.chosen_chars, t.rejected_chars, t.chosen_blank, t.rejected_blank,
+                      m.max_image_pixels
                FROM live_pairs p JOIN {ctx.text_stats()} t USING (row_key)
                LEFT JOIN (SELECT u.row_key, max(i.width::BIGINT * i.height) AS max_image_pixels
                           FROM (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) u JOIN images i USING (sha256)
