@@ -350,7 +350,7 @@ def _fold_model(
             say(k, "train")
             fit(fold_config, folder, resume=(folder / "checkpoints").is_dir())
         return RewardModel.load(folder / "model")
-    except (SafetensorError, json.JSONDecodeError, yaml.YAMLError) as exc:  # damaged in a crash
+    except (SafetensorError, json.JSONDecodeError, yaml.YAMLError, FileNotFoundError) as exc:  # damaged
         raise InputError(
             f"{folder}: a damaged model or checkpoint ({exc}); remove {folder} to train it again"
         ) from None

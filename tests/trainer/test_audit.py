@@ -237,6 +237,9 @@ def test_a_damaged_or_foreign_run_folder_is_refused_with_a_reason(audited: tuple
     (resumed / "fold-1" / "model" / "model.safetensors").write_bytes(b"\x00" * 4)
     with pytest.raises(InputError, match="fold-1: a damaged model or checkpoint"):
         audit(build, CONFIG, 2, resumed)
+    (resumed / "fold-1" / "model" / "model.safetensors").unlink()  # a file gone
+    with pytest.raises(InputError, match="fold-1: a damaged model or checkpoint .*No such file"):
+        audit(build, CONFIG, 2, resumed)
     # Another fold's model judging this fold would judge pairs it trained on.
     shutil.rmtree(resumed / "fold-1")
     shutil.copytree(run / "fold-0", resumed / "fold-1")
