@@ -110,9 +110,8 @@ def _judge_fold(
     images: dict[str, bytes],
     fold: int,
     config: FitConfig,
-    in_shards: set[str],
-) -> tuple[pa.Table, dict[str, Any]]:
-    """The fold's scores and report; a fold with no pairs (the hash gave it none) has no model."""
+) -> pa.Table:
+    """The fold's scores (`fold_report` counts them); a fold with no pairs (the hash gave it none) has no model."""
     results = judge(model, rows, images, config.max_length, config.micro_batch) if model is not None else []
     margins = [None if r is None else r[0] - r[1] for r, _, _ in results]
     table = pa.table(
@@ -128,7 +127,7 @@ def _judge_fold(
         },
         schema=AUDIT_SCHEMA,
     )
-    return table, fold_report(table, fold, in_shards)
+    return table
 
 
 def fold_report(table: pa.Table, fold: int, in_shards: set[str]) -> dict[str, Any]:
@@ -294,7 +293,7 @@ def audit(
             say(k, "judge")
             needed = {h for row in rows for h in row["images"]}
             found = {h: data for h in needed if (data := images.get(h)) is not None}
-            table, _ = _judge_fold(model, rows, found, k, config, in_shards)
+            table = _judge_fold(model, rows, found, k, config)
             table = table.replace_schema_metadata({FOLD_PLAN: fold_digest})
             folder.mkdir(parents=True, exist_ok=True)
             _write(table, folder / "scores.parquet")

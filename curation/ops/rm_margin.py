@@ -167,7 +167,7 @@ class RmMargin(Op):
         )
         # A selected pair whose mirror (the same answers, the other way round) is selected too: the models reverse
         # both readings, so swapping both changes nothing; neither is swapped nor removed, and both are listed.
-        mirrored = """SELECT s.row_key, any_value(m.source) || ' ' || any_value(m.source_row) AS mirror
+        mirrored = """SELECT s.row_key, min(m.source || ' ' || m.source_row) AS mirror
                       FROM rm_margin_selected s JOIN rm_margin_swaps w USING (row_key)
                       JOIN live_pairs m ON m.pair_id = w.swapped_pair_id SEMI JOIN rm_margin_selected o
                       ON o.row_key = m.row_key GROUP BY s.row_key"""

@@ -1,5 +1,5 @@
-"""validate: both answers non-empty (texts are normalized at ingest; an answer of only whitespace, zero-width, format
-or control characters is empty too), images within limits.
+"""validate: both answers non-empty (texts are normalized at ingest; an answer with no visible character,
+`context.VISIBLE`, is empty too), images within limits.
 
 The ingest already guarantees the rest of validation for every pair: images decode fully, the prompt ends
 with a user turn, one placeholder per image, and one prompt and image list shared by both answers (the

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
-from trainer.audit import AUDIT_SCHEMA, _judge_fold, audit, held_out, judge
+from trainer.audit import AUDIT_SCHEMA, _judge_fold, audit, fold_report, held_out, judge
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.data import PairData, fold_of
@@ -292,7 +292,8 @@ def test_arguments_that_cannot_make_an_audit_are_refused(audited: tuple, tmp_pat
 
 
 def test_a_fold_the_hash_leaves_empty_has_no_model_and_no_pairs() -> None:
-    table, report = _judge_fold(None, [], {}, 3, CONFIG, set())
+    table = _judge_fold(None, [], {}, 3, CONFIG)
+    report = fold_report(table, 3, set())
     assert table.num_rows == 0 and table.schema == AUDIT_SCHEMA
     assert (report["fold"], report["pairs"], report["scored"], report["held_out_pairs"]) == (3, 0, 0, 0)
 
@@ -312,6 +313,7 @@ def test_a_non_finite_reward_is_not_a_score(audited: tuple, monkeypatch: pytest.
         return out
 
     monkeypatch.setattr(RewardModel, "forward", first_is_nan)
-    table, report = _judge_fold(model, rows, {}, 0, dataclasses.replace(CONFIG, micro_batch=4), set())
+    table = _judge_fold(model, rows, {}, 0, dataclasses.replace(CONFIG, micro_batch=4))
+    report = fold_report(table, 0, set())
     assert table.column("not_scored").to_pylist() == ["non-finite reward", None, None]
     assert table.column("margin").null_count == 1 and report["not_scored"] == {"non-finite reward": 1}
