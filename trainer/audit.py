@@ -265,8 +265,6 @@ def audit(
         "folds": folds,
         "config": {**config.as_dict(), "shards": list(config.shards)},
     }
-    # A fold's scores carry this: scores judged under another plan (settings, data) are judged again.
-    fold_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.is_file():
@@ -278,6 +276,9 @@ def audit(
         raise InputError(f"{out}: holds fold folders but no plan.json; choose another --out")
     else:
         _write_json(plan, plan_path)
+    # A fold's scores carry the digest of the plan they were judged under (a resumed audit's own, as it wrote it):
+    # scores judged under another plan (settings, data) are judged again.
+    fold_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
     fold_of_pair = [fold_of(pid, config.seed, folds) for pid in ids]
     images = opened.images()
     tables, reports = [], []

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
-from trainer.audit import AUDIT_SCHEMA, _judge_fold, audit, fold_report, held_out, judge
+from trainer.audit import AUDIT_SCHEMA, FOLD_PLAN, _judge_fold, audit, fold_report, held_out, judge
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.data import PairData, fold_of
@@ -101,13 +101,18 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
     # As an earlier version wrote it: every setting it knew, without the ones added since (here: `attention`).
     older = {k: v for k, v in plan["config"].items() if k != "attention"}
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": older}))
+    older_digest = hashlib.sha256(json.dumps({**plan, "config": older}, sort_keys=True).encode()).hexdigest()
+    for k in (0, 1):  # and its folds' scores carry the digest of that plan
+        scores = pq.read_table(resumed / f"fold-{k}" / "scores.parquet")
+        pq.write_table(
+            scores.replace_schema_metadata({FOLD_PLAN: older_digest}), resumed / f"fold-{k}" / "scores.parquet"
+        )
     steps: list[tuple[int, str]] = []
     report = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
     assert steps == []  # nothing trained or judged again
     assert pq.read_table(resumed / "scores.parquet") == pq.read_table(run / "scores.parquet")
     assert json.loads((resumed / "plan.json").read_text())["config"] == older  # its own plan, and its own name
-    digest = hashlib.sha256(json.dumps({**plan, "config": older}, sort_keys=True).encode()).hexdigest()[:12]
-    assert Path(report["signal"]).name == f"rm_scores-audit-{digest}.parquet"
+    assert Path(report["signal"]).name == f"rm_scores-audit-{older_digest[:12]}.parquet"
     # A stored setting that differs from this run's is a change, not a match.
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": {**older, "max_length": 4096}}))
     with pytest.raises(Exception, match="another build, fold count or settings"):
