@@ -59,7 +59,7 @@ def attention_forward(
     if (cpu and torch.is_grad_enabled()) or (not cpu and query.shape[-1] < MIN_HEAD_DIM):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        dense = create_mask(attention_mask.mask_mod, query.shape[0], 1, query.shape[2], key.shape[2], query.device)
+        dense = _dense_mask(attention_mask.mask_mod, query.shape[0], query.shape[2], key.shape[2], query.device)
         return sdpa_attention_forward(module, query, key, value, dense, dropout=dropout, scaling=scaling,
                                       is_causal=False)  # fmt: skip
     # Inside compiled layers (`compile: true`) the compiler fuses the kernel itself; eager CUDA code calls it compiled.
@@ -67,6 +67,13 @@ def attention_forward(
     kernel = _compiled_kernel() if eager_cuda else flex_attention
     out = kernel(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous(), None
+
+
+@torch.compiler.disable
+def _dense_mask(mask_mod: Any, rows: int, queries: int, keys: int, device: torch.device) -> torch.Tensor:
+    """The mask evaluated densely, outside any compiled region: inductor's CPU code for its indexed lookups does not
+    compile in every torch release (2.11 emits a bounds check before the index it checks)."""
+    return create_mask(mask_mod, rows, 1, queries, keys, device)
 
 
 @functools.cache
