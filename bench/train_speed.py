@@ -30,9 +30,9 @@ Pairs are synthetic: one image per pair (`--image` px square), a `--prompt`-toke
 answers (the tiny byte-level tokenizer makes one token per ASCII character). `tokens/s` counts the tokens of both
 sequences of every pair (the same work for every mode); `mfu` counts 6 x parameters x tokens actually run through
 the language model and the vision tower, against `--peak-tflops` (H100/H200 dense bf16: 989); `mfu_exact` (and
-`model_tflop_per_step`) leaves out the embedding's parameters (a lookup) and adds the language model's attention,
-12 x layers x query width per (query, key) pair computed (`attended_pairs`); recomputation is not counted in
-either.
+`model_tflop_per_step`) leaves out the embedding's parameters (a lookup) and adds attention, 12 x query width per
+(query, key) pair computed per layer: the language model's (`attended_pairs`) and the vision tower's, in its windows
+and whole images (`vision_attended_pairs`); recomputation is not counted in either.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from trainer.fit import make_optimizer
 from trainer.loss import bradley_terry_loss
 from trainer.model import HeadConfig, RewardModel
 from trainer.tiny import tiny_config, tiny_image_processor, tiny_tokenizer
-from trainer.vision_attention import use_batched_vision_attention
+from trainer.vision_attention import use_batched_vision_attention, vision_attention_modules
 
 # Qwen2.5-VL-3B / 7B shapes (config.json of the released checkpoints); both share the vision tower.
 VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
@@ -198,6 +198,32 @@ def attended_pairs(features: list[PairFeatures], separate: bool) -> int:
         else:
             p, c, r = f.prefix, len(f.chosen) - f.prefix, len(f.rejected) - f.prefix
             total += causal(p) + c * p + causal(c) + r * p + causal(r)
+    return total
+
+
+def vision_attended_pairs(model: RewardModel, features: list[PairFeatures]) -> int:
+    """(query, key) pairs the vision tower's attention computes when it encodes the step's images once, summed over
+    its layers: each layer attends within the segments its `cu_seqlens` gives (windows, or whole images in the
+    full-attention layers), read off one forward pass rather than derived from the config."""
+    images = [f for f in features if f.pixel_values is not None]
+    if not images:
+        return 0
+    visual = model.backbone.model.visual
+    total = 0
+
+    def count_segments(_module: torch.nn.Module, _args: tuple, kwargs: dict[str, Any]) -> None:
+        nonlocal total
+        total += int((kwargs["cu_seqlens"].diff().long() ** 2).sum())
+
+    hooks = [m.register_forward_pre_hook(count_segments, with_kwargs=True) for m in vision_attention_modules(visual)]
+    try:
+        device, dtype = visual.patch_embed.proj.weight.device, visual.patch_embed.proj.weight.dtype
+        with torch.no_grad():
+            visual(torch.cat([f.pixel_values for f in images]).to(device, dtype),
+                   grid_thw=torch.cat([f.image_grid_thw for f in images]).to(device))  # fmt: skip
+    finally:
+        for hook in hooks:
+            hook.remove()
     return total
 
 
@@ -349,6 +375,8 @@ def main() -> None:
     embedding = model.backbone.model.language_model.embed_tokens.weight.numel()  # a lookup: no FLOPs
     text = model.backbone.model.config.text_config
     query_width = text.num_attention_heads * getattr(text, "head_dim", text.hidden_size // text.num_attention_heads)
+    vision_width = model.backbone.model.config.vision_config.hidden_size  # heads x head dim
+    vit_attended = vision_attended_pairs(model, features)
 
     def autocast() -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
@@ -388,10 +416,11 @@ def main() -> None:
             vit_patches = patches * (2 if mode.layout == "separate" else 1)
             flops = 6 * (language * tokens + vision * vit_patches)
             # exact: the embedding does no matmul; attention scores and values (2 matmuls, fwd + bwd) over the
-            # (query, key) pairs computed, per layer; the vision tower's attention (windows) is left out
+            # (query, key) pairs computed, per layer of the language model and of the vision tower
             attended = attended_pairs(features, mode.layout in ("separate", "padded"))
             exact = 6 * ((language - embedding) * tokens + vision * vit_patches)
             exact += 12 * text.num_hidden_layers * query_width * attended
+            exact += 12 * vision_width * vit_attended * (2 if mode.layout == "separate" else 1)
             print(json.dumps({
                 "mode": name, "seconds_per_step": round(seconds, 4), "pairs/s": round(args.pairs / seconds, 3),
                 "tokens/s": round(sequence_tokens / seconds, 1), "llm_tokens_run": tokens,

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -64,3 +65,19 @@ def test_attended_pairs_are_what_the_layout_lets_attend() -> None:
     # two sequences per pair: each causal over its own tokens, the prefix counted twice
     both = sum(n * (n + 1) // 2 for f in features for n in (len(f.chosen), len(f.rejected)))
     assert attended_pairs(features, separate=True) == both > attended_pairs(features, separate=False)
+
+
+def test_vision_attended_pairs_are_the_windows_and_whole_images_of_the_tower() -> None:
+    from bench.train_speed import make_model, synthetic_features, vision_attended_pairs
+
+    model = make_model("tiny", 168, torch.device("cpu"), torch.float32)
+    vision = model.backbone.model.config.vision_config
+    features = synthetic_features(model, 2, 8, 24, 168)
+    # 168 px: 12 x 12 patches, 6 x 6 merged tokens; a window is 112 px = 4 x 4 merged tokens, so the windows hold
+    # 4x4, 4x2, 2x4 and 2x2 merged tokens (4 patches each); the full-attention layers see the whole image.
+    assert [f.image_grid_thw.tolist() for f in features] == [[[1, 12, 12]]] * 2
+    windows = sum((4 * rows * cols) ** 2 for rows, cols in [(4, 4), (4, 2), (2, 4), (2, 2)])
+    full = len(vision.fullatt_block_indexes)
+    per_image = full * 144**2 + (vision.depth - full) * windows
+    assert vision_attended_pairs(model, features) == 2 * per_image == 2 * (20736 + 6400)
+    assert vision_attended_pairs(model, [dataclasses.replace(f, pixel_values=None) for f in features[:1]]) == 0
