@@ -107,12 +107,16 @@ def fit(
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)  # before the data is opened: a typo fails at once
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out}: a file, not a folder")
+        # A second run into a run folder would leave the first one's reports, events and checkpoints beside it.
+        if not resume and out.is_dir() and any(out.iterdir()):
+            raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
         last = run_fit(settings, out, resume=resume)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
-    shown = {k: round(v, 4) for k, v in last.items() if k in ("step", "loss", "accuracy", "eval/loss", "eval/accuracy")}
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
-        typer.echo(f"done: {out} {shown}")
+        typer.echo(f"done: {out}: {fit_summary(last)}")
 
 
 @app.command()
@@ -178,6 +182,9 @@ def eval_(
     from trainer.reports import EVALS, counts_text, not_scored_text, write_report
 
     console = _console()
+    for folder in model:
+        if not folder.exists():
+            _fail(f"--model {folder}: no such folder")
     if out is None:
         if len(model) != 1 or not (model[0] / "metrics.jsonl").is_file():
             _fail("--out is required unless --model is one run folder (its reports go to RUN/evals)")
@@ -439,6 +446,20 @@ def _key_value(text: str, option: str) -> tuple[str, str]:
     if not sep:
         raise InputError(f"{option} {text!r}: expected NAME=VALUE")
     return key, value
+
+
+def fit_summary(last: dict[str, Any]) -> str:
+    """The last step's metrics, each with the pairs it is over."""
+    text = (
+        f"{last['step']} steps; last step loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f} over "
+        f"{int(last['pairs'])} pairs"
+    )
+    if "eval/pairs" in last:
+        text += (
+            f"; held out: loss {last['eval/loss']:.4f}, accuracy {last['eval/accuracy']:.3f} over "
+            f"{int(last['eval/pairs'])} pairs"
+        )
+    return text
 
 
 def _fail(message: str, cause: BaseException | None = None) -> NoReturn:

@@ -127,6 +127,11 @@ def test_a_benchmark_without_a_scorable_item_is_an_error_and_writes_nothing(
     assert report_names(run) == before
 
 
+def test_eval_of_a_model_folder_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "runs" / "tiy"), "--bench", "vl_rewardbench"])
+    assert (result.exit_code, result.output) == (1, f"error: --model {tmp_path / 'runs' / 'tiy'}: no such folder\n")
+
+
 def test_an_unknown_model_name_fails_at_once_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def never(*_: object, **__: object) -> None:
         raise AssertionError("training started: the name was not checked first")

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -161,6 +162,17 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
             "--global-batch", "8", "--micro-batch", "4", "--set", "eval_fraction=0.2"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    # what the summary counts: the last step's pairs and the held-out ones
+    assert re.fullmatch(rf"done: {run}: \d+ steps; last step loss [\d.]+, accuracy [\d.]+ over 8 pairs; held out: "
+                        r"loss [\d.]+, accuracy [\d.]+ over \d+ pairs\n", result.output), result.output  # fmt: skip
+    # a second run into the same folder would mix its metrics, events and reports with the first's
+    metrics = (run / "metrics.jsonl").read_text()
+    again = runner.invoke(app, args)
+    assert (again.exit_code, again.output) == (
+        1,
+        f"error: --out {run}: holds a run already; --resume continues it, or choose another --out\n",
+    )
+    assert (run / "metrics.jsonl").read_text() == metrics
     png = write_image(tmp_path / "x.png", seed=3, size=(64, 48))
     result = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "What is this?", "--image", str(png),
                                  "--answer", "Noise.", "--answer", "A cat on a mat."])  # fmt: skip
