@@ -101,10 +101,8 @@ def list_builds(root: Path) -> list[BuildEntry]:
             continue
         if path.name.endswith(".partial"):
             builds.append(BuildEntry(path.name, path, "in progress"))
-        elif (path / "manifest.json").is_file():
-            builds.append(BuildEntry(path.name, path, "ready"))
-        elif (path / "shards").is_dir():
-            builds.append(BuildEntry(path.name, path, "broken"))
+        elif (path / "shards").is_dir():  # a manifest alone is no build: `curate export` writes a copy of one
+            builds.append(BuildEntry(path.name, path, "ready" if (path / "manifest.json").is_file() else "broken"))
     return builds
 
 

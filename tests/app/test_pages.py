@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.data import AppError, Build, diff_builds, inside, list_builds
+from curation.export import export_build
 from tests.app.conftest import HOSTILE, run_page
 
 
@@ -103,6 +104,9 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     copy = tmp_path / "root"
     shutil.copytree(data_root / "demo", copy / "broken")
     (copy / "broken" / "manifest.json").unlink()
+    assert [(b.name, b.status) for b in list_builds(copy)] == [("broken", "broken")]
+    # `curate export`'s Hub layout beside a build carries a copy of its manifest, but is not a build
+    export_build(data_root / "demo", copy / "demo-hub")
     assert [(b.name, b.status) for b in list_builds(copy)] == [("broken", "broken")]
     shutil.copytree(data_root / "demo", copy / "escaping")
     manifest = json.loads((copy / "escaping" / "manifest.json").read_text())
