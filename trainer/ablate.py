@@ -136,6 +136,7 @@ def _variant(
         say(f"{name}: fit")
         last = fit(dataclasses.replace(config, shards=[str(build_dir)]), run)
         row["eval/accuracy"] = last.get("eval/accuracy")
+        row["eval/pairs"] = int(last.get("eval/pairs", 0))  # what the held-out accuracy is over
         if benches:
             say(f"{name}: eval")
             report = evaluate([RewardModel.load(run / "model")], benches)

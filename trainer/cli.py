@@ -412,6 +412,9 @@ def ablate(
         table.add_row(*[_cell(row.get(c)) for c in columns])
     console.print(table)
     typer.echo(f"table: {out / 'ablation.md'}")
+    failed = [row["variant"] for row in rows if "error" in row]
+    if failed:  # the table is written; a script still learns that the comparison is incomplete
+        _fail(f"{len(failed)} of {len(rows)} variants failed ({', '.join(failed)}); their errors are in the table")
 
 
 @app.command()

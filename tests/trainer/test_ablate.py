@@ -47,6 +47,7 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
     for row in rows:
         assert "error" not in row, row
         assert {"pairs", "vl_rewardbench/overall", "vl_rewardbench/macro"} <= set(row)
+        assert row["eval/pairs"] > 0  # what eval/accuracy is over
         assert row["vl_rewardbench/items"] == "4 of 4 scored"
         run = out / "runs" / row["variant"]
         (name,) = report_names(run)
@@ -78,3 +79,17 @@ def test_ablation_with_the_audit_as_a_variant(demo_recipe: Path, tmp_path: Path)
     # the audit's verdict reaches the audited build: a build acting on a chance-level audit says so
     assert any("does not beat chance" in w for w in manifest["warnings"]) != pooled["beats_chance"]
     assert audited["pairs"] <= base["pairs"]
+
+
+def test_an_ablation_with_a_failed_variant_writes_its_table_and_exits_1(demo_recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    args = ["ablate", "--mix", str(demo_recipe), "--per-source", "--out", str(out), "--model", "tiny",
+            "--set", "global_batch=16", "--set", "max_steps=1"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    rows = json.loads((out / "ablation.json").read_text())
+    failed = [r["variant"] for r in rows if "error" in r]
+    assert failed and len(failed) < len(rows)  # the small sources cannot fill a batch of 16; the whole mix can
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"error: {len(failed)} of {len(rows)} variants failed ({', '.join(failed)}); their errors are in the table"
+    )
