@@ -3,8 +3,8 @@
 Everything here is demo data made by this project: the photos are scikit-image's bundled samples, the
 questions and answers are written from templates below (chosen = a faithful description, rejected = a
 hallucinated one). A few problems are planted on purpose (a duplicate row, a near-duplicate prompt and
-image, a corrupt and a missing image, an unparsable rating, a malformed line, benchmark items copied into
-training data) so that every later stage has something to find.
+image, a corrupt and a missing image, a malformed line, benchmark items copied into training data) so that
+every later stage has something to find; an "N/A" aspect rating is one only `score: mean_rating` reads.
 """
 
 from __future__ import annotations
