@@ -151,7 +151,8 @@ def reviews_command(
     files = [reviews_path(data_root, build_name)] if build_name else list_review_files(data_root)
     files = [f for f in files if f.is_file()]
     if not files:
-        _fail(f"no reviews under {data_root / 'reviews'}" + (f" for build {build_name!r}" if build_name else ""))
+        _fail(f"no reviews under {data_root / 'reviews'}" + (f" for build {build_name!r}" if build_name else "")
+              + " yet; review pairs on the workbench's Review page first")  # fmt: skip
     if export is not None and export.resolve() in {f.resolve() for f in files}:
         _fail(f"--export {export}: that is a reviews file this command reads; export elsewhere (it is append-only)")
     rows: list[dict[str, str]] = []
@@ -174,10 +175,10 @@ def reviews_command(
     for path, written, pairs, actions in summary:
         counts = ", ".join(f"{a} {n}" for a, n in actions.items())
         console.print(Text(f"{path}: {written} reviews written, {pairs} pairs reviewed (latest: {counts})"))
-        # The path as a JSON string, which YAML reads as it is whatever characters it holds.
-        console.print(
-            Text(f"  apply in a build: ops: {{human_review: {{reviews: {json.dumps(str(path))}}}}}", style="dim")
-        )
+        # The path absolute (a recipe resolves a relative one against its own folder), as a JSON string, which YAML
+        # reads as it is whatever characters it holds.
+        line = f"  apply in a build: ops: {{human_review: {{reviews: {json.dumps(str(path.resolve()))}}}}}"
+        console.print(Text(line, style="dim"))
     table = Table(title=f"{len(rows)} {'reviews' if all_rows else 'latest reviews'}")
     for column in ("pair", "build", "source", "row", "action", "reviewer", "reviewed at", "queue", "note"):
         table.add_column(column, no_wrap=column in {"pair", "row"})

@@ -147,7 +147,9 @@ def _check_keys(loc: _Located, keys: tuple[str, ...], value: dict, allowed: set[
             raise loc.error((*keys, key), f"unknown key {key!r}", _suggest(str(key), allowed))
 
 
-def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
+def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Path | None = None) -> Any:
+    """`value` parsed into `cls` by its type hints. Fields marked `metadata={"path": True}` are files, resolved
+    against `base` (the recipe's folder) as sources' paths are."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -179,6 +181,16 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any) -> Any:
         if isinstance(raw, float) and not math.isfinite(raw):  # YAML's .nan and .inf compare false to any bound
             raise loc.error((*keys, key), f"{key} must be a finite number, got {raw!r}")
         out[key] = float(raw) if float in allowed and isinstance(raw, int) else raw
+    if base is not None:
+        for spec in dataclasses.fields(cls):
+            if spec.metadata.get("path") and out.get(spec.name):
+                given = out[spec.name]
+                try:
+                    resolved = [str((base / p).resolve()) if p and not is_uri(p) else p
+                                for p in (given if isinstance(given, tuple) else [given])]  # fmt: skip
+                except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+                    raise loc.error((*keys, spec.name), f"{given}: cannot be resolved ({exc})") from None
+                out[spec.name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
     params = cls(**out)
     if hasattr(params, "check"):
         try:
@@ -302,7 +314,7 @@ def load_recipe(path: Path) -> Recipe:
         seed=seed,
         sources=tuple(_source(loc, "sources", str(k), v, base) for k, v in sources.items()),
         benchmarks=tuple(_source(loc, "benchmarks", str(k), v, base) for k, v in benchmarks.items()),
-        ops={name: _typed(loc, ("ops", name), OPS[name].Params, params) for name, params in ops_raw.items()},
+        ops={name: _typed(loc, ("ops", name), OPS[name].Params, params, base) for name, params in ops_raw.items()},
         shards=_typed(loc, ("shards",), ShardSpec, data.get("shards")),
         path=path.resolve(),
         text=text,

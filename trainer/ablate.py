@@ -50,13 +50,26 @@ def _absolute(recipe: Recipe, section: str) -> dict[str, Any]:
     return data
 
 
+def _portable(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's data with every local path resolved (sources, benchmarks, the ops' files), so the variant file
+    can live anywhere."""
+    data = yaml.safe_load(recipe.text)
+    data["sources"] = _absolute(recipe, "sources")
+    if recipe.benchmarks:
+        data["benchmarks"] = _absolute(recipe, "benchmarks")
+    for name, params in (data.get("ops") or {}).items():
+        files = [f.name for f in dataclasses.fields(recipe.ops[name]) if f.metadata.get("path")]
+        for key in files:
+            if isinstance(params, dict) and key in params:
+                value = getattr(recipe.ops[name], key)
+                params[key] = list(value) if isinstance(value, tuple) else value
+    return data
+
+
 def per_source_variants(path: Path) -> dict[str, str]:
     """The full recipe and one single-source variant per source, as YAML texts by variant name."""
     recipe = load_recipe(path)
-    base = yaml.safe_load(recipe.text)
-    base["sources"] = _absolute(recipe, "sources")
-    if recipe.benchmarks:
-        base["benchmarks"] = _absolute(recipe, "benchmarks")
+    base = _portable(recipe)
     variants = {recipe.name: yaml.safe_dump(base, sort_keys=False)}
     for name, entry in base["sources"].items():
         only = {**base, "name": f"{recipe.name}-only-{name}", "sources": {name: entry}}
@@ -68,10 +81,7 @@ def mixture_variants(paths: list[Path]) -> dict[str, str]:
     out = {}
     for path in paths:
         recipe = load_recipe(path)
-        data = yaml.safe_load(recipe.text)
-        data["sources"] = _absolute(recipe, "sources")
-        if recipe.benchmarks:
-            data["benchmarks"] = _absolute(recipe, "benchmarks")
+        data = _portable(recipe)
         if recipe.name in out:
             raise InputError(f"{path}: two mixtures are named {recipe.name!r}; names label the table's rows")
         out[recipe.name] = yaml.safe_dump(data, sort_keys=False)

@@ -11,7 +11,7 @@ so a review never brings back a pair another stage removed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +29,7 @@ from curation.sql import read_parquet
 class HumanReviewParams:
     # The reviews files the workbench wrote (DATA_ROOT/reviews/<build>.parquet), one or a list: a later file's
     # review of a pair wins over an earlier one's.
-    reviews: tuple[str, ...] = ()
+    reviews: tuple[str, ...] = field(default=(), metadata={"path": True})
 
     def check(self) -> None:
         if not self.reviews:

@@ -23,7 +23,7 @@ The signal's name covers the scores file's content, so rescoring with another mo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -40,7 +40,7 @@ from curation.sql import read_parquet
 
 @dataclass(frozen=True)
 class RmMarginParams:
-    scores: str = ""  # the parquet `trainer score` or `trainer audit` wrote
+    scores: str = field(default="", metadata={"path": True})  # the parquet `trainer score` or `trainer audit` wrote
     select: Literal["margin", "noise_rate"] = "margin"  # a fixed margin, or each source's estimated noise rate
     min_margin: float = -1.0  # with select: margin
     action: Literal["drop", "flag", "swap"] = "drop"

@@ -67,10 +67,12 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     app.text_input[1].input("ana")
     app.button[-1].click().run()
     assert any(s.value == "Review saved." for s in app.success)
+    # The shipped recipe as it is: its reviews path, like its sources', is relative to its own folder.
     shipped = (Path(__file__).resolve().parents[2] / "mixes" / "demo-reviewed.yaml").read_text()
-    assert "builds/reviews/demo.parquet" in shipped
     recipe = demo_recipe.with_name("demo-reviewed.yaml")
-    recipe.write_text(shipped.replace("builds/reviews/demo.parquet", str(root / "reviews" / "demo.parquet")))
+    recipe.write_text(shipped)
+    (demo_recipe.parent.parent / "builds" / "reviews").mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "reviews" / "demo.parquet", demo_recipe.parent.parent / "builds" / "reviews" / "demo.parquet")
     manifest = build(load_recipe(recipe), root / "demo-reviewed")
     dropped = {s: e["removed"].get("human_review", {}) for s, e in manifest["sources"].items()}
     assert sum(n for reasons in dropped.values() for n in reasons.values()) >= 1

@@ -3,10 +3,13 @@
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 from typer.testing import CliRunner
 
 from curation.recipe import load_recipe
+from curation.reviews import REVIEW_SCHEMA
 from trainer.ablate import per_source_variants
 from trainer.cli import app
 from trainer.reports import report_names
@@ -24,6 +27,28 @@ def test_per_source_variants_keep_ops_and_benchmarks_and_resolve_paths(demo_reci
         assert variant.ops == original.ops and variant.seed == original.seed
         assert [b.path for b in variant.benchmarks] == [b.path for b in original.benchmarks]
     assert [s.name for s in load_recipe(tmp_path / "demo-only-hh_rlhf.yaml").sources] == ["hh_rlhf"]
+
+
+def test_variants_keep_an_ops_file_path_resolved(demo_recipe: Path, tmp_path: Path) -> None:
+    # a reviews file named relative to the recipe's folder (as the shipped demo-reviewed.yaml does); variants
+    # live elsewhere
+    reviews = tmp_path / "builds" / "reviews" / "demo.parquet"
+    reviews.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([], schema=REVIEW_SCHEMA), reviews)
+    data = yaml.safe_load(demo_recipe.read_text())
+    data["sources"] = {k: {**v, "path": str((demo_recipe.parent / v["path"]).resolve())} | (
+        {"images_root": str((demo_recipe.parent / v["images_root"]).resolve())} if "images_root" in v else {}
+    ) for k, v in data["sources"].items()}  # fmt: skip
+    data.pop("benchmarks")
+    data["ops"]["human_review"] = {"reviews": "../builds/reviews/demo.parquet"}
+    recipe = tmp_path / "mixes" / "demo-reviewed.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text(yaml.safe_dump(data))
+    for name, text in per_source_variants(recipe).items():
+        elsewhere = tmp_path / "ablation" / "variants" / f"{name}.yaml"
+        elsewhere.parent.mkdir(parents=True, exist_ok=True)
+        elsewhere.write_text(text)
+        assert load_recipe(elsewhere).ops["human_review"].reviews == (str(reviews),)
 
 
 def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path) -> None:

@@ -73,6 +73,21 @@ def test_recipe_needs_an_existing_scores_file(tmp_path: Path) -> None:
 GOOD = {"pair_id": ["a", "b"], "reward_chosen": [1.0, 0.0], "reward_rejected": [0.0, 2.0], "margin": [1.0, -2.0]}
 
 
+def test_the_scores_path_is_relative_to_the_recipe_as_sources_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mixes" / "scores").mkdir(parents=True)
+    pq.write_table(pa.table(GOOD), tmp_path / "mixes" / "scores" / "s.parquet")
+    recipe = tmp_path / "mixes" / "r.yaml"
+    recipe.write_text(f"name: r\nsources:\n  a: {{adapter: hh_rlhf, path: {tmp_path}}}\n"
+                      "ops:\n  rm_margin: {scores: scores/s.parquet}\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder: the path still resolves against the recipe's
+    assert load_recipe(recipe).ops["rm_margin"].scores == str(tmp_path / "mixes" / "scores" / "s.parquet")
+    recipe.write_text(recipe.read_text().replace("scores/s.parquet", "mixes/scores/s.parquet"))
+    with pytest.raises(RecipeError, match="mixes/mixes/scores/s.parquet does not exist"):
+        load_recipe(recipe)
+
+
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
