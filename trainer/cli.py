@@ -238,6 +238,9 @@ def score(
     ] = 4096,
 ) -> None:
     """Write BUILD/signals/rm_scores-<model>.parquet (rewards and margin per pair) for the rm_margin op."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
     from rich.progress import Progress
 
     from trainer.predict import load_reward_model, resolve_model
@@ -256,6 +259,11 @@ def score(
                               max_length=max_length, on_part=advance)  # fmt: skip
     except (OSError, ValueError) as exc:
         _fail(str(exc), exc)
+    reasons = Counter(pq.read_table(out, columns=["not_scored"]).column("not_scored").to_pylist())
+    total = sum(reasons.values())
+    scored = reasons.pop(None, 0)  # a pair with scores has no reason
+    why = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items())) or "none"
+    typer.echo(f"{scored} of {total} pairs scored (the shards' and the removed ones); not scored: {why}")
     typer.echo(f"scores: {out}\nuse them in a recipe: ops: {{rm_margin: {{scores: {out}}}}}")
 
 
@@ -321,11 +329,14 @@ def audit(
     if pooled["pairs"]:
         low, high = pooled["interval_95"]
         typer.echo(
-            f"held-out accuracy {pooled['accuracy']:.3f} ({pooled['agreeing']} of {pooled['pairs']} pairs; "
-            f"95% interval {low:.3f}-{high:.3f})"
+            f"held-out accuracy {pooled['accuracy']:.3f}: the fold models prefer the chosen answer in "
+            f"{pooled['agreeing']} of {pooled['pairs']} scored pairs of the shards (95% interval {low:.3f}-{high:.3f})"
         )
     unscored = ", ".join(f"{reason}: {n}" for reason, n in report["not_scored"].items()) or "none"
-    typer.echo(f"{report['scored']} of {report['pairs']} pairs judged out of fold; not judged: {unscored}")
+    typer.echo(
+        f"{report['scored']} of {report['pairs']} pairs judged out of fold (the shards' and the removed ones); "
+        f"not judged: {unscored}"
+    )
     if not pooled["beats_chance"]:
         typer.echo(
             "warning: the fold models do not agree with the labels more often than chance on held-out pairs: the "

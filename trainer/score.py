@@ -1,10 +1,11 @@
 """`trainer score`: a reward model's rewards for every pair of a build, as a signal table the `rm_margin` op reads.
 
 Output: `BUILD/signals/rm_scores-<model digest>.parquet` with `pair_id, reward_chosen, reward_rejected, margin`
-(one row per distinct pair: the shards and the removed pairs, so a rebuild finds scores for pairs that an
-earlier stage or the mix left out). Work is done in parts of `part_pairs` pairs, each written under a temporary
+and `not_scored` (one row per distinct pair: the shards and the removed pairs, so a rebuild finds scores for pairs
+that an earlier stage or the mix left out). Work is done in parts of `part_pairs` pairs, each written under a temporary
 name and renamed, so an interrupted run resumes where it stopped; the parts are joined (in pair_id order) and
-the partial folder removed at the end. Pairs the model cannot score (video, too long) get null rewards.
+the partial folder removed at the end. Pairs the model cannot score (video, too long) get null rewards and the
+reason in `not_scored`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ SCORES_SCHEMA = pa.schema(
         pa.field("margin", pa.float64()),
     ]
 )
+# What `trainer score` writes: the scores and, for a pair without them, why (`trainer audit` adds its own columns).
+SCORE_FILE_SCHEMA = pa.schema([*SCORES_SCHEMA, pa.field("not_scored", pa.string())])
 COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 
 
@@ -69,7 +72,8 @@ def score_build(
     pairs = build_pairs(opened)
     # Parts are reused only for the same pairs cut the same way (a rebuilt build or another --part-pairs restarts).
     ids = "\n".join(pairs.column("pair_id").to_pylist()).encode()
-    plan = {"part_pairs": part_pairs, "max_length": max_length, "pairs_sha256": hashlib.sha256(ids).hexdigest()}
+    plan = {"part_pairs": part_pairs, "max_length": max_length, "pairs_sha256": hashlib.sha256(ids).hexdigest(),
+            "columns": SCORE_FILE_SCHEMA.names}  # fmt: skip
     plan_path = parts_dir / "plan.json"
     if parts_dir.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
         shutil.rmtree(parts_dir)
@@ -85,9 +89,9 @@ def score_build(
         if on_part is not None:
             on_part(part + 1, total)
     parts = [pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)]
-    joined = pa.concat_tables(parts) if parts else SCORES_SCHEMA.empty_table()
+    joined = pa.concat_tables(parts) if parts else SCORE_FILE_SCHEMA.empty_table()
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(joined.cast(SCORES_SCHEMA), tmp)
+    pq.write_table(joined.cast(SCORE_FILE_SCHEMA), tmp)
     tmp.replace(out)
     shutil.rmtree(parts_dir)
     return out
@@ -99,17 +103,20 @@ def _write_part(
     # Only kept images are in the build's image table: a removed pair whose image went with it gets no score.
     found = {h: data for h in {h for r in rows for h in r["images"]} if (data := images.get(h)) is not None}
     scoreable = [k for k, r in enumerate(rows) if all(h in found for h in r["images"])]
-    rewards, _ = model_rewards(model, BenchPairs([rows[k] for k in scoreable], found), max_length, micro_batch)
+    rewards, reasons = model_rewards(model, BenchPairs([rows[k] for k in scoreable], found), max_length, micro_batch)
     by_row: dict[int, tuple[float, float] | None] = dict(zip(scoreable, rewards, strict=True))
+    why = dict(zip(scoreable, reasons, strict=True))
     scored = [by_row.get(k) for k in range(len(rows))]
+    not_scored = [None if s is not None else why.get(k) or "image not in the build" for k, s in enumerate(scored)]
     table = pa.table(
         {
             "pair_id": [r["pair_id"] for r in rows],
             "reward_chosen": [None if s is None else s[0] for s in scored],
             "reward_rejected": [None if s is None else s[1] for s in scored],
             "margin": [None if s is None else s[0] - s[1] for s in scored],
+            "not_scored": not_scored,
         },
-        schema=SCORES_SCHEMA,
+        schema=SCORE_FILE_SCHEMA,
     )
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)

@@ -150,7 +150,7 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     # One step of the tiny model does not beat chance on held-out pairs: the user is told not to act on it.
     pooled = json.loads((tmp_path / "run" / "audit.json").read_text())["held_out"]
     assert not pooled["beats_chance"] and pooled["interval_95"][0] <= 0.5
-    assert f"({pooled['agreeing']} of {pooled['pairs']} pairs; 95% interval" in result.output
+    assert f"in {pooled['agreeing']} of {pooled['pairs']} scored pairs of the shards (95% interval" in result.output
     assert "warning: the fold models do not agree with the labels more often than chance" in result.output
     result = CliRunner().invoke(app, [*args[:6], "1"])
     assert result.exit_code == 1 and "error: --folds 1: need at least 2" in result.output

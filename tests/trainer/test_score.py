@@ -1,6 +1,7 @@
 """`trainer score` on a small build, resumable, and its scores driving the rm_margin op in a rebuild."""
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -59,6 +60,7 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
         assert row["margin"] == pytest.approx(row["reward_chosen"] - row["reward_rejected"])
     assert {by_id[r["pair_id"]]["modality"] for r in scored} >= {"text", "image", "video"}
     assert len(scored) >= len(resumed) // 2
+    assert all((r["margin"] is None) == (r["not_scored"] is not None) for r in resumed)  # every gap says why
 
 
 def test_cli_score_then_rm_margin_rebuild(demo_recipe: Path, tmp_path: Path, tiny_run: Path, demo_build: Path) -> None:
@@ -67,6 +69,13 @@ def test_cli_score_then_rm_margin_rebuild(demo_recipe: Path, tmp_path: Path, tin
     result = CliRunner().invoke(app, ["score", "--model", str(tiny_run), "--build", str(copy)])
     assert result.exit_code == 0, result.output
     scores = next((copy / "signals").glob("rm_scores-*.parquet"))
+    table = pq.read_table(scores).to_pylist()
+    reasons = Counter(r["not_scored"] for r in table if r["margin"] is None)
+    why = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items())) or "none"
+    scored = len(table) - reasons.total()
+    assert f"{scored} of {len(table)} pairs scored (the shards' and the removed ones); not scored: {why}\n" in (
+        result.output
+    )
     margins = sorted(r["margin"] for r in pq.read_table(scores).to_pylist() if r["margin"] is not None)
     threshold = margins[len(margins) // 3]  # about a third of the scored pairs count as reversed
     recipe = yaml.safe_load(demo_recipe.read_text())
