@@ -6,23 +6,34 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import yaml
 
 from curation.sql import read_parquet
 
 
 def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
-    """(source, step, count) rows: ingested, each removal reason by stage, kept, in shards."""
+    """(source, step, count) rows: ingested, each removal reason by stage, kept, in shards; sources in the recipe's
+    order and stages in the order they run (a manifest read back from its file has its keys sorted)."""
+    from curation.ops import OPS
+
+    in_recipe = list((yaml.safe_load(manifest["recipe"]["text"]) or {}).get("sources") or {})
+    source_rank = {name: i for i, name in enumerate(in_recipe)}
+    stage_rank = {name: i for i, name in enumerate(OPS)}
+
+    def by_stage(stages: dict[str, Any]) -> list[tuple[str, Any]]:
+        return sorted(stages.items(), key=lambda item: stage_rank.get(item[0], len(stage_rank)))
+
     rows = []
-    for name, s in manifest["sources"].items():
+    for name, s in sorted(manifest["sources"].items(), key=lambda item: source_rank.get(item[0], len(source_rank))):
         rows.append((name, "rows read", s["rows_read"]))
         for reason, n in s["rejects_at_ingest"].items():
             rows.append((name, f"ingest: {reason} (rows)", n))
         rows.append((name, "pairs ingested", s["pairs_ingested"]))
-        for stage, reasons in s["removed"].items():
+        for stage, reasons in by_stage(s["removed"]):
             for reason, n in reasons.items():
                 rows.append((name, f"{stage}: {reason}", n))
         rows.append((name, "kept", s["kept"]))
-        for stage, reasons in s.get("swapped", {}).items():  # kept pairs whose labels a review fixed
+        for stage, reasons in by_stage(s.get("swapped", {})):  # kept pairs whose labels a review fixed
             for reason, n in reasons.items():
                 rows.append((name, f"{stage}: {reason} (of the kept pairs)", n))
         rows.append((name, "upsampled copies", s["mix"]["upsampled_copies"]))

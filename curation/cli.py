@@ -632,7 +632,8 @@ def print_matches(total: int, matches: list[Match]) -> None:
             table.add_row(m.pair_id[:SHORT_ID], _text(m.occurrence.source), _text(row), fate, m.field, snippet)
         console.print(table)
     more = " (raise --limit to see more)" if total > len(matches) else ""
-    console.print(f"{len(matches)} of {total} matches shown{more}", markup=False, highlight=False)
+    shown = f"{len(matches)} of {total} matches shown{more}" if total else "no pair holds the text"
+    console.print(shown, markup=False, highlight=False)
 
 
 @app.command("export")

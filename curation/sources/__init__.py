@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 
@@ -38,6 +39,8 @@ def get_adapter(key: str) -> type[Adapter]:
     try:
         return REGISTRY[key]
     except KeyError:
+        close = difflib.get_close_matches(key, list(REGISTRY), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise InputError(
-            f"unknown source {key!r}; `curate sources` lists them: {', '.join(sorted(REGISTRY))}"
+            f"unknown source {key!r}; {hint}`curate sources` lists them: {', '.join(sorted(REGISTRY))}"
         ) from None

@@ -41,6 +41,8 @@ def test_clear_errors_for_bad_invocations(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     result = runner.invoke(app, ["ingest", "--source", "nope", "--path", "x", "--out", out])
     assert result.exit_code == 1 and "unknown source 'nope'" in result.output
+    result = runner.invoke(app, ["ingest", "--source", "hh-rlhf", "--path", "x", "--out", out])
+    assert result.exit_code == 1 and "unknown source 'hh-rlhf'; did you mean 'hh_rlhf'?" in result.output
     result = runner.invoke(
         app, ["ingest", "--source", "hh_rlhf", "--path", str(tmp_path / "absent.jsonl"), "--out", out]
     )
@@ -72,3 +74,14 @@ def test_stats_as_json_adds_up(demo_build: Path) -> None:
     assert stats["rows_in_shards"] == manifest["rows_in_shards"]
     in_shards = sum(r["count"] for r in stats["funnel"] if r["step"] == "in shards")
     assert in_shards == manifest["rows_in_shards"] and set(stats["benchmarks"]) == {"vl_rewardbench"}
+    # sources in the recipe's order, stages in the order they run (the manifest file sorts its keys)
+    assert list(dict.fromkeys(r["source"] for r in stats["funnel"])) == [
+        "rlaif_v",
+        "mm_rlhf",
+        "ultrafeedback",
+        "hh_rlhf",
+    ]
+    steps = [r["step"].split(":")[0] for r in stats["funnel"] if r["source"] == "rlaif_v"]
+    assert (
+        steps.index("exact_dedupe") < steps.index("image_dedupe") < steps.index("decontaminate") < steps.index("kept")
+    )
