@@ -147,6 +147,10 @@ def resolve(build: BuildDir, key: str) -> str:
         more = f"; and {len(candidates) - CANDIDATES} more" if len(candidates) > CANDIDATES else ""
         hint = "give more characters" if ":" not in key else "give one of their ids"
         raise InputError(f"{what} is ambiguous, {len(candidates)} pairs match ({hint}): {listed}{more}")
+    if ":" not in key and (swapped := _swapped_from(build, prefix)):  # its id before a review swapped its labels
+        if len(swapped) == 1:
+            return swapped[0]
+        raise InputError(f"{what} is ambiguous, {len(swapped)} swapped pairs had ids with it; give more characters")
     rejects = build.optional(REJECTS)
     rejected = pq.read_table(rejects, filters=wanted).to_pylist() if ":" in key and rejects is not None else []
     if rejected:  # a row rejected at ingest gave no pair: say why
@@ -155,6 +159,18 @@ def resolve(build: BuildDir, key: str) -> str:
             f"{what} ({row['source']}) gave no pair: rejected at {row['stage']}: {row['reason']} ({row['detail']})"
         )
     raise InputError(f"no pair with {what} in {build.path}")
+
+
+def _swapped_from(build: BuildDir, prefix: str) -> list[str]:
+    """The ids of the kept pairs a review swapped whose id before the swap starts with `prefix`."""
+    table = build.pairs(["pair_id", "meta"])
+    table = table.filter(pc.match_substring(table["meta"], "pair_id_before"))
+    found = {
+        row["pair_id"]
+        for row in table.to_pylist()
+        if str((json.loads(row["meta"]).get("_review") or {}).get("pair_id_before", "")).startswith(prefix)
+    }
+    return sorted(found)
 
 
 def pair_record(build: BuildDir, db: duckdb.DuckDBPyConnection, pair_id: str) -> PairRecord:

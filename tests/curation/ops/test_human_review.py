@@ -81,10 +81,12 @@ def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) ->
     import duckdb
 
     from curation.build_dir import BuildDir
-    from curation.lookup import pair_record
+    from curation.lookup import pair_record, resolve
 
     record = pair_record(BuildDir.open(second.root), duckdb.connect(), swapped["pair_id"])
     assert {stem.split("-v")[0] for stem in record.signals} >= {"validate", "filters", "human_review"}
+    # and `curate show` finds it by the id it had before the swap (the one the review names)
+    assert resolve(BuildDir.open(second.root), before["pair_id"][:8]) == swapped["pair_id"]
 
 
 def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
