@@ -101,8 +101,12 @@ def list_builds(root: Path) -> list[BuildEntry]:
             continue
         if path.name.endswith(".partial"):
             builds.append(BuildEntry(path.name, path, "in progress"))
-        elif (path / "shards").is_dir():  # a manifest alone is no build: `curate export` writes a copy of one
-            builds.append(BuildEntry(path.name, path, "ready" if (path / "manifest.json").is_file() else "broken"))
+        elif (path / "manifest.json").is_file():
+            # `curate export`'s Hub layout carries a copy of its build's manifest beside the recipe, without shards
+            if not ((path / "recipe.yaml").is_file() and not (path / "shards").exists()):
+                builds.append(BuildEntry(path.name, path, "ready"))
+        elif (path / "shards").is_dir():
+            builds.append(BuildEntry(path.name, path, "broken"))
     return builds
 
 

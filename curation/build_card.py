@@ -11,20 +11,25 @@ import yaml
 from curation.sql import read_parquet
 
 
+def sources_in_order(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The manifest's sources in the recipe's order (a manifest read back from its file has its keys sorted)."""
+    in_recipe = list((yaml.safe_load(manifest["recipe"]["text"]) or {}).get("sources") or {})
+    rank = {name: i for i, name in enumerate(in_recipe)}
+    return sorted(manifest["sources"].items(), key=lambda item: rank.get(item[0], len(rank)))
+
+
 def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(source, step, count) rows: ingested, each removal reason by stage, kept, in shards; sources in the recipe's
-    order and stages in the order they run (a manifest read back from its file has its keys sorted)."""
+    order and stages in the order they run."""
     from curation.ops import OPS
 
-    in_recipe = list((yaml.safe_load(manifest["recipe"]["text"]) or {}).get("sources") or {})
-    source_rank = {name: i for i, name in enumerate(in_recipe)}
     stage_rank = {name: i for i, name in enumerate(OPS)}
 
     def by_stage(stages: dict[str, Any]) -> list[tuple[str, Any]]:
         return sorted(stages.items(), key=lambda item: stage_rank.get(item[0], len(stage_rank)))
 
     rows = []
-    for name, s in sorted(manifest["sources"].items(), key=lambda item: source_rank.get(item[0], len(source_rank))):
+    for name, s in sources_in_order(manifest):
         rows.append((name, "rows read", s["rows_read"]))
         for reason, n in s["rejects_at_ingest"].items():
             rows.append((name, f"ingest: {reason} (rows)", n))

@@ -418,7 +418,7 @@ def build_cmd(
 
 
 def print_funnel(manifest: dict) -> None:
-    from curation.build_card import funnel_rows
+    from curation.build_card import funnel_rows, sources_in_order
 
     table = Table(title=f"build {manifest['recipe']['name']}: every row accounted for")
     for column in ("source", "step", "count"):
@@ -426,7 +426,7 @@ def print_funnel(manifest: dict) -> None:
     for source, step, count in funnel_rows(manifest):
         table.add_row(source, step, str(count))
     console.print(table)
-    for name, entry in manifest["sources"].items():
+    for name, entry in sources_in_order(manifest):
         status = "OK" if entry["balanced"] else "BROKEN"
         removed = sum(sum(r.values()) for r in entry["removed"].values())
         console.print(

@@ -147,10 +147,15 @@ def resolve(build: BuildDir, key: str) -> str:
         more = f"; and {len(candidates) - CANDIDATES} more" if len(candidates) > CANDIDATES else ""
         hint = "give more characters" if ":" not in key else "give one of their ids"
         raise InputError(f"{what} is ambiguous, {len(candidates)} pairs match ({hint}): {listed}{more}")
-    if ":" not in key and (swapped := _swapped_from(build, prefix)):  # its id before a review swapped its labels
+    if ":" not in key and (swapped := _swapped_from(build, prefix)):  # its id before a swap (review or rm_margin)
         if len(swapped) == 1:
             return swapped[0]
-        raise InputError(f"{what} is ambiguous, {len(swapped)} swapped pairs had ids with it; give more characters")
+        listed = "; ".join(swapped[:CANDIDATES]) + (
+            f"; and {len(swapped) - CANDIDATES} more" if len(swapped) > CANDIDATES else ""
+        )
+        raise InputError(
+            f"{what} is ambiguous, {len(swapped)} swapped pairs had ids with it (give more characters): {listed}"
+        )
     rejects = build.optional(REJECTS)
     rejected = pq.read_table(rejects, filters=wanted).to_pylist() if ":" in key and rejects is not None else []
     if rejected:  # a row rejected at ingest gave no pair: say why
@@ -162,7 +167,8 @@ def resolve(build: BuildDir, key: str) -> str:
 
 
 def _swapped_from(build: BuildDir, prefix: str) -> list[str]:
-    """The ids of the kept pairs a review swapped whose id before the swap starts with `prefix`."""
+    """The ids of the kept pairs a swap (`human_review` or `rm_margin`) changed whose id before it starts with
+    `prefix`."""
     table = build.pairs(["pair_id", "meta"])
     table = table.filter(pc.match_substring(table["meta"], "pair_id_before"))
     found = {

@@ -185,9 +185,12 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Pa
         for spec in dataclasses.fields(cls):
             if spec.metadata.get("path") and out.get(spec.name):
                 given = out[spec.name]
+                paths = given if isinstance(given, tuple) else [given]
+                for p in paths:
+                    if is_uri(p):
+                        raise loc.error((*keys, spec.name), f"{p}: an object store's URI; this op reads a local file")
                 try:
-                    resolved = [str((base / p).resolve()) if p and not is_uri(p) else p
-                                for p in (given if isinstance(given, tuple) else [given])]  # fmt: skip
+                    resolved = [str((base / p).resolve()) if p else p for p in paths]
                 except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
                     raise loc.error((*keys, spec.name), f"{given}: cannot be resolved ({exc})") from None
                 out[spec.name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
@@ -196,7 +199,8 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Pa
         try:
             params.check()
         except ValueError as exc:
-            raise loc.error(keys, str(exc)) from None
+            files = base is not None and any(spec.metadata.get("path") for spec in dataclasses.fields(cls))
+            raise loc.error(keys, str(exc), f"relative paths resolve against {base}" if files else "") from None
     return params
 
 

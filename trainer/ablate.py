@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ def _variant(
         manifest = _load_or_build(recipe_path, build_dir)
         row["pairs"] = manifest["rows_in_shards"]
         say(f"{name}: fit")
+        shutil.rmtree(run, ignore_errors=True)  # a rerun trains again: a run folder holds one run
         last = fit(dataclasses.replace(config, shards=[str(build_dir)]), run)
         row["eval/accuracy"] = last.get("eval/accuracy")
         row["eval/pairs"] = int(last.get("eval/pairs", 0))  # what the held-out accuracy is over

@@ -107,16 +107,12 @@ def fit(
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)  # before the data is opened: a typo fails at once
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out {out}: a file, not a folder")
-        # A second run into a run folder would leave the first one's reports, events and checkpoints beside it.
-        if not resume and out.is_dir() and any(out.iterdir()):
-            raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
+        check_run_folder(out, resume)
         last = run_fit(settings, out, resume=resume)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
-        typer.echo(f"done: {out}: {fit_summary(last)}")
+        typer.echo(f"done: {out}: {fit_summary(last) if last else 'nothing left to train (already at its last step)'}")
 
 
 @app.command()
@@ -462,11 +458,27 @@ def _key_value(text: str, option: str) -> tuple[str, str]:
     return key, value
 
 
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "model")  # what `trainer fit` writes first
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """A run folder belongs to one run: a new run needs a new or empty folder (hidden files aside), and --resume a
+    folder that is empty or holds a run."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: a file, not a folder")
+    held = [entry.name for entry in out.iterdir() if not entry.name.startswith(".")] if out.is_dir() else []
+    is_run = any(name in RUN_FILES for name in held)
+    if is_run and not resume:  # its reports, events and checkpoints would sit beside the new run's
+        raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
+    if held and not is_run:
+        raise InputError(f"--out {out}: holds other files, not a run; choose a new or empty folder")
+
+
 def fit_summary(last: dict[str, Any]) -> str:
     """The last step's metrics, each with the pairs it is over."""
+    steps = f"{last['step']} step" + ("" if last["step"] == 1 else "s")
     text = (
-        f"{last['step']} steps; last step loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f} over "
-        f"{int(last['pairs'])} pairs"
+        f"{steps}; last step loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f} over {int(last['pairs'])} pairs"
     )
     if "eval/pairs" in last:
         text += (

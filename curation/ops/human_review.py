@@ -35,6 +35,10 @@ class HumanReviewParams:
         if not self.reviews:
             raise ValueError("reviews: give the reviews file (DATA_ROOT/reviews/<build>.parquet) or a list of them")
         for path in self.reviews:
+            if not path:
+                raise ValueError("reviews: an empty path")
+            if Path(path).is_dir():
+                raise ValueError(f"reviews: {path} is a folder; give the reviews file in it (<build>.parquet)")
             if not Path(path).is_file():
                 raise ValueError(f"reviews: {path} does not exist (review pairs in the workbench first)")
 

@@ -144,3 +144,12 @@ def test_a_later_reviews_file_wins(tmp_path: Path) -> None:
     _review(second, pairs["pair_id"][0].as_py(), "keep", "on a second look, fine")
     run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": (str(first), str(second))})
     assert list(run.removed()) == [1]
+
+
+def test_a_reviews_path_that_is_empty_or_a_folder_says_so(tmp_path: Path) -> None:
+    from curation.ops.human_review import HumanReviewParams
+
+    with pytest.raises(ValueError, match="^reviews: an empty path$"):
+        HumanReviewParams(reviews=("",)).check()
+    with pytest.raises(ValueError, match="is a folder; give the reviews file in it"):
+        HumanReviewParams(reviews=(str(tmp_path),)).check()

@@ -84,7 +84,10 @@ def test_the_scores_path_is_relative_to_the_recipe_as_sources_are(
     monkeypatch.chdir(tmp_path)  # not the recipe's folder: the path still resolves against the recipe's
     assert load_recipe(recipe).ops["rm_margin"].scores == str(tmp_path / "mixes" / "scores" / "s.parquet")
     recipe.write_text(recipe.read_text().replace("scores/s.parquet", "mixes/scores/s.parquet"))
-    with pytest.raises(RecipeError, match="mixes/mixes/scores/s.parquet does not exist"):
+    with pytest.raises(RecipeError, match=rf"mixes/mixes/scores/s.parquet does not exist.*resolve against {tmp_path}"):
+        load_recipe(recipe)
+    recipe.write_text(recipe.read_text().replace("mixes/scores/s.parquet", "s3://bucket/s.parquet"))
+    with pytest.raises(RecipeError, match="s3://bucket/s.parquet: an object store's URI; this op reads a local file"):
         load_recipe(recipe)
 
 
