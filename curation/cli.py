@@ -84,7 +84,7 @@ def sources(
     table = Table(title=f"{len(rows)} source adapters")
     table.add_column("key", no_wrap=True)  # never cut: it is what every command takes
     for column in ("kind", "modality", "hub id", "license", "size (card)"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps an id, never cuts it
     for row in rows:
         size = Text(row["size"]) if row["size"] is not None else Text("no card", style="red")
         table.add_row(row["key"], row["kind"], row["modality"], row["hub_id"] or "-", row["license"], size)
