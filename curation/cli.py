@@ -650,13 +650,16 @@ def export_cmd(
         typer.Option(help="the license to declare on the card", show_default="the sources', or other if they differ"),
     ] = None,
     force_license: Annotated[bool, typer.Option(help="declare --license even over restrictive sources")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="replace an earlier export in --local-dir once the new one is complete")
+    ] = False,
 ) -> None:
     """Write a build in the Hub's dataset layout (parquet configs, card, recipe), then upload it in one commit."""
     from curation.export import export_build, upload
 
     local = local_dir or build_dir.with_name(build_dir.name + "-hub")
     try:
-        plan = export_build(build_dir, local, license=license, force_license=force_license)
+        plan = export_build(build_dir, local, license=license, force_license=force_license, replace=replace)
         typer.echo(f"wrote {len(plan.files)} files to {local} (configs: {', '.join(plan.configs)})")
         for line in upload(local, repo, private=private, dry_run=dry_run):
             typer.echo(line)

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from curation.build_dir import IMAGES, MANIFEST, BuildDir
 from curation.errors import InputError
+from curation.ingest import publish_folder
 
 ROWS_PER_GROUP_WITH_IMAGES = 100
 ROWS_PER_GROUP_TEXT = 10_000
@@ -230,12 +231,34 @@ def card_text(
     return "\n".join(lines)
 
 
+EXPORT_MARKS = ("README.md", "recipe.yaml", "manifest.json")  # what a dataset export always holds
+
+
+def check_export_folder(local_dir: Path, replace: bool, marks: tuple[str, ...]) -> None:
+    """`local_dir` may be written: it is new or empty, or (with `replace`) an earlier export, which holds `marks`
+    and is replaced only once the new export is complete."""
+    if local_dir.exists() and not local_dir.is_dir():
+        raise InputError(f"{local_dir}: a file, not a folder; choose another --local-dir")
+    if not (local_dir.is_dir() and any(local_dir.iterdir())):
+        return
+    if not replace:
+        raise InputError(
+            f"{local_dir}: exists and is not empty; choose another --local-dir, remove it, or pass --replace"
+        )
+    if not all((local_dir / mark).is_file() for mark in marks):
+        raise InputError(f"{local_dir}: not an earlier export (no {', '.join(marks)}); not replaced")
+
+
 def export_build(
-    location: Path, local_dir: Path, *, license: str | None = None, force_license: bool = False
+    location: Path,
+    local_dir: Path,
+    *,
+    license: str | None = None,
+    force_license: bool = False,
+    replace: bool = False,
 ) -> ExportPlan:
     build = BuildDir.open(location)
-    if local_dir.exists() and any(local_dir.iterdir()):
-        raise InputError(f"{local_dir}: exists and is not empty; choose another --local-dir or remove it")
+    check_export_folder(local_dir, replace, EXPORT_MARKS)
     manifest = build.manifest
     pairs = build.pairs()
     sources = sorted(set(pairs.column("source").to_pylist()))
@@ -258,9 +281,7 @@ def export_build(
         (tmp / "LICENSE_NOTES.md").write_text("\n".join(notes) + "\n")
     (tmp / "recipe.yaml").write_text(manifest["recipe"]["text"])
     shutil.copy(build.file(MANIFEST), tmp / "manifest.json")
-    if local_dir.exists():
-        local_dir.rmdir()
-    tmp.replace(local_dir)
+    publish_folder(tmp, local_dir)
     files = [
         (p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in sorted(local_dir.rglob("*")) if p.is_file()
     ]

@@ -436,6 +436,9 @@ def export(
     ] = None,
     private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Write locally and list what would be sent; send nothing.")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="Replace an earlier export in --local-dir once the new one is complete.")
+    ] = False,
 ) -> None:
     """Write a run's model with its card in the Hub layout, then upload it in one commit."""
     from curation.export import upload
@@ -443,7 +446,7 @@ def export(
 
     local = local_dir or run.with_name(run.name + "-hub")
     try:
-        files = export_run(run, repo, local, dataset_repo)
+        files = export_run(run, repo, local, dataset_repo, replace=replace)
         typer.echo(f"wrote {len(files)} files to {local}")
         for line in upload(local, repo, repo_type="model", private=private, dry_run=dry_run):
             typer.echo(line)

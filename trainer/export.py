@@ -18,6 +18,8 @@ import yaml
 
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
+from curation.export import check_export_folder
+from curation.ingest import publish_folder
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 
@@ -88,12 +90,13 @@ def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any]
     return "\n".join(lines)
 
 
-def export_run(run: Path, repo: str, local_dir: Path, dataset_repo: str | None = None) -> list[str]:
+def export_run(
+    run: Path, repo: str, local_dir: Path, dataset_repo: str | None = None, replace: bool = False
+) -> list[str]:
     model = run / "model"
     if not (model / "reward_model.json").is_file():
         raise InputError(f"{run}: no trained model (expected {model}/reward_model.json from `trainer fit`)")
-    if local_dir.exists() and any(local_dir.iterdir()):
-        raise InputError(f"{local_dir}: exists and is not empty; choose another --local-dir or remove it")
+    check_export_folder(local_dir, replace, ("README.md", "reward_model.json", "fit_config.yaml"))
     tmp = local_dir.with_name(local_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model, tmp)
@@ -104,7 +107,5 @@ def export_run(run: Path, repo: str, local_dir: Path, dataset_repo: str | None =
         shutil.copy(run / name, tmp / name)
     spec = json.loads((model / "reward_model.json").read_text())
     (tmp / "README.md").write_text(card_text(run, repo, spec, config, dataset_repo))
-    if local_dir.exists():
-        local_dir.rmdir()
-    tmp.replace(local_dir)
+    publish_folder(tmp, local_dir)
     return sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())

@@ -114,6 +114,18 @@ def test_dry_run_sends_nothing(demo: Path, tmp_path: Path, monkeypatch: pytest.M
     result = export(demo, tmp_path / "hub", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "[dry run] would upload 9 files in one commit" in result.output
+    # again into the same folder: refused, or replaced whole with --replace (never a folder that is not an export)
+    again = export(demo, tmp_path / "hub", "--dry-run")
+    assert again.exit_code == 1 and "pass --replace" in again.output
+    (tmp_path / "hub" / "stale.txt").write_text("from the earlier export")
+    replaced = export(demo, tmp_path / "hub", "--dry-run", "--replace")
+    assert replaced.exit_code == 0, replaced.output
+    assert not (tmp_path / "hub" / "stale.txt").exists() and (tmp_path / "hub" / "manifest.json").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    foreign = export(demo, tmp_path / "mine", "--dry-run", "--replace")
+    assert foreign.exit_code == 1 and "not an earlier export" in foreign.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
 def test_missing_token_is_a_clear_error(demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

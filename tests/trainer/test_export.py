@@ -34,3 +34,9 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
     assert "length-only judge" in card and "51.00" in card and "load_reward_model" in card
     assert {"model.safetensors", "fit_config.yaml", "eval.json", "reward_model.json"} <= {
         p.name for p in (tmp_path / "hub").iterdir()}  # fmt: skip
+    args = ["export", str(run), "--repo", "me/tiny-rm", "--local-dir", str(tmp_path / "hub"), "--dry-run"]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "pass --replace" in again.output
+    replaced = CliRunner().invoke(app, [*args, "--replace"])
+    assert replaced.exit_code == 0, replaced.output
+    assert "datasets:" not in (tmp_path / "hub" / "README.md").read_text()  # the new export's card, no dataset link
