@@ -492,8 +492,29 @@ def funnel(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"source": s, "step": step, "count": n} for s, step, n in funnel_rows(manifest)]
 
 
+def funnel_steps(rows: list[dict[str, Any]]) -> list[str]:
+    """The funnel's steps over all sources in pipeline order (each source lists only the steps it has): what was
+    read, rejected at ingest, ingested, removed by stage in the order the stages run, kept, swapped, upsampled,
+    in shards."""
+    from curation.ops import OPS
+
+    stages = {name: i for i, name in enumerate([*OPS, "mix"])}
+
+    def rank(step: str) -> tuple[int, int, str]:
+        fixed = {"rows read": 0, "pairs ingested": 2, "kept": 4, "upsampled copies": 6, "in shards": 7}
+        if step in fixed:
+            return fixed[step], 0, step
+        if step.startswith("ingest: "):
+            return 1, 0, step
+        stage = step.partition(":")[0]
+        return (5 if step.endswith("(of the kept pairs)") else 3), stages.get(stage, len(stages)), step
+
+    return sorted({r["step"] for r in rows}, key=rank)
+
+
 def diff_builds(a: dict[str, Any], b: dict[str, Any], name_a: str = "a", name_b: str = "b") -> list[dict[str, Any]]:
-    """Per source and step (in pipeline order), the counts of two builds, named by their builds, and the change."""
+    """Per source and step (in pipeline order), the counts of two builds, named by their builds, and the
+    difference `a - b` under a name that says so."""
     left = {(r["source"], r["step"]): r["count"] for r in funnel(a)}
     right = {(r["source"], r["step"]): r["count"] for r in funnel(b)}
     keys = list(dict.fromkeys([*left, *right]))
@@ -501,7 +522,9 @@ def diff_builds(a: dict[str, Any], b: dict[str, Any], name_a: str = "a", name_b:
     for s, step in keys:
         before, after = left.get((s, step), 0), right.get((s, step), 0)
         if before != after:
-            rows.append({"source": s, "step": step, name_a: before, name_b: after, "change": after - before})
+            rows.append(
+                {"source": s, "step": step, name_a: before, name_b: after, f"{name_a} − {name_b}": before - after}
+            )
     return rows
 
 

@@ -85,6 +85,9 @@ def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
     review_form(build, pair, queue)
 
 
+SAVED = "review_saved"  # the saved review's line, shown once after the rerun
+
+
 def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     """Mark the pair keep, drop or swap with a note; written to DATA_ROOT/reviews/<build>.parquet only."""
     st.markdown("**Review**")
@@ -95,16 +98,23 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         st.warning("Reviews cannot be kept for this build.")
         st.text(str(exc))
         return
-    if earlier:
-        last = earlier[0]
+    saved_now = st.session_state.pop(SAVED, None)
+    if saved_now:  # said after the rerun that refreshed the queue's counts and this form
+        st.success("Review saved.")
+        st.text(saved_now)
+    last = earlier[0] if earlier else None
+    if last:
         st.text(f"reviewed: {last['action']} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
     if pair.get("removed_at") is not None:
         st.caption(f"This pair was removed at {pair['removed_at'][0]}: a review of it is recorded, and the next build "
                    "still removes it (reviews apply last).")  # fmt: skip
-    with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
-        action = st.radio("decision", ACTIONS, horizontal=True, help="swap: chosen and rejected are exchanged")
-        note = st.text_input("note")
-        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", os.environ.get("USER", "")))
+    # The form starts at the pair's latest review, so saving it again repeats that review rather than undoing it.
+    with st.form(f"review-{pair['pair_id']}"):
+        action = st.radio("decision", ACTIONS, index=ACTIONS.index(last["action"]) if last else 0, horizontal=True,
+                          help="swap: chosen and rejected are exchanged")  # fmt: skip
+        note = st.text_input("note", value=last["note"] if last else "")
+        default_reviewer = last["reviewer"] if last else os.environ.get("USER", "")
+        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", default_reviewer))
         if st.form_submit_button("Save review"):
             st.session_state["reviewer"] = reviewer
             try:
@@ -123,6 +133,6 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
                 st.error("The review was not saved.")
                 st.text(str(exc))
             else:
-                st.success("Review saved.")
                 where = path.relative_to(build.root)
-                st.text(f"{saved.action}, in {where}; a build applies it with the op human_review")
+                st.session_state[SAVED] = f"{saved.action}, in {where}; a build applies it with the op human_review"
+                st.rerun()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from app.data import AppError, diff_builds, funnel, list_builds
+from app.data import AppError, diff_builds, funnel, funnel_steps, list_builds
 from app.ui import build_or_stop, open_build, page, root_or_stop
 
 page("Builds")
@@ -20,13 +20,12 @@ for warning in manifest.get("warnings", []):
     st.warning(warning)
 st.subheader("Funnel")
 rows = funnel(manifest)
-# Steps in pipeline order (as the build ran them), not alphabetically.
-order = list(dict.fromkeys(r["step"] for r in rows))
+order = funnel_steps(rows)  # pipeline order, not alphabetical; every step labelled
 chart = (
     alt.Chart(alt.Data(values=rows))
     .mark_bar()
     .encode(
-        y=alt.Y("step:N", sort=order, title=None, axis=alt.Axis(labelLimit=480)),
+        y=alt.Y("step:N", sort=order, title=None, axis=alt.Axis(labelLimit=480, labelOverlap=False)),
         x=alt.X("sum(count):Q", title="rows or pairs"),
         color=alt.Color("source:N"),
         tooltip=["source:N", "step:N", "count:Q"],

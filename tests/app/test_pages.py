@@ -116,7 +116,22 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
         Build(copy, "escaping")
     demo, hostile = Build(data_root, "demo"), Build(data_root, "hostile")
     changes = diff_builds(demo.manifest, hostile.manifest, "demo", "hostile")
-    assert {"source": "uf", "step": "in shards", "demo": 0, "hostile": 1, "change": 1} in changes
+    assert {"source": "uf", "step": "in shards", "demo": 0, "hostile": 1, "demo − hostile": -1} in changes
+
+
+def test_funnel_steps_are_in_pipeline_order_across_sources() -> None:
+    from app.data import funnel_steps
+
+    rows = [{"step": s} for s in ("rows read", "pairs ingested", "decontaminate: contaminated: x", "kept",
+                                  "in shards", "rows read", "ingest: malformed json (rows)", "pairs ingested",
+                                  "exact_dedupe: exact duplicate", "mix: not selected by mix",
+                                  "human_review: swapped by review (of the kept pairs)", "kept", "upsampled copies",
+                                  "in shards")]  # fmt: skip
+    assert funnel_steps(rows) == [
+        "rows read", "ingest: malformed json (rows)", "pairs ingested", "exact_dedupe: exact duplicate",
+        "decontaminate: contaminated: x", "mix: not selected by mix", "kept",
+        "human_review: swapped by review (of the kept pairs)", "upsampled copies", "in shards",
+    ]  # fmt: skip
 
 
 def test_histograms(data_root: Path) -> None:

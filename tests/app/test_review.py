@@ -31,6 +31,13 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     app.button[-1].click().run()  # Save review
     assert not app.exception, app.exception
     assert any(s.value == "Review saved." for s in app.success)
+    # at once, without another run: the queue counts it, and the form holds it (saving again repeats it)
+    assert any("1 of them reviewed" in c.value for c in app.caption)
+    assert (app.radio[0].value, app.text_input[0].value, app.text_input[1].value) == (
+        "swap",
+        "[b]labels reversed[/b]",
+        "ana",
+    )
     [review] = read_reviews(root / "reviews" / "demo.parquet").to_pylist()
     assert (review["action"], review["note"], review["reviewer"], review["queue"]) == (
         "swap",
