@@ -208,8 +208,10 @@ class Build:
         total = self.rows(f"SELECT count(*) AS n FROM pairs WHERE {clause}", params)[0]["n"]
         rows = self.rows(
             f"""SELECT pair_id, source, source_row, modality, category, length(chosen) AS chosen_chars,
-                       length(rejected) AS rejected_chars, margin, tie, coalesce(c.removed, 0) AS cluster_size
+                       length(rejected) AS rejected_chars, margin, tie, coalesce(c.removed, 0) AS cluster_size,
+                       k.copies
                 FROM pairs LEFT JOIN ({self._cluster_sizes()}) c USING (pair_id)
+                JOIN (SELECT pair_id, count(*) AS copies FROM pairs GROUP BY 1) k USING (pair_id)
                 WHERE {clause} ORDER BY {SORTS[sort]}, pair_id LIMIT ? OFFSET ?""",
             [*params, page_size, page * page_size],
         )

@@ -16,9 +16,10 @@ def page(title: str) -> None:
     st.title(title)
 
 
-def pick_row(rows: list[dict[str, Any]], key: str) -> int:
+def pick_row(rows: list[dict[str, Any]], key: str, offset: int = 0, total: int | None = None) -> int:
     """A table whose rows open on a click, with previous/next buttons under it; returns the row to show. A click
-    moves the reader to that row; previous/next step from there."""
+    moves the reader to that row; previous/next step from there. A table that is one page of a longer list says
+    where it is in the whole list: its first row is number `offset + 1` of `total`."""
     event = st.dataframe(
         rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", key=f"{key}-table"
     )
@@ -26,10 +27,10 @@ def pick_row(rows: list[dict[str, Any]], key: str) -> int:
     if selected and selected != st.session_state.get(f"{key}-clicked"):
         st.session_state[f"{key}-at"] = selected[0]
     st.session_state[f"{key}-clicked"] = selected
-    return step_buttons(f"{key}-at", len(rows))
+    return step_buttons(f"{key}-at", len(rows), offset, total)
 
 
-def step_buttons(key: str, count: int) -> int:
+def step_buttons(key: str, count: int, offset: int = 0, total: int | None = None) -> int:
     """Previous/next buttons over `count` items; the position is kept in the session under `key`. The buttons
     move it in their callbacks, which run before the page does, so what is drawn matches the new position."""
 
@@ -41,7 +42,7 @@ def step_buttons(key: str, count: int) -> int:
     back, position, forward = st.columns([1, 3, 1])
     back.button("< previous", key=f"{key}-back", disabled=at <= 0, on_click=move, args=(-1,))
     forward.button("next >", key=f"{key}-next", disabled=at >= count - 1, on_click=move, args=(1,))
-    position.caption(f"{at + 1} of {count}")
+    position.caption(f"{offset + at + 1} of {count if total is None else total}")
     return at
 
 

@@ -33,7 +33,8 @@ margins = build.rows("SELECT min(margin) AS lo, max(margin) AS hi FROM pairs")[0
 margin_range = None
 if margins["lo"] is not None and margins["lo"] < margins["hi"]:
     margin_range = e.slider("margin", float(margins["lo"]), float(margins["hi"]), (margins["lo"], margins["hi"]))
-page_number = st.number_input("page", min_value=0, value=0, step=1)
+PAGE_SIZE = 25
+page_number = st.number_input("page", min_value=1, value=1, step=1)  # past the last page: an empty page, said so
 rows, total = build.pairs(
     sources=chosen_sources,
     modalities=chosen_modalities,
@@ -44,14 +45,22 @@ rows, total = build.pairs(
     min_margin=margin_range[0] if margin_range and margin_range[0] > margins["lo"] else None,
     max_margin=margin_range[1] if margin_range and margin_range[1] < margins["hi"] else None,
     sort=sort,
-    page=int(page_number),
+    page=int(page_number) - 1,
+    page_size=PAGE_SIZE,
 )
-st.caption(f"{total} pairs match; page {int(page_number)} shows {len(rows)}. Click a row to read the pair.")
+pages = max(1, -(-total // PAGE_SIZE))
+first = (int(page_number) - 1) * PAGE_SIZE
+shown_range = f"rows {first + 1}-{first + len(rows)}" if rows else "no row"
+st.caption(
+    f"{total} rows of the shards match (an upsampled pair is a row per copy; `copies` counts them); page "
+    f"{int(page_number)} of {pages} shows {shown_range}. Click a row to read it."
+)
 if not rows:
     st.stop()
-columns = ["source", "source_row", "margin", "chosen_chars", "rejected_chars", "category", "modality", "pair_id"]
+columns = ["source", "source_row", "copies", "margin", "chosen_chars", "rejected_chars", "category", "modality",
+           "pair_id"]  # fmt: skip
 shown = [{k: r.get(k) for k in columns if k in r} | {k: v for k, v in r.items() if k not in columns} for r in rows]
-at = pick_row(shown, "pairs")
+at = pick_row(shown, "pairs", offset=first, total=total)
 pair = build.pair(rows[at]["pair_id"])
 if pair is not None:
     show_pair(build, pair)

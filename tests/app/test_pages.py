@@ -34,9 +34,15 @@ def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytes
 
 def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = run_page("pages/2_Pairs.py", data_root, monkeypatch)
-    assert any("43 pairs match" in c.value for c in app.caption)
+    assert any(c.value.startswith("43 rows of the shards match") and "page 1 of 2 shows rows 1-25." in c.value
+               for c in app.caption)  # fmt: skip
+    app.number_input[0].set_value(2).run()  # the second page: its rows are numbered in the whole list
+    assert any("page 2 of 2 shows rows 26-43." in c.value for c in app.caption)
+    assert any(c.value == "26 of 43" for c in app.caption)
+    app.number_input[0].set_value(1).run()
     app.multiselect[1].set_value(["video"]).run()
-    assert any("2 pairs match" in c.value for c in app.caption)  # the video pair, upsampled twice
+    assert any(c.value.startswith("2 rows of the shards match") for c in app.caption)  # the video pair, twice
+    assert [r for r in app.dataframe[0].value["copies"]] == [2, 2]
     assert len(app.get("image")) == 3  # its three frames, decoded only now
     shown = [html.unescape(re.sub("<[^>]+>", "", e.proto.body)) for e in app.get("html")]  # marks taken out
     assert any("zooms in" in text for text in shown)
