@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -190,8 +191,13 @@ class Build:
         if search:
             # A plain substring, case-insensitive (no LIKE wildcards: "snake_case" means what it says).
             in_prompt = "list_contains(list_transform(prompt, lambda m: contains(lower(m.content), ?)), true)"
-            where.append(f"(contains(lower(chosen), ?) OR contains(lower(rejected), ?) OR {in_prompt})")
+            texts = f"contains(lower(chosen), ?) OR contains(lower(rejected), ?) OR {in_prompt}"
             params += [search.lower()] * 3
+            if re.fullmatch(r"[0-9a-f]{6,32}", search.strip().lower()):  # a pair id (prefix), or one before a swap
+                texts += """ OR starts_with(pair_id, ?)
+                             OR starts_with(json_extract_string(meta, '$._review.pair_id_before'), ?)"""
+                params += [search.strip().lower()] * 2
+            where.append(f"({texts})")
         if categories:
             where.append(f"category IN ({', '.join('?' * len(categories))})")
             params += categories

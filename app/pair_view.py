@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import os
 import re
 from typing import Any
@@ -54,7 +55,9 @@ def _text_block(label: str, body_html: str) -> None:
 def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
     fate = pair.get("fate", "in the shards")
     st.subheader("Pair")
-    st.text(f"{pair['source']} {pair['source_row']} · pair {pair['pair_id']} · {fate}")
+    swap = (json.loads(pair.get("meta") or "{}").get("_review") or {}).get("pair_id_before")
+    swapped = f" · chosen and rejected swapped in this build (pair id before: {swap})" if swap else ""
+    st.text(f"{pair['source']} {pair['source_row']} · pair {pair['pair_id']} · {fate}{swapped}")
     if pair["images"]:
         show_images(build, pair["images"], "image", max_side=1024)
     for message in pair["prompt"]:

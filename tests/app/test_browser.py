@@ -19,9 +19,9 @@ from tests.app.conftest import APP
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = APP.parent / "test-artifacts" / "browser"
-PAGES = {"": "Reward-model data workbench", "Builds": "Funnel", "Pairs": "rows of the shards match", "Removed": "Contamination",
-         "Bias": "Chosen vs rejected length", "Mixture": "Mixture", "Runs": "No training runs",
-         "Review": "pairs in this queue"}  # fmt: skip
+PAGES = {"": "Reward-model data workbench", "Builds": "Funnel", "Pairs": "rows of the shards match",
+         "Removed": "Contamination", "Bias": "Chosen vs rejected length", "Mixture": "Mixture",
+         "Runs": "No training runs", "Review": "pairs in this queue"}  # fmt: skip
 
 
 def _browser_or_skip() -> None:

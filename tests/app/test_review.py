@@ -74,6 +74,13 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     app.text_input[1].input("ana")
     app.button[-1].click().run()
     assert any(s.value == "Review saved." for s in app.success)
+    # and a swap of another pair, made as the page makes it
+    from app.data import Build
+    from curation.reviews import Review, append_review
+
+    other = next(p for p in Build(root, "demo").pairs(sources=["ultrafeedback"])[0] if p["pair_id"] not in pair)
+    swap = Review(other["pair_id"], "ultrafeedback", other["source_row"], "swap", "", "ana", "demo", "random sample")
+    append_review(root / "reviews" / "demo.parquet", swap)
     # The shipped recipe as it is: its reviews path, like its sources', is relative to its own folder.
     shipped = (Path(__file__).resolve().parents[2] / "mixes" / "demo-reviewed.yaml").read_text()
     recipe = demo_recipe.with_name("demo-reviewed.yaml")
@@ -86,6 +93,12 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     rejects = pq.read_table(root / "demo-reviewed" / "rejects" / "rejects.parquet").to_pylist()
     [dropped_row] = [r for r in rejects if r["stage"] == "human_review"][:1]
     assert dropped_row["pair_id"] in pair and dropped_row["detail"].startswith("by ana at ")
+    # The swapped pair has a new id; the Pairs page finds it by its old one and says it was swapped.
+    app = run_page("pages/2_Pairs.py", root, monkeypatch, build="demo-reviewed")
+    app.text_input[0].input(other["pair_id"][:8]).run()
+    assert any(c.value.startswith("1 rows of the shards match") for c in app.caption)
+    header = next(t.value for t in app.text if " · pair " in t.value)
+    assert header.endswith(f"chosen and rejected swapped in this build (pair id before: {other['pair_id']})")
 
 
 def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path) -> None:
