@@ -375,7 +375,10 @@ class Build:
                        {text.format("r")} AS removed_prompt, r.chosen AS removed_chosen, r.images AS removed_images,
                        d.survivor_source, d.survivor_row, coalesce(k.images, g.images) AS survivor_images,
                        coalesce({text.format("k")}, {text.format("g")}) AS survivor_prompt,
-                       coalesce(k.chosen, g.chosen) AS survivor_chosen
+                       coalesce(k.chosen, g.chosen) AS survivor_chosen,
+                       CASE WHEN k.pair_id IS NOT NULL THEN 'in the shards'
+                            ELSE coalesce('removed later: ' || x.stage || ': ' || x.reason, 'removed') END
+                         AS survivor_fate
                 FROM {dups} d
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) r
@@ -386,6 +389,8 @@ class Build:
                            ORDER BY pair_id, source, source_row) g
                      ON g.pair_id = d.survivor_pair_id AND g.source = d.survivor_source
                      AND g.source_row = d.survivor_row
+                LEFT JOIN (SELECT DISTINCT ON (source, source_row) * FROM rejects ORDER BY source, source_row, stage) x
+                     ON x.source = d.survivor_source AND x.source_row = d.survivor_row
                 ORDER BY d.method, d.source, d.source_row LIMIT ?""",
             [limit],
         )

@@ -17,11 +17,12 @@ if summary:
     st.dataframe(build.removed_examples(stage, reason), hide_index=True)
 elif "rejects/rejects.parquet" not in build.refused:  # a refused file is named above, not called empty
     st.info("Nothing was removed from this build.")
-st.subheader("Duplicates and their survivors")
+st.subheader("Duplicates and the pair each was removed in favour of")
 dups = build.duplicates()
 if dups:
     st.dataframe(
-        [{k: d[k] for k in ("method", "similarity", "source", "source_row", "survivor_source", "survivor_row")}
+        [{k: d[k] for k in ("method", "similarity", "source", "source_row", "survivor_source", "survivor_row",
+                            "survivor_fate")}
          for d in dups],
         hide_index=True,
     )  # fmt: skip
@@ -35,10 +36,11 @@ if dups:
         show_images(build, dup["removed_images"], "removed")
         show_text("removed: prompt", dup["removed_prompt"] or "")
         show_text("removed: chosen", dup["removed_chosen"] or "")
-    with right:
-        show_images(build, dup["survivor_images"], "kept survivor")
-        show_text("kept survivor: prompt", dup["survivor_prompt"] or "")
-        show_text("kept survivor: chosen", dup["survivor_chosen"] or "")
+    with right:  # the pair kept at this stage; a later stage may have removed it too (its fate says)
+        label = f"kept at {dup['method']} ({dup['survivor_fate']})"
+        show_images(build, dup["survivor_images"], label)
+        show_text(f"{label}: prompt", dup["survivor_prompt"] or "")
+        show_text(f"{label}: chosen", dup["survivor_chosen"] or "")
 else:
     st.write("No duplicates were removed.")
 st.subheader("Contamination: the benchmark item each matching pair matched")

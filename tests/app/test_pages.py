@@ -185,7 +185,11 @@ def test_removed_page_sets_duplicate_and_contaminated_images_side_by_side(
     image_dup = next(i for i, d in enumerate(dups) if d["method"] == "phash-hamming")
     compare.set_value(image_dup).run()
     captions = [i.proto.imgs[0].caption for i in app.get("image")]
-    assert any(c.startswith("removed: ") for c in captions) and any(c.startswith("kept survivor: ") for c in captions)
+    assert any(c.startswith("removed: ") for c in captions)
+    assert any(c.startswith(f"kept at phash-hamming ({dups[image_dup]['survivor_fate']}): ") for c in captions)
+    # a pair kept at a dedupe stage and removed at a later one says so
+    fates = {d["survivor_fate"] for d in dups}
+    assert "removed later: decontaminate: contaminated: vl_rewardbench" in fates, fates
     assert any(c.startswith("perceptual-hash distance") for c in (x.value for x in app.caption))
     images = next(s for s in app.selectbox if s.label == "compare images")
     assert images.options  # the contaminated image pairs of the demo build
