@@ -355,7 +355,16 @@ class Build:
     # -- removed, bias, mixture -----------------------------------------------------------------------------
 
     def removed_summary(self) -> list[dict[str, Any]]:
-        return self.rows("SELECT stage, reason, source, count(*) AS pairs FROM rejects GROUP BY ALL ORDER BY ALL")
+        """Removed rows by stage (in the order the stages run), reason and source: input rows rejected at ingest,
+        pair rows (copies counted) later."""
+        from curation.ops import OPS
+
+        stages = ["ingest", *OPS, "mix"]
+        return self.rows(
+            "SELECT * FROM (SELECT stage, reason, source, count(*) AS rows FROM rejects GROUP BY ALL) "
+            "ORDER BY coalesce(list_position(?, stage), 1000), stage, reason, source",
+            [stages],
+        )
 
     def removed_examples(self, stage: str, reason: str, limit: int = 20) -> list[dict[str, Any]]:
         return self.rows(
@@ -564,6 +573,18 @@ def read_metrics(root: Path, run: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise AppError(f"{run.name}/metrics.jsonl is not valid JSON lines ({exc})") from None
+
+
+def trained_on(root: Path, run: Path) -> str | None:
+    """What a run trained on, from its data.json (`trainer fit` writes it): each build with its training draws and
+    held-out pairs; None when the run has none (it is still training) or it cannot be read."""
+    try:
+        path = inside(root, run.relative_to(root) / "data.json")
+        builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
+        return "; ".join(f"{name} ({b['train_draws']} training draws of {b['pairs']} pairs, {b['eval']} held out)"
+                         for name, b in builds.items())  # fmt: skip
+    except (AppError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def list_evaluations(run: Path) -> list[str]:

@@ -11,8 +11,9 @@ root = root_or_stop()
 build = build_or_stop(root)
 summary = build.removed_summary()
 if summary:
+    st.caption("rows: input rows rejected at ingest; pair rows (an upsampled pair's copies each) at later stages")
     st.dataframe(summary, hide_index=True)
-    groups = sorted({(r["stage"], r["reason"]) for r in summary})
+    groups = list(dict.fromkeys((r["stage"], r["reason"]) for r in summary))  # in stage order
     stage, reason = st.selectbox("examples of", groups, format_func=lambda g: f"{g[0]}: {g[1]}")
     st.dataframe(build.removed_examples(stage, reason), hide_index=True)
 elif "rejects/rejects.parquet" not in build.refused:  # a refused file is named above, not called empty

@@ -14,11 +14,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.data import AppError, list_evaluations, list_runs, read_evaluation, read_metrics
-from app.ui import root_or_stop, show_refused
+from app.data import AppError, list_evaluations, list_runs, read_evaluation, read_metrics, trained_on
+from app.ui import page, root_or_stop, show_refused
 from trainer.published import comparison_rows
 from trainer.reports import counted, counts_text
 
+SMALL = 200  # fewer items than this: the page says how much one item weighs
 LABELLED_POINTS = 12  # a curve of at most this many points shows each value beside its point
 
 
@@ -48,7 +49,7 @@ def report_summary(name: str, report: dict[str, Any]) -> dict[str, str]:
             "benchmarks": ", ".join(sorted(benchmarks)), "items": "; ".join(items)}  # fmt: skip
 
 
-st.title("Runs")
+page("Runs")
 root = root_or_stop()
 runs, refused = list_runs(root)
 show_refused(refused)
@@ -56,6 +57,7 @@ if not runs:
     st.info("No training runs under the data root yet: `trainer fit` writes RUN/metrics.jsonl.")
     st.stop()
 run = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)))
+st.caption(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}")
 try:
     metrics = read_metrics(root, run)
 except AppError as exc:
@@ -84,4 +86,8 @@ if reports:
     st.subheader("Beside published results")
     for benchmark, entry in sorted(report.get("benchmarks", {}).items()):
         st.caption(f"{benchmark}: {counts_text(entry)}")
+        total = entry.get("items_total") if counted(entry) else None
+        if total and total < SMALL:  # a demo slice or a subset beside full-benchmark results
+            st.caption(f"Over {total} items one item moves a score by {100 / total:.1f} points; each published row "
+                       "is over its own items (its column says how many).")  # fmt: skip
         st.dataframe(comparison_rows(report, benchmark, f"this run ({run.name})"), hide_index=True)

@@ -125,6 +125,13 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     assert {"source": "uf", "step": "in shards", "demo": 0, "hostile": 1, "demo − hostile": -1} in changes
 
 
+def test_removals_are_summarized_in_stage_order(data_root: Path) -> None:
+    stages = [r["stage"] for r in Build(data_root, "demo").removed_summary()]
+    assert list(dict.fromkeys(stages)) == [
+        "ingest", "exact_dedupe", "near_dedupe", "image_dedupe", "decontaminate", "filters", "mix"
+    ]  # fmt: skip
+
+
 def test_funnel_steps_are_in_pipeline_order_across_sources() -> None:
     from app.data import funnel_steps
 

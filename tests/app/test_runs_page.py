@@ -84,6 +84,9 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     assert "vl_rewardbench: 3 of 4 items scored; 1 of 4 not scored (image not found: 1)" in [
         c.value for c in app.caption
     ]
+    # four items beside published rows over 1,250: the page says what one item weighs
+    assert any(c.value.startswith("Over 4 items one item moves a score by 25.0 points") for c in app.caption)
+    assert "trained on: not recorded (no readable data.json)" in [c.value for c in app.caption]
     table = app.dataframe[0].value
     run_rows = table[table["model"] == "this run (tiny)"]
     assert list(run_rows["result"]) == ["over the scored items", "over all items (not scored = wrong)"]
@@ -106,3 +109,13 @@ def test_an_unreadable_report_is_named_and_the_others_shown(tmp_path: Path, monk
     assert [w.value for w in app.warning] == ["Cannot read this run's evaluation."]
     assert any("20250102T000000Z-vl_rewardbench.json is not a readable JSON report" in t.value for t in app.text)
     assert len(app.table[0].value) == 1 and len(app.dataframe) == 1
+
+
+def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _run_folder(tmp_path)
+    builds = {"builds": {"/data/builds/demo": {"eval": 11, "left_out": 0, "pairs": 43, "train_draws": 32, "weight": 1}}}
+    (run / "data.json").write_text(json.dumps(builds))
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert "trained on: /data/builds/demo (32 training draws of 43 pairs, 11 held out)" in [
+        c.value for c in app.caption
+    ]
