@@ -28,7 +28,7 @@ except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
     reviewed = {}
-table = [{**r, "reviewed": reviewed.get(r["pair_id"], "")} for r in rows]
+table = [{"reviewed": reviewed.get(r["pair_id"], ""), **r} for r in rows]  # first: a wide queue never hides it
 done = sum(1 for r in table if r["reviewed"])
 st.caption(f"{len(rows)} pairs in this queue (at most 200 shown); {done} of them reviewed. Click a row to read it.")
 if not rows:
