@@ -37,6 +37,13 @@ from curation.sql import parquet_relation, sql_literal
 from trainer.reports import report_names
 
 DATA_ENV = "WORKBENCH_DATA"
+
+
+def looks_like_an_id(search: str) -> bool:
+    """A search of 6 to 32 hex characters also matches pair ids (and ids before a swap) that begin with it."""
+    return re.fullmatch(r"[0-9a-f]{6,32}", search.strip().lower()) is not None
+
+
 SORTS = {
     "input order": "source, regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
     "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)",
@@ -193,7 +200,7 @@ class Build:
             in_prompt = "list_contains(list_transform(prompt, lambda m: contains(lower(m.content), ?)), true)"
             texts = f"contains(lower(chosen), ?) OR contains(lower(rejected), ?) OR {in_prompt}"
             params += [search.lower()] * 3
-            if re.fullmatch(r"[0-9a-f]{6,32}", search.strip().lower()):  # a pair id (prefix), or one before a swap
+            if looks_like_an_id(search):  # a pair id (prefix), or one before a swap
                 texts += """ OR starts_with(pair_id, ?)
                              OR starts_with(json_extract_string(meta, '$._review.pair_id_before'), ?)"""
                 params += [search.strip().lower()] * 2
@@ -385,21 +392,25 @@ class Build:
                        d.survivor_source, d.survivor_row, coalesce(k.images, g.images) AS survivor_images,
                        coalesce({text.format("k")}, {text.format("g")}) AS survivor_prompt,
                        coalesce(k.chosen, g.chosen) AS survivor_chosen,
-                       CASE WHEN k.pair_id IS NOT NULL THEN 'in the shards'
+                       CASE WHEN k.id_before = d.survivor_pair_id THEN 'in the shards, chosen and rejected swapped'
+                            WHEN k.pair_id IS NOT NULL THEN 'in the shards'
                             ELSE coalesce('removed later: ' || x.stage || ': ' || x.reason, 'removed') END
                          AS survivor_fate
                 FROM {dups} d
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) r
                      ON r.pair_id = d.pair_id AND r.source = d.source AND r.source_row = d.source_row
-                LEFT JOIN (SELECT DISTINCT ON (pair_id) * FROM pairs ORDER BY pair_id, source, source_row) k
-                     ON k.pair_id = d.survivor_pair_id
+                LEFT JOIN (SELECT DISTINCT ON (pair_id) *, json_extract_string(meta, '$._review.pair_id_before') AS
+                                  id_before FROM pairs ORDER BY pair_id, source, source_row) k
+                     ON k.pair_id = d.survivor_pair_id OR k.id_before = d.survivor_pair_id
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) g
                      ON g.pair_id = d.survivor_pair_id AND g.source = d.survivor_source
                      AND g.source_row = d.survivor_row
-                LEFT JOIN (SELECT DISTINCT ON (source, source_row) * FROM rejects ORDER BY source, source_row, stage) x
-                     ON x.source = d.survivor_source AND x.source_row = d.survivor_row
+                LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) pair_id, source, source_row, stage, reason
+                           FROM rejects ORDER BY pair_id, source, source_row, stage) x
+                     ON x.pair_id = d.survivor_pair_id AND x.source = d.survivor_source
+                     AND x.source_row = d.survivor_row
                 ORDER BY d.method, d.source, d.source_row LIMIT ?""",
             [limit],
         )

@@ -111,13 +111,12 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     if pair.get("removed_at") is not None:
         st.caption(f"This pair was removed at {pair['removed_at'][0]}: a review of it is recorded, and the next build "
                    "still removes it (reviews apply last).")  # fmt: skip
-    # The form starts at the pair's latest review, so saving it again repeats that review rather than undoing it.
-    with st.form(f"review-{pair['pair_id']}"):
+    # The decision starts at the pair's latest one, so saving again repeats it rather than undoing it.
+    with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
         action = st.radio("decision", ACTIONS, index=ACTIONS.index(last["action"]) if last else 0, horizontal=True,
                           help="swap: chosen and rejected are exchanged")  # fmt: skip
-        note = st.text_input("note", value=last["note"] if last else "")
-        default_reviewer = last["reviewer"] if last else os.environ.get("USER", "")
-        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", default_reviewer))
+        note = st.text_input("note")  # a note belongs to the review it is written with
+        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", os.environ.get("USER", "")))
         if st.form_submit_button("Save review"):
             st.session_state["reviewer"] = reviewer
             try:

@@ -42,7 +42,10 @@ def step_buttons(key: str, count: int, offset: int = 0, total: int | None = None
     back, position, forward = st.columns([1, 3, 1])
     back.button("< previous", key=f"{key}-back", disabled=at <= 0, on_click=move, args=(-1,))
     forward.button("next >", key=f"{key}-next", disabled=at >= count - 1, on_click=move, args=(1,))
-    position.caption(f"{offset + at + 1} of {count if total is None else total}")
+    more = total is not None and at == count - 1 and offset + count < total
+    position.caption(
+        f"{offset + at + 1} of {count if total is None else total}" + (" (more on the next page)" if more else "")
+    )
     return at
 
 

@@ -231,22 +231,30 @@ def card_text(
     return "\n".join(lines)
 
 
-EXPORT_MARKS = ("README.md", "recipe.yaml", "manifest.json")  # what a dataset export always holds
-
-
-def check_export_folder(local_dir: Path, replace: bool, marks: tuple[str, ...]) -> None:
-    """`local_dir` may be written: it is new or empty, or (with `replace`) an earlier export, which holds `marks`
-    and is replaced only once the new export is complete."""
-    if local_dir.exists() and not local_dir.is_dir():
-        raise InputError(f"{local_dir}: a file, not a folder; choose another --local-dir")
-    if not (local_dir.is_dir() and any(local_dir.iterdir())):
-        return
-    if not replace:
+def check_export_folder(local_dir: Path, replace: bool) -> None:
+    """`local_dir` may be written: it is new or empty, or `replace` is given (`publish_export` then checks that it
+    holds only what an export writes)."""
+    if local_dir.is_symlink() or (local_dir.exists() and not local_dir.is_dir()):
+        raise InputError(f"{local_dir}: not a folder; choose another --local-dir")
+    if local_dir.is_dir() and any(local_dir.iterdir()) and not replace:
         raise InputError(
             f"{local_dir}: exists and is not empty; choose another --local-dir, remove it, or pass --replace"
         )
-    if not all((local_dir / mark).is_file() for mark in marks):
-        raise InputError(f"{local_dir}: not an earlier export (no {', '.join(marks)}); not replaced")
+
+
+def publish_export(tmp: Path, local_dir: Path, may_hold: tuple[str, ...] = ()) -> None:
+    """Move the complete export `tmp` to `local_dir`. An earlier export there is replaced only when each of its
+    entries is one this export writes, or one of `may_hold` (what an export writes only sometimes): a clone of the
+    Hub repo, with its .git, or a file of the user's is never deleted."""
+    if local_dir.is_dir() and any(local_dir.iterdir()):
+        ours = {p.name for p in tmp.iterdir()} | set(may_hold)
+        foreign = sorted(p.name for p in local_dir.iterdir() if p.name not in ours)
+        if foreign:
+            shutil.rmtree(tmp)
+            raise InputError(
+                f"{local_dir}: holds what an export does not write ({', '.join(foreign[:3])}); not replaced"
+            )
+    publish_folder(tmp, local_dir)
 
 
 def export_build(
@@ -258,7 +266,7 @@ def export_build(
     replace: bool = False,
 ) -> ExportPlan:
     build = BuildDir.open(location)
-    check_export_folder(local_dir, replace, EXPORT_MARKS)
+    check_export_folder(local_dir, replace)
     manifest = build.manifest
     pairs = build.pairs()
     sources = sorted(set(pairs.column("source").to_pylist()))
@@ -281,7 +289,7 @@ def export_build(
         (tmp / "LICENSE_NOTES.md").write_text("\n".join(notes) + "\n")
     (tmp / "recipe.yaml").write_text(manifest["recipe"]["text"])
     shutil.copy(build.file(MANIFEST), tmp / "manifest.json")
-    publish_folder(tmp, local_dir)
+    publish_export(tmp, local_dir, may_hold=("LICENSE_NOTES.md",))
     files = [
         (p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in sorted(local_dir.rglob("*")) if p.is_file()
     ]

@@ -199,8 +199,8 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Pa
         try:
             params.check()
         except ValueError as exc:
-            files = base is not None and any(spec.metadata.get("path") for spec in dataclasses.fields(cls))
-            raise loc.error(keys, str(exc), f"relative paths resolve against {base}" if files else "") from None
+            about_a_file = base is not None and str(base) in str(exc)  # a resolved path is named
+            raise loc.error(keys, str(exc), f"relative paths resolve against {base}" if about_a_file else "") from None
     return params
 
 

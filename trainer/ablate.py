@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,9 @@ def ablate(
     (`trainer audit`, that many folds) and built again with the pairs the audit flags dropped (`rm_margin`,
     `select: noise_rate`), trained and evaluated the same way."""
     say = on_step or (lambda _: None)
+    for name in variants:  # a name makes folders under OUT
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", name):
+            raise InputError(f"mixture name {name!r}: use letters, digits, '_', '.', '+' and '-' (it names folders)")
     rows = []
     for name, text in variants.items():
         row = _variant(name, text, config, benches, out, say)
@@ -144,9 +148,12 @@ def _variant(
         say(f"{name}: build")
         manifest = _load_or_build(recipe_path, build_dir)
         row["pairs"] = manifest["rows_in_shards"]
-        say(f"{name}: fit")
-        shutil.rmtree(run, ignore_errors=True)  # a rerun trains again: a run folder holds one run
-        last = fit(dataclasses.replace(config, shards=[str(build_dir)]), run)
+        settings = dataclasses.replace(config, shards=[str(build_dir)])
+        last = _finished_run(run, settings)  # a rerun (after a failed variant, say) keeps the finished runs
+        if last is None:
+            say(f"{name}: fit")
+            shutil.rmtree(run, ignore_errors=True)  # an unfinished or other run: a run folder holds one run
+            last = fit(settings, run)
         row["eval/accuracy"] = last.get("eval/accuracy")
         row["eval/pairs"] = int(last.get("eval/pairs", 0))  # what the held-out accuracy is over
         if benches:
@@ -161,6 +168,17 @@ def _variant(
     except (InputError, TrainingError, OSError, ValueError) as exc:  # one variant's failure, the others go on
         row["error"] = f"{type(exc).__name__}: {exc}"
     return row
+
+
+def _finished_run(run: Path, config: FitConfig) -> dict[str, Any] | None:
+    """The last metrics of a finished run of these settings in `run` (its model saved), or None."""
+    try:
+        stored = yaml.safe_load((run / "config.yaml").read_text())
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    same = stored == yaml.safe_load(yaml.safe_dump(config.as_dict(), sort_keys=True))
+    return records[-1] if same and records and (run / "model" / "reward_model.json").is_file() else None
 
 
 def _load_or_build(recipe_path: Path, build_dir: Path) -> dict[str, Any]:

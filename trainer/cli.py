@@ -461,16 +461,13 @@ def _key_value(text: str, option: str) -> tuple[str, str]:
     return key, value
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "model")  # what `trainer fit` writes first
-
-
 def check_run_folder(out: Path, resume: bool) -> None:
     """A run folder belongs to one run: a new run needs a new or empty folder (hidden files aside), and --resume a
-    folder that is empty or holds a run."""
+    folder that is empty or holds a run (its settings beside its metrics, or its checkpoints)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: a file, not a folder")
-    held = [entry.name for entry in out.iterdir() if not entry.name.startswith(".")] if out.is_dir() else []
-    is_run = any(name in RUN_FILES for name in held)
+    held = {entry.name for entry in out.iterdir() if not entry.name.startswith(".")} if out.is_dir() else set()
+    is_run = {"config.yaml", "metrics.jsonl"} <= held or any((out / "checkpoints").glob("step-*"))
     if is_run and not resume:  # its reports, events and checkpoints would sit beside the new run's
         raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
     if held and not is_run:

@@ -18,8 +18,7 @@ import yaml
 
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
-from curation.export import check_export_folder
-from curation.ingest import publish_folder
+from curation.export import check_export_folder, publish_export
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 
@@ -96,7 +95,7 @@ def export_run(
     model = run / "model"
     if not (model / "reward_model.json").is_file():
         raise InputError(f"{run}: no trained model (expected {model}/reward_model.json from `trainer fit`)")
-    check_export_folder(local_dir, replace, ("README.md", "reward_model.json", "fit_config.yaml"))
+    check_export_folder(local_dir, replace)
     tmp = local_dir.with_name(local_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model, tmp)
@@ -107,5 +106,5 @@ def export_run(
         shutil.copy(run / name, tmp / name)
     spec = json.loads((model / "reward_model.json").read_text())
     (tmp / "README.md").write_text(card_text(run, repo, spec, config, dataset_repo))
-    publish_folder(tmp, local_dir)
+    publish_export(tmp, local_dir, may_hold=("eval.json", "evals"))
     return sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())

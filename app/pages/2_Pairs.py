@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.data import SORTS
+from app.data import SORTS, looks_like_an_id
 from app.pair_view import show_pair
 from app.ui import build_or_stop, page, pick_row, root_or_stop
 
@@ -51,6 +51,8 @@ rows, total = build.pairs(
 pages = max(1, -(-total // PAGE_SIZE))
 first = (int(page_number) - 1) * PAGE_SIZE
 shown_range = f"rows {first + 1}-{first + len(rows)}" if rows else "no row"
+if looks_like_an_id(search):
+    st.caption("The search looks like a pair id: it also matches pair ids, and ids before a swap, that begin with it.")
 st.caption(
     f"{total} rows of the shards match (an upsampled pair is a row per copy; `copies` counts them); page "
     f"{int(page_number)} of {pages} shows {shown_range}. Click a row to read it."

@@ -88,6 +88,7 @@ if reports:
         st.caption(f"{benchmark}: {counts_text(entry)}")
         total = entry.get("items_total") if counted(entry) else None
         if total and total < SMALL:  # a demo slice or a subset beside full-benchmark results
-            st.caption(f"Over {total} items one item moves a score by {100 / total:.1f} points; each published row "
-                       "is over its own items (its column says how many).")  # fmt: skip
+            st.caption(f"Over {total} items one item is {100 / total:.1f} points of a score over all items (more "
+                       "over fewer scored ones); each published row is over its own items (its column says how "
+                       "many).")  # fmt: skip
         st.dataframe(comparison_rows(report, benchmark, f"this run ({run.name})"), hide_index=True)

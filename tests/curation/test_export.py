@@ -117,15 +117,15 @@ def test_dry_run_sends_nothing(demo: Path, tmp_path: Path, monkeypatch: pytest.M
     # again into the same folder: refused, or replaced whole with --replace (never a folder that is not an export)
     again = export(demo, tmp_path / "hub", "--dry-run")
     assert again.exit_code == 1 and "pass --replace" in again.output
-    (tmp_path / "hub" / "stale.txt").write_text("from the earlier export")
+    (tmp_path / "hub" / "data" / "gone_source").mkdir()  # a config of a source the build no longer has
     replaced = export(demo, tmp_path / "hub", "--dry-run", "--replace")
     assert replaced.exit_code == 0, replaced.output
-    assert not (tmp_path / "hub" / "stale.txt").exists() and (tmp_path / "hub" / "manifest.json").is_file()
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("mine")
-    foreign = export(demo, tmp_path / "mine", "--dry-run", "--replace")
-    assert foreign.exit_code == 1 and "not an earlier export" in foreign.output
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "hub" / "data" / "gone_source").exists() and (tmp_path / "hub" / "manifest.json").is_file()
+    # a clone of the Hub repo (its .git) or a file of the user's is never replaced
+    (tmp_path / "hub" / ".git").mkdir()
+    foreign = export(demo, tmp_path / "hub", "--dry-run", "--replace")
+    assert foreign.exit_code == 1 and "holds what an export does not write (.git); not replaced" in foreign.output
+    assert (tmp_path / "hub" / ".git").is_dir() and not (tmp_path / "hub.partial").exists()
 
 
 def test_missing_token_is_a_clear_error(demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -118,3 +118,19 @@ def test_an_ablation_with_a_failed_variant_writes_its_table_and_exits_1(demo_rec
     assert result.output.splitlines()[-1] == (
         f"error: {len(failed)} of {len(rows)} variants failed ({', '.join(failed)}); their errors are in the table"
     )
+    # a rerun keeps the finished run of the same settings and tries the failed ones again
+    model = out / "runs" / "demo" / "model" / "model.safetensors"
+    trained = model.stat().st_mtime_ns
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 1 and "demo: fit" not in again.output and f"{failed[0]}: fit" in again.output
+    assert model.stat().st_mtime_ns == trained
+    assert json.loads((out / "ablation.json").read_text()) == rows
+
+
+def test_a_mixture_name_that_would_leave_its_folder_is_refused(demo_recipe: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(demo_recipe.read_text())
+    bad = demo_recipe.parent / "escaping.yaml"
+    bad.write_text(yaml.safe_dump({**data, "name": "../escaping"}))
+    result = CliRunner().invoke(app, ["ablate", "--mix", str(bad), "--out", str(tmp_path / "a"), "--model", "tiny"])
+    assert result.exit_code == 1 and "mixture name '../escaping': use letters" in result.output
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").rglob("*.arrow"))

@@ -180,14 +180,15 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     )
     assert (run / "metrics.jsonl").read_text() == metrics
     # a folder of other files is not a run folder, with --resume or without; hidden files alone do not count
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "pairs.parquet").write_text("x")
+    (tmp_path / "data" / "model").mkdir(parents=True)  # a user's config.yaml and model/, without a run's metrics
+    (tmp_path / "data" / "config.yaml").write_text("mine: true\n")
     for extra in ([], ["--resume"]):
         other = runner.invoke(app, [*args[:4], str(tmp_path / "data"), *args[5:], *extra])
         assert (other.exit_code, other.output) == (
             1,
             f"error: --out {tmp_path / 'data'}: holds other files, not a run; choose a new or empty folder\n",
         )
+    assert (tmp_path / "data" / "config.yaml").read_text() == "mine: true\n"
     png = write_image(tmp_path / "x.png", seed=3, size=(64, 48))
     result = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "What is this?", "--image", str(png),
                                  "--answer", "Noise.", "--answer", "A cat on a mat."])  # fmt: skip
