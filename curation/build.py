@@ -333,6 +333,7 @@ class Builder:
                 FROM live_pairs"""
         )
         self.db.execute("CREATE TABLE selected (row_key BIGINT, copy INTEGER)")
+        self.db.execute("CREATE TEMP TABLE mix_target (source VARCHAR, target BIGINT)")
         available = dict(self.ctx.rows("SELECT source, any_value(available) FROM mix_rank GROUP BY source"))
         for spec in self.recipe.sources:
             n = int(available.get(spec.name, 0))
@@ -345,6 +346,7 @@ class Builder:
                     f"above its max_upsample of {spec.max_upsample:g}x; lower it, or raise max_upsample for this "
                     "source in the recipe"
                 )
+            self.db.execute("INSERT INTO mix_target VALUES (?, ?)", [spec.name, target])
             copies = -(-target // n) if n else 0
             # Copy c of rank r is pair number c * n + r: whole passes first, then a remainder in hash order.
             self.db.execute(
@@ -361,8 +363,10 @@ class Builder:
             }
         self._remove(
             "mix",
-            """SELECT row_key, 'not selected by mix' AS reason, 'rank ' || rank || ' of ' || available AS detail
-               FROM mix_rank WHERE row_key NOT IN (SELECT row_key FROM selected)""",
+            """SELECT row_key, 'not selected by mix' AS reason,
+                      'hash rank ' || (rank + 1) || ' of ' || available || ' kept pairs; the mix takes the first '
+                      || target AS detail
+               FROM mix_rank JOIN mix_target USING (source) WHERE row_key NOT IN (SELECT row_key FROM selected)""",
         )
 
     def _write(self) -> None:

@@ -198,3 +198,10 @@ def test_a_failed_job_stops_the_others_and_its_error_is_the_one_raised() -> None
     with pytest.raises(ValueError, match="job failed"):
         _run_jobs([lambda: 1, fail], threads=2, on_failure=stop)
     assert stopped
+
+
+def test_a_pair_the_mix_leaves_out_says_where_it_ranked_and_how_many_were_taken(demo_build: Path) -> None:
+    rejects = pq.read_table(demo_build / "rejects" / "rejects.parquet").to_pylist()
+    details = sorted(r["detail"] for r in rejects if r["reason"] == "not selected by mix")
+    # ultrafeedback: 8 kept pairs, `count: 5` takes the first 5 in hash order; ranks count from 1
+    assert details == [f"hash rank {k} of 8 kept pairs; the mix takes the first 5" for k in (6, 7, 8)]
