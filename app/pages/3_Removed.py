@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import build_or_stop, page, root_or_stop, show_images, show_text
+from app.pair_view import show_pair
+from app.ui import build_or_stop, page, pick_row, root_or_stop, show_images, show_text
 
 page("Removed")
 root = root_or_stop()
@@ -15,7 +16,15 @@ if summary:
     st.dataframe(summary, hide_index=True)
     groups = list(dict.fromkeys((r["stage"], r["reason"]) for r in summary))  # in stage order
     stage, reason = st.selectbox("examples of", groups, format_func=lambda g: f"{g[0]}: {g[1]}")
-    st.dataframe(build.removed_examples(stage, reason), hide_index=True)
+    examples = build.removed_examples(stage, reason)
+    at = pick_row(examples, "removed")
+    example = examples[at]
+    pair = build.pair(example["pair_id"]) if example["pair_id"] else None
+    with st.expander(f"read {example['source']} {example['source_row']}"):
+        if pair is None:  # rejected at ingest: the row gave no pair
+            st.text(f"This input row gave no pair: {example['detail']}")
+        else:
+            show_pair(build, pair, queue="removed")
 elif "rejects/rejects.parquet" not in build.refused:  # a refused file is named above, not called empty
     st.info("Nothing was removed from this build.")
 st.subheader("Duplicates and the pair each was removed in favour of")

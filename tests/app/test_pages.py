@@ -125,6 +125,16 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     assert {"source": "uf", "step": "in shards", "demo": 0, "hostile": 1, "demo − hostile": -1} in changes
 
 
+def test_a_removed_example_opens_as_a_pair(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = run_page("pages/3_Removed.py", data_root, monkeypatch)
+    assert any(t.value.startswith("This input row gave no pair: ") for t in app.text)  # the first group: ingest
+    examples = next(s for s in app.selectbox if s.label == "examples of")
+    examples.set_value(("decontaminate", "contaminated: vl_rewardbench")).run()
+    assert not app.exception, app.exception
+    header = next(t.value for t in app.text if " · pair " in t.value)
+    assert header.endswith("removed at decontaminate: contaminated: vl_rewardbench"), header
+
+
 def test_removals_are_summarized_in_stage_order(data_root: Path) -> None:
     stages = [r["stage"] for r in Build(data_root, "demo").removed_summary()]
     assert list(dict.fromkeys(stages)) == [
