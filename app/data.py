@@ -31,8 +31,9 @@ from curation.build_dir import (
     confined,
 )
 from curation.io import read_shards
-from curation.lookup import pair_signals
+from curation.lookup import MIN_PREFIX, pair_signals
 from curation.schema import NO_IMAGES_SQL
+from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
 from trainer.reports import report_names
 
@@ -40,8 +41,9 @@ DATA_ENV = "WORKBENCH_DATA"
 
 
 def looks_like_an_id(search: str) -> bool:
-    """A search of 6 to 32 hex characters also matches pair ids (and ids before a swap) that begin with it."""
-    return re.fullmatch(r"[0-9a-f]{6,32}", search.strip().lower()) is not None
+    """A search of hex characters as long as `curate show` takes (6 to 32) also matches pair ids (and ids before a
+    swap) that begin with it."""
+    return re.fullmatch(rf"[0-9a-f]{{{MIN_PREFIX},32}}", search.strip().lower()) is not None
 
 
 SORTS = {
@@ -201,8 +203,7 @@ class Build:
             texts = f"contains(lower(chosen), ?) OR contains(lower(rejected), ?) OR {in_prompt}"
             params += [search.lower()] * 3
             if looks_like_an_id(search):  # a pair id (prefix), or one before a swap
-                texts += """ OR starts_with(pair_id, ?)
-                             OR starts_with(json_extract_string(meta, '$._review.pair_id_before'), ?)"""
+                texts += f" OR starts_with(pair_id, ?) OR starts_with({ID_BEFORE_SWAP_SQL}, ?)"
                 params += [search.strip().lower()] * 2
             where.append(f"({texts})")
         if categories:
@@ -261,7 +262,7 @@ class Build:
         from curation.ops import OPS
 
         found = self.signals(pair["pair_id"], pair["prompt_id"], list(pair["images"]))
-        before = (json.loads(pair.get("meta") or "{}").get("_review") or {}).get("pair_id_before")
+        before = id_before_swap(pair.get("meta"))
         if before:  # a pair whose labels a review swapped: the per-pair signals know it by its old id
             for stem, rows in self.signals(before, pair["prompt_id"], []).items():
                 found.setdefault(stem, rows)
@@ -364,13 +365,12 @@ class Build:
     def removed_summary(self) -> list[dict[str, Any]]:
         """Removed rows by stage (in the order the stages run), reason and source: input rows rejected at ingest,
         pair rows (copies counted) later."""
-        from curation.ops import OPS
+        from curation.build_card import stage_order
 
-        stages = ["ingest", *OPS, "mix"]
         return self.rows(
             "SELECT * FROM (SELECT stage, reason, source, count(*) AS rows FROM rejects GROUP BY ALL) "
             "ORDER BY coalesce(list_position(?, stage), 1000), stage, reason, source",
-            [stages],
+            [stage_order()],
         )
 
     def removed_examples(self, stage: str, reason: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -400,8 +400,8 @@ class Build:
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) r
                      ON r.pair_id = d.pair_id AND r.source = d.source AND r.source_row = d.source_row
-                LEFT JOIN (SELECT DISTINCT ON (pair_id) *, json_extract_string(meta, '$._review.pair_id_before') AS
-                                  id_before FROM pairs ORDER BY pair_id, source, source_row) k
+                LEFT JOIN (SELECT DISTINCT ON (pair_id) *, {ID_BEFORE_SWAP_SQL} AS id_before FROM pairs
+                           ORDER BY pair_id, source, source_row) k
                      ON k.pair_id = d.survivor_pair_id OR k.id_before = d.survivor_pair_id
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) g
@@ -526,23 +526,10 @@ def funnel(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def funnel_steps(rows: list[dict[str, Any]]) -> list[str]:
-    """The funnel's steps over all sources in pipeline order (each source lists only the steps it has): what was
-    read, rejected at ingest, ingested, removed by stage in the order the stages run, kept, swapped, upsampled,
-    in shards."""
-    from curation.ops import OPS
+    """The funnel's steps over all sources in pipeline order (`curation.build_card.funnel_step_order`)."""
+    from curation.build_card import funnel_step_order
 
-    stages = {name: i for i, name in enumerate([*OPS, "mix"])}
-
-    def rank(step: str) -> tuple[int, int, str]:
-        fixed = {"rows read": 0, "pairs ingested": 2, "kept": 4, "upsampled copies": 6, "in shards": 7}
-        if step in fixed:
-            return fixed[step], 0, step
-        if step.startswith("ingest: "):
-            return 1, 0, step
-        stage = step.partition(":")[0]
-        return (5 if step.endswith("(of the kept pairs)") else 3), stages.get(stage, len(stages)), step
-
-    return sorted({r["step"] for r in rows}, key=rank)
+    return funnel_step_order([r["step"] for r in rows])
 
 
 def diff_builds(a: dict[str, Any], b: dict[str, Any], name_a: str = "a", name_b: str = "b") -> list[dict[str, Any]]:

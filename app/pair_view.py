@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import html
-import json
 import os
 import re
 from typing import Any
@@ -17,6 +16,7 @@ from app.data import AppError, Build, review_file
 from app.ui import show_images
 from curation.errors import InputError
 from curation.reviews import ACTIONS, Review, append_review, latest, read_reviews
+from curation.shards import id_before_swap
 
 TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
 METADATA = ("source", "source_row", "pair_id", "prompt_id", "modality", "subset", "category", "chosen_score",
@@ -55,7 +55,7 @@ def _text_block(label: str, body_html: str) -> None:
 def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
     fate = pair.get("fate", "in the shards")
     st.subheader("Pair")
-    swap = (json.loads(pair.get("meta") or "{}").get("_review") or {}).get("pair_id_before")
+    swap = id_before_swap(pair.get("meta"))
     swapped = f" · chosen and rejected swapped in this build (pair id before: {swap})" if swap else ""
     st.text(f"{pair['source']} {pair['source_row']} · pair {pair['pair_id']} · {fate}{swapped}")
     if pair["images"]:

@@ -40,6 +40,7 @@ from curation.images import ImagesRoot
 from curation.ingest import WORK_FILES, IngestSummary, Outputs, Pool, ingest, splits_into_files
 from curation.io import ParquetBatchWriter, read_json_state, sha256_file, write_json
 from curation.ops import OPS, BuildContext
+from curation.ops.base import file_fields, files_of
 from curation.ops.context import create_relations
 from curation.ops.runner import run_op
 from curation.processes import worker_pool
@@ -539,9 +540,9 @@ class Builder:
             "inputs": inputs,
             # Files ops read besides the sources (a reviews file, a reward model's scores), by sha256.
             "op_inputs": {
-                name: [{"path": path, "sha256": sha256_file(Path(path))} for path in _as_list(getattr(params, field))]
-                for name, field in (("rm_margin", "scores"), ("human_review", "reviews"))
-                if (params := self.recipe.op(name)) is not None
+                name: [{"path": path, "sha256": sha256_file(Path(path))} for path in files_of(params)]
+                for name in OPS
+                if (params := self.recipe.op(name)) is not None and file_fields(params)
             },
             "versions": {p: importlib.metadata.version(p) for p in ("rm-workbench", "duckdb", "pyarrow", "pillow")},
             "sources": per_source,
@@ -584,10 +585,6 @@ def ingest_source(
     )  # fmt: skip
     shutil.rmtree(staged, ignore_errors=True)
     return summary
-
-
-def _as_list(value: str | tuple[str, ...]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _size(n: int) -> str:

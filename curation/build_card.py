@@ -18,15 +18,24 @@ def sources_in_order(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]
     return sorted(manifest["sources"].items(), key=lambda item: rank.get(item[0], len(rank)))
 
 
+def stage_order() -> list[str]:
+    """Every stage that removes rows, in the order they run: ingest, the ops, the mix."""
+    from curation.ops import OPS
+
+    return ["ingest", *OPS, "mix"]
+
+
+def _stage_rank(stage: str) -> int:
+    order = stage_order()
+    return order.index(stage) if stage in order else len(order)
+
+
 def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(source, step, count) rows: ingested, each removal reason by stage, kept, in shards; sources in the recipe's
     order and stages in the order they run."""
-    from curation.ops import OPS
-
-    stage_rank = {name: i for i, name in enumerate(OPS)}
 
     def by_stage(stages: dict[str, Any]) -> list[tuple[str, Any]]:
-        return sorted(stages.items(), key=lambda item: stage_rank.get(item[0], len(stage_rank)))
+        return sorted(stages.items(), key=lambda item: _stage_rank(item[0]))
 
     rows = []
     for name, s in sources_in_order(manifest):
@@ -101,6 +110,21 @@ def _benchmark_lines(manifest: dict[str, Any]) -> list[str]:
         *rows,
         "",
     ]
+
+
+def funnel_step_order(steps: list[str]) -> list[str]:
+    """The distinct steps of `funnel_rows` over all sources in pipeline order (each source has only the steps it
+    has): read, rejected at ingest, ingested, removed by stage, kept, swapped, upsampled, in shards."""
+    fixed = {"rows read": 0, "pairs ingested": 2, "kept": 4, "upsampled copies": 6, "in shards": 7}
+
+    def rank(step: str) -> tuple[int, int, str]:
+        if step in fixed:
+            return fixed[step], 0, step
+        if step.startswith("ingest: "):
+            return 1, 0, step
+        return (5 if step.endswith("(of the kept pairs)") else 3), _stage_rank(step.partition(":")[0]), step
+
+    return sorted(set(steps), key=rank)
 
 
 def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection, manifest: dict[str, Any]) -> list[str]:

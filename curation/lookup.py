@@ -4,7 +4,6 @@ and signals (found by the keys each signal table declares); pairs by the text of
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from curation.build_dir import REJECTS, REMOVED_PAIRS, BuildDir
 from curation.errors import InputError
 from curation.io import row_group_ends
 from curation.ops import OPS
+from curation.shards import id_before_swap
 from curation.sql import parquet_relation
 
 # Signal tables that no op writes: `trainer score`'s rewards.
@@ -171,11 +171,7 @@ def _swapped_from(build: BuildDir, prefix: str) -> list[str]:
     `prefix`."""
     table = build.pairs(["pair_id", "meta"])
     table = table.filter(pc.match_substring(table["meta"], "pair_id_before"))
-    found = {
-        row["pair_id"]
-        for row in table.to_pylist()
-        if str((json.loads(row["meta"]).get("_review") or {}).get("pair_id_before", "")).startswith(prefix)
-    }
+    found = {row["pair_id"] for row in table.to_pylist() if (id_before_swap(row["meta"]) or "").startswith(prefix)}
     return sorted(found)
 
 
@@ -206,7 +202,7 @@ def pair_record(build: BuildDir, db: duckdb.DuckDBPyConnection, pair_id: str) ->
         images.append(image)
     files = build.signals()
     signals = pair_signals(db, files, pair_id, pair["prompt_id"], pair["images"])
-    before = (json.loads(pair.get("meta") or "{}").get("_review") or {}).get("pair_id_before")
+    before = id_before_swap(pair.get("meta"))
     if before:  # a pair whose labels a review swapped: the per-pair signals know it by its old id
         for stem, rows in pair_signals(db, files, before, pair["prompt_id"], []).items():
             signals.setdefault(stem, rows)

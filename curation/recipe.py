@@ -21,6 +21,7 @@ import yaml
 
 from curation.errors import InputError
 from curation.ops import OPS
+from curation.ops.base import file_fields
 from curation.readers import is_hub_id
 from curation.sources import REGISTRY
 from curation.storage import check_uri, is_uri
@@ -148,7 +149,7 @@ def _check_keys(loc: _Located, keys: tuple[str, ...], value: dict, allowed: set[
 
 
 def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Path | None = None) -> Any:
-    """`value` parsed into `cls` by its type hints. Fields marked `metadata={"path": True}` are files, resolved
+    """`value` parsed into `cls` by its type hints. Its file fields (`curation.ops.base.file_fields`) are resolved
     against `base` (the recipe's folder) as sources' paths are."""
     if value is None:
         value = {}
@@ -181,19 +182,19 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Pa
         if isinstance(raw, float) and not math.isfinite(raw):  # YAML's .nan and .inf compare false to any bound
             raise loc.error((*keys, key), f"{key} must be a finite number, got {raw!r}")
         out[key] = float(raw) if float in allowed and isinstance(raw, int) else raw
-    if base is not None:
-        for spec in dataclasses.fields(cls):
-            if spec.metadata.get("path") and out.get(spec.name):
-                given = out[spec.name]
-                paths = given if isinstance(given, tuple) else [given]
-                for p in paths:
-                    if is_uri(p):
-                        raise loc.error((*keys, spec.name), f"{p}: an object store's URI; this op reads a local file")
-                try:
-                    resolved = [str((base / p).resolve()) if p else p for p in paths]
-                except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
-                    raise loc.error((*keys, spec.name), f"{given}: cannot be resolved ({exc})") from None
-                out[spec.name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
+    for name in file_fields(cls) if base is not None else []:
+        if not out.get(name):
+            continue
+        given = out[name]
+        paths = given if isinstance(given, tuple) else [given]
+        for p in paths:
+            if is_uri(p):
+                raise loc.error((*keys, name), f"{p}: an object store's URI; this op reads a local file")
+        try:
+            resolved = [str((base / p).resolve()) if p else p for p in paths]
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise loc.error((*keys, name), f"{given}: cannot be resolved ({exc})") from None
+        out[name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
     params = cls(**out)
     if hasattr(params, "check"):
         try:

@@ -60,6 +60,16 @@ def swapping(take: Take, swapped: np.ndarray) -> Take:
     return swapped_take
 
 
+# A swapped pair's meta records its id before the swap (the signals and the reviews know it by that id).
+ID_BEFORE_SWAP_SQL = "json_extract_string(meta, '$._review.pair_id_before')"
+
+
+def id_before_swap(meta: str | None) -> str | None:
+    """The pair id a pair had before the build swapped its chosen and rejected answers, from its `meta`; None if it
+    was not swapped."""
+    return (json.loads(meta or "{}").get("_review") or {}).get("pair_id_before")
+
+
 def _swap_labels(batch: pa.RecordBatch, mask: np.ndarray) -> pa.RecordBatch:
     columns = {name: batch.column(name) for name in batch.schema.names}
     where = pa.array(mask)

@@ -25,6 +25,7 @@ import yaml
 from curation.build import build
 from curation.build_dir import BuildDir
 from curation.errors import InputError
+from curation.ops.base import file_fields
 from curation.recipe import Recipe, load_recipe
 from trainer.audit import audit
 from trainer.config import FitConfig
@@ -60,8 +61,7 @@ def _portable(recipe: Recipe) -> dict[str, Any]:
     if recipe.benchmarks:
         data["benchmarks"] = _absolute(recipe, "benchmarks")
     for name, params in (data.get("ops") or {}).items():
-        files = [f.name for f in dataclasses.fields(recipe.ops[name]) if f.metadata.get("path")]
-        for key in files:
+        for key in file_fields(recipe.ops[name]):
             if isinstance(params, dict) and key in params:
                 value = getattr(recipe.ops[name], key)
                 params[key] = list(value) if isinstance(value, tuple) else value

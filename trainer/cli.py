@@ -258,7 +258,7 @@ def score(
     reasons = Counter(pq.read_table(out, columns=["not_scored"]).column("not_scored").to_pylist())
     total = sum(reasons.values())
     scored = reasons.pop(None, 0)  # a pair with scores has no reason
-    why = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items())) or "none"
+    why = _reasons(dict(sorted(reasons.items())))
     typer.echo(f"{scored} of {total} pairs scored (the shards' and the removed ones); not scored: {why}")
     typer.echo(f"scores: {out}\nuse them in a recipe: ops: {{rm_margin: {{scores: {out}}}}}")
 
@@ -328,7 +328,7 @@ def audit(
             f"held-out accuracy {pooled['accuracy']:.3f}: the fold models prefer the chosen answer in "
             f"{pooled['agreeing']} of {pooled['pairs']} scored pairs of the shards (95% interval {low:.3f}-{high:.3f})"
         )
-    unscored = ", ".join(f"{reason}: {n}" for reason, n in report["not_scored"].items()) or "none"
+    unscored = _reasons(report["not_scored"])
     typer.echo(
         f"{report['scored']} of {report['pairs']} pairs judged out of fold (the shards' and the removed ones); "
         f"not judged: {unscored}"
@@ -472,6 +472,11 @@ def check_run_folder(out: Path, resume: bool) -> None:
         raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
     if held and not is_run:
         raise InputError(f"--out {out}: holds other files, not a run; choose a new or empty folder")
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    """`reason: n, ...` in the order given, or "none"."""
+    return ", ".join(f"{reason}: {n}" for reason, n in counts.items()) or "none"
 
 
 def fit_summary(last: dict[str, Any]) -> str:

@@ -24,6 +24,19 @@ import pyarrow as pa
 from curation.errors import InputError
 from curation.ops.context import BuildContext
 
+FILE = {"path": True}  # `field(metadata=FILE)`: a local file the op reads, resolved against the recipe's folder
+
+
+def file_fields(params: Any) -> list[str]:
+    """The names of an op's parameters (its `Params` class or an instance) that are local files."""
+    return [spec.name for spec in dataclasses.fields(params) if spec.metadata.get("path")]
+
+
+def files_of(params: Any) -> list[str]:
+    """The local files an op's parameters name, in field order (a list field gives each of its files)."""
+    values = [getattr(params, name) for name in file_fields(params)]
+    return [path for value in values for path in (value if isinstance(value, tuple) else [value]) if path]
+
 
 class GuardStop(InputError):
     """An op's decision would remove more of a source than the recipe allows: the build stops."""

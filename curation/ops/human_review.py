@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from curation.io import sha256_file
-from curation.ops.base import Decision, Op
+from curation.ops.base import FILE, Decision, Op
 from curation.ops.context import BuildContext
 from curation.reviews import REVIEW_SCHEMA, latest, read_reviews
 from curation.schema import compute_pair_id
@@ -29,7 +29,7 @@ from curation.sql import read_parquet
 class HumanReviewParams:
     # The reviews files the workbench wrote (DATA_ROOT/reviews/<build>.parquet), one or a list: a later file's
     # review of a pair wins over an earlier one's.
-    reviews: tuple[str, ...] = field(default=(), metadata={"path": True})
+    reviews: tuple[str, ...] = field(default=(), metadata=FILE)
 
     def check(self) -> None:
         if not self.reviews:

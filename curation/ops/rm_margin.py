@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
-from curation.ops.base import Decision, Op
+from curation.ops.base import FILE, Decision, Op
 from curation.ops.context import BuildContext
 from curation.schema import compute_pair_id
 from curation.sql import read_parquet
@@ -40,7 +40,7 @@ from curation.sql import read_parquet
 
 @dataclass(frozen=True)
 class RmMarginParams:
-    scores: str = field(default="", metadata={"path": True})  # the parquet `trainer score` or `trainer audit` wrote
+    scores: str = field(default="", metadata=FILE)  # the parquet `trainer score` or `trainer audit` wrote
     select: Literal["margin", "noise_rate"] = "margin"  # a fixed margin, or each source's estimated noise rate
     min_margin: float = -1.0  # with select: margin
     action: Literal["drop", "flag", "swap"] = "drop"
