@@ -327,38 +327,56 @@ class Build:
         return [*queues, "random sample"]
 
     def review_queue(self, queue: str, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """The pairs of a review queue (pair_id, source, source_row, why), at most `limit`."""
+        """The pairs of a review queue (pair_id, source, source_row, why, in_shards), at most `limit`: those in
+        the shards first (a review changes only them: reviews apply last, so a removed pair stays removed)."""
         where = "WHERE source = ?" if source else ""
         params: list[Any] = [source] if source else []
+        query, order = self._queue_query(queue, where)
+        return self.rows(
+            f"""SELECT pair_id, source, source_row, why, pair_id IN (SELECT pair_id FROM pairs) AS in_shards
+                FROM ({query}) ORDER BY in_shards DESC, {order} LIMIT ?""",
+            [*params, limit],
+        )
+
+    def review_queue_counts(self, queue: str, source: str | None = None) -> tuple[int, int]:
+        """(pairs in the queue, those of them in the shards)."""
+        where = "WHERE source = ?" if source else ""
+        query, _ = self._queue_query(queue, where)
+        found = self.rows(
+            f"SELECT count(*) AS n, count(*) FILTER (pair_id IN (SELECT pair_id FROM pairs)) AS live FROM ({query})",
+            [source] if source else [],
+        )[0]
+        return found["n"], found["live"]
+
+    def _queue_query(self, queue: str, where: str) -> tuple[str, str]:
+        """SQL for a queue's rows (pair_id, source, source_row, why) and the order they are reviewed in."""
         if queue == "rm_margin flags":
             path = self.dir.file("flags/rm_margin.parquet")
             # the decision's own words (the rule, or why a pair was left as it is; builds of older versions have
             # none), else the margin
             margin = "'margin ' || round(margin, 3)"
             why = f"coalesce(detail, {margin})" if "detail" in pq.read_schema(path).names else margin
-            query = f"""SELECT pair_id, source, source_row, {why} AS why
-                        FROM {self.table(path)} {where} ORDER BY margin, pair_id"""
-        elif queue == "contamination matches":
+            query = f"SELECT pair_id, source, source_row, {why} AS why, margin FROM {self.table(path)} {where}"
+            return query, "margin, pair_id"
+        if queue == "contamination matches":
             assert self.contamination_file is not None
             query = f"""SELECT pair_id, source, source_row,
                                action || ': ' || rule || ' match with ' || benchmark || ' ' || benchmark_row AS why
-                        FROM {self.table(self.contamination_file)} {where}
-                        ORDER BY action = 'removed' DESC, source, source_row"""
-        elif queue == "duplicate clusters":
-            dups = self._dups_union()
-            query = f"""SELECT pair_id, source, source_row,
+                        FROM {self.table(self.contamination_file)} {where}"""
+            return query, "source, source_row, why"
+        if queue == "duplicate clusters":
+            query = f"""SELECT pair_id, source, source_row, survivor_pair_id,
                                method || ' ' || round(similarity, 3) || ' to ' || survivor_source || ' '
                                  || survivor_row AS why
-                        FROM {dups} {where} ORDER BY survivor_pair_id, source, source_row"""
-        elif queue == "random sample":
+                        FROM {self._dups_union()} {where}"""
+            return query, "survivor_pair_id, source, source_row"
+        if queue == "random sample":
             # A stable sample: hash order over the pair id and the build's seed.
             seed = sql_literal(str(self.manifest.get("seed", 0)))
-            query = f"""SELECT * FROM (SELECT DISTINCT ON (pair_id) pair_id, source, source_row, 'sample' AS why
-                                       FROM pairs {where} ORDER BY pair_id, source_row)
-                        ORDER BY md5(pair_id || ':' || {seed}), pair_id"""
-        else:
-            raise AppError(f"no review queue {queue!r}")
-        return self.rows(f"SELECT * FROM ({query}) LIMIT ?", [*params, limit])
+            query = f"""SELECT DISTINCT ON (pair_id) pair_id, source, source_row, 'sample' AS why
+                        FROM pairs {where} ORDER BY pair_id, source_row"""
+            return query, f"md5(pair_id || ':' || {seed}), pair_id"
+        raise AppError(f"no review queue {queue!r}")
 
     # -- removed, bias, mixture -----------------------------------------------------------------------------
 

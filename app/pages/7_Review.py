@@ -17,10 +17,20 @@ root = root_or_stop()
 build = build_or_stop(root)
 queues = build.review_queues()
 left, right = st.columns(2)
-queue = left.selectbox("queue", queues, help="flagged pairs come first")
 sources = ["all", *build.manifest["sources"]]
 source = right.selectbox("source", sources)
-rows = build.review_queue(queue, None if source == "all" else source)
+chosen_source = None if source == "all" else source
+counts = {q: build.review_queue_counts(q, chosen_source) for q in queues}
+# Opens on the first queue holding pairs a review can change (those in the shards), flagged pairs first.
+first = next((i for i, q in enumerate(queues) if counts[q][1]), 0)
+queue = left.selectbox(
+    "queue",
+    queues,
+    index=first,
+    format_func=lambda q: f"{q} ({counts[q][1]} of {counts[q][0]} pairs in the shards)",
+    help="flagged pairs come first; a review changes only pairs in the shards (a removed pair stays removed)",
+)
+rows = build.review_queue(queue, chosen_source)
 try:
     path = review_file(root, build.name)
     reviewed = {r["pair_id"]: r["action"] for r in latest(read_reviews(path))} if path.is_file() else {}
@@ -28,9 +38,14 @@ except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
     reviewed = {}
-table = [{"reviewed": reviewed.get(r["pair_id"], ""), **r} for r in rows]  # first: a wide queue never hides it
+# reviewed first: a wide queue never hides it
+table = [{"reviewed": reviewed.get(r["pair_id"], ""), **r, "in_shards": "yes" if r["in_shards"] else "removed"}
+         for r in rows]  # fmt: skip
+total, live = counts[queue]
 done = sum(1 for r in table if r["reviewed"])
-st.caption(f"{len(rows)} pairs in this queue (at most 200 shown); {done} of them reviewed. Click a row to read it.")
+shown = f"the first {len(rows)} shown, " if len(rows) < total else ""
+st.caption(f"{total} pairs in this queue, {live} of them in the shards ({shown}pairs in the shards first); {done} of "
+           f"the {len(rows)} shown reviewed. Click a row to read it.")  # fmt: skip
 if not rows:
     st.info("This queue is empty.")
     st.stop()

@@ -22,8 +22,15 @@ def root(data_root: Path, tmp_path: Path) -> Path:
 def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")}
     app = run_page("pages/7_Review.py", root, monkeypatch)
-    assert app.selectbox[1].options == ["contamination matches", "duplicate clusters", "random sample"]
-    assert any("reviewed" in c.value and "0 of them" in c.value for c in app.caption)
+    # each queue says how many of its pairs a review can change: the duplicates are all removed already
+    assert app.selectbox[1].options == [
+        "contamination matches (6 of 10 pairs in the shards)",
+        "duplicate clusters (0 of 3 pairs in the shards)",
+        "random sample (36 of 36 pairs in the shards)",
+    ]
+    assert app.selectbox[1].value == "contamination matches"
+    assert any(c.value.startswith("10 pairs in this queue, 6 of them in the shards") for c in app.caption)
+    assert any("0 of the 10 shown reviewed" in c.value for c in app.caption)
     pair = next(t.value for t in app.text if " · pair " in t.value)
     app.radio[0].set_value("swap")
     app.text_input[0].input("[b]labels reversed[/b]")
@@ -32,7 +39,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert not app.exception, app.exception
     assert any(s.value == "Review saved." for s in app.success)
     # at once, without another run: the queue counts it
-    assert any("1 of them reviewed" in c.value for c in app.caption)
+    assert any("1 of the 10 shown reviewed" in c.value for c in app.caption)
     # coming back to the pair, the decision starts at its latest review (saving again repeats it), the note empty
     again = run_page("pages/7_Review.py", root, monkeypatch)
     assert (again.radio[0].value, again.text_input[0].value) == ("swap", "")
@@ -46,7 +53,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert review["pair_id"] in pair and review["build"] == "demo"
     assert {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")} == before  # the build stays read-only
     app.run()
-    assert any("1 of them reviewed" in c.value for c in app.caption)
+    assert any("1 of the 10 shown reviewed" in c.value for c in app.caption)
     assert any(t.value.startswith("reviewed: swap by ana at ") for t in app.text)
 
 
@@ -99,7 +106,7 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     assert header.endswith(f"chosen and rejected swapped in this build (pair id before: {other['pair_id']})")
 
 
-def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path) -> None:
+def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow as pa
 
     from app.data import Build
@@ -116,6 +123,10 @@ def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path) -> None:
         ("p1", "left as is: its mirror rlaif_v a.jsonl:2 is reversed too; margin -2.0 < -1.0"),
         ("p2", "margin -1.5"),
     ]
+    assert build.review_queue_counts("rm_margin flags") == (2, 0)  # neither pair is in the shards
+    assert not any(r["in_shards"] for r in build.review_queue("rm_margin flags"))
+    opened = run_page("pages/7_Review.py", root, monkeypatch)  # opens on a queue a review can change
+    assert opened.selectbox[1].value == "contamination matches"
     pq.write_table(flags.drop_columns("detail"), root / "demo" / "flags" / "rm_margin.parquet")  # an older build's
     assert [r["why"] for r in Build(root, "demo").review_queue("rm_margin flags")] == ["margin -2.0", "margin -1.5"]
     pq.write_table(flags.slice(0, 0), root / "demo" / "flags" / "rm_margin.parquet")  # `swap` listing nothing
