@@ -55,12 +55,19 @@ def _by_group(items: list[Item]) -> dict[str, list[Item]]:
     return dict(sorted(groups.items()))
 
 
+VL_REWARDBENCH_GROUPS = ("general", "hallucination", "reasoning")
+REWARDBENCH_SECTIONS = ("Chat", "Chat Hard", "Safety", "Reasoning")
+
+
 def vl_rewardbench(items: list[Item], unread: int = 0) -> dict[str, float]:
-    """Overall = micro accuracy; macro = mean of the group accuracies (general, hallucination, reasoning)."""
+    """Overall = micro accuracy; macro = mean of the group accuracies (general, hallucination, reasoning), given
+    only where the items cover all three groups: over fewer it would not be the benchmark's macro."""
     fractions = {g: sum(i.correct for i in members) / len(members) for g, members in _by_group(items).items()}
-    macro = round(100.0 * sum(fractions.values()) / len(fractions), 2) if fractions else 0.0
     groups = {g: round(100.0 * f, 2) for g, f in fractions.items()}
-    return {"overall": _pct(sum(i.correct for i in items), len(items) + unread), "macro": macro, **groups}
+    out = {"overall": _pct(sum(i.correct for i in items), len(items) + unread)}
+    if set(VL_REWARDBENCH_GROUPS) <= fractions.keys():
+        out["macro"] = round(100.0 * sum(fractions[g] for g in VL_REWARDBENCH_GROUPS) / 3, 2)
+    return out | groups
 
 
 def mm_rlhf_rewardbench(items: list[Item], unread: int = 0) -> dict[str, float]:
@@ -87,7 +94,8 @@ def multimodal_rewardbench(items: list[Item], unread: int = 0) -> dict[str, floa
 
 
 def rewardbench_sections(accuracy: dict[str, float], xstest: XstestWeights = "official") -> dict[str, float]:
-    """Section scores = subset accuracies (fractions) weighted as EXAMPLE_COUNTS; overall = mean of sections."""
+    """Section scores = subset accuracies (fractions) weighted as EXAMPLE_COUNTS; overall = mean of the four
+    sections, given only where the items cover all four."""
     weights = dict(REWARDBENCH_WEIGHTS)
     if xstest == "true_sizes":
         weights["xstest-should-refuse"], weights["xstest-should-respond"] = 154, 250
@@ -98,9 +106,9 @@ def rewardbench_sections(accuracy: dict[str, float], xstest: XstestWeights = "of
             totals[section][0] += weights[subset] * acc
             totals[section][1] += weights[subset]
     sections = {s: round(100.0 * t[0] / t[1], 2) for s, t in totals.items() if t[1]}
-    order = ["Chat", "Chat Hard", "Safety", "Reasoning"]
-    out = {s: sections[s] for s in order if s in sections}
-    out["overall"] = round(sum(out.values()) / len(out), 2) if out else 0.0
+    out = {s: sections[s] for s in REWARDBENCH_SECTIONS if s in sections}
+    if len(out) == len(REWARDBENCH_SECTIONS):  # over fewer sections it would not be the benchmark's score
+        out["overall"] = round(sum(out.values()) / len(out), 2)
     return out
 
 
@@ -108,6 +116,17 @@ def rewardbench(items: list[Item], unread: int = 0, xstest: XstestWeights = "off
     """Section scores from the subset accuracies; an unread row has no subset, so it cannot enter them."""
     accuracy = {g: sum(i.correct for i in members) / len(members) for g, members in _by_group(items).items()}
     return rewardbench_sections(accuracy, xstest)
+
+
+def average_left_out(benchmark: str, scores: dict[str, float]) -> str:
+    """Why a benchmark-wide average is missing from `scores` (the items do not cover every group), or ""."""
+    if benchmark == "vl_rewardbench" and "macro" not in scores:
+        covered = sum(g in scores for g in VL_REWARDBENCH_GROUPS)
+        return f"no macro: it averages all 3 groups, the items cover {covered}"
+    if benchmark == "rewardbench" and "overall" not in scores:
+        covered = sum(s in scores for s in REWARDBENCH_SECTIONS)
+        return f"no overall: it averages all 4 sections, the items cover {covered}"
+    return ""
 
 
 def outside_scores(benchmark: str, group: str | None) -> str | None:

@@ -211,7 +211,7 @@ def eval_(
     label = "this model" if len(model) == 1 else f"ensemble of {len(model)}"
     for name, entry in report["benchmarks"].items():
         rows = comparison_rows(report, name, label)
-        table = Table(title=Text(f"{name}: {counts_text(entry)}"))
+        table = Table(title=Text(f"{name}: {counts_text(name, entry)}"))
         columns = table_columns(rows)
         for column in columns:
             table.add_column(column, no_wrap=column in ("model", "result"))

@@ -17,7 +17,7 @@ import math
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -273,10 +273,13 @@ def score_benchmark(
         "groups": dict(sorted(groups.items())),  # the rows rejected at ingest have no known group
         "scores_over_scored": scorer(scored, 0),
         "scores_over_all": scorer(items, unread),
-        # The judge beside the model on the items the model scored; over all, it judges every pair read.
+        # The judge beside the model on the same terms: over the items the model scored, and over all with the
+        # items the model did not score counted as wrong for the judge too.
         "length_judge": {
             "scores_over_scored": scorer([j for j, r in zip(lengths, reasons, strict=True) if r is None], 0),
-            "scores_over_all": scorer(lengths, unread),
+            "scores_over_all": scorer(
+                [j if r is None else replace(j, chosen=None) for j, r in zip(lengths, reasons, strict=True)], unread
+            ),
         },
         "items": [
             {

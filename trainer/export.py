@@ -47,7 +47,7 @@ def _eval_lines(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
         rows = comparison_rows(report, bench, "this model")
         columns = table_columns(rows)
         entry = report["benchmarks"][bench]
-        lines += [f"### {bench}", "", f"From `{name}`: {counts_text(entry)}.", ""]
+        lines += [f"### {bench}", "", f"From `{name}`: {counts_text(bench, entry)}.", ""]
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows:
             cells = ["-" if row.get(c) is None else f"{row[c]:.2f}" if isinstance(row.get(c), float) else str(row[c])

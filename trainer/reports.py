@@ -14,9 +14,10 @@ for an ensemble), `settings` (`max_length`, `micro_batch`) and `benchmarks`, by 
   items the model could not score (`longer than max_length`, ...) alike; `groups`: {group: {items_total,
   items_scored}} over the items read (a row rejected at ingest has no known group);
 - `scores_over_scored` (the scored items only) and `scores_over_all` (every item, the unscored counted as wrong;
-  a row rejected at ingest enters the whole-benchmark accuracy only): {metric: percent};
-- `length_judge`: the same two for the judge that prefers the longer answer, over the items the model scored and
-  over every item (it judges every pair read);
+  a row rejected at ingest enters the whole-benchmark accuracy only): {metric: percent}; a benchmark-wide average
+  over groups (VL-RewardBench `macro`, RewardBench `overall`) is left out where the items do not cover every group;
+- `length_judge`: the same two for the judge that prefers the longer answer, on the model's terms: over the items
+  the model scored, and over every item with those the model did not score counted as wrong;
 - `items`: per pair read, `pair_id`, `source_row`, `group`, `key`, `not_scored` (its reason, or null),
   `reward_chosen`, `reward_rejected`, `correct`, `tie`, `length_judge_correct`.
 """
@@ -105,10 +106,26 @@ def not_scored_text(entry: dict[str, Any]) -> str:
     return f"{missing} of {entry['items_total']} not scored ({reasons})"
 
 
-def counts_text(entry: dict[str, Any]) -> str:
-    """`all 44 items scored` or `40 of 44 items scored; 4 of 44 not scored (image not found: 4)`."""
+def groups_text(entry: dict[str, Any]) -> str:
+    """The items behind each group's column (`by group: general 2 of 3, hallucination 3`: scored, of read where
+    some were not), or "" for a benchmark whose columns are not its groups (RewardBench's sections)."""
+    columns = entry["scores_over_all"].keys()
+    parts = [f"{g} {c['items_scored']}" + ("" if c["items_scored"] == c["items_total"] else f" of {c['items_total']}")
+             for g, c in (entry.get("groups") or {}).items() if g in columns]  # fmt: skip
+    return f"by group: {', '.join(parts)}" if parts else ""
+
+
+def counts_text(benchmark: str, entry: dict[str, Any]) -> str:
+    """`all 44 items scored; by group: ...` or `40 of 44 items scored; 4 of 44 not scored (image not found: 4);
+    by group: ...`, and why a benchmark-wide average is missing."""
+    from trainer.benchmarks import average_left_out
+
     if not counted(entry):
         return "item counts not recorded (a report from before they were)"
-    if entry["items_scored"] == entry["items_total"]:
-        return f"all {entry['items_total']} items scored"
-    return f"{entry['items_scored']} of {entry['items_total']} items scored; {not_scored_text(entry)}"
+    scored = (
+        f"all {entry['items_total']} items scored"
+        if entry["items_scored"] == entry["items_total"]
+        else f"{entry['items_scored']} of {entry['items_total']} items scored; {not_scored_text(entry)}"
+    )
+    notes = [groups_text(entry), average_left_out(benchmark, entry["scores_over_all"])]
+    return "; ".join([scored, *(n for n in notes if n)])

@@ -85,7 +85,7 @@ if reports:
     report = reports[chosen]
     st.subheader("Beside published results")
     for benchmark, entry in sorted(report.get("benchmarks", {}).items()):
-        st.caption(f"{benchmark}: {counts_text(entry)}")
+        st.caption(f"{benchmark}: {counts_text(benchmark, entry)}")
         total = entry.get("items_total") if counted(entry) else None
         if total and total < SMALL:  # a demo slice or a subset beside full-benchmark results
             st.caption(f"Over {total} items one item is {100 / total:.1f} points of a score over all items (more "

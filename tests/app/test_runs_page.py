@@ -13,18 +13,18 @@ from trainer.reports import EVALS, VERSION, write_report
 
 
 def _entry(scored: int, total: int, overall_scored: float, overall_all: float) -> dict[str, Any]:
-    """A VL-RewardBench entry of a report, as `trainer eval` writes it (items left out)."""
+    """A VL-RewardBench entry of a report, as `trainer eval` writes it (items left out): one group, so no macro."""
     return {
         "rows_read": total,
         "items_total": total,
         "items_scored": scored,
         "not_scored": {"image not found": total - scored} if scored < total else {},
         "groups": {"general": {"items_total": total, "items_scored": scored}},
-        "scores_over_scored": {"overall": overall_scored, "macro": overall_scored, "general": overall_scored},
-        "scores_over_all": {"overall": overall_all, "macro": overall_all, "general": overall_all},
+        "scores_over_scored": {"overall": overall_scored, "general": overall_scored},
+        "scores_over_all": {"overall": overall_all, "general": overall_all},
         "length_judge": {
-            "scores_over_scored": {"overall": 50.0, "macro": 50.0, "general": 50.0},
-            "scores_over_all": {"overall": 40.0, "macro": 40.0, "general": 40.0},
+            "scores_over_scored": {"overall": 50.0, "general": 50.0},
+            "scores_over_all": {"overall": 40.0, "general": 40.0},
         },
     }
 
@@ -81,9 +81,10 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     # The newest report is shown first: each score beside the items it is over.
     evaluation = next(s for s in app.selectbox if s.label == "evaluation")
     assert evaluation.value == f"{EVALS}/{second.name}"
-    assert "vl_rewardbench: 3 of 4 items scored; 1 of 4 not scored (image not found: 1)" in [
-        c.value for c in app.caption
-    ]
+    assert (
+        "vl_rewardbench: 3 of 4 items scored; 1 of 4 not scored (image not found: 1); by group: general 3 of 4; "
+        "no macro: it averages all 3 groups, the items cover 1"
+    ) in [c.value for c in app.caption]
     # four items beside published rows over 1,250: the page says what one item weighs
     assert any(
         c.value.startswith("Over 4 items one item is 25.0 points of a score over all items") for c in app.caption

@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import write_benchmark_images
 from trainer.benchmarks import (
     Item,
+    average_left_out,
     length_judge,
     mm_rlhf_rewardbench,
     multimodal_rewardbench,
@@ -27,7 +28,20 @@ def item(group: str | None, right: bool | None, key: str | None = None) -> Item:
 def test_ties_and_skipped_items_count_as_wrong() -> None:
     assert item("g", None).tie and not item("g", None).correct
     skipped = Item("x", "general", None, None, None)
-    assert vl_rewardbench([item("general", True), skipped]) == {"overall": 50.0, "macro": 50.0, "general": 50.0}
+    assert vl_rewardbench([item("general", True), skipped]) == {"overall": 50.0, "general": 50.0}
+
+
+def test_a_benchmark_wide_average_needs_every_group() -> None:
+    """Over fewer groups (or sections) than the benchmark has, a macro (or RewardBench overall) is not the
+    benchmark's: it is left out, and the report says why, rather than set beside published results."""
+    scores = vl_rewardbench([item("hallucination", True), item("hallucination", False)])
+    assert scores == {"overall": 50.0, "hallucination": 50.0}
+    assert average_left_out("vl_rewardbench", scores) == "no macro: it averages all 3 groups, the items cover 1"
+    chat_only = rewardbench([item("alpacaeval-easy", True), item("llmbar-natural", False)])
+    assert chat_only == {"Chat": 100.0, "Chat Hard": 0.0}
+    assert average_left_out("rewardbench", chat_only) == "no overall: it averages all 4 sections, the items cover 2"
+    every = [item(g, True) for g in ("general", "hallucination", "reasoning")]
+    assert vl_rewardbench(every)["macro"] == 100.0 and not average_left_out("vl_rewardbench", vl_rewardbench(every))
 
 
 def test_vl_rewardbench_overall_is_micro_and_macro_the_mean_of_groups() -> None:

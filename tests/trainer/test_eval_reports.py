@@ -94,7 +94,8 @@ def test_missing_images_are_counted_and_every_score_given_twice(run: Path, bench
     judged = [i["length_judge_correct"] for i in items]
     scored = [j for j, i in zip(judged, items, strict=True) if i["not_scored"] is None]
     assert entry["length_judge"]["scores_over_scored"]["overall"] == round(100 * sum(scored) / 5, 2)
-    assert entry["length_judge"]["scores_over_all"]["overall"] == round(100 * sum(judged) / 7, 2)
+    # over all, the judge is held to the model's terms: the items the model did not score are wrong for it too
+    assert entry["length_judge"]["scores_over_all"]["overall"] == round(100 * sum(scored) / 7, 2)
 
     # The table, whole at 80 columns when piped: each score with the items it is over, beside published ones.
     assert "vl_rewardbench: 5 of 7 items scored; 2 of 7 not scored (image not found: 2)" in output

@@ -58,7 +58,9 @@ def test_eval_scores_every_item_videos_included(shared_data: Path, tmp_path: Pat
     scores = entry["scores_over_all"]  # unscored items stay, counted wrong
     assert scores["video"] == round(100 * sum(i["correct"] for i in video) / 25, 2)
     assert scores["acc"] == round(100 * sum(i["correct"] for i in items) / 170, 2)
-    assert entry["length_judge"]["scores_over_all"]["acc"] == 71.76  # every item, judged by length
+    # the length judge on the model's terms: an item the model did not score is wrong for the judge too
+    judged = sum(i["length_judge_correct"] and i["not_scored"] is None for i in items)
+    assert entry["length_judge"]["scores_over_all"]["acc"] == round(100 * judged / 170, 2) < 71.76
     rows = comparison_rows(report, "mm_rlhf_rewardbench", "run")
     assert {"run", "length-only judge (longer wins)"} == {r["model"] for r in rows if r["result"] != "published"}
 
