@@ -50,7 +50,7 @@ SORTS = {
     "input order": "source, regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
     "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)",
     "longest chosen": "length(chosen) DESC",
-    "highest margin": "margin DESC NULLS LAST",
+    "highest label margin": "margin DESC NULLS LAST",
     "largest length ratio": "length(chosen) / greatest(length(rejected), 1) DESC",
     "biggest duplicate cluster": "cluster_size DESC",
 }
@@ -452,8 +452,8 @@ class Build:
 
     def length_bias(self) -> list[dict[str, Any]]:
         return self.rows(
-            """SELECT source, count(*) AS pairs, round(avg(length(chosen))) AS mean_chosen_chars,
-                      round(avg(length(rejected))) AS mean_rejected_chars,
+            """SELECT source, count(*) AS rows, round(avg(length(chosen)), 1) AS mean_chosen_chars,
+                      round(avg(length(rejected)), 1) AS mean_rejected_chars,
                       round(100 * avg((length(chosen) > length(rejected))::INT), 1) AS chosen_longer_pct,
                       round(median(length(chosen) / greatest(length(rejected), 1)), 3) AS median_length_ratio
                FROM pairs GROUP BY source ORDER BY source"""
@@ -486,7 +486,7 @@ class Build:
         width = (high - low) / bins or 1.0
         return self.rows(
             f"""SELECT round({low} + least(floor(({column} - {low}) / {width}), {bins - 1}) * {width}, 3) AS bin,
-                       count(*) AS pairs
+                       count(*) AS rows
                 FROM pairs WHERE source = ? AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1""",
             [source],
         )
@@ -597,10 +597,18 @@ def trained_on(root: Path, run: Path) -> str | None:
     try:
         path = inside(root, run.relative_to(root) / "data.json")
         builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
-        return "; ".join(f"{name} ({b['train_draws']} training draws of {b['pairs']} pairs, {b['eval']} held out)"
+        return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held out)"
                          for name, b in builds.items())  # fmt: skip
     except (AppError, OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _rows_text(build: dict[str, Any]) -> str:
+    """`43 rows (36 distinct pairs)`; a run from before rows were counted has its rows as `pairs`."""
+    if "rows" not in build:
+        return f"{build['pairs']} rows"
+    distinct = f" ({build['pairs']} distinct pairs)" if build["pairs"] != build["rows"] else ""
+    return f"{build['rows']} rows{distinct}"
 
 
 def list_evaluations(run: Path) -> list[str]:

@@ -392,6 +392,12 @@ class Builder:
                     WHERE r.stage IN ({evidence}))"""
         )
         self.estimate = self._estimate_output([h for (h,) in used], len(not_selected["row_key"]))
+        # what the shards hold, each thing once: the rows count upsampled copies, the images table evidence too
+        ((self.pairs_in_shards, self.images_in_shards),) = self.ctx.rows(
+            """SELECT count(DISTINCT p.pair_id), (SELECT count(DISTINCT h) FROM (
+                      SELECT unnest(p.images) AS h FROM selected s JOIN pairs p USING (row_key)))
+               FROM selected s JOIN pairs p USING (row_key)"""
+        )
         assert self.work is not None
         swapped = self.db.sql("SELECT row_key FROM swapped ORDER BY row_key").fetchnumpy()["row_key"]
         swapped = np.asarray(swapped, np.int64)
@@ -486,7 +492,7 @@ class Builder:
         lengths the ops measured (`text_stats`) rather than by reading the shards back."""
         return self.ctx.rows(
             f"""SELECT p.source, string_agg(DISTINCT p.license, ', ' ORDER BY p.license), count(*),
-                       round(avg(t.chosen_chars)), round(avg(t.rejected_chars)),
+                       round(avg(t.chosen_chars), 1), round(avg(t.rejected_chars), 1),
                        round(100 * avg((t.chosen_chars > t.rejected_chars)::INT), 1)
                 FROM selected s JOIN pairs p USING (row_key) JOIN {self.ctx.text_stats()} t USING (row_key)
                 GROUP BY p.source ORDER BY p.source"""
@@ -547,8 +553,10 @@ class Builder:
             "versions": {p: importlib.metadata.version(p) for p in ("rm-workbench", "duckdb", "pyarrow", "pillow")},
             "sources": per_source,
             "shards": self.shards,
-            "images": images[0][0],
-            "rows_in_shards": sum(s["rows"] for s in self.shards),
+            "images": images[0][0],  # stored: the shards' and the removed evidence's
+            "images_in_shards": self.images_in_shards,
+            "rows_in_shards": sum(s["rows"] for s in self.shards),  # upsampled copies counted
+            "pairs_in_shards": self.pairs_in_shards,  # distinct
             "timings": {"total_seconds": seconds, **{k: v.seconds for k, v in self.stages.items()}},
             "signals_reused": self.reused,
             "warnings": self.warnings,

@@ -55,6 +55,18 @@ def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     return rows
 
 
+def shards_text(manifest: dict[str, Any]) -> str:
+    """`43 rows in 1 shard(s): 36 distinct pairs (the mix's upsampled copies are rows too), 14 images (15 stored
+    with the removed pairs' evidence)`; a build from before the distinct counts says what it has."""
+    rows, shards, stored = manifest["rows_in_shards"], len(manifest["shards"]), manifest["images"]
+    if "pairs_in_shards" not in manifest:
+        return f"{rows} rows in {shards} shard(s), {stored} images stored"
+    pairs, images = manifest["pairs_in_shards"], manifest["images_in_shards"]
+    copies = " (the mix's upsampled copies are rows too)" if pairs != rows else ""
+    evidence = f" ({stored} stored with the removed pairs' evidence)" if stored != images else ""
+    return f"{rows} rows in {shards} shard(s): {pairs} distinct pairs{copies}, {images} images{evidence}"
+
+
 def write_card(
     build_dir: Path, manifest: dict[str, Any], db: duckdb.DuckDBPyConnection, length_stats: list[tuple[Any, ...]]
 ) -> None:
@@ -63,13 +75,12 @@ def write_card(
     lines = [
         f"# Build `{manifest['recipe']['name']}`",
         "",
-        f"Recipe sha256 `{manifest['recipe']['sha256']}`, seed {manifest['seed']}, "
-        f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s), {manifest['images']} images.",
+        f"Recipe sha256 `{manifest['recipe']['sha256']}`, seed {manifest['seed']}, {shards_text(manifest)}.",
         "",
         *(line for warning in manifest.get("warnings", []) for line in (f"> **Warning:** {warning}", "")),
         "## Sources, licenses and length statistics (in shards)",
         "",
-        "| source | licenses | pairs | mean chosen chars | mean rejected chars | chosen longer (%) |",
+        "| source | licenses | rows | mean chosen chars | mean rejected chars | chosen longer (%) |",
         "|---|---|---|---|---|---|",
         *(f"| {' | '.join(str(v) for v in row)} |" for row in length_stats),
         "",

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.build_card import shards_text
 from curation.build_dir import IMAGES, MANIFEST, BuildDir
 from curation.errors import InputError
 from curation.ingest import publish_folder
@@ -189,7 +190,7 @@ def card_text(
     restricted: bool,
 ) -> str:
     rows = manifest["rows_in_shards"]
-    has_images = manifest["images"] > 0
+    has_images = manifest.get("images_in_shards", manifest["images"]) > 0
     meta: dict[str, Any] = {
         "pretty_name": manifest["recipe"]["name"],
         "license": license_id,
@@ -212,7 +213,7 @@ def card_text(
 
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
              f"# {manifest['recipe']['name']}", "",
-             f"{rows} preference pairs curated with rm-workbench (`curate build`), {manifest['images']} images. "
+             f"Preference pairs curated with rm-workbench (`curate build`): {shards_text(manifest)}. "
              "Configs: `default` (the whole mixture) and one per source.", ""]  # fmt: skip
     if restricted:
         lines += ["**Licensing: some sources are non-commercial, research-only or of unknown license. "

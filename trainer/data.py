@@ -84,7 +84,9 @@ class PairData:
 
     @classmethod
     def open(cls, specs: list[str], seed: int, eval_fraction: float, folds: int = 0, fold: int = 0) -> PairData:
-        """The builds' pairs, split into train and held-out by hash; with `folds`, the first build's pairs of
+        """The builds' pairs, split into train and held-out by hash of the pair id (a held-out pair is evaluated
+        once, however many copies of it the shards hold: `counts` gives each build's rows, distinct pairs, training
+        draws and held-out pairs); with `folds`, the first build's pairs of
         fold `fold` (`fold_of`) are left out altogether, from every build that holds them (cross-fitting: another
         model judges them)."""
         builds = [Build.open(spec) for spec in specs]
@@ -95,17 +97,23 @@ class PairData:
         if folds and builds:
             first = builds[0].table.column("pair_id").to_pylist()
             judged_elsewhere = {pid for pid in first if fold_of(pid, seed, folds) == fold}
+        evaluated: set[str] = set()  # a held-out pair is evaluated once, whatever its copies in the shards
         for b, build in enumerate(builds):
             ids = build.table.column("pair_id").to_pylist()
             used = [i for i, pid in enumerate(ids) if pid not in judged_elsewhere]
             held = {i for i in used if unit_hash("eval", seed, ids[i]) < eval_fraction}  # stable across builds
-            evals = [Entry(b, i, ids[i]) for i in used if i in held]
+            evals = []
+            for i in sorted(held):
+                if ids[i] not in evaluated:
+                    evaluated.add(ids[i])
+                    evals.append(Entry(b, i, ids[i]))
             trains = [Entry(b, i, ids[i]) for i in used if i not in held]
             drawn = weighted(trains, build.weight, seed)
             train += drawn
             held_out += evals
-            counts[str(build.path)] = {"pairs": len(ids), "weight": build.weight, "train_draws": len(drawn),
-                                       "eval": len(evals), "left_out": len(ids) - len(used)}  # fmt: skip
+            counts[str(build.path)] = {"rows": len(ids), "pairs": len(set(ids)), "weight": build.weight,
+                                       "train_draws": len(drawn), "eval": len(evals),
+                                       "left_out": len(ids) - len(used)}  # fmt: skip
         return cls(builds, train, held_out, seed, counts)
 
     def epoch_order(self, epoch: int) -> list[Entry]:

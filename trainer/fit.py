@@ -392,8 +392,8 @@ class Trainer:
             return
         report = {
             "builds": self.data.counts,
-            "train_pairs": len(self.data.train),
-            "eval_pairs": len(self.data.eval),
+            "train_draws": len(self.data.train),
+            "eval_pairs": len(self.data.eval),  # distinct pairs
             "skipped_train_draws": {r: int(n) for r, n in zip(SKIP_REASONS, train, strict=True) if n},
             "skipped_eval": {r: int(n) for r, n in zip(SKIP_REASONS, held_out, strict=True) if n},
             "steps": self.total_steps,

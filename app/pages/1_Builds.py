@@ -7,15 +7,17 @@ import streamlit as st
 
 from app.data import AppError, diff_builds, funnel, funnel_steps, list_builds
 from app.ui import build_or_stop, open_build, page, root_or_stop
+from curation.build_card import shards_text
 
 page("Builds")
 root = root_or_stop()
 build = build_or_stop(root)
 manifest = build.manifest
 left, right, third = st.columns(3)
-left.metric("pairs in shards", manifest["rows_in_shards"])
+left.metric("rows in shards", manifest["rows_in_shards"], help="the mix's upsampled copies are rows too")
 right.metric("shards", len(manifest["shards"]))
-third.metric("images", manifest["images"])
+third.metric("images in shards", manifest.get("images_in_shards", manifest["images"]))
+st.caption(shards_text(manifest))
 for warning in manifest.get("warnings", []):
     st.warning(warning)
 st.subheader("Funnel")

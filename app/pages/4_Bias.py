@@ -10,6 +10,7 @@ page("Bias and statistics")
 root = root_or_stop()
 build = build_or_stop(root)
 st.subheader("Chosen vs rejected length per source")
+st.caption("over the rows of the shards (the mix's upsampled copies are rows too)")
 st.dataframe(build.length_bias(), hide_index=True)
 sources = [r["source"] for r in build.rows("SELECT DISTINCT source FROM pairs ORDER BY 1")]
 source = st.selectbox("source", sources)
@@ -17,22 +18,27 @@ st.caption("length distribution (characters): chosen vs rejected")
 st.bar_chart(build.length_histogram(source), x="length_bin", y=["chosen", "rejected"])
 margins = build.histogram("margin", source)
 if margins:
-    st.caption("margin distribution")
-    st.bar_chart(margins, x="bin", y="pairs")
+    st.caption("label margin distribution (the source's score gap, chosen minus rejected), rows of the shards")
+    st.bar_chart(margins, x="bin", y="rows")
 scores = build.histogram("chosen_score", source)
 if scores:
-    st.caption("chosen score distribution")
-    st.bar_chart(scores, x="bin", y="pairs")
+    st.caption("chosen score distribution, rows of the shards")
+    st.bar_chart(scores, x="bin", y="rows")
 st.subheader("Category mix")
-st.dataframe(build.rows("SELECT source, category, count(*) AS pairs FROM pairs GROUP BY ALL ORDER BY ALL"))
+st.dataframe(build.rows("SELECT source, category, count(*) AS rows FROM pairs GROUP BY ALL ORDER BY ALL"))
 st.subheader("Thresholds, re-applied live to the stored signals")
 ratio_signal = build.signal_file("filters")
 if ratio_signal is not None:
     ratio = st.slider("max length ratio (chosen / rejected)", 1.0, 20.0, 5.0, 0.5)
-    over = build.rows(f"SELECT count(*) AS n FROM {build.table(ratio_signal)} WHERE length_ratio > ?", [ratio])
-    st.write(f"{over[0]['n']} pairs that reached the filters have a length ratio above {ratio}.")
+    over = build.rows(
+        f"SELECT count(*) FILTER (length_ratio > ?) AS n, count(*) AS total FROM {build.table(ratio_signal)}", [ratio]
+    )[0]
+    st.write(f"{over['n']} of the {over['total']} pairs that reached the filters have a length ratio above {ratio} "
+             "(the shards' and those the filters or a later stage removed).")  # fmt: skip
 near = build.signal_file("near_dedupe")
 if near is not None:
     jaccard = st.slider("near-duplicate threshold (Jaccard)", 0.5, 1.0, 0.8, 0.01)
-    edges = build.rows(f"SELECT count(*) AS n FROM {build.table(near)} WHERE jaccard >= ?", [jaccard])
-    st.write(f"{edges[0]['n']} near-duplicate prompt pairs at Jaccard >= {jaccard}.")
+    edges = build.rows(
+        f"SELECT count(*) FILTER (jaccard >= ?) AS n, count(*) AS total FROM {build.table(near)}", [jaccard]
+    )[0]
+    st.write(f"{edges['n']} of the {edges['total']} measured prompt pairs are near duplicates at Jaccard >= {jaccard}.")

@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from app.data import AppError, Build, diff_builds, inside, list_builds
@@ -24,8 +25,17 @@ def test_home_lists_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = run_page("pages/1_Builds.py", data_root, monkeypatch)
-    manifest = Build(data_root, "demo").manifest
-    assert [m.value for m in app.metric] == [str(manifest["rows_in_shards"]), "3", str(manifest["images"])]
+    build = Build(data_root, "demo")
+    manifest = build.manifest
+    # the images the shards use, each once: the images table also keeps the removed duplicates' as evidence
+    used = build.rows("SELECT count(DISTINCT h) AS n FROM (SELECT unnest(images) AS h FROM pairs)")[0]["n"]
+    distinct = build.rows("SELECT count(DISTINCT pair_id) AS n FROM pairs")[0]["n"]
+    assert used < manifest["images"] and distinct < manifest["rows_in_shards"]  # the demo has both
+    assert [m.value for m in app.metric] == [str(manifest["rows_in_shards"]), "3", str(used)]
+    assert (
+        f"{manifest['rows_in_shards']} rows in 3 shard(s): {distinct} distinct pairs (the mix's upsampled copies are "
+        f"rows too), {used} images ({manifest['images']} stored with the removed pairs' evidence)"
+    ) in [c.value for c in app.caption]
     funnel = app.dataframe[0].value
     assert "decontaminate: contaminated: vl_rewardbench" in set(funnel["step"])
     assert "name: demo" in app.code[0].value
@@ -78,9 +88,11 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert [t.value for t in removed.text].count(astronaut) == 2
     bias = run_page("pages/4_Bias.py", data_root, monkeypatch)
     assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
-    assert any("near-duplicate prompt pairs at Jaccard >= 0.8" in m.value for m in bias.markdown)
+    near = [m.value for m in bias.markdown if "near duplicates at Jaccard >= 0.8" in m.value]
+    measured = pq.read_metadata(Build(data_root, "demo").signal_file("near_dedupe")).num_rows  # every pair measured
+    assert near and near[0].startswith(f"1 of the {measured} measured prompt pairs")
     bias.slider[-1].set_value(0.99).run()  # a stricter threshold, re-decided from the stored signal
-    assert any("0 near-duplicate prompt pairs at Jaccard >= 0.99" in m.value for m in bias.markdown)
+    assert any(m.value.startswith("0 of ") and "near duplicates at Jaccard >= 0.99" in m.value for m in bias.markdown)
     mixture = run_page("pages/5_Mixture.py", data_root, monkeypatch)
     shares = mixture.dataframe[0].value
     assert float(shares.loc[shares["source"] == "mm_rlhf", "sampling_factor"].iloc[0]) == 2.0
@@ -162,7 +174,7 @@ def test_histograms(data_root: Path) -> None:
     lengths = demo.length_histogram("ultrafeedback")
     assert sum(r["chosen"] for r in lengths) == sum(r["rejected"] for r in lengths) == 5
     margins = demo.histogram("margin", "ultrafeedback")
-    assert sum(r["pairs"] for r in margins) == 5 and demo.histogram("margin", "hh_rlhf") == []
+    assert sum(r["rows"] for r in margins) == 5 and demo.histogram("margin", "hh_rlhf") == []
     with pytest.raises(AppError):
         demo.histogram("chosen; DROP TABLE pairs", "hh_rlhf")
 

@@ -116,9 +116,9 @@ def test_an_unreadable_report_is_named_and_the_others_shown(tmp_path: Path, monk
 
 def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = _run_folder(tmp_path)
-    builds = {"builds": {"/data/builds/demo": {"eval": 11, "left_out": 0, "pairs": 43, "train_draws": 32, "weight": 1}}}
-    (run / "data.json").write_text(json.dumps(builds))
+    counts = {"eval": 9, "left_out": 0, "rows": 43, "pairs": 36, "train_draws": 32, "weight": 1}
+    (run / "data.json").write_text(json.dumps({"builds": {"/data/builds/demo": counts}}))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
-    assert "trained on: /data/builds/demo (32 training draws of 43 pairs, 11 held out)" in [
+    assert "trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs held out)" in [
         c.value for c in app.caption
     ]

@@ -1,5 +1,6 @@
 import hashlib
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -87,7 +88,9 @@ def _shard_length_rows(paths: list[Path]) -> list[list[str]]:
         chosen, rejected = [len(r["chosen"]) for r in mine], [len(r["rejected"]) for r in mine]
         longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(mine)
         licenses = ", ".join(sorted({r["license"] for r in mine if r["license"] is not None}))
-        means = [float(round(sum(x) / len(mine))) for x in (chosen, rejected)]
+        # to one decimal, halves away from zero as DuckDB rounds
+        tenth = Decimal("0.1")
+        means = [float((Decimal(sum(x)) / len(mine)).quantize(tenth, ROUND_HALF_UP)) for x in (chosen, rejected)]
         table.append([source, licenses, str(len(mine)), *map(str, means), str(round(100 * longer, 1))])
     return table
 

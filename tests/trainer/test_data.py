@@ -121,14 +121,21 @@ def test_weighted_draws_whole_passes_then_a_hash_ordered_remainder() -> None:
 
 
 def test_split_and_order_are_deterministic_and_disjoint(demo_build: Path) -> None:
-    a = PairData.open([str(demo_build)], seed=3, eval_fraction=0.3)
-    b = PairData.open([str(demo_build)], seed=3, eval_fraction=0.3)
+    a = PairData.open([str(demo_build)], seed=0, eval_fraction=0.3)  # seed 0 holds out upsampled pairs
+    b = PairData.open([str(demo_build)], seed=0, eval_fraction=0.3)
     assert a.train == b.train and a.eval == b.eval
     assert not {e.pair_id for e in a.train} & {e.pair_id for e in a.eval}
-    assert len(a.train) + len(a.eval) == a.builds[0].table.num_rows
+    # every row is trained on or held out; a held-out pair is evaluated once, however many copies the mix made
+    ids = a.builds[0].table.column("pair_id").to_pylist()
+    held = [pid for pid in ids if pid in {e.pair_id for e in a.eval}]
+    assert len(a.train) + len(held) == len(ids)
+    assert len(held) > len(a.eval) == len({e.pair_id for e in a.eval})  # the demo upsamples mm_rlhf
+    counts = a.counts[str(demo_build)]
+    assert (counts["rows"], counts["pairs"], counts["eval"]) == (len(ids), len(set(ids)), len(a.eval))
     assert a.epoch_order(0) == b.epoch_order(0) != a.epoch_order(1)
-    two = PairData.open([str(demo_build), f"{demo_build}=0.5"], seed=3, eval_fraction=0.3)
+    two = PairData.open([str(demo_build), f"{demo_build}=0.5"], seed=0, eval_fraction=0.3)
     assert len(two.train) == len(a.train) + round(0.5 * len(a.train))
+    assert two.eval == a.eval  # nor twice for being in two builds
 
 
 def test_image_table_finds_every_image_by_hash(demo_build: Path) -> None:
