@@ -1,11 +1,11 @@
 """`curate build`: ingest (and normalize) -> validate -> dedupe -> decontaminate -> filters -> mix -> shards.
 
 Every ingested pair ends either in the shards or in `rejects/` with its stage and reason. The build is
-written under `DIR.partial` and renamed when complete. With `resume`, finished ingests (marked `done.json`)
-and stored signals are reused; the global stages (dedupe, mix, writing) rerun, which gives the same bytes.
-Stages run in DuckDB over files on disk, so memory does not grow with the size of a source. The ingested pairs,
-whose texts are already in canonical form (`canonical_text`), are Arrow files that every later stage reads
-memory-mapped (`pairs`, `curation.work`).
+written under `DIR.partial` and renamed when complete. With `resume`, finished ingests (marked `done.json`, of
+inputs unchanged since: same files, sizes and modification times) and stored signals are reused; the global stages
+(dedupe, mix, writing) rerun, which gives the same bytes. Stages run in DuckDB over files on disk, so memory does
+not grow with the size of a source. The ingested pairs, whose texts are already in canonical form
+(`canonical_text`), are Arrow files that every later stage reads memory-mapped (`pairs`, `curation.work`).
 """
 
 from __future__ import annotations
@@ -105,6 +105,17 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[
     base = path if path.is_dir() else path.parent
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return {"files": {p.relative_to(base).as_posix(): sha256_file(p, stop) for p in files}}
+
+
+def _input_stamp(spec: SourceSpec) -> dict[str, Any]:
+    """What an ingest read, told apart cheaply: each local file's size and modification time (an object store's
+    listing; a Hub id's coordinates). A resumed build ingests a source again when its stamp changed."""
+    path = Path(spec.path)
+    if is_uri(spec.path) or not path.exists():
+        return _fingerprint(spec)
+    base = path if path.is_dir() else path.parent
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {p.relative_to(base).as_posix(): [(st := p.stat()).st_size, st.st_mtime_ns] for p in files}
 
 
 class Builder:
@@ -248,7 +259,13 @@ class Builder:
         done = target / "done.json"
         finished = read_json_state(done) if self.resume and target.is_dir() else None
         # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
-        if isinstance(finished, dict) and finished.get("file_sizes") == _file_sizes(target):
+        # ... and its input may have changed since: then what it ingested is not what the manifest will hash
+        stamp = _input_stamp(spec)
+        if (
+            isinstance(finished, dict)
+            and finished.get("file_sizes") == _file_sizes(target)
+            and finished.get("input") == json.loads(json.dumps(stamp))
+        ):
             with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged summary: ingest again
                 return IngestSummary.from_dict(finished["summary"])
         self.on_stage(f"ingest {spec.name}")
@@ -263,7 +280,8 @@ class Builder:
         else:  # one file, a Hub id or an object store's URI (read by the task's node): one task
             with self.engine.pool(1) as pool:
                 summary = pool.submit(ingest_source, spec, target, outputs, max_pixels, 1).result()
-        write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target)}, durable=False)
+        write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target), "input": stamp},
+                   durable=False)  # fmt: skip
         return summary
 
     def _ingest_workers(self, spec: SourceSpec) -> int:

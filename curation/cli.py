@@ -233,7 +233,12 @@ def ingest_cmd(
     config: Annotated[
         str | None, typer.Option("--config", help="Hub dataset config", show_default="the adapter's")
     ] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Hub split", show_default="the adapter's")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split", help="split (of a Hub id, or a local folder laid out in splits)", show_default="the adapter's"
+        ),
+    ] = None,
     revision: Annotated[
         str | None, typer.Option("--revision", help="Hub revision to pin", show_default="the default branch")
     ] = None,

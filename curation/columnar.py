@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from curation.errors import RowError
 from curation.images import ImageRow, decode_image
 from curation.io import row_group_ends
-from curation.readers import _BATCH_ROWS, DAMAGED, Record, is_hub_id, list_files, table_record
+from curation.readers import _BATCH_ROWS, DAMAGED, Record, is_hub_id, table_record
 from curation.schema import WHITESPACE, install_text_macros
 from curation.sources.base import Adapter, SqlLayout
 from curation.sql import GLOB_CHARACTERS, quote_identifier, read_parquet, sql_literal
@@ -146,7 +146,7 @@ def plan(adapter: Adapter, location: str) -> ColumnarPlan | None:
     if is_hub_id(location) or not Path(location).exists() or not _adapter_allows(adapter):
         return None
     root = Path(location)
-    paths = list_files(root)
+    paths = adapter.local_files(location)
     if not all(p.name.endswith(".parquet") for p in paths):
         return None
     if any(c in GLOB_CHARACTERS for p in paths for c in str(p)):

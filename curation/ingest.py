@@ -31,7 +31,7 @@ from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
 from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter, fsync_folder, read_json_state, write_json
 from curation.processes import worker_pool
-from curation.readers import Record, iter_file_isolated, list_files, printable
+from curation.readers import Record, iter_file_isolated, printable
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
 from curation.sources.base import Adapter, RowContext
 
@@ -449,7 +449,7 @@ def _partitions(adapter: Adapter, location: str) -> list[tuple[Path, str]] | Non
     folder = Path(location)
     if type(adapter).records is not Adapter.records or not folder.is_dir():
         return None
-    files = list_files(folder)
+    files = adapter.local_files(location)
     return [(f, f.relative_to(folder).as_posix()) for f in files] if len(files) > 1 else None
 
 

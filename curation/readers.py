@@ -18,6 +18,7 @@ import io
 import json
 import re
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,102 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
     return files
 
 
+SAVED_DATASET_DICT = "dataset_dict.json"  # `datasets` save_to_disk of a DatasetDict: one folder per split
+SAVED_DATASET = "state.json"  # `datasets` save_to_disk of a Dataset: lists its Arrow files
+
+
+def source_files(
+    root: Path, config: str | None = None, split: str = "train", data_dir: str | None = None
+) -> list[Path]:
+    """The files of a local file or folder that make up `split` (and `config`), as `datasets` reads the same
+    layout on the Hub or on disk:
+    - a folder written by `save_to_disk`: the split's folder (of a DatasetDict) and the Arrow files its
+      `state.json` lists, never its metadata files;
+    - a folder laid out as a Hub dataset repository in several splits (files named by split, e.g.
+      `data/train_prefs-00000-of-00001.parquet` beside `data/test_prefs-...`, or `configs` in its README): the
+      files `datasets` resolves for the config's split; a split the folder does not hold is an error naming
+      those it does;
+    - any other folder (one split): every supported file under it."""
+    if root.is_file():
+        return [root]
+    if not root.exists():
+        raise InputError(f"{printable(str(root))}: no such file or folder")
+    if (root / SAVED_DATASET_DICT).is_file():
+        splits = _json_file(root / SAVED_DATASET_DICT).get("splits") or []
+        if split not in splits:
+            raise _no_split(root, split, splits)
+        root = root / split
+    if (root / SAVED_DATASET).is_file():
+        listed = _json_file(root / SAVED_DATASET).get("_data_files") or []
+        files = [root / entry["filename"] for entry in listed if isinstance(entry, dict) and "filename" in entry]
+        if not files:
+            raise InputError(f"{printable(str(root / SAVED_DATASET))}: lists no data files")
+        return files
+    by_split = _hub_layout(root, config, data_dir)
+    if by_split is None:
+        return list_files(root)
+    if split not in by_split:
+        raise _no_split(root, split, list(by_split))
+    return by_split[split]
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{printable(str(path))}: cannot read ({exc})") from None
+    if not isinstance(found, dict):
+        raise InputError(f"{printable(str(path))}: not a JSON object")
+    return found
+
+
+def _no_split(root: Path, split: str, splits: Sequence[str]) -> InputError:
+    return InputError(f"{printable(str(root))}: holds the splits {', '.join(map(str, splits)) or 'none'}, not "
+                      f"{split!r}; choose one with --split (a recipe's `split:`)")  # fmt: skip
+
+
+def _hub_layout(root: Path, config: str | None, data_dir: str | None) -> dict[str, list[Path]] | None:
+    """A folder's files by split as `datasets` resolves a Hub repository's (its README's `configs`, else files
+    named by split), or None for a folder of one split or a layout `datasets` cannot read as one dataset
+    (several file formats)."""
+    import datasets  # imported lazily: only a folder needs it
+
+    declares_configs = "configs" in _readme_yaml(root / "README.md")
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()
+    try:
+        with tempfile.TemporaryDirectory() as cache:  # resolving files reads no data: nothing to keep in a cache
+            builder = datasets.load_dataset_builder(str(root), name=config, data_dir=data_dir, cache_dir=cache)
+            data_files = builder.config.data_files or {}
+    except Exception:  # not a layout `datasets` reads: every file is read as it is
+        return None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+    if len(data_files) < 2 and not declares_configs:
+        return None
+    real = root.resolve()  # `datasets` gives real paths; rows are named relative to the folder as given
+    return {str(name): sorted(root / Path(f).resolve().relative_to(real) for f in files)
+            for name, files in data_files.items()}  # fmt: skip
+
+
+def _readme_yaml(path: Path) -> dict[str, Any]:
+    """The YAML block a dataset card starts with ({} where there is none or it is not a mapping)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not text.startswith("---"):
+        return {}
+    block = text[3:].split("\n---", 1)[0]
+    import yaml
+
+    try:
+        found = yaml.safe_load(block)
+    except yaml.YAMLError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None = None) -> Iterator[Record]:
     """Rows of one local file; `name` is how refs spell the file (defaults to its file name). A file that cannot
     be read at all raises `InputError`."""
@@ -115,8 +212,9 @@ def iter_file_isolated(path: Path, name: str, columns: Sequence[str] | None = No
         yield Record(ref, None, RowError("unreadable file", f"{ref}: {exc}"))
 
 
-def iter_local(root: Path, columns: Sequence[str] | None = None) -> Iterator[Record]:
-    files = list_files(root)
+def iter_local(root: Path, columns: Sequence[str] | None = None, files: list[Path] | None = None) -> Iterator[Record]:
+    """Rows of a local file, or of `files` under a folder (default: every supported file)."""
+    files = list_files(root) if files is None else files
     if root.is_file():
         yield from iter_file(root, root.name, columns)
         return
@@ -169,7 +267,7 @@ def iter_location(
     if is_hub_id(location):
         yield from iter_hub(location, config=config, split=split, revision=revision, columns=columns, data_dir=data_dir)
     else:
-        yield from iter_local(Path(location), columns)
+        yield from iter_local(Path(location), columns, source_files(Path(location), config, split, data_dir))
 
 
 # -- JSON --------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -20,7 +21,7 @@ import pyarrow as pa
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot, decode_image
 from curation.pair import Pair
-from curation.readers import Record, iter_location
+from curation.readers import Record, iter_location, source_files
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """Where a Hub dataset is read from; local files ignore these."""
+    """Where a Hub dataset is read from; a local folder laid out in splits (or written by `save_to_disk`) is read
+    by config, split and data_dir too (`readers.source_files`), a local file as it is."""
 
     config: str | None = None
     split: str | None = None  # None: the adapter's default split
@@ -140,6 +142,11 @@ class Adapter:
             columns=self.columns,
             data_dir=self.read.data_dir,
         )
+
+    def local_files(self, location: str) -> list[Path]:
+        """The files of a local file or folder this adapter reads: those of its split (`readers.source_files`)."""
+        split = self.read.split or self.default_split()
+        return source_files(Path(location), self.read.config, split, self.read.data_dir)
 
     def default_split(self) -> str:
         """The Hub split read when none is given (an adapter whose configs have other splits says so here)."""

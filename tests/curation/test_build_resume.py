@@ -119,3 +119,26 @@ def test_a_resumed_build_rewrites_shards_whose_swaps_changed(
     swapped = [p for p in read_shards(sorted((tmp_path / "b" / "shards").glob("*.arrow"))).to_pylist()
                if p["source_row"] == target["source_row"] and p["source"] == target["source"]]  # fmt: skip
     assert swapped and swapped[0]["chosen"] == target["rejected"]
+
+
+def test_a_source_changed_before_the_resume_is_ingested_again(demo_recipe: Path, tmp_path: Path) -> None:
+    """The manifest hashes the inputs as they are when the build ends: a source edited between the interruption
+    and the resume is read again, so the shards hold what the manifest says was read."""
+    import gzip
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(demo_recipe.parent.parent, root)
+    recipe = root / "mixes" / "demo.yaml"
+    out = tmp_path / "b"
+    subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(out), "validate"], check=False)
+    source = root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+    added = {"chosen": "\n\nHuman: NEWROW what is two and two?\n\nAssistant: Four.",
+             "rejected": "\n\nHuman: NEWROW what is two and two?\n\nAssistant: Five."}  # fmt: skip
+    source.write_bytes(gzip.compress(gzip.decompress(source.read_bytes()) + (json.dumps(added) + "\n").encode()))
+    seen: list[str] = []
+    manifest = build(load_recipe(recipe), out, resume=True, on_stage=seen.append)
+    assert "ingest hh_rlhf" in seen and "ingest mm_rlhf" not in seen  # only the changed source is read again
+    fresh = build(load_recipe(recipe), tmp_path / "fresh")
+    assert manifest["sources"]["hh_rlhf"]["rows_read"] == fresh["sources"]["hh_rlhf"]["rows_read"]
+    assert build_digests(out) == build_digests(tmp_path / "fresh")

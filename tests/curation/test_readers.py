@@ -109,3 +109,75 @@ def test_hub_reader_streams_without_decoding_images(tmp_path: Path) -> None:
     assert [r.ref for r in records] == ["train:0", "train:1"]
     assert records[1].data["question"] == "b"
     assert records[1].data["image"]["bytes"] == image_bytes(2)  # bytes, not a decoded PIL image
+
+
+def _ultrafeedback_rows(shared_data: Path) -> list[dict]:
+    path = shared_data / "ultrafeedback-binarized" / "eval_clean.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()][:30]
+
+
+def _ingest(folder: Path, out: Path, split: str | None = None, config: str | None = None) -> tuple[int, int, int]:
+    from curation.ingest import ingest
+    from curation.sources import get_adapter
+    from curation.sources.base import ReadOptions
+
+    adapter = get_adapter("ultrafeedback_binarized")({}, ReadOptions(config=config, split=split))
+    summary = ingest(adapter, str(folder), out)
+    return summary.rows_read, summary.pairs, summary.rows_rejected
+
+
+def test_a_local_copy_of_a_hub_repository_reads_one_split(shared_data: Path, tmp_path: Path) -> None:
+    """A folder laid out as the Hub serves UltraFeedback-binarized (`data/<split>-00000-of-00001.parquet`, written
+    by `datasets`) gives the adapter's split only, as a Hub read would: test pairs never leak into training."""
+    import datasets
+
+    rows = _ultrafeedback_rows(shared_data)
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows[:20]).to_parquet(str(snapshot / "data" / "train_prefs-00000-of-00001.parquet"))
+    datasets.Dataset.from_list(rows[20:]).to_parquet(str(snapshot / "data" / "test_prefs-00000-of-00001.parquet"))
+    assert _ingest(snapshot, tmp_path / "a") == (20, 20, 0)  # the adapter's default split, train_prefs
+    assert _ingest(snapshot, tmp_path / "b", split="test_prefs") == (10, 10, 0)
+    with pytest.raises(InputError, match="holds the splits test_prefs, train_prefs, not 'train'; choose one"):
+        _ingest(snapshot, tmp_path / "c", split="train")
+
+
+def test_a_readme_config_picks_its_files(shared_data: Path, tmp_path: Path) -> None:
+    rows = _ultrafeedback_rows(shared_data)
+    folder = tmp_path / "configs"
+    for name, part in (("first", rows[:12]), ("second", rows[12:])):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    configs = [{"config_name": n, "data_files": [{"split": "train_prefs", "path": f"{n}/*.jsonl"}]}
+               for n in ("first", "second")]  # fmt: skip
+    import yaml
+
+    (folder / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': configs})}---\n# a card\n")
+    assert _ingest(folder, tmp_path / "a", config="second") == (18, 18, 0)
+
+
+def test_a_save_to_disk_folder_reads_its_arrow_files_only(shared_data: Path, tmp_path: Path) -> None:
+    """`save_to_disk` writes state.json and dataset_info.json beside the Arrow files: metadata, never rows."""
+    import datasets
+
+    rows = _ultrafeedback_rows(shared_data)
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"), num_shards=3)
+    assert _ingest(tmp_path / "one", tmp_path / "a") == (30, 30, 0)
+    splits = datasets.DatasetDict({"train_prefs": datasets.Dataset.from_list(rows[:25]),
+                                   "test_prefs": datasets.Dataset.from_list(rows[25:])})  # fmt: skip
+    splits.save_to_disk(str(tmp_path / "dict"))
+    assert _ingest(tmp_path / "dict", tmp_path / "b") == (25, 25, 0)
+    assert _ingest(tmp_path / "dict", tmp_path / "c", split="test_prefs") == (5, 5, 0)
+    with pytest.raises(InputError, match="holds the splits train_prefs, test_prefs, not 'validation'"):
+        _ingest(tmp_path / "dict", tmp_path / "d", split="validation")
+
+
+def test_a_folder_of_one_split_is_read_whole(tmp_path: Path) -> None:
+    """Files the Hub would not name by split (or one split only) are all read, as before."""
+    from curation.readers import source_files
+
+    for name in ("eval_clean.jsonl", "label_flip.jsonl", "notes/more.jsonl"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text('{"a": 1}\n')
+    assert [p.relative_to(tmp_path).as_posix() for p in source_files(tmp_path, None, "train")] == [
+        "eval_clean.jsonl", "label_flip.jsonl", "notes/more.jsonl"]  # fmt: skip
