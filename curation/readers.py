@@ -63,7 +63,9 @@ def printable(text: str) -> str:
 
 
 def is_hub_id(location: str) -> bool:
-    return not Path(location).exists() and bool(_HUB_ID.match(location))
+    """`owner/name` with no such local path; where `owner` is a local folder, a local path mistyped instead."""
+    path = Path(location)
+    return not path.exists() and not path.parent.is_dir() and bool(_HUB_ID.match(location))
 
 
 def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list[Path]:
@@ -98,7 +100,8 @@ def source_files(
     if root.is_file():
         return [root]
     if not root.exists():
-        raise InputError(f"{printable(str(root))}: no such file or folder")
+        hub = f" (read as a local path, since the folder {root.parent} exists)" if _HUB_ID.match(str(root)) else ""
+        raise InputError(f"{printable(str(root))}: no such file or folder{printable(hub)}")
     if (root / SAVED_DATASET_DICT).is_file():
         splits = _json_file(root / SAVED_DATASET_DICT).get("splits") or []
         if split not in splits:
@@ -381,10 +384,32 @@ def _iter_json(path: Path, name: str) -> Iterator[Record]:
         head = handle.read(1024)
     encoding = "utf-16" if head[:2] in _UTF16_BOMS else "utf-8-sig"
     if not head.decode(encoding, errors="ignore").lstrip(_JSON_SPACE).startswith("["):
+        whole = _one_object(path, encoding)
+        if whole is not None:  # one object written over several lines: one row, not a reject per line
+            yield _json_row(whole[0], f"{name}:1", whole[1])
+            return
         yield from _iter_jsonl(path, name)
         return
     # Undecodable bytes are kept as surrogates, so that only the rows holding them are rejected.
     yield from _iter_json_array(path.read_bytes().decode(encoding, errors="surrogateescape"), path, name)
+
+
+def _one_object(path: Path, encoding: str) -> tuple[Any, str] | None:
+    """The file's one JSON object and its text, where the file is one object spread over several lines (a
+    pretty-printed .json) rather than JSON lines; None otherwise."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    try:
+        json.loads(first.decode(encoding))
+        return None  # its first line is a whole value: JSON lines
+    except (ValueError, UnicodeDecodeError):
+        pass
+    try:
+        text = path.read_bytes().decode(encoding)
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # not one object either: read line by line, each bad line a reject
+    return (value, text) if isinstance(value, dict) else None
 
 
 _JSON_SPACE = " \t\n\r"

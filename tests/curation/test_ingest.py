@@ -143,6 +143,19 @@ def test_a_failed_ingest_leaves_no_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither `out` nor `out.partial`
 
 
+def test_an_output_inside_the_input_folder_is_refused(tmp_path: Path) -> None:
+    """Its files would be read back as rows by the next ingest of the folder (`--replace`)."""
+    from curation.errors import InputError
+    from curation.sources import get_adapter
+
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    adapter = get_adapter("ultrafeedback_binarized")()
+    with pytest.raises(InputError, match="inside --path"):
+        ingest(adapter, str(tmp_path), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+    assert ingest(adapter, str(tmp_path), tmp_path.parent / f"{tmp_path.name}-out").pairs == 1
+
+
 def test_limit_reads_only_n_rows(tmp_path: Path, run_ingest: RunIngest) -> None:
     result = run_ingest("hh_rlhf", write_jsonl(tmp_path / "hh.jsonl", HH * 5), limit=3)
     assert result.summary.rows_read == 3

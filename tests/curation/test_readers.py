@@ -88,6 +88,23 @@ def test_hub_ids_are_recognised_only_when_no_local_path_exists(tmp_path: Path, m
     (tmp_path / "openbmb").mkdir()
     (tmp_path / "openbmb" / "RLAIF-V-Dataset").mkdir()
     assert not is_hub_id("openbmb/RLAIF-V-Dataset")
+    # a mistyped local path is not sent to the Hub (minutes of retries offline): its folder exists here
+    assert not is_hub_id("openbmb/RLAIF-V-Datset")
+    with pytest.raises(InputError, match="RLAIF-V-Datset: no such file or folder .read as a local path, since the "
+                                         "folder openbmb exists"):  # fmt: skip
+        list(iter_location("openbmb/RLAIF-V-Datset"))
+
+
+def test_a_pretty_printed_json_object_is_one_row(tmp_path: Path) -> None:
+    """One object over several lines is one row (and an object wrapping a list, one row its adapter judges),
+    never a reject per line."""
+    row = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    (tmp_path / "one.json").write_text(json.dumps(row, indent=2))
+    (tmp_path / "wrapped.json").write_text(json.dumps({"data": [row, row]}, indent=2))
+    assert [(r.ref, r.data) for r in iter_location(str(tmp_path / "one.json"))] == [("one.json:1", row)]
+    assert [r.ref for r in iter_location(str(tmp_path / "wrapped.json"))] == ["wrapped.json:1"]
+    (tmp_path / "lines.json").write_text(json.dumps(row) + "\n" + "{broken\n")  # JSON lines stay lines
+    assert [r.error is None for r in iter_location(str(tmp_path / "lines.json"))] == [True, False]
 
 
 def test_hub_reader_streams_without_decoding_images(tmp_path: Path) -> None:
