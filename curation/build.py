@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -21,7 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -647,9 +648,26 @@ def staging_folder(uri: str, stage: Path | None = None) -> Path:
     return (stage or Path(tempfile.gettempdir()) / f"curate-stage-{digest}").absolute() / name
 
 
+@contextlib.contextmanager
+def _only_build_of(out: Path) -> Iterator[None]:
+    """Held while a build writes `out` (a hidden lock file beside it): a second build of the same folder is
+    refused rather than let it remove the first's `.partial` folder under it."""
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with open(out.absolute().with_name(f".{out.absolute().name}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{out}: another build is writing it now; wait for it or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _build_local(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:
     try:
-        return Builder(recipe, out, **kwargs).run()
+        with _only_build_of(out):
+            return Builder(recipe, out, **kwargs).run()
     except OSError as exc:
         if not exc.filename:  # pyarrow's write errors name no file
             exc.filename = str(out.with_name(out.name + ".partial"))

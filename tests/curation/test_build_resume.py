@@ -142,3 +142,23 @@ def test_a_source_changed_before_the_resume_is_ingested_again(demo_recipe: Path,
     fresh = build(load_recipe(recipe), tmp_path / "fresh")
     assert manifest["sources"]["hh_rlhf"]["rows_read"] == fresh["sources"]["hh_rlhf"]["rows_read"]
     assert build_digests(out) == build_digests(tmp_path / "fresh")
+
+
+def test_a_second_build_of_the_same_folder_is_refused_while_the_first_runs(demo_recipe: Path, tmp_path: Path) -> None:
+    """It used to remove the first build's `.partial` folder under it; now it says the folder is being written."""
+    from curation.errors import InputError
+
+    out = tmp_path / "b"
+    seen: list[str] = []
+
+    def second_build(stage: str) -> None:
+        if stage == "validate" and not seen:
+            seen.append(stage)
+            with pytest.raises(InputError, match="another build is writing it now"):
+                build(load_recipe(demo_recipe), out)
+
+    build(load_recipe(demo_recipe), out, on_stage=second_build)
+    assert seen and (out / "manifest.json").is_file()  # the first build finished, whole
+    build(load_recipe(demo_recipe), tmp_path / "c")  # and the lock does not outlive it: another folder builds
+    with pytest.raises(InputError, match="already exists"):
+        build(load_recipe(demo_recipe), out)  # and a finished one is refused for what it is
