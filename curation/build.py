@@ -384,8 +384,8 @@ class Builder:
         self._remove(
             "mix",
             """SELECT row_key, 'not selected by mix' AS reason,
-                      'hash rank ' || (rank + 1) || ' of ' || available || ' kept pairs; the mix takes the first '
-                      || target AS detail
+                      'hash rank ' || (rank + 1) || ' of ' || available
+                      || ' pairs available to the mix; it takes the first ' || target AS detail
                FROM mix_rank JOIN mix_target USING (source) WHERE row_key NOT IN (SELECT row_key FROM selected)""",
         )
 

@@ -227,7 +227,7 @@ def card_text(
               "that TRL does not take it for a loss margin), `tie`, models, `license`, `image_sha256` and `meta` "
               "(unmapped native fields) are the canonical schema.", ""]  # fmt: skip
     card = build.card()
-    lines += ["## Build report", "", card.replace("\n# ", "\n### ").replace("\n## ", "\n### "), ""]
+    lines += ["## Build report", "", _under_a_heading(card), ""]
     lines += ["## Recipe", "", "```yaml", manifest["recipe"]["text"].rstrip(), "```", ""]
     return "\n".join(lines)
 
@@ -320,3 +320,16 @@ def upload(
         message = str(exc).replace(token, "***")
         raise InputError(f"upload to {repo} failed: {type(exc).__name__}: {message[:300]}") from None
     return [*lines, f"done: {commit}"]
+
+
+def _under_a_heading(markdown: str) -> str:
+    """`markdown` with its `#` and `##` headings made `###`, to sit under a `##` heading; lines in fenced code
+    blocks (the recipe's YAML comments) stay as they are."""
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith(("# ", "## ")):
+            line = "### " + line.split(" ", 1)[1]
+        out.append(line)
+    return "\n".join(out)

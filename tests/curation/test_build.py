@@ -207,4 +207,4 @@ def test_a_pair_the_mix_leaves_out_says_where_it_ranked_and_how_many_were_taken(
     rejects = pq.read_table(demo_build / "rejects" / "rejects.parquet").to_pylist()
     details = sorted(r["detail"] for r in rejects if r["reason"] == "not selected by mix")
     # ultrafeedback: 8 kept pairs, `count: 5` takes the first 5 in hash order; ranks count from 1
-    assert details == [f"hash rank {k} of 8 kept pairs; the mix takes the first 5" for k in (6, 7, 8)]
+    assert details == [f"hash rank {k} of 8 pairs available to the mix; it takes the first 5" for k in (6, 7, 8)]

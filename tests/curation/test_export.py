@@ -1,6 +1,7 @@
 """`curate export`: the Hub layout round-trips through `datasets`, TRL consumes it, licenses and tokens are safe."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import datasets
@@ -56,6 +57,12 @@ def test_round_trip_every_config_with_rows_images_and_columns(demo: Path, tmp_pa
     for name in ("recipe.yaml", "manifest.json"):
         assert (tmp_path / "hub" / name).is_file()
     assert "## Build report" in card and "Decontamination" in card
+    # the build report's headings sit under its own; the recipe's YAML comments in it stay comments
+    report = card.split("## Build report")[1].split("\n## ")[0]
+    assert "\n### Build `demo`" in report and "\n# " not in report.replace("```yaml\n# ", "")
+    recipe = (demo / "manifest.json").read_text()
+    first = json.loads(recipe)["recipe"]["text"].splitlines()[0]
+    assert first.startswith("# ") and f"\n{first}\n" in report
 
 
 def test_text_only_export_is_consumed_by_trl_reward_trainer(tmp_path: Path) -> None:
