@@ -151,7 +151,11 @@ def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection, manifes
         return [*lines, "No training pair matched a benchmark prompt."]
     return [
         *lines,
-        "| benchmark | source | rule | method | action | pairs | benchmark items matched |",
+        "Each pair is listed with one benchmark item it matched: the one its decision rests on (one that removes it "
+        "first, then the strongest match); the decontaminate signal (`signals/decontaminate-*.parquet`) holds "
+        "every match.",
+        "",
+        "| benchmark | source | rule | method | action | pairs | benchmark items listed |",
         "|---|---|---|---|---|---|---|",
         *(f"| {' | '.join(str(v) for v in row)} |" for row in rows),
     ]
