@@ -56,6 +56,11 @@ SORTS = {
 }
 
 
+def _other_prompt(row: dict[str, Any], prompt_id: str) -> str:
+    """The prompt a two-prompt signal row pairs this pair's prompt with."""
+    return row["other_prompt_id"] if row.get("prompt_id") == prompt_id else row.get("prompt_id", "")
+
+
 class AppError(Exception):
     """Something the page shows as a message instead of a traceback."""
 
@@ -238,23 +243,34 @@ class Build:
             return "SELECT NULL::VARCHAR AS pair_id, 0 AS removed WHERE false"
         return f"SELECT survivor_pair_id AS pair_id, count(*) AS removed FROM {dups} GROUP BY 1"
 
-    def pair(self, pair_id: str) -> dict[str, Any] | None:
+    def pair(self, pair_id: str, source: str | None = None, source_row: str | None = None) -> dict[str, Any] | None:
         """A pair of the shards or, failing that, a removed pair, with its `fate` in words and `removed_at`
-        (stage, reason, detail) when removed."""
-        found = self.rows("SELECT * FROM pairs WHERE pair_id = ? ORDER BY source, source_row LIMIT 1", [pair_id])
-        if found:
-            return {**found[0], "fate": "in the shards", "removed_at": None}
-        found = self.rows(
+        (stage, reason, detail) when removed. With `source` and `source_row`, that input row of the pair: copies
+        of one pair (an exact duplicate within a source) can meet different fates."""
+        in_shards = self.rows("SELECT * FROM pairs WHERE pair_id = ? ORDER BY source, source_row", [pair_id])
+        removed = self.rows(
             """SELECT p.*, r.stage, r.reason, r.detail FROM removed_pairs p
                LEFT JOIN rejects r ON r.pair_id = p.pair_id AND r.source = p.source AND r.source_row = p.source_row
-               WHERE p.pair_id = ? ORDER BY p.source, p.source_row LIMIT 1""",
+               WHERE p.pair_id = ? ORDER BY p.source, p.source_row""",
             [pair_id],
         )
-        if not found:
-            return None
-        row = found[0]
-        removed_at = (row.pop("stage"), row.pop("reason"), row.pop("detail"))
-        return {**row, "fate": f"removed at {removed_at[0]}: {removed_at[1]}", "removed_at": removed_at}
+
+        def kept(row: dict[str, Any]) -> dict[str, Any]:
+            return {**row, "fate": "in the shards", "removed_at": None}
+
+        def gone(row: dict[str, Any]) -> dict[str, Any]:
+            removed_at = (row.pop("stage"), row.pop("reason"), row.pop("detail"))
+            return {**row, "fate": f"removed at {removed_at[0]}: {removed_at[1]}", "removed_at": removed_at}
+
+        wanted = (source, source_row)
+        for row in in_shards:
+            if source_row is None or (row["source"], row["source_row"]) == wanted:
+                return kept(row)
+        for row in removed:
+            if (row["source"], row["source_row"]) == wanted:
+                return gone(row)
+        # the row asked for is not in this build: the pair's first row, the shards' first
+        return kept(in_shards[0]) if in_shards else gone(removed[0]) if removed else None
 
     def signal_tables(self, pair: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """Per op that measured this pair (or its prompt or images), its signal rows as a table: what it measured
@@ -272,7 +288,15 @@ class Build:
         tables = {}
         for stem, rows in sorted(found.items()):
             op = stem.split("-v")[0]
-            hidden = {"row_key", *(OPS[op].signal_keys if op in OPS else ())}
+            if op not in OPS:  # a reward model's scores beside the signals: measured, decided on by no stage here
+                tables[f"{stem} (reward model scores: no stage decides on this file itself)"] = [
+                    {k: v for k, v in row.items() if k != "row_key"} for row in rows
+                ]
+                continue
+            keys = OPS[op].signal_keys
+            hidden = {"row_key", *keys}
+            # a signal between two prompts (near and semantic duplicates) names the other one
+            other = "other_prompt_id" in keys and "prompt_id" in keys
             limits = ", ".join(f"{k} {v}" for k, v in thresholds.get(op, {}).items()) or "-"
             if removed_at is not None and removed_at[0] == op:
                 decision = f"removed: {removed_at[1]} ({removed_at[2]})"
@@ -284,7 +308,12 @@ class Build:
             else:
                 decision = "kept"
             tables[f"{op} (signal {stem})"] = [
-                {**{k: v for k, v in row.items() if k not in hidden}, "thresholds": limits, "decision": decision}
+                {
+                    **({"with prompt": _other_prompt(row, pair["prompt_id"])} if other else {}),
+                    **{k: v for k, v in row.items() if k not in hidden},
+                    "thresholds": limits,
+                    "decision": decision,
+                }
                 for row in rows
             ]
         return tables

@@ -63,6 +63,6 @@ columns = ["source", "source_row", "copies", "margin", "chosen_chars", "rejected
            "pair_id"]  # fmt: skip
 shown = [{k: r.get(k) for k in columns if k in r} | {k: v for k, v in r.items() if k not in columns} for r in rows]
 at = pick_row(shown, "pairs", offset=first, total=total)
-pair = build.pair(rows[at]["pair_id"])
+pair = build.pair(rows[at]["pair_id"], rows[at]["source"], rows[at]["source_row"])
 if pair is not None:
     show_pair(build, pair)

@@ -19,7 +19,7 @@ if summary:
     examples = build.removed_examples(stage, reason)
     at = pick_row(examples, "removed")
     example = examples[at]
-    pair = build.pair(example["pair_id"]) if example["pair_id"] else None
+    pair = build.pair(example["pair_id"], example["source"], example["source_row"]) if example["pair_id"] else None
     with st.expander(f"read {example['source']} {example['source_row']}"):
         if pair is None:  # rejected at ingest: the row gave no pair
             st.text(f"This input row gave no pair: {example['detail']}")

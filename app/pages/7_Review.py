@@ -50,7 +50,7 @@ if not rows:
     st.info("This queue is empty.")
     st.stop()
 at = pick_row(table, "review")
-pair = build.pair(rows[at]["pair_id"])
+pair = build.pair(rows[at]["pair_id"], rows[at]["source"], rows[at]["source_row"])
 if pair is None:
     st.warning("This pair is in neither the shards nor the removed pairs of the build.")
 else:

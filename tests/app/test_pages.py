@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -225,3 +226,35 @@ def test_removed_page_sets_duplicate_and_contaminated_images_side_by_side(
     captions = [i.proto.imgs[0].caption for i in app.get("image")]
     assert any(c.startswith("training pair: ") for c in captions)
     assert any(c.startswith("benchmark item ") for c in captions)
+
+
+def test_a_pair_opens_as_the_input_row_asked_for(data_root: Path, tmp_path: Path) -> None:
+    """Two rows of one pair (an exact duplicate within RLAIF-V) meet different fates: each opens as itself, with
+    the decision of the stage that removed it; the reward model's scores carry no stage's decision."""
+    demo = Build(data_root, "demo")
+    [dup] = demo.rows(f"SELECT * FROM {demo.table(demo.dups['exact_dedupe'])}")
+    assert dup["pair_id"] == dup["survivor_pair_id"]  # the same pair, another row
+    copy = demo.pair(dup["pair_id"], dup["source"], dup["source_row"])
+    assert copy is not None and copy["source_row"] == dup["source_row"]
+    assert copy["removed_at"][0] == "exact_dedupe"
+    tables = demo.signal_tables(copy)
+    [decided] = {row["decision"] for name, rows in tables.items() if name.startswith("exact_dedupe") for row in rows}
+    assert decided.startswith("removed: exact duplicate")
+    survivor = demo.pair(dup["pair_id"], dup["survivor_source"], dup["survivor_row"])
+    assert survivor is not None and survivor["source_row"] == dup["survivor_row"]
+    assert survivor["removed_at"] is None or survivor["removed_at"][0] != "exact_dedupe"
+    # a near-duplicate signal row names the prompt it pairs this one with
+    [removed] = demo.rows(f"SELECT * FROM {demo.table(demo.dups['near_dedupe'])}")
+    near_pair = demo.pair(removed["pair_id"], removed["source"], removed["source_row"])
+    assert near_pair is not None
+    near = [row for name, rows in demo.signal_tables(near_pair).items() if name.startswith("near_dedupe")
+            for row in rows]  # fmt: skip
+    assert near and all(row["with prompt"] not in ("", near_pair["prompt_id"]) for row in near)
+    # scores beside the signals: measured, not decided
+    root = tmp_path / "root"
+    shutil.copytree(data_root / "demo", root / "demo")
+    scores = {"pair_id": [dup["pair_id"]], "margin": [0.5]}
+    pq.write_table(pa.table(scores), root / "demo" / "signals" / "rm_scores-test.parquet")
+    opened = Build(root, "demo")
+    [scored] = [rows for name, rows in opened.signal_tables(copy).items() if name.startswith("rm_scores-test")]
+    assert scored == [{"pair_id": dup["pair_id"], "margin": 0.5}]
