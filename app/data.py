@@ -52,7 +52,7 @@ SORTS = {
     "longest chosen": "length(chosen) DESC",
     "highest label margin": "margin DESC NULLS LAST",
     "largest length ratio": "length(chosen) / greatest(length(rejected), 1) DESC",
-    "biggest duplicate cluster": "cluster_size DESC",
+    "most duplicates removed in its favour": "duplicates_removed DESC",
 }
 
 
@@ -227,16 +227,16 @@ class Build:
         total = self.rows(f"SELECT count(*) AS n FROM pairs WHERE {clause}", params)[0]["n"]
         rows = self.rows(
             f"""SELECT pair_id, source, source_row, modality, category, length(chosen) AS chosen_chars,
-                       length(rejected) AS rejected_chars, margin, tie, coalesce(c.removed, 0) AS cluster_size,
+                       length(rejected) AS rejected_chars, margin, tie, coalesce(c.removed, 0) AS duplicates_removed,
                        k.copies
-                FROM pairs LEFT JOIN ({self._cluster_sizes()}) c USING (pair_id)
+                FROM pairs LEFT JOIN ({self._duplicates_removed()}) c USING (pair_id)
                 JOIN (SELECT pair_id, count(*) AS copies FROM pairs GROUP BY 1) k USING (pair_id)
                 WHERE {clause} ORDER BY {SORTS[sort]}, pair_id LIMIT ? OFFSET ?""",
             [*params, page_size, page * page_size],
         )
         return rows, total
 
-    def _cluster_sizes(self) -> str:
+    def _duplicates_removed(self) -> str:
         """SQL: per surviving pair, how many duplicates (any dedupe op) were removed in its favour."""
         dups = self._dups_union()
         if dups is None:
@@ -395,7 +395,7 @@ class Build:
             return query, "source, source_row, why"
         if queue == "duplicate clusters":
             query = f"""SELECT pair_id, source, source_row, survivor_pair_id,
-                               method || ' ' || round(similarity, 3) || ' to ' || survivor_source || ' '
+                               method || ' similarity ' || round(similarity, 3) || ' to ' || survivor_source || ' '
                                  || survivor_row AS why
                         FROM {self._dups_union()} {where}"""
             return query, "survivor_pair_id, source, source_row"

@@ -32,7 +32,7 @@ low, high = d.slider("chosen length (characters)", 0, longest, (0, longest))
 margins = build.rows("SELECT min(margin) AS lo, max(margin) AS hi FROM pairs")[0]
 margin_range = None
 if margins["lo"] is not None and margins["lo"] < margins["hi"]:
-    margin_range = e.slider("margin", float(margins["lo"]), float(margins["hi"]), (margins["lo"], margins["hi"]))
+    margin_range = e.slider("label margin", float(margins["lo"]), float(margins["hi"]), (margins["lo"], margins["hi"]))
 PAGE_SIZE = 25
 page_number = st.number_input("page", min_value=1, value=1, step=1)  # past the last page: an empty page, said so
 rows, total = build.pairs(

@@ -182,9 +182,9 @@ def test_histograms(data_root: Path) -> None:
 
 def test_pair_queries_filter_and_sort(data_root: Path) -> None:
     demo = Build(data_root, "demo")
-    rows, total = demo.pairs(sort="biggest duplicate cluster", page_size=3)
+    rows, total = demo.pairs(sort="most duplicates removed in its favour", page_size=3)
     assert total == demo.manifest["rows_in_shards"]
-    assert rows[0]["cluster_size"] >= 1  # a survivor that duplicates were removed in favour of
+    assert rows[0]["duplicates_removed"] >= 1  # a survivor that duplicates were removed in favour of
     _, images = demo.pairs(modalities=["image"], categories=["short"])
     assert images == 6  # mm_rlhf's three "short" image pairs, each upsampled twice
     longest = demo.pairs(sort="longest chosen", page_size=1)[0][0]["chosen_chars"]
