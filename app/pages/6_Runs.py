@@ -64,10 +64,24 @@ except AppError as exc:
     st.error("Cannot read this run's metrics.")
     st.text(str(exc))
     st.stop()
-for name in ("loss", "accuracy", "margin", "eval/loss", "eval/accuracy"):
+
+
+def over(records: list[dict[str, Any]], key: str, what: str) -> str:
+    """` (over 8 pairs a step)`: the pairs a curve's values are means over, where the log records them."""
+    counts = sorted({int(m[key]) for m in records if key in m})
+    if not counts:
+        return ""
+    return f" (over {counts[0] if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'} {what})"
+
+
+CURVES = {"loss": "loss", "accuracy": "accuracy", "margin": "reward margin (chosen - rejected)",
+          "eval/loss": "eval/loss", "eval/accuracy": "eval/accuracy"}  # fmt: skip
+for name, title in CURVES.items():
     points = [{"step": m["step"], "value": m[name]} for m in metrics if name in m and "step" in m]
+    held_out = name.startswith("eval/")
+    pairs = over(metrics, "eval/pairs", "held-out pairs") if held_out else over(metrics, "pairs", "pairs a step")
     if points:
-        st.altair_chart(curve(name, points), width="stretch")
+        st.altair_chart(curve(title + pairs, points), width="stretch")
 names = list_evaluations(run)
 if not names:
     st.write("Not evaluated yet (`trainer eval --model RUN` writes RUN/evals/<UTC time>-<benchmarks>.json).")

@@ -37,8 +37,8 @@ def _run_folder(root: Path) -> Path:
     run = root / "runs" / "tiny"
     run.mkdir(parents=True)
     # Training curves every step, evaluation at the end only: one point each at step 12.
-    lines = [{"step": s, "loss": 0.7 - 0.05 * s, "accuracy": 0.5 + 0.04 * s} for s in range(1, 13)]
-    lines.append({"step": 12, "eval/loss": 0.3895, "eval/accuracy": 1.0})
+    lines = [{"step": s, "loss": 0.7 - 0.05 * s, "accuracy": 0.5 + 0.04 * s, "pairs": 8} for s in range(1, 13)]
+    lines.append({"step": 12, "eval/loss": 0.3895, "eval/accuracy": 1.0, "eval/pairs": 9})
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return run
 
@@ -48,8 +48,12 @@ def test_one_point_curves_show_the_point_its_value_and_whole_steps(
 ) -> None:
     _run_folder(tmp_path)
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
-    specs = {json.loads(c.proto.spec)["title"]: json.loads(c.proto.spec) for c in app.get("vega_lite_chart")}
+    specs = {json.loads(c.proto.spec)["title"].split(" (")[0]: json.loads(c.proto.spec)
+             for c in app.get("vega_lite_chart")}  # fmt: skip
     assert list(specs) == ["loss", "accuracy", "eval/loss", "eval/accuracy"]
+    # each curve says what its values are means over
+    assert specs["accuracy"]["title"] == "accuracy (over 8 pairs a step)"
+    assert specs["eval/accuracy"]["title"] == "eval/accuracy (over 9 held-out pairs)"
     for spec in specs.values():
         line, values = spec["layer"]
         assert line["mark"] == {"type": "line", "point": True}  # a lone point is drawn
