@@ -113,7 +113,7 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
                    "still removes it (reviews apply last).")  # fmt: skip
     # The decision starts at the pair's latest one, so saving again repeats it rather than undoing it.
     with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
-        action = st.radio("decision", ACTIONS, index=ACTIONS.index(last["action"]) if last else 0, horizontal=True,
+        action = st.radio("action", ACTIONS, index=ACTIONS.index(last["action"]) if last else 0, horizontal=True,
                           help="swap: chosen and rejected are exchanged")  # fmt: skip
         note = st.text_input("note")  # a note belongs to the review it is written with
         reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", os.environ.get("USER", "")))
