@@ -102,8 +102,8 @@ class BuildContext:
     # -- shared work -------------------------------------------------------------------------------------
     def text_stats(self) -> str:
         """The name of a table of every pair's text lengths (`chosen_chars`, `rejected_chars`, `prompt_chars`),
-        whether its answers are `identical` and whether each is blank (`chosen_blank`, `rejected_blank`: no
-        `VISIBLE` character), by `row_key`: validate, filters and the data card need them, and reading the texts is
+        whether its answers are `identical` and whether each, and the prompt, is blank (`chosen_blank`,
+        `rejected_blank`, `prompt_blank`: no `VISIBLE` character), by `row_key`: validate, filters and the data card need them, and reading the texts is
         most of the work, so it is done once per build (a few bytes a pair)."""
         self.db.execute(
             f"""CREATE TEMP TABLE IF NOT EXISTS text_stats AS
@@ -111,7 +111,9 @@ class BuildContext:
                        list_sum(list_transform(prompt, lambda m: length(m.content)))::BIGINT AS prompt_chars,
                        chosen = rejected AS identical,
                        NOT regexp_matches(chosen, '{VISIBLE}') AS chosen_blank,
-                       NOT regexp_matches(rejected, '{VISIBLE}') AS rejected_blank
+                       NOT regexp_matches(rejected, '{VISIBLE}') AS rejected_blank,
+                       NOT list_bool_or(list_transform(prompt, lambda m: regexp_matches(m.content, '{VISIBLE}')))
+                         AS prompt_blank
                 FROM {self.all_pairs}"""
         )
         return "text_stats"

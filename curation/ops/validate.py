@@ -1,5 +1,5 @@
 """validate: both answers non-empty (texts are normalized at ingest; an answer with no visible character,
-`context.VISIBLE`, is empty too), images within limits.
+`context.VISIBLE`, is empty too), a prompt with text where the pair has no image, images within limits.
 
 The ingest already guarantees the rest of validation for every pair: images decode fully, the prompt ends
 with a user turn, one placeholder per image, and one prompt and image list shared by both answers (the
@@ -21,14 +21,15 @@ from curation.sql import read_parquet
 class ValidateParams:
     max_pixels: int = 50_000_000
     min_answer_chars: int = 1  # after normalization
+    min_prompt_chars: int = 1  # of a pair without images (an image alone may be the prompt)
 
 
 class Validate(Op):
     name = "validate"
-    version = 2  # blank answers (no visible character) are empty
+    version = 3  # blank answers (no visible character) are empty; a text pair needs a prompt
     Params = ValidateParams
     default_on = True
-    thresholds = frozenset({"max_pixels", "min_answer_chars"})
+    thresholds = frozenset({"max_pixels", "min_answer_chars", "min_prompt_chars"})
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
         "live_pairs": ("row_key", "pair_id", "images"),
         "images": ("sha256", "width", "height"),
@@ -39,7 +40,7 @@ class Validate(Op):
         # Per row: copies of one pair_id may differ in whitespace, so their lengths may too.
         ctx.copy(
             f"""SELECT p.row_key, p.pair_id, t.chosen_chars, t.rejected_chars, t.chosen_blank, t.rejected_blank,
-                      m.max_image_pixels
+                      t.prompt_chars, t.prompt_blank, len(p.images) AS images, m.max_image_pixels
                FROM live_pairs p JOIN {ctx.text_stats()} t USING (row_key)
                LEFT JOIN (SELECT u.row_key, max(i.width::BIGINT * i.height) AS max_image_pixels
                           FROM (SELECT row_key, unnest(images) AS sha256 FROM live_pairs) u JOIN images i USING (sha256)
@@ -50,18 +51,21 @@ class Validate(Op):
 
     def decide(self, ctx: BuildContext, params: ValidateParams, signals: Path) -> Decision:
         short = params.min_answer_chars
+        no_prompt = f"(s.images = 0 AND (s.prompt_chars < {params.min_prompt_chars} OR s.prompt_blank))"
         return Decision(
             removals=[
                 f"""SELECT p.row_key,
                   CASE WHEN s.chosen_chars < {short} OR s.chosen_blank THEN 'empty chosen'
                        WHEN s.rejected_chars < {short} OR s.rejected_blank THEN 'empty rejected'
+                       WHEN {no_prompt} THEN 'empty prompt'
                        ELSE 'image too large' END AS reason,
                   'chosen ' || s.chosen_chars || ' chars' || CASE WHEN s.chosen_blank THEN ' (none visible)' ELSE ''
                     END || ', rejected ' || s.rejected_chars || ' chars' || CASE WHEN s.rejected_blank
-                    THEN ' (none visible)' ELSE '' END || ', largest image '
-                    || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
+                    THEN ' (none visible)' ELSE '' END || ', prompt ' || s.prompt_chars || ' chars'
+                    || CASE WHEN s.prompt_blank THEN ' (none visible)' ELSE '' END || ', ' || s.images
+                    || ' images, largest ' || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
                FROM live_pairs p JOIN {read_parquet(signals)} s USING (row_key)
                WHERE s.chosen_chars < {short} OR s.rejected_chars < {short} OR s.chosen_blank OR s.rejected_blank
-                  OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
+                  OR {no_prompt} OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
             ]
         )

@@ -21,7 +21,7 @@ def test_empty_answers_and_large_images_are_removed(tmp_path: Path) -> None:
         2: "empty rejected",
         3: "image too large",
     }
-    assert removed[3][1].startswith("chosen 6 chars, rejected 6 chars, largest image ")
+    assert removed[3][1].startswith("chosen 6 chars, rejected 6 chars, prompt 20 chars, 1 images, largest ")
     signals = {s["row_key"]: s for s in run.signals}
     assert signals[0]["max_image_pixels"] is None and signals[3]["max_image_pixels"] > 1000
     assert run.decision.evidence == {} and run.decision.max_removal_rate is None
@@ -47,3 +47,18 @@ def test_only_live_rows_are_scored(tmp_path: Path) -> None:
     rows = [{"prompt": f"Q{i}", "chosen": "a" if i else "", "rejected": "b"} for i in range(3)]
     run = run_op_on_rows(tmp_path, "validate", rows, removed_before=(0,))
     assert [s["row_key"] for s in run.signals] == [1, 2] and run.removed() == {0: ("earlier", "")}
+
+
+def test_a_text_pair_needs_a_prompt(tmp_path: Path) -> None:
+    """An empty (or invisible) prompt leaves a text pair nothing to prefer an answer for; an image alone may be the
+    prompt of a pair that has one."""
+    rows = [
+        {"prompt": "", "chosen": "4", "rejected": "5"},
+        {"prompt": "\u200b", "chosen": "4", "rejected": "5"},
+        {"prompt": "2 + 2?", "chosen": "4", "rejected": "5"},
+        {"prompt": "<image>", "chosen": "A cat.", "rejected": "A dog.", "images": [photo_png("chelsea")]},
+    ]
+    run = run_op_on_rows(tmp_path, "validate", rows)
+    removed = run.removed()
+    assert {k: reason for k, (reason, _) in removed.items()} == {0: "empty prompt", 1: "empty prompt"}
+    assert ", prompt 1 chars (none visible), 0 images," in removed[1][1]
