@@ -2,7 +2,8 @@
 
 The prompt is the longest common prefix of the two transcripts, cut back to its last "\\n\\nAssistant:";
 the answers are what follows. Splitting each side at its own last marker is wrong when an answer
-contains the marker (rows 1254, 1688, 1950, 1952, 2036 of harmless-base/test).
+contains the marker (rows 1254, 1688, 1950, 1952, 2036 of harmless-base/test). An answer holding a Human: turn
+(transcripts that part before their last turn) is a reject, not an answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import text_field
 
 ASSISTANT = "\n\nAssistant:"
+HUMAN = "\n\nHuman:"
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 _ROLES = {"Human": "user", "Assistant": "assistant"}
 
@@ -52,6 +54,9 @@ class HhRlhf(Adapter):
             raise RowError("no shared prompt", "the transcripts share no prefix ending in an Assistant: turn")
         prompt = parse_transcript(chosen_text[:cut])
         start = cut + len(ASSISTANT)
+        for side, text in (("chosen", chosen_text), ("rejected", rejected_text)):
+            if HUMAN in text[start:]:  # the transcripts part before the last turn: an answer would hold a question
+                raise RowError("answer holds a human turn", f"field '{side}': a Human: turn after the shared prompt")
         # The subset is the repository folder: a local path's first part, or the Hub read's `data_dir`.
         subset = ctx.ref.split("/")[0] if "/" in ctx.ref else self.read.data_dir
         return [

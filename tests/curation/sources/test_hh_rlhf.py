@@ -31,6 +31,16 @@ def test_multi_turn_prompt_and_answers(tmp_path: Path, run_ingest: RunIngest) ->
     assert pair["modality"] == "text" and pair["images"] == [] and not pair["tie"] and pair["margin"] is None
 
 
+def test_an_answer_holding_a_human_turn_is_a_reject(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """Transcripts that part before their last turn: what follows the shared prompt is no single answer."""
+    row = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: more",
+           "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."}  # fmt: skip
+    result = run_ingest("hh_rlhf", write_jsonl(tmp_path / "x.jsonl", [row]))
+    assert not result.pairs
+    [reject] = result.rejects
+    assert reject["reason"] == "answer holds a human turn" and "field 'chosen'" in reject["detail"]
+
+
 def test_answers_that_share_their_first_words() -> None:
     # The common prefix runs into the answers; it is cut back to the last shared Assistant marker.
     assert parse_transcript("\n\nHuman: a\n\nAssistant: b") == [
