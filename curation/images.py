@@ -117,15 +117,19 @@ class ImagesRoot:
         if name is not None and self._zip is not None and name in self._zip_names:
             member = self._zip.getinfo(self._zip_names[name])
             return _read_checked(rel, member.file_size, lambda: self._zip.read(member))  # type: ignore[union-attr]
+        linked_out = False  # a name inside the root whose link leads out of it
         if name is not None and self._zip is None:
             path = (self.root / name).resolve()
-            if path.is_relative_to(self.root.resolve()) and path.is_file():
+            linked_out = not path.is_relative_to(self.root.resolve())
+            if not linked_out and path.is_file():
                 return _read_checked(rel, path.stat().st_size, path.read_bytes)
         if by_basename:
             found = self._by_basename().get(PurePosixPath(name or clean).name)
             if found is not None:
                 return self.read(found)
-        raise RowError("image not found", rel if name is not None else f"{rel} (outside the images root)")
+        if name is None:
+            raise RowError("image not found", f"{rel} (outside the images root)")
+        raise RowError("image not found", f"{rel} (a link to outside the images root)" if linked_out else rel)
 
     def frames(self, rel_dir: str) -> list[str]:
         """Relative paths of the frame images in a folder, in name order (video as frames)."""

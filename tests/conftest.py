@@ -142,9 +142,11 @@ RunIngest = Callable[..., IngestResult]
 
 
 @pytest.fixture
-def run_ingest(tmp_path: Path) -> RunIngest:
-    """run_ingest("key", path, images_root=None, options={}, split=None) -> IngestResult (accounting checked)."""
+def run_ingest(tmp_path_factory: pytest.TempPathFactory) -> RunIngest:
+    """run_ingest("key", path, images_root=None, options={}, split=None) -> IngestResult (accounting checked). The
+    outputs go to a folder of their own: never inside an input folder (which ingest refuses)."""
     counter = iter(range(10_000))
+    tmp_path = tmp_path_factory.mktemp("ingested")
 
     def run(
         key: str,

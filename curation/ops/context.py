@@ -103,8 +103,9 @@ class BuildContext:
     def text_stats(self) -> str:
         """The name of a table of every pair's text lengths (`chosen_chars`, `rejected_chars`, `prompt_chars`),
         whether its answers are `identical` and whether each, and the prompt, is blank (`chosen_blank`,
-        `rejected_blank`, `prompt_blank`: no `VISIBLE` character), by `row_key`: validate, filters and the data card need them, and reading the texts is
-        most of the work, so it is done once per build (a few bytes a pair)."""
+        `rejected_blank`, `prompt_blank`: no `VISIBLE` character), by `row_key`: validate, filters and the data
+        card need them, and reading the texts is most of the work, so it is done once per build (a few bytes a
+        pair)."""
         self.db.execute(
             f"""CREATE TEMP TABLE IF NOT EXISTS text_stats AS
                 SELECT row_key, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars,

@@ -87,15 +87,20 @@ class RowContext:
         self.new_images: dict[str, ImageRow] = {}
 
     def _add(self, data: bytes, origin: str) -> str:
-        row = decode_image(data, f"{self.ref}: {origin}", self.max_pixels)
+        row = decode_image(data, origin, self.max_pixels)  # the reject is prefixed with the row's ref
         self.new_images.setdefault(row.sha256, row)
         return row.sha256
 
     def image_bytes(self, data: bytes, origin: str = "image") -> str:
         return self._add(data, origin)
 
-    def image_path(self, rel: str, by_basename: bool = False) -> str:
-        return self._add(self.images_root.read(rel, by_basename=by_basename), rel)
+    def image_path(self, rel: str, by_basename: bool = False, field: str | None = None) -> str:
+        """The image file at `rel` under the images root; a reject names `field` where the path came from one."""
+        try:
+            data = self.images_root.read(rel, by_basename=by_basename)
+        except RowError as exc:
+            raise RowError(exc.reason, f"field '{field}': {exc.detail}" if field else exc.detail) from None
+        return self._add(data, f"field '{field}': {rel}" if field else rel)
 
     def image(self, value: Any, field: str = "image", by_basename: bool = False) -> str:
         """An image given as bytes, a `{bytes, path}` struct (parquet / `datasets`), or a relative path."""
@@ -103,12 +108,14 @@ class RowContext:
             if value.get("bytes"):
                 return self._add(value["bytes"], f"field '{field}'")
             if value.get("path"):
-                return self.image_path(value["path"], by_basename)
+                return self.image_path(value["path"], by_basename, field)
+            if value.get("bytes") is not None:  # b"": given, and empty
+                raise RowError("image undecodable", f"field '{field}': empty image bytes")
             raise RowError("image not found", f"field '{field}': neither bytes nor path")
         if isinstance(value, (bytes, bytearray)):
             return self._add(bytes(value), f"field '{field}'")
         if isinstance(value, str) and value:
-            return self.image_path(value, by_basename)
+            return self.image_path(value, by_basename, field)
         reason = "missing field" if value is None or value == "" else "wrong type"
         raise RowError(reason, f"field '{field}': no image ({type(value).__name__})")
 

@@ -110,7 +110,7 @@ class RlaifV(Adapter):
     def _released(self, row: dict[str, Any], ctx: RowContext) -> Pair:
         question, chosen, rejected = text_field(row, "question"), text_field(row, "chosen"), text_field(row, "rejected")
         # Without embedded bytes, the struct's `path` or `image_path` names a file from the authors' machine.
-        name = "image" if row.get("image") is not None else "image_path"
+        name = "image_path" if row.get("image") is None and row.get("image_path") is not None else "image"
         image = ctx.image(row.get(name), name, by_basename=True)
         origin = parsed_json_or_text(row.get("origin_split"))
         model = origin.get("model") if isinstance(origin, dict) and isinstance(origin.get("model"), str) else None

@@ -325,3 +325,30 @@ def test_an_empty_file_among_wildvision_judgements_is_one_reject(tmp_path: Path,
     refs = [(r["source_row"], r["reason"]) for r in result.rejects]
     assert (f"model_judgements/{folder.name}/empty.jsonl:0+", "unreadable file") in refs
     assert result.summary.rows_read == 2  # the other file's row was read (and judged on its own merits)
+
+
+def test_each_image_reject_names_its_field_once(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """An RLAIF-V parquet as `datasets` writes it (the Image feature's {bytes, path} struct), with broken images:
+    every reject names the row once and the field, and says what is wrong with the image."""
+    import datasets
+
+    from tests.conftest import image_bytes
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (tmp_path / "outside.png").write_bytes(image_bytes(1))
+    (images / "link.png").symlink_to(tmp_path / "outside.png")
+    broken = [{"bytes": image_bytes(2)[:40], "path": None}, {"bytes": b"", "path": None},
+              {"bytes": None, "path": "link.png"}, {"bytes": None, "path": "../outside.png"}]  # fmt: skip
+    text = datasets.Value("string")
+    features = datasets.Features({"image": datasets.Image(), "question": text, "chosen": text, "rejected": text})
+    rows = [{"image": image, "question": f"Q{i}?", "chosen": "yes", "rejected": "no"} for i, image in enumerate(broken)]
+    # the Image feature's Arrow type, written directly: `datasets` would read a path-only image to encode it
+    pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema), tmp_path / "data.parquet")
+    result = run_ingest("rlaif_v", tmp_path / "data.parquet", images_root=images)
+    assert [(r["reason"], r["detail"]) for r in result.rejects] == [
+        ("image undecodable", "data.parquet:0: field 'image': not a recognised image format"),
+        ("image undecodable", "data.parquet:1: field 'image': empty image bytes"),
+        ("image not found", "data.parquet:2: field 'image': link.png (a link to outside the images root)"),
+        ("image not found", "data.parquet:3: field 'image': ../outside.png (outside the images root)"),
+    ]

@@ -79,7 +79,7 @@ def test_all_data_rows(tmp_path: Path, shared_data: Path, run_ingest: RunIngest)
         ("all_data.json:7", "missing field", "'Category'"),  # an item with no scoring group is not guessed
         ("all_data.json:8", "undetermined preference", "'Better': 'Tie'"),
         ("all_data.json:9", "missing field", "'Text' is empty (filled by scripts/0_download_data.py)"),
-        ("all_data.json:10", "image not found", "images/hateful_memes/1.png"),
+        ("all_data.json:10", "image not found", "field 'Image': images/hateful_memes/1.png"),
         ("all_data.json:11", "missing field", "'Output2'"),
         ("all_data.json:12", "wrong type", "'Category': expected str, got list"),
     ]
@@ -96,5 +96,5 @@ def test_jsonl_copy_and_missing_root(tmp_path: Path, run_ingest: RunIngest) -> N
     path = write_jsonl(tmp_path / "mmrb.jsonl", [_row("nocaps_1", "images/nocaps/1.jpg", "vqa", better="Output2")])
     result = run_ingest("multimodal_rewardbench", path)
     assert [(r["reason"], r["detail"]) for r in result.rejects] == [
-        ("image not found", "mmrb.jsonl:0: images/nocaps/1.jpg (no --images-root given)")
+        ("image not found", "mmrb.jsonl:0: field 'Image': images/nocaps/1.jpg (no --images-root given)")
     ]

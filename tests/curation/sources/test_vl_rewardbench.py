@@ -70,7 +70,7 @@ def test_missing_image_is_rejected(tmp_path: Path, shared_data: Path, run_ingest
     result = run_ingest("vl_rewardbench", write_jsonl(tmp_path / "two.jsonl", rows), images_root=tmp_path / "root")
     assert len(result.pairs) == 1
     assert [(r["reason"], r["detail"]) for r in result.rejects] == [
-        ("image not found", "two.jsonl:1: vl_reward/img/image_1.jpg")
+        ("image not found", "two.jsonl:1: field 'image': vl_reward/img/image_1.jpg")
     ]
 
 
