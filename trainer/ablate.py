@@ -147,7 +147,8 @@ def _variant(
     try:
         say(f"{name}: build")
         manifest = _load_or_build(recipe_path, build_dir)
-        row["pairs"] = manifest["rows_in_shards"]
+        row["rows"] = manifest["rows_in_shards"]  # what the run draws from: the mix's upsampled copies counted
+        row["pairs"] = manifest.get("pairs_in_shards", manifest["rows_in_shards"])  # distinct
         settings = dataclasses.replace(config, shards=[str(build_dir)])
         last = _finished_run(run, settings)  # a rerun (after a failed variant, say) keeps the finished runs
         if last is None:
@@ -192,6 +193,13 @@ def _load_or_build(recipe_path: Path, build_dir: Path) -> dict[str, Any]:
     return build(recipe, build_dir)
 
 
+UNITS = (
+    "rows: the shards' rows (the mix's upsampled copies counted), pairs: distinct pairs; eval/accuracy: the fraction "
+    "of eval/pairs held-out pairs ranked right (0-1); a benchmark's columns: percent over its items, every item "
+    "counted (unscored ones as wrong)"
+)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -199,4 +207,4 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         cells = [row.get(c) for c in columns]
         lines.append("| " + " | ".join("-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
                                        for v in cells) + " |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + f"\n\n{UNITS}.\n"

@@ -385,8 +385,8 @@ def ablate(
     """Train one model per mixture variant with the same config and tabulate their benchmark scores."""
     from rich.table import Table
 
+    from trainer.ablate import UNITS, mixture_variants, per_source_variants
     from trainer.ablate import ablate as run_ablation
-    from trainer.ablate import mixture_variants, per_source_variants
     from trainer.backbone import check_model_source
     from trainer.config import load_config
     from trainer.evaluate import BenchSpec
@@ -418,6 +418,7 @@ def ablate(
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     console.print(table)
+    typer.echo(f"{UNITS}.")
     typer.echo(f"table: {out / 'ablation.md'}")
     failed = [row["variant"] for row in rows if "error" in row]
     if failed:  # the table is written; a script still learns that the comparison is incomplete

@@ -80,6 +80,9 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
         report = json.loads((run / name).read_text())
         assert report["benchmarks"]["vl_rewardbench"]["scores_over_all"]["overall"] == row["vl_rewardbench/overall"]
     assert rows[0]["pairs"] > rows[1]["pairs"]
+    assert rows[0]["rows"] > rows[0]["pairs"]  # the demo mix upsamples mm_rlhf: copies are rows, not pairs
+    assert "eval/accuracy: the fraction" in result.output.replace("\n", " ")  # units beside the table
+    assert "eval/accuracy: the fraction" in (out / "ablation.md").read_text()
     assert "| variant |" in (out / "ablation.md").read_text()
 
 
