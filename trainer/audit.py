@@ -221,12 +221,21 @@ def _judged(folder: Path, fold: int, expected: list[str], plan: str) -> pa.Table
     return table
 
 
+def _placeless(settings: dict[str, Any]) -> dict[str, Any]:
+    """Fit settings without where their builds lie (each `--shards` spec's weight kept): the builds are known by
+    their contents (the plan's digests), so an audit resumes after its builds moved."""
+    return {**settings, "shards": [spec.partition("=")[2] for spec in settings.get("shards", [])]}
+
+
 def _resumed_plan(stored: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] | None:
-    """The plan an earlier run of this audit wrote, if it matches `plan`. A setting added to FitConfig since then
-    is absent from it and compares at its default, so that audit still resumes (under its own plan and name)."""
+    """The plan an earlier run of this audit wrote, if it matches `plan` but for where the builds lie. A setting
+    added to FitConfig since then is absent from it and compares at its default, so that audit still resumes
+    (under its own plan and name)."""
     defaults = FitConfig().as_dict()
-    filled = {**stored, "config": {**defaults, **stored.get("config", {})}}
-    return stored if filled == plan else None
+    filled = {**stored, "config": _placeless({**defaults, **stored.get("config", {})})}
+    wanted = {**plan, "config": _placeless(plan["config"])}
+    same = {k: v for k, v in filled.items() if k != "build"} == {k: v for k, v in wanted.items() if k != "build"}
+    return stored if same else None
 
 
 def audit(
@@ -341,7 +350,10 @@ def _fold_model(
             stored = (
                 yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else None
             )
-            if not isinstance(stored, dict) or {**FitConfig().as_dict(), **stored} != fold_config.as_dict():
+            # the audit's plan matched by content: its builds may have moved since this fold trained
+            if not isinstance(stored, dict) or _placeless({**FitConfig().as_dict(), **stored}) != _placeless(
+                fold_config.as_dict()
+            ):
                 raise InputError(
                     f"{folder}: its model is not fold {k}'s of this audit (another fold, fold count or settings); "
                     f"remove {folder} to train it again"

@@ -52,13 +52,15 @@ class Build:
     weight: float
     table: pa.Table
     images: ImageTable
+    shards_sha256: list[str] = field(default_factory=list)  # what the build is, wherever it lies
 
     @classmethod
     def open(cls, spec: str) -> Build:
         """`DIR` or `DIR=WEIGHT`; DIR is a build folder or its `shards/`."""
         path_text, _, weight = spec.partition("=")
         build = BuildDir.open(path_text)
-        return cls(build.path, float(weight) if weight else 1.0, build.pairs(COLUMNS), build.images())
+        digests = [shard["sha256"] for shard in build.manifest["shards"]]
+        return cls(build.path, float(weight) if weight else 1.0, build.pairs(COLUMNS), build.images(), digests)
 
     def row(self, index: int) -> dict[str, Any]:
         return self.table.slice(index, 1).to_pylist()[0]
@@ -115,6 +117,10 @@ class PairData:
                                        "train_draws": len(drawn), "eval": len(evals),
                                        "left_out": len(ids) - len(used)}  # fmt: skip
         return cls(builds, train, held_out, seed, counts)
+
+    def identity(self) -> list[list[Any]]:
+        """The builds by content and weight: a run trains on the same data after its builds moved."""
+        return [[b.shards_sha256, b.weight] for b in self.builds]
 
     def epoch_order(self, epoch: int) -> list[Entry]:
         return sorted(

@@ -426,7 +426,7 @@ class Trainer:
                        for key, value in state.items() if isinstance(value, torch.Tensor)}  # fmt: skip
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             groups = [{k: v for k, v in g.items()} for g in optim_state["param_groups"]]
-            state = {"step": step, "param_groups": groups,
+            state = {"step": step, "param_groups": groups, "data": self.data.identity(),
                      "skipped_train": {r: int(n) for r, n in zip(SKIP_REASONS, skipped, strict=True) if n}}  # fmt: skip
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
@@ -445,12 +445,14 @@ class Trainer:
         if folder is None:
             return  # nothing saved yet: start from the beginning
         saved = json.loads((folder / "reward_model.json").read_text()).get("fit_config", {})
+        state = json.loads((folder / "trainer_state.json").read_text())
         order = ("seed", "shards", "global_batch", "micro_batch", "eval_fraction", "epochs", "max_steps", "model")
         changed = [k for k in order if k in saved and saved[k] != self.config.as_dict()[k]]
+        if "shards" in changed and state.get("data") == json.loads(json.dumps(self.data.identity())):
+            changed.remove("shards")  # the same builds (shards and weights), moved: the same data
         if changed:  # the data order or the schedule would differ: not a continuation
             raise TrainingError(f"{folder}: cannot resume with changed settings: {', '.join(changed)}")
         load_model(self.model, str(folder / "model.safetensors"))
-        state = json.loads((folder / "trainer_state.json").read_text())
         self.start_step = state["step"]
         if self.dist.main:  # all ranks' counts so far; the report sums over ranks, so they come back on one
             self.skipped_train.update(state.get("skipped_train", {}))

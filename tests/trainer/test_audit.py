@@ -93,6 +93,30 @@ def test_an_interrupted_audit_resumes_by_fold(demo_build: Path, tmp_path: Path, 
         audit(build, dataclasses.replace(CONFIG, lr=1e-3), 2, tmp_path / "run")
 
 
+def test_an_audit_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path, audited: tuple) -> None:
+    """The plan knows the build by its pairs and shards: moved, it is the same build, and the folds judged and the
+    fold models trained before are kept."""
+    build = tmp_path / "build"
+    shutil.copytree(demo_build, build)
+
+    def stop_at_fold_1(fold: int, what: str) -> None:
+        if fold == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(build, CONFIG, 2, tmp_path / "run", on_fold=stop_at_fold_1)
+    moved = build.rename(tmp_path / "moved")
+    (tmp_path / "run" / "fold-0" / "fold.json").unlink()  # fold 0 judged again, by the model it trained there
+    steps: list[tuple[int, str]] = []
+    report = audit(moved, CONFIG, 2, tmp_path / "run", on_fold=lambda fold, what: steps.append((fold, what)))
+    assert steps == [(0, "judge"), (1, "train"), (1, "judge")]  # fold 0's model kept
+    assert report["build"] == str(moved.resolve())
+    assert pq.read_table(tmp_path / "run" / "scores.parquet") == pq.read_table(audited[1] / "scores.parquet")
+    again: list[tuple[int, str]] = []
+    audit(moved, CONFIG, 2, tmp_path / "run", on_fold=lambda fold, what: again.append((fold, what)))
+    assert again == []  # both folds' models and scores kept
+
+
 def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple, tmp_path: Path) -> None:
     build, run, _ = audited
     resumed = tmp_path / "run"

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -220,3 +221,31 @@ def test_flex_attention_and_packed_rows_train_as_the_default_does(
     assert losses(tmp_path / "other") == pytest.approx(losses(tmp_path / "default"), rel=1e-4)
     assert other["eval/loss"] == pytest.approx(default["eval/loss"], rel=1e-4)
     assert other["eval/accuracy"] == default["eval/accuracy"]
+
+
+def test_a_run_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build is known by its shards' contents: a run resumes from the build's new folder, and refuses a build
+    of other contents."""
+    shutil.copytree(demo_build, tmp_path / "here")
+    real_step = Trainer._train_step
+
+    def crash_at_step_2(self: Trainer, step: int, batches: list) -> dict[str, float]:
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_step(self, step, batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config(tmp_path / "here", max_steps=3, save_every=1), tmp_path / "run")
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    (tmp_path / "here").rename(tmp_path / "there")
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "there", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["shards"][0]["sha256"] = "0" * 64  # another build's shards
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TrainingError, match="cannot resume with changed settings: shards"):
+        fit(config(other, max_steps=3, save_every=1), tmp_path / "run", resume=True)
+    fit(config(tmp_path / "there", max_steps=3, save_every=1), tmp_path / "run", resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s] == sorted(set(s for s in steps if s)) and max(steps) == 3
