@@ -105,4 +105,4 @@ if reports:
             st.caption(f"Over {total} items one item is {100 / total:.1f} points of a score over all items (more "
                        "over fewer scored ones); each published row is over its own items (its column says how "
                        "many).")  # fmt: skip
-        st.dataframe(comparison_rows(report, benchmark, f"this run ({run.name})"), hide_index=True)
+        st.dataframe(comparison_rows(report, benchmark, f"this model ({run.name})"), hide_index=True)

@@ -202,7 +202,7 @@ def test_runs_page_plots_metrics_and_compares_with_published(tmp_path: Path, mon
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert len(app.get("vega_lite_chart")) == 3  # loss, accuracy and margin curves
     table = app.dataframe[0].value
-    assert list(table["model"])[:2] == ["this run (tiny)", "GPT-4o (08-06)"]
+    assert list(table["model"])[:2] == ["this model (tiny)", "GPT-4o (08-06)"]
     assert float(table.loc[table["model"] == "BaseReward (Qwen2.5-VL-7B)", "overall"].iloc[0]) == 82.16
 
 

@@ -95,7 +95,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     )
     assert "trained on: not recorded (no readable data.json)" in [c.value for c in app.caption]
     table = app.dataframe[0].value
-    run_rows = table[table["model"] == "this run (tiny)"]
+    run_rows = table[table["model"] == "this model (tiny)"]
     assert list(run_rows["result"]) == ["over the scored items", "over all items (not scored = wrong)"]
     assert list(run_rows["items"]) == ["3 of 4", "4"] and list(run_rows["overall"]) == [66.67, 50.0]
     published = table[table["result"] == "published"]
@@ -104,7 +104,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     evaluation.set_value("eval.json").run()  # a legacy report: its scores, without counts
     assert "vl_rewardbench: item counts not recorded (a report from before they were)" in [c.value for c in app.caption]
     table = app.dataframe[0].value
-    assert list(table["model"])[:2] == ["this run (tiny)", "GPT-4o (08-06)"]
+    assert list(table["model"])[:2] == ["this model (tiny)", "GPT-4o (08-06)"]
     assert float(table["overall"].iloc[0]) == 55.0
 
 
