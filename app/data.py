@@ -288,12 +288,12 @@ class Build:
         tables = {}
         for stem, rows in sorted(found.items()):
             op = stem.split("-v")[0]
-            if op not in OPS:  # a reward model's scores beside the signals: measured, decided on by no stage here
+            if stem.startswith("rm_scores"):  # a reward model's scores beside the signals: no stage decides on them
                 tables[f"{stem} (reward model scores: no stage decides on this file itself)"] = [
                     {k: v for k, v in row.items() if k != "row_key"} for row in rows
                 ]
                 continue
-            keys = OPS[op].signal_keys
+            keys = OPS[op].signal_keys if op in OPS else {}  # an op this version no longer has: its rows as stored
             hidden = {"row_key", *keys}
             # a signal between two prompts (near and semantic duplicates) names the other one
             other = "other_prompt_id" in keys and "prompt_id" in keys

@@ -108,15 +108,23 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[
     return {"files": {p.relative_to(base).as_posix(): sha256_file(p, stop) for p in files}}
 
 
-def _input_stamp(spec: SourceSpec) -> dict[str, Any]:
-    """What an ingest read, told apart cheaply: each local file's size and modification time (an object store's
-    listing; a Hub id's coordinates). A resumed build ingests a source again when its stamp changed."""
-    path = Path(spec.path)
-    if is_uri(spec.path) or not path.exists():
-        return _fingerprint(spec)
-    base = path if path.is_dir() else path.parent
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {p.relative_to(base).as_posix(): [(st := p.stat()).st_size, st.st_mtime_ns] for p in files}
+def _input_stamp(spec: SourceSpec) -> str:
+    """What an ingest read, told apart cheaply: a digest of each local file's size and modification time, the
+    images root's included (an object store's listing; a Hub id's coordinates). A resumed build ingests a source
+    again when its stamp changed."""
+    stamp: dict[str, Any] = {}
+    for name, location in (("path", spec.path), ("images_root", spec.images_root)):
+        if location is None:
+            continue
+        path = Path(str(location))
+        if is_uri(str(location)) or not path.exists():
+            stamp[name] = storage.listing(str(location)) if is_uri(str(location)) else str(location)
+            continue
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        stamp[name] = [[p.relative_to(path).as_posix(), (st := p.stat()).st_size, st.st_mtime_ns] for p in files]
+    if not Path(spec.path).exists() and not is_uri(spec.path):
+        stamp["hub"] = _fingerprint(spec)
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
 
 
 class Builder:
@@ -265,7 +273,7 @@ class Builder:
         if (
             isinstance(finished, dict)
             and finished.get("file_sizes") == _file_sizes(target)
-            and finished.get("input") == json.loads(json.dumps(stamp))
+            and finished.get("input") == stamp
         ):
             with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged summary: ingest again
                 return IngestSummary.from_dict(finished["summary"])
@@ -625,19 +633,21 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
     if not is_uri(out):
         if stage is not None:
             raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
-        return _build_local(recipe, Path(out), **kwargs)
+        with _only_build_of(Path(out)):
+            return _build_local(recipe, Path(out), **kwargs)
     uri = str(out)
     storage.check_destination(uri)
     local = staging_folder(uri, stage)
-    finished = read_json_state(local / "manifest.json") if local.is_dir() else None
-    same_recipe = isinstance(finished, dict) and finished.get("recipe", {}).get("sha256") == recipe.sha256
-    if kwargs.get("resume") and same_recipe:
-        manifest = finished  # built before, its upload interrupted: uploaded now
-    else:
-        shutil.rmtree(local, ignore_errors=True)
-        manifest = _build_local(recipe, local, **kwargs)
-    storage.upload(local, uri)
-    shutil.rmtree(local)
+    with _only_build_of(local):  # staging, building and uploading: one build of the URI at a time
+        finished = read_json_state(local / "manifest.json") if local.is_dir() else None
+        same_recipe = isinstance(finished, dict) and finished.get("recipe", {}).get("sha256") == recipe.sha256
+        if kwargs.get("resume") and same_recipe:
+            manifest = finished  # built before, its upload interrupted: uploaded now
+        else:
+            shutil.rmtree(local, ignore_errors=True)
+            manifest = _build_local(recipe, local, **kwargs)
+        storage.upload(local, uri)
+        shutil.rmtree(local)
     return manifest
 
 
@@ -666,8 +676,7 @@ def _only_build_of(out: Path) -> Iterator[None]:
 
 def _build_local(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:
     try:
-        with _only_build_of(out):
-            return Builder(recipe, out, **kwargs).run()
+        return Builder(recipe, out, **kwargs).run()
     except OSError as exc:
         if not exc.filename:  # pyarrow's write errors name no file
             exc.filename = str(out.with_name(out.name + ".partial"))

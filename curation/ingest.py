@@ -286,8 +286,8 @@ def ingest(
     out_dir = Path(os.path.abspath(out_dir)) if out_dir.name in ("", ".", "..") else out_dir  # `--out .`
     source = Path(location)
     if source.is_dir() and source.resolve() in (out_dir.resolve(), *out_dir.resolve().parents):
-        raise InputError(f"--out {out_dir}: inside --path {location}, whose files it would then read as rows; "
-                         "choose an --out outside it")  # fmt: skip
+        raise InputError(f"{out_dir}: the output is inside the input folder {location}, whose files a later read "
+                         "would take for rows; write it outside")  # fmt: skip
     partial = _output_folder(out_dir, replace)
     job = _Job(
         partial,

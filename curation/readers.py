@@ -18,7 +18,6 @@ import io
 import json
 import re
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,9 +62,7 @@ def printable(text: str) -> str:
 
 
 def is_hub_id(location: str) -> bool:
-    """`owner/name` with no such local path; where `owner` is a local folder, a local path mistyped instead."""
-    path = Path(location)
-    return not path.exists() and not path.parent.is_dir() and bool(_HUB_ID.match(location))
+    return not Path(location).exists() and bool(_HUB_ID.match(location))
 
 
 def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list[Path]:
@@ -88,20 +85,21 @@ SAVED_DATASET = "state.json"  # `datasets` save_to_disk of a Dataset: lists its 
 def source_files(
     root: Path, config: str | None = None, split: str = "train", data_dir: str | None = None
 ) -> list[Path]:
-    """The files of a local file or folder that make up `split` (and `config`), as `datasets` reads the same
-    layout on the Hub or on disk:
+    """The files of a local file or folder that make up `split` (and `config`, `data_dir`), as the Hub lays out
+    a dataset repository and `datasets` reads it:
     - a folder written by `save_to_disk`: the split's folder (of a DatasetDict) and the Arrow files its
       `state.json` lists, never its metadata files;
-    - a folder laid out as a Hub dataset repository in several splits (files named by split, e.g.
-      `data/train_prefs-00000-of-00001.parquet` beside `data/test_prefs-...`, or `configs` in its README): the
-      files `datasets` resolves for the config's split; a split the folder does not hold is an error naming
-      those it does;
-    - any other folder (one split): every supported file under it."""
+    - a folder whose README declares `configs`: the config's files of the split (a config to choose, or one not
+      declared, is an error naming those declared);
+    - a folder whose supported files are named by split (`data/train_prefs-00000-of-00001.parquet` beside
+      `data/test_prefs-...`, `train.jsonl` beside `test.jsonl`, `train/` beside `test/`, by `datasets`' own
+      patterns): the split's files; a split the folder does not hold is an error naming those it does;
+    - any other folder (one split): every supported file under it.
+    `data_dir` is a folder inside `root` that all of this applies to."""
     if root.is_file():
         return [root]
     if not root.exists():
-        hub = f" (read as a local path, since the folder {root.parent} exists)" if _HUB_ID.match(str(root)) else ""
-        raise InputError(f"{printable(str(root))}: no such file or folder{printable(hub)}")
+        raise InputError(f"{printable(str(root))}: no such file or folder")
     if (root / SAVED_DATASET_DICT).is_file():
         splits = _json_file(root / SAVED_DATASET_DICT).get("splits") or []
         if split not in splits:
@@ -113,12 +111,21 @@ def source_files(
         if not files:
             raise InputError(f"{printable(str(root / SAVED_DATASET))}: lists no data files")
         return files
-    by_split = _hub_layout(root, config, data_dir)
-    if by_split is None:
-        return list_files(root)
+    base = root / data_dir if data_dir else root
+    if not base.is_dir():
+        raise InputError(f"{printable(str(base))}: no such folder (--data-dir {data_dir})")
+    files = list_files(base)
+    configs = _readme_yaml(root / "README.md").get("configs")
+    if isinstance(configs, list) and configs:  # its paths are relative to the repository's root
+        names = [f.relative_to(root).as_posix() for f in files]
+        by_split, base = _config_files(root, configs, config, names), root
+    else:
+        by_split = _split_files([f.relative_to(base).as_posix() for f in files])
+        if by_split is None or len(by_split) < 2:
+            return files  # one split: every file
     if split not in by_split:
         raise _no_split(root, split, list(by_split))
-    return by_split[split]
+    return [base / name for name in by_split[split]]
 
 
 def _json_file(path: Path) -> dict[str, Any]:
@@ -136,28 +143,80 @@ def _no_split(root: Path, split: str, splits: Sequence[str]) -> InputError:
                       f"{split!r}; choose one with --split (a recipe's `split:`)")  # fmt: skip
 
 
-def _hub_layout(root: Path, config: str | None, data_dir: str | None) -> dict[str, list[Path]] | None:
-    """A folder's files by split as `datasets` resolves a Hub repository's (its README's `configs`, else files
-    named by split), or None for a folder of one split or a layout `datasets` cannot read as one dataset
-    (several file formats)."""
-    import datasets  # imported lazily: only a folder needs it
+def _matching(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The names (paths relative to the folder, `/`-separated) that match any of the glob patterns."""
+    from fsspec.utils import glob_translate
 
-    declares_configs = "configs" in _readme_yaml(root / "README.md")
-    verbosity = datasets.logging.get_verbosity()
-    datasets.logging.set_verbosity_error()
-    try:
-        with tempfile.TemporaryDirectory() as cache:  # resolving files reads no data: nothing to keep in a cache
-            builder = datasets.load_dataset_builder(str(root), name=config, data_dir=data_dir, cache_dir=cache)
-            data_files = builder.config.data_files or {}
-    except Exception:  # not a layout `datasets` reads: every file is read as it is
-        return None
-    finally:
-        datasets.logging.set_verbosity(verbosity)
-    if len(data_files) < 2 and not declares_configs:
-        return None
-    real = root.resolve()  # `datasets` gives real paths; rows are named relative to the folder as given
-    return {str(name): sorted(root / Path(f).resolve().relative_to(real) for f in files)
-            for name, files in data_files.items()}  # fmt: skip
+    compiled = [re.compile(glob_translate(p.removeprefix("./"))) for p in patterns]
+    return [n for n in names if any(c.match(n) for c in compiled)]
+
+
+# How the Hub names the splits of a repository without configs, in the order `datasets` tries them
+# (https://huggingface.co/docs/hub/datasets-file-names-and-splits; `datasets.data_files`): sharded files
+# `data/<split>-00000-of-00001.<ext>` with any split name, else a split keyword in a folder's name, else in a
+# file's name. Written out here, as `datasets` takes a second to import.
+SPLIT_KEYWORDS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "dev", "val"),
+    "test": ("test", "testing", "eval", "evaluation"),
+}
+_SEPARATORS = "-._ 0-9"
+_KEYWORD_IN_DIR = ("**/{k}/**", "**/{k}[{s}]*/**", "**/*[{s}]{k}/**", "**/*[{s}]{k}[{s}]*/**")
+_KEYWORD_IN_FILE = ("**/{k}[{s}]*", "**/*[{s}]{k}[{s}]*")
+_SHARDED = re.compile(r"data/(\w+(?:\.\w+)*)-[0-9]{5}-of-[0-9]{5}[^/]*\.[^/]*")
+
+
+def _split_files(names: Sequence[str]) -> dict[str, list[str]] | None:
+    """The supported files by split as the Hub names splits in a repository without configs, or None where no
+    convention applies."""
+    sharded: dict[str, list[str]] = {}
+    for name in names:
+        if match := _SHARDED.fullmatch(name):
+            sharded.setdefault(match.group(1), []).append(name)
+    if sharded:
+        return sharded
+    for bases in (_KEYWORD_IN_DIR, _KEYWORD_IN_FILE):
+        found = {}
+        for split, keywords in SPLIT_KEYWORDS.items():
+            matched = _matching([b.format(k=k, s=_SEPARATORS) for k in keywords for b in bases], names)
+            if matched:
+                found[split] = matched
+        if found:
+            return found
+    return None
+
+
+def _config_files(root: Path, configs: list[Any], config: str | None, names: Sequence[str]) -> dict[str, list[str]]:
+    """The files by split of the README config `config` (else the default one, or the only one)."""
+    declared = {str(c.get("config_name")): c for c in configs if isinstance(c, dict) and c.get("config_name")}
+    if config is None:  # the one marked default, else one named "default", else the only one
+        marked = [name for name, c in declared.items() if c.get("default")]
+        unnamed = ["default"] if "default" in declared else list(declared) if len(declared) == 1 else []
+        if not marked + unnamed:
+            raise InputError(f"{printable(str(root))}: its README declares the configs {', '.join(declared)}; "
+                             "choose one with --config (a recipe's `config:`)")  # fmt: skip
+        config = (marked + unnamed)[0]
+    if config not in declared:
+        raise InputError(f"{printable(str(root))}: its README declares the configs {', '.join(declared) or 'none'}, "
+                         f"not {config!r}")  # fmt: skip
+    entry = declared[config]
+    data_files = entry.get("data_files")
+    prefix = f"{entry['data_dir'].strip('/')}/" if entry.get("data_dir") else ""
+    inside = [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
+    if data_files is None:  # a config of a folder: the split conventions inside it
+        found = _split_files(inside) or {"train": list(inside)}
+        return {split: [prefix + n for n in matched] for split, matched in found.items()}
+    if isinstance(data_files, (str, list)) and not (isinstance(data_files, list) and data_files
+                                                     and isinstance(data_files[0], dict)):  # fmt: skip
+        data_files = [{"split": "train", "path": data_files}]
+    by_split: dict[str, list[str]] = {}
+    for item in data_files if isinstance(data_files, list) else []:
+        if not isinstance(item, dict):
+            continue
+        paths = item.get("path") or []
+        matched = _matching([paths] if isinstance(paths, str) else list(paths), inside)
+        by_split.setdefault(str(item.get("split", "train")), []).extend(prefix + n for n in matched)
+    return by_split
 
 
 def _readme_yaml(path: Path) -> dict[str, Any]:
@@ -236,13 +295,22 @@ def iter_hub(
     """Stream a Hub dataset without decoding images (bytes stay bytes); no remote code is run. A stream that
     breaks part way keeps the rows read and becomes one reject for the rest (`split:N+`)."""
     import datasets  # imported lazily: only Hub reads need it
+    from huggingface_hub.utils import logging as hub_logging
 
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # its retries are not the one error line
     try:
         ds = datasets.load_dataset(
             hub_id, name=config, split=split, revision=revision, data_dir=data_dir, streaming=True
         )
     except Exception as exc:  # the Hub client raises many types; the message is what the user needs
-        raise InputError(f"{hub_id}: cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc})") from exc
+        # `owner/name` whose owner is a local folder: most likely a local path mistyped
+        local = f"no local path {hub_id} (its folder {Path(hub_id).parent} exists), and " if Path(
+            hub_id
+        ).parent.is_dir() else ""  # fmt: skip
+        raise InputError(f"{hub_id}: {local}cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc})") from exc
+    finally:
+        hub_logging.set_verbosity(verbosity)
     if columns is not None:
         ds = ds.select_columns([c for c in columns if c in (ds.column_names or columns)])
     index = 0
@@ -398,12 +466,11 @@ def _one_object(path: Path, encoding: str) -> tuple[Any, str] | None:
     """The file's one JSON object and its text, where the file is one object spread over several lines (a
     pretty-printed .json) rather than JSON lines; None otherwise."""
     with open(path, "rb") as handle:
-        first = handle.readline()
-    try:
-        json.loads(first.decode(encoding))
-        return None  # its first line is a whole value: JSON lines
-    except (ValueError, UnicodeDecodeError):
-        pass
+        first = handle.readline(1 << 20)
+    if encoding != "utf-8-sig" or first.strip() not in (b"{", b"\xef\xbb\xbf{"):
+        return None  # a pretty-printed object opens with a line of its own; anything else is read line by line
+    if path.stat().st_size > MAX_ONE_OBJECT_BYTES:
+        return None
     try:
         text = path.read_bytes().decode(encoding)
         value = json.loads(text)
@@ -413,6 +480,7 @@ def _one_object(path: Path, encoding: str) -> tuple[Any, str] | None:
 
 
 _JSON_SPACE = " \t\n\r"
+MAX_ONE_OBJECT_BYTES = 256 << 20  # a larger .json that is not an array is read as JSON lines
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 

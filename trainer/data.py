@@ -113,8 +113,9 @@ class PairData:
             drawn = weighted(trains, build.weight, seed)
             train += drawn
             held_out += evals
+            # `eval`: this build's held-out pairs, also those evaluated through an earlier build that holds them
             counts[str(build.path)] = {"rows": len(ids), "pairs": len(set(ids)), "weight": build.weight,
-                                       "train_draws": len(drawn), "eval": len(evals),
+                                       "train_draws": len(drawn), "eval": len({ids[i] for i in held}),
                                        "left_out": len(ids) - len(used)}  # fmt: skip
         return cls(builds, train, held_out, seed, counts)
 

@@ -19,7 +19,8 @@ for an ensemble), `settings` (`max_length`, `micro_batch`) and `benchmarks`, by 
 - `length_judge`: the same two for the judge that prefers the longer answer, on the model's terms: over the items
   the model scored, and over every item with those the model did not score counted as wrong;
 - `items`: per pair read, `pair_id`, `source_row`, `group`, `key`, `not_scored` (its reason, or null),
-  `reward_chosen`, `reward_rejected`, `correct`, `tie`, `length_judge_correct`.
+  `reward_chosen`, `reward_rejected`, `correct`, `tie`, `length_judge_correct` (the judge's own verdict; its
+  scores over all count an item the model did not score as wrong).
 """
 
 from __future__ import annotations

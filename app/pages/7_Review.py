@@ -27,6 +27,7 @@ queue = left.selectbox(
     "queue",
     queues,
     index=first,
+    key=f"review-queue-{build.name}",  # kept when the source changes (the labels' counts do)
     format_func=lambda q: f"{q} ({counts[q][1]} of {counts[q][0]} pairs in the shards)",
     help="flagged pairs come first; a review changes only pairs in the shards (a removed pair stays removed)",
 )

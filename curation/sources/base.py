@@ -21,7 +21,7 @@ import pyarrow as pa
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot, decode_image
 from curation.pair import Pair
-from curation.readers import Record, iter_location, source_files
+from curation.readers import Record, is_hub_id, iter_hub, iter_local, source_files
 
 
 @dataclass(frozen=True)
@@ -138,22 +138,22 @@ class Adapter:
     def __init__(self, options: Mapping[str, Any] | None = None, read: ReadOptions | None = None) -> None:
         self.options = parse_options(self.Options, options or {}, self.info.key)
         self.read = read or ReadOptions()
+        self._files: dict[str, list[Path]] = {}  # a folder is listed once per ingest, however many steps ask
 
     def records(self, location: str, images_root: ImagesRoot) -> Iterator[Record]:
         """Native rows of `location` (a local file/folder or a Hub id)."""
-        yield from iter_location(
-            location,
-            config=self.read.config,
-            split=self.read.split or self.default_split(),
-            revision=self.read.revision,
-            columns=self.columns,
-            data_dir=self.read.data_dir,
-        )
+        if is_hub_id(location):
+            yield from iter_hub(location, self.read.config, self.read.split or self.default_split(),
+                                self.read.revision, self.columns, self.read.data_dir)  # fmt: skip
+        else:
+            yield from iter_local(Path(location), self.columns, self.local_files(location))
 
     def local_files(self, location: str) -> list[Path]:
         """The files of a local file or folder this adapter reads: those of its split (`readers.source_files`)."""
-        split = self.read.split or self.default_split()
-        return source_files(Path(location), self.read.config, split, self.read.data_dir)
+        if location not in self._files:
+            split = self.read.split or self.default_split()
+            self._files[location] = source_files(Path(location), self.read.config, split, self.read.data_dir)
+        return self._files[location]
 
     def default_split(self) -> str:
         """The Hub split read when none is given (an adapter whose configs have other splits says so here)."""

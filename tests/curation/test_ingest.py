@@ -150,7 +150,7 @@ def test_an_output_inside_the_input_folder_is_refused(tmp_path: Path) -> None:
 
     (tmp_path / "rows.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     adapter = get_adapter("ultrafeedback_binarized")()
-    with pytest.raises(InputError, match="inside --path"):
+    with pytest.raises(InputError, match="the output is inside the input folder"):
         ingest(adapter, str(tmp_path), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
     assert ingest(adapter, str(tmp_path), tmp_path.parent / f"{tmp_path.name}-out").pairs == 1

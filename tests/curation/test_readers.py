@@ -88,10 +88,10 @@ def test_hub_ids_are_recognised_only_when_no_local_path_exists(tmp_path: Path, m
     (tmp_path / "openbmb").mkdir()
     (tmp_path / "openbmb" / "RLAIF-V-Dataset").mkdir()
     assert not is_hub_id("openbmb/RLAIF-V-Dataset")
-    # a mistyped local path is not sent to the Hub (minutes of retries offline): its folder exists here
-    assert not is_hub_id("openbmb/RLAIF-V-Datset")
-    with pytest.raises(InputError, match="RLAIF-V-Datset: no such file or folder .read as a local path, since the "
-                                         "folder openbmb exists"):  # fmt: skip
+    # a mistyped local path is tried on the Hub (a recipe's Hub ids resolve elsewhere), and the error says so
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="RLAIF-V-Datset: no local path openbmb/RLAIF-V-Datset .its folder openbmb "
+                                         "exists., and cannot open on the Hugging Face Hub"):  # fmt: skip
         list(iter_location("openbmb/RLAIF-V-Datset"))
 
 
@@ -198,3 +198,47 @@ def test_a_folder_of_one_split_is_read_whole(tmp_path: Path) -> None:
         (tmp_path / name).write_text('{"a": 1}\n')
     assert [p.relative_to(tmp_path).as_posix() for p in source_files(tmp_path, None, "train")] == [
         "eval_clean.jsonl", "label_flip.jsonl", "notes/more.jsonl"]  # fmt: skip
+
+
+def test_splits_are_read_from_the_supported_files_only(tmp_path: Path) -> None:
+    """Images in split-named folders beside the rows are not a split layout; mixed formats still split; symlinked
+    files (a Hub cache snapshot) keep their names; a README's configs and --data-dir choose as on the Hub."""
+    import yaml
+
+    from curation.readers import source_files
+
+    def names(found: list[Path], root: Path) -> list[str]:
+        return [f.relative_to(root).as_posix() for f in found]
+
+    rows = tmp_path / "rows"
+    for name in ("rows.jsonl", "coco/train2017/1.jpg", "coco/val2017/2.jpg"):
+        (rows / name).parent.mkdir(parents=True, exist_ok=True)
+        (rows / name).write_text("{}\n")
+    assert names(source_files(rows, None, "train"), rows) == ["rows.jsonl"]
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "train.jsonl").write_text("{}\n")
+    pq.write_table(pa.table({"a": [1]}), mixed / "test.parquet")
+    assert names(source_files(mixed, None, "train"), mixed) == ["train.jsonl"]
+    assert names(source_files(mixed, None, "test"), mixed) == ["test.parquet"]
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        (tmp_path / f"blob-{split}").write_text("{}\n")
+        (snapshot / "data" / f"{split}-00000-of-00001.jsonl").symlink_to(tmp_path / f"blob-{split}")
+    assert names(source_files(snapshot, None, "test"), snapshot) == ["data/test-00000-of-00001.jsonl"]
+    configs = tmp_path / "configs"
+    for name in ("a/x.jsonl", "b/y.jsonl"):
+        (configs / name).parent.mkdir(parents=True, exist_ok=True)
+        (configs / name).write_text("{}\n")
+    declared = [{"config_name": n, "data_files": f"{n}/*.jsonl"} for n in ("a", "b")]
+    (configs / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': declared})}---\n")
+    with pytest.raises(InputError, match="declares the configs a, b; choose one with --config"):
+        source_files(configs, None, "train")
+    with pytest.raises(InputError, match="declares the configs a, b, not 'c'"):
+        source_files(configs, "c", "train")
+    assert names(source_files(configs, "b", "train"), configs) == ["b/y.jsonl"]
+    with pytest.raises(InputError, match="coco: no .* files found"):  # a data_dir of images only
+        source_files(rows, None, "train", data_dir="coco")
+    with pytest.raises(InputError, match="no such folder .--data-dir nope."):
+        source_files(rows, None, "train", data_dir="nope")
