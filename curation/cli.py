@@ -303,6 +303,9 @@ def ingest_cmd(
         console.print_json(json.dumps(summary.as_dict()))
     else:
         print_summary(summary, out)
+    note = adapter.files_note(path)
+    if note:
+        err_console.print(f"note: {note}", markup=False, highlight=False)
     empty = summary.no_pairs(source)
     if empty:
         _warn(empty)

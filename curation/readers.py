@@ -128,6 +128,18 @@ def source_files(
     return [base / name for name in by_split[split]]
 
 
+def files_note(root: Path, files: Sequence[Path], split: str) -> str | None:
+    """`read 1 of the folder's 3 data files: ...` where a split (or config) leaves some of a folder's files
+    unread, else None."""
+    if not root.is_dir() or (root / SAVED_DATASET).is_file() or (root / SAVED_DATASET_DICT).is_file():
+        return None
+    every = list_files(root)
+    if len(files) >= len(every):
+        return None
+    return (f"{printable(str(root))}: read {len(files)} of its {len(every)} data files, those of the split "
+            f"{split!r} as the Hub names splits (--split, --config and --data-dir choose others)")  # fmt: skip
+
+
 def _json_file(path: Path) -> dict[str, Any]:
     try:
         found = json.loads(path.read_text(encoding="utf-8"))

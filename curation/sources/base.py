@@ -21,7 +21,7 @@ import pyarrow as pa
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot, decode_image
 from curation.pair import Pair
-from curation.readers import Record, is_hub_id, iter_hub, iter_local, source_files
+from curation.readers import Record, files_note, is_hub_id, iter_hub, iter_local, source_files
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,12 @@ class Adapter:
             split = self.read.split or self.default_split()
             self._files[location] = source_files(Path(location), self.read.config, split, self.read.data_dir)
         return self._files[location]
+
+    def files_note(self, location: str) -> str | None:
+        """What of a local folder this adapter leaves unread (another split's files), or None."""
+        if is_hub_id(location) or not Path(location).is_dir():
+            return None
+        return files_note(Path(location), self.local_files(location), self.read.split or self.default_split())
 
     def default_split(self) -> str:
         """The Hub split read when none is given (an adapter whose configs have other splits says so here)."""

@@ -85,3 +85,15 @@ def test_stats_as_json_adds_up(demo_build: Path) -> None:
     assert (
         steps.index("exact_dedupe") < steps.index("image_dedupe") < steps.index("decontaminate") < steps.index("kept")
     )
+
+
+def test_ingest_says_which_files_of_a_split_folder_it_read(tmp_path: Path) -> None:
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    folder = tmp_path / "repo"
+    write_jsonl(folder / "train.jsonl", rows)
+    write_jsonl(folder / "test.jsonl", rows * 2)
+    result = runner.invoke(app, ["ingest", "--source", "ultrafeedback_binarized", "--path", str(folder),
+                                 "--split", "test", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 read = 2 paired" in result.output
+    assert "read 1 of its 2 data files, those of the split 'test'" in " ".join(result.output.split())
