@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -22,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,7 +38,7 @@ from curation.engine import Engine, call
 from curation.errors import InputError
 from curation.images import ImagesRoot
 from curation.ingest import WORK_FILES, IngestSummary, Outputs, Pool, ingest, splits_into_files
-from curation.io import ParquetBatchWriter, read_json_state, sha256_file, write_json
+from curation.io import ParquetBatchWriter, only_writer, read_json_state, sha256_file, write_json
 from curation.ops import OPS, BuildContext
 from curation.ops.base import file_fields, files_of
 from curation.ops.context import create_relations
@@ -633,12 +632,13 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
     if not is_uri(out):
         if stage is not None:
             raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
-        with _only_build_of(Path(out)):
+        with only_writer(_lock_of(Path(out)), f"{out}: {BUSY}"):
             return _build_local(recipe, Path(out), **kwargs)
     uri = str(out)
     storage.check_destination(uri)
     local = staging_folder(uri, stage)
-    with _only_build_of(local):  # staging, building and uploading: one build of the URI at a time
+    # staging, building and uploading: one build of the URI at a time
+    with only_writer(_lock_of(local), f"{uri}: {BUSY}"):
         finished = read_json_state(local / "manifest.json") if local.is_dir() else None
         same_recipe = isinstance(finished, dict) and finished.get("recipe", {}).get("sha256") == recipe.sha256
         if kwargs.get("resume") and same_recipe:
@@ -658,20 +658,12 @@ def staging_folder(uri: str, stage: Path | None = None) -> Path:
     return (stage or Path(tempfile.gettempdir()) / f"curate-stage-{digest}").absolute() / name
 
 
-@contextlib.contextmanager
-def _only_build_of(out: Path) -> Iterator[None]:
-    """Held while a build writes `out` (a hidden lock file beside it): a second build of the same folder is
-    refused rather than let it remove the first's `.partial` folder under it."""
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    with open(out.absolute().with_name(f".{out.absolute().name}.lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{out}: another build is writing it now; wait for it or choose another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+BUSY = "another build is writing it now; wait for it or choose another --out"
+
+
+def _lock_of(out: Path) -> Path:
+    """A hidden lock file beside a build folder: held while a build writes it."""
+    return out.absolute().with_name(f".{out.absolute().name}.lock")
 
 
 def _build_local(recipe: Recipe, out: Path, **kwargs: Any) -> dict[str, Any]:

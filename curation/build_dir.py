@@ -124,9 +124,19 @@ class BuildDir:
 
     # -- readers -------------------------------------------------------------------------------------------------
     def pairs(self, columns: list[str] | None = None) -> pa.Table:
-        """The pairs in the shards, memory-mapped."""
-        table = read_shards(self.shard_paths)
-        return table if columns is None else table.select(columns)
+        """The pairs in the shards, memory-mapped; a shard that cannot be read, or holds other than the rows the
+        manifest lists for it, is an error naming it."""
+        tables = []
+        for shard, path in zip(self.manifest["shards"], self.shard_paths, strict=True):
+            try:
+                table = read_shards([path])
+            except (pa.ArrowException, OSError) as exc:
+                raise BuildError(f"{path}: a damaged shard ({exc}); build again") from None
+            if isinstance(shard.get("rows"), int) and table.num_rows != shard["rows"]:
+                raise BuildError(f"{path}: {table.num_rows} rows where the manifest lists {shard['rows']}; the shard "
+                                 "was changed or cut short; build again")  # fmt: skip
+            tables.append(table if columns is None else table.select(columns))
+        return pa.concat_tables(tables)
 
     def removed_pairs(self, columns: list[str] | None = None) -> pa.Table | None:
         path = self.optional(REMOVED_PAIRS)

@@ -663,10 +663,11 @@ def export_cmd(
     ] = False,
 ) -> None:
     """Write a build in the Hub's dataset layout (parquet configs, card, recipe), then upload it in one commit."""
-    from curation.export import export_build, upload
+    from curation.export import check_repo_id, export_build, upload
 
     local = local_dir or build_dir.with_name(build_dir.name + "-hub")
     try:
+        check_repo_id(repo)
         plan = export_build(build_dir, local, license=license, force_license=force_license, replace=replace)
         typer.echo(f"wrote {len(plan.files)} files to {local} (configs: {', '.join(plan.configs)})")
         for line in upload(local, repo, private=private, dry_run=dry_run):

@@ -16,6 +16,7 @@ never printed, logged or written.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,11 +233,23 @@ def card_text(
     return "\n".join(lines)
 
 
-def check_export_folder(local_dir: Path, replace: bool) -> None:
+REPO_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # the Hub's USER/NAME
+
+
+def check_repo_id(repo: str) -> None:
+    if not REPO_ID.fullmatch(repo):
+        raise InputError(f"--repo {repo!r}: not a Hub repo id (USER/NAME: letters, digits, -, _ and .)")
+
+
+def check_export_folder(local_dir: Path, replace: bool, source: Path | None = None) -> None:
     """`local_dir` may be written: it is new or empty, or `replace` is given (`publish_export` then checks that it
-    holds only what an export writes)."""
+    holds only what an export writes); it is neither inside what is exported (`source`) nor holds it."""
     if local_dir.is_symlink() or (local_dir.exists() and not local_dir.is_dir()):
         raise InputError(f"{local_dir}: not a folder; choose another --local-dir")
+    if source is not None:
+        here, there = local_dir.resolve(), source.resolve()
+        if here == there or there in here.parents or here in there.parents:
+            raise InputError(f"--local-dir {local_dir}: inside {source}, or holding it; choose a folder elsewhere")
     if local_dir.is_dir() and any(local_dir.iterdir()) and not replace:
         raise InputError(
             f"{local_dir}: exists and is not empty; choose another --local-dir, remove it, or pass --replace"
@@ -267,7 +280,7 @@ def export_build(
     replace: bool = False,
 ) -> ExportPlan:
     build = BuildDir.open(location)
-    check_export_folder(local_dir, replace)
+    check_export_folder(local_dir, replace, build.path)
     manifest = build.manifest
     pairs = build.pairs()
     sources = sorted(set(pairs.column("source").to_pylist()))

@@ -3,11 +3,13 @@ crash of the machine), so readers never see half a file."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+
+from curation.errors import InputError
 
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}
 
@@ -194,3 +198,19 @@ def read_shards(paths: Iterable[Path | str]) -> pa.Table:
 
         return PAIR_SCHEMA.empty_table()
     return pa.concat_tables(tables)
+
+
+@contextlib.contextmanager
+def only_writer(lock: Path, busy: str) -> Iterator[None]:
+    """Held while one process writes an output (`lock`: a file beside or inside it, kept): a second writer gets
+    `InputError(busy)` at once rather than write over the first's files."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -283,6 +283,8 @@ def audit(
         plan = resumed
     elif any(out.glob("fold-*")):  # folds of an audit whose plan is lost: nothing says what they judged
         raise InputError(f"{out}: holds fold folders but no plan.json; choose another --out")
+    elif any(not entry.name.startswith(".") for entry in out.iterdir()):  # a fit run, say: not the audit's to write
+        raise InputError(f"{out}: holds other files, not an audit; choose a new or empty folder")
     else:
         _write_json(plan, plan_path)
     # A fold's scores carry the digest of the plan they were judged under (a resumed audit's own, as it wrote it):

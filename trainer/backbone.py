@@ -494,7 +494,10 @@ def load_backbone(
 
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-        model = AutoModel.from_pretrained(source, trust_remote_code=False, dtype=dtype or torch.float32)
+        # safetensors only: a pickled checkpoint (.bin, .pt) can run code when it is loaded
+        model = AutoModel.from_pretrained(
+            source, trust_remote_code=False, use_safetensors=True, dtype=dtype or torch.float32
+        )
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         vision = backbone_kind(config) == "vision_language"
         processor = _image_processor(source, min_pixels, max_pixels) if vision else None

@@ -5,10 +5,12 @@ Under `torchrun`, every process runs `python -m trainer fit ...`; rank 0 writes 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -16,6 +18,7 @@ import typer
 
 from curation.errors import InputError
 from curation.failure import run_cli
+from curation.io import only_writer
 from trainer.config import FitConfig
 
 if TYPE_CHECKING:
@@ -107,8 +110,11 @@ def fit(
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)  # before the data is opened: a typo fails at once
-        check_run_folder(out, resume)
-        last = run_fit(settings, out, resume=resume)
+        check_run_folder(out, resume, settings.shards)
+        main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
+        busy = f"--out {out}: another trainer is writing this run now"
+        with only_writer(out / ".lock", busy) if main else contextlib.nullcontext():
+            last = run_fit(settings, out, resume=resume)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
@@ -168,6 +174,7 @@ def eval_(
 ) -> None:
     """Score benchmarks with a model (or the average of several), beside a length-only judge and published rows;
     each evaluation is its own report, RUN/evals/<UTC time>-<benchmarks>.json."""
+    _at_least_1(micro_batch=micro_batch, max_length=max_length)
     from rich.progress import Progress
     from rich.table import Table
     from rich.text import Text
@@ -234,6 +241,7 @@ def score(
     ] = 4096,
 ) -> None:
     """Write BUILD/signals/rm_scores-<model>.parquet (rewards and margin per pair) for the rm_margin op."""
+    _at_least_1(part_pairs=part_pairs, micro_batch=micro_batch, max_length=max_length)
     from collections import Counter
 
     import pyarrow.parquet as pq
@@ -462,17 +470,30 @@ def _key_value(text: str, option: str) -> tuple[str, str]:
     return key, value
 
 
-def check_run_folder(out: Path, resume: bool) -> None:
+def check_run_folder(out: Path, resume: bool, shards: Sequence[str] = ()) -> None:
     """A run folder belongs to one run: a new run needs a new or empty folder (hidden files aside), and --resume a
-    folder that is empty or holds a run (its settings beside its metrics, or its checkpoints)."""
+    folder that is empty or holds a run (its settings beside its metrics, or its checkpoints); never inside a
+    build it trains on."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: a file, not a folder")
+    for spec in shards:
+        build = Path(spec.partition("=")[0]).resolve()
+        build = build.parent if build.name == "shards" else build
+        if build == out.resolve() or build in out.resolve().parents:
+            raise InputError(f"--out {out}: inside the build {spec.partition('=')[0]}; a run folder goes elsewhere")
     held = {entry.name for entry in out.iterdir() if not entry.name.startswith(".")} if out.is_dir() else set()
     is_run = {"config.yaml", "metrics.jsonl"} <= held or any((out / "checkpoints").glob("step-*"))
     if is_run and not resume:  # its reports, events and checkpoints would sit beside the new run's
         raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
     if held and not is_run:
         raise InputError(f"--out {out}: holds other files, not a run; choose a new or empty folder")
+
+
+def _at_least_1(**values: int) -> None:
+    """One error line for the first option below 1."""
+    for name, value in values.items():
+        if value < 1:
+            _fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 def _reasons(counts: dict[str, int]) -> str:
@@ -483,9 +504,11 @@ def _reasons(counts: dict[str, int]) -> str:
 def fit_summary(last: dict[str, Any]) -> str:
     """The last step's metrics, each with the pairs it is over."""
     steps = f"{last['step']} step" + ("" if last["step"] == 1 else "s")
-    text = (
-        f"{steps}; last step loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f} over {int(last['pairs'])} pairs"
-    )
+    if last.get("loss") is None:
+        text = f"{steps}; last step: no pair (every draw skipped)"
+    else:
+        text = (f"{steps}; last step loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f} over "
+                f"{int(last['pairs'])} pairs")  # fmt: skip
     if "eval/pairs" in last:
         text += (
             f"; held out: loss {last['eval/loss']:.4f}, accuracy {last['eval/accuracy']:.3f} over "

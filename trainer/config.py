@@ -7,6 +7,7 @@ Bradley-Terry) and common practice where it does not (one epoch, 3% warmup then 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,6 +82,23 @@ class FitConfig:
             raise InputError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
             raise InputError(f"folds must be 0 or at least 2, and fold in 0..folds-1 (got {self.folds}, {self.fold})")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError(f"max_steps must be >= 1 (or unset: the epochs decide), got {self.max_steps}")
+        for name in ("lr", "weight_decay", "warmup_ratio", "max_grad_norm", "center_coef"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise InputError(f"{name} must be a finite number >= 0{' (and > 0)' if name == 'lr' else ''}, "
+                                 f"got {value}")  # fmt: skip
+        if self.head_layers < 1 or (self.head_width is not None and self.head_width < 1):
+            raise InputError("head_layers and head_width must be >= 1")
+        if self.max_length < 2:
+            raise InputError(f"max_length must be >= 2 tokens, got {self.max_length}")
+        from trainer.model import ACTIVATIONS
+
+        if self.head_activation not in ACTIVATIONS:
+            raise InputError(f"head_activation {self.head_activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        for spec in self.shards:
+            shard_weight(spec)
 
     def accumulation(self, world: int) -> int:
         per_step = self.micro_batch * world
@@ -92,6 +110,18 @@ class FitConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def shard_weight(spec: str) -> float:
+    """The weight of a `--shards DIR=WEIGHT` spec (1 without one): a finite number >= 0."""
+    text = spec.partition("=")[2]
+    try:
+        weight = float(text) if text else 1.0
+    except ValueError:
+        raise InputError(f"--shards {spec}: the weight after = must be a number") from None
+    if not math.isfinite(weight) or weight < 0:
+        raise InputError(f"--shards {spec}: the weight must be a finite number >= 0")
+    return weight
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> FitConfig:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import torch
 
 from curation.build_dir import BuildDir, ImageTable
+from curation.errors import InputError
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 from trainer.layout import Packed, pack, packed_index, shared_prefix_length
 
@@ -57,10 +58,11 @@ class Build:
     @classmethod
     def open(cls, spec: str) -> Build:
         """`DIR` or `DIR=WEIGHT`; DIR is a build folder or its `shards/`."""
-        path_text, _, weight = spec.partition("=")
-        build = BuildDir.open(path_text)
+        from trainer.config import shard_weight
+
+        build = BuildDir.open(spec.partition("=")[0])
         digests = [shard["sha256"] for shard in build.manifest["shards"]]
-        return cls(build.path, float(weight) if weight else 1.0, build.pairs(COLUMNS), build.images(), digests)
+        return cls(build.path, shard_weight(spec), build.pairs(COLUMNS), build.images(), digests)
 
     def row(self, index: int) -> dict[str, Any]:
         return self.table.slice(index, 1).to_pylist()[0]
@@ -114,7 +116,8 @@ class PairData:
             train += drawn
             held_out += evals
             # `eval`: this build's held-out pairs, also those evaluated through an earlier build that holds them
-            counts[str(build.path)] = {"rows": len(ids), "pairs": len(set(ids)), "weight": build.weight,
+            name = str(build.path) if str(build.path) not in counts else f"{build.path} (--shards number {b + 1})"
+            counts[name] = {"rows": len(ids), "pairs": len(set(ids)), "weight": build.weight,
                                        "train_draws": len(drawn), "eval": len({ids[i] for i in held}),
                                        "left_out": len(ids) - len(used)}  # fmt: skip
         return cls(builds, train, held_out, seed, counts)
@@ -327,7 +330,11 @@ class Featurizer:
         out = []
         for entry in entries:
             row = self.data.row(entry)
-            result = featurize(self.backbone, row, [self.data.image(entry, h) for h in row["images"]], self.max_length)
+            try:
+                images = [self.data.image(entry, h) for h in row["images"]]
+            except KeyError as exc:  # the shards name an image the build's table lacks: a damaged build
+                raise InputError(f"{exc.args[0]} (pair {row['pair_id']}); the build is damaged: build again") from None
+            result = featurize(self.backbone, row, images, self.max_length)
             if isinstance(result, str):
                 self.skipped[result] += 1
             else:

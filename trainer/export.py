@@ -18,7 +18,7 @@ import yaml
 
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
-from curation.export import check_export_folder, publish_export
+from curation.export import check_export_folder, check_repo_id, publish_export
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 
@@ -95,7 +95,8 @@ def export_run(
     model = run / "model"
     if not (model / "reward_model.json").is_file():
         raise InputError(f"{run}: no trained model (expected {model}/reward_model.json from `trainer fit`)")
-    check_export_folder(local_dir, replace)
+    check_repo_id(repo)
+    check_export_folder(local_dir, replace, run)
     tmp = local_dir.with_name(local_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model, tmp)

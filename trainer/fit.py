@@ -147,6 +147,13 @@ def _bf16(config: FitConfig) -> bool:
     return config.bf16 and torch.cuda.is_available()
 
 
+# Settings a resumed run may change: how it runs, not what it learns (the layouts and attention kernels are
+# exact rearrangements of one computation, checked against the naive step).
+HOW_IT_RUNS = frozenset({"save_every", "eval_every", "log_every", "num_workers", "eval_max_pairs", "compile",
+                         "attention", "layout", "pack_length", "padding_side", "gradient_checkpointing",
+                         "checkpoint_vision", "checkpoint_keep_layers", "strategy"})  # fmt: skip
+
+
 class Trainer:
     def __init__(self, config: FitConfig, out: Path, resume: bool = False) -> None:
         self.config = config
@@ -179,6 +186,7 @@ class Trainer:
         # and a single process does too, so a run trains the same model whatever the world size.
         self.model.backbone.vision_always = True
         self.skipped_train: Counter[str] = Counter()  # every draw, across epochs
+        self.trained_pairs = 0  # by this process's steps (resumed: since the checkpoint)
         self.featurize_eval = Featurizer(self.data, self.model.backbone, config.max_length)  # reset per evaluation
         self.start_step = 0
         self.last_checkpoint: Path | None = None
@@ -268,9 +276,12 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
+        self.trained_pairs += int(totals["pairs"])
+        # a step whose draws were all skipped has no loss or accuracy (a 0 would read as a measurement)
+        means = {"loss": totals["loss"] / totals["pairs"], **pair_metrics(totals)} if totals["pairs"] else {
+            "loss": None, **dict.fromkeys(pair_metrics(totals))}  # fmt: skip
         return {
-            "loss": totals["loss"] / max(totals["pairs"], 1.0),
-            **pair_metrics(totals),
+            **means,
             "lr": lr,
             "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
             "pairs": totals["pairs"],
@@ -329,6 +340,10 @@ class Trainer:
             if self.config.save_every and done % self.config.save_every == 0 and done < self.total_steps:
                 self.save_checkpoint(done)
             last = record
+        if self.start_step == 0 and not self.trained_pairs:
+            reasons = ", ".join(f"{r}: {n}" for r, n in self.skipped_train.most_common()) or "none"
+            raise TrainingError(f"no training pair could be trained on: every draw of {self.total_steps} steps was "
+                                f"skipped ({reasons}); no model written")  # fmt: skip
         self.save_checkpoint(self.total_steps)
         if self.dist.main:
             assert self.last_checkpoint is not None
@@ -365,7 +380,7 @@ class Trainer:
                 self.tb = SummaryWriter(str(self.out / "tb"))
         if self.tb:
             for key, value in record.items():
-                if key not in ("step", "epoch"):
+                if key not in ("step", "epoch") and value is not None:
                     self.tb.add_scalar(f"train/{key}" if "/" not in key or key.startswith("rewards") else key,
                                        value, record["step"])  # fmt: skip
 
@@ -446,10 +461,14 @@ class Trainer:
             return  # nothing saved yet: start from the beginning
         saved = json.loads((folder / "reward_model.json").read_text()).get("fit_config", {})
         state = json.loads((folder / "trainer_state.json").read_text())
-        order = ("seed", "shards", "global_batch", "micro_batch", "eval_fraction", "epochs", "max_steps", "model")
-        changed = [k for k in order if k in saved and saved[k] != self.config.as_dict()[k]]
-        if "shards" in changed and state.get("data") == json.loads(json.dumps(self.data.identity())):
-            changed.remove("shards")  # the same builds (shards and weights), moved: the same data
+        now = self.config.as_dict()
+        changed = [k for k in now if k in saved and k not in HOW_IT_RUNS and k != "shards" and saved[k] != now[k]]
+        if "data" in state:  # the builds by content and weight: moved is the same, rebuilt in place is not
+            same_data = state["data"] == json.loads(json.dumps(self.data.identity()))
+        else:  # a checkpoint from before contents were recorded: by folder
+            same_data = saved.get("shards", now["shards"]) == now["shards"]
+        if not same_data:
+            changed.insert(0, "shards (the builds' contents or weights)")
         if changed:  # the data order or the schedule would differ: not a continuation
             raise TrainingError(f"{folder}: cannot resume with changed settings: {', '.join(changed)}")
         load_model(self.model, str(folder / "model.safetensors"))

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from curation.schema import IMAGE_TOKEN
 from trainer.data import PairFeatures, collate
@@ -28,8 +29,6 @@ def rewards(
     model: RewardModel, prompt: str, answers: list[str], images: list[bytes] | None = None, max_length: int = 4096
 ) -> list[float]:
     """The prompt gets one `<image>` placeholder per image in front unless it already places them."""
-    from PIL import Image
-
     images = images or []
     backbone = model.backbone
     if images and IMAGE_TOKEN not in prompt:
@@ -56,4 +55,14 @@ def rewards(
 
 
 def read_images(paths: list[Path]) -> list[bytes]:
-    return [p.read_bytes() for p in paths]
+    """Each file's bytes; `ValueError` naming a file that is not an image."""
+    found = []
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()
+        except Exception as exc:  # Pillow raises many types for what is not an image
+            raise ValueError(f"{path}: not an image ({type(exc).__name__})") from None
+        found.append(data)
+    return found

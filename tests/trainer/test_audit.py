@@ -318,6 +318,11 @@ def test_arguments_that_cannot_make_an_audit_are_refused(audited: tuple, tmp_pat
         with pytest.raises(InputError, match="the audited build itself"):
             audit(build, dataclasses.replace(CONFIG, shards=[spec]), 2, tmp_path / "run")
     assert not (tmp_path / "run").exists() and not (build / "audit").exists()
+    (tmp_path / "fit-run").mkdir()  # a fit run's folder (or any folder of other files) is not the audit's
+    (tmp_path / "fit-run" / "metrics.jsonl").write_text("")
+    with pytest.raises(InputError, match="holds other files, not an audit"):
+        audit(build, CONFIG, 2, tmp_path / "fit-run")
+    assert sorted(p.name for p in (tmp_path / "fit-run").iterdir()) == ["metrics.jsonl"]
 
 
 def test_a_fold_the_hash_leaves_empty_has_no_model_and_no_pairs() -> None:

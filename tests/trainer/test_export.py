@@ -40,3 +40,9 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
     replaced = CliRunner().invoke(app, [*args, "--replace"])
     assert replaced.exit_code == 0, replaced.output
     assert "datasets:" not in (tmp_path / "hub" / "README.md").read_text()  # the new export's card, no dataset link
+    # never into the run itself (its model/ would be replaced by the export), nor under a name the Hub refuses
+    inside = CliRunner().invoke(app, [*args[:4], "--local-dir", str(run / "model"), "--dry-run", "--replace"])
+    assert inside.exit_code == 1 and "inside" in inside.output and (run / "model" / "model.safetensors").is_file()
+    assert not (run / "model" / "README.md").exists()
+    bad = CliRunner().invoke(app, ["export", str(run), "--repo", "not a repo", "--local-dir", str(tmp_path / "h2")])
+    assert bad.exit_code == 1 and "not a Hub repo id" in bad.output and not (tmp_path / "h2").exists()

@@ -249,3 +249,63 @@ def test_a_run_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path, m
     fit(config(tmp_path / "there", max_steps=3, save_every=1), tmp_path / "run", resume=True)
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [s for s in steps if s] == sorted(set(s for s in steps if s)) and max(steps) == 3
+
+
+def test_a_resume_refuses_what_changes_the_learning_and_keeps_how_it_runs(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run is one run: a changed learning rate, length, head or loss is refused (a rebuilt build too,
+    in the moved-build test); how it runs (checkpoints, kernels, workers) may change."""
+    real_step = Trainer._train_step
+
+    def crash_at_step_2(self: Trainer, step: int, batches: list) -> dict[str, float]:
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_step(self, step, batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config(demo_build, max_steps=3, save_every=1), tmp_path / "run")
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    for change in ({"lr": 0.5}, {"max_length": 64}, {"use_margin": True}, {"head_activation": "tanh"}):
+        with pytest.raises(TrainingError, match=f"cannot resume with changed settings: {next(iter(change))}"):
+            fit(config(demo_build, max_steps=3, save_every=1, **change), tmp_path / "run", resume=True)
+    fit(config(demo_build, max_steps=3, save_every=2, layout="packed"), tmp_path / "run", resume=True)
+
+
+def test_no_trainable_pair_is_an_error_not_a_score(demo_build: Path, tmp_path: Path) -> None:
+    """Every draw longer than max_length: no loss or accuracy is made up, no model is written."""
+    with pytest.raises(TrainingError, match="no training pair could be trained on: .*longer than max_length: 16"):
+        fit(config(demo_build, max_steps=2, max_length=8), tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records and all(r["loss"] is None and r["accuracy"] is None and r["pairs"] == 0 for r in records)
+
+
+def test_settings_and_folders_that_cannot_make_a_run_are_refused(demo_build: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["fit", "--shards", str(demo_build), "--model", "tiny", "--global-batch", "8", "--micro-batch", "4"]
+    for setting, message in (("max_steps=0", "max_steps must be >= 1"), ("lr=nan", "lr must be a finite number"),
+                             ("lr=-1", "lr must be a finite number"), ("weight_decay=-1", "weight_decay must be"),
+                             ("head_layers=0", "head_layers and head_width must be >= 1"),
+                             ("head_activation=bogus", "head_activation 'bogus': choose one of"),
+                             ("max_length=0", "max_length must be >= 2")):  # fmt: skip
+        result = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--set", setting])
+        assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output, setting
+    for weight in ("abc", "nan", "inf", "-1"):
+        result = runner.invoke(app, [*base[:2], f"{demo_build}={weight}", *base[3:], "--out", str(tmp_path / "x")])
+        assert result.exit_code == 1 and "the weight" in result.output and "Traceback" not in result.output, weight
+    inside = runner.invoke(app, [*base, "--out", str(demo_build / "run")])
+    assert inside.exit_code == 1 and "inside the build" in inside.output
+    assert not (demo_build / "run").exists()
+
+
+def test_a_run_folder_has_one_writer(demo_build: Path, tmp_path: Path) -> None:
+    from curation.io import only_writer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with only_writer(run / ".lock", "busy"):  # as a trainer that is writing it holds it
+        result = CliRunner().invoke(app, ["fit", "--shards", str(demo_build), "--model", "tiny", "--out", str(run),
+                                          "--global-batch", "8", "--micro-batch", "4"])  # fmt: skip
+    assert (result.exit_code, result.output) == (1, f"error: --out {run}: another trainer is writing this run now\n")
