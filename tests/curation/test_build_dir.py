@@ -73,3 +73,25 @@ def test_a_build_is_found_from_its_folder_its_shards_or_its_manifest(built: Path
         BuildDir.open(built / "images")
     with pytest.raises(BuildError, match="no such build folder"):
         BuildDir.open(built.parent / "absent")
+
+
+@pytest.mark.parametrize("damage", ["fewer rows", "cut short"])
+def test_a_shard_that_is_not_the_manifests_is_refused(built: Path, tmp_path: Path, damage: str) -> None:
+    """A shard swapped for a shorter valid one, or cut short, is named; nothing trains on it silently."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    copy = tmp_path / "demo"
+    shutil.copytree(built, copy)
+    shard = copy / "shards" / "train-00001-of-00003.arrow"
+    table = ipc.open_stream(pa.BufferReader(shard.read_bytes())).read_all()  # in memory: the file is rewritten
+    if damage == "fewer rows":
+        with pa.OSFile(str(shard), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table.slice(0, 2))
+        match = rf"{shard}: 2 rows where the manifest lists {table.num_rows}"
+    else:
+        shard.write_bytes(shard.read_bytes()[:3000])
+        match = rf"{shard}: a damaged shard"
+    for reader in (lambda: BuildDir.open(copy).pairs(), lambda: _fit(copy)):
+        with pytest.raises(BuildError, match=match):
+            reader()
