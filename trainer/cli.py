@@ -195,8 +195,7 @@ def eval_(
     elif out.suffix == ".json" or out.is_file():
         _fail(f"--out {out}: the folder reports are written into (each named by its time and benchmarks), not a file")
     try:
-        roots = dict(_key_value(item, "--images-root") for item in images_root or [])
-        specs = [BenchSpec.parse(b, roots) for b in bench]
+        specs = _bench_specs(bench, images_root)
         specs = [BenchSpec(s.name, s.location, s.images_root, {"grouping": vl_grouping}) if s.name == "vl_rewardbench"
                  else s for s in specs]  # fmt: skip
         models = [load_reward_model(m) for m in model]
@@ -397,7 +396,6 @@ def ablate(
     from trainer.ablate import ablate as run_ablation
     from trainer.backbone import check_model_source
     from trainer.config import load_config
-    from trainer.evaluate import BenchSpec
 
     recipes = mix or []
     if per_source and len(recipes) != 1:
@@ -413,8 +411,7 @@ def ablate(
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)
-        roots = dict(_key_value(item, "--images-root") for item in images_root or [])
-        specs = [BenchSpec.parse(b, roots) for b in bench or []]
+        specs = _bench_specs(bench or [], images_root)
         say = lambda text: console.print(f"[dim]{text}[/dim]")  # noqa: E731
         rows = run_ablation(variants, settings, specs, out, on_step=say, audit_folds=audit_folds if audit_ else 0)
     except (InputError, OSError, ValueError) as exc:
@@ -487,6 +484,18 @@ def check_run_folder(out: Path, resume: bool, shards: Sequence[str] = ()) -> Non
         raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
     if held and not is_run:
         raise InputError(f"--out {out}: holds other files, not a run; choose a new or empty folder")
+
+
+def _bench_specs(bench: list[str], images_root: list[str] | None) -> list[Any]:
+    """The --bench specs with their --images-root; a root for a benchmark not given is a mistake, said so."""
+    from trainer.evaluate import BenchSpec
+
+    roots = dict(_key_value(item, "--images-root") for item in images_root or [])
+    specs = [BenchSpec.parse(b, roots) for b in bench]
+    stray = sorted(set(roots) - {spec.name for spec in specs})
+    if stray:
+        raise InputError(f"--images-root {', '.join(stray)}=...: no --bench {', '.join(stray)}=FILE given")
+    return specs
 
 
 def _at_least_1(**values: int) -> None:

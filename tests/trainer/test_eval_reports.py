@@ -171,3 +171,13 @@ def test_a_group_scored_only_over_all_items_keeps_its_column() -> None:
             {"model": "m", "result": "over all", "overall": 60.0, "hallucination": 75.0, "general": 0.0,
              "general_plus": 0.0}]  # fmt: skip
     assert table_columns(rows) == ["model", "result", "overall", "hallucination", "general"]
+
+
+def test_an_images_root_for_no_benchmark_is_refused(run: Path, bench: tuple[Path, Path]) -> None:
+    before = report_names(run)
+    args = ["eval", "--model", str(run), "--bench", f"vl_rewardbench={bench[0]}", "--images-root",
+            f"vl_rewardbench={bench[1]}", "--images-root", f"mm_rlhf_rewardbench={bench[1]}"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert (result.exit_code, result.output) == (
+        1, "error: --images-root mm_rlhf_rewardbench=...: no --bench mm_rlhf_rewardbench=FILE given\n")  # fmt: skip
+    assert report_names(run) == before
