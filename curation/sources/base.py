@@ -18,10 +18,11 @@ from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 
+from curation import readers
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot, decode_image
 from curation.pair import Pair
-from curation.readers import Record, files_note, is_hub_id, iter_hub, iter_local, source_files
+from curation.readers import Record, files_note, iter_location, source_files
 
 
 @dataclass(frozen=True)
@@ -142,11 +143,14 @@ class Adapter:
 
     def records(self, location: str, images_root: ImagesRoot) -> Iterator[Record]:
         """Native rows of `location` (a local file/folder or a Hub id)."""
-        if is_hub_id(location):
-            yield from iter_hub(location, self.read.config, self.read.split or self.default_split(),
-                                self.read.revision, self.columns, self.read.data_dir)  # fmt: skip
-        else:
-            yield from iter_local(Path(location), self.columns, self.local_files(location))
+        yield from iter_location(
+            location,
+            config=self.read.config,
+            split=self.read.split or self.default_split(),
+            revision=self.read.revision,
+            columns=self.columns,
+            data_dir=self.read.data_dir,
+        )
 
     def local_files(self, location: str) -> list[Path]:
         """The files of a local file or folder this adapter reads: those of its split (`readers.source_files`)."""
@@ -157,7 +161,7 @@ class Adapter:
 
     def files_note(self, location: str) -> str | None:
         """What of a local folder this adapter leaves unread (another split's files), or None."""
-        if is_hub_id(location) or not Path(location).is_dir():
+        if readers.is_hub_id(location) or not Path(location).is_dir():
             return None
         return files_note(Path(location), self.local_files(location), self.read.split or self.default_split())
 
