@@ -71,13 +71,15 @@ def test_a_fold_is_left_out_of_every_extra_build_that_holds_its_pairs(demo_build
     assert data.counts[str(demo_build)]["left_out"] > 0
 
 
+def stop_at_fold_1(fold: int, what: str) -> None:
+    """An audit interrupted as fold 1 begins (fold 0 trained and judged)."""
+    if fold == 1:
+        raise KeyboardInterrupt
+
+
 def test_an_interrupted_audit_resumes_by_fold(demo_build: Path, tmp_path: Path, audited: tuple) -> None:
     build = tmp_path / "build"
     shutil.copytree(demo_build, build)
-
-    def stop_at_fold_1(fold: int, what: str) -> None:
-        if fold == 1:
-            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         audit(build, CONFIG, 2, tmp_path / "run", on_fold=stop_at_fold_1)
@@ -98,10 +100,6 @@ def test_an_audit_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path
     fold models trained before are kept."""
     build = tmp_path / "build"
     shutil.copytree(demo_build, build)
-
-    def stop_at_fold_1(fold: int, what: str) -> None:
-        if fold == 1:
-            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         audit(build, CONFIG, 2, tmp_path / "run", on_fold=stop_at_fold_1)

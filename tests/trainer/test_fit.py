@@ -223,10 +223,8 @@ def test_flex_attention_and_packed_rows_train_as_the_default_does(
     assert other["eval/accuracy"] == default["eval/accuracy"]
 
 
-def test_a_run_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A build is known by its shards' contents: a run resumes from the build's new folder, and refuses a build
-    of other contents."""
-    shutil.copytree(demo_build, tmp_path / "here")
+def _killed_after_step_2(settings: FitConfig, run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` as a run killed after the checkpoint of step 2 left it."""
     real_step = Trainer._train_step
 
     def crash_at_step_2(self: Trainer, step: int, batches: list) -> dict[str, float]:
@@ -234,10 +232,17 @@ def test_a_run_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path, m
             raise KeyboardInterrupt
         return real_step(self, step, batches)
 
-    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config(tmp_path / "here", max_steps=3, save_every=1), tmp_path / "run")
-    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_step", crash_at_step_2)
+        with pytest.raises(KeyboardInterrupt):
+            fit(settings, run)
+
+
+def test_a_run_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build is known by its shards' contents: a run resumes from the build's new folder, and refuses a build
+    of other contents."""
+    shutil.copytree(demo_build, tmp_path / "here")
+    _killed_after_step_2(config(tmp_path / "here", max_steps=3, save_every=1), tmp_path / "run", monkeypatch)
     (tmp_path / "here").rename(tmp_path / "there")
     other = tmp_path / "other"
     shutil.copytree(tmp_path / "there", other)
@@ -256,17 +261,7 @@ def test_a_resume_refuses_what_changes_the_learning_and_keeps_how_it_runs(
 ) -> None:
     """A resumed run is one run: a changed learning rate, length, head or loss is refused (a rebuilt build too,
     in the moved-build test); how it runs (checkpoints, kernels, workers) may change."""
-    real_step = Trainer._train_step
-
-    def crash_at_step_2(self: Trainer, step: int, batches: list) -> dict[str, float]:
-        if step == 2:
-            raise KeyboardInterrupt
-        return real_step(self, step, batches)
-
-    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config(demo_build, max_steps=3, save_every=1), tmp_path / "run")
-    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    _killed_after_step_2(config(demo_build, max_steps=3, save_every=1), tmp_path / "run", monkeypatch)
     for change in ({"lr": 0.5}, {"max_length": 64}, {"use_margin": True}, {"head_activation": "tanh"}):
         with pytest.raises(TrainingError, match=f"cannot resume with changed settings: {next(iter(change))}"):
             fit(config(demo_build, max_steps=3, save_every=1, **change), tmp_path / "run", resume=True)
