@@ -476,7 +476,8 @@ def check_run_folder(out: Path, resume: bool, shards: Sequence[str] = ()) -> Non
     for spec in shards:
         build = Path(spec.partition("=")[0]).resolve()
         build = build.parent if build.name == "shards" else build
-        if build == out.resolve() or build in out.resolve().parents:
+        inside = build == out.resolve() or build in out.resolve().parents
+        if inside and (build / "manifest.json").is_file():  # a folder that is no build is said so by the data
             raise InputError(f"--out {out}: inside the build {spec.partition('=')[0]}; a run folder goes elsewhere")
     held = {entry.name for entry in out.iterdir() if not entry.name.startswith(".")} if out.is_dir() else set()
     is_run = {"config.yaml", "metrics.jsonl"} <= held or any((out / "checkpoints").glob("step-*"))
