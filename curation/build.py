@@ -316,6 +316,9 @@ class Builder:
         self.warnings = [empty for spec in sources if (empty := self.ingested[spec.name].no_pairs(spec.name))]
         if self.strict and self.warnings:
             raise InputError(f"{'; '.join(self.warnings)} (--strict)")
+        # a folder whose split (or config) left some of its data files unread: said, as the ingest says it
+        self.warnings += [f"source '{spec.name}': {note}" for spec in sources
+                          if not is_uri(spec.path) and (note := _adapter(spec).files_note(spec.path))]  # fmt: skip
         self.benchmarks = dict(zip((s.name for s in benchmarks), summaries[len(sources) :], strict=True))
         for spec in benchmarks:
             summary = self.benchmarks[spec.name]

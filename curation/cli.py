@@ -420,7 +420,9 @@ def build_cmd(
     print_funnel(manifest)
     if manifest["signals_reused"]:
         console.print(f"signals reused from the cache (not computed again): {', '.join(manifest['signals_reused'])}")
-    console.print(f"{manifest['rows_in_shards']} pairs in {len(manifest['shards'])} shard(s) -> {out}")
+    from curation.build_card import shards_text
+
+    console.print(f"{shards_text(manifest)} -> {out}", markup=False, highlight=False)
     for warning in manifest["warnings"]:
         _warn(warning)
 

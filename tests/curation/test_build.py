@@ -208,3 +208,14 @@ def test_a_pair_the_mix_leaves_out_says_where_it_ranked_and_how_many_were_taken(
     details = sorted(r["detail"] for r in rejects if r["reason"] == "not selected by mix")
     # ultrafeedback: 8 kept pairs, `count: 5` takes the first 5 in hash order; ranks count from 1
     assert details == [f"hash rank {k} of 8 pairs available to the mix; it takes the first 5" for k in (6, 7, 8)]
+
+
+def test_a_folder_split_leaving_files_unread_is_a_warning(tmp_path: Path) -> None:
+    row = {"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5", "metadata": {}}
+    write_jsonl(tmp_path / "repo" / "train.jsonl", [row])
+    write_jsonl(tmp_path / "repo" / "test.jsonl", [{**row, "prompt": "What is 3 + 3?"}])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: split\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: repo, split: test}\n")
+    manifest = build(load_recipe(recipe), tmp_path / "b")
+    assert manifest["sources"]["uf"]["rows_read"] == 1
+    assert any("read 1 of its 2 data files, those of the split 'test'" in w for w in manifest["warnings"])
