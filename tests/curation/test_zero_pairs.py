@@ -63,7 +63,7 @@ def test_build_records_the_warning_and_prints_it_after(tmp_path: Path) -> None:
     result = runner.invoke(app, ["build", "--mix", str(_recipe(tmp_path)), "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert _one_line(result, "warning: ") == f"warning: {WARNING}"
-    assert "3 pairs in 1 shard(s)" in result.stdout
+    assert "3 rows in 1 shard(s): 3 distinct pairs" in result.stdout
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["warnings"] == [WARNING]
     assert f"> **Warning:** {WARNING}" in (tmp_path / "b" / "README.md").read_text()
 
