@@ -164,6 +164,7 @@ class Build:
         self.dups = self.dir.dups()
         self.signal_files = self.dir.signals()
         self.contamination_file = self.dir.optional(CONTAMINATION)
+        self._queue_counts: dict[tuple[str, str | None], tuple[int, int]] = {}
 
     def table(self, path: Path) -> str:
         """The SQL name of a confined parquet file of this build (read exactly: no glob patterns)."""
@@ -368,7 +369,13 @@ class Build:
         )
 
     def review_queue_counts(self, queue: str, source: str | None = None) -> tuple[int, int]:
-        """(pairs in the queue, those of them in the shards)."""
+        """(pairs in the queue, those of them in the shards), counted once per opened build (its files do not
+        change; a review changes the next build)."""
+        if (queue, source) not in self._queue_counts:
+            self._queue_counts[queue, source] = self._count_queue(queue, source)
+        return self._queue_counts[queue, source]
+
+    def _count_queue(self, queue: str, source: str | None) -> tuple[int, int]:
         where = "WHERE source = ?" if source else ""
         query, _ = self._queue_query(queue, where)
         found = self.rows(
