@@ -35,6 +35,7 @@ import yaml
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
+from curation.io import sha256_file
 from curation.ops.rm_margin import AUDIT_METADATA
 from trainer.config import FitConfig
 from trainer.data import SKIP_TOO_LONG, featurize, fold_of
@@ -195,12 +196,25 @@ def _read_plan(path: Path) -> dict[str, Any]:
     return stored
 
 
-def _judged(folder: Path, fold: int, expected: list[str], plan: str) -> pa.Table | None:
-    """A fold's stored scores, if they are whole: judged to the end (`fold.json` written after them) under this
-    plan, exactly the fold's pairs under its number, every margin finite or null with its reason. Anything else (a
-    damaged or foreign file) is judged again."""
-    if not (folder / "fold.json").is_file():
+def _written_digest(path: Path) -> str | None:
+    """The scores' sha256 that `fold.json` recorded, or None (a marker from before digests, or unreadable: its
+    counts are never read back, only what it says of the scores)."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
+    digest = found.get("scores_sha256") if isinstance(found, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def _judged(folder: Path, fold: int, expected: list[str], plan: str) -> pa.Table | None:
+    """A fold's stored scores, if they are whole: judged to the end (`fold.json` written after them, with their
+    sha256) under this plan, exactly the fold's pairs under its number, every margin finite or null with its
+    reason. Anything else (a damaged, foreign or edited file) is judged again."""
+    if not (folder / "fold.json").is_file() or not (folder / "scores.parquet").is_file():
+        return None
+    if _written_digest(folder / "fold.json") not in (None, sha256_file(folder / "scores.parquet")):
+        return None  # changed since it was judged (by hand, say): judged again
     try:
         stored = pq.read_table(folder / "scores.parquet")
         table = stored.cast(AUDIT_SCHEMA)
@@ -310,7 +324,7 @@ def audit(
             folder.mkdir(parents=True, exist_ok=True)
             _write(table, folder / "scores.parquet")
         report = fold_report(table, k, in_shards)
-        _write_json(report, folder / "fold.json")
+        _write_json({**report, "scores_sha256": sha256_file(folder / "scores.parquet")}, folder / "fold.json")
         tables.append(table)
         reports.append(report)
     joined = pa.concat_tables(tables).sort_by("pair_id").cast(AUDIT_SCHEMA)

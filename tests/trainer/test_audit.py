@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -124,11 +125,13 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
     older = {k: v for k, v in plan["config"].items() if k != "attention"}
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": older}))
     older_digest = hashlib.sha256(json.dumps({**plan, "config": older}, sort_keys=True).encode()).hexdigest()
-    for k in (0, 1):  # and its folds' scores carry the digest of that plan
+    for k in (0, 1):  # and its folds' scores carry the digest of that plan (and fold.json no scores digest)
         scores = pq.read_table(resumed / f"fold-{k}" / "scores.parquet")
         pq.write_table(
             scores.replace_schema_metadata({FOLD_PLAN: older_digest}), resumed / f"fold-{k}" / "scores.parquet"
         )
+        marker = json.loads((resumed / f"fold-{k}" / "fold.json").read_text())
+        (resumed / f"fold-{k}" / "fold.json").write_text(json.dumps({**marker, "scores_sha256": None}))
     steps: list[tuple[int, str]] = []
     report = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
     assert steps == []  # nothing trained or judged again
@@ -203,10 +206,18 @@ def _nan_margins(path: Path) -> None:
     pq.write_table(table.set_column(index, "margin", pa.array([float("nan")] * table.num_rows)), path)
 
 
+def _flip_margins(path: Path) -> None:
+    """Margins edited by hand: the same pairs, plan and schema, every margin finite, the signs reversed."""
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("margin")
+    pq.write_table(table.set_column(index, table.schema.field("margin"), pc.negate(table.column("margin"))), path)
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         lambda run: (run / "fold-1" / "scores.parquet").write_bytes(b"PAR1"),  # cut short by a crash
+        lambda run: _flip_margins(run / "fold-1" / "scores.parquet"),
         lambda run: shutil.copyfile(run / "fold-0" / "scores.parquet", run / "fold-1" / "scores.parquet"),  # foreign
         lambda run: _relabel_fold(run / "fold-1" / "scores.parquet"),
         lambda run: _nan_margins(run / "fold-1" / "scores.parquet"),
@@ -244,7 +255,11 @@ def test_a_fold_report_is_counted_from_its_scores_never_read_back(audited: tuple
     again = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
     assert steps == []  # the scores are whole: nothing judged again
     assert again["folds"] == report["folds"] and again["held_out"] == report["held_out"]
-    assert json.loads((resumed / "fold-1" / "fold.json").read_text()) == report["folds"][1]
+    written = json.loads((resumed / "fold-1" / "fold.json").read_text())
+    assert (
+        written.pop("scores_sha256") == hashlib.sha256((resumed / "fold-1" / "scores.parquet").read_bytes()).hexdigest()
+    )
+    assert written == report["folds"][1]
 
 
 def test_a_damaged_or_foreign_run_folder_is_refused_with_a_reason(audited: tuple, tmp_path: Path) -> None:
