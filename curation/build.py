@@ -108,21 +108,18 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[
 
 
 def _input_stamp(spec: SourceSpec) -> str:
-    """What an ingest read, told apart cheaply: a digest of each local file's size and modification time, the
-    images root's included (an object store's listing; a Hub id's coordinates). A resumed build ingests a source
-    again when its stamp changed."""
-    stamp: dict[str, Any] = {}
-    for name, location in (("path", spec.path), ("images_root", spec.images_root)):
-        if location is None:
-            continue
-        path = Path(str(location))
-        if is_uri(str(location)) or not path.exists():
-            stamp[name] = storage.listing(str(location)) if is_uri(str(location)) else str(location)
-            continue
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        stamp[name] = [[p.relative_to(path).as_posix(), (st := p.stat()).st_size, st.st_mtime_ns] for p in files]
-    if not Path(spec.path).exists() and not is_uri(spec.path):
-        stamp["hub"] = _fingerprint(spec)
+    """What an ingest read, told apart cheaply: a digest of each local input file's size and modification time
+    (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the source's files. A
+    resumed build ingests a source again when its stamp changed."""
+    path = Path(spec.path)
+    if is_uri(spec.path) or not path.exists():
+        stamp: Any = _fingerprint(spec)
+    else:
+        stamp = []
+        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+            with contextlib.suppress(FileNotFoundError):  # a file that went while listing is no input
+                stat = file.stat()
+                stamp.append([file.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns])
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
 
 
