@@ -16,7 +16,6 @@ never printed, logged or written.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from curation.build_card import shards_text
 from curation.build_dir import IMAGES, MANIFEST, BuildDir
 from curation.errors import InputError
 from curation.ingest import publish_folder
+from curation.readers import HUB_ID
 
 ROWS_PER_GROUP_WITH_IMAGES = 100
 ROWS_PER_GROUP_TEXT = 10_000
@@ -233,11 +233,8 @@ def card_text(
     return "\n".join(lines)
 
 
-REPO_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # the Hub's USER/NAME
-
-
 def check_repo_id(repo: str) -> None:
-    if not REPO_ID.fullmatch(repo):
+    if not HUB_ID.fullmatch(repo):
         raise InputError(f"--repo {repo!r}: not a Hub repo id (USER/NAME: letters, digits, -, _ and .)")
 
 

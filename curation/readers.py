@@ -31,7 +31,10 @@ import pyarrow.parquet as pq
 from curation.errors import InputError, RowError
 
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".arrow")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A Hub repo id as the Hub spells them: `owner/name`, each of letters, digits, `-`, `_` and `.`, neither starting
+# nor ending with `-` or `.`, without `--` or `..`, at most 96 characters.
+_HUB_PART = r"\w(?:[\w.-]{0,94}\w)?"
+HUB_ID = re.compile(rf"(?!.*(--|\.\.)){_HUB_PART}/{_HUB_PART}")
 _BATCH_ROWS = 1000
 # Deeper JSON is no preference row; the bound keeps every later step (meta, writers) far from Python's stack limit.
 MAX_DEPTH = 100
@@ -62,7 +65,7 @@ def printable(text: str) -> str:
 
 
 def is_hub_id(location: str) -> bool:
-    return not Path(location).exists() and bool(_HUB_ID.match(location))
+    return not Path(location).exists() and bool(HUB_ID.fullmatch(location))
 
 
 def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list[Path]:
@@ -345,12 +348,15 @@ def iter_location(
     revision: str | None = None,
     columns: Sequence[str] | None = None,
     data_dir: str | None = None,
+    files: list[Path] | None = None,
 ) -> Iterator[Record]:
-    """Rows of a local file or folder, or of a Hub dataset id when no such local path exists."""
+    """Rows of a local file or folder (`files`: those of it to read, when already listed), or of a Hub dataset id
+    when no such local path exists."""
     if is_hub_id(location):
         yield from iter_hub(location, config=config, split=split, revision=revision, columns=columns, data_dir=data_dir)
     else:
-        yield from iter_local(Path(location), columns, source_files(Path(location), config, split, data_dir))
+        listed = files if files is not None else source_files(Path(location), config, split, data_dir)
+        yield from iter_local(Path(location), columns, listed)
 
 
 # -- JSON --------------------------------------------------------------------------------------------------------

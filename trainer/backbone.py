@@ -13,7 +13,6 @@ Weights load through transformers with `trust_remote_code=False`; `tiny` builds 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from curation.errors import InputError
+from curation.readers import HUB_ID
 from curation.schema import IMAGE_TOKEN
 from trainer import flex_attention, layout
 from trainer.vision_attention import use_batched_vision_attention
@@ -35,10 +35,6 @@ SECONDS_PER_GRID = 1.0  # frame timing is unknown in the canonical schema: 2 fra
 # Models whose decoder takes `attention_mask={"full_attention": 4-D mask}` as given (Llama and Mistral, for
 # example, build their own mask from it and fail).
 SHARED_PREFIX_MODELS = frozenset({"qwen2_5_vl", "qwen2_vl", "qwen2", "qwen3"})
-# A Hub model id as the Hub spells them: `owner/name`, each of letters, digits, `-`, `_` and `.`, neither starting
-# nor ending with `-` or `.`, without `--` or `..`, at most 96 characters.
-_HUB_PART = r"\w(?:[\w.-]{0,94}\w)?"
-HUB_ID = re.compile(rf"(?!.*(--|\.\.)){_HUB_PART}/{_HUB_PART}")
 
 
 class SequenceTooLong(ValueError):

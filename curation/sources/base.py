@@ -150,6 +150,7 @@ class Adapter:
             revision=self.read.revision,
             columns=self.columns,
             data_dir=self.read.data_dir,
+            files=None if readers.is_hub_id(location) else self.local_files(location),  # listed once per ingest
         )
 
     def local_files(self, location: str) -> list[Path]:
