@@ -102,9 +102,14 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
                 "data_dir": spec.data_dir}  # fmt: skip
+    return {"files": {name: sha256_file(p, stop) for name, p in _local_inputs(path)}}
+
+
+def _local_inputs(path: Path) -> list[tuple[str, Path]]:
+    """A local source's files, each with its name relative to the source's folder (a file: its own name)."""
     base = path if path.is_dir() else path.parent
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {"files": {p.relative_to(base).as_posix(): sha256_file(p, stop) for p in files}}
+    return [(p.relative_to(base).as_posix(), p) for p in files]
 
 
 def _input_stamp(spec: SourceSpec) -> str:
@@ -116,10 +121,10 @@ def _input_stamp(spec: SourceSpec) -> str:
         stamp: Any = _fingerprint(spec)
     else:
         stamp = []
-        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        for name, file in _local_inputs(path):
             with contextlib.suppress(FileNotFoundError):  # a file that went while listing is no input
                 stat = file.stat()
-                stamp.append([file.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns])
+                stamp.append([name, stat.st_size, stat.st_mtime_ns])
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
 
 
