@@ -21,7 +21,7 @@ import yaml
 
 from curation.errors import InputError
 from curation.ops import OPS
-from curation.ops.base import file_fields
+from curation.ops.base import file_fields, model_fields
 from curation.readers import is_hub_id
 from curation.sources import REGISTRY
 from curation.storage import check_uri, is_uri
@@ -195,6 +195,9 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Pa
         except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
             raise loc.error((*keys, name), f"{given}: cannot be resolved ({exc})") from None
         out[name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
+    for name in model_fields(cls) if base is not None else []:
+        if out.get(name):
+            out[name] = _model(loc, (*keys, name), out[name], base)
     params = cls(**out)
     if hasattr(params, "check"):
         try:
@@ -203,6 +206,27 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Pa
             about_a_file = base is not None and str(base) in str(exc)  # a resolved path is named
             raise loc.error(keys, str(exc), f"relative paths resolve against {base}" if about_a_file else "") from None
     return params
+
+
+def _model(loc: _Located, keys: tuple[str, ...], given: str, base: Path) -> str:
+    """A model's local folder, resolved against the recipe's folder, or else its Hub name as given."""
+    if is_uri(given):
+        raise loc.error(keys, f"{given}: an object store's URI; give a Hub name or a local folder")
+    try:
+        local = (base / given).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise loc.error(keys, f"{given}: cannot be resolved ({exc})") from None
+    if local.exists():
+        return str(local)
+    if given.startswith((".", "/", "~")) or given.count("/") > 1 or "\\" in given:  # a path, not a Hub name
+        raise loc.error(keys, f"{given}: no such folder", f"resolved against {base}")
+    if Path(given).exists():  # a name that loads from the working directory would change with it
+        raise loc.error(
+            keys,
+            f"{given}: no such folder beside the recipe, only in the working directory",
+            f"paths in a recipe resolve against its folder, {base}",
+        )
+    return given
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -25,7 +25,7 @@ import yaml
 from curation.build import build
 from curation.build_dir import BuildDir
 from curation.errors import InputError
-from curation.ops.base import file_fields
+from curation.ops.base import file_fields, model_fields
 from curation.recipe import Recipe, load_recipe
 from trainer.audit import audit
 from trainer.config import FitConfig
@@ -54,14 +54,14 @@ def _absolute(recipe: Recipe, section: str) -> dict[str, Any]:
 
 
 def _portable(recipe: Recipe) -> dict[str, Any]:
-    """The recipe's data with every local path resolved (sources, benchmarks, the ops' files), so the variant file
-    can live anywhere."""
+    """The recipe's data with every local path resolved (sources, benchmarks, the ops' files and model folders), so
+    the variant file can live anywhere."""
     data = yaml.safe_load(recipe.text)
     data["sources"] = _absolute(recipe, "sources")
     if recipe.benchmarks:
         data["benchmarks"] = _absolute(recipe, "benchmarks")
     for name, params in (data.get("ops") or {}).items():
-        for key in file_fields(recipe.ops[name]):
+        for key in file_fields(recipe.ops[name]) + model_fields(recipe.ops[name]):
             if isinstance(params, dict) and key in params:
                 value = getattr(recipe.ops[name], key)
                 params[key] = list(value) if isinstance(value, tuple) else value

@@ -25,11 +25,18 @@ from curation.errors import InputError
 from curation.ops.context import BuildContext
 
 FILE = {"path": True}  # `field(metadata=FILE)`: a local file the op reads, resolved against the recipe's folder
+# `field(metadata=MODEL)`: a model's Hub name or its local folder; a folder resolves against the recipe's folder.
+MODEL = {"model": True}
 
 
 def file_fields(params: Any) -> list[str]:
     """The names of an op's parameters (its `Params` class or an instance) that are local files."""
     return [spec.name for spec in dataclasses.fields(params) if spec.metadata.get("path")]
+
+
+def model_fields(params: Any) -> list[str]:
+    """The names of an op's parameters that name a model (a Hub name or a local folder)."""
+    return [spec.name for spec in dataclasses.fields(params) if spec.metadata.get("model")]
 
 
 def files_of(params: Any) -> list[str]:

