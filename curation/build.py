@@ -112,20 +112,38 @@ def _local_inputs(path: Path) -> list[tuple[str, Path]]:
     return [(p.relative_to(base).as_posix(), p) for p in files]
 
 
-def _input_stamp(spec: SourceSpec) -> str:
+def _input_stamp(spec: SourceSpec, skip: tuple[Path, ...] = ()) -> str:
     """What an ingest read, told apart cheaply: a digest of each local input file's size and modification time
-    (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the source's files. A
-    resumed build ingests a source again when its stamp changed."""
+    (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the source's files, and
+    of each file under a local images root but those under `skip` (the build's own folders, which may lie inside
+    it). A resumed build ingests a source again when its stamp changed."""
     path = Path(spec.path)
-    if is_uri(spec.path) or not path.exists():
-        stamp: Any = _fingerprint(spec)
-    else:
-        stamp = []
-        for name, file in _local_inputs(path):
-            with contextlib.suppress(FileNotFoundError):  # a file that went while listing is no input
-                stat = file.stat()
-                stamp.append([name, stat.st_size, stat.st_mtime_ns])
+    stamp: Any = _fingerprint(spec) if is_uri(spec.path) or not path.exists() else _stats(_local_inputs(path))
+    if spec.images_root and not is_uri(spec.images_root):
+        stamp = [stamp, _stats(_files_under(Path(spec.images_root), skip))]
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
+
+
+def _stats(files: list[tuple[str, Path]]) -> list[list[Any]]:
+    stats = []
+    for name, file in files:
+        with contextlib.suppress(FileNotFoundError):  # a file that went while listing is no input
+            stat = file.stat()
+            stats.append([name, stat.st_size, stat.st_mtime_ns])
+    return stats
+
+
+def _files_under(root: Path, skip: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """The files under `root` (a zip: itself), by relative name, leaving out the folders in `skip`."""
+    if not root.is_dir():
+        return [(root.name, root)]
+    skipped = {p.resolve() for p in skip}
+    files = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in skipped)
+        files += [((here / n).relative_to(root).as_posix(), here / n) for n in names]
+    return sorted(files)
 
 
 class Builder:
@@ -270,7 +288,7 @@ class Builder:
         finished = read_json_state(done) if self.resume and target.is_dir() else None
         # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
         # ... and its input may have changed since: then what it ingested is not what the manifest will hash
-        stamp = _input_stamp(spec)
+        stamp = _input_stamp(spec, skip=(self.out, self.tmp))
         if (
             isinstance(finished, dict)
             and finished.get("file_sizes") == _file_sizes(target)

@@ -144,6 +144,32 @@ def test_a_source_changed_before_the_resume_is_ingested_again(demo_recipe: Path,
     assert build_digests(out) == build_digests(tmp_path / "fresh")
 
 
+def test_an_image_changed_before_the_resume_is_read_again(demo_recipe: Path, tmp_path: Path) -> None:
+    """An images root is an input too: an image replaced between the interruption and the resume is read again.
+    The build's own folders are no input, even inside the images root: they change as it runs."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(demo_recipe.parent.parent, root)
+    recipe = root / "mixes" / "demo.yaml"
+    media = root / "demo_data" / "native" / "mm_rlhf" / "media"
+    inside = media / "b"
+    subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(inside), "validate"], check=False)
+    seen: list[str] = []
+    build(load_recipe(recipe), inside, resume=True, on_stage=seen.append)
+    assert not any(s.startswith("ingest ") for s in seen)
+
+    out = tmp_path / "b"
+    subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(out), "validate"], check=False)
+    image, donor = sorted((media / "short").iterdir())[:2]
+    image.write_bytes(donor.read_bytes())
+    seen.clear()
+    build(load_recipe(recipe), out, resume=True, on_stage=seen.append)
+    assert "ingest mm_rlhf" in seen and "ingest hh_rlhf" not in seen
+    build(load_recipe(recipe), tmp_path / "fresh")
+    assert build_digests(out) == build_digests(tmp_path / "fresh")
+
+
 def test_a_second_build_of_the_same_folder_is_refused_while_the_first_runs(demo_recipe: Path, tmp_path: Path) -> None:
     """It used to remove the first build's `.partial` folder under it; now it says the folder is being written."""
     from curation.errors import InputError
