@@ -88,6 +88,7 @@ class ImagesRoot:
         self._zip: zipfile.ZipFile | None = None
         self._zip_names: dict[str, str] = {}  # normalized name -> the archive's own member name
         self._basenames: dict[str, str] | None = None
+        self._zip_folders: set[str] | None = None  # the folders the archive's names lie in, made on first use
         if root is None:
             return
         if not root.exists():
@@ -102,6 +103,19 @@ class ImagesRoot:
             # Members whose own name escapes the archive (`../x`, `a/../../x`, `/x`) are never served.
             normal = {n: _contained(n) for n in self._zip.namelist() if not n.endswith("/")}
             self._zip_names = {name: member for member, name in normal.items() if name is not None}
+
+    def holds(self, rel: str) -> bool:
+        """Whether `rel` names a file or a folder inside the root."""
+        name = None if self.root is None else _contained(self._clean(rel))
+        if name is None:
+            return False
+        if self._zip is not None:
+            if self._zip_folders is None:
+                self._zip_folders = {str(p) for n in self._zip_names for p in PurePosixPath(n).parents}
+            return name in self._zip_names or name in self._zip_folders
+        assert self.root is not None
+        path = (self.root / name).resolve()
+        return path.is_relative_to(self.root.resolve()) and path.exists()
 
     @staticmethod
     def _clean(rel: str) -> str:

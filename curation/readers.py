@@ -306,9 +306,11 @@ def iter_hub(
     revision: str | None = None,
     columns: Sequence[str] | None = None,
     data_dir: str | None = None,
+    data_files: str | None = None,
 ) -> Iterator[Record]:
     """Stream a Hub dataset without decoding images (bytes stay bytes); no remote code is run. A stream that
-    breaks part way keeps the rows read and becomes one reject for the rest (`split:N+`)."""
+    breaks part way keeps the rows read and becomes one reject for the rest (`split:N+`). `data_files` reads
+    one file of the repository (as the split `train`) instead of a config."""
     import datasets  # imported lazily: only Hub reads need it
     from huggingface_hub.utils import logging as hub_logging
 
@@ -316,8 +318,9 @@ def iter_hub(
     hub_logging.set_verbosity_error()  # its retries are not the one error line
     try:
         ds = datasets.load_dataset(
-            hub_id, name=config, split=split, revision=revision, data_dir=data_dir, streaming=True
-        )
+            hub_id, name=config, split=split, revision=revision, data_dir=data_dir, data_files=data_files,
+            streaming=True,
+        )  # fmt: skip
     except Exception as exc:  # the Hub client raises many types; the message is what the user needs
         # `owner/name` whose owner is a local folder: most likely a local path mistyped
         local = f"no local path {hub_id} (its folder {Path(hub_id).parent} exists), and " if Path(
@@ -349,11 +352,13 @@ def iter_location(
     columns: Sequence[str] | None = None,
     data_dir: str | None = None,
     files: list[Path] | None = None,
+    data_files: str | None = None,
 ) -> Iterator[Record]:
     """Rows of a local file or folder (`files`: those of it to read, when already listed), or of a Hub dataset id
-    when no such local path exists."""
+    when no such local path exists (`data_files`: the repository's file to read instead of its config)."""
     if is_hub_id(location):
-        yield from iter_hub(location, config=config, split=split, revision=revision, columns=columns, data_dir=data_dir)
+        yield from iter_hub(location, config=config, split=split, revision=revision, columns=columns,
+                            data_dir=data_dir, data_files=data_files)  # fmt: skip
     else:
         listed = files if files is not None else source_files(Path(location), config, split, data_dir)
         yield from iter_local(Path(location), columns, listed)

@@ -222,6 +222,9 @@ def hub_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
         dataset = datasets.Dataset.from_list(rows, features=features)
         (root / "repo" / "data").mkdir(parents=True)
         dataset.to_parquet(str(root / "repo" / "data" / "train-00000-of-00001.parquet"))
+        hub_file = get_adapter(key).info.hub_file
+        if hub_file is not None and config is None:  # the file a Hub id reads instead of the parquet config
+            dataset.to_json(str(root / "repo" / hub_file))
         if config is not None:  # the repo's card names the config, as a Hub dataset with configs does
             files = "  data_files:\n  - split: train\n    path: data/*.parquet\n"
             (root / "repo" / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n{files}---\n")

@@ -35,6 +35,9 @@ class SourceInfo:
     license: str
     description: str
     default_split: str = "train"  # the Hub split read when none is given
+    # The repository's file read when no config is given, where the default config holds other data
+    # (MM-RLHF's `dpo_pairs.jsonl` beside a parquet `data/` folder); a local snapshot is read the same way.
+    hub_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,13 +154,22 @@ class Adapter:
             columns=self.columns,
             data_dir=self.read.data_dir,
             files=None if readers.is_hub_id(location) else self.local_files(location),  # listed once per ingest
+            data_files=self._hub_file(),
         )
 
+    def _hub_file(self) -> str | None:
+        return self.info.hub_file if self.read.config is None and self.read.data_dir is None else None
+
     def local_files(self, location: str) -> list[Path]:
-        """The files of a local file or folder this adapter reads: those of its split (`readers.source_files`)."""
+        """The files of a local file or folder this adapter reads: those of its split (`readers.source_files`),
+        or the adapter's `hub_file` in a snapshot of its repository."""
         if location not in self._files:
             split = self.read.split or self.default_split()
-            self._files[location] = source_files(Path(location), self.read.config, split, self.read.data_dir)
+            hub_file = self._hub_file()
+            if hub_file is not None and (Path(location) / hub_file).is_file():
+                self._files[location] = [Path(location) / hub_file]
+            else:
+                self._files[location] = source_files(Path(location), self.read.config, split, self.read.data_dir)
         return self._files[location]
 
     def files_note(self, location: str) -> str | None:

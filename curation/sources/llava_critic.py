@@ -15,13 +15,15 @@ with none of them is read from free-text phrases ("Response 2 is better", "the f
 `chosen`; two identical responses are a tie only when the critique says so (a critique preferring one of two
 identical responses is rejected as "identical responses"). Nothing is guessed: an unrecognized layout, an empty
 response or no verdict rejects the row. Extraction can still truncate a response that itself contains the
-closing delimiter. `pointwise` rows (one response and a score) are rejected as "pointwise row (no pair)".
+closing delimiter. The config defaults to `pairwise` (the Hub dataset declares no default); `pointwise` rows
+(one response and a score) are rejected as "pointwise row (no pair)".
 `source` (the origin dataset) is the `subset`. `conversations` is read as a list of turns or as the record of
 lists `datasets` serves for a `sequence` of structs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -140,6 +142,11 @@ class LlavaCritic(Adapter):
     )
     mapped_fields = frozenset({"conversations", "image", "source"})
     record_lists = frozenset({"conversations"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.read.config is None:  # the Hub dataset declares `pairwise` and `pointwise`, neither the default
+            self.read = dataclasses.replace(self.read, config="pairwise")
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         if self.read.config == "pointwise":

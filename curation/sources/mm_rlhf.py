@@ -28,6 +28,7 @@ class MmRlhf(Adapter):
         hub_id="yifanzhang114/MM-RLHF",
         license="unknown",
         description="Human-ranked MLLM responses over images and videos, as ready pairs (dpo_pairs.jsonl).",
+        hub_file="dpo_pairs.jsonl",  # the repository's default config is other data (data/*.parquet)
     )
     mapped_fields = frozenset({"image", "video", "prompt", "chosen", "rejected"})
 

@@ -2,9 +2,11 @@
 
 `meta.json` maps a subset name to `{root, annotation, data_augment, repeat_time, length}`. Given the
 folder that holds `meta.json` (or the file itself), subsets are read in sorted name order; `annotation`
-is resolved relative to `meta.json`'s folder (absolute paths are kept). A row's media live under the subset's
-`root`, read under `--images-root` when one is given, else under `meta.json`'s folder. `subset` is the subset
-name.
+is resolved relative to `meta.json`'s folder. A row's media live under the subset's `root`, read under
+`--images-root` when one is given, else under `meta.json`'s folder. Releases write these paths differently
+(absolute paths of the authors' cluster, paths from the folder above `MMPR/`): a path that does not exist is
+read as its longest tail that does (`/mnt/.../MMPR/annotations/x.jsonl` as `annotations/x.jsonl`). `subset` is
+the subset name.
 
 Media, as InternVL's MPO/DPO loader (`LazySupervisedDataset.__getitem__`) chooses them: a non-empty `image` (one
 relative path, a list for multi-image) wins; else a `video` that is neither null nor "" is a video, either a
@@ -30,9 +32,9 @@ import hashlib
 import json
 import math
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from curation.errors import InputError, RowError
@@ -95,6 +97,18 @@ def load_meta(path: Path) -> dict[str, dict[str, Any]]:
     return meta
 
 
+def located(given: str, exists: Callable[[str], bool]) -> str:
+    """`given`, or where it does not exist the longest tail of it that does (else `given`): a `meta.json`
+    written elsewhere names its files by absolute paths (`/mnt/.../MMPR/annotations/x.jsonl`) or from the folder
+    above it (`MMPR/annotations/x.jsonl`)."""
+    parts = PurePosixPath(given.replace("\\", "/")).parts
+    for start in range(len(parts)):
+        tail = posixpath.join(*parts[start:])
+        if tail != "/" and exists(tail):
+            return tail
+    return given
+
+
 class Mmpr(Adapter):
     info = SourceInfo(
         key="mmpr",
@@ -118,10 +132,12 @@ class Mmpr(Adapter):
             return
         folder = meta_file.parent
         fallback = None if images_root.root is not None else str(folder)
+        media = images_root if images_root.root is not None else ImagesRoot(folder)
         for name, spec in sorted(load_meta(meta_file).items()):
-            annotation = folder / spec["annotation"]
+            annotation = folder / located(spec["annotation"], lambda tail: (folder / tail).is_file())
             repeat_time = float(spec.get("repeat_time", 1))
-            subset = Subset(name, str(spec.get("root") or ""), repeat_time, fallback)
+            root = str(spec.get("root") or "")
+            subset = Subset(name, root and located(root, media.holds), repeat_time, fallback)
             # One subset's missing or empty annotation file is one reject; the other subsets are read.
             for record in iter_file_isolated(annotation, f"{name}/{annotation.name}"):
                 if record.data is not None and repeat_time < 1 and not keep_fraction(record.data, repeat_time):

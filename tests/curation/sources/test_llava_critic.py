@@ -182,7 +182,7 @@ def test_rows_as_the_hub_serves_them(hub_ingest: Any) -> None:
     """The card's declared features (pairwise): `conversations` a `list` of {from, value}, `image` the Image
     feature. A pointwise-layout row is recognised by its instruction."""
     features = declared_features(source_cards()["llava_critic"], "pairwise")
-    for way, result in hub_ingest("llava_critic", hub_rows(), features).items():
+    for way, result in hub_ingest("llava_critic", hub_rows(), features, config="pairwise").items():
         better, tie = result.pairs
         assert (better["chosen"], better["rejected"], better["tie"]) == ("A brown dog on grass.", "A dog.", False), way
         assert better["prompt"] == [{"role": "user", "content": "<image>\nWhat is shown?"}], way
@@ -211,7 +211,7 @@ def test_conversations_as_a_sequence_of_structs(hub_ingest: Any) -> None:
     rows = [
         {**r, "conversations": {k: [t[k] for t in r["conversations"]] for k in ("from", "value")}} for r in hub_rows()
     ]
-    for way, result in hub_ingest("llava_critic", rows, features).items():
+    for way, result in hub_ingest("llava_critic", rows, features, config="pairwise").items():
         assert [(p["chosen"], p["tie"]) for p in result.pairs] == [("A brown dog on grass.", False), ("Red.", True)], (
             way
         )
@@ -220,3 +220,29 @@ def test_conversations_as_a_sequence_of_structs(hub_ingest: Any) -> None:
             "_derived": {"verdict": "The better response: [second]", "chosen_position": 2},
         }, way
         assert [r["reason"] for r in result.rejects] == ["undetermined preference", "pointwise row (no pair)"], way
+
+
+def test_the_pairwise_config_is_read_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub card declares the configs `pairwise` and `pointwise` and marks neither the default, so `datasets`
+    refuses to guess: the adapter asks for `pairwise`, as a Hub id and as a local snapshot of the repository."""
+    import curation.readers
+    from curation.ingest import ingest
+
+    repo = tmp_path / "repo"
+    features = declared_features(source_cards()["llava_critic"], "pairwise")
+    for config in ("pairwise", "pointwise"):
+        (repo / config).mkdir(parents=True)
+        datasets.Dataset.from_list(hub_rows()[:2], features=features).to_parquet(
+            str(repo / config / "train-00000-of-00001.parquet")
+        )
+    card = "".join(f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train-*\n"
+                   for c in ("pairwise", "pointwise"))  # fmt: skip
+    (repo / "README.md").write_text(f"---\nconfigs:\n{card}---\n")
+    adapter = get_adapter("llava_critic")({}, ReadOptions())
+    assert adapter.read.config == "pairwise"
+    local = ingest(adapter, str(repo), tmp_path / "local", ImagesRoot(None))
+    with monkeypatch.context() as patch:
+        patch.setattr(curation.readers, "is_hub_id", lambda location: True)
+        hub = ingest(adapter, str(repo), tmp_path / "hub", ImagesRoot(None))
+    for summary in (local, hub):
+        assert (summary.rows_read, summary.pairs, summary.rows_rejected) == (2, 2, 0)

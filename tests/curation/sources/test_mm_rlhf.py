@@ -115,3 +115,29 @@ def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
         assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
             ("missing field", "'chosen'")
         ], way
+
+
+def test_the_hub_id_reads_dpo_pairs_not_the_default_config(
+    tmp_path: Path, run_ingest: RunIngest, monkeypatch: Any
+) -> None:
+    """The repository's default config is a parquet `data/` folder of other rows; the pairs are `dpo_pairs.jsonl`
+    beside it. The Hub id and a local snapshot of the repository both read that file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import curation.readers
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"question": ["ranked?"], "responses": [["a", "b"]]}),
+                   repo / "data" / "train-00000-of-00001.parquet")  # fmt: skip
+    row = {"id": "1", "image": "mcq/1.png", "prompt": "2+2?", "chosen": "4", "rejected": "5"}
+    write_jsonl(repo / "dpo_pairs.jsonl", [row])
+    write_image(tmp_path / "media" / "mcq" / "1.png", seed=1)
+    local = run_ingest("mm_rlhf", repo, images_root=tmp_path / "media")
+    with monkeypatch.context() as patch:
+        patch.setattr(curation.readers, "is_hub_id", lambda location: True)
+        hub = run_ingest("mm_rlhf", repo, images_root=tmp_path / "media")
+    for result in (local, hub):
+        assert [(p["prompt"][0]["content"], p["chosen"]) for p in result.pairs] == [("<image>\n2+2?", "4")]
+        assert not result.rejects

@@ -202,3 +202,23 @@ def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any, layout: st
         by_sha = {img["sha256"]: img["bytes"] for img in result.images}
         assert [by_sha[s] for s in pair["images"]] == [image_bytes(seed) for seed in seeds], way
         assert [r["reason"] for r in result.rejects] == rejects, way
+
+
+@pytest.mark.parametrize("prefix", ["/mnt/petrelfs/share_data/MMPR/", "MMPR/"])
+def test_meta_json_paths_written_elsewhere_are_read_by_their_tail(
+    tmp_path: Path, run_ingest: RunIngest, prefix: str
+) -> None:
+    """Releases of `meta.json` name annotations and image roots by the authors' absolute cluster paths, or from
+    the folder above `MMPR/`; the files beside `meta.json` are found by the paths' tails, images in a zip too."""
+    folder = make_mmpr(tmp_path)
+    moved = {name: {**spec, "annotation": prefix + spec["annotation"], "root": spec["root"] and prefix + spec["root"]}
+             for name, spec in META.items()}  # fmt: skip
+    (folder / "meta.json").write_text(json.dumps(moved), encoding="utf-8")
+    reference = run_ingest("mmpr", make_mmpr(tmp_path / "reference"))
+    result = run_ingest("mmpr", folder)
+    assert [p["pair_id"] for p in result.pairs] == [p["pair_id"] for p in reference.pairs]
+    assert result.summary.pairs == 8
+    archive = shutil.make_archive(str(tmp_path / "images"), "zip", folder)  # images/alpha/... inside the zip
+    shutil.rmtree(folder / "images")
+    zipped = run_ingest("mmpr", folder, images_root=Path(archive))
+    assert [p["pair_id"] for p in zipped.pairs] == [p["pair_id"] for p in reference.pairs]
