@@ -389,11 +389,44 @@ def _unreadable_field(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def _json_row(value: Any, ref: str, text: str, start: int = 0, end: int | None = None, raw: bool = False) -> Record:
-    """A parsed JSON value as a row, checked for what later steps cannot write (surrogates, depth). `text[start:
-    end]` is its JSON text; `raw` says the text may hold surrogates itself (undecodable bytes kept as such)."""
+class KeysOnce:
+    """A `json` `object_pairs_hook` that builds each object as `json` does and notes the first key an object
+    gives twice: Python's parser would keep the last value silently, while pyarrow, DuckDB and `datasets` (the
+    Hub's readers) refuse the whole file. Such a row is a reject instead."""
+
+    def __init__(self) -> None:
+        self.twice: str | None = None
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        value = dict(pairs)
+        if len(value) != len(pairs) and self.twice is None:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.twice = key
+                    break
+                seen.add(key)
+        return value
+
+
+def _loads(text: str) -> tuple[Any, str | None]:
+    """The JSON value of `text` and the first key an object in it gives twice (None: none)."""
+    keys = KeysOnce()
+    return json.loads(text, object_pairs_hook=keys), keys.twice
+
+
+def _json_row(
+    value: Any, ref: str, text: str, start: int = 0, end: int | None = None, raw: bool = False, twice: str | None = None
+) -> Record:
+    """A parsed JSON value as a row, checked for what later steps cannot write (surrogates, depth) and for a key
+    given twice (`twice`). `text[start:end]` is its JSON text; `raw` says the text may hold surrogates itself
+    (undecodable bytes kept as such)."""
     if not isinstance(value, dict):
         return Record(ref, None, RowError("not a json object", f"{ref}: got {type(value).__name__}"))
+    if twice is not None:
+        return Record(
+            ref, None, RowError("malformed json", f"{ref}: key '{printable(twice)}' given twice in an object")
+        )
     # Depth needs as many brackets as levels; most rows have far fewer, and no surrogate escape.
     end = len(text) if end is None else end
     escape = _SURROGATE_ESCAPE.search(text, start, end) is not None
@@ -422,10 +455,10 @@ def _parse_json_line(raw: bytes, ref: str) -> Record:
     except UnicodeDecodeError as exc:
         return Record(ref, None, RowError("invalid utf-8", f"{ref}: byte {exc.start}: {exc.reason}"))
     try:
-        value = json.loads(text)
+        value, twice = _loads(text)
     except (ValueError, RecursionError) as exc:
         return _json_error(exc, ref)
-    return _json_row(value, ref, text)
+    return _json_row(value, ref, text, twice=twice)
 
 
 def _lines(handle: Iterable[bytes]) -> Iterator[bytes]:
@@ -477,7 +510,7 @@ def _iter_json(path: Path, name: str) -> Iterator[Record]:
     if not head.decode(encoding, errors="ignore").lstrip(_JSON_SPACE).startswith("["):
         whole = _one_object(path, encoding)
         if whole is not None:  # one object written over several lines: one row, not a reject per line
-            yield _json_row(whole[0], f"{name}:1", whole[1])
+            yield _json_row(whole[0], f"{name}:1", whole[1], twice=whole[2])
             return
         yield from _iter_jsonl(path, name)
         return
@@ -485,9 +518,9 @@ def _iter_json(path: Path, name: str) -> Iterator[Record]:
     yield from _iter_json_array(path.read_bytes().decode(encoding, errors="surrogateescape"), path, name)
 
 
-def _one_object(path: Path, encoding: str) -> tuple[Any, str] | None:
-    """The file's one JSON object and its text, where the file is one object spread over several lines (a
-    pretty-printed .json) rather than JSON lines; None otherwise."""
+def _one_object(path: Path, encoding: str) -> tuple[Any, str, str | None] | None:
+    """The file's one JSON object, its text and the first key it gives twice, where the file is one object spread
+    over several lines (a pretty-printed .json) rather than JSON lines; None otherwise."""
     with open(path, "rb") as handle:
         first = handle.readline(1 << 20)
     if encoding != "utf-8-sig" or first.strip() not in (b"{", b"\xef\xbb\xbf{"):
@@ -496,10 +529,10 @@ def _one_object(path: Path, encoding: str) -> tuple[Any, str] | None:
         return None
     try:
         text = path.read_bytes().decode(encoding)
-        value = json.loads(text)
+        value, twice = _loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None  # not one object either: read line by line, each bad line a reject
-    return (value, text) if isinstance(value, dict) else None
+    return (value, text, twice) if isinstance(value, dict) else None
 
 
 _JSON_SPACE = " \t\n\r"
@@ -510,7 +543,8 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 def _iter_json_array(text: str, path: Path, name: str) -> Iterator[Record]:
     """The elements of a JSON array one at a time: a malformed element ends the array there (one reject for the
     rest, `file:index+`), and the elements before it are kept."""
-    decoder = json.JSONDecoder()
+    keys = KeysOnce()
+    decoder = json.JSONDecoder(object_pairs_hook=keys)
     raw = bool(_SURROGATE.search(text))  # undecodable bytes somewhere: each element is searched
     pos = _SPACE.match(text, 0).end() + 1  # type: ignore[union-attr]  # past '['
     index = 0
@@ -518,6 +552,7 @@ def _iter_json_array(text: str, path: Path, name: str) -> Iterator[Record]:
         pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
         if text.startswith("]", pos) and index == 0:
             raise InputError(f"{printable(str(path))}: file has no rows")
+        keys.twice = None
         try:
             value, end = decoder.raw_decode(text, pos)
         except (ValueError, RecursionError) as exc:
@@ -527,7 +562,7 @@ def _iter_json_array(text: str, path: Path, name: str) -> Iterator[Record]:
             yield Record(tail, None, RowError("truncated file", f"{error.detail}; elements from here on unread"))
             return
         ref = f"{name}:{index}"
-        yield _json_row(value, ref, text, pos, end, raw)
+        yield _json_row(value, ref, text, pos, end, raw, keys.twice)
         index += 1
         pos = _SPACE.match(text, end).end()  # type: ignore[union-attr]
         if text.startswith(",", pos):

@@ -242,3 +242,26 @@ def test_splits_are_read_from_the_supported_files_only(tmp_path: Path) -> None:
         source_files(rows, None, "train", data_dir="coco")
     with pytest.raises(InputError, match="no such folder .--data-dir nope."):
         source_files(rows, None, "train", data_dir="nope")
+
+
+def test_a_key_given_twice_makes_its_row_a_reject(tmp_path: Path) -> None:
+    """pyarrow, DuckDB and `datasets` refuse a file with a key given twice in an object, where Python's parser
+    keeps the last value: that row is a reject naming the key, in JSON lines, arrays and one-object files alike,
+    and the other rows are read."""
+    twice = '{"prompt": "p", "chosen": "good", "chosen": "bad"}'
+    nested = '{"prompt": "p", "meta": {"id": 1, "id": 2}}'
+    (tmp_path / "rows.jsonl").write_text(f'{{"a": 1}}\n{twice}\n{nested}\n{{"a": 2}}\n')
+    (tmp_path / "array.json").write_text(f'[{{"a": 1}}, {twice}, {{"a": 2}}]')
+    (tmp_path / "one.json").write_text('{\n  "a": 1,\n  "a": 2\n}\n')
+    for name, refs in (("rows.jsonl", [0, 1, 2, 3]), ("array.json", [0, 1, 2]), ("one.json", [1])):
+        records = list(iter_local(tmp_path / name))
+        assert [r.ref for r in records] == [f"{name}:{i}" for i in refs]
+        errors = [(r.error.reason, r.error.detail) if r.error else r.data for r in records]
+        expected = {
+            "rows.jsonl": [{"a": 1}, ("malformed json", "rows.jsonl:1: key 'chosen' given twice in an object"),
+                           ("malformed json", "rows.jsonl:2: key 'id' given twice in an object"), {"a": 2}],
+            "array.json": [{"a": 1}, ("malformed json", "array.json:1: key 'chosen' given twice in an object"),
+                           {"a": 2}],
+            "one.json": [("malformed json", "one.json:1: key 'a' given twice in an object")],
+        }  # fmt: skip
+        assert errors == expected[name]
