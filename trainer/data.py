@@ -342,6 +342,12 @@ class Featurizer:
         return out
 
 
+def steps_per_epoch(draws: int, global_batch: int) -> int:
+    """Steps that train every draw once: the last one takes what is left, fewer than a global batch (its gradient
+    is still the mean over its pairs)."""
+    return -(-draws // global_batch)
+
+
 class StepBatches(torch.utils.data.Dataset):
     """Item i: one rank's collated micro-batches of training step `start + i` (None where every pair of a
     micro-batch was skipped) and that step's skip counts. A `DataLoader` over it prepares steps in worker
@@ -369,7 +375,7 @@ class StepBatches(torch.utils.data.Dataset):
         self.layout, self.pack_length = backbone.layout(layout), pack_length
         self.global_batch, self.micro_batch, self.accumulation = global_batch, micro_batch, accumulation
         self.rank, self.world, self.start, self.total = rank, world, start, total
-        self.steps_per_epoch = len(data.train) // global_batch
+        self.steps_per_epoch = steps_per_epoch(len(data.train), global_batch)
         self.order: tuple[int, list[Entry]] | None = None  # one epoch's order, per process
 
     def __len__(self) -> int:

@@ -41,6 +41,7 @@ from trainer.data import (
     PairFeatures,
     StepBatches,
     collate,
+    steps_per_epoch,
     with_positions,
 )
 from trainer.loss import bradley_terry_loss, pair_metrics, pair_sums
@@ -167,12 +168,9 @@ class Trainer:
             raise TrainingError("no shards: pass --shards BUILD_DIR (a `curate build` output)")
         self.data = PairData.open(config.shards, config.seed, config.eval_fraction, config.folds, config.fold)
         self.accumulation = config.accumulation(self.dist.world)
-        self.steps_per_epoch = len(self.data.train) // config.global_batch
-        if self.steps_per_epoch == 0:
-            raise TrainingError(
-                f"{len(self.data.train)} training pairs are fewer than one global batch ({config.global_batch}); "
-                "lower global_batch"
-            )
+        if not self.data.train:
+            raise TrainingError("no training draws: every pair of the shards is held out (lower eval_fraction)")
+        self.steps_per_epoch = steps_per_epoch(len(self.data.train), config.global_batch)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)

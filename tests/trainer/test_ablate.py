@@ -1,6 +1,8 @@
 """A two-variant mixture ablation on the demo data with the tiny model, end to end through the CLI."""
 
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -111,13 +113,17 @@ def test_ablation_with_the_audit_as_a_variant(demo_recipe: Path, tmp_path: Path)
 
 
 def test_an_ablation_with_a_failed_variant_writes_its_table_and_exits_1(demo_recipe: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(demo_recipe.parent.parent, root)
+    hh = root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+    hh.write_bytes(gzip.compress(b'{"question": "q", "answer": "a"}\n'))  # a source that gives no pair
     out = tmp_path / "ablation"
-    args = ["ablate", "--mix", str(demo_recipe), "--per-source", "--out", str(out), "--model", "tiny",
-            "--set", "global_batch=16", "--set", "max_steps=1"]  # fmt: skip
+    args = ["ablate", "--mix", str(root / "mixes" / "demo.yaml"), "--per-source", "--out", str(out), "--model",
+            "tiny", "--set", "global_batch=16", "--set", "max_steps=1"]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     rows = json.loads((out / "ablation.json").read_text())
     failed = [r["variant"] for r in rows if "error" in r]
-    assert failed and len(failed) < len(rows)  # the small sources cannot fill a batch of 16; the whole mix can
+    assert failed == ["demo-only-hh_rlhf"]  # nothing to train on; the other variants train
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
         f"error: {len(failed)} of {len(rows)} variants failed ({', '.join(failed)}); their errors are in the table"

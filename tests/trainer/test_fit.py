@@ -34,7 +34,7 @@ def losses(run: Path) -> list[float]:
 
 
 def test_tiny_model_loss_falls_on_a_small_build(demo_build: Path, tmp_path: Path) -> None:
-    last = fit(config(demo_build, epochs=4), tmp_path / "run")  # 16 steps: mean loss 0.68 in the first epoch, 0.3 last
+    last = fit(config(demo_build, epochs=4), tmp_path / "run")  # mean loss 0.68 in the first epoch, 0.3 last
     curve = losses(tmp_path / "run")
     per_epoch = len(curve) // 4
     assert sum(curve[-per_epoch:]) / per_epoch < sum(curve[:per_epoch]) / per_epoch - 0.1
@@ -52,6 +52,17 @@ def test_tiny_model_loss_falls_on_a_small_build(demo_build: Path, tmp_path: Path
     report = json.loads((tmp_path / "run" / "data.json").read_text())
     assert report["skipped_train_draws"] == {} and report["skipped_eval"] == {}  # videos included
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_every_draw_is_trained_once_an_epoch(demo_build: Path, tmp_path: Path) -> None:
+    """The last step of an epoch takes the draws left over, fewer than a global batch, rather than dropping them."""
+    fit(config(demo_build, global_batch=6, micro_batch=3, epochs=2), tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "data.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = -(-report["train_draws"] // 6)
+    assert report["train_draws"] % 6 and len(records) == 2 * steps  # the demo's draws leave a partial batch
+    assert sum(r["pairs"] for r in records[:steps]) == report["train_draws"] == sum(r["pairs"] for r in records[steps:])
+    assert [r["epoch"] for r in records][steps - 1 :: steps] == [1.0, 2.0]
 
 
 def test_resume_repeats_the_uninterrupted_run_exactly(
