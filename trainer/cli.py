@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -113,12 +114,22 @@ def fit(
         check_run_folder(out, resume, settings.shards)
         main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
         busy = f"--out {out}: another trainer is writing this run now"
-        with only_writer(out / ".lock", busy) if main else contextlib.nullcontext():
-            last = run_fit(settings, out, resume=resume)
+        with only_writer(out / ".lock", busy) if main else contextlib.nullcontext(), _progress() as progress:
+            task = progress.add_task("training", total=None)
+
+            def show(done: int, total: int, record: dict[str, Any] | None) -> None:
+                if record is None and 0 < done < total:  # the run's start: where a resumed run picks up
+                    typer.echo(f"resuming {out} at step {done} of {total}", err=True)
+                loss = "" if record is None or record.get("loss") is None else f", loss {record['loss']:.4f}"
+                progress.update(task, completed=done, total=total, description=f"step {done}/{total}{loss}")
+
+            last = run_fit(settings, out, resume=resume, on_step=show)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
-        typer.echo(f"done: {out}: {fit_summary(last) if last else 'nothing left to train (already at its last step)'}")
+    if main:  # under torchrun, one summary
+        summary = fit_summary(last, _held_out_note(out, settings.eval_fraction)) if last else (
+            "nothing left to train (already at its last step)")  # fmt: skip
+        typer.echo(f"done: {out}: {summary}")
 
 
 @app.command()
@@ -244,7 +255,6 @@ def score(
     from collections import Counter
 
     import pyarrow.parquet as pq
-    from rich.progress import Progress
 
     from trainer.predict import load_reward_model, resolve_model
     from trainer.score import score_build
@@ -252,7 +262,7 @@ def score(
     try:
         folder = resolve_model(model)
         reward_model = load_reward_model(model)
-        with Progress() as progress:
+        with _progress() as progress:
             task = progress.add_task("scoring", total=None)
 
             def advance(done: int, total: int) -> None:
@@ -511,8 +521,22 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{reason}: {n}" for reason, n in counts.items()) or "none"
 
 
-def fit_summary(last: dict[str, Any]) -> str:
-    """The last step's metrics, each with the pairs it is over."""
+def _held_out_note(out: Path, eval_fraction: float) -> str:
+    """Why a run has no held-out metrics, from its data report ("" where it has held-out pairs)."""
+    try:
+        report = json.loads((out / "data.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if report.get("eval_pairs"):
+        return ""
+    pairs = sum(int(b.get("pairs", 0)) for b in report.get("builds", {}).values())
+    if not eval_fraction:
+        return "no held-out pairs (eval_fraction 0)"
+    return f"no held-out pairs: eval_fraction {eval_fraction:g} of {pairs} distinct pairs held none out"
+
+
+def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
+    """The last step's metrics, each with the pairs it is over (and why there are no held-out ones)."""
     steps = f"{last['step']} step" + ("" if last["step"] == 1 else "s")
     if last.get("loss") is None:
         text = f"{steps}; last step: no pair (every draw skipped)"
@@ -524,6 +548,8 @@ def fit_summary(last: dict[str, Any]) -> str:
             f"; held out: loss {last['eval/loss']:.4f}, accuracy {last['eval/accuracy']:.3f} over "
             f"{int(last['eval/pairs'])} pairs"
         )
+    elif held_out_note:
+        text += f"; {held_out_note}"
     return text
 
 
@@ -531,6 +557,15 @@ def _fail(message: str, cause: BaseException | None = None) -> NoReturn:
     """The one `error:` line of an anticipated failure, then exit 1."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1) from cause
+
+
+def _progress() -> Any:
+    """A progress bar on stderr, shown on a terminal only (piped, it would leave lines before an error)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, transient=True, disable=not console.is_terminal)
 
 
 def _console() -> Console:

@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +317,9 @@ class Trainer:
                 "eval/pairs": totals["pairs"]}  # fmt: skip
 
     # -- the run -------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, on_step: OnStep | None = None) -> dict[str, Any]:
+        report = on_step if on_step is not None and self.dist.main else lambda done, total, record: None
+        report(self.start_step, self.total_steps, None)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.as_dict(), sort_keys=True))
@@ -337,6 +340,7 @@ class Trainer:
                 self._log(record)
             if self.config.save_every and done % self.config.save_every == 0 and done < self.total_steps:
                 self.save_checkpoint(done)
+            report(done, self.total_steps, record)
             last = record
         if self.start_step == 0 and not self.trained_pairs:
             reasons = ", ".join(f"{r}: {n}" for r, n in self.skipped_train.most_common()) or "none"
@@ -440,6 +444,7 @@ class Trainer:
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             groups = [{k: v for k, v in g.items()} for g in optim_state["param_groups"]]
             state = {"step": step, "param_groups": groups, "data": self.data.identity(),
+                     "steps_per_epoch": self.steps_per_epoch,
                      "skipped_train": {r: int(n) for r, n in zip(SKIP_REASONS, skipped, strict=True) if n}}  # fmt: skip
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
@@ -467,6 +472,10 @@ class Trainer:
             same_data = saved.get("shards", now["shards"]) == now["shards"]
         if not same_data:
             changed.insert(0, "shards (the builds' contents or weights)")
+        # Runs before the epoch's last partial step was trained had floor(draws / global_batch) steps an epoch.
+        planned = state.get("steps_per_epoch", len(self.data.train) // self.config.global_batch)
+        if planned != self.steps_per_epoch:
+            changed.append(f"steps per epoch ({planned} in the checkpoint, {self.steps_per_epoch} now)")
         if changed:  # the data order or the schedule would differ: not a continuation
             raise TrainingError(f"{folder}: cannot resume with changed settings: {', '.join(changed)}")
         load_model(self.model, str(folder / "model.safetensors"))
@@ -494,9 +503,14 @@ class Trainer:
         )
 
 
-def fit(config: FitConfig, out: Path, resume: bool = False) -> dict[str, Any]:
+# Called on the main process with (steps done, total steps, the step's record): once before the first step with no
+# record (a resumed run: its checkpoint's step), then after each step.
+OnStep = Callable[[int, int, "dict[str, Any] | None"], None]
+
+
+def fit(config: FitConfig, out: Path, resume: bool = False, on_step: OnStep | None = None) -> dict[str, Any]:
     trainer = Trainer(config, out, resume)
     try:
-        return trainer.run()
+        return trainer.run(on_step)
     finally:
         trainer.close()

@@ -97,6 +97,38 @@ def test_resume_repeats_the_uninterrupted_run_exactly(
     assert reports[0] == reports[1] and reports[0]["skipped_train_draws"][SKIP_TOO_LONG] > 0
 
 
+def test_the_cli_says_where_a_resumed_run_picks_up_and_why_nothing_is_held_out(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    args = ["fit", "--shards", str(demo_build), "--out", str(run), "--model", "tiny", "--global-batch", "8",
+            "--micro-batch", "4", "--max-steps", "3", "--set", "save_every=1"]  # fmt: skip
+    real_step = Trainer._train_step
+
+    def crash_at_step_2(self: Trainer, step: int, batches: list) -> dict[str, float]:
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_step(self, step, batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_2)
+    CliRunner().invoke(app, args)
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    # a checkpoint of an earlier version, whose epochs dropped their last partial step, is another step plan
+    state_file = run / "checkpoints" / "step-000002" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({k: v for k, v in state.items() if k != "steps_per_epoch"}))
+    older = CliRunner().invoke(app, [*args, "--resume"])
+    assert older.exit_code == 1 and "changed settings: steps per epoch (5 in the checkpoint, 6 now)" in older.stderr
+    state_file.write_text(json.dumps(state))
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming {run} at step 2 of 3" in resumed.stderr
+    # the default eval_fraction (0.02) holds none of the demo's 36 pairs out: the summary says so
+    assert resumed.stdout.endswith(
+        "over 8 pairs; no held-out pairs: eval_fraction 0.02 of 36 distinct pairs held none out\n"
+    ), resumed.stdout
+
+
 def test_non_finite_loss_stops_with_the_last_good_checkpoint_intact(
     demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
