@@ -89,7 +89,7 @@ def inside(root: Path, relative: str | PurePath) -> Path:
 class BuildEntry:
     name: str
     path: Path
-    status: str  # ready | in progress | broken
+    status: str  # ready | in progress | stopped: ... | broken | refused: ...
 
 
 def review_file(root: Path, build: str) -> Path:
@@ -105,6 +105,20 @@ def review_file(root: Path, build: str) -> Path:
     return inside(root, relative)
 
 
+def _partial_status(root: Path, partial: Path) -> str:
+    """A build's `.partial` folder: being written now (its build holds the lock), or left by a build that stopped."""
+    from curation.build import build_lock
+    from curation.io import held
+
+    try:
+        lock = inside(root, build_lock(partial.with_name(partial.name.removesuffix(".partial"))).name)
+    except AppError:
+        lock = None
+    if lock is not None and held(lock):
+        return "in progress"
+    return "stopped: `curate build ... --resume` continues it"
+
+
 def list_builds(root: Path) -> list[BuildEntry]:
     builds = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -115,7 +129,7 @@ def list_builds(root: Path) -> list[BuildEntry]:
             builds.append(BuildEntry(path.name, path, "refused: outside the data root"))
             continue
         if path.name.endswith(".partial"):
-            builds.append(BuildEntry(path.name, path, "in progress"))
+            builds.append(BuildEntry(path.name, path, _partial_status(root, path)))
         elif (path / "manifest.json").is_file():
             # `curate export`'s Hub layout carries a copy of its build's manifest beside the recipe, without shards
             if not ((path / "recipe.yaml").is_file() and not (path / "shards").exists()):

@@ -655,13 +655,13 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
     if not is_uri(out):
         if stage is not None:
             raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
-        with only_writer(_lock_of(Path(out)), f"{out}: {BUSY}"):
+        with only_writer(build_lock(Path(out)), f"{out}: {BUSY}"):
             return _build_local(recipe, Path(out), **kwargs)
     uri = str(out)
     storage.check_destination(uri)
     local = staging_folder(uri, stage)
     # staging, building and uploading: one build of the URI at a time
-    with only_writer(_lock_of(local), f"{uri}: {BUSY}"):
+    with only_writer(build_lock(local), f"{uri}: {BUSY}"):
         finished = read_json_state(local / "manifest.json") if local.is_dir() else None
         same_recipe = isinstance(finished, dict) and finished.get("recipe", {}).get("sha256") == recipe.sha256
         if kwargs.get("resume") and same_recipe:
@@ -684,7 +684,7 @@ def staging_folder(uri: str, stage: Path | None = None) -> Path:
 BUSY = "another build is writing it now; wait for it or choose another --out"
 
 
-def _lock_of(out: Path) -> Path:
+def build_lock(out: Path) -> Path:
     """A hidden lock file beside a build folder: held while a build writes it."""
     return out.absolute().with_name(f".{out.absolute().name}.lock")
 

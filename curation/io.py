@@ -200,6 +200,22 @@ def read_shards(paths: Iterable[Path | str]) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+def held(lock: Path) -> bool:
+    """Whether a process holds `lock` (an `only_writer` lock) now. Asked with a shared lock taken and given back
+    at once: the file is opened for reading and never created."""
+    try:
+        handle = open(lock)
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 @contextlib.contextmanager
 def only_writer(lock: Path, busy: str) -> Iterator[None]:
     """Held while one process writes an output (`lock`: a file beside or inside it, kept): a second writer gets

@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.data import AppError, Build, diff_builds, inside, list_builds
+from curation.build import build_lock
 from curation.export import export_build
+from curation.io import only_writer
 from tests.app.conftest import HOSTILE, run_page
 
 
@@ -21,7 +23,11 @@ def test_home_lists_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     app = run_page("Home.py", data_root, monkeypatch)
     table = app.dataframe[0].value
     assert list(table["build"]) == ["demo", "half.partial", "hostile"]
-    assert list(table["status"]) == ["ready", "in progress", "ready"]
+    stopped = "stopped: `curate build ... --resume` continues it"  # no build holds its lock
+    assert list(table["status"]) == ["ready", stopped, "ready"]
+    with only_writer(build_lock(data_root / "half"), "busy"):  # a build writing it now
+        assert [b.status for b in list_builds(data_root) if b.name == "half.partial"] == ["in progress"]
+    assert [b.status for b in list_builds(data_root) if b.name == "half.partial"] == [stopped]
 
 
 def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +46,7 @@ def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytes
     funnel = app.dataframe[0].value
     assert "decontaminate: contaminated: vl_rewardbench" in set(funnel["step"])
     assert "name: demo" in app.code[0].value
-    assert any("half.partial: in progress" in t.value for t in app.text)
+    assert any("half.partial: stopped" in t.value for t in app.text)
 
 
 def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
