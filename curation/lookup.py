@@ -86,6 +86,7 @@ class Occurrence:
     stage: str | None = None
     reason: str | None = None
     detail: str | None = None
+    swapped_from: str | None = None  # a kept pair whose chosen and rejected the build swapped: its id before
 
     @property
     def kept(self) -> bool:
@@ -93,7 +94,10 @@ class Occurrence:
 
     def fate(self) -> str:
         if self.kept:
-            return f"in shards ({self.copies} cop{'y' if self.copies == 1 else 'ies'})"
+            swap = f", chosen and rejected swapped in this build (pair id before: {self.swapped_from})"
+            return f"in shards ({self.copies} cop{'y' if self.copies == 1 else 'ies'})" + (
+                swap if self.swapped_from else ""
+            )
         return f"removed at {self.stage}: {self.reason}"
 
 
@@ -191,6 +195,9 @@ def pair_record(build: BuildDir, db: duckdb.DuckDBPyConnection, pair_id: str) ->
     pair = kept[0] if kept else _removed_pair(build, pair_id)
     if pair is None:
         raise InputError(f"no pair {pair_id} in {build.path}")
+    before = id_before_swap(pair.get("meta"))
+    for occurrence in occurrences.values():
+        occurrence.swapped_from = before if occurrence.kept else None
     table = build.images()
     images = []
     for sha256 in pair["images"]:
@@ -202,7 +209,6 @@ def pair_record(build: BuildDir, db: duckdb.DuckDBPyConnection, pair_id: str) ->
         images.append(image)
     files = build.signals()
     signals = pair_signals(db, files, pair_id, pair["prompt_id"], pair["images"])
-    before = id_before_swap(pair.get("meta"))
     if before:  # a pair whose labels a review swapped: the per-pair signals know it by its old id
         for stem, rows in pair_signals(db, files, before, pair["prompt_id"], []).items():
             signals.setdefault(stem, rows)
@@ -250,6 +256,7 @@ def find_pairs(build: BuildDir, text: str, source: str | None = None, limit: int
         key = (row["pair_id"], row["source"], row["source_row"], row["kept"])
         if key in shown and row["kept"]:
             shown[key].occurrence.copies = row["count_all"]
+    _add_swaps(build, [m for m in shown.values() if m.occurrence.kept])
     _add_fates(build, [m for m in shown.values() if not m.occurrence.kept])
     return found.num_rows, list(shown.values())
 
@@ -290,6 +297,17 @@ def _match(row: dict[str, Any], kept: bool, pattern: re.Pattern[str]) -> Match:
     after = visible(text[end:last]).replace("\n", " ") + ("…" if last < len(text) else "")
     occurrence = Occurrence(row["source"], row["source_row"], copies=int(kept))
     return Match(occurrence, row["pair_id"], field, before + matched + after, len(before), len(before) + len(matched))
+
+
+def _add_swaps(build: BuildDir, kept: list[Match]) -> None:
+    """Each kept row's id before a swap, where the build swapped its chosen and rejected."""
+    if not kept:
+        return
+    table = build.pairs(["pair_id", "meta"])
+    table = table.filter(pc.is_in(table["pair_id"], pa.array(sorted({m.pair_id for m in kept}), pa.string())))
+    before = {row["pair_id"]: id_before_swap(row["meta"]) for row in table.to_pylist()}
+    for match in kept:
+        match.occurrence.swapped_from = before.get(match.pair_id)
 
 
 def _add_fates(build: BuildDir, removed: list[Match]) -> None:

@@ -4,6 +4,7 @@ build whose texts include Rich markup and terminal escapes that must print liter
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,7 +95,7 @@ def test_show_as_json_has_the_same_content(built: dict) -> None:
     assert shown["pair"]["chosen"] == f"It prints {HOSTILE} and {ESCAPE}red literally."
     assert shown["occurrences"] == [
         {"source": "a", "source_row": "uf.jsonl:0", "copies": 1, "stage": None, "reason": None, "detail": None,
-         "kept": True}
+         "swapped_from": None, "kept": True}
     ]  # fmt: skip
     assert isinstance(shown["pair"]["meta"], dict) and any(n.startswith("validate") for n in shown["signals"])
 
@@ -187,3 +188,23 @@ def test_every_flag_has_help_and_shows_its_default() -> None:
             if "│" in line and " --" in line and "--help" not in line:
                 described = line.split(">", 1)[-1].strip(" │")  # after the option's <type>
                 assert described and ("[default:" in line or "[required]" in line), f"curate {name}: {line.strip()}"
+
+
+def test_show_and_find_say_a_review_swapped_the_pair(tmp_path: Path) -> None:
+    """A pair a review swapped has a new id; asked for by its old one, `show` and `find` say what happened."""
+    from curation.reviews import Review, append_review
+
+    row = _row("Tell me about zebras.", "Zebras are striped horses of Africa.", "Zebras are purple.")
+    write_jsonl(tmp_path / "uf.jsonl", [row])
+    before = _pair_id(row)
+    append_review(tmp_path / "reviews.parquet", Review(before, "a", "uf.jsonl:0", "swap", "reversed", "me", "r"))
+    (tmp_path / "recipe.yaml").write_text(
+        "name: r\nsources:\n  a: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n"
+        "ops:\n  human_review: {reviews: reviews.parquet}\n"
+    )
+    build(load_recipe(tmp_path / "recipe.yaml"), tmp_path / "build")
+    swapped = f"in shards (1 copy), chosen and rejected swapped in this build (pair id before: {before})"
+    shown = _curate("show", str(tmp_path / "build"), before[:12])
+    assert shown.exit_code == 0 and f"a uf.jsonl:0: {swapped}" in shown.stdout, shown.output
+    found = _curate("find", str(tmp_path / "build"), "zebras", "--json")
+    assert [r["swapped_from"] for r in json.loads(found.stdout)["rows"]] == [before]
