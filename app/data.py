@@ -556,10 +556,10 @@ class Build:
                     "source": name,
                     "available": mix["available"],
                     "target": mix["target"],
-                    "in_shards": entry["in_shards"],
+                    "rows_in_shards": entry["in_shards"],
                     "target_share_pct": round(100 * mix["target"] / target_total, 2),
                     "share_pct": round(100 * entry["in_shards"] / total, 2),
-                    # Pairs in the shards per kept pair: below 1 subsampled, above 1 upsampled.
+                    # Rows in the shards per kept pair: below 1 subsampled, above 1 upsampled.
                     "sampling_factor": mix["factor"],
                 }
             )

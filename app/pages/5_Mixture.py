@@ -1,4 +1,4 @@
-"""Target vs actual pairs and share per source, and how much each source was subsampled or upsampled."""
+"""Target vs actual rows and share per source, and how much each source was subsampled or upsampled."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ page("Mixture")
 root = root_or_stop()
 build = build_or_stop(root)
 rows = build.mixture()
-total = sum(r["in_shards"] for r in rows)
-st.caption(f"{total} pairs in the shards, from {len(rows)} sources")
+total = sum(r["rows_in_shards"] for r in rows)
+distinct = build.manifest.get("pairs_in_shards")
+pairs = f" ({distinct} distinct pairs: upsampled copies are rows too)" if distinct is not None else ""
+st.caption(f"{total} rows in the shards{pairs}, from {len(rows)} sources; `available` counts the pairs the mix drew "
+           "from, `target` the rows the recipe asked for")  # fmt: skip
 st.dataframe(rows, hide_index=True, width="stretch")
 long = [
     {"source": r["source"], "share": kind, "percent": r[column]}
@@ -25,7 +28,7 @@ chart = (
     .encode(
         y=alt.Y("source:N", title=None, axis=alt.Axis(labelLimit=300)),
         yOffset="share:N",
-        x=alt.X("percent:Q", title="share of the pairs in the shards (%)"),
+        x=alt.X("percent:Q", title="share of the rows in the shards (%)"),
         color=alt.Color("share:N", title=None),
         tooltip=["source:N", "share:N", "percent:Q"],
     )

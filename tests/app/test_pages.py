@@ -103,6 +103,11 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     mixture = run_page("pages/5_Mixture.py", data_root, monkeypatch)
     shares = mixture.dataframe[0].value
     assert float(shares.loc[shares["source"] == "mm_rlhf", "sampling_factor"].iloc[0]) == 2.0
+    manifest = Build(data_root, "demo").manifest
+    assert mixture.caption[0].value.startswith(
+        f"{manifest['rows_in_shards']} rows in the shards ({manifest['pairs_in_shards']} distinct pairs: upsampled "
+        "copies are rows too), from 4 sources"
+    )
     runs = run_page("pages/6_Runs.py", data_root, monkeypatch)
     assert "No training runs" in runs.info[0].value
 
