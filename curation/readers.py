@@ -326,7 +326,11 @@ def iter_hub(
         local = f"no local path {hub_id} (its folder {Path(hub_id).parent} exists), and " if Path(
             hub_id
         ).parent.is_dir() else ""  # fmt: skip
-        raise InputError(f"{hub_id}: {local}cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc})") from exc
+        hint = (f"; without a network, download it (`hf download {hub_id} --repo-type dataset --local-dir DIR`) and "
+                "give DIR as the path") if not local else ""  # fmt: skip
+        raise InputError(
+            f"{hub_id}: {local}cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc}){hint}"
+        ) from exc
     finally:
         hub_logging.set_verbosity(verbosity)
     if columns is not None:
