@@ -93,8 +93,8 @@ class BuildEntry:
 
 
 def review_file(root: Path, build: str) -> Path:
-    """The reviews file of a build (`DATA_ROOT/reviews/<build>.parquet`), refused when its real path leaves the
-    data root (the workbench writes nowhere else)."""
+    """The reviews file of a build (`DATA_ROOT/reviews/<build>.parquet`), refused when it or its folder is a link
+    (its real path must be that path: the workbench writes nowhere else)."""
     from curation.errors import InputError
     from curation.reviews import reviews_path
 
@@ -102,7 +102,10 @@ def review_file(root: Path, build: str) -> Path:
         relative = reviews_path(root, build).relative_to(root)
     except InputError as exc:
         raise AppError(str(exc)) from None
-    return inside(root, relative)
+    real = inside(root, relative)
+    if real != root.resolve() / relative:  # a link, in the path or the file: it could lead into a build
+        raise AppError(f"{relative}: a link (to {real}); reviews are written only to {relative} itself")
+    return real
 
 
 def _partial_status(root: Path, partial: Path) -> str:

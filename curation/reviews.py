@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -70,7 +71,12 @@ def reviews_path(root: Path, build: str) -> Path:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    lock_path = path.with_name(path.name + ".lock")
+    try:  # never through a link: a planted one would have the lock created, or written, elsewhere
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise InputError(f"{lock_path}: cannot open the reviews' lock ({exc.strerror}; a link is refused)") from None
+    with os.fdopen(fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -79,15 +85,25 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def append_review(path: Path, review: Review) -> Review:
-    """Append one review (stamped with the current UTC time) to the file at `path`; returns it as written."""
+    """Append one review (stamped with the current UTC time) to the file at `path`, a plain file (a link is
+    refused: it could lead into a build or out of the data root); returns it as written."""
     review.check()
     stamped = Review(**{**asdict(review), "reviewed_at": datetime.now(UTC).isoformat(timespec="seconds")})
     with _locked(path):
+        if path.is_symlink():
+            raise InputError(f"{path}: a link; reviews are written to a plain file only")
         rows = read_reviews(path).to_pylist() if path.exists() else []
         table = pa.Table.from_pylist([*rows, asdict(stamped)], schema=REVIEW_SCHEMA)
-        tmp = path.with_name(path.name + f".partial-{os.getpid()}")
-        pq.write_table(table, tmp, compression="zstd")
-        fsync_rename(tmp, path)
+        # A new file of its own (a random name, created exclusively): nothing planted beside it is written through.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.partial-")
+        try:
+            os.fchmod(fd, 0o644)  # as a plain new file: mkstemp's 0600 would hide it from other curators
+            with os.fdopen(fd, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+            fsync_rename(Path(tmp), path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return stamped
 
 

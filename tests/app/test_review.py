@@ -66,6 +66,35 @@ def test_reviews_are_not_written_through_a_symlink(root: Path, tmp_path_factory:
     assert not list(elsewhere.iterdir())
 
 
+def test_reviews_are_not_written_into_a_build_or_beside_a_planted_link(
+    root: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link inside the data root is refused too: `reviews/demo.parquet` leading into a build's shards would have
+    a review written there, and a planted lock or temporary link would have a file written outside the root."""
+    from app.data import AppError, review_file
+    from curation.errors import InputError
+    from curation.reviews import Review, append_review
+
+    (root / "reviews").mkdir()
+    into = root / "demo" / "shards" / "new.arrow"
+    (root / "reviews" / "demo.parquet").symlink_to(into)
+    with pytest.raises(AppError, match="reviews/demo.parquet: a link"):
+        review_file(root, "demo")
+    app = run_page("pages/7_Review.py", root, monkeypatch)
+    assert any("Reviews cannot be kept for this build." in w.value for w in app.warning)
+    review = Review("ab" * 32, "s", "f:0", "keep", "", "me", "demo")
+    with pytest.raises(InputError, match="a link; reviews are written to a plain file only"):
+        append_review(root / "reviews" / "demo.parquet", review)
+    assert not into.exists()
+    (root / "reviews" / "demo.parquet").unlink()
+    (root / "reviews" / "demo.parquet.lock").unlink()
+    outside = tmp_path_factory.mktemp("outside") / "created"
+    (root / "reviews" / "demo.parquet.lock").symlink_to(outside)
+    with pytest.raises(InputError, match="cannot open the reviews' lock"):
+        append_review(root / "reviews" / "demo.parquet", review)
+    assert not outside.exists() and not (root / "reviews" / "demo.parquet").exists()
+
+
 def test_the_next_build_applies_a_review_made_in_the_workbench(
     root: Path, demo_recipe: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
