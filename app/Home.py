@@ -5,12 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from app.data import list_builds, list_runs
-from app.ui import root_or_stop, show_refused
+from app.ui import plain, root_or_stop, show_refused
 
 st.set_page_config(page_title="RM data workbench", layout="wide")
 st.title("Reward-model data workbench")
 root = root_or_stop()
-st.caption(f"data root: {root}")
+st.caption(plain(f"data root: {root}"))
 builds = list_builds(root)
 if not builds:
     st.info("No builds here yet. `curate build --mix mixes/demo.yaml --out DIR/demo` makes one.")

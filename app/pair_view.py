@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from app.data import AppError, Build, review_file
-from app.ui import show_images
+from app.ui import plain, show_images
 from curation.errors import InputError
 from curation.reviews import ACTIONS, Review, append_review, latest, read_reviews
 from curation.shards import id_before_swap
@@ -48,7 +48,7 @@ def marked_diff(chosen: str, rejected: str) -> tuple[str, str]:
 
 
 def _text_block(label: str, body_html: str) -> None:
-    st.caption(label)
+    st.caption(plain(label))
     st.html(f'{STYLE}<div class="pair-text">{body_html}</div>')
 
 
@@ -79,7 +79,7 @@ def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
     if not tables:
         st.write("No op measured this pair (or its prompt or images).")
     for op, rows in tables.items():
-        st.caption(op)
+        st.caption(plain(op))
         st.dataframe(rows, hide_index=True, width="stretch")
     cluster = build.cluster(pair["pair_id"])
     if cluster:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,17 @@ def show_images(build: Build, hashes: list[str] | None, label: str, max_side: in
         st.text(f"{label}: no image")
 
 
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character, which Markdown may escape
+
+
+def plain(text: str) -> str:
+    """Text for a Markdown label (captions, warnings, expanders: Streamlit renders them as Markdown) that shows as
+    written: each punctuation character escaped, so a file name or a value from a build cannot add links, images,
+    LaTeX or colours; line breaks become spaces."""
+    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
 def show_text(label: str, text: str) -> None:
     """Dataset text as plain text: never Markdown or HTML."""
-    st.caption(label)
+    st.caption(plain(label))
     st.text(text)

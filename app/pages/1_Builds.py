@@ -6,7 +6,7 @@ import altair as alt
 import streamlit as st
 
 from app.data import AppError, diff_builds, funnel, funnel_steps, list_builds
-from app.ui import build_or_stop, open_build, page, root_or_stop
+from app.ui import build_or_stop, open_build, page, plain, root_or_stop
 from curation.build_card import shards_text
 
 page("Builds")
@@ -19,7 +19,7 @@ right.metric("shards", len(manifest["shards"]))
 third.metric("images in shards", manifest.get("images_in_shards", manifest["images"]))
 st.caption(shards_text(manifest))
 for warning in manifest.get("warnings", []):
-    st.warning(warning)
+    st.warning(plain(warning))
 st.subheader("Funnel")
 rows = funnel(manifest)
 order = funnel_steps(rows)  # pipeline order, not alphabetical; every step labelled

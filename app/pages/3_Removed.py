@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.pair_view import show_pair
-from app.ui import build_or_stop, page, pick_row, root_or_stop, show_images, show_text
+from app.ui import build_or_stop, page, pick_row, plain, root_or_stop, show_images, show_text
 
 page("Removed")
 root = root_or_stop()
@@ -20,7 +20,7 @@ if summary:
     at = pick_row(examples, "removed")
     example = examples[at]
     pair = build.pair(example["pair_id"], example["source"], example["source_row"]) if example["pair_id"] else None
-    with st.expander(f"read {example['source']} {example['source_row']}"):
+    with st.expander(plain(f"read {example['source']} {example['source_row']}")):
         if pair is None:  # rejected at ingest: the row gave no pair
             st.text(f"This input row gave no pair: {example['detail']}")
         else:

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from app.data import AppError, list_evaluations, list_runs, read_evaluation, read_metrics, trained_on
-from app.ui import page, root_or_stop, show_refused
+from app.ui import page, plain, root_or_stop, show_refused
 from trainer.published import comparison_rows
 from trainer.reports import counted, counts_text
 
@@ -57,7 +57,7 @@ if not runs:
     st.info("No training runs under the data root yet: `trainer fit` writes RUN/metrics.jsonl.")
     st.stop()
 run = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)))
-st.caption(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}")
+st.caption(plain(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}"))
 try:
     metrics = read_metrics(root, run)
 except AppError as exc:
@@ -99,7 +99,7 @@ if reports:
     report = reports[chosen]
     st.subheader("Beside published results")
     for benchmark, entry in sorted(report.get("benchmarks", {}).items()):
-        st.caption(f"{benchmark}: {counts_text(benchmark, entry)}")
+        st.caption(plain(f"{benchmark}: {counts_text(benchmark, entry)}"))
         total = entry.get("items_total") if counted(entry) else None
         if total and total < SMALL:  # a demo slice or a subset beside full-benchmark results
             st.caption(f"Over {total} items one item is {100 / total:.1f} points of a score over all items (more "

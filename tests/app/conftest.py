@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -53,3 +54,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, demo_build: Path) -> Pat
     build(load_recipe(recipe), root / "hostile")
     (root / "half.partial").mkdir()  # a build still being written
     return root
+
+
+def shown(label: str) -> str:
+    """A Markdown label as the page shows it: its escaped punctuation (`app.ui.plain`) unescaped."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", label)

@@ -269,3 +269,23 @@ def test_a_pair_opens_as_the_input_row_asked_for(data_root: Path, tmp_path: Path
     opened = Build(root, "demo")
     [scored] = [rows for name, rows in opened.signal_tables(copy).items() if name.startswith("rm_scores-test")]
     assert scored == [{"pair_id": dup["pair_id"], "margin": 0.5}]
+
+
+def test_text_from_a_build_is_never_rendered_as_markdown(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest warning (which may quote a source's path) and a run's build names are shown as written: each
+    Markdown character escaped, so an image link is never fetched by the curator's browser, nor a link drawn."""
+    import json
+    import shutil
+
+    from tests.app.conftest import shown
+
+    shutil.copytree(data_root / "demo", tmp_path / "demo")
+    hostile = "![img](http://127.0.0.1:9/w.png) **bold** $x^2$ :red[RED] [link](https://example.com)"
+    manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    manifest["warnings"] = [hostile]
+    (tmp_path / "demo" / "manifest.json").write_text(json.dumps(manifest))
+    app = run_page("pages/1_Builds.py", tmp_path, monkeypatch)
+    [warning] = [w.value for w in app.warning if "img" in w.value]
+    assert shown(warning) == hostile and "![" not in warning and "](" not in warning and "**" not in warning

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.app.conftest import run_page
+from tests.app.conftest import run_page, shown
 from trainer.reports import EVALS, VERSION, write_report
 
 
@@ -88,12 +88,12 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     assert (
         "vl_rewardbench: 3 of 4 items scored; 1 of 4 not scored (image not found: 1); by group: general 3 of 4; "
         "no macro: it averages all 3 groups, the items cover 1"
-    ) in [c.value for c in app.caption]
+    ) in [shown(c.value) for c in app.caption]
     # four items beside published rows over 1,250: the page says what one item weighs
     assert any(
         c.value.startswith("Over 4 items one item is 25.0 points of a score over all items") for c in app.caption
     )
-    assert "trained on: not recorded (no readable data.json)" in [c.value for c in app.caption]
+    assert "trained on: not recorded (no readable data.json)" in [shown(c.value) for c in app.caption]
     table = app.dataframe[0].value
     run_rows = table[table["model"] == "this model (tiny)"]
     assert list(run_rows["result"]) == ["over the scored items", "over all items (not scored = wrong)"]
@@ -102,7 +102,8 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     assert set(published["items"]) == {"1250"} and "BaseReward (Qwen2.5-VL-7B)" in set(published["model"])
 
     evaluation.set_value("eval.json").run()  # a legacy report: its scores, without counts
-    assert "vl_rewardbench: item counts not recorded (a report from before they were)" in [c.value for c in app.caption]
+    captions = [shown(c.value) for c in app.caption]
+    assert "vl_rewardbench: item counts not recorded (a report from before they were)" in captions
     table = app.dataframe[0].value
     assert list(table["model"])[:2] == ["this model (tiny)", "GPT-4o (08-06)"]
     assert float(table["overall"].iloc[0]) == 55.0
@@ -124,5 +125,5 @@ def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.Monke
     (run / "data.json").write_text(json.dumps({"builds": {"/data/builds/demo": counts}}))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert "trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs held out)" in [
-        c.value for c in app.caption
+        shown(c.value) for c in app.caption
     ]
