@@ -289,3 +289,16 @@ def test_text_from_a_build_is_never_rendered_as_markdown(
     app = run_page("pages/1_Builds.py", tmp_path, monkeypatch)
     [warning] = [w.value for w in app.warning if "img" in w.value]
     assert shown(warning) == hostile and "![" not in warning and "](" not in warning and "**" not in warning
+
+
+def test_the_word_diff_marks_only_differences_and_stops_at_its_bound() -> None:
+    """The pair view marks the words only one answer has (a longest common subsequence of words); beyond a bound
+    on the answers' length none is computed."""
+    from app.pair_view import MAX_DIFF_TOKENS, marked_diff
+
+    assert marked_diff("the cat <b>sat</b>", "the dog <b>sat</b>") == (
+        "the <del>cat</del> &lt;b&gt;sat&lt;/b&gt;",
+        "the <ins>dog</ins> &lt;b&gt;sat&lt;/b&gt;",
+    )
+    assert marked_diff("w1 w2 w3", "w0 w1 w3") == ("w1<del> w2</del> w3", "<ins>w0 </ins>w1 w3")
+    assert marked_diff("x " * MAX_DIFF_TOKENS, "y") is None
