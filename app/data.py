@@ -192,7 +192,7 @@ class Build:
             return None
         return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {self.table(p)}" for p in self.dups.values()) + ")"
 
-    def rows(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    def rows(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
         cursor = self.db.execute(query, params or [])
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
@@ -536,12 +536,13 @@ class Build:
         low, high = bounds[0]["lo"], bounds[0]["hi"]
         if low is None:
             return []
-        width = (high - low) / bins or 1.0
+        width = high / bins - low / bins or 1.0  # divided first: scores of +-1e308 must not overflow to inf
         return self.rows(
-            f"""SELECT round({low} + least(floor(({column} - {low}) / {width}), {bins - 1}) * {width}, 3) AS bin,
+            f"""SELECT round($low + least(floor(({column} / $bins - $low / $bins) / $width * $bins), $last) * $width,
+                             3) AS bin,
                        count(*) AS rows
-                FROM pairs WHERE source = ? AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1""",
-            [source],
+                FROM pairs WHERE source = $source AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1""",
+            {"low": float(low), "width": float(width), "bins": float(bins), "last": bins - 1, "source": source},
         )
 
     def signal_file(self, op: str) -> Path | None:

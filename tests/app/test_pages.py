@@ -302,3 +302,23 @@ def test_the_word_diff_marks_only_differences_and_stops_at_its_bound() -> None:
     )
     assert marked_diff("w1 w2 w3", "w0 w1 w3") == ("w1<del> w2</del> w3", "<ins>w0 </ins>w1 w3")
     assert marked_diff("x " * MAX_DIFF_TOKENS, "y") is None
+
+
+def test_the_bias_page_draws_scores_at_the_ends_of_the_float_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores of 1e308 and -1e308 pass ingest and build; their histogram's bins must not overflow to infinity."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    scores = [1e308, -1e308, 3.0, 1e308, -1e308, 2.0]
+    rows = [{"prompt": f"Question {i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}.", "score_chosen": score,
+             "score_rejected": 1.0} for i, score in enumerate(scores)]  # fmt: skip
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: far\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "far")
+    bins = Build(tmp_path / "root", "far").histogram("chosen_score", "uf")
+    assert sum(b["rows"] for b in bins) == 6 and bins[0]["bin"] == -1e308
+    app = run_page("pages/4_Bias.py", tmp_path / "root", monkeypatch)
+    assert not app.exception, app.exception
