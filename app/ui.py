@@ -60,8 +60,18 @@ def root_or_stop() -> Path:
         raise
 
 
-@st.cache_resource(max_entries=4)
 def open_build(root: str, name: str) -> Build:
+    """The build, opened once per version: a build rebuilt under the same name (a new manifest) is opened again."""
+    try:
+        stat = (Path(root) / name / "manifest.json").stat()
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = None
+    return _open_build(root, name, version)
+
+
+@st.cache_resource(max_entries=4)
+def _open_build(root: str, name: str, version: tuple[int, int, int] | None) -> Build:
     return Build(Path(root), name)
 
 

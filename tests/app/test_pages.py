@@ -322,3 +322,25 @@ def test_the_bias_page_draws_scores_at_the_ends_of_the_float_range(
     assert sum(b["rows"] for b in bins) == 6 and bins[0]["bin"] == -1e308
     app = run_page("pages/4_Bias.py", tmp_path / "root", monkeypatch)
     assert not app.exception, app.exception
+
+
+def test_a_build_rebuilt_under_its_name_is_read_anew(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workbench keeps opened builds between page runs; one rebuilt in place (a new manifest) is opened again."""
+    import shutil
+
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    shutil.copytree(data_root / "demo", tmp_path / "root" / "b")
+    first = run_page("pages/5_Mixture.py", tmp_path / "root", monkeypatch)
+    assert first.caption[0].value.startswith("43 rows in the shards")
+    rows = [{"prompt": f"Q{i}?", "chosen": f"A{i}.", "rejected": f"B{i}."} for i in range(3)]
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: b\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    shutil.rmtree(tmp_path / "root" / "b")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "b")
+    again = run_page("pages/5_Mixture.py", tmp_path / "root", monkeypatch)
+    assert again.caption[0].value.startswith("3 rows in the shards")
