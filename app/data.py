@@ -30,7 +30,6 @@ from curation.build_dir import (
     BuildError,
     confined,
 )
-from curation.io import read_shards
 from curation.lookup import MIN_PREFIX, pair_signals
 from curation.schema import NO_IMAGES_SQL
 from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
@@ -89,7 +88,7 @@ def inside(root: Path, relative: str | PurePath) -> Path:
 class BuildEntry:
     name: str
     path: Path
-    status: str  # ready | in progress | stopped: ... | broken | refused: ...
+    status: str  # ready | in progress | stopped: ... | broken(: why) | refused: ...
 
 
 def review_file(root: Path, build: str) -> Path:
@@ -122,6 +121,17 @@ def _partial_status(root: Path, partial: Path) -> str:
     return "stopped: `curate build ... --resume` continues it"
 
 
+def _finished_status(path: Path) -> str:
+    """ "ready", or "broken: why" for a build whose manifest cannot be read or whose shards are not all there (their
+    contents are checked when the build is opened)."""
+    try:
+        build = BuildDir.open(path)
+        build.shard_paths  # noqa: B018  # each listed shard, confined and present
+    except BuildError as exc:
+        return f"broken: {str(exc).replace(str(path), path.name).removeprefix(f'{path.name}: ')}"
+    return "ready"
+
+
 def list_builds(root: Path) -> list[BuildEntry]:
     builds = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -136,11 +146,13 @@ def list_builds(root: Path) -> list[BuildEntry]:
         elif (path / "manifest.json").is_file():
             # `curate export`'s Hub layout carries a copy of its build's manifest beside the recipe, without shards
             if not ((path / "recipe.yaml").is_file() and not (path / "shards").exists()):
-                builds.append(BuildEntry(path.name, path, "ready"))
+                builds.append(BuildEntry(path.name, path, _finished_status(path)))
         elif (path / "shards").is_dir():
             builds.append(BuildEntry(path.name, path, "broken"))
     return builds
 
+
+MAX_SHOWN_PIXELS = 50_000_000  # the build's own limit at ingest (`validate.max_pixels`' default)
 
 # Stand-ins for a build's optional tables when their file is absent or refused: empty, so each page still works.
 EMPTY_VIEWS = {
@@ -162,13 +174,13 @@ class Build:
         self.path = inside(root, name)
         try:
             self.dir = BuildDir.open(self.path)
-            shards = self.dir.shard_paths
+            pairs = self.dir.pairs()  # memory-mapped; a damaged or changed shard is an error naming it
         except BuildError as exc:
             raise AppError(str(exc).replace(str(self.path), name)) from None
         self.manifest = self.dir.manifest
         self.refused = self.dir.refused
         self.db = duckdb.connect()
-        self.db.register("pairs", read_shards(shards))
+        self.db.register("pairs", pairs)
         views = (("rejects", REJECTS), ("removed_pairs", REMOVED_PAIRS), ("build_images", IMAGES),
                  ("benchmark_images", BENCHMARK_IMAGES))  # fmt: skip
         for view, relative in views:
@@ -336,16 +348,22 @@ class Build:
             ]
         return tables
 
-    def image(self, sha256: str, max_side: int = 512) -> tuple[Image.Image, dict[str, Any]] | None:
+    def image(self, sha256: str, max_side: int = 512) -> tuple[Image.Image | None, dict[str, Any]] | None:
         """One image, decoded and downscaled only when it is shown, with what the build stored of it (width,
-        height, format, KiB)."""
+        height, format, KiB); None for the image where its bytes cannot be shown (`error` says why)."""
         found = self.rows("SELECT bytes, width, height, format FROM images WHERE sha256 = ?", [sha256])
         if not found:
             return None
-        data = found[0].pop("bytes")
-        image = Image.open(io.BytesIO(data))
-        image.thumbnail((max_side, max_side))
-        return image, {**found[0], "kib": round(len(data) / 1024, 1)}
+        data = found[0].pop("bytes") or b""
+        info = {**found[0], "kib": round(len(data) / 1024, 1)}
+        try:
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_SHOWN_PIXELS:  # read from the header: nothing decoded yet
+                return None, {**info, "error": f"{image.width}x{image.height} pixels, too many to show"}
+            image.thumbnail((max_side, max_side))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # what Pillow raises
+            return None, {**info, "error": f"cannot be decoded ({type(exc).__name__}: {exc})"}
+        return image, info
 
     def signals(self, pair_id: str, prompt_id: str, images: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         return pair_signals(self.db, self.signal_files, pair_id, prompt_id, images or [])

@@ -118,6 +118,9 @@ def show_images(build: Build, hashes: list[str] | None, label: str, max_side: in
             continue
         image, info = found
         size = f"{info['width']}x{info['height']} {info['format']}, {info['kib']} KiB"
+        if image is None:
+            st.text(f"{label}: image {sha} ({size}) {info['error']}")
+            continue
         st.image(image, caption=f"{label}: {size}, sha256 {sha}")
     if not hashes:
         st.text(f"{label}: no image")

@@ -81,6 +81,9 @@ class BuildDir:
             manifest = None
         if not isinstance(manifest, dict) or not {"recipe", "sources", "shards"} <= set(manifest):
             raise BuildError(f"{location}: not a finished build (no readable manifest.json)")
+        damage = _manifest_damage(manifest)
+        if damage is not None:
+            raise BuildError(f"{location}: manifest.json is damaged ({damage}); build again")
         return cls(path, manifest)
 
     # -- paths -------------------------------------------------------------------------------------------------
@@ -95,14 +98,22 @@ class BuildDir:
         return path
 
     def optional(self, relative: str) -> Path | None:
-        """The real path of a file a reader can do without: None when absent or refused (then named in
-        `refused`)."""
+        """The real path of a file a reader can do without: None when absent, refused or (a parquet table) damaged;
+        then named in `refused`."""
         try:
             path = confined(self.path, relative)
         except BuildError as exc:
             self.refused[relative] = f"{self.name}/{exc}"
             return None
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        if path.suffix == ".parquet":
+            try:
+                pq.read_metadata(path)  # its footer: a damaged or foreign file is left out, not a traceback later
+            except (OSError, pa.ArrowException) as exc:
+                self.refused[relative] = f"{self.name}/{relative}: damaged, not read ({exc})"
+                return None
+        return path
 
     def folder(self, name: str) -> dict[str, Path]:
         """The parquet files of a folder of tables (`dups`, `signals`, `flags`), by stem; refused ones left out."""
@@ -154,6 +165,20 @@ class BuildDir:
 
     def dups(self) -> dict[str, Path]:
         return self.folder("dups")
+
+
+def _manifest_damage(manifest: dict[str, Any]) -> str | None:
+    """What of a manifest's structure its readers rely on is wrong, or None."""
+    recipe, sources, shards = manifest["recipe"], manifest["sources"], manifest["shards"]
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("text"), str):
+        return "`recipe` is not a mapping with its `text`"
+    if not isinstance(sources, dict) or not all(isinstance(v, dict) for v in sources.values()):
+        return "`sources` is not a mapping of sources"
+    if not isinstance(shards, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in shards):
+        return "`shards` is not a list of shards, each with its `file`"
+    if not isinstance(manifest.get("rows_in_shards", 0), int):
+        return "`rows_in_shards` is not a count"
+    return None
 
 
 def confined(root: Path, relative: str, within: str = "the build folder") -> Path:

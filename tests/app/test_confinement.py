@@ -190,15 +190,24 @@ def test_runs_page_names_a_refused_evaluation(tmp_path: Path, monkeypatch: pytes
     assert not app.dataframe and len(app.get("vega_lite_chart")) == 1  # the loss curve is still drawn
 
 
-def test_builds_page_names_another_build_it_cannot_open(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (root / "bad").mkdir()
-    (root / "bad" / "manifest.json").write_text("{")
+def test_a_build_that_cannot_be_opened_is_listed_as_broken(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its manifest unreadable, of the wrong structure, or a shard it lists missing: named with why, not offered."""
+    for name, manifest in (("bad", "{"), ("typed", '{"recipe": "r", "sources": {}, "shards": []}')):
+        (root / name).mkdir()
+        (root / name / "manifest.json").write_text(manifest)
+    shutil.copytree(root / "b", root / "gone")
+    next((root / "gone" / "shards").glob("*.arrow")).unlink()
     monkeypatch.setenv(DATA_ENV, str(root))
     app = AppTest.from_file(str(APP / "pages" / "1_Builds.py"), default_timeout=60)
     app.run()
     assert not app.exception, app.exception
-    assert [w.value for w in app.warning] == ["Cannot open the other build."]
-    assert app.text[-1].value == "bad: not a finished build (no readable manifest.json)"
+    assert app.warning[0].value == "Some builds are not finished or are refused, and are not shown:"
+    listed = app.text[0].value.splitlines()
+    assert listed[0] == "bad: broken: not a finished build (no readable manifest.json)"
+    assert listed[1].startswith("gone: broken: no shards/") and "is this a complete `curate build` output?" in listed[1]
+    damaged = "manifest.json is damaged (`recipe` is not a mapping with its `text`); build again"
+    assert listed[2] == f"typed: broken: {damaged}"
+    assert app.selectbox[0].options == ["b"]
 
 
 def test_file_names_are_not_read_as_glob_patterns(root: Path) -> None:
@@ -219,3 +228,35 @@ def test_file_names_are_not_read_as_glob_patterns(root: Path) -> None:
     assert list(build.refused) == ["dups/e.parquet"]
     methods = [d["method"] for d in build.duplicates()]
     assert MARK not in methods and methods.count("exact") == 2  # exact_dedupe.parquet and its copy [e]
+
+
+def test_damaged_files_of_a_build_are_named_not_tracebacks(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard cut short stops the build with a message naming it; a damaged optional table is left out and named
+    (the rest shows); image bytes that cannot be decoded, or would decode to too many pixels, are said as text."""
+    import io
+
+    from PIL import Image
+
+    shutil.copytree(root / "b", root / "cut")
+    shard = next((root / "cut" / "shards").glob("*.arrow"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(AppError, match=r"cut/shards/.*\.arrow: a damaged shard"):
+        Build(root, "cut")
+    (root / "b" / "rejects" / "rejects.parquet").write_bytes(b"not parquet at all")
+    build = Build(root, "b")
+    assert "damaged, not read" in build.refused["rejects/rejects.parquet"]
+    assert build.removed_summary() == []
+    images = pq.read_table(root / "b" / "images" / "images.parquet")
+    bomb = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(bomb, "PNG")  # 100 million pixels in a few kilobytes
+    damaged = [b"garbage", bomb.getvalue(), *images["bytes"].to_pylist()[2:]]
+    pq.write_table(images.set_column(images.schema.get_field_index("bytes"), "bytes", pa.array(damaged)),
+                   root / "b" / "images" / "images.parquet")  # fmt: skip
+    build = Build(root, "b")
+    garbage, big = (build.image(sha)[1] for sha in images["sha256"].to_pylist()[:2])  # type: ignore[index]
+    assert garbage["error"].startswith("cannot be decoded") and big["error"] == "10000x10000 pixels, too many to show"
+    monkeypatch.setenv(DATA_ENV, str(root))
+    for page in ("1_Builds.py", "2_Pairs.py", "3_Removed.py"):
+        app = AppTest.from_file(str(APP / "pages" / page), default_timeout=60)
+        app.run()
+        assert not app.exception, (page, app.exception)
