@@ -121,9 +121,15 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     last = earlier[0] if earlier else None
     if last:
         st.text(f"reviewed: {last['action']} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
-    if pair.get("removed_at") is not None:
+    in_shards = build.rows("SELECT count(*) AS n FROM pairs WHERE pair_id = ?", [pair["pair_id"]])[0]["n"]
+    if pair.get("removed_at") is not None and in_shards:
+        st.caption(f"This row was removed at {pair['removed_at'][0]}, but its pair is in the shards through other "
+                   f"rows ({in_shards}): a review is of the pair, so it changes those in the next build.")  # fmt: skip
+    elif pair.get("removed_at") is not None:
         st.caption(f"This pair was removed at {pair['removed_at'][0]}: a review of it is recorded, and the next build "
                    "still removes it (reviews apply last).")  # fmt: skip
+    else:
+        st.caption("A review is of the pair: it applies to every row that gives this pair id.")
     # The decision starts at the pair's latest one, so saving again repeats it rather than undoing it.
     with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
         action = st.radio("action", ACTIONS, index=ACTIONS.index(last["action"]) if last else 0, horizontal=True,

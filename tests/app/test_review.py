@@ -160,3 +160,25 @@ def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path, monkeypatc
     assert [r["why"] for r in Build(root, "demo").review_queue("rm_margin flags")] == ["margin -2.0", "margin -1.5"]
     pq.write_table(flags.slice(0, 0), root / "demo" / "flags" / "rm_margin.parquet")  # `swap` listing nothing
     assert "rm_margin flags" not in Build(root, "demo").review_queues()
+
+
+def test_a_removed_copy_of_a_kept_pair_says_its_review_changes_the_kept_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review is of a pair: reviewing a removed exact duplicate reviews its surviving copy in the shards too."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    row = {"prompt": "Tell me about zebras.", "chosen": "Striped horses.", "rejected": "Purple."}
+    write_jsonl(tmp_path / "uf.jsonl", [row, row, {"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
+    (tmp_path / "r.yaml").write_text("name: d\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "d")
+    app = run_page("pages/3_Removed.py", tmp_path / "root", monkeypatch)
+    app.selectbox[1].set_value(("exact_dedupe", "exact duplicate")).run()
+    assert not app.exception, app.exception
+    captions = [c.value for c in app.caption]
+    assert (
+        "This row was removed at exact_dedupe, but its pair is in the shards through other rows (1): a review is "
+        "of the pair, so it changes those in the next build." in captions
+    ), captions
