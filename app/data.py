@@ -654,13 +654,19 @@ def list_runs(root: Path) -> tuple[list[Path], list[str]]:
     return runs, refused
 
 
-def read_metrics(root: Path, run: Path) -> list[dict[str, Any]]:
-    """A run's metrics.jsonl, one object per logged step; AppError when it is refused or not JSON lines."""
+def read_metrics(root: Path, run: Path) -> tuple[list[dict[str, Any]], int]:
+    """A run's metrics.jsonl: one object per logged step (those with a whole-number `step`), and how many of its
+    lines were left out (not such an object); AppError when it is refused, not a plain file or not UTF-8 JSON."""
     path = inside(root, run.relative_to(root) / "metrics.jsonl")
+    if not path.is_file():  # a folder, or a pipe that would block the page
+        raise AppError(f"{run.name}/metrics.jsonl is not a plain file")
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines]
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise AppError(f"{run.name}/metrics.jsonl is not valid JSON lines ({exc})") from None
+    steps = [r for r in records if isinstance(r, dict) and type(r.get("step")) is int]
+    return steps, len(records) - len(steps)
 
 
 def trained_on(root: Path, run: Path) -> str | None:
@@ -699,6 +705,11 @@ def read_evaluation(root: Path, run: Path, name: str | None = None) -> dict[str,
         name = names[-1]
     path = inside(root, run.relative_to(root) / name)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        if not path.is_file():
+            raise OSError("not a plain file")
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise AppError(f"{run.name}/{name} is not a readable JSON report ({exc})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("benchmarks", {}), dict):
+        raise AppError(f"{run.name}/{name} is not a report (a JSON object with its benchmarks)")
+    return report

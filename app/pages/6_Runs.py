@@ -8,6 +8,7 @@ per-report files has one `eval.json`, its scores without item counts.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import altair as alt
@@ -59,16 +60,23 @@ if not runs:
 run = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)))
 st.caption(plain(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}"))
 try:
-    metrics = read_metrics(root, run)
+    metrics, left_out = read_metrics(root, run)
 except AppError as exc:
     st.error("Cannot read this run's metrics.")
     st.text(str(exc))
     st.stop()
+if left_out:
+    st.warning(f"{left_out} line(s) of metrics.jsonl are not a step's record (a JSON object with a whole-number "
+               "step) and are not drawn.")  # fmt: skip
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def over(records: list[dict[str, Any]], key: str, what: str) -> str:
     """` (over 8 pairs a step)`: the pairs a curve's values are means over, where the log records them."""
-    counts = sorted({int(m[key]) for m in records if key in m})
+    counts = sorted({int(m[key]) for m in records if number(m.get(key)) and math.isfinite(m[key])})
     if not counts:
         return ""
     return f" (over {counts[0] if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'} {what})"
@@ -77,11 +85,16 @@ def over(records: list[dict[str, Any]], key: str, what: str) -> str:
 CURVES = {"loss": "loss", "accuracy": "accuracy", "margin": "reward margin (chosen - rejected)",
           "eval/loss": "eval/loss", "eval/accuracy": "eval/accuracy"}  # fmt: skip
 for name, title in CURVES.items():
-    points = [{"step": m["step"], "value": m[name]} for m in metrics if name in m and "step" in m]
+    logged = [m for m in metrics if m.get(name) is not None]  # null: a step with no value (every draw skipped)
+    points = [{"step": m["step"], "value": m[name]} for m in logged if number(m[name]) and math.isfinite(m[name])]
     held_out = name.startswith("eval/")
     pairs = over(metrics, "eval/pairs", "held-out pairs") if held_out else over(metrics, "pairs", "pairs a step")
     if points:
         st.altair_chart(curve(title + pairs, points), width="stretch")
+    if len(points) < len(logged):  # NaN, infinity or not a number: said, not silently left out of the curve
+        odd = [f"step {m['step']}: {m[name]!r}" for m in logged if not (number(m[name]) and math.isfinite(m[name]))]
+        st.caption(plain(f"{title}: {len(odd)} of {len(logged)} logged values are not finite numbers and are not "
+                         f"drawn ({'; '.join(odd[:5])}{'; ...' if len(odd) > 5 else ''})"))  # fmt: skip
 names = list_evaluations(run)
 if not names:
     st.write("Not evaluated yet (`trainer eval --model RUN` writes RUN/evals/<UTC time>-<benchmarks>.json).")

@@ -146,7 +146,7 @@ def test_run_files_are_refused_outside_and_followed_inside(tmp_path: Path) -> No
     runs, refused = list_runs(root)
     assert [r.relative_to(root).as_posix() for r in runs] == ["elsewhere", "runs/a", "runs/c"]
     assert refused == [OUTSIDE.format("runs/b/metrics.jsonl")]
-    assert read_metrics(root, root / "runs" / "c") == [{"step": 1, "loss": 7.0}]
+    assert read_metrics(root, root / "runs" / "c") == ([{"step": 1, "loss": 7.0}], 0)
     (root / "runs" / "a" / "eval.json").unlink()
     (root / "runs" / "a" / "eval.json").symlink_to(outside / "eval.json")
     with pytest.raises(AppError, match="runs/a/eval.json: refused, its real path leaves the data root"):

@@ -127,3 +127,28 @@ def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.Monke
     assert "trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs held out)" in [
         shown(c.value) for c in app.caption
     ]
+
+
+def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any folder with a metrics.jsonl is a run: lines that are not a step's record, values that are not finite,
+    a file that is not UTF-8 or not a plain file, and a report that is not an object are named on the page."""
+    import os
+
+    run = _run_folder(tmp_path)
+    lines = ['{"step": 1, "loss": NaN, "pairs": NaN}', '{"step": 2, "loss": 0.3, "margin": Infinity}', "5",
+             '{"step": "one", "loss": 0.1}', '{"step": 3, "loss": 0.2, "pairs": 8}']  # fmt: skip
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "evals").mkdir()
+    (run / "evals" / "2026-01-01T00-00-00-x.json").write_text("[1, 2]")
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert not app.exception, app.exception
+    assert any(w.value.startswith("2 line(s) of metrics.jsonl are not a step's record") for w in app.warning)
+    captions = [shown(c.value) for c in app.caption]
+    assert "loss: 1 of 3 logged values are not finite numbers and are not drawn (step 1: nan)" in captions
+    assert any(c.startswith("reward margin (chosen - rejected): 1 of 1 logged values") for c in captions)
+    assert any("is not a report" in t.value for t in app.text)
+    (run / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 0.5}\n\xff\n')
+    assert run_page("pages/6_Runs.py", tmp_path, monkeypatch).error[0].value == "Cannot read this run's metrics."
+    (run / "metrics.jsonl").unlink()
+    os.mkfifo(run / "metrics.jsonl")  # reading it would block the page
+    assert run_page("pages/6_Runs.py", tmp_path, monkeypatch).error[0].value == "Cannot read this run's metrics."
