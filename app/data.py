@@ -671,13 +671,17 @@ def read_metrics(root: Path, run: Path) -> tuple[list[dict[str, Any]], int]:
 
 def trained_on(root: Path, run: Path) -> str | None:
     """What a run trained on, from its data.json (`trainer fit` writes it): each build with its training draws and
-    held-out pairs; None when the run has none (it is still training) or it cannot be read."""
+    held-out pairs; None when the run has none (it is still training) or it cannot be read; "not read: why" when
+    its real path leaves the data root."""
     try:
         path = inside(root, run.relative_to(root) / "data.json")
+    except AppError as exc:
+        return f"not read: {exc}"
+    try:
         builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
         return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held out)"
                          for name, b in builds.items())  # fmt: skip
-    except (AppError, OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

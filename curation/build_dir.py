@@ -116,7 +116,13 @@ class BuildDir:
         return path
 
     def folder(self, name: str) -> dict[str, Path]:
-        """The parquet files of a folder of tables (`dups`, `signals`, `flags`), by stem; refused ones left out."""
+        """The parquet files of a folder of tables (`dups`, `signals`, `flags`), by stem; refused ones left out. A
+        folder whose real path leaves the build is refused whole, unlisted (its file names are not the build's)."""
+        try:
+            confined(self.path, name)
+        except BuildError as exc:
+            self.refused[name] = f"{self.name}/{exc}"
+            return {}
         listed = sorted((self.path / name).glob("*.parquet")) if (self.path / name).is_dir() else []
         found = {p.stem: self.optional(f"{name}/{p.name}") for p in listed}
         return {stem: p for stem, p in found.items() if p is not None}

@@ -260,3 +260,16 @@ def test_damaged_files_of_a_build_are_named_not_tracebacks(root: Path, monkeypat
         app = AppTest.from_file(str(APP / "pages" / page), default_timeout=60)
         app.run()
         assert not app.exception, (page, app.exception)
+
+
+def test_a_table_folder_leading_out_of_the_build_is_refused_unlisted(root: Path) -> None:
+    """A `signals/` symlinked out of the build is refused whole: the names of the files out there are not shown."""
+    outside = root.parent / "outside" / "names"
+    shutil.copytree(root / "b" / "signals", outside)
+    (outside / "SECRET_FILE_NAME.parquet").write_bytes(b"x")
+    shutil.rmtree(root / "b" / "signals")
+    (root / "b" / "signals").symlink_to(outside)
+    build = Build(root, "b")
+    assert build.signal_files == {}
+    assert list(build.refused) == ["signals"] and "SECRET" not in " ".join(build.refused.values())
+    assert build.refused["signals"] == LEAVES.format("b/signals")
