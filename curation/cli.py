@@ -45,6 +45,11 @@ def _in_range(value: int | None, minimum: int, maximum: int, flag: str) -> None:
         _fail(f"{flag} must be {minimum} to {maximum}, got {value}")
 
 
+def _at_least_1(value: int | None, flag: str) -> None:
+    if value is not None and not 1 <= value <= sys.maxsize:
+        _fail(f"{flag} must be at least 1, got {value}" if value < 1 else f"{flag} is too large, got {value}")
+
+
 MAX_WORKERS = 1024  # beyond any machine's cores: a larger value is a typing mistake, and DuckDB would abort on it
 
 
@@ -267,8 +272,8 @@ def ingest_cmd(
     ] = False,
 ) -> None:
     """Read one source in its native format and write canonical pairs, images and rejects."""
-    _in_range(limit, 1, sys.maxsize, "--limit")
-    _in_range(max_pixels, 1, sys.maxsize, "--max-pixels")
+    _at_least_1(limit, "--limit")
+    _at_least_1(max_pixels, "--max-pixels")
     _in_range(workers, 1, MAX_WORKERS, "--workers")
     try:
         adapter = get_adapter(source)(_parse_pairs(option or []), ReadOptions(config, split, revision, data_dir))
@@ -308,7 +313,8 @@ def ingest_cmd(
         err_console.print(f"note: {note}", markup=False, highlight=False)
     empty = summary.no_pairs(source)
     if empty:
-        _warn(empty)
+        missing = images_root is None and summary.rejects_by_reason.get("image not found")
+        _warn(f"{empty}; the rows name image files: give their folder or zip with --images-root" if missing else empty)
 
 
 @app.command()
@@ -607,7 +613,7 @@ def find(
 ) -> None:
     """Find pairs by text, in the shards and among the removed pairs: each match's id, source row, fate and the
     text around the match (a pair's upsampled copies count once)."""
-    _in_range(limit, 1, sys.maxsize, "--limit")
+    _at_least_1(limit, "--limit")
     if not text:
         _fail("TEXT is empty: give the text to look for")
     try:

@@ -50,9 +50,9 @@ def _ingest_args(tmp_path: Path, out: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--limit", "-1"], "--limit must be 1 to"),
-        (["--limit", "0"], "--limit must be 1 to"),
-        (["--max-pixels", "-5"], "--max-pixels must be 1 to"),
+        (["--limit", "-1"], "--limit must be at least 1, got -1"),
+        (["--limit", "0"], "--limit must be at least 1, got 0"),
+        (["--max-pixels", "-5"], "--max-pixels must be at least 1, got -5"),
         (["--workers", "-3"], "--workers must be 1 to 1024, got -3"),
     ],
 )
@@ -364,7 +364,7 @@ def test_replace_touches_only_an_ingest_output_and_its_own_partial_folder(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--limit", "99999999999999999999999"], "--limit must be 1 to"),
+        (["--limit", "99999999999999999999999"], "--limit is too large"),
         (["--workers", "99999999999"], "--workers must be 1 to 1024"),
     ],
 )

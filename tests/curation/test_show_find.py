@@ -168,7 +168,7 @@ def test_find_limit_source_and_json(built: dict) -> None:
     assert row["field"] == "prompt" and row["snippet"][slice(*row["match"])] == "zebra"
     assert _curate("find", built["dir"], "no such text anywhere").stdout.strip() == "no pair holds the text"
     assert "no source 'c' in" in _one_error_line(_curate("find", built["dir"], "zebra", "--source", "c"))
-    assert "--limit must be 1 to" in _one_error_line(_curate("find", built["dir"], "zebra", "--limit", "0"))
+    assert "--limit must be at least 1" in _one_error_line(_curate("find", built["dir"], "zebra", "--limit", "0"))
 
 
 def test_find_prints_hostile_text_literally(built: dict) -> None:

@@ -93,3 +93,13 @@ def test_the_warning_names_the_three_most_frequent_reasons() -> None:
     )
     assert IngestSummary("x").no_pairs("s") == "source 's' gave 0 pairs: no rows read"
     assert IngestSummary("x", rows_read=1, rows_paired=1, pairs=1).no_pairs("s") is None
+
+
+def test_ingest_says_when_the_missing_images_need_an_images_root(tmp_path: Path) -> None:
+    rows = [{"id": "1", "image": "a/1.png", "prompt": "What?", "chosen": "A cat.", "rejected": "A dog."}]
+    path = write_jsonl(tmp_path / "dpo_pairs.jsonl", rows)
+    result = runner.invoke(app, ["ingest", "--source", "mm_rlhf", "--path", str(path), "--out", str(tmp_path / "o")])
+    assert _one_line(result, "warning: ") == (
+        "warning: source 'mm_rlhf' gave 0 pairs: 1 of 1 rows rejected (image not found: 1); the rows name image "
+        "files: give their folder or zip with --images-root"
+    )
