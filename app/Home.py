@@ -12,7 +12,9 @@ st.title("Reward-model data workbench")
 root = root_or_stop()
 st.caption(plain(f"data root: {root}"))
 builds = list_builds(root)
-if not builds:
+if not builds and (root / "manifest.json").is_file():  # pointed at a build rather than the folder of builds
+    st.info(plain(f"This folder is a build: start the workbench on the folder that holds it, --data {root.parent}"))
+elif not builds:
     st.info("No builds here yet. `curate build --mix mixes/demo.yaml --out DIR/demo` makes one.")
 else:
     st.subheader("Builds")

@@ -55,10 +55,13 @@ def rewards(
 
 
 def read_images(paths: list[Path]) -> list[bytes]:
-    """Each file's bytes; `ValueError` naming a file that is not an image."""
+    """Each file's bytes; `ValueError` naming a file that cannot be read or is not an image."""
     found = []
     for path in paths:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the image ({exc.strerror})") from None
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.verify()

@@ -54,7 +54,8 @@ shown_range = f"rows {first + 1}-{first + len(rows)}" if rows else "no row"
 if looks_like_an_id(search):
     st.caption("The search looks like a pair id: it also matches pair ids, and ids before a swap, that begin with it.")
 st.caption(
-    f"{total} rows of the shards match (an upsampled pair is a row per copy; `copies` counts them); page "
+    f"{total} row{'' if total == 1 else 's'} of the shards match (an upsampled pair is a row per copy; `copies` "
+    "counts them); page "
     f"{int(page_number)} of {pages} shows {shown_range}. Click a row to read it."
 )
 if not rows:

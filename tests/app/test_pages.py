@@ -344,3 +344,12 @@ def test_a_build_rebuilt_under_its_name_is_read_anew(
     build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "b")
     again = run_page("pages/5_Mixture.py", tmp_path / "root", monkeypatch)
     assert again.caption[0].value.startswith("3 rows in the shards")
+
+
+def test_home_on_a_build_folder_points_to_its_parent(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.app.conftest import shown
+
+    app = run_page("Home.py", data_root / "demo", monkeypatch)
+    assert shown(app.info[0].value) == (
+        f"This folder is a build: start the workbench on the folder that holds it, --data {data_root.resolve()}"
+    )
