@@ -239,6 +239,9 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     scores = [float(line.split("\t")[0]) for line in result.output.strip().splitlines()]
     assert len(scores) == 2 and scores[0] != scores[1]
+    missing = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "Q?", "--image", str(tmp_path / "no.jpg"),
+                                  "--answer", "A."])  # fmt: skip
+    assert missing.output == f"error: {tmp_path / 'no.jpg'}: cannot read the image (No such file or directory)\n"
     bad = runner.invoke(app, ["fit", "--shards", str(tmp_path), "--out", str(tmp_path / "x"), "--model", "tiny"])
     assert bad.exit_code == 1 and "not a finished build" in bad.output
 
