@@ -241,15 +241,21 @@ def _placeless(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "shards": [spec.partition("=")[2] for spec in settings.get("shards", [])]}
 
 
-def _resumed_plan(stored: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] | None:
-    """The plan an earlier run of this audit wrote, if it matches `plan` but for where the builds lie. A setting
-    added to FitConfig since then is absent from it and compares at its default, so that audit still resumes
-    (under its own plan and name)."""
-    defaults = FitConfig().as_dict()
-    filled = {**stored, "config": _placeless({**defaults, **stored.get("config", {})})}
-    wanted = {**plan, "config": _placeless(plan["config"])}
-    same = {k: v for k, v in filled.items() if k != "build"} == {k: v for k, v in wanted.items() if k != "build"}
-    return stored if same else None
+_PLAN_PARTS = {"pairs_sha256": "the build's pairs differ", "shards_sha256": "the shards the folds train on differ",
+               "folds": "--folds"}  # fmt: skip
+
+
+def _plan_differences(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """What differs between the plan an earlier run of this audit wrote and `plan`, but for where the builds lie
+    (nothing: the audit resumes). A setting added to FitConfig since then is absent from the stored plan and
+    compares at its default, so that audit still resumes (under its own plan and name)."""
+    then = _placeless({**FitConfig().as_dict(), **stored.get("config", {})})
+    now = _placeless(plan["config"])
+    differ = [f"{what} {stored.get(key)!r} then, {plan[key]!r} now" if key == "folds" else what
+              for key, what in _PLAN_PARTS.items() if stored.get(key) != plan[key]]  # fmt: skip
+    differ += [f"{key} {then.get(key)!r} then, {now.get(key)!r} now" for key in sorted(set(then) | set(now))
+               if then.get(key) != now.get(key)]  # fmt: skip
+    return differ
 
 
 def audit(
@@ -291,10 +297,12 @@ def audit(
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.is_file():
-        resumed = _resumed_plan(_read_plan(plan_path), plan)
-        if resumed is None:
-            raise InputError(f"{out}: holds an audit of another build, fold count or settings; choose another --out")
-        plan = resumed
+        stored = _read_plan(plan_path)
+        differ = _plan_differences(stored, plan)
+        if differ:
+            raise InputError(f"{out}: holds an audit planned otherwise ({'; '.join(differ)}); give its settings to "
+                             "resume it, or choose another --out")  # fmt: skip
+        plan = stored
     elif any(out.glob("fold-*")):  # folds of an audit whose plan is lost: nothing says what they judged
         raise InputError(f"{out}: holds fold folders but no plan.json; choose another --out")
     elif any(not entry.name.startswith(".") for entry in out.iterdir()):  # a fit run, say: not the audit's to write

@@ -90,9 +90,9 @@ def test_an_interrupted_audit_resumes_by_fold(demo_build: Path, tmp_path: Path, 
     assert steps == [(1, "train"), (1, "judge")]  # fold 0 was neither trained nor judged again
     assert (tmp_path / "run" / "fold-0" / "scores.parquet").stat().st_mtime_ns == judged
     assert pq.read_table(tmp_path / "run" / "scores.parquet") == pq.read_table(audited[1] / "scores.parquet")
-    with pytest.raises(Exception, match="another build, fold count or settings"):
+    with pytest.raises(Exception, match=r"planned otherwise \(--folds 2 then, 3 now\); give its settings"):
         audit(build, CONFIG, 3, tmp_path / "run")
-    with pytest.raises(Exception, match="another build, fold count or settings"):
+    with pytest.raises(Exception, match=rf"holds an audit planned otherwise \(lr {CONFIG.lr!r} then, 0.001 now\)"):
         audit(build, dataclasses.replace(CONFIG, lr=1e-3), 2, tmp_path / "run")
 
 
@@ -140,7 +140,7 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
     assert Path(report["signal"]).name == f"rm_scores-audit-{older_digest[:12]}.parquet"
     # A stored setting that differs from this run's is a change, not a match.
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": {**older, "max_length": 4096}}))
-    with pytest.raises(Exception, match="another build, fold count or settings"):
+    with pytest.raises(Exception, match=r"holds an audit planned otherwise \(max_length 4096 then, "):
         audit(build, CONFIG, 2, resumed)
 
 
@@ -314,7 +314,7 @@ def test_a_build_rebuilt_in_place_is_not_resumed(audited: tuple, tmp_path: Path)
     manifest = json.loads((rebuilt / "manifest.json").read_text())
     manifest["shards"][0]["sha256"] = "0" * 64
     (rebuilt / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(InputError, match="another build, fold count or settings"):
+    with pytest.raises(InputError, match=r"planned otherwise \(the shards the folds train on differ\); give its"):
         audit(rebuilt, CONFIG, 2, tmp_path / "run")
 
 
