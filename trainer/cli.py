@@ -336,8 +336,10 @@ def audit(
     for fold in report["folds"]:
         accuracy = fold["held_out_accuracy"]
         shown = "-" if accuracy is None else f"{accuracy:.3f}"
-        judged = f"{fold['scored']} of {fold['pairs']} pairs judged ({fold['truncated']} with answers cut to fit)"
-        typer.echo(f"fold {fold['fold']}: held-out accuracy {shown} on {fold['held_out_pairs']} pairs; {judged}")
+        judged = (f"judged {fold['scored']} of its {fold['pairs']} pairs, the removed ones too ({fold['truncated']} "
+                  "with answers cut to fit)")  # fmt: skip
+        typer.echo(f"fold {fold['fold']}: held-out accuracy {shown} over its {fold['held_out_pairs']} scored pairs "
+                   f"of the shards; {judged}")  # fmt: skip
     pooled = report["held_out"]
     if pooled["pairs"]:
         low, high = pooled["interval_95"]
