@@ -31,6 +31,7 @@ from curation.build_dir import (
     confined,
 )
 from curation.lookup import MIN_PREFIX, pair_signals
+from curation.reviews import REVIEWS
 from curation.schema import NO_IMAGES_SQL
 from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
@@ -104,6 +105,8 @@ def review_file(root: Path, build: str) -> Path:
     real = inside(root, relative)
     if real != root.resolve() / relative:  # a link, in the path or the file: it could lead into a build
         raise AppError(f"{relative}: a link (to {real}); reviews are written only to {relative} itself")
+    if (real.parent / "manifest.json").exists() or (real.parent / "shards").exists():
+        raise AppError(f"{relative.parent}: a build's folder; reviews are never written into a build")
     return real
 
 
@@ -134,7 +137,7 @@ def _finished_status(path: Path) -> str:
 
 def list_builds(root: Path) -> list[BuildEntry]:
     builds = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and p.name != REVIEWS):  # the reviews' folder
         try:
             inside(root, path.name)
             inside(root, f"{path.name}/manifest.json")
@@ -677,6 +680,8 @@ def trained_on(root: Path, run: Path) -> str | None:
         path = inside(root, run.relative_to(root) / "data.json")
     except AppError as exc:
         return f"not read: {exc}"
+    if not path.is_file():  # absent, or a pipe that would block the page
+        return None
     try:
         builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
         return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held out)"

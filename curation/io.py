@@ -8,7 +8,9 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -200,14 +202,19 @@ def read_shards(paths: Iterable[Path | str]) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+LOCK_TRIES = 25  # 0.5 s of retries
+
+
 def held(lock: Path) -> bool:
     """Whether a process holds `lock` (an `only_writer` lock) now. Asked with a shared lock taken and given back
     at once: the file is opened for reading and never created."""
-    try:
-        handle = open(lock)
+    try:  # never blocks: a pipe planted under the lock's name opens at once and is no lock
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return False
-    with handle:
+    with os.fdopen(fd) as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -222,10 +229,16 @@ def only_writer(lock: Path, busy: str) -> Iterator[None]:
     `InputError(busy)` at once rather than write over the first's files."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(busy) from None
+        # A reader asking whether the output is being written (`held`) holds the lock for an instant: a writer
+        # retries for a moment before it calls the output busy.
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == LOCK_TRIES - 1:
+                    raise InputError(busy) from None
+                time.sleep(0.02)
         try:
             yield
         finally:

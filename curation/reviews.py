@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from curation.errors import InputError
 from curation.io import fsync_rename
 
 ACTIONS = ("keep", "drop", "swap")
+REVIEWS = "reviews"  # the folder of a data root that holds every build's reviews file
 REVIEW_SCHEMA = pa.schema(
     [
         pa.field("pair_id", pa.string(), nullable=False),
@@ -65,17 +67,20 @@ def reviews_path(root: Path, build: str) -> Path:
     """Where the reviews of `build` (a build folder's name under the data root) are kept."""
     if not build or "/" in build or "\x00" in build or build in {".", ".."} or len(build) > 200:
         raise InputError(f"{build!r} is not a build name")
-    return root / "reviews" / f"{build}.parquet"
+    return root / REVIEWS / f"{build}.parquet"
 
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
-    try:  # never through a link: a planted one would have the lock created, or written, elsewhere
-        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:  # never through a link (a planted one would have the lock made elsewhere), never blocking on a pipe
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
         raise InputError(f"{lock_path}: cannot open the reviews' lock ({exc.strerror}; a link is refused)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{lock_path}: the reviews' lock is not a plain file")
     with os.fdopen(fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -142,7 +147,7 @@ def latest(table: pa.Table) -> list[dict[str, str]]:
 
 
 def list_review_files(root: Path) -> list[Path]:
-    folder = root / "reviews"
+    folder = root / REVIEWS
     return sorted(p for p in folder.glob("*.parquet") if p.is_file()) if folder.is_dir() else []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -28,6 +29,13 @@ def test_home_lists_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with only_writer(build_lock(data_root / "half"), "busy"):  # a build writing it now
         assert [b.status for b in list_builds(data_root) if b.name == "half.partial"] == ["in progress"]
     assert [b.status for b in list_builds(data_root) if b.name == "half.partial"] == [stopped]
+    lock = build_lock(data_root / "half")
+    lock.unlink()
+    os.mkfifo(lock)  # a pipe under the lock's name: no lock, and opening it must not block the page
+    try:
+        assert [b.status for b in list_builds(data_root) if b.name == "half.partial"] == [stopped]
+    finally:
+        lock.unlink()
 
 
 def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -182,3 +182,23 @@ def test_a_removed_copy_of_a_kept_pair_says_its_review_changes_the_kept_rows(
         "This row was removed at exact_dedupe, but its pair is in the shards through other rows (1): a review is "
         "of the pair, so it changes those in the next build." in captions
     ), captions
+
+
+def test_a_build_named_reviews_is_never_written_into(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reviews/` is where the workbench keeps reviews: a build there is not offered, nor written into; a pipe
+    planted as the reviews' lock is refused instead of blocking the page."""
+    import os
+
+    from app.data import AppError, list_builds, review_file
+    from curation.errors import InputError
+    from curation.reviews import Review, append_review
+
+    shutil.copytree(root / "demo", root / "reviews")
+    assert [b.name for b in list_builds(root)] == ["demo"]
+    with pytest.raises(AppError, match="reviews: a build's folder; reviews are never written into a build"):
+        review_file(root, "demo")
+    shutil.rmtree(root / "reviews")
+    (root / "reviews").mkdir()
+    os.mkfifo(root / "reviews" / "demo.parquet.lock")
+    with pytest.raises(InputError, match="demo.parquet.lock: (cannot open the reviews' lock|the reviews' lock is not)"):
+        append_review(root / "reviews" / "demo.parquet", Review("ab" * 32, "s", "f:0", "keep", "", "me", "demo"))
