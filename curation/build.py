@@ -138,10 +138,20 @@ def _files_under(root: Path, skip: tuple[Path, ...]) -> list[tuple[str, Path]]:
     if not root.is_dir():
         return [(root.name, root)]
     skipped = {p.resolve() for p in skip}
+    real_root = root.resolve()
+    seen = {real_root}
     files = []
     for folder, dirs, names in os.walk(root, followlinks=True):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in skipped)
+        kept = []
+        for name in sorted(dirs):
+            # Links are followed inside the root only (the images are read there only), each folder once: a link
+            # loop or a link to / would never end.
+            real = (here / name).resolve()
+            if real not in skipped and real not in seen and real.is_relative_to(real_root):
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
         files += [((here / n).relative_to(root).as_posix(), here / n) for n in names]
     return sorted(files)
 
@@ -288,7 +298,7 @@ class Builder:
         finished = read_json_state(done) if self.resume and target.is_dir() else None
         # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
         # ... and its input may have changed since: then what it ingested is not what the manifest will hash
-        stamp = _input_stamp(spec, skip=(self.out, self.tmp))
+        stamp = _input_stamp(spec, skip=(self.out, self.tmp, self.cache))
         if (
             isinstance(finished, dict)
             and finished.get("file_sizes") == _file_sizes(target)
