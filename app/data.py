@@ -557,13 +557,16 @@ class Build:
         low, high = bounds[0]["lo"], bounds[0]["hi"]
         if low is None:
             return []
-        width = high / bins - low / bins or 1.0  # divided first: scores of +-1e308 must not overflow to inf
+        # Divided before subtracted, so scores of +-1e308 do not overflow to inf; a bin is labelled by its lower
+        # edge, a weighted mean of the two ends (never beyond them), and grouped by its index.
+        width = high / bins - low / bins or 1.0
         return self.rows(
-            f"""SELECT round($low + least(floor(({column} / $bins - $low / $bins) / $width * $bins), $last) * $width,
-                             3) AS bin,
-                       count(*) AS rows
-                FROM pairs WHERE source = $source AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1""",
-            {"low": float(low), "width": float(width), "bins": float(bins), "last": bins - 1, "source": source},
+            f"""SELECT $low * (1 - k / $bins) + $high * (k / $bins) AS bin, count(*) AS rows
+                FROM (SELECT least(floor(({column} / $bins - $low / $bins) / $width * $bins), $last) AS k
+                      FROM pairs WHERE source = $source AND {column} IS NOT NULL)
+                GROUP BY k ORDER BY k""",
+            {"low": float(low), "high": float(high), "width": float(width), "bins": float(bins), "last": bins - 1,
+             "source": source},
         )
 
     def signal_file(self, op: str) -> Path | None:

@@ -320,14 +320,15 @@ def test_the_bias_page_draws_scores_at_the_ends_of_the_float_range(
     from curation.recipe import load_recipe
     from tests.conftest import write_jsonl
 
-    scores = [1e308, -1e308, 3.0, 1e308, -1e308, 2.0]
+    scores = [1e308, -1e308, 3.0, 0.85e308, -1e308, 2.0]  # 0.85e308 and 1e308 fall in the last two bins
     rows = [{"prompt": f"Question {i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}.", "score_chosen": score,
              "score_rejected": 1.0} for i, score in enumerate(scores)]  # fmt: skip
     write_jsonl(tmp_path / "uf.jsonl", rows)
     (tmp_path / "r.yaml").write_text("name: far\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
     build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "far")
     bins = Build(tmp_path / "root", "far").histogram("chosen_score", "uf")
-    assert sum(b["rows"] for b in bins) == 6 and bins[0]["bin"] == -1e308
+    assert [b["rows"] for b in bins] == [2, 2, 1, 1]  # the last two bins apart
+    assert [b["bin"] for b in bins] == pytest.approx([-1e308, 0.0, 0.8e308, 0.9e308], rel=1e-12)
     app = run_page("pages/4_Bias.py", tmp_path / "root", monkeypatch)
     assert not app.exception, app.exception
 
