@@ -565,8 +565,14 @@ class Build:
                 FROM (SELECT least(floor(({column} / $bins - $low / $bins) / $width * $bins), $last) AS k
                       FROM pairs WHERE source = $source AND {column} IS NOT NULL)
                 GROUP BY k ORDER BY k""",
-            {"low": float(low), "high": float(high), "width": float(width), "bins": float(bins), "last": bins - 1,
-             "source": source},
+            {
+                "low": float(low),
+                "high": float(high),
+                "width": float(width),
+                "bins": float(bins),
+                "last": bins - 1,
+                "source": source,
+            },
         )
 
     def signal_file(self, op: str) -> Path | None:

@@ -28,17 +28,19 @@ STYLE = (
 )
 
 
-MAX_DIFF_TOKENS = 50_000  # per answer: about 0.4 s of diff on the 2-core machine; longer ones are shown unmarked
+# The diff's table takes a bit per pair of tokens: 4e8 pairs (two answers of 20,000 words and spaces) take 50 MB and
+# about 0.1 s on the 2-core machine; longer answers are shown unmarked.
+MAX_DIFF_CELLS = 400_000_000
 
 
 def marked_diff(chosen: str, rejected: str) -> tuple[str, str] | None:
     """HTML of both answers, the words only one of them has marked (`<del>` in chosen, `<ins>` in rejected), by
     the longest common subsequence of their words; every piece of text is HTML-escaped. None where an answer is
-    longer than `MAX_DIFF_TOKENS` words and spaces."""
+    where the answers' words and spaces, multiplied, exceed `MAX_DIFF_CELLS`."""
     from rapidfuzz.distance import Indel
 
     a, b = TOKEN.findall(chosen), TOKEN.findall(rejected)
-    if max(len(a), len(b)) > MAX_DIFF_TOKENS:
+    if len(a) * len(b) > MAX_DIFF_CELLS:
         return None
     left, right = [], []
     for op, i1, i2, j1, j2 in Indel.opcodes(a, b):
@@ -71,7 +73,7 @@ def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
         _text_block(message["role"], html.escape(message["content"]))
     marked = marked_diff(pair["chosen"], pair["rejected"])
     if marked is None:
-        st.caption(f"The answers are too long to mark their differences (over {MAX_DIFF_TOKENS:,} words and spaces).")
+        st.caption("The answers are too long to mark their differences (over 20,000 words and spaces each).")
         chosen, rejected = html.escape(pair["chosen"]), html.escape(pair["rejected"])
         marks = ("", "")
     else:
@@ -123,11 +125,19 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         st.text(f"reviewed: {last['action']} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
     in_shards = build.rows("SELECT count(*) AS n FROM pairs WHERE pair_id = ?", [pair["pair_id"]])[0]["n"]
     if pair.get("removed_at") is not None and in_shards:
-        st.caption(f"This row was removed at {pair['removed_at'][0]}, but its pair is in the shards through other "
-                   f"rows ({in_shards}): a review is of the pair, so it changes those in the next build.")  # fmt: skip
+        st.caption(
+            plain(
+                f"This row was removed at {pair['removed_at'][0]}, but its pair is in the shards through "
+                f"other rows ({in_shards}): a review is of the pair, so it changes those in the next build."
+            )
+        )
     elif pair.get("removed_at") is not None:
-        st.caption(f"This pair was removed at {pair['removed_at'][0]}: a review of it is recorded, and the next build "
-                   "still removes it (reviews apply last).")  # fmt: skip
+        st.caption(
+            plain(
+                f"This pair was removed at {pair['removed_at'][0]}: a review of it is recorded, and the next "
+                "build still removes it (reviews apply last)."
+            )
+        )
     else:
         st.caption("A review is of the pair: it applies to every row that gives this pair id.")
     # The decision starts at the pair's latest one, so saving again repeats it rather than undoing it.

@@ -61,17 +61,20 @@ def root_or_stop() -> Path:
 
 
 def open_build(root: str, name: str) -> Build:
-    """The build, opened once per version: a build rebuilt under the same name (a new manifest) is opened again."""
-    try:
-        stat = (Path(root) / name / "manifest.json").stat()
-        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        version = None
-    return _open_build(root, name, version)
+    """The build, opened once per version: one rebuilt under the same name (a new manifest), or given new tables
+    since (`trainer score` adds `signals/rm_scores-*`), is opened again."""
+    version = []
+    for part in ("manifest.json", "signals", "dups", "flags"):
+        try:
+            stat = (Path(root) / name / part).stat()
+            version.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            version.append(None)
+    return _open_build(root, name, tuple(version))
 
 
 @st.cache_resource(max_entries=4)
-def _open_build(root: str, name: str, version: tuple[int, int, int] | None) -> Build:
+def _open_build(root: str, name: str, version: tuple[tuple[int, int, int] | None, ...]) -> Build:
     return Build(Path(root), name)
 
 

@@ -40,7 +40,7 @@ if dups:
         "compare", range(len(dups)), format_func=lambda i: f"{dups[i]['source_row']} vs {dups[i]['survivor_row']}"
     )
     dup = dups[pick]
-    st.caption(f"{dup['method']}, similarity {dup['similarity']}")
+    st.caption(plain(f"{dup['method']}, similarity {dup['similarity']}"))
     left, right = st.columns(2)
     with left:
         show_images(build, dup["removed_images"], "removed")
@@ -74,7 +74,7 @@ if contamination:
         )
         match = contamination[pick]
         distance = match["image_distance"]
-        st.caption(f"perceptual-hash distance {'-' if distance is None else distance} bits; {match['action']}")
+        st.caption(plain(f"perceptual-hash distance {'-' if distance is None else distance} bits; {match['action']}"))
         left, right = st.columns(2)
         with left:
             show_images(build, match["pair_images"], "training pair")

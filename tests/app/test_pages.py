@@ -17,7 +17,7 @@ from app.data import AppError, Build, diff_builds, inside, list_builds
 from curation.build import build_lock
 from curation.export import export_build
 from curation.io import only_writer
-from tests.app.conftest import HOSTILE, run_page
+from tests.app.conftest import HOSTILE, run_page, shown
 
 
 def test_home_lists_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,7 +239,7 @@ def test_removed_page_sets_duplicate_and_contaminated_images_side_by_side(
     # a pair kept at a dedupe stage and removed at a later one says so
     fates = {d["survivor_fate"] for d in dups}
     assert "removed later: decontaminate: contaminated: vl_rewardbench" in fates, fates
-    assert any(c.startswith("perceptual-hash distance") for c in (x.value for x in app.caption))
+    assert any(c.startswith("perceptual-hash distance") for c in (shown(x.value) for x in app.caption))
     images = next(s for s in app.selectbox if s.label == "compare images")
     assert images.options  # the contaminated image pairs of the demo build
     captions = [i.proto.imgs[0].caption for i in app.get("image")]
@@ -302,14 +302,15 @@ def test_text_from_a_build_is_never_rendered_as_markdown(
 def test_the_word_diff_marks_only_differences_and_stops_at_its_bound() -> None:
     """The pair view marks the words only one answer has (a longest common subsequence of words); beyond a bound
     on the answers' length none is computed."""
-    from app.pair_view import MAX_DIFF_TOKENS, marked_diff
+    from app.pair_view import marked_diff
 
     assert marked_diff("the cat <b>sat</b>", "the dog <b>sat</b>") == (
         "the <del>cat</del> &lt;b&gt;sat&lt;/b&gt;",
         "the <ins>dog</ins> &lt;b&gt;sat&lt;/b&gt;",
     )
     assert marked_diff("w1 w2 w3", "w0 w1 w3") == ("w1<del> w2</del> w3", "<ins>w0 </ins>w1 w3")
-    assert marked_diff("x " * MAX_DIFF_TOKENS, "y") is None
+    assert marked_diff("x " * 10_001, "y " * 10_001) is None  # 20,002 words and spaces each
+    assert marked_diff("x " * 50_000, "y") is not None  # one long answer beside a short one: a small table
 
 
 def test_the_bias_page_draws_scores_at_the_ends_of_the_float_range(
@@ -362,3 +363,18 @@ def test_home_on_a_build_folder_points_to_its_parent(data_root: Path, monkeypatc
     assert shown(app.info[0].value) == (
         f"This folder is a build: start the workbench on the folder that holds it, --data {data_root.resolve()}"
     )
+
+
+def test_a_table_added_to_a_build_is_seen_without_a_restart(data_root: Path, tmp_path: Path) -> None:
+    """`trainer score` adds `signals/rm_scores-*` to a finished build: the workbench opens the build anew."""
+    import shutil
+
+    from app.ui import open_build
+
+    shutil.copytree(data_root / "demo", tmp_path / "demo")
+    first = open_build(str(tmp_path), "demo")
+    assert open_build(str(tmp_path), "demo") is first
+    signal = next((tmp_path / "demo" / "signals").glob("validate-*.parquet"))
+    shutil.copy(signal, tmp_path / "demo" / "signals" / "rm_scores-new.parquet")
+    again = open_build(str(tmp_path), "demo")
+    assert again is not first and "rm_scores-new" in again.signal_files

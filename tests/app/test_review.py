@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.reviews import read_reviews
-from tests.app.conftest import run_page
+from tests.app.conftest import run_page, shown
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_a_removed_copy_of_a_kept_pair_says_its_review_changes_the_kept_rows(
     app = run_page("pages/3_Removed.py", tmp_path / "root", monkeypatch)
     app.selectbox[1].set_value(("exact_dedupe", "exact duplicate")).run()
     assert not app.exception, app.exception
-    captions = [c.value for c in app.caption]
+    captions = [shown(c.value) for c in app.caption]
     assert (
         "This row was removed at exact_dedupe, but its pair is in the shards through other rows (1): a review is "
         "of the pair, so it changes those in the next build." in captions
