@@ -213,7 +213,7 @@ def _model(loc: _Located, keys: tuple[str, ...], given: str, base: Path) -> str:
     if is_uri(given):
         raise loc.error(keys, f"{given}: an object store's URI; give a Hub name or a local folder")
     try:
-        local = (base / given).expanduser().resolve()
+        local = (base / Path(given).expanduser()).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
         raise loc.error(keys, f"{given}: cannot be resolved ({exc})") from None
     if local.exists():

@@ -253,8 +253,10 @@ def _plan_differences(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]
     now = _placeless(plan["config"])
     differ = [f"{what} {stored.get(key)!r} then, {plan[key]!r} now" if key == "folds" else what
               for key, what in _PLAN_PARTS.items() if stored.get(key) != plan[key]]  # fmt: skip
-    differ += [f"{key} {then.get(key)!r} then, {now.get(key)!r} now" for key in sorted(set(then) | set(now))
-               if then.get(key) != now.get(key)]  # fmt: skip
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) != now.get(key):  # the extra builds by their weights (their shards are compared above)
+            differ.append("the extra --shards or their weights differ" if key == "shards" else
+                          f"{key} {then.get(key)!r} then, {now.get(key)!r} now")  # fmt: skip
     return differ
 
 

@@ -426,3 +426,6 @@ def test_model_folders_in_ops_resolve_against_the_recipe(tmp_path: Path, monkeyp
         load_recipe(_recipe(recipe_dir, SIMPLE.format(extra=ops.format(m="models/enc", t="cwd-models/tok", e="x/y"))))
     with pytest.raises(RecipeError, match=rf"\./models/gone: no such folder \(resolved against {recipe_dir}\)"):
         load_recipe(_recipe(recipe_dir, SIMPLE.format(extra=ops.format(m="./models/gone", t="gpt2", e="x/y"))))
+    monkeypatch.setenv("HOME", str(elsewhere))  # a folder under the home folder, written with ~
+    home = load_recipe(_recipe(recipe_dir, SIMPLE.format(extra=ops.format(m="~/cwd-models/tok", t="gpt2", e="x/y"))))
+    assert home.op("semantic_dedupe").model == str(elsewhere / "cwd-models" / "tok")
