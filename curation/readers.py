@@ -413,7 +413,7 @@ class KeysOnce:
         return value
 
 
-def _loads(text: str) -> tuple[Any, str | None]:
+def json_value(text: str) -> tuple[Any, str | None]:
     """The JSON value of `text` and the first key an object in it gives twice (None: none)."""
     keys = KeysOnce()
     return json.loads(text, object_pairs_hook=keys), keys.twice
@@ -459,7 +459,7 @@ def _parse_json_line(raw: bytes, ref: str) -> Record:
     except UnicodeDecodeError as exc:
         return Record(ref, None, RowError("invalid utf-8", f"{ref}: byte {exc.start}: {exc.reason}"))
     try:
-        value, twice = _loads(text)
+        value, twice = json_value(text)
     except (ValueError, RecursionError) as exc:
         return _json_error(exc, ref)
     return _json_row(value, ref, text, twice=twice)
@@ -533,7 +533,7 @@ def _one_object(path: Path, encoding: str) -> tuple[Any, str, str | None] | None
         return None
     try:
         text = path.read_bytes().decode(encoding)
-        value, twice = _loads(text)
+        value, twice = json_value(text)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None  # not one object either: read line by line, each bad line a reject
     return (value, text, twice) if isinstance(value, dict) else None

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from curation.errors import RowError
-from curation.readers import SUPPORTED_SUFFIXES
+from curation.readers import SUPPORTED_SUFFIXES, json_value, printable
 from curation.schema import IMAGE_TOKEN
 from curation.sql import quote_identifier, sql_literal
 
@@ -79,9 +79,12 @@ def load_json_field(row: dict[str, Any], name: str) -> Any:
         return raw
     raw = field(row, name, str)
     try:
-        return json.loads(raw)
+        value, twice = json_value(raw)
     except json.JSONDecodeError as exc:
         raise RowError("malformed json field", f"'{name}': {exc.msg} at column {exc.colno}") from None
+    if twice is not None:  # which of the two values is meant cannot be known
+        raise RowError("malformed json field", f"'{name}': key '{printable(twice)}' given twice in an object")
+    return value
 
 
 def parsed_json_or_text(value: Any) -> Any:

@@ -5,7 +5,8 @@ folder that holds `meta.json` (or the file itself), subsets are read in sorted n
 is resolved relative to `meta.json`'s folder. A row's media live under the subset's `root`, read under
 `--images-root` when one is given, else under `meta.json`'s folder. Releases write these paths differently
 (absolute paths of the authors' cluster, paths from the folder above `MMPR/`): a path that does not exist is
-read as its longest tail that does (`/mnt/.../MMPR/annotations/x.jsonl` as `annotations/x.jsonl`). `subset` is
+read as its longest tail (of two parts or more) that does (`/mnt/.../MMPR/annotations/x.jsonl` as
+`annotations/x.jsonl`). `subset` is
 the subset name.
 
 Media, as InternVL's MPO/DPO loader (`LazySupervisedDataset.__getitem__`) chooses them: a non-empty `image` (one
@@ -40,7 +41,7 @@ from typing import Any
 from curation.errors import InputError, RowError
 from curation.images import ImagesRoot
 from curation.pair import Pair
-from curation.readers import Record, iter_file_isolated
+from curation.readers import Record, iter_file_isolated, json_value
 from curation.schema import IMAGE_TOKEN
 from curation.sources.base import Adapter, RowContext, SourceInfo
 from curation.sources.common import field, file_stem, ref_file, text_field, user_prompt, with_image_tokens
@@ -80,9 +81,11 @@ def meta_path(location: str) -> Path | None:
 
 def load_meta(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta, twice = json_value(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    if twice is not None:
+        raise InputError(f"{path}: {twice!r} is given twice in one object; which one is meant cannot be known")
     if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
         raise InputError(f"{path}: expected an object of subsets {{name: {{root, annotation, ...}}}}")
     for name, spec in meta.items():
@@ -98,11 +101,12 @@ def load_meta(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def located(given: str, exists: Callable[[str], bool]) -> str:
-    """`given`, or where it does not exist the longest tail of it that does (else `given`): a `meta.json`
+    """`given`, or where it does not exist its longest tail of two parts or more that does (else `given`): a `meta.json`
     written elsewhere names its files by absolute paths (`/mnt/.../MMPR/annotations/x.jsonl`) or from the folder
     above it (`MMPR/annotations/x.jsonl`)."""
     parts = PurePosixPath(given.replace("\\", "/")).parts
-    for start in range(len(parts)):
+    # Tails of two parts at least (`annotations/x.jsonl`, `images/ScienceQA`): a lone name could be anything.
+    for start in range(max(len(parts) - 1, 1)):
         tail = posixpath.join(*parts[start:])
         if tail != "/" and exists(tail):
             return tail

@@ -222,3 +222,12 @@ def test_meta_json_paths_written_elsewhere_are_read_by_their_tail(
     shutil.rmtree(folder / "images")
     zipped = run_ingest("mmpr", folder, images_root=Path(archive))
     assert [p["pair_id"] for p in zipped.pairs] == [p["pair_id"] for p in reference.pairs]
+
+
+def test_a_path_is_never_read_as_a_lone_name() -> None:
+    """A tail of one part (`train` of `/mnt/x/MMPR/train`) could be any folder: only tails of two parts or more."""
+    from curation.sources.mmpr import located
+
+    assert located("/mnt/x/MMPR/train", lambda tail: tail == "train") == "/mnt/x/MMPR/train"
+    assert located("/mnt/x/MMPR/images/train", lambda tail: tail == "images/train") == "images/train"
+    assert located("x.jsonl", lambda tail: tail == "x.jsonl") == "x.jsonl"  # a name given as it is

@@ -34,6 +34,7 @@ def test_text_json_pairs_and_rejects(tmp_path: Path, run_ingest) -> None:
         row({"question": "Q", "chosen": "A"}),
         row(["Q", "A", "B"]),
         row(pair, image={"bytes": None, "path": "absent.png"}),
+        row('{"question": "Q", "chosen": "good", "chosen": "bad", "rejected": "B"}'),  # which chosen is meant?
     ]
     path = tmp_path / "RLHF-V-Dataset.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -63,8 +64,10 @@ def test_text_json_pairs_and_rejects(tmp_path: Path, run_ingest) -> None:
         ("RLHF-V-Dataset.parquet:3", "missing field"),
         ("RLHF-V-Dataset.parquet:4", "wrong type"),
         ("RLHF-V-Dataset.parquet:5", "image not found"),
+        ("RLHF-V-Dataset.parquet:6", "malformed json field"),
     ]
     assert res.rejects[1]["detail"] == "RLHF-V-Dataset.parquet:3: 'text' JSON: 'rejected'"
+    assert res.rejects[4]["detail"] == "RLHF-V-Dataset.parquet:6: 'text': key 'chosen' given twice in an object"
 
 
 def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
