@@ -114,7 +114,7 @@ def fit(
         check_run_folder(out, resume, settings.shards)
         main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
         busy = f"--out {out}: another trainer is writing this run now"
-        with only_writer(out / ".lock", busy) if main else contextlib.nullcontext(), _progress() as progress:
+        with only_writer(out / ".lock", busy) if main else contextlib.nullcontext(), _progress(main) as progress:
             task = progress.add_task("training", total=None)
 
             def show(done: int, total: int, record: dict[str, Any] | None) -> None:
@@ -561,13 +561,14 @@ def _fail(message: str, cause: BaseException | None = None) -> NoReturn:
     raise typer.Exit(1) from cause
 
 
-def _progress() -> Any:
-    """A progress bar on stderr, shown on a terminal only (piped, it would leave lines before an error)."""
+def _progress(shown: bool = True) -> Any:
+    """A progress bar on stderr, shown on a terminal only (piped, it would leave lines before an error), and where
+    `shown` (under torchrun, by the main process alone)."""
     from rich.console import Console
     from rich.progress import Progress
 
     console = Console(stderr=True)
-    return Progress(console=console, transient=True, disable=not console.is_terminal)
+    return Progress(console=console, transient=True, disable=not (shown and console.is_terminal))
 
 
 def _console() -> Console:

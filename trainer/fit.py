@@ -170,7 +170,12 @@ class Trainer:
         self.data = PairData.open(config.shards, config.seed, config.eval_fraction, config.folds, config.fold)
         self.accumulation = config.accumulation(self.dist.world)
         if not self.data.train:
-            raise TrainingError("no training draws: every pair of the shards is held out (lower eval_fraction)")
+            builds = "; ".join(
+                f"{name}: {c['pairs']} pairs, {c['eval']} held out, {c['left_out']} left out by the audit's fold, "
+                f"weight {c['weight']:g}"
+                for name, c in self.data.counts.items()
+            )
+            raise TrainingError(f"no training draws ({builds})")
         self.steps_per_epoch = steps_per_epoch(len(self.data.train), config.global_batch)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps is not None:
@@ -272,7 +277,8 @@ class Trainer:
         lr = self.config.lr * lr_factor(step, self.total_steps, self.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.step()
+        if totals["pairs"]:  # a step whose draws were all skipped learns nothing: no decay, no stale momentum
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
         self.trained_pairs += int(totals["pairs"])

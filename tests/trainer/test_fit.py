@@ -350,3 +350,25 @@ def test_a_run_folder_has_one_writer(demo_build: Path, tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["fit", "--shards", str(demo_build), "--model", "tiny", "--out", str(run),
                                           "--global-batch", "8", "--micro-batch", "4"])  # fmt: skip
     assert (result.exit_code, result.output) == (1, f"error: --out {run}: another trainer is writing this run now\n")
+
+
+def test_a_step_without_a_trained_pair_leaves_the_weights_alone(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step whose draws were all skipped (too long) logs no loss and takes no optimizer step: weight decay and
+    momentum would move the weights on no evidence."""
+    real_step = torch.optim.AdamW.step
+    stepped: list[int] = []
+
+    def counting(self: torch.optim.AdamW, *args: object, **kwargs: object) -> object:
+        stepped.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
+    fit(config(demo_build, global_batch=1, micro_batch=1, max_length=150, eval_fraction=0.0), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r["step"] for r in records if r["loss"] is None]
+    assert skipped and len(stepped) == len(records) - len(skipped)
+    args = ["fit", "--shards", f"{demo_build}=0", "--model", "tiny", "--out", str(tmp_path / "z")]
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code == 1 and "error: no training draws (" in bad.output and "weight 0)" in bad.output
