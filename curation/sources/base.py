@@ -22,7 +22,7 @@ from curation import readers
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot, decode_image
 from curation.pair import Pair
-from curation.readers import Record, files_note, iter_location, source_files
+from curation.readers import Record, files_note, iter_location, printable, source_files
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,9 @@ class Adapter:
         )
 
     def _hub_file(self) -> str | None:
-        return self.info.hub_file if self.read.config is None and self.read.data_dir is None else None
+        """The adapter's own file of its repository, read unless a config, folder or split is asked for."""
+        asked = self.read.config is not None or self.read.data_dir is not None or self.read.split is not None
+        return None if asked else self.info.hub_file
 
     def local_files(self, location: str) -> list[Path]:
         """The files of a local file or folder this adapter reads: those of its split (`readers.source_files`),
@@ -176,6 +178,10 @@ class Adapter:
         """What of a local folder this adapter leaves unread (another split's files), or None."""
         if readers.is_hub_id(location) or not Path(location).is_dir():
             return None
+        hub_file = self._hub_file()
+        if hub_file is not None and self.local_files(location) == [Path(location) / hub_file]:
+            return (f"{printable(location)}: read {hub_file}, this source's file in its repository (--config, "
+                    "--data-dir or --split read the repository's tables instead)")  # fmt: skip
         return files_note(Path(location), self.local_files(location), self.read.split or self.default_split())
 
     def default_split(self) -> str:

@@ -141,3 +141,13 @@ def test_the_hub_id_reads_dpo_pairs_not_the_default_config(
     for result in (local, hub):
         assert [(p["prompt"][0]["content"], p["chosen"]) for p in result.pairs] == [("<image>\n2+2?", "4")]
         assert not result.rejects
+    from curation.sources import get_adapter
+    from curation.sources.base import ReadOptions
+
+    adapter = get_adapter("mm_rlhf")()
+    assert adapter.files_note(str(repo)) == (
+        f"{repo}: read dpo_pairs.jsonl, this source's file in its repository (--config, --data-dir or --split read "
+        "the repository's tables instead)"
+    )
+    asked = get_adapter("mm_rlhf")({}, ReadOptions(split="train"))  # a split asked for: the repository's tables
+    assert "train-00000-of-00001.parquet" in [p.name for p in asked.local_files(str(repo))]
