@@ -155,6 +155,8 @@ def reviews_command(
 
     files = [reviews_path(data_root, build_name)] if build_name else list_review_files(data_root)
     files = [f for f in files if f.is_file()]
+    if not files and build_name and not (data_root / build_name / "manifest.json").is_file():
+        _fail(f"no build {build_name!r} under {data_root} (and no reviews of one)")
     if not files:
         _fail(f"no reviews under {data_root / 'reviews'}" + (f" for build {build_name!r}" if build_name else "")
               + " yet; review pairs on the workbench's Review page first")  # fmt: skip

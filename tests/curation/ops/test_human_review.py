@@ -108,7 +108,12 @@ def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
     every = CliRunner().invoke(app, ["reviews", str(tmp_path), "--all", "--json"])
     assert [r["note"] for r in json.loads(every.output)] == ["[bold]not markup[/]", ""]
     missing = CliRunner().invoke(app, ["reviews", str(tmp_path), "--build", "other"])
-    assert missing.exit_code == 1 and "error: no reviews under" in missing.output
+    assert missing.exit_code == 1
+    assert f"error: no build 'other' under {tmp_path} (and no reviews of one)" in missing.output
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text("{}")  # a build without reviews yet
+    unreviewed = CliRunner().invoke(app, ["reviews", str(tmp_path), "--build", "other"])
+    assert unreviewed.exit_code == 1 and "error: no reviews under" in unreviewed.output
 
 
 def test_a_swap_that_would_duplicate_a_live_pair_removes_it(tmp_path: Path) -> None:
