@@ -62,8 +62,9 @@ class Validate(Op):
                   'chosen ' || s.chosen_chars || ' chars' || CASE WHEN s.chosen_blank THEN ' (none visible)' ELSE ''
                     END || ', rejected ' || s.rejected_chars || ' chars' || CASE WHEN s.rejected_blank
                     THEN ' (none visible)' ELSE '' END || ', prompt ' || s.prompt_chars || ' chars'
-                    || CASE WHEN s.prompt_blank THEN ' (none visible)' ELSE '' END || ', ' || s.images
-                    || ' images, largest ' || coalesce(s.max_image_pixels::VARCHAR, '-') || ' px' AS detail
+                    || CASE WHEN s.prompt_blank THEN ' (none visible)' ELSE '' END || CASE WHEN s.images = 0
+                    THEN ', no image' ELSE ', ' || s.images || CASE WHEN s.images = 1 THEN ' image' ELSE ' images' END
+                    || ', largest ' || s.max_image_pixels || ' px' END AS detail
                FROM live_pairs p JOIN {read_parquet(signals)} s USING (row_key)
                WHERE s.chosen_chars < {short} OR s.rejected_chars < {short} OR s.chosen_blank OR s.rejected_blank
                   OR {no_prompt} OR coalesce(s.max_image_pixels, 0) > {params.max_pixels}"""
