@@ -331,7 +331,8 @@ class Decontaminate(Op):
                 "prompt_id": pa.array([train["prompt_id"][i] for i, _ in keys], pa.string()),
                 "benchmark": pa.array([bench["benchmark"][j] for _, j in keys], pa.string()),
                 "benchmark_row": pa.array([bench["row"][j] for _, j in keys], pa.string()),
-                "benchmark_prompt": pa.array([bench["text"][j] for _, j in keys], pa.string()),
+                # shown as the item reads: the image placeholders taken out leave their line breaks
+                "benchmark_prompt": pa.array([bench["text"][j].strip() for _, j in keys], pa.string()),
                 "benchmark_has_images": pa.array([bench_has_images[j] for _, j in keys], pa.bool_()),
                 "benchmark_words": pa.array([int(bench_word_counts[j]) for _, j in keys], pa.int32()),
                 "benchmark_unique": pa.array([bool(bench_unique[j]) for _, j in keys], pa.bool_()),

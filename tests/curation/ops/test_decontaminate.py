@@ -219,6 +219,7 @@ def test_text_only_copies_of_distinctive_image_benchmark_prompts(
     for row, (benchmark, original) in leak_rows.items():
         found = evidence[("uf", row)]
         assert (found["benchmark"], words(found["benchmark_prompt"])) == (benchmark, words(original)), row
+        assert found["benchmark_prompt"] == found["benchmark_prompt"].strip(), row  # no line left by an <image>
         assert (found["rule"], found["action"]) == ("text only", "removed"), row
         assert ", text only: an image item's distinctive prompt" in removed[("uf", row)]["detail"], row
     # Generic, repeated, short and template-only copies: recorded, never removed (the template-only row matches
