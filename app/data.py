@@ -654,7 +654,16 @@ def list_runs(root: Path) -> tuple[list[Path], list[str]]:
     """Training runs under the data root (folders with a metrics.jsonl), and the refusals of those whose folder or
     metrics.jsonl has its real path outside it."""
     runs, refused = [], []
-    for metrics in sorted(root.glob("**/metrics.jsonl")):
+    found = []
+    for folder, dirs, names in os.walk(root):  # links to folders are not walked: they are named below
+        here = Path(folder)
+        if "metrics.jsonl" in names:
+            found.append(here / "metrics.jsonl")
+        for name in dirs:
+            link = here / name
+            if link.is_symlink() and (link / "metrics.jsonl").exists():  # a run reached through a link
+                found.append(link / "metrics.jsonl")
+    for metrics in sorted(found):
         relative = metrics.relative_to(root)
         try:
             inside(root, relative.parent)

@@ -145,7 +145,8 @@ def test_run_files_are_refused_outside_and_followed_inside(tmp_path: Path) -> No
     (root / "runs" / "c" / "metrics.jsonl").symlink_to(root / "elsewhere" / "metrics.jsonl")
     runs, refused = list_runs(root)
     assert [r.relative_to(root).as_posix() for r in runs] == ["elsewhere", "runs/a", "runs/c"]
-    assert refused == [OUTSIDE.format("runs/b/metrics.jsonl")]
+    # the linked run folder is named, not silently left out
+    assert refused == [OUTSIDE.format("runs/b/metrics.jsonl"), OUTSIDE.format("runs/linked")]
     assert read_metrics(root, root / "runs" / "c") == ([{"step": 1, "loss": 7.0}], 0)
     (root / "runs" / "a" / "eval.json").unlink()
     (root / "runs" / "a" / "eval.json").symlink_to(outside / "eval.json")

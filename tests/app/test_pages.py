@@ -97,7 +97,7 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     contamination = removed.dataframe[-1].value
     contaminated = contamination[contamination["action"] == "removed"]  # beside text-only matches, recorded only
     assert len(contaminated) == 4  # the four contaminated pairs, each with the benchmark prompt it matched
-    assert set(contamination["benchmark_prompt"]) == {"\nDescribe this image in detail."}
+    assert set(contamination["benchmark_prompt"]) == {"Describe this image in detail."}
     # The exact duplicate beside its survivor (which decontamination removed later: still shown).
     astronaut = "A portrait of an astronaut in a white spacesuit in front of an American flag."
     assert [t.value for t in removed.text].count(astronaut) == 2
