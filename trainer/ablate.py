@@ -145,13 +145,14 @@ def _variant(
     build_dir, run = out / "builds" / name, out / "runs" / name
     row: dict[str, Any] = {"variant": name}
     try:
-        say(f"{name}: build")
-        manifest = _load_or_build(recipe_path, build_dir)
+        manifest = _load_or_build(recipe_path, build_dir, lambda reused: say(f"{name}: {reused}"))
         row["rows"] = manifest["rows_in_shards"]  # what the run draws from: the mix's upsampled copies counted
         row["pairs"] = manifest.get("pairs_in_shards", manifest["rows_in_shards"])  # distinct
         settings = dataclasses.replace(config, shards=[str(build_dir)])
         last = _finished_run(run, settings)  # a rerun (after a failed variant, say) keeps the finished runs
-        if last is None:
+        if last is not None:
+            say(f"{name}: fit reused")
+        else:
             say(f"{name}: fit")
             shutil.rmtree(run, ignore_errors=True)  # an unfinished or other run: a run folder holds one run
             last = fit(settings, run)
@@ -182,14 +183,17 @@ def _finished_run(run: Path, config: FitConfig) -> dict[str, Any] | None:
     return records[-1] if same and records and (run / "model" / "reward_model.json").is_file() else None
 
 
-def _load_or_build(recipe_path: Path, build_dir: Path) -> dict[str, Any]:
-    """A finished build of the same recipe text is reused (a rerun of the ablation does not rebuild)."""
+def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """A finished build of the same recipe text is reused (a rerun of the ablation does not rebuild); `say` tells
+    which ("build" or "build reused")."""
     recipe = load_recipe(recipe_path)
     if build_dir.exists():
         manifest = BuildDir.open(build_dir).manifest
         if manifest["recipe"]["sha256"] == recipe.sha256:
+            say("build reused")
             return manifest
         raise InputError(f"{build_dir}: holds a build of another recipe; choose another --out")
+    say("build")
     return build(recipe, build_dir)
 
 
