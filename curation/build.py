@@ -169,8 +169,10 @@ class Builder:
         cache: Path | None = None,
         strict: bool = False,
         engine: Engine | None = None,
+        replace: bool = False,
     ) -> None:
         self.recipe = recipe
+        self.replace = replace  # an existing build at `out` is replaced once the new one is complete
         self.engine = engine or Engine()  # where the tasks run; the stages and their results are the same
         out = out.absolute()  # tasks on a cluster run elsewhere: every path they are given is absolute
         cache = cache.absolute() if cache is not None else None
@@ -198,7 +200,10 @@ class Builder:
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def _prepare(self) -> None:
         if self.out.exists() or self.out.is_symlink():
-            raise InputError(f"{self.out}: already exists; choose another --out or remove it")
+            if not self.replace:
+                raise InputError(f"{self.out}: already exists; choose another --out, remove it, or --replace it")
+            if self.out.is_symlink() or not (self.out / "manifest.json").is_file():
+                raise InputError(f"{self.out}: not a build folder (no manifest.json); --replace replaces a build only")
         for spec in (*self.recipe.sources, *self.recipe.benchmarks):  # local paths were checked with the recipe
             for location in (spec.path, spec.images_root):
                 if is_uri(location):
@@ -290,7 +295,14 @@ class Builder:
             if self.work is not None:
                 self.work.close()
         shutil.rmtree(self.tmp / "work")
-        os.replace(self.tmp, self.out)
+        if self.replace and self.out.exists():  # the old build steps aside only now that the new one is complete
+            old = self.out.with_name(f".{self.out.name}.replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.tmp, self.out)
         return manifest
 
     def _ingest_one(self, spec: SourceSpec, target: Path, outputs: Outputs) -> IngestSummary:
@@ -667,6 +679,8 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
             raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
         with only_writer(build_lock(Path(out)), f"{out}: {BUSY}"):
             return _build_local(recipe, Path(out), **kwargs)
+    if kwargs.get("replace"):
+        raise InputError("--replace is for a local --out (an object store's build is written as a new one)")
     uri = str(out)
     storage.check_destination(uri)
     local = staging_folder(uri, stage)

@@ -348,6 +348,12 @@ def build_cmd(
             "--resume", help="reuse what an interrupted build of this recipe finished", show_default="start over"
         ),
     ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="replace the build already at --out, once the new one is complete", show_default="off"
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option("--workers", help="DuckDB threads and ingest processes", show_default="all cores"),
@@ -407,7 +413,8 @@ def build_cmd(
             task = bar.add_task("build")
             manifest = build(
                 recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache, strict=strict,
-                engine=runner, stage=stage, on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
+                engine=runner, stage=stage, replace=replace,
+                on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
             )  # fmt: skip
     except Exception as exc:
         message = describe(exc)

@@ -429,3 +429,26 @@ def test_model_folders_in_ops_resolve_against_the_recipe(tmp_path: Path, monkeyp
     monkeypatch.setenv("HOME", str(elsewhere))  # a folder under the home folder, written with ~
     home = load_recipe(_recipe(recipe_dir, SIMPLE.format(extra=ops.format(m="~/cwd-models/tok", t="gpt2", e="x/y"))))
     assert home.op("semantic_dedupe").model == str(elsewhere / "cwd-models" / "tok")
+
+
+def test_a_build_is_replaced_only_when_asked_and_only_a_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`curate build --replace` swaps a finished build for the new one once that is complete; a folder that is not a
+    build is never replaced, and without the flag an existing --out is refused."""
+    recipe = _recipe(tmp_path, SIMPLE.format(extra=""))
+    out = tmp_path / "b"
+    build(load_recipe(recipe), out)
+    first = json.loads((out / "manifest.json").read_text())
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(out))
+    assert code == 1 and "already exists; choose another --out, remove it, or --replace it" in _one_error_line(err)
+    write_jsonl(tmp_path / "uf.jsonl", UF_ROWS[:3])  # the source changed: the new build holds 3 pairs
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(out), "--replace")
+    assert code == 0, err
+    assert (first["rows_in_shards"], json.loads((out / "manifest.json").read_text())["rows_in_shards"]) == (6, 3)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".b", "b"))) == [".b.lock", "b"]
+    other = tmp_path / "notes"
+    other.mkdir()
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(other), "--replace")
+    assert code == 1 and "not a build folder (no manifest.json); --replace replaces a build" in _one_error_line(err)
+    assert list(other.iterdir()) == []
