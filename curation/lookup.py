@@ -21,6 +21,7 @@ from curation.build_dir import REJECTS, REMOVED_PAIRS, BuildDir
 from curation.errors import InputError
 from curation.io import row_group_ends
 from curation.ops import OPS
+from curation.perceptual import as_unsigned
 from curation.shards import id_before_swap
 from curation.sql import parquet_relation
 
@@ -54,6 +55,9 @@ def pair_signals(
         cursor = db.execute(f"SELECT * FROM {source} WHERE {where}", [v for _, wanted in keys for v in wanted])
         names = [c[0] for c in cursor.description]
         found = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        for row in found:  # a perceptual hash is 64 bits stored as a signed integer: shown as its hex digits
+            if isinstance(row.get("phash"), int):
+                row["phash"] = f"{as_unsigned(row['phash']):016x}"
         if found:
             out[name] = found
     return out

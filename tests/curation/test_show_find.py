@@ -208,3 +208,13 @@ def test_show_and_find_say_a_review_swapped_the_pair(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and f"a uf.jsonl:0: {swapped}" in shown.stdout, shown.output
     found = _curate("find", str(tmp_path / "build"), "zebras", "--json")
     assert [r["swapped_from"] for r in json.loads(found.stdout)["rows"]] == [before]
+
+
+def test_a_perceptual_hash_is_shown_as_its_hex_digits(demo_build: Path) -> None:
+    from curation.io import read_shards
+
+    pairs = read_shards(sorted((demo_build / "shards").glob("*.arrow"))).to_pylist()
+    with_image = next(p for p in pairs if p["images"])
+    shown = json.loads(_curate("show", str(demo_build), with_image["pair_id"], "--json").stdout)
+    [hashes] = [rows for name, rows in shown["signals"].items() if name.startswith("image_dedupe")]
+    assert all(len(r["phash"]) == 16 and int(r["phash"], 16) >= 0 for r in hashes)
