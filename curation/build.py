@@ -170,6 +170,7 @@ class Builder:
         strict: bool = False,
         engine: Engine | None = None,
         replace: bool = False,
+        on_reuse: Callable[[str], None] | None = None,
     ) -> None:
         self.recipe = recipe
         self.replace = replace  # an existing build at `out` is replaced once the new one is complete
@@ -187,6 +188,9 @@ class Builder:
         self.workers = workers
         self.memory_limit = memory_limit
         self.on_stage = on_stage or (lambda _: None)
+        # Told what a resumed build takes from the interrupted one ("ingest NAME", "NAME signals"): not in the
+        # manifest, which equals an uninterrupted build's.
+        self.on_reuse = on_reuse or (lambda _: None)
         self.stages: dict[str, StageLog] = {}
         self.ingested: dict[str, IngestSummary] = {}
         self.strict = strict  # a source that gives no pair stops the build, rather than a warning in the manifest
@@ -317,7 +321,9 @@ class Builder:
             and finished.get("input") == stamp
         ):
             with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged summary: ingest again
-                return IngestSummary.from_dict(finished["summary"])
+                summary = IngestSummary.from_dict(finished["summary"])
+                self.on_reuse(f"ingest {spec.name}")
+                return summary
         self.on_stage(f"ingest {spec.name}")
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         if not self.engine.distributed:
@@ -389,6 +395,8 @@ class Builder:
             result = run_op(self.ctx, op, params)
             if result.reused:
                 self.reused.append(name)
+            if result.resumed:
+                self.on_reuse(f"{name} signals")
             self._log_removed(name, result.removed)
             self._log_removed(name, result.swapped, swapped=True)
             self.warnings.extend(result.warnings)

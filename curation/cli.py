@@ -411,9 +411,10 @@ def build_cmd(
         runner = make_engine(engine, address, workers)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
             task = bar.add_task("build")
+            reused: list[str] = []
             manifest = build(
                 recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache, strict=strict,
-                engine=runner, stage=stage, replace=replace,
+                engine=runner, stage=stage, replace=replace, on_reuse=reused.append,
                 on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
             )  # fmt: skip
     except Exception as exc:
@@ -433,6 +434,10 @@ def build_cmd(
         )
         return
     print_funnel(manifest)
+    if reused:  # the ingests (finished in any order) by name, then the signals in stage order
+        ingests = sorted(r for r in reused if r.startswith("ingest "))
+        taken = ingests + [r for r in reused if r not in ingests]
+        console.print(f"resumed: taken from the interrupted build: {', '.join(taken)}", markup=False)
     if manifest["signals_reused"]:
         console.print(f"signals reused from the cache (not computed again): {', '.join(manifest['signals_reused'])}")
     from curation.build_card import shards_text

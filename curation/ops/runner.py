@@ -16,6 +16,7 @@ from curation.ops.context import BuildContext
 @dataclass
 class OpRun:
     reused: bool = False  # the signals came from the build cache
+    resumed: bool = False  # the signals were written by the interrupted build this one resumes
     removed: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
     swapped: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
     warnings: list[str] = field(default_factory=list)  # the decision's, for the manifest
@@ -24,7 +25,9 @@ class OpRun:
 def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
     signals = op.signal_path(ctx, params)
     result = OpRun()
-    if not readable_parquet(signals):  # absent, or damaged by a crash of the machine: scored again
+    if readable_parquet(signals):
+        result.resumed = True
+    else:  # absent, or damaged by a crash of the machine: scored again
         kept = op.cache_path(ctx, params)
         if kept is not None and readable_parquet(kept):
             copy_file(kept, signals)

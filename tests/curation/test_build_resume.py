@@ -46,12 +46,26 @@ def test_killed_build_resumes_to_identical_output(
 
 
 def test_resume_reuses_finished_ingests(demo_recipe: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
     out = tmp_path / "b"
-    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "validate"], check=False)
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "near_dedupe"], check=False)
     assert (tmp_path / "b.partial" / "work" / "ingest" / "hh_rlhf" / "done.json").is_file()
     seen: list[str] = []
-    build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append)
+    reused: list[str] = []
+    build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append, on_reuse=reused.append)
     assert not any(s.startswith("ingest ") for s in seen)  # no source was read again
+    # what the resumed build took from the interrupted one is said: each ingest, and the signals written before
+    sources = ["hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback", "vl_rewardbench"]  # ingested side by side
+    assert sorted(reused[:5]) == [f"ingest {s}" for s in sources]
+    assert reused[5:] == ["validate signals", "exact_dedupe signals"]
+    again = tmp_path / "c"
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(again), "validate"], check=False)
+    said = CliRunner().invoke(app, ["build", "--mix", str(demo_recipe), "--out", str(again), "--resume"])
+    assert said.exit_code == 0, said.output
+    assert "resumed: taken from the interrupted build: ingest hh_rlhf, ingest mm_rlhf, ingest rlaif_v," in said.stdout
 
 
 def test_a_work_file_cut_short_is_ingested_again(demo_recipe: Path, tmp_path: Path, reference: dict[str, str]) -> None:
