@@ -205,16 +205,29 @@ def read_shards(paths: Iterable[Path | str]) -> pa.Table:
 LOCK_TRIES = 25  # 0.5 s of retries
 
 
+def open_lock(path: Path, create: bool = True, what: str = "the lock") -> int:
+    """A lock file's descriptor, opened as a plain file only: never through a link (a planted one would have the
+    lock made, or written, elsewhere) and never blocking on a pipe planted under its name; `InputError` naming it
+    otherwise. `create`: opened for writing and made where absent; else read only."""
+    flags = (os.O_WRONLY | os.O_CREAT if create else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open {what} ({exc.strerror}; a link is refused)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: {what} is not a plain file")
+    return fd
+
+
 def held(lock: Path) -> bool:
     """Whether a process holds `lock` (an `only_writer` lock) now. Asked with a shared lock taken and given back
     at once: the file is opened for reading and never created."""
-    try:  # never blocks: a pipe planted under the lock's name opens at once and is no lock
-        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError:
+    try:
+        fd = open_lock(lock, create=False)
+    except InputError:  # absent, a link or a pipe: no lock
         return False
     with os.fdopen(fd) as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -228,7 +241,7 @@ def only_writer(lock: Path, busy: str) -> Iterator[None]:
     """Held while one process writes an output (`lock`: a file beside or inside it, kept): a second writer gets
     `InputError(busy)` at once rather than write over the first's files."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
+    with os.fdopen(open_lock(lock), "w") as handle:
         # A reader asking whether the output is being written (`held`) holds the lock for an instant: a writer
         # retries for a moment before it calls the output busy.
         for attempt in range(LOCK_TRIES):

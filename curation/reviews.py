@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
-from curation.io import fsync_rename
+from curation.io import fsync_rename, open_lock
 
 ACTIONS = ("keep", "drop", "swap")
 REVIEWS = "reviews"  # the folder of a data root that holds every build's reviews file
@@ -73,14 +72,7 @@ def reviews_path(root: Path, build: str) -> Path:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    try:  # never through a link (a planted one would have the lock made elsewhere), never blocking on a pipe
-        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    except OSError as exc:
-        raise InputError(f"{lock_path}: cannot open the reviews' lock ({exc.strerror}; a link is refused)") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InputError(f"{lock_path}: the reviews' lock is not a plain file")
+    fd = open_lock(path.with_name(path.name + ".lock"), what="the reviews' lock")
     with os.fdopen(fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
