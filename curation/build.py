@@ -102,25 +102,32 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
                 "data_dir": spec.data_dir}  # fmt: skip
-    return {"files": {name: sha256_file(p, stop) for name, p in _local_inputs(path)}}
+    return {"files": {name: sha256_file(p, stop) for name, p in _local_inputs(spec)}}
 
 
-def _local_inputs(path: Path) -> list[tuple[str, Path]]:
-    """A local source's files, each with its name relative to the source's folder (a file: its own name)."""
+def _local_inputs(spec: SourceSpec) -> list[tuple[str, Path]]:
+    """The files a local source's rows are read from (those of its split, not the rest of a repository's
+    snapshot), each named relative to the source's folder (a file: its own name)."""
+    path = Path(spec.path)
     base = path if path.is_dir() else path.parent
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [(p.relative_to(base).as_posix(), p) for p in files]
+    files = _adapter(spec).input_files(spec.path)
+    return sorted((p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix(), p) for p in files)
 
 
 def _input_stamp(spec: SourceSpec, skip: tuple[Path, ...] = ()) -> str:
     """What an ingest read, told apart cheaply: a digest of each local input file's size and modification time
-    (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the source's files, and
-    of each file under a local images root but those under `skip` (the build's own folders, which may lie inside
-    it). A resumed build ingests a source again when its stamp changed."""
-    path = Path(spec.path)
-    stamp: Any = _fingerprint(spec) if is_uri(spec.path) or not path.exists() else _stats(_local_inputs(path))
-    if spec.images_root and not is_uri(spec.images_root):
-        stamp = [stamp, _stats(_files_under(Path(spec.images_root), skip))]
+    (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the files its rows are
+    read from, and of each file under a local images root (or the folder the adapter finds images in without one)
+    but those under `skip` (the build's own folders, which may lie inside it). A resumed build ingests a source
+    again when its stamp changed."""
+    local = not is_uri(spec.path) and Path(spec.path).exists()
+    stamp: Any = _stats(_local_inputs(spec)) if local else _fingerprint(spec)
+    if spec.images_root:
+        images = None if is_uri(spec.images_root) else Path(spec.images_root)
+    else:  # the rows' images may lie beside them (MMPR's folder)
+        images = _adapter(spec).images_folder(spec.path) if local else None
+    if images is not None:
+        stamp = [stamp, _stats(_files_under(images, skip))]
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
 
 

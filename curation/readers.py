@@ -94,9 +94,10 @@ def source_files(
       `state.json` lists, never its metadata files;
     - a folder whose README declares `configs`: the config's files of the split (a config to choose, or one not
       declared, is an error naming those declared);
-    - a folder whose supported files are named by split (`data/train_prefs-00000-of-00001.parquet` beside
-      `data/test_prefs-...`, `train.jsonl` beside `test.jsonl`, `train/` beside `test/`, by `datasets`' own
-      patterns): the split's files; a split the folder does not hold is an error naming those it does;
+    - a folder where some supported files are named by split (`data/train_prefs-00000-of-00001.parquet`,
+      `train.jsonl`, `eval_clean.jsonl`, `train/`, by `datasets`' own patterns): the split's files, even where
+      the folder names one split only (files named by no split are left unread, as `datasets` leaves them); a
+      split the folder does not hold is an error naming those it does;
     - any other folder (one split): every supported file under it.
     `data_dir` is a folder inside `root` that all of this applies to."""
     if root.is_file():
@@ -124,10 +125,10 @@ def source_files(
         by_split, base = _config_files(root, configs, config, names), root
     else:
         by_split = _split_files([f.relative_to(base).as_posix() for f in files])
-        if by_split is None or len(by_split) < 2:
-            return files  # one split: every file
+        if by_split is None:
+            return files  # no split named: every file is the one split
     if split not in by_split:
-        raise _no_split(root, split, list(by_split))
+        raise _no_split(root, split, [f"{name} ({_example(files)})" for name, files in by_split.items()])
     return [base / name for name in by_split[split]]
 
 
@@ -151,6 +152,13 @@ def _json_file(path: Path) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise InputError(f"{printable(str(path))}: not a JSON object")
     return found
+
+
+def _example(files: Sequence[str]) -> str:
+    """`eval_clean.jsonl` or `data/test-00000-of-00002.parquet and 1 more`: the files a split was named by."""
+    if not files:
+        return "no files"
+    return printable(files[0]) + (f" and {len(files) - 1} more" if len(files) > 1 else "")
 
 
 def _no_split(root: Path, split: str, splits: Sequence[str]) -> InputError:

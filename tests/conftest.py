@@ -81,13 +81,20 @@ def write_benchmark_images(shared: Path, root: Path) -> None:
 def real_rows_recipe(shared: Path, images: Path) -> dict[str, Any]:
     """A recipe over the real rows: hh-rlhf (one file) and UltraFeedback (a folder of two files) as training
     sources, VL-RewardBench and MM-RLHF-RewardBench (their images generated under `images` by
-    `write_benchmark_images`) as decontamination targets."""
+    `write_benchmark_images`) as decontamination targets. UltraFeedback's folder is made beside `images`, of links
+    to the shared files under names that name no split (the shared folder's `eval_clean.jsonl` names a test split,
+    and a folder is read as the Hub reads it)."""
+    uf = images.parent / "ultrafeedback"
+    uf.mkdir(parents=True, exist_ok=True)
+    for name, link in (("eval_clean.jsonl", "clean.jsonl"), ("label_flip_20.jsonl", "label_flip_20.jsonl")):
+        if not (uf / link).is_symlink():
+            (uf / link).symlink_to(shared / "ultrafeedback-binarized" / name)
     return {
         "name": "real-rows",
         "seed": 0,
         "sources": {
             "hh": {"adapter": "hh_rlhf", "path": str(shared / "hh-rlhf" / "harmless-base" / "test.jsonl.gz")},
-            "uf": {"adapter": "ultrafeedback_binarized", "path": str(shared / "ultrafeedback-binarized")},
+            "uf": {"adapter": "ultrafeedback_binarized", "path": str(uf)},
         },
         "benchmarks": {
             "vlrb": {
@@ -143,7 +150,8 @@ RunIngest = Callable[..., IngestResult]
 
 @pytest.fixture
 def run_ingest(tmp_path_factory: pytest.TempPathFactory) -> RunIngest:
-    """run_ingest("key", path, images_root=None, options={}, split=None) -> IngestResult (accounting checked). The
+    """run_ingest("key", path, images_root=None, options={}, split=None, limit=None, data_dir=None) -> IngestResult
+    (accounting checked). The
     outputs go to a folder of their own: never inside an input folder (which ingest refuses)."""
     counter = iter(range(10_000))
     tmp_path = tmp_path_factory.mktemp("ingested")
@@ -155,8 +163,9 @@ def run_ingest(tmp_path_factory: pytest.TempPathFactory) -> RunIngest:
         options: dict[str, Any] | None = None,
         split: str | None = None,
         limit: int | None = None,
+        data_dir: str | None = None,
     ) -> IngestResult:
-        adapter = get_adapter(key)(options or {}, ReadOptions(split=split))
+        adapter = get_adapter(key)(options or {}, ReadOptions(split=split, data_dir=data_dir))
         out = tmp_path / f"ingest-{key}-{next(counter)}"
         summary = ingest(adapter, str(path), out, ImagesRoot(images_root), limit=limit)
         assert summary.balanced

@@ -174,6 +174,15 @@ class Adapter:
                 self._files[location] = source_files(Path(location), self.read.config, split, self.read.data_dir)
         return self._files[location]
 
+    def input_files(self, location: str) -> list[Path]:
+        """The local files this adapter reads rows from at `location`: what a build's manifest hashes as the
+        source's `inputs` and a resumed build checks for changes (not the rest of a repository's snapshot)."""
+        return self.local_files(location)
+
+    def images_folder(self, location: str) -> Path | None:
+        """Where the rows' image paths are found when no images root is given (None: nowhere)."""
+        return None
+
     def files_note(self, location: str) -> str | None:
         """What of a local folder this adapter leaves unread (another split's files), or None."""
         if readers.is_hub_id(location) or not Path(location).is_dir():

@@ -79,6 +79,13 @@ def meta_path(location: str) -> Path | None:
     return None
 
 
+def _subsets(meta_file: Path) -> list[tuple[str, dict[str, Any], Path]]:
+    """(name, entry, annotation file) of each subset `meta.json` lists, in name order."""
+    folder = meta_file.parent
+    return [(name, spec, folder / located(spec["annotation"], lambda tail: (folder / tail).is_file()))
+            for name, spec in sorted(load_meta(meta_file).items())]  # fmt: skip
+
+
 def load_meta(path: Path) -> dict[str, dict[str, Any]]:
     try:
         meta, twice = json_value(path.read_text(encoding="utf-8"))
@@ -137,8 +144,7 @@ class Mmpr(Adapter):
         folder = meta_file.parent
         fallback = None if images_root.root is not None else str(folder)
         media = images_root if images_root.root is not None else ImagesRoot(folder)
-        for name, spec in sorted(load_meta(meta_file).items()):
-            annotation = folder / located(spec["annotation"], lambda tail: (folder / tail).is_file())
+        for name, spec, annotation in _subsets(meta_file):
             repeat_time = float(spec.get("repeat_time", 1))
             root = str(spec.get("root") or "")
             subset = Subset(name, root and located(root, media.holds), repeat_time, fallback)
@@ -151,6 +157,17 @@ class Mmpr(Adapter):
                     yield Record(record.ref, {**record.data, SUBSET_KEY: subset})
                 else:
                     yield record
+
+    def input_files(self, location: str) -> list[Path]:
+        """`meta.json` and the annotation files it names (image archives beside them are images, not rows)."""
+        meta_file = meta_path(location)
+        if meta_file is None:
+            return super().input_files(location)
+        return [meta_file] + [a for _, _, a in _subsets(meta_file) if a.is_file()]
+
+    def images_folder(self, location: str) -> Path | None:
+        meta_file = meta_path(location)
+        return meta_file.parent if meta_file is not None else None
 
     def convert(self, row: dict[str, Any], ctx: RowContext) -> list[Pair]:
         subset: Subset | None = row.get(SUBSET_KEY)

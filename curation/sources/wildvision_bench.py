@@ -72,6 +72,18 @@ class WildvisionBench(Adapter):
             }
             yield Record(record.ref, {**row, **joined})
 
+    def input_files(self, location: str) -> list[Path]:
+        """The answer files and the verdict files the option `verdicts` chooses."""
+        root = Path(location)
+        if not root.is_dir():
+            return super().input_files(location)
+        verdicts = (
+            [root / "vision_bench_battles.jsonl"]
+            if self.options.verdicts == "battles"
+            else list((root / "model_judgements").glob("judge_*/**/*.jsonl"))
+        )
+        return sorted(p for p in [*(root / "model_answers").rglob("*.jsonl"), *verdicts] if p.is_file())
+
     def _verdict_rows(self, root: Path) -> Iterator[tuple[Record, dict[str, str]]]:
         """Verdict records with the model names that judgement rows carry only in their file path."""
         if self.options.verdicts == "battles":

@@ -254,7 +254,7 @@ def test_finished_file_parts_are_kept_and_reused(tmp_path: Path, monkeypatch: py
                  {"role": "assistant", "content": "yes"}], "rejected": [{"role": "user", "content": f"Say {k}-{i}"},
                  {"role": "assistant", "content": "no"}], "score_chosen": 8.0, "score_rejected": 2.0}
                 for i in range(50)]  # fmt: skip
-        pq.write_table(pa.Table.from_pylist(rows), folder / f"train-{k}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"part-{k}.parquet")
     adapter = get_adapter("ultrafeedback_binarized")()
     whole = ingest(adapter, str(folder), tmp_path / "whole")  # one columnar query over the folder
     submitted: list[str] = []
@@ -272,14 +272,14 @@ def test_finished_file_parts_are_kept_and_reused(tmp_path: Path, monkeypatch: py
 
     parts = tmp_path / "parts"
     first = ingest(adapter, str(folder), tmp_path / "a", workers=2, pool=recording_pool, parts=parts, per_file=True)
-    assert submitted == ["train-0.parquet", "train-1.parquet", "train-2.parquet"]
+    assert submitted == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
     assert output_digests(tmp_path / "a") == output_digests(tmp_path / "whole") and first.pairs == whole.pairs == 150
     (parts / "00001" / "part.json").unlink()  # as if the second file's task had not finished
     pairs = parts / "00002" / "pairs.parquet"  # and a crash of the machine had cut the third's pairs short
     pairs.write_bytes(pairs.read_bytes()[:-50])
     submitted.clear()
     ingest(adapter, str(folder), tmp_path / "b", workers=2, pool=recording_pool, parts=parts, per_file=True)
-    assert submitted == ["train-1.parquet", "train-2.parquet"]
+    assert submitted == ["part-1.parquet", "part-2.parquet"]
     assert output_digests(tmp_path / "b") == output_digests(tmp_path / "whole")
 
 

@@ -155,7 +155,7 @@ def test_a_local_copy_of_a_hub_repository_reads_one_split(shared_data: Path, tmp
     datasets.Dataset.from_list(rows[20:]).to_parquet(str(snapshot / "data" / "test_prefs-00000-of-00001.parquet"))
     assert _ingest(snapshot, tmp_path / "a") == (20, 20, 0)  # the adapter's default split, train_prefs
     assert _ingest(snapshot, tmp_path / "b", split="test_prefs") == (10, 10, 0)
-    with pytest.raises(InputError, match="holds the splits test_prefs, train_prefs, not 'train'; choose one"):
+    with pytest.raises(InputError, match="holds the splits test_prefs .*, train_prefs .*, not 'train'; choose one"):
         _ingest(snapshot, tmp_path / "c", split="train")
 
 
@@ -189,15 +189,54 @@ def test_a_save_to_disk_folder_reads_its_arrow_files_only(shared_data: Path, tmp
         _ingest(tmp_path / "dict", tmp_path / "d", split="validation")
 
 
-def test_a_folder_of_one_split_is_read_whole(tmp_path: Path) -> None:
-    """Files the Hub would not name by split (or one split only) are all read, as before."""
+LAYOUTS = {  # folders as users keep them, each file holding one row
+    "one split named": ("train.jsonl", "extra.jsonl", "notes/more.jsonl"),
+    "an eval file beside training files": ("eval_clean.jsonl", "label_flip.jsonl"),
+    "no split named": ("pairs.jsonl", "more/pairs.jsonl"),
+    "split folders": ("train/a.jsonl", "test/b.jsonl", "other/c.jsonl"),
+    "sharded": ("data/train_prefs-00000-of-00002.jsonl", "data/train_prefs-00001-of-00002.jsonl", "x.jsonl"),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_folder_gives_the_files_datasets_gives(tmp_path: Path, layout: str) -> None:
+    """Each split is the files `datasets` resolves for it, also where a folder names one split only: files named
+    by no split beside `train.jsonl` are left unread, and `eval_clean.jsonl` is a test split, never training. A
+    folder that names no split is one split, read whole whatever its name (a benchmark's `test`)."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
     from curation.readers import source_files
 
-    for name in ("eval_clean.jsonl", "label_flip.jsonl", "notes/more.jsonl"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
+    for name in LAYOUTS[layout]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text('{"a": 1}\n')
-    assert [p.relative_to(tmp_path).as_posix() for p in source_files(tmp_path, None, "train")] == [
-        "eval_clean.jsonl", "label_flip.jsonl", "notes/more.jsonl"]  # fmt: skip
+    patterns = get_data_patterns(str(tmp_path))
+    resolved = DataFilesDict.from_patterns(patterns, base_path=str(tmp_path))
+    expected = {str(split): sorted(Path(f).relative_to(tmp_path).as_posix() for f in files)
+                for split, files in resolved.items()}  # fmt: skip
+
+    def read(split: str) -> list[str]:
+        return sorted(p.relative_to(tmp_path).as_posix() for p in source_files(tmp_path, None, split))
+
+    for split in ("train", "test", "train_prefs"):
+        if patterns == {"train": ["**"]}:
+            assert read(split) == expected["train"]
+        elif split in expected:
+            assert read(split) == expected[split]
+        else:
+            with pytest.raises(InputError, match=f"holds the splits .*, not {split!r}"):
+                read(split)
+
+
+def test_a_missing_split_names_the_files_each_split_was_named_by(tmp_path: Path) -> None:
+    from curation.readers import files_note, source_files
+
+    for name in ("eval_clean.jsonl", "label_flip.jsonl"):
+        (tmp_path / name).write_text('{"a": 1}\n')
+    with pytest.raises(InputError, match=r"holds the splits test \(eval_clean.jsonl\), not 'train'; choose one"):
+        source_files(tmp_path, None, "train")
+    note = files_note(tmp_path, source_files(tmp_path, None, "test"), "test")
+    assert "read 1 of its 2 data files, those of the split 'test'" in str(note)
 
 
 def test_splits_are_read_from_the_supported_files_only(tmp_path: Path) -> None:

@@ -118,7 +118,11 @@ def test_preference_file_sign_tie_and_option(tmp_path: Path, run_ingest: RunInge
     rows = [preference(-2), preference(3), preference(0), preference("x"), preference(5), preference(-1, MULTI_TURN)]
     write_jsonl(folder / "preference" / "preference.jsonl", rows)
     write_main(folder)
-    result = run_ingest("helpsteer2", folder)
+    # Laid out as the Hub serves it: the repository's root reads train.jsonl, as `datasets` does
+    main = run_ingest("helpsteer2", folder)
+    assert {p["subset"] for p in main.pairs} == {"main"}
+    assert [(r["source_row"], r["reason"]) for r in main.rejects] == MAIN_REJECTS
+    result = run_ingest("helpsteer2", folder, data_dir="preference")
     pref = [p for p in result.pairs if p["subset"] == "preference"]
     assert [(p["chosen"], p["rejected"], p["margin"], p["tie"]) for p in pref] == [
         ("first", "second", 2.0, False),
@@ -139,7 +143,6 @@ def test_preference_file_sign_tie_and_option(tmp_path: Path, run_ingest: RunInge
     assert [(r["source_row"], r["reason"]) for r in result.rejects] == [
         ("preference/preference.jsonl:3", "unparsable score"),
         ("preference/preference.jsonl:4", "score out of range"),
-        *MAIN_REJECTS,
     ]
     flipped = run_ingest("helpsteer2", folder / "preference", options={"negative_means": "response_2"})
     assert [(p["chosen"], p["tie"]) for p in flipped.pairs] == [
