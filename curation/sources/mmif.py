@@ -1,10 +1,12 @@
-"""MMIF (MM-IFDPO-23k): instruction-following pairs with many constraints per prompt; schema unverified.
+"""MMIF (MM-IFDPO-23k): instruction-following pairs with many constraints per prompt.
 
-The authors train with a LLaMA-Factory fork, so rows are read as LLaMA-Factory's ranking format (an assumption,
-not checked on the real files): the prompt is a `messages` (`{role, content}`) or `conversations`
-(`{from, value}`) list ending with a user turn, optionally after a `system` string; `chosen` and `rejected` are
-single assistant turns (`{from, value}` or `{role, content}`) or plain strings; `images` is a list of paths
-(relative to `--images-root`) or `{bytes, path}` structs, a single `image` also accepted, absent for text-only
+The repository holds the SFT and DPO files of v1.0 and v2 side by side; the Hub id reads the v2 DPO file,
+`v2/dpo/mmif_23k_4o_qwen2_5.json` (`SourceInfo.hub_file`; `--config`, `--data-dir` or `--split` read the
+repository's tables instead). Rows are read as LLaMA-Factory's ranking format, which a third-party loader of that
+file confirms for `conversations`, `chosen`, `rejected` and `images`: the prompt is a `messages` (`{role, content}`)
+or `conversations` (`{from, value}`) list ending with a user turn, optionally after a `system` string; `chosen` and
+`rejected` are single assistant turns (`{from, value}` or `{role, content}`) or plain strings; `images` is a list of
+paths (relative to `--images-root`) or `{bytes, path}` structs, a single `image` also accepted, absent for text-only
 rows. Rejected answers were generated with weakened or removed constraints (paper). No ties or scores.
 """
 
@@ -27,8 +29,10 @@ class Mmif(Adapter):
         kind="train",
         modality="image",
         hub_id="ChrisDing1105/MMIF-23k",
-        license="unknown",
+        license="Apache-2.0",
         description="Multimodal instruction following: answer meeting all constraints vs one under weakened ones.",
+        # The repository holds SFT and DPO files of two versions side by side; its v2 DPO file is the pairs.
+        hub_file="v2/dpo/mmif_23k_4o_qwen2_5.json",
     )
     mapped_fields = frozenset({*PROMPT_FIELDS, "system", "chosen", "rejected", "images", "image"})
 

@@ -6,8 +6,9 @@ final answer must be the same on both sides (a multi-turn chat carries each mode
 it cannot be one pair and is rejected). `feedback.vote_type` gives the side; `models` the model names.
 Assumptions (the schema is unverified for this repo; its sibling bigcodearena-preference-5k declares the same
 columns): vote values "leftvote"/"left"/"model_A"/"vote_left"/"vote_model_A" = A, the "right"/"model_B" forms
-= B, "tievote"/"tie"/"vote_tie" = tie, "bothbad_vote"/"bothbad"/"vote_both_bad" = tie flagged `both_bad` (any
-case; the vote_* spellings are BigCodeArena's), anything else is rejected; `feedback` and `states` may also be
+= B, "tievote"/"tie"/"vote_tie" = tie, "bothbad_vote"/"bothbad"/"both_bad"/"vote_both_bad" = tie flagged
+`both_bad` (any case; the vote_* spellings are BigCodeArena's records, the bare left/right/tie/both_bad its app's
+buttons), anything else is rejected; `feedback` and `states` may also be
 JSON strings.
 Only the needed columns are read; sandbox logs are dropped from meta (they dominate the ~860 MB).
 """
@@ -26,7 +27,7 @@ VOTES = {
     "leftvote": "A", "left": "A", "model_a": "A", "vote_left": "A", "vote_model_a": "A",
     "rightvote": "B", "right": "B", "model_b": "B", "vote_right": "B", "vote_model_b": "B",
     "tievote": "tie", "tie": "tie", "vote_tie": "tie",
-    "bothbad_vote": "both_bad", "bothbad": "both_bad", "vote_both_bad": "both_bad",
+    "bothbad_vote": "both_bad", "bothbad": "both_bad", "both_bad": "both_bad", "vote_both_bad": "both_bad",
 }  # fmt: skip
 
 

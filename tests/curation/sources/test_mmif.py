@@ -135,3 +135,27 @@ def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest) -> None:
         assert (multi["chosen"], multi["images"], multi["modality"]) == ("Map.", [sha(1), sha(2)], "multi_image"), way
         assert (text["images"], text["modality"], text["chosen"]) == ([], "text", "Red, green, blue."), way
         assert [r["reason"] for r in result.rejects] == ["no user turn"], way
+
+
+def test_a_snapshot_of_the_repository_reads_the_v2_dpo_file(tmp_path: Path, run_ingest) -> None:
+    """The repository holds SFT and DPO files of two versions; the Hub id, and a local snapshot of it, read
+    `v2/dpo/mmif_23k_4o_qwen2_5.json`, a JSON list (SFT rows would be rejects for a missing `chosen`)."""
+    import json
+
+    from curation.sources import get_adapter
+
+    repo = tmp_path / "MMIF-23k"
+    pair = {"conversations": [{"from": "human", "value": "Name a colour."}], "chosen": {"from": "gpt", "value": "Red."},
+            "rejected": {"from": "gpt", "value": "Red, green."}}  # fmt: skip
+    sft = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
+    for name, rows in (("v2/dpo/mmif_23k_4o_qwen2_5.json", [pair]), ("v2/sft/mmif_23k_sft.json", [sft]),
+                       ("v1/dpo/mmif_dpo.json", [pair, pair])):  # fmt: skip
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(json.dumps(rows))
+    result = run_ingest("mmif", repo)
+    assert [(p["source_row"], p["chosen"]) for p in result.pairs] == [("v2/dpo/mmif_23k_4o_qwen2_5.json:0", "Red.")]
+    assert not result.rejects
+    assert get_adapter("mmif")().files_note(str(repo)) == (
+        f"{repo}: read v2/dpo/mmif_23k_4o_qwen2_5.json, this source's file in its repository (--config, --data-dir "
+        "or --split read the repository's tables instead)"
+    )

@@ -41,10 +41,11 @@ def arena(vote: Any, **extra: Any) -> dict[str, Any]:
 
 def test_votes_orient_the_pair_from_parquet(tmp_path: Path, run_ingest: RunIngest) -> None:
     path = tmp_path / "train-00000-of-00003.parquet"
-    rows = [arena("leftvote"), arena("rightvote"), arena("tievote"), arena("bothbad_vote"), arena("Right")]
+    rows = [arena("leftvote"), arena("rightvote"), arena("tievote"), arena("bothbad_vote"), arena("Right"),
+            arena("both_bad")]  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), path)
     result = run_ingest("swe_arena", path)
-    left, right, tie, both_bad, right_cased = result.pairs
+    left, right, tie, both_bad, right_cased, both_bad_button = result.pairs
     assert left["prompt"] == [{"role": "user", "content": ASK}]
     assert (left["chosen"], left["rejected"]) == ("def r(s): return s[::-1]", "use a loop")
     assert (left["chosen_model"], left["rejected_model"], left["tie"]) == ("gpt-4o", "claude-3.5", False)
@@ -57,6 +58,7 @@ def test_votes_orient_the_pair_from_parquet(tmp_path: Path, run_ingest: RunInges
         True,
     )
     assert result.meta(3)["_derived"] == {"chosen_side": "model_A", "both_bad": True}
+    assert both_bad_button["tie"] and result.meta(5)["_derived"]["both_bad"]  # the app's button value
     meta = result.meta(1)
     # Only the selected columns are read (no `timestamp`); the sandbox logs and the messages stay out of meta.
     assert sorted(meta) == ["_derived", "chat_session_id", "feedback", "instruction", "states", "type"]
