@@ -44,6 +44,7 @@ from curation.ops.base import file_fields, files_of
 from curation.ops.context import create_relations
 from curation.ops.runner import run_op
 from curation.processes import worker_pool
+from curation.readers import hub_commit, is_hub_id
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import WorkTake, shard_jobs, shard_schema, swapping
@@ -95,13 +96,15 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != "done.json"}
 
 
-def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None) -> dict[str, Any]:
+def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None, commit: str | None = None) -> dict[str, Any]:
+    """What a source's input is: its local files' sha256, an object store's listing, or a Hub id's coordinates
+    with the `commit` read (None: not resolved)."""
     if is_uri(spec.path):
         return storage.listing(spec.path)
     path = Path(spec.path)
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
-                "data_dir": spec.data_dir}  # fmt: skip
+                "commit": commit, "data_dir": spec.data_dir}  # fmt: skip
     return {"files": {name: sha256_file(p, stop) for name, p in _local_inputs(spec)}}
 
 
@@ -114,14 +117,14 @@ def _local_inputs(spec: SourceSpec) -> list[tuple[str, Path]]:
     return sorted((p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix(), p) for p in files)
 
 
-def _input_stamp(spec: SourceSpec, skip: tuple[Path, ...] = ()) -> str:
+def _input_stamp(spec: SourceSpec, skip: tuple[Path, ...] = (), commit: str | None = None) -> str:
     """What an ingest read, told apart cheaply: a digest of each local input file's size and modification time
     (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the files its rows are
     read from, and of each file under a local images root (or the folder the adapter finds images in without one)
     but those under `skip` (the build's own folders, which may lie inside it). A resumed build ingests a source
     again when its stamp changed."""
     local = not is_uri(spec.path) and Path(spec.path).exists()
-    stamp: Any = _stats(_local_inputs(spec)) if local else _fingerprint(spec)
+    stamp: Any = _stats(_local_inputs(spec)) if local else _fingerprint(spec, commit=commit)
     if spec.images_root:
         images = None if is_uri(spec.images_root) else Path(spec.images_root)
     else:  # the rows' images may lie beside them (MMPR's folder)
@@ -207,6 +210,8 @@ class Builder:
         self.mix: dict[str, dict[str, Any]] = {}
         self.shards: list[dict[str, Any]] = []
         self.work: WorkPairs | None = None  # the ingested pairs, once ingested
+        # The commit each Hub id source is read at, resolved once before anything is read (None: not resolved)
+        self.commits: dict[str, str | None] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -219,6 +224,8 @@ class Builder:
             for location in (spec.path, spec.images_root):
                 if is_uri(location):
                     storage.check_exists(str(location))
+            if is_hub_id(spec.path):
+                self.commits[spec.name] = hub_commit(spec.path, spec.revision)
         if self.tmp.is_symlink() or (self.tmp.exists() and not self.tmp.is_dir()):
             raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
         if any(c in GLOB_CHARACTERS for c in str(self.tmp.absolute())):
@@ -285,7 +292,7 @@ class Builder:
         # The inputs' sha256 (about 0.6 s a GB) in a thread beside the stages: hashing releases the GIL.
         hashing, stop = ThreadPoolExecutor(1), threading.Event()
         specs = (*self.recipe.sources, *self.recipe.benchmarks)
-        fingerprints = hashing.submit(lambda: {s.name: _fingerprint(s, stop) for s in specs})
+        fingerprints = hashing.submit(lambda: {s.name: _fingerprint(s, stop, self.commits.get(s.name)) for s in specs})
         hashing.submit(shard_schema)  # it imports `datasets` (0.4 s), best done while the stages run
         try:
             self._stage("ingest", self._ingest)
@@ -321,7 +328,10 @@ class Builder:
         finished = read_json_state(done) if self.resume and target.is_dir() else None
         # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
         # ... and its input may have changed since: then what it ingested is not what the manifest will hash
-        stamp = _input_stamp(spec, skip=(self.out, self.tmp, self.cache))
+        commit = self.commits.get(spec.name)
+        stamp = _input_stamp(spec, skip=(self.out, self.tmp, self.cache), commit=commit)
+        if commit is not None:  # every task reads the commit the manifest records
+            spec = dataclasses.replace(spec, revision=commit)
         if (
             isinstance(finished, dict)
             and finished.get("file_sizes") == _file_sizes(target)
@@ -374,6 +384,10 @@ class Builder:
         # a folder whose split (or config) left some of its data files unread: said, as the ingest says it
         self.warnings += [f"source '{spec.name}': {note}" for spec in sources
                           if not is_uri(spec.path) and (note := _adapter(spec).files_note(spec.path))]  # fmt: skip
+        self.warnings += [f"{kind} '{name}': read from the Hub without a resolved commit (offline, or the Hub was not "
+                          "reachable): `inputs` cannot name the commit read"
+                          for kind, specs in (("source", sources), ("benchmark", benchmarks)) for name in
+                          (s.name for s in specs) if name in self.commits and self.commits[name] is None]  # fmt: skip
         self.benchmarks = dict(zip((s.name for s in benchmarks), summaries[len(sources) :], strict=True))
         for spec in benchmarks:
             summary = self.benchmarks[spec.name]

@@ -21,6 +21,7 @@ from curation.failure import describe, print_error, run_cli
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
 from curation.lookup import MIN_PREFIX, Match, PairRecord, find_pairs, pair_record, resolve, visible
+from curation.readers import hub_commit, is_hub_id
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
 
@@ -277,8 +278,10 @@ def ingest_cmd(
     _at_least_1(limit, "--limit")
     _at_least_1(max_pixels, "--max-pixels")
     _in_range(workers, 1, MAX_WORKERS, "--workers")
+    commit = hub_commit(path, revision) if is_hub_id(path) else None  # read at one commit, said below
     try:
-        adapter = get_adapter(source)(_parse_pairs(option or []), ReadOptions(config, split, revision, data_dir))
+        read = ReadOptions(config, split, commit or revision, data_dir)
+        adapter = get_adapter(source)(_parse_pairs(option or []), read)
         root = ImagesRoot(images_root)
         with Progress(
             SpinnerColumn(),
@@ -311,6 +314,8 @@ def ingest_cmd(
     else:
         print_summary(summary, out)
     note = adapter.files_note(path)
+    if is_hub_id(path):
+        note = f"read {path} at commit {commit}" if commit else f"read {path} unpinned: its commit was not resolved"
     if note:
         err_console.print(f"note: {note}", markup=False, highlight=False)
     empty = summary.no_pairs(source)

@@ -68,14 +68,41 @@ def is_hub_id(location: str) -> bool:
     return not Path(location).exists() and bool(HUB_ID.fullmatch(location))
 
 
+def hub_commit(hub_id: str, revision: str | None) -> str | None:
+    """The commit that `revision` (a branch, tag or commit; None: the default branch) of the Hub dataset `hub_id`
+    names now: a read pinned to it reads what the manifest records, however the branch moves. None where the Hub
+    cannot be asked (offline, unreachable, or no such dataset: reading it then says why, or `datasets` serves its
+    cache)."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        return HfApi().dataset_info(hub_id, revision=revision, timeout=30).sha
+    except Exception:  # the Hub client raises many types; the read that follows names the problem
+        return None
+
+
 def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list[Path]:
-    """A file itself, or every supported file under a folder, in sorted (deterministic) order."""
+    """A file itself, or every supported file under a folder, in sorted (deterministic) order, but those that
+    `datasets` leaves out of a folder: hidden files, files in hidden folders (`.cache/` of `hf download`) and in
+    folders named `__*` (`__pycache__`)."""
     if root.is_file():
         return [root]
     if not root.exists():
         raise InputError(f"{printable(str(root))}: no such file or folder")
-    # A dangling symlink is listed too: reading it fails, and the failure is reported, not skipped.
-    files = sorted(p for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and p.name.endswith(tuple(suffixes)))
+
+    def listed(path: Path) -> bool:
+        # A dangling symlink is listed too: reading it fails, and the failure is reported, not skipped.
+        *folders, name = path.relative_to(root).parts
+        return (
+            (path.is_file() or path.is_symlink())
+            and name.endswith(tuple(suffixes))
+            and not name.startswith(".")
+            and not any(f.startswith((".", "__")) for f in folders)
+        )
+
+    files = sorted(p for p in root.rglob("*") if listed(p))
     if not files:
         raise InputError(f"{printable(str(root))}: no {', '.join(suffixes)} files found")
     return files

@@ -7,7 +7,9 @@ import io
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -194,6 +196,41 @@ def demo_build(tmp_path_factory: pytest.TempPathFactory, demo_recipe: Path) -> P
     out = tmp_path_factory.mktemp("demo-build") / "demo"
     build(load_recipe(demo_recipe), out)
     return out
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@dataclass
+class FakeHub:
+    rows: list[dict[str, Any]]  # what every dataset holds
+    asked: list[tuple[str, str | None]] = field(default_factory=list)  # (id, revision) of each `load_dataset`
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    """The Hub as `huggingface_hub` and `datasets` reach it, online: every branch is at HUB_COMMIT, every dataset
+    `rows` (three UltraFeedback-binarized rows until a test sets others)."""
+    import datasets
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    hub = FakeHub([{"prompt": f"Say {i}", "chosen": [{"role": "user", "content": f"Say {i}"},
+                   {"role": "assistant", "content": "yes"}], "rejected": [{"role": "user", "content": f"Say {i}"},
+                   {"role": "assistant", "content": "no"}], "score_chosen": 8.0, "score_rejected": 2.0}
+                   for i in range(3)])  # fmt: skip
+
+    def dataset_info(self: Any, repo_id: str, revision: str | None = None, timeout: float | None = None) -> Any:
+        return SimpleNamespace(sha=HUB_COMMIT)
+
+    def load_dataset(path: str, *args: Any, revision: str | None = None, **kwargs: Any) -> Any:
+        hub.asked.append((path, revision))
+        return datasets.Dataset.from_list(hub.rows).to_iterable_dataset()
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return hub
 
 
 # -- rows as the Hugging Face Hub serves them ---------------------------------------------------------------------

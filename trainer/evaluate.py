@@ -31,7 +31,9 @@ from PIL.PngImagePlugin import PngInfo
 from curation.errors import InputError, RowError
 from curation.images import ImagesRoot
 from curation.ingest import IngestSummary, ingest
+from curation.readers import hub_commit, is_hub_id
 from curation.sources import get_adapter
+from curation.sources.base import ReadOptions
 from trainer.benchmarks import SCORERS, Item, XstestWeights, length_judge, outside_scores, rewardbench
 from trainer.data import collate, featurize
 from trainer.model import RewardModel
@@ -104,8 +106,9 @@ class BenchPairs:
         return sum(self.rejected_at_ingest.values())
 
 
-def _ingest(spec: BenchSpec, work: Path) -> tuple[Path, IngestSummary]:
-    adapter = get_adapter(spec.name)(spec.options)
+def _ingest(spec: BenchSpec, work: Path, commit: str | None = None) -> tuple[Path, IngestSummary]:
+    """The benchmark read into `work` (a Hub id at `commit`, where one was resolved)."""
+    adapter = get_adapter(spec.name)(spec.options, ReadOptions(revision=commit))
     out = work / spec.name
     root = StandInImages(Path(spec.images_root) if spec.images_root else None)
     # In this process (one worker, texts as published: no columnar path), so the stand-in root is the one used.
@@ -206,7 +209,9 @@ def evaluate(
     }
     with tempfile.TemporaryDirectory() as tmp:
         # Every benchmark is read before any is scored: one that cannot be read fails before the models run.
-        read = [(spec, *_ingest(spec, work or Path(tmp))) for spec in specs]
+        # A Hub id is read at the commit its default branch names now, which the report records.
+        commits = {spec.name: hub_commit(spec.location, None) for spec in specs if is_hub_id(spec.location)}
+        read = [(spec, *_ingest(spec, work or Path(tmp), commits.get(spec.name))) for spec in specs]
         for spec, out, summary in read:
             if not _scorable_rows(out):
                 missing = Counter({IMAGE_NOT_FOUND: summary.pairs} if summary.pairs else {})
@@ -217,7 +222,8 @@ def evaluate(
             pairs = _load(out, summary)
             options = {**spec.options, **({"xstest_weights": xstest} if spec.name == "rewardbench" else {})}
             scorer = partial(rewardbench, xstest=xstest) if spec.name == "rewardbench" else SCORERS[spec.name]
-            entry = {"location": spec.location, "images_root": spec.images_root, "options": options}
+            entry = {"location": spec.location, "commit": commits.get(spec.name), "images_root": spec.images_root,
+                     "options": options}  # fmt: skip
             report["benchmarks"][spec.name] = entry | score_benchmark(
                 models, spec.name, pairs, scorer, max_length, micro_batch, on_progress
             )

@@ -8,7 +8,9 @@ read as their oldest report.
 
 A report (`"version": 2`) holds `created` (UTC, `2025-01-01T12:00:00Z`), `models` (the model folders, several
 for an ensemble), `settings` (`max_length`, `micro_batch`) and `benchmarks`, by name:
-- `location`, `images_root`, `options` (VL-RewardBench `grouping`, RewardBench `xstest_weights`): what was read;
+- `location`, `commit` (for a Hub id, the commit read: its default branch resolved once before reading; null for
+  a local file, or offline), `images_root`, `options` (VL-RewardBench `grouping`, RewardBench `xstest_weights`):
+  what was read;
 - `rows_read`; `items_total`: every item of the benchmark (the pairs read plus the rows rejected at ingest);
   `items_scored`; `not_scored`: {reason: items}, for rows rejected at ingest, items whose image was not found and
   items the model could not score (`longer than max_length`, ...) alike; `groups`: {group: {items_total,

@@ -6,11 +6,15 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from curation.build import _input_stamp, build
 from curation.recipe import SourceSpec, load_recipe
+from tests.conftest import HUB_COMMIT, FakeHub
 from tests.curation.sources.test_mmpr import make_mmpr
+
+HUB_ID = "HuggingFaceH4/ultrafeedback_binarized"
 
 
 def test_a_snapshot_folder_hashes_the_split_it_reads(demo_recipe: Path, tmp_path: Path) -> None:
@@ -62,3 +66,41 @@ def test_wildvision_bench_inputs_are_the_files_its_verdicts_read(shared_data: Pa
     judgements = sorted(p.relative_to(folder).as_posix() for p in (folder / "model_judgements").rglob("*.jsonl"))
     assert names("battles") == sorted([*answers, "vision_bench_battles.jsonl"])
     assert judgements and names("judgements") == sorted([*answers, *judgements])
+
+
+def test_a_hub_source_is_read_at_the_commit_the_manifest_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_hub: FakeHub
+) -> None:
+    """A Hub id's branch is resolved to its commit once, before anything is read: every read asks for that
+    commit and `inputs` records it, so a branch that moves later does not change what the build says it read.
+    Offline, the read goes on unpinned and the manifest says so."""
+    from huggingface_hub import constants
+
+    recipe = {"name": "hub", "sources": {"uf": {"adapter": "ultrafeedback_binarized", "path": HUB_ID}}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    manifest = build(load_recipe(tmp_path / "r.yaml"), tmp_path / "online")
+    assert fake_hub.asked == [(HUB_ID, HUB_COMMIT)]
+    assert manifest["inputs"]["uf"] == {"hub_id": HUB_ID, "config": None, "split": None, "revision": None,
+                                        "commit": HUB_COMMIT, "data_dir": None}  # fmt: skip
+    assert manifest["sources"]["uf"]["pairs_ingested"] == 3 and not manifest["warnings"]
+
+    fake_hub.asked.clear()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    manifest = build(load_recipe(tmp_path / "r.yaml"), tmp_path / "offline")
+    assert fake_hub.asked == [(HUB_ID, None)] and manifest["inputs"]["uf"]["commit"] is None
+    assert manifest["warnings"] == [
+        "source 'uf': read from the Hub without a resolved commit (offline, or the Hub was not reachable): `inputs` "
+        "cannot name the commit read"
+    ]
+
+
+def test_curate_ingest_of_a_hub_id_says_the_commit_it_read(tmp_path: Path, fake_hub: FakeHub) -> None:
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    args = ["ingest", "--source", "ultrafeedback_binarized", "--path", HUB_ID, "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert fake_hub.asked == [(HUB_ID, HUB_COMMIT)]
+    assert f"note: read {HUB_ID} at commit {HUB_COMMIT}" in result.output

@@ -6,6 +6,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from curation.errors import InputError
 from curation.readers import is_hub_id, iter_local, iter_location
@@ -195,6 +197,7 @@ LAYOUTS = {  # folders as users keep them, each file holding one row
     "no split named": ("pairs.jsonl", "more/pairs.jsonl"),
     "split folders": ("train/a.jsonl", "test/b.jsonl", "other/c.jsonl"),
     "sharded": ("data/train_prefs-00000-of-00002.jsonl", "data/train_prefs-00001-of-00002.jsonl", "x.jsonl"),
+    "hidden and special folders": (".hidden.jsonl", ".cache/huggingface/x.jsonl", "__pycache__/y.jsonl", "_a.jsonl"),
 }
 
 
@@ -202,7 +205,8 @@ LAYOUTS = {  # folders as users keep them, each file holding one row
 def test_a_folder_gives_the_files_datasets_gives(tmp_path: Path, layout: str) -> None:
     """Each split is the files `datasets` resolves for it, also where a folder names one split only: files named
     by no split beside `train.jsonl` are left unread, and `eval_clean.jsonl` is a test split, never training. A
-    folder that names no split is one split, read whole whatever its name (a benchmark's `test`)."""
+    folder that names no split is one split, read whole whatever its name (a benchmark's `test`), but for hidden
+    files and what lies in hidden or `__*` folders (the `.cache/` that `hf download` writes)."""
     from datasets.data_files import DataFilesDict, get_data_patterns
 
     from curation.readers import source_files
@@ -226,6 +230,55 @@ def test_a_folder_gives_the_files_datasets_gives(tmp_path: Path, layout: str) ->
         else:
             with pytest.raises(InputError, match=f"holds the splits .*, not {split!r}"):
                 read(split)
+
+
+_NAME_PARTS = ("train", "test", "valid", "dev", "eval", "training", "validation", "extra", "data", "train_prefs",
+               "my-train", "pretrain", "train2", "x_test_y", ".hidden", "__pycache__")  # fmt: skip
+
+
+@st.composite
+def _layouts(draw: st.DrawFn) -> list[str]:
+    """Up to 4 data files of a folder, named from split keywords and their near misses, some sharded."""
+    names: list[str] = []
+    for _ in range(draw(st.integers(1, 4))):
+        ext = draw(st.sampled_from((".jsonl", ".json", ".parquet", ".jsonl.gz")))
+        if draw(st.booleans()) and draw(st.booleans()):
+            name = f"data/{draw(st.sampled_from(_NAME_PARTS[:10]))}-0000{draw(st.integers(0, 1))}-of-00002{ext}"
+        else:
+            name = "/".join(draw(st.lists(st.sampled_from(_NAME_PARTS), min_size=1, max_size=3))) + ext
+        if not any(n.startswith(name + "/") or name.startswith(n + "/") or n == name for n in names):
+            names.append(name)
+    return names
+
+
+@given(_layouts())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_folder_gives_the_files_datasets_gives(tmp_path_factory: pytest.TempPathFactory, layout: list[str]) -> None:
+    """The layouts above, drawn at random: each split is the set of files `datasets` resolves for it (`datasets`
+    lists a file twice where two of its patterns match it; it is read once here)."""
+    from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+
+    from curation.readers import source_files
+
+    root = tmp_path_factory.mktemp("layout")
+    for name in layout:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text('{"a": 1}\n')
+    try:
+        patterns = get_data_patterns(str(root))
+    except EmptyDatasetError:  # no data file `datasets` would read (all hidden): none is read here either
+        with pytest.raises(InputError, match="no .* files found"):
+            source_files(root, None, "train")
+        return
+    resolved = DataFilesDict.from_patterns(patterns, base_path=str(root))
+    expected = {str(k): sorted({Path(f).relative_to(root).as_posix() for f in v}) for k, v in resolved.items()}
+    for split in ("train", "test", "validation"):
+        want = expected["train"] if patterns == {"train": ["**"]} else expected.get(split)
+        if want is None:
+            with pytest.raises(InputError, match="holds the splits"):
+                source_files(root, None, split)
+        else:
+            assert sorted(p.relative_to(root).as_posix() for p in source_files(root, None, split)) == want
 
 
 def test_a_missing_split_names_the_files_each_split_was_named_by(tmp_path: Path) -> None:

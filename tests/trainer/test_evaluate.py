@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import write_benchmark_images
+from tests.conftest import HUB_COMMIT, FakeHub, write_benchmark_images
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.fit import fit
@@ -89,3 +89,17 @@ def test_eval_errors_are_clear(tmp_path: Path, two_runs: tuple[Path, Path]) -> N
     assert result.exit_code == 1 and "unknown benchmark 'nope'" in result.output
     result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--bench", "rewardbench"])
     assert result.exit_code != 0 and "--out" in result.output
+
+
+def test_a_hub_benchmark_is_read_at_one_commit_that_the_report_names(
+    two_runs: tuple[Path, Path], fake_hub: FakeHub
+) -> None:
+    """`--bench rewardbench` reads its Hub id at the commit its default branch names when the evaluation starts,
+    and the report says which, beside the location."""
+    fake_hub.rows = [{"prompt": f"{i}+{i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1), "subset": "math-prm",
+                      "id": i, "chosen_model": "a", "rejected_model": "b"} for i in range(4)]  # fmt: skip
+    result = CliRunner().invoke(app, ["eval", "--bench", "rewardbench", "--model", str(two_runs[0])])
+    assert result.exit_code == 0, result.output
+    assert fake_hub.asked == [("allenai/reward-bench", HUB_COMMIT)]
+    entry = json.loads((two_runs[0] / report_names(two_runs[0])[-1]).read_text())["benchmarks"]["rewardbench"]
+    assert (entry["location"], entry["commit"], entry["items_total"]) == ("allenai/reward-bench", HUB_COMMIT, 4)
