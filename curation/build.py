@@ -104,7 +104,7 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None, commit: 
     path = Path(spec.path)
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
-                "commit": commit, "data_dir": spec.data_dir}  # fmt: skip
+                "commit": commit, "data_dir": spec.data_dir, "data_files": _adapter(spec).hub_file()}  # fmt: skip
     return {"files": {name: sha256_file(p, stop) for name, p in _local_inputs(spec)}}
 
 
@@ -113,7 +113,8 @@ def _local_inputs(spec: SourceSpec) -> list[tuple[str, Path]]:
     snapshot), each named relative to the source's folder (a file: its own name)."""
     path = Path(spec.path)
     base = path if path.is_dir() else path.parent
-    files = _adapter(spec).input_files(spec.path)
+    # A dangling link (or a folder named like a data file) gave no row but its reject: nothing to hash.
+    files = [p for p in _adapter(spec).input_files(spec.path) if p.is_file()]
     return sorted((p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix(), p) for p in files)
 
 
@@ -359,10 +360,9 @@ class Builder:
 
     def _ingest_workers(self, spec: SourceSpec) -> int:
         """Processes for converting rows: all cores for large local inputs (start-up costs about a second)."""
-        path = Path(spec.path)
-        if is_uri(spec.path) or not path.exists():
+        if is_uri(spec.path) or not Path(spec.path).exists():
             return 1
-        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for _, p in _local_inputs(spec))  # the rows' files, not a snapshot's archives
         return (self.workers or os.cpu_count() or 1) if size >= PARALLEL_INGEST_BYTES else 1
 
     def _ingested(self, spec: SourceSpec) -> Path:

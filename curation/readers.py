@@ -31,6 +31,8 @@ import pyarrow.parquet as pq
 from curation.errors import InputError, RowError
 
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".arrow")
+# Files `datasets` never reads as rows of a folder (`datasets.data_files.FILES_TO_IGNORE`)
+NOT_DATA = frozenset({"config.json", "dataset_info.json", "dataset_infos.json", "dataset_dict.json"})
 # A Hub repo id as the Hub spells them: `owner/name`, each of letters, digits, `-`, `_` and `.`, neither starting
 # nor ending with `-` or `.`, without `--` or `..`, at most 96 characters.
 _HUB_PART = r"\w(?:[\w.-]{0,94}\w)?"
@@ -85,8 +87,8 @@ def hub_commit(hub_id: str, revision: str | None) -> str | None:
 
 def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list[Path]:
     """A file itself, or every supported file under a folder, in sorted (deterministic) order, but those that
-    `datasets` leaves out of a folder: hidden files, files in hidden folders (`.cache/` of `hf download`) and in
-    folders named `__*` (`__pycache__`)."""
+    `datasets` leaves out of a folder: its metadata files (`dataset_info.json`, ...), hidden files, files in hidden
+    folders (`.cache/` of `hf download`) and in folders named `__*` (`__pycache__`)."""
     if root.is_file():
         return [root]
     if not root.exists():
@@ -99,6 +101,7 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
             (path.is_file() or path.is_symlink())
             and name.endswith(tuple(suffixes))
             and not name.startswith(".")
+            and name not in NOT_DATA
             and not any(f.startswith((".", "__")) for f in folders)
         )
 
@@ -251,6 +254,9 @@ def _config_files(root: Path, configs: list[Any], config: str | None, names: Seq
                          f"not {config!r}")  # fmt: skip
     entry = declared[config]
     data_files = entry.get("data_files")
+    where = f"{printable(str(root / 'README.md'))}: config {config!r}"
+    if entry.get("data_dir") is not None and not isinstance(entry["data_dir"], str):
+        raise InputError(f"{where}: data_dir is not a folder name ({entry['data_dir']!r})")
     prefix = f"{entry['data_dir'].strip('/')}/" if entry.get("data_dir") else ""
     inside = [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
     if data_files is None:  # a config of a folder: the split conventions inside it
@@ -263,9 +269,15 @@ def _config_files(root: Path, configs: list[Any], config: str | None, names: Seq
     for item in data_files if isinstance(data_files, list) else []:
         if not isinstance(item, dict):
             continue
-        paths = item.get("path") or []
-        matched = _matching([paths] if isinstance(paths, str) else list(paths), inside)
-        by_split.setdefault(str(item.get("split", "train")), []).extend(prefix + n for n in matched)
+        paths, split = item.get("path") or [], str(item.get("split", "train"))
+        patterns = [paths] if isinstance(paths, str) else paths
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise InputError(f"{where}: the split {split!r} has a path that is not a file pattern ({paths!r})")
+        matched = _matching(patterns, inside)
+        if not matched:  # `datasets` refuses such a split too
+            raise InputError(f"{where}: the split {split!r} is {', '.join(patterns)}, which matches no file of a "
+                             f"supported type ({', '.join(SUPPORTED_SUFFIXES)})")  # fmt: skip
+        by_split.setdefault(split, []).extend(prefix + n for n in matched)
     return by_split
 
 

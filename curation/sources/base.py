@@ -154,10 +154,10 @@ class Adapter:
             columns=self.columns,
             data_dir=self.read.data_dir,
             files=None if readers.is_hub_id(location) else self.local_files(location),  # listed once per ingest
-            data_files=self._hub_file(),
+            data_files=self.hub_file(),
         )
 
-    def _hub_file(self) -> str | None:
+    def hub_file(self) -> str | None:
         """The adapter's own file of its repository, read unless a config, folder or split is asked for."""
         asked = self.read.config is not None or self.read.data_dir is not None or self.read.split is not None
         return None if asked else self.info.hub_file
@@ -167,7 +167,7 @@ class Adapter:
         or the adapter's `hub_file` in a snapshot of its repository."""
         if location not in self._files:
             split = self.read.split or self.default_split()
-            hub_file = self._hub_file()
+            hub_file = self.hub_file()
             if hub_file is not None and (Path(location) / hub_file).is_file():
                 self._files[location] = [Path(location) / hub_file]
             else:
@@ -187,7 +187,7 @@ class Adapter:
         """What of a local folder this adapter leaves unread (another split's files), or None."""
         if readers.is_hub_id(location) or not Path(location).is_dir():
             return None
-        hub_file = self._hub_file()
+        hub_file = self.hub_file()
         if hub_file is not None and self.local_files(location) == [Path(location) / hub_file]:
             return (f"{printable(location)}: read {hub_file}, this source's file in its repository (--config, "
                     "--data-dir or --split read the repository's tables instead)")  # fmt: skip

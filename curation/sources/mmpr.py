@@ -165,6 +165,10 @@ class Mmpr(Adapter):
             return super().input_files(location)
         return [meta_file] + [a for _, _, a in _subsets(meta_file) if a.is_file()]
 
+    def files_note(self, location: str) -> str | None:
+        """None for a `meta.json` folder: meta.json names the files read, whatever their names say of splits."""
+        return None if meta_path(location) is not None else super().files_note(location)
+
     def images_folder(self, location: str) -> Path | None:
         meta_file = meta_path(location)
         return meta_file.parent if meta_file is not None else None

@@ -84,6 +84,9 @@ class WildvisionBench(Adapter):
         )
         return sorted(p for p in [*(root / "model_answers").rglob("*.jsonl"), *verdicts] if p.is_file())
 
+    def files_note(self, location: str) -> str | None:
+        return None  # the release's own layout, read whole: no split leaves a file unread
+
     def _verdict_rows(self, root: Path) -> Iterator[tuple[Record, dict[str, str]]]:
         """Verdict records with the model names that judgement rows carry only in their file path."""
         if self.options.verdicts == "battles":

@@ -18,17 +18,22 @@ HUB_ID = "HuggingFaceH4/ultrafeedback_binarized"
 
 
 def test_a_snapshot_folder_hashes_the_split_it_reads(demo_recipe: Path, tmp_path: Path) -> None:
-    """An image archive, the card and the repository's attributes beside the rows went into no shard."""
+    """Another split's file, an image archive, the card, the repository's attributes and metadata beside the rows
+    went into no shard; a dangling link of the split is a reject, with nothing to hash."""
     root = tmp_path / "copy"
     shutil.copytree(demo_recipe.parent.parent, root)
     hh = root / "demo_data" / "native" / "hh_rlhf"
-    before = sorted(p.relative_to(hh).as_posix() for p in hh.rglob("*") if p.is_file())
+    (hh / "demo.jsonl.gz").rename(hh / "train.jsonl.gz")
+    shutil.copy(hh / "train.jsonl.gz", hh / "test.jsonl.gz")
     (hh / "README.md").write_text("# a card\n")
+    (hh / "dataset_info.json").write_text('{"description": "metadata, not rows"}\n')
     with zipfile.ZipFile(hh / "images.zip", "w") as archive:
         archive.writestr("a.png", b"not rows")
     (hh / ".gitattributes").write_text("*.zip filter=lfs\n")
+    (hh / "train-extra.jsonl.gz").symlink_to(tmp_path / "gone.jsonl.gz")
     manifest = build(load_recipe(root / "mixes" / "demo.yaml"), tmp_path / "b")
-    assert sorted(manifest["inputs"]["hh_rlhf"]["files"]) == before
+    assert sorted(manifest["inputs"]["hh_rlhf"]["files"]) == ["train.jsonl.gz"]
+    assert manifest["sources"]["hh_rlhf"]["rejects_at_ingest"]["unreadable file"] == 1
 
 
 def test_mmpr_inputs_are_its_meta_file_and_annotations(tmp_path: Path) -> None:
@@ -81,7 +86,7 @@ def test_a_hub_source_is_read_at_the_commit_the_manifest_records(
     manifest = build(load_recipe(tmp_path / "r.yaml"), tmp_path / "online")
     assert fake_hub.asked == [(HUB_ID, HUB_COMMIT)]
     assert manifest["inputs"]["uf"] == {"hub_id": HUB_ID, "config": None, "split": None, "revision": None,
-                                        "commit": HUB_COMMIT, "data_dir": None}  # fmt: skip
+                                        "commit": HUB_COMMIT, "data_dir": None, "data_files": None}  # fmt: skip
     assert manifest["sources"]["uf"]["pairs_ingested"] == 3 and not manifest["warnings"]
 
     fake_hub.asked.clear()

@@ -233,7 +233,7 @@ def test_a_folder_gives_the_files_datasets_gives(tmp_path: Path, layout: str) ->
 
 
 _NAME_PARTS = ("train", "test", "valid", "dev", "eval", "training", "validation", "extra", "data", "train_prefs",
-               "my-train", "pretrain", "train2", "x_test_y", ".hidden", "__pycache__")  # fmt: skip
+               "my-train", "pretrain", "train2", "x_test_y", ".hidden", "__pycache__", "dataset_info")  # fmt: skip
 
 
 @st.composite
@@ -330,6 +330,14 @@ def test_splits_are_read_from_the_supported_files_only(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="declares the configs a, b, not 'c'"):
         source_files(configs, "c", "train")
     assert names(source_files(configs, "b", "train"), configs) == ["b/y.jsonl"]
+    for declared, refused in (([{"config_name": "a", "data_files": [{"split": "train", "path": 5}]}],
+                               "the split 'train' has a path that is not a file pattern .5."),
+                              ([{"config_name": "a", "data_dir": 7}], "data_dir is not a folder name .7."),
+                              ([{"config_name": "a", "data_files": [{"split": "test", "path": "c/*.jsonl"}]}],
+                               "the split 'test' is c/.*.jsonl, which matches no file of a supported")):  # fmt: skip
+        (configs / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': declared})}---\n")
+        with pytest.raises(InputError, match=f"README.md: config 'a': {refused}"):
+            source_files(configs, "a", "train")
     with pytest.raises(InputError, match="coco: no .* files found"):  # a data_dir of images only
         source_files(rows, None, "train", data_dir="coco")
     with pytest.raises(InputError, match="no such folder .--data-dir nope."):

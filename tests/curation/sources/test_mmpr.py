@@ -231,3 +231,18 @@ def test_a_path_is_never_read_as_a_lone_name() -> None:
     assert located("/mnt/x/MMPR/train", lambda tail: tail == "train") == "/mnt/x/MMPR/train"
     assert located("/mnt/x/MMPR/images/train", lambda tail: tail == "images/train") == "images/train"
     assert located("x.jsonl", lambda tail: tail == "x.jsonl") == "x.jsonl"  # a name given as it is
+
+
+def test_annotation_names_that_look_like_splits_are_read_all(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """meta.json names what is read: `chartqa_val_en.jsonl` is a subset's file, not a validation split of the
+    folder (which would leave `okvqa_en.jsonl` unread, or refuse the folder's `train`)."""
+    from curation.sources import get_adapter
+
+    folder = tmp_path / "MMPR"
+    meta = {name: {"root": "", "annotation": f"annotations/{name}.jsonl"} for name in ("chartqa_val_en", "okvqa_en")}
+    for name in meta:
+        write_jsonl(folder / "annotations" / f"{name}.jsonl", [{"question": name, "chosen": "a", "rejected": "b"}])
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    result = run_ingest("mmpr", folder)
+    assert sorted(p["subset"] for p in result.pairs) == ["chartqa_val_en", "okvqa_en"]
+    assert get_adapter("mmpr")().files_note(str(folder)) is None
