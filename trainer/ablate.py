@@ -25,6 +25,7 @@ import yaml
 from curation.build import build
 from curation.build_dir import BuildDir
 from curation.errors import InputError
+from curation.io import only_writer
 from curation.ops.base import file_fields, model_fields
 from curation.recipe import Recipe, load_recipe
 from trainer.audit import audit
@@ -105,6 +106,18 @@ def ablate(
     for name in variants:  # a name makes folders under OUT
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", name):
             raise InputError(f"mixture name {name!r}: use letters, digits, '_', '.', '+' and '-' (it names folders)")
+    with only_writer(out / ".lock", f"{out}: another ablation is writing it now; wait for it or choose another --out"):
+        return _ablate(variants, config, benches, out, say, audit_folds)
+
+
+def _ablate(
+    variants: dict[str, str],
+    config: FitConfig,
+    benches: list[BenchSpec],
+    out: Path,
+    say: Callable[[str], None],
+    audit_folds: int,
+) -> list[dict[str, Any]]:
     rows = []
     for name, text in variants.items():
         row = _variant(name, text, config, benches, out, say)
@@ -153,8 +166,11 @@ def _variant(
         if last is not None:
             say(f"{name}: fit reused")
         else:
+            if run.exists() and any(run.iterdir()) and not _same_settings(run, settings):
+                raise InputError(f"{run}: holds another run (other settings, or files that are not a run); remove it "
+                                 "or choose another --out")  # fmt: skip
             say(f"{name}: fit")
-            shutil.rmtree(run, ignore_errors=True)  # an unfinished or other run: a run folder holds one run
+            shutil.rmtree(run, ignore_errors=True)  # this ablation's interrupted run of these settings: again
             last = fit(settings, run)
         row["eval/accuracy"] = last.get("eval/accuracy")
         row["eval/pairs"] = int(last.get("eval/pairs", 0))  # what the held-out accuracy is over
@@ -172,15 +188,23 @@ def _variant(
     return row
 
 
+def _same_settings(run: Path, config: FitConfig) -> bool:
+    """Whether `run` holds a run (finished or not) of these settings."""
+    try:
+        stored = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return stored == yaml.safe_load(yaml.safe_dump(config.as_dict(), sort_keys=True))
+
+
 def _finished_run(run: Path, config: FitConfig) -> dict[str, Any] | None:
     """The last metrics of a finished run of these settings in `run` (its model saved), or None."""
     try:
-        stored = yaml.safe_load((run / "config.yaml").read_text())
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError):
         return None
-    same = stored == yaml.safe_load(yaml.safe_dump(config.as_dict(), sort_keys=True))
-    return records[-1] if same and records and (run / "model" / "reward_model.json").is_file() else None
+    finished = records and (run / "model" / "reward_model.json").is_file()
+    return records[-1] if finished and _same_settings(run, config) else None
 
 
 def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:

@@ -89,6 +89,49 @@ def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any]
     return "\n".join(lines)
 
 
+# What a model folder may publish: weights as safetensors, configuration, tokenizer and processor files. Anything
+# else (a pickle such as `pytorch_model.bin`, Python code) is refused, never published.
+EXPORTED_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt", ".model")
+
+
+def _model_files(run: Path, model: Path) -> list[str]:
+    """The model folder's files to publish (names relative to it), or `InputError` naming one that may not be: a
+    link or file whose real path leaves the run, a kind of file not in `EXPORTED_SUFFIXES`, weights that are not
+    safetensors, or a config that asks for custom code (`auto_map`)."""
+    from safetensors import safe_open
+
+    real_run = run.resolve()
+    names = []
+    for path in sorted(model.rglob("*")):
+        name = path.relative_to(model).as_posix()
+        if not path.resolve().is_relative_to(real_run):
+            raise InputError(f"{path}: leads out of the run (a link); only the run's own files are exported")
+        if path.is_dir():
+            continue
+        if not path.is_file() or not path.name.endswith(EXPORTED_SUFFIXES):
+            raise InputError(f"{path}: not a file an export publishes (weights as .safetensors, .json, tokenizer "
+                             "files); remove it from the model folder")  # fmt: skip
+        if path.name.endswith(".safetensors"):
+            try:
+                with safe_open(str(path), "pt"):
+                    pass
+            except Exception as exc:  # the reader raises its own types: the file is not whole safetensors
+                raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
+        if path.name.endswith(".json") and "auto_map" in _json_object(path):
+            raise InputError(f"{path}: asks for custom code (auto_map); an export never publishes a model that runs "
+                             "code when it is loaded")  # fmt: skip
+        names.append(name)
+    return names
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not readable JSON ({exc})") from None
+    return found if isinstance(found, dict) else {}
+
+
 def export_run(
     run: Path, repo: str, local_dir: Path, dataset_repo: str | None = None, replace: bool = False
 ) -> list[str]:
@@ -97,14 +140,21 @@ def export_run(
         raise InputError(f"{run}: no trained model (expected {model}/reward_model.json from `trainer fit`)")
     check_repo_id(repo)
     check_export_folder(local_dir, replace, run)
+    files = _model_files(run, model)  # checked before anything is written
+    reports = [name for name, _ in read_reports(run)]
+    for name in reports:
+        if not (run / name).resolve().is_relative_to(run.resolve()):
+            raise InputError(f"{run / name}: leads out of the run (a link); only the run's own files are exported")
     tmp = local_dir.with_name(local_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model, tmp)
+    for name in files:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model / name, tmp / name)
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     (tmp / "fit_config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
-    for name, _ in read_reports(run):
+    for name in reports:
         (tmp / name).parent.mkdir(exist_ok=True)
-        shutil.copy(run / name, tmp / name)
+        shutil.copyfile(run / name, tmp / name)
     spec = json.loads((model / "reward_model.json").read_text())
     (tmp / "README.md").write_text(card_text(run, repo, spec, config, dataset_repo))
     publish_export(tmp, local_dir, may_hold=("eval.json", "evals"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -146,3 +147,25 @@ def test_a_mixture_name_that_would_leave_its_folder_is_refused(demo_recipe: Path
     result = CliRunner().invoke(app, ["ablate", "--mix", str(bad), "--out", str(tmp_path / "a"), "--model", "tiny"])
     assert result.exit_code == 1 and "mixture name '../escaping': use letters" in result.output
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").rglob("*.arrow"))
+
+
+def test_a_run_folder_the_ablation_did_not_write_is_never_removed(demo_recipe: Path, tmp_path: Path) -> None:
+    """A run of other settings (or any other files) at OUT/runs/<variant> stays: the variant fails naming it, and
+    a second ablation of the same OUT is refused while the first runs."""
+    from curation.errors import InputError
+    from curation.io import only_writer
+    from trainer.ablate import ablate
+    from trainer.config import FitConfig
+
+    out = tmp_path / "ablation"
+    run = out / "runs" / "demo"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": "another"}))
+    (run / "NOTES.txt").write_text("mine\n")
+    variants = {"demo": demo_recipe.read_text().replace("../demo_data", str(demo_recipe.parent.parent / "demo_data"))}
+    config = FitConfig(model="tiny", global_batch=8, micro_batch=4, max_steps=1)
+    (row,) = ablate(variants, config, [], out)
+    assert "holds another run (other settings, or files that are not a run)" in row["error"]
+    assert (run / "NOTES.txt").read_text() == "mine\n"
+    with only_writer(out / ".lock", "busy"), pytest.raises(InputError, match="another ablation is writing it now"):
+        ablate(variants, config, [], out)

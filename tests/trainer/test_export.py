@@ -46,3 +46,37 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
     assert not (run / "model" / "README.md").exists()
     bad = CliRunner().invoke(app, ["export", str(run), "--repo", "not a repo", "--local-dir", str(tmp_path / "h2")])
     assert bad.exit_code == 1 and "not a Hub repo id" in bad.output and not (tmp_path / "h2").exists()
+
+
+def test_an_export_publishes_only_the_runs_own_safe_files(demo_build: Path, tmp_path: Path) -> None:
+    """A link out of the run, a pickle (under its own name or a safetensors name), Python code, and a config that
+    asks for custom code are each refused, naming the file; nothing is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    fit(FitConfig(model="tiny", shards=[str(demo_build)], lr=2e-3, global_batch=8, micro_batch=4, max_steps=1), run)
+    (tmp_path / "secret.txt").write_text("not for the Hub\n")
+    pickle_bytes = b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00N."  # `pickle.dumps(None)`, protocol 4
+    model = run / "model"
+    cases = {
+        "notes.txt": lambda p: p.symlink_to(tmp_path / "secret.txt"),
+        "pytorch_model.bin": lambda p: p.write_bytes(pickle_bytes),
+        "backbone/modeling_evil.py": lambda p: p.write_text("import os\n"),
+    }
+    for name, make in cases.items():
+        make(model / name)
+        result = CliRunner().invoke(app, ["export", str(run), "--repo", "me/m", "--local-dir", str(tmp_path / "hub"),
+                                          "--dry-run"], env={"COLUMNS": "250"})  # fmt: skip
+        assert result.exit_code == 1 and str(model / name) in result.output, result.output
+        assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists()
+        (model / name).unlink()
+    weights = model / "model.safetensors"
+    shutil.copy(weights, tmp_path / "weights")
+    weights.write_bytes(pickle_bytes)
+    result = CliRunner().invoke(app, ["export", str(run), "--repo", "me/m", "--local-dir", str(tmp_path / "hub")])
+    assert result.exit_code == 1 and "not a readable safetensors file" in result.output
+    shutil.copy(tmp_path / "weights", weights)
+    config = json.loads((model / "backbone" / "config.json").read_text())
+    (model / "backbone" / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "evil.Model"}}))
+    result = CliRunner().invoke(app, ["export", str(run), "--repo", "me/m", "--local-dir", str(tmp_path / "hub")])
+    assert result.exit_code == 1 and "asks for custom code (auto_map)" in result.output
