@@ -515,8 +515,26 @@ OnStep = Callable[[int, int, "dict[str, Any] | None"], None]
 
 
 def fit(config: FitConfig, out: Path, resume: bool = False, on_step: OnStep | None = None) -> dict[str, Any]:
-    trainer = Trainer(config, out, resume)
+    """Train into `out`. A run that fails before its first checkpoint in a folder that held no run leaves the
+    folder as it found it (its hidden files, such as the lock, aside): a retry starts clean."""
+    fresh = not _run_entries(out)
     try:
-        return trainer.run(on_step)
-    finally:
-        trainer.close()
+        trainer = Trainer(config, out, resume)
+        try:
+            return trainer.run(on_step)
+        finally:
+            trainer.close()
+    except BaseException:
+        main = int(os.environ.get("RANK", "0")) == 0
+        if fresh and main and not any((out / "checkpoints").glob("step-*")):
+            for entry in _run_entries(out):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        raise
+
+
+def _run_entries(out: Path) -> list[Path]:
+    """What a run writes in its folder: every entry but the hidden ones."""
+    return [e for e in out.iterdir() if not e.name.startswith(".")] if out.is_dir() else []

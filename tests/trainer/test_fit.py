@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import re
@@ -372,3 +373,19 @@ def test_a_step_without_a_trained_pair_leaves_the_weights_alone(
     args = ["fit", "--shards", f"{demo_build}=0", "--model", "tiny", "--out", str(tmp_path / "z")]
     bad = CliRunner().invoke(app, args)
     assert bad.exit_code == 1 and "error: no training draws (" in bad.output and "weight 0)" in bad.output
+
+
+def test_a_fit_that_fails_before_its_first_checkpoint_leaves_its_folder_as_it_was(
+    demo_build: Path, tmp_path: Path
+) -> None:
+    """Nothing under the final --out after a failure: the retry in the same folder starts as in a new one."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("")  # the CLI's lock, kept
+    failing = FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=2,
+                        max_length=10)  # fmt: skip
+    with pytest.raises(TrainingError):
+        fit(failing, out)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    fit(dataclasses.replace(failing, max_length=512), out)
+    assert (out / "model" / "reward_model.json").is_file()
