@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +34,8 @@ SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
 SKIP_TOO_LONG = "longer than max_length"
 PACK_LENGTH = 8192  # tokens per packed row (`layout: packed`); a longer pair has a row of its own
 SKIP_PAD_TOKENS = "text holds the model's image/video pad tokens"
-SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG, SKIP_PAD_TOKENS)
+SKIP_BAD_IMAGE = "image that cannot be decoded, or too large"
+SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG, SKIP_PAD_TOKENS, SKIP_BAD_IMAGE)
 
 
 def unit_hash(*parts: object) -> float:
@@ -167,11 +169,26 @@ class PairFeatures:
 MAX_FRAMES = 16  # frames sampled evenly from a longer video
 
 
+class UndecodableImage(Exception):
+    """An image of a pair that cannot be decoded, or holds more than `DEFAULT_MAX_PIXELS` (a build checks images as
+    it ingests them; shards edited since, or written otherwise, may hold such a one)."""
+
+
 def _decode(data: bytes) -> Any:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+    from curation.images import DEFAULT_MAX_PIXELS
+
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning: the size is checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
+            if image.width * image.height > DEFAULT_MAX_PIXELS:
+                raise UndecodableImage(f"{image.width}x{image.height}")
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UndecodableImage(str(exc)) from exc
 
 
 def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes], max_length: int) -> PairFeatures | str:
@@ -181,13 +198,16 @@ def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes],
     video_tokens: int | None = None
     if row["images"] and backbone.kind != "vision_language":
         return SKIP_VIDEO if row["modality"] == "video" else SKIP_IMAGES_ON_TEXT
-    if row["modality"] == "video":
-        step = max(1, -(-len(image_bytes) // MAX_FRAMES))
-        videos, video_grid = backbone.video_inputs([_decode(b) for b in image_bytes[::step]])
-        video_tokens = backbone.tokens_per_image(video_grid)[0]
-    elif row["images"]:
-        pixel_values, grid = backbone.image_inputs([_decode(b) for b in image_bytes])
-        image_tokens = backbone.tokens_per_image(grid)
+    try:
+        if row["modality"] == "video":
+            step = max(1, -(-len(image_bytes) // MAX_FRAMES))
+            videos, video_grid = backbone.video_inputs([_decode(b) for b in image_bytes[::step]])
+            video_tokens = backbone.tokens_per_image(video_grid)[0]
+        elif row["images"]:
+            pixel_values, grid = backbone.image_inputs([_decode(b) for b in image_bytes])
+            image_tokens = backbone.tokens_per_image(grid)
+    except (UndecodableImage, ValueError):  # ValueError: the processor's ("absolute aspect ratio must be ...")
+        return SKIP_BAD_IMAGE
     try:
         chosen = backbone.sequence(row["prompt"], row["chosen"], max_length, image_tokens, video_tokens)
         rejected = backbone.sequence(row["prompt"], row["rejected"], max_length, image_tokens, video_tokens)

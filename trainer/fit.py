@@ -20,8 +20,8 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -463,11 +463,15 @@ class Trainer:
         return max(folders, key=lambda p: int(p.name[5:]), default=None)
 
     def _restore_weights(self) -> None:
-        from safetensors.torch import load_model
-
         folder = self._latest_checkpoint()
         if folder is None:
             return  # nothing saved yet: start from the beginning
+        with _readable_checkpoint(folder):
+            self._restore_weights_from(folder)
+
+    def _restore_weights_from(self, folder: Path) -> None:
+        from safetensors.torch import load_model
+
         saved = json.loads((folder / "reward_model.json").read_text()).get("fit_config", {})
         state = json.loads((folder / "trainer_state.json").read_text())
         now = self.config.as_dict()
@@ -495,12 +499,14 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         assert self.last_checkpoint is not None
-        tensors = load_file(str(self.last_checkpoint / "optimizer.safetensors"))
+        with _readable_checkpoint(self.last_checkpoint):
+            tensors = load_file(str(self.last_checkpoint / "optimizer.safetensors"))
         state: dict[str, dict[str, torch.Tensor]] = {}
         for name, value in tensors.items():
             fqn, _, key = name.rpartition("/")
             state.setdefault(fqn, {})[key] = value
-        groups = json.loads((self.last_checkpoint / "trainer_state.json").read_text())["param_groups"]
+        with _readable_checkpoint(self.last_checkpoint):
+            groups = json.loads((self.last_checkpoint / "trainer_state.json").read_text())["param_groups"]
         set_optimizer_state_dict(
             self.model,
             self.optimizer,
@@ -512,6 +518,20 @@ class Trainer:
 # Called on the main process with (steps done, total steps, the step's record): once before the first step with no
 # record (a resumed run: its checkpoint's step), then after each step.
 OnStep = Callable[[int, int, "dict[str, Any] | None"], None]
+
+
+@contextmanager
+def _readable_checkpoint(folder: Path) -> Iterator[None]:
+    """A checkpoint whose files cannot be read (cut short, not safetensors, not JSON) is a `TrainingError` naming
+    it, with what to do."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise TrainingError(f"{folder}: a damaged checkpoint ({detail}); remove it to resume from the one before, "
+                            "or start a new run") from None  # fmt: skip
 
 
 def fit(config: FitConfig, out: Path, resume: bool = False, on_step: OnStep | None = None) -> dict[str, Any]:

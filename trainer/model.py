@@ -113,19 +113,31 @@ class RewardModel(nn.Module):
 
     @classmethod
     def load(cls, folder: Path, dtype: torch.dtype = torch.float32) -> RewardModel:
+        from safetensors import SafetensorError
         from safetensors.torch import load_model
         from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from curation.errors import InputError
 
         spec_path = folder / "reward_model.json"
         if not spec_path.is_file():
             raise FileNotFoundError(f"{folder}: not a saved reward model (no reward_model.json)")
-        spec = json.loads(spec_path.read_text())
-        config = AutoConfig.from_pretrained(folder / "backbone", trust_remote_code=False)
-        backbone_model = AutoModel.from_config(config, trust_remote_code=False, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        processor = None
-        if backbone_kind(config) == "vision_language":
-            processor = load_image_processor(folder)
-        model = cls(Backbone(backbone_model, tokenizer, processor), HeadConfig(**spec["head"]), spec["backbone_source"])
-        load_model(model, str(folder / "model.safetensors"))
+        try:
+            spec = json.loads(spec_path.read_text())
+            config = AutoConfig.from_pretrained(folder / "backbone", trust_remote_code=False)
+            backbone_model = AutoModel.from_config(config, trust_remote_code=False, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+            processor = None
+            if backbone_kind(config) == "vision_language":
+                processor = load_image_processor(folder)
+            head = HeadConfig(**spec["head"])
+            model = cls(Backbone(backbone_model, tokenizer, processor), head, spec["backbone_source"])
+            load_model(model, str(folder / "model.safetensors"))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+            # A damaged or foreign model folder (a truncated or pickled weights file, a config of another model
+            # or one asking for custom code, a spec without its head): said in one line, naming the folder
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+            if "trust_remote_code" in detail:
+                detail = "its configuration asks for custom code, which is never run"
+            raise InputError(f"{folder}: not a readable reward model ({detail[:300]})") from None
         return model

@@ -90,6 +90,24 @@ def test_too_long_pairs_are_skipped_with_a_reason_and_long_prompts_lose_their_st
     assert images == SKIP_TOO_LONG  # image tokens are never cut
 
 
+def test_an_image_that_cannot_be_read_skips_its_pair_with_a_reason() -> None:
+    """Truncated bytes, a strip the processor refuses (20000 x 3), a decompression bomb: a skip, never a crash."""
+    from PIL import Image
+
+    from trainer.data import SKIP_BAD_IMAGE
+
+    def png(width: int, height: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("L", (width, height)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    backbone = load_backbone("tiny")
+    row = pair_row("What is it?", "a", "b", images=1)
+    for data in (pair_images(1)[0][:100], png(20_000, 3), png(10_000, 10_000)):
+        assert featurize(backbone, row, [data], 256) == SKIP_BAD_IMAGE
+    assert not isinstance(featurize(backbone, row, pair_images(1), 256), str)
+
+
 def test_video_patches_follow_the_image_layout_and_one_video_is_encoded_once() -> None:
     """Two identical frames give exactly the image processor's patches (the layout check); a video pair in one
     2-row pass equals two passes that each encode the video."""

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import trainer.fit as fit_module
+from curation.errors import InputError
 from tests.conftest import write_image
 from trainer.cli import app
 from trainer.config import FitConfig, load_config
@@ -389,3 +390,35 @@ def test_a_fit_that_fails_before_its_first_checkpoint_leaves_its_folder_as_it_wa
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
     fit(dataclasses.replace(failing, max_length=512), out)
     assert (out / "model" / "reward_model.json").is_file()
+
+
+def test_a_damaged_model_or_checkpoint_is_one_error_line_naming_it(demo_build: Path, tmp_path: Path) -> None:
+    """A truncated or pickled weights file, a spec without its head, a config asking for custom code; a checkpoint
+    cut short on resume: each is one line naming the folder, never a traceback or advice to run remote code."""
+    import shutil
+
+    out = tmp_path / "run"
+    config = FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=2, save_every=1)
+    fit(config, out)
+    model = tmp_path / "model"
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    damages = {
+        "cut": lambda: (model / "model.safetensors").write_bytes(weights[: len(weights) // 2]),
+        "pickle": lambda: (model / "model.safetensors").write_bytes(b"\x80\x04N."),
+        "no head": lambda: (model / "reward_model.json").write_text('{"backbone_source": "tiny"}'),
+        "custom code": lambda: (model / "backbone" / "config.json").write_text(
+            json.dumps({**json.loads((out / "model" / "backbone" / "config.json").read_text()),
+                        "model_type": "evil", "auto_map": {"AutoModel": "evil.Model"}})),
+    }  # fmt: skip
+    for name, damage in damages.items():
+        shutil.rmtree(model, ignore_errors=True)
+        shutil.copytree(out / "model", model)
+        damage()
+        with pytest.raises(InputError, match=f"{model}: not a readable reward model") as failure:
+            RewardModel.load(model)
+        assert "\n" not in str(failure.value) and "trust_remote_code=True" not in str(failure.value), name
+    checkpoint = max((out / "checkpoints").glob("step-*"))
+    (checkpoint / "optimizer.safetensors").write_bytes(b"")
+    shutil.rmtree(out / "model")
+    with pytest.raises(TrainingError, match=f"{checkpoint}: a damaged checkpoint .*; remove it to resume"):
+        fit(config, out, resume=True)
