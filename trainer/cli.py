@@ -196,6 +196,10 @@ def eval_(
     from trainer.reports import EVALS, counts_text, not_scored_text, write_report
 
     console = _console()
+    for flag, value, allowed in (("--vl-grouping", vl_grouping, ("official", "r1_reward")),
+                                 ("--xstest-weights", xstest_weights, ("official", "true_sizes"))):  # fmt: skip
+        if value not in allowed:
+            _fail(f"{flag} {value!r}: expected {' or '.join(allowed)}")
     for folder in model:
         if not folder.exists():
             _fail(f"--model {folder}: no such folder")

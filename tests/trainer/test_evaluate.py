@@ -103,3 +103,10 @@ def test_a_hub_benchmark_is_read_at_one_commit_that_the_report_names(
     assert fake_hub.asked == [("allenai/reward-bench", HUB_COMMIT)]
     entry = json.loads((two_runs[0] / report_names(two_runs[0])[-1]).read_text())["benchmarks"]["rewardbench"]
     assert (entry["location"], entry["commit"], entry["items_total"]) == ("allenai/reward-bench", HUB_COMMIT, 4)
+
+
+def test_a_scoring_option_outside_its_choices_is_refused(two_runs: tuple[Path, Path]) -> None:
+    """It used to be scored with the official weights and recorded in the report as given."""
+    for flag, value in (("--xstest-weights", "bogus"), ("--vl-grouping", "mine")):
+        result = CliRunner().invoke(app, ["eval", "--bench", "rewardbench", "--model", str(two_runs[0]), flag, value])
+        assert result.exit_code == 1 and f"{flag} {value!r}: expected" in result.output
