@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.build_dir import BuildDir, ImageTable
+from curation.errors import InputError
+from curation.io import only_writer
 from trainer.evaluate import BenchPairs, model_rewards
 from trainer.model import RewardModel
 
@@ -67,7 +69,24 @@ def score_build(
     on_part: Callable[[int, int], None] | None = None,
 ) -> Path:
     opened = BuildDir.open(build)
-    out = opened.path / "signals" / f"rm_scores-{model_digest(model_folder)}.parquet"
+    signals = opened.path / "signals"
+    if signals.is_symlink() or (signals.exists() and not signals.resolve().is_relative_to(opened.path.resolve())):
+        raise InputError(f"{signals}: a link; scores are written into the build's own signals folder only")
+    out = signals / f"rm_scores-{model_digest(model_folder)}.parquet"
+    busy = f"{out}: another `trainer score` of this model is writing it now; wait for it"
+    with only_writer(signals / f".{out.stem}.lock", busy):
+        return _score_into(out, opened, model, part_pairs, max_length, micro_batch, on_part)
+
+
+def _score_into(
+    out: Path,
+    opened: BuildDir,
+    model: RewardModel,
+    part_pairs: int,
+    max_length: int,
+    micro_batch: int,
+    on_part: Callable[[int, int], None] | None,
+) -> Path:
     parts_dir = out.with_name(out.name + ".partial")
     pairs = build_pairs(opened)
     # Parts are reused only for the same pairs cut the same way (a rebuilt build or another --part-pairs restarts).

@@ -87,3 +87,24 @@ def test_cli_score_then_rm_margin_rebuild(demo_recipe: Path, tmp_path: Path, tin
                if r["stage"] == "rm_margin"]  # fmt: skip
     assert removed and all(r["reason"] == "reward model reverses" for r in removed)
     assert all(s["balanced"] for s in manifest["sources"].values())
+
+
+def test_scores_go_into_the_builds_own_signals_folder_one_writer_at_a_time(
+    demo_build: Path, tmp_path: Path, tiny_run: Path
+) -> None:
+    from curation.errors import InputError
+    from curation.io import only_writer
+    from trainer.score import model_digest
+
+    copy = tmp_path / "build"
+    shutil.copytree(demo_build, copy)
+    model = load_reward_model(tiny_run)
+    lock = copy / "signals" / f".rm_scores-{model_digest(tiny_run / 'model')}.lock"
+    with only_writer(lock, "held"), pytest.raises(InputError, match="another `trainer score` of this model"):
+        score_build(model, tiny_run / "model", copy)
+    outside = tmp_path / "elsewhere"
+    (copy / "signals").rename(outside)
+    (copy / "signals").symlink_to(outside)
+    with pytest.raises(InputError, match="a link; scores are written into the build's own signals folder only"):
+        score_build(model, tiny_run / "model", copy)
+    assert not list(outside.glob("rm_scores-*"))
