@@ -58,6 +58,8 @@ class BenchSpec:
 
 
 IMAGE_NOT_FOUND = "image not found"  # the ingest's reason, kept for the items read with the stand-in
+# Two equal answers to one prompt cannot be told apart: which reward is higher is rounding, never a judgement.
+IDENTICAL_ANSWERS = "identical answers"
 
 
 def _stand_in_image() -> bytes:
@@ -240,8 +242,8 @@ def score_benchmark(
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """One benchmark's counts, scores (over the scored items and over all) and items."""
-    reasons = [IMAGE_NOT_FOUND if STAND_IN_SHA256 in r["images"] else outside_scores(name, r["subset"])
-               for r in pairs.rows]  # fmt: skip
+    reasons = [IMAGE_NOT_FOUND if STAND_IN_SHA256 in r["images"] else IDENTICAL_ANSWERS
+               if r["chosen"] == r["rejected"] else outside_scores(name, r["subset"]) for r in pairs.rows]  # fmt: skip
     found = [index for index, reason in enumerate(reasons) if reason is None]
     total, done = len(found) * len(models), [0]
 

@@ -110,3 +110,16 @@ def test_a_scoring_option_outside_its_choices_is_refused(two_runs: tuple[Path, P
     for flag, value in (("--xstest-weights", "bogus"), ("--vl-grouping", "mine")):
         result = CliRunner().invoke(app, ["eval", "--bench", "rewardbench", "--model", str(two_runs[0]), flag, value])
         assert result.exit_code == 1 and f"{flag} {value!r}: expected" in result.output
+
+
+def test_an_item_whose_answers_are_identical_is_not_scored(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """Its two rewards differ by rounding only: counted as not scored, never as right or wrong."""
+    rows = [{"prompt": f"{i}+{i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1), "subset": "math-prm", "id": i}
+            for i in range(3)] + [{"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes.", "subset": "math-prm",
+                                   "id": 3}]  # fmt: skip
+    bench = tmp_path / "rewardbench.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["eval", "--bench", f"rewardbench={bench}", "--model", str(two_runs[0])])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((two_runs[0] / report_names(two_runs[0])[-1]).read_text())["benchmarks"]["rewardbench"]
+    assert (entry["items_scored"], entry["items_total"], entry["not_scored"]) == (3, 4, {"identical answers": 1})
