@@ -422,3 +422,22 @@ def test_a_damaged_model_or_checkpoint_is_one_error_line_naming_it(demo_build: P
     shutil.rmtree(out / "model")
     with pytest.raises(TrainingError, match=f"{checkpoint}: a damaged checkpoint .*; remove it to resume"):
         fit(config, out, resume=True)
+
+
+def test_resume_refuses_shards_edited_in_place(demo_build: Path, tmp_path: Path) -> None:
+    """The manifest is unchanged, so its digests match the checkpoint's: the files themselves are hashed."""
+    import pyarrow as pa
+
+    build = tmp_path / "build"
+    shutil.copytree(demo_build, build)
+    config = FitConfig(model="tiny", shards=[str(build)], global_batch=8, micro_batch=4, max_steps=2, save_every=1)
+    fit(config, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "model")
+    shard = sorted((build / "shards").glob("*.arrow"))[0]
+    # read into memory (a memory map of the file being rewritten would fault); an Arrow stream, as `datasets` writes
+    table = pa.ipc.open_stream(pa.BufferReader(shard.read_bytes())).read_all()
+    swapped = table.set_column(table.schema.get_field_index("chosen"), "chosen", table.column("rejected"))
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(swapped.cast(table.schema))
+    with pytest.raises(TrainingError, match=f"shards edited since their build \\({shard}: not the manifest's sha256"):
+        fit(config, tmp_path / "run", resume=True)
