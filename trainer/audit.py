@@ -387,8 +387,13 @@ def _fold_model(
         else:
             say(k, "train")
             fit(fold_config, folder, resume=(folder / "checkpoints").is_dir())
-        return RewardModel.load(folder / "model")
     except (SafetensorError, json.JSONDecodeError, yaml.YAMLError, FileNotFoundError) as exc:  # damaged
-        raise InputError(
-            f"{folder}: a damaged model or checkpoint ({exc}); remove {folder} to train it again"
-        ) from None
+        raise _damaged(folder, str(exc)) from None
+    try:
+        return RewardModel.load(folder / "model")
+    except (InputError, FileNotFoundError) as exc:  # its reason, in the audit's words
+        raise _damaged(folder, str(exc).removeprefix(f"{folder / 'model'}: ")) from None
+
+
+def _damaged(folder: Path, reason: str) -> InputError:
+    return InputError(f"{folder}: a damaged model or checkpoint ({reason}); remove {folder} to train it again")

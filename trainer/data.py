@@ -103,10 +103,6 @@ class PairData:
         fold `fold` (`fold_of`) are left out altogether, from every build that holds them (cross-fitting: another
         model judges them)."""
         builds = [Build.open(spec) for spec in specs]
-        folders = [b.path.resolve() for b in builds]
-        if twice := sorted({str(f) for f in folders if folders.count(f) > 1}):  # its pairs would count double
-            raise InputError(f"--shards: the build {', '.join(twice)} is given twice; give it once, with a weight "
-                             "(DIR=2) to draw it more")  # fmt: skip
         train: list[Entry] = []
         held_out: list[Entry] = []
         counts: dict[str, Any] = {}

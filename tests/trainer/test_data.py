@@ -163,12 +163,3 @@ def test_image_table_finds_every_image_by_hash(demo_build: Path) -> None:
     assert rows and all(table.read(r["sha256"]) == r["bytes"] for r in rows)
     with pytest.raises(KeyError, match="not found"):
         table.read("0" * 64)
-
-
-def test_a_build_given_twice_is_refused(demo_build: Path) -> None:
-    """As the folder and as its shards/: its pairs would count twice (and their held-out split with them)."""
-    from curation.errors import InputError
-    from trainer.data import PairData
-
-    with pytest.raises(InputError, match="is given twice; give it once, with a weight"):
-        PairData.open([str(demo_build), str(demo_build / "shards")], seed=0, eval_fraction=0.2)

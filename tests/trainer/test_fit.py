@@ -317,12 +317,10 @@ def test_a_resume_refuses_what_changes_the_learning_and_keeps_how_it_runs(
 
 
 def test_no_trainable_pair_is_an_error_not_a_score(demo_build: Path, tmp_path: Path) -> None:
-    """Every draw longer than max_length: no loss or accuracy is made up, no model is written."""
+    """Every draw longer than max_length: no loss or accuracy is made up, no model or metrics are left."""
     with pytest.raises(TrainingError, match="no training pair could be trained on: .*longer than max_length: 16"):
         fit(config(demo_build, max_steps=2, max_length=8), tmp_path / "run")
-    assert not (tmp_path / "run" / "model").exists()
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert records and all(r["loss"] is None and r["accuracy"] is None and r["pairs"] == 0 for r in records)
+    assert not [p.name for p in (tmp_path / "run").iterdir()]  # no model, no metrics: nothing left to mistake
 
 
 def test_settings_and_folders_that_cannot_make_a_run_are_refused(demo_build: Path, tmp_path: Path) -> None:
