@@ -118,14 +118,19 @@ def _local_inputs(spec: SourceSpec) -> list[tuple[str, Path]]:
     return sorted((p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix(), p) for p in files)
 
 
-def _input_stamp(spec: SourceSpec, skip: tuple[Path, ...] = (), commit: str | None = None) -> str:
+def _input_stamp(
+    spec: SourceSpec,
+    inputs: list[tuple[str, Path]],
+    skip: tuple[Path, ...] = (),
+    commit: str | None = None,
+) -> str:
     """What an ingest read, told apart cheaply: a digest of each local input file's size and modification time
     (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the files its rows are
-    read from, and of each file under a local images root (or the folder the adapter finds images in without one)
-    but those under `skip` (the build's own folders, which may lie inside it). A resumed build ingests a source
-    again when its stamp changed."""
+    read from (`inputs`, from `_local_inputs`; none for a Hub id or a URI), and of each file under a local images
+    root (or the folder the adapter finds images in without one) but those under `skip` (the build's own folders,
+    which may lie inside it). A resumed build ingests a source again when its stamp changed."""
     local = not is_uri(spec.path) and Path(spec.path).exists()
-    stamp: Any = _stats(_local_inputs(spec)) if local else _fingerprint(spec, commit=commit)
+    stamp: Any = _stats(inputs) if local else _fingerprint(spec, commit=commit)
     if spec.images_root:
         images = None if is_uri(spec.images_root) else Path(spec.images_root)
     else:  # the rows' images may lie beside them (MMPR's folder)
@@ -330,7 +335,9 @@ class Builder:
         # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
         # ... and its input may have changed since: then what it ingested is not what the manifest will hash
         commit = self.commits.get(spec.name)
-        stamp = _input_stamp(spec, skip=(self.out, self.tmp, self.cache), commit=commit)
+        local = not is_uri(spec.path) and Path(spec.path).exists()
+        inputs = _local_inputs(spec) if local else []  # listed once: the stamp and the worker count use them
+        stamp = _input_stamp(spec, inputs, skip=(self.out, self.tmp, self.cache), commit=commit)
         if commit is not None:  # every task reads the commit the manifest records
             spec = dataclasses.replace(spec, revision=commit)
         if (
@@ -345,7 +352,7 @@ class Builder:
         self.on_stage(f"ingest {spec.name}")
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         if not self.engine.distributed:
-            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(spec))
+            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs))
         elif not is_uri(spec.path) and splits_into_files(_adapter(spec), spec.path):
             # One task per input file, merged here in file order; finished files are kept for a rerun.
             parts = self.tmp / "work" / "parts" / spec.name
@@ -358,11 +365,10 @@ class Builder:
                    durable=False)  # fmt: skip
         return summary
 
-    def _ingest_workers(self, spec: SourceSpec) -> int:
-        """Processes for converting rows: all cores for large local inputs (start-up costs about a second)."""
-        if is_uri(spec.path) or not Path(spec.path).exists():
-            return 1
-        size = sum(p.stat().st_size for _, p in _local_inputs(spec))  # the rows' files, not a snapshot's archives
+    def _ingest_workers(self, inputs: list[tuple[str, Path]]) -> int:
+        """Processes for converting rows: all cores for large local inputs (start-up costs about a second); a Hub id
+        or a URI (no local inputs) is read by one."""
+        size = sum(p.stat().st_size for _, p in inputs)  # the rows' files, not a snapshot's archives
         return (self.workers or os.cpu_count() or 1) if size >= PARALLEL_INGEST_BYTES else 1
 
     def _ingested(self, spec: SourceSpec) -> Path:
@@ -384,10 +390,11 @@ class Builder:
         # a folder whose split (or config) left some of its data files unread: said, as the ingest says it
         self.warnings += [f"source '{spec.name}': {note}" for spec in sources
                           if not is_uri(spec.path) and (note := _adapter(spec).files_note(spec.path))]  # fmt: skip
-        self.warnings += [f"{kind} '{name}': read from the Hub without a resolved commit (offline, or the Hub was not "
-                          "reachable): `inputs` cannot name the commit read"
-                          for kind, specs in (("source", sources), ("benchmark", benchmarks)) for name in
-                          (s.name for s in specs) if name in self.commits and self.commits[name] is None]  # fmt: skip
+        for name, commit in self.commits.items():
+            if commit is None:
+                kind = "source" if any(s.name == name for s in sources) else "benchmark"
+                self.warnings.append(f"{kind} '{name}': read from the Hub without a resolved commit (offline, or the "
+                                     "Hub was not reachable): `inputs` cannot name the commit read")  # fmt: skip
         self.benchmarks = dict(zip((s.name for s in benchmarks), summaries[len(sources) :], strict=True))
         for spec in benchmarks:
             summary = self.benchmarks[spec.name]

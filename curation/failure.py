@@ -57,6 +57,11 @@ def _errno_in(message: str) -> int | None:
     return None
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line, cut at `limit` characters: a library's error quoted inside an error line."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:limit]
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 

@@ -56,6 +56,7 @@ class Build:
     table: pa.Table
     images: ImageTable
     shards_sha256: list[str] = field(default_factory=list)  # what the build is, wherever it lies
+    shard_files: list[Path] = field(default_factory=list)  # the files the manifest's digests are of, in its order
 
     @classmethod
     def open(cls, spec: str) -> Build:
@@ -63,8 +64,10 @@ class Build:
         from trainer.config import shard_weight
 
         build = BuildDir.open(spec.partition("=")[0])
-        digests = [shard["sha256"] for shard in build.manifest["shards"]]
-        return cls(build.path, shard_weight(spec), build.pairs(COLUMNS), build.images(), digests)
+        shards = build.manifest["shards"]
+        files = [build.path / shard["file"] for shard in shards]
+        digests = [shard["sha256"] for shard in shards]
+        return cls(build.path, shard_weight(spec), build.pairs(COLUMNS), build.images(), digests, files)
 
     def row(self, index: int) -> dict[str, Any]:
         return self.table.slice(index, 1).to_pylist()[0]
@@ -73,8 +76,7 @@ class Build:
         """The shard files whose sha256 is no longer the one the manifest records (read whole: about 0.6 s a GB)."""
         from curation.io import sha256_file
 
-        shards = BuildDir.open(self.path).manifest["shards"]
-        return [self.path / s["file"] for s in shards if sha256_file(self.path / s["file"]) != s["sha256"]]
+        return [f for f, digest in zip(self.shard_files, self.shards_sha256, strict=True) if sha256_file(f) != digest]
 
 
 @dataclass(frozen=True)

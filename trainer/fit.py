@@ -529,12 +529,13 @@ def _readable_checkpoint(folder: Path) -> Iterator[None]:
     it, with what to do."""
     from safetensors import SafetensorError
 
+    from curation.failure import one_line
+
     try:
         yield
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        raise TrainingError(f"{folder}: a damaged checkpoint ({detail}); remove it to resume from the one before, "
-                            "or start a new run") from None  # fmt: skip
+        raise TrainingError(f"{folder}: a damaged checkpoint ({one_line(exc)}); remove it to resume from the one "
+                            "before, or start a new run") from None  # fmt: skip
 
 
 def fit(config: FitConfig, out: Path, resume: bool = False, on_step: OnStep | None = None) -> dict[str, Any]:

@@ -118,6 +118,7 @@ class RewardModel(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         from curation.errors import InputError
+        from curation.failure import one_line
 
         spec_path = folder / "reward_model.json"
         if not spec_path.is_file():
@@ -136,8 +137,8 @@ class RewardModel(nn.Module):
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             # A damaged or foreign model folder (a truncated or pickled weights file, a config of another model
             # or one asking for custom code, a spec without its head): said in one line, naming the folder
-            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+            detail = one_line(exc)
             if "trust_remote_code" in detail:
                 detail = "its configuration asks for custom code, which is never run"
-            raise InputError(f"{folder}: not a readable reward model ({detail[:300]})") from None
+            raise InputError(f"{folder}: not a readable reward model ({detail})") from None
         return model

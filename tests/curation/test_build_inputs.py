@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curation.build import _input_stamp, build
+from curation.build import _input_stamp, _local_inputs, build
 from curation.recipe import SourceSpec, load_recipe
 from tests.conftest import HUB_COMMIT, FakeHub
 from tests.curation.sources.test_mmpr import make_mmpr
@@ -48,13 +48,13 @@ def test_mmpr_inputs_are_its_meta_file_and_annotations(tmp_path: Path) -> None:
     assert sorted(manifest["inputs"]["mmpr"]["files"]) == [
         "annotations/alpha.jsonl", "annotations/mid.jsonl", "annotations/zeta.jsonl", "meta.json"]  # fmt: skip
     spec = SourceSpec("mmpr", "mmpr", str(folder))
-    stamp = _input_stamp(spec)
+    stamp = _input_stamp(spec, _local_inputs(spec))
     (folder / "annotations" / "zeta.jsonl").write_text(json.dumps({"question": "3+3?", "chosen": "6",
                                                                    "rejected": "7"}) + "\n")  # fmt: skip
-    assert _input_stamp(spec) != stamp
-    stamp = _input_stamp(spec)
+    assert _input_stamp(spec, _local_inputs(spec)) != stamp
+    stamp = _input_stamp(spec, _local_inputs(spec))
     shutil.copy(folder / "images" / "alpha" / "sub" / "b.png", folder / "images" / "alpha" / "a.png")
-    assert _input_stamp(spec) != stamp  # an image beside meta.json changed
+    assert _input_stamp(spec, _local_inputs(spec)) != stamp  # an image beside meta.json changed
 
 
 def test_wildvision_bench_inputs_are_the_files_its_verdicts_read(shared_data: Path, tmp_path: Path) -> None:
