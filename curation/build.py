@@ -187,6 +187,7 @@ class Builder:
         engine: Engine | None = None,
         replace: bool = False,
         on_reuse: Callable[[str], None] | None = None,
+        on_start_over: Callable[[str], None] | None = None,
     ) -> None:
         self.recipe = recipe
         self.replace = replace  # an existing build at `out` is replaced once the new one is complete
@@ -207,6 +208,7 @@ class Builder:
         # Told what a resumed build takes from the interrupted one ("ingest NAME", "NAME signals"): not in the
         # manifest, which equals an uninterrupted build's.
         self.on_reuse = on_reuse or (lambda _: None)
+        self.on_start_over = on_start_over or (lambda _: None)  # told why --resume finds nothing to continue
         self.stages: dict[str, StageLog] = {}
         self.ingested: dict[str, IngestSummary] = {}
         self.strict = strict  # a source that gives no pair stops the build, rather than a warning in the manifest
@@ -243,7 +245,10 @@ class Builder:
             self.db.close()
             raise InputError(f"--memory-limit {self.memory_limit!r}: {exc} (e.g. 1500MB or 4GB)") from None
         state = self.tmp / "work" / "state.json"
-        if self.tmp.exists() and not (self.resume and read_json_state(state) == self._state()):
+        found = read_json_state(state)
+        if self.resume and found != self._state():
+            self.on_start_over(self._why_not_resumed(found))
+        if self.tmp.exists() and not (self.resume and found == self._state()):
             if any(self.tmp.iterdir()) and not (self.tmp / "work").is_dir():
                 self.db.close()
                 raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
@@ -269,6 +274,17 @@ class Builder:
             cache=self.cache,
             engine=self.engine,
         )
+
+    def _why_not_resumed(self, found: Any) -> str:
+        """Why --resume builds from the start: the unfinished build at `self.tmp` (its state `found`) is missing
+        or not this recipe's."""
+        if not self.tmp.exists():
+            return f"no unfinished build at {self.tmp}"
+        if not isinstance(found, dict):
+            return f"{self.tmp} holds no readable state of an unfinished build"
+        if found.get("recipe_sha256") != self.recipe.sha256:
+            return f"the unfinished build at {self.tmp} is of another recipe (or of this one before a change)"
+        return f"the unfinished build at {self.tmp} was written by another version of rm-workbench"
 
     def _state(self) -> dict[str, Any]:
         """What a resumed build must share with the interrupted one: the recipe and the schema (ids)."""

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
-from curation.failure import describe, print_error, run_cli
+from curation.failure import describe, print_error, run_cli, stop_interrupted, was_interrupted
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
 from curation.lookup import MIN_PREFIX, Match, PairRecord, find_pairs, pair_record, resolve, visible
@@ -420,23 +420,29 @@ def build_cmd(
             manifest = build(
                 recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache, strict=strict,
                 engine=runner, stage=stage, replace=replace, on_reuse=reused.append,
+                on_start_over=lambda why: err_console.print(
+                    f"note: --resume: {why}; building from the start", markup=False, highlight=False, soft_wrap=True),
                 on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
             )  # fmt: skip
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
+        interrupted = was_interrupted(exc)
         message = describe(exc)
-        if message is None:
+        if message is None and not interrupted:
             raise  # a bug: `main` prints its traceback
         try:
             local = staging_folder(out, stage) if is_uri(out) else Path(out)
         except InputError:
             local = Path(tempfile.gettempdir()) / "no-such-build"  # a URI that cannot be opened: no work was done
         partial = local.with_name(local.name + ".partial")
-        if isinstance(exc, InputError) and not (partial / "work").is_dir():
-            _fail(message)  # stopped before any work
-        _fail(
-            f"{message} [the work so far is kept in {partial}: --resume continues it while the recipe is unchanged"
-            f"{'; if it fails again, remove the folder' if resume else ''}; a build without --resume replaces it]"
-        )
+        worked = (partial / "work").is_dir()
+        kept = (f"the work so far is kept in {partial}: --resume continues it while the recipe is unchanged"
+                f"{'; if it fails again, remove the folder' if resume and not interrupted else ''}; a build without "
+                "--resume replaces it")  # fmt: skip
+        if interrupted:
+            stop_interrupted(kept if worked else "stopped before any work was kept")
+        if isinstance(exc, InputError) and not worked:
+            _fail(str(message))  # stopped before any work
+        _fail(f"{message} [{kept}]")
         return
     print_funnel(manifest)
     if reused:  # the ingests (finished in any order) by name, then the signals in stage order

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from curation.errors import InputError
-from curation.failure import run_cli
+from curation.failure import run_cli, stop_interrupted
 from curation.io import only_writer
 from trainer.config import FitConfig
 
@@ -120,12 +120,16 @@ def fit(
             def show(done: int, total: int, record: dict[str, Any] | None) -> None:
                 if record is None and 0 < done < total:  # the run's start: where a resumed run picks up
                     typer.echo(f"resuming {out} at step {done} of {total}", err=True)
+                elif record is None and done == 0 and resume:
+                    typer.echo(f"note: --resume: {out} holds no checkpoint; training from step 0 of {total}", err=True)
                 loss = "" if record is None or record.get("loss") is None else f", loss {record['loss']:.4f}"
                 progress.update(task, completed=done, total=total, description=f"step {done}/{total}{loss}")
 
             last = run_fit(settings, out, resume=resume, on_step=show)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
+    except KeyboardInterrupt:
+        stop_interrupted(_kept_by_run(out))
     if main:  # under torchrun, one summary
         summary = fit_summary(last, _held_out_note(out, settings.eval_fraction)) if last else (
             "nothing left to train (already at its last step)")  # fmt: skip
@@ -270,12 +274,15 @@ def score(
             task = progress.add_task("scoring", total=None)
 
             def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+                progress.update(task, completed=done, total=total, description=f"scoring: {done} of {total} pairs")
 
             out = score_build(reward_model, folder, build, part_pairs=part_pairs, micro_batch=micro_batch,
-                              max_length=max_length, on_part=advance)  # fmt: skip
+                              max_length=max_length, on_progress=advance)  # fmt: skip
     except (OSError, ValueError) as exc:
         _fail(str(exc), exc)
+    except KeyboardInterrupt:
+        stop_interrupted(f"the scored parts ({part_pairs} pairs each) are kept beside {build}/signals/: the same "
+                         "command continues from them")  # fmt: skip
     reasons = Counter(pq.read_table(out, columns=["not_scored"]).column("not_scored").to_pylist())
     total = sum(reasons.values())
     scored = reasons.pop(None, 0)  # a pair with scores has no reason
@@ -557,6 +564,17 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
     elif held_out_note:
         text += f"; {held_out_note}"
     return text
+
+
+def _kept_by_run(out: Path) -> str:
+    """What an interrupted `fit` leaves in its run folder."""
+    from trainer.fit import latest_checkpoint
+
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        return (f"no checkpoint was written in {out} (`--set save_every=N` writes one every N steps); "
+                "running it again starts from step 0")  # fmt: skip
+    return f"{out} keeps its checkpoints up to {checkpoint.name}: --resume continues from there"
 
 
 def _fail(message: str, cause: BaseException | None = None) -> NoReturn:

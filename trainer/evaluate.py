@@ -166,7 +166,11 @@ def model_rewards(
                 reasons[index] = NON_FINITE_REWARD
         pending.clear()
 
-    for index, row in enumerate(pairs.rows):
+    # Micro-batches of pairs of like size pad less: by image count, then by text length (the results keep the
+    # pairs' order).
+    order = sorted(range(len(pairs.rows)), key=lambda k: _size_key(pairs.rows[k]))
+    for index in order:
+        row = pairs.rows[index]
         if on_pair is not None:
             on_pair()
         feature = featurize(model.backbone, row, [pairs.images[h] for h in row["images"]], max_length)
@@ -178,6 +182,10 @@ def model_rewards(
             flush()
     flush()
     return out, reasons
+
+
+def _size_key(row: dict[str, Any]) -> tuple[int, int]:
+    return len(row["images"]), sum(len(row[k] or "") for k in ("prompt", "chosen", "rejected"))
 
 
 def item_key(benchmark: str, row: dict[str, Any]) -> str | None:

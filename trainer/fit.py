@@ -458,12 +458,8 @@ class Trainer:
             self.last_checkpoint = folder
         self.dist.barrier()
 
-    def _latest_checkpoint(self) -> Path | None:
-        folders = [p for p in (self.out / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
-        return max(folders, key=lambda p: int(p.name[5:]), default=None)
-
     def _restore_weights(self) -> None:
-        folder = self._latest_checkpoint()
+        folder = latest_checkpoint(self.out)
         if folder is None:
             return  # nothing saved yet: start from the beginning
         with _readable_checkpoint(folder):
@@ -557,6 +553,12 @@ def fit(config: FitConfig, out: Path, resume: bool = False, on_step: OnStep | No
                 else:
                     entry.unlink()
         raise
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The run folder's checkpoint of the highest step, or None."""
+    folders = [p for p in (out / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+    return max(folders, key=lambda p: int(p.name[5:]), default=None)
 
 
 def _run_entries(out: Path) -> list[Path]:

@@ -11,6 +11,7 @@ reason in `not_scored`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from collections.abc import Callable
@@ -66,8 +67,10 @@ def score_build(
     part_pairs: int = 2048,
     max_length: int = 4096,
     micro_batch: int = 8,
-    on_part: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
+    """Score every distinct pair of `build` into its signals folder; `on_progress(pairs done, pairs)` is called as
+    pairs are scored (and for the parts an interrupted run finished)."""
     opened = BuildDir.open(build)
     signals = opened.path / "signals"
     if signals.is_symlink() or (signals.exists() and not signals.resolve().is_relative_to(opened.path.resolve())):
@@ -75,7 +78,7 @@ def score_build(
     out = signals / f"rm_scores-{model_digest(model_folder)}.parquet"
     busy = f"{out}: another `trainer score` of this model is writing it now; wait for it"
     with only_writer(signals / f".{out.stem}.lock", busy):
-        return _score_into(out, opened, model, part_pairs, max_length, micro_batch, on_part)
+        return _score_into(out, opened, model, part_pairs, max_length, micro_batch, on_progress)
 
 
 def _score_into(
@@ -85,7 +88,7 @@ def _score_into(
     part_pairs: int,
     max_length: int,
     micro_batch: int,
-    on_part: Callable[[int, int], None] | None,
+    on_progress: Callable[[int, int], None] | None,
 ) -> Path:
     parts_dir = out.with_name(out.name + ".partial")
     pairs = build_pairs(opened)
@@ -100,13 +103,16 @@ def _score_into(
     plan_path.write_text(json.dumps(plan))
     images = opened.images()
     total = -(-pairs.num_rows // part_pairs)
+    progress = on_progress or (lambda done, of: None)
     for part in range(total):
         path = parts_dir / f"part-{part:05d}.parquet"
+        start = part * part_pairs
         if not path.is_file():  # done parts are kept across interruptions
-            rows = pairs.slice(part * part_pairs, part_pairs).to_pylist()
-            _write_part(model, rows, images, path, max_length, micro_batch)
-        if on_part is not None:
-            on_part(part + 1, total)
+            rows = pairs.slice(start, part_pairs).to_pylist()
+            _write_part(
+                model, rows, images, path, max_length, micro_batch, _counting(start + 1, pairs.num_rows, progress)
+            )
+        progress(min(start + part_pairs, pairs.num_rows), pairs.num_rows)
     parts = [pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)]
     joined = pa.concat_tables(parts) if parts else SCORE_FILE_SCHEMA.empty_table()
     tmp = out.with_name(out.name + ".tmp")
@@ -116,13 +122,26 @@ def _score_into(
     return out
 
 
+def _counting(first: int, total: int, progress: Callable[[int, int], None]) -> Callable[[], None]:
+    """A callback that reports `first`, then `first + 1`, ... of `total` done, one call each."""
+    ticks = itertools.count(first)
+    return lambda: progress(next(ticks), total)
+
+
 def _write_part(
-    model: RewardModel, rows: list[dict], images: ImageTable, path: Path, max_length: int, micro_batch: int
+    model: RewardModel,
+    rows: list[dict],
+    images: ImageTable,
+    path: Path,
+    max_length: int,
+    micro_batch: int,
+    on_pair: Callable[[], None],
 ) -> None:
     # Only kept images are in the build's image table: a removed pair whose image went with it gets no score.
     found = {h: data for h in {h for r in rows for h in r["images"]} if (data := images.get(h)) is not None}
     scoreable = [k for k, r in enumerate(rows) if all(h in found for h in r["images"])]
-    rewards, reasons = model_rewards(model, BenchPairs([rows[k] for k in scoreable], found), max_length, micro_batch)
+    scoring = BenchPairs([rows[k] for k in scoreable], found)
+    rewards, reasons = model_rewards(model, scoring, max_length, micro_batch, on_pair)
     by_row: dict[int, tuple[float, float] | None] = dict(zip(scoreable, rewards, strict=True))
     why = dict(zip(scoreable, reasons, strict=True))
     scored = [by_row.get(k) for k in range(len(rows))]

@@ -113,7 +113,11 @@ def test_the_cli_says_where_a_resumed_run_picks_up_and_why_nothing_is_held_out(
         return real_step(self, step, batches)
 
     monkeypatch.setattr(Trainer, "_train_step", crash_at_step_2)
-    CliRunner().invoke(app, args)
+    interrupted = CliRunner().invoke(app, args)
+    assert interrupted.exit_code == 130
+    assert interrupted.stderr.endswith(
+        f"interrupted: {run} keeps its checkpoints up to step-000002: --resume continues from there\n"
+    )
     monkeypatch.setattr(Trainer, "_train_step", real_step)
     # a checkpoint of an earlier version, whose epochs dropped their last partial step, is another step plan
     state_file = run / "checkpoints" / "step-000002" / "trainer_state.json"
@@ -129,6 +133,31 @@ def test_the_cli_says_where_a_resumed_run_picks_up_and_why_nothing_is_held_out(
     assert resumed.stdout.endswith(
         "over 8 pairs; no held-out pairs: eval_fraction 0.02 of 36 distinct pairs held none out\n"
     ), resumed.stdout
+
+
+def test_ctrl_c_before_the_first_checkpoint_keeps_nothing_and_says_so(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    args = ["fit", "--shards", str(demo_build), "--out", str(run), "--model", "tiny", "--global-batch", "8",
+            "--micro-batch", "4", "--max-steps", "2"]  # fmt: skip
+    real_step = Trainer._train_step
+
+    def interrupt_at_step_1(self: Trainer, step: int, batches: list) -> dict[str, float]:
+        if step == 1:
+            raise KeyboardInterrupt
+        return real_step(self, step, batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_1)
+    interrupted = CliRunner().invoke(app, args)
+    assert interrupted.exit_code == 130
+    assert interrupted.stderr.endswith(f"interrupted: no checkpoint was written in {run} (`--set save_every=N` "
+                                       "writes one every N steps); running it again starts from step 0\n")  # fmt: skip
+    assert [e.name for e in run.iterdir() if not e.name.startswith(".")] == []
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    resumed = CliRunner().invoke(app, [*args, "--resume"])  # nothing to resume: said, then a run from the start
+    assert resumed.exit_code == 0, resumed.output
+    assert f"note: --resume: {run} holds no checkpoint; training from step 0 of 2\n" in resumed.stderr
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint_intact(

@@ -2,6 +2,7 @@
 
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -31,20 +32,23 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
     shutil.copytree(demo_build, copy)
     model = load_reward_model(tiny_run)
 
-    def stop_after_first(done: int, total: int) -> None:
-        if done == 1:
-            raise KeyboardInterrupt
+    def stop_after_first(part_pairs: int) -> Callable[[int, int], None]:
+        def progress(done: int, total: int) -> None:
+            if done > part_pairs:  # the second part's first pair
+                raise KeyboardInterrupt
+
+        return progress
 
     with pytest.raises(KeyboardInterrupt):
-        score_build(model, tiny_run / "model", copy, part_pairs=8, on_part=stop_after_first)
+        score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after_first(8))
     parts = next((copy / "signals").glob("rm_scores-*.partial"))
     assert sorted(p.name for p in parts.iterdir()) == ["part-00000.parquet", "plan.json"]
     first_part = (parts / "part-00000.parquet").stat().st_mtime_ns
     with pytest.raises(KeyboardInterrupt):  # another cut: the old parts no longer fit and are dropped
-        score_build(model, tiny_run / "model", copy, part_pairs=5, on_part=stop_after_first)
+        score_build(model, tiny_run / "model", copy, part_pairs=5, on_progress=stop_after_first(5))
     assert (parts / "part-00000.parquet").stat().st_mtime_ns != first_part
     with pytest.raises(KeyboardInterrupt):
-        score_build(model, tiny_run / "model", copy, part_pairs=8, on_part=stop_after_first)
+        score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after_first(8))
     resumed = pq.read_table(score_build(model, tiny_run / "model", copy, part_pairs=8)).to_pylist()
     assert not parts.exists()
     fresh_copy = tmp_path / "fresh"
@@ -61,6 +65,46 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
     assert {by_id[r["pair_id"]]["modality"] for r in scored} >= {"text", "image", "video"}
     assert len(scored) >= len(resumed) // 2
     assert all((r["margin"] is None) == (r["not_scored"] is not None) for r in resumed)  # every gap says why
+
+
+def test_score_reports_progress_by_pair(demo_build: Path, tmp_path: Path, tiny_run: Path) -> None:
+    copy = tmp_path / "build"
+    shutil.copytree(demo_build, copy)
+    calls: list[tuple[int, int]] = []
+    score_build(load_reward_model(tiny_run), tiny_run / "model", copy, part_pairs=16,
+                on_progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    total = len(build_pairs(BuildDir.open(copy)))
+    assert {t for _, t in calls} == {total} and calls[-1] == (total, total)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) > -(-total // 16)  # more steps than parts
+
+
+def test_rewards_follow_their_pairs_whatever_the_order(
+    demo_build: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairs are scored in micro-batches of like size (image count, then text length); each reward still lands on
+    its own pair."""
+    import trainer.evaluate
+    from trainer.evaluate import BenchPairs, model_rewards
+
+    opened = BuildDir.open(demo_build)
+    images = opened.images()
+    rows = [r for r in build_pairs(opened).to_pylist() if all(images.get(h) is not None for h in r["images"])]
+    found = {h: images.get(h) for r in rows for h in r["images"]}
+    model = load_reward_model(tiny_run)
+    featurized: list[dict] = []
+    featurize = trainer.evaluate.featurize
+    monkeypatch.setattr(trainer.evaluate, "featurize", lambda m, r, *a: featurized.append(r) or featurize(m, r, *a))
+    forward, _ = model_rewards(model, BenchPairs(rows, found), 4096, 4)
+    sizes = [(len(r["images"]), sum(len(r[k]) for k in ("prompt", "chosen", "rejected"))) for r in featurized]
+    assert sizes == sorted(sizes) and len({n for n, _ in sizes}) > 1
+    backward, _ = model_rewards(model, BenchPairs(rows[::-1], found), 4096, 4)
+    one_by_one, _ = model_rewards(model, BenchPairs(rows, found), 4096, 1)
+    assert sum(r is not None for r in forward) >= len(rows) // 2
+    for a, b, c in zip(forward, backward[::-1], one_by_one, strict=True):
+        assert (a is None) == (b is None) == (c is None)
+        if a is not None:
+            assert a == pytest.approx(b, abs=1e-5) and a == pytest.approx(c, abs=1e-5)
 
 
 def test_cli_score_then_rm_margin_rebuild(demo_recipe: Path, tmp_path: Path, tiny_run: Path, demo_build: Path) -> None:

@@ -1,0 +1,89 @@
+"""Ctrl-C: a command ends with one `interrupted:` line saying what it kept (exit 130), never a traceback; an
+interrupted build resumes to the uninterrupted one's output, and a --resume with nothing to continue says so."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curation.build import build
+from curation.recipe import load_recipe
+from tests.conftest import build_digests
+
+# `curate build` with Ctrl-C pressed at a stage: in Python code, or inside a DuckDB query (which DuckDB turns into
+# `RuntimeError: Query interrupted`).
+CTRL_C = """
+import os, signal, sys, threading
+import curation.build
+from curation import cli
+
+stage, where = sys.argv[1], sys.argv[2]
+original = curation.build.Builder._stage
+
+def _stage(self, name, run):
+    if name == stage:
+        if where == "python":
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            self.db.execute("SELECT count(*) FROM range(1000000000000)").fetchall()
+    return original(self, name, run)
+
+def _prepare(self):  # before the build's folder is written
+    if stage == "prepare":
+        os.kill(os.getpid(), signal.SIGINT)
+    return prepare(self)
+
+prepare = curation.build.Builder._prepare
+curation.build.Builder._stage = _stage
+curation.build.Builder._prepare = _prepare
+sys.argv = ["curate", "build", *sys.argv[3:]]
+cli.main()
+"""
+
+
+def _curate_build(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", CTRL_C, *args], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize(("stage", "where"), [("near_dedupe", "python"), ("decontaminate", "duckdb")])
+def test_ctrl_c_keeps_the_work_and_says_so(demo_recipe: Path, demo_build: Path, tmp_path: Path, stage: str,
+                                           where: str) -> None:  # fmt: skip
+    out = tmp_path / "b"
+    result = _curate_build(stage, where, "--mix", str(demo_recipe), "--out", str(out))
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"interrupted: the work so far is kept in {out}.partial: --resume continues it while the recipe is "
+        "unchanged; a build without --resume replaces it"
+    )
+    assert not out.exists()
+    resumed = _curate_build("none", "python", "--mix", str(demo_recipe), "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed: taken from the interrupted build: ingest" in resumed.stdout
+    assert build_digests(out) == build_digests(demo_build)
+
+
+def test_ctrl_c_before_any_work(demo_recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    result = _curate_build("prepare", "python", "--mix", str(demo_recipe), "--out", str(out))
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "interrupted: stopped before any work was kept"
+
+
+def test_resume_with_nothing_to_continue_says_why(demo_recipe: Path, tmp_path: Path) -> None:
+    notes: list[str] = []
+    build(load_recipe(demo_recipe), tmp_path / "b", resume=True, on_start_over=notes.append)
+    assert notes == [f"no unfinished build at {(tmp_path / 'b.partial').absolute()}"]
+
+    work = tmp_path / "c.partial" / "work"  # an unfinished build of another recipe
+    work.mkdir(parents=True)
+    (work / "state.json").write_text('{"recipe_sha256": "0", "schema_version": 0, "work_files": "arrow"}')
+    notes.clear()
+    build(load_recipe(demo_recipe), tmp_path / "c", resume=True, on_start_over=notes.append)
+    assert notes == [f"the unfinished build at {work.parent.absolute()} is of another recipe (or of this one before "
+                     "a change)"]  # fmt: skip
+    notes.clear()
+    build(load_recipe(demo_recipe), tmp_path / "d", on_start_over=notes.append)  # no --resume: nothing to say
+    assert notes == []
