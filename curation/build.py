@@ -71,6 +71,7 @@ BENCHMARK_WORK_FILES = Outputs("none", durable=False)
 class StageLog:
     removed: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
     swapped: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
+    flagged: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
     seconds: float = 0.0
 
 
@@ -299,11 +300,11 @@ class Builder:
         self.stages.setdefault(name, StageLog()).seconds = round(time.perf_counter() - start, 3)
 
     def _remove(self, stage: str, query: str) -> None:
-        self._log_removed(stage, self.ctx.remove(stage, query))
+        self._log(stage, self.ctx.remove(stage, query))
 
-    def _log_removed(self, stage: str, counts: list[tuple[str, str, int]], swapped: bool = False) -> None:
+    def _log(self, stage: str, counts: list[tuple[str, str, int]], kind: str = "removed") -> None:
         log = self.stages.setdefault(stage, StageLog())
-        table = log.swapped if swapped else log.removed
+        table = getattr(log, kind)  # removed, swapped or flagged
         for source, reason, n in counts:
             table.setdefault(source, {})[reason] = table.get(source, {}).get(reason, 0) + n
 
@@ -441,8 +442,9 @@ class Builder:
                 self.reused.append(name)
             if result.resumed:
                 self.on_reuse(f"{name} signals")
-            self._log_removed(name, result.removed)
-            self._log_removed(name, result.swapped, swapped=True)
+            self._log(name, result.removed)
+            self._log(name, result.swapped, "swapped")
+            self._log(name, result.flagged, "flagged")
             self.warnings.extend(result.warnings)
 
         self._stage(name, run)
@@ -640,6 +642,12 @@ class Builder:
                     stage: dict(sorted(log.swapped[spec.name].items()))
                     for stage, log in self.stages.items()
                     if spec.name in log.swapped
+                },
+                # Kept pairs an op listed for a person to look at (in its flags/ file), by stage and reason.
+                "flagged": {
+                    stage: dict(sorted(log.flagged[spec.name].items()))
+                    for stage, log in self.stages.items()
+                    if spec.name in log.flagged
                 },
                 "kept": summary.pairs - removed_total,
                 "mix": mix,

@@ -50,6 +50,9 @@ def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
         for stage, reasons in by_stage(s.get("swapped", {})):  # kept pairs whose labels a review fixed
             for reason, n in reasons.items():
                 rows.append((name, f"{stage}: {reason} (of the kept pairs)", n))
+        for stage, reasons in by_stage(s.get("flagged", {})):  # kept pairs an op listed for a person to look at
+            for reason, n in reasons.items():
+                rows.append((name, f"{stage}: {reason} (flagged, of the kept pairs)", n))
         rows.append((name, "upsampled copies", s["mix"]["upsampled_copies"]))
         rows.append((name, "in shards", s["in_shards"]))
     return rows

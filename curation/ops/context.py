@@ -199,8 +199,13 @@ class BuildContext:
         )
         return self._step_counts()
 
+    def count(self, query: str) -> list[tuple[str, str, int]]:
+        """How many rows `query` (row_key, reason, detail) selects per source and reason; nothing changes."""
+        self._step(query)
+        return self._step_counts()
+
     def _step(self, query: str) -> None:
-        """The rows a removal or swap query selects, one per row_key, as the table `step`."""
+        """The rows a removal, swap or flag query selects, one per row_key, as the table `step`."""
         self.db.execute(f"CREATE OR REPLACE TEMP TABLE step AS SELECT DISTINCT ON (row_key) * FROM ({query})")
 
     def _step_counts(self) -> list[tuple[str, str, int]]:

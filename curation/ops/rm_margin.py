@@ -146,7 +146,10 @@ class RmMargin(Op):
             evidence["flags/rm_margin.parquet"] = f"""
                 SELECT p.source, p.source_row, p.pair_id, s.margin, s.detail
                 FROM live_pairs p JOIN ({selected}) s USING (row_key) ORDER BY p.row_key"""
-            return Decision(evidence=evidence)
+            return Decision(
+                evidence=evidence,
+                flags=[f"SELECT row_key, 'reward model reverses' AS reason, detail FROM ({selected})"],
+            )
         if params.action == "drop":
             return Decision(
                 evidence=evidence,
@@ -194,6 +197,10 @@ class RmMargin(Op):
             swaps=[
                 f"""SELECT row_key, 'reward model reverses' AS reason, detail
                     FROM {chosen} s SEMI JOIN live_pairs USING (row_key)"""
+            ],
+            flags=[
+                """SELECT s.row_key, 'left as is: its mirror is reversed too' AS reason, s.detail
+                   FROM rm_margin_selected s SEMI JOIN rm_margin_mirrored USING (row_key)"""
             ],
         )
 

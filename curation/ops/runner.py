@@ -19,6 +19,7 @@ class OpRun:
     resumed: bool = False  # the signals were written by the interrupted build this one resumes
     removed: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
     swapped: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
+    flagged: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
     warnings: list[str] = field(default_factory=list)  # the decision's, for the manifest
 
 
@@ -37,7 +38,7 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
             if kept is not None:
                 copy_file(signals, kept)
     decision = op.decide(ctx, params, signals)
-    result.removed, result.swapped = apply_decision(ctx, op, decision)
+    result.removed, result.swapped, result.flagged = apply_decision(ctx, op, decision)
     result.warnings = decision.warnings
     return result
 
@@ -45,10 +46,10 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
 Counts = list[tuple[str, str, int]]  # (source, reason, rows)
 
 
-def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Counts, Counts]:
-    """Make the decision's relations, write its evidence, apply its removals in order and its swaps, then its
-    guard (the evidence stays in the build folder when the guard stops the build). Returns what was removed and
-    what was swapped."""
+def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Counts, Counts, Counts]:
+    """Make the decision's relations, write its evidence, apply its removals in order and its swaps, count its
+    flags, then its guard (the evidence stays in the build folder when the guard stops the build). Returns what was
+    removed, swapped and flagged."""
     undeclared = sorted(set(decision.evidence) - set(op.evidence))
     if undeclared:
         raise AssertionError(f"{op.name} writes evidence it does not declare: {', '.join(undeclared)}")
@@ -60,12 +61,13 @@ def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Count
             ctx.copy(query, ctx.root / relative)
         removed = [count for query in decision.removals for count in ctx.remove(op.name, query)]
         swapped = [count for query in decision.swaps for count in ctx.swap(op.name, query)]
+        flagged = [count for query in decision.flags for count in ctx.count(query)]
     finally:
         for name, _ in decision.relations:
             ctx.drop_relation(name)
     if decision.max_removal_rate is not None:
         _guard(ctx, op, decision, before, removed)
-    return removed, swapped
+    return removed, swapped, flagged
 
 
 def _guard(ctx: BuildContext, op: Op, decision: Decision, before: dict[str, int], removed: Counts) -> None:

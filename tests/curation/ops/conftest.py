@@ -74,9 +74,12 @@ class OpRun:
     """An op run on inline rows through `context_for_rows`: its signal table, its decision, what it removed and
     the evidence it wrote."""
 
-    def __init__(self, ctx: BuildContext, signals: Path, decision: Decision) -> None:
+    def __init__(
+        self, ctx: BuildContext, signals: Path, decision: Decision, flagged: list[tuple[str, str, int]]
+    ) -> None:
         self.ctx, self.decision = ctx, decision
         self.signals = pq.read_table(signals).to_pylist()
+        self.flagged = flagged  # (source, reason, pairs) of the pairs the decision flagged
 
     def removed(self) -> dict[int, tuple[str, str]]:
         """row number -> (reason, detail)."""
@@ -117,5 +120,5 @@ def run_op_on_rows(
     before = _state(ctx)
     decision = op.decide(ctx, parsed, signals)
     assert _state(ctx) == before, f"{name}.decide changed the build"
-    apply_decision(ctx, op, decision)
-    return OpRun(ctx, signals, decision)
+    _, _, flagged = apply_decision(ctx, op, decision)
+    return OpRun(ctx, signals, decision, flagged)

@@ -54,7 +54,7 @@ def test_an_op_sees_only_the_columns_it_declares(tmp_path: Path) -> None:
     with pytest.raises(duckdb.BinderException, match="chosen"):
         apply_decision(ctx, op, op.decide(ctx, {}, tmp_path))
     full = context_for_rows(tmp_path, rows)  # without `reads`, the relations are whole
-    assert apply_decision(full, op, op.decide(full, {}, tmp_path)) == ([("s", "long", 1)], [])
+    assert apply_decision(full, op, op.decide(full, {}, tmp_path)) == ([("s", "long", 1)], [], [])
 
 
 def test_the_runner_writes_only_declared_evidence(tmp_path: Path) -> None:

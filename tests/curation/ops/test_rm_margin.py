@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.build_card import funnel_rows
 from curation.io import read_shards
 from curation.recipe import RecipeError, load_recipe
 from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
@@ -60,6 +61,9 @@ def test_flag_keeps_pairs_and_lists_them(build_rows: BuildRows, tmp_path: Path) 
                        ops={"rm_margin": {"scores": str(scores), "action": "flag"}})  # fmt: skip
     assert built.removed("rm_margin") == [] and built.manifest["rows_in_shards"] == 6
     assert sorted(r["source_row"] for r in built.table("flags/rm_margin.parquet")) == ["uf.jsonl:2", "uf.jsonl:3"]
+    # the count is in the manifest and its funnel, beside the kept pairs it is part of
+    assert built.manifest["sources"]["uf"]["flagged"] == {"rm_margin": {"reward model reverses": 2}}
+    assert ("uf", "rm_margin: reward model reverses (flagged, of the kept pairs)", 2) in funnel_rows(built.manifest)
 
 
 def test_recipe_needs_an_existing_scores_file(tmp_path: Path) -> None:
@@ -247,6 +251,7 @@ def test_a_pair_and_its_mirror_both_reversed_are_left_as_they_are(tmp_path: Path
         ("s.jsonl:1", "left as is: its mirror s s.jsonl:0 is reversed too; margin -3.0 < -1.0"),
     ]
     assert result.ctx.rows("SELECT count(*) FROM live_pairs") == [(4,)]
+    assert result.flagged == [("s", "left as is: its mirror is reversed too", 2)]
 
 
 def test_acting_on_an_audit_no_better_than_chance_is_a_warning(tmp_path: Path) -> None:
