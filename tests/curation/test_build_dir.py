@@ -75,9 +75,11 @@ def test_a_build_is_found_from_its_folder_its_shards_or_its_manifest(built: Path
         BuildDir.open(built.parent / "absent")
 
 
-@pytest.mark.parametrize("damage", ["fewer rows", "cut short"])
+@pytest.mark.parametrize("damage", ["fewer rows", "cut short", "another schema", "a column of another type",
+                                    "invalid UTF-8"])  # fmt: skip
 def test_a_shard_that_is_not_the_manifests_is_refused(built: Path, tmp_path: Path, damage: str) -> None:
-    """A shard swapped for a shorter valid one, or cut short, is named; nothing trains on it silently."""
+    """A shard swapped for a shorter valid one or one of another schema, cut short, or holding text that is not
+    UTF-8, is named; nothing trains on it silently, and nothing stops with a traceback."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
@@ -85,13 +87,44 @@ def test_a_shard_that_is_not_the_manifests_is_refused(built: Path, tmp_path: Pat
     shutil.copytree(built, copy)
     shard = copy / "shards" / "train-00001-of-00003.arrow"
     table = ipc.open_stream(pa.BufferReader(shard.read_bytes())).read_all()  # in memory: the file is rewritten
-    if damage == "fewer rows":
-        with pa.OSFile(str(shard), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table.slice(0, 2))
-        match = rf"{shard}: 2 rows where the manifest lists {table.num_rows}"
+    answers = table.column("chosen").combine_chunks()
+    replaced = {
+        "fewer rows": table.slice(0, 2),
+        "another schema": table.drop_columns(["prompt"]),
+        "a column of another type": table.set_column(0, "pair_id", pa.array(range(table.num_rows))),
+        "invalid UTF-8": table.set_column(
+            table.schema.get_field_index("chosen"), "chosen",
+            pa.Array.from_buffers(pa.string(), len(answers), [None, answers.buffers()[1],
+                                                               pa.py_buffer(b"\xff" * len(answers.buffers()[2]))]),
+        ),
+    }  # fmt: skip
+    if damage in replaced:
+        with pa.OSFile(str(shard), "wb") as sink, ipc.new_stream(sink, replaced[damage].schema) as writer:
+            writer.write_table(replaced[damage])
     else:
         shard.write_bytes(shard.read_bytes()[:3000])
-        match = rf"{shard}: a damaged shard"
-    for reader in (lambda: BuildDir.open(copy).pairs(), lambda: _fit(copy)):
+    match = {
+        "fewer rows": rf"{shard}: 2 rows where the manifest lists {table.num_rows}",
+        "another schema": rf"{shard}: not a shard of a build \(no column 'prompt'\)",
+        "a column of another type": rf"{shard}: not a shard of a build \(column 'pair_id' is int64, not string\)",
+    }.get(damage, rf"{shard}: a damaged shard")
+    for reader in (lambda: BuildDir.open(copy).pairs(), lambda: _fit(copy), lambda: _score(copy)):
         with pytest.raises(BuildError, match=match):
+            reader()
+
+
+@pytest.mark.parametrize("damage", ["cut short", "another table"])
+def test_a_damaged_image_table_is_refused_naming_it(built: Path, tmp_path: Path, damage: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "demo"
+    shutil.copytree(built, copy)
+    images = copy / "images" / "images.parquet"
+    if damage == "cut short":
+        images.write_bytes(images.read_bytes()[:-100])
+    else:
+        pq.write_table(pa.table({"sha256": ["a"]}), images)
+    for reader in (lambda: BuildDir.open(copy).images(), lambda: _fit(copy)):
+        with pytest.raises(BuildError, match=rf"{images}: a damaged image table"):
             reader()
