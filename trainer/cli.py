@@ -561,6 +561,8 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
             f"; held out: loss {last['eval/loss']:.4f}, accuracy {last['eval/accuracy']:.3f} over "
             f"{int(last['eval/pairs'])} pairs"
         )
+        if "eval/held_out" in last:  # eval_max_pairs, or pairs skipped (too long), leave some out
+            text += f" of {int(last['eval/held_out'])} held out"
     elif held_out_note:
         text += f"; {held_out_note}"
     return text

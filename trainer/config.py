@@ -17,6 +17,8 @@ import yaml
 from curation.errors import InputError
 from curation.sources.base import parse_options
 
+MAX_SEED = 2**32 - 1  # the seed is mixed with step numbers into torch's 64-bit seed
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -84,6 +86,16 @@ class FitConfig:
             raise InputError(f"folds must be 0 or at least 2, and fold in 0..folds-1 (got {self.folds}, {self.fold})")
         if self.max_steps is not None and self.max_steps < 1:
             raise InputError(f"max_steps must be >= 1 (or unset: the epochs decide), got {self.max_steps}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if not (math.isfinite(self.warmup_ratio) and 0 <= self.warmup_ratio <= 1):
+            raise InputError(f"warmup_ratio must be in [0, 1] (the share of the steps spent warming up), got "
+                             f"{self.warmup_ratio}")  # fmt: skip
+        for name in ("min_pixels", "max_pixels", "eval_max_pairs"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise InputError(f"{name} must be >= 1, got {value}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise InputError(f"min_pixels {self.min_pixels} is above max_pixels {self.max_pixels}")
         for name in ("lr", "weight_decay", "warmup_ratio", "max_grad_norm", "center_coef"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):

@@ -113,6 +113,7 @@ class PairData:
             first = builds[0].table.column("pair_id").to_pylist()
             judged_elsewhere = {pid for pid in first if fold_of(pid, seed, folds) == fold}
         evaluated: set[str] = set()  # a held-out pair is evaluated once, whatever its copies in the shards
+        planned = 0  # training draws of the builds so far
         for b, build in enumerate(builds):
             ids = build.table.column("pair_id").to_pylist()
             used = [i for i, pid in enumerate(ids) if pid not in judged_elsewhere]
@@ -123,6 +124,12 @@ class PairData:
                     evaluated.add(ids[i])
                     evals.append(Entry(b, i, ids[i]))
             trains = [Entry(b, i, ids[i]) for i in used if i not in held]
+            planned += round(build.weight * len(trains))
+            if planned > MAX_DRAWS:  # before they are made: the epoch's order is held in memory
+                raise InputError(
+                    f"--shards {specs[b]}: {planned:,} training draws an epoch with the builds before it, more than "
+                    f"{MAX_DRAWS:,} (about 150 bytes each in memory); lower the weights"
+                )
             drawn = weighted(trains, build.weight, seed)
             train += drawn
             held_out += evals
@@ -147,6 +154,9 @@ class PairData:
 
     def image(self, entry: Entry, sha256: str) -> bytes:
         return self.builds[entry.build].images.read(sha256)
+
+
+MAX_DRAWS = 50_000_000  # training draws an epoch
 
 
 def weighted(entries: list[Entry], weight: float, seed: int) -> list[Entry]:
@@ -411,13 +421,17 @@ class StepBatches(torch.utils.data.Dataset):
         return self.total - self.start
 
     def micro_batches(self, step: int) -> list[list[Entry]]:
-        """Micro-batch a of rank r is slot a x world + r of the step's global batch."""
+        """Micro-batch a of rank r is slot a x world + r of the step's global batch; slots empty on every rank are
+        left out."""
         epoch, within = divmod(step, self.steps_per_epoch)
         if self.order is None or self.order[0] != epoch:
             self.order = (epoch, self.data.epoch_order(epoch))
         size, micro = self.global_batch, self.micro_batch
         entries = self.order[1][within * size : (within + 1) * size]
-        slots = [a * self.world + self.rank for a in range(self.accumulation)]
+        # A step holding fewer pairs than a global batch (the epoch's last, or a build smaller than one) runs the
+        # passes its pairs fill on the busiest rank, not `accumulation` of them: every rank still runs as many.
+        passes = min(self.accumulation, -(-len(entries) // (micro * self.world)))
+        slots = [a * self.world + self.rank for a in range(passes)]
         return [entries[s * micro : (s + 1) * micro] for s in slots]
 
     def __getitem__(self, index: int) -> tuple[list[Batch | None], dict[str, int]]:

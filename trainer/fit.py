@@ -319,8 +319,9 @@ class Trainer:
         totals = self._all_sum(sums)
         if not totals["pairs"]:
             return {}
+        # eval/pairs: those scored, of eval/held_out (the run's held-out pairs; eval_max_pairs caps the first)
         return {"eval/loss": totals["loss"] / totals["pairs"], **pair_metrics(totals, "eval/"),
-                "eval/pairs": totals["pairs"]}  # fmt: skip
+                "eval/pairs": totals["pairs"], "eval/held_out": len(self.data.eval)}  # fmt: skip
 
     # -- the run -------------------------------------------------------------------------------------------
     def run(self, on_step: OnStep | None = None) -> dict[str, Any]:

@@ -191,6 +191,30 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         FitConfig(global_batch=10, micro_batch=4).accumulation(world=1)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"seed": 2**64}, "seed must be in 0..4294967295"),
+        ({"seed": -1}, "seed must be in 0..4294967295"),
+        ({"warmup_ratio": 5}, r"warmup_ratio must be in \[0, 1\]"),
+        ({"min_pixels": 100_000, "max_pixels": 50_000}, "min_pixels 100000 is above max_pixels 50000"),
+        ({"max_pixels": 0}, "max_pixels must be >= 1"),
+        ({"eval_max_pairs": 0}, "eval_max_pairs must be >= 1"),
+    ],
+)
+def test_settings_out_of_their_range_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        FitConfig(**settings)
+
+
+def test_weights_that_would_fill_memory_are_refused_before_the_draws_are_made(demo_build: Path) -> None:
+    from trainer.data import PairData
+
+    with pytest.raises(InputError, match=rf"--shards {demo_build}=1e7: [\d,]+ training draws an epoch .* more than "
+                                         "50,000,000"):  # fmt: skip
+        PairData.open([str(demo_build), f"{demo_build}=1e7"], seed=0, eval_fraction=0.0)
+
+
 @pytest.fixture(scope="module")
 def single_process_run(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The one-process run both two-process runs must match."""
@@ -238,8 +262,14 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     # what the summary counts: the last step's pairs and the held-out ones
-    assert re.fullmatch(rf"done: {run}: \d+ steps; last step loss [\d.]+, accuracy [\d.]+ over 8 pairs; held out: "
-                        r"loss [\d.]+, accuracy [\d.]+ over \d+ pairs\n", result.output), result.output  # fmt: skip
+    summary = re.fullmatch(
+        rf"done: {run}: \d+ steps; last step loss [\d.]+, accuracy [\d.]+ over 8 pairs; held "
+        r"out: loss [\d.]+, accuracy [\d.]+ over (\d+) pairs of (\d+) held out\n",
+        result.output,
+    )
+    assert summary and summary[1] == summary[2], result.output
+    capped = runner.invoke(app, [*args[:4], str(tmp_path / "capped"), *args[5:], "--set", "eval_max_pairs=3"])
+    assert capped.output.endswith(f" over 3 pairs of {summary[2]} held out\n"), capped.output
     # a second run into the same folder would mix its metrics, events and reports with the first's
     metrics = (run / "metrics.jsonl").read_text()
     again = runner.invoke(app, args)

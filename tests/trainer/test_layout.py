@@ -207,6 +207,23 @@ def test_micro_batches_group_pairs_of_like_length(demo_build: Path) -> None:
     assert sum(b.pairs for b in batches if b is not None) + sum(skipped.values()) == len(drawn) == 8
 
 
+def test_a_step_smaller_than_a_global_batch_runs_only_the_passes_its_pairs_fill(demo_build: Path) -> None:
+    """A global batch far above the build's draws (one step holds them all) runs the passes those draws fill, the same
+    number on every rank, and still trains every draw once."""
+    data = PairData.open([str(demo_build)], seed=0, eval_fraction=0.0)
+    backbone = load_backbone("tiny")
+    draws = len(data.train)
+    per_rank = []
+    for rank in range(2):
+        steps = StepBatches(data, backbone, max_length=512, padding_side="right", layout="shared_prefix",
+                            global_batch=400_000, micro_batch=4, accumulation=50_000, rank=rank, world=2, start=0,
+                            total=1)  # fmt: skip
+        per_rank.append(steps.micro_batches(0))
+    assert [len(groups) for groups in per_rank] == [-(-draws // 8)] * 2
+    drawn = sorted(e.pair_id for groups in per_rank for group in groups for e in group)
+    assert drawn == sorted(e.pair_id for e in data.train)
+
+
 def test_rewards_match_transformers_own_forward() -> None:
     """An outside reference: each sequence through `Qwen2_5_VLModel.forward` itself (its own embedding merge and
     M-RoPE positions, per-window vision attention), the head on its last hidden state."""
