@@ -20,7 +20,7 @@ from curation.errors import InputError
 from curation.failure import describe, print_error, run_cli, stop_interrupted, was_interrupted
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
-from curation.lookup import MIN_PREFIX, Match, PairRecord, find_pairs, pair_record, resolve, visible
+from curation.lookup import MIN_PREFIX, Found, PairRecord, find_pairs, pair_record, resolve, visible
 from curation.readers import hub_commit, is_hub_id
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
@@ -646,7 +646,7 @@ def find(
         names = build.manifest["sources"]
         if source is not None and source not in names:
             raise InputError(f"no source {source!r} in {build_dir} (its sources: {', '.join(names)})")
-        total, matches = find_pairs(build, text, source, limit)
+        found = find_pairs(build, text, source, limit)
     except InputError as exc:
         _fail(str(exc))
         return
@@ -654,27 +654,29 @@ def find(
         rows = [
             {"pair_id": m.pair_id, **dataclasses.asdict(m.occurrence), "kept": m.occurrence.kept, "field": m.field,
              "snippet": m.snippet, "match": [m.start, m.end]}
-            for m in matches
+            for m in found.shown
         ]  # fmt: skip
-        console.print_json(json.dumps({"text": text, "matches": total, "shown": len(matches), "rows": rows}))
+        console.print_json(json.dumps({"text": text, "matches": found.rows, "pairs": found.pairs,
+                                       "shown": len(found.shown), "rows": rows}))  # fmt: skip
     else:
-        print_matches(total, matches)
+        print_matches(found)
     _print_refused(build)
 
 
-def print_matches(total: int, matches: list[Match]) -> None:
-    if matches:
+def print_matches(found: Found) -> None:
+    if found.shown:
         table = _folding("pair", "source", "row", "fate", "in", "match")
-        for m in matches:
+        for m in found.shown:
             snippet = Text(m.snippet)
             snippet.stylize("bold reverse", m.start, m.end)
             fate = Text(m.occurrence.fate(), style="green" if m.occurrence.kept else "yellow")
             row = m.occurrence.source_row
             table.add_row(m.pair_id[:SHORT_ID], _text(m.occurrence.source), _text(row), fate, m.field, snippet)
         console.print(table)
-    more = " (raise --limit to see more)" if total > len(matches) else ""
-    shown = f"{len(matches)} of {total} matches shown{more}" if total else "no pair holds the text"
-    console.print(shown, markup=False, highlight=False)
+    more = " (raise --limit to see more)" if found.rows > len(found.shown) else ""
+    pairs = f"{found.pairs} distinct pair" + ("" if found.pairs == 1 else "s")
+    shown = f"{len(found.shown)} of {found.rows} matching source rows shown ({pairs}){more}"
+    console.print(shown if found.rows else "no pair holds the text", markup=False, highlight=False)
 
 
 @app.command("export")

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -236,10 +236,16 @@ def _removed_pair(build: BuildDir, pair_id: str) -> dict[str, Any] | None:
     return file.read_row_group(group).slice(row - start, 1).to_pylist()[0]
 
 
-def find_pairs(build: BuildDir, text: str, source: str | None = None, limit: int = 20) -> tuple[int, list[Match]]:
-    """Rows whose prompt or answer holds `text` (case-insensitive), in the shards and among the removed pairs: how
-    many (a pair's upsampled copies count once) and the first `limit` of them, kept ones first. The texts are
-    searched in Arrow, a batch at a time, so memory does not grow with the build; only shown rows reach Python."""
+class Found(NamedTuple):
+    rows: int  # source rows whose pair holds the text, kept or removed (a pair's upsampled copies count once)
+    pairs: int  # distinct pairs among them
+    shown: list[Match]  # the first `limit` rows, kept ones first
+
+
+def find_pairs(build: BuildDir, text: str, source: str | None = None, limit: int = 20) -> Found:
+    """Rows whose prompt or answer holds `text` (case-insensitive), in the shards and among the removed pairs. The
+    texts are searched in Arrow, a batch at a time, so memory does not grow with the build; only shown rows reach
+    Python."""
     pattern = re.compile(re.escape(text), re.IGNORECASE)
     keys: list[pa.RecordBatch] = []
     shown: dict[tuple[str, str, str, bool], Match] = {}
@@ -262,7 +268,7 @@ def find_pairs(build: BuildDir, text: str, source: str | None = None, limit: int
             shown[key].occurrence.copies = row["count_all"]
     _add_swaps(build, [m for m in shown.values() if m.occurrence.kept])
     _add_fates(build, [m for m in shown.values() if not m.occurrence.kept])
-    return found.num_rows, list(shown.values())
+    return Found(found.num_rows, pc.count_distinct(found["pair_id"]).as_py(), list(shown.values()))
 
 
 def _text_batches(build: BuildDir) -> Iterator[tuple[bool, pa.RecordBatch]]:

@@ -147,7 +147,8 @@ def source_files(
         return files
     base = root / data_dir if data_dir else root
     if not base.is_dir():
-        raise InputError(f"{printable(str(base))}: no such folder (--data-dir {data_dir})")
+        what = f"no such folder (--data-dir {data_dir})" if data_dir else "neither a data file nor a folder"
+        raise InputError(f"{printable(str(base))}: {what}")
     files = list_files(base)
     configs = _readme_yaml(root / "README.md").get("configs")
     if isinstance(configs, list) and configs:  # its paths are relative to the repository's root
@@ -374,7 +375,7 @@ def iter_hub(
             hub_id
         ).parent.is_dir() else ""  # fmt: skip
         hint = (f"; without a network, download it (`hf download {hub_id} --repo-type dataset --local-dir DIR`) and "
-                "give DIR as the path") if not local else ""  # fmt: skip
+                "give DIR in its place") if not local else ""  # fmt: skip
         raise InputError(
             f"{hub_id}: {local}cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc}){hint}"
         ) from exc

@@ -153,6 +153,7 @@ def predict(
         scores = rewards(reward_model, prompt, list(answer), read_images(list(image or [])))
     except (OSError, ValueError) as exc:  # missing files, unreadable images, images on a text backbone
         _fail(str(exc), exc)
+    typer.echo("reward\tanswer (its first 60 characters)")
     for text, score in zip(answer, scores, strict=True):
         preview = text if len(text) <= 60 else text[:57] + "..."
         typer.echo(f"{score:+.4f}\t{preview}")
@@ -238,8 +239,9 @@ def eval_(
         rows = comparison_rows(report, name, label)
         table = Table(title=Text(f"{name}: {counts_text(name, entry)}"))
         columns = table_columns(rows)
-        for column in columns:
-            table.add_column(column, no_wrap=column in ("model", "result"))
+        for column in columns:  # every other column is a percentage of the items
+            header = column if column in ("model", "result", "items") else f"{column} %"
+            table.add_column(header, no_wrap=column in ("model", "result"))
         for row in rows:
             table.add_row(*[_cell(row.get(c)) for c in columns])
         console.print(table)

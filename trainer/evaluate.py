@@ -168,7 +168,7 @@ def model_rewards(
 
     # Micro-batches of pairs of like size pad less: by image count, then by text length (the results keep the
     # pairs' order).
-    order = sorted(range(len(pairs.rows)), key=lambda k: _size_key(pairs.rows[k]))
+    order = sorted(range(len(pairs.rows)), key=lambda k: (size_key(pairs.rows[k]), k))
     for index in order:
         row = pairs.rows[index]
         if on_pair is not None:
@@ -184,8 +184,10 @@ def model_rewards(
     return out, reasons
 
 
-def _size_key(row: dict[str, Any]) -> tuple[int, int]:
-    return len(row["images"]), sum(len(row[k] or "") for k in ("prompt", "chosen", "rejected"))
+def size_key(row: dict[str, Any]) -> tuple[int, int]:
+    """A pair's size before it is tokenized: its images, then the characters of its prompt's messages and answers."""
+    prompt = sum(len(message.get("content") or "") for message in row["prompt"] or [])
+    return len(row["images"]), prompt + len(row["chosen"] or "") + len(row["rejected"] or "")
 
 
 def item_key(benchmark: str, row: dict[str, Any]) -> str | None:
@@ -226,7 +228,9 @@ def evaluate(
             if not _scorable_rows(out):
                 missing = Counter({IMAGE_NOT_FOUND: summary.pairs} if summary.pairs else {})
                 raise InputError(
-                    _nothing_scored(spec.name, summary.rows_read, Counter(summary.rejects_by_reason), missing)
+                    _nothing_scored(
+                        spec.name, summary.rows_read, Counter(summary.rejects_by_reason), missing, spec.images_root
+                    )
                 )
         for spec, out, summary in read:
             pairs = _load(out, summary)
@@ -235,7 +239,7 @@ def evaluate(
             entry = {"location": spec.location, "commit": commits.get(spec.name), "images_root": spec.images_root,
                      "options": options}  # fmt: skip
             report["benchmarks"][spec.name] = entry | score_benchmark(
-                models, spec.name, pairs, scorer, max_length, micro_batch, on_progress
+                models, spec.name, pairs, scorer, max_length, micro_batch, on_progress, spec.images_root
             )
     return report
 
@@ -248,8 +252,10 @@ def score_benchmark(
     max_length: int,
     micro_batch: int,
     on_progress: Callable[[str, int, int], None] | None = None,
+    images_root: str | None = None,
 ) -> dict[str, Any]:
-    """One benchmark's counts, scores (over the scored items and over all) and items."""
+    """One benchmark's counts, scores (over the scored items and over all) and items (`images_root`: the one given,
+    for the error's hint)."""
     reasons = [IMAGE_NOT_FOUND if STAND_IN_SHA256 in r["images"] else IDENTICAL_ANSWERS
                if r["chosen"] == r["rejected"] else outside_scores(name, r["subset"]) for r in pairs.rows]  # fmt: skip
     found = [index for index, reason in enumerate(reasons) if reason is None]
@@ -273,7 +279,7 @@ def score_benchmark(
     unscorable = Counter(r for r in reasons if r is not None)
     scored = [i for i, r in zip(items, reasons, strict=True) if r is None]
     if not scored:
-        raise InputError(_nothing_scored(name, pairs.rows_read, pairs.rejected_at_ingest, unscorable))
+        raise InputError(_nothing_scored(name, pairs.rows_read, pairs.rejected_at_ingest, unscorable, images_root))
     lengths = length_judge(items, [len(r["chosen"]) for r in pairs.rows], [len(r["rejected"]) for r in pairs.rows])
     groups: dict[str, dict[str, int]] = {}
     for item, reason in zip(items, reasons, strict=True):
@@ -315,7 +321,9 @@ def score_benchmark(
     }
 
 
-def _nothing_scored(name: str, rows_read: int, rejected: Counter[str], unscorable: Counter[str]) -> str:
+def _nothing_scored(
+    name: str, rows_read: int, rejected: Counter[str], unscorable: Counter[str], images_root: str | None
+) -> str:
     """The one-line error of a benchmark none of whose items can be scored: what was read and the top reasons."""
     counts = [f"{rows_read} rows read"]
     if rejected:
@@ -324,5 +332,8 @@ def _nothing_scored(name: str, rows_read: int, rejected: Counter[str], unscorabl
         counts.append(f"{sum(unscorable.values())} not scorable")
     reasons = (rejected + unscorable).most_common(3)
     why = "; " + ", ".join(f"{reason}: {n}" for reason, n in reasons) if reasons else ""
-    hint = f"; is --images-root {name}=DIR right?" if IMAGE_NOT_FOUND in rejected + unscorable else ""
+    hint = ""
+    if IMAGE_NOT_FOUND in rejected + unscorable:
+        hint = (f"; is --images-root {name}={images_root} right?" if images_root else
+                f"; give --images-root {name}=DIR, the folder its images are in")  # fmt: skip
     return f"{name}: no item can be scored ({', '.join(counts)}{why}){hint}; no report written"

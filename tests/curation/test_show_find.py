@@ -147,7 +147,7 @@ def test_find_looks_in_kept_and_removed_pairs_ignoring_case(built: dict) -> None
     result = _curate("find", built["dir"], "ZEBRA")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[-1] == "4 of 4 matches shown"
+    assert lines[-1] == "4 of 4 matching source rows shown (3 distinct pairs)"
     rows = {(line.split("│")[2].strip(), line.split("│")[3].strip()): line for line in lines if line.startswith("│ ")}
     assert set(rows) == {("a", "uf.jsonl:1"), ("a", "uf.jsonl:2"), ("a", "uf.jsonl:3"), ("b", "uf.jsonl:0")}
     assert built["zebras"][:12] in rows[("a", "uf.jsonl:1")] and "in shards (1 copy)" in rows[("a", "uf.jsonl:1")]
@@ -158,12 +158,12 @@ def test_find_looks_in_kept_and_removed_pairs_ignoring_case(built: dict) -> None
 
 def test_find_limit_source_and_json(built: dict) -> None:
     assert _curate("find", built["dir"], "zebra", "--limit", "1").stdout.splitlines()[-1] == (
-        "1 of 4 matches shown (raise --limit to see more)"
+        "1 of 4 matching source rows shown (3 distinct pairs) (raise --limit to see more)"
     )
     found = json.loads(_curate("find", built["dir"], "zebra", "--source", "b", "--json").stdout)
-    assert found["matches"] == 1 and [(r["source"], r["source_row"], r["kept"]) for r in found["rows"]] == [
-        ("b", "uf.jsonl:0", True)
-    ]
+    assert found["matches"] == found["pairs"] == 1 and [
+        (r["source"], r["source_row"], r["kept"]) for r in found["rows"]
+    ] == [("b", "uf.jsonl:0", True)]
     row = found["rows"][0]
     assert row["field"] == "prompt" and row["snippet"][slice(*row["match"])] == "zebra"
     assert _curate("find", built["dir"], "no such text anywhere").stdout.strip() == "no pair holds the text"
@@ -173,7 +173,9 @@ def test_find_limit_source_and_json(built: dict) -> None:
 
 def test_find_prints_hostile_text_literally(built: dict) -> None:
     result = _curate("find", built["dir"], "[bold red]")
-    assert result.exit_code == 0 and result.stdout.splitlines()[-1] == "1 of 1 matches shown"
+    assert result.exit_code == 0 and result.stdout.splitlines()[-1] == (
+        "1 of 1 matching source rows shown (1 distinct pair)"
+    )
     assert f"Why is {HOSTILE} shown?" in result.stdout
     found = json.loads(_curate("find", built["dir"], "red]x", "--json").stdout)
     assert found["matches"] == 1 and HOSTILE in found["rows"][0]["snippet"]

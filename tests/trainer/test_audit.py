@@ -22,6 +22,7 @@ from trainer.audit import AUDIT_SCHEMA, FOLD_PLAN, _judge_fold, audit, fold_repo
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.data import PairData, fold_of
+from trainer.evaluate import size_key
 from trainer.model import RewardModel
 from trainer.score import build_pairs
 
@@ -362,5 +363,7 @@ def test_a_non_finite_reward_is_not_a_score(audited: tuple, monkeypatch: pytest.
     monkeypatch.setattr(RewardModel, "forward", first_is_nan)
     table = _judge_fold(model, rows, {}, 0, dataclasses.replace(CONFIG, micro_batch=4))
     report = fold_report(table, 0, set())
-    assert table.column("not_scored").to_pylist() == ["non-finite reward", None, None]
+    # the micro-batch's first row: its shortest pair (pairs are batched by size)
+    first = min(range(3), key=lambda k: (size_key(rows[k]), k))
+    assert table.column("not_scored").to_pylist() == ["non-finite reward" if k == first else None for k in range(3)]
     assert table.column("margin").null_count == 1 and report["not_scored"] == {"non-finite reward": 1}

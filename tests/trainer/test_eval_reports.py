@@ -123,8 +123,13 @@ def test_a_benchmark_without_a_scorable_item_is_an_error_and_writes_nothing(
     assert code == 1
     assert output == (
         "error: vl_rewardbench: no item can be scored (7 rows read, 7 not scorable; image not found: 7); "
-        "is --images-root vl_rewardbench=DIR right?; no report written\n"
+        f"is --images-root vl_rewardbench={tmp_path / 'no-images'} right?; no report written\n"
     )
+    assert report_names(run) == before
+    # without --images-root, the hint says to give one
+    result = CliRunner().invoke(app, ["eval", "--model", str(run), "--bench", f"vl_rewardbench={bench[0]}"])
+    assert result.output.endswith("give --images-root vl_rewardbench=DIR, the folder its images are in; no report "
+                                  "written\n"), result.output  # fmt: skip
     assert report_names(run) == before
 
 

@@ -298,7 +298,9 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "What is this?", "--image", str(png),
                                  "--answer", "Noise.", "--answer", "A cat on a mat."])  # fmt: skip
     assert result.exit_code == 0, result.output
-    scores = [float(line.split("\t")[0]) for line in result.output.strip().splitlines()]
+    header, *lines = result.output.strip().splitlines()
+    assert header == "reward\tanswer (its first 60 characters)"
+    scores = [float(line.split("\t")[0]) for line in lines]
     assert len(scores) == 2 and scores[0] != scores[1]
     missing = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "Q?", "--image", str(tmp_path / "no.jpg"),
                                   "--answer", "A."])  # fmt: skip

@@ -85,7 +85,7 @@ def test_rewards_follow_their_pairs_whatever_the_order(
     """Pairs are scored in micro-batches of like size (image count, then text length); each reward still lands on
     its own pair."""
     import trainer.evaluate
-    from trainer.evaluate import BenchPairs, model_rewards
+    from trainer.evaluate import BenchPairs, model_rewards, size_key
 
     opened = BuildDir.open(demo_build)
     images = opened.images()
@@ -96,8 +96,8 @@ def test_rewards_follow_their_pairs_whatever_the_order(
     featurize = trainer.evaluate.featurize
     monkeypatch.setattr(trainer.evaluate, "featurize", lambda m, r, *a: featurized.append(r) or featurize(m, r, *a))
     forward, _ = model_rewards(model, BenchPairs(rows, found), 4096, 4)
-    sizes = [(len(r["images"]), sum(len(r[k]) for k in ("prompt", "chosen", "rejected"))) for r in featurized]
-    assert sizes == sorted(sizes) and len({n for n, _ in sizes}) > 1
+    sizes = [size_key(r) for r in featurized]
+    assert sizes == sorted(sizes) and len({n for n, _ in sizes}) > 1 and len(set(sizes)) > len(sizes) // 2
     backward, _ = model_rewards(model, BenchPairs(rows[::-1], found), 4096, 4)
     one_by_one, _ = model_rewards(model, BenchPairs(rows, found), 4096, 1)
     assert sum(r is not None for r in forward) >= len(rows) // 2
