@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
+import yaml
 from PIL import Image
 
 from curation.build_dir import (
@@ -651,8 +652,8 @@ def diff_builds(a: dict[str, Any], b: dict[str, Any], name_a: str = "a", name_b:
 
 
 def list_runs(root: Path) -> tuple[list[Path], list[str]]:
-    """Training runs under the data root (folders with a metrics.jsonl), and the refusals of those whose folder or
-    metrics.jsonl has its real path outside it."""
+    """Training runs under the data root (folders with a metrics.jsonl), plain runs first and the fold runs of
+    audits after them, and the refusals of those whose folder or metrics.jsonl has its real path outside it."""
     runs, refused = [], []
     found = []
     for folder, dirs, names in os.walk(root):  # links to folders are not walked: they are named below
@@ -672,7 +673,19 @@ def list_runs(root: Path) -> tuple[list[Path], list[str]]:
             refused.append(str(exc))
             continue
         runs.append(metrics.parent)
-    return runs, refused
+    folds = {run: audit_fold(root, run) for run in runs}
+    return sorted(runs, key=lambda run: (folds[run] is not None, run)), refused
+
+
+def audit_fold(root: Path, run: Path) -> tuple[int, int] | None:
+    """(fold, folds) of a run `trainer audit` trained (its config.yaml's `folds` above 0), or None: a plain run, or
+    a config that cannot be read."""
+    try:
+        config = yaml.safe_load(inside(root, run.relative_to(root) / "config.yaml").read_text(encoding="utf-8"))
+        fold, folds = config["fold"], config["folds"]
+    except (AppError, OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return (fold, folds) if type(fold) is int and type(folds) is int and folds > 0 else None
 
 
 def read_metrics(root: Path, run: Path) -> tuple[list[dict[str, Any]], int]:
@@ -702,10 +715,16 @@ def trained_on(root: Path, run: Path) -> str | None:
         return None
     try:
         builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
-        return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held out)"
-                         for name, b in builds.items())  # fmt: skip
+        return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held out"
+                         f"{_left_out_text(b)})" for name, b in builds.items())  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _left_out_text(build: dict[str, Any]) -> str:
+    """`, 7 left out (the audit's fold, judged by this run's model)` for a fold run; nothing for a plain one."""
+    left_out = build.get("left_out") or 0
+    return f", {left_out} left out (the audit's fold, judged by this run's model)" if left_out else ""
 
 
 def _rows_text(build: dict[str, Any]) -> str:

@@ -9,13 +9,14 @@ per-report files has one `eval.json`, its scores without item counts.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.data import AppError, list_evaluations, list_runs, read_evaluation, read_metrics, trained_on
+from app.data import AppError, audit_fold, list_evaluations, list_runs, read_evaluation, read_metrics, trained_on
 from app.ui import page, plain, root_or_stop, show_refused
 from trainer.published import comparison_rows
 from trainer.reports import counted, counts_text
@@ -57,7 +58,16 @@ show_refused(refused)
 if not runs:
     st.info("No training runs under the data root yet: `trainer fit` writes RUN/metrics.jsonl.")
     st.stop()
-run = st.selectbox("run", runs, format_func=lambda p: str(p.relative_to(root)))
+folds = {run: audit_fold(root, run) for run in runs}
+
+
+def run_label(run: Path) -> str:
+    fold = folds[run]
+    where = str(run.relative_to(root))
+    return where if fold is None else f"{where} (audit fold {fold[0]} of {fold[1]}: trained without it)"
+
+
+run = st.selectbox("run", runs, format_func=run_label)
 st.caption(plain(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}"))
 try:
     metrics, left_out = read_metrics(root, run)

@@ -152,3 +152,31 @@ def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch
     (run / "metrics.jsonl").unlink()
     os.mkfifo(run / "metrics.jsonl")  # reading it would block the page
     assert run_page("pages/6_Runs.py", tmp_path, monkeypatch).error[0].value == "Cannot read this run's metrics."
+
+
+def test_plain_runs_come_before_the_fold_runs_of_audits_which_say_what_they_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for folder, fold in (("a-audit/fold-0", 0), ("a-audit/fold-1", 1), ("z-run", None)):
+        run = tmp_path / folder
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.7, "pairs": 8}) + "\n")
+        settings = {"folds": 2 if fold is not None else 0, "fold": fold or 0, "seed": 0}
+        (run / "config.yaml").write_text(json.dumps(settings))  # YAML: JSON is a subset
+        left_out = 17 if fold is not None else 0
+        builds = {"builds": {"b": {"rows": 43, "pairs": 36, "train_draws": 19, "eval": 0, "left_out": left_out}}}
+        (run / "data.json").write_text(json.dumps(builds))
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    (box,) = app.selectbox
+    assert box.options == [
+        "z-run",
+        "a-audit/fold-0 (audit fold 0 of 2: trained without it)",
+        "a-audit/fold-1 (audit fold 1 of 2: trained without it)",
+    ]
+    assert any(shown(c.value) == "trained on: b (19 training draws from 43 rows (36 distinct pairs), 0 pairs held out)"
+               for c in app.caption)  # fmt: skip
+    box.set_value(box.options[1]).run()
+    assert any(shown(c.value).endswith("0 pairs held out, 17 left out (the audit's fold, judged by this run's model))")
+               for c in app.caption)  # fmt: skip
+    home = run_page("Home.py", tmp_path, monkeypatch)
+    assert any("1 run(s) found, and 2 fold run(s) of audits." in m.value for m in home.markdown)
