@@ -174,6 +174,8 @@ def _variant(
             last = fit(settings, run)
         row["eval/accuracy"] = last.get("eval/accuracy")
         row["eval/pairs"] = int(last.get("eval/pairs", 0))  # what the held-out accuracy is over
+        if row["eval/pairs"] and row["eval/accuracy"] is not None:
+            row["eval/interval_95"] = accuracy_interval(row["eval/accuracy"], row["eval/pairs"])
         if benches:
             say(f"{name}: eval")
             report = evaluate([RewardModel.load(run / "model")], benches)
@@ -186,6 +188,21 @@ def _variant(
     except (InputError, TrainingError, OSError, ValueError) as exc:  # one variant's failure, the others go on
         row["error"] = f"{type(exc).__name__}: {exc}"
     return row
+
+
+def accuracy_interval(accuracy: float, pairs: int) -> tuple[float, float]:
+    """The 95% Wilson interval of an accuracy over `pairs` pairs: how far apart two variants must be to differ."""
+    from scipy.stats import binomtest
+
+    low, high = binomtest(round(accuracy * pairs), pairs).proportion_ci(0.95, method="wilson")
+    return round(float(low), 4), round(float(high), 4)
+
+
+def indistinct(rows: list[dict[str, Any]]) -> bool:
+    """Whether two or more variants were evaluated and their held-out intervals all overlap (no variant's accuracy is
+    told apart from another's by the held-out pairs)."""
+    intervals = [row["eval/interval_95"] for row in rows if "eval/interval_95" in row]
+    return len(intervals) > 1 and max(low for low, _ in intervals) <= min(high for _, high in intervals)
 
 
 def _same_settings(run: Path, config: FitConfig) -> bool:
@@ -223,9 +240,18 @@ def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None
 
 UNITS = (
     "rows: the shards' rows (the mix's upsampled copies counted), pairs: distinct pairs; eval/accuracy: the fraction "
-    "of eval/pairs held-out pairs ranked right (0-1); a benchmark's columns: percent over its items, every item "
-    "counted (unscored ones as wrong)"
+    "of eval/pairs held-out pairs ranked right (0-1), eval/interval_95 its 95% Wilson interval; a benchmark's "
+    "columns: percent over its items, every item counted (unscored ones as wrong)"
 )
+
+
+def cell(value: Any) -> str:
+    """A table cell: numbers to two places, an interval as `low-high`, nothing as `-`."""
+    if value is None:
+        return "-"
+    if isinstance(value, (tuple, list)):
+        return "-".join(cell(v) for v in value)
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -233,6 +259,5 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [row.get(c) for c in columns]
-        lines.append("| " + " | ".join("-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-                                       for v in cells) + " |")  # fmt: skip
+        lines.append("| " + " | ".join(cell(v) for v in cells) + " |")
     return "\n".join(lines) + f"\n\n{UNITS}.\n"

@@ -195,6 +195,7 @@ def eval_(
     from rich.table import Table
     from rich.text import Text
 
+    from trainer.ablate import cell
     from trainer.evaluate import BenchSpec, evaluate
     from trainer.predict import load_reward_model, resolve_model
     from trainer.published import comparison_rows, table_columns
@@ -243,7 +244,7 @@ def eval_(
             header = column if column in ("model", "result", "items") else f"{column} %"
             table.add_column(header, no_wrap=column in ("model", "result"))
         for row in rows:
-            table.add_row(*[_cell(row.get(c)) for c in columns])
+            table.add_row(*[cell(row.get(c)) for c in columns])
         console.print(table)
         if not_scored_text(entry):
             console.print(f"  {not_scored_text(entry)}", markup=False, highlight=False)
@@ -417,7 +418,7 @@ def ablate(
     """Train one model per mixture variant with the same config and tabulate their benchmark scores."""
     from rich.table import Table
 
-    from trainer.ablate import UNITS, mixture_variants, per_source_variants
+    from trainer.ablate import UNITS, cell, indistinct, mixture_variants, per_source_variants
     from trainer.ablate import ablate as run_ablation
     from trainer.backbone import check_model_source
     from trainer.config import load_config
@@ -446,9 +447,12 @@ def ablate(
     for column in columns:  # the JSON and markdown tables keep the whole error text
         table.add_column(column, no_wrap=True, max_width=48 if column == "error" else None)
     for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
+        table.add_row(*[cell(row.get(c)) for c in columns])
     console.print(table)
     typer.echo(f"{UNITS}.")
+    if indistinct(rows):
+        typer.echo("note: the variants' held-out intervals all overlap: their held-out pairs do not tell them apart "
+                   "(more pairs, or benchmarks, can)")  # fmt: skip
     typer.echo(f"table: {out / 'ablation.md'}")
     failed = [row["variant"] for row in rows if "error" in row]
     if failed:  # the table is written; a script still learns that the comparison is incomplete
@@ -602,12 +606,6 @@ def _console() -> Console:
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 100_000)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:

@@ -77,6 +77,8 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
         # the demo slice's items are all of one group: no macro (it averages all three)
         assert {"pairs", "vl_rewardbench/overall"} <= set(row) and "vl_rewardbench/macro" not in row
         assert row["eval/pairs"] > 0  # what eval/accuracy is over
+        low, high = row["eval/interval_95"]  # and how far it could be off, over so few pairs
+        assert low <= row["eval/accuracy"] <= high and high - low > 0.2
         assert row["vl_rewardbench/items"] == "4 of 4 scored"
         run = out / "runs" / row["variant"]
         (name,) = report_names(run)
@@ -86,6 +88,7 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
     assert rows[0]["rows"] > rows[0]["pairs"]  # the demo mix upsamples mm_rlhf: copies are rows, not pairs
     assert "eval/accuracy: the fraction" in result.output.replace("\n", " ")  # units beside the table
     assert "eval/accuracy: the fraction" in (out / "ablation.md").read_text()
+    assert "note: the variants' held-out intervals all overlap" in result.output  # a few held-out pairs each
     assert "| variant |" in (out / "ablation.md").read_text()
 
 
@@ -169,3 +172,14 @@ def test_a_run_folder_the_ablation_did_not_write_is_never_removed(demo_recipe: P
     assert (run / "NOTES.txt").read_text() == "mine\n"
     with only_writer(out / ".lock", "busy"), pytest.raises(InputError, match="another ablation is writing it now"):
         ablate(variants, config, [], out)
+
+
+def test_intervals_tell_variants_apart_only_with_enough_pairs() -> None:
+    from trainer.ablate import accuracy_interval, cell, indistinct
+
+    few = [{"eval/interval_95": accuracy_interval(a, 9)} for a in (0.56, 0.89)]
+    many = [{"eval/interval_95": accuracy_interval(a, 2000)} for a in (0.56, 0.89)]
+    assert indistinct(few) and not indistinct(many)
+    assert not indistinct(few[:1]) and not indistinct([{"variant": "failed"}, *few[:1]])
+    assert accuracy_interval(0.5, 2000) == pytest.approx((0.478, 0.522), abs=1e-3)
+    assert cell(accuracy_interval(0.5, 2000)) == "0.48-0.52"
