@@ -189,6 +189,7 @@ class Builder:
         replace: bool = False,
         on_reuse: Callable[[str], None] | None = None,
         on_start_over: Callable[[str], None] | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
         self.recipe = recipe
         self.replace = replace  # an existing build at `out` is replaced once the new one is complete
@@ -210,6 +211,9 @@ class Builder:
         # manifest, which equals an uninterrupted build's.
         self.on_reuse = on_reuse or (lambda _: None)
         self.on_start_over = on_start_over or (lambda _: None)  # told why --resume finds nothing to continue
+        # Told how far a long stage has come: "semantic_dedupe: 1,024 of 3,312 prompts embedded".
+        self.on_progress = on_progress or (lambda _: None)
+        self.current_stage = ""
         self.stages: dict[str, StageLog] = {}
         self.ingested: dict[str, IngestSummary] = {}
         self.strict = strict  # a source that gives no pair stops the build, rather than a warning in the manifest
@@ -274,6 +278,7 @@ class Builder:
             workers=self.workers or os.cpu_count() or 1,
             cache=self.cache,
             engine=self.engine,
+            progress=lambda text: self.on_progress(f"{self.current_stage}: {text}"),
         )
 
     def _why_not_resumed(self, found: Any) -> str:
@@ -293,6 +298,7 @@ class Builder:
 
     def _stage(self, name: str, run: Callable[[], None]) -> None:
         self.on_stage(name)
+        self.current_stage = name
         start = time.perf_counter()
         run()
         if self.work is not None:

@@ -423,6 +423,7 @@ def build_cmd(
                 on_start_over=lambda why: err_console.print(
                     f"note: --resume: {why}; building from the start", markup=False, highlight=False, soft_wrap=True),
                 on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
+                on_progress=lambda text: bar.update(task, description=f"stage: {text}"),
             )  # fmt: skip
     except (Exception, KeyboardInterrupt) as exc:
         interrupted = was_interrupted(exc)

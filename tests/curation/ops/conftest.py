@@ -42,6 +42,7 @@ def build_rows(tmp_path: Path) -> BuildRows:
         ops: dict[str, Any] | None = None,
         benchmarks: dict[str, tuple[str, list[dict[str, Any]]]] | None = None,
         images_root: Path | None = None,
+        **options: Any,  # for `build`
     ) -> Built:
         n = next(counter)
         recipe: dict[str, Any] = {"name": f"t{n}", "seed": 0, "sources": {}, "ops": ops or {}}
@@ -55,7 +56,7 @@ def build_rows(tmp_path: Path) -> BuildRows:
         recipe_path = tmp_path / f"recipe{n}.yaml"
         recipe_path.write_text(yaml.safe_dump(recipe))
         out = tmp_path / f"build{n}"
-        return Built(out, build(load_recipe(recipe_path), out))
+        return Built(out, build(load_recipe(recipe_path), out, **options))
 
     return run
 

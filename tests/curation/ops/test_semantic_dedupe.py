@@ -29,10 +29,13 @@ def test_paraphrased_prompts_are_removed(build_rows: BuildRows) -> None:
         uf("What is the capital city of Australia?", "b"),
         uf("Explain how vaccines train the immune system.", "c"),
     ]
+    said: list[str] = []
     built = build_rows(
         {"uf": ("ultrafeedback_binarized", rows)},
         ops={"semantic_dedupe": {"threshold": 0.9, "candidate_similarity": 0.8}},
+        on_progress=said.append,
     )
+    assert said == ["semantic_dedupe: 0 of 4 prompts embedded"]  # a build says how far its long stages have come
     removed = built.removed("semantic_dedupe")
     assert [r["source_row"] for r in removed] == ["uf.jsonl:1"]
     assert removed[0]["detail"].startswith("prompt like uf uf.jsonl:0 (cosine 0.9")
@@ -52,3 +55,16 @@ def test_paraphrase_through_the_ops_context(tmp_path: Path) -> None:
     assert list(run.removed()) == [2] and run.removed()[2][1].startswith("prompt like s s.jsonl:0 (cosine 0.9")
     strict = run_op_on_rows(tmp_path / "strict", "semantic_dedupe", rows, {**params, "threshold": 0.999})
     assert strict.signals == run.signals and strict.removed() == {}  # the threshold only decides
+
+
+def test_prompts_are_embedded_a_chunk_at_a_time_saying_how_far(monkeypatch: pytest.MonkeyPatch) -> None:
+    import curation.ops.semantic_dedupe as op
+
+    texts = ["a red apple", "a green pear", "the capital of France", "how to bake bread", "a ripe banana"]
+    encoder = op.load_encoder(op.BUNDLED_MODEL)
+    whole = encoder.encode(texts, normalize_embeddings=True)
+    monkeypatch.setattr(op, "EMBED_CHUNK", 2)
+    said: list[str] = []
+    vectors = op.embed(encoder, texts, 64, said.append)
+    assert said == ["0 of 5 prompts embedded", "2 of 5 prompts embedded", "4 of 5 prompts embedded"]
+    assert vectors.dtype == np.float32 and np.allclose(vectors, whole, atol=1e-5)
