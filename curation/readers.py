@@ -1,21 +1,23 @@
-"""Stream native rows from local files (jsonl, jsonl.gz, json, parquet, arrow) or a Hugging Face dataset.
+"""Stream native rows from local files (jsonl, compressed jsonl, json, parquet, arrow) or a Hugging Face dataset.
 
 Every row comes out as a `Record` with a reference that locates it (`file:line` or `split:index`); a row
 that cannot be read comes out as a `Record` carrying a `RowError`, so the caller records it as a reject instead
 of losing it: bad UTF-8, malformed or pathological JSON (nested too deep, numbers too long), text with lone
 surrogates, a string value that is not valid UTF-8 in a parquet file, a parquet row group that cannot be
-decoded (each of its rows), a truncated gzip or JSON array (the unreadable tail, `file:line+`). Text files are
-read as text editors read them: a UTF-8 (or UTF-16) byte-order mark is not part of the first row, and lines end
-at LF, CRLF or a lone CR. In a folder of several files, a file that cannot be read at all is one reject
+decoded (each of its rows), a truncated compressed file or JSON array (the unreadable tail, `file:line+`). Text
+files are read as text editors read them: a UTF-8 (or UTF-16) byte-order mark is not part of the first row, and lines
+end at LF, CRLF or a lone CR. In a folder of several files, a file that cannot be read at all is one reject
 (`file:0+`) and the others are read; a single file that cannot be read stops the command (`InputError`).
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import gzip
 import io
 import json
+import lzma
 import re
 import sys
 import zlib
@@ -27,10 +29,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+import zstandard
 
 from curation.errors import InputError, RowError
 
-SUPPORTED_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".arrow")
+# JSON lines may come compressed, as `datasets` reads them (a `.json.gz` is read as JSON lines too).
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+JSON_LINES_SUFFIXES = (".jsonl", *(f"{kind}{c}" for kind in (".jsonl", ".json") for c in COMPRESSIONS))
+SUPPORTED_SUFFIXES = (*JSON_LINES_SUFFIXES, ".json", ".parquet", ".arrow")
 # Files `datasets` never reads as rows of a folder (`datasets.data_files.FILES_TO_IGNORE`)
 NOT_DATA = frozenset({"config.json", "dataset_info.json", "dataset_infos.json", "dataset_dict.json"})
 # A Hub repo id as the Hub spells them: `owner/name`, each of letters, digits, `-`, `_` and `.`, neither starting
@@ -310,7 +316,7 @@ def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{shown}: file is empty")
-        if path.name.endswith((".jsonl.gz", ".jsonl", ".json.gz")):
+        if path.name.endswith(JSON_LINES_SUFFIXES):
             yield from _iter_jsonl(path, name)
         elif path.name.endswith(".json"):
             yield from _iter_json(path, name)
@@ -533,9 +539,8 @@ def _utf16_as_utf8(handle: Any) -> Iterator[bytes]:
 def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
     line_no = 0
     yielded = 0
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with _open_decompressed(path) as handle:
             utf16 = handle.peek(2)[:2] in _UTF16_BOMS  # type: ignore[attr-defined]
             for line_no, line in enumerate(_lines(_utf16_as_utf8(handle) if utf16 else handle)):
                 if line_no == 0:
@@ -544,14 +549,60 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
                     continue  # blank lines (a trailing newline) are not rows
                 yielded += 1
                 yield _parse_json_line(line, f"{name}:{line_no}")
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        # A truncated or corrupt gzip stream: what was read is kept; the unreadable tail is one reject.
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
+        # A truncated or corrupt compressed stream: what was read is kept; the unreadable tail is one reject. (A
+        # bz2 stream that is not one is an OSError; a file that cannot be read at all is refused before.)
         tail = f"{name}:{line_no + 1 if yielded else 0}+"
         detail = f"{printable(str(path))}: unreadable from line {tail}: {exc}"
         yield Record(tail, None, RowError("truncated file", detail))
         return
     if not yielded:
         raise InputError(f"{printable(str(path))}: file has no rows")
+
+
+def _open_decompressed(path: Path) -> io.BufferedReader:
+    """A file's bytes, decompressed as its name says (.gz, .bz2, .xz, .zst), readable and peekable."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if path.name.endswith(".bz2"):
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if path.name.endswith(".xz"):
+        return lzma.open(path, "rb")  # type: ignore[return-value]
+    if path.name.endswith(".zst"):
+        return io.BufferedReader(_ZstdFrames(open(path, "rb")))
+    return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a file of zstd frames. zstandard's own reader ends quietly where a file is cut
+    short; this one raises EOFError there, as gzip, bz2 and lzma do."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self.raw, self.frame = raw, zstandard.ZstdDecompressor().decompressobj()
+        self.pending, self.started = b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            data = self.frame.unused_data if self.frame.eof else self.raw.read(1 << 16)
+            if self.frame.eof:  # the next frame, if any, starts in what the last one left
+                self.frame, self.started = zstandard.ZstdDecompressor().decompressobj(), False
+                data = data or self.raw.read(1 << 16)
+            if not data:
+                if self.started:
+                    raise EOFError("compressed file ended before the end of a zstd frame")
+                return 0
+            self.started = True
+            self.pending = self.frame.decompress(data)
+        n = min(len(buffer), len(self.pending))
+        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 def _iter_json(path: Path, name: str) -> Iterator[Record]:

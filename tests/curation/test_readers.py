@@ -1,5 +1,9 @@
+import bz2
 import gzip
 import json
+import lzma
+import random
+import string
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curation.errors import InputError
-from curation.readers import is_hub_id, iter_local, iter_location
+from curation.readers import is_hub_id, iter_local, iter_location, list_files
 
 
 def _lines(rows: list[dict]) -> bytes:
@@ -33,13 +37,39 @@ def test_jsonl_bad_lines_become_record_errors(tmp_path: Path) -> None:
     assert records[4].data == {"a": 2}
 
 
-def test_truncated_gzip_keeps_rows_and_rejects_the_tail(tmp_path: Path) -> None:
-    data = gzip.compress(_lines([{"i": i, "pad": "x" * 200} for i in range(200)]))
-    path = tmp_path / "cut.jsonl.gz"
+def _zstd_frames(data: bytes) -> bytes:
+    """`data` as two zstd frames, as a file written in two goes holds them."""
+    import zstandard
+
+    half = len(data) // 2
+    return zstandard.ZstdCompressor().compress(data[:half]) + zstandard.ZstdCompressor().compress(data[half:])
+
+
+# bz2 with 100 kB blocks: a cut file keeps the blocks before the cut
+COMPRESS = {".gz": gzip.compress, ".bz2": lambda d: bz2.compress(d, 1), ".xz": lzma.compress, ".zst": _zstd_frames}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".json.gz", ".jsonl.bz2", ".jsonl.xz", ".jsonl.zst", ".json.zst"])
+def test_compressed_json_lines_are_read_as_datasets_reads_them(tmp_path: Path, suffix: str) -> None:
+    rows = [{"i": i, "text": f"row {i} " + "é" * (i % 7)} for i in range(3000)]
+    path = tmp_path / f"rows{suffix}"
+    path.write_bytes(COMPRESS[path.suffix](_lines(rows)))
+    records = list(iter_local(path))
+    assert [r.data for r in records] == rows and [r.ref for r in records][-1] == f"rows{suffix}:2999"
+    assert list_files(tmp_path) == [path]  # a folder lists it
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.bz2", ".jsonl.xz", ".jsonl.zst"])
+def test_a_truncated_compressed_file_keeps_its_rows_and_rejects_the_tail(tmp_path: Path, suffix: str) -> None:
+    rng = random.Random(0)  # text that compresses little: the cut falls well inside the stream
+    data = COMPRESS["." + suffix.rsplit(".", 1)[-1]](
+        _lines([{"i": i, "pad": "".join(rng.choices(string.ascii_letters, k=300))} for i in range(2000)])
+    )
+    path = tmp_path / f"cut{suffix}"
     path.write_bytes(data[: len(data) // 2])
     records = list(iter_local(path))
     good = [r for r in records if r.error is None]
-    assert 0 < len(good) < 200
+    assert 0 < len(good) < 2000
     assert [r.data["i"] for r in good] == list(range(len(good)))
     assert records[-1].error is not None and records[-1].error.reason == "truncated file"
     assert str(path) in records[-1].error.detail
@@ -241,7 +271,7 @@ def _layouts(draw: st.DrawFn) -> list[str]:
     """Up to 4 data files of a folder, named from split keywords and their near misses, some sharded."""
     names: list[str] = []
     for _ in range(draw(st.integers(1, 4))):
-        ext = draw(st.sampled_from((".jsonl", ".json", ".parquet", ".jsonl.gz")))
+        ext = draw(st.sampled_from((".jsonl", ".json", ".parquet", ".jsonl.gz", ".jsonl.zst")))
         if draw(st.booleans()) and draw(st.booleans()):
             name = f"data/{draw(st.sampled_from(_NAME_PARTS[:10]))}-0000{draw(st.integers(0, 1))}-of-00002{ext}"
         else:
