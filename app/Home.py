@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.data import audit_fold, list_builds, list_runs
+from app.data import list_builds, list_runs
 from app.ui import plain, root_or_stop, show_refused
 
 st.set_page_config(page_title="RM data workbench", layout="wide")
@@ -21,7 +21,7 @@ else:
     st.dataframe([{"build": b.name, "status": b.status} for b in builds], hide_index=True)
 st.subheader("Training runs")
 runs, refused = list_runs(root)
-in_audits = sum(audit_fold(root, run) is not None for run in runs)
+in_audits = sum(fold is not None for fold in runs.values())
 st.write(f"{len(runs) - in_audits} run(s) found" + (f", and {in_audits} fold run(s) of audits." if in_audits else "."))
 show_refused(refused)
 st.markdown(

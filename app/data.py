@@ -651,9 +651,10 @@ def diff_builds(a: dict[str, Any], b: dict[str, Any], name_a: str = "a", name_b:
     return rows
 
 
-def list_runs(root: Path) -> tuple[list[Path], list[str]]:
+def list_runs(root: Path) -> tuple[dict[Path, tuple[int, int] | None], list[str]]:
     """Training runs under the data root (folders with a metrics.jsonl), plain runs first and the fold runs of
-    audits after them, and the refusals of those whose folder or metrics.jsonl has its real path outside it."""
+    audits after them, each with its (fold, folds) or None (`audit_fold`); and the refusals of those whose folder
+    or metrics.jsonl has its real path outside it."""
     runs, refused = [], []
     found = []
     for folder, dirs, names in os.walk(root):  # links to folders are not walked: they are named below
@@ -674,7 +675,7 @@ def list_runs(root: Path) -> tuple[list[Path], list[str]]:
             continue
         runs.append(metrics.parent)
     folds = {run: audit_fold(root, run) for run in runs}
-    return sorted(runs, key=lambda run: (folds[run] is not None, run)), refused
+    return {run: folds[run] for run in sorted(runs, key=lambda run: (folds[run] is not None, run))}, refused
 
 
 def audit_fold(root: Path, run: Path) -> tuple[int, int] | None:
@@ -722,9 +723,10 @@ def trained_on(root: Path, run: Path) -> str | None:
 
 
 def _left_out_text(build: dict[str, Any]) -> str:
-    """`, 7 left out (the audit's fold, judged by this run's model)` for a fold run; nothing for a plain one."""
+    """`, 7 rows left out (...)` for a fold run (its shard rows, upsampled copies counted); nothing for a plain
+    one."""
     left_out = build.get("left_out") or 0
-    return f", {left_out} left out (the audit's fold, judged by this run's model)" if left_out else ""
+    return f", {left_out} rows left out (the audit's fold, judged by this run's model)" if left_out else ""
 
 
 def _rows_text(build: dict[str, Any]) -> str:

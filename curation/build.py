@@ -70,8 +70,6 @@ BENCHMARK_WORK_FILES = Outputs("none", durable=False)
 @dataclass
 class StageLog:
     removed: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
-    swapped: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
-    flagged: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> reason -> rows
     seconds: float = 0.0
 
 
@@ -251,12 +249,14 @@ class Builder:
             raise InputError(f"--memory-limit {self.memory_limit!r}: {exc} (e.g. 1500MB or 4GB)") from None
         state = self.tmp / "work" / "state.json"
         found = read_json_state(state)
-        if self.resume and found != self._state():
+        resumed = self.resume and found == self._state()
+        unknown = self.tmp.exists() and any(self.tmp.iterdir()) and not (self.tmp / "work").is_dir()
+        if unknown and not resumed:
+            self.db.close()
+            raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
+        if self.resume and not resumed:
             self.on_start_over(self._why_not_resumed(found))
-        if self.tmp.exists() and not (self.resume and found == self._state()):
-            if any(self.tmp.iterdir()) and not (self.tmp / "work").is_dir():
-                self.db.close()
-                raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
+        if self.tmp.exists() and not resumed:
             shutil.rmtree(self.tmp)  # not resumable (not asked, another recipe, or a damaged state): start over
         state.parent.mkdir(parents=True, exist_ok=True)
         write_json(state, self._state())
@@ -308,9 +308,8 @@ class Builder:
     def _remove(self, stage: str, query: str) -> None:
         self._log(stage, self.ctx.remove(stage, query))
 
-    def _log(self, stage: str, counts: list[tuple[str, str, int]], kind: str = "removed") -> None:
-        log = self.stages.setdefault(stage, StageLog())
-        table = getattr(log, kind)  # removed, swapped or flagged
+    def _log(self, stage: str, counts: list[tuple[str, str, int]]) -> None:
+        table = self.stages.setdefault(stage, StageLog()).removed
         for source, reason, n in counts:
             table.setdefault(source, {})[reason] = table.get(source, {}).get(reason, 0) + n
 
@@ -449,8 +448,6 @@ class Builder:
             if result.resumed:
                 self.on_reuse(f"{name} signals")
             self._log(name, result.removed)
-            self._log(name, result.swapped, "swapped")
-            self._log(name, result.flagged, "flagged")
             self.warnings.extend(result.warnings)
 
         self._stage(name, run)
@@ -630,6 +627,11 @@ class Builder:
         )
 
     def _manifest(self, inputs: dict[str, Any], seconds: float) -> dict[str, Any]:
+        # Kept pairs swapped or flagged, by source, stage and reason (a pair a later stage removed is not counted)
+        marks: dict[str, dict[str, dict[str, dict[str, int]]]] = {"swapped": {}, "flagged": {}}
+        for kind, by_source in marks.items():
+            for source, stage, reason, n in self.ctx.kept_marks(kind):
+                by_source.setdefault(source, {}).setdefault(stage, {})[reason] = n
         per_source = {}
         for spec in self.recipe.sources:
             summary = self.ingested[spec.name]
@@ -644,17 +646,9 @@ class Builder:
                 "pairs_ingested": summary.pairs,
                 "removed": {stage: dict(sorted(r.items())) for stage, r in removed.items()},
                 # Kept pairs whose chosen and rejected the shards exchange (a label fix), by stage and reason.
-                "swapped": {
-                    stage: dict(sorted(log.swapped[spec.name].items()))
-                    for stage, log in self.stages.items()
-                    if spec.name in log.swapped
-                },
+                "swapped": marks["swapped"].get(spec.name, {}),
                 # Kept pairs an op listed for a person to look at (in its flags/ file), by stage and reason.
-                "flagged": {
-                    stage: dict(sorted(log.flagged[spec.name].items()))
-                    for stage, log in self.stages.items()
-                    if spec.name in log.flagged
-                },
+                "flagged": marks["flagged"].get(spec.name, {}),
                 "kept": summary.pairs - removed_total,
                 "mix": mix,
                 "in_shards": mix["selected"] + mix["upsampled_copies"],

@@ -136,7 +136,7 @@ def funnel_step_order(steps: list[str]) -> list[str]:
             return fixed[step], 0, step
         if step.startswith("ingest: "):
             return 1, 0, step
-        return (5 if step.endswith("(of the kept pairs)") else 3), _stage_rank(step.partition(":")[0]), step
+        return (5 if step.endswith("of the kept pairs)") else 3), _stage_rank(step.partition(":")[0]), step
 
     return sorted(set(steps), key=rank)
 

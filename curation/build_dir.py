@@ -141,9 +141,11 @@ class BuildDir:
         return self.path.name
 
     # -- readers -------------------------------------------------------------------------------------------------
-    def pairs(self, columns: list[str] | None = None) -> pa.Table:
-        """The pairs in the shards, memory-mapped; a shard that cannot be read, or holds other than the rows the
-        manifest lists for it, is an error naming it."""
+    def pairs(self, columns: list[str] | None = None, check_text: bool = False) -> pa.Table:
+        """The pairs in the shards, memory-mapped; a shard that cannot be read, holds other than the rows the
+        manifest lists for it or another schema, is an error naming it. `check_text` also reads every value of the
+        columns once, so that text that is not UTF-8 is found before it is used (about 0.07 s a GB in memory; the
+        trainer's readers ask for it, the lookups and the workbench do not)."""
         tables = []
         for shard, path in zip(self.manifest["shards"], self.shard_paths, strict=True):
             try:
@@ -153,7 +155,7 @@ class BuildDir:
             if isinstance(shard.get("rows"), int) and table.num_rows != shard["rows"]:
                 raise BuildError(f"{path}: {table.num_rows} rows where the manifest lists {shard['rows']}; the shard "
                                  "was changed or cut short; build again")  # fmt: skip
-            tables.append(_checked_shard(path, table, columns or PAIR_SCHEMA.names))
+            tables.append(_checked_shard(path, table, columns or PAIR_SCHEMA.names, check_text))
         return pa.concat_tables(tables)
 
     def removed_pairs(self, columns: list[str] | None = None) -> pa.Table | None:
@@ -164,7 +166,7 @@ class BuildDir:
         path = self.file(IMAGES)
         try:
             return ImageTable(path)
-        except (OSError, pa.ArrowException, KeyError) as exc:
+        except (OSError, pa.ArrowException, ValueError) as exc:
             raise BuildError(f"{path}: a damaged image table ({exc}); build again") from None
 
     def card(self) -> str:
@@ -178,9 +180,9 @@ class BuildDir:
         return self.folder("dups")
 
 
-def _checked_shard(path: Path, table: pa.Table, columns: list[str]) -> pa.Table:
-    """The shard's `columns`, each of the pair schema's type with valid contents (UTF-8 text, offsets in range:
-    a full scan, about 0.07 s a GB in memory); a `BuildError` naming the file otherwise."""
+def _checked_shard(path: Path, table: pa.Table, columns: list[str], check_text: bool) -> pa.Table:
+    """The shard's `columns`, each of the pair schema's type, with valid contents where `check_text` (UTF-8 text,
+    offsets in range: a full scan); a `BuildError` naming the file otherwise."""
     for name in columns:
         if name not in table.schema.names:
             raise BuildError(f"{path}: not a shard of a build (no column {name!r}); build again")
@@ -189,7 +191,7 @@ def _checked_shard(path: Path, table: pa.Table, columns: list[str]) -> pa.Table:
                              f"not {PAIR_SCHEMA.field(name).type}); build again")  # fmt: skip
     picked = table.select(columns)
     try:
-        picked.validate(full=True)
+        picked.validate(full=check_text)
     except pa.ArrowInvalid as exc:
         raise BuildError(f"{path}: a damaged shard ({exc}); build again") from None
     return picked
@@ -230,12 +232,15 @@ class ImageTable:
         self.file = pq.ParquetFile(path) if path is not None and path.is_file() else None
         self.first_hashes: list[str] = []
         if self.file is not None:
-            missing = {"sha256", "bytes"} - set(self.file.schema_arrow.names)
-            if missing:
-                raise KeyError(f"no column {', '.join(sorted(missing))}")
-            column = self.file.schema_arrow.get_field_index("sha256")
+            schema = self.file.schema_arrow
+            for name, kind in (("sha256", pa.string()), ("bytes", pa.binary())):
+                if name not in schema.names or schema.field(name).type != kind:
+                    raise ValueError(f"no {kind} column {name!r}")
+            column = schema.get_field_index("sha256")
             for group in range(self.file.num_row_groups):
                 stats = self.file.metadata.row_group(group).column(column).statistics
+                if stats is None or not stats.has_min_max:  # the lookup bisects on them
+                    raise ValueError(f"row group {group} has no sha256 statistics")
                 self.first_hashes.append(stats.min)
 
     def get(self, sha256: str) -> bytes | None:

@@ -657,8 +657,8 @@ def find(
              "snippet": m.snippet, "match": [m.start, m.end]}
             for m in found.shown
         ]  # fmt: skip
-        console.print_json(json.dumps({"text": text, "matches": found.rows, "pairs": found.pairs,
-                                       "shown": len(found.shown), "rows": rows}))  # fmt: skip
+        console.print_json(json.dumps({"text": text, "matches": found.matches, "source_rows": found.rows,
+                                       "pairs": found.pairs, "shown": len(found.shown), "rows": rows}))  # fmt: skip
     else:
         print_matches(found)
     _print_refused(build)
@@ -674,10 +674,11 @@ def print_matches(found: Found) -> None:
             row = m.occurrence.source_row
             table.add_row(m.pair_id[:SHORT_ID], _text(m.occurrence.source), _text(row), fate, m.field, snippet)
         console.print(table)
-    more = " (raise --limit to see more)" if found.rows > len(found.shown) else ""
+    more = " (raise --limit to see more)" if found.matches > len(found.shown) else ""
     pairs = f"{found.pairs} distinct pair" + ("" if found.pairs == 1 else "s")
-    shown = f"{len(found.shown)} of {found.rows} matching source rows shown ({pairs}){more}"
-    console.print(shown if found.rows else "no pair holds the text", markup=False, highlight=False)
+    rows = f"{found.rows} source row" + ("" if found.rows == 1 else "s")
+    shown = f"{len(found.shown)} of {found.matches} matches shown ({pairs} from {rows}){more}"
+    console.print(shown if found.matches else "no pair holds the text", markup=False, highlight=False)
 
 
 @app.command("export")

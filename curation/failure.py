@@ -83,10 +83,12 @@ def was_interrupted(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) or _sigint.is_set()
 
 
-def stop_interrupted(kept: str) -> NoReturn:
-    """End an interrupted command with one line saying what it kept, and the shells' status for Ctrl-C."""
+def stop_interrupted(kept: str | None) -> NoReturn:
+    """End an interrupted command with one line saying what it kept (None: no line, another process says it), and
+    the shells' status for Ctrl-C."""
     _told.set()
-    Console(stderr=True).print(Text("interrupted: ", style="bold yellow") + Text(kept), soft_wrap=True)
+    if kept is not None:
+        Console(stderr=True).print(Text("interrupted: ", style="bold yellow") + Text(kept), soft_wrap=True)
     raise SystemExit(INTERRUPTED)
 
 

@@ -237,9 +237,10 @@ def _removed_pair(build: BuildDir, pair_id: str) -> dict[str, Any] | None:
 
 
 class Found(NamedTuple):
-    rows: int  # source rows whose pair holds the text, kept or removed (a pair's upsampled copies count once)
-    pairs: int  # distinct pairs among them
-    shown: list[Match]  # the first `limit` rows, kept ones first
+    matches: int  # (pair, source row, kept or removed) occurrences holding the text (upsampled copies count once)
+    rows: int  # distinct source rows among them (a ranked row gives several pairs)
+    pairs: int  # distinct pairs among them (a pair may come from several rows)
+    shown: list[Match]  # the first `limit` matches, kept ones first
 
 
 def find_pairs(build: BuildDir, text: str, source: str | None = None, limit: int = 20) -> Found:
@@ -268,7 +269,8 @@ def find_pairs(build: BuildDir, text: str, source: str | None = None, limit: int
             shown[key].occurrence.copies = row["count_all"]
     _add_swaps(build, [m for m in shown.values() if m.occurrence.kept])
     _add_fates(build, [m for m in shown.values() if not m.occurrence.kept])
-    return Found(found.num_rows, pc.count_distinct(found["pair_id"]).as_py(), list(shown.values()))
+    rows = found.group_by(["source", "source_row"]).aggregate([]).num_rows
+    return Found(found.num_rows, rows, pc.count_distinct(found["pair_id"]).as_py(), list(shown.values()))
 
 
 def _text_batches(build: BuildDir) -> Iterator[tuple[bool, pa.RecordBatch]]:

@@ -141,12 +141,12 @@ def source_files(
     if not root.exists():
         raise InputError(f"{printable(str(root))}: no such file or folder")
     if (root / SAVED_DATASET_DICT).is_file():
-        splits = _json_file(root / SAVED_DATASET_DICT).get("splits") or []
+        splits = json_object(root / SAVED_DATASET_DICT).get("splits") or []
         if split not in splits:
             raise _no_split(root, split, splits)
         root = root / split
     if (root / SAVED_DATASET).is_file():
-        listed = _json_file(root / SAVED_DATASET).get("_data_files") or []
+        listed = json_object(root / SAVED_DATASET).get("_data_files") or []
         files = [root / entry["filename"] for entry in listed if isinstance(entry, dict) and "filename" in entry]
         if not files:
             raise InputError(f"{printable(str(root / SAVED_DATASET))}: lists no data files")
@@ -181,7 +181,8 @@ def files_note(root: Path, files: Sequence[Path], split: str) -> str | None:
             f"{split!r} as the Hub names splits (--split, --config and --data-dir choose others)")  # fmt: skip
 
 
-def _json_file(path: Path) -> dict[str, Any]:
+def json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; `InputError` naming it when it cannot be read or holds something else."""
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

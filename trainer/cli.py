@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from curation.errors import InputError
-from curation.failure import run_cli, stop_interrupted
+from curation.failure import run_cli, stop_interrupted, was_interrupted
 from curation.io import only_writer
 from trainer.config import FitConfig
 
@@ -105,6 +105,7 @@ def fit(
     overrides: dict[str, Any] = {"shards": list(shards), "model": model, "lr": lr, "epochs": epochs,
                                  "max_steps": max_steps, "global_batch": global_batch, "micro_batch": micro_batch,
                                  "seed": seed}  # fmt: skip
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
     try:
         for item in set_ or []:
             key, value = _key_value(item, "--set")
@@ -112,7 +113,6 @@ def fit(
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)  # before the data is opened: a typo fails at once
         check_run_folder(out, resume, settings.shards)
-        main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
         busy = f"--out {out}: another trainer is writing this run now"
         with only_writer(out / ".lock", busy) if main else contextlib.nullcontext(), _progress(main) as progress:
             task = progress.add_task("training", total=None)
@@ -128,8 +128,10 @@ def fit(
             last = run_fit(settings, out, resume=resume, on_step=show)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
-    except KeyboardInterrupt:
-        stop_interrupted(_kept_by_run(out))
+    except (Exception, KeyboardInterrupt) as exc:
+        if not was_interrupted(exc):  # a DataLoader worker stopped by the same Ctrl-C, say, is the interruption
+            raise
+        stop_interrupted(_kept_by_run(out) if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
         summary = fit_summary(last, _held_out_note(out, settings.eval_fraction)) if last else (
             "nothing left to train (already at its last step)")  # fmt: skip
@@ -268,8 +270,9 @@ def score(
     import pyarrow.parquet as pq
 
     from trainer.predict import load_reward_model, resolve_model
-    from trainer.score import score_build
+    from trainer.score import kept_scores, score_build
 
+    folder: Path | None = None
     try:
         folder = resolve_model(model)
         reward_model = load_reward_model(model)
@@ -283,9 +286,10 @@ def score(
                               max_length=max_length, on_progress=advance)  # fmt: skip
     except (OSError, ValueError) as exc:
         _fail(str(exc), exc)
-    except KeyboardInterrupt:
-        stop_interrupted(f"the scored parts ({part_pairs} pairs each) are kept beside {build}/signals/: the same "
-                         "command continues from them")  # fmt: skip
+    except (Exception, KeyboardInterrupt) as exc:
+        if not was_interrupted(exc):
+            raise
+        stop_interrupted(kept_scores(build, folder) if folder is not None else "stopped before scoring began")
     reasons = Counter(pq.read_table(out, columns=["not_scored"]).column("not_scored").to_pylist())
     total = sum(reasons.values())
     scored = reasons.pop(None, 0)  # a pair with scores has no reason
@@ -347,6 +351,12 @@ def audit(
                 progress.update(bar, completed=2)
     except (InputError, TrainingError, FileNotFoundError) as exc:
         _fail(str(exc), exc)
+    except (Exception, KeyboardInterrupt) as exc:
+        if not was_interrupted(exc):
+            raise
+        judged = sorted(p.parent.name for p in out.glob("fold-*/fold.json"))
+        stop_interrupted(f"{len(judged)} of {folds} folds judged are kept in {out} ({', '.join(judged) or 'none'}); "
+                         "the same command continues from them")  # fmt: skip
     for fold in report["folds"]:
         accuracy = fold["held_out_accuracy"]
         shown = "-" if accuracy is None else f"{accuracy:.3f}"

@@ -96,7 +96,7 @@ class FitConfig:
                 raise InputError(f"{name} must be >= 1, got {value}")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise InputError(f"min_pixels {self.min_pixels} is above max_pixels {self.max_pixels}")
-        for name in ("lr", "weight_decay", "warmup_ratio", "max_grad_norm", "center_coef"):
+        for name in ("lr", "weight_decay", "max_grad_norm", "center_coef"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise InputError(f"{name} must be a finite number >= 0{' (and > 0)' if name == 'lr' else ''}, "

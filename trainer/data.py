@@ -34,7 +34,7 @@ SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
 SKIP_TOO_LONG = "longer than max_length"
 PACK_LENGTH = 8192  # tokens per packed row (`layout: packed`); a longer pair has a row of its own
 SKIP_PAD_TOKENS = "text holds the model's image/video pad tokens"
-SKIP_BAD_IMAGE = "image that cannot be decoded, or too large"
+SKIP_BAD_IMAGE = "image that cannot be decoded, too large or too narrow"
 SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG, SKIP_PAD_TOKENS, SKIP_BAD_IMAGE)
 
 
@@ -67,7 +67,9 @@ class Build:
         shards = build.manifest["shards"]
         files = [build.path / shard["file"] for shard in shards]
         digests = [shard["sha256"] for shard in shards]
-        return cls(build.path, shard_weight(spec), build.pairs(COLUMNS), build.images(), digests, files)
+        return cls(
+            build.path, shard_weight(spec), build.pairs(COLUMNS, check_text=True), build.images(), digests, files
+        )
 
     def row(self, index: int) -> dict[str, Any]:
         return self.table.slice(index, 1).to_pylist()[0]
@@ -188,9 +190,13 @@ class PairFeatures:
 MAX_FRAMES = 16  # frames sampled evenly from a longer video
 
 
+MAX_ASPECT_RATIO = 200  # Qwen2-VL's image processor refuses a longer side more than 200 times the shorter
+
+
 class UndecodableImage(Exception):
-    """An image of a pair that cannot be decoded, or holds more than `DEFAULT_MAX_PIXELS` (a build checks images as
-    it ingests them; shards edited since, or written otherwise, may hold such a one)."""
+    """An image of a pair that cannot be decoded, holds more than `DEFAULT_MAX_PIXELS` or is a strip beyond
+    `MAX_ASPECT_RATIO` (a build checks images as it ingests them; shards edited since, or written otherwise, may hold
+    such a one)."""
 
 
 def _decode(data: bytes) -> Any:
@@ -205,6 +211,8 @@ def _decode(data: bytes) -> Any:
         with image:
             if image.width * image.height > DEFAULT_MAX_PIXELS:
                 raise UndecodableImage(f"{image.width}x{image.height}")
+            if max(image.size) > MAX_ASPECT_RATIO * min(image.size):
+                raise UndecodableImage(f"{image.width}x{image.height}: an aspect ratio above {MAX_ASPECT_RATIO}")
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UndecodableImage(str(exc)) from exc
@@ -225,7 +233,7 @@ def featurize(backbone: Backbone, row: dict[str, Any], image_bytes: list[bytes],
         elif row["images"]:
             pixel_values, grid = backbone.image_inputs([_decode(b) for b in image_bytes])
             image_tokens = backbone.tokens_per_image(grid)
-    except (UndecodableImage, ValueError):  # ValueError: the processor's ("absolute aspect ratio must be ...")
+    except UndecodableImage:
         return SKIP_BAD_IMAGE
     try:
         chosen = backbone.sequence(row["prompt"], row["chosen"], max_length, image_tokens, video_tokens)
@@ -437,7 +445,7 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[list[Batch | None], dict[str, int]]:
         """The rank's pairs of the step, sorted by length before they are cut into micro-batches: pairs of like
         length share a micro-batch and little is padded. Exact: the step's gradient is a sum over its pairs, and
-        every rank still runs `accumulation` passes (None where nothing is left)."""
+        every rank runs the same number of passes (`micro_batches`; None where nothing is left)."""
         featurize = Featurizer(self.data, self.backbone, self.max_length)
         groups = [featurize(entries) for entries in self.micro_batches(self.start + index)]
         features = sorted((f for group in groups for f in group), key=lambda f: row_length(f, self.layout))

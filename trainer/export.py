@@ -19,6 +19,7 @@ import yaml
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
 from curation.export import check_export_folder, check_repo_id, publish_export
+from curation.readers import json_object
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 
@@ -117,19 +118,11 @@ def _model_files(run: Path, model: Path) -> list[str]:
                     pass
             except Exception as exc:  # the reader raises its own types: the file is not whole safetensors
                 raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
-        if path.name.endswith(".json") and "auto_map" in _json_object(path):
+        if path.name.endswith(".json") and "auto_map" in json_object(path):
             raise InputError(f"{path}: asks for custom code (auto_map); an export never publishes a model that runs "
                              "code when it is loaded")  # fmt: skip
         names.append(name)
     return names
-
-
-def _json_object(path: Path) -> dict[str, Any]:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not readable JSON ({exc})") from None
-    return found if isinstance(found, dict) else {}
 
 
 def export_run(

@@ -49,7 +49,7 @@ def model_digest(folder: Path) -> str:
 
 def build_pairs(build: BuildDir) -> pa.Table:
     """Distinct pairs of the shards and of the removed pairs, in pair_id order."""
-    tables = [build.pairs(COLUMNS)]
+    tables = [build.pairs(COLUMNS, check_text=True)]
     removed = build.removed_pairs(COLUMNS)
     if removed is not None:
         tables.append(removed.cast(tables[0].schema))
@@ -75,10 +75,27 @@ def score_build(
     signals = opened.path / "signals"
     if signals.is_symlink() or (signals.exists() and not signals.resolve().is_relative_to(opened.path.resolve())):
         raise InputError(f"{signals}: a link; scores are written into the build's own signals folder only")
-    out = signals / f"rm_scores-{model_digest(model_folder)}.parquet"
+    out = scores_file(opened, model_folder)
     busy = f"{out}: another `trainer score` of this model is writing it now; wait for it"
     with only_writer(signals / f".{out.stem}.lock", busy):
         return _score_into(out, opened, model, part_pairs, max_length, micro_batch, on_progress)
+
+
+def scores_file(build: BuildDir, model_folder: Path) -> Path:
+    """Where `trainer score` writes a model's scores of a build (its finished parts beside it, in `NAME.partial/`)."""
+    return build.path / "signals" / f"rm_scores-{model_digest(model_folder)}.parquet"
+
+
+def kept_scores(build: Path, model_folder: Path) -> str:
+    """What an interrupted `trainer score` kept: the pairs of its finished parts, of all."""
+    opened = BuildDir.open(build)
+    out = scores_file(opened, model_folder)
+    parts = out.with_name(out.name + ".partial")
+    done = sum(pq.read_metadata(path).num_rows for path in sorted(parts.glob("part-*.parquet")))
+    if not done:
+        return "no part of the scores was finished; nothing kept"
+    return (f"{done} of {build_pairs(opened).num_rows} pairs' scores are kept in {parts}: the same command continues "
+            "from them")  # fmt: skip
 
 
 def _score_into(

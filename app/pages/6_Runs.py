@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.data import AppError, audit_fold, list_evaluations, list_runs, read_evaluation, read_metrics, trained_on
+from app.data import AppError, list_evaluations, list_runs, read_evaluation, read_metrics, trained_on
 from app.ui import page, plain, root_or_stop, show_refused
 from trainer.published import comparison_rows
 from trainer.reports import counted, counts_text
@@ -58,16 +58,15 @@ show_refused(refused)
 if not runs:
     st.info("No training runs under the data root yet: `trainer fit` writes RUN/metrics.jsonl.")
     st.stop()
-folds = {run: audit_fold(root, run) for run in runs}
 
 
 def run_label(run: Path) -> str:
-    fold = folds[run]
+    fold = runs[run]
     where = str(run.relative_to(root))
     return where if fold is None else f"{where} (audit fold {fold[0]} of {fold[1]}: trained without it)"
 
 
-run = st.selectbox("run", runs, format_func=run_label)
+run = st.selectbox("run", list(runs), format_func=run_label)
 st.caption(plain(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}"))
 try:
     metrics, left_out = read_metrics(root, run)

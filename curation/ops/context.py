@@ -6,7 +6,8 @@ Relations (`create_relations`), all on `ctx.db`:
 - `live`: the `row_key`s still in the build; `live_pairs`: `pairs` restricted to `live`;
 - `images`: every ingested image once (`sha256`, `bytes`, `width`, `height`, `format`), in sha256 order;
 - `removed`: the rows removed so far (`source`, `source_row`, `pair_id`, `stage`, `reason`, `detail`);
-- `swapped`: the rows whose chosen and rejected the shards exchange (`row_key`, `stage`, `reason`, `detail`).
+- `swapped`: the rows whose chosen and rejected the shards exchange (`row_key`, `stage`, `reason`, `detail`);
+- `flagged`: the rows an op listed for a person to look at, kept as they are (`row_key`, `stage`, `reason`).
 
 `context_for_rows` makes the same relations from a few inline rows: each op's unit tests run through it, with
 `pairs`, `live_pairs` and `images` narrowed to the columns the op declares (`Op.reads`), so an op that reads a
@@ -58,6 +59,7 @@ def create_relations(db: duckdb.DuckDBPyConnection, pairs: str, images: str) -> 
     )
     db.execute(f"CREATE TABLE images AS SELECT DISTINCT ON (sha256) * FROM ({images}) ORDER BY sha256")
     db.execute("CREATE TABLE swapped (row_key BIGINT, stage VARCHAR, reason VARCHAR, detail VARCHAR)")
+    db.execute("CREATE TABLE flagged (row_key BIGINT, stage VARCHAR, reason VARCHAR)")
 
 
 @dataclass
@@ -202,10 +204,20 @@ class BuildContext:
         )
         return self._step_counts()
 
-    def count(self, query: str) -> list[tuple[str, str, int]]:
-        """How many rows `query` (row_key, reason, detail) selects per source and reason; nothing changes."""
+    def flag(self, stage: str, query: str) -> list[tuple[str, str, int]]:
+        """Record the live rows selected by `query` (row_key, reason, detail) as flagged; return how many per
+        source and reason."""
         self._step(query)
+        self.db.execute(f"INSERT INTO flagged SELECT row_key, {sql_literal(stage)}, reason FROM step ORDER BY row_key")
         return self._step_counts()
+
+    def kept_marks(self, table: str) -> list[tuple[str, str, str, int]]:
+        """(source, stage, reason, pairs) of the rows of `table` (`swapped` or `flagged`) still live: a pair a later
+        stage removed is counted as removed only."""
+        return self.rows(
+            f"""SELECT p.source, m.stage, m.reason, count(*) FROM {table} m JOIN {self.all_pairs} p USING (row_key)
+                SEMI JOIN live USING (row_key) GROUP BY ALL ORDER BY ALL"""
+        )
 
     def _step(self, query: str) -> None:
         """The rows a removal, swap or flag query selects, one per row_key, as the table `step`."""

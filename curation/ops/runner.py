@@ -61,7 +61,7 @@ def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Count
             ctx.copy(query, ctx.root / relative)
         removed = [count for query in decision.removals for count in ctx.remove(op.name, query)]
         swapped = [count for query in decision.swaps for count in ctx.swap(op.name, query)]
-        flagged = [count for query in decision.flags for count in ctx.count(query)]
+        flagged = [count for query in decision.flags for count in ctx.flag(op.name, query)]
     finally:
         for name, _ in decision.relations:
             ctx.drop_relation(name)

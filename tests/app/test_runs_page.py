@@ -176,7 +176,7 @@ def test_plain_runs_come_before_the_fold_runs_of_audits_which_say_what_they_left
     assert any(shown(c.value) == "trained on: b (19 training draws from 43 rows (36 distinct pairs), 0 pairs held out)"
                for c in app.caption)  # fmt: skip
     box.set_value(box.options[1]).run()
-    assert any(shown(c.value).endswith("0 pairs held out, 17 left out (the audit's fold, judged by this run's model))")
-               for c in app.caption)  # fmt: skip
+    left_out = "0 pairs held out, 17 rows left out (the audit's fold, judged by this run's model))"
+    assert any(shown(c.value).endswith(left_out) for c in app.caption)
     home = run_page("Home.py", tmp_path, monkeypatch)
     assert any("1 run(s) found, and 2 fold run(s) of audits." in m.value for m in home.markdown)

@@ -108,12 +108,12 @@ def test_a_shard_that_is_not_the_manifests_is_refused(built: Path, tmp_path: Pat
         "another schema": rf"{shard}: not a shard of a build \(no column 'prompt'\)",
         "a column of another type": rf"{shard}: not a shard of a build \(column 'pair_id' is int64, not string\)",
     }.get(damage, rf"{shard}: a damaged shard")
-    for reader in (lambda: BuildDir.open(copy).pairs(), lambda: _fit(copy), lambda: _score(copy)):
+    for reader in (lambda: BuildDir.open(copy).pairs(check_text=True), lambda: _fit(copy), lambda: _score(copy)):
         with pytest.raises(BuildError, match=match):
             reader()
 
 
-@pytest.mark.parametrize("damage", ["cut short", "another table"])
+@pytest.mark.parametrize("damage", ["cut short", "another table", "a column of another type", "no statistics"])
 def test_a_damaged_image_table_is_refused_naming_it(built: Path, tmp_path: Path, damage: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -121,10 +121,16 @@ def test_a_damaged_image_table_is_refused_naming_it(built: Path, tmp_path: Path,
     copy = tmp_path / "demo"
     shutil.copytree(built, copy)
     images = copy / "images" / "images.parquet"
+    table = pq.read_table(images)
     if damage == "cut short":
         images.write_bytes(images.read_bytes()[:-100])
-    else:
+    elif damage == "another table":
         pq.write_table(pa.table({"sha256": ["a"]}), images)
+    elif damage == "a column of another type":
+        pq.write_table(table.set_column(table.schema.get_field_index("sha256"), "sha256",
+                                        pa.array(range(table.num_rows))), images)  # fmt: skip
+    else:
+        pq.write_table(table, images, write_statistics=False)
     for reader in (lambda: BuildDir.open(copy).images(), lambda: _fit(copy)):
         with pytest.raises(BuildError, match=rf"{images}: a damaged image table"):
             reader()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from curation.build import build
+from curation.errors import InputError
 from curation.recipe import load_recipe
 from tests.conftest import build_digests
 
@@ -86,4 +87,9 @@ def test_resume_with_nothing_to_continue_says_why(demo_recipe: Path, tmp_path: P
                      "a change)"]  # fmt: skip
     notes.clear()
     build(load_recipe(demo_recipe), tmp_path / "d", on_start_over=notes.append)  # no --resume: nothing to say
+    assert notes == []
+    (tmp_path / "e.partial").mkdir()
+    (tmp_path / "e.partial" / "mine.txt").write_text("")  # not an unfinished build: refused, with no note before
+    with pytest.raises(InputError, match="is not the folder of an unfinished build"):
+        build(load_recipe(demo_recipe), tmp_path / "e", resume=True, on_start_over=notes.append)
     assert notes == []

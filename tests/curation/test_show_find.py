@@ -147,7 +147,7 @@ def test_find_looks_in_kept_and_removed_pairs_ignoring_case(built: dict) -> None
     result = _curate("find", built["dir"], "ZEBRA")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[-1] == "4 of 4 matching source rows shown (3 distinct pairs)"
+    assert lines[-1] == "4 of 4 matches shown (3 distinct pairs from 4 source rows)"
     rows = {(line.split("│")[2].strip(), line.split("│")[3].strip()): line for line in lines if line.startswith("│ ")}
     assert set(rows) == {("a", "uf.jsonl:1"), ("a", "uf.jsonl:2"), ("a", "uf.jsonl:3"), ("b", "uf.jsonl:0")}
     assert built["zebras"][:12] in rows[("a", "uf.jsonl:1")] and "in shards (1 copy)" in rows[("a", "uf.jsonl:1")]
@@ -158,10 +158,10 @@ def test_find_looks_in_kept_and_removed_pairs_ignoring_case(built: dict) -> None
 
 def test_find_limit_source_and_json(built: dict) -> None:
     assert _curate("find", built["dir"], "zebra", "--limit", "1").stdout.splitlines()[-1] == (
-        "1 of 4 matching source rows shown (3 distinct pairs) (raise --limit to see more)"
+        "1 of 4 matches shown (3 distinct pairs from 4 source rows) (raise --limit to see more)"
     )
     found = json.loads(_curate("find", built["dir"], "zebra", "--source", "b", "--json").stdout)
-    assert found["matches"] == found["pairs"] == 1 and [
+    assert found["matches"] == found["source_rows"] == found["pairs"] == 1 and [
         (r["source"], r["source_row"], r["kept"]) for r in found["rows"]
     ] == [("b", "uf.jsonl:0", True)]
     row = found["rows"][0]
@@ -174,7 +174,7 @@ def test_find_limit_source_and_json(built: dict) -> None:
 def test_find_prints_hostile_text_literally(built: dict) -> None:
     result = _curate("find", built["dir"], "[bold red]")
     assert result.exit_code == 0 and result.stdout.splitlines()[-1] == (
-        "1 of 1 matching source rows shown (1 distinct pair)"
+        "1 of 1 matches shown (1 distinct pair from 1 source row)"
     )
     assert f"Why is {HOSTILE} shown?" in result.stdout
     found = json.loads(_curate("find", built["dir"], "red]x", "--json").stdout)
@@ -220,3 +220,16 @@ def test_a_perceptual_hash_is_shown_as_its_hex_digits(demo_build: Path) -> None:
     shown = json.loads(_curate("show", str(demo_build), with_image["pair_id"], "--json").stdout)
     [hashes] = [rows for name, rows in shown["signals"].items() if name.startswith("image_dedupe")]
     assert all(len(r["phash"]) == 16 and int(r["phash"], 16) >= 0 for r in hashes)
+
+
+def test_find_counts_a_ranked_rows_pairs_as_pairs_of_one_source_row(demo_recipe: Path, tmp_path: Path) -> None:
+    """UltraFeedback's `all_pairs` policy makes several pairs of one row: matches and pairs differ from rows."""
+    data = demo_recipe.parent.parent / "demo_data" / "native" / "ultrafeedback"
+    recipe = tmp_path / "uf.yaml"
+    recipe.write_text(
+        f"name: uf\nsources:\n  uf: {{adapter: ultrafeedback, path: {data}, options: {{policy: all_pairs}}}}\n"
+    )
+    build(load_recipe(recipe), tmp_path / "uf")
+    found = json.loads(_curate("find", str(tmp_path / "uf"), "What is 48 + 19", "--json").stdout)
+    assert found["source_rows"] == 1 and found["matches"] == found["pairs"] > 1
+    assert {r["source_row"] for r in found["rows"]} == {found["rows"][0]["source_row"]}

@@ -152,3 +152,28 @@ def test_scores_go_into_the_builds_own_signals_folder_one_writer_at_a_time(
     with pytest.raises(InputError, match="a link; scores are written into the build's own signals folder only"):
         score_build(model, tiny_run / "model", copy)
     assert not list(outside.glob("rm_scores-*"))
+
+
+def test_ctrl_c_says_how_many_pairs_scores_are_kept(
+    demo_build: Path, tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.score
+
+    copy = tmp_path / "build"
+    shutil.copytree(demo_build, copy)
+    write_part = trainer.score._write_part
+    calls = iter(range(100))
+
+    def interrupted_at_the_second_part(*args: object) -> None:
+        if next(calls) == 1:
+            raise KeyboardInterrupt
+        write_part(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer.score, "_write_part", interrupted_at_the_second_part)
+    args = ["score", "--model", str(tiny_run), "--build", str(copy / "shards"), "--part-pairs", "8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130
+    total = len(build_pairs(BuildDir.open(copy)))
+    parts = next((copy / "signals").glob("rm_scores-*.parquet.partial"))
+    assert result.stderr == (f"interrupted: 8 of {total} pairs' scores are kept in {parts}: the same command "
+                             "continues from them\n")  # fmt: skip

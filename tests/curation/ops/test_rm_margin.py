@@ -64,6 +64,19 @@ def test_flag_keeps_pairs_and_lists_them(build_rows: BuildRows, tmp_path: Path) 
     # the count is in the manifest and its funnel, beside the kept pairs it is part of
     assert built.manifest["sources"]["uf"]["flagged"] == {"rm_margin": {"reward model reverses": 2}}
     assert ("uf", "rm_margin: reward model reverses (flagged, of the kept pairs)", 2) in funnel_rows(built.manifest)
+    # a flagged pair a later stage removes counts as removed only: the review drops uf.jsonl:3
+    from curation.reviews import Review, append_review
+
+    shards = {r["source_row"]: r["pair_id"] for r in read_shards(sorted((built.root / "shards").glob("*.arrow")))
+              .to_pylist()}  # fmt: skip
+    reviews = tmp_path / "reviews.parquet"
+    append_review(reviews, Review(shards["uf.jsonl:3"], "uf", "uf.jsonl:3", "drop", "", "ana", built.root.name))
+    reviewed = build_rows({"uf": ("ultrafeedback_binarized", ROWS)},
+                          ops={"rm_margin": {"scores": str(scores), "action": "flag"},
+                               "human_review": {"reviews": str(reviews)}})  # fmt: skip
+    source = reviewed.manifest["sources"]["uf"]
+    assert source["flagged"] == {"rm_margin": {"reward model reverses": 1}} and source["kept"] == 5
+    assert source["removed"]["human_review"] == {"dropped by review": 1}
 
 
 def test_recipe_needs_an_existing_scores_file(tmp_path: Path) -> None:
