@@ -90,6 +90,15 @@ def _run_jobs(jobs: list[Callable[[], Any]], threads: int, on_failure: Callable[
             raise
 
 
+class IngestStopped(Exception):
+    """Another ingest failed, or Ctrl-C was pressed: this one stops rather than run on unseen."""
+
+
+def _stop_if_set(stop: threading.Event, _: IngestSummary) -> None:
+    if stop.is_set():
+        raise IngestStopped("stopped: another ingest failed or the build was interrupted")
+
+
 def _file_sizes(folder: Path) -> dict[str, int]:
     """The sizes of an ingest's output files (not of `done.json`, written after them)."""
     return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != "done.json"}
@@ -351,7 +360,7 @@ class Builder:
             os.replace(self.tmp, self.out)
         return manifest
 
-    def _ingest_one(self, spec: SourceSpec, target: Path, outputs: Outputs) -> IngestSummary:
+    def _ingest_one(self, spec: SourceSpec, target: Path, outputs: Outputs, stop: threading.Event) -> IngestSummary:
         done = target / "done.json"
         finished = read_json_state(done) if self.resume and target.is_dir() else None
         # Work files are not fsynced: after a crash of the machine, one may be shorter than when it was done.
@@ -374,7 +383,8 @@ class Builder:
         self.on_stage(f"ingest {spec.name}")
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         if not self.engine.distributed:
-            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs))
+            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs),
+                                    on_row=functools.partial(_stop_if_set, stop))  # fmt: skip
         elif not is_uri(spec.path) and splits_into_files(_adapter(spec), spec.path):
             # One task per input file, merged here in file order; finished files are kept for a rerun.
             parts = self.tmp / "work" / "parts" / spec.name
@@ -404,7 +414,9 @@ class Builder:
         # fills (1M text and 50k image pairs: ingest 12.4 -> 11.8 s); more would only add memory.
         # On a cluster every source is ingested at once: the driver only waits for (or merges) the tasks' outputs.
         threads = len(jobs) if self.engine.distributed else CONCURRENT_INGESTS
-        summaries = _run_jobs([functools.partial(self._ingest_one, *job) for job in jobs], max(threads, 1))
+        stop = threading.Event()  # set when one fails or Ctrl-C is pressed: a running ingest stops at its next row
+        summaries = _run_jobs([functools.partial(self._ingest_one, *job, stop) for job in jobs], max(threads, 1),
+                              on_failure=stop.set)  # fmt: skip
         self.ingested = {spec.name: summary for spec, summary in zip(sources, summaries[: len(sources)], strict=True)}
         self.warnings = [empty for spec in sources if (empty := self.ingested[spec.name].no_pairs(spec.name))]
         if self.strict and self.warnings:
@@ -708,9 +720,11 @@ def ingest_source(
     pool: Pool = worker_pool,
     parts: Path | None = None,
     per_file: bool = False,
+    on_row: Callable[[IngestSummary], None] | None = None,
 ) -> IngestSummary:
     """Ingest one source of a recipe into `target` (a task of its own on a cluster: it takes plain arguments).
-    A source or images root at an object store's URI is first copied beside `target` (`TARGET.input/`)."""
+    A source or images root at an object store's URI is first copied beside `target` (`TARGET.input/`). `on_row`
+    is called after each row read row by row (in this process)."""
     location, images_root = spec.path, spec.images_root
     staged = target.with_name(target.name + ".input")
     if is_uri(location):
@@ -720,7 +734,7 @@ def ingest_source(
     root = ImagesRoot(Path(images_root) if images_root else None)
     summary = ingest(
         _adapter(spec), location, target, root, max_pixels=max_pixels, workers=workers, outputs=outputs,
-        replace=True, pool=pool, parts=parts, per_file=per_file,
+        replace=True, pool=pool, parts=parts, per_file=per_file, on_row=on_row,
     )  # fmt: skip
     shutil.rmtree(staged, ignore_errors=True)
     return summary
