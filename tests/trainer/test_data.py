@@ -163,3 +163,20 @@ def test_image_table_finds_every_image_by_hash(demo_build: Path) -> None:
     assert rows and all(table.read(r["sha256"]) == r["bytes"] for r in rows)
     with pytest.raises(KeyError, match="not found"):
         table.read("0" * 64)
+
+
+def test_held_out_pairs_of_several_builds_come_in_hash_order(demo_build: Path, tmp_path: Path) -> None:
+    """`eval_max_pairs` takes the first held-out pairs: a sample of every build, not the first build's alone."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    rows = [{"prompt": f"Question {k}?", "chosen": f"A good answer {k}.", "rejected": f"A bad one {k}."}
+            for k in range(40)]  # fmt: skip
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b")
+    data = PairData.open([str(demo_build), str(tmp_path / "b")], seed=0, eval_fraction=0.5)
+    builds = [e.build for e in data.eval]
+    assert set(builds) == {0, 1} and builds != sorted(builds)
+    assert set(builds[:6]) == {0, 1}
