@@ -190,11 +190,15 @@ def _checked_shard(path: Path, table: pa.Table, columns: list[str], check_text: 
             raise BuildError(f"{path}: not a shard of a build (column {name!r} is {table.schema.field(name).type}, "
                              f"not {PAIR_SCHEMA.field(name).type}); build again")  # fmt: skip
     picked = table.select(columns)
+    for name in columns:  # a column the schema declares not null holds no null (pandas writes every field nullable)
+        if not PAIR_SCHEMA.field(name).nullable and picked.column(name).null_count:
+            raise BuildError(f"{path}: not a shard of a build (column {name!r} holds nulls); build again")
     try:
         picked.validate(full=check_text)
     except pa.ArrowInvalid as exc:
         raise BuildError(f"{path}: a damaged shard ({exc}); build again") from None
-    return picked
+    # the pair schema's fields and metadata, whatever the writer declared: the shards concatenate
+    return picked.cast(pa.schema([PAIR_SCHEMA.field(name) for name in columns], metadata=PAIR_SCHEMA.metadata))
 
 
 def _manifest_damage(manifest: dict[str, Any]) -> str | None:

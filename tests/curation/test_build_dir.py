@@ -76,7 +76,7 @@ def test_a_build_is_found_from_its_folder_its_shards_or_its_manifest(built: Path
 
 
 @pytest.mark.parametrize("damage", ["fewer rows", "cut short", "another schema", "a column of another type",
-                                    "invalid UTF-8"])  # fmt: skip
+                                    "invalid UTF-8", "nulls", "nullable fields"])  # fmt: skip
 def test_a_shard_that_is_not_the_manifests_is_refused(built: Path, tmp_path: Path, damage: str) -> None:
     """A shard swapped for a shorter valid one or one of another schema, cut short, or holding text that is not
     UTF-8, is named; nothing trains on it silently, and nothing stops with a traceback."""
@@ -92,6 +92,10 @@ def test_a_shard_that_is_not_the_manifests_is_refused(built: Path, tmp_path: Pat
         "fewer rows": table.slice(0, 2),
         "another schema": table.drop_columns(["prompt"]),
         "a column of another type": table.set_column(0, "pair_id", pa.array(range(table.num_rows))),
+        "nulls": table.set_column(table.schema.get_field_index("chosen"), "chosen",
+                                  pa.array([None] * table.num_rows, pa.string())),
+        # as pandas writes it back: every field nullable, no metadata
+        "nullable fields": table.cast(pa.schema([f.with_nullable(True) for f in table.schema])),
         "invalid UTF-8": table.set_column(
             table.schema.get_field_index("chosen"), "chosen",
             pa.Array.from_buffers(pa.string(), len(answers), [None, answers.buffers()[1],
@@ -107,7 +111,11 @@ def test_a_shard_that_is_not_the_manifests_is_refused(built: Path, tmp_path: Pat
         "fewer rows": rf"{shard}: 2 rows where the manifest lists {table.num_rows}",
         "another schema": rf"{shard}: not a shard of a build \(no column 'prompt'\)",
         "a column of another type": rf"{shard}: not a shard of a build \(column 'pair_id' is int64, not string\)",
+        "nulls": rf"{shard}: not a shard of a build \(column 'chosen' holds nulls\)",
     }.get(damage, rf"{shard}: a damaged shard")
+    if damage == "nullable fields":  # the same rows: read as the build's
+        assert BuildDir.open(copy).pairs() == BuildDir.open(built).pairs() and len(_fit(copy).train) > 0
+        return
     for reader in (lambda: BuildDir.open(copy).pairs(check_text=True), lambda: _fit(copy), lambda: _score(copy)):
         with pytest.raises(BuildError, match=match):
             reader()
