@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import gzip
 import io
 import json
@@ -33,10 +34,11 @@ import zstandard
 
 from curation.errors import InputError, RowError
 
-# JSON lines may come compressed, as `datasets` reads them (a `.json.gz` is read as JSON lines too).
+# JSON may come compressed, as `datasets` reads it
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
-JSON_LINES_SUFFIXES = (".jsonl", *(f"{kind}{c}" for kind in (".jsonl", ".json") for c in COMPRESSIONS))
-SUPPORTED_SUFFIXES = (*JSON_LINES_SUFFIXES, ".json", ".parquet", ".arrow")
+JSON_LINES_SUFFIXES = (".jsonl", *(f".jsonl{c}" for c in COMPRESSIONS))
+JSON_SUFFIXES = (".json", *(f".json{c}" for c in COMPRESSIONS))  # an array, one object, or JSON lines
+SUPPORTED_SUFFIXES = (*JSON_LINES_SUFFIXES, *JSON_SUFFIXES, ".parquet", ".arrow")
 # Files `datasets` never reads as rows of a folder (`datasets.data_files.FILES_TO_IGNORE`)
 NOT_DATA = frozenset({"config.json", "dataset_info.json", "dataset_infos.json", "dataset_dict.json"})
 # A Hub repo id as the Hub spells them: `owner/name`, each of letters, digits, `-`, `_` and `.`, neither starting
@@ -319,7 +321,7 @@ def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None
             raise InputError(f"{shown}: file is empty")
         if path.name.endswith(JSON_LINES_SUFFIXES):
             yield from _iter_jsonl(path, name)
-        elif path.name.endswith(".json"):
+        elif path.name.endswith(JSON_SUFFIXES):
             yield from _iter_json(path, name)
         elif path.name.endswith(".parquet"):
             yield from _iter_parquet(path, name, columns)
@@ -550,7 +552,7 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
                     continue  # blank lines (a trailing newline) are not rows
                 yielded += 1
                 yield _parse_json_line(line, f"{name}:{line_no}")
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
+    except DECOMPRESSION_ERRORS as exc:
         # A truncated or corrupt compressed stream: what was read is kept; the unreadable tail is one reject. (A
         # bz2 stream that is not one is an OSError; a file that cannot be read at all is refused before.)
         tail = f"{name}:{line_no + 1 if yielded else 0}+"
@@ -559,6 +561,10 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
         return
     if not yielded:
         raise InputError(f"{printable(str(path))}: file has no rows")
+
+
+# A truncated or corrupt compressed stream (a bz2 stream that is not one is an OSError)
+DECOMPRESSION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError, lzma.LZMAError, zstandard.ZstdError)
 
 
 def _open_decompressed(path: Path) -> io.BufferedReader:
@@ -572,6 +578,15 @@ def _open_decompressed(path: Path) -> io.BufferedReader:
     if path.name.endswith(".zst"):
         return io.BufferedReader(_ZstdFrames(open(path, "rb")))
     return open(path, "rb")
+
+
+def _decompressed(path: Path) -> bytes:
+    """A file's whole content, decompressed; of a compressed file cut short or corrupt, the bytes before the damage."""
+    chunks = []
+    with contextlib.suppress(*DECOMPRESSION_ERRORS), _open_decompressed(path) as handle:
+        while block := handle.read1(1 << 16):  # a read that fails loses only its own bytes
+            chunks.append(block)
+    return b"".join(chunks)
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -608,8 +623,8 @@ class _ZstdFrames(io.RawIOBase):
 
 def _iter_json(path: Path, name: str) -> Iterator[Record]:
     # A .json file is a JSON array of objects (POVID, LLaVA-RLHF) or, as often on the Hub, json lines.
-    with open(path, "rb") as handle:
-        head = handle.read(1024)
+    with _open_decompressed(path) as handle:
+        head = handle.peek(1024)[:1024]
     encoding = "utf-16" if head[:2] in _UTF16_BOMS else "utf-8-sig"
     if not head.decode(encoding, errors="ignore").lstrip(_JSON_SPACE).startswith("["):
         whole = _one_object(path, encoding)
@@ -618,21 +633,22 @@ def _iter_json(path: Path, name: str) -> Iterator[Record]:
             return
         yield from _iter_jsonl(path, name)
         return
-    # Undecodable bytes are kept as surrogates, so that only the rows holding them are rejected.
-    yield from _iter_json_array(path.read_bytes().decode(encoding, errors="surrogateescape"), path, name)
+    # Undecodable bytes are kept as surrogates, so that only the rows holding them are rejected. A compressed file
+    # cut short gives the bytes before the cut: the array's elements up to there, then one reject for the rest.
+    yield from _iter_json_array(_decompressed(path).decode(encoding, errors="surrogateescape"), path, name)
 
 
 def _one_object(path: Path, encoding: str) -> tuple[Any, str, str | None] | None:
     """The file's one JSON object, its text and the first key it gives twice, where the file is one object spread
     over several lines (a pretty-printed .json) rather than JSON lines; None otherwise."""
-    with open(path, "rb") as handle:
+    with _open_decompressed(path) as handle:
         first = handle.readline(1 << 20)
     if encoding != "utf-8-sig" or first.strip() not in (b"{", b"\xef\xbb\xbf{"):
         return None  # a pretty-printed object opens with a line of its own; anything else is read line by line
     if path.stat().st_size > MAX_ONE_OBJECT_BYTES:
         return None
     try:
-        text = path.read_bytes().decode(encoding)
+        text = _decompressed(path).decode(encoding)
         value, twice = json_value(text)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None  # not one object either: read line by line, each bad line a reject

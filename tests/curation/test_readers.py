@@ -59,6 +59,26 @@ def test_compressed_json_lines_are_read_as_datasets_reads_them(tmp_path: Path, s
     assert list_files(tmp_path) == [path]  # a folder lists it
 
 
+@pytest.mark.parametrize("suffix", [".json.gz", ".json.bz2", ".json.xz", ".json.zst"])
+def test_a_compressed_json_array_or_object_is_read_as_the_plain_one(tmp_path: Path, suffix: str) -> None:
+    rows = [{"i": i, "text": f"row {i}"} for i in range(300)]
+    array = json.dumps(rows, indent=2).encode()
+    compress = COMPRESS["." + suffix.rsplit(".", 1)[-1]]
+    (tmp_path / f"array{suffix}").write_bytes(compress(array))
+    assert [r.data for r in iter_local(tmp_path / f"array{suffix}")] == rows
+    (tmp_path / f"one{suffix}").write_bytes(compress(json.dumps(rows[0], indent=2).encode()))
+    assert [r.data for r in iter_local(tmp_path / f"one{suffix}")] == rows[:1]
+    cut = tmp_path / f"cut{suffix}"  # cut short: the elements before the cut, then one reject for the rest
+    rng = random.Random(0)
+    big = json.dumps([{"i": i, "pad": "".join(rng.choices(string.ascii_letters, k=300))} for i in range(2000)])
+    data = compress(big.encode())
+    cut.write_bytes(data[: len(data) // 2])
+    records = list(iter_local(cut))
+    good = [r for r in records if r.error is None]
+    assert 0 < len(good) < 2000 and [r.data["i"] for r in good] == list(range(len(good)))
+    assert records[-1].error is not None and len(records) == len(good) + 1
+
+
 @pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.bz2", ".jsonl.xz", ".jsonl.zst"])
 def test_a_truncated_compressed_file_keeps_its_rows_and_rejects_the_tail(tmp_path: Path, suffix: str) -> None:
     rng = random.Random(0)  # text that compresses little: the cut falls well inside the stream
