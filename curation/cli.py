@@ -17,9 +17,10 @@ from rich.text import Text
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
-from curation.failure import describe, print_error, run_cli, stop_interrupted, was_interrupted
+from curation.failure import describe, print_error, run_cli
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
+from curation.interrupt import stop_interrupted, was_interrupted
 from curation.lookup import MIN_PREFIX, Found, PairRecord, find_pairs, pair_record, resolve, visible
 from curation.readers import hub_commit, is_hub_id
 from curation.sources import REGISTRY, get_adapter

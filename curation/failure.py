@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
 
 import duckdb
 from rich.console import Console
 from rich.text import Text
 
 from curation.errors import ClusterError, InputError
+from curation.interrupt import INTERRUPTED, install, stop_interrupted, told, was_interrupted
 
 _HINTS = {
     errno.ENOSPC: "no space left on device: free some space or write elsewhere",
@@ -31,9 +29,6 @@ _HINTS = {
     errno.ENAMETOOLONG: "file name too long",
 }
 REPORT = "this is a bug in rm-workbench: please report it with the traceback above"
-INTERRUPTED = 130  # the shells' exit status after Ctrl-C
-_sigint = threading.Event()  # Ctrl-C was pressed (a library may turn its KeyboardInterrupt into an error of its own)
-_told = threading.Event()  # the command said what its interruption kept
 
 
 def describe(exc: BaseException) -> str | None:
@@ -77,35 +72,14 @@ def print_error(message: str) -> None:
     Console(stderr=True).print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
-def was_interrupted(exc: BaseException) -> bool:
-    """Whether `exc` is Ctrl-C's doing: a KeyboardInterrupt, or what a library made of one (DuckDB raises
-    `RuntimeError: Query interrupted`)."""
-    return isinstance(exc, KeyboardInterrupt) or _sigint.is_set()
-
-
-def stop_interrupted(kept: str | None) -> NoReturn:
-    """End an interrupted command with one line saying what it kept (None: no line, another process says it), and
-    the shells' status for Ctrl-C."""
-    _told.set()
-    if kept is not None:
-        Console(stderr=True).print(Text("interrupted: ", style="bold yellow") + Text(kept), soft_wrap=True)
-    raise SystemExit(INTERRUPTED)
-
-
-def _on_sigint(signum: int, frame: object) -> None:
-    _sigint.set()
-    signal.default_int_handler(signum, frame)
-
-
 def run_cli(app: Callable[[], object]) -> None:
     """Run a Typer app: anticipated failures end with one `error:` line (exit 1), bugs with their traceback and
     a request to report them, Ctrl-C with one `interrupted:` line (exit 130)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_sigint)
+    install()
     try:
         app()
     except SystemExit as exc:  # Typer ends a KeyboardInterrupt with exit 130, silently
-        if exc.code == INTERRUPTED and not _told.is_set():
+        if exc.code == INTERRUPTED and not told():
             stop_interrupted("stopped by Ctrl-C")
         raise
     except Exception as exc:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from curation.errors import InputError
-from curation.failure import run_cli, stop_interrupted, was_interrupted
+from curation.failure import run_cli
+from curation.interrupt import stop_interrupted, was_interrupted
 from curation.io import only_writer
 from trainer.config import FitConfig
 

@@ -145,3 +145,21 @@ def test_ctrl_c_stops_a_running_ingest_at_its_next_row(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and "interrupted: the work so far is kept in" in result.stderr
     assert 0 < int(marker.read_text()) < rows  # stopped part way, at a row
     assert not list((tmp_path / "b.partial").rglob("done.json"))  # the stopped ingest is not taken as finished
+
+
+CTRL_C_AT_START = """
+import importlib, os, signal
+from curation import entry
+
+def import_interrupted(name):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the heavy command-line modules are being imported
+    return importlib.import_module(name)
+
+entry.importlib = type("Importlib", (), {"import_module": staticmethod(import_interrupted)})
+entry.curate()
+"""
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line() -> None:
+    result = subprocess.run([sys.executable, "-c", CTRL_C_AT_START], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stderr) == (130, "interrupted: stopped by Ctrl-C\n")
