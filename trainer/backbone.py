@@ -24,6 +24,7 @@ from curation.errors import InputError
 from curation.readers import HUB_ID
 from curation.schema import IMAGE_TOKEN
 from trainer import flex_attention, layout
+from trainer.config import DEFAULT_MAX_PIXELS
 from trainer.vision_attention import use_batched_vision_attention
 
 Kind = Literal["vision_language", "decoder", "encoder"]
@@ -501,11 +502,6 @@ def load_backbone(
         lines = str(exc).strip().splitlines()
         raise InputError(f"model {source!r}: cannot load it ({lines[0] if lines else type(exc).__name__})") from exc
     return Backbone(model, tokenizer, processor)
-
-
-# Released Qwen-VL checkpoints allow up to 12.8M pixels (16,384 tokens) per image, the usual cause of OOM in
-# reward training; without an explicit bound, images are capped at 1280 tokens (transformers' own class default).
-DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 
 
 def _image_processor(source: str | Path, min_pixels: int | None, max_pixels: int | None) -> Any:

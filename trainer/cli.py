@@ -107,11 +107,13 @@ def fit(
                                  "max_steps": max_steps, "global_batch": global_batch, "micro_batch": micro_batch,
                                  "seed": seed}  # fmt: skip
     main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
+    save_every = 0  # a checkpoint every this many steps (0: at the end), for the interrupted line
     try:
         for item in set_ or []:
             key, value = _key_value(item, "--set")
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
+        save_every = settings.save_every
         check_model_source(settings.model)  # before the data is opened: a typo fails at once
         check_run_folder(out, resume, settings.shards)
         busy = f"--out {out}: another trainer is writing this run now"
@@ -132,7 +134,7 @@ def fit(
     except (Exception, KeyboardInterrupt) as exc:
         if not was_interrupted(exc):  # a DataLoader worker stopped by the same Ctrl-C, say, is the interruption
             raise
-        stop_interrupted(_kept_by_run(out) if main else None)  # under torchrun, one line
+        stop_interrupted(_kept_by_run(out, save_every) if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
         summary = fit_summary(last, _held_out_note(out, settings.eval_fraction)) if last else (
             "nothing left to train (already at its last step)")  # fmt: skip
@@ -559,7 +561,8 @@ def _held_out_note(out: Path, eval_fraction: float) -> str:
         return ""
     if report.get("eval_pairs"):
         return ""
-    pairs = sum(int(b.get("pairs", 0)) for b in report.get("builds", {}).values())
+    # the distinct pairs of all builds (a pair in two builds once); a report from before they were counted: summed
+    pairs = report.get("distinct_pairs", sum(int(b.get("pairs", 0)) for b in report.get("builds", {}).values()))
     if not eval_fraction:
         return "no held-out pairs (eval_fraction 0)"
     return f"no held-out pairs: eval_fraction {eval_fraction:g} of {pairs} distinct pairs held none out"
@@ -576,7 +579,7 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
     if "eval/pairs" in last:
         text += (
             f"; held out: loss {last['eval/loss']:.4f}, accuracy {last['eval/accuracy']:.3f} over "
-            f"{int(last['eval/pairs'])} pairs"
+            f"{int(last['eval/pairs'])} pair{'' if int(last['eval/pairs']) == 1 else 's'}"
         )
         if "eval/held_out" in last:  # eval_max_pairs, or pairs skipped (too long), leave some out
             text += f" of {int(last['eval/held_out'])} held out"
@@ -585,14 +588,16 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
     return text
 
 
-def _kept_by_run(out: Path) -> str:
+def _kept_by_run(out: Path, save_every: int) -> str:
     """What an interrupted `fit` leaves in its run folder."""
     from trainer.fit import latest_checkpoint
 
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:
-        return (f"no checkpoint was written in {out} (`--set save_every=N` writes one every N steps); "
-                "running it again starts from step 0")  # fmt: skip
+        when = (
+            f"the first comes at step {save_every}" if save_every else "`--set save_every=N` writes one every N steps"
+        )
+        return f"no checkpoint was written in {out} yet ({when}); running it again starts from step 0"
     return f"{out} keeps its checkpoints up to {checkpoint.name}: --resume continues from there"
 
 

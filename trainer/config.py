@@ -17,6 +17,9 @@ import yaml
 from curation.errors import InputError
 from curation.sources.base import parse_options
 
+# Released Qwen-VL checkpoints allow up to 12.8M pixels (16,384 tokens) per image, the usual cause of OOM in
+# reward training; without an explicit bound, images are capped at 1280 tokens (transformers' own class default).
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 MAX_SEED = 2**32 - 1  # the seed is mixed with step numbers into torch's 64-bit seed
 
 
@@ -94,8 +97,11 @@ class FitConfig:
         for name in ("min_pixels", "max_pixels", "eval_max_pairs"):
             if (value := getattr(self, name)) is not None and value < 1:
                 raise InputError(f"{name} must be >= 1, got {value}")
-        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
-            raise InputError(f"min_pixels {self.min_pixels} is above max_pixels {self.max_pixels}")
+        if self.min_pixels is not None and self.min_pixels > (self.max_pixels or DEFAULT_MAX_PIXELS):
+            bound = (
+                f"max_pixels {self.max_pixels}" if self.max_pixels else f"the default max_pixels {DEFAULT_MAX_PIXELS}"
+            )
+            raise InputError(f"min_pixels {self.min_pixels} is above {bound}")
         for name in ("lr", "weight_decay", "max_grad_norm", "center_coef"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):

@@ -129,8 +129,8 @@ class PairData:
             planned += round(build.weight * len(trains))
             if planned > MAX_DRAWS:  # before they are made: the epoch's order is held in memory
                 raise InputError(
-                    f"--shards {specs[b]}: {planned:,} training draws an epoch with the builds before it, more than "
-                    f"{MAX_DRAWS:,} (about 150 bytes each in memory); lower the weights"
+                    f"--shards {specs[b]}: more than {MAX_DRAWS:,} training draws an epoch with the builds before it "
+                    "(about 150 bytes each in memory); lower the weights"
                 )
             drawn = weighted(trains, build.weight, seed)
             train += drawn

@@ -418,6 +418,7 @@ class Trainer:
             "builds": self.data.counts,
             "train_draws": len(self.data.train),
             "eval_pairs": len(self.data.eval),  # distinct pairs
+            "distinct_pairs": len({p for b in self.data.builds for p in b.table.column("pair_id").to_pylist()}),
             "skipped_train_draws": {r: int(n) for r, n in zip(SKIP_REASONS, train, strict=True) if n},
             "skipped_eval": {r: int(n) for r, n in zip(SKIP_REASONS, held_out, strict=True) if n},
             "steps": self.total_steps,
