@@ -279,7 +279,8 @@ def export_build(
     build = BuildDir.open(location)
     check_export_folder(local_dir, replace, build.path)
     manifest = build.manifest
-    pairs = build.pairs()
+    pairs = build.pairs(check_text=True)  # an export publishes every value: a damaged one is found first
+    build.images()  # and its image table is one this build wrote (its columns, its statistics)
     sources = sorted(set(pairs.column("source").to_pylist()))
     if "default" in sources:
         raise InputError(f"{location}: a source named 'default' would clash with the whole-mixture config")
@@ -290,16 +291,20 @@ def export_build(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     configs = ["default", *sources]
-    _write_config(build, pairs, tmp, "default")
-    for source in sources:
-        _write_config(build, pairs.filter(pc.equal(pairs["source"], source)), tmp, source)
-    (tmp / "README.md").write_text(card_text(build, manifest, configs, licenses, license_id, restricted))
-    if license_id == "other":
-        notes = ["# License notes", "", "The sources of this dataset and their licenses:", ""]
-        notes += [f"- {s}: {', '.join(v)}" for s, v in licenses.items()]
-        (tmp / "LICENSE_NOTES.md").write_text("\n".join(notes) + "\n")
-    (tmp / "recipe.yaml").write_text(manifest["recipe"]["text"])
-    shutil.copy(build.file(MANIFEST), tmp / "manifest.json")
+    try:
+        _write_config(build, pairs, tmp, "default")
+        for source in sources:
+            _write_config(build, pairs.filter(pc.equal(pairs["source"], source)), tmp, source)
+        (tmp / "README.md").write_text(card_text(build, manifest, configs, licenses, license_id, restricted))
+        if license_id == "other":
+            notes = ["# License notes", "", "The sources of this dataset and their licenses:", ""]
+            notes += [f"- {s}: {', '.join(v)}" for s, v in licenses.items()]
+            (tmp / "LICENSE_NOTES.md").write_text("\n".join(notes) + "\n")
+        (tmp / "recipe.yaml").write_text(manifest["recipe"]["text"])
+        shutil.copy(build.file(MANIFEST), tmp / "manifest.json")
+    except BaseException:  # nothing half-written is left beside the export
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     publish_export(tmp, local_dir, may_hold=("LICENSE_NOTES.md",))
     files = [
         (p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in sorted(local_dir.rglob("*")) if p.is_file()

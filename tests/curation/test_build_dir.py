@@ -139,6 +139,13 @@ def test_a_damaged_image_table_is_refused_naming_it(built: Path, tmp_path: Path,
                                         pa.array(range(table.num_rows))), images)  # fmt: skip
     else:
         pq.write_table(table, images, write_statistics=False)
-    for reader in (lambda: BuildDir.open(copy).images(), lambda: _fit(copy)):
+    export = tmp_path / "export"
+    for reader in (lambda: BuildDir.open(copy).images(), lambda: _fit(copy), lambda: export_build(copy, export)):
         with pytest.raises(BuildError, match=rf"{images}: a damaged image table"):
             reader()
+    assert not export.exists() and not export.with_name("export.partial").exists()  # nothing half-written
+    from app.data import AppError
+    from app.data import Build as WorkbenchBuild
+
+    with pytest.raises(AppError, match="a damaged image table"):
+        WorkbenchBuild(copy.parent, copy.name)
