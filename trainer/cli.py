@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +109,7 @@ def fit(
                                  "seed": seed}  # fmt: skip
     main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
     save_every = 0  # a checkpoint every this many steps (0: at the end), for the interrupted line
+    created = not out.exists()  # a failed run in a folder it created leaves no folder
     try:
         for item in set_ or []:
             key, value = _key_value(item, "--set")
@@ -130,11 +132,14 @@ def fit(
 
             last = run_fit(settings, out, resume=resume, on_step=show)
     except (InputError, TrainingError, FileNotFoundError) as exc:
+        _remove_if_unused(out, created and main)
         _fail(str(exc), exc)
     except (Exception, KeyboardInterrupt) as exc:
         if not was_interrupted(exc):  # a DataLoader worker stopped by the same Ctrl-C, say, is the interruption
             raise
-        stop_interrupted(_kept_by_run(out, save_every) if main else None)  # under torchrun, one line
+        kept = _kept_by_run(out, save_every)
+        _remove_if_unused(out, created and main)
+        stop_interrupted(kept if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
         summary = fit_summary(last, _held_out_note(out, settings.eval_fraction)) if last else (
             "nothing left to train (already at its last step)")  # fmt: skip
@@ -333,6 +338,7 @@ def audit(
     from trainer.fit import TrainingError
 
     overrides: dict[str, Any] = {"shards": list(shards) if shards else None, "model": model}
+    created = not out.exists()  # an audit that fails before its first fold leaves no folder
     try:
         for item in set_ or []:
             key, value = _key_value(item, "--set")
@@ -353,6 +359,9 @@ def audit(
             for bar in bars.values():
                 progress.update(bar, completed=2)
     except (InputError, TrainingError, FileNotFoundError) as exc:
+        folds_hold = [e for f in out.glob("fold-*") if f.is_dir() for e in f.iterdir() if not e.name.startswith(".")]
+        if created and out.is_dir() and not folds_hold:  # its plan, and no fold's work
+            shutil.rmtree(out, ignore_errors=True)
         _fail(str(exc), exc)
     except (Exception, KeyboardInterrupt) as exc:
         if not was_interrupted(exc):
@@ -586,6 +595,12 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
     elif held_out_note:
         text += f"; {held_out_note}"
     return text
+
+
+def _remove_if_unused(out: Path, created: bool) -> None:
+    """Remove the run folder a command `created` when it holds nothing but hidden files (its lock)."""
+    if created and out.is_dir() and not out.is_symlink() and all(e.name.startswith(".") for e in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _kept_by_run(out: Path, save_every: int) -> str:

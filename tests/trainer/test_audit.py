@@ -180,6 +180,10 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     assert "warning: the fold models do not agree with the labels more often than chance" in result.output
     result = CliRunner().invoke(app, [*args[:6], "1"])
     assert result.exit_code == 1 and "error: --folds 1: need at least 2" in result.output
+    # An audit that fails before a fold did any work leaves no folder it created (its plan was written first)
+    failing = [*args[:4], str(tmp_path / "failed"), *args[5:-2], "--set", "max_length=10"]  # no pair fits
+    result = CliRunner().invoke(app, failing)
+    assert result.exit_code == 1 and "error: " in result.output and not (tmp_path / "failed").exists()
     # Without --shards, the settings file's extra builds are the ones trained on.
     settings = tmp_path / "fit.yaml"
     settings.write_text(f"shards: [{tmp_path / 'no-such-build'}]\n")

@@ -153,7 +153,7 @@ def test_ctrl_c_before_the_first_checkpoint_keeps_nothing_and_says_so(
     assert interrupted.exit_code == 130
     assert interrupted.stderr.endswith(f"interrupted: no checkpoint was written in {run} yet (`--set save_every=N` "
                                        "writes one every N steps); running it again starts from step 0\n")  # fmt: skip
-    assert [e.name for e in run.iterdir() if not e.name.startswith(".")] == []
+    assert not run.exists()  # the folder it created, gone
     monkeypatch.setattr(Trainer, "_train_step", real_step)
     resumed = CliRunner().invoke(app, [*args, "--resume"])  # nothing to resume: said, then a run from the start
     assert resumed.exit_code == 0, resumed.output
@@ -449,6 +449,18 @@ def test_a_fit_that_fails_before_its_first_checkpoint_leaves_its_folder_as_it_wa
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
     fit(dataclasses.replace(failing, max_length=512), out)
     assert (out / "model" / "reward_model.json").is_file()
+
+
+def test_a_failed_fit_leaves_no_folder_it_created_and_keeps_one_it_was_given(demo_build: Path, tmp_path: Path) -> None:
+    args = ["fit", "--shards", str(demo_build), "--model", "tiny", "--global-batch", "8", "--micro-batch", "4",
+            "--max-steps", "2", "--set", "max_length=10"]  # fmt: skip  # every pair too long: no training draw
+    new = tmp_path / "new"
+    result = CliRunner().invoke(app, [*args, "--out", str(new)])
+    assert result.exit_code == 1 and "error: " in result.stderr and not new.exists()
+    given = tmp_path / "given"
+    given.mkdir()
+    result = CliRunner().invoke(app, [*args, "--out", str(given)])
+    assert result.exit_code == 1 and given.is_dir()
 
 
 def test_a_damaged_model_or_checkpoint_is_one_error_line_naming_it(demo_build: Path, tmp_path: Path) -> None:
