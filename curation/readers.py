@@ -22,7 +22,7 @@ import lzma
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -571,12 +571,14 @@ def _open_decompressed(path: Path) -> io.BufferedReader:
     """A file's bytes, decompressed as its name says (.gz, .bz2, .xz, .zst), readable and peekable."""
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    if path.name.endswith(".bz2"):
-        return bz2.open(path, "rb")  # type: ignore[return-value]
-    if path.name.endswith(".xz"):
-        return lzma.open(path, "rb")  # type: ignore[return-value]
-    if path.name.endswith(".zst"):
-        return io.BufferedReader(_ZstdFrames(open(path, "rb")))
+    decompressors: dict[str, Callable[[], Any]] = {
+        ".bz2": bz2.BZ2Decompressor,
+        ".xz": lzma.LZMADecompressor,
+        ".zst": lambda: zstandard.ZstdDecompressor().decompressobj(),
+    }
+    for suffix, decompressor in decompressors.items():
+        if path.name.endswith(suffix):
+            return io.BufferedReader(_Streams(open(path, "rb"), decompressor))
     return open(path, "rb")
 
 
@@ -589,12 +591,13 @@ def _decompressed(path: Path) -> bytes:
     return b"".join(chunks)
 
 
-class _ZstdFrames(io.RawIOBase):
-    """The decompressed bytes of a file of zstd frames. zstandard's own reader ends quietly where a file is cut
-    short; this one raises EOFError there, as gzip, bz2 and lzma do."""
+class _Streams(io.RawIOBase):
+    """The decompressed bytes of a file of one or more compressed streams (bz2, xz or zstd frames, one after the
+    other). Bytes after a stream that do not start another, or a stream cut short, raise (zstandard's own reader
+    ends quietly at a cut; Python's bz2 and lzma readers drop what follows the last stream)."""
 
-    def __init__(self, raw: io.BufferedReader) -> None:
-        self.raw, self.frame = raw, zstandard.ZstdDecompressor().decompressobj()
+    def __init__(self, raw: io.BufferedReader, decompressor: Callable[[], Any]) -> None:
+        self.raw, self.new, self.frame = raw, decompressor, decompressor()
         self.pending, self.started = b"", False
 
     def readable(self) -> bool:
@@ -603,12 +606,12 @@ class _ZstdFrames(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         while not self.pending:
             data = self.frame.unused_data if self.frame.eof else self.raw.read(1 << 16)
-            if self.frame.eof:  # the next frame, if any, starts in what the last one left
-                self.frame, self.started = zstandard.ZstdDecompressor().decompressobj(), False
+            if self.frame.eof:  # the next stream, if any, starts in what the last one left
+                self.frame, self.started = self.new(), False
                 data = data or self.raw.read(1 << 16)
             if not data:
                 if self.started:
-                    raise EOFError("compressed file ended before the end of a zstd frame")
+                    raise EOFError("compressed file ended before the end of its stream")
                 return 0
             self.started = True
             self.pending = self.frame.decompress(data)

@@ -59,6 +59,22 @@ def test_compressed_json_lines_are_read_as_datasets_reads_them(tmp_path: Path, s
     assert list_files(tmp_path) == [path]  # a folder lists it
 
 
+@pytest.mark.parametrize("compression", [".gz", ".bz2", ".xz", ".zst"])
+def test_streams_one_after_another_are_read_and_bytes_after_the_last_are_a_reject(
+    tmp_path: Path, compression: str
+) -> None:
+    first, second = [{"a": i} for i in range(10)], [{"b": i} for i in range(3)]
+    compress = COMPRESS[compression]
+    two = tmp_path / f"two.jsonl{compression}"
+    two.write_bytes(compress(_lines(first)) + compress(_lines(second)))
+    assert [r.data for r in iter_local(two)] == first + second
+    tail = tmp_path / f"tail.jsonl{compression}"  # rows appended uncompressed: not dropped unseen
+    tail.write_bytes(compress(_lines(first)) + _lines(second))
+    records = list(iter_local(tail))
+    assert [r.data for r in records[:-1]] == first
+    assert records[-1].ref == f"tail.jsonl{compression}:10+" and records[-1].error.reason == "truncated file"
+
+
 @pytest.mark.parametrize("suffix", [".json.gz", ".json.bz2", ".json.xz", ".json.zst"])
 def test_a_compressed_json_array_or_object_is_read_as_the_plain_one(tmp_path: Path, suffix: str) -> None:
     rows = [{"i": i, "text": f"row {i}"} for i in range(300)]
