@@ -437,7 +437,8 @@ def build_cmd(
             local = Path(tempfile.gettempdir()) / "no-such-build"  # a URI that cannot be opened: no work was done
         partial = local.with_name(local.name + ".partial")
         worked = (partial / "work").is_dir()
-        kept = (f"the work so far is kept in {partial}: --resume continues it while the recipe is unchanged"
+        again = "--resume --replace" if replace else "--resume"
+        kept = (f"the work so far is kept in {partial}: {again} continues it while the recipe is unchanged"
                 f"{'; if it fails again, remove the folder' if resume and not interrupted else ''}; a build without "
                 "--resume replaces it")  # fmt: skip
         if interrupted:

@@ -265,8 +265,12 @@ def eval_(
 def score(
     model: Annotated[Path, typer.Option(help="A run or model folder.")],
     build: Annotated[Path, typer.Option(help="A `curate build` output folder.")],
-    part_pairs: Annotated[int, typer.Option(help="Pairs per resumable part.")] = 2048,
-    micro_batch: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 8,
+    part_pairs: Annotated[
+        int, typer.Option(help="Pairs per resumable part (a resume needs the same; another size starts over).")
+    ] = 2048,
+    micro_batch: Annotated[
+        int, typer.Option(help="Pairs per forward pass (another size can change rewards at float rounding).")
+    ] = 8,
     max_length: Annotated[
         int, typer.Option(help="Tokens per answer with its prompt; longer pairs get no score.")
     ] = 4096,
