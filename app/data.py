@@ -179,7 +179,8 @@ class Build:
         try:
             self.dir = BuildDir.open(self.path)
             pairs = self.dir.pairs()  # memory-mapped; a damaged or changed shard is an error naming it
-            self.dir.images()  # an image table of other columns is an error naming it, not a query's failure
+            if self.dir.optional(IMAGES) is not None:  # refused or absent: named in `refused`, the pages go on
+                self.dir.images()  # of other columns: an error naming it, not a query's failure
         except BuildError as exc:
             raise AppError(str(exc).replace(str(self.path), name)) from None
         self.manifest = self.dir.manifest

@@ -147,5 +147,8 @@ def test_a_damaged_image_table_is_refused_naming_it(built: Path, tmp_path: Path,
     from app.data import AppError
     from app.data import Build as WorkbenchBuild
 
-    with pytest.raises(AppError, match="a damaged image table"):
-        WorkbenchBuild(copy.parent, copy.name)
+    if damage == "cut short":  # its footer unreadable: refused and named on the pages, which go on without it
+        assert "images/images.parquet" in WorkbenchBuild(copy.parent, copy.name).refused
+    else:
+        with pytest.raises(AppError, match="a damaged image table"):
+            WorkbenchBuild(copy.parent, copy.name)
