@@ -468,6 +468,12 @@ def ablate(
         rows = run_ablation(variants, settings, specs, out, on_step=say, audit_folds=audit_folds if audit_ else 0)
     except (InputError, OSError, ValueError) as exc:
         _fail(str(exc), exc)
+    except (Exception, KeyboardInterrupt) as exc:
+        if not was_interrupted(exc):
+            raise
+        finished = sorted(p.parent.parent.name for p in (out / "runs").glob("*/model/reward_model.json"))
+        stop_interrupted(f"the trained variants are kept in {out} ({', '.join(finished) or 'none yet'}); the same "
+                         "command reuses them")  # fmt: skip
     table = Table(title=f"ablation ({len(rows)} variants)")
     columns = list(dict.fromkeys(k for row in rows for k in row))
     for column in columns:  # the JSON and markdown tables keep the whole error text

@@ -183,3 +183,28 @@ def test_intervals_tell_variants_apart_only_with_enough_pairs() -> None:
     assert not indistinct(few[:1]) and not indistinct([{"variant": "failed"}, *few[:1]])
     assert accuracy_interval(0.5, 2000) == pytest.approx((0.478, 0.522), abs=1e-3)
     assert cell(accuracy_interval(0.5, 2000)) == "0.48-0.52"
+
+
+def test_ctrl_c_says_which_variants_are_kept(
+    demo_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.ablate
+
+    calls = iter(range(10))
+    real_fit = trainer.ablate.fit
+
+    def interrupted_at_the_second_fit(*args: object, **kwargs: object) -> object:
+        if next(calls) == 1:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer.ablate, "fit", interrupted_at_the_second_fit)
+    second = demo_recipe.parent / "demo_again.yaml"
+    second.write_text(demo_recipe.read_text().replace("name: demo", "name: demo_again"))
+    out = tmp_path / "ablation"
+    args = ["ablate", "--mix", str(demo_recipe), "--mix", str(second), "--out", str(out), "--model", "tiny",
+            "--set", "global_batch=8", "--set", "micro_batch=4", "--set", "max_steps=1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.endswith(f"interrupted: the trained variants are kept in {out} (demo); the same command "
+                                  "reuses them\n")  # fmt: skip
