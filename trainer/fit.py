@@ -473,7 +473,8 @@ class Trainer:
         saved = json.loads((folder / "reward_model.json").read_text()).get("fit_config", {})
         state = json.loads((folder / "trainer_state.json").read_text())
         now = self.config.as_dict()
-        changed = [k for k in now if k in saved and k not in HOW_IT_RUNS and k != "shards" and saved[k] != now[k]]
+        changed = [f"{k} ({saved[k]} in the checkpoint, {now[k]} now)" for k in now
+                   if k in saved and k not in HOW_IT_RUNS and k != "shards" and saved[k] != now[k]]  # fmt: skip
         if "data" in state:  # the builds by content and weight: moved is the same, rebuilt in place is not
             same_data = state["data"] == json.loads(json.dumps(self.data.identity()))
         else:  # a checkpoint from before contents were recorded: by folder

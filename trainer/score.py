@@ -93,6 +93,7 @@ def kept_scores(build: Path, model_folder: Path) -> str:
     parts = out.with_name(out.name + ".partial")
     done = sum(pq.read_metadata(path).num_rows for path in sorted(parts.glob("part-*.parquet")))
     if not done:
+        shutil.rmtree(parts, ignore_errors=True)  # its plan alone: nothing left in the build
         return "no part of the scores was finished; nothing kept"
     return (f"{done} of {build_pairs(opened).num_rows} pairs' scores are kept in {parts}: the same command continues "
             "from them")  # fmt: skip

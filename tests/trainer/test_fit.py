@@ -372,8 +372,10 @@ def test_a_resume_refuses_what_changes_the_learning_and_keeps_how_it_runs(
     in the moved-build test); how it runs (checkpoints, kernels, workers) may change."""
     _killed_after_step_2(config(demo_build, max_steps=3, save_every=1), tmp_path / "run", monkeypatch)
     for change in ({"lr": 0.5}, {"max_length": 64}, {"use_margin": True}, {"head_activation": "tanh"}):
-        with pytest.raises(TrainingError, match=f"cannot resume with changed settings: {next(iter(change))}"):
+        with pytest.raises(TrainingError, match=f"cannot resume with changed settings: {next(iter(change))} "):
             fit(config(demo_build, max_steps=3, save_every=1, **change), tmp_path / "run", resume=True)
+    with pytest.raises(TrainingError, match=r"changed settings: max_length \(\d+ in the checkpoint, 64 now\)"):
+        fit(config(demo_build, max_steps=3, save_every=1, max_length=64), tmp_path / "run", resume=True)
     fit(config(demo_build, max_steps=3, save_every=2, layout="packed"), tmp_path / "run", resume=True)
 
 

@@ -177,3 +177,9 @@ def test_ctrl_c_says_how_many_pairs_scores_are_kept(
     parts = next((copy / "signals").glob("rm_scores-*.parquet.partial"))
     assert result.stderr == (f"interrupted: 8 of {total} pairs' scores are kept in {parts}: the same command "
                              "continues from them\n")  # fmt: skip
+    shutil.rmtree(parts)
+    # interrupted at the first part: nothing kept, and nothing left in the build
+    monkeypatch.setattr(trainer.score, "_write_part", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    result = CliRunner().invoke(app, args)
+    assert (result.exit_code, result.stderr) == (130, "interrupted: no part of the scores was finished; nothing kept\n")
+    assert not list((copy / "signals").glob("rm_scores-*"))
