@@ -141,7 +141,7 @@ def fit(
         _remove_if_unused(out, created and main)
         stop_interrupted(kept if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
-        summary = fit_summary(last, _held_out_note(out, settings.eval_fraction)) if last else (
+        summary = fit_summary(last, _held_out_note(out, settings.eval_fraction), _skipped_held_out(out)) if last else (
             "nothing left to train (already at its last step)")  # fmt: skip
         typer.echo(f"done: {out}: {summary}")
 
@@ -587,8 +587,18 @@ def _held_out_note(out: Path, eval_fraction: float) -> str:
     return f"no held-out pairs: eval_fraction {eval_fraction:g} of {pairs} distinct pairs held none out"
 
 
-def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
-    """The last step's metrics, each with the pairs it is over (and why there are no held-out ones)."""
+def _skipped_held_out(out: Path) -> dict[str, int]:
+    """The held-out pairs the last evaluation could not score, by reason, from the run's data report."""
+    try:
+        skipped = json.loads((out / "data.json").read_text()).get("skipped_eval", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): int(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {}
+
+
+def fit_summary(last: dict[str, Any], held_out_note: str = "", skipped: dict[str, int] | None = None) -> str:
+    """The last step's metrics, each with the pairs it is over (and why there are no held-out ones, or why some were
+    not scored: `skipped` by reason, and `eval_max_pairs`)."""
     steps = f"{last['step']} step" + ("" if last["step"] == 1 else "s")
     if last.get("loss") is None:
         text = f"{steps}; last step: no pair (every draw skipped)"
@@ -602,6 +612,10 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "") -> str:
         )
         if "eval/held_out" in last:  # eval_max_pairs, or pairs skipped (too long), leave some out
             text += f" of {int(last['eval/held_out'])} held out"
+            why = ", ".join(f"{n} {reason}" for reason, n in (skipped or {}).items())
+            unread = int(last["eval/held_out"]) - int(last["eval/pairs"]) - sum((skipped or {}).values())
+            why += (", " if why and unread > 0 else "") + (f"{unread} beyond eval_max_pairs" if unread > 0 else "")
+            text += f" (not scored: {why})" if why else ""
     elif held_out_note:
         text += f"; {held_out_note}"
     return text

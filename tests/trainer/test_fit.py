@@ -269,7 +269,10 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     )
     assert summary and summary[1] == summary[2], result.output
     capped = runner.invoke(app, [*args[:4], str(tmp_path / "capped"), *args[5:], "--set", "eval_max_pairs=3"])
-    assert capped.output.endswith(f" over 3 pairs of {summary[2]} held out\n"), capped.output
+    held = int(summary[2])
+    assert capped.output.endswith(
+        f" over 3 pairs of {held} held out (not scored: {held - 3} beyond eval_max_pairs)\n"
+    ), capped.output
     # a second run into the same folder would mix its metrics, events and reports with the first's
     metrics = (run / "metrics.jsonl").read_text()
     again = runner.invoke(app, args)
@@ -514,3 +517,17 @@ def test_resume_refuses_shards_edited_in_place(demo_build: Path, tmp_path: Path)
         writer.write_table(swapped.cast(table.schema))
     with pytest.raises(TrainingError, match=f"shards edited since their build \\({shard}: not the manifest's sha256"):
         fit(config, tmp_path / "run", resume=True)
+
+
+def test_the_summary_says_why_held_out_pairs_were_not_scored() -> None:
+    from trainer.cli import fit_summary
+
+    last = {"step": 3, "loss": 0.5, "accuracy": 1.0, "pairs": 8, "eval/loss": 0.4, "eval/accuracy": 0.75,
+            "eval/pairs": 54, "eval/held_out": 62}  # fmt: skip
+    assert fit_summary(last, "", {"longer than max_length": 8}).endswith(
+        "over 54 pairs of 62 held out (not scored: 8 longer than max_length)"
+    )
+    assert fit_summary({**last, "eval/pairs": 50}, "", {"longer than max_length": 8}).endswith(
+        "over 50 pairs of 62 held out (not scored: 8 longer than max_length, 4 beyond eval_max_pairs)"
+    )
+    assert fit_summary({**last, "eval/pairs": 62}).endswith("over 62 pairs of 62 held out")
