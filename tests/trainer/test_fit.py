@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -99,26 +100,31 @@ def test_resume_repeats_the_uninterrupted_run_exactly(
     assert reports[0] == reports[1] and reports[0]["skipped_train_draws"][SKIP_TOO_LONG] > 0
 
 
+def _fit_interrupted_at_step(step: int, args: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`trainer fit ARGS` with Ctrl-C pressed as step `step` (0-based) starts; the steps train normally after."""
+    real_step = Trainer._train_step
+
+    def interrupted(self: Trainer, at: int, batches: list) -> dict[str, float]:
+        if at == step:
+            raise KeyboardInterrupt
+        return real_step(self, at, batches)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_step", interrupted)
+        return CliRunner().invoke(app, args)
+
+
 def test_the_cli_says_where_a_resumed_run_picks_up_and_why_nothing_is_held_out(
     demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
     args = ["fit", "--shards", str(demo_build), "--out", str(run), "--model", "tiny", "--global-batch", "8",
             "--micro-batch", "4", "--max-steps", "3", "--set", "save_every=1"]  # fmt: skip
-    real_step = Trainer._train_step
-
-    def crash_at_step_2(self: Trainer, step: int, batches: list) -> dict[str, float]:
-        if step == 2:
-            raise KeyboardInterrupt
-        return real_step(self, step, batches)
-
-    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_2)
-    interrupted = CliRunner().invoke(app, args)
+    interrupted = _fit_interrupted_at_step(2, args, monkeypatch)
     assert interrupted.exit_code == 130
     assert interrupted.stderr.endswith(
         f"interrupted: {run} keeps its checkpoints up to step-000002: --resume continues from there\n"
     )
-    monkeypatch.setattr(Trainer, "_train_step", real_step)
     # a checkpoint of an earlier version, whose epochs dropped their last partial step, is another step plan
     state_file = run / "checkpoints" / "step-000002" / "trainer_state.json"
     state = json.loads(state_file.read_text())
@@ -141,20 +147,11 @@ def test_ctrl_c_before_the_first_checkpoint_keeps_nothing_and_says_so(
     run = tmp_path / "run"
     args = ["fit", "--shards", str(demo_build), "--out", str(run), "--model", "tiny", "--global-batch", "8",
             "--micro-batch", "4", "--max-steps", "2"]  # fmt: skip
-    real_step = Trainer._train_step
-
-    def interrupt_at_step_1(self: Trainer, step: int, batches: list) -> dict[str, float]:
-        if step == 1:
-            raise KeyboardInterrupt
-        return real_step(self, step, batches)
-
-    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_1)
-    interrupted = CliRunner().invoke(app, args)
+    interrupted = _fit_interrupted_at_step(1, args, monkeypatch)
     assert interrupted.exit_code == 130
     assert interrupted.stderr.endswith(f"interrupted: no checkpoint was written in {run} yet (`--set save_every=N` "
                                        "writes one every N steps); running it again starts from step 0\n")  # fmt: skip
     assert not run.exists()  # the folder it created, gone
-    monkeypatch.setattr(Trainer, "_train_step", real_step)
     resumed = CliRunner().invoke(app, [*args, "--resume"])  # nothing to resume: said, then a run from the start
     assert resumed.exit_code == 0, resumed.output
     assert f"note: --resume: {run} holds no checkpoint; training from step 0 of 2\n" in resumed.stderr
