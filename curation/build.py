@@ -237,7 +237,15 @@ class Builder:
     def _prepare(self) -> None:
         if self.out.exists() or self.out.is_symlink():
             if not self.replace:
-                raise InputError(f"{self.out}: already exists; choose another --out, remove it, or --replace it")
+                finished = self.resume and not self.out.is_symlink() and (self.out / "manifest.json").is_file()
+                what = "already exists"
+                if finished and self.tmp.is_dir():  # a --replace build interrupted beside it
+                    what = (
+                        f"a finished build (the unfinished {self.tmp.name} beside it continues with --resume --replace)"
+                    )
+                elif finished:
+                    what = f"a finished build (--resume continues an unfinished one, {self.tmp.name}: there is none)"
+                raise InputError(f"{self.out}: {what}; choose another --out, remove it, or --replace it")
             if self.out.is_symlink() or not (self.out / "manifest.json").is_file():
                 raise InputError(f"{self.out}: not a build folder (no manifest.json); --replace replaces a build only")
         for spec in (*self.recipe.sources, *self.recipe.benchmarks):  # local paths were checked with the recipe

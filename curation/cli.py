@@ -22,6 +22,7 @@ from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
 from curation.interrupt import stop_interrupted, was_interrupted
 from curation.lookup import MIN_PREFIX, Found, PairRecord, find_pairs, pair_record, resolve, visible
+from curation.progress import ProgressLines
 from curation.readers import hub_commit, is_hub_id
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
@@ -284,17 +285,25 @@ def ingest_cmd(
         read = ReadOptions(config, split, commit or revision, data_dir)
         adapter = get_adapter(source)(_parse_pairs(option or []), read)
         root = ImagesRoot(images_root)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed} rows"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=json_summary,
-        ) as progress:
+        with (
+            ProgressLines() as lines,
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed} rows"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+                disable=json_summary or not err_console.is_terminal,  # off a terminal: `ProgressLines`
+            ) as progress,
+        ):
             task = progress.add_task(f"ingest {source}", total=limit)
+
+            def show(state: IngestSummary) -> None:
+                progress.update(task, completed=state.rows_read)
+                lines.set(f"ingest {source}: {state.rows_read:,} rows read")
+
             summary = ingest(
                 adapter,
                 path,
@@ -302,7 +311,7 @@ def ingest_cmd(
                 root,
                 limit=limit,
                 max_pixels=max_pixels,
-                on_row=lambda s: progress.update(task, completed=s.rows_read),
+                on_row=show,
                 workers=workers,
                 replace=replace,
                 strict=strict,
@@ -415,16 +424,22 @@ def build_cmd(
     try:
         recipe = load_recipe(mix)
         runner = make_engine(engine, address, workers)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+        on_terminal = err_console.is_terminal  # off one, `ProgressLines` write the state instead
+        with ProgressLines() as lines, Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
+                                                transient=True, disable=not on_terminal) as bar:  # fmt: skip
             task = bar.add_task("build")
             reused: list[str] = []
+
+            def show(text: str) -> None:
+                bar.update(task, description=f"stage: {text}")
+                lines.set(f"stage: {text}")
+
             manifest = build(
                 recipe, out, resume=resume, workers=workers, memory_limit=memory_limit, cache=cache, strict=strict,
                 engine=runner, stage=stage, replace=replace, on_reuse=reused.append,
                 on_start_over=lambda why: err_console.print(
                     f"note: --resume: {why}; building from the start", markup=False, highlight=False, soft_wrap=True),
-                on_stage=lambda name: bar.update(task, description=f"stage: {name}"),
-                on_progress=lambda text: bar.update(task, description=f"stage: {text}"),
+                on_stage=show, on_progress=show,
             )  # fmt: skip
     except (Exception, KeyboardInterrupt) as exc:
         interrupted = was_interrupted(exc)

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from curation.errors import ClusterError, InputError
 from curation.interrupt import INTERRUPTED, install, stop_interrupted, told, was_interrupted
+from curation.progress import quiet_library_bars
 
 _HINTS = {
     errno.ENOSPC: "no space left on device: free some space or write elsewhere",
@@ -76,6 +77,7 @@ def run_cli(app: Callable[[], object]) -> None:
     """Run a Typer app: anticipated failures end with one `error:` line (exit 1), bugs with their traceback and
     a request to report them, Ctrl-C with one `interrupted:` line (exit 130)."""
     install()
+    quiet_library_bars()
     try:
         app()
     except SystemExit as exc:  # Typer ends a KeyboardInterrupt with exit 130, silently

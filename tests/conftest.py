@@ -25,6 +25,10 @@ from curation.recipe import load_recipe
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 
+# Progress lines (`curation.progress`) are off in tests, so no test's captured output depends on how long it ran;
+# the tests of those lines turn them on for themselves.
+os.environ["RM_WORKBENCH_PROGRESS_EVERY"] = "0"
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIXES = Path(__file__).resolve().parents[1] / "mixes"
 

@@ -2,10 +2,10 @@
 on it but learned from the rest of the build.
 
 The build's distinct pairs (the shards' and the removed ones, as `trainer score` takes them) fall in K folds by a
-hash of pair_id and the seed (`trainer.data.fold_of`). Model k trains on the build without fold k (plus any other
-builds given with `shards`), then judges the pairs of fold k. A pair whose answers do not fit `max_length` is
-judged on answers cut to fit (`truncated`); a pair no model can judge (a video on a text backbone) is counted by
-reason, never dropped silently.
+hash of their prompt's id and the seed (`trainer.data.fold_of`: a prompt's pairs share a fold). Model k trains on
+the build without fold k (plus any other builds given with `shards`), then judges the pairs of fold k. A pair whose
+answers do not fit `max_length` is judged on answers cut to fit (`truncated`); a pair no model can judge (a video on
+a text backbone) is counted by reason, never dropped silently.
 
 Run folder: `OUT/fold-K/` per fold (the fold's run: metrics, model; `scores.parquet` and `fold.json` once judged:
 a rerun skips a judged fold and resumes an interrupted one from its checkpoints), `OUT/audit.json` (per fold its
@@ -38,7 +38,7 @@ from curation.errors import InputError
 from curation.io import sha256_file
 from curation.ops.rm_margin import AUDIT_METADATA
 from trainer.config import FitConfig
-from trainer.data import SKIP_TOO_LONG, featurize, fold_of
+from trainer.data import SKIP_TOO_LONG, SPLIT_BY, featurize, fold_of
 from trainer.evaluate import BenchPairs, model_rewards
 from trainer.fit import fit
 from trainer.model import RewardModel
@@ -242,7 +242,8 @@ def _placeless(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 _PLAN_PARTS = {"pairs_sha256": "the build's pairs differ", "shards_sha256": "the shards the folds train on differ",
-               "folds": "--folds"}  # fmt: skip
+               "folds": "--folds",
+               "folds_by": "how pairs fall in folds (by pair_id then, by prompt_id now)"}  # fmt: skip
 
 
 def _plan_differences(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]:
@@ -275,8 +276,11 @@ def audit(
     opened = BuildDir.open(build)
     pairs = build_pairs(opened)
     ids = pairs.column("pair_id").to_pylist()
-    if folds > len(ids):
-        raise InputError(f"--folds {folds}: more folds than the build's {len(ids)} pairs")
+    prompts = len(set(pairs.column("prompt_id").to_pylist()))
+    if folds > prompts:
+        raise InputError(
+            f"--folds {folds}: more folds than the build's {prompts} prompts (a prompt's pairs share a fold)"
+        )
     if out.resolve() == opened.path.resolve() or opened.path.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: inside the build {opened.path}; the audit's run folder goes elsewhere")
     if out.exists() and not out.is_dir():
@@ -294,6 +298,7 @@ def audit(
         "pairs_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
         "shards_sha256": hashlib.sha256(json.dumps(shards).encode()).hexdigest(),
         "folds": folds,
+        "folds_by": SPLIT_BY,
         "config": {**config.as_dict(), "shards": list(config.shards)},
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -314,7 +319,7 @@ def audit(
     # A fold's scores carry the digest of the plan they were judged under (a resumed audit's own, as it wrote it):
     # scores judged under another plan (settings, data) are judged again.
     fold_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
-    fold_of_pair = [fold_of(pid, config.seed, folds) for pid in ids]
+    fold_of_pair = [fold_of(prompt, config.seed, folds) for prompt in pairs.column("prompt_id").to_pylist()]
     images = opened.images()
     tables, reports = [], []
     for k in range(folds):
@@ -323,7 +328,9 @@ def audit(
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder}: a file where fold {k}'s folder belongs; choose another --out")
         table = _judged(folder, k, expected, fold_digest)  # a judged fold is kept across interruptions
-        if table is None:
+        if table is not None:
+            say(k, "kept")
+        else:
             rows = pairs.filter(pa.array([f == k for f in fold_of_pair])).to_pylist()  # one fold in memory
             model = _fold_model(folder, k, folds, opened.path, config, say) if rows else None
             say(k, "judge")

@@ -22,6 +22,7 @@ from curation.errors import InputError
 from curation.failure import run_cli
 from curation.interrupt import stop_interrupted, was_interrupted
 from curation.io import only_writer
+from curation.progress import ProgressLines
 from trainer.config import FitConfig
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def fit(
                                  "seed": seed}  # fmt: skip
     main = os.environ.get("RANK", "0") == "0"  # under torchrun the ranks share the folder; one holds it
     save_every = 0  # a checkpoint every this many steps (0: at the end), for the interrupted line
+    steps = 0  # the run's steps, once known
     created = not out.exists()  # a failed run in a folder it created leaves no folder
     try:
         for item in set_ or []:
@@ -119,16 +121,23 @@ def fit(
         check_model_source(settings.model)  # before the data is opened: a typo fails at once
         check_run_folder(out, resume, settings.shards)
         busy = f"--out {out}: another trainer is writing this run now"
-        with only_writer(out / ".lock", busy) if main else contextlib.nullcontext(), _progress(main) as progress:
+        with (
+            only_writer(out / ".lock", busy) if main else contextlib.nullcontext(),
+            _progress(main) as progress,
+            ProgressLines(every=None if main else 0) as lines,
+        ):
             task = progress.add_task("training", total=None)
 
             def show(done: int, total: int, record: dict[str, Any] | None) -> None:
+                nonlocal steps
+                steps = total
                 if record is None and 0 < done < total:  # the run's start: where a resumed run picks up
                     typer.echo(f"resuming {out} at step {done} of {total}", err=True)
                 elif record is None and done == 0 and resume:
                     typer.echo(f"note: --resume: {out} holds no checkpoint; training from step 0 of {total}", err=True)
                 loss = "" if record is None or record.get("loss") is None else f", loss {record['loss']:.4f}"
                 progress.update(task, completed=done, total=total, description=f"step {done}/{total}{loss}")
+                lines.set(f"step {done}/{total}{loss}")
 
             last = run_fit(settings, out, resume=resume, on_step=show)
     except (InputError, TrainingError, FileNotFoundError) as exc:
@@ -137,7 +146,7 @@ def fit(
     except (Exception, KeyboardInterrupt) as exc:
         if not was_interrupted(exc):  # a DataLoader worker stopped by the same Ctrl-C, say, is the interruption
             raise
-        kept = _kept_by_run(out, save_every)
+        kept = _kept_by_run(out, save_every, steps)
         _remove_if_unused(out, created and main)
         stop_interrupted(kept if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
@@ -231,13 +240,17 @@ def eval_(
                  else s for s in specs]  # fmt: skip
         models = [load_reward_model(m) for m in model]
         # A progress bar on a terminal only: piped, it would leave lines (a blank one before an error).
-        with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        with (
+            ProgressLines() as lines,
+            Progress(console=console, transient=True, disable=not console.is_terminal) as progress,
+        ):
             tasks: dict[str, Any] = {}
 
             def show(name: str, done: int, total: int) -> None:
                 if name not in tasks:
                     tasks[name] = progress.add_task(name, total=total)
                 progress.update(tasks[name], completed=done)
+                lines.set(f"{name}: {done} of {total} items")
 
             report = evaluate(models, specs, max_length=max_length, micro_batch=micro_batch,
                               xstest=xstest_weights, on_progress=show)  # type: ignore[arg-type]  # fmt: skip
@@ -284,24 +297,33 @@ def score(
     from trainer.predict import load_reward_model, resolve_model
     from trainer.score import kept_scores, score_build
 
-    folder: Path | None = None
+    parts: tuple[Path, int, int] | None = None  # the parts folder, the pairs an interrupted run scored, all pairs
+
+    def planned(folder: Path, reused: int, pairs: int) -> None:
+        nonlocal parts
+        parts = (folder, reused, pairs)
+
     try:
         folder = resolve_model(model)
         reward_model = load_reward_model(model)
-        with _progress() as progress:
+        with _progress() as progress, ProgressLines() as lines:
             task = progress.add_task("scoring", total=None)
 
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total, description=f"scoring: {done} of {total} pairs")
+                lines.set(f"scoring: {done} of {total} pairs")
 
             out = score_build(reward_model, folder, build, part_pairs=part_pairs, micro_batch=micro_batch,
-                              max_length=max_length, on_progress=advance)  # fmt: skip
+                              max_length=max_length, on_progress=advance, on_parts=planned)  # fmt: skip
     except (OSError, ValueError) as exc:
         _fail(str(exc), exc)
     except (Exception, KeyboardInterrupt) as exc:
         if not was_interrupted(exc):
             raise
-        stop_interrupted(kept_scores(build, folder) if folder is not None else "stopped before scoring began")
+        stop_interrupted(kept_scores(parts[0], parts[2]) if parts else "stopped before scoring began")
+    if parts and parts[1]:
+        typer.echo(f"resumed: {parts[1]} of {parts[2]} pairs' scores taken from the parts an interrupted run "
+                   "finished (not scored again)")  # fmt: skip
     reasons = Counter(pq.read_table(out, columns=["not_scored"]).column("not_scored").to_pylist())
     total = sum(reasons.values())
     scored = reasons.pop(None, 0)  # a pair with scores has no reason
@@ -349,19 +371,27 @@ def audit(
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)
-        with Progress(console=_console()) as progress:
+        with Progress(console=_console()) as progress, ProgressLines() as lines:
             bars: dict[int, Any] = {}  # a bar per fold: trained, then judged
+            kept: list[int] = []  # folds judged by an earlier run of this audit
 
             def on_fold(fold: int, what: str) -> None:
+                if what == "kept":
+                    kept.append(fold)
+                    return
                 for earlier in bars:
                     progress.update(bars[earlier], completed=2)
                 if fold not in bars:
                     bars[fold] = progress.add_task(f"fold {fold}", total=2)
                 progress.update(bars[fold], completed=int(what == "judge"), description=f"fold {fold}: {what}")
+                lines.set(f"fold {fold} of {folds}: {what}")
 
             report = run_audit(build, settings, folds, out, on_fold=on_fold)
             for bar in bars.values():
                 progress.update(bar, completed=2)
+        if kept:
+            typer.echo(f"resumed: {len(kept)} of {folds} folds judged by an earlier run of this audit in {out} are "
+                       f"kept, not trained or judged again (fold {', '.join(map(str, kept))})")  # fmt: skip
     except (InputError, TrainingError, FileNotFoundError) as exc:
         folds_hold = [e for f in out.glob("fold-*") if f.is_dir() for e in f.iterdir() if not e.name.startswith(".")]
         if created and out.is_dir() and not folds_hold:  # its plan, and no fold's work
@@ -464,8 +494,13 @@ def ablate(
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)
         specs = _bench_specs(bench or [], images_root)
-        say = lambda text: console.print(f"[dim]{text}[/dim]")  # noqa: E731
-        rows = run_ablation(variants, settings, specs, out, on_step=say, audit_folds=audit_folds if audit_ else 0)
+        with ProgressLines() as lines:
+
+            def say(text: str) -> None:
+                console.print(f"[dim]{text}[/dim]")
+                lines.set(text)
+
+            rows = run_ablation(variants, settings, specs, out, on_step=say, audit_folds=audit_folds if audit_ else 0)
     except (InputError, OSError, ValueError) as exc:
         _fail(str(exc), exc)
     except (Exception, KeyboardInterrupt) as exc:
@@ -627,14 +662,16 @@ def _remove_if_unused(out: Path, created: bool) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def _kept_by_run(out: Path, save_every: int) -> str:
-    """What an interrupted `fit` leaves in its run folder."""
+def _kept_by_run(out: Path, save_every: int, steps: int) -> str:
+    """What an interrupted `fit` of `steps` steps (0: not known yet) leaves in its run folder."""
     from trainer.fit import latest_checkpoint
 
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:
         when = (
-            f"the first comes at step {save_every}" if save_every else "`--set save_every=N` writes one every N steps"
+            f"the first comes at step {save_every}"
+            if save_every and (not steps or save_every < steps)
+            else "`--set save_every=N` writes one every N steps"
         )
         return f"no checkpoint was written in {out} yet ({when}); running it again starts from step 0"
     return f"{out} keeps its checkpoints up to {checkpoint.name}: --resume continues from there"

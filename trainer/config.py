@@ -69,20 +69,23 @@ class FitConfig:
     num_workers: int = 0  # processes that tokenize and decode images ahead of the model (0: in the trainer)
     eval_fraction: float = 0.02
     eval_max_pairs: int = 1000
-    # cross-fitting (`trainer audit`): the first build's pairs fall in `folds` folds by a hash of pair_id and seed;
+    # cross-fitting (`trainer audit`): the first build's pairs fall in `folds` folds by a hash of prompt_id and seed;
     # the run trains without fold `fold` (which its model then judges). 0: no folds.
     folds: int = 0
     fold: int = 0
     # bookkeeping
     eval_every: int = 0  # steps; 0 = at the end only
-    save_every: int = 0  # steps; 0 = at the end only
+    save_every: int = 500  # steps; 0 = at the end only (an interrupted run then keeps nothing)
+    # the newest this many checkpoints are kept, older ones removed once a newer one is complete (a 7B checkpoint,
+    # weights and optimizer state, is about 100 GB); 0 keeps every one
+    keep_checkpoints: int = 2
     log_every: int = 1
 
     def __post_init__(self) -> None:
         if min(self.global_batch, self.micro_batch, self.log_every, self.epochs, self.pack_length) < 1:
             raise InputError("global_batch, micro_batch, log_every, epochs and pack_length must be >= 1")
-        if self.num_workers < 0 or self.eval_every < 0 or self.save_every < 0:
-            raise InputError("num_workers, eval_every and save_every must be >= 0")
+        if min(self.num_workers, self.eval_every, self.save_every, self.keep_checkpoints) < 0:
+            raise InputError("num_workers, eval_every, save_every and keep_checkpoints must be >= 0")
         if not 0 <= self.eval_fraction < 1:
             raise InputError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):

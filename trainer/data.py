@@ -28,7 +28,7 @@ from curation.errors import InputError
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 from trainer.layout import Packed, pack, packed_index, shared_prefix_length
 
-COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
+COLUMNS = ["pair_id", "prompt_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 SKIP_VIDEO = "video pair on a backbone without video input"
 SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
 SKIP_TOO_LONG = "longer than max_length"
@@ -44,9 +44,15 @@ def unit_hash(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def fold_of(pair_id: str, seed: int, folds: int) -> int:
-    """The cross-fitting fold of a pair: a hash of its id and the seed, so a pair's fold is the same in any build."""
-    return min(int(unit_hash("fold", seed, pair_id) * folds), folds - 1)
+# What the held-out split and the audit's folds fall by: a prompt's pairs stay together (recorded in checkpoints and
+# audit plans, so work split another way is not resumed as if it were the same).
+SPLIT_BY = "prompt_id"
+
+
+def fold_of(prompt_id: str, seed: int, folds: int) -> int:
+    """The cross-fitting fold of a pair: a hash of its prompt's id and the seed, so a pair's fold is the same in any
+    build, and the pairs of one prompt share a fold (no model judges a pair after training on its prompt)."""
+    return min(int(unit_hash("fold", seed, prompt_id) * folds), folds - 1)
 
 
 @dataclass
@@ -101,25 +107,26 @@ class PairData:
 
     @classmethod
     def open(cls, specs: list[str], seed: int, eval_fraction: float, folds: int = 0, fold: int = 0) -> PairData:
-        """The builds' pairs, split into train and held-out by hash of the pair id (a held-out pair is evaluated
-        once, however many copies of it the shards hold: `counts` gives each build's rows, distinct pairs, training
-        draws and held-out pairs); with `folds`, the first build's pairs of
-        fold `fold` (`fold_of`) are left out altogether, from every build that holds them (cross-fitting: another
-        model judges them)."""
+        """The builds' pairs, split into train and held-out by a hash of the prompt id, so the pairs of one prompt
+        fall on one side (a held-out pair is evaluated once, however many copies of it the shards hold: `counts`
+        gives each build's rows, distinct pairs, training draws and held-out pairs); with `folds`, the prompts of the
+        first build's fold `fold` (`fold_of`) are left out altogether, from every build that holds them
+        (cross-fitting: another model judges their pairs)."""
         builds = [Build.open(spec) for spec in specs]
         train: list[Entry] = []
         held_out: list[Entry] = []
         counts: dict[str, Any] = {}
         judged_elsewhere: set[str] = set()
         if folds and builds:
-            first = builds[0].table.column("pair_id").to_pylist()
-            judged_elsewhere = {pid for pid in first if fold_of(pid, seed, folds) == fold}
+            first = builds[0].table.column("prompt_id").to_pylist()
+            judged_elsewhere = {prompt for prompt in first if fold_of(prompt, seed, folds) == fold}
         evaluated: set[str] = set()  # a held-out pair is evaluated once, whatever its copies in the shards
         planned = 0  # training draws of the builds so far
         for b, build in enumerate(builds):
             ids = build.table.column("pair_id").to_pylist()
-            used = [i for i, pid in enumerate(ids) if pid not in judged_elsewhere]
-            held = {i for i in used if unit_hash("eval", seed, ids[i]) < eval_fraction}  # stable across builds
+            prompts = build.table.column("prompt_id").to_pylist()
+            used = [i for i, prompt in enumerate(prompts) if prompt not in judged_elsewhere]
+            held = {i for i in used if unit_hash("eval", seed, prompts[i]) < eval_fraction}  # stable across builds
             evals = []
             for i in sorted(held):
                 if ids[i] not in evaluated:

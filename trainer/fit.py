@@ -35,6 +35,7 @@ from trainer.backbone import load_backbone
 from trainer.config import FitConfig
 from trainer.data import (
     SKIP_REASONS,
+    SPLIT_BY,
     Batch,
     Entry,
     Featurizer,
@@ -151,9 +152,10 @@ def _bf16(config: FitConfig) -> bool:
 
 # Settings a resumed run may change: how it runs, not what it learns (the layouts and attention kernels are
 # exact rearrangements of one computation, checked against the naive step).
-HOW_IT_RUNS = frozenset({"save_every", "eval_every", "log_every", "num_workers", "eval_max_pairs", "compile",
-                         "attention", "layout", "pack_length", "padding_side", "gradient_checkpointing",
-                         "checkpoint_vision", "checkpoint_keep_layers", "strategy"})  # fmt: skip
+HOW_IT_RUNS = frozenset({"save_every", "keep_checkpoints", "eval_every", "log_every", "num_workers",
+                         "eval_max_pairs", "compile", "attention", "layout", "pack_length", "padding_side",
+                         "gradient_checkpointing", "checkpoint_vision", "checkpoint_keep_layers",
+                         "strategy"})  # fmt: skip
 
 
 class Trainer:
@@ -452,12 +454,16 @@ class Trainer:
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             groups = [{k: v for k, v in g.items()} for g in optim_state["param_groups"]]
             state = {"step": step, "param_groups": groups, "data": self.data.identity(),
-                     "steps_per_epoch": self.steps_per_epoch,
+                     "steps_per_epoch": self.steps_per_epoch, "split_by": SPLIT_BY,
                      "skipped_train": {r: int(n) for r, n in zip(SKIP_REASONS, skipped, strict=True) if n}}  # fmt: skip
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
             self.last_checkpoint = folder
+            if self.config.keep_checkpoints:  # once the new one is complete: never fewer than asked for
+                older = sorted(checkpoints(self.out), key=lambda p: int(p.name[5:]))[: -self.config.keep_checkpoints]
+                for stale in older:
+                    shutil.rmtree(stale, ignore_errors=True)
         self.dist.barrier()
 
     def _restore_weights(self) -> None:
@@ -488,6 +494,8 @@ class Trainer:
         planned = state.get("steps_per_epoch", len(self.data.train) // self.config.global_batch)
         if planned != self.steps_per_epoch:
             changed.append(f"steps per epoch ({planned} in the checkpoint, {self.steps_per_epoch} now)")
+        if (split_by := state.get("split_by", "pair_id")) != SPLIT_BY:  # checkpoints from before it was recorded
+            changed.append(f"the held-out split (by {split_by} in the checkpoint, by {SPLIT_BY} now)")
         if changed:  # the data order or the schedule would differ: not a continuation
             raise TrainingError(f"{folder}: cannot resume with changed settings: {', '.join(changed)}")
         load_model(self.model, str(folder / "model.safetensors"))
@@ -558,10 +566,14 @@ def fit(config: FitConfig, out: Path, resume: bool = False, on_step: OnStep | No
         raise
 
 
+def checkpoints(out: Path) -> list[Path]:
+    """The run folder's complete checkpoints (`step-N`; a `.partial` one is not)."""
+    return [p for p in (out / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The run folder's checkpoint of the highest step, or None."""
-    folders = [p for p in (out / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
-    return max(folders, key=lambda p: int(p.name[5:]), default=None)
+    return max(checkpoints(out), key=lambda p: int(p.name[5:]), default=None)
 
 
 def _run_entries(out: Path) -> list[Path]:

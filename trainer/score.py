@@ -36,7 +36,7 @@ SCORES_SCHEMA = pa.schema(
 )
 # What `trainer score` writes: the scores and, for a pair without them, why (`trainer audit` adds its own columns).
 SCORE_FILE_SCHEMA = pa.schema([*SCORES_SCHEMA, pa.field("not_scored", pa.string())])
-COLUMNS = ["pair_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
+COLUMNS = ["pair_id", "prompt_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 
 
 def model_digest(folder: Path) -> str:
@@ -68,9 +68,11 @@ def score_build(
     max_length: int = 4096,
     micro_batch: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
+    on_parts: Callable[[Path, int, int], None] | None = None,
 ) -> Path:
     """Score every distinct pair of `build` into its signals folder; `on_progress(pairs done, pairs)` is called as
-    pairs are scored (and for the parts an interrupted run finished)."""
+    pairs are scored (and for the parts an interrupted run finished), `on_parts(parts folder, pairs in the parts an
+    interrupted run finished, pairs)` once, before scoring."""
     opened = BuildDir.open(build)
     signals = opened.path / "signals"
     if signals.is_symlink() or (signals.exists() and not signals.resolve().is_relative_to(opened.path.resolve())):
@@ -78,7 +80,7 @@ def score_build(
     out = scores_file(opened, model_folder)
     busy = f"{out}: another `trainer score` of this model is writing it now; wait for it"
     with only_writer(signals / f".{out.stem}.lock", busy):
-        return _score_into(out, opened, model, part_pairs, max_length, micro_batch, on_progress)
+        return _score_into(out, opened, model, part_pairs, max_length, micro_batch, on_progress, on_parts)
 
 
 def scores_file(build: BuildDir, model_folder: Path) -> Path:
@@ -86,17 +88,17 @@ def scores_file(build: BuildDir, model_folder: Path) -> Path:
     return build.path / "signals" / f"rm_scores-{model_digest(model_folder)}.parquet"
 
 
-def kept_scores(build: Path, model_folder: Path) -> str:
-    """What an interrupted `trainer score` kept: the pairs of its finished parts, of all."""
-    opened = BuildDir.open(build)
-    out = scores_file(opened, model_folder)
-    parts = out.with_name(out.name + ".partial")
-    done = sum(pq.read_metadata(path).num_rows for path in sorted(parts.glob("part-*.parquet")))
+def kept_scores(parts: Path, pairs: int) -> str:
+    """What an interrupted `trainer score` kept in its parts folder: the pairs of its finished parts, of all."""
+    done = _pairs_in_parts(parts)
     if not done:
         shutil.rmtree(parts, ignore_errors=True)  # its plan alone: nothing left in the build
         return "no part of the scores was finished; nothing kept"
-    return (f"{done} of {build_pairs(opened).num_rows} pairs' scores are kept in {parts}: the same command continues "
-            "from them")  # fmt: skip
+    return f"{done} of {pairs} pairs' scores are kept in {parts}: the same command continues from them"
+
+
+def _pairs_in_parts(parts: Path) -> int:
+    return sum(pq.read_metadata(path).num_rows for path in sorted(parts.glob("part-*.parquet")))
 
 
 def _score_into(
@@ -107,6 +109,7 @@ def _score_into(
     max_length: int,
     micro_batch: int,
     on_progress: Callable[[int, int], None] | None,
+    on_parts: Callable[[Path, int, int], None] | None,
 ) -> Path:
     parts_dir = out.with_name(out.name + ".partial")
     pairs = build_pairs(opened)
@@ -119,6 +122,8 @@ def _score_into(
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan))
+    if on_parts is not None:
+        on_parts(parts_dir, _pairs_in_parts(parts_dir), pairs.num_rows)
     images = opened.images()
     total = -(-pairs.num_rows // part_pairs)
     progress = on_progress or (lambda done, of: None)

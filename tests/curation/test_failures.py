@@ -442,6 +442,11 @@ def test_a_build_is_replaced_only_when_asked_and_only_a_build(
     first = json.loads((out / "manifest.json").read_text())
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(out))
     assert code == 1 and "already exists; choose another --out, remove it, or --replace it" in _one_error_line(err)
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(out), "--resume")
+    assert code == 1 and _one_error_line(err).endswith(
+        "b: a finished build (--resume continues an unfinished one, b.partial: there is none); "
+        "choose another --out, remove it, or --replace it"
+    )
     write_jsonl(tmp_path / "uf.jsonl", UF_ROWS[:3])  # the source changed: the new build holds 3 pairs
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(out), "--replace")
     assert code == 0, err

@@ -42,16 +42,17 @@ def test_every_pair_is_judged_by_the_model_that_did_not_train_on_it(audited: tup
     build, run, report = audited
     pairs = build_pairs(BuildDir.open(build)).to_pylist()
     scores = pq.read_table(run / "scores.parquet").to_pylist()
+    prompt_of = {p["pair_id"]: p["prompt_id"] for p in pairs}
     assert [s["pair_id"] for s in scores] == [p["pair_id"] for p in pairs]  # one row per distinct pair
-    assert all(s["fold"] == fold_of(s["pair_id"], CONFIG.seed, 2) for s in scores)
+    assert all(s["fold"] == fold_of(prompt_of[s["pair_id"]], CONFIG.seed, 2) for s in scores)
     assert {s["fold"] for s in scores} == {0, 1}
     for k in (0, 1):
         # The fold's run trained on no pair of its fold...
         data = PairData.open([str(build)], CONFIG.seed, CONFIG.eval_fraction, folds=2, fold=k)
-        assert all(fold_of(e.pair_id, CONFIG.seed, 2) != k for e in data.train + data.eval)
+        assert all(fold_of(prompt_of[e.pair_id], CONFIG.seed, 2) != k for e in data.train + data.eval)
         assert json.loads((run / f"fold-{k}" / "data.json").read_text())["builds"][str(build)]["left_out"] > 0
         # ...and its model is the one whose rewards the fold's pairs carry.
-        row = next(p for p in pairs if fold_of(p["pair_id"], CONFIG.seed, 2) == k and not p["images"])
+        row = next(p for p in pairs if fold_of(p["prompt_id"], CONFIG.seed, 2) == k and not p["images"])
         (((chosen, rejected), _, _),) = judge(RewardModel.load(run / f"fold-{k}" / "model"), [row], {}, 96, 4)
         mine = next(s for s in scores if s["pair_id"] == row["pair_id"])
         assert (mine["reward_chosen"], mine["reward_rejected"]) == pytest.approx((chosen, rejected), abs=1e-5)
@@ -68,8 +69,9 @@ def test_a_fold_is_left_out_of_every_extra_build_that_holds_its_pairs(demo_build
     # An extra training build that repeats the audited pairs (here: the build itself) must not teach a fold's model
     # the pairs it then judges.
     data = PairData.open([str(demo_build), str(demo_build)], CONFIG.seed, 0.0, folds=2, fold=0)
+    prompt_of = {p["pair_id"]: p["prompt_id"] for p in build_pairs(BuildDir.open(demo_build)).to_pylist()}
     assert data.train and {e.build for e in data.train} == {0, 1}
-    assert all(fold_of(e.pair_id, CONFIG.seed, 2) != 0 for e in data.train + data.eval)
+    assert all(fold_of(prompt_of[e.pair_id], CONFIG.seed, 2) != 0 for e in data.train + data.eval)
     assert data.counts[str(demo_build)]["left_out"] > 0
 
 
@@ -88,7 +90,7 @@ def test_an_interrupted_audit_resumes_by_fold(demo_build: Path, tmp_path: Path, 
     judged = (tmp_path / "run" / "fold-0" / "scores.parquet").stat().st_mtime_ns
     steps: list[tuple[int, str]] = []
     audit(build, CONFIG, 2, tmp_path / "run", on_fold=lambda fold, what: steps.append((fold, what)))
-    assert steps == [(1, "train"), (1, "judge")]  # fold 0 was neither trained nor judged again
+    assert steps == [(0, "kept"), (1, "train"), (1, "judge")]  # fold 0 was neither trained nor judged again
     assert (tmp_path / "run" / "fold-0" / "scores.parquet").stat().st_mtime_ns == judged
     assert pq.read_table(tmp_path / "run" / "scores.parquet") == pq.read_table(audited[1] / "scores.parquet")
     with pytest.raises(Exception, match=r"planned otherwise \(--folds 2 then, 3 now\); give its settings"):
@@ -114,7 +116,7 @@ def test_an_audit_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path
     assert pq.read_table(tmp_path / "run" / "scores.parquet") == pq.read_table(audited[1] / "scores.parquet")
     again: list[tuple[int, str]] = []
     audit(moved, CONFIG, 2, tmp_path / "run", on_fold=lambda fold, what: again.append((fold, what)))
-    assert again == []  # both folds' models and scores kept
+    assert again == [(0, "kept"), (1, "kept")]  # both folds' models and scores kept
 
 
 def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple, tmp_path: Path) -> None:
@@ -135,13 +137,18 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
         (resumed / f"fold-{k}" / "fold.json").write_text(json.dumps({**marker, "scores_sha256": None}))
     steps: list[tuple[int, str]] = []
     report = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
-    assert steps == []  # nothing trained or judged again
+    assert steps == [(0, "kept"), (1, "kept")]  # nothing trained or judged again
     assert pq.read_table(resumed / "scores.parquet") == pq.read_table(run / "scores.parquet")
     assert json.loads((resumed / "plan.json").read_text())["config"] == older  # its own plan, and its own name
     assert Path(report["signal"]).name == f"rm_scores-audit-{older_digest[:12]}.parquet"
     # A stored setting that differs from this run's is a change, not a match.
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": {**older, "max_length": 4096}}))
     with pytest.raises(Exception, match=r"holds an audit planned otherwise \(max_length 4096 then, "):
+        audit(build, CONFIG, 2, resumed)
+    # Folds of an earlier version, which fell by pair rather than by prompt, are not the same folds.
+    (resumed / "plan.json").write_text(json.dumps({k: v for k, v in {**plan, "config": older}.items()
+                                                   if k != "folds_by"}))  # fmt: skip
+    with pytest.raises(InputError, match=r"otherwise \(how pairs fall in folds \(by pair_id then, by prompt_id"):
         audit(build, CONFIG, 2, resumed)
 
 
@@ -178,6 +185,10 @@ def test_cli_reports_each_fold(demo_build: Path, tmp_path: Path) -> None:
     assert not pooled["beats_chance"] and pooled["interval_95"][0] <= 0.5
     assert f"in {pooled['agreeing']} of {pooled['pairs']} scored pairs of the shards (95% interval" in result.output
     assert "warning: the fold models do not agree with the labels more often than chance" in result.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "resumed: " not in result.output
+    assert (f"resumed: 2 of 2 folds judged by an earlier run of this audit in {tmp_path / 'run'} are kept, not "
+            "trained or judged again (fold 0, 1)\n") in again.output  # fmt: skip
     result = CliRunner().invoke(app, [*args[:6], "1"])
     assert result.exit_code == 1 and "error: --folds 1: need at least 2" in result.output
     # An audit that fails before a fold did any work leaves no folder it created (its plan was written first)
@@ -237,7 +248,7 @@ def test_a_damaged_judged_fold_is_judged_again(audited: tuple, tmp_path: Path, d
     damage(resumed)
     steps: list[tuple[int, str]] = []
     again = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
-    assert steps == [(1, "judge")]  # its model is kept; fold 0 untouched
+    assert steps == [(0, "kept"), (1, "judge")]  # fold 1's model is kept; fold 0 untouched
     assert pq.read_table(resumed / "scores.parquet") == pq.read_table(run / "scores.parquet")
     assert again["folds"] == report["folds"] and again["scored"] == report["scored"]
 
@@ -258,7 +269,7 @@ def test_a_fold_report_is_counted_from_its_scores_never_read_back(audited: tuple
     (resumed / "fold-1" / "fold.json").write_text(text)
     steps: list[tuple[int, str]] = []
     again = audit(build, CONFIG, 2, resumed, on_fold=lambda fold, what: steps.append((fold, what)))
-    assert steps == []  # the scores are whole: nothing judged again
+    assert steps == [(0, "kept"), (1, "kept")]  # the scores are whole: nothing judged again
     assert again["folds"] == report["folds"] and again["held_out"] == report["held_out"]
     written = json.loads((resumed / "fold-1" / "fold.json").read_text())
     assert (
@@ -324,8 +335,9 @@ def test_a_build_rebuilt_in_place_is_not_resumed(audited: tuple, tmp_path: Path)
 
 
 def test_arguments_that_cannot_make_an_audit_are_refused(audited: tuple, tmp_path: Path) -> None:
-    build, _, report = audited
-    with pytest.raises(InputError, match=f"--folds 1000: more folds than the build's {report['pairs']} pairs"):
+    build, _, _ = audited
+    prompts = len(set(build_pairs(BuildDir.open(build)).column("prompt_id").to_pylist()))
+    with pytest.raises(InputError, match=f"--folds 1000: more folds than the build's {prompts} prompts"):
         audit(build, CONFIG, 1000, tmp_path / "run")
     with pytest.raises(InputError, match="inside the build"):
         audit(build, CONFIG, 2, build / "audit")

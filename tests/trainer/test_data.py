@@ -180,3 +180,23 @@ def test_held_out_pairs_of_several_builds_come_in_hash_order(demo_build: Path, t
     builds = [e.build for e in data.eval]
     assert set(builds) == {0, 1} and builds != sorted(builds)
     assert set(builds[:6]) == {0, 1}
+
+
+def test_the_pairs_of_one_prompt_are_all_trained_on_or_all_held_out(tmp_path: Path) -> None:
+    """Held-out accuracy is over prompts the model never saw: a prompt's pairs fall on one side of the split."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    rows = [{"prompt": f"Question {k}?", "chosen": f"A good answer {k}.{j}", "rejected": f"A bad one {k}.{j}"}
+            for k in range(20) for j in range(3)]  # fmt: skip
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b")
+    data = PairData.open([str(tmp_path / "b")], seed=0, eval_fraction=0.5)
+    table = data.builds[0].table
+    prompt_of = dict(zip(table.column("pair_id").to_pylist(), table.column("prompt_id").to_pylist(), strict=True))
+    trained = {prompt_of[e.pair_id] for e in data.train}
+    held = {prompt_of[e.pair_id] for e in data.eval}
+    assert len(trained | held) == 20 and trained and held and not trained & held
+    assert len(data.eval) == 3 * len(held)  # every pair of a held-out prompt

@@ -251,6 +251,18 @@ def test_two_process_gloo_run_matches_one_process(
     assert skipped[0] == skipped[1] and skipped[0][SKIP_TOO_LONG] > 0  # counted over both ranks
 
 
+def test_a_fit_written_to_a_log_says_which_step_it_is_at(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RM_WORKBENCH_PROGRESS_EVERY", "0.01")
+    args = ["fit", "--shards", str(demo_build), "--out", str(tmp_path / "run"), "--model", "tiny",
+            "--global-batch", "8", "--micro-batch", "4"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^progress: \d+m\d\ds: step \d+/\d+, loss \d\.\d{4}$", result.stderr, re.M), result.stderr
+    assert result.stdout.startswith("done: ")  # the summary alone on stdout
+
+
 def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     run = tmp_path / "run"
@@ -260,7 +272,7 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     # what the summary counts: the last step's pairs and the held-out ones
     summary = re.fullmatch(
-        rf"done: {run}: \d+ steps; last step loss [\d.]+, accuracy [\d.]+ over 8 pairs; held "
+        rf"done: {run}: \d+ steps; last step loss [\d.]+, accuracy [\d.]+ over \d+ pairs; held "
         r"out: loss [\d.]+, accuracy [\d.]+ over (\d+) pairs of (\d+) held out\n",
         result.output,
     )
@@ -376,7 +388,25 @@ def test_a_resume_refuses_what_changes_the_learning_and_keeps_how_it_runs(
             fit(config(demo_build, max_steps=3, save_every=1, **change), tmp_path / "run", resume=True)
     with pytest.raises(TrainingError, match=r"changed settings: max_length \(\d+ in the checkpoint, 64 now\)"):
         fit(config(demo_build, max_steps=3, save_every=1, max_length=64), tmp_path / "run", resume=True)
-    fit(config(demo_build, max_steps=3, save_every=2, layout="packed"), tmp_path / "run", resume=True)
+    # A checkpoint from before the held-out split fell by prompt trained on another split.
+    state_file = tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({k: v for k, v in state.items() if k != "split_by"}))
+    with pytest.raises(TrainingError, match=r"the held-out split \(by pair_id in the checkpoint, by prompt_id now\)"):
+        fit(config(demo_build, max_steps=3, save_every=1), tmp_path / "run", resume=True)
+    state_file.write_text(json.dumps(state))
+    fit(config(demo_build, max_steps=3, save_every=2, keep_checkpoints=0, layout="packed"), tmp_path / "run",
+        resume=True)  # fmt: skip
+
+
+def test_a_run_keeps_its_newest_checkpoints(demo_build: Path, tmp_path: Path) -> None:
+    def kept(run: str) -> list[str]:
+        return sorted(p.name for p in (tmp_path / run / "checkpoints").iterdir())
+
+    fit(config(demo_build, max_steps=4, save_every=1), tmp_path / "newest")  # keep_checkpoints: 2
+    assert kept("newest") == ["step-000003", "step-000004"]
+    fit(config(demo_build, max_steps=4, save_every=1, keep_checkpoints=0), tmp_path / "every")
+    assert kept("every") == [f"step-00000{k}" for k in range(1, 5)]
 
 
 def test_no_trainable_pair_is_an_error_not_a_score(demo_build: Path, tmp_path: Path) -> None:

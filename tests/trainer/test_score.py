@@ -177,7 +177,13 @@ def test_ctrl_c_says_how_many_pairs_scores_are_kept(
     parts = next((copy / "signals").glob("rm_scores-*.parquet.partial"))
     assert result.stderr == (f"interrupted: 8 of {total} pairs' scores are kept in {parts}: the same command "
                              "continues from them\n")  # fmt: skip
-    shutil.rmtree(parts)
+    monkeypatch.setattr(trainer.score, "_write_part", write_part)
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0 and resumed.stdout.startswith(
+        f"resumed: 8 of {total} pairs' scores taken from the parts an interrupted run finished (not scored again)\n"
+    ), resumed.output
+    for scores in (copy / "signals").glob("rm_scores-*"):
+        scores.unlink()
     # interrupted at the first part: nothing kept, and nothing left in the build
     monkeypatch.setattr(trainer.score, "_write_part", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
     result = CliRunner().invoke(app, args)

@@ -1,0 +1,80 @@
+"""Progress off a terminal: plain `progress:` lines at an interval, none on a terminal or when turned off."""
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from curation.progress import DEFAULT_EVERY, EVERY_VARIABLE, ProgressLines, every_seconds, quiet_library_bars
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def wait_for_lines(stream: io.StringIO, count: int) -> list[str]:
+    for _ in range(500):  # up to 5 s: the lines come from another thread
+        lines = stream.getvalue().splitlines()
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} progress lines: {stream.getvalue()!r}")
+
+
+def test_off_a_terminal_the_latest_state_is_written_at_each_interval() -> None:
+    log = io.StringIO()
+    with ProgressLines(log, every=0.01) as lines:
+        lines.set("step 1/10")
+        first = wait_for_lines(log, 1)
+        lines.set("step 2/10, loss 0.6931")
+        later = wait_for_lines(log, len(first) + 2)
+    assert all(line.startswith("progress: 0m00s: ") for line in later)
+    assert later[-1] == "progress: 0m00s: step 2/10, loss 0.6931"
+    written = log.getvalue()
+    time.sleep(0.05)
+    assert log.getvalue() == written  # nothing after the command's end
+
+
+def test_no_lines_on_a_terminal_or_when_turned_off() -> None:
+    for stream, every in ((Terminal(), 0.01), (io.StringIO(), 0.0)):
+        with ProgressLines(stream, every=every) as lines:
+            lines.set("step 1/10")
+            time.sleep(0.05)
+        assert stream.getvalue() == ""
+
+
+def test_the_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, seconds in (("5", 5.0), ("0", 0.0), ("often", DEFAULT_EVERY), ("-1", DEFAULT_EVERY)):
+        monkeypatch.setenv(EVERY_VARIABLE, value)
+        assert every_seconds() == seconds
+    monkeypatch.delenv(EVERY_VARIABLE)
+    assert every_seconds() == DEFAULT_EVERY
+
+
+def test_library_bars_are_turned_off_in_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    quiet_library_bars()
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    quiet_library_bars()
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+
+
+def test_a_build_written_to_a_log_says_where_it_is(demo_recipe: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "curation.cli", "build", "--mix", str(demo_recipe), "--out", str(tmp_path / "b")]
+    logged = subprocess.run(command, capture_output=True, text=True, env={**os.environ, EVERY_VARIABLE: "0.05"})
+    assert logged.returncode == 0, logged.stderr
+    lines = logged.stderr.splitlines()
+    assert lines and all(line.startswith("progress: ") for line in lines), logged.stderr
+    assert any(": stage: " in line for line in lines)
+    assert "every row accounted for" in logged.stdout  # the results stay on stdout
+    quiet = subprocess.run([*command[:-1], str(tmp_path / "c")], capture_output=True, text=True,
+                           env={**os.environ, EVERY_VARIABLE: "0"})  # fmt: skip
+    assert quiet.returncode == 0 and quiet.stderr == ""
