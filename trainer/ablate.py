@@ -238,11 +238,21 @@ def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None
     return build(recipe, build_dir)
 
 
-UNITS = (
-    "rows: the shards' rows (the mix's upsampled copies counted), pairs: distinct pairs; eval/accuracy: the fraction "
-    "of eval/pairs held-out pairs ranked right (0-1), eval/interval_95 its 95% Wilson interval; a benchmark's "
-    "columns: percent over its items, every item counted (unscored ones as wrong)"
-)
+def units(rows: list[dict[str, Any]]) -> str:
+    """What the table's columns count, for the columns it has."""
+    parts = ["rows: the shards' rows (the mix's upsampled copies counted), pairs: distinct pairs"]
+    if any("eval/interval_95" in row for row in rows):
+        parts.append("eval/accuracy: the fraction of eval/pairs held-out pairs ranked right (0-1), eval/interval_95 "
+                     "its 95% Wilson interval")  # fmt: skip
+    if any(column.endswith("/items") for row in rows for column in row):
+        parts.append("a benchmark's columns: percent over its items, every item counted (unscored ones as wrong)")
+    return "; ".join(parts)
+
+
+def nothing_held_out(rows: list[dict[str, Any]]) -> bool:
+    """Whether every trained variant held out no pair (`eval_fraction` 0, or too small for its builds)."""
+    trained = [row for row in rows if "eval/pairs" in row]
+    return bool(trained) and not any(row["eval/pairs"] for row in trained)
 
 
 def cell(value: Any) -> str:
@@ -260,4 +270,4 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [row.get(c) for c in columns]
         lines.append("| " + " | ".join(cell(v) for v in cells) + " |")
-    return "\n".join(lines) + f"\n\n{UNITS}.\n"
+    return "\n".join(lines) + f"\n\n{units(rows)}.\n"

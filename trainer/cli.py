@@ -474,8 +474,8 @@ def ablate(
     """Train one model per mixture variant with the same config and tabulate their benchmark scores."""
     from rich.table import Table
 
-    from trainer.ablate import UNITS, cell, indistinct, mixture_variants, per_source_variants
     from trainer.ablate import ablate as run_ablation
+    from trainer.ablate import cell, indistinct, mixture_variants, nothing_held_out, per_source_variants, units
     from trainer.backbone import check_model_source
     from trainer.config import load_config
 
@@ -516,7 +516,10 @@ def ablate(
     for row in rows:
         table.add_row(*[cell(row.get(c)) for c in columns])
     console.print(table)
-    typer.echo(f"{UNITS}.")
+    typer.echo(f"{units(rows)}.")
+    if nothing_held_out(rows):
+        typer.echo(f"note: no variant held out a pair (eval_fraction {settings.eval_fraction} of their builds' "
+                   "prompts), so none has a held-out accuracy; --set eval_fraction=0.2 holds a fifth out")  # fmt: skip
     if indistinct(rows):
         typer.echo("note: the variants' held-out intervals all overlap: their held-out pairs do not tell them apart "
                    "(more pairs, or benchmarks, can)")  # fmt: skip

@@ -185,6 +185,19 @@ def test_intervals_tell_variants_apart_only_with_enough_pairs() -> None:
     assert cell(accuracy_interval(0.5, 2000)) == "0.48-0.52"
 
 
+def test_the_legend_explains_the_columns_the_table_has() -> None:
+    from trainer.ablate import nothing_held_out, units
+
+    none_held = [{"variant": "a", "rows": 9, "eval/accuracy": None, "eval/pairs": 0},
+                 {"variant": "b", "rows": 9, "eval/accuracy": None, "eval/pairs": 0}]  # fmt: skip
+    assert nothing_held_out(none_held) and "interval" not in units(none_held) and "benchmark" not in units(none_held)
+    held = [{**none_held[0], "eval/accuracy": 0.5, "eval/pairs": 4, "eval/interval_95": (0.2, 0.8)}, none_held[1]]
+    assert not nothing_held_out(held) and "eval/interval_95 its 95% Wilson interval" in units(held)
+    benched = [{**none_held[0], "vl_rewardbench/items": "4 of 4 scored"}]
+    assert "a benchmark's columns: percent over its items" in units(benched)
+    assert not nothing_held_out([{"variant": "failed", "error": "InputError: no pairs"}])
+
+
 def test_ctrl_c_says_which_variants_are_kept(
     demo_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
