@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from curation.io import fsync_rename, read_json_state, write_json
+from curation.io import fsync_rename, read_json_state, sha256_file, write_json
 from curation.pair import dump_meta
 from curation.schema import PAIR_SCHEMA, compute_pair_id
 from curation.work import WorkPairs
@@ -142,7 +142,8 @@ def _write_shard(
     if record is not None:
         done = read_json_state(record)
         if isinstance(done, dict) and done.get("rows_md5") == rows_digest and path.is_file():
-            if path.stat().st_size == done.get("bytes"):
+            # the size first (cheap), then the bytes: a shard damaged in place is written again
+            if path.stat().st_size == done.get("bytes") and sha256_file(path) == done["shard"]["sha256"]:
                 return done["shard"]
     tmp = path.with_name(path.name + ".partial")
     rows = 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.io import fsync_rename, readable_parquet
+from curation.io import fsync_rename, read_json_state, readable_parquet, sha256_file, write_json
 from curation.ops.base import Decision, GuardStop, Op
 from curation.ops.context import BuildContext
 
@@ -25,10 +25,11 @@ class OpRun:
 
 def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
     signals = op.signal_path(ctx, params)
+    digests = ctx.root / "work" / SIGNAL_DIGESTS
     result = OpRun()
-    if readable_parquet(signals):
+    if _unchanged(signals, digests):
         result.resumed = True
-    else:  # absent, or damaged by a crash of the machine: scored again
+    else:  # absent, or damaged by a crash of the machine or in place: scored again
         kept = op.cache_path(ctx, params)
         if kept is not None and readable_parquet(kept):
             copy_file(kept, signals)
@@ -37,10 +38,30 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
             op.score(ctx, params, signals)
             if kept is not None:
                 copy_file(signals, kept)
+        _record(signals, digests)
     decision = op.decide(ctx, params, signals)
     result.removed, result.swapped, result.flagged = apply_decision(ctx, op, decision)
     result.warnings = decision.warnings
     return result
+
+
+# The sha256 of each signal table the build wrote, beside its other work files: a resumed build reuses a table
+# only while its bytes are the ones written (a file damaged in place keeps its size and its parquet footer).
+SIGNAL_DIGESTS = "signal_sha256.json"
+
+
+def _unchanged(signals: Path, digests: Path) -> bool:
+    recorded = read_json_state(digests)
+    return (
+        readable_parquet(signals) and isinstance(recorded, dict) and recorded.get(signals.name) == sha256_file(signals)
+    )
+
+
+def _record(signals: Path, digests: Path) -> None:
+    recorded = read_json_state(digests)
+    digests.parent.mkdir(parents=True, exist_ok=True)
+    write_json(digests, {**(recorded if isinstance(recorded, dict) else {}), signals.name: sha256_file(signals)},
+               durable=False)  # fmt: skip
 
 
 Counts = list[tuple[str, str, int]]  # (source, reason, rows)

@@ -81,6 +81,33 @@ def test_a_work_file_cut_short_is_ingested_again(demo_recipe: Path, tmp_path: Pa
     assert build_digests(out) == reference
 
 
+def _zero_the_middle(path: Path) -> None:
+    """A file damaged in place (a failing disk): its size and its ends kept, 64 bytes in the middle zeroed."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def test_work_files_damaged_in_place_are_made_again(
+    demo_recipe: Path, tmp_path: Path, reference: dict[str, str]
+) -> None:
+    """A resumed build checks the sha256 of what it reuses, not only the size: an ingest's files and the signal
+    tables damaged in place are made again, and the build equals an uninterrupted one."""
+    out = tmp_path / "b"
+    subprocess.run([sys.executable, "-c", KILLER, str(demo_recipe), str(out), "near_dedupe"], check=False)
+    work = tmp_path / "b.partial" / "work"
+    _zero_the_middle(work / "ingest" / "hh_rlhf" / "pairs.arrow")
+    (signals,) = (tmp_path / "b.partial" / "signals").glob("exact_dedupe-*.parquet")
+    _zero_the_middle(signals)
+    seen: list[str] = []
+    reused: list[str] = []
+    build(load_recipe(demo_recipe), out, resume=True, on_stage=seen.append, on_reuse=reused.append)
+    assert "ingest hh_rlhf" in seen and "ingest mm_rlhf" not in seen
+    assert "ingest hh_rlhf" not in reused and "exact_dedupe signals" not in reused
+    assert "validate signals" in reused
+    assert build_digests(out) == reference
+
+
 def test_existing_output_is_never_overwritten(demo_recipe: Path, tmp_path: Path) -> None:
     build(load_recipe(demo_recipe), tmp_path / "b")
     with pytest.raises(Exception, match="already exists"):

@@ -153,3 +153,10 @@ def test_recorded_shards_are_not_written_again(tmp_path: Path) -> None:
         handle.write(b"x")
     assert shard_jobs(work.take, changed, tmp_path / "shards", 10, records)[2]() == first[2]
     assert sha256_file(tmp_path / first[2]["file"]) == first[2]["sha256"]
+    # Damaged in place (a failing disk): the same size, other bytes, also written again.
+    shard = tmp_path / first[1]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    shard.write_bytes(bytes(data))
+    assert shard_jobs(work.take, changed, tmp_path / "shards", 10, records)[1]() == first[1]
+    assert sha256_file(shard) == first[1]["sha256"]
