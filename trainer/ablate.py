@@ -33,7 +33,7 @@ from trainer.config import FitConfig
 from trainer.evaluate import BenchSpec, evaluate
 from trainer.fit import TrainingError, fit
 from trainer.model import RewardModel
-from trainer.reports import EVALS, write_report
+from trainer.reports import EVALS, cell, write_report
 
 HEADLINE = {
     "vl_rewardbench": ("overall", "macro"),
@@ -253,15 +253,6 @@ def nothing_held_out(rows: list[dict[str, Any]]) -> bool:
     """Whether every trained variant held out no pair (`eval_fraction` 0, or too small for its builds)."""
     trained = [row for row in rows if "eval/pairs" in row]
     return bool(trained) and not any(row["eval/pairs"] for row in trained)
-
-
-def cell(value: Any) -> str:
-    """A table cell: numbers to two places, an interval as `low-high`, nothing as `-`."""
-    if value is None:
-        return "-"
-    if isinstance(value, (tuple, list)):
-        return "-".join(cell(v) for v in value)
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -12,7 +12,7 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -214,11 +214,10 @@ def eval_(
     from rich.table import Table
     from rich.text import Text
 
-    from trainer.ablate import cell
     from trainer.evaluate import BenchSpec, evaluate
     from trainer.predict import load_reward_model, resolve_model
     from trainer.published import comparison_rows, table_columns
-    from trainer.reports import EVALS, counts_text, not_scored_text, write_report
+    from trainer.reports import EVALS, cell, counts_text, not_scored_text, write_report
 
     console = _console()
     for flag, value, allowed in (("--vl-grouping", vl_grouping, ("official", "r1_reward")),
@@ -393,13 +392,14 @@ def audit(
             typer.echo(f"resumed: {len(kept)} of {folds} folds judged by an earlier run of this audit in {out} are "
                        f"kept, not trained or judged again (fold {', '.join(map(str, kept))})")  # fmt: skip
     except (InputError, TrainingError, FileNotFoundError) as exc:
-        folds_hold = [e for f in out.glob("fold-*") if f.is_dir() for e in f.iterdir() if not e.name.startswith(".")]
-        if created and out.is_dir() and not folds_hold:  # its plan, and no fold's work
-            shutil.rmtree(out, ignore_errors=True)
+        _remove_if_unused(out, created, work=_fold_work)  # its plan alone is not worth keeping
         _fail(str(exc), exc)
     except (Exception, KeyboardInterrupt) as exc:
         if not was_interrupted(exc):
             raise
+        _remove_if_unused(out, created, work=_fold_work)
+        if not out.is_dir():
+            stop_interrupted("stopped before any fold's work was kept")
         judged = sorted(p.parent.name for p in out.glob("fold-*/fold.json"))
         stop_interrupted(f"{len(judged)} of {folds} folds judged are kept in {out} ({', '.join(judged) or 'none'}); "
                          "the same command continues from them")  # fmt: skip
@@ -475,9 +475,10 @@ def ablate(
     from rich.table import Table
 
     from trainer.ablate import ablate as run_ablation
-    from trainer.ablate import cell, indistinct, mixture_variants, nothing_held_out, per_source_variants, units
+    from trainer.ablate import indistinct, mixture_variants, nothing_held_out, per_source_variants, units
     from trainer.backbone import check_model_source
     from trainer.config import load_config
+    from trainer.reports import cell
 
     recipes = mix or []
     if per_source and len(recipes) != 1:
@@ -659,10 +660,19 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "", skipped: dict[str
     return text
 
 
-def _remove_if_unused(out: Path, created: bool) -> None:
-    """Remove the run folder a command `created` when it holds nothing but hidden files (its lock)."""
-    if created and out.is_dir() and not out.is_symlink() and all(e.name.startswith(".") for e in out.iterdir()):
+def _remove_if_unused(out: Path, created: bool, work: Callable[[Path], bool] = lambda _: True) -> None:
+    """Remove the folder a command `created` when none of its entries is `work` worth keeping (a hidden entry, its
+    lock, never is)."""
+    if not created or not out.is_dir() or out.is_symlink():
+        return
+    if not any(work(entry) for entry in out.iterdir() if not entry.name.startswith(".")):
         shutil.rmtree(out, ignore_errors=True)
+
+
+def _fold_work(entry: Path) -> bool:
+    """An audit's entry worth keeping: a fold's folder that holds something (its run, its scores)."""
+    fold = entry.name.startswith("fold-") and entry.is_dir()
+    return fold and any(not e.name.startswith(".") for e in entry.iterdir())
 
 
 def _kept_by_run(out: Path, save_every: int, steps: int) -> str:

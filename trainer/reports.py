@@ -132,3 +132,12 @@ def counts_text(benchmark: str, entry: dict[str, Any]) -> str:
     )
     notes = [groups_text(entry), average_left_out(benchmark, entry["scores_over_all"])]
     return "; ".join([scored, *(n for n in notes if n)])
+
+
+def cell(value: Any) -> str:
+    """A table cell: numbers to two places, an interval as `low-high`, nothing as `-`."""
+    if value is None:
+        return "-"
+    if isinstance(value, (tuple, list)):
+        return "-".join(cell(v) for v in value)
+    return f"{value:.2f}" if isinstance(value, float) else str(value)

@@ -175,7 +175,8 @@ def test_a_run_folder_the_ablation_did_not_write_is_never_removed(demo_recipe: P
 
 
 def test_intervals_tell_variants_apart_only_with_enough_pairs() -> None:
-    from trainer.ablate import accuracy_interval, cell, indistinct
+    from trainer.ablate import accuracy_interval, indistinct
+    from trainer.reports import cell
 
     few = [{"eval/interval_95": accuracy_interval(a, 9)} for a in (0.56, 0.89)]
     many = [{"eval/interval_95": accuracy_interval(a, 2000)} for a in (0.56, 0.89)]

@@ -383,3 +383,33 @@ def test_a_non_finite_reward_is_not_a_score(audited: tuple, monkeypatch: pytest.
     first = min(range(3), key=lambda k: (size_key(rows[k]), k))
     assert table.column("not_scored").to_pylist() == ["non-finite reward" if k == first else None for k in range(3)]
     assert table.column("margin").null_count == 1 and report["not_scored"] == {"non-finite reward": 1}
+
+
+def test_ctrl_c_says_which_folds_are_kept(demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.audit
+
+    build = tmp_path / "build"
+    shutil.copytree(demo_build, build)
+    real = trainer.audit._fold_model
+
+    def interrupted_at(fold: int) -> Any:
+        def fold_model(folder: Path, k: int, *args: Any) -> Any:
+            if k == fold:
+                raise KeyboardInterrupt
+            return real(folder, k, *args)
+
+        return fold_model
+
+    def args(out: Path) -> list[str]:
+        return ["audit", "--build", str(build), "--out", str(out), "--folds", "2", "--model", "tiny",
+                "--set", "max_steps=1", "--set", "global_batch=8", "--set", "micro_batch=4"]  # fmt: skip
+
+    monkeypatch.setattr(trainer.audit, "_fold_model", interrupted_at(1))
+    result = CliRunner().invoke(app, args(tmp_path / "run"))
+    kept = f"1 of 2 folds judged are kept in {tmp_path / 'run'} (fold-0); the same command continues from them"
+    assert (result.exit_code, result.stderr) == (130, f"interrupted: {kept}\n")
+    # Stopped in the first fold: its plan alone is not kept, nor the folder the audit created.
+    monkeypatch.setattr(trainer.audit, "_fold_model", interrupted_at(0))
+    result = CliRunner().invoke(app, args(tmp_path / "other"))
+    assert (result.exit_code, result.stderr) == (130, "interrupted: stopped before any fold's work was kept\n")
+    assert not (tmp_path / "other").exists()
