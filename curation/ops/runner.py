@@ -18,8 +18,6 @@ class OpRun:
     reused: bool = False  # the signals came from the build cache
     resumed: bool = False  # the signals were written by the interrupted build this one resumes
     removed: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
-    swapped: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
-    flagged: list[tuple[str, str, int]] = field(default_factory=list)  # (source, reason, rows)
     warnings: list[str] = field(default_factory=list)  # the decision's, for the manifest
 
 
@@ -40,7 +38,8 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
                 copy_file(signals, kept)
         _record(signals, digests)
     decision = op.decide(ctx, params, signals)
-    result.removed, result.swapped, result.flagged = apply_decision(ctx, op, decision)
+    # Swapped and flagged pairs are counted at the build's end, among the pairs still kept then
+    result.removed, _, _ = apply_decision(ctx, op, decision)
     result.warnings = decision.warnings
     return result
 
