@@ -631,8 +631,8 @@ def _iter_json(path: Path, name: str) -> Iterator[Record]:
     encoding = "utf-16" if head[:2] in _UTF16_BOMS else "utf-8-sig"
     if not head.decode(encoding, errors="ignore").lstrip(_JSON_SPACE).startswith("["):
         whole = _one_object(path, encoding)
-        if whole is not None:  # one object written over several lines: one row, not a reject per line
-            yield _json_row(whole[0], f"{name}:1", whole[1], twice=whole[2])
+        if whole is not None:  # one object written over several lines: one row (row 0, as on one line)
+            yield _json_row(whole[0], f"{name}:0", whole[1], twice=whole[2])
             return
         yield from _iter_jsonl(path, name)
         return

@@ -169,8 +169,10 @@ def test_a_pretty_printed_json_object_is_one_row(tmp_path: Path) -> None:
     row = {"prompt": "p", "chosen": "a", "rejected": "b"}
     (tmp_path / "one.json").write_text(json.dumps(row, indent=2))
     (tmp_path / "wrapped.json").write_text(json.dumps({"data": [row, row]}, indent=2))
-    assert [(r.ref, r.data) for r in iter_location(str(tmp_path / "one.json"))] == [("one.json:1", row)]
-    assert [r.ref for r in iter_location(str(tmp_path / "wrapped.json"))] == ["wrapped.json:1"]
+    assert [(r.ref, r.data) for r in iter_location(str(tmp_path / "one.json"))] == [("one.json:0", row)]
+    assert [r.ref for r in iter_location(str(tmp_path / "wrapped.json"))] == ["wrapped.json:0"]
+    (tmp_path / "flat.json").write_text(json.dumps(row))  # the same object on one line: the same row
+    assert [r.ref for r in iter_location(str(tmp_path / "flat.json"))] == ["flat.json:0"]
     (tmp_path / "lines.json").write_text(json.dumps(row) + "\n" + "{broken\n")  # JSON lines stay lines
     assert [r.error is None for r in iter_location(str(tmp_path / "lines.json"))] == [True, False]
 
@@ -419,7 +421,7 @@ def test_a_key_given_twice_makes_its_row_a_reject(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text(f'{{"a": 1}}\n{twice}\n{nested}\n{{"a": 2}}\n')
     (tmp_path / "array.json").write_text(f'[{{"a": 1}}, {twice}, {{"a": 2}}]')
     (tmp_path / "one.json").write_text('{\n  "a": 1,\n  "a": 2\n}\n')
-    for name, refs in (("rows.jsonl", [0, 1, 2, 3]), ("array.json", [0, 1, 2]), ("one.json", [1])):
+    for name, refs in (("rows.jsonl", [0, 1, 2, 3]), ("array.json", [0, 1, 2]), ("one.json", [0])):
         records = list(iter_local(tmp_path / name))
         assert [r.ref for r in records] == [f"{name}:{i}" for i in refs]
         errors = [(r.error.reason, r.error.detail) if r.error else r.data for r in records]
@@ -428,6 +430,6 @@ def test_a_key_given_twice_makes_its_row_a_reject(tmp_path: Path) -> None:
                            ("malformed json", "rows.jsonl:2: key 'id' given twice in an object"), {"a": 2}],
             "array.json": [{"a": 1}, ("malformed json", "array.json:1: key 'chosen' given twice in an object"),
                            {"a": 2}],
-            "one.json": [("malformed json", "one.json:1: key 'a' given twice in an object")],
+            "one.json": [("malformed json", "one.json:0: key 'a' given twice in an object")],
         }  # fmt: skip
         assert errors == expected[name]
