@@ -94,9 +94,23 @@ class IngestStopped(Exception):
     """Another ingest failed, or Ctrl-C was pressed: this one stops rather than run on unseen."""
 
 
-def _stop_if_set(stop: threading.Event, _: IngestSummary) -> None:
-    if stop.is_set():
-        raise IngestStopped("stopped: another ingest failed or the build was interrupted")
+@dataclasses.dataclass
+class _IngestWatch:
+    """Called per row (per batch on the columnar path) of an ingest: stops it when `stop` is set, and reports the
+    rows read every `every` rows."""
+
+    name: str
+    stop: threading.Event
+    report: Callable[[str], None]
+    every: int = 10_000
+    next_report: int = 10_000
+
+    def __call__(self, summary: IngestSummary) -> None:
+        if self.stop.is_set():
+            raise IngestStopped("stopped: another ingest failed or the build was interrupted")
+        if summary.rows_read >= self.next_report:
+            self.next_report = summary.rows_read + self.every
+            self.report(f"ingest {self.name}: {summary.rows_read:,} rows read")
 
 
 def _file_sizes(folder: Path) -> dict[str, int]:
@@ -399,7 +413,7 @@ class Builder:
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         if not self.engine.distributed:
             summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs),
-                                    on_row=functools.partial(_stop_if_set, stop))  # fmt: skip
+                                    on_row=_IngestWatch(spec.name, stop, self.on_progress))  # fmt: skip
         elif not is_uri(spec.path) and splits_into_files(_adapter(spec), spec.path):
             # One task per input file, merged here in file order; finished files are kept for a rerun.
             parts = self.tmp / "work" / "parts" / spec.name

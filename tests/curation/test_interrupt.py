@@ -104,12 +104,12 @@ from pathlib import Path
 import curation.build
 from curation import cli
 
-stop_if_set = curation.build._stop_if_set
+watch = curation.build._IngestWatch.__call__
 marker = Path(sys.argv[1])
 
-def recording(stop, summary):
+def recording(self, summary):
     try:
-        stop_if_set(stop, summary)
+        watch(self, summary)
     except curation.build.IngestStopped:
         marker.write_text(str(summary.rows_read))
         raise
@@ -118,7 +118,7 @@ def on_stage(self, name):
     if name == "ingest big":
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
 
-curation.build._stop_if_set = recording
+curation.build._IngestWatch.__call__ = recording
 original_init = curation.build.Builder.__init__
 
 def init(self, *args, **kwargs):

@@ -78,3 +78,21 @@ def test_a_build_written_to_a_log_says_where_it_is(demo_recipe: Path, tmp_path: 
     quiet = subprocess.run([*command[:-1], str(tmp_path / "c")], capture_output=True, text=True,
                            env={**os.environ, EVERY_VARIABLE: "0"})  # fmt: skip
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_an_ingest_in_a_build_reports_the_rows_it_has_read() -> None:
+    """A long ingest says how far it is (the build's stage alone would read `ingest uf` for minutes)."""
+    import threading
+    from types import SimpleNamespace
+
+    from curation.build import IngestStopped, _IngestWatch
+
+    seen: list[str] = []
+    stop = threading.Event()
+    watch = _IngestWatch("uf", stop, seen.append, every=3, next_report=3)
+    for rows in (1, 2, 3, 4, 5, 6, 10, 11):  # per row, then a batch at a time
+        watch(SimpleNamespace(rows_read=rows))  # type: ignore[arg-type]
+    assert seen == ["ingest uf: 3 rows read", "ingest uf: 6 rows read", "ingest uf: 10 rows read"]
+    stop.set()
+    with pytest.raises(IngestStopped):
+        watch(SimpleNamespace(rows_read=12))  # type: ignore[arg-type]
