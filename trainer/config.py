@@ -76,8 +76,8 @@ class FitConfig:
     # bookkeeping
     eval_every: int = 0  # steps; 0 = at the end only
     save_every: int = 500  # steps; 0 = at the end only (an interrupted run then keeps nothing)
-    # the newest this many checkpoints are kept, older ones removed once a newer one is complete (a 7B checkpoint,
-    # weights and optimizer state, is about 100 GB); 0 keeps every one
+    # the newest this many checkpoints are kept, older ones removed once a newer one is complete (a checkpoint holds
+    # the weights and the optimizer's two moments: several times the model's size); 0 keeps every one
     keep_checkpoints: int = 2
     log_every: int = 1
 
