@@ -5,6 +5,7 @@ none, so its failure is still one `error:` line."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -17,18 +18,29 @@ DEFAULT_EVERY = 30.0
 
 
 def every_seconds() -> float:
-    """The interval the environment asks for (a value that is not a number is the default)."""
+    """The interval the environment asks for: a value that is not a number, or negative, is the default; one too
+    long to wait for (`inf`) turns the lines off."""
     try:
         seconds = float(os.environ.get(EVERY_VARIABLE, DEFAULT_EVERY))
     except ValueError:
         return DEFAULT_EVERY
-    return seconds if seconds >= 0 else DEFAULT_EVERY
+    if math.isnan(seconds) or seconds < 0:
+        return DEFAULT_EVERY
+    return seconds if seconds <= threading.TIMEOUT_MAX else 0.0
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr shows live bars: rich's test, which honours FORCE_COLOR and TTY_COMPATIBLE as the bars do, so
+    a log gets the bars or the progress lines, never both."""
+    from rich.console import Console
+
+    return Console(stderr=True).is_terminal
 
 
 def quiet_library_bars() -> None:
     """Off a terminal, the Hugging Face libraries' own bars (`Loading weights`, downloads) would write a line per
     update into the log: they are turned off there, before those libraries are imported."""
-    if not sys.stderr.isatty():
+    if not stderr_is_terminal():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
@@ -39,7 +51,8 @@ class ProgressLines:
     def __init__(self, stream: TextIO | None = None, every: float | None = None) -> None:
         self.stream = stream or sys.stderr
         self.every = every_seconds() if every is None else every
-        self.enabled = self.every > 0 and not self.stream.isatty()
+        terminal = stderr_is_terminal() if stream is None else stream.isatty()
+        self.enabled = self.every > 0 and not terminal
         self.text = "starting"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress-lines", daemon=True)

@@ -28,6 +28,9 @@ from curation.sources.base import ReadOptions
 # Progress lines (`curation.progress`) are off in tests, so no test's captured output depends on how long it ran;
 # the tests of those lines turn them on for themselves.
 os.environ["RM_WORKBENCH_PROGRESS_EVERY"] = "0"
+# Outputs are compared as plain text: a terminal forced by the environment (as some CI services do) is not one here.
+for _forced in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+    os.environ.pop(_forced, None)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIXES = Path(__file__).resolve().parents[1] / "mixes"

@@ -30,8 +30,9 @@ from curation.ops.base import file_fields, model_fields
 from curation.recipe import Recipe, load_recipe
 from trainer.audit import audit
 from trainer.config import FitConfig
+from trainer.data import SPLIT_BY
 from trainer.evaluate import BenchSpec, evaluate
-from trainer.fit import TrainingError, fit
+from trainer.fit import HOW_IT_RUNS, TrainingError, fit
 from trainer.model import RewardModel
 from trainer.reports import EVALS, cell, write_report
 
@@ -144,7 +145,7 @@ def _ablate(
                 audited = {"variant": f"{name}+audit", "error": f"{type(exc).__name__}: {exc}"}
             rows.append(audited)
     (out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "ablation.md").write_text(markdown_table(rows))
+    (out / "ablation.md").write_text(markdown_table(rows, config.eval_fraction))
     return rows
 
 
@@ -206,21 +207,30 @@ def indistinct(rows: list[dict[str, Any]]) -> bool:
 
 
 def _same_settings(run: Path, config: FitConfig) -> bool:
-    """Whether `run` holds a run (finished or not) of these settings."""
+    """Whether `run` holds a run (finished or not) of these settings: of what it learns, as `trainer fit --resume`
+    compares them (how it runs, `HOW_IT_RUNS`, may differ; a setting added since compares at its default)."""
     try:
         stored = yaml.safe_load((run / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return False
-    return stored == yaml.safe_load(yaml.safe_dump(config.as_dict(), sort_keys=True))
+    if not isinstance(stored, dict):
+        return False
+    plain = lambda settings: yaml.safe_load(yaml.safe_dump(settings, sort_keys=True))  # noqa: E731
+    then, now = {**plain(FitConfig().as_dict()), **stored}, plain(config.as_dict())
+    return {k: v for k, v in then.items() if k not in HOW_IT_RUNS} == {
+        k: v for k, v in now.items() if k not in HOW_IT_RUNS
+    }
 
 
 def _finished_run(run: Path, config: FitConfig) -> dict[str, Any] | None:
-    """The last metrics of a finished run of these settings in `run` (its model saved), or None."""
+    """The last metrics of a finished run of these settings in `run` (its model saved, its held-out split of this
+    version's kind), or None."""
     try:
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
+        split_by = json.loads((run / "data.json").read_text()).get("split_by", "pair_id")
+    except (OSError, ValueError, AttributeError):
         return None
-    finished = records and (run / "model" / "reward_model.json").is_file()
+    finished = records and (run / "model" / "reward_model.json").is_file() and split_by == SPLIT_BY
     return records[-1] if finished and _same_settings(run, config) else None
 
 
@@ -241,24 +251,33 @@ def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None
 def units(rows: list[dict[str, Any]]) -> str:
     """What the table's columns count, for the columns it has."""
     parts = ["rows: the shards' rows (the mix's upsampled copies counted), pairs: distinct pairs"]
+    if any("eval/pairs" in row for row in rows):
+        parts.append("eval/accuracy: the fraction of eval/pairs held-out pairs ranked right (0-1)")
     if any("eval/interval_95" in row for row in rows):
-        parts.append("eval/accuracy: the fraction of eval/pairs held-out pairs ranked right (0-1), eval/interval_95 "
-                     "its 95% Wilson interval")  # fmt: skip
+        parts.append("eval/interval_95: its 95% Wilson interval")
     if any(column.endswith("/items") for row in rows for column in row):
         parts.append("a benchmark's columns: percent over its items, every item counted (unscored ones as wrong)")
     return "; ".join(parts)
 
 
-def nothing_held_out(rows: list[dict[str, Any]]) -> bool:
-    """Whether every trained variant held out no pair (`eval_fraction` 0, or too small for its builds)."""
+def notes(rows: list[dict[str, Any]], eval_fraction: float) -> list[str]:
+    """What the table cannot tell: no variant held a pair out, or the held-out pairs do not tell them apart."""
+    said = []
     trained = [row for row in rows if "eval/pairs" in row]
-    return bool(trained) and not any(row["eval/pairs"] for row in trained)
+    if trained and not any(row["eval/pairs"] for row in trained):
+        said.append(f"no variant held out a pair (eval_fraction {eval_fraction:g} of their builds' prompts), so none "
+                    "has a held-out accuracy; --set eval_fraction=0.2 holds a fifth out")  # fmt: skip
+    if indistinct(rows):
+        said.append("the variants' held-out intervals all overlap: their held-out pairs do not tell them apart (more "
+                    "pairs, or benchmarks, can)")  # fmt: skip
+    return said
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]], eval_fraction: float) -> str:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [row.get(c) for c in columns]
         lines.append("| " + " | ".join(cell(v) for v in cells) + " |")
-    return "\n".join(lines) + f"\n\n{units(rows)}.\n"
+    said = "".join(f"\nnote: {note}\n" for note in notes(rows, eval_fraction))
+    return "\n".join(lines) + f"\n\n{units(rows)}.\n{said}"

@@ -40,7 +40,7 @@ from curation.ops.rm_margin import AUDIT_METADATA
 from trainer.config import FitConfig
 from trainer.data import SKIP_TOO_LONG, SPLIT_BY, featurize, fold_of
 from trainer.evaluate import BenchPairs, model_rewards
-from trainer.fit import fit
+from trainer.fit import HOW_IT_RUNS, fit
 from trainer.model import RewardModel
 from trainer.score import SCORES_SCHEMA, build_pairs
 
@@ -242,16 +242,19 @@ def _placeless(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 _PLAN_PARTS = {"pairs_sha256": "the build's pairs differ", "shards_sha256": "the shards the folds train on differ",
-               "folds": "--folds",
-               "folds_by": "how pairs fall in folds (by pair_id then, by prompt_id now)"}  # fmt: skip
+               "folds": "--folds"}  # fmt: skip
 
 
 def _plan_differences(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     """What differs between the plan an earlier run of this audit wrote and `plan`, but for where the builds lie
     (nothing: the audit resumes). A setting added to FitConfig since then is absent from the stored plan and
-    compares at its default, so that audit still resumes (under its own plan and name)."""
+    compares at its default, so that audit still resumes (under its own plan and name); settings of how a run runs
+    (`HOW_IT_RUNS`: checkpoints, kernels, workers) may change, as on `trainer fit --resume`."""
     then = _placeless({**FitConfig().as_dict(), **stored.get("config", {})})
     now = _placeless(plan["config"])
+    for key in HOW_IT_RUNS:
+        then.pop(key, None)
+        now.pop(key, None)
     differ = [f"{what} {stored.get(key)!r} then, {plan[key]!r} now" if key == "folds" else what
               for key, what in _PLAN_PARTS.items() if stored.get(key) != plan[key]]  # fmt: skip
     for key in sorted(set(then) | set(now)):
@@ -276,10 +279,17 @@ def audit(
     opened = BuildDir.open(build)
     pairs = build_pairs(opened)
     ids = pairs.column("pair_id").to_pylist()
-    prompts = len(set(pairs.column("prompt_id").to_pylist()))
+    prompt_ids = pairs.column("prompt_id").to_pylist()
+    prompts = len(set(prompt_ids))
     if folds > prompts:
         raise InputError(
             f"--folds {folds}: more folds than the build's {prompts} prompts (a prompt's pairs share a fold)"
+        )
+    fold_of_pair = [fold_of(prompt, config.seed, folds) for prompt in prompt_ids]
+    if not config.shards and len(set(fold_of_pair)) == 1:  # that fold's model would have nothing to train on
+        raise InputError(
+            f"--folds {folds}: the build's {prompts} prompts all fall in fold {fold_of_pair[0]} with seed "
+            f"{config.seed}, so no model could judge them; --set seed=N for another split, or give more data"
         )
     if out.resolve() == opened.path.resolve() or opened.path.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: inside the build {opened.path}; the audit's run folder goes elsewhere")
@@ -305,6 +315,9 @@ def audit(
     plan_path = out / "plan.json"
     if plan_path.is_file():
         stored = _read_plan(plan_path)
+        if stored.get("folds_by", "pair_id") != SPLIT_BY:  # an earlier version's folds: no settings resume them
+            raise InputError(f"{out}: holds an audit whose folds fell by {stored.get('folds_by', 'pair_id')} (they "
+                             f"fall by {SPLIT_BY} now): it cannot be resumed; choose another --out")  # fmt: skip
         differ = _plan_differences(stored, plan)
         if differ:
             raise InputError(f"{out}: holds an audit planned otherwise ({'; '.join(differ)}); give its settings to "
@@ -319,7 +332,6 @@ def audit(
     # A fold's scores carry the digest of the plan they were judged under (a resumed audit's own, as it wrote it):
     # scores judged under another plan (settings, data) are judged again.
     fold_digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
-    fold_of_pair = [fold_of(prompt, config.seed, folds) for prompt in pairs.column("prompt_id").to_pylist()]
     images = opened.images()
     tables, reports = [], []
     for k in range(folds):

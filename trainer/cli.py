@@ -355,7 +355,6 @@ def audit(
     ] = None,
 ) -> None:
     """Judge every pair of a build with a reward model that did not train on it (cross-fitted over folds)."""
-    from rich.progress import Progress
 
     from trainer.audit import audit as run_audit
     from trainer.backbone import check_model_source
@@ -370,7 +369,7 @@ def audit(
             overrides[key.strip()] = value
         settings = load_config(settings_file, overrides)
         check_model_source(settings.model)
-        with Progress(console=_console()) as progress, ProgressLines() as lines:
+        with _progress() as progress, ProgressLines() as lines:
             bars: dict[int, Any] = {}  # a bar per fold: trained, then judged
             kept: list[int] = []  # folds judged by an earlier run of this audit
 
@@ -475,7 +474,7 @@ def ablate(
     from rich.table import Table
 
     from trainer.ablate import ablate as run_ablation
-    from trainer.ablate import indistinct, mixture_variants, nothing_held_out, per_source_variants, units
+    from trainer.ablate import mixture_variants, notes, per_source_variants, units
     from trainer.backbone import check_model_source
     from trainer.config import load_config
     from trainer.reports import cell
@@ -518,12 +517,8 @@ def ablate(
         table.add_row(*[cell(row.get(c)) for c in columns])
     console.print(table)
     typer.echo(f"{units(rows)}.")
-    if nothing_held_out(rows):
-        typer.echo(f"note: no variant held out a pair (eval_fraction {settings.eval_fraction} of their builds' "
-                   "prompts), so none has a held-out accuracy; --set eval_fraction=0.2 holds a fifth out")  # fmt: skip
-    if indistinct(rows):
-        typer.echo("note: the variants' held-out intervals all overlap: their held-out pairs do not tell them apart "
-                   "(more pairs, or benchmarks, can)")  # fmt: skip
+    for note in notes(rows, settings.eval_fraction):
+        typer.echo(f"note: {note}")
     typer.echo(f"table: {out / 'ablation.md'}")
     failed = [row["variant"] for row in rows if "error" in row]
     if failed:  # the table is written; a script still learns that the comparison is incomplete
@@ -619,11 +614,11 @@ def _held_out_note(out: Path, eval_fraction: float) -> str:
         return ""
     if report.get("eval_pairs"):
         return ""
-    # the distinct pairs of all builds (a pair in two builds once); a report from before they were counted: summed
-    pairs = report.get("distinct_pairs", sum(int(b.get("pairs", 0)) for b in report.get("builds", {}).values()))
     if not eval_fraction:
         return "no held-out pairs (eval_fraction 0)"
-    return f"no held-out pairs: eval_fraction {eval_fraction:g} of {pairs} distinct pairs held none out"
+    # the split falls by prompt: the fraction is of the distinct prompts of all builds
+    return (f"no held-out pairs: eval_fraction {eval_fraction:g} of {report.get('distinct_prompts')} distinct "
+            "prompts held none out")  # fmt: skip
 
 
 def _skipped_held_out(out: Path) -> dict[str, int]:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from curation.build_dir import BuildDir, ImageTable
 from curation.errors import InputError
-from curation.io import only_writer
+from curation.io import only_writer, readable_parquet
 from trainer.evaluate import BenchPairs, model_rewards
 from trainer.model import RewardModel
 
@@ -98,7 +98,9 @@ def kept_scores(parts: Path, pairs: int) -> str:
 
 
 def _pairs_in_parts(parts: Path) -> int:
-    return sum(pq.read_metadata(path).num_rows for path in sorted(parts.glob("part-*.parquet")))
+    """The pairs of the whole parts (a part cut short or emptied is scored again)."""
+    whole = [path for path in sorted(parts.glob("part-*.parquet")) if readable_parquet(path)]
+    return sum(pq.read_metadata(path).num_rows for path in whole)
 
 
 def _score_into(
@@ -130,7 +132,7 @@ def _score_into(
     for part in range(total):
         path = parts_dir / f"part-{part:05d}.parquet"
         start = part * part_pairs
-        if not path.is_file():  # done parts are kept across interruptions
+        if not readable_parquet(path):  # whole parts are kept across interruptions
             rows = pairs.slice(start, part_pairs).to_pylist()
             _write_part(
                 model, rows, images, path, max_length, micro_batch, _counting(start + 1, pairs.num_rows, progress)

@@ -49,7 +49,9 @@ def test_no_lines_on_a_terminal_or_when_turned_off() -> None:
 
 
 def test_the_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for value, seconds in (("5", 5.0), ("0", 0.0), ("often", DEFAULT_EVERY), ("-1", DEFAULT_EVERY)):
+    cases = (("5", 5.0), ("0", 0.0), ("often", DEFAULT_EVERY), ("-1", DEFAULT_EVERY), ("nan", DEFAULT_EVERY),
+             ("inf", 0.0), ("1e300", 0.0))  # fmt: skip
+    for value, seconds in cases:
         monkeypatch.setenv(EVERY_VARIABLE, value)
         assert every_seconds() == seconds
     monkeypatch.delenv(EVERY_VARIABLE)
@@ -65,6 +67,14 @@ def test_library_bars_are_turned_off_in_logs(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(sys, "stderr", Terminal())
     quiet_library_bars()
     assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    # A terminal forced by the environment (FORCE_COLOR, as CI services set) shows rich's bars: the lines stay off,
+    # so a log never gets both.
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    quiet_library_bars()
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    with ProgressLines(every=0.01) as lines:
+        assert not lines.enabled
 
 
 def test_a_build_written_to_a_log_says_where_it_is(demo_recipe: Path, tmp_path: Path) -> None:

@@ -187,16 +187,22 @@ def test_intervals_tell_variants_apart_only_with_enough_pairs() -> None:
 
 
 def test_the_legend_explains_the_columns_the_table_has() -> None:
-    from trainer.ablate import nothing_held_out, units
+    from trainer.ablate import markdown_table, notes, units
 
     none_held = [{"variant": "a", "rows": 9, "eval/accuracy": None, "eval/pairs": 0},
                  {"variant": "b", "rows": 9, "eval/accuracy": None, "eval/pairs": 0}]  # fmt: skip
-    assert nothing_held_out(none_held) and "interval" not in units(none_held) and "benchmark" not in units(none_held)
+    legend = units(none_held)
+    assert "eval/accuracy: the fraction of eval/pairs held-out pairs" in legend
+    assert "interval" not in legend and "benchmark" not in legend
+    said = notes(none_held, 0.02)
+    assert said == ["no variant held out a pair (eval_fraction 0.02 of their builds' prompts), so none has a held-out "
+                    "accuracy; --set eval_fraction=0.2 holds a fifth out"]  # fmt: skip
+    assert markdown_table(none_held, 0.02).endswith(f"{legend}.\n\nnote: {said[0]}\n")  # the file says it too
     held = [{**none_held[0], "eval/accuracy": 0.5, "eval/pairs": 4, "eval/interval_95": (0.2, 0.8)}, none_held[1]]
-    assert not nothing_held_out(held) and "eval/interval_95 its 95% Wilson interval" in units(held)
+    assert not notes(held, 0.02) and "eval/interval_95: its 95% Wilson interval" in units(held)
     benched = [{**none_held[0], "vl_rewardbench/items": "4 of 4 scored"}]
     assert "a benchmark's columns: percent over its items" in units(benched)
-    assert not nothing_held_out([{"variant": "failed", "error": "InputError: no pairs"}])
+    assert not notes([{"variant": "failed", "error": "InputError: no pairs"}], 0.02)
 
 
 def test_ctrl_c_says_which_variants_are_kept(
@@ -222,3 +228,27 @@ def test_ctrl_c_says_which_variants_are_kept(
     assert result.exit_code == 130, result.output
     assert result.stderr.endswith(f"interrupted: the trained variants are kept in {out} (demo); the same command "
                                   "reuses them\n")  # fmt: skip
+
+
+def test_a_run_of_an_earlier_version_is_judged_by_what_it_learned(tmp_path: Path) -> None:
+    """A rerun reuses a variant's finished run whose settings differ only in how it ran (or by a setting added
+    since, at its default), never one whose held-out split fell by pair rather than by prompt."""
+    import json
+
+    import yaml
+
+    from trainer.ablate import _finished_run, _same_settings
+    from trainer.config import FitConfig
+
+    config = FitConfig(model="tiny", shards=["b"])
+    older = {k: v for k, v in config.as_dict().items() if k != "keep_checkpoints"} | {"save_every": 0}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older))
+    assert _same_settings(tmp_path, config)
+    assert not _same_settings(tmp_path, FitConfig(model="tiny", shards=["b"], lr=0.5))
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "eval/accuracy": 0.5}\n')
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "reward_model.json").write_text("{}")
+    (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4}))  # split by pair_id
+    assert _finished_run(tmp_path, config) is None
+    (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4, "split_by": "prompt_id"}))
+    assert _finished_run(tmp_path, config) == {"step": 1, "eval/accuracy": 0.5}

@@ -120,7 +120,7 @@ def test_an_audit_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path
 
 
 def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple, tmp_path: Path) -> None:
-    build, run, _ = audited
+    build, run, report = audited
     resumed = tmp_path / "run"
     shutil.copytree(run, resumed)
     plan = json.loads((resumed / "plan.json").read_text())
@@ -145,10 +145,15 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": {**older, "max_length": 4096}}))
     with pytest.raises(Exception, match=r"holds an audit planned otherwise \(max_length 4096 then, "):
         audit(build, CONFIG, 2, resumed)
-    # Folds of an earlier version, which fell by pair rather than by prompt, are not the same folds.
+    # How the runs run (checkpoints, say) may change, as on `trainer fit --resume`.
+    (resumed / "plan.json").write_text(json.dumps({**plan, "config": {**older, "save_every": 0}}))
+    assert audit(build, CONFIG, 2, resumed)["folds"] == report["folds"]
+    # Folds of an earlier version, which fell by pair rather than by prompt, are not the same folds: no settings
+    # resume them.
     (resumed / "plan.json").write_text(json.dumps({k: v for k, v in {**plan, "config": older}.items()
                                                    if k != "folds_by"}))  # fmt: skip
-    with pytest.raises(InputError, match=r"otherwise \(how pairs fall in folds \(by pair_id then, by prompt_id"):
+    with pytest.raises(InputError, match=r"holds an audit whose folds fell by pair_id \(they fall by prompt_id now\)"
+                                         ": it cannot be resumed; choose another --out"):  # fmt: skip
         audit(build, CONFIG, 2, resumed)
 
 
@@ -332,6 +337,23 @@ def test_a_build_rebuilt_in_place_is_not_resumed(audited: tuple, tmp_path: Path)
     (rebuilt / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match=r"planned otherwise \(the shards the folds train on differ\); give its"):
         audit(rebuilt, CONFIG, 2, tmp_path / "run")
+
+
+def test_an_audit_whose_prompts_all_fall_in_one_fold_is_refused(tmp_path: Path) -> None:
+    from curation.build import build as make_build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    rows = [{"prompt": f"Question {k}?", "chosen": f"A good answer {j}.", "rejected": f"A bad one {j}."}
+            for k in range(3) for j in range(4)]  # fmt: skip
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    make_build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b")
+    prompts = set(build_pairs(BuildDir.open(tmp_path / "b")).column("prompt_id").to_pylist())
+    seed = next(s for s in range(1000) if len({fold_of(p, s, 2) for p in prompts}) == 1)
+    with pytest.raises(InputError, match=rf"the build's 3 prompts all fall in fold \d with seed {seed}, so no model"):
+        audit(tmp_path / "b", dataclasses.replace(CONFIG, seed=seed), 2, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_arguments_that_cannot_make_an_audit_are_refused(audited: tuple, tmp_path: Path) -> None:

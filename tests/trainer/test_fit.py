@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import trainer.fit as fit_module
+from curation.build_dir import BuildDir
 from curation.errors import InputError
 from tests.conftest import write_image
 from trainer.cli import app
@@ -135,9 +136,10 @@ def test_the_cli_says_where_a_resumed_run_picks_up_and_why_nothing_is_held_out(
     resumed = CliRunner().invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming {run} at step 2 of 3" in resumed.stderr
-    # the default eval_fraction (0.02) holds none of the demo's 36 pairs out: the summary says so
+    # the default eval_fraction (0.02) holds none of the demo's prompts out: the summary says so
+    prompts = len(set(BuildDir.open(demo_build).pairs(["prompt_id"]).column("prompt_id").to_pylist()))
     assert resumed.stdout.endswith(
-        "over 8 pairs; no held-out pairs: eval_fraction 0.02 of 36 distinct pairs held none out\n"
+        f"over 8 pairs; no held-out pairs: eval_fraction 0.02 of {prompts} distinct prompts held none out\n"
     ), resumed.stdout
 
 

@@ -49,7 +49,12 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
     assert (parts / "part-00000.parquet").stat().st_mtime_ns != first_part
     with pytest.raises(KeyboardInterrupt):
         score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after_first(8))
-    resumed = pq.read_table(score_build(model, tiny_run / "model", copy, part_pairs=8)).to_pylist()
+    (parts / "part-00000.parquet").write_bytes(b"")  # emptied by a crash of the machine: scored again
+    reused: list[int] = []
+    resumed_file = score_build(model, tiny_run / "model", copy, part_pairs=8,
+                               on_parts=lambda _folder, pairs, _of: reused.append(pairs))  # fmt: skip
+    assert reused == [0]
+    resumed = pq.read_table(resumed_file).to_pylist()
     assert not parts.exists()
     fresh_copy = tmp_path / "fresh"
     shutil.copytree(demo_build, fresh_copy)
