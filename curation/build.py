@@ -118,10 +118,10 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != "done.json"}
 
 
-def _file_digests(folder: Path) -> dict[str, str]:
+def _file_digests(folder: Path, stop: threading.Event) -> dict[str, str]:
     """The sha256 of an ingest's output files: a file damaged in place keeps its size, not its digest (hashing
-    reads about a GB in 0.6 s)."""
-    return {name: sha256_file(folder / name) for name in _file_sizes(folder)}
+    reads about a GB in 0.6 s; `stop` set ends it, so Ctrl-C does not wait for it)."""
+    return {name: sha256_file(folder / name, stop) for name in _file_sizes(folder)}
 
 
 def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None, commit: str | None = None) -> dict[str, Any]:
@@ -403,7 +403,7 @@ class Builder:
             isinstance(finished, dict)
             and finished.get("file_sizes") == _file_sizes(target)
             and finished.get("input") == stamp
-            and finished.get("file_sha256") == _file_digests(target)  # last: it reads the files
+            and finished.get("file_sha256") == _file_digests(target, stop)  # last: it reads the files
         ):
             with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged summary: ingest again
                 summary = IngestSummary.from_dict(finished["summary"])
@@ -423,7 +423,7 @@ class Builder:
             with self.engine.pool(1) as pool:
                 summary = pool.submit(ingest_source, spec, target, outputs, max_pixels, 1).result()
         write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target),
-                          "file_sha256": _file_digests(target), "input": stamp}, durable=False)  # fmt: skip
+                          "file_sha256": _file_digests(target, stop), "input": stamp}, durable=False)  # fmt: skip
         return summary
 
     def _ingest_workers(self, inputs: list[tuple[str, Path]]) -> int:

@@ -29,7 +29,15 @@ import pyarrow.parquet as pq
 from curation import columnar
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
-from curation.io import ArrowBatchWriter, BatchWriter, ParquetBatchWriter, fsync_folder, read_json_state, write_json
+from curation.io import (
+    ArrowBatchWriter,
+    BatchWriter,
+    ParquetBatchWriter,
+    fsync_folder,
+    read_json_state,
+    sha256_file,
+    write_json,
+)
 from curation.processes import worker_pool
 from curation.readers import Record, iter_file_isolated, printable
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
@@ -52,7 +60,7 @@ class Outputs:
     """How the ingest's files are written: the parquet codec, the pairs' format ("parquet", or "arrow": an Arrow
     IPC file, `pairs.arrow`, which a build maps), and whether each file is fsynced before it is renamed into
     place (`durable`). A build's work files are read back at once and deleted with the build, so they skip
-    both compression and fsync; the build checks their sizes before resuming from them (`file_sizes`)."""
+    both compression and fsync; the build checks their sizes and sha256 before resuming from them."""
 
     compression: str = "zstd"
     pairs_format: str = "parquet"
@@ -484,13 +492,17 @@ def _ingest_file(
         records = iter_file_isolated(path, name, adapter.columns)
         outcomes = (convert_record(adapter, r, images_root, conversion) for r in records)
         summary = write_outcomes(adapter.info.key, outcomes, out, outputs=PART_FILES).as_dict()
-    # Written last, with the files' sizes (parts are not fsynced: a crash of the machine may cut one short).
-    write_json(out / PART_DONE, {"file": name, "summary": summary, "file_sizes": _part_sizes(out)}, durable=False)
+    # Written last, with the files' sizes and sha256 (parts are not fsynced: a crash of the machine may cut one
+    # short; a failing disk may damage one in place).
+    write_json(out / PART_DONE, {"file": name, "summary": summary, "files": _part_files(out)}, durable=False)
     return summary
 
 
-def _part_sizes(folder: Path) -> dict[str, int]:
-    return {n: (folder / n).stat().st_size for n in ("pairs.parquet", "images.parquet", "rejects.parquet")}
+def _part_files(folder: Path) -> dict[str, list[Any]]:
+    return {n: [(folder / n).stat().st_size, sha256_file(folder / n)] for n in PART_FILE_NAMES}
+
+
+PART_FILE_NAMES = ("pairs.parquet", "images.parquet", "rejects.parquet")
 
 
 PART_DONE = "part.json"
@@ -501,9 +513,12 @@ def _finished_part(folder: Path, name: str) -> dict | None:
     done = read_json_state(folder / PART_DONE)
     if not (isinstance(done, dict) and done.get("file") == name and isinstance(done.get("summary"), dict)):
         return None
-    try:
-        whole = done.get("file_sizes") == _part_sizes(folder)
-    except OSError:
+    try:  # the sizes first (cheap), then the bytes
+        sizes = {n: (folder / n).stat().st_size for n in PART_FILE_NAMES}
+        recorded = done.get("files")
+        whole = isinstance(recorded, dict) and {n: v[0] for n, v in recorded.items()} == sizes
+        whole = whole and _part_files(folder) == recorded
+    except (OSError, TypeError, IndexError, KeyError):
         return None
     return done["summary"] if whole else None
 

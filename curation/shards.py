@@ -141,10 +141,11 @@ def _write_shard(
     rows_digest = hashlib.md5(identity.encode() + np.ascontiguousarray(keys, np.int64).tobytes()).hexdigest()
     if record is not None:
         done = read_json_state(record)
-        if isinstance(done, dict) and done.get("rows_md5") == rows_digest and path.is_file():
+        shard = done.get("shard") if isinstance(done, dict) else None
+        if isinstance(shard, dict) and done.get("rows_md5") == rows_digest and path.is_file():
             # the size first (cheap), then the bytes: a shard damaged in place is written again
-            if path.stat().st_size == done.get("bytes") and sha256_file(path) == done["shard"]["sha256"]:
-                return done["shard"]
+            if path.stat().st_size == done.get("bytes") and sha256_file(path) == shard.get("sha256"):
+                return shard
     tmp = path.with_name(path.name + ".partial")
     rows = 0
     with _ShardFile(tmp) as sink:

@@ -84,8 +84,9 @@ class FitConfig:
     def __post_init__(self) -> None:
         if min(self.global_batch, self.micro_batch, self.log_every, self.epochs, self.pack_length) < 1:
             raise InputError("global_batch, micro_batch, log_every, epochs and pack_length must be >= 1")
-        if min(self.num_workers, self.eval_every, self.save_every, self.keep_checkpoints) < 0:
-            raise InputError("num_workers, eval_every, save_every and keep_checkpoints must be >= 0")
+        for name in ("num_workers", "eval_every", "save_every", "keep_checkpoints"):
+            if (value := getattr(self, name)) < 0:
+                raise InputError(f"{name} must be >= 0, got {value}")
         if not 0 <= self.eval_fraction < 1:
             raise InputError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):

@@ -118,7 +118,10 @@ class PairData:
         counts: dict[str, Any] = {}
         judged_elsewhere: set[str] = set()
         if folds and builds:
+            # the audited build's prompts: its shards' and its removed pairs' (which the audit judges too)
             first = builds[0].table.column("prompt_id").to_pylist()
+            removed = BuildDir.open(builds[0].path).removed_pairs(["prompt_id"])
+            first += removed.column("prompt_id").to_pylist() if removed is not None else []
             judged_elsewhere = {prompt for prompt in first if fold_of(prompt, seed, folds) == fold}
         evaluated: set[str] = set()  # a held-out pair is evaluated once, whatever its copies in the shards
         planned = 0  # training draws of the builds so far

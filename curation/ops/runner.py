@@ -29,13 +29,14 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
         result.resumed = True
     else:  # absent, or damaged by a crash of the machine or in place: scored again
         kept = op.cache_path(ctx, params)
-        if kept is not None and readable_parquet(kept):
+        if kept is not None and _cached(kept):
             copy_file(kept, signals)
             result.reused = True
         else:
             op.score(ctx, params, signals)
             if kept is not None:
                 copy_file(signals, kept)
+                _write_text(_digest_file(kept), sha256_file(kept))
         _record(signals, digests)
     decision = op.decide(ctx, params, signals)
     # Swapped and flagged pairs are counted at the build's end, among the pairs still kept then
@@ -54,6 +55,25 @@ def _unchanged(signals: Path, digests: Path) -> bool:
     return (
         readable_parquet(signals) and isinstance(recorded, dict) and recorded.get(signals.name) == sha256_file(signals)
     )
+
+
+def _digest_file(kept: Path) -> Path:
+    """Beside each cached signal table, the sha256 it was written with (per file: builds share a cache)."""
+    return kept.with_name(kept.name + ".sha256")
+
+
+def _cached(kept: Path) -> bool:
+    try:
+        recorded = _digest_file(kept).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return False  # absent (a cache from before digests were kept): computed again, and kept with one
+    return readable_parquet(kept) and recorded == sha256_file(kept)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+    tmp.write_text(text + "\n", encoding="ascii")
+    fsync_rename(tmp, path)
 
 
 def _record(signals: Path, digests: Path) -> None:

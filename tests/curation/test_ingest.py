@@ -281,6 +281,14 @@ def test_finished_file_parts_are_kept_and_reused(tmp_path: Path, monkeypatch: py
     ingest(adapter, str(folder), tmp_path / "b", workers=2, pool=recording_pool, parts=parts, per_file=True)
     assert submitted == ["part-1.parquet", "part-2.parquet"]
     assert output_digests(tmp_path / "b") == output_digests(tmp_path / "whole")
+    rejects = parts / "00000" / "rejects.parquet"  # damaged in place by a failing disk: the same size
+    data = bytearray(rejects.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    rejects.write_bytes(bytes(data))
+    submitted.clear()
+    ingest(adapter, str(folder), tmp_path / "c", workers=2, pool=recording_pool, parts=parts, per_file=True)
+    assert submitted == ["part-0.parquet"]
+    assert output_digests(tmp_path / "c") == output_digests(tmp_path / "whole")
 
 
 def test_a_record_of_lists_becomes_a_list_of_records() -> None:

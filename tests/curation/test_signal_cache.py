@@ -59,3 +59,18 @@ def test_a_change_of_what_a_signal_measures_is_computed_again(demo_recipe: Path,
     path = demo_recipe.with_name("fewer.yaml")
     path.write_text(yaml.safe_dump(fewer))
     assert build(load_recipe(path), tmp_path / "fewer", cache=cache)["signals_reused"] == ["image_dedupe"]
+
+
+def test_a_cached_signal_damaged_in_place_is_computed_again(demo_recipe: Path, tmp_path: Path) -> None:
+    """A cache file is reused only while its bytes are those written (its sha256 is kept beside it)."""
+    cache = tmp_path / "cache"
+    build(load_recipe(demo_recipe), tmp_path / "first", cache=cache)
+    (near,) = cache.glob("near_dedupe-*.parquet")
+    assert (near.parent / f"{near.name}.sha256").read_text().strip() == hashlib.sha256(near.read_bytes()).hexdigest()
+    data = bytearray(near.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a failing disk: the same size, the footer intact
+    near.write_bytes(bytes(data))
+    again = build(load_recipe(demo_recipe), tmp_path / "again", cache=cache)
+    assert "near_dedupe" not in again["signals_reused"] and "image_dedupe" in again["signals_reused"]
+    assert _files(tmp_path / "again") == _files(tmp_path / "first")
+    assert (near.parent / f"{near.name}.sha256").read_text().strip() == hashlib.sha256(near.read_bytes()).hexdigest()

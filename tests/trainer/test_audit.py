@@ -435,3 +435,28 @@ def test_ctrl_c_says_which_folds_are_kept(demo_build: Path, tmp_path: Path, monk
     result = CliRunner().invoke(app, args(tmp_path / "other"))
     assert (result.exit_code, result.stderr) == (130, "interrupted: stopped before any fold's work was kept\n")
     assert not (tmp_path / "other").exists()
+
+
+def test_a_removed_pairs_prompt_is_left_out_of_the_extra_builds_too(tmp_path: Path) -> None:
+    """The audit judges the removed pairs as well: their prompts' fold is left out of every build the fold's model
+    trains on, even where the audited build's shards no longer hold the prompt."""
+    from curation.build import build as make_build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    def row(k: int, tie: bool) -> dict[str, Any]:
+        return {"prompt": f"Question {k}?", "chosen": f"A good answer {k}.", "rejected": f"A bad one {k}.",
+                "score_chosen": 5.0, "score_rejected": 5.0 if tie else 1.0}  # fmt: skip
+
+    for name, rows in (("audited", [row(k, tie=k == 0) for k in range(12)]), ("extra", [row(0, tie=False)])):
+        write_jsonl(tmp_path / f"{name}.jsonl", rows)
+        source = f"uf: {{adapter: ultrafeedback_binarized, path: {name}.jsonl}}"
+        ops = "filters: {drop_ties: true}"
+        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\nsources:\n  {source}\nops:\n  {ops}\n")
+        make_build(load_recipe(tmp_path / f"{name}.yaml"), tmp_path / name)
+    removed = BuildDir.open(tmp_path / "audited").removed_pairs(["prompt_id"])
+    assert removed is not None and removed.num_rows == 1  # the tie: its prompt is in no shard of the audited build
+    fold = fold_of(removed.column("prompt_id")[0].as_py(), CONFIG.seed, 2)
+    data = PairData.open([str(tmp_path / "audited"), str(tmp_path / "extra")], CONFIG.seed, 0.0, folds=2, fold=fold)
+    assert not [e for e in data.train if e.build == 1]  # the extra build's pair of that prompt is left out
+    assert data.counts[str(tmp_path / "extra")]["left_out"] == 1

@@ -200,6 +200,8 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         ({"min_pixels": 2_000_000_000}, "min_pixels 2000000000 is above the default max_pixels 1003520"),
         ({"max_pixels": 0}, "max_pixels must be >= 1"),
         ({"eval_max_pairs": 0}, "eval_max_pairs must be >= 1"),
+        ({"keep_checkpoints": -1}, "keep_checkpoints must be >= 0, got -1"),
+        ({"save_every": -5}, "save_every must be >= 0, got -5"),
     ],
 )
 def test_settings_out_of_their_range_are_refused(settings: dict, message: str) -> None:
