@@ -28,7 +28,7 @@ from curation.build import build
 from curation.build_dir import BuildDir
 from curation.recipe import load_recipe
 from trainer.config import FitConfig
-from trainer.data import PairData, unit_hash
+from trainer.data import SPLIT_BY, PairData, unit_hash
 from trainer.fit import fit
 from trainer.predict import load_reward_model, resolve_model
 from trainer.score import score_build
@@ -63,6 +63,9 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     run = args.run or train(args.work)
+    split_by = json.loads((run / "data.json").read_text()).get("split_by", "pair_id")
+    if split_by != SPLIT_BY:  # its held-out pairs would be rebuilt by another split: pairs it trained on
+        parser.error(f"--run {run}: its held-out split fell by {split_by}; train it again with this version")
     flips = args.work / "flips.yaml"
     flips.write_text(yaml.safe_dump({
         "name": "label-flip-20", "seed": 0,
