@@ -74,6 +74,16 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
+def prompts_build(folder: Path, prompts: int, pairs_each: int = 1) -> Path:
+    """`folder/b`: a text build of `prompts` prompts with `pairs_each` distinct pairs each."""
+    rows = [{"prompt": f"Question {k}?", "chosen": f"A good answer {k}.{j}", "rejected": f"A bad one {k}.{j}"}
+            for k in range(prompts) for j in range(pairs_each)]  # fmt: skip
+    write_jsonl(folder / "uf.jsonl", rows)
+    (folder / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(folder / "r.yaml"), folder / "b")
+    return folder / "b"
+
+
 def write_benchmark_images(shared: Path, root: Path) -> None:
     """Generated images at the paths the real VL-RewardBench and MM-RLHF-RewardBench rows reference."""
     for n, line in enumerate((shared / "vl-rewardbench" / "data.jsonl").read_text().splitlines()):

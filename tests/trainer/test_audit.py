@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
+from tests.conftest import prompts_build
 from trainer.audit import AUDIT_SCHEMA, FOLD_PLAN, _judge_fold, audit, fold_report, held_out, judge
 from trainer.cli import app
 from trainer.config import FitConfig
@@ -340,16 +341,7 @@ def test_a_build_rebuilt_in_place_is_not_resumed(audited: tuple, tmp_path: Path)
 
 
 def test_an_audit_whose_prompts_all_fall_in_one_fold_is_refused(tmp_path: Path) -> None:
-    from curation.build import build as make_build
-    from curation.recipe import load_recipe
-    from tests.conftest import write_jsonl
-
-    rows = [{"prompt": f"Question {k}?", "chosen": f"A good answer {j}.", "rejected": f"A bad one {j}."}
-            for k in range(3) for j in range(4)]  # fmt: skip
-    write_jsonl(tmp_path / "uf.jsonl", rows)
-    (tmp_path / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
-    make_build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b")
-    prompts = set(build_pairs(BuildDir.open(tmp_path / "b")).column("prompt_id").to_pylist())
+    prompts = set(build_pairs(BuildDir.open(prompts_build(tmp_path, 3, pairs_each=4))).column("prompt_id").to_pylist())
     seed = next(s for s in range(1000) if len({fold_of(p, s, 2) for p in prompts}) == 1)
     with pytest.raises(InputError, match=rf"the build's 3 prompts all fall in fold \d with seed {seed}, so no model"):
         audit(tmp_path / "b", dataclasses.replace(CONFIG, seed=seed), 2, tmp_path / "run")

@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.conftest import prompts_build
 from tests.trainer.conftest import pair_images, pair_row
 from trainer.backbone import load_backbone
 from trainer.data import SKIP_TOO_LONG, Entry, ImageTable, PairData, PairFeatures, collate, featurize, weighted
@@ -167,16 +168,7 @@ def test_image_table_finds_every_image_by_hash(demo_build: Path) -> None:
 
 def test_held_out_pairs_of_several_builds_come_in_hash_order(demo_build: Path, tmp_path: Path) -> None:
     """`eval_max_pairs` takes the first held-out pairs: a sample of every build, not the first build's alone."""
-    from curation.build import build
-    from curation.recipe import load_recipe
-    from tests.conftest import write_jsonl
-
-    rows = [{"prompt": f"Question {k}?", "chosen": f"A good answer {k}.", "rejected": f"A bad one {k}."}
-            for k in range(40)]  # fmt: skip
-    write_jsonl(tmp_path / "uf.jsonl", rows)
-    (tmp_path / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
-    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b")
-    data = PairData.open([str(demo_build), str(tmp_path / "b")], seed=0, eval_fraction=0.5)
+    data = PairData.open([str(demo_build), str(prompts_build(tmp_path, 40))], seed=0, eval_fraction=0.5)
     builds = [e.build for e in data.eval]
     assert set(builds) == {0, 1} and builds != sorted(builds)
     assert set(builds[:6]) == {0, 1}
@@ -184,16 +176,7 @@ def test_held_out_pairs_of_several_builds_come_in_hash_order(demo_build: Path, t
 
 def test_the_pairs_of_one_prompt_are_all_trained_on_or_all_held_out(tmp_path: Path) -> None:
     """Held-out accuracy is over prompts the model never saw: a prompt's pairs fall on one side of the split."""
-    from curation.build import build
-    from curation.recipe import load_recipe
-    from tests.conftest import write_jsonl
-
-    rows = [{"prompt": f"Question {k}?", "chosen": f"A good answer {k}.{j}", "rejected": f"A bad one {k}.{j}"}
-            for k in range(20) for j in range(3)]  # fmt: skip
-    write_jsonl(tmp_path / "uf.jsonl", rows)
-    (tmp_path / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
-    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b")
-    data = PairData.open([str(tmp_path / "b")], seed=0, eval_fraction=0.5)
+    data = PairData.open([str(prompts_build(tmp_path, 20, pairs_each=3))], seed=0, eval_fraction=0.5)
     table = data.builds[0].table
     prompt_of = dict(zip(table.column("pair_id").to_pylist(), table.column("prompt_id").to_pylist(), strict=True))
     trained = {prompt_of[e.pair_id] for e in data.train}
