@@ -2,7 +2,10 @@
 
 A terminal's Ctrl-C reaches every process of its group; a worker interrupted while holding the pool's queue lock
 left the main process waiting forever. Workers ignore it instead, and the main process, on any failure, cancels
-what has not started and waits only for what is running.
+what has not started and waits only for what is running. A worker is born with Ctrl-C blocked (the thread that
+starts it blocks it for that moment, and a spawned process keeps its parent thread's signal mask), so one pressed
+while the worker is still starting Python is dropped rather than printed as a traceback; it unblocks Ctrl-C once
+it ignores it.
 """
 
 from __future__ import annotations
@@ -10,16 +13,30 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from typing import Any
+
+
+class _Pool(ProcessPoolExecutor):
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        # Workers are started here, as they are needed: with Ctrl-C blocked in this thread for that moment (a
+        # Ctrl-C pressed then is taken when it is unblocked, or by another thread).
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextmanager
 def worker_pool(
     workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
 ) -> Iterator[ProcessPoolExecutor]:
-    pool = ProcessPoolExecutor(
+    # Started first: starting it unblocks Ctrl-C in the starting thread, which would undo `_Pool.submit`'s block.
+    resource_tracker.ensure_running()
+    pool = _Pool(
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start, initargs=(initializer, initargs)
     )
     try:
@@ -32,5 +49,6 @@ def worker_pool(
 
 def _start(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C pressed while starting: dropped
     if initializer is not None:
         initializer(*initargs)

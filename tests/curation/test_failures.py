@@ -405,6 +405,39 @@ def test_workers_ignore_ctrl_c_so_the_main_process_can_stop_them() -> None:
 
     with worker_pool(2) as pool:
         assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+        assert signal.SIGINT not in pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, []).result()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this thread's mask as it was
+
+
+CTRL_C_AS_WORKERS_START = """
+import os, signal, sys, threading
+from curation.processes import worker_pool
+
+def started():  # from a thread, as a build starts an ingest's workers
+    with worker_pool(2) as pool:
+        future = pool.submit(os.getpid)
+        os.killpg(0, signal.SIGINT)  # the terminal's Ctrl-C, to the whole group, while the workers start Python
+        future.result()
+
+thread = threading.Thread(target=started)
+try:
+    thread.start()
+    thread.join()
+except KeyboardInterrupt:
+    thread.join()
+    print("interrupted", file=sys.stderr)
+"""
+
+
+def test_ctrl_c_while_workers_start_prints_no_traceback_of_theirs() -> None:
+    """A worker is born with Ctrl-C blocked, so one pressed while it still starts Python is dropped, not printed
+    as a `KeyboardInterrupt` traceback beside the command's one line."""
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", CTRL_C_AS_WORKERS_START], capture_output=True, text=True,
+                                start_new_session=True, timeout=120, check=False)  # fmt: skip
+        # (Python 3.11's resource tracker may add a warning about a semaphore as the interpreter exits: not theirs)
+        assert result.stderr.startswith("interrupted\n"), result.stderr
+        assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr
 
 
 def test_model_folders_in_ops_resolve_against_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
