@@ -1,5 +1,5 @@
-"""`python -m trainer` (what `torchrun` launches)."""
+"""`python -m trainer` (what `torchrun` launches): the `trainer` console script, Ctrl-C handled the same way."""
 
-from trainer.cli import main
+from curation.entry import trainer
 
-main()
+trainer()

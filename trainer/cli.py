@@ -151,8 +151,8 @@ def fit(
         stop_interrupted(kept if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
         summary = fit_summary(last, _held_out_note(out, settings.eval_fraction), _skipped_held_out(out)) if last else (
-            "nothing left to train (already at its last step)")  # fmt: skip
-        typer.echo(f"done: {out}: {summary}")
+            f"nothing left to train (already at its last step: {_last_step(out)})")  # fmt: skip
+        typer.echo(f"done: {out}: {summary}{_skipped_training(out, last)}")
 
 
 @app.command()
@@ -227,6 +227,8 @@ def eval_(
     for folder in model:
         if not folder.exists():
             _fail(f"--model {folder}: no such folder")
+        if not (resolve_model(folder) / "reward_model.json").is_file():
+            _fail(f"--model {folder}: neither a run folder nor a saved reward model (no reward_model.json)")
     if out is None:
         if len(model) != 1 or not (model[0] / "metrics.jsonl").is_file():
             _fail("--out is required unless --model is one run folder (its reports go to RUN/evals)")
@@ -320,7 +322,10 @@ def score(
         if not was_interrupted(exc):
             raise
         stop_interrupted(kept_scores(parts[0], parts[2]) if parts else "stopped before scoring began")
-    if parts and parts[1]:
+    if parts and parts[0] == out:
+        typer.echo(f"already scored: {out} holds this model's scores of these {parts[2]} pairs, scored the same way "
+                   "(not scored again; remove it to score again)")  # fmt: skip
+    elif parts and parts[1]:
         typer.echo(f"resumed: {parts[1]} of {parts[2]} pairs' scores taken from the parts an interrupted run "
                    "finished (not scored again)")  # fmt: skip
     reasons = Counter(pq.read_table(out, columns=["not_scored"]).column("not_scored").to_pylist())
@@ -382,7 +387,7 @@ def audit(
                 if fold not in bars:
                     bars[fold] = progress.add_task(f"fold {fold}", total=2)
                 progress.update(bars[fold], completed=int(what == "judge"), description=f"fold {fold}: {what}")
-                lines.set(f"fold {fold} of {folds}: {what}")
+                lines.set(f"fold {fold} (folds 0 to {folds - 1}): {what}")
 
             report = run_audit(build, settings, folds, out, on_fold=on_fold)
             for bar in bars.values():
@@ -619,6 +624,30 @@ def _held_out_note(out: Path, eval_fraction: float) -> str:
     # the split falls by prompt: the fraction is of the distinct prompts of all builds
     return (f"no held-out pairs: eval_fraction {eval_fraction:g} of {report.get('distinct_prompts')} distinct "
             "prompts held none out")  # fmt: skip
+
+
+def _last_step(out: Path) -> str:
+    from trainer.fit import latest_checkpoint
+
+    checkpoint = latest_checkpoint(out)
+    return f"checkpoints/{checkpoint.name}" if checkpoint is not None else "its model saved"
+
+
+def _skipped_training(out: Path, last: dict[str, Any] | None) -> str:
+    """The training draws the run skipped, by reason, with the draws of an epoch (`data.json`), or ""."""
+    if last is None:  # nothing trained now
+        return ""
+    try:
+        report = json.loads((out / "data.json").read_text())
+        skipped = {str(k): int(v) for k, v in report.get("skipped_train_draws", {}).items()}
+        draws, epochs = int(report["train_draws"]), float(last["epoch"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if not skipped:
+        return ""
+    reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.items())
+    return (f"; skipped in training (never trained on): {sum(skipped.values())} draws over {epochs:g} "
+            f"epoch{'' if epochs == 1 else 's'} of {draws} draws ({reasons})")  # fmt: skip
 
 
 def _skipped_held_out(out: Path) -> dict[str, int]:

@@ -82,8 +82,9 @@ class FitConfig:
     log_every: int = 1
 
     def __post_init__(self) -> None:
-        if min(self.global_batch, self.micro_batch, self.log_every, self.epochs, self.pack_length) < 1:
-            raise InputError("global_batch, micro_batch, log_every, epochs and pack_length must be >= 1")
+        for name in ("global_batch", "micro_batch", "log_every", "epochs", "pack_length"):
+            if (value := getattr(self, name)) < 1:
+                raise InputError(f"{name} must be >= 1, got {value}")
         for name in ("num_workers", "eval_every", "save_every", "keep_checkpoints"):
             if (value := getattr(self, name)) < 0:
                 raise InputError(f"{name} must be >= 0, got {value}")

@@ -121,6 +121,8 @@ class RewardModel(nn.Module):
         from curation.failure import one_line
 
         spec_path = folder / "reward_model.json"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder")
         if not spec_path.is_file():
             raise FileNotFoundError(f"{folder}: not a saved reward model (no reward_model.json)")
         try:

@@ -16,6 +16,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +37,7 @@ SCORES_SCHEMA = pa.schema(
 )
 # What `trainer score` writes: the scores and, for a pair without them, why (`trainer audit` adds its own columns).
 SCORE_FILE_SCHEMA = pa.schema([*SCORES_SCHEMA, pa.field("not_scored", pa.string())])
+SCORE_PLAN = "rm_workbench.score_plan"  # a scores file's metadata: the plan it was scored under, so a rerun keeps it
 COLUMNS = ["pair_id", "prompt_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
 
 
@@ -119,6 +121,10 @@ def _score_into(
     ids = "\n".join(pairs.column("pair_id").to_pylist()).encode()
     plan = {"part_pairs": part_pairs, "max_length": max_length, "pairs_sha256": hashlib.sha256(ids).hexdigest(),
             "columns": SCORE_FILE_SCHEMA.names}  # fmt: skip
+    if _plan_of(out) == plan:  # scored before, by this model, of these pairs, the same way: kept
+        if on_parts is not None:
+            on_parts(out, pairs.num_rows, pairs.num_rows)
+        return out
     plan_path = parts_dir / "plan.json"
     if parts_dir.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
         shutil.rmtree(parts_dir)
@@ -141,10 +147,21 @@ def _score_into(
     parts = [pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)]
     joined = pa.concat_tables(parts) if parts else SCORE_FILE_SCHEMA.empty_table()
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(joined.cast(SCORE_FILE_SCHEMA), tmp)
+    pq.write_table(joined.cast(SCORE_FILE_SCHEMA).replace_schema_metadata({SCORE_PLAN: json.dumps(plan)}), tmp)
     tmp.replace(out)
     shutil.rmtree(parts_dir)
     return out
+
+
+def _plan_of(scores: Path) -> Any:
+    """The plan a scores file was written under (its metadata), or None (absent, damaged, or written otherwise)."""
+    if not readable_parquet(scores):
+        return None
+    stored = (pq.read_schema(scores).metadata or {}).get(SCORE_PLAN.encode())
+    try:
+        return json.loads(stored) if stored is not None else None
+    except ValueError:
+        return None
 
 
 def _counting(first: int, total: int, progress: Callable[[int, int], None]) -> Callable[[], None]:

@@ -136,6 +136,14 @@ def test_a_benchmark_without_a_scorable_item_is_an_error_and_writes_nothing(
 def test_eval_of_a_model_folder_that_does_not_exist_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "runs" / "tiy"), "--bench", "vl_rewardbench"])
     assert (result.exit_code, result.output) == (1, f"error: --model {tmp_path / 'runs' / 'tiy'}: no such folder\n")
+    # a folder of something else (a build, say) is named for what it is not, before --out is asked for
+    (tmp_path / "build").mkdir()
+    result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "build"), "--bench", "vl_rewardbench"])
+    assert (result.exit_code, result.output) == (1, f"error: --model {tmp_path / 'build'}: neither a run folder nor a "
+                                                    "saved reward model (no reward_model.json)\n")  # fmt: skip
+    # and `trainer score` of a folder that does not exist says so
+    result = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "runs" / "tiy"), "--build", str(tmp_path)])
+    assert (result.exit_code, result.output) == (1, f"error: {tmp_path / 'runs' / 'tiy'}: no such folder\n")
 
 
 def test_an_unknown_model_name_fails_at_once_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -201,6 +201,7 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         ({"max_pixels": 0}, "max_pixels must be >= 1"),
         ({"eval_max_pairs": 0}, "eval_max_pairs must be >= 1"),
         ({"keep_checkpoints": -1}, "keep_checkpoints must be >= 0, got -1"),
+        ({"global_batch": 0}, "global_batch must be >= 1, got 0"),
         ({"save_every": -5}, "save_every must be >= 0, got -5"),
     ],
 )
@@ -267,6 +268,20 @@ def test_a_fit_written_to_a_log_says_which_step_it_is_at(
     assert result.stdout.startswith("done: ")  # the summary alone on stdout
 
 
+def test_the_summary_counts_the_draws_training_skipped(demo_build: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["fit", "--shards", str(demo_build), "--out", str(run), "--model", "tiny", "--global-batch", "8",
+            "--micro-batch", "4", "--set", "max_length=60"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "data.json").read_text())
+    skipped = report["skipped_train_draws"][SKIP_TOO_LONG]
+    assert 0 < skipped < report["train_draws"]
+    said = (f"; skipped in training (never trained on): {skipped} draws over 1 epoch of {report['train_draws']} "
+            f"draws ({skipped} {SKIP_TOO_LONG})\n")  # fmt: skip
+    assert result.stdout.endswith(said), result.stdout
+
+
 def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     run = tmp_path / "run"
@@ -297,7 +312,7 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     finished = runner.invoke(app, [*args, "--resume"])
     assert (finished.exit_code, finished.output) == (
         0,
-        f"done: {run}: nothing left to train (already at its last step)\n",
+        f"done: {run}: nothing left to train (already at its last step: checkpoints/step-000005)\n",
     )
     assert (run / "metrics.jsonl").read_text() == metrics
     # a folder of other files is not a run folder, with --resume or without; hidden files alone do not count

@@ -125,6 +125,17 @@ def test_cli_score_then_rm_margin_rebuild(demo_recipe: Path, tmp_path: Path, tin
     assert f"{scored} of {len(table)} pairs scored (the shards' and the removed ones); not scored: {why}\n" in (
         result.output
     )
+    # Again: the file is kept, and the command says so (the same counts, read from it)
+    written = scores.stat().st_mtime_ns
+    again = CliRunner().invoke(app, ["score", "--model", str(tiny_run), "--build", str(copy)])
+    assert again.exit_code == 0 and scores.stat().st_mtime_ns == written
+    assert again.stdout.startswith(f"already scored: {scores} holds this model's scores of these {len(table)} pairs, "
+                                   "scored the same way (not scored again; remove it to score again)\n")  # fmt: skip
+    assert again.stdout.endswith(result.stdout)
+    other = CliRunner().invoke(app, ["score", "--model", str(tiny_run), "--build", str(copy), "--max-length", "64"])
+    assert other.exit_code == 0 and not other.stdout.startswith("already scored")  # scored another way: again
+    assert scores.stat().st_mtime_ns != written
+    assert CliRunner().invoke(app, ["score", "--model", str(tiny_run), "--build", str(copy)]).exit_code == 0
     margins = sorted(r["margin"] for r in pq.read_table(scores).to_pylist() if r["margin"] is not None)
     threshold = margins[len(margins) // 3]  # about a third of the scored pairs count as reversed
     recipe = yaml.safe_load(demo_recipe.read_text())
