@@ -43,7 +43,7 @@ from curation.ops import OPS, BuildContext
 from curation.ops.base import file_fields, files_of
 from curation.ops.context import create_relations
 from curation.ops.runner import run_op
-from curation.processes import worker_pool
+from curation.processes import waited, worker_pool
 from curation.readers import hub_commit, is_hub_id
 from curation.recipe import Recipe, SourceSpec
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
@@ -106,11 +106,14 @@ class _IngestWatch:
     next_report: int = 10_000
 
     def __call__(self, summary: IngestSummary) -> None:
-        if self.stop.is_set():
-            raise IngestStopped("stopped: another ingest failed or the build was interrupted")
+        self.stop_if_set()
         if summary.rows_read >= self.next_report:
             self.next_report = summary.rows_read + self.every
             self.report(f"ingest {self.name}: {summary.rows_read:,} rows read")
+
+    def stop_if_set(self) -> None:
+        if self.stop.is_set():
+            raise IngestStopped("stopped: another ingest failed or the build was interrupted")
 
 
 def _file_sizes(folder: Path) -> dict[str, int]:
@@ -411,17 +414,18 @@ class Builder:
                 return summary
         self.on_stage(f"ingest {spec.name}")
         max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
+        watch = _IngestWatch(spec.name, stop, self.on_progress)
         if not self.engine.distributed:
-            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs),
-                                    on_row=_IngestWatch(spec.name, stop, self.on_progress))  # fmt: skip
+            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs), on_row=watch)
         elif not is_uri(spec.path) and splits_into_files(_adapter(spec), spec.path):
             # One task per input file, merged here in file order; finished files are kept for a rerun.
             parts = self.tmp / "work" / "parts" / spec.name
             workers = self.engine.cpus(self.workers)
-            summary = ingest_source(spec, target, outputs, max_pixels, workers, self.engine.pool, parts, per_file=True)
+            summary = ingest_source(spec, target, outputs, max_pixels, workers, self.engine.pool, parts, per_file=True,
+                                    on_row=watch)  # fmt: skip
         else:  # one file, a Hub id or an object store's URI (read by the task's node): one task
-            with self.engine.pool(1) as pool:
-                summary = pool.submit(ingest_source, spec, target, outputs, max_pixels, 1).result()
+            with self.engine.pool(1) as pool:  # a stop cancels the task
+                summary = waited(pool.submit(ingest_source, spec, target, outputs, max_pixels, 1), watch.stop_if_set)
         write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target),
                           "file_sha256": _file_digests(target, stop), "input": stamp}, durable=False)  # fmt: skip
         return summary

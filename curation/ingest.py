@@ -38,7 +38,7 @@ from curation.io import (
     sha256_file,
     write_json,
 )
-from curation.processes import worker_pool
+from curation.processes import waited, worker_pool
 from curation.readers import Record, iter_file_isolated, printable
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
 from curation.sources.base import Adapter, RowContext
@@ -542,8 +542,9 @@ def _ingest_files(
                 finished = _finished_part(folder, name) if job.parts is not None else None
                 futures.append(finished if finished is not None else pool.submit(
                     _ingest_file, adapter, path, name, job.root.root, job.conversion, folder, plan))  # fmt: skip
+            check = (lambda: job.on_row(summary)) if job.on_row is not None else (lambda: None)
             for k, future in enumerate(futures):  # in file order: the same rows, in the same order, as one process
-                summary.merge(IngestSummary.from_dict(future if isinstance(future, dict) else future.result()))
+                summary.merge(IngestSummary.from_dict(future if isinstance(future, dict) else waited(future, check)))
                 written = scratch / f"{k:05d}"
                 for name in ("pairs", "rejects"):
                     for batch in pq.ParquetFile(written / f"{name}.parquet").iter_batches():

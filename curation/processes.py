@@ -47,6 +47,17 @@ def worker_pool(
     pool.shutdown(wait=True)
 
 
+def waited(future: Future, check: Callable[[], None], every: float = 1.0) -> Any:
+    """The future's result; while its task runs, `check` is called every `every` seconds, so that a stop it raises
+    (Ctrl-C, another task's failure) ends the wait, and the pool around it cancels the task, rather than waiting
+    for a task that may run for minutes on a cluster."""
+    while True:
+        try:
+            return future.result(timeout=every)
+        except TimeoutError:
+            check()
+
+
 def _start(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C pressed while starting: dropped

@@ -242,6 +242,7 @@ def test_finished_file_parts_are_kept_and_reused(tmp_path: Path, monkeypatch: py
     """With `parts` (a build's work folder), each finished file's part stays, and a rerun takes it instead of
     ingesting the file again (a cluster's interrupted ingest resumes); `per_file` splits a columnar layout too."""
     import contextlib
+    import shutil
     from concurrent.futures import Future
 
     import pyarrow as pa
@@ -289,6 +290,26 @@ def test_finished_file_parts_are_kept_and_reused(tmp_path: Path, monkeypatch: py
     ingest(adapter, str(folder), tmp_path / "c", workers=2, pool=recording_pool, parts=parts, per_file=True)
     assert submitted == ["part-0.parquet"]
     assert output_digests(tmp_path / "c") == output_digests(tmp_path / "whole")
+
+    @contextlib.contextmanager
+    def hanging_pool(workers: int) -> Any:  # a cluster whose tasks run for long
+        class Pool:
+            def submit(self, fn: Any, *args: Any) -> Future:
+                return Future()
+
+        yield Pool()
+
+    class Stopped(Exception):
+        pass
+
+    def stop(summary: Any) -> None:  # the build's check, called while the merge waits for a task
+        raise Stopped
+
+    shutil.rmtree(parts)
+    with pytest.raises(Stopped):
+        ingest(adapter, str(folder), tmp_path / "d", workers=2, pool=hanging_pool, parts=parts, per_file=True,
+               on_row=stop)  # fmt: skip
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_record_of_lists_becomes_a_list_of_records() -> None:

@@ -106,3 +106,25 @@ def test_an_ingest_in_a_build_reports_the_rows_it_has_read() -> None:
     stop.set()
     with pytest.raises(IngestStopped):
         watch(SimpleNamespace(rows_read=12))  # type: ignore[arg-type]
+
+
+def test_a_wait_for_a_task_ends_when_the_build_stops() -> None:
+    """A task that runs for long (an ingest on a cluster) is waited for in steps: a stop ends the wait at once."""
+    from concurrent.futures import Future
+
+    from curation.processes import waited
+
+    checks: list[int] = []
+
+    def check() -> None:
+        checks.append(1)
+        if len(checks) == 3:
+            raise KeyboardInterrupt
+
+    never: Future = Future()
+    with pytest.raises(KeyboardInterrupt):
+        waited(never, check, every=0.01)
+    assert len(checks) == 3
+    done: Future = Future()
+    done.set_result(7)
+    assert waited(done, check) == 7
