@@ -123,7 +123,7 @@ def _file_sizes(folder: Path) -> dict[str, int]:
 
 def _file_digests(folder: Path, stop: threading.Event) -> dict[str, str]:
     """The sha256 of an ingest's output files: a file damaged in place keeps its size, not its digest (hashing
-    reads about a GB in 0.6 s; `stop` set ends it, so Ctrl-C does not wait for it)."""
+    reads about a GiB in 0.75 s; `stop` set ends it, so Ctrl-C does not wait for it)."""
     return {name: sha256_file(folder / name, stop) for name in _file_sizes(folder)}
 
 
