@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from multiprocessing import resource_tracker
 from typing import Any
@@ -23,8 +23,9 @@ class _Pool(ProcessPoolExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         # Workers are started here, as they are needed: with Ctrl-C blocked in this thread for that moment (a
         # Ctrl-C pressed then is taken when it is unblocked, or by another thread).
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # read only: a pending Ctrl-C raised here changes nothing
         try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # may raise one pending: `finally` restores
             return super().submit(fn, *args, **kwargs)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, before)
@@ -51,11 +52,9 @@ def waited(future: Future, check: Callable[[], None], every: float = 1.0) -> Any
     """The future's result; while its task runs, `check` is called every `every` seconds, so that a stop it raises
     (Ctrl-C, another task's failure) ends the wait, and the pool around it cancels the task, rather than waiting
     for a task that may run for minutes on a cluster."""
-    while True:
-        try:
-            return future.result(timeout=every)
-        except TimeoutError:
-            check()
+    while not wait([future], timeout=every).done:  # the task's own TimeoutError is its result, not a reason to wait
+        check()
+    return future.result()
 
 
 def _start(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:

@@ -206,9 +206,13 @@ def indistinct(rows: list[dict[str, Any]]) -> bool:
     return len(intervals) > 1 and max(low for low, _ in intervals) <= min(high for _, high in intervals)
 
 
-def _same_settings(run: Path, config: FitConfig) -> bool:
+# A finished run's metrics are reused whatever these were (its held-out metrics depend on the others)
+REUSED_WHATEVER = HOW_IT_RUNS - {"eval_max_pairs", "eval_every"}
+
+
+def _same_settings(run: Path, config: FitConfig, ignored: frozenset[str] = HOW_IT_RUNS) -> bool:
     """Whether `run` holds a run (finished or not) of these settings: of what it learns, as `trainer fit --resume`
-    compares them (how it runs, `HOW_IT_RUNS`, may differ; a setting added since compares at its default)."""
+    compares them (how it runs, `ignored`, may differ; a setting added since compares at its default)."""
     try:
         stored = yaml.safe_load((run / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError):
@@ -217,9 +221,7 @@ def _same_settings(run: Path, config: FitConfig) -> bool:
         return False
     plain = lambda settings: yaml.safe_load(yaml.safe_dump(settings, sort_keys=True))  # noqa: E731
     then, now = {**plain(FitConfig().as_dict()), **stored}, plain(config.as_dict())
-    return {k: v for k, v in then.items() if k not in HOW_IT_RUNS} == {
-        k: v for k, v in now.items() if k not in HOW_IT_RUNS
-    }
+    return {k: v for k, v in then.items() if k not in ignored} == {k: v for k, v in now.items() if k not in ignored}
 
 
 def _finished_run(run: Path, config: FitConfig) -> dict[str, Any] | None:
@@ -231,7 +233,7 @@ def _finished_run(run: Path, config: FitConfig) -> dict[str, Any] | None:
     except (OSError, ValueError, AttributeError):
         return None
     finished = records and (run / "model" / "reward_model.json").is_file() and split_by == SPLIT_BY
-    return records[-1] if finished and _same_settings(run, config) else None
+    return records[-1] if finished and _same_settings(run, config, REUSED_WHATEVER) else None
 
 
 def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:

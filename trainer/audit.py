@@ -235,10 +235,14 @@ def _judged(folder: Path, fold: int, expected: list[str], plan: str) -> pa.Table
     return table
 
 
-def _placeless(settings: dict[str, Any]) -> dict[str, Any]:
-    """Fit settings without where their builds lie (each `--shards` spec's weight kept): the builds are known by
-    their contents (the plan's digests), so an audit resumes after its builds moved."""
-    return {**settings, "shards": [spec.partition("=")[2] for spec in settings.get("shards", [])]}
+def _learned(settings: dict[str, Any]) -> dict[str, Any]:
+    """Fit settings of what a run learns: without where their builds lie (each `--shards` spec's weight kept: the
+    builds are known by their contents, the plan's digests, so an audit resumes after its builds moved), and
+    without how it runs (`HOW_IT_RUNS`: checkpoints, kernels, workers, which may change as on `fit --resume`); a
+    setting added to FitConfig since a stored one was written compares at its default."""
+    full = {**FitConfig().as_dict(), **settings}
+    learned = {key: value for key, value in full.items() if key not in HOW_IT_RUNS}
+    return {**learned, "shards": [spec.partition("=")[2] for spec in full.get("shards", [])]}
 
 
 _PLAN_PARTS = {"pairs_sha256": "the build's pairs differ", "shards_sha256": "the shards the folds train on differ",
@@ -247,14 +251,9 @@ _PLAN_PARTS = {"pairs_sha256": "the build's pairs differ", "shards_sha256": "the
 
 def _plan_differences(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     """What differs between the plan an earlier run of this audit wrote and `plan`, but for where the builds lie
-    (nothing: the audit resumes). A setting added to FitConfig since then is absent from the stored plan and
-    compares at its default, so that audit still resumes (under its own plan and name); settings of how a run runs
-    (`HOW_IT_RUNS`: checkpoints, kernels, workers) may change, as on `trainer fit --resume`."""
-    then = _placeless({**FitConfig().as_dict(), **stored.get("config", {})})
-    now = _placeless(plan["config"])
-    for key in HOW_IT_RUNS:
-        then.pop(key, None)
-        now.pop(key, None)
+    and how the fold runs run (nothing: the audit resumes, under its own plan and name); `_learned` says what
+    counts."""
+    then, now = _learned(stored.get("config", {})), _learned(plan["config"])
     differ = [f"{what} {stored.get(key)!r} then, {plan[key]!r} now" if key == "folds" else what
               for key, what in _PLAN_PARTS.items() if stored.get(key) != plan[key]]  # fmt: skip
     for key in sorted(set(then) | set(now)):
@@ -286,10 +285,13 @@ def audit(
             f"--folds {folds}: more folds than the build's {prompts} prompts (a prompt's pairs share a fold)"
         )
     fold_of_pair = [fold_of(prompt, config.seed, folds) for prompt in prompt_ids]
-    if not config.shards and len(set(fold_of_pair)) == 1:  # that fold's model would have nothing to train on
+    in_shards = set(opened.pairs(["pair_id"]).column("pair_id").to_pylist())
+    trained = {fold for pid, fold in zip(ids, fold_of_pair, strict=True) if pid in in_shards}
+    if not config.shards and len(trained) == 1:  # that fold's model would have nothing to train on
         raise InputError(
-            f"--folds {folds}: the build's {prompts} prompts all fall in fold {fold_of_pair[0]} with seed "
-            f"{config.seed}, so no model could judge them; --set seed=N for another split, or give more data"
+            f"--folds {folds}: the prompts of the build's shards all fall in fold {trained.pop()} with seed "
+            f"{config.seed}, so that fold's model has nothing to learn from; --set seed=N for another split, or "
+            "give more data"
         )
     if out.resolve() == opened.path.resolve() or opened.path.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: inside the build {opened.path}; the audit's run folder goes elsewhere")
@@ -298,7 +300,6 @@ def audit(
     for spec in config.shards:
         if Path(spec.partition("=")[0]).resolve() in (opened.path.resolve(), (opened.path / "shards").resolve()):
             raise InputError(f"--shards {spec}: the audited build itself (every fold model trains on it already)")
-    in_shards = set(opened.pairs(["pair_id"]).column("pair_id").to_pylist())
     # What the fold models learn from: the audited build's shards and any extra build's, by their sha256 (a build
     # rebuilt in place keeps its pair ids but may train the folds on other pairs).
     trained_on = [opened, *(BuildDir.open(spec.partition("=")[0]) for spec in config.shards)]
@@ -396,9 +397,7 @@ def _fold_model(
                 yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else None
             )
             # the audit's plan matched by content: its builds may have moved since this fold trained
-            if not isinstance(stored, dict) or _placeless({**FitConfig().as_dict(), **stored}) != _placeless(
-                fold_config.as_dict()
-            ):
+            if not isinstance(stored, dict) or _learned(stored) != _learned(fold_config.as_dict()):
                 raise InputError(
                     f"{folder}: its model is not fold {k}'s of this audit (another fold, fold count or settings); "
                     f"remove {folder} to train it again"

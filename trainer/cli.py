@@ -227,6 +227,9 @@ def eval_(
     for folder in model:
         if not folder.exists():
             _fail(f"--model {folder}: no such folder")
+        if (folder / "metrics.jsonl").is_file() and not (folder / "model").is_dir():
+            _fail(f"--model {folder}: a run without its model yet (an unfinished run: `trainer fit --resume` "
+                  "finishes it)")  # fmt: skip
         if not (resolve_model(folder) / "reward_model.json").is_file():
             _fail(f"--model {folder}: neither a run folder nor a saved reward model (no reward_model.json)")
     if out is None:

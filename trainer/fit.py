@@ -465,6 +465,7 @@ class Trainer:
             if self.config.keep_checkpoints:  # once the new one is complete: never fewer than asked for
                 older = sorted(checkpoints(self.out), key=lambda p: int(p.name[5:]))[: -self.config.keep_checkpoints]
                 for stale in older:  # renamed first: one half removed (a crash) is never taken for a checkpoint
+                    shutil.rmtree(stale.with_name(stale.name + ".stale"), ignore_errors=True)  # one left before
                     os.replace(stale, stale.with_name(stale.name + ".stale"))
                 for stale in (self.out / "checkpoints").glob("step-*.stale"):
                     shutil.rmtree(stale, ignore_errors=True)

@@ -121,7 +121,9 @@ def _score_into(
     ids = "\n".join(pairs.column("pair_id").to_pylist()).encode()
     plan = {"part_pairs": part_pairs, "max_length": max_length, "pairs_sha256": hashlib.sha256(ids).hexdigest(),
             "columns": SCORE_FILE_SCHEMA.names}  # fmt: skip
-    if _plan_of(out) == plan:  # scored before, by this model, of these pairs, the same way: kept
+    whole = {**plan, "micro_batch": micro_batch}  # the finished file's plan: micro-batches change float rounding
+    if _plan_of(out) == whole:  # scored before, by this model, of these pairs, the same way: kept
+        shutil.rmtree(parts_dir, ignore_errors=True)  # an interrupted run's parts of another plan
         if on_parts is not None:
             on_parts(out, pairs.num_rows, pairs.num_rows)
         return out
@@ -147,7 +149,7 @@ def _score_into(
     parts = [pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)]
     joined = pa.concat_tables(parts) if parts else SCORE_FILE_SCHEMA.empty_table()
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(joined.cast(SCORE_FILE_SCHEMA).replace_schema_metadata({SCORE_PLAN: json.dumps(plan)}), tmp)
+    pq.write_table(joined.cast(SCORE_FILE_SCHEMA).replace_schema_metadata({SCORE_PLAN: json.dumps(whole)}), tmp)
     tmp.replace(out)
     shutil.rmtree(parts_dir)
     return out

@@ -409,6 +409,32 @@ def test_workers_ignore_ctrl_c_so_the_main_process_can_stop_them() -> None:
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this thread's mask as it was
 
 
+def test_a_ctrl_c_raised_as_workers_are_started_leaves_the_threads_mask_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Blocking SIGINT raises a Ctrl-C already pending; the thread's mask is restored all the same (a main thread
+    left with SIGINT blocked would miss the next Ctrl-C)."""
+    import signal
+
+    import curation.processes
+    from curation.processes import worker_pool
+
+    real = signal.pthread_sigmask
+
+    def pending_ctrl_c(how: int, mask: Any) -> Any:
+        before = real(how, mask)
+        if how == signal.SIG_BLOCK and signal.SIGINT in set(mask):
+            raise KeyboardInterrupt  # as Python raises a pending signal once the mask is set
+        return before
+
+    with worker_pool(1) as pool:
+        monkeypatch.setattr(curation.processes.signal, "pthread_sigmask", pending_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            pool.submit(int)
+        monkeypatch.undo()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
 CTRL_C_AS_WORKERS_START = """
 import os, signal, sys, threading
 from curation.processes import worker_pool

@@ -128,3 +128,8 @@ def test_a_wait_for_a_task_ends_when_the_build_stops() -> None:
     done: Future = Future()
     done.set_result(7)
     assert waited(done, check) == 7
+    own: Future = Future()  # a task that itself timed out (a network mount, say): its error, not a longer wait
+    own.set_exception(TimeoutError("the task's own"))
+    with pytest.raises(TimeoutError, match="the task's own"):
+        waited(own, check)
+    assert len(checks) == 3

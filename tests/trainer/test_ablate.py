@@ -252,3 +252,6 @@ def test_a_run_of_an_earlier_version_is_judged_by_what_it_learned(tmp_path: Path
     assert _finished_run(tmp_path, config) is None
     (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4, "split_by": "prompt_id"}))
     assert _finished_run(tmp_path, config) == {"step": 1, "eval/accuracy": 0.5}
+    # held out otherwise: its metrics are not these settings' (trained again, in the same folder)
+    other_eval = FitConfig(model="tiny", shards=["b"], eval_max_pairs=1)
+    assert _finished_run(tmp_path, other_eval) is None and _same_settings(tmp_path, other_eval)

@@ -149,6 +149,12 @@ def test_an_audit_planned_before_a_setting_existed_still_resumes(audited: tuple,
     # How the runs run (checkpoints, say) may change, as on `trainer fit --resume`.
     (resumed / "plan.json").write_text(json.dumps({**plan, "config": {**older, "save_every": 0}}))
     assert audit(build, CONFIG, 2, resumed)["folds"] == report["folds"]
+    for name in ("scores.parquet", "fold.json"):  # fold 1 trained, not yet judged: its model judges it
+        (resumed / "fold-1" / name).unlink()
+    steps.clear()
+    how = dataclasses.replace(CONFIG, save_every=7, log_every=3)
+    assert audit(build, how, 2, resumed, on_fold=lambda f, what: steps.append((f, what)))["folds"] == report["folds"]
+    assert steps == [(0, "kept"), (1, "judge")]
     # Folds of an earlier version, which fell by pair rather than by prompt, are not the same folds: no settings
     # resume them.
     (resumed / "plan.json").write_text(json.dumps({k: v for k, v in {**plan, "config": older}.items()
@@ -343,7 +349,7 @@ def test_a_build_rebuilt_in_place_is_not_resumed(audited: tuple, tmp_path: Path)
 def test_an_audit_whose_prompts_all_fall_in_one_fold_is_refused(tmp_path: Path) -> None:
     prompts = set(build_pairs(BuildDir.open(prompts_build(tmp_path, 3, pairs_each=4))).column("prompt_id").to_pylist())
     seed = next(s for s in range(1000) if len({fold_of(p, s, 2) for p in prompts}) == 1)
-    with pytest.raises(InputError, match=rf"the build's 3 prompts all fall in fold \d with seed {seed}, so no model"):
+    with pytest.raises(InputError, match=rf"the prompts of the build's shards all fall in fold \d with seed {seed}"):
         audit(tmp_path / "b", dataclasses.replace(CONFIG, seed=seed), 2, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

@@ -141,6 +141,12 @@ def test_eval_of_a_model_folder_that_does_not_exist_says_so(tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "build"), "--bench", "vl_rewardbench"])
     assert (result.exit_code, result.output) == (1, f"error: --model {tmp_path / 'build'}: neither a run folder nor a "
                                                     "saved reward model (no reward_model.json)\n")  # fmt: skip
+    # a run that has no model yet is named for what it is
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "metrics.jsonl").write_text("")
+    result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "unfinished"), "--bench", "vl_rewardbench"])
+    assert result.output == (f"error: --model {tmp_path / 'unfinished'}: a run without its model yet (an unfinished "
+                             "run: `trainer fit --resume` finishes it)\n")  # fmt: skip
     # and `trainer score` of a folder that does not exist says so
     result = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "runs" / "tiy"), "--build", str(tmp_path)])
     assert (result.exit_code, result.output) == (1, f"error: {tmp_path / 'runs' / 'tiy'}: no such folder\n")
