@@ -87,8 +87,9 @@ def test_ensemble_averages_the_models_rewards(shared_data: Path, tmp_path: Path,
 def test_eval_errors_are_clear(tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
     result = CliRunner().invoke(app, ["eval", "--model", str(two_runs[0]), "--bench", "nope=x"])
     assert result.exit_code == 1 and "unknown benchmark 'nope'" in result.output
-    result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--bench", "rewardbench"])
-    assert result.exit_code != 0 and "--out" in result.output
+    ensemble = ["--model", str(two_runs[0]), "--model", str(two_runs[1])]  # two runs: which one's folder?
+    result = CliRunner().invoke(app, ["eval", *ensemble, "--bench", "rewardbench"])
+    assert result.exit_code == 1 and "--out is required unless --model is one run folder" in result.output
 
 
 def test_a_hub_benchmark_is_read_at_one_commit_that_the_report_names(
