@@ -366,13 +366,14 @@ class Trainer:
             os.replace(tmp, final)
         self._write_data_report()  # a collective: every rank adds its counts
         self.dist.barrier()
-        if self.tb:
-            self.tb.close()
         return last
 
     def close(self) -> None:
-        """Release the wrapped model, then the process group: left to interpreter teardown, gloo or the DDP
-        reducer can abort the process after a successful run."""
+        """Close the TensorBoard writer (its thread writes into the run folder, which a failed run's cleanup
+        removes next), release the wrapped model, then the process group: left to interpreter teardown, gloo or
+        the DDP reducer can abort the process after a successful run."""
+        if self.tb:
+            self.tb.close()
         self.wrapped = self.model
         gc.collect()
         if dist.is_initialized():
