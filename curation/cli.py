@@ -734,5 +734,7 @@ def main() -> None:
     run_cli(app)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m curation.cli`: as the `curate` console script, Ctrl-C handled the same way
+    from curation.entry import curate
+
+    curate()
