@@ -150,9 +150,10 @@ def fit(
         _remove_if_unused(out, created and main)
         stop_interrupted(kept if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
-        summary = fit_summary(last, _held_out_note(out, settings.eval_fraction), _skipped_held_out(out)) if last else (
-            f"nothing left to train (already at its last step: {_last_step(out)})")  # fmt: skip
-        typer.echo(f"done: {out}: {summary}{_skipped_training(out, last)}")
+        report = _data_report(out)
+        summary = fit_summary(last, _held_out_note(report, settings.eval_fraction), _skipped_held_out(report)) if (
+            last) else f"nothing left to train (already at its last step: {_last_step(out)})"  # fmt: skip
+        typer.echo(f"done: {out}: {summary}{_skipped_training(report, last)}")
 
 
 @app.command()
@@ -614,13 +615,18 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{reason}: {n}" for reason, n in counts.items()) or "none"
 
 
-def _held_out_note(out: Path, eval_fraction: float) -> str:
-    """Why a run has no held-out metrics, from its data report ("" where it has held-out pairs)."""
+def _data_report(out: Path) -> dict[str, Any]:
+    """The run's `data.json` (its split and skipped pairs), or {} where it is missing or damaged."""
     try:
         report = json.loads((out / "data.json").read_text())
     except (OSError, ValueError):
-        return ""
-    if report.get("eval_pairs"):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _held_out_note(report: dict[str, Any], eval_fraction: float) -> str:
+    """Why a run has no held-out metrics, from its data report ("" where it has held-out pairs)."""
+    if not report or report.get("eval_pairs"):
         return ""
     if not eval_fraction:
         return "no held-out pairs (eval_fraction 0)"
@@ -636,15 +642,14 @@ def _last_step(out: Path) -> str:
     return f"checkpoints/{checkpoint.name}" if checkpoint is not None else "its model saved"
 
 
-def _skipped_training(out: Path, last: dict[str, Any] | None) -> str:
-    """The training draws the run skipped, by reason, with the draws of an epoch (`data.json`), or ""."""
+def _skipped_training(report: dict[str, Any], last: dict[str, Any] | None) -> str:
+    """The training draws the run skipped, by reason, with the draws of an epoch (its data report), or ""."""
     if last is None:  # nothing trained now
         return ""
     try:
-        report = json.loads((out / "data.json").read_text())
         skipped = {str(k): int(v) for k, v in report.get("skipped_train_draws", {}).items()}
         draws, epochs = int(report["train_draws"]), float(last["epoch"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return ""
     if not skipped:
         return ""
@@ -653,12 +658,9 @@ def _skipped_training(out: Path, last: dict[str, Any] | None) -> str:
             f"epoch{'' if epochs == 1 else 's'} of {draws} draws ({reasons})")  # fmt: skip
 
 
-def _skipped_held_out(out: Path) -> dict[str, int]:
+def _skipped_held_out(report: dict[str, Any]) -> dict[str, int]:
     """The held-out pairs the last evaluation could not score, by reason, from the run's data report."""
-    try:
-        skipped = json.loads((out / "data.json").read_text()).get("skipped_eval", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    skipped = report.get("skipped_eval", {})
     return {str(k): int(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {}
 
 

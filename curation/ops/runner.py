@@ -29,15 +29,17 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
         result.resumed = True
     else:  # absent, or damaged by a crash of the machine or in place: scored again
         kept = op.cache_path(ctx, params)
-        if kept is not None and _cached(kept):
+        digest = _cached(kept) if kept is not None else None
+        if kept is not None and digest is not None:
             copy_file(kept, signals)
             result.reused = True
         else:
             op.score(ctx, params, signals)
+            digest = sha256_file(signals)  # once: the cache's copy and the resume's record share it
             if kept is not None:
                 copy_file(signals, kept)
-                _write_text(_digest_file(kept), sha256_file(kept))
-        _record(signals, digests)
+                _write_text(_digest_file(kept), digest)
+        _record(signals, digests, digest)
     decision = op.decide(ctx, params, signals)
     # Swapped and flagged pairs are counted at the build's end, among the pairs still kept then
     result.removed, _, _ = apply_decision(ctx, op, decision)
@@ -62,12 +64,13 @@ def _digest_file(kept: Path) -> Path:
     return kept.with_name(kept.name + ".sha256")
 
 
-def _cached(kept: Path) -> bool:
+def _cached(kept: Path) -> str | None:
+    """The sha256 of a cached signal table whose bytes are those it was kept with, or None."""
     try:
         recorded = _digest_file(kept).read_text(encoding="ascii").strip()
     except (OSError, ValueError):
-        return False  # absent (a cache from before digests were kept): computed again, and kept with one
-    return readable_parquet(kept) and recorded == sha256_file(kept)
+        return None  # absent (a cache from before digests were kept): computed again, and kept with one
+    return recorded if readable_parquet(kept) and recorded == sha256_file(kept) else None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -76,11 +79,10 @@ def _write_text(path: Path, text: str) -> None:
     fsync_rename(tmp, path)
 
 
-def _record(signals: Path, digests: Path) -> None:
+def _record(signals: Path, digests: Path, digest: str) -> None:
     recorded = read_json_state(digests)
     digests.parent.mkdir(parents=True, exist_ok=True)
-    write_json(digests, {**(recorded if isinstance(recorded, dict) else {}), signals.name: sha256_file(signals)},
-               durable=False)  # fmt: skip
+    write_json(digests, {**(recorded if isinstance(recorded, dict) else {}), signals.name: digest}, durable=False)
 
 
 Counts = list[tuple[str, str, int]]  # (source, reason, rows)
