@@ -176,7 +176,7 @@ def _free(path: Path) -> Path:
 
 def _write(table: pa.Table, path: Path) -> None:
     tmp = _free(path)
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, write_page_checksum=True)  # `rm_margin` verifies them as it reads the scores
     tmp.replace(path)
 
 

@@ -100,9 +100,23 @@ def kept_scores(parts: Path, pairs: int) -> str:
 
 
 def _pairs_in_parts(parts: Path) -> int:
-    """The pairs of the whole parts (a part cut short or emptied is scored again)."""
-    whole = [path for path in sorted(parts.glob("part-*.parquet")) if readable_parquet(path)]
-    return sum(pq.read_metadata(path).num_rows for path in whole)
+    """The pairs of the whole parts (a part cut short, emptied or damaged in place is scored again)."""
+    whole = [_whole(path) for path in sorted(parts.glob("part-*.parquet"))]
+    return sum(table.num_rows for table in whole if table is not None)
+
+
+def _whole(path: Path, ids: list[str] | None = None) -> pa.Table | None:
+    """The scores in `path` if the file is whole: it reads to the end with every page's checksum verified (scores
+    are written with them, so a block damaged in place is found without a digest kept elsewhere) and holds
+    exactly the pairs `ids`, in order (None: any pairs). None for a file absent, cut short, damaged or of other
+    pairs."""
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    if ids is not None and table.column("pair_id").to_pylist() != ids:
+        return None
+    return table
 
 
 def _score_into(
@@ -118,11 +132,12 @@ def _score_into(
     parts_dir = out.with_name(out.name + ".partial")
     pairs = build_pairs(opened)
     # Parts are reused only for the same pairs cut the same way (a rebuilt build or another --part-pairs restarts).
-    ids = "\n".join(pairs.column("pair_id").to_pylist()).encode()
-    plan = {"part_pairs": part_pairs, "max_length": max_length, "pairs_sha256": hashlib.sha256(ids).hexdigest(),
-            "columns": SCORE_FILE_SCHEMA.names}  # fmt: skip
+    ids = pairs.column("pair_id").to_pylist()
+    plan = {"part_pairs": part_pairs, "max_length": max_length, "columns": SCORE_FILE_SCHEMA.names,
+            "pairs_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}  # fmt: skip
     whole = {**plan, "micro_batch": micro_batch}  # the finished file's plan: micro-batches change float rounding
-    if _plan_of(out) == whole:  # scored before, by this model, of these pairs, the same way: kept
+    # Scored before, by this model, of these pairs, the same way, and whole: kept.
+    if _plan_of(out) == whole and _whole(out, ids) is not None:
         shutil.rmtree(parts_dir, ignore_errors=True)  # an interrupted run's parts of another plan
         if on_parts is not None:
             on_parts(out, pairs.num_rows, pairs.num_rows)
@@ -137,19 +152,21 @@ def _score_into(
     images = opened.images()
     total = -(-pairs.num_rows // part_pairs)
     progress = on_progress or (lambda done, of: None)
+    parts = []
     for part in range(total):
         path = parts_dir / f"part-{part:05d}.parquet"
         start = part * part_pairs
-        if not readable_parquet(path):  # whole parts are kept across interruptions
-            rows = pairs.slice(start, part_pairs).to_pylist()
-            _write_part(
-                model, rows, images, path, max_length, micro_batch, _counting(start + 1, pairs.num_rows, progress)
-            )
+        rows = pairs.slice(start, part_pairs)
+        table = _whole(path, rows.column("pair_id").to_pylist())  # whole parts are kept across interruptions
+        if table is None:
+            counting = _counting(start + 1, pairs.num_rows, progress)
+            table = _write_part(model, rows.to_pylist(), images, path, max_length, micro_batch, counting)
+        parts.append(table)
         progress(min(start + part_pairs, pairs.num_rows), pairs.num_rows)
-    parts = [pq.read_table(parts_dir / f"part-{p:05d}.parquet") for p in range(total)]
     joined = pa.concat_tables(parts) if parts else SCORE_FILE_SCHEMA.empty_table()
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(joined.cast(SCORE_FILE_SCHEMA).replace_schema_metadata({SCORE_PLAN: json.dumps(whole)}), tmp)
+    metadata = {SCORE_PLAN: json.dumps(whole)}
+    pq.write_table(joined.cast(SCORE_FILE_SCHEMA).replace_schema_metadata(metadata), tmp, write_page_checksum=True)
     tmp.replace(out)
     shutil.rmtree(parts_dir)
     return out
@@ -180,7 +197,7 @@ def _write_part(
     max_length: int,
     micro_batch: int,
     on_pair: Callable[[], None],
-) -> None:
+) -> pa.Table:
     # Only kept images are in the build's image table: a removed pair whose image went with it gets no score.
     found = {h: data for h in {h for r in rows for h in r["images"]} if (data := images.get(h)) is not None}
     scoreable = [k for k, r in enumerate(rows) if all(h in found for h in r["images"])]
@@ -201,5 +218,6 @@ def _write_part(
         schema=SCORE_FILE_SCHEMA,
     )
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, write_page_checksum=True)
     tmp.replace(path)
+    return table

@@ -71,10 +71,10 @@ def read_scores(path: Path) -> pa.Table:
     missing = [name for name in SCORE_COLUMNS if name not in names]
     if missing:
         raise ValueError(f"scores: {path} has no column {', '.join(missing)} (not a `trainer score` table)")
-    try:
-        table = pq.read_table(path, columns=list(SCORE_COLUMNS))
+    try:  # `trainer score` writes pages with checksums: one damaged in place is an error, not wrong margins
+        table = pq.read_table(path, columns=list(SCORE_COLUMNS), page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
-        raise ValueError(f"scores: {path} is not a parquet file ({exc})") from None
+        raise ValueError(f"scores: {path} cannot be read whole ({exc}); score again") from None
     kinds = {"text": (pa.types.is_string, pa.types.is_large_string), "number": (pa.types.is_floating,)}
     for name, kind in SCORE_COLUMNS.items():
         if not any(test(table.schema.field(name).type) for test in kinds[kind]):

@@ -27,28 +27,37 @@ def tiny_run(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return run
 
 
+def stop_after(pairs: int) -> Callable[[int, int], None]:
+    """A progress callback that interrupts the scoring at its pair `pairs + 1` (the next part's first pair)."""
+
+    def progress(done: int, total: int) -> None:
+        if done > pairs:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def damage_in_place(path: Path) -> None:
+    """Zero a block inside the file's data: its size and its footer stay as they were."""
+    data = bytearray(path.read_bytes())
+    data[16:80] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
 def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tmp_path: Path, tiny_run: Path) -> None:
     copy = tmp_path / "build"
     shutil.copytree(demo_build, copy)
     model = load_reward_model(tiny_run)
-
-    def stop_after_first(part_pairs: int) -> Callable[[int, int], None]:
-        def progress(done: int, total: int) -> None:
-            if done > part_pairs:  # the second part's first pair
-                raise KeyboardInterrupt
-
-        return progress
-
     with pytest.raises(KeyboardInterrupt):
-        score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after_first(8))
+        score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after(8))
     parts = next((copy / "signals").glob("rm_scores-*.partial"))
     assert sorted(p.name for p in parts.iterdir()) == ["part-00000.parquet", "plan.json"]
     first_part = (parts / "part-00000.parquet").stat().st_mtime_ns
     with pytest.raises(KeyboardInterrupt):  # another cut: the old parts no longer fit and are dropped
-        score_build(model, tiny_run / "model", copy, part_pairs=5, on_progress=stop_after_first(5))
+        score_build(model, tiny_run / "model", copy, part_pairs=5, on_progress=stop_after(5))
     assert (parts / "part-00000.parquet").stat().st_mtime_ns != first_part
     with pytest.raises(KeyboardInterrupt):
-        score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after_first(8))
+        score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after(8))
     (parts / "part-00000.parquet").write_bytes(b"")  # emptied by a crash of the machine: scored again
     reused: list[int] = []
     resumed_file = score_build(model, tiny_run / "model", copy, part_pairs=8,
@@ -70,6 +79,31 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
     assert {by_id[r["pair_id"]]["modality"] for r in scored} >= {"text", "image", "video"}
     assert len(scored) >= len(resumed) // 2
     assert all((r["margin"] is None) == (r["not_scored"] is not None) for r in resumed)  # every gap says why
+
+
+def test_scores_damaged_in_place_are_scored_again(demo_build: Path, tmp_path: Path, tiny_run: Path) -> None:
+    """A part or a finished file with a block zeroed (size and footer intact) fails its pages' checksums: it is
+    scored again, not kept."""
+    copy, fresh_copy = tmp_path / "build", tmp_path / "fresh"
+    shutil.copytree(demo_build, copy)
+    shutil.copytree(demo_build, fresh_copy)
+    model = load_reward_model(tiny_run)
+    fresh = pq.read_table(score_build(model, tiny_run / "model", fresh_copy, part_pairs=8)).to_pylist()
+    with pytest.raises(KeyboardInterrupt):
+        score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after(16))
+    parts = next((copy / "signals").glob("rm_scores-*.partial"))
+    damage_in_place(parts / "part-00000.parquet")
+    reused: list[int] = []
+    scores = score_build(model, tiny_run / "model", copy, part_pairs=8,
+                         on_parts=lambda _folder, pairs, _of: reused.append(pairs))  # fmt: skip
+    assert reused == [8]  # the second part's pairs only
+    assert pq.read_table(scores).to_pylist() == fresh
+
+    damage_in_place(scores)
+    reused.clear()
+    score_build(model, tiny_run / "model", copy, part_pairs=8, on_parts=lambda _f, pairs, _of: reused.append(pairs))
+    assert reused == [0]  # not kept as "already scored": scored again from no part
+    assert pq.read_table(scores).to_pylist() == fresh
 
 
 def test_score_reports_progress_by_pair(demo_build: Path, tmp_path: Path, tiny_run: Path) -> None:

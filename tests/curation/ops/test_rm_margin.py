@@ -136,6 +136,24 @@ def test_a_scores_file_not_as_the_trainer_writes_it_is_refused(tmp_path: Path, c
         load_recipe(recipe)
 
 
+def test_a_scores_file_damaged_in_place_is_refused(tmp_path: Path) -> None:
+    """Scores are written with a checksum per page: bytes changed in place (size and footer intact) are an error,
+    not scores of pairs that do not exist."""
+    scores = tmp_path / "scores.parquet"
+    pq.write_table(pa.table({**GOOD, "pair_id": [f"{k:064x}" for k in range(2)]}), scores, compression="none",
+                   write_page_checksum=True)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nsources:\n  a: {{adapter: hh_rlhf, path: {tmp_path}}}\n"
+                      f"ops:\n  rm_margin: {{scores: {scores}}}\n")  # fmt: skip
+    load_recipe(recipe)
+    data = bytearray(scores.read_bytes())
+    at = data.index(f"{1:064x}".encode())  # inside a page's values: without checksums, read as another pair id
+    data[at : at + 8] = b"deadbeef"
+    scores.write_bytes(bytes(data))
+    with pytest.raises(RecipeError, match="cannot be read whole"):
+        load_recipe(recipe)
+
+
 def test_the_scores_are_read_by_exact_path_and_column(tmp_path: Path) -> None:
     """What DuckDB's read_parquet would read otherwise: a `margin=5` folder as a column, a glob matching other
     files, a column MARGIN for margin; and a file of null margins scores nothing."""
