@@ -103,12 +103,12 @@ class _IngestWatch:
     stop: threading.Event
     report: Callable[[str], None]
     every: int = 10_000
-    next_report: int = 10_000
+    reported: int = 0  # the rows read at the last report
 
     def __call__(self, summary: IngestSummary) -> None:
         self.stop_if_set()
-        if summary.rows_read >= self.next_report:
-            self.next_report = summary.rows_read + self.every
+        if summary.rows_read >= self.reported + self.every:
+            self.reported = summary.rows_read
             self.report(f"ingest {self.name}: {summary.rows_read:,} rows read")
 
     def stop_if_set(self) -> None:

@@ -60,11 +60,17 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def write_json(path: Path, value: Any, durable: bool = True) -> None:
-    """A JSON state file, whole or not at all: written under a temporary name, then renamed."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def write_text(path: Path, text: str, durable: bool = True) -> None:
+    """A text file, whole or not at all: written under a temporary name of this process's own (two processes
+    writing one file, builds sharing a cache, never share one), then renamed."""
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
     fsync_rename(tmp, path, durable)
+
+
+def write_json(path: Path, value: Any, durable: bool = True) -> None:
+    """A JSON state file, whole or not at all (`write_text`)."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n", durable)
 
 
 def read_json_state(path: Path) -> Any:

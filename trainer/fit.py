@@ -464,7 +464,7 @@ class Trainer:
             os.replace(tmp, folder)
             self.last_checkpoint = folder
             if self.config.keep_checkpoints:  # once the new one is complete: never fewer than asked for
-                older = sorted(checkpoints(self.out), key=lambda p: int(p.name[5:]))[: -self.config.keep_checkpoints]
+                older = checkpoints(self.out)[: -self.config.keep_checkpoints]
                 for stale in older:  # renamed first: one half removed (a crash) is never taken for a checkpoint
                     shutil.rmtree(stale.with_name(stale.name + ".stale"), ignore_errors=True)  # one left before
                     os.replace(stale, stale.with_name(stale.name + ".stale"))
@@ -573,13 +573,14 @@ def fit(config: FitConfig, out: Path, resume: bool = False, on_step: OnStep | No
 
 
 def checkpoints(out: Path) -> list[Path]:
-    """The run folder's complete checkpoints (`step-N`; a `.partial` one is not)."""
-    return [p for p in (out / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+    """The run folder's complete checkpoints (`step-N`; a `.partial` one is not), by step."""
+    found = [p for p in (out / "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def latest_checkpoint(out: Path) -> Path | None:
     """The run folder's checkpoint of the highest step, or None."""
-    return max(checkpoints(out), key=lambda p: int(p.name[5:]), default=None)
+    return next(reversed(checkpoints(out)), None)
 
 
 def _run_entries(out: Path) -> list[Path]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.io import fsync_rename, read_json_state, readable_parquet, sha256_file, write_json
+from curation.io import fsync_rename, read_json_state, readable_parquet, sha256_file, write_json, write_text
 from curation.ops.base import Decision, GuardStop, Op
 from curation.ops.context import BuildContext
 
@@ -38,7 +38,7 @@ def run_op(ctx: BuildContext, op: Op, params: Any) -> OpRun:
             digest = sha256_file(signals)  # once: the cache's copy and the resume's record share it
             if kept is not None:
                 copy_file(signals, kept)
-                _write_text(_digest_file(kept), digest)
+                write_text(_digest_file(kept), digest + "\n")
         _record(signals, digests, digest)
     decision = op.decide(ctx, params, signals)
     # Swapped and flagged pairs are counted at the build's end, among the pairs still kept then
@@ -71,12 +71,6 @@ def _cached(kept: Path) -> str | None:
     except (OSError, ValueError):
         return None  # absent (a cache from before digests were kept): computed again, and kept with one
     return recorded if readable_parquet(kept) and recorded == sha256_file(kept) else None
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".partial-{os.getpid()}")
-    tmp.write_text(text + "\n", encoding="ascii")
-    fsync_rename(tmp, path)
 
 
 def _record(signals: Path, digests: Path, digest: str) -> None:

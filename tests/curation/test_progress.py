@@ -99,7 +99,7 @@ def test_an_ingest_in_a_build_reports_the_rows_it_has_read() -> None:
 
     seen: list[str] = []
     stop = threading.Event()
-    watch = _IngestWatch("uf", stop, seen.append, every=3, next_report=3)
+    watch = _IngestWatch("uf", stop, seen.append, every=3)
     for rows in (1, 2, 3, 4, 5, 6, 10, 11):  # per row, then a batch at a time
         watch(SimpleNamespace(rows_read=rows))  # type: ignore[arg-type]
     assert seen == ["ingest uf: 3 rows read", "ingest uf: 6 rows read", "ingest uf: 10 rows read"]

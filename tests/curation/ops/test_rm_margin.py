@@ -140,8 +140,12 @@ def test_a_scores_file_damaged_in_place_is_refused(tmp_path: Path) -> None:
     """Scores are written with a checksum per page: bytes changed in place (size and footer intact) are an error,
     not scores of pairs that do not exist."""
     scores = tmp_path / "scores.parquet"
-    pq.write_table(pa.table({**GOOD, "pair_id": [f"{k:064x}" for k in range(2)]}), scores, compression="none",
-                   write_page_checksum=True)
+    pq.write_table(
+        pa.table({**GOOD, "pair_id": [f"{k:064x}" for k in range(2)]}),
+        scores,
+        compression="none",
+        write_page_checksum=True,
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"name: r\nsources:\n  a: {{adapter: hh_rlhf, path: {tmp_path}}}\n"
                       f"ops:\n  rm_margin: {{scores: {scores}}}\n")  # fmt: skip
