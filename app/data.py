@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -36,7 +37,8 @@ from curation.reviews import REVIEWS
 from curation.schema import NO_IMAGES_SQL
 from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
-from trainer.reports import report_names
+from trainer.published import comparison_rows
+from trainer.reports import counts_text, report_names
 
 DATA_ENV = "WORKBENCH_DATA"
 
@@ -185,6 +187,9 @@ class Build:
             raise AppError(str(exc).replace(str(self.path), name)) from None
         self.manifest = self.dir.manifest
         self.refused = self.dir.refused
+        # One opened build (and its connection) serves every browser session: a DuckDB connection runs one query
+        # at a time and refuses a second, so each query, from execute to fetch, holds this lock.
+        self._lock = threading.Lock()
         self.db = duckdb.connect()
         self.db.register("pairs", pairs)
         views = (("rejects", REJECTS), ("removed_pairs", REMOVED_PAIRS), ("build_images", IMAGES),
@@ -203,7 +208,8 @@ class Build:
 
     def table(self, path: Path) -> str:
         """The SQL name of a confined parquet file of this build (read exactly: no glob patterns)."""
-        return parquet_relation(self.db, path)
+        with self._lock:
+            return parquet_relation(self.db, path)
 
     def _dups_union(self) -> str | None:
         if not self.dups:
@@ -211,9 +217,11 @@ class Build:
         return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {self.table(p)}" for p in self.dups.values()) + ")"
 
     def rows(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        cursor = self.db.execute(query, params or [])
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+        with self._lock:
+            cursor = self.db.execute(query, params or [])
+            names = [c[0] for c in cursor.description]
+            found = cursor.fetchall()
+        return [dict(zip(names, values, strict=True)) for values in found]
 
     # -- pairs ---------------------------------------------------------------------------------------------
     def pairs(
@@ -372,7 +380,8 @@ class Build:
         return image, info
 
     def signals(self, pair_id: str, prompt_id: str, images: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-        return pair_signals(self.db, self.signal_files, pair_id, prompt_id, images or [])
+        with self._lock:
+            return pair_signals(self.db, self.signal_files, pair_id, prompt_id, images or [])
 
     def cluster(self, pair_id: str) -> list[dict[str, Any]]:
         """Duplicates removed in favour of this pair, or the survivor this pair lost to."""
@@ -762,4 +771,13 @@ def read_evaluation(root: Path, run: Path, name: str | None = None) -> dict[str,
         raise AppError(f"{run.name}/{name} is not a readable JSON report ({exc})") from None
     if not isinstance(report, dict) or not isinstance(report.get("benchmarks", {}), dict):
         raise AppError(f"{run.name}/{name} is not a report (a JSON object with its benchmarks)")
+    for benchmark, entry in report.get("benchmarks", {}).items():
+        try:  # what the page shows of each benchmark, made once here: an entry it cannot show is named
+            if not isinstance(entry, dict):
+                raise TypeError(f"{type(entry).__name__}, not an object")
+            counts_text(benchmark, entry)
+            comparison_rows(report, benchmark, "this model")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise AppError(f"{run.name}/{name}: its entry for {benchmark!r} is not as `trainer eval` writes it "
+                           f"({type(exc).__name__}: {exc})") from None  # fmt: skip
     return report

@@ -130,13 +130,19 @@ def show_images(build: Build, hashes: list[str] | None, label: str, max_side: in
 
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character, which Markdown may escape
+# Where GitHub Markdown makes a link of bare text (`http://`, `https://`, `www.`, `name@host.tld`, `mailto:`,
+# `xmpp:`), escaped punctuation or not: an invisible word joiner there breaks the match and shows nothing.
+_AUTOLINK = re.compile(r"(?i)(?<=http)(?=:)|(?<=https)(?=:)|(?<=www)(?=\.)|(?<=mailto)(?=:)|(?<=xmpp)(?=:)|(?=@)")
+WORD_JOINER = "\u2060"
 
 
 def plain(text: str) -> str:
     """Text for a Markdown label (captions, warnings, expanders: Streamlit renders them as Markdown) that shows as
-    written: each punctuation character escaped, so a file name or a value from a build cannot add links, images,
-    LaTeX or colours; line breaks become spaces."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))
+    written: each punctuation character escaped and bare URLs and e-mail addresses broken by an invisible word
+    joiner, so a file name or a value from a build cannot add links, images, LaTeX or colours; line breaks become
+    spaces."""
+    unlinked = _AUTOLINK.sub(WORD_JOINER, " ".join(str(text).splitlines()))
+    return _PUNCTUATION.sub(r"\\\1", unlinked)
 
 
 def show_text(label: str, text: str) -> None:

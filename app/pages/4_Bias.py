@@ -13,6 +13,9 @@ st.subheader("Chosen vs rejected length per source")
 st.caption("over the rows of the shards (the mix's upsampled copies are rows too)")
 st.dataframe(build.length_bias(), hide_index=True)
 sources = [r["source"] for r in build.rows("SELECT DISTINCT source FROM pairs ORDER BY 1")]
+if not sources:
+    st.info("This build has no pairs in its shards: nothing to chart.")
+    st.stop()
 source = st.selectbox("source", sources)
 st.caption("length distribution (characters): chosen vs rejected")
 st.bar_chart(build.length_histogram(source), x="length_bin", y=["chosen", "rejected"])

@@ -116,7 +116,8 @@ for name in names:
         st.text(str(exc))
 if reports:
     st.subheader(f"Evaluations ({len(reports)})")
-    st.table([report_summary(name, report) for name, report in reports.items()], hide_index=True)
+    # a dataframe, not st.table, whose cells are Markdown: benchmark names come from the report files
+    st.dataframe([report_summary(name, report) for name, report in reports.items()], hide_index=True)
     chosen = st.selectbox("evaluation", list(reports), index=len(reports) - 1)  # the newest first shown
     report = reports[chosen]
     st.subheader("Beside published results")

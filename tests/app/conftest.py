@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.data import DATA_ENV
+from app.ui import WORD_JOINER
 from curation.build import build
 from curation.recipe import load_recipe
 from tests.conftest import write_jsonl
@@ -47,8 +48,11 @@ def keep_main_module() -> Iterator[None]:
 def data_root(tmp_path_factory: pytest.TempPathFactory, demo_build: Path) -> Path:
     root = tmp_path_factory.mktemp("data")
     shutil.copytree(demo_build, root / "demo")
-    rows = [{"prompt": "Say something.", "chosen": HOSTILE, "rejected": "no", "metadata": {}}]
-    source = write_jsonl(root.parent / "hostile.jsonl", rows)
+    rows = [{"prompt": "Say something.", "chosen": HOSTILE, "rejected": "no", "metadata": {}},
+            {"prompt": "No answers.", "metadata": {}}]  # fmt: skip
+    # The file's name labels the removed row (`read uf hostile-www.example.com.jsonl:1`), a Markdown label where
+    # a bare `www.` address would be a link but for `app.ui.plain`.
+    source = write_jsonl(root.parent / "hostile-www.example.com.jsonl", rows)
     recipe = root.parent / "hostile.yaml"
     recipe.write_text(f"name: hostile\nsources:\n  uf: {{adapter: ultrafeedback_binarized, path: {source}}}\n")
     build(load_recipe(recipe), root / "hostile")
@@ -57,5 +61,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, demo_build: Path) -> Pat
 
 
 def shown(label: str) -> str:
-    """A Markdown label as the page shows it: its escaped punctuation (`app.ui.plain`) unescaped."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", label)
+    """A Markdown label as the page shows it: its escaped punctuation (`app.ui.plain`) unescaped, the word joiners
+    that break its bare links (invisible) left out."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", label).replace(WORD_JOINER, "")

@@ -101,6 +101,10 @@ def test_every_page_in_a_real_browser(server: str) -> None:
         expect(page.get_by_text("<script>alert('x')</script>", exact=False).first).to_be_visible(timeout=60_000)
         assert page.locator("script", has_text="alert('x')").count() == 0
         assert page.locator(".pair-text del").count() >= 1 and page.locator(".pair-text a").count() == 0
+        # A removed row's label names its file, which holds a bare `www.` address: shown, not made a link.
+        page.goto(f"{server}/Removed?build=hostile", timeout=60_000)
+        expect(page.get_by_text("hostile-www", exact=False).first).to_be_visible(timeout=60_000)
+        assert page.locator('[data-testid="stExpander"] summary a').count() == 0
         # The images of a contaminated pair beside the benchmark item's.
         page.goto(f"{server}/Removed", timeout=60_000)
         expect(page.get_by_text("training pair:", exact=False).first).to_be_visible(timeout=60_000)

@@ -220,7 +220,7 @@ def test_runs_page_plots_metrics_and_compares_with_published(tmp_path: Path, mon
     (run / "eval.json").write_text(json.dumps({"benchmarks": {"vl_rewardbench": {"overall": 55.0, "macro": 50.0}}}))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert len(app.get("vega_lite_chart")) == 3  # loss, accuracy and margin curves
-    table = app.dataframe[0].value
+    table = app.dataframe[1].value  # after the list of reports
     assert list(table["model"])[:2] == ["this model (tiny)", "GPT-4o (08-06)"]
     assert float(table.loc[table["model"] == "BaseReward (Qwen2.5-VL-7B)", "overall"].iloc[0]) == 82.16
 
@@ -378,3 +378,38 @@ def test_a_table_added_to_a_build_is_seen_without_a_restart(data_root: Path, tmp
     shutil.copy(signal, tmp_path / "demo" / "signals" / "rm_scores-new.parquet")
     again = open_build(str(tmp_path), "demo")
     assert again is not first and "rm_scores-new" in again.signal_files
+
+
+def test_one_opened_build_serves_sessions_querying_at_once(data_root: Path) -> None:
+    """The app opens a build once for every browser session: queries from several threads at once each get their
+    rows (a DuckDB connection refuses a query while another runs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    opened = Build(data_root, "demo")
+    expected = opened.pairs(page_size=5)
+
+    def browse(k: int) -> tuple[list[dict], int]:
+        opened.signals(expected[0][0]["pair_id"], "")
+        opened.review_queue_counts("random sample", f"source {k}")  # counted anew: a key not seen before
+        return opened.pairs(page_size=5)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(browse, range(64))) == [expected] * 64
+
+
+def test_every_page_opens_a_build_with_no_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build whose every row was removed is a build (its funnel says why): each page says what it lacks rather
+    than fail on an empty table."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    source = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "No answers.", "metadata": {}}])
+    recipe = tmp_path / "empty.yaml"
+    recipe.write_text(f"name: empty\nsources:\n  uf: {{adapter: ultrafeedback_binarized, path: {source}}}\n")
+    root = tmp_path / "data"
+    build(load_recipe(recipe), root / "empty")
+    for page in sorted(p.name for p in (Path(__file__).parents[2] / "app" / "pages").glob("*.py")):
+        run_page(f"pages/{page}", root, monkeypatch)
+    bias = run_page("pages/4_Bias.py", root, monkeypatch)
+    assert [i.value for i in bias.info] == ["This build has no pairs in its shards: nothing to chart."]

@@ -76,7 +76,8 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
         "20250101T120000Z-vl_rewardbench-2.json",
     )
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
-    listed = app.table[0].value
+    listed = app.dataframe[0].value  # a dataframe: the reports' names and benchmarks are never Markdown
+    assert not app.table
     assert list(listed["report"]) == ["eval.json", f"{EVALS}/{first.name}", f"{EVALS}/{second.name}"]  # oldest first
     assert list(listed["items"]) == ["vl_rewardbench: not counted", "vl_rewardbench: 4 of 4 scored",
                                      "vl_rewardbench: 3 of 4 scored"]  # fmt: skip
@@ -94,7 +95,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
         c.value.startswith("Over 4 items one item is 25.0 points of a score over all items") for c in app.caption
     )
     assert "trained on: not recorded (no readable data.json)" in [shown(c.value) for c in app.caption]
-    table = app.dataframe[0].value
+    table = app.dataframe[1].value
     run_rows = table[table["model"] == "this model (tiny)"]
     assert list(run_rows["result"]) == ["over the scored items", "over all items (not scored = wrong)"]
     assert list(run_rows["items"]) == ["3 of 4", "4"] and list(run_rows["overall"]) == [66.67, 50.0]
@@ -104,7 +105,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     evaluation.set_value("eval.json").run()  # a legacy report: its scores, without counts
     captions = [shown(c.value) for c in app.caption]
     assert "vl_rewardbench: item counts not recorded (a report from before they were)" in captions
-    table = app.dataframe[0].value
+    table = app.dataframe[1].value
     assert list(table["model"])[:2] == ["this model (tiny)", "GPT-4o (08-06)"]
     assert float(table["overall"].iloc[0]) == 55.0
 
@@ -116,7 +117,7 @@ def test_an_unreadable_report_is_named_and_the_others_shown(tmp_path: Path, monk
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert [w.value for w in app.warning] == ["Cannot read this run's evaluation."]
     assert any("20250102T000000Z-vl_rewardbench.json is not a readable JSON report" in t.value for t in app.text)
-    assert len(app.table[0].value) == 1 and len(app.dataframe) == 1
+    assert len(app.dataframe[0].value) == 1 and len(app.dataframe) == 2
 
 
 def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,6 +141,9 @@ def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (run / "evals").mkdir()
     (run / "evals" / "2026-01-01T00-00-00-x.json").write_text("[1, 2]")
+    (run / "evals" / "2026-01-02T00-00-00-x.json").write_text('{"benchmarks": {"vl_rewardbench": "not an object"}}')
+    entry = {"scores_over_scored": {}, "items_total": 4}  # counted, but without the rest of its counts
+    (run / "evals" / "2026-01-03T00-00-00-x.json").write_text(json.dumps({"benchmarks": {"x": entry}}))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert not app.exception, app.exception
     assert any(w.value.startswith("2 line(s) of metrics.jsonl are not a step's record") for w in app.warning)
@@ -147,6 +151,9 @@ def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch
     assert "loss: 1 of 3 logged values are not finite numbers and are not drawn (step 1: nan)" in captions
     assert any(c.startswith("reward margin (chosen - rejected): 1 of 1 logged values") for c in captions)
     assert any("is not a report" in t.value for t in app.text)
+    assert "2026-01-02T00-00-00-x.json: its entry for 'vl_rewardbench' is not as `trainer eval` writes it " \
+        "(TypeError: str, not an object)" in " ".join(t.value for t in app.text)  # fmt: skip
+    assert any("2026-01-03T00-00-00-x.json: its entry for 'x' is not as" in t.value for t in app.text)
     (run / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 0.5}\n\xff\n')
     assert run_page("pages/6_Runs.py", tmp_path, monkeypatch).error[0].value == "Cannot read this run's metrics."
     (run / "metrics.jsonl").unlink()
