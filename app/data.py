@@ -200,6 +200,12 @@ class Build:
             self.db.execute(f"CREATE VIEW {view} AS {source}")
         # The build's images and the benchmark images its contamination evidence matched, looked up alike.
         self.db.execute("CREATE VIEW images AS SELECT * FROM build_images UNION ALL SELECT * FROM benchmark_images")
+        # Each id a pair of the shards is known by -> its id there: its own, and for a pair a review swapped, the id
+        # it had before (the stages before the swap, contamination and duplicates, recorded that one).
+        self.db.execute(f"""CREATE VIEW shard_ids AS
+                              SELECT DISTINCT pair_id AS known_as, pair_id FROM pairs
+                              UNION SELECT DISTINCT {ID_BEFORE_SWAP_SQL}, pair_id FROM pairs
+                                    WHERE {ID_BEFORE_SWAP_SQL} IS NOT NULL""")  # fmt: skip
         # Tables found by listing a folder, by name (the file's stem) -> real path.
         self.dups = self.dir.dups()
         self.signal_files = self.dir.signals()
@@ -291,7 +297,10 @@ class Build:
         """A pair of the shards or, failing that, a removed pair, with its `fate` in words and `removed_at`
         (stage, reason, detail) when removed. With `source` and `source_row`, that input row of the pair: copies
         of one pair (an exact duplicate within a source) can meet different fates."""
-        in_shards = self.rows("SELECT * FROM pairs WHERE pair_id = ? ORDER BY source, source_row", [pair_id])
+        in_shards = self.rows(  # by its id, or the id it had before a review swapped it
+            f"SELECT * FROM pairs WHERE pair_id = ? OR {ID_BEFORE_SWAP_SQL} = ? ORDER BY source, source_row",
+            [pair_id, pair_id],
+        )
         removed = self.rows(
             """SELECT p.*, r.stage, r.reason, r.detail FROM removed_pairs p
                LEFT JOIN rejects r ON r.pair_id = p.pair_id AND r.source = p.source AND r.source_row = p.source_row
@@ -407,14 +416,23 @@ class Build:
         return [*queues, "random sample"]
 
     def review_queue(self, queue: str, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """The pairs of a review queue (pair_id, source, source_row, why, in_shards), at most `limit`: those in
-        the shards first (a review changes only them: reviews apply last, so a removed pair stays removed)."""
+        """The pairs of a review queue, each once (pair_id, source, source_row, why, in_shards; `reviewed_as`: the
+        id a review of it is recorded under, its id before a review swapped it in this build (`swapped`), else its
+        own), at most `limit`: those in the shards first (a review changes only them: reviews apply last, so a
+        removed pair stays removed)."""
         where = "WHERE source = ?" if source else ""
         params: list[Any] = [source] if source else []
         query, order = self._queue_query(queue, where)
         return self.rows(
-            f"""SELECT pair_id, source, source_row, why, pair_id IN (SELECT pair_id FROM pairs) AS in_shards
-                FROM ({query}) ORDER BY in_shards DESC, {order} LIMIT ?""",
+            f"""SELECT pair_id, source, source_row, why, shard_id IS NOT NULL AS in_shards,
+                       coalesce(before, pair_id) AS reviewed_as, before IS NOT NULL AS swapped
+                FROM (SELECT DISTINCT ON (pair_id) * FROM ({query}) ORDER BY pair_id, {order})
+                LEFT JOIN (SELECT known_as, any_value(pair_id) AS shard_id FROM shard_ids GROUP BY 1)
+                     ON known_as = pair_id
+                LEFT JOIN (SELECT DISTINCT pair_id AS swapped_id, {ID_BEFORE_SWAP_SQL} AS before FROM pairs
+                           WHERE {ID_BEFORE_SWAP_SQL} IS NOT NULL)
+                     ON swapped_id = shard_id
+                ORDER BY in_shards DESC, {order} LIMIT ?""",
             [*params, limit],
         )
 
@@ -429,7 +447,9 @@ class Build:
         where = "WHERE source = ?" if source else ""
         query, _ = self._queue_query(queue, where)
         found = self.rows(
-            f"SELECT count(*) AS n, count(*) FILTER (pair_id IN (SELECT pair_id FROM pairs)) AS live FROM ({query})",
+            f"""SELECT count(DISTINCT pair_id) AS n,
+                       count(DISTINCT pair_id) FILTER (pair_id IN (SELECT known_as FROM shard_ids)) AS live
+                FROM ({query})""",
             [source] if source else [],
         )[0]
         return found["n"], found["live"]
@@ -451,10 +471,11 @@ class Build:
                         FROM {self.table(self.contamination_file)} {where}"""
             return query, "source, source_row, why"
         if queue == "duplicate clusters":
+            # the removed duplicates of other pairs (an exact copy of a pair is that pair, its review the same)
             query = f"""SELECT pair_id, source, source_row, survivor_pair_id,
                                method || ' similarity ' || round(similarity, 3) || ' to ' || survivor_source || ' '
                                  || survivor_row AS why
-                        FROM {self._dups_union()} {where}"""
+                        FROM {self._dups_union()} {where or "WHERE true"} AND pair_id <> survivor_pair_id"""
             return query, "survivor_pair_id, source, source_row"
         if queue == "random sample":
             # A stable sample: hash order over the pair id and the build's seed.
@@ -528,7 +549,8 @@ class Build:
         # With the training pair's images (from the shards or the removed pairs), to set beside the benchmark's.
         rows = self.rows(
             f"""SELECT c.*, coalesce(k.images, r.images) AS pair_images FROM {table} c
-                LEFT JOIN (SELECT DISTINCT ON (pair_id) pair_id, images FROM pairs ORDER BY pair_id) k USING (pair_id)
+                LEFT JOIN (SELECT DISTINCT ON (s.known_as) s.known_as AS pair_id, p.images FROM shard_ids s
+                           JOIN pairs p USING (pair_id) ORDER BY s.known_as) k USING (pair_id)
                 LEFT JOIN (SELECT DISTINCT ON (pair_id) pair_id, images FROM removed_pairs ORDER BY pair_id) r
                      USING (pair_id)
                 ORDER BY c.action = 'removed' DESC, c.source, c.source_row LIMIT ?""",

@@ -5,7 +5,6 @@ text stays inert; `st.html` shows it without Markdown."""
 from __future__ import annotations
 
 import html
-import os
 import re
 from typing import Any
 
@@ -106,12 +105,25 @@ def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
 SAVED = "review_saved"  # the saved review's line, shown once after the rerun
 
 
+# A review of a pair a review swapped in this build, said of the pair as its source gives it (and back).
+AS_SOURCE_GIVES_IT = {"keep": "swap", "swap": "keep", "drop": "drop"}
+
+
+def as_shown(action: str, swapped: bool) -> str:
+    """A recorded review's action as it reads for the pair shown: of a swapped pair, keep and swap exchanged."""
+    return AS_SOURCE_GIVES_IT[action] if swapped and action in AS_SOURCE_GIVES_IT else action
+
+
 def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
-    """Mark the pair keep, drop or swap with a note; written to DATA_ROOT/reviews/<build>.parquet only."""
+    """Mark the pair keep, drop or swap with a note; written to DATA_ROOT/reviews/<build>.parquet only. A pair a
+    review swapped in this build is reviewed as shown, and recorded of the pair before the swap (its id there, keep
+    and swap exchanged), which is the pair the next build reads from the source."""
     st.markdown("**Review**")
+    before = id_before_swap(pair.get("meta"))
+    target = before or pair["pair_id"]
     try:
         path = review_file(build.root, build.name)
-        earlier = [r for r in latest(read_reviews(path)) if r["pair_id"] == pair["pair_id"]] if path.is_file() else []
+        earlier = [r for r in latest(read_reviews(path)) if r["pair_id"] == target] if path.is_file() else []
     except (AppError, InputError) as exc:
         st.warning("Reviews cannot be kept for this build.")
         st.text(str(exc))
@@ -122,7 +134,8 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         st.text(saved_now)
     last = earlier[0] if earlier else None
     if last:
-        st.text(f"reviewed: {last['action']} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
+        shown = as_shown(last["action"], before is not None)
+        st.text(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
     in_shards = build.rows("SELECT count(*) AS n FROM pairs WHERE pair_id = ?", [pair["pair_id"]])[0]["n"]
     if pair.get("removed_at") is not None and in_shards:
         st.caption(
@@ -140,20 +153,26 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         )
     else:
         st.caption("A review is of the pair: it applies to every row that gives this pair id.")
+    if before is not None:
+        st.caption(plain(f"A review swapped this pair's chosen and rejected in this build. Review it as shown: the "
+                         f"review is recorded of the pair as its source gives it ({before}), with keep and swap "
+                         "exchanged, so the next build applies it to that pair."))  # fmt: skip
     # The decision starts at the pair's latest one, so saving again repeats it rather than undoing it.
     with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
-        action = st.radio("action", ACTIONS, index=ACTIONS.index(last["action"]) if last else 0, horizontal=True,
+        start = ACTIONS.index(as_shown(last["action"], before is not None)) if last else 0
+        action = st.radio("action", ACTIONS, index=start, horizontal=True,
                           help="swap: chosen and rejected are exchanged")  # fmt: skip
         note = st.text_input("note")  # a note belongs to the review it is written with
-        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", os.environ.get("USER", "")))
+        # remembered for the session; never the server account's name, which is not who reviews on a shared server
+        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", ""))
         if st.form_submit_button("Save review"):
             st.session_state["reviewer"] = reviewer
             try:
                 review = Review(
-                    pair["pair_id"],
+                    target,
                     pair["source"],
                     pair["source_row"],
-                    action,
+                    as_shown(action, before is not None),
                     note,
                     reviewer.strip(),
                     build.name,
@@ -165,5 +184,7 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
                 st.text(str(exc))
             else:
                 where = path.relative_to(build.root)
-                st.session_state[SAVED] = f"{saved.action}, in {where}; a build applies it with the op human_review"
+                recorded = f" (recorded as {saved.action} of {target})" if before is not None else ""
+                st.session_state[SAVED] = (f"{action}{recorded}, in {where}; a build applies it with the op "
+                                           "human_review")  # fmt: skip
                 st.rerun()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.data import AppError, review_file
-from app.pair_view import show_pair
+from app.pair_view import as_shown, show_pair
 from app.ui import build_or_stop, page, pick_row, root_or_stop
 from curation.errors import InputError
 from curation.reviews import latest, read_reviews
@@ -40,7 +40,10 @@ except (AppError, InputError) as exc:
     st.text(str(exc))
     reviewed = {}
 # reviewed first: a wide queue never hides it
-table = [{"reviewed": reviewed.get(r["pair_id"], ""), **r, "in_shards": "yes" if r["in_shards"] else "removed"}
+# (a swapped pair's review is recorded of the pair before the swap: read as shown)
+table = [{"reviewed": as_shown(reviewed.get(r["reviewed_as"], ""), r["swapped"]),
+          **{k: v for k, v in r.items() if k not in ("reviewed_as", "swapped")},
+          "in_shards": "yes, chosen and rejected swapped" if r["swapped"] else "yes" if r["in_shards"] else "removed"}
          for r in rows]  # fmt: skip
 total, live = counts[queue]
 done = sum(1 for r in table if r["reviewed"])

@@ -22,10 +22,11 @@ def root(data_root: Path, tmp_path: Path) -> Path:
 def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")}
     app = run_page("pages/7_Review.py", root, monkeypatch)
-    # each queue says how many of its pairs a review can change: the duplicates are all removed already
+    # each queue says how many of its pairs a review can change: the duplicates are all removed already (the
+    # exact copy of a pair is not listed: it is that pair)
     assert app.selectbox[1].options == [
         "contamination matches (6 of 10 pairs in the shards)",
-        "duplicate clusters (0 of 3 pairs in the shards)",
+        "duplicate clusters (0 of 2 pairs in the shards)",
         "random sample (36 of 36 pairs in the shards)",
     ]
     assert app.selectbox[1].value == "contamination matches"
@@ -202,3 +203,62 @@ def test_a_build_named_reviews_is_never_written_into(root: Path, monkeypatch: py
     os.mkfifo(root / "reviews" / "demo.parquet.lock")
     with pytest.raises(InputError, match="demo.parquet.lock: (cannot open the reviews' lock|the reviews' lock is not)"):
         append_review(root / "reviews" / "demo.parquet", Review("ab" * 32, "s", "f:0", "keep", "", "me", "demo"))
+
+
+def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_applies_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a build where a review swapped a pair, its queues count it in the shards under the id other stages
+    recorded, and a review of it, made as shown, is recorded of the pair its source gives (keep and swap
+    exchanged): the next build, reading both builds' reviews, applies it."""
+    from app.data import Build
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from curation.reviews import Review, append_review
+    from curation.shards import id_before_swap
+    from tests.conftest import write_jsonl
+
+    rows = [{"prompt": f"Question {k}?", "chosen": f"Answer {k}.", "rejected": f"No {k}."} for k in range(3)]
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    root = tmp_path / "root"
+    recipe = "name: d\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n"
+    (tmp_path / "d.yaml").write_text(recipe)
+    build(load_recipe(tmp_path / "d.yaml"), root / "d")
+    first = Build(root, "d").pairs()[0][0]
+    swap = Review(first["pair_id"], "uf", first["source_row"], "swap", "", "ana", "d", "random sample")
+    append_review(root / "reviews" / "d.parquet", swap)
+    (tmp_path / "d2.yaml").write_text(recipe + "ops:\n  human_review: {reviews: root/reviews/d.parquet}\n")
+    build(load_recipe(tmp_path / "d2.yaml"), root / "d2")
+
+    swapped = Build(root, "d2")
+    pair = swapped.pair(first["pair_id"])  # found by the id it had before the swap
+    assert pair is not None and pair["pair_id"] != first["pair_id"]
+    assert id_before_swap(pair["meta"]) == first["pair_id"] and pair["chosen"].startswith("No ")
+    queue = swapped.review_queue("random sample")
+    at = next(k for k, r in enumerate(queue) if r["swapped"])
+    assert (queue[at]["reviewed_as"], queue[at]["in_shards"]) == (first["pair_id"], True)
+
+    for action in ("keep", "drop"):  # keep as shown, then drop
+        app = run_page("pages/7_Review.py", root, monkeypatch, build="d2")
+        app.selectbox[1].set_value("random sample").run()
+        app.session_state["review-at"] = at
+        app.run()
+        assert any(f"recorded of the pair as its source gives it ({first['pair_id']})" in shown(c.value)
+                   for c in app.caption)  # fmt: skip
+        app.radio[0].set_value(action)
+        app.text_input[1].input("bo")
+        app.button[-1].click().run()
+        assert not app.exception, app.exception
+        recorded = {"keep": "swap", "drop": "drop"}[action]
+        assert any(t.value.startswith(f"{action} (recorded as {recorded} of {first['pair_id']})") for t in app.text)
+        review = read_reviews(root / "reviews" / "d2.parquet").to_pylist()[-1]
+        assert (review["pair_id"], review["action"]) == (first["pair_id"], recorded)
+        listed = next(r for r in app.dataframe[0].value.to_dict("records") if r["pair_id"] == queue[at]["pair_id"])
+        assert (listed["reviewed"], listed["in_shards"]) == (action, "yes, chosen and rejected swapped")
+
+    both = "[root/reviews/d.parquet, root/reviews/d2.parquet]"
+    (tmp_path / "d3.yaml").write_text(recipe + f"ops:\n  human_review: {{reviews: {both}}}\n")
+    manifest = build(load_recipe(tmp_path / "d3.yaml"), root / "d3")
+    assert manifest["sources"]["uf"]["removed"]["human_review"] == {"dropped by review": 1}
+    flags = pq.read_table(root / "d3" / "flags" / "human_review.parquet").to_pylist()
+    assert {(f["pair_id"], f["action"], f["outcome"]) for f in flags} == {(first["pair_id"], "drop", "applied")}
