@@ -542,6 +542,31 @@ class Builder:
                       || ' pairs available to the mix; it takes the first ' || target AS detail
                FROM mix_rank JOIN mix_target USING (source) WHERE row_key NOT IN (SELECT row_key FROM selected)""",
         )
+        self.warnings += self._mix_warnings()
+        if self.strict and not any(m["target"] for m in self.mix.values()):
+            raise InputError("the build has no pair in its shards: every input row was rejected or removed "
+                             "(--strict; without it the build is written and `curate stats` shows where)")  # fmt: skip
+
+    def _mix_warnings(self) -> list[str]:
+        """What the mix left out that a reader of the funnel would not guess: duplicates removed in favour of a
+        source the mix takes nothing from (weight or count 0; the survivor is the first-listed source's copy), and
+        a build left with no pair."""
+        warnings = []
+        taken_none = sorted(name for name, m in self.mix.items() if m["available"] and not m["target"])
+        evidence = sorted((self.tmp / "dups").glob("*.parquet"))
+        if taken_none and evidence:
+            names = ", ".join(sql_literal(name) for name in taken_none)
+            for source, survivor, n in self.ctx.rows(
+                f"""SELECT source, survivor_source, count(*) FROM {read_parquet(evidence, "union_by_name = true")}
+                    WHERE survivor_source IN ({names}) AND source NOT IN ({names}) GROUP BY ALL ORDER BY ALL"""
+            ):
+                warnings.append(f"source '{source}': {n} pairs removed as duplicates of pairs of '{survivor}', which "
+                                f"the mix takes none of (its weight or count is 0): neither copy is in the shards; "
+                                f"list '{source}' before '{survivor}' in the recipe to keep them")  # fmt: skip
+        if not sum(m["target"] for m in self.mix.values()):
+            warnings.append("the build has no pair in its shards: every input row was rejected or removed "
+                            "(`curate stats` shows where)")  # fmt: skip
+        return warnings
 
     def _write(self) -> None:
         # Each selected copy's place in hash order, decided on narrow columns; the rows are then gathered.

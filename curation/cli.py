@@ -386,7 +386,7 @@ def build_cmd(
         bool,
         typer.Option(
             "--strict",
-            help="fail, publishing nothing, when a source gives no pair",
+            help="fail, publishing nothing, when a source gives no pair or the build has none",
             show_default="warn, and record it in the manifest",
         ),
     ] = False,

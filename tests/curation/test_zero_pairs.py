@@ -74,6 +74,32 @@ def test_build_strict_fails_before_publishing(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+def test_a_build_left_with_no_pair_says_so_and_strict_fails_it(tmp_path: Path) -> None:
+    """Every pair of one source removed as a duplicate of a source the mix takes none of: each is said (the
+    survivor is in no shard either), the empty build too; `--strict` publishes nothing."""
+    write_jsonl(tmp_path / "g.jsonl", GOOD)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: none\nsources:\n"
+                      "  old: {adapter: ultrafeedback_binarized, path: g.jsonl, weight: 0}\n"
+                      "  new: {adapter: ultrafeedback_binarized, path: g.jsonl}\n")  # fmt: skip
+    result = runner.invoke(app, ["build", "--mix", str(recipe), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((tmp_path / "b" / "manifest.json").read_text())["warnings"]
+    assert warnings == [
+        "source 'new': 3 pairs removed as duplicates of pairs of 'old', which the mix takes none of (its weight or "
+        "count is 0): neither copy is in the shards; list 'new' before 'old' in the recipe to keep them",
+        "the build has no pair in its shards: every input row was rejected or removed (`curate stats` shows where)",
+    ]
+    assert [line.removeprefix("warning: ") for line in result.stderr.splitlines() if line.strip()] == warnings
+    args = ["build", "--mix", str(recipe), "--out", str(tmp_path / "c"), "--strict"]
+    strict = runner.invoke(app, args)
+    assert strict.exit_code == 1 and _one_line(strict, "error: ").startswith("error: the build has no pair in its ")
+    assert not (tmp_path / "c").exists()
+    recipe.write_text(recipe.read_text().replace("weight: 0", "weight: 1"))  # both taken: nothing to say
+    kept = runner.invoke(app, ["build", "--mix", str(recipe), "--out", str(tmp_path / "d")])
+    assert kept.exit_code == 0 and not kept.stderr.strip(), kept.output
+
+
 def test_a_source_with_pairs_is_not_warned_about(tmp_path: Path) -> None:
     (tmp_path / "recipe.yaml").write_text(
         "name: ok\nsources:\n  good: {adapter: ultrafeedback_binarized, path: g.jsonl}\n"
