@@ -1,8 +1,9 @@
 """filters: per-pair checks that RM builders re-implement by hand, as signals plus thresholds.
 
 Signals: identical answers, tie, margin, lengths in characters (and in tokens of `tokenizer`, when one is
-named), chosen/rejected length ratio, the first regex that matches an answer. Each threshold left unset
-(None) keeps the check off.
+named, with the part that is longest), chosen/rejected length ratio, the first regex that matches an answer
+and which answers it matches. Each threshold left unset (None) keeps the check off. A removal's detail names the
+field that decided (`chosen 20447 chars`, `pattern ... in rejected`, `tie: chosen_score 7.0 = rejected_score 7.0`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+PARTS = ("prompt", "chosen", "rejected")
+
+
 def count_tokens(ctx: BuildContext, tokenizer_name: str) -> None:
-    """Register `token_counts` (pair_id, longest_tokens): the longest of prompt, chosen, rejected in tokens."""
+    """Register `token_counts` (pair_id, longest_tokens, longest_part): the longest of prompt, chosen, rejected in
+    tokens, and which it is."""
     from transformers import AutoTokenizer
 
     from curation.ops.semantic_dedupe import BUNDLED_MODEL, bundled_model_path
@@ -60,15 +65,18 @@ def count_tokens(ctx: BuildContext, tokenizer_name: str) -> None:
         "array_to_string(list_transform(prompt, lambda m: m.content), chr(10)) AS prompt, chosen, rejected "
         "FROM live_pairs ORDER BY pair_id"
     ).to_arrow_reader(batch_size=2048)
-    ids, longest = [], []
+    ids, longest, part = [], [], []
     for batch in reader:
         counts = [
             [len(x) for x in tokenizer(batch.column(name).to_pylist(), add_special_tokens=False)["input_ids"]]
-            for name in ("prompt", "chosen", "rejected")
+            for name in PARTS
         ]
         ids += batch.column("pair_id").to_pylist()
-        longest += [max(c) for c in zip(*counts, strict=True)]
-    ctx.db.register("token_counts", pa.table({"pair_id": ids, "longest_tokens": pa.array(longest, pa.int64())}))
+        for pair_counts in zip(*counts, strict=True):
+            longest.append(max(pair_counts))
+            part.append(PARTS[pair_counts.index(longest[-1])])  # the first of equals, in PARTS order
+    columns = {"pair_id": ids, "longest_tokens": pa.array(longest, pa.int64()), "longest_part": part}
+    ctx.db.register("token_counts", pa.table(columns))
 
 
 class Filters(Op):
@@ -78,28 +86,37 @@ class Filters(Op):
     thresholds = frozenset(
         {"drop_identical", "drop_ties", "min_margin", "max_chars", "min_length_ratio", "max_length_ratio", "max_tokens"}
     )
+    version = 2  # v2: which answers a regex matched, the part longest in tokens, the scores of a tie
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
-        "live_pairs": ("row_key", "pair_id", "tie", "margin", "prompt", "chosen", "rejected")
-    }
+        "live_pairs": (
+            "row_key", "pair_id", "tie", "margin", "chosen_score", "rejected_score", "prompt", "chosen", "rejected"
+        )
+    }  # fmt: skip
     uses = ("text_stats",)
 
     def score(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> None:
         if params.tokenizer:
             count_tokens(ctx, params.tokenizer)
-        tokens = "any_value(k.longest_tokens)" if params.tokenizer else "NULL"
+        tokens = "any_value(k.longest_tokens)" if params.tokenizer else "NULL::BIGINT"
+        token_part = "any_value(k.longest_part)" if params.tokenizer else "NULL::VARCHAR"
         token_join = "LEFT JOIN token_counts k USING (pair_id)" if params.tokenizer else ""
-        regex_hit = "NULL::VARCHAR"
+        # The first pattern that matches an answer, and the answers it matches.
+        regex_hit, regex_in = "NULL::VARCHAR", "NULL::VARCHAR"
         for pattern in reversed(params.regex):
             quoted = _quote(pattern)
-            matches = f"regexp_matches(p.chosen, {quoted}) OR regexp_matches(p.rejected, {quoted})"
-            regex_hit = f"CASE WHEN {matches} THEN {quoted} ELSE {regex_hit} END"
+            chosen, rejected = f"regexp_matches(p.chosen, {quoted})", f"regexp_matches(p.rejected, {quoted})"
+            regex_hit = f"CASE WHEN {chosen} OR {rejected} THEN {quoted} ELSE {regex_hit} END"
+            answers = f"CASE WHEN NOT {rejected} THEN 'chosen' WHEN NOT {chosen} THEN 'rejected' ELSE 'both' END"
+            regex_in = f"CASE WHEN {chosen} OR {rejected} THEN {answers} ELSE {regex_in} END"
         ctx.copy(
             f"""SELECT pair_id, any_value(t.identical) AS identical, any_value(p.tie) AS tie,
-                       any_value(p.margin) AS margin,
+                       any_value(p.margin) AS margin, any_value(p.chosen_score) AS chosen_score,
+                       any_value(p.rejected_score) AS rejected_score,
                        any_value(t.chosen_chars) AS chosen_chars, any_value(t.rejected_chars) AS rejected_chars,
                        any_value(t.prompt_chars) AS prompt_chars,
                        any_value(t.chosen_chars / greatest(t.rejected_chars, 1)) AS length_ratio,
-                       any_value({regex_hit}) AS regex_hit, {tokens} AS longest_tokens
+                       any_value({regex_hit}) AS regex_hit, any_value({regex_in}) AS regex_in,
+                       {tokens} AS longest_tokens, {token_part} AS longest_tokens_part
                 FROM live_pairs p JOIN {ctx.text_stats()} t USING (row_key) {token_join}
                 GROUP BY pair_id ORDER BY pair_id""",
             signals,
@@ -107,20 +124,28 @@ class Filters(Op):
 
     def decide(self, ctx: BuildContext, params: FiltersParams, signals: Path) -> Decision:
         longest = "greatest(s.chosen_chars, s.rejected_chars, s.prompt_chars)"
+        # the longest part named, the first of equals in prompt, chosen, rejected order
+        longest_part = (f"CASE {longest} WHEN s.prompt_chars THEN 'prompt' WHEN s.chosen_chars THEN 'chosen' "
+                        "ELSE 'rejected' END")  # fmt: skip
+        scores = ("coalesce(': chosen_score ' || s.chosen_score || ' = rejected_score ' || s.rejected_score, "
+                  "' (marked by the source)')")  # fmt: skip
+        ratio = "'chosen ' || s.chosen_chars || ' / rejected ' || s.rejected_chars || ' chars = '"
         rules = [
             (params.drop_identical, "s.identical", "chosen == rejected", "'identical answers'"),
-            (params.drop_ties, "s.tie", "tie", "'tie'"),
+            (params.drop_ties, "s.tie", "tie", f"'tie' || {scores}"),
             (params.min_margin is not None, f"s.margin < {params.min_margin}", "margin below minimum",
-             "'margin ' || s.margin"),
+             f"'margin ' || s.margin || ' < min_margin {params.min_margin}'"),
             (params.max_chars is not None, f"{longest} > {params.max_chars}", "too long",
-             f"'longest part ' || {longest} || ' chars'"),
+             f"{longest_part} || ' ' || {longest} || ' chars > max_chars {params.max_chars}'"),
             (params.min_length_ratio is not None, f"s.length_ratio < {params.min_length_ratio}", "length ratio",
-             "'ratio ' || round(s.length_ratio, 3)"),
+             f"{ratio} || round(s.length_ratio, 3) || ' < min_length_ratio {params.min_length_ratio}'"),
             (params.max_length_ratio is not None, f"s.length_ratio > {params.max_length_ratio}", "length ratio",
-             "'ratio ' || round(s.length_ratio, 3)"),
-            (bool(params.regex), "s.regex_hit IS NOT NULL", "regex match", "'pattern ' || s.regex_hit"),
+             f"{ratio} || round(s.length_ratio, 3) || ' > max_length_ratio {params.max_length_ratio}'"),
+            (bool(params.regex), "s.regex_hit IS NOT NULL", "regex match",
+             "'pattern ' || s.regex_hit || ' in ' || CASE s.regex_in WHEN 'both' THEN 'chosen and rejected' "
+             "ELSE s.regex_in END"),
             (params.max_tokens is not None, f"s.longest_tokens > {params.max_tokens}", "too many tokens",
-             "'longest part ' || s.longest_tokens || ' tokens'"),
+             f"s.longest_tokens_part || ' ' || s.longest_tokens || ' tokens > max_tokens {params.max_tokens}'"),
         ]  # fmt: skip
         active = [(cond, reason, detail) for on, cond, reason, detail in rules if on]
         if not active:

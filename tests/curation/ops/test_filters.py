@@ -46,7 +46,7 @@ def test_token_caps_count_with_the_named_tokenizer(build_rows: BuildRows) -> Non
     built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops=ops)
     removed = built.removed("filters")
     assert [(r["source_row"], r["reason"], r["detail"]) for r in removed] == [
-        ("uf.jsonl:1", "too many tokens", "longest part 40 tokens")
+        ("uf.jsonl:1", "too many tokens", "chosen 40 tokens > max_tokens 20")
     ]
 
 
@@ -77,17 +77,27 @@ def test_each_filter_through_the_ops_context(tmp_path: Path) -> None:
         {"prompt": "p3", "chosen": "x" * 300, "rejected": "short"},
         {"prompt": "p4", "chosen": "As an AI language model, I cannot.", "rejected": "Sure."},
         {"prompt": "p5", "chosen": "A fine answer.", "rejected": "A worse answer.", "margin": 3.0},
+        {"prompt": "p6", "chosen": "a", "rejected": "b", "tie": True, "chosen_score": 7.0, "rejected_score": 7.0},
+        {"prompt": "p7", "chosen": "Sure.", "rejected": "As an AI language model, no."},
+        {"prompt": "x" * 250, "chosen": "c", "rejected": "d"},
+        {"prompt": "p9", "chosen": "c" * 10, "rejected": "d", "margin": 2.0},
     ]
-    params = {"min_margin": 1.0, "max_chars": 200, "regex": ("(?i)as an ai language model",)}
+    params = {"min_margin": 1.0, "max_chars": 200, "regex": ("(?i)as an ai language model",),
+              "max_length_ratio": 8.0}  # fmt: skip
     run = run_op_on_rows(tmp_path, "filters", rows, params)
+    # each detail names the field that decided, and the threshold
     assert run.removed() == {
         0: ("chosen == rejected", "identical answers"),
-        1: ("tie", "tie"),
-        2: ("margin below minimum", "margin 0.5"),
-        3: ("too long", "longest part 300 chars"),
-        4: ("regex match", "pattern (?i)as an ai language model"),
+        1: ("tie", "tie (marked by the source)"),
+        2: ("margin below minimum", "margin 0.5 < min_margin 1.0"),
+        3: ("too long", "chosen 300 chars > max_chars 200"),
+        4: ("regex match", "pattern (?i)as an ai language model in chosen"),
+        6: ("tie", "tie: chosen_score 7.0 = rejected_score 7.0"),
+        7: ("regex match", "pattern (?i)as an ai language model in rejected"),
+        8: ("too long", "prompt 250 chars > max_chars 200"),
+        9: ("length ratio", "chosen 10 / rejected 1 chars = 10.0 > max_length_ratio 8.0"),
     }
     signals = {s["pair_id"]: s for s in run.signals}
-    assert len(signals) == 6 and sorted(s["length_ratio"] for s in signals.values())[-1] == 60
+    assert len(signals) == 10 and sorted(s["length_ratio"] for s in signals.values())[-1] == 60
     off = run_op_on_rows(tmp_path / "off", "filters", rows, {"drop_identical": False, "drop_ties": False})
     assert off.removed() == {} and off.decision.removals == []
