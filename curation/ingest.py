@@ -76,6 +76,7 @@ class RowOutcome:
     pairs: list[dict[str, Any]]
     reject: dict[str, Any] | None
     images: list[ImageRow]
+    fields: str | None = None  # of a row missing a field: the fields it has (`_fields`)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class IngestSummary:
     images: int = 0
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     pairs_per_row: Counter[int] = field(default_factory=Counter)
+    first_reject: str | None = None  # the first rejected row's reason and detail (which names the row and field)
 
     def add_single_pairs(self, rows: int, ties: int) -> None:
         """Rows that each gave one pair (the columnar ingest's clean rows)."""
@@ -103,6 +105,9 @@ class IngestSummary:
         if outcome.reject is not None:
             self.rows_rejected += 1
             self.rejects_by_reason[outcome.reject["reason"]] += 1
+            if self.first_reject is None:
+                has = f" (fields with a value: {outcome.fields})" if outcome.fields is not None else ""
+                self.first_reject = f"{outcome.reject['reason']}: {outcome.reject['detail']}{has}"
         else:
             self.rows_paired += 1
             self.pairs += len(outcome.pairs)
@@ -116,6 +121,7 @@ class IngestSummary:
             setattr(summary, key, data[key])
         summary.rejects_by_reason = Counter(data["rejects_by_reason"])
         summary.pairs_per_row = Counter({int(k): v for k, v in data["pairs_per_row"].items()})
+        summary.first_reject = data.get("first_reject")
         return summary
 
     def merge(self, other: IngestSummary) -> None:
@@ -124,6 +130,7 @@ class IngestSummary:
             setattr(self, key, getattr(self, key) + getattr(other, key))
         self.rejects_by_reason.update(other.rejects_by_reason)
         self.pairs_per_row.update(other.pairs_per_row)
+        self.first_reject = self.first_reject or other.first_reject  # parts merge in input order
 
     @property
     def balanced(self) -> bool:
@@ -141,7 +148,9 @@ class IngestSummary:
         if len(reasons) > 3:
             top += f", and {len(reasons) - 3} other reason{'s' if len(reasons) > 4 else ''}"
         said = f"source {name!r} gave 0 pairs: {self.rows_rejected} of {self.rows_read} rows rejected"
-        return f"{said} ({top})" if top else said
+        said = f"{said} ({top})" if top else said
+        # the first reject names its row and field: what a wrong adapter or a changed format shows first
+        return f"{said}; the first: {self.first_reject}" if self.first_reject else said
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +163,7 @@ class IngestSummary:
             "images": self.images,
             "rejects_by_reason": dict(sorted(self.rejects_by_reason.items())),
             "pairs_per_row": {str(k): v for k, v in sorted(self.pairs_per_row.items())},
+            "first_reject": self.first_reject,
         }
 
 
@@ -185,11 +195,22 @@ def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, conversio
         meta = adapter.meta(row)
         rows = [p.to_row(key, record.ref, meta, adapter.info.license, conversion.canonical) for p in pairs]
     except RowError as exc:
-        return RowOutcome(record.ref, [], reject_row(key, record.ref, exc.reason, f"{record.ref}: {exc.detail}"), [])
+        reject = reject_row(key, record.ref, exc.reason, f"{record.ref}: {exc.detail}")
+        # The fields the row does have: what a wrong adapter shows first (said in a source's no-pair warning).
+        fields = _fields(record.data) if exc.reason == "missing field" and isinstance(record.data, dict) else None
+        return RowOutcome(record.ref, [], reject, [], fields)
     except Exception as exc:  # an adapter bug on odd data must not end the whole ingest silently or loudly
         detail = f"{record.ref}: {type(exc).__name__}: {exc}"
         return RowOutcome(record.ref, [], reject_row(key, record.ref, "adapter error", detail), [])
     return RowOutcome(record.ref, rows, None, list(ctx.new_images.values()))
+
+
+def _fields(data: dict[str, Any], shown: int = 12) -> str:
+    """A native row's top-level fields that hold a value, sorted, the first `shown` of them (each name cut to 40
+    characters)."""
+    names = sorted(printable(str(k))[:40] for k, v in data.items() if v is not None and v != "")
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(repr(n) for n in names[:shown]) + more) if names else "none"
 
 
 def convert_rows(

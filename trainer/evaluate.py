@@ -227,11 +227,9 @@ def evaluate(
         for spec, out, summary in read:
             if not _scorable_rows(out):
                 missing = Counter({IMAGE_NOT_FOUND: summary.pairs} if summary.pairs else {})
-                raise InputError(
-                    _nothing_scored(
-                        spec.name, summary.rows_read, Counter(summary.rejects_by_reason), missing, spec.images_root
-                    )
-                )
+                rejected = Counter(summary.rejects_by_reason)
+                raise InputError(_nothing_scored(spec.name, summary.rows_read, rejected, missing, spec.images_root,
+                                                 summary.first_reject))  # fmt: skip
         for spec, out, summary in read:
             pairs = _load(out, summary)
             options = {**spec.options, **({"xstest_weights": xstest} if spec.name == "rewardbench" else {})}
@@ -322,9 +320,15 @@ def score_benchmark(
 
 
 def _nothing_scored(
-    name: str, rows_read: int, rejected: Counter[str], unscorable: Counter[str], images_root: str | None
+    name: str,
+    rows_read: int,
+    rejected: Counter[str],
+    unscorable: Counter[str],
+    images_root: str | None,
+    first_reject: str | None = None,
 ) -> str:
-    """The one-line error of a benchmark none of whose items can be scored: what was read and the top reasons."""
+    """The one-line error of a benchmark none of whose items can be scored: what was read, the top reasons and the
+    first rejected row (it names its row and field: what a file of another format shows first)."""
     counts = [f"{rows_read} rows read"]
     if rejected:
         counts.append(f"{sum(rejected.values())} rejected at ingest")
@@ -332,6 +336,8 @@ def _nothing_scored(
         counts.append(f"{sum(unscorable.values())} not scorable")
     reasons = (rejected + unscorable).most_common(3)
     why = "; " + ", ".join(f"{reason}: {n}" for reason, n in reasons) if reasons else ""
+    if rejected and first_reject:
+        why += f"; the first rejected: {first_reject}"
     hint = ""
     if IMAGE_NOT_FOUND in rejected + unscorable:
         hint = (f"; is --images-root {name}={images_root} right?" if images_root else

@@ -16,7 +16,9 @@ from tests.conftest import write_jsonl
 runner = CliRunner()
 GOOD = [{"prompt": f"Name a colour, {n}.", "chosen": f"Blue {n}.", "rejected": f"Seven {n}."} for n in range(3)]
 BAD = [{"question": f"q{n}", "answer": f"a{n}"} for n in range(4)]  # fields the adapter does not read
-WARNING = "source 'bad' gave 0 pairs: 4 of 4 rows rejected (missing field: 4)"
+# The first reject names its row and field, and the fields the row has: what a wrong adapter shows first.
+FIRST = "the first: missing field: bad.jsonl:0: 'chosen' (fields with a value: 'answer', 'question')"
+WARNING = f"source 'bad' gave 0 pairs: 4 of 4 rows rejected (missing field: 4); {FIRST}"
 
 
 def _one_line(result: Result, prefix: str) -> str:
@@ -35,7 +37,7 @@ def test_ingest_warns_with_the_top_reasons(tmp_path: Path) -> None:
     result = _ingest(tmp_path, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["pairs"] == 0  # the warning is on stderr
     assert _one_line(result, "warning: ") == (
-        "warning: source 'ultrafeedback_binarized' gave 0 pairs: 4 of 4 rows rejected (missing field: 4)"
+        f"warning: source 'ultrafeedback_binarized' gave 0 pairs: 4 of 4 rows rejected (missing field: 4); {FIRST}"
     )
     assert (tmp_path / "out" / "pairs.parquet").is_file()
 
@@ -43,7 +45,9 @@ def test_ingest_warns_with_the_top_reasons(tmp_path: Path) -> None:
 def test_ingest_strict_fails_and_writes_nothing(tmp_path: Path) -> None:
     result = _ingest(tmp_path, "--strict")
     line = _one_line(result, "error: ")
-    assert result.exit_code == 1 and "gave 0 pairs: 4 of 4 rows rejected (missing field: 4) (--strict)" in line
+    assert (
+        result.exit_code == 1 and f"gave 0 pairs: 4 of 4 rows rejected (missing field: 4); {FIRST} (--strict)" in line
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]  # no out, no out.partial
 
 
@@ -126,6 +130,7 @@ def test_ingest_says_when_the_missing_images_need_an_images_root(tmp_path: Path)
     path = write_jsonl(tmp_path / "dpo_pairs.jsonl", rows)
     result = runner.invoke(app, ["ingest", "--source", "mm_rlhf", "--path", str(path), "--out", str(tmp_path / "o")])
     assert _one_line(result, "warning: ") == (
-        "warning: source 'mm_rlhf' gave 0 pairs: 1 of 1 rows rejected (image not found: 1); the rows name image "
-        "files: give their folder or zip with --images-root"
+        "warning: source 'mm_rlhf' gave 0 pairs: 1 of 1 rows rejected (image not found: 1); the first: image not "
+        "found: dpo_pairs.jsonl:0: a/1.png (no --images-root given); the rows name image files: give their folder or "
+        "zip with --images-root"
     )

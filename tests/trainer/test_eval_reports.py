@@ -200,3 +200,17 @@ def test_an_images_root_for_no_benchmark_is_refused(run: Path, bench: tuple[Path
     assert (result.exit_code, result.output) == (
         1, "error: --images-root mm_rlhf_rewardbench=...: no --bench mm_rlhf_rewardbench=FILE given\n")  # fmt: skip
     assert report_names(run) == before
+
+
+def test_a_file_of_another_format_names_the_field_it_lacks(run: Path, tmp_path: Path) -> None:
+    """A benchmark file in another layout (a judge's outputs, say): the error names the first row's missing field
+    and the fields it has, not only a count."""
+    from tests.conftest import write_jsonl
+
+    rows = [{"id": k, "judge_output": "A is better", "question": f"q{k}"} for k in range(2)]
+    path = write_jsonl(tmp_path / "judged.jsonl", rows)
+    result = CliRunner().invoke(app, ["eval", "--model", str(run), "--bench", f"rewardbench={path}"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: rewardbench: no item can be scored (2 rows read, 2 rejected at ingest; ")
+    assert "; the first rejected: missing field: judged.jsonl:0: " in result.output
+    assert "(fields with a value: 'id', 'judge_output', 'question')); no report written\n" in result.output
