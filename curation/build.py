@@ -413,22 +413,37 @@ class Builder:
                 self.on_reuse(f"ingest {spec.name}")
                 return summary
         self.on_stage(f"ingest {spec.name}")
-        max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
         watch = _IngestWatch(spec.name, stop, self.on_progress)
-        if not self.engine.distributed:
-            summary = ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs), on_row=watch)
-        elif not is_uri(spec.path) and splits_into_files(_adapter(spec), spec.path):
-            # One task per input file, merged here in file order; finished files are kept for a rerun.
-            parts = self.tmp / "work" / "parts" / spec.name
-            workers = self.engine.cpus(self.workers)
-            summary = ingest_source(spec, target, outputs, max_pixels, workers, self.engine.pool, parts, per_file=True,
-                                    on_row=watch)  # fmt: skip
-        else:  # one file, a Hub id or an object store's URI (read by the task's node): one task
-            with self.engine.pool(1) as pool:  # a stop cancels the task
-                summary = waited(pool.submit(ingest_source, spec, target, outputs, max_pixels, 1), watch.stop_if_set)
+        try:
+            summary = self._read(spec, target, outputs, inputs, watch)
+        except InputError as exc:
+            if local or is_uri(spec.path):
+                raise
+            # a path with one '/' that is not beside the recipe is read as a Hub id: perhaps a mistyped local path
+            kind = "source" if any(s.name == spec.name for s in self.recipe.sources) else "benchmark"
+            beside = self.recipe.path.parent / spec.path
+            raise InputError(f"{kind} '{spec.name}': {spec.path} is read as a Hub dataset id (there is no {beside} "
+                             f"beside the recipe): {exc}") from exc  # fmt: skip
         write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target),
                           "file_sha256": _file_digests(target, stop), "input": stamp}, durable=False)  # fmt: skip
         return summary
+
+    def _read(
+        self, spec: SourceSpec, target: Path, outputs: Outputs, inputs: list[tuple[str, Path]], watch: _IngestWatch
+    ) -> IngestSummary:
+        """Ingest one source into `target`: here, or on a cluster per input file or in one task."""
+        max_pixels = self.recipe.op("validate").max_pixels  # the recipe's limit applies from the first decode
+        if not self.engine.distributed:
+            return ingest_source(spec, target, outputs, max_pixels, self._ingest_workers(inputs), on_row=watch)
+        if not is_uri(spec.path) and splits_into_files(_adapter(spec), spec.path):
+            # One task per input file, merged here in file order; finished files are kept for a rerun.
+            parts = self.tmp / "work" / "parts" / spec.name
+            workers = self.engine.cpus(self.workers)
+            return ingest_source(spec, target, outputs, max_pixels, workers, self.engine.pool, parts, per_file=True,
+                                 on_row=watch)  # fmt: skip
+        # one file, a Hub id or an object store's URI (read by the task's node): one task
+        with self.engine.pool(1) as pool:  # a stop cancels the task
+            return waited(pool.submit(ingest_source, spec, target, outputs, max_pixels, 1), watch.stop_if_set)
 
     def _ingest_workers(self, inputs: list[tuple[str, Path]]) -> int:
         """Processes for converting rows: all cores for large local inputs (start-up costs about a second); a Hub id

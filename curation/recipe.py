@@ -246,7 +246,7 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         raise loc.error(keys, f"source {name!r} has no `path`", "a local file or folder, or a Hub dataset id")
     raw_path = str(value["path"])
     try:
-        local = None if is_uri(raw_path) else (base / raw_path).resolve()
+        local = None if is_uri(raw_path) else (base / Path(raw_path).expanduser()).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
         raise loc.error((*keys, "path"), f"{raw_path}: cannot be resolved ({exc})") from None
     if local is None:  # an object store's URI, read when the source is ingested
@@ -257,10 +257,17 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         path = raw_path
     elif local.exists():
         path = str(local)
-    elif is_hub_id(raw_path) and not raw_path.startswith((".", "/")):
+    elif is_hub_id(raw_path) and not raw_path.startswith((".", "/", "~")):
+        if local.parent.is_dir():  # `owner/name` whose owner is a folder beside the recipe: a local path mistyped
+            raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder",
+                            f"resolved against {base}, where {local.parent.name}/ exists; a Hub dataset id's owner "
+                            "would not be a folder")  # fmt: skip
         path = raw_path
     else:
-        raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder", f"resolved against {base}")
+        here = Path(raw_path).expanduser().exists()
+        elsewhere = "; it exists in the working directory, but paths in a recipe resolve against its folder"
+        raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder",
+                        f"resolved against {base}{elsewhere if here else ''}")  # fmt: skip
     images_root = value.get("images_root")
     if is_uri(images_root):
         try:
@@ -269,7 +276,7 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
             raise loc.error((*keys, "images_root"), str(exc)) from None
     elif images_root is not None:
         try:
-            root = (base / str(images_root)).resolve()
+            root = (base / Path(str(images_root)).expanduser()).resolve()
         except (OSError, RuntimeError) as exc:
             raise loc.error((*keys, "images_root"), f"{images_root}: cannot be resolved ({exc})") from None
         if not root.exists():

@@ -8,6 +8,7 @@ import pytest
 from datasets import Dataset
 
 from curation.build import build
+from curation.errors import InputError
 from curation.recipe import RecipeError, load_recipe
 from tests.conftest import write_jsonl
 from tests.curation.conftest import MIXES
@@ -147,6 +148,40 @@ def test_recipe_mistakes_name_the_line(tmp_path: Path, text: str, message: str) 
     (tmp_path / "r.yaml").write_text(text)
     with pytest.raises(RecipeError, match=message):
         load_recipe(tmp_path / "r.yaml")
+
+
+def test_a_source_path_that_is_not_beside_the_recipe_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths resolve against the recipe's folder (`~` expanded): one that exists only in the working directory,
+    or an `owner/name` whose owner is a folder beside the recipe, is a mistyped local path, said at its line; an
+    `owner/name` read as a Hub id that cannot be opened says it was read as one, and which local path was not."""
+    (tmp_path / "recipes" / "data").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "d.jsonl").write_text("{}\n")
+    recipe = tmp_path / "recipes" / "r.yaml"
+    monkeypatch.chdir(tmp_path)
+    recipe.write_text("sources:\n  hh_rlhf: {path: data/e.jsonl}\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:2: data/e.jsonl: no such file or folder \(resolved against "
+                       r".*recipes, where data/ exists; a Hub dataset id's owner would not be a folder\)"):  # fmt: skip
+        load_recipe(recipe)
+    recipe.write_text("sources:\n  hh_rlhf: {path: data/d.jsonl}\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:2: data/d.jsonl: no such file or folder \(resolved against "
+                       r".*recipes; it exists in the working directory, but paths in a recipe resolve against its "
+                       r"folder\)"):  # fmt: skip
+        load_recipe(recipe)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    recipe.write_text("sources:\n  hh_rlhf: {path: ~/data/d.jsonl}\n")
+    assert load_recipe(recipe).sources[0].path == str(tmp_path / "data" / "d.jsonl")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe.write_text("sources:\n  hh_rlhf: {path: hh-rlhf/harmless-base}\n")
+    with pytest.raises(InputError) as raised:
+        build(load_recipe(recipe), tmp_path / "out")
+    assert str(raised.value).startswith(
+        f"source 'hh_rlhf': hh-rlhf/harmless-base is read as a Hub dataset id (there is no "
+        f"{tmp_path / 'recipes' / 'hh-rlhf' / 'harmless-base'} beside the recipe): hh-rlhf/harmless-base: "
+    )
 
 
 def test_shipped_recipes_parse(demo_recipe: Path) -> None:
