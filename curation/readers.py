@@ -171,16 +171,20 @@ def source_files(
     return [base / name for name in by_split[split]]
 
 
-def files_note(root: Path, files: Sequence[Path], split: str) -> str | None:
-    """`read 1 of the folder's 3 data files: ...` where a split (or config) leaves some of a folder's files
-    unread, else None."""
+def files_note(root: Path, files: Sequence[Path], split: str, named: int = 5) -> str | None:
+    """`read 1 of its 2 data files, ...; not read: a.jsonl` where a split (or config) leaves some of a folder's
+    files unread (the first `named` of them named), else None."""
     if not root.is_dir() or (root / SAVED_DATASET).is_file() or (root / SAVED_DATASET_DICT).is_file():
         return None
     every = list_files(root)
     if len(files) >= len(every):
         return None
+    read = set(files)
+    unread = [p.relative_to(root).as_posix() for p in every if p not in read]
+    more = f", and {len(unread) - named} more" if len(unread) > named else ""
     return (f"{printable(str(root))}: read {len(files)} of its {len(every)} data files, those of the split "
-            f"{split!r} as the Hub names splits (--split, --config and --data-dir choose others)")  # fmt: skip
+            f"{split!r} as the Hub names splits (--split, --config and --data-dir choose others); not read: "
+            f"{printable(', '.join(unread[:named]))}{more}")  # fmt: skip
 
 
 def json_object(path: Path) -> dict[str, Any]:

@@ -358,6 +358,12 @@ def test_a_missing_split_names_the_files_each_split_was_named_by(tmp_path: Path)
         source_files(tmp_path, None, "train")
     note = files_note(tmp_path, source_files(tmp_path, None, "test"), "test")
     assert "read 1 of its 2 data files, those of the split 'test'" in str(note)
+    assert str(note).endswith("; not read: label_flip.jsonl")  # the files left unread are named
+    for k in range(7):
+        (tmp_path / f"extra_{k}.jsonl").write_text('{"a": 1}\n')
+    note = files_note(tmp_path, source_files(tmp_path, None, "test"), "test")
+    assert str(note).endswith("; not read: extra_0.jsonl, extra_1.jsonl, extra_2.jsonl, extra_3.jsonl, "
+                              "extra_4.jsonl, and 3 more")  # fmt: skip
 
 
 def test_splits_are_read_from_the_supported_files_only(tmp_path: Path) -> None:
