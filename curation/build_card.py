@@ -155,8 +155,9 @@ def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection, manifes
     return [
         *lines,
         "Each pair is listed with one benchmark item it matched: the one its decision rests on (one that removes it "
-        "first, then the strongest match); the decontaminate signal (`signals/decontaminate-*.parquet`) holds "
-        "every match.",
+        "first, then the strongest match); in the build folder, the decontaminate signal "
+        "(`signals/decontaminate-*.parquet`) holds every match (an export to the Hub carries the pairs, not the "
+        "build's signals).",
         "",
         "| benchmark | source | rule | method | action | pairs | benchmark items listed |",
         "|---|---|---|---|---|---|---|",

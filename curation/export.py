@@ -182,10 +182,20 @@ def decide_license(licenses: dict[str, list[str]], requested: str | None, force:
     return (_hub_license(distinct[0]) if len(distinct) == 1 else "other"), restricted
 
 
+def _config_size(pairs: pa.Table) -> str:
+    """`93 rows: 31 distinct pairs, each upsampled pair's copies a row`, or `175 rows` (each a distinct pair)."""
+    rows, distinct = pairs.num_rows, len(pc.unique(pairs["pair_id"]))
+    return (
+        f"{rows:,} rows"
+        if rows == distinct
+        else f"{rows:,} rows: {distinct:,} distinct pairs, an upsampled pair's copies each a row"
+    )
+
+
 def card_text(
     build: BuildDir,
     manifest: dict[str, Any],
-    configs: list[str],
+    configs: dict[str, str],
     licenses: dict[str, list[str]],
     license_id: str,
     restricted: bool,
@@ -214,8 +224,10 @@ def card_text(
 
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
              f"# {manifest['recipe']['name']}", "",
-             f"Preference pairs curated with rm-workbench (`curate build`): {shards_text(manifest)}. "
-             "Configs: `default` (the whole mixture) and one per source.", ""]  # fmt: skip
+             f"Preference pairs curated with rm-workbench (`curate build`): {shards_text(manifest)}.", "",
+             "| config | what | size |", "|---|---|---|",
+             *(f"| `{c}` | {'the whole mixture' if c == 'default' else 'the pairs of this source'} | {size} |"
+               for c, size in configs.items()), ""]  # fmt: skip
     if restricted:
         lines += ["**Licensing: some sources are non-commercial, research-only or of unknown license. "
                   "Check every source's terms below before use.**", ""]  # fmt: skip
@@ -281,6 +293,9 @@ def export_build(
     manifest = build.manifest
     pairs = build.pairs(check_text=True)  # an export publishes every value: a damaged one is found first
     build.images()  # and its image table is one this build wrote (its columns, its statistics)
+    if not pairs.num_rows:
+        raise InputError(f"{location}: the build has no pair in its shards; nothing to export (`curate stats` shows "
+                         "where its rows went)")  # fmt: skip
     sources = sorted(set(pairs.column("source").to_pylist()))
     if "default" in sources:
         raise InputError(f"{location}: a source named 'default' would clash with the whole-mixture config")
@@ -295,7 +310,9 @@ def export_build(
         _write_config(build, pairs, tmp, "default")
         for source in sources:
             _write_config(build, pairs.filter(pc.equal(pairs["source"], source)), tmp, source)
-        (tmp / "README.md").write_text(card_text(build, manifest, configs, licenses, license_id, restricted))
+        sizes = {c: _config_size(pairs if c == "default" else pairs.filter(pc.equal(pairs["source"], c)))
+                 for c in configs}  # fmt: skip
+        (tmp / "README.md").write_text(card_text(build, manifest, sizes, licenses, license_id, restricted))
         if license_id == "other":
             notes = ["# License notes", "", "The sources of this dataset and their licenses:", ""]
             notes += [f"- {s}: {', '.join(v)}" for s, v in licenses.items()]

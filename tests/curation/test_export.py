@@ -54,6 +54,12 @@ def test_round_trip_every_config_with_rows_images_and_columns(demo: Path, tmp_pa
         assert {"prompt", "chosen", "rejected", "images", "source", "meta", "score_margin"} <= set(ds.column_names)
         assert all(c[0]["role"] == "assistant" for c in ds["chosen"])
     assert any(len(r["images"]) for r in load(tmp_path / "hub", "rlaif_v", tmp_path))
+    # the card's table of configs says what each holds and how many rows, and distinct pairs where they differ
+    assert f"| `default` | the whole mixture | {len(shards)} rows: " in card
+    for config in configs[1:]:
+        rows = [r["pair_id"] for r in shards if r["source"] == config]
+        size = f"{len(rows)} rows" + ("" if len(set(rows)) == len(rows) else f": {len(set(rows))} distinct pairs, ")
+        assert f"| `{config}` | the pairs of this source | {size}" in card
     for name in ("recipe.yaml", "manifest.json"):
         assert (tmp_path / "hub" / name).is_file()
     assert "## Build report" in card and "Decontamination" in card
@@ -63,6 +69,18 @@ def test_round_trip_every_config_with_rows_images_and_columns(demo: Path, tmp_pa
     recipe = (demo / "manifest.json").read_text()
     first = json.loads(recipe)["recipe"]["text"].splitlines()[0]
     assert first.startswith("# ") and f"\n{first}\n" in report
+
+
+def test_a_build_with_no_pair_is_not_exported(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "No answers.", "metadata": {}}])
+    (tmp_path / "r.yaml").write_text("name: e\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: rows.jsonl}\n")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "empty")
+    result = export(tmp_path / "empty", tmp_path / "hub", "--dry-run")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "the build has no pair in its shards; nothing to export" in (
+        " ".join(result.output.split())
+    )
+    assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists()
 
 
 def test_text_only_export_is_consumed_by_trl_reward_trainer(tmp_path: Path) -> None:
