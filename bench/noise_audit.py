@@ -161,7 +161,7 @@ def run_set(
     pairs = {p["pair_id"]: p for p in BuildDir.open(noisy).pairs().to_pylist()}
     judged = [(s, row_of(pairs[s["pair_id"]]["source_row"]) in flipped) for s in scores
               if s["pair_id"] in pairs and s["probability"] is not None]  # fmt: skip
-    rm = {"scores": report["signal"], "select": "noise_rate"}
+    rm = {"scores": report["signal"], "select": "noise_rate", "max_removal_rate": 1.0}  # measured, not guarded
     dropped = write_build(rows, work / "audited-drop", {"rm_margin": {**rm, "action": "drop"}})
     swapped = write_build(rows, work / "audited-swap", {"rm_margin": {**rm, "action": "swap"}})
     flagged = {row_of(r["source_row"]) for r in pq.read_table(dropped / "rejects" / "rejects.parquet").to_pylist()

@@ -128,7 +128,13 @@ def _ablate(
                 say(f"{name}: audit")
                 report = audit(out / "builds" / name, config, audit_folds, out / "audits" / name)
                 recipe = yaml.safe_load(text)
-                rm_margin = {"scores": report["signal"], "select": "noise_rate", "action": "drop"}
+                # no guard: the ablation measures acting on the audit, however much it drops
+                rm_margin = {
+                    "scores": report["signal"],
+                    "select": "noise_rate",
+                    "action": "drop",
+                    "max_removal_rate": 1.0,
+                }
                 recipe["ops"] = {**(recipe.get("ops") or {}), "rm_margin": rm_margin}
                 recipe["name"] = f"{recipe['name']}+audit"
                 audited = _variant(f"{name}+audit", yaml.safe_dump(recipe, sort_keys=False), config, benches, out, say)

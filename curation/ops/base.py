@@ -66,7 +66,7 @@ class Decision:
     # Queries selecting `row_key, reason, detail` among `live_pairs`: pairs kept as they are and listed for a person
     # to look at (in the op's evidence); counted per source and reason in the manifest's `flagged`.
     flags: list[str] = field(default_factory=list)
-    # The guard: the build stops when the removals take more than this share of a source's live pairs.
+    # The guard: the build stops when the removals and swaps change more than this share of a source's live pairs.
     max_removal_rate: float | None = None
     # What the user should know about this decision (its evidence is weak, say): the manifest's `warnings`.
     warnings: list[str] = field(default_factory=list)

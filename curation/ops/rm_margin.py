@@ -44,10 +44,15 @@ class RmMarginParams:
     select: Literal["margin", "noise_rate"] = "margin"  # a fixed margin, or each source's estimated noise rate
     min_margin: float = -1.0  # with select: margin
     action: Literal["drop", "flag", "swap"] = "drop"
+    # The guard: the build stops when a source would lose (drop) or have swapped (swap) more than this share of
+    # its live pairs: a model that reverses that many more likely fails than the labels do (1.0: no guard).
+    max_removal_rate: float = 0.3
 
     def check(self) -> None:
         if not self.scores:
             raise ValueError("scores: give the file `trainer score` or `trainer audit` wrote")
+        if not 0 <= self.max_removal_rate <= 1:
+            raise ValueError("max_removal_rate is a share: 0..1")
         if not Path(self.scores).exists():
             raise ValueError(f"scores: {self.scores} does not exist (run `trainer score` or `trainer audit` first)")
         read_scores(Path(self.scores))
@@ -96,7 +101,7 @@ def read_scores(path: Path) -> pa.Table:
 class RmMargin(Op):
     name = "rm_margin"
     Params = RmMarginParams
-    thresholds = frozenset({"select", "min_margin", "action"})
+    thresholds = frozenset({"select", "min_margin", "action", "max_removal_rate"})
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
         "live_pairs": ("row_key", "pair_id", "source", "source_row"),
         "pairs": ("row_key", "prompt", "images", "chosen", "rejected"),  # a swapped pair's new id
@@ -130,6 +135,7 @@ class RmMargin(Op):
     def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
         decision = self._decide(ctx, params, signals)
         decision.warnings = _chance_warning(Path(params.scores))
+        decision.max_removal_rate = params.max_removal_rate
         return decision
 
     def _decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:

@@ -102,18 +102,21 @@ def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Count
         for name, _ in decision.relations:
             ctx.drop_relation(name)
     if decision.max_removal_rate is not None:
-        _guard(ctx, op, decision, before, removed)
+        _guard(ctx, op, decision, before, removed, swapped)
     return removed, swapped, flagged
 
 
-def _guard(ctx: BuildContext, op: Op, decision: Decision, before: dict[str, int], removed: Counts) -> None:
-    lost: dict[str, int] = {}
-    for source, _, n in removed:
-        lost[source] = lost.get(source, 0) + n
+def _guard(
+    ctx: BuildContext, op: Op, decision: Decision, before: dict[str, int], removed: Counts, swapped: Counts
+) -> None:
+    changed: dict[str, int] = {}
+    for source, _, n in [*removed, *swapped]:
+        changed[source] = changed.get(source, 0) + n
     rate = decision.max_removal_rate
-    over = [(s, lost[s], before[s]) for s in sorted(lost) if rate is not None and lost[s] / before[s] > rate]
+    over = [(s, changed[s], before[s]) for s in sorted(changed) if rate is not None and changed[s] / before[s] > rate]
     if over:
-        worst = "; ".join(f"{s} would lose {r} of {n} pairs ({100 * r / n:.1f}%)" for s, r, n in over)
+        verb = "have swapped" if swapped and not removed else "lose or have swapped" if swapped else "lose"
+        worst = "; ".join(f"{s} would {verb} {r} of {n} pairs ({100 * r / n:.1f}%)" for s, r, n in over)
         files = ", ".join(str(ctx.root / relative) for relative in decision.evidence) or "the signals"
         raise GuardStop(
             f"{op.name} stopped the build: {worst}, above max_removal_rate {rate}; the evidence is in {files}"

@@ -175,7 +175,7 @@ def test_cli_score_then_rm_margin_rebuild(demo_recipe: Path, tmp_path: Path, tin
     margins = sorted(r["margin"] for r in pq.read_table(scores).to_pylist() if r["margin"] is not None)
     threshold = margins[len(margins) // 3]  # about a third of the scored pairs count as reversed
     recipe = yaml.safe_load(demo_recipe.read_text())
-    recipe["ops"]["rm_margin"] = {"scores": str(scores), "min_margin": threshold}
+    recipe["ops"]["rm_margin"] = {"scores": str(scores), "min_margin": threshold, "max_removal_rate": 1.0}
     path = demo_recipe.parent / "with_rm_margin.yaml"  # beside demo.yaml: its relative paths still resolve
     path.write_text(yaml.safe_dump(recipe))
     manifest = build(load_recipe(path), tmp_path / "rebuilt")

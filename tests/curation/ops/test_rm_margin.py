@@ -8,6 +8,7 @@ import pytest
 
 from curation.build_card import funnel_rows
 from curation.io import read_shards
+from curation.ops.base import GuardStop
 from curation.recipe import RecipeError, load_recipe
 from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
 
@@ -41,7 +42,8 @@ def test_reversed_pairs_are_dropped_and_a_threshold_change_only_re_decides(
 ) -> None:
     plain = build_rows({"uf": ("ultrafeedback_binarized", ROWS)})
     scores = scores_for(plain.root, [2.0, -0.5, -1.5, -3.0, 0.1, None], tmp_path / "scores.parquet")
-    built = build_rows({"uf": ("ultrafeedback_binarized", ROWS)}, ops={"rm_margin": {"scores": str(scores)}})
+    ops = {"rm_margin": {"scores": str(scores), "max_removal_rate": 0.5}}
+    built = build_rows({"uf": ("ultrafeedback_binarized", ROWS)}, ops=ops)
     removed = {r["source_row"]: r for r in built.removed("rm_margin")}
     assert set(removed) == {"uf.jsonl:2", "uf.jsonl:3"}  # margins -1.5 and -3.0 < -1.0; no score: kept
     assert removed["uf.jsonl:3"]["reason"] == "reward model reverses" and "-3.0" in removed["uf.jsonl:3"]["detail"]
@@ -49,9 +51,13 @@ def test_reversed_pairs_are_dropped_and_a_threshold_change_only_re_decides(
     signals = list((built.root / "signals").glob("rm_margin-*.parquet"))
     assert len(signals) == 1
     stricter = build_rows({"uf": ("ultrafeedback_binarized", ROWS)},
-                          ops={"rm_margin": {"scores": str(scores), "min_margin": 0.0}})  # fmt: skip
+                          ops={"rm_margin": {**ops["rm_margin"], "min_margin": 0.0}})  # fmt: skip
     assert {r["source_row"] for r in stricter.removed("rm_margin")} == {"uf.jsonl:1", "uf.jsonl:2", "uf.jsonl:3"}
     assert [p.name for p in (stricter.root / "signals").glob("rm_margin-*.parquet")] == [signals[0].name]
+    # The guard's default: a model that would remove more than 30% of a source stops the build, naming it.
+    with pytest.raises(GuardStop, match=r"rm_margin stopped the build: uf would lose 2 of 6 pairs \(33.3%\), above "
+                       r"max_removal_rate 0.3"):  # fmt: skip
+        build_rows({"uf": ("ultrafeedback_binarized", ROWS)}, ops={"rm_margin": {"scores": str(scores)}})
 
 
 def test_flag_keeps_pairs_and_lists_them(build_rows: BuildRows, tmp_path: Path) -> None:
@@ -173,7 +179,8 @@ def test_the_scores_are_read_by_exact_path_and_column(tmp_path: Path) -> None:
     for path in (tmp_path / "margin=5" / "scores.parquet", tmp_path / "glob*.parquet"):
         pq.write_table(table, path)
         pq.write_table(pa.table({"pair_id": ["x"]}), tmp_path / "globZ.parquet")
-        result = run_op_on_rows(tmp_path / path.parent.name, "rm_margin", rows, {"scores": str(path)})
+        params = {"scores": str(path), "max_removal_rate": 1.0}
+        result = run_op_on_rows(tmp_path / path.parent.name, "rm_margin", rows, params)
         assert sorted(result.removed()) == [0, 2], path
         assert [s["margin"] for s in result.signals] == margins
     null = tmp_path / "null.parquet"
@@ -234,8 +241,8 @@ def test_swap_fixes_the_label_unless_the_swapped_pair_exists(tmp_path: Path) -> 
             {"prompt": "r", "chosen": "worse", "rejected": "better"}]  # fmt: skip
     margins = [3.0, -2.0, -4.0]  # rows 1 and 2 reversed; row 1 swapped is row 0
     scores_of(rows, margins, tmp_path / "scores.parquet")
-    result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, {"scores": str(tmp_path / "scores.parquet"),
-                                                                   "action": "swap"})  # fmt: skip
+    params = {"scores": str(tmp_path / "scores.parquet"), "action": "swap", "max_removal_rate": 1.0}
+    result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, params)
     assert result.removed() == {1: ("duplicate once swapped", "swapped, it is s s.jsonl:0; margin -2.0 < -1.0")}
     swapped = result.ctx.rows("SELECT row_key, stage, reason, detail FROM swapped")
     assert [(stage, reason, detail) for _, stage, reason, detail in swapped] == [
@@ -276,8 +283,8 @@ def test_a_pair_and_its_mirror_both_reversed_are_left_as_they_are(tmp_path: Path
             {"prompt": "s", "chosen": "wrong", "rejected": "right"}]  # fmt: skip
     margins = [-2.0, -3.0, -4.0, 2.0, -5.0]
     scores_of(rows, margins, tmp_path / "scores.parquet")
-    result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, {"scores": str(tmp_path / "scores.parquet"),
-                                                                   "action": "swap"})  # fmt: skip
+    params = {"scores": str(tmp_path / "scores.parquet"), "action": "swap", "max_removal_rate": 1.0}
+    result = run_op_on_rows(tmp_path / "swap", "rm_margin", rows, params)
     assert result.removed() == {2: ("duplicate once swapped", "swapped, it is s s.jsonl:3; margin -4.0 < -1.0")}
     assert [key for (key,) in result.ctx.rows("SELECT row_key FROM swapped")] == [4]
     listed = result.evidence("flags/rm_margin.parquet")
