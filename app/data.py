@@ -38,7 +38,7 @@ from curation.schema import NO_IMAGES_SQL
 from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
 from trainer.published import comparison_rows
-from trainer.reports import counts_text, report_names
+from trainer.reports import EVALS, LEGACY_REPORT, counts_text, report_names
 
 DATA_ENV = "WORKBENCH_DATA"
 
@@ -134,7 +134,10 @@ def _finished_status(path: Path) -> str:
         build = BuildDir.open(path)
         build.shard_paths  # noqa: B018  # each listed shard, confined and present
     except BuildError as exc:
-        return f"broken: {str(exc).replace(str(path), path.name).removeprefix(f'{path.name}: ')}"
+        # the build's own files by their path in it (one the manifest gives as absolute stays absolute: never
+        # `name//tmp/...`), and the build by its name
+        message = str(exc).replace(f"{path}/", "").replace(str(path), path.name)
+        return f"broken: {message.removeprefix(f'{path.name}: ')}"
     return "ready"
 
 
@@ -154,7 +157,7 @@ def list_builds(root: Path) -> list[BuildEntry]:
             if not ((path / "recipe.yaml").is_file() and not (path / "shards").exists()):
                 builds.append(BuildEntry(path.name, path, _finished_status(path)))
         elif (path / "shards").is_dir():
-            builds.append(BuildEntry(path.name, path, "broken"))
+            builds.append(BuildEntry(path.name, path, "broken: a shards folder without manifest.json"))
     return builds
 
 
@@ -173,7 +176,8 @@ EMPTY_VIEWS = {
 class Build:
     """One finished build, opened read-only through `BuildDir`: the folder is confined to the data root, and every
     file in it to the build folder. A refused optional file is left out and kept in `refused` (its path in the
-    build -> the message naming it and why) for the pages to show."""
+    build -> the message naming it and why) for the pages to show; `missing` says what the manifest counts that is
+    not there."""
 
     def __init__(self, root: Path, name: str) -> None:
         self.root, self.name = root, name
@@ -181,12 +185,18 @@ class Build:
         try:
             self.dir = BuildDir.open(self.path)
             pairs = self.dir.pairs()  # memory-mapped; a damaged or changed shard is an error naming it
-            if self.dir.optional(IMAGES) is not None:  # refused or absent: named in `refused`, the pages go on
+            images = self.dir.optional(IMAGES)
+            if images is not None:  # refused or absent: said in `refused` or `missing`, the pages go on
                 self.dir.images()  # of other columns: an error naming it, not a query's failure
         except BuildError as exc:
             raise AppError(str(exc).replace(str(self.path), name)) from None
         self.manifest = self.dir.manifest
         self.refused = self.dir.refused
+        # absent, not refused (a refused file is named in `refused`), though the shards have images
+        counted = self.manifest.get("images_in_shards", self.manifest["images"])
+        absent = images is None and IMAGES not in self.refused and counted > 0
+        missing = f"{IMAGES} is missing: the manifest counts {counted} images in the shards; images are not shown"
+        self.missing = [missing] if absent else []
         # One opened build (and its connection) serves every browser session: a DuckDB connection runs one query
         # at a time and refuses a second, so each query, from execute to fetch, holds this lock.
         self._lock = threading.Lock()
@@ -498,12 +508,21 @@ class Build:
             [stage_order()],
         )
 
+    def removed_count(self, stage: str, reason: str) -> int:
+        """The removed rows of one stage and reason (`removed_examples` lists the first of them)."""
+        return self.rows("SELECT count(*) AS n FROM rejects WHERE stage = ? AND reason = ?", [stage, reason])[0]["n"]
+
     def removed_examples(self, stage: str, reason: str, limit: int = 20) -> list[dict[str, Any]]:
         return self.rows(
             "SELECT source, source_row, pair_id, detail FROM rejects WHERE stage = ? AND reason = ? "
             "ORDER BY source, source_row LIMIT ?",
             [stage, reason, limit],
         )
+
+    def duplicates_count(self) -> int:
+        """The removed duplicates of every dedupe op (`duplicates` lists the first of them)."""
+        dups = self._dups_union()
+        return 0 if dups is None else self.rows(f"SELECT count(*) AS n FROM {dups}")[0]["n"]
 
     def duplicates(self, limit: int = 200) -> list[dict[str, Any]]:
         """Removed duplicates beside their kept survivors (prompt and chosen of both), with the similarity."""
@@ -770,17 +789,27 @@ def _rows_text(build: dict[str, Any]) -> str:
     return f"{build['rows']} rows{distinct}"
 
 
-def list_evaluations(run: Path) -> list[str]:
+def list_evaluations(root: Path, run: Path) -> tuple[list[str], list[str]]:
     """A run's evaluation reports, oldest first, as paths relative to the run (`evals/<time>-<benchmarks>.json`,
-    and the `eval.json` of a run evaluated before per-report files); reading one checks its confinement."""
-    return report_names(run)
+    and the `eval.json` of a run evaluated before per-report files), and the refusals of `eval.json` and `evals/`
+    whose real path leaves the data root. Both are checked before they are looked at: a refused folder is not listed
+    (the names of the files out there are not the run's). Reading a report checks its own confinement."""
+    refused = {}
+    for name in (LEGACY_REPORT, EVALS):
+        try:
+            inside(root, run.relative_to(root) / name)
+        except AppError as exc:
+            refused[name] = str(exc)
+    return report_names(run, leave_out=refused.keys()), list(refused.values())
 
 
 def read_evaluation(root: Path, run: Path, name: str | None = None) -> dict[str, Any] | None:
     """One report of a run by its name (`list_evaluations`), else its newest; None when it has not been evaluated;
-    AppError when the report is refused or not JSON."""
-    names = list_evaluations(run)
+    AppError when the report is refused (without a name: when any of them is) or not JSON."""
     if name is None:
+        names, refused = list_evaluations(root, run)
+        if refused:  # the newest may be among them
+            raise AppError("; ".join(refused))
         if not names:
             return None
         name = names[-1]

@@ -1,11 +1,13 @@
 """One pair, as a curator reads it: images, prompt, both answers side by side with their differences marked, the
 metadata, the signals per op, and the review form. Dataset text is escaped before it is marked up, so hostile
-text stays inert; `st.html` shows it without Markdown."""
+text stays inert; `st.html` shows it without Markdown. Invisible format characters (bidi controls, zero-width
+characters) are shown as markers, so none reorders or hides what is shown."""
 
 from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from typing import Any
 
 import streamlit as st
@@ -20,11 +22,15 @@ TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
 METADATA = ("source", "source_row", "pair_id", "prompt_id", "modality", "subset", "category", "chosen_score",
             "rejected_score", "margin", "tie", "chosen_model", "rejected_model", "language", "license",
             "binarization")  # fmt: skip
+# `unicode-bidi: plaintext`: each paragraph laid out by its own first strong character, so Arabic or Hebrew reads
+# right to left and a paragraph of it does not reorder the next one
 STYLE = (
-    "<style>.pair-text{white-space:pre-wrap;font-family:monospace;font-size:0.9em;border:1px solid #ddd;"
-    "padding:0.5em;border-radius:4px} .pair-text del{background:#fdd;text-decoration:none}"
-    " .pair-text ins{background:#dfd;text-decoration:none}</style>"
+    "<style>.pair-text{white-space:pre-wrap;unicode-bidi:plaintext;font-family:monospace;font-size:0.9em;"
+    "border:1px solid #ddd;padding:0.5em;border-radius:4px} .pair-text del{background:#fdd;text-decoration:none}"
+    " .pair-text ins{background:#dfd;text-decoration:none}"
+    " .pair-text .format-char{color:#7a4b00;background:#fde9b8;border-radius:3px;font-size:0.8em}</style>"
 )
+NON_ASCII = re.compile(r"[^\x00-\x7f]")  # format characters (Unicode category Cf) are all beyond ASCII
 
 
 # The diff's table takes a bit per pair of tokens: 4e8 pairs (two answers of 20,000 words and spaces) take 50 MB and
@@ -55,9 +61,31 @@ def marked_diff(chosen: str, rejected: str) -> tuple[str, str] | None:
     return "".join(left), "".join(right)
 
 
+def show_format_chars(body_html: str) -> tuple[str, list[str]]:
+    """HTML with each invisible format character (Unicode category Cf: bidi controls such as U+202E, zero-width
+    space and joiners, the byte order mark, ...) replaced by a visible marker `⟨U+202E⟩`, and the markers in order.
+    Applied to escaped, already marked text: the diff compares the text itself, and no marker is escaped again."""
+    found = []
+
+    def marker(match: re.Match[str]) -> str:
+        char = match.group()
+        if unicodedata.category(char) != "Cf":
+            return char
+        found.append(f"⟨U+{ord(char):04X}⟩")
+        return f'<span class="format-char">{found[-1]}</span>'
+
+    return NON_ASCII.sub(marker, body_html), found
+
+
 def _text_block(label: str, body_html: str) -> None:
+    shown, markers = show_format_chars(body_html)
     st.caption(plain(label))
-    st.html(f'{STYLE}<div class="pair-text">{body_html}</div>')
+    if markers:  # said, so a marker is not read as part of the text
+        kinds = ", ".join(dict.fromkeys(markers))
+        st.caption(plain(f"{len(markers)} invisible format character{'s' if len(markers) > 1 else ''} shown as "
+                         f"{kinds} (Unicode format characters, such as bidi controls and zero-width spaces, reorder "
+                         "or hide text)"))  # fmt: skip
+    st.html(f'{STYLE}<div class="pair-text">{shown}</div>')
 
 
 def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:

@@ -17,10 +17,13 @@ def page(title: str) -> None:
     st.title(title)
 
 
-def pick_row(rows: list[dict[str, Any]], key: str, offset: int = 0, total: int | None = None) -> int:
+def pick_row(
+    rows: list[dict[str, Any]], key: str, offset: int = 0, total: int | None = None, rest: str = "more on the next page"
+) -> int:
     """A table whose rows open on a click, with previous/next buttons under it; returns the row to show. A click
-    moves the reader to that row; previous/next step from there. A table that is one page of a longer list says
-    where it is in the whole list: its first row is number `offset + 1` of `total`."""
+    moves the reader to that row; previous/next step from there. A table that is part of a longer list says where
+    it is in the whole list: its first row is number `offset + 1` of `total`, and its last says where the `rest`
+    is."""
     event = st.dataframe(
         rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", key=f"{key}-table"
     )
@@ -28,12 +31,15 @@ def pick_row(rows: list[dict[str, Any]], key: str, offset: int = 0, total: int |
     if selected and selected != st.session_state.get(f"{key}-clicked"):
         st.session_state[f"{key}-at"] = selected[0]
     st.session_state[f"{key}-clicked"] = selected
-    return step_buttons(f"{key}-at", len(rows), offset, total)
+    return step_buttons(f"{key}-at", len(rows), offset, total, rest)
 
 
-def step_buttons(key: str, count: int, offset: int = 0, total: int | None = None) -> int:
-    """Previous/next buttons over `count` items; the position is kept in the session under `key`. The buttons
-    move it in their callbacks, which run before the page does, so what is drawn matches the new position."""
+def step_buttons(
+    key: str, count: int, offset: int = 0, total: int | None = None, rest: str = "more on the next page"
+) -> int:
+    """Previous/next buttons over `count` items, numbered from `offset + 1` of `total`; the position is kept in the
+    session under `key`. The buttons move it in their callbacks, which run before the page does, so what is drawn
+    matches the new position. At the last item of a longer list, the caption says where the `rest` is."""
 
     def move(delta: int) -> None:
         st.session_state[key] = min(max(int(st.session_state.get(key, 0)) + delta, 0), max(count - 1, 0))
@@ -44,9 +50,7 @@ def step_buttons(key: str, count: int, offset: int = 0, total: int | None = None
     back.button("< previous", key=f"{key}-back", disabled=at <= 0, on_click=move, args=(-1,))
     forward.button("next >", key=f"{key}-next", disabled=at >= count - 1, on_click=move, args=(1,))
     more = total is not None and at == count - 1 and offset + count < total
-    position.caption(
-        f"{offset + at + 1} of {count if total is None else total}" + (" (more on the next page)" if more else "")
-    )
+    position.caption(f"{offset + at + 1} of {count if total is None else total}" + (f" ({rest})" if more else ""))
     return at
 
 
@@ -79,12 +83,13 @@ def _open_build(root: str, name: str, version: tuple[tuple[int, int, int] | None
 
 
 def build_or_stop(root: Path, key: str = "build", label: str = "Build") -> Build:
-    """A selectbox of the finished builds; half-written or broken ones are listed with a message."""
+    """A selectbox of the finished builds; half-written, broken or refused ones are listed, each with its status, in
+    a collapsed expander (Home shows them all); what the chosen build refused or lacks is said."""
     entries = list_builds(root)
     unfinished = [f"{e.name}: {e.status}" for e in entries if e.status != "ready"]
     if unfinished:
-        st.warning("Some builds are not finished or are refused, and are not shown:")
-        st.text("\n".join(unfinished))
+        with st.expander(f"{len(unfinished)} of {len(entries)} builds not shown: unfinished, broken or refused"):
+            st.text("\n".join(unfinished))
     ready = [e.name for e in entries if e.status == "ready"]
     if not ready:
         st.info("No finished build under the data root. Run `curate build --mix RECIPE --out DATA_ROOT/NAME`.")
@@ -102,6 +107,8 @@ def build_or_stop(root: Path, key: str = "build", label: str = "Build") -> Build
         st.stop()
         raise
     show_refused(list(build.refused.values()))
+    for missing in build.missing:
+        st.warning(plain(missing))
     return build
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from curation.errors import InputError
 from curation.io import read_shards
@@ -201,17 +202,63 @@ def _checked_shard(path: Path, table: pa.Table, columns: list[str], check_text: 
     return picked.cast(pa.schema([PAIR_SCHEMA.field(name) for name in columns], metadata=PAIR_SCHEMA.metadata))
 
 
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # not a bool, which is an int too
+
+
+def _counts(value: Any) -> bool:
+    """A mapping of counts (by reason)."""
+    return isinstance(value, dict) and all(_is_count(v) for v in value.values())
+
+
+def _source_damage(source: dict[str, Any]) -> str | None:
+    """What of one source's entry its funnel and mix rely on is wrong, or None."""
+    for key in ("rows_read", "pairs_ingested", "kept", "in_shards"):
+        if not _is_count(source.get(key)):
+            return f"`{key}` is not a count"
+    if not _counts(source.get("rejects_at_ingest")):
+        return "`rejects_at_ingest` is not a mapping of counts"
+    for key in ("removed", "swapped", "flagged"):
+        by_stage = source.get(key, None if key == "removed" else {})  # an older build has no swapped or flagged
+        if not isinstance(by_stage, dict) or not all(_counts(v) for v in by_stage.values()):
+            return f"`{key}` is not a mapping of counts by stage"
+    mix = source.get("mix")
+    if (
+        not isinstance(mix, dict)
+        or not all(_is_count(mix.get(key)) for key in ("available", "target", "upsampled_copies"))
+        or not (mix.get("factor") is None or type(mix.get("factor")) in (int, float))  # None: nothing was available
+    ):
+        return "`mix` is not a mapping with its available, target and upsampled_copies counts and its factor"
+    return None
+
+
 def _manifest_damage(manifest: dict[str, Any]) -> str | None:
-    """What of a manifest's structure its readers rely on is wrong, or None."""
+    """What of a manifest's structure its readers rely on is wrong, or None: the recipe, the shards, the counts and
+    each source's funnel and mix (the workbench's pages show them all)."""
     recipe, sources, shards = manifest["recipe"], manifest["sources"], manifest["shards"]
     if not isinstance(recipe, dict) or not isinstance(recipe.get("text"), str):
         return "`recipe` is not a mapping with its `text`"
+    try:
+        recipe_yaml = yaml.safe_load(recipe["text"])
+    except yaml.YAMLError:
+        recipe_yaml = None
+    if not isinstance(recipe_yaml, dict):  # the funnel orders the sources as the recipe does
+        return "`recipe.text` is not a recipe (a YAML mapping)"
     if not isinstance(sources, dict) or not all(isinstance(v, dict) for v in sources.values()):
         return "`sources` is not a mapping of sources"
     if not isinstance(shards, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in shards):
         return "`shards` is not a list of shards, each with its `file`"
-    if not isinstance(manifest.get("rows_in_shards", 0), int):
-        return "`rows_in_shards` is not a count"
+    distinct = ("pairs_in_shards", "images_in_shards")  # a build from before these counts has neither
+    for key in ("rows_in_shards", "images", *(distinct if any(k in manifest for k in distinct) else ())):
+        if not _is_count(manifest.get(key)):
+            return f"`{key}` is not a count"
+    warnings = manifest.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        return "`warnings` is not a list of texts"
+    for name, source in sources.items():
+        damage = _source_damage(source)
+        if damage is not None:
+            return f"source {name!r}: {damage}"
     return None
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,11 @@ def _order(name: str) -> tuple[str, int]:
     return (match["stem"], int(match["copy"] or 1)) if match else (name, 0)
 
 
-def report_names(run: Path) -> list[str]:
-    """A run's reports as paths relative to it, oldest first: `eval.json`, then `evals/*.json` by time."""
-    names = [LEGACY_REPORT] if (run / LEGACY_REPORT).is_file() else []
-    if (run / EVALS).is_dir():
+def report_names(run: Path, leave_out: Collection[str] = ()) -> list[str]:
+    """A run's reports as paths relative to it, oldest first: `eval.json`, then `evals/*.json` by time. `leave_out`
+    names either that a reader refused: it is not looked at."""
+    names = [LEGACY_REPORT] if LEGACY_REPORT not in leave_out and (run / LEGACY_REPORT).is_file() else []
+    if EVALS not in leave_out and (run / EVALS).is_dir():
         files = sorted((p.name for p in (run / EVALS).glob("*.json")), key=_order)
         names += [f"{EVALS}/{name}" for name in files]
     return names

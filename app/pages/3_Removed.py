@@ -16,8 +16,11 @@ if summary:
     st.dataframe(summary, hide_index=True)
     groups = list(dict.fromkeys((r["stage"], r["reason"]) for r in summary))  # in stage order
     stage, reason = st.selectbox("examples of", groups, format_func=lambda g: f"{g[0]}: {g[1]}")
-    examples = build.removed_examples(stage, reason)
-    at = pick_row(examples, "removed")
+    examples, removed = build.removed_examples(stage, reason), build.removed_count(stage, reason)
+    if len(examples) < removed:
+        st.caption(plain(f"showing the first {len(examples)} of {removed} rows removed at {stage}: {reason} (by "
+                         "source and row)"))  # fmt: skip
+    at = pick_row(examples, "removed", total=removed, rest=f"only the first {len(examples)} are listed")
     example = examples[at]
     pair = build.pair(example["pair_id"], example["source"], example["source_row"]) if example["pair_id"] else None
     with st.expander(plain(f"read {example['source']} {example['source_row']}")):
@@ -28,8 +31,11 @@ if summary:
 elif "rejects/rejects.parquet" not in build.refused:  # a refused file is named above, not called empty
     st.info("Nothing was removed from this build.")
 st.subheader("Duplicates and the pair each was removed in favour of")
-dups = build.duplicates()
+dups, removed_duplicates = build.duplicates(), build.duplicates_count()
 if dups:
+    if len(dups) < removed_duplicates:
+        st.caption(f"showing the first {len(dups)} of {removed_duplicates} removed duplicates (by method, source and "
+                   "row), in the table and to compare")  # fmt: skip
     st.dataframe(
         [{k: d[k] for k in ("method", "similarity", "source", "source_row", "survivor_source", "survivor_row",
                             "survivor_fate")}

@@ -77,6 +77,8 @@ except AppError as exc:
 if left_out:
     st.warning(f"{left_out} line(s) of metrics.jsonl are not a step's record (a JSON object with a whole-number "
                "step) and are not drawn.")  # fmt: skip
+if not metrics:  # a run just started (or one whose every line is left out, said above)
+    st.info("No steps logged yet: metrics.jsonl holds no step's record.")
 
 
 def number(value: Any) -> bool:
@@ -104,8 +106,9 @@ for name, title in CURVES.items():
         odd = [f"step {m['step']}: {m[name]!r}" for m in logged if not (number(m[name]) and math.isfinite(m[name]))]
         st.caption(plain(f"{title}: {len(odd)} of {len(logged)} logged values are not finite numbers and are not "
                          f"drawn ({'; '.join(odd[:5])}{'; ...' if len(odd) > 5 else ''})"))  # fmt: skip
-names = list_evaluations(run)
-if not names:
+names, refused_reports = list_evaluations(root, run)
+show_refused(refused_reports)
+if not names and not refused_reports:
     st.write("Not evaluated yet (`trainer eval --model RUN` writes RUN/evals/<UTC time>-<benchmarks>.json).")
 reports = {}
 for name in names:

@@ -15,7 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.data import DATA_ENV, AppError, Build, list_builds, list_runs, read_evaluation, read_metrics
+from app.data import (
+    DATA_ENV,
+    AppError,
+    Build,
+    list_builds,
+    list_evaluations,
+    list_runs,
+    read_evaluation,
+    read_metrics,
+)
 from tests.app.conftest import APP
 from tests.conftest import image_bytes
 
@@ -108,7 +117,7 @@ def test_a_symlinked_folder_and_a_symlink_loop_are_refused(root: Path) -> None:
 def test_the_manifest_and_shards_are_refused_outside_and_followed_inside(root: Path) -> None:
     manifest = root / "b" / "manifest.json"
     marked = json.loads(manifest.read_text())
-    marked["recipe"]["text"] = MARK
+    marked["recipe"]["text"] = f"name: {MARK}\n"
     for where in (root.parent / "outside", root / "b" / "elsewhere"):
         where.mkdir(exist_ok=True)
         (where / "manifest.json").write_text(json.dumps(marked))
@@ -119,7 +128,7 @@ def test_the_manifest_and_shards_are_refused_outside_and_followed_inside(root: P
     assert {e.name: e.status for e in list_builds(root)}["b"] == "refused: outside the data root"
     manifest.unlink()
     manifest.symlink_to(root / "b" / "elsewhere" / "manifest.json")
-    assert Build(root, "b").manifest["recipe"]["text"] == MARK
+    assert Build(root, "b").manifest["recipe"]["text"] == f"name: {MARK}\n"
 
     shard = root / "b" / marked["shards"][0]["file"]
     shutil.move(shard, root.parent / "outside" / shard.name)
@@ -186,9 +195,35 @@ def test_runs_page_names_a_refused_evaluation(tmp_path: Path, monkeypatch: pytes
     app = AppTest.from_file(str(APP / "pages" / "6_Runs.py"), default_timeout=60)
     app.run()
     assert not app.exception, app.exception
-    assert [w.value for w in app.warning] == ["Cannot read this run's evaluation."]
+    assert [w.value for w in app.warning] == ["Some files were refused and are not shown:"]
     assert OUTSIDE.format("run/eval.json") in [t.value for t in app.text]
     assert not app.dataframe and len(app.get("vega_lite_chart")) == 1  # the loss curve is still drawn
+    assert not any("Not evaluated yet" in m.value for m in app.markdown)  # refused, not absent
+
+
+def test_an_evals_folder_leading_out_of_the_root_is_refused_unlisted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's `evals/` symlinked out of the data root is refused before it is listed: the page names the folder,
+    never the files out there."""
+    run = tmp_path / "root" / "run"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "SECRET_REPORT_NAME.json").write_text(json.dumps({"benchmarks": {}}))
+    (run / "evals").symlink_to(outside, target_is_directory=True)
+    assert list_evaluations(tmp_path / "root", run) == ([], [OUTSIDE.format("run/evals")])
+    with pytest.raises(AppError, match="run/evals: refused"):
+        read_evaluation(tmp_path / "root", run)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "root"))
+    app = AppTest.from_file(str(APP / "pages" / "6_Runs.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    assert [w.value for w in app.warning] == ["Some files were refused and are not shown:"]
+    assert [t.value for t in app.text] == [OUTSIDE.format("run/evals")]
+    everything = [e.value for kind in ("text", "markdown", "caption", "warning") for e in app.get(kind)]
+    assert not any("SECRET" in str(value) for value in everything)
 
 
 def test_a_build_that_cannot_be_opened_is_listed_as_broken(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,13 +237,66 @@ def test_a_build_that_cannot_be_opened_is_listed_as_broken(root: Path, monkeypat
     app = AppTest.from_file(str(APP / "pages" / "1_Builds.py"), default_timeout=60)
     app.run()
     assert not app.exception, app.exception
-    assert app.warning[0].value == "Some builds are not finished or are refused, and are not shown:"
+    # listed in a collapsed expander, not a warning above every page (the chosen build is fine)
+    assert not app.warning
+    listing = app.expander[0]  # above the build picker
+    assert listing.label == "3 of 4 builds not shown: unfinished, broken or refused"
     listed = app.text[0].value.splitlines()
     assert listed[0] == "bad: broken: not a finished build (no readable manifest.json)"
     assert listed[1].startswith("gone: broken: no shards/") and "is this a complete `curate build` output?" in listed[1]
     damaged = "manifest.json is damaged (`recipe` is not a mapping with its `text`); build again"
     assert listed[2] == f"typed: broken: {damaged}"
     assert app.selectbox[0].options == ["b"]
+
+
+def test_a_manifest_lacking_what_the_pages_read_is_broken(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manifest without its row count, or a source without its mix or its count in the shards, is listed as
+    broken with why: no page opens it to fail on the missing key."""
+    manifest = json.loads((root / "b" / "manifest.json").read_text())
+    first = next(iter(manifest["sources"]))
+    damages = {
+        "no-rows": lambda m: m.pop("rows_in_shards"),
+        "no-mix": lambda m: [s.pop("mix") for s in m["sources"].values()],
+        "no-target": lambda m: m["sources"][first]["mix"].pop("target"),
+        "no-in-shards": lambda m: m["sources"][first].pop("in_shards"),
+        "bad-removed": lambda m: m["sources"][first].update(removed={"filters": 3}),
+        "bad-warnings": lambda m: m.update(warnings="not a list"),
+    }
+    for name, damage in damages.items():
+        shutil.copytree(root / "b", root / name)
+        damaged = json.loads(json.dumps(manifest))
+        damage(damaged)
+        (root / name / "manifest.json").write_text(json.dumps(damaged))
+    mix = "`mix` is not a mapping with its available, target and upsampled_copies counts and its factor"
+    why = {
+        "no-rows": "`rows_in_shards` is not a count",
+        "no-mix": f"source {first!r}: {mix}",
+        "no-target": f"source {first!r}: {mix}",
+        "no-in-shards": f"source {first!r}: `in_shards` is not a count",
+        "bad-removed": f"source {first!r}: `removed` is not a mapping of counts by stage",
+        "bad-warnings": "`warnings` is not a list of texts",
+    }
+    statuses = {e.name: e.status for e in list_builds(root)}
+    assert statuses == {"b": "ready"} | {
+        name: f"broken: manifest.json is damaged ({reason}); build again" for name, reason in why.items()
+    }
+    monkeypatch.setenv(DATA_ENV, str(root))
+    for page in ("1_Builds.py", "5_Mixture.py"):
+        app = AppTest.from_file(str(APP / "pages" / page), default_timeout=60)
+        app.run()
+        assert not app.exception, (page, app.exception)
+        assert app.selectbox[0].options == ["b"]
+
+
+def test_a_shard_named_by_an_absolute_path_is_named_cleanly(root: Path, tmp_path: Path) -> None:
+    shutil.copytree(root / "b", root / "abs")
+    manifest = json.loads((root / "abs" / "manifest.json").read_text())
+    outside = tmp_path / "outside" / "shard.arrow"
+    manifest["shards"][0]["file"] = str(outside)
+    (root / "abs" / "manifest.json").write_text(json.dumps(manifest))
+    status = {e.name: e.status for e in list_builds(root)}["abs"]
+    assert status == f"broken: {LEAVES.format(outside)}"
+    assert "//" not in status
 
 
 def test_file_names_are_not_read_as_glob_patterns(root: Path) -> None:

@@ -54,7 +54,11 @@ def test_builds_page_shows_funnel_and_recipe(data_root: Path, monkeypatch: pytes
     funnel = app.dataframe[0].value
     assert "decontaminate: contaminated: vl_rewardbench" in set(funnel["step"])
     assert "name: demo" in app.code[0].value
-    assert any("half.partial: stopped" in t.value for t in app.text)
+    # the builds not offered, in a collapsed expander that says how many: not a warning above every page
+    hidden = app.expander[0]  # above the build picker
+    assert hidden.label == "1 of 3 builds not shown: unfinished, broken or refused"
+    assert any("half.partial: stopped" in t.value for t in hidden.text)
+    assert not app.warning
 
 
 def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,10 +146,11 @@ def test_confinement_and_broken_builds(data_root: Path, tmp_path: Path) -> None:
     copy = tmp_path / "root"
     shutil.copytree(data_root / "demo", copy / "broken")
     (copy / "broken" / "manifest.json").unlink()
-    assert [(b.name, b.status) for b in list_builds(copy)] == [("broken", "broken")]
+    broken = ("broken", "broken: a shards folder without manifest.json")
+    assert [(b.name, b.status) for b in list_builds(copy)] == [broken]
     # `curate export`'s Hub layout beside a build carries a copy of its manifest, but is not a build
     export_build(data_root / "demo", copy / "demo-hub")
-    assert [(b.name, b.status) for b in list_builds(copy)] == [("broken", "broken")]
+    assert [(b.name, b.status) for b in list_builds(copy)] == [broken]
     shutil.copytree(data_root / "demo", copy / "escaping")
     manifest = json.loads((copy / "escaping" / "manifest.json").read_text())
     manifest["shards"][0]["file"] = "../../../outside.arrow"  # a manifest may not point outside its build
@@ -413,3 +418,81 @@ def test_every_page_opens_a_build_with_no_pairs(tmp_path: Path, monkeypatch: pyt
         run_page(f"pages/{page}", root, monkeypatch)
     bias = run_page("pages/4_Bias.py", root, monkeypatch)
     assert [i.value for i in bias.info] == ["This build has no pairs in its shards: nothing to chart."]
+
+
+@pytest.fixture(scope="module")
+def many_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build where one reason removed 229 rows (exact copies of one pair), beside a pair whose prompt and chosen
+    hold invisible format characters (a right-to-left override, a zero-width space)."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    work = tmp_path_factory.mktemp("many")
+    copied = {"prompt": "Copied question?", "chosen": "Copied yes.", "rejected": "Copied no."}
+    bidi = {"prompt": "RTL \u202eevil txt.exe\u202c", "chosen": "zero\u200bwidth yes.", "rejected": "plain no."}
+    write_jsonl(work / "uf.jsonl", [copied] * 230 + [bidi])
+    (work / "r.yaml").write_text("name: many\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(work / "r.yaml"), work / "root" / "many")
+    return work / "root"
+
+
+def test_the_removed_page_says_where_its_lists_are_cut(many_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """229 rows removed for one reason: 20 examples are listed, counted in the whole list; 200 of the 229 removed
+    duplicates are in the table and the compare list, and the page says so."""
+    many = Build(many_root, "many")
+    assert many.removed_count("exact_dedupe", "exact duplicate") == many.duplicates_count() == 229
+    app = run_page("pages/3_Removed.py", many_root, monkeypatch)
+    captions = [shown(c.value) for c in app.caption]
+    assert "showing the first 20 of 229 rows removed at exact_dedupe: exact duplicate (by source and row)" in captions
+    assert "1 of 229" in captions
+    assert ("showing the first 200 of 229 removed duplicates (by method, source and row), in the table and to "
+            "compare") in captions  # fmt: skip
+    assert len(next(d.value for d in app.dataframe if "survivor_fate" in d.value.columns)) == 200
+    assert len(next(s for s in app.selectbox if s.label == "compare").options) == 200
+    app.session_state["removed-at"] = 19  # the last example listed
+    app.run()
+    assert "20 of 229 (only the first 20 are listed)" in [c.value for c in app.caption]
+    assert app.button(key="removed-at-next").disabled
+
+
+def test_invisible_format_characters_are_shown_as_markers(many_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A right-to-left override would show `RTL exe.txt live`, a zero-width space nothing: each is shown as a marker
+    (after the diff, which compares the text itself), and the page says how many a text holds."""
+    from app.pair_view import STYLE, marked_diff, show_format_chars
+
+    marked = marked_diff("a\u200bb same", "a\u200bb other")
+    assert marked is not None and marked[0].startswith("a\u200bb ")  # equal: the character is compared as itself
+    body, markers = show_format_chars(marked[0])
+    assert body.startswith('a<span class="format-char">⟨U+200B⟩</span>b <del>') and markers == ["⟨U+200B⟩"]
+    assert show_format_chars("سلام &lt;b&gt; é") == ("سلام &lt;b&gt; é", [])  # text beyond ASCII is left as it is
+    assert "unicode-bidi:plaintext" in STYLE  # right-to-left text still laid out by its own direction
+    app = run_page("pages/2_Pairs.py", many_root, monkeypatch)
+    app.text_input[0].set_value("evil").run()
+    bodies = [e.proto.body for e in app.get("html")]
+    assert not any(char in body for body in bodies for char in "\u202e\u202c\u200b")
+    assert any('RTL <span class="format-char">⟨U+202E⟩</span>evil txt.exe<span class="format-char">⟨U+202C⟩</span>'
+               in body for body in bodies)  # fmt: skip
+    assert any('zero<span class="format-char">⟨U+200B⟩</span>width' in body for body in bodies)
+    captions = [shown(c.value) for c in app.caption]
+    said = " (Unicode format characters, such as bidi controls and zero-width spaces, reorder or hide text)"
+    assert f"2 invisible format characters shown as ⟨U+202E⟩, ⟨U+202C⟩{said}" in captions
+    assert f"1 invisible format character shown as ⟨U+200B⟩{said}" in captions
+
+
+def test_a_missing_images_table_is_said_once(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest counts images in the shards but `images/` is gone: the page says so once, rather than every
+    image saying it is not in this build; a refused table is named as refused instead."""
+    shutil.copytree(data_root / "demo", tmp_path / "demo")
+    counted = json.loads((tmp_path / "demo" / "manifest.json").read_text())["images_in_shards"]
+    assert Build(tmp_path, "demo").missing == []
+    shutil.rmtree(tmp_path / "demo" / "images")
+    missing = (f"images/images.parquet is missing: the manifest counts {counted} images in the shards; images are "
+               "not shown")  # fmt: skip
+    assert Build(tmp_path, "demo").missing == [missing]
+    app = run_page("pages/2_Pairs.py", tmp_path, monkeypatch, modality="image")
+    assert [shown(w.value) for w in app.warning] == [missing]
+    (tmp_path / "demo" / "images").mkdir()
+    (tmp_path / "demo" / "images" / "images.parquet").symlink_to(data_root / "demo" / "images" / "images.parquet")
+    refused = Build(tmp_path, "demo")
+    assert list(refused.refused) == ["images/images.parquet"] and refused.missing == []

@@ -187,3 +187,12 @@ def test_plain_runs_come_before_the_fold_runs_of_audits_which_say_what_they_left
     assert any(shown(c.value).endswith(left_out) for c in app.caption)
     home = run_page("Home.py", tmp_path, monkeypatch)
     assert any("1 run(s) found, and 2 fold run(s) of audits." in m.value for m in home.markdown)
+
+
+def test_a_run_with_no_steps_logged_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "runs" / "new"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("")  # `trainer fit` has started, no step logged yet
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert [i.value for i in app.info] == ["No steps logged yet: metrics.jsonl holds no step's record."]
+    assert not app.get("vega_lite_chart")
