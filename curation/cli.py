@@ -724,6 +724,12 @@ def export_cmd(
         check_repo_id(repo)
         plan = export_build(build_dir, local, license=license, force_license=force_license, replace=replace)
         typer.echo(f"wrote {len(plan.files)} files to {local} (configs: {', '.join(plan.configs)})")
+        if plan.local_paths:  # they name this machine's folders (a user's home, say) to whoever reads the repo
+            shown = ", ".join(plan.local_paths[:3]) + (
+                f", and {len(plan.local_paths) - 3} more" if len(plan.local_paths) > 3 else ""
+            )
+            typer.echo(f"note: recipe.yaml and manifest.json are published as the build wrote them, with the local "
+                       f"paths they name: {shown}", err=True)  # fmt: skip
         for line in upload(local, repo, private=private, dry_run=dry_run):
             typer.echo(line)
     except InputError as exc:

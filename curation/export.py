@@ -47,6 +47,22 @@ class ExportPlan:
     files: list[tuple[str, int]]  # (path relative to the folder, bytes)
     configs: list[str]
     licenses: dict[str, list[str]]  # source -> licenses of its pairs
+    local_paths: list[str]  # absolute local paths the published recipe and manifest name (`named_local_paths`)
+
+
+def named_local_paths(manifest: dict[str, Any]) -> list[str]:
+    """The absolute local paths a build's recipe text names (sources', benchmarks' and images roots' paths as
+    written) and its manifest records (the files ops read): an export publishes both as they are."""
+    import yaml
+
+    recipe = yaml.safe_load(manifest["recipe"]["text"]) or {}
+    found = []
+    for section in ("sources", "benchmarks"):
+        for spec in (recipe.get(section) or {}).values():
+            if isinstance(spec, dict):
+                found += [str(spec[k]) for k in ("path", "images_root") if str(spec.get(k, "")).startswith(("/", "~"))]
+    found += [f["path"] for files in manifest.get("op_inputs", {}).values() for f in files]
+    return sorted(set(found))
 
 
 def restrictive(license_text: str | None) -> bool:
@@ -326,7 +342,7 @@ def export_build(
     files = [
         (p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in sorted(local_dir.rglob("*")) if p.is_file()
     ]
-    return ExportPlan(local_dir, files, configs, licenses)
+    return ExportPlan(local_dir, files, configs, licenses, named_local_paths(manifest))
 
 
 def upload(

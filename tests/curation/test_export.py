@@ -83,6 +83,24 @@ def test_a_build_with_no_pair_is_not_exported(tmp_path: Path) -> None:
     assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists()
 
 
+def test_the_local_paths_published_with_the_recipe_are_said(tmp_path: Path) -> None:
+    """The recipe and manifest travel as the build wrote them: absolute paths in them name this machine's folders,
+    and the export says which (a path relative to the recipe names none)."""
+    rows = [{"prompt": f"Q{k}?", "chosen": f"A{k}.", "rejected": f"B{k}."} for k in range(3)]
+    data = write_jsonl(tmp_path / "data" / "uf.jsonl", rows)
+    for name, path in (("absolute", data), ("relative", "data/uf.jsonl")):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nsources:\n  uf: {{adapter: ultrafeedback_binarized, path: {path}}}\n"
+        )
+        build(load_recipe(tmp_path / f"{name}.yaml"), tmp_path / name)
+        result = export(tmp_path / name, tmp_path / f"{name}-hub", "--dry-run")
+        assert result.exit_code == 0, result.output
+        notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+        expected = [f"note: recipe.yaml and manifest.json are published as the build wrote them, with the local "
+                    f"paths they name: {data}"]  # fmt: skip
+        assert notes == (expected if name == "absolute" else [])
+
+
 def test_text_only_export_is_consumed_by_trl_reward_trainer(tmp_path: Path) -> None:
     trl = pytest.importorskip("trl")
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
