@@ -6,6 +6,7 @@ Under `torchrun`, every process runs `python -m trainer fit ...`; rank 0 writes 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand
 
 from curation.errors import InputError
 from curation.failure import run_cli
@@ -25,10 +27,62 @@ from curation.io import only_writer
 from curation.progress import ProgressLines
 from trainer.config import FitConfig
 
+try:  # typer vendors click from 0.2x on, with its own exception classes; before, it ran on click
+    from typer._click.exceptions import NoSuchOption
+except ImportError:
+    from click.exceptions import NoSuchOption
+
 if TYPE_CHECKING:
     from rich.console import Console
 
 app = typer.Typer(help="Train and evaluate BaseReward reward models.", no_args_is_help=True)
+SETTINGS = {f.name for f in dataclasses.fields(FitConfig)}
+
+
+class _Command(TyperCommand):
+    """A trainer command that answers an unknown option spelled as another trainer command takes a setting (`fit`'s
+    `--set max_length=N`, `eval`'s `--max-length N`) with this command's spelling."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        given = list(args)  # the parser consumes `args`
+        try:
+            return super().parse_args(ctx, args)
+        except NoSuchOption as exc:
+            hint = own_spelling(self, ctx.info_name or "", exc.option_name, given)
+            if hint:
+                exc.message = f"No such option: {exc.option_name}; {hint}"
+                exc.possibilities = None  # click's near names (--max-steps for --max-length) would mislead
+            raise
+
+
+def own_spelling(command: TyperCommand, name: str, option: str, args: list[str]) -> str | None:
+    """How `trainer NAME` takes the setting `option` (with its value in `args`) names, or None."""
+    options = [o for param in command.params for o in param.opts if o.startswith("--")]
+    value = _value_of(option, args)
+    if option == "--set":  # eval, score: their settings are options of their own
+        key, _, given = (value or "").partition("=")
+        flag = "--" + key.strip().replace("_", "-")
+        if key and flag in options:
+            return f"trainer {name} takes {flag} {given or 'VALUE'}, not --set"
+        own = [o for o in options if o[2:].replace("-", "_") in SETTINGS - {"model"}]  # their --model: a run
+        listed = f" ({', '.join(own)}; see --help)" if own else " (see --help)"
+        return f"trainer {name} takes no --set; its settings are options of its own{listed}"
+    setting = option[2:].replace("-", "_")
+    if "--set" in options and setting in SETTINGS:  # fit, audit, ablate: settings without a flag of their own
+        return f"trainer {name} takes it as --set {setting}={value or 'VALUE'}"
+    return None
+
+
+def _value_of(option: str, args: list[str]) -> str | None:
+    """The value given to `option` in `args` (`--opt VALUE` or `--opt=VALUE`), or None."""
+    for index, arg in enumerate(args):
+        if arg.startswith(option + "="):
+            return arg.partition("=")[2]
+        if arg == option and index + 1 < len(args) and not args[index + 1].startswith("-"):
+            return args[index + 1]
+    return None
+
+
 MODEL_HELP = "`tiny`, a local folder or a Hub id (owner/name)."
 NO_SETTINGS = "none: FitConfig's defaults"
 
@@ -44,7 +98,7 @@ def _root() -> None:
     """Train and evaluate BaseReward reward models."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def env() -> None:
     """Report what the trainer can use here: Python, torch, transformers and the accelerators."""
     typer.echo(f"python {platform.python_version()} on {platform.machine()}")
@@ -62,7 +116,7 @@ def env() -> None:
         typer.echo(f"  cuda:{i} {torch.cuda.get_device_name(i)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def fit(
     shards: Annotated[
         list[str], typer.Option(help="A `curate build` folder (or its shards/), optionally DIR=WEIGHT; repeatable.")
@@ -156,7 +210,7 @@ def fit(
         typer.echo(f"done: {out}: {summary}{_skipped_training(report, last)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
     model: Annotated[Path, typer.Option(help="A run folder or a saved model folder.")],
     prompt: Annotated[str, typer.Option(help="The user prompt.")],
@@ -179,7 +233,7 @@ def predict(
         typer.echo(f"{score:+.4f}\t{preview}")
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_(
     model: Annotated[list[Path], typer.Option(help="A run or model folder; repeat it to average an ensemble.")],
     bench: Annotated[
@@ -279,7 +333,7 @@ def eval_(
     typer.echo(f"report: {path}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def score(
     model: Annotated[Path, typer.Option(help="A run or model folder.")],
     build: Annotated[Path, typer.Option(help="A `curate build` output folder.")],
@@ -340,7 +394,7 @@ def score(
     typer.echo(f"scores: {out}\nuse them in a recipe: ops: {{rm_margin: {{scores: {out}}}}}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def audit(
     build: Annotated[Path, typer.Option(help="The `curate build` folder whose pairs are judged.")],
     out: Annotated[Path, typer.Option(help="The audit's run folder (a run per fold, scores, audit.json).")],
@@ -440,7 +494,7 @@ def audit(
     typer.echo(f"scores: {report['signal']}\nuse them in a recipe: ops: {{rm_margin: {{scores: {report['signal']}}}}}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def ablate(
     out: Annotated[Path, typer.Option(help="Folder for variants, builds, runs and the ablation table.")],
     mix: Annotated[
@@ -534,7 +588,7 @@ def ablate(
         _fail(f"{len(failed)} of {len(rows)} variants failed ({', '.join(failed)}); their errors are in the table")
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
     run: Annotated[Path, typer.Argument(help="A run folder (from `trainer fit`).")],
     repo: Annotated[str, typer.Option(help="The Hub model repo, USER/NAME.")],

@@ -10,6 +10,7 @@ in `trainer.reports`. A benchmark none of whose items can be scored is an error,
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import json
@@ -52,7 +53,9 @@ class BenchSpec:
         """`NAME` (its Hub id) or `NAME=PATH`."""
         name, _, location = text.partition("=")
         if name not in SCORERS:
-            raise ValueError(f"--bench {text!r}: unknown benchmark {name!r} (known: {', '.join(SCORERS)})")
+            close = difflib.get_close_matches(name, list(SCORERS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"--bench {text!r}: unknown benchmark {name!r}; {hint}known: {', '.join(SCORERS)}")
         adapter = get_adapter(name)
         return cls(name, location or str(adapter.info.hub_id), images.get(name))
 

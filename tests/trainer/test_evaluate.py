@@ -92,6 +92,17 @@ def test_eval_errors_are_clear(tmp_path: Path, two_runs: tuple[Path, Path]) -> N
     assert result.exit_code == 1 and "--out is required unless --model is one run folder" in result.output
 
 
+def test_a_misspelled_benchmark_gets_the_close_name() -> None:
+    from trainer.evaluate import BenchSpec
+
+    with pytest.raises(
+        ValueError, match="unknown benchmark 'vl_reward_bench'; did you mean 'vl_rewardbench'\\? known: "
+    ):
+        BenchSpec.parse("vl_reward_bench=x.jsonl", {})
+    with pytest.raises(ValueError, match="unknown benchmark 'nope'; known: vl_rewardbench, "):
+        BenchSpec.parse("nope", {})
+
+
 def test_a_hub_benchmark_is_read_at_one_commit_that_the_report_names(
     two_runs: tuple[Path, Path], fake_hub: FakeHub
 ) -> None:

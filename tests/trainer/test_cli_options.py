@@ -1,0 +1,42 @@
+"""An option spelled as another trainer command takes a setting is answered with this command's spelling."""
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from trainer.cli import app
+
+
+def said(args: list[str]) -> str:
+    """The usage error's message, its panel and line breaks taken out."""
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--model", "run", "--bench", "rewardbench", "--set", "max_length=100"],
+         "No such option: --set; trainer eval takes --max-length 100, not --set"),
+        (["score", "--model", "run", "--build", "b", "--set=micro_batch=2"],
+         "No such option: --set; trainer score takes --micro-batch 2, not --set"),
+        (["score", "--model", "run", "--build", "b", "--set", "lr=1"],
+         "No such option: --set; trainer score takes no --set; its settings are options of its own (--micro-batch, "
+         "--max-length; see --help)"),
+        (["fit", "--shards", "b", "--out", "run", "--max-length", "100"],
+         "No such option: --max-length; trainer fit takes it as --set max_length=100"),
+        (["audit", "--build", "b", "--out", "run", "--micro-batch=2"],
+         "No such option: --micro-batch; trainer audit takes it as --set micro_batch=2"),
+    ],
+)  # fmt: skip
+def test_a_setting_spelled_as_another_command_takes_it_gets_this_commands_spelling(
+    args: list[str], message: str
+) -> None:
+    text = said(args)
+    assert message in text and "Possible options" not in text, text  # click's near names would mislead
+
+
+def test_an_option_no_trainer_command_takes_keeps_clicks_answer() -> None:
+    assert "No such option: --bogus" in said(["fit", "--shards", "b", "--out", "run", "--bogus", "1"])
