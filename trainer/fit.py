@@ -172,9 +172,11 @@ class Trainer:
         self.data = PairData.open(config.shards, config.seed, config.eval_fraction, config.folds, config.fold)
         self.accumulation = config.accumulation(self.dist.world)
         if not self.data.train:
+            # the audit's fold is named only where one is involved: an audit's fold run, or rows it left out
             builds = "; ".join(
-                f"{name}: {c['pairs']} pairs, {c['eval']} held out, {c['left_out']} left out by the audit's fold, "
-                f"weight {c['weight']:g}"
+                f"{name}: {c['pairs']} pairs, {c['eval']} held out, "
+                + (f"{c['left_out']} rows left out by the audit's fold, " if config.folds or c["left_out"] else "")
+                + f"weight {c['weight']:g}"
                 for name, c in self.data.counts.items()
             )
             raise TrainingError(f"no training draws ({builds})")

@@ -484,6 +484,15 @@ def test_a_step_without_a_trained_pair_leaves_the_weights_alone(
     args = ["fit", "--shards", f"{demo_build}=0", "--model", "tiny", "--out", str(tmp_path / "z")]
     bad = CliRunner().invoke(app, args)
     assert bad.exit_code == 1 and "error: no training draws (" in bad.output and "weight 0)" in bad.output
+    assert "audit" not in bad.output  # no audit is involved
+
+
+def test_no_training_draws_names_the_audits_fold_for_a_fold_run_only(demo_build: Path, tmp_path: Path) -> None:
+    unweighted = config(demo_build, shards=[f"{demo_build}=0"])
+    with pytest.raises(TrainingError, match=r"held out, weight 0\)$"):
+        Trainer(unweighted, tmp_path / "plain")
+    with pytest.raises(TrainingError, match=r"held out, [1-9]\d* rows left out by the audit's fold, weight 0\)$"):
+        Trainer(dataclasses.replace(unweighted, folds=2, fold=0), tmp_path / "fold")
 
 
 def test_a_fit_that_fails_before_its_first_checkpoint_leaves_its_folder_as_it_was(
