@@ -16,7 +16,8 @@ for an ensemble), `settings` (`max_length`, `micro_batch`) and `benchmarks`, by 
   items the model could not score (`longer than max_length`, ...) alike; `groups`: {group: {items_total,
   items_scored}} over the items read (a row rejected at ingest has no known group);
 - `scores_over_scored` (the scored items only) and `scores_over_all` (every item, the unscored counted as wrong;
-  a row rejected at ingest enters the whole-benchmark accuracy only): {metric: percent}; a benchmark-wide average
+  a row rejected at ingest enters the whole-benchmark accuracy only): {metric: percent}; MM-RLHF-RewardBench's
+  `acc_plus` is over prompt ids (the items' `key`), not items (`prompts_text` counts them); a benchmark-wide average
   over groups (VL-RewardBench `macro`, RewardBench `overall`) is left out where the items do not cover every group;
 - `length_judge`: the same two for the judge that prefers the longer answer, on the model's terms: over the items
   the model scored, and over every item with those the model did not score counted as wrong;
@@ -120,9 +121,27 @@ def groups_text(entry: dict[str, Any]) -> str:
     return f"by group: {', '.join(parts)}" if parts else ""
 
 
+def prompts_text(entry: dict[str, Any]) -> str:
+    """The prompts MM-RLHF-RewardBench's `acc_plus` is over (from the items' prompt ids, `key`): `acc_plus over 46
+    prompts, ...` or `acc_plus over 45 of 46 prompts ...` where some had no scored pair; "" for other benchmarks."""
+    items = entry.get("items", [])
+    if "acc_plus" not in entry["scores_over_all"] or not items:
+        return ""
+    read = {item["key"] for item in items}
+    scored = {item["key"] for item in items if item["not_scored"] is None}
+    rule = "a prompt right when all its pairs are"
+    if len(scored) == len(read):
+        text = f"acc_plus over {len(read)} prompts ({rule})"
+    else:  # over the scored items, the prompts with a scored pair; over all, every prompt, an unscored pair wrong
+        text = (f"acc_plus over {len(scored)} of {len(read)} prompts (those with a scored pair; over all items, all "
+                f"{len(read)}, an unscored pair counted wrong; {rule})")  # fmt: skip
+    unread = entry["items_total"] - len(items)
+    return text + (f"; the {unread} rows rejected at ingest have no known prompt (in acc alone)" if unread else "")
+
+
 def counts_text(benchmark: str, entry: dict[str, Any]) -> str:
     """`all 44 items scored; by group: ...` or `40 of 44 items scored; 4 of 44 not scored (image not found: 4);
-    by group: ...`, and why a benchmark-wide average is missing."""
+    by group: ...`, why a benchmark-wide average is missing, and the prompts a per-prompt score is over."""
     from trainer.benchmarks import average_left_out
 
     if not counted(entry):
@@ -132,7 +151,7 @@ def counts_text(benchmark: str, entry: dict[str, Any]) -> str:
         if entry["items_scored"] == entry["items_total"]
         else f"{entry['items_scored']} of {entry['items_total']} items scored; {not_scored_text(entry)}"
     )
-    notes = [groups_text(entry), average_left_out(benchmark, entry["scores_over_all"])]
+    notes = [groups_text(entry), average_left_out(benchmark, entry["scores_over_all"]), prompts_text(entry)]
     return "; ".join([scored, *(n for n in notes if n)])
 
 

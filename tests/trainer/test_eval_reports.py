@@ -214,3 +214,26 @@ def test_a_file_of_another_format_names_the_field_it_lacks(run: Path, tmp_path: 
     assert result.output.startswith("error: rewardbench: no item can be scored (2 rows read, 2 rejected at ingest; ")
     assert "; the first rejected: missing field: judged.jsonl:0: " in result.output
     assert "(fields with a value: 'id', 'judge_output', 'question')); no report written\n" in result.output
+
+
+def test_the_legend_says_how_many_prompts_acc_plus_is_over() -> None:
+    """MM-RLHF-RewardBench's acc_plus is over prompt ids, its other scores over pairs: the legend counts both."""
+    from trainer.reports import counts_text
+
+    def item(key: str, not_scored: str | None = None) -> dict[str, object]:
+        return {"key": key, "not_scored": not_scored}
+
+    items = [item("a"), item("a"), item("b"), item("c", "longer than max_length")]
+    entry = {"items_total": 4, "items_scored": 3, "not_scored": {"longer than max_length": 1}, "groups": {},
+             "items": items, "scores_over_scored": {}, "scores_over_all": {"acc": 50.0, "acc_plus": 33.33}}  # fmt: skip
+    assert counts_text("mm_rlhf_rewardbench", entry) == (
+        "3 of 4 items scored; 1 of 4 not scored (longer than max_length: 1); acc_plus over 2 of 3 prompts (those "
+        "with a scored pair; over all items, all 3, an unscored pair counted wrong; a prompt right when all its "
+        "pairs are)"
+    )
+    whole = {**entry, "items_total": 5, "items_scored": 3, "items": items[:3], "not_scored": {"bad row": 2}}
+    assert counts_text("mm_rlhf_rewardbench", whole).endswith(
+        "acc_plus over 2 prompts (a prompt right when all its pairs are); the 2 rows rejected at ingest have no "
+        "known prompt (in acc alone)"
+    )
+    assert "prompts" not in counts_text("vl_rewardbench", {**entry, "scores_over_all": {"overall": 50.0}})
