@@ -204,10 +204,17 @@ def fit(
         _remove_if_unused(out, created and main)
         stop_interrupted(kept if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
+        from trainer.run_summary import Reach
+
         report = _data_report(out)
         summary = fit_summary(last, _held_out_note(report, settings.eval_fraction), _skipped_held_out(report)) if (
             last) else f"nothing left to train (already at its last step: {_last_step(out)})"  # fmt: skip
-        typer.echo(f"done: {out}: {summary}{_skipped_training(report, last)}")
+        reach = Reach.of(report) if last else None  # nothing trained now: nothing to count
+        skipped = f"; skipped in training (never trained on): {reach.skipped_text()}" if (
+            reach and reach.skipped) else ""  # fmt: skip
+        typer.echo(f"done: {out}: {summary}{skipped}")
+        if reach and (warning := reach.warning(settings.max_length)):
+            typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command(cls=_Command)
@@ -694,22 +701,6 @@ def _last_step(out: Path) -> str:
 
     checkpoint = latest_checkpoint(out)
     return f"checkpoints/{checkpoint.name}" if checkpoint is not None else "its model saved"
-
-
-def _skipped_training(report: dict[str, Any], last: dict[str, Any] | None) -> str:
-    """The training draws the run skipped, by reason, with the draws of an epoch (its data report), or ""."""
-    if last is None:  # nothing trained now
-        return ""
-    try:
-        skipped = {str(k): int(v) for k, v in report.get("skipped_train_draws", {}).items()}
-        draws, epochs = int(report["train_draws"]), float(last["epoch"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return ""
-    if not skipped:
-        return ""
-    reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.items())
-    return (f"; skipped in training (never trained on): {sum(skipped.values())} draws over {epochs:g} "
-            f"epoch{'' if epochs == 1 else 's'} of {draws} draws ({reasons})")  # fmt: skip
 
 
 def _skipped_held_out(report: dict[str, Any]) -> dict[str, int]:

@@ -407,6 +407,14 @@ def steps_per_epoch(draws: int, global_batch: int) -> int:
     return -(-draws // global_batch)
 
 
+def draws_reached(draws: int, global_batch: int, steps: int) -> int:
+    """The training draws `steps` steps reach, every epoch's counted (`draws` an epoch): a step takes a global batch,
+    an epoch's last what is left."""
+    per_epoch = steps_per_epoch(draws, global_batch)
+    epochs, within = divmod(steps, per_epoch) if per_epoch else (0, 0)
+    return epochs * draws + min(within * global_batch, draws)
+
+
 class StepBatches(torch.utils.data.Dataset):
     """Item i: one rank's collated micro-batches of training step `start + i` (None where every pair of a
     micro-batch was skipped) and that step's skip counts. A `DataLoader` over it prepares steps in worker

@@ -1,7 +1,8 @@
 """`trainer fit`: Bradley-Terry training of a reward model on built shards, single process or under `torchrun`.
 
 Run layout (`--out RUN`):
-- `config.yaml` (the resolved `FitConfig`), `data.json` (pairs per build, train/eval split, skipped pairs);
+- `config.yaml` (the resolved `FitConfig`), `data.json` (pairs per build, train/eval split, the draws the steps
+  reached and the skipped ones);
 - `metrics.jsonl` (TRL-style names: loss, accuracy, margin, rewards/chosen, rewards/rejected, lr, pairs/s,
   tokens/s; eval/* for the held-out split) and `tb/` for TensorBoard;
 - `checkpoints/step-NNNNNN/`: a loadable model plus `optimizer.safetensors` and `trainer_state.json`;
@@ -43,6 +44,7 @@ from trainer.data import (
     PairFeatures,
     StepBatches,
     collate,
+    draws_reached,
     steps_per_epoch,
     with_positions,
 )
@@ -429,6 +431,8 @@ class Trainer:
             "skipped_train_draws": {r: int(n) for r, n in zip(SKIP_REASONS, train, strict=True) if n},
             "skipped_eval": {r: int(n) for r, n in zip(SKIP_REASONS, held_out, strict=True) if n},
             "steps": self.total_steps,
+            # every epoch's draws the steps reached: with max_steps, fewer than the epochs' draws
+            "draws_reached": draws_reached(len(self.data.train), self.config.global_batch, self.total_steps),
         }
         (self.out / "data.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 

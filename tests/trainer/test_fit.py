@@ -67,6 +67,7 @@ def test_every_draw_is_trained_once_an_epoch(demo_build: Path, tmp_path: Path) -
     assert report["train_draws"] % 6 and len(records) == 2 * steps  # the demo's draws leave a partial batch
     assert sum(r["pairs"] for r in records[:steps]) == report["train_draws"] == sum(r["pairs"] for r in records[steps:])
     assert [r["epoch"] for r in records][steps - 1 :: steps] == [1.0, 2.0]
+    assert report["draws_reached"] == 2 * report["train_draws"]
 
 
 def test_resume_repeats_the_uninterrupted_run_exactly(
@@ -275,11 +276,54 @@ def test_the_summary_counts_the_draws_training_skipped(demo_build: Path, tmp_pat
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((run / "data.json").read_text())
-    skipped = report["skipped_train_draws"][SKIP_TOO_LONG]
-    assert 0 < skipped < report["train_draws"]
-    said = (f"; skipped in training (never trained on): {skipped} draws over 1 epoch of {report['train_draws']} "
-            f"draws ({skipped} {SKIP_TOO_LONG})\n")  # fmt: skip
+    skipped, draws = report["skipped_train_draws"][SKIP_TOO_LONG], report["train_draws"]
+    assert 0 < skipped < draws and report["draws_reached"] == draws  # one whole epoch
+    said = (f"; skipped in training (never trained on): {skipped} of the {draws} draws reached (1 epoch of {draws} "
+            f"draws): {skipped} {SKIP_TOO_LONG}\n")  # fmt: skip
     assert result.stdout.endswith(said), result.stdout
+    assert f"warning: {round(100 * skipped / draws)}% of the draws this run reached were skipped" in result.stderr
+
+
+def test_a_run_stopped_early_counts_its_skipped_draws_of_those_it_reached(demo_build: Path, tmp_path: Path) -> None:
+    """With --max-steps the run reaches part of an epoch: the skipped draws are counted of the draws reached (2 steps
+    of 8), not of the epoch's, and a share above a tenth is a warning saying why and what to change."""
+    run = tmp_path / "run"
+    args = ["fit", "--shards", str(demo_build), "--out", str(run), "--model", "tiny", "--global-batch", "8",
+            "--micro-batch", "4", "--max-steps", "2", "--set", "max_length=60"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "data.json").read_text())
+    skipped, draws = report["skipped_train_draws"][SKIP_TOO_LONG], report["train_draws"]
+    assert report["draws_reached"] == 16 and 16 * 0.1 < skipped < 16
+    epochs = f"{16 / draws:.2f}"
+    assert result.stdout.endswith(
+        f"{skipped} of the 16 draws reached ({epochs} of an epoch of {draws} draws): {skipped} {SKIP_TOO_LONG}\n"
+    ), result.stdout
+    assert result.stderr.endswith(
+        f"warning: {round(100 * skipped / 16)}% of the draws this run reached were skipped, never trained on "
+        f"({skipped} of 16: {skipped} {SKIP_TOO_LONG}); raise max_length (--set max_length=N; this run: 60) or "
+        "leave the longer pairs out of the build (filters: max_tokens)\n"
+    ), result.stderr
+
+
+def test_the_draws_reached_and_skipped_say_what_they_count() -> None:
+    from trainer.run_summary import Reach
+
+    early = Reach(2469, 480, {SKIP_TOO_LONG: 213})
+    assert (
+        early.skipped_text() == f"213 of the 480 draws reached (0.19 of an epoch of 2,469 draws): 213 {SKIP_TOO_LONG}"
+    )
+    assert (early.warning(2048) or "").startswith("44% of the draws this run reached were skipped")
+    assert "--set max_length=N; this run: 2048" in (early.warning(2048) or "")
+    assert Reach(43, 129, {}).epochs_text() == "3 epochs of 43 draws"
+    assert Reach(40, 100, {}).epochs_text() == "2.5 epochs of 40 draws"
+    assert Reach(40, 40, {}).epochs_text() == "1 epoch of 40 draws"
+    assert Reach(100, 10, {SKIP_TOO_LONG: 1}).warning(8) is None  # a tenth exactly: no warning
+    assert Reach(100, 10, {SKIP_TOO_LONG: 2}).warning(8) is not None
+    # a data.json from before `draws_reached` was recorded: from its steps and the run's global batch
+    old = {"train_draws": 43, "steps": 7, "skipped_train_draws": {SKIP_TOO_LONG: 5}}
+    assert Reach.of(old, 8) == Reach(43, 43 + 8, {SKIP_TOO_LONG: 5})
+    assert Reach.of({}) is None
 
 
 def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:

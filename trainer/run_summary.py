@@ -1,0 +1,76 @@
+"""What a run's files say about its training, for `trainer fit`'s last line: the draws its steps reached and those
+skipped, never trained on (`data.json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.data import SKIP_BAD_IMAGE, SKIP_IMAGES_ON_TEXT, SKIP_PAD_TOKENS, SKIP_TOO_LONG, SKIP_VIDEO, draws_reached
+
+# What to change where a reason skips many draws (`{max_length}`: the run's).
+_REMEDIES = {
+    SKIP_TOO_LONG: "raise max_length (--set max_length=N; this run: {max_length}) or leave the longer pairs out of "
+    "the build (filters: max_tokens)",
+    SKIP_IMAGES_ON_TEXT: "train a vision-language backbone (--model) or leave the image sources out of the mix",
+    SKIP_VIDEO: "train a backbone with video input (Qwen2-VL, Qwen2.5-VL) or leave the video pairs out of the mix",
+    SKIP_PAD_TOKENS: "leave those pairs out of the build (filters)",
+    SKIP_BAD_IMAGE: "check the build's images, or raise max_pixels for the large ones",
+}
+
+
+def _number(value: float) -> str:
+    """Two places at most, without trailing zeros (`0.37`, `1`, `2.5`); a tiny value keeps one digit."""
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value >= 0.01 else f"{value:.1g}"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How far a run's steps went through its training draws, and the draws they skipped."""
+
+    draws: int  # training draws an epoch
+    reached: int  # draws the steps reached, every epoch's
+    skipped: dict[str, int]  # draws skipped (never trained on), by reason, every epoch's
+
+    @classmethod
+    def of(cls, report: dict[str, Any], global_batch: int | None = None) -> Reach | None:
+        """From a run's `data.json` (`global_batch`: the run's, for a report from before `draws_reached` was
+        recorded), or None where it does not say."""
+        try:
+            draws = int(report["train_draws"])
+            reached = report.get("draws_reached")
+            if reached is None:
+                reached = draws_reached(draws, int(global_batch), int(report["steps"]))  # type: ignore[arg-type]
+            skipped = {str(k): int(v) for k, v in report.get("skipped_train_draws", {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        return cls(draws, int(reached), skipped)
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def epochs_text(self) -> str:
+        """`0.37 of an epoch of 43 draws`, `1 epoch of 43 draws`, `3 epochs of 43 draws`."""
+        epochs = self.reached / self.draws if self.draws else 0.0
+        shown = _number(epochs)
+        what = f"{shown} of an epoch" if epochs < 1 else f"{shown} epoch{'' if shown == '1' else 's'}"
+        return f"{what} of {self.draws:,} draws"
+
+    def reasons_text(self) -> str:
+        return ", ".join(f"{n:,} {reason}" for reason, n in sorted(self.skipped.items(), key=lambda r: -r[1]))
+
+    def skipped_text(self) -> str:
+        """`11 of the 16 draws reached (0.37 of an epoch of 43 draws): 11 longer than max_length`."""
+        return (f"{self.skipped_total:,} of the {self.reached:,} draws reached ({self.epochs_text()}): "
+                f"{self.reasons_text()}")  # fmt: skip
+
+    def warning(self, max_length: int) -> str | None:
+        """Where more than a tenth of the draws reached were skipped: how many, why, and what to change."""
+        if not self.reached or self.skipped_total * 10 <= self.reached:
+            return None
+        share = round(100 * self.skipped_total / self.reached)
+        remedies = "; ".join(_REMEDIES[r].format(max_length=max_length) for r in self.skipped if r in _REMEDIES)
+        return (f"{share}% of the draws this run reached were skipped, never trained on ({self.skipped_total:,} of "
+                f"{self.reached:,}: {self.reasons_text()})" + (f"; {remedies}" if remedies else ""))  # fmt: skip
+
