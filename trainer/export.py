@@ -3,8 +3,10 @@
 The folder is the run's final model (`model.safetensors`, `reward_model.json`, `backbone/config.json`,
 tokenizer and image processor files) plus `fit_config.yaml`, the run's evaluation reports (`evals/`, and a legacy
 `eval.json`) when it was evaluated, and a `README.md` card: backbone and head, the training mixture (each build's
-recipe and sources), the settings, per benchmark the newest evaluation with its item counts beside the length-only
-judge and published results, and a snippet that loads the model and scores a pair.
+recipe and sources), the training run (the epochs and draws its steps reached, the draws skipped, and how the steps
+ran: device, precision, compiled layers), the settings (bf16 and compile marked where they did not apply), per
+benchmark the newest evaluation with its item counts beside the length-only judge and published results, and a
+snippet that loads the model and scores a pair.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from curation.export import check_export_folder, check_repo_id, publish_export
 from curation.readers import json_object
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
+from trainer.run_summary import Reach, applied, ran_text
 
 
 def _mixture_lines(config: dict[str, Any]) -> list[str]:
@@ -58,6 +61,40 @@ def _eval_lines(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _run_lines(run: Path, spec: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """How far the training went through its draws, the draws it skipped, and how its steps ran (device, precision,
+    compiled layers), as the run recorded them."""
+    try:
+        report = json.loads((run / "data.json").read_text())
+    except (OSError, ValueError):
+        report = {}
+    reach = Reach.of(report, config.get("global_batch")) if isinstance(report, dict) else None
+    if reach is None:
+        lines = ["The draws the steps reached were not recorded (no readable `data.json`)."]
+    else:
+        share = f" ({round(100 * reach.skipped_total / reach.reached)}%)" if reach.reached else ""
+        skipped = (f"{reach.skipped_total:,} of them{share} skipped, never trained on: {reach.reasons_text()}"
+                   if reach.skipped else "none skipped")  # fmt: skip
+        steps = f"{report['steps']:,} steps, " if isinstance(report.get("steps"), int) else ""
+        lines = [f"{steps}{reach.epochs_text()}: {reach.reached:,} draws reached, {skipped}."]
+    trained = spec.get("trained")
+    lines += ["", "How the steps ran:", ""]
+    lines += [f"- {ran_text(s)}" for s in trained] if trained else [
+        "- not recorded (a run from before it was)"]  # fmt: skip
+    return lines
+
+
+def _settings_lines(config: dict[str, Any], trained: list[dict[str, Any]]) -> list[str]:
+    """The run's settings as YAML, a setting that applies on CUDA alone (bf16, compile) marked where it did not
+    apply (the steps ran on CPU, say)."""
+    lines = []
+    for line in yaml.safe_dump(config, sort_keys=True).rstrip().splitlines():
+        key = line.partition(":")[0]
+        note = applied(key, config.get(key), trained) if key in config else None
+        lines.append(f"{line}  # {note}: it applies on CUDA only (see Training run)" if note else line)
+    return lines
+
+
 def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any], dataset_repo: str | None) -> str:
     source = spec.get("backbone_source", "")
     meta: dict[str, Any] = {"license": "other", "tags": ["reward-model", "bradley-terry", "basereward", "rm-workbench"]}
@@ -76,7 +113,8 @@ def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any]
         "## Training mixture", "", *_mixture_lines(config), "",
         *([f"Dataset on the Hub: [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})", ""]
           if dataset_repo else []),
-        "## Settings", "", "```yaml", yaml.safe_dump(config, sort_keys=True).rstrip(), "```", "",
+        "## Training run", "", *_run_lines(run, spec, config), "",
+        "## Settings", "", "```yaml", *_settings_lines(config, spec.get("trained") or []), "```", "",
         "## Evaluation", "", *(_eval_lines(reports) or ["Not evaluated (`trainer eval --model RUN`).", ""]),
         "## Usage", "", "```python",
         "from pathlib import Path",

@@ -5,7 +5,9 @@ Run layout (`--out RUN`):
   reached and the skipped ones);
 - `metrics.jsonl` (TRL-style names: loss, accuracy, margin, rewards/chosen, rewards/rejected, lr, pairs/s,
   tokens/s; eval/* for the held-out split) and `tb/` for TensorBoard;
-- `checkpoints/step-NNNNNN/`: a loadable model plus `optimizer.safetensors` and `trainer_state.json`;
+- `checkpoints/step-NNNNNN/`: a loadable model plus `optimizer.safetensors` and `trainer_state.json`; its
+  `reward_model.json` records how the steps ran (`trained`: device, processes, dtype, compiled layers; a stretch
+  per start of a resumed run);
 - `model/`: the final model (`trainer predict --model RUN`).
 
 Exact resume: the data order is a function of (seed, epoch), the random state is reseeded from (seed, step)
@@ -199,12 +201,18 @@ class Trainer:
         self.trained_pairs = 0  # by this process's steps (resumed: since the checkpoint)
         self.featurize_eval = Featurizer(self.data, self.model.backbone, config.max_length)  # reset per evaluation
         self.start_step = 0
+        self.earlier: list[dict[str, Any]] = []  # how the steps before a resumed run's checkpoint ran
         self.last_checkpoint: Path | None = None
         if resume:
             self._restore_weights()
         self.wrapped = _wrap(self.model, config, self.dist, self.device)
-        if config.compile and self.device.type == "cuda":  # after wrapping, as FSDP2 asks
+        compiled = config.compile and self.device.type == "cuda"  # compile and bf16 apply on CUDA alone
+        if compiled:  # after wrapping, as FSDP2 asks
             self.model.backbone.compile_layers()
+        # How this process's steps run, recorded with each checkpoint (a resumed run adds a stretch per start)
+        device = f"cuda ({torch.cuda.get_device_name(self.device)})" if cuda else "cpu"
+        self.how = {"device": device, "processes": self.dist.world, "compiled": compiled,
+                    "dtype": "bfloat16" if _bf16(config) else "float32"}  # fmt: skip
         params = [p for p in self.wrapped.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(
             params, config.lr, config.weight_decay, self.device, _sharded(config, self.dist)
@@ -457,7 +465,8 @@ class Trainer:
             folder = self.out / "checkpoints" / f"step-{step:06d}"
             tmp = folder.with_name(folder.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
-            self.model.save(tmp, {"fit_config": self.config.as_dict(), "steps": step}, model_state)
+            trained = [*self.earlier, {"steps": [self.start_step, step], **self.how}]
+            self.model.save(tmp, {"fit_config": self.config.as_dict(), "steps": step, "trained": trained}, model_state)
             tensors = {f"{fqn}/{key}": value.contiguous() for fqn, state in optim_state["state"].items()
                        for key, value in state.items() if isinstance(value, torch.Tensor)}  # fmt: skip
             save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -488,7 +497,8 @@ class Trainer:
     def _restore_weights_from(self, folder: Path) -> None:
         from safetensors.torch import load_model
 
-        saved = json.loads((folder / "reward_model.json").read_text()).get("fit_config", {})
+        spec = json.loads((folder / "reward_model.json").read_text())
+        saved = spec.get("fit_config", {})
         state = json.loads((folder / "trainer_state.json").read_text())
         now = self.config.as_dict()
         changed = [f"{k} ({saved[k]} in the checkpoint, {now[k]} now)" for k in now
@@ -512,6 +522,8 @@ class Trainer:
             raise TrainingError(f"{folder}: cannot resume with changed settings: {', '.join(changed)}")
         load_model(self.model, str(folder / "model.safetensors"))
         self.start_step = state["step"]
+        # a checkpoint from before `trained` was recorded: its steps' stretch, not how it ran
+        self.earlier = spec.get("trained") or [{"steps": [0, self.start_step]}]
         if self.dist.main:  # all ranks' counts so far; the report sums over ranks, so they come back on one
             self.skipped_train.update(state.get("skipped_train", {}))
         self.last_checkpoint = folder

@@ -1,5 +1,6 @@
-"""What a run's files say about its training, for `trainer fit`'s last line: the draws its steps reached and those
-skipped, never trained on (`data.json`)."""
+"""What a run's files say about its training, for `trainer fit`'s last line and `trainer export`'s card: the draws
+its steps reached and those skipped, never trained on (`data.json`), and how its steps ran (device, precision,
+compiled layers: the `trained` record of its model's `reward_model.json`)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,30 @@ class Reach:
         return (f"{share}% of the draws this run reached were skipped, never trained on ({self.skipped_total:,} of "
                 f"{self.reached:,}: {self.reasons_text()})" + (f"; {remedies}" if remedies else ""))  # fmt: skip
 
+
+def ran_text(segment: dict[str, Any]) -> str:
+    """`steps 1-2: cpu, 1 process, float32, layers not compiled` for one stretch of a run's steps (a resumed run has
+    one per start); `how they ran was not recorded` for a stretch from before it was."""
+    start, end = segment["steps"]
+    steps = f"step {end}" if end == start + 1 else f"steps {start + 1}-{end}"
+    if "device" not in segment:
+        return f"{steps}: how they ran was not recorded (a checkpoint from before it was)"
+    processes = f"{segment['processes']} process{'' if segment['processes'] == 1 else 'es'}"
+    precision = "bf16 autocast (fp32 weights)" if segment["dtype"] == "bfloat16" else segment["dtype"]
+    compiled = "layers compiled" if segment["compiled"] else "layers not compiled"
+    return f"{steps}: {segment['device']}, {processes}, {precision}, {compiled}"
+
+
+def applied(setting: str, value: Any, segments: list[dict[str, Any]]) -> str | None:
+    """Whether a setting that applies on CUDA alone (`bf16`, `compile`) did, where it was on: `not applied`, `applied
+    in part` (in some stretches of the run), or None (off, applied wherever recorded, or nothing recorded)."""
+    key = {"bf16": "dtype", "compile": "compiled"}.get(setting)
+    recorded = [s for s in segments if "device" in s]
+    if key is None or value is not True or not recorded:
+        return None
+    used = [s[key] in (True, "bfloat16") for s in recorded]
+    if all(used):
+        return None
+    if any(used):
+        return "applied in part"
+    return "not applied" if len(recorded) == len(segments) else "not applied in the steps recorded"

@@ -32,6 +32,16 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "datasets:\n- me/prefs" in card and "| demo | 1 | demo" in card
     assert "length-only judge" in card and "51.00" in card and "load_reward_model" in card
+    # how far the run went and how its steps ran, as it recorded them; bf16 and compile marked where they did not apply
+    data = json.loads((run / "data.json").read_text())
+    assert data["draws_reached"] == 16 and "## Training run" in card
+    assert (
+        f"2 steps, {16 / data['train_draws']:.2f} of an epoch of {data['train_draws']} draws: 16 draws reached" in card
+    )
+    if not torch.cuda.is_available():
+        assert "- steps 1-2: cpu, 1 process, float32, layers not compiled" in card
+        assert "\nbf16: true  # not applied: it applies on CUDA only (see Training run)\n" in card
+        assert "\ncompile: true  # not applied: it applies on CUDA only (see Training run)\n" in card
     assert {"model.safetensors", "fit_config.yaml", "eval.json", "reward_model.json"} <= {
         p.name for p in (tmp_path / "hub").iterdir()}  # fmt: skip
     args = ["export", str(run), "--repo", "me/tiny-rm", "--local-dir", str(tmp_path / "hub"), "--dry-run"]
@@ -80,3 +90,20 @@ def test_an_export_publishes_only_the_runs_own_safe_files(demo_build: Path, tmp_
     (model / "backbone" / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "evil.Model"}}))
     result = CliRunner().invoke(app, ["export", str(run), "--repo", "me/m", "--local-dir", str(tmp_path / "hub")])
     assert result.exit_code == 1 and "asks for custom code (auto_map)" in result.output
+
+
+def test_the_card_says_how_each_stretch_of_a_run_ran() -> None:
+    from trainer.export import _settings_lines
+    from trainer.run_summary import ran_text
+
+    cpu = {"device": "cpu", "processes": 1, "dtype": "float32", "compiled": False}
+    gpu = {"device": "cuda (NVIDIA H100)", "processes": 8, "dtype": "bfloat16", "compiled": True}
+    resumed = [{"steps": [0, 4], **cpu}, {"steps": [4, 10], **gpu}]
+    assert [ran_text(s) for s in resumed] == ["steps 1-4: cpu, 1 process, float32, layers not compiled",
+        "steps 5-10: cuda (NVIDIA H100), 8 processes, bf16 autocast (fp32 weights), layers compiled"]  # fmt: skip
+    assert ran_text({"steps": [0, 1]}) == "step 1: how they ran was not recorded (a checkpoint from before it was)"
+    config = {"bf16": True, "compile": False, "lr": 1.0}
+    part = "bf16: true  # applied in part: it applies on CUDA only (see Training run)"
+    assert _settings_lines(config, resumed) == [part, "compile: false", "lr: 1.0"]
+    assert _settings_lines(config, [{"steps": [0, 4], **gpu}])[0] == "bf16: true"  # applied throughout
+    assert _settings_lines(config, [])[0] == "bf16: true"  # a run from before it was recorded: nothing said

@@ -100,6 +100,14 @@ def test_resume_repeats_the_uninterrupted_run_exactly(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     reports = [json.loads((tmp_path / run / "data.json").read_text()) for run in ("whole", "resumed")]
     assert reports[0] == reports[1] and reports[0]["skipped_train_draws"][SKIP_TOO_LONG] > 0
+    # how the steps ran: one stretch per start, each as it ran (on CPU: no bf16 autocast, nothing compiled)
+    trained = [json.loads((tmp_path / run / "model" / "reward_model.json").read_text())["trained"]
+               for run in ("whole", "resumed")]  # fmt: skip
+    steps = reports[0]["steps"]
+    assert [[stretch.pop("steps") for stretch in run] for run in trained] == [[[0, steps]], [[0, 4], [4, steps]]]
+    if not torch.cuda.is_available():
+        how = {"device": "cpu", "processes": 1, "dtype": "float32", "compiled": False}
+        assert trained == [[how], [how, how]]
 
 
 def _fit_interrupted_at_step(step: int, args: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
