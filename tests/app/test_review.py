@@ -262,3 +262,22 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
     assert manifest["sources"]["uf"]["removed"]["human_review"] == {"dropped by review": 1}
     flags = pq.read_table(root / "d3" / "flags" / "human_review.parquet").to_pylist()
     assert {(f["pair_id"], f["action"], f["outcome"]) for f in flags} == {(first["pair_id"], "drop", "applied")}
+
+
+def test_a_queue_longer_than_its_list_says_so_in_the_stepper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review table lists the first 200 of a queue: its stepper counts in the whole queue."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    rows = [{"prompt": f"Question {k}?", "chosen": f"Answer {k}.", "rejected": f"No {k}."} for k in range(205)]
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: r\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "r")
+    app = run_page("pages/7_Review.py", tmp_path / "root", monkeypatch)
+    assert app.selectbox[1].value == "random sample"
+    captions = [c.value for c in app.caption]
+    assert "1 of 205" in captions and any(c.startswith("205 pairs in this queue") for c in captions)
+    app.session_state["review-at"] = 199
+    app.run()
+    assert "200 of 205 (only the first 200 are listed)" in [c.value for c in app.caption]
