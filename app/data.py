@@ -39,6 +39,7 @@ from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
 from trainer.published import comparison_rows
 from trainer.reports import EVALS, LEGACY_REPORT, counts_text, report_names
+from trainer.run_summary import Reach
 
 DATA_ENV = "WORKBENCH_DATA"
 
@@ -767,11 +768,17 @@ def trained_on(root: Path, run: Path) -> str | None:
     if not path.is_file():  # absent, or a pipe that would block the page
         return None
     try:
-        builds = json.loads(path.read_text(encoding="utf-8"))["builds"]
-        return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held out"
-                         f"{_left_out_text(b)})" for name, b in builds.items())  # fmt: skip
+        report = json.loads(path.read_text(encoding="utf-8"))
+        text = "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held "
+                         f"out{_left_out_text(b)})" for name, b in report["builds"].items())  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    reach = Reach.of(report)  # a run from before the draws reached were recorded: not said
+    if reach is not None:
+        text += f"; its steps reached {reach.epochs_text()}"
+        if reach.skipped_total:
+            text += f"; skipped in training (never trained on): {reach.skipped_text()}"
+    return text
 
 
 def _left_out_text(build: dict[str, Any]) -> str:

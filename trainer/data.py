@@ -27,15 +27,17 @@ from curation.build_dir import BuildDir, ImageTable
 from curation.errors import InputError
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 from trainer.layout import Packed, pack, packed_index, shared_prefix_length
+from trainer.run_summary import (
+    SKIP_BAD_IMAGE,
+    SKIP_IMAGES_ON_TEXT,
+    SKIP_PAD_TOKENS,
+    SKIP_TOO_LONG,
+    SKIP_VIDEO,
+    steps_per_epoch,
+)
 
 COLUMNS = ["pair_id", "prompt_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
-SKIP_VIDEO = "video pair on a backbone without video input"
-SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
-SKIP_TOO_LONG = "longer than max_length"
 PACK_LENGTH = 8192  # tokens per packed row (`layout: packed`); a longer pair has a row of its own
-SKIP_PAD_TOKENS = "text holds the model's image/video pad tokens"
-SKIP_BAD_IMAGE = "image that cannot be decoded, too large or too narrow"
-SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG, SKIP_PAD_TOKENS, SKIP_BAD_IMAGE)
 
 
 def unit_hash(*parts: object) -> float:
@@ -399,20 +401,6 @@ class Featurizer:
             else:
                 out.append(result)
         return out
-
-
-def steps_per_epoch(draws: int, global_batch: int) -> int:
-    """Steps that train every draw once: the last one takes what is left, fewer than a global batch (its gradient
-    is still the mean over its pairs)."""
-    return -(-draws // global_batch)
-
-
-def draws_reached(draws: int, global_batch: int, steps: int) -> int:
-    """The training draws `steps` steps reach, every epoch's counted (`draws` an epoch): a step takes a global batch,
-    an epoch's last what is left."""
-    per_epoch = steps_per_epoch(draws, global_batch)
-    epochs, within = divmod(steps, per_epoch) if per_epoch else (0, 0)
-    return epochs * draws + min(within * global_batch, draws)
 
 
 class StepBatches(torch.utils.data.Dataset):

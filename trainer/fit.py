@@ -37,7 +37,6 @@ from torch import nn
 from trainer.backbone import load_backbone
 from trainer.config import FitConfig
 from trainer.data import (
-    SKIP_REASONS,
     SPLIT_BY,
     Batch,
     Entry,
@@ -46,12 +45,11 @@ from trainer.data import (
     PairFeatures,
     StepBatches,
     collate,
-    draws_reached,
-    steps_per_epoch,
     with_positions,
 )
 from trainer.loss import bradley_terry_loss, pair_metrics, pair_sums
 from trainer.model import HeadConfig, RewardModel
+from trainer.run_summary import SKIP_REASONS, draws_reached, steps_per_epoch
 
 
 class TrainingError(RuntimeError):

@@ -7,7 +7,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.data import SKIP_BAD_IMAGE, SKIP_IMAGES_ON_TEXT, SKIP_PAD_TOKENS, SKIP_TOO_LONG, SKIP_VIDEO, draws_reached
+# Why a training draw is skipped, never trained on (`trainer.data` decides; torch is not imported here, so the
+# workbench reads a run's files without it).
+SKIP_VIDEO = "video pair on a backbone without video input"
+SKIP_IMAGES_ON_TEXT = "image pair on a text-only backbone"
+SKIP_TOO_LONG = "longer than max_length"
+SKIP_PAD_TOKENS = "text holds the model's image/video pad tokens"
+SKIP_BAD_IMAGE = "image that cannot be decoded, too large or too narrow"
+SKIP_REASONS = (SKIP_VIDEO, SKIP_IMAGES_ON_TEXT, SKIP_TOO_LONG, SKIP_PAD_TOKENS, SKIP_BAD_IMAGE)
+
+
+def steps_per_epoch(draws: int, global_batch: int) -> int:
+    """Steps that train every draw once: the last one takes what is left, fewer than a global batch (its gradient
+    is still the mean over its pairs)."""
+    return -(-draws // global_batch)
+
+
+def draws_reached(draws: int, global_batch: int, steps: int) -> int:
+    """The training draws `steps` steps reach, every epoch's counted (`draws` an epoch): a step takes a global batch,
+    an epoch's last what is left."""
+    per_epoch = steps_per_epoch(draws, global_batch)
+    epochs, within = divmod(steps, per_epoch) if per_epoch else (0, 0)
+    return epochs * draws + min(within * global_batch, draws)
+
 
 # What to change where a reason skips many draws (`{max_length}`: the run's).
 _REMEDIES = {

@@ -128,6 +128,16 @@ def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.Monke
     assert "trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs held out)" in [
         shown(c.value) for c in app.caption
     ]
+    # A run that records the draws its steps reached says how far it went, and what it skipped of them.
+    report = {"builds": {"/data/builds/demo": counts}, "train_draws": 32, "steps": 2, "draws_reached": 16,
+              "skipped_train_draws": {"longer than max_length": 3}}  # fmt: skip
+    (run / "data.json").write_text(json.dumps(report))
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert (
+        "trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs held out); its "
+        "steps reached 0.5 of an epoch of 32 draws; skipped in training (never trained on): 3 of the 16 draws "
+        "reached (0.5 of an epoch of 32 draws): 3 longer than max_length"
+    ) in [shown(c.value) for c in app.caption]
 
 
 def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
