@@ -114,11 +114,11 @@ def ran_text(segment: dict[str, Any]) -> str:
 def applied(setting: str, value: Any, segments: list[dict[str, Any]]) -> str | None:
     """Whether a setting that applies on CUDA alone (`bf16`, `compile`) did, where it was on: `not applied`, `applied
     in part` (in some stretches of the run), or None (off, applied wherever recorded, or nothing recorded)."""
-    key = {"bf16": "dtype", "compile": "compiled"}.get(setting)
+    took_effect = {"bf16": lambda s: s["dtype"] == "bfloat16", "compile": lambda s: s["compiled"] is True}.get(setting)
     recorded = [s for s in segments if "device" in s]
-    if key is None or value is not True or not recorded:
+    if took_effect is None or value is not True or not recorded:
         return None
-    used = [s[key] in (True, "bfloat16") for s in recorded]
+    used = [took_effect(s) for s in recorded]
     if all(used):
         return None
     if any(used):

@@ -108,6 +108,11 @@ def test_resume_repeats_the_uninterrupted_run_exactly(
     if not torch.cuda.is_available():
         how = {"device": "cpu", "processes": 1, "dtype": "float32", "compiled": False}
         assert trained == [[how], [how, how]]
+    # Resumed again at its end: nothing trained, and no stretch of no steps recorded.
+    before = (tmp_path / "resumed" / "model" / "reward_model.json").read_text()
+    fit(settings, tmp_path / "resumed", resume=True)
+    again = json.loads((tmp_path / "resumed" / "model" / "reward_model.json").read_text())["trained"]
+    assert again == json.loads(before)["trained"]
 
 
 def _fit_interrupted_at_step(step: int, args: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
