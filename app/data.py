@@ -211,12 +211,11 @@ class Build:
             self.db.execute(f"CREATE VIEW {view} AS {source}")
         # The build's images and the benchmark images its contamination evidence matched, looked up alike.
         self.db.execute("CREATE VIEW images AS SELECT * FROM build_images UNION ALL SELECT * FROM benchmark_images")
-        # Each id a pair of the shards is known by -> its id there: its own, and for a pair a review swapped, the id
-        # it had before (the stages before the swap, contamination and duplicates, recorded that one).
-        self.db.execute(f"""CREATE VIEW shard_ids AS
-                              SELECT DISTINCT pair_id AS known_as, pair_id FROM pairs
-                              UNION SELECT DISTINCT {ID_BEFORE_SWAP_SQL}, pair_id FROM pairs
-                                    WHERE {ID_BEFORE_SWAP_SQL} IS NOT NULL""")  # fmt: skip
+        # The rows a review swapped: their id before the swap, which the stages before it (contamination, the
+        # dedupes) recorded. Made once (the build does not change); `meta` is read as JSON only where it names one.
+        self.db.execute(f"""CREATE TABLE swaps AS SELECT {ID_BEFORE_SWAP_SQL} AS before, pair_id, source, source_row
+                            FROM pairs WHERE contains(meta, 'pair_id_before')
+                            AND {ID_BEFORE_SWAP_SQL} IS NOT NULL""")  # fmt: skip
         # Tables found by listing a folder, by name (the file's stem) -> real path.
         self.dups = self.dir.dups()
         self.signal_files = self.dir.signals()
@@ -309,7 +308,8 @@ class Build:
         (stage, reason, detail) when removed. With `source` and `source_row`, that input row of the pair: copies
         of one pair (an exact duplicate within a source) can meet different fates."""
         in_shards = self.rows(  # by its id, or the id it had before a review swapped it
-            f"SELECT * FROM pairs WHERE pair_id = ? OR {ID_BEFORE_SWAP_SQL} = ? ORDER BY source, source_row",
+            "SELECT * FROM pairs WHERE pair_id = ? OR pair_id IN (SELECT pair_id FROM swaps WHERE before = ?) "
+            "ORDER BY source, source_row",
             [pair_id, pair_id],
         )
         removed = self.rows(
@@ -434,18 +434,23 @@ class Build:
         where = "WHERE source = ?" if source else ""
         params: list[Any] = [source] if source else []
         query, order = self._queue_query(queue, where)
+        # A queue's row names its pair by the id its stage recorded: the swap, if any, is that input row's.
         return self.rows(
-            f"""SELECT pair_id, source, source_row, why, shard_id IS NOT NULL AS in_shards,
+            f"""SELECT pair_id, source, source_row, why, {self._in_shards("pair_id")} AS in_shards,
                        coalesce(before, pair_id) AS reviewed_as, before IS NOT NULL AS swapped
                 FROM (SELECT DISTINCT ON (pair_id) * FROM ({query}) ORDER BY pair_id, {order})
-                LEFT JOIN (SELECT known_as, any_value(pair_id) AS shard_id FROM shard_ids GROUP BY 1)
-                     ON known_as = pair_id
-                LEFT JOIN (SELECT DISTINCT pair_id AS swapped_id, {ID_BEFORE_SWAP_SQL} AS before FROM pairs
-                           WHERE {ID_BEFORE_SWAP_SQL} IS NOT NULL)
-                     ON swapped_id = shard_id
+                LEFT JOIN (SELECT before, pair_id AS swapped_id, source AS swapped_source,
+                                  source_row AS swapped_row FROM swaps)
+                     ON (before = pair_id OR swapped_id = pair_id) AND swapped_source = source
+                     AND swapped_row = source_row
                 ORDER BY in_shards DESC, {order} LIMIT ?""",
             [*params, limit],
         )
+
+    @staticmethod
+    def _in_shards(pair_id: str) -> str:
+        """SQL: whether the pair `pair_id` names is in the shards, by its id or by the id it had before a swap."""
+        return f"({pair_id} IN (SELECT pair_id FROM pairs) OR {pair_id} IN (SELECT before FROM swaps))"
 
     def review_queue_counts(self, queue: str, source: str | None = None) -> tuple[int, int]:
         """(pairs in the queue, those of them in the shards), counted once per opened build (its files do not
@@ -459,7 +464,7 @@ class Build:
         query, _ = self._queue_query(queue, where)
         found = self.rows(
             f"""SELECT count(DISTINCT pair_id) AS n,
-                       count(DISTINCT pair_id) FILTER (pair_id IN (SELECT known_as FROM shard_ids)) AS live
+                       count(DISTINCT pair_id) FILTER ({self._in_shards("pair_id")}) AS live
                 FROM ({query})""",
             [source] if source else [],
         )[0]
@@ -568,9 +573,10 @@ class Build:
         counts = {r["action"]: r["n"] for r in self.rows(f"SELECT action, count(*) AS n FROM {table} GROUP BY 1")}
         # With the training pair's images (from the shards or the removed pairs), to set beside the benchmark's.
         rows = self.rows(
-            f"""SELECT c.*, coalesce(k.images, r.images) AS pair_images FROM {table} c
-                LEFT JOIN (SELECT DISTINCT ON (s.known_as) s.known_as AS pair_id, p.images FROM shard_ids s
-                           JOIN pairs p USING (pair_id) ORDER BY s.known_as) k USING (pair_id)
+            f"""SELECT c.*, coalesce(k.images, w.images, r.images) AS pair_images FROM {table} c
+                LEFT JOIN (SELECT DISTINCT ON (pair_id) pair_id, images FROM pairs ORDER BY pair_id) k USING (pair_id)
+                LEFT JOIN (SELECT DISTINCT ON (s.before) s.before AS pair_id, p.images FROM swaps s
+                           JOIN pairs p USING (pair_id) ORDER BY s.before) w USING (pair_id)
                 LEFT JOIN (SELECT DISTINCT ON (pair_id) pair_id, images FROM removed_pairs ORDER BY pair_id) r
                      USING (pair_id)
                 ORDER BY c.action = 'removed' DESC, c.source, c.source_row LIMIT ?""",
