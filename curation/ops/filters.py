@@ -100,11 +100,14 @@ class Filters(Op):
         tokens = "any_value(k.longest_tokens)" if params.tokenizer else "NULL::BIGINT"
         token_part = "any_value(k.longest_part)" if params.tokenizer else "NULL::VARCHAR"
         token_join = "LEFT JOIN token_counts k USING (pair_id)" if params.tokenizer else ""
-        # The first pattern that matches an answer, and the answers it matches.
-        regex_hit, regex_in = "NULL::VARCHAR", "NULL::VARCHAR"
-        for pattern in reversed(params.regex):
-            quoted = _quote(pattern)
-            chosen, rejected = f"regexp_matches(p.chosen, {quoted})", f"regexp_matches(p.rejected, {quoted})"
+        # The first pattern that matches an answer, and the answers it matches: each pattern is matched against
+        # each answer once (`__c<k>`, `__r<k>`), the two CASEs read those.
+        regex_hit, regex_in, matched = "NULL::VARCHAR", "NULL::VARCHAR", ""
+        for k, pattern in reversed(list(enumerate(params.regex))):
+            quoted, chosen, rejected = _quote(pattern), f"p.__c{k}", f"p.__r{k}"
+            matched = (
+                f", regexp_matches(chosen, {quoted}) AS __c{k}, regexp_matches(rejected, {quoted}) AS __r{k}" + matched
+            )
             regex_hit = f"CASE WHEN {chosen} OR {rejected} THEN {quoted} ELSE {regex_hit} END"
             answers = f"CASE WHEN NOT {rejected} THEN 'chosen' WHEN NOT {chosen} THEN 'rejected' ELSE 'both' END"
             regex_in = f"CASE WHEN {chosen} OR {rejected} THEN {answers} ELSE {regex_in} END"
@@ -117,7 +120,7 @@ class Filters(Op):
                        any_value(t.chosen_chars / greatest(t.rejected_chars, 1)) AS length_ratio,
                        any_value({regex_hit}) AS regex_hit, any_value({regex_in}) AS regex_in,
                        {tokens} AS longest_tokens, {token_part} AS longest_tokens_part
-                FROM live_pairs p JOIN {ctx.text_stats()} t USING (row_key) {token_join}
+                FROM (SELECT *{matched} FROM live_pairs) p JOIN {ctx.text_stats()} t USING (row_key) {token_join}
                 GROUP BY pair_id ORDER BY pair_id""",
             signals,
         )
