@@ -185,16 +185,18 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         st.caption(plain(f"A review swapped this pair's chosen and rejected in this build. Review it as shown: the "
                          f"review is recorded of the pair as its source gives it ({before}), with keep and swap "
                          "exchanged, so the next build applies it to that pair."))  # fmt: skip
+    # Outside the form, kept for the session: a review cannot be saved without it, and a form sent without it
+    # would clear the note. Never the server account's name, which is not who reviews on a shared server.
+    reviewer = st.text_input("reviewer", key="reviewer", help="your name, saved with each review")
+    if not reviewer.strip():
+        st.caption("Give your name as the reviewer to save a review.")
     # The decision starts at the pair's latest one, so saving again repeats it rather than undoing it.
     with st.form(f"review-{pair['pair_id']}", clear_on_submit=True):
         start = ACTIONS.index(as_shown(last["action"], before is not None)) if last else 0
         action = st.radio("action", ACTIONS, index=start, horizontal=True,
                           help="swap: chosen and rejected are exchanged")  # fmt: skip
-        note = st.text_input("note")  # a note belongs to the review it is written with
-        # remembered for the session; never the server account's name, which is not who reviews on a shared server
-        reviewer = st.text_input("reviewer", value=st.session_state.get("reviewer", ""))
-        if st.form_submit_button("Save review"):
-            st.session_state["reviewer"] = reviewer
+        note = st.text_input("note", key="review-note")  # a note belongs to the review it is written with
+        if st.form_submit_button("Save review", disabled=not reviewer.strip()):
             try:
                 review = Review(
                     target,

@@ -113,9 +113,12 @@ def test_every_page_in_a_real_browser(server: str) -> None:
         # A review written from the browser.
         page.goto(f"{server}/Review", timeout=60_000)
         expect(page.get_by_text("pairs in this queue", exact=False).first).to_be_visible(timeout=60_000)
+        page.get_by_role("textbox", name="reviewer").fill("browser")
+        page.get_by_role("textbox", name="reviewer").press("Enter")  # the name enables Save
+        expect(page.get_by_role("button", name="Save review")).to_be_enabled(timeout=30_000)
+        page.wait_for_timeout(500)  # the page's rerun settles (its elements replaced)
         page.get_by_text("drop", exact=True).first.click()
-        page.get_by_label("note").fill("not a real preference")
-        page.get_by_label("reviewer").fill("browser")
+        page.get_by_role("textbox", name="note").fill("not a real preference")
         page.get_by_role("button", name="Save review").click()
         expect(page.get_by_text("Review saved.").first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "Review.png"), full_page=True)

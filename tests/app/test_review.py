@@ -33,9 +33,11 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert any(c.value.startswith("10 pairs in this queue, 6 of them in the shards") for c in app.caption)
     assert any("0 of the 10 shown reviewed" in c.value for c in app.caption)
     pair = next(t.value for t in app.text if " · pair " in t.value)
+    assert app.button[-1].disabled  # no reviewer named yet
+    assert "Give your name as the reviewer to save a review." in [c.value for c in app.caption]
+    app.text_input(key="reviewer").input("ana").run()
     app.radio[0].set_value("swap")
-    app.text_input[0].input("[b]labels reversed[/b]")
-    app.text_input[1].input("ana")
+    app.text_input(key="review-note").input("[b]labels reversed[/b]")
     app.button[-1].click().run()  # Save review
     assert not app.exception, app.exception
     assert any(s.value == "Review saved." for s in app.success)
@@ -43,7 +45,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert any("1 of the 10 shown reviewed" in c.value for c in app.caption)
     # coming back to the pair, the decision starts at its latest review (saving again repeats it), the note empty
     again = run_page("pages/7_Review.py", root, monkeypatch)
-    assert (again.radio[0].value, again.text_input[0].value) == ("swap", "")
+    assert (again.radio[0].value, again.text_input(key="review-note").value) == ("swap", "")
     [review] = read_reviews(root / "reviews" / "demo.parquet").to_pylist()
     assert (review["action"], review["note"], review["reviewer"], review["queue"]) == (
         "swap",
@@ -105,8 +107,8 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     app = run_page("pages/7_Review.py", root, monkeypatch)
     app.selectbox[1].set_value("random sample").run()
     pair = next(t.value for t in app.text if " · pair " in t.value)
+    app.text_input(key="reviewer").input("ana").run()
     app.radio[0].set_value("drop")
-    app.text_input[1].input("ana")
     app.button[-1].click().run()
     assert any(s.value == "Review saved." for s in app.success)
     # and a swap of another pair, made as the page makes it
@@ -245,8 +247,8 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
         app.run()
         assert any(f"recorded of the pair as its source gives it ({first['pair_id']})" in shown(c.value)
                    for c in app.caption)  # fmt: skip
+        app.text_input(key="reviewer").input("bo").run()
         app.radio[0].set_value(action)
-        app.text_input[1].input("bo")
         app.button[-1].click().run()
         assert not app.exception, app.exception
         recorded = {"keep": "swap", "drop": "drop"}[action]
