@@ -35,7 +35,7 @@ import pyarrow as pa
 from curation import storage
 from curation.build_card import write_card
 from curation.engine import Engine, call
-from curation.errors import InputError
+from curation.errors import HubUnreadable, InputError
 from curation.images import ImagesRoot
 from curation.ingest import WORK_FILES, IngestSummary, Outputs, Pool, ingest, splits_into_files
 from curation.io import ParquetBatchWriter, only_writer, read_json_state, sha256_file, write_json
@@ -416,9 +416,7 @@ class Builder:
         watch = _IngestWatch(spec.name, stop, self.on_progress)
         try:
             summary = self._read(spec, target, outputs, inputs, watch)
-        except InputError as exc:
-            if local or is_uri(spec.path):
-                raise
+        except HubUnreadable as exc:
             # a path with one '/' that is not beside the recipe is read as a Hub id: perhaps a mistyped local path
             kind = "source" if any(s.name == spec.name for s in self.recipe.sources) else "benchmark"
             beside = self.recipe.path.parent / spec.path
@@ -482,9 +480,10 @@ class Builder:
             summary = self.benchmarks[spec.name]
             if not summary.pairs:  # decontamination against it would silently do nothing
                 reasons = ", ".join(f"{r}: {n}" for r, n in sorted(summary.rejects_by_reason.items())) or "none"
+                first = f"; the first: {summary.first_reject}" if summary.first_reject else ""
                 raise InputError(
                     f"benchmark {spec.name!r} ({spec.path}) gave no items: {summary.rows_read} rows read, "
-                    f"{summary.rows_rejected} rejected ({reasons}); check its path, adapter and images_root"
+                    f"{summary.rows_rejected} rejected ({reasons}{first}); check its path, adapter and images_root"
                 )
         self.ctx.benchmarks = {spec.name: target for spec, target, _ in jobs[len(sources) :]}
         self.work = WorkPairs([self._ingested(s) / "pairs.arrow" for s in sources], [s.name for s in sources])
@@ -557,15 +556,25 @@ class Builder:
                       || ' pairs available to the mix; it takes the first ' || target AS detail
                FROM mix_rank JOIN mix_target USING (source) WHERE row_key NOT IN (SELECT row_key FROM selected)""",
         )
-        self.warnings += self._mix_warnings()
-        if self.strict and not any(m["target"] for m in self.mix.values()):
-            raise InputError("the build has no pair in its shards: every input row was rejected or removed "
-                             "(--strict; without it the build is written and `curate stats` shows where)")  # fmt: skip
+        self.warnings += self._duplicates_of_sources_taken_none()
+        empty = self._no_pair()
+        if empty and self.strict:
+            raise InputError(f"{empty} (--strict; without it the build is written)")
+        self.warnings += [empty] if empty else []
 
-    def _mix_warnings(self) -> list[str]:
-        """What the mix left out that a reader of the funnel would not guess: duplicates removed in favour of a
-        source the mix takes nothing from (weight or count 0; the survivor is the first-listed source's copy), and
-        a build left with no pair."""
+    def _no_pair(self) -> str | None:
+        """Why a build has no pair in its shards, or None when it has some."""
+        if any(m["target"] for m in self.mix.values()):
+            return None
+        if any(m["available"] for m in self.mix.values()):
+            return "the build has no pair in its shards: the mix takes none of the kept pairs (weights or counts 0)"
+        return (
+            "the build has no pair in its shards: every input row was rejected or removed (`curate stats` shows where)"
+        )
+
+    def _duplicates_of_sources_taken_none(self) -> list[str]:
+        """What the funnel does not show: duplicates removed in favour of a source the mix takes nothing from
+        (weight or count 0; the survivor is the first-listed source's copy), so neither copy is in the shards."""
         warnings = []
         taken_none = sorted(name for name, m in self.mix.items() if m["available"] and not m["target"])
         evidence = sorted((self.tmp / "dups").glob("*.parquet"))
@@ -578,9 +587,6 @@ class Builder:
                 warnings.append(f"source '{source}': {n} pairs removed as duplicates of pairs of '{survivor}', which "
                                 f"the mix takes none of (its weight or count is 0): neither copy is in the shards; "
                                 f"list '{source}' before '{survivor}' in the recipe to keep them")  # fmt: skip
-        if not sum(m["target"] for m in self.mix.values()):
-            warnings.append("the build has no pair in its shards: every input row was rejected or removed "
-                            "(`curate stats` shows where)")  # fmt: skip
         return warnings
 
     def _write(self) -> None:

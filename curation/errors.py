@@ -20,6 +20,11 @@ class InputError(Exception):
     """A whole input (file, folder, Hub id, option) cannot be used; the message names it."""
 
 
+class HubUnreadable(InputError):
+    """A Hub dataset id that cannot be opened (offline, no such dataset, no access): a recipe's `owner/name` path
+    may be a local path mistyped."""
+
+
 class ClusterError(Exception):
     """A Ray cluster could not run a task: its worker died more often than retried, its node was lost, it ran out
     of memory. The message names the task and Ray's reason."""

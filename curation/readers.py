@@ -32,7 +32,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import zstandard
 
-from curation.errors import InputError, RowError
+from curation.errors import HubUnreadable, InputError, RowError
 
 # JSON may come compressed, as `datasets` reads it
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
@@ -389,7 +389,7 @@ def iter_hub(
         ).parent.is_dir() else ""  # fmt: skip
         hint = (f"; without a network, download it (`hf download {hub_id} --repo-type dataset --local-dir DIR`) and "
                 "give DIR in its place") if not local else ""  # fmt: skip
-        raise InputError(
+        raise HubUnreadable(
             f"{hub_id}: {local}cannot open on the Hugging Face Hub ({type(exc).__name__}: {exc}){hint}"
         ) from exc
     finally:

@@ -178,8 +178,9 @@ def test_a_benchmark_without_items_stops_the_build_and_rejects_are_counted(tmp_p
     bench = tmp_path / "bench.jsonl"
     bench.write_text('{"prompt": 1}\nnot json\n')
     text = SIMPLE.format(extra="benchmarks:\n  rb:\n    adapter: rewardbench\n    path: bench.jsonl\n")
-    with pytest.raises(InputError, match=r"benchmark 'rb' .* gave no items: 2 rows read, 2 rejected"):
+    with pytest.raises(InputError, match=r"benchmark 'rb' .* gave no items: 2 rows read, 2 rejected") as raised:
         build(load_recipe(_recipe(tmp_path, text)), tmp_path / "out")
+    assert "; the first: wrong type: bench.jsonl:0: " in str(raised.value)  # its row and field named
     write_jsonl(bench, [{"prompt": "Name a colour.", "chosen": "Red.", "rejected": "Seven."}, {"prompt": 1}])
     manifest = build(load_recipe(_recipe(tmp_path, text)), tmp_path / "out2")
     assert manifest["benchmarks"]["rb"] == {

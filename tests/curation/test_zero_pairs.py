@@ -92,13 +92,22 @@ def test_a_build_left_with_no_pair_says_so_and_strict_fails_it(tmp_path: Path) -
     assert warnings == [
         "source 'new': 3 pairs removed as duplicates of pairs of 'old', which the mix takes none of (its weight or "
         "count is 0): neither copy is in the shards; list 'new' before 'old' in the recipe to keep them",
-        "the build has no pair in its shards: every input row was rejected or removed (`curate stats` shows where)",
+        "the build has no pair in its shards: the mix takes none of the kept pairs (weights or counts 0)",
     ]
     assert [line.removeprefix("warning: ") for line in result.stderr.splitlines() if line.strip()] == warnings
     args = ["build", "--mix", str(recipe), "--out", str(tmp_path / "c"), "--strict"]
     strict = runner.invoke(app, args)
     assert strict.exit_code == 1 and _one_line(strict, "error: ").startswith("error: the build has no pair in its ")
     assert not (tmp_path / "c").exists()
+    write_jsonl(tmp_path / "bad.jsonl", BAD)  # every row rejected: said as such
+    (tmp_path / "bad.yaml").write_text(
+        "name: bad\nsources:\n  bad: {adapter: ultrafeedback_binarized, path: bad.jsonl}\n"
+    )
+    result = runner.invoke(app, ["build", "--mix", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "e")])
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["warnings"] == [
+        WARNING,
+        "the build has no pair in its shards: every input row was rejected or removed (`curate stats` shows where)",
+    ]
     recipe.write_text(recipe.read_text().replace("weight: 0", "weight: 1"))  # both taken: nothing to say
     kept = runner.invoke(app, ["build", "--mix", str(recipe), "--out", str(tmp_path / "d")])
     assert kept.exit_code == 0 and not kept.stderr.strip(), kept.output
