@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from typing import Any
 
 import streamlit as st
@@ -30,7 +29,10 @@ STYLE = (
     " .pair-text ins{background:#dfd;text-decoration:none}"
     " .pair-text .format-char{color:#7a4b00;background:#fde9b8;border-radius:3px;font-size:0.8em}</style>"
 )
-NON_ASCII = re.compile(r"[^\x00-\x7f]")  # format characters (Unicode category Cf) are all beyond ASCII
+# The characters that reorder text or hide in it: bidi embeddings, overrides, isolates and marks, and invisible
+# spacers. Joiners (U+200C, U+200D: inside Persian, Indic words and emoji sequences) and soft hyphens are left as
+# written; they change no order and hide no word.
+HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\u200b\u2060\ufeff]")
 
 
 # The diff's table takes a bit per pair of tokens: 4e8 pairs (two answers of 20,000 words and spaces) take 50 MB and
@@ -62,19 +64,16 @@ def marked_diff(chosen: str, rejected: str) -> tuple[str, str] | None:
 
 
 def show_format_chars(body_html: str) -> tuple[str, list[str]]:
-    """HTML with each invisible format character (Unicode category Cf: bidi controls such as U+202E, zero-width
-    space and joiners, the byte order mark, ...) replaced by a visible marker `⟨U+202E⟩`, and the markers in order.
-    Applied to escaped, already marked text: the diff compares the text itself, and no marker is escaped again."""
+    """HTML with each character that reorders or hides text (`HIDDEN`: bidi controls such as U+202E, zero-width
+    space, word joiner, byte order mark) replaced by a visible marker `⟨U+202E⟩`, and the markers in order. Applied
+    to escaped, already marked text: the diff compares the text itself, and no marker is escaped again."""
     found = []
 
     def marker(match: re.Match[str]) -> str:
-        char = match.group()
-        if unicodedata.category(char) != "Cf":
-            return char
-        found.append(f"⟨U+{ord(char):04X}⟩")
+        found.append(f"⟨U+{ord(match.group()):04X}⟩")
         return f'<span class="format-char">{found[-1]}</span>'
 
-    return NON_ASCII.sub(marker, body_html), found
+    return HIDDEN.sub(marker, body_html), found
 
 
 def _text_block(label: str, body_html: str) -> None:
@@ -83,8 +82,7 @@ def _text_block(label: str, body_html: str) -> None:
     if markers:  # said, so a marker is not read as part of the text
         kinds = ", ".join(dict.fromkeys(markers))
         st.caption(plain(f"{len(markers)} invisible format character{'s' if len(markers) > 1 else ''} shown as "
-                         f"{kinds} (Unicode format characters, such as bidi controls and zero-width spaces, reorder "
-                         "or hide text)"))  # fmt: skip
+                         f"{kinds} (bidi controls reorder text; zero-width spaces hide in it)"))  # fmt: skip
     st.html(f'{STYLE}<div class="pair-text">{shown}</div>')
 
 

@@ -466,6 +466,9 @@ def test_invisible_format_characters_are_shown_as_markers(many_root: Path, monke
     body, markers = show_format_chars(marked[0])
     assert body.startswith('a<span class="format-char">⟨U+200B⟩</span>b <del>') and markers == ["⟨U+200B⟩"]
     assert show_format_chars("سلام &lt;b&gt; é") == ("سلام &lt;b&gt; é", [])  # text beyond ASCII is left as it is
+    # joiners inside Persian words and emoji sequences, and soft hyphens, are text: left as written
+    written = "می\u200cخواهم \U0001f469\u200d\U0001f4bb soft\u00adhyphen"
+    assert show_format_chars(written) == (written, [])
     assert "unicode-bidi:plaintext" in STYLE  # right-to-left text still laid out by its own direction
     app = run_page("pages/2_Pairs.py", many_root, monkeypatch)
     app.text_input[0].set_value("evil").run()
@@ -475,7 +478,7 @@ def test_invisible_format_characters_are_shown_as_markers(many_root: Path, monke
                in body for body in bodies)  # fmt: skip
     assert any('zero<span class="format-char">⟨U+200B⟩</span>width' in body for body in bodies)
     captions = [shown(c.value) for c in app.caption]
-    said = " (Unicode format characters, such as bidi controls and zero-width spaces, reorder or hide text)"
+    said = " (bidi controls reorder text; zero-width spaces hide in it)"
     assert f"2 invisible format characters shown as ⟨U+202E⟩, ⟨U+202C⟩{said}" in captions
     assert f"1 invisible format character shown as ⟨U+200B⟩{said}" in captions
 
