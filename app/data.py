@@ -194,9 +194,12 @@ class Build:
         self.manifest = self.dir.manifest
         self.refused = self.dir.refused
         # absent, not refused (a refused file is named in `refused`), though the shards have images
-        counted = self.manifest.get("images_in_shards", self.manifest["images"])
+        # (a build from before `images_in_shards` counts the images it stored: the shards' and the evidence's)
+        in_shards = "images_in_shards" in self.manifest
+        counted = self.manifest["images_in_shards" if in_shards else "images"]
         absent = images is None and IMAGES not in self.refused and counted > 0
-        missing = f"{IMAGES} is missing: the manifest counts {counted} images in the shards; images are not shown"
+        what = "in the shards" if in_shards else "stored (the shards' and the removed evidence's)"
+        missing = f"{IMAGES} is missing: the manifest counts {counted} images {what}; images are not shown"
         self.missing = [missing] if absent else []
         # One opened build (and its connection) serves every browser session: a DuckDB connection runs one query
         # at a time and refuses a second, so each query, from execute to fetch, holds this lock.

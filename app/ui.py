@@ -17,8 +17,11 @@ def page(title: str) -> None:
     st.title(title)
 
 
+NEXT_PAGE = "more on the next page"  # where the rest of a paged list is
+
+
 def pick_row(
-    rows: list[dict[str, Any]], key: str, offset: int = 0, total: int | None = None, rest: str = "more on the next page"
+    rows: list[dict[str, Any]], key: str, offset: int = 0, total: int | None = None, rest: str = NEXT_PAGE
 ) -> int:
     """A table whose rows open on a click, with previous/next buttons under it; returns the row to show. A click
     moves the reader to that row; previous/next step from there. A table that is part of a longer list says where
@@ -34,9 +37,7 @@ def pick_row(
     return step_buttons(f"{key}-at", len(rows), offset, total, rest)
 
 
-def step_buttons(
-    key: str, count: int, offset: int = 0, total: int | None = None, rest: str = "more on the next page"
-) -> int:
+def step_buttons(key: str, count: int, offset: int = 0, total: int | None = None, rest: str = NEXT_PAGE) -> int:
     """Previous/next buttons over `count` items, numbered from `offset + 1` of `total`; the position is kept in the
     session under `key`. The buttons move it in their callbacks, which run before the page does, so what is drawn
     matches the new position. At the last item of a longer list, the caption says where the `rest` is."""

@@ -51,16 +51,18 @@ class ExportPlan:
 
 
 def named_local_paths(manifest: dict[str, Any]) -> list[str]:
-    """The absolute local paths a build's recipe text names (sources', benchmarks' and images roots' paths as
-    written) and its manifest records (the files ops read): an export publishes both as they are."""
+    """The absolute local paths a build's recipe text names (any value written as one: sources', benchmarks',
+    models' folders) and its manifest records (the files ops read): an export publishes both as they are."""
     import yaml
 
-    recipe = yaml.safe_load(manifest["recipe"]["text"]) or {}
-    found = []
-    for section in ("sources", "benchmarks"):
-        for spec in (recipe.get(section) or {}).values():
-            if isinstance(spec, dict):
-                found += [str(spec[k]) for k in ("path", "images_root") if str(spec.get(k, "")).startswith(("/", "~"))]
+    def strings(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    found = [s for s in strings(yaml.safe_load(manifest["recipe"]["text"])) if s.startswith(("/", "~"))]
     found += [f["path"] for files in manifest.get("op_inputs", {}).values() for f in files]
     return sorted(set(found))
 
@@ -323,11 +325,11 @@ def export_build(
     tmp.mkdir(parents=True)
     configs = ["default", *sources]
     try:
-        _write_config(build, pairs, tmp, "default")
-        for source in sources:
-            _write_config(build, pairs.filter(pc.equal(pairs["source"], source)), tmp, source)
-        sizes = {c: _config_size(pairs if c == "default" else pairs.filter(pc.equal(pairs["source"], c)))
-                 for c in configs}  # fmt: skip
+        sizes = {}
+        for config in configs:
+            rows = pairs if config == "default" else pairs.filter(pc.equal(pairs["source"], config))
+            _write_config(build, rows, tmp, config)
+            sizes[config] = _config_size(rows)
         (tmp / "README.md").write_text(card_text(build, manifest, sizes, licenses, license_id, restricted))
         if license_id == "other":
             notes = ["# License notes", "", "The sources of this dataset and their licenses:", ""]

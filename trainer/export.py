@@ -66,11 +66,12 @@ def _run_lines(run: Path, spec: dict[str, Any], config: dict[str, Any]) -> list[
     compiled layers), as the run recorded them."""
     try:
         report = json.loads((run / "data.json").read_text())
+        why = "`data.json` does not record them"
     except (OSError, ValueError):
-        report = {}
+        report, why = {}, "no readable `data.json`"
     reach = Reach.of(report, config.get("global_batch")) if isinstance(report, dict) else None
     if reach is None:
-        lines = ["The draws the steps reached were not recorded (no readable `data.json`)."]
+        lines = [f"The draws the steps reached were not recorded ({why})."]
     else:
         share = f" ({round(100 * reach.skipped_total / reach.reached)}%)" if reach.reached else ""
         skipped = (f"{reach.skipped_total:,} of them{share} skipped, never trained on: {reach.reasons_text()}"
