@@ -216,7 +216,8 @@ class Build:
         self.db.execute("CREATE VIEW images AS SELECT * FROM build_images UNION ALL SELECT * FROM benchmark_images")
         # The rows a review swapped: their id before the swap, which the stages before it (contamination, the
         # dedupes) recorded. Made once (the build does not change); `meta` is read as JSON only where it names one.
-        self.db.execute(f"""CREATE TABLE swaps AS SELECT {ID_BEFORE_SWAP_SQL} AS before, pair_id, source, source_row
+        self.db.execute(f"""CREATE TABLE swaps AS  -- one row per input row (an upsampled pair's copies are one)
+                            SELECT DISTINCT {ID_BEFORE_SWAP_SQL} AS before, pair_id, source, source_row
                             FROM pairs WHERE contains(meta, 'pair_id_before')
                             AND {ID_BEFORE_SWAP_SQL} IS NOT NULL""")  # fmt: skip
         # Tables found by listing a folder, by name (the file's stem) -> real path.

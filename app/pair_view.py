@@ -180,9 +180,10 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     else:
         st.caption("A review is of the pair: it applies to every row that gives this pair id.")
     if before is not None:
-        st.caption(plain(f"A review swapped this pair's chosen and rejected in this build. Review it as shown: the "
-                         f"review is recorded of the pair as its source gives it ({before}), with keep and swap "
-                         "exchanged, so the next build applies it to that pair."))  # fmt: skip
+        st.caption(plain(f"This pair's chosen and rejected were swapped in this build (by a review or by rm_margin). "
+                         f"Review it as shown: the review is recorded of the pair as its source gives it ({before}), "
+                         "with keep and swap exchanged, so the next build applies it to that pair (a keep there undoes "
+                         "a reward model's swap)."))  # fmt: skip
     # Outside the form, kept for the session: a review cannot be saved without it, and a form sent without it
     # would clear the note. Never the server account's name, which is not who reviews on a shared server.
     reviewer = st.text_input("reviewer", key="reviewer", help="your name, saved with each review")

@@ -63,6 +63,9 @@ class Decision:
     # Queries selecting `row_key, reason, detail` among `live_pairs`: pairs kept with chosen and rejected exchanged
     # in the shards (a label fix), after the removals.
     swaps: list[str] = field(default_factory=list)
+    # Queries selecting `row_key, reason, detail` among `live_pairs`: pairs an earlier stage swapped, put back the
+    # way their source gives them (a person's `keep` over a model's swap), after the swaps.
+    unswaps: list[str] = field(default_factory=list)
     # Queries selecting `row_key, reason, detail` among `live_pairs`: pairs kept as they are and listed for a person
     # to look at (in the op's evidence); counted per source and reason in the manifest's `flagged`.
     flags: list[str] = field(default_factory=list)

@@ -204,6 +204,12 @@ class BuildContext:
         )
         return self._step_counts()
 
+    def unswap(self, query: str) -> None:
+        """Undo the swaps of the live rows selected by `query` (row_key, reason, detail): they are written the way
+        their source gives them."""
+        self._step(query)
+        self.db.execute("DELETE FROM swapped WHERE row_key IN (SELECT row_key FROM step)")
+
     def flag(self, stage: str, query: str) -> list[tuple[str, str, int]]:
         """Record the live rows selected by `query` (row_key, reason, detail) as flagged; return how many per
         source and reason."""

@@ -4,9 +4,11 @@ Score: each live pair's latest review, by `pair_id`, from the reviews file (`rev
 writes `DATA_ROOT/reviews/<build>.parquet`). Decide: `drop` removes the pair (reason "dropped by review", the
 note and reviewer in the detail); `swap` keeps it with chosen and rejected exchanged in the shards (a label fix:
 scores, models and the margin's sign follow, the pair_id is that of the swapped pair, and `meta` records the
-review); `keep` changes nothing. Every review is listed in `flags/human_review.parquet` with its outcome: applied,
-or why not (the pair was removed by an earlier stage, or is not among this build's pairs). The stage runs last,
-so a review never brings back a pair another stage removed.
+review); `keep` changes nothing, but for a pair an earlier stage swapped (`rm_margin`'s label fix): it is put back
+as its source gives it, a person's verdict over a model's. Every review is listed in `flags/human_review.parquet`
+with its outcome: applied (and whose swap a keep undid), or why not (the pair was removed by an earlier stage, or is
+not among this build's pairs). The stage runs after the other ops, so a review never brings back a pair another
+stage removed; the mix comes after it (a source with a `count` fills a dropped pair's place with another).
 """
 
 from __future__ import annotations
@@ -91,15 +93,19 @@ class HumanReview(Op):
         live = f"(SELECT s.*, p.source, p.source_row FROM {reviews} s JOIN live_pairs p USING (row_key))"
         detail = "'by ' || reviewer || ' at ' || reviewed_at || CASE WHEN note = '' THEN '' ELSE ': ' || note END"
         # One line per review: applied when a copy of its pair is live.
-        outcome = """CASE WHEN count(s.row_key) = 0 THEN 'not applied: not among this build''s pairs'
-                          WHEN count(p.row_key) = 0 THEN 'not applied: removed by an earlier stage'
-                          ELSE 'applied' END"""
+        # A `keep` of a pair an earlier stage swapped (a reward model's label fix) puts it back as its source
+        # gives it: a person's verdict over a model's.
+        undone = "any_value(w.stage) FILTER (s.action = 'keep')"
+        outcome = f"""CASE WHEN count(s.row_key) = 0 THEN 'not applied: not among this build''s pairs'
+                           WHEN count(p.row_key) = 0 THEN 'not applied: removed by an earlier stage'
+                           WHEN {undone} IS NOT NULL THEN 'applied: the swap by ' || {undone} || ' undone'
+                           ELSE 'applied' END"""
         return Decision(
             evidence={
                 "flags/human_review.parquet": f"""
                     SELECT s.pair_id, s.reviewed_source AS source, s.reviewed_row AS source_row, s.action, s.note,
                            s.reviewer, s.reviewed_at, s.build, s.queue, {outcome} AS outcome
-                    FROM {reviews} s LEFT JOIN live_pairs p USING (row_key)
+                    FROM {reviews} s LEFT JOIN live_pairs p USING (row_key) LEFT JOIN swapped w USING (row_key)
                     GROUP BY ALL ORDER BY s.pair_id"""
             },
             removals=[
@@ -113,5 +119,9 @@ class HumanReview(Op):
             ],
             swaps=[
                 f"SELECT row_key, 'swapped by review' AS reason, {detail} AS detail FROM {live} WHERE action = 'swap'"
+            ],
+            unswaps=[
+                f"""SELECT row_key, 'kept by review' AS reason, {detail} AS detail FROM {live}
+                    WHERE action = 'keep' AND row_key IN (SELECT row_key FROM swapped)"""
             ],
         )

@@ -83,8 +83,8 @@ Counts = list[tuple[str, str, int]]  # (source, reason, rows)
 
 
 def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Counts, Counts, Counts]:
-    """Make the decision's relations, write its evidence, apply its removals in order and its swaps, count its
-    flags, then its guard (the evidence stays in the build folder when the guard stops the build). Returns what was
+    """Make the decision's relations, write its evidence, apply its removals in order, its swaps and unswaps, count
+    its flags, then its guard (the evidence stays in the build folder when the guard stops the build). Returns what was
     removed, swapped and flagged."""
     undeclared = sorted(set(decision.evidence) - set(op.evidence))
     if undeclared:
@@ -97,6 +97,8 @@ def apply_decision(ctx: BuildContext, op: Op, decision: Decision) -> tuple[Count
             ctx.copy(query, ctx.root / relative)
         removed = [count for query in decision.removals for count in ctx.remove(op.name, query)]
         swapped = [count for query in decision.swaps for count in ctx.swap(op.name, query)]
+        for query in decision.unswaps:  # counted where they show: the earlier stage's swaps, fewer
+            ctx.unswap(query)
         flagged = [count for query in decision.flags for count in ctx.flag(op.name, query)]
     finally:
         for name, _ in decision.relations:

@@ -223,7 +223,7 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
     rows = [{"prompt": f"Question {k}?", "chosen": f"Answer {k}.", "rejected": f"No {k}."} for k in range(3)]
     write_jsonl(tmp_path / "uf.jsonl", rows)
     root = tmp_path / "root"
-    recipe = "name: d\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n"
+    recipe = "name: d\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl, weight: 2}\n"  # 2 copies
     (tmp_path / "d.yaml").write_text(recipe)
     build(load_recipe(tmp_path / "d.yaml"), root / "d")
     first = Build(root, "d").pairs()[0][0]
@@ -237,6 +237,7 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
     assert pair is not None and pair["pair_id"] != first["pair_id"]
     assert id_before_swap(pair["meta"]) == first["pair_id"] and pair["chosen"].startswith("No ")
     queue = swapped.review_queue("random sample")
+    assert len(queue) == 3 and swapped.review_queue_counts("random sample") == (3, 3)  # each pair once, copies or not
     at = next(k for k, r in enumerate(queue) if r["swapped"])
     assert (queue[at]["reviewed_as"], queue[at]["in_shards"]) == (first["pair_id"], True)
 

@@ -89,6 +89,32 @@ def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) ->
     assert resolve(BuildDir.open(second.root), before["pair_id"][:8]) == swapped["pair_id"]
 
 
+def test_a_keep_undoes_a_reward_models_swap_and_a_swap_agrees_with_it(build_rows: BuildRows, tmp_path: Path) -> None:
+    """`rm_margin` swaps the pairs a model reverses; a person's review of such a pair, made as its source gives it,
+    decides: a keep puts it back, a swap leaves the model's fix (the label swapped once)."""
+    rows = [uf(f"prompt {k}", f"good answer {k}", f"bad answer {k}") for k in range(4)]
+    first = build_rows({"uf": ("ultrafeedback_binarized", rows)})
+    shards = {p["source_row"]: p for p in read_shards(sorted((first.root / "shards").glob("*.arrow"))).to_pylist()}
+    ids = [shards[f"uf.jsonl:{k}"]["pair_id"] for k in range(4)]
+    scores = tmp_path / "scores.parquet"
+    margins = [2.0, -3.0, -3.0, 1.0]  # the model reverses pairs 1 and 2
+    pq.write_table(pa.table({"pair_id": ids, "reward_chosen": margins, "reward_rejected": [0.0] * 4,
+                             "margin": margins}), scores)  # fmt: skip
+    path = tmp_path / "reviews" / "first.parquet"
+    append_review(path, Review(ids[1], "uf", "uf.jsonl:1", "keep", "the model is wrong", "ana", "first"))
+    append_review(path, Review(ids[2], "uf", "uf.jsonl:2", "swap", "", "ana", "first"))
+    rm_margin = {"scores": str(scores), "action": "swap", "max_removal_rate": 1.0}
+    second = build_rows({"uf": ("ultrafeedback_binarized", rows)},
+                        ops={"rm_margin": rm_margin, "human_review": {"reviews": str(path)}})  # fmt: skip
+    out = {p["source_row"]: p for p in read_shards(sorted((second.root / "shards").glob("*.arrow"))).to_pylist()}
+    assert out["uf.jsonl:1"] == shards["uf.jsonl:1"]  # as its source gives it: the model's swap undone
+    assert out["uf.jsonl:2"]["chosen"] == shards["uf.jsonl:2"]["rejected"]  # swapped once
+    assert second.manifest["sources"]["uf"]["swapped"] == {"rm_margin": {"reward model reverses": 1}}
+    outcomes = {r["pair_id"]: r["outcome"] for r in pq.read_table(second.root / "flags" / "human_review.parquet")
+                .to_pylist()}  # fmt: skip
+    assert outcomes == {ids[1]: "applied: the swap by rm_margin undone", ids[2]: "applied"}
+
+
 def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
