@@ -50,9 +50,11 @@ def looks_like_an_id(search: str) -> bool:
     return re.fullmatch(rf"[0-9a-f]{{{MIN_PREFIX},32}}", search.strip().lower()) is not None
 
 
+# Rows in the order their files give them: by source, file, then row number (`a.jsonl:9` before `a.jsonl:10`).
+INPUT_ORDER = ("source, regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
+               "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)")  # fmt: skip
 SORTS = {
-    "input order": "source, regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
-    "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)",
+    "input order": INPUT_ORDER,
     "longest chosen": "length(chosen) DESC",
     "highest label margin": "margin DESC NULLS LAST",
     "largest length ratio": "length(chosen) / greatest(length(rejected), 1) DESC",
@@ -525,7 +527,7 @@ class Build:
     def removed_examples(self, stage: str, reason: str, limit: int = 20) -> list[dict[str, Any]]:
         return self.rows(
             "SELECT source, source_row, pair_id, detail FROM rejects WHERE stage = ? AND reason = ? "
-            "ORDER BY source, source_row LIMIT ?",
+            f"ORDER BY {INPUT_ORDER}, source_row LIMIT ?",
             [stage, reason, limit],
         )
 
@@ -767,10 +769,9 @@ def read_metrics(root: Path, run: Path) -> tuple[list[dict[str, Any]], int]:
     return steps, len(records) - len(steps)
 
 
-def trained_on(root: Path, run: Path) -> str | None:
-    """What a run trained on, from its data.json (`trainer fit` writes it): each build with its training draws and
-    held-out pairs; None when the run has none (it is still training) or it cannot be read; "not read: why" when
-    its real path leaves the data root."""
+def _data_report(root: Path, run: Path) -> dict[str, Any] | str | None:
+    """A run's data.json (`trainer fit` writes it); None when it has none (still training) or it cannot be read;
+    "not read: why" when its real path leaves the data root."""
     try:
         path = inside(root, run.relative_to(root) / "data.json")
     except AppError as exc:
@@ -779,16 +780,37 @@ def trained_on(root: Path, run: Path) -> str | None:
         return None
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
-        text = "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held "
-                         f"out{_left_out_text(b)})" for name, b in report["builds"].items())  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
         return None
-    reach = Reach.of(report)  # a run from before the draws reached were recorded: not said
-    if reach is not None:
-        text += f"; its steps reached {reach.epochs_text()}"
-        if reach.skipped_total:
-            text += f"; skipped in training (never trained on): {reach.skipped_text()}"
-    return text
+    return report if isinstance(report, dict) else None
+
+
+def trained_on(root: Path, run: Path) -> str | None:
+    """What a run trained on (`_data_report`): each build with its training draws and held-out pairs."""
+    report = _data_report(root, run)
+    if not isinstance(report, dict):
+        return report
+    try:
+        return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held "
+                         f"out{_left_out_text(b)})" for name, b in report["builds"].items())  # fmt: skip
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def training_reach(root: Path, run: Path) -> tuple[str, bool] | None:
+    """How far a run's steps went through its training draws and what they skipped, and whether that is worth a
+    warning (more than a tenth skipped); None for a run that does not record it."""
+    report = _data_report(root, run)
+    reach = Reach.of(report) if isinstance(report, dict) else None
+    if reach is None:
+        return None
+    steps = f"{report['steps']:,} steps" if isinstance(report.get("steps"), int) else "its steps"
+    text = f"training: {steps} reached {reach.epochs_text()}"
+    if reach.skipped_total:
+        verb = "was" if reach.skipped_total == 1 else "were"
+        text += (f"; {reach.skipped_total:,} of the {reach.reached:,} draws reached {verb} skipped, never trained on: "
+                 f"{reach.reasons_text()}")  # fmt: skip
+    return text, reach.skipped_total * 10 > reach.reached
 
 
 def _left_out_text(build: dict[str, Any]) -> str:

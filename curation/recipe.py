@@ -191,7 +191,7 @@ def _typed(loc: _Located, keys: tuple[str, ...], cls: type, value: Any, base: Pa
             if is_uri(p):
                 raise loc.error((*keys, name), f"{p}: an object store's URI; this op reads a local file")
         try:
-            resolved = [str((base / p).resolve()) if p else p for p in paths]
+            resolved = [str((base / Path(p).expanduser()).resolve()) if p else p for p in paths]
         except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
             raise loc.error((*keys, name), f"{given}: cannot be resolved ({exc})") from None
         out[name] = tuple(resolved) if isinstance(given, tuple) else resolved[0]
@@ -264,7 +264,9 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
                             "would not be a folder")  # fmt: skip
         path = raw_path
     else:
-        here = Path(raw_path).expanduser().exists()
+        if raw_path.startswith("~"):
+            raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder", f"expanded to {local}")
+        here = Path(raw_path).exists()
         elsewhere = "; it exists in the working directory, but paths in a recipe resolve against its folder"
         raise loc.error((*keys, "path"), f"{raw_path}: no such file or folder",
                         f"resolved against {base}{elsewhere if here else ''}")  # fmt: skip

@@ -16,7 +16,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.data import AppError, list_evaluations, list_runs, read_evaluation, read_metrics, trained_on
+from app.data import (
+    AppError,
+    list_evaluations,
+    list_runs,
+    read_evaluation,
+    read_metrics,
+    trained_on,
+    training_reach,
+)
 from app.ui import page, plain, root_or_stop, show_refused
 from trainer.published import comparison_rows
 from trainer.reports import counted, counts_text
@@ -68,6 +76,9 @@ def run_label(run: Path) -> str:
 
 run = st.selectbox("run", list(runs), format_func=run_label)
 st.caption(plain(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}"))
+reach = training_reach(root, run)
+if reach is not None:  # more than a tenth of the draws reached skipped: a warning, as `trainer fit` gives
+    (st.warning if reach[1] else st.caption)(plain(reach[0]))
 try:
     metrics, left_out = read_metrics(root, run)
 except AppError as exc:

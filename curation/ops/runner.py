@@ -119,9 +119,11 @@ def _guard(
     if over:
         verb = "have swapped" if swapped and not removed else "lose or have swapped" if swapped else "lose"
         worst = "; ".join(f"{s} would {verb} {r} of {n} pairs ({100 * r / n:.1f}%)" for s, r, n in over)
-        files = ", ".join(str(ctx.root / relative) for relative in decision.evidence) or "the signals"
+        files = ", ".join(str(ctx.root / relative) for relative in decision.evidence)
+        files = files or f"its signal, {ctx.root / 'signals' / op.name}-v{op.version}-*.parquet"
         raise GuardStop(
-            f"{op.name} stopped the build: {worst}, above max_removal_rate {rate}; the evidence is in {files}"
+            f"{op.name} stopped the build: {worst}, above max_removal_rate {rate}; the evidence is in {files}; to act "
+            f"anyway, raise {op.name}'s max_removal_rate in the recipe (1.0: no guard)"
         )
 
 

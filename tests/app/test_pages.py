@@ -442,6 +442,9 @@ def test_the_removed_page_says_where_its_lists_are_cut(many_root: Path, monkeypa
     duplicates are in the table and the compare list, and the page says so."""
     many = Build(many_root, "many")
     assert many.removed_count("exact_dedupe", "exact duplicate") == many.duplicates_count() == 229
+    rows = [r["source_row"] for r in many.removed_examples("exact_dedupe", "exact duplicate")]
+    numbers = [int(r.rsplit(":", 1)[1]) for r in rows]
+    assert numbers == sorted(numbers) and len(rows) == 20  # by row number, as the file gives them (9 before 10)
     app = run_page("pages/3_Removed.py", many_root, monkeypatch)
     captions = [shown(c.value) for c in app.caption]
     assert "showing the first 20 of 229 rows removed at exact_dedupe: exact duplicate (by source and row)" in captions

@@ -130,14 +130,16 @@ def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.Monke
     ]
     # A run that records the draws its steps reached says how far it went, and what it skipped of them.
     report = {"builds": {"/data/builds/demo": counts}, "train_draws": 32, "steps": 2, "draws_reached": 16,
-              "skipped_train_draws": {"longer than max_length": 3}}  # fmt: skip
+              "skipped_train_draws": {"longer than max_length": 1}}  # fmt: skip
     (run / "data.json").write_text(json.dumps(report))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
-    assert (
-        "trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs held out); its "
-        "steps reached 0.5 of an epoch of 32 draws; skipped in training (never trained on): 3 of the 16 draws "
-        "reached (0.5 of an epoch of 32 draws): 3 longer than max_length"
-    ) in [shown(c.value) for c in app.caption]
+    assert "training: 2 steps reached 0.5 of an epoch of 32 draws; 1 of the 16 draws reached was skipped, never " \
+        "trained on: 1 longer than max_length" in [shown(c.value) for c in app.caption]  # fmt: skip
+    report["skipped_train_draws"] = {"longer than max_length": 12}  # most of them: a warning
+    (run / "data.json").write_text(json.dumps(report))
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert "training: 2 steps reached 0.5 of an epoch of 32 draws; 12 of the 16 draws reached were skipped, never " \
+        "trained on: 12 longer than max_length" in [shown(w.value) for w in app.warning]  # fmt: skip
 
 
 def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -173,6 +173,18 @@ def test_a_source_path_that_is_not_beside_the_recipe_says_where_it_looked(
     monkeypatch.setenv("HOME", str(tmp_path))
     recipe.write_text("sources:\n  hh_rlhf: {path: ~/data/d.jsonl}\n")
     assert load_recipe(recipe).sources[0].path == str(tmp_path / "data" / "d.jsonl")
+    recipe.write_text("sources:\n  hh_rlhf: {path: ~/data/none.jsonl}\n")
+    with pytest.raises(RecipeError, match=rf"r.yaml:2: ~/data/none.jsonl: no such file or folder \(expanded to "
+                       rf"{tmp_path / 'data' / 'none.jsonl'}\)"):  # fmt: skip
+        load_recipe(recipe)
+    # an op's files too (`human_review`'s reviews, `rm_margin`'s scores)
+    from curation.reviews import Review, append_review
+
+    append_review(tmp_path / "reviews.parquet", Review("p", "s", "s.jsonl:0", "keep", "", "ana", "b"))
+    recipe.write_text(
+        "sources:\n  hh_rlhf: {path: ~/data/d.jsonl}\nops:\n  human_review: {reviews: ~/reviews.parquet}\n"
+    )
+    assert load_recipe(recipe).ops["human_review"].reviews == (str(tmp_path / "reviews.parquet"),)
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe.write_text("sources:\n  hh_rlhf: {path: hh-rlhf/harmless-base}\n")

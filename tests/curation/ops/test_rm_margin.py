@@ -55,8 +55,10 @@ def test_reversed_pairs_are_dropped_and_a_threshold_change_only_re_decides(
     assert {r["source_row"] for r in stricter.removed("rm_margin")} == {"uf.jsonl:1", "uf.jsonl:2", "uf.jsonl:3"}
     assert [p.name for p in (stricter.root / "signals").glob("rm_margin-*.parquet")] == [signals[0].name]
     # The guard's default: a model that would remove more than 30% of a source stops the build, naming it.
-    with pytest.raises(GuardStop, match=r"rm_margin stopped the build: uf would lose 2 of 6 pairs \(33.3%\), above "
-                       r"max_removal_rate 0.3"):  # fmt: skip
+    stopped = (r"rm_margin stopped the build: uf would lose 2 of 6 pairs \(33.3%\), above max_removal_rate 0.3; the "
+               r"evidence is in its signal, .*/signals/rm_margin-v1-\*.parquet; to act anyway, raise rm_margin's "
+               r"max_removal_rate in the recipe \(1.0: no guard\)")  # fmt: skip
+    with pytest.raises(GuardStop, match=stopped):
         build_rows({"uf": ("ultrafeedback_binarized", ROWS)}, ops={"rm_margin": {"scores": str(scores)}})
 
 
