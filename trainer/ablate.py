@@ -265,6 +265,10 @@ def units(rows: list[dict[str, Any]]) -> str:
         parts.append("eval/interval_95: its 95% Wilson interval")
     if any(column.endswith("/items") for row in rows for column in row):
         parts.append("a benchmark's columns: percent over its items, every item counted (unscored ones as wrong)")
+    if any("audit/judged" in row for row in rows):
+        parts.append("audit/judged: the variant's pairs its audit judged out of fold, of all; "
+                     "audit/held_out_accuracy: its fold models' accuracy on their held-out pairs, of how many (an "
+                     "audit not above chance drops pairs at random)")  # fmt: skip
     return "; ".join(parts)
 
 
@@ -275,6 +279,11 @@ def notes(rows: list[dict[str, Any]], eval_fraction: float) -> list[str]:
     if trained and not any(row["eval/pairs"] for row in trained):
         said.append(f"no variant held out a pair (eval_fraction {eval_fraction:g} of their builds' prompts), so none "
                     "has a held-out accuracy; --set eval_fraction=0.2 holds a fifth out")  # fmt: skip
+    chance = [str(row["variant"]) for row in rows if "(not above chance)" in str(row.get("audit/held_out_accuracy"))]
+    if chance:
+        said.append(f"the audits behind {', '.join(chance)} do not beat chance on held-out pairs: the pairs they "
+                    "dropped were dropped at random, so those rows measure a smaller build, not a cleaner "
+                    "one")  # fmt: skip
     if indistinct(rows):
         said.append("the variants' held-out intervals all overlap: their held-out pairs do not tell them apart (more "
                     "pairs, or benchmarks, can)")  # fmt: skip

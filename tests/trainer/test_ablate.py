@@ -203,6 +203,12 @@ def test_the_legend_explains_the_columns_the_table_has() -> None:
     benched = [{**none_held[0], "vl_rewardbench/items": "4 of 4 scored"}]
     assert "a benchmark's columns: percent over its items" in units(benched)
     assert not notes([{"variant": "failed", "error": "InputError: no pairs"}], 0.02)
+    audited = [{"variant": "a", "rows": 9}, {"variant": "a+audit", "rows": 4, "audit/judged": "9 of 9",
+                                             "audit/held_out_accuracy": "0.444 of 9 (not above chance)"}]  # fmt: skip
+    assert "audit/judged: the variant's pairs its audit judged out of fold" in units(audited)
+    assert notes(audited, 0.02) == ["the audits behind a+audit do not beat chance on held-out pairs: the pairs they "
+                                    "dropped were dropped at random, so those rows measure a smaller build, not a "
+                                    "cleaner one"]  # fmt: skip
 
 
 def test_ctrl_c_says_which_variants_are_kept(
