@@ -28,6 +28,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # No image a VLM trains on needs more bytes than this (50 MP as uncompressed RGB is 150 MB).
 MAX_IMAGE_BYTES = 256 * 2**20
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+NO_ROOT = "no images root given: --images-root, or images_root in a recipe"  # said where an image is not found
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class ImagesRoot:
     def read(self, rel: str, by_basename: bool = False) -> bytes:
         """Bytes of the file at `rel`; with `by_basename`, fall back to a unique file of the same name."""
         if self.root is None:
-            raise RowError("image not found", f"{rel} (no --images-root given)")
+            raise RowError("image not found", f"{rel} ({NO_ROOT})")
         clean = self._clean(rel)
         # A name that escapes the root is never looked up; only the basename fallback (inside the root) applies.
         name = _contained(clean)
@@ -148,7 +149,7 @@ class ImagesRoot:
     def frames(self, rel_dir: str) -> list[str]:
         """Relative paths of the frame images in a folder, in name order (video as frames)."""
         if self.root is None:
-            raise RowError("image not found", f"{rel_dir} (no --images-root given)")
+            raise RowError("image not found", f"{rel_dir} ({NO_ROOT})")
         folder_name = _contained(self._clean(rel_dir))
         if folder_name is None:
             raise RowError("image not found", f"{rel_dir} (outside the images root)")

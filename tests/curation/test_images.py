@@ -85,7 +85,7 @@ def test_images_root_must_exist(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(InputError, match="folder or a zip"):
         ImagesRoot(tmp_path / "file.txt")
-    with pytest.raises(RowError, match="no --images-root"):
+    with pytest.raises(RowError, match="no images root given"):
         ImagesRoot(None).read("a.png")
 
 

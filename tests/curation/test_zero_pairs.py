@@ -140,6 +140,7 @@ def test_ingest_says_when_the_missing_images_need_an_images_root(tmp_path: Path)
     result = runner.invoke(app, ["ingest", "--source", "mm_rlhf", "--path", str(path), "--out", str(tmp_path / "o")])
     assert _one_line(result, "warning: ") == (
         "warning: source 'mm_rlhf' gave 0 pairs: 1 of 1 rows rejected (image not found: 1); the first: image not "
-        "found: dpo_pairs.jsonl:0: a/1.png (no --images-root given); the rows name image files: give their folder or "
+        "found: dpo_pairs.jsonl:0: a/1.png (no images root given: --images-root, or images_root in a recipe); the "
+        "rows name image files: give their folder or "
         "zip with --images-root"
     )

@@ -96,5 +96,9 @@ def test_jsonl_copy_and_missing_root(tmp_path: Path, run_ingest: RunIngest) -> N
     path = write_jsonl(tmp_path / "mmrb.jsonl", [_row("nocaps_1", "images/nocaps/1.jpg", "vqa", better="Output2")])
     result = run_ingest("multimodal_rewardbench", path)
     assert [(r["reason"], r["detail"]) for r in result.rejects] == [
-        ("image not found", "mmrb.jsonl:0: field 'Image': images/nocaps/1.jpg (no --images-root given)")
+        (
+            "image not found",
+            "mmrb.jsonl:0: field 'Image': images/nocaps/1.jpg (no images root given: --images-root, "
+            "or images_root in a recipe)",
+        )
     ]
