@@ -9,6 +9,7 @@ an adapter overrides `records` only when its native layout is more than a table 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -234,7 +235,9 @@ def parse_options(cls: type, values: Mapping[str, Any], source: str) -> Any:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
-        raise InputError(f"{source}: unknown option(s) {', '.join(unknown)} (known: {known})")
+        close = [m for name in unknown for m in difflib.get_close_matches(name.replace("-", "_"), list(fields), n=1)]
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise InputError(f"{source}: unknown option(s) {', '.join(unknown)} ({hint}known: {known})")
     parsed = {}
     for name, raw in values.items():
         try:

@@ -40,3 +40,12 @@ def test_a_setting_spelled_as_another_command_takes_it_gets_this_commands_spelli
 
 def test_an_option_no_trainer_command_takes_keeps_clicks_answer() -> None:
     assert "No such option: --bogus" in said(["fit", "--shards", "b", "--out", "run", "--bogus", "1"])
+
+
+def test_a_misspelled_setting_gets_the_close_name() -> None:
+    result = CliRunner().invoke(app, ["fit", "--shards", "b", "--out", "run", "--set", "max-length=5"])
+    assert result.exit_code == 1 and "unknown option(s) max-length (did you mean 'max_length'? known: " in result.output
+    # and env, which takes no settings, keeps click's own answer to --set
+    assert "No such option: --set" in said(["env", "--set", "x=1"]) and "takes no --set" not in said(
+        ["env", "--set", "x=1"]
+    )
