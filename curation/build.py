@@ -420,8 +420,8 @@ class Builder:
             # a path with one '/' that is not beside the recipe is read as a Hub id: perhaps a mistyped local path
             kind = "source" if any(s.name == spec.name for s in self.recipe.sources) else "benchmark"
             beside = self.recipe.path.parent / spec.path
-            raise InputError(f"{kind} '{spec.name}': {spec.path} is read as a Hub dataset id (there is no {beside} "
-                             f"beside the recipe): {exc}") from exc  # fmt: skip
+            raise InputError(f"{self.recipe.path}: {kind} '{spec.name}': {spec.path} is read as a Hub dataset id "
+                             f"(there is no {beside} beside the recipe): {exc}") from exc  # fmt: skip
         write_json(done, {"summary": summary.as_dict(), "file_sizes": _file_sizes(target),
                           "file_sha256": _file_digests(target, stop), "input": stamp}, durable=False)  # fmt: skip
         return summary

@@ -191,7 +191,7 @@ def test_a_source_path_that_is_not_beside_the_recipe_says_where_it_looked(
     with pytest.raises(InputError) as raised:
         build(load_recipe(recipe), tmp_path / "out")
     assert str(raised.value).startswith(
-        f"source 'hh_rlhf': hh-rlhf/harmless-base is read as a Hub dataset id (there is no "
+        f"{recipe}: source 'hh_rlhf': hh-rlhf/harmless-base is read as a Hub dataset id (there is no "
         f"{tmp_path / 'recipes' / 'hh-rlhf' / 'harmless-base'} beside the recipe): hh-rlhf/harmless-base: "
     )
 
