@@ -100,7 +100,19 @@ class HumanReview(Op):
                            WHEN count(p.row_key) = 0 THEN 'not applied: removed by an earlier stage'
                            WHEN {undone} IS NOT NULL THEN 'applied: the swap by ' || {undone} || ' undone'
                            ELSE 'applied' END"""
+        # Reviews the build cannot apply are said, not only listed: a review of another build's pair, say.
+        (total, other, removed), = ctx.rows(
+            f"""SELECT count(*), count(*) FILTER (NOT named), count(*) FILTER (named AND NOT live) FROM (
+                    SELECT s.pair_id, bool_or(s.row_key IS NOT NULL) AS named, bool_or(p.row_key IS NOT NULL) AS live
+                    FROM {reviews} s LEFT JOIN live_pairs p USING (row_key) GROUP BY s.pair_id)"""
+        )  # fmt: skip
+        warnings = []
+        if other or removed:
+            warnings.append(f"human_review: {other + removed} of {total} reviews not applied (not among this build's "
+                            f"pairs: {other}; removed by an earlier stage: {removed}); flags/human_review.parquet "
+                            "lists each")  # fmt: skip
         return Decision(
+            warnings=warnings,
             evidence={
                 "flags/human_review.parquet": f"""
                     SELECT s.pair_id, s.reviewed_source AS source, s.reviewed_row AS source_row, s.action, s.note,

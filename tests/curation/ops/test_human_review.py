@@ -53,6 +53,9 @@ def test_drop_swap_and_keep_through_the_ops_context(tmp_path: Path) -> None:
     assert outcomes == {ids[0]: "applied", ids[1]: "applied", ids[2]: "applied",
                         ids[3]: "not applied: removed by an earlier stage",
                         "f" * 32: "not applied: not among this build's pairs"}  # fmt: skip
+    said = ("human_review: 2 of 5 reviews not applied (not among this build's pairs: 1; removed by an earlier stage: "
+            "1); flags/human_review.parquet lists each")  # fmt: skip
+    assert run.decision.warnings == [said]
 
 
 def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) -> None:
