@@ -39,7 +39,7 @@ from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
 from trainer.published import comparison_rows
 from trainer.reports import EVALS, LEGACY_REPORT, counts_text, report_names
-from trainer.run_summary import Reach
+from trainer.run_summary import Reach, read_data_report
 
 DATA_ENV = "WORKBENCH_DATA"
 
@@ -548,7 +548,8 @@ class Build:
                        d.survivor_source, d.survivor_row, coalesce(k.images, g.images) AS survivor_images,
                        coalesce({text.format("k")}, {text.format("g")}) AS survivor_prompt,
                        coalesce(k.chosen, g.chosen) AS survivor_chosen,
-                       CASE WHEN k.id_before = d.survivor_pair_id THEN 'in the shards, chosen and rejected swapped'
+                       CASE WHEN k.pair_id IS NOT NULL AND w.now IS NOT NULL
+                                 THEN 'in the shards, chosen and rejected swapped'
                             WHEN k.pair_id IS NOT NULL THEN 'in the shards'
                             ELSE coalesce('removed later: ' || x.stage || ': ' || x.reason, 'removed') END
                          AS survivor_fate
@@ -556,9 +557,10 @@ class Build:
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) r
                      ON r.pair_id = d.pair_id AND r.source = d.source AND r.source_row = d.source_row
-                LEFT JOIN (SELECT DISTINCT ON (pair_id) *, {ID_BEFORE_SWAP_SQL} AS id_before FROM pairs
-                           ORDER BY pair_id, source, source_row) k
-                     ON k.pair_id = d.survivor_pair_id OR k.id_before = d.survivor_pair_id
+                LEFT JOIN (SELECT before, any_value(pair_id) AS now FROM swaps GROUP BY before) w
+                     ON w.before = d.survivor_pair_id  -- a survivor a review swapped: in the shards by its new id
+                LEFT JOIN (SELECT DISTINCT ON (pair_id) * FROM pairs ORDER BY pair_id, source, source_row) k
+                     ON k.pair_id = coalesce(w.now, d.survivor_pair_id)
                 LEFT JOIN (SELECT DISTINCT ON (pair_id, source, source_row) * FROM removed_pairs
                            ORDER BY pair_id, source, source_row) g
                      ON g.pair_id = d.survivor_pair_id AND g.source = d.survivor_source
@@ -769,25 +771,20 @@ def read_metrics(root: Path, run: Path) -> tuple[list[dict[str, Any]], int]:
     return steps, len(records) - len(steps)
 
 
-def _data_report(root: Path, run: Path) -> dict[str, Any] | str | None:
-    """A run's data.json (`trainer fit` writes it); None when it has none (still training) or it cannot be read;
+def data_report(root: Path, run: Path) -> dict[str, Any] | str:
+    """A run's data.json (`trainer fit` writes it), {} when it has none (still training) or it cannot be read;
     "not read: why" when its real path leaves the data root."""
     try:
         path = inside(root, run.relative_to(root) / "data.json")
     except AppError as exc:
         return f"not read: {exc}"
     if not path.is_file():  # absent, or a pipe that would block the page
-        return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None
+        return {}
+    return read_data_report(run)
 
 
-def trained_on(root: Path, run: Path) -> str | None:
-    """What a run trained on (`_data_report`): each build with its training draws and held-out pairs."""
-    report = _data_report(root, run)
+def trained_on(report: dict[str, Any] | str) -> str | None:
+    """What a run trained on (its `data_report`): each build with its training draws and held-out pairs."""
     if not isinstance(report, dict):
         return report
     try:
@@ -797,10 +794,9 @@ def trained_on(root: Path, run: Path) -> str | None:
         return None
 
 
-def training_reach(root: Path, run: Path) -> tuple[str, bool] | None:
-    """How far a run's steps went through its training draws and what they skipped, and whether that is worth a
-    warning (more than a tenth skipped); None for a run that does not record it."""
-    report = _data_report(root, run)
+def training_reach(report: dict[str, Any] | str) -> tuple[str, bool] | None:
+    """How far a run's steps went through its training draws and what they skipped (its `data_report`), and
+    whether that is worth a warning (more than a tenth skipped); None for a run that does not record it."""
     reach = Reach.of(report) if isinstance(report, dict) else None
     if reach is None:
         return None

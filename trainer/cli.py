@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -205,9 +204,9 @@ def fit(
         _remove_if_unused(out, created and main)
         stop_interrupted(kept if main else None)  # under torchrun, one line
     if main:  # under torchrun, one summary
-        from trainer.run_summary import Reach
+        from trainer.run_summary import Reach, read_data_report
 
-        report = _data_report(out)
+        report = read_data_report(out)
         summary = fit_summary(last, _held_out_note(report, settings.eval_fraction), _skipped_held_out(report)) if (
             last) else f"nothing left to train (already at its last step: {_last_step(out)})"  # fmt: skip
         reach = Reach.of(report) if last else None  # nothing trained now: nothing to count
@@ -675,15 +674,6 @@ def _at_least_1(**values: int) -> None:
 def _reasons(counts: dict[str, int]) -> str:
     """`reason: n, ...` in the order given, or "none"."""
     return ", ".join(f"{reason}: {n}" for reason, n in counts.items()) or "none"
-
-
-def _data_report(out: Path) -> dict[str, Any]:
-    """The run's `data.json` (its split and skipped pairs), or {} where it is missing or damaged."""
-    try:
-        report = json.loads((out / "data.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return report if isinstance(report, dict) else {}
 
 
 def _held_out_note(report: dict[str, Any], eval_fraction: float) -> str:

@@ -24,7 +24,7 @@ from curation.export import check_export_folder, check_repo_id, publish_export
 from curation.readers import json_object
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
-from trainer.run_summary import Reach, applied, ran_text
+from trainer.run_summary import Reach, applied, ran_text, read_data_report
 
 
 def _mixture_lines(config: dict[str, Any]) -> list[str]:
@@ -64,13 +64,10 @@ def _eval_lines(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
 def _run_lines(run: Path, spec: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """How far the training went through its draws, the draws it skipped, and how its steps ran (device, precision,
     compiled layers), as the run recorded them."""
-    try:
-        report = json.loads((run / "data.json").read_text())
-        why = "`data.json` does not record them"
-    except (OSError, ValueError):
-        report, why = {}, "no readable `data.json`"
-    reach = Reach.of(report, config.get("global_batch")) if isinstance(report, dict) else None
+    report = read_data_report(run)
+    reach = Reach.of(report, config.get("global_batch"))
     if reach is None:
+        why = "`data.json` does not record them" if report else "no readable `data.json`"
         lines = [f"The draws the steps reached were not recorded ({why})."]
     else:
         share = f" ({round(100 * reach.skipped_total / reach.reached)}%)" if reach.reached else ""

@@ -4,7 +4,9 @@ compiled layers: the `trained` record of its model's `reward_model.json`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Why a training draw is skipped, never trained on (`trainer.data` decides; torch is not imported here, so the
@@ -29,6 +31,16 @@ def draws_reached(draws: int, global_batch: int, steps: int) -> int:
     per_epoch = steps_per_epoch(draws, global_batch)
     epochs, within = divmod(steps, per_epoch) if per_epoch else (0, 0)
     return epochs * draws + min(within * global_batch, draws)
+
+
+def read_data_report(run: Path) -> dict[str, Any]:
+    """A run's `data.json` (`trainer fit` writes it: its split, the draws reached and skipped), or {} where it is
+    missing or damaged."""
+    try:
+        report = json.loads((run / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
 
 
 # What to change where a reason skips many draws (`{max_length}`: the run's).

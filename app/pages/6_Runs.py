@@ -18,6 +18,7 @@ import streamlit as st
 
 from app.data import (
     AppError,
+    data_report,
     list_evaluations,
     list_runs,
     read_evaluation,
@@ -75,8 +76,9 @@ def run_label(run: Path) -> str:
 
 
 run = st.selectbox("run", list(runs), format_func=run_label)
-st.caption(plain(f"trained on: {trained_on(root, run) or 'not recorded (no readable data.json)'}"))
-reach = training_reach(root, run)
+report = data_report(root, run)  # read once, for what the run trained on and how far it went
+st.caption(plain(f"trained on: {trained_on(report) or 'not recorded (no readable data.json)'}"))
+reach = training_reach(report)
 if reach is not None:  # more than a tenth of the draws reached skipped: a warning, as `trainer fit` gives
     (st.warning if reach[1] else st.caption)(plain(reach[0]))
 try:

@@ -100,26 +100,23 @@ class HumanReview(Op):
                            WHEN count(p.row_key) = 0 THEN 'not applied: removed by an earlier stage'
                            WHEN {undone} IS NOT NULL THEN 'applied: the swap by ' || {undone} || ' undone'
                            ELSE 'applied' END"""
-        # Reviews the build cannot apply are said, not only listed: a review of another build's pair, say.
-        (total, other, removed), = ctx.rows(
-            f"""SELECT count(*), count(*) FILTER (NOT named), count(*) FILTER (named AND NOT live) FROM (
-                    SELECT s.pair_id, bool_or(s.row_key IS NOT NULL) AS named, bool_or(p.row_key IS NOT NULL) AS live
-                    FROM {reviews} s LEFT JOIN live_pairs p USING (row_key) GROUP BY s.pair_id)"""
-        )  # fmt: skip
+        per_review = f"""
+            SELECT s.pair_id, s.reviewed_source AS source, s.reviewed_row AS source_row, s.action, s.note, s.reviewer,
+                   s.reviewed_at, s.build, s.queue, {outcome} AS outcome
+            FROM {reviews} s LEFT JOIN live_pairs p USING (row_key) LEFT JOIN swapped w USING (row_key)
+            GROUP BY ALL ORDER BY s.pair_id"""
+        # Reviews the build cannot apply are said, not only listed (in the evidence): another build's pair, say.
+        outcomes = dict(ctx.rows(f"SELECT outcome, count(*) FROM ({per_review}) GROUP BY ALL"))
+        other = outcomes.get("not applied: not among this build's pairs", 0)
+        removed = outcomes.get("not applied: removed by an earlier stage", 0)
         warnings = []
         if other or removed:
-            warnings.append(f"human_review: {other + removed} of {total} reviews not applied (not among this build's "
-                            f"pairs: {other}; removed by an earlier stage: {removed}); flags/human_review.parquet "
-                            "lists each")  # fmt: skip
+            warnings.append(f"human_review: {other + removed} of {sum(outcomes.values())} reviews not applied (not "
+                            f"among this build's pairs: {other}; removed by an earlier stage: {removed}); "
+                            "flags/human_review.parquet lists each")  # fmt: skip
         return Decision(
             warnings=warnings,
-            evidence={
-                "flags/human_review.parquet": f"""
-                    SELECT s.pair_id, s.reviewed_source AS source, s.reviewed_row AS source_row, s.action, s.note,
-                           s.reviewer, s.reviewed_at, s.build, s.queue, {outcome} AS outcome
-                    FROM {reviews} s LEFT JOIN live_pairs p USING (row_key) LEFT JOIN swapped w USING (row_key)
-                    GROUP BY ALL ORDER BY s.pair_id"""
-            },
+            evidence={"flags/human_review.parquet": per_review},
             removals=[
                 f"SELECT row_key, 'dropped by review' AS reason, {detail} AS detail FROM {live} WHERE action = 'drop'",
                 # Swapped, the pair would be another live pair: it goes, as an exact duplicate would.

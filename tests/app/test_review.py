@@ -284,3 +284,31 @@ def test_a_queue_longer_than_its_list_says_so_in_the_stepper(tmp_path: Path, mon
     app.session_state["review-at"] = 199
     app.run()
     assert "200 of 205 (only the first 200 are listed)" in [c.value for c in app.caption]
+
+
+def test_a_survivor_a_review_swapped_is_said_to_be_in_the_shards_swapped(
+    root: Path, demo_recipe: Path, tmp_path: Path
+) -> None:
+    """The Removed page sets each duplicate beside its survivor: one a review swapped is found by its new id."""
+    import yaml
+
+    from app.data import Build
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from curation.reviews import Review, append_review
+
+    demo = Build(root, "demo")
+    near = next(d for d in demo.duplicates() if d["method"] == "minhash-jaccard")
+    assert near["survivor_fate"] == "in the shards"
+    where = [near["survivor_source"], near["survivor_row"]]
+    [found] = demo.rows("SELECT DISTINCT pair_id FROM pairs WHERE source = ? AND source_row = ?", where)
+    survivor = found["pair_id"]
+    reviews = tmp_path / "reviews.parquet"
+    append_review(reviews, Review(survivor, near["survivor_source"], near["survivor_row"], "swap", "", "ana", "demo"))
+    recipe = yaml.safe_load(demo_recipe.read_text())
+    recipe["ops"] = {**(recipe.get("ops") or {}), "human_review": {"reviews": str(reviews)}}
+    path = demo_recipe.parent / "swapped-survivor.yaml"  # beside demo.yaml: its relative paths still resolve
+    path.write_text(yaml.safe_dump(recipe))
+    build(load_recipe(path), root / "swapped")
+    fates = {d["survivor_row"]: d["survivor_fate"] for d in Build(root, "swapped").duplicates()}
+    assert fates[near["survivor_row"]] == "in the shards, chosen and rejected swapped"
