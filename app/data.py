@@ -39,7 +39,7 @@ from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
 from trainer.published import comparison_rows
 from trainer.reports import EVALS, LEGACY_REPORT, counts_text, report_names
-from trainer.run_summary import Reach, read_data_report
+from trainer.run_summary import Reach, read_data_report, steps_text
 
 DATA_ENV = "WORKBENCH_DATA"
 
@@ -800,12 +800,7 @@ def training_reach(report: dict[str, Any] | str) -> tuple[str, bool] | None:
     reach = Reach.of(report) if isinstance(report, dict) else None
     if reach is None:
         return None
-    steps = f"{report['steps']:,} steps" if isinstance(report.get("steps"), int) else "its steps"
-    text = f"training: {steps} reached {reach.epochs_text()}"
-    if reach.skipped_total:
-        verb = "was" if reach.skipped_total == 1 else "were"
-        text += (f"; {reach.skipped_total:,} of the {reach.reached:,} draws reached {verb} skipped, never trained on: "
-                 f"{reach.reasons_text()}")  # fmt: skip
+    text = f"training: {steps_text(report)}{reach.text()}"
     return text, reach.skipped_total * 10 > reach.reached
 
 

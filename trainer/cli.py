@@ -210,8 +210,7 @@ def fit(
         summary = fit_summary(last, _held_out_note(report, settings.eval_fraction), _skipped_held_out(report)) if (
             last) else f"nothing left to train (already at its last step: {_last_step(out)})"  # fmt: skip
         reach = Reach.of(report) if last else None  # nothing trained now: nothing to count
-        skipped = f"; skipped in training (never trained on): {reach.skipped_text()}" if (
-            reach and reach.skipped) else ""  # fmt: skip
+        skipped = f"; {reach.text()}" if reach and reach.skipped else ""
         typer.echo(f"done: {out}: {summary}{skipped}")
         if reach and (warning := reach.warning(settings.max_length)):
             typer.echo(f"warning: {warning}", err=True)

@@ -24,7 +24,7 @@ from curation.export import check_export_folder, check_repo_id, publish_export
 from curation.readers import json_object
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
-from trainer.run_summary import Reach, applied, ran_text, read_data_report
+from trainer.run_summary import Reach, applied, ran_text, read_data_report, steps_text
 
 
 def _mixture_lines(config: dict[str, Any]) -> list[str]:
@@ -70,11 +70,7 @@ def _run_lines(run: Path, spec: dict[str, Any], config: dict[str, Any]) -> list[
         why = "`data.json` does not record them" if report else "no readable `data.json`"
         lines = [f"The draws the steps reached were not recorded ({why})."]
     else:
-        share = f" ({round(100 * reach.skipped_total / reach.reached)}%)" if reach.reached else ""
-        skipped = (f"{reach.skipped_total:,} of them{share} skipped, never trained on: {reach.reasons_text()}"
-                   if reach.skipped else "none skipped")  # fmt: skip
-        steps = f"{report['steps']:,} steps, " if isinstance(report.get("steps"), int) else ""
-        lines = [f"{steps}{reach.epochs_text()}: {reach.reached:,} draws reached, {skipped}."]
+        lines = [f"{steps_text(report)}{reach.text()}."]
     trained = spec.get("trained")
     lines += ["", "How the steps ran:", ""]
     lines += [f"- {ran_text(s)}" for s in trained] if trained else [

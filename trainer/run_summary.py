@@ -95,10 +95,14 @@ class Reach:
     def reasons_text(self) -> str:
         return ", ".join(f"{n:,} {reason}" for reason, n in sorted(self.skipped.items(), key=lambda r: -r[1]))
 
-    def skipped_text(self) -> str:
-        """`11 of the 16 draws reached (0.37 of an epoch of 43 draws): 11 longer than max_length`."""
-        return (f"{self.skipped_total:,} of the {self.reached:,} draws reached ({self.epochs_text()}): "
-                f"{self.reasons_text()}")  # fmt: skip
+    def text(self) -> str:
+        """The one sentence every report gives: `16 draws reached (0.37 of an epoch of 43 draws), 11 of them (69%)
+        skipped, never trained on: 11 longer than max_length`, or `..., none skipped`."""
+        reached = f"{self.reached:,} draw{'' if self.reached == 1 else 's'} reached ({self.epochs_text()})"
+        if not self.skipped_total:
+            return f"{reached}, none skipped"
+        share = f" ({round(100 * self.skipped_total / self.reached)}%)" if self.reached else ""
+        return f"{reached}, {self.skipped_total:,} of them{share} skipped, never trained on: {self.reasons_text()}"
 
     def warning(self, max_length: int) -> str | None:
         """Where more than a tenth of the draws reached were skipped: how many, why, and what to change."""
@@ -108,6 +112,12 @@ class Reach:
         remedies = "; ".join(_REMEDIES[r].format(max_length=max_length) for r in self.skipped if r in _REMEDIES)
         return (f"{share}% of the draws this run reached were skipped, never trained on ({self.skipped_total:,} of "
                 f"{self.reached:,}: {self.reasons_text()})" + (f"; {remedies}" if remedies else ""))  # fmt: skip
+
+
+def steps_text(report: dict[str, Any]) -> str:
+    """`2 steps: ` for a report that records its steps, else nothing: the prefix of `Reach.text()` on a card or page."""
+    steps = report.get("steps")
+    return f"{steps:,} step{'' if steps == 1 else 's'}: " if isinstance(steps, int) else ""
 
 
 def ran_text(segment: dict[str, Any]) -> str:

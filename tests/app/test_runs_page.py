@@ -133,12 +133,12 @@ def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.Monke
               "skipped_train_draws": {"longer than max_length": 1}}  # fmt: skip
     (run / "data.json").write_text(json.dumps(report))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
-    assert "training: 2 steps reached 0.5 of an epoch of 32 draws; 1 of the 16 draws reached was skipped, never " \
+    assert "training: 2 steps: 16 draws reached (0.5 of an epoch of 32 draws), 1 of them (6%) skipped, never " \
         "trained on: 1 longer than max_length" in [shown(c.value) for c in app.caption]  # fmt: skip
     report["skipped_train_draws"] = {"longer than max_length": 12}  # most of them: a warning
     (run / "data.json").write_text(json.dumps(report))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
-    assert "training: 2 steps reached 0.5 of an epoch of 32 draws; 12 of the 16 draws reached were skipped, never " \
+    assert "training: 2 steps: 16 draws reached (0.5 of an epoch of 32 draws), 12 of them (75%) skipped, never " \
         "trained on: 12 longer than max_length" in [shown(w.value) for w in app.warning]  # fmt: skip
 
 

@@ -36,7 +36,7 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
     data = json.loads((run / "data.json").read_text())
     assert data["draws_reached"] == 16 and "## Training run" in card
     assert (
-        f"2 steps, {16 / data['train_draws']:.2f} of an epoch of {data['train_draws']} draws: 16 draws reached" in card
+        f"2 steps: 16 draws reached ({16 / data['train_draws']:.2f} of an epoch of {data['train_draws']} draws)" in card
     )
     if not torch.cuda.is_available():
         assert "- steps 1-2: cpu, 1 process, float32, layers not compiled" in card

@@ -291,8 +291,8 @@ def test_the_summary_counts_the_draws_training_skipped(demo_build: Path, tmp_pat
     report = json.loads((run / "data.json").read_text())
     skipped, draws = report["skipped_train_draws"][SKIP_TOO_LONG], report["train_draws"]
     assert 0 < skipped < draws and report["draws_reached"] == draws  # one whole epoch
-    said = (f"; skipped in training (never trained on): {skipped} of the {draws} draws reached (1 epoch of {draws} "
-            f"draws): {skipped} {SKIP_TOO_LONG}\n")  # fmt: skip
+    said = (f"; {draws} draws reached (1 epoch of {draws} draws), {skipped} of them ({round(100 * skipped / draws)}%) "
+            f"skipped, never trained on: {skipped} {SKIP_TOO_LONG}\n")  # fmt: skip
     assert result.stdout.endswith(said), result.stdout
     assert f"warning: {round(100 * skipped / draws)}% of the draws this run reached were skipped" in result.stderr
 
@@ -310,7 +310,8 @@ def test_a_run_stopped_early_counts_its_skipped_draws_of_those_it_reached(demo_b
     assert report["draws_reached"] == 16 and 16 * 0.1 < skipped < 16
     epochs = f"{16 / draws:.2f}"
     assert result.stdout.endswith(
-        f"{skipped} of the 16 draws reached ({epochs} of an epoch of {draws} draws): {skipped} {SKIP_TOO_LONG}\n"
+        f"; 16 draws reached ({epochs} of an epoch of {draws} draws), {skipped} of them ({round(100 * skipped / 16)}%) "
+        f"skipped, never trained on: {skipped} {SKIP_TOO_LONG}\n"
     ), result.stdout
     assert result.stderr.endswith(
         f"warning: {round(100 * skipped / 16)}% of the draws this run reached were skipped, never trained on "
@@ -323,9 +324,12 @@ def test_the_draws_reached_and_skipped_say_what_they_count() -> None:
     from trainer.run_summary import Reach
 
     early = Reach(2469, 480, {SKIP_TOO_LONG: 213})
-    assert (
-        early.skipped_text() == f"213 of the 480 draws reached (0.19 of an epoch of 2,469 draws): 213 {SKIP_TOO_LONG}"
+    assert early.text() == (
+        f"480 draws reached (0.19 of an epoch of 2,469 draws), 213 of them (44%) skipped, never trained on: 213 "
+        f"{SKIP_TOO_LONG}"
     )
+    assert Reach(43, 129, {}).text() == "129 draws reached (3 epochs of 43 draws), none skipped"
+    assert Reach(43, 1, {}).text() == "1 draw reached (0.02 of an epoch of 43 draws), none skipped"
     assert (early.warning(2048) or "").startswith("44% of the draws this run reached were skipped")
     assert "--set max_length=N; this run: 2048" in (early.warning(2048) or "")
     assert Reach(43, 129, {}).epochs_text() == "3 epochs of 43 draws"
