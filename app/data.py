@@ -31,6 +31,7 @@ from curation.build_dir import (
     BuildDir,
     BuildError,
     confined,
+    manifest_recipe,
 )
 from curation.lookup import MIN_PREFIX, pair_signals
 from curation.reviews import REVIEWS
@@ -672,14 +673,9 @@ def recipe_thresholds(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per op the recipe ran, its thresholds' values (the recipe's, or the defaults)."""
     import dataclasses
 
-    import yaml
-
     from curation.ops import OPS
 
-    try:
-        given = (yaml.safe_load(manifest["recipe"]["text"]) or {}).get("ops") or {}
-    except yaml.YAMLError:
-        given = {}
+    given = manifest_recipe(manifest).get("ops") or {}
     out = {}
     for name, op in OPS.items():
         if name not in given and not op.default_on:

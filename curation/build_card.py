@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 
+from curation.build_dir import manifest_recipe
 from curation.sql import read_parquet
 
 
 def sources_in_order(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The manifest's sources in the recipe's order (a manifest read back from its file has its keys sorted)."""
-    in_recipe = list((yaml.safe_load(manifest["recipe"]["text"]) or {}).get("sources") or {})
+    in_recipe = list(manifest_recipe(manifest).get("sources") or {})
     rank = {name: i for i, name in enumerate(in_recipe)}
     return sorted(manifest["sources"].items(), key=lambda item: rank.get(item[0], len(rank)))
 
@@ -167,11 +167,9 @@ def _contamination_lines(build_dir: Path, db: duckdb.DuckDBPyConnection, manifes
 
 def _decontamination_rule(manifest: dict[str, Any]) -> list[str]:
     """The decision rule with this build's parameters (the recipe's, else the defaults)."""
-    import yaml
-
     from curation.ops.decontaminate import DecontaminateParams
 
-    ops = (yaml.safe_load(manifest["recipe"]["text"]) or {}).get("ops") or {}
+    ops = manifest_recipe(manifest).get("ops") or {}
     p, default = DecontaminateParams(**(ops.get("decontaminate") or {})), DecontaminateParams()
     embedding = f", or at cosine >= {p.min_cosine} (`{p.embedding_model}`)" if p.embedding_model else ""
     alone = "; an image match alone also removes (`image_alone`)" if p.image_alone else ""

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.build_card import shards_text
-from curation.build_dir import IMAGES, MANIFEST, BuildDir
+from curation.build_dir import IMAGES, MANIFEST, BuildDir, manifest_recipe
 from curation.errors import InputError
 from curation.ingest import publish_folder
 from curation.readers import HUB_ID
@@ -53,7 +53,6 @@ class ExportPlan:
 def named_local_paths(manifest: dict[str, Any]) -> list[str]:
     """The absolute local paths a build's recipe text names (any value written as one: sources', benchmarks',
     models' folders) and its manifest records (the files ops read): an export publishes both as they are."""
-    import yaml
 
     def strings(value: Any) -> list[str]:
         if isinstance(value, dict):
@@ -62,7 +61,7 @@ def named_local_paths(manifest: dict[str, Any]) -> list[str]:
             return [s for v in value for s in strings(v)]
         return [value] if isinstance(value, str) else []
 
-    found = [s for s in strings(yaml.safe_load(manifest["recipe"]["text"])) if s.startswith(("/", "~"))]
+    found = [s for s in strings(manifest_recipe(manifest)) if s.startswith(("/", "~"))]
     found += [f["path"] for files in manifest.get("op_inputs", {}).values() for f in files]
     return sorted(set(found))
 

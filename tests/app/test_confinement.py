@@ -261,6 +261,8 @@ def test_a_manifest_lacking_what_the_pages_read_is_broken(root: Path, monkeypatc
         "no-in-shards": lambda m: m["sources"][first].pop("in_shards"),
         "bad-removed": lambda m: m["sources"][first].update(removed={"filters": 3}),
         "bad-warnings": lambda m: m.update(warnings="not a list"),
+        "recipe-unparsed": lambda m: m["recipe"].update(text="sources: [a"),
+        "recipe-a-list": lambda m: m["recipe"].update(text="- a\n- b\n"),
     }
     for name, damage in damages.items():
         shutil.copytree(root / "b", root / name)
@@ -275,6 +277,8 @@ def test_a_manifest_lacking_what_the_pages_read_is_broken(root: Path, monkeypatc
         "no-in-shards": f"source {first!r}: `in_shards` is not a count",
         "bad-removed": f"source {first!r}: `removed` is not a mapping of counts by stage",
         "bad-warnings": "`warnings` is not a list of texts",
+        "recipe-unparsed": "`recipe.text` is not a recipe (a YAML mapping)",
+        "recipe-a-list": "`recipe.text` is not a recipe (a YAML mapping)",
     }
     statuses = {e.name: e.status for e in list_builds(root)}
     assert statuses == {"b": "ready"} | {
