@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -60,12 +61,31 @@ def fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+@contextlib.contextmanager
+def atomic_file(path: Path, durable: bool = True) -> Iterator[Path]:
+    """A new, empty temporary file beside `path` for the block to write (`path.partial-` and a random name, created
+    exclusively with mode 0644: two writers, builds sharing a cache say, never share one, and nothing planted
+    beside `path` is written through); renamed to `path` when the block ends (`fsync_rename`), removed when it
+    raises, so a failure leaves neither half a file nor a temporary one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.partial-")
+    try:
+        os.fchmod(handle, 0o644)  # as a plain new file: mkstemp's 0600 would hide it from other users
+    finally:
+        os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        fsync_rename(tmp, path, durable)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_text(path: Path, text: str, durable: bool = True) -> None:
-    """A text file, whole or not at all: written under a temporary name of this process's own (two processes
-    writing one file, builds sharing a cache, never share one), then renamed."""
-    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    fsync_rename(tmp, path, durable)
+    """A text file, whole or not at all (`atomic_file`)."""
+    with atomic_file(path, durable) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, value: Any, durable: bool = True) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
-from curation.io import fsync_rename, open_lock
+from curation.io import atomic_file, open_lock
 
 ACTIONS = ("keep", "drop", "swap")
 REVIEWS = "reviews"  # the folder of a data root that holds every build's reviews file
@@ -91,16 +90,8 @@ def append_review(path: Path, review: Review) -> Review:
             raise InputError(f"{path}: a link; reviews are written to a plain file only")
         rows = read_reviews(path).to_pylist() if path.exists() else []
         table = pa.Table.from_pylist([*rows, asdict(stamped)], schema=REVIEW_SCHEMA)
-        # A new file of its own (a random name, created exclusively): nothing planted beside it is written through.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.partial-")
-        try:
-            os.fchmod(fd, 0o644)  # as a plain new file: mkstemp's 0600 would hide it from other curators
-            with os.fdopen(fd, "wb") as handle:
-                pq.write_table(table, handle, compression="zstd")
-            fsync_rename(Path(tmp), path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
     return stamped
 
 
@@ -152,12 +143,10 @@ def export_reviews(table: pa.Table, path: Path) -> None:
     writers = {".parquet", ".jsonl", ".csv"}
     if path.suffix not in writers:
         raise InputError(f"{path}: export to a .parquet, .jsonl or .csv file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".partial-{os.getpid()}")
-    if path.suffix == ".parquet":
-        pq.write_table(table, tmp, compression="zstd")
-    elif path.suffix == ".csv":
-        pa_csv.write_csv(table, tmp)
-    else:
-        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), "utf-8")
-    fsync_rename(tmp, path)
+    with atomic_file(path) as tmp:
+        if path.suffix == ".parquet":
+            pq.write_table(table, tmp, compression="zstd")
+        elif path.suffix == ".csv":
+            pa_csv.write_csv(table, tmp)
+        else:
+            tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), "utf-8")

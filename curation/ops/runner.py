@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.io import fsync_rename, read_json_state, readable_parquet, sha256_file, write_json, write_text
+from curation.io import atomic_file, read_json_state, readable_parquet, sha256_file, write_json, write_text
 from curation.ops.base import Decision, GuardStop, Op
 from curation.ops.context import BuildContext
 
@@ -129,7 +128,7 @@ def _guard(
 
 def copy_file(source: Path, target: Path) -> None:
     """Copy under a temporary name, then rename: a reader never finds half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".partial-{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    fsync_rename(tmp, target)  # the cache outlives the build: a crash of the machine leaves no half file
+    with atomic_file(
+        target
+    ) as tmp:  # durable: the cache outlives the build, a crash of the machine leaves no half file
+        shutil.copyfile(source, tmp)

@@ -517,3 +517,24 @@ def test_a_build_is_replaced_only_when_asked_and_only_a_build(
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(other), "--replace")
     assert code == 1 and "not a build folder (no manifest.json); --replace replaces a build" in _one_error_line(err)
     assert list(other.iterdir()) == []
+
+
+def test_a_write_that_fails_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Path) -> None:
+    """`atomic_file`: a text that cannot be encoded (a lone surrogate), a copy whose source is gone, an export that
+    fails half-way: the old file, if any, stays as it was, and nothing else is left beside it."""
+    import pyarrow as pa
+
+    from curation.io import write_text
+    from curation.ops.runner import copy_file
+    from curation.reviews import export_reviews
+
+    state = tmp_path / "state.json"
+    write_text(state, "old\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_text(state, "\ud800")
+    with pytest.raises(FileNotFoundError):
+        copy_file(tmp_path / "gone.parquet", tmp_path / "cache" / "copy.parquet")
+    with pytest.raises(pa.ArrowInvalid):  # a nested column: CSV cannot hold it
+        export_reviews(pa.table({"nested": [[1, 2]]}), tmp_path / "reviews.csv")
+    assert state.read_text() == "old\n" and (state.stat().st_mode & 0o777) == 0o644
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["cache", "state.json"]
