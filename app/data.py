@@ -38,8 +38,7 @@ from curation.reviews import REVIEWS
 from curation.schema import NO_IMAGES_SQL
 from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import parquet_relation, sql_literal
-from trainer.published import comparison_rows
-from trainer.reports import EVALS, LEGACY_REPORT, counts_text, report_names
+from trainer.reports import EVALS, LEGACY_REPORT, report_names, report_problem
 from trainer.run_summary import Reach, read_data_report, steps_text
 
 DATA_ENV = "WORKBENCH_DATA"
@@ -846,15 +845,7 @@ def read_evaluation(root: Path, run: Path, name: str | None = None) -> dict[str,
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise AppError(f"{run.name}/{name} is not a readable JSON report ({exc})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("benchmarks", {}), dict):
-        raise AppError(f"{run.name}/{name} is not a report (a JSON object with its benchmarks)")
-    for benchmark, entry in report.get("benchmarks", {}).items():
-        try:  # what the page shows of each benchmark, made once here: an entry it cannot show is named
-            if not isinstance(entry, dict):
-                raise TypeError(f"{type(entry).__name__}, not an object")
-            counts_text(benchmark, entry)
-            comparison_rows(report, benchmark, "this model")
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise AppError(f"{run.name}/{name}: its entry for {benchmark!r} is not as `trainer eval` writes it "
-                           f"({type(exc).__name__}: {exc})") from None  # fmt: skip
+    problem = report_problem(report)
+    if problem is not None:
+        raise AppError(f"{run.name}/{name}: {problem}")
     return report

@@ -83,9 +83,12 @@ def read_reports(run: Path) -> list[tuple[str, dict[str, Any]]]:
     reports = []
     for name in report_names(run):
         try:
-            reports.append((name, json.loads((run / name).read_text(encoding="utf-8"))))
-        except (OSError, json.JSONDecodeError) as exc:
+            report = json.loads((run / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise InputError(f"{run / name}: cannot read this evaluation report ({exc})") from None
+        if (problem := report_problem(report)) is not None:
+            raise InputError(f"{run / name}: {problem}")
+        reports.append((name, report))
     return reports
 
 
@@ -96,6 +99,65 @@ def latest_by_benchmark(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, 
         for benchmark in report.get("benchmarks", {}):
             latest[benchmark] = (name, report)
     return dict(sorted(latest.items()))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _scores_problem(scores: Any, where: str) -> str | None:
+    if not isinstance(scores, dict) or not all(
+        (isinstance(v, (int, float)) and not isinstance(v, bool)) or v is None for v in scores.values()
+    ):
+        return f"`{where}` is not a mapping of metric to percent"
+    return None
+
+
+def entry_problem(entry: Any) -> str | None:
+    """What of a benchmark's entry in a report is not as `trainer eval` writes it (the module's docstring), or None:
+    what every reader (the eval table, the model card, the workbench's Runs page) relies on, checked once where a
+    report is read rather than found wanting half-way through a table."""
+    if not isinstance(entry, dict):
+        return f"{type(entry).__name__}, not an object"
+    if not counted(entry):  # a legacy eval.json's entry: its scores alone
+        return _scores_problem(entry, "scores")
+    for key in ("items_total", "items_scored"):
+        if not _is_count(entry.get(key)):
+            return f"`{key}` is not a count"
+    if entry["items_scored"] > entry["items_total"]:
+        return "`items_scored` is more than `items_total`"
+    not_scored = entry.get("not_scored")
+    if not isinstance(not_scored, dict) or not all(_is_count(n) for n in not_scored.values()):
+        return "`not_scored` is not a mapping of reason to items"
+    judge = entry.get("length_judge")
+    for scores, where in ((entry, ""), (judge if isinstance(judge, dict) else {}, "length_judge.")):
+        for key in ("scores_over_scored", "scores_over_all"):
+            if (problem := _scores_problem(scores.get(key), where + key)) is not None:
+                return problem
+    groups = entry.get("groups") or {}
+    if not isinstance(groups, dict) or not all(
+        isinstance(g, dict) and _is_count(g.get("items_total")) and _is_count(g.get("items_scored"))
+        for g in groups.values()
+    ):
+        return "`groups` is not a mapping of group to its items_total and items_scored"
+    items = entry.get("items", [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "not_scored" in i for i in items):
+        return "`items` is not a list of items, each with its `key` and `not_scored`"
+    return None
+
+
+def report_problem(report: Any) -> str | None:
+    """What of a report is not as `trainer eval` writes it (an object with its benchmarks, each entry as
+    `entry_problem` reads it), or None."""
+    if not isinstance(report, dict) or not isinstance(report.get("benchmarks", {}), dict):
+        return "not a report (a JSON object with its benchmarks)"
+    for benchmark, entry in report.get("benchmarks", {}).items():
+        if (problem := entry_problem(entry)) is not None:
+            return f"its entry for {benchmark!r} is not as `trainer eval` writes it ({problem})"
+    judge = report.get("length_judge", {})  # a legacy eval.json's judge scores, beside its benchmarks
+    if not isinstance(judge, dict) or not all(_scores_problem(s, "length_judge") is None for s in judge.values()):
+        return "its `length_judge` is not a mapping of benchmark to scores"
+    return None
 
 
 def counted(entry: dict[str, Any]) -> bool:

@@ -162,10 +162,13 @@ def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch
     captions = [shown(c.value) for c in app.caption]
     assert "loss: 1 of 3 logged values are not finite numbers and are not drawn (step 1: nan)" in captions
     assert any(c.startswith("reward margin (chosen - rejected): 1 of 1 logged values") for c in captions)
-    assert any("is not a report" in t.value for t in app.text)
+    assert any(
+        "2026-01-01T00-00-00-x.json: not a report (a JSON object with its benchmarks)" in t.value for t in app.text
+    )
     assert "2026-01-02T00-00-00-x.json: its entry for 'vl_rewardbench' is not as `trainer eval` writes it " \
-        "(TypeError: str, not an object)" in " ".join(t.value for t in app.text)  # fmt: skip
-    assert any("2026-01-03T00-00-00-x.json: its entry for 'x' is not as" in t.value for t in app.text)
+        "(str, not an object)" in " ".join(t.value for t in app.text)  # fmt: skip
+    assert "2026-01-03T00-00-00-x.json: its entry for 'x' is not as `trainer eval` writes it (`items_scored` is not " \
+        "a count)" in " ".join(t.value for t in app.text)  # fmt: skip
     (run / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 0.5}\n\xff\n')
     assert run_page("pages/6_Runs.py", tmp_path, monkeypatch).error[0].value == "Cannot read this run's metrics."
     (run / "metrics.jsonl").unlink()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -21,7 +22,7 @@ from trainer.backbone import load_backbone
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.fit import build_model
-from trainer.reports import EVALS, report_names
+from trainer.reports import EVALS, report_names, report_problem
 
 ROWS = [0, 448, 766, 999, 1067, 1077]  # hallucination_pair, mathverse, RLAIF, RLHF, LRVInstruction, wildvision
 MISSING = {448, 1077}  # images not there: a reasoning item and a general one
@@ -75,6 +76,7 @@ def test_missing_images_are_counted_and_every_score_given_twice(run: Path, bench
     assert f"report: {run / reports[-1]}" in output
 
     report = json.loads((run / reports[-1]).read_text())
+    assert report_problem(report) is None  # what every reader checks a report against: as `trainer eval` writes it
     entry = report["benchmarks"]["vl_rewardbench"]
     assert (entry["rows_read"], entry["items_total"], entry["items_scored"]) == (7, 7, 5)
     assert entry["not_scored"] == {"image not found": 2}
@@ -112,6 +114,16 @@ def test_missing_images_are_counted_and_every_score_given_twice(run: Path, bench
     assert result.exit_code == 0, result.output
     assert f"From `{reports[-1]}`: 5 of 7 items scored" in (hub / "README.md").read_text()
     assert report_names(hub) == reports
+
+    # A report changed by hand is named, with what of it is wrong, in one line: not a traceback half-way through.
+    entry["groups"]["general"]["items_scored"] = "two"
+    (run / reports[-1]).write_text(json.dumps(report))
+    args = ["export", str(run), "--repo", "me/rm", "--local-dir", str(hub.with_name("hub-2")), "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.output == (
+        f"error: {run / reports[-1]}: its entry for 'vl_rewardbench' is not as `trainer eval` writes it (`groups` is "
+        "not a mapping of group to its items_total and items_scored)\n"
+    ), result.output
 
 
 def test_a_benchmark_without_a_scorable_item_is_an_error_and_writes_nothing(
@@ -237,3 +249,38 @@ def test_the_legend_says_how_many_prompts_acc_plus_is_over() -> None:
         "known prompt (in acc alone)"
     )
     assert "prompts" not in counts_text("vl_rewardbench", {**entry, "scores_over_all": {"overall": 50.0}})
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda e: e.update(items_scored=9), "`items_scored` is more than `items_total`"),
+        (lambda e: e.update(items_total=True), "`items_total` is not a count"),
+        (lambda e: e.update(not_scored={"image not found": -1}), "`not_scored` is not a mapping of reason to items"),
+        (
+            lambda e: e["scores_over_all"].update(overall="51"),
+            "`scores_over_all` is not a mapping of metric to percent",
+        ),
+        (lambda e: e.pop("length_judge"), "`length_judge.scores_over_scored` is not a mapping of metric to percent"),
+        (
+            lambda e: e.update(items=[{"key": "a"}]),
+            "`items` is not a list of items, each with its `key` and `not_scored`",
+        ),
+    ],
+)
+def test_an_entry_is_checked_against_what_trainer_eval_writes(change: Callable[[dict], object], problem: str) -> None:
+    from trainer.reports import entry_problem
+
+    entry = {"items_total": 4, "items_scored": 3, "not_scored": {"image not found": 1},
+             "scores_over_scored": {"overall": 66.67}, "scores_over_all": {"overall": 50.0, "macro": None},
+             "length_judge": {"scores_over_scored": {"overall": 33.33}, "scores_over_all": {"overall": 25.0}},
+             "groups": {"general": {"items_total": 4, "items_scored": 3}},
+             "items": [{"key": "a", "not_scored": None}]}  # fmt: skip
+    assert entry_problem(entry) is None
+    change(entry)
+    assert entry_problem(entry) == problem
+    assert (
+        report_problem({"benchmarks": {"b": entry}})
+        == f"its entry for 'b' is not as `trainer eval` writes it ({problem})"
+    )
+    assert entry_problem({"overall": 51.0, "macro": 50.5}) is None  # a legacy eval.json's entry: its scores alone
