@@ -41,6 +41,7 @@ from curation.io import (
 from curation.processes import waited, worker_pool
 from curation.readers import Record, iter_file_isolated, printable
 from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, REJECT_SCHEMA
+from curation.sources import REGISTRY, closest_adapter
 from curation.sources.base import Adapter, RowContext
 
 STAGE = "ingest"
@@ -76,7 +77,7 @@ class RowOutcome:
     pairs: list[dict[str, Any]]
     reject: dict[str, Any] | None
     images: list[ImageRow]
-    fields: str | None = None  # of a row missing a field: the fields it has (`_fields`)
+    fields: tuple[str, ...] | None = None  # of a row missing a field: the fields it has (`_fields`)
 
 
 @dataclass
@@ -106,7 +107,7 @@ class IngestSummary:
             self.rows_rejected += 1
             self.rejects_by_reason[outcome.reject["reason"]] += 1
             if self.first_reject is None:
-                has = f" (fields with a value: {outcome.fields})" if outcome.fields is not None else ""
+                has = _fields_text(outcome.reject["source"], outcome.fields) if outcome.fields is not None else ""
                 self.first_reject = f"{outcome.reject['reason']}: {outcome.reject['detail']}{has}"
         else:
             self.rows_paired += 1
@@ -205,12 +206,21 @@ def convert_record(adapter: Adapter, record: Record, root: ImagesRoot, conversio
     return RowOutcome(record.ref, rows, None, list(ctx.new_images.values()))
 
 
-def _fields(data: dict[str, Any], shown: int = 12) -> str:
-    """A native row's top-level fields that hold a value, sorted, the first `shown` of them (each name cut to 40
-    characters)."""
-    names = sorted(printable(str(k))[:40] for k, v in data.items() if v is not None and v != "")
+def _fields(data: dict[str, Any]) -> tuple[str, ...]:
+    """A native row's top-level fields that hold a value, sorted (each name cut to 40 characters)."""
+    return tuple(sorted(printable(str(k))[:40] for k, v in data.items() if v is not None and v != ""))
+
+
+def _fields_text(adapter: str, names: tuple[str, ...], shown: int = 12) -> str:
+    """` (fields with a value: 'answer', 'question')`, the first `shown` of them, and the adapter whose fields these
+    are closest to, where another one's are (`closest_adapter`): what a wrong adapter shows first."""
     more = f", and {len(names) - shown} more" if len(names) > shown else ""
-    return (", ".join(repr(n) for n in names[:shown]) + more) if names else "none"
+    text = (", ".join(repr(n) for n in names[:shown]) + more) if names else "none"
+    closest = closest_adapter(set(names), adapter)
+    if closest is not None:
+        reads = ", ".join(repr(f) for f in sorted(REGISTRY[closest].mapped_fields))
+        text += f"; closest by field names: adapter {closest!r}, which reads {reads}"
+    return f" (fields with a value: {text})"
 
 
 def convert_rows(

@@ -144,3 +144,23 @@ def test_ingest_says_when_the_missing_images_need_an_images_root(tmp_path: Path)
         "rows name image files: give their folder or "
         "zip with --images-root"
     )
+
+
+def test_rows_of_another_adapters_format_name_that_adapter(tmp_path: Path) -> None:
+    """HH-RLHF's rows (`chosen` and `rejected` transcripts) read as UltraFeedback-binarized: the first reject names
+    the adapter whose native fields the row's are closest to; a row of the right adapter with a field missing, or
+    fields that are like no adapter's, names none."""
+    rows = [{"chosen": f"\n\nHuman: Hi {n}\n\nAssistant: Hello.", "rejected": f"\n\nHuman: Hi {n}\n\nAssistant: Go."}
+            for n in range(2)]  # fmt: skip
+    path = write_jsonl(tmp_path / "hh.jsonl", rows)
+    args = ["ingest", "--source", "ultrafeedback_binarized", "--path", str(path), "--out", str(tmp_path / "out")]
+    warning = _one_line(runner.invoke(app, args), "warning: ")
+    assert warning.endswith(
+        "(fields with a value: 'chosen', 'rejected'; closest by field names: adapter 'hh_rlhf', which reads "
+        "'chosen', 'rejected')"
+    ), warning
+    assert "closest" not in _one_line(_ingest(tmp_path / "x"), "warning: ")  # 'answer', 'question': like none
+    full = {**GOOD[0], "prompt_id": "p0", "messages": [], "score_chosen": 7.0, "score_rejected": 2.0}
+    path = write_jsonl(tmp_path / "uf.jsonl", [{k: v for k, v in full.items() if k != "prompt"}])
+    args = ["ingest", "--source", "ultrafeedback_binarized", "--path", str(path), "--out", str(tmp_path / "uf")]
+    assert "closest" not in _one_line(runner.invoke(app, args), "warning: ")
