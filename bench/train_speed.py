@@ -15,9 +15,10 @@ Every mode runs one AdamW step over the same pairs, in the same process, with gr
 - `fast`: one `[prompt | chosen | rejected]` row per pair (`trainer.layout`), otherwise as `padded` but with every
   layer recomputed (the least memory); `fast-vit-kept` keeps the vision tower's activations;
   `fast-no-checkpointing` recomputes nothing;
-- `fast-compiled`, `fast-vit-kept-compiled` (the trainer's defaults), `fast-compiled-keep12` (12 decoder layers
-  not recomputed), `fast-vit-kept-compiled-no-checkpointing` (nothing recomputed: what recomputation costs):
-  decoder layers and vision MLPs through `torch.compile`;
+- `fast-compiled`, `fast-vit-kept-compiled` (the step of settings/basereward-7b.yaml: `gradient_checkpointing:
+  true`, the rest as the defaults), `fast-compiled-keep12` (12 decoder layers not recomputed),
+  `fast-vit-kept-compiled-no-checkpointing` (nothing recomputed, what recomputation costs: the step of the
+  defaults): decoder layers and vision MLPs through `torch.compile`;
 - `fast-flex`, `fast-vit-kept-flex-compiled`: as `fast` and `fast-vit-kept-compiled`, with the language model's
   attention through flex_attention and a block mask (`attention: flex`, `trainer.flex_attention`) instead of sdpa
   with a dense mask; `packed-flex`, `packed-vit-kept-flex-compiled`: those with the rows packed end to end into
