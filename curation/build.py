@@ -32,7 +32,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from curation import storage
+from curation import build_dir, storage
 from curation.build_card import write_card
 from curation.engine import Engine, call
 from curation.errors import HubUnreadable, InputError
@@ -172,11 +172,16 @@ def _input_stamp(
 
 
 def _stats(files: list[tuple[str, Path]]) -> list[list[Any]]:
-    stats = []
+    stats: list[list[Any]] = []
     for name, file in files:
-        with contextlib.suppress(FileNotFoundError):  # a file that went while listing is no input
+        try:
             stat = file.stat()
-            stats.append([name, stat.st_size, stat.st_mtime_ns])
+        except FileNotFoundError:  # a file that went while listing is no input
+            continue
+        except OSError as exc:  # a link loop, a name too long, no permission: no row reads it; stamped as it is
+            stats.append([name, None, exc.errno])
+            continue
+        stats.append([name, stat.st_size, stat.st_mtime_ns])
     return stats
 
 
@@ -271,6 +276,13 @@ class Builder:
                 raise InputError(f"{self.out}: {what}; choose another --out, remove it, or --replace it")
             if self.out.is_symlink() or not (self.out / "manifest.json").is_file():
                 raise InputError(f"{self.out}: not a build folder (no manifest.json); --replace replaces a build only")
+            foreign = sorted(p.name for p in self.out.iterdir() if p.name not in build_dir.ENTRIES)
+            if foreign:  # a manifest.json alone does not make a build: a project folder may have one
+                shown = ", ".join(foreign[:3]) + (f", and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                raise InputError(
+                    f"{self.out}: not a build folder (it holds {shown}, which a build does not write); --replace "
+                    "replaces a build only"
+                )
         for spec in (*self.recipe.sources, *self.recipe.benchmarks):  # local paths were checked with the recipe
             for location in (spec.path, spec.images_root):
                 if is_uri(location):

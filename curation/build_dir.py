@@ -46,6 +46,8 @@ CONTAMINATION = "contamination/contamination.parquet"
 BENCHMARK_IMAGES = "contamination/benchmark_images.parquet"
 CARD = "README.md"
 MANIFEST = "manifest.json"
+# What a build folder holds at its top: the files and folders above. `--replace` replaces only a folder of these.
+ENTRIES = frozenset({MANIFEST, CARD, "shards", "images", "rejects", "dups", "contamination", "signals", "flags"})
 
 
 class BuildError(InputError):

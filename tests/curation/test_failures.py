@@ -517,6 +517,16 @@ def test_a_build_is_replaced_only_when_asked_and_only_a_build(
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(other), "--replace")
     assert code == 1 and "not a build folder (no manifest.json); --replace replaces a build" in _one_error_line(err)
     assert list(other.iterdir()) == []
+    # a project folder with a manifest.json of its own is not a build either: nothing in it is touched
+    (other / "manifest.json").write_text('{"name": "webapp"}')
+    (other / "src").mkdir()
+    (other / "src" / "important.py").write_text("x = 1\n")
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(other), "--replace")
+    assert code == 1 and _one_error_line(err).endswith(
+        "notes: not a build folder (it holds src, which a build does not write); --replace replaces a build only"
+    )
+    assert (other / "src" / "important.py").read_text() == "x = 1\n"
+    assert not (tmp_path / "notes.partial").exists()
 
 
 def test_a_write_that_fails_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Path) -> None:
@@ -538,3 +548,15 @@ def test_a_write_that_fails_leaves_neither_the_file_nor_a_temporary_one(tmp_path
         export_reviews(pa.table({"nested": [[1, 2]]}), tmp_path / "reviews.csv")
     assert state.read_text() == "old\n" and (state.stat().st_mode & 0o777) == 0o644
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["cache", "state.json"]
+
+
+def test_a_file_no_row_reads_never_stops_a_build(tmp_path: Path) -> None:
+    """A link loop or a link to nowhere in an images root, which no row names: the build goes on (the resume stamp
+    records such a file as it finds it)."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "self.png").symlink_to("self.png")
+    (images / "gone.png").symlink_to("nowhere.png")
+    recipe = _recipe(tmp_path, SIMPLE.format(extra="") + "    images_root: imgs\n")
+    manifest = build(load_recipe(recipe), tmp_path / "b")
+    assert manifest["rows_in_shards"] == 6
