@@ -244,7 +244,9 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         raise loc.error(keys, f"unknown adapter {adapter!r}", _suggest(adapter, REGISTRY))
     if "path" not in value:
         raise loc.error(keys, f"source {name!r} has no `path`", "a local file or folder, or a Hub dataset id")
-    raw_path = str(value["path"])
+    raw_path = value["path"]
+    if not isinstance(raw_path, str) or not raw_path.strip() or "\0" in raw_path:
+        raise loc.error((*keys, "path"), f"path must be a file or folder name, or a Hub dataset id; got {raw_path!r}")
     try:
         local = None if is_uri(raw_path) else (base / Path(raw_path).expanduser()).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
@@ -277,8 +279,10 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         except InputError as exc:
             raise loc.error((*keys, "images_root"), str(exc)) from None
     elif images_root is not None:
+        if not isinstance(images_root, str) or not images_root.strip() or "\0" in images_root:
+            raise loc.error((*keys, "images_root"), f"images_root must be a folder or zip name; got {images_root!r}")
         try:
-            root = (base / Path(str(images_root)).expanduser()).resolve()
+            root = (base / Path(images_root).expanduser()).resolve()
         except (OSError, RuntimeError) as exc:
             raise loc.error((*keys, "images_root"), f"{images_root}: cannot be resolved ({exc})") from None
         if not root.exists():
@@ -317,16 +321,33 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     )  # fmt: skip
 
 
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: the file, line and column of the problem, what it is and where its context
+    began."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"{path}: not valid YAML: {' '.join(str(exc).split())}"
+    mark = exc.problem_mark
+    context = f" ({exc.context}, line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {exc.problem}{context}"
+
+
 def load_recipe(path: Path) -> Recipe:
     """Parse and check a recipe; paths in it are relative to the recipe's folder."""
+    if path.is_dir():
+        raise RecipeError(f"{path}: a folder, not a recipe file (a YAML file such as mixes/demo.yaml)")
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the recipe as UTF-8"
+        ) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = _load_yaml(text, path)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+        raise RecipeError(_yaml_error(path, exc)) from None
     if not isinstance(data, dict) or node is None:
         raise RecipeError(f"{path}:1: a recipe is a mapping with name, seed, sources, ops")
     loc = _Located(node, path)
@@ -347,8 +368,11 @@ def load_recipe(path: Path) -> Recipe:
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise loc.error(("seed",), f"seed must be an integer, got {seed!r}")
+    name = data.get("name") or path.stem
+    if not isinstance(name, str) or not name.isprintable():
+        raise loc.error(("name",), f"name must be text on one line, without control characters; got {name!r}")
     return Recipe(
-        name=str(data.get("name") or path.stem),
+        name=name,
         seed=seed,
         sources=tuple(_source(loc, "sources", str(k), v, base) for k, v in sources.items()),
         benchmarks=tuple(_source(loc, "benchmarks", str(k), v, base) for k, v in benchmarks.items()),

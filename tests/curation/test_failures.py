@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -560,3 +561,55 @@ def test_a_file_no_row_reads_never_stops_a_build(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, SIMPLE.format(extra="") + "    images_root: imgs\n")
     manifest = build(load_recipe(recipe), tmp_path / "b")
     assert manifest["rows_in_shards"] == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'name: x\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: ""}\n',
+            r"recipe.yaml:3: path must be a file or folder name, or a Hub dataset id; got ''",
+        ),  # not every file here
+        (
+            'name: x\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: "uf\\0.jsonl"}\n',
+            r"recipe.yaml:3: path must be .*; got 'uf\\x00.jsonl'",
+        ),
+        (
+            "name: x\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: [uf.jsonl]}\n",
+            r"recipe.yaml:3: path must be .*; got \['uf.jsonl'\]",
+        ),
+        (
+            'name: x\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl, images_root: "a\\0b"}\n',
+            r"recipe.yaml:3: images_root must be a folder or zip name; got 'a\\x00b'",
+        ),
+        (
+            'name: "two\\nlines"\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n',
+            r"recipe.yaml:1: name must be text on one line, without control characters; got 'two\\nlines'",
+        ),
+        (
+            "name: x\nsources:\n\tuf: {}\n",
+            r"recipe.yaml:3:1: not valid YAML: found character '\\t' that cannot start any token$",
+        ),
+        ("name: x\nsources: [a\n", r"recipe.yaml:3:1: not valid YAML: .*line 2\)$"),
+    ],
+)
+def test_what_a_recipe_path_or_name_cannot_be_is_one_line_at_its_line(
+    tmp_path: Path, text: str, message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = _recipe(tmp_path, text)
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "b"))
+    assert code == 1 and re.search(message, _one_error_line(err)), err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_a_recipe_that_is_not_utf8_or_is_a_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(b"name: \xff\xfe\nsources: {}\n")
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "b"))
+    assert code == 1 and _one_error_line(err).endswith(
+        "recipe.yaml: not UTF-8 text (byte 6: invalid start byte); save the recipe as UTF-8"
+    )
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(tmp_path), "--out", str(tmp_path / "b"))
+    assert code == 1 and "a folder, not a recipe file" in _one_error_line(err)
