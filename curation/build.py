@@ -37,7 +37,7 @@ from curation.build_card import write_card
 from curation.engine import Engine, call
 from curation.errors import HubUnreadable, InputError
 from curation.images import ImagesRoot
-from curation.ingest import WORK_FILES, IngestSummary, Outputs, Pool, ingest, splits_into_files
+from curation.ingest import WORK_FILES, IngestSummary, Outputs, Pool, ingest, inside_input, splits_into_files
 from curation.io import ParquetBatchWriter, only_writer, read_json_state, sha256_file, write_json
 from curation.ops import OPS, BuildContext
 from curation.ops.base import file_fields, files_of
@@ -842,6 +842,10 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
     if not is_uri(out):
         if stage is not None:
             raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
+        for spec in (*recipe.sources, *recipe.benchmarks):  # before anything is written there, its lock too
+            if not is_uri(spec.path) and inside_input(Path(out), spec.path):
+                raise InputError(f"{out}: the build folder is inside {spec.name!r}'s input folder {spec.path}, "
+                                 "whose files a later build would take for rows; write it outside")  # fmt: skip
         with only_writer(build_lock(Path(out)), f"{out}: {BUSY}"):
             return _build_local(recipe, Path(out), **kwargs)
     if kwargs.get("replace"):

@@ -458,8 +458,8 @@ def build_cmd(
                 "--resume replaces it")  # fmt: skip
         if interrupted:
             stop_interrupted(kept if worked else "stopped before any work was kept")
-        if isinstance(exc, InputError) and not worked:
-            _fail(str(message))  # stopped before any work
+        if not worked:
+            _fail(str(message))  # stopped before any work: nothing is kept to continue
         _fail(f"{message} [{kept}]")
         return
     print_funnel(manifest)

@@ -323,8 +323,7 @@ def ingest(
     that gives no pair (`InputError`, nothing published).
     """
     out_dir = Path(os.path.abspath(out_dir)) if out_dir.name in ("", ".", "..") else out_dir  # `--out .`
-    source = Path(location)
-    if source.is_dir() and source.resolve() in (out_dir.resolve(), *out_dir.resolve().parents):
+    if inside_input(out_dir, location):
         raise InputError(f"{out_dir}: the output is inside the input folder {location}, whose files a later read "
                          "would take for rows; write it outside")  # fmt: skip
     partial = _output_folder(out_dir, replace)
@@ -370,6 +369,12 @@ def _ingest_into(adapter: Adapter, location: str, job: _Job, limit: int | None, 
         return _ingest_files(adapter, [(path, name, None) for path, name in files], job)
     outcomes = convert_rows(adapter, location, job.root, limit=limit, conversion=job.conversion, workers=job.workers)
     return write_outcomes(adapter.info.key, outcomes, job.out_dir, job.on_row, job.outputs)
+
+
+def inside_input(out: Path, location: str | Path) -> bool:
+    """Whether `out` is, or would be, inside the local input folder `location` (whose files it would add to)."""
+    source = Path(location)
+    return source.is_dir() and source.resolve() in (out.resolve(), *out.resolve().parents)
 
 
 # Marks a folder as this ingest's unfinished output, which a later run may remove.

@@ -613,3 +613,23 @@ def test_a_recipe_that_is_not_utf8_or_is_a_folder_is_one_line(
     )
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(tmp_path), "--out", str(tmp_path / "b"))
     assert code == 1 and "a folder, not a recipe file" in _one_error_line(err)
+
+
+def test_a_build_inside_its_input_folder_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A build folder inside a source's folder would be read as rows by the next build: refused before anything is
+    written there (no `.partial`, no promise of a --resume); an --out under a file keeps nothing either."""
+    source = tmp_path / "src"
+    write_jsonl(source / "uf.jsonl", UF_ROWS)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: x\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: src}\n")
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(source / "b"))
+    assert code == 1 and _one_error_line(err).endswith(
+        f"b: the build folder is inside 'uf''s input folder {source}, whose files a later build would take for "
+        "rows; write it outside"
+    )
+    assert sorted(p.name for p in source.iterdir()) == ["uf.jsonl"]
+    (tmp_path / "afile").write_text("")
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "afile" / "b"))
+    assert code == 1 and "kept in" not in _one_error_line(err)
