@@ -115,8 +115,11 @@ class ImagesRoot:
                 self._zip_folders = {str(p) for n in self._zip_names for p in PurePosixPath(n).parents}
             return name in self._zip_names or name in self._zip_folders
         assert self.root is not None
-        path = (self.root / name).resolve()
-        return path.is_relative_to(self.root.resolve()) and path.exists()
+        try:
+            path = (self.root / name).resolve()
+            return path.is_relative_to(self.root.resolve()) and path.exists()
+        except (OSError, RuntimeError, ValueError):  # a link loop, a name too long or holding a NUL: not held
+            return False
 
     @staticmethod
     def _clean(rel: str) -> str:
@@ -126,6 +129,8 @@ class ImagesRoot:
         """Bytes of the file at `rel`; with `by_basename`, fall back to a unique file of the same name."""
         if self.root is None:
             raise RowError("image not found", f"{rel} ({NO_ROOT})")
+        if not rel.strip():
+            raise RowError("image not found", f"{rel!r} (an empty name)")
         clean = self._clean(rel)
         # A name that escapes the root is never looked up; only the basename fallback (inside the root) applies.
         name = _contained(clean)
@@ -134,9 +139,9 @@ class ImagesRoot:
             return _read_checked(rel, member.file_size, lambda: self._zip.read(member))  # type: ignore[union-attr]
         linked_out = False  # a name inside the root whose link leads out of it
         if name is not None and self._zip is None:
-            path = (self.root / name).resolve()
+            path = _resolved(rel, self.root / name)
             linked_out = not path.is_relative_to(self.root.resolve())
-            if not linked_out and path.is_file():
+            if not linked_out and _is_file(rel, path):
                 return _read_checked(rel, path.stat().st_size, path.read_bytes)
         if by_basename:
             found = self._by_basename().get(PurePosixPath(name or clean).name)
@@ -157,8 +162,8 @@ class ImagesRoot:
         if self._zip is not None:
             names = [n for n in self._zip_names if n.startswith(prefix) and "/" not in n[len(prefix) :]]
         else:
-            folder = (self.root / prefix).resolve()
-            if not folder.is_relative_to(self.root.resolve()) or not folder.is_dir():
+            folder = _resolved(rel_dir, self.root / prefix)
+            if not folder.is_relative_to(self.root.resolve()) or not _is_file(rel_dir, folder, folder=True):
                 raise RowError("image not found", rel_dir)
             names = [prefix + p.name for p in folder.iterdir() if p.is_file()]
         names = sorted(n for n in names if n.lower().endswith(FRAME_SUFFIXES))
@@ -179,6 +184,24 @@ class ImagesRoot:
             # Ambiguous basenames are left out: resolving them would pick an arbitrary file.
             self._basenames = {PurePosixPath(n).name: n for n in names if counts[PurePosixPath(n).name] == 1}
         return self._basenames
+
+
+def _resolved(rel: str, path: Path) -> Path:
+    """`path`'s real path; a name that cannot be one (a NUL in it, too long, a link loop) makes its row a reject."""
+    try:
+        return path.resolve()
+    except ValueError:  # an embedded NUL
+        raise RowError("image not found", f"{rel!r}: not a file name (it holds a NUL)") from None
+    except (OSError, RuntimeError) as exc:  # a link loop (RuntimeError before Python 3.13), a name too long
+        raise RowError("image unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
+
+
+def _is_file(rel: str, path: Path, folder: bool = False) -> bool:
+    """Whether `path` is a file (`folder`: a folder); a name the file system refuses makes its row a reject."""
+    try:
+        return path.is_dir() if folder else path.is_file()
+    except OSError as exc:  # a name too long, say (they answer False only for a missing file or a loop)
+        raise RowError("image unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
 
 
 def _read_checked(rel: str, size: int, read: Callable[[], bytes]) -> bytes:

@@ -124,8 +124,13 @@ class RowContext:
         reason = "missing field" if value is None or value == "" else "wrong type"
         raise RowError(reason, f"field '{field}': no image ({type(value).__name__})")
 
-    def video_frames(self, rel_dir: str) -> list[str]:
-        return [self.image_path(rel) for rel in self.images_root.frames(rel_dir)]
+    def video_frames(self, rel_dir: str, field: str = "video") -> list[str]:
+        """The frame images of the folder at `rel_dir` (a video as frames); a reject names `field`."""
+        try:
+            frames = self.images_root.frames(rel_dir)
+        except RowError as exc:
+            raise RowError(exc.reason, f"field '{field}': {exc.detail}") from None
+        return [self.image_path(rel, field=field) for rel in frames]
 
 
 class Adapter:

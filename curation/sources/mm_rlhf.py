@@ -41,7 +41,7 @@ class MmRlhf(Adapter):
             images, media = ctx.video_frames(video), video
         else:
             media = field(row, "image", str)
-            images = [ctx.image_path(media)]
+            images = [ctx.image_path(media, field="image")]
         category = next(p for p in PurePosixPath(media.replace("\\", "/")).parts if p != "/")
         return [
             Pair(

@@ -108,7 +108,7 @@ class R1Reward(Adapter):
         if isinstance(value, str) and value.strip():
             value = value.strip()
             if _IMAGE_PATH.search(value) and len(value) < 4096:
-                return ctx.image_path(value, by_basename=True)
+                return ctx.image_path(value, by_basename=True, field="image")
             try:
                 data = base64.b64decode(value.partition(",")[2] if value.startswith("data:") else value, validate=True)
             except (binascii.Error, ValueError):
@@ -117,5 +117,5 @@ class R1Reward(Adapter):
         if value not in (None, ""):
             return ctx.image(value, "image")
         if judge_paths:  # an absolute path from the authors' machine: match by file name
-            return ctx.image_path(judge_paths[0], by_basename=True)
+            return ctx.image_path(judge_paths[0], by_basename=True, field="message")
         raise RowError("missing field", "'image' (and no image part in 'message')")

@@ -188,8 +188,8 @@ def _question_image(ctx: RowContext, question: str) -> str:
     """The question's image, `<question_id>.<suffix>` under the images root, whichever suffix exists."""
     for suffix in IMAGE_SUFFIXES:
         try:
-            return ctx.image_path(f"{question}.{suffix}")
+            return ctx.image_path(f"{question}.{suffix}", field="question_id")
         except RowError as exc:
             if exc.reason != "image not found":
                 raise
-    raise RowError("image not found", f"{question}.{'|'.join(IMAGE_SUFFIXES)} under --images-root")
+    raise RowError("image not found", f"field 'question_id': {question}.{'|'.join(IMAGE_SUFFIXES)} under --images-root")

@@ -125,3 +125,20 @@ def test_names_that_escape_the_root_are_refused_alike_in_a_folder_and_a_zip(tmp_
         assert details[:2] == ["../evil.png (outside the images root)", "a/../../evil2.png (outside the images root)"]
         assert details[-1] == ".. (outside the images root)"
         assert images.frames("ok/..//ok") == ["ok/a.png"]
+
+
+def test_a_name_that_cannot_be_a_file_is_an_image_reject(tmp_path: Path) -> None:
+    """A NUL in a name, a name too long for the file system, a link loop, an empty name: each row's own reject
+    with an image reason naming the name, never an `adapter error`."""
+    (tmp_path / "self.png").symlink_to("self.png")
+    root = ImagesRoot(tmp_path)
+    cases = {"a\0b.png": ("image not found", "'a\\x00b.png': not a file name (it holds a NUL)"),
+             "x" * 300 + ".png": ("image unreadable", "OSError"), "self.png": ("image unreadable", "self.png: "),
+             " ": ("image not found", "' ' (an empty name)")}  # fmt: skip
+    for name, (reason, detail) in cases.items():
+        with pytest.raises(RowError) as caught:
+            root.read(name)
+        assert caught.value.reason == reason and detail in caught.value.detail, (name, caught.value.detail)
+        assert not root.holds(name)
+    with pytest.raises(RowError, match="not a file name"):
+        root.frames("a\0b")

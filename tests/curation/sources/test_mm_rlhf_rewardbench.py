@@ -97,7 +97,7 @@ def test_fixture_rows_and_rejects(tmp_path: Path, run_ingest: RunIngest) -> None
     assert video["prompt"] == [{"role": "user", "content": "<image>\nWhat is shown?"}]
     assert (other["subset"], other["category"]) == (None, None)
     assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
-        ("image not found", "video/missing"),
+        ("image not found", "field 'video': video/missing"),
         ("ambiguous media", "both 'image' (short/001.png) and 'video' ('video/abc')"),
         ("missing field", "'image' or 'video'"),
         ("missing field", "'chosen'"),

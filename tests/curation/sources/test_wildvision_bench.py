@@ -234,5 +234,8 @@ def test_missing_image(tiny_bench: tuple[Path, Path], run_ingest: RunIngest) -> 
     empty.mkdir()
     result = run_ingest("wildvision_bench", folder, images_root=empty)
     assert [(r["reason"], r["detail"]) for r in result.rejects] == [
-        ("image not found", "vision_bench_battles.jsonl:0: q1.jpg|png|jpeg|webp under --images-root")
+        (
+            "image not found",
+            "vision_bench_battles.jsonl:0: field 'question_id': q1.jpg|png|jpeg|webp under --images-root",
+        ),
     ]
