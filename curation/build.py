@@ -293,6 +293,10 @@ class Builder:
             raise InputError(f"{self.tmp}: exists and is not the folder of an unfinished build; remove it")
         if any(c in GLOB_CHARACTERS for c in str(self.tmp.absolute())):
             raise InputError(f"{self.out}: DuckDB reads file names as patterns; choose an --out without *, ? or [")
+        if (self.cache.exists() or self.cache.is_symlink()) and not self.cache.is_dir():
+            raise InputError(f"--cache {self.cache}: exists and is not a folder; name a folder for the build cache")
+        if self.memory_limit.strip().startswith("-"):  # DuckDB reads a negative limit as none at all
+            raise InputError(f"--memory-limit {self.memory_limit!r}: a size, e.g. 1500MB or 4GB, not a negative one")
         self.db = duckdb.connect()
         try:  # checked before anything is written
             self.db.execute(f"SET memory_limit = {sql_literal(self.memory_limit)}")

@@ -217,6 +217,15 @@ def test_bad_build_outputs_and_memory_limit(
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "d"),
                          "--memory-limit", "lots")  # fmt: skip
     assert code == 1 and "--memory-limit 'lots'" in _one_error_line(err)
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "d"),
+                         "--memory-limit", "-5GB")  # fmt: skip
+    assert code == 1 and "--memory-limit '-5GB': a size, e.g. 1500MB or 4GB, not a negative one" in _one_error_line(err)
+    code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "d"),
+                         "--cache", str(tmp_path / "file"))  # fmt: skip
+    assert code == 1 and _one_error_line(err).endswith(
+        "file: exists and is not a folder; name a folder for the build cache"
+    )
+    assert not (tmp_path / "d").exists() and not (tmp_path / "d.partial").exists()
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "e"),
                          "--workers", "0")  # fmt: skip
     assert code == 1 and "--workers must be 1 to 1024, got 0" in _one_error_line(err)
