@@ -539,9 +539,16 @@ class Builder:
         self.db.execute("CREATE TABLE selected (row_key BIGINT, copy INTEGER)")
         self.db.execute("CREATE TEMP TABLE mix_target (source VARCHAR, target BIGINT)")
         available = dict(self.ctx.rows("SELECT source, any_value(available) FROM mix_rank GROUP BY source"))
+        emptied: dict[str, str] = {}  # source -> why it has no pair in the shards, though it gave some at ingest
         for spec in self.recipe.sources:
             n = int(available.get(spec.name, 0))
             target = spec.count if spec.count is not None else round((1.0 if spec.weight is None else spec.weight) * n)
+            ingested = self.ingested[spec.name].pairs
+            wanted = spec.count if spec.count is not None else (spec.weight is None or spec.weight > 0)
+            if not n and wanted and ingested:  # all it gave at ingest went in the ops (a count unmet, say): said
+                asked = f"count {spec.count} asks for {spec.count} pairs, but " if spec.count is not None else ""
+                emptied[spec.name] = (f"source '{spec.name}': {asked}the ops removed all {ingested:,} of its pairs: "
+                                      "none is in the shards (`curate stats` shows where they went)")  # fmt: skip
             target = target if n else 0
             if target > spec.max_upsample * n:
                 asked = f"count {spec.count}" if spec.count is not None else f"weight {spec.weight}"
@@ -572,7 +579,10 @@ class Builder:
                       || ' pairs available to the mix; it takes the first ' || target AS detail
                FROM mix_rank JOIN mix_target USING (source) WHERE row_key NOT IN (SELECT row_key FROM selected)""",
         )
-        self.warnings += self._duplicates_of_sources_taken_none()
+        duplicates = self._duplicates_of_sources_taken_none()
+        self.warnings += [text for _, text in duplicates]
+        said = {source for source, _ in duplicates}  # a source emptied as duplicates has its own, closer warning
+        self.warnings += [text for source, text in emptied.items() if source not in said]
         empty = self._no_pair()
         if empty and self.strict:
             raise InputError(f"{empty} (--strict; without it the build is written)")
@@ -588,9 +598,10 @@ class Builder:
             "the build has no pair in its shards: every input row was rejected or removed (`curate stats` shows where)"
         )
 
-    def _duplicates_of_sources_taken_none(self) -> list[str]:
+    def _duplicates_of_sources_taken_none(self) -> list[tuple[str, str]]:
         """What the funnel does not show: duplicates removed in favour of a source the mix takes nothing from
-        (weight or count 0; the survivor is the first-listed source's copy), so neither copy is in the shards."""
+        (weight or count 0; the survivor is the first-listed source's copy), so neither copy is in the shards: (the
+        source, the warning)."""
         warnings = []
         taken_none = sorted(name for name, m in self.mix.items() if m["available"] and not m["target"])
         evidence = sorted((self.tmp / "dups").glob("*.parquet"))
@@ -600,9 +611,10 @@ class Builder:
                 f"""SELECT source, survivor_source, count(*) FROM {read_parquet(evidence, "union_by_name = true")}
                     WHERE survivor_source IN ({names}) AND source NOT IN ({names}) GROUP BY ALL ORDER BY ALL"""
             ):
-                warnings.append(f"source '{source}': {n} pairs removed as duplicates of pairs of '{survivor}', which "
-                                f"the mix takes none of (its weight or count is 0): neither copy is in the shards; "
-                                f"list '{source}' before '{survivor}' in the recipe to keep them")  # fmt: skip
+                text = (f"source '{source}': {n} pairs removed as duplicates of pairs of '{survivor}', which the mix "
+                        "takes none of (its weight or count is 0): neither copy is in the shards; list "
+                        f"'{source}' before '{survivor}' in the recipe to keep them")  # fmt: skip
+                warnings.append((source, text))
         return warnings
 
     def _write(self) -> None:

@@ -108,9 +108,12 @@ def test_a_build_left_with_no_pair_says_so_and_strict_fails_it(tmp_path: Path) -
         WARNING,
         "the build has no pair in its shards: every input row was rejected or removed (`curate stats` shows where)",
     ]
-    recipe.write_text(recipe.read_text().replace("weight: 0", "weight: 1"))  # both taken: nothing to say
+    recipe.write_text(recipe.read_text().replace("weight: 0", "weight: 1"))  # both taken: 'new' gives none
     kept = runner.invoke(app, ["build", "--mix", str(recipe), "--out", str(tmp_path / "d")])
-    assert kept.exit_code == 0 and not kept.stderr.strip(), kept.output
+    assert kept.exit_code == 0 and _one_line(kept, "warning: ") == (
+        "warning: source 'new': the ops removed all 3 of its pairs: none is in the shards (`curate stats` shows "
+        "where they went)"
+    )
 
 
 def test_a_source_with_pairs_is_not_warned_about(tmp_path: Path) -> None:
@@ -140,9 +143,8 @@ def test_ingest_says_when_the_missing_images_need_an_images_root(tmp_path: Path)
     result = runner.invoke(app, ["ingest", "--source", "mm_rlhf", "--path", str(path), "--out", str(tmp_path / "o")])
     assert _one_line(result, "warning: ") == (
         "warning: source 'mm_rlhf' gave 0 pairs: 1 of 1 rows rejected (image not found: 1); the first: image not "
-        "found: dpo_pairs.jsonl:0: a/1.png (no images root given: --images-root, or images_root in a recipe); the "
-        "rows name image files: give their folder or "
-        "zip with --images-root"
+        "found: dpo_pairs.jsonl:0: field 'image': a/1.png (no images root given: --images-root, or images_root in a "
+        "recipe); the rows name image files: give their folder or zip with --images-root"
     )
 
 
@@ -164,3 +166,20 @@ def test_rows_of_another_adapters_format_name_that_adapter(tmp_path: Path) -> No
     path = write_jsonl(tmp_path / "uf.jsonl", [{k: v for k, v in full.items() if k != "prompt"}])
     args = ["ingest", "--source", "ultrafeedback_binarized", "--path", str(path), "--out", str(tmp_path / "uf")]
     assert "closest" not in _one_line(runner.invoke(app, args), "warning: ")
+
+
+def test_a_source_the_ops_empty_is_said_and_its_count_unmet(tmp_path: Path) -> None:
+    """Every pair of a source removed by the ops (identical answers here): a warning per source, naming the count it
+    asked for, beside the other source's pairs in the shards."""
+    write_jsonl(tmp_path / "good.jsonl", GOOD)
+    write_jsonl(tmp_path / "same.jsonl", [{**row, "rejected": row["chosen"]} for row in GOOD])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: emptied\nsources:\n"
+                      "  good: {adapter: ultrafeedback_binarized, path: good.jsonl}\n"
+                      "  same: {adapter: ultrafeedback_binarized, path: same.jsonl, count: 7}\n")  # fmt: skip
+    result = runner.invoke(app, ["build", "--mix", str(recipe), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert _one_line(result, "warning: ") == (
+        "warning: source 'same': count 7 asks for 7 pairs, but the ops removed all 3 of its pairs: none is in the "
+        "shards (`curate stats` shows where they went)"
+    )
