@@ -731,6 +731,14 @@ class Builder:
                 "ORDER BY source, stage, reason, source_row, pair_id",
                 self.tmp / "rejects" / "rejects.parquet",
             )
+            if self.recipe.benchmarks:  # the items decontamination could not match against, each named
+                benchmark_rejects = " UNION ALL ".join(
+                    f"SELECT {sql_literal(name)} AS benchmark, source_row, reason, detail "
+                    f"FROM {read_parquet(folder / 'rejects.parquet')}"
+                    for name, folder in self.ctx.benchmarks.items()
+                )
+                ctx.copy(f"SELECT * FROM ({benchmark_rejects}) ORDER BY benchmark, source_row, reason",
+                         self.tmp / build_dir.BENCHMARK_REJECTS)  # fmt: skip
         finally:
             ctx.db.close()
 

@@ -118,11 +118,14 @@ def _benchmark_lines(manifest: dict[str, Any]) -> list[str]:
         f"{', '.join(f'{reason}: {n}' for reason, n in b['rejects_at_ingest'].items()) or '-'} |"
         for name, b in benchmarks.items()
     ]
+    rejected = any(b["rows_rejected_at_ingest"] for b in benchmarks.values())
+    where = ["Each rejected row, with its file, row and reason: `rejects/benchmark_rejects.parquet`.", ""]
     return [
         "| benchmark | rows read | items checked against | rows rejected at ingest | reasons |",
         "|---|---|---|---|---|",
         *rows,
         "",
+        *(where if rejected else []),
     ]
 
 

@@ -14,6 +14,8 @@ The layout (written by `curation.build`):
                                   contaminated (their evidence), sorted by sha256
     rejects/rejects.parquet       every removed or rejected row: source, source_row, pair_id, stage, reason, detail
     rejects/removed_pairs.parquet the removed pairs themselves
+    rejects/benchmark_rejects.parquet  the benchmarks' rows rejected at ingest (a recipe with benchmarks):
+                                  benchmark, source_row, reason, detail; decontamination never saw them
     dups/<op>.parquet             duplicates and their survivors, per dedupe op
     contamination/contamination.parquet  benchmark matches (removed or recorded)
     contamination/benchmark_images.parquet  the images of the benchmark items matched
@@ -42,6 +44,7 @@ from curation.schema import PAIR_SCHEMA
 IMAGES = "images/images.parquet"
 REJECTS = "rejects/rejects.parquet"
 REMOVED_PAIRS = "rejects/removed_pairs.parquet"
+BENCHMARK_REJECTS = "rejects/benchmark_rejects.parquet"
 CONTAMINATION = "contamination/contamination.parquet"
 BENCHMARK_IMAGES = "contamination/benchmark_images.parquet"
 CARD = "README.md"

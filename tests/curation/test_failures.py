@@ -299,6 +299,13 @@ def test_the_card_and_the_summary_count_benchmark_rejects(
     )
     card = (tmp_path / "o" / "README.md").read_text()
     assert "| rb | 2 | 1 | 1 | missing field: 1 |" in card
+    # each rejected row named, with its file, row and field: the items decontamination could not check against
+    assert "`rejects/benchmark_rejects.parquet`" in card
+    listed = pq.read_table(tmp_path / "o" / "rejects" / "benchmark_rejects.parquet").to_pylist()
+    assert [(r["benchmark"], r["source_row"], r["reason"]) for r in listed] == [
+        ("rb", "bench.jsonl:1", "missing field")
+    ]
+    assert listed[0]["detail"].startswith("bench.jsonl:1: ")
 
 
 def test_a_damaged_manifest_is_one_error_line(
