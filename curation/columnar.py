@@ -147,8 +147,8 @@ def plan(adapter: Adapter, location: str) -> ColumnarPlan | None:
         return None
     root = Path(location)
     paths = adapter.local_files(location)
-    if not all(p.name.endswith(".parquet") for p in paths):
-        return None
+    if not all(p.name.endswith(".parquet") and p.is_file() for p in paths):
+        return None  # another format, or a link to nothing or to a FIFO: the row-by-row reader reports it
     if any(c in GLOB_CHARACTERS for p in paths for c in str(p)):
         return None  # DuckDB would read `x[1].parquet` as the pattern, that is `x1.parquet`
     try:

@@ -103,7 +103,8 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
         raise InputError(f"{printable(str(root))}: no such file or folder")
 
     def listed(path: Path) -> bool:
-        # A dangling symlink is listed too: reading it fails, and the failure is reported, not skipped.
+        # A dangling symlink is listed too: reading it fails, and the failure is reported, not skipped. A FIFO or a
+        # device is not: opening one would wait for a writer that never comes.
         *folders, name = path.relative_to(root).parts
         return (
             (path.is_file() or path.is_symlink())
@@ -319,7 +320,7 @@ def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None
     name = printable(name or path.name)
     shown = printable(str(path))
     if not path.is_file():
-        raise InputError(f"{shown}: no such file")
+        raise InputError(f"{shown}: {_not_a_file(path)}")
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{shown}: file is empty")
@@ -335,6 +336,17 @@ def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None
             raise InputError(f"{shown}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
     except OSError as exc:  # unreadable (permissions, I/O errors): the file, not a row
         raise InputError(f"{shown}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _not_a_file(path: Path) -> str:
+    """Why `path`, which `is_file` denies, cannot be read as a file."""
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return "a link to nothing" if path.is_symlink() else "no such file"
+    except (OSError, RuntimeError) as exc:  # a link loop (RuntimeError before Python 3.13)
+        return f"cannot be resolved ({exc})"
+    return "a folder, not a file" if path.is_dir() else "not a regular file (a FIFO, a socket or a device)"
 
 
 def iter_file_isolated(path: Path, name: str, columns: Sequence[str] | None = None) -> Iterator[Record]:

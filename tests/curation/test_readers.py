@@ -3,6 +3,7 @@ import gzip
 import json
 import lzma
 import random
+import signal
 import string
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from curation.errors import InputError
 from curation.readers import is_hub_id, iter_local, iter_location, list_files
+from tests.conftest import RunIngest
 
 
 def _lines(rows: list[dict]) -> bytes:
@@ -439,3 +441,36 @@ def test_a_key_given_twice_makes_its_row_a_reject(tmp_path: Path) -> None:
             "one.json": [("malformed json", "one.json:0: key 'a' given twice in an object")],
         }  # fmt: skip
         assert errors == expected[name]
+
+
+def test_links_that_are_no_file_are_each_a_reject_and_never_opened(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """In a parquet folder: a link to a FIFO (opening it would wait for ever), a link to nothing and a link loop are
+    each their file's reject saying why, on the row path (the columnar plan needs regular files); a FIFO itself is
+    not listed. The good file's row is read."""
+    import os
+
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({"prompt": ["Name a colour."], "chosen": ["Blue."], "rejected": ["Seven."]}),
+                   src / "a.parquet")  # fmt: skip
+    os.mkfifo(tmp_path / "fifo.parquet")
+    os.mkfifo(src / "b-fifo.parquet")
+    (src / "c-link.parquet").symlink_to(tmp_path / "fifo.parquet")
+    (src / "d-gone.parquet").symlink_to(tmp_path / "nowhere.parquet")
+    (src / "e-loop.parquet").symlink_to("e-loop.parquet")
+    assert [p.name for p in list_files(src)] == ["a.parquet", "c-link.parquet", "d-gone.parquet", "e-loop.parquet"]
+
+    def waited(*_: object) -> None:
+        raise TimeoutError("the ingest opened a FIFO and waits for a writer")
+
+    signal.signal(signal.SIGALRM, waited)
+    signal.alarm(60)  # a regression would hang the test run: it fails instead
+    try:
+        result = run_ingest("ultrafeedback_binarized", src)
+    finally:
+        signal.alarm(0)
+    assert result.summary.pairs == 1
+    details = [r["detail"] for r in result.rejects]
+    assert [d.split(": ", 1)[0] for d in details] == ["c-link.parquet:0+", "d-gone.parquet:0+", "e-loop.parquet:0+"]
+    assert details[0].endswith("not a regular file (a FIFO, a socket or a device)")
+    assert details[1].endswith("a link to nothing") and "cannot be resolved" in details[2]
