@@ -8,14 +8,14 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -62,21 +62,22 @@ def fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, durable: bool = True) -> Iterator[Path]:
-    """A new, empty temporary file beside `path` for the block to write (`path.partial-` and a random name, created
-    exclusively with mode 0644: two writers, builds sharing a cache say, never share one, and nothing planted
-    beside `path` is written through); renamed to `path` when the block ends (`fsync_rename`), removed when it
-    raises, so a failure leaves neither half a file nor a temporary one."""
+def atomic_file(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
+    """A new, empty temporary file beside `path`, open for the block to write (`path.partial-` and a random name,
+    created exclusively and never through a link, with the umask's mode: two writers, builds sharing a cache say,
+    never share one, and nothing planted beside `path` is written through); renamed to `path` when the block ends
+    (after an fsync where `durable`), removed when it raises, so a failure leaves neither half a file nor a
+    temporary one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.partial-")
+    tmp = path.with_name(f"{path.name}.partial-{secrets.token_hex(6)}")
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
-        os.fchmod(handle, 0o644)  # as a plain new file: mkstemp's 0600 would hide it from other users
-    finally:
-        os.close(handle)
-    tmp = Path(name)
-    try:
-        yield tmp
-        fsync_rename(tmp, path, durable)
+        with os.fdopen(handle, "wb") as file:
+            yield file
+            file.flush()
+            if durable:
+                os.fsync(file.fileno())
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -84,8 +85,9 @@ def atomic_file(path: Path, durable: bool = True) -> Iterator[Path]:
 
 def write_text(path: Path, text: str, durable: bool = True) -> None:
     """A text file, whole or not at all (`atomic_file`)."""
-    with atomic_file(path, durable) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")  # a text that cannot be encoded fails before any file is made
+    with atomic_file(path, durable) as file:
+        file.write(data)
 
 
 def write_json(path: Path, value: Any, durable: bool = True) -> None:

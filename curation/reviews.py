@@ -90,8 +90,8 @@ def append_review(path: Path, review: Review) -> Review:
             raise InputError(f"{path}: a link; reviews are written to a plain file only")
         rows = read_reviews(path).to_pylist() if path.exists() else []
         table = pa.Table.from_pylist([*rows, asdict(stamped)], schema=REVIEW_SCHEMA)
-        with atomic_file(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
+        with atomic_file(path) as file:
+            pq.write_table(table, file, compression="zstd")
     return stamped
 
 
@@ -143,10 +143,10 @@ def export_reviews(table: pa.Table, path: Path) -> None:
     writers = {".parquet", ".jsonl", ".csv"}
     if path.suffix not in writers:
         raise InputError(f"{path}: export to a .parquet, .jsonl or .csv file")
-    with atomic_file(path) as tmp:
+    with atomic_file(path) as file:
         if path.suffix == ".parquet":
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, file, compression="zstd")
         elif path.suffix == ".csv":
-            pa_csv.write_csv(table, tmp)
+            pa_csv.write_csv(table, file)
         else:
-            tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()), "utf-8")
+            file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()).encode())

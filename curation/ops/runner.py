@@ -127,8 +127,7 @@ def _guard(
 
 
 def copy_file(source: Path, target: Path) -> None:
-    """Copy under a temporary name, then rename: a reader never finds half a file."""
-    with atomic_file(
-        target
-    ) as tmp:  # durable: the cache outlives the build, a crash of the machine leaves no half file
-        shutil.copyfile(source, tmp)
+    """Copy under a temporary name, then rename: a reader never finds half a file (durable: the cache outlives the
+    build)."""
+    with source.open("rb") as original, atomic_file(target) as copy:
+        shutil.copyfileobj(original, copy, 1 << 20)

@@ -547,24 +547,33 @@ def test_a_build_is_replaced_only_when_asked_and_only_a_build(
 
 
 def test_a_write_that_fails_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Path) -> None:
-    """`atomic_file`: a text that cannot be encoded (a lone surrogate), a copy whose source is gone, an export that
-    fails half-way: the old file, if any, stays as it was, and nothing else is left beside it."""
+    """`atomic_file`: a write that fails half-way (a block that raises, an export CSV cannot hold), a text that cannot
+    be encoded (a lone surrogate), a copy whose source is gone: the old file, if any, stays as it was, and nothing
+    else is left beside it; a file written has a new file's mode (the umask's), and a link planted where the
+    temporary file goes is never written through."""
     import pyarrow as pa
 
-    from curation.io import write_text
+    from curation.io import atomic_file, write_text
     from curation.ops.runner import copy_file
     from curation.reviews import export_reviews
 
     state = tmp_path / "state.json"
     write_text(state, "old\n")
+    with pytest.raises(RuntimeError), atomic_file(state) as file:
+        file.write(b"half")
+        raise RuntimeError("stopped half-way")
     with pytest.raises(UnicodeEncodeError):
         write_text(state, "\ud800")
     with pytest.raises(FileNotFoundError):
-        copy_file(tmp_path / "gone.parquet", tmp_path / "cache" / "copy.parquet")
+        copy_file(tmp_path / "gone.parquet", tmp_path / "copy.parquet")
     with pytest.raises(pa.ArrowInvalid):  # a nested column: CSV cannot hold it
         export_reviews(pa.table({"nested": [[1, 2]]}), tmp_path / "reviews.csv")
-    assert state.read_text() == "old\n" and (state.stat().st_mode & 0o777) == 0o644
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["cache", "state.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert state.read_text() == "old\n" and (state.stat().st_mode & 0o777) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    export_reviews(pa.table({"pair_id": ["a"]}), tmp_path / "reviews.jsonl")  # written whole through the handle
+    assert (tmp_path / "reviews.jsonl").read_text() == '{"pair_id": "a"}\n'
 
 
 def test_a_file_no_row_reads_never_stops_a_build(tmp_path: Path) -> None:
