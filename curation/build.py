@@ -866,6 +866,9 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
     if not is_uri(out):
         if stage is not None:
             raise InputError("--stage is for an object store's --out (s3://..., gs://...)")
+        above = next((p for p in Path(out).absolute().parents if p.exists() or p.is_symlink()), None)
+        if above is not None and not above.is_dir():
+            raise InputError(f"{out}: cannot be made, {above} is not a folder; choose another --out")
         for spec in (*recipe.sources, *recipe.benchmarks):  # before anything is written there, its lock too
             if not is_uri(spec.path) and inside_input(Path(out), spec.path):
                 raise InputError(f"{out}: the build folder is inside {spec.name!r}'s input folder {spec.path}, "

@@ -7,6 +7,7 @@ paths are reported with the recipe's file and line and a hint.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import hashlib
 import json
@@ -232,6 +233,16 @@ def _model(loc: _Located, keys: tuple[str, ...], given: str, base: Path) -> str:
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+def _name_text(value: Any) -> str | None:
+    """A recipe value that names something, as text: YAML reads `2024` as a number and `2024-01-01` as a date,
+    which name a folder as well as text does; None for what names nothing (empty, a list, a mapping, true or
+    false, text holding a NUL)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime.date)):
+        return None
+    text = str(value)
+    return text if text.strip() and "\0" not in text else None
+
+
 def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> SourceSpec:
     keys = (section, name)
     if not _NAME.match(name):
@@ -244,9 +255,10 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         raise loc.error(keys, f"unknown adapter {adapter!r}", _suggest(adapter, REGISTRY))
     if "path" not in value:
         raise loc.error(keys, f"source {name!r} has no `path`", "a local file or folder, or a Hub dataset id")
-    raw_path = value["path"]
-    if not isinstance(raw_path, str) or not raw_path.strip() or "\0" in raw_path:
-        raise loc.error((*keys, "path"), f"path must be a file or folder name, or a Hub dataset id; got {raw_path!r}")
+    raw_path = _name_text(value["path"])
+    if raw_path is None:
+        raise loc.error((*keys, "path"), f"path must be a file or folder name, or a Hub dataset id; got "
+                        f"{value['path']!r}")  # fmt: skip
     try:
         local = None if is_uri(raw_path) else (base / Path(raw_path).expanduser()).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
@@ -279,8 +291,9 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         except InputError as exc:
             raise loc.error((*keys, "images_root"), str(exc)) from None
     elif images_root is not None:
-        if not isinstance(images_root, str) or not images_root.strip() or "\0" in images_root:
+        if _name_text(images_root) is None:
             raise loc.error((*keys, "images_root"), f"images_root must be a folder or zip name; got {images_root!r}")
+        images_root = _name_text(images_root)
         try:
             root = (base / Path(images_root).expanduser()).resolve()
         except (OSError, RuntimeError) as exc:
@@ -368,9 +381,9 @@ def load_recipe(path: Path) -> Recipe:
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise loc.error(("seed",), f"seed must be an integer, got {seed!r}")
-    name = data.get("name") or path.stem
-    if not isinstance(name, str) or not name.isprintable():
-        raise loc.error(("name",), f"name must be text on one line, without control characters; got {name!r}")
+    name = path.stem if data.get("name") is None else _name_text(data["name"])
+    if name is None or not name.isprintable():
+        raise loc.error(("name",), f"name must be text on one line, without control characters; got {data['name']!r}")
     return Recipe(
         name=name,
         seed=seed,

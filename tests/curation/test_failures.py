@@ -627,6 +627,20 @@ def test_what_a_recipe_path_or_name_cannot_be_is_one_line_at_its_line(
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
 
 
+def test_a_number_or_a_date_names_a_folder_as_text_does(tmp_path: Path) -> None:
+    """YAML reads `2024` as a number and `2024-01-01` as a date: as a recipe's name, a path or an images root they
+    are the names they look like."""
+    for folder in ("2024", "2024-01-01"):
+        write_jsonl(tmp_path / folder / "uf.jsonl", UF_ROWS)
+    (tmp_path / "7").mkdir()
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: 2024\nsources:\n  a: {adapter: ultrafeedback_binarized, path: 2024, images_root: 7}\n"
+                      "  b: {adapter: ultrafeedback_binarized, path: 2024-01-01}\n")  # fmt: skip
+    loaded = load_recipe(recipe)
+    assert loaded.name == "2024" and [Path(s.path).name for s in loaded.sources] == ["2024", "2024-01-01"]
+    assert Path(str(loaded.sources[0].images_root)).name == "7"
+
+
 def test_a_recipe_that_is_not_utf8_or_is_a_folder_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -657,4 +671,6 @@ def test_a_build_inside_its_input_folder_is_refused_before_writing(
     assert sorted(p.name for p in source.iterdir()) == ["uf.jsonl"]
     (tmp_path / "afile").write_text("")
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(tmp_path / "afile" / "b"))
-    assert code == 1 and "kept in" not in _one_error_line(err)
+    assert code == 1 and _one_error_line(err) == (
+        f"error: {tmp_path / 'afile' / 'b'}: cannot be made, {tmp_path / 'afile'} is not a folder; choose another --out"
+    )
