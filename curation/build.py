@@ -276,7 +276,10 @@ class Builder:
                 raise InputError(f"{self.out}: {what}; choose another --out, remove it, or --replace it")
             if self.out.is_symlink() or not (self.out / "manifest.json").is_file():
                 raise InputError(f"{self.out}: not a build folder (no manifest.json); --replace replaces a build only")
-            foreign = sorted(p.name for p in self.out.iterdir() if p.name not in build_dir.ENTRIES)
+            foreign = sorted(  # a hidden file a system leaves (.DS_Store, .nfs*) goes with the build; a folder never
+                p.name for p in self.out.iterdir()
+                if p.name not in build_dir.ENTRIES and not (p.name.startswith(".") and p.is_file())
+            )  # fmt: skip
             if foreign:  # a manifest.json alone does not make a build: a project folder may have one
                 shown = ", ".join(foreign[:3]) + (f", and {len(foreign) - 3} more" if len(foreign) > 3 else "")
                 raise InputError(

@@ -141,8 +141,11 @@ def entry_problem(entry: Any) -> str | None:
     ):
         return "`groups` is not a mapping of group to its items_total and items_scored"
     items = entry.get("items", [])
-    if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "not_scored" in i for i in items):
-        return "`items` is not a list of items, each with its `key` and `not_scored`"
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("key", 0), (str, type(None))) and isinstance(
+            i.get("not_scored", 0), (str, type(None))) for i in items
+    ):  # fmt: skip
+        return "`items` is not a list of items, each with its `key` and `not_scored` (a text or null)"
     return None
 
 

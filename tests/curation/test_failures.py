@@ -525,8 +525,10 @@ def test_a_build_is_replaced_only_when_asked_and_only_a_build(
         "choose another --out, remove it, or --replace it"
     )
     write_jsonl(tmp_path / "uf.jsonl", UF_ROWS[:3])  # the source changed: the new build holds 3 pairs
+    (out / ".DS_Store").write_bytes(b"")  # a hidden file a system left in a build goes with it
     code, err = run_main(monkeypatch, capsys, "build", "--mix", str(recipe), "--out", str(out), "--replace")
     assert code == 0, err
+    assert not (out / ".DS_Store").exists()
     assert (first["rows_in_shards"], json.loads((out / "manifest.json").read_text())["rows_in_shards"]) == (6, 3)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".b", "b"))) == [".b.lock", "b"]
     other = tmp_path / "notes"

@@ -264,7 +264,11 @@ def test_the_legend_says_how_many_prompts_acc_plus_is_over() -> None:
         (lambda e: e.pop("length_judge"), "`length_judge.scores_over_scored` is not a mapping of metric to percent"),
         (
             lambda e: e.update(items=[{"key": "a"}]),
-            "`items` is not a list of items, each with its `key` and `not_scored`",
+            "`items` is not a list of items, each with its `key` and `not_scored` (a text or null)",
+        ),
+        (
+            lambda e: e.update(items=[{"key": ["p", 1], "not_scored": None}]),
+            "`items` is not a list of items, each with its `key` and `not_scored` (a text or null)",
         ),
     ],
 )
