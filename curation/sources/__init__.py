@@ -47,16 +47,21 @@ def get_adapter(key: str) -> type[Adapter]:
 
 
 def closest_adapter(fields: set[str], current: str) -> str | None:
-    """The adapter whose native fields (`mapped_fields`) are most like `fields` (a row's, one that `current`
-    rejected for a missing field), by the share of the names in either that are in both; None unless it shares
-    two names or more, more than half the names in either, and more than `current` does. Names alone: a hint for a
-    row read with the wrong adapter, not a claim that the other one converts it."""
+    """The adapter of `current`'s kind (training set or benchmark) whose native fields (`mapped_fields`) are most
+    like `fields` (a row's, one that `current` rejected for a missing field), by the share of the names in either
+    that are in both; None unless that one alone is best, shares two names or more and more than half of those in
+    either, while `current` shares half or less (a row of the right adapter with a field missing names none).
+    Names alone: a hint for a row read with the wrong adapter, not a claim that the other one converts it."""
 
     def likeness(key: str) -> float:
         known = REGISTRY[key].mapped_fields
         return len(fields & known) / len(fields | known) if len(fields & known) >= 2 else 0.0
 
-    ranked = sorted((-likeness(key), key) for key in REGISTRY if key != current)
-    if not ranked or -ranked[0][0] <= 0.5 or -ranked[0][0] <= (likeness(current) if current in REGISTRY else 0.0):
+    if current not in REGISTRY or likeness(current) > 0.5:
+        return None
+    kind = REGISTRY[current].info.kind
+    ranked = sorted(((likeness(key), key) for key, a in REGISTRY.items() if key != current and a.info.kind == kind),
+                    reverse=True)  # fmt: skip
+    if not ranked or ranked[0][0] <= 0.5 or (len(ranked) > 1 and ranked[1][0] == ranked[0][0]):
         return None
     return ranked[0][1]

@@ -11,6 +11,7 @@ from typer.testing import CliRunner, Result
 
 from curation.cli import app
 from curation.ingest import IngestSummary
+from curation.sources import REGISTRY, closest_adapter
 from tests.conftest import write_jsonl
 
 runner = CliRunner()
@@ -183,3 +184,17 @@ def test_a_source_the_ops_empty_is_said_and_its_count_unmet(tmp_path: Path) -> N
         "warning: source 'same': count 7 asks for 7 pairs, but the ops removed all 3 of its pairs: none is in the "
         "shards (`curate stats` shows where they went)"
     )
+
+
+def test_the_closest_adapter_is_named_only_where_the_rows_fields_are_not_their_adapters() -> None:
+    assert closest_adapter({"chosen", "rejected"}, "ultrafeedback_binarized") == "hh_rlhf"
+    assert closest_adapter({"conv_A", "conv_B", "conv_A_rating", "conv_B_rating"}, "hh_rlhf") == "unified_feedback"
+    # a row of the right adapter with a field missing: its own adapter's fields are the row's, most of them
+    assert closest_adapter({"prompt", "chosen", "rejected"}, "mm_rlhf") is None  # not the benchmark of that layout
+    assert closest_adapter({"chosen", "prompt", "rejected", "image"}, "rlaif_v") is None
+    assert closest_adapter({"chosen", "rejected"}, "skywork_preference") is None
+    # like no adapter's, or like two alike (Tulu 3's and OLMo 2's preference mixes share their fields)
+    assert closest_adapter({"question", "answer"}, "ultrafeedback_binarized") is None
+    shared = set(REGISTRY["tulu3_preference"].mapped_fields)
+    assert shared == set(REGISTRY["olmo2_preference"].mapped_fields)
+    assert closest_adapter(shared, "hh_rlhf") is None
