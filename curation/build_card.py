@@ -119,7 +119,8 @@ def _benchmark_lines(manifest: dict[str, Any]) -> list[str]:
         for name, b in benchmarks.items()
     ]
     rejected = any(b["rows_rejected_at_ingest"] for b in benchmarks.values())
-    where = ["Each rejected row, with its file, row and reason: `rejects/benchmark_rejects.parquet`.", ""]
+    where = ["Each rejected row is listed, with its file, row and reason, in the build folder's "
+             "`rejects/benchmark_rejects.parquet`.", ""]  # fmt: skip
     return [
         "| benchmark | rows read | items checked against | rows rejected at ingest | reasons |",
         "|---|---|---|---|---|",
