@@ -24,6 +24,7 @@ from PIL import Image
 
 from curation.build_dir import (
     BENCHMARK_IMAGES,
+    BENCHMARK_REJECTS,
     CONTAMINATION,
     IMAGES,
     REJECTS,
@@ -226,6 +227,7 @@ class Build:
         self.dups = self.dir.dups()
         self.signal_files = self.dir.signals()
         self.contamination_file = self.dir.optional(CONTAMINATION)
+        self.benchmark_rejects_file = self.dir.optional(BENCHMARK_REJECTS)  # a build from before it has none
         self._queue_counts: dict[tuple[str, str | None], tuple[int, int]] = {}
 
     def table(self, path: Path) -> str:
@@ -591,6 +593,15 @@ class Build:
             [limit],
         )
         return rows, counts
+
+    def benchmark_rejects(self, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """The benchmark rows rejected at ingest (the items this build was not checked against), the first `limit`
+        in benchmark and row order, and how many there are."""
+        if self.benchmark_rejects_file is None:
+            return [], 0
+        table = self.table(self.benchmark_rejects_file)
+        total = self.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"]
+        return self.rows(f"SELECT * FROM {table} ORDER BY benchmark, source_row LIMIT ?", [limit]), total
 
     def length_bias(self) -> list[dict[str, Any]]:
         return self.rows(

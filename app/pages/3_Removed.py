@@ -88,3 +88,9 @@ if contamination:
             show_images(build, match["benchmark_images"], f"benchmark item {match['benchmark_row']}")
 else:
     st.write("No training pair matched a benchmark.")
+unchecked, total = build.benchmark_rejects()
+if total:
+    st.subheader("Benchmark rows rejected at ingest: items this build was not checked against")
+    st.caption(f"{total} benchmark rows could not be read as items (the manifest counts them by reason); showing "
+               f"{len(unchecked)} of {total}, in benchmark and row order.")  # fmt: skip
+    st.dataframe(unchecked, hide_index=True)

@@ -502,3 +502,31 @@ def test_a_missing_images_table_is_said_once(data_root: Path, tmp_path: Path, mo
     (tmp_path / "demo" / "images" / "images.parquet").symlink_to(data_root / "demo" / "images" / "images.parquet")
     refused = Build(tmp_path, "demo")
     assert list(refused.refused) == ["images/images.parquet"] and refused.missing == []
+
+
+def test_the_removed_page_lists_the_benchmark_rows_not_checked_against(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A benchmark row rejected at ingest is an item decontamination never saw: the Removed page lists it with its
+    file, row and reason, counted of all; a build from before the file existed says nothing of it."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    write_jsonl(tmp_path / "uf.jsonl", [{"prompt": "Name a fruit.", "chosen": "Pear.", "rejected": "Nine."}])
+    write_jsonl(tmp_path / "bench.jsonl", [{"prompt": "Name a colour.", "chosen": "Red.", "rejected": "7."},
+                                           {"question": HOSTILE}])  # fmt: skip
+    (tmp_path / "r.yaml").write_text("name: b\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n"
+                                     "benchmarks:\n  rb: {adapter: rewardbench, path: bench.jsonl}\n")  # fmt: skip
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "b")
+    app = run_page("pages/3_Removed.py", tmp_path / "root", monkeypatch)
+    assert "Benchmark rows rejected at ingest: items this build was not checked against" in [
+        s.value for s in app.subheader
+    ]
+    assert any(c.value.startswith("1 benchmark rows could not be read as items") for c in app.caption)
+    shown = app.dataframe[-1].value
+    assert list(shown["source_row"]) == ["bench.jsonl:1"] and list(shown["reason"]) == ["missing field"]
+    shutil.copytree(tmp_path / "root" / "b", tmp_path / "old" / "b")  # as a build from before the file was written
+    (tmp_path / "old" / "b" / "rejects" / "benchmark_rejects.parquet").unlink()
+    app = run_page("pages/3_Removed.py", tmp_path / "old", monkeypatch)
+    assert not any("not checked against" in s.value for s in app.subheader)
