@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -35,8 +34,9 @@ import yaml
 
 from curation.build_dir import BuildDir
 from curation.errors import InputError
-from curation.io import sha256_file
+from curation.io import atomic_file, sha256_file, write_text
 from curation.ops.rm_margin import AUDIT_METADATA
+from curation.ops.runner import copy_file
 from trainer.config import FitConfig
 from trainer.data import SKIP_TOO_LONG, SPLIT_BY, featurize, fold_of
 from trainer.evaluate import BenchPairs, model_rewards
@@ -171,19 +171,16 @@ def held_out(reports: list[dict[str, Any]]) -> dict[str, Any]:
 def _free(path: Path) -> Path:
     if path.is_dir():
         raise InputError(f"{path}: a folder where the audit writes a file; choose another --out")
-    return path.with_name(path.name + ".partial")
+    return path
 
 
 def _write(table: pa.Table, path: Path) -> None:
-    tmp = _free(path)
-    pq.write_table(table, tmp, write_page_checksum=True)  # `rm_margin` verifies them as it reads the scores
-    tmp.replace(path)
+    with atomic_file(_free(path)) as file:
+        pq.write_table(table, file, write_page_checksum=True)  # `rm_margin` verifies them as it reads the scores
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = _free(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_text(_free(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
@@ -367,8 +364,7 @@ def audit(
     digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
     signal = opened.path / "signals" / f"rm_scores-audit-{digest}.parquet"
     signal.parent.mkdir(exist_ok=True)
-    shutil.copyfile(out / "scores.parquet", signal.with_name(signal.name + ".partial"))
-    signal.with_name(signal.name + ".partial").replace(signal)
+    copy_file(out / "scores.parquet", signal)
     scored = sum(r["scored"] for r in reports)
     report = {
         "build": str(opened.path),
