@@ -100,7 +100,9 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
     if root.is_file():
         return [root]
     if not root.exists():
-        raise InputError(f"{printable(str(root))}: no such file or folder")
+        raise InputError(
+            f"{printable(str(root))}: {_not_a_file(root).replace('no such file', 'no such file or folder')}"
+        )
 
     def listed(path: Path) -> bool:
         # A dangling symlink is listed too: reading it fails, and the failure is reported, not skipped. A FIFO or a
@@ -142,7 +144,9 @@ def source_files(
     if root.is_file():
         return [root]
     if not root.exists():
-        raise InputError(f"{printable(str(root))}: no such file or folder")
+        raise InputError(
+            f"{printable(str(root))}: {_not_a_file(root).replace('no such file', 'no such file or folder')}"
+        )
     if (root / SAVED_DATASET_DICT).is_file():
         splits = json_object(root / SAVED_DATASET_DICT).get("splits") or []
         if split not in splits:
@@ -338,12 +342,12 @@ def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None
         raise InputError(f"{shown}: cannot read ({exc.strerror or exc})") from exc
 
 
-def _not_a_file(path: Path) -> str:
-    """Why `path`, which `is_file` denies, cannot be read as a file."""
+def _not_a_file(path: Path, missing: str = "no such file") -> str:
+    """Why `path`, which `is_file` denies, cannot be read as a file (`missing`: what to say where nothing is)."""
     try:
         path.resolve(strict=True)
     except FileNotFoundError:
-        return "a link to nothing" if path.is_symlink() else "no such file"
+        return "a link to nothing" if path.is_symlink() else missing
     except (OSError, RuntimeError) as exc:  # a link loop (RuntimeError before Python 3.13)
         return f"cannot be resolved ({exc})"
     return "a folder, not a file" if path.is_dir() else "not a regular file (a FIFO, a socket or a device)"

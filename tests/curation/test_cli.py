@@ -47,6 +47,14 @@ def test_clear_errors_for_bad_invocations(tmp_path: Path) -> None:
         app, ["ingest", "--source", "hh_rlhf", "--path", str(tmp_path / "absent.jsonl"), "--out", out]
     )
     assert result.exit_code == 1 and "absent.jsonl: no such file or folder" in result.output
+    (tmp_path / "loop.jsonl").symlink_to("loop.jsonl")
+    (tmp_path / "gone.jsonl").symlink_to("nowhere.jsonl")
+    for name, said in (
+        ("loop.jsonl", "loop.jsonl: cannot be resolved ("),
+        ("gone.jsonl", "gone.jsonl: a link to nothing"),
+    ):
+        result = runner.invoke(app, ["ingest", "--source", "hh_rlhf", "--path", str(tmp_path / name), "--out", out])
+        assert result.exit_code == 1 and said in result.output, result.output
     result = runner.invoke(app, ["ingest", "--source", "hh_rlhf", "--path", "x", "--out", out, "-o", "policy=1"])
     assert result.exit_code == 1 and "unknown option(s) policy" in result.output
     empty = tmp_path / "empty.jsonl"
