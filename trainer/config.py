@@ -152,9 +152,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> FitConfig:
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"{path}: {exc}") from exc
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:  # one line, wherever the YAML error points
+            raise InputError(f"{path}: not a readable settings file: {' '.join(str(exc).split())}") from None
         if not isinstance(loaded, dict):
             raise InputError(f"{path}: expected a mapping of settings")
         values.update(loaded)

@@ -269,11 +269,21 @@ def _coerce(raw: Any, hint: Any) -> Any:
         if str(raw).lower() in ("false", "0", "no"):
             return False
         raise ValueError("expected true or false")
-    if hint in (int, float):
-        return hint(raw)
+    if hint is int:  # `3` from the command line, 3 or 3.0 from YAML; never 2.5 cut to 2, or true read as 1
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError(f"expected a whole number, got {raw!r}")
+        return int(raw)
+    if hint is float:
+        if isinstance(raw, bool):
+            raise ValueError(f"expected a number, got {raw!r}")
+        return float(raw)
     if hint is str:
         if not isinstance(raw, str):
             raise TypeError(f"expected a string, got {type(raw).__name__}")
+        return raw
+    if origin is list and args == [str]:
+        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+            raise TypeError(f"expected a list of strings, got {raw!r}")
         return raw
     return raw
 

@@ -1,6 +1,7 @@
 """An option spelled as another trainer command takes a setting is answered with this command's spelling."""
 
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -49,3 +50,29 @@ def test_a_misspelled_setting_gets_the_close_name() -> None:
     assert "No such option: --set" in said(["env", "--set", "x=1"]) and "takes no --set" not in said(
         ["env", "--set", "x=1"]
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"lr: 1e-3\n\xff\xfe bad: 1\n", "not a readable settings file: 'utf-8' codec can't decode byte 0xff"),
+        (b"lr: [1\n", "not a readable settings file: while parsing a flow sequence"),
+        (b"micro_batch: 2.5\n", "option micro_batch=2.5: expected a whole number, got 2.5"),
+        (b"epochs: true\n", "option epochs=True: expected a whole number, got True"),
+        (b"lr: true\n", "option lr=True: expected a number, got True"),
+        (b"shards: 5\n", "option shards=5: expected a list of strings, got 5"),
+        (b"shards: [{a: 1}]\n", "option shards=[{'a': 1}]: expected a list of strings"),
+    ],
+)
+def test_a_settings_file_that_cannot_mean_its_values_is_one_error_line(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
+    """Not UTF-8, not YAML, a whole number given as 2.5 or true, builds that are not a list of names: one line,
+    nothing trained (never 2.5 cut to 2)."""
+    settings = tmp_path / "s.yaml"
+    settings.write_bytes(text)
+    args = ["audit", "--build", str(tmp_path / "b"), "--out", str(tmp_path / "run"), "--settings", str(settings)]
+    result = CliRunner().invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
+    assert not (tmp_path / "run").exists()
