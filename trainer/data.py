@@ -138,7 +138,7 @@ class PairData:
                     evaluated.add(ids[i])
                     evals.append(Entry(b, i, ids[i]))
             trains = [Entry(b, i, ids[i]) for i in used if i not in held]
-            planned += round(build.weight * len(trains))
+            planned += build.weight * len(trains)  # a float: a weight of 1e308 makes inf, which round() refuses
             if planned > MAX_DRAWS:  # before they are made: the epoch's order is held in memory
                 raise InputError(
                     f"--shards {specs[b]}: more than {MAX_DRAWS:,} training draws an epoch with the builds before it "

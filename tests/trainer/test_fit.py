@@ -229,6 +229,8 @@ def test_weights_that_would_fill_memory_are_refused_before_the_draws_are_made(de
 
     with pytest.raises(InputError, match=rf"--shards {demo_build}=1e7: more than 50,000,000 training draws an epoch"):
         PairData.open([str(demo_build), f"{demo_build}=1e7"], seed=0, eval_fraction=0.0)
+    with pytest.raises(InputError, match=rf"--shards {demo_build}=1e308: more than 50,000,000 training draws"):
+        PairData.open([f"{demo_build}=1e308"], seed=0, eval_fraction=0.0)  # an infinite count, not an OverflowError
 
 
 @pytest.fixture(scope="module")
