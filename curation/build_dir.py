@@ -165,9 +165,23 @@ class BuildDir:
             tables.append(_checked_shard(path, table, columns or PAIR_SCHEMA.names, check_text))
         return pa.concat_tables(tables)
 
-    def removed_pairs(self, columns: list[str] | None = None) -> pa.Table | None:
+    def removed_pairs(self, columns: list[str] | None = None, required: bool = False) -> pa.Table | None:
+        """The pairs the build removed (None where it removed none; a build from before the table too, unless
+        `required`: then a build that removed pairs must have them whole, or it is a `BuildError`)."""
         path = self.optional(REMOVED_PAIRS)
-        return None if path is None else pq.read_table(path, columns=columns)
+        if path is None:
+            sources = self.manifest["sources"].values()  # `removed`: counts by stage and reason
+            removed = any(any(any(by_reason.values()) for by_reason in s["removed"].values()) for s in sources) or any(
+                s["mix"].get("selected", 0) < s["mix"]["available"] for s in sources
+            )
+            if required and removed:
+                why = self.refused.get(REMOVED_PAIRS, f"{self.name}/{REMOVED_PAIRS}: missing")
+                raise BuildError(f"{why}, though the build removed pairs; build again")
+            return None
+        try:
+            return pq.read_table(path, columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise BuildError(f"{path}: a damaged table of removed pairs ({exc}); build again") from None
 
     def images(self) -> ImageTable:
         path = self.file(IMAGES)

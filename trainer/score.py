@@ -52,7 +52,7 @@ def model_digest(folder: Path) -> str:
 def build_pairs(build: BuildDir) -> pa.Table:
     """Distinct pairs of the shards and of the removed pairs, in pair_id order."""
     tables = [build.pairs(COLUMNS, check_text=True)]
-    removed = build.removed_pairs(COLUMNS)
+    removed = build.removed_pairs(COLUMNS, required=True)  # every pair scored, or the command says which file is wrong
     if removed is not None:
         tables.append(removed.cast(tables[0].schema))
     table = pa.concat_tables(tables).sort_by("pair_id")

@@ -241,3 +241,21 @@ def test_ctrl_c_says_how_many_pairs_scores_are_kept(
     result = CliRunner().invoke(app, args)
     assert (result.exit_code, result.stderr) == (130, "interrupted: no part of the scores was finished; nothing kept\n")
     assert not list((copy / "signals").glob("rm_scores-*"))
+
+
+def test_a_build_whose_removed_pairs_are_missing_or_damaged_is_refused(demo_build: Path, tmp_path: Path) -> None:
+    """`trainer score` and `trainer audit` judge the shards' pairs and the removed ones: a build that removed pairs
+    but lacks their table, or holds it damaged, is an error naming the file, not fewer pairs scored as if all."""
+    from curation.build_dir import BuildError
+    from trainer.score import build_pairs
+
+    build = tmp_path / "b"
+    shutil.copytree(demo_build, build)
+    removed = build / "rejects" / "removed_pairs.parquet"
+    whole = removed.read_bytes()
+    removed.write_bytes(whole[: len(whole) // 2])  # cut short: its footer gone
+    with pytest.raises(BuildError, match=r"removed_pairs.parquet: damaged, not read .*though the build removed pairs"):
+        build_pairs(BuildDir.open(build))
+    removed.unlink()
+    with pytest.raises(BuildError, match=r"b/rejects/removed_pairs.parquet: missing, though the build removed pairs"):
+        build_pairs(BuildDir.open(build))
