@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import math
 import os
 import platform
 import shutil
@@ -235,8 +236,12 @@ def predict(
         _fail(str(exc), exc)
     typer.echo("reward\tanswer (its first 60 characters)")
     for text, score in zip(answer, scores, strict=True):
-        preview = text if len(text) <= 60 else text[:57] + "..."
-        typer.echo(f"{score:+.4f}\t{preview}")
+        flat = " ".join(text.split())  # one line per answer: a tab or a newline in it would break the columns
+        preview = flat if len(flat) <= 60 else flat[:57] + "..."
+        # a NaN or infinite reward (a diverged model) is no score, as `trainer eval` and `trainer score` count it
+        typer.echo(f"{score:+.4f}\t{preview}" if math.isfinite(score) else f"not finite ({score})\t{preview}")
+    if not all(math.isfinite(s) for s in scores):
+        typer.echo("warning: the model gives a non-finite reward: it is no score (a diverged run?)", err=True)
 
 
 @app.command("eval", cls=_Command)

@@ -396,6 +396,14 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     assert header == "reward\tanswer (its first 60 characters)"
     scores = [float(line.split("\t")[0]) for line in lines]
     assert len(scores) == 2 and scores[0] != scores[1]
+    import trainer.predict
+
+    with pytest.MonkeyPatch.context() as patch:  # a diverged model's reward: no score, said so
+        patch.setattr(trainer.predict, "rewards", lambda *_: [float("nan"), 0.5])
+        diverged = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "Q?", "--answer", "A\tline\nbreak",
+                                       "--answer", "B."])  # fmt: skip
+    assert diverged.stdout.splitlines()[1:] == ["not finite (nan)\tA line break", "+0.5000\tB."], diverged.output
+    assert "warning: the model gives a non-finite reward" in diverged.stderr
     missing = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "Q?", "--image", str(tmp_path / "no.jpg"),
                                   "--answer", "A."])  # fmt: skip
     assert missing.output == f"error: {tmp_path / 'no.jpg'}: cannot read the image (No such file or directory)\n"
