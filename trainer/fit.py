@@ -34,6 +34,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
+from curation.io import atomic_file
 from trainer.backbone import load_backbone
 from trainer.config import FitConfig
 from trainer.data import (
@@ -411,15 +412,14 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if path.is_file():
             kept = []
-            for line in path.read_text().splitlines():
+            for line in path.read_bytes().splitlines():
                 try:
                     if json.loads(line)["step"] <= step:
                         kept.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut off when the run was killed
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            tmp.replace(path)
+                except (ValueError, KeyError, TypeError):  # cut off when the run was killed, or damaged bytes
+                    continue
+            with atomic_file(path, durable=False) as file:
+                file.write(b"".join(line + b"\n" for line in kept))
 
     def _write_data_report(self) -> None:
         """Pairs per build and split, and the skipped pairs of all ranks (train: per draw; eval: last pass)."""

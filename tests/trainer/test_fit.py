@@ -88,6 +88,8 @@ def test_resume_repeats_the_uninterrupted_run_exactly(
         fit(settings, tmp_path / "resumed")
     monkeypatch.setattr(Trainer, "_train_step", real_step)
     assert (tmp_path / "resumed" / "checkpoints" / "step-000004").is_dir()
+    with (tmp_path / "resumed" / "metrics.jsonl").open("ab") as log:
+        log.write(b'{"step": 5, "loss": \xff\xfe\n{"step": 6')  # damaged bytes and a cut line past the checkpoint
     fit(settings, tmp_path / "resumed", resume=True)
 
     whole = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
