@@ -142,6 +142,7 @@ def _score_into(
         if on_parts is not None:
             on_parts(out, pairs.num_rows, pairs.num_rows)
         return out
+    images = opened.images()  # a missing or damaged image table is an error before anything is written
     plan_path = parts_dir / "plan.json"
     if parts_dir.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
         shutil.rmtree(parts_dir)
@@ -149,7 +150,6 @@ def _score_into(
     plan_path.write_text(json.dumps(plan))
     if on_parts is not None:
         on_parts(parts_dir, _pairs_in_parts(parts_dir), pairs.num_rows)
-    images = opened.images()
     total = -(-pairs.num_rows // part_pairs)
     progress = on_progress or (lambda done, of: None)
     parts = []

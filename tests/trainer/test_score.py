@@ -259,3 +259,16 @@ def test_a_build_whose_removed_pairs_are_missing_or_damaged_is_refused(demo_buil
     removed.unlink()
     with pytest.raises(BuildError, match=r"b/rejects/removed_pairs.parquet: missing, though the build removed pairs"):
         build_pairs(BuildDir.open(build))
+
+
+def test_a_score_that_fails_on_a_damaged_build_leaves_nothing_in_it(demo_build: Path, tmp_path: Path) -> None:
+    """The build's image table missing: one error line, and no `.partial` folder left in its signals."""
+    build = tmp_path / "b"
+    shutil.copytree(demo_build, build)
+    (build / "images" / "images.parquet").unlink()
+    before = sorted(p.name for p in (build / "signals").iterdir() if not p.name.startswith("."))
+    run = tmp_path / "run"
+    fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), run)
+    result = CliRunner().invoke(app, ["score", "--model", str(run), "--build", str(build)])
+    assert result.exit_code == 1 and "no images/images.parquet" in str(result.exception)  # `error:` from run_cli
+    assert sorted(p.name for p in (build / "signals").iterdir() if not p.name.startswith(".")) == before  # its lock
