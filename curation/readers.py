@@ -572,9 +572,10 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
                     continue  # blank lines (a trailing newline) are not rows
                 yielded += 1
                 yield _parse_json_line(line, f"{name}:{line_no}")
-    except DECOMPRESSION_ERRORS as exc:
-        # A truncated or corrupt compressed stream: what was read is kept; the unreadable tail is one reject. (A
-        # bz2 stream that is not one is an OSError; a file that cannot be read at all is refused before.)
+    except (*DECOMPRESSION_ERRORS, UnicodeDecodeError) as exc:
+        # A truncated or corrupt compressed stream, or UTF-16 cut inside a character: what was read is kept; the
+        # unreadable tail is one reject. (A bz2 stream that is not one is an OSError; a file that cannot be read at
+        # all is refused before.)
         tail = f"{name}:{line_no + 1 if yielded else 0}+"
         detail = f"{printable(str(path))}: unreadable from line {tail}: {exc}"
         yield Record(tail, None, RowError("truncated file", detail))

@@ -198,6 +198,15 @@ def test_zip_and_folder_roots_refuse_the_same_escaping_paths(tmp_path: Path) -> 
     assert outcomes[0] == outcomes[1] and outcomes[0][0] == 1
 
 
+def test_utf16_cut_inside_a_character_keeps_its_rows_and_rejects_the_tail(tmp_path: Path) -> None:
+    """A UTF-16 file of an odd number of bytes: the rows before are read, the tail is one reject naming the file."""
+    (tmp_path / "odd.jsonl").write_bytes('{"i": 0}\n'.encode("utf-16") + b"\n")
+    records = list(iter_local(tmp_path / "odd.jsonl"))
+    assert records[0].data == {"i": 0} and records[-1].ref == "odd.jsonl:1+"
+    assert records[-1].error is not None and records[-1].error.reason == "truncated file"
+    assert "odd.jsonl: unreadable from line odd.jsonl:1+: 'utf-16-le' codec" in records[-1].error.detail
+
+
 def test_gzip_of_nothing_but_garbage_is_a_truncated_file_reject(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl.gz").write_bytes(gzip.compress(b'{"i": 0}\n')[:-8] + b"garbage!")
     records = list(iter_local(tmp_path / "x.jsonl.gz"))
