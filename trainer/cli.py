@@ -23,7 +23,7 @@ from typer.core import TyperCommand
 from curation.errors import InputError
 from curation.failure import run_cli
 from curation.interrupt import stop_interrupted, was_interrupted
-from curation.io import only_writer
+from curation.io import held, only_writer
 from curation.progress import ProgressLines
 from trainer.config import FitConfig
 
@@ -458,7 +458,8 @@ def audit(
                 progress.update(bars[fold], completed=int(what == "judge"), description=f"fold {fold}: {what}")
                 lines.set(f"fold {fold} (folds 0 to {folds - 1}): {what}")
 
-            report = run_audit(build, settings, folds, out, on_fold=on_fold)
+            with only_writer(out / ".lock", f"--out {out}: another audit is writing it now"):
+                report = run_audit(build, settings, folds, out, on_fold=on_fold)
             for bar in bars.values():
                 progress.update(bar, completed=2)
         if kept:
@@ -732,8 +733,8 @@ def fit_summary(last: dict[str, Any], held_out_note: str = "", skipped: dict[str
 def _remove_if_unused(out: Path, created: bool, work: Callable[[Path], bool] = lambda _: True) -> None:
     """Remove the folder a command `created` when none of its entries is `work` worth keeping (a hidden entry, its
     lock, never is)."""
-    if not created or not out.is_dir() or out.is_symlink():
-        return
+    if not created or not out.is_dir() or out.is_symlink() or held(out / ".lock"):
+        return  # not this command's folder, or another one writes it now (it may have written nothing yet)
     if not any(work(entry) for entry in out.iterdir() if not entry.name.startswith(".")):
         shutil.rmtree(out, ignore_errors=True)
 

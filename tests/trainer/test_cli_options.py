@@ -76,3 +76,17 @@ def test_a_settings_file_that_cannot_mean_its_values_is_one_error_line(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_command_never_removes_a_folder_another_one_writes(tmp_path: Path) -> None:
+    """Two `fit`s on one new --out: the one that finds it busy must not remove the folder the other has just
+    made and holds (it may have written nothing else yet); a folder no one holds, with nothing in it, goes."""
+    from curation.io import only_writer
+    from trainer.cli import _remove_if_unused
+
+    out = tmp_path / "run"
+    with only_writer(out / ".lock", "busy"):
+        _remove_if_unused(out, created=True)
+        assert (out / ".lock").is_file()
+    _remove_if_unused(out, created=True)
+    assert not out.exists()
