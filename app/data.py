@@ -51,9 +51,11 @@ def looks_like_an_id(search: str) -> bool:
     return re.fullmatch(rf"[0-9a-f]{{{MIN_PREFIX},32}}", search.strip().lower()) is not None
 
 
-# Rows in the order their files give them: by source, file, then row number (`a.jsonl:9` before `a.jsonl:10`).
-INPUT_ORDER = ("source, regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
-               "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)")  # fmt: skip
+# Rows in the order their files give them: by file, then row number (`a.jsonl:9` before `a.jsonl:10`); INPUT_ORDER
+# puts the source first.
+ROW_ORDER = ("regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
+             "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)")  # fmt: skip
+INPUT_ORDER = f"source, {ROW_ORDER}"
 SORTS = {
     "input order": INPUT_ORDER,
     "longest chosen": "length(chosen) DESC",
@@ -601,7 +603,7 @@ class Build:
             return [], 0
         table = self.table(self.benchmark_rejects_file)
         total = self.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"]
-        return self.rows(f"SELECT * FROM {table} ORDER BY benchmark, source_row LIMIT ?", [limit]), total
+        return self.rows(f"SELECT * FROM {table} ORDER BY benchmark, {ROW_ORDER}, source_row LIMIT ?", [limit]), total
 
     def length_bias(self) -> list[dict[str, Any]]:
         return self.rows(

@@ -170,11 +170,7 @@ class BuildDir:
         `required`: then a build that removed pairs must have them whole, or it is a `BuildError`)."""
         path = self.optional(REMOVED_PAIRS)
         if path is None:
-            sources = self.manifest["sources"].values()  # `removed`: counts by stage and reason
-            removed = any(any(any(by_reason.values()) for by_reason in s["removed"].values()) for s in sources) or any(
-                s["mix"].get("selected", 0) < s["mix"]["available"] for s in sources
-            )
-            if required and removed:
+            if required and self._removed_any():
                 why = self.refused.get(REMOVED_PAIRS, f"{self.name}/{REMOVED_PAIRS}: missing")
                 raise BuildError(f"{why}, though the build removed pairs; build again")
             return None
@@ -182,6 +178,12 @@ class BuildDir:
             return pq.read_table(path, columns=columns)
         except (OSError, pa.ArrowException) as exc:
             raise BuildError(f"{path}: a damaged table of removed pairs ({exc}); build again") from None
+
+    def _removed_any(self) -> bool:
+        """Whether the manifest counts a removed pair: by an op (counts by stage and reason) or by the mix."""
+        sources = self.manifest["sources"].values()
+        by_ops = any(any(by_reason.values()) for s in sources for by_reason in s["removed"].values())
+        return by_ops or any(s["mix"].get("selected", 0) < s["mix"]["available"] for s in sources)
 
     def images(self) -> ImageTable:
         path = self.file(IMAGES)
@@ -222,19 +224,20 @@ def _checked_shard(path: Path, table: pa.Table, columns: list[str], check_text: 
     return picked.cast(pa.schema([PAIR_SCHEMA.field(name) for name in columns], metadata=PAIR_SCHEMA.metadata))
 
 
-def _is_count(value: Any) -> bool:
-    return type(value) is int and value >= 0  # not a bool, which is an int too
+def is_count(value: Any) -> bool:
+    """A whole number >= 0 (not a bool, which is an int too), as a manifest or a report counts."""
+    return type(value) is int and value >= 0
 
 
 def _counts(value: Any) -> bool:
     """A mapping of counts (by reason)."""
-    return isinstance(value, dict) and all(_is_count(v) for v in value.values())
+    return isinstance(value, dict) and all(is_count(v) for v in value.values())
 
 
 def _source_damage(source: dict[str, Any]) -> str | None:
     """What of one source's entry its funnel and mix rely on is wrong, or None."""
     for key in ("rows_read", "pairs_ingested", "kept", "in_shards"):
-        if not _is_count(source.get(key)):
+        if not is_count(source.get(key)):
             return f"`{key}` is not a count"
     if not _counts(source.get("rejects_at_ingest")):
         return "`rejects_at_ingest` is not a mapping of counts"
@@ -245,7 +248,7 @@ def _source_damage(source: dict[str, Any]) -> str | None:
     mix = source.get("mix")
     if (
         not isinstance(mix, dict)
-        or not all(_is_count(mix.get(key)) for key in ("available", "target", "upsampled_copies"))
+        or not all(is_count(mix.get(key)) for key in ("available", "target", "upsampled_copies"))
         or not (mix.get("factor") is None or type(mix.get("factor")) in (int, float))  # None: nothing was available
     ):
         return "`mix` is not a mapping with its available, target and upsampled_copies counts and its factor"
@@ -289,7 +292,7 @@ def _manifest_damage(manifest: dict[str, Any]) -> str | None:
         return "`shards` is not a list of shards, each with its `file`"
     distinct = ("pairs_in_shards", "images_in_shards")  # a build from before these counts has neither
     for key in ("rows_in_shards", "images", *(distinct if any(k in manifest for k in distinct) else ())):
-        if not _is_count(manifest.get(key)):
+        if not is_count(manifest.get(key)):
             return f"`{key}` is not a count"
     warnings = manifest.get("warnings", [])
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):

@@ -141,7 +141,7 @@ class ImagesRoot:
         if name is not None and self._zip is None:
             path = _resolved(rel, self.root / name)
             linked_out = not path.is_relative_to(self.root.resolve())
-            if not linked_out and _is_file(rel, path):
+            if not linked_out and _exists_as(rel, path):
                 return _read_checked(rel, path.stat().st_size, path.read_bytes)
         if by_basename:
             found = self._by_basename().get(PurePosixPath(name or clean).name)
@@ -163,7 +163,7 @@ class ImagesRoot:
             names = [n for n in self._zip_names if n.startswith(prefix) and "/" not in n[len(prefix) :]]
         else:
             folder = _resolved(rel_dir, self.root / prefix)
-            if not folder.is_relative_to(self.root.resolve()) or not _is_file(rel_dir, folder, folder=True):
+            if not folder.is_relative_to(self.root.resolve()) or not _exists_as(rel_dir, folder, folder=True):
                 raise RowError("image not found", rel_dir)
             names = [prefix + p.name for p in folder.iterdir() if p.is_file()]
         names = sorted(n for n in names if n.lower().endswith(FRAME_SUFFIXES))
@@ -196,7 +196,7 @@ def _resolved(rel: str, path: Path) -> Path:
         raise RowError("image unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
 
 
-def _is_file(rel: str, path: Path, folder: bool = False) -> bool:
+def _exists_as(rel: str, path: Path, folder: bool = False) -> bool:
     """Whether `path` is a file (`folder`: a folder); a name the file system refuses makes its row a reject."""
     try:
         return path.is_dir() if folder else path.is_file()

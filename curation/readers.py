@@ -100,9 +100,7 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
     if root.is_file():
         return [root]
     if not root.exists():
-        raise InputError(
-            f"{printable(str(root))}: {_not_a_file(root).replace('no such file', 'no such file or folder')}"
-        )
+        raise InputError(f"{printable(str(root))}: {_not_a_file(root, 'no such file or folder')}")
 
     def listed(path: Path) -> bool:
         # A dangling symlink is listed too: reading it fails, and the failure is reported, not skipped. A FIFO or a
@@ -144,9 +142,7 @@ def source_files(
     if root.is_file():
         return [root]
     if not root.exists():
-        raise InputError(
-            f"{printable(str(root))}: {_not_a_file(root).replace('no such file', 'no such file or folder')}"
-        )
+        raise InputError(f"{printable(str(root))}: {_not_a_file(root, 'no such file or folder')}")
     if (root / SAVED_DATASET_DICT).is_file():
         splits = json_object(root / SAVED_DATASET_DICT).get("splits") or []
         if split not in splits:

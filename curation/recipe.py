@@ -291,9 +291,10 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         except InputError as exc:
             raise loc.error((*keys, "images_root"), str(exc)) from None
     elif images_root is not None:
-        if _name_text(images_root) is None:
+        named = _name_text(images_root)
+        if named is None:
             raise loc.error((*keys, "images_root"), f"images_root must be a folder or zip name; got {images_root!r}")
-        images_root = _name_text(images_root)
+        images_root = named
         try:
             root = (base / Path(images_root).expanduser()).resolve()
         except (OSError, RuntimeError) as exc:

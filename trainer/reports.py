@@ -35,6 +35,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from curation.build_dir import is_count
 from curation.errors import InputError
 
 EVALS = "evals"  # RUN/evals/: one report per evaluation
@@ -101,10 +102,6 @@ def latest_by_benchmark(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, 
     return dict(sorted(latest.items()))
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _scores_problem(scores: Any, where: str) -> str | None:
     if not isinstance(scores, dict) or not all(
         (isinstance(v, (int, float)) and not isinstance(v, bool)) or v is None for v in scores.values()
@@ -122,12 +119,12 @@ def entry_problem(entry: Any) -> str | None:
     if not counted(entry):  # a legacy eval.json's entry: its scores alone
         return _scores_problem(entry, "scores")
     for key in ("items_total", "items_scored"):
-        if not _is_count(entry.get(key)):
+        if not is_count(entry.get(key)):
             return f"`{key}` is not a count"
     if entry["items_scored"] > entry["items_total"]:
         return "`items_scored` is more than `items_total`"
     not_scored = entry.get("not_scored")
-    if not isinstance(not_scored, dict) or not all(_is_count(n) for n in not_scored.values()):
+    if not isinstance(not_scored, dict) or not all(is_count(n) for n in not_scored.values()):
         return "`not_scored` is not a mapping of reason to items"
     judge = entry.get("length_judge")
     for scores, where in ((entry, ""), (judge if isinstance(judge, dict) else {}, "length_judge.")):
@@ -136,7 +133,7 @@ def entry_problem(entry: Any) -> str | None:
                 return problem
     groups = entry.get("groups") or {}
     if not isinstance(groups, dict) or not all(
-        isinstance(g, dict) and _is_count(g.get("items_total")) and _is_count(g.get("items_scored"))
+        isinstance(g, dict) and is_count(g.get("items_total")) and is_count(g.get("items_scored"))
         for g in groups.values()
     ):
         return "`groups` is not a mapping of group to its items_total and items_scored"
