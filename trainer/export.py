@@ -11,7 +11,6 @@ snippet that loads the model and scores a pair.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
 from curation.export import check_export_folder, check_repo_id, publish_export
 from curation.readers import json_object
+from trainer.model import check_saved
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 from trainer.run_summary import Reach, applied, ran_text, read_data_report, steps_text
@@ -166,6 +166,7 @@ def export_run(
     check_repo_id(repo)
     check_export_folder(local_dir, replace, run)
     files = _model_files(run, model)  # checked before anything is written
+    spec = check_saved(model)  # the files as trained, and weights the configuration loads
     reports = [name for name, _ in read_reports(run)]
     for name in reports:
         if not (run / name).resolve().is_relative_to(run.resolve()):
@@ -180,7 +181,6 @@ def export_run(
     for name in reports:
         (tmp / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(run / name, tmp / name)
-    spec = json.loads((model / "reward_model.json").read_text())
     (tmp / "README.md").write_text(card_text(run, repo, spec, config, dataset_repo))
     publish_export(tmp, local_dir, may_hold=("eval.json", "evals"))
     return sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())

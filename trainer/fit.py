@@ -7,7 +7,8 @@ Run layout (`--out RUN`):
   tokens/s; eval/* for the held-out split) and `tb/` for TensorBoard;
 - `checkpoints/step-NNNNNN/`: a loadable model plus `optimizer.safetensors` and `trainer_state.json`; its
   `reward_model.json` records how the steps ran (`trained`: device, processes, dtype, compiled layers; a stretch
-  per start of a resumed run);
+  per start of a resumed run) and, with `trainer_state.json`, the sha256 of each file (a resume refuses a
+  checkpoint changed since it was saved);
 - `model/`: the final model (`trainer predict --model RUN`).
 
 Exact resume: the data order is a function of (seed, epoch), the random state is reseeded from (seed, step)
@@ -34,7 +35,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from curation.io import atomic_file
+from curation.io import atomic_file, sha256_file
 from trainer.backbone import load_backbone
 from trainer.config import FitConfig
 from trainer.data import (
@@ -49,7 +50,7 @@ from trainer.data import (
     with_positions,
 )
 from trainer.loss import bradley_terry_loss, pair_metrics, pair_sums
-from trainer.model import HeadConfig, RewardModel
+from trainer.model import HeadConfig, RewardModel, changed_files
 from trainer.run_summary import SKIP_REASONS, draws_reached, steps_per_epoch
 
 
@@ -473,7 +474,8 @@ class Trainer:
             groups = [{k: v for k, v in g.items()} for g in optim_state["param_groups"]]
             state = {"step": step, "param_groups": groups, "data": self.data.identity(),
                      "steps_per_epoch": self.steps_per_epoch, "split_by": SPLIT_BY,
-                     "skipped_train": {r: int(n) for r, n in zip(SKIP_REASONS, skipped, strict=True) if n}}  # fmt: skip
+                     "skipped_train": {r: int(n) for r, n in zip(SKIP_REASONS, skipped, strict=True) if n},
+                     "sha256": {"optimizer.safetensors": sha256_file(tmp / "optimizer.safetensors")}}  # fmt: skip
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
@@ -500,6 +502,10 @@ class Trainer:
         spec = json.loads((folder / "reward_model.json").read_text())
         saved = spec.get("fit_config", {})
         state = json.loads((folder / "trainer_state.json").read_text())
+        # the files as saved (a checkpoint from before digests were recorded has none to check)
+        if damaged := changed_files(folder, {**spec.get("sha256", {}), **state.get("sha256", {})}):
+            raise TrainingError(f"{folder}: a damaged checkpoint ({damaged[0]}); remove it to resume from the one "
+                                "before, or start a new run")  # fmt: skip
         now = self.config.as_dict()
         changed = [f"{k} ({saved[k]} in the checkpoint, {now[k]} now)" for k in now
                    if k in saved and k not in HOW_IT_RUNS and k != "shards" and saved[k] != now[k]]  # fmt: skip

@@ -3,13 +3,16 @@
 The paper's head is `Linear(h, h) -> SiLU -> Linear(h, 1)` on the last non-padding token; depth, width and
 activation are options (its Table 2 ablation). The head runs in fp32 whatever the backbone's precision.
 
-A saved model is a folder: `model.safetensors` (backbone and head), `reward_model.json` (what to rebuild),
-`backbone/config.json`, and the tokenizer and image processor files. Loading never runs remote code.
+A saved model is a folder: `model.safetensors` (backbone and head), `reward_model.json` (what to rebuild, and
+the sha256 of every other file as saved), `backbone/config.json`, and the tokenizer and image processor files.
+Loading never runs remote code.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from curation.io import sha256_file
 from trainer.backbone import Backbone, backbone_kind, load_image_processor
 from trainer.layout import readout
 
@@ -108,39 +112,111 @@ class RewardModel(nn.Module):
             "backbone_kind": self.backbone.kind,
             "head": asdict(self.head_config),
             **(extra or {}),
+            "sha256": {name: sha256_file(folder / name) for name in _saved_files(folder)},
         }
         (folder / "reward_model.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, folder: Path, dtype: torch.dtype = torch.float32) -> RewardModel:
-        from safetensors import SafetensorError
         from safetensors.torch import load_model
+
+        with _readable_model(folder):
+            model = cls._rebuild(folder, _spec(folder), dtype)
+            load_model(model, str(folder / "model.safetensors"))
+        return model
+
+    @classmethod
+    def _rebuild(cls, folder: Path, spec: dict[str, Any], dtype: torch.dtype) -> RewardModel:
+        """The saved model's modules, weights as initialised (on the meta device under `torch.device("meta")`)."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        from curation.errors import InputError
-        from curation.failure import one_line
+        config = AutoConfig.from_pretrained(folder / "backbone", trust_remote_code=False)
+        backbone_model = AutoModel.from_config(config, trust_remote_code=False, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        processor = load_image_processor(folder) if backbone_kind(config) == "vision_language" else None
+        return cls(Backbone(backbone_model, tokenizer, processor), HeadConfig(**spec["head"]), spec["backbone_source"])
 
-        spec_path = folder / "reward_model.json"
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such folder")
-        if not spec_path.is_file():
-            raise FileNotFoundError(f"{folder}: not a saved reward model (no reward_model.json)")
-        try:
-            spec = json.loads(spec_path.read_text())
-            config = AutoConfig.from_pretrained(folder / "backbone", trust_remote_code=False)
-            backbone_model = AutoModel.from_config(config, trust_remote_code=False, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-            processor = None
-            if backbone_kind(config) == "vision_language":
-                processor = load_image_processor(folder)
-            head = HeadConfig(**spec["head"])
-            model = cls(Backbone(backbone_model, tokenizer, processor), head, spec["backbone_source"])
-            load_model(model, str(folder / "model.safetensors"))
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
-            # A damaged or foreign model folder (a truncated or pickled weights file, a config of another model
-            # or one asking for custom code, a spec without its head): said in one line, naming the folder
-            detail = one_line(exc)
-            if "trust_remote_code" in detail:
-                detail = "its configuration asks for custom code, which is never run"
-            raise InputError(f"{folder}: not a readable reward model ({detail})") from None
-        return model
+
+def check_saved(folder: Path) -> dict[str, Any]:
+    """The saved model's spec, once the folder is known to load as it was saved: every file `save` wrote still
+    has the sha256 recorded in `reward_model.json` (a folder saved before digests were recorded has none to
+    check), and the weights hold each of the model's tensors, by name and shape, and nothing else (the model is
+    rebuilt from the folder's configuration on the meta device: no memory, no weights read). `InputError` naming
+    the folder and the first problem."""
+    from safetensors import safe_open
+
+    from curation.errors import InputError
+
+    with _readable_model(folder):
+        spec = _spec(folder)
+        if changed := changed_files(folder, spec.get("sha256", {})):
+            raise InputError(f"{folder}: not the model as saved ({changed[0]})")
+        with torch.device("meta"):
+            model = RewardModel._rebuild(folder, spec, torch.float32)
+        expected = model.state_dict(keep_vars=True)  # the parameters themselves: a tied pair is one object
+        with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+            saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    aliases: dict[int, list[str]] = {}
+    for name, tensor in expected.items():
+        aliases.setdefault(id(tensor), []).append(name)
+    problems = [f"{names[0]!r} missing" for names in aliases.values() if not any(n in saved for n in names)]
+    problems += [f"{name!r} is not a tensor of this model" for name in sorted(set(saved) - set(expected))]
+    for name in sorted(set(saved) & set(expected)):
+        if saved[name] != tuple(expected[name].shape):
+            problems.append(f"{name!r} has shape {list(saved[name])}, the model's {list(expected[name].shape)}")
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise InputError(f"{folder}/model.safetensors: not the weights of the model its configuration builds "
+                         f"({problems[0]}{more})")  # fmt: skip
+    return spec
+
+
+def changed_files(folder: Path, digests: dict[str, str]) -> list[str]:
+    """What differs from the recorded sha256 of each named file in `folder`, one phrase per file."""
+    changed = []
+    for name, digest in sorted(digests.items()):
+        path = folder / name
+        if not path.is_file():
+            changed.append(f"{name}: missing")
+        elif sha256_file(path) != digest:
+            changed.append(f"{name}: changed since it was saved (not the sha256 recorded with it)")
+    return changed
+
+
+def _saved_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name != "reward_model.json")  # fmt: skip
+
+
+def _spec(folder: Path) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not (folder / "reward_model.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a saved reward model (no reward_model.json)")
+    spec = json.loads((folder / "reward_model.json").read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("sha256", {}), dict):
+        raise ValueError("reward_model.json is not the object `trainer fit` writes")
+    return spec
+
+
+@contextmanager
+def _readable_model(folder: Path) -> Iterator[None]:
+    """A damaged or foreign model folder (a truncated or pickled weights file, a config of another model or one
+    asking for custom code, a spec without its head): `InputError` in one line, naming the folder. A missing
+    folder or spec stays `FileNotFoundError`."""
+    from safetensors import SafetensorError
+
+    from curation.errors import InputError
+    from curation.failure import one_line
+
+    try:
+        yield
+    except FileNotFoundError as exc:
+        if exc.filename is None:  # ours: no folder, or no reward_model.json
+            raise
+        raise InputError(f"{folder}: not a readable reward model ({one_line(exc)})") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        detail = one_line(exc)
+        if "trust_remote_code" in detail:
+            detail = "its configuration asks for custom code, which is never run"
+        raise InputError(f"{folder}: not a readable reward model ({detail})") from None

@@ -1,6 +1,7 @@
 """`trainer export`: the model repo loads back with identical rewards; its card carries mixture and evaluation."""
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -107,3 +108,43 @@ def test_the_card_says_how_each_stretch_of_a_run_ran() -> None:
     assert _settings_lines(config, resumed) == [part, "compile: false", "lr: 1.0"]
     assert _settings_lines(config, [{"steps": [0, 4], **gpu}])[0] == "bf16: true"  # applied throughout
     assert _settings_lines(config, [])[0] == "bf16: true"  # a run from before it was recorded: nothing said
+
+
+def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Path, tmp_path: Path) -> None:
+    """Each file as saved (its recorded sha256), and weights holding exactly the tensors the configuration builds
+    (checked on the meta device, so also for a run saved before digests were recorded); nothing is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), run)
+    model, kept = run / "model", tmp_path / "kept"
+    shutil.copytree(model, kept)
+    spec = json.loads((kept / "reward_model.json").read_text())
+    assert {"model.safetensors", "backbone/config.json", "tokenizer.json"} <= set(spec["sha256"])
+    weights = (kept / "model.safetensors").read_bytes()
+    name = sorted(spec_name for spec_name in json.loads(weights[8 : 8 + int.from_bytes(weights[:8], "little")])
+                  if spec_name.startswith("head."))[0]  # fmt: skip
+    blanked = weights.replace(f'"{name}"'.encode(), b'"' + b" " * len(name) + b'"', 1)
+
+    def no_digests() -> None:
+        (model / "reward_model.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "sha256"}))
+
+    damages = {
+        "no backbone config": (lambda: (model / "backbone" / "config.json").unlink(), "backbone/config.json: missing"),
+        "a tensor renamed": (lambda: (model / "model.safetensors").write_bytes(blanked),
+                             "model.safetensors: changed since it was saved"),
+        "renamed, saved before digests": (lambda: (no_digests(), (model / "model.safetensors").write_bytes(blanked)),
+                                          f"configuration builds \\('{name}' missing and 1 more"),
+        "no config, saved before digests": (lambda: (no_digests(), (model / "backbone" / "config.json").unlink()),
+                                            "not a readable reward model"),
+    }  # fmt: skip
+    for what, (damage, expected) in damages.items():
+        shutil.rmtree(model)
+        shutil.copytree(kept, model)
+        damage()
+        args = ["export", str(run), "--repo", "me/tiny-rm", "--local-dir", str(tmp_path / "hub"), "--dry-run"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, (what, result.output)
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, (what, result.output)
+        assert re.search(expected, result.output), (what, result.output)
+        assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists(), what

@@ -631,6 +631,25 @@ def test_a_damaged_model_or_checkpoint_is_one_error_line_naming_it(demo_build: P
         fit(config, out, resume=True)
 
 
+def test_resume_refuses_a_checkpoint_changed_in_place(demo_build: Path, tmp_path: Path) -> None:
+    """A flipped byte among the weights still reads as safetensors: the sha256 recorded at saving catches it."""
+    config = FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=2, save_every=1)
+    fit(config, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "model")
+    checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*"))
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        original = (checkpoint / name).read_bytes()
+        flipped = bytearray(original)
+        flipped[-1] ^= 0x40  # the last tensor's last byte
+        (checkpoint / name).write_bytes(bytes(flipped))
+        with pytest.raises(TrainingError, match=f"{checkpoint}: a damaged checkpoint \\({name}: changed since it was"):
+            fit(config, tmp_path / "run", resume=True)
+        (checkpoint / name).write_bytes(original)
+    (checkpoint / "backbone" / "config.json").unlink()
+    with pytest.raises(TrainingError, match="a damaged checkpoint \\(backbone/config.json: missing\\)"):
+        fit(config, tmp_path / "run", resume=True)
+
+
 def test_resume_refuses_shards_edited_in_place(demo_build: Path, tmp_path: Path) -> None:
     """The manifest is unchanged, so its digests match the checkpoint's: the files themselves are hashed."""
     import pyarrow as pa
