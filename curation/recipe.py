@@ -129,7 +129,8 @@ class _RecipeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _load_yaml(text: str, path: Path) -> Any:
+def load_unique_yaml(text: str, path: Path) -> Any:
+    """YAML text by the safe loader, a key written twice in one mapping an `InputError` at its line."""
     loader = _RecipeLoader(text)
     loader.path = path
     try:
@@ -359,7 +360,7 @@ def load_recipe(path: Path) -> Recipe:
         ) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = _load_yaml(text, path)
+        data = load_unique_yaml(text, path)
     except yaml.YAMLError as exc:
         raise RecipeError(_yaml_error(path, exc)) from None
     if not isinstance(data, dict) or node is None:

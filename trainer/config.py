@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from curation.errors import InputError
+from curation.recipe import load_unique_yaml
 from curation.sources.base import parse_options
 
 # Released Qwen-VL checkpoints allow up to 12.8M pixels (16,384 tokens) per image, the usual cause of OOM in
@@ -152,7 +153,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> FitConfig:
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = load_unique_yaml(path.read_text(encoding="utf-8"), path) or {}  # a key twice: an error
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:  # one line, wherever the YAML error points
             raise InputError(f"{path}: not a readable settings file: {' '.join(str(exc).split())}") from None
         if not isinstance(loaded, dict):

@@ -62,13 +62,14 @@ def test_a_misspelled_setting_gets_the_close_name() -> None:
         (b"lr: true\n", "option lr=True: expected a number, got True"),
         (b"shards: 5\n", "option shards=5: expected a list of strings, got 5"),
         (b"shards: [{a: 1}]\n", "option shards=[{'a': 1}]: expected a list of strings"),
+        (b"lr: 1e-4\nepochs: 2\nlr: 2e-3\n", "s.yaml:3: duplicate key 'lr' (first at line 1)"),
     ],
 )
 def test_a_settings_file_that_cannot_mean_its_values_is_one_error_line(
     tmp_path: Path, text: bytes, message: str
 ) -> None:
-    """Not UTF-8, not YAML, a whole number given as 2.5 or true, builds that are not a list of names: one line,
-    nothing trained (never 2.5 cut to 2)."""
+    """Not UTF-8, not YAML, a whole number given as 2.5 or true, builds that are not a list of names, a setting
+    written twice: one line, nothing trained (never 2.5 cut to 2, never the last of two values silently)."""
     settings = tmp_path / "s.yaml"
     settings.write_bytes(text)
     args = ["audit", "--build", str(tmp_path / "b"), "--out", str(tmp_path / "run"), "--settings", str(settings)]
