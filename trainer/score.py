@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,11 @@ def _score_into(
         parts.append(table)
         progress(min(start + part_pairs, pairs.num_rows), pairs.num_rows)
     joined = pa.concat_tables(parts) if parts else SCORE_FILE_SCHEMA.empty_table()
+    if joined.num_rows and joined.column("not_scored").null_count == 0:  # no pair has a score: no scores file
+        shutil.rmtree(parts_dir)
+        reasons = Counter(joined.column("not_scored").to_pylist()).most_common()
+        raise InputError(f"none of the {joined.num_rows} pairs could be scored ("
+                         f"{', '.join(f'{reason}: {n}' for reason, n in reasons)}); no scores written")  # fmt: skip
     tmp = out.with_name(out.name + ".tmp")
     metadata = {SCORE_PLAN: json.dumps(whole)}
     pq.write_table(joined.cast(SCORE_FILE_SCHEMA).replace_schema_metadata(metadata), tmp, write_page_checksum=True)

@@ -272,3 +272,20 @@ def test_a_score_that_fails_on_a_damaged_build_leaves_nothing_in_it(demo_build: 
     result = CliRunner().invoke(app, ["score", "--model", str(run), "--build", str(build)])
     assert result.exit_code == 1 and "no images/images.parquet" in str(result.exception)  # `error:` from run_cli
     assert sorted(p.name for p in (build / "signals").iterdir() if not p.name.startswith(".")) == before  # its lock
+
+
+def test_a_score_that_scores_no_pair_is_an_error_writing_nothing(
+    demo_build: Path, tmp_path: Path, tiny_run: Path
+) -> None:
+    """Every pair too long (or every reward non-finite): no scores file whose every margin is null, but one error
+    line with the reasons counted."""
+    from curation.errors import InputError
+
+    build = tmp_path / "b"
+    shutil.copytree(demo_build, build)
+    before = sorted(p.name for p in (build / "signals").iterdir())
+    pairs = build_pairs(BuildDir.open(build)).num_rows
+    with pytest.raises(InputError, match=f"none of the {pairs} pairs could be scored \\(longer than max_length: "
+                                         f"{pairs}\\); no scores written"):  # fmt: skip
+        score_build(load_reward_model(tiny_run), tiny_run / "model", build, max_length=2)
+    assert sorted(p.name for p in (build / "signals").iterdir() if not p.name.startswith(".")) == before
