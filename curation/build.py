@@ -876,6 +876,9 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
             if not is_uri(spec.path) and inside_input(Path(out), spec.path):
                 raise InputError(f"{out}: the build folder is inside {spec.name!r}'s input folder {spec.path}, "
                                  "whose files a later build would take for rows; write it outside")  # fmt: skip
+        if (inside := build_dir.enclosing_build(Path(out).absolute().parent)) is not None:
+            raise InputError(f"{out}: inside the build {inside}, which holds only what its build wrote; write it "
+                             "outside")  # fmt: skip
         with only_writer(build_lock(Path(out)), f"{out}: {BUSY}"):
             return _build_local(recipe, Path(out), **kwargs)
     if kwargs.get("replace"):

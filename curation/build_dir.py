@@ -304,6 +304,14 @@ def _manifest_damage(manifest: dict[str, Any]) -> str | None:
     return None
 
 
+def enclosing_build(path: Path) -> Path | None:
+    """The build folder `path` is, or is (or would be) inside, by real paths: a folder holding `manifest.json` and
+    `shards/`; None where there is none. Outputs go elsewhere: a build folder holds only what its build wrote."""
+    resolved = path.resolve()
+    return next((f for f in (resolved, *resolved.parents) if (f / MANIFEST).is_file() and (f / "shards").is_dir()),
+                None)  # fmt: skip
+
+
 def confined(root: Path, relative: str, within: str = "the build folder") -> Path:
     """`root / relative` by its real path (`root` itself resolved), refused with a `BuildError` when that leaves
     `root` (`within` names it in the message, which starts with `relative`: callers put their context in front)."""

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation import columnar
+from curation.build_dir import enclosing_build
 from curation.errors import InputError, RowError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRow, ImagesRoot
 from curation.io import (
@@ -326,6 +327,9 @@ def ingest(
     if inside_input(out_dir, location):
         raise InputError(f"{out_dir}: the output is inside the input folder {location}, whose files a later read "
                          "would take for rows; write it outside")  # fmt: skip
+    if (inside := enclosing_build(out_dir.absolute().parent)) is not None:
+        raise InputError(f"{out_dir}: inside the build {inside}, which holds only what its build wrote; write it "
+                         "outside")  # fmt: skip
     partial = _output_folder(out_dir, replace)
     job = _Job(
         partial,

@@ -13,13 +13,14 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperCommand
 
+from curation.build_dir import enclosing_build
 from curation.errors import InputError
 from curation.failure import run_cli
 from curation.interrupt import stop_interrupted, was_interrupted
@@ -174,7 +175,7 @@ def fit(
         settings = load_config(settings_file, overrides)
         save_every = settings.save_every
         check_model_source(settings.model)  # before the data is opened: a typo fails at once
-        check_run_folder(out, resume, settings.shards)
+        check_run_folder(out, resume)
         busy = f"--out {out}: another trainer is writing this run now"
         with (
             only_writer(out / ".lock", busy) if main else contextlib.nullcontext(),
@@ -637,18 +638,14 @@ def _key_value(text: str, option: str) -> tuple[str, str]:
     return key, value
 
 
-def check_run_folder(out: Path, resume: bool, shards: Sequence[str] = ()) -> None:
+def check_run_folder(out: Path, resume: bool) -> None:
     """A run folder belongs to one run: a new run needs a new or empty folder (hidden files aside), and --resume a
     folder that is empty or holds a run (its settings beside its metrics, or its checkpoints); never inside a
-    build it trains on."""
+    build."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: a file, not a folder")
-    for spec in shards:
-        build = Path(spec.partition("=")[0]).resolve()
-        build = build.parent if build.name == "shards" else build
-        inside = build == out.resolve() or build in out.resolve().parents
-        if inside and (build / "manifest.json").is_file():  # a folder that is no build is said so by the data
-            raise InputError(f"--out {out}: inside the build {spec.partition('=')[0]}; a run folder goes elsewhere")
+    if (build := enclosing_build(out)) is not None:
+        raise InputError(f"--out {out}: inside the build {build}; a run folder goes elsewhere")
     held = {entry.name for entry in out.iterdir() if not entry.name.startswith(".")} if out.is_dir() else set()
     is_run = {"config.yaml", "metrics.jsonl"} <= held or any((out / "checkpoints").glob("step-*"))
     if is_run and not resume:  # its reports, events and checkpoints would sit beside the new run's

@@ -152,3 +152,30 @@ def test_a_damaged_image_table_is_refused_naming_it(built: Path, tmp_path: Path,
     else:
         with pytest.raises(AppError, match="a damaged image table"):
             WorkbenchBuild(copy.parent, copy.name)
+
+
+def test_no_command_writes_its_output_inside_a_build(demo_build: Path, demo_recipe: Path, tmp_path: Path) -> None:
+    """A build folder holds only what its build wrote (its readers and `--replace` rely on it): a build, an
+    ingest, a run, an audit or an ablation asked to write inside one, even one it does not read, is one error line
+    naming that build, and nothing is written there."""
+    from typer.testing import CliRunner
+
+    from curation.cli import app as curate
+    from trainer.cli import app as trainer
+
+    other = tmp_path / "other"
+    shutil.copytree(demo_build, other)
+    before = sorted(p.relative_to(other).as_posix() for p in other.rglob("*"))
+    hh = demo_recipe.parent.parent / "demo_data" / "native" / "hh_rlhf"
+    commands = {
+        "curate build": (curate, ["build", "--mix", str(demo_recipe), "--out", str(other / "shards" / "b")]),
+        "curate ingest": (curate, ["ingest", "--source", "hh_rlhf", "--path", str(hh), "--out", str(other / "i")]),
+        "trainer fit": (trainer, ["fit", "--shards", str(demo_build), "--model", "tiny", "--out", str(other / "r")]),
+        "trainer audit": (trainer, ["audit", "--build", str(demo_build), "--model", "tiny", "--out", str(other / "a")]),
+        "trainer ablate": (trainer, ["ablate", "--mix", str(demo_recipe), "--out", str(other / "x" / "y")]),
+    }
+    for command, (app, args) in commands.items():
+        result = CliRunner().invoke(app, args)
+        message = f"{result.output}{result.exception or ''}"
+        assert result.exit_code == 1 and f"inside the build {other.resolve()}" in message, (command, message)
+        assert sorted(p.relative_to(other).as_posix() for p in other.rglob("*")) == before, command
