@@ -64,29 +64,27 @@ class Build:
     table: pa.Table
     images: ImageTable
     shards_sha256: list[str] = field(default_factory=list)  # what the build is, wherever it lies
-    shard_files: list[Path] = field(default_factory=list)  # the files the manifest's digests are of, in its order
 
     @classmethod
     def open(cls, spec: str) -> Build:
-        """`DIR` or `DIR=WEIGHT`; DIR is a build folder or its `shards/`."""
+        """`DIR` or `DIR=WEIGHT`; DIR is a build folder or its `shards/`. A shard whose sha256 is not the one
+        the manifest records (edited in place) is an `InputError`: the manifest's digests are what a run records
+        of its data, so the run would not be of the build it names. Shards hold text only (images are in
+        `images/`): reading them whole takes about 0.6 s a GB."""
+        from curation.io import sha256_file
         from trainer.config import shard_weight
 
         build = BuildDir.open(spec.partition("=")[0])
         shards = build.manifest["shards"]
         files = [build.path / shard["file"] for shard in shards]
         digests = [shard["sha256"] for shard in shards]
-        return cls(
-            build.path, shard_weight(spec), build.pairs(COLUMNS, check_text=True), build.images(), digests, files
-        )
+        if edited := [str(f) for f, digest in zip(files, digests, strict=True) if sha256_file(f) != digest]:
+            raise InputError(f"{build.path}: shards edited since their build ({', '.join(edited)}: not the manifest's "
+                             "sha256); build it again")  # fmt: skip
+        return cls(build.path, shard_weight(spec), build.pairs(COLUMNS, check_text=True), build.images(), digests)
 
     def row(self, index: int) -> dict[str, Any]:
         return self.table.slice(index, 1).to_pylist()[0]
-
-    def edited_shards(self) -> list[Path]:
-        """The shard files whose sha256 is no longer the one the manifest records (read whole: about 0.6 s a GB)."""
-        from curation.io import sha256_file
-
-        return [f for f, digest in zip(self.shard_files, self.shards_sha256, strict=True) if sha256_file(f) != digest]
 
 
 @dataclass(frozen=True)

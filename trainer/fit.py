@@ -513,11 +513,8 @@ class Trainer:
             same_data = state["data"] == json.loads(json.dumps(self.data.identity()))
         else:  # a checkpoint from before contents were recorded: by folder
             same_data = saved.get("shards", now["shards"]) == now["shards"]
-        if not same_data:
+        if not same_data:  # a shard edited in place keeps the manifest's digests: `Build.open` refuses it
             changed.insert(0, "shards (the builds' contents or weights)")
-        elif edited := [str(f) for build in self.data.builds for f in build.edited_shards()]:
-            # the manifests' digests are what `data.identity` compares: a shard edited in place keeps them
-            changed.insert(0, f"shards edited since their build ({', '.join(edited)}: not the manifest's sha256)")
         # Runs before the epoch's last partial step was trained had floor(draws / global_batch) steps an epoch.
         planned = state.get("steps_per_epoch", len(self.data.train) // self.config.global_batch)
         if planned != self.steps_per_epoch:

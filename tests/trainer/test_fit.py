@@ -650,8 +650,9 @@ def test_resume_refuses_a_checkpoint_changed_in_place(demo_build: Path, tmp_path
         fit(config, tmp_path / "run", resume=True)
 
 
-def test_resume_refuses_shards_edited_in_place(demo_build: Path, tmp_path: Path) -> None:
-    """The manifest is unchanged, so its digests match the checkpoint's: the files themselves are hashed."""
+def test_a_build_whose_shards_were_edited_in_place_is_refused(demo_build: Path, tmp_path: Path) -> None:
+    """The manifest is unchanged, so its digests are what a run would record: the files themselves are hashed, by
+    a new run and by a resumed one."""
     import pyarrow as pa
 
     build = tmp_path / "build"
@@ -665,8 +666,12 @@ def test_resume_refuses_shards_edited_in_place(demo_build: Path, tmp_path: Path)
     swapped = table.set_column(table.schema.get_field_index("chosen"), "chosen", table.column("rejected"))
     with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(swapped.cast(table.schema))
-    with pytest.raises(TrainingError, match=f"shards edited since their build \\({shard}: not the manifest's sha256"):
+    edited = f"shards edited since their build \\({shard}: not the manifest's sha256\\); build it again"
+    with pytest.raises(InputError, match=edited):
         fit(config, tmp_path / "run", resume=True)
+    with pytest.raises(InputError, match=edited):
+        fit(config, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 def test_the_summary_says_why_held_out_pairs_were_not_scored() -> None:
