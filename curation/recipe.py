@@ -303,6 +303,9 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
         if not root.exists():
             raise loc.error((*keys, "images_root"), f"{images_root}: no such folder or zip", f"resolved against {base}")
         images_root = str(root)
+    for key in ("weight", "count"):  # written but empty: not the default (weight 1) said silently
+        if key in value and value[key] is None:
+            raise loc.error((*keys, key), f"{key} is empty; give a number, or leave the key out (all kept pairs once)")
     if value.get("weight") is not None and value.get("count") is not None:
         raise loc.error(keys, "give either weight or count, not both")
     weight, count = value.get("weight"), value.get("count")

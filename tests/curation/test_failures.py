@@ -272,6 +272,8 @@ def test_a_damaged_state_file_means_not_done(demo_recipe: Path, tmp_path: Path, 
     [
         ("    weight: .nan\n", "weight must be a finite number >= 0"),
         ("    weight: .inf\n", "weight must be a finite number >= 0"),
+        ("    weight:\n", ":6: weight is empty; give a number, or leave the key out"),
+        ("    count: null\n", ":6: count is empty; give a number, or leave the key out"),
         ("    max_upsample: .inf\n", "max_upsample must be a finite number >= 1"),
         ("    max_upsample: 0.5\n", "max_upsample must be a finite number >= 1"),
         ("ops:\n  near_dedupe: {threshold: .nan}\n", "threshold must be a finite number"),
