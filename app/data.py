@@ -38,7 +38,7 @@ from curation.lookup import MIN_PREFIX, pair_signals
 from curation.reviews import REVIEWS
 from curation.schema import NO_IMAGES_SQL
 from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
-from curation.sql import parquet_relation, sql_literal
+from curation.sql import ROW_ORDER, parquet_relation, sql_literal
 from trainer.reports import EVALS, LEGACY_REPORT, report_names, report_problem
 from trainer.run_summary import Reach, read_data_report, steps_text
 
@@ -51,11 +51,7 @@ def looks_like_an_id(search: str) -> bool:
     return re.fullmatch(rf"[0-9a-f]{{{MIN_PREFIX},32}}", search.strip().lower()) is not None
 
 
-# Rows in the order their files give them: by file, then row number (`a.jsonl:9` before `a.jsonl:10`); INPUT_ORDER
-# puts the source first.
-ROW_ORDER = ("regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
-             "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)")  # fmt: skip
-INPUT_ORDER = f"source, {ROW_ORDER}"
+INPUT_ORDER = f"source, {ROW_ORDER}"  # rows in the order their files give them, the source first
 SORTS = {
     "input order": INPUT_ORDER,
     "longest chosen": "length(chosen) DESC",

@@ -50,7 +50,7 @@ from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
 from curation.shards import WorkTake, shard_jobs, shard_schema, swapping
 from curation.sources import get_adapter
 from curation.sources.base import Adapter, ReadOptions
-from curation.sql import GLOB_CHARACTERS, read_parquet, sql_literal
+from curation.sql import GLOB_CHARACTERS, ROW_ORDER, read_parquet, sql_literal
 from curation.storage import is_uri
 from curation.work import WorkPairs
 
@@ -731,7 +731,7 @@ class Builder:
                     out.write_table(pa.Table.from_batches([batch.filter(pa.array(keep))]))
             ctx.copy(
                 f"SELECT * FROM ({' UNION ALL '.join([*ingest_rejects, 'SELECT * FROM removed'])}) "
-                "ORDER BY source, stage, reason, source_row, pair_id",
+                f"ORDER BY source, stage, reason, {ROW_ORDER}, source_row, pair_id",
                 self.tmp / "rejects" / "rejects.parquet",
             )
             if self.recipe.benchmarks:  # the items decontamination could not match against, each named
@@ -740,7 +740,7 @@ class Builder:
                     f"FROM {read_parquet(folder / 'rejects.parquet')}"
                     for name, folder in self.ctx.benchmarks.items()
                 )
-                ctx.copy(f"SELECT * FROM ({benchmark_rejects}) ORDER BY benchmark, source_row, reason",
+                ctx.copy(f"SELECT * FROM ({benchmark_rejects}) ORDER BY benchmark, {ROW_ORDER}, source_row, reason",
                          self.tmp / build_dir.BENCHMARK_REJECTS)  # fmt: skip
         finally:
             ctx.db.close()

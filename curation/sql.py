@@ -10,6 +10,12 @@ from typing import Any
 GLOB_CHARACTERS = frozenset("*?[")
 
 
+# A `source_row` column in the order its files give the rows: by file, then row number (`a.jsonl:9` before
+# `a.jsonl:10`; an upsampled copy, `a.jsonl:9+`, beside its row).
+ROW_ORDER = ("regexp_replace(source_row, ':[0-9]+\\+?$', ''), "
+             "try_cast(regexp_extract(source_row, ':([0-9]+)\\+?$', 1) AS BIGINT)")  # fmt: skip
+
+
 def sql_literal(value: str | Path | int | float) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 

@@ -678,3 +678,19 @@ def test_a_build_inside_its_input_folder_is_refused_before_writing(
     assert code == 1 and _one_error_line(err) == (
         f"error: {tmp_path / 'afile' / 'b'}: cannot be made, {tmp_path / 'afile'} is not a folder; choose another --out"
     )
+
+
+def test_rejects_are_in_the_order_their_files_give_the_rows(tmp_path: Path) -> None:
+    """By row number, not as text: `uf.jsonl:2` before `uf.jsonl:10` (string order put 10 first), for a source's
+    rejects and a benchmark's."""
+    good = {"prompt": "Name a colour.", "chosen": "Red.", "rejected": "7."}
+    rows = [{**good, "prompt": f"Question {i}?"} if i not in (2, 10) else {"x": i} for i in range(11)]
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    write_jsonl(tmp_path / "bench.jsonl", rows)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(SIMPLE.format(extra="benchmarks:\n  rb:\n    adapter: rewardbench\n    path: bench.jsonl\n"))
+    build(load_recipe(recipe), tmp_path / "o")
+    rejects = pq.read_table(tmp_path / "o" / "rejects" / "rejects.parquet").to_pylist()
+    assert [r["source_row"] for r in rejects if r["reason"] == "missing field"] == ["uf.jsonl:2", "uf.jsonl:10"]
+    bench = pq.read_table(tmp_path / "o" / "rejects" / "benchmark_rejects.parquet").column("source_row").to_pylist()
+    assert bench == ["bench.jsonl:2", "bench.jsonl:10"]
