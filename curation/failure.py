@@ -12,8 +12,10 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import duckdb
+import typer
 from rich.console import Console
 from rich.text import Text
 
@@ -50,6 +52,26 @@ def describe(exc: BaseException) -> str | None:
     return None
 
 
+def _click_exception(name: str) -> type[Exception]:
+    """The exception class `name` of the click that Typer runs on: Typer 0.29 runs on a copy of its own, which
+    only the public `typer.BadParameter` leads to; earlier versions on click itself."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+_USAGE_ERROR, _CLICK_EXCEPTION = _click_exception("UsageError"), _click_exception("ClickException")
+
+
+def _usage_error(exc: Any) -> None:
+    """A command line that cannot be parsed (a missing or unknown option, a bad value): one `error:` line with
+    where to read the usage, exit 2 as click exits; no arguments at all shows the help."""
+    ctx = exc.ctx
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        print(ctx.get_help())
+        sys.exit(exc.exit_code)
+    print_error(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
+    sys.exit(exc.exit_code)
+
+
 def _errno_in(message: str) -> int | None:
     """The error code a message spells (pyarrow and DuckDB put the OS's message in their own text)."""
     lowered = message.lower()
@@ -79,7 +101,15 @@ def run_cli(app: Callable[[], object]) -> None:
     install()
     quiet_library_bars()
     try:
-        app()
+        code = app(standalone_mode=False)  # so a usage error reaches `_usage_error`, not the library's panel
+        sys.exit(code if isinstance(code, int) else 0)
+    except _USAGE_ERROR as exc:
+        _usage_error(exc)
+    except _CLICK_EXCEPTION as exc:  # e.g. a file option that cannot be opened
+        print_error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(1)
     except SystemExit as exc:  # Typer ends a KeyboardInterrupt with exit 130, silently
         if exc.code == INTERRUPTED and not told():
             stop_interrupted("stopped by Ctrl-C")

@@ -68,7 +68,7 @@ def own_spelling(command: TyperCommand, name: str, option: str, args: list[str])
         own = [o for o in options if o[2:].replace("-", "_") in SETTINGS - {"model"}]  # their --model: a run
         if not own:  # a command without settings (env): click's own message
             return None
-        return f"trainer {name} takes no --set; its settings are options of its own ({', '.join(own)}; see --help)"
+        return f"trainer {name} takes no --set; its settings are options of its own ({', '.join(own)})"
     setting = option[2:].replace("-", "_")
     if "--set" in options and setting in SETTINGS:  # fit, audit, ablate: settings without a flag of their own
         return f"trainer {name} takes it as --set {setting}={value or 'VALUE'}"

@@ -43,6 +43,33 @@ def _one_error_line(stderr: str) -> str:
     return lines[0]
 
 
+def test_a_command_line_that_cannot_be_parsed_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing or unknown option, a value of the wrong type, an unknown command: one `error:` line saying where
+    the usage is (exit 2, as click exits), never the library's boxed panel; `--help` still exits 0."""
+    from trainer import cli as trainer_cli
+
+    # the program's name is click's guess (`curate` when installed, `python -m ...` under pytest)
+    for args, message in (
+        (["build"], r"error: Missing option '--mix'\. \(see `.*curate build --help`\)$"),
+        (["nosuch"], r"error: No such command 'nosuch'\. \(see `.*curate --help`\)$"),
+        (["build", "--mix", "r.yaml", "--out", "o", "--workers", "two"], r"error: Invalid value for '--workers'"),
+    ):
+        code, err = run_main(monkeypatch, capsys, *args)
+        assert code == 2 and re.match(message, _one_error_line(err)), (args, err)
+    monkeypatch.setattr(sys, "argv", ["trainer", "fit", "--shards", "b"])
+    with pytest.raises(SystemExit) as exit_info:
+        trainer_cli.main()
+    assert exit_info.value.code == 2
+    assert re.match(r"error: Missing option '--out'\. \(see `.*trainer fit --help`\)$",
+                    _one_error_line(capsys.readouterr().err))  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["curate", "build", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0 and "--mix" in capsys.readouterr().out
+
+
 def _ingest_args(tmp_path: Path, out: Path, *extra: str) -> list[str]:
     path = write_jsonl(tmp_path / "uf.jsonl", UF_ROWS)
     return ["ingest", "--source", "ultrafeedback_binarized", "--path", str(path), "--out", str(out), *extra]

@@ -25,7 +25,7 @@ def said(args: list[str]) -> str:
          "No such option: --set; trainer score takes --micro-batch 2, not --set"),
         (["score", "--model", "run", "--build", "b", "--set", "lr=1"],
          "No such option: --set; trainer score takes no --set; its settings are options of its own (--micro-batch, "
-         "--max-length; see --help)"),
+         "--max-length)"),
         (["fit", "--shards", "b", "--out", "run", "--max-length", "100"],
          "No such option: --max-length; trainer fit takes it as --set max_length=100"),
         (["audit", "--build", "b", "--out", "run", "--micro-batch=2"],
