@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from curation.build_dir import BuildDir, ImageTable
+from curation.build_dir import BuildDir, BuildError, ImageTable
 from curation.errors import InputError
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 from trainer.layout import Packed, pack, packed_index, shared_prefix_length
@@ -68,20 +68,19 @@ class Build:
     @classmethod
     def open(cls, spec: str) -> Build:
         """`DIR` or `DIR=WEIGHT`; DIR is a build folder or its `shards/`. A shard whose sha256 is not the one
-        the manifest records (edited in place) is an `InputError`: the manifest's digests are what a run records
-        of its data, so the run would not be of the build it names. Shards hold text only (images are in
-        `images/`): reading them whole takes about 0.6 s a GB."""
+        the manifest records (edited in place, even rewritten with the same rows) is a `BuildError`: the
+        manifest's digests are what a run records of its data, so the run would not be of the build it names.
+        Shards hold text only (images are in `images/`): reading them whole takes about 0.6 s a GB."""
         from curation.io import sha256_file
         from trainer.config import shard_weight
 
         build = BuildDir.open(spec.partition("=")[0])
-        shards = build.manifest["shards"]
-        files = [build.path / shard["file"] for shard in shards]
-        digests = [shard["sha256"] for shard in shards]
-        if edited := [str(f) for f, digest in zip(files, digests, strict=True) if sha256_file(f) != digest]:
-            raise InputError(f"{build.path}: shards edited since their build ({', '.join(edited)}: not the manifest's "
-                             "sha256); build it again")  # fmt: skip
-        return cls(build.path, shard_weight(spec), build.pairs(COLUMNS, check_text=True), build.images(), digests)
+        pairs = build.pairs(COLUMNS, check_text=True)  # first: a shard that cannot be read says why
+        digests = [shard["sha256"] for shard in build.manifest["shards"]]
+        if edited := [str(f) for f, d in zip(build.shard_paths, digests, strict=True) if sha256_file(f) != d]:
+            raise BuildError(f"{build.path}: shards edited since their build ({', '.join(edited)}: not the "
+                             "manifest's sha256); build it again")  # fmt: skip
+        return cls(build.path, shard_weight(spec), pairs, build.images(), digests)
 
     def row(self, index: int) -> dict[str, Any]:
         return self.table.slice(index, 1).to_pylist()[0]

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import trainer.fit as fit_module
-from curation.build_dir import BuildDir
+from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
 from tests.conftest import write_image
 from trainer.cli import app
@@ -667,9 +667,9 @@ def test_a_build_whose_shards_were_edited_in_place_is_refused(demo_build: Path, 
     with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(swapped.cast(table.schema))
     edited = f"shards edited since their build \\({shard}: not the manifest's sha256\\); build it again"
-    with pytest.raises(InputError, match=edited):
+    with pytest.raises(BuildError, match=edited):
         fit(config, tmp_path / "run", resume=True)
-    with pytest.raises(InputError, match=edited):
+    with pytest.raises(BuildError, match=edited):
         fit(config, tmp_path / "new")
     assert not (tmp_path / "new").exists()
 
