@@ -282,18 +282,32 @@ def check_export_folder(local_dir: Path, replace: bool, source: Path | None = No
         )
 
 
+def export_partial(local_dir: Path) -> Path:
+    """The new, empty folder `LOCAL_DIR.partial` an export is written in before `publish_export`: what an
+    interrupted export left under that name is removed first, a link or a file as itself (never followed)."""
+    tmp = local_dir.with_name(local_dir.name + ".partial")
+    if tmp.is_symlink() or (tmp.exists() and not tmp.is_dir()):
+        tmp.unlink()
+    elif tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def publish_export(tmp: Path, local_dir: Path, may_hold: tuple[str, ...] = ()) -> None:
-    """Move the complete export `tmp` to `local_dir`. An earlier export there is replaced only when each of its
-    entries is one this export writes, or one of `may_hold` (what an export writes only sometimes): a clone of the
-    Hub repo, with its .git, or a file of the user's is never deleted."""
+    """Move the complete export `tmp` to `local_dir`. An earlier export there (it has its card, README.md) is
+    replaced only when each of its entries is one this export writes, or one of `may_hold` (what an export writes
+    only sometimes): a clone of the Hub repo, with its .git, a file of the user's, or a model folder of a run is
+    never deleted."""
     if local_dir.is_dir() and any(local_dir.iterdir()):
         ours = {p.name for p in tmp.iterdir()} | set(may_hold)
         foreign = sorted(p.name for p in local_dir.iterdir() if p.name not in ours)
-        if foreign:
+        problem = f"holds what an export does not write ({', '.join(foreign[:3])})" if foreign else None
+        if problem is None and not (local_dir / "README.md").is_file():
+            problem = "holds no card (README.md), so no earlier export"
+        if problem:
             shutil.rmtree(tmp)
-            raise InputError(
-                f"{local_dir}: holds what an export does not write ({', '.join(foreign[:3])}); not replaced"
-            )
+            raise InputError(f"{local_dir}: {problem}; not replaced")
     publish_folder(tmp, local_dir)
 
 
@@ -319,9 +333,7 @@ def export_build(
     licenses = {s: sorted({r["license"] or "unknown" for r in pairs.filter(pc.equal(pairs["source"], s))
                           .select(["license"]).to_pylist()}) for s in sources}  # fmt: skip
     license_id, restricted = decide_license(licenses, license, force_license)
-    tmp = local_dir.with_name(local_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = export_partial(local_dir)
     configs = ["default", *sources]
     try:
         sizes = {}

@@ -19,9 +19,9 @@ import yaml
 
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
-from curation.export import check_export_folder, check_repo_id, publish_export
+from curation.export import check_export_folder, check_repo_id, export_partial, publish_export
 from curation.readers import json_object
-from trainer.model import check_saved
+from trainer.model import changed_files, check_saved
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 from trainer.run_summary import Reach, applied, ran_text, read_data_report, steps_text
@@ -171,11 +171,13 @@ def export_run(
     for name in reports:
         if not (run / name).resolve().is_relative_to(run.resolve()):
             raise InputError(f"{run / name}: leads out of the run (a link); only the run's own files are exported")
-    tmp = local_dir.with_name(local_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = export_partial(local_dir)
     for name in files:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model / name, tmp / name)
+    if copied := changed_files(tmp, spec.get("sha256") or {}):  # the bytes published are those checked
+        shutil.rmtree(tmp)
+        raise InputError(f"{model}: changed while it was exported ({copied[0]}); export again")
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     (tmp / "fit_config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
     for name in reports:

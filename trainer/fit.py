@@ -50,7 +50,7 @@ from trainer.data import (
     with_positions,
 )
 from trainer.loss import bradley_terry_loss, pair_metrics, pair_sums
-from trainer.model import HeadConfig, RewardModel, changed_files
+from trainer.model import SEAL, HeadConfig, RewardModel, changed_files, check_digests, check_seal, read_spec, sealed
 from trainer.run_summary import SKIP_REASONS, draws_reached, steps_per_epoch
 
 
@@ -476,7 +476,7 @@ class Trainer:
                      "steps_per_epoch": self.steps_per_epoch, "split_by": SPLIT_BY,
                      "skipped_train": {r: int(n) for r, n in zip(SKIP_REASONS, skipped, strict=True) if n},
                      "sha256": {"optimizer.safetensors": sha256_file(tmp / "optimizer.safetensors")}}  # fmt: skip
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+            (tmp / "trainer_state.json").write_text(json.dumps(sealed(state), indent=2) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
             self.last_checkpoint = folder
@@ -499,13 +499,19 @@ class Trainer:
     def _restore_weights_from(self, folder: Path) -> None:
         from safetensors.torch import load_model
 
-        spec = json.loads((folder / "reward_model.json").read_text())
+        spec = read_spec(folder)
         saved = spec.get("fit_config", {})
         state = json.loads((folder / "trainer_state.json").read_text())
-        # the files as saved (a checkpoint from before digests were recorded has none to check)
-        if damaged := changed_files(folder, {**spec.get("sha256", {}), **state.get("sha256", {})}):
+        check_seal(state, "trainer_state.json", required=SEAL in spec)  # sealed together from format 2 on
+        check_digests(state.get("sha256"), "trainer_state.json", folder)
+        # the files as saved, and no other (a checkpoint from before digests were recorded has none to check)
+        digests = {**(spec.get("sha256") or {}), **(state.get("sha256") or {})}
+        allowed = {*digests, "trainer_state.json"} if SEAL in spec else None
+        if damaged := changed_files(folder, digests, allowed):
             raise TrainingError(f"{folder}: a damaged checkpoint ({damaged[0]}); remove it to resume from the one "
                                 "before, or start a new run")  # fmt: skip
+        if spec.get("steps", state["step"]) != state["step"]:
+            raise ValueError(f"trainer_state.json is at step {state['step']}, its model at step {spec['steps']}")
         now = self.config.as_dict()
         changed = [f"{k} ({saved[k]} in the checkpoint, {now[k]} now)" for k in now
                    if k in saved and k not in HOW_IT_RUNS and k != "shards" and saved[k] != now[k]]  # fmt: skip

@@ -3,18 +3,21 @@
 The paper's head is `Linear(h, h) -> SiLU -> Linear(h, 1)` on the last non-padding token; depth, width and
 activation are options (its Table 2 ablation). The head runs in fp32 whatever the backbone's precision.
 
-A saved model is a folder: `model.safetensors` (backbone and head), `reward_model.json` (what to rebuild, and
-the sha256 of every other file as saved), `backbone/config.json`, and the tokenizer and image processor files.
-Loading never runs remote code.
+A saved model is a folder: `model.safetensors` (backbone and head), `reward_model.json` (what to rebuild, the
+sha256 of every other file as saved, and its own content's sha256), `backbone/config.json`, and the tokenizer and
+image processor files. Loading never runs remote code, and refuses a folder changed since it was saved: an edited
+spec, a file added, missing or changed (the weights' digest is checked where a model is published or resumed, and
+their tensors' names, shapes and kinds by `check_saved`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -25,7 +28,9 @@ from trainer.backbone import Backbone, backbone_kind, load_image_processor
 from trainer.layout import readout
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: file digests and the spec's own digest are recorded, and required
+SPEC = "reward_model.json"
+SEAL = "content_sha256"  # a JSON record's digest of its other keys: an edit by hand is found
 
 
 @dataclass(frozen=True)
@@ -106,22 +111,32 @@ class RewardModel(nn.Module):
         self.backbone.tokenizer.save_pretrained(folder)
         if self.backbone.image_processor is not None:
             self.backbone.image_processor.save_pretrained(folder)
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != SPEC)
         spec = {
             "format_version": FORMAT_VERSION,
             "backbone_source": self.source,
             "backbone_kind": self.backbone.kind,
             "head": asdict(self.head_config),
             **(extra or {}),
-            "sha256": {name: sha256_file(folder / name) for name in _saved_files(folder)},
+            "sha256": {name: sha256_file(folder / name) for name in files},
         }
-        (folder / "reward_model.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+        (folder / SPEC).write_text(json.dumps(sealed(spec), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, folder: Path, dtype: torch.dtype = torch.float32) -> RewardModel:
+        """The saved model, its spec and every file but the weights checked against what was saved (the weights
+        are read whole anyway; `check_saved` hashes them too). A checkpoint's own files may be beside them."""
         from safetensors.torch import load_model
 
+        from curation.errors import InputError
+
         with _readable_model(folder):
-            model = cls._rebuild(folder, _spec(folder), dtype)
+            spec = read_spec(folder)
+            digests = spec.get("sha256") or {}
+            small = {name: digest for name, digest in digests.items() if not name.endswith(".safetensors")}
+            if changed := changed_files(folder, small, {*digests, *BESIDE_A_MODEL} if digests else None):
+                raise InputError(f"{folder}: not the model as saved ({changed[0]})")
+            model = cls._rebuild(folder, spec, dtype)
             load_model(model, str(folder / "model.safetensors"))
         return model
 
@@ -137,33 +152,44 @@ class RewardModel(nn.Module):
         return cls(Backbone(backbone_model, tokenizer, processor), HeadConfig(**spec["head"]), spec["backbone_source"])
 
 
+# What may lie beside a model's files where it is loaded: a checkpoint's state (`trainer.fit`), an export's card,
+# settings and evaluation reports (`trainer.export`; a folder ends in "/"). Never published as part of a model.
+BESIDE_A_MODEL = ("optimizer.safetensors", "trainer_state.json", "README.md", "fit_config.yaml", "eval.json", "evals/")
+FLOATS = {"F16", "BF16", "F32", "F64"}
+
+
 def check_saved(folder: Path) -> dict[str, Any]:
-    """The saved model's spec, once the folder is known to load as it was saved: every file `save` wrote still
-    has the sha256 recorded in `reward_model.json` (a folder saved before digests were recorded has none to
-    check), and the weights hold each of the model's tensors, by name and shape, and nothing else (the model is
-    rebuilt from the folder's configuration on the meta device: no memory, no weights read). `InputError` naming
-    the folder and the first problem."""
+    """The saved model's spec, once the folder is known to load as it was saved: its spec unedited, exactly the
+    files `save` wrote, each with the sha256 recorded in the spec (a folder saved before digests were recorded,
+    format 1, has none to check), and weights holding each of the model's tensors, by name, shape and kind
+    (floating point), and nothing else: the model is rebuilt from the folder's configuration on the meta device
+    (no memory, no weights read). `InputError` naming the folder and the first problem."""
     from safetensors import safe_open
 
     from curation.errors import InputError
 
     with _readable_model(folder):
-        spec = _spec(folder)
-        if changed := changed_files(folder, spec.get("sha256", {})):
+        spec = read_spec(folder)
+        digests = spec.get("sha256")
+        if digests is not None and (changed := changed_files(folder, digests, set(digests))):
             raise InputError(f"{folder}: not the model as saved ({changed[0]})")
         with torch.device("meta"):
             model = RewardModel._rebuild(folder, spec, torch.float32)
         expected = model.state_dict(keep_vars=True)  # the parameters themselves: a tied pair is one object
         with safe_open(str(folder / "model.safetensors"), "pt") as weights:
-            saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+            saved = {name: (tuple(weights.get_slice(name).get_shape()), weights.get_slice(name).get_dtype())
+                     for name in weights.keys()}  # fmt: skip
     aliases: dict[int, list[str]] = {}
     for name, tensor in expected.items():
         aliases.setdefault(id(tensor), []).append(name)
     problems = [f"{names[0]!r} missing" for names in aliases.values() if not any(n in saved for n in names)]
     problems += [f"{name!r} is not a tensor of this model" for name in sorted(set(saved) - set(expected))]
     for name in sorted(set(saved) & set(expected)):
-        if saved[name] != tuple(expected[name].shape):
-            problems.append(f"{name!r} has shape {list(saved[name])}, the model's {list(expected[name].shape)}")
+        shape, kind = saved[name]
+        if shape != tuple(expected[name].shape):
+            problems.append(f"{name!r} has shape {list(shape)}, the model's {list(expected[name].shape)}")
+        elif expected[name].is_floating_point() and kind not in FLOATS:
+            problems.append(f"{name!r} holds {kind}, not floating-point numbers")
     if problems:
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
         raise InputError(f"{folder}/model.safetensors: not the weights of the model its configuration builds "
@@ -171,8 +197,9 @@ def check_saved(folder: Path) -> dict[str, Any]:
     return spec
 
 
-def changed_files(folder: Path, digests: dict[str, str]) -> list[str]:
-    """What differs from the recorded sha256 of each named file in `folder`, one phrase per file."""
+def changed_files(folder: Path, digests: dict[str, str], allowed: set[str] | None = None) -> list[str]:
+    """What differs from the recorded sha256 of each named file in `folder`, one phrase per file; with `allowed`
+    (names, and folders ending in "/"), also each file in `folder` (but the spec) not among them."""
     changed = []
     for name, digest in sorted(digests.items()):
         path = folder / name
@@ -180,23 +207,69 @@ def changed_files(folder: Path, digests: dict[str, str]) -> list[str]:
             changed.append(f"{name}: missing")
         elif sha256_file(path) != digest:
             changed.append(f"{name}: changed since it was saved (not the sha256 recorded with it)")
+    if allowed is not None:
+        held = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+        folders = tuple(name for name in allowed if name.endswith("/"))
+        added = sorted(name for name in held if name not in allowed and name != SPEC and not name.startswith(folders))
+        changed += [f"{name}: added since it was saved" for name in added]
     return changed
 
 
-def _saved_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and p.name != "reward_model.json")  # fmt: skip
+def sealed(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with its content's sha256 under `SEAL` (`check_seal` finds a later edit)."""
+    return {**record, SEAL: _content_sha256(record)}
 
 
-def _spec(folder: Path) -> dict[str, Any]:
+def check_seal(record: Any, name: str, required: bool) -> dict[str, Any]:
+    """`record` (from the JSON file `name`) if it is an object whose seal, where it has one, matches its content;
+    `required`: it must have one. `ValueError` otherwise."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{name} is not the object `trainer fit` writes")
+    if SEAL not in record and required:
+        raise ValueError(f"{name} has no {SEAL}: edited, or not written by `trainer fit`")
+    if SEAL in record and record[SEAL] != _content_sha256({k: v for k, v in record.items() if k != SEAL}):
+        raise ValueError(f"{name} changed since it was saved (not its {SEAL})")
+    return record
+
+
+def _content_sha256(record: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def read_spec(folder: Path) -> dict[str, Any]:
+    """`folder`'s `reward_model.json`, checked: sealed (format 2 on), its file digests a map of names inside the
+    folder. `FileNotFoundError` without folder or spec, `ValueError` for a spec that is not as saved."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    if not (folder / "reward_model.json").is_file():
-        raise FileNotFoundError(f"{folder}: not a saved reward model (no reward_model.json)")
-    spec = json.loads((folder / "reward_model.json").read_text())
-    if not isinstance(spec, dict) or not isinstance(spec.get("sha256", {}), dict):
-        raise ValueError("reward_model.json is not the object `trainer fit` writes")
+    if not (folder / SPEC).is_file():
+        raise FileNotFoundError(f"{folder}: not a saved reward model (no {SPEC})")
+    spec = json.loads((folder / SPEC).read_text())
+    check_seal(spec, SPEC, required=isinstance(spec, dict) and _format(spec) >= 2)
+    digests = spec.get("sha256")
+    if digests is None and _format(spec) >= 2:
+        raise ValueError(f"{SPEC} has no file digests (format {_format(spec)} records them)")
+    check_digests(digests, SPEC, folder)
     return spec
+
+
+def check_digests(digests: Any, name: str, folder: Path) -> None:
+    """A record's `sha256` map: relative names of files inside `folder` (never `..` or an absolute path: a
+    digest check reads each file), or None."""
+    if digests is None:
+        return
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise ValueError(f"{name}: its sha256 is not a map of file names to digests")
+    root = folder.resolve()
+    for file in digests:
+        path = PurePosixPath(file)
+        inside = path.parts and not path.is_absolute() and ".." not in path.parts
+        if not inside or not (root / file).resolve().is_relative_to(root):
+            raise ValueError(f"{name}: its sha256 names {file!r}, not a file inside the folder")
+
+
+def _format(spec: dict[str, Any]) -> int:
+    version = spec.get("format_version", 1)
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
 
 
 @contextmanager

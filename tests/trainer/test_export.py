@@ -3,16 +3,19 @@
 import json
 import re
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
+from curation.errors import InputError
 from tests.trainer.conftest import pair_images, pair_row
 from trainer.cli import app
 from trainer.config import FitConfig
 from trainer.data import collate, featurize
 from trainer.fit import fit
-from trainer.model import RewardModel
+from trainer.model import SEAL, RewardModel, sealed
 
 
 def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_path: Path) -> None:
@@ -111,8 +114,9 @@ def test_the_card_says_how_each_stretch_of_a_run_ran() -> None:
 
 
 def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Path, tmp_path: Path) -> None:
-    """Each file as saved (its recorded sha256), and weights holding exactly the tensors the configuration builds
-    (checked on the meta device, so also for a run saved before digests were recorded); nothing is written."""
+    """The spec unedited, exactly the files saved, each as saved (its recorded sha256), and weights holding
+    exactly the tensors the configuration builds, floating-point (checked on the meta device, so also for a run
+    saved before digests were recorded); nothing is written. A model that loads refuses the same edits."""
     import shutil
 
     run = tmp_path / "run"
@@ -127,7 +131,19 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
     blanked = weights.replace(f'"{name}"'.encode(), b'"' + b" " * len(name) + b'"', 1)
 
     def no_digests() -> None:
-        (model / "reward_model.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "sha256"}))
+        older = {k: v for k, v in spec.items() if k not in ("sha256", SEAL)} | {"format_version": 1}
+        (model / "reward_model.json").write_text(json.dumps(older))
+
+    def edit_spec(**changes: Any) -> None:  # re-sealed: an edit made to pass the spec's own check
+        edited = {k: v for k, v in spec.items() if k != SEAL} | changes
+        (model / "reward_model.json").write_text(json.dumps(sealed(edited)))
+
+    def integer_weights() -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(model / "model.safetensors")
+        save_file({k: v.long() if k == name else v for k, v in tensors.items()}, model / "model.safetensors")
+        no_digests()
 
     damages = {
         "no backbone config": (lambda: (model / "backbone" / "config.json").unlink(), "backbone/config.json: missing"),
@@ -137,6 +153,19 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
                                           f"configuration builds \\('{name}' missing and 1 more"),
         "no config, saved before digests": (lambda: (no_digests(), (model / "backbone" / "config.json").unlink()),
                                             "not a readable reward model"),
+        "a token file added": (lambda: (model / "added_tokens.json").write_text('{"<x>": 5000}'),
+                               "added_tokens.json: added since it was saved"),
+        "a checkpoint's state beside": (lambda: (model / "trainer_state.json").write_text("{}"),
+                                        "trainer_state.json: added since it was saved"),
+        "the head edited": (lambda: (model / "reward_model.json").write_text(json.dumps(
+            {**spec, "head": {**spec["head"], "activation": "none"}})), "reward_model.json changed since it was saved"),
+        "digests stripped": (lambda: (model / "reward_model.json").write_text(json.dumps(
+            {k: v for k, v in spec.items() if k not in ("sha256", SEAL)})), "reward_model.json has no content_sha256"),
+        "a digest of a file outside": (lambda: edit_spec(sha256={**spec["sha256"], "/etc/hostname": "0" * 64}),
+                                       "its sha256 names '/etc/hostname', not a file inside the folder"),
+        "a digest of the run's settings": (lambda: edit_spec(sha256={**spec["sha256"], "../config.yaml": "0" * 64}),
+                                           "its sha256 names '../config.yaml', not a file inside the folder"),
+        "integer weights, saved before digests": (integer_weights, f"'{name}' holds I64, not floating-point numbers"),
     }  # fmt: skip
     for what, (damage, expected) in damages.items():
         shutil.rmtree(model)
@@ -148,3 +177,26 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
         assert result.output.startswith("error: ") and result.output.count("\n") == 1, (what, result.output)
         assert re.search(expected, result.output), (what, result.output)
         assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists(), what
+        if what in ("a token file added", "the head edited", "a digest of a file outside"):
+            with pytest.raises(InputError, match=expected):
+                RewardModel.load(model)
+
+
+def test_an_export_writes_only_its_own_folders(demo_build: Path, tmp_path: Path) -> None:
+    """A `.partial` left as a link is removed as a link, never written through; `--replace` replaces an earlier
+    export only (it has its card), never another run's model folder."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), run)
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "hub.partial").symlink_to(tmp_path / "victim")
+    args = ["export", str(run), "--repo", "me/tiny-rm", "--dry-run"]
+    result = CliRunner().invoke(app, [*args, "--local-dir", str(tmp_path / "hub")])
+    assert result.exit_code == 0, result.output
+    assert not any((tmp_path / "victim").iterdir()) and not (tmp_path / "hub").is_symlink()
+    fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), other)
+    before = sorted(p.name for p in (other / "model").iterdir())
+    replaced = CliRunner().invoke(app, [*args, "--local-dir", str(other / "model"), "--replace"])
+    assert replaced.exit_code == 1 and "holds no card (README.md), so no earlier export; not replaced" in (
+        replaced.output
+    )
+    assert sorted(p.name for p in (other / "model").iterdir()) == before

@@ -6,9 +6,11 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,6 +19,7 @@ from typer.testing import CliRunner
 import trainer.fit as fit_module
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
+from curation.io import sha256_file
 from tests.conftest import write_image
 from trainer.cli import app
 from trainer.config import FitConfig, load_config
@@ -143,12 +146,10 @@ def test_the_cli_says_where_a_resumed_run_picks_up_and_why_nothing_is_held_out(
         f"interrupted: {run} keeps its checkpoints up to step-000002: --resume continues from there\n"
     )
     # a checkpoint of an earlier version, whose epochs dropped their last partial step, is another step plan
-    state_file = run / "checkpoints" / "step-000002" / "trainer_state.json"
-    state = json.loads(state_file.read_text())
-    state_file.write_text(json.dumps({k: v for k, v in state.items() if k != "steps_per_epoch"}))
+    saved = _as_written_before_digests(run / "checkpoints" / "step-000002", "steps_per_epoch")
     older = CliRunner().invoke(app, [*args, "--resume"])
     assert older.exit_code == 1 and "changed settings: steps per epoch (5 in the checkpoint, 6 now)" in older.stderr
-    state_file.write_text(json.dumps(state))
+    saved()
     resumed = CliRunner().invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming {run} at step 2 of 3" in resumed.stderr
@@ -459,8 +460,12 @@ def test_a_run_resumes_after_its_build_moved(demo_build: Path, tmp_path: Path, m
     (tmp_path / "here").rename(tmp_path / "there")
     other = tmp_path / "other"
     shutil.copytree(tmp_path / "there", other)
+    shard = other / "shards" / "train-00000-of-00003.arrow"  # another build's shards: other rows, other digest
+    table = pa.ipc.open_stream(pa.BufferReader(shard.read_bytes())).read_all()
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.slice(1))
     manifest = json.loads((other / "manifest.json").read_text())
-    manifest["shards"][0]["sha256"] = "0" * 64  # another build's shards
+    manifest["shards"][0] |= {"sha256": sha256_file(shard), "rows": table.num_rows - 1}
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(TrainingError, match="cannot resume with changed settings: shards"):
         fit(config(other, max_steps=3, save_every=1), tmp_path / "run", resume=True)
@@ -481,14 +486,26 @@ def test_a_resume_refuses_what_changes_the_learning_and_keeps_how_it_runs(
     with pytest.raises(TrainingError, match=r"changed settings: max_length \(\d+ in the checkpoint, 64 now\)"):
         fit(config(demo_build, max_steps=3, save_every=1, max_length=64), tmp_path / "run", resume=True)
     # A checkpoint from before the held-out split fell by prompt trained on another split.
-    state_file = tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.json"
-    state = json.loads(state_file.read_text())
-    state_file.write_text(json.dumps({k: v for k, v in state.items() if k != "split_by"}))
+    saved = _as_written_before_digests(tmp_path / "run" / "checkpoints" / "step-000002", "split_by")
     with pytest.raises(TrainingError, match=r"the held-out split \(by pair_id in the checkpoint, by prompt_id now\)"):
         fit(config(demo_build, max_steps=3, save_every=1), tmp_path / "run", resume=True)
-    state_file.write_text(json.dumps(state))
+    saved()
     fit(config(demo_build, max_steps=3, save_every=2, keep_checkpoints=0, layout="packed"), tmp_path / "run",
         resume=True)  # fmt: skip
+
+
+def _as_written_before_digests(checkpoint: Path, drop: str) -> Callable[[], None]:
+    """Make `checkpoint` one of an earlier version (format 1: no file digests, no seals), whose trainer_state.json
+    lacked `drop`; returns what puts it back."""
+    from trainer.model import SEAL
+
+    files = {name: (checkpoint / name).read_text() for name in ("reward_model.json", "trainer_state.json")}
+    spec, state = (json.loads(text) for text in files.values())
+    spec = {k: v for k, v in spec.items() if k not in (SEAL, "sha256")} | {"format_version": 1}
+    (checkpoint / "reward_model.json").write_text(json.dumps(spec))
+    (checkpoint / "trainer_state.json").write_text(json.dumps({k: v for k, v in state.items()
+                                                               if k not in (SEAL, "sha256", drop)}))  # fmt: skip
+    return lambda: [(checkpoint / name).write_text(text) for name, text in files.items()] and None
 
 
 def test_a_run_keeps_its_newest_checkpoints(demo_build: Path, tmp_path: Path) -> None:
@@ -621,7 +638,7 @@ def test_a_damaged_model_or_checkpoint_is_one_error_line_naming_it(demo_build: P
         shutil.rmtree(model, ignore_errors=True)
         shutil.copytree(out / "model", model)
         damage()
-        with pytest.raises(InputError, match=f"{model}: not a readable reward model") as failure:
+        with pytest.raises(InputError, match=f"{model}: not (a readable reward model|the model as saved)") as failure:
             RewardModel.load(model)
         assert "\n" not in str(failure.value) and "trust_remote_code=True" not in str(failure.value), name
     checkpoint = max((out / "checkpoints").glob("step-*"))
@@ -645,6 +662,20 @@ def test_resume_refuses_a_checkpoint_changed_in_place(demo_build: Path, tmp_path
         with pytest.raises(TrainingError, match=f"{checkpoint}: a damaged checkpoint \\({name}: changed since it was"):
             fit(config, tmp_path / "run", resume=True)
         (checkpoint / name).write_bytes(original)
+    state = (checkpoint / "trainer_state.json").read_text()
+    edits = {  # the step edited by hand; a list where the record was; a file added
+        "trainer_state.json changed since it was saved": state.replace('"step": 2', '"step": 1'),
+        "trainer_state.json is not the object": "[]",
+    }
+    for message, text in edits.items():
+        (checkpoint / "trainer_state.json").write_text(text)
+        with pytest.raises(TrainingError, match=f"a damaged checkpoint \\(ValueError: {message}"):
+            fit(config, tmp_path / "run", resume=True)
+    (checkpoint / "trainer_state.json").write_text(state)
+    (checkpoint / "added_tokens.json").write_text("{}")
+    with pytest.raises(TrainingError, match="a damaged checkpoint \\(added_tokens.json: added since it was saved"):
+        fit(config, tmp_path / "run", resume=True)
+    (checkpoint / "added_tokens.json").unlink()
     (checkpoint / "backbone" / "config.json").unlink()
     with pytest.raises(TrainingError, match="a damaged checkpoint \\(backbone/config.json: missing\\)"):
         fit(config, tmp_path / "run", resume=True)
