@@ -3,7 +3,7 @@
 The folder is the run's final model (`model.safetensors`, `reward_model.json`, `backbone/config.json`,
 tokenizer and image processor files) plus `fit_config.yaml`, the run's evaluation reports (`evals/`, and a legacy
 `eval.json`) when it was evaluated, and a `README.md` card: backbone and head, the training mixture (each build's
-recipe and sources), the training run (the epochs and draws its steps reached, the draws skipped, and how the steps
+recipe and sources, unless rebuilt since the run), the training run (the epochs and draws its steps reached, the draws skipped, and how the steps
 ran: device, precision, compiled layers), the settings (bf16 and compile marked where they did not apply), per
 benchmark the newest evaluation with its item counts beside the length-only judge and published results, and a
 snippet that loads the model and scores a pair.
@@ -27,9 +27,11 @@ from trainer.reports import counts_text, latest_by_benchmark, read_reports
 from trainer.run_summary import Reach, applied, ran_text, read_data_report, steps_text
 
 
-def _mixture_lines(config: dict[str, Any]) -> list[str]:
-    lines = ["| build | weight | recipe | sources (pairs in shards) |", "|---|---|---|---|"]
-    for spec in config.get("shards", []):
+def _mixture_lines(config: dict[str, Any], data: list[Any] | None) -> list[str]:
+    """Each build the run trained on, read where it lies now: its recipe and sources, unless it was rebuilt since
+    (`data`: the builds' shard digests as the run recorded them; None for a run from before they were)."""
+    lines = ["| build | weight | recipe | sources (rows in shards: distinct pairs) |", "|---|---|---|---|"]
+    for k, spec in enumerate(config.get("shards", [])):
         path_text, _, weight = spec.partition("=")
         try:
             build = BuildDir.open(path_text)
@@ -37,12 +39,21 @@ def _mixture_lines(config: dict[str, Any]) -> list[str]:
             lines.append(f"| {Path(path_text).name} | {weight or 1} | (not a readable build here) | |")
             continue
         manifest = build.manifest
-        sources = ", ".join(f"{name} ({s['in_shards']})" for name, s in manifest["sources"].items())
+        if data is not None and data[k][0] != [shard["sha256"] for shard in manifest["shards"]]:
+            lines.append(f"| {Path(path_text).name} | {weight or 1} | (rebuilt since this run: not its data) | |")
+            continue
+        sources = ", ".join(f"{name} ({_rows_text(s)})" for name, s in manifest["sources"].items())
         recipe = manifest["recipe"]
         lines.append(
             f"| {Path(path_text).name} | {weight or 1} | {recipe['name']} (`{recipe['sha256'][:12]}`) | {sources} |"
         )
     return lines
+
+
+def _rows_text(source: dict[str, Any]) -> str:
+    """A source's rows in the shards and the distinct pairs they are (upsampled copies are rows of one pair)."""
+    rows, pairs = source["in_shards"], source.get("mix", {}).get("selected", source["in_shards"])
+    return f"{rows}" if rows == pairs else f"{rows} rows: {pairs} pairs"
 
 
 def _eval_lines(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -104,7 +115,7 @@ def card_text(run: Path, repo: str, spec: dict[str, Any], config: dict[str, Any]
         f"A BaseReward-style reward model trained with rm-workbench: backbone `{source}` ({spec['backbone_kind']}) "
         f"without its LM head, reward head of {head['layers']} linear layer(s) ({head['activation']}), "
         "Bradley-Terry loss. The license is that of the backbone and of the training data (see the mixture).", "",
-        "## Training mixture", "", *_mixture_lines(config), "",
+        "## Training mixture", "", *_mixture_lines(config, spec.get("data")), "",
         *([f"Dataset on the Hub: [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})", ""]
           if dataset_repo else []),
         "## Training run", "", *_run_lines(run, spec, config), "",

@@ -467,7 +467,9 @@ class Trainer:
             # this start's stretch of steps, how they ran; none for a resumed run already at its end
             stretch = [{"steps": [self.start_step, step], **self.how}] if step > self.start_step else []
             trained = [*self.earlier, *stretch]
-            self.model.save(tmp, {"fit_config": self.config.as_dict(), "steps": step, "trained": trained}, model_state)
+            extra = {"fit_config": self.config.as_dict(), "steps": step, "trained": trained,
+                     "data": self.data.identity()}  # fmt: skip
+            self.model.save(tmp, extra, model_state)
             tensors = {f"{fqn}/{key}": value.contiguous() for fqn, state in optim_state["state"].items()
                        for key, value in state.items() if isinstance(value, torch.Tensor)}  # fmt: skip
             save_file(tensors, str(tmp / "optimizer.safetensors"))

@@ -35,6 +35,10 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
         assert torch.equal(original(**batch.model_inputs()), exported(**batch.model_inputs()))
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "datasets:\n- me/prefs" in card and "| demo | 1 | demo" in card
+    # a source's rows and the distinct pairs they are: MM-RLHF's pairs are upsampled twice in the demo recipe
+    assert (
+        re.search(r"mm_rlhf \((\d+) rows: (\d+) pairs\)", card) and "sources (rows in shards: distinct pairs)" in card
+    )
     assert "length-only judge" in card and "51.00" in card and "load_reward_model" in card
     # how far the run went and how its steps ran, as it recorded them; bf16 and compile marked where they did not apply
     data = json.loads((run / "data.json").read_text())
@@ -200,3 +204,18 @@ def test_an_export_writes_only_its_own_folders(demo_build: Path, tmp_path: Path)
         replaced.output
     )
     assert sorted(p.name for p in (other / "model").iterdir()) == before
+
+
+def test_the_card_never_describes_a_build_rebuilt_since_the_run(demo_build: Path, tmp_path: Path) -> None:
+    """The model records its builds' shard digests: a build rebuilt in place is not described as what it trained on."""
+    import shutil
+
+    build, run = tmp_path / "demo", tmp_path / "run"
+    shutil.copytree(demo_build, build)
+    fit(FitConfig(model="tiny", shards=[str(build)], global_batch=8, micro_batch=4, max_steps=1), run)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["shards"][0]["sha256"] = "0" * 64
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    args = ["export", str(run), "--repo", "me/tiny-rm", "--local-dir", str(tmp_path / "hub"), "--dry-run"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert "| demo | 1 | (rebuilt since this run: not its data) | |" in (tmp_path / "hub" / "README.md").read_text()
