@@ -507,15 +507,18 @@ def stats(
         bool, typer.Option("--json", help="print the funnel as JSON, for scripts", show_default="off")
     ] = False,
 ) -> None:
-    """Print a build's funnel from its manifest."""
+    """Print a build's funnel from its manifest (once its shards are where the manifest lists them)."""
     from curation.build_card import funnel_rows
 
-    manifest = BuildDir.open(build_dir).manifest
+    opened = BuildDir.open(build_dir)
+    shards = opened.shard_paths  # a shard missing is an error here, as in every reader of the build
+    manifest = opened.manifest
     if json_out:
         funnel = [{"source": s, "step": step, "count": n} for s, step, n in funnel_rows(manifest)]
         summary = {
             "build": manifest["recipe"]["name"],
             "rows_in_shards": manifest["rows_in_shards"],
+            "shard_files": len(shards),
             "funnel": funnel,
             "sources": manifest["sources"],
             "benchmarks": manifest.get("benchmarks", {}),

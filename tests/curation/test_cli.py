@@ -105,3 +105,17 @@ def test_ingest_says_which_files_of_a_split_folder_it_read(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     assert "2 read = 2 paired" in result.output
     assert "read 1 of its 2 data files, those of the split 'test'" in " ".join(result.output.split())
+
+
+def test_stats_refuses_a_build_missing_a_shard(demo_build: Path, tmp_path: Path) -> None:
+    """The funnel comes from the manifest, but a build without one of its shards is not the build it describes:
+    an error naming the shard, as every other reader of the build says."""
+    import shutil
+
+    build = tmp_path / "b"
+    shutil.copytree(demo_build, build)
+    assert json.loads(runner.invoke(app, ["stats", str(build), "--json"]).output)["shard_files"] == 3
+    (build / "shards" / "train-00001-of-00003.arrow").unlink()
+    for args in (["stats", str(build)], ["stats", str(build), "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "shards/train-00001-of-00003.arrow" in str(result.exception), result.output
