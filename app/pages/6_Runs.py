@@ -34,20 +34,22 @@ SMALL = 200  # fewer items than this: the page says how much one item weighs
 LABELLED_POINTS = 12  # a curve of at most this many points shows each value beside its point
 
 
-def curve(name: str, points: list[dict[str, float]]) -> alt.LayerChart | alt.Chart:
+def curve(metric: str, title: str, over_text: str, points: list[dict[str, float]]) -> alt.LayerChart | alt.Chart:
     """A metric by step: points joined by a line (one point has no line, so points are drawn), an integer step
-    axis, and the values written beside few points (evaluations are often one or two)."""
+    axis, and the values written beside few points (evaluations are often one or two). The metric's short name
+    labels the value axis; the title says what it is, the subtitle what its values are means over."""
     steps = sorted({p["step"] for p in points})
     # One step alone would make a zero-width axis: a step either side keeps the point inside and labelled.
     domain = [steps[0] - 1, steps[0] + 1] if len(steps) == 1 else alt.Undefined
     x = alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), scale=alt.Scale(domain=domain, nice=False))
-    y = alt.Y("value:Q", title=name, scale=alt.Scale(zero=False))
+    y = alt.Y("value:Q", title=metric, axis=alt.Axis(format="~g"), scale=alt.Scale(zero=False))
     base = alt.Chart(pd.DataFrame(points))
     line = base.mark_line(point=True).encode(x=x, y=y, tooltip=["step:Q", alt.Tooltip("value:Q", format=".4f")])
+    heading = alt.TitleParams(text=title, subtitle=over_text or alt.Undefined, anchor="start")
     if len(points) > LABELLED_POINTS:
-        return line.properties(title=name)
+        return line.properties(title=heading)
     values = base.mark_text(dy=-12).encode(x=x, y=y, text=alt.Text("value:Q", format=".4f"))
-    return (line + values).properties(title=name)
+    return (line + values).properties(title=heading)
 
 
 def report_summary(name: str, report: dict[str, Any]) -> dict[str, str]:
@@ -99,11 +101,11 @@ def number(value: Any) -> bool:
 
 
 def over(records: list[dict[str, Any]], key: str, what: str) -> str:
-    """` (over 8 pairs a step)`: the pairs a curve's values are means over, where the log records them."""
+    """`over 8 pairs a step`: the pairs a curve's values are means over, where the log records them."""
     counts = sorted({int(m[key]) for m in records if number(m.get(key)) and math.isfinite(m[key])})
     if not counts:
         return ""
-    return f" (over {counts[0] if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'} {what})"
+    return f"over {counts[0] if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'} {what}"
 
 
 CURVES = {"loss": "loss", "accuracy": "accuracy", "margin": "reward margin (chosen - rejected)",
@@ -114,7 +116,7 @@ for name, title in CURVES.items():
     held_out = name.startswith("eval/")
     pairs = over(metrics, "eval/pairs", "held-out pairs") if held_out else over(metrics, "pairs", "pairs a step")
     if points:
-        st.altair_chart(curve(title + pairs, points), width="stretch")
+        st.altair_chart(curve(name, title, pairs, points), width="stretch")
     if len(points) < len(logged):  # NaN, infinity or not a number: said, not silently left out of the curve
         odd = [f"step {m['step']}: {m[name]!r}" for m in logged if not (number(m[name]) and math.isfinite(m[name]))]
         st.caption(plain(f"{title}: {len(odd)} of {len(logged)} logged values are not finite numbers and are not "

@@ -48,14 +48,14 @@ def test_one_point_curves_show_the_point_its_value_and_whole_steps(
 ) -> None:
     _run_folder(tmp_path)
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
-    specs = {json.loads(c.proto.spec)["title"].split(" (")[0]: json.loads(c.proto.spec)
-             for c in app.get("vega_lite_chart")}  # fmt: skip
+    specs = {json.loads(c.proto.spec)["title"]["text"]: json.loads(c.proto.spec) for c in app.get("vega_lite_chart")}
     assert list(specs) == ["loss", "accuracy", "eval/loss", "eval/accuracy"]
-    # each curve says what its values are means over
-    assert specs["accuracy"]["title"] == "accuracy (over 8 pairs a step)"
-    assert specs["eval/accuracy"]["title"] == "eval/accuracy (over 9 held-out pairs)"
-    for spec in specs.values():
+    # each curve says what its values are means over, in its subtitle; its value axis has the metric's short name
+    assert specs["accuracy"]["title"]["subtitle"] == "over 8 pairs a step"
+    assert specs["eval/accuracy"]["title"]["subtitle"] == "over 9 held-out pairs"
+    for name, spec in specs.items():
         line, values = spec["layer"]
+        assert line["encoding"]["y"]["title"] == name
         assert line["mark"] == {"type": "line", "point": True}  # a lone point is drawn
         assert line["encoding"]["x"]["axis"] == {"format": "d", "tickMinStep": 1}  # steps are whole numbers
         assert values["mark"]["type"] == "text" and values["encoding"]["text"]["field"] == "value"
@@ -211,3 +211,18 @@ def test_a_run_with_no_steps_logged_says_so(tmp_path: Path, monkeypatch: pytest.
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert [i.value for i in app.info] == ["No steps logged yet: metrics.jsonl holds no step's record."]
     assert not app.get("vega_lite_chart")
+
+
+def test_the_margin_curve_has_its_title_and_a_short_value_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The axis names the metric (`margin`); the title says what it is; the pairs it is over go in the subtitle,
+    so the axis label is never longer than the chart."""
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    lines = [{"step": s, "loss": 0.7, "margin": 0.1 * s, "pairs": 3 + s % 6} for s in range(1, 20)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    margin = next(json.loads(c.proto.spec) for c in app.get("vega_lite_chart")
+                  if json.loads(c.proto.spec)["title"]["text"].startswith("reward margin"))  # fmt: skip
+    assert margin["title"] == {"text": "reward margin (chosen - rejected)", "subtitle": "over 3-8 pairs a step",
+                               "anchor": "start"}  # fmt: skip
+    assert margin["encoding"]["y"]["title"] == "margin"
