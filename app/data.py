@@ -420,6 +420,16 @@ class Build:
         return out
 
     # -- review queues ---------------------------------------------------------------------------------------
+    def applied_reviews(self) -> tuple[dict[str, str], list[str]]:
+        """The reviews this build applied (its `human_review` stage, `flags/human_review.parquet`): each pair's
+        action by the id it was reviewed under, and the reviews files its recipe names, as written there."""
+        flags = self.dir.optional("flags/human_review.parquet")
+        if flags is None:
+            return {}, []
+        applied = self.rows(f"SELECT pair_id, action FROM {self.table(flags)} WHERE outcome = 'applied'")
+        files = (manifest_recipe(self.manifest).get("ops") or {}).get("human_review", {}).get("reviews", [])
+        return {r["pair_id"]: r["action"] for r in applied}, [files] if isinstance(files, str) else list(files)
+
     def review_queues(self) -> list[str]:
         """The queues this build has, flagged pairs first."""
         queues = []

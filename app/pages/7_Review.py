@@ -4,11 +4,13 @@ DATA_ROOT/reviews/<build>.parquet and the next build applies them (the op human_
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from app.data import AppError, review_file
 from app.pair_view import as_shown, show_pair
-from app.ui import build_or_stop, page, pick_row, root_or_stop
+from app.ui import build_or_stop, page, pick_row, plain, root_or_stop
 from curation.errors import InputError
 from curation.reviews import latest, read_reviews
 
@@ -32,6 +34,7 @@ queue = left.selectbox(
     help="flagged pairs come first; a review changes only pairs in the shards (a removed pair stays removed)",
 )
 rows = build.review_queue(queue, chosen_source)
+applied, applied_from = build.applied_reviews()
 try:
     path = review_file(root, build.name)
     reviewed = {r["pair_id"]: r["action"] for r in latest(read_reviews(path))} if path.is_file() else {}
@@ -39,9 +42,26 @@ except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
     reviewed = {}
+if applied:  # a build made with reviews: new ones go to its own file, which its recipe does not read yet
+    files = ", ".join(applied_from)
+    st.caption(plain(f"This build applied {len(applied)} reviews (from {files}); reviews saved here go to "
+                     f"reviews/{build.name}.parquet. To apply both in the next build, list both files in the recipe: "
+                     f"human_review: {{reviews: [{files}, <data root>/reviews/{build.name}.parquet]}} (a later file's "
+                     "review of a pair wins)."))  # fmt: skip
+
+
+def review_text(pair: dict[str, Any]) -> str:
+    """The pair's review as shown: its own in this build's file, else the one this build applied."""
+    if pair["reviewed_as"] in reviewed:
+        return as_shown(reviewed[pair["reviewed_as"]], pair["swapped"])
+    if pair["reviewed_as"] in applied:  # the pair before a swap, as the review recorded it
+        return f"{applied[pair['reviewed_as']]}, applied in this build"
+    return ""
+
+
 # reviewed first: a wide queue never hides it
 # (a swapped pair's review is recorded of the pair before the swap: read as shown)
-table = [{"reviewed": as_shown(reviewed.get(r["reviewed_as"], ""), r["swapped"]),
+table = [{"reviewed": review_text(r),
           **{k: v for k, v in r.items() if k not in ("reviewed_as", "swapped")},
           "in_shards": "yes, chosen and rejected swapped" if r["swapped"] else "yes" if r["in_shards"] else "removed"}
          for r in rows]  # fmt: skip

@@ -136,6 +136,15 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     assert any(c.value.startswith("1 row of the shards match") for c in app.caption)
     header = next(t.value for t in app.text if " · pair " in t.value)
     assert header.endswith(f"chosen and rejected swapped in this build (pair id before: {other['pair_id']})")
+    # The reviewed build's Review page: the reviews it applied are marked, and new ones are said to go to its own
+    # file, which its recipe does not read yet.
+    app = run_page("pages/7_Review.py", root, monkeypatch, build="demo-reviewed")
+    app.selectbox[1].set_value("random sample").run()
+    said = " ".join(c.value for c in app.caption).replace("\\", "")
+    assert "This build applied 2 reviews (from ../builds/reviews/demo.parquet); reviews saved here go to " in said
+    assert "reviews/demo-reviewed.parquet" in said
+    marks = set(app.dataframe[0].value["reviewed"])
+    assert "swap, applied in this build" in marks or "drop, applied in this build" in marks, marks
 
 
 def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -130,6 +130,15 @@ def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "2 reviews written, 1 pairs reviewed (latest: keep 0, drop 0, swap 1)" in result.output
     assert f'ops: {{human_review: {{reviews: "{path}"}}}}' in result.output
+    assert "apply them all" not in result.output  # one file: its own line says it
+    # reviews of a build made with those reviews go to its own file: one line applies both, newest reviews last
+    second = reviews_path(tmp_path, "demo-reviewed")
+    _review(second, "b" * 32, "drop")
+    both = CliRunner().invoke(app, ["reviews", str(tmp_path)])
+    assert f'apply them all in one build: ops: {{human_review: {{reviews: ["{path}", "{second}"]}}}}' in (
+        " ".join(both.output.split()).replace("/ ", "/")
+    )
+    second.unlink()
     onto_itself = CliRunner().invoke(app, ["reviews", str(tmp_path), "--export", str(path)])
     assert onto_itself.exit_code == 1 and "append-only" in onto_itself.output
     exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
