@@ -126,7 +126,7 @@ def _partial_status(root: Path, partial: Path) -> str:
         lock = None
     if lock is not None and held(lock):
         return "in progress"
-    return "stopped: `curate build ... --resume` continues it"
+    return "stopped: curate build ... --resume continues it"
 
 
 def _finished_status(path: Path) -> str:

@@ -53,10 +53,10 @@ first = (int(page_number) - 1) * PAGE_SIZE
 shown_range = f"rows {first + 1}-{first + len(rows)}" if rows else "no row"
 if looks_like_an_id(search):
     st.caption("The search looks like a pair id: it also matches pair ids, and ids before a swap, that begin with it.")
+matching = "1 row of the shards matches" if total == 1 else f"{total} rows of the shards match"
 st.caption(
-    f"{total} row{'' if total == 1 else 's'} of the shards match (an upsampled pair is a row per copy; `copies` "
-    "counts them); page "
-    f"{int(page_number)} of {pages} shows {shown_range}. Click a row to read it."
+    f"{matching} (an upsampled pair is a row per copy; `copies` counts them); page {int(page_number)} of {pages} "
+    f"shows {shown_range}. Click a row to read it."
 )
 if not rows:
     st.stop()

@@ -44,4 +44,5 @@ if near is not None:
     edges = build.rows(
         f"SELECT count(*) FILTER (jaccard >= ?) AS n, count(*) AS total FROM {build.table(near)}", [jaccard]
     )[0]
-    st.write(f"{edges['n']} of the {edges['total']} measured prompt pairs are near duplicates at Jaccard >= {jaccard}.")
+    verb = "is a near duplicate" if edges["n"] == 1 else "are near duplicates"
+    st.write(f"{edges['n']} of the {edges['total']} measured prompt pairs {verb} at Jaccard >= {jaccard}.")

@@ -24,7 +24,7 @@ def test_home_lists_builds(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     app = run_page("Home.py", data_root, monkeypatch)
     table = app.dataframe[0].value
     assert list(table["build"]) == ["demo", "half.partial", "hostile"]
-    stopped = "stopped: `curate build ... --resume` continues it"  # no build holds its lock
+    stopped = "stopped: curate build ... --resume continues it"  # no build holds its lock
     assert list(table["status"]) == ["ready", stopped, "ready"]
     with only_writer(build_lock(data_root / "half"), "busy"):  # a build writing it now
         assert [b.status for b in list_builds(data_root) if b.name == "half.partial"] == ["in progress"]
@@ -107,9 +107,9 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert [t.value for t in removed.text].count(astronaut) == 2
     bias = run_page("pages/4_Bias.py", data_root, monkeypatch)
     assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
-    near = [m.value for m in bias.markdown if "near duplicates at Jaccard >= 0.8" in m.value]
+    near = [m.value for m in bias.markdown if "at Jaccard >= 0.8" in m.value]
     measured = pq.read_metadata(Build(data_root, "demo").signal_file("near_dedupe")).num_rows  # every pair measured
-    assert near and near[0].startswith(f"1 of the {measured} measured prompt pairs")
+    assert near and near[0].startswith(f"1 of the {measured} measured prompt pairs is a near duplicate")
     bias.slider[-1].set_value(0.99).run()  # a stricter threshold, re-decided from the stored signal
     assert any(m.value.startswith("0 of ") and "near duplicates at Jaccard >= 0.99" in m.value for m in bias.markdown)
     mixture = run_page("pages/5_Mixture.py", data_root, monkeypatch)

@@ -133,7 +133,7 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     # The swapped pair has a new id; the Pairs page finds it by its old one and says it was swapped.
     app = run_page("pages/2_Pairs.py", root, monkeypatch, build="demo-reviewed")
     app.text_input[0].input(other["pair_id"][:8]).run()
-    assert any(c.value.startswith("1 row of the shards match") for c in app.caption)
+    assert any(c.value.startswith("1 row of the shards matches ") for c in app.caption)
     header = next(t.value for t in app.text if " · pair " in t.value)
     assert header.endswith(f"chosen and rejected swapped in this build (pair id before: {other['pair_id']})")
     # The reviewed build's Review page: the reviews it applied are marked, and new ones are said to go to its own
