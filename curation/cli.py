@@ -466,7 +466,7 @@ def build_cmd(
             _fail(str(message))  # stopped before any work: nothing is kept to continue
         _fail(f"{message} [{kept}]")
         return
-    print_funnel(manifest)
+    print_funnel(manifest, str(out))
     if reused:  # the ingests (finished in any order) by name, then the signals in stage order
         ingests = sorted(r for r in reused if r.startswith("ingest "))
         taken = ingests + [r for r in reused if r not in ingests]
@@ -480,10 +480,13 @@ def build_cmd(
         _warn(warning)
 
 
-def print_funnel(manifest: dict) -> None:
+def print_funnel(manifest: dict, folder: str) -> None:
+    """The funnel of the build in `folder` (named beside its recipe's name where they differ)."""
     from curation.build_card import funnel_rows, sources_in_order
 
-    table = Table(title=f"build {manifest['recipe']['name']}: every row accounted for")
+    name = manifest["recipe"]["name"]
+    title = name if Path(folder.rstrip("/")).name == name else f"{name} ({folder})"
+    table = Table(title=Text(f"build {title}: every row accounted for"))
     for column in ("source", "step", "count"):
         table.add_column(column)
     for source, step, count in funnel_rows(manifest):
@@ -529,7 +532,7 @@ def stats(
         }
         console.print_json(json.dumps(summary))
         return
-    print_funnel(manifest)
+    print_funnel(manifest, str(build_dir))
 
 
 def _text(value: object) -> Text:
