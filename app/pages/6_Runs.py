@@ -27,7 +27,7 @@ from app.data import (
     training_reach,
 )
 from app.ui import page, plain, root_or_stop, show_refused
-from trainer.published import comparison_rows
+from trainer.published import comparison_rows, table_columns
 from trainer.reports import counted, counts_text
 
 SMALL = 200  # fewer items than this: the page says how much one item weighs
@@ -146,4 +146,8 @@ if reports:
             st.caption(f"Over {total} items one item is {100 / total:.1f} points of a score over all items (more "
                        "over fewer scored ones); each published row is over its own items (its column says how "
                        "many).")  # fmt: skip
-        st.dataframe(comparison_rows(report, benchmark, f"this model ({run.name})"), hide_index=True)
+        rows = comparison_rows(report, benchmark, f"this model ({run.name})")
+        # scores are percentages, as `trainer eval` prints them ("overall %"); a published result not known is blank
+        scores = {k: st.column_config.NumberColumn(f"{k} %", format="%.2f") for k in table_columns(rows)
+                  if k not in ("model", "result", "items")}  # fmt: skip
+        st.dataframe(rows, hide_index=True, column_config=scores)

@@ -96,6 +96,8 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     )
     assert "trained on: not recorded (no readable data.json)" in [shown(c.value) for c in app.caption]
     table = app.dataframe[1].value
+    labels = {k: v.get("label") for k, v in json.loads(app.dataframe[1].proto.columns).items()}
+    assert labels["overall"] == "overall %", labels  # scores are percentages, as `trainer eval` prints them
     run_rows = table[table["model"] == "this model (tiny)"]
     assert list(run_rows["result"]) == ["over the scored items", "over all items (not scored = wrong)"]
     assert list(run_rows["items"]) == ["3 of 4", "4"] and list(run_rows["overall"]) == [66.67, 50.0]
