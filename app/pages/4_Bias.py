@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import build_or_stop, page, root_or_stop
+from app.ui import build_or_stop, page, plain, root_or_stop
 
 page("Bias and statistics")
 root = root_or_stop()
@@ -19,14 +19,14 @@ if not sources:
 source = st.selectbox("source", sources)
 st.caption("length distribution (characters): chosen vs rejected")
 st.bar_chart(build.length_histogram(source), x="length_bin", y=["chosen", "rejected"])
-margins = build.histogram("margin", source)
-if margins:
-    st.caption("label margin distribution (the source's score gap, chosen minus rejected), rows of the shards")
-    st.bar_chart(margins, x="bin", y="rows")
-scores = build.histogram("chosen_score", source)
-if scores:
-    st.caption("chosen score distribution, rows of the shards")
-    st.bar_chart(scores, x="bin", y="rows")
+for column, what, note in (("margin", "label margin", " (the source's score gap, chosen minus rejected)"),
+                           ("chosen_score", "chosen score", "")):  # fmt: skip
+    counts = build.histogram(column, source)
+    if counts:
+        st.caption(f"{what} distribution{note}, rows of the shards")
+        st.bar_chart(counts, x="bin", y="rows")
+    else:  # said, not a chart that silently is not there
+        st.caption(plain(f"No {what} chart: no pair of {source} in the shards has a {what}."))
 st.subheader("Category mix")
 st.dataframe(build.rows("SELECT source, category, count(*) AS rows FROM pairs GROUP BY ALL ORDER BY ALL"))
 st.subheader("Thresholds, re-applied live to the stored signals")

@@ -110,6 +110,10 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     near = [m.value for m in bias.markdown if "at Jaccard >= 0.8" in m.value]
     measured = pq.read_metadata(Build(data_root, "demo").signal_file("near_dedupe")).num_rows  # every pair measured
     assert near and near[0].startswith(f"1 of the {measured} measured prompt pairs is a near duplicate")
+    said = [shown(c.value) for c in bias.caption]  # hh-rlhf, the first source, has transcripts, no scores: said so
+    assert "No label margin chart: no pair of hh_rlhf in the shards has a label margin." in said, said
+    next(s for s in bias.selectbox if s.label == "source").set_value("ultrafeedback").run()
+    assert not any("No label margin chart" in shown(c.value) for c in bias.caption)
     bias.slider[-1].set_value(0.99).run()  # a stricter threshold, re-decided from the stored signal
     assert any(m.value.startswith("0 of ") and "near duplicates at Jaccard >= 0.99" in m.value for m in bias.markdown)
     mixture = run_page("pages/5_Mixture.py", data_root, monkeypatch)
