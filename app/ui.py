@@ -121,18 +121,20 @@ def show_refused(messages: list[str]) -> None:
 
 
 def show_images(build: Build, hashes: list[str] | None, label: str, max_side: int = 640) -> None:
-    """A pair's images with their size and hash, or what is missing."""
-    for sha in hashes or []:
+    """A pair's images with their size and hash, or what is missing; several (a video's frames) are numbered."""
+    count = len(hashes or [])
+    for k, sha in enumerate(hashes or [], 1):
+        name = label if count == 1 else f"{label}, {k} of {count}"
         found = build.image(sha, max_side=max_side)
         if found is None:
-            st.text(f"{label}: image {sha} is not in this build")
+            st.text(f"{name}: image {sha} is not in this build")
             continue
         image, info = found
         size = f"{info['width']}x{info['height']} {info['format']}, {info['kib']} KiB"
         if image is None:
-            st.text(f"{label}: image {sha} ({size}) {info['error']}")
+            st.text(f"{name}: image {sha} ({size}) {info['error']}")
             continue
-        st.image(image, caption=f"{label}: {size}, sha256 {sha}")
+        st.image(image, caption=f"{name}: {size}, sha256 {sha}")
     if not hashes:
         st.text(f"{label}: no image")
 

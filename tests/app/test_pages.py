@@ -534,3 +534,14 @@ def test_the_removed_page_lists_the_benchmark_rows_not_checked_against(
     (tmp_path / "old" / "b" / "rejects" / "benchmark_rejects.parquet").unlink()
     app = run_page("pages/3_Removed.py", tmp_path / "old", monkeypatch)
     assert not any("not checked against" in s.value for s in app.subheader)
+
+
+def test_a_pairs_several_images_are_numbered(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video's frames (MM-RLHF's demo video) read as which frame of how many, not all as "image"."""
+    demo = Build(data_root, "demo")
+    video = demo.rows("SELECT pair_id, images FROM pairs WHERE len(images) > 1 LIMIT 1")[0]
+    app = run_page("pages/2_Pairs.py", data_root, monkeypatch)
+    app.text_input[0].input(video["pair_id"][:8]).run()
+    captions = [i.proto.imgs[0].caption for i in app.get("image")]
+    count = len(video["images"])
+    assert [c.split(":")[0] for c in captions] == [f"image, {k} of {count}" for k in range(1, count + 1)], captions
