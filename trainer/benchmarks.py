@@ -122,10 +122,10 @@ def average_left_out(benchmark: str, scores: dict[str, float]) -> str:
     """Why a benchmark-wide average is missing from `scores` (the items do not cover every group), or ""."""
     if benchmark == "vl_rewardbench" and "macro" not in scores:
         covered = sum(g in scores for g in VL_REWARDBENCH_GROUPS)
-        return f"no macro: it averages all 3 groups, the items cover {covered}"
+        return f"no macro score: it averages the 3 groups' accuracies, and these items are of {covered} of them"
     if benchmark == "rewardbench" and "overall" not in scores:
         covered = sum(s in scores for s in REWARDBENCH_SECTIONS)
-        return f"no overall: it averages all 4 sections, the items cover {covered}"
+        return f"no overall score: it averages the 4 sections' scores, and these items are of {covered} of them"
     return ""
 
 

@@ -3,10 +3,10 @@
 The folder is the run's final model (`model.safetensors`, `reward_model.json`, `backbone/config.json`,
 tokenizer and image processor files) plus `fit_config.yaml`, the run's evaluation reports (`evals/`, and a legacy
 `eval.json`) when it was evaluated, and a `README.md` card: backbone and head, the training mixture (each build's
-recipe and sources, unless rebuilt since the run), the training run (the epochs and draws its steps reached, the draws skipped, and how the steps
-ran: device, precision, compiled layers), the settings (bf16 and compile marked where they did not apply), per
-benchmark the newest evaluation with its item counts beside the length-only judge and published results, and a
-snippet that loads the model and scores a pair.
+recipe and sources, unless rebuilt since the run), the training run (the epochs and draws its steps reached, the
+draws skipped, and how the steps ran: device, precision, compiled layers), the settings (bf16 and compile marked
+where they did not apply), per benchmark the newest evaluation with its item counts beside the length-only judge
+and published results, and a snippet that loads the model and scores a pair.
 """
 
 from __future__ import annotations

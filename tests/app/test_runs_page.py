@@ -88,7 +88,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     assert evaluation.value == f"{EVALS}/{second.name}"
     assert (
         "vl_rewardbench: 3 of 4 items scored; 1 of 4 not scored (image not found: 1); by group: general 3 of 4; "
-        "no macro: it averages all 3 groups, the items cover 1"
+        "no macro score: it averages the 3 groups' accuracies, and these items are of 1 of them"
     ) in [shown(c.value) for c in app.caption]
     # four items beside published rows over 1,250: the page says what one item weighs
     assert any(

@@ -36,10 +36,14 @@ def test_a_benchmark_wide_average_needs_every_group() -> None:
     benchmark's: it is left out, and the report says why, rather than set beside published results."""
     scores = vl_rewardbench([item("hallucination", True), item("hallucination", False)])
     assert scores == {"overall": 50.0, "hallucination": 50.0}
-    assert average_left_out("vl_rewardbench", scores) == "no macro: it averages all 3 groups, the items cover 1"
+    assert average_left_out("vl_rewardbench", scores) == (
+        "no macro score: it averages the 3 groups' accuracies, and these items are of 1 of them"
+    )
     chat_only = rewardbench([item("alpacaeval-easy", True), item("llmbar-natural", False)])
     assert chat_only == {"Chat": 100.0, "Chat Hard": 0.0}
-    assert average_left_out("rewardbench", chat_only) == "no overall: it averages all 4 sections, the items cover 2"
+    assert average_left_out("rewardbench", chat_only) == (
+        "no overall score: it averages the 4 sections' scores, and these items are of 2 of them"
+    )
     every = [item(g, True) for g in ("general", "hallucination", "reasoning")]
     assert vl_rewardbench(every)["macro"] == 100.0 and not average_left_out("vl_rewardbench", vl_rewardbench(every))
 
