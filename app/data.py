@@ -822,7 +822,10 @@ def _left_out_text(build: dict[str, Any]) -> str:
     """`, 7 rows left out (...)` for a fold run (its shard rows, upsampled copies counted); nothing for a plain
     one."""
     left_out = build.get("left_out") or 0
-    return f", {left_out} rows left out (the audit's fold, judged by this run's model)" if left_out else ""
+    if not left_out:
+        return ""
+    return (f", {left_out} rows of the shards left out (the audit's fold, upsampled copies counted: the pairs this "
+            "run's model judges)")  # fmt: skip
 
 
 def _rows_text(build: dict[str, Any]) -> str:

@@ -74,7 +74,7 @@ if not runs:
 def run_label(run: Path) -> str:
     fold = runs[run]
     where = str(run.relative_to(root))
-    return where if fold is None else f"{where} (audit fold {fold[0]} of {fold[1]}: trained without it)"
+    return where if fold is None else f"{where} (audit fold {fold[0]} of {fold[1]}: trained without that fold's pairs)"
 
 
 run = st.selectbox("run", list(runs), format_func=run_label)

@@ -194,13 +194,16 @@ def test_plain_runs_come_before_the_fold_runs_of_audits_which_say_what_they_left
     (box,) = app.selectbox
     assert box.options == [
         "z-run",
-        "a-audit/fold-0 (audit fold 0 of 2: trained without it)",
-        "a-audit/fold-1 (audit fold 1 of 2: trained without it)",
+        "a-audit/fold-0 (audit fold 0 of 2: trained without that fold's pairs)",
+        "a-audit/fold-1 (audit fold 1 of 2: trained without that fold's pairs)",
     ]
     assert any(shown(c.value) == "trained on: b (19 training draws from 43 rows (36 distinct pairs), 0 pairs held out)"
                for c in app.caption)  # fmt: skip
     box.set_value(box.options[1]).run()
-    left_out = "0 pairs held out, 17 rows left out (the audit's fold, judged by this run's model))"
+    left_out = (
+        "0 pairs held out, 17 rows of the shards left out (the audit's fold, upsampled copies counted: the "
+        "pairs this run's model judges))"
+    )
     assert any(shown(c.value).endswith(left_out) for c in app.caption)
     home = run_page("Home.py", tmp_path, monkeypatch)
     assert any("1 run(s) found, and 2 fold run(s) of audits." in m.value for m in home.markdown)
