@@ -344,7 +344,8 @@ class Build:
 
     def signal_tables(self, pair: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """Per op that measured this pair (or its prompt or images), its signal rows as a table: what it measured
-        (the signal's columns, keys left out), the recipe's thresholds for that op, and what the op decided."""
+        (the signal's columns, keys left out), the recipe's thresholds for that op, and what the op decided (first
+        of the columns)."""
         from curation.ops import OPS
 
         found = self.signals(pair["pair_id"], pair["prompt_id"], list(pair["images"]))
@@ -377,12 +378,13 @@ class Build:
                 decision = f"removed at {removed_at[0]}"
             else:
                 decision = "kept"
+            # what the op decided first: a wide signal table never hides it
             tables[f"{op} (signal {stem})"] = [
                 {
+                    "decision": decision,
+                    "thresholds": limits,
                     **({"with prompt": _other_prompt(row, pair["prompt_id"])} if other else {}),
                     **{k: v for k, v in row.items() if k not in hidden},
-                    "thresholds": limits,
-                    "decision": decision,
                 }
                 for row in rows
             ]

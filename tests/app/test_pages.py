@@ -266,6 +266,8 @@ def test_a_pair_opens_as_the_input_row_asked_for(data_root: Path, tmp_path: Path
     assert copy is not None and copy["source_row"] == dup["source_row"]
     assert copy["removed_at"][0] == "exact_dedupe"
     tables = demo.signal_tables(copy)
+    assert all(list(row)[:2] == ["decision", "thresholds"] for rows in tables.values() for row in rows
+               if "decision" in row)  # first: a wide signal table never hides what its op decided  # fmt: skip
     [decided] = {row["decision"] for name, rows in tables.items() if name.startswith("exact_dedupe") for row in rows}
     assert decided.startswith("removed: exact duplicate")
     survivor = demo.pair(dup["pair_id"], dup["survivor_source"], dup["survivor_row"])
