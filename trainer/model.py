@@ -199,7 +199,7 @@ def check_saved(folder: Path) -> dict[str, Any]:
 
 def changed_files(folder: Path, digests: dict[str, str], allowed: set[str] | None = None) -> list[str]:
     """What differs from the recorded sha256 of each named file in `folder`, one phrase per file; with `allowed`
-    (names, and folders ending in "/"), also each file in `folder` (but the spec) not among them."""
+    (names, and folders ending in "/"), also each file in `folder` (but the spec and hidden files) not among them."""
     changed = []
     for name, digest in sorted(digests.items()):
         path = folder / name
@@ -208,7 +208,9 @@ def changed_files(folder: Path, digests: dict[str, str], allowed: set[str] | Non
         elif sha256_file(path) != digest:
             changed.append(f"{name}: changed since it was saved (not the sha256 recorded with it)")
     if allowed is not None:
+        # hidden files aside: a Hub download adds `.gitattributes` and `.cache/`, which no loader reads
         held = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+        held = (name for name in held if not any(part.startswith(".") for part in name.split("/")))
         folders = tuple(name for name in allowed if name.endswith("/"))
         added = sorted(name for name in held if name not in allowed and name != SPEC and not name.startswith(folders))
         changed += [f"{name}: added since it was saved" for name in added]

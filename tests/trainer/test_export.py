@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
                                       "--dataset-repo", "me/prefs", "--dry-run"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "[dry run] would create model repo me/tiny-rm" in result.output
+    # as a Hub download lays it out: the repo's .gitattributes and the download's .cache beside the files
+    (tmp_path / "hub" / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    (tmp_path / "hub" / ".cache" / "huggingface").mkdir(parents=True)
+    (tmp_path / "hub" / ".cache" / "huggingface" / "model.safetensors.metadata").write_text("x")
     original, exported = RewardModel.load(run / "model").eval(), RewardModel.load(tmp_path / "hub").eval()
+    shutil.rmtree(tmp_path / "hub" / ".cache")  # and no longer a download: the export may replace it below
+    (tmp_path / "hub" / ".gitattributes").unlink()
     feature = featurize(original.backbone, pair_row("What is it?", "Noise.", "A cat.", images=1), pair_images(1), 512)
     batch = collate([feature], original.backbone.pad_token_id)
     with torch.no_grad():
