@@ -34,6 +34,7 @@ from curation.build_dir import (
     confined,
     manifest_recipe,
 )
+from curation.failure import one_line
 from curation.lookup import MIN_PREFIX, pair_signals
 from curation.reviews import REVIEWS
 from curation.schema import NO_IMAGES_SQL
@@ -428,7 +429,10 @@ class Build:
         flags = self.dir.optional("flags/human_review.parquet")
         if flags is None:
             return {}, []
-        applied = self.rows(f"SELECT pair_id, action FROM {self.table(flags)} WHERE outcome = 'applied'")
+        try:
+            applied = self.rows(f"SELECT pair_id, action FROM {self.table(flags)} WHERE outcome = 'applied'")
+        except duckdb.Error as exc:
+            raise AppError(f"{self.name}/flags/human_review.parquet: not readable ({one_line(exc)})") from None
         files = (manifest_recipe(self.manifest).get("ops") or {}).get("human_review", {}).get("reviews", [])
         return {r["pair_id"]: r["action"] for r in applied}, [files] if isinstance(files, str) else list(files)
 

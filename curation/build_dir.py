@@ -312,6 +312,15 @@ def enclosing_build(path: Path) -> Path | None:
                 None)  # fmt: skip
 
 
+def within_build(path: Path) -> str | None:
+    """`is the build B` or `is inside the build B` where `path` is or would be a build folder or in one, else
+    None (`enclosing_build`)."""
+    build = enclosing_build(path)
+    if build is None:
+        return None
+    return f"is the build {build}" if build == path.resolve() else f"is inside the build {build}"
+
+
 def confined(root: Path, relative: str, within: str = "the build folder") -> Path:
     """`root / relative` by its real path (`root` itself resolved), refused with a `BuildError` when that leaves
     `root` (`within` names it in the message, which starts with `relative`: callers put their context in front)."""

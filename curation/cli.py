@@ -176,7 +176,7 @@ def reviews_command(
         last = latest(table)
         rows += table.to_pylist() if all_rows else last
         actions = {a: sum(r["action"] == a for r in last) for a in ("keep", "drop", "swap")}
-        summary.append((path, table.num_rows, len(last), actions, max(r["reviewed_at"] for r in last)))
+        summary.append((path, table.num_rows, len(last), actions))
     if export is not None:
         export_reviews(pa.Table.from_pylist(rows, schema=REVIEW_SCHEMA), export)
     if json_out:
@@ -184,15 +184,14 @@ def reviews_command(
         return
     # Paths absolute (a recipe resolves a relative one against its own folder), as JSON strings, which YAML reads
     # as they are whatever characters they hold.
-    for path, written, pairs, actions, _ in summary:
+    for path, written, pairs, actions in summary:
         counts = ", ".join(f"{a} {n}" for a, n in actions.items())
         console.print(Text(f"{path}: {written} reviews written, {pairs} pairs reviewed (latest: {counts})"))
         line = f"  apply in a build: ops: {{human_review: {{reviews: {json.dumps(str(path.resolve()))}}}}}"
         console.print(Text(line, style="dim"))
-    if len(summary) > 1:  # newest reviews last (then the file written last): a later file's review of a pair wins
-        newest_last = sorted(summary, key=lambda s: (s[-1], s[0].stat().st_mtime_ns))
-        ordered = [json.dumps(str(path.resolve())) for path, *_ in newest_last]
-        console.print(Text(f"apply them all in one build: ops: {{human_review: {{reviews: [{', '.join(ordered)}]}}}}"))
+    if len(summary) > 1:  # a pair's newest review wins, whichever file holds it
+        every = ", ".join(json.dumps(str(path.resolve())) for path, *_ in summary)
+        console.print(Text(f"apply them all in one build: ops: {{human_review: {{reviews: [{every}]}}}}"))
     table = Table(title=f"{len(rows)} {'reviews' if all_rows else 'latest reviews'}")
     for column in ("pair", "build", "source", "row", "action", "reviewer", "reviewed at", "queue", "note"):
         table.add_column(column, no_wrap=column in {"pair", "row"})

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from curation.build import build
-from curation.build_dir import BuildDir, enclosing_build
+from curation.build_dir import BuildDir, within_build
 from curation.errors import InputError
 from curation.io import only_writer
 from curation.ops.base import file_fields, model_fields
@@ -107,8 +107,8 @@ def ablate(
     for name in variants:  # a name makes folders under OUT
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", name):
             raise InputError(f"mixture name {name!r}: use letters, digits, '_', '.', '+' and '-' (it names folders)")
-    if (build := enclosing_build(out)) is not None:
-        raise InputError(f"--out {out}: inside the build {build}; the ablation's folder goes elsewhere")
+    if (where := within_build(out)) is not None:
+        raise InputError(f"--out {out} {where}; the ablation's folder goes elsewhere")
     with only_writer(out / ".lock", f"{out}: another ablation is writing it now; wait for it or choose another --out"):
         return _ablate(variants, config, benches, out, say, audit_folds)
 

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from curation.build_dir import BuildDir, enclosing_build
+from curation.build_dir import BuildDir, within_build
 from curation.errors import InputError
 from curation.io import atomic_file, sha256_file, write_text
 from curation.ops.rm_margin import AUDIT_METADATA
@@ -290,8 +290,8 @@ def audit(
             f"{config.seed}, so that fold's model has nothing to learn from; --set seed=N for another split, or "
             "give more data"
         )
-    if (build := enclosing_build(out)) is not None:
-        raise InputError(f"--out {out}: inside the build {build}; the audit's run folder goes elsewhere")
+    if (where := within_build(out)) is not None:
+        raise InputError(f"--out {out} {where}; the audit's run folder goes elsewhere")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: a file, not a folder")
     for spec in config.shards:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand
 
-from curation.build_dir import enclosing_build
+from curation.build_dir import within_build
 from curation.errors import InputError
 from curation.failure import run_cli
 from curation.interrupt import stop_interrupted, was_interrupted
@@ -644,8 +644,8 @@ def check_run_folder(out: Path, resume: bool) -> None:
     build."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: a file, not a folder")
-    if (build := enclosing_build(out)) is not None:
-        raise InputError(f"--out {out}: inside the build {build}; a run folder goes elsewhere")
+    if (where := within_build(out)) is not None:
+        raise InputError(f"--out {out} {where}; a run folder goes elsewhere")
     held = {entry.name for entry in out.iterdir() if not entry.name.startswith(".")} if out.is_dir() else set()
     is_run = {"config.yaml", "metrics.jsonl"} <= held or any((out / "checkpoints").glob("step-*"))
     if is_run and not resume:  # its reports, events and checkpoints would sit beside the new run's

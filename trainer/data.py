@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -25,6 +27,7 @@ import torch
 
 from curation.build_dir import BuildDir, BuildError, ImageTable
 from curation.errors import InputError
+from curation.io import sha256_file
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 from trainer.layout import Packed, pack, packed_index, shared_prefix_length
 from trainer.run_summary import (
@@ -57,6 +60,17 @@ def fold_of(prompt_id: str, seed: int, folds: int) -> int:
     return min(int(unit_hash("fold", seed, prompt_id) * folds), folds - 1)
 
 
+def _digest(path: Path) -> str:
+    """`path`'s sha256, hashed once per process while the file is unchanged (its size, time and inode)."""
+    stat = path.stat()
+    return _digest_of(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+    return sha256_file(path)
+
+
 @dataclass
 class Build:
     path: Path
@@ -70,14 +84,16 @@ class Build:
         """`DIR` or `DIR=WEIGHT`; DIR is a build folder or its `shards/`. A shard whose sha256 is not the one
         the manifest records (edited in place, even rewritten with the same rows) is a `BuildError`: the
         manifest's digests are what a run records of its data, so the run would not be of the build it names.
-        Shards hold text only (images are in `images/`): reading them whole takes about 0.6 s a GB."""
-        from curation.io import sha256_file
+        Shards hold text only (images are in `images/`): reading them whole takes about 0.6 s a GB, once per
+        process and file (an audit's folds open the build again), by the main process only under torchrun (a
+        refusal there ends every rank)."""
         from trainer.config import shard_weight
 
         build = BuildDir.open(spec.partition("=")[0])
         pairs = build.pairs(COLUMNS, check_text=True)  # first: a shard that cannot be read says why
         digests = [shard["sha256"] for shard in build.manifest["shards"]]
-        if edited := [str(f) for f, d in zip(build.shard_paths, digests, strict=True) if sha256_file(f) != d]:
+        main = os.environ.get("RANK", "0") == "0"
+        if main and (edited := [str(f) for f, d in zip(build.shard_paths, digests, strict=True) if _digest(f) != d]):
             raise BuildError(f"{build.path}: shards edited since their build ({', '.join(edited)}: not the "
                              "manifest's sha256); build it again")  # fmt: skip
         return cls(build.path, shard_weight(spec), pairs, build.images(), digests)

@@ -4,6 +4,7 @@ DATA_ROOT/reviews/<build>.parquet and the next build applies them (the op human_
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import streamlit as st
@@ -34,7 +35,7 @@ queue = left.selectbox(
     help="flagged pairs come first; a review changes only pairs in the shards (a removed pair stays removed)",
 )
 rows = build.review_queue(queue, chosen_source)
-applied, applied_from = build.applied_reviews()
+own = f"{root}/reviews/{build.name}.parquet"  # where the review form writes
 try:
     path = review_file(root, build.name)
     reviewed = {r["pair_id"]: r["action"] for r in latest(read_reviews(path))} if path.is_file() else {}
@@ -42,12 +43,18 @@ except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
     reviewed = {}
+try:
+    applied, applied_from = build.applied_reviews()
+except AppError as exc:
+    st.warning("The reviews this build applied cannot be read.")
+    st.text(str(exc))
+    applied, applied_from = {}, []
 if applied:  # a build made with reviews: new ones go to its own file, which its recipe does not read yet
-    files = ", ".join(applied_from)
+    files = ", ".join(json.dumps(name) for name in applied_from)  # as YAML reads them, whatever they hold
     st.caption(plain(f"This build applied {len(applied)} reviews (from {files}); reviews saved here go to "
                      f"reviews/{build.name}.parquet. To apply both in the next build, list both files in the recipe: "
-                     f"human_review: {{reviews: [{files}, <data root>/reviews/{build.name}.parquet]}} (a later file's "
-                     "review of a pair wins)."))  # fmt: skip
+                     f"human_review: {{reviews: [{files}, {json.dumps(own)}]}} (a pair's newest "
+                     "review wins)."))  # fmt: skip
 
 
 def review_text(pair: dict[str, Any]) -> str:

@@ -1,14 +1,15 @@
 """human_review: apply curators' reviews (`curation.reviews`) to the pairs they name.
 
-Score: each live pair's latest review, by `pair_id`, from the reviews file (`reviews`: a path; the workbench
-writes `DATA_ROOT/reviews/<build>.parquet`). Decide: `drop` removes the pair (reason "dropped by review", the
-note and reviewer in the detail); `swap` keeps it with chosen and rejected exchanged in the shards (a label fix:
-scores, models and the margin's sign follow, the pair_id is that of the swapped pair, and `meta` records the
-review); `keep` changes nothing, but for a pair an earlier stage swapped (`rm_margin`'s label fix): it is put back
-as its source gives it, a person's verdict over a model's. Every review is listed in `flags/human_review.parquet`
-with its outcome: applied (and whose swap a keep undid), or why not (the pair was removed by an earlier stage, or is
-not among this build's pairs). The stage runs after the other ops, so a review never brings back a pair another
-stage removed; the mix comes after it (a source with a `count` fills a dropped pair's place with another).
+Score: each live pair's newest review, by `pair_id`, from the reviews files (`reviews`: a path or a list; the
+workbench writes `DATA_ROOT/reviews/<build>.parquet`; a later file wins a tie of times). Decide: `drop` removes
+the pair (reason "dropped by review", the note and reviewer in the detail); `swap` keeps it with chosen and
+rejected exchanged in the shards (a label fix: scores, models and the margin's sign follow, the pair_id is that
+of the swapped pair, and `meta` records the review); `keep` changes nothing, but for a pair an earlier stage
+swapped (`rm_margin`'s label fix): it is put back as its source gives it, a person's verdict over a model's.
+Every review is listed in `flags/human_review.parquet` with its outcome: applied (and whose swap a keep undid), or
+why not (the pair was removed by an earlier stage, or is not among this build's pairs). The stage runs after the
+other ops, so a review never brings back a pair another stage removed; the mix comes after it (a source with a
+`count` fills a dropped pair's place with another).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.io import sha256_file
 from curation.ops.base import FILE, Decision, Op
@@ -29,8 +31,8 @@ from curation.sql import read_parquet
 
 @dataclass(frozen=True)
 class HumanReviewParams:
-    # The reviews files the workbench wrote (DATA_ROOT/reviews/<build>.parquet), one or a list: a later file's
-    # review of a pair wins over an earlier one's.
+    # The reviews files the workbench wrote (DATA_ROOT/reviews/<build>.parquet), one or a list: the newest review
+    # of a pair wins, whichever file holds it (a later file's, at the same time).
     reviews: tuple[str, ...] = field(default=(), metadata=FILE)
 
     def check(self) -> None:
@@ -59,6 +61,9 @@ class HumanReview(Op):
 
     def score(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> None:
         every = pa.concat_tables([read_reviews(Path(path)) for path in params.reviews])
+        # the newest review of a pair wins, whichever file holds it (UTC ISO times sort as text; the sort is
+        # stable, so a later file wins a tie)
+        every = every.take(pc.sort_indices(every, [("reviewed_at", "ascending")]))
         rows = pa.Table.from_pylist(latest(every), schema=REVIEW_SCHEMA)
         ctx.db.register("review_rows", rows)
         try:

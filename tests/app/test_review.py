@@ -141,7 +141,7 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     app = run_page("pages/7_Review.py", root, monkeypatch, build="demo-reviewed")
     app.selectbox[1].set_value("random sample").run()
     said = " ".join(c.value for c in app.caption).replace("\\", "")
-    assert "This build applied 2 reviews (from ../builds/reviews/demo.parquet); reviews saved here go to " in said
+    assert 'This build applied 2 reviews (from "../builds/reviews/demo.parquet"); reviews saved here go to ' in said
     assert "reviews/demo-reviewed.parquet" in said
     marks = set(app.dataframe[0].value["reviewed"])
     assert "swap, applied in this build" in marks or "drop, applied in this build" in marks, marks
@@ -321,3 +321,16 @@ def test_a_survivor_a_review_swapped_is_said_to_be_in_the_shards_swapped(
     build(load_recipe(path), root / "swapped")
     fates = {d["survivor_row"]: d["survivor_fate"] for d in Build(root, "swapped").duplicates()}
     assert fates[near["survivor_row"]] == "in the shards, chosen and rejected swapped"
+
+
+def test_a_damaged_record_of_applied_reviews_is_said_not_a_traceback(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    (root / "demo" / "flags").mkdir(exist_ok=True)  # a parquet table, but not the op's: no outcome column
+    pq.write_table(pa.table({"pair_id": ["x"]}), root / "demo" / "flags" / "human_review.parquet")
+    app = run_page("pages/7_Review.py", root, monkeypatch)
+    assert not app.exception
+    assert any(w.value == "The reviews this build applied cannot be read." for w in app.warning)
+    assert any("flags/human_review.parquet: not readable" in t.value for t in app.text)

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from curation.errors import InputError
+from curation.io import sha256_file
 from tests.trainer.conftest import pair_images, pair_row
 from trainer.cli import app
 from trainer.config import FitConfig
@@ -36,10 +37,20 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
     original, exported = RewardModel.load(run / "model").eval(), RewardModel.load(tmp_path / "hub").eval()
     shutil.rmtree(tmp_path / "hub" / ".cache")  # and no longer a download: the export may replace it below
     (tmp_path / "hub" / ".gitattributes").unlink()
+    # as the Hub's cache holds it (`snapshot_download`): each file a link into the cache's blobs
+    snapshot, blobs = tmp_path / "cache" / "snapshots" / "abc", tmp_path / "cache" / "blobs"
+    blobs.mkdir(parents=True)
+    for file in (f for f in (tmp_path / "hub").rglob("*") if f.is_file()):
+        name = file.relative_to(tmp_path / "hub")
+        shutil.copyfile(file, blobs / sha256_file(file))
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).symlink_to(Path("../" * len(name.parts) + "../blobs") / sha256_file(file))
+    cached = RewardModel.load(snapshot).eval()
     feature = featurize(original.backbone, pair_row("What is it?", "Noise.", "A cat.", images=1), pair_images(1), 512)
     batch = collate([feature], original.backbone.pad_token_id)
     with torch.no_grad():
         assert torch.equal(original(**batch.model_inputs()), exported(**batch.model_inputs()))
+        assert torch.equal(original(**batch.model_inputs()), cached(**batch.model_inputs()))
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "datasets:\n- me/prefs" in card and "| demo | 1 | demo" in card
     # a source's rows and the distinct pairs they are: MM-RLHF's pairs are upsampled twice in the demo recipe

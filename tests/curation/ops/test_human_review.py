@@ -131,11 +131,12 @@ def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
     assert "2 reviews written, 1 pairs reviewed (latest: keep 0, drop 0, swap 1)" in result.output
     assert f'ops: {{human_review: {{reviews: "{path}"}}}}' in result.output
     assert "apply them all" not in result.output  # one file: its own line says it
-    # reviews of a build made with those reviews go to its own file: one line applies both, newest reviews last
+    # reviews of a build made with those reviews go to its own file: one line applies both (a pair's newest review
+    # wins, whichever file holds it)
     second = reviews_path(tmp_path, "demo-reviewed")
     _review(second, "b" * 32, "drop")
     both = CliRunner().invoke(app, ["reviews", str(tmp_path)])
-    assert f'apply them all in one build: ops: {{human_review: {{reviews: ["{path}", "{second}"]}}}}' in (
+    assert f'apply them all in one build: ops: {{human_review: {{reviews: ["{second}", "{path}"]}}}}' in (
         " ".join(both.output.split()).replace("/ ", "/")
     )
     second.unlink()
@@ -187,6 +188,43 @@ def test_a_later_reviews_file_wins(tmp_path: Path) -> None:
     _review(second, pairs["pair_id"][0].as_py(), "keep", "on a second look, fine")
     run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": (str(first), str(second))})
     assert list(run.removed()) == [1]
+
+
+def test_a_pairs_newest_review_wins_whichever_file_holds_it(tmp_path: Path) -> None:
+    """Files listed A then B: B's swap of pair 0 (at t2) beats A's older keep (t1), though A is listed last of the
+    two only by name; A's drop of pair 1 (t3) is the newest of pair 1."""
+    from curation.reviews import REVIEW_SCHEMA
+
+    pairs, _ = pair_tables(ROWS)
+    ids = pairs["pair_id"].to_pylist()
+
+    def written(path: Path, reviews: list[tuple[str, str, str]]) -> Path:
+        rows = [{"pair_id": pid, "source": "s", "source_row": f"s.jsonl:{ids.index(pid)}", "action": action,
+                 "note": "", "reviewer": "ana", "reviewed_at": at, "build": "b0", "queue": "pairs"}
+                for pid, action, at in reviews]  # fmt: skip
+        pq.write_table(pa.Table.from_pylist(rows, schema=REVIEW_SCHEMA), path)
+        return path
+
+    second = written(tmp_path / "b.parquet", [(ids[0], "swap", "2026-01-02T00:00:00+00:00")])
+    first = written(tmp_path / "a.parquet", [(ids[0], "keep", "2026-01-01T00:00:00+00:00"),
+                                             (ids[1], "drop", "2026-01-03T00:00:00+00:00")])  # fmt: skip
+    run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": (str(second), str(first))})
+    assert list(run.removed()) == [1]
+    assert run.ctx.rows("SELECT count(*) FROM swapped") == [(1,)]
+
+
+def test_curate_reviews_reads_an_empty_reviews_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+    from curation.reviews import REVIEW_SCHEMA
+
+    (tmp_path / "reviews").mkdir()
+    pq.write_table(REVIEW_SCHEMA.empty_table(), tmp_path / "reviews" / "empty.parquet")
+    _review(reviews_path(tmp_path, "demo"), "a" * 32, "drop")
+    result = CliRunner().invoke(app, ["reviews", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "empty.parquet: 0 reviews written, 0 pairs reviewed" in " ".join(result.output.split())
 
 
 def test_a_reviews_path_that_is_empty_or_a_folder_says_so(tmp_path: Path) -> None:
