@@ -182,4 +182,4 @@ def test_no_command_writes_its_output_inside_a_build(demo_build: Path, demo_reci
         assert result.exit_code == 1 and f"inside the build {other.resolve()}" in message, (command, message)
         assert sorted(p.relative_to(other).as_posix() for p in other.rglob("*")) == before, command
     itself = CliRunner().invoke(trainer, ["fit", "--shards", str(demo_build), "--model", "tiny", "--out", str(other)])
-    assert itself.exit_code == 1 and f"--out {other} is the build {other.resolve()}; " in str(itself.exception)
+    assert itself.exit_code == 1 and f"--out {other} is the build {other.resolve()}; " in itself.output
