@@ -480,12 +480,12 @@ def build_cmd(
 
 
 def print_funnel(manifest: dict, folder: str) -> None:
-    """The funnel of the build in `folder` (named beside its recipe's name where they differ)."""
+    """The funnel of the build in `folder` (named under the table where it is not named as its recipe)."""
     from curation.build_card import funnel_rows, sources_in_order
 
     name = manifest["recipe"]["name"]
-    title = name if Path(folder.rstrip("/")).name == name else f"{name} ({folder})"
-    table = Table(title=Text(f"build {title}: every row accounted for"))
+    where = None if Path(folder.rstrip("/")).name == name else Text(f"the build of recipe {name} in {folder}")
+    table = Table(title=Text(f"build {name}: every row accounted for"), caption=where)
     for column in ("source", "step", "count"):
         table.add_column(column)
     for source, step, count in funnel_rows(manifest):
