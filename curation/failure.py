@@ -68,7 +68,7 @@ def _usage_error(exc: Any) -> None:
     if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
         print(ctx.get_help())
         sys.exit(exc.exit_code)
-    print_error(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
+    print_error(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else " (see --help)"))
     sys.exit(exc.exit_code)
 
 
