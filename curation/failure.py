@@ -52,13 +52,23 @@ def describe(exc: BaseException) -> str | None:
     return None
 
 
-def _click_exception(name: str) -> type[Exception]:
-    """The exception class `name` of the click that Typer runs on: Typer 0.29 runs on a copy of its own, which
-    only the public `typer.BadParameter` leads to; earlier versions on click itself."""
-    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+def click_exception(name: str) -> type[Exception]:
+    """The exception class `name` of the click that Typer runs on, found from the public `typer.BadParameter`:
+    Typer 0.29 runs on a copy of click of its own, earlier versions on click itself. Its bases, then the
+    subclasses of its usage error (`NoSuchOption`, `MissingParameter`, ...)."""
+    bases = typer.BadParameter.__mro__
+    found = next((c for c in bases if c.__name__ == name), None)
+    usage = [next(c for c in bases if c.__name__ == "UsageError")]
+    while found is None and usage:
+        kind = usage.pop()
+        found = kind if kind.__name__ == name else None
+        usage += kind.__subclasses__()
+    if found is None:
+        raise LookupError(f"no click exception {name!r}")
+    return found
 
 
-_USAGE_ERROR, _CLICK_EXCEPTION = _click_exception("UsageError"), _click_exception("ClickException")
+_USAGE_ERROR, _CLICK_EXCEPTION = click_exception("UsageError"), click_exception("ClickException")
 
 
 def _usage_error(exc: Any) -> None:

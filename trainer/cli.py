@@ -22,16 +22,13 @@ from typer.core import TyperCommand
 
 from curation.build_dir import within_build
 from curation.errors import InputError
-from curation.failure import run_cli
+from curation.failure import click_exception, run_cli
 from curation.interrupt import stop_interrupted, was_interrupted
 from curation.io import held, only_writer
 from curation.progress import ProgressLines
 from trainer.config import FitConfig
 
-try:  # typer vendors click from 0.2x on, with its own exception classes; before, it ran on click
-    from typer._click.exceptions import NoSuchOption
-except ImportError:
-    from click.exceptions import NoSuchOption
+NoSuchOption = click_exception("NoSuchOption")  # of the click Typer runs on
 
 if TYPE_CHECKING:
     from rich.console import Console
