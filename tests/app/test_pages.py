@@ -547,3 +547,10 @@ def test_a_pairs_several_images_are_numbered(data_root: Path, monkeypatch: pytes
     captions = [i.proto.imgs[0].caption for i in app.get("image")]
     count = len(video["images"])
     assert [c.split(":")[0] for c in captions] == [f"image, {k} of {count}" for k in range(1, count + 1)], captions
+
+
+def test_a_filter_left_out_for_want_of_data_says_so(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hostile build's one pair has no scores: no label margin slider, and a caption saying why."""
+    app = run_page("pages/2_Pairs.py", data_root, monkeypatch, build="hostile")
+    assert not [s for s in app.slider if s.label == "label margin"]
+    assert "No label margin filter: no pair in the shards has a label margin." in [shown(c.value) for c in app.caption]
