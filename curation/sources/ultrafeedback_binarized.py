@@ -67,6 +67,18 @@ class UltrafeedbackBinarized(Adapter):
             )
         ]
 
+    def meta(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The unmapped fields, and a top-level score that is no number (an "N/A" in a JSON copy of H4's layout):
+        it gives no margin, and the pair keeps what it was. A number never is kept, so the columnar path, which
+        reads numeric scores only, spells the same `meta`."""
+        meta = super().meta(row)
+        for name in ("score_chosen", "score_rejected"):
+            value = row.get(name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and not number and maybe_score(value, name) is None:
+                meta[name] = value
+        return meta
+
     def sql_layout(self, schema: pa.Schema) -> SqlLayout | None:
         """The flattened layout (string `prompt`, `chosen`, `rejected`) and the message lists of H4 and trl-lib;
         numeric scores under a `metadata` struct, or beside the answers in rows without `metadata`, as `convert`
@@ -91,11 +103,12 @@ class UltrafeedbackBinarized(Adapter):
                 chosen="chosen",
                 rejected="rejected",
                 columns=columns,
+                spells_meta=True,
             )
         split = message_pair_sql(schema)
         if split is None:
             return None
-        return SqlLayout(split.clean, split.prompt, split.chosen, split.rejected, columns)
+        return SqlLayout(split.clean, split.prompt, split.chosen, split.rejected, columns, spells_meta=True)
 
 
 def _scores_sql(schema: pa.Schema) -> tuple[str, str] | None:

@@ -29,6 +29,22 @@ def test_h4_message_lists(tmp_path: Path, run_ingest: RunIngest) -> None:
     assert [r["reason"] for r in result.rejects] == ["prompt differs between sides"]
 
 
+def test_a_score_that_is_no_number_gives_no_margin_and_is_kept(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """An "N/A" score in a JSON copy of H4's layout: the pair has no margin and says why in `meta` (a number
+    that parses is never kept there: it is the canonical score)."""
+    row = {
+        "prompt": "Name a prime.",
+        "chosen": [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "7"}],
+        "rejected": [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "8"}],
+        "score_chosen": "N/A",
+        "score_rejected": "2.5",
+    }
+    result = run_ingest("ultrafeedback_binarized", write_jsonl(tmp_path / "h4.jsonl", [row]))
+    pair = result.pairs[0]
+    assert (pair["chosen_score"], pair["rejected_score"], pair["margin"]) == (None, 2.5, None)
+    assert result.meta(0) == {"score_chosen": "N/A"}
+
+
 def test_real_rows_clean_and_label_flip(shared_data: Path, run_ingest: RunIngest) -> None:
     clean = run_ingest("ultrafeedback_binarized", shared_data / UF / "eval_clean.jsonl")
     assert clean.summary.pairs == 200 and clean.summary.ties == 25
