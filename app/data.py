@@ -34,7 +34,6 @@ from curation.build_dir import (
     confined,
     manifest_recipe,
 )
-from curation.failure import one_line
 from curation.lookup import MIN_PREFIX, pair_signals
 from curation.reviews import REVIEWS
 from curation.schema import NO_IMAGES_SQL
@@ -425,14 +424,19 @@ class Build:
     # -- review queues ---------------------------------------------------------------------------------------
     def applied_reviews(self) -> tuple[dict[str, str], list[str]]:
         """The reviews this build applied (its `human_review` stage, `flags/human_review.parquet`): each pair's
-        action by the id it was reviewed under, and the reviews files its recipe names, as written there."""
-        flags = self.dir.optional("flags/human_review.parquet")
+        action by the id it was reviewed under, and the reviews files its recipe names, as written there.
+        `AppError` for the record damaged or not the stage's table."""
+        relative = "flags/human_review.parquet"
+        flags = self.dir.optional(relative)
         if flags is None:
+            if relative in self.dir.refused:  # there, but cut short, damaged or a link leaving the build
+                raise AppError(self.dir.refused[relative])
             return {}, []
-        try:
-            applied = self.rows(f"SELECT pair_id, action FROM {self.table(flags)} WHERE outcome = 'applied'")
-        except duckdb.Error as exc:
-            raise AppError(f"{self.name}/flags/human_review.parquet: not readable ({one_line(exc)})") from None
+        missing = {"pair_id", "action", "outcome"} - set(pq.read_schema(flags).names)
+        if missing:
+            raise AppError(f"{self.name}/{relative}: not the table the human_review stage writes (no column "
+                           f"{', '.join(sorted(missing))})")  # fmt: skip
+        applied = self.rows(f"SELECT pair_id, action FROM {self.table(flags)} WHERE outcome = 'applied'")
         files = (manifest_recipe(self.manifest).get("ops") or {}).get("human_review", {}).get("reviews", [])
         return {r["pair_id"]: r["action"] for r in applied}, [files] if isinstance(files, str) else list(files)
 

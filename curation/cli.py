@@ -192,7 +192,8 @@ def reviews_command(
     if len(summary) > 1:  # a pair's newest review wins, whichever file holds it
         every = ", ".join(json.dumps(str(path.resolve())) for path, *_ in summary)
         console.print(Text(f"apply them all in one build: ops: {{human_review: {{reviews: [{every}]}}}}"))
-    table = Table(title=f"{len(rows)} {'reviews' if all_rows else 'latest reviews'}")
+    title = "reviews" if all_rows else "latest reviews (of each pair in each file; a build applies the newest)"
+    table = Table(title=f"{len(rows)} {title}")
     for column in ("pair", "build", "source", "row", "action", "reviewer", "reviewed at", "queue", "note"):
         table.add_column(column, no_wrap=column in {"pair", "row"})
     for r in rows:
@@ -482,9 +483,11 @@ def build_cmd(
 def print_funnel(manifest: dict, folder: str) -> None:
     """The funnel of the build in `folder` (named under the table where it is not named as its recipe)."""
     from curation.build_card import funnel_rows, sources_in_order
+    from curation.storage import is_uri
 
     name = manifest["recipe"]["name"]
-    where = None if Path(folder.rstrip("/")).name == name else Text(f"the build of recipe {name} in {folder}")
+    named = Path(folder.rstrip("/")).name if is_uri(folder) else Path(folder).resolve().name  # `.` is its folder
+    where = None if named == name else Text(f"the build of recipe {name} in {folder}")
     table = Table(title=Text(f"build {name}: every row accounted for"), caption=where)
     for column in ("source", "step", "count"):
         table.add_column(column)

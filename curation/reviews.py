@@ -95,6 +95,11 @@ def append_review(path: Path, review: Review) -> Review:
     return stamped
 
 
+def review_time(text: str) -> datetime:
+    """A review's `reviewed_at` as a time (ISO 8601 with its offset; `read_reviews` refuses others)."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
 def read_reviews(path: Path) -> pa.Table:
     """Every review in the file, in the order written."""
     try:
@@ -120,12 +125,21 @@ def read_reviews(path: Path) -> pa.Table:
                 f"{path}: review {row} has action {action!r} and pair id {pair_id!r}; an action is one of "
                 f"{', '.join(ACTIONS)} and a pair id is not empty"
             )
+    for row, text in enumerate(table["reviewed_at"].to_pylist()):  # which review is newest is decided by it
+        try:
+            if datetime.fromisoformat(text).tzinfo is None:
+                raise ValueError("no offset from UTC")
+        except ValueError as exc:
+            raise InputError(f"{path}: review {row} has reviewed_at {text!r}, not an ISO 8601 time with its "
+                             f"offset ({exc})") from None  # fmt: skip
     return table
 
 
 def latest(table: pa.Table) -> list[dict[str, str]]:
-    """The latest review of each pair (later rows win), in pair_id order."""
-    by_pair = {row["pair_id"]: row for row in table.to_pylist()}
+    """The newest review of each pair by its time (a later row wins a tie: of several files read in turn, the
+    later file), in pair_id order. Every consumer decides with this: the build, the workbench and the CLI."""
+    rows = sorted(table.to_pylist(), key=lambda row: review_time(row["reviewed_at"]))  # stable
+    by_pair = {row["pair_id"]: row for row in rows}
     return [by_pair[k] for k in sorted(by_pair)]
 
 

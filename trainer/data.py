@@ -61,13 +61,14 @@ def fold_of(prompt_id: str, seed: int, folds: int) -> int:
 
 
 def _digest(path: Path) -> str:
-    """`path`'s sha256, hashed once per process while the file is unchanged (its size, time and inode)."""
+    """`path`'s sha256, hashed once per process while the file is unchanged: its size, inode and times (the
+    change time too, which no one sets back by hand as `touch` or `rsync -t` set the modification time)."""
     stat = path.stat()
-    return _digest_of(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return _digest_of(path, stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=4096)
-def _digest_of(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+def _digest_of(path: Path, size: int, inode: int, mtime_ns: int, ctime_ns: int) -> str:
     return sha256_file(path)
 
 
@@ -85,14 +86,14 @@ class Build:
         the manifest records (edited in place, even rewritten with the same rows) is a `BuildError`: the
         manifest's digests are what a run records of its data, so the run would not be of the build it names.
         Shards hold text only (images are in `images/`): reading them whole takes about 0.6 s a GB, once per
-        process and file (an audit's folds open the build again), by the main process only under torchrun (a
-        refusal there ends every rank)."""
+        process and file (an audit's folds open the build again), under torchrun by one process per machine
+        (`LOCAL_RANK` 0; a refusal there ends every rank)."""
         from trainer.config import shard_weight
 
         build = BuildDir.open(spec.partition("=")[0])
         pairs = build.pairs(COLUMNS, check_text=True)  # first: a shard that cannot be read says why
         digests = [shard["sha256"] for shard in build.manifest["shards"]]
-        main = os.environ.get("RANK", "0") == "0"
+        main = os.environ.get("LOCAL_RANK", "0") == "0"  # one process per machine: its own copy of the build
         if main and (edited := [str(f) for f, d in zip(build.shard_paths, digests, strict=True) if _digest(f) != d]):
             raise BuildError(f"{build.path}: shards edited since their build ({', '.join(edited)}: not the "
                              "manifest's sha256); build it again")  # fmt: skip

@@ -139,7 +139,8 @@ EXPORTED_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt", ".model")
 
 
 def _model_files(run: Path, model: Path) -> list[str]:
-    """The model folder's files to publish (names relative to it), or `InputError` naming one that may not be: a
+    """The model folder's files to publish (names relative to it; hidden ones never), or `InputError` naming one
+    that may not be: a
     link or file whose real path leaves the run, a kind of file not in `EXPORTED_SUFFIXES`, weights that are not
     safetensors, or a config that asks for custom code (`auto_map`)."""
     from safetensors import safe_open
@@ -148,6 +149,8 @@ def _model_files(run: Path, model: Path) -> list[str]:
     names = []
     for path in sorted(model.rglob("*")):
         name = path.relative_to(model).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(model).parts):
+            continue  # hidden (an editor's or a download's): never the model's, never published
         if not path.resolve().is_relative_to(real_run):
             raise InputError(f"{path}: leads out of the run (a link); only the run's own files are exported")
         if path.is_dir():

@@ -250,22 +250,27 @@ def read_spec(folder: Path) -> dict[str, Any]:
     digests = spec.get("sha256")
     if digests is None and _format(spec) >= 2:
         raise ValueError(f"{SPEC} has no file digests (format {_format(spec)} records them)")
-    check_digests(digests, SPEC)
+    check_digests(digests, SPEC, folder)
     return spec
 
 
-def check_digests(digests: Any, name: str) -> None:
-    """A record's `sha256` map: relative names of files inside its folder (never `..` or an absolute path: a
-    digest check reads each file), or None. Checked by name, not by real path: a Hub snapshot's files are links
-    into its blob store."""
+def check_digests(digests: Any, name: str, folder: Path) -> None:
+    """A record's `sha256` map: relative names of files inside `folder` (never `..` or an absolute path: a
+    digest check reads each file), or None; a file that is a link must lead inside the folder, or into the blob
+    store of the Hub cache whose snapshot the folder is (`snapshots/<revision>/` beside `blobs/`)."""
     if digests is None:
         return
     if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
         raise ValueError(f"{name}: its sha256 is not a map of file names to digests")
+    root = folder.resolve()
+    blobs = (root.parent.parent / "blobs") if root.parent.name == "snapshots" else root
     for file in digests:
         path = PurePosixPath(file)
         if not path.parts or path.is_absolute() or ".." in path.parts or "\\" in file:
             raise ValueError(f"{name}: its sha256 names {file!r}, not a file inside the folder")
+        real = (folder / file).resolve()
+        if not (real.is_relative_to(root) or real.is_relative_to(blobs)):
+            raise ValueError(f"{name}: {file} is a link leading out of the folder")
 
 
 def _format(spec: dict[str, Any]) -> int:

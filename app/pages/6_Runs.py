@@ -42,7 +42,7 @@ def curve(metric: str, title: str, over_text: str, points: list[dict[str, float]
     # One step alone would make a zero-width axis: a step either side keeps the point inside and labelled.
     domain = [steps[0] - 1, steps[0] + 1] if len(steps) == 1 else alt.Undefined
     x = alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), scale=alt.Scale(domain=domain, nice=False))
-    y = alt.Y("value:Q", title=metric, axis=alt.Axis(format="~g"), scale=alt.Scale(zero=False))
+    y = alt.Y("value:Q", title=metric, axis=alt.Axis(format=".4~g"), scale=alt.Scale(zero=False))
     base = alt.Chart(pd.DataFrame(points))
     line = base.mark_line(point=True).encode(x=x, y=y, tooltip=["step:Q", alt.Tooltip("value:Q", format=".4f")])
     heading = alt.TitleParams(text=title, subtitle=over_text or alt.Undefined, anchor="start")
@@ -143,7 +143,7 @@ if reports:
         st.caption(plain(f"{benchmark}: {counts_text(benchmark, entry)}"))
         total = entry.get("items_total") if counted(entry) else None
         if total and total < SMALL:  # a demo slice or a subset beside full-benchmark results
-            st.caption(f"Over {total} items one item is {100 / total:.1f} points of a score over all items (more "
+            st.caption(f"Over {total} items, one item is {100 / total:.1f} points of a score over all items (more "
                        "over fewer scored ones); each published row is over its own items (its column says how "
                        "many).")  # fmt: skip
         rows = comparison_rows(report, benchmark, f"this model ({run.name})")

@@ -62,7 +62,7 @@ def review_text(pair: dict[str, Any]) -> str:
     if pair["reviewed_as"] in reviewed:
         return as_shown(reviewed[pair["reviewed_as"]], pair["swapped"])
     if pair["reviewed_as"] in applied:  # the pair before a swap, as the review recorded it
-        return f"{applied[pair['reviewed_as']]}, applied in this build"
+        return f"{applied[pair['reviewed_as']]}, applied"
     return ""
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation.io import sha256_file
 from curation.ops.base import FILE, Decision, Op
@@ -61,10 +60,7 @@ class HumanReview(Op):
 
     def score(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> None:
         every = pa.concat_tables([read_reviews(Path(path)) for path in params.reviews])
-        # the newest review of a pair wins, whichever file holds it (UTC ISO times sort as text; the sort is
-        # stable, so a later file wins a tie)
-        every = every.take(pc.sort_indices(every, [("reviewed_at", "ascending")]))
-        rows = pa.Table.from_pylist(latest(every), schema=REVIEW_SCHEMA)
+        rows = pa.Table.from_pylist(latest(every), schema=REVIEW_SCHEMA)  # newest, whichever file holds it
         ctx.db.register("review_rows", rows)
         try:
             # A swap's pair id once swapped: a pair that already exists the other way round is then a duplicate.

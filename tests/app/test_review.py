@@ -144,7 +144,7 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     assert 'This build applied 2 reviews (from "../builds/reviews/demo.parquet"); reviews saved here go to ' in said
     assert "reviews/demo-reviewed.parquet" in said
     marks = set(app.dataframe[0].value["reviewed"])
-    assert "swap, applied in this build" in marks or "drop, applied in this build" in marks, marks
+    assert "swap, applied" in marks or "drop, applied" in marks, marks
 
 
 def test_the_rm_margin_queue_says_why_each_pair_is_listed(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -328,9 +328,13 @@ def test_a_damaged_record_of_applied_reviews_is_said_not_a_traceback(
 ) -> None:
     import pyarrow as pa
 
-    (root / "demo" / "flags").mkdir(exist_ok=True)  # a parquet table, but not the op's: no outcome column
-    pq.write_table(pa.table({"pair_id": ["x"]}), root / "demo" / "flags" / "human_review.parquet")
-    app = run_page("pages/7_Review.py", root, monkeypatch)
-    assert not app.exception
-    assert any(w.value == "The reviews this build applied cannot be read." for w in app.warning)
-    assert any("flags/human_review.parquet: not readable" in t.value for t in app.text)
+    flags = root / "demo" / "flags" / "human_review.parquet"
+    flags.parent.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"pair_id": ["x"]}), flags)  # a parquet table, but not the stage's
+    whole = flags.read_bytes()
+    for damage, said in ((lambda: None, "not the table the human_review stage writes (no column action, outcome)"),
+                         (lambda: flags.write_bytes(whole[: len(whole) // 2]), "damaged, not read")):  # fmt: skip
+        damage()
+        app = run_page("pages/7_Review.py", root, monkeypatch)
+        assert any(w.value == "The reviews this build applied cannot be read." for w in app.warning), said
+        assert any(f"demo/flags/human_review.parquet: {said}" in t.value for t in app.text), said

@@ -92,7 +92,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     ) in [shown(c.value) for c in app.caption]
     # four items beside published rows over 1,250: the page says what one item weighs
     assert any(
-        c.value.startswith("Over 4 items one item is 25.0 points of a score over all items") for c in app.caption
+        c.value.startswith("Over 4 items, one item is 25.0 points of a score over all items") for c in app.caption
     )
     assert "trained on: not recorded (no readable data.json)" in [shown(c.value) for c in app.caption]
     table = app.dataframe[1].value

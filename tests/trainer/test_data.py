@@ -183,3 +183,25 @@ def test_the_pairs_of_one_prompt_are_all_trained_on_or_all_held_out(tmp_path: Pa
     held = {prompt_of[e.pair_id] for e in data.eval}
     assert len(trained | held) == 20 and trained and held and not trained & held
     assert len(data.eval) == 3 * len(held)  # every pair of a held-out prompt
+
+
+def test_a_shard_edited_with_its_time_set_back_is_refused_in_the_same_process(demo_build: Path, tmp_path: Path) -> None:
+    """The once-per-process digest is keyed by the change time too: `touch -r` or `rsync -t` can set back the
+    modification time, not the change time."""
+    import os
+    import shutil
+
+    from curation.build_dir import BuildError
+    from trainer.data import Build
+
+    build = tmp_path / "b"
+    shutil.copytree(demo_build, build)
+    Build.open(str(build))
+    shard = sorted((build / "shards").glob("*.arrow"))[0]
+    before = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0x01  # inside the stream's last bytes, the file still the same size
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(BuildError, match="shards edited since their build"):
+        Build.open(str(build))

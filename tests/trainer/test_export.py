@@ -188,6 +188,9 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
         "a digest of the run's settings": (lambda: edit_spec(sha256={**spec["sha256"], "../config.yaml": "0" * 64}),
                                            "its sha256 names '../config.yaml', not a file inside the folder"),
         "integer weights, saved before digests": (integer_weights, f"'{name}' holds I64, not floating-point numbers"),
+        "a link leading out": (lambda: (shutil.move(model / "tokenizer_config.json", tmp_path / "elsewhere.json"),
+                                        (model / "tokenizer_config.json").symlink_to(tmp_path / "elsewhere.json")),
+                               "tokenizer_config.json(: leads out of the run| is a link leading out of the folder)"),
     }  # fmt: skip
     for what, (damage, expected) in damages.items():
         shutil.rmtree(model)
@@ -199,7 +202,7 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
         assert result.output.startswith("error: ") and result.output.count("\n") == 1, (what, result.output)
         assert re.search(expected, result.output), (what, result.output)
         assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists(), what
-        if what in ("a token file added", "the head edited", "a digest of a file outside"):
+        if what in ("a token file added", "the head edited", "a digest of a file outside", "a link leading out"):
             with pytest.raises(InputError, match=expected):
                 RewardModel.load(model)
 
@@ -211,10 +214,14 @@ def test_an_export_writes_only_its_own_folders(demo_build: Path, tmp_path: Path)
     fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), run)
     (tmp_path / "victim").mkdir()
     (tmp_path / "hub.partial").symlink_to(tmp_path / "victim")
+    # an editor's hidden copy beside the model: not the model's, never published
+    (run / "model" / ".ipynb_checkpoints").mkdir()
+    (run / "model" / ".ipynb_checkpoints" / "config-checkpoint.json").write_text("{}")
     args = ["export", str(run), "--repo", "me/tiny-rm", "--dry-run"]
     result = CliRunner().invoke(app, [*args, "--local-dir", str(tmp_path / "hub")])
     assert result.exit_code == 0, result.output
     assert not any((tmp_path / "victim").iterdir()) and not (tmp_path / "hub").is_symlink()
+    assert not (tmp_path / "hub" / ".ipynb_checkpoints").exists() and "ipynb" not in result.output
     fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), other)
     before = sorted(p.name for p in (other / "model").iterdir())
     replaced = CliRunner().invoke(app, [*args, "--local-dir", str(other / "model"), "--replace"])
