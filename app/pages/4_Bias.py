@@ -28,7 +28,9 @@ for column, what, note in (("margin", "label margin", " (the source's score gap,
     else:  # said, not a chart that silently is not there
         st.caption(plain(f"No {what} chart: no pair of {source} in the shards has a {what}."))
 st.subheader("Category mix")
-st.dataframe(build.rows("SELECT source, category, count(*) AS rows FROM pairs GROUP BY ALL ORDER BY ALL"))
+st.caption('rows of the shards per source and category (a source that gives no category: "none given")')
+st.dataframe(build.rows("SELECT source, coalesce(category, 'none given') AS category, count(*) AS rows FROM pairs "
+                        "GROUP BY ALL ORDER BY ALL"), hide_index=True)  # fmt: skip
 st.subheader("Thresholds, re-applied live to the stored signals")
 ratio_signal = build.signal_file("filters")
 if ratio_signal is not None:

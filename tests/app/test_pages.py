@@ -107,6 +107,8 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert [t.value for t in removed.text].count(astronaut) == 2
     bias = run_page("pages/4_Bias.py", data_root, monkeypatch)
     assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
+    categories = bias.dataframe[1].value
+    assert "none given" in set(categories["category"]) and categories["category"].notna().all()
     near = [m.value for m in bias.markdown if "at Jaccard >= 0.8" in m.value]
     measured = pq.read_metadata(Build(data_root, "demo").signal_file("near_dedupe")).num_rows  # every pair measured
     assert near and near[0].startswith(f"1 of the {measured} measured prompt pairs is a near duplicate")
