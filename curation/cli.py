@@ -189,7 +189,7 @@ def reviews_command(
         console.print(Text(f"{path}: {written} reviews written, {pairs} pairs reviewed (latest: {counts})"))
         line = f"  apply in a build: ops: {{human_review: {{reviews: {json.dumps(str(path.resolve()))}}}}}"
         console.print(Text(line, style="dim"))
-    if len(summary) > 1:  # a pair's newest review wins, whichever file holds it
+    if len(summary) > 1:  # each file's last review of a pair, then the newest across files (`newest`)
         every = ", ".join(json.dumps(str(path.resolve())) for path, *_ in summary)
         console.print(Text(f"apply them all in one build: ops: {{human_review: {{reviews: [{every}]}}}}"))
     title = "reviews" if all_rows else "latest reviews (of each pair in each file; a build applies the newest)"

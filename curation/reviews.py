@@ -95,8 +95,8 @@ def append_review(path: Path, review: Review) -> Review:
     return stamped
 
 
-def review_time(text: str) -> datetime:
-    """A review's `reviewed_at` as a time (ISO 8601 with its offset; `read_reviews` refuses others)."""
+def _review_time(text: str) -> datetime:
+    """A review's `reviewed_at` as a UTC time (ISO 8601 with its offset; `read_reviews` refuses others)."""
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
@@ -125,22 +125,34 @@ def read_reviews(path: Path) -> pa.Table:
                 f"{path}: review {row} has action {action!r} and pair id {pair_id!r}; an action is one of "
                 f"{', '.join(ACTIONS)} and a pair id is not empty"
             )
-    for row, text in enumerate(table["reviewed_at"].to_pylist()):  # which review is newest is decided by it
+    for row, text in enumerate(table["reviewed_at"].to_pylist()):  # across files, the newest review wins
         try:
             if datetime.fromisoformat(text).tzinfo is None:
                 raise ValueError("no offset from UTC")
-        except ValueError as exc:
+            _review_time(text)
+        except (ValueError, OverflowError) as exc:
             raise InputError(f"{path}: review {row} has reviewed_at {text!r}, not an ISO 8601 time with its "
                              f"offset ({exc})") from None  # fmt: skip
     return table
 
 
 def latest(table: pa.Table) -> list[dict[str, str]]:
-    """The newest review of each pair by its time (a later row wins a tie: of several files read in turn, the
-    later file), in pair_id order. Every consumer decides with this: the build, the workbench and the CLI."""
-    rows = sorted(table.to_pylist(), key=lambda row: review_time(row["reviewed_at"]))  # stable
-    by_pair = {row["pair_id"]: row for row in rows}
+    """The latest review of each pair in one reviews file (later rows win: the file is appended to under its
+    lock, so its order is the order written, whatever the clocks said), in pair_id order."""
+    by_pair = {row["pair_id"]: row for row in table.to_pylist()}
     return [by_pair[k] for k in sorted(by_pair)]
+
+
+def newest(tables: list[pa.Table]) -> list[dict[str, str]]:
+    """The review of each pair that applies across several reviews files: each file's latest (`latest`), then
+    the newest of those by `reviewed_at`, a later file winning a tie; in pair_id order."""
+    chosen: dict[str, dict[str, str]] = {}
+    for table in tables:
+        for row in latest(table):
+            held = chosen.get(row["pair_id"])
+            if held is None or _review_time(row["reviewed_at"]) >= _review_time(held["reviewed_at"]):
+                chosen[row["pair_id"]] = row
+    return [chosen[k] for k in sorted(chosen)]
 
 
 def list_review_files(root: Path) -> list[Path]:

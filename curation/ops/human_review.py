@@ -1,15 +1,15 @@
 """human_review: apply curators' reviews (`curation.reviews`) to the pairs they name.
 
-Score: each live pair's newest review, by `pair_id`, from the reviews files (`reviews`: a path or a list; the
-workbench writes `DATA_ROOT/reviews/<build>.parquet`; a later file wins a tie of times). Decide: `drop` removes
-the pair (reason "dropped by review", the note and reviewer in the detail); `swap` keeps it with chosen and
-rejected exchanged in the shards (a label fix: scores, models and the margin's sign follow, the pair_id is that
-of the swapped pair, and `meta` records the review); `keep` changes nothing, but for a pair an earlier stage
-swapped (`rm_margin`'s label fix): it is put back as its source gives it, a person's verdict over a model's.
-Every review is listed in `flags/human_review.parquet` with its outcome: applied (and whose swap a keep undid), or
-why not (the pair was removed by an earlier stage, or is not among this build's pairs). The stage runs after the
-other ops, so a review never brings back a pair another stage removed; the mix comes after it (a source with a
-`count` fills a dropped pair's place with another).
+Score: each live pair's review, by `pair_id`, from the reviews files (`reviews`: a path or a list; the workbench
+writes `DATA_ROOT/reviews/<build>.parquet`): in a file the last written, across files the newest (`newest`).
+Decide: `drop` removes the pair (reason "dropped by review", the note and reviewer in the detail); `swap` keeps it
+with chosen and rejected exchanged in the shards (a label fix: scores, models and the margin's sign follow, the
+pair_id is that of the swapped pair, and `meta` records the review); `keep` changes nothing, but for a pair an
+earlier stage swapped (`rm_margin`'s label fix): it is put back as its source gives it, a person's verdict over a
+model's. Every review is listed in `flags/human_review.parquet` with its outcome: applied (and whose swap a keep
+undid), or why not (the pair was removed by an earlier stage, or is not among this build's pairs). The stage runs
+after the other ops, so a review never brings back a pair another stage removed; the mix comes after it (a source
+with a `count` fills a dropped pair's place with another).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import pyarrow as pa
 from curation.io import sha256_file
 from curation.ops.base import FILE, Decision, Op
 from curation.ops.context import BuildContext
-from curation.reviews import REVIEW_SCHEMA, latest, read_reviews
+from curation.reviews import REVIEW_SCHEMA, newest, read_reviews
 from curation.schema import compute_pair_id
 from curation.sql import read_parquet
 
 
 @dataclass(frozen=True)
 class HumanReviewParams:
-    # The reviews files the workbench wrote (DATA_ROOT/reviews/<build>.parquet), one or a list: the newest review
-    # of a pair wins, whichever file holds it (a later file's, at the same time).
+    # The reviews files the workbench wrote (DATA_ROOT/reviews/<build>.parquet), one or a list: of a pair's
+    # reviews, each file's last written, then the newest of those (a later file's, at the same time).
     reviews: tuple[str, ...] = field(default=(), metadata=FILE)
 
     def check(self) -> None:
@@ -59,8 +59,8 @@ class HumanReview(Op):
         return {"reviews_sha256": [sha256_file(Path(path)) for path in params.reviews]}
 
     def score(self, ctx: BuildContext, params: HumanReviewParams, signals: Path) -> None:
-        every = pa.concat_tables([read_reviews(Path(path)) for path in params.reviews])
-        rows = pa.Table.from_pylist(latest(every), schema=REVIEW_SCHEMA)  # newest, whichever file holds it
+        files = [read_reviews(Path(path)) for path in params.reviews]
+        rows = pa.Table.from_pylist(newest(files), schema=REVIEW_SCHEMA)
         ctx.db.register("review_rows", rows)
         try:
             # A swap's pair id once swapped: a pair that already exists the other way round is then a duplicate.

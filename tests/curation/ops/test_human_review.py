@@ -1,6 +1,7 @@
 """human_review: curators' reviews applied in the next build (drop, swap as a fix, keep)."""
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -192,8 +193,8 @@ def test_a_later_reviews_file_wins(tmp_path: Path) -> None:
 
 def test_a_pairs_newest_review_wins_whichever_file_holds_it(tmp_path: Path) -> None:
     """Files listed B then A: B's swap of pair 0 (at t2) beats A's older keep (t1), though A is listed last; A's
-    drop of pair 1 (t3) is the newest of pair 1. The workbench and `curate reviews` decide the same way
-    (`latest`), rows out of time order included; a time without its offset is refused."""
+    drop of pair 1 (t3) is the newest of pair 1. Within one file the last review written wins, whatever its clock
+    said (it is appended under a lock); a time without its offset, or out of range in UTC, is refused."""
     from curation.errors import InputError
     from curation.reviews import REVIEW_SCHEMA
 
@@ -213,12 +214,15 @@ def test_a_pairs_newest_review_wins_whichever_file_holds_it(tmp_path: Path) -> N
     run = run_op_on_rows(tmp_path / "b", "human_review", ROWS, {"reviews": (str(second), str(first))})
     assert list(run.removed()) == [1]
     assert run.ctx.rows("SELECT count(*) FROM swapped") == [(1,)]
-    unordered = written(tmp_path / "c.parquet", [(ids[0], "drop", "2026-01-05T00:00:00+00:00"),
-                                                 (ids[0], "keep", "2026-01-04T23:00:00-02:00")])  # fmt: skip
-    assert [r["action"] for r in latest(read_reviews(unordered))] == ["keep"]  # 01:00 UTC on the 5th: newer
-    naive = written(tmp_path / "d.parquet", [(ids[0], "drop", "2026-01-05 00:00:00")])
-    with pytest.raises(InputError, match=r"d.parquet: review 0 has reviewed_at '2026-01-05 00:00:00', not an ISO"):
-        read_reviews(naive)
+    clock_behind = written(tmp_path / "c.parquet", [(ids[0], "keep", "2026-01-05T02:00:00+00:00"),
+                                                    (ids[0], "drop", "2026-01-04T23:00:00-02:00")])  # fmt: skip
+    assert [r["action"] for r in latest(read_reviews(clock_behind))] == ["drop"]  # written last: applies
+    run = run_op_on_rows(tmp_path / "b2", "human_review", ROWS, {"reviews": (str(clock_behind),)})
+    assert list(run.removed()) == [0]
+    for name, at in (("d", "2026-01-05 00:00:00"), ("e", "0001-01-01T00:00:00+01:00")):
+        bad = written(tmp_path / f"{name}.parquet", [(ids[0], "drop", at)])
+        with pytest.raises(InputError, match=re.escape(f"{name}.parquet: review 0 has reviewed_at '{at}', not an ISO")):
+            read_reviews(bad)
 
 
 def test_curate_reviews_reads_an_empty_reviews_file(tmp_path: Path) -> None:
