@@ -505,7 +505,7 @@ class Trainer:
         saved = spec.get("fit_config", {})
         state = json.loads((folder / "trainer_state.json").read_text())
         check_seal(state, "trainer_state.json", required=SEAL in spec)  # sealed together from format 2 on
-        check_digests(state.get("sha256"), "trainer_state.json", folder)
+        check_digests(state.get("sha256"), "trainer_state.json")
         # the files as saved, and no other (a checkpoint from before digests were recorded has none to check)
         digests = {**(spec.get("sha256") or {}), **(state.get("sha256") or {})}
         allowed = {*digests, "trainer_state.json"} if SEAL in spec else None

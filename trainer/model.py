@@ -245,32 +245,44 @@ def read_spec(folder: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder}: no such folder")
     if not (folder / SPEC).is_file():
         raise FileNotFoundError(f"{folder}: not a saved reward model (no {SPEC})")
+    _check_links(folder)
     spec = json.loads((folder / SPEC).read_text())
     check_seal(spec, SPEC, required=isinstance(spec, dict) and _format(spec) >= 2)
     digests = spec.get("sha256")
-    if digests is None and _format(spec) >= 2:
+    if not digests and _format(spec) >= 2:
         raise ValueError(f"{SPEC} has no file digests (format {_format(spec)} records them)")
-    check_digests(digests, SPEC, folder)
+    check_digests(digests, SPEC)
     return spec
 
 
-def check_digests(digests: Any, name: str, folder: Path) -> None:
-    """A record's `sha256` map: relative names of files inside `folder` (never `..` or an absolute path: a
-    digest check reads each file), or None; a file that is a link must lead inside the folder, or into the blob
-    store of the Hub cache whose snapshot the folder is (`snapshots/<revision>/` beside `blobs/`)."""
+def _check_links(folder: Path) -> None:
+    """Every file and folder a loader may read in `folder` (hidden ones are not read) by its real path: inside
+    the folder, or in the blob store of the Hub cache whose snapshot the folder is (`<repo>/snapshots/<rev>/`
+    beside `<repo>/blobs/` and `<repo>/refs/`, where each file is a link to its blob). `ValueError` otherwise."""
+    root = folder.resolve()
+    repo = root.parent.parent
+    hub = root.parent.name == "snapshots" and (repo / "refs").is_dir()
+    blobs = repo / "blobs" if hub else root
+    for path in (folder, *folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        real = path.resolve()
+        if not (real.is_relative_to(root) or real.is_relative_to(blobs)):
+            raise ValueError(f"{relative.as_posix() or folder.name} is a link leading out of the model folder")
+
+
+def check_digests(digests: Any, name: str) -> None:
+    """A record's `sha256` map: relative names of files inside its folder (never `..` or an absolute path: a
+    digest check reads each file; where the names lead, `_check_links` checks), or None."""
     if digests is None:
         return
     if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
         raise ValueError(f"{name}: its sha256 is not a map of file names to digests")
-    root = folder.resolve()
-    blobs = (root.parent.parent / "blobs") if root.parent.name == "snapshots" else root
     for file in digests:
         path = PurePosixPath(file)
         if not path.parts or path.is_absolute() or ".." in path.parts or "\\" in file:
             raise ValueError(f"{name}: its sha256 names {file!r}, not a file inside the folder")
-        real = (folder / file).resolve()
-        if not (real.is_relative_to(root) or real.is_relative_to(blobs)):
-            raise ValueError(f"{name}: {file} is a link leading out of the folder")
 
 
 def _format(spec: dict[str, Any]) -> int:

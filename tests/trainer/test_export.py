@@ -40,6 +40,7 @@ def test_model_export_loads_back_with_identical_rewards(demo_build: Path, tmp_pa
     # as the Hub's cache holds it (`snapshot_download`): each file a link into the cache's blobs
     snapshot, blobs = tmp_path / "cache" / "snapshots" / "abc", tmp_path / "cache" / "blobs"
     blobs.mkdir(parents=True)
+    (tmp_path / "cache" / "refs").mkdir()
     for file in (f for f in (tmp_path / "hub").rglob("*") if f.is_file()):
         name = file.relative_to(tmp_path / "hub")
         shutil.copyfile(file, blobs / sha256_file(file))
@@ -135,6 +136,9 @@ def test_the_card_says_how_each_stretch_of_a_run_ran() -> None:
     assert _settings_lines(config, [])[0] == "bf16: true"  # a run from before it was recorded: nothing said
 
 
+LINK_OUT = "(: leads out of the run| is a link leading out of the model folder)"  # export's words, or a load's
+
+
 def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Path, tmp_path: Path) -> None:
     """The spec unedited, exactly the files saved, each as saved (its recorded sha256), and weights holding
     exactly the tensors the configuration builds, floating-point (checked on the meta device, so also for a run
@@ -190,7 +194,12 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
         "integer weights, saved before digests": (integer_weights, f"'{name}' holds I64, not floating-point numbers"),
         "a link leading out": (lambda: (shutil.move(model / "tokenizer_config.json", tmp_path / "elsewhere.json"),
                                         (model / "tokenizer_config.json").symlink_to(tmp_path / "elsewhere.json")),
-                               "tokenizer_config.json(: leads out of the run| is a link leading out of the folder)"),
+                               f"tokenizer_config.json{LINK_OUT}"),
+        "digests emptied, resealed": (lambda: edit_spec(sha256={}), "reward_model.json has no file digests"),
+        "a link leading out, saved before digests": (
+            lambda: (no_digests(), shutil.move(model / "model.safetensors", tmp_path / "weights"),
+                     (model / "model.safetensors").symlink_to(tmp_path / "weights")),
+            f"model.safetensors{LINK_OUT}"),
     }  # fmt: skip
     for what, (damage, expected) in damages.items():
         shutil.rmtree(model)
@@ -202,7 +211,13 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
         assert result.output.startswith("error: ") and result.output.count("\n") == 1, (what, result.output)
         assert re.search(expected, result.output), (what, result.output)
         assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists(), what
-        if what in ("a token file added", "the head edited", "a digest of a file outside", "a link leading out"):
+        if what in (
+            "a token file added",
+            "the head edited",
+            "a digest of a file outside",
+            "a link leading out",
+            "a link leading out, saved before digests",
+        ):
             with pytest.raises(InputError, match=expected):
                 RewardModel.load(model)
 
