@@ -39,7 +39,8 @@ def _mixture_lines(config: dict[str, Any], data: list[Any] | None) -> list[str]:
             lines.append(f"| {Path(path_text).name} | {weight or 1} | (not a readable build here) | |")
             continue
         manifest = build.manifest
-        if data is not None and data[k][0] != [shard["sha256"] for shard in manifest["shards"]]:
+        recorded = data[k][0] if data is not None and k < len(data) else None  # the run's settings may be edited
+        if data is not None and recorded != [shard["sha256"] for shard in manifest["shards"]]:
             lines.append(f"| {Path(path_text).name} | {weight or 1} | (rebuilt since this run: not its data) | |")
             continue
         sources = ", ".join(f"{name} ({_rows_text(s)})" for name, s in manifest["sources"].items())
@@ -140,16 +141,15 @@ EXPORTED_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt", ".model")
 
 def _model_files(run: Path, model: Path) -> list[str]:
     """The model folder's files to publish (names relative to it; hidden ones never), or `InputError` naming one
-    that may not be: a
-    link or file whose real path leaves the run, a kind of file not in `EXPORTED_SUFFIXES`, weights that are not
-    safetensors, or a config that asks for custom code (`auto_map`)."""
+    that may not be: a link or file whose real path leaves the run, a kind of file not in `EXPORTED_SUFFIXES`,
+    weights that are not safetensors, or a config that asks for custom code (`auto_map`)."""
     from safetensors import safe_open
 
     real_run = run.resolve()
     names = []
     for path in sorted(model.rglob("*")):
         name = path.relative_to(model).as_posix()
-        if any(part.startswith(".") for part in path.relative_to(model).parts):
+        if any(part.startswith(".") for part in name.split("/")):
             continue  # hidden (an editor's or a download's): never the model's, never published
         if not path.resolve().is_relative_to(real_run):
             raise InputError(f"{path}: leads out of the run (a link); only the run's own files are exported")
