@@ -53,8 +53,8 @@ if applied:  # a build made with reviews: new ones go to its own file, which its
     files = ", ".join(json.dumps(name) for name in applied_from)  # as YAML reads them, whatever they hold
     st.caption(plain(f"This build applied {len(applied)} reviews (from {files}); reviews saved here go to "
                      f"reviews/{build.name}.parquet. To apply both in the next build, list both files in the recipe: "
-                     f"human_review: {{reviews: [{files}, {json.dumps(own)}]}} (a pair's newest "
-                     "review wins)."))  # fmt: skip
+                     f"human_review: {{reviews: [{files}, {json.dumps(own)}]}} (each file's last "
+                     "review of a pair, then the newest across files, applies)."))  # fmt: skip
 
 
 def review_text(pair: dict[str, Any]) -> str:
