@@ -21,7 +21,7 @@ from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
 from curation.export import check_export_folder, check_repo_id, export_partial, publish_export
 from curation.readers import json_object
-from trainer.model import changed_files, check_saved
+from trainer.model import changed_files, check_saved, hidden
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import counts_text, latest_by_benchmark, read_reports
 from trainer.run_summary import Reach, applied, ran_text, read_data_report, steps_text
@@ -149,8 +149,8 @@ def _model_files(run: Path, model: Path) -> list[str]:
     names = []
     for path in sorted(model.rglob("*")):
         name = path.relative_to(model).as_posix()
-        if any(part.startswith(".") for part in name.split("/")):
-            continue  # hidden (an editor's or a download's): never the model's, never published
+        if hidden(name):
+            continue  # never the model's, never published
         if not path.resolve().is_relative_to(real_run):
             raise InputError(f"{path}: leads out of the run (a link); only the run's own files are exported")
         if path.is_dir():

@@ -208,13 +208,19 @@ def changed_files(folder: Path, digests: dict[str, str], allowed: set[str] | Non
         elif sha256_file(path) != digest:
             changed.append(f"{name}: changed since it was saved (not the sha256 recorded with it)")
     if allowed is not None:
-        # hidden files aside: a Hub download adds `.gitattributes` and `.cache/`, which no loader reads
+        # hidden files aside (`hidden`)
         held = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
-        held = (name for name in held if not any(part.startswith(".") for part in name.split("/")))
+        held = (name for name in held if not hidden(name))
         folders = tuple(name for name in allowed if name.endswith("/"))
         added = sorted(name for name in held if name not in allowed and name != SPEC and not name.startswith(folders))
         changed += [f"{name}: added since it was saved" for name in added]
     return changed
+
+
+def hidden(name: str) -> bool:
+    """Whether a path in a model folder (relative, `/`-separated) is hidden, or in a hidden folder: an editor's
+    or a download's (`.gitattributes`, `.cache/`), which no loader reads and no export publishes."""
+    return any(part.startswith(".") for part in name.split("/"))
 
 
 def sealed(record: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +271,7 @@ def _check_links(folder: Path) -> None:
     blobs = repo / "blobs" if hub else root
     for path in (folder, *folder.rglob("*")):
         relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts):
+        if hidden(relative.as_posix()):
             continue
         real = path.resolve()
         if not (real.is_relative_to(root) or real.is_relative_to(blobs)):

@@ -13,7 +13,7 @@ from app.data import AppError, review_file
 from app.pair_view import as_shown, show_pair
 from app.ui import build_or_stop, page, pick_row, plain, root_or_stop
 from curation.errors import InputError
-from curation.reviews import latest, read_reviews
+from curation.reviews import latest, read_reviews, reviews_path
 
 page("Review")
 root = root_or_stop()
@@ -35,7 +35,7 @@ queue = left.selectbox(
     help="flagged pairs come first; a review changes only pairs in the shards (a removed pair stays removed)",
 )
 rows = build.review_queue(queue, chosen_source)
-own = f"{root}/reviews/{build.name}.parquet"  # where the review form writes
+own = str(reviews_path(root, build.name))  # where the review form writes (a build's name is a folder's)
 try:
     path = review_file(root, build.name)
     reviewed = {r["pair_id"]: r["action"] for r in latest(read_reviews(path))} if path.is_file() else {}
