@@ -22,6 +22,7 @@ import lzma
 import re
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ SAVED_DATASET = "state.json"  # `datasets` save_to_disk of a Dataset: lists its 
 
 
 def source_files(
-    root: Path, config: str | None = None, split: str = "train", data_dir: str | None = None
+    root: Path, config: str | None = None, split: str = "train", data_dir: str | None = None, every_format: bool = False
 ) -> list[Path]:
     """The files of a local file or folder that make up `split` (and `config`, `data_dir`), as the Hub lays out
     a dataset repository and `datasets` reads it:
@@ -138,7 +139,8 @@ def source_files(
       the folder names one split only (files named by no split are left unread, as `datasets` leaves them); a
       split the folder does not hold is an error naming those it does;
     - any other folder (one split): every supported file under it.
-    `data_dir` is a folder inside `root` that all of this applies to."""
+    `data_dir` is a folder inside `root` that all of this applies to. Without configs, only the split's files of
+    the format most of them have are read (`one_format`), unless `every_format`."""
     if root.is_file():
         return [root]
     if not root.exists():
@@ -162,30 +164,72 @@ def source_files(
     configs = _readme_yaml(root / "README.md").get("configs")
     if isinstance(configs, list) and configs:  # its paths are relative to the repository's root
         names = [f.relative_to(root).as_posix() for f in files]
-        by_split, base = _config_files(root, configs, config, names), root
-    else:
-        by_split = _split_files([f.relative_to(base).as_posix() for f in files])
-        if by_split is None:
-            return files  # no split named: every file is the one split
-    if split not in by_split:
+        by_split = _config_files(root, configs, config, names)
+        if split not in by_split:
+            raise _no_split(root, split, [f"{name} ({_example(files)})" for name, files in by_split.items()])
+        return [root / name for name in by_split[split]]  # declared: read as declared, whatever their formats
+    by_split = _split_files([f.relative_to(base).as_posix() for f in files])
+    if by_split is not None and split not in by_split:
         raise _no_split(root, split, [f"{name} ({_example(files)})" for name, files in by_split.items()])
-    return [base / name for name in by_split[split]]
+    found = files if by_split is None else [base / name for name in by_split[split]]  # no split named: one split
+    return found if every_format else one_format(found)
 
 
-def files_note(root: Path, files: Sequence[Path], split: str, named: int = 5) -> str | None:
+# The formats `datasets` infers a folder's reader from, of those read here (`datasets.packaged_modules`), and the
+# extensions of each that it keeps once chosen
+_FORMAT_OF = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json"}
+_EXTENSIONS_OF = {"parquet": (".parquet", ".geoparquet", ".gpq", ".zip"), "arrow": (".arrow", ".zip"),
+                  "json": (".json", ".jsonl", ".ndjson", ".zip")}  # fmt: skip
+
+
+def folder_format(files: Sequence[Path]) -> str | None:
+    """The format `datasets` reads a split of a folder in (`datasets.load.infer_module_for_data_files_list`):
+    that of the extension most of its files carry, every dotted part of a name counted (`a.jsonl.gz`: `.jsonl`);
+    in a draw parquet, then arrow, jsonl, json."""
+    counts = Counter(f".{part.lower()}" for f in files for part in f.name.split(".")[1:])
+    ranked = sorted((ext for ext in counts if ext in _FORMAT_OF), reverse=True,
+                    key=lambda ext: (counts[ext], *(ext == e for e in _FORMAT_OF)))  # fmt: skip
+    return _FORMAT_OF[ranked[0]] if ranked else None
+
+
+def of_format(path: Path, form: str) -> bool:
+    """Whether `datasets` keeps `path` among a split's files of the format `form` (`DataFilesList.filter`)."""
+    extensions = "|".join(map(re.escape, _EXTENSIONS_OF[form]))
+    return re.fullmatch(rf".*({extensions})(\..+)?", path.name) is not None
+
+
+def one_format(files: Sequence[Path]) -> list[Path]:
+    """The files of a split that `datasets` reads: those of the folder's format (`folder_format`). A stray file of
+    another format is left unread, as the Hub's loader leaves it, and `files_note` names it."""
+    form = folder_format(files)
+    return [f for f in files if form is not None and of_format(f, form)]
+
+
+def files_note(
+    root: Path, files: Sequence[Path], split: str, other_format: Sequence[Path] = (), named: int = 5
+) -> str | None:
     """`read 1 of its 2 data files, ...; not read: a.jsonl` where a split (or config) leaves some of a folder's
-    files unread (the first `named` of them named), else None."""
+    files unread, and those of `other_format` (the split's files `one_format` left out) named apart, the first
+    `named` of each; else None."""
     if not root.is_dir() or (root / SAVED_DATASET).is_file() or (root / SAVED_DATASET_DICT).is_file():
         return None
     every = list_files(root)
     if len(files) >= len(every):
         return None
-    read = set(files)
-    unread = [p.relative_to(root).as_posix() for p in every if p not in read]
-    more = f", and {len(unread) - named} more" if len(unread) > named else ""
-    return (f"{printable(str(root))}: read {len(files)} of its {len(every)} data files, those of the split "
-            f"{split!r} as the Hub names splits (--split, --config and --data-dir choose others); not read: "
-            f"{printable(', '.join(unread[:named]))}{more}")  # fmt: skip
+
+    def listing(paths: Sequence[Path]) -> str:
+        more = f", and {len(paths) - named} more" if len(paths) > named else ""
+        return printable(", ".join(p.relative_to(root).as_posix() for p in paths[:named])) + more
+
+    note = f"{printable(str(root))}: read {len(files)} of its {len(every)} data files"
+    read, stray = set(files), set(other_format)
+    if unread := [p for p in every if p not in read and p not in stray]:
+        note += (f", those of the split {split!r} as the Hub names splits (--split, --config and --data-dir choose "
+                 f"others); not read: {listing(unread)}")  # fmt: skip
+    if other_format:
+        note += (f"; not read, as `datasets` reads a split only in the format most of its files have "
+                 f"({folder_format(files)}): {listing(sorted(stray))}")  # fmt: skip
+    return note
 
 
 def json_object(path: Path) -> dict[str, Any]:

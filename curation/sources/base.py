@@ -197,7 +197,10 @@ class Adapter:
         if hub_file is not None and self.local_files(location) == [Path(location) / hub_file]:
             return (f"{printable(location)}: read {hub_file}, this source's file in its repository (--config, "
                     "--data-dir or --split read the repository's tables instead)")  # fmt: skip
-        return files_note(Path(location), self.local_files(location), self.read.split or self.default_split())
+        split = self.read.split or self.default_split()
+        read = self.local_files(location)
+        listed = source_files(Path(location), self.read.config, split, self.read.data_dir, every_format=True)
+        return files_note(Path(location), read, split, sorted(set(listed) - set(read)))
 
     def default_split(self) -> str:
         """The Hub split read when none is given (an adapter whose configs have other splits says so here)."""

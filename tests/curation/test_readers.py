@@ -311,7 +311,7 @@ def _layouts(draw: st.DrawFn) -> list[str]:
     """Up to 4 data files of a folder, named from split keywords and their near misses, some sharded."""
     names: list[str] = []
     for _ in range(draw(st.integers(1, 4))):
-        ext = draw(st.sampled_from((".jsonl", ".json", ".parquet", ".jsonl.gz", ".jsonl.zst")))
+        ext = draw(st.sampled_from((".jsonl", ".json", ".parquet", ".arrow", ".jsonl.gz", ".json.zst")))
         if draw(st.booleans()) and draw(st.booleans()):
             name = f"data/{draw(st.sampled_from(_NAME_PARTS[:10]))}-0000{draw(st.integers(0, 1))}-of-00002{ext}"
         else:
@@ -324,9 +324,12 @@ def _layouts(draw: st.DrawFn) -> list[str]:
 @given(_layouts())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_folder_gives_the_files_datasets_gives(tmp_path_factory: pytest.TempPathFactory, layout: list[str]) -> None:
-    """The layouts above, drawn at random: each split is the set of files `datasets` resolves for it (`datasets`
-    lists a file twice where two of its patterns match it; it is read once here)."""
+    """The layouts above, drawn at random: each split is the set of files `datasets` resolves for it, of the format
+    it infers for the split (`datasets` lists a file twice where two of its patterns match it; it is read once
+    here)."""
     from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+    from datasets.load import infer_module_for_data_files_list
+    from datasets.packaged_modules import _MODULE_TO_EXTENSIONS
 
     from curation.readers import source_files
 
@@ -341,6 +344,8 @@ def test_any_folder_gives_the_files_datasets_gives(tmp_path_factory: pytest.Temp
             source_files(root, None, "train")
         return
     resolved = DataFilesDict.from_patterns(patterns, base_path=str(root))
+    for split, files in resolved.items():
+        resolved[split] = files.filter(extensions=_MODULE_TO_EXTENSIONS[infer_module_for_data_files_list(files)[0]])
     expected = {str(k): sorted({Path(f).relative_to(root).as_posix() for f in v}) for k, v in resolved.items()}
     for split in ("train", "test", "validation"):
         want = expected["train"] if patterns == {"train": ["**"]} else expected.get(split)
@@ -366,6 +371,36 @@ def test_a_missing_split_names_the_files_each_split_was_named_by(tmp_path: Path)
     note = files_note(tmp_path, source_files(tmp_path, None, "test"), "test")
     assert str(note).endswith("; not read: extra_0.jsonl, extra_1.jsonl, extra_2.jsonl, extra_3.jsonl, "
                               "extra_4.jsonl, and 3 more")  # fmt: skip
+
+
+def test_a_stray_file_of_another_format_is_left_unread_and_named(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """Two parquet files and a JSON lines file beside them: `datasets` reads the split as parquet and leaves the
+    stray file out, so the ingest reads the two parquet files' rows only, and the note names the stray file apart
+    from the files of another split."""
+    from curation.sources import get_adapter
+    from curation.sources.base import ReadOptions
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        pq.write_table(pa.table({"prompt": [f"Name colour {name}."], "chosen": ["Blue."], "rejected": ["Seven."]}),
+                       src / f"{name}.parquet")  # fmt: skip
+    (src / "notes.jsonl").write_text('{"prompt": "Stray.", "chosen": "x", "rejected": "y"}\n')
+    result = run_ingest("ultrafeedback_binarized", src)
+    assert (result.summary.rows_read, len(result.pairs), len(result.rejects)) == (2, 2, 0)
+    note = get_adapter("ultrafeedback_binarized")().files_note(str(src))
+    assert note == (f"{src}: read 2 of its 3 data files; not read, as `datasets` reads a split only in the format "
+                    "most of its files have (parquet): notes.jsonl")  # fmt: skip
+    (src / "test.jsonl").write_text('{"prompt": "Held out.", "chosen": "x", "rejected": "y"}\n')
+    (src / "train.parquet").write_bytes((src / "a.parquet").read_bytes())
+    (src / "a.parquet").rename(src / "train-a.parquet")
+    (src / "notes.jsonl").rename(src / "train-notes.jsonl")
+    note = get_adapter("ultrafeedback_binarized")({}, ReadOptions(split="train")).files_note(str(src))
+    assert note == (
+        f"{src}: read 2 of its 5 data files, those of the split 'train' as the Hub names splits "
+        "(--split, --config and --data-dir choose others); not read: b.parquet, test.jsonl; not read, as "
+        "`datasets` reads a split only in the format most of its files have (parquet): train-notes.jsonl"
+    )
 
 
 def test_splits_are_read_from_the_supported_files_only(tmp_path: Path) -> None:
