@@ -23,7 +23,7 @@ from curation.export import check_export_folder, check_repo_id, export_partial, 
 from curation.readers import json_object
 from trainer.model import changed_files, check_saved, hidden
 from trainer.published import comparison_rows, table_columns
-from trainer.reports import counts_text, latest_by_benchmark, read_reports
+from trainer.reports import cell, counts_text, latest_by_benchmark, read_reports
 from trainer.run_summary import Reach, applied, ran_text, read_data_report, steps_text
 
 
@@ -66,9 +66,7 @@ def _eval_lines(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
         lines += [f"### {bench}", "", f"From `{name}`: {counts_text(bench, entry)}.", ""]
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows:
-            cells = ["-" if row.get(c) is None else f"{row[c]:.2f}" if isinstance(row.get(c), float) else str(row[c])
-                     for c in columns]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(cell(row.get(c)) for c in columns) + " |")
         lines.append("")
     return lines
 

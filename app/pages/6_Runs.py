@@ -28,7 +28,7 @@ from app.data import (
 )
 from app.ui import page, plain, root_or_stop, show_refused
 from trainer.published import comparison_rows, table_columns
-from trainer.reports import counted, counts_text
+from trainer.reports import cell, counted, counts_text
 
 SMALL = 200  # fewer items than this: the page says how much one item weighs
 LABELLED_POINTS = 12  # a curve of at most this many points shows each value beside its point
@@ -147,7 +147,9 @@ if reports:
                        "over fewer scored ones); each published row is over its own items (its column says how "
                        "many).")  # fmt: skip
         rows = comparison_rows(report, benchmark, f"this model ({run.name})")
-        # scores are percentages, as `trainer eval` prints them ("overall %"); a published result not known is blank
-        scores = {k: st.column_config.NumberColumn(f"{k} %", format="%.2f") for k in table_columns(rows)
-                  if k not in ("model", "result", "items")}  # fmt: skip
-        st.dataframe(rows, hide_index=True, column_config=scores)
+        columns = table_columns(rows)
+        # cells as `trainer eval` prints them: scores are percentages ("overall %") to two places, and a result not
+        # published (a group the paper gives no score for) or an item count not stated is "-", not "None"
+        shown_rows = [{c: cell(row.get(c)) for c in columns} for row in rows]
+        scores = {c: st.column_config.TextColumn(f"{c} %") for c in columns if c not in ("model", "result", "items")}
+        st.dataframe(shown_rows, hide_index=True, column_config=scores)
