@@ -68,14 +68,14 @@ class UltrafeedbackBinarized(Adapter):
         ]
 
     def meta(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The unmapped fields, and a top-level score that is no number (an "N/A" in a JSON copy of H4's layout):
-        it gives no margin, and the pair keeps what it was. A number never is kept, so the columnar path, which
-        reads numeric scores only, spells the same `meta`."""
+        """The unmapped fields, and a top-level score that gives no number (an "N/A" in a JSON copy of H4's layout,
+        or an integer too large for a float): it gives no margin, and the pair keeps what it was. A float never is
+        kept (a NaN or infinity is no JSON), so the columnar path, which reads numeric scores only and takes a
+        non-finite one as missing, spells the same `meta`."""
         meta = super().meta(row)
         for name in ("score_chosen", "score_rejected"):
             value = row.get(name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if value is not None and not number and maybe_score(value, name) is None:
+            if value is not None and not isinstance(value, float) and maybe_score(value, name) is None:
                 meta[name] = value
         return meta
 

@@ -43,6 +43,10 @@ def test_a_score_that_is_no_number_gives_no_margin_and_is_kept(tmp_path: Path, r
     pair = result.pairs[0]
     assert (pair["chosen_score"], pair["rejected_score"], pair["margin"]) == (None, 2.5, None)
     assert result.meta(0) == {"score_chosen": "N/A"}
+    row["score_chosen"] = 10**400  # an integer too large for a float: no margin either, and kept as it was
+    result = run_ingest("ultrafeedback_binarized", write_jsonl(tmp_path / "big.jsonl", [row]))
+    assert (result.pairs[0]["chosen_score"], result.pairs[0]["margin"]) == (None, None)
+    assert result.meta(0) == {"score_chosen": 10**400}
 
 
 def test_real_rows_clean_and_label_flip(shared_data: Path, run_ingest: RunIngest) -> None:
