@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -71,15 +72,26 @@ def click_exception(name: str) -> type[Exception]:
 _USAGE_ERROR, _CLICK_EXCEPTION = click_exception("UsageError"), click_exception("ClickException")
 
 
-def _usage_error(exc: Any) -> None:
+def _usage_error(exc: Any, app: Callable[..., object]) -> None:
     """A command line that cannot be parsed (a missing or unknown option, a bad value): one `error:` line with
     where to read the usage, exit 2 as click exits; no arguments at all shows the help."""
     ctx = exc.ctx
     if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
         print(ctx.get_help())
         sys.exit(exc.exit_code)
-    print_error(exc.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else " (see --help)"))
+    print_error(f"{exc.format_message()} (see `{ctx.command_path if ctx is not None else _command_path(app)} --help`)")
     sys.exit(exc.exit_code)
+
+
+def _command_path(app: Callable[..., object]) -> str:
+    """`curate build`: the program and the command its first argument names, for an error click raised before it
+    knew the command (an option's value missing at the end of the line)."""
+    program = Path(sys.argv[0]).name
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if program.endswith(".py") and spec is not None:  # `python -m curation.cli`
+        program = f"python -m {spec.name.removesuffix('.__main__')}"
+    commands = getattr(typer.main.get_command(app), "commands", {}) if isinstance(app, typer.Typer) else {}
+    return " ".join([program, *(a for a in sys.argv[1:2] if a in commands)])
 
 
 def _errno_in(message: str) -> int | None:
@@ -114,7 +126,7 @@ def run_cli(app: Callable[[], object]) -> None:
         code = app(standalone_mode=False)  # so a usage error reaches `_usage_error`, not the library's panel
         sys.exit(code if isinstance(code, int) else 0)
     except _USAGE_ERROR as exc:
-        _usage_error(exc)
+        _usage_error(exc, app)
     except _CLICK_EXCEPTION as exc:  # e.g. a file option that cannot be opened
         print_error(exc.format_message())
         sys.exit(exc.exit_code)

@@ -55,7 +55,8 @@ def test_a_command_line_that_cannot_be_parsed_is_one_error_line(
         (["build"], r"error: Missing option '--mix'\. \(see `.*curate build --help`\)$"),
         (["nosuch"], r"error: No such command 'nosuch'\. \(see `.*curate --help`\)$"),
         (["build", "--mix", "r.yaml", "--out", "o", "--workers", "two"], r"error: Invalid value for '--workers'"),
-        (["build", "--mix"], r"error: Option '--mix' requires an argument\. \(see --help\)$"),
+        (["build", "--mix"], r"error: Option '--mix' requires an argument\. \(see `curate build --help`\)$"),
+        (["--bogus"], r"error: No such option: --bogus \(see `.*curate --help`\)$"),
     ):
         code, err = run_main(monkeypatch, capsys, *args)
         assert code == 2 and re.match(message, _one_error_line(err)), (args, err)
