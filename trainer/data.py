@@ -93,7 +93,8 @@ class Build:
         build = BuildDir.open(spec.partition("=")[0])
         pairs = build.pairs(COLUMNS, check_text=True)  # first: a shard that cannot be read says why
         digests = [shard["sha256"] for shard in build.manifest["shards"]]
-        main = os.environ.get("LOCAL_RANK", "0") == "0"  # one process per machine: its own copy of the build
+        # one process per machine under torchrun, each its own copy of the build; a process alone always checks
+        main = os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("LOCAL_RANK", "0") == "0"
         if main and (edited := [str(f) for f, d in zip(build.shard_paths, digests, strict=True) if _digest(f) != d]):
             raise BuildError(f"{build.path}: shards edited since their build ({', '.join(edited)}: not the "
                              "manifest's sha256); build it again")  # fmt: skip

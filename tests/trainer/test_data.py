@@ -185,7 +185,9 @@ def test_the_pairs_of_one_prompt_are_all_trained_on_or_all_held_out(tmp_path: Pa
     assert len(data.eval) == 3 * len(held)  # every pair of a held-out prompt
 
 
-def test_a_shard_edited_with_its_time_set_back_is_refused_in_the_same_process(demo_build: Path, tmp_path: Path) -> None:
+def test_a_shard_edited_with_its_time_set_back_is_refused_in_the_same_process(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The once-per-process digest is keyed by the change time too: `touch -r` or `rsync -t` can set back the
     modification time, not the change time."""
     import os
@@ -203,5 +205,7 @@ def test_a_shard_edited_with_its_time_set_back_is_refused_in_the_same_process(de
     data[-20] ^= 0x01  # inside the stream's last bytes, the file still the same size
     shard.write_bytes(bytes(data))
     os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a stray variable outside torchrun (no WORLD_SIZE): still checked
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(BuildError, match="shards edited since their build"):
         Build.open(str(build))
