@@ -37,7 +37,7 @@ from curation.errors import HubUnreadable, InputError, RowError
 
 # JSON may come compressed, as `datasets` reads it
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
-JSON_LINES_SUFFIXES = (".jsonl", *(f".jsonl{c}" for c in COMPRESSIONS))
+JSON_LINES_SUFFIXES = tuple(f"{s}{c}" for s in (".jsonl", ".ndjson") for c in ("", *COMPRESSIONS))
 JSON_SUFFIXES = (".json", *(f".json{c}" for c in COMPRESSIONS))  # an array, one object, or JSON lines
 SUPPORTED_SUFFIXES = (*JSON_LINES_SUFFIXES, *JSON_SUFFIXES, ".parquet", ".arrow")
 # Files `datasets` never reads as rows of a folder (`datasets.data_files.FILES_TO_IGNORE`)
@@ -161,7 +161,7 @@ def source_files(
         what = f"no such folder (--data-dir {data_dir})" if data_dir else "neither a data file nor a folder"
         raise InputError(f"{printable(str(base))}: {what}")
     files = list_files(base)
-    configs = _readme_yaml(root / "README.md").get("configs")
+    configs = None if data_dir else card_yaml(root).get("configs")  # a data_dir is read by the split conventions
     if isinstance(configs, list) and configs:  # its paths are relative to the repository's root
         names = [f.relative_to(root).as_posix() for f in files]
         by_split = _config_files(root, configs, config, names)
@@ -177,19 +177,19 @@ def source_files(
 
 # The formats `datasets` infers a folder's reader from, of those read here (`datasets.packaged_modules`), and the
 # extensions of each that it keeps once chosen
-_FORMAT_OF = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json"}
+_FORMAT_OF = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
 _EXTENSIONS_OF = {"parquet": (".parquet", ".geoparquet", ".gpq", ".zip"), "arrow": (".arrow", ".zip"),
                   "json": (".json", ".jsonl", ".ndjson", ".zip")}  # fmt: skip
 
 
-def folder_format(files: Sequence[Path]) -> str | None:
-    """The format `datasets` reads a split of a folder in (`datasets.load.infer_module_for_data_files_list`):
-    that of the extension most of its files carry, every dotted part of a name counted (`a.jsonl.gz`: `.jsonl`);
-    in a draw parquet, then arrow, jsonl, json."""
+def leading_extension(files: Sequence[Path]) -> str | None:
+    """The extension `datasets` chooses a split's format by (`datasets.load.infer_module_for_data_files_list`):
+    the one most of the files carry, every dotted part of a name counted (`a.jsonl.gz`: `.jsonl`), of those read
+    here; in a draw the first of `.parquet`, `.arrow`, `.jsonl`, `.json`."""
     counts = Counter(f".{part.lower()}" for f in files for part in f.name.split(".")[1:])
     ranked = sorted((ext for ext in counts if ext in _FORMAT_OF), reverse=True,
                     key=lambda ext: (counts[ext], *(ext == e for e in _FORMAT_OF)))  # fmt: skip
-    return _FORMAT_OF[ranked[0]] if ranked else None
+    return ranked[0] if ranked else None
 
 
 def of_format(path: Path, form: str) -> bool:
@@ -199,10 +199,10 @@ def of_format(path: Path, form: str) -> bool:
 
 
 def one_format(files: Sequence[Path]) -> list[Path]:
-    """The files of a split that `datasets` reads: those of the folder's format (`folder_format`). A stray file of
+    """The files of a split that `datasets` reads: those of the format of its `leading_extension`. A stray file of
     another format is left unread, as the Hub's loader leaves it, and `files_note` names it."""
-    form = folder_format(files)
-    return [f for f in files if form is not None and of_format(f, form)]
+    extension = leading_extension(files)
+    return [f for f in files if extension is not None and of_format(f, _FORMAT_OF[extension])]
 
 
 def files_note(
@@ -227,8 +227,9 @@ def files_note(
         note += (f", those of the split {split!r} as the Hub names splits (--split, --config and --data-dir choose "
                  f"others); not read: {listing(unread)}")  # fmt: skip
     if other_format:
-        note += (f"; not read, as `datasets` reads a split only in the format most of its files have "
-                 f"({folder_format(files)}): {listing(sorted(stray))}")  # fmt: skip
+        note += (f"; not read, as `datasets` reads a split in one format, that of the extension most of its "
+                 f"files carry ({leading_extension(files)}; in a draw the first of .parquet, .arrow, .jsonl, .json): "
+                 f"{listing(sorted(stray))}")  # fmt: skip
     return note
 
 
@@ -340,22 +341,29 @@ def _config_files(root: Path, configs: list[Any], config: str | None, names: Seq
     return by_split
 
 
-def _readme_yaml(path: Path) -> dict[str, Any]:
-    """The YAML block a dataset card starts with ({} where there is none or it is not a mapping)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {}
-    if not text.startswith("---"):
-        return {}
-    block = text[3:].split("\n---", 1)[0]
+def card_yaml(root: Path) -> dict[str, Any]:
+    """The metadata `datasets` reads a repository's configs from: the YAML block its README starts with (a UTF-8
+    byte-order mark or blank lines before it allowed, as `huggingface_hub` finds it), each top-level key of
+    `.huggingface.yaml` over the README's; {} where there is none or it is not a mapping."""
     import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-    try:
-        found = yaml.safe_load(block)
-    except yaml.YAMLError:
-        return {}
-    return found if isinstance(found, dict) else {}
+    def mapping(text: str | None) -> dict[str, Any]:
+        try:
+            found = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def read(path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    readme = read(root / "README.md")
+    block = REGEX_YAML_BLOCK.search(readme) if readme else None
+    return mapping(block.group(2) if block else None) | mapping(read(root / ".huggingface.yaml"))
 
 
 def iter_file(path: Path, name: str | None = None, columns: Sequence[str] | None = None) -> Iterator[Record]:

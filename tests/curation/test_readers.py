@@ -311,7 +311,7 @@ def _layouts(draw: st.DrawFn) -> list[str]:
     """Up to 4 data files of a folder, named from split keywords and their near misses, some sharded."""
     names: list[str] = []
     for _ in range(draw(st.integers(1, 4))):
-        ext = draw(st.sampled_from((".jsonl", ".json", ".parquet", ".arrow", ".jsonl.gz", ".json.zst")))
+        ext = draw(st.sampled_from((".jsonl", ".json", ".ndjson", ".parquet", ".arrow", ".jsonl.gz", ".json.zst")))
         if draw(st.booleans()) and draw(st.booleans()):
             name = f"data/{draw(st.sampled_from(_NAME_PARTS[:10]))}-0000{draw(st.integers(0, 1))}-of-00002{ext}"
         else:
@@ -389,8 +389,9 @@ def test_a_stray_file_of_another_format_is_left_unread_and_named(tmp_path: Path,
     result = run_ingest("ultrafeedback_binarized", src)
     assert (result.summary.rows_read, len(result.pairs), len(result.rejects)) == (2, 2, 0)
     note = get_adapter("ultrafeedback_binarized")().files_note(str(src))
-    assert note == (f"{src}: read 2 of its 3 data files; not read, as `datasets` reads a split only in the format "
-                    "most of its files have (parquet): notes.jsonl")  # fmt: skip
+    assert note == (f"{src}: read 2 of its 3 data files; not read, as `datasets` reads a split in one format, that "
+                    "of the extension most of its files carry (.parquet; in a draw the first of .parquet, .arrow, "
+                    ".jsonl, .json): notes.jsonl")  # fmt: skip
     (src / "test.jsonl").write_text('{"prompt": "Held out.", "chosen": "x", "rejected": "y"}\n')
     (src / "train.parquet").write_bytes((src / "a.parquet").read_bytes())
     (src / "a.parquet").rename(src / "train-a.parquet")
@@ -399,8 +400,42 @@ def test_a_stray_file_of_another_format_is_left_unread_and_named(tmp_path: Path,
     assert note == (
         f"{src}: read 2 of its 5 data files, those of the split 'train' as the Hub names splits "
         "(--split, --config and --data-dir choose others); not read: b.parquet, test.jsonl; not read, as "
-        "`datasets` reads a split only in the format most of its files have (parquet): train-notes.jsonl"
+        "`datasets` reads a split in one format, that of the extension most of its files carry (.parquet; in a draw "
+        "the first of .parquet, .arrow, .jsonl, .json): train-notes.jsonl"
     )
+
+
+def test_a_readme_is_read_as_datasets_reads_it(tmp_path: Path) -> None:
+    """The configs `datasets` applies: a README's YAML block after a byte-order mark or a blank line, the configs
+    of `.huggingface.yaml` over the README's, none under a data_dir (its split conventions apply there); `.ndjson`
+    files are JSON lines."""
+    import datasets
+    import yaml
+
+    from curation.readers import source_files
+
+    for name, rows in (("x.jsonl", 1), ("y.jsonl", 2), ("data/a/train.jsonl", 1), ("data/b/train.jsonl", 2),
+                       ("data/b/other.jsonl", 3), ("z.ndjson", 4)):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("".join(f'{{"a": {k}}}\n' for k in range(rows)))
+
+    def card(path: str, front: str = "") -> str:
+        return f"{front}---\n{yaml.safe_dump({'configs': [{'config_name': 'default', 'data_files': path}]})}---\n"
+
+    def compare(data_dir: str | None = None) -> list[str]:
+        found = sorted(p.relative_to(tmp_path).as_posix() for p in source_files(tmp_path, None, "train", data_dir))
+        want = datasets.load_dataset(str(tmp_path), split="train", data_dir=data_dir)
+        assert len(want) == sum(len(p.read_text().splitlines()) for p in map(tmp_path.joinpath, found))
+        return found
+
+    for front in ("\ufeff", "\n\n"):
+        (tmp_path / "README.md").write_text(card("x.jsonl", front), encoding="utf-8")
+        assert compare() == ["x.jsonl"]
+    (tmp_path / "README.md").write_text(card("**/*.jsonl"), encoding="utf-8")
+    assert compare("data/b") == ["data/b/train.jsonl"]
+    (tmp_path / ".huggingface.yaml").write_text(yaml.safe_dump({"configs": [{"config_name": "default",
+                                                                              "data_files": "*.ndjson"}]}))  # fmt: skip
+    assert compare() == ["z.ndjson"]
 
 
 def test_splits_are_read_from_the_supported_files_only(tmp_path: Path) -> None:
