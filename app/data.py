@@ -66,6 +66,15 @@ def _other_prompt(row: dict[str, Any], prompt_id: str) -> str:
     return row["other_prompt_id"] if row.get("prompt_id") == prompt_id else row.get("prompt_id", "")
 
 
+@dataclass(frozen=True)
+class AppliedReviews:
+    """What a build's `human_review` stage applied."""
+
+    actions: dict[str, str]  # each applied review's action, by the pair id it was recorded of
+    files: list[str]  # the reviews files as its recipe names them
+    paths: list[str]  # the files it read, as real paths (the manifest's `op_inputs`)
+
+
 class AppError(Exception):
     """Something the page shows as a message instead of a traceback."""
 
@@ -422,23 +431,25 @@ class Build:
         return out
 
     # -- review queues ---------------------------------------------------------------------------------------
-    def applied_reviews(self) -> tuple[dict[str, str], list[str]]:
-        """The reviews this build applied (its `human_review` stage, `flags/human_review.parquet`): each pair's
-        action by the id it was reviewed under, and the reviews files its recipe names, as written there.
-        `AppError` for the record damaged or not the stage's table."""
+    def applied_reviews(self) -> AppliedReviews:
+        """The reviews this build applied (its `human_review` stage, `flags/human_review.parquet`). `AppError` for
+        the record damaged or not the stage's table."""
         relative = "flags/human_review.parquet"
         flags = self.dir.optional(relative)
         if flags is None:
             if relative in self.dir.refused:  # there, but cut short, damaged or a link leaving the build
                 raise AppError(self.dir.refused[relative])
-            return {}, []
+            return AppliedReviews({}, [], [])
         missing = {"pair_id", "action", "outcome"} - set(pq.read_schema(flags).names)
         if missing:
             raise AppError(f"{self.name}/{relative}: not the table the human_review stage writes (no column "
                            f"{', '.join(sorted(missing))})")  # fmt: skip
         applied = self.rows(f"SELECT pair_id, action FROM {self.table(flags)} WHERE outcome = 'applied'")
         files = (manifest_recipe(self.manifest).get("ops") or {}).get("human_review", {}).get("reviews", [])
-        return {r["pair_id"]: r["action"] for r in applied}, [files] if isinstance(files, str) else list(files)
+        read = [e["path"] for e in (self.manifest.get("op_inputs") or {}).get("human_review", [])
+                if isinstance(e, dict) and isinstance(e.get("path"), str)]  # fmt: skip
+        return AppliedReviews({r["pair_id"]: r["action"] for r in applied},
+                              [files] if isinstance(files, str) else list(files), read)  # fmt: skip
 
     def review_queues(self) -> list[str]:
         """The queues this build has, flagged pairs first."""

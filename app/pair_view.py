@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from app.data import AppError, Build, review_file
+from app.data import AppError, AppliedReviews, Build, review_file
 from app.ui import plain, show_images
 from curation.errors import InputError
 from curation.reviews import ACTIONS, Review, append_review, latest, read_reviews
@@ -159,9 +159,18 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         st.success("Review saved.")
         st.text(saved_now)
     last = earlier[0] if earlier else None
+    try:
+        done = build.applied_reviews()
+    except AppError:  # the Review page says so above the queue
+        done = AppliedReviews({}, [], [])
+    applied = done.actions.get(target)  # as recorded, of the pair before a swap
     if last:
         shown = as_shown(last["action"], before is not None)
-        st.text(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']}")
+        here = str(path) in done.paths and applied == last["action"]
+        status = "this build applied it" if here else "the next build reading the file applies it"
+        st.text(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']} ({status})")
+    elif applied is not None:
+        st.text(f"this build applied a review of this pair: {applied} (of the pair as its source gives it)")
     in_shards = build.rows("SELECT count(*) AS n FROM pairs WHERE pair_id = ?", [pair["pair_id"]])[0]["n"]
     if pair.get("removed_at") is not None and in_shards:
         st.caption(

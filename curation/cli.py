@@ -26,6 +26,7 @@ from curation.progress import ProgressLines
 from curation.readers import hub_commit, is_hub_id
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
+from curation.words import quantity
 
 app = typer.Typer(help="Curate multimodal preference data for reward models.", no_args_is_help=True)
 # Piped or redirected, a table is printed at its natural width: cut to 80 columns, a script could not read it.
@@ -186,7 +187,8 @@ def reviews_command(
     # as they are whatever characters they hold.
     for path, written, pairs, actions in summary:
         counts = ", ".join(f"{a} {n}" for a, n in actions.items())
-        console.print(Text(f"{path}: {written} reviews written, {pairs} pairs reviewed (latest: {counts})"))
+        done = f"{quantity(written, 'review')} written, {quantity(pairs, 'pair')} reviewed"
+        console.print(Text(f"{path}: {done} (latest: {counts})"))
         line = f"  apply in a build: ops: {{human_review: {{reviews: {json.dumps(str(path.resolve()))}}}}}"
         console.print(Text(line, style="dim"))
     if len(summary) > 1:  # each file's last review of a pair, then the newest across files (`newest`)
@@ -704,8 +706,7 @@ def print_matches(found: Found) -> None:
             table.add_row(m.pair_id[:SHORT_ID], _text(m.occurrence.source), _text(row), fate, m.field, snippet)
         console.print(table)
     more = " (raise --limit to see more)" if found.matches > len(found.shown) else ""
-    pairs = f"{found.pairs} distinct pair" + ("" if found.pairs == 1 else "s")
-    rows = f"{found.rows} source row" + ("" if found.rows == 1 else "s")
+    pairs, rows = quantity(found.pairs, "distinct pair"), quantity(found.rows, "source row")
     shown = f"{len(found.shown)} of {found.matches} matches shown ({pairs} from {rows}){more}"
     console.print(shown if found.matches else "no pair holds the text", markup=False, highlight=False)
 

@@ -5,15 +5,17 @@ DATA_ROOT/reviews/<build>.parquet and the next build applies them (the op human_
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from app.data import AppError, review_file
+from app.data import AppError, AppliedReviews, review_file
 from app.pair_view import as_shown, show_pair
 from app.ui import build_or_stop, page, pick_row, plain, root_or_stop
 from curation.errors import InputError
 from curation.reviews import latest, read_reviews, reviews_path
+from curation.words import quantity
 
 page("Review")
 root = root_or_stop()
@@ -44,26 +46,30 @@ except (AppError, InputError) as exc:
     st.text(str(exc))
     reviewed = {}
 try:
-    applied, applied_from = build.applied_reviews()
+    done = build.applied_reviews()
 except AppError as exc:
     st.warning("The reviews this build applied cannot be read.")
     st.text(str(exc))
-    applied, applied_from = {}, []
-if applied:  # a build made with reviews: new ones go to its own file, which its recipe does not read yet
-    files = ", ".join(json.dumps(name) for name in applied_from)  # as YAML reads them, whatever they hold
-    st.caption(plain(f"This build applied {len(applied)} reviews (from {files}); reviews saved here go to "
-                     f"reviews/{build.name}.parquet. To apply both in the next build, list both files in the recipe: "
-                     f"human_review: {{reviews: [{files}, {json.dumps(own)}]}} (each file's last "
-                     "review of a pair, then the newest across files, applies)."))  # fmt: skip
+    done = AppliedReviews({}, [], [])
+applied = done.actions
+reads_own = str(Path(own).resolve()) in done.paths  # this build applied its own file's reviews too
+if applied:  # a build made with reviews: new ones go to its own file, which its recipe may not read yet
+    files = ", ".join(json.dumps(name) for name in done.files)  # as YAML reads them, whatever they hold
+    st.caption(plain(f"This build applied {quantity(len(applied), 'review')} (from {files}); reviews saved here go to "
+                     f"reviews/{build.name}.parquet" + (
+                         ", which its recipe reads: building it again applies them." if reads_own else
+                         f". To apply both in the next build, list both files in the recipe: human_review: "
+                         f"{{reviews: [{files}, {json.dumps(own)}]}} (each file's last review of a pair, then the "
+                         "newest across files, applies).")))  # fmt: skip
 
 
 def review_text(pair: dict[str, Any]) -> str:
-    """The pair's review as shown: its own in this build's file, else the one this build applied."""
-    if pair["reviewed_as"] in reviewed:
-        return as_shown(reviewed[pair["reviewed_as"]], pair["swapped"])
-    if pair["reviewed_as"] in applied:  # the pair before a swap, as the review recorded it
-        return f"{applied[pair['reviewed_as']]}, applied"
-    return ""
+    """The pair's review, marked applied where this build applied it: one saved here, as shown (of a swapped
+    pair, keep and swap exchanged), else the one applied from another build's file, as recorded there."""
+    mine, applied_one = reviewed.get(pair["reviewed_as"]), applied.get(pair["reviewed_as"])
+    if mine is not None:
+        return as_shown(mine, pair["swapped"]) + (", applied" if reads_own and mine == applied_one else "")
+    return "" if applied_one is None else f"{applied_one}, applied"
 
 
 # reviewed first: a wide queue never hides it

@@ -275,6 +275,24 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
     flags = pq.read_table(root / "d3" / "flags" / "human_review.parquet").to_pylist()
     assert {(f["pair_id"], f["action"], f["outcome"]) for f in flags} == {(first["pair_id"], "drop", "applied")}
 
+    # d2 built again reading its own file too, where the pair's last review keeps it as its source gives it: d2's
+    # page marks that review applied, and names no file twice
+    append_review(root / "reviews" / "d2.parquet", Review(first["pair_id"], "uf", first["source_row"], "keep", "",
+                                                          "bo", "d2", "random sample"))  # fmt: skip
+    (tmp_path / "d2.yaml").write_text(recipe + f"ops:\n  human_review: {{reviews: {both}}}\n")
+    build(load_recipe(tmp_path / "d2.yaml"), root / "d2", replace=True)
+    app = run_page("pages/7_Review.py", root, monkeypatch, build="d2")
+    app.selectbox[1].set_value("random sample").run()
+    said = " ".join(shown(c.value) for c in app.caption)
+    assert "reviews/d2.parquet, which its recipe reads: building it again applies them." in said, said
+    assert said.count("d2.parquet") == 2, said  # the recipe's list, then where reviews saved here go
+    listed = next(r for r in app.dataframe[0].value.to_dict("records") if r["pair_id"] == first["pair_id"])
+    assert (listed["reviewed"], listed["in_shards"]) == ("keep, applied", "yes")
+    app.session_state["review-at"] = app.dataframe[0].value.to_dict("records").index(listed)
+    app.run()
+    assert any(t.value.startswith("reviewed: keep by bo at ") and t.value.endswith("(this build applied it)")
+               for t in app.text), [t.value for t in app.text]  # fmt: skip
+
 
 def test_a_queue_longer_than_its_list_says_so_in_the_stepper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The review table lists the first 200 of a queue: its stepper counts in the whole queue."""

@@ -129,7 +129,7 @@ def test_curate_reviews_lists_and_exports(tmp_path: Path) -> None:
     _review(path, "a" * 32, "swap")
     result = CliRunner().invoke(app, ["reviews", str(tmp_path), "--export", str(tmp_path / "out.jsonl")])
     assert result.exit_code == 0, result.output
-    assert "2 reviews written, 1 pairs reviewed (latest: keep 0, drop 0, swap 1)" in result.output
+    assert "2 reviews written, 1 pair reviewed (latest: keep 0, drop 0, swap 1)" in result.output
     assert f'ops: {{human_review: {{reviews: "{path}"}}}}' in result.output
     assert "apply them all" not in result.output  # one file: its own line says it
     # reviews of a build made with those reviews go to its own file: one line applies both (a pair's newest review
