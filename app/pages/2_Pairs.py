@@ -29,13 +29,14 @@ search = st.text_input("search prompt and answers")
 d, e = st.columns(2)
 longest = max(1, build.rows("SELECT max(length(chosen)) AS n FROM pairs")[0]["n"] or 1)
 low, high = d.slider("chosen length (characters)", 0, longest, (0, longest))
-margins = build.rows("SELECT min(margin) AS lo, max(margin) AS hi FROM pairs")[0]
+margins = build.rows("SELECT min(margin) AS lo, max(margin) AS hi, count(margin) AS n, count(*) AS total FROM pairs")[0]
 margin_range = None
 if margins["lo"] is not None and margins["lo"] < margins["hi"]:
     margin_range = e.slider("label margin", float(margins["lo"]), float(margins["hi"]), (margins["lo"], margins["hi"]))
 else:  # said, not a filter that silently is not there
     e.caption("No label margin filter: " + ("no pair in the shards has a label margin." if margins["lo"] is None else
-              f"every pair of the build with one has the same, {margins['lo']:g}."))  # fmt: skip
+              f"{margins['n']} of the {margins['total']} rows of the shards have a label margin, all the same: "
+              f"{margins['lo']:g}."))  # fmt: skip
 PAGE_SIZE = 25
 page_number = st.number_input("page", min_value=1, value=1, step=1)  # past the last page: an empty page, said so
 rows, total = build.pairs(

@@ -72,11 +72,12 @@ def review_text(pair: dict[str, Any]) -> str:
     return "" if applied_one is None else f"{applied_one}, applied"
 
 
-# reviewed first: a wide queue never hides it
-# (a swapped pair's review is recorded of the pair before the swap: read as shown)
+# The review and the pair's fate in this build first, a wide queue never hides them; then why the queue lists it
+# (the decision of the stage that listed it, which a later stage or a review may have overruled).
 table = [{"reviewed": review_text(r),
-          **{k: v for k, v in r.items() if k not in ("reviewed_as", "swapped")},
-          "in_shards": "yes, chosen and rejected swapped" if r["swapped"] else "yes" if r["in_shards"] else "removed"}
+          "in_shards": "yes, chosen and rejected swapped" if r["swapped"] else "yes" if r["in_shards"] else "removed",
+          "listed because": r["why"],
+          **{k: v for k, v in r.items() if k not in ("reviewed_as", "swapped", "in_shards", "why")}}
          for r in rows]  # fmt: skip
 total, live = counts[queue]
 done = sum(1 for r in table if r["reviewed"])

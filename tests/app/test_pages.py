@@ -556,3 +556,7 @@ def test_a_filter_left_out_for_want_of_data_says_so(data_root: Path, monkeypatch
     app = run_page("pages/2_Pairs.py", data_root, monkeypatch, build="hostile")
     assert not [s for s in app.slider if s.label == "label margin"]
     assert "No label margin filter: no pair in the shards has a label margin." in [shown(c.value) for c in app.caption]
+    app = run_page("pages/2_Pairs.py", data_root, monkeypatch)  # the demo: only UltraFeedback's 5 rows have one
+    assert "No label margin filter: 5 of the 43 rows of the shards have a label margin, all the same: 8." in [
+        shown(c.value) for c in app.caption
+    ]

@@ -144,6 +144,8 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     assert 'This build applied 2 reviews (from "../builds/reviews/demo.parquet"); reviews saved here go to ' in said
     assert "reviews/demo-reviewed.parquet" in said
     marks = set(app.dataframe[0].value["reviewed"])
+    # the review and the pair's fate first, then why the queue lists it (a stage's decision a review may overrule)
+    assert list(app.dataframe[0].value.columns)[:3] == ["reviewed", "in_shards", "listed because"]
     assert "swap, applied" in marks or "drop, applied" in marks, marks
 
 
