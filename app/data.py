@@ -823,7 +823,7 @@ def trained_on(report: dict[str, Any] | str) -> str | None:
     if not isinstance(report, dict):
         return report
     try:
-        return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {b['eval']} pairs held "
+        return "; ".join(f"{name} ({b['train_draws']} training draws from {_rows_text(b)}, {_held_text(b)} held "
                          f"out{_left_out_text(b)})" for name, b in report["builds"].items())  # fmt: skip
     except (KeyError, TypeError, AttributeError):
         return None
@@ -847,6 +847,13 @@ def _left_out_text(build: dict[str, Any]) -> str:
         return ""
     return (f", {left_out} rows of the shards left out (the audit's fold, upsampled copies counted: the pairs this "
             "run's model judges)")  # fmt: skip
+
+
+def _held_text(build: dict[str, Any]) -> str:
+    """`6 pairs (8 rows)`: the held-out pairs, and the rows of the shards they are where upsampled copies make
+    more (a run from before those rows were counted: the pairs only)."""
+    rows = build.get("eval_rows")
+    return f"{build['eval']} pairs" + (f" ({rows} rows)" if isinstance(rows, int) and rows != build["eval"] else "")
 
 
 def _rows_text(build: dict[str, Any]) -> str:

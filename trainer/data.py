@@ -166,7 +166,7 @@ class PairData:
             name = str(build.path) if str(build.path) not in counts else f"{build.path} (--shards number {b + 1})"
             counts[name] = {"rows": len(ids), "pairs": len(set(ids)), "weight": build.weight,
                                        "train_draws": len(drawn), "eval": len({ids[i] for i in held}),
-                                       "left_out": len(ids) - len(used)}  # fmt: skip
+                                       "eval_rows": len(held), "left_out": len(ids) - len(used)}  # fmt: skip
         # In hash order across builds: `eval_max_pairs` takes a sample of them all, not the first build's first pairs
         held_out.sort(key=lambda e: (unit_hash("eval order", seed, e.pair_id), e.build, e.row))
         return cls(builds, train, held_out, seed, counts)

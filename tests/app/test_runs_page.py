@@ -130,7 +130,11 @@ def test_a_run_says_what_it_trained_on(tmp_path: Path, monkeypatch: pytest.Monke
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
     assert "trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs held out)" in [
         shown(c.value) for c in app.caption
-    ]
+    ]  # a run from before the held-out rows were counted
+    (run / "data.json").write_text(json.dumps({"builds": {"/data/builds/demo": {**counts, "eval_rows": 11}}}))
+    app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert ("trained on: /data/builds/demo (32 training draws from 43 rows (36 distinct pairs), 9 pairs (11 rows) "
+            "held out)") in [shown(c.value) for c in app.caption]  # fmt: skip
     # A run that records the draws its steps reached says how far it went, and what it skipped of them.
     report = {"builds": {"/data/builds/demo": counts}, "train_draws": 32, "steps": 2, "draws_reached": 16,
               "skipped_train_draws": {"longer than max_length": 1}}  # fmt: skip

@@ -151,6 +151,7 @@ def test_split_and_order_are_deterministic_and_disjoint(demo_build: Path) -> Non
     assert len(held) > len(a.eval) == len({e.pair_id for e in a.eval})  # the demo upsamples mm_rlhf
     counts = a.counts[str(demo_build)]
     assert (counts["rows"], counts["pairs"], counts["eval"]) == (len(ids), len(set(ids)), len(a.eval))
+    assert counts["eval_rows"] == len(held) == counts["rows"] - counts["train_draws"]  # weight 1: a draw per row
     assert a.epoch_order(0) == b.epoch_order(0) != a.epoch_order(1)
     two = PairData.open([str(demo_build), f"{demo_build}=0.5"], seed=0, eval_fraction=0.3)
     assert len(two.train) == len(a.train) + round(0.5 * len(a.train))
