@@ -478,6 +478,10 @@ def build_cmd(
     from curation.build_card import shards_text
 
     console.print(f"{shards_text(manifest)} -> {out}", markup=False, highlight=False)
+    if not is_uri(out) and (flags := Path(out) / "flags" / "human_review.parquet").is_file():
+        from curation.ops.human_review import outcome_text
+
+        console.print(outcome_text(flags), markup=False, highlight=False)
     for warning in manifest["warnings"]:
         _warn(warning)
 

@@ -14,11 +14,13 @@ with a `count` fills a dropped pair's place with another).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation.io import sha256_file
 from curation.ops.base import FILE, Decision, Op
@@ -26,6 +28,7 @@ from curation.ops.context import BuildContext
 from curation.reviews import REVIEW_SCHEMA, newest, read_reviews
 from curation.schema import compute_pair_id
 from curation.sql import read_parquet
+from curation.words import quantity
 
 
 @dataclass(frozen=True)
@@ -135,3 +138,18 @@ class HumanReview(Op):
                     WHERE action = 'keep' AND row_key IN (SELECT row_key FROM swapped)"""
             ],
         )
+
+
+def outcome_text(flags: Path) -> str:
+    """`human_review: 3 of 5 reviews applied (keep 1, drop 1, swap 1), 2 not (removed by an earlier stage: 2);
+    ...`: what a build's `flags/human_review.parquet` lists, in one line."""
+    rows = pq.read_table(flags, columns=["action", "outcome"]).to_pylist()
+    applied = [r["action"] for r in rows if r["outcome"].startswith("applied")]
+    actions = ", ".join(f"{a} {applied.count(a)}" for a in ("keep", "drop", "swap"))
+    missed = Counter(r["outcome"].removeprefix("not applied: ") for r in rows if not r["outcome"].startswith("applied"))
+    why = "; ".join(f"{reason}: {n}" for reason, n in sorted(missed.items()))
+    return (
+        f"human_review: {len(applied)} of {quantity(len(rows), 'review')} applied ({actions})"
+        + (f", {len(rows) - len(applied)} not ({why})" if missed else "")
+        + "; flags/human_review.parquet lists each"
+    )

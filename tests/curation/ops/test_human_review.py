@@ -10,6 +10,7 @@ import pytest
 
 from curation.io import read_shards, sha256_file
 from curation.ops.context import pair_tables
+from curation.ops.human_review import outcome_text
 from curation.reviews import Review, append_review, latest, read_reviews, reviews_path
 from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
 
@@ -57,6 +58,10 @@ def test_drop_swap_and_keep_through_the_ops_context(tmp_path: Path) -> None:
     said = ("human_review: 2 of 5 reviews not applied (not among this build's pairs: 1; removed by an earlier stage: "
             "1); flags/human_review.parquet lists each")  # fmt: skip
     assert run.decision.warnings == [said]
+    assert outcome_text(tmp_path / "b" / "flags" / "human_review.parquet") == (
+        "human_review: 3 of 5 reviews applied (keep 1, drop 1, swap 1), 2 not (not among this build's pairs: 1; "
+        "removed by an earlier stage: 1); flags/human_review.parquet lists each"
+    )
 
 
 def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) -> None:
@@ -80,6 +85,9 @@ def test_a_rebuild_applies_the_reviews(build_rows: BuildRows, tmp_path: Path) ->
     assert source["swapped"] == {"human_review": {"swapped by review": 1}} and source["balanced"]
     assert [r["reason"] for r in second.removed("human_review")] == ["dropped by review"]
     assert pq.read_table(second.root / "flags" / "human_review.parquet").num_rows == 2
+    assert outcome_text(second.root / "flags" / "human_review.parquet") == (
+        "human_review: 2 of 2 reviews applied (keep 0, drop 1, swap 1); flags/human_review.parquet lists each"
+    )  # what `curate build` prints after its funnel
     assert second.manifest["op_inputs"]["human_review"] == [{"path": str(path), "sha256": sha256_file(path)}]
     # The swapped pair's per-pair signals are found under its old id.
     import duckdb
