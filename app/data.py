@@ -648,17 +648,23 @@ class Build:
             [source],
         )[0]["q"]
         width = max(1, int((top or 1) / bins) + 1)
+        # `length_end`: the bin's end (exclusive); the last bin holds every longer answer, up to the longest
         return self.rows(
-            f"""SELECT bin * {width} AS length_bin, sum(side = 'c')::INT AS chosen, sum(side = 'r')::INT AS rejected
-                FROM (SELECT least(length(chosen) // {width}, {bins}) AS bin, 'c' AS side FROM pairs WHERE source = ?
+            f"""SELECT bin * {width} AS length_bin,
+                       CASE WHEN bin = {bins} THEN max(n) + 1 ELSE (bin + 1) * {width} END AS length_end,
+                       sum(side = 'c')::INT AS chosen, sum(side = 'r')::INT AS rejected
+                FROM (SELECT length(chosen) AS n, least(length(chosen) // {width}, {bins}) AS bin, 'c' AS side
+                      FROM pairs WHERE source = ?
                       UNION ALL
-                      SELECT least(length(rejected) // {width}, {bins}), 'r' FROM pairs WHERE source = ?)
+                      SELECT length(rejected), least(length(rejected) // {width}, {bins}), 'r'
+                      FROM pairs WHERE source = ?)
                 GROUP BY bin ORDER BY bin""",
             [source, source],
         )
 
     def histogram(self, column: str, source: str, bins: int = 20) -> list[dict[str, Any]]:
-        """Counts per equal-width bin of a numeric pair column (margin, scores) for one source; [] when unknown."""
+        """Counts per equal-width bin of a numeric pair column (margin, scores) for one source, each bin from `bin` to
+        `bin_end` (the same where every value is one); [] when unknown."""
         if column not in ("margin", "chosen_score", "rejected_score"):
             raise AppError(f"no histogram for {column!r}")
         bounds = self.rows(f"SELECT min({column}) AS lo, max({column}) AS hi FROM pairs WHERE source = ?", [source])
@@ -669,7 +675,8 @@ class Build:
         # edge, a weighted mean of the two ends (never beyond them), and grouped by its index.
         width = high / bins - low / bins or 1.0
         return self.rows(
-            f"""SELECT $low * (1 - k / $bins) + $high * (k / $bins) AS bin, count(*) AS rows
+            f"""SELECT $low * (1 - k / $bins) + $high * (k / $bins) AS bin,
+                       $low * (1 - (k + 1) / $bins) + $high * ((k + 1) / $bins) AS bin_end, count(*) AS rows
                 FROM (SELECT least(floor(({column} / $bins - $low / $bins) / $width * $bins), $last) AS k
                       FROM pairs WHERE source = $source AND {column} IS NOT NULL)
                 GROUP BY k ORDER BY k""",

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from app.data import AppError, Build, data_root, list_builds
@@ -159,3 +161,21 @@ def show_text(label: str, text: str) -> None:
     """Dataset text as plain text: never Markdown or HTML."""
     st.caption(plain(label))
     st.text(text)
+
+
+def histogram_chart(rows: list[dict[str, Any]], start: str, end: str, counts: dict[str, str], x_title: str,
+                    y_title: str) -> alt.Chart:  # fmt: skip
+    """Bins as bars from their start to their end on a numeric axis, the count columns `counts` (column: legend
+    name) overlaid; where every value is one (each bin's start its end), one bar labelled by that value."""
+    frame = pd.DataFrame(rows).melt(id_vars=[start, end], value_vars=list(counts), var_name="of", value_name="count")
+    frame["of"] = frame["of"].map(counts)
+    y = alt.Y("count:Q", stack=None, title=y_title)
+    tooltip = [alt.Tooltip(f"{start}:Q", title="from", format=".4~g"), alt.Tooltip(f"{end}:Q", title="to",
+               format=".4~g"), "of:N", "count:Q"]  # fmt: skip
+    color = alt.Color("of:N", title=None, legend=None if len(counts) == 1 else alt.Legend(orient="top"))
+    if (frame[start] == frame[end]).all():
+        x = alt.X(f"{start}:O", title=x_title, axis=alt.Axis(labelAngle=0))
+        return alt.Chart(frame).mark_bar().encode(x=x, y=y, color=color, tooltip=tooltip)
+    x = alt.X(f"{start}:Q", title=x_title, axis=alt.Axis(format=".4~g"))
+    bars = alt.Chart(frame).mark_bar(opacity=0.6 if len(counts) > 1 else 1.0, binSpacing=0)
+    return bars.encode(x=x, x2=f"{end}:Q", y=y, color=color, tooltip=tooltip)

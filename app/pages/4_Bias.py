@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import build_or_stop, page, plain, root_or_stop
+from app.ui import build_or_stop, histogram_chart, page, plain, root_or_stop
 
 page("Bias and statistics")
 root = root_or_stop()
@@ -17,14 +17,18 @@ if not sources:
     st.info("This build has no pairs in its shards: nothing to chart.")
     st.stop()
 source = st.selectbox("source", sources)
-st.caption("length distribution (characters): chosen vs rejected")
-st.bar_chart(build.length_histogram(source), x="length_bin", y=["chosen", "rejected"])
+st.caption("length distribution: chosen vs rejected answers, rows of the shards (the last bin holds every answer "
+           "longer than 99 in 100)")  # fmt: skip
+sides = {"chosen": "chosen", "rejected": "rejected"}
+lengths = histogram_chart(build.length_histogram(source), "length_bin", "length_end", sides,
+                          "answer length (characters)", "answers")  # fmt: skip
+st.altair_chart(lengths, width="stretch")
 for column, what, note in (("margin", "label margin", " (the source's score gap, chosen minus rejected)"),
                            ("chosen_score", "chosen score", "")):  # fmt: skip
     counts = build.histogram(column, source)
     if counts:
         st.caption(f"{what} distribution{note}, rows of the shards")
-        st.bar_chart(counts, x="bin", y="rows")
+        st.altair_chart(histogram_chart(counts, "bin", "bin_end", {"rows": "rows"}, what, "rows"), width="stretch")
     else:  # said, not a chart that silently is not there
         st.caption(plain(f"No {what} chart: no pair of {source} in the shards has a {what}."))
 st.subheader("Category mix")

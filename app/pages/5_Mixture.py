@@ -16,7 +16,17 @@ distinct = build.manifest.get("pairs_in_shards")
 pairs = f" ({distinct} distinct pairs: upsampled copies are rows too)" if distinct is not None else ""
 st.caption(f"{total} rows in the shards{pairs}, from {len(rows)} sources; `available` counts the pairs the mix drew "
            "from, `target` the rows the recipe asked for")  # fmt: skip
-st.dataframe(rows, hide_index=True, width="stretch")
+labels = {
+    "available": st.column_config.NumberColumn("available", help="pairs the mix drew from"),
+    "target": st.column_config.NumberColumn("target", help="rows the recipe asked for"),
+    "rows_in_shards": st.column_config.NumberColumn("rows in shards"),
+    "target_share_pct": st.column_config.NumberColumn("target share %", help="of the rows the recipe asked for"),
+    "share_pct": st.column_config.NumberColumn("share %", help="of the rows in the shards"),
+    "sampling_factor": st.column_config.NumberColumn(
+        "rows per pair", help="rows in the shards per kept pair: below 1 subsampled, above 1 upsampled"
+    ),
+}
+st.dataframe(rows, hide_index=True, width="stretch", column_config=labels)
 long = [
     {"source": r["source"], "share": kind, "percent": r[column]}
     for r in rows

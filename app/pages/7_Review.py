@@ -83,7 +83,8 @@ total, live = counts[queue]
 done = sum(1 for r in table if r["reviewed"])
 shown = f"the first {len(rows)} shown, " if len(rows) < total else ""
 st.caption(f"{total} pairs in this queue, {live} of them in the shards ({shown}pairs in the shards first); {done} of "
-           f"the {len(rows)} shown reviewed. Click a row to read it.")  # fmt: skip
+           f"the {len(rows)} shown reviewed (saved here, or applied by this build). Click a row to read "
+           "it.")  # fmt: skip
 if not rows:
     st.info("This queue is empty.")
     st.stop()

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -116,11 +117,18 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert "No label margin chart: no pair of hh_rlhf in the shards has a label margin." in said, said
     next(s for s in bias.selectbox if s.label == "source").set_value("ultrafeedback").run()
     assert not any("No label margin chart" in shown(c.value) for c in bias.caption)
+    specs = [json.loads(c.proto.spec) for c in bias.get("vega_lite_chart")]
+    axes = [(s["encoding"]["x"]["title"], s["encoding"]["x"]["type"], s["encoding"]["y"]["title"]) for s in specs]
+    assert axes == [("answer length (characters)", "quantitative", "answers"),  # bars from bin start to end
+                    ("label margin", "ordinal", "rows"),  # one value, 8: one bar labelled by it
+                    ("chosen score", "quantitative", "rows")]  # fmt: skip
     bias.slider[-1].set_value(0.99).run()  # a stricter threshold, re-decided from the stored signal
     assert any(m.value.startswith("0 of ") and "near duplicates at Jaccard >= 0.99" in m.value for m in bias.markdown)
     mixture = run_page("pages/5_Mixture.py", data_root, monkeypatch)
     shares = mixture.dataframe[0].value
     assert float(shares.loc[shares["source"] == "mm_rlhf", "sampling_factor"].iloc[0]) == 2.0
+    labels = {k: v.get("label") for k, v in json.loads(mixture.dataframe[0].proto.columns).items()}
+    assert labels["sampling_factor"] == "rows per pair" and labels["share_pct"] == "share %"  # words, not names
     manifest = Build(data_root, "demo").manifest
     assert mixture.caption[0].value.startswith(
         f"{manifest['rows_in_shards']} rows in the shards ({manifest['pairs_in_shards']} distinct pairs: upsampled "
@@ -204,8 +212,11 @@ def test_histograms(data_root: Path) -> None:
     demo = Build(data_root, "demo")
     lengths = demo.length_histogram("ultrafeedback")
     assert sum(r["chosen"] for r in lengths) == sum(r["rejected"] for r in lengths) == 5
+    # each bin ends after it starts, where the next starts or before (empty bins are not listed)
+    assert all(a["length_bin"] < a["length_end"] <= b["length_bin"] for a, b in pairwise(lengths))
     margins = demo.histogram("margin", "ultrafeedback")
     assert sum(r["rows"] for r in margins) == 5 and demo.histogram("margin", "hh_rlhf") == []
+    assert [(r["bin"], r["bin_end"]) for r in margins] == [(8.0, 8.0)]  # one value: a bin of no width
     with pytest.raises(AppError):
         demo.histogram("chosen; DROP TABLE pairs", "hh_rlhf")
 

@@ -31,7 +31,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     ]
     assert app.selectbox[1].value == "contamination matches"
     assert any(c.value.startswith("10 pairs in this queue, 6 of them in the shards") for c in app.caption)
-    assert any("0 of the 10 shown reviewed" in c.value for c in app.caption)
+    assert any("0 of the 10 shown reviewed (saved here, or applied by this build)" in c.value for c in app.caption)
     pair = next(t.value for t in app.text if " · pair " in t.value)
     assert app.button[-1].disabled  # no reviewer named yet
     assert "Give your name as the reviewer to save a review." in [c.value for c in app.caption]
@@ -42,7 +42,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert not app.exception, app.exception
     assert any(s.value == "Review saved." for s in app.success)
     # at once, without another run: the queue counts it
-    assert any("1 of the 10 shown reviewed" in c.value for c in app.caption)
+    assert any("1 of the 10 shown reviewed (saved here, or applied by this build)" in c.value for c in app.caption)
     # coming back to the pair, the decision starts at its latest review (saving again repeats it), the note empty
     again = run_page("pages/7_Review.py", root, monkeypatch)
     assert (again.radio[0].value, again.text_input(key="review-note").value) == ("swap", "")
@@ -56,7 +56,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert review["pair_id"] in pair and review["build"] == "demo"
     assert {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")} == before  # the build stays read-only
     app.run()
-    assert any("1 of the 10 shown reviewed" in c.value for c in app.caption)
+    assert any("1 of the 10 shown reviewed (saved here, or applied by this build)" in c.value for c in app.caption)
     assert any(t.value.startswith("reviewed: swap by ana at ") for t in app.text)
 
 
