@@ -177,5 +177,6 @@ def histogram_chart(rows: list[dict[str, Any]], start: str, end: str, counts: di
         x = alt.X(f"{start}:O", title=x_title, axis=alt.Axis(labelAngle=0))
         return alt.Chart(frame).mark_bar().encode(x=x, y=y, color=color, tooltip=tooltip)
     x = alt.X(f"{start}:Q", title=x_title, axis=alt.Axis(format=".4~g"))
-    bars = alt.Chart(frame).mark_bar(opacity=0.6 if len(counts) > 1 else 1.0, binSpacing=0)
-    return bars.encode(x=x, x2=f"{end}:Q", y=y, color=color, tooltip=tooltip)
+    bars = alt.Chart(frame).mark_bar(opacity=0.6 if len(counts) > 1 else 1.0)
+    # y2 at zero: a bar spanning its bin on x is read as vertical, from nothing up to its count
+    return bars.encode(x=x, x2=f"{end}:Q", y=y, y2=alt.datum(0), color=color, tooltip=tooltip)

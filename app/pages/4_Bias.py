@@ -11,7 +11,13 @@ root = root_or_stop()
 build = build_or_stop(root)
 st.subheader("Chosen vs rejected length per source")
 st.caption("over the rows of the shards (the mix's upsampled copies are rows too)")
-st.dataframe(build.length_bias(), hide_index=True)
+lengths_by_source = {
+    "mean_chosen_chars": st.column_config.NumberColumn("chosen, mean characters"),
+    "mean_rejected_chars": st.column_config.NumberColumn("rejected, mean characters"),
+    "chosen_longer_pct": st.column_config.NumberColumn("chosen longer %", help="of the rows"),
+    "median_length_ratio": st.column_config.NumberColumn("median length ratio", help="chosen / rejected characters"),
+}
+st.dataframe(build.length_bias(), hide_index=True, column_config=lengths_by_source)
 sources = [r["source"] for r in build.rows("SELECT DISTINCT source FROM pairs ORDER BY 1")]
 if not sources:
     st.info("This build has no pairs in its shards: nothing to chart.")

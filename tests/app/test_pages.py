@@ -108,6 +108,8 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert [t.value for t in removed.text].count(astronaut) == 2
     bias = run_page("pages/4_Bias.py", data_root, monkeypatch)
     assert set(bias.dataframe[0].value["source"]) == {"hh_rlhf", "mm_rlhf", "rlaif_v", "ultrafeedback"}
+    labels = {k: v.get("label") for k, v in json.loads(bias.dataframe[0].proto.columns).items()}
+    assert labels["chosen_longer_pct"] == "chosen longer %"  # words, not column names
     categories = bias.dataframe[1].value
     assert "none given" in set(categories["category"]) and categories["category"].notna().all()
     near = [m.value for m in bias.markdown if "at Jaccard >= 0.8" in m.value]
