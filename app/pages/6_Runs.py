@@ -49,7 +49,9 @@ def curve(metric: str, title: str, over_text: str, points: list[dict[str, float]
     if len(points) > LABELLED_POINTS:
         return line.properties(title=heading)
     values = base.mark_text(dy=-12).encode(x=x, y=y, text=alt.Text("value:Q", format=".4f"))
-    return (line + values).properties(title=heading)
+    # one step (a run evaluated once): a short chart, its one value labelled, not a page of empty axes
+    chart = (line + values).properties(title=heading)
+    return chart.properties(height=120) if len(steps) == 1 else chart
 
 
 def report_summary(name: str, report: dict[str, Any]) -> dict[str, str]:
