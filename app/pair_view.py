@@ -120,7 +120,8 @@ def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
         st.write("No op measured this pair (or its prompt or images).")
     for op, rows in tables.items():
         st.caption(plain(op))
-        st.dataframe(rows, hide_index=True, width="stretch")
+        wide = {"thresholds": st.column_config.TextColumn(width="large")}  # the recipe's values, read whole
+        st.dataframe(rows, hide_index=True, width="stretch", column_config=wide)
     cluster = build.cluster(pair["pair_id"])
     if cluster:
         st.markdown("**Duplicates**")

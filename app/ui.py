@@ -23,14 +23,25 @@ NEXT_PAGE = "more on the next page"  # where the rest of a paged list is
 
 
 def pick_row(
-    rows: list[dict[str, Any]], key: str, offset: int = 0, total: int | None = None, rest: str = NEXT_PAGE
+    rows: list[dict[str, Any]],
+    key: str,
+    offset: int = 0,
+    total: int | None = None,
+    rest: str = NEXT_PAGE,
+    wide: tuple[str, ...] = (),
 ) -> int:
     """A table whose rows open on a click, with previous/next buttons under it; returns the row to show. A click
     moves the reader to that row; previous/next step from there. A table that is part of a longer list says where
     it is in the whole list: its first row is number `offset + 1` of `total`, and its last says where the `rest`
-    is."""
+    is. The columns `wide` are shown wide enough for a few words (not cut to their first ones)."""
     event = st.dataframe(
-        rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", key=f"{key}-table"
+        rows,
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"{key}-table",
+        column_config={column: st.column_config.TextColumn(width="medium") for column in wide},
     )
     selected = event.selection.rows if event is not None else []
     if selected and selected != st.session_state.get(f"{key}-clicked"):

@@ -88,7 +88,8 @@ st.caption(f"{total} pairs in this queue, {live} of them in the shards ({shown}p
 if not rows:
     st.info("This queue is empty.")
     st.stop()
-at = pick_row(table, "review", total=total, rest=f"only the first {len(rows)} are listed")
+at = pick_row(table, "review", total=total, rest=f"only the first {len(rows)} are listed",
+              wide=("reviewed", "in_shards", "listed because"))  # fmt: skip
 pair = build.pair(rows[at]["pair_id"], rows[at]["source"], rows[at]["source_row"])
 if pair is None:
     st.warning("This pair is in neither the shards nor the removed pairs of the build.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -146,6 +147,8 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     marks = set(app.dataframe[0].value["reviewed"])
     # the review and the pair's fate first, then why the queue lists it (a stage's decision a review may overrule)
     assert list(app.dataframe[0].value.columns)[:3] == ["reviewed", "in_shards", "listed because"]
+    widths = {k: v.get("width") for k, v in json.loads(app.dataframe[0].proto.columns).items()}
+    assert widths["reviewed"] == "medium"  # "swap, applied" is not cut to "swap, appl"
     assert "swap, applied" in marks or "drop, applied" in marks, marks
 
 
