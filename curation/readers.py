@@ -25,7 +25,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -94,10 +94,11 @@ def hub_commit(hub_id: str, revision: str | None) -> str | None:
         return None
 
 
-def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list[Path]:
+def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES, hidden: bool = False) -> list[Path]:
     """A file itself, or every supported file under a folder, in sorted (deterministic) order, but those that
     `datasets` leaves out of a folder: its metadata files (`dataset_info.json`, ...), hidden files, files in hidden
-    folders (`.cache/` of `hf download`) and in folders named `__*` (`__pycache__`)."""
+    folders (`.cache/` of `hf download`) and in folders named `__*` (`__pycache__`), unless `hidden` (for patterns
+    that name them: `_matching`)."""
     if root.is_file():
         return [root]
     if not root.exists():
@@ -110,9 +111,8 @@ def list_files(root: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> list
         return (
             (path.is_file() or path.is_symlink())
             and name.endswith(tuple(suffixes))
-            and not name.startswith(".")
             and name not in NOT_DATA
-            and not any(f.startswith((".", "__")) for f in folders)
+            and (hidden or (not name.startswith(".") and not any(f.startswith((".", "__")) for f in folders)))
         )
 
     files = sorted(p for p in root.rglob("*") if listed(p))
@@ -163,7 +163,7 @@ def source_files(
     files = list_files(base)
     configs = None if data_dir else card_yaml(root).get("configs")  # a data_dir is read by the split conventions
     if isinstance(configs, list) and configs:  # its paths are relative to the repository's root
-        names = [f.relative_to(root).as_posix() for f in files]
+        names = [f.relative_to(root).as_posix() for f in list_files(root, hidden=True)]  # a pattern may name them
         by_split = _config_files(root, configs, config, names)
         if split not in by_split:
             raise _no_split(root, split, [f"{name} ({_example(files)})" for name, files in by_split.items()])
@@ -257,11 +257,18 @@ def _no_split(root: Path, split: str, splits: Sequence[str]) -> InputError:
 
 
 def _matching(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
-    """The names (paths relative to the folder, `/`-separated) that match any of the glob patterns."""
+    """The names (paths relative to the folder, `/`-separated) that match any of the glob patterns, a hidden part
+    (`.cache/`, `.x.jsonl`) or a folder named `__*` only where the pattern names as many, as `datasets` resolves
+    patterns (`data_files._is_unrequested_hidden_file_or_is_inside_unrequested_hidden_dir`)."""
     from fsspec.utils import glob_translate
 
-    compiled = [re.compile(glob_translate(p.removeprefix("./"))) for p in patterns]
-    return [n for n in names if any(c.match(n) for c in compiled)]
+    def hidden(path: str) -> tuple[int, int]:
+        *folders, name = PurePosixPath(path).parts or ("",)
+        dotted = sum(p.startswith(".") and set(p) != {"."} for p in (*folders, name))
+        return dotted, sum(f.startswith("__") for f in folders)
+
+    compiled = [(re.compile(glob_translate(p.removeprefix("./"))), hidden(p.removeprefix("./"))) for p in patterns]
+    return [n for n in names if any(c.match(n) and hidden(n) == parts for c, parts in compiled)]
 
 
 # How the Hub names the splits of a repository without configs, in the order `datasets` tries them
@@ -320,7 +327,7 @@ def _config_files(root: Path, configs: list[Any], config: str | None, names: Seq
     prefix = f"{entry['data_dir'].strip('/')}/" if entry.get("data_dir") else ""
     inside = [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
     if data_files is None:  # a config of a folder: the split conventions inside it
-        found = _split_files(inside) or {"train": list(inside)}
+        found = _split_files(inside) or {"train": _matching(["**"], inside)}
         return {split: [prefix + n for n in matched] for split, matched in found.items()}
     if isinstance(data_files, (str, list)) and not (isinstance(data_files, list) and data_files
                                                      and isinstance(data_files[0], dict)):  # fmt: skip

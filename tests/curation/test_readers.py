@@ -433,6 +433,12 @@ def test_a_readme_is_read_as_datasets_reads_it(tmp_path: Path) -> None:
         assert compare() == ["x.jsonl"]
     (tmp_path / "README.md").write_text(card("**/*.jsonl"), encoding="utf-8")
     assert compare("data/b") == ["data/b/train.jsonl"]
+    for hidden in (".data/h.jsonl", ".cache/c.jsonl", "__x/u.jsonl"):  # read only where a pattern names them
+        (tmp_path / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / hidden).write_text('{"a": 1}\n')
+    assert compare() == ["data/a/train.jsonl", "data/b/other.jsonl", "data/b/train.jsonl", "x.jsonl", "y.jsonl"]
+    (tmp_path / "README.md").write_text(card(".data/*.jsonl"), encoding="utf-8")
+    assert compare() == [".data/h.jsonl"]
     (tmp_path / ".huggingface.yaml").write_text(yaml.safe_dump({"configs": [{"config_name": "default",
                                                                               "data_files": "*.ndjson"}]}))  # fmt: skip
     assert compare() == ["z.ndjson"]
