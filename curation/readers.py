@@ -160,7 +160,6 @@ def source_files(
     if not base.is_dir():
         what = f"no such folder (--data-dir {data_dir})" if data_dir else "neither a data file nor a folder"
         raise InputError(f"{printable(str(base))}: {what}")
-    files = list_files(base)
     configs = None if data_dir else card_yaml(root).get("configs")  # a data_dir is read by the split conventions
     if isinstance(configs, list) and configs:  # its paths are relative to the repository's root
         names = [f.relative_to(root).as_posix() for f in list_files(root, hidden=True)]  # a pattern may name them
@@ -168,6 +167,7 @@ def source_files(
         if split not in by_split:
             raise _no_split(root, split, [f"{name} ({_example(files)})" for name, files in by_split.items()])
         return [root / name for name in by_split[split]]  # declared: read as declared, whatever their formats
+    files = list_files(base)
     by_split = _split_files([f.relative_to(base).as_posix() for f in files])
     if by_split is not None and split not in by_split:
         raise _no_split(root, split, [f"{name} ({_example(files)})" for name, files in by_split.items()])

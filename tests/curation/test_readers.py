@@ -439,6 +439,11 @@ def test_a_readme_is_read_as_datasets_reads_it(tmp_path: Path) -> None:
     assert compare() == ["data/a/train.jsonl", "data/b/other.jsonl", "data/b/train.jsonl", "x.jsonl", "y.jsonl"]
     (tmp_path / "README.md").write_text(card(".data/*.jsonl"), encoding="utf-8")
     assert compare() == [".data/h.jsonl"]
+    only = tmp_path / "only"  # a repository whose one data file is hidden, named by its config
+    (only / ".data").mkdir(parents=True)
+    (only / ".data" / "h.jsonl").write_text('{"a": 1}\n')
+    (only / "README.md").write_text(card(".data/h.jsonl"), encoding="utf-8")
+    assert source_files(only, None, "train") == [only / ".data" / "h.jsonl"]
     (tmp_path / ".huggingface.yaml").write_text(yaml.safe_dump({"configs": [{"config_name": "default",
                                                                               "data_files": "*.ndjson"}]}))  # fmt: skip
     assert compare() == ["z.ndjson"]
