@@ -161,13 +161,13 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         st.text(saved_now)
     last = earlier[0] if earlier else None
     try:
-        done = build.applied_reviews()
+        record = build.applied_reviews()
     except AppError:  # the Review page says so above the queue
-        done = AppliedReviews({}, [], [])
-    applied = done.actions.get(target)  # as recorded, of the pair before a swap
+        record = AppliedReviews({}, [], [])
+    applied = record.actions.get(target)  # as recorded, of the pair before a swap
     if last:
         shown = as_shown(last["action"], before is not None)
-        here = str(path) in done.paths and applied == last["action"]
+        here = str(path) in record.paths and applied == last["action"]
         status = "this build applied it" if here else "the next build reading the file applies it"
         st.text(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']} ({status})")
     elif applied is not None:

@@ -46,15 +46,15 @@ except (AppError, InputError) as exc:
     st.text(str(exc))
     reviewed = {}
 try:
-    done = build.applied_reviews()
+    record = build.applied_reviews()
 except AppError as exc:
     st.warning("The reviews this build applied cannot be read.")
     st.text(str(exc))
-    done = AppliedReviews({}, [], [])
-applied = done.actions
-reads_own = str(Path(own).resolve()) in done.paths  # this build applied its own file's reviews too
+    record = AppliedReviews({}, [], [])
+applied = record.actions
+reads_own = str(Path(own).resolve()) in record.paths  # this build applied its own file's reviews too
 if applied:  # a build made with reviews: new ones go to its own file, which its recipe may not read yet
-    files = ", ".join(json.dumps(name) for name in done.files)  # as YAML reads them, whatever they hold
+    files = ", ".join(json.dumps(name) for name in record.files)  # as YAML reads them, whatever they hold
     st.caption(plain(f"This build applied {quantity(len(applied), 'review')} (from {files}); reviews saved here go to "
                      f"reviews/{build.name}.parquet" + (
                          ", which its recipe reads: building it again applies them." if reads_own else
