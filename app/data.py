@@ -68,11 +68,29 @@ def _other_prompt(row: dict[str, Any], prompt_id: str) -> str:
 
 @dataclass(frozen=True)
 class AppliedReviews:
-    """What a build's `human_review` stage applied."""
+    """What a build's `human_review` stage did with the reviews it read."""
 
-    actions: dict[str, str]  # each applied review's action, by the pair id it was recorded of
+    # by the pair id a review was recorded of: the review the stage took (action, note, reviewer, reviewed_at) and
+    # its `outcome` there ("applied", "not applied: removed by an earlier stage", ...)
+    taken: dict[str, dict[str, str]]
     files: list[str]  # the reviews files as its recipe names them
     paths: list[str]  # the files it read, as real paths (the manifest's `op_inputs`)
+
+    def reads(self, path: Path) -> bool:
+        """Whether the build read the reviews file `path` (by real path); an old build that did not record the
+        files it read: whether its recipe names one of that file's name."""
+        if self.paths:
+            return str(path.resolve()) in self.paths
+        return any(PurePath(str(name)).name == path.name for name in self.files)
+
+    def outcome(self, review: dict[str, Any], path: Path) -> str | None:
+        """What the build did with `review`, a row of the reviews file `path`, or None where it did not take that
+        review (one saved since the build, or in a file it did not read)."""
+        taken = self.taken.get(review["pair_id"])
+        keys = ("action", "note", "reviewer", "reviewed_at")
+        if taken is None or not self.reads(path) or any(taken.get(k) != review[k] for k in keys):
+            return None
+        return taken["outcome"]
 
 
 class AppError(Exception):
@@ -440,16 +458,17 @@ class Build:
             if relative in self.dir.refused:  # there, but cut short, damaged or a link leaving the build
                 raise AppError(self.dir.refused[relative])
             return AppliedReviews({}, [], [])
-        missing = {"pair_id", "action", "outcome"} - set(pq.read_schema(flags).names)
+        columns = ("pair_id", "action", "note", "reviewer", "reviewed_at", "outcome")
+        missing = set(columns) - set(pq.read_schema(flags).names)
         if missing:
             raise AppError(f"{self.name}/{relative}: not the table the human_review stage writes (no column "
                            f"{', '.join(sorted(missing))})")  # fmt: skip
-        applied = self.rows(f"SELECT pair_id, action FROM {self.table(flags)} WHERE outcome = 'applied'")
+        taken = self.rows(f"SELECT {', '.join(columns)} FROM {self.table(flags)}")
         files = (manifest_recipe(self.manifest).get("ops") or {}).get("human_review", {}).get("reviews", [])
         read = [e["path"] for e in (self.manifest.get("op_inputs") or {}).get("human_review", [])
                 if isinstance(e, dict) and isinstance(e.get("path"), str)]  # fmt: skip
-        return AppliedReviews({r["pair_id"]: r["action"] for r in applied},
-                              [files] if isinstance(files, str) else list(files), read)  # fmt: skip
+        return AppliedReviews({r["pair_id"]: r for r in taken}, [files] if isinstance(files, str) else list(files),
+                              read)  # fmt: skip
 
     def review_queues(self) -> list[str]:
         """The queues this build has, flagged pairs first."""
@@ -648,10 +667,10 @@ class Build:
             [source],
         )[0]["q"]
         width = max(1, int((top or 1) / bins) + 1)
-        # `length_end`: the bin's end (exclusive); the last bin holds every longer answer, up to the longest
+        # `length_end`: the bin's end (exclusive), the last bin's as wide as the others though it holds every longer
+        # answer (`longest`: its longest), so that one very long answer does not stretch the axis
         return self.rows(
-            f"""SELECT bin * {width} AS length_bin,
-                       CASE WHEN bin = {bins} THEN max(n) + 1 ELSE (bin + 1) * {width} END AS length_end,
+            f"""SELECT bin * {width} AS length_bin, (bin + 1) * {width} AS length_end, max(n) AS longest,
                        sum(side = 'c')::INT AS chosen, sum(side = 'r')::INT AS rejected
                 FROM (SELECT length(chosen) AS n, least(length(chosen) // {width}, {bins}) AS bin, 'c' AS side
                       FROM pairs WHERE source = ?

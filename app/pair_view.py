@@ -164,14 +164,15 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         record = build.applied_reviews()
     except AppError:  # the Review page says so above the queue
         record = AppliedReviews({}, [], [])
-    applied = record.actions.get(target)  # as recorded, of the pair before a swap
+    taken = record.taken.get(target)  # as recorded, of the pair before a swap
     if last:
         shown = as_shown(last["action"], before is not None)
-        here = str(path) in record.paths and applied == last["action"]
-        status = "this build applied it" if here else "the next build reading the file applies it"
+        outcome = record.outcome(last, path)
+        status = "the next build reading the file applies it" if outcome is None else f"in this build: {outcome}"
         st.text(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']} ({status})")
-    elif applied is not None:
-        st.text(f"this build applied a review of this pair: {applied} (of the pair as its source gives it)")
+    elif taken is not None:
+        st.text(f"a review of this pair from another build's file: {taken['action']} (of the pair as its source "
+                f"gives it) by {taken['reviewer']}; in this build: {taken['outcome']}")  # fmt: skip
     in_shards = build.rows("SELECT count(*) AS n FROM pairs WHERE pair_id = ?", [pair["pair_id"]])[0]["n"]
     if pair.get("removed_at") is not None and in_shards:
         st.caption(

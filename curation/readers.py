@@ -160,7 +160,11 @@ def source_files(
     if not base.is_dir():
         what = f"no such folder (--data-dir {data_dir})" if data_dir else "neither a data file nor a folder"
         raise InputError(f"{printable(str(base))}: {what}")
-    configs = None if data_dir else card_yaml(root).get("configs")  # a data_dir is read by the split conventions
+    configs = card_yaml(root).get("configs")
+    if data_dir and isinstance(configs, list) and configs:  # a data_dir is read by the split conventions
+        if config is not None:  # but a config named must be one the README declares
+            _declared_config(root, configs, config)
+        configs = None
     if isinstance(configs, list) and configs:  # its paths are relative to the repository's root
         names = [f.relative_to(root).as_posix() for f in list_files(root, hidden=True)]  # a pattern may name them
         by_split = _config_files(root, configs, config, names)
@@ -306,6 +310,15 @@ def _split_files(names: Sequence[str]) -> dict[str, list[str]] | None:
     return None
 
 
+def _declared_config(root: Path, configs: list[Any], config: str) -> dict[str, Any]:
+    """The README's entry of `config`, refused where the README does not declare it."""
+    declared = {str(c.get("config_name")): c for c in configs if isinstance(c, dict) and c.get("config_name")}
+    if config not in declared:
+        raise InputError(f"{printable(str(root))}: its README declares the configs {', '.join(declared) or 'none'}, "
+                         f"not {config!r}")  # fmt: skip
+    return declared[config]
+
+
 def _config_files(root: Path, configs: list[Any], config: str | None, names: Sequence[str]) -> dict[str, list[str]]:
     """The files by split of the README config `config` (else the default one, or the only one)."""
     declared = {str(c.get("config_name")): c for c in configs if isinstance(c, dict) and c.get("config_name")}
@@ -316,10 +329,7 @@ def _config_files(root: Path, configs: list[Any], config: str | None, names: Seq
             raise InputError(f"{printable(str(root))}: its README declares the configs {', '.join(declared)}; "
                              "choose one with --config (a recipe's `config:`)")  # fmt: skip
         config = (marked + unnamed)[0]
-    if config not in declared:
-        raise InputError(f"{printable(str(root))}: its README declares the configs {', '.join(declared) or 'none'}, "
-                         f"not {config!r}")  # fmt: skip
-    entry = declared[config]
+    entry = _declared_config(root, configs, config)
     data_files = entry.get("data_files")
     where = f"{printable(str(root / 'README.md'))}: config {config!r}"
     if entry.get("data_dir") is not None and not isinstance(entry["data_dir"], str):

@@ -23,11 +23,13 @@ if not sources:
     st.info("This build has no pairs in its shards: nothing to chart.")
     st.stop()
 source = st.selectbox("source", sources)
-st.caption("length distribution: chosen vs rejected answers, rows of the shards (the last bin holds every answer "
-           "longer than 99 in 100)")  # fmt: skip
+bins = build.length_histogram(source)
+last = bins[-1] if bins and bins[-1]["longest"] >= bins[-1]["length_end"] else None
+longer = (f"; the last bar, from {last['length_bin']} characters, holds every longer answer, up to {last['longest']}"
+          if last else "")  # fmt: skip
+st.caption(f"length distribution: chosen vs rejected answers, rows of the shards{longer}")
 sides = {"chosen": "chosen", "rejected": "rejected"}
-lengths = histogram_chart(build.length_histogram(source), "length_bin", "length_end", sides,
-                          "answer length (characters)", "answers")  # fmt: skip
+lengths = histogram_chart(bins, "length_bin", "length_end", sides, "answer length (characters)", "answers")
 st.altair_chart(lengths, width="stretch")
 for column, what, note in (("margin", "label margin", " (the source's score gap, chosen minus rejected)"),
                            ("chosen_score", "chosen score", "")):  # fmt: skip

@@ -5,7 +5,6 @@ DATA_ROOT/reviews/<build>.parquet and the next build applies them (the op human_
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -37,10 +36,10 @@ queue = left.selectbox(
     help="flagged pairs come first; a review changes only pairs in the shards (a removed pair stays removed)",
 )
 rows = build.review_queue(queue, chosen_source)
-own = str(reviews_path(root, build.name))  # where the review form writes (a build's name is a folder's)
+own = reviews_path(root, build.name)  # where the review form writes (a build's name is a folder's)
 try:
     path = review_file(root, build.name)
-    reviewed = {r["pair_id"]: r["action"] for r in latest(read_reviews(path))} if path.is_file() else {}
+    reviewed = {r["pair_id"]: r for r in latest(read_reviews(path))} if path.is_file() else {}
 except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
@@ -51,25 +50,25 @@ except AppError as exc:
     st.warning("The reviews this build applied cannot be read.")
     st.text(str(exc))
     record = AppliedReviews({}, [], [])
-applied = record.actions
-reads_own = str(Path(own).resolve()) in record.paths  # this build applied its own file's reviews too
-if applied:  # a build made with reviews: new ones go to its own file, which its recipe may not read yet
+applied = sum(r["outcome"].startswith("applied") for r in record.taken.values())
+if record.taken:  # a build made with reviews: new ones go to its own file, which its recipe may not read yet
     files = ", ".join(json.dumps(name) for name in record.files)  # as YAML reads them, whatever they hold
-    st.caption(plain(f"This build applied {quantity(len(applied), 'review')} (from {files}); reviews saved here go to "
-                     f"reviews/{build.name}.parquet" + (
-                         ", which its recipe reads: building it again applies them." if reads_own else
+    st.caption(plain(f"This build applied {applied} of the {quantity(len(record.taken), 'review')} it took (from "
+                     f"{files}); reviews saved here go to reviews/{build.name}.parquet" + (
+                         ", which its recipe reads: building it again applies them." if record.reads(own) else
                          f". To apply both in the next build, list both files in the recipe: human_review: "
-                         f"{{reviews: [{files}, {json.dumps(own)}]}} (each file's last review of a pair, then the "
-                         "newest across files, applies).")))  # fmt: skip
+                         f"{{reviews: [{files}, {json.dumps(str(own))}]}} (each file's last review of a pair, then "
+                         "the newest across files, applies).")))  # fmt: skip
 
 
 def review_text(pair: dict[str, Any]) -> str:
-    """The pair's review, marked applied where this build applied it: one saved here, as shown (of a swapped
-    pair, keep and swap exchanged), else the one applied from another build's file, as recorded there."""
-    mine, applied_one = reviewed.get(pair["reviewed_as"]), applied.get(pair["reviewed_as"])
-    if mine is not None:
-        return as_shown(mine, pair["swapped"]) + (", applied" if reads_own and mine == applied_one else "")
-    return "" if applied_one is None else f"{applied_one}, applied"
+    """The pair's review and what this build did with it (`drop, applied`), as recorded (of a pair a review
+    swapped: of the pair before the swap); a review saved here since, as shown (of a swapped pair, keep and swap
+    exchanged), which the next build reading the file applies."""
+    mine, taken = reviewed.get(pair["reviewed_as"]), record.taken.get(pair["reviewed_as"])
+    if mine is not None and record.outcome(mine, own) is None:
+        return as_shown(mine["action"], pair["swapped"])
+    return "" if taken is None else f"{taken['action']}, {taken['outcome']}"
 
 
 # The review and the pair's fate in this build first, a wide queue never hides them; then why the queue lists it

@@ -14,7 +14,6 @@ with a `count` fills a dropped pair's place with another).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -141,15 +140,10 @@ class HumanReview(Op):
 
 
 def outcome_text(flags: Path) -> str:
-    """`human_review: 3 of 5 reviews applied (keep 1, drop 1, swap 1), 2 not (removed by an earlier stage: 2);
-    ...`: what a build's `flags/human_review.parquet` lists, in one line."""
+    """`human_review: 3 of 5 reviews applied (keep 1, drop 1, swap 1); ...`: what a build's
+    `flags/human_review.parquet` lists, in one line (why the others were not, the stage's warning says)."""
     rows = pq.read_table(flags, columns=["action", "outcome"]).to_pylist()
     applied = [r["action"] for r in rows if r["outcome"].startswith("applied")]
     actions = ", ".join(f"{a} {applied.count(a)}" for a in ("keep", "drop", "swap"))
-    missed = Counter(r["outcome"].removeprefix("not applied: ") for r in rows if not r["outcome"].startswith("applied"))
-    why = "; ".join(f"{reason}: {n}" for reason, n in sorted(missed.items()))
-    return (
-        f"human_review: {len(applied)} of {quantity(len(rows), 'review')} applied ({actions})"
-        + (f", {len(rows) - len(applied)} not ({why})" if missed else "")
-        + "; flags/human_review.parquet lists each"
-    )
+    return (f"human_review: {len(applied)} of {quantity(len(rows), 'review')} applied ({actions}); "
+            "flags/human_review.parquet lists each")  # fmt: skip

@@ -360,6 +360,30 @@ def test_the_bias_page_draws_scores_at_the_ends_of_the_float_range(
     assert not app.exception, app.exception
 
 
+def test_one_very_long_answer_does_not_stretch_the_length_chart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last length bin holds every answer past the 99th percentile: drawn as wide as the others, its longest
+    answer said in the caption."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    rows = [{"prompt": f"Question {i}?", "chosen": f"Yes {i}. " + "a" * (90 + i), "rejected": f"No {i}."}
+            for i in range(200)]  # fmt: skip
+    rows[0]["chosen"] = "Long. " + "b" * 300_000
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: long\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n")
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "root" / "long")
+    bins = Build(tmp_path / "root", "long").length_histogram("uf")
+    assert {r["length_end"] - r["length_bin"] for r in bins} == {bins[0]["length_end"] - bins[0]["length_bin"]}
+    assert bins[-1]["longest"] == 300_006 and bins[-1]["length_end"] < 1000
+    app = run_page("pages/4_Bias.py", tmp_path / "root", monkeypatch)
+    said = [shown(c.value) for c in app.caption]
+    assert any(f"the last bar, from {bins[-1]['length_bin']} characters, holds every longer answer, up to 300006" in c
+               for c in said), said  # fmt: skip
+
+
 def test_a_build_rebuilt_under_its_name_is_read_anew(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

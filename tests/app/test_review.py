@@ -142,7 +142,8 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     app = run_page("pages/7_Review.py", root, monkeypatch, build="demo-reviewed")
     app.selectbox[1].set_value("random sample").run()
     said = " ".join(c.value for c in app.caption).replace("\\", "")
-    assert 'This build applied 2 reviews (from "../builds/reviews/demo.parquet"); reviews saved here go to ' in said
+    took = 'This build applied 2 of the 2 reviews it took (from "../builds/reviews/demo.parquet"); reviews saved here'
+    assert took in said
     assert "reviews/demo-reviewed.parquet" in said
     marks = set(app.dataframe[0].value["reviewed"])
     # the review and the pair's fate first, then why the queue lists it (a stage's decision a review may overrule)
@@ -295,8 +296,20 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
     assert (listed["reviewed"], listed["in_shards"]) == ("keep, applied", "yes")
     app.session_state["review-at"] = app.dataframe[0].value.to_dict("records").index(listed)
     app.run()
-    assert any(t.value.startswith("reviewed: keep by bo at ") and t.value.endswith("(this build applied it)")
+    assert any(t.value.startswith("reviewed: keep by bo at ") and t.value.endswith("(in this build: applied)")
                for t in app.text), [t.value for t in app.text]  # fmt: skip
+    # the same action saved again since, with a note: that review is not the one this build took
+    append_review(root / "reviews" / "d2.parquet", Review(first["pair_id"], "uf", first["source_row"], "keep",
+                                                          "checked twice", "bo", "d2", "random sample"))  # fmt: skip
+    app.run()
+    listed = next(r for r in app.dataframe[0].value.to_dict("records") if r["pair_id"] == first["pair_id"])
+    assert listed["reviewed"] == "keep"  # saved here, not yet applied
+    assert any(t.value.endswith(": checked twice (the next build reading the file applies it)") for t in app.text)
+    # a build that did not record the files it read (older manifests): its recipe's file names tell
+    from app.data import AppliedReviews
+
+    old = AppliedReviews({}, ["root/reviews/d.parquet", "root/reviews/d2.parquet"], [])
+    assert old.reads(root / "reviews" / "d2.parquet") and not old.reads(root / "reviews" / "d3.parquet")
 
 
 def test_a_queue_longer_than_its_list_says_so_in_the_stepper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,7 +368,8 @@ def test_a_damaged_record_of_applied_reviews_is_said_not_a_traceback(
     flags.parent.mkdir(exist_ok=True)
     pq.write_table(pa.table({"pair_id": ["x"]}), flags)  # a parquet table, but not the stage's
     whole = flags.read_bytes()
-    for damage, said in ((lambda: None, "not the table the human_review stage writes (no column action, outcome)"),
+    for damage, said in ((lambda: None, "not the table the human_review stage writes (no column action, note, "
+                                        "outcome, reviewed_at, reviewer)"),
                          (lambda: flags.write_bytes(whole[: len(whole) // 2]), "damaged, not read")):  # fmt: skip
         damage()
         app = run_page("pages/7_Review.py", root, monkeypatch)

@@ -433,6 +433,8 @@ def test_a_readme_is_read_as_datasets_reads_it(tmp_path: Path) -> None:
         assert compare() == ["x.jsonl"]
     (tmp_path / "README.md").write_text(card("**/*.jsonl"), encoding="utf-8")
     assert compare("data/b") == ["data/b/train.jsonl"]
+    with pytest.raises(InputError, match="declares the configs default, not 'typo'"):  # still checked
+        source_files(tmp_path, "typo", "train", "data/b")
     for hidden in (".data/h.jsonl", ".cache/c.jsonl", "__x/u.jsonl"):  # read only where a pattern names them
         (tmp_path / hidden).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / hidden).write_text('{"a": 1}\n')
