@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from curation.errors import InputError
-from curation.io import read_shards
+from curation.io import read_shards, sha256_once
 from curation.schema import PAIR_SCHEMA
 
 IMAGES = "images/images.parquet"
@@ -146,6 +146,16 @@ class BuildDir:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def check_shards_unchanged(self) -> None:
+        """`BuildError` naming the shards whose sha256 is not the one the manifest records (edited in place, even
+        rewritten with the same rows): what a run records or an export publishes would not be this build. Each
+        shard is hashed once per process while it is unchanged (`sha256_once`): about 0.6 s a GB."""
+        digests = [shard.get("sha256") for shard in self.manifest["shards"]]
+        edited = [str(f) for f, d in zip(self.shard_paths, digests, strict=True) if sha256_once(f) != d]
+        if edited:
+            raise BuildError(f"{self.path}: shards edited since their build ({', '.join(edited)}: not the "
+                             "manifest's sha256); build it again")  # fmt: skip
 
     # -- readers -------------------------------------------------------------------------------------------------
     def pairs(self, columns: list[str] | None = None, check_text: bool = False) -> pa.Table:

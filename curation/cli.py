@@ -497,22 +497,20 @@ def print_funnel(manifest: dict, folder: str) -> None:
     table = Table(title=Text(f"build {name}: every row accounted for"), caption=where)
     for column in ("source", "step", "count"):
         table.add_column(column)
-    for source, step, count in funnel_rows(manifest):
-        table.add_row(source, step, str(count))
+    for source, step, count in funnel_rows(manifest):  # names and reasons as text, never Rich markup
+        table.add_row(Text(str(source)), Text(str(step)), str(count))
     console.print(table)
     for name, entry in sources_in_order(manifest):
         status = "OK" if entry["balanced"] else "BROKEN"
         removed = sum(sum(r.values()) for r in entry["removed"].values())
-        console.print(
-            f"{name}: accounting {status}: {entry['pairs_ingested']} pairs = {entry['kept']} kept + {removed} removed;"
-            f" {entry['mix']['upsampled_copies']} upsampled copies"
-        )
+        line = (f"{name}: accounting {status}: {entry['pairs_ingested']} pairs = {entry['kept']} kept + {removed} "
+                f"removed; {entry['mix']['upsampled_copies']} upsampled copies")  # fmt: skip
+        console.print(Text(line))
     for name, entry in manifest.get("benchmarks", {}).items():
         reasons = ", ".join(f"{reason}: {n}" for reason, n in entry["rejects_at_ingest"].items())
-        console.print(
-            f"benchmark {name}: {entry['items']} items decontaminated against, from {entry['rows_read']} rows read;"
-            f" {entry['rows_rejected_at_ingest']} rejected" + (f" ({reasons})" if reasons else "")
-        )
+        line = (f"benchmark {name}: {entry['items']} items decontaminated against, from {entry['rows_read']} rows "
+                f"read; {entry['rows_rejected_at_ingest']} rejected")  # fmt: skip
+        console.print(Text(line + (f" ({reasons})" if reasons else "")))
 
 
 @app.command()
@@ -736,7 +734,8 @@ def export_cmd(
     """Write a build in the Hub's dataset layout (parquet configs, card, recipe), then upload it in one commit."""
     from curation.export import check_repo_id, export_build, upload
 
-    local = local_dir or build_dir.with_name(build_dir.name + "-hub")
+    folder = build_dir.resolve()  # `.` has no name to put -hub after
+    local = local_dir or folder.with_name(folder.name + "-hub")
     try:
         check_repo_id(repo)
         plan = export_build(build_dir, local, license=license, force_license=force_license, replace=replace)

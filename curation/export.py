@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from curation.build_card import shards_text
 from curation.build_dir import IMAGES, MANIFEST, BuildDir, manifest_recipe
 from curation.errors import InputError
-from curation.ingest import publish_folder
+from curation.ingest import PARTIAL_MARK, publish_folder
 from curation.readers import HUB_ID
 
 ROWS_PER_GROUP_WITH_IMAGES = 100
@@ -263,8 +263,18 @@ def card_text(
 
 
 def check_repo_id(repo: str) -> None:
-    if not HUB_ID.fullmatch(repo):
-        raise InputError(f"--repo {repo!r}: not a Hub repo id (USER/NAME: letters, digits, -, _ and .)")
+    """A repo id the Hub takes: `HUB_ID`'s form in ASCII, and `huggingface_hub`'s own check (no `.git` ending)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        ok = False
+    else:
+        ok = repo.isascii() and HUB_ID.fullmatch(repo) is not None
+    if not ok:
+        raise InputError(f"--repo {repo!r}: not a Hub repo id (USER/NAME: ASCII letters, digits, -, _ and ., not "
+                         "ending in .git)")  # fmt: skip
 
 
 def check_export_folder(local_dir: Path, replace: bool, source: Path | None = None) -> None:
@@ -283,14 +293,19 @@ def check_export_folder(local_dir: Path, replace: bool, source: Path | None = No
 
 
 def export_partial(local_dir: Path) -> Path:
-    """The new, empty folder `LOCAL_DIR.partial` an export is written in before `publish_export`: what an
-    interrupted export left under that name is removed first, a link or a file as itself (never followed)."""
+    """The new folder `LOCAL_DIR.partial` an export is written in before `publish_export`, marked as an export's
+    (`PARTIAL_MARK`). What an interrupted export left under that name (marked) is removed first, and a link as
+    itself (never followed); anything else there (a build, a folder of the user's) is refused, never deleted."""
     tmp = local_dir.with_name(local_dir.name + ".partial")
-    if tmp.is_symlink() or (tmp.exists() and not tmp.is_dir()):
+    if tmp.is_symlink():
         tmp.unlink()
-    elif tmp.exists():
+    elif tmp.is_dir() and (tmp / PARTIAL_MARK).exists():
         shutil.rmtree(tmp)
+    elif tmp.exists():
+        raise InputError(f"{tmp}: in the way of the export to {local_dir} (written beside it first), and not one an "
+                         "earlier export left; move it, or choose another --local-dir")  # fmt: skip
     tmp.mkdir(parents=True)
+    (tmp / PARTIAL_MARK).touch()
     return tmp
 
 
@@ -300,7 +315,7 @@ def publish_export(tmp: Path, local_dir: Path, may_hold: tuple[str, ...] = ()) -
     only sometimes): a clone of the Hub repo, with its .git, a file of the user's, or a model folder of a run is
     never deleted."""
     if local_dir.is_dir() and any(local_dir.iterdir()):
-        ours = {p.name for p in tmp.iterdir()} | set(may_hold)
+        ours = {p.name for p in tmp.iterdir() if p.name != PARTIAL_MARK} | set(may_hold)
         foreign = sorted(p.name for p in local_dir.iterdir() if p.name not in ours)
         problem = f"holds what an export does not write ({', '.join(foreign[:3])})" if foreign else None
         if problem is None and not (local_dir / "README.md").is_file():
@@ -323,7 +338,14 @@ def export_build(
     check_export_folder(local_dir, replace, build.path)
     manifest = build.manifest
     pairs = build.pairs(check_text=True)  # an export publishes every value: a damaged one is found first
+    build.check_shards_unchanged()  # the rows as built, which their content ids name
     build.images()  # and its image table is one this build wrote (its columns, its statistics)
+    # the card gives the manifest's counts: they must be the shards' (a manifest edited by hand is not)
+    distinct = len(pc.unique(pairs["pair_id"]))
+    for key, found in (("rows_in_shards", pairs.num_rows), ("pairs_in_shards", distinct)):
+        if key in manifest and manifest[key] != found:
+            raise InputError(f"{build.path}/manifest.json: `{key}` is {manifest[key]}, where the shards hold {found}; "
+                             "the manifest was changed since the build; build again")  # fmt: skip
     if not pairs.num_rows:
         raise InputError(f"{location}: the build has no pair in its shards; nothing to export (`curate stats` shows "
                          "where its rows went)")  # fmt: skip

@@ -381,8 +381,9 @@ def inside_input(out: Path, location: str | Path) -> bool:
     return source.is_dir() and source.resolve() in (out.resolve(), *out.resolve().parents)
 
 
-# Marks a folder as this ingest's unfinished output, which a later run may remove.
-PARTIAL_MARK = ".unfinished-ingest"
+# Marks a folder as an unfinished output (an ingest's, an export's), which a later run may remove; `publish_folder`
+# removes it.
+PARTIAL_MARK = ".unfinished-output"
 OUTPUT_NAMES = frozenset({"pairs.parquet", "pairs.arrow", "images.parquet", "rejects.parquet", "done.json"})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -36,6 +37,18 @@ def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
                 raise CancelledError(f"hashing {path}")
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_once(path: Path) -> str:
+    """`path`'s sha256, hashed once per process while the file is unchanged: its size, inode and times (the
+    change time too, which no one sets back by hand as `touch` or `rsync -t` set the modification time)."""
+    info = path.stat()
+    return _sha256_of(path, info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_of(path: Path, size: int, inode: int, mtime_ns: int, ctime_ns: int) -> str:
+    return sha256_file(path)
 
 
 def row_group_ends(metadata: pq.FileMetaData) -> np.ndarray:

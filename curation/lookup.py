@@ -70,12 +70,15 @@ KEY_COLUMNS = ["pair_id", "source", "source_row"]
 TEXT_COLUMNS = [*KEY_COLUMNS, "prompt", "chosen", "rejected"]
 FOUND_SCHEMA = pa.schema([*((c, pa.string()) for c in KEY_COLUMNS), ("kept", pa.bool_())])
 SNIPPET_CONTEXT = 40  # characters shown either side of a match
-# Control characters other than newline and tab would drive the terminal (colours, cursor moves): spelled out.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters other than newline and tab would drive the terminal (colours, cursor moves), and the
+# bidirectional overrides, isolates and marks (U+202A-202E, U+2066-2069, U+200E-200F, U+061C) would reorder what
+# is shown around them, as would line and paragraph separators break it: spelled out.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def visible(text: str) -> str:
-    """Dataset text as it may be printed: control characters spelled as escapes (`\\x1b`)."""
+    """Dataset text as it may be printed: control and bidirectional formatting characters spelled as escapes
+    (`\\x1b`, `\\u202e`)."""
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
@@ -102,6 +105,8 @@ class Occurrence:
             return f"in shards ({self.copies} cop{'y' if self.copies == 1 else 'ies'})" + (
                 swap if self.swapped_from else ""
             )
+        if self.stage is None:  # the rejects table that says where and why is damaged or missing
+            return "removed (where and why not known: the build's rejects table cannot be read)"
         return f"removed at {self.stage}: {self.reason}"
 
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import os
@@ -25,9 +24,8 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from curation.build_dir import BuildDir, BuildError, ImageTable
+from curation.build_dir import BuildDir, ImageTable
 from curation.errors import InputError
-from curation.io import sha256_file
 from trainer.backbone import Backbone, PlaceholderMismatch, SequenceTooLong
 from trainer.layout import Packed, pack, packed_index, shared_prefix_length
 from trainer.run_summary import (
@@ -60,18 +58,6 @@ def fold_of(prompt_id: str, seed: int, folds: int) -> int:
     return min(int(unit_hash("fold", seed, prompt_id) * folds), folds - 1)
 
 
-def _digest(path: Path) -> str:
-    """`path`'s sha256, hashed once per process while the file is unchanged: its size, inode and times (the
-    change time too, which no one sets back by hand as `touch` or `rsync -t` set the modification time)."""
-    stat = path.stat()
-    return _digest_of(path, stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _digest_of(path: Path, size: int, inode: int, mtime_ns: int, ctime_ns: int) -> str:
-    return sha256_file(path)
-
-
 @dataclass
 class Build:
     path: Path
@@ -94,10 +80,8 @@ class Build:
         pairs = build.pairs(COLUMNS, check_text=True)  # first: a shard that cannot be read says why
         digests = [shard["sha256"] for shard in build.manifest["shards"]]
         # one process per machine under torchrun, each its own copy of the build; a process alone always checks
-        main = os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("LOCAL_RANK", "0") == "0"
-        if main and (edited := [str(f) for f, d in zip(build.shard_paths, digests, strict=True) if _digest(f) != d]):
-            raise BuildError(f"{build.path}: shards edited since their build ({', '.join(edited)}: not the "
-                             "manifest's sha256); build it again")  # fmt: skip
+        if os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("LOCAL_RANK", "0") == "0":
+            build.check_shards_unchanged()
         return cls(build.path, shard_weight(spec), pairs, build.images(), digests)
 
     def row(self, index: int) -> dict[str, Any]:

@@ -121,3 +121,20 @@ def test_stats_refuses_a_build_missing_a_shard(demo_build: Path, tmp_path: Path)
     for args in (["stats", str(build)], ["stats", str(build), "--json"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and "shards/train-00001-of-00003.arrow" in str(result.exception), result.output
+
+
+def test_stats_prints_names_and_reasons_as_text(demo_build: Path, tmp_path: Path) -> None:
+    """A reason or benchmark name that reads as Rich markup (`[/]`) is printed as it is, never parsed."""
+    import shutil
+
+    build = tmp_path / "b"
+    shutil.copytree(demo_build, build)
+    manifest = json.loads((build / "manifest.json").read_text())
+    source = next(s for s in manifest["sources"].values() if s["rejects_at_ingest"])
+    source["rejects_at_ingest"] = {"[/]": sum(source["rejects_at_ingest"].values())}
+    bench = next(iter(manifest["benchmarks"].values()))
+    bench["rejects_at_ingest"] = {"[bold]x[/bold]": bench["rows_rejected_at_ingest"]}
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["stats", str(build)])
+    assert result.exit_code == 0, result.output
+    assert "[/]" in result.output and "[bold]x[/bold]" in result.output

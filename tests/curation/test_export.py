@@ -192,3 +192,68 @@ def test_the_token_never_appears_in_output_or_files(
     for path in (tmp_path / "hub").rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_folder_in_the_way_of_the_partial_export_is_refused_never_deleted(demo: Path, tmp_path: Path) -> None:
+    """An export is written in LOCAL_DIR.partial first: a folder of that name it did not leave (a build, notes) is
+    refused with its contents intact; one an interrupted export left (marked) is replaced."""
+    import shutil
+
+    from curation.ingest import PARTIAL_MARK
+
+    theirs = tmp_path / "hub.partial"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    result = export(demo, tmp_path / "hub", "--dry-run")
+    assert result.exit_code == 1 and "hub.partial: in the way of the export" in result.output
+    assert (theirs / "notes.txt").read_text() == "mine" and not (tmp_path / "hub").exists()
+    shutil.rmtree(theirs)
+    theirs.mkdir()
+    (theirs / PARTIAL_MARK).touch()  # left by an export that was killed
+    (theirs / "half.parquet").write_text("x")
+    assert export(demo, tmp_path / "hub", "--dry-run").exit_code == 0
+    assert not theirs.exists() and not (tmp_path / "hub" / PARTIAL_MARK).exists()
+
+
+def test_a_build_changed_since_it_was_built_is_not_exported(demo: Path, tmp_path: Path) -> None:
+    """A shard rewritten with the same number of rows, or a manifest whose counts were edited: what the card and
+    the content ids say would not be what is published."""
+    import shutil
+
+    import pyarrow as pa
+
+    copy = tmp_path / "copy"
+    shutil.copytree(demo, copy)
+    shard = sorted((copy / "shards").glob("*.arrow"))[0]
+    table = pa.ipc.open_stream(shard.read_bytes()).read_all()  # in memory: the file is replaced below
+    chosen = table.column("chosen").to_pylist()
+    edited = table.set_column(table.schema.get_field_index("chosen"), table.schema.field("chosen"),
+                              pa.array(["edited", *chosen[1:]], pa.string()))  # fmt: skip
+    with pa.OSFile(str(tmp_path / "edited.arrow"), "wb") as sink, pa.ipc.new_stream(sink, edited.schema) as writer:
+        writer.write_table(edited)  # the same rows but one, as a hand edit would leave them
+    (tmp_path / "edited.arrow").replace(shard)
+    result = export(copy, tmp_path / "hub", "--dry-run")
+    assert result.exit_code == 1 and "shards edited since their build" in result.output, result.output
+    shutil.rmtree(copy)
+    shutil.copytree(demo, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "rows_in_shards": 999}))
+    result = export(copy, tmp_path / "hub", "--dry-run")
+    assert result.exit_code == 1 and "`rows_in_shards` is 999, where the shards hold 43" in result.output
+    assert not (tmp_path / "hub").exists() and not (tmp_path / "hub.partial").exists()
+
+
+def test_export_of_the_current_folder_and_repo_ids_the_hub_refuses(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    for repo in ("me/prefs.git", "me/pr\u00e9fs", "me--x/prefs"):
+        result = CliRunner().invoke(app, ["export", str(demo), "--repo", repo, "--dry-run"])
+        assert result.exit_code == 1 and "not a Hub repo id" in result.output, (repo, result.output)
+    monkeypatch.chdir(demo)
+    result = CliRunner().invoke(app, ["export", ".", "--repo", "me/prefs", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    published = demo.with_name("demo-hub")  # beside the build, named after it
+    assert (published / "README.md").is_file()
+    shutil.rmtree(published)

@@ -20,6 +20,7 @@ from tests.conftest import write_jsonl
 runner = CliRunner()
 HOSTILE = "[bold red]x[/]"
 ESCAPE = "\x1b[31m"  # a terminal colour code: printed spelled out, never sent to the terminal
+OVERRIDE = "\u202e"  # right-to-left override: it would reorder what the terminal shows after it; spelled out
 
 
 def _row(prompt: str, chosen: str, rejected: str) -> dict[str, str]:
@@ -45,7 +46,8 @@ def _colliding_rows() -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("show_find")
-    hostile = _row(f"Why is {HOSTILE} shown?", f"It prints {HOSTILE} and {ESCAPE}red literally.", "It hides it.")
+    chosen = f"It prints {HOSTILE} and {ESCAPE}red literally."
+    hostile = _row(f"Why is {HOSTILE} shown?", chosen, f"It hides {OVERRIDE}it.")
     zebras = _row("Tell me about zebras.", "Zebras are striped horses of Africa.", "Zebras are purple.")
     identical = _row("Describe a zebra herd.", "They graze together.", "They graze together.")  # removed: filters
     colliding = _colliding_rows()
@@ -85,6 +87,7 @@ def test_show_takes_a_unique_prefix_and_prints_markup_literally(built: dict) -> 
     assert f"pair {built['hostile']}" in out and "a uf.jsonl:0: in shards (1 copy)" in out
     assert f"[user] Why is {HOSTILE} shown?" in out  # the prompt turn, markup and all
     assert f"It prints {HOSTILE} and \\x1b[31mred literally." in out and "\x1b" not in out
+    assert "It hides \\u202eit." in out and OVERRIDE not in out
     assert "license" in out and "binarization" in out  # the metadata block
     assert "signals/validate" in out and "chosen_chars" in out and "signals/filters" in out
 
@@ -233,3 +236,16 @@ def test_find_counts_a_ranked_rows_pairs_as_pairs_of_one_source_row(demo_recipe:
     found = json.loads(_curate("find", str(tmp_path / "uf"), "What is 48 + 19", "--json").stdout)
     assert found["source_rows"] == 1 and found["matches"] == found["pairs"] > 1
     assert {r["source_row"] for r in found["rows"]} == {found["rows"][0]["source_row"]}
+
+
+def test_a_removed_row_whose_rejects_table_is_damaged_says_so(built: dict, tmp_path: Path) -> None:
+    """Not `removed at None: None`: the row is removed, where and why are not known."""
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(built["dir"], copy)
+    rejects = copy / "rejects" / "rejects.parquet"
+    rejects.write_bytes(rejects.read_bytes()[:20])
+    result = _curate("find", str(copy), "ZEBRA")
+    assert result.exit_code == 0, result.output
+    assert "removed (where and why not known" in result.stdout and "None" not in result.stdout
