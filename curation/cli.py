@@ -738,7 +738,8 @@ def export_cmd(
     local = local_dir or folder.with_name(folder.name + "-hub")
     try:
         check_repo_id(repo)
-        plan = export_build(build_dir, local, license=license, force_license=force_license, replace=replace)
+        plan = export_build(build_dir, local, license=license, force_license=force_license, replace=replace,
+                            need_token=not dry_run)  # fmt: skip
         typer.echo(f"wrote {len(plan.files)} files to {local} (configs: {', '.join(plan.configs)})")
         if plan.local_paths:  # they name this machine's folders (a user's home, say) to whoever reads the repo
             shown = ", ".join(plan.local_paths[:3]) + (

@@ -333,6 +333,7 @@ def export_build(
     license: str | None = None,
     force_license: bool = False,
     replace: bool = False,
+    need_token: bool = False,
 ) -> ExportPlan:
     build = BuildDir.open(location)
     check_export_folder(local_dir, replace, build.path)
@@ -355,6 +356,8 @@ def export_build(
     licenses = {s: sorted({r["license"] or "unknown" for r in pairs.filter(pc.equal(pairs["source"], s))
                           .select(["license"]).to_pylist()}) for s in sources}  # fmt: skip
     license_id, restricted = decide_license(licenses, license, force_license)
+    if need_token:  # an upload follows: asked before anything is written
+        hub_token()
     tmp = export_partial(local_dir)
     configs = ["default", *sources]
     try:
@@ -380,6 +383,17 @@ def export_build(
     return ExportPlan(local_dir, files, configs, licenses, named_local_paths(manifest))
 
 
+def hub_token() -> str:
+    """The Hugging Face token (HF_TOKEN or the login store), only checked for presence and never shown; an upload
+    asks for it before anything is written, so a missing one leaves no folder to clear."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise InputError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+    return token
+
+
 def upload(
     folder: Path, repo: str, *, repo_type: str = "dataset", private: bool = False, dry_run: bool = False
 ) -> list[str]:
@@ -389,11 +403,9 @@ def upload(
              f"upload {len(files)} files in one commit:", *(f"  {f}" for f in files)]  # fmt: skip
     if dry_run:
         return ["[dry run] would " + lines[0], "[dry run] would " + lines[1], *lines[2:]]
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
-    token = get_token()  # HF_TOKEN or the login store; only checked for presence, never shown
-    if not token:
-        raise InputError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+    token = hub_token()
     api = HfApi()
     try:
         api.create_repo(repo, repo_type=repo_type, private=private, exist_ok=True)

@@ -618,9 +618,10 @@ def export(
     from curation.export import upload
     from trainer.export import export_run
 
-    local = local_dir or run.with_name(run.name + "-hub")
+    folder = run.resolve()  # `.` has no name to put -hub after
+    local = local_dir or folder.with_name(folder.name + "-hub")
     try:
-        files = export_run(run, repo, local, dataset_repo, replace=replace)
+        files = export_run(run, repo, local, dataset_repo, replace=replace, need_token=not dry_run)
         typer.echo(f"wrote {len(files)} files to {local}")
         for line in upload(local, repo, repo_type="model", private=private, dry_run=dry_run):
             typer.echo(line)

@@ -19,7 +19,7 @@ import yaml
 
 from curation.build_dir import BuildDir, BuildError
 from curation.errors import InputError
-from curation.export import check_export_folder, check_repo_id, export_partial, publish_export
+from curation.export import check_export_folder, check_repo_id, export_partial, hub_token, publish_export
 from curation.readers import json_object
 from trainer.model import changed_files, check_saved, hidden
 from trainer.published import comparison_rows, table_columns
@@ -170,8 +170,15 @@ def _model_files(run: Path, model: Path) -> list[str]:
 
 
 def export_run(
-    run: Path, repo: str, local_dir: Path, dataset_repo: str | None = None, replace: bool = False
+    run: Path,
+    repo: str,
+    local_dir: Path,
+    dataset_repo: str | None = None,
+    replace: bool = False,
+    need_token: bool = False,
 ) -> list[str]:
+    """Write the run's model, card, settings and reports in the Hub's layout in `local_dir`, checked first; with
+    `need_token` (an upload follows), the Hub token is asked for before anything is written."""
     model = run / "model"
     if not (model / "reward_model.json").is_file():
         raise InputError(f"{run}: no trained model (expected {model}/reward_model.json from `trainer fit`)")
@@ -183,6 +190,8 @@ def export_run(
     for name in reports:
         if not (run / name).resolve().is_relative_to(run.resolve()):
             raise InputError(f"{run / name}: leads out of the run (a link); only the run's own files are exported")
+    if need_token:
+        hub_token()
     tmp = export_partial(local_dir)
     for name in files:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)

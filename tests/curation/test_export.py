@@ -179,6 +179,7 @@ def test_missing_token_is_a_clear_error(demo: Path, tmp_path: Path, monkeypatch:
     result = export(demo, tmp_path / "hub")
     assert result.exit_code == 1
     assert "no Hugging Face token" in result.output
+    assert not (tmp_path / "hub").exists()  # asked first: no folder written that a rerun would have to clear
 
 
 def test_the_token_never_appears_in_output_or_files(
