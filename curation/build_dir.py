@@ -39,7 +39,7 @@ import yaml
 
 from curation.errors import InputError
 from curation.io import read_shards, sha256_once
-from curation.schema import PAIR_SCHEMA
+from curation.schema import PAIR_SCHEMA, SCHEMA_VERSION
 
 IMAGES = "images/images.parquet"
 REJECTS = "rejects/rejects.parquet"
@@ -288,6 +288,10 @@ def _manifest_damage(manifest: dict[str, Any]) -> str | None:
     """What of a manifest's structure its readers rely on is wrong, or None: the recipe, the shards, the counts and
     each source's funnel and mix (the workbench's pages show them all)."""
     recipe, sources, shards = manifest["recipe"], manifest["sources"], manifest["shards"]
+    version = manifest.get("schema_version", SCHEMA_VERSION)  # a build from before it was recorded has none
+    if not is_count(version) or version > SCHEMA_VERSION:
+        return (f"`schema_version` is {version!r}, not one this rm-workbench reads (up to {SCHEMA_VERSION}: a newer "
+                "one would read it)")  # fmt: skip
     if not isinstance(recipe, dict) or not isinstance(recipe.get("text"), str):
         return "`recipe` is not a mapping with its `text`"
     try:

@@ -263,6 +263,7 @@ def test_a_manifest_lacking_what_the_pages_read_is_broken(root: Path, monkeypatc
         "bad-warnings": lambda m: m.update(warnings="not a list"),
         "recipe-unparsed": lambda m: m["recipe"].update(text="sources: [a"),
         "recipe-a-list": lambda m: m["recipe"].update(text="- a\n- b\n"),
+        "newer": lambda m: m.update(schema_version=999),
     }
     for name, damage in damages.items():
         shutil.copytree(root / "b", root / name)
@@ -279,6 +280,7 @@ def test_a_manifest_lacking_what_the_pages_read_is_broken(root: Path, monkeypatc
         "bad-warnings": "`warnings` is not a list of texts",
         "recipe-unparsed": "`recipe.text` is not a recipe (a YAML mapping)",
         "recipe-a-list": "`recipe.text` is not a recipe (a YAML mapping)",
+        "newer": "`schema_version` is 999, not one this rm-workbench reads (up to 3: a newer one would read it)",
     }
     statuses = {e.name: e.status for e in list_builds(root)}
     assert statuses == {"b": "ready"} | {
