@@ -136,7 +136,16 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None, commit: 
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
                 "commit": commit, "data_dir": spec.data_dir, "data_files": _adapter(spec).hub_file()}  # fmt: skip
-    return {"files": {name: sha256_file(p, stop) for name, p in _local_inputs(spec)}}
+    return {"files": {name: _sha256_or_why(p, stop) for name, p in _local_inputs(spec)}}
+
+
+def _sha256_or_why(path: Path, stop: threading.Event | None) -> str:
+    """A local input's sha256, or why it cannot be read (`unreadable: permission denied`): such a file gave one
+    reject at ingest, and the build records it as it found it rather than failing after its work is done."""
+    try:
+        return sha256_file(path, stop)
+    except OSError as exc:
+        return f"unreadable: {(exc.strerror or str(exc)).lower()}"
 
 
 def _local_inputs(spec: SourceSpec) -> list[tuple[str, Path]]:
@@ -155,11 +164,12 @@ def _input_stamp(
     skip: tuple[Path, ...] = (),
     commit: str | None = None,
 ) -> str:
-    """What an ingest read, told apart cheaply: a digest of each local input file's size and modification time
-    (an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover the files its rows are
-    read from (`inputs`, from `_local_inputs`; none for a Hub id or a URI), and of each file under a local images
-    root (or the folder the adapter finds images in without one) but those under `skip` (the build's own folders,
-    which may lie inside it). A resumed build ingests a source again when its stamp changed."""
+    """What an ingest read, told apart cheaply: a digest of each local input file's size and modification and
+    change times (the change time moves with a `chmod` that makes a file readable, or a `touch -r` that sets the
+    modification time back; an object store's listing; a Hub id's coordinates), as the manifest's `inputs` cover
+    the files its rows are read from (`inputs`, from `_local_inputs`; none for a Hub id or a URI), and of each file
+    under a local images root (or the folder the adapter finds images in without one) but those under `skip` (the
+    build's own folders, which may lie inside it). A resumed build ingests a source again when its stamp changed."""
     local = not is_uri(spec.path) and Path(spec.path).exists()
     stamp: Any = _stats(inputs) if local else _fingerprint(spec, commit=commit)
     if spec.images_root:
@@ -181,7 +191,7 @@ def _stats(files: list[tuple[str, Path]]) -> list[list[Any]]:
         except OSError as exc:  # a link loop, a name too long, no permission: no row reads it; stamped as it is
             stats.append([name, None, exc.errno])
             continue
-        stats.append([name, stat.st_size, stat.st_mtime_ns])
+        stats.append([name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns])
     return stats
 
 

@@ -627,8 +627,9 @@ def _utf16_as_utf8(handle: Any) -> Iterator[bytes]:
 def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
     line_no = 0
     yielded = 0
+    opened = _open_decompressed(path)  # outside the `try`: a file that cannot be opened is refused whole (`iter_file`)
     try:
-        with _open_decompressed(path) as handle:
+        with opened as handle:
             utf16 = handle.peek(2)[:2] in _UTF16_BOMS  # type: ignore[attr-defined]
             for line_no, line in enumerate(_lines(_utf16_as_utf8(handle) if utf16 else handle)):
                 if line_no == 0:
@@ -639,8 +640,8 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
                 yield _parse_json_line(line, f"{name}:{line_no}")
     except (*DECOMPRESSION_ERRORS, UnicodeDecodeError) as exc:
         # A truncated or corrupt compressed stream, or UTF-16 cut inside a character: what was read is kept; the
-        # unreadable tail is one reject. (A bz2 stream that is not one is an OSError; a file that cannot be read at
-        # all is refused before.)
+        # unreadable tail is one reject. (A bz2 stream that is not one is an OSError; a file that cannot be opened
+        # is refused above.)
         tail = f"{name}:{line_no + 1 if yielded else 0}+"
         detail = f"{printable(str(path))}: unreadable from line {tail}: {exc}"
         yield Record(tail, None, RowError("truncated file", detail))

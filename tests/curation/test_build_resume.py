@@ -185,6 +185,28 @@ def test_a_source_changed_before_the_resume_is_ingested_again(demo_recipe: Path,
     assert build_digests(out) == build_digests(tmp_path / "fresh")
 
 
+def test_a_source_whose_permissions_changed_before_the_resume_is_ingested_again(
+    demo_recipe: Path, tmp_path: Path
+) -> None:
+    """A `chmod` (a file made readable after a build that could not read it) keeps the size and modification time:
+    the change time tells it, and the source is read again."""
+    import os
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(demo_recipe.parent.parent, root)
+    recipe = root / "mixes" / "demo.yaml"
+    out = tmp_path / "b"
+    subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(out), "validate"], check=False)
+    source = root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+    before = source.stat()
+    os.chmod(source, 0o600)
+    assert (source.stat().st_size, source.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    seen: list[str] = []
+    build(load_recipe(recipe), out, resume=True, on_stage=seen.append)
+    assert "ingest hh_rlhf" in seen and "ingest mm_rlhf" not in seen
+
+
 def test_an_image_changed_before_the_resume_is_read_again(demo_recipe: Path, tmp_path: Path) -> None:
     """An images root is an input too: an image replaced between the interruption and the resume is read again.
     The build's own folders are no input, even inside the images root: they change as it runs."""

@@ -367,3 +367,37 @@ def test_each_image_reject_names_its_field_once(tmp_path: Path, run_ingest: RunI
         ("image not found", "data.parquet:2: field 'image': link.png (a link to outside the images root)"),
         ("image not found", "data.parquet:3: field 'image': ../outside.png (outside the images root)"),
     ]
+
+
+def test_a_file_that_cannot_be_opened_is_one_reject_and_the_build_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permission denied on one file of a folder (as for a user without read access; root reads anything, so the
+    open is made to fail here): one `unreadable file` reject naming why, not a `truncated file`, the other files'
+    rows read, and the build completes, its manifest recording the file as unreadable instead of failing at the
+    end."""
+    import curation.build
+    import curation.readers
+    from curation.build import build
+    from curation.recipe import load_recipe
+
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", [GOOD])
+    write_jsonl(folder / "b.jsonl", [{**GOOD, "chosen": "4"}])
+    opener, hasher = curation.readers._open_decompressed, curation.build.sha256_file
+
+    def denied(path: Path, *args: object) -> object:
+        if path.name == "b.jsonl":
+            raise PermissionError(13, "Permission denied", str(path))
+        return opener(path) if not args else hasher(path, *args)
+
+    monkeypatch.setattr(curation.readers, "_open_decompressed", denied)
+    summary = ingest(get_adapter(UF)(), str(folder), tmp_path / "out")
+    [reject] = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
+    assert (reject["source_row"], reject["reason"]) == ("b.jsonl:0+", "unreadable file")
+    assert "permission denied" in reject["detail"].lower() and (summary.rows_read, summary.pairs) == (2, 1)
+    monkeypatch.setattr(curation.build, "sha256_file", denied)
+    (tmp_path / "r.yaml").write_text(f"name: r\nsources:\n  uf: {{adapter: {UF}, path: {folder}}}\n")
+    manifest = build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b", workers=1)
+    assert manifest["inputs"]["uf"]["files"]["b.jsonl"] == "unreadable: permission denied"
+    assert manifest["sources"]["uf"]["in_shards"] == 1
