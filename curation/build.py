@@ -911,10 +911,13 @@ def build(recipe: Recipe, out: Path | str, *, stage: Path | None = None, **kwarg
 
 
 def staging_folder(uri: str, stage: Path | None = None) -> Path:
-    """Where a build for the URI `uri` is written before its upload."""
+    """Where a build for the URI `uri` is written before its upload: a folder of its own for each URI, in `stage`
+    as in the default (two URIs ending in the same name never share one, nor its lock)."""
     name = PurePosixPath(storage.open_uri(uri)[1]).name or "build"
     digest = hashlib.md5(uri.encode()).hexdigest()[:12]
-    return (stage or Path(tempfile.gettempdir()) / f"curate-stage-{digest}").absolute() / name
+    if stage is not None:
+        return stage.absolute() / f"{name}-{digest}"
+    return (Path(tempfile.gettempdir()) / f"curate-stage-{digest}").absolute() / name
 
 
 BUSY = "another build is writing it now; wait for it or choose another --out"

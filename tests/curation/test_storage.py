@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from curation.build import build
+from curation.build import build, staging_folder
 from curation.cli import app
 from curation.errors import InputError
 from curation.recipe import load_recipe
@@ -22,7 +22,7 @@ def test_build_from_and_to_s3(s3: Any, s3_recipe: Path, demo_build: Path, tmp_pa
     assert "s3://inputs/demo/native/mm_rlhf/media" in s3_recipe.read_text()
     s3.create_bucket(Bucket="builds")
     manifest = build(load_recipe(s3_recipe), "s3://builds/demo", stage=tmp_path / "stage")
-    assert not (tmp_path / "stage" / "demo").exists()  # uploaded, then removed here
+    assert not staging_folder("s3://builds/demo", tmp_path / "stage").exists()  # uploaded, then removed here
     local = download("s3://builds/demo", tmp_path / "fetched")
     assert build_files(local) == build_files(demo_build)
     assert json.loads((local / "manifest.json").read_text()) == manifest
@@ -57,7 +57,9 @@ def test_a_failed_upload_leaves_nothing_under_the_uri(
     with pytest.raises(InputError, match=r"s3://flaky/demo: cannot write .*connection reset.*stays in"):
         build(load_recipe(s3_recipe), "s3://flaky/demo", stage=tmp_path / "stage")
     assert "Contents" not in s3.list_objects_v2(Bucket="flaky")  # the three files copied were deleted
-    assert (tmp_path / "stage" / "demo" / "manifest.json").is_file()  # the finished build is kept to upload again
+    staged = staging_folder("s3://flaky/demo", tmp_path / "stage")
+    assert (staged / "manifest.json").is_file()  # the finished build is kept to upload again
+    assert staged != staging_folder("s3://other/demo", tmp_path / "stage")  # same name, another URI: its own folder
     s3.put_object(Bucket="flaky", Key="half/shards/train-00000-of-00003.arrow", Body=b"x")
     with pytest.raises(InputError, match="holds 1 files but no manifest.json"):
         build(load_recipe(s3_recipe), "s3://flaky/half", stage=tmp_path / "stage2")
