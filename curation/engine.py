@@ -83,8 +83,9 @@ class RayEngine(Engine):
                     logging_level="ERROR",
                     configure_logging=False,
                 )
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise InputError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+            except (ConnectionError, ValueError, RuntimeError) as exc:  # Ray's message may run over lines: one
+                raise InputError(f"--address {address}: cannot join the Ray cluster ({' '.join(str(exc).split())})"
+                                 ) from None  # fmt: skip
 
     def pool(self, workers: int) -> AbstractContextManager[Executor]:
         return _ray_pool(self)

@@ -53,6 +53,23 @@ def test_an_unreachable_cluster_fails_at_once() -> None:
         make_engine("ray", "127.0.0.1:1")
 
 
+def test_a_cluster_that_refuses_the_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's own message may run over several lines: the error stays one line."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed")
+    import curation.engine
+
+    def refuse(**kwargs: object) -> None:
+        raise ConnectionError("Could not connect.\n  Is the cluster up?\n  Check the address.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(curation.engine, "_check_reachable", lambda address: None)
+    with pytest.raises(InputError) as refused:
+        make_engine("ray", "http://x:1")
+    assert str(refused.value) == ("--address http://x:1: cannot join the Ray cluster (Could not connect. Is the "
+                                  "cluster up? Check the address.)")  # fmt: skip
+
+
 def test_paths_given_to_tasks_are_absolute(demo_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tasks of a cluster run in other working folders: the builder hands them absolute paths."""
     from curation.build import Builder
