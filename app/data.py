@@ -35,10 +35,11 @@ from curation.build_dir import (
     manifest_recipe,
 )
 from curation.lookup import MIN_PREFIX, pair_signals
-from curation.reviews import REVIEWS
+from curation.reviews import REVIEWS, review_time
 from curation.schema import NO_IMAGES_SQL
 from curation.shards import ID_BEFORE_SWAP_SQL, id_before_swap
 from curation.sql import ROW_ORDER, parquet_relation, sql_literal
+from curation.words import quantity
 from trainer.reports import EVALS, LEGACY_REPORT, report_names, report_problem
 from trainer.run_summary import Reach, read_data_report, steps_text
 
@@ -84,13 +85,18 @@ class AppliedReviews:
         return any(PurePath(str(name)).name == path.name for name in self.files)
 
     def outcome(self, review: dict[str, Any], path: Path) -> str | None:
-        """What the build did with `review`, a row of the reviews file `path`, or None where it did not take that
-        review (one saved since the build, or in a file it did not read)."""
+        """What the build did with `review`, a row of the reviews file `path`: the outcome of that review where it
+        took it; `superseded by a newer review ...` where it read the file but took a newer review of the pair (from
+        another file, as the newest across files applies); None where the next build reading the file applies it
+        (saved since the build, or in a file the build did not read)."""
         taken = self.taken.get(review["pair_id"])
-        keys = ("action", "note", "reviewer", "reviewed_at")
-        if taken is None or not self.reads(path) or any(taken.get(k) != review[k] for k in keys):
+        if taken is None or not self.reads(path):
             return None
-        return taken["outcome"]
+        if all(taken.get(k) == review[k] for k in ("action", "note", "reviewer", "reviewed_at")):
+            return taken["outcome"]
+        if review_time(review["reviewed_at"]) <= review_time(taken["reviewed_at"]):
+            return f"superseded by a newer review ({taken['action']} by {taken['reviewer']})"
+        return None
 
 
 class AppError(Exception):
@@ -727,7 +733,7 @@ class Build:
                     "rows_in_shards": entry["in_shards"],
                     "target_share_pct": round(100 * mix["target"] / target_total, 2),
                     "share_pct": round(100 * entry["in_shards"] / total, 2),
-                    # Rows in the shards per kept pair: below 1 subsampled, above 1 upsampled.
+                    # Rows the recipe asked for per pair available: below 1 subsampled, above 1 upsampled.
                     "sampling_factor": mix["factor"],
                 }
             )
@@ -879,7 +885,8 @@ def _held_text(build: dict[str, Any]) -> str:
     """`6 pairs (8 rows)`: the held-out pairs, and the rows of the shards they are where upsampled copies make
     more (a run from before those rows were counted: the pairs only)."""
     rows = build.get("eval_rows")
-    return f"{build['eval']} pairs" + (f" ({rows} rows)" if isinstance(rows, int) and rows != build["eval"] else "")
+    held = quantity(build["eval"], "pair")
+    return held + (f" ({quantity(rows, 'row')})" if isinstance(rows, int) and rows != build["eval"] else "")
 
 
 def _rows_text(build: dict[str, Any]) -> str:

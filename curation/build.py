@@ -140,11 +140,11 @@ def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None, commit: 
 
 
 def _sha256_or_why(path: Path, stop: threading.Event | None) -> str:
-    """A local input's sha256, or why it cannot be read (`unreadable: permission denied`): such a file gave one
-    reject at ingest, and the build records it as it found it rather than failing after its work is done."""
+    """A local input's sha256, or `unreadable: permission denied` for a file the build may not read: such a file
+    gave one reject at ingest, and the build records it as it found it rather than failing after its work."""
     try:
         return sha256_file(path, stop)
-    except OSError as exc:
+    except PermissionError as exc:  # another failure (the file gone since its ingest) still stops the build
         return f"unreadable: {(exc.strerror or str(exc)).lower()}"
 
 

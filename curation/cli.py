@@ -734,7 +734,7 @@ def export_cmd(
     """Write a build in the Hub's dataset layout (parquet configs, card, recipe), then upload it in one commit."""
     from curation.export import check_repo_id, export_build, upload
 
-    folder = build_dir.resolve()  # `.` has no name to put -hub after
+    folder = build_dir.absolute()  # `.` has no name to put -hub after
     local = local_dir or folder.with_name(folder.name + "-hub")
     try:
         check_repo_id(repo)

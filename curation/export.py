@@ -273,8 +273,8 @@ def check_repo_id(repo: str) -> None:
     else:
         ok = repo.isascii() and HUB_ID.fullmatch(repo) is not None
     if not ok:
-        raise InputError(f"--repo {repo!r}: not a Hub repo id (USER/NAME: ASCII letters, digits, -, _ and ., not "
-                         "ending in .git)")  # fmt: skip
+        raise InputError(f"--repo {repo!r}: not a Hub repo id (USER/NAME: ASCII letters, digits, -, _ and ., without "
+                         "-- or .., not ending in .git)")  # fmt: skip
 
 
 def check_export_folder(local_dir: Path, replace: bool, source: Path | None = None) -> None:
@@ -299,7 +299,7 @@ def export_partial(local_dir: Path) -> Path:
     tmp = local_dir.with_name(local_dir.name + ".partial")
     if tmp.is_symlink():
         tmp.unlink()
-    elif tmp.is_dir() and (tmp / PARTIAL_MARK).exists():
+    elif tmp.is_dir() and ((tmp / PARTIAL_MARK).exists() or not any(tmp.iterdir())):  # empty: made, not marked
         shutil.rmtree(tmp)
     elif tmp.exists():
         raise InputError(f"{tmp}: in the way of the export to {local_dir} (written beside it first), and not one an "

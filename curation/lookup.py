@@ -24,6 +24,7 @@ from curation.ops import OPS
 from curation.perceptual import as_unsigned
 from curation.shards import id_before_swap
 from curation.sql import parquet_relation
+from curation.words import quantity
 
 # Signal tables that no op writes: `trainer score`'s rewards.
 OTHER_KEYS = {"rm_scores": {"pair_id": "pair"}}
@@ -102,11 +103,9 @@ class Occurrence:
     def fate(self) -> str:
         if self.kept:
             swap = f", chosen and rejected swapped in this build (pair id before: {self.swapped_from})"
-            return f"in shards ({self.copies} cop{'y' if self.copies == 1 else 'ies'})" + (
-                swap if self.swapped_from else ""
-            )
-        if self.stage is None:  # the rejects table that says where and why is damaged or missing
-            return "removed (where and why not known: the build's rejects table cannot be read)"
+            return f"in shards ({quantity(self.copies, 'copy', 'copies')})" + (swap if self.swapped_from else "")
+        if self.stage is None:  # the rejects table that says where and why is damaged, missing or lacks the row
+            return "removed (where and why not recorded in the build's readable rejects table)"
         return f"removed at {self.stage}: {self.reason}"
 
 

@@ -95,7 +95,7 @@ def append_review(path: Path, review: Review) -> Review:
     return stamped
 
 
-def _review_time(text: str) -> datetime:
+def review_time(text: str) -> datetime:
     """A review's `reviewed_at` as a UTC time (ISO 8601 with its offset; `read_reviews` refuses others)."""
     return datetime.fromisoformat(text).astimezone(UTC)
 
@@ -129,7 +129,7 @@ def read_reviews(path: Path) -> pa.Table:
         try:
             if datetime.fromisoformat(text).tzinfo is None:
                 raise ValueError("no offset from UTC")
-            _review_time(text)
+            review_time(text)
         except (ValueError, OverflowError) as exc:
             raise InputError(f"{path}: review {row} has reviewed_at {text!r}, not an ISO 8601 time with its "
                              f"offset ({exc})") from None  # fmt: skip
@@ -150,7 +150,7 @@ def newest(tables: list[pa.Table]) -> list[dict[str, str]]:
     for table in tables:
         for row in latest(table):
             held = chosen.get(row["pair_id"])
-            if held is None or _review_time(row["reviewed_at"]) >= _review_time(held["reviewed_at"]):
+            if held is None or review_time(row["reviewed_at"]) >= review_time(held["reviewed_at"]):
                 chosen[row["pair_id"]] = row
     return [chosen[k] for k in sorted(chosen)]
 

@@ -618,7 +618,7 @@ def export(
     from curation.export import upload
     from trainer.export import export_run
 
-    folder = run.resolve()  # `.` has no name to put -hub after
+    folder = run.absolute()  # `.` has no name to put -hub after
     local = local_dir or folder.with_name(folder.name + "-hub")
     try:
         files = export_run(run, repo, local, dataset_repo, replace=replace, need_token=not dry_run)

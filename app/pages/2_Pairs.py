@@ -35,8 +35,8 @@ if margins["lo"] is not None and margins["lo"] < margins["hi"]:
     margin_range = e.slider("label margin", float(margins["lo"]), float(margins["hi"]), (margins["lo"], margins["hi"]))
 else:  # said, not a filter that silently is not there
     e.caption("No label margin filter: " + ("no pair in the shards has a label margin." if margins["lo"] is None else
-              f"{margins['n']} of the {margins['total']} rows of the shards have a label margin, all the same: "
-              f"{margins['lo']:g}."))  # fmt: skip
+              f"the label margin is {margins['lo']:g} wherever there is one ({margins['n']} of the "
+              f"{margins['total']} rows of the shards)."))  # fmt: skip
 PAGE_SIZE = 25
 page_number = st.number_input("page", min_value=1, value=1, step=1)  # past the last page: an empty page, said so
 rows, total = build.pairs(

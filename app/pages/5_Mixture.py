@@ -23,7 +23,8 @@ labels = {
     "target_share_pct": st.column_config.NumberColumn("target share %", help="of the rows the recipe asked for"),
     "share_pct": st.column_config.NumberColumn("share %", help="of the rows in the shards"),
     "sampling_factor": st.column_config.NumberColumn(
-        "rows per pair", help="rows in the shards per kept pair: below 1 subsampled, above 1 upsampled"
+        "target per available",
+        help="rows the recipe asked for per pair available: below 1 subsampled, above 1 upsampled",
     ),
 }
 st.dataframe(rows, hide_index=True, width="stretch", column_config=labels)

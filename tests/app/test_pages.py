@@ -130,7 +130,7 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     shares = mixture.dataframe[0].value
     assert float(shares.loc[shares["source"] == "mm_rlhf", "sampling_factor"].iloc[0]) == 2.0
     labels = {k: v.get("label") for k, v in json.loads(mixture.dataframe[0].proto.columns).items()}
-    assert labels["sampling_factor"] == "rows per pair" and labels["share_pct"] == "share %"  # words, not names
+    assert labels["sampling_factor"] == "target per available" and labels["share_pct"] == "share %"  # words
     manifest = Build(data_root, "demo").manifest
     assert mixture.caption[0].value.startswith(
         f"{manifest['rows_in_shards']} rows in the shards ({manifest['pairs_in_shards']} distinct pairs: upsampled "
@@ -594,6 +594,6 @@ def test_a_filter_left_out_for_want_of_data_says_so(data_root: Path, monkeypatch
     assert not [s for s in app.slider if s.label == "label margin"]
     assert "No label margin filter: no pair in the shards has a label margin." in [shown(c.value) for c in app.caption]
     app = run_page("pages/2_Pairs.py", data_root, monkeypatch)  # the demo: only UltraFeedback's 5 rows have one
-    assert "No label margin filter: 5 of the 43 rows of the shards have a label margin, all the same: 8." in [
+    assert "No label margin filter: the label margin is 8 wherever there is one (5 of the 43 rows of the shards)." in [
         shown(c.value) for c in app.caption
     ]

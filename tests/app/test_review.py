@@ -375,3 +375,21 @@ def test_a_damaged_record_of_applied_reviews_is_said_not_a_traceback(
         app = run_page("pages/7_Review.py", root, monkeypatch)
         assert any(w.value == "The reviews this build applied cannot be read." for w in app.warning), said
         assert any(f"demo/flags/human_review.parquet: {said}" in t.value for t in app.text), said
+
+
+def test_what_a_build_did_with_a_review_saved_on_its_page(tmp_path: Path) -> None:
+    """The review the build took: its outcome; an older one it passed over for a newer review of another file:
+    superseded; one saved since, or in a file the build did not read: None (the next build applies it)."""
+    from app.data import AppliedReviews
+
+    own = tmp_path / "reviews" / "b.parquet"
+    taken = {"pair_id": "p", "action": "swap", "note": "", "reviewer": "ana",
+             "reviewed_at": "2026-01-02T00:00:00+00:00", "outcome": "applied"}  # fmt: skip
+    record = AppliedReviews({"p": taken}, ["a.parquet", "b.parquet"], [str(tmp_path / "a.parquet"), str(own)])
+    mine = {**taken, "action": "drop", "reviewer": "bo"}
+    assert record.outcome({**taken}, own) == "applied"
+    assert record.outcome({**mine, "reviewed_at": "2026-01-01T00:00:00+00:00"}, own) == (
+        "superseded by a newer review (swap by ana)"
+    )
+    assert record.outcome({**mine, "reviewed_at": "2026-01-03T00:00:00+00:00"}, own) is None  # saved since
+    assert record.outcome({**taken}, tmp_path / "reviews" / "c.parquet") is None  # a file the build did not read

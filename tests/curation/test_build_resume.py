@@ -162,10 +162,9 @@ def test_a_resumed_build_rewrites_shards_whose_swaps_changed(
     assert swapped and swapped[0]["chosen"] == target["rejected"]
 
 
-def test_a_source_changed_before_the_resume_is_ingested_again(demo_recipe: Path, tmp_path: Path) -> None:
-    """The manifest hashes the inputs as they are when the build ends: a source edited between the interruption
-    and the resume is read again, so the shards hold what the manifest says was read."""
-    import gzip
+def _killed_copy(demo_recipe: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of the demo's recipe and data, its build killed after `validate`: (recipe, build folder, the
+    hh-rlhf source file)."""
     import shutil
 
     root = tmp_path / "copy"
@@ -173,7 +172,15 @@ def test_a_source_changed_before_the_resume_is_ingested_again(demo_recipe: Path,
     recipe = root / "mixes" / "demo.yaml"
     out = tmp_path / "b"
     subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(out), "validate"], check=False)
-    source = root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+    return recipe, out, root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+
+
+def test_a_source_changed_before_the_resume_is_ingested_again(demo_recipe: Path, tmp_path: Path) -> None:
+    """The manifest hashes the inputs as they are when the build ends: a source edited between the interruption
+    and the resume is read again, so the shards hold what the manifest says was read."""
+    import gzip
+
+    recipe, out, source = _killed_copy(demo_recipe, tmp_path)
     added = {"chosen": "\n\nHuman: NEWROW what is two and two?\n\nAssistant: Four.",
              "rejected": "\n\nHuman: NEWROW what is two and two?\n\nAssistant: Five."}  # fmt: skip
     source.write_bytes(gzip.compress(gzip.decompress(source.read_bytes()) + (json.dumps(added) + "\n").encode()))
@@ -191,14 +198,8 @@ def test_a_source_whose_permissions_changed_before_the_resume_is_ingested_again(
     """A `chmod` (a file made readable after a build that could not read it) keeps the size and modification time:
     the change time tells it, and the source is read again."""
     import os
-    import shutil
 
-    root = tmp_path / "copy"
-    shutil.copytree(demo_recipe.parent.parent, root)
-    recipe = root / "mixes" / "demo.yaml"
-    out = tmp_path / "b"
-    subprocess.run([sys.executable, "-c", KILLER, str(recipe), str(out), "validate"], check=False)
-    source = root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+    recipe, out, source = _killed_copy(demo_recipe, tmp_path)
     before = source.stat()
     os.chmod(source, 0o600)
     assert (source.stat().st_size, source.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)

@@ -386,17 +386,24 @@ def test_a_file_that_cannot_be_opened_is_one_reject_and_the_build_records_it(
     write_jsonl(folder / "b.jsonl", [{**GOOD, "chosen": "4"}])
     opener, hasher = curation.readers._open_decompressed, curation.build.sha256_file
 
-    def denied(path: Path, *args: object) -> object:
+    def refuse(path: Path) -> None:
         if path.name == "b.jsonl":
             raise PermissionError(13, "Permission denied", str(path))
-        return opener(path) if not args else hasher(path, *args)
 
-    monkeypatch.setattr(curation.readers, "_open_decompressed", denied)
+    def denied_open(path: Path) -> object:
+        refuse(path)
+        return opener(path)
+
+    def denied_hash(path: Path, stop: object = None) -> str:
+        refuse(path)
+        return hasher(path, stop)
+
+    monkeypatch.setattr(curation.readers, "_open_decompressed", denied_open)
     summary = ingest(get_adapter(UF)(), str(folder), tmp_path / "out")
     [reject] = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
     assert (reject["source_row"], reject["reason"]) == ("b.jsonl:0+", "unreadable file")
     assert "permission denied" in reject["detail"].lower() and (summary.rows_read, summary.pairs) == (2, 1)
-    monkeypatch.setattr(curation.build, "sha256_file", denied)
+    monkeypatch.setattr(curation.build, "sha256_file", denied_hash)
     (tmp_path / "r.yaml").write_text(f"name: r\nsources:\n  uf: {{adapter: {UF}, path: {folder}}}\n")
     manifest = build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b", workers=1)
     assert manifest["inputs"]["uf"]["files"]["b.jsonl"] == "unreadable: permission denied"

@@ -248,4 +248,4 @@ def test_a_removed_row_whose_rejects_table_is_damaged_says_so(built: dict, tmp_p
     rejects.write_bytes(rejects.read_bytes()[:20])
     result = _curate("find", str(copy), "ZEBRA")
     assert result.exit_code == 0, result.output
-    assert "removed (where and why not known" in result.stdout and "None" not in result.stdout
+    assert "removed (where and why not recorded" in result.stdout and "None" not in result.stdout
