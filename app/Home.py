@@ -27,5 +27,5 @@ show_refused(refused)
 st.markdown(
     "Pages: **Builds** (recipe, funnel, diff), **Pairs** (browse and inspect), **Removed** (what went and why), "
     "**Bias** (length and margin statistics), **Mixture** (target vs actual), **Runs** (training results), "
-    "**Review** (mark pairs keep, drop or swap; the next build applies the reviews)."
+    "**Review** (mark pairs keep, drop or swap; a build whose recipe lists the reviews file applies them)."
 )

@@ -547,19 +547,19 @@ class Build:
             query = f"""SELECT pair_id, source, source_row,
                                action || ': ' || rule || ' match with ' || benchmark || ' ' || benchmark_row AS why
                         FROM {self.table(self.contamination_file)} {where}"""
-            return query, "source, source_row, why"
+            return query, f"{INPUT_ORDER}, source_row, why"
         if queue == "duplicate clusters":
             # the removed duplicates of other pairs (an exact copy of a pair is that pair, its review the same)
             query = f"""SELECT pair_id, source, source_row, survivor_pair_id,
                                method || ' similarity ' || round(similarity, 3) || ' to ' || survivor_source || ' '
                                  || survivor_row AS why
                         FROM {self._dups_union()} {where or "WHERE true"} AND pair_id <> survivor_pair_id"""
-            return query, "survivor_pair_id, source, source_row"
+            return query, f"survivor_pair_id, {INPUT_ORDER}, source_row"
         if queue == "random sample":
             # A stable sample: hash order over the pair id and the build's seed.
             seed = sql_literal(str(self.manifest.get("seed", 0)))
             query = f"""SELECT DISTINCT ON (pair_id) pair_id, source, source_row, 'sample' AS why
-                        FROM pairs {where} ORDER BY pair_id, source_row"""
+                        FROM pairs {where} ORDER BY pair_id, {ROW_ORDER}, source_row"""
             return query, f"md5(pair_id || ':' || {seed}), pair_id"
         raise AppError(f"no review queue {queue!r}")
 

@@ -58,16 +58,17 @@ def funnel_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     return rows
 
 
-def shards_text(manifest: dict[str, Any]) -> str:
+def shards_text(manifest: dict[str, Any], evidence: bool = True) -> str:
     """`43 rows in 1 shard(s): 36 distinct pairs (the mix's upsampled copies are rows too), 14 images (15 stored
-    with the removed pairs' evidence)`; a build from before the distinct counts says what it has."""
+    with the removed pairs' evidence)`; a build from before the distinct counts says what it has. Without
+    `evidence` (an export, which publishes the shards' pairs only), the images stored beside are not counted."""
     rows, shards, stored = manifest["rows_in_shards"], len(manifest["shards"]), manifest["images"]
     if "pairs_in_shards" not in manifest:
         return f"{rows} rows in {shards} shard(s), {stored} images stored"
     pairs, images = manifest["pairs_in_shards"], manifest["images_in_shards"]
     copies = " (the mix's upsampled copies are rows too)" if pairs != rows else ""
-    evidence = f" ({stored} stored with the removed pairs' evidence)" if stored != images else ""
-    return f"{rows} rows in {shards} shard(s): {pairs} distinct pairs{copies}, {images} images{evidence}"
+    beside = f" ({stored} stored with the removed pairs' evidence)" if evidence and stored != images else ""
+    return f"{rows} rows in {shards} shard(s): {pairs} distinct pairs{copies}, {images} images{beside}"
 
 
 def write_card(

@@ -241,7 +241,7 @@ def card_text(
 
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
              f"# {manifest['recipe']['name']}", "",
-             f"Preference pairs curated with rm-workbench (`curate build`): {shards_text(manifest)}.", "",
+             f"Preference pairs curated with rm-workbench (`curate build`): {shards_text(manifest, False)}.", "",
              "| config | what | size |", "|---|---|---|",
              *(f"| `{c}` | {'the whole mixture' if c == 'default' else 'the pairs of this source'} | {size} |"
                for c, size in configs.items()), ""]  # fmt: skip

@@ -40,6 +40,8 @@ COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 JSON_LINES_SUFFIXES = tuple(f"{s}{c}" for s in (".jsonl", ".ndjson") for c in ("", *COMPRESSIONS))
 JSON_SUFFIXES = (".json", *(f".json{c}" for c in COMPRESSIONS))  # an array, one object, or JSON lines
 SUPPORTED_SUFFIXES = (*JSON_LINES_SUFFIXES, *JSON_SUFFIXES, ".parquet", ".arrow")
+# Tables `datasets` reads that this reader does not: a folder's are named as not read, never passed over in silence
+UNREAD_SUFFIXES = tuple(f"{s}{c}" for s in (".csv", ".tsv") for c in ("", *COMPRESSIONS))
 # Files `datasets` never reads as rows of a folder (`datasets.data_files.FILES_TO_IGNORE`)
 NOT_DATA = frozenset({"config.json", "dataset_info.json", "dataset_infos.json", "dataset_dict.json"})
 # A Hub repo id as the Hub spells them: `owner/name`, each of letters, digits, `-`, `_` and `.`, neither starting
@@ -213,12 +215,16 @@ def files_note(
     root: Path, files: Sequence[Path], split: str, other_format: Sequence[Path] = (), named: int = 5
 ) -> str | None:
     """`read 1 of its 2 data files, ...; not read: a.jsonl` where a split (or config) leaves some of a folder's
-    files unread, and those of `other_format` (the split's files `one_format` left out) named apart, the first
-    `named` of each; else None."""
+    files unread, those of `other_format` (the split's files `one_format` left out) and the tables of a format
+    this reader does not take (`UNREAD_SUFFIXES`) named apart, the first `named` of each; else None."""
     if not root.is_dir() or (root / SAVED_DATASET).is_file() or (root / SAVED_DATASET_DICT).is_file():
         return None
     every = list_files(root)
-    if len(files) >= len(every):
+    try:
+        tables = list_files(root, UNREAD_SUFFIXES)
+    except InputError:  # none
+        tables = []
+    if len(files) >= len(every) and not tables:
         return None
 
     def listing(paths: Sequence[Path]) -> str:
@@ -234,6 +240,9 @@ def files_note(
         note += (f"; not read, as `datasets` reads a split in one format, that of the extension most of its "
                  f"files carry ({leading_extension(files)}; in a draw the first of .parquet, .arrow, .jsonl, .json): "
                  f"{listing(sorted(stray))}")  # fmt: skip
+    if tables:
+        note += (f"; not read, of a format this reader does not take (CSV or TSV, which `datasets` reads; convert "
+                 f"them to parquet or JSON lines to read them): {listing(tables)}")  # fmt: skip
     return note
 
 

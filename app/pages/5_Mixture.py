@@ -15,13 +15,14 @@ total = sum(r["rows_in_shards"] for r in rows)
 distinct = build.manifest.get("pairs_in_shards")
 pairs = f" ({distinct} distinct pairs: upsampled copies are rows too)" if distinct is not None else ""
 st.caption(f"{total} rows in the shards{pairs}, from {len(rows)} sources; `available` counts the pairs the mix drew "
-           "from, `target` the rows the recipe asked for")  # fmt: skip
+           "from, `target` the rows the recipe asked for, `target per available` the one over the other (below 1 the "
+           "source was subsampled, above 1 upsampled)")  # fmt: skip
 labels = {
     "available": st.column_config.NumberColumn("available", help="pairs the mix drew from"),
     "target": st.column_config.NumberColumn("target", help="rows the recipe asked for"),
     "rows_in_shards": st.column_config.NumberColumn("rows in shards"),
     "target_share_pct": st.column_config.NumberColumn("target share %", help="of the rows the recipe asked for"),
-    "share_pct": st.column_config.NumberColumn("share %", help="of the rows in the shards"),
+    "share_pct": st.column_config.NumberColumn("actual share %", help="of the rows in the shards"),
     "sampling_factor": st.column_config.NumberColumn(
         "target per available",
         help="rows the recipe asked for per pair available: below 1 subsampled, above 1 upsampled",

@@ -51,7 +51,7 @@ def curve(metric: str, title: str, over_text: str, points: list[dict[str, float]
     values = base.mark_text(dy=-12).encode(x=x, y=y, text=alt.Text("value:Q", format=".4f"))
     # one step (a run evaluated once): a short chart, its one value labelled, not a page of empty axes
     chart = (line + values).properties(title=heading)
-    return chart.properties(height=120) if len(steps) == 1 else chart
+    return chart.properties(height=200) if len(steps) == 1 else chart
 
 
 def report_summary(name: str, report: dict[str, Any]) -> dict[str, str]:

@@ -64,10 +64,10 @@ if record.taken:  # a build made with reviews: new ones go to its own file, whic
 def review_text(pair: dict[str, Any]) -> str:
     """The pair's review and what this build did with it (`drop, applied`), as recorded (of a pair a review
     swapped: of the pair before the swap); a review saved here since, as shown (of a swapped pair, keep and swap
-    exchanged), which the next build reading the file applies."""
+    exchanged) and `pending`: the next build reading the file applies it."""
     mine, taken = reviewed.get(pair["reviewed_as"]), record.taken.get(pair["reviewed_as"])
     if mine is not None and record.outcome(mine, own) is None:
-        return as_shown(mine["action"], pair["swapped"])
+        return as_shown(mine["action"], pair["swapped"]) + ", pending"
     return "" if taken is None else f"{taken['action']}, {taken['outcome']}"
 
 

@@ -130,7 +130,7 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     shares = mixture.dataframe[0].value
     assert float(shares.loc[shares["source"] == "mm_rlhf", "sampling_factor"].iloc[0]) == 2.0
     labels = {k: v.get("label") for k, v in json.loads(mixture.dataframe[0].proto.columns).items()}
-    assert labels["sampling_factor"] == "target per available" and labels["share_pct"] == "share %"  # words
+    assert labels["sampling_factor"] == "target per available" and labels["share_pct"] == "actual share %"
     manifest = Build(data_root, "demo").manifest
     assert mixture.caption[0].value.startswith(
         f"{manifest['rows_in_shards']} rows in the shards ({manifest['pairs_in_shards']} distinct pairs: upsampled "

@@ -272,7 +272,7 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
         review = read_reviews(root / "reviews" / "d2.parquet").to_pylist()[-1]
         assert (review["pair_id"], review["action"]) == (first["pair_id"], recorded)
         listed = next(r for r in app.dataframe[0].value.to_dict("records") if r["pair_id"] == queue[at]["pair_id"])
-        assert (listed["reviewed"], listed["in_shards"]) == (action, "yes, chosen and rejected swapped")
+        assert (listed["reviewed"], listed["in_shards"]) == (f"{action}, pending", "yes, chosen and rejected swapped")
 
     both = "[root/reviews/d.parquet, root/reviews/d2.parquet]"
     (tmp_path / "d3.yaml").write_text(recipe + f"ops:\n  human_review: {{reviews: {both}}}\n")
@@ -303,7 +303,7 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
                                                           "checked twice", "bo", "d2", "random sample"))  # fmt: skip
     app.run()
     listed = next(r for r in app.dataframe[0].value.to_dict("records") if r["pair_id"] == first["pair_id"])
-    assert listed["reviewed"] == "keep"  # saved here, not yet applied
+    assert listed["reviewed"] == "keep, pending"  # saved here, not yet applied
     assert any(t.value.endswith(": checked twice (the next build reading the file applies it)") for t in app.text)
     # a build that did not record the files it read (older manifests): its recipe's file names tell
     from app.data import AppliedReviews
@@ -393,3 +393,13 @@ def test_what_a_build_did_with_a_review_saved_on_its_page(tmp_path: Path) -> Non
     )
     assert record.outcome({**mine, "reviewed_at": "2026-01-03T00:00:00+00:00"}, own) is None  # saved since
     assert record.outcome({**taken}, tmp_path / "reviews" / "c.parquet") is None  # a file the build did not read
+
+
+def test_a_queue_lists_its_rows_in_the_order_their_files_give_them(data_root: Path) -> None:
+    """`file:10` after `file:8`, not before `file:2` as text would sort them; pairs in the shards first."""
+    from app.data import Build
+
+    queue = Build(data_root, "demo").review_queue("contamination matches")
+    for in_shards in (True, False):
+        rows = [int(r["source_row"].rsplit(":", 1)[1]) for r in queue if r["in_shards"] == in_shards]
+        assert len(rows) > 2 and rows == sorted(rows), rows

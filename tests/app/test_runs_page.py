@@ -60,7 +60,7 @@ def test_one_point_curves_show_the_point_its_value_and_whole_steps(
         assert line["encoding"]["x"]["axis"] == {"format": "d", "tickMinStep": 1}  # steps are whole numbers
         assert values["mark"]["type"] == "text" and values["encoding"]["text"]["field"] == "value"
     assert specs["eval/loss"]["layer"][0]["encoding"]["x"]["scale"]["domain"] == [11, 13]  # step 12 in the middle
-    assert specs["eval/loss"]["height"] == 120 and "height" not in specs["loss"]  # one point: a short chart
+    assert specs["eval/loss"]["height"] == 200 and "height" not in specs["loss"]  # one point: a short chart
     assert "domain" not in specs["loss"]["layer"][0]["encoding"]["x"]["scale"]
     assert any("Not evaluated yet" in m.value for m in app.markdown)
 

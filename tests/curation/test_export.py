@@ -56,6 +56,9 @@ def test_round_trip_every_config_with_rows_images_and_columns(demo: Path, tmp_pa
     assert any(len(r["images"]) for r in load(tmp_path / "hub", "rlaif_v", tmp_path))
     # the card's table of configs says what each holds and how many rows, and distinct pairs where they differ
     assert f"| `default` | the whole mixture | {len(shards)} rows: " in card
+    images = len({sha for r in shards for sha in r["images"]})
+    [summary] = [line for line in card.splitlines() if line.startswith("Preference pairs curated")]
+    assert summary.endswith(f", {images} images.")  # what is published, not the build's removed pairs' images
     for config in configs[1:]:
         rows = [r["pair_id"] for r in shards if r["source"] == config]
         size = f"{len(rows)} rows" + ("" if len(set(rows)) == len(rows) else f": {len(set(rows))} distinct pairs, ")

@@ -396,6 +396,13 @@ def test_a_stray_file_of_another_format_is_left_unread_and_named(tmp_path: Path,
     (src / "train.parquet").write_bytes((src / "a.parquet").read_bytes())
     (src / "a.parquet").rename(src / "train-a.parquet")
     (src / "notes.jsonl").rename(src / "train-notes.jsonl")
+    (src / "train-extra.csv").write_text("prompt,chosen,rejected\nQ,A,B\n")  # a table this reader does not take
+    note = get_adapter("ultrafeedback_binarized")({}, ReadOptions(split="train")).files_note(str(src))
+    assert str(note).endswith(
+        "; not read, of a format this reader does not take (CSV or TSV, which `datasets` "
+        "reads; convert them to parquet or JSON lines to read them): train-extra.csv"
+    )
+    (src / "train-extra.csv").unlink()
     note = get_adapter("ultrafeedback_binarized")({}, ReadOptions(split="train")).files_note(str(src))
     assert note == (
         f"{src}: read 2 of its 5 data files, those of the split 'train' as the Hub names splits "
