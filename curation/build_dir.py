@@ -75,7 +75,9 @@ class BuildDir:
             given = given.parent
         try:
             path = given.resolve(strict=True)
-        except (OSError, RuntimeError) as exc:  # missing, or a symlink loop (RuntimeError before Python 3.13)
+        except FileNotFoundError:
+            raise BuildError(f"{location}: no such build folder (`curate build --out` makes one)") from None
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13), no permission
             raise BuildError(f"{location}: no such build folder ({exc})") from None
         if not path.is_dir():
             raise BuildError(f"{location}: not a build folder")

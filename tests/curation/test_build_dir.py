@@ -71,7 +71,7 @@ def test_a_build_is_found_from_its_folder_its_shards_or_its_manifest(built: Path
     assert len(_fit(built / "shards").builds[0].table) == BuildDir.open(built).manifest["rows_in_shards"]
     with pytest.raises(BuildError, match="not a finished build"):
         BuildDir.open(built / "images")
-    with pytest.raises(BuildError, match="no such build folder"):
+    with pytest.raises(BuildError, match=r"absent: no such build folder \(`curate build --out` makes one\)$"):
         BuildDir.open(built.parent / "absent")
 
 
