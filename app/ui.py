@@ -177,17 +177,22 @@ def show_text(label: str, text: str) -> None:
 def histogram_chart(rows: list[dict[str, Any]], start: str, end: str, counts: dict[str, str], x_title: str,
                     y_title: str) -> alt.Chart:  # fmt: skip
     """Bins as bars from their start to their end on a numeric axis, the count columns `counts` (column: legend
-    name) overlaid; where every value is one (each bin's start its end), one bar labelled by that value."""
+    name) side by side within each bin; where every value is one (each bin's start its end), one bar labelled by
+    that value. Counts are whole numbers on their axis."""
     frame = pd.DataFrame(rows).melt(id_vars=[start, end], value_vars=list(counts), var_name="of", value_name="count")
-    frame["of"] = frame["of"].map(counts)
-    y = alt.Y("count:Q", stack=None, title=y_title)
+    y = alt.Y("count:Q", title=y_title, axis=alt.Axis(format="d", tickMinStep=1))
     tooltip = [alt.Tooltip(f"{start}:Q", title="from", format=".4~g"), alt.Tooltip(f"{end}:Q", title="to",
                format=".4~g"), "of:N", "count:Q"]  # fmt: skip
     color = alt.Color("of:N", title=None, legend=None if len(counts) == 1 else alt.Legend(orient="top"))
     if (frame[start] == frame[end]).all():
+        frame["of"] = frame["of"].map(counts)
         x = alt.X(f"{start}:O", title=x_title, axis=alt.Axis(labelAngle=0))
-        return alt.Chart(frame).mark_bar().encode(x=x, y=y, color=color, tooltip=tooltip)
-    x = alt.X(f"{start}:Q", title=x_title, axis=alt.Axis(format=".4~g"))
-    bars = alt.Chart(frame).mark_bar(opacity=0.6 if len(counts) > 1 else 1.0)
-    # y2 at zero: a bar spanning its bin on x is read as vertical, from nothing up to its count
-    return bars.encode(x=x, x2=f"{end}:Q", y=y, y2=alt.datum(0), color=color, tooltip=tooltip)
+        return alt.Chart(frame).mark_bar().encode(x=x, y=y, color=color, xOffset="of:N", tooltip=tooltip)
+    # each series its share of the bin's width, so that no bar hides another
+    share = (frame[end] - frame[start]) / len(counts)
+    position = frame["of"].map({column: k for k, column in enumerate(counts)})
+    frame["left"], frame["right"] = frame[start] + share * position, frame[start] + share * (position + 1)
+    frame["of"] = frame["of"].map(counts)
+    x = alt.X("left:Q", title=x_title, axis=alt.Axis(format=".4~g"))
+    # y2 at zero: a bar spanning its part of the bin on x is read as vertical, from nothing up to its count
+    return alt.Chart(frame).mark_bar().encode(x=x, x2="right:Q", y=y, y2=alt.datum(0), color=color, tooltip=tooltip)

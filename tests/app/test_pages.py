@@ -124,6 +124,8 @@ def test_removed_bias_mixture_runs_pages(data_root: Path, monkeypatch: pytest.Mo
     assert axes == [("answer length (characters)", "quantitative", "answers"),  # bars from bin start to end
                     ("label margin", "ordinal", "rows"),  # one value, 8: one bar labelled by it
                     ("chosen score", "quantitative", "rows")]  # fmt: skip
+    lengths = specs[0]["encoding"]  # chosen and rejected side by side in each bin, neither hiding the other
+    assert (lengths["x"]["field"], lengths["x2"]["field"], lengths["y"]["axis"]["format"]) == ("left", "right", "d")
     bias.slider[-1].set_value(0.99).run()  # a stricter threshold, re-decided from the stored signal
     assert any(m.value.startswith("0 of ") and "near duplicates at Jaccard >= 0.99" in m.value for m in bias.markdown)
     mixture = run_page("pages/5_Mixture.py", data_root, monkeypatch)
