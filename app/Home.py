@@ -6,6 +6,7 @@ import streamlit as st
 
 from app.data import list_builds, list_runs
 from app.ui import plain, root_or_stop, show_refused
+from curation.words import quantity
 
 st.set_page_config(page_title="RM data workbench", layout="wide")
 st.title("Reward-model data workbench")
@@ -22,7 +23,8 @@ else:
 st.subheader("Training runs")
 runs, refused = list_runs(root)
 in_audits = sum(fold is not None for fold in runs.values())
-st.write(f"{len(runs) - in_audits} run(s) found" + (f", and {in_audits} fold run(s) of audits." if in_audits else "."))
+st.write(f"{quantity(len(runs) - in_audits, 'run')} found"
+         + (f", and {quantity(in_audits, 'fold run')} of audits." if in_audits else "."))  # fmt: skip
 show_refused(refused)
 st.markdown(
     "Pages: **Builds** (recipe, funnel, diff), **Pairs** (browse and inspect), **Removed** (what went and why), "

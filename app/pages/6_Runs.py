@@ -41,7 +41,9 @@ def curve(metric: str, title: str, over_text: str, points: list[dict[str, float]
     steps = sorted({p["step"] for p in points})
     # One step alone would make a zero-width axis: a step either side keeps the point inside and labelled.
     domain = [steps[0] - 1, steps[0] + 1] if len(steps) == 1 else alt.Undefined
-    x = alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), scale=alt.Scale(domain=domain, nice=False))
+    # padded: the value written beside the last point is not cut at the chart's edge
+    scale = alt.Scale(domain=domain, nice=False, padding=24)
+    x = alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1), scale=scale)
     y = alt.Y("value:Q", title=metric, axis=alt.Axis(format=".4~g"), scale=alt.Scale(zero=False))
     base = alt.Chart(pd.DataFrame(points))
     line = base.mark_line(point=True).encode(x=x, y=y, tooltip=["step:Q", alt.Tooltip("value:Q", format=".4f")])
@@ -153,5 +155,7 @@ if reports:
         # cells as `trainer eval` prints them: scores are percentages ("overall %") to two places, and a result not
         # published (a group the paper gives no score for) or an item count not stated is "-", not "None"
         shown_rows = [{c: cell(row.get(c)) for c in columns} for row in rows]
+        if any(v == "-" for row in shown_rows for v in row.values()):
+            st.caption("-: a score the paper does not give for that group (or an item count it does not state).")
         scores = {c: st.column_config.TextColumn(f"{c} %") for c in columns if c not in ("model", "result", "items")}
         st.dataframe(shown_rows, hide_index=True, column_config=scores)

@@ -105,6 +105,7 @@ def test_every_report_is_listed_with_its_counts_and_each_score_with_its_items(
     published = table[table["result"] == "published"]
     assert set(published["items"]) == {"1250"} and "BaseReward (Qwen2.5-VL-7B)" in set(published["model"])
     assert set(published["general"]) == {"-"}  # the paper gives no score for the group: "-", as `trainer eval` says
+    assert any(c.value.startswith("-: a score the paper does not give") for c in app.caption)  # and says what - is
 
     evaluation.set_value("eval.json").run()  # a legacy report: its scores, without counts
     captions = [shown(c.value) for c in app.caption]
@@ -212,7 +213,7 @@ def test_plain_runs_come_before_the_fold_runs_of_audits_which_say_what_they_left
     )
     assert any(shown(c.value).endswith(left_out) for c in app.caption)
     home = run_page("Home.py", tmp_path, monkeypatch)
-    assert any("1 run(s) found, and 2 fold run(s) of audits." in m.value for m in home.markdown)
+    assert any("1 run found, and 2 fold runs of audits." in m.value for m in home.markdown)
 
 
 def test_a_run_with_no_steps_logged_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
