@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from curation.build_dir import BuildDir, ImageTable
 from curation.errors import InputError
-from curation.io import only_writer, readable_parquet
+from curation.io import only_writer, read_json_state, readable_parquet, write_json
 from trainer.evaluate import BenchPairs, model_rewards
 from trainer.model import RewardModel
 
@@ -53,6 +53,7 @@ def model_digest(folder: Path) -> str:
 def build_pairs(build: BuildDir) -> pa.Table:
     """Distinct pairs of the shards and of the removed pairs, in pair_id order."""
     tables = [build.pairs(COLUMNS, check_text=True)]
+    build.check_shards_unchanged()  # scores are keyed by the content ids: of text edited since, they would lie
     removed = build.removed_pairs(COLUMNS, required=True)  # every pair scored, or the command says which file is wrong
     if removed is not None:
         tables.append(removed.cast(tables[0].schema))
@@ -145,10 +146,10 @@ def _score_into(
         return out
     images = opened.images()  # a missing or damaged image table is an error before anything is written
     plan_path = parts_dir / "plan.json"
-    if parts_dir.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
+    if parts_dir.exists() and read_json_state(plan_path) != plan:  # another plan, or its record cut short: start over
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(json.dumps(plan))
+    write_json(plan_path, plan)
     if on_parts is not None:
         on_parts(parts_dir, _pairs_in_parts(parts_dir), pairs.num_rows)
     total = -(-pairs.num_rows // part_pairs)

@@ -1,5 +1,6 @@
 """`trainer score` on a small build, resumable, and its scores driving the rm_margin op in a rebuild."""
 
+import json
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -56,6 +57,10 @@ def test_score_writes_one_row_per_distinct_pair_and_resumes(demo_build: Path, tm
     with pytest.raises(KeyboardInterrupt):  # another cut: the old parts no longer fit and are dropped
         score_build(model, tiny_run / "model", copy, part_pairs=5, on_progress=stop_after(5))
     assert (parts / "part-00000.parquet").stat().st_mtime_ns != first_part
+    (parts / "plan.json").write_text("")  # its record cut short (a crash as it was written): started over, not stuck
+    with pytest.raises(KeyboardInterrupt):
+        score_build(model, tiny_run / "model", copy, part_pairs=5, on_progress=stop_after(5))
+    assert json.loads((parts / "plan.json").read_text())
     with pytest.raises(KeyboardInterrupt):
         score_build(model, tiny_run / "model", copy, part_pairs=8, on_progress=stop_after(8))
     (parts / "part-00000.parquet").write_bytes(b"")  # emptied by a crash of the machine: scored again
@@ -258,6 +263,14 @@ def test_a_build_whose_removed_pairs_are_missing_or_damaged_is_refused(demo_buil
         build_pairs(BuildDir.open(build))
     removed.unlink()
     with pytest.raises(BuildError, match=r"b/rejects/removed_pairs.parquet: missing, though the build removed pairs"):
+        build_pairs(BuildDir.open(build))
+    shutil.rmtree(build)
+    shutil.copytree(demo_build, build)
+    shard = sorted((build / "shards").glob("*.arrow"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0x01  # a byte of the text changed, the rows as many: scores would be keyed by ids of other text
+    shard.write_bytes(bytes(data))
+    with pytest.raises(BuildError, match="shards edited since their build"):
         build_pairs(BuildDir.open(build))
 
 
