@@ -296,6 +296,17 @@ class Builder:
                     f"{self.out}: not a build folder (it holds {shown}, which a build does not write); --replace "
                     "replaces a build only"
                 )
+            # What the recipe reads must outlive the build it replaces: `trainer score`'s scores are written into
+            # the build they score, and a recipe may name them there.
+            ops = [params for name in OPS if (params := self.recipe.op(name)) is not None]
+            specs = (*self.recipe.sources, *self.recipe.benchmarks)
+            read = [*(path for params in ops for path in files_of(params)),
+                    *(str(where) for spec in specs for where in (spec.path, spec.images_root) if where)]  # fmt: skip
+            local = [path for path in read if not is_uri(path) and Path(path).exists()]
+            inside = [path for path in local if Path(path).resolve().is_relative_to(self.out.resolve())]
+            if inside:
+                raise InputError(f"{inside[0]}: the recipe reads it from inside {self.out}, which --replace would "
+                                 "delete; move it out of the build first (beside it), and name it there")  # fmt: skip
         for spec in (*self.recipe.sources, *self.recipe.benchmarks):  # local paths were checked with the recipe
             for location in (spec.path, spec.images_root):
                 if is_uri(location):

@@ -188,6 +188,12 @@ def test_cli_score_then_rm_margin_rebuild(demo_recipe: Path, tmp_path: Path, tin
                if r["stage"] == "rm_margin"]  # fmt: skip
     assert removed and all(r["reason"] == "reward model reverses" for r in removed)
     assert all(s["balanced"] for s in manifest["sources"].values())
+    # Built again over the build the scores are in: --replace would delete them with it, so it is refused
+    from curation.errors import InputError
+
+    with pytest.raises(InputError, match=r"rm_scores-.*parquet: the recipe reads it from inside .* which --replace"):
+        build(load_recipe(path), copy, replace=True)
+    assert scores.is_file()
 
 
 def test_scores_go_into_the_builds_own_signals_folder_one_writer_at_a_time(
