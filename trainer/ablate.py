@@ -25,7 +25,7 @@ import yaml
 from curation.build import build
 from curation.build_dir import BuildDir, within_build
 from curation.errors import InputError
-from curation.io import only_writer
+from curation.io import only_writer, write_text
 from curation.ops.base import file_fields, model_fields
 from curation.recipe import Recipe, load_recipe
 from trainer.audit import audit
@@ -152,8 +152,8 @@ def _ablate(
             except (InputError, TrainingError, OSError, ValueError) as exc:
                 audited = {"variant": f"{name}+audit", "error": f"{type(exc).__name__}: {exc}"}
             rows.append(audited)
-    (out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "ablation.md").write_text(markdown_table(rows, config.eval_fraction))
+    write_text(out / "ablation.json", json.dumps(rows, indent=1) + "\n")  # each whole or not at all
+    write_text(out / "ablation.md", markdown_table(rows, config.eval_fraction))
     return rows
 
 
@@ -163,7 +163,7 @@ def _variant(
     """Build, train and evaluate one variant; its row (with the error, if a step failed)."""
     recipe_path = out / "variants" / f"{name}.yaml"
     recipe_path.parent.mkdir(parents=True, exist_ok=True)
-    recipe_path.write_text(text)
+    write_text(recipe_path, text)
     build_dir, run = out / "builds" / name, out / "runs" / name
     row: dict[str, Any] = {"variant": name}
     try:
@@ -295,8 +295,8 @@ def notes(rows: list[dict[str, Any]], eval_fraction: float) -> list[str]:
 def markdown_table(rows: list[dict[str, Any]], eval_fraction: float) -> str:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [row.get(c) for c in columns]
-        lines.append("| " + " | ".join(cell(v) for v in cells) + " |")
+    for row in rows:  # an error's `|` or line break would end its cell or row: escaped, joined
+        cells = [" ".join(cell(row.get(c)).split()).replace("|", "\\|") for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     said = "".join(f"\nnote: {note}\n" for note in notes(rows, eval_fraction))
     return "\n".join(lines) + f"\n\n{units(rows)}.\n{said}"

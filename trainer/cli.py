@@ -296,6 +296,11 @@ def eval_(
                   "finishes it)")  # fmt: skip
         if not (resolve_model(folder) / "reward_model.json").is_file():
             _fail(f"--model {folder}: neither a run folder nor a saved reward model (no reward_model.json)")
+    seen: dict[Path, Path] = {}
+    for folder in model:  # an ensemble of one model twice is that model, reported as two
+        if (real := resolve_model(folder).resolve()) in seen:
+            _fail(f"--model {folder}: the same model as --model {seen[real]}; an ensemble takes different models")
+        seen[real] = folder
     if out is None:
         if len(model) != 1 or not (model[0] / "metrics.jsonl").is_file():
             _fail("--out is required unless --model is one run folder (its reports go to RUN/evals)")
@@ -553,6 +558,8 @@ def ablate(
     from trainer.reports import cell
 
     recipes = mix or []
+    if audit_ and audit_folds < 2:  # said now, not after every variant has trained
+        _fail(f"--audit-folds {audit_folds}: the audit needs at least 2 folds")
     if per_source and len(recipes) != 1:
         _fail("--per-source takes exactly one --mix recipe")
     if not recipes:
@@ -780,3 +787,9 @@ def _console() -> Console:
 
 def main() -> None:
     run_cli(app)
+
+
+if __name__ == "__main__":  # `python -m trainer.cli`: as the `trainer` console script, Ctrl-C handled the same way
+    from curation.entry import trainer
+
+    trainer()

@@ -35,6 +35,7 @@ from curation.ingest import IngestSummary, ingest
 from curation.readers import hub_commit, is_hub_id
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
+from curation.storage import is_uri
 from trainer.benchmarks import SCORERS, Item, XstestWeights, length_judge, outside_scores, rewardbench
 from trainer.data import collate, featurize
 from trainer.model import RewardModel
@@ -57,7 +58,13 @@ class BenchSpec:
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"--bench {text!r}: unknown benchmark {name!r}; {hint}known: {', '.join(SCORERS)}")
         adapter = get_adapter(name)
-        return cls(name, location or str(adapter.info.hub_id), images.get(name))
+        spec = cls(name, location or str(adapter.info.hub_id), images.get(name))
+        # a missing file found now, not after an ablation has trained every variant
+        if location and not Path(location).exists() and not is_hub_id(location):
+            raise ValueError(f"--bench {text!r}: {location}: no such file or folder")
+        if spec.images_root and not is_uri(spec.images_root) and not Path(spec.images_root).exists():
+            raise ValueError(f"--images-root {name}={spec.images_root}: no such file or folder")
+        return spec
 
 
 IMAGE_NOT_FOUND = "image not found"  # the ingest's reason, kept for the items read with the stand-in

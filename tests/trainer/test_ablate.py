@@ -261,3 +261,11 @@ def test_a_run_of_an_earlier_version_is_judged_by_what_it_learned(tmp_path: Path
     # held out otherwise: its metrics are not these settings' (trained again, in the same folder)
     other_eval = FitConfig(model="tiny", shards=["b"], eval_max_pairs=1)
     assert _finished_run(tmp_path, other_eval) is None and _same_settings(tmp_path, other_eval)
+
+
+def test_an_error_with_a_bar_or_line_break_stays_in_its_cell() -> None:
+    from trainer.ablate import markdown_table
+
+    rows = [{"variant": "a", "error": "InputError: x.yaml:3: a | b\n  second line"}]
+    table = markdown_table(rows, 0.1).splitlines()
+    assert table[2] == "| a | InputError: x.yaml:3: a \\| b second line |"

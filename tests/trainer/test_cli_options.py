@@ -91,3 +91,22 @@ def test_a_failed_command_never_removes_a_folder_another_one_writes(tmp_path: Pa
         assert (out / ".lock").is_file()
     _remove_if_unused(out, created=True)
     assert not out.exists()
+
+
+def test_ablate_refuses_an_audit_of_fewer_than_two_folds_before_training(tmp_path: Path) -> None:
+    for folds in ("1", "0", "-3"):
+        result = CliRunner().invoke(app, ["ablate", "--out", str(tmp_path / "ab"), "--mix", "r.yaml", "--per-source",
+                                          "--audit", "--audit-folds", folds])  # fmt: skip
+        assert (result.exit_code, result.output) == (1, f"error: --audit-folds {folds}: the audit needs at least 2 "
+                                                        "folds\n")  # fmt: skip
+        assert not (tmp_path / "ab").exists()
+
+
+def test_python_m_trainer_cli_runs_the_trainer_command() -> None:
+    """As `python -m curation.cli` runs `curate`: before, the module defined the command and ran nothing."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "trainer.cli", "fit", "--help"], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0 and "Usage:" in done.stdout and "--shards" in done.stdout, done.stderr

@@ -214,6 +214,25 @@ def test_an_images_root_for_no_benchmark_is_refused(run: Path, bench: tuple[Path
     assert report_names(run) == before
 
 
+def test_a_missing_benchmark_file_or_the_same_model_twice_is_refused_first(
+    run: Path, bench: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Found before any model is loaded (or, in `trainer ablate`, before any variant trains)."""
+    before = report_names(run)
+    missing = tmp_path / "nowhere.jsonl"
+    for args, said in (
+        (["--bench", f"vl_rewardbench={missing}"], f"error: --bench 'vl_rewardbench={missing}': {missing}: no such "
+                                                   "file or folder\n"),
+        (["--bench", f"vl_rewardbench={bench[0]}", "--images-root", f"vl_rewardbench={tmp_path / 'none'}"],
+         f"error: --images-root vl_rewardbench={tmp_path / 'none'}: no such file or folder\n"),
+        (["--bench", f"vl_rewardbench={bench[0]}", "--model", str(run / "model"), "--out", str(tmp_path / "e")],
+         f"error: --model {run / 'model'}: the same model as --model {run}; an ensemble takes different models\n"),
+    ):  # fmt: skip
+        result = CliRunner().invoke(app, ["eval", "--model", str(run), *args])
+        assert (result.exit_code, result.output) == (1, said)
+    assert report_names(run) == before
+
+
 def test_a_file_of_another_format_names_the_field_it_lacks(run: Path, tmp_path: Path) -> None:
     """A benchmark file in another layout (a judge's outputs, say): the error names the first row's missing field
     and the fields it has, not only a count."""
