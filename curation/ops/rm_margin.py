@@ -134,7 +134,7 @@ class RmMargin(Op):
 
     def decide(self, ctx: BuildContext, params: RmMarginParams, signals: Path) -> Decision:
         decision = self._decide(ctx, params, signals)
-        decision.warnings = _chance_warning(Path(params.scores))
+        decision.warnings = _chance_warning(Path(params.scores)) + _coverage_warning(ctx, signals, params.scores)
         decision.max_removal_rate = params.max_removal_rate
         return decision
 
@@ -209,6 +209,19 @@ class RmMargin(Op):
                    FROM rm_margin_selected s SEMI JOIN rm_margin_mirrored USING (row_key)"""
             ],
         )
+
+
+def _coverage_warning(ctx: BuildContext, signals: Path, scores: str) -> list[str]:
+    """Said where some live pairs have no margin (not in the scores file, or not scorable there): they are kept
+    as they are, judged by no model, whatever the threshold."""
+    ((live, scored),) = ctx.rows(f"""SELECT count(*), count(margin) FROM {read_parquet(signals)}
+                                     SEMI JOIN live_pairs USING (row_key)""")  # fmt: skip
+    if scored == live:
+        return []
+    return [
+        f"rm_margin: {scored} of {live} live pairs have a margin in {scores}; those without one ({live - scored}) "
+        "are kept as they are, judged by no model (not in the file, or not scorable there)"
+    ]
 
 
 def _chance_warning(scores: Path) -> list[str]:

@@ -339,8 +339,19 @@ def test_a_build_rebuilt_in_place_is_not_resumed(audited: tuple, tmp_path: Path)
     rebuilt = tmp_path / "build"
     shutil.copytree(build, rebuilt)
     audit(rebuilt, CONFIG, 2, tmp_path / "run")
+    # rebuilt: the first shard's rows in another order, and the manifest naming the new shard's sha256
+    import pyarrow as pa
+
+    from curation.io import sha256_file
+
+    shard = rebuilt / json.loads((rebuilt / "manifest.json").read_text())["shards"][0]["file"]
+    table = pa.ipc.open_stream(shard.read_bytes()).read_all()
+    reordered = table.take(list(reversed(range(table.num_rows))))
+    with pa.OSFile(str(tmp_path / "shard.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(reordered)
+    (tmp_path / "shard.arrow").replace(shard)
     manifest = json.loads((rebuilt / "manifest.json").read_text())
-    manifest["shards"][0]["sha256"] = "0" * 64
+    manifest["shards"][0]["sha256"] = sha256_file(shard)
     (rebuilt / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match=r"planned otherwise \(the shards the folds train on differ\); give its"):
         audit(rebuilt, CONFIG, 2, tmp_path / "run")

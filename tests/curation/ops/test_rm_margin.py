@@ -209,6 +209,10 @@ def test_drop_and_flag_through_the_ops_context(tmp_path: Path) -> None:
     dropped = run_op_on_rows(tmp_path / "drop", "rm_margin", rows, params)
     assert dropped.removed() == {1: ("reward model reverses", "margin -1.5 < -1.0")}
     assert [s["margin"] for s in dropped.signals] == margins  # a pair without a score has no margin, and stays
+    assert dropped.decision.warnings == [  # and the build says how many the model judged
+        f"rm_margin: 3 of 4 live pairs have a margin in {tmp_path / 'scores.parquet'}; those without one (1) are "
+        "kept as they are, judged by no model (not in the file, or not scorable there)"
+    ]
     flagged = run_op_on_rows(tmp_path / "flag", "rm_margin", rows, {**params, "action": "flag"})
     assert flagged.removed() == {}
     assert [(f["source_row"], f["margin"]) for f in flagged.evidence("flags/rm_margin.parquet")] == [
