@@ -299,6 +299,8 @@ def score_benchmark(
         "rows_read": pairs.rows_read,
         "items_total": len(items) + unread,  # a rejected row is one item: every benchmark row is one pair
         "items_scored": len(scored),
+        # items the same as an earlier one (prompt, images and answers): each counted, as the benchmark's rows are
+        "items_repeated": len(items) - len({i.pair_id for i in items}),
         "not_scored": dict(sorted((pairs.rejected_at_ingest + unscorable).items())),
         "groups": dict(sorted(groups.items())),  # the rows rejected at ingest have no known group
         "scores_over_scored": scorer(scored, 0),

@@ -37,6 +37,7 @@ from typing import Any
 
 from curation.build_dir import is_count
 from curation.errors import InputError
+from curation.words import quantity
 
 EVALS = "evals"  # RUN/evals/: one report per evaluation
 LEGACY_REPORT = "eval.json"  # the one report of a run evaluated before per-report files
@@ -213,7 +214,10 @@ def counts_text(benchmark: str, entry: dict[str, Any]) -> str:
         if entry["items_scored"] == entry["items_total"]
         else f"{entry['items_scored']} of {entry['items_total']} items scored; {not_scored_text(entry)}"
     )
-    notes = [groups_text(entry), average_left_out(benchmark, entry["scores_over_all"]), prompts_text(entry)]
+    repeated = entry.get("items_repeated") or 0  # a report from before they were counted: none said
+    repeats = (f"{quantity(repeated, 'item')} the same as an earlier one (prompt, images and answers), each counted "
+               "as the benchmark's rows are") if repeated else None  # fmt: skip
+    notes = [groups_text(entry), average_left_out(benchmark, entry["scores_over_all"]), prompts_text(entry), repeats]
     return "; ".join([scored, *(n for n in notes if n)])
 
 

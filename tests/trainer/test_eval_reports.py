@@ -307,3 +307,19 @@ def test_an_entry_is_checked_against_what_trainer_eval_writes(change: Callable[[
         == f"its entry for 'b' is not as `trainer eval` writes it ({problem})"
     )
     assert entry_problem({"overall": 51.0, "macro": 50.5}) is None  # a legacy eval.json's entry: its scores alone
+
+
+def test_an_item_repeated_exactly_is_counted_and_said(run: Path, bench: tuple[Path, Path], tmp_path: Path) -> None:
+    """A row given twice (the same prompt, image and answers): both counted, as the benchmark's rows are, and the
+    count says so rather than passing it over."""
+    lines = bench[0].read_text().splitlines()
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("\n".join([*lines, lines[0]]) + "\n")
+    before = set(report_names(run))
+    code, output = _eval(run, repeated, bench[1])
+    assert code == 0, output
+    said = " ".join(output.split())
+    assert "1 item the same as an earlier one (prompt, images and answers), each counted as the benchmark's rows are" \
+        in said, said  # fmt: skip
+    [written] = set(report_names(run)) - before
+    assert json.loads((run / written).read_text())["benchmarks"]["vl_rewardbench"]["items_repeated"] == 1
