@@ -67,6 +67,9 @@ if not rows:
 columns = ["source", "source_row", "copies", "margin", "chosen_chars", "rejected_chars", "category", "modality",
            "pair_id"]  # fmt: skip
 shown = [{k: r.get(k) for k in columns if k in r} | {k: v for k, v in r.items() if k not in columns} for r in rows]
+for row in shown:  # as the Bias page says it, not "None"
+    if "category" in row and row["category"] is None:
+        row["category"] = "none given"
 at = pick_row(shown, "pairs", offset=first, total=total)
 pair = build.pair(rows[at]["pair_id"], rows[at]["source"], rows[at]["source_row"])
 if pair is not None:

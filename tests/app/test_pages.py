@@ -66,6 +66,8 @@ def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.Mo
     app = run_page("pages/2_Pairs.py", data_root, monkeypatch)
     assert any(c.value.startswith("43 rows of the shards match") and "page 1 of 2 shows rows 1-25." in c.value
                for c in app.caption)  # fmt: skip
+    assert "none given" in set(app.dataframe[0].value["category"])  # as the Bias page says it, never None
+    assert app.dataframe[0].value["category"].notna().all()
     app.number_input[0].set_value(2).run()  # the second page: its rows are numbered in the whole list
     assert any("page 2 of 2 shows rows 26-43." in c.value for c in app.caption)
     assert any(c.value == "26 of 43" for c in app.caption)
