@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -84,19 +85,22 @@ class AppliedReviews:
             return str(path.resolve()) in self.paths
         return any(PurePath(str(name)).name == path.name for name in self.files)
 
-    def outcome(self, review: dict[str, Any], path: Path) -> str | None:
-        """What the build did with `review`, a row of the reviews file `path`: the outcome of that review where it
-        took it; `superseded by a newer review ...` where it read the file but took a newer review of the pair (from
-        another file, as the newest across files applies); None where the next build reading the file applies it
-        (saved since the build, or in a file the build did not read)."""
+    def outcome(self, review: dict[str, Any], path: Path, written: Sequence[dict[str, Any]]) -> str | None:
+        """What the build did with `review`, the latest of its pair in the reviews file `path` (`written`: every
+        review that file holds): the outcome of that review where it took it; `superseded by a newer review ...`
+        where it read the file but took a review of the pair from another file (the newest across files applies);
+        None where the next build reading the file applies it (saved since the build, or in a file the build did
+        not read)."""
         taken = self.taken.get(review["pair_id"])
         if taken is None or not self.reads(path):
             return None
-        if all(taken.get(k) == review[k] for k in ("action", "note", "reviewer", "reviewed_at")):
+        keys = ("pair_id", "action", "note", "reviewer", "reviewed_at")
+        if all(taken.get(k) == review[k] for k in keys):
             return taken["outcome"]
-        if review_time(review["reviewed_at"]) <= review_time(taken["reviewed_at"]):
+        from_this_file = any(all(taken.get(k) == row[k] for k in keys) for row in written)
+        if not from_this_file and review_time(review["reviewed_at"]) <= review_time(taken["reviewed_at"]):
             return f"superseded by a newer review ({taken['action']} by {taken['reviewer']})"
-        return None
+        return None  # written after the one the build took (in this file, the last written applies)
 
 
 class AppError(Exception):

@@ -150,6 +150,7 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     target = before or pair["pair_id"]
     try:
         path = review_file(build.root, build.name)
+        written = read_reviews(path).to_pylist() if path.is_file() else []
         earlier = [r for r in latest(read_reviews(path)) if r["pair_id"] == target] if path.is_file() else []
     except (AppError, InputError) as exc:
         st.warning("Reviews cannot be kept for this build.")
@@ -167,7 +168,7 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     taken = record.taken.get(target)  # as recorded, of the pair before a swap
     if last:
         shown = as_shown(last["action"], before is not None)
-        outcome = record.outcome(last, path)
+        outcome = record.outcome(last, path, written)
         status = "the next build reading the file applies it" if outcome is None else f"in this build: {outcome}"
         st.text(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']} ({status})")
     elif taken is not None:

@@ -39,11 +39,12 @@ rows = build.review_queue(queue, chosen_source)
 own = reviews_path(root, build.name)  # where the review form writes (a build's name is a folder's)
 try:
     path = review_file(root, build.name)
+    written = read_reviews(path).to_pylist() if path.is_file() else []
     reviewed = {r["pair_id"]: r for r in latest(read_reviews(path))} if path.is_file() else {}
 except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
-    reviewed = {}
+    written, reviewed = [], {}
 try:
     record = build.applied_reviews()
 except AppError as exc:
@@ -66,7 +67,7 @@ def review_text(pair: dict[str, Any]) -> str:
     swapped: of the pair before the swap); a review saved here since, as shown (of a swapped pair, keep and swap
     exchanged) and `pending`: the next build reading the file applies it."""
     mine, taken = reviewed.get(pair["reviewed_as"]), record.taken.get(pair["reviewed_as"])
-    if mine is not None and record.outcome(mine, own) is None:
+    if mine is not None and record.outcome(mine, own, written) is None:
         return as_shown(mine["action"], pair["swapped"]) + ", pending"
     return "" if taken is None else f"{taken['action']}, {taken['outcome']}"
 

@@ -387,12 +387,15 @@ def test_what_a_build_did_with_a_review_saved_on_its_page(tmp_path: Path) -> Non
              "reviewed_at": "2026-01-02T00:00:00+00:00", "outcome": "applied"}  # fmt: skip
     record = AppliedReviews({"p": taken}, ["a.parquet", "b.parquet"], [str(tmp_path / "a.parquet"), str(own)])
     mine = {**taken, "action": "drop", "reviewer": "bo"}
-    assert record.outcome({**taken}, own) == "applied"
-    assert record.outcome({**mine, "reviewed_at": "2026-01-01T00:00:00+00:00"}, own) == (
-        "superseded by a newer review (swap by ana)"
-    )
-    assert record.outcome({**mine, "reviewed_at": "2026-01-03T00:00:00+00:00"}, own) is None  # saved since
-    assert record.outcome({**taken}, tmp_path / "reviews" / "c.parquet") is None  # a file the build did not read
+    review = {k: v for k, v in taken.items() if k != "outcome"}
+    assert record.outcome(review, own, [review]) == "applied"
+    older = {**mine, "reviewed_at": "2026-01-01T00:00:00+00:00"}
+    assert record.outcome(older, own, [older]) == "superseded by a newer review (swap by ana)"  # from another file
+    newer = {**mine, "reviewed_at": "2026-01-03T00:00:00+00:00"}
+    assert record.outcome(newer, own, [newer]) is None  # saved since: pending
+    same_second = {**mine, "reviewed_at": taken["reviewed_at"]}  # written after the taken one, in the same second
+    assert record.outcome(same_second, own, [review, same_second]) is None  # in a file the last written applies
+    assert record.outcome(review, tmp_path / "reviews" / "c.parquet", [review]) is None  # a file not read
 
 
 def test_a_queue_lists_its_rows_in_the_order_their_files_give_them(data_root: Path) -> None:
