@@ -150,8 +150,9 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     target = before or pair["pair_id"]
     try:
         path = review_file(build.root, build.name)
-        written = read_reviews(path).to_pylist() if path.is_file() else []
-        earlier = [r for r in latest(read_reviews(path)) if r["pair_id"] == target] if path.is_file() else []
+        table = read_reviews(path) if path.is_file() else None  # read once
+        written = table.to_pylist() if table is not None else []
+        earlier = [r for r in latest(table) if r["pair_id"] == target] if table is not None else []
     except (AppError, InputError) as exc:
         st.warning("Reviews cannot be kept for this build.")
         st.text(str(exc))

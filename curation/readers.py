@@ -219,11 +219,9 @@ def files_note(
     this reader does not take (`UNREAD_SUFFIXES`) named apart, the first `named` of each; else None."""
     if not root.is_dir() or (root / SAVED_DATASET).is_file() or (root / SAVED_DATASET_DICT).is_file():
         return None
-    every = list_files(root)
-    try:
-        tables = list_files(root, UNREAD_SUFFIXES)
-    except InputError:  # none
-        tables = []
+    found = list_files(root, (*SUPPORTED_SUFFIXES, *UNREAD_SUFFIXES))  # one walk of the folder for both
+    every = [f for f in found if f.name.endswith(SUPPORTED_SUFFIXES)]
+    tables = [f for f in found if not f.name.endswith(SUPPORTED_SUFFIXES)]
     if len(files) >= len(every) and not tables:
         return None
 
@@ -281,7 +279,8 @@ def _matching(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
         return dotted, sum(f.startswith("__") for f in folders)
 
     compiled = [(re.compile(glob_translate(p.removeprefix("./"))), hidden(p.removeprefix("./"))) for p in patterns]
-    return [n for n in names if any(c.match(n) and hidden(n) == parts for c, parts in compiled)]
+    counted = {n: hidden(n) for n in names}  # once per name, not once per pattern
+    return [n for n in names if any(c.match(n) and counted[n] == parts for c, parts in compiled)]
 
 
 # How the Hub names the splits of a repository without configs, in the order `datasets` tries them

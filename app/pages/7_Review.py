@@ -39,8 +39,9 @@ rows = build.review_queue(queue, chosen_source)
 own = reviews_path(root, build.name)  # where the review form writes (a build's name is a folder's)
 try:
     path = review_file(root, build.name)
-    written = read_reviews(path).to_pylist() if path.is_file() else []
-    reviewed = {r["pair_id"]: r for r in latest(read_reviews(path))} if path.is_file() else {}
+    table = read_reviews(path) if path.is_file() else None  # read once: every review written, and each pair's latest
+    written = table.to_pylist() if table is not None else []
+    reviewed = {r["pair_id"]: r for r in latest(table)} if table is not None else {}
 except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
