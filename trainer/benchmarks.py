@@ -9,12 +9,15 @@ percentages.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from curation.sources.mm_rlhf_rewardbench import CATEGORY_KEYWORDS
 from curation.sources.rewardbench import SECTIONS
+from curation.sources.vl_rewardbench import SOURCE_PREFIXES
 
 # `rewardbench/constants.py` EXAMPLE_COUNTS: subset weights of the section scores (math-prm up-weighted to code).
 REWARDBENCH_WEIGHTS: dict[str, int] = {
@@ -135,6 +138,26 @@ def outside_scores(benchmark: str, group: str | None) -> str | None:
     adapter) would otherwise make a section-less score of 0."""
     if benchmark == "rewardbench" and SECTIONS.get(group or "") is None:
         return "subset in no RewardBench section"
+    return None
+
+
+def not_this_benchmark(benchmark: str, rows: list[dict[str, Any]]) -> str | None:
+    """Why pairs its adapter read are another benchmark's, or None. VL-RewardBench and MM-RLHF-RewardBench files
+    have the same columns, so each reads as the other and would be scored as it; every item of the one has an id
+    of its sources, every item of the other a media path in one of its categories, so a file with no such item
+    is refused (one with some is the benchmark's, its other items scored as the benchmark's script scores them)."""
+    if not rows:
+        return None
+    if benchmark == "vl_rewardbench":
+        ids = [str(json.loads(row["meta"]).get("id")) for row in rows]
+        if not any(i.startswith(SOURCE_PREFIXES) for i in ids):
+            return (f"none of its {len(rows)} items has an id of VL-RewardBench's sources ({', '.join(SOURCE_PREFIXES)}"
+                    f"; the first here: {ids[0]!r})")  # fmt: skip
+    if benchmark == "mm_rlhf_rewardbench" and not any(row["subset"] for row in rows):
+        meta = json.loads(rows[0]["meta"])
+        path = meta.get("video") or meta.get("image")
+        return (f"none of its {len(rows)} items has an image or video path in a category of MM-RLHF-RewardBench "
+                f"({', '.join(CATEGORY_KEYWORDS)}; the first here: {path!r})")  # fmt: skip
     return None
 
 

@@ -36,7 +36,15 @@ from curation.readers import hub_commit, is_hub_id
 from curation.sources import get_adapter
 from curation.sources.base import ReadOptions
 from curation.storage import is_uri
-from trainer.benchmarks import SCORERS, Item, XstestWeights, length_judge, outside_scores, rewardbench
+from trainer.benchmarks import (
+    SCORERS,
+    Item,
+    XstestWeights,
+    length_judge,
+    not_this_benchmark,
+    outside_scores,
+    rewardbench,
+)
 from trainer.data import collate, featurize
 from trainer.model import RewardModel
 from trainer.reports import VERSION
@@ -235,6 +243,11 @@ def evaluate(
         commits = {spec.name: hub_commit(spec.location, None) for spec in specs if is_hub_id(spec.location)}
         read = [(spec, *_ingest(spec, work or Path(tmp), commits.get(spec.name))) for spec in specs]
         for spec, out, summary in read:
+            foreign = not_this_benchmark(spec.name, pq.read_table(out / "pairs.parquet", columns=["meta", "subset"])
+                                         .to_pylist())  # fmt: skip
+            if foreign:
+                raise InputError(f"{spec.name}: {spec.location} reads as another benchmark's file: {foreign}; "
+                                 "no report written")  # fmt: skip
             if not _scorable_rows(out):
                 missing = Counter({IMAGE_NOT_FOUND: summary.pairs} if summary.pairs else {})
                 rejected = Counter(summary.rejects_by_reason)

@@ -33,6 +33,12 @@ OFFICIAL_PREFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The sources of the benchmark's 1,250 item ids (its id prefixes): a file none of whose ids starts with one is
+# another benchmark's, however alike their columns (MM-RLHF-RewardBench's jsonl has the same ones).
+SOURCE_PREFIXES = ("hallucination_pair", "RLAIF", "RLHF", "mmmu", "mathverse", "wildvision", "jailbreak",
+                   "LRVInstruction", "politics", "svit")  # fmt: skip
+
+
 def vl_rewardbench_group(item_id: str, grouping: Grouping = "official") -> str:
     """The scoring group of an item id."""
     if grouping == "r1_reward":

@@ -323,3 +323,29 @@ def test_an_item_repeated_exactly_is_counted_and_said(run: Path, bench: tuple[Pa
         in said, said  # fmt: skip
     [written] = set(report_names(run)) - before
     assert json.loads((run / written).read_text())["benchmarks"]["vl_rewardbench"]["items_repeated"] == 1
+
+
+def test_a_file_of_the_other_benchmark_with_the_same_columns_is_refused(
+    run: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """VL-RewardBench's and MM-RLHF-RewardBench's jsonl files have the same columns: each read as the other and
+    was scored as it (all general, or all of no category). Neither item's identity is there: refused, no report."""
+    vl = [json.loads(line) for line in (shared_data / "vl-rewardbench" / "data.jsonl").read_text().splitlines()[:3]]
+    mm = (shared_data / "mm-rlhf-rewardbench" / "mm_reward_bench.jsonl").read_text().splitlines()
+    mm_rows = [json.loads(line) for line in mm if '"image"' in line][:3]
+    files = {"vl_rewardbench": write_jsonl(tmp_path / "mm.jsonl", mm_rows),
+             "mm_rlhf_rewardbench": write_jsonl(tmp_path / "vl.jsonl", vl)}  # fmt: skip
+    for row in vl + mm_rows:
+        write_image(tmp_path / "images" / row["image"], seed=0, size=(8, 8))
+    said = {"vl_rewardbench": "has an id of VL-RewardBench's sources (hallucination_pair, RLAIF, RLHF, mmmu, "
+                              "mathverse, wildvision, jailbreak, LRVInstruction, politics, svit; the first here: '",
+            "mm_rlhf_rewardbench": "has an image or video path in a category of MM-RLHF-RewardBench (mcq, long, "
+                                   "short, safety, video; the first here: 'vl_reward/img/image_0.jpg')"}  # fmt: skip
+    before = report_names(run)
+    for name, path in files.items():
+        args = ["eval", "--model", str(run), "--bench", f"{name}={path}", "--images-root", f"{name}={tmp_path}/images"]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"error: {name}: {path} reads as another benchmark's file: none of its 3 ")
+        assert said[name] in result.output and result.output.endswith("; no report written\n")
+    assert report_names(run) == before  # the bench fixture's own odd id among real ones is scored as general
