@@ -177,11 +177,16 @@ def not_scored_text(entry: dict[str, Any]) -> str:
 
 def groups_text(entry: dict[str, Any]) -> str:
     """The items behind each group's column (`by group: general 2 of 3, hallucination 3`: scored, of read where
-    some were not), or "" for a benchmark whose columns are not its groups (RewardBench's sections)."""
+    some were not; rows rejected at ingest said apart, being in no group), or "" for a benchmark whose columns are
+    not its groups (RewardBench's sections)."""
     columns = entry["scores_over_all"].keys()
     parts = [f"{g} {c['items_scored']}" + ("" if c["items_scored"] == c["items_total"] else f" of {c['items_total']}")
              for g, c in (entry.get("groups") or {}).items() if g in columns]  # fmt: skip
-    return f"by group: {', '.join(parts)}" if parts else ""
+    if not parts:
+        return ""
+    unread = entry["items_total"] - sum(c["items_total"] for c in entry["groups"].values())
+    apart = f" ({quantity(unread, 'row')} rejected at ingest, in no group: in the whole-benchmark score alone)"
+    return f"by group: {', '.join(parts)}" + (apart if unread else "")
 
 
 def prompts_text(entry: dict[str, Any]) -> str:

@@ -204,6 +204,21 @@ def test_a_group_scored_only_over_all_items_keeps_its_column() -> None:
     assert table_columns(rows) == ["model", "result", "overall", "hallucination", "general"]
 
 
+def test_rows_rejected_at_ingest_are_said_to_be_in_no_group() -> None:
+    """The group columns count the items read; a row rejected at ingest is in the overall score alone, and the
+    legend says so rather than let the groups' items seem to add up to the benchmark's."""
+    from trainer.reports import groups_text
+
+    groups = {"general": {"items_total": 3, "items_scored": 2}, "hallucination": {"items_total": 3, "items_scored": 3}}
+    entry = {"items_total": 7, "groups": groups, "scores_over_all": {"overall": 50.0, "general": 0.0,
+             "hallucination": 100.0}}  # fmt: skip
+    assert groups_text(entry) == (
+        "by group: general 2 of 3, hallucination 3 (1 row rejected at ingest, in no group: in the whole-benchmark "
+        "score alone)"
+    )
+    assert groups_text({**entry, "items_total": 6}) == "by group: general 2 of 3, hallucination 3"
+
+
 def test_an_images_root_for_no_benchmark_is_refused(run: Path, bench: tuple[Path, Path]) -> None:
     before = report_names(run)
     args = ["eval", "--model", str(run), "--bench", f"vl_rewardbench={bench[0]}", "--images-root",
