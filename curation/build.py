@@ -38,7 +38,7 @@ from curation.engine import Engine, call
 from curation.errors import HubUnreadable, InputError
 from curation.images import ImagesRoot
 from curation.ingest import WORK_FILES, IngestSummary, Outputs, Pool, ingest, inside_input, splits_into_files
-from curation.io import ParquetBatchWriter, only_writer, read_json_state, sha256_file, write_json
+from curation.io import ParquetBatchWriter, only_writer, read_json_state, sha256_file, sha256_once, write_json
 from curation.ops import OPS, BuildContext
 from curation.ops.base import file_fields, files_of
 from curation.ops.context import create_relations
@@ -127,23 +127,41 @@ def _file_digests(folder: Path, stop: threading.Event) -> dict[str, str]:
     return {name: sha256_file(folder / name, stop) for name in _file_sizes(folder)}
 
 
-def _fingerprint(spec: SourceSpec, stop: threading.Event | None = None, commit: str | None = None) -> dict[str, Any]:
-    """What a source's input is: its local files' sha256, an object store's listing, or a Hub id's coordinates
-    with the `commit` read (None: not resolved)."""
+def _fingerprint(
+    spec: SourceSpec, stop: threading.Event | None = None, commit: str | None = None, once: bool = False
+) -> dict[str, Any]:
+    """What a source's input is: its local files' sha256 (`once`: each hashed once per process while unchanged),
+    an object store's listing, or a Hub id's coordinates with the `commit` read (None: not resolved)."""
     if is_uri(spec.path):
         return storage.listing(spec.path)
     path = Path(spec.path)
     if not path.exists():
         return {"hub_id": spec.path, "config": spec.config, "split": spec.split, "revision": spec.revision,
                 "commit": commit, "data_dir": spec.data_dir, "data_files": _adapter(spec).hub_file()}  # fmt: skip
-    return {"files": {name: _sha256_or_why(p, stop) for name, p in _local_inputs(spec)}}
+    return {"files": {name: _sha256_or_why(p, stop, once) for name, p in _local_inputs(spec)}}
 
 
-def _sha256_or_why(path: Path, stop: threading.Event | None) -> str:
+def inputs_changed(recipe: Recipe, manifest: dict[str, Any]) -> list[str]:
+    """What a build of `recipe` read that differs now from what its manifest records: the names of the local or
+    object-store sources and benchmarks whose files (or listing) changed, and the op files (a reviews file, a
+    model's scores) whose sha256 did. A Hub id is not compared (its commit is resolved when a build reads it), nor
+    are images roots (the manifest records the images the build stored, not the folders it found them in)."""
+    recorded = manifest.get("inputs") or {}
+    local = [spec for spec in (*recipe.sources, *recipe.benchmarks) if is_uri(spec.path) or Path(spec.path).exists()]
+    changed = [spec.name for spec in local if _fingerprint(spec, once=True) != recorded.get(spec.name)]
+    for name, files in (manifest.get("op_inputs") or {}).items():
+        for entry in files:
+            path = Path(entry["path"])
+            if not path.is_file() or sha256_once(path) != entry["sha256"]:
+                changed.append(f"{name}'s {path.name}")
+    return changed
+
+
+def _sha256_or_why(path: Path, stop: threading.Event | None, once: bool = False) -> str:
     """A local input's sha256, or `unreadable: permission denied` for a file the build may not read: such a file
     gave one reject at ingest, and the build records it as it found it rather than failing after its work."""
     try:
-        return sha256_file(path, stop)
+        return sha256_once(path) if once else sha256_file(path, stop)
     except PermissionError as exc:  # another failure (the file gone since its ingest) still stops the build
         return f"unreadable: {(exc.strerror or str(exc)).lower()}"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from curation.build import build
+from curation.build import build, inputs_changed
 from curation.build_dir import BuildDir, within_build
 from curation.errors import InputError
 from curation.io import only_writer, write_text
@@ -171,7 +171,8 @@ def _variant(
         row["rows"] = manifest["rows_in_shards"]  # what the run draws from: the mix's upsampled copies counted
         row["pairs"] = manifest.get("pairs_in_shards", manifest["rows_in_shards"])  # distinct
         settings = dataclasses.replace(config, shards=[str(build_dir)])
-        last = _finished_run(run, settings)  # a rerun (after a failed variant, say) keeps the finished runs
+        shards = [[[shard["sha256"] for shard in manifest["shards"]], 1.0]]  # as the run records its data
+        last = _finished_run(run, settings, shards)  # a rerun (after a failed variant, say) keeps the finished runs
         if last is not None:
             say(f"{name}: fit reused")
         else:
@@ -232,30 +233,37 @@ def _same_settings(run: Path, config: FitConfig, ignored: frozenset[str] = HOW_I
     return {k: v for k, v in then.items() if k not in ignored} == {k: v for k, v in now.items() if k not in ignored}
 
 
-def _finished_run(run: Path, config: FitConfig) -> dict[str, Any] | None:
-    """The last metrics of a finished run of these settings in `run` (its model saved, its held-out split of this
-    version's kind), or None."""
+def _finished_run(run: Path, config: FitConfig, data: list[list[Any]]) -> dict[str, Any] | None:
+    """The last metrics of a finished run of these settings on this `data` in `run` (its model saved, its
+    held-out split of this version's kind, its builds' shards those of `data`: a variant built again since trains
+    again; a run from before runs recorded their data does too), or None."""
     try:
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        split_by = json.loads((run / "data.json").read_text()).get("split_by", "pair_id")
+        report = json.loads((run / "data.json").read_text())
+        split_by, trained_on = report.get("split_by", "pair_id"), report.get("data")
     except (OSError, ValueError, AttributeError):
         return None
     finished = records and (run / "model" / "reward_model.json").is_file() and split_by == SPLIT_BY
-    return records[-1] if finished and _same_settings(run, config, REUSED_WHATEVER) else None
+    return records[-1] if finished and trained_on == data and _same_settings(run, config, REUSED_WHATEVER) else None
 
 
 def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    """A finished build of the same recipe text is reused (a rerun of the ablation does not rebuild); `say` tells
-    which ("build" or "build reused")."""
+    """A finished build of the same recipe text whose inputs are as it read them is reused (a rerun of the ablation
+    does not rebuild); one whose inputs changed since is built again in its place; `say` tells which ("build",
+    "build reused" or "build again (...)")."""
     recipe = load_recipe(recipe_path)
-    if build_dir.exists():
-        manifest = BuildDir.open(build_dir).manifest
-        if manifest["recipe"]["sha256"] == recipe.sha256:
-            say("build reused")
-            return manifest
+    if not build_dir.exists():
+        say("build")
+        return build(recipe, build_dir)
+    manifest = BuildDir.open(build_dir).manifest
+    if manifest["recipe"]["sha256"] != recipe.sha256:
         raise InputError(f"{build_dir}: holds a build of another recipe; choose another --out")
-    say("build")
-    return build(recipe, build_dir)
+    changed = inputs_changed(recipe, manifest)
+    if not changed:
+        say("build reused")
+        return manifest
+    say(f"build again ({', '.join(changed)} changed since it was built)")
+    return build(recipe, build_dir, replace=True)
 
 
 def units(rows: list[dict[str, Any]]) -> str:
@@ -278,9 +286,14 @@ def notes(rows: list[dict[str, Any]], eval_fraction: float) -> list[str]:
     """What the table cannot tell: no variant held a pair out, or the held-out pairs do not tell them apart."""
     said = []
     trained = [row for row in rows if "eval/pairs" in row]
-    if trained and not any(row["eval/pairs"] for row in trained):
+    none = [str(row["variant"]) for row in trained if not row["eval/pairs"]]
+    if trained and len(none) == len(trained):
         said.append(f"no variant held out a pair (eval_fraction {eval_fraction:g} of their builds' prompts), so none "
                     "has a held-out accuracy; --set eval_fraction=0.2 holds a fifth out")  # fmt: skip
+    elif none:  # a prompt is held out by its hash: a small build's prompts may all fall outside the fraction
+        said.append(f"{', '.join(none)}: no held-out pair (each prompt is held out by its hash with eval_fraction "
+                    f"{eval_fraction:g}, and none of the build's was), so no held-out accuracy; only a benchmark "
+                    "compares it with the others")  # fmt: skip
     chance = [str(row["variant"]) for row in rows if "(not above chance)" in str(row.get("audit/held_out_accuracy"))]
     if chance:
         said.append(f"the audits behind {', '.join(chance)} do not beat chance on held-out pairs: the pairs they "

@@ -435,6 +435,7 @@ class Trainer:
             "distinct_pairs": len({p for b in self.data.builds for p in b.table.column("pair_id").to_pylist()}),
             "distinct_prompts": len({p for b in self.data.builds for p in b.table.column("prompt_id").to_pylist()}),
             "split_by": SPLIT_BY,  # what the held-out split fell by
+            "data": self.data.identity(),  # the builds by their shards' sha256 and weight, wherever they lie
             "skipped_train_draws": {r: int(n) for r, n in zip(SKIP_REASONS, train, strict=True) if n},
             "skipped_eval": {r: int(n) for r, n in zip(SKIP_REASONS, held_out, strict=True) if n},
             "steps": self.total_steps,

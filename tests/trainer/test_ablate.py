@@ -120,6 +120,7 @@ def test_an_ablation_with_a_failed_variant_writes_its_table_and_exits_1(demo_rec
     root = tmp_path / "copy"
     shutil.copytree(demo_recipe.parent.parent, root)
     hh = root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+    original = hh.read_bytes()
     hh.write_bytes(gzip.compress(b'{"question": "q", "answer": "a"}\n'))  # a source that gives no pair
     out = tmp_path / "ablation"
     args = ["ablate", "--mix", str(root / "mixes" / "demo.yaml"), "--per-source", "--out", str(out), "--model",
@@ -141,6 +142,18 @@ def test_an_ablation_with_a_failed_variant_writes_its_table_and_exits_1(demo_rec
     assert "demo: fit" not in said and "demo: build" not in said
     assert model.stat().st_mtime_ns == trained
     assert json.loads((out / "ablation.json").read_text()) == rows
+    # The source mended: the builds that read it are built again and their models trained again (a build was
+    # reused by its recipe text alone, and the run trained on the old build with it); the others are reused.
+    hh.write_bytes(original)
+    mended = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    said = mended.output.splitlines()
+    assert mended.exit_code == 0, mended.output
+    again = "build again (hh_rlhf changed since it was built)"
+    assert {f"demo: {again}", "demo: fit", f"{failed[0]}: {again}", f"{failed[0]}: fit"} <= set(said)
+    assert {"demo-only-ultrafeedback: build reused", "demo-only-ultrafeedback: fit reused"} <= set(said)
+    assert model.stat().st_mtime_ns != trained
+    rows = json.loads((out / "ablation.json").read_text())
+    assert not [r for r in rows if "error" in r] and rows[0]["pairs"] > 0
 
 
 def test_a_mixture_name_that_would_leave_its_folder_is_refused(demo_recipe: Path, tmp_path: Path) -> None:
@@ -199,7 +212,10 @@ def test_the_legend_explains_the_columns_the_table_has() -> None:
                     "accuracy; --set eval_fraction=0.2 holds a fifth out"]  # fmt: skip
     assert markdown_table(none_held, 0.02).endswith(f"{legend}.\n\nnote: {said[0]}\n")  # the file says it too
     held = [{**none_held[0], "eval/accuracy": 0.5, "eval/pairs": 4, "eval/interval_95": (0.2, 0.8)}, none_held[1]]
-    assert not notes(held, 0.02) and "eval/interval_95: its 95% Wilson interval" in units(held)
+    assert notes(held, 0.02) == ["b: no held-out pair (each prompt is held out by its hash with eval_fraction 0.02, "
+                                 "and none of the build's was), so no held-out accuracy; only a benchmark compares it "
+                                 "with the others"]  # fmt: skip
+    assert "eval/interval_95: its 95% Wilson interval" in units(held)
     benched = [{**none_held[0], "vl_rewardbench/items": "4 of 4 scored"}]
     assert "a benchmark's columns: percent over its items" in units(benched)
     assert not notes([{"variant": "failed", "error": "InputError: no pairs"}], 0.02)
@@ -254,13 +270,18 @@ def test_a_run_of_an_earlier_version_is_judged_by_what_it_learned(tmp_path: Path
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "eval/accuracy": 0.5}\n')
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "reward_model.json").write_text("{}")
-    (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4}))  # split by pair_id
-    assert _finished_run(tmp_path, config) is None
-    (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4, "split_by": "prompt_id"}))
-    assert _finished_run(tmp_path, config) == {"step": 1, "eval/accuracy": 0.5}
+    data = [[["0a1b"], 1.0]]  # the build's shards by sha256, and its weight
+    (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4, "data": data}))  # split by pair_id
+    assert _finished_run(tmp_path, config, data) is None
+    (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4, "split_by": "prompt_id", "data": data}))
+    assert _finished_run(tmp_path, config, data) == {"step": 1, "eval/accuracy": 0.5}
     # held out otherwise: its metrics are not these settings' (trained again, in the same folder)
     other_eval = FitConfig(model="tiny", shards=["b"], eval_max_pairs=1)
-    assert _finished_run(tmp_path, other_eval) is None and _same_settings(tmp_path, other_eval)
+    assert _finished_run(tmp_path, other_eval, data) is None and _same_settings(tmp_path, other_eval)
+    # trained on other shards (the build made again since), or not saying what it trained on: trained again
+    assert _finished_run(tmp_path, config, [[["2c3d"], 1.0]]) is None
+    (tmp_path / "data.json").write_text(json.dumps({"eval_pairs": 4, "split_by": "prompt_id"}))
+    assert _finished_run(tmp_path, config, data) is None
 
 
 def test_an_error_with_a_bar_or_line_break_stays_in_its_cell() -> None:
