@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from curation.build_card import shards_text
 from curation.build_dir import IMAGES, MANIFEST, BuildDir, manifest_recipe
 from curation.errors import InputError
-from curation.ingest import PARTIAL_MARK, publish_folder
+from curation.ingest import PARTIAL_MARK, fresh_partial, publish_folder
 from curation.readers import HUB_ID
 
 ROWS_PER_GROUP_WITH_IMAGES = 100
@@ -293,20 +293,11 @@ def check_export_folder(local_dir: Path, replace: bool, source: Path | None = No
 
 
 def export_partial(local_dir: Path) -> Path:
-    """The new folder `LOCAL_DIR.partial` an export is written in before `publish_export`, marked as an export's
-    (`PARTIAL_MARK`). What an interrupted export left under that name (marked) is removed first, and a link as
-    itself (never followed); anything else there (a build, a folder of the user's) is refused, never deleted."""
-    tmp = local_dir.with_name(local_dir.name + ".partial")
-    if tmp.is_symlink():
-        tmp.unlink()
-    elif tmp.is_dir() and ((tmp / PARTIAL_MARK).exists() or not any(tmp.iterdir())):  # empty: made, not marked
-        shutil.rmtree(tmp)
-    elif tmp.exists():
-        raise InputError(f"{tmp}: in the way of the export to {local_dir} (written beside it first), and not one an "
-                         "earlier export left; move it, or choose another --local-dir")  # fmt: skip
-    tmp.mkdir(parents=True)
-    (tmp / PARTIAL_MARK).touch()
-    return tmp
+    """The new folder `LOCAL_DIR.partial` an export is written in before `publish_export` (`fresh_partial`: what an
+    interrupted export left there is removed first; anything else there, a build or a folder of the user's, is
+    refused, never deleted)."""
+    return fresh_partial(local_dir, f"in the way of the export to {local_dir} (written beside it first), and not "
+                                    "one an earlier export left; move it, or choose another --local-dir")  # fmt: skip
 
 
 def publish_export(tmp: Path, local_dir: Path, may_hold: tuple[str, ...] = ()) -> None:

@@ -384,6 +384,7 @@ def inside_input(out: Path, location: str | Path) -> bool:
 # Marks a folder as an unfinished output (an ingest's, an export's), which a later run may remove; `publish_folder`
 # removes it.
 PARTIAL_MARK = ".unfinished-output"
+OLD_INGEST_MARK = ".unfinished-ingest"  # the mark of ingests before exports shared theirs: still an ingest's
 OUTPUT_NAMES = frozenset({"pairs.parquet", "pairs.arrow", "images.parquet", "rejects.parquet", "done.json"})
 
 
@@ -398,13 +399,23 @@ def _output_folder(out_dir: Path, replace: bool) -> Path:
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_NAMES)
         if foreign:
             raise InputError(f"{out_dir}: not an ingest's output (it holds {', '.join(foreign[:3])}); not replaced")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
-        raise InputError(f"{partial}: exists and is not the folder of an unfinished ingest; remove it")
-    if partial.exists():
-        if any(partial.iterdir()) and not (partial / PARTIAL_MARK).exists():
-            raise InputError(f"{partial}: exists and is not the folder of an unfinished ingest; remove it")
-        shutil.rmtree(partial)  # what an interrupted run left: an ingest is not resumable
+    # what an interrupted run left is removed: an ingest is not resumable
+    return fresh_partial(out_dir, "exists and is not the folder of an unfinished ingest; remove it")
+
+
+def fresh_partial(final: Path, refusal: str) -> Path:
+    """The new folder `final.partial`, marked (`PARTIAL_MARK`), that an output is written in before
+    `publish_folder`. What an interrupted run left under that name (a marked folder, or an empty one: made before
+    it was marked) is removed first; anything else there (a link, a file, a folder of the user's) is refused with
+    `refusal`, never deleted nor followed."""
+    partial = final.with_name(final.name + ".partial")
+    ours = partial.is_dir() and not partial.is_symlink()
+    if ours and any(partial.iterdir()):
+        ours = any((partial / mark).exists() for mark in (PARTIAL_MARK, OLD_INGEST_MARK))
+    if partial.exists() or partial.is_symlink():
+        if not ours:
+            raise InputError(f"{partial}: {refusal}")
+        shutil.rmtree(partial)
     partial.mkdir(parents=True)
     (partial / PARTIAL_MARK).touch()
     return partial

@@ -219,6 +219,10 @@ def test_a_folder_in_the_way_of_the_partial_export_is_refused_never_deleted(demo
     assert not theirs.exists() and not (tmp_path / "hub" / PARTIAL_MARK).exists()
     (tmp_path / "again.partial").mkdir()  # empty: made by an export killed before it was marked
     assert export(demo, tmp_path / "again", "--dry-run").exit_code == 0
+    (tmp_path / "linked.partial").symlink_to(theirs.parent / "hub")  # an export never leaves a link: the user's
+    result = export(demo, tmp_path / "linked", "--dry-run")
+    assert result.exit_code == 1 and "linked.partial: in the way of the export" in result.output
+    assert (tmp_path / "linked.partial").is_symlink() and (tmp_path / "hub" / "README.md").is_file()
 
 
 def test_a_build_changed_since_it_was_built_is_not_exported(demo: Path, tmp_path: Path) -> None:

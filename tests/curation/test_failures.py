@@ -408,6 +408,9 @@ def test_replace_touches_only_an_ingest_output_and_its_own_partial_folder(
     assert run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "kept"))[0] == 0
     assert run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "kept", "--replace"))[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "notes", "out.old", "out.partial", "uf.jsonl"]
+    (tmp_path / "out.partial" / ".unfinished-ingest").touch()  # the mark ingests used before exports shared one
+    assert run_main(monkeypatch, capsys, *_ingest_args(tmp_path, tmp_path / "out"))[0] == 0
+    assert not (tmp_path / "out.partial").exists() and (tmp_path / "out" / "pairs.parquet").is_file()
 
 
 @pytest.mark.parametrize(
