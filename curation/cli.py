@@ -63,6 +63,8 @@ def _parse_pairs(values: list[str]) -> dict[str, str]:
         key, sep, val = value.partition("=")
         if not sep:
             _fail(f"option {value!r} is not KEY=VALUE")
+        if key.strip() in out:  # which one was meant is not for the command to guess
+            _fail(f"option {key.strip()!r} given twice ({key.strip()}={out[key.strip()]} and {value})")
         out[key.strip()] = val
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -252,7 +253,10 @@ def parse_options(cls: type, values: Mapping[str, Any], source: str) -> Any:
             parsed[name] = _coerce(raw, hints[name])
         except (TypeError, ValueError) as exc:
             raise InputError(f"{source}: option {name}={raw!r}: {exc}") from exc
-    return cls(**parsed)
+    try:
+        return cls(**parsed)
+    except ValueError as exc:  # the options' own check (`__post_init__`) of a value's range
+        raise InputError(f"{source}: {exc}") from exc
 
 
 def _coerce(raw: Any, hint: Any) -> Any:
@@ -279,7 +283,9 @@ def _coerce(raw: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(raw, bool):
             raise ValueError(f"expected a number, got {raw!r}")
-        return float(raw)
+        if not math.isfinite(number := float(raw)):  # a margin of nan compares false with every gap
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        return number
     if hint is str:
         if not isinstance(raw, str):
             raise TypeError(f"expected a string, got {type(raw).__name__}")

@@ -259,6 +259,12 @@ def with_image_tokens(prompt: list[dict[str, str]], n_images: int) -> list[dict[
     raise RowError("image placeholders mismatch", f"{present} placeholders for {n_images} images")
 
 
+def check_min_margin(value: float) -> None:
+    """`min_margin` is a score gap: a negative one would be read as 0 (every gap reaches it)."""
+    if value < 0:
+        raise ValueError(f"option min_margin={value:g}: expected 0 or more (a score gap)")
+
+
 def binarize(
     scores: Sequence[float | None], policy: Policy, *, min_margin: float = 0.0, seed_text: str = ""
 ) -> list[tuple[int, int, bool]]:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import Policy, binarize, field, maybe_score, text_field, user_prompt
+from curation.sources.common import Policy, binarize, check_min_margin, field, maybe_score, text_field, user_prompt
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 
@@ -28,6 +28,9 @@ class UltrafeedbackOptions:
     policy: Policy = "max_gap"
     score: Literal["overall_score", "mean_rating"] = "overall_score"
     min_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_min_margin(self.min_margin)
 
 
 def score_of(completion: dict[str, Any], score: str) -> float | None:

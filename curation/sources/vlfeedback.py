@@ -16,9 +16,18 @@ from typing import Any, Literal
 from curation.errors import RowError
 from curation.pair import Pair
 from curation.sources.base import Adapter, RowContext, SourceInfo
-from curation.sources.common import binarize, field, maybe_score, text_field, user_prompt, with_image_tokens
+from curation.sources.common import (
+    binarize,
+    check_min_margin,
+    field,
+    maybe_score,
+    text_field,
+    user_prompt,
+    with_image_tokens,
+)
 
 ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
+RATINGS = (1.0, 5.0)  # GPT-4V's scale for each aspect
 
 
 @dataclass(frozen=True)
@@ -26,9 +35,13 @@ class Options:
     policy: Literal["max_gap", "all_pairs", "best_vs_random"] = "max_gap"
     min_margin: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_min_margin(self.min_margin)
+
 
 def response_score(completion: dict[str, Any], name: str) -> float | None:
-    """Mean of the parsable aspect ratings; None when no aspect has a numeric rating."""
+    """Mean of the parsable aspect ratings; None when no aspect has a numeric rating. A number off the 1-5 scale
+    is a `RowError` (no mean of it is a rating; `1e308` twice would sum to infinity)."""
     annotations = completion.get("annotations")
     if not isinstance(annotations, dict):
         return None
@@ -37,6 +50,8 @@ def response_score(completion: dict[str, Any], name: str) -> float | None:
         value = annotations.get(aspect)
         rating = value.get("Rating") if isinstance(value, dict) else None
         score = maybe_score(rating, f"{name}.{aspect}")
+        if score is not None and not RATINGS[0] <= score <= RATINGS[1]:
+            raise RowError("rating out of range", f"'{name}.annotations.{aspect}.Rating': {rating!r} (rated 1 to 5)")
         if score is not None:
             ratings.append(score)
     return sum(ratings) / len(ratings) if ratings else None

@@ -57,6 +57,9 @@ def test_clear_errors_for_bad_invocations(tmp_path: Path) -> None:
         assert result.exit_code == 1 and said in result.output, result.output
     result = runner.invoke(app, ["ingest", "--source", "hh_rlhf", "--path", "x", "--out", out, "-o", "policy=1"])
     assert result.exit_code == 1 and "unknown option(s) policy" in result.output
+    twice = ["-o", "min_margin=1", "-o", "min_margin=2"]  # the last one was taken, without a word
+    result = runner.invoke(app, ["ingest", "--source", "vlfeedback", "--path", "x", "--out", out, *twice])
+    assert result.exit_code == 1 and "option 'min_margin' given twice (min_margin=1 and min_margin=2)" in result.output
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
     result = runner.invoke(app, ["ingest", "--source", "hh_rlhf", "--path", str(empty), "--out", out])

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,31 @@ def test_rejects_unparsable_scores_small_gaps_and_missing_images(tmp_path: Path,
         "vlf.jsonl:0: 'completions': fewer than two numerically rated responses [2.5, None]"
     )
     assert not result.pairs
+
+
+def test_a_rating_off_the_scale_rejects_its_row(tmp_path: Path, run_ingest: RunIngest) -> None:
+    """Two ratings of 1e308 summed to infinity, which became the chosen answer's score; -3 counted in a mean."""
+    write_image(tmp_path / "imgs" / "a.png", seed=3)
+    huge = {**ROW, "img_path": "a.png", "completions": [completion("x", "p", "5", "5", "5"),
+                                                        completion("y", "q", "-3", "1e308", "1e308")]}  # fmt: skip
+    path = write_jsonl(tmp_path / "vlf.jsonl", [huge, {**ROW, "img_path": "a.png"}])
+    result = run_ingest("vlfeedback", path, images_root=tmp_path / "imgs")
+    assert [r["detail"] for r in result.rejects] == [
+        "vlf.jsonl:0: 'completions[1].annotations.Helpfulness.Rating': '-3' (rated 1 to 5)"
+    ]
+    assert [r["reason"] for r in result.rejects] == ["rating out of range"] and len(result.pairs) == 1
+
+
+@pytest.mark.parametrize(("value", "said"), [("nan", "expected a finite number"), ("inf", "expected a finite number"),
+                                             ("-1", "expected 0 or more (a score gap)")])  # fmt: skip
+def test_a_min_margin_that_is_no_gap_is_refused(value: str, said: str) -> None:
+    """A margin of nan kept ties alone, inf nothing but ties, -1 read as 0: each is one error now."""
+    from curation.errors import InputError
+    from curation.sources import get_adapter
+
+    for source in ("vlfeedback", "ultrafeedback"):
+        with pytest.raises(InputError, match=f"^{source}: option min_margin=.*{re.escape(said)}"):
+            get_adapter(source)({"min_margin": value})
 
 
 def test_best_vs_random_is_deterministic(tmp_path: Path, run_ingest: RunIngest) -> None:
