@@ -827,19 +827,30 @@ def audit_fold(root: Path, run: Path) -> tuple[int, int] | None:
     return (fold, folds) if type(fold) is int and type(folds) is int and folds > 0 else None
 
 
-def read_metrics(root: Path, run: Path) -> tuple[list[dict[str, Any]], int]:
-    """A run's metrics.jsonl: one object per logged step (those with a whole-number `step`), and how many of its
-    lines were left out (not such an object); AppError when it is refused, not a plain file or not UTF-8 JSON."""
+def read_metrics(root: Path, run: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """A run's metrics.jsonl: one object per logged step (those with a whole-number `step`), and the numbers (from
+    1) of the lines left out (not JSON, as a line still being written is, or not such an object); AppError when it
+    is refused, not a plain file or not UTF-8."""
     path = inside(root, run.relative_to(root) / "metrics.jsonl")
     if not path.is_file():  # a folder, or a pipe that would block the page
         raise AppError(f"{run.name}/metrics.jsonl is not a plain file")
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        records = [json.loads(line) for line in lines]
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise AppError(f"{run.name}/metrics.jsonl is not valid JSON lines ({exc})") from None
-    steps = [r for r in records if isinstance(r, dict) and type(r.get("step")) is int]
-    return steps, len(records) - len(steps)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise AppError(f"{run.name}/metrics.jsonl cannot be read as UTF-8 text ({exc})") from None
+    steps, left_out = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and type(record.get("step")) is int:
+            steps.append(record)
+        else:
+            left_out.append(number)
+    return steps, left_out
 
 
 def data_report(root: Path, run: Path) -> dict[str, Any] | str:

@@ -16,6 +16,7 @@ from app.ui import plain, show_images
 from curation.errors import InputError
 from curation.reviews import ACTIONS, Review, append_review, latest, read_reviews
 from curation.shards import id_before_swap
+from curation.words import visible
 
 TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
 METADATA = ("source", "source_row", "pair_id", "prompt_id", "modality", "subset", "category", "chosen_score",
@@ -29,10 +30,13 @@ STYLE = (
     " .pair-text ins{background:#dfd;text-decoration:none}"
     " .pair-text .format-char{color:#7a4b00;background:#fde9b8;border-radius:3px;font-size:0.8em}</style>"
 )
-# The characters that reorder text or hide in it: bidi embeddings, overrides, isolates and marks, and invisible
-# spacers. Joiners (U+200C, U+200D: inside Persian, Indic words and emoji sequences) and soft hyphens are left as
-# written; they change no order and hide no word.
-HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\u200b\u2060\ufeff]")
+# The characters that reorder text or hide in it: bidi embeddings, overrides, isolates and marks, invisible
+# spacers, and control characters (NUL, escape, ...; not tab or line breaks). Joiners (U+200C, U+200D: inside
+# Persian, Indic words and emoji sequences) and soft hyphens are left as written; they change no order and hide
+# no word.
+HIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\u200b\u2060\ufeff]"
+)
 
 
 # The diff's table takes a bit per pair of tokens: 4e8 pairs (two answers of 20,000 words and spaces) take 50 MB and
@@ -82,7 +86,8 @@ def _text_block(label: str, body_html: str) -> None:
     if markers:  # said, so a marker is not read as part of the text
         kinds = ", ".join(dict.fromkeys(markers))
         st.caption(plain(f"{len(markers)} invisible format character{'s' if len(markers) > 1 else ''} shown as "
-                         f"{kinds} (bidi controls reorder text; zero-width spaces hide in it)"))  # fmt: skip
+                         f"{kinds} (bidi controls reorder text; zero-width spaces and control characters hide in "
+                         "it)"))  # fmt: skip
     st.html(f'{STYLE}<div class="pair-text">{shown}</div>')
 
 
@@ -171,10 +176,10 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         shown = as_shown(last["action"], before is not None)
         outcome = record.outcome(last, path, written)
         status = "the next build reading the file applies it" if outcome is None else f"in this build: {outcome}"
-        st.text(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']} ({status})")
+        st.text(visible(f"reviewed: {shown} by {last['reviewer']} at {last['reviewed_at']}: {last['note']} ({status})"))
     elif taken is not None:
-        st.text(f"a review of this pair from another build's file: {taken['action']} (of the pair as its source "
-                f"gives it) by {taken['reviewer']}; in this build: {taken['outcome']}")  # fmt: skip
+        st.text(visible(f"a review of this pair from another build's file: {taken['action']} (of the pair as its "
+                        f"source gives it) by {taken['reviewer']}; in this build: {taken['outcome']}"))  # fmt: skip
     in_shards = build.rows("SELECT count(*) AS n FROM pairs WHERE pair_id = ?", [pair["pair_id"]])[0]["n"]
     if pair.get("removed_at") is not None and in_shards:
         st.caption(

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app.data import AppError, Build, data_root, list_builds
+from curation.words import visible
 
 
 def page(title: str) -> None:
@@ -100,7 +101,7 @@ def build_or_stop(root: Path, key: str = "build", label: str = "Build") -> Build
     """A selectbox of the finished builds; half-written, broken or refused ones are listed, each with its status, in
     a collapsed expander (Home shows them all); what the chosen build refused or lacks is said."""
     entries = list_builds(root)
-    unfinished = [f"{e.name}: {e.status}" for e in entries if e.status != "ready"]
+    unfinished = [visible(f"{e.name}: {e.status}") for e in entries if e.status != "ready"]
     if unfinished:
         with st.expander(f"{len(unfinished)} of {len(entries)} builds not shown: unfinished, broken or refused"):
             st.text("\n".join(unfinished))
@@ -112,7 +113,7 @@ def build_or_stop(root: Path, key: str = "build", label: str = "Build") -> Build
     if wanted is not None and wanted not in ready:
         st.warning("The build named in the URL is not a finished build under the data root; showing another.")
     index = ready.index(wanted) if wanted in ready else 0
-    name = st.selectbox(label, ready, index=index, key=f"select-{key}")
+    name = st.selectbox(label, ready, index=index, key=f"select-{key}", format_func=visible)
     try:
         build = open_build(str(root), name)
     except AppError as exc:
@@ -163,8 +164,9 @@ def plain(text: str) -> str:
     """Text for a Markdown label (captions, warnings, expanders: Streamlit renders them as Markdown) that shows as
     written: each punctuation character escaped and bare URLs and e-mail addresses broken by an invisible word
     joiner, so a file name or a value from a build cannot add links, images, LaTeX or colours; line breaks become
-    spaces."""
-    unlinked = _AUTOLINK.sub(WORD_JOINER, " ".join(str(text).splitlines()))
+    spaces, and control and bidirectional formatting characters are spelled out (`visible`), so none reorders or
+    hides the page's own words."""
+    unlinked = _AUTOLINK.sub(WORD_JOINER, visible(" ".join(str(text).splitlines())))
     return _PUNCTUATION.sub(r"\\\1", unlinked)
 
 

@@ -21,12 +21,12 @@ from curation.failure import describe, print_error, run_cli
 from curation.images import DEFAULT_MAX_PIXELS, ImagesRoot
 from curation.ingest import IngestSummary, ingest
 from curation.interrupt import stop_interrupted, was_interrupted
-from curation.lookup import MIN_PREFIX, Found, PairRecord, find_pairs, pair_record, resolve, visible
+from curation.lookup import MIN_PREFIX, Found, PairRecord, find_pairs, pair_record, resolve
 from curation.progress import ProgressLines
 from curation.readers import hub_commit, is_hub_id
 from curation.sources import REGISTRY, get_adapter
 from curation.sources.base import ReadOptions
-from curation.words import quantity
+from curation.words import quantity, visible
 
 app = typer.Typer(help="Curate multimodal preference data for reward models.", no_args_is_help=True)
 # Piped or redirected, a table is printed at its natural width: cut to 80 columns, a script could not read it.
@@ -156,7 +156,6 @@ def reviews_command(
     """List curators' reviews (DATA_ROOT/reviews/<build>.parquet), export them, and say how a build applies them."""
     import pyarrow as pa
 
-    from curation.lookup import visible
     from curation.reviews import REVIEW_SCHEMA, export_reviews, latest, list_review_files, read_reviews, reviews_path
 
     files = [reviews_path(data_root, build_name)] if build_name else list_review_files(data_root)

@@ -24,7 +24,7 @@ from curation.ops import OPS
 from curation.perceptual import as_unsigned
 from curation.shards import id_before_swap
 from curation.sql import parquet_relation
-from curation.words import quantity
+from curation.words import quantity, visible
 
 # Signal tables that no op writes: `trainer score`'s rewards.
 OTHER_KEYS = {"rm_scores": {"pair_id": "pair"}}
@@ -71,16 +71,6 @@ KEY_COLUMNS = ["pair_id", "source", "source_row"]
 TEXT_COLUMNS = [*KEY_COLUMNS, "prompt", "chosen", "rejected"]
 FOUND_SCHEMA = pa.schema([*((c, pa.string()) for c in KEY_COLUMNS), ("kept", pa.bool_())])
 SNIPPET_CONTEXT = 40  # characters shown either side of a match
-# Control characters other than newline and tab would drive the terminal (colours, cursor moves), and the
-# bidirectional overrides, isolates and marks (U+202A-202E, U+2066-2069, U+200E-200F, U+061C) would reorder what
-# is shown around them, as would line and paragraph separators break it: spelled out.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-
-
-def visible(text: str) -> str:
-    """Dataset text as it may be printed: control and bidirectional formatting characters spelled as escapes
-    (`\\x1b`, `\\u202e`)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 @dataclass

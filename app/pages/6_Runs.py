@@ -27,6 +27,7 @@ from app.data import (
     training_reach,
 )
 from app.ui import page, plain, root_or_stop, show_refused
+from curation.words import quantity
 from trainer.published import comparison_rows, table_columns
 from trainer.reports import cell, counted, counts_text
 
@@ -94,8 +95,9 @@ except AppError as exc:
     st.text(str(exc))
     st.stop()
 if left_out:
-    st.warning(f"{left_out} line(s) of metrics.jsonl are not a step's record (a JSON object with a whole-number "
-               "step) and are not drawn.")  # fmt: skip
+    lines, verb = ", ".join(map(str, left_out[:5])) + (", ..." if len(left_out) > 5 else ""), "is are".split()
+    st.warning(f"{quantity(len(left_out), 'line')} of metrics.jsonl (line {lines}) {verb[len(left_out) > 1]} not a "
+               "step's record (a JSON object with a whole-number step) and not drawn.")  # fmt: skip
 if not metrics:  # a run just started (or one whose every line is left out, said above)
     st.info("No steps logged yet: metrics.jsonl holds no step's record.")
 

@@ -25,6 +25,7 @@ from app.data import (
     read_evaluation,
     read_metrics,
 )
+from curation.schema import SCHEMA_VERSION
 from tests.app.conftest import APP
 from tests.conftest import image_bytes
 
@@ -156,7 +157,7 @@ def test_run_files_are_refused_outside_and_followed_inside(tmp_path: Path) -> No
     assert [r.relative_to(root).as_posix() for r in runs] == ["elsewhere", "runs/a", "runs/c"]
     # the linked run folder is named, not silently left out
     assert refused == [OUTSIDE.format("runs/b/metrics.jsonl"), OUTSIDE.format("runs/linked")]
-    assert read_metrics(root, root / "runs" / "c") == ([{"step": 1, "loss": 7.0}], 0)
+    assert read_metrics(root, root / "runs" / "c") == ([{"step": 1, "loss": 7.0}], [])
     (root / "runs" / "a" / "eval.json").unlink()
     (root / "runs" / "a" / "eval.json").symlink_to(outside / "eval.json")
     with pytest.raises(AppError, match="runs/a/eval.json: refused, its real path leaves the data root"):
@@ -280,7 +281,8 @@ def test_a_manifest_lacking_what_the_pages_read_is_broken(root: Path, monkeypatc
         "bad-warnings": "`warnings` is not a list of texts",
         "recipe-unparsed": "`recipe.text` is not a recipe (a YAML mapping)",
         "recipe-a-list": "`recipe.text` is not a recipe (a YAML mapping)",
-        "newer": "`schema_version` is 999, not one this rm-workbench reads (up to 3: a newer one would read it)",
+        "newer": f"`schema_version` is 999, not one this rm-workbench reads (up to {SCHEMA_VERSION}: a newer one would "
+        "read it)",
     }
     statuses = {e.name: e.status for e in list_builds(root)}
     assert statuses == {"b": "ready"} | {

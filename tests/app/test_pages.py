@@ -518,6 +518,12 @@ def test_invisible_format_characters_are_shown_as_markers(many_root: Path, monke
     body, markers = show_format_chars(marked[0])
     assert body.startswith('a<span class="format-char">⟨U+200B⟩</span>b <del>') and markers == ["⟨U+200B⟩"]
     assert show_format_chars("سلام &lt;b&gt; é") == ("سلام &lt;b&gt; é", [])  # text beyond ASCII is left as it is
+    # a NUL or an escape hid in the page while the answer's length counted it; tabs and line breaks are text
+    assert show_format_chars("nul\x00 esc\x1b\tend\r\n")[1] == ["⟨U+0000⟩", "⟨U+001B⟩"]
+    # a build's name, a reason, a reviewer in the page's own labels: spelled out, never reordering the label
+    from app.ui import plain
+
+    assert shown(plain("x_$x$\u202eevil: broken")) == "x_$x$\\u202eevil: broken"
     # joiners inside Persian words and emoji sequences, and soft hyphens, are text: left as written
     written = "می\u200cخواهم \U0001f469\u200d\U0001f4bb soft\u00adhyphen"
     assert show_format_chars(written) == (written, [])
@@ -530,7 +536,7 @@ def test_invisible_format_characters_are_shown_as_markers(many_root: Path, monke
                in body for body in bodies)  # fmt: skip
     assert any('zero<span class="format-char">⟨U+200B⟩</span>width' in body for body in bodies)
     captions = [shown(c.value) for c in app.caption]
-    said = " (bidi controls reorder text; zero-width spaces hide in it)"
+    said = " (bidi controls reorder text; zero-width spaces and control characters hide in it)"
     assert f"2 invisible format characters shown as ⟨U+202E⟩, ⟨U+202C⟩{said}" in captions
     assert f"1 invisible format character shown as ⟨U+200B⟩{said}" in captions
 

@@ -38,7 +38,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert "Give your name as the reviewer to save a review." in [c.value for c in app.caption]
     app.text_input(key="reviewer").input("ana").run()
     app.radio[0].set_value("swap")
-    app.text_input(key="review-note").input("[b]labels reversed[/b]")
+    app.text_input(key="review-note").input("[b]labels reversed[/b]\u202erev")
     app.button[-1].click().run()  # Save review
     assert not app.exception, app.exception
     assert any(s.value == "Review saved." for s in app.success)
@@ -50,7 +50,7 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     [review] = read_reviews(root / "reviews" / "demo.parquet").to_pylist()
     assert (review["action"], review["note"], review["reviewer"], review["queue"]) == (
         "swap",
-        "[b]labels reversed[/b]",
+        "[b]labels reversed[/b]\u202erev",
         "ana",
         "contamination matches",
     )
@@ -58,7 +58,9 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     assert {p: p.stat().st_mtime_ns for p in (root / "demo").rglob("*")} == before  # the build stays read-only
     app.run()
     assert any("1 of the 10 shown reviewed (saved here, or applied by this build)" in c.value for c in app.caption)
-    assert any(t.value.startswith("reviewed: swap by ana at ") for t in app.text)
+    # a note's right-to-left override reversed the line's own words after it: spelled out
+    [line] = [t.value for t in app.text if t.value.startswith("reviewed: swap by ana at ")]
+    assert "[b]labels reversed[/b]\\u202erev (the next build reading the file applies it)" in line
 
 
 def test_reviews_are_not_written_through_a_symlink(root: Path, tmp_path_factory: pytest.TempPathFactory,
