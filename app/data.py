@@ -167,11 +167,11 @@ def _partial_status(root: Path, partial: Path) -> str:
 
 
 def _finished_status(path: Path) -> str:
-    """ "ready", or "broken: why" for a build whose manifest cannot be read or whose shards are not all there (their
-    contents are checked when the build is opened)."""
+    """ "ready", or "broken: why" for a build whose manifest cannot be read or whose shards are not all there and
+    readable with the rows the manifest lists (memory-mapped: no shard is read whole; their texts are checked when
+    the build is opened)."""
     try:
-        build = BuildDir.open(path)
-        build.shard_paths  # noqa: B018  # each listed shard, confined and present
+        BuildDir.open(path).pairs(["pair_id"])  # each listed shard, confined, present, whole
     except BuildError as exc:
         # the build's own files by their path in it (one the manifest gives as absolute stays absolute: never
         # `name//tmp/...`), and the build by its name

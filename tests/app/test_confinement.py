@@ -307,6 +307,16 @@ def test_a_shard_named_by_an_absolute_path_is_named_cleanly(root: Path, tmp_path
     assert "//" not in status
 
 
+def test_a_shard_cut_short_is_listed_as_broken_not_ready(root: Path) -> None:
+    """Home said `ready`, and every page then failed to open the build."""
+    shutil.copytree(root / "b", root / "cut")
+    shard = sorted((root / "cut" / "shards").glob("*.arrow"))[1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    status = {e.name: e.status for e in list_builds(root)}
+    assert status["b"] == "ready" and status["cut"].startswith(f"broken: shards/{shard.name}: a damaged shard (")
+    assert status["cut"].endswith("); build again")
+
+
 def test_file_names_are_not_read_as_glob_patterns(root: Path) -> None:
     # DuckDB's read_parquet reads `[o]/...` as the pattern `o/...`: next to a refused symlink `o`, the outside
     # build's files would be read for the build `[o]`.
