@@ -87,8 +87,10 @@ class BuildDir:
             raise BuildError(f"{location}/{exc}") from None
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except FileNotFoundError:
             manifest = None
+        except (OSError, ValueError) as exc:  # JSONDecodeError says where: a manifest cut short, edited by hand
+            raise BuildError(f"{location}: not a finished build (manifest.json cannot be read: {exc})") from None
         if not isinstance(manifest, dict) or not {"recipe", "sources", "shards"} <= set(manifest):
             raise BuildError(f"{location}: not a finished build (no readable manifest.json)")
         damage = _manifest_damage(manifest)

@@ -243,7 +243,8 @@ def test_a_build_that_cannot_be_opened_is_listed_as_broken(root: Path, monkeypat
     listing = app.expander[0]  # above the build picker
     assert listing.label == "3 of 4 builds not shown: unfinished, broken or refused"
     listed = app.text[0].value.splitlines()
-    assert listed[0] == "bad: broken: not a finished build (no readable manifest.json)"
+    assert listed[0] == ("bad: broken: not a finished build (manifest.json cannot be read: Expecting property name "
+                         "enclosed in double quotes: line 1 column 2 (char 1))")  # fmt: skip
     assert listed[1].startswith("gone: broken: no shards/") and "is this a complete `curate build` output?" in listed[1]
     damaged = "manifest.json is damaged (`recipe` is not a mapping with its `text`); build again"
     assert listed[2] == f"typed: broken: {damaged}"
