@@ -139,7 +139,8 @@ for name in names:
         st.warning("Cannot read this run's evaluation.")
         st.text(str(exc))
 if reports:
-    st.subheader(f"Evaluations ({len(reports)})")
+    # of every report file: those that cannot be read are named in the warnings above
+    st.subheader(f"Evaluations ({len(reports)}" + (f" of {len(names)} reports)" if len(reports) < len(names) else ")"))
     # a dataframe, not st.table, whose cells are Markdown: benchmark names come from the report files
     st.dataframe([report_summary(name, report) for name, report in reports.items()], hide_index=True)
     chosen = st.selectbox("evaluation", list(reports), index=len(reports) - 1)  # the newest first shown

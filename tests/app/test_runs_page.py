@@ -165,7 +165,10 @@ def test_malformed_run_files_are_said_not_tracebacks(tmp_path: Path, monkeypatch
     (run / "evals" / "2026-01-02T00-00-00-x.json").write_text('{"benchmarks": {"vl_rewardbench": "not an object"}}')
     entry = {"scores_over_scored": {}, "items_total": 4}  # counted, but without the rest of its counts
     (run / "evals" / "2026-01-03T00-00-00-x.json").write_text(json.dumps({"benchmarks": {"x": entry}}))
+    good = _report("2026-01-04T00:00:00Z", _entry(4, 4, 50.0, 50.0))
+    (run / "evals" / "2026-01-04T00-00-00-x.json").write_text(json.dumps(good))
     app = run_page("pages/6_Runs.py", tmp_path, monkeypatch)
+    assert "Evaluations (1 of 4 reports)" in [h.value for h in app.subheader]  # the other 3 named in warnings
     assert not app.exception, app.exception
     # a line being written (cut short) is left out with the others: it made the whole run unreadable
     assert "3 lines of metrics.jsonl (line 3, 4, 6) are not a step's record (a JSON object with a whole-number step) " \
