@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.data import SORTS, looks_like_an_id
 from app.pair_view import show_pair
-from app.ui import build_or_stop, page, pick_row, root_or_stop
+from app.ui import build_or_stop, page, pick_row, plain, root_or_stop
 
 page("Pairs")
 root = root_or_stop()
@@ -22,6 +22,10 @@ chosen_sources = a.multiselect(
 chosen_modalities = b.multiselect(
     "modalities", modalities, default=[v for v in st.query_params.get_all("modality") if v in modalities]
 )
+unknown = [f"{key}={value}" for key, known in (("source", sources), ("modality", modalities))
+           for value in st.query_params.get_all(key) if value not in known]  # fmt: skip
+if unknown:  # said, not a filter that silently is not there
+    st.warning(plain(f"Not in this build's shards, so not a filter: {', '.join(unknown)} (from the URL)."))
 sort = c.selectbox("sort by", list(SORTS))
 categories = [r["category"] for r in build.rows("SELECT DISTINCT category FROM pairs WHERE category IS NOT NULL")]
 chosen_categories = st.multiselect("categories", sorted(categories)) if categories else []

@@ -86,6 +86,13 @@ def test_pairs_page_filters_and_inspects(data_root: Path, monkeypatch: pytest.Mo
     app.button(key="pairs-at-back").click().run()  # back to the first of all pairs: another pair
     assert any(c.value.startswith("1 of ") for c in app.caption)
     assert [t.value for t in app.text if " · pair " in t.value] != shown
+    from tests.app.conftest import shown as shown_text
+
+    linked = run_page("pages/2_Pairs.py", data_root, monkeypatch, source="uf", modality="video")  # a mistyped link
+    assert [shown_text(w.value) for w in linked.warning] == [
+        "Not in this build's shards, so not a filter: source=uf (from the URL)."
+    ]
+    assert linked.multiselect[1].value == ["video"]
 
 
 def test_dataset_text_is_rendered_as_text(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
