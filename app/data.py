@@ -239,6 +239,7 @@ class Build:
         what = "in the shards" if in_shards else "stored (the shards' and the removed evidence's)"
         missing = f"{IMAGES} is missing: the manifest counts {counted} images {what}; images are not shown"
         self.missing = [missing] if absent else []
+        self.images_unread = absent or IMAGES in self.refused  # no image can be shown: said once, above the page
         # One opened build (and its connection) serves every browser session: a DuckDB connection runs one query
         # at a time and refuses a second, so each query, from execute to fetch, holds this lock.
         self._lock = threading.Lock()
