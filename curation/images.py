@@ -11,7 +11,6 @@ import hashlib
 import io
 import posixpath
 import threading
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -49,8 +48,9 @@ class ImageRow:
         }
 
 
-# `warnings.catch_warnings` changes process-wide state: opening an image (where Pillow warns of a decompression
-# bomb) holds this lock, so threads checking images at once never see each other's filter. Decoding runs outside it.
+# Pillow's own decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, about 89 million pixels) is process-wide: opening
+# an image (which reads its header only) lifts it while holding this lock, so that `max_pixels`, checked on the
+# header's size before anything is decoded, is the one limit. Decoding runs outside the lock.
 _OPENING = threading.Lock()
 
 
@@ -60,9 +60,12 @@ def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not data:
         raise RowError("image undecodable", f"{origin}: empty image bytes")
     try:
-        with _OPENING, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
+        with _OPENING:
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                opened = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
         with opened as image:
             width, height = image.size
             if width * height > max_pixels:
@@ -71,8 +74,6 @@ def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS,
             fmt = (image.format or "unknown").lower()
     except RowError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise RowError("image too large", f"{origin}: {exc}") from exc
     except UnidentifiedImageError:
         # Pillow's own message names a memory address, which would make rejects differ between runs.
         raise RowError("image undecodable", f"{origin}: not a recognised image format") from None
