@@ -158,8 +158,10 @@ def _ngrams(words: np.ndarray, word_offsets: np.ndarray, offsets: np.ndarray, mi
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Shared shingles over all of either. Two texts without a word (`???`, emoji alone) share no shingle: nothing
+    says they are alike, so 0, never the 1 that would make every such prompt a duplicate of every other."""
     if not len(a) and not len(b):
-        return 1.0
+        return 0.0
     inter = len(np.intersect1d(a, b, assume_unique=True))
     return inter / (len(a) + len(b) - inter)
 

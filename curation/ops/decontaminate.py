@@ -231,8 +231,10 @@ class BenchmarkIndex:
                 # An image item's distinctive n-grams make a candidate too: its question without its template.
                 if overlap >= CANDIDATE_OVERLAP or (share is not None and share >= CANDIDATE_OVERLAP):
                     matches[(i, j)] = [False, overlap, None, None, share]
+        worded = np.diff(words.offsets) > 0  # a prompt without a word (`???`) is the same as no item: no evidence
         for i, j in _exact_matches(sequence_keys(words), self.keys):
-            matches.setdefault((i, j), [False, 1.0, None, None, None])[0] = True
+            if worded[i]:
+                matches.setdefault((i, j), [False, 1.0, None, None, None])[0] = True
         return matches
 
 
@@ -255,7 +257,9 @@ class Decontaminate(Op):
         "contamination/contamination.parquet",
         "contamination/benchmark_images.parquet",
     )
-    version = 2  # v2: distinct_overlap, benchmark_words, benchmark_unique, prompt_has_images
+    # v2: distinct_overlap, benchmark_words, benchmark_unique, prompt_has_images; v3: a prompt without a word
+    # matches no item exactly
+    version = 3
     Params = DecontaminateParams
     thresholds = frozenset(
         {"min_overlap", "image_distance", "image_alone", "max_removal_rate", "min_cosine", "text_only",

@@ -139,6 +139,7 @@ def _score_in_tasks(
 
 class NearDedupe(Op):
     name = "near_dedupe"
+    version = 2  # v2: prompts without a word (`???`, emoji alone) are no one's near-duplicates
     Params = NearDedupeParams
     reads: ClassVar[dict[str, tuple[str, ...]]] = {"live_pairs": CLUSTER_READS}
     uses = ("prompt_units", "prompt_words")

@@ -41,6 +41,16 @@ def test_verbatim_and_edited_benchmark_prompts_are_removed(build_rows: BuildRows
     assert evidence["uf.jsonl:2"]["benchmark_row"] == "rb.jsonl:1" and 0.5 < evidence["uf.jsonl:2"]["overlap"] < 1
 
 
+def test_prompts_without_a_word_match_no_item(build_rows: BuildRows) -> None:
+    """`???` and an emoji alone have no word: their empty word sequences were the same, so each was removed as an
+    exact copy of a benchmark item of emoji."""
+    train = [uf("???"), uf("!!!"), uf("\U0001f64f \U0001f64f"), uf("What is 2 + 2?")]
+    bench = [_rb("\U0001f600\U0001f600", 0), _rb("what is 2+2", 1)]
+    built = build_rows({"uf": ("ultrafeedback_binarized", train)}, ops={"decontaminate": {"max_removal_rate": 0.9}},
+                       benchmarks={"rb": ("rewardbench", bench)})  # fmt: skip
+    assert [r["source_row"] for r in built.removed("decontaminate")] == ["uf.jsonl:3"]
+
+
 def test_guard_stops_a_build_that_loses_too_much(build_rows: BuildRows) -> None:
     train = [uf(LONG), uf("Tell me about the history of tea in China.")]
     with pytest.raises(GuardStop, match=r"uf would lose 1 of 2 pairs \(50.0%\), above max_removal_rate 0.1"):

@@ -48,6 +48,14 @@ def test_near_duplicates_removed_with_one_survivor(build_rows: BuildRows) -> Non
     assert built.manifest["sources"]["uf"]["kept"] == 3 and built.manifest["sources"]["uf"]["balanced"]
 
 
+def test_prompts_without_a_word_are_no_ones_near_duplicates(build_rows: BuildRows) -> None:
+    """Their shingle sets are empty: a Jaccard of 1 made every such prompt a duplicate of the first."""
+    rows = [uf(text, f"a{i}") for i, text in enumerate(["\U0001f600\U0001f600", "\U0001f64f", "???", "!!!", "+-*/"])]
+    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"near_dedupe": {}})
+    assert not built.removed("near_dedupe")
+    assert jaccard(np.zeros(0, np.uint64), np.zeros(0, np.uint64)) == 0.0
+
+
 def test_threshold_change_redecides_from_the_same_signals(build_rows: BuildRows) -> None:
     base = _prompt(1)
     rows = [uf(base, "a1"), uf(_edit(base, [5, 20]), "a2")]  # jaccard about 0.71
