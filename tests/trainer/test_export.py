@@ -223,8 +223,8 @@ def test_an_export_refuses_a_model_that_would_not_load_as_trained(demo_build: Pa
 
 
 def test_an_export_writes_only_its_own_folders(demo_build: Path, tmp_path: Path) -> None:
-    """A `.partial` left as a link is removed as a link, never written through; `--replace` replaces an earlier
-    export only (it has its card), never another run's model folder."""
+    """A `.partial` that is a link (an export never leaves one) is refused, never written through nor removed;
+    `--replace` replaces an earlier export only (it has its card), never another run's model folder."""
     run, other = tmp_path / "run", tmp_path / "other"
     fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), run)
     (tmp_path / "victim").mkdir()
@@ -233,6 +233,10 @@ def test_an_export_writes_only_its_own_folders(demo_build: Path, tmp_path: Path)
     (run / "model" / ".ipynb_checkpoints").mkdir()
     (run / "model" / ".ipynb_checkpoints" / "config-checkpoint.json").write_text("{}")
     args = ["export", str(run), "--repo", "me/tiny-rm", "--dry-run"]
+    result = CliRunner().invoke(app, [*args, "--local-dir", str(tmp_path / "hub")])
+    assert result.exit_code == 1 and "hub.partial: in the way of the export" in result.output
+    assert (tmp_path / "hub.partial").is_symlink() and not any((tmp_path / "victim").iterdir())
+    (tmp_path / "hub.partial").unlink()
     result = CliRunner().invoke(app, [*args, "--local-dir", str(tmp_path / "hub")])
     assert result.exit_code == 0, result.output
     assert not any((tmp_path / "victim").iterdir()) and not (tmp_path / "hub").is_symlink()

@@ -528,7 +528,7 @@ def test_no_trainable_pair_is_an_error_not_a_score(demo_build: Path, tmp_path: P
 def test_settings_and_folders_that_cannot_make_a_run_are_refused(demo_build: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     base = ["fit", "--shards", str(demo_build), "--model", "tiny", "--global-batch", "8", "--micro-batch", "4"]
-    for setting, message in (("max_steps=0", "max_steps must be >= 1"), ("lr=nan", "lr must be a finite number"),
+    for setting, message in (("max_steps=0", "max_steps must be >= 1"), ("lr=nan", "lr='nan': expected a finite"),
                              ("lr=-1", "lr must be a finite number"), ("weight_decay=-1", "weight_decay must be"),
                              ("head_layers=0", "head_layers and head_width must be >= 1"),
                              ("head_activation=bogus", "head_activation 'bogus': choose one of"),
