@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-# 3: texts are stored in canonical form from ingest on; 2: ids are MD5 of DuckDB's JSON spelling (computable in
-# SQL); 1 used blake2b.
-SCHEMA_VERSION = 3
+# 4: the canonical form keeps a line's indentation and inner spaces; 3: texts are stored in canonical form from
+# ingest on; 2: ids are MD5 of DuckDB's JSON spelling (computable in SQL); 1 used blake2b.
+SCHEMA_VERSION = 4
 
 # One placeholder per image, at the image's position in the prompt conversation.
 IMAGE_TOKEN = "<image>"
@@ -100,22 +100,22 @@ _DUCKDB_ESCAPES = str.maketrans(
 
 
 # What `canonical_text` rewrites beyond NFC; most texts match nothing, and a search is cheaper than the rewrite.
-_NEEDS_REWRITE = re.compile("[\t\r\f\v]|  | \n|\n |\n\n\n|^[\t\n\f\r ]|[\t\n\f\r ]\\Z")
-_SPACE_RUNS = re.compile("[ \t\r\f\v]+")
-_LINE_EDGES = re.compile(" ?\n ?")
+_NEEDS_REWRITE = re.compile("\r|[ \t\f\v]\n|\n\n\n|^[\t\n\f\r ]|[\t\n\f\r ]\\Z")
+_LINE_BREAKS = re.compile("\r\n?")
+_LINE_ENDS = re.compile("[ \t\f\v]+\n")
 _BLANK_LINES = re.compile("\n{3,}")
 
 
 def canonical_text(text: str) -> str:
-    """The stored form of a prompt turn or answer: Unicode NFC; runs of spaces and tabs become one space, spaces
-    around newlines go, at most one blank line is kept, the ends are trimmed. Newlines stay: in answers they
-    carry structure (lists, code). Identity (`normalize_text`) is stricter, so it does not change ids."""
+    """The stored form of a prompt turn or answer: Unicode NFC; line breaks as `\\n`, no spaces or tabs at a line's
+    end, at most one blank line, the ends trimmed. A line's indentation and the spaces within it stay: in answers
+    they carry structure (code, tables). Identity (`normalize_text`) is stricter, so it does not change ids."""
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     if not _NEEDS_REWRITE.search(text):
         return text
-    text = _BLANK_LINES.sub("\n\n", _LINE_EDGES.sub("\n", _SPACE_RUNS.sub(" ", text)))
-    return text.strip(" \n")  # no other whitespace of the trim's class is left
+    text = _BLANK_LINES.sub("\n\n", _LINE_ENDS.sub("\n", _LINE_BREAKS.sub("\n", text)))
+    return text.strip("\t\n\f\r ")  # RE2's `\\s`, the class the SQL spelling trims
 
 
 def normalize_text(text: str) -> str:
@@ -173,24 +173,27 @@ _WS_NOT_SPACE = _sql_class(WHITESPACE.replace(" ", ""))
 TEXT_MACROS = f"""
 -- Its test, `_NEEDS_REWRITE`, spelled with `contains` (memchr) where a regular expression scans every byte.
 CREATE OR REPLACE MACRO canonical_text(s) AS
-    CASE WHEN contains(s, chr(9)) OR contains(s, chr(11)) OR contains(s, chr(12)) OR contains(s, chr(13))
-              OR contains(s, '  ') OR (contains(s, chr(10)) AND (contains(s, ' ' || chr(10))
-                                       OR contains(s, chr(10) || ' ') OR contains(s, repeat(chr(10), 3))))
-              OR starts_with(s, ' ') OR starts_with(s, chr(10)) OR ends_with(s, ' ') OR ends_with(s, chr(10))
+    CASE WHEN contains(s, chr(13)) OR (contains(s, chr(10)) AND (contains(s, ' ' || chr(10))
+                                       OR contains(s, chr(9) || chr(10)) OR contains(s, chr(11) || chr(10))
+                                       OR contains(s, chr(12) || chr(10)) OR contains(s, repeat(chr(10), 3))))
+              OR left(s, 1) IN (' ', chr(9), chr(10), chr(12)) OR right(s, 1) IN (' ', chr(9), chr(10), chr(12))
          THEN regexp_replace(regexp_replace(regexp_replace(regexp_replace(nfc_normalize(s),
-              '[ \\t\\r\\f\\v]+', ' ', 'g'), ' ?\\n ?', chr(10), 'g'), '\\n{{3,}}', chr(10) || chr(10), 'g'),
+              '\\r\\n?', chr(10), 'g'), '[ \\t\\f\\v]+\\n', chr(10), 'g'), '\\n{{3,}}', chr(10) || chr(10), 'g'),
               '^\\s+|\\s+$', '', 'g')
          ELSE nfc_normalize(s) END;
 CREATE OR REPLACE MACRO identity_text(s) AS
     CASE WHEN regexp_matches(s, '{_WS_NOT_SPACE}|  |^ | $')
          THEN trim(regexp_replace(nfc_normalize(s), '{_WS}*{_WS_NOT_SPACE}{_WS}*|  +', ' ', 'g'))
          ELSE nfc_normalize(s) END;
--- Identity of a text already in canonical form. An ASCII canonical text without the separators U+001C-U+001F
--- has no whitespace but single spaces and runs of one or two newlines, none at the ends: collapsing those
--- runs needs no search (a regular expression scans about 1 ns a byte, `replace` and `length` far less).
+-- Identity of a text already in canonical form. An ASCII canonical text without tabs, vertical tabs, form feeds,
+-- the separators U+001C-U+001F, two spaces in a row or a space after a line break (indentation) has no whitespace
+-- but single spaces and runs of one or two newlines, none at the ends: collapsing those runs needs no search (a
+-- regular expression scans about 1 ns a byte, `replace` and `length` far less).
 CREATE OR REPLACE MACRO canonical_identity(c) AS
-    CASE WHEN strlen(c) = length(c) AND NOT (contains(c, chr(28)) OR contains(c, chr(29))
-                                             OR contains(c, chr(30)) OR contains(c, chr(31)))
+    CASE WHEN strlen(c) = length(c) AND NOT (contains(c, chr(9)) OR contains(c, chr(11)) OR contains(c, chr(12))
+                                             OR contains(c, chr(28)) OR contains(c, chr(29)) OR contains(c, chr(30))
+                                             OR contains(c, chr(31)) OR contains(c, '  ')
+                                             OR contains(c, chr(10) || ' '))
          THEN CASE WHEN contains(c, chr(10)) THEN replace(replace(c, chr(10) || chr(10), ' '), chr(10), ' ') ELSE c END
          ELSE identity_text(c) END;
 CREATE OR REPLACE MACRO identity_quote(s) AS to_json(s::VARCHAR)::VARCHAR;

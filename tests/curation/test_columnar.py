@@ -260,7 +260,7 @@ def test_message_lists_convert_in_sql_with_the_same_bytes(
     summary = result["columnar"][0]
     assert summary["rows_rejected"] == len(odd) - 1  # the row with a NUL converts in Python
     pairs = pq.read_table(tmp_path / "columnar" / "pairs.parquet").to_pylist()
-    hi, hello, cafe = "Hi there\n\nfriend", "Hello.", "Caf\u00e9?"
+    hi, hello, cafe = "Hi  there\n\nfriend", "Hello.", "Caf\u00e9?"
     assert pairs[1]["prompt"] == [{"role": "user", "content": hi}, {"role": "assistant", "content": hello},
                                   {"role": "user", "content": cafe}]  # fmt: skip
 

@@ -41,12 +41,12 @@ def test_every_row_is_a_pair_or_a_reject_with_its_reason(tmp_path: Path, run_ing
 
 
 def test_texts_are_stored_in_canonical_form_unless_kept_as_published(tmp_path: Path) -> None:
-    """Canonical form (NFC, tidied whitespace) for building; as published for scoring a benchmark. The ids
-    are the same either way: identity normalizes further."""
+    """Canonical form (NFC, line ends and blank lines tidied) for building; as published for scoring a benchmark.
+    The ids are the same either way: identity normalizes further."""
     import pyarrow.parquet as pq
 
     row = {
-        "chosen": "\n\nHuman: Cafe\u0301  ?\n\nAssistant: A\t b\n\n\n\nc ",
+        "chosen": "\n\nHuman: Cafe\u0301  ?\n\nAssistant: A\t b \n\n\n\n    c ",
         "rejected": "\n\nHuman: Cafe\u0301  ?\n\nAssistant: No.",
     }
     path = write_jsonl(tmp_path / "hh.jsonl", [row])
@@ -55,8 +55,9 @@ def test_texts_are_stored_in_canonical_form_unless_kept_as_published(tmp_path: P
     ingest(adapter, str(path), tmp_path / "published", canonical=False)
     canonical = pq.read_table(tmp_path / "canonical" / "pairs.parquet").to_pylist()[0]
     published = pq.read_table(tmp_path / "published" / "pairs.parquet").to_pylist()[0]
-    assert (canonical["prompt"][0]["content"], canonical["chosen"]) == ("Caf\u00e9 ?", "A b\n\nc")
-    assert (published["prompt"][0]["content"], published["chosen"]) == ("Cafe\u0301  ?", "A\t b\n\n\n\nc")
+    # a line's indentation and inner spaces are kept (code); its trailing spaces and extra blank lines are not
+    assert (canonical["prompt"][0]["content"], canonical["chosen"]) == ("Caf\u00e9  ?", "A\t b\n\n    c")
+    assert (published["prompt"][0]["content"], published["chosen"]) == ("Cafe\u0301  ?", "A\t b \n\n\n\n    c")
     assert (canonical["pair_id"], canonical["prompt_id"]) == (published["pair_id"], published["prompt_id"])
 
 

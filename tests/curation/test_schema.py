@@ -21,17 +21,20 @@ def test_normalize_text_nfc_and_whitespace() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("a  b", "a b"),
-        ("a\tb\n\n\n\nc ", "a b\n\nc"),
+        ("a  b", "a  b"),  # spaces within a line stay (aligned columns, a table)
+        ("a\tb\n\n\n\nc ", "a\tb\n\nc"),
         ("keeps\nlines\n\nand one blank line", "keeps\nlines\n\nand one blank line"),
         (" lead", "lead"),
-        ("x \n y", "x\ny"),
+        ("x \n y", "x\n y"),
+        ("def f(x):\n    if x:\n\treturn 1  \n", "def f(x):\n    if x:\n\treturn 1"),  # indentation is code's
+        ("a\r\nb\rc\r\n\r\n\r\nd", "a\nb\nc\n\nd"),  # line breaks as \n
+        ("x\n  \n\n\ny", "x\n\ny"),  # a line of spaces is blank
         ("Cafe\u0301", "Caf\u00e9"),  # NFC even when no whitespace needs rewriting
-        ("Cafe\u0301  au lait", "Caf\u00e9 au lait"),
+        ("Cafe\u0301 au lait \n", "Caf\u00e9 au lait"),
         ("\n", ""),  # an answer of newlines only is empty (and then fails validation)
         ("Hello\n", "Hello"),
         ("\n\tIndented start", "Indented start"),
-        ("v\x0bw\x1cx\u2028y \u00a0", "v w\x1cx\u2028y \u00a0"),  # other whitespace is not the canonical form's
+        ("v\x0bw\x1cx\u2028y \u00a0", "v\x0bw\x1cx\u2028y \u00a0"),  # other whitespace is not the canonical form's
     ],
 )
 def test_canonical_text_in_python_and_sql(text: str, expected: str) -> None:
@@ -116,6 +119,8 @@ def test_duckdb_spelling_of_the_ids_equals_python() -> None:
         "\n",
         "\t",
         "\r",
+        "\x0b",
+        "\x0c",
         "\x1c",
         "\u00e9",
     ]  # mostly ASCII: `canonical_identity`'s fast path

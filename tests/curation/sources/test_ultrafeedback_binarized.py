@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,12 @@ def test_real_rows_clean_and_label_flip(shared_data: Path, run_ingest: RunIngest
     clean = run_ingest("ultrafeedback_binarized", shared_data / UF / "eval_clean.jsonl")
     assert clean.summary.pairs == 200 and clean.summary.ties == 25
     assert [i for i, p in enumerate(clean.pairs) if p["chosen"] == p["rejected"]] == [43]
+    # code keeps its indentation (every indented line was flattened to the left edge): row 14's Python among them
+    lines = (shared_data / UF / "eval_clean.jsonl").read_text(encoding="utf-8").splitlines()
+    indented = [i for i, line in enumerate(lines) if re.search(r"\n[ \t]+\S", json.loads(line)["chosen"])]
+    assert len(indented) == 26 and 14 in indented
+    assert [i for i, p in enumerate(clean.pairs) if re.search(r"\n[ \t]+\S", p["chosen"])] == indented
+    assert "def is_plex_playing():\n    " in clean.pairs[14]["chosen"]
 
     noisy = run_ingest("ultrafeedback_binarized", shared_data / UF / "label_flip_20.jsonl")
     assert noisy.summary.pairs == 1000 and noisy.summary.ties == 111
