@@ -19,6 +19,10 @@ from curation.sql import read_parquet
 class ExactDedupeParams:
     max_pairs_per_prompt: int | None = None  # None: no cap
 
+    def check(self) -> None:
+        if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:  # 0 would remove every pair
+            raise ValueError("max_pairs_per_prompt must be at least 1 (or null: no cap)")
+
 
 class ExactDedupe(Op):
     name = "exact_dedupe"

@@ -35,6 +35,18 @@ class FiltersParams:
     def check(self) -> None:
         if self.max_tokens is not None and self.tokenizer is None:
             raise ValueError("max_tokens needs a tokenizer (the name or path of the backbone's tokenizer)")
+        # bounds that no pair can meet remove every pair: a mistake, said before the build starts
+        for name in ("max_chars", "max_tokens"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or null: no bound)")
+        for name in ("min_length_ratio", "max_length_ratio"):
+            if (value := getattr(self, name)) is not None and value <= 0:
+                raise ValueError(f"{name} must be above 0 (a ratio of lengths; or null: no bound)")
+        low, high = self.min_length_ratio, self.max_length_ratio
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_length_ratio {low:g} is above max_length_ratio {high:g}: no pair is within both")
+        if "" in self.regex:
+            raise ValueError("regex: an empty pattern matches every answer")
         import duckdb
 
         for pattern in self.regex:  # the build matches with DuckDB's RE2: compile each pattern there now

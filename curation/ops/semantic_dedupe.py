@@ -36,6 +36,8 @@ class SemanticDedupeParams:
     def check(self) -> None:
         if not 0 < self.candidate_similarity <= self.threshold <= 1:
             raise ValueError("need 0 < candidate_similarity <= threshold <= 1")
+        if self.batch_size < 1 or self.max_cluster < 2:  # a cluster of 1 is no duplicate: the op would be off
+            raise ValueError("need batch_size >= 1 and max_cluster >= 2")
 
 
 def load_encoder(model: str):  # type: ignore[no-untyped-def]

@@ -23,6 +23,10 @@ class ValidateParams:
     min_answer_chars: int = 1  # after normalization
     min_prompt_chars: int = 1  # of a pair without images (an image alone may be the prompt)
 
+    def check(self) -> None:
+        if self.max_pixels < 1 or self.min_answer_chars < 0 or self.min_prompt_chars < 0:
+            raise ValueError("need max_pixels >= 1, min_answer_chars >= 0 and min_prompt_chars >= 0")
+
 
 class Validate(Op):
     name = "validate"

@@ -141,6 +141,20 @@ def test_ties_removed_only_when_the_recipe_says_so(tmp_path: Path) -> None:
         ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  decontaminate: {min_cosine: 0.5}\n", r"min_cosine must be"),
         ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  decontaminate: {text_only: drop}\n", r"one of keep, remove"),
         ('sources:\n  "bob\'s": {adapter: hh_rlhf, path: d.jsonl}\n', r"r.yaml:2: source name \"bob's\" may hold only"),
+        # bounds no pair meets removed every pair, or turned an op off, without a word
+        (
+            "sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  exact_dedupe: {max_pairs_per_prompt: 0}\n",
+            r"r.yaml:4: max_pairs_per_prompt must be at least 1",
+        ),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filters: {max_chars: -1}\n", r"max_chars must be at least 1"),
+        (
+            "sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filters: {min_length_ratio: 2, max_length_ratio: 1}\n",
+            r"min_length_ratio 2 is above max_length_ratio 1",
+        ),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  filters: {regex: ['']}\n", r"an empty pattern matches every"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  semantic_dedupe: {max_cluster: 1}\n", r"max_cluster >= 2"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  semantic_dedupe: {batch_size: 0}\n", r"batch_size >= 1"),
+        ("sources:\n  hh_rlhf: {path: d.jsonl}\nops:\n  validate: {max_pixels: 0}\n", r"need max_pixels >= 1"),
     ],
 )
 def test_recipe_mistakes_name_the_line(tmp_path: Path, text: str, message: str) -> None:
