@@ -1,13 +1,15 @@
 """Word n-gram shingles, MinHash signatures and LSH banding: numpy, with the per-shingle loops compiled (numba).
 
-Preference prompts are short, so shingles are word n-grams of a lower-cased `\\w+` tokenization (a prompt
-shorter than n words is one shingle). Word hashes come from Polars' seeded hash, never from Python's salted
-`hash()`, so signatures are the same in every process (for one Polars version; signals are per build).
+Preference prompts are short, so shingles are word n-grams of a lower-cased `\\w+` tokenization after NFKC and
+without format characters (a prompt shorter than n words is one shingle; one without a word has none). Word hashes
+come from Polars' seeded hash, never from Python's salted `hash()`, so signatures are the same in every process (for
+one Polars version; signals are per build).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +28,9 @@ MAX_NGRAM = len(_MIX)  # one mixing constant per word position
 
 
 def words(text: str) -> list[str]:
+    """`tokenize` of one text, in Python."""
+    if not text.isascii():
+        text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
     return _WORD.findall(text.lower())
 
 
@@ -77,8 +82,17 @@ class Shingles(HashLists):
 
 
 def tokenize(texts: Sequence[str]) -> pl.Series:
-    """Each text's lower-cased `\\w+` words (a list per text)."""
-    return pl.Series(list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(r"\w+")
+    """Each text's lower-cased `\\w+` words (a list per text), after compatibility folding (NFKC: full-width `Ｈｉ`
+    is `Hi`) and without format characters (zero-width spaces, soft hyphens, bidi controls), which would cut a
+    word in two and let a copy pass as another text. ASCII texts, most of them, need neither."""
+    text = pl.col("text")
+    folded = (
+        pl.when(text.str.contains(r"[^\x00-\x7f]"))
+        .then(text.str.normalize("NFKC").str.replace_all(r"\p{Cf}", ""))
+        .otherwise(text)
+    )
+    frame = pl.DataFrame({"text": pl.Series(list(texts), dtype=pl.String)})
+    return frame.select(folded.str.to_lowercase().str.extract_all(r"\w+")).to_series()
 
 
 def word_hashes(texts: Sequence[str], chunk: int = CHUNK, threads: int = 1) -> Words:

@@ -258,8 +258,8 @@ class Decontaminate(Op):
         "contamination/benchmark_images.parquet",
     )
     # v2: distinct_overlap, benchmark_words, benchmark_unique, prompt_has_images; v3: a prompt without a word
-    # matches no item exactly
-    version = 3
+    # matches no item exactly; v4: words after NFKC, without format characters (`tokenize`)
+    version = 4
     Params = DecontaminateParams
     thresholds = frozenset(
         {"min_overlap", "image_distance", "image_alone", "max_removal_rate", "min_cosine", "text_only",

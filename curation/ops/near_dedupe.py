@@ -139,7 +139,9 @@ def _score_in_tasks(
 
 class NearDedupe(Op):
     name = "near_dedupe"
-    version = 2  # v2: prompts without a word (`???`, emoji alone) are no one's near-duplicates
+    # v2: prompts without a word (`???`, emoji alone) are no one's near-duplicates; v3: words after NFKC, without
+    # format characters (`tokenize`)
+    version = 3
     Params = NearDedupeParams
     reads: ClassVar[dict[str, tuple[str, ...]]] = {"live_pairs": CLUSTER_READS}
     uses = ("prompt_units", "prompt_words")

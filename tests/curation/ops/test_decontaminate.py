@@ -51,6 +51,20 @@ def test_prompts_without_a_word_match_no_item(build_rows: BuildRows) -> None:
     assert [r["source_row"] for r in built.removed("decontaminate")] == ["uf.jsonl:3"]
 
 
+def test_copies_hidden_by_format_characters_or_full_width_forms_are_found(build_rows: BuildRows) -> None:
+    """A zero-width space or a soft hyphen inside each word, or the full-width forms of the letters, cut every word
+    in two (or made it another): the copies passed as other prompts, with no contamination row."""
+    zero_width = " ".join(w[0] + "\u200b" + w[1:] for w in LONG.split())
+    soft = " ".join(w[0] + "\u00ad" + w[1:] for w in LONG.split())
+    wide = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in LONG)
+    train = [uf(zero_width), uf(soft), uf(wide), uf("Tell me about the history of tea in China.")]
+    built = build_rows({"uf": ("ultrafeedback_binarized", train)}, ops={"decontaminate": {"max_removal_rate": 0.9}},
+                       benchmarks={"rb": ("rewardbench", [_rb(LONG, 0)])})  # fmt: skip
+    removed = {r["source_row"]: r["detail"] for r in built.removed("decontaminate")}
+    assert sorted(removed) == ["uf.jsonl:0", "uf.jsonl:1", "uf.jsonl:2"]
+    assert all(detail.startswith("exact prompt match with rb rb.jsonl:0") for detail in removed.values())
+
+
 def test_guard_stops_a_build_that_loses_too_much(build_rows: BuildRows) -> None:
     train = [uf(LONG), uf("Tell me about the history of tea in China.")]
     with pytest.raises(GuardStop, match=r"uf would lose 1 of 2 pairs \(50.0%\), above max_removal_rate 0.1"):
