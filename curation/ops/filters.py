@@ -98,7 +98,9 @@ class Filters(Op):
     thresholds = frozenset(
         {"drop_identical", "drop_ties", "min_margin", "max_chars", "min_length_ratio", "max_length_ratio", "max_tokens"}
     )
-    version = 2  # v2: which answers a regex matched, the part longest in tokens, the scores of a tie
+    # v2: which answers a regex matched, the part longest in tokens, the scores of a tie; v3: answers alike but for
+    # spacing are identical
+    version = 3
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
         "live_pairs": (
             "row_key", "pair_id", "tie", "margin", "chosen_score", "rejected_score", "prompt", "chosen", "rejected"

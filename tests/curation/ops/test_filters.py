@@ -23,6 +23,8 @@ def test_each_filter_removes_its_pairs_with_a_reason(build_rows: BuildRows) -> N
         _scored("p3", "x" * 300, "short", 9, 1),  # too long, and a length ratio of 60
         _scored("p4", "As an AI language model, I cannot.", "Sure.", 9, 1),  # regex
         _scored("p5", "A fine answer.", "A worse answer.", 9, 1),  # kept
+        _scored("p6", "def f():\n    return  1", "def f():\nreturn 1", 9, 1),  # identical but for spacing
+        _scored("p7", "def f():\n    return 1", "def f():\n    return 2", 9, 1),  # kept
     ]
     ops = {"filters": {"min_margin": 1.0, "max_chars": 200, "max_length_ratio": 10.0,
                        "regex": ["(?i)as an ai language model"]}}  # fmt: skip
@@ -34,8 +36,9 @@ def test_each_filter_removes_its_pairs_with_a_reason(build_rows: BuildRows) -> N
         "uf.jsonl:2": "margin below minimum",
         "uf.jsonl:3": "too long",
         "uf.jsonl:4": "regex match",
+        "uf.jsonl:6": "chosen == rejected",
     }
-    assert built.manifest["rows_in_shards"] == 1
+    assert built.manifest["rows_in_shards"] == 2
 
 
 def test_token_caps_count_with_the_named_tokenizer(build_rows: BuildRows) -> None:
