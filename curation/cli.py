@@ -422,7 +422,7 @@ def build_cmd(
     ] = None,
 ) -> None:
     """Build a mixture: ingest (and normalize), validate, dedupe, decontaminate, filter, mix, write Arrow shards."""
-    from curation.build import build, staging_folder
+    from curation.build import BUSY, build, staging_folder
     from curation.engine import make_engine
     from curation.recipe import load_recipe
     from curation.storage import is_uri
@@ -458,7 +458,8 @@ def build_cmd(
         except InputError:
             local = Path(tempfile.gettempdir()) / "no-such-build"  # a URI that cannot be opened: no work was done
         partial = local.with_name(local.name + ".partial")
-        worked = (partial / "work").is_dir()
+        # a build refused for another one writing there did no work: what is in the folder is the other's
+        worked = (partial / "work").is_dir() and BUSY not in str(message)
         again = "--resume --replace" if replace else "--resume"
         kept = (f"the work so far is kept in {partial}: {again} continues it while the recipe is unchanged"
                 f"{'; if it fails again, remove the folder' if resume and not interrupted else ''}; a build without "

@@ -727,3 +727,17 @@ def test_rejects_are_in_the_order_their_files_give_the_rows(tmp_path: Path) -> N
     assert [r["source_row"] for r in rejects if r["reason"] == "missing field"] == ["uf.jsonl:2", "uf.jsonl:10"]
     bench = pq.read_table(tmp_path / "o" / "rejects" / "benchmark_rejects.parquet").column("source_row").to_pylist()
     assert bench == ["bench.jsonl:2", "bench.jsonl:10"]
+
+
+def test_a_build_refused_for_another_writing_its_folder_claims_no_work(
+    demo_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The `.partial` folder is the running build's: the refused one said its work was kept there for --resume."""
+    from curation.build import BUSY, build_lock
+    from curation.io import only_writer
+
+    out = tmp_path / "b"
+    (tmp_path / "b.partial" / "work").mkdir(parents=True)
+    with only_writer(build_lock(out), f"{out}: {BUSY}"):
+        code, err = run_main(monkeypatch, capsys, "build", "--mix", str(demo_recipe), "--out", str(out))
+    assert code == 1 and _one_error_line(err) == f"error: {out}: {BUSY}"
