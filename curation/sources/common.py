@@ -29,7 +29,7 @@ def field(row: dict[str, Any], name: str, kind: type | tuple[type, ...] = str, *
     if value is _MISSING or value is None:
         if optional:
             return None
-        raise RowError("missing field", f"'{name}'")
+        raise RowError("missing field", f"'{name}'" + (" is null" if value is None else ""))
     if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise RowError("wrong type", f"'{name}': expected {expected}, got {type(value).__name__}")

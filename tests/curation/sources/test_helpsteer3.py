@@ -69,7 +69,7 @@ def test_code_language_is_a_category_and_bad_rows_reject(tmp_path: Path, run_ing
         ("unparsable score", "hs3.jsonl:1: 'overall_preference': 'much better'"),
         ("score out of range", "hs3.jsonl:2: 'overall_preference': -4.0 outside -3..3"),
         ("no user turn", "hs3.jsonl:3: the prompt does not end with a user turn before the answers"),
-        ("missing field", "hs3.jsonl:4: 'response2'"),
+        ("missing field", "hs3.jsonl:4: 'response2' is null"),
     ]
 
 

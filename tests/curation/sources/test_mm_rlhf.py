@@ -113,7 +113,7 @@ def test_rows_as_the_hub_serves_them(tmp_path: Path, hub_ingest: Any) -> None:
         assert video["prompt"] == [{"role": "user", "content": "<image>\n<image>\nWhat happens?"}], way
         assert result.meta(0) == {"id": "5_1", "chosen_reason": "accurate", "rejected_reason": "hallucinates"}, way
         assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
-            ("missing field", "'chosen'")
+            ("missing field", "'chosen' is null")
         ], way
 
 

@@ -100,7 +100,7 @@ def test_fixture_rows_and_rejects(tmp_path: Path, run_ingest: RunIngest) -> None
         ("image not found", "field 'video': video/missing"),
         ("ambiguous media", "both 'image' (short/001.png) and 'video' ('video/abc')"),
         ("missing field", "'image' or 'video'"),
-        ("missing field", "'chosen'"),
+        ("missing field", "'chosen' is null"),
     ]
 
 

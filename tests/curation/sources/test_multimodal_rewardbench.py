@@ -76,11 +76,11 @@ def test_all_data_rows(tmp_path: Path, shared_data: Path, run_ingest: RunIngest)
     ]
     assert all(p["subset"] == p["category"] for p in result.pairs)
     assert [(r["source_row"], r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
-        ("all_data.json:7", "missing field", "'Category'"),  # an item with no scoring group is not guessed
+        ("all_data.json:7", "missing field", "'Category' is null"),  # an item with no scoring group is not guessed
         ("all_data.json:8", "undetermined preference", "'Better': 'Tie'"),
         ("all_data.json:9", "missing field", "'Text' is empty (filled by scripts/0_download_data.py)"),
         ("all_data.json:10", "image not found", "field 'Image': images/hateful_memes/1.png"),
-        ("all_data.json:11", "missing field", "'Output2'"),
+        ("all_data.json:11", "missing field", "'Output2' is null"),
         ("all_data.json:12", "wrong type", "'Category': expected str, got list"),
     ]
 

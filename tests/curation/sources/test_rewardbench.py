@@ -60,7 +60,7 @@ def test_filtered_rows(tmp_path: Path, run_ingest: RunIngest) -> None:
         ("anthropic_helpful", None),
     ]
     assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
-        ("missing field", "'rejected'"),
+        ("missing field", "'rejected' is null"),
     ]
 
 
@@ -105,5 +105,5 @@ def test_rows_as_the_hub_serves_them(shared_data: Path, hub_ingest: Any) -> None
         assert all(category[s] for s in scored) and category["anthropic_helpful"] is None, way
         assert result.meta(len(scored)) == {"id": len(scored)}, way  # `id` keeps its int64 type
         assert [(r["reason"], r["detail"].split(": ", 1)[1]) for r in result.rejects] == [
-            ("missing field", "'rejected'")
+            ("missing field", "'rejected' is null")
         ], way

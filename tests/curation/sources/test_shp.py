@@ -71,7 +71,7 @@ def test_bad_labels_and_ratios_are_rejected(tmp_path: Path, run_ingest: RunInges
         ("unparsable score", "shp.jsonl:2: 'score_ratio': 'inf'"),
         ("undetermined preference", "shp.jsonl:3: 'score_ratio': 0.0 is below 1 for the preferred comment"),
         ("undetermined preference", "shp.jsonl:4: 'score_ratio': 0.25 is below 1 for the preferred comment"),
-        ("missing field", "shp.jsonl:5: 'human_ref_B'"),
+        ("missing field", "shp.jsonl:5: 'human_ref_B' is null"),
     ]
     assert [p["margin"] for p in result.pairs] == [math.log(5.0)]
 

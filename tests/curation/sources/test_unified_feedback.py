@@ -45,7 +45,7 @@ def test_broken_rows_are_rejected(tmp_path: Path, run_ingest: RunIngest) -> None
     ]
     result = run_ingest("unified_feedback", write_jsonl(tmp_path / "uf.jsonl", rows))
     assert [(r["reason"], r["detail"]) for r in result.rejects] == [
-        ("missing field", "uf.jsonl:0: 'conv_B_rating'"),
+        ("missing field", "uf.jsonl:0: 'conv_B_rating' is null"),
         ("unparsable score", "uf.jsonl:1: 'conv_B_rating': 'N/A'"),
         ("prompt differs between sides", "uf.jsonl:2: conv_A and conv_B do not share the turns before the answer"),
         ("missing field", "uf.jsonl:3: 'conv_A': expected a message list"),
