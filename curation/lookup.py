@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +241,8 @@ class Found(NamedTuple):
 def find_pairs(build: BuildDir, text: str, source: str | None = None, limit: int = 20) -> Found:
     """Rows whose prompt or answer holds `text` (case-insensitive), in the shards and among the removed pairs. The
     texts are searched in Arrow, a batch at a time, so memory does not grow with the build; only shown rows reach
-    Python."""
+    Python. The text is searched in NFC, as the build stores texts (a decomposed `Café` finds the stored one)."""
+    text = unicodedata.normalize("NFC", text)
     pattern = re.compile(re.escape(text), re.IGNORECASE)
     keys: list[pa.RecordBatch] = []
     shown: dict[tuple[str, str, str, bool], Match] = {}

@@ -53,7 +53,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     colliding = _colliding_rows()
     # Both sources' files are named uf.jsonl: their rows share source rows (`uf.jsonl:0`).
     write_jsonl(root / "a" / "uf.jsonl", [hostile, zebras, zebras, identical, *colliding])
-    write_jsonl(root / "b" / "uf.jsonl", [_row("Do zebras sleep standing up?", "Yes, mostly.", "Never.")])
+    write_jsonl(root / "b" / "uf.jsonl", [_row("Do zebras sleep standing up?", "Yes, mostly, as in a caf\u00e9.",
+                                               "Never.")])  # fmt: skip
     recipe = root / "recipe.yaml"
     recipe.write_text(
         "name: show_find\nsources:\n"
@@ -157,6 +158,12 @@ def test_find_looks_in_kept_and_removed_pairs_ignoring_case(built: dict) -> None
     assert "removed at exact_dedupe: exact duplicate" in rows[("a", "uf.jsonl:2")]
     assert "removed at filters: chosen == rejected" in rows[("a", "uf.jsonl:3")]
     assert "Describe a zebra herd." in rows[("a", "uf.jsonl:3")]  # the snippet, from the prompt
+
+
+def test_find_searches_in_the_form_texts_are_stored_in(built: dict) -> None:
+    """A query typed decomposed (`cafe` + a combining accent) found nothing: the build stores texts in NFC."""
+    result = _curate("find", built["dir"], "CAFE\u0301")
+    assert result.exit_code == 0 and result.stdout.splitlines()[-1].startswith("1 of 1 matches shown"), result.output
 
 
 def test_find_limit_source_and_json(built: dict) -> None:
