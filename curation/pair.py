@@ -10,6 +10,10 @@ from typing import Any
 from curation.errors import RowError
 from curation.schema import IMAGE_TOKEN, canonical_text, compute_ids
 
+# Scores are decimals held as binary floats (0.3 - 0.2 is 0.09999999999999998): a margin within this of a minimum
+# (an adapter's `min_margin`, the filters' `min_margin`) reaches it.
+MARGIN_SLACK = 1e-9
+
 
 @dataclass
 class Pair:

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from curation.ops.base import MODEL, Decision, Op
 from curation.ops.context import BuildContext
+from curation.pair import MARGIN_SLACK
 from curation.sql import read_parquet
 
 
@@ -150,8 +151,8 @@ class Filters(Op):
         rules = [
             (params.drop_identical, "s.identical", "chosen == rejected", "'identical answers'"),
             (params.drop_ties, "s.tie", "tie", f"'tie' || {scores}"),
-            (params.min_margin is not None, f"s.margin < {params.min_margin}", "margin below minimum",
-             f"'margin ' || s.margin || ' < min_margin {params.min_margin}'"),
+            (params.min_margin is not None, f"s.margin < {params.min_margin} - {MARGIN_SLACK}", "margin below minimum",
+             f"'margin ' || round(s.margin, 9) || ' < min_margin {params.min_margin}'"),
             (params.max_chars is not None, f"{longest} > {params.max_chars}", "too long",
              f"{longest_part} || ' ' || {longest} || ' chars > max_chars {params.max_chars}'"),
             (params.min_length_ratio is not None, f"s.length_ratio < {params.min_length_ratio}", "length ratio",

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from curation.errors import RowError
+from curation.pair import MARGIN_SLACK
 from curation.readers import SUPPORTED_SUFFIXES, json_value, printable
 from curation.schema import IMAGE_TOKEN
 from curation.sql import quote_identifier, sql_literal
@@ -296,7 +297,7 @@ def binarize(
     else:
         raise ValueError(f"unknown binarization policy {policy!r}")
     score = dict(scored)
-    return [(c, r, tie) for c, r, tie in candidates if tie or score[c] - score[r] >= min_margin]
+    return [(c, r, tie) for c, r, tie in candidates if tie or score[c] - score[r] >= min_margin - MARGIN_SLACK]
 
 
 def ref_file(ref: str) -> str:

