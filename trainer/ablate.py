@@ -139,7 +139,8 @@ def _ablate(
                 }
                 recipe["ops"] = {**(recipe.get("ops") or {}), "rm_margin": rm_margin}
                 recipe["name"] = f"{recipe['name']}+audit"
-                audited = _variant(f"{name}+audit", yaml.safe_dump(recipe, sort_keys=False), config, benches, out, say)
+                text = yaml.safe_dump(recipe, sort_keys=False)
+                audited = _variant(f"{name}+audit", text, config, benches, out, say, derived=True)
                 audited["audit/judged"] = f"{report['scored']} of {report['pairs']}"
                 pooled = report["held_out"]
                 # whether the audit's models beat chance: one that does not removed pairs at random
@@ -158,16 +159,24 @@ def _ablate(
 
 
 def _variant(
-    name: str, text: str, config: FitConfig, benches: list[BenchSpec], out: Path, say: Callable[[str], None]
+    name: str,
+    text: str,
+    config: FitConfig,
+    benches: list[BenchSpec],
+    out: Path,
+    say: Callable[[str], None],
+    derived: bool = False,
 ) -> dict[str, Any]:
-    """Build, train and evaluate one variant; its row (with the error, if a step failed)."""
+    """Build, train and evaluate one variant; its row (with the error, if a step failed). `derived`: its recipe
+    is the ablation's own (an audited variant's), not one given."""
     recipe_path = out / "variants" / f"{name}.yaml"
     recipe_path.parent.mkdir(parents=True, exist_ok=True)
     write_text(recipe_path, text)
     build_dir, run = out / "builds" / name, out / "runs" / name
     row: dict[str, Any] = {"variant": name}
     try:
-        manifest = _load_or_build(recipe_path, build_dir, lambda reused: say(f"{name}: {reused}"))
+        told = lambda reused: say(f"{name}: {reused}")  # noqa: E731
+        manifest = _load_or_build(recipe_path, build_dir, told, out / "audits" / name, derived)
         row["rows"] = manifest["rows_in_shards"]  # what the run draws from: the mix's upsampled copies counted
         row["pairs"] = manifest.get("pairs_in_shards", manifest["rows_in_shards"])  # distinct
         settings = dataclasses.replace(config, shards=[str(build_dir)])
@@ -247,22 +256,30 @@ def _finished_run(run: Path, config: FitConfig, data: list[list[Any]]) -> dict[s
     return records[-1] if finished and trained_on == data and _same_settings(run, config, REUSED_WHATEVER) else None
 
 
-def _load_or_build(recipe_path: Path, build_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def _load_or_build(
+    recipe_path: Path, build_dir: Path, say: Callable[[str], None], audit: Path, derived: bool = False
+) -> dict[str, Any]:
     """A finished build of the same recipe text whose inputs are as it read them is reused (a rerun of the ablation
-    does not rebuild); one whose inputs changed since is built again in its place; `say` tells which ("build",
-    "build reused" or "build again (...)")."""
+    does not rebuild); one whose inputs changed since is built again in its place, and its audit folder (`audit`,
+    the ablation's own, planned for the old shards) removed, as is the build of a `derived` recipe that changed
+    (an audited variant's, whose audit was made again); `say` tells which ("build", "build reused" or "build again
+    (...)")."""
     recipe = load_recipe(recipe_path)
     if not build_dir.exists():
         say("build")
         return build(recipe, build_dir)
     manifest = BuildDir.open(build_dir).manifest
     if manifest["recipe"]["sha256"] != recipe.sha256:
-        raise InputError(f"{build_dir}: holds a build of another recipe; choose another --out")
+        if not derived:
+            raise InputError(f"{build_dir}: holds a build of another recipe; choose another --out")
+        say("build again (its audit changed)")
+        return build(recipe, build_dir, replace=True)
     changed = inputs_changed(recipe, manifest)
     if not changed:
         say("build reused")
         return manifest
     say(f"build again ({', '.join(changed)} changed since it was built)")
+    shutil.rmtree(audit, ignore_errors=True)
     return build(recipe, build_dir, replace=True)
 
 

@@ -93,10 +93,12 @@ def test_two_variant_ablation_on_the_demo_data(demo_recipe: Path, tmp_path: Path
 
 
 def test_ablation_with_the_audit_as_a_variant(demo_recipe: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"  # its input is changed below
+    shutil.copytree(demo_recipe.parent.parent, root)
     out = tmp_path / "ablation"
-    args = ["ablate", "--mix", str(demo_recipe), "--out", str(out), "--model", "tiny", "--audit", "--audit-folds",
-            "2", "--set", "global_batch=8", "--set", "micro_batch=4", "--set", "max_steps=1", "--set", "lr=2e-3",
-            "--set", "max_length=96"]  # fmt: skip
+    args = ["ablate", "--mix", str(root / "mixes" / "demo.yaml"), "--out", str(out), "--model", "tiny", "--audit",
+            "--audit-folds", "2", "--set", "global_batch=8", "--set", "micro_batch=4", "--set", "max_steps=1",
+            "--set", "lr=2e-3", "--set", "max_length=96"]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "ablation.json").read_text())
@@ -114,6 +116,18 @@ def test_ablation_with_the_audit_as_a_variant(demo_recipe: Path, tmp_path: Path)
     # the audit's verdict reaches the audited build: a build acting on a chance-level audit says so
     assert any("does not beat chance" in w for w in manifest["warnings"]) != pooled["beats_chance"]
     assert audited["pairs"] <= base["pairs"]
+    # An input changed: the build is made again, and its audit, planned for the old shards, is made again too
+    hh = root / "demo_data" / "native" / "hh_rlhf" / "demo.jsonl.gz"
+    lines = gzip.decompress(hh.read_bytes()).splitlines(keepends=True)
+    hh.write_bytes(gzip.compress(b"".join(lines[1:])))
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    said = set(again.output.splitlines())
+    assert {
+        "demo: build again (hh_rlhf changed since it was built)",
+        "demo+audit: build again (its audit changed)",
+    } <= said
+    assert not [r for r in json.loads((out / "ablation.json").read_text()) if "error" in r]
 
 
 def test_an_ablation_with_a_failed_variant_writes_its_table_and_exits_1(demo_recipe: Path, tmp_path: Path) -> None:
