@@ -312,7 +312,10 @@ def _source(loc: _Located, section: str, name: str, value: Any, base: Path) -> S
     if weight is not None and (
         isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf
     ):
-        raise loc.error((*keys, "weight"), f"weight must be a finite number >= 0, got {weight!r}")
+        # YAML 1.1 reads `1e3` or `1.0e3` as text (a float needs a dot and a signed exponent): a number was meant
+        hint = (f" (YAML reads {weight} as text: write a dot and the exponent's sign, as in 1.0e+3)"
+                if _looks_like_a_number(weight) else "")  # fmt: skip
+        raise loc.error((*keys, "weight"), f"weight must be a finite number >= 0, got {weight!r}{hint}")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
         raise loc.error((*keys, "count"), f"count must be an integer >= 0, got {count!r}")
     max_upsample = value.get("max_upsample", SourceSpec.max_upsample)
@@ -347,6 +350,13 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
     mark = exc.problem_mark
     context = f" ({exc.context}, line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
     return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {exc.problem}{context}"
+
+
+def _looks_like_a_number(value: object) -> bool:
+    try:
+        return isinstance(value, str) and math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -170,6 +170,7 @@ def _sql_class(chars: str) -> str:
 # `\s` is [\t\n\f\r ] (the trim's class); trim() would strip spaces only.
 _WS = _sql_class(WHITESPACE)
 _WS_NOT_SPACE = _sql_class(WHITESPACE.replace(" ", ""))
+_NOT_WS = "[^" + _WS[1:]
 TEXT_MACROS = f"""
 -- Its test, `_NEEDS_REWRITE`, spelled with `contains` (memchr) where a regular expression scans every byte.
 CREATE OR REPLACE MACRO canonical_text(s) AS
@@ -196,6 +197,13 @@ CREATE OR REPLACE MACRO canonical_identity(c) AS
                                              OR contains(c, chr(10) || ' '))
          THEN CASE WHEN contains(c, chr(10)) THEN replace(replace(c, chr(10) || chr(10), ' '), chr(10), ' ') ELSE c END
          ELSE identity_text(c) END;
+-- Whether two texts in canonical form have the same identity (`normalize_text`). Most differ in their first word,
+-- which an anchored expression reads without scanning the rest (equal identities have equal first words).
+CREATE OR REPLACE MACRO first_word(c) AS regexp_extract(c, '^{_WS}*({_NOT_WS}*)', 1);
+CREATE OR REPLACE MACRO same_identity(a, b) AS
+    CASE WHEN a = b THEN true
+         WHEN first_word(a) <> first_word(b) THEN false
+         ELSE canonical_identity(a) = canonical_identity(b) END;
 CREATE OR REPLACE MACRO identity_quote(s) AS to_json(s::VARCHAR)::VARCHAR;
 CREATE OR REPLACE MACRO identity_digest(payload) AS md5(payload);
 -- The ids' payloads, over texts in canonical form (as stored; their identity is the native text's).
@@ -210,6 +218,6 @@ CREATE OR REPLACE MACRO pair_json(prompt_json, chosen, rejected) AS
 
 
 def install_text_macros(con: Any) -> None:
-    """Define `canonical_text`, `identity_text`, `canonical_identity`, `prompt_json`, `pair_json` and
-    `identity_digest` on a DuckDB connection."""
+    """Define `canonical_text`, `identity_text`, `canonical_identity`, `same_identity`, `prompt_json`, `pair_json`
+    and `identity_digest` on a DuckDB connection."""
     con.execute(TEXT_MACROS)

@@ -31,7 +31,7 @@ from curation.engine import Engine
 from curation.images import decode_image
 from curation.io import sha256_file
 from curation.pair import Pair
-from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA
+from curation.schema import IMAGE_SCHEMA, PAIR_SCHEMA, install_text_macros
 from curation.shingles import Words, word_hashes
 from curation.sql import sql_literal
 
@@ -45,13 +45,6 @@ BASE_RELATIONS = ("pairs", "live_pairs", "images")
 # byte-order mark, bidi marks), a combining mark or variation selector on its own, or a blank letter (the Hangul
 # fillers, the blank Braille pattern). RE2 stops at the first one, so a normal answer costs next to nothing.
 VISIBLE = r"[^\s\p{Z}\p{Cc}\p{Cf}\p{M}\x{115F}\x{1160}\x{2800}\x{3164}\x{FFA0}]"
-# Answers the same but for runs of spaces, tabs and line breaks (canonical text keeps indentation; identity does
-# not): identical, as identity sees them. Most answers differ once spacing is taken out, found without a regular
-# expression.
-SAME_ANSWERS = """CASE WHEN chosen = rejected THEN true
-    WHEN replace(replace(replace(chosen, ' ', ''), chr(10), ''), chr(9), '')
-         <> replace(replace(replace(rejected, ' ', ''), chr(10), ''), chr(9), '') THEN false
-    ELSE regexp_replace(chosen, '\\s+', ' ', 'g') = regexp_replace(rejected, '\\s+', ' ', 'g') END"""
 
 
 def create_relations(db: duckdb.DuckDBPyConnection, pairs: str, images: str) -> None:
@@ -118,12 +111,14 @@ class BuildContext:
         whether its answers are `identical` and whether each, and the prompt, is blank (`chosen_blank`,
         `rejected_blank`, `prompt_blank`: no `VISIBLE` character), by `row_key`: validate, filters and the data
         card need them, and reading the texts is most of the work, so it is done once per build (a few bytes a
-        pair)."""
+        pair). Answers are `identical` when their identities are (`same_identity`: canonical text keeps spacing
+        that identity does not)."""
+        install_text_macros(self.db)
         self.db.execute(
             f"""CREATE TEMP TABLE IF NOT EXISTS text_stats AS
                 SELECT row_key, length(chosen) AS chosen_chars, length(rejected) AS rejected_chars,
                        list_sum(list_transform(prompt, lambda m: length(m.content)))::BIGINT AS prompt_chars,
-                       {SAME_ANSWERS} AS identical,
+                       same_identity(chosen, rejected) AS identical,
                        NOT regexp_matches(chosen, '{VISIBLE}') AS chosen_blank,
                        NOT regexp_matches(rejected, '{VISIBLE}') AS rejected_blank,
                        NOT list_bool_or(list_transform(prompt, lambda m: regexp_matches(m.content, '{VISIBLE}')))

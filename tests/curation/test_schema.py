@@ -1,3 +1,5 @@
+import itertools
+
 import duckdb
 import pytest
 
@@ -134,6 +136,13 @@ def test_duckdb_spelling_of_the_ids_equals_python() -> None:
     assert [normalize_text(c) for c in canonical] == got
     fast = db.execute("SELECT canonical_identity(canonical_text(s)) FROM unnest(?) t(s)", [texts]).fetchall()
     assert [r[0] for r in fast] == got
+    # `same_identity` of canonical texts is equality of identities: each text against the next, and against
+    # itself with its whitespace respelled (tabs for spaces, line breaks doubled, a space before the first word)
+    respelled = [" " + t.replace(" ", "\t").replace("\n", "\n\n") for t in texts]
+    pairs = [*itertools.pairwise(texts), *zip(texts, respelled, strict=True)]
+    query = "SELECT same_identity(canonical_text(a), canonical_text(b)) FROM (SELECT unnest(?) AS a, unnest(?) AS b)"
+    same = db.execute(query, [[a for a, _ in pairs], [b for _, b in pairs]]).fetchall()
+    assert [r[0] for r in same] == [normalize_text(a) == normalize_text(b) for a, b in pairs]
     rows = [texts[i : i + 4] for i in range(0, len(texts), 4)]
     db.execute("CREATE TABLE t (role VARCHAR, content VARCHAR, chosen VARCHAR, rejected VARCHAR)")
     db.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
