@@ -8,8 +8,6 @@ one Polars version; signals are per build).
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,19 +17,11 @@ import numba
 import numpy as np
 import polars as pl
 
-_WORD = re.compile(r"\w+")
 CHUNK = 100_000  # texts tokenized at a time
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                  0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
                 dtype=np.uint64)  # fmt: skip
 MAX_NGRAM = len(_MIX)  # one mixing constant per word position
-
-
-def words(text: str) -> list[str]:
-    """`tokenize` of one text, in Python."""
-    if not text.isascii():
-        text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
-    return _WORD.findall(text.lower())
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -85,14 +75,12 @@ def tokenize(texts: Sequence[str]) -> pl.Series:
     """Each text's lower-cased `\\w+` words (a list per text), after compatibility folding (NFKC: full-width `Ｈｉ`
     is `Hi`) and without format characters (zero-width spaces, soft hyphens, bidi controls), which would cut a
     word in two and let a copy pass as another text. ASCII texts, most of them, need neither."""
-    text = pl.col("text")
-    folded = (
-        pl.when(text.str.contains(r"[^\x00-\x7f]"))
-        .then(text.str.normalize("NFKC").str.replace_all(r"\p{Cf}", ""))
-        .otherwise(text)
-    )
-    frame = pl.DataFrame({"text": pl.Series(list(texts), dtype=pl.String)})
-    return frame.select(folded.str.to_lowercase().str.extract_all(r"\w+")).to_series()
+    series = pl.Series(list(texts), dtype=pl.String)
+    wide = (series.str.len_bytes() != series.str.len_chars()).fill_null(False)  # not ASCII
+    if wide.any():  # folded alone (a `when/then` would fold every text)
+        folded = series.filter(wide).str.normalize("NFKC").str.replace_all(r"\p{Cf}", "")
+        series = series.scatter(wide.arg_true(), folded)
+    return series.str.to_lowercase().str.extract_all(r"\w+")
 
 
 def word_hashes(texts: Sequence[str], chunk: int = CHUNK, threads: int = 1) -> Words:

@@ -18,7 +18,7 @@ from curation.ops.base import Decision, Op
 from curation.ops.clusters import CLUSTER_READS, cluster_decision
 from curation.ops.context import BuildContext
 from curation.perceptual import as_signed, as_unsigned, cached_phashes, close_pairs, hamming
-from curation.shingles import words
+from curation.shingles import tokenize
 from curation.sql import read_parquet
 
 
@@ -85,9 +85,10 @@ class ImageDedupe(Op):
         # survivor whose images are each within max_distance of its own (two members of one cluster may not be).
         survivors: dict[tuple[str, tuple[str, ...]], list[tuple[str, list[str]]]] = {}
         members = []
-        for prompt_id, text, images in units.select("prompt_id", "text", "images").iter_rows():
+        tokens = tokenize(units["text"].to_list()).to_list()  # the words near_dedupe and decontaminate compare
+        for (prompt_id, images), text in zip(units.select("prompt_id", "images").iter_rows(), tokens, strict=True):
             shas = images.split(",")
-            key = (" ".join(words(text)), tuple(representative[sha][0] for sha in shas))
+            key = (" ".join(text or []), tuple(representative[sha][0] for sha in shas))
             for survivor, survivor_shas in survivors.get(key, []):
                 distances = [hamming(hashes[a], hashes[b]) for a, b in zip(shas, survivor_shas, strict=True)]
                 if max(distances) <= params.max_distance:

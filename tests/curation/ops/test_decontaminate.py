@@ -8,9 +8,14 @@ from PIL import Image
 
 from curation.demo import photo_png
 from curation.ops.base import GuardStop
-from curation.shingles import words
+from curation.shingles import tokenize
 from tests.conftest import write_benchmark_images, write_image
 from tests.curation.ops.conftest import BuildRows, run_op_on_rows, uf
+
+
+def words(text: str) -> list[str]:
+    return tokenize([text])[0].to_list()
+
 
 LONG = (
     "Write a short story about a lighthouse keeper who discovers that the light has been guiding ships "

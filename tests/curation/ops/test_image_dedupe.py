@@ -55,6 +55,16 @@ def test_reencoded_and_resized_images_are_near_duplicates(tmp_path: Path, build_
     assert (built.root / "signals" / signal[0]).read_bytes() == (loose.root / "signals" / signal[0]).read_bytes()
 
 
+def test_prompts_that_differ_by_a_vowel_sign_are_not_the_same_text(tmp_path: Path, build_rows: BuildRows) -> None:
+    """Python's `\\w` left out combining vowel signs, so `क` and `कि` (ka, ki) were one word and the second pair,
+    on the same picture, was removed as a duplicate; the words are those near_dedupe compares (`tokenize`)."""
+    _variants(tmp_path)
+    rows = [_row("\u0915 \u0915\u094b?", "cat.png"), _row("\u0915\u093f \u0915\u094b?", "cat_jpeg.jpg"),
+            _row("\u0915 \u0915\u094b?", "cat_jpeg.jpg", chosen="Cat.")]  # fmt: skip
+    built = build_rows({"rv": ("rlaif_v", rows)}, ops={"image_dedupe": {"max_distance": 6}}, images_root=tmp_path)
+    assert [r["source_row"] for r in built.removed("image_dedupe")] == ["rv.jsonl:2"]
+
+
 def test_brute_force_and_multi_index_agree() -> None:
     import random
 
