@@ -74,6 +74,8 @@ def decode_image(data: bytes, origin: str, max_pixels: int = DEFAULT_MAX_PIXELS,
             fmt = (image.format or "unknown").lower()
     except RowError:
         raise
+    except Image.DecompressionBombError as exc:  # a GIF's frames, checked again as they decode, outside the lock
+        raise RowError("image too large", f"{origin}: {exc}") from exc
     except UnidentifiedImageError:
         # Pillow's own message names a memory address, which would make rejects differ between runs.
         raise RowError("image undecodable", f"{origin}: not a recognised image format") from None
