@@ -56,6 +56,18 @@ def test_decompression_bomb_is_rejected_before_decoding() -> None:
         decode_image(image_bytes(1, (20, 20)), "small", max_pixels=100)
 
 
+def test_a_bomb_found_while_decoding_is_too_large_not_undecodable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow checks a GIF's later frames as they decode, after the header passed `max_pixels`."""
+    from PIL import Image, PngImagePlugin
+
+    def bomb(self: Image.Image) -> None:
+        raise Image.DecompressionBombError("Image size (200000000 pixels) exceeds limit of 178956970 pixels")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", bomb)
+    with pytest.raises(RowError, match="image too large"):
+        decode_image(image_bytes(1, (20, 20)), "frames.png")
+
+
 def test_images_root_folder_zip_and_escape(tmp_path: Path) -> None:
     write_image(tmp_path / "root" / "coco" / "a.jpg", seed=1)
     folder = ImagesRoot(tmp_path / "root")
