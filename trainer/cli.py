@@ -644,19 +644,36 @@ def _key_value(text: str, option: str) -> tuple[str, str]:
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
-    """A run folder belongs to one run: a new run needs a new or empty folder (hidden files aside), and --resume a
-    folder that is empty or holds a run (its settings beside its metrics, or its checkpoints); never inside a
-    build."""
+    """A run folder belongs to one run: a new run needs a new or empty folder (hidden files aside, or the settings
+    alone of a run killed before its first step), and --resume a folder that is empty or holds a run (its settings
+    beside its metrics, or its checkpoints); never inside a build."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: a file, not a folder")
     if (where := within_build(out)) is not None:
         raise InputError(f"--out {out} {where}; a run folder goes elsewhere")
     held = {entry.name for entry in out.iterdir() if not entry.name.startswith(".")} if out.is_dir() else set()
+    if held == {"config.yaml"} and _settings_of_a_run(out / "config.yaml"):  # a run killed before its first step
+        return
     is_run = {"config.yaml", "metrics.jsonl"} <= held or any((out / "checkpoints").glob("step-*"))
     if is_run and not resume:  # its reports, events and checkpoints would sit beside the new run's
         raise InputError(f"--out {out}: holds a run already; --resume continues it, or choose another --out")
     if held and not is_run:
         raise InputError(f"--out {out}: holds other files, not a run; choose a new or empty folder")
+
+
+def _settings_of_a_run(path: Path) -> bool:
+    """Whether `path` holds the settings `trainer fit` writes (every FitConfig field), not a file of the user's."""
+    import dataclasses
+
+    import yaml
+
+    from trainer.config import FitConfig
+
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(settings, dict) and {f.name for f in dataclasses.fields(FitConfig)} <= set(settings)
 
 
 def _bench_specs(bench: list[str], images_root: list[str] | None) -> list[Any]:

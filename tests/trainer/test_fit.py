@@ -391,6 +391,13 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
             f"error: --out {tmp_path / 'data'}: holds other files, not a run; choose a new or empty folder\n",
         )
     assert (tmp_path / "data" / "config.yaml").read_text() == "mine: true\n"
+    # a run killed before its first step left its settings alone: neither a new run nor --resume refused the folder
+    for extra in ([], ["--resume"]):
+        killed = tmp_path / f"killed{len(extra)}"
+        killed.mkdir()
+        shutil.copy(run / "config.yaml", killed / "config.yaml")
+        again = runner.invoke(app, [*args[:4], str(killed), *args[5:], *extra])
+        assert again.exit_code == 0 and (killed / "model" / "model.safetensors").is_file(), again.output
     png = write_image(tmp_path / "x.png", seed=3, size=(64, 48))
     result = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "What is this?", "--image", str(png),
                                  "--answer", "Noise.", "--answer", "A cat on a mat."])  # fmt: skip
