@@ -110,8 +110,10 @@ class FitConfig:
             raise InputError(f"min_pixels {self.min_pixels} is above {bound}")
         for name in ("lr", "weight_decay", "max_grad_norm", "center_coef"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise InputError(f"{name} must be a finite number >= 0{' (and > 0)' if name == 'lr' else ''}, "
+            # a gradient clipped to norm 0 is no gradient: the run would train nothing, without a word
+            positive = name in ("lr", "max_grad_norm")
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise InputError(f"{name} must be a finite number >= 0{' (and > 0)' if positive else ''}, "
                                  f"got {value}")  # fmt: skip
         if self.head_layers < 1 or (self.head_width is not None and self.head_width < 1):
             raise InputError("head_layers and head_width must be >= 1")

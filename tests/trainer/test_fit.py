@@ -537,6 +537,7 @@ def test_settings_and_folders_that_cannot_make_a_run_are_refused(demo_build: Pat
     base = ["fit", "--shards", str(demo_build), "--model", "tiny", "--global-batch", "8", "--micro-batch", "4"]
     for setting, message in (("max_steps=0", "max_steps must be >= 1"), ("lr=nan", "lr='nan': expected a finite"),
                              ("lr=-1", "lr must be a finite number"), ("weight_decay=-1", "weight_decay must be"),
+                             ("max_grad_norm=0", "max_grad_norm must be a finite number >= 0 (and > 0), got 0"),
                              ("head_layers=0", "head_layers and head_width must be >= 1"),
                              ("head_activation=bogus", "head_activation 'bogus': choose one of"),
                              ("max_length=0", "max_length must be >= 2")):  # fmt: skip
