@@ -35,7 +35,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from curation.io import atomic_file, sha256_file
+from curation.io import atomic_file, sha256_file, write_text
 from trainer.backbone import load_backbone
 from trainer.config import FitConfig
 from trainer.data import (
@@ -343,7 +343,7 @@ class Trainer:
         report(self.start_step, self.total_steps, None)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.as_dict(), sort_keys=True))
+            write_text(self.out / "config.yaml", yaml.safe_dump(self.config.as_dict(), sort_keys=True))
             self._trim_metrics(self.start_step)
         last: dict[str, float] = {}
         for step, (batches, skipped) in enumerate(self._steps(), start=self.start_step):
@@ -368,6 +368,8 @@ class Trainer:
             raise TrainingError(f"no training pair could be trained on: every draw of {self.total_steps} steps was "
                                 f"skipped ({reasons}); no model written")  # fmt: skip
         self.save_checkpoint(self.total_steps)
+        # before the model: a run with its model in place says what it trained on (a collective: every rank counts)
+        self._write_data_report()
         if self.dist.main:
             assert self.last_checkpoint is not None
             final = self.out / "model"
@@ -376,7 +378,6 @@ class Trainer:
             shutil.copytree(self.last_checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.*", "trainer_state.*"))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-        self._write_data_report()  # a collective: every rank adds its counts
         self.dist.barrier()
         return last
 
@@ -442,7 +443,7 @@ class Trainer:
             # every epoch's draws the steps reached: with max_steps, fewer than the epochs' draws
             "draws_reached": draws_reached(len(self.data.train), self.config.global_batch, self.total_steps),
         }
-        (self.out / "data.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_text(self.out / "data.json", json.dumps(report, indent=2, sort_keys=True) + "\n")  # whole or not at all
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -551,6 +551,24 @@ def test_settings_and_folders_that_cannot_make_a_run_are_refused(demo_build: Pat
     assert not (demo_build / "run").exists()
 
 
+def test_the_data_report_is_written_before_the_model(
+    demo_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed between the two had its model in place and no record of what it trained on."""
+    from trainer import fit as fitting
+
+    seen: list[bool] = []
+    write = fitting.Trainer._write_data_report
+
+    def watched(self: fitting.Trainer) -> None:
+        seen.append((self.out / "model").exists())
+        write(self)
+
+    monkeypatch.setattr(fitting.Trainer, "_write_data_report", watched)
+    fit(FitConfig(model="tiny", shards=[str(demo_build)], global_batch=8, micro_batch=4, max_steps=1), tmp_path / "r")
+    assert seen == [False] and (tmp_path / "r" / "data.json").is_file() and (tmp_path / "r" / "model").is_dir()
+
+
 def test_a_run_folder_has_one_writer(demo_build: Path, tmp_path: Path) -> None:
     from curation.io import only_writer
 
