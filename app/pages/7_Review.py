@@ -54,7 +54,9 @@ except AppError as exc:
     record = AppliedReviews({}, [], [])
 applied = sum(r["outcome"].startswith("applied") for r in record.taken.values())
 if record.taken:  # a build made with reviews: new ones go to its own file, which its recipe may not read yet
-    files = ", ".join(json.dumps(name) for name in record.files)  # as YAML reads them, whatever they hold
+    # as YAML reads them, whatever they hold; absolute, as `curate reviews` prints them (a build from before the
+    # files it read were recorded: as its recipe named them)
+    files = ", ".join(json.dumps(name) for name in record.paths or record.files)
     st.caption(plain(f"This build applied {applied} of the {quantity(len(record.taken), 'review')} it took (from "
                      f"{files}); reviews saved here go to reviews/{build.name}.parquet" + (
                          ", which its recipe reads: building it again applies them." if record.reads(own) else

@@ -144,8 +144,14 @@ def test_the_next_build_applies_a_review_made_in_the_workbench(
     app = run_page("pages/7_Review.py", root, monkeypatch, build="demo-reviewed")
     app.selectbox[1].set_value("random sample").run()
     said = " ".join(c.value for c in app.caption).replace("\\", "")
-    took = 'This build applied 2 of the 2 reviews it took (from "../builds/reviews/demo.parquet"); reviews saved here'
-    assert took in said
+    # every file by its absolute path, as `curate reviews` prints the recipe line (the recipe's own spelling is
+    # relative to a folder the page does not know)
+    taken = demo_recipe.parent.parent / "builds" / "reviews" / "demo.parquet"
+    assert f'This build applied 2 of the 2 reviews it took (from "{taken.resolve()}"); reviews saved here' in said
+    assert (
+        f'human_review: {{reviews: ["{taken.resolve()}", "{(root / "reviews").resolve()}/demo-reviewed.parquet"]}}'
+        in said
+    )
     assert "reviews/demo-reviewed.parquet" in said
     marks = set(app.dataframe[0].value["reviewed"])
     # the review and the pair's fate first, then why the queue lists it (a stage's decision a review may overrule)
