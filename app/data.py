@@ -494,17 +494,19 @@ class Build:
         return [*queues, "random sample"]
 
     def review_queue(self, queue: str, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """The pairs of a review queue, each once (pair_id, source, source_row, why, in_shards; `reviewed_as`: the
-        id a review of it is recorded under, its id before a review swapped it in this build (`swapped`), else its
-        own), at most `limit`: those in the shards first (a review changes only them: reviews apply last, so a
-        removed pair stays removed)."""
+        """The pairs of a review queue, each once (pair_id: its id in this build, source, source_row, why,
+        in_shards; `reviewed_as`: the id a review of it is recorded under, its id before a review swapped it in
+        this build (`swapped`), else its own), at most `limit`: those in the shards first (a review changes only
+        them: reviews apply after the other ops, so a removed pair stays removed)."""
         where = "WHERE source = ?" if source else ""
         params: list[Any] = [source] if source else []
         query, order = self._queue_query(queue, where)
-        # A queue's row names its pair by the id its stage recorded: the swap, if any, is that input row's.
-        return self.rows(
-            f"""SELECT pair_id, source, source_row, why, {self._in_shards("pair_id")} AS in_shards,
-                       coalesce(before, pair_id) AS reviewed_as, before IS NOT NULL AS swapped
+        # A queue's row names its pair by the id its stage recorded: the swap, if any, is that input row's. The row
+        # shows the pair's id in this build (after a swap, its new one, as the pair view does).
+        rows = self.rows(
+            f"""SELECT coalesce(swapped_id, pair_id) AS shown_id, source, source_row, why,
+                       {self._in_shards("pair_id")} AS in_shards, coalesce(before, pair_id) AS reviewed_as,
+                       before IS NOT NULL AS swapped
                 FROM (SELECT DISTINCT ON (pair_id) * FROM ({query}) ORDER BY pair_id, {order})
                 LEFT JOIN (SELECT before, pair_id AS swapped_id, source AS swapped_source,
                                   source_row AS swapped_row FROM swaps)
@@ -513,6 +515,7 @@ class Build:
                 ORDER BY in_shards DESC, {order} LIMIT ?""",
             [*params, limit],
         )
+        return [{"pair_id": row.pop("shown_id"), **row} for row in rows]
 
     @staticmethod
     def _in_shards(pair_id: str) -> str:
@@ -549,8 +552,9 @@ class Build:
             return query, "margin, pair_id"
         if queue == "contamination matches":
             assert self.contamination_file is not None
-            query = f"""SELECT pair_id, source, source_row,
-                               action || ': ' || rule || ' match with ' || benchmark || ' ' || benchmark_row AS why
+            # the stage's decision named as its own (a review may overrule it: the pair's fate is beside it)
+            query = f"""SELECT pair_id, source, source_row, 'decontaminate ' || action || ' it: ' || rule
+                                 || ' match with ' || benchmark || ' ' || benchmark_row AS why
                         FROM {self.table(self.contamination_file)} {where}"""
             return query, f"{INPUT_ORDER}, source_row, why"
         if queue == "duplicate clusters":

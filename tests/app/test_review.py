@@ -32,6 +32,8 @@ def test_a_review_is_written_to_the_data_root_only(root: Path, monkeypatch: pyte
     ]
     assert app.selectbox[1].value == "contamination matches"
     assert any(c.value.startswith("10 pairs in this queue, 6 of them in the shards") for c in app.caption)
+    # why each is listed, as the listing stage's own decision (a review may overrule it)
+    assert all(why.startswith("decontaminate ") for why in app.dataframe[0].value["listed because"])
     assert any("0 of the 10 shown reviewed (saved here, or applied by this build)" in c.value for c in app.caption)
     pair = next(t.value for t in app.text if " · pair " in t.value)
     assert app.button[-1].disabled  # no reviewer named yet
@@ -263,6 +265,7 @@ def test_a_pair_swapped_by_a_review_is_reviewed_as_shown_and_the_next_build_appl
     assert len(queue) == 3 and swapped.review_queue_counts("random sample") == (3, 3)  # each pair once, copies or not
     at = next(k for k, r in enumerate(queue) if r["swapped"])
     assert (queue[at]["reviewed_as"], queue[at]["in_shards"]) == (first["pair_id"], True)
+    assert queue[at]["pair_id"] == pair["pair_id"]  # the id the pair view shows, not the one before the swap
 
     for action in ("keep", "drop"):  # keep as shown, then drop
         app = run_page("pages/7_Review.py", root, monkeypatch, build="d2")
