@@ -192,7 +192,7 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
         st.caption(
             plain(
                 f"This pair was removed at {pair['removed_at'][0]}: a review of it is recorded, and the next "
-                "build still removes it (reviews apply last)."
+                "build still removes it (reviews apply after the other ops)."
             )
         )
     else:
