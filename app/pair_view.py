@@ -26,8 +26,8 @@ METADATA = ("source", "source_row", "pair_id", "prompt_id", "modality", "subset"
 # right to left and a paragraph of it does not reorder the next one
 STYLE = (
     "<style>.pair-text{white-space:pre-wrap;unicode-bidi:plaintext;font-family:monospace;font-size:0.9em;"
-    "border:1px solid #ddd;padding:0.5em;border-radius:4px} .pair-text del{background:#fdd;text-decoration:none}"
-    " .pair-text ins{background:#dfd;text-decoration:none}"
+    "border:1px solid #ddd;padding:0.5em;border-radius:4px} .pair-text del{background:#dfd;text-decoration:none}"
+    " .pair-text ins{background:#fdd;text-decoration:none}"
     " .pair-text .format-char{color:#7a4b00;background:#fde9b8;border-radius:3px;font-size:0.8em}</style>"
 )
 # The characters that reorder text or hide in it: bidi embeddings, overrides, isolates and marks, invisible
@@ -107,7 +107,7 @@ def show_pair(build: Build, pair: dict[str, Any], queue: str = "pairs") -> None:
         chosen, rejected = html.escape(pair["chosen"]), html.escape(pair["rejected"])
         marks = ("", "")
     else:
-        (chosen, rejected), marks = marked, ("; red: only in chosen", "; green: only in rejected")
+        (chosen, rejected), marks = marked, ("; green: only in chosen", "; red: only in rejected")
     left, right = st.columns(2)
     with left:
         _text_block(f"chosen ({len(pair['chosen'])} chars{marks[0]})", chosen)

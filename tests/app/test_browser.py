@@ -87,7 +87,7 @@ def test_every_page_in_a_real_browser(server: str) -> None:
             page.screenshot(path=str(ARTIFACTS / f"{path or 'Home'}.png"), full_page=True)
         # Open one image pair: its prompt, both answers and its image are shown; a click on a row opens that row.
         page.goto(f"{server}/Pairs?modality=image", timeout=60_000)
-        expect(page.get_by_text("red: only in chosen").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("green: only in chosen").first).to_be_visible(timeout=60_000)
         expect(page.locator('[data-testid="stImage"] img').first).to_be_visible(timeout=30_000)
         expect(page.get_by_text("1 of ", exact=False).first).to_be_visible()
         grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
