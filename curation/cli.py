@@ -489,14 +489,14 @@ def build_cmd(
 
 
 def print_funnel(manifest: dict, folder: str) -> None:
-    """The funnel of the build in `folder` (named under the table where it is not named as its recipe)."""
+    """The funnel of the build in `folder`, titled by the folder (and its recipe, where that is named otherwise)."""
     from curation.build_card import funnel_rows, sources_in_order
     from curation.storage import is_uri
 
     name = manifest["recipe"]["name"]
     named = Path(folder.rstrip("/")).name if is_uri(folder) else Path(folder).resolve().name  # `.` is its folder
-    where = None if named == name else Text(f"the build of recipe {name} in {folder}")
-    table = Table(title=Text(f"build {name}: every row accounted for"), caption=where)
+    recipe = "" if named == name else f" (recipe {name})"
+    table = Table(title=Text(f"build {named}{recipe}: every row accounted for"), caption=Text(folder))
     for column in ("source", "step", "count"):
         table.add_column(column)
     for source, step, count in funnel_rows(manifest):  # names and reasons as text, never Rich markup

@@ -118,8 +118,9 @@ def test_stats_refuses_a_build_missing_a_shard(demo_build: Path, tmp_path: Path)
     build = tmp_path / "b"
     shutil.copytree(demo_build, build)
     assert json.loads(runner.invoke(app, ["stats", str(build), "--json"]).output)["shard_files"] == 3
-    # a build in a folder not named as its recipe says both
-    assert f"the build of recipe demo in {build}" in " ".join(runner.invoke(app, ["stats", str(build)]).output.split())
+    # a build in a folder not named as its recipe is titled by its folder, its recipe beside it
+    said = " ".join(runner.invoke(app, ["stats", str(build)]).output.split())
+    assert "build b (recipe demo): every row accounted for" in said and str(build) in said
     (build / "shards" / "train-00001-of-00003.arrow").unlink()
     for args in (["stats", str(build)], ["stats", str(build), "--json"]):
         result = runner.invoke(app, args)
