@@ -301,6 +301,11 @@ def test_a_damaged_state_file_means_not_done(demo_recipe: Path, tmp_path: Path, 
     [
         ("    weight: .nan\n", "weight must be a finite number >= 0"),
         ("    weight: .inf\n", "weight must be a finite number >= 0"),
+        # YAML 1.1 reads these as text; the message says how to write the number meant
+        (
+            "    weight: 1e3\n",
+            r"got '1e3' \(YAML reads 1e3 as text: write a dot and the exponent's sign, as in 1.0e\+3\)",
+        ),
         ("    weight:\n", ":6: weight is empty; give a number, or leave the key out"),
         ("    count: null\n", ":6: count is empty; give a number, or leave the key out"),
         ("    max_upsample: .inf\n", "max_upsample must be a finite number >= 1"),
