@@ -141,12 +141,8 @@ def show_images(build: Build, hashes: list[str] | None, label: str, max_side: in
         name = label if count == 1 else f"{label}, {k} of {count}"
         found = build.image(sha, max_side=max_side)
         if found is None:
-            why = (
-                "not shown (the build's image table cannot be read: see above)"
-                if build.images_unread
-                else ("is not in this build")
-            )
-            st.text(f"{name}: image {sha} {why}")
+            unread = "not shown (the build's image table cannot be read: see above)"
+            st.text(f"{name}: image {sha} {unread if build.images_unread else 'is not in this build'}")
             continue
         image, info = found
         size = f"{info['width']}x{info['height']} {info['format']}, {info['kib']} KiB"

@@ -108,8 +108,9 @@ _BLANK_LINES = re.compile("\n{3,}")
 
 def canonical_text(text: str) -> str:
     """The stored form of a prompt turn or answer: Unicode NFC; line breaks as `\\n`, no spaces or tabs at a line's
-    end, at most one blank line, the ends trimmed. A line's indentation and the spaces within it stay: in answers
-    they carry structure (code, tables). Identity (`normalize_text`) is stricter, so it does not change ids."""
+    end, at most one blank line, the ends trimmed (the first line's indentation with the start). A line's
+    indentation and the spaces within it stay: in answers they carry structure (code, tables). Identity
+    (`normalize_text`) is stricter, so it does not change ids."""
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     if not _NEEDS_REWRITE.search(text):

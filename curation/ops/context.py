@@ -105,7 +105,6 @@ class BuildContext:
         return "md5(" + " || ':' || ".join([*parts, f"{sql_literal(self.seed)}"]) + ")"
 
     # -- shared work -------------------------------------------------------------------------------------
-
     def text_stats(self) -> str:
         """The name of a table of every pair's text lengths (`chosen_chars`, `rejected_chars`, `prompt_chars`),
         whether its answers are `identical` and whether each, and the prompt, is blank (`chosen_blank`,
