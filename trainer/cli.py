@@ -213,6 +213,11 @@ def fit(
         typer.echo(f"done: {out}: {summary}{skipped}")
         if reach and (warning := reach.warning(settings.max_length)):
             typer.echo(f"warning: {warning}", err=True)
+        for name, counts in (report.get("builds") or {}).items() if last else ():
+            if counts.get("ties"):  # a Bradley-Terry loss has no term for a tie: it learns the order as given
+                typer.echo(f"note: {name}: {counts['ties']} of its {counts['pairs']} pairs are ties (tie = true), "
+                           "trained as chosen over rejected as the source gives them; the recipe's filters "
+                           "(drop_ties: true) leave them out", err=True)  # fmt: skip
 
 
 @app.command(cls=_Command)

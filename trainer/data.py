@@ -37,7 +37,7 @@ from trainer.run_summary import (
     steps_per_epoch,
 )
 
-COLUMNS = ["pair_id", "prompt_id", "modality", "prompt", "chosen", "rejected", "images", "margin"]
+COLUMNS = ["pair_id", "prompt_id", "modality", "prompt", "chosen", "rejected", "images", "margin", "tie"]
 PACK_LENGTH = 8192  # tokens per packed row (`layout: packed`); a longer pair has a row of its own
 
 
@@ -148,9 +148,12 @@ class PairData:
             held_out += evals
             # `eval`: this build's held-out pairs, also those evaluated through an earlier build that holds them
             name = str(build.path) if str(build.path) not in counts else f"{build.path} (--shards number {b + 1})"
+            # a tie is trained as a preference of chosen over rejected as given: counted, so the run can say so
+            ties = build.table.column("tie").to_pylist()
             counts[name] = {"rows": len(ids), "pairs": len(set(ids)), "weight": build.weight,
-                                       "train_draws": len(drawn), "eval": len({ids[i] for i in held}),
-                                       "eval_rows": len(held), "left_out": len(ids) - len(used)}  # fmt: skip
+                            "train_draws": len(drawn), "eval": len({ids[i] for i in held}), "eval_rows": len(held),
+                            "left_out": len(ids) - len(used),
+                            "ties": len({ids[i] for i in used if ties[i]})}  # fmt: skip
         # In hash order across builds: `eval_max_pairs` takes a sample of them all, not the first build's first pairs
         held_out.sort(key=lambda e: (unit_hash("eval order", seed, e.pair_id), e.build, e.row))
         return cls(builds, train, held_out, seed, counts)

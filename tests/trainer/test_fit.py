@@ -743,3 +743,28 @@ def test_the_summary_says_why_held_out_pairs_were_not_scored() -> None:
         "over 50 pairs of 62 held out (not scored: 8 longer than max_length, 4 beyond eval_max_pairs)"
     )
     assert fit_summary({**last, "eval/pairs": 62}).endswith("over 62 pairs of 62 held out")
+
+
+def test_ties_in_a_build_are_counted_and_said(tmp_path: Path) -> None:
+    """A build kept its ties (`drop_ties: false`): the Bradley-Terry loss learns each as chosen over rejected as
+    given, which the run said nowhere."""
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from tests.conftest import write_jsonl
+
+    scores = [{"score_chosen": 5.0 if k % 4 else 3.0, "score_rejected": 3.0} for k in range(12)]  # every 4th a tie
+    rows = [{"prompt": f"Q{k}?", "chosen": f"Yes {k}.", "rejected": f"No {k}.", "metadata": scores[k]}
+            for k in range(12)]  # fmt: skip
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    (tmp_path / "r.yaml").write_text("name: t\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n"
+                                     "ops:\n  filters: {drop_ties: false}\n")  # fmt: skip
+    build(load_recipe(tmp_path / "r.yaml"), tmp_path / "b")
+    result = CliRunner().invoke(app, ["fit", "--shards", str(tmp_path / "b"), "--out", str(tmp_path / "run"),
+                                      "--model", "tiny", "--global-batch", "4", "--micro-batch", "2",
+                                      "--set", "max_steps=1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "run" / "data.json").read_text())["builds"][str(tmp_path / "b")]
+    assert (counts["ties"], counts["pairs"]) == (3, 12)
+    assert f"note: {tmp_path / 'b'}: 3 of its 12 pairs are ties (tie = true), trained as chosen over rejected" in (
+        result.output
+    )
