@@ -26,6 +26,7 @@ from curation.failure import click_exception, run_cli
 from curation.interrupt import stop_interrupted, was_interrupted
 from curation.io import held, only_writer
 from curation.progress import ProgressLines
+from curation.words import quantity
 from trainer.config import FitConfig
 
 NoSuchOption = click_exception("NoSuchOption")  # of the click Typer runs on
@@ -732,16 +733,16 @@ def _skipped_held_out(report: dict[str, Any]) -> dict[str, int]:
 def fit_summary(last: dict[str, Any], held_out_note: str = "", skipped: dict[str, int] | None = None) -> str:
     """The last step's metrics, each with the pairs it is over (and why there are no held-out ones, or why some were
     not scored: `skipped` by reason, and `eval_max_pairs`)."""
-    steps = f"{last['step']} step" + ("" if last["step"] == 1 else "s")
+    steps = quantity(last["step"], "step")
     if last.get("loss") is None:
         text = f"{steps}; last step: no pair (every draw skipped)"
     else:
         text = (f"{steps}; last step loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f} over "
-                f"{int(last['pairs'])} pairs")  # fmt: skip
+                f"{quantity(int(last['pairs']), 'pair')}")  # fmt: skip
     if "eval/pairs" in last:
         text += (
             f"; held out: loss {last['eval/loss']:.4f}, accuracy {last['eval/accuracy']:.3f} over "
-            f"{int(last['eval/pairs'])} pair{'' if int(last['eval/pairs']) == 1 else 's'}"
+            f"{quantity(int(last['eval/pairs']), 'pair')}"
         )
         if "eval/held_out" in last:  # eval_max_pairs, or pairs skipped (too long), leave some out
             text += f" of {int(last['eval/held_out'])} held out"

@@ -140,7 +140,9 @@ class FitConfig:
 
 def shard_weight(spec: str) -> float:
     """The weight of a `--shards DIR=WEIGHT` spec (1 without one): a finite number >= 0."""
-    text = spec.partition("=")[2]
+    folder, _, text = spec.partition("=")
+    if not folder:
+        raise InputError(f"--shards {spec}: no build folder before the =")
     try:
         weight = float(text) if text else 1.0
     except ValueError:

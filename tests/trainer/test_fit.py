@@ -546,6 +546,10 @@ def test_settings_and_folders_that_cannot_make_a_run_are_refused(demo_build: Pat
     for weight in ("abc", "nan", "inf", "-1"):
         result = runner.invoke(app, [*base[:2], f"{demo_build}={weight}", *base[3:], "--out", str(tmp_path / "x")])
         assert result.exit_code == 1 and "the weight" in result.output and "Traceback" not in result.output, weight
+    nameless = runner.invoke(app, [*base[:2], "=1", *base[3:], "--out", str(tmp_path / "x")])
+    assert (
+        nameless.output == "error: --shards =1: no build folder before the =\n"
+    )  # was "error: : not a finished build"
     inside = runner.invoke(app, [*base, "--out", str(demo_build / "run")])
     assert inside.exit_code == 1 and "inside the build" in inside.output
     assert not (demo_build / "run").exists()
@@ -733,6 +737,11 @@ def test_a_build_whose_shards_were_edited_in_place_is_refused(demo_build: Path, 
 
 def test_the_summary_says_why_held_out_pairs_were_not_scored() -> None:
     from trainer.cli import fit_summary
+
+    one = fit_summary({"step": 1, "loss": 0.5, "accuracy": 1.0, "pairs": 1, "eval/loss": 0.4, "eval/accuracy": 1.0,
+                       "eval/pairs": 1})  # fmt: skip
+    assert one == "1 step; last step loss 0.5000, accuracy 1.000 over 1 pair; held out: loss 0.4000, accuracy 1.000 " \
+        "over 1 pair"  # fmt: skip
 
     last = {"step": 3, "loss": 0.5, "accuracy": 1.0, "pairs": 8, "eval/loss": 0.4, "eval/accuracy": 0.75,
             "eval/pairs": 54, "eval/held_out": 62}  # fmt: skip
