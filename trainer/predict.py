@@ -39,9 +39,15 @@ def rewards(
         if backbone.kind != "vision_language":
             raise ValueError(f"images given, but the backbone ({backbone.kind}) reads text only")
         decoded = []
-        for data in images:
+        for k, data in enumerate(images, start=1):
             with Image.open(io.BytesIO(data)) as image:
                 decoded.append(image.convert("RGB"))
+            try:  # the processor's own refusal (an aspect ratio above 200, say) names no image: said with its place
+                backbone.image_inputs(decoded[-1:])
+            except ValueError as exc:
+                raise ValueError(
+                    f"image {k} of {len(images)}: the backbone's image processor refuses it ({exc})"
+                ) from None
         pixel_values, grid = backbone.image_inputs(decoded)
         image_tokens = backbone.tokens_per_image(grid)
     messages = [{"role": "user", "content": prompt}]

@@ -404,6 +404,12 @@ def test_cli_fit_then_predict(demo_build: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     header, *lines = result.output.strip().splitlines()
     assert header == "reward\tanswer (its first 60 characters)"
+    wide = write_image(tmp_path / "wide.png", seed=3, size=(3000, 10))  # an aspect ratio the processor refuses
+    refused = runner.invoke(app, ["predict", "--model", str(run), "--prompt", "What?", "--image", str(png),
+                                  "--image", str(wide), "--answer", "A."])  # fmt: skip
+    assert refused.exit_code == 1 and refused.output.startswith(
+        "error: image 2 of 2: the backbone's image processor refuses it ("
+    ), refused.output
     scores = [float(line.split("\t")[0]) for line in lines]
     assert len(scores) == 2 and scores[0] != scores[1]
     import trainer.predict
