@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,12 +373,20 @@ class ImageTable:
                 self.first_hashes.append(stats.min)
 
     def get(self, sha256: str) -> bytes | None:
+        """The image's bytes, checked against their sha256 (the manifest records no digest of this table: bytes
+        changed since the build would otherwise pass as the image the pairs name); None where it has none."""
         if self.file is None or not self.first_hashes:
             return None
         group = bisect.bisect_right(self.first_hashes, sha256) - 1
         table = self.file.read_row_group(max(group, 0), columns=["sha256", "bytes"])
         hashes = table.column("sha256").to_pylist()
-        return table.column("bytes")[hashes.index(sha256)].as_py() if sha256 in hashes else None
+        if sha256 not in hashes:
+            return None
+        data = table.column("bytes")[hashes.index(sha256)].as_py()
+        if hashlib.sha256(data or b"").hexdigest() != sha256:
+            raise BuildError(f"{self.path}: image {sha256} holds other bytes than those of that sha256 (the table "
+                             "was changed since the build); build again")  # fmt: skip
+        return data
 
     def read(self, sha256: str) -> bytes:
         data = self.get(sha256)

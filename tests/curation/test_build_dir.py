@@ -183,3 +183,27 @@ def test_no_command_writes_its_output_inside_a_build(demo_build: Path, demo_reci
         assert sorted(p.relative_to(other).as_posix() for p in other.rglob("*")) == before, command
     itself = CliRunner().invoke(trainer, ["fit", "--shards", str(demo_build), "--model", "tiny", "--out", str(other)])
     assert itself.exit_code == 1 and f"--out {other} is the build {other.resolve()}; " in itself.output
+
+
+def test_an_image_whose_bytes_are_not_its_sha256_is_refused(built: Path, tmp_path: Path) -> None:
+    """The image table rewritten with each image's bytes under another's sha256: a run trained on it and recorded
+    the same data as the build's (the manifest records the shards' digests, not the table's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "demo"
+    shutil.copytree(built, copy)
+    images = copy / "images" / "images.parquet"
+    table = pq.read_table(images)
+    rotated = table.column("bytes").to_pylist()
+    table = table.set_column(table.schema.get_field_index("bytes"), "bytes",
+                             pa.array(rotated[1:] + rotated[:1], pa.binary()))  # fmt: skip
+    pq.write_table(table, images, row_group_size=8)
+    first = table.column("sha256")[0].as_py()
+    with pytest.raises(BuildError, match=rf"{images}: image {first} holds other bytes than those of that sha256"):
+        BuildDir.open(copy).images().read(first)
+    data = _fit(copy)
+    with pytest.raises(BuildError, match="holds other bytes"):
+        for entry in data.train:
+            for sha in data.row(entry)["images"]:
+                data.image(entry, sha)
