@@ -417,3 +417,30 @@ def test_a_queue_lists_its_rows_in_the_order_their_files_give_them(data_root: Pa
     for in_shards in (True, False):
         rows = [int(r["source_row"].rsplit(":", 1)[1]) for r in queue if r["in_shards"] == in_shards]
         assert len(rows) > 2 and rows == sorted(rows), rows
+
+
+def test_a_listed_pair_a_review_swapped_is_shown_by_its_new_id(root: Path, demo_recipe: Path, tmp_path: Path) -> None:
+    """The contamination queue records a pair's id before human_review swaps it: the queue's row gave that old id
+    while the pair view under it gave the new one."""
+    from app.data import Build
+    from curation.build import build
+    from curation.recipe import load_recipe
+    from curation.reviews import Review, append_review
+
+    listed = next(r for r in Build(root, "demo").review_queue("contamination matches") if r["in_shards"])
+    swap = Review(listed["pair_id"], listed["source"], listed["source_row"], "swap", "", "ana", "demo",
+                  "contamination matches")  # fmt: skip
+    reviews = tmp_path / "reviews.parquet"
+    append_review(reviews, swap)
+    import yaml
+
+    data = yaml.safe_load(demo_recipe.read_text())
+    data["ops"] = {**(data.get("ops") or {}), "human_review": {"reviews": str(reviews)}}
+    recipe = demo_recipe.with_name("swapped.yaml")  # beside the demo recipe: its relative paths hold
+    recipe.write_text(yaml.safe_dump(data))
+    build(load_recipe(recipe), root / "swapped")
+    swapped = Build(root, "swapped")
+    new_id = swapped.pair(listed["pair_id"])["pair_id"]  # found by its id before the swap
+    assert new_id != listed["pair_id"]
+    [row] = [r for r in swapped.review_queue("contamination matches") if r["source_row"] == listed["source_row"]]
+    assert (row["pair_id"], row["reviewed_as"], row["swapped"]) == (new_id, listed["pair_id"], True)
