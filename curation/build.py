@@ -533,6 +533,9 @@ class Builder:
                 kind = "source" if any(s.name == name for s in sources) else "benchmark"
                 self.warnings.append(f"{kind} '{name}': read from the Hub without a resolved commit (offline, or the "
                                      "Hub was not reachable): `inputs` cannot name the commit read")  # fmt: skip
+        if self.recipe.op("decontaminate") is not None and not benchmarks:  # it would run and find nothing
+            self.warnings.append("decontaminate: the recipe lists no benchmarks, so no pair was matched against any "
+                                 "(add them under `benchmarks:`)")  # fmt: skip
         self.benchmarks = dict(zip((s.name for s in benchmarks), summaries[len(sources) :], strict=True))
         for spec in benchmarks:
             summary = self.benchmarks[spec.name]

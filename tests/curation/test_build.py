@@ -280,3 +280,17 @@ def test_a_folder_split_leaving_files_unread_is_a_warning(tmp_path: Path) -> Non
     manifest = build(load_recipe(recipe), tmp_path / "b")
     assert manifest["sources"]["uf"]["rows_read"] == 1
     assert any("read 1 of its 2 data files, those of the split 'test'" in w for w in manifest["warnings"])
+
+
+def test_decontamination_without_benchmarks_is_a_warning(tmp_path: Path) -> None:
+    """The op ran and matched nothing, without a word: the recipe had no benchmarks to match against."""
+    write_jsonl(tmp_path / "uf.jsonl", [{"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5", "metadata": {}}])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: d\nsources:\n  uf: {adapter: ultrafeedback_binarized, path: uf.jsonl}\n"
+                      "ops:\n  decontaminate: {}\n")  # fmt: skip
+    manifest = build(load_recipe(recipe), tmp_path / "b")
+    assert "decontaminate: the recipe lists no benchmarks, so no pair was matched against any (add them under " \
+        "`benchmarks:`)" in manifest["warnings"]  # fmt: skip
+    plain = tmp_path / "plain.yaml"  # without the op: no such warning
+    plain.write_text(recipe.read_text().split("ops:")[0])
+    assert not any("decontaminate" in w for w in build(load_recipe(plain), tmp_path / "c")["warnings"])
