@@ -7,6 +7,7 @@ DuckDB, so a page reads only the rows it shows.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -28,6 +29,7 @@ from curation.build_dir import (
     BENCHMARK_REJECTS,
     CONTAMINATION,
     IMAGES,
+    MANIFEST,
     REJECTS,
     REMOVED_PAIRS,
     BuildDir,
@@ -152,6 +154,17 @@ def review_file(root: Path, build: str) -> Path:
     return real
 
 
+def read_review_file(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A build's reviews file read once: every review it holds, and each pair's latest (both empty while it does not
+    exist); `InputError` for a file that is not a reviews table."""
+    from curation.reviews import latest, read_reviews
+
+    if not path.is_file():
+        return [], []
+    table = read_reviews(path)
+    return table.to_pylist(), latest(table)
+
+
 def _partial_status(root: Path, partial: Path) -> str:
     """A build's `.partial` folder: being written now (its build holds the lock), or left by a build that stopped."""
     from curation.build import build_lock
@@ -166,12 +179,22 @@ def _partial_status(root: Path, partial: Path) -> str:
     return "stopped: curate build ... --resume continues it"
 
 
+@functools.lru_cache(maxsize=256)
+def _shards_whole(path: Path, stamp: tuple[tuple[str, int, int], ...]) -> None:
+    """`BuildError` where a shard of the build at `path` (its manifest and shards as `stamp` finds them) cannot be
+    read with the rows the manifest lists; memory-mapped, no shard is read whole."""
+    BuildDir.open(path).pairs(["pair_id"])
+
+
 def _finished_status(path: Path) -> str:
     """ "ready", or "broken: why" for a build whose manifest cannot be read or whose shards are not all there and
     readable with the rows the manifest lists (memory-mapped: no shard is read whole; their texts are checked when
     the build is opened)."""
     try:
-        BuildDir.open(path).pairs(["pair_id"])  # each listed shard, confined, present, whole
+        shards = BuildDir.open(path).shard_paths  # each listed shard, confined and present
+        # whole, with its rows: opened once while the files are unchanged (every page lists the builds on each run)
+        files = (path / MANIFEST, *shards)  # the manifest too: it lists each shard's rows
+        _shards_whole(path, tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     except BuildError as exc:
         # the build's own files by their path in it (one the manifest gives as absolute stays absolute: never
         # `name//tmp/...`), and the build by its name

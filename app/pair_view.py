@@ -11,10 +11,10 @@ from typing import Any
 
 import streamlit as st
 
-from app.data import AppError, AppliedReviews, Build, review_file
+from app.data import AppError, AppliedReviews, Build, read_review_file, review_file
 from app.ui import plain, show_images
 from curation.errors import InputError
-from curation.reviews import ACTIONS, Review, append_review, latest, read_reviews
+from curation.reviews import ACTIONS, Review, append_review
 from curation.shards import id_before_swap
 from curation.words import visible
 
@@ -155,9 +155,8 @@ def review_form(build: Build, pair: dict[str, Any], queue: str) -> None:
     target = before or pair["pair_id"]
     try:
         path = review_file(build.root, build.name)
-        table = read_reviews(path) if path.is_file() else None  # read once
-        written = table.to_pylist() if table is not None else []
-        earlier = [r for r in latest(table) if r["pair_id"] == target] if table is not None else []
+        written, last_of_each = read_review_file(path)
+        earlier = [r for r in last_of_each if r["pair_id"] == target]
     except (AppError, InputError) as exc:
         st.warning("Reviews cannot be kept for this build.")
         st.text(str(exc))

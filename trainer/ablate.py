@@ -30,7 +30,7 @@ from curation.ops.base import file_fields, model_fields
 from curation.recipe import Recipe, load_recipe
 from trainer.audit import audit
 from trainer.config import FitConfig
-from trainer.data import SPLIT_BY
+from trainer.data import SPLIT_BY, build_identity
 from trainer.evaluate import BenchSpec, evaluate
 from trainer.fit import HOW_IT_RUNS, TrainingError, fit
 from trainer.model import RewardModel
@@ -180,7 +180,7 @@ def _variant(
         row["rows"] = manifest["rows_in_shards"]  # what the run draws from: the mix's upsampled copies counted
         row["pairs"] = manifest.get("pairs_in_shards", manifest["rows_in_shards"])  # distinct
         settings = dataclasses.replace(config, shards=[str(build_dir)])
-        shards = [[[shard["sha256"] for shard in manifest["shards"]], 1.0]]  # as the run records its data
+        shards = [build_identity([shard["sha256"] for shard in manifest["shards"]], 1.0)]  # as the run records it
         last = _finished_run(run, settings, shards)  # a rerun (after a failed variant, say) keeps the finished runs
         if last is not None:
             say(f"{name}: fit reused")

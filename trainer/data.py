@@ -96,6 +96,11 @@ class Entry:
     copy: int = 0
 
 
+def build_identity(shards_sha256: list[str], weight: float) -> list[Any]:
+    """One build as a run records what it trained on (`PairData.identity`, `data.json`'s `data`)."""
+    return [list(shards_sha256), weight]
+
+
 @dataclass
 class PairData:
     """The train and held-out entries of one or several builds."""
@@ -160,7 +165,7 @@ class PairData:
 
     def identity(self) -> list[list[Any]]:
         """The builds by content and weight: a run trains on the same data after its builds moved."""
-        return [[b.shards_sha256, b.weight] for b in self.builds]
+        return [build_identity(b.shards_sha256, b.weight) for b in self.builds]
 
     def epoch_order(self, epoch: int) -> list[Entry]:
         return sorted(

@@ -9,11 +9,11 @@ from typing import Any
 
 import streamlit as st
 
-from app.data import AppError, AppliedReviews, review_file
+from app.data import AppError, AppliedReviews, read_review_file, review_file
 from app.pair_view import as_shown, show_pair
 from app.ui import build_or_stop, page, pick_row, plain, root_or_stop
 from curation.errors import InputError
-from curation.reviews import latest, read_reviews, reviews_path
+from curation.reviews import reviews_path
 from curation.words import quantity
 
 page("Review")
@@ -39,9 +39,8 @@ rows = build.review_queue(queue, chosen_source)
 own = reviews_path(root, build.name)  # where the review form writes (a build's name is a folder's)
 try:
     path = review_file(root, build.name)
-    table = read_reviews(path) if path.is_file() else None  # read once: every review written, and each pair's latest
-    written = table.to_pylist() if table is not None else []
-    reviewed = {r["pair_id"]: r for r in latest(table)} if table is not None else {}
+    written, last = read_review_file(path)
+    reviewed = {r["pair_id"]: r for r in last}
 except (AppError, InputError) as exc:
     st.warning("The reviews of this build cannot be read.")
     st.text(str(exc))
